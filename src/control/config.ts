@@ -1,0 +1,154 @@
+// The configuration file: parsed and validated as a whole before anything starts. Every
+// error names the field at fault (ports[1].mtu) and the reason; unknown keys are refused.
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
+
+export interface PortConfig {
+  name: string;
+  /** absolute path of the vhost-user socket */
+  socket: string;
+  /** ports with the same bridge name are switched together by MAC learning */
+  bridge: string | null;
+  /** server: vrouter listens and the frontend connects; client: the other way round */
+  mode: 'server' | 'client';
+  /** the guest's MAC on this port: a static entry in the port's bridge */
+  mac: string | null;
+  mtu: number;
+  /** queue pairs offered to the frontend */
+  queues: number;
+}
+
+export interface PmdSettings {
+  /** the CPU of each PMD thread */
+  cores: number[];
+  /** the longest idle sleep of a PMD in µs; 0 polls without ever sleeping */
+  sleepMaxUs: number;
+}
+
+export interface VrouterConfig {
+  ports: PortConfig[];
+  pmd: PmdSettings;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'VR_CONFIG';
+  readonly field: string;
+  constructor(field: string, reason: string) {
+    super(`${field}: ${reason}`);
+    this.name = 'ConfigError';
+    this.field = field;
+  }
+}
+
+export const LIMITS = {
+  ports: 64,
+  mtuMin: 68,
+  mtuMax: 9000,
+  queuesMax: 8,
+  sleepMaxUs: 100_000,
+  socketPathBytes: 107,
+} as const;
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
+type Obj = Record<string, unknown>;
+
+function object(value: unknown, field: string, keys: readonly string[]): Obj {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(field, 'must be an object');
+  for (const k of Object.keys(value)) {
+    if (!keys.includes(k)) throw new ConfigError(`${field}.${k}`.replace(/^\./, ''), `unknown key (known: ${keys.join(', ')})`);
+  }
+  return value as Obj;
+}
+
+function integer(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(field, `must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function name(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !NAME.test(value)) {
+    throw new ConfigError(field, `must be 1-32 letters, digits, '_', '.' or '-', got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function parsePort(raw: unknown, field: string, baseDir: string): PortConfig {
+  const p = object(raw, field, ['name', 'socket', 'bridge', 'mode', 'mac', 'mtu', 'queues']);
+  if (typeof p.socket !== 'string' || p.socket === '') throw new ConfigError(`${field}.socket`, 'must be a path');
+  const socket = resolve(baseDir, p.socket);
+  if (Buffer.byteLength(socket) > LIMITS.socketPathBytes) {
+    throw new ConfigError(`${field}.socket`, `${socket} is longer than the ${LIMITS.socketPathBytes} bytes a UNIX socket path may have`);
+  }
+  const mode = p.mode ?? 'server';
+  if (mode !== 'server' && mode !== 'client') throw new ConfigError(`${field}.mode`, `must be "server" or "client", got ${JSON.stringify(mode)}`);
+  let mac: string | null = null;
+  if (p.mac !== undefined) {
+    if (typeof p.mac !== 'string' || !MAC.test(p.mac)) throw new ConfigError(`${field}.mac`, `must look like 52:54:00:12:34:56, got ${JSON.stringify(p.mac)}`);
+    if ((parseInt(p.mac.slice(0, 2), 16) & 1) === 1) throw new ConfigError(`${field}.mac`, `${p.mac} is a multicast address`);
+    mac = p.mac.toLowerCase();
+  }
+  return {
+    name: name(p.name, `${field}.name`),
+    socket,
+    bridge: p.bridge === undefined ? null : name(p.bridge, `${field}.bridge`),
+    mode,
+    mac,
+    mtu: p.mtu === undefined ? 1500 : integer(p.mtu, `${field}.mtu`, LIMITS.mtuMin, LIMITS.mtuMax),
+    queues: p.queues === undefined ? 1 : integer(p.queues, `${field}.queues`, 1, LIMITS.queuesMax),
+  };
+}
+
+function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
+  const defaults: PmdSettings = { cores: [cpuCount - 1], sleepMaxUs: 250 };
+  if (raw === undefined) return defaults;
+  const p = object(raw, 'pmd', ['cores', 'sleepMaxUs']);
+  let cores = defaults.cores;
+  if (p.cores !== undefined) {
+    if (!Array.isArray(p.cores) || p.cores.length === 0) throw new ConfigError('pmd.cores', 'must be a non-empty array of CPU numbers');
+    cores = p.cores.map((c, i) => integer(c, `pmd.cores[${i}]`, 0, cpuCount - 1));
+    const dup = cores.find((c, i) => cores.indexOf(c) !== i);
+    if (dup !== undefined) throw new ConfigError('pmd.cores', `CPU ${dup} is listed twice`);
+    if (cores.length > 1) throw new ConfigError('pmd.cores', `${cores.length} PMDs asked for; this version runs one PMD`);
+  }
+  return {
+    cores,
+    sleepMaxUs: p.sleepMaxUs === undefined ? defaults.sleepMaxUs : integer(p.sleepMaxUs, 'pmd.sleepMaxUs', 0, LIMITS.sleepMaxUs),
+  };
+}
+
+/** Validates a parsed config document. Relative socket paths are taken from baseDir. */
+export function parseConfig(raw: unknown, baseDir: string, cpuCount = availableParallelism()): VrouterConfig {
+  const top = object(raw, '', ['ports', 'pmd']);
+  if (!Array.isArray(top.ports) || top.ports.length === 0) throw new ConfigError('ports', 'must be a non-empty array');
+  if (top.ports.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports`);
+  const ports = top.ports.map((p, i) => parsePort(p, `ports[${i}]`, baseDir));
+  ports.forEach((p, i) => {
+    const j = ports.findIndex((q) => q.name === p.name);
+    if (j !== i) throw new ConfigError(`ports[${i}].name`, `"${p.name}" is already the name of ports[${j}]`);
+    const k = ports.findIndex((q) => q.socket === p.socket);
+    if (k !== i) throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
+  });
+  return { ports, pmd: parsePmd(top.pmd, cpuCount) };
+}
+
+/** Reads and validates a config file; errors name the file as well as the field. */
+export function loadConfigFile(path: string): VrouterConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, `cannot read: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(path, `not valid JSON: ${(err as Error).message}`);
+  }
+  return parseConfig(raw, dirname(resolve(path)));
+}

@@ -1,0 +1,76 @@
+// Per-port counters, by construction: each PMD is the only writer of its own block in a
+// SharedArrayBuffer, and the supervisor sums the blocks of all PMDs when asked.
+
+/** Drop reasons, declared once: the data path stores an index, stats show name and text. */
+export const DROP_REASONS = [
+  ['bad_descriptor', 'descriptor chain outside guest memory, looping, too fragmented or in the wrong direction'],
+  ['frame_too_short', 'frame shorter than an Ethernet header'],
+  ['frame_too_long', 'frame longer than the port MTU allows'],
+  ['no_buffer', 'packet buffer pool exhausted'],
+  ['guest_ring_full', 'the destination guest had no receive buffers posted'],
+  ['guest_buffer_too_small', 'the destination guest posted a buffer too small for the frame'],
+  ['no_destination', 'the port is in no bridge, or alone in its bridge'],
+  ['same_port', 'the destination MAC was learned on the ingress port'],
+  ['port_down', 'the destination port has no running receive queue'],
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number][0];
+export const DROP = Object.fromEntries(DROP_REASONS.map(([name], i) => [name, i])) as Record<DropReason, number>;
+
+export const RX_PACKETS = 0;
+export const RX_BYTES = 1;
+export const TX_PACKETS = 2;
+export const TX_BYTES = 3;
+/** virtqueues found corrupt and stopped */
+export const QUEUE_ERRORS = 4;
+export const DROPS_BASE = 5;
+export const COUNTERS_PER_PORT = DROPS_BASE + DROP_REASONS.length;
+
+/** The SharedArrayBuffer holding every PMD's counter block. */
+export function createCounterBuffer(pmdCount: number, portCount: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(pmdCount * portCount * COUNTERS_PER_PORT * 8);
+}
+
+/** One PMD's writable block: index with portBase(port) + counter. */
+export function pmdCounters(buffer: SharedArrayBuffer, pmd: number, portCount: number): Float64Array {
+  const length = portCount * COUNTERS_PER_PORT;
+  return new Float64Array(buffer, pmd * length * 8, length);
+}
+
+export function portBase(port: number): number {
+  return port * COUNTERS_PER_PORT;
+}
+
+export interface PortStats {
+  rx_packets: number;
+  rx_bytes: number;
+  tx_packets: number;
+  tx_bytes: number;
+  queue_errors: number;
+  drops: Record<DropReason, number>;
+}
+
+/** Sums the blocks of all PMDs into per-port stats. */
+export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portNames: readonly string[]): Record<string, PortStats> {
+  const all = new Float64Array(buffer);
+  const perPmd = portNames.length * COUNTERS_PER_PORT;
+  const sum = (port: number, counter: number) => {
+    let total = 0;
+    for (let pmd = 0; pmd < pmdCount; pmd++) total += all[pmd * perPmd + portBase(port) + counter];
+    return total;
+  };
+  const stats: Record<string, PortStats> = {};
+  portNames.forEach((name, port) => {
+    const drops = {} as Record<DropReason, number>;
+    DROP_REASONS.forEach(([reason], i) => (drops[reason] = sum(port, DROPS_BASE + i)));
+    stats[name] = {
+      rx_packets: sum(port, RX_PACKETS),
+      rx_bytes: sum(port, RX_BYTES),
+      tx_packets: sum(port, TX_PACKETS),
+      tx_bytes: sum(port, TX_BYTES),
+      queue_errors: sum(port, QUEUE_ERRORS),
+      drops,
+    };
+  });
+  return stats;
+}

@@ -1,0 +1,244 @@
+// Moving frames between a guest's virtqueues and packet buffers, a burst at a time:
+// the guest's TX queue into buffers (receiveBurst) and buffers into the guest's RX queue
+// (deliverBurst), with the 12-byte virtio-net header stripped and added.
+import { CHAIN_TOO_LONG, SplitQueue } from '../virtio/split-queue.ts';
+import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET } from '../virtio/constants.ts';
+import { PacketPool } from './packet-pool.ts';
+import { DROP, DROPS_BASE, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { signalGuest } from './notify.ts';
+
+export const BURST = 32;
+const ETHER_HDR_LEN = 14;
+
+/** Copies len bytes between two byte views (the one place to make copies faster). */
+function copyBytes(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, len: number): void {
+  dst.set(src.subarray(srcOff, srcOff + len), dstOff);
+}
+
+export interface QueueOwner {
+  queue: SplitQueue;
+  callFd: number;
+  /** counter block of the PMD and the port's base index in it */
+  counters: Float64Array;
+  counterBase: number;
+  /** longest frame (without virtio-net header) the port accepts or delivers */
+  maxFrame: number;
+}
+
+/**
+ * Takes up to `max` frames from a guest's TX queue into packet buffers, appending their
+ * handles to `handles` from `start`. Bad chains are returned to the guest unread and
+ * counted. Returns the number of frames taken; -1 if the queue was found corrupt.
+ */
+export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
+  const vq = q.queue;
+  let avail = vq.pending();
+  if (avail <= 0) return avail;
+  if (avail > max) avail = max;
+  const counters = q.counters;
+  const base = q.counterBase;
+  const mem = vq.mem;
+  const data = pool.data;
+  const usedFrom = vq.usedIdx;
+  let taken = 0;
+  let bytes = 0;
+  for (let i = 0; i < avail; i++) {
+    const head = vq.availHead(i);
+    const segments = vq.walkChain(head, false, NET_HDR_LEN + q.maxFrame);
+    vq.putUsed(head, 0);
+    if (segments < 0) {
+      counters[base + DROPS_BASE + (segments === CHAIN_TOO_LONG ? DROP.frame_too_long : DROP.bad_descriptor)]++;
+      continue;
+    }
+    const frameLen = vq.chainBytes - NET_HDR_LEN;
+    if (frameLen < ETHER_HDR_LEN) {
+      counters[base + DROPS_BASE + DROP.frame_too_short]++;
+      continue;
+    }
+    const handle = pool.alloc();
+    if (handle < 0) {
+      counters[base + DROPS_BASE + DROP.no_buffer]++;
+      continue;
+    }
+    // Gather the segments, skipping the header wherever the guest split it.
+    let skip = NET_HDR_LEN;
+    let dst = pool.frameOffset(handle);
+    for (let s = 0; s < segments; s++) {
+      let off = vq.segOffset[s];
+      let len = vq.segLength[s];
+      if (skip > 0) {
+        const n = skip < len ? skip : len;
+        skip -= n;
+        off += n;
+        len -= n;
+        if (len === 0) continue;
+      }
+      copyBytes(data, dst, mem.bytes[vq.segWindow[s]], off, len);
+      dst += len;
+    }
+    pool.length[handle] = frameLen;
+    handles[start + taken++] = handle;
+    bytes += frameLen;
+  }
+  vq.lastAvailIdx = (vq.lastAvailIdx + avail) & 0xffff;
+  if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
+  counters[base + RX_PACKETS] += taken;
+  counters[base + RX_BYTES] += bytes;
+  return taken;
+}
+
+// The header written in front of every frame delivered to a guest: no offloads are
+// negotiated, so all fields are zero but num_buffers.
+const header = new Uint8Array(NET_HDR_LEN);
+
+/**
+ * Writes frames into a guest's RX queue: with MRG_RXBUF a frame may span several
+ * available chains (VIRTIO v1.2, 5.1.6.3.1), otherwise it must fit one chain. Buffers are
+ * not freed here (a flooded frame goes to several ports). Returns how many were delivered.
+ */
+export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool, handles: Uint32Array, count: number): number {
+  const vq = q.queue;
+  const counters = q.counters;
+  const base = q.counterBase;
+  let avail = vq.pending();
+  if (avail < 0) {
+    // The ring is corrupt (vq.failure says why): the caller stops it.
+    counters[base + DROPS_BASE + DROP.port_down] += count;
+    return 0;
+  }
+  const usedFrom = vq.usedIdx;
+  let delivered = 0;
+  let bytes = 0;
+  let i = 0;
+  for (; i < count; i++) {
+    const handle = handles[i];
+    const frameLen = pool.length[handle];
+    if (frameLen > q.maxFrame) {
+      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      continue;
+    }
+    const result = mergeable ? writeMergeable(vq, avail, pool, handle, frameLen) : writeOneChain(vq, avail, pool, handle, frameLen);
+    if (result > 0) {
+      avail -= result;
+      delivered++;
+      bytes += frameLen;
+      continue;
+    }
+    if (result === NO_ROOM) {
+      // The guest has no more buffers: the rest of the burst cannot be delivered either.
+      counters[base + DROPS_BASE + DROP.guest_ring_full] += count - i;
+      break;
+    }
+    counters[base + DROPS_BASE + (result === TOO_SMALL ? DROP.guest_buffer_too_small : DROP.bad_descriptor)]++;
+    if (result === BAD_CHAIN) {
+      // The chain was consumed (returned with length 0) so that the queue moves on.
+      avail--;
+    }
+  }
+  if (vq.usedIdx !== usedFrom) {
+    if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
+  }
+  counters[base + TX_PACKETS] += delivered;
+  counters[base + TX_BYTES] += bytes;
+  return delivered;
+}
+
+const NO_ROOM = 0;
+const TOO_SMALL = -1;
+const BAD_CHAIN = -2;
+
+/** Scatters `len` bytes of src from srcOff over the segments of the last walked chain, from segment 0. */
+function scatter(vq: SplitQueue, segments: number, src: Uint8Array, srcOff: number, len: number, skip: number): number {
+  const mem = vq.mem;
+  let written = 0;
+  for (let s = 0; s < segments && written < len; s++) {
+    let segLen = vq.segLength[s];
+    let off = vq.segOffset[s];
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    off += skip;
+    segLen -= skip;
+    skip = 0;
+    const n = len - written < segLen ? len - written : segLen;
+    copyBytes(mem.bytes[vq.segWindow[s]], off, src, srcOff + written, n);
+    written += n;
+  }
+  return written;
+}
+
+/**
+ * One frame into one chain (no MRG_RXBUF). Returns the chains used (1), NO_ROOM,
+ * TOO_SMALL (the chain is left for a smaller frame) or BAD_CHAIN (consumed).
+ */
+function writeOneChain(vq: SplitQueue, avail: number, pool: PacketPool, handle: number, frameLen: number): number {
+  if (avail === 0) return NO_ROOM;
+  const head = vq.availHead(0);
+  const segments = vq.walkChain(head, true, 0xffffffff);
+  if (segments <= 0) {
+    vq.putUsed(head, 0);
+    vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
+    return BAD_CHAIN;
+  }
+  if (vq.chainBytes < NET_HDR_LEN + frameLen) return TOO_SMALL;
+  header[NET_HDR_NUM_BUFFERS_OFFSET] = 1;
+  scatter(vq, segments, header, 0, NET_HDR_LEN, 0);
+  scatter(vq, segments, pool.data, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
+  vq.putUsed(head, NET_HDR_LEN + frameLen);
+  vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
+  return 1;
+}
+
+/**
+ * One frame over as many chains as it needs (MRG_RXBUF), num_buffers in the header of the
+ * first. If the guest runs out of chains midway, nothing of this frame is published:
+ * lastAvailIdx and usedIdx are rolled back. Returns the chains used or an error code.
+ */
+function writeMergeable(vq: SplitQueue, avail: number, pool: PacketPool, handle: number, frameLen: number): number {
+  const startAvail = vq.lastAvailIdx;
+  const startUsed = vq.usedIdx;
+  const src = pool.data;
+  const srcBase = pool.frameOffset(handle);
+  let done = 0; // frame bytes written
+  let chains = 0;
+  let numBuffersWindow = 0;
+  let numBuffersOffset = 0;
+  while (done < frameLen || chains === 0) {
+    if (chains === avail) {
+      vq.lastAvailIdx = startAvail;
+      vq.usedIdx = startUsed;
+      return NO_ROOM;
+    }
+    const head = vq.availHead(0);
+    const segments = vq.walkChain(head, true, 0xffffffff);
+    if (segments <= 0 || (chains === 0 && vq.segLength[0] < NET_HDR_LEN)) {
+      // A chain we cannot use for the header or at all: give back what this frame took,
+      // then consume the bad chain alone so that the queue moves on.
+      vq.lastAvailIdx = startAvail;
+      vq.usedIdx = startUsed;
+      if (chains > 0) return NO_ROOM;
+      vq.putUsed(head, 0);
+      vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
+      return BAD_CHAIN;
+    }
+    let used = 0;
+    if (chains === 0) {
+      header[NET_HDR_NUM_BUFFERS_OFFSET] = 0;
+      scatter(vq, 1, header, 0, NET_HDR_LEN, 0);
+      numBuffersWindow = vq.segWindow[0];
+      numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
+      used = NET_HDR_LEN;
+    }
+    const n = scatter(vq, segments, src, srcBase + done, frameLen - done, used);
+    done += n;
+    used += n;
+    vq.putUsed(head, used);
+    vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
+    chains++;
+  }
+  const hdr = vq.mem.bytes[numBuffersWindow];
+  hdr[numBuffersOffset] = chains & 0xff;
+  hdr[numBuffersOffset + 1] = chains >> 8;
+  return chains;
+}

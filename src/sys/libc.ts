@@ -1,0 +1,344 @@
+// The libc boundary: every system call vrouter makes goes through this module (koffi).
+// It is the only place that knows about pointers, structs and errno; callers get numbers,
+// ArrayBuffer views and SysError. Every failing call throws SysError naming the call.
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+/** A failed system call: `call` and `errno` survive postMessage through `code`. */
+export class SysError extends Error {
+  readonly call: string;
+  readonly errno: number;
+  readonly code: string;
+  constructor(call: string, errno: number, detail = '') {
+    const name = ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+    super(`${call}${detail ? ` (${detail})` : ''} failed: ${name}`);
+    this.name = 'SysError';
+    this.call = call;
+    this.errno = errno;
+    this.code = name;
+  }
+}
+
+const ERRNO_NAMES = new Map<number, string>(
+  Object.entries(koffi.os.errno).map(([name, value]) => [value, name]),
+);
+export const EAGAIN = koffi.os.errno.EAGAIN;
+export const EINTR = koffi.os.errno.EINTR;
+
+const c = {
+  memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
+  fstat: libc.func('int fstat(int fd, _Out_ uint8_t *statbuf)'),
+  mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+  munmap: libc.func('int munmap(void *addr, size_t length)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
+  read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
+  write: libc.func('intptr_t write(int fd, const void *buf, size_t count)'),
+  close: libc.func('int close(int fd)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, const uint8_t *addr, uint32_t addrlen)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
+  connect: libc.func('int connect(int fd, const uint8_t *addr, uint32_t addrlen)'),
+  sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
+  recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  poll: libc.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
+  malloc: libc.func('void *malloc(size_t size)'),
+  sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
+  prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
+};
+
+function fail(call: string, detail = ''): never {
+  throw new SysError(call, koffi.errno(), detail);
+}
+
+// ---- memory ------------------------------------------------------------------------------
+
+const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffffffffffffffffn;
+/** koffi.view aborts the process above 4 GiB: larger mappings are seen through windows. */
+export const MAX_VIEW_BYTES = 2 ** 32 - 4096;
+
+export function memfdCreate(name: string): number {
+  const fd = c.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING) as number;
+  if (fd < 0) fail('memfd_create', name);
+  return fd;
+}
+
+export function ftruncate(fd: number, length: number): void {
+  if ((c.ftruncate(fd, length) as number) < 0) fail('ftruncate', `fd ${fd}`);
+}
+
+const statBuf = new Uint8Array(144); // sizeof(struct stat) on x86-64
+/** The size of the file behind fd (st_size, offset 48 of x86-64 struct stat). */
+export function fstatSize(fd: number): number {
+  if ((c.fstat(fd, statBuf) as number) < 0) fail('fstat', `fd ${fd}`);
+  return Number(new DataView(statBuf.buffer).getBigInt64(48, true));
+}
+
+/** Maps `length` bytes of fd from offset 0, shared, read-write. Returns the host address. */
+export function mmapShared(fd: number, length: number): bigint {
+  const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) as bigint;
+  if (addr === MAP_FAILED || addr === 0n) fail('mmap', `fd ${fd}, ${length} bytes`);
+  return addr;
+}
+
+export function munmap(addr: bigint, length: number): void {
+  if ((c.munmap(addr, length) as number) < 0) fail('munmap', `${length} bytes`);
+}
+
+/** A zero-copy ArrayBuffer over host memory (any thread of this process may make one). */
+export function view(addr: bigint, length: number): ArrayBuffer {
+  if (length <= 0 || length > MAX_VIEW_BYTES) throw new RangeError(`view of ${length} bytes: must be 1..${MAX_VIEW_BYTES}`);
+  return koffi.view(addr, length);
+}
+
+// ---- eventfd -------------------------------------------------------------------------------
+
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+
+export function eventfd(): number {
+  const fd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) as number;
+  if (fd < 0) fail('eventfd');
+  return fd;
+}
+
+const ONE = new BigUint64Array([1n]);
+/** Signals an eventfd. Hot path (guest interrupts): returns false instead of throwing. */
+export function eventfdSignal(fd: number): boolean {
+  return (c.write(fd, ONE, 8) as number) === 8;
+}
+
+const drainBuf = new BigUint64Array(1);
+/** Reads and clears an eventfd counter; 0 when nothing was pending. */
+export function eventfdDrain(fd: number): number {
+  const n = c.read(fd, drainBuf, 8) as number;
+  if (n === 8) return Number(drainBuf[0]);
+  if (koffi.errno() === EAGAIN) return 0;
+  fail('read', `eventfd ${fd}`);
+}
+
+export function close(fd: number): void {
+  if ((c.close(fd) as number) < 0) fail('close', `fd ${fd}`);
+}
+
+/** Closes fds, collecting nothing: used on cleanup paths where each fd must be tried. */
+export function closeAll(fds: Iterable<number>): void {
+  for (const fd of fds) if (fd >= 0) c.close(fd);
+}
+
+// ---- AF_UNIX sockets with SCM_RIGHTS ---------------------------------------------------------
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_CTRUNC = 0x8;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const SUN_PATH_MAX = 108;
+export const MAX_FDS_PER_MESSAGE = 8;
+
+function sockaddrUn(path: string): Uint8Array {
+  const bytes = Buffer.from(path);
+  if (bytes.length >= SUN_PATH_MAX) throw new SysError('bind', koffi.os.errno.ENAMETOOLONG, path);
+  const addr = new Uint8Array(2 + SUN_PATH_MAX);
+  addr[0] = AF_UNIX;
+  addr.set(bytes, 2);
+  return addr;
+}
+
+function unixSocket(): number {
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail('socket');
+  return fd;
+}
+
+/** A non-blocking listening AF_UNIX stream socket at path (the path must not exist). */
+export function unixListen(path: string, backlog = 16): number {
+  const fd = unixSocket();
+  const addr = sockaddrUn(path);
+  if ((c.bind(fd, addr, addr.length) as number) < 0 || (c.listen(fd, backlog) as number) < 0) {
+    const err = new SysError('bind/listen', koffi.errno(), path);
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/** Connects a non-blocking AF_UNIX stream socket to path (unix connects complete at once). */
+export function unixConnect(path: string): number {
+  const fd = unixSocket();
+  const addr = sockaddrUn(path);
+  if ((c.connect(fd, addr, addr.length) as number) < 0) {
+    const err = new SysError('connect', koffi.errno(), path);
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/** Accepts one pending connection; -1 when none is pending. */
+export function accept(listenFd: number): number {
+  const fd = c.accept4(listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC) as number;
+  if (fd < 0) {
+    if (koffi.errno() === EAGAIN || koffi.errno() === EINTR) return -1;
+    fail('accept4', `fd ${listenFd}`);
+  }
+  return fd;
+}
+
+// One native scratch block per thread for msghdr + iovec + cmsg + data: a struct-free layout
+// filled through a DataView is about twice as fast as koffi struct marshalling.
+const MSGHDR = 0; // struct msghdr, 56 bytes on x86-64
+const IOVEC = 64; // struct iovec, 16 bytes
+const CMSG = 128; // cmsghdr (16) + up to 8 fds
+const CMSG_SPACE_MAX = 16 + 4 * MAX_FDS_PER_MESSAGE;
+const DATA = 256;
+export const MAX_MESSAGE_BYTES = 8192;
+let scratch: { ptr: bigint; dv: DataView; bytes: Uint8Array } | null = null;
+
+function msgScratch() {
+  if (scratch === null) {
+    const size = DATA + MAX_MESSAGE_BYTES;
+    const ptr = c.malloc(size) as bigint;
+    if (ptr === 0n) fail('malloc', `${size} bytes`);
+    const buf = koffi.view(ptr, size);
+    scratch = { ptr, dv: new DataView(buf), bytes: new Uint8Array(buf) };
+  }
+  return scratch;
+}
+
+function fillMsghdr(s: { ptr: bigint; dv: DataView }, dataLen: number, controlLen: number): void {
+  const dv = s.dv;
+  dv.setBigUint64(MSGHDR + 0, 0n, true); // msg_name
+  dv.setUint32(MSGHDR + 8, 0, true); // msg_namelen
+  dv.setBigUint64(MSGHDR + 16, s.ptr + BigInt(IOVEC), true); // msg_iov
+  dv.setBigUint64(MSGHDR + 24, 1n, true); // msg_iovlen
+  dv.setBigUint64(MSGHDR + 32, controlLen ? s.ptr + BigInt(CMSG) : 0n, true); // msg_control
+  dv.setBigUint64(MSGHDR + 40, BigInt(controlLen), true); // msg_controllen
+  dv.setInt32(MSGHDR + 48, 0, true); // msg_flags
+  dv.setBigUint64(IOVEC + 0, s.ptr + BigInt(DATA), true);
+  dv.setBigUint64(IOVEC + 8, BigInt(dataLen), true);
+}
+
+/** Sends data with up to 8 fds attached (SCM_RIGHTS). Returns the bytes sent. */
+export function sendMsg(fd: number, data: Uint8Array, fds: readonly number[] = []): number {
+  if (data.length > MAX_MESSAGE_BYTES) throw new RangeError(`message of ${data.length} bytes`);
+  if (fds.length > MAX_FDS_PER_MESSAGE) throw new RangeError(`${fds.length} fds in one message`);
+  const s = msgScratch();
+  s.bytes.set(data, DATA);
+  const controlLen = fds.length ? 16 + 4 * fds.length : 0;
+  if (controlLen) {
+    s.dv.setBigUint64(CMSG + 0, BigInt(controlLen), true);
+    s.dv.setInt32(CMSG + 8, SOL_SOCKET, true);
+    s.dv.setInt32(CMSG + 12, SCM_RIGHTS, true);
+    fds.forEach((f, i) => s.dv.setInt32(CMSG + 16 + 4 * i, f, true));
+  }
+  fillMsghdr(s, data.length, controlLen === 0 ? 0 : (controlLen + 7) & ~7);
+  const n = c.sendmsg(fd, s.ptr + BigInt(MSGHDR), MSG_NOSIGNAL) as number;
+  if (n < 0) fail('sendmsg', `fd ${fd}`);
+  return n;
+}
+
+export interface Received {
+  /** bytes read into the buffer; 0 means the peer closed the connection */
+  length: number;
+  fds: number[];
+  /** the peer sent more fds than fit (they were closed by the kernel or by us) */
+  fdsTruncated: boolean;
+}
+
+/**
+ * Reads up to `into.length` bytes without blocking, with the fds that came with them.
+ * Returns null when nothing is pending. Received fds are CLOEXEC.
+ */
+export function recvMsg(fd: number, into: Uint8Array): Received | null {
+  const want = Math.min(into.length, MAX_MESSAGE_BYTES);
+  const s = msgScratch();
+  fillMsghdr(s, want, CMSG_SPACE_MAX);
+  const n = c.recvmsg(fd, s.ptr + BigInt(MSGHDR), MSG_DONTWAIT | MSG_CMSG_CLOEXEC) as number;
+  if (n < 0) {
+    if (koffi.errno() === EAGAIN || koffi.errno() === EINTR) return null;
+    fail('recvmsg', `fd ${fd}`);
+  }
+  into.set(s.bytes.subarray(DATA, DATA + n), 0);
+  const fds: number[] = [];
+  const controlLen = Number(s.dv.getBigUint64(MSGHDR + 40, true));
+  // Walk the control messages: any level/type other than SCM_RIGHTS is ignored.
+  let off = 0;
+  while (off + 16 <= controlLen) {
+    const len = Number(s.dv.getBigUint64(CMSG + off, true));
+    if (len < 16 || off + len > controlLen) break;
+    if (s.dv.getInt32(CMSG + off + 8, true) === SOL_SOCKET && s.dv.getInt32(CMSG + off + 12, true) === SCM_RIGHTS) {
+      for (let p = 16; p + 4 <= len; p += 4) fds.push(s.dv.getInt32(CMSG + off + p, true));
+    }
+    off += (len + 7) & ~7;
+  }
+  const fdsTruncated = (s.dv.getInt32(MSGHDR + 48, true) & MSG_CTRUNC) !== 0;
+  return { length: n, fds, fdsTruncated };
+}
+
+// ---- readiness ------------------------------------------------------------------------------
+
+export interface Watch {
+  stop(): void;
+}
+
+/**
+ * Calls onReadable from the event loop while fd is readable or hung up (libuv poll).
+ * Never watch the same fd twice, and stop the watch before closing the fd: koffi aborts
+ * the process otherwise.
+ */
+export function watchReadable(fd: number, onReadable: (hangup: boolean) => void): Watch {
+  const handle = koffi.node.poll(fd, { readable: true, disconnect: true }, (ev) => onReadable(Boolean(ev.disconnect)));
+  let open = true;
+  return {
+    stop() {
+      if (open) {
+        open = false;
+        handle.close();
+      }
+    },
+  };
+}
+
+const POLLIN = 1;
+/** Blocking poll of one fd for input, up to timeoutMs. True if readable. */
+export function pollIn(fd: number, timeoutMs: number): boolean {
+  const pfd = new Uint8Array(8);
+  const dv = new DataView(pfd.buffer);
+  dv.setInt32(0, fd, true);
+  dv.setInt16(4, POLLIN, true);
+  const n = c.poll(pfd, 1, timeoutMs) as number;
+  if (n < 0) {
+    if (koffi.errno() === EINTR) return false;
+    fail('poll', `fd ${fd}`);
+  }
+  return n > 0 && (dv.getInt16(6, true) & POLLIN) !== 0;
+}
+
+// ---- threads ----------------------------------------------------------------------------------
+
+/** Pins the calling thread to one CPU (sched_setaffinity with pid 0 = this thread). */
+export function pinThreadToCpu(cpu: number): void {
+  const mask = new Uint8Array(128); // cpu_set_t: 1024 bits
+  if (!Number.isInteger(cpu) || cpu < 0 || cpu >= mask.length * 8) throw new RangeError(`cpu ${cpu}`);
+  mask[cpu >> 3] = 1 << (cpu & 7);
+  if ((c.sched_setaffinity(0, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpu ${cpu}`);
+}
+
+const PR_SET_NAME = 15;
+/** Names the calling thread (visible in top -H and /proc/self/task/N/comm; 15 chars). */
+export function setThreadName(name: string): void {
+  if ((c.prctl(PR_SET_NAME, name.slice(0, 15), 0, 0, 0) as number) < 0) fail('prctl(PR_SET_NAME)', name);
+}

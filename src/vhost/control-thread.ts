@@ -1,0 +1,43 @@
+// Entry point of the vhost control thread: owns every port's socket and connection and
+// speaks the vhost-user protocol; tells the PMDs what to poll. Driven by the event loop
+// (libuv polls the sockets), so it never blocks and never touches packets.
+import { parentPort, workerData } from 'node:worker_threads';
+import { pack, unpack } from 'msgpackr';
+import { setThreadName } from '../sys/libc.ts';
+import { createLog } from '../log.ts';
+import { PmdClient, type PmdLink } from './pmd-client.ts';
+import { PortEndpoint, type EndpointSettings } from './port-endpoint.ts';
+
+export interface ControlThreadData {
+  endpoints: EndpointSettings[];
+  /** the PMD that owns each port */
+  portPmd: number[];
+  pmdLinks: PmdLink[];
+}
+
+/** Between the supervisor and this thread (msgpackr on the worker's parent port). */
+export type ControlRequest = { t: 'shutdown' };
+export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t: 'stopped' };
+
+const { endpoints, portPmd, pmdLinks } = workerData as ControlThreadData;
+const log = createLog('vhost');
+setThreadName('vhost-ctl');
+const dataplane = new PmdClient(pmdLinks, portPmd);
+const ports = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
+const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
+
+try {
+  for (const p of ports) p.start();
+  send({ t: 'ready' });
+} catch (err) {
+  send({ t: 'fatal', error: (err as Error).message });
+}
+
+parentPort!.on('message', async (data: Uint8Array) => {
+  const req = unpack(data) as ControlRequest;
+  if (req.t === 'shutdown') {
+    await Promise.all(ports.map((p) => p.stop()));
+    dataplane.close();
+    send({ t: 'stopped' });
+  }
+});

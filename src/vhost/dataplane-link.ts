@@ -1,0 +1,36 @@
+// What the vhost control thread asks of the data plane, and the answers it waits for.
+// The PMD that owns a port carries these out between two bursts; they travel as msgpackr
+// messages on a MessagePort, with a doorbell word so that a polling PMD notices them.
+import type { MemoryRegion } from '../virtio/guest-memory.ts';
+import type { QueueLayout } from '../virtio/split-queue.ts';
+
+export type PmdCommand =
+  /** the port's guest memory changed: rebuild views and running queues on it ([] = none) */
+  | { t: 'memory'; port: number; regions: MemoryRegion[] }
+  | { t: 'vring-start'; port: number; vring: number; layout: QueueLayout; callFd: number; mergeable: boolean }
+  /** stop processing a vring and report where it stopped (GET_VRING_BASE) */
+  | { t: 'vring-stop'; port: number; vring: number }
+  | { t: 'vring-call'; port: number; vring: number; callFd: number }
+  /** forget every vring and the memory of a port (frontend gone or reset) */
+  | { t: 'port-reset'; port: number };
+
+export interface PmdRequest {
+  id: number;
+  cmd: PmdCommand;
+}
+
+export interface PmdReply {
+  id: number;
+  /** why the command could not be carried out */
+  error?: string;
+  /** vring-stop: the next available index the PMD would have processed */
+  lastAvailIdx?: number;
+}
+
+export interface Dataplane {
+  request(cmd: PmdCommand): Promise<PmdReply>;
+}
+
+/** Doorbell layout (Int32Array over a SharedArrayBuffer, one per PMD). */
+export const DOORBELL_COMMANDS = 0;
+export const DOORBELL_WORDS = 1;

@@ -1,0 +1,53 @@
+// The control thread's side of the PMD command channel: numbered requests, each answered
+// by the PMD between two bursts, or failed after a deadline if the PMD does not answer.
+import type { MessagePort } from 'node:worker_threads';
+import { pack, unpack } from 'msgpackr';
+import { DOORBELL_COMMANDS, type Dataplane, type PmdCommand, type PmdReply } from './dataplane-link.ts';
+
+export interface PmdLink {
+  commands: MessagePort;
+  doorbell: SharedArrayBuffer;
+}
+
+const REPLY_TIMEOUT_MS = 3000;
+
+export class PmdClient implements Dataplane {
+  private readonly links: { commands: MessagePort; doorbell: Int32Array }[];
+  private readonly portPmd: readonly number[];
+  private readonly waiting = new Map<number, (reply: PmdReply) => void>();
+  private nextId = 1;
+
+  constructor(links: readonly PmdLink[], portPmd: readonly number[]) {
+    this.portPmd = portPmd;
+    this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell) }));
+    for (const l of this.links) {
+      l.commands.on('message', (data: Uint8Array) => {
+        const reply = unpack(data) as PmdReply;
+        this.waiting.get(reply.id)?.(reply);
+      });
+    }
+  }
+
+  request(cmd: PmdCommand): Promise<PmdReply> {
+    const pmd = this.portPmd[cmd.port];
+    const link = this.links[pmd];
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish({ id, error: `PMD ${pmd} did not answer ${cmd.t} within ${REPLY_TIMEOUT_MS} ms` }), REPLY_TIMEOUT_MS);
+      const finish = (reply: PmdReply) => {
+        clearTimeout(timer);
+        this.waiting.delete(id);
+        resolve(reply);
+      };
+      this.waiting.set(id, finish);
+      link.commands.postMessage(pack({ id, cmd }));
+      // The PMD reads the port only when this word changes; notify wakes it if it sleeps.
+      Atomics.add(link.doorbell, DOORBELL_COMMANDS, 1);
+      Atomics.notify(link.doorbell, DOORBELL_COMMANDS);
+    });
+  }
+
+  close(): void {
+    for (const l of this.links) l.commands.close();
+  }
+}

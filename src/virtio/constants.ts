@@ -1,0 +1,45 @@
+// Numbers from the virtio 1.x specification (split virtqueues, virtio-net) that the data
+// path and the vhost-user negotiation share.
+
+/** Feature bits (VIRTIO v1.2, 5.1.3 and 6). */
+export const VIRTIO_NET_F_CSUM = 0;
+export const VIRTIO_NET_F_GUEST_CSUM = 1;
+export const VIRTIO_NET_F_MTU = 3;
+export const VIRTIO_NET_F_MAC = 5;
+export const VIRTIO_NET_F_MRG_RXBUF = 15;
+export const VIRTIO_NET_F_STATUS = 16;
+export const VIRTIO_NET_F_CTRL_VQ = 17;
+export const VIRTIO_NET_F_GUEST_ANNOUNCE = 21;
+export const VIRTIO_NET_F_MQ = 22;
+export const VIRTIO_F_NOTIFY_ON_EMPTY = 24;
+export const VIRTIO_F_ANY_LAYOUT = 27;
+export const VIRTIO_RING_F_INDIRECT_DESC = 28;
+export const VIRTIO_RING_F_EVENT_IDX = 29;
+export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
+export const VIRTIO_F_VERSION_1 = 32;
+export const VIRTIO_F_RING_PACKED = 34;
+export const VIRTIO_F_IN_ORDER = 35;
+
+export function bit(n: number): bigint {
+  return 1n << BigInt(n);
+}
+
+/** Descriptor flags (VIRTIO v1.2, 2.7.5). */
+export const VIRTQ_DESC_F_NEXT = 1;
+export const VIRTQ_DESC_F_WRITE = 2;
+export const VIRTQ_DESC_F_INDIRECT = 4;
+
+/** avail->flags: "the driver does not want an interrupt" (2.7.7). */
+export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+/** used->flags: "the device does not want a notification" (2.7.10). */
+export const VIRTQ_USED_F_NO_NOTIFY = 1;
+
+/** The largest queue size a split virtqueue may have (2.7: "Queue Size ... maximum 32768"). */
+export const MAX_QUEUE_SIZE = 32768;
+
+/**
+ * struct virtio_net_hdr with VERSION_1: flags, gso_type, hdr_len, gso_size, csum_start,
+ * csum_offset, num_buffers: 12 bytes ("5.1.6: num_buffers ... is always present").
+ */
+export const NET_HDR_LEN = 12;
+export const NET_HDR_NUM_BUFFERS_OFFSET = 10;

@@ -1,0 +1,216 @@
+// A split virtqueue seen from the device side (VIRTIO v1.2, 2.7): views over the guest's
+// descriptor table, available ring and used ring, and a checked walk of descriptor chains.
+// The guest is untrusted: every index is bounds-checked, every chain walk is step-limited,
+// every buffer is translated through the memory table before it is touched.
+import { GuestMemory } from './guest-memory.ts';
+import {
+  MAX_QUEUE_SIZE,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+} from './constants.ts';
+
+export interface QueueLayout {
+  size: number;
+  /** frontend virtual addresses from SET_VRING_ADDR */
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  /** the next available index to process (SET_VRING_BASE) */
+  lastAvailIdx: number;
+  eventIdx: boolean;
+  indirect: boolean;
+}
+
+/** The most segments one chain may have (Linux sends at most MAX_SKB_FRAGS + 2). */
+export const MAX_CHAIN_SEGMENTS = 128;
+
+/** walkChain() results below zero */
+export const CHAIN_BAD = -1;
+export const CHAIN_TOO_LONG = -2;
+
+export class SplitQueue {
+  readonly size: number;
+  readonly mask: number;
+  readonly mem: GuestMemory;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  private readonly desc32: Uint32Array;
+  private readonly desc16: Uint16Array;
+  /** flags, idx, ring[size], used_event */
+  private readonly avail16: Uint16Array;
+  /** flags, idx, ring[size] of {id u32, len u32}, avail_event (u16 view) */
+  private readonly used16: Uint16Array;
+  private readonly used32: Uint32Array;
+  lastAvailIdx: number;
+  /** our copy of used->idx: published once per burst */
+  usedIdx: number;
+  /** set once the ring is found corrupt; the queue is then no longer polled */
+  failure = '';
+
+  /** the segments of the last walked chain: window, offset and length of each */
+  readonly segWindow = new Int32Array(MAX_CHAIN_SEGMENTS);
+  readonly segOffset = new Float64Array(MAX_CHAIN_SEGMENTS);
+  readonly segLength = new Uint32Array(MAX_CHAIN_SEGMENTS);
+  /** total bytes of the last walked chain */
+  chainBytes = 0;
+
+  private constructor(mem: GuestMemory, layout: QueueLayout, desc: [ArrayBuffer, number], avail: [ArrayBuffer, number], used: [ArrayBuffer, number]) {
+    this.mem = mem;
+    this.size = layout.size;
+    this.mask = layout.size - 1;
+    this.eventIdx = layout.eventIdx;
+    this.indirect = layout.indirect;
+    this.desc32 = new Uint32Array(desc[0], desc[1], 4 * layout.size);
+    this.desc16 = new Uint16Array(desc[0], desc[1], 8 * layout.size);
+    this.avail16 = new Uint16Array(avail[0], avail[1], 3 + layout.size);
+    this.used16 = new Uint16Array(used[0], used[1], 3 + 4 * layout.size);
+    this.used32 = new Uint32Array(used[0], used[1], 1 + 2 * layout.size);
+    this.lastAvailIdx = layout.lastAvailIdx & 0xffff;
+    this.usedIdx = this.lastAvailIdx;
+  }
+
+  /**
+   * Builds the views of a queue, or returns why it cannot: VIRTIO v1.2, 2.7: "Queue Size
+   * ... is always a power of 2"; alignment 16 / 2 / 4 for descriptor table, available and
+   * used ring (2.7 table "Virtqueue Part Alignment"); each part inside guest memory.
+   */
+  static create(mem: GuestMemory, layout: QueueLayout): SplitQueue | string {
+    const { size } = layout;
+    if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
+      return `queue size ${size} is not a power of 2 up to ${MAX_QUEUE_SIZE}`;
+    }
+    const part = (name: string, addr: number, bytes: number, align: number): [ArrayBuffer, number] | string => {
+      if (addr % align !== 0) return `${name} address 0x${addr.toString(16)} is not ${align}-byte aligned`;
+      if (!mem.translateUserAddr(addr, bytes)) return `${name} at 0x${addr.toString(16)} (+${bytes}) is outside guest memory`;
+      const buffer = mem.bytes[mem.window].buffer as ArrayBuffer;
+      return [buffer, mem.bytes[mem.window].byteOffset + mem.offset];
+    };
+    const desc = part('descriptor table', layout.descAddr, 16 * size, 16);
+    if (typeof desc === 'string') return desc;
+    const avail = part('available ring', layout.availAddr, 6 + 2 * size, 2);
+    if (typeof avail === 'string') return avail;
+    const used = part('used ring', layout.usedAddr, 6 + 8 * size, 4);
+    if (typeof used === 'string') return used;
+    return new SplitQueue(mem, layout, desc, avail, used);
+  }
+
+  /**
+   * How many chains the driver has made available, or -1 if avail->idx is corrupt.
+   * VIRTIO v1.2, 2.7.13.3: the driver never makes more than the queue size available.
+   */
+  pending(): number {
+    // Atomics orders this read before the descriptor reads that follow (2.7.13.3.1).
+    const count = (Atomics.load(this.avail16, 1) - this.lastAvailIdx) & 0xffff;
+    if (count > this.size) {
+      this.failure = `available index jumped by ${count} on a queue of ${this.size}`;
+      return -1;
+    }
+    return count;
+  }
+
+  /** The head of the n-th available chain after lastAvailIdx. */
+  availHead(n: number): number {
+    return this.avail16[2 + ((this.lastAvailIdx + n) & this.mask)];
+  }
+
+  /**
+   * Walks the chain that starts at head, checking every descriptor, and records its
+   * segments. `writable` says which kind the device expects: VIRTIO v1.2, 2.7.4.2 "A device
+   * MUST NOT write to a device-readable buffer"; a virtio-net chain is all of one kind.
+   * Returns the segment count, CHAIN_BAD, or CHAIN_TOO_LONG once more than maxBytes.
+   */
+  walkChain(head: number, writable: boolean, maxBytes: number): number {
+    const mem = this.mem;
+    const wantFlag = writable ? VIRTQ_DESC_F_WRITE : 0;
+    let idx = head;
+    let tableSize = this.size;
+    let indirectView: DataView | null = null;
+    let indirectBase = 0;
+    let steps = 0;
+    let segments = 0;
+    let total = 0;
+    for (;;) {
+      if (idx >= tableSize) return CHAIN_BAD;
+      let addr: number, len: number, flags: number, next: number;
+      if (indirectView === null) {
+        const d = idx * 4;
+        addr = this.desc32[d] + this.desc32[d + 1] * 4294967296;
+        len = this.desc32[d + 2];
+        flags = this.desc16[idx * 8 + 6];
+        next = this.desc16[idx * 8 + 7];
+      } else {
+        const o = indirectBase + idx * 16;
+        addr = indirectView.getUint32(o, true) + indirectView.getUint32(o + 4, true) * 4294967296;
+        len = indirectView.getUint32(o + 8, true);
+        flags = indirectView.getUint16(o + 12, true);
+        next = indirectView.getUint16(o + 14, true);
+      }
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        // 2.7.5.3.1: "The driver MUST NOT set the VIRTQ_DESC_F_INDIRECT flag within an
+        // indirect descriptor" and "MUST NOT set both VIRTQ_DESC_F_INDIRECT and
+        // VIRTQ_DESC_F_NEXT in flags".
+        if (!this.indirect || indirectView !== null || (flags & VIRTQ_DESC_F_NEXT) !== 0) return CHAIN_BAD;
+        if (len === 0 || (len & 15) !== 0 || len / 16 > MAX_QUEUE_SIZE) return CHAIN_BAD;
+        if (!mem.translate(addr, len)) return CHAIN_BAD;
+        indirectView = mem.data[mem.window];
+        indirectBase = mem.offset;
+        tableSize = len / 16;
+        idx = 0;
+        steps = 0;
+        continue;
+      }
+      if ((flags & VIRTQ_DESC_F_WRITE) !== wantFlag) return CHAIN_BAD;
+      if (len > 0) {
+        if (segments === MAX_CHAIN_SEGMENTS || !mem.translate(addr, len)) return CHAIN_BAD;
+        this.segWindow[segments] = mem.window;
+        this.segOffset[segments] = mem.offset;
+        this.segLength[segments] = len;
+        segments++;
+        total += len;
+        if (total > maxBytes) return CHAIN_TOO_LONG;
+      }
+      // A loop in the chain ends here: no chain is longer than its table.
+      if (++steps > tableSize) return CHAIN_BAD;
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      idx = next;
+    }
+    this.chainBytes = total;
+    return segments;
+  }
+
+  /** Records a used element for head (not yet visible to the guest: see publishUsed). */
+  putUsed(head: number, len: number): void {
+    const slot = (this.usedIdx & this.mask) * 2;
+    this.used32[1 + slot] = head;
+    this.used32[2 + slot] = len;
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+  }
+
+  /**
+   * Makes the used elements written since `from` visible and says whether the guest wants
+   * an interrupt for them (VIRTIO v1.2, 2.7.7.2 and 2.7.10).
+   */
+  publishUsed(from: number): boolean {
+    // Atomics.store is a full barrier: the used elements are written before the index,
+    // and the index before the used_event / flags read below (2.7.8.2 "the device MUST
+    // ... make sure the idx write is visible before reading used_event").
+    Atomics.store(this.used16, 1, this.usedIdx);
+    if (this.eventIdx) {
+      const usedEvent = this.avail16[2 + this.size];
+      return ((this.usedIdx - usedEvent - 1) & 0xffff) < ((this.usedIdx - from) & 0xffff);
+    }
+    return (this.avail16[0] & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /**
+   * A polling device wants no kicks: VIRTIO v1.2, 2.7.10 (used->flags NO_NOTIFY) without
+   * EVENT_IDX; with it, an avail_event just behind the driver's index (2.7.10.1).
+   */
+  suppressNotifications(): void {
+    if (this.eventIdx) this.used16[2 + 4 * this.size] = (this.lastAvailIdx - 1) & 0xffff;
+    else this.used16[0] = VIRTQ_USED_F_NO_NOTIFY;
+  }
+}

@@ -146,7 +146,10 @@ const MSG_NOSIGNAL = 0x4000;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const SUN_PATH_MAX = 108;
+/** vhost-user sends at most 8 fds with a message; more are cut off on receipt (MSG_CTRUNC). */
 export const MAX_FDS_PER_MESSAGE = 8;
+/** Sending allows more, so that tests can play a frontend that breaks the rule. */
+const MAX_SEND_FDS = 16;
 
 function sockaddrUn(path: string): Uint8Array {
   const bytes = Buffer.from(path);
@@ -201,7 +204,7 @@ export function accept(listenFd: number): number {
 // filled through a DataView is about twice as fast as koffi struct marshalling.
 const MSGHDR = 0; // struct msghdr, 56 bytes on x86-64
 const IOVEC = 64; // struct iovec, 16 bytes
-const CMSG = 128; // cmsghdr (16) + up to 8 fds
+const CMSG = 128; // cmsghdr (16) + up to 16 fds
 const CMSG_SPACE_MAX = 16 + 4 * MAX_FDS_PER_MESSAGE;
 const DATA = 256;
 export const MAX_MESSAGE_BYTES = 8192;
@@ -234,7 +237,7 @@ function fillMsghdr(s: { ptr: bigint; dv: DataView }, dataLen: number, controlLe
 /** Sends data with up to 8 fds attached (SCM_RIGHTS). Returns the bytes sent. */
 export function sendMsg(fd: number, data: Uint8Array, fds: readonly number[] = []): number {
   if (data.length > MAX_MESSAGE_BYTES) throw new RangeError(`message of ${data.length} bytes`);
-  if (fds.length > MAX_FDS_PER_MESSAGE) throw new RangeError(`${fds.length} fds in one message`);
+  if (fds.length > MAX_SEND_FDS) throw new RangeError(`${fds.length} fds in one message`);
   const s = msgScratch();
   s.bytes.set(data, DATA);
   const controlLen = fds.length ? 16 + 4 * fds.length : 0;

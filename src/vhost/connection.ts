@@ -216,13 +216,14 @@ export class VhostConnection {
    * waits for one (REPLY_ACK), otherwise the connection is closed: its state is unknown.
    */
   private failed(m: Message, err: Error): void {
-    const what = `${requestName(m.request)} refused: ${err.message}`;
+    const name = requestName(m.request);
+    const what = err.message.startsWith(name) ? err.message : `${name}: ${err.message}`;
     if (this.wantsAck(m) && err instanceof ProtocolError) {
-      this.log.warn(`port ${this.port.name}: ${what}`);
+      this.log.warn(`port ${this.port.name}: refused ${what}`);
       this.reply(m.request, u64Payload(1n));
       return;
     }
-    void this.close(what);
+    void this.close(`protocol error: ${what}`);
   }
 
   private wantsAck(m: Message): boolean {

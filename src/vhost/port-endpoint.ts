@@ -13,6 +13,7 @@ export interface EndpointSettings extends PortSettings {
 }
 
 const RECONNECT_MS = 1000;
+const HOLD_BACK_MS = 1000;
 
 export class PortEndpoint {
   private readonly settings: EndpointSettings;
@@ -22,6 +23,7 @@ export class PortEndpoint {
   private listenWatch: Watch | null = null;
   private connection: VhostConnection | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  private waiting: { fd: number; timer: NodeJS.Timeout } | null = null;
   private stopped = false;
 
   constructor(settings: EndpointSettings, dataplane: Dataplane, log: Logger) {
@@ -69,14 +71,35 @@ export class PortEndpoint {
         return;
       }
       if (fd < 0) return;
-      if (this.connection !== null || this.stopped) {
-        this.log.warn(`port ${this.settings.name}: refused a second frontend (one is connected)`);
+      if (this.stopped) {
         closeAll([fd]);
-        continue;
+      } else if (this.connection === null) {
+        this.log.info(`port ${this.settings.name}: frontend connected`);
+        this.attach(fd);
+      } else {
+        this.holdBack(fd);
       }
-      this.log.info(`port ${this.settings.name}: frontend connected`);
-      this.attach(fd);
     }
+  }
+
+  /**
+   * A frontend that reconnects at once (QEMU restarted) may arrive before the old
+   * connection's hang-up has been handled: it waits a moment for the port to be free.
+   * One frontend per port: if the old connection stays, the new one is refused. Of two
+   * waiting, the newer one is kept: the older has most likely given up already.
+   */
+  private holdBack(fd: number): void {
+    if (this.waiting !== null) {
+      clearTimeout(this.waiting.timer);
+      closeAll([this.waiting.fd]);
+      this.log.warn(`port ${this.settings.name}: refused a waiting frontend for a newer one`);
+    }
+    const timer = setTimeout(() => {
+      this.waiting = null;
+      this.log.warn(`port ${this.settings.name}: refused a second frontend (one is connected)`);
+      closeAll([fd]);
+    }, HOLD_BACK_MS);
+    this.waiting = { fd, timer };
   }
 
   private connect(): void {
@@ -96,7 +119,18 @@ export class PortEndpoint {
     this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, (reason) => {
       this.connection = null;
       this.log.info(`port ${this.settings.name}: connection closed: ${reason}`);
-      if (this.settings.mode === 'client' && !this.stopped) this.retryTimer = setTimeout(() => this.connect(), RECONNECT_MS);
+      if (this.waiting !== null) {
+        const { fd, timer } = this.waiting;
+        clearTimeout(timer);
+        this.waiting = null;
+        if (this.stopped) closeAll([fd]);
+        else {
+          this.log.info(`port ${this.settings.name}: frontend connected`);
+          this.attach(fd);
+        }
+      } else if (this.settings.mode === 'client' && !this.stopped) {
+        this.retryTimer = setTimeout(() => this.connect(), RECONNECT_MS);
+      }
     });
   }
 }

@@ -1,0 +1,196 @@
+// A vhost-user frontend written for the tests: it speaks the protocol the way QEMU and
+// DPDK virtio-user do (or, on request, the way a broken one would) and drives the queues
+// through the driver-side test frontend. Real frontends are tested in test/e2e.
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as sys from '../../src/sys/libc.ts';
+import { FLAG_NEED_REPLY, HEADER_LEN, Req, VERSION } from '../../src/vhost/protocol.ts';
+import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
+import { DriverQueue, GuestRam } from './virtio-driver.ts';
+
+export const PROTOCOL_MQ_REPLY_ACK_STATUS = bit(0) | bit(3) | bit(16);
+
+export function encodeMessage(request: number, payload: Uint8Array, flags = VERSION): Uint8Array {
+  const out = new Uint8Array(HEADER_LEN + payload.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, request, true);
+  dv.setUint32(4, flags, true);
+  dv.setUint32(8, payload.length, true);
+  out.set(payload, HEADER_LEN);
+  return out;
+}
+
+export function u64(value: bigint | number): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(value), true);
+  return out;
+}
+
+export function u32pair(a: number, b: number): Uint8Array {
+  const out = new Uint8Array(8);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, a, true);
+  dv.setUint32(4, b, true);
+  return out;
+}
+
+export function memTablePayload(regions: { gpa: number; size: number; uva: number; offset: number }[], count = regions.length): Uint8Array {
+  const out = new Uint8Array(8 + 32 * regions.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, count, true);
+  regions.forEach((r, i) => {
+    dv.setBigUint64(8 + 32 * i, BigInt(r.gpa), true);
+    dv.setBigUint64(16 + 32 * i, BigInt(r.size), true);
+    dv.setBigUint64(24 + 32 * i, BigInt(r.uva), true);
+    dv.setBigUint64(32 + 32 * i, BigInt(r.offset), true);
+  });
+  return out;
+}
+
+export function vringAddrPayload(index: number, desc: number, used: number, avail: number): Uint8Array {
+  const out = new Uint8Array(40);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, index, true);
+  dv.setBigUint64(8, BigInt(desc), true);
+  dv.setBigUint64(16, BigInt(used), true);
+  dv.setBigUint64(24, BigInt(avail), true);
+  return out;
+}
+
+export class VhostFrontend {
+  readonly fd: number;
+  private readonly buf = new Uint8Array(4096);
+
+  private constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  static async connect(path: string, timeoutMs = 5000): Promise<VhostFrontend> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return new VhostFrontend(sys.unixConnect(path));
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await sleep(50);
+      }
+    }
+  }
+
+  send(request: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags = VERSION): void {
+    sys.sendMsg(this.fd, encodeMessage(request, payload, flags), fds);
+  }
+
+  sendRaw(bytes: Uint8Array, fds: number[] = []): void {
+    sys.sendMsg(this.fd, bytes, fds);
+  }
+
+  /** The next reply's payload; null if the backend closed the connection. */
+  async reply(timeoutMs = 3000): Promise<{ request: number; payload: Uint8Array } | null> {
+    const deadline = Date.now() + timeoutMs;
+    let have = 0;
+    let need = HEADER_LEN;
+    while (have < need) {
+      const got = sys.recvMsg(this.fd, this.buf.subarray(have, need));
+      if (got !== null) {
+        sys.closeAll(got.fds);
+        if (got.length === 0) return null;
+        have += got.length;
+        if (have === HEADER_LEN) need = HEADER_LEN + new DataView(this.buf.buffer).getUint32(8, true);
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`no reply within ${timeoutMs} ms`);
+      await sleep(5);
+    }
+    return { request: new DataView(this.buf.buffer).getUint32(0, true), payload: this.buf.slice(HEADER_LEN, need) };
+  }
+
+  async replyU64(): Promise<bigint | null> {
+    const r = await this.reply();
+    return r === null ? null : new DataView(r.payload.buffer).getBigUint64(0, true);
+  }
+
+  /** Sends a request with NEED_REPLY and returns the backend's ack (0 = success). */
+  async request(request: number, payload: Uint8Array, fds: number[] = []): Promise<bigint | null> {
+    this.send(request, payload, fds, VERSION | FLAG_NEED_REPLY);
+    return this.replyU64();
+  }
+
+  /** True once the backend has closed the connection (reads end of file). */
+  async closedByPeer(timeoutMs = 3000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      try {
+        const got = sys.recvMsg(this.fd, this.buf);
+        if (got !== null) {
+          sys.closeAll(got.fds);
+          if (got.length === 0) return true;
+        }
+      } catch {
+        return true; // ECONNRESET
+      }
+      await sleep(10);
+    }
+    return false;
+  }
+
+  close(): void {
+    sys.closeAll([this.fd]);
+  }
+}
+
+export interface VirtioNetDevice {
+  frontend: VhostFrontend;
+  ram: GuestRam;
+  rx: DriverQueue;
+  tx: DriverQueue;
+  callFds: number[];
+  close(): void;
+}
+
+/**
+ * A virtio-net device set up the way DPDK virtio-user does it: protocol features with
+ * REPLY_ACK, one memfd region, vring 0 (guest RX) and 1 (guest TX), then enable.
+ */
+export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint } = {}): Promise<VirtioNetDevice> {
+  const size = opts.queueSize ?? 256;
+  const fe = await VhostFrontend.connect(path);
+  const ram = new GuestRam();
+  const rx = new DriverQueue(ram, size, { eventIdx: true });
+  const tx = new DriverQueue(ram, size, { eventIdx: true });
+  const callFds = [sys.eventfd(), sys.eventfd()];
+  const kickFds = [sys.eventfd(), sys.eventfd()];
+  const expectAck = async (what: string, ack: Promise<bigint | null>) => {
+    const v = await ack;
+    if (v !== 0n) throw new Error(`${what}: backend answered ${v}`);
+  };
+  fe.send(Req.SET_OWNER);
+  fe.send(Req.GET_FEATURES);
+  const offered = await fe.replyU64();
+  fe.send(Req.GET_PROTOCOL_FEATURES);
+  const protocol = (await fe.replyU64())!;
+  fe.send(Req.SET_PROTOCOL_FEATURES, u64(protocol & PROTOCOL_MQ_REPLY_ACK_STATUS));
+  const want = opts.features ?? (bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC));
+  await expectAck('SET_FEATURES', fe.request(Req.SET_FEATURES, u64(want & offered!)));
+  await expectAck('SET_MEM_TABLE', fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 }]), [ram.fd]));
+  for (const [index, q] of [rx, tx].entries()) {
+    await expectAck('SET_VRING_NUM', fe.request(Req.SET_VRING_NUM, u32pair(index, size)));
+    await expectAck('SET_VRING_BASE', fe.request(Req.SET_VRING_BASE, u32pair(index, q.availIdx)));
+    const l = q.layout();
+    await expectAck('SET_VRING_ADDR', fe.request(Req.SET_VRING_ADDR, vringAddrPayload(index, l.descAddr, l.usedAddr, l.availAddr)));
+    await expectAck('SET_VRING_CALL', fe.request(Req.SET_VRING_CALL, u64(index), [callFds[index]]));
+    await expectAck('SET_VRING_KICK', fe.request(Req.SET_VRING_KICK, u64(index), [kickFds[index]]));
+  }
+  for (const index of [0, 1]) await expectAck('SET_VRING_ENABLE', fe.request(Req.SET_VRING_ENABLE, u32pair(index, 1)));
+  return {
+    frontend: fe,
+    ram,
+    rx,
+    tx,
+    callFds,
+    close() {
+      fe.close();
+      ram.close();
+      sys.closeAll([...callFds, ...kickFds]);
+    },
+  };
+}

@@ -1,0 +1,225 @@
+// A guest's view of virtio: shared "guest RAM" in a memfd and split virtqueues driven from
+// the driver side, as a Linux virtio-net driver would. One test frontend for the unit
+// tests, the protocol tests and the benchmarks; it writes descriptors any way a test asks,
+// including the ways a broken or hostile guest would.
+import * as sys from '../../src/sys/libc.ts';
+import type { MemoryRegion } from '../../src/virtio/guest-memory.ts';
+import type { QueueLayout } from '../../src/virtio/split-queue.ts';
+import { NET_HDR_LEN, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
+
+/** Guest RAM: a memfd mapped here, with made-up guest-physical and frontend addresses. */
+export class GuestRam {
+  readonly fd: number;
+  readonly size: number;
+  readonly hostAddr: bigint;
+  readonly bytes: Uint8Array;
+  readonly dv: DataView;
+  /** guest physical address of byte 0 (not 0, so that address 0 is outside memory) */
+  readonly gpaBase = 0x100000;
+  /** the frontend's virtual address of byte 0 */
+  readonly uvaBase = 0x7f0000000000;
+  private next = 0;
+
+  constructor(size = 4 << 20) {
+    this.size = size;
+    this.fd = sys.memfdCreate('test-guest-ram');
+    sys.ftruncate(this.fd, size);
+    this.hostAddr = sys.mmapShared(this.fd, size);
+    this.bytes = new Uint8Array(sys.view(this.hostAddr, size));
+    this.dv = new DataView(this.bytes.buffer);
+  }
+
+  /** Bump allocation of guest RAM; returns the byte offset. */
+  alloc(len: number, align = 64): number {
+    const off = Math.ceil(this.next / align) * align;
+    if (off + len > this.size) throw new RangeError(`guest RAM full (${len} bytes asked)`);
+    this.next = off + len;
+    return off;
+  }
+
+  gpa(off: number): number {
+    return this.gpaBase + off;
+  }
+
+  region(): MemoryRegion {
+    return { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, hostAddr: this.hostAddr.toString() };
+  }
+
+  close(): void {
+    sys.munmap(this.hostAddr, this.size);
+    sys.close(this.fd);
+  }
+}
+
+export interface Desc {
+  addr: number;
+  len: number;
+  flags: number;
+  next: number;
+}
+
+export interface UsedElem {
+  id: number;
+  len: number;
+}
+
+/** One split virtqueue, driver side. */
+export class DriverQueue {
+  readonly ram: GuestRam;
+  readonly size: number;
+  readonly descOff: number;
+  readonly availOff: number;
+  readonly usedOff: number;
+  availIdx: number;
+  lastUsedIdx: number;
+  private nextDesc = 0;
+  private readonly eventIdx: boolean;
+
+  constructor(ram: GuestRam, size: number, opts: { eventIdx?: boolean; indirect?: boolean; startIdx?: number } = {}) {
+    this.ram = ram;
+    this.size = size;
+    this.eventIdx = opts.eventIdx ?? false;
+    this.descOff = ram.alloc(16 * size, 16);
+    this.availOff = ram.alloc(6 + 2 * size, 2);
+    this.usedOff = ram.alloc(6 + 8 * size, 4);
+    this.availIdx = opts.startIdx ?? 0;
+    this.lastUsedIdx = this.availIdx;
+    ram.dv.setUint16(this.availOff + 2, this.availIdx, true);
+    ram.dv.setUint16(this.usedOff + 2, this.availIdx, true);
+  }
+
+  layout(over: Partial<QueueLayout> = {}): QueueLayout {
+    return {
+      size: this.size,
+      descAddr: this.ram.uvaBase + this.descOff,
+      availAddr: this.ram.uvaBase + this.availOff,
+      usedAddr: this.ram.uvaBase + this.usedOff,
+      lastAvailIdx: this.availIdx,
+      eventIdx: this.eventIdx,
+      indirect: true,
+      ...over,
+    };
+  }
+
+  writeDesc(index: number, d: Desc): void {
+    const o = this.descOff + 16 * index;
+    this.ram.dv.setUint32(o, d.addr % 4294967296, true);
+    this.ram.dv.setUint32(o + 4, Math.floor(d.addr / 4294967296), true);
+    this.ram.dv.setUint32(o + 8, d.len, true);
+    this.ram.dv.setUint16(o + 12, d.flags, true);
+    this.ram.dv.setUint16(o + 14, d.next, true);
+  }
+
+  /** Writes a chain into consecutive descriptor slots; returns its head. */
+  addChain(buffers: { addr: number; len: number; write?: boolean }[]): number {
+    const head = this.nextDesc;
+    buffers.forEach((b, i) => {
+      const index = (head + i) % this.size;
+      const last = i === buffers.length - 1;
+      this.writeDesc(index, {
+        addr: b.addr,
+        len: b.len,
+        flags: (b.write ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT),
+        next: (index + 1) % this.size,
+      });
+    });
+    this.nextDesc = (head + buffers.length) % this.size;
+    return head;
+  }
+
+  /** Writes an indirect table in guest RAM and one descriptor pointing at it. */
+  addIndirectChain(buffers: { addr: number; len: number; write?: boolean }[]): number {
+    const table = this.ram.alloc(16 * buffers.length, 16);
+    buffers.forEach((b, i) => {
+      const o = table + 16 * i;
+      const last = i === buffers.length - 1;
+      this.ram.dv.setUint32(o, b.addr % 4294967296, true);
+      this.ram.dv.setUint32(o + 4, Math.floor(b.addr / 4294967296), true);
+      this.ram.dv.setUint32(o + 8, b.len, true);
+      this.ram.dv.setUint16(o + 12, (b.write ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT), true);
+      this.ram.dv.setUint16(o + 14, last ? 0 : i + 1, true);
+    });
+    const head = this.nextDesc;
+    this.writeDesc(head, { addr: this.ram.gpa(table), len: 16 * buffers.length, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    this.nextDesc = (head + 1) % this.size;
+    return head;
+  }
+
+  /** Puts heads in the available ring and publishes the new index. */
+  makeAvailable(...heads: number[]): void {
+    for (const head of heads) {
+      this.ram.dv.setUint16(this.availOff + 4 + 2 * (this.availIdx % this.size), head, true);
+      this.availIdx = (this.availIdx + 1) & 0xffff;
+    }
+    this.ram.dv.setUint16(this.availOff + 2, this.availIdx, true);
+  }
+
+  /** Sets avail->idx to any value (a broken driver). */
+  setAvailIdx(value: number): void {
+    this.ram.dv.setUint16(this.availOff + 2, value, true);
+  }
+
+  /** used_event (EVENT_IDX) or avail->flags NO_INTERRUPT. */
+  setUsedEvent(value: number): void {
+    this.ram.dv.setUint16(this.availOff + 4 + 2 * this.size, value, true);
+  }
+
+  setAvailFlags(flags: number): void {
+    this.ram.dv.setUint16(this.availOff, flags, true);
+  }
+
+  usedIdx(): number {
+    return this.ram.dv.getUint16(this.usedOff + 2, true);
+  }
+
+  /** The used elements the device returned since the last call. */
+  takeUsed(): UsedElem[] {
+    const out: UsedElem[] = [];
+    const idx = this.usedIdx();
+    while (this.lastUsedIdx !== idx) {
+      const o = this.usedOff + 4 + 8 * (this.lastUsedIdx % this.size);
+      out.push({ id: this.ram.dv.getUint32(o, true), len: this.ram.dv.getUint32(o + 4, true) });
+      this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
+    }
+    return out;
+  }
+}
+
+/** A guest sending frames: virtio-net header + frame, in one or several segments. */
+export function sendFrame(q: DriverQueue, frame: Uint8Array, opts: { split?: number[]; indirect?: boolean } = {}): number {
+  const ram = q.ram;
+  const total = NET_HDR_LEN + frame.length;
+  const off = ram.alloc(total);
+  ram.bytes.fill(0, off, off + NET_HDR_LEN);
+  ram.bytes.set(frame, off + NET_HDR_LEN);
+  const sizes = opts.split ?? [total];
+  const buffers: { addr: number; len: number }[] = [];
+  let at = 0;
+  for (const s of sizes) {
+    buffers.push({ addr: ram.gpa(off + at), len: s });
+    at += s;
+  }
+  if (at !== total) throw new Error(`split ${sizes} does not add up to ${total}`);
+  const head = opts.indirect ? q.addIndirectChain(buffers) : q.addChain(buffers);
+  q.makeAvailable(head);
+  return head;
+}
+
+/** A guest posting an RX buffer of len bytes (one descriptor, device-writable). */
+export function postRxBuffer(q: DriverQueue, len: number): { head: number; off: number } {
+  const off = q.ram.alloc(len);
+  const head = q.addChain([{ addr: q.ram.gpa(off), len, write: true }]);
+  q.makeAvailable(head);
+  return { head, off };
+}
+
+/** A test frame: Ethernet header with the given MACs, then `payload` bytes of a pattern. */
+export function ethernetFrame(dst: string, src: string, payloadLen: number, seed = 0): Uint8Array {
+  const frame = new Uint8Array(14 + payloadLen);
+  frame.set(dst.split(':').map((h) => parseInt(h, 16)), 0);
+  frame.set(src.split(':').map((h) => parseInt(h, 16)), 6);
+  frame[12] = 0x08;
+  frame[13] = 0x00;
+  for (let i = 0; i < payloadLen; i++) frame[14 + i] = (i * 7 + seed) & 0xff;
+  return frame;
+}

@@ -1,0 +1,78 @@
+// The vrouter daemon as a child process, the way an operator runs it: a config file,
+// stderr captured, SIGUSR1 for counters, SIGTERM to stop. Every process started here is
+// stopped by PID in teardown, and its temporary directory removed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { PortStats } from '../../src/dataplane/counters.ts';
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const VROUTER_BIN = join(REPO, 'bin/vrouter.ts');
+
+export interface StartedVrouter {
+  proc: ChildProcess;
+  dir: string;
+  /** socket path of each port, by name */
+  sockets: Record<string, string>;
+  stderr(): string;
+  stats(): Promise<Record<string, PortStats>>;
+  /** SIGTERM; resolves with the exit code */
+  stop(): Promise<number | null>;
+  alive(): boolean;
+}
+
+/** Writes config (socket paths may use {dir}), starts vrouter and waits for "ready". */
+export async function startVrouter(config: object, timeoutMs = 15000): Promise<StartedVrouter> {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-test-'));
+  const text = JSON.stringify(config).replaceAll('{dir}', dir);
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, text);
+  const sockets: Record<string, string> = {};
+  for (const p of (JSON.parse(text) as { ports: { name: string; socket: string }[] }).ports) sockets[p.name] = p.socket;
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', configPath], { stdio: ['ignore', 'inherit', 'pipe'] });
+  let log = '';
+  let exited = false;
+  const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => ((exited = true), resolve(code))));
+  proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => (log += chunk));
+  const ready = await Promise.race([
+    new Promise<boolean>((resolve) => {
+      const check = () => (/supervisor: ready/.test(log) ? resolve(true) : setTimeout(check, 20));
+      check();
+    }),
+    exit.then(() => false),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs)),
+  ]);
+  const stop = async () => {
+    if (!exited) proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
+    const code = await exit;
+    clearTimeout(timer);
+    rmSync(dir, { recursive: true, force: true });
+    return code;
+  };
+  if (!ready) {
+    await stop();
+    throw new Error(`vrouter did not become ready:\n${log}`);
+  }
+  return {
+    proc,
+    dir,
+    sockets,
+    stderr: () => log,
+    alive: () => !exited,
+    stop,
+    async stats() {
+      const before = log.length;
+      proc.kill('SIGUSR1');
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const m = /vrouter: stats (\{.*\})\n/.exec(log.slice(before));
+        if (m) return (JSON.parse(m[1]) as { ports: Record<string, PortStats> }).ports;
+        if (Date.now() > deadline) throw new Error('no stats line after SIGUSR1');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+}

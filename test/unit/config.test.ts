@@ -1,0 +1,71 @@
+// Config validation: what operators write is accepted with its defaults filled in, and
+// every mistake is refused with the field at fault and the reason.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, parseConfig } from '../../src/control/config.ts';
+import { VROUTER_BIN } from '../support/vrouter-process.ts';
+
+const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge: 'br0', ...over });
+
+t.test('the contract config, with defaults', async (t) => {
+  const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
+  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1 });
+  t.equal(c.ports[1].socket, '/etc/vrouter/b.sock', 'relative socket paths are taken from the config file directory');
+  t.same(c.pmd, { cores: [3], sleepMaxUs: 250 }, 'one PMD on the highest-numbered CPU');
+});
+
+t.test('every optional key', async (t) => {
+  const c = parseConfig({ ports: [port({ mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2 })], pmd: { cores: [1], sleepMaxUs: 0 } }, '/', 2);
+  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2 });
+  t.same(c.pmd, { cores: [1], sleepMaxUs: 0 });
+});
+
+t.test('mistakes name the field and the reason', async (t) => {
+  const cases: [unknown, string, RegExp][] = [
+    [[], '', /must be an object/],
+    [{}, 'ports', /non-empty array/],
+    [{ ports: [port()], extra: 1 }, 'extra', /unknown key/],
+    [{ ports: [port({ nmae: 'x' })] }, 'ports[0].nmae', /unknown key/],
+    [{ ports: [port({ name: '' })] }, 'ports[0].name', /letters, digits/],
+    [{ ports: [port({ name: 'a/b' })] }, 'ports[0].name', /letters, digits/],
+    [{ ports: [port({ socket: 5 })] }, 'ports[0].socket', /path/],
+    [{ ports: [port({ socket: '/' + 'x'.repeat(120) })] }, 'ports[0].socket', /longer than the 107 bytes/],
+    [{ ports: [port({ mode: 'listen' })] }, 'ports[0].mode', /"server" or "client"/],
+    [{ ports: [port({ mac: '52:54:00:00:00' })] }, 'ports[0].mac', /must look like/],
+    [{ ports: [port({ mac: '01:00:5e:00:00:01' })] }, 'ports[0].mac', /multicast/],
+    [{ ports: [port({ mtu: 9001 })] }, 'ports[0].mtu', /68 to 9000/],
+    [{ ports: [port({ mtu: '1500' })] }, 'ports[0].mtu', /integer/],
+    [{ ports: [port({ queues: 0 })] }, 'ports[0].queues', /1 to 8/],
+    [{ ports: [port(), port({ socket: '/tmp/b.sock' })] }, 'ports[1].name', /already the name of ports\[0\]/],
+    [{ ports: [port(), port({ name: 'b' })] }, 'ports[1].socket', /already the socket of ports\[0\]/],
+    [{ ports: [port()], pmd: { cores: [] } }, 'pmd.cores', /non-empty/],
+    [{ ports: [port()], pmd: { cores: [2] } }, 'pmd.cores[0]', /0 to 1/],
+    [{ ports: [port()], pmd: { cores: [1, 1] } }, 'pmd.cores', /listed twice/],
+    [{ ports: [port()], pmd: { cores: [0, 1] } }, 'pmd.cores', /one PMD/],
+    [{ ports: [port()], pmd: { sleepMaxUs: -1 } }, 'pmd.sleepMaxUs', /integer/],
+  ];
+  for (const [raw, field, reason] of cases) {
+    const err = t.throws(() => parseConfig(raw, '/', 2)) as ConfigError;
+    t.equal(err.field, field, `${JSON.stringify(raw)}: field`);
+    t.match(err.message, reason, `${field}: reason`);
+    t.equal(err.code, 'VR_CONFIG');
+  }
+});
+
+t.test('the daemon refuses a bad config before it starts anything', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'bad.json');
+  writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), mtu: 20000 }] }));
+  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
+  t.equal(run.status, 2, 'non-zero exit');
+  t.match(run.stderr, /invalid configuration: ports\[0\]\.mtu: must be an integer from 68 to 9000, got 20000/);
+  t.notOk(existsSync(join(dir, 'a.sock')), 'no socket was created');
+  writeFileSync(file, '{"ports": [');
+  const broken = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
+  t.equal(broken.status, 2);
+  t.match(broken.stderr, /not valid JSON/);
+});

@@ -11,6 +11,8 @@ export const BUFFER_STRIDE = HEADROOM + DATA_ROOM;
 export class PacketPool {
   readonly capacity: number;
   readonly data: Uint8Array;
+  /** the same memory as 32-bit words, for aligned copies */
+  readonly words: Uint32Array;
   /** frame length of each buffer, by handle */
   readonly length: Uint32Array;
   private readonly freeStack: Uint32Array;
@@ -20,7 +22,9 @@ export class PacketPool {
     this.capacity = capacity;
     // SharedArrayBuffer pages are committed on first touch, and the LIFO free stack keeps
     // reusing the same few buffers: resident memory follows the traffic, not the capacity.
-    this.data = new Uint8Array(new SharedArrayBuffer(capacity * BUFFER_STRIDE));
+    const memory = new SharedArrayBuffer(capacity * BUFFER_STRIDE);
+    this.data = new Uint8Array(memory);
+    this.words = new Uint32Array(memory);
     this.length = new Uint32Array(capacity);
     this.freeStack = new Uint32Array(capacity);
     for (let i = 0; i < capacity; i++) this.freeStack[i] = capacity - 1 - i;

@@ -33,6 +33,8 @@ export class GuestMemory {
   /** one byte view per window; the index a translation returns */
   readonly bytes: Uint8Array[];
   readonly data: DataView[];
+  /** the same windows as 32-bit words, for aligned copies */
+  readonly words: Uint32Array[];
   /** set by translate(): window index and byte offset inside it */
   window = 0;
   offset = 0;
@@ -54,6 +56,8 @@ export class GuestMemory {
     this.uvaEnd = new Float64Array(windows.map((w) => w.uva + w.size));
     this.bytes = windows.map((w) => new Uint8Array(view(w.host, w.size)));
     this.data = this.bytes.map((b) => new DataView(b.buffer));
+    // Windows start page-aligned; a trailing partial word is reached through `bytes`.
+    this.words = this.bytes.map((b) => new Uint32Array(b.buffer, 0, b.length >>> 2));
   }
 
   /**

@@ -126,12 +126,32 @@ export class Pmd {
     const table = this.macTables[bridge];
     const data = pool.data;
     const now = performance.now();
+    // A burst is mostly one conversation: the last source learned and the last destination
+    // looked up are remembered for the rest of the burst (saves a hash probe per frame).
+    let lastSrc = -1;
+    let lastDstMac = -1;
+    let lastDst = FLOOD;
     for (let i = 0; i < count; i++) {
       const h = handles[i];
       const off = pool.frameOffset(h);
       // Learn unicast sources only: a multicast source address is never a station.
-      if ((data[off + 6] & 1) === 0) table.learn(readMac(data, off + 6), ingress.cfg.index, now);
-      const dst = (data[off] & 1) === 1 ? FLOOD : table.lookup(readMac(data, off), now);
+      if ((data[off + 6] & 1) === 0) {
+        const src = readMac(data, off + 6);
+        if (src !== lastSrc) {
+          table.learn(src, ingress.cfg.index, now);
+          lastSrc = src;
+          lastDstMac = -1;
+        }
+      }
+      let dst = FLOOD;
+      if ((data[off] & 1) === 0) {
+        const dstMac = readMac(data, off);
+        if (dstMac !== lastDstMac) {
+          lastDst = table.lookup(dstMac, now);
+          lastDstMac = dstMac;
+        }
+        dst = lastDst;
+      }
       if (dst === FLOOD || dst < 0) {
         for (let m = 0; m < members.length; m++) {
           if (members[m] !== ingress.cfg.index) this.enqueue(this.ports[members[m]], h);

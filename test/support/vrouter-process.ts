@@ -42,7 +42,7 @@ export async function startVrouter(config: object, timeoutMs = 15000): Promise<S
       check();
     }),
     exit.then(() => false),
-    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs)),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref()),
   ]);
   const stop = async () => {
     if (!exited) proc.kill('SIGTERM');

@@ -1,6 +1,9 @@
 // Packet buffers: fixed-size slots in one SharedArrayBuffer, named by u32 handles. Frames
 // are copied out of guest memory into these (the copy is the security boundary), and rings
-// between actors carry handles, never bytes.
+// between PMDs carry handles, never bytes. Each PMD owns one partition of the handles and
+// allocates from it without locks; a buffer freed by another PMD travels back to its owner
+// on a return ring (one SPSC ring per ordered PMD pair), in bursts.
+import { SpscRing } from './spsc-ring.ts';
 
 /** Bytes before the frame, kept free for encapsulation. */
 export const HEADROOM = 128;
@@ -8,41 +11,115 @@ export const HEADROOM = 128;
 export const DATA_ROOM = 9088;
 export const BUFFER_STRIDE = HEADROOM + DATA_ROOM;
 
+/** The memory every PMD's pool views: buffers and per-handle frame lengths. */
+export interface PoolMemory {
+  buffers: SharedArrayBuffer;
+  lengths: SharedArrayBuffer;
+  /** handles per PMD (a power of 2: return rings of that size can never overflow) */
+  perPmd: number;
+  pmdCount: number;
+}
+
+export function createPoolMemory(pmdCount: number, perPmd: number): PoolMemory {
+  if ((perPmd & (perPmd - 1)) !== 0) throw new RangeError(`buffers per PMD (${perPmd}) must be a power of 2`);
+  // SharedArrayBuffer pages are committed on first touch, and the LIFO free stacks keep
+  // reusing the same few buffers: resident memory follows the traffic, not the capacity.
+  return {
+    buffers: new SharedArrayBuffer(pmdCount * perPmd * BUFFER_STRIDE),
+    lengths: new SharedArrayBuffer(pmdCount * perPmd * 4),
+    perPmd,
+    pmdCount,
+  };
+}
+
+const RETURN_BURST = 32;
+
 export class PacketPool {
-  readonly capacity: number;
   readonly data: Uint8Array;
   /** the same memory as 32-bit words, for aligned copies */
   readonly words: Uint32Array;
   /** frame length of each buffer, by handle */
   readonly length: Uint32Array;
+  readonly pmd: number;
+  private readonly perPmd: number;
   private readonly freeStack: Uint32Array;
   private freeCount: number;
+  /** by owner PMD: handles to give back, and the rings they go on (null for ourselves) */
+  private readonly returnTo: (SpscRing | null)[];
+  private readonly returnFrom: (SpscRing | null)[];
+  private readonly pendingReturn: Uint32Array[];
+  private readonly pendingCount: Int32Array;
 
-  constructor(capacity: number) {
-    this.capacity = capacity;
-    // SharedArrayBuffer pages are committed on first touch, and the LIFO free stack keeps
-    // reusing the same few buffers: resident memory follows the traffic, not the capacity.
-    const memory = new SharedArrayBuffer(capacity * BUFFER_STRIDE);
-    this.data = new Uint8Array(memory);
-    this.words = new Uint32Array(memory);
-    this.length = new Uint32Array(capacity);
-    this.freeStack = new Uint32Array(capacity);
-    for (let i = 0; i < capacity; i++) this.freeStack[i] = capacity - 1 - i;
-    this.freeCount = capacity;
+  /**
+   * returnTo[p]: producer end of the ring to PMD p; returnFrom[p]: consumer end of the
+   * ring from PMD p (null on our own index, or with a single PMD).
+   */
+  constructor(memory: PoolMemory, pmd: number, returnTo: (SpscRing | null)[] = [], returnFrom: (SpscRing | null)[] = []) {
+    this.pmd = pmd;
+    this.perPmd = memory.perPmd;
+    this.data = new Uint8Array(memory.buffers);
+    this.words = new Uint32Array(memory.buffers);
+    this.length = new Uint32Array(memory.lengths);
+    this.freeStack = new Uint32Array(memory.perPmd);
+    const first = pmd * memory.perPmd;
+    for (let i = 0; i < memory.perPmd; i++) this.freeStack[i] = first + memory.perPmd - 1 - i;
+    this.freeCount = memory.perPmd;
+    this.returnTo = Array.from({ length: memory.pmdCount }, (_, p) => returnTo[p] ?? null);
+    this.returnFrom = Array.from({ length: memory.pmdCount }, (_, p) => returnFrom[p] ?? null);
+    this.pendingReturn = this.returnTo.map(() => new Uint32Array(RETURN_BURST));
+    this.pendingCount = new Int32Array(memory.pmdCount);
+  }
+
+  /** A pool for one thread alone (tests, benchmarks). */
+  static standalone(capacity: number): PacketPool {
+    return new PacketPool(createPoolMemory(1, capacity), 0);
   }
 
   get available(): number {
     return this.freeCount;
   }
 
-  /** A free buffer's handle, or -1 when the pool is empty. */
+  /** A free buffer's handle, or -1 when this PMD has none left. */
   alloc(): number {
-    if (this.freeCount === 0) return -1;
+    if (this.freeCount === 0 && this.reclaim() === 0) return -1;
     return this.freeStack[--this.freeCount];
   }
 
   free(handle: number): void {
-    this.freeStack[this.freeCount++] = handle;
+    const owner = (handle / this.perPmd) | 0;
+    if (owner === this.pmd) {
+      this.freeStack[this.freeCount++] = handle;
+      return;
+    }
+    const n = this.pendingCount[owner];
+    this.pendingReturn[owner][n] = handle;
+    this.pendingCount[owner] = n + 1;
+    if (n + 1 === RETURN_BURST) this.flushReturns(owner);
+  }
+
+  /** Sends every buffer waiting to go back to its owner: once per poll round. */
+  flushAllReturns(): void {
+    for (let p = 0; p < this.pendingCount.length; p++) if (this.pendingCount[p] > 0) this.flushReturns(p);
+  }
+
+  private flushReturns(owner: number): void {
+    // A return ring holds as many entries as the owner has buffers: it cannot be full.
+    this.returnTo[owner]!.enqueueBurst(this.pendingReturn[owner], this.pendingCount[owner]);
+    this.pendingCount[owner] = 0;
+  }
+
+  /** Takes back our buffers that other PMDs have freed. Returns how many came back. */
+  reclaim(): number {
+    let total = 0;
+    for (let p = 0; p < this.returnFrom.length; p++) {
+      const ring = this.returnFrom[p];
+      if (ring === null) continue;
+      const room = this.freeStack.length - this.freeCount;
+      const n = ring.dequeueBurst(this.freeStack, room, this.freeCount);
+      this.freeCount += n;
+      total += n;
+    }
+    return total;
   }
 
   /** Byte offset of a buffer's frame in `data`. */

@@ -79,7 +79,7 @@ export class Pmd {
     this.cfg = cfg;
     this.counters = counters;
     this.log = log;
-    this.pool = new PacketPool(cfg.poolSize);
+    this.pool = PacketPool.standalone(cfg.poolSize);
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
     this.touched = new Int32Array(cfg.ports.length);
     this.macTables = cfg.bridges.map(() => new MacTable());

@@ -17,6 +17,8 @@ export interface PortConfig {
   mtu: number;
   /** queue pairs offered to the frontend */
   queues: number;
+  /** queue pair -> the CPU of the PMD that polls it (others are spread round-robin) */
+  rxqAffinity: Record<number, number>;
 }
 
 export interface PmdSettings {
@@ -77,8 +79,8 @@ function name(value: unknown, field: string): string {
   return value;
 }
 
-function parsePort(raw: unknown, field: string, baseDir: string): PortConfig {
-  const p = object(raw, field, ['name', 'socket', 'bridge', 'mode', 'mac', 'mtu', 'queues']);
+function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
+  const p = object(raw, field, ['name', 'socket', 'bridge', 'mode', 'mac', 'mtu', 'queues', 'rxqAffinity']);
   if (typeof p.socket !== 'string' || p.socket === '') throw new ConfigError(`${field}.socket`, 'must be a path');
   const socket = resolve(baseDir, p.socket);
   if (Buffer.byteLength(socket) > LIMITS.socketPathBytes) {
@@ -92,6 +94,16 @@ function parsePort(raw: unknown, field: string, baseDir: string): PortConfig {
     if ((parseInt(p.mac.slice(0, 2), 16) & 1) === 1) throw new ConfigError(`${field}.mac`, `${p.mac} is a multicast address`);
     mac = p.mac.toLowerCase();
   }
+  const queues = p.queues === undefined ? 1 : integer(p.queues, `${field}.queues`, 1, LIMITS.queuesMax);
+  const rxqAffinity: Record<number, number> = {};
+  if (p.rxqAffinity !== undefined) {
+    const a = object(p.rxqAffinity, `${field}.rxqAffinity`, Array.from({ length: queues }, (_, q) => String(q)));
+    for (const [q, cpu] of Object.entries(a)) {
+      const core = integer(cpu, `${field}.rxqAffinity.${q}`, 0, cpuCount - 1);
+      if (!pmdCores.includes(core)) throw new ConfigError(`${field}.rxqAffinity.${q}`, `CPU ${core} runs no PMD (pmd.cores is [${pmdCores.join(', ')}])`);
+      rxqAffinity[Number(q)] = core;
+    }
+  }
   return {
     name: name(p.name, `${field}.name`),
     socket,
@@ -99,7 +111,8 @@ function parsePort(raw: unknown, field: string, baseDir: string): PortConfig {
     mode,
     mac,
     mtu: p.mtu === undefined ? 1500 : integer(p.mtu, `${field}.mtu`, LIMITS.mtuMin, LIMITS.mtuMax),
-    queues: p.queues === undefined ? 1 : integer(p.queues, `${field}.queues`, 1, LIMITS.queuesMax),
+    queues,
+    rxqAffinity,
   };
 }
 
@@ -113,7 +126,6 @@ function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
     cores = p.cores.map((c, i) => integer(c, `pmd.cores[${i}]`, 0, cpuCount - 1));
     const dup = cores.find((c, i) => cores.indexOf(c) !== i);
     if (dup !== undefined) throw new ConfigError('pmd.cores', `CPU ${dup} is listed twice`);
-    if (cores.length > 1) throw new ConfigError('pmd.cores', `${cores.length} PMDs asked for; this version runs one PMD`);
   }
   return {
     cores,
@@ -126,14 +138,15 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = availableP
   const top = object(raw, '', ['ports', 'pmd']);
   if (!Array.isArray(top.ports) || top.ports.length === 0) throw new ConfigError('ports', 'must be a non-empty array');
   if (top.ports.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports`);
-  const ports = top.ports.map((p, i) => parsePort(p, `ports[${i}]`, baseDir));
+  const pmd = parsePmd(top.pmd, cpuCount);
+  const ports = top.ports.map((p, i) => parsePort(p, `ports[${i}]`, baseDir, cpuCount, pmd.cores));
   ports.forEach((p, i) => {
     const j = ports.findIndex((q) => q.name === p.name);
     if (j !== i) throw new ConfigError(`ports[${i}].name`, `"${p.name}" is already the name of ports[${j}]`);
     const k = ports.findIndex((q) => q.socket === p.socket);
     if (k !== i) throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
   });
-  return { ports, pmd: parsePmd(top.pmd, cpuCount) };
+  return { ports, pmd };
 }
 
 /** Reads and validates a config file; errors name the file as well as the field. */

@@ -4,60 +4,35 @@
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
-import { createCounterBuffer, readPortStats } from '../dataplane/counters.ts';
+import { readPortStats } from '../dataplane/counters.ts';
 import type { PmdThreadData } from '../dataplane/pmd-thread.ts';
-import type { PmdConfig } from '../dataplane/pmd.ts';
-import { parseMac } from '../dataplane/mac-table.ts';
 import { DOORBELL_WORDS } from '../vhost/dataplane-link.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { VrouterConfig } from './config.ts';
+import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
-/** Ethernet header and one VLAN tag on top of the MTU. */
-const L2_OVERHEAD = 18;
-const POOL_BUFFERS = 4096;
-const IDLE_SPIN_ROUNDS = 2000;
 const SHUTDOWN_TIMEOUT_MS = 5000;
-
-function pmdConfigs(config: VrouterConfig): PmdConfig[] {
-  const bridgeNames = [...new Set(config.ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
-  const bridges = bridgeNames.map((b) => config.ports.flatMap((p, i) => (p.bridge === b ? [i] : [])));
-  return config.pmd.cores.map((cpu, id) => ({
-    id,
-    cpu,
-    ports: config.ports.map((p, index) => ({
-      index,
-      name: p.name,
-      bridge: p.bridge === null ? -1 : bridgeNames.indexOf(p.bridge),
-      maxFrame: p.mtu + L2_OVERHEAD,
-      staticMac: p.mac === null ? null : parseMac(p.mac),
-    })),
-    bridges,
-    poolSize: POOL_BUFFERS,
-    idleSpinRounds: IDLE_SPIN_ROUNDS,
-    idleSleepMaxUs: config.pmd.sleepMaxUs,
-  }));
-}
 
 export class Supervisor {
   private readonly config: VrouterConfig;
-  private readonly counterBuffer: SharedArrayBuffer;
+  private readonly layout: DataplaneLayout;
   private readonly pmds: Worker[] = [];
   private control: Worker | null = null;
   private stopping = false;
 
   constructor(config: VrouterConfig) {
     this.config = config;
-    this.counterBuffer = createCounterBuffer(config.pmd.cores.length, config.ports.length);
+    this.layout = dataplaneLayout(config);
   }
 
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
     const links: ControlThreadData['pmdLinks'] = [];
-    for (const pmd of pmdConfigs(this.config)) {
+    for (const pmd of this.layout.pmds) {
       const channel = new MessageChannel();
       const doorbell = new SharedArrayBuffer(4 * DOORBELL_WORDS);
-      const data: PmdThreadData = { config: pmd, counterBuffer: this.counterBuffer, doorbell, commands: channel.port2 };
+      const data: PmdThreadData = { config: pmd, shared: this.layout.shared, doorbell, commands: channel.port2 };
       const worker = new Worker(new URL('../dataplane/pmd-thread.ts', import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${pmd.id}` });
       worker.on('error', (err) => this.actorDied(`pmd${pmd.id}`, err));
       worker.on('exit', (code) => this.actorDied(`pmd${pmd.id}`, new Error(`exited with code ${code}`)));
@@ -66,7 +41,7 @@ export class Supervisor {
     }
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode })),
-      portPmd: this.config.ports.map(() => 0),
+      queueOwner: this.layout.queueOwner,
       pmdLinks: links,
     };
     const control = new Worker(new URL('../vhost/control-thread.ts', import.meta.url), {
@@ -83,12 +58,12 @@ export class Supervisor {
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
     const cpus = this.config.pmd.cores.join(', ');
-    log.info(`ready: ${this.config.ports.length} port(s), PMD on CPU ${cpus}`);
+    log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`);
   }
 
   /** Port counters summed over the PMDs. */
   stats() {
-    return { ports: readPortStats(this.counterBuffer, this.pmds.length, this.config.ports.map((p) => p.name)) };
+    return { ports: readPortStats(this.layout.shared.counters, this.pmds.length, this.config.ports.map((p) => p.name)) };
   }
 
   /** Closes every connection and socket, then stops the threads. */

@@ -12,6 +12,7 @@ export const DROP_REASONS = [
   ['no_destination', 'the port is in no bridge, or alone in its bridge'],
   ['same_port', 'the destination MAC was learned on the ingress port'],
   ['port_down', 'the destination port has no running receive queue'],
+  ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number][0];

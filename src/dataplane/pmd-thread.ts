@@ -6,17 +6,16 @@ import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, type PmdRequest } from '../vhost/dataplane-link.ts';
-import { Pmd, type PmdConfig } from './pmd.ts';
-import { pmdCounters } from './counters.ts';
+import { Pmd, type PmdConfig, type PmdShared } from './pmd.ts';
 
 export interface PmdThreadData {
   config: PmdConfig;
-  counterBuffer: SharedArrayBuffer;
+  shared: PmdShared;
   doorbell: SharedArrayBuffer;
   commands: MessagePort;
 }
 
-const { config, counterBuffer, doorbell: doorbellBuffer, commands } = workerData as PmdThreadData;
+const { config, shared, doorbell: doorbellBuffer, commands } = workerData as PmdThreadData;
 const log = createLog(`pmd${config.id}`);
 try {
   setThreadName(`pmd${config.id}`);
@@ -24,7 +23,7 @@ try {
 } catch (err) {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
-const pmd = new Pmd(config, pmdCounters(counterBuffer, config.id, config.ports.length), log);
+const pmd = new Pmd(config, shared, log);
 const doorbell = new Int32Array(doorbellBuffer);
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
 

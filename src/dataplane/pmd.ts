@@ -5,9 +5,10 @@ import { GuestMemory } from '../virtio/guest-memory.ts';
 import { SplitQueue, type QueueLayout } from '../virtio/split-queue.ts';
 import type { PmdCommand, PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
-import { PacketPool } from './packet-pool.ts';
+import { PacketPool, type PoolMemory } from './packet-pool.ts';
+import { SpscRing } from './spsc-ring.ts';
 import { BURST, deliverBurst, receiveBurst, type QueueOwner } from './guest-io.ts';
-import { DROP, DROPS_BASE, QUEUE_ERRORS, portBase } from './counters.ts';
+import { DROP, DROPS_BASE, QUEUE_ERRORS, pmdCounters, portBase } from './counters.ts';
 import { MacTable, readMac } from './mac-table.ts';
 
 export interface PmdPortConfig {
@@ -24,14 +25,36 @@ export interface PmdPortConfig {
 export interface PmdConfig {
   id: number;
   cpu: number;
+  pmdCount: number;
   ports: PmdPortConfig[];
   /** port indices of each bridge */
   bridges: number[][];
-  poolSize: number;
   /** empty polls before the PMD starts sleeping, and the longest sleep (µs); 0 = pure polling */
   idleSpinRounds: number;
   idleSleepMaxUs: number;
 }
+
+/** The SharedArrayBuffers all PMDs work on together. */
+export interface PmdShared {
+  pool: PoolMemory;
+  counters: SharedArrayBuffer;
+  /** dataRings[x][y]: frames PMD x hands to PMD y (null where x = y) */
+  dataRings: (SharedArrayBuffer | null)[][];
+  /** returnRings[x][y]: buffers of PMD y that PMD x has freed */
+  returnRings: (SharedArrayBuffer | null)[][];
+  dataRingCapacity: number;
+  /** macTables[bridge][pmd]: each PMD learns into its own table, all read every table */
+  macTables: SharedArrayBuffer[][];
+  macTableCapacity: number;
+  /** Int32 per port and PMD: 1 while that PMD runs a guest RX queue of the port */
+  rxQueueHolders: SharedArrayBuffer;
+}
+
+/** A ring entry: destination port in the top bits, buffer handle below. */
+export const HANDLE_BITS = 20;
+const HANDLE_MASK = (1 << HANDLE_BITS) - 1;
+/** refs value of a buffer handed to another PMD: no longer ours to free */
+const GIVEN = 255;
 
 interface VringSpec {
   layout: QueueLayout;
@@ -67,32 +90,61 @@ export class Pmd {
   private readonly log: Log;
   private readonly pool: PacketPool;
   private readonly ports: PortRuntime[];
-  private readonly macTables: MacTable[];
+  /** by bridge: this PMD's own table, then every PMD's (read-only use for the others) */
+  private readonly ownMacTables: MacTable[];
+  private readonly allMacTables: MacTable[][];
+  private readonly rxHolders: Int32Array;
+  /** rings to (producer end) and from (consumer end) each other PMD; null for ourselves */
+  private readonly ringsOut: (SpscRing | null)[];
+  private readonly ringsIn: SpscRing[];
   /** ports polled this round (those with a running guest TX queue) */
   private active: PortRuntime[] = [];
   private readonly handles = new Uint32Array(BURST);
+  /** per buffer handle: how many destinations this burst sends it to, or GIVEN */
+  private readonly refs: Uint8Array;
   /** destination ports with frames pending in this burst */
   private readonly touched: Int32Array;
   private touchedCount = 0;
+  /** per destination PMD: ring entries collected in this burst */
+  private readonly outbox: Uint32Array[];
+  private readonly outboxCount: Int32Array;
+  private readonly inbox = new Uint32Array(BURST);
 
-  constructor(cfg: PmdConfig, counters: Float64Array, log: Log) {
+  constructor(cfg: PmdConfig, shared: PmdShared, log: Log) {
     this.cfg = cfg;
-    this.counters = counters;
     this.log = log;
-    this.pool = PacketPool.standalone(cfg.poolSize);
+    this.counters = pmdCounters(shared.counters, cfg.id, cfg.ports.length);
+    const me = cfg.id;
+    const others = Array.from({ length: cfg.pmdCount }, (_, p) => p);
+    const ring = (buffer: SharedArrayBuffer | null, capacity: number) => (buffer === null ? null : new SpscRing(buffer, capacity));
+    this.pool = new PacketPool(
+      shared.pool,
+      me,
+      others.map((p) => ring(shared.returnRings[me][p], shared.pool.perPmd)),
+      others.map((p) => ring(shared.returnRings[p][me], shared.pool.perPmd)),
+    );
+    this.ringsOut = others.map((p) => ring(shared.dataRings[me][p], shared.dataRingCapacity));
+    this.ringsIn = others.flatMap((p) => (p === me ? [] : [ring(shared.dataRings[p][me], shared.dataRingCapacity)!]));
+    this.outbox = others.map(() => new Uint32Array(BURST * Math.max(1, cfg.ports.length)));
+    this.outboxCount = new Int32Array(cfg.pmdCount);
+    this.refs = new Uint8Array(shared.pool.perPmd * shared.pool.pmdCount);
+    this.rxHolders = new Int32Array(shared.rxQueueHolders);
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
     this.touched = new Int32Array(cfg.ports.length);
-    this.macTables = cfg.bridges.map(() => new MacTable());
+    this.allMacTables = shared.macTables.map((perPmd) => perPmd.map((buffer, p) => new MacTable(shared.macTableCapacity, undefined, buffer, p === me)));
+    this.ownMacTables = this.allMacTables.map((tables) => tables[me]);
     for (const p of cfg.ports) {
-      if (p.bridge >= 0 && p.staticMac !== null) this.macTables[p.bridge].addStatic(p.staticMac, p.index);
+      if (p.bridge >= 0 && p.staticMac !== null) this.ownMacTables[p.bridge].addStatic(p.staticMac, p.index);
     }
   }
 
   // ---- data path ----------------------------------------------------------------------------
 
-  /** One poll round over every running guest TX queue. Returns the frames moved. */
+  /** One poll round: frames from other PMDs, then every running guest TX queue. */
   pollOnce(): number {
     let work = 0;
+    const ringsIn = this.ringsIn;
+    for (let r = 0; r < ringsIn.length; r++) work += this.drainRing(ringsIn[r]);
     const active = this.active;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
@@ -107,7 +159,24 @@ export class Pmd {
         }
       }
     }
+    if (ringsIn.length > 0) this.pool.flushAllReturns();
     return work;
+  }
+
+  /** Frames another PMD switched to ports whose RX queue we hold. */
+  private drainRing(ring: SpscRing): number {
+    const inbox = this.inbox;
+    const n = ring.dequeueBurst(inbox, BURST);
+    for (let i = 0; i < n; i++) {
+      const entry = inbox[i];
+      const handle = entry & HANDLE_MASK;
+      inbox[i] = handle;
+      this.refs[handle] = 1;
+      this.enqueue(this.ports[entry >>> HANDLE_BITS], handle);
+    }
+    if (n > 0) this.flush();
+    for (let i = 0; i < n; i++) if (this.refs[inbox[i]] !== GIVEN) this.pool.free(inbox[i]);
+    return n;
   }
 
   /** Switches a burst from ingress by destination MAC, writes it out, frees the buffers. */
@@ -115,6 +184,7 @@ export class Pmd {
     const pool = this.pool;
     const handles = this.handles;
     const counters = this.counters;
+    const refs = this.refs;
     const inBase = portBase(ingress.cfg.index);
     const bridge = ingress.cfg.bridge;
     if (bridge < 0 || this.cfg.bridges[bridge].length < 2) {
@@ -123,7 +193,7 @@ export class Pmd {
       return;
     }
     const members = this.cfg.bridges[bridge];
-    const table = this.macTables[bridge];
+    const table = this.ownMacTables[bridge];
     const data = pool.data;
     const now = performance.now();
     // A burst is mostly one conversation: the last source learned and the last destination
@@ -147,23 +217,46 @@ export class Pmd {
       if ((data[off] & 1) === 0) {
         const dstMac = readMac(data, off);
         if (dstMac !== lastDstMac) {
-          lastDst = table.lookup(dstMac, now);
+          lastDst = this.lookup(bridge, dstMac, now);
           lastDstMac = dstMac;
         }
         dst = lastDst;
       }
+      refs[h] = 0;
       if (dst === FLOOD || dst < 0) {
         for (let m = 0; m < members.length; m++) {
-          if (members[m] !== ingress.cfg.index) this.enqueue(this.ports[members[m]], h);
+          if (members[m] !== ingress.cfg.index) {
+            refs[h]++;
+            this.enqueue(this.ports[members[m]], h);
+          }
         }
       } else if (dst === ingress.cfg.index) {
         counters[inBase + DROPS_BASE + DROP.same_port]++;
       } else {
+        refs[h] = 1;
         this.enqueue(this.ports[dst], h);
       }
     }
     this.flush();
-    for (let i = 0; i < count; i++) pool.free(handles[i]);
+    for (let i = 0; i < count; i++) if (refs[handles[i]] !== GIVEN) pool.free(handles[i]);
+  }
+
+  /** Our own table first; then the other PMDs', the most recently seen entry winning. */
+  private lookup(bridge: number, mac: number, now: number): number {
+    const own = this.ownMacTables[bridge].lookup(mac, now);
+    if (own >= 0 || this.cfg.pmdCount === 1) return own;
+    const tables = this.allMacTables[bridge];
+    let best = -1;
+    let bestSeen = -1;
+    for (let p = 0; p < tables.length; p++) {
+      if (p === this.cfg.id) continue;
+      const port = tables[p].lookup(mac, now, true);
+      if (port >= 0 && tables[p].foundSeen > bestSeen) {
+        best = port;
+        bestSeen = tables[p].foundSeen;
+      }
+    }
+    return best;
   }
 
   private enqueue(port: PortRuntime, handle: number): void {
@@ -171,21 +264,74 @@ export class Pmd {
     port.pending[port.pendingCount++] = handle;
   }
 
+  /** Writes each destination's frames: into its RX queue here, or to the PMD that holds one. */
   private flush(): void {
     for (let t = 0; t < this.touchedCount; t++) {
       const port = this.ports[this.touched[t]];
       const out = port.rxOut;
-      if (out === null) {
-        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
-      } else if (out.queue.failure === '') {
+      if (out !== null && out.queue.failure === '') {
         deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
         if (out.queue.failure !== '') this.queueFailed(port, out);
       } else {
-        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+        const holder = this.rxHolder(port.cfg.index);
+        if (holder < 0) this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+        else this.handOver(port, holder);
       }
       port.pendingCount = 0;
     }
     this.touchedCount = 0;
+    for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
+  }
+
+  /** Another PMD that runs an RX queue of the port, or -1. */
+  private rxHolder(port: number): number {
+    const base = port * this.cfg.pmdCount;
+    for (let p = 0; p < this.cfg.pmdCount; p++) if (p !== this.cfg.id && this.rxHolders[base + p] === 1) return p;
+    return -1;
+  }
+
+  /** Queues a port's pending frames for PMD `to`: the buffer itself when this is its only destination, else a copy. */
+  private handOver(port: PortRuntime, to: number): void {
+    const pool = this.pool;
+    const box = this.outbox[to];
+    let n = this.outboxCount[to];
+    const tag = port.cfg.index << HANDLE_BITS;
+    for (let i = 0; i < port.pendingCount; i++) {
+      const h = port.pending[i];
+      if (this.refs[h] === 1) {
+        this.refs[h] = GIVEN;
+        box[n++] = (tag | h) >>> 0;
+        continue;
+      }
+      this.refs[h]--;
+      const copy = pool.alloc();
+      if (copy < 0) {
+        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
+        continue;
+      }
+      const len = pool.length[h];
+      pool.data.copyWithin(pool.frameOffset(copy), pool.frameOffset(h), pool.frameOffset(h) + len);
+      pool.length[copy] = len;
+      this.refs[copy] = 0;
+      box[n++] = (tag | copy) >>> 0;
+    }
+    this.outboxCount[to] = n;
+  }
+
+  private sendOutbox(to: number): void {
+    const box = this.outbox[to];
+    const n = this.outboxCount[to];
+    const sent = this.ringsOut[to]!.enqueueBurst(box, n);
+    // A full ring is a counted drop, never a wait: the buffers stay ours.
+    for (let i = sent; i < n; i++) {
+      const entry = box[i];
+      const h = entry & HANDLE_MASK;
+      this.counters[portBase(entry >>> HANDLE_BITS) + DROPS_BASE + DROP.ring_full]++;
+      // An original goes back to its burst, which frees it; a copy is freed here.
+      if (this.refs[h] === GIVEN) this.refs[h] = 1;
+      else this.pool.free(h);
+    }
+    this.outboxCount[to] = 0;
   }
 
   /** A corrupt ring: stop polling it, keep the port's other queues and the other ports. */
@@ -288,5 +434,6 @@ export class Pmd {
     port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && vring % 2 === 1);
     port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && vring % 2 === 0) ?? null;
     this.active = this.ports.filter((p) => p.txPoll.length > 0);
+    Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, port.rxOut === null ? 0 : 1);
   }
 }

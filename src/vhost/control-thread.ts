@@ -10,8 +10,8 @@ import { PortEndpoint, type EndpointSettings } from './port-endpoint.ts';
 
 export interface ControlThreadData {
   endpoints: EndpointSettings[];
-  /** the PMD that owns each port */
-  portPmd: number[];
+  /** queueOwner[port][queuePair]: the PMD that polls it */
+  queueOwner: number[][];
   pmdLinks: PmdLink[];
 }
 
@@ -19,10 +19,10 @@ export interface ControlThreadData {
 export type ControlRequest = { t: 'shutdown' };
 export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t: 'stopped' };
 
-const { endpoints, portPmd, pmdLinks } = workerData as ControlThreadData;
+const { endpoints, queueOwner, pmdLinks } = workerData as ControlThreadData;
 const log = createLog('vhost');
 setThreadName('vhost-ctl');
-const dataplane = new PmdClient(pmdLinks, portPmd);
+const dataplane = new PmdClient(pmdLinks, queueOwner);
 const ports = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 

@@ -13,12 +13,12 @@ const REPLY_TIMEOUT_MS = 3000;
 
 export class PmdClient implements Dataplane {
   private readonly links: { commands: MessagePort; doorbell: Int32Array }[];
-  private readonly portPmd: readonly number[];
+  private readonly queueOwner: readonly (readonly number[])[];
   private readonly waiting = new Map<number, (reply: PmdReply) => void>();
   private nextId = 1;
 
-  constructor(links: readonly PmdLink[], portPmd: readonly number[]) {
-    this.portPmd = portPmd;
+  constructor(links: readonly PmdLink[], queueOwner: readonly (readonly number[])[]) {
+    this.queueOwner = queueOwner;
     this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell) }));
     for (const l of this.links) {
       l.commands.on('message', (data: Uint8Array) => {
@@ -28,8 +28,20 @@ export class PmdClient implements Dataplane {
     }
   }
 
-  request(cmd: PmdCommand): Promise<PmdReply> {
-    const pmd = this.portPmd[cmd.port];
+  /**
+   * A vring command goes to the PMD that owns its queue pair; a port-wide one (memory,
+   * reset) to every PMD owning a queue of the port, and fails if any of them fails.
+   */
+  async request(cmd: PmdCommand): Promise<PmdReply> {
+    const owners = this.queueOwner[cmd.port];
+    if (cmd.t === 'memory' || cmd.t === 'port-reset') {
+      const replies = await Promise.all([...new Set(owners)].map((pmd) => this.send(pmd, cmd)));
+      return replies.find((r) => r.error !== undefined) ?? replies[0];
+    }
+    return this.send(owners[cmd.vring >> 1], cmd);
+  }
+
+  private send(pmd: number, cmd: PmdCommand): Promise<PmdReply> {
     const link = this.links[pmd];
     const id = this.nextId++;
     return new Promise((resolve) => {

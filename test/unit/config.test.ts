@@ -12,15 +12,15 @@ const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge:
 
 t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
-  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1 });
+  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {} });
   t.equal(c.ports[1].socket, '/etc/vrouter/b.sock', 'relative socket paths are taken from the config file directory');
   t.same(c.pmd, { cores: [3], sleepMaxUs: 250 }, 'one PMD on the highest-numbered CPU');
 });
 
 t.test('every optional key', async (t) => {
-  const c = parseConfig({ ports: [port({ mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2 })], pmd: { cores: [1], sleepMaxUs: 0 } }, '/', 2);
-  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2 });
-  t.same(c.pmd, { cores: [1], sleepMaxUs: 0 });
+  const c = parseConfig({ ports: [port({ mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 } })], pmd: { cores: [1, 0], sleepMaxUs: 0 } }, '/', 2);
+  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 } });
+  t.same(c.pmd, { cores: [1, 0], sleepMaxUs: 0 });
 });
 
 t.test('mistakes name the field and the reason', async (t) => {
@@ -44,7 +44,8 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port()], pmd: { cores: [] } }, 'pmd.cores', /non-empty/],
     [{ ports: [port()], pmd: { cores: [2] } }, 'pmd.cores[0]', /0 to 1/],
     [{ ports: [port()], pmd: { cores: [1, 1] } }, 'pmd.cores', /listed twice/],
-    [{ ports: [port()], pmd: { cores: [0, 1] } }, 'pmd.cores', /one PMD/],
+    [{ ports: [port({ queues: 2, rxqAffinity: { 1: 0 } })], pmd: { cores: [1] } }, 'ports[0].rxqAffinity.1', /CPU 0 runs no PMD/],
+    [{ ports: [port({ rxqAffinity: { 3: 1 } })] }, 'ports[0].rxqAffinity.3', /unknown key/],
     [{ ports: [port()], pmd: { sleepMaxUs: -1 } }, 'pmd.sleepMaxUs', /integer/],
   ];
   for (const [raw, field, reason] of cases) {
@@ -68,4 +69,14 @@ t.test('the daemon refuses a bad config before it starts anything', async (t) =>
   const broken = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
   t.equal(broken.status, 2);
   t.match(broken.stderr, /not valid JSON/);
+});
+
+t.test('queue pairs spread over PMDs round-robin, unless pinned', async (t) => {
+  const { assignQueues } = await import('../../src/control/dataplane-layout.ts');
+  const c = parseConfig(
+    { ports: [port({ queues: 2 }), port({ name: 'b', socket: '/tmp/b.sock', queues: 3, rxqAffinity: { 0: 3 } })], pmd: { cores: [2, 3] } },
+    '/',
+    4,
+  );
+  t.same(assignQueues(c), [[0, 1], [1, 0, 1]], 'b queue 0 pinned to CPU 3 (PMD 1); the rest alternate');
 });

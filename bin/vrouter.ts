@@ -12,7 +12,8 @@ const USAGE = `usage: vrouter [--config FILE]
   --config FILE   configuration (default: ${DEFAULT_CONFIG})
   --help          this text
 
-Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line.`;
+Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line;
+SIGUSR2 terminates PMD 0 as a crash would (it is restarted: a drill of the recovery path).`;
 
 const log = createLog('main');
 const major = Number(process.versions.node.split('.')[0]);
@@ -43,6 +44,7 @@ try {
 }
 
 process.on('SIGUSR1', () => process.stderr.write(`vrouter: stats ${JSON.stringify(supervisor.stats())}\n`));
+process.on('SIGUSR2', () => supervisor.crashPmd(0));
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {

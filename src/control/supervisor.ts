@@ -1,7 +1,7 @@
 // The supervisor (main thread): turns the config into actors, the PMD threads and the
 // vhost control thread, wires them together, and answers signals: SIGTERM/SIGINT stop
 // everything cleanly (sockets removed), SIGUSR1 prints the port counters.
-import { MessageChannel, Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { readPortStats } from '../dataplane/counters.ts';
@@ -13,11 +13,16 @@ import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
 const SHUTDOWN_TIMEOUT_MS = 5000;
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 60_000;
 
 export class Supervisor {
   private readonly config: VrouterConfig;
   private readonly layout: DataplaneLayout;
   private readonly pmds: Worker[] = [];
+  private readonly doorbells: SharedArrayBuffer[] = [];
+  /** when each PMD restart happened: too many too fast means a bug, not bad luck */
+  private readonly restarts: number[] = [];
   private control: Worker | null = null;
   private stopping = false;
 
@@ -30,14 +35,9 @@ export class Supervisor {
   async start(): Promise<void> {
     const links: ControlThreadData['pmdLinks'] = [];
     for (const pmd of this.layout.pmds) {
-      const channel = new MessageChannel();
       const doorbell = new SharedArrayBuffer(4 * DOORBELL_WORDS);
-      const data: PmdThreadData = { config: pmd, shared: this.layout.shared, doorbell, commands: channel.port2 };
-      const worker = new Worker(new URL('../dataplane/pmd-thread.ts', import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${pmd.id}` });
-      worker.on('error', (err) => this.actorDied(`pmd${pmd.id}`, err));
-      worker.on('exit', (code) => this.actorDied(`pmd${pmd.id}`, new Error(`exited with code ${code}`)));
-      this.pmds.push(worker);
-      links.push({ commands: channel.port1, doorbell });
+      this.doorbells.push(doorbell);
+      links.push({ commands: this.spawnPmd(pmd.id), doorbell });
     }
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode })),
@@ -61,6 +61,42 @@ export class Supervisor {
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`);
   }
 
+  /** Starts PMD `id` and returns the control thread's end of its command channel. */
+  private spawnPmd(id: number): MessagePort {
+    const channel = new MessageChannel();
+    const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, doorbell: this.doorbells[id], commands: channel.port2 };
+    const worker = new Worker(new URL('../dataplane/pmd-thread.ts', import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
+    worker.on('error', (err) => log.error(`pmd${id} crashed: ${err.stack ?? err.message}`));
+    worker.on('exit', (code) => this.pmdExited(id, code));
+    this.pmds[id] = worker;
+    return channel.port1;
+  }
+
+  /**
+   * Let it crash: a PMD that dies is started again and the control thread gives it back
+   * its queues, which resume where the used rings say; the other PMDs never stop.
+   */
+  private pmdExited(id: number, code: number): void {
+    if (this.stopping) return;
+    const now = Date.now();
+    this.restarts.push(now);
+    const recent = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS).length;
+    if (recent > MAX_RESTARTS) {
+      this.actorDied(`pmd${id}`, new Error(`exited with code ${code}, ${recent} PMD restarts within ${RESTART_WINDOW_MS / 1000} s`));
+      return;
+    }
+    log.warn(`pmd${id} exited with code ${code}: restarting it`);
+    const commands = this.spawnPmd(id);
+    const event: ControlRequest = { t: 'pmd-restarted', pmd: id };
+    this.control?.postMessage({ msg: pack(event), commands }, [commands]);
+  }
+
+  /** Terminates a PMD as a crash would (SIGUSR2: a drill of the restart path). */
+  crashPmd(id: number): void {
+    log.warn(`terminating pmd${id} on request`);
+    void this.pmds[id]?.terminate();
+  }
+
   /** Port counters summed over the PMDs. */
   stats() {
     return { ports: readPortStats(this.layout.shared.counters, this.pmds.length, this.config.ports.map((p) => p.name)) };
@@ -77,7 +113,7 @@ export class Supervisor {
         });
       });
       const request: ControlRequest = { t: 'shutdown' };
-      control.postMessage(pack(request));
+      control.postMessage({ msg: pack(request) });
       const timedOut = await Promise.race([stopped.then(() => false), sleep(SHUTDOWN_TIMEOUT_MS).then(() => true)]);
       if (timedOut) log.warn(`the control thread did not stop within ${SHUTDOWN_TIMEOUT_MS} ms`);
     }

@@ -15,6 +15,8 @@ export const BUFFER_STRIDE = HEADROOM + DATA_ROOM;
 export interface PoolMemory {
   buffers: SharedArrayBuffer;
   lengths: SharedArrayBuffer;
+  /** per handle, written by its owner: 1 while another PMD holds the buffer */
+  away: SharedArrayBuffer;
   /** handles per PMD (a power of 2: return rings of that size can never overflow) */
   perPmd: number;
   pmdCount: number;
@@ -27,6 +29,7 @@ export function createPoolMemory(pmdCount: number, perPmd: number): PoolMemory {
   return {
     buffers: new SharedArrayBuffer(pmdCount * perPmd * BUFFER_STRIDE),
     lengths: new SharedArrayBuffer(pmdCount * perPmd * 4),
+    away: new SharedArrayBuffer(pmdCount * perPmd),
     perPmd,
     pmdCount,
   };
@@ -42,6 +45,7 @@ export class PacketPool {
   readonly length: Uint32Array;
   readonly pmd: number;
   private readonly perPmd: number;
+  private readonly away: Uint8Array;
   private readonly freeStack: Uint32Array;
   private freeCount: number;
   /** by owner PMD: handles to give back, and the rings they go on (null for ourselves) */
@@ -60,10 +64,13 @@ export class PacketPool {
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
     this.length = new Uint32Array(memory.lengths);
+    this.away = new Uint8Array(memory.away);
     this.freeStack = new Uint32Array(memory.perPmd);
+    // A PMD restarted after a crash starts with the buffers of its partition that are not
+    // held by another PMD; those come back on the return rings as usual.
     const first = pmd * memory.perPmd;
-    for (let i = 0; i < memory.perPmd; i++) this.freeStack[i] = first + memory.perPmd - 1 - i;
-    this.freeCount = memory.perPmd;
+    this.freeCount = 0;
+    for (let h = first + memory.perPmd - 1; h >= first; h--) if (this.away[h] === 0) this.freeStack[this.freeCount++] = h;
     this.returnTo = Array.from({ length: memory.pmdCount }, (_, p) => returnTo[p] ?? null);
     this.returnFrom = Array.from({ length: memory.pmdCount }, (_, p) => returnFrom[p] ?? null);
     this.pendingReturn = this.returnTo.map(() => new Uint32Array(RETURN_BURST));
@@ -88,6 +95,7 @@ export class PacketPool {
   free(handle: number): void {
     const owner = (handle / this.perPmd) | 0;
     if (owner === this.pmd) {
+      this.away[handle] = 0;
       this.freeStack[this.freeCount++] = handle;
       return;
     }
@@ -95,6 +103,11 @@ export class PacketPool {
     this.pendingReturn[owner][n] = handle;
     this.pendingCount[owner] = n + 1;
     if (n + 1 === RETURN_BURST) this.flushReturns(owner);
+  }
+
+  /** Records that one of our buffers is handed to another PMD (it comes back by reclaim). */
+  markAway(handle: number): void {
+    if (((handle / this.perPmd) | 0) === this.pmd) this.away[handle] = 1;
   }
 
   /** Sends every buffer waiting to go back to its owner: once per poll round. */
@@ -116,6 +129,7 @@ export class PacketPool {
       if (ring === null) continue;
       const room = this.freeStack.length - this.freeCount;
       const n = ring.dequeueBurst(this.freeStack, room, this.freeCount);
+      for (let i = 0; i < n; i++) this.away[this.freeStack[this.freeCount + i]] = 0;
       this.freeCount += n;
       total += n;
     }

@@ -129,6 +129,8 @@ export class Pmd {
     this.outboxCount = new Int32Array(cfg.pmdCount);
     this.refs = new Uint8Array(shared.pool.perPmd * shared.pool.pmdCount);
     this.rxHolders = new Int32Array(shared.rxQueueHolders);
+    // After a restart nothing runs here until the control thread hands the queues back.
+    for (let port = 0; port < cfg.ports.length; port++) Atomics.store(this.rxHolders, port * cfg.pmdCount + me, 0);
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
     this.touched = new Int32Array(cfg.ports.length);
     this.allMacTables = shared.macTables.map((perPmd) => perPmd.map((buffer, p) => new MacTable(shared.macTableCapacity, undefined, buffer, p === me)));
@@ -300,6 +302,7 @@ export class Pmd {
       const h = port.pending[i];
       if (this.refs[h] === 1) {
         this.refs[h] = GIVEN;
+        pool.markAway(h);
         box[n++] = (tag | h) >>> 0;
         continue;
       }
@@ -313,6 +316,7 @@ export class Pmd {
       pool.data.copyWithin(pool.frameOffset(copy), pool.frameOffset(h), pool.frameOffset(h) + len);
       pool.length[copy] = len;
       this.refs[copy] = 0;
+      pool.markAway(copy);
       box[n++] = (tag | copy) >>> 0;
     }
     this.outboxCount[to] = n;

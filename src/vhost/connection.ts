@@ -118,7 +118,8 @@ export class VhostConnection {
   private have = 0;
   private header: Header | null = null;
   private inFds: number[] = [];
-  private readonly queue: Message[] = [];
+  /** frontend messages, and work of our own that must not interleave with them */
+  private readonly queue: (Message | (() => Promise<void>))[] = [];
   private processing = false;
 
   // device state
@@ -145,7 +146,7 @@ export class VhostConnection {
     this.watch.stop();
     closeAll([this.fd]);
     closeAll(this.inFds);
-    for (const m of this.queue.splice(0)) closeAll(m.fds);
+    for (const m of this.queue.splice(0)) if (typeof m !== 'function') closeAll(m.fds);
     await this.resetDevice();
     this.onClosed(reason);
   }
@@ -196,6 +197,10 @@ export class VhostConnection {
     try {
       while (!this.closed && this.queue.length > 0) {
         const m = this.queue.shift()!;
+        if (typeof m === 'function') {
+          await m();
+          continue;
+        }
         try {
           if (m.fds.length !== expectedFds(m)) {
             throw new ProtocolError(`${requestName(m.request)}: ${m.fds.length} fds, expected ${expectedFds(m)}`);
@@ -431,7 +436,7 @@ export class VhostConnection {
       return;
     }
     v.running = true;
-    this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, base ${v.base}`);
+    this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, ${v.base < 0 ? 'resumed from the used ring' : `base ${v.base}`}`);
   }
 
   private async stopVring(index: number): Promise<void> {
@@ -440,6 +445,30 @@ export class VhostConnection {
     const reply = await this.command({ t: 'vring-stop', port: this.port.index, vring: index });
     v.running = false;
     if (reply.lastAvailIdx !== undefined) v.base = reply.lastAvailIdx;
+  }
+
+  /**
+   * A PMD restarted: it gets this port's memory again, and every vring it owned resumes
+   * where its used ring says (what the dead PMD published last).
+   */
+  resync(pmd: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.queue.push(async () => {
+        if (this.memory.length > 0) {
+          const reply = await this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, regions: regionsForDataplane(this.memory) });
+          if (reply.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
+        }
+        for (let i = 0; i < this.vrings.length; i++) {
+          const v = this.vrings[i];
+          if (!v.running || this.dataplane.ownerOf(this.port.index, i) !== pmd) continue;
+          v.running = false;
+          v.base = -1;
+          await this.startVring(i);
+        }
+        resolve();
+      });
+      void this.processQueue();
+    });
   }
 
   private async command(cmd: PmdCommand) {

@@ -1,7 +1,7 @@
 // Entry point of the vhost control thread: owns every port's socket and connection and
 // speaks the vhost-user protocol; tells the PMDs what to poll. Driven by the event loop
 // (libuv polls the sockets), so it never blocks and never touches packets.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
@@ -15,8 +15,15 @@ export interface ControlThreadData {
   pmdLinks: PmdLink[];
 }
 
-/** Between the supervisor and this thread (msgpackr on the worker's parent port). */
-export type ControlRequest = { t: 'shutdown' };
+/**
+ * Between the supervisor and this thread: msgpackr messages on the worker's parent port;
+ * a restarted PMD's command port travels beside its message (a port cannot be encoded).
+ */
+export type ControlRequest = { t: 'shutdown' } | { t: 'pmd-restarted'; pmd: number };
+export interface ControlEnvelope {
+  msg: Uint8Array;
+  commands?: MessagePort;
+}
 export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t: 'stopped' };
 
 const { endpoints, queueOwner, pmdLinks } = workerData as ControlThreadData;
@@ -33,11 +40,15 @@ try {
   send({ t: 'fatal', error: (err as Error).message });
 }
 
-parentPort!.on('message', async (data: Uint8Array) => {
-  const req = unpack(data) as ControlRequest;
+parentPort!.on('message', async (envelope: ControlEnvelope) => {
+  const req = unpack(envelope.msg) as ControlRequest;
   if (req.t === 'shutdown') {
     await Promise.all(ports.map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });
+  } else if (req.t === 'pmd-restarted' && envelope.commands) {
+    dataplane.replaceLink(req.pmd, envelope.commands);
+    log.info(`pmd${req.pmd} restarted: handing its queues back`);
+    await Promise.all(ports.map((p) => p.resync(req.pmd)));
   }
 });

@@ -28,7 +28,11 @@ export interface PmdReply {
 }
 
 export interface Dataplane {
+  /** to the PMD(s) concerned: the owner of the vring, or every owner of the port's queues */
   request(cmd: PmdCommand): Promise<PmdReply>;
+  /** to one PMD only */
+  requestOn(pmd: number, cmd: PmdCommand): Promise<PmdReply>;
+  ownerOf(port: number, vring: number): number;
 }
 
 /** Doorbell layout (Int32Array over a SharedArrayBuffer, one per PMD). */

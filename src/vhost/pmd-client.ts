@@ -12,20 +12,23 @@ export interface PmdLink {
 const REPLY_TIMEOUT_MS = 3000;
 
 export class PmdClient implements Dataplane {
-  private readonly links: { commands: MessagePort; doorbell: Int32Array }[];
+  private links: { commands: MessagePort; doorbell: Int32Array }[];
   private readonly queueOwner: readonly (readonly number[])[];
   private readonly waiting = new Map<number, (reply: PmdReply) => void>();
+  private readonly pendingPmd = new Map<number, number>();
   private nextId = 1;
 
   constructor(links: readonly PmdLink[], queueOwner: readonly (readonly number[])[]) {
     this.queueOwner = queueOwner;
     this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell) }));
-    for (const l of this.links) {
-      l.commands.on('message', (data: Uint8Array) => {
-        const reply = unpack(data) as PmdReply;
-        this.waiting.get(reply.id)?.(reply);
-      });
-    }
+    for (const l of this.links) this.listen(l.commands);
+  }
+
+  private listen(commands: MessagePort): void {
+    commands.on('message', (data: Uint8Array) => {
+      const reply = unpack(data) as PmdReply;
+      this.waiting.get(reply.id)?.(reply);
+    });
   }
 
   /**
@@ -49,14 +52,35 @@ export class PmdClient implements Dataplane {
       const finish = (reply: PmdReply) => {
         clearTimeout(timer);
         this.waiting.delete(id);
+        this.pendingPmd.delete(id);
         resolve(reply);
       };
       this.waiting.set(id, finish);
+      this.pendingPmd.set(id, pmd);
       link.commands.postMessage(pack({ id, cmd }));
       // The PMD reads the port only when this word changes; notify wakes it if it sleeps.
       Atomics.add(link.doorbell, DOORBELL_COMMANDS, 1);
       Atomics.notify(link.doorbell, DOORBELL_COMMANDS);
     });
+  }
+
+  /** A restarted PMD's new command port: requests to the dead one fail at once. */
+  replaceLink(pmd: number, commands: MessagePort): void {
+    const old = this.links[pmd];
+    old.commands.close();
+    for (const [id, pending] of this.waiting) if (this.pendingPmd.get(id) === pmd) pending({ id, error: `PMD ${pmd} restarted` });
+    this.links[pmd] = { commands, doorbell: old.doorbell };
+    this.listen(commands);
+  }
+
+  /** The PMD that owns a vring's queue pair. */
+  ownerOf(port: number, vring: number): number {
+    return this.queueOwner[port][vring >> 1];
+  }
+
+  /** A command for one PMD only (a restarted one being given its state back). */
+  requestOn(pmd: number, cmd: PmdCommand): Promise<PmdReply> {
+    return this.send(pmd, cmd);
   }
 
   close(): void {

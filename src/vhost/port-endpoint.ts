@@ -61,6 +61,11 @@ export class PortEndpoint {
     await this.connection?.close('vrouter is shutting down');
   }
 
+  /** Gives a restarted PMD back what it ran for this port. */
+  async resync(pmd: number): Promise<void> {
+    await this.connection?.resync(pmd);
+  }
+
   private acceptPending(): void {
     for (;;) {
       let fd: number;

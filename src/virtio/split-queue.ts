@@ -18,7 +18,10 @@ export interface QueueLayout {
   descAddr: number;
   availAddr: number;
   usedAddr: number;
-  /** the next available index to process (SET_VRING_BASE) */
+  /**
+   * the next available index to process (SET_VRING_BASE); -1: resume where the used ring
+   * says the last owner stopped (a PMD restarted after a crash)
+   */
   lastAvailIdx: number;
   eventIdx: boolean;
   indirect: boolean;
@@ -68,7 +71,9 @@ export class SplitQueue {
     this.avail16 = new Uint16Array(avail[0], avail[1], 3 + layout.size);
     this.used16 = new Uint16Array(used[0], used[1], 3 + 4 * layout.size);
     this.used32 = new Uint32Array(used[0], used[1], 1 + 2 * layout.size);
-    this.lastAvailIdx = layout.lastAvailIdx & 0xffff;
+    // Every chain taken is returned in the same burst, so used->idx is where the
+    // previous owner's last published burst ended.
+    this.lastAvailIdx = layout.lastAvailIdx < 0 ? Atomics.load(this.used16, 1) : layout.lastAvailIdx & 0xffff;
     this.usedIdx = this.lastAvailIdx;
   }
 

@@ -117,7 +117,7 @@ function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: numbe
 }
 
 function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
-  const defaults: PmdSettings = { cores: [cpuCount - 1], sleepMaxUs: 250 };
+  const defaults: PmdSettings = { cores: [cpuCount - 1], sleepMaxUs: 10_000 };
   if (raw === undefined) return defaults;
   const p = object(raw, 'pmd', ['cores', 'sleepMaxUs']);
   let cores = defaults.cores;

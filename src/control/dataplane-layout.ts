@@ -5,6 +5,8 @@ import { macTableBytes, parseMac } from '../dataplane/mac-table.ts';
 import { createPoolMemory } from '../dataplane/packet-pool.ts';
 import { HANDLE_BITS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
 import { spscRingBytes } from '../dataplane/spsc-ring.ts';
+import { eventfd } from '../sys/libc.ts';
+import { DOORBELL_WORDS } from '../vhost/dataplane-link.ts';
 import type { VrouterConfig } from './config.ts';
 
 /** Ethernet header and one VLAN tag on top of the MTU. */
@@ -52,6 +54,7 @@ export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
     macTables: bridges.map(() => Array.from({ length: pmdCount }, () => new SharedArrayBuffer(macTableBytes(MAC_TABLE_CAPACITY)))),
     macTableCapacity: MAC_TABLE_CAPACITY,
     rxQueueHolders: new SharedArrayBuffer(4 * config.ports.length * pmdCount),
+    wakers: config.pmd.cores.map(() => ({ doorbell: new SharedArrayBuffer(4 * DOORBELL_WORDS), wakeFd: eventfd() })),
   };
   const pmds = config.pmd.cores.map((cpu, id) => ({
     id,

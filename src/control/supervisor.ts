@@ -6,7 +6,7 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { readPortStats } from '../dataplane/counters.ts';
 import type { PmdThreadData } from '../dataplane/pmd-thread.ts';
-import { DOORBELL_WORDS } from '../vhost/dataplane-link.ts';
+import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { VrouterConfig } from './config.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
@@ -20,7 +20,6 @@ export class Supervisor {
   private readonly config: VrouterConfig;
   private readonly layout: DataplaneLayout;
   private readonly pmds: Worker[] = [];
-  private readonly doorbells: SharedArrayBuffer[] = [];
   /** when each PMD restart happened: too many too fast means a bug, not bad luck */
   private readonly restarts: number[] = [];
   private control: Worker | null = null;
@@ -33,12 +32,7 @@ export class Supervisor {
 
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
-    const links: ControlThreadData['pmdLinks'] = [];
-    for (const pmd of this.layout.pmds) {
-      const doorbell = new SharedArrayBuffer(4 * DOORBELL_WORDS);
-      this.doorbells.push(doorbell);
-      links.push({ commands: this.spawnPmd(pmd.id), doorbell });
-    }
+    const links: ControlThreadData['pmdLinks'] = this.layout.pmds.map((pmd) => ({ commands: this.spawnPmd(pmd.id), ...this.layout.shared.wakers[pmd.id] }));
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode })),
       queueOwner: this.layout.queueOwner,
@@ -64,7 +58,7 @@ export class Supervisor {
   /** Starts PMD `id` and returns the control thread's end of its command channel. */
   private spawnPmd(id: number): MessagePort {
     const channel = new MessageChannel();
-    const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, doorbell: this.doorbells[id], commands: channel.port2 };
+    const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, commands: channel.port2 };
     const worker = new Worker(new URL('../dataplane/pmd-thread.ts', import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => log.error(`pmd${id} crashed: ${err.stack ?? err.message}`));
     worker.on('exit', (code) => this.pmdExited(id, code));
@@ -123,6 +117,7 @@ export class Supervisor {
   private async terminateAll(): Promise<void> {
     this.stopping = true;
     await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
+    closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
   }
 
   /** A thread that dies takes forwarding with it: stop cleanly and exit non-zero. */

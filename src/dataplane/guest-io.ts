@@ -33,6 +33,8 @@ function copyBytes(dst: Uint8Array, dstWords: Uint32Array, dstOff: number, src: 
 export interface QueueOwner {
   queue: SplitQueue;
   callFd: number;
+  /** the guest's kick eventfd: the PMD waits on it when idle (-1: none, the guest never kicks) */
+  kickFd: number;
   /** counter block of the PMD and the port's base index in it */
   counters: Float64Array;
   counterBase: number;

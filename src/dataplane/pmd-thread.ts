@@ -1,6 +1,7 @@
 // Entry point of a PMD worker thread: pins itself, then polls forever. Commands arrive on
 // a MessagePort that it drains only when the doorbell word changes (one Atomics.load per
-// round); when idle it sleeps on that word in growing steps, so a command wakes it at once.
+// round). When idle it sleeps in growing steps on the guests' kick eventfds and its own
+// wake eventfd, so a packet, a command or frames from another PMD wake it at once.
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
@@ -11,11 +12,10 @@ import { Pmd, type PmdConfig, type PmdShared } from './pmd.ts';
 export interface PmdThreadData {
   config: PmdConfig;
   shared: PmdShared;
-  doorbell: SharedArrayBuffer;
   commands: MessagePort;
 }
 
-const { config, shared, doorbell: doorbellBuffer, commands } = workerData as PmdThreadData;
+const { config, shared, commands } = workerData as PmdThreadData;
 const log = createLog(`pmd${config.id}`);
 try {
   setThreadName(`pmd${config.id}`);
@@ -24,7 +24,7 @@ try {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
 const pmd = new Pmd(config, shared, log);
-const doorbell = new Int32Array(doorbellBuffer);
+const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
 
 function drainCommands(): void {
@@ -43,6 +43,8 @@ function drainCommands(): void {
 // The doorbell starts at 0: commands posted while this thread was starting are seen.
 let seen = 0;
 let idleRounds = 0;
+/** sleeps grow from this, doubling, up to pmd.sleepMaxUs; any event ends one at once */
+const FIRST_SLEEP_US = 20;
 let sleepUs = 0;
 for (;;) {
   const ring = Atomics.load(doorbell, DOORBELL_COMMANDS);
@@ -54,7 +56,7 @@ for (;;) {
     idleRounds = 0;
     sleepUs = 0;
   } else if (config.idleSleepMaxUs > 0 && ++idleRounds > config.idleSpinRounds) {
-    sleepUs = Math.min(config.idleSleepMaxUs, sleepUs === 0 ? 1 : sleepUs * 2);
-    Atomics.wait(doorbell, DOORBELL_COMMANDS, seen, sleepUs / 1000);
+    sleepUs = Math.min(config.idleSleepMaxUs, sleepUs === 0 ? FIRST_SLEEP_US : sleepUs * 2);
+    pmd.sleep(sleepUs, seen);
   }
 }

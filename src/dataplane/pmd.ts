@@ -3,7 +3,8 @@
 // the destination guests' RX queues. Control reaches it between bursts, never during one.
 import { GuestMemory } from '../virtio/guest-memory.ts';
 import { SplitQueue, type QueueLayout } from '../virtio/split-queue.ts';
-import type { PmdCommand, PmdReply } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, type PmdCommand, type PmdReply, type PmdWaker } from '../vhost/dataplane-link.ts';
+import { eventfdDrain, eventfdSignal, isReady, pollSet, waitReadable } from '../sys/libc.ts';
 import type { Log } from '../log.ts';
 import { PacketPool, type PoolMemory } from './packet-pool.ts';
 import { SpscRing } from './spsc-ring.ts';
@@ -48,6 +49,8 @@ export interface PmdShared {
   macTableCapacity: number;
   /** Int32 per port and PMD: 1 while that PMD runs a guest RX queue of the port */
   rxQueueHolders: SharedArrayBuffer;
+  /** each PMD's doorbell and wake eventfd */
+  wakers: PmdWaker[];
 }
 
 /** A ring entry: destination port in the top bits, buffer handle below. */
@@ -59,6 +62,7 @@ const GIVEN = 255;
 interface VringSpec {
   layout: QueueLayout;
   callFd: number;
+  kickFd: number;
   mergeable: boolean;
 }
 
@@ -83,6 +87,8 @@ class PortRuntime {
 }
 
 const FLOOD = -1;
+/** the longest sleep while a polled queue has no kick fd to wake us */
+const KICKLESS_SLEEP_US = 50;
 
 export class Pmd {
   private readonly cfg: PmdConfig;
@@ -109,6 +115,17 @@ export class Pmd {
   private readonly outbox: Uint32Array[];
   private readonly outboxCount: Int32Array;
   private readonly inbox = new Uint32Array(BURST);
+  /** our doorbell, and every PMD's (to wake one we give frames to) */
+  readonly doorbell: Int32Array;
+  private readonly peerBells: Int32Array[];
+  private readonly peerWakeFds: number[];
+  private readonly wakeFd: number;
+  /** what an idle sleep waits on: our wake eventfd, then the kick fd of each polled queue */
+  private sleepSet: Uint8Array = new Uint8Array(0);
+  private sleepFdList: Int32Array = new Int32Array(0);
+  private sleepFds = 0;
+  /** some polled queue has no kick fd: sleeps stay short, nothing would wake us */
+  private kickless = false;
 
   constructor(cfg: PmdConfig, shared: PmdShared, log: Log) {
     this.cfg = cfg;
@@ -129,6 +146,10 @@ export class Pmd {
     this.outboxCount = new Int32Array(cfg.pmdCount);
     this.refs = new Uint8Array(shared.pool.perPmd * shared.pool.pmdCount);
     this.rxHolders = new Int32Array(shared.rxQueueHolders);
+    this.peerBells = shared.wakers.map((w) => new Int32Array(w.doorbell));
+    this.peerWakeFds = shared.wakers.map((w) => w.wakeFd);
+    this.doorbell = this.peerBells[me];
+    this.wakeFd = this.peerWakeFds[me];
     // After a restart nothing runs here until the control thread hands the queues back.
     for (let port = 0; port < cfg.ports.length; port++) Atomics.store(this.rxHolders, port * cfg.pmdCount + me, 0);
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
@@ -336,6 +357,37 @@ export class Pmd {
       else this.pool.free(h);
     }
     this.outboxCount[to] = 0;
+    if (sent > 0 && Atomics.load(this.peerBells[to], DOORBELL_SLEEPING) === 1) eventfdSignal(this.peerWakeFds[to]);
+  }
+
+  /**
+   * Idle: asks the guests to kick, checks once more for work, then blocks until a kick,
+   * a command, frames from another PMD, or the timeout. The sleeping flag is set before
+   * the last check, so whoever gives us work either is seen by it or sees us asleep.
+   */
+  sleep(timeoutUs: number, seenCommands: number): void {
+    const bell = this.doorbell;
+    Atomics.store(bell, DOORBELL_SLEEPING, 1);
+    let busy = Atomics.load(bell, DOORBELL_COMMANDS) !== seenCommands;
+    for (let a = 0; a < this.active.length; a++) {
+      const queues = this.active[a].txPoll;
+      for (let q = 0; q < queues.length; q++) {
+        queues[q].queue.enableNotifications();
+        if (queues[q].queue.pending() !== 0) busy = true;
+      }
+    }
+    for (let r = 0; r < this.ringsIn.length; r++) if (this.ringsIn[r].size() > 0) busy = true;
+    if (!busy) {
+      const set = this.sleepSet;
+      if (waitReadable(set, this.sleepFds, this.kickless ? Math.min(timeoutUs, KICKLESS_SLEEP_US) : timeoutUs) > 0) {
+        for (let i = 0; i < this.sleepFds; i++) if (isReady(set, i)) eventfdDrain(this.sleepFdList[i]);
+      }
+    }
+    Atomics.store(bell, DOORBELL_SLEEPING, 0);
+    for (let a = 0; a < this.active.length; a++) {
+      const queues = this.active[a].txPoll;
+      for (let q = 0; q < queues.length; q++) queues[q].queue.suppressNotifications();
+    }
   }
 
   /** A corrupt ring: stop polling it, keep the port's other queues and the other ports. */
@@ -376,7 +428,7 @@ export class Pmd {
         return {};
       }
       case 'vring-start': {
-        const spec = { layout: cmd.layout, callFd: cmd.callFd, mergeable: cmd.mergeable };
+        const spec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable };
         const error = this.startQueue(port, cmd.vring, spec);
         this.refresh(port);
         return error ? { error } : {};
@@ -426,6 +478,7 @@ export class Pmd {
     port.owners[vring] = {
       queue,
       callFd: spec.callFd,
+      kickFd: spec.kickFd,
       counters: this.counters,
       counterBase: portBase(port.cfg.index),
       maxFrame: port.cfg.maxFrame,
@@ -438,6 +491,12 @@ export class Pmd {
     port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && vring % 2 === 1);
     port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && vring % 2 === 0) ?? null;
     this.active = this.ports.filter((p) => p.txPoll.length > 0);
+    const polled = this.active.flatMap((p) => p.txPoll);
+    const kickFds = polled.map((q) => q.kickFd).filter((fd) => fd >= 0);
+    this.kickless = kickFds.length < polled.length;
+    this.sleepFdList = Int32Array.from([this.wakeFd, ...kickFds]);
+    this.sleepSet = pollSet([...this.sleepFdList]);
+    this.sleepFds = this.sleepFdList.length;
     Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, port.rxOut === null ? 0 : 1);
   }
 }

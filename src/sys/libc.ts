@@ -44,6 +44,7 @@ const c = {
   sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
   recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
   poll: libc.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
+  ppoll: libc.func('int ppoll(_Inout_ uint8_t *fds, unsigned long nfds, const uint8_t *timeout, void *sigmask)'),
   malloc: libc.func('void *malloc(size_t size)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
   prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
@@ -328,6 +329,38 @@ export function pollIn(fd: number, timeoutMs: number): boolean {
     fail('poll', `fd ${fd}`);
   }
   return n > 0 && (dv.getInt16(6, true) & POLLIN) !== 0;
+}
+
+/** A pollfd array for waitReadable(): 8 bytes per fd, POLLIN asked on each. */
+export function pollSet(fds: readonly number[]): Uint8Array {
+  const set = new Uint8Array(8 * fds.length);
+  const dv = new DataView(set.buffer);
+  fds.forEach((fd, i) => {
+    dv.setInt32(8 * i, fd, true);
+    dv.setInt16(8 * i + 4, POLLIN, true);
+  });
+  return set;
+}
+
+const timespec = new BigInt64Array(2);
+/**
+ * Blocks the calling thread until an fd of the set is readable or timeoutUs passes
+ * (ppoll: microsecond timeouts). Returns the number of ready fds; see isReady().
+ */
+export function waitReadable(set: Uint8Array, count: number, timeoutUs: number): number {
+  timespec[0] = BigInt(Math.floor(timeoutUs / 1e6));
+  timespec[1] = BigInt(Math.round((timeoutUs % 1e6) * 1000));
+  const n = c.ppoll(set, count, new Uint8Array(timespec.buffer), null) as number;
+  if (n < 0) {
+    if (koffi.errno() === EINTR) return 0;
+    fail('ppoll');
+  }
+  return n;
+}
+
+/** After waitReadable(): whether entry i of the set is readable. */
+export function isReady(set: Uint8Array, i: number): boolean {
+  return (set[8 * i + 6] & POLLIN) !== 0;
 }
 
 // ---- threads ----------------------------------------------------------------------------------

@@ -420,6 +420,7 @@ export class VhostConnection {
       port: this.port.index,
       vring: index,
       callFd: v.callFd,
+      kickFd: v.kickFd,
       mergeable: (this.features & bit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
       layout: {
         size: v.num,

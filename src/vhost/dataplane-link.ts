@@ -7,7 +7,7 @@ import type { QueueLayout } from '../virtio/split-queue.ts';
 export type PmdCommand =
   /** the port's guest memory changed: rebuild views and running queues on it ([] = none) */
   | { t: 'memory'; port: number; regions: MemoryRegion[] }
-  | { t: 'vring-start'; port: number; vring: number; layout: QueueLayout; callFd: number; mergeable: boolean }
+  | { t: 'vring-start'; port: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean }
   /** stop processing a vring and report where it stopped (GET_VRING_BASE) */
   | { t: 'vring-stop'; port: number; vring: number }
   | { t: 'vring-call'; port: number; vring: number; callFd: number }
@@ -37,4 +37,12 @@ export interface Dataplane {
 
 /** Doorbell layout (Int32Array over a SharedArrayBuffer, one per PMD). */
 export const DOORBELL_COMMANDS = 0;
-export const DOORBELL_WORDS = 1;
+/** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
+export const DOORBELL_SLEEPING = 16;
+export const DOORBELL_WORDS = 32;
+
+/** What a PMD's peers need to wake it. */
+export interface PmdWaker {
+  doorbell: SharedArrayBuffer;
+  wakeFd: number;
+}

@@ -2,17 +2,19 @@
 // by the PMD between two bursts, or failed after a deadline if the PMD does not answer.
 import type { MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
-import { DOORBELL_COMMANDS, type Dataplane, type PmdCommand, type PmdReply } from './dataplane-link.ts';
+import { eventfdSignal } from '../sys/libc.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, type Dataplane, type PmdCommand, type PmdReply } from './dataplane-link.ts';
 
 export interface PmdLink {
   commands: MessagePort;
   doorbell: SharedArrayBuffer;
+  wakeFd: number;
 }
 
 const REPLY_TIMEOUT_MS = 3000;
 
 export class PmdClient implements Dataplane {
-  private links: { commands: MessagePort; doorbell: Int32Array }[];
+  private links: { commands: MessagePort; doorbell: Int32Array; wakeFd: number }[];
   private readonly queueOwner: readonly (readonly number[])[];
   private readonly waiting = new Map<number, (reply: PmdReply) => void>();
   private readonly pendingPmd = new Map<number, number>();
@@ -20,7 +22,7 @@ export class PmdClient implements Dataplane {
 
   constructor(links: readonly PmdLink[], queueOwner: readonly (readonly number[])[]) {
     this.queueOwner = queueOwner;
-    this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell) }));
+    this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell), wakeFd: l.wakeFd }));
     for (const l of this.links) this.listen(l.commands);
   }
 
@@ -58,9 +60,10 @@ export class PmdClient implements Dataplane {
       this.waiting.set(id, finish);
       this.pendingPmd.set(id, pmd);
       link.commands.postMessage(pack({ id, cmd }));
-      // The PMD reads the port only when this word changes; notify wakes it if it sleeps.
+      // The PMD reads the port only when this word changes. The doorbell store comes
+      // before the sleeping check: either the PMD sees it before sleeping, or we see it asleep.
       Atomics.add(link.doorbell, DOORBELL_COMMANDS, 1);
-      Atomics.notify(link.doorbell, DOORBELL_COMMANDS);
+      if (Atomics.load(link.doorbell, DOORBELL_SLEEPING) === 1) eventfdSignal(link.wakeFd);
     });
   }
 
@@ -69,7 +72,7 @@ export class PmdClient implements Dataplane {
     const old = this.links[pmd];
     old.commands.close();
     for (const [id, pending] of this.waiting) if (this.pendingPmd.get(id) === pmd) pending({ id, error: `PMD ${pmd} restarted` });
-    this.links[pmd] = { commands, doorbell: old.doorbell };
+    this.links[pmd] = { ...old, commands };
     this.listen(commands);
   }
 

@@ -211,6 +211,17 @@ export class SplitQueue {
   }
 
   /**
+   * Before the PMD sleeps: ask the driver to kick for the next buffer (VIRTIO v1.2,
+   * 2.7.10: flags cleared, or avail_event = the next index we will read). Atomics.store
+   * is a full barrier, so the caller's next pending() check cannot miss a buffer made
+   * available before the driver saw this.
+   */
+  enableNotifications(): void {
+    if (this.eventIdx) Atomics.store(this.used16, 2 + 4 * this.size, this.lastAvailIdx);
+    else Atomics.store(this.used16, 0, 0);
+  }
+
+  /**
    * A polling device wants no kicks: VIRTIO v1.2, 2.7.10 (used->flags NO_NOTIFY) without
    * EVENT_IDX; with it, an avail_event just behind the driver's index (2.7.10.1).
    */

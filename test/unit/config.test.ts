@@ -14,7 +14,7 @@ t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {} });
   t.equal(c.ports[1].socket, '/etc/vrouter/b.sock', 'relative socket paths are taken from the config file directory');
-  t.same(c.pmd, { cores: [3], sleepMaxUs: 250 }, 'one PMD on the highest-numbered CPU');
+  t.same(c.pmd, { cores: [3], sleepMaxUs: 10_000 }, 'one PMD on the highest-numbered CPU');
 });
 
 t.test('every optional key', async (t) => {

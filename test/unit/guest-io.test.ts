@@ -21,7 +21,7 @@ function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boo
   const queue = SplitQueue.create(mem, driverQ.layout());
   if (typeof queue === 'string') throw new Error(queue);
   const counters = new Float64Array(COUNTERS_PER_PORT);
-  const owner: QueueOwner = { queue, callFd: -1, counters, counterBase: 0, maxFrame: opts.maxFrame ?? 1518 };
+  const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters, counterBase: 0, maxFrame: opts.maxFrame ?? 1518 };
   const pool = PacketPool.standalone(64);
   const handles = new Uint32Array(32);
   return { ram, driverQ, owner, counters, pool, handles };

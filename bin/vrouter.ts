@@ -6,7 +6,9 @@ import { loadConfigFile } from '../src/control/config.ts';
 import { Supervisor } from '../src/control/supervisor.ts';
 import { createLog } from '../src/log.ts';
 
-const DEFAULT_CONFIG = fileURLToPath(new URL('../config/default.json', import.meta.url));
+// This file runs as bin/vrouter.ts or, built, as dist/bin/vrouter.js.
+const PROJECT_ROOT = new URL(import.meta.url.endsWith('.ts') ? '../' : '../../', import.meta.url);
+const DEFAULT_CONFIG = fileURLToPath(new URL('config/default.json', PROJECT_ROOT));
 const USAGE = `usage: vrouter [--config FILE]
 
   --config FILE   configuration (default: ${DEFAULT_CONFIG})

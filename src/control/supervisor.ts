@@ -13,6 +13,8 @@ import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
 const SHUTDOWN_TIMEOUT_MS = 5000;
+/** Workers start from the same kind of file as this one: .ts sources or the built .js. */
+const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
 
@@ -38,7 +40,7 @@ export class Supervisor {
       queueOwner: this.layout.queueOwner,
       pmdLinks: links,
     };
-    const control = new Worker(new URL('../vhost/control-thread.ts', import.meta.url), {
+    const control = new Worker(new URL(`../vhost/control-thread${MODULE_EXT}`, import.meta.url), {
       workerData: data,
       transferList: links.map((l) => l.commands),
       name: 'vhost-ctl',
@@ -59,7 +61,7 @@ export class Supervisor {
   private spawnPmd(id: number): MessagePort {
     const channel = new MessageChannel();
     const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, commands: channel.port2 };
-    const worker = new Worker(new URL('../dataplane/pmd-thread.ts', import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
+    const worker = new Worker(new URL(`../dataplane/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => log.error(`pmd${id} crashed: ${err.stack ?? err.message}`));
     worker.on('exit', (code) => this.pmdExited(id, code));
     this.pmds[id] = worker;

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import type { PortStats } from '../../src/dataplane/counters.ts';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
-export const VROUTER_BIN = join(REPO, 'bin/vrouter.ts');
+/** the built daemon, as operators run it (npm test builds it first) */
+export const VROUTER_BIN = join(REPO, 'dist/bin/vrouter.js');
 
 export interface StartedVrouter {
   proc: ChildProcess;

@@ -30,6 +30,7 @@ const c = {
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *statbuf)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
   munmap: libc.func('int munmap(void *addr, size_t length)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
@@ -80,6 +81,21 @@ const statBuf = new Uint8Array(144); // sizeof(struct stat) on x86-64
 export function fstatSize(fd: number): number {
   if ((c.fstat(fd, statBuf) as number) < 0) fail('fstat', `fd ${fd}`);
   return Number(new DataView(statBuf.buffer).getBigInt64(48, true));
+}
+
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+const F_SEAL_SHRINK = 2;
+
+/**
+ * Makes sure the file behind fd can never shrink (memfd seal F_SEAL_SHRINK): a mapping
+ * past the end of its file raises SIGBUS, which no JavaScript can catch. Returns false
+ * if the file cannot be sealed (not a memfd made with MFD_ALLOW_SEALING, or sealed shut).
+ */
+export function sealAgainstShrinking(fd: number): boolean {
+  const seals = c.fcntl(fd, F_GET_SEALS, 0) as number;
+  if (seals >= 0 && (seals & F_SEAL_SHRINK) !== 0) return true;
+  return seals >= 0 && (c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) as number) === 0;
 }
 
 /** Maps `length` bytes of fd from offset 0, shared, read-write. Returns the host address. */

@@ -364,7 +364,11 @@ export class VhostConnection {
     const descs = readMemTable(m.payload);
     const fds = m.fds;
     m.fds = [];
-    const mapped = mapRegions(descs, fds);
+    const unsealed: number[] = [];
+    const mapped = mapRegions(descs, fds, unsealed);
+    if (unsealed.length > 0) {
+      this.log.warn(`port ${this.port.name}: memory region(s) ${unsealed.join(', ')} cannot be sealed against shrinking: a frontend that truncates them would crash vrouter`);
+    }
     const reply = await this.command({ t: 'memory', port: this.port.index, regions: regionsForDataplane(mapped) });
     if (reply.error) {
       unmapRegions(mapped);

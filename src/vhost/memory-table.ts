@@ -1,6 +1,6 @@
 // Mapping a frontend's memory table: each region fd is checked with fstat (a region past
 // the end of its file would SIGBUS the process on first touch), mapped once, then closed.
-import { closeAll, fstatSize, mmapShared, munmap, SysError } from '../sys/libc.ts';
+import { closeAll, fstatSize, mmapShared, munmap, sealAgainstShrinking, SysError } from '../sys/libc.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import { ProtocolError, type MemRegionDesc } from './protocol.ts';
 
@@ -10,11 +10,16 @@ export interface MappedRegion extends MemRegionDesc {
   mapLength: number;
 }
 
-/** Maps every region; on any failure unmaps what was mapped. Always closes the fds. */
-export function mapRegions(descs: readonly MemRegionDesc[], fds: readonly number[]): MappedRegion[] {
+/**
+ * Maps every region; on any failure unmaps what was mapped. Always closes the fds.
+ * Regions whose file could not be sealed against shrinking are listed in `unsealed`:
+ * the frontend could then crash the process by truncating it (QEMU seals its memfds).
+ */
+export function mapRegions(descs: readonly MemRegionDesc[], fds: readonly number[], unsealed: number[] = []): MappedRegion[] {
   const mapped: MappedRegion[] = [];
   try {
     descs.forEach((d, i) => {
+      if (!sealAgainstShrinking(fds[i])) unsealed.push(i);
       const fileSize = fstatSize(fds[i]);
       const mapLength = d.mmapOffset + d.size;
       if (fileSize < mapLength) {

@@ -45,6 +45,11 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
   const b = await startDevice(vr.sockets.b);
   t.teardown(() => b.close());
 
+  await t.test('guest memory is sealed: the frontend can no longer shrink it under vrouter', async (t) => {
+    t.throws(() => sys.ftruncate(a.ram.fd, 4096), { code: 'EPERM' }, 'ftruncate to a smaller size is refused');
+    t.notMatch(vr.stderr(), /cannot be sealed/);
+  });
+
   await t.test('frames cross the bridge with their bytes intact', async (t) => {
     const rx = postRxBuffer(b.rx, 2048);
     const frame = ethernetFrame(MAC_B, MAC_A, 200, 42);

@@ -130,6 +130,20 @@ export class SplitQueue {
   walkChain(head: number, writable: boolean, maxBytes: number): number {
     const mem = this.mem;
     const wantFlag = writable ? VIRTQ_DESC_F_WRITE : 0;
+    // Fast path for speed: most chains are one direct descriptor (header and frame together).
+    if (head < this.size) {
+      const flags = this.desc16[head * 8 + 6];
+      const len = this.desc32[head * 4 + 2];
+      if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0 && (flags & VIRTQ_DESC_F_WRITE) === wantFlag && len > 0) {
+        if (len > maxBytes) return CHAIN_TOO_LONG;
+        if (!mem.translate(this.desc32[head * 4] + this.desc32[head * 4 + 1] * 4294967296, len)) return CHAIN_BAD;
+        this.segWindow[0] = mem.window;
+        this.segOffset[0] = mem.offset;
+        this.segLength[0] = len;
+        this.chainBytes = len;
+        return 1;
+      }
+    }
     let idx = head;
     let tableSize = this.size;
     let indirectView: DataView | null = null;

@@ -1,0 +1,135 @@
+// A Linux guest under QEMU with virtio-net NICs on vhost-user sockets: the frontend
+// vrouter exists for. The image comes from scripts/build-guest.sh (Debian kernel and
+// busybox); the guest runs one script and reports on its serial console in VR-* lines.
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Nic {
+  socket: string;
+  /** A.B.C.D/P; the MAC defaults to 52:54 and the four bytes of the address */
+  ip?: string;
+  mac?: string;
+  mtu?: number;
+  queues?: number;
+  /** QEMU listens on the socket and vrouter connects (a port in "client" mode) */
+  server?: boolean;
+  /** more virtio-net-pci properties, e.g. "mrg_rxbuf=off" */
+  props?: string[];
+}
+
+export interface GuestSpec {
+  name: string;
+  nics: Nic[];
+  /** shell run in the guest, with the vr_* helpers of the image's /vr/lib.sh */
+  script: string;
+  timeoutS?: number;
+  smp?: number;
+}
+
+export interface GuestResult {
+  /** the script's exit status as the guest reported it; null if it never did */
+  rc: number | null;
+  /** VR-RESULT lines as key/value records */
+  results: Record<string, string>[];
+  console: string;
+  qemuExit: number | null;
+}
+
+export interface RunningGuest {
+  pid: number;
+  done: Promise<GuestResult>;
+  kill(): void;
+}
+
+export const GUEST_DIR = join(process.env.VROUTER_CACHE ?? join(homedir(), '.cache/vrouter'), 'guest');
+
+/** KVM only where the CPU shows vmx/svm: a paravirtual /dev/kvm cannot run stock kernels. */
+function kvmUsable(): boolean {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    return /\b(vmx|svm)\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+  } catch {
+    return false;
+  }
+}
+const KVM = kvmUsable();
+
+function macFor(nic: Nic, name: string, index: number): string {
+  if (nic.mac) return nic.mac;
+  if (nic.ip) return '52:54:' + nic.ip.split('/')[0].split('.').map((b) => Number(b).toString(16).padStart(2, '0')).join(':');
+  const h = [...`${name}/${index}`].reduce((a, ch) => (a * 31 + ch.charCodeAt(0)) >>> 0, 7);
+  return `52:55:${[24, 16, 8, 0].map((s) => ((h >>> s) & 255).toString(16).padStart(2, '0')).join(':')}`;
+}
+
+export function bootGuest(spec: GuestSpec): RunningGuest {
+  const kernel = join(GUEST_DIR, 'kernel');
+  const initrd = join(GUEST_DIR, 'initrd.img');
+  accessSync(kernel);
+  accessSync(initrd);
+  const work = mkdtempSync(join(tmpdir(), `vrouter-guest-${spec.name}-`));
+  const consoleLog = join(work, 'console.log');
+  writeFileSync(join(work, 'cmd.sh'), spec.script);
+  const timeoutS = spec.timeoutS ?? 120;
+  const append = ['console=ttyS0', 'panic=-1', 'quiet', `vr.name=${spec.name}`, `vr.timeout=${Math.max(10, timeoutS - 10)}`];
+  const args = [
+    '-name', `vrouter-${spec.name}`,
+    '-machine', `pc,accel=${KVM ? 'kvm' : 'tcg'},memory-backend=mem0`,
+    '-cpu', KVM ? 'host' : 'max', '-smp', String(spec.smp ?? 1), '-m', '256M',
+    // vhost-user needs guest RAM in a shared file the backend can map.
+    '-object', 'memory-backend-memfd,id=mem0,size=256M,share=on',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-reboot',
+    '-serial', `file:${consoleLog}`,
+    '-kernel', kernel, '-initrd', initrd,
+    '-fw_cfg', `name=opt/vrouter/cmd,file=${join(work, 'cmd.sh')}`,
+  ];
+  spec.nics.forEach((nic, i) => {
+    const queues = nic.queues ?? 1;
+    args.push('-chardev', `socket,id=vhu${i},path=${nic.socket}${nic.server ? ',server=on,wait=off' : ''}`);
+    args.push('-netdev', `vhost-user,id=net${i},chardev=vhu${i}${queues > 1 ? `,queues=${queues}` : ''}`);
+    // QEMU 7.2 crashes with vhost-user and MSI-X without KVM: legacy interrupts (vectors=0) then.
+    const vectors = KVM ? 2 * queues + 2 : 0;
+    const props = [`netdev=net${i}`, `mac=${macFor(nic, spec.name, i)}`, `vectors=${vectors}`];
+    if (queues > 1) props.push('mq=on');
+    if (nic.mtu) props.push(`host_mtu=${nic.mtu}`);
+    args.push('-device', ['virtio-net-pci', ...props, ...(nic.props ?? [])].join(','));
+    if (nic.ip) append.push(`vr.ip${i}=${nic.ip}`);
+    if (nic.mtu) append.push(`vr.mtu${i}=${nic.mtu}`);
+    if (queues > 1) append.push(`vr.q${i}=${queues}`);
+  });
+  args.push('-append', append.join(' '));
+  const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  qemu.stdout!.on('data', (d) => (output += d));
+  qemu.stderr!.on('data', (d) => (output += d));
+  const timer = setTimeout(() => qemu.kill('SIGKILL'), timeoutS * 1000);
+  const done = new Promise<GuestResult>((resolve) => {
+    qemu.on('exit', (code) => {
+      clearTimeout(timer);
+      let text = '';
+      try {
+        text = readFileSync(consoleLog, 'utf8');
+      } catch {
+        // QEMU failed before creating it
+      }
+      rmSync(work, { recursive: true, force: true });
+      const exit = /^VR-EXIT vm=\S+ rc=(\d+)/m.exec(text);
+      const results = [...text.matchAll(/^VR-RESULT (.*)$/gm)].map((m) => Object.fromEntries(m[1].trim().split(/\s+/).map((kv) => kv.split('=', 2) as [string, string])));
+      resolve({ rc: exit ? Number(exit[1]) : null, results, console: text + (output ? `\n[qemu] ${output}` : ''), qemuExit: code });
+    });
+  });
+  return { pid: qemu.pid!, done, kill: () => qemu.kill('SIGKILL') };
+}
+
+/** Whether QEMU and the guest image are there (the test fails with this reason if not). */
+export function guestPrerequisites(): string | null {
+  if (spawnSync('qemu-system-x86_64', ['--version']).status !== 0) return 'qemu-system-x86_64 is not installed (scripts/setup-peers.sh installs it)';
+  try {
+    accessSync(join(GUEST_DIR, 'kernel'));
+    accessSync(join(GUEST_DIR, 'initrd.img'));
+  } catch {
+    return `no guest image in ${GUEST_DIR} (scripts/build-guest.sh builds it)`;
+  }
+  return null;
+}

@@ -41,6 +41,8 @@ export interface RunningGuest {
   pid: number;
   done: Promise<GuestResult>;
   kill(): void;
+  /** resolves once the console shows a line matching re (rejects after timeoutMs) */
+  waitForConsole(re: RegExp, timeoutMs?: number): Promise<void>;
 }
 
 export const GUEST_DIR = join(process.env.VROUTER_CACHE ?? join(homedir(), '.cache/vrouter'), 'guest');
@@ -119,7 +121,23 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
       resolve({ rc: exit ? Number(exit[1]) : null, results, console: text + (output ? `\n[qemu] ${output}` : ''), qemuExit: code });
     });
   });
-  return { pid: qemu.pid!, done, kill: () => qemu.kill('SIGKILL') };
+  let exited = false;
+  void done.then(() => (exited = true));
+  const waitForConsole = async (re: RegExp, timeoutMs = 60000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let text = '';
+      try {
+        text = readFileSync(consoleLog, 'utf8');
+      } catch {
+        // not written yet
+      }
+      if (re.test(text)) return;
+      if (exited || Date.now() > deadline) throw new Error(`guest ${spec.name}: no ${re} on the console${exited ? ' (QEMU exited)' : ''}:\n${text}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  return { pid: qemu.pid!, done, kill: () => qemu.kill('SIGKILL'), waitForConsole };
 }
 
 /** Whether QEMU and the guest image are there (the test fails with this reason if not). */

@@ -1,0 +1,79 @@
+// Frontends come and go while vrouter runs: a guest's QEMU killed and started again on the
+// same socket; and ports in client mode, where QEMU listens and vrouter itself restarts.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
+
+const missing = guestPrerequisites();
+if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
+
+t.test('a guest restarted mid-test: traffic resumes without restarting vrouter', async (t) => {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'a', socket: '{dir}/a.sock', bridge: 'br0' },
+      { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' },
+    ],
+  });
+  t.teardown(() => vr.stop());
+  const pid = vr.proc.pid;
+  const b1 = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'sleep 100', timeoutS: 110 });
+  t.teardown(() => b1.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 5 && echo PHASE1-DONE && sleep 3 && vr_wait_peer 10.0.0.3 90 && vr_ping 10.0.0.3 10',
+    timeoutS: 150,
+  });
+  t.teardown(() => a.kill());
+  await a.waitForConsole(/PHASE1-DONE/, 90000);
+  b1.kill();
+  await b1.done;
+  const b2 = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60 && sleep 20', timeoutS: 60 });
+  t.teardown(() => b2.kill());
+  const ra = await a.done;
+  const pings = ra.results.filter((r) => r.test === 'ping');
+  t.equal(pings.length, 2, 'a pinged before and after the restart', { console: ra.console });
+  t.equal(pings[0]?.loss_pct, '0', 'before: 0 % loss');
+  t.equal(pings[1]?.loss_pct, '0', `after b came back: 0 % loss (${pings[1]?.recv}/${pings[1]?.sent})`);
+  t.ok(vr.alive(), 'vrouter kept running');
+  t.equal(vr.proc.pid, pid, 'the same vrouter process');
+  t.match(vr.stderr(), /port b: connection closed: frontend disconnected/, 'the disconnect was seen and logged');
+  const stats = await vr.stats();
+  t.equal(stats.b.queue_errors, 0);
+});
+
+t.test('client mode: QEMU listens, vrouter connects, and reconnects after its own restart', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-client-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sockets = { a: join(dir, 'a.sock'), b: join(dir, 'b.sock') };
+  const b = bootGuest({ name: 'b', nics: [{ socket: sockets.b, ip: '10.0.0.3/24', server: true }], script: 'sleep 100', timeoutS: 110 });
+  t.teardown(() => b.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: sockets.a, ip: '10.0.0.2/24', server: true }],
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 5 && echo PHASE1-DONE && sleep 3 && vr_wait_peer 10.0.0.3 90 && vr_ping 10.0.0.3 10',
+    timeoutS: 150,
+  });
+  t.teardown(() => a.kill());
+  const config = {
+    ports: [
+      { name: 'a', socket: sockets.a, bridge: 'br0', mode: 'client' },
+      { name: 'b', socket: sockets.b, bridge: 'br0', mode: 'client' },
+    ],
+  };
+  const first = await startVrouter(config);
+  t.teardown(() => first.stop());
+  await a.waitForConsole(/PHASE1-DONE/, 90000);
+  t.equal(await first.stop(), 0, 'the first vrouter stops cleanly');
+  const second = await startVrouter(config);
+  t.teardown(() => second.stop());
+  const ra = await a.done;
+  const pings = ra.results.filter((r) => r.test === 'ping');
+  t.equal(pings[0]?.loss_pct, '0', 'through the first vrouter: 0 % loss', { console: ra.console });
+  t.equal(pings[1]?.loss_pct, '0', 'through the second, after reconnecting: 0 % loss');
+  t.match(second.stderr(), /port a: connected to .*a\.sock/);
+  t.match(second.stderr(), /vring 1 \(guest tx\) running, size 256, base [1-9]/, 'rings resumed where QEMU left them, not at 0');
+});

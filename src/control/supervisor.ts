@@ -4,7 +4,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
-import { readPortStats } from '../dataplane/counters.ts';
+import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import type { PmdThreadData } from '../dataplane/pmd-thread.ts';
 import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
@@ -95,7 +95,9 @@ export class Supervisor {
 
   /** Port counters summed over the PMDs. */
   stats() {
-    return { ports: readPortStats(this.layout.shared.counters, this.pmds.length, this.config.ports.map((p) => p.name)) };
+    const counters = this.layout.shared.counters;
+    const pmds = readPmdStats(counters, this.pmds.length, this.config.ports.length).map((s, i) => ({ cpu: this.config.pmd.cores[i], ...s }));
+    return { ports: readPortStats(counters, this.pmds.length, this.config.ports.map((p) => p.name)), pmds };
   }
 
   /** Closes every connection and socket, then stops the threads. */

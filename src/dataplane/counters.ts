@@ -75,3 +75,18 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
   });
   return stats;
 }
+
+/** Frames each PMD took from guests (rx) and wrote into guests (tx), over all ports. */
+export function readPmdStats(buffer: SharedArrayBuffer, pmdCount: number, portCount: number): { rx_packets: number; tx_packets: number }[] {
+  const all = new Float64Array(buffer);
+  const perPmd = portCount * COUNTERS_PER_PORT;
+  return Array.from({ length: pmdCount }, (_, pmd) => {
+    let rx = 0;
+    let tx = 0;
+    for (let port = 0; port < portCount; port++) {
+      rx += all[pmd * perPmd + portBase(port) + RX_PACKETS];
+      tx += all[pmd * perPmd + portBase(port) + TX_PACKETS];
+    }
+    return { rx_packets: rx, tx_packets: tx };
+  });
+}

@@ -19,6 +19,8 @@ export interface StartedVrouter {
   sockets: Record<string, string>;
   stderr(): string;
   stats(): Promise<Record<string, PortStats>>;
+  /** frames each PMD took from and wrote into guests */
+  pmdStats(): Promise<{ cpu: number; rx_packets: number; tx_packets: number }[]>;
   /** SIGTERM; resolves with the exit code */
   stop(): Promise<number | null>;
   alive(): boolean;
@@ -65,15 +67,22 @@ export async function startVrouter(config: object, timeoutMs = 15000): Promise<S
     alive: () => !exited,
     stop,
     async stats() {
-      const before = log.length;
-      proc.kill('SIGUSR1');
-      const deadline = Date.now() + 5000;
-      for (;;) {
-        const m = /vrouter: stats (\{.*\})\n/.exec(log.slice(before));
-        if (m) return (JSON.parse(m[1]) as { ports: Record<string, PortStats> }).ports;
-        if (Date.now() > deadline) throw new Error('no stats line after SIGUSR1');
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      return (await statsLine()).ports;
+    },
+    async pmdStats() {
+      return (await statsLine()).pmds;
     },
   };
+
+  async function statsLine(): Promise<{ ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number }[] }> {
+    const before = log.length;
+    proc.kill('SIGUSR1');
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const m = /vrouter: stats (\{.*\})\n/.exec(log.slice(before));
+      if (m) return JSON.parse(m[1]);
+      if (Date.now() > deadline) throw new Error('no stats line after SIGUSR1');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 }

@@ -2,7 +2,7 @@
 // ping without loss, iperf3 TCP both ways, a 9000-byte MTU ping, and counters that agree.
 import t from 'tap';
 import { bootGuest, guestPrerequisites, type GuestResult } from './lib/guest.ts';
-import { startVrouter } from '../support/vrouter-process.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -12,12 +12,7 @@ function result(r: GuestResult, test: string, extra: Record<string, string> = {}
 }
 
 t.test('two guests through one bridge', async (t) => {
-  const vr = await startVrouter({
-    ports: [
-      { name: 'a', socket: '{dir}/a.sock', bridge: 'br0' },
-      { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' },
-    ],
-  });
+  const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
   const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 });
   t.teardown(() => b.kill());

@@ -5,18 +5,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bootGuest, guestPrerequisites } from './lib/guest.ts';
-import { startVrouter } from '../support/vrouter-process.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
 
 t.test('a guest restarted mid-test: traffic resumes without restarting vrouter', async (t) => {
-  const vr = await startVrouter({
-    ports: [
-      { name: 'a', socket: '{dir}/a.sock', bridge: 'br0' },
-      { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' },
-    ],
-  });
+  const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
   const pid = vr.proc.pid;
   const b1 = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'sleep 100', timeoutS: 110 });

@@ -2,7 +2,7 @@
 // second virtio-user port: every frame is accounted for, on both sides, exactly.
 import t from 'tap';
 import { runTestpmd, testpmdPrerequisite } from './lib/testpmd.ts';
-import { startVrouter } from '../support/vrouter-process.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import type { PortStats } from '../../src/dataplane/counters.ts';
 
 const missing = testpmdPrerequisite();
@@ -11,13 +11,7 @@ if (missing) t.fail(`cannot run dpdk-testpmd: ${missing}`);
 const dropsOf = (s: PortStats) => Object.values(s.drops).reduce((a, b) => a + b, 0);
 
 t.test('flowgen both ways between two virtio-user ports, 64-byte frames', async (t) => {
-  const vr = await startVrouter({
-    ports: [
-      { name: 'a', socket: '{dir}/a.sock', bridge: 'br0' },
-      { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' },
-    ],
-    pmd: { cores: [1] },
-  });
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));
   t.teardown(() => vr.stop());
   const run = await runTestpmd(
     [

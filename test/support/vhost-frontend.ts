@@ -3,7 +3,7 @@
 // through the driver-side test frontend. Real frontends are tested in test/e2e.
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as sys from '../../src/sys/libc.ts';
-import { FLAG_NEED_REPLY, HEADER_LEN, Req, VERSION } from '../../src/vhost/protocol.ts';
+import { FLAG_NEED_REPLY, HEADER_LEN, Req, u64Payload, VERSION, vringStatePayload } from '../../src/vhost/protocol.ts';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
 import { DriverQueue, GuestRam } from './virtio-driver.ts';
 
@@ -19,19 +19,9 @@ export function encodeMessage(request: number, payload: Uint8Array, flags = VERS
   return out;
 }
 
-export function u64(value: bigint | number): Uint8Array {
-  const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, BigInt(value), true);
-  return out;
-}
-
-export function u32pair(a: number, b: number): Uint8Array {
-  const out = new Uint8Array(8);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, a, true);
-  dv.setUint32(4, b, true);
-  return out;
-}
+export const u64 = (value: bigint | number): Uint8Array => u64Payload(BigInt(value));
+/** struct vhost_vring_state: index, num */
+export const u32pair = vringStatePayload;
 
 export function memTablePayload(regions: { gpa: number; size: number; uva: number; offset: number }[], count = regions.length): Uint8Array {
   const out = new Uint8Array(8 + 32 * regions.length);

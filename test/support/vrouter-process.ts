@@ -26,6 +26,11 @@ export interface StartedVrouter {
   alive(): boolean;
 }
 
+/** Ports named by `names`, all in bridge br0, with sockets in the test's directory. */
+export function bridgeConfig(names: string[] = ['a', 'b'], extra: object = {}): object {
+  return { ports: names.map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })), ...extra };
+}
+
 /** Writes config (socket paths may use {dir}), starts vrouter and waits for "ready". */
 export async function startVrouter(config: object, timeoutMs = 15000): Promise<StartedVrouter> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-test-'));

@@ -10,7 +10,7 @@ import { COUNTERS_PER_PORT } from '../../src/dataplane/counters.ts';
 import { Req } from '../../src/vhost/protocol.ts';
 import { DriverQueue, GuestRam } from '../support/virtio-driver.ts';
 import { encodeMessage, startDevice, VhostFrontend } from '../support/vhost-frontend.ts';
-import { startVrouter } from '../support/vrouter-process.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 /** xorshift32: the same cases on every run for a given seed */
 function rng(seed: number) {
@@ -76,7 +76,7 @@ function fillHandles(pool: PacketPool, handles: Uint32Array, random: (n: number)
 }
 
 t.test('random vhost-user messages never bring the daemon down', async (t) => {
-  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' }] });
+  const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
   const random = rng(7);
   const ram = new GuestRam(1 << 20);

@@ -7,7 +7,7 @@ import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { encodeMessage, memTablePayload, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload, type VirtioNetDevice } from '../support/vhost-frontend.ts';
-import { startVrouter } from '../support/vrouter-process.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
@@ -32,13 +32,7 @@ async function trafficFlows(from: VirtioNetDevice, to: VirtioNetDevice, n: numbe
 }
 
 t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t) => {
-  const vr = await startVrouter({
-    ports: [
-      { name: 'a', socket: '{dir}/a.sock', bridge: 'br0' },
-      { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' },
-    ],
-    pmd: { cores: [1] },
-  });
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));
   t.teardown(() => vr.stop());
 
   let a = await startDevice(vr.sockets.a);

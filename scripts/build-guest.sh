@@ -37,7 +37,7 @@ if [ -z "$KERNEL_PKG" ]; then
 fi
 for p in "$KERNEL_PKG" "${USERLAND[@]}"; do download "$p"; done
 
-STAMP=$( { sha256sum "$0"; for p in "$KERNEL_PKG" "${USERLAND[@]}"; do basename "$(deb_of "$p")"; done; } | sha256sum | cut -d' ' -f1)
+STAMP=$( { sha256sum < "$0"; for p in "$KERNEL_PKG" "${USERLAND[@]}"; do basename "$(deb_of "$p")"; done; } | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ] && [ -s "$OUT/kernel" ] && [ -s "$OUT/initrd.img" ]; then
   exit 0
 fi
@@ -151,18 +151,26 @@ vr_wait_peer() {
   while [ $t -lt ${2:-30} ]; do ping -c 1 -W 1 $1 > /dev/null 2>&1 && { vr_result test=wait_peer dst=$1 ok=1; return 0; }; t=$((t + 1)); done
   vr_result test=wait_peer dst=$1 ok=0; return 1
 }
-# vr_ping IP [COUNT] [SIZE] [INTERVAL]: ping statistics, don't-fragment set
+# IP fragments this guest has made so far (/proc/net/snmp, Ip: FragCreates)
+vr_frag_creates() {
+  awk '/^Ip:/ { if (n++) print $c; else for (i = 1; i <= NF; i++) if ($i == "FragCreates") c = i }' /proc/net/snmp
+}
+# vr_ping IP [COUNT] [SIZE] [INTERVAL]: ping statistics. busybox ping has no -M do, but the
+# kernel sets DF on every packet that fits the MTU and fragments the others: frags= counts
+# the fragments made meanwhile, so frags=0 means every echo request went out whole.
 vr_ping() {
+  frags=$(vr_frag_creates)
   out=$(ping -c ${2:-10} -s ${3:-56} -i ${4:-0.2} -W 2 $1 2>&1)
+  frags=$(( $(vr_frag_creates) - frags ))
   sent=$(echo "$out" | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p')
   recv=$(echo "$out" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
   rtt=$(echo "$out" | sed -n 's/^round-trip min\/avg\/max = \([0-9.\/]*\) ms/\1/p')
   loss=100; [ -n "$sent" ] && [ "$sent" -gt 0 ] && loss=$(( (sent - recv) * 100 / sent ))
-  vr_result test=ping dst=$1 size=${3:-56} sent=${sent:-0} recv=${recv:-0} loss_pct=$loss rtt_ms=${rtt:-none}
+  vr_result test=ping dst=$1 size=${3:-56} sent=${sent:-0} recv=${recv:-0} loss_pct=$loss rtt_ms=${rtt:-none} frags=$frags
   [ "$loss" = 0 ]
 }
-# vr_iperf_server: serves one iperf3 test
-vr_iperf_server() { iperf3 -s -1 > /tmp/iperf-server.log 2>&1; vr_result test=iperf3_server rc=$?; }
+# vr_iperf_server [iperf3 args]: serves one iperf3 test
+vr_iperf_server() { iperf3 -s -1 "$@" > /tmp/iperf-server-$$.log 2>&1; vr_result test=iperf3_server rc=$?; }
 # vr_iperf_client IP [SECS] [iperf3 args]: retries until the server listens, reports Mbit/s
 vr_iperf_client() {
   ip=$1; secs=${2:-5}; shift 2 2>/dev/null || shift $#

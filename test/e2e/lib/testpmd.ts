@@ -72,7 +72,8 @@ export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; sec
     await waitFor(new RegExp(`NIC statistics for port ${ports.length - 1}[\\s\\S]*TX-packets`), 'port statistics');
     const stats = [...log.slice(before).matchAll(NIC_STATS)].map((m) => ({ port: Number(m[1]), rxPackets: Number(m[2]), rxMissed: Number(m[3]), txPackets: Number(m[4]) }));
     send('quit');
-    await Promise.race([exited, sleep(10000)]);
+    // unref'd: a pending timer would keep the test process alive 10 s after testpmd quit
+    await Promise.race([exited, sleep(10000, undefined, { ref: false })]);
     return { ports: stats.sort((a, b) => a.port - b.port).map(({ port: _, ...c }) => c), log };
   } finally {
     clearTimeout(killer);

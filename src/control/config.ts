@@ -1,7 +1,7 @@
 // The configuration file: parsed and validated as a whole before anything starts. Every
 // error names the field at fault (ports[1].mtu) and the reason; unknown keys are refused.
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 
 export interface PortConfig {
@@ -134,7 +134,7 @@ function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
 }
 
 /** Validates a parsed config document. Relative socket paths are taken from baseDir. */
-export function parseConfig(raw: unknown, baseDir: string, cpuCount = availableParallelism()): VrouterConfig {
+export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().length): VrouterConfig {
   const top = object(raw, '', ['ports', 'pmd']);
   if (!Array.isArray(top.ports) || top.ports.length === 0) throw new ConfigError('ports', 'must be a non-empty array');
   if (top.ports.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports`);

@@ -134,6 +134,8 @@ export interface VirtioNetDevice {
   rx: DriverQueue;
   tx: DriverQueue;
   callFds: number[];
+  /** notifies the device of new TX buffers (always: a spurious kick is allowed) */
+  kick(): void;
   close(): void;
 }
 
@@ -177,6 +179,9 @@ export async function startDevice(path: string, opts: { queueSize?: number; feat
     rx,
     tx,
     callFds,
+    kick() {
+      sys.eventfdSignal(kickFds[1]);
+    },
     close() {
       fe.close();
       ram.close();

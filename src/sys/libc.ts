@@ -44,7 +44,6 @@ const c = {
   connect: libc.func('int connect(int fd, const uint8_t *addr, uint32_t addrlen)'),
   sendmsg: libc.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
   recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
-  poll: libc.func('int poll(_Inout_ uint8_t *fds, unsigned long nfds, int timeout)'),
   ppoll: libc.func('int ppoll(_Inout_ uint8_t *fds, unsigned long nfds, const uint8_t *timeout, void *sigmask)'),
   malloc: libc.func('void *malloc(size_t size)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
@@ -333,19 +332,6 @@ export function watchReadable(fd: number, onReadable: (hangup: boolean) => void)
 }
 
 const POLLIN = 1;
-/** Blocking poll of one fd for input, up to timeoutMs. True if readable. */
-export function pollIn(fd: number, timeoutMs: number): boolean {
-  const pfd = new Uint8Array(8);
-  const dv = new DataView(pfd.buffer);
-  dv.setInt32(0, fd, true);
-  dv.setInt16(4, POLLIN, true);
-  const n = c.poll(pfd, 1, timeoutMs) as number;
-  if (n < 0) {
-    if (koffi.errno() === EINTR) return false;
-    fail('poll', `fd ${fd}`);
-  }
-  return n > 0 && (dv.getInt16(6, true) & POLLIN) !== 0;
-}
 
 /** A pollfd array for waitReadable(): 8 bytes per fd, POLLIN asked on each. */
 export function pollSet(fds: readonly number[]): Uint8Array {

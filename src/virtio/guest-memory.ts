@@ -21,8 +21,6 @@ export interface MemoryRegion {
  */
 export const WINDOW_BYTES = 2 ** 30;
 export const WINDOW_OVERLAP = 2 ** 20;
-/** The longest range translate() promises to find in one window. */
-export const MAX_TRANSLATE_BYTES = WINDOW_OVERLAP;
 
 export class GuestMemory {
   readonly count: number;

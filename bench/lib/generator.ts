@@ -1,0 +1,45 @@
+// The traffic generator and sink in one process: dpdk-testpmd flowgen over two virtio-user
+// ports, its forwarding lcore on CPU 0 so that the backend under test owns CPU 1 (two busy
+// pollers on one CPU collapse to kpps). The rate through the backend is what the two
+// ports receive, from testpmd's one-second samples after a warm-up.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { dpdkPrefix, stop, track, waitFor } from './processes.ts';
+
+export const MAC_A = '02:00:00:00:00:0a';
+export const MAC_B = '02:00:00:00:00:0b';
+const WARMUP_SAMPLES = 2;
+
+export interface Generator {
+  /** waits until it forwards, measures for `seconds`, stops; frames per second received */
+  measure(seconds: number): Promise<{ pps: number; samples: number }>;
+  stop(): Promise<void>;
+}
+
+/** server: the virtio-user ports listen and the backend connects (OVS vhostuserclient). */
+export function startGenerator(sockets: [string, string], frameSize: number, server: boolean): Generator {
+  const vdev = (i: number, path: string, mac: string) => ['--vdev', `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}`];
+  const p = track('stdbuf', [
+    '-oL', 'dpdk-testpmd', '--no-huge', '-m', '512', '--no-pci', '--file-prefix', dpdkPrefix('gen'), '--lcores', '0@1,1@0',
+    ...vdev(0, sockets[0], MAC_A), ...vdev(1, sockets[1], MAC_B), '--',
+    '--forward-mode=flowgen', '--stats-period', '1', '--total-num-mbufs=16384', `--txpkts=${frameSize}`, // flowgen takes the FCS off: 64 gives 60-byte frames, 64 on the wire
+    `--eth-peer=0,${MAC_B}`, `--eth-peer=1,${MAC_A}`, '--nb-cores=1', '-a',
+  ]);
+  return {
+    async measure(seconds) {
+      await waitFor('the generator to start forwarding', () => /Port statistics ===/.test(p.output()) || p.proc.exitCode !== null, 60000);
+      if (p.proc.exitCode !== null) throw new Error(`dpdk-testpmd exited:\n${p.output().slice(-1500)}`);
+      const from = p.output().length;
+      await sleep((seconds + WARMUP_SAMPLES * 2) * 1000);
+      // Each statistics block lists every port; a sample is the sum over ports, kept only
+      // once traffic flows (the backend may connect after the generator started).
+      const blocks = p.output().slice(from).split('Port statistics ===').slice(1);
+      const rates = blocks
+        .map((b) => [...b.matchAll(/Rx-pps:\s+(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0))
+        .filter((r) => r > 0)
+        .slice(WARMUP_SAMPLES);
+      const pps = rates.length ? rates.reduce((a, b) => a + b, 0) / rates.length : 0;
+      return { pps, samples: rates.length };
+    },
+    stop: () => stop(p),
+  };
+}

@@ -1,0 +1,148 @@
+// npm run bench [-- --rounds N --seconds S --quick]: vrouter against dpdk-testpmd's vhost io
+// forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
+// bimodal from run to run), at 64 and 1518 bytes; then idle CPU, memory, first-frame
+// latency after idle, and the micro-benchmarks. Prints a table, writes results/*.json.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ownRssMiB, ovsDpdkBackend, testpmdIoBackend, vrouterBackend, type Backend } from './lib/backends.ts';
+import { startGenerator } from './lib/generator.ts';
+import { stopAll } from './lib/processes.ts';
+import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-process.ts';
+import { micro as ringMicro } from './micro/spsc-ring.ts';
+import { micro as datapathMicro } from './micro/datapath.ts';
+import { measureFirstPacket } from './micro/first-packet.ts';
+
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' } } });
+const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
+const SECONDS = values.quick ? 4 : Number(values.seconds ?? 8);
+const SIZES = [64, 1518];
+const started = Date.now();
+process.on('SIGINT', () => {
+  stopAll();
+  process.exit(130);
+});
+
+const progress = (msg: string) => process.stderr.write(`\r\x1b[K[bench ${Math.round((Date.now() - started) / 1000)} s] ${msg}`);
+
+const backends: Backend[] = [vrouterBackend([1]), testpmdIoBackend, ovsDpdkBackend];
+if (cpus().length >= 3) backends.splice(1, 0, vrouterBackend([1, 2]));
+const twoPmdNote = cpus().length >= 3 ? null : `vrouter 2 PMDs not measured: ${cpus().length} CPUs, and 2 PMDs plus the generator need 3`;
+
+interface Run {
+  backend: string;
+  size: number;
+  round: number;
+  pps?: number;
+  rssMiB?: number;
+  error?: string;
+}
+const runs: Run[] = [];
+
+async function measureOnce(backend: Backend, size: number, round: number): Promise<Run> {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-'));
+  const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
+  let generator = null;
+  let running = null;
+  try {
+    if (backend.generatorListens) generator = startGenerator(sockets, size, true);
+    running = await backend.start(sockets);
+    generator ??= startGenerator(sockets, size, false);
+    const { pps } = await generator.measure(SECONDS);
+    return { backend: backend.name, size, round, pps, rssMiB: running.rssMiB() };
+  } catch (err) {
+    return { backend: backend.name, size, round, error: (err as Error).message.split('\n')[0] };
+  } finally {
+    await generator?.stop();
+    await running?.stop();
+    stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const size of SIZES) {
+    for (const backend of backends) {
+      const why = backend.unavailable();
+      if (why) {
+        if (round === 1) runs.push({ backend: backend.name, size, round, error: why });
+        continue;
+      }
+      progress(`round ${round}/${ROUNDS}, ${size} B, ${backend.name}`);
+      runs.push(await measureOnce(backend, size, round));
+    }
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const table = SIZES.flatMap((size) =>
+  backends.map((b) => {
+    const ok = runs.filter((r) => r.backend === b.name && r.size === size && r.pps !== undefined);
+    const pps = median(ok.map((r) => r.pps!));
+    const error = runs.find((r) => r.backend === b.name && r.size === size && r.error)?.error;
+    return { backend: b.name, size, mpps: pps / 1e6, gbps: (pps * size * 8) / 1e9, nsPerPacket: 1e9 / pps, runs: ok.map((r) => r.pps! / 1e6), rssMiB: median(ok.map((r) => r.rssMiB!)), error: ok.length ? undefined : error };
+  }),
+);
+const row = (name: string, size: number) => table.find((r) => r.backend === name && r.size === size);
+const ratios = SIZES.map((size) => {
+  const v = row('vrouter 1 PMD', size)?.mpps ?? NaN;
+  return { size, vrouterOverTestpmd: v / (row('testpmd io', size)?.mpps ?? NaN), vrouterOverOvs: v / (row('OVS-DPDK', size)?.mpps ?? NaN) };
+});
+
+// Idle CPU and memory: vrouter with 2 ports and its default idle back-off.
+progress('idle CPU and memory');
+async function idleFigures(cores: number[]) {
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores } }));
+  await sleep(1000);
+  const ticks = () => readFileSync(`/proc/${vr.proc.pid}/stat`, 'utf8').split(') ')[1].split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+  const t0 = ticks();
+  await sleep(3000);
+  const cpuPercent = ((ticks() - t0) / 100 / 3) * 100; // clock ticks are 1/100 s
+  const rssMiB = ownRssMiB(vr.proc.pid!);
+  await vr.stop();
+  return { pmds: cores.length, cpuPercentOfOneCore: cpuPercent, rssMiB };
+}
+const idle = [await idleFigures([cpus().length - 1]), await idleFigures([0, cpus().length - 1])];
+
+progress('first frame after idle');
+const firstPacket = await measureFirstPacket();
+const microResults = [];
+for (const m of [...ringMicro, ...datapathMicro]) {
+  progress(m.name);
+  const { opsPerSec } = await m.run();
+  microResults.push({ name: m.name, mopsPerSec: opsPerSec / 1e6, nsPerOp: 1e9 / opsPerSec });
+}
+process.stderr.write('\r\x1b[K');
+
+const machine = {
+  cpu: /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown',
+  cpus: cpus().length,
+  node: process.version,
+  kernel: release(),
+  date: new Date().toISOString(),
+};
+const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
+console.log(`vrouter benchmark, ${machine.date}, ${machine.cpu}, ${machine.cpus} CPUs, Node ${machine.node}`);
+console.log(`flowgen (dpdk-testpmd, 2 virtio-user ports, CPU 0) through each backend (CPU 1); ${ROUNDS} round(s) of ${SECONDS} s, medians\n`);
+console.log('backend          size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
+for (const r of table) {
+  console.log(`${r.backend.padEnd(16)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+}
+for (const r of ratios) console.log(`${r.size} B: vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}, vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}`);
+if (twoPmdNote) console.log(twoPmdNote);
+for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuPercentOfOneCore, 1)} % of one core, ${fmt(i.rssMiB, 0)} MiB RSS`);
+for (const f of firstPacket) console.log(`first frame after 100 ms idle, ${f.mode}: median ${fmt(f.medianUs, 0)} µs, max ${fmt(f.maxUs, 0)} µs`);
+for (const m of microResults) console.log(`${m.name}: ${fmt(m.mopsPerSec)} M/s (${fmt(m.nsPerOp, 1)} ns each)`);
+
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, idle, firstPacket, micro: microResults, runs };
+const out = join(REPO, 'results');
+mkdirSync(out, { recursive: true });
+const text = JSON.stringify(results, null, 2);
+writeFileSync(join(out, `bench-${machine.date.replace(/[:.]/g, '-')}.json`), text);
+writeFileSync(join(out, 'latest.json'), text);
+console.log(`\nresults: results/latest.json (${Math.round((Date.now() - started) / 1000)} s)`);

@@ -12,7 +12,7 @@ import { startGenerator } from './lib/generator.ts';
 import { stopAll } from './lib/processes.ts';
 import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-process.ts';
 import { micro as ringMicro } from './micro/spsc-ring.ts';
-import { micro as datapathMicro } from './micro/datapath.ts';
+import { heapReport, micro as datapathMicro } from './micro/datapath.ts';
 import { measureFirstPacket } from './micro/first-packet.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' } } });
@@ -138,8 +138,9 @@ if (twoPmdNote) console.log(twoPmdNote);
 for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuPercentOfOneCore, 1)} % of one core, ${fmt(i.rssMiB, 0)} MiB RSS`);
 for (const f of firstPacket) console.log(`first frame after 100 ms idle, ${f.mode}: median ${fmt(f.medianUs, 0)} µs, max ${fmt(f.maxUs, 0)} µs`);
 for (const m of microResults) console.log(`${m.name}: ${fmt(m.mopsPerSec)} M/s (${fmt(m.nsPerOp, 1)} ns each)`);
+for (const h of heapReport) console.log(`data path steady state, ${h.name}: ${h.gcs} garbage collections, heap ${fmt(h.heapGrowthKiB, 0)} KiB bigger`);
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, idle, firstPacket, micro: microResults, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, idle, firstPacket, micro: microResults, heap: heapReport, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

@@ -10,7 +10,7 @@ import { PacketPool, type PoolMemory } from './packet-pool.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { BURST, deliverBurst, receiveBurst, type QueueOwner } from './guest-io.ts';
 import { DROP, DROPS_BASE, QUEUE_ERRORS, pmdCounters, portBase } from './counters.ts';
-import { MacTable, readMac } from './mac-table.ts';
+import { MacTable, macHigh, macLow, nowSeconds } from './mac-table.ts';
 
 export interface PmdPortConfig {
   index: number;
@@ -19,8 +19,8 @@ export interface PmdPortConfig {
   bridge: number;
   /** largest frame without the virtio-net header: MTU + Ethernet header + a VLAN tag */
   maxFrame: number;
-  /** the guest's MAC on this port, as a static bridge entry (48-bit integer) */
-  staticMac: number | null;
+  /** the guest's MAC on this port, as a static bridge entry: [high 16 bits, low 32 bits] */
+  staticMac: [number, number] | null;
 }
 
 export interface PmdConfig {
@@ -157,7 +157,7 @@ export class Pmd {
     this.allMacTables = shared.macTables.map((perPmd) => perPmd.map((buffer, p) => new MacTable(shared.macTableCapacity, undefined, buffer, p === me)));
     this.ownMacTables = this.allMacTables.map((tables) => tables[me]);
     for (const p of cfg.ports) {
-      if (p.bridge >= 0 && p.staticMac !== null) this.ownMacTables[p.bridge].addStatic(p.staticMac, p.index);
+      if (p.bridge >= 0 && p.staticMac !== null) this.ownMacTables[p.bridge].addStatic(p.staticMac[0], p.staticMac[1], p.index);
     }
   }
 
@@ -218,30 +218,36 @@ export class Pmd {
     const members = this.cfg.bridges[bridge];
     const table = this.ownMacTables[bridge];
     const data = pool.data;
-    const now = performance.now();
+    const now = nowSeconds();
     // A burst is mostly one conversation: the last source learned and the last destination
     // looked up are remembered for the rest of the burst (saves a hash probe per frame).
-    let lastSrc = -1;
-    let lastDstMac = -1;
+    let lastSrcHi = -1;
+    let lastSrcLo = 0;
+    let lastDstHi = -1;
+    let lastDstLo = 0;
     let lastDst = FLOOD;
     for (let i = 0; i < count; i++) {
       const h = handles[i];
       const off = pool.frameOffset(h);
       // Learn unicast sources only: a multicast source address is never a station.
       if ((data[off + 6] & 1) === 0) {
-        const src = readMac(data, off + 6);
-        if (src !== lastSrc) {
-          table.learn(src, ingress.cfg.index, now);
-          lastSrc = src;
-          lastDstMac = -1;
+        const hi = macHigh(data, off + 6);
+        const lo = macLow(data, off + 6);
+        if (hi !== lastSrcHi || lo !== lastSrcLo) {
+          table.learn(hi, lo, ingress.cfg.index, now);
+          lastSrcHi = hi;
+          lastSrcLo = lo;
+          lastDstHi = -1;
         }
       }
       let dst = FLOOD;
       if ((data[off] & 1) === 0) {
-        const dstMac = readMac(data, off);
-        if (dstMac !== lastDstMac) {
-          lastDst = this.lookup(bridge, dstMac, now);
-          lastDstMac = dstMac;
+        const hi = macHigh(data, off);
+        const lo = macLow(data, off);
+        if (hi !== lastDstHi || lo !== lastDstLo) {
+          lastDst = this.lookup(bridge, hi, lo, now);
+          lastDstHi = hi;
+          lastDstLo = lo;
         }
         dst = lastDst;
       }
@@ -265,15 +271,15 @@ export class Pmd {
   }
 
   /** Our own table first; then the other PMDs', the most recently seen entry winning. */
-  private lookup(bridge: number, mac: number, now: number): number {
-    const own = this.ownMacTables[bridge].lookup(mac, now);
+  private lookup(bridge: number, hi: number, lo: number, now: number): number {
+    const own = this.ownMacTables[bridge].lookup(hi, lo, now);
     if (own >= 0 || this.cfg.pmdCount === 1) return own;
     const tables = this.allMacTables[bridge];
     let best = -1;
     let bestSeen = -1;
     for (let p = 0; p < tables.length; p++) {
       if (p === this.cfg.id) continue;
-      const port = tables[p].lookup(mac, now, true);
+      const port = tables[p].lookup(hi, lo, now, true);
       if (port >= 0 && tables[p].foundSeen > bestSeen) {
         best = port;
         bestSeen = tables[p].foundSeen;

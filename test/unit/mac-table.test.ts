@@ -1,40 +1,56 @@
-// The bridge's MAC table: learning, moves, aging, static entries, and a full table.
+// The bridge's MAC table: learning, moves, aging, static entries, a full table, and reads
+// from another thread's table through the sequence numbers.
 import t from 'tap';
-import { MacTable, parseMac, readMac } from '../../src/dataplane/mac-table.ts';
+import { MacTable, macHigh, macLow, parseMac } from '../../src/dataplane/mac-table.ts';
 
-t.test('learn, look up, move, age out', async (t) => {
-  const table = new MacTable(16, 1000);
-  const mac = parseMac('52:54:00:12:34:56');
-  t.equal(table.lookup(mac, 0), -1, 'unknown at first');
-  table.learn(mac, 3, 100);
-  t.equal(table.lookup(mac, 200), 3);
-  table.learn(mac, 5, 300);
-  t.equal(table.lookup(mac, 400), 5, 'a station that moved is found on its new port');
-  t.equal(table.lookup(mac, 1299), 5, 'still there just before aging');
-  t.equal(table.lookup(mac, 1300), -1, 'aged out after 1000 ms without traffic');
+const [HI, LO] = parseMac('52:54:00:12:34:56');
+const nth = (i: number): [number, number] => [0x5254, i];
+
+t.test('learn, look up, move, age out (times in seconds)', async (t) => {
+  const table = new MacTable(16, 10);
+  t.equal(table.lookup(HI, LO, 0), -1, 'unknown at first');
+  table.learn(HI, LO, 3, 100);
+  t.equal(table.lookup(HI, LO, 101), 3);
+  table.learn(HI, LO, 5, 102);
+  t.equal(table.lookup(HI, LO, 103), 5, 'a station that moved is found on its new port');
+  t.equal(table.lookup(HI, LO, 111), 5, 'still there just before aging');
+  t.equal(table.lookup(HI, LO, 112), -1, 'aged out after 10 s without traffic');
+  t.equal(table.lookup(HI + 1, LO, 103), -1, 'the high half counts too');
 });
 
 t.test('static entries neither age nor move', async (t) => {
-  const table = new MacTable(16, 1000);
-  const mac = parseMac('52:54:00:00:00:01');
-  table.addStatic(mac, 1);
-  table.learn(mac, 2, 10);
-  t.equal(table.lookup(mac, 1e9), 1);
+  const table = new MacTable(16, 10);
+  table.addStatic(HI, LO, 1);
+  table.learn(HI, LO, 2, 10);
+  t.equal(table.lookup(HI, LO, 1e6), 1);
 });
 
 t.test('fill to capacity, then one more', async (t) => {
-  const table = new MacTable(64, 1000);
-  for (let i = 0; i < 64; i++) table.learn(0x525400000000 + i, i, 0);
-  for (let i = 0; i < 64; i++) t.equal(table.lookup(0x525400000000 + i, 1), i, `entry ${i} kept`);
-  table.learn(0x525400000000 + 64, 1, 1);
+  const table = new MacTable(64, 10);
+  for (let i = 0; i < 64; i++) table.learn(...nth(i), i, 0);
+  for (let i = 0; i < 64; i++) t.equal(table.lookup(...nth(i), 1), i, `entry ${i} kept`);
+  table.learn(...nth(64), 1, 1);
   t.equal(table.full, 1, 'the 65th station is counted as not learned');
-  t.equal(table.lookup(0x525400000000 + 64, 1), -1);
-  table.learn(0x525400000000 + 64, 7, 5000);
-  t.equal(table.lookup(0x525400000000 + 64, 5001), 7, 'aged-out slots are reused');
+  t.equal(table.lookup(...nth(64), 1), -1);
+  table.learn(...nth(64), 7, 50);
+  t.equal(table.lookup(...nth(64), 51), 7, 'aged-out slots are reused');
+});
+
+t.test("another PMD's table, read through the sequence numbers", async (t) => {
+  const buffer = new SharedArrayBuffer(16 * 20);
+  const owner = new MacTable(16, 10, buffer, true);
+  const reader = new MacTable(16, 10, buffer, false);
+  owner.learn(HI, LO, 4, 100);
+  t.equal(reader.lookup(HI, LO, 101, true), 4, 'seen by the reader');
+  t.equal(reader.foundSeen, 100);
+  const seq = new Int32Array(buffer, 16 * 16, 16);
+  const slot = seq.findIndex((s) => s !== 0);
+  seq[slot] += 1; // the writer is in the middle of changing this slot
+  t.equal(reader.lookup(HI, LO, 101, true), -1, 'a slot being written is treated as unknown (the frame floods)');
 });
 
 t.test('MACs read from frame bytes', async (t) => {
   const frame = Uint8Array.of(0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa, 0x52, 0x54, 0, 0x12, 0x34, 0x56);
-  t.equal(readMac(frame, 0), 0xfffefdfcfbfa, 'all 48 bits, high bits set');
-  t.equal(readMac(frame, 6), parseMac('52:54:00:12:34:56'));
+  t.same([macHigh(frame, 0), macLow(frame, 0)], [0xfffe, 0xfdfcfbfa | 0], 'all 48 bits, high bits set');
+  t.same([macHigh(frame, 6), macLow(frame, 6)], [HI, LO]);
 });

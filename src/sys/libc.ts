@@ -369,10 +369,17 @@ export function isReady(set: Uint8Array, i: number): boolean {
 
 /** Pins the calling thread to one CPU (sched_setaffinity with pid 0 = this thread). */
 export function pinThreadToCpu(cpu: number): void {
+  setThreadCpus([cpu]);
+}
+
+/** Lets the calling thread run on these CPUs only. */
+export function setThreadCpus(cpus: readonly number[]): void {
   const mask = new Uint8Array(128); // cpu_set_t: 1024 bits
-  if (!Number.isInteger(cpu) || cpu < 0 || cpu >= mask.length * 8) throw new RangeError(`cpu ${cpu}`);
-  mask[cpu >> 3] = 1 << (cpu & 7);
-  if ((c.sched_setaffinity(0, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpu ${cpu}`);
+  for (const cpu of cpus) {
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= mask.length * 8) throw new RangeError(`cpu ${cpu}`);
+    mask[cpu >> 3] |= 1 << (cpu & 7);
+  }
+  if ((c.sched_setaffinity(0, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpus ${cpus.join(',')}`);
 }
 
 const PR_SET_NAME = 15;

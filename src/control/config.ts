@@ -19,7 +19,21 @@ export interface PortConfig {
   queues: number;
   /** queue pair -> the CPU of the PMD that polls it (others are spread round-robin) */
   rxqAffinity: Record<number, number>;
+  /** most MAC addresses the bridge learns from this port (per PMD table) */
+  macLimit: number;
+  /** only `mac` may be a source address on this port; other frames are dropped */
+  portSecurity: boolean;
+  /** guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs */
+  memoryPolicy: MemoryPolicy;
+  /** server mode: permission bits and group of the socket file */
+  socketMode: number;
+  socketGroup: number | null;
+  /** the uid a frontend must run as (SO_PEERCRED), or null for any */
+  peerUid: number | null;
 }
+
+/** strict: refuse guest memory a frontend could shrink under vrouter; warn: accept and log it */
+export type MemoryPolicy = 'strict' | 'warn';
 
 export interface PmdSettings {
   /** the CPU of each PMD thread */
@@ -50,10 +64,15 @@ export const LIMITS = {
   queuesMax: 8,
   sleepMaxUs: 100_000,
   socketPathBytes: 107,
+  /** the MAC table holds 4096 entries per bridge and PMD */
+  macLimitMax: 4096,
+  macLimitDefault: 256,
+  uidMax: 2 ** 32 - 2,
 } as const;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
 const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+const FILE_MODE = /^0?[0-7]{3}$/;
 
 type Obj = Record<string, unknown>;
 
@@ -80,7 +99,10 @@ function name(value: unknown, field: string): string {
 }
 
 function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
-  const p = object(raw, field, ['name', 'socket', 'bridge', 'mode', 'mac', 'mtu', 'queues', 'rxqAffinity']);
+  const p = object(raw, field, [
+    'name', 'socket', 'bridge', 'mode', 'mac', 'mtu', 'queues', 'rxqAffinity',
+    'macLimit', 'portSecurity', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid',
+  ]);
   if (typeof p.socket !== 'string' || p.socket === '') throw new ConfigError(`${field}.socket`, 'must be a path');
   const socket = resolve(baseDir, p.socket);
   if (Buffer.byteLength(socket) > LIMITS.socketPathBytes) {
@@ -104,6 +126,15 @@ function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: numbe
       rxqAffinity[Number(q)] = core;
     }
   }
+  const portSecurity = p.portSecurity === undefined ? false : boolean(p.portSecurity, `${field}.portSecurity`);
+  if (portSecurity && mac === null) throw new ConfigError(`${field}.portSecurity`, 'needs the port\'s "mac": the one source address it allows');
+  const memoryPolicy = p.memoryPolicy ?? 'warn';
+  if (memoryPolicy !== 'strict' && memoryPolicy !== 'warn') {
+    throw new ConfigError(`${field}.memoryPolicy`, `must be "strict" or "warn", got ${JSON.stringify(memoryPolicy)}`);
+  }
+  if (mode === 'client' && (p.socketMode !== undefined || p.socketGroup !== undefined)) {
+    throw new ConfigError(`${field}.${p.socketMode !== undefined ? 'socketMode' : 'socketGroup'}`, 'applies to server mode only (in client mode the frontend creates the socket)');
+  }
   return {
     name: name(p.name, `${field}.name`),
     socket,
@@ -113,7 +144,42 @@ function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: numbe
     mtu: p.mtu === undefined ? 1500 : integer(p.mtu, `${field}.mtu`, LIMITS.mtuMin, LIMITS.mtuMax),
     queues,
     rxqAffinity,
+    macLimit: p.macLimit === undefined ? LIMITS.macLimitDefault : integer(p.macLimit, `${field}.macLimit`, 1, LIMITS.macLimitMax),
+    portSecurity,
+    memoryPolicy,
+    socketMode: p.socketMode === undefined ? 0o600 : fileMode(p.socketMode, `${field}.socketMode`),
+    socketGroup: p.socketGroup === undefined ? null : groupId(p.socketGroup, `${field}.socketGroup`),
+    peerUid: p.peerUid === undefined ? null : integer(p.peerUid, `${field}.peerUid`, 0, LIMITS.uidMax),
   };
+}
+
+function boolean(value: unknown, field: string): boolean {
+  if (typeof value !== 'boolean') throw new ConfigError(field, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** "0660" (a string: JSON has no octal numbers) */
+function fileMode(value: unknown, field: string): number {
+  if (typeof value !== 'string' || !FILE_MODE.test(value)) throw new ConfigError(field, `must be an octal mode such as "0660", got ${JSON.stringify(value)}`);
+  const mode = parseInt(value, 8);
+  if ((mode & 0o600) !== 0o600) throw new ConfigError(field, `${value} must let the owner read and write (vrouter itself)`);
+  if ((mode & 0o007) !== 0) throw new ConfigError(field, `${value} lets any local user connect: give access through socketGroup instead`);
+  return mode;
+}
+
+/** A group by number or by name (from /etc/group). */
+function groupId(value: unknown, field: string): number {
+  if (typeof value === 'number') return integer(value, field, 0, LIMITS.uidMax);
+  if (typeof value !== 'string' || value === '') throw new ConfigError(field, `must be a group name or number, got ${JSON.stringify(value)}`);
+  let groups = '';
+  try {
+    groups = readFileSync('/etc/group', 'utf8');
+  } catch {
+    // no group database: only numbers work
+  }
+  const line = groups.split('\n').find((l) => l.split(':')[0] === value);
+  if (line === undefined) throw new ConfigError(field, `no group named ${JSON.stringify(value)} in /etc/group`);
+  return Number(line.split(':')[2]);
 }
 
 function parsePmd(raw: unknown, cpuCount: number): PmdSettings {

@@ -12,14 +12,25 @@ const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge:
 
 t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
-  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {} });
+  t.same(c.ports[0], {
+    name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
+    macLimit: 256, portSecurity: false, memoryPolicy: 'warn', socketMode: 0o600, socketGroup: null, peerUid: null,
+  });
   t.equal(c.ports[1].socket, '/etc/vrouter/b.sock', 'relative socket paths are taken from the config file directory');
   t.same(c.pmd, { cores: [3], sleepMaxUs: 10_000 }, 'one PMD on the highest-numbered CPU');
 });
 
 t.test('every optional key', async (t) => {
-  const c = parseConfig({ ports: [port({ mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 } })], pmd: { cores: [1, 0], sleepMaxUs: 0 } }, '/', 2);
-  t.same(c.ports[0], { name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 } });
+  const client = { mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 }, macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', peerUid: 1000 };
+  const server = { name: 'b', socket: '/tmp/b.sock', socketMode: '0660', socketGroup: 0 };
+  const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0 } }, '/', 2);
+  t.same(c.ports[0], {
+    name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
+    macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', socketMode: 0o600, socketGroup: null, peerUid: 1000,
+  });
+  t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
+  t.equal(c.ports[1].socketGroup, 0);
+  t.equal(parseConfig({ ports: [port({ socketGroup: 'root' })] }, '/', 2).ports[0].socketGroup, 0, 'a group by name');
   t.same(c.pmd, { cores: [1, 0], sleepMaxUs: 0 });
 });
 
@@ -47,6 +58,16 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ queues: 2, rxqAffinity: { 1: 0 } })], pmd: { cores: [1] } }, 'ports[0].rxqAffinity.1', /CPU 0 runs no PMD/],
     [{ ports: [port({ rxqAffinity: { 3: 1 } })] }, 'ports[0].rxqAffinity.3', /unknown key/],
     [{ ports: [port()], pmd: { sleepMaxUs: -1 } }, 'pmd.sleepMaxUs', /integer/],
+    [{ ports: [port({ macLimit: 0 })] }, 'ports[0].macLimit', /1 to 4096/],
+    [{ ports: [port({ portSecurity: 'yes' })] }, 'ports[0].portSecurity', /true or false/],
+    [{ ports: [port({ portSecurity: true })] }, 'ports[0].portSecurity', /needs the port's "mac"/],
+    [{ ports: [port({ memoryPolicy: 'lax' })] }, 'ports[0].memoryPolicy', /"strict" or "warn"/],
+    [{ ports: [port({ socketMode: 660 })] }, 'ports[0].socketMode', /octal mode/],
+    [{ ports: [port({ socketMode: '0666' })] }, 'ports[0].socketMode', /any local user/],
+    [{ ports: [port({ socketMode: '0060' })] }, 'ports[0].socketMode', /owner read and write/],
+    [{ ports: [port({ socketGroup: 'no-such-group-here' })] }, 'ports[0].socketGroup', /no group named/],
+    [{ ports: [port({ mode: 'client', socketMode: '0660' })] }, 'ports[0].socketMode', /server mode only/],
+    [{ ports: [port({ peerUid: -1 })] }, 'ports[0].peerUid', /integer/],
   ];
   for (const [raw, field, reason] of cases) {
     const err = t.throws(() => parseConfig(raw, '/', 2)) as ConfigError;

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
+import type { MemoryPolicy } from '../vhost/memory-table.ts';
 
 export interface PortConfig {
   name: string;
@@ -32,8 +33,6 @@ export interface PortConfig {
   peerUid: number | null;
 }
 
-/** strict: refuse guest memory a frontend could shrink under vrouter; warn: accept and log it */
-export type MemoryPolicy = 'strict' | 'warn';
 
 export interface PmdSettings {
   /** the CPU of each PMD thread */

@@ -66,6 +66,8 @@ export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
       bridge: p.bridge === null ? -1 : bridgeNames.indexOf(p.bridge),
       maxFrame: p.mtu + L2_OVERHEAD,
       staticMac: p.mac === null ? null : parseMac(p.mac),
+      macLimit: p.macLimit,
+      portSecurity: p.portSecurity,
     })),
     bridges,
     idleSpinRounds: IDLE_SPIN_ROUNDS,

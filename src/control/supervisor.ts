@@ -8,6 +8,7 @@ import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import type { PmdThreadData } from '../dataplane/pmd-thread.ts';
 import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
+import { DOORBELL_SERVING } from '../vhost/dataplane-link.ts';
 import type { VrouterConfig } from './config.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
@@ -24,6 +25,8 @@ export class Supervisor {
   private readonly pmds: Worker[] = [];
   /** when each PMD restart happened: too many too fast means a bug, not bad luck */
   private readonly restarts: number[] = [];
+  /** per PMD: the error it died of, if it did */
+  private readonly crashes: (string | null)[] = [];
   private control: Worker | null = null;
   private stopping = false;
 
@@ -36,7 +39,7 @@ export class Supervisor {
   async start(): Promise<void> {
     const links: ControlThreadData['pmdLinks'] = this.layout.pmds.map((pmd) => ({ commands: this.spawnPmd(pmd.id), ...this.layout.shared.wakers[pmd.id] }));
     const data: ControlThreadData = {
-      endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode })),
+      endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid })),
       queueOwner: this.layout.queueOwner,
       pmdLinks: links,
     };
@@ -62,8 +65,12 @@ export class Supervisor {
     const channel = new MessageChannel();
     const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, commands: channel.port2 };
     const worker = new Worker(new URL(`../dataplane/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
-    worker.on('error', (err) => log.error(`pmd${id} crashed: ${err.stack ?? err.message}`));
+    worker.on('error', (err) => {
+      log.error(`pmd${id} crashed: ${err.stack ?? err.message}`);
+      this.crashes[id] = err.message;
+    });
     worker.on('exit', (code) => this.pmdExited(id, code));
+    this.crashes[id] = null;
     this.pmds[id] = worker;
     return channel.port1;
   }
@@ -82,9 +89,22 @@ export class Supervisor {
       return;
     }
     log.warn(`pmd${id} exited with code ${code}: restarting it`);
+    const culprit = this.culprit(id);
     const commands = this.spawnPmd(id);
-    const event: ControlRequest = { t: 'pmd-restarted', pmd: id };
+    const event: ControlRequest = { t: 'pmd-restarted', pmd: id, culprit };
     this.control?.postMessage({ msg: pack(event), commands }, [commands]);
+  }
+
+  /**
+   * A PMD that died of an error (not one terminated on request): the port it was serving
+   * then, from the word it stores before each port's work, so that a guest that can crash
+   * a PMD is not handed back to it unchanged.
+   */
+  private culprit(id: number): { port: number; error: string } | null {
+    const error = this.crashes[id];
+    if (error === null) return null;
+    const port = new Int32Array(this.layout.shared.wakers[id].doorbell)[DOORBELL_SERVING];
+    return port >= 0 && port < this.config.ports.length ? { port, error } : null;
   }
 
   /** Terminates a PMD as a crash would (SIGUSR2: a drill of the restart path). */

@@ -6,7 +6,7 @@ import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
-import { DOORBELL_COMMANDS, type PmdRequest } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SERVING, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared } from './pmd.ts';
 
 export interface PmdThreadData {
@@ -27,12 +27,17 @@ const pmd = new Pmd(config, shared, log);
 const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
 
+pmd.onLateReply = (reply) => commands.postMessage(pack(reply));
+doorbell[DOORBELL_SERVING] = -1;
+
 function drainCommands(): void {
   for (let m = receiveMessageOnPort(commands); m !== undefined; m = receiveMessageOnPort(commands)) {
     const req = unpack(m.message as Uint8Array) as PmdRequest;
     let reply;
     try {
-      reply = { id: req.id, ...pmd.execute(req.cmd) };
+      const result = pmd.execute(req.id, req.cmd);
+      if (result === null) continue;
+      reply = { id: req.id, ...result };
     } catch (err) {
       reply = { id: req.id, error: (err as Error).message };
     }
@@ -52,7 +57,8 @@ for (;;) {
     seen = ring;
     drainCommands();
   }
-  if (pmd.pollOnce() > 0) {
+  if (pmd.building) pmd.stepBuilds();
+  if (pmd.pollOnce() > 0 || pmd.building) {
     idleRounds = 0;
     sleepUs = 0;
   } else if (config.idleSleepMaxUs > 0 && ++idleRounds > config.idleSpinRounds) {

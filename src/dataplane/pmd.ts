@@ -1,16 +1,16 @@
 // A poll-mode driver: owns the virtqueues of its ports, polls the guests' TX queues in
 // bursts, switches each burst through its bridge (MAC learning) and writes the frames into
 // the destination guests' RX queues. Control reaches it between bursts, never during one.
-import { GuestMemory } from '../virtio/guest-memory.ts';
+import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import { SplitQueue, type QueueLayout } from '../virtio/split-queue.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, type PmdCommand, type PmdReply, type PmdWaker } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_SLEEPING, type PmdCommand, type PmdReply, type PmdWaker } from '../vhost/dataplane-link.ts';
 import { eventfdDrain, eventfdSignal, isReady, pollSet, waitReadable } from '../sys/libc.ts';
 import type { Log } from '../log.ts';
 import { PacketPool, type PoolMemory } from './packet-pool.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { BURST, deliverBurst, receiveBurst, type QueueOwner } from './guest-io.ts';
-import { DROP, DROPS_BASE, QUEUE_ERRORS, pmdCounters, portBase } from './counters.ts';
-import { MacTable, macHigh, macLow, nowSeconds } from './mac-table.ts';
+import { DROP, DROPS_BASE, MAC_LEARNING_REFUSED, QUEUE_ERRORS, pmdCounters, portBase } from './counters.ts';
+import { LEARN_REFUSED, MacTable, macHigh, macLow, nowSeconds } from './mac-table.ts';
 
 export interface PmdPortConfig {
   index: number;
@@ -21,6 +21,10 @@ export interface PmdPortConfig {
   maxFrame: number;
   /** the guest's MAC on this port, as a static bridge entry: [high 16 bits, low 32 bits] */
   staticMac: [number, number] | null;
+  /** most MACs this PMD's bridge table learns from the port */
+  macLimit: number;
+  /** only staticMac may be a source: frames from any other are dropped, nothing learned */
+  portSecurity: boolean;
 }
 
 export interface PmdConfig {
@@ -60,10 +64,19 @@ const HANDLE_MASK = (1 << HANDLE_BITS) - 1;
 const GIVEN = 255;
 
 interface VringSpec {
+  /** lastAvailIdx: where the queue resumes after a memory change, or where it stopped */
   layout: QueueLayout;
   callFd: number;
   kickFd: number;
   mergeable: boolean;
+  /** found corrupt: stays stopped (never revived by a memory change) until set up again */
+  failed: boolean;
+}
+
+/** A memory table being viewed a window per poll round; `id` is the command to answer. */
+interface MemoryBuild {
+  id: number;
+  builder: GuestMemoryBuilder;
 }
 
 /** A port as this PMD sees it. */
@@ -80,6 +93,9 @@ class PortRuntime {
   rxOut: QueueOwner | null = null;
   readonly pending = new Uint32Array(BURST);
   pendingCount = 0;
+  /** the connection generation whose commands are accepted (see PmdCommand) */
+  gen = 0;
+  build: MemoryBuild | null = null;
 
   constructor(cfg: PmdPortConfig) {
     this.cfg = cfg;
@@ -154,10 +170,16 @@ export class Pmd {
     for (let port = 0; port < cfg.ports.length; port++) Atomics.store(this.rxHolders, port * cfg.pmdCount + me, 0);
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
     this.touched = new Int32Array(cfg.ports.length);
-    this.allMacTables = shared.macTables.map((perPmd) => perPmd.map((buffer, p) => new MacTable(shared.macTableCapacity, undefined, buffer, p === me)));
+    const portCount = cfg.ports.length;
+    this.allMacTables = shared.macTables.map((perPmd) => perPmd.map((buffer, p) => new MacTable(shared.macTableCapacity, undefined, buffer, p === me, portCount)));
     this.ownMacTables = this.allMacTables.map((tables) => tables[me]);
     for (const p of cfg.ports) {
-      if (p.bridge >= 0 && p.staticMac !== null) this.ownMacTables[p.bridge].addStatic(p.staticMac[0], p.staticMac[1], p.index);
+      if (p.bridge < 0) continue;
+      const table = this.ownMacTables[p.bridge];
+      table.setLearnLimit(p.index, p.macLimit);
+      if (p.staticMac !== null && !table.addStatic(p.staticMac[0], p.staticMac[1], p.index)) {
+        log.warn(`port ${p.name}: its mac is not a static entry: the bridge table has only static entries where it would go`);
+      }
     }
   }
 
@@ -166,11 +188,15 @@ export class Pmd {
   /** One poll round: frames from other PMDs, then every running guest TX queue. */
   pollOnce(): number {
     let work = 0;
+    // The clock forward() read last: no clock read here.
+    if (this.macClock !== this.macSweptAt) this.ageOutMacTables();
     const ringsIn = this.ringsIn;
     for (let r = 0; r < ringsIn.length; r++) work += this.drainRing(ringsIn[r]);
     const active = this.active;
+    const bell = this.doorbell;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
+      bell[DOORBELL_SERVING] = port.cfg.index;
       const queues = port.txPoll;
       for (let q = 0; q < queues.length; q++) {
         const n = receiveBurst(queues[q], this.pool, this.handles, 0, BURST);
@@ -210,6 +236,10 @@ export class Pmd {
     const refs = this.refs;
     const inBase = portBase(ingress.cfg.index);
     const bridge = ingress.cfg.bridge;
+    if (ingress.cfg.portSecurity) {
+      count = this.dropForeignSources(ingress, count);
+      if (count === 0) return;
+    }
     if (bridge < 0 || this.cfg.bridges[bridge].length < 2) {
       counters[inBase + DROPS_BASE + DROP.no_destination] += count;
       for (let i = 0; i < count; i++) pool.free(handles[i]);
@@ -219,10 +249,12 @@ export class Pmd {
     const table = this.ownMacTables[bridge];
     const data = pool.data;
     const now = nowSeconds();
+    this.macClock = now;
     // A burst is mostly one conversation: the last source learned and the last destination
     // looked up are remembered for the rest of the burst (saves a hash probe per frame).
     let lastSrcHi = -1;
     let lastSrcLo = 0;
+    let srcRefused = false;
     let lastDstHi = -1;
     let lastDstLo = 0;
     let lastDst = FLOOD;
@@ -234,11 +266,13 @@ export class Pmd {
         const hi = macHigh(data, off + 6);
         const lo = macLow(data, off + 6);
         if (hi !== lastSrcHi || lo !== lastSrcLo) {
-          table.learn(hi, lo, ingress.cfg.index, now);
+          srcRefused = table.learn(hi, lo, ingress.cfg.index, now) === LEARN_REFUSED;
           lastSrcHi = hi;
           lastSrcLo = lo;
           lastDstHi = -1;
         }
+        // Counted per frame, so that the count is the traffic a limit kept from being learned.
+        if (srcRefused) counters[inBase + MAC_LEARNING_REFUSED]++;
       }
       let dst = FLOOD;
       if ((data[off] & 1) === 0) {
@@ -270,6 +304,51 @@ export class Pmd {
     for (let i = 0; i < count; i++) if (refs[handles[i]] !== GIVEN) pool.free(handles[i]);
   }
 
+  /**
+   * Port security: frames whose source is not the port's own MAC are dropped before the
+   * bridge sees them (nothing is learned from them); returns how many of the burst are
+   * left, moved to the front of handles.
+   */
+  private dropForeignSources(ingress: PortRuntime, count: number): number {
+    const pool = this.pool;
+    const handles = this.handles;
+    const data = pool.data;
+    const own = ingress.cfg.staticMac;
+    // Without a configured mac (the config refuses that) no source is allowed: -1 never matches.
+    const ownHi = own === null ? -1 : own[0];
+    const ownLo = own === null ? 0 : own[1];
+    let kept = 0;
+    for (let i = 0; i < count; i++) {
+      const h = handles[i];
+      const off = pool.frameOffset(h) + 6;
+      if (macHigh(data, off) === ownHi && macLow(data, off) === ownLo) handles[kept++] = h;
+      else pool.free(h);
+    }
+    this.counters[portBase(ingress.cfg.index) + DROPS_BASE + DROP.source_mac_denied] += count - kept;
+    return kept;
+  }
+
+  /** the second forward() last read, and the second the MAC tables were last swept for */
+  private macClock = 0;
+  private macSweptAt = 0;
+  /** the next bridge whose table the sweep under way visits */
+  private macSweepNext = 0;
+
+  /**
+   * Once a second, between bursts: removes the aged entries of our MAC tables, so that a
+   * port that reached its macLimit learns again once its MACs age out. One table per poll
+   * round (a table takes some µs), so that a PMD with many bridges never stalls a round.
+   */
+  private ageOutMacTables(): void {
+    const tables = this.ownMacTables;
+    if (this.macSweepNext < tables.length) {
+      tables[this.macSweepNext++].ageOut(this.macClock);
+      return;
+    }
+    this.macSweepNext = 0;
+    this.macSweptAt = this.macClock;
+  }
+
   /** Our own table first; then the other PMDs', the most recently seen entry winning. */
   private lookup(bridge: number, hi: number, lo: number, now: number): number {
     const own = this.ownMacTables[bridge].lookup(hi, lo, now);
@@ -297,6 +376,7 @@ export class Pmd {
   private flush(): void {
     for (let t = 0; t < this.touchedCount; t++) {
       const port = this.ports[this.touched[t]];
+      this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       const out = port.rxOut;
       if (out !== null && out.queue.failure === '') {
         deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
@@ -396,57 +476,77 @@ export class Pmd {
     }
   }
 
-  /** A corrupt ring: stop polling it, keep the port's other queues and the other ports. */
+  /**
+   * A corrupt ring: stop polling it, keep the port's other queues and the other ports. It
+   * stays stopped, where it stopped, until the frontend sets it up again.
+   */
   private queueFailed(port: PortRuntime, owner: QueueOwner): void {
     this.counters[portBase(port.cfg.index) + QUEUE_ERRORS]++;
     const vring = port.owners.indexOf(owner);
     this.log.warn(`port ${port.cfg.name}: vring ${vring} stopped: ${owner.queue.failure}`);
-    if (vring >= 0) port.owners[vring] = null;
+    if (vring >= 0) {
+      port.owners[vring] = null;
+      const spec = port.specs[vring];
+      if (spec) {
+        spec.failed = true;
+        spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
+      }
+    }
     this.refresh(port);
   }
 
   // ---- control --------------------------------------------------------------------------------
 
-  execute(cmd: PmdCommand): Omit<PmdReply, 'id'> {
+  /** Called with the answer to a command that completes after execute() returned (memory). */
+  onLateReply: (reply: PmdReply) => void = () => {};
+  private buildsPending = 0;
+
+  /**
+   * Carries out a command between two bursts. Returns the answer, or null when it comes
+   * later through onLateReply (a memory table is viewed a window per poll round).
+   */
+  execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
     const port = this.ports[cmd.port];
     if (port === undefined) return { error: `no port ${cmd.port} on PMD ${this.cfg.id}` };
+    this.doorbell[DOORBELL_SERVING] = cmd.port;
+    if (cmd.gen < port.gen) return { error: `${cmd.t} of an earlier connection (${cmd.gen}; the port is at ${port.gen})` };
+    if (cmd.gen > port.gen) {
+      this.forget(port, 'a newer connection');
+      port.gen = cmd.gen;
+    }
     switch (cmd.t) {
       case 'memory': {
-        this.saveQueuePositions(port);
-        port.owners.fill(null);
-        port.mem = null;
-        if (cmd.regions.length > 0) {
-          try {
-            port.mem = new GuestMemory(cmd.regions);
-          } catch (err) {
-            this.refresh(port);
-            return { error: `cannot view guest memory: ${(err as Error).message}` };
-          }
+        this.cancelBuild(port, 'superseded by a newer memory table');
+        let builder: GuestMemoryBuilder;
+        try {
+          builder = new GuestMemoryBuilder(cmd.regions);
+        } catch (err) {
+          return { error: `cannot view guest memory: ${(err as Error).message}` };
         }
-        // Queues running on the old table continue on the new one, where they stopped.
-        port.specs.forEach((spec, vring) => {
-          if (spec !== null) {
-            const error = this.startQueue(port, vring, spec);
-            if (error) this.log.warn(`port ${port.cfg.name}: vring ${vring} dropped with the memory change: ${error}`);
-          }
-        });
-        this.refresh(port);
-        return {};
+        port.build = { id, builder };
+        this.buildsPending++;
+        return null;
       }
       case 'vring-start': {
-        const spec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable };
-        const error = this.startQueue(port, cmd.vring, spec);
+        const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, failed: false };
+        if (port.mem === null) return { error: 'no memory table' };
+        const owner = this.buildQueue(port, port.mem, spec);
+        if (typeof owner === 'string') return { error: owner };
+        spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
+        port.specs[cmd.vring] = spec;
+        port.owners[cmd.vring] = owner;
+        port.mergeable = spec.mergeable;
         this.refresh(port);
-        return error ? { error } : {};
+        return { lastAvailIdx: owner.queue.lastAvailIdx };
       }
       case 'vring-stop': {
-        const spec = port.specs[cmd.vring];
         const owner = port.owners[cmd.vring];
-        const lastAvailIdx = owner ? owner.queue.lastAvailIdx : spec ? spec.layout.lastAvailIdx : 0;
+        const spec = port.specs[cmd.vring];
+        const lastAvailIdx = owner ? owner.queue.lastAvailIdx : spec ? spec.layout.lastAvailIdx : undefined;
         port.specs[cmd.vring] = null;
         port.owners[cmd.vring] = null;
         this.refresh(port);
-        return { lastAvailIdx };
+        return lastAvailIdx === undefined ? {} : { lastAvailIdx };
       }
       case 'vring-call': {
         const spec = port.specs[cmd.vring];
@@ -455,33 +555,104 @@ export class Pmd {
         if (owner) owner.callFd = cmd.callFd;
         return {};
       }
-      case 'port-reset':
-        port.specs.length = 0;
-        port.owners.length = 0;
-        port.mem = null;
+      case 'vring-kick': {
+        const spec = port.specs[cmd.vring];
+        if (spec) spec.kickFd = cmd.kickFd;
+        const owner = port.owners[cmd.vring];
+        if (owner) owner.kickFd = cmd.kickFd;
         this.refresh(port);
+        return {};
+      }
+      case 'port-reset':
+        this.forget(port, 'port reset');
+        port.gen = cmd.gen + 1;
         return {};
     }
   }
 
-  private saveQueuePositions(port: PortRuntime): void {
-    port.owners.forEach((owner, vring) => {
-      const spec = port.specs[vring];
-      if (owner && spec) spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
-    });
+  /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
+  get building(): boolean {
+    return this.buildsPending > 0;
   }
 
-  private startQueue(port: PortRuntime, vring: number, spec: VringSpec): string | null {
-    port.specs[vring] = spec;
-    if (port.mem === null) return 'no memory table';
-    const queue = SplitQueue.create(port.mem, spec.layout);
-    if (typeof queue === 'string') {
-      port.specs[vring] = null;
-      return queue;
+  /**
+   * Views one more window of one pending memory table (each view costs V8 a full garbage
+   * collection: a few ms, so one per poll round); applies the table once complete.
+   */
+  stepBuilds(): void {
+    for (const port of this.ports) {
+      const build = port.build;
+      if (build === null) continue;
+      this.doorbell[DOORBELL_SERVING] = port.cfg.index;
+      let reply: Omit<PmdReply, 'id'> | null = null;
+      try {
+        build.builder.step();
+        if (build.builder.done) reply = this.applyMemory(port, build.builder.finish());
+      } catch (err) {
+        reply = { error: `cannot view guest memory: ${(err as Error).message}` };
+      }
+      if (reply !== null) {
+        port.build = null;
+        this.buildsPending--;
+        this.onLateReply({ id: build.id, ...reply });
+      }
+      return;
     }
+  }
+
+  /**
+   * Moves the port's queues onto a new memory table, where each stopped, all or nothing:
+   * if one does not fit the new table, the port stays on the old one.
+   */
+  private applyMemory(port: PortRuntime, mem: GuestMemory): Omit<PmdReply, 'id'> {
+    const moved: (QueueOwner | null)[] = [];
+    for (let vring = 0; vring < port.specs.length; vring++) {
+      const spec = port.specs[vring];
+      const running = port.owners[vring];
+      if (!spec || spec.failed || !running) {
+        moved[vring] = null;
+        continue;
+      }
+      const owner = this.buildQueue(port, mem, { ...spec, layout: { ...spec.layout, lastAvailIdx: running.queue.lastAvailIdx } });
+      if (typeof owner === 'string') return { error: `vring ${vring} does not fit the new memory table: ${owner}` };
+      moved[vring] = owner;
+    }
+    port.mem = mem;
+    moved.forEach((owner, vring) => {
+      port.owners[vring] = owner;
+      if (owner) port.specs[vring]!.layout = { ...port.specs[vring]!.layout, lastAvailIdx: owner.queue.lastAvailIdx };
+    });
+    this.refresh(port);
+    return {};
+  }
+
+  private cancelBuild(port: PortRuntime, why: string): void {
+    if (port.build === null) return;
+    this.onLateReply({ id: port.build.id, error: `memory table not applied: ${why}` });
+    port.build = null;
+    this.buildsPending--;
+  }
+
+  /** Drops everything of the port's connection: queues, memory views, a pending table. */
+  private forget(port: PortRuntime, why: string): void {
+    this.cancelBuild(port, why);
+    port.specs.length = 0;
+    port.owners.length = 0;
+    port.mem = null;
+    this.refresh(port);
+  }
+
+  /** The queue a spec describes on a memory table, or why it cannot be built. */
+  private buildQueue(port: PortRuntime, mem: GuestMemory, spec: VringSpec): QueueOwner | string {
+    let queue: SplitQueue | string;
+    try {
+      queue = SplitQueue.create(mem, spec.layout);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    if (typeof queue === 'string') return queue;
     queue.suppressNotifications();
-    port.mergeable = spec.mergeable;
-    port.owners[vring] = {
+    return {
       queue,
       callFd: spec.callFd,
       kickFd: spec.kickFd,
@@ -489,13 +660,12 @@ export class Pmd {
       counterBase: portBase(port.cfg.index),
       maxFrame: port.cfg.maxFrame,
     };
-    return null;
   }
 
   /** Rebuilds the lists the data path walks after a queue came or went. */
   private refresh(port: PortRuntime): void {
-    port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && vring % 2 === 1);
-    port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && vring % 2 === 0) ?? null;
+    port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 1);
+    port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 0) ?? null;
     this.active = this.ports.filter((p) => p.txPoll.length > 0);
     const polled = this.active.flatMap((p) => p.txPoll);
     const kickFds = polled.map((q) => q.kickFd).filter((fd) => fd >= 0);

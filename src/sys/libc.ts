@@ -1,6 +1,7 @@
 // The libc boundary: every system call vrouter makes goes through this module (koffi).
 // It is the only place that knows about pointers, structs and errno; callers get numbers,
 // ArrayBuffer views and SysError. Every failing call throws SysError naming the call.
+import { readlinkSync } from 'node:fs';
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
@@ -48,6 +49,11 @@ const c = {
   malloc: libc.func('void *malloc(size_t size)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
   prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
+  fstatfs: libc.func('int fstatfs(int fd, _Out_ uint8_t *buf)'),
+  chmod: libc.func('int chmod(const char *path, uint32_t mode)'),
+  lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
+  unlink: libc.func('int unlink(const char *path)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
 };
 
 function fail(call: string, detail = ''): never {
@@ -65,8 +71,9 @@ const MAP_FAILED = 0xffffffffffffffffn;
 /** koffi.view aborts the process above 4 GiB: larger mappings are seen through windows. */
 export const MAX_VIEW_BYTES = 2 ** 32 - 4096;
 
-export function memfdCreate(name: string): number {
-  const fd = c.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING) as number;
+/** A memfd; `sealing: false` makes one whose seals cannot be changed (as some frontends do). */
+export function memfdCreate(name: string, opts: { sealing?: boolean } = {}): number {
+  const fd = c.memfd_create(name, MFD_CLOEXEC | (opts.sealing === false ? 0 : MFD_ALLOW_SEALING)) as number;
   if (fd < 0) fail('memfd_create', name);
   return fd;
 }
@@ -95,6 +102,17 @@ export function sealAgainstShrinking(fd: number): boolean {
   const seals = c.fcntl(fd, F_GET_SEALS, 0) as number;
   if (seals >= 0 && (seals & F_SEAL_SHRINK) !== 0) return true;
   return seals >= 0 && (c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) as number) === 0;
+}
+
+/** statfs f_type values (linux/magic.h) of the file systems guest memory may live on. */
+export const TMPFS_MAGIC = 0x01021994;
+export const HUGETLBFS_MAGIC = 0x958458f6;
+
+const statfsBuf = new Uint8Array(120); // sizeof(struct statfs) on x86-64
+/** The type of the file system the file behind fd is on (f_type, offset 0 of struct statfs). */
+export function fileSystemType(fd: number): number {
+  if ((c.fstatfs(fd, statfsBuf) as number) < 0) fail('fstatfs', `fd ${fd}`);
+  return Number(new DataView(statfsBuf.buffer).getBigInt64(0, true));
 }
 
 /** Maps `length` bytes of fd from offset 0, shared, read-write. Returns the host address. */
@@ -132,12 +150,49 @@ export function eventfdSignal(fd: number): boolean {
 }
 
 const drainBuf = new BigUint64Array(1);
-/** Reads and clears an eventfd counter; 0 when nothing was pending. */
+/**
+ * Reads and clears an eventfd counter; 0 when nothing was pending or the read failed.
+ * Never throws: the data path calls it on fds a frontend sent.
+ */
 export function eventfdDrain(fd: number): number {
   const n = c.read(fd, drainBuf, 8) as number;
-  if (n === 8) return Number(drainBuf[0]);
-  if (koffi.errno() === EAGAIN) return 0;
-  fail('read', `eventfd ${fd}`);
+  return n === 8 ? Number(drainBuf[0]) : 0;
+}
+
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+
+/** Whether reads and writes on fd return EAGAIN instead of blocking (false if fd is not open). */
+export function isNonBlocking(fd: number): boolean {
+  const flags = c.fcntl(fd, F_GETFL, 0) as number;
+  return flags >= 0 && (flags & O_NONBLOCK) !== 0;
+}
+
+/** Sets O_NONBLOCK on the open file description (shared with every process holding it). */
+export function setNonBlocking(fd: number): void {
+  const flags = c.fcntl(fd, F_GETFL, 0) as number;
+  if (flags < 0 || (c.fcntl(fd, F_SETFL, flags | O_NONBLOCK) as number) < 0) fail('fcntl(F_SETFL)', `fd ${fd}`);
+}
+
+/**
+ * Why a frontend's fd cannot serve as a vring's kick, call or error eventfd, or null if it
+ * can: it must be an eventfd (a directory, pipe or socket would make reads fail or block),
+ * and non-blocking, so that the PMD never waits on a counter the frontend filled.
+ */
+export function eventfdProblem(fd: number): string | null {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return `fd ${fd} is not open`;
+  }
+  if (target !== 'anon_inode:[eventfd]') {
+    const kind = target.startsWith('/') ? 'a file or directory' : target.replace(/^anon_inode:\[(.*)\]$/, '$1').replace(/:\[.*\]$/, '');
+    return `not an eventfd but ${kind}`;
+  }
+  if (!isNonBlocking(fd)) return 'a blocking eventfd (O_NONBLOCK not set)';
+  return null;
 }
 
 export function close(fd: number): void {
@@ -182,15 +237,37 @@ function unixSocket(): number {
   return fd;
 }
 
-/** A non-blocking listening AF_UNIX stream socket at path (the path must not exist). */
-export function unixListen(path: string, backlog = 16): number {
+export interface SocketAccess {
+  /** permission bits of the socket file (connecting needs write permission) */
+  mode?: number;
+  /** group of the socket file; its owner stays the user vrouter runs as */
+  gid?: number | null;
+}
+
+/**
+ * A non-blocking listening AF_UNIX stream socket at path (the path must not exist), with
+ * the permissions of `access`. They are set between bind and listen: a socket that is bound
+ * but not listening refuses every connection, so no one can connect while the file still
+ * has the looser mode bind gave it.
+ */
+export function unixListen(path: string, access: SocketAccess = {}, backlog = 16): number {
   const fd = unixSocket();
   const addr = sockaddrUn(path);
-  if ((c.bind(fd, addr, addr.length) as number) < 0 || (c.listen(fd, backlog) as number) < 0) {
-    const err = new SysError('bind/listen', koffi.errno(), path);
+  if ((c.bind(fd, addr, addr.length) as number) < 0) {
+    const err = new SysError('bind', koffi.errno(), path);
     c.close(fd);
     throw err;
   }
+  const failed = (call: string): never => {
+    const err = new SysError(call, koffi.errno(), path);
+    c.close(fd);
+    c.unlink(path);
+    throw err;
+  };
+  // lchown: the (uid_t)-1 owner leaves the owner as it is.
+  if (access.gid !== undefined && access.gid !== null && (c.lchown(path, 0xffffffff, access.gid) as number) < 0) failed(`chown to gid ${access.gid}`);
+  if (access.mode !== undefined && (c.chmod(path, access.mode) as number) < 0) failed(`chmod 0${access.mode.toString(8)}`);
+  if ((c.listen(fd, backlog) as number) < 0) failed('listen');
   return fd;
 }
 
@@ -204,6 +281,28 @@ export function unixConnect(path: string): number {
     throw err;
   }
   return fd;
+}
+
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+const SO_PEERCRED = 17;
+const ucredBuf = new Uint8Array(12); // struct ucred: pid, uid, gid as 32-bit integers
+const ucredLen = new Uint32Array(1);
+/**
+ * The process at the other end of a connected AF_UNIX socket (SO_PEERCRED): the one that
+ * connected, or for a socket we connected, the one that called listen. Set by the kernel,
+ * so the peer cannot forge it.
+ */
+export function peerCredentials(fd: number): PeerCredentials {
+  ucredLen[0] = ucredBuf.length;
+  if ((c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ucredBuf, ucredLen) as number) < 0) fail('getsockopt(SO_PEERCRED)', `fd ${fd}`);
+  if (ucredLen[0] !== ucredBuf.length) throw new SysError('getsockopt(SO_PEERCRED)', koffi.os.errno.EINVAL, `${ucredLen[0]} bytes`);
+  const dv = new DataView(ucredBuf.buffer);
+  return { pid: dv.getInt32(0, true), uid: dv.getUint32(4, true), gid: dv.getUint32(8, true) };
 }
 
 /** Accepts one pending connection; -1 when none is pending. */
@@ -310,6 +409,9 @@ export function recvMsg(fd: number, into: Uint8Array): Received | null {
 // ---- readiness ------------------------------------------------------------------------------
 
 export interface Watch {
+  /** no more callbacks until resume() (the fd stays registered) */
+  pause(): void;
+  resume(): void;
   stop(): void;
 }
 
@@ -319,9 +421,24 @@ export interface Watch {
  * the process otherwise.
  */
 export function watchReadable(fd: number, onReadable: (hangup: boolean) => void): Watch {
-  const handle = koffi.node.poll(fd, { readable: true, disconnect: true }, (ev) => onReadable(Boolean(ev.disconnect)));
+  const events = { readable: true, disconnect: true };
+  const callback = (ev: { disconnect: boolean }) => onReadable(Boolean(ev.disconnect));
+  const handle = koffi.node.poll(fd, events, callback);
   let open = true;
+  let paused = false;
   return {
+    pause() {
+      if (open && !paused) {
+        paused = true;
+        handle.stop();
+      }
+    },
+    resume() {
+      if (open && paused) {
+        paused = false;
+        handle.start(events, callback);
+      }
+    },
     stop() {
       if (open) {
         open = false;

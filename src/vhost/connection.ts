@@ -1,8 +1,9 @@
 // One frontend connection (a VM's virtio-net device, or a DPDK virtio-user port) and its
-// device state: negotiated features, memory table, vrings. Messages are read without
-// blocking, validated before dispatch, and handled one at a time in arrival order; vring
-// changes go to the owning PMD and are answered once it has carried them out.
-import { closeAll, MAX_FDS_PER_MESSAGE, recvMsg, sendMsg, watchReadable, type Watch } from '../sys/libc.ts';
+// device state: negotiated features, memory table, vrings. Messages are validated before
+// dispatch and handled one at a time in arrival order; vring changes go to the owning PMD
+// and are answered once it has carried them out. Whatever the PMDs may still touch (guest
+// memory, kick and call fds) is released only after they said they let go of it.
+import { closeAll, eventfdDrain, eventfdProblem, eventfdSignal, isNonBlocking, sendMsg, setNonBlocking } from '../sys/libc.ts';
 import {
   bit,
   MAX_QUEUE_SIZE,
@@ -14,15 +15,13 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from '../virtio/constants.ts';
-import type { Dataplane, PmdCommand } from './dataplane-link.ts';
-import { mapRegions, regionsForDataplane, unmapRegions, type MappedRegion } from './memory-table.ts';
+import { memoryTableProblem, type MemoryRegion } from '../virtio/guest-memory.ts';
+import type { Dataplane, PmdCommand, PmdReply } from './dataplane-link.ts';
+import { mapRegions, regionsForDataplane, unmapRegions, type MappedRegion, type MemoryPolicy } from './memory-table.ts';
+import { MessageReader, type Message } from './message-reader.ts';
 import {
-  decodeHeader,
   encodeReply,
   FLAG_NEED_REPLY,
-  FLAG_REPLY,
-  HEADER_LEN,
-  MAX_PAYLOAD,
   ProtocolError,
   ProtocolFeature,
   readMemTable,
@@ -32,12 +31,9 @@ import {
   Req,
   requestName,
   u64Payload,
-  VERSION,
-  VERSION_MASK,
   VRING_IDX_MASK,
   VRING_NOFD_MASK,
   vringStatePayload,
-  type Header,
   type VringAddr,
 } from './protocol.ts';
 
@@ -46,6 +42,8 @@ export interface PortSettings {
   name: string;
   queues: number;
   mtu: number;
+  /** what to do with guest memory files a frontend could shrink under vrouter */
+  memoryPolicy: MemoryPolicy;
 }
 
 export interface Logger {
@@ -66,11 +64,13 @@ export const OFFERED_PROTOCOL_FEATURES =
 interface Vring {
   num: number;
   addr: VringAddr | null;
-  /** SET_VRING_BASE, or where the PMD stopped */
+  /** SET_VRING_BASE, or where the PMD stopped or resumed */
   base: number;
   kickFd: number;
   callFd: number;
   errFd: number;
+  /** fds replaced while the PMD used them: closed once it has let go */
+  retiredFds: number[];
   /** "a ring is started when it receives a kick" and stopped by GET_VRING_BASE */
   started: boolean;
   enabled: boolean;
@@ -79,12 +79,7 @@ interface Vring {
 }
 
 function newVring(): Vring {
-  return { num: 0, addr: null, base: 0, kickFd: -1, callFd: -1, errFd: -1, started: false, enabled: false, running: false };
-}
-
-interface Message extends Header {
-  payload: Uint8Array;
-  fds: number[];
+  return { num: 0, addr: null, base: 0, kickFd: -1, callFd: -1, errFd: -1, retiredFds: [], started: false, enabled: false, running: false };
 }
 
 /** Requests that carry fds, and how many (vring fds: one unless the NOFD bit is set). */
@@ -95,7 +90,7 @@ function expectedFds(m: Message): number {
     case Req.SET_VRING_KICK:
     case Req.SET_VRING_CALL:
     case Req.SET_VRING_ERR:
-      return m.payload.length === 8 && (m.payload[1] & 1) === 0 ? 1 : 0;
+      return m.payload.length === 8 && (new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(0, true) & VRING_NOFD_MASK) === 0 ? 1 : 0;
     case Req.SET_LOG_FD:
     case Req.SET_BACKEND_REQ_FD:
       return 1;
@@ -104,91 +99,84 @@ function expectedFds(m: Message): number {
   }
 }
 
+/**
+ * Thrown out of a handler whose connection was reset or closed while it waited for a PMD:
+ * what it still holds belongs to the reset now, and it must not touch it.
+ */
+class Superseded extends Error {}
+
+/** How often the vring fds are checked for a frontend that made them blocking after the fact. */
+const FD_AUDIT_MS = 500;
+
+/** Work of our own that must not interleave with the frontend's messages. */
+type Task = () => Promise<void>;
+
+export interface ConnectionOptions {
+  /** a fresh connection generation (see PmdCommand): one per connection and per device reset */
+  nextGeneration: () => number;
+  onClosed: (reason: string) => void;
+}
+
 export class VhostConnection {
   private readonly fd: number;
   private readonly port: PortSettings;
   private readonly dataplane: Dataplane;
   private readonly log: Logger;
-  private readonly onClosed: (reason: string) => void;
-  private readonly watch: Watch;
+  private readonly options: ConnectionOptions;
+  private readonly reader: MessageReader;
+  private readonly audit: NodeJS.Timeout;
   private closed = false;
 
-  // framing: the message being read
-  private readonly inbuf = new Uint8Array(HEADER_LEN + MAX_PAYLOAD);
-  private have = 0;
-  private header: Header | null = null;
-  private inFds: number[] = [];
-  /** frontend messages, and work of our own that must not interleave with them */
-  private readonly queue: (Message | (() => Promise<void>))[] = [];
+  private readonly queue: (Message | Task)[] = [];
+  private queuedFds = 0;
   private processing = false;
+  /** settles the promises of queued tasks that a close drops */
+  private readonly tasksDropped = new Set<() => void>();
 
   // device state
+  private gen: number;
   private features = 0n;
   private protocolFeatures = 0n;
   private status = 0;
   private memory: MappedRegion[] = [];
-  private readonly vrings: Vring[];
+  /** every mapping not yet unmapped, with the generation that made it */
+  private readonly mappings = new Map<MappedRegion[], number>();
+  private vrings: Vring[];
 
-  constructor(fd: number, port: PortSettings, dataplane: Dataplane, log: Logger, onClosed: (reason: string) => void) {
+  constructor(fd: number, port: PortSettings, dataplane: Dataplane, log: Logger, options: ConnectionOptions) {
     this.fd = fd;
     this.port = port;
     this.dataplane = dataplane;
     this.log = log;
-    this.onClosed = onClosed;
+    this.options = options;
+    this.gen = options.nextGeneration();
     this.vrings = Array.from({ length: 2 * port.queues }, newVring);
-    this.watch = watchReadable(fd, () => this.readAvailable());
+    this.reader = new MessageReader(fd, { message: (m) => this.enqueue(m), end: (reason) => void this.close(reason) });
+    this.audit = setInterval(() => this.auditFds(), FD_AUDIT_MS).unref();
   }
 
-  /** Closes the connection and frees everything it holds (idempotent). */
+  /** Closes the connection and frees everything it holds, once the PMDs let go (idempotent). */
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.watch.stop();
+    clearInterval(this.audit);
+    this.reader.stop();
     closeAll([this.fd]);
-    closeAll(this.inFds);
     for (const m of this.queue.splice(0)) if (typeof m !== 'function') closeAll(m.fds);
+    this.queuedFds = 0;
+    for (const settle of this.tasksDropped) settle();
+    this.tasksDropped.clear();
     await this.resetDevice();
-    this.onClosed(reason);
+    this.options.onClosed(reason);
   }
 
-  // ---- framing --------------------------------------------------------------------------
+  // ---- message queue ----------------------------------------------------------------------
 
-  private readAvailable(): void {
-    try {
-      while (!this.closed) {
-        const want = this.header === null ? HEADER_LEN - this.have : HEADER_LEN + this.header.size - this.have;
-        if (want > 0) {
-          const got = recvMsg(this.fd, this.inbuf.subarray(this.have, this.have + want));
-          if (got === null) return;
-          this.inFds.push(...got.fds);
-          if (got.fdsTruncated || this.inFds.length > MAX_FDS_PER_MESSAGE) {
-            throw new ProtocolError(`more than ${MAX_FDS_PER_MESSAGE} fds in one message`);
-          }
-          if (got.length === 0) {
-            void this.close('frontend disconnected');
-            return;
-          }
-          this.have += got.length;
-        }
-        if (this.header === null && this.have === HEADER_LEN) {
-          const h = decodeHeader(this.inbuf);
-          if ((h.flags & VERSION_MASK) !== VERSION || (h.flags & FLAG_REPLY) !== 0) {
-            throw new ProtocolError(`${requestName(h.request)}: bad flags 0x${h.flags.toString(16)}`);
-          }
-          if (h.size > MAX_PAYLOAD) throw new ProtocolError(`${requestName(h.request)}: payload of ${h.size} bytes`);
-          this.header = h;
-        }
-        if (this.header !== null && this.have === HEADER_LEN + this.header.size) {
-          this.queue.push({ ...this.header, payload: this.inbuf.slice(HEADER_LEN, this.have), fds: this.inFds });
-          this.header = null;
-          this.have = 0;
-          this.inFds = [];
-          void this.processQueue();
-        }
-      }
-    } catch (err) {
-      void this.close(`protocol error: ${(err as Error).message}`);
-    }
+  private enqueue(m: Message | Task): void {
+    this.queue.push(m);
+    if (typeof m !== 'function') this.queuedFds += m.fds.length;
+    this.reader.backlog(this.queue.length, this.queuedFds);
+    void this.processQueue();
   }
 
   private async processQueue(): Promise<void> {
@@ -197,8 +185,10 @@ export class VhostConnection {
     try {
       while (!this.closed && this.queue.length > 0) {
         const m = this.queue.shift()!;
+        if (typeof m !== 'function') this.queuedFds -= m.fds.length;
+        this.reader.backlog(this.queue.length, this.queuedFds);
         if (typeof m === 'function') {
-          await m();
+          await m().catch((err) => this.unexpected(err));
           continue;
         }
         try {
@@ -208,12 +198,18 @@ export class VhostConnection {
           await this.dispatch(m);
         } catch (err) {
           closeAll(m.fds);
-          this.failed(m, err as Error);
+          if (!(err instanceof Superseded)) this.failed(m, err as Error);
         }
       }
     } finally {
       this.processing = false;
     }
+  }
+
+  /** A bug of ours, not the frontend's: the connection's state is unknown, so it ends. */
+  private unexpected(err: unknown): void {
+    if (err instanceof Superseded) return;
+    void this.close(`internal error: ${(err as Error).stack ?? String(err)}`);
   }
 
   /**
@@ -228,15 +224,28 @@ export class VhostConnection {
       this.reply(m.request, u64Payload(1n));
       return;
     }
-    void this.close(`protocol error: ${what}`);
+    void this.close(err instanceof ProtocolError ? `protocol error: ${what}` : `internal error handling ${name}: ${err.stack ?? err.message}`);
   }
 
   private wantsAck(m: Message): boolean {
     return (m.flags & FLAG_NEED_REPLY) !== 0 && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) !== 0n;
   }
 
+  /**
+   * Never throws and never waits: a frontend whose socket cannot take a whole reply now
+   * (it does not read them) is disconnected.
+   */
   private reply(request: number, payload: Uint8Array): void {
-    if (!this.closed) sendMsg(this.fd, encodeReply(request, payload));
+    if (this.closed) return;
+    const bytes = encodeReply(request, payload);
+    let sent: number;
+    try {
+      sent = sendMsg(this.fd, bytes);
+    } catch (err) {
+      void this.close(`cannot send a reply: ${(err as Error).message} (the frontend does not read its replies)`);
+      return;
+    }
+    if (sent !== bytes.length) void this.close(`a reply went out cut short (${sent} of ${bytes.length} bytes): the frontend does not read its replies`);
   }
 
   // ---- requests ---------------------------------------------------------------------------
@@ -288,6 +297,8 @@ export class VhostConnection {
         const a = readVringAddr(m.payload);
         const v = this.vring(a.index, name);
         if (v.running) throw new ProtocolError(`vring ${a.index} is running`);
+        // "Bit 0 ... VHOST_VRING_F_LOG": dirty-page logging, for live migration, never offered.
+        if (a.flags !== 0) throw new ProtocolError(`vring ${a.index}: flags 0x${a.flags.toString(16)} (logging is not supported)`);
         v.addr = a;
         break;
       }
@@ -360,28 +371,63 @@ export class VhostConnection {
     return this.vrings[index];
   }
 
+  // ---- memory -------------------------------------------------------------------------------
+
   private async setMemTable(m: Message): Promise<void> {
     const descs = readMemTable(m.payload);
     const fds = m.fds;
     m.fds = [];
-    const unsealed: number[] = [];
-    const mapped = mapRegions(descs, fds, unsealed);
-    if (unsealed.length > 0) {
-      this.log.warn(`port ${this.port.name}: memory region(s) ${unsealed.join(', ')} cannot be sealed against shrinking: a frontend that truncates them would crash vrouter`);
+    const tooBig = memoryTableProblem(descs);
+    if (tooBig !== null) {
+      closeAll(fds);
+      throw new ProtocolError(`SET_MEM_TABLE: ${tooBig}`);
     }
-    const reply = await this.command({ t: 'memory', port: this.port.index, regions: regionsForDataplane(mapped) });
-    if (reply.error) {
-      unmapRegions(mapped);
-      throw new ProtocolError(`SET_MEM_TABLE: ${reply.error}`);
+    const { regions: mapped, warnings } = mapRegions(descs, fds, this.port.memoryPolicy);
+    for (const w of warnings) this.log.warn(`port ${this.port.name}: ${w}`);
+    const gen = this.gen;
+    this.mappings.set(mapped, gen);
+    const error = await this.switchMemory(regionsForDataplane(mapped), gen);
+    if (error === 'rollback failed') {
+      // Some PMD may view the new table and none can be told otherwise: only a reset frees it.
+      void this.close('SET_MEM_TABLE: a PMD could not go back to the previous memory table');
+      throw new Superseded();
     }
-    // The PMD has switched to the new views: only now may the old mappings go.
+    if (error !== null) {
+      this.unmap(mapped);
+      throw new ProtocolError(`SET_MEM_TABLE: ${error}`);
+    }
+    // Every PMD has switched to the new views: only now may the old mappings go.
     const old = this.memory;
     this.memory = mapped;
-    unmapRegions(old);
+    this.unmap(old);
     const total = descs.reduce((sum, d) => sum + d.size, 0);
     this.log.info(`port ${this.port.name}: memory table of ${descs.length} region(s), ${Math.round(total / 2 ** 20)} MiB`);
     for (let i = 0; i < this.vrings.length; i++) await this.startVring(i);
   }
+
+  /**
+   * Gives every PMD of the port the new table, all or nothing: if one refuses it, those that
+   * took it go back to the table in force. Returns null, why it failed, or 'rollback failed'.
+   */
+  private async switchMemory(regions: MemoryRegion[], gen: number): Promise<string | null> {
+    const owners = this.dataplane.ownersOf(this.port.index);
+    const replies = await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions })));
+    this.checkCurrent(gen);
+    const refusal = replies.find((r) => r.error !== undefined);
+    if (refusal === undefined) return null;
+    const switched = owners.filter((_, i) => replies[i].error === undefined);
+    const current = regionsForDataplane(this.memory);
+    const back = await Promise.all(switched.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: current })));
+    this.checkCurrent(gen);
+    return back.some((r) => r.error !== undefined) ? 'rollback failed' : refusal.error!;
+  }
+
+  private unmap(regions: MappedRegion[]): void {
+    if (!this.mappings.delete(regions)) return;
+    unmapRegions(regions);
+  }
+
+  // ---- vrings -------------------------------------------------------------------------------
 
   private async setVringFd(m: Message): Promise<void> {
     const name = requestName(m.request);
@@ -390,22 +436,30 @@ export class VhostConnection {
     if ((value & ~BigInt(VRING_IDX_MASK | VRING_NOFD_MASK)) !== 0n) throw new ProtocolError(`${name}: reserved bits set`);
     const v = this.vring(index, name);
     const fd = m.fds.length === 1 ? m.fds[0] : -1;
+    const problem = fd >= 0 ? eventfdProblem(fd) : null;
+    if (problem !== null) throw new ProtocolError(`${name}: vring ${index}: the fd is ${problem}`);
     m.fds = [];
+    const gen = this.gen;
     if (m.request === Req.SET_VRING_KICK) {
-      closeAll([v.kickFd]);
+      const old = v.kickFd;
       v.kickFd = fd;
+      v.retiredFds.push(old);
+      if (v.running) {
+        await this.command({ t: 'vring-kick', port: this.port.index, gen, vring: index, kickFd: fd });
+      }
+      this.releaseRetired(v);
       v.started = true;
       // "If VHOST_USER_F_PROTOCOL_FEATURES has not been negotiated, the ring starts directly in the enabled state."
       if ((this.features & bit(VHOST_USER_F_PROTOCOL_FEATURES)) === 0n) v.enabled = true;
       await this.startVring(index);
     } else if (m.request === Req.SET_VRING_CALL) {
-      const old = v.callFd;
+      v.retiredFds.push(v.callFd);
       v.callFd = fd;
       if (v.running) {
-        const reply = await this.command({ t: 'vring-call', port: this.port.index, vring: index, callFd: fd });
+        const reply = await this.command({ t: 'vring-call', port: this.port.index, gen, vring: index, callFd: fd });
         if (reply.error) throw new ProtocolError(reply.error);
       }
-      closeAll([old]);
+      this.releaseRetired(v);
     } else {
       // Errors are logged and counted here rather than signalled: keep the fd for the
       // lifetime of the vring so that the frontend's handler stays valid.
@@ -414,14 +468,20 @@ export class VhostConnection {
     }
   }
 
+  /** Closes the fds a vring replaced, now that the PMD has the new ones. */
+  private releaseRetired(v: Vring): void {
+    closeAll(v.retiredFds.splice(0));
+  }
+
   /** Hands a vring to the PMD once everything it needs has arrived. */
-  private async startVring(index: number): Promise<void> {
+  private async startVring(index: number, resume = false): Promise<void> {
     const v = this.vrings[index];
     if (v.running || !v.started || !v.enabled || v.addr === null || v.num === 0 || this.memory.length === 0) return;
     if ((this.features & bit(VIRTIO_F_VERSION_1)) === 0n) return;
     const reply = await this.command({
       t: 'vring-start',
       port: this.port.index,
+      gen: this.gen,
       vring: index,
       callFd: v.callFd,
       kickFd: v.kickFd,
@@ -431,7 +491,7 @@ export class VhostConnection {
         descAddr: v.addr.descAddr,
         availAddr: v.addr.availAddr,
         usedAddr: v.addr.usedAddr,
-        lastAvailIdx: v.base,
+        lastAvailIdx: resume ? -1 : v.base,
         eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n,
         indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
       },
@@ -441,15 +501,54 @@ export class VhostConnection {
       return;
     }
     v.running = true;
-    this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, ${v.base < 0 ? 'resumed from the used ring' : `base ${v.base}`}`);
+    if (reply.lastAvailIdx !== undefined) v.base = reply.lastAvailIdx;
+    this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, ${resume ? 'resumed from the used ring at' : 'base'} ${v.base}`);
   }
 
   private async stopVring(index: number): Promise<void> {
     const v = this.vrings[index];
     if (!v.running) return;
-    const reply = await this.command({ t: 'vring-stop', port: this.port.index, vring: index });
+    const reply = await this.command({ t: 'vring-stop', port: this.port.index, gen: this.gen, vring: index });
     v.running = false;
     if (reply.lastAvailIdx !== undefined) v.base = reply.lastAvailIdx;
+  }
+
+  /**
+   * A frontend may make an eventfd blocking after handing it over (the flag belongs to the
+   * open file, which it shares): a PMD would then block on the fd for good. Such an fd is
+   * made non-blocking again, poked so that a PMD blocked on it wakes, and the frontend is
+   * disconnected.
+   */
+  private auditFds(): void {
+    for (const [index, v] of this.vrings.entries()) {
+      for (const [fd, what] of [[v.kickFd, 'kick'], [v.callFd, 'call']] as const) {
+        if (fd < 0 || isNonBlocking(fd)) continue;
+        try {
+          setNonBlocking(fd);
+        } catch {
+          // closed meanwhile: nothing can block on it any more
+        }
+        // A reader blocked on a zero counter wakes on a write; a writer blocked on a full one on a read.
+        if (what === 'kick') eventfdSignal(fd);
+        else eventfdDrain(fd);
+        void this.close(`vring ${index}: the frontend made its ${what} eventfd blocking`);
+        return;
+      }
+    }
+  }
+
+  // ---- PMD commands ----------------------------------------------------------------------
+
+  /** A vring command to its PMD; throws Superseded if the connection was reset meanwhile. */
+  private async command(cmd: PmdCommand): Promise<PmdReply> {
+    this.checkCurrent(cmd.gen);
+    const reply = await this.dataplane.request(cmd);
+    this.checkCurrent(cmd.gen);
+    return reply;
+  }
+
+  private checkCurrent(gen: number): void {
+    if (this.closed || this.gen !== gen) throw new Superseded();
   }
 
   /**
@@ -457,44 +556,49 @@ export class VhostConnection {
    * where its used ring says (what the dead PMD published last).
    */
   resync(pmd: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
-      this.queue.push(async () => {
-        if (this.memory.length > 0) {
-          const reply = await this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, regions: regionsForDataplane(this.memory) });
-          if (reply.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
+      this.tasksDropped.add(resolve);
+      this.enqueue(async () => {
+        try {
+          const gen = this.gen;
+          if (this.memory.length > 0) {
+            const reply = await this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: regionsForDataplane(this.memory) });
+            this.checkCurrent(gen);
+            if (reply.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
+          }
+          for (let i = 0; i < this.vrings.length; i++) {
+            const v = this.vrings[i];
+            if (!v.running || this.dataplane.ownerOf(this.port.index, i) !== pmd) continue;
+            v.running = false;
+            await this.startVring(i, true);
+          }
+        } finally {
+          this.tasksDropped.delete(resolve);
+          resolve();
         }
-        for (let i = 0; i < this.vrings.length; i++) {
-          const v = this.vrings[i];
-          if (!v.running || this.dataplane.ownerOf(this.port.index, i) !== pmd) continue;
-          v.running = false;
-          v.base = -1;
-          await this.startVring(i);
-        }
-        resolve();
       });
-      void this.processQueue();
     });
   }
 
-  private async command(cmd: PmdCommand) {
-    return this.dataplane.request(cmd);
-  }
-
-  /** Back to the state of a new connection: PMD forgets the port, then fds and maps go. */
+  /**
+   * Back to the state of a new connection. The state is swapped out at once (handlers still
+   * waiting on a PMD find themselves superseded), then every PMD of the port is told to
+   * forget it; only then are its fds closed and its memory unmapped.
+   */
   private async resetDevice(): Promise<void> {
-    const reply = await this.dataplane.request({ t: 'port-reset', port: this.port.index });
-    if (reply.error) {
-      // The PMD may still touch the memory and signal the call fds: leaking them is safe,
-      // unmapping (SIGSEGV) or closing (the fd number may be reused) is not.
-      this.log.warn(`port ${this.port.name}: reset failed (${reply.error}); guest memory and fds stay open`);
-    } else {
-      unmapRegions(this.memory);
-      for (const v of this.vrings) closeAll([v.kickFd, v.callFd, v.errFd]);
-    }
+    const gen = this.gen;
+    const vrings = this.vrings;
+    this.gen = this.options.nextGeneration();
+    this.vrings = Array.from({ length: 2 * this.port.queues }, newVring);
     this.memory = [];
-    for (let i = 0; i < this.vrings.length; i++) this.vrings[i] = newVring();
     this.features = 0n;
     this.protocolFeatures = 0n;
     this.status = 0;
+    const owners = this.dataplane.ownersOf(this.port.index);
+    // Any answer means the PMD let go: it forgot the port, or it died (a dead thread holds nothing).
+    await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
+    for (const v of vrings) closeAll([v.kickFd, v.callFd, v.errFd, ...v.retiredFds]);
+    for (const [regions, madeBy] of this.mappings) if (madeBy <= gen) this.unmap(regions);
   }
 }

@@ -19,7 +19,10 @@ export interface ControlThreadData {
  * Between the supervisor and this thread: msgpackr messages on the worker's parent port;
  * a restarted PMD's command port travels beside its message (a port cannot be encoded).
  */
-export type ControlRequest = { t: 'shutdown' } | { t: 'pmd-restarted'; pmd: number };
+export type ControlRequest =
+  | { t: 'shutdown' }
+  /** culprit: the port the PMD was serving when it died of an error, and the error */
+  | { t: 'pmd-restarted'; pmd: number; culprit: { port: number; error: string } | null };
 export interface ControlEnvelope {
   msg: Uint8Array;
   commands?: MessagePort;
@@ -29,7 +32,7 @@ export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t:
 const { endpoints, queueOwner, pmdLinks } = workerData as ControlThreadData;
 const log = createLog('vhost');
 setThreadName('vhost-ctl');
-const dataplane = new PmdClient(pmdLinks, queueOwner);
+const dataplane = new PmdClient(pmdLinks, queueOwner, log);
 const ports = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 
@@ -49,6 +52,7 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
   } else if (req.t === 'pmd-restarted' && envelope.commands) {
     dataplane.replaceLink(req.pmd, envelope.commands);
     log.info(`pmd${req.pmd} restarted: handing its queues back`);
-    await Promise.all(ports.map((p) => p.resync(req.pmd)));
+    const culprit = req.culprit;
+    await Promise.all(ports.map((p, index) => p.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
   }
 });

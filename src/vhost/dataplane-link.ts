@@ -4,15 +4,23 @@
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
 
+/**
+ * Every port command carries the generation of the connection it comes from: a PMD
+ * refuses commands of a generation older than the port's, and one that sees a newer
+ * generation forgets the older one first. A reset of generation g moves the port to g + 1,
+ * so that nothing a closed connection still had in flight (fd numbers that may since have
+ * been reused by another tenant) reaches the data path.
+ */
 export type PmdCommand =
-  /** the port's guest memory changed: rebuild views and running queues on it ([] = none) */
-  | { t: 'memory'; port: number; regions: MemoryRegion[] }
-  | { t: 'vring-start'; port: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean }
+  /** the port's guest memory changed: views built a window per poll round, then queues moved onto it, all or nothing */
+  | { t: 'memory'; port: number; gen: number; regions: MemoryRegion[] }
+  | { t: 'vring-start'; port: number; gen: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean }
   /** stop processing a vring and report where it stopped (GET_VRING_BASE) */
-  | { t: 'vring-stop'; port: number; vring: number }
-  | { t: 'vring-call'; port: number; vring: number; callFd: number }
+  | { t: 'vring-stop'; port: number; gen: number; vring: number }
+  | { t: 'vring-call'; port: number; gen: number; vring: number; callFd: number }
+  | { t: 'vring-kick'; port: number; gen: number; vring: number; kickFd: number }
   /** forget every vring and the memory of a port (frontend gone or reset) */
-  | { t: 'port-reset'; port: number };
+  | { t: 'port-reset'; port: number; gen: number };
 
 export interface PmdRequest {
   id: number;
@@ -23,20 +31,24 @@ export interface PmdReply {
   id: number;
   /** why the command could not be carried out */
   error?: string;
-  /** vring-stop: the next available index the PMD would have processed */
+  /** vring-start and vring-stop: the next available index the PMD will process / would have */
   lastAvailIdx?: number;
 }
 
 export interface Dataplane {
-  /** to the PMD(s) concerned: the owner of the vring, or every owner of the port's queues */
+  /** a vring command, to the PMD that owns the vring's queue pair */
   request(cmd: PmdCommand): Promise<PmdReply>;
   /** to one PMD only */
   requestOn(pmd: number, cmd: PmdCommand): Promise<PmdReply>;
+  /** the PMDs that own a queue of the port (port-wide commands go to each) */
+  ownersOf(port: number): number[];
   ownerOf(port: number, vring: number): number;
 }
 
 /** Doorbell layout (Int32Array over a SharedArrayBuffer, one per PMD). */
 export const DOORBELL_COMMANDS = 0;
+/** the port the PMD works on (plain stores): read after a crash to find the likely culprit */
+export const DOORBELL_SERVING = 8;
 /** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
 export const DOORBELL_SLEEPING = 16;
 export const DOORBELL_WORDS = 32;

@@ -1,6 +1,10 @@
 // The control thread's side of the PMD command channel: numbered requests, each answered
-// by the PMD between two bursts, or failed after a deadline if the PMD does not answer.
+// by the PMD between two bursts. A request is never given up on while the PMD lives: the
+// caller closes fds and unmaps memory only after the answer, so an answer that is merely
+// late must not be mistaken for one that will never come. A PMD that dies fails its
+// pending requests at once (a dead thread holds nothing).
 import type { MessagePort } from 'node:worker_threads';
+import type { Log } from '../log.ts';
 import { pack, unpack } from 'msgpackr';
 import { eventfdSignal } from '../sys/libc.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, type Dataplane, type PmdCommand, type PmdReply } from './dataplane-link.ts';
@@ -11,7 +15,8 @@ export interface PmdLink {
   wakeFd: number;
 }
 
-const REPLY_TIMEOUT_MS = 3000;
+/** A PMD slower than this to answer is reported in the log (it is still waited for). */
+const SLOW_REPLY_MS = 1000;
 
 export class PmdClient implements Dataplane {
   private links: { commands: MessagePort; doorbell: Int32Array; wakeFd: number }[];
@@ -19,9 +24,11 @@ export class PmdClient implements Dataplane {
   private readonly waiting = new Map<number, (reply: PmdReply) => void>();
   private readonly pendingPmd = new Map<number, number>();
   private nextId = 1;
+  private readonly log: Log;
 
-  constructor(links: readonly PmdLink[], queueOwner: readonly (readonly number[])[]) {
+  constructor(links: readonly PmdLink[], queueOwner: readonly (readonly number[])[], log: Log) {
     this.queueOwner = queueOwner;
+    this.log = log;
     this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell), wakeFd: l.wakeFd }));
     for (const l of this.links) this.listen(l.commands);
   }
@@ -33,24 +40,21 @@ export class PmdClient implements Dataplane {
     });
   }
 
-  /**
-   * A vring command goes to the PMD that owns its queue pair; a port-wide one (memory,
-   * reset) to every PMD owning a queue of the port, and fails if any of them fails.
-   */
-  async request(cmd: PmdCommand): Promise<PmdReply> {
-    const owners = this.queueOwner[cmd.port];
-    if (cmd.t === 'memory' || cmd.t === 'port-reset') {
-      const replies = await Promise.all([...new Set(owners)].map((pmd) => this.send(pmd, cmd)));
-      return replies.find((r) => r.error !== undefined) ?? replies[0];
-    }
-    return this.send(owners[cmd.vring >> 1], cmd);
+  /** A vring command, to the PMD that owns the vring's queue pair. */
+  request(cmd: PmdCommand): Promise<PmdReply> {
+    const vring = 'vring' in cmd ? cmd.vring : 0;
+    return this.send(this.queueOwner[cmd.port][vring >> 1], cmd);
+  }
+
+  ownersOf(port: number): number[] {
+    return [...new Set(this.queueOwner[port])];
   }
 
   private send(pmd: number, cmd: PmdCommand): Promise<PmdReply> {
     const link = this.links[pmd];
     const id = this.nextId++;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => finish({ id, error: `PMD ${pmd} did not answer ${cmd.t} within ${REPLY_TIMEOUT_MS} ms` }), REPLY_TIMEOUT_MS);
+      const timer = setTimeout(() => this.log.warn(`pmd${pmd} has not answered ${cmd.t} (port ${cmd.port}) for ${SLOW_REPLY_MS} ms; still waiting`), SLOW_REPLY_MS);
       const finish = (reply: PmdReply) => {
         clearTimeout(timer);
         this.waiting.delete(id);

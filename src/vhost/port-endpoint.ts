@@ -1,18 +1,28 @@
 // The socket side of one port: as server, a listening UNIX socket that takes one frontend
 // at a time; as client, a connection to the frontend's socket, retried while it is absent.
-// Either way a new connection after a disconnect starts the device from scratch.
+// Either way a new connection after a disconnect starts the device from scratch, and the
+// frontend's process (SO_PEERCRED) is logged and, if the port names a uid, checked.
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { accept, closeAll, unixConnect, unixListen, watchReadable, type Watch } from '../sys/libc.ts';
+import { accept, closeAll, peerCredentials, unixConnect, unixListen, watchReadable, type Watch } from '../sys/libc.ts';
 import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type Logger, type PortSettings } from './connection.ts';
 
 export interface EndpointSettings extends PortSettings {
   socket: string;
   mode: 'server' | 'client';
+  /** server mode: permission bits and group of the socket file */
+  socketMode: number;
+  socketGroup: number | null;
+  /** the uid a frontend must run as, or null for any */
+  peerUid: number | null;
 }
 
 const RECONNECT_MS = 1000;
+/** Quarantine: 5 s the first time, doubling per quarantine within 10 minutes, at most 5 minutes. */
+const QUARANTINE_FIRST_S = 5;
+const QUARANTINE_MAX_S = 300;
+const QUARANTINE_MEMORY_MS = 600_000;
 const HOLD_BACK_MS = 1000;
 
 export class PortEndpoint {
@@ -25,6 +35,11 @@ export class PortEndpoint {
   private retryTimer: NodeJS.Timeout | null = null;
   private waiting: { fd: number; timer: NodeJS.Timeout } | null = null;
   private stopped = false;
+  /** connection generations, one per connection and device reset (see PmdCommand) */
+  private generation = 0;
+  /** when the port was quarantined recently, and until when it refuses frontends */
+  private quarantines: number[] = [];
+  private quarantinedUntil = 0;
 
   constructor(settings: EndpointSettings, dataplane: Dataplane, log: Logger) {
     this.settings = settings;
@@ -40,7 +55,7 @@ export class PortEndpoint {
     }
     mkdirSync(dirname(this.settings.socket), { recursive: true });
     removeStaleSocket(this.settings.socket);
-    this.listenFd = unixListen(this.settings.socket);
+    this.listenFd = unixListen(this.settings.socket, { mode: this.settings.socketMode, gid: this.settings.socketGroup });
     this.listenWatch = watchReadable(this.listenFd, () => this.acceptPending());
     this.log.info(`port ${this.settings.name}: listening on ${this.settings.socket}`);
   }
@@ -61,9 +76,32 @@ export class PortEndpoint {
     await this.connection?.close('vrouter is shutting down');
   }
 
-  /** Gives a restarted PMD back what it ran for this port. */
-  async resync(pmd: number): Promise<void> {
-    await this.connection?.resync(pmd);
+  /**
+   * Gives a restarted PMD back what it ran for this port, unless the PMD died of an error
+   * while serving this port: then the port is quarantined instead (its frontend is
+   * disconnected and new ones are refused for a while, longer each time), so that one
+   * tenant cannot crash a PMD over and over.
+   */
+  async resync(pmd: number, culprit: string | null): Promise<void> {
+    if (culprit === null) {
+      await this.connection?.resync(pmd);
+      return;
+    }
+    const now = Date.now();
+    this.quarantines = this.quarantines.filter((t) => now - t < QUARANTINE_MEMORY_MS);
+    this.quarantines.push(now);
+    const seconds = Math.min(QUARANTINE_MAX_S, QUARANTINE_FIRST_S * 2 ** (this.quarantines.length - 1));
+    this.quarantinedUntil = now + seconds * 1000;
+    this.log.warn(`port ${this.settings.name}: quarantined for ${seconds} s: pmd${pmd} died while serving it (${culprit})`);
+    await this.connection?.close(`quarantined: pmd${pmd} died while serving this port`);
+  }
+
+  /** Whether the port refuses frontends for now (quarantine). */
+  private refusing(fd: number): boolean {
+    if (Date.now() >= this.quarantinedUntil) return false;
+    closeAll([fd]);
+    this.log.warn(`port ${this.settings.name}: refused a frontend: quarantined for ${Math.ceil((this.quarantinedUntil - Date.now()) / 1000)} s more`);
+    return true;
   }
 
   private acceptPending(): void {
@@ -78,8 +116,9 @@ export class PortEndpoint {
       if (fd < 0) return;
       if (this.stopped) {
         closeAll([fd]);
+      } else if (this.refusing(fd) || !this.admit(fd)) {
+        continue;
       } else if (this.connection === null) {
-        this.log.info(`port ${this.settings.name}: frontend connected`);
         this.attach(fd);
       } else {
         this.holdBack(fd);
@@ -117,11 +156,39 @@ export class PortEndpoint {
       return;
     }
     this.log.info(`port ${this.settings.name}: connected to ${this.settings.socket}`);
-    this.attach(fd);
+    if (!this.refusing(fd) && this.admit(fd)) this.attach(fd);
+    else this.retryTimer = setTimeout(() => this.connect(), RECONNECT_MS);
+  }
+
+  /**
+   * Logs who the frontend is and, if the port names a uid, closes the connection at once
+   * when the frontend runs as another user. The kernel fills SO_PEERCRED in: the peer
+   * cannot forge it.
+   */
+  private admit(fd: number): boolean {
+    const name = this.settings.name;
+    let who: string;
+    let uid: number;
+    try {
+      const cred = peerCredentials(fd);
+      who = `pid ${cred.pid} uid ${cred.uid} gid ${cred.gid}`;
+      uid = cred.uid;
+    } catch (err) {
+      closeAll([fd]);
+      this.log.warn(`port ${name}: refused a frontend whose credentials cannot be read: ${(err as Error).message}`);
+      return false;
+    }
+    if (this.settings.peerUid !== null && uid !== this.settings.peerUid) {
+      closeAll([fd]);
+      this.log.warn(`port ${name}: refused a frontend (${who}): uid ${uid} is not peerUid ${this.settings.peerUid}`);
+      return false;
+    }
+    this.log.info(`port ${name}: frontend connected: ${who}`);
+    return true;
   }
 
   private attach(fd: number): void {
-    this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, (reason) => {
+    const onClosed = (reason: string) => {
       this.connection = null;
       this.log.info(`port ${this.settings.name}: connection closed: ${reason}`);
       if (this.waiting !== null) {
@@ -134,9 +201,10 @@ export class PortEndpoint {
           this.attach(fd);
         }
       } else if (this.settings.mode === 'client' && !this.stopped) {
-        this.retryTimer = setTimeout(() => this.connect(), RECONNECT_MS);
+        this.retryTimer = setTimeout(() => this.connect(), Math.max(RECONNECT_MS, this.quarantinedUntil - Date.now()));
       }
-    });
+    };
+    this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, { nextGeneration: () => ++this.generation, onClosed });
   }
 }
 

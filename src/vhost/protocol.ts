@@ -156,9 +156,15 @@ export interface MemRegionDesc {
   userAddr: number;
   mmapOffset: number;
 }
+/** Regions are whole pages: mmap takes page-aligned offsets, and views of guest memory assume it. */
+const REGION_ALIGN = 4096n;
+const REGION_FIELDS = ['guest physical address', 'size', 'user address', 'mmap offset'] as const;
+
 /**
  * "Multiple Memory regions description": u32 count, u32 padding, then count x {guest
- * address, size, user address, mmap offset}, each u64. Checks every sum for overflow.
+ * address, size, user address, mmap offset}, each u64. Checks every sum for overflow, and
+ * that every field is a multiple of 4096 (QEMU aligns its regions to the page size of the
+ * RAM behind them; DPDK's are hugepages or whole pages of a memfd).
  */
 export function readMemTable(p: Uint8Array): MemRegionDesc[] {
   if (p.length < 8) throw new ProtocolError(`SET_MEM_TABLE: payload of ${p.length} bytes`);
@@ -170,8 +176,13 @@ export function readMemTable(p: Uint8Array): MemRegionDesc[] {
   const regions: MemRegionDesc[] = [];
   for (let i = 0; i < count; i++) {
     const o = 8 + 32 * i;
-    const [gpa, size, uva, offset] = [0, 8, 16, 24].map((f) => dv.getBigUint64(o + f, true));
+    const fields = [0, 8, 16, 24].map((f) => dv.getBigUint64(o + f, true));
+    const [gpa, size, uva, offset] = fields;
     if (size === 0n) throw new ProtocolError(`SET_MEM_TABLE: region ${i} is empty`);
+    const misaligned = fields.findIndex((v) => v % REGION_ALIGN !== 0n);
+    if (misaligned >= 0) {
+      throw new ProtocolError(`SET_MEM_TABLE: region ${i}: ${REGION_FIELDS[misaligned]} 0x${fields[misaligned].toString(16)} is not a multiple of ${REGION_ALIGN} (page-aligned regions only)`);
+    }
     if (gpa + size > limit || uva + size > limit || offset + size > limit) {
       throw new ProtocolError(`SET_MEM_TABLE: region ${i} (0x${gpa.toString(16)} +0x${size.toString(16)}) overflows`);
     }

@@ -22,6 +22,79 @@ export interface MemoryRegion {
 export const WINDOW_BYTES = 2 ** 30;
 export const WINDOW_OVERLAP = 2 ** 20;
 
+/** Limits on one memory table: each window costs the PMD a view (and V8 a full garbage
+ * collection, "external memory pressure", measured 3-6 ms here), and translation scans them. */
+export const MAX_GUEST_MEMORY_BYTES = 256 * 2 ** 30;
+export const MAX_WINDOWS = 300;
+
+interface Window {
+  gpa: number;
+  uva: number;
+  size: number;
+  host: bigint;
+}
+
+/** The windows a table is seen through; throws RangeError past the limits above. */
+function planWindows(regions: readonly MemoryRegion[]): Window[] {
+  const total = regions.reduce((sum, r) => sum + r.size, 0);
+  if (total > MAX_GUEST_MEMORY_BYTES) throw new RangeError(`${total} bytes of guest memory, more than the ${MAX_GUEST_MEMORY_BYTES / 2 ** 30} GiB a port may map`);
+  const windows: Window[] = [];
+  for (const r of regions) {
+    const base = BigInt(r.hostAddr);
+    for (let off = 0; off < r.size; off += WINDOW_BYTES - WINDOW_OVERLAP) {
+      const size = Math.min(WINDOW_BYTES, r.size - off);
+      windows.push({ gpa: r.guestPhysAddr + off, uva: r.userAddr + off, size, host: base + BigInt(off) });
+      if (windows.length > MAX_WINDOWS) throw new RangeError(`memory table needs more than ${MAX_WINDOWS} windows`);
+      if (off + size >= r.size) break;
+    }
+  }
+  return windows;
+}
+
+/** Why a table of regions of these sizes cannot be mapped, or null (checked before mmap). */
+export function memoryTableProblem(regions: readonly { size: number }[]): string | null {
+  try {
+    planWindows(regions.map((r) => ({ guestPhysAddr: 0, userAddr: 0, size: r.size, hostAddr: '0' })));
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+function viewWindow(w: Window): Uint8Array {
+  return new Uint8Array(view(w.host, w.size));
+}
+
+/**
+ * Builds a GuestMemory one window per step, so that a PMD given a large table keeps
+ * forwarding between steps instead of stopping for the whole build.
+ */
+export class GuestMemoryBuilder {
+  private readonly regions: readonly MemoryRegion[];
+  private readonly windows: Window[];
+  private readonly views: Uint8Array[] = [];
+
+  /** Throws RangeError if the table is over the limits. */
+  constructor(regions: readonly MemoryRegion[]) {
+    this.regions = regions;
+    this.windows = planWindows(regions);
+  }
+
+  get done(): boolean {
+    return this.views.length === this.windows.length;
+  }
+
+  /** Views the next window. */
+  step(): void {
+    if (!this.done) this.views.push(viewWindow(this.windows[this.views.length]));
+  }
+
+  finish(): GuestMemory {
+    while (!this.done) this.step();
+    return new GuestMemory(this.regions, this.views);
+  }
+}
+
 export class GuestMemory {
   readonly count: number;
   readonly gpaStart: Float64Array;
@@ -37,22 +110,15 @@ export class GuestMemory {
   window = 0;
   offset = 0;
 
-  constructor(regions: readonly MemoryRegion[]) {
-    const windows: { gpa: number; uva: number; size: number; host: bigint }[] = [];
-    for (const r of regions) {
-      const base = BigInt(r.hostAddr);
-      for (let off = 0; off < r.size; off += WINDOW_BYTES - WINDOW_OVERLAP) {
-        const size = Math.min(WINDOW_BYTES, r.size - off);
-        windows.push({ gpa: r.guestPhysAddr + off, uva: r.userAddr + off, size, host: base + BigInt(off) });
-        if (off + size >= r.size) break;
-      }
-    }
+  /** Views every window at once (tests, tools); a PMD builds them a window at a time. */
+  constructor(regions: readonly MemoryRegion[], views?: readonly Uint8Array[]) {
+    const windows = planWindows(regions);
     this.count = windows.length;
     this.gpaStart = new Float64Array(windows.map((w) => w.gpa));
     this.gpaEnd = new Float64Array(windows.map((w) => w.gpa + w.size));
     this.uvaStart = new Float64Array(windows.map((w) => w.uva));
     this.uvaEnd = new Float64Array(windows.map((w) => w.uva + w.size));
-    this.bytes = windows.map((w) => new Uint8Array(view(w.host, w.size)));
+    this.bytes = views ? [...views] : windows.map(viewWindow);
     this.data = this.bytes.map((b) => new DataView(b.buffer));
     // Windows start page-aligned; a trailing partial word is reached through `bytes`.
     this.words = this.bytes.map((b) => new Uint32Array(b.buffer, 0, b.length >>> 2));

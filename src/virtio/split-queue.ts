@@ -27,8 +27,13 @@ export interface QueueLayout {
   indirect: boolean;
 }
 
-/** The most segments one chain may have (Linux sends at most MAX_SKB_FRAGS + 2). */
-export const MAX_CHAIN_SEGMENTS = 128;
+/**
+ * The most descriptors one chain may have, zero-length ones included, so that one chain
+ * costs at most this many reads whatever its table holds. Linux sends at most
+ * MAX_SKB_FRAGS + 2 (19, or 47 with CONFIG_MAX_SKB_FRAGS=45); a queue smaller than this
+ * caps chains lower still (see maxChain).
+ */
+export const MAX_CHAIN_DESCRIPTORS = 128;
 
 /** walkChain() results below zero */
 export const CHAIN_BAD = -1;
@@ -52,11 +57,19 @@ export class SplitQueue {
   usedIdx: number;
   /** set once the ring is found corrupt; the queue is then no longer polled */
   failure = '';
+  /**
+   * The most descriptors a chain of this queue may have: VIRTIO v1.2, 2.7.5.3.1 "A driver
+   * MUST NOT create a descriptor chain longer than the Queue Size of the device", and no
+   * more than MAX_CHAIN_DESCRIPTORS.
+   */
+  readonly maxChain: number;
+  /** descriptors walkChain() has read since a caller last set this to 0 (to meter a burst) */
+  descriptorsRead = 0;
 
   /** the segments of the last walked chain: window, offset and length of each */
-  readonly segWindow = new Int32Array(MAX_CHAIN_SEGMENTS);
-  readonly segOffset = new Float64Array(MAX_CHAIN_SEGMENTS);
-  readonly segLength = new Uint32Array(MAX_CHAIN_SEGMENTS);
+  readonly segWindow = new Int32Array(MAX_CHAIN_DESCRIPTORS);
+  readonly segOffset = new Float64Array(MAX_CHAIN_DESCRIPTORS);
+  readonly segLength = new Uint32Array(MAX_CHAIN_DESCRIPTORS);
   /** total bytes of the last walked chain */
   chainBytes = 0;
 
@@ -66,6 +79,7 @@ export class SplitQueue {
     this.mask = layout.size - 1;
     this.eventIdx = layout.eventIdx;
     this.indirect = layout.indirect;
+    this.maxChain = layout.size < MAX_CHAIN_DESCRIPTORS ? layout.size : MAX_CHAIN_DESCRIPTORS;
     this.desc32 = new Uint32Array(desc[0], desc[1], 4 * layout.size);
     this.desc16 = new Uint16Array(desc[0], desc[1], 8 * layout.size);
     this.avail16 = new Uint16Array(avail[0], avail[1], 3 + layout.size);
@@ -123,8 +137,10 @@ export class SplitQueue {
 
   /**
    * Walks the chain that starts at head, checking every descriptor, and records its
-   * segments. `writable` says which kind the device expects: VIRTIO v1.2, 2.7.4.2 "A device
+   * segments. `writable` says which kind the device expects: VIRTIO v1.2, 2.7.5.1 "A device
    * MUST NOT write to a device-readable buffer"; a virtio-net chain is all of one kind.
+   * Every descriptor counts, zero-length ones too: a walk reads at most maxChain of them
+   * plus the one that points at an indirect table, whatever the guest put in its tables.
    * Returns the segment count, CHAIN_BAD, or CHAIN_TOO_LONG once more than maxBytes.
    */
   walkChain(head: number, writable: boolean, maxBytes: number): number {
@@ -135,6 +151,7 @@ export class SplitQueue {
       const flags = this.desc16[head * 8 + 6];
       const len = this.desc32[head * 4 + 2];
       if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0 && (flags & VIRTQ_DESC_F_WRITE) === wantFlag && len > 0) {
+        this.descriptorsRead++;
         if (len > maxBytes) return CHAIN_TOO_LONG;
         if (!mem.translate(this.desc32[head * 4] + this.desc32[head * 4 + 1] * 4294967296, len)) return CHAIN_BAD;
         this.segWindow[0] = mem.window;
@@ -146,13 +163,17 @@ export class SplitQueue {
     }
     let idx = head;
     let tableSize = this.size;
+    let limit = this.maxChain;
     let indirectView: DataView | null = null;
     let indirectBase = 0;
     let steps = 0;
     let segments = 0;
     let total = 0;
     for (;;) {
-      if (idx >= tableSize) return CHAIN_BAD;
+      // Every descriptor counts, zero-length ones too: at the limit, whatever comes next
+      // (a buffer, or a table of at least one) makes the chain too long. A loop ends here.
+      if (idx >= tableSize || steps === limit) return CHAIN_BAD;
+      this.descriptorsRead++;
       let addr: number, len: number, flags: number, next: number;
       if (indirectView === null) {
         const d = idx * 4;
@@ -172,18 +193,23 @@ export class SplitQueue {
         // indirect descriptor" and "MUST NOT set both VIRTQ_DESC_F_INDIRECT and
         // VIRTQ_DESC_F_NEXT in flags".
         if (!this.indirect || indirectView !== null || (flags & VIRTQ_DESC_F_NEXT) !== 0) return CHAIN_BAD;
-        if (len === 0 || (len & 15) !== 0 || len / 16 > MAX_QUEUE_SIZE) return CHAIN_BAD;
+        // 2.7.5.3.1: "A driver MUST NOT create a descriptor chain longer than the Queue
+        // Size of the device": a table of more entries is refused unread.
+        if (len === 0 || (len & 15) !== 0 || len / 16 > this.size) return CHAIN_BAD;
         if (!mem.translate(addr, len)) return CHAIN_BAD;
         indirectView = mem.data[mem.window];
         indirectBase = mem.offset;
         tableSize = len / 16;
+        // The chain ends in this table: what came before it plus the table's entries.
+        if (steps + tableSize < limit) limit = steps + tableSize;
         idx = 0;
-        steps = 0;
         continue;
       }
+      steps++;
       if ((flags & VIRTQ_DESC_F_WRITE) !== wantFlag) return CHAIN_BAD;
       if (len > 0) {
-        if (segments === MAX_CHAIN_SEGMENTS || !mem.translate(addr, len)) return CHAIN_BAD;
+        // segments <= steps <= maxChain: the segment arrays cannot overflow.
+        if (!mem.translate(addr, len)) return CHAIN_BAD;
         this.segWindow[segments] = mem.window;
         this.segOffset[segments] = mem.offset;
         this.segLength[segments] = len;
@@ -191,8 +217,6 @@ export class SplitQueue {
         total += len;
         if (total > maxBytes) return CHAIN_TOO_LONG;
       }
-      // A loop in the chain ends here: no chain is longer than its table.
-      if (++steps > tableSize) return CHAIN_BAD;
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
       idx = next;
     }

@@ -145,6 +145,50 @@ export class DriverQueue {
     return head;
   }
 
+  /**
+   * An indirect table of `entries` zero-length descriptors chained one to the next, the
+   * last pointing at `last` if given (a hostile guest: every entry costs the device a read
+   * and carries no byte). Returns the head of the one descriptor that points at it.
+   */
+  addZeroLengthIndirectChain(entries: number, last?: { addr: number; len: number; write?: boolean }): number {
+    const table = this.ram.alloc(16 * entries, 16);
+    const write = last?.write ? VIRTQ_DESC_F_WRITE : 0;
+    this.ram.bytes.fill(0, table, table + 16 * entries);
+    for (let i = 0; i < entries; i++) {
+      const o = table + 16 * i;
+      const isLast = i === entries - 1;
+      if (isLast && last) {
+        this.ram.dv.setUint32(o, last.addr % 4294967296, true);
+        this.ram.dv.setUint32(o + 4, Math.floor(last.addr / 4294967296), true);
+        this.ram.dv.setUint32(o + 8, last.len, true);
+      }
+      this.ram.dv.setUint16(o + 12, write | (isLast ? 0 : VIRTQ_DESC_F_NEXT), true);
+      this.ram.dv.setUint16(o + 14, isLast ? 0 : i + 1, true);
+    }
+    const head = this.nextDesc;
+    this.writeDesc(head, { addr: this.ram.gpa(table), len: 16 * entries, flags: VIRTQ_DESC_F_INDIRECT, next: 0 });
+    this.nextDesc = (head + 1) % this.size;
+    return head;
+  }
+
+  /**
+   * `count` chains that all point at one table like addZeroLengthIndirectChain's (a guest
+   * may share a table between chains: each costs the device the whole walk). Returns the
+   * heads.
+   */
+  addZeroLengthIndirectChains(count: number, entries: number, last?: { addr: number; len: number; write?: boolean }): number[] {
+    const first = this.addZeroLengthIndirectChain(entries, last);
+    const o = this.descOff + 16 * first;
+    const pointer = { addr: this.ram.dv.getUint32(o, true) + this.ram.dv.getUint32(o + 4, true) * 4294967296, len: 16 * entries, flags: VIRTQ_DESC_F_INDIRECT, next: 0 };
+    const heads = [first];
+    for (let i = 1; i < count; i++) {
+      heads.push(this.nextDesc);
+      this.writeDesc(this.nextDesc, pointer);
+      this.nextDesc = (this.nextDesc + 1) % this.size;
+    }
+    return heads;
+  }
+
   /** Puts heads in the available ring and publishes the new index. */
   makeAvailable(...heads: number[]): void {
     for (const head of heads) {
@@ -211,6 +255,17 @@ export function postRxBuffer(q: DriverQueue, len: number): { head: number; off: 
   const head = q.addChain([{ addr: q.ram.gpa(off), len, write: true }]);
   q.makeAvailable(head);
   return { head, off };
+}
+
+/**
+ * A guest posting one RX chain of device-writable descriptors of the given lengths (a
+ * length of 0 makes a zero-length descriptor). Returns the head and each segment's offset.
+ */
+export function postRxChain(q: DriverQueue, lens: number[]): { head: number; offs: number[] } {
+  const offs = lens.map((len) => q.ram.alloc(Math.max(len, 1), 4));
+  const head = q.addChain(lens.map((len, i) => ({ addr: q.ram.gpa(offs[i]), len, write: true })));
+  q.makeAvailable(head);
+  return { head, offs };
 }
 
 /** A test frame: Ethernet header with the given MACs, then `payload` bytes of a pattern. */

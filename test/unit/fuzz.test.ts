@@ -7,10 +7,12 @@ import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT } from '../../src/dataplane/counters.ts';
-import { Req } from '../../src/vhost/protocol.ts';
+import * as sys from '../../src/sys/libc.ts';
+import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { DriverQueue, GuestRam } from '../support/virtio-driver.ts';
-import { encodeMessage, startDevice, VhostFrontend } from '../support/vhost-frontend.ts';
+import { encodeMessage, memTablePayload, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
+import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 
 /** xorshift32: the same cases on every run for a given seed */
 function rng(seed: number) {
@@ -102,4 +104,79 @@ t.test('random vhost-user messages never bring the daemon down', async (t) => {
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
   t.ok(a && b, 'and both ports take a well-behaved frontend');
+});
+
+/**
+ * Plausible set-up sequences gone wrong: tables whose rings do not fit or that change
+ * under running vrings, vring fds replaced while running, requests whose replies are never
+ * read, and hang-ups at any point, often while a PMD is still carrying out a command.
+ */
+t.test('random set-up sequences, cut short and left unanswered', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b', 'h'], { pmd: { cores: [0, 1] } }));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const baseline = processResources(vr.proc.pid!);
+  const random = rng(2024);
+  const ram = new GuestRam(8 << 20);
+  const queues = [new DriverQueue(ram, 256, { eventIdx: true }), new DriverQueue(ram, 256, { eventIdx: true })];
+  t.teardown(() => ram.close());
+  const tables = [
+    [{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 }],
+    [{ gpa: ram.gpaBase, size: 1 << 20, uva: ram.uvaBase, offset: 0 }], // the rings outside
+    [{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase + 2 ** 32, offset: 0 }], // moved away
+    [{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 4096 }], // past the end of the file
+  ];
+  for (let round = 0; round < 80; round++) {
+    const fe = await VhostFrontend.connect(vr.sockets.h);
+    const fds: number[] = [];
+    const eventfd = () => (fds.push(sys.eventfd()), fds[fds.length - 1]);
+    const flags = () => (random(3) === 0 ? VERSION : VERSION | FLAG_NEED_REPLY);
+    const steps: (() => void)[] = [
+      () => fe.send(Req.GET_PROTOCOL_FEATURES),
+      () => fe.send(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_MQ_REPLY_ACK_STATUS)),
+      () => fe.send(Req.SET_FEATURES, u64((1n << 32n) | (1n << 30n) | (1n << 15n) | (1n << 29n) | (1n << 28n)), [], flags()),
+      () => fe.send(Req.SET_MEM_TABLE, memTablePayload(tables[random(tables.length)]), [ram.fd], flags()),
+    ];
+    for (const i of [0, 1]) {
+      const l = queues[i].layout();
+      steps.push(
+        () => fe.send(Req.SET_VRING_NUM, u32pair(i, 256), [], flags()),
+        () => fe.send(Req.SET_VRING_BASE, u32pair(i, queues[i].availIdx), [], flags()),
+        () => fe.send(Req.SET_VRING_ADDR, vringAddrPayload(i, l.descAddr, l.usedAddr, l.availAddr), [], flags()),
+        () => fe.send(Req.SET_VRING_CALL, u64(i), [eventfd()], flags()),
+        () => fe.send(Req.SET_VRING_KICK, u64(i), [eventfd()], flags()),
+        () => fe.send(Req.SET_VRING_ENABLE, u32pair(i, 1), [], flags()),
+      );
+    }
+    const extras: (() => void)[] = [
+      () => fe.send(Req.SET_MEM_TABLE, memTablePayload(tables[random(tables.length)]), [ram.fd], flags()),
+      () => fe.send(Req.SET_VRING_KICK, u64(random(2)), [eventfd()], flags()),
+      () => fe.send(Req.SET_VRING_CALL, u64(random(2)), [eventfd()], flags()),
+      () => fe.send(Req.GET_VRING_BASE, u32pair(random(2), 0), [], flags()),
+      () => fe.send(Req.SET_VRING_ENABLE, u32pair(random(2), random(2)), [], flags()),
+      () => fe.send(Req.RESET_DEVICE),
+    ];
+    const cut = 1 + random(steps.length);
+    try {
+      for (const step of steps.slice(0, cut)) step();
+      for (let e = random(6); e > 0; e--) extras[random(extras.length)]();
+      if (random(4) === 0) await new Promise((r) => setTimeout(r, random(30)));
+    } catch {
+      // the daemon closed this connection: one of the right answers
+    }
+    fe.close();
+    sys.closeAll(fds);
+  }
+  t.ok(vr.alive(), 'still running after 80 set-ups gone wrong');
+  t.equal(await trafficFlows(a, b, 32, '52:54:00:00:00:0a', '52:54:00:00:00:0b'), 32, 'a and b still forward');
+  await waitFor('fds and mappings given back', () => {
+    const now = processResources(vr.proc.pid!);
+    return now.fds <= baseline.fds && now.guestMappings === baseline.guestMappings;
+  }, 10000);
+  t.pass('no fd or mapping left behind');
+  const h = await startDevice(vr.sockets.h);
+  t.teardown(() => h.close());
+  t.equal(await trafficFlows(a, h, 32, '52:54:00:00:00:0a', '52:54:00:00:00:0c'), 32, 'and a well-behaved frontend on h forwards');
 });

@@ -1,14 +1,15 @@
 // The split-ring data path against a driver written here: frames in both directions,
-// hostile descriptor chains, 16-bit index wrap-around, mergeable buffers, interrupts.
+// hostile descriptor chains, 16-bit index wrap-around, mergeable buffers, interrupts,
+// and what a guest's chains may cost the PMD (descriptor caps, the burst's budget).
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
-import { SplitQueue } from '../../src/virtio/split-queue.ts';
+import { MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../../src/virtio/split-queue.ts';
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
-import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
+import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, DROP, DROPS_BASE, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
-import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
 
 const A = '52:54:00:00:00:0a';
 const B = '52:54:00:00:00:0b';
@@ -247,4 +248,161 @@ t.test('mergeable RX writes a flag-free header; the descriptor flag constant is 
   pool.length[h] = 60;
   deliverBurst(owner, true, pool, Uint32Array.of(h), 1);
   t.same([...ram.bytes.slice(rx.off, rx.off + NET_HDR_LEN)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 'header zeroed, num_buffers 1');
+});
+
+/** A guest TX chain: `zeros` zero-length descriptors, then header and frame in one. */
+function sendAfterZeros(driverQ: DriverQueue, frame: Uint8Array, zeros: number, indirect: boolean): number {
+  const ram = driverQ.ram;
+  const off = ram.alloc(NET_HDR_LEN + frame.length);
+  ram.bytes.fill(0, off, off + NET_HDR_LEN);
+  ram.bytes.set(frame, off + NET_HDR_LEN);
+  const data = { addr: ram.gpa(off), len: NET_HDR_LEN + frame.length };
+  const head = indirect ? driverQ.addZeroLengthIndirectChain(zeros + 1, data) : driverQ.addChain([...Array.from({ length: zeros }, () => ({ addr: ram.gpa(off), len: 0 })), data]);
+  driverQ.makeAvailable(head);
+  return head;
+}
+
+/** Frames of the given lengths in packet buffers; returns their handles. */
+function framesInPool(pool: PacketPool, lens: number[]): Uint32Array {
+  return Uint32Array.from(lens, (len, i) => {
+    const h = pool.alloc();
+    pool.data.set(ethernetFrame(A, B, len - 14, i), pool.frameOffset(h));
+    pool.length[h] = len;
+    return h;
+  });
+}
+
+t.test('every descriptor counts: zero-length ones beyond the chain cap make the chain bad', async (t) => {
+  const { driverQ, owner, counters, pool, handles } = setup(t, { size: 512 });
+  const vq = owner.queue;
+  t.equal(vq.maxChain, MAX_CHAIN_DESCRIPTORS, 'a 512-entry queue is capped by MAX_CHAIN_DESCRIPTORS');
+  const frame = ethernetFrame(B, A, 60);
+  for (const indirect of [false, true]) {
+    const how = indirect ? 'indirect' : 'direct';
+    sendAfterZeros(driverQ, frame, MAX_CHAIN_DESCRIPTORS - 1, indirect);
+    t.equal(receiveBurst(owner, pool, handles, 0, 32), 1, `${how}: ${MAX_CHAIN_DESCRIPTORS} descriptors, the last one holding the frame, pass`);
+    t.same(frameOf(pool, handles[0]), frame, `${how}: the frame is read whole`);
+    pool.free(handles[0]);
+    sendAfterZeros(driverQ, frame, MAX_CHAIN_DESCRIPTORS, indirect);
+    vq.descriptorsRead = 0;
+    t.equal(receiveBurst(owner, pool, handles, 0, 32), 0, `${how}: ${MAX_CHAIN_DESCRIPTORS + 1} descriptors are refused`);
+    t.equal(vq.descriptorsRead, MAX_CHAIN_DESCRIPTORS + (indirect ? 1 : 0), `${how}: the walk stopped at the cap`);
+    t.equal(driverQ.takeUsed().length, 2, `${how}: both chains given back`);
+  }
+  t.equal(drop(counters, 'bad_descriptor'), 2, 'each refused chain counted as bad_descriptor');
+  t.equal(pool.available, 64, 'no buffer leaked');
+});
+
+t.test('a queue smaller than the cap caps chains at its size', async (t) => {
+  const { ram, driverQ, owner, counters, pool, handles } = setup(t, { size: 16 });
+  const vq = owner.queue;
+  t.equal(vq.maxChain, 16);
+  const frame = ethernetFrame(B, A, 60);
+  sendAfterZeros(driverQ, frame, 15, false);
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 1, 'a direct chain of 16 descriptors on a 16-entry queue passes');
+  sendAfterZeros(driverQ, frame, 15, true);
+  t.equal(receiveBurst(owner, pool, handles, 1, 32), 1, 'so does an indirect table of 16 entries');
+  // A loop of zero-length descriptors over the whole table.
+  for (let i = 0; i < 16; i++) driverQ.writeDesc(i, { addr: ram.gpa(0), len: 0, flags: VIRTQ_DESC_F_NEXT, next: (i + 1) % 16 });
+  driverQ.makeAvailable(3);
+  vq.descriptorsRead = 0;
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 0, 'a loop of zero-length descriptors is bad');
+  t.equal(vq.descriptorsRead, 16, 'found after 16 reads');
+  t.equal(drop(counters, 'bad_descriptor'), 1);
+});
+
+t.test('an indirect table larger than the queue size is refused unread', async (t) => {
+  const { driverQ, owner, counters, pool, handles } = setup(t, { size: 16 });
+  const vq = owner.queue;
+  const frame = ethernetFrame(B, A, 60);
+  sendAfterZeros(driverQ, frame, 16, true);
+  vq.descriptorsRead = 0;
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 0, 'a table of 17 entries on a 16-entry queue is bad');
+  t.equal(vq.descriptorsRead, 1, 'only the descriptor pointing at it was read');
+  driverQ.makeAvailable(driverQ.addZeroLengthIndirectChain(32768));
+  vq.descriptorsRead = 0;
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 0, 'a 32768-entry table of zero-length descriptors is bad');
+  t.equal(vq.descriptorsRead, 1, 'and costs one read, not 32768');
+  t.equal(drop(counters, 'bad_descriptor'), 2, 'both counted as bad_descriptor');
+  t.equal(driverQ.takeUsed().length, 2, 'both given back');
+  sendFrame(driverQ, frame, { indirect: true });
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 1, 'a frame in a small indirect table still passes');
+  t.same(frameOf(pool, handles[0]), frame);
+});
+
+t.test('guest RX, mergeable: tiny buffers cost a burst at most its descriptor budget', async (t) => {
+  const { ram, driverQ, owner, counters, pool } = setup(t, { size: 1024, maxFrame: 9018 });
+  const vq = owner.queue;
+  // 16-byte buffers over two descriptors: legal (each holds a virtio-net header), but a
+  // 1514-byte frame would need 95 of them, more than a frame may take. Each frame is a
+  // byte shorter than the one before, so that each must be tried.
+  const tinyCount = 200;
+  const tiny = Array.from({ length: tinyCount }, () => postRxChain(driverQ, [NET_HDR_LEN, 4]));
+  const burst = framesInPool(pool, Array.from({ length: 32 }, (_, i) => 1514 - i));
+  t.equal(deliverBurst(owner, true, pool, burst, 32), 0, 'no frame fits 64 tiny buffers');
+  const walked = DELIVER_DESCRIPTOR_BUDGET / (MAX_FRAME_CHAINS * 2);
+  t.ok(walked < 32, 'the budget ends the burst before its last frame');
+  t.equal(drop(counters, 'guest_buffer_too_small'), walked, `${walked} frames walked ${MAX_FRAME_CHAINS} chains each and did not fit`);
+  t.equal(drop(counters, 'guest_buffers_fragmented'), 32 - walked, 'the rest of the burst dropped unwalked, under its own reason');
+  t.ok(vq.descriptorsRead <= DELIVER_DESCRIPTOR_BUDGET + vq.maxChain + 1, `reads bounded by the budget (${vq.descriptorsRead})`);
+  t.equal(driverQ.takeUsed().length, 0, 'no chain was taken: the guest keeps its buffers');
+  for (const h of burst) pool.free(h);
+
+  // The queue still serves frames that fit, and the next burst has a fresh budget.
+  const small = framesInPool(pool, Array(32).fill(60));
+  t.equal(deliverBurst(owner, true, pool, small, 1), 1, 'a 60-byte frame goes over 5 tiny buffers');
+  t.same(driverQ.takeUsed().map((u) => u.id), tiny.slice(0, 5).map((c) => c.head), 'the first five chains used');
+  t.equal(ram.dv.getUint16(tiny[0].offs[0] + 10, true), 5, 'num_buffers = 5');
+  let used = 5;
+  while (used < tinyCount - 4) {
+    deliverBurst(owner, true, pool, small, Math.min(32, Math.floor((tinyCount - used) / 5)));
+    used += driverQ.takeUsed().length;
+  }
+  t.equal(used, tinyCount, 'frames that fit use up every tiny buffer');
+  const good = postRxBuffer(driverQ, 2048);
+  const big = framesInPool(pool, [1514]);
+  t.equal(deliverBurst(owner, true, pool, big, 1), 1, 'a well-behaved buffer posted afterwards takes a full frame');
+  t.same(driverQ.takeUsed(), [{ id: good.head, len: NET_HDR_LEN + 1514 }]);
+  t.equal(ram.dv.getUint16(good.off + 10, true), 1, 'num_buffers = 1');
+});
+
+t.test('guest RX, mergeable: thousands of tiny buffers are walked once per burst for frames of one length', async (t) => {
+  const { driverQ, owner, counters, pool } = setup(t, { size: 4096, maxFrame: 9018 });
+  for (let i = 0; i < 4000; i++) postRxBuffer(driverQ, NET_HDR_LEN);
+  const burst = framesInPool(pool, Array(32).fill(1514));
+  t.equal(deliverBurst(owner, true, pool, burst, 32), 0, 'no frame fits');
+  t.equal(drop(counters, 'guest_buffer_too_small'), 32, 'every frame counted as too small');
+  t.equal(owner.queue.descriptorsRead, MAX_FRAME_CHAINS, 'the first frame walked MAX_FRAME_CHAINS buffers; the others, as long, were not walked again');
+  t.equal(drop(counters, 'guest_buffers_fragmented'), 0, 'so the budget was not reached');
+  t.equal(driverQ.takeUsed().length, 0, 'no buffer taken');
+});
+
+t.test('guest RX, mergeable: a bad buffer in the middle of a frame is consumed with the frame', async (t) => {
+  const { driverQ, owner, counters, pool } = setup(t, { maxFrame: 9018 });
+  const first = postRxBuffer(driverQ, 1024);
+  const bad = postRxBuffer(driverQ, 4);
+  const next = postRxBuffer(driverQ, 2048);
+  const [h1, h2] = framesInPool(pool, [1500, 1000]);
+  t.equal(deliverBurst(owner, true, pool, Uint32Array.of(h1), 1), 0, 'the frame that reached the 4-byte buffer is dropped');
+  t.equal(drop(counters, 'bad_descriptor'), 1);
+  t.same(driverQ.takeUsed(), [{ id: first.head, len: 0 }, { id: bad.head, len: 0 }], 'its chains returned empty: the queue does not stall');
+  t.equal(deliverBurst(owner, true, pool, Uint32Array.of(h2), 1), 1, 'the next frame takes the next buffer');
+  t.same(driverQ.takeUsed(), [{ id: next.head, len: NET_HDR_LEN + 1000 }]);
+});
+
+t.test('guest RX without mergeable buffers: a buffer too small for any frame is consumed', async (t) => {
+  const { driverQ, owner, counters, pool } = setup(t, { maxFrame: 9018 });
+  const bad = [
+    postRxChain(driverQ, [8]), // smaller than the virtio-net header
+    postRxChain(driverQ, [6, 100]), // the first segment cannot hold the header
+    postRxChain(driverQ, [NET_HDR_LEN + 13]), // no room for an Ethernet header
+    postRxChain(driverQ, [0, 0]), // no byte at all
+  ];
+  const good = postRxBuffer(driverQ, 2048);
+  const frames = framesInPool(pool, [60, 60, 60, 60, 100]);
+  t.equal(deliverBurst(owner, false, pool, frames, 5), 1, 'one frame delivered');
+  t.equal(drop(counters, 'bad_descriptor'), bad.length, 'each bad buffer counted as bad_descriptor');
+  t.equal(drop(counters, 'guest_buffer_too_small'), 0, 'not as too small: no frame would ever fit');
+  t.same(driverQ.takeUsed(), [...bad.map((c) => ({ id: c.head, len: 0 })), { id: good.head, len: NET_HDR_LEN + 100 }], 'bad buffers returned empty, the good one takes the next frame');
+  t.equal(drop(counters, 'guest_ring_full'), 0);
 });

@@ -1,0 +1,103 @@
+// Framing of one frontend's vhost-user stream: reads whole messages (header, payload, the
+// fds that came with them) without blocking, and within bounds, so that one frontend that
+// writes as fast as it can neither starves the control thread (the other ports, PMD
+// answers, timers) nor makes it hold an unbounded number of messages and fds.
+import { closeAll, MAX_FDS_PER_MESSAGE, recvMsg, watchReadable, type Watch } from '../sys/libc.ts';
+import { decodeHeader, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_LEN, MAX_PAYLOAD, ProtocolError, requestName, VERSION, VERSION_MASK, type Header } from './protocol.ts';
+
+export interface Message extends Header {
+  payload: Uint8Array;
+  fds: number[];
+}
+
+/** Messages taken per readable event: then the event loop serves everyone else. */
+const MESSAGES_PER_WAKEUP = 16;
+/** Reading pauses while this many messages, or fds, wait to be handled. */
+export const MAX_QUEUED_MESSAGES = 32;
+export const MAX_QUEUED_FDS = 64;
+/** "Flags: ... Bit 2 is the reply flag, bit 3 is the need_reply flag"; the rest is reserved. */
+const KNOWN_FLAGS = VERSION_MASK | FLAG_REPLY | FLAG_NEED_REPLY;
+
+export interface MessageSink {
+  /** a whole message arrived (its fds are the sink's to close) */
+  message(m: Message): void;
+  /** the frontend hung up, or broke the framing: the connection is over */
+  end(reason: string): void;
+}
+
+export class MessageReader {
+  private readonly fd: number;
+  private readonly sink: MessageSink;
+  private readonly watch: Watch;
+  private readonly buf = new Uint8Array(HEADER_LEN + MAX_PAYLOAD);
+  private have = 0;
+  private header: Header | null = null;
+  private fds: number[] = [];
+  private ended = false;
+  private paused = false;
+
+  constructor(fd: number, sink: MessageSink) {
+    this.fd = fd;
+    this.sink = sink;
+    this.watch = watchReadable(fd, () => this.readAvailable());
+  }
+
+  /** Stops reading (before the socket is closed) and closes the fds of a partial message. */
+  stop(): void {
+    this.ended = true;
+    this.watch.stop();
+    closeAll(this.fds);
+    this.fds = [];
+  }
+
+  /** Called by the owner with what it still holds: reading pauses and resumes by it. */
+  backlog(messages: number, fds: number): void {
+    const full = messages >= MAX_QUEUED_MESSAGES || fds >= MAX_QUEUED_FDS;
+    if (full && !this.paused) this.watch.pause();
+    else if (!full && this.paused) this.watch.resume();
+    this.paused = full;
+  }
+
+  private readAvailable(): void {
+    try {
+      for (let taken = 0; taken < MESSAGES_PER_WAKEUP && !this.ended && !this.paused; ) {
+        const want = this.header === null ? HEADER_LEN - this.have : HEADER_LEN + this.header.size - this.have;
+        if (want > 0) {
+          const got = recvMsg(this.fd, this.buf.subarray(this.have, this.have + want));
+          if (got === null) return;
+          this.fds.push(...got.fds);
+          if (got.fdsTruncated || this.fds.length > MAX_FDS_PER_MESSAGE) throw new ProtocolError(`more than ${MAX_FDS_PER_MESSAGE} fds in one message`);
+          if (got.length === 0) return this.finish('frontend disconnected');
+          this.have += got.length;
+        }
+        if (this.header === null && this.have === HEADER_LEN) this.header = checkedHeader(this.buf);
+        if (this.header !== null && this.have === HEADER_LEN + this.header.size) {
+          const m: Message = { ...this.header, payload: this.buf.slice(HEADER_LEN, this.have), fds: this.fds };
+          this.header = null;
+          this.have = 0;
+          this.fds = [];
+          taken++;
+          this.sink.message(m);
+        }
+      }
+    } catch (err) {
+      this.finish(`protocol error: ${(err as Error).message}`);
+    }
+  }
+
+  private finish(reason: string): void {
+    if (this.ended) return;
+    this.stop();
+    this.sink.end(reason);
+  }
+}
+
+function checkedHeader(bytes: Uint8Array): Header {
+  const h = decodeHeader(bytes);
+  const name = requestName(h.request);
+  if ((h.flags & VERSION_MASK) !== VERSION || (h.flags & FLAG_REPLY) !== 0 || (h.flags & ~KNOWN_FLAGS) !== 0) {
+    throw new ProtocolError(`${name}: bad flags 0x${h.flags.toString(16)}`);
+  }
+  if (h.size > MAX_PAYLOAD) throw new ProtocolError(`${name}: payload of ${h.size} bytes`);
+  return h;
+}

@@ -1,0 +1,117 @@
+// Memory tables that cannot be applied leave nothing behind: a PMD applies a table all or
+// nothing, the PMDs of a port all take it or all keep the old one, guest memory is unmapped
+// only once no PMD views it, sizes are bounded, and a large table is viewed a window per
+// poll round while the PMD keeps forwarding.
+import t from 'tap';
+import * as sys from '../../src/sys/libc.ts';
+import { Req, u64Payload } from '../../src/vhost/protocol.ts';
+import { memTablePayload, startDevice, u32pair, u64, vringAddrPayload, type VhostFrontend } from '../support/vhost-frontend.ts';
+import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { processResources, waitFor } from '../support/traffic.ts';
+import { ackingFrontend, MAC_A, withNeighbours } from './lib.ts';
+
+const MAC_H = '52:54:00:00:00:0c';
+const FEATURES = (1n << 32n) | (1n << 30n) | (1n << 15n) | (1n << 29n); // VERSION_1, PROTOCOL_FEATURES, MRG_RXBUF, EVENT_IDX
+
+/** Frames from a to h's RX queue `rx`: how many arrive. */
+async function framesToH(n: Awaited<ReturnType<typeof withNeighbours>>, rx: DriverQueue, count: number): Promise<number> {
+  for (let i = 0; i < count; i++) postRxBuffer(rx, 2048);
+  for (let i = 0; i < count; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
+  n.a.kick();
+  let got = 0;
+  await waitFor('frames on h', () => (got += rx.takeUsed().length) >= count || undefined).catch(() => undefined);
+  return got;
+}
+
+/** One vring set up and enabled, its kick and call eventfds returned for closing. */
+async function setupVring(fe: VhostFrontend, index: number, q: DriverQueue): Promise<number[]> {
+  const fds = [sys.eventfd(), sys.eventfd()];
+  const l = q.layout();
+  const acks = [
+    await fe.request(Req.SET_VRING_NUM, u32pair(index, q.size)),
+    await fe.request(Req.SET_VRING_BASE, u32pair(index, 0)),
+    await fe.request(Req.SET_VRING_ADDR, vringAddrPayload(index, l.descAddr, l.usedAddr, l.availAddr)),
+    await fe.request(Req.SET_VRING_CALL, u64(index), [fds[1]]),
+    await fe.request(Req.SET_VRING_KICK, u64(index), [fds[0]]),
+    await fe.request(Req.SET_VRING_ENABLE, u32pair(index, 1)),
+  ];
+  if (acks.some((a) => a !== 0n)) throw new Error(`vring ${index} set-up refused: ${acks.join(',')}`);
+  return fds;
+}
+
+t.test('a table one running vring does not fit is refused; the old table stays in force', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const h = await startDevice(n.vr.sockets.h);
+  t.teardown(() => h.close());
+  t.equal(await framesToH(n, h.rx, 16), 16, 'h receives before');
+  // Same file, the frontend's addresses moved: the rings are no longer in guest memory.
+  const moved = memTablePayload([{ gpa: h.ram.gpaBase, size: h.ram.size, uva: h.ram.uvaBase + 2 ** 32, offset: 0 }]);
+  t.equal(await h.frontend.request(Req.SET_MEM_TABLE, moved, [h.ram.fd]), 1n, 'refused');
+  await waitFor('the reason', () => /vring 0 does not fit the new memory table/.test(n.vr.stderr()));
+  t.equal(await framesToH(n, h.rx, 16), 16, 'h still receives, on the old table');
+  t.ok(await n.stillForward());
+});
+
+t.test('two PMDs: one refuses the table, the other goes back to the old one', async (t) => {
+  const n = await withNeighbours(['h'], { pmd: { cores: [0, 1] }, ports: { h: { queues: 2 } } });
+  t.teardown(() => n.close());
+  const ram = new GuestRam(8 << 20);
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  const fds: number[] = [];
+  t.teardown(() => {
+    fe.close();
+    ram.close();
+    sys.closeAll(fds);
+  });
+  t.equal(await fe.request(Req.SET_FEATURES, u64Payload(FEATURES | (1n << 22n))), 0n, 'features with MQ');
+  t.equal(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 }]), [ram.fd]), 0n);
+  const queues = [new DriverQueue(ram, 256, { eventIdx: true }), new DriverQueue(ram, 256, { eventIdx: true })];
+  ram.alloc(4 << 20); // the second pair's rings sit past the first 4 MiB
+  queues.push(new DriverQueue(ram, 256, { eventIdx: true }), new DriverQueue(ram, 256, { eventIdx: true }));
+  for (const [index, q] of queues.entries()) fds.push(...(await setupVring(fe, index, q)));
+  await waitFor('four vrings running', () => (n.vr.stderr().match(/port h: vring \d .* running/g) ?? []).length >= 4);
+  // Queue pair 0 is on pmd0, pair 1 on pmd1 (round-robin after a and b): only pmd1 refuses.
+  const half = memTablePayload([{ gpa: ram.gpaBase, size: 4 << 20, uva: ram.uvaBase, offset: 0 }]);
+  t.equal(await fe.request(Req.SET_MEM_TABLE, half, [ram.fd]), 1n, 'refused');
+  await waitFor('the reason', () => /vring [23] does not fit the new memory table/.test(n.vr.stderr()));
+  t.equal(await framesToH(n, queues[0], 16), 16, 'queue pair 0 still receives, on the old table');
+  t.ok(await n.stillForward());
+});
+
+t.test('size limits: a 4 TiB sparse table is refused before anything is mapped', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const fd = sys.memfdCreate('sparse');
+  t.teardown(() => sys.closeAll([fd]));
+  sys.ftruncate(fd, 2 ** 42);
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  t.teardown(() => fe.close());
+  const started = Date.now();
+  t.equal(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 2 ** 42, uva: 0, offset: 0 }]), [fd]), 1n, 'refused');
+  t.ok(Date.now() - started < 1000, `answered in ${Date.now() - started} ms`);
+  await waitFor('the reason', () => /more than the 256 GiB a port may map/.test(n.vr.stderr()));
+  t.equal(processResources(n.vr.proc.pid!).guestMappings, n.baseline.guestMappings, 'nothing mapped');
+  t.ok(await n.stillForward());
+});
+
+t.test('a 64 GiB table is viewed while the PMD keeps forwarding, and unmapped at the end', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const fd = sys.memfdCreate('big');
+  t.teardown(() => sys.closeAll([fd]));
+  sys.ftruncate(fd, 64 * 2 ** 30);
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  const started = Date.now();
+  fe.send(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 64 * 2 ** 30, uva: 0, offset: 0 }]), [fd], 0x1 | 0x8);
+  const forwardedWhileBuilding = await n.stillForward(16);
+  const forwardedAfterMs = Date.now() - started;
+  t.equal(await fe.replyU64(), 0n, 'the table is applied');
+  const appliedAfterMs = Date.now() - started;
+  t.ok(forwardedWhileBuilding, `a and b forwarded (after ${forwardedAfterMs} ms) while the table was viewed (applied after ${appliedAfterMs} ms)`);
+  t.ok(forwardedAfterMs < appliedAfterMs, 'before it was applied');
+  t.equal(processResources(n.vr.proc.pid!).guestMappings, n.baseline.guestMappings + 1, 'one more mapping');
+  fe.close();
+  await waitFor('the mapping released', () => processResources(n.vr.proc.pid!).guestMappings === n.baseline.guestMappings);
+  t.ok(await n.stillForward());
+});

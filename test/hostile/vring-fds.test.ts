@@ -1,0 +1,97 @@
+// Kick, call and error fds of every kind a frontend can send: anything but a non-blocking
+// eventfd is refused at the message, and an eventfd made blocking after it was accepted
+// (the flag belongs to the open file, which the frontend shares) never blocks the PMD.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as sys from '../../src/sys/libc.ts';
+import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
+import { startDevice, u64 } from '../support/vhost-frontend.ts';
+import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { blockingEventfd, directoryFd, eventfdAdd, makeBlocking, pipe } from '../support/raw-fds.ts';
+import { processResources, waitFor } from '../support/traffic.ts';
+import { ackingFrontend, MAC_A, withNeighbours } from './lib.ts';
+
+const MAC_H = '52:54:00:00:00:0c';
+
+t.test('vring fds that are not non-blocking eventfds', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-fds-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [pipeRead, pipeWrite] = pipe();
+  const socket = sys.unixListen(join(dir, 'x.sock'));
+  const memfd = sys.memfdCreate('not-an-eventfd');
+  const dirFd = directoryFd(dir);
+  const blocking = blockingEventfd();
+  t.teardown(() => sys.closeAll([pipeRead, pipeWrite, socket, memfd, dirFd, blocking]));
+  const kinds: [string, number, RegExp][] = [
+    ['a directory', dirFd, /not an eventfd but a file or directory/],
+    ['a pipe', pipeRead, /not an eventfd but pipe/],
+    ['a socket', socket, /not an eventfd but socket/],
+    ['a memfd', memfd, /not an eventfd but a file or directory/],
+    ['a blocking eventfd', blocking, /a blocking eventfd/],
+  ];
+
+  await t.test('refused with REPLY_ACK: a failure answer and a logged reason', async (t) => {
+    const fe = await ackingFrontend(n.vr.sockets.h);
+    t.teardown(() => fe.close());
+    for (const request of [Req.SET_VRING_KICK, Req.SET_VRING_CALL, Req.SET_VRING_ERR]) {
+      for (const [what, fd, reason] of kinds) {
+        const before = n.vr.stderr().length;
+        t.equal(await fe.request(request, u64(1), [fd]), 1n, `request ${request} with ${what}: refused`);
+        await waitFor('the log line', () => reason.test(n.vr.stderr().slice(before)));
+      }
+    }
+    fe.send(Req.GET_QUEUE_NUM);
+    t.equal(await fe.replyU64(), 1n, 'the connection still answers');
+  });
+
+  await t.test('refused without REPLY_ACK: the connection is closed', async (t) => {
+    for (const [what, fd] of kinds) {
+      const fe = await ackingFrontend(n.vr.sockets.h);
+      fe.send(Req.SET_VRING_KICK, u64(0), [fd], VERSION); // no NEED_REPLY: nothing to answer a failure with
+      t.ok(await fe.closedByPeer(), `${what} as kick fd: closed`);
+      fe.close();
+    }
+  });
+
+  t.ok(n.vr.alive(), 'vrouter runs');
+  t.ok(await n.stillForward(), 'a and b still forward');
+  await waitFor('fds given back', () => processResources(n.vr.proc.pid!).fds <= n.baseline.fds);
+  t.pass(`vrouter holds ${processResources(n.vr.proc.pid!).fds} fds, as before the cases`);
+});
+
+t.test('an eventfd made blocking and full after it was accepted', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const h = await startDevice(n.vr.sockets.h);
+  t.teardown(() => h.close());
+  // h's guest RX call fd: the PMD writes it when it delivers a frame to h. A full counter
+  // on a blocking fd would stop the PMD's write for good.
+  const call = h.callFds[0];
+  makeBlocking(call);
+  t.ok(eventfdAdd(call, 2n ** 64n - 2n), 'the counter is full');
+  const before = n.vr.stderr().length;
+  for (let i = 0; i < 8; i++) postRxBuffer(h.rx, 2048);
+  for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
+  n.a.kick();
+  await waitFor('the disconnect', () => /made its call eventfd blocking/.test(n.vr.stderr().slice(before)), 3000);
+  t.ok(h.rx.takeUsed().length > 0, 'frames reached h, so the PMD did write its call fd');
+  t.ok(await h.frontend.closedByPeer(), 'h was disconnected');
+  t.ok(sys.isNonBlocking(call), 'and its fd made non-blocking again');
+  t.ok(await n.stillForward(), 'a and b still forward: the PMD was not left blocked');
+  t.ok(n.vr.alive());
+});
+
+t.test('a header with reserved flag bits closes the connection', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  t.teardown(() => fe.close());
+  fe.send(Req.GET_FEATURES, new Uint8Array(0), [], VERSION | FLAG_NEED_REPLY | 0x10);
+  t.ok(await fe.closedByPeer(), 'closed');
+  await waitFor('the reason in the log', () => /GET_FEATURES: bad flags 0x19/.test(n.vr.stderr()));
+  t.ok(await n.stillForward());
+});

@@ -1,0 +1,43 @@
+// Waiting and traffic helpers shared by the tests that drive a running vrouter through the
+// test frontend: poll for a condition, push frames across and count what arrives, and read
+// what the daemon holds (fds, mappings, threads) from /proc.
+import { readdirSync, readFileSync } from 'node:fs';
+import { ethernetFrame, postRxBuffer, sendFrame } from './virtio-driver.ts';
+import type { VirtioNetDevice } from './vhost-frontend.ts';
+
+export async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 3000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Sends n frames from one device and waits until the other has them all in its RX queue. */
+export async function trafficFlows(from: VirtioNetDevice, to: VirtioNetDevice, n: number, src: string, dst: string, timeoutMs = 3000): Promise<number> {
+  for (let i = 0; i < n; i++) postRxBuffer(to.rx, 2048);
+  for (let i = 0; i < n; i++) sendFrame(from.tx, ethernetFrame(dst, src, 100, i));
+  from.kick();
+  let got = 0;
+  await waitFor(`${n} frames`, () => (got += to.rx.takeUsed().length) >= n || undefined, timeoutMs).catch(() => undefined);
+  return got;
+}
+
+export interface ProcessResources {
+  fds: number;
+  /** mappings of memfd files (guest memory) */
+  guestMappings: number;
+  threads: number;
+}
+
+/** What a process holds right now, from /proc. */
+export function processResources(pid: number): ProcessResources {
+  const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  return {
+    fds: readdirSync(`/proc/${pid}/fd`).length,
+    guestMappings: maps.split('\n').filter((l) => l.includes('/memfd:')).length,
+    threads: readdirSync(`/proc/${pid}/task`).length,
+  };
+}

@@ -1,0 +1,99 @@
+// The PMD's side of the command channel, driven directly: connection generations (nothing
+// of a closed connection reaches the data path), memory tables viewed a window per round
+// and applied all or nothing, queues found corrupt staying stopped where they stopped.
+import t from 'tap';
+import { parseConfig } from '../../src/control/config.ts';
+import { dataplaneLayout } from '../../src/control/dataplane-layout.ts';
+import { Pmd } from '../../src/dataplane/pmd.ts';
+import { closeAll } from '../../src/sys/libc.ts';
+import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../../src/vhost/dataplane-link.ts';
+import { DriverQueue, ethernetFrame, GuestRam, sendFrame } from '../support/virtio-driver.ts';
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+function setup(t: { teardown(fn: () => void): void }) {
+  const config = parseConfig({ ports: [{ name: 'a', socket: '/tmp/pmd-commands-a.sock', bridge: 'br0' }], pmd: { cores: [0] } }, '/', 2);
+  const layout = dataplaneLayout(config);
+  const pmd = new Pmd(layout.pmds[0], layout.shared, quiet);
+  const late: PmdReply[] = [];
+  pmd.onLateReply = (r) => late.push(r);
+  const ram = new GuestRam();
+  const rx = new DriverQueue(ram, 256, { eventIdx: true });
+  const tx = new DriverQueue(ram, 256, { eventIdx: true });
+  t.teardown(() => {
+    ram.close();
+    closeAll(layout.shared.wakers.map((w) => w.wakeFd));
+  });
+  let id = 0;
+  const run = (cmd: PmdCommand) => pmd.execute(++id, cmd);
+  const applyMemory = (gen: number) => {
+    const answer = run({ t: 'memory', port: 0, gen, regions: [ram.region()] });
+    for (let i = 0; i < 100 && pmd.building; i++) pmd.stepBuilds();
+    return answer ?? late.pop();
+  };
+  const startTx = (gen: number) => run({ t: 'vring-start', port: 0, gen, vring: 1, layout: tx.layout(), callFd: -1, kickFd: -1, mergeable: true });
+  return { pmd, ram, rx, tx, late, run, applyMemory, startTx };
+}
+
+t.test('a command of a closed connection is refused once the port was reset', async (t) => {
+  const { pmd, tx, run, applyMemory, startTx } = setup(t);
+  t.same(applyMemory(1), { id: 1 }, 'memory of connection 1, answered once viewed');
+  t.same(startTx(1), { lastAvailIdx: 0 }, 'its TX vring runs');
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  pmd.doorbell[DOORBELL_SERVING] = -1;
+  t.equal(pmd.pollOnce(), 1, 'and is polled');
+  t.equal(pmd.doorbell[DOORBELL_SERVING], 0, 'the PMD says which port it serves (what a crash is blamed on)');
+  t.same(run({ t: 'port-reset', port: 0, gen: 1 }), {}, 'the connection closes');
+  t.match(startTx(1), { error: /of an earlier connection/ }, 'a vring-start it had in flight is refused');
+  t.match(applyMemory(1), { error: /of an earlier connection/ }, 'so is a memory table');
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, 'nothing of connection 1 is polled');
+  t.same(applyMemory(2), { id: 6 }, 'the next connection (2) is accepted');
+  t.equal(pmd.pollOnce(), 0, 'and its memory table revives nothing of connection 1');
+});
+
+t.test('a newer generation makes the PMD forget the older one', async (t) => {
+  const { pmd, tx, applyMemory, startTx } = setup(t);
+  applyMemory(1);
+  startTx(1);
+  t.same(applyMemory(3), { id: 3 }, 'connection 3 arrives (the reset of 1 was never seen)');
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, 'connection 1 queues are gone');
+});
+
+t.test('a memory table is built a window per round; a reset cancels it', async (t) => {
+  const { pmd, ram, late, run } = setup(t);
+  t.equal(run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] }), null, 'answered later');
+  t.ok(pmd.building, 'building');
+  t.same(run({ t: 'port-reset', port: 0, gen: 1 }), {}, 'reset meanwhile');
+  t.notOk(pmd.building, 'the build was dropped');
+  t.match(late, [{ id: 1, error: /not applied: port reset/ }], 'and the memory command answered with why');
+});
+
+t.test('a table that a running vring does not fit is refused as a whole', async (t) => {
+  const { pmd, ram, tx, late, run, applyMemory, startTx } = setup(t);
+  applyMemory(1);
+  startTx(1);
+  const moved = { ...ram.region(), userAddr: ram.uvaBase + 2 ** 32 };
+  run({ t: 'memory', port: 0, gen: 1, regions: [moved] });
+  while (pmd.building) pmd.stepBuilds();
+  t.match(late.pop(), { error: /vring 1 does not fit the new memory table/ });
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 1, 'the queue runs on, on the old table');
+});
+
+t.test('a queue found corrupt stays stopped, where it stopped, across memory changes', async (t) => {
+  const { pmd, tx, run, applyMemory, startTx } = setup(t);
+  applyMemory(1);
+  startTx(1);
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 1);
+  tx.setAvailIdx(tx.availIdx + 1000); // more than the queue size: corrupt
+  t.equal(pmd.pollOnce(), 0, 'the corrupt queue is stopped');
+  applyMemory(1);
+  tx.setAvailIdx(tx.availIdx); // sane again
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, 'a new memory table does not restart it');
+  t.same(run({ t: 'vring-stop', port: 0, gen: 1, vring: 1 }), { lastAvailIdx: 1 }, 'GET_VRING_BASE learns where it stopped');
+  t.same(run({ t: 'vring-stop', port: 0, gen: 1, vring: 1 }), {}, 'a vring not running has no position to report');
+});

@@ -1,0 +1,198 @@
+// The one egress step of a PMD: counts the drops a burst's stages decided, writes the other
+// frames into their destination guests' RX queues (directly when this PMD runs one of the
+// port's RX queues, else through the ring to the PMD that does), and frees the buffers.
+// Frames other PMDs hand over arrive here too.
+import { DOORBELL_SERVING, DOORBELL_SLEEPING } from '../vhost/dataplane-link.ts';
+import { eventfdSignal } from '../sys/libc.ts';
+import { Batch, EGRESS_DROP, EGRESS_FLOOD } from './batch.ts';
+import { DROP, DROPS_BASE, portBase } from './counters.ts';
+import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
+import type { PacketPool } from './packet-pool.ts';
+import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
+import { SpscRing } from './spsc-ring.ts';
+
+/** A ring entry: destination port in the top bits, buffer handle below. */
+export const HANDLE_BITS = 20;
+const HANDLE_MASK = (1 << HANDLE_BITS) - 1;
+/** refs value of a buffer handed to another PMD: no longer ours to free */
+const GIVEN = 255;
+
+export class Egress {
+  private readonly cfg: PmdConfig;
+  private readonly ports: PortRuntime[];
+  private readonly pool: PacketPool;
+  private readonly counters: Float64Array;
+  private readonly doorbell: Int32Array;
+  /** a queue found corrupt while written to: the PMD stops it */
+  private readonly queueFailed: (port: PortRuntime, owner: QueueOwner) => void;
+  private readonly rxHolders: Int32Array;
+  /** rings to each other PMD (producer end); null for ourselves */
+  private readonly ringsOut: (SpscRing | null)[];
+  private readonly peerBells: Int32Array[];
+  private readonly peerWakeFds: number[];
+  /** per buffer handle: how many destinations this burst sends it to, or GIVEN */
+  private readonly refs: Uint8Array;
+  /** destination ports with frames pending in this burst */
+  private readonly touched: Int32Array;
+  private touchedCount = 0;
+  /** per destination PMD: ring entries collected in this burst */
+  private readonly outbox: Uint32Array[];
+  private readonly outboxCount: Int32Array;
+  private readonly inbox = new Uint32Array(BURST);
+
+  constructor(
+    cfg: PmdConfig,
+    shared: PmdShared,
+    ports: PortRuntime[],
+    pool: PacketPool,
+    counters: Float64Array,
+    queueFailed: (port: PortRuntime, owner: QueueOwner) => void,
+  ) {
+    this.cfg = cfg;
+    this.ports = ports;
+    this.pool = pool;
+    this.counters = counters;
+    this.queueFailed = queueFailed;
+    const me = cfg.id;
+    this.rxHolders = new Int32Array(shared.rxQueueHolders);
+    this.ringsOut = Array.from({ length: cfg.pmdCount }, (_, p) => {
+      const buffer = shared.dataRings[me][p];
+      return buffer === null ? null : new SpscRing(buffer, shared.dataRingCapacity);
+    });
+    this.peerBells = shared.wakers.map((w) => new Int32Array(w.doorbell));
+    this.peerWakeFds = shared.wakers.map((w) => w.wakeFd);
+    this.doorbell = this.peerBells[me];
+    this.refs = new Uint8Array(shared.pool.perPmd * shared.pool.pmdCount);
+    this.touched = new Int32Array(cfg.ports.length);
+    this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BURST * Math.max(1, cfg.ports.length)));
+    this.outboxCount = new Int32Array(cfg.pmdCount);
+  }
+
+  /** Counts the batch's drops on its ingress port, delivers the rest, frees every buffer. */
+  transmit(batch: Batch): void {
+    const handles = batch.handles;
+    const refs = this.refs;
+    const counters = this.counters;
+    const egress = batch.egress;
+    // egress = EGRESS_DROP - reason: the reason's counter is at drops - egress.
+    const drops = portBase(batch.ingress) + DROPS_BASE + EGRESS_DROP;
+    const members = batch.floodDomain;
+    for (let i = 0; i < batch.count; i++) {
+      const h = handles[i];
+      const dst = egress[i];
+      refs[h] = 0;
+      if (dst <= EGRESS_DROP) {
+        counters[drops - dst]++;
+        continue;
+      }
+      if (dst === EGRESS_FLOOD) {
+        for (let m = 0; m < members.length; m++) {
+          if (members[m] !== batch.ingress) {
+            refs[h]++;
+            this.enqueue(this.ports[members[m]], h);
+          }
+        }
+      } else {
+        refs[h] = 1;
+        this.enqueue(this.ports[dst], h);
+      }
+    }
+    this.flush();
+    for (let i = 0; i < batch.count; i++) if (refs[handles[i]] !== GIVEN) this.pool.free(handles[i]);
+  }
+
+  /** Frames another PMD switched to ports whose RX queue we hold. */
+  drainRing(ring: SpscRing): number {
+    const inbox = this.inbox;
+    const n = ring.dequeueBurst(inbox, BURST);
+    for (let i = 0; i < n; i++) {
+      const entry = inbox[i];
+      const handle = entry & HANDLE_MASK;
+      inbox[i] = handle;
+      this.refs[handle] = 1;
+      this.enqueue(this.ports[entry >>> HANDLE_BITS], handle);
+    }
+    if (n > 0) this.flush();
+    for (let i = 0; i < n; i++) if (this.refs[inbox[i]] !== GIVEN) this.pool.free(inbox[i]);
+    return n;
+  }
+
+  private enqueue(port: PortRuntime, handle: number): void {
+    if (port.pendingCount === 0) this.touched[this.touchedCount++] = port.cfg.index;
+    port.pending[port.pendingCount++] = handle;
+  }
+
+  /** Writes each destination's frames: into its RX queue here, or to the PMD that holds one. */
+  private flush(): void {
+    for (let t = 0; t < this.touchedCount; t++) {
+      const port = this.ports[this.touched[t]];
+      this.doorbell[DOORBELL_SERVING] = port.cfg.index;
+      const out = port.rxOut;
+      if (out !== null && out.queue.failure === '') {
+        deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
+        if (out.queue.failure !== '') this.queueFailed(port, out);
+      } else {
+        const holder = this.rxHolder(port.cfg.index);
+        if (holder < 0) this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+        else this.handOver(port, holder);
+      }
+      port.pendingCount = 0;
+    }
+    this.touchedCount = 0;
+    for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
+  }
+
+  /** Another PMD that runs an RX queue of the port, or -1. */
+  private rxHolder(port: number): number {
+    const base = port * this.cfg.pmdCount;
+    for (let p = 0; p < this.cfg.pmdCount; p++) if (p !== this.cfg.id && this.rxHolders[base + p] === 1) return p;
+    return -1;
+  }
+
+  /** Queues a port's pending frames for PMD `to`: the buffer itself when this is its only destination, else a copy. */
+  private handOver(port: PortRuntime, to: number): void {
+    const pool = this.pool;
+    const box = this.outbox[to];
+    let n = this.outboxCount[to];
+    const tag = port.cfg.index << HANDLE_BITS;
+    for (let i = 0; i < port.pendingCount; i++) {
+      const h = port.pending[i];
+      if (this.refs[h] === 1) {
+        this.refs[h] = GIVEN;
+        pool.markAway(h);
+        box[n++] = (tag | h) >>> 0;
+        continue;
+      }
+      this.refs[h]--;
+      const copy = pool.alloc();
+      if (copy < 0) {
+        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
+        continue;
+      }
+      const len = pool.length[h];
+      pool.data.copyWithin(pool.frameOffset(copy), pool.frameOffset(h), pool.frameOffset(h) + len);
+      pool.length[copy] = len;
+      this.refs[copy] = 0;
+      pool.markAway(copy);
+      box[n++] = (tag | copy) >>> 0;
+    }
+    this.outboxCount[to] = n;
+  }
+
+  private sendOutbox(to: number): void {
+    const box = this.outbox[to];
+    const n = this.outboxCount[to];
+    const sent = this.ringsOut[to]!.enqueueBurst(box, n);
+    // A full ring is a counted drop, never a wait: the buffers stay ours.
+    for (let i = sent; i < n; i++) {
+      const entry = box[i];
+      const h = entry & HANDLE_MASK;
+      this.counters[portBase(entry >>> HANDLE_BITS) + DROPS_BASE + DROP.ring_full]++;
+      // An original goes back to its burst, which frees it; a copy is freed here.
+      if (this.refs[h] === GIVEN) this.refs[h] = 1;
+      else this.pool.free(h);
+    }
+    this.outboxCount[to] = 0;
+    if (sent > 0 && Atomics.load(this.peerBells[to], DOORBELL_SLEEPING) === 1) eventfdSignal(this.peerWakeFds[to]);
+  }
+}

@@ -1,0 +1,91 @@
+// How a PMD is configured, and a port as one PMD sees it: its memory views, the vrings it
+// runs and the frames waiting to be written to it in the current burst.
+import type { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
+import type { QueueLayout } from '../virtio/split-queue.ts';
+import type { PmdWaker } from '../vhost/dataplane-link.ts';
+import type { PoolMemory } from './packet-pool.ts';
+import { BURST, type QueueOwner } from './guest-io.ts';
+
+export interface PmdPortConfig {
+  index: number;
+  name: string;
+  /** index into PmdConfig.bridges, or -1 */
+  bridge: number;
+  /** largest frame without the virtio-net header: MTU + Ethernet header + a VLAN tag */
+  maxFrame: number;
+  /** the guest's MAC on this port, as a static bridge entry: [high 16 bits, low 32 bits] */
+  staticMac: [number, number] | null;
+  /** most MACs this PMD's bridge table learns from the port */
+  macLimit: number;
+  /** only staticMac may be a source: frames from any other are dropped, nothing learned */
+  portSecurity: boolean;
+}
+
+export interface PmdConfig {
+  id: number;
+  cpu: number;
+  pmdCount: number;
+  ports: PmdPortConfig[];
+  /** port indices of each bridge */
+  bridges: number[][];
+  /** empty polls before the PMD starts sleeping, and the longest sleep (µs); 0 = pure polling */
+  idleSpinRounds: number;
+  idleSleepMaxUs: number;
+}
+
+/** The SharedArrayBuffers all PMDs work on together. */
+export interface PmdShared {
+  pool: PoolMemory;
+  counters: SharedArrayBuffer;
+  /** dataRings[x][y]: frames PMD x hands to PMD y (null where x = y) */
+  dataRings: (SharedArrayBuffer | null)[][];
+  /** returnRings[x][y]: buffers of PMD y that PMD x has freed */
+  returnRings: (SharedArrayBuffer | null)[][];
+  dataRingCapacity: number;
+  /** macTables[bridge][pmd]: each PMD learns into its own table, all read every table */
+  macTables: SharedArrayBuffer[][];
+  macTableCapacity: number;
+  /** Int32 per port and PMD: 1 while that PMD runs a guest RX queue of the port */
+  rxQueueHolders: SharedArrayBuffer;
+  /** each PMD's doorbell and wake eventfd */
+  wakers: PmdWaker[];
+}
+
+export interface VringSpec {
+  /** lastAvailIdx: where the queue resumes after a memory change, or where it stopped */
+  layout: QueueLayout;
+  callFd: number;
+  kickFd: number;
+  mergeable: boolean;
+  /** found corrupt: stays stopped (never revived by a memory change) until set up again */
+  failed: boolean;
+}
+
+/** A memory table being viewed a window per poll round; `id` is the command to answer. */
+export interface MemoryBuild {
+  id: number;
+  builder: GuestMemoryBuilder;
+}
+
+export class PortRuntime {
+  readonly cfg: PmdPortConfig;
+  mem: GuestMemory | null = null;
+  mergeable = false;
+  /** by vring index: even = guest RX (we write), odd = guest TX (we read) */
+  readonly specs: (VringSpec | null)[] = [];
+  readonly owners: (QueueOwner | null)[] = [];
+  /** running guest TX queues, polled every round */
+  txPoll: QueueOwner[] = [];
+  /** the guest RX queue frames for this port are written to */
+  rxOut: QueueOwner | null = null;
+  /** frames for this port collected in the current burst */
+  readonly pending = new Uint32Array(BURST);
+  pendingCount = 0;
+  /** the connection generation whose commands are accepted (see PmdCommand) */
+  gen = 0;
+  build: MemoryBuild | null = null;
+
+  constructor(cfg: PmdPortConfig) {
+    this.cfg = cfg;
+  }
+}

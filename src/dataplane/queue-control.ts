@@ -1,0 +1,214 @@
+// A PMD's control half: the commands of the vhost control thread (vring start and stop,
+// fds, memory tables, resets), carried out between bursts. Each command carries its
+// connection's generation (see PmdCommand); a memory table is viewed a window per poll
+// round and applied all or nothing; a queue found corrupt stays stopped where it stopped.
+import type { Log } from '../log.ts';
+import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
+import { SplitQueue } from '../virtio/split-queue.ts';
+import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
+import { portBase, QUEUE_ERRORS } from './counters.ts';
+import type { QueueOwner } from './guest-io.ts';
+import type { PortRuntime, VringSpec } from './port-runtime.ts';
+
+export class QueueControl {
+  private readonly pmdId: number;
+  private readonly ports: PortRuntime[];
+  private readonly counters: Float64Array;
+  private readonly doorbell: Int32Array;
+  private readonly log: Log;
+  /** the port's queues came or went: the PMD rebuilds what its data path walks */
+  private readonly changed: (port: PortRuntime) => void;
+
+  constructor(pmdId: number, ports: PortRuntime[], counters: Float64Array, doorbell: Int32Array, log: Log, changed: (port: PortRuntime) => void) {
+    this.pmdId = pmdId;
+    this.ports = ports;
+    this.counters = counters;
+    this.doorbell = doorbell;
+    this.log = log;
+    this.changed = changed;
+  }
+
+  /**
+   * A corrupt ring: stop polling it, keep the port's other queues and the other ports. It
+   * stays stopped, where it stopped, until the frontend sets it up again.
+   */
+  queueFailed(port: PortRuntime, owner: QueueOwner): void {
+    this.counters[portBase(port.cfg.index) + QUEUE_ERRORS]++;
+    const vring = port.owners.indexOf(owner);
+    this.log.warn(`port ${port.cfg.name}: vring ${vring} stopped: ${owner.queue.failure}`);
+    if (vring >= 0) {
+      port.owners[vring] = null;
+      const spec = port.specs[vring];
+      if (spec) {
+        spec.failed = true;
+        spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
+      }
+    }
+    this.changed(port);
+  }
+
+  /** Called with the answer to a command that completes after execute() returned (memory). */
+  onLateReply: (reply: PmdReply) => void = () => {};
+  private buildsPending = 0;
+
+  /**
+   * Carries out a command between two bursts. Returns the answer, or null when it comes
+   * later through onLateReply (a memory table is viewed a window per poll round).
+   */
+  execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
+    const port = this.ports[cmd.port];
+    if (port === undefined) return { error: `no port ${cmd.port} on PMD ${this.pmdId}` };
+    this.doorbell[DOORBELL_SERVING] = cmd.port;
+    if (cmd.gen < port.gen) return { error: `${cmd.t} of an earlier connection (${cmd.gen}; the port is at ${port.gen})` };
+    if (cmd.gen > port.gen) {
+      this.forget(port, 'a newer connection');
+      port.gen = cmd.gen;
+    }
+    switch (cmd.t) {
+      case 'memory': {
+        this.cancelBuild(port, 'superseded by a newer memory table');
+        let builder: GuestMemoryBuilder;
+        try {
+          builder = new GuestMemoryBuilder(cmd.regions);
+        } catch (err) {
+          return { error: `cannot view guest memory: ${(err as Error).message}` };
+        }
+        port.build = { id, builder };
+        this.buildsPending++;
+        return null;
+      }
+      case 'vring-start': {
+        const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, failed: false };
+        if (port.mem === null) return { error: 'no memory table' };
+        const owner = this.buildQueue(port, port.mem, spec);
+        if (typeof owner === 'string') return { error: owner };
+        spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
+        port.specs[cmd.vring] = spec;
+        port.owners[cmd.vring] = owner;
+        port.mergeable = spec.mergeable;
+        this.changed(port);
+        return { lastAvailIdx: owner.queue.lastAvailIdx };
+      }
+      case 'vring-stop': {
+        const owner = port.owners[cmd.vring];
+        const spec = port.specs[cmd.vring];
+        const lastAvailIdx = owner ? owner.queue.lastAvailIdx : spec ? spec.layout.lastAvailIdx : undefined;
+        port.specs[cmd.vring] = null;
+        port.owners[cmd.vring] = null;
+        this.changed(port);
+        return lastAvailIdx === undefined ? {} : { lastAvailIdx };
+      }
+      case 'vring-call': {
+        const spec = port.specs[cmd.vring];
+        if (spec) spec.callFd = cmd.callFd;
+        const owner = port.owners[cmd.vring];
+        if (owner) owner.callFd = cmd.callFd;
+        return {};
+      }
+      case 'vring-kick': {
+        const spec = port.specs[cmd.vring];
+        if (spec) spec.kickFd = cmd.kickFd;
+        const owner = port.owners[cmd.vring];
+        if (owner) owner.kickFd = cmd.kickFd;
+        this.changed(port);
+        return {};
+      }
+      case 'port-reset':
+        this.forget(port, 'port reset');
+        port.gen = cmd.gen + 1;
+        return {};
+    }
+  }
+
+  /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
+  get building(): boolean {
+    return this.buildsPending > 0;
+  }
+
+  /**
+   * Views one more window of one pending memory table (each view costs V8 a full garbage
+   * collection: a few ms, so one per poll round); applies the table once complete.
+   */
+  stepBuilds(): void {
+    for (const port of this.ports) {
+      const build = port.build;
+      if (build === null) continue;
+      this.doorbell[DOORBELL_SERVING] = port.cfg.index;
+      let reply: Omit<PmdReply, 'id'> | null = null;
+      try {
+        build.builder.step();
+        if (build.builder.done) reply = this.applyMemory(port, build.builder.finish());
+      } catch (err) {
+        reply = { error: `cannot view guest memory: ${(err as Error).message}` };
+      }
+      if (reply !== null) {
+        port.build = null;
+        this.buildsPending--;
+        this.onLateReply({ id: build.id, ...reply });
+      }
+      return;
+    }
+  }
+
+  /**
+   * Moves the port's queues onto a new memory table, where each stopped, all or nothing:
+   * if one does not fit the new table, the port stays on the old one.
+   */
+  private applyMemory(port: PortRuntime, mem: GuestMemory): Omit<PmdReply, 'id'> {
+    const moved: (QueueOwner | null)[] = [];
+    for (let vring = 0; vring < port.specs.length; vring++) {
+      const spec = port.specs[vring];
+      const running = port.owners[vring];
+      if (!spec || spec.failed || !running) {
+        moved[vring] = null;
+        continue;
+      }
+      const owner = this.buildQueue(port, mem, { ...spec, layout: { ...spec.layout, lastAvailIdx: running.queue.lastAvailIdx } });
+      if (typeof owner === 'string') return { error: `vring ${vring} does not fit the new memory table: ${owner}` };
+      moved[vring] = owner;
+    }
+    port.mem = mem;
+    moved.forEach((owner, vring) => {
+      port.owners[vring] = owner;
+      if (owner) port.specs[vring]!.layout = { ...port.specs[vring]!.layout, lastAvailIdx: owner.queue.lastAvailIdx };
+    });
+    this.changed(port);
+    return {};
+  }
+
+  private cancelBuild(port: PortRuntime, why: string): void {
+    if (port.build === null) return;
+    this.onLateReply({ id: port.build.id, error: `memory table not applied: ${why}` });
+    port.build = null;
+    this.buildsPending--;
+  }
+
+  /** Drops everything of the port's connection: queues, memory views, a pending table. */
+  private forget(port: PortRuntime, why: string): void {
+    this.cancelBuild(port, why);
+    port.specs.length = 0;
+    port.owners.length = 0;
+    port.mem = null;
+    this.changed(port);
+  }
+
+  /** The queue a spec describes on a memory table, or why it cannot be built. */
+  private buildQueue(port: PortRuntime, mem: GuestMemory, spec: VringSpec): QueueOwner | string {
+    let queue: SplitQueue | string;
+    try {
+      queue = SplitQueue.create(mem, spec.layout);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    if (typeof queue === 'string') return queue;
+    queue.suppressNotifications();
+    return {
+      queue,
+      callFd: spec.callFd,
+      kickFd: spec.kickFd,
+      counters: this.counters,
+      counterBase: portBase(port.cfg.index),
+      maxFrame: port.cfg.maxFrame,
+    };
+  }
+}

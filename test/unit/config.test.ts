@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, parseConfig } from '../../src/control/config.ts';
-import { VROUTER_BIN } from '../support/vrouter-process.ts';
+import { REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge: 'br0', ...over });
 
@@ -100,4 +100,17 @@ t.test('queue pairs spread over PMDs round-robin, unless pinned', async (t) => {
     4,
   );
   t.same(assignQueues(c), [[0, 1], [1, 0, 1]], 'b queue 0 pinned to CPU 3 (PMD 1); the rest alternate');
+});
+
+t.test('the configs of config/ and examples/ are valid', async (t) => {
+  const { loadConfigFile } = await import('../../src/control/config.ts');
+  for (const file of ['config/default.json', 'examples/hardened.json', 'examples/two-guests/vrouter.json', 'examples/testpmd/vrouter.json']) {
+    t.doesNotThrow(() => loadConfigFile(join(REPO, file)), file);
+  }
+  const hardened = loadConfigFile(join(REPO, 'examples/hardened.json'));
+  t.same(
+    hardened.ports.map((p) => [p.memoryPolicy, p.portSecurity, p.socketMode, p.peerUid]),
+    [['strict', true, 0o660, 0], ['strict', false, 0o600, null]],
+    'hardened.json sets what its README says',
+  );
 });

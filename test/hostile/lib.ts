@@ -5,6 +5,7 @@ import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { memTablePayload, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { DriverQueue, GuestRam } from '../support/virtio-driver.ts';
+import { NET_HDR_LEN, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 import { blockingEventfd, pipe } from '../support/raw-fds.ts';
 import { processResources, trafficFlows, type ProcessResources } from '../support/traffic.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
@@ -104,4 +105,64 @@ export async function controlPathAttacks(socket: string): Promise<void> {
     ram.close();
     sys.closeAll([sparse, pipeRead, pipeWrite, blocking]);
   }
+}
+
+/**
+ * A guest that attacks through its queues until `until()` says stop: frames from thousands
+ * of random source MACs, TX chains of zero-length indirect descriptors, and receive queues
+ * stuffed with buffers far too small for a frame. Returns the rounds it made.
+ */
+export async function dataPathAttacks(socket: string, until: () => boolean): Promise<number> {
+  const h = await startDevice(socket, { queueSize: 1024 });
+  let rounds = 0;
+  try {
+    const random = (n: number) => Math.floor(Math.random() * n);
+    const { tx, rx, ram } = h;
+    // Everything lives in guest RAM allocated once; descriptor slots are rewritten in
+    // turn, never more than 900 of 1024 outstanding (the daemon returns TX chains in order).
+    const frames = Array.from({ length: 64 }, () => {
+      const off = ram.alloc(NET_HDR_LEN + 64);
+      ram.bytes.fill(0, off, off + NET_HDR_LEN);
+      return off;
+    });
+    const tiny = ram.alloc(64);
+    const zeroTable = tx.addZeroLengthIndirectChain(1024);
+    const o = tx.descOff + 16 * zeroTable;
+    const zeroChain = { addr: ram.dv.getUint32(o, true) + ram.dv.getUint32(o + 4, true) * 2 ** 32, len: 16 * 1024, flags: VIRTQ_DESC_F_INDIRECT, next: 0 };
+    let txSlot = 1;
+    let rxSlot = 0;
+    const txRoom = () => ((tx.availIdx - tx.lastUsedIdx) & 0xffff) < 900;
+    while (!until()) {
+      tx.takeUsed();
+      rx.takeUsed();
+      for (let i = 0; i < 64 && txRoom(); i++) {
+        // A random source (the MAC table) to a random unicast destination (flooded to every other port).
+        const off = frames[i];
+        for (let b = 0; b < 12; b++) ram.bytes[off + NET_HDR_LEN + b] = random(256);
+        ram.bytes[off + NET_HDR_LEN] &= 0xfe;
+        ram.bytes[off + NET_HDR_LEN + 6] &= 0xfe;
+        ram.dv.setUint16(off + NET_HDR_LEN + 12, 0x0800);
+        tx.writeDesc(txSlot, { addr: ram.gpa(off), len: NET_HDR_LEN + 64, flags: 0, next: 0 });
+        tx.makeAvailable(txSlot);
+        txSlot = (txSlot + 1) % tx.size;
+      }
+      if (txRoom()) {
+        tx.writeDesc(txSlot, zeroChain);
+        tx.makeAvailable(txSlot);
+        txSlot = (txSlot + 1) % tx.size;
+      }
+      // Receive buffers of 4 bytes: nothing fits, the header included.
+      for (let i = 0; i < 32 && ((rx.availIdx - rx.lastUsedIdx) & 0xffff) < 900; i++) {
+        rx.writeDesc(rxSlot, { addr: ram.gpa(tiny), len: 4, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+        rx.makeAvailable(rxSlot);
+        rxSlot = (rxSlot + 1) % rx.size;
+      }
+      h.kick();
+      rounds++;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  } finally {
+    h.close();
+  }
+  return rounds;
 }

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { loadConfigFile } from '../src/control/config.ts';
 import { Supervisor } from '../src/control/supervisor.ts';
+import { planPlugins } from '../src/pipeline/loader.ts';
 import { createLog } from '../src/log.ts';
 
 // This file runs as bin/vrouter.ts or, built, as dist/bin/vrouter.js.
@@ -39,7 +40,8 @@ try {
 
 let supervisor: Supervisor;
 try {
-  supervisor = new Supervisor(loadConfigFile(configPath));
+  const config = loadConfigFile(configPath);
+  supervisor = new Supervisor(config, await planPlugins(config.plugins));
 } catch (err) {
   log.error(`invalid configuration: ${(err as Error).message}`);
   process.exit(2);

@@ -22,9 +22,13 @@ interface Bucket {
   suppressed: number;
 }
 
-export function createLog(component: string, now: () => number = () => performance.now()): Log {
+/**
+ * `write` takes each finished line: stderr by default. A PMD passes its lines to the main
+ * thread instead: a worker's stderr is flushed by its event loop, which a PMD never runs.
+ */
+export function createLog(component: string, write: (line: string) => void = (line) => process.stderr.write(line), now: () => number = () => performance.now()): Log {
   const buckets = new Map<string, Bucket>();
-  const write = (level: string, msg: string) => {
+  const log = (level: string, msg: string) => {
     const t = now();
     const kind = `${level} ${msg.replace(/\d+/g, '#').slice(0, KIND_PREFIX)}`;
     let b = buckets.get(kind);
@@ -42,11 +46,11 @@ export function createLog(component: string, now: () => number = () => performan
     b.tokens--;
     const also = b.suppressed > 0 ? ` (and ${b.suppressed} more like it, not shown)` : '';
     b.suppressed = 0;
-    process.stderr.write(`vrouter: ${level} ${component}: ${msg}${also}\n`);
+    write(`vrouter: ${level} ${component}: ${msg}${also}\n`);
   };
   return {
-    info: (msg) => write('info', msg),
-    warn: (msg) => write('warn', msg),
-    error: (msg) => write('error', msg),
+    info: (msg) => log('info', msg),
+    warn: (msg) => log('warn', msg),
+    error: (msg) => log('error', msg),
   };
 }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
+import { BRIDGE_STAGE, type PluginSpec } from '../pipeline/loader.ts';
 
 export interface PortConfig {
   name: string;
@@ -44,7 +45,12 @@ export interface PmdSettings {
 export interface VrouterConfig {
   ports: PortConfig[];
   pmd: PmdSettings;
+  /** the stages of every burst, in order: "bridge" (built in) and plugins by name */
+  pipeline: string[];
+  /** the plugins of the pipeline, in pipeline order */
+  plugins: PluginSpec[];
 }
+
 
 export class ConfigError extends Error {
   readonly code = 'VR_CONFIG';
@@ -198,9 +204,40 @@ function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
   };
 }
 
+const PLUGIN_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+
+/** "plugins": {"NAME": {"path": "./x.ts", ...its config}} and "pipeline": ["bridge", "NAME"]. */
+function parsePipeline(rawPipeline: unknown, rawPlugins: unknown, baseDir: string): { pipeline: string[]; plugins: PluginSpec[] } {
+  const defined = rawPlugins === undefined ? {} : object(rawPlugins, 'plugins', Object.keys(rawPlugins as object));
+  const specs = new Map<string, PluginSpec>();
+  for (const [name, entry] of Object.entries(defined)) {
+    const field = `plugins.${name}`;
+    if (!PLUGIN_NAME.test(name) || name === BRIDGE_STAGE) throw new ConfigError(field, `a plugin name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter, and not "${BRIDGE_STAGE}"`);
+    const e = object(entry, field, Object.keys(entry as object));
+    if (typeof e.path !== 'string' || e.path === '') throw new ConfigError(`${field}.path`, 'must be the path of the plugin module');
+    const { path, ...config } = e;
+    specs.set(name, { name, path: resolve(baseDir, path), config });
+  }
+  let pipeline = [BRIDGE_STAGE];
+  if (rawPipeline !== undefined) {
+    if (!Array.isArray(rawPipeline)) throw new ConfigError('pipeline', 'must be an array of stage names');
+    pipeline = rawPipeline.map((stage, i) => {
+      if (typeof stage !== 'string' || (stage !== BRIDGE_STAGE && !specs.has(stage))) {
+        throw new ConfigError(`pipeline[${i}]`, `${JSON.stringify(stage)} is neither "${BRIDGE_STAGE}" nor a plugin defined in "plugins"`);
+      }
+      if (rawPipeline.indexOf(stage) !== i) throw new ConfigError(`pipeline[${i}]`, `"${stage}" is listed twice`);
+      return stage;
+    });
+    if (!pipeline.includes(BRIDGE_STAGE)) throw new ConfigError('pipeline', `needs the "${BRIDGE_STAGE}" stage: it is what decides where frames go`);
+  }
+  const unused = [...specs.keys()].find((name) => !pipeline.includes(name));
+  if (unused !== undefined) throw new ConfigError(`plugins.${unused}`, 'is not in the pipeline');
+  return { pipeline, plugins: pipeline.filter((s) => s !== BRIDGE_STAGE).map((s) => specs.get(s)!) };
+}
+
 /** Validates a parsed config document. Relative socket paths are taken from baseDir. */
 export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().length): VrouterConfig {
-  const top = object(raw, '', ['ports', 'pmd']);
+  const top = object(raw, '', ['ports', 'pmd', 'pipeline', 'plugins']);
   if (!Array.isArray(top.ports) || top.ports.length === 0) throw new ConfigError('ports', 'must be a non-empty array');
   if (top.ports.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports`);
   const pmd = parsePmd(top.pmd, cpuCount);
@@ -211,7 +248,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     const k = ports.findIndex((q) => q.socket === p.socket);
     if (k !== i) throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
   });
-  return { ports, pmd };
+  return { ports, pmd, ...parsePipeline(top.pipeline, top.plugins, baseDir) };
 }
 
 /** Reads and validates a config file; errors name the file as well as the field. */

@@ -5,7 +5,8 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
-import type { PmdThreadData } from '../dataplane/pmd-thread.ts';
+import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
+import type { PluginPlan } from '../pipeline/loader.ts';
 import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import { DOORBELL_SERVING } from '../vhost/dataplane-link.ts';
@@ -30,8 +31,12 @@ export class Supervisor {
   private control: Worker | null = null;
   private stopping = false;
 
-  constructor(config: VrouterConfig) {
+  /** the plugins of the pipeline, loaded and validated (planPlugins) */
+  private readonly plugins: PluginPlan[];
+
+  constructor(config: VrouterConfig, plugins: PluginPlan[] = []) {
     this.config = config;
+    this.plugins = plugins;
     this.layout = dataplaneLayout(config);
   }
 
@@ -63,13 +68,14 @@ export class Supervisor {
   /** Starts PMD `id` and returns the control thread's end of its command channel. */
   private spawnPmd(id: number): MessagePort {
     const channel = new MessageChannel();
-    const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, commands: channel.port2 };
-    const worker = new Worker(new URL(`../dataplane/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
+    const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, commands: channel.port2, pipeline: this.config.pipeline, plugins: this.plugins };
+    const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => {
       log.error(`pmd${id} crashed: ${err.stack ?? err.message}`);
       this.crashes[id] = err.message;
     });
     worker.on('exit', (code) => this.pmdExited(id, code));
+    worker.on('message', (m: PmdLogLine) => process.stderr.write(m.log));
     this.crashes[id] = null;
     this.pmds[id] = worker;
     return channel.port1;
@@ -117,7 +123,7 @@ export class Supervisor {
   stats() {
     const counters = this.layout.shared.counters;
     const pmds = readPmdStats(counters, this.pmds.length, this.config.ports.length).map((s, i) => ({ cpu: this.config.pmd.cores[i], ...s }));
-    return { ports: readPortStats(counters, this.pmds.length, this.config.ports.map((p) => p.name)), pmds };
+    return { ports: readPortStats(counters, this.pmds.length, this.config.ports.map((p) => p.name), this.plugins), pmds };
   }
 
   /** Closes every connection and socket, then stops the threads. */

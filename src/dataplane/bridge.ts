@@ -3,7 +3,7 @@
 // reason) into the batch. Each PMD learns into a table of its own per bridge and reads the
 // others' (seqlocked); aged entries are swept once a second, between bursts.
 import type { Log } from '../log.ts';
-import { Batch, EGRESS_FLOOD } from './batch.ts';
+import { Batch, EGRESS_FLOOD, EGRESS_UNDECIDED } from './batch.ts';
 import { DROP, MAC_LEARNING_REFUSED, portBase } from './counters.ts';
 import { LEARN_REFUSED, MacTable, macHigh, macLow, nowSeconds } from './mac-table.ts';
 import type { PacketPool } from './packet-pool.ts';
@@ -71,7 +71,10 @@ export class Bridge {
     const own = ingress.portSecurity ? ingress.staticMac : null;
     const ownHi = own === null ? -1 : own[0];
     const ownLo = own === null ? 0 : own[1];
+    const egress = batch.egress;
     for (let i = 0; i < count; i++) {
+      // A packet an earlier stage decided for (dropped or sent somewhere) is left alone.
+      if (egress[i] !== EGRESS_UNDECIDED) continue;
       const off = pool.frameOffset(handles[i]);
       if (own !== null && (macHigh(data, off + 6) !== ownHi || macLow(data, off + 6) !== ownLo)) {
         batch.dropAs(i, DROP.source_mac_denied);
@@ -102,7 +105,7 @@ export class Bridge {
         dst = lastDst;
       }
       if (dst === ingress.index) batch.dropAs(i, DROP.same_port);
-      else batch.egress[i] = dst < 0 ? EGRESS_FLOOD : dst;
+      else egress[i] = dst < 0 ? EGRESS_FLOOD : dst;
     }
   }
 
@@ -112,6 +115,7 @@ export class Bridge {
     const own = this.cfg.ports[batch.ingress].staticMac;
     for (let i = 0; i < batch.count; i++) {
       const off = this.pool.frameOffset(batch.handles[i]) + 6;
+      if (batch.egress[i] !== EGRESS_UNDECIDED) continue;
       if (own === null || macHigh(data, off) !== own[0] || macLow(data, off) !== own[1]) batch.dropAs(i, DROP.source_mac_denied);
     }
   }

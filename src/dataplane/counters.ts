@@ -29,7 +29,23 @@ export const QUEUE_ERRORS = 4;
 /** frames whose source MAC was not learned: the port had its macLimit of learned MACs (not a drop) */
 export const MAC_LEARNING_REFUSED = 5;
 export const DROPS_BASE = 6;
-export const COUNTERS_PER_PORT = DROPS_BASE + DROP_REASONS.length;
+/**
+ * Slots per port for the plugins of the pipeline: each plugin's drop reasons (plugin_error
+ * first), then its counters. A plugin drop reason's code continues DROP's numbering, so
+ * that the egress step counts it like any other.
+ */
+export const PLUGIN_BASE = DROPS_BASE + DROP_REASONS.length;
+export const PLUGIN_SLOTS = 64;
+export const COUNTERS_PER_PORT = PLUGIN_BASE + PLUGIN_SLOTS;
+
+/** Where a plugin's names sit among the plugin slots. */
+export interface PluginCounters {
+  name: string;
+  /** its first slot (0-based, from PLUGIN_BASE) */
+  slot: number;
+  dropReasons: string[];
+  counters: string[];
+}
 
 /** The SharedArrayBuffer holding every PMD's counter block. */
 export function createCounterBuffer(pmdCount: number, portCount: number): SharedArrayBuffer {
@@ -54,10 +70,12 @@ export interface PortStats {
   queue_errors: number;
   mac_learning_refused: number;
   drops: Record<DropReason, number>;
+  /** per plugin of the pipeline: its drops by reason and its counters */
+  plugins: Record<string, { drops: Record<string, number>; counters: Record<string, number> }>;
 }
 
 /** Sums the blocks of all PMDs into per-port stats. */
-export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portNames: readonly string[]): Record<string, PortStats> {
+export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portNames: readonly string[], plugins: readonly PluginCounters[] = []): Record<string, PortStats> {
   const all = new Float64Array(buffer);
   const perPmd = portNames.length * COUNTERS_PER_PORT;
   const sum = (port: number, counter: number) => {
@@ -69,6 +87,14 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
   portNames.forEach((name, port) => {
     const drops = {} as Record<DropReason, number>;
     DROP_REASONS.forEach(([reason], i) => (drops[reason] = sum(port, DROPS_BASE + i)));
+    const perPlugin: PortStats['plugins'] = {};
+    for (const p of plugins) {
+      const base = PLUGIN_BASE + p.slot;
+      perPlugin[p.name] = {
+        drops: Object.fromEntries(p.dropReasons.map((r, i) => [r, sum(port, base + i)])),
+        counters: Object.fromEntries(p.counters.map((c, i) => [c, sum(port, base + p.dropReasons.length + i)])),
+      };
+    }
     stats[name] = {
       rx_packets: sum(port, RX_PACKETS),
       rx_bytes: sum(port, RX_BYTES),
@@ -77,6 +103,7 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
       queue_errors: sum(port, QUEUE_ERRORS),
       mac_learning_refused: sum(port, MAC_LEARNING_REFUSED),
       drops,
+      plugins: perPlugin,
     };
   });
   return stats;

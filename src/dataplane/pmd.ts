@@ -1,6 +1,7 @@
 // A poll-mode driver: owns the virtqueues of its ports and polls the guests' TX queues in
-// bursts; each burst goes through the bridge, which decides, and the egress step, which
-// counts, delivers and frees. Control reaches it between bursts, never during one.
+// bursts; each burst goes through the stages of the pipeline (the bridge, plugins), which
+// decide, then the egress step, which counts, delivers and frees. Control reaches it
+// between bursts, never during one.
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
@@ -17,6 +18,14 @@ import { SpscRing } from './spsc-ring.ts';
 export type { PmdConfig, PmdPortConfig, PmdShared } from './port-runtime.ts';
 export { HANDLE_BITS } from './egress.ts';
 
+/** A step of the pipeline: writes its decisions into the batch (see Batch). */
+export interface Stage {
+  process(batch: Batch): void;
+}
+
+/** Orders the stages of a PMD's pipeline, given the built-in bridge and the PMD's counter block. */
+export type PipelineBuilder = (bridge: Stage, counters: Float64Array) => Stage[];
+
 export class Pmd {
   private readonly cfg: PmdConfig;
   private readonly pool: PacketPool;
@@ -26,15 +35,16 @@ export class Pmd {
   private readonly ringsIn: SpscRing[];
   /** ports polled this round (those with a running guest TX queue) */
   private active: PortRuntime[] = [];
-  private readonly batch = new Batch();
+  private readonly batch: Batch;
   private readonly bridge: Bridge;
+  private readonly stages: Stage[];
   private readonly egress: Egress;
   private readonly control: QueueControl;
   private readonly idle: IdleSleep;
   /** our doorbell: commands posted, sleeping flag, the port being served */
   readonly doorbell: Int32Array;
 
-  constructor(cfg: PmdConfig, shared: PmdShared, log: Log) {
+  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder = (bridge) => [bridge]) {
     this.cfg = cfg;
     const counters = pmdCounters(shared.counters, cfg.id, cfg.ports.length);
     const me = cfg.id;
@@ -56,6 +66,8 @@ export class Pmd {
     const queueFailed = (port: PortRuntime, owner: QueueOwner) => this.control.queueFailed(port, owner);
     this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed);
     this.bridge = new Bridge(cfg, shared, this.pool, counters, log);
+    this.stages = pipeline(this.bridge, counters);
+    this.batch = new Batch(this.pool);
     this.idle = new IdleSleep(this.doorbell, shared.wakers[me].wakeFd, this.ringsIn);
   }
 
@@ -79,7 +91,8 @@ export class Pmd {
         if (n > 0) {
           work += n;
           batch.begin(port.cfg.index, n);
-          this.bridge.process(batch);
+          const stages = this.stages;
+          for (let s = 0; s < stages.length; s++) stages[s].process(batch);
           this.egress.transmit(batch);
         } else if (n < 0) {
           this.control.queueFailed(port, queues[q]);

@@ -1,29 +1,47 @@
-// Entry point of a PMD worker thread: pins itself, then polls forever. Commands arrive on
+// Entry point of a PMD worker thread: loads the pipeline's plugins, pins itself, then
+// polls forever. Commands arrive on
 // a MessagePort that it drains only when the doorbell word changes (one Atomics.load per
 // round). When idle it sleeps in growing steps on the guests' kick eventfds and its own
 // wake eventfd, so a packet, a command or frames from another PMD wake it at once.
-import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SERVING, type PmdRequest } from '../vhost/dataplane-link.ts';
-import { Pmd, type PmdConfig, type PmdShared } from './pmd.ts';
+import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
+import { PluginStage } from './host.ts';
+import { BRIDGE_STAGE, importPlugin, type PluginPlan } from './loader.ts';
 
 export interface PmdThreadData {
   config: PmdConfig;
   shared: PmdShared;
   commands: MessagePort;
+  /** the stages in order: "bridge" and plugin names */
+  pipeline: string[];
+  plugins: PluginPlan[];
 }
 
-const { config, shared, commands } = workerData as PmdThreadData;
-const log = createLog(`pmd${config.id}`);
+const { config, shared, commands, pipeline, plugins } = workerData as PmdThreadData;
+/** Lines go to the supervisor, which writes them (see createLog). */
+export interface PmdLogLine {
+  log: string;
+}
+const log = createLog(`pmd${config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
+const modules = await Promise.all(plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`)));
 try {
   setThreadName(`pmd${config.id}`);
   pinThreadToCpu(config.cpu);
 } catch (err) {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
-const pmd = new Pmd(config, shared, log);
+const ports = config.ports.map((p) => ({ index: p.index, name: p.name }));
+const pmd = new Pmd(config, shared, log, (bridge, counters): Stage[] =>
+  pipeline.map((name) => {
+    if (name === BRIDGE_STAGE) return bridge;
+    const i = plugins.findIndex((p) => p.name === name);
+    return new PluginStage(modules[i], plugins[i], { id: config.id, count: config.pmdCount, ports }, counters, log);
+  }),
+);
 const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
 

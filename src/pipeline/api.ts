@@ -1,0 +1,86 @@
+// The plugin API: everything a pipeline stage may use, and all it may use. A plugin is a
+// module whose default export is a Plugin record; it sees a burst as a PacketBatch (struct
+// of arrays) and only writes decisions into it: where each packet goes, or why it is
+// dropped. The PMD's egress step counts, delivers and frees; a stage never does.
+//
+// Rules of the hot path apply to process(): no allocation, closure or exception per
+// packet; read what you need once per batch; keep one shape per object.
+
+export const PLUGIN_API_VERSION = 1;
+
+/** batch.egress[i]: every member of the ingress port's bridge but the ingress port */
+export const EGRESS_FLOOD = -1;
+
+export interface PacketBatch {
+  /** packets in this batch (at most 32) */
+  readonly count: number;
+  /** the port index the burst came from (one queue's burst) */
+  readonly ingress: number;
+  /** per packet: the destination port index, EGRESS_FLOOD, or a drop (see dropped()) */
+  readonly egress: Int32Array;
+  /** the packet buffers: packet i's Ethernet frame is data[offset(i) .. offset(i) + length(i)) */
+  readonly data: Uint8Array;
+  offset(i: number): number;
+  length(i: number): number;
+  /** marks packet i dropped, for a reason code from PluginContext.dropCode() */
+  dropAs(i: number, code: number): void;
+  dropped(i: number): boolean;
+}
+
+export interface PortInfo {
+  index: number;
+  name: string;
+}
+
+export interface PluginLog {
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+
+/** What a plugin gets once per PMD thread, to build its per-PMD state from. */
+export interface PluginContext<Config> {
+  /** the plugin's own config, as parseConfig returned it */
+  readonly config: Config;
+  /** this PMD and how many there are (state may be per PMD: no locks) */
+  readonly pmd: number;
+  readonly pmdCount: number;
+  readonly ports: readonly PortInfo[];
+  readonly log: PluginLog;
+  /** the code of one of the plugin's declared drop reasons, for batch.dropAs() */
+  dropCode(reason: string): number;
+  /** the id of one of the plugin's declared counters, for count() */
+  counterId(counter: string): number;
+  /** adds n to a declared counter of a port (each PMD writes its own block: no atomics) */
+  count(port: number, counter: number, n: number): void;
+}
+
+/** A config mistake: `field` is the path inside the plugin's config (e.g. "rules[3].dstPort"). */
+export class PluginConfigError extends Error {
+  readonly field: string;
+  readonly code = 'VR_PLUGIN_CONFIG';
+  constructor(field: string, reason: string) {
+    super(`${field}: ${reason}`);
+    this.field = field;
+  }
+}
+
+/** The registration record a plugin module exports as its default export. */
+export interface Plugin<Config = unknown, State = unknown> {
+  name: string;
+  version: string;
+  /** the PLUGIN_API_VERSION it was written for */
+  apiVersion: number;
+  /**
+   * Validates the plugin's config (everything in its "plugins" entry but "path") and
+   * fills in defaults; throws PluginConfigError naming the field. Default: no config keys.
+   */
+  parseConfig?(raw: Record<string, unknown>): Config;
+  /** drop reasons, declared once: [name, one-line meaning] */
+  dropReasons?: readonly (readonly [string, string])[];
+  /** per-port counters, declared once: [name, one-line meaning] */
+  counters?: readonly (readonly [string, string])[];
+  /** per-PMD state, built in the PMD thread before it polls */
+  createState(ctx: PluginContext<Config>): State;
+  /** one batch: write decisions into it, nothing else */
+  process(batch: PacketBatch, state: State): void;
+}

@@ -1,0 +1,70 @@
+// A plugin as a stage of a PMD: its per-PMD state, its counters, and a fence around its
+// process(): a plugin that throws costs its batch (every packet not yet dropped counts as
+// its plugin_error) and never the PMD loop; the exception is logged at most once a second.
+import type { Log } from '../log.ts';
+import { DROP_REASONS, PLUGIN_BASE, portBase } from '../dataplane/counters.ts';
+import type { Batch } from '../dataplane/batch.ts';
+import type { Stage } from '../dataplane/pmd.ts';
+import type { Plugin, PluginContext, PortInfo } from './api.ts';
+import type { PluginPlan } from './loader.ts';
+
+const ERROR_LOG_INTERVAL_MS = 1000;
+
+export class PluginStage implements Stage {
+  readonly name: string;
+  private readonly plugin: Plugin;
+  private readonly state: unknown;
+  private readonly log: Log;
+  /** the plugin_error drop code (its first slot) */
+  private readonly errorCode: number;
+  private loggedAt = -Infinity;
+  private unlogged = 0;
+
+  constructor(plugin: Plugin, plan: PluginPlan, pmd: { id: number; count: number; ports: readonly PortInfo[] }, counters: Float64Array, log: Log) {
+    this.name = plan.name;
+    this.plugin = plugin;
+    this.log = log;
+    const firstCode = DROP_REASONS.length + plan.slot;
+    this.errorCode = firstCode;
+    const counterBase = PLUGIN_BASE + plan.slot + plan.dropReasons.length;
+    const lookup = (names: string[], name: string, kind: string) => {
+      const i = names.indexOf(name);
+      if (i < 0) throw new Error(`plugin ${plan.name} has no ${kind} "${name}" (declared: ${names.join(', ') || 'none'})`);
+      return i;
+    };
+    const ctx: PluginContext<unknown> = {
+      config: plan.config,
+      pmd: pmd.id,
+      pmdCount: pmd.count,
+      ports: pmd.ports,
+      log: { info: (m) => log.info(`${plan.name}: ${m}`), warn: (m) => log.warn(`${plan.name}: ${m}`) },
+      dropCode: (reason) => firstCode + lookup(plan.dropReasons, reason, 'drop reason'),
+      counterId: (counter) => counterBase + lookup(plan.counters, counter, 'counter'),
+      count: (port, counter, n) => {
+        counters[portBase(port) + counter] += n;
+      },
+    };
+    this.state = plugin.createState(ctx);
+  }
+
+  process(batch: Batch): void {
+    try {
+      this.plugin.process(batch, this.state);
+    } catch (err) {
+      this.failed(batch, err);
+    }
+  }
+
+  private failed(batch: Batch, err: unknown): void {
+    for (let i = 0; i < batch.count; i++) if (!batch.dropped(i)) batch.dropAs(i, this.errorCode);
+    const now = performance.now();
+    if (now - this.loggedAt < ERROR_LOG_INTERVAL_MS) {
+      this.unlogged++;
+      return;
+    }
+    const also = this.unlogged > 0 ? ` (${this.unlogged} more since the last report)` : '';
+    this.log.warn(`plugin ${this.name} threw, its batch was dropped${also}: ${(err as Error)?.stack ?? String(err)}`);
+    this.loggedAt = now;
+    this.unlogged = 0;
+  }
+}

@@ -1,0 +1,89 @@
+// Plugins from the config: each module loaded, its registration record checked, its config
+// validated by the plugin itself, and its drop reasons and counters given counter slots.
+// The supervisor does this before anything starts (a bad plugin or plugin config is a
+// config error naming the field); each PMD thread loads the same modules again.
+import { pathToFileURL } from 'node:url';
+import { PLUGIN_SLOTS, type PluginCounters } from '../dataplane/counters.ts';
+import { PLUGIN_API_VERSION, type Plugin } from './api.ts';
+
+/** The built-in stage: MAC learning and switching among the ports of a bridge. */
+export const BRIDGE_STAGE = 'bridge';
+
+/** A plugin of the pipeline as the config names it: its module and its own config keys. */
+export interface PluginSpec {
+  name: string;
+  /** absolute path of the module */
+  path: string;
+  config: Record<string, unknown>;
+}
+
+/** A plugin that cannot run as configured: the field at fault (plugins.NAME...) and why. */
+export class PluginLoadError extends Error {
+  readonly code = 'VR_CONFIG';
+  readonly field: string;
+  constructor(field: string, reason: string) {
+    super(`${field}: ${reason}`);
+    this.name = 'PluginLoadError';
+    this.field = field;
+  }
+}
+
+/** Every plugin counts, as its first drop reason, the batches its process() threw on. */
+export const PLUGIN_ERROR: readonly [string, string] = ['plugin_error', 'the plugin threw while processing the batch: the batch was dropped'];
+const NAME = /^[a-z][a-z0-9_]{0,31}$/;
+
+/** A plugin ready to run: where it comes from, its validated config, its counter slots. */
+export interface PluginPlan extends PluginCounters {
+  path: string;
+  config: unknown;
+}
+
+/** Imports a plugin module and checks its registration record. */
+export async function importPlugin(path: string, field: string): Promise<Plugin> {
+  let module: { default?: unknown };
+  try {
+    module = await import(pathToFileURL(path).href);
+  } catch (err) {
+    throw new PluginLoadError(`${field}.path`, `cannot load ${path}: ${(err as Error).message}`);
+  }
+  const p = module.default as Partial<Plugin> | undefined;
+  const missing = (['name', 'version', 'apiVersion', 'createState', 'process'] as const).find((k) => p?.[k] === undefined);
+  if (p === undefined || missing) throw new PluginLoadError(`${field}.path`, `${path} does not export a plugin as its default export${missing ? ` (no "${missing}")` : ''}`);
+  if (p.apiVersion !== PLUGIN_API_VERSION) throw new PluginLoadError(`${field}.path`, `${p.name} is written for plugin API ${p.apiVersion}; this vrouter has ${PLUGIN_API_VERSION}`);
+  for (const [kind, table] of [['dropReasons', p.dropReasons ?? []], ['counters', p.counters ?? []]] as const) {
+    for (const entry of table) {
+      if (!Array.isArray(entry) || typeof entry[0] !== 'string' || !NAME.test(entry[0]) || typeof entry[1] !== 'string') {
+        throw new PluginLoadError(`${field}.path`, `${p.name}: ${kind} must be [name, meaning] pairs with names of a-z, 0-9 and _, got ${JSON.stringify(entry)}`);
+      }
+    }
+  }
+  return p as Plugin;
+}
+
+/**
+ * Loads and validates every plugin of the config, in pipeline order, and lays out their
+ * counter slots. Throws PluginLoadError naming the field at fault.
+ */
+export async function planPlugins(specs: readonly PluginSpec[]): Promise<PluginPlan[]> {
+  const plans: PluginPlan[] = [];
+  let slot = 0;
+  for (const spec of specs) {
+    const field = `plugins.${spec.name}`;
+    const plugin = await importPlugin(spec.path, field);
+    let config: unknown = {};
+    try {
+      if (plugin.parseConfig) config = plugin.parseConfig(spec.config);
+      else if (Object.keys(spec.config).length > 0) throw Object.assign(new Error('unknown key (the plugin takes no config)'), { field: Object.keys(spec.config)[0] });
+    } catch (err) {
+      const e = err as Error & { field?: string };
+      throw new PluginLoadError(e.field ? `${field}.${e.field}` : field, e.field ? e.message.replace(`${e.field}: `, '') : e.message);
+    }
+    const dropReasons = [PLUGIN_ERROR, ...(plugin.dropReasons ?? [])].map(([n]) => n);
+    const counters = (plugin.counters ?? []).map(([n]) => n);
+    const used = dropReasons.length + counters.length;
+    if (slot + used > PLUGIN_SLOTS) throw new PluginLoadError(field, `the pipeline's plugins declare more than ${PLUGIN_SLOTS} drop reasons and counters in all`);
+    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters });
+    slot += used;
+  }
+  return plans;
+}

@@ -1,0 +1,102 @@
+// The pipeline as configured: plugins loaded into every PMD, their config checked before
+// anything starts, their counters in the stats, and a plugin that throws costing only its
+// batch.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, parseConfig } from '../../src/control/config.ts';
+import { planPlugins } from '../../src/pipeline/loader.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { waitFor } from '../support/traffic.ts';
+import { startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
+
+const FAULTY = fileURLToPath(new URL('../support/plugins/faulty.ts', import.meta.url));
+const DSCP = fileURLToPath(new URL('../../examples/plugins/dscp-marker/index.ts', import.meta.url));
+const port = (name: string) => ({ name, socket: `/tmp/${name}.sock`, bridge: 'br0' });
+const MAC_A = '52:54:00:00:00:0a';
+const MAC_B = '52:54:00:00:00:0b';
+
+t.test('pipeline and plugins in the config', async (t) => {
+  const c = parseConfig({ ports: [port('a')] }, '/', 2);
+  t.same([c.pipeline, c.plugins], [['bridge'], []], 'by default: the bridge alone');
+  const d = parseConfig({ ports: [port('a')], plugins: { dscp: { path: 'x/dscp.ts', dscp: 10 } }, pipeline: ['dscp', 'bridge'] }, '/etc/vr', 2);
+  t.same(d.plugins, [{ name: 'dscp', path: '/etc/vr/x/dscp.ts', config: { dscp: 10 } }], 'paths from the config file directory; the rest is the plugin config');
+  const cases: [object, string, RegExp][] = [
+    [{ pipeline: 'bridge' }, 'pipeline', /array/],
+    [{ pipeline: ['bridge', 'nat'] }, 'pipeline[1]', /neither "bridge" nor a plugin/],
+    [{ pipeline: ['bridge', 'bridge'] }, 'pipeline[1]', /listed twice/],
+    [{ plugins: { dscp: { path: 'd.ts' } }, pipeline: ['dscp'] }, 'pipeline', /needs the "bridge" stage/],
+    [{ plugins: { dscp: { path: 'd.ts' } } }, 'plugins.dscp', /not in the pipeline/],
+    [{ plugins: { DSCP: { path: 'd.ts' } }, pipeline: ['bridge', 'DSCP'] }, 'plugins.DSCP', /a plugin name is/],
+    [{ plugins: { dscp: { dscp: 1 } }, pipeline: ['bridge', 'dscp'] }, 'plugins.dscp.path', /path of the plugin module/],
+  ];
+  for (const [extra, field, reason] of cases) {
+    const err = t.throws(() => parseConfig({ ports: [port('a')], ...extra }, '/', 2)) as ConfigError;
+    t.equal(err.field, field, `${JSON.stringify(extra)}: field`);
+    t.match(err.message, reason);
+  }
+});
+
+t.test('plugins are loaded and checked before anything starts', async (t) => {
+  const plans = await planPlugins([
+    { name: 'dscp', path: DSCP, config: { dscp: 46 } },
+    { name: 'faulty', path: FAULTY, config: {} },
+  ]);
+  t.same(
+    plans.map((p) => [p.name, p.slot, p.dropReasons, p.counters]),
+    [['dscp', 0, ['plugin_error'], ['marked', 'not_ip']], ['faulty', 3, ['plugin_error', 'never'], ['batches']]],
+    'drop reasons (plugin_error first) and counters get slots one after the other',
+  );
+  await t.rejects(planPlugins([{ name: 'dscp', path: DSCP, config: { dscp: 99 } }]), { message: /^plugins\.dscp\.dscp: must be an integer from 0 to 63/ });
+  await t.rejects(planPlugins([{ name: 'x', path: '/nonexistent/x.ts', config: {} }]), { message: /^plugins\.x\.path: cannot load/ });
+  const notAPlugin = fileURLToPath(new URL('../support/traffic.ts', import.meta.url));
+  await t.rejects(planPlugins([{ name: 'x', path: notAPlugin, config: {} }]), { message: /^plugins\.x\.path: .* does not export a plugin/ });
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-plugins-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock') }], plugins: { dscp: { path: DSCP, dscp: 64 } }, pipeline: ['dscp', 'bridge'] }));
+  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
+  t.equal(run.status, 2, 'the daemon exits with status 2');
+  t.match(run.stderr, /invalid configuration: plugins\.dscp\.dscp: must be an integer from 0 to 63, got 64/);
+});
+
+t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { faulty: { path: FAULTY } },
+    pipeline: ['bridge', 'faulty'],
+  });
+  t.teardown(() => vr.stop());
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const send = async (poison: boolean, n: number) => {
+    for (let i = 0; i < n; i++) postRxBuffer(b.rx, 2048);
+    for (let i = 0; i < n; i++) {
+      const f = ethernetFrame(MAC_B, MAC_A, 60, i);
+      if (poison) f[14] = 0xee;
+      sendFrame(a.tx, f);
+      a.kick();
+      await new Promise((r) => setTimeout(r, 2)); // one frame, one batch
+    }
+  };
+  await send(true, 20);
+  await waitFor('the error in the log', () => /plugin faulty threw, its batch was dropped/.test(vr.stderr()));
+  await send(false, 10);
+  let got = 0;
+  await waitFor('the good frames', () => (got += b.rx.takeUsed().length) >= 10 || undefined);
+  t.equal(got, 10, 'the PMD forwards the batches the plugin does not throw on');
+  const s = await vr.stats();
+  t.equal(s.a.plugins.faulty.drops.plugin_error, 20, 'each poisoned frame was dropped as the plugin\'s plugin_error');
+  t.equal(s.a.plugins.faulty.drops.never, 0);
+  const batches = s.a.plugins.faulty.counters.batches;
+  t.ok(batches >= 10 && batches <= 30, `its own counter counted the ${batches} batches of the 30 frames`);
+  t.equal(s.b.tx_packets, 10);
+  const logged = (vr.stderr().match(/plugin faulty threw/g) ?? []).length;
+  t.ok(logged >= 1 && logged <= 2, `the exception was logged ${logged} time(s) for 20 batches within a second or so`);
+  t.ok(vr.alive());
+});

@@ -9,7 +9,7 @@ import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import type { PluginPlan } from '../pipeline/loader.ts';
 import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
-import { DOORBELL_SERVING } from '../vhost/dataplane-link.ts';
+import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE } from '../vhost/dataplane-link.ts';
 import type { VrouterConfig } from './config.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
@@ -19,6 +19,9 @@ const SHUTDOWN_TIMEOUT_MS = 5000;
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
+/** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
+const STUCK_MS = 1000;
+const WATCHDOG_MS = 250;
 
 export class Supervisor {
   private readonly config: VrouterConfig;
@@ -28,6 +31,11 @@ export class Supervisor {
   private readonly restarts: number[] = [];
   /** per PMD: the error it died of, if it did */
   private readonly crashes: (string | null)[] = [];
+  /** per PMD: its heartbeat when last seen to move, and when */
+  private readonly heartbeats: { beat: number; at: number }[] = [];
+  /** plugins taken out of restarted PMDs after they hung one */
+  private readonly takenOut: string[] = [];
+  private watchdog: NodeJS.Timeout | null = null;
   private control: Worker | null = null;
   private stopping = false;
 
@@ -61,6 +69,7 @@ export class Supervisor {
       throw new Error(first.error);
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
+    this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     const cpus = this.config.pmd.cores.join(', ');
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`);
   }
@@ -68,7 +77,14 @@ export class Supervisor {
   /** Starts PMD `id` and returns the control thread's end of its command channel. */
   private spawnPmd(id: number): MessagePort {
     const channel = new MessageChannel();
-    const data: PmdThreadData = { config: this.layout.pmds[id], shared: this.layout.shared, commands: channel.port2, pipeline: this.config.pipeline, plugins: this.plugins };
+    const data: PmdThreadData = {
+      config: this.layout.pmds[id],
+      shared: this.layout.shared,
+      commands: channel.port2,
+      pipeline: this.config.pipeline,
+      plugins: this.plugins,
+      takenOut: this.takenOut,
+    };
     const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => {
       log.error(`pmd${id} crashed: ${err.stack ?? err.message}`);
@@ -77,6 +93,8 @@ export class Supervisor {
     worker.on('exit', (code) => this.pmdExited(id, code));
     worker.on('message', (m: PmdLogLine) => process.stderr.write(m.log));
     this.crashes[id] = null;
+    // Watched from its first poll round on: loading plugins may take a while.
+    this.heartbeats[id] = { beat: new Int32Array(this.layout.shared.wakers[id].doorbell)[DOORBELL_HEARTBEAT], at: Infinity };
     this.pmds[id] = worker;
     return channel.port1;
   }
@@ -113,6 +131,35 @@ export class Supervisor {
     return port >= 0 && port < this.config.ports.length ? { port, error } : null;
   }
 
+  /**
+   * A PMD whose heartbeat stopped is stuck: it is terminated and restarted. If it was stuck
+   * in a plugin, the new PMDs run without it (bypassed or dropping, per its onError), and
+   * the log says so; otherwise (a blocking call, a vrouter bug) it is simply restarted.
+   */
+  private watchHeartbeats(): void {
+    const now = Date.now();
+    this.pmds.forEach((worker, id) => {
+      const bell = new Int32Array(this.layout.shared.wakers[id].doorbell);
+      const seen = this.heartbeats[id];
+      const beat = bell[DOORBELL_HEARTBEAT];
+      if (beat !== seen.beat) {
+        this.heartbeats[id] = { beat, at: now };
+        return;
+      }
+      if (now - seen.at < STUCK_MS) return;
+      this.heartbeats[id] = { beat, at: Infinity }; // once: the restart resets it
+      const stage = this.config.pipeline[bell[DOORBELL_STAGE]];
+      const plan = this.plugins.find((p) => p.name === stage);
+      if (plan) {
+        if (!this.takenOut.includes(plan.name)) this.takenOut.push(plan.name);
+        log.error(`pmd${id} is stuck in plugin ${plan.name} (no poll round for ${STUCK_MS} ms): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`);
+      } else {
+        log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`);
+      }
+      void worker.terminate();
+    });
+  }
+
   /** Terminates a PMD as a crash would (SIGUSR2: a drill of the restart path). */
   crashPmd(id: number): void {
     log.warn(`terminating pmd${id} on request`);
@@ -146,6 +193,7 @@ export class Supervisor {
 
   private async terminateAll(): Promise<void> {
     this.stopping = true;
+    if (this.watchdog) clearInterval(this.watchdog);
     await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
     closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
   }

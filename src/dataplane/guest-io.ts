@@ -34,9 +34,9 @@ export const DELIVER_DESCRIPTOR_BUDGET = 1024;
 /**
  * Descriptor reads one receiveBurst() may spend before it leaves the remaining chains for
  * the next poll round (nothing is dropped): without it a burst of 32 chains at maxChain
- * would cost 32 x 129 reads; at the budget it measured 6 us. Frames of one or two descriptors, as Linux and DPDK send
- * without offloads, never reach it; 32 chains of Linux's most (MAX_SKB_FRAGS + 2 = 19,
- * through an indirect table) would take two rounds.
+ * would cost 32 x 129 reads; at the budget it measured 6 us. Frames of one or two
+ * descriptors, as Linux and DPDK send them without offloads, never reach it; 32 chains of
+ * Linux's most (MAX_SKB_FRAGS + 2 = 19, through an indirect table) take two rounds.
  */
 export const RECEIVE_DESCRIPTOR_BUDGET = 512;
 

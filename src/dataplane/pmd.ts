@@ -2,7 +2,7 @@
 // bursts; each burst goes through the stages of the pipeline (the bridge, plugins), which
 // decide, then the egress step, which counts, delivers and frees. Control reaches it
 // between bursts, never during one.
-import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
+import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
 import { Bridge } from './bridge.ts';
@@ -76,6 +76,7 @@ export class Pmd {
   /** One poll round: frames from other PMDs, then every running guest TX queue. */
   pollOnce(): number {
     let work = 0;
+    this.doorbell[DOORBELL_HEARTBEAT]++;
     this.bridge.sweep();
     const ringsIn = this.ringsIn;
     for (let r = 0; r < ringsIn.length; r++) work += this.egress.drainRing(ringsIn[r]);
@@ -92,7 +93,11 @@ export class Pmd {
           work += n;
           batch.begin(port.cfg.index, n);
           const stages = this.stages;
-          for (let s = 0; s < stages.length; s++) stages[s].process(batch);
+          for (let s = 0; s < stages.length; s++) {
+            bell[DOORBELL_STAGE] = s;
+            stages[s].process(batch);
+          }
+          bell[DOORBELL_STAGE] = -1;
           this.egress.transmit(batch);
         } else if (n < 0) {
           this.control.queueFailed(port, queues[q]);

@@ -83,4 +83,10 @@ export interface Plugin<Config = unknown, State = unknown> {
   createState(ctx: PluginContext<Config>): State;
   /** one batch: write decisions into it, nothing else */
   process(batch: PacketBatch, state: State): void;
+  /**
+   * If process() hangs (the PMD's heartbeat stops for a second), the PMD is restarted
+   * with this plugin taken out: 'bypass' lets its traffic through unprocessed, 'drop' drops
+   * it (counted as plugin_error). Default 'drop': a plugin that filters fails closed.
+   */
+  onError?: 'bypass' | 'drop';
 }

@@ -1,6 +1,7 @@
 // A plugin as a stage of a PMD: its per-PMD state, its counters, and a fence around its
 // process(): a plugin that throws costs its batch (every packet not yet dropped counts as
 // its plugin_error) and never the PMD loop; the exception is logged at most once a second.
+// A plugin that hung a PMD before runs taken out: bypassed, or dropping all (its onError).
 import type { Log } from '../log.ts';
 import { DROP_REASONS, PLUGIN_BASE, portBase } from '../dataplane/counters.ts';
 import type { Batch } from '../dataplane/batch.ts';
@@ -19,11 +20,14 @@ export class PluginStage implements Stage {
   private readonly errorCode: number;
   private loggedAt = -Infinity;
   private unlogged = 0;
+  /** 'run', or how the plugin is taken out after it hung a PMD */
+  private readonly mode: 'run' | 'bypass' | 'drop';
 
-  constructor(plugin: Plugin, plan: PluginPlan, pmd: { id: number; count: number; ports: readonly PortInfo[] }, counters: Float64Array, log: Log) {
+  constructor(plugin: Plugin, plan: PluginPlan, pmd: { id: number; count: number; ports: readonly PortInfo[] }, counters: Float64Array, log: Log, takenOut = false) {
     this.name = plan.name;
     this.plugin = plugin;
     this.log = log;
+    this.mode = takenOut ? (plugin.onError ?? 'drop') : 'run';
     const firstCode = DROP_REASONS.length + plan.slot;
     this.errorCode = firstCode;
     const counterBase = PLUGIN_BASE + plan.slot + plan.dropReasons.length;
@@ -48,6 +52,10 @@ export class PluginStage implements Stage {
   }
 
   process(batch: Batch): void {
+    if (this.mode !== 'run') {
+      if (this.mode === 'drop') for (let i = 0; i < batch.count; i++) if (!batch.dropped(i)) batch.dropAs(i, this.errorCode);
+      return;
+    }
     try {
       this.plugin.process(batch, this.state);
     } catch (err) {

@@ -36,6 +36,8 @@ const NAME = /^[a-z][a-z0-9_]{0,31}$/;
 export interface PluginPlan extends PluginCounters {
   path: string;
   config: unknown;
+  /** what the PMDs do with it once it hung one (Plugin.onError) */
+  onError: 'bypass' | 'drop';
 }
 
 /** Imports a plugin module and checks its registration record. */
@@ -82,7 +84,10 @@ export async function planPlugins(specs: readonly PluginSpec[]): Promise<PluginP
     const counters = (plugin.counters ?? []).map(([n]) => n);
     const used = dropReasons.length + counters.length;
     if (slot + used > PLUGIN_SLOTS) throw new PluginLoadError(field, `the pipeline's plugins declare more than ${PLUGIN_SLOTS} drop reasons and counters in all`);
-    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters });
+    if (plugin.onError !== undefined && plugin.onError !== 'bypass' && plugin.onError !== 'drop') {
+      throw new PluginLoadError(`${field}.path`, `${plugin.name}: onError must be "bypass" or "drop", got ${JSON.stringify(plugin.onError)}`);
+    }
+    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop' });
     slot += used;
   }
   return plans;

@@ -7,7 +7,7 @@ import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from '
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SERVING, type PmdRequest } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
 import { BRIDGE_STAGE, importPlugin, type PluginPlan } from './loader.ts';
@@ -19,9 +19,11 @@ export interface PmdThreadData {
   /** the stages in order: "bridge" and plugin names */
   pipeline: string[];
   plugins: PluginPlan[];
+  /** plugins taken out of this PMD's pipeline because they hung a PMD */
+  takenOut: string[];
 }
 
-const { config, shared, commands, pipeline, plugins } = workerData as PmdThreadData;
+const { config, shared, commands, pipeline, plugins, takenOut } = workerData as PmdThreadData;
 /** Lines go to the supervisor, which writes them (see createLog). */
 export interface PmdLogLine {
   log: string;
@@ -39,7 +41,7 @@ const pmd = new Pmd(config, shared, log, (bridge, counters): Stage[] =>
   pipeline.map((name) => {
     if (name === BRIDGE_STAGE) return bridge;
     const i = plugins.findIndex((p) => p.name === name);
-    return new PluginStage(modules[i], plugins[i], { id: config.id, count: config.pmdCount, ports }, counters, log);
+    return new PluginStage(modules[i], plugins[i], { id: config.id, count: config.pmdCount, ports }, counters, log, takenOut.includes(name));
   }),
 );
 const doorbell = pmd.doorbell;
@@ -47,6 +49,7 @@ log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
 
 pmd.onLateReply = (reply) => commands.postMessage(pack(reply));
 doorbell[DOORBELL_SERVING] = -1;
+doorbell[DOORBELL_STAGE] = -1;
 
 function drainCommands(): void {
   for (let m = receiveMessageOnPort(commands); m !== undefined; m = receiveMessageOnPort(commands)) {

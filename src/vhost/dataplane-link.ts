@@ -49,6 +49,10 @@ export interface Dataplane {
 export const DOORBELL_COMMANDS = 0;
 /** the port the PMD works on (plain stores): read after a crash to find the likely culprit */
 export const DOORBELL_SERVING = 8;
+/** counts the PMD's poll rounds (plain stores): a count that stops says the PMD is stuck */
+export const DOORBELL_HEARTBEAT = 9;
+/** the pipeline stage the PMD is in, or -1: says which plugin a stuck PMD is stuck in */
+export const DOORBELL_STAGE = 10;
 /** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
 export const DOORBELL_SLEEPING = 16;
 export const DOORBELL_WORDS = 32;

@@ -100,3 +100,32 @@ t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
   t.ok(logged >= 1 && logged <= 2, `the exception was logged ${logged} time(s) for 20 batches within a second or so`);
   t.ok(vr.alive());
 });
+
+t.test('a plugin that hangs a PMD is taken out of it', async (t) => {
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { faulty: { path: FAULTY } },
+    pipeline: ['bridge', 'faulty'],
+  });
+  t.teardown(() => vr.stop());
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  postRxBuffer(b.rx, 2048);
+  const hang = ethernetFrame(MAC_B, MAC_A, 60);
+  hang[14] = 0xdd;
+  sendFrame(a.tx, hang);
+  a.kick();
+  const started = Date.now();
+  await waitFor('the watchdog', () => /pmd0 is stuck in plugin faulty \(no poll round for 1000 ms\): restarting it without the plugin \(bypass: its traffic passes unprocessed\)/.test(vr.stderr()), 5000);
+  t.pass(`the supervisor saw the PMD stuck in the plugin after ${Date.now() - started} ms and said so`);
+  await waitFor('the restart', () => /pmd0 exited with code \d+: restarting it/.test(vr.stderr()), 5000);
+  await waitFor('the queues back', () => /port b: vring 0 \(guest rx\) running, size 256, resumed/.test(vr.stderr()), 5000);
+  for (let i = 0; i < 10; i++) postRxBuffer(b.rx, 2048);
+  for (let i = 0; i < 10; i++) sendFrame(a.tx, i % 2 ? hang : ethernetFrame(MAC_B, MAC_A, 60, i));
+  a.kick();
+  let got = 0;
+  await waitFor('frames after the restart', () => (got += b.rx.takeUsed().length) >= 10 || undefined, 5000);
+  t.ok(got >= 10, 'the restarted PMD forwards, the frames that hung the plugin too (it is bypassed)');
+  t.ok(vr.alive());
+});

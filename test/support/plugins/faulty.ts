@@ -1,8 +1,10 @@
 // A plugin for the tests of plugin faults: throws on any batch holding a frame whose
-// payload starts with 0xee.
+// payload starts with 0xee, and never returns from one holding a frame that starts with
+// 0xdd (taken out, it lets traffic through: onError "bypass").
 import { PLUGIN_API_VERSION, type PacketBatch, type Plugin } from '../../../src/pipeline/api.ts';
 
 interface State {
+  spins: number;
   counter: number;
   count: (port: number, counter: number, n: number) => void;
 }
@@ -13,11 +15,14 @@ const plugin: Plugin<unknown, State> = {
   apiVersion: PLUGIN_API_VERSION,
   dropReasons: [['never', 'a reason that is declared and never used']],
   counters: [['batches', 'batches seen']],
-  createState: (ctx) => ({ counter: ctx.counterId('batches'), count: ctx.count }),
+  onError: 'bypass',
+  createState: (ctx) => ({ spins: 0, counter: ctx.counterId('batches'), count: ctx.count }),
   process(batch: PacketBatch, s: State) {
     s.count(batch.ingress, s.counter, 1);
     for (let i = 0; i < batch.count; i++) {
-      if (batch.data[batch.offset(i) + 14] === 0xee) throw new Error('a frame starting with 0xee');
+      const first = batch.data[batch.offset(i) + 14];
+      if (first === 0xee) throw new Error('a frame starting with 0xee');
+      if (first === 0xdd) for (;;) s.spins++;
     }
   },
 };

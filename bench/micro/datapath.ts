@@ -6,7 +6,7 @@ import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT } from '../../src/dataplane/counters.ts';
-import { MacTable, macHigh, macLow, nowSeconds } from '../../src/dataplane/mac-table.ts';
+import { MacTable, macHigh, macLow, nowSeconds } from '../../plugins/bridge/mac-table.ts';
 import { DriverQueue, ethernetFrame, GuestRam } from '../../test/support/virtio-driver.ts';
 import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { PerformanceObserver } from 'node:perf_hooks';

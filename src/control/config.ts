@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
-import { BRIDGE_STAGE, type PluginSpec } from '../pipeline/loader.ts';
+import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
+import type { Topology } from '../pipeline/api.ts';
 
 export interface PortConfig {
   name: string;
@@ -47,7 +48,7 @@ export interface VrouterConfig {
   pmd: PmdSettings;
   /** the stages of every burst, in order: "bridge" (built in) and plugins by name */
   pipeline: string[];
-  /** the plugins of the pipeline, in pipeline order */
+  /** every stage of the pipeline, in order, as a plugin (the bridge too) */
   plugins: PluginSpec[];
 }
 
@@ -206,33 +207,43 @@ function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
 
 const PLUGIN_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
 
-/** "plugins": {"NAME": {"path": "./x.ts", ...its config}} and "pipeline": ["bridge", "NAME"]. */
+/**
+ * "plugins": {"NAME": {"path": "./x.ts", ...its config}} and "pipeline": ["bridge", "NAME"].
+ * A built-in plugin (bridge) is named in the pipeline without a path; its "plugins" entry,
+ * if any, holds only its config.
+ */
 function parsePipeline(rawPipeline: unknown, rawPlugins: unknown, baseDir: string): { pipeline: string[]; plugins: PluginSpec[] } {
   const defined = rawPlugins === undefined ? {} : object(rawPlugins, 'plugins', Object.keys(rawPlugins as object));
   const specs = new Map<string, PluginSpec>();
   for (const [name, entry] of Object.entries(defined)) {
     const field = `plugins.${name}`;
-    if (!PLUGIN_NAME.test(name) || name === BRIDGE_STAGE) throw new ConfigError(field, `a plugin name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter, and not "${BRIDGE_STAGE}"`);
     const e = object(entry, field, Object.keys(entry as object));
-    if (typeof e.path !== 'string' || e.path === '') throw new ConfigError(`${field}.path`, 'must be the path of the plugin module');
     const { path, ...config } = e;
+    if (BUILT_IN_PLUGINS.includes(name)) {
+      if (path !== undefined) throw new ConfigError(`${field}.path`, `"${name}" is built in: it takes no path`);
+      specs.set(name, { name, path: builtInPluginPath(name), config });
+      continue;
+    }
+    if (!PLUGIN_NAME.test(name)) throw new ConfigError(field, "a plugin name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter");
+    if (typeof path !== 'string' || path === '') throw new ConfigError(`${field}.path`, 'must be the path of the plugin module');
     specs.set(name, { name, path: resolve(baseDir, path), config });
   }
+  for (const name of BUILT_IN_PLUGINS) if (!specs.has(name)) specs.set(name, { name, path: builtInPluginPath(name), config: {} });
   let pipeline = [BRIDGE_STAGE];
   if (rawPipeline !== undefined) {
     if (!Array.isArray(rawPipeline)) throw new ConfigError('pipeline', 'must be an array of stage names');
     pipeline = rawPipeline.map((stage, i) => {
-      if (typeof stage !== 'string' || (stage !== BRIDGE_STAGE && !specs.has(stage))) {
-        throw new ConfigError(`pipeline[${i}]`, `${JSON.stringify(stage)} is neither "${BRIDGE_STAGE}" nor a plugin defined in "plugins"`);
+      if (typeof stage !== 'string' || !specs.has(stage)) {
+        throw new ConfigError(`pipeline[${i}]`, `${JSON.stringify(stage)} is neither a built-in plugin (${BUILT_IN_PLUGINS.join(', ')}) nor one defined in "plugins"`);
       }
       if (rawPipeline.indexOf(stage) !== i) throw new ConfigError(`pipeline[${i}]`, `"${stage}" is listed twice`);
       return stage;
     });
     if (!pipeline.includes(BRIDGE_STAGE)) throw new ConfigError('pipeline', `needs the "${BRIDGE_STAGE}" stage: it is what decides where frames go`);
   }
-  const unused = [...specs.keys()].find((name) => !pipeline.includes(name));
+  const unused = [...specs.keys()].find((name) => !pipeline.includes(name) && !BUILT_IN_PLUGINS.includes(name));
   if (unused !== undefined) throw new ConfigError(`plugins.${unused}`, 'is not in the pipeline');
-  return { pipeline, plugins: pipeline.filter((s) => s !== BRIDGE_STAGE).map((s) => specs.get(s)!) };
+  return { pipeline, plugins: pipeline.map((stage) => specs.get(stage)!) };
 }
 
 /** Validates a parsed config document. Relative socket paths are taken from baseDir. */
@@ -249,6 +260,13 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     if (k !== i) throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
   });
   return { ports, pmd, ...parsePipeline(top.pipeline, top.plugins, baseDir) };
+}
+
+/** The ports and bridges as plugins see them (Plugin.sharedMemory, PluginContext). */
+export function topologyOf(config: VrouterConfig): Topology {
+  const bridges = [...new Set(config.ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
+  const ports = config.ports.map((p, index) => ({ index, name: p.name, bridge: p.bridge, settings: { ...p } }));
+  return { ports, bridges, pmdCount: config.pmd.cores.length };
 }
 
 /** Reads and validates a config file; errors name the file as well as the field. */

@@ -1,7 +1,6 @@
 // From the config to what the PMDs share: which PMD owns each queue pair, the packet pool,
 // the rings between every ordered pair of PMDs, the MAC tables and the counters.
 import { createCounterBuffer } from '../dataplane/counters.ts';
-import { macTableBytes, parseMac } from '../dataplane/mac-table.ts';
 import { createPoolMemory } from '../dataplane/packet-pool.ts';
 import { HANDLE_BITS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
 import { spscRingBytes } from '../dataplane/spsc-ring.ts';
@@ -13,7 +12,6 @@ import type { VrouterConfig } from './config.ts';
 const L2_OVERHEAD = 18;
 const BUFFERS_PER_PMD = 4096;
 const DATA_RING_CAPACITY = 1024;
-const MAC_TABLE_CAPACITY = 4096;
 const IDLE_SPIN_ROUNDS = 2000;
 
 export interface DataplaneLayout {
@@ -51,8 +49,6 @@ export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
     dataRings: pairs(() => new SharedArrayBuffer(spscRingBytes(DATA_RING_CAPACITY))),
     returnRings: pairs(() => new SharedArrayBuffer(spscRingBytes(BUFFERS_PER_PMD))),
     dataRingCapacity: DATA_RING_CAPACITY,
-    macTables: bridges.map(() => Array.from({ length: pmdCount }, () => new SharedArrayBuffer(macTableBytes(MAC_TABLE_CAPACITY)))),
-    macTableCapacity: MAC_TABLE_CAPACITY,
     rxQueueHolders: new SharedArrayBuffer(4 * config.ports.length * pmdCount),
     wakers: config.pmd.cores.map(() => ({ doorbell: new SharedArrayBuffer(4 * DOORBELL_WORDS), wakeFd: eventfd() })),
   };
@@ -65,9 +61,6 @@ export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
       name: p.name,
       bridge: p.bridge === null ? -1 : bridgeNames.indexOf(p.bridge),
       maxFrame: p.mtu + L2_OVERHEAD,
-      staticMac: p.mac === null ? null : parseMac(p.mac),
-      macLimit: p.macLimit,
-      portSecurity: p.portSecurity,
     })),
     bridges,
     idleSpinRounds: IDLE_SPIN_ROUNDS,

@@ -7,10 +7,12 @@ import { createLog } from '../log.ts';
 import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import type { PluginPlan } from '../pipeline/loader.ts';
+import type { Topology } from '../pipeline/api.ts';
+import { allocatePluginMemory, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE } from '../vhost/dataplane-link.ts';
-import type { VrouterConfig } from './config.ts';
+import { topologyOf, type VrouterConfig } from './config.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
@@ -39,12 +41,17 @@ export class Supervisor {
   private control: Worker | null = null;
   private stopping = false;
 
-  /** the plugins of the pipeline, loaded and validated (planPlugins) */
+  /** the stages of the pipeline, loaded and validated (planPlugins) */
   private readonly plugins: PluginPlan[];
+  private readonly topology: Topology;
+  /** the plugins' shared memory: kept here, so that restarted PMDs find it */
+  private readonly pluginMemory: PluginMemory;
 
-  constructor(config: VrouterConfig, plugins: PluginPlan[] = []) {
+  constructor(config: VrouterConfig, plugins: PluginPlan[]) {
     this.config = config;
     this.plugins = plugins;
+    this.topology = topologyOf(config);
+    this.pluginMemory = allocatePluginMemory(plugins);
     this.layout = dataplaneLayout(config);
   }
 
@@ -81,9 +88,10 @@ export class Supervisor {
       config: this.layout.pmds[id],
       shared: this.layout.shared,
       commands: channel.port2,
-      pipeline: this.config.pipeline,
       plugins: this.plugins,
       takenOut: this.takenOut,
+      topology: this.topology,
+      pluginMemory: this.pluginMemory,
     };
     const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => {

@@ -1,19 +1,10 @@
 // A burst on its way through a PMD, as struct-of-arrays metadata: the stages that look at
 // it (today the bridge) only write their decisions here, per packet; one egress step then
 // counts the drops, delivers the rest and frees the buffers (VPP's error-drop node).
-import { DROP } from './counters.ts';
+import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
+export { EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
 import type { PacketPool } from './packet-pool.ts';
-
-/** egress value: every member of the batch's flood domain but the ingress port (the plugin API's EGRESS_FLOOD) */
-export const EGRESS_FLOOD = -1;
-/** egress values from this one down: dropped, for reason EGRESS_DROP - egress (counters.ts DROP) */
-export const EGRESS_DROP = -2;
-/**
- * A packet no stage decided for: the egress step drops it as no_destination (a drop code,
- * so that the egress step needs one compare), but stages see it as not dropped.
- */
-export const EGRESS_UNDECIDED = EGRESS_DROP - DROP.no_destination;
 
 /** Implements the plugin API's PacketBatch (src/pipeline/api.ts). */
 export class Batch {
@@ -23,8 +14,6 @@ export class Batch {
   count = 0;
   /** the port the burst came from (a burst is one queue's) */
   ingress = 0;
-  /** ports an EGRESS_FLOOD packet goes to (the ingress port is skipped) */
-  floodDomain: readonly number[] = [];
   readonly handles = new Uint32Array(BURST);
   /**
    * Per packet, one number for speed (one array to fill and to read): the destination

@@ -10,9 +10,7 @@ export const DROP_REASONS = [
   ['guest_ring_full', 'the destination guest had no receive buffers posted'],
   ['guest_buffer_too_small', 'the destination guest posted a buffer too small for the frame'],
   ['guest_buffers_fragmented', 'the destination guest posted receive buffers so fragmented that the burst spent its descriptor budget'],
-  ['no_destination', 'the port is in no bridge, or alone in its bridge'],
-  ['same_port', 'the destination MAC was learned on the ingress port'],
-  ['source_mac_denied', "port security: the source MAC is not the port's configured mac"],
+  ['no_destination', 'no stage of the pipeline gave the frame a destination (the port is in no bridge, or alone in it)'],
   ['port_down', 'the destination port has no running receive queue'],
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
 ] as const;
@@ -26,9 +24,7 @@ export const TX_PACKETS = 2;
 export const TX_BYTES = 3;
 /** virtqueues found corrupt and stopped */
 export const QUEUE_ERRORS = 4;
-/** frames whose source MAC was not learned: the port had its macLimit of learned MACs (not a drop) */
-export const MAC_LEARNING_REFUSED = 5;
-export const DROPS_BASE = 6;
+export const DROPS_BASE = 5;
 /**
  * Slots per port for the plugins of the pipeline: each plugin's drop reasons (plugin_error
  * first), then its counters. A plugin drop reason's code continues DROP's numbering, so
@@ -68,7 +64,6 @@ export interface PortStats {
   tx_packets: number;
   tx_bytes: number;
   queue_errors: number;
-  mac_learning_refused: number;
   drops: Record<DropReason, number>;
   /** per plugin of the pipeline: its drops by reason and its counters */
   plugins: Record<string, { drops: Record<string, number>; counters: Record<string, number> }>;
@@ -101,7 +96,6 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
       tx_packets: sum(port, TX_PACKETS),
       tx_bytes: sum(port, TX_BYTES),
       queue_errors: sum(port, QUEUE_ERRORS),
-      mac_learning_refused: sum(port, MAC_LEARNING_REFUSED),
       drops,
       plugins: perPlugin,
     };

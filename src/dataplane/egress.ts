@@ -4,7 +4,8 @@
 // Frames other PMDs hand over arrive here too.
 import { DOORBELL_SERVING, DOORBELL_SLEEPING } from '../vhost/dataplane-link.ts';
 import { eventfdSignal } from '../sys/libc.ts';
-import { Batch, EGRESS_DROP, EGRESS_FLOOD } from './batch.ts';
+import type { Batch } from './batch.ts';
+import { EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { DROP, DROPS_BASE, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
 import type { PacketPool } from './packet-pool.ts';
@@ -39,6 +40,8 @@ export class Egress {
   private readonly outbox: Uint32Array[];
   private readonly outboxCount: Int32Array;
   private readonly inbox = new Uint32Array(BURST);
+  /** per port: the ports of its bridge (where its EGRESS_FLOOD frames go) */
+  private readonly floodDomains: readonly (readonly number[])[];
 
   constructor(
     cfg: PmdConfig,
@@ -66,6 +69,7 @@ export class Egress {
     this.touched = new Int32Array(cfg.ports.length);
     this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BURST * Math.max(1, cfg.ports.length)));
     this.outboxCount = new Int32Array(cfg.pmdCount);
+    this.floodDomains = cfg.ports.map((p) => (p.bridge < 0 ? [] : cfg.bridges[p.bridge]));
   }
 
   /** Counts the batch's drops on its ingress port, delivers the rest, frees every buffer. */
@@ -76,7 +80,7 @@ export class Egress {
     const egress = batch.egress;
     // egress = EGRESS_DROP - reason: the reason's counter is at drops - egress.
     const drops = portBase(batch.ingress) + DROPS_BASE + EGRESS_DROP;
-    const members = batch.floodDomain;
+    const members = this.floodDomains[batch.ingress];
     for (let i = 0; i < batch.count; i++) {
       const h = handles[i];
       const dst = egress[i];

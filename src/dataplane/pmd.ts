@@ -5,7 +5,6 @@
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
-import { Bridge } from './bridge.ts';
 import { pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
@@ -21,10 +20,12 @@ export { HANDLE_BITS } from './egress.ts';
 /** A step of the pipeline: writes its decisions into the batch (see Batch). */
 export interface Stage {
   process(batch: Batch): void;
+  /** once per poll round, between bursts */
+  betweenBursts(): void;
 }
 
-/** Orders the stages of a PMD's pipeline, given the built-in bridge and the PMD's counter block. */
-export type PipelineBuilder = (bridge: Stage, counters: Float64Array) => Stage[];
+/** Makes the stages of a PMD's pipeline, in order, given the PMD's counter block. */
+export type PipelineBuilder = (counters: Float64Array) => Stage[];
 
 export class Pmd {
   private readonly cfg: PmdConfig;
@@ -36,7 +37,6 @@ export class Pmd {
   /** ports polled this round (those with a running guest TX queue) */
   private active: PortRuntime[] = [];
   private readonly batch: Batch;
-  private readonly bridge: Bridge;
   private readonly stages: Stage[];
   private readonly egress: Egress;
   private readonly control: QueueControl;
@@ -44,7 +44,7 @@ export class Pmd {
   /** our doorbell: commands posted, sleeping flag, the port being served */
   readonly doorbell: Int32Array;
 
-  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder = (bridge) => [bridge]) {
+  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder) {
     this.cfg = cfg;
     const counters = pmdCounters(shared.counters, cfg.id, cfg.ports.length);
     const me = cfg.id;
@@ -65,8 +65,7 @@ export class Pmd {
     this.control = new QueueControl(me, this.ports, counters, this.doorbell, log, (port) => this.queuesChanged(port));
     const queueFailed = (port: PortRuntime, owner: QueueOwner) => this.control.queueFailed(port, owner);
     this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed);
-    this.bridge = new Bridge(cfg, shared, this.pool, counters, log);
-    this.stages = pipeline(this.bridge, counters);
+    this.stages = pipeline(counters);
     this.batch = new Batch(this.pool);
     this.idle = new IdleSleep(this.doorbell, shared.wakers[me].wakeFd, this.ringsIn);
   }
@@ -77,7 +76,8 @@ export class Pmd {
   pollOnce(): number {
     let work = 0;
     this.doorbell[DOORBELL_HEARTBEAT]++;
-    this.bridge.sweep();
+    const stages = this.stages;
+    for (let s = 0; s < stages.length; s++) stages[s].betweenBursts();
     const ringsIn = this.ringsIn;
     for (let r = 0; r < ringsIn.length; r++) work += this.egress.drainRing(ringsIn[r]);
     const active = this.active;
@@ -92,7 +92,6 @@ export class Pmd {
         if (n > 0) {
           work += n;
           batch.begin(port.cfg.index, n);
-          const stages = this.stages;
           for (let s = 0; s < stages.length; s++) {
             bell[DOORBELL_STAGE] = s;
             stages[s].process(batch);

@@ -13,12 +13,6 @@ export interface PmdPortConfig {
   bridge: number;
   /** largest frame without the virtio-net header: MTU + Ethernet header + a VLAN tag */
   maxFrame: number;
-  /** the guest's MAC on this port, as a static bridge entry: [high 16 bits, low 32 bits] */
-  staticMac: [number, number] | null;
-  /** most MACs this PMD's bridge table learns from the port */
-  macLimit: number;
-  /** only staticMac may be a source: frames from any other are dropped, nothing learned */
-  portSecurity: boolean;
 }
 
 export interface PmdConfig {
@@ -26,7 +20,7 @@ export interface PmdConfig {
   cpu: number;
   pmdCount: number;
   ports: PmdPortConfig[];
-  /** port indices of each bridge */
+  /** port indices of each bridge: where an EGRESS_FLOOD frame goes */
   bridges: number[][];
   /** empty polls before the PMD starts sleeping, and the longest sleep (µs); 0 = pure polling */
   idleSpinRounds: number;
@@ -42,9 +36,6 @@ export interface PmdShared {
   /** returnRings[x][y]: buffers of PMD y that PMD x has freed */
   returnRings: (SharedArrayBuffer | null)[][];
   dataRingCapacity: number;
-  /** macTables[bridge][pmd]: each PMD learns into its own table, all read every table */
-  macTables: SharedArrayBuffer[][];
-  macTableCapacity: number;
   /** Int32 per port and PMD: 1 while that PMD runs a guest RX queue of the port */
   rxQueueHolders: SharedArrayBuffer;
   /** each PMD's doorbell and wake eventfd */

@@ -8,15 +8,18 @@
 
 export const PLUGIN_API_VERSION = 1;
 
-/** batch.egress[i]: every member of the ingress port's bridge but the ingress port */
-export const EGRESS_FLOOD = -1;
+/**
+ * batch.egress[i] values: EGRESS_FLOOD (every member of the ingress port's bridge but the
+ * ingress port), EGRESS_UNDECIDED (no stage said yet: dropped as no_destination at the end).
+ */
+export { EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/egress-codes.ts';
 
 export interface PacketBatch {
   /** packets in this batch (at most 32) */
   readonly count: number;
   /** the port index the burst came from (one queue's burst) */
   readonly ingress: number;
-  /** per packet: the destination port index, EGRESS_FLOOD, or a drop (see dropped()) */
+  /** per packet: the destination port index, EGRESS_FLOOD, EGRESS_UNDECIDED, or a drop (see dropped()) */
   readonly egress: Int32Array;
   /** the packet buffers: packet i's Ethernet frame is data[offset(i) .. offset(i) + length(i)) */
   readonly data: Uint8Array;
@@ -30,6 +33,18 @@ export interface PacketBatch {
 export interface PortInfo {
   index: number;
   name: string;
+  /** the bridge the port is in (EGRESS_FLOOD reaches its other members), or null */
+  bridge: string | null;
+  /** the port's entry in the config's "ports", defaults filled in (e.g. mac, macLimit) */
+  settings: Readonly<Record<string, unknown>>;
+}
+
+/** What a plugin may size its shared memory by. */
+export interface Topology {
+  ports: readonly PortInfo[];
+  /** bridge names, in the order of first appearance in "ports" */
+  bridges: readonly string[];
+  pmdCount: number;
 }
 
 export interface PluginLog {
@@ -45,6 +60,12 @@ export interface PluginContext<Config> {
   readonly pmd: number;
   readonly pmdCount: number;
   readonly ports: readonly PortInfo[];
+  readonly bridges: readonly string[];
+  /**
+   * The plugin's shared memory (see Plugin.sharedMemory): the same buffers in every PMD,
+   * allocated once and zero-filled, kept across PMD restarts.
+   */
+  readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
   readonly log: PluginLog;
   /** the code of one of the plugin's declared drop reasons, for batch.dropAs() */
   dropCode(reason: string): number;
@@ -79,8 +100,16 @@ export interface Plugin<Config = unknown, State = unknown> {
   dropReasons?: readonly (readonly [string, string])[];
   /** per-port counters, declared once: [name, one-line meaning] */
   counters?: readonly (readonly [string, string])[];
+  /**
+   * Shared memory the plugin's tables live in, by region name and size in bytes: state
+   * that must outlive a PMD thread or be seen by every PMD (tables, learned entries) lives
+   * there, never only on a thread's heap.
+   */
+  sharedMemory?(config: Config, topology: Topology): Record<string, number>;
   /** per-PMD state, built in the PMD thread before it polls */
   createState(ctx: PluginContext<Config>): State;
+  /** once per poll round, between bursts: housekeeping (aging a table a slice at a time) */
+  betweenBursts?(state: State): void;
   /** one batch: write decisions into it, nothing else */
   process(batch: PacketBatch, state: State): void;
   /**

@@ -23,7 +23,15 @@ export class PluginStage implements Stage {
   /** 'run', or how the plugin is taken out after it hung a PMD */
   private readonly mode: 'run' | 'bypass' | 'drop';
 
-  constructor(plugin: Plugin, plan: PluginPlan, pmd: { id: number; count: number; ports: readonly PortInfo[] }, counters: Float64Array, log: Log, takenOut = false) {
+  constructor(
+    plugin: Plugin,
+    plan: PluginPlan,
+    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[] },
+    shared: Record<string, SharedArrayBuffer>,
+    counters: Float64Array,
+    log: Log,
+    takenOut = false,
+  ) {
     this.name = plan.name;
     this.plugin = plugin;
     this.log = log;
@@ -41,6 +49,8 @@ export class PluginStage implements Stage {
       pmd: pmd.id,
       pmdCount: pmd.count,
       ports: pmd.ports,
+      bridges: pmd.bridges,
+      shared,
       log: { info: (m) => log.info(`${plan.name}: ${m}`), warn: (m) => log.warn(`${plan.name}: ${m}`) },
       dropCode: (reason) => firstCode + lookup(plan.dropReasons, reason, 'drop reason'),
       counterId: (counter) => counterBase + lookup(plan.counters, counter, 'counter'),
@@ -63,15 +73,29 @@ export class PluginStage implements Stage {
     }
   }
 
+  betweenBursts(): void {
+    if (this.mode !== 'run' || this.plugin.betweenBursts === undefined) return;
+    try {
+      this.plugin.betweenBursts(this.state);
+    } catch (err) {
+      this.report('betweenBursts', err);
+    }
+  }
+
   private failed(batch: Batch, err: unknown): void {
     for (let i = 0; i < batch.count; i++) if (!batch.dropped(i)) batch.dropAs(i, this.errorCode);
+    this.report('process, its batch was dropped', err);
+  }
+
+  /** Logs a plugin's exception at most once a second. */
+  private report(where: string, err: unknown): void {
     const now = performance.now();
     if (now - this.loggedAt < ERROR_LOG_INTERVAL_MS) {
       this.unlogged++;
       return;
     }
     const also = this.unlogged > 0 ? ` (${this.unlogged} more since the last report)` : '';
-    this.log.warn(`plugin ${this.name} threw, its batch was dropped${also}: ${(err as Error)?.stack ?? String(err)}`);
+    this.log.warn(`plugin ${this.name} threw in ${where}${also}: ${(err as Error)?.stack ?? String(err)}`);
     this.loggedAt = now;
     this.unlogged = 0;
   }

@@ -2,12 +2,20 @@
 // validated by the plugin itself, and its drop reasons and counters given counter slots.
 // The supervisor does this before anything starts (a bad plugin or plugin config is a
 // config error naming the field); each PMD thread loads the same modules again.
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PLUGIN_SLOTS, type PluginCounters } from '../dataplane/counters.ts';
-import { PLUGIN_API_VERSION, type Plugin } from './api.ts';
+import { PLUGIN_API_VERSION, type Plugin, type Topology } from './api.ts';
 
 /** The built-in stage: MAC learning and switching among the ports of a bridge. */
 export const BRIDGE_STAGE = 'bridge';
+/** Plugins that come with vrouter, named in "pipeline" without a path: plugins/NAME/index. */
+export const BUILT_IN_PLUGINS = [BRIDGE_STAGE];
+/** Built-ins are found beside this module, as sources or built (dist/). */
+const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+
+export function builtInPluginPath(name: string): string {
+  return fileURLToPath(new URL(`../../plugins/${name}/index${MODULE_EXT}`, import.meta.url));
+}
 
 /** A plugin of the pipeline as the config names it: its module and its own config keys. */
 export interface PluginSpec {
@@ -38,7 +46,12 @@ export interface PluginPlan extends PluginCounters {
   config: unknown;
   /** what the PMDs do with it once it hung one (Plugin.onError) */
   onError: 'bypass' | 'drop';
+  /** the shared memory regions it asked for, by name, in bytes */
+  sharedMemory: Record<string, number>;
 }
+
+/** The most one plugin may ask for, all its regions together. */
+export const MAX_PLUGIN_MEMORY_BYTES = 1 << 30;
 
 /** Imports a plugin module and checks its registration record. */
 export async function importPlugin(path: string, field: string): Promise<Plugin> {
@@ -66,7 +79,7 @@ export async function importPlugin(path: string, field: string): Promise<Plugin>
  * Loads and validates every plugin of the config, in pipeline order, and lays out their
  * counter slots. Throws PluginLoadError naming the field at fault.
  */
-export async function planPlugins(specs: readonly PluginSpec[]): Promise<PluginPlan[]> {
+export async function planPlugins(specs: readonly PluginSpec[], topology: Topology): Promise<PluginPlan[]> {
   const plans: PluginPlan[] = [];
   let slot = 0;
   for (const spec of specs) {
@@ -87,7 +100,12 @@ export async function planPlugins(specs: readonly PluginSpec[]): Promise<PluginP
     if (plugin.onError !== undefined && plugin.onError !== 'bypass' && plugin.onError !== 'drop') {
       throw new PluginLoadError(`${field}.path`, `${plugin.name}: onError must be "bypass" or "drop", got ${JSON.stringify(plugin.onError)}`);
     }
-    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop' });
+    const sharedMemory = plugin.sharedMemory?.(config, topology) ?? {};
+    const sizes = Object.values(sharedMemory);
+    if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) > MAX_PLUGIN_MEMORY_BYTES) {
+      throw new PluginLoadError(field, `${plugin.name} asks for shared memory of ${JSON.stringify(sharedMemory)}: whole positive byte counts, at most ${MAX_PLUGIN_MEMORY_BYTES} in all`);
+    }
+    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory });
     slot += used;
   }
   return plans;

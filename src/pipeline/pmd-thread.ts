@@ -10,20 +10,23 @@ import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
-import { BRIDGE_STAGE, importPlugin, type PluginPlan } from './loader.ts';
+import { importPlugin, type PluginPlan } from './loader.ts';
+import type { Topology } from './api.ts';
+import type { PluginMemory } from './shared-memory.ts';
 
 export interface PmdThreadData {
   config: PmdConfig;
   shared: PmdShared;
   commands: MessagePort;
-  /** the stages in order: "bridge" and plugin names */
-  pipeline: string[];
+  /** the stages of the pipeline, in order */
   plugins: PluginPlan[];
   /** plugins taken out of this PMD's pipeline because they hung a PMD */
   takenOut: string[];
+  topology: Topology;
+  pluginMemory: PluginMemory;
 }
 
-const { config, shared, commands, pipeline, plugins, takenOut } = workerData as PmdThreadData;
+const { config, shared, commands, plugins, takenOut, topology, pluginMemory } = workerData as PmdThreadData;
 /** Lines go to the supervisor, which writes them (see createLog). */
 export interface PmdLogLine {
   log: string;
@@ -36,13 +39,9 @@ try {
 } catch (err) {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
-const ports = config.ports.map((p) => ({ index: p.index, name: p.name }));
-const pmd = new Pmd(config, shared, log, (bridge, counters): Stage[] =>
-  pipeline.map((name) => {
-    if (name === BRIDGE_STAGE) return bridge;
-    const i = plugins.findIndex((p) => p.name === name);
-    return new PluginStage(modules[i], plugins[i], { id: config.id, count: config.pmdCount, ports }, counters, log, takenOut.includes(name));
-  }),
+const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges };
+const pmd = new Pmd(config, shared, log, (counters): Stage[] =>
+  plugins.map((plan, i) => new PluginStage(modules[i], plan, where, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name))),
 );
 const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);

@@ -54,7 +54,7 @@ t.test('two testpmd ports forward at their rate while two other ports are attack
   t.ok(guestRounds >= 10, `and ${guestRounds} rounds of the hostile guest`);
   const hostile = after.d;
   t.ok(hostile.rx_packets > 0 && hostile.drops.bad_descriptor + hostile.drops.frame_too_long > 0, `the hostile guest's frames were taken (${hostile.rx_packets}) and its chains counted as bad`);
-  t.ok(hostile.mac_learning_refused > 0, `its random sources hit its MAC limit (${hostile.mac_learning_refused} not learned)`);
+  t.ok(hostile.plugins.bridge.counters.mac_learning_refused > 0, `its random sources hit its MAC limit (${hostile.plugins.bridge.counters.mac_learning_refused} not learned)`);
   t.ok(attackedRate >= 0.5 * quietRate, `under attack: ${(attackedRate / 1e6).toFixed(2)} Mpps, ${((100 * attackedRate) / quietRate).toFixed(0)} % of the rate without`);
   const [p0, p1] = attacked.ports;
   t.equal(after.a.rx_packets - before.a.rx_packets, p0.txPackets, 'vrouter took every frame port 0 sent');

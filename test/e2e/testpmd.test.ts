@@ -8,7 +8,9 @@ import type { PortStats } from '../../src/dataplane/counters.ts';
 const missing = testpmdPrerequisite();
 if (missing) t.fail(`cannot run dpdk-testpmd: ${missing}`);
 
-const dropsOf = (s: PortStats) => Object.values(s.drops).reduce((a, b) => a + b, 0);
+const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
+/** every drop counted on a port: vrouter's own reasons and each stage's of the pipeline */
+const dropsOf = (s: PortStats) => sum(s.drops) + Object.values(s.plugins).reduce((a, p) => a + sum(p.drops), 0);
 
 t.test('flowgen both ways between two virtio-user ports, 64-byte frames', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));

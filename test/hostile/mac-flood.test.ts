@@ -97,8 +97,8 @@ t.test('a guest flooding source MACs: unicast between the others is never floode
 
   const stats = await vr.stats();
   t.equal(stats.h.rx_packets, FLOOD, 'every frame of the flood was taken from h');
-  t.equal(stats.h.mac_learning_refused, FLOOD - MAC_LIMIT, `h learned ${MAC_LIMIT} MACs (its macLimit); the source of every later frame was refused`);
-  t.equal(stats.a.mac_learning_refused + stats.b.mac_learning_refused + stats.c.mac_learning_refused, 0, 'the others learned all they sent');
+  t.equal(stats.h.plugins.bridge.counters.mac_learning_refused, FLOOD - MAC_LIMIT, `h learned ${MAC_LIMIT} MACs (its macLimit); the source of every later frame was refused`);
+  t.equal(stats.a.plugins.bridge.counters.mac_learning_refused + stats.b.plugins.bridge.counters.mac_learning_refused + stats.c.plugins.bridge.counters.mac_learning_refused, 0, 'the others learned all they sent');
   t.ok(vr.alive(), 'vrouter runs');
 });
 
@@ -131,8 +131,8 @@ t.test('port security: frames from other source MACs are dropped and nothing is 
   t.pass('a frame to a spoofed source MAC is flooded: the MAC was never learned on h');
 
   const stats = await vr.stats();
-  t.equal(stats.h.drops.source_mac_denied, 50, 'the 50 spoofed frames counted under source_mac_denied');
+  t.equal(stats.h.plugins.bridge.drops.source_mac_denied, 50, 'the 50 spoofed frames counted under source_mac_denied');
   t.equal(stats.h.rx_packets, 80, 'h sent 80 frames');
   t.equal(stats.a.tx_packets, 30, 'a was given only the 30');
-  t.equal(stats.h.mac_learning_refused, 0);
+  t.equal(stats.h.plugins.bridge.counters.mac_learning_refused, 0);
 });

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, parseConfig } from '../../src/control/config.ts';
+import { ConfigError, parseConfig, topologyOf } from '../../src/control/config.ts';
 import { planPlugins } from '../../src/pipeline/loader.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
@@ -19,19 +19,23 @@ const DSCP = fileURLToPath(new URL('../../examples/plugins/dscp-marker/index.ts'
 const port = (name: string) => ({ name, socket: `/tmp/${name}.sock`, bridge: 'br0' });
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
+const TOPOLOGY = topologyOf(parseConfig({ ports: [port('a'), port('b')] }, '/', 2));
 
 t.test('pipeline and plugins in the config', async (t) => {
   const c = parseConfig({ ports: [port('a')] }, '/', 2);
-  t.same([c.pipeline, c.plugins], [['bridge'], []], 'by default: the bridge alone');
+  t.same([c.pipeline, c.plugins.map((p) => p.name)], [['bridge'], ['bridge']], 'by default: the built-in bridge alone');
+  t.match(c.plugins[0].path, /plugins\/bridge\/index\.(ts|js)$/, 'found beside vrouter');
   const d = parseConfig({ ports: [port('a')], plugins: { dscp: { path: 'x/dscp.ts', dscp: 10 } }, pipeline: ['dscp', 'bridge'] }, '/etc/vr', 2);
-  t.same(d.plugins, [{ name: 'dscp', path: '/etc/vr/x/dscp.ts', config: { dscp: 10 } }], 'paths from the config file directory; the rest is the plugin config');
+  t.same(d.plugins[0], { name: 'dscp', path: '/etc/vr/x/dscp.ts', config: { dscp: 10 } }, 'paths from the config file directory; the rest is the plugin config');
+  t.equal(d.plugins[1].name, 'bridge', 'in pipeline order');
   const cases: [object, string, RegExp][] = [
     [{ pipeline: 'bridge' }, 'pipeline', /array/],
-    [{ pipeline: ['bridge', 'nat'] }, 'pipeline[1]', /neither "bridge" nor a plugin/],
+    [{ pipeline: ['bridge', 'nat'] }, 'pipeline[1]', /neither a built-in plugin \(bridge\) nor one defined/],
     [{ pipeline: ['bridge', 'bridge'] }, 'pipeline[1]', /listed twice/],
     [{ plugins: { dscp: { path: 'd.ts' } }, pipeline: ['dscp'] }, 'pipeline', /needs the "bridge" stage/],
     [{ plugins: { dscp: { path: 'd.ts' } } }, 'plugins.dscp', /not in the pipeline/],
     [{ plugins: { DSCP: { path: 'd.ts' } }, pipeline: ['bridge', 'DSCP'] }, 'plugins.DSCP', /a plugin name is/],
+    [{ plugins: { bridge: { path: 'b.ts' } } }, 'plugins.bridge.path', /built in: it takes no path/],
     [{ plugins: { dscp: { dscp: 1 } }, pipeline: ['bridge', 'dscp'] }, 'plugins.dscp.path', /path of the plugin module/],
   ];
   for (const [extra, field, reason] of cases) {
@@ -45,16 +49,16 @@ t.test('plugins are loaded and checked before anything starts', async (t) => {
   const plans = await planPlugins([
     { name: 'dscp', path: DSCP, config: { dscp: 46 } },
     { name: 'faulty', path: FAULTY, config: {} },
-  ]);
+  ], TOPOLOGY);
   t.same(
     plans.map((p) => [p.name, p.slot, p.dropReasons, p.counters]),
     [['dscp', 0, ['plugin_error'], ['marked', 'not_ip']], ['faulty', 3, ['plugin_error', 'never'], ['batches']]],
     'drop reasons (plugin_error first) and counters get slots one after the other',
   );
-  await t.rejects(planPlugins([{ name: 'dscp', path: DSCP, config: { dscp: 99 } }]), { message: /^plugins\.dscp\.dscp: must be an integer from 0 to 63/ });
-  await t.rejects(planPlugins([{ name: 'x', path: '/nonexistent/x.ts', config: {} }]), { message: /^plugins\.x\.path: cannot load/ });
+  await t.rejects(planPlugins([{ name: 'dscp', path: DSCP, config: { dscp: 99 } }], TOPOLOGY), { message: /^plugins\.dscp\.dscp: must be an integer from 0 to 63/ });
+  await t.rejects(planPlugins([{ name: 'x', path: '/nonexistent/x.ts', config: {} }], TOPOLOGY), { message: /^plugins\.x\.path: cannot load/ });
   const notAPlugin = fileURLToPath(new URL('../support/traffic.ts', import.meta.url));
-  await t.rejects(planPlugins([{ name: 'x', path: notAPlugin, config: {} }]), { message: /^plugins\.x\.path: .* does not export a plugin/ });
+  await t.rejects(planPlugins([{ name: 'x', path: notAPlugin, config: {} }], TOPOLOGY), { message: /^plugins\.x\.path: .* does not export a plugin/ });
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-plugins-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'config.json');
@@ -85,7 +89,7 @@ t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
     }
   };
   await send(true, 20);
-  await waitFor('the error in the log', () => /plugin faulty threw, its batch was dropped/.test(vr.stderr()));
+  await waitFor('the error in the log', () => /plugin faulty threw in process, its batch was dropped/.test(vr.stderr()));
   await send(false, 10);
   let got = 0;
   await waitFor('the good frames', () => (got += b.rx.takeUsed().length) >= 10 || undefined);

@@ -14,7 +14,7 @@ const quiet = { info() {}, warn() {}, error() {} };
 function setup(t: { teardown(fn: () => void): void }) {
   const config = parseConfig({ ports: [{ name: 'a', socket: '/tmp/pmd-commands-a.sock', bridge: 'br0' }], pmd: { cores: [0] } }, '/', 2);
   const layout = dataplaneLayout(config);
-  const pmd = new Pmd(layout.pmds[0], layout.shared, quiet);
+  const pmd = new Pmd(layout.pmds[0], layout.shared, quiet, () => []);
   const late: PmdReply[] = [];
   pmd.onLateReply = (r) => late.push(r);
   const ram = new GuestRam();

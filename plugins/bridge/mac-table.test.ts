@@ -3,7 +3,7 @@
 // another thread's table through the sequence numbers.
 import t from 'tap';
 import { Worker } from 'node:worker_threads';
-import { LEARN_NO_ROOM, LEARN_REFUSED, LEARNED, MacTable, macHigh, macLow, macTableBytes, parseMac, PROBE_WINDOW } from '../../src/dataplane/mac-table.ts';
+import { LEARN_NO_ROOM, LEARN_REFUSED, LEARNED, MacTable, macHigh, macLow, macTableBytes, parseMac, PROBE_WINDOW } from './mac-table.ts';
 
 const [HI, LO] = parseMac('52:54:00:12:34:56');
 const nth = (i: number): [number, number] => [0x5254, i];
@@ -295,7 +295,7 @@ t.test('a reader on another thread never sees a torn entry while the owner rewri
        }
        parentPort.postMessage('done');
      });`,
-    { eval: true, workerData: { url: new URL('../../src/dataplane/mac-table.ts', import.meta.url).href, buffer, control: control.buffer } },
+    { eval: true, workerData: { url: new URL('./mac-table.ts', import.meta.url).href, buffer, control: control.buffer } },
   );
   t.teardown(() => writer.terminate());
   await new Promise((resolve, reject) => {

@@ -1,0 +1,198 @@
+// bridge: MAC learning and switching among the ports of a bridge (ports with the same
+// "bridge" in the config), as a stage of the pipeline. For each frame of a burst it learns
+// the source, looks up the destination and writes the decision: a port, flood, or a drop.
+// Each PMD learns into a table of its own per bridge (one writer, no locks) and reads the
+// others' through a per-slot seqlock; the tables live in shared memory. Aged entries are
+// swept once a second, a table per poll round.
+import { EGRESS_FLOOD, EGRESS_UNDECIDED, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type Topology } from '../../src/pipeline/api.ts';
+import { LEARN_REFUSED, MacTable, macHigh, macLow, macTableBytes, nowSeconds, parseMac } from './mac-table.ts';
+
+/** Entries per table (one per bridge and PMD): a power of 2. */
+export const TABLE_CAPACITY = 4096;
+
+interface PortRole {
+  /** index into the bridges, or -1 */
+  bridge: number;
+  /** how many ports its bridge has: alone, a port has no destination */
+  members: number;
+  /** port security: the only source MAC allowed, as [high 16, low 32], or null */
+  ownMac: [number, number] | null;
+}
+
+interface BridgeState {
+  pmd: number;
+  pmdCount: number;
+  roles: PortRole[];
+  /** by bridge: this PMD's own table, then every PMD's (read-only use for the others) */
+  ownTables: MacTable[];
+  allTables: MacTable[][];
+  sameDrop: number;
+  securityDrop: number;
+  refusedCounter: number;
+  count: PluginContext<unknown>['count'];
+  /** the second the last burst was switched at, and the second the tables were last swept for */
+  clock: number;
+  sweptAt: number;
+  /** the next bridge whose table the sweep under way visits */
+  sweepNext: number;
+}
+
+const tableName = (bridge: number, pmd: number) => `table-${bridge}-${pmd}`;
+
+function createState(ctx: PluginContext<unknown>): BridgeState {
+  const portCount = ctx.ports.length;
+  const allTables = ctx.bridges.map((_, b) =>
+    Array.from({ length: ctx.pmdCount }, (_, p) => new MacTable(TABLE_CAPACITY, undefined, ctx.shared[tableName(b, p)], p === ctx.pmd, portCount)),
+  );
+  const ownTables = allTables.map((tables) => tables[ctx.pmd]);
+  const roles = ctx.ports.map((port): PortRole => {
+    const bridge = port.bridge === null ? -1 : ctx.bridges.indexOf(port.bridge);
+    const mac = typeof port.settings.mac === 'string' ? parseMac(port.settings.mac) : null;
+    if (bridge >= 0) {
+      ownTables[bridge].setLearnLimit(port.index, Number(port.settings.macLimit));
+      if (mac !== null && !ownTables[bridge].addStatic(mac[0], mac[1], port.index)) {
+        ctx.log.warn(`port ${port.name}: its mac is not a static entry: the bridge table has only static entries where it would go`);
+      }
+    }
+    return {
+      bridge,
+      members: ctx.ports.filter((p) => p.bridge !== null && p.bridge === port.bridge).length,
+      ownMac: port.settings.portSecurity === true ? mac : null,
+    };
+  });
+  return {
+    pmd: ctx.pmd,
+    pmdCount: ctx.pmdCount,
+    roles,
+    ownTables,
+    allTables,
+    sameDrop: ctx.dropCode('same_port'),
+    securityDrop: ctx.dropCode('source_mac_denied'),
+    refusedCounter: ctx.counterId('mac_learning_refused'),
+    count: ctx.count,
+    clock: 0,
+    sweptAt: 0,
+    sweepNext: 0,
+  };
+}
+
+/** Our own table first; then the other PMDs', the most recently seen entry winning. */
+function lookup(s: BridgeState, bridge: number, hi: number, lo: number, now: number): number {
+  const own = s.ownTables[bridge].lookupOwn(hi, lo, now);
+  if (own >= 0 || s.pmdCount === 1) return own;
+  const tables = s.allTables[bridge];
+  let best = -1;
+  let bestSeen = -1;
+  for (let p = 0; p < tables.length; p++) {
+    if (p === s.pmd) continue;
+    const port = tables[p].lookupShared(hi, lo, now);
+    if (port >= 0 && tables[p].foundSeen > bestSeen) {
+      best = port;
+      bestSeen = tables[p].foundSeen;
+    }
+  }
+  return best;
+}
+
+function process(batch: PacketBatch, s: BridgeState): void {
+  const ingress = batch.ingress;
+  const role = s.roles[ingress];
+  const count = batch.count;
+  const data = batch.data;
+  const egress = batch.egress;
+  // Port security: only the port's own MAC may be a source (nothing is learned from others).
+  const own = role.ownMac;
+  const ownHi = own === null ? -1 : own[0];
+  const ownLo = own === null ? 0 : own[1];
+  // Without a bridge (or alone in one) frames stay undecided: dropped as no_destination.
+  const switching = role.bridge >= 0 && role.members > 1;
+  const bridge = role.bridge;
+  const table = switching ? s.ownTables[bridge] : null;
+  const now = nowSeconds();
+  s.clock = now;
+  // A burst is mostly one conversation: the last source learned and the last destination
+  // looked up are remembered for the rest of the burst (saves a hash probe per frame).
+  let lastSrcHi = -1;
+  let lastSrcLo = 0;
+  let srcRefused = false;
+  let refused = 0;
+  let lastDstHi = -1;
+  let lastDstLo = 0;
+  let lastDst = EGRESS_FLOOD;
+  for (let i = 0; i < count; i++) {
+    // A packet an earlier stage decided for (dropped, or sent somewhere) is left alone.
+    if (egress[i] !== EGRESS_UNDECIDED) continue;
+    const off = batch.offset(i);
+    if (own !== null && (macHigh(data, off + 6) !== ownHi || macLow(data, off + 6) !== ownLo)) {
+      batch.dropAs(i, s.securityDrop);
+      continue;
+    }
+    if (table === null) continue;
+    // Learn unicast sources only: a multicast source address is never a station.
+    if ((data[off + 6] & 1) === 0) {
+      const hi = macHigh(data, off + 6);
+      const lo = macLow(data, off + 6);
+      if (hi !== lastSrcHi || lo !== lastSrcLo) {
+        srcRefused = table.learn(hi, lo, ingress, now) === LEARN_REFUSED;
+        lastSrcHi = hi;
+        lastSrcLo = lo;
+        lastDstHi = -1;
+      }
+      // Counted per frame, so that the count is the traffic a limit kept from being learned.
+      if (srcRefused) refused++;
+    }
+    let dst = EGRESS_FLOOD;
+    if ((data[off] & 1) === 0) {
+      const hi = macHigh(data, off);
+      const lo = macLow(data, off);
+      if (hi !== lastDstHi || lo !== lastDstLo) {
+        lastDst = lookup(s, bridge, hi, lo, now);
+        lastDstHi = hi;
+        lastDstLo = lo;
+      }
+      dst = lastDst;
+    }
+    if (dst === ingress) batch.dropAs(i, s.sameDrop);
+    else egress[i] = dst < 0 ? EGRESS_FLOOD : dst;
+  }
+  if (refused > 0) s.count(ingress, s.refusedCounter, refused);
+}
+
+/**
+ * Once a second: removes the aged entries of our tables, so that a port that reached its
+ * macLimit learns again once its MACs age out. One table per round (a table takes some µs),
+ * so that a PMD with many bridges never stalls a round. Reads no clock: the second of the
+ * last burst switched.
+ */
+function betweenBursts(s: BridgeState): void {
+  if (s.clock === s.sweptAt) return;
+  if (s.sweepNext < s.ownTables.length) {
+    s.ownTables[s.sweepNext++].ageOut(s.clock);
+    return;
+  }
+  s.sweepNext = 0;
+  s.sweptAt = s.clock;
+}
+
+const plugin: Plugin<unknown, BridgeState> = {
+  name: 'bridge',
+  version: '1.0.0',
+  apiVersion: PLUGIN_API_VERSION,
+  dropReasons: [
+    ['same_port', 'the destination MAC was learned on the ingress port'],
+    ['source_mac_denied', "port security: the source MAC is not the port's configured mac"],
+  ],
+  counters: [['mac_learning_refused', 'frames whose source MAC was not learned: the port had its macLimit of learned MACs (they are still forwarded)']],
+  sharedMemory(_config: unknown, topology: Topology) {
+    const regions: Record<string, number> = {};
+    topology.bridges.forEach((_, b) => {
+      for (let p = 0; p < topology.pmdCount; p++) regions[tableName(b, p)] = macTableBytes(TABLE_CAPACITY);
+    });
+    return regions;
+  },
+  createState,
+  process,
+  betweenBursts,
+};
+
+export default plugin;

@@ -2,8 +2,9 @@
 // "bridge" in the config), as a stage of the pipeline. For each frame of a burst it learns
 // the source, looks up the destination and writes the decision: a port, flood, or a drop.
 // Each PMD learns into a table of its own per bridge (one writer, no locks) and reads the
-// others' through a per-slot seqlock; the tables live in shared memory. Aged entries are
-// swept once a second, a table per poll round.
+// others' through a per-slot seqlock; the tables live in shared memory. A restarted PMD
+// starts its own table afresh (its per-port counts are on its heap) and learns again.
+// Aged entries are swept once a second, a table per poll round.
 import { EGRESS_FLOOD, EGRESS_UNDECIDED, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type Topology } from '../../src/pipeline/api.ts';
 import { LEARN_REFUSED, MacTable, macHigh, macLow, macTableBytes, nowSeconds, parseMac } from './mac-table.ts';
 

@@ -3,13 +3,13 @@
 
 /** Drop reasons, declared once: the data path stores an index, stats show name and text. */
 export const DROP_REASONS = [
-  ['bad_descriptor', 'descriptor chain outside guest memory, looping, too fragmented or in the wrong direction'],
+  ['bad_descriptor', 'descriptor chain outside guest memory, looping, too fragmented or in the wrong direction, or a receive buffer too small for any frame'],
   ['frame_too_short', 'frame shorter than an Ethernet header'],
   ['frame_too_long', 'frame longer than the port MTU allows'],
   ['no_buffer', 'packet buffer pool exhausted'],
   ['guest_ring_full', 'the destination guest had no receive buffers posted'],
-  ['guest_buffer_too_small', 'the destination guest posted a buffer too small for the frame'],
-  ['guest_buffers_fragmented', 'the destination guest posted receive buffers so fragmented that the burst spent its descriptor budget'],
+  ['guest_buffer_too_small', 'the destination guest\'s receive buffers were too small for the frame (one chain without mergeable buffers, 64 chains with)'],
+  ['guest_buffers_fragmented', 'the destination guest posted receive buffers so small or fragmented that the burst spent its descriptor budget'],
   ['no_destination', 'no stage of the pipeline gave the frame a destination (the port is in no bridge, or alone in it)'],
   ['port_down', 'the destination port has no running receive queue'],
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],

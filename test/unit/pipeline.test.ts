@@ -21,6 +21,20 @@ const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const TOPOLOGY = topologyOf(parseConfig({ ports: [port('a'), port('b')] }, '/', 2));
 
+/** vrouter with ports a and b and the faulty plugin after the bridge, a and b connected. */
+async function withFaultyPlugin(t: { teardown(fn: () => unknown): void }) {
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { faulty: { path: FAULTY } },
+    pipeline: ['bridge', 'faulty'],
+  });
+  t.teardown(() => vr.stop());
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  return { vr, a, b };
+}
+
 t.test('pipeline and plugins in the config', async (t) => {
   const c = parseConfig({ ports: [port('a')] }, '/', 2);
   t.same([c.pipeline, c.plugins.map((p) => p.name)], [['bridge'], ['bridge']], 'by default: the built-in bridge alone');
@@ -69,15 +83,7 @@ t.test('plugins are loaded and checked before anything starts', async (t) => {
 });
 
 t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
-  const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
-    pmd: { cores: [1] },
-    plugins: { faulty: { path: FAULTY } },
-    pipeline: ['bridge', 'faulty'],
-  });
-  t.teardown(() => vr.stop());
-  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
-  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const { vr, a, b } = await withFaultyPlugin(t);
   const send = async (poison: boolean, n: number) => {
     for (let i = 0; i < n; i++) postRxBuffer(b.rx, 2048);
     for (let i = 0; i < n; i++) {
@@ -106,15 +112,7 @@ t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
 });
 
 t.test('a plugin that hangs a PMD is taken out of it', async (t) => {
-  const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
-    pmd: { cores: [1] },
-    plugins: { faulty: { path: FAULTY } },
-    pipeline: ['bridge', 'faulty'],
-  });
-  t.teardown(() => vr.stop());
-  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
-  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const { vr, a, b } = await withFaultyPlugin(t);
   postRxBuffer(b.rx, 2048);
   const hang = ethernetFrame(MAC_B, MAC_A, 60);
   hang[14] = 0xdd;

@@ -8,28 +8,10 @@ import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { encodeMessage, memTablePayload, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
+import { trafficFlows, waitFor } from '../support/traffic.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
-
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** Sends n frames from one device and waits until the other has them all in its RX queue. */
-async function trafficFlows(from: VirtioNetDevice, to: VirtioNetDevice, n: number, src: string, dst: string): Promise<number> {
-  for (let i = 0; i < n; i++) postRxBuffer(to.rx, 2048);
-  for (let i = 0; i < n; i++) sendFrame(from.tx, ethernetFrame(dst, src, 100, i));
-  let got = 0;
-  await waitFor(`${n} frames`, () => (got += to.rx.takeUsed().length) >= n || undefined).catch(() => undefined);
-  return got;
-}
 
 t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));

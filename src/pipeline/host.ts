@@ -14,14 +14,14 @@ const ERROR_LOG_INTERVAL_MS = 1000;
 export class PluginStage implements Stage {
   readonly name: string;
   private readonly plugin: Plugin;
-  private readonly state: unknown;
+  private readonly state: unknown = undefined;
   private readonly log: Log;
   /** the plugin_error drop code (its first slot) */
   private readonly errorCode: number;
   private loggedAt = -Infinity;
   private unlogged = 0;
   /** 'run', or how the plugin is taken out after it hung a PMD */
-  private readonly mode: 'run' | 'bypass' | 'drop';
+  private mode: 'run' | 'bypass' | 'drop';
 
   constructor(
     plugin: Plugin,
@@ -58,7 +58,14 @@ export class PluginStage implements Stage {
         counters[portBase(port) + counter] += n;
       },
     };
-    this.state = plugin.createState(ctx);
+    if (this.mode !== 'run') return;
+    try {
+      this.state = plugin.createState(ctx);
+    } catch (err) {
+      // A plugin that cannot start would crash its PMD at every restart: it is taken out.
+      this.mode = plugin.onError ?? 'drop';
+      log.error(`plugin ${plan.name} failed to start, taken out of the pipeline (${this.mode}): ${(err as Error)?.stack ?? String(err)}`);
+    }
   }
 
   process(batch: Batch): void {

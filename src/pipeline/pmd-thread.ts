@@ -1,8 +1,8 @@
 // Entry point of a PMD worker thread: loads the pipeline's plugins, pins itself, then
-// polls forever. Commands arrive on
-// a MessagePort that it drains only when the doorbell word changes (one Atomics.load per
-// round). When idle it sleeps in growing steps on the guests' kick eventfds and its own
-// wake eventfd, so a packet, a command or frames from another PMD wake it at once.
+// polls forever. Commands arrive on a MessagePort that it drains only when the doorbell
+// word changes (one Atomics.load per round). When idle it sleeps in growing steps on the
+// guests' kick eventfds and its own wake eventfd, so a packet, a command or frames from
+// another PMD wake it at once.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';

@@ -131,3 +131,23 @@ t.test('a plugin that hangs a PMD is taken out of it', async (t) => {
   t.ok(got >= 10, 'the restarted PMD forwards, the frames that hung the plugin too (it is bypassed)');
   t.ok(vr.alive());
 });
+
+t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { broken: { path: fileURLToPath(new URL('../support/plugins/cannot-start.ts', import.meta.url)) } },
+    pipeline: ['broken', 'bridge'],
+  });
+  t.teardown(() => vr.stop());
+  await waitFor('the log line', () => /plugin broken failed to start, taken out of the pipeline \(bypass\): Error: no state for this PMD/.test(vr.stderr()));
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  for (let i = 0; i < 5; i++) postRxBuffer(b.rx, 2048);
+  for (let i = 0; i < 5; i++) sendFrame(a.tx, ethernetFrame(MAC_B, MAC_A, 60, i));
+  a.kick();
+  let got = 0;
+  await waitFor('5 frames', () => (got += b.rx.takeUsed().length) >= 5 || undefined);
+  t.equal(got, 5, 'traffic passes the bypassed plugin');
+  t.notMatch(vr.stderr(), /pmd0 exited/, 'and the PMD never crashed');
+});

@@ -90,6 +90,9 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
     t.not(await fe.request(Req.SET_FEATURES, u64(1n << 63n)), 0n, 'a feature never offered: failure');
     t.not(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 64 << 20, uva: 0, offset: 0 }]), [b.ram.fd]), 0n, 'region larger than its file: failure');
     t.not(await fe.request(77, u64(0)), 0n, 'unknown request: failure');
+    const logged = vringAddrPayload(0, 0x1000, 0x2000, 0x3000);
+    logged[4] = 1; // VHOST_VRING_F_LOG: dirty-page logging, never offered
+    t.not(await fe.request(Req.SET_VRING_ADDR, logged), 0n, 'a vring address asking for logging: failure');
     fe.send(Req.GET_QUEUE_NUM);
     t.equal(await fe.replyU64(), 1n, 'the connection still answers');
   });

@@ -5,6 +5,7 @@ import { loadavg } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { compileLpm4, Lpm4, type Route4, type Route4Columns } from './lpm4.ts';
 import { compileLpm6, Lpm6, type Route6Columns } from './lpm6.ts';
+import { prng } from '../../test/support/prng.ts';
 
 const BURST = 32;
 /** addresses per set: 4 MiB (IPv4) or 16 MiB (IPv6), streamed once per pass */
@@ -13,16 +14,6 @@ const SECONDS = Number(process.argv[2] ?? 1);
 /** distinct destinations of the hot address sets */
 const HOT = 1024;
 
-/** mulberry32: the same routes and addresses on every run. */
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return (x ^ (x >>> 14)) >>> 0;
-  };
-}
 
 /** Picks a length from [length, weight] pairs. */
 function lengthPicker(rand: () => number, mix: [number, number][]): () => number {

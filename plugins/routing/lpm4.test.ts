@@ -4,17 +4,8 @@
 import t from 'tap';
 import { Worker } from 'node:worker_threads';
 import { compileLpm4, Lpm4, LpmError, MAX_NEXT_HOP, NO_ROUTE, type Route4 } from './lpm4.ts';
+import { prng } from '../../test/support/prng.ts';
 
-/** mulberry32: a seeded PRNG, so that a failure reproduces from the seed in its message. */
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return (x ^ (x >>> 14)) >>> 0;
-  };
-}
 
 const ip = (s: string): number => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 const route = (cidr: string, nextHop: number): Route4 => {

@@ -5,17 +5,8 @@ import t from 'tap';
 import { Worker } from 'node:worker_threads';
 import { MAX_NEXT_HOP, NO_ROUTE } from './lpm4.ts';
 import { compileLpm6, Lpm6, NODE_WORDS, type Route6 } from './lpm6.ts';
+import { prng } from '../../test/support/prng.ts';
 
-/** mulberry32: a seeded PRNG, so that a failure reproduces from the seed in its message. */
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return (x ^ (x >>> 14)) >>> 0;
-  };
-}
 
 /** Address text (full or with ::) to 16 bytes. */
 function ip6(text: string): Uint8Array {

@@ -58,7 +58,8 @@ export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; sec
     }
   };
   try {
-    await waitFor(/testpmd> /, 'prompt');
+    // The prompt may come without its space when stderr lines interleave with it.
+    await waitFor(/testpmd>/, 'prompt');
     send('start');
     await sleep(opts.seconds * 1000);
     send('stop');

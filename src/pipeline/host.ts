@@ -1,7 +1,8 @@
 // A plugin as a stage of a PMD: its per-PMD state, its counters, and a fence around its
 // process(): a plugin that throws costs its batch (every packet not yet dropped counts as
 // its plugin_error) and never the PMD loop; the exception is logged at most once a second.
-// A plugin that hung a PMD before runs taken out: bypassed, or dropping all (its onError).
+// A plugin that hung a PMD, or could not start, runs taken out: bypassed or dropping all
+// (its onError).
 import type { Log } from '../log.ts';
 import { DROP_REASONS, PLUGIN_BASE, portBase } from '../dataplane/counters.ts';
 import type { Batch } from '../dataplane/batch.ts';

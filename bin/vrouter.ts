@@ -16,6 +16,7 @@ const USAGE = `usage: vrouter [--config FILE]
   --help          this text
 
 Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line;
+SIGHUP loads the plugin files again (if one fails, the running versions stay);
 SIGUSR2 terminates PMD 0 as a crash would (it is restarted: a drill of the recovery path).`;
 
 const log = createLog('main');
@@ -49,6 +50,7 @@ try {
 
 process.on('SIGUSR1', () => process.stderr.write(`vrouter: stats ${JSON.stringify(supervisor.stats())}\n`));
 process.on('SIGUSR2', () => supervisor.crashPmd(0));
+process.on('SIGHUP', () => void supervisor.reloadPlugins());
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {

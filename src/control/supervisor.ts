@@ -6,7 +6,7 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
-import type { PluginPlan } from '../pipeline/loader.ts';
+import { planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
 import { allocatePluginMemory, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { closeAll } from '../sys/libc.ts';
@@ -42,10 +42,14 @@ export class Supervisor {
   private stopping = false;
 
   /** the stages of the pipeline, loaded and validated (planPlugins) */
-  private readonly plugins: PluginPlan[];
+  private plugins: PluginPlan[];
+  /** loads of the plugin files so far (reloads) */
+  private pluginLoads = 0;
+  /** PMDs terminated to take new plugins: not crashes, not counted as such */
+  private readonly reloading = new Set<number>();
   private readonly topology: Topology;
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
-  private readonly pluginMemory: PluginMemory;
+  private pluginMemory: PluginMemory;
 
   constructor(config: VrouterConfig, plugins: PluginPlan[]) {
     this.config = config;
@@ -114,7 +118,7 @@ export class Supervisor {
   private pmdExited(id: number, code: number): void {
     if (this.stopping) return;
     const now = Date.now();
-    this.restarts.push(now);
+    if (!this.reloading.delete(id)) this.restarts.push(now);
     const recent = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS).length;
     if (recent > MAX_RESTARTS) {
       this.actorDied(`pmd${id}`, new Error(`exited with code ${code}, ${recent} PMD restarts within ${RESTART_WINDOW_MS / 1000} s`));
@@ -164,6 +168,36 @@ export class Supervisor {
       } else {
         log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`);
       }
+      void worker.terminate();
+    });
+  }
+
+  /**
+   * SIGHUP: loads the plugin files again and, if every one loads and validates, restarts
+   * the PMDs on them (each PMD's queues resume where their used rings say, as after a
+   * crash, but this is not counted as one). If any fails, the running versions stay.
+   * Shared memory is kept where a plugin asks for the same regions as before.
+   */
+  async reloadPlugins(): Promise<void> {
+    let plans: PluginPlan[];
+    try {
+      plans = await planPlugins(this.config.plugins, this.topology, this.pluginLoads + 1);
+    } catch (err) {
+      log.error(`plugins not reloaded, the running versions stay: ${(err as Error).message}`);
+      return;
+    }
+    this.pluginLoads++;
+    const fresh = allocatePluginMemory(plans);
+    for (const plan of plans) {
+      const old = this.plugins.find((p) => p.name === plan.name);
+      if (old && JSON.stringify(old.sharedMemory) === JSON.stringify(plan.sharedMemory)) fresh[plan.name] = this.pluginMemory[plan.name];
+    }
+    const versions = plans.map((p) => `${p.name} ${this.plugins.find((o) => o.name === p.name)?.pluginVersion} -> ${p.pluginVersion}`).join(', ');
+    this.plugins = plans;
+    this.pluginMemory = fresh;
+    log.info(`plugins reloaded (${versions}): restarting the PMDs on them`);
+    this.pmds.forEach((worker, id) => {
+      this.reloading.add(id);
       void worker.terminate();
     });
   }

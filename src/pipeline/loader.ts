@@ -48,16 +48,23 @@ export interface PluginPlan extends PluginCounters {
   onError: 'bypass' | 'drop';
   /** the shared memory regions it asked for, by name, in bytes */
   sharedMemory: Record<string, number>;
+  /** which load of the file this is (0 at start, then one more per reload) */
+  version: number;
+  /** the plugin's own version string */
+  pluginVersion: string;
 }
 
 /** The most one plugin may ask for, all its regions together. */
 export const MAX_PLUGIN_MEMORY_BYTES = 1 << 30;
 
-/** Imports a plugin module and checks its registration record. */
-export async function importPlugin(path: string, field: string): Promise<Plugin> {
+/**
+ * Imports a plugin module and checks its registration record. `version` > 0 loads the file
+ * afresh (a reload: modules are cached by URL, so the URL gets ?v=version).
+ */
+export async function importPlugin(path: string, field: string, version = 0): Promise<Plugin> {
   let module: { default?: unknown };
   try {
-    module = await import(pathToFileURL(path).href);
+    module = await import(pathToFileURL(path).href + (version > 0 ? `?v=${version}` : ''));
   } catch (err) {
     throw new PluginLoadError(`${field}.path`, `cannot load ${path}: ${(err as Error).message}`);
   }
@@ -79,12 +86,12 @@ export async function importPlugin(path: string, field: string): Promise<Plugin>
  * Loads and validates every plugin of the config, in pipeline order, and lays out their
  * counter slots. Throws PluginLoadError naming the field at fault.
  */
-export async function planPlugins(specs: readonly PluginSpec[], topology: Topology): Promise<PluginPlan[]> {
+export async function planPlugins(specs: readonly PluginSpec[], topology: Topology, version = 0): Promise<PluginPlan[]> {
   const plans: PluginPlan[] = [];
   let slot = 0;
   for (const spec of specs) {
     const field = `plugins.${spec.name}`;
-    const plugin = await importPlugin(spec.path, field);
+    const plugin = await importPlugin(spec.path, field, version);
     let config: unknown = {};
     try {
       if (plugin.parseConfig) config = plugin.parseConfig(spec.config);
@@ -105,7 +112,7 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) > MAX_PLUGIN_MEMORY_BYTES) {
       throw new PluginLoadError(field, `${plugin.name} asks for shared memory of ${JSON.stringify(sharedMemory)}: whole positive byte counts, at most ${MAX_PLUGIN_MEMORY_BYTES} in all`);
     }
-    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory });
+    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version });
     slot += used;
   }
   return plans;

@@ -32,7 +32,7 @@ export interface PmdLogLine {
   log: string;
 }
 const log = createLog(`pmd${config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
-const modules = await Promise.all(plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`)));
+const modules = await Promise.all(plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
 try {
   setThreadName(`pmd${config.id}`);
   pinThreadToCpu(config.cpu);

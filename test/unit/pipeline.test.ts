@@ -151,3 +151,49 @@ t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
   t.equal(got, 5, 'traffic passes the bypassed plugin');
   t.notMatch(vr.stderr(), /pmd0 exited/, 'and the PMD never crashed');
 });
+
+t.test('SIGHUP loads the plugin files again; a version that fails leaves the running one', async (t) => {
+  const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
+  /** A plugin that adds `step` to its counter for every batch. */
+  const version = (v: string, step: number) => `
+import { PLUGIN_API_VERSION, type Plugin } from '../../../src/pipeline/api.ts';
+const plugin: Plugin<unknown, { id: number; count: (port: number, id: number, n: number) => void }> = {
+  name: 'reloadable', version: '${v}', apiVersion: PLUGIN_API_VERSION,
+  counters: [['steps', 'what each version adds per batch']],
+  createState: (ctx) => ({ id: ctx.counterId('steps'), count: ctx.count }),
+  process(batch, s) { s.count(batch.ingress, s.id, ${step}); },
+};
+export default plugin;
+`;
+  writeFileSync(file, version('1', 1));
+  t.teardown(() => rmSync(file, { force: true }));
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { reloadable: { path: file } },
+    pipeline: ['reloadable', 'bridge'],
+  });
+  t.teardown(() => vr.stop());
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const oneBatch = async () => {
+    const before = (await vr.stats()).a.plugins.reloadable.counters.steps;
+    postRxBuffer(b.rx, 2048);
+    sendFrame(a.tx, ethernetFrame(MAC_B, MAC_A, 60));
+    a.kick();
+    await waitFor('the frame on b', () => b.rx.takeUsed().length > 0 || undefined, 5000);
+    return (await vr.stats()).a.plugins.reloadable.counters.steps - before;
+  };
+  t.equal(await oneBatch(), 1, 'version 1 adds 1 per batch');
+  writeFileSync(file, version('2', 1000));
+  vr.proc.kill('SIGHUP');
+  await waitFor('the reload', () => /plugins reloaded \(reloadable 1 -> 2, bridge 1\.0\.0 -> 1\.0\.0\): restarting the PMDs on them/.test(vr.stderr()), 5000);
+  await waitFor('the queues back', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 1, 5000);
+  t.equal(await oneBatch(), 1000, 'version 2 runs after SIGHUP');
+  writeFileSync(file, 'export default {'); // a version that does not even parse
+  vr.proc.kill('SIGHUP');
+  await waitFor('the refusal', () => /plugins not reloaded, the running versions stay: plugins\.reloadable\.path: cannot load/.test(vr.stderr()), 5000);
+  t.equal(await oneBatch(), 1000, 'version 2 still runs');
+  t.notMatch(vr.stderr(), /restarts within/, 'reloads are not counted as crashes');
+  t.ok(vr.alive());
+});

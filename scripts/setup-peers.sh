@@ -18,17 +18,7 @@ for need in $NEEDS; do
   esac || missing="$missing $pkg"
 done
 
-if [ -n "$missing" ]; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo > /dev/null || { echo "setup-peers: need root or sudo to install:$missing" >&2; exit 1; }
-    SUDO=sudo
-  fi
-  echo "setup-peers: installing$missing" >&2
-  # env: sudo drops the caller's environment. Lock::Timeout: wait for another apt run.
-  install="env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300"
-  # shellcheck disable=SC2086
-  $SUDO $install $missing >&2 || { $SUDO apt-get update -q >&2 && $SUDO $install $missing >&2; }
-fi
+# shellcheck disable=SC2086
+sh "$HERE/apt-install.sh" $missing
 
 bash "$HERE/build-guest.sh"

@@ -28,6 +28,8 @@ const WATCHDOG_MS = 250;
 export class Supervisor {
   private readonly config: VrouterConfig;
   private readonly layout: DataplaneLayout;
+  /** each PMD's doorbell: heartbeat, stage and port served, read by the watchdog and after a crash */
+  private readonly doorbells: Int32Array[];
   private readonly pmds: Worker[] = [];
   /** when each PMD restart happened: too many too fast means a bug, not bad luck */
   private readonly restarts: number[] = [];
@@ -57,6 +59,7 @@ export class Supervisor {
     this.topology = topologyOf(config);
     this.pluginMemory = allocatePluginMemory(plugins);
     this.layout = dataplaneLayout(config);
+    this.doorbells = this.layout.shared.wakers.map((w) => new Int32Array(w.doorbell));
   }
 
   /** Starts every actor; resolves once all sockets listen. */
@@ -106,7 +109,7 @@ export class Supervisor {
     worker.on('message', (m: PmdLogLine) => process.stderr.write(m.log));
     this.crashes[id] = null;
     // Watched from its first poll round on: loading plugins may take a while.
-    this.heartbeats[id] = { beat: new Int32Array(this.layout.shared.wakers[id].doorbell)[DOORBELL_HEARTBEAT], at: Infinity };
+    this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
     this.pmds[id] = worker;
     return channel.port1;
   }
@@ -139,7 +142,7 @@ export class Supervisor {
   private culprit(id: number): { port: number; error: string } | null {
     const error = this.crashes[id];
     if (error === null) return null;
-    const port = new Int32Array(this.layout.shared.wakers[id].doorbell)[DOORBELL_SERVING];
+    const port = this.doorbells[id][DOORBELL_SERVING];
     return port >= 0 && port < this.config.ports.length ? { port, error } : null;
   }
 
@@ -151,7 +154,7 @@ export class Supervisor {
   private watchHeartbeats(): void {
     const now = Date.now();
     this.pmds.forEach((worker, id) => {
-      const bell = new Int32Array(this.layout.shared.wakers[id].doorbell);
+      const bell = this.doorbells[id];
       const seen = this.heartbeats[id];
       const beat = bell[DOORBELL_HEARTBEAT];
       if (beat !== seen.beat) {
@@ -187,14 +190,10 @@ export class Supervisor {
       return;
     }
     this.pluginLoads++;
-    const fresh = allocatePluginMemory(plans);
-    for (const plan of plans) {
-      const old = this.plugins.find((p) => p.name === plan.name);
-      if (old && JSON.stringify(old.sharedMemory) === JSON.stringify(plan.sharedMemory)) fresh[plan.name] = this.pluginMemory[plan.name];
-    }
+    const memory = allocatePluginMemory(plans, { plans: this.plugins, memory: this.pluginMemory });
     const versions = plans.map((p) => `${p.name} ${this.plugins.find((o) => o.name === p.name)?.pluginVersion} -> ${p.pluginVersion}`).join(', ');
     this.plugins = plans;
-    this.pluginMemory = fresh;
+    this.pluginMemory = memory;
     log.info(`plugins reloaded (${versions}): restarting the PMDs on them`);
     this.pmds.forEach((worker, id) => {
       this.reloading.add(id);

@@ -1,0 +1,16 @@
+#!/bin/sh
+# apt-install.sh PACKAGE... - installs Debian packages with apt-get, as root or through
+# sudo, without questions, waiting for another apt run; refreshes the package lists once
+# if the first try fails. Used by setup-peers.sh and setup-bench.sh.
+set -eu
+[ $# -gt 0 ] || exit 0
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo > /dev/null || { echo "apt-install: need root or sudo to install: $*" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "apt-install: installing $*" >&2
+# env: sudo drops the caller's environment. Lock::Timeout: wait for another apt run.
+install="env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300"
+# shellcheck disable=SC2086
+$SUDO $install "$@" >&2 || { $SUDO apt-get update -q >&2 && $SUDO $install "$@" >&2; }

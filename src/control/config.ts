@@ -266,7 +266,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
 export function topologyOf(config: VrouterConfig): Topology {
   const bridges = [...new Set(config.ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
   const ports = config.ports.map((p, index) => ({ index, name: p.name, bridge: p.bridge, settings: { ...p } }));
-  return { ports, bridges, pmdCount: config.pmd.cores.length };
+  return { ports, bridges, bridgeSettings: Object.fromEntries(bridges.map((b) => [b, {}])), pmdCount: config.pmd.cores.length };
 }
 
 /** Reads and validates a config file; errors name the file as well as the field. */

@@ -1,25 +1,37 @@
-// A burst on its way through a PMD, as struct-of-arrays metadata: the stages that look at
-// it (today the bridge) only write their decisions here, per packet; one egress step then
-// counts the drops, delivers the rest and frees the buffers (VPP's error-drop node).
+// A burst on its way through a PMD, as struct-of-arrays metadata: the stages only write
+// their decisions here, per packet; one egress step then counts the drops, delivers the
+// rest and frees the buffers (VPP's error-drop node). A stage may also add packets of its
+// own (an ARP request, an ICMP error) with emit().
 import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
-export { EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
+export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
-import type { PacketPool } from './packet-pool.ts';
+import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
+
+/** Packets a stage may add to a burst, beyond the BURST received. */
+export const EMIT_MAX = 32;
+/** The most packets one batch holds. */
+export const BATCH_MAX = BURST + EMIT_MAX;
 
 /** Implements the plugin API's PacketBatch (src/pipeline/api.ts). */
 export class Batch {
   private readonly pool: PacketPool;
   /** the packet buffers (see offset()) */
   readonly data: Uint8Array;
+  /** the most bytes a frame may grow to (setLength) */
+  readonly frameRoom = DATA_ROOM;
   count = 0;
   /** the port the burst came from (a burst is one queue's) */
   ingress = 0;
-  readonly handles = new Uint32Array(BURST);
+  readonly handles = new Uint32Array(BATCH_MAX);
   /**
    * Per packet, one number for speed (one array to fill and to read): the destination
    * port, EGRESS_FLOOD, or a drop: EGRESS_DROP - reason.
    */
-  readonly egress = new Int32Array(BURST);
+  readonly egress = new Int32Array(BATCH_MAX);
+  /** per packet, 0 at the start: a number a stage passes on to later ones */
+  readonly mark = new Uint32Array(BATCH_MAX);
+  /** per packet: 1 once saveSource() kept its source MAC in the headroom */
+  private readonly sourceSaved = new Uint8Array(BATCH_MAX);
 
   constructor(pool: PacketPool) {
     this.pool = pool;
@@ -35,11 +47,36 @@ export class Batch {
     return this.pool.length[this.handles[i]];
   }
 
+  /** Sets packet i's frame length (at most frameRoom; the caller wrote the bytes). */
+  setLength(i: number, length: number): void {
+    this.pool.length[this.handles[i]] = length > DATA_ROOM ? DATA_ROOM : length;
+  }
+
   /** Starts a burst of `count` handles already in `handles`, nothing decided yet. */
   begin(ingress: number, count: number): void {
     this.ingress = ingress;
     this.count = count;
     this.egress.fill(EGRESS_UNDECIDED, 0, count);
+    this.mark.fill(0, 0, count);
+    this.sourceSaved.fill(0, 0, count);
+  }
+
+  /**
+   * Adds an empty packet bound for `egress` (a port or EGRESS_FLOOD) and returns its
+   * index, or -1 when the batch is full or no buffer is free. The caller writes the frame
+   * at offset() and calls setLength().
+   */
+  emit(egress: number): number {
+    if (this.count === BATCH_MAX) return -1;
+    const handle = this.pool.alloc();
+    if (handle < 0) return -1;
+    const i = this.count++;
+    this.handles[i] = handle;
+    this.pool.length[handle] = 0;
+    this.egress[i] = egress;
+    this.mark[i] = 0;
+    this.sourceSaved[i] = 0;
+    return i;
   }
 
   /** Marks packet i dropped for `reason` (counters.ts DROP). */
@@ -47,9 +84,27 @@ export class Batch {
     this.egress[i] = EGRESS_DROP - reason;
   }
 
-  /** Whether a stage dropped packet i. */
+  /** Whether a stage dropped (or consumed) packet i. */
   dropped(i: number): boolean {
     const e = this.egress[i];
     return e <= EGRESS_DROP && e !== EGRESS_UNDECIDED;
+  }
+
+  /**
+   * Keeps packet i's source MAC, as received, in the 6 bytes before its frame: a stage
+   * that rewrites the Ethernet header calls this first, so that later stages can still
+   * answer the sender (receivedSource()).
+   */
+  saveSource(i: number): void {
+    if (this.sourceSaved[i] === 1) return;
+    const off = this.offset(i);
+    this.data.copyWithin(off - 6, off + 6, off + 12);
+    this.sourceSaved[i] = 1;
+  }
+
+  /** Offset in data of the 6-byte source MAC packet i arrived with. */
+  receivedSource(i: number): number {
+    const off = this.offset(i);
+    return this.sourceSaved[i] === 1 ? off - 6 : off + 6;
   }
 }

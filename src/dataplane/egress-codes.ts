@@ -11,3 +11,9 @@ export const EGRESS_DROP = -2;
  * code, so that the egress step needs one compare), but stages see it as not dropped.
  */
 export const EGRESS_UNDECIDED = EGRESS_DROP - DROP.no_destination;
+
+/**
+ * A packet a stage took in whole (it keeps a copy, e.g. while the next hop's address is
+ * being resolved): freed by the egress step, counted as nothing. Below every drop code.
+ */
+export const EGRESS_CONSUMED = -0x40000000;

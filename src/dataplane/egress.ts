@@ -5,7 +5,8 @@
 import { DOORBELL_SERVING, DOORBELL_SLEEPING } from '../vhost/dataplane-link.ts';
 import { eventfdSignal } from '../sys/libc.ts';
 import type { Batch } from './batch.ts';
-import { EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
+import { BATCH_MAX } from './batch.ts';
+import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { DROP, DROPS_BASE, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
 import type { PacketPool } from './packet-pool.ts';
@@ -67,7 +68,7 @@ export class Egress {
     this.doorbell = this.peerBells[me];
     this.refs = new Uint8Array(shared.pool.perPmd * shared.pool.pmdCount);
     this.touched = new Int32Array(cfg.ports.length);
-    this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BURST * Math.max(1, cfg.ports.length)));
+    this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BATCH_MAX * Math.max(1, cfg.ports.length)));
     this.outboxCount = new Int32Array(cfg.pmdCount);
     this.floodDomains = cfg.ports.map((p) => (p.bridge < 0 ? [] : cfg.bridges[p.bridge]));
   }
@@ -86,7 +87,7 @@ export class Egress {
       const dst = egress[i];
       refs[h] = 0;
       if (dst <= EGRESS_DROP) {
-        counters[drops - dst]++;
+        if (dst !== EGRESS_CONSUMED) counters[drops - dst]++;
         continue;
       }
       if (dst === EGRESS_FLOOD) {

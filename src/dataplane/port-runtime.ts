@@ -4,7 +4,8 @@ import type { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts'
 import type { QueueLayout } from '../virtio/split-queue.ts';
 import type { PmdWaker } from '../vhost/dataplane-link.ts';
 import type { PoolMemory } from './packet-pool.ts';
-import { BURST, type QueueOwner } from './guest-io.ts';
+import type { QueueOwner } from './guest-io.ts';
+import { BATCH_MAX } from './batch.ts';
 
 export interface PmdPortConfig {
   index: number;
@@ -70,7 +71,7 @@ export class PortRuntime {
   /** the guest RX queue frames for this port are written to */
   rxOut: QueueOwner | null = null;
   /** frames for this port collected in the current burst */
-  readonly pending = new Uint32Array(BURST);
+  readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;
   /** the connection generation whose commands are accepted (see PmdCommand) */
   gen = 0;

@@ -10,12 +10,15 @@ export const PLUGIN_API_VERSION = 1;
 
 /**
  * batch.egress[i] values: EGRESS_FLOOD (every member of the ingress port's bridge but the
- * ingress port), EGRESS_UNDECIDED (no stage said yet: dropped as no_destination at the end).
+ * ingress port), EGRESS_UNDECIDED (no stage said yet: dropped as no_destination at the end),
+ * EGRESS_CONSUMED (the stage took the packet in whole, e.g. kept a copy: freed, not a drop).
  */
-export { EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/egress-codes.ts';
+export { EGRESS_CONSUMED, EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/egress-codes.ts';
+/** Helpers for headers and checksums (IPv4, IPv6, ICMP, ARP) that plugins share. */
+export * from './net.ts';
 
 export interface PacketBatch {
-  /** packets in this batch (at most 32) */
+  /** packets in this batch: at most 32 received, and up to 32 more that stages emit() */
   readonly count: number;
   /** the port index the burst came from (one queue's burst) */
   readonly ingress: number;
@@ -25,9 +28,29 @@ export interface PacketBatch {
   readonly data: Uint8Array;
   offset(i: number): number;
   length(i: number): number;
+  /** the most bytes a frame may have (there is this much room at offset(i)) */
+  readonly frameRoom: number;
+  /** sets packet i's length after the stage rewrote it (shorter, or longer up to frameRoom) */
+  setLength(i: number, length: number): void;
   /** marks packet i dropped, for a reason code from PluginContext.dropCode() */
   dropAs(i: number, code: number): void;
+  /** whether a stage dropped or consumed packet i (later stages leave it alone) */
   dropped(i: number): boolean;
+  /**
+   * Per packet, 0 when the burst starts: a number an earlier stage passes to later ones
+   * (the acl stage writes the policer of the rule that matched, see plugins/acl).
+   */
+  readonly mark: Uint32Array;
+  /**
+   * Adds an empty packet bound for `egress` (a port index or EGRESS_FLOOD) at the end of
+   * the batch and returns its index, or -1 when the batch or the buffer pool is full:
+   * write the frame at offset(index), then setLength(index, n). Later stages see it.
+   */
+  emit(egress: number): number;
+  /** before rewriting packet i's Ethernet header: keeps its source MAC for receivedSource() */
+  saveSource(i: number): void;
+  /** offset in data of the 6-byte source MAC packet i arrived with (to answer its sender) */
+  receivedSource(i: number): number;
 }
 
 export interface PortInfo {
@@ -44,6 +67,8 @@ export interface Topology {
   ports: readonly PortInfo[];
   /** bridge names, in the order of first appearance in "ports" */
   bridges: readonly string[];
+  /** each bridge's entry in the config's "bridges" (defaults filled in), by name */
+  bridgeSettings: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   pmdCount: number;
 }
 
@@ -61,6 +86,7 @@ export interface PluginContext<Config> {
   readonly pmdCount: number;
   readonly ports: readonly PortInfo[];
   readonly bridges: readonly string[];
+  readonly bridgeSettings: Topology['bridgeSettings'];
   /**
    * The plugin's shared memory (see Plugin.sharedMemory): the same buffers in every PMD,
    * allocated once and zero-filled, kept across PMD restarts.

@@ -7,7 +7,7 @@ import type { Log } from '../log.ts';
 import { DROP_REASONS, PLUGIN_BASE, portBase } from '../dataplane/counters.ts';
 import type { Batch } from '../dataplane/batch.ts';
 import type { Stage } from '../dataplane/pmd.ts';
-import type { Plugin, PluginContext, PortInfo } from './api.ts';
+import type { Plugin, PluginContext, PortInfo, Topology } from './api.ts';
 import type { PluginPlan } from './loader.ts';
 
 const ERROR_LOG_INTERVAL_MS = 1000;
@@ -27,7 +27,7 @@ export class PluginStage implements Stage {
   constructor(
     plugin: Plugin,
     plan: PluginPlan,
-    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[] },
+    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings'] },
     shared: Record<string, SharedArrayBuffer>,
     counters: Float64Array,
     log: Log,
@@ -51,6 +51,7 @@ export class PluginStage implements Stage {
       pmdCount: pmd.count,
       ports: pmd.ports,
       bridges: pmd.bridges,
+      bridgeSettings: pmd.bridgeSettings,
       shared,
       log: { info: (m) => log.info(`${plan.name}: ${m}`), warn: (m) => log.warn(`${plan.name}: ${m}`) },
       dropCode: (reason) => firstCode + lookup(plan.dropReasons, reason, 'drop reason'),

@@ -39,7 +39,7 @@ try {
 } catch (err) {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
-const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges };
+const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings };
 const pmd = new Pmd(config, shared, log, (counters): Stage[] =>
   plugins.map((plan, i) => new PluginStage(modules[i], plan, where, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name))),
 );

@@ -1,8 +1,8 @@
 // dscp-marker on crafted batches, then in a running vrouter between two ports.
 import t from 'tap';
 import { fileURLToPath } from 'node:url';
-import plugin, { type DscpConfig } from './index.ts';
-import type { PacketBatch, PluginContext } from '../../../src/pipeline/api.ts';
+import plugin from './index.ts';
+import { PluginHarness } from '../../../src/pipeline/testing.ts';
 import { NET_HDR_LEN } from '../../../src/virtio/constants.ts';
 import { startDevice } from '../../../test/support/vhost-frontend.ts';
 import { postRxBuffer, sendFrame } from '../../../test/support/virtio-driver.ts';
@@ -42,68 +42,26 @@ function ipv6Frame(): Uint8Array {
   return f;
 }
 
-/** A batch over the frames, back to back in one buffer. */
-function batchOf(frames: Uint8Array[], ingress = 0): PacketBatch & { frame(i: number): Uint8Array } {
-  const offsets: number[] = [];
-  let total = 0;
-  for (const f of frames) {
-    offsets.push(total);
-    total += f.length;
-  }
-  const data = new Uint8Array(total);
-  frames.forEach((f, i) => data.set(f, offsets[i]));
-  const egress = new Int32Array(frames.length).fill(-1);
-  return {
-    count: frames.length,
-    ingress,
-    egress,
-    data,
-    offset: (i) => offsets[i],
-    length: (i) => frames[i].length,
-    dropAs: (i) => void (egress[i] = -100),
-    dropped: (i) => egress[i] === -100,
-    frame: (i) => data.subarray(offsets[i], offsets[i] + frames[i].length),
-  };
-}
-
-function context(config: DscpConfig): PluginContext<DscpConfig> & { totals: Map<string, number> } {
-  const totals = new Map<string, number>();
-  const names = ['marked', 'not_ip'];
-  return {
-    config,
-    pmd: 0,
-    pmdCount: 1,
-    ports: [{ index: 0, name: 'vm1', bridge: 'br0', settings: {} }, { index: 1, name: 'vm2', bridge: 'br0', settings: {} }],
-    bridges: ['br0'],
-    shared: {},
-    log: { info() {}, warn() {} },
-    dropCode: () => 0,
-    counterId: (name) => names.indexOf(name),
-    count: (port, id, n) => totals.set(`${port}/${names[id]}`, (totals.get(`${port}/${names[id]}`) ?? 0) + n),
-    totals,
-  };
-}
-
 t.test('crafted batches', async (t) => {
-  const ctx = context(plugin.parseConfig!({ dscp: 46, ports: ['vm1'] }));
-  const state = plugin.createState(ctx);
+  const harness = new PluginHarness(plugin, {
+    ports: [{ name: 'vm1', bridge: 'br0' }, { name: 'vm2', bridge: 'br0' }],
+    config: { dscp: 46, ports: ['vm1'] },
+  });
   const truncated = ipv4Frame(0).subarray(0, 30);
   const arp = ipv4Frame(0);
   arp.set([0x08, 0x06], 12);
-  const b = batchOf([ipv4Frame(0x03), ipv4Frame(0, true), ipv6Frame(), truncated, arp]);
-  plugin.process(b, state);
-  t.equal(b.frame(0)[15], (46 << 2) | 3, 'IPv4: DSCP 46, the ECN bits kept');
-  t.equal(headerSum(b.frame(0), 14), 0xffff, 'and the header checksum still right');
-  t.equal(b.frame(1)[19] >>> 2, 46, 'behind a VLAN tag too');
-  t.equal(headerSum(b.frame(1), 18), 0xffff);
-  const tc = ((b.frame(2)[14] & 0x0f) << 4) | (b.frame(2)[15] >>> 4);
+  const out = harness.run('vm1', [ipv4Frame(0x03), ipv4Frame(0, true), ipv6Frame(), truncated, arp]).map((o) => o.frame);
+  t.equal(out[0][15], (46 << 2) | 3, 'IPv4: DSCP 46, the ECN bits kept');
+  t.equal(headerSum(out[0], 14), 0xffff, 'and the header checksum still right');
+  t.equal(out[1][19] >>> 2, 46, 'behind a VLAN tag too');
+  t.equal(headerSum(out[1], 18), 0xffff);
+  const tc = ((out[2][14] & 0x0f) << 4) | (out[2][15] >>> 4);
   t.equal(tc, (46 << 2) | 3, 'IPv6: traffic class DSCP 46, ECN kept');
-  t.equal(b.frame(2)[15] & 0x0f, 1, 'the flow label untouched');
-  t.same(b.frame(3), truncated, 'a frame too short for its IPv4 header is left alone');
-  t.same([...ctx.totals], [['0/marked', 3], ['0/not_ip', 2]], 'counted per port, once per batch');
-  const other = batchOf([ipv4Frame(0)], 1);
-  plugin.process(other, state);
-  t.equal(other.frame(0)[15], 0, 'packets of ports not listed are not marked');
+  t.equal(out[2][15] & 0x0f, 1, 'the flow label untouched');
+  t.same(out[3], truncated, 'a frame too short for its IPv4 header is left alone');
+  t.same(harness.counts('vm1'), { marked: 3, not_ip: 2 }, 'counted per port');
+  const other = harness.run('vm2', [ipv4Frame(0)]);
+  t.equal(other[0].frame[15], 0, 'packets of ports not listed are not marked');
 });
 
 t.test('config mistakes name the field', async (t) => {

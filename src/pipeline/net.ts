@@ -1,0 +1,262 @@
+// Headers, checksums and addresses, for plugins: what the routing and ACL stages share
+// (and any plugin may use). Frame offsets are into batch.data; nothing here allocates
+// except the parsers, which run on config, never per packet.
+import { Address4, Address6 } from 'ip-address';
+
+export const ETH_HLEN = 14;
+export const ETHERTYPE_IPV4 = 0x0800;
+export const ETHERTYPE_ARP = 0x0806;
+export const ETHERTYPE_IPV6 = 0x86dd;
+export const ETHERTYPE_VLAN = 0x8100;
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const IPPROTO_ICMPV6 = 58;
+export const IPV6_HLEN = 40;
+/** RFC 1812 4.3.2.3: an ICMPv4 error is at most 576 bytes; RFC 4443 2.4: ICMPv6 at most 1280 */
+export const ICMP4_ERROR_MAX = 576;
+export const ICMP6_ERROR_MAX = 1280;
+
+// ---- addresses, as a user types them -------------------------------------------------------
+
+/** An address or prefix in bytes: 4 for IPv4, 16 for IPv6. */
+export interface Prefix {
+  family: 4 | 6;
+  bytes: Uint8Array;
+  /** prefix length (32 or 128 for an address) */
+  length: number;
+  /** as the user should read it back: "10.0.0.1/24" */
+  text: string;
+}
+
+/** An address with or without /length; throws Error(reason) for anything else. */
+export function parsePrefix(text: unknown): Prefix {
+  if (typeof text !== 'string') throw new Error(`must be an IPv4 or IPv6 address or prefix as a string, got ${JSON.stringify(text)}`);
+  const v6 = text.includes(':');
+  const valid = v6 ? Address6.isValid(text) : Address4.isValid(text);
+  const slash = text.indexOf('/');
+  if (!valid || (slash >= 0 && !/^\/\d{1,3}$/.test(text.slice(slash)))) throw new Error(`${JSON.stringify(text)} is not an IPv${v6 ? 6 : 4} address or prefix`);
+  const a = v6 ? new Address6(text) : new Address4(text);
+  if (a.subnetMask > (v6 ? 128 : 32)) throw new Error(`${JSON.stringify(text)}: the prefix length is at most ${v6 ? 128 : 32}`);
+  const size = v6 ? 16 : 4;
+  const bytes = new Uint8Array(size);
+  let n = a.bigInt();
+  for (let i = size - 1; i >= 0; i--) {
+    bytes[i] = Number(n & 0xffn);
+    n >>= 8n;
+  }
+  return { family: v6 ? 6 : 4, bytes, length: a.subnetMask, text: `${a.correctForm()}${slash >= 0 ? `/${a.subnetMask}` : ''}` };
+}
+
+/** An address without a prefix length. */
+export function parseAddress(text: unknown): Prefix {
+  const p = parsePrefix(text);
+  if (typeof text === 'string' && text.includes('/')) throw new Error(`${JSON.stringify(text)} must be an address, without a /length`);
+  return p;
+}
+
+/** A prefix whose host bits are zero ("10.0.0.0/24", not "10.0.0.1/24"). */
+export function parseNetwork(text: unknown): Prefix {
+  const p = parsePrefix(text);
+  const masked = maskBytes(p.bytes, p.length);
+  if (!masked.every((b, i) => b === p.bytes[i])) throw new Error(`${JSON.stringify(text)} has host bits set (the network is ${formatAddress(masked)}/${p.length})`);
+  return p;
+}
+
+export function maskBytes(bytes: Uint8Array, length: number): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const bits = Math.max(0, Math.min(8, length - i * 8));
+    out[i] = bytes[i] & ((0xff00 >> bits) & 0xff);
+  }
+  return out;
+}
+
+export function formatAddress(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16));
+  return new Address6(groups.join(':')).correctForm();
+}
+
+/** An IPv4 address as one unsigned 32-bit number. */
+export function ipv4Number(bytes: Uint8Array): number {
+  return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+}
+
+/** "52:54:00:12:34:56" as [high 16 bits, low 32 bits]; throws Error(reason). */
+export function parseMac(text: unknown): [number, number] {
+  if (typeof text !== 'string' || !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(text)) throw new Error(`must look like 52:54:00:12:34:56, got ${JSON.stringify(text)}`);
+  const b = text.split(':').map((h) => parseInt(h, 16));
+  return [(b[0] << 8) | b[1], ((b[2] << 24) | (b[3] << 16) | (b[4] << 8) | b[5]) >>> 0];
+}
+
+export function formatMac(hi: number, lo: number): string {
+  return [hi >> 8, hi & 0xff, lo >>> 24, (lo >>> 16) & 0xff, (lo >>> 8) & 0xff, lo & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * The router's MAC on a port or bridge that names none: locally administered, unicast, and
+ * derived from the name (FNV-1a), so that it stays the same across restarts.
+ */
+export function derivedRouterMac(name: string): string {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(`vrouter:${name}`)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  let g = 0x811c9dc5;
+  for (const c of Buffer.from(`${name}:vrouter`)) g = Math.imul(g ^ c, 0x01000193) >>> 0;
+  return formatMac(0x0200 | ((h >>> 24) & 0xfe), ((h << 8) | (g & 0xff)) >>> 0).replace(/^../, '02');
+}
+
+// ---- bytes -----------------------------------------------------------------------------------
+
+export function read16(d: Uint8Array, o: number): number {
+  return (d[o] << 8) | d[o + 1];
+}
+
+export function write16(d: Uint8Array, o: number, v: number): void {
+  d[o] = (v >>> 8) & 0xff;
+  d[o + 1] = v & 0xff;
+}
+
+export function read32(d: Uint8Array, o: number): number {
+  return ((d[o] << 24) | (d[o + 1] << 16) | (d[o + 2] << 8) | d[o + 3]) >>> 0;
+}
+
+export function write32(d: Uint8Array, o: number, v: number): void {
+  d[o] = v >>> 24;
+  d[o + 1] = (v >>> 16) & 0xff;
+  d[o + 2] = (v >>> 8) & 0xff;
+  d[o + 3] = v & 0xff;
+}
+
+/** A MAC at d[o..o+6) as its high 16 bits and low 32 bits. */
+export function macHi(d: Uint8Array, o: number): number {
+  return (d[o] << 8) | d[o + 1];
+}
+
+export function macLo(d: Uint8Array, o: number): number {
+  return ((d[o + 2] << 24) | (d[o + 3] << 16) | (d[o + 4] << 8) | d[o + 5]) >>> 0;
+}
+
+export function writeMac(d: Uint8Array, o: number, hi: number, lo: number): void {
+  write16(d, o, hi);
+  write32(d, o + 2, lo);
+}
+
+// ---- checksums (RFC 1071, RFC 1624) -----------------------------------------------------------
+
+/** Adds the 16-bit big-endian words of d[start..end) to `sum` (an odd last byte is padded). */
+export function onesSum(d: Uint8Array, start: number, end: number, sum = 0): number {
+  let i = start;
+  for (; i + 1 < end; i += 2) sum += (d[i] << 8) | d[i + 1];
+  if (i < end) sum += d[i] << 8;
+  // Fold now and then: a 9000-byte frame stays far below 2^53 anyway, but keep it small.
+  return (sum & 0xffff) + Math.floor(sum / 65536);
+}
+
+/** The checksum field for a sum: its folded ones' complement. */
+export function finishChecksum(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** The IPv4 header checksum as it should be (the field itself counted as zero). */
+export function ipv4HeaderChecksum(d: Uint8Array, ip: number, headerBytes: number): number {
+  return finishChecksum(onesSum(d, ip + 12, ip + headerBytes, onesSum(d, ip, ip + 10)));
+}
+
+/** Whether an IPv4 header's checksum is right (the sum over it, field included, is 0xffff). */
+export function ipv4HeaderValid(d: Uint8Array, ip: number, headerBytes: number): boolean {
+  return finishChecksum(onesSum(d, ip, ip + headerBytes)) === 0;
+}
+
+/** RFC 1624 eqn. 3: the checksum after one 16-bit word of the data went from `from` to `to`. */
+export function adjustChecksum(check: number, from: number, to: number): number {
+  return finishChecksum((~check & 0xffff) + (~from & 0xffff) + to);
+}
+
+/** Sum of the IPv6 pseudo-header (RFC 8200 8.1) for an upper-layer packet of `length` bytes. */
+export function ipv6PseudoSum(d: Uint8Array, ip: number, length: number, protocol: number): number {
+  return onesSum(d, ip + 8, ip + 40, length + protocol);
+}
+
+/** Sum of the IPv4 pseudo-header (RFC 793) for a TCP/UDP segment of `length` bytes. */
+export function ipv4PseudoSum(d: Uint8Array, ip: number, length: number, protocol: number): number {
+  return onesSum(d, ip + 12, ip + 20, length + protocol);
+}
+
+// ---- frames the router writes --------------------------------------------------------------
+
+/** Writes an Ethernet header at o. */
+export function writeEthernet(d: Uint8Array, o: number, dstHi: number, dstLo: number, srcHi: number, srcLo: number, type: number): void {
+  writeMac(d, o, dstHi, dstLo);
+  writeMac(d, o + 6, srcHi, srcLo);
+  write16(d, o + 12, type);
+}
+
+/** Writes a 20-byte IPv4 header at ip (TTL 64, no options) with its checksum. */
+export function writeIpv4Header(d: Uint8Array, ip: number, totalLength: number, protocol: number, src: number, dst: number, ttl = 64): void {
+  d[ip] = 0x45;
+  d[ip + 1] = 0;
+  write16(d, ip + 2, totalLength);
+  write32(d, ip + 4, 0);
+  d[ip + 8] = ttl;
+  d[ip + 9] = protocol;
+  write16(d, ip + 10, 0);
+  write32(d, ip + 12, src);
+  write32(d, ip + 16, dst);
+  write16(d, ip + 10, finishChecksum(onesSum(d, ip, ip + 20)));
+}
+
+/**
+ * Turns the IPv4 packet of the frame at o (Ethernet header + IP, `length` bytes) into an
+ * ICMP error about it (RFC 792), in place: to the sender, from `src` (the router's address),
+ * quoting as much of the packet as fits in 576 bytes. The Ethernet addresses are the
+ * caller's: dst is the MAC at d[senderMac..+6) (read before anything is written), src is
+ * the router's. `rest` is the 4 bytes after the checksum (e.g. the next-hop MTU).
+ * Returns the new frame length.
+ */
+export function icmp4Error(d: Uint8Array, o: number, length: number, type: number, code: number, rest: number, src: number, senderMac: number, routerHi: number, routerLo: number): number {
+  const dstHi = macHi(d, senderMac);
+  const dstLo = macLo(d, senderMac);
+  const ip = o + ETH_HLEN;
+  const sender = read32(d, ip + 12);
+  const quote = Math.min(length - ETH_HLEN, ICMP4_ERROR_MAX - 28);
+  d.copyWithin(ip + 28, ip, ip + quote);
+  writeEthernet(d, o, dstHi, dstLo, routerHi, routerLo, ETHERTYPE_IPV4);
+  writeIpv4Header(d, ip, 28 + quote, IPPROTO_ICMP, src, sender);
+  const icmp = ip + 20;
+  d[icmp] = type;
+  d[icmp + 1] = code;
+  write16(d, icmp + 2, 0);
+  write32(d, icmp + 4, rest);
+  write16(d, icmp + 2, finishChecksum(onesSum(d, icmp, icmp + 8 + quote)));
+  return ETH_HLEN + 28 + quote;
+}
+
+/**
+ * The ICMPv6 counterpart (RFC 4443): the frame at o becomes an ICMPv6 error to the sender,
+ * from `src` (16 bytes at d[src..]; copied first), quoting what fits in 1280 bytes.
+ */
+export function icmp6Error(d: Uint8Array, o: number, length: number, type: number, code: number, rest: number, src: Uint8Array, senderMac: number, routerHi: number, routerLo: number): number {
+  const dstHi = macHi(d, senderMac);
+  const dstLo = macLo(d, senderMac);
+  const ip = o + ETH_HLEN;
+  const quote = Math.min(length - ETH_HLEN, ICMP6_ERROR_MAX - IPV6_HLEN - 8);
+  d.copyWithin(ip + 48, ip, ip + quote);
+  writeEthernet(d, o, dstHi, dstLo, routerHi, routerLo, ETHERTYPE_IPV6);
+  // The quoted packet's source (now at ip + 48 + 8) is the error's destination.
+  d.copyWithin(ip + 24, ip + 48 + 8, ip + 48 + 24);
+  d.set(src, ip + 8);
+  write32(d, ip, 0x60000000);
+  write16(d, ip + 4, 8 + quote);
+  d[ip + 6] = IPPROTO_ICMPV6;
+  d[ip + 7] = 255;
+  const icmp = ip + IPV6_HLEN;
+  d[icmp] = type;
+  d[icmp + 1] = code;
+  write16(d, icmp + 2, 0);
+  write32(d, icmp + 4, rest);
+  write16(d, icmp + 2, finishChecksum(onesSum(d, icmp, icmp + 8 + quote, ipv6PseudoSum(d, ip, 8 + quote, IPPROTO_ICMPV6))));
+  return ETH_HLEN + IPV6_HLEN + 8 + quote;
+}

@@ -1,0 +1,145 @@
+// A harness for testing a plugin without a running vrouter: the plugin runs on real
+// batches (the PMD's own Batch and buffer pool), with its config parsed, its shared memory
+// allocated and its counters kept as the PMD would. Frames go in as bytes; what each stage
+// decided comes out by name. Part of the plugin API, for plugin authors' tests.
+import { Batch, BATCH_MAX, EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/batch.ts';
+import { PacketPool } from '../dataplane/packet-pool.ts';
+import { DROP_REASONS } from '../dataplane/counters.ts';
+import type { Plugin, PluginContext, PortInfo, Topology } from './api.ts';
+
+export interface HarnessPort {
+  name: string;
+  bridge?: string | null;
+  /** the port's config entry as the plugin reads it (defaults are the caller's) */
+  settings?: Record<string, unknown>;
+}
+
+export interface HarnessOptions {
+  ports: HarnessPort[];
+  /** the plugin's raw config (its "plugins" entry, or the top-level keys of a built-in) */
+  config?: Record<string, unknown>;
+  bridgeSettings?: Record<string, Record<string, unknown>>;
+  pmd?: number;
+  pmdCount?: number;
+  /** another harness's shared memory: two harnesses then act as two PMDs of one router */
+  shareWith?: PluginHarness<unknown, unknown>;
+}
+
+/** What happened to one packet of a batch (received or emitted). */
+export interface Outcome {
+  /** a port name, 'flood', 'undecided', 'consumed', or 'drop' */
+  to: string;
+  /** the drop reason, when to = 'drop' */
+  reason?: string;
+  /** the frame as it would leave (a copy) */
+  frame: Uint8Array;
+  mark: number;
+  /** false for packets a stage added with emit() */
+  received: boolean;
+}
+
+const PLUGIN_ERROR = 'plugin_error';
+
+export class PluginHarness<Config = unknown, State = unknown> {
+  readonly plugin: Plugin<Config, State>;
+  readonly config: Config;
+  readonly topology: Topology;
+  readonly shared: Record<string, SharedArrayBuffer>;
+  readonly state: State;
+  private readonly pool = PacketPool.standalone(256);
+  private readonly batch = new Batch(this.pool);
+  private readonly dropReasons: string[];
+  private readonly counterNames: string[];
+  /** per port: counts by counter or drop reason name */
+  private readonly tallies: Map<string, number>[];
+
+  constructor(plugin: Plugin<Config, State>, options: HarnessOptions) {
+    this.plugin = plugin;
+    this.config = plugin.parseConfig ? plugin.parseConfig(options.config ?? {}) : (undefined as Config);
+    const ports: PortInfo[] = options.ports.map((p, index) => ({ index, name: p.name, bridge: p.bridge ?? null, settings: { name: p.name, bridge: p.bridge ?? null, ...p.settings } }));
+    const bridges = [...new Set(ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
+    const bridgeSettings = Object.fromEntries(bridges.map((b) => [b, options.bridgeSettings?.[b] ?? {}]));
+    const pmdCount = options.pmdCount ?? 1;
+    this.topology = { ports, bridges, bridgeSettings, pmdCount };
+    const sizes = plugin.sharedMemory?.(this.config, this.topology) ?? {};
+    this.shared = options.shareWith?.shared ?? Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, new SharedArrayBuffer(n)]));
+    this.dropReasons = [PLUGIN_ERROR, ...(plugin.dropReasons ?? []).map(([n]) => n)];
+    this.counterNames = (plugin.counters ?? []).map(([n]) => n);
+    this.tallies = ports.map(() => new Map());
+    const find = (names: string[], name: string, kind: string) => {
+      const i = names.indexOf(name);
+      if (i < 0) throw new Error(`plugin ${plugin.name} has no ${kind} "${name}"`);
+      return i;
+    };
+    const ctx: PluginContext<Config> = {
+      config: this.config,
+      pmd: options.pmd ?? 0,
+      pmdCount,
+      ports,
+      bridges,
+      bridgeSettings,
+      shared: this.shared,
+      log: { info() {}, warn() {} },
+      // Codes as in a PMD: after the core drop reasons (one of them is EGRESS_UNDECIDED's).
+      dropCode: (reason) => DROP_REASONS.length + find(this.dropReasons, reason, 'drop reason'),
+      counterId: (counter) => find(this.counterNames, counter, 'counter'),
+      count: (port, counter, n) => this.add(port, this.counterNames[counter], n),
+    };
+    this.state = plugin.createState(ctx);
+  }
+
+  /** Runs one batch of frames received on port `ingress` (a name) through the plugin. */
+  run(ingress: string, frames: readonly Uint8Array[]): Outcome[] {
+    const port = this.portIndex(ingress);
+    const batch = this.batch;
+    if (frames.length > BATCH_MAX / 2) throw new RangeError(`a burst has at most ${BATCH_MAX / 2} frames`);
+    frames.forEach((f, i) => {
+      const h = this.pool.alloc();
+      batch.handles[i] = h;
+      this.pool.data.set(f, this.pool.frameOffset(h));
+      this.pool.length[h] = f.length;
+    });
+    batch.begin(port, frames.length);
+    this.plugin.process(batch, this.state);
+    const out: Outcome[] = [];
+    for (let i = 0; i < batch.count; i++) {
+      const e = batch.egress[i];
+      const frame = batch.data.slice(batch.offset(i), batch.offset(i) + batch.length(i));
+      const o: Outcome = { to: '', frame, mark: batch.mark[i], received: i < frames.length };
+      if (e >= 0) o.to = this.topology.ports[e]?.name ?? `port ${e}`;
+      else if (e === EGRESS_FLOOD) o.to = 'flood';
+      else if (e === EGRESS_UNDECIDED) o.to = 'undecided';
+      else if (e === EGRESS_CONSUMED) o.to = 'consumed';
+      else {
+        o.to = 'drop';
+        const code = EGRESS_DROP - e;
+        o.reason = code < DROP_REASONS.length ? DROP_REASONS[code][0] : (this.dropReasons[code - DROP_REASONS.length] ?? `code ${code}`);
+        this.add(port, o.reason, 1);
+      }
+      out.push(o);
+      this.pool.free(batch.handles[i]);
+    }
+    return out;
+  }
+
+  /** Once per poll round in a PMD. */
+  betweenBursts(): void {
+    this.plugin.betweenBursts?.(this.state);
+  }
+
+  /** A port's counters and drops (by reason) so far, by name; absent ones are 0. */
+  counts(port: string): Record<string, number> {
+    return Object.fromEntries(this.tallies[this.portIndex(port)]);
+  }
+
+  private portIndex(name: string): number {
+    const i = this.topology.ports.findIndex((p) => p.name === name);
+    if (i < 0) throw new Error(`no port ${name}`);
+    return i;
+  }
+
+  private add(port: number, name: string, n: number): void {
+    const t = this.tallies[port];
+    t.set(name, (t.get(name) ?? 0) + n);
+  }
+}

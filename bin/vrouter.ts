@@ -67,6 +67,11 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 try {
   await supervisor.start();
 } catch (err) {
+  // A plugin that cannot compile its tables from the config is a config error too.
+  if ((err as { code?: string }).code === 'VR_CONFIG') {
+    log.error(`invalid configuration: ${(err as Error).message}`);
+    process.exit(2);
+  }
   log.error(`cannot start: ${(err as Error).message}`);
   process.exit(1);
 }

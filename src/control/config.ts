@@ -5,7 +5,7 @@ import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import type { Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, parsePrefix, type Topology } from '../pipeline/api.ts';
 
 export interface PortConfig {
   name: string;
@@ -33,6 +33,17 @@ export interface PortConfig {
   socketGroup: number | null;
   /** the uid a frontend must run as (SO_PEERCRED), or null for any */
   peerUid: number | null;
+  /** the router's addresses on this port (CIDR, normalised): it routes for the port's subnets */
+  addresses: string[];
+  /** the router's MAC on this port (default: derived from the port name) */
+  routerMac: string;
+}
+
+/** A bridge's own settings ("bridges"): with addresses, the router has an interface in it. */
+export interface BridgeConfig {
+  addresses: string[];
+  routerMac: string;
+  mtu: number;
 }
 
 
@@ -50,6 +61,7 @@ export interface VrouterConfig {
   pipeline: string[];
   /** every stage of the pipeline, in order, as a plugin (the bridge too) */
   plugins: PluginSpec[];
+  bridges: Record<string, BridgeConfig>;
 }
 
 
@@ -108,6 +120,7 @@ function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: numbe
   const p = object(raw, field, [
     'name', 'socket', 'bridge', 'mode', 'mac', 'mtu', 'queues', 'rxqAffinity',
     'macLimit', 'portSecurity', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid',
+    'addresses', 'routerMac',
   ]);
   if (typeof p.socket !== 'string' || p.socket === '') throw new ConfigError(`${field}.socket`, 'must be a path');
   const socket = resolve(baseDir, p.socket);
@@ -156,7 +169,53 @@ function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: numbe
     socketMode: p.socketMode === undefined ? 0o600 : fileMode(p.socketMode, `${field}.socketMode`),
     socketGroup: p.socketGroup === undefined ? null : groupId(p.socketGroup, `${field}.socketGroup`),
     peerUid: p.peerUid === undefined ? null : integer(p.peerUid, `${field}.peerUid`, 0, LIMITS.uidMax),
+    addresses: interfaceAddresses(p.addresses, `${field}.addresses`),
+    routerMac: p.routerMac === undefined ? derivedRouterMac(String(p.name)) : unicastMac(p.routerMac, `${field}.routerMac`),
   };
+}
+
+function unicastMac(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !MAC.test(value)) throw new ConfigError(field, `must look like 52:54:00:12:34:56, got ${JSON.stringify(value)}`);
+  if ((parseInt(value.slice(0, 2), 16) & 1) === 1) throw new ConfigError(field, `${value} is a multicast address`);
+  return value.toLowerCase();
+}
+
+/** The router's addresses on an interface: "10.0.1.1/24", "2001:db8:1::1/64", normalised. */
+function interfaceAddresses(value: unknown, field: string): string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new ConfigError(field, 'must be an array of addresses with prefix lengths, such as "10.0.1.1/24"');
+  const out = value.map((a, i) => {
+    let p;
+    try {
+      p = parsePrefix(a);
+    } catch (err) {
+      throw new ConfigError(`${field}[${i}]`, (err as Error).message);
+    }
+    if (!String(a).includes('/')) throw new ConfigError(`${field}[${i}]`, `${JSON.stringify(a)} needs its prefix length (e.g. ${a}/24): it defines the connected subnet`);
+    if (p.length === 0) throw new ConfigError(`${field}[${i}]`, 'a /0 subnet is not an interface address');
+    return p.text;
+  });
+  const dup = out.findIndex((a, i) => out.indexOf(a) !== i);
+  if (dup >= 0) throw new ConfigError(`${field}[${dup}]`, `${out[dup]} is listed twice`);
+  return out;
+}
+
+function parseBridges(raw: unknown, ports: PortConfig[]): Record<string, BridgeConfig> {
+  const used = [...new Set(ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
+  const given = raw === undefined ? {} : object(raw, 'bridges', Object.keys(raw as object));
+  for (const name of Object.keys(given)) if (!used.includes(name)) throw new ConfigError(`bridges.${name}`, `no port is in a bridge of that name (bridges: ${used.join(', ') || 'none'})`);
+  return Object.fromEntries(
+    used.map((name) => {
+      const field = `bridges.${name}`;
+      const b = given[name] === undefined ? {} : object(given[name], field, ['addresses', 'routerMac', 'mtu']);
+      const members = ports.filter((p) => p.bridge === name);
+      return [name, {
+        addresses: interfaceAddresses(b.addresses, `${field}.addresses`),
+        routerMac: b.routerMac === undefined ? derivedRouterMac(`bridge:${name}`) : unicastMac(b.routerMac, `${field}.routerMac`),
+        mtu: b.mtu === undefined ? Math.min(...members.map((p) => p.mtu)) : integer(b.mtu, `${field}.mtu`, LIMITS.mtuMin, LIMITS.mtuMax),
+      }];
+    }),
+  );
 }
 
 function boolean(value: unknown, field: string): boolean {
@@ -206,14 +265,28 @@ function parsePmd(raw: unknown, cpuCount: number): PmdSettings {
 }
 
 const PLUGIN_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
+const ROUTING_STAGE = 'routing';
 
 /**
- * "plugins": {"NAME": {"path": "./x.ts", ...its config}} and "pipeline": ["bridge", "NAME"].
- * A built-in plugin (bridge) is named in the pipeline without a path; its "plugins" entry,
- * if any, holds only its config.
+ * The built-in plugins' config at the top level of the file, by plugin: routing takes
+ * "routes" and "neighbours", and so on. A key given without its stage in the pipeline is a
+ * mistake (the routes would do nothing), and says so.
  */
-function parsePipeline(rawPipeline: unknown, rawPlugins: unknown, baseDir: string): { pipeline: string[]; plugins: PluginSpec[] } {
-  const defined = rawPlugins === undefined ? {} : object(rawPlugins, 'plugins', Object.keys(rawPlugins as object));
+const TOP_LEVEL_KEYS: Record<string, readonly string[]> = {
+  routing: ['routes', 'neighbours'],
+  acl: ['acl', 'aclDefault'],
+  ratelimit: ['policers'],
+};
+
+/**
+ * "plugins": {"NAME": {"path": "./x.ts", ...its config}} and "pipeline": ["routing", "NAME"].
+ * A built-in plugin is named in the pipeline without a path; its "plugins" entry, if any,
+ * holds only its config. Without "pipeline", frames are bridged; with one, the bridge
+ * stage comes right after routing (or first) when ports are in bridges and it is not named.
+ */
+function parsePipeline(top: Obj, ports: PortConfig[], baseDir: string): { pipeline: string[]; plugins: PluginSpec[] } {
+  const rawPipeline = top.pipeline;
+  const defined = top.plugins === undefined ? {} : object(top.plugins, 'plugins', Object.keys(top.plugins as object));
   const specs = new Map<string, PluginSpec>();
   for (const [name, entry] of Object.entries(defined)) {
     const field = `plugins.${name}`;
@@ -221,6 +294,8 @@ function parsePipeline(rawPipeline: unknown, rawPlugins: unknown, baseDir: strin
     const { path, ...config } = e;
     if (BUILT_IN_PLUGINS.includes(name)) {
       if (path !== undefined) throw new ConfigError(`${field}.path`, `"${name}" is built in: it takes no path`);
+      const clash = Object.keys(config).find((k) => TOP_LEVEL_KEYS[name]?.includes(k));
+      if (clash !== undefined) throw new ConfigError(`${field}.${clash}`, `"${clash}" is given at the top level of the config`);
       specs.set(name, { name, path: builtInPluginPath(name), config });
       continue;
     }
@@ -239,16 +314,34 @@ function parsePipeline(rawPipeline: unknown, rawPlugins: unknown, baseDir: strin
       if (rawPipeline.indexOf(stage) !== i) throw new ConfigError(`pipeline[${i}]`, `"${stage}" is listed twice`);
       return stage;
     });
-    if (!pipeline.includes(BRIDGE_STAGE)) throw new ConfigError('pipeline', `needs the "${BRIDGE_STAGE}" stage: it is what decides where frames go`);
+    const routing = pipeline.indexOf(ROUTING_STAGE);
+    const bridged = ports.some((p) => p.bridge !== null);
+    if (!pipeline.includes(BRIDGE_STAGE) && (bridged || routing < 0)) pipeline.splice(routing + 1, 0, BRIDGE_STAGE);
+    const bridge = pipeline.indexOf(BRIDGE_STAGE);
+    if (routing >= 0 && bridge >= 0 && bridge < routing) {
+      throw new ConfigError(`pipeline[${rawPipeline.indexOf(ROUTING_STAGE)}]`, '"routing" must come before "bridge": it takes the frames addressed to the router before they are switched');
+    }
   }
   const unused = [...specs.keys()].find((name) => !pipeline.includes(name) && !BUILT_IN_PLUGINS.includes(name));
   if (unused !== undefined) throw new ConfigError(`plugins.${unused}`, 'is not in the pipeline');
+  // The top-level keys of built-ins go into their config.
+  for (const [plugin, keys] of Object.entries(TOP_LEVEL_KEYS)) {
+    for (const key of keys) {
+      if (top[key] === undefined) continue;
+      if (!pipeline.includes(plugin)) throw new ConfigError(key, `needs the "${plugin}" stage in "pipeline"`);
+      specs.get(plugin)!.config[key] = top[key];
+    }
+  }
+  if (!pipeline.includes(ROUTING_STAGE)) {
+    const i = ports.findIndex((p) => p.addresses.length > 0);
+    if (i >= 0) throw new ConfigError(`ports[${i}].addresses`, `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
+  }
   return { pipeline, plugins: pipeline.map((stage) => specs.get(stage)!) };
 }
 
 /** Validates a parsed config document. Relative socket paths are taken from baseDir. */
 export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().length): VrouterConfig {
-  const top = object(raw, '', ['ports', 'pmd', 'pipeline', 'plugins']);
+  const top = object(raw, '', ['ports', 'pmd', 'pipeline', 'plugins', 'bridges', ...Object.values(TOP_LEVEL_KEYS).flat()]);
   if (!Array.isArray(top.ports) || top.ports.length === 0) throw new ConfigError('ports', 'must be a non-empty array');
   if (top.ports.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports`);
   const pmd = parsePmd(top.pmd, cpuCount);
@@ -259,14 +352,20 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     const k = ports.findIndex((q) => q.socket === p.socket);
     if (k !== i) throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
   });
-  return { ports, pmd, ...parsePipeline(top.pipeline, top.plugins, baseDir) };
+  const bridges = parseBridges(top.bridges, ports);
+  const stages = parsePipeline(top, ports, baseDir);
+  if (!stages.pipeline.includes(ROUTING_STAGE)) {
+    const b = Object.entries(bridges).find(([, c]) => c.addresses.length > 0);
+    if (b !== undefined) throw new ConfigError(`bridges.${b[0]}.addresses`, `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
+  }
+  return { ports, pmd, bridges, ...stages };
 }
 
 /** The ports and bridges as plugins see them (Plugin.sharedMemory, PluginContext). */
 export function topologyOf(config: VrouterConfig): Topology {
   const bridges = [...new Set(config.ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
   const ports = config.ports.map((p, index) => ({ index, name: p.name, bridge: p.bridge, settings: { ...p } }));
-  return { ports, bridges, bridgeSettings: Object.fromEntries(bridges.map((b) => [b, {}])), pmdCount: config.pmd.cores.length };
+  return { ports, bridges, bridgeSettings: Object.fromEntries(bridges.map((b) => [b, { ...config.bridges[b] }])), pmdCount: config.pmd.cores.length };
 }
 
 /** Reads and validates a config file; errors name the file as well as the field. */

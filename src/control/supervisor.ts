@@ -8,7 +8,8 @@ import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
-import { allocatePluginMemory, type PluginMemory } from '../pipeline/shared-memory.ts';
+import { closeJobs } from './jobs.ts';
+import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { closeAll } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE } from '../vhost/dataplane-link.ts';
@@ -64,6 +65,7 @@ export class Supervisor {
 
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
+    await preparePlugins(this.plugins, this.pluginMemory, this.topology);
     const links: ControlThreadData['pmdLinks'] = this.layout.pmds.map((pmd) => ({ commands: this.spawnPmd(pmd.id), ...this.layout.shared.wakers[pmd.id] }));
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid })),
@@ -191,6 +193,13 @@ export class Supervisor {
     }
     this.pluginLoads++;
     const memory = allocatePluginMemory(plans, { plans: this.plugins, memory: this.pluginMemory });
+    const fresh = plans.filter((p) => memory[p.name] !== this.pluginMemory[p.name]);
+    try {
+      await preparePlugins(fresh, memory, this.topology);
+    } catch (err) {
+      log.error(`plugins not reloaded, the running versions stay: ${(err as Error).message}`);
+      return;
+    }
     const versions = plans.map((p) => `${p.name} ${this.plugins.find((o) => o.name === p.name)?.pluginVersion} -> ${p.pluginVersion}`).join(', ');
     this.plugins = plans;
     this.pluginMemory = memory;
@@ -237,6 +246,7 @@ export class Supervisor {
     if (this.watchdog) clearInterval(this.watchdog);
     await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
     closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
+    await closeJobs();
   }
 
   /** A thread that dies takes forwarding with it: stop cleanly and exit non-zero. */

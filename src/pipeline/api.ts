@@ -101,6 +101,21 @@ export interface PluginContext<Config> {
   count(port: number, counter: number, n: number): void;
 }
 
+/** What a plugin's prepare() gets, once, in the control plane (not in a PMD). */
+export interface PluginSetup<Config> {
+  readonly config: Config;
+  readonly topology: Topology;
+  /** the plugin's shared memory, zero-filled, before any PMD sees it */
+  readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
+  readonly log: PluginLog;
+  /**
+   * Runs a module's default export on `input` in the control plane's worker pool (piscina):
+   * for work that takes long, such as compiling a million routes. SharedArrayBuffers in
+   * `input` are shared, not copied, so the job can write the tables in place.
+   */
+  runJob<T>(module: string | URL, input: unknown): Promise<T>;
+}
+
 /** A config mistake: `field` is the path inside the plugin's config (e.g. "rules[3].dstPort"). */
 export class PluginConfigError extends Error {
   readonly field: string;
@@ -132,6 +147,12 @@ export interface Plugin<Config = unknown, State = unknown> {
    * there, never only on a thread's heap.
    */
   sharedMemory?(config: Config, topology: Topology): Record<string, number>;
+  /**
+   * Fills the shared memory before the PMDs start (compiles tables from the config), in
+   * the control plane; a rejection is a config error. Runs again only when the plugin's
+   * regions are allocated anew (a reload that changes them).
+   */
+  prepare?(setup: PluginSetup<Config>): Promise<void> | void;
   /** per-PMD state, built in the PMD thread before it polls */
   createState(ctx: PluginContext<Config>): State;
   /** once per poll round, between bursts: housekeeping (aging a table a slice at a time) */

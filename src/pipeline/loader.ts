@@ -9,7 +9,7 @@ import { PLUGIN_API_VERSION, type Plugin, type Topology } from './api.ts';
 /** The built-in stage: MAC learning and switching among the ports of a bridge. */
 export const BRIDGE_STAGE = 'bridge';
 /** Plugins that come with vrouter, named in "pipeline" without a path: plugins/NAME/index. */
-export const BUILT_IN_PLUGINS = [BRIDGE_STAGE];
+export const BUILT_IN_PLUGINS = [BRIDGE_STAGE, 'routing', 'acl', 'ratelimit'];
 /** Built-ins are found beside this module, as sources or built (dist/). */
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 
@@ -39,6 +39,8 @@ export class PluginLoadError extends Error {
 /** Every plugin counts, as its first drop reason, the batches its process() threw on. */
 export const PLUGIN_ERROR: readonly [string, string] = ['plugin_error', 'the plugin threw while processing the batch: the batch was dropped'];
 const NAME = /^[a-z][a-z0-9_]{0,31}$/;
+/** Fields of built-ins' config that the file has at its top level (config.ts TOP_LEVEL_KEYS). */
+const TOP_LEVEL_FIELD = /^(routes|neighbours|acl|aclDefault|policers)(\[|\.|$)/;
 
 /** A plugin ready to run: where it comes from, its validated config, its counter slots. */
 export interface PluginPlan extends PluginCounters {
@@ -98,7 +100,10 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
       else if (Object.keys(spec.config).length > 0) throw Object.assign(new Error('unknown key (the plugin takes no config)'), { field: Object.keys(spec.config)[0] });
     } catch (err) {
       const e = err as Error & { field?: string };
-      throw new PluginLoadError(e.field ? `${field}.${e.field}` : field, e.field ? e.message.replace(`${e.field}: `, '') : e.message);
+      // A built-in's keys given at the top level of the config ("routes") are named as such.
+      const topLevel = e.field !== undefined && spec.path === builtInPluginPath(spec.name) && TOP_LEVEL_FIELD.test(e.field);
+      const at = e.field === undefined ? field : topLevel ? e.field : `${field}.${e.field}`;
+      throw new PluginLoadError(at, e.field ? e.message.replace(`${e.field}: `, '') : e.message);
     }
     const dropReasons = [PLUGIN_ERROR, ...(plugin.dropReasons ?? [])].map(([n]) => n);
     const counters = (plugin.counters ?? []).map(([n]) => n);

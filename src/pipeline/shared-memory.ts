@@ -1,7 +1,10 @@
 // The plugins' shared memory: every region a plugin asks for (Plugin.sharedMemory) is a
 // SharedArrayBuffer allocated here once, by the supervisor, and handed to every PMD thread;
 // a restarted PMD gets the same buffers back, so nothing a plugin keeps there is lost.
-import type { PluginPlan } from './loader.ts';
+import { runJob } from '../control/jobs.ts';
+import { createLog } from '../log.ts';
+import { importPlugin, PluginLoadError, type PluginPlan } from './loader.ts';
+import type { Topology } from './api.ts';
 
 /** Regions by plugin name, then by region name. */
 export type PluginMemory = Record<string, Record<string, SharedArrayBuffer>>;
@@ -18,4 +21,22 @@ export function allocatePluginMemory(plans: readonly PluginPlan[], previous?: { 
       return [plan.name, Object.fromEntries(Object.entries(plan.sharedMemory).map(([name, bytes]) => [name, new SharedArrayBuffer(bytes)]))];
     }),
   );
+}
+
+/**
+ * Runs each plan's prepare() on its fresh shared memory (in plan order), before any PMD
+ * maps it. A failure is the plugin's config error: PluginLoadError naming the plugin.
+ */
+export async function preparePlugins(plans: readonly PluginPlan[], memory: PluginMemory, topology: Topology): Promise<void> {
+  for (const plan of plans) {
+    const plugin = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
+    if (plugin.prepare === undefined) continue;
+    const log = createLog(plan.name);
+    try {
+      await plugin.prepare({ config: plan.config, topology, shared: memory[plan.name], log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
+    } catch (err) {
+      const e = err as Error & { field?: string };
+      throw new PluginLoadError(e.field ?? `plugins.${plan.name}`, `${plan.name} could not prepare its tables: ${e.message}`);
+    }
+  }
 }

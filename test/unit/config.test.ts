@@ -15,7 +15,11 @@ t.test('the contract config, with defaults', async (t) => {
   t.same(c.ports[0], {
     name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
     macLimit: 256, portSecurity: false, memoryPolicy: 'warn', socketMode: 0o600, socketGroup: null, peerUid: null,
+    addresses: [], routerMac: c.ports[0].routerMac,
   });
+  t.match(c.ports[0].routerMac, /^02(:[0-9a-f]{2}){5}$/, 'the router MAC is locally administered');
+  t.not(c.ports[0].routerMac, c.ports[1].routerMac, 'and differs by port');
+  t.equal(parseConfig({ ports: [port()] }, '/', 4).ports[0].routerMac, c.ports[0].routerMac, 'and stays the same across restarts');
   t.equal(c.ports[1].socket, '/etc/vrouter/b.sock', 'relative socket paths are taken from the config file directory');
   t.same(c.pmd, { cores: [3], sleepMaxUs: 10_000 }, 'one PMD on the highest-numbered CPU');
 });
@@ -27,6 +31,7 @@ t.test('every optional key', async (t) => {
   t.same(c.ports[0], {
     name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
     macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', socketMode: 0o600, socketGroup: null, peerUid: 1000,
+    addresses: [], routerMac: c.ports[0].routerMac,
   });
   t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
   t.equal(c.ports[1].socketGroup, 0);

@@ -42,11 +42,19 @@ t.test('pipeline and plugins in the config', async (t) => {
   const d = parseConfig({ ports: [port('a')], plugins: { dscp: { path: 'x/dscp.ts', dscp: 10 } }, pipeline: ['dscp', 'bridge'] }, '/etc/vr', 2);
   t.same(d.plugins[0], { name: 'dscp', path: '/etc/vr/x/dscp.ts', config: { dscp: 10 } }, 'paths from the config file directory; the rest is the plugin config');
   t.equal(d.plugins[1].name, 'bridge', 'in pipeline order');
+  const e = parseConfig({ ports: [port('a')], plugins: { dscp: { path: 'x/dscp.ts' } }, pipeline: ['dscp'] }, '/etc/vr', 2);
+  t.same(e.pipeline, ['bridge', 'dscp'], 'ports in bridges: the bridge stage goes first when not named');
+  const f = parseConfig({ ports: [port('a')], pipeline: ['routing'], routes: [] }, '/etc/vr', 2);
+  t.same(f.pipeline, ['routing', 'bridge'], 'and right after routing');
+  t.same(f.plugins[0].config, { routes: [] }, 'the top-level "routes" go to the routing plugin');
   const cases: [object, string, RegExp][] = [
     [{ pipeline: 'bridge' }, 'pipeline', /array/],
-    [{ pipeline: ['bridge', 'nat'] }, 'pipeline[1]', /neither a built-in plugin \(bridge\) nor one defined/],
+    [{ pipeline: ['bridge', 'nat'] }, 'pipeline[1]', /neither a built-in plugin \(bridge, routing, acl, ratelimit\) nor one defined/],
     [{ pipeline: ['bridge', 'bridge'] }, 'pipeline[1]', /listed twice/],
-    [{ plugins: { dscp: { path: 'd.ts' } }, pipeline: ['dscp'] }, 'pipeline', /needs the "bridge" stage/],
+    [{ pipeline: ['bridge'], routes: [] }, 'routes', /needs the "routing" stage/],
+    [{ pipeline: ['bridge', 'routing'] }, 'pipeline[1]', /"routing" must come before "bridge"/],
+    [{ bridges: { br9: {} } }, 'bridges.br9', /no port is in a bridge of that name/],
+    [{ bridges: { br0: { addresses: ['10.0.0.1/24'] } } }, 'bridges.br0.addresses', /needs the "routing" stage/],
     [{ plugins: { dscp: { path: 'd.ts' } } }, 'plugins.dscp', /not in the pipeline/],
     [{ plugins: { DSCP: { path: 'd.ts' } }, pipeline: ['bridge', 'DSCP'] }, 'plugins.DSCP', /a plugin name is/],
     [{ plugins: { bridge: { path: 'b.ts' } } }, 'plugins.bridge.path', /built in: it takes no path/],

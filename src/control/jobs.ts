@@ -1,0 +1,26 @@
+// Control-plane jobs off the main thread: compiling route and ACL tables, and whatever a
+// plugin's prepare() hands over. One piscina pool of at most two threads, started on the
+// first job and left to shrink to none when idle: the supervisor's event loop (sockets,
+// heartbeats) never waits on a compilation, and the PMDs never run one.
+import { Piscina } from 'piscina';
+
+const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+let pool: Piscina | null = null;
+
+/** Runs `module`'s default export on `input` in the job pool. */
+export function runJob<T>(module: string | URL, input: unknown): Promise<T> {
+  pool ??= new Piscina({
+    filename: new URL(`./job-runner${MODULE_EXT}`, import.meta.url).href,
+    minThreads: 0,
+    maxThreads: 2,
+    idleTimeout: 2000,
+  });
+  return pool.run({ module: String(module), input }) as Promise<T>;
+}
+
+/** Ends the pool's threads (at shutdown). */
+export async function closeJobs(): Promise<void> {
+  const p = pool;
+  pool = null;
+  await p?.destroy();
+}

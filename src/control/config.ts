@@ -332,6 +332,11 @@ function parsePipeline(top: Obj, ports: PortConfig[], baseDir: string): { pipeli
       specs.get(plugin)!.config[key] = top[key];
     }
   }
+  // An ACL rule may name a policer: the acl stage marks its packets with the policer's place.
+  if (pipeline.includes('acl')) {
+    const policers = Array.isArray(top.policers) ? (top.policers as unknown[]) : [];
+    specs.get('acl')!.config.policerNames = policers.map((p) => (typeof p === 'object' && p !== null ? String((p as Obj).name) : ''));
+  }
   if (!pipeline.includes(ROUTING_STAGE)) {
     const i = ports.findIndex((p) => p.addresses.length > 0);
     if (i >= 0) throw new ConfigError(`ports[${i}].addresses`, `needs the "${ROUTING_STAGE}" stage in "pipeline"`);

@@ -149,10 +149,12 @@ export interface Plugin<Config = unknown, State = unknown> {
   sharedMemory?(config: Config, topology: Topology): Record<string, number>;
   /**
    * Fills the shared memory before the PMDs start (compiles tables from the config), in
-   * the control plane; a rejection is a config error. Runs again only when the plugin's
-   * regions are allocated anew (a reload that changes them).
+   * the control plane; a rejection is a config error (throw PluginConfigError to name the
+   * field). It may return more regions, sized by what it compiled (a route table): they
+   * join `shared` in every PMD. Runs again only when the plugin's regions are allocated
+   * anew (a reload that changes them).
    */
-  prepare?(setup: PluginSetup<Config>): Promise<void> | void;
+  prepare?(setup: PluginSetup<Config>): Promise<Record<string, SharedArrayBuffer> | void> | Record<string, SharedArrayBuffer> | void;
   /** per-PMD state, built in the PMD thread before it polls */
   createState(ctx: PluginContext<Config>): State;
   /** once per poll round, between bursts: housekeeping (aging a table a slice at a time) */

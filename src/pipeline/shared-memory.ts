@@ -33,7 +33,13 @@ export async function preparePlugins(plans: readonly PluginPlan[], memory: Plugi
     if (plugin.prepare === undefined) continue;
     const log = createLog(plan.name);
     try {
-      await plugin.prepare({ config: plan.config, topology, shared: memory[plan.name], log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
+      const regions = memory[plan.name];
+      const more = await plugin.prepare({ config: plan.config, topology, shared: regions, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
+      for (const [name, buffer] of Object.entries(more ?? {})) {
+        if (!(buffer instanceof SharedArrayBuffer)) throw new Error(`prepare() returned ${name}, which is not a SharedArrayBuffer`);
+        if (name in regions) throw new Error(`prepare() returned ${name}, a region sharedMemory() already declared`);
+        regions[name] = buffer;
+      }
     } catch (err) {
       const e = err as Error & { field?: string };
       throw new PluginLoadError(e.field ?? `plugins.${plan.name}`, `${plan.name} could not prepare its tables: ${e.message}`);

@@ -53,16 +53,29 @@ export class PluginHarness<Config = unknown, State = unknown> {
   /** per port: counts by counter or drop reason name */
   private readonly tallies: Map<string, number>[];
 
-  constructor(plugin: Plugin<Config, State>, options: HarnessOptions) {
+  /**
+   * A harness for a plugin that has a prepare() (it runs here, its jobs in this thread);
+   * with `shareWith`, the other harness's prepared memory is used as it is.
+   */
+  static async create<C, S>(plugin: Plugin<C, S>, options: HarnessOptions): Promise<PluginHarness<C, S>> {
+    const config = plugin.parseConfig ? plugin.parseConfig(options.config ?? {}) : (undefined as C);
+    const topology = topologyOf(options);
+    const shared = options.shareWith?.shared ?? allocate(plugin.sharedMemory?.(config, topology) ?? {});
+    if (options.shareWith === undefined && plugin.prepare) {
+      const runJob = async <T>(module: string | URL, input: unknown) => ((await import(String(module))) as { default: (i: unknown) => T }).default(input);
+      const more = await plugin.prepare({ config, topology, shared, log: { info() {}, warn() {} }, runJob });
+      Object.assign(shared, more ?? {});
+    }
+    return new PluginHarness(plugin, { ...options, shareWith: { shared } as PluginHarness<unknown, unknown> }, true);
+  }
+
+  constructor(plugin: Plugin<Config, State>, options: HarnessOptions, prepared = false) {
+    if (plugin.prepare && !prepared && options.shareWith === undefined) throw new Error(`${plugin.name} has a prepare(): use PluginHarness.create()`);
     this.plugin = plugin;
     this.config = plugin.parseConfig ? plugin.parseConfig(options.config ?? {}) : (undefined as Config);
-    const ports: PortInfo[] = options.ports.map((p, index) => ({ index, name: p.name, bridge: p.bridge ?? null, settings: { name: p.name, bridge: p.bridge ?? null, ...p.settings } }));
-    const bridges = [...new Set(ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
-    const bridgeSettings = Object.fromEntries(bridges.map((b) => [b, options.bridgeSettings?.[b] ?? {}]));
-    const pmdCount = options.pmdCount ?? 1;
-    this.topology = { ports, bridges, bridgeSettings, pmdCount };
-    const sizes = plugin.sharedMemory?.(this.config, this.topology) ?? {};
-    this.shared = options.shareWith?.shared ?? Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, new SharedArrayBuffer(n)]));
+    this.topology = topologyOf(options);
+    const { ports, bridges, bridgeSettings, pmdCount } = this.topology;
+    this.shared = options.shareWith?.shared ?? allocate(plugin.sharedMemory?.(this.config, this.topology) ?? {});
     this.dropReasons = [PLUGIN_ERROR, ...(plugin.dropReasons ?? []).map(([n]) => n)];
     this.counterNames = (plugin.counters ?? []).map(([n]) => n);
     this.tallies = ports.map(() => new Map());
@@ -142,4 +155,15 @@ export class PluginHarness<Config = unknown, State = unknown> {
     const t = this.tallies[port];
     t.set(name, (t.get(name) ?? 0) + n);
   }
+}
+
+function topologyOf(options: HarnessOptions): Topology {
+  const ports: PortInfo[] = options.ports.map((p, index) => ({ index, name: p.name, bridge: p.bridge ?? null, settings: { name: p.name, bridge: p.bridge ?? null, ...p.settings } }));
+  const bridges = [...new Set(ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
+  const bridgeSettings = Object.fromEntries(bridges.map((b) => [b, options.bridgeSettings?.[b] ?? {}]));
+  return { ports, bridges, bridgeSettings, pmdCount: options.pmdCount ?? 1 };
+}
+
+function allocate(sizes: Record<string, number>): Record<string, SharedArrayBuffer> {
+  return Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, new SharedArrayBuffer(n)]));
 }

@@ -31,7 +31,7 @@ export const DROPS_BASE = 5;
  * that the egress step counts it like any other.
  */
 export const PLUGIN_BASE = DROPS_BASE + DROP_REASONS.length;
-export const PLUGIN_SLOTS = 64;
+export const PLUGIN_SLOTS = 128;
 export const COUNTERS_PER_PORT = PLUGIN_BASE + PLUGIN_SLOTS;
 
 /** Where a plugin's names sit among the plugin slots. */

@@ -1,0 +1,120 @@
+// routing: vrouter as an IPv4 and IPv6 router, as a stage of the pipeline. Frames to the
+// router's MAC on a port with addresses (or on a bridge with addresses) are routed: to a
+// next hop found by longest-prefix match, its MAC from the neighbour table (ARP, NDP);
+// ARP and NDP for the router's addresses are answered, router advertisements sent, and
+// ICMP errors go back where a packet cannot go on. Frames of ports without addresses, and
+// frames between the hosts of a bridge, are left to the bridge stage that follows.
+//
+// The route table is compiled in the control plane (prepare, in the job pool); the
+// neighbour table is shared by every PMD; both live in shared memory and outlive a PMD.
+import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, macHi, macLo, read16, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Topology } from '../../src/pipeline/api.ts';
+import { parseRoutingConfig, type RoutingConfig } from './config.ts';
+import { encodeNextHops, jobInputOf, resolveRoutes } from './fib.ts';
+import { interfacesOf } from './interfaces.ts';
+import { ipv4In } from './ipv4.ts';
+import { ipv6In } from './ipv6.ts';
+import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
+import { neighbourTableBytes, NeighbourTable, STATIC } from './neighbours.ts';
+import { COUNTERS, DROP_REASONS, Router } from './router.ts';
+
+/** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
+const SWEEP_SLOTS = 64;
+const SWEEP_EVERY_MS = 100;
+const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+
+/** Tests may set the router's clock (ms); PMDs read Date.now() once per batch. */
+export const clock = { now: () => Date.now() };
+
+function createState(ctx: PluginContext<RoutingConfig>): Router {
+  return new Router(ctx, () => clock.now());
+}
+
+function process(batch: PacketBatch, r: Router): void {
+  const ingress = batch.ingress;
+  const ifIndex = r.byPort[ingress];
+  if (ifIndex < 0) return;
+  const iface = r.interfaces[ifIndex];
+  r.now = r.clock();
+  if (r.heldCount > 0) r.releaseHeld(batch);
+  if (r.now >= r.raDue[ifIndex]) advertise(r, batch);
+  const d = batch.data;
+  const egress = batch.egress;
+  const count = batch.count;
+  for (let i = 0; i < count; i++) {
+    if (egress[i] !== EGRESS_UNDECIDED) continue;
+    const off = batch.offset(i);
+    if (batch.length(i) < 14) continue;
+    const group = (d[off] & 1) !== 0;
+    const toRouter = !group && macHi(d, off) === iface.macHi && macLo(d, off) === iface.macLo;
+    if (!toRouter && !group) continue;
+    const type = read16(d, off + 12);
+    if (type === ETHERTYPE_IPV4) {
+      if (toRouter) ipv4In(r, batch, i, iface);
+    } else if (type === ETHERTYPE_IPV6) ipv6In(r, batch, i, iface, toRouter);
+    else if (type === ETHERTYPE_ARP) arpIn(r, batch, i, iface);
+  }
+}
+
+/** Periodic router advertisements on every interface with IPv6 addresses (PMD 0 only). */
+function advertise(r: Router, batch: PacketBatch): void {
+  for (const iface of r.interfaces) {
+    if (r.now < r.raDue[iface.index]) continue;
+    // RFC 4861 6.2.4: intervals jittered, so that routers on a link do not synchronise.
+    r.raDue[iface.index] = r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25);
+    if (iface.v6.length > 0) sendRouterAdvertisement(r, batch, iface, -1);
+  }
+}
+
+function betweenBursts(r: Router): void {
+  const now = r.clock();
+  if (now - r.lastSweep < SWEEP_EVERY_MS) return;
+  r.lastSweep = now;
+  // Each PMD ages a part of the table: PMD p the slots p, p + n, ... of each sweep.
+  r.sweepAt = r.neighbours.sweep(now, r.sweepAt, SWEEP_SLOTS);
+}
+
+/**
+ * In the control plane: routes checked against the interfaces and compiled (job pool),
+ * static neighbours written to the table.
+ */
+async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string, SharedArrayBuffer>> {
+  const { interfaces, byPort } = interfacesOf(setup.topology);
+  const fib = resolveRoutes(setup.config, interfaces);
+  const table = new NeighbourTable(setup.shared.neighbours, interfaces.length);
+  setup.config.neighbours.forEach((n, k) => {
+    const port = setup.topology.ports.find((p) => p.name === n.port);
+    if (port === undefined) throw new PluginConfigError(`neighbours[${k}].port`, `no port named "${n.port}"`);
+    const iface = byPort[port.index];
+    if (iface < 0) throw new PluginConfigError(`neighbours[${k}].port`, `${n.port} has no router addresses (nor has its bridge)`);
+    const b = n.address.bytes;
+    const w = [0, 1, 2, 3].map((q) => (q * 4 < b.length ? (b[q * 4] << 24) | (b[q * 4 + 1] << 16) | (b[q * 4 + 2] << 8) | b[q * 4 + 3] : 0));
+    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port.index, STATIC, Date.now(), true) < 0) {
+      throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
+    }
+  });
+  const started = performance.now();
+  const compiled = await setup.runJob<Record<string, SharedArrayBuffer>>(new URL(`./fib-job${MODULE_EXT}`, import.meta.url), jobInputOf(fib));
+  const routes = fib.v4.prefix.length + fib.v6.prefix.length;
+  setup.log.info(`${routes} routes compiled in ${Math.round(performance.now() - started)} ms (${interfaces.length} interfaces)`);
+  return { ...compiled, nexthops: encodeNextHops(fib.groups) };
+}
+
+const plugin: Plugin<RoutingConfig, Router> = {
+  name: 'routing',
+  version: '1.0.0',
+  apiVersion: PLUGIN_API_VERSION,
+  parseConfig: parseRoutingConfig,
+  dropReasons: DROP_REASONS,
+  counters: COUNTERS,
+  sharedMemory(config: RoutingConfig, _topology: Topology) {
+    return { neighbours: neighbourTableBytes(config.neighbourLimit) };
+  },
+  prepare,
+  createState,
+  process,
+  betweenBursts,
+  // A router that stops routing drops: nothing it would have decided goes anywhere.
+  onError: 'drop',
+};
+
+export default plugin;

@@ -1,0 +1,90 @@
+// The router's interfaces, from the topology: one per port with addresses (an L3 port) and
+// one per bridge with addresses (the router's leg in that L2 segment, VPP's BVI). Built the
+// same way in the control plane (to validate routes) and in every PMD (to forward).
+import { parseMac, parsePrefix, type Prefix, type Topology } from '../../src/pipeline/api.ts';
+
+export interface Interface {
+  index: number;
+  /** the port or bridge name */
+  name: string;
+  /** the ports frames leave by: the port itself, or every member of the bridge */
+  ports: number[];
+  /** the bridge's name, or null for an L3 port */
+  bridge: string | null;
+  macHi: number;
+  macLo: number;
+  mtu: number;
+  v4: Prefix[];
+  v6: Prefix[];
+  /** fe80::/64 with the EUI-64 of the router MAC (RFC 4291 2.5.1): NDP and RAs come from it */
+  linkLocal: Uint8Array;
+}
+
+/** Every interface, and by port the interface the port is part of (or -1). */
+export function interfacesOf(topology: Topology): { interfaces: Interface[]; byPort: Int32Array } {
+  const interfaces: Interface[] = [];
+  const byPort = new Int32Array(topology.ports.length).fill(-1);
+  const add = (name: string, bridge: string | null, ports: number[], settings: Readonly<Record<string, unknown>>, mtu: number) => {
+    const addresses = (settings.addresses as string[] | undefined) ?? [];
+    if (addresses.length === 0) return;
+    const [hi, lo] = parseMac(settings.routerMac);
+    const prefixes = addresses.map((a) => parsePrefix(a));
+    const iface: Interface = {
+      index: interfaces.length,
+      name,
+      ports,
+      bridge,
+      macHi: hi,
+      macLo: lo,
+      mtu,
+      v4: prefixes.filter((p) => p.family === 4),
+      v6: prefixes.filter((p) => p.family === 6),
+      linkLocal: linkLocalOf(hi, lo),
+    };
+    interfaces.push(iface);
+    for (const p of ports) byPort[p] = iface.index;
+  };
+  for (const port of topology.ports) {
+    if (port.bridge === null) add(port.name, null, [port.index], port.settings, Number(port.settings.mtu ?? 1500));
+  }
+  for (const bridge of topology.bridges) {
+    const settings = topology.bridgeSettings[bridge] ?? {};
+    const members = topology.ports.filter((p) => p.bridge === bridge);
+    add(bridge, bridge, members.map((p) => p.index), settings, Number(settings.mtu ?? Math.min(...members.map((p) => Number(p.settings.mtu ?? 1500)))));
+  }
+  return { interfaces, byPort };
+}
+
+export function linkLocalOf(hi: number, lo: number): Uint8Array {
+  const a = new Uint8Array(16);
+  a[0] = 0xfe;
+  a[1] = 0x80;
+  // EUI-64: the MAC split by ff:fe, with the universal/local bit inverted.
+  a[8] = (hi >>> 8) ^ 0x02;
+  a[9] = hi & 0xff;
+  a[10] = lo >>> 24;
+  a[11] = 0xff;
+  a[12] = 0xfe;
+  a[13] = (lo >>> 16) & 0xff;
+  a[14] = (lo >>> 8) & 0xff;
+  a[15] = lo & 0xff;
+  return a;
+}
+
+/** Whether the first `length` bits of a and b (at their offsets) are equal. */
+export function samePrefix(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number, length: number): boolean {
+  let i = 0;
+  for (; i + 8 <= length; i += 8) if (a[aOff + (i >> 3)] !== b[bOff + (i >> 3)]) return false;
+  const rest = length - i;
+  if (rest === 0) return true;
+  const mask = (0xff00 >> rest) & 0xff;
+  return (a[aOff + (i >> 3)] & mask) === (b[bOff + (i >> 3)] & mask);
+}
+
+/** The interface whose connected subnet holds the address, or -1 (first match). */
+export function connectedInterface(interfaces: readonly Interface[], address: Prefix): number {
+  for (const iface of interfaces) {
+    for (const p of address.family === 4 ? iface.v4 : iface.v6) if (samePrefix(p.bytes, 0, address.bytes, 0, p.length)) return iface.index;
+  }
+  return -1;
+}

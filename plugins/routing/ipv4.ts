@@ -1,0 +1,259 @@
+// IPv4 through the router (RFC 1812): header checks, the router's own addresses (echo,
+// port unreachable), TTL with the incremental checksum of RFC 1624, longest-prefix match
+// with ECMP, the egress MTU (fragmentation, or fragmentation needed with DF: path MTU
+// discovery, RFC 1191), and ICMP errors under a rate limit.
+import {
+  EGRESS_CONSUMED, ETH_HLEN, ICMP4_ERROR_MAX, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, adjustChecksum, finishChecksum, icmp4Error,
+  ipv4HeaderChecksum, ipv4HeaderValid, onesSum, read16, read32, write16, write32, writeEthernet, macHi, macLo, ETHERTYPE_IPV4, type PacketBatch,
+} from '../../src/pipeline/api.ts';
+import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
+import type { Interface } from './interfaces.ts';
+import { deliver, SENT, UNREACHABLE, type NextHop } from './neighbour-io.ts';
+import type { Router } from './router.ts';
+
+const ICMP_ECHO_REPLY = 0;
+const ICMP_UNREACHABLE = 3;
+const ICMP_ECHO = 8;
+const ICMP_TIME_EXCEEDED = 11;
+const UNREACH_NET = 0;
+const UNREACH_HOST = 1;
+const UNREACH_PORT = 3;
+const UNREACH_FRAG_NEEDED = 4;
+const DF = 0x4000;
+const MF = 0x2000;
+
+/** scratch for the next hop of the packet at hand (no allocation per packet) */
+const nh: NextHop = { iface: 0, family: 4, a0: 0, a1: 0, a2: 0, a3: 0 };
+
+/** Packet i, an IPv4 frame to the router's MAC on interface `iface`. */
+export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const len = batch.length(i);
+  const ip = off + ETH_HLEN;
+  if (len < ETH_HLEN + 20 || d[ip] >> 4 !== 4) {
+    batch.dropAs(i, r.drop.ip_header_bad);
+    return;
+  }
+  const ihl = (d[ip] & 15) * 4;
+  if (ihl < 20 || ETH_HLEN + ihl > len) {
+    batch.dropAs(i, r.drop.ip_header_bad);
+    return;
+  }
+  const total = read16(d, ip + 2);
+  if (total < ihl || ETH_HLEN + total > len) {
+    batch.dropAs(i, r.drop.ip_length_bad);
+    return;
+  }
+  if (!ipv4HeaderValid(d, ip, ihl)) {
+    batch.dropAs(i, r.drop.ip_checksum_bad);
+    return;
+  }
+  // Ethernet padding after the IP packet goes no further.
+  if (len > ETH_HLEN + total) batch.setLength(i, ETH_HLEN + total);
+  const src = read32(d, ip + 12);
+  const dst = read32(d, ip + 16);
+  // RFC 1812 5.3.7: martian sources, and destinations a router does not forward.
+  const srcTop = src >>> 24;
+  const dstTop = dst >>> 24;
+  if (srcTop === 0 || srcTop === 127 || srcTop >= 224 || dstTop === 0 || dstTop === 127 || dstTop >= 224) {
+    batch.dropAs(i, r.drop.not_routable);
+    return;
+  }
+  const group = r.lpm4.lookup(dst);
+  if (group === LOCAL_GROUP) {
+    local(r, batch, i, iface, ihl, total);
+    return;
+  }
+  const ttl = d[ip + 8];
+  if (ttl <= 1) {
+    icmpError(r, batch, i, iface, ICMP_TIME_EXCEEDED, 0, 0);
+    batch.dropAs(i, r.drop.ttl_exceeded);
+    return;
+  }
+  if (group === NO_ROUTE) {
+    icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_NET, 0);
+    batch.dropAs(i, r.drop.no_route);
+    return;
+  }
+  const hops = r.nextHops;
+  const w = hops.words;
+  const start = w[hops.groupBase + group * 2];
+  const members = w[hops.groupBase + group * 2 + 1];
+  const m = hops.memberBase + (start + (members > 1 ? flowHash(d, ip, ihl) % members : 0)) * MEMBER_WORDS;
+  const kind = w[m];
+  if (kind === KIND_BLACKHOLE) {
+    batch.dropAs(i, r.drop.blackhole);
+    return;
+  }
+  nh.iface = w[m + 1];
+  nh.family = 4;
+  nh.a0 = kind === KIND_GATEWAY ? w[m + 2] : dst | 0;
+  nh.a1 = 0;
+  nh.a2 = 0;
+  nh.a3 = 0;
+  // A subnet's broadcast address is not forwarded into it (RFC 2644).
+  if (kind !== KIND_GATEWAY && isBroadcast(r, nh.iface, dst)) {
+    batch.dropAs(i, r.drop.not_routable);
+    return;
+  }
+  const out = r.interfaces[nh.iface];
+  const fragmentField = read16(d, ip + 6);
+  if (total > out.mtu && (fragmentField & DF) !== 0) {
+    icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_FRAG_NEEDED, out.mtu & 0xffff);
+    batch.dropAs(i, r.drop.mtu_exceeded);
+    return;
+  }
+  // TTL - 1, and the checksum adjusted for that one word (RFC 1624 eqn. 3).
+  const before = read16(d, ip + 8);
+  d[ip + 8] = ttl - 1;
+  write16(d, ip + 10, adjustChecksum(read16(d, ip + 10), before, read16(d, ip + 8)));
+  let fragments = 0;
+  let first = 0;
+  if (total > out.mtu) {
+    first = batch.count;
+    fragments = fragment(batch, i, ihl, total, out.mtu);
+    if (fragments < 0) {
+      batch.dropAs(i, r.drop.fragmentation_failed);
+      return;
+    }
+    r.count(batch.ingress, r.counter.fragments_created, fragments + 1);
+  }
+  sendOn(r, batch, i, iface);
+  for (let f = 0; f < fragments; f++) sendOn(r, batch, first + f, iface);
+}
+
+function sendOn(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+  const result = deliver(r, batch, i, nh);
+  if (result === SENT) r.count(batch.ingress, r.counter.routed, 1);
+  else if (result === UNREACHABLE) {
+    icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_HOST, 0);
+    batch.dropAs(i, r.drop.neighbour_unreachable);
+  }
+}
+
+/** Whether dst is the broadcast address of one of the interface's subnets. */
+function isBroadcast(r: Router, iface: number, dst: number): boolean {
+  const addrs = r.addr4[iface];
+  const masks = r.mask4[iface];
+  for (let k = 0; k < addrs.length; k++) {
+    const mask = masks[k];
+    if (mask !== 0xffffffff && mask !== 0xfffffffe && ((dst ^ addrs[k]) & mask) === 0 && ((dst | mask) >>> 0) === 0xffffffff) return true;
+  }
+  return false;
+}
+
+/** The 5-tuple hash ECMP picks a member by: the same for every packet of a flow. */
+function flowHash(d: Uint8Array, ip: number, ihl: number): number {
+  const protocol = d[ip + 9];
+  let h = Math.imul(read32(d, ip + 12) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(read32(d, ip + 16), 0xc2b2ae35) ^ protocol;
+  // Ports only in first fragments: the others of the flow would hash elsewhere otherwise;
+  // no fragment carries them but the first, so fragments of a flow all go without them.
+  if ((protocol === IPPROTO_TCP || protocol === IPPROTO_UDP) && (read16(d, ip + 6) & 0x3fff) === 0) h ^= Math.imul(read32(d, ip + ihl), 0x27d4eb2f);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  return (h ^ (h >>> 12)) >>> 0;
+}
+
+/**
+ * Cuts packet i into fragments of at most `mtu` bytes (RFC 791): packet i becomes the
+ * first, the others are emitted right after the batch's current end. Returns how many were
+ * emitted, or -1 when the burst has no room for them (nothing is left half done).
+ */
+function fragment(batch: PacketBatch, i: number, ihl: number, total: number, mtu: number): number {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const ip = off + ETH_HLEN;
+  const per = ((mtu - ihl) >> 3) << 3;
+  if (per < 8) return -1;
+  const payload = total - ihl;
+  const pieces = Math.ceil(payload / per);
+  const field = read16(d, ip + 6);
+  const base = (field & 0x1fff) * 8;
+  const lastMf = field & MF;
+  const first = batch.count;
+  for (let k = 1; k < pieces; k++) {
+    const j = batch.emit(EGRESS_CONSUMED);
+    if (j < 0) {
+      for (let u = first; u < batch.count; u++) batch.egress[u] = EGRESS_CONSUMED;
+      return -1;
+    }
+    const o = batch.offset(j);
+    const from = ihl + k * per;
+    const size = Math.min(per, payload - k * per);
+    d.copyWithin(o, off, ip + ihl);
+    d.copyWithin(o + ETH_HLEN + ihl, ip + from, ip + from + size);
+    const fip = o + ETH_HLEN;
+    write16(d, fip + 2, ihl + size);
+    write16(d, fip + 6, (field & DF) | (k < pieces - 1 || lastMf !== 0 ? MF : 0) | ((base + k * per) >> 3));
+    write16(d, fip + 10, ipv4HeaderChecksum(d, fip, ihl));
+    batch.setLength(j, ETH_HLEN + ihl + size);
+  }
+  write16(d, ip + 2, ihl + per);
+  write16(d, ip + 6, field | MF);
+  write16(d, ip + 10, ipv4HeaderChecksum(d, ip, ihl));
+  batch.setLength(i, ETH_HLEN + ihl + per);
+  return pieces - 1;
+}
+
+/** A packet for one of the router's addresses: echo answered, UDP port unreachable, the rest dropped. */
+function local(r: Router, batch: PacketBatch, i: number, iface: Interface, ihl: number, total: number): void {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const ip = off + ETH_HLEN;
+  const protocol = d[ip + 9];
+  const fragmented = (read16(d, ip + 6) & 0x3fff) !== 0;
+  const icmp = ip + ihl;
+  if (protocol === IPPROTO_ICMP && !fragmented && total - ihl >= 8 && d[icmp] === ICMP_ECHO) {
+    if (finishChecksum(onesSum(d, icmp, ip + total)) !== 0) {
+      batch.dropAs(i, r.drop.ip_checksum_bad);
+      return;
+    }
+    const src = read32(d, ip + 12);
+    write32(d, ip + 12, read32(d, ip + 16));
+    write32(d, ip + 16, src);
+    d[ip + 8] = 64;
+    write16(d, ip + 10, ipv4HeaderChecksum(d, ip, ihl));
+    d[icmp] = ICMP_ECHO_REPLY;
+    write16(d, icmp + 2, adjustChecksum(read16(d, icmp + 2), (ICMP_ECHO << 8) | d[icmp + 1], (ICMP_ECHO_REPLY << 8) | d[icmp + 1]));
+    writeEthernet(d, off, macHi(d, off + 6), macLo(d, off + 6), iface.macHi, iface.macLo, ETHERTYPE_IPV4);
+    batch.egress[i] = batch.ingress;
+    r.count(batch.ingress, r.counter.echo_replies_sent, 1);
+    return;
+  }
+  if (protocol === IPPROTO_UDP && !fragmented) icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_PORT, 0);
+  batch.dropAs(i, r.drop.local_unhandled);
+}
+
+/**
+ * Sends an ICMP error about packet i back out of its ingress port (a copy: the packet
+ * itself is then dropped by the caller, under its reason). RFC 1812 4.3.2.7: never about
+ * an ICMP error, a non-first fragment, or a packet to or from a broadcast or multicast
+ * address; within the rate limit (RFC 1812 4.3.2.8).
+ */
+function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, code: number, rest: number): void {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const ip = off + ETH_HLEN;
+  const ihl = (d[ip] & 15) * 4;
+  if ((read16(d, ip + 6) & 0x1fff) !== 0) return;
+  if (d[ip + 9] === IPPROTO_ICMP) {
+    const t = d[ip + ihl];
+    if (t !== ICMP_ECHO && t !== ICMP_ECHO_REPLY && t !== 13 && t !== 14) return;
+  }
+  if ((d[off] & 1) !== 0) return;
+  const source = r.addr4[iface.index];
+  if (source.length === 0) return;
+  if (!r.icmpBucket.take(r.now)) {
+    r.count(batch.ingress, r.counter.icmp_errors_rate_limited, 1);
+    return;
+  }
+  const j = batch.emit(batch.ingress);
+  if (j < 0) return;
+  const o = batch.offset(j);
+  const length = Math.min(ETH_HLEN + read16(d, ip + 2), batch.length(i), ETH_HLEN + ICMP4_ERROR_MAX - 28);
+  d.copyWithin(o, off, off + length);
+  // To the sender's MAC as it arrived (read from packet i: a rewrite saved it first).
+  batch.setLength(j, icmp4Error(d, o, length, type, code, rest, source[0], batch.receivedSource(i), iface.macHi, iface.macLo));
+  r.count(batch.ingress, r.counter.icmp_errors_sent, 1);
+}

@@ -1,0 +1,449 @@
+// Next hops on the wire: resolving them (ARP requests, RFC 826; neighbour solicitations,
+// RFC 4861 7.2), answering for the router's own addresses (ARP replies, neighbour
+// advertisements), router advertisements (RFC 4861 6.2), and handing a routed packet to its
+// next hop once the neighbour table knows its MAC.
+import {
+  EGRESS_CONSUMED, ETHERTYPE_ARP, ETHERTYPE_IPV6, ETH_HLEN, IPPROTO_ICMPV6, finishChecksum, ipv6PseudoSum, macHi, macLo, onesSum,
+  read16, read32, write16, write32, writeEthernet, writeMac, type PacketBatch,
+} from '../../src/pipeline/api.ts';
+import type { Interface } from './interfaces.ts';
+import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
+import type { Router } from './router.ts';
+
+const ARP_LEN = 28;
+/** frames shorter than this are padded (Ethernet minimum without FCS) */
+const MIN_FRAME = 60;
+export const ND_NS = 135;
+export const ND_NA = 136;
+export const ND_RS = 133;
+export const ND_RA = 134;
+const OPT_SOURCE_LL = 1;
+const OPT_TARGET_LL = 2;
+const OPT_PREFIX = 3;
+const OPT_MTU = 5;
+/** RFC 4861 6.2.1: AdvDefaultLifetime, AdvValidLifetime, AdvPreferredLifetime */
+const ROUTER_LIFETIME_S = 1800;
+const VALID_LIFETIME_S = 86400;
+const PREFERRED_LIFETIME_S = 14400;
+/** RFC 4861 10: MIN_DELAY_BETWEEN_RAS (solicited answers closer than this are not sent) */
+const MIN_DELAY_BETWEEN_RAS_MS = 3000;
+
+/** Where the next hop of the packet being forwarded is: set by the caller before deliver(). */
+export interface NextHop {
+  iface: number;
+  family: number;
+  a0: number;
+  a1: number;
+  a2: number;
+  a3: number;
+}
+
+/** What deliver() did: sent (egress set), held or dropped by it, or unreachable (the caller answers). */
+export const SENT = 0;
+export const HELD = 1;
+export const UNREACHABLE = 2;
+
+/**
+ * Sends packet i (its TTL already decremented) to the next hop nh: rewrites the Ethernet
+ * header and sets the egress port when the neighbour is known; else holds the packet and
+ * solicits the neighbour; or drops it (table full, queue full, neighbour unreachable).
+ */
+export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): number {
+  const nb = r.neighbours;
+  const iface = r.interfaces[nh.iface];
+  const d = batch.data;
+  const off = batch.offset(i);
+  const slot = nb.find(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3);
+  if (slot >= 0) {
+    const state = nb.foundState;
+    if (state === REACHABLE || state === STALE || state === STATIC) {
+      // RFC 4861 7.3.3: an entry past its reachable time is still used, and probed.
+      if (state !== STATIC && r.now - nb.foundConfirmed > REACHABLE_MS && r.now - nb.foundProbed > RETRANS_MS) {
+        if (nb.foundProbes >= MAX_PROBES) nb.setState(slot, INCOMPLETE, r.now);
+        else {
+          nb.probed(slot, r.now);
+          solicit(r, batch, iface, nh, nb.foundMacHi, nb.foundMacLo, nb.foundPort);
+        }
+      }
+      batch.saveSource(i);
+      writeMac(d, off, nb.foundMacHi, nb.foundMacLo);
+      writeMac(d, off + 6, iface.macHi, iface.macLo);
+      batch.egress[i] = nb.foundPort;
+      return SENT;
+    }
+    if (state === INCOMPLETE) {
+      if (nb.foundProbes >= MAX_PROBES && r.now - nb.foundProbed > RETRANS_MS) {
+        nb.setState(slot, FAILED, r.now);
+        return UNREACHABLE;
+      }
+      if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBucket.take(r.now)) {
+        nb.probed(slot, r.now);
+        solicit(r, batch, iface, nh, -1, 0, -1);
+      }
+      return holdOrDrop(r, batch, i, iface, nh);
+    }
+    return UNREACHABLE; // FAILED: unreachable for a while
+  }
+  if (!r.canHold) {
+    batch.dropAs(i, r.drop.neighbour_queue_full);
+    return HELD;
+  }
+  const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, r.now);
+  if (created < 0) {
+    batch.dropAs(i, r.drop.neighbour_table_full);
+    return HELD;
+  }
+  if (r.solicitBucket.take(r.now)) {
+    nb.probed(created, r.now);
+    solicit(r, batch, iface, nh, -1, 0, -1);
+  }
+  return holdOrDrop(r, batch, i, iface, nh);
+}
+
+function holdOrDrop(r: Router, batch: PacketBatch, i: number, iface: Interface, nh: NextHop): number {
+  batch.saveSource(i);
+  writeMac(batch.data, batch.offset(i) + 6, iface.macHi, iface.macLo);
+  if (!r.hold(batch, i, nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3)) batch.dropAs(i, r.drop.neighbour_queue_full);
+  return HELD;
+}
+
+/**
+ * Asks for a next hop's MAC: broadcast (multicast for NDP) on every port of the interface,
+ * or unicast to the MAC known (macHi >= 0) to confirm it, on its port.
+ */
+function solicit(r: Router, batch: PacketBatch, iface: Interface, nh: NextHop, macHiKnown: number, macLoKnown: number, port: number): void {
+  if (port >= 0) {
+    writeSolicitation(r, batch, iface, nh, macHiKnown, macLoKnown, port);
+    return;
+  }
+  for (let p = 0; p < iface.ports.length; p++) writeSolicitation(r, batch, iface, nh, -1, 0, iface.ports[p]);
+}
+
+function writeSolicitation(r: Router, batch: PacketBatch, iface: Interface, nh: NextHop, dstHi: number, dstLo: number, port: number): void {
+  const j = batch.emit(port);
+  if (j < 0) return;
+  const d = batch.data;
+  const o = batch.offset(j);
+  if (nh.family === 4) {
+    const src = sourceFor4(r, iface, nh.a0 >>> 0);
+    writeEthernet(d, o, dstHi < 0 ? 0xffff : dstHi, dstHi < 0 ? 0xffffffff : dstLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
+    writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, src, 0, 0, nh.a0 >>> 0);
+    d.fill(0, o + ETH_HLEN + ARP_LEN, o + MIN_FRAME);
+    batch.setLength(j, MIN_FRAME);
+    r.count(batch.ingress, r.counter.arp_requests_sent, 1);
+    return;
+  }
+  // RFC 4861 7.2.2: to the solicited-node multicast address, or unicast to confirm.
+  const ip = o + ETH_HLEN;
+  if (dstHi < 0) writeEthernet(d, o, 0x3333, (0xff000000 | (nh.a3 & 0xffffff)) >>> 0, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
+  else writeEthernet(d, o, dstHi, dstLo, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
+  writeIpv6Header(d, ip, 32, 255);
+  d.set(iface.linkLocal, ip + 8);
+  if (dstHi < 0) {
+    write32(d, ip + 24, 0xff020000);
+    write32(d, ip + 28, 0);
+    write32(d, ip + 32, 1);
+    write32(d, ip + 36, (0xff000000 | (nh.a3 & 0xffffff)) >>> 0);
+  } else {
+    write32(d, ip + 24, nh.a0 >>> 0);
+    write32(d, ip + 28, nh.a1 >>> 0);
+    write32(d, ip + 32, nh.a2 >>> 0);
+    write32(d, ip + 36, nh.a3 >>> 0);
+  }
+  const icmp = ip + 40;
+  d[icmp] = ND_NS;
+  d[icmp + 1] = 0;
+  write32(d, icmp + 4, 0);
+  write32(d, icmp + 8, nh.a0 >>> 0);
+  write32(d, icmp + 12, nh.a1 >>> 0);
+  write32(d, icmp + 16, nh.a2 >>> 0);
+  write32(d, icmp + 20, nh.a3 >>> 0);
+  d[icmp + 24] = OPT_SOURCE_LL;
+  d[icmp + 25] = 1;
+  writeMac(d, icmp + 26, iface.macHi, iface.macLo);
+  icmp6Checksum(d, ip, 32);
+  batch.setLength(j, ETH_HLEN + 40 + 32);
+  r.count(batch.ingress, r.counter.neighbour_solicitations_sent, 1);
+}
+
+/** The router's IPv4 address on the interface in the subnet of `target`, else its first. */
+function sourceFor4(r: Router, iface: Interface, target: number): number {
+  const addrs = r.addr4[iface.index];
+  const masks = r.mask4[iface.index];
+  for (let k = 0; k < addrs.length; k++) if (((addrs[k] ^ target) & masks[k]) === 0) return addrs[k];
+  return addrs.length > 0 ? addrs[0] : 0;
+}
+
+function writeArp(d: Uint8Array, a: number, op: number, shaHi: number, shaLo: number, spa: number, thaHi: number, thaLo: number, tpa: number): void {
+  write16(d, a, 1);
+  write16(d, a + 2, 0x0800);
+  d[a + 4] = 6;
+  d[a + 5] = 4;
+  write16(d, a + 6, op);
+  writeMac(d, a + 8, shaHi, shaLo);
+  write32(d, a + 14, spa);
+  writeMac(d, a + 18, thaHi, thaLo);
+  write32(d, a + 24, tpa);
+}
+
+export function writeIpv6Header(d: Uint8Array, ip: number, payloadLength: number, hopLimit: number): void {
+  write32(d, ip, 0x60000000);
+  write16(d, ip + 4, payloadLength);
+  d[ip + 6] = IPPROTO_ICMPV6;
+  d[ip + 7] = hopLimit;
+}
+
+/** Fills in the checksum of the ICMPv6 message of `length` bytes after the IPv6 header at ip. */
+export function icmp6Checksum(d: Uint8Array, ip: number, length: number): void {
+  const icmp = ip + 40;
+  write16(d, icmp + 2, 0);
+  write16(d, icmp + 2, finishChecksum(onesSum(d, icmp, icmp + length, ipv6PseudoSum(d, ip, length, IPPROTO_ICMPV6))));
+}
+
+// ---- ARP in ----------------------------------------------------------------------------------
+
+/**
+ * An ARP packet on a routed interface. Requests for the router's addresses become replies
+ * in place; replies (and requests) to the router teach the neighbour table, and release the
+ * packets held for that neighbour; the rest is left to the bridge on a bridge interface and
+ * dropped on an L3 port.
+ */
+export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const a = off + ETH_HLEN;
+  const bridged = iface.bridge !== null;
+  if (batch.length(i) < ETH_HLEN + ARP_LEN || read16(d, a) !== 1 || read16(d, a + 2) !== 0x0800 || d[a + 4] !== 6 || d[a + 5] !== 4) {
+    if (!bridged) batch.dropAs(i, r.drop.arp_bad);
+    return;
+  }
+  const op = read16(d, a + 6);
+  const spa = read32(d, a + 14);
+  const tpa = read32(d, a + 24);
+  const addrs = r.addr4[iface.index];
+  const masks = r.mask4[iface.index];
+  let ours = false;
+  let inSubnet = false;
+  for (let k = 0; k < addrs.length; k++) {
+    if (addrs[k] === tpa) ours = true;
+    if (((addrs[k] ^ spa) & masks[k]) === 0 && spa !== addrs[k]) inSubnet = true;
+  }
+  if (!ours) {
+    // Another host's conversation: on a bridge it is theirs to flood; a gratuitous ARP from a
+    // known neighbour updates it (RFC 826: merge when the sender is already in the table).
+    if (inSubnet && spa === tpa) r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, macHi(d, a + 8), macLo(d, a + 8), batch.ingress, REACHABLE, r.now, false);
+    if (!bridged) batch.dropAs(i, r.drop.arp_not_for_router);
+    return;
+  }
+  const shaHi = macHi(d, a + 8);
+  const shaLo = macLo(d, a + 8);
+  if (!inSubnet || (shaHi & 0x100) !== 0 || (op !== 1 && op !== 2)) {
+    batch.dropAs(i, r.drop.arp_bad);
+    return;
+  }
+  // RFC 826: the target is us, so the sender goes into the table, created if need be.
+  r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, r.now, true);
+  if (op === 2) {
+    batch.egress[i] = EGRESS_CONSUMED;
+    if (r.heldCount > 0) r.releaseHeld(batch);
+    return;
+  }
+  writeEthernet(d, off, shaHi, shaLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
+  writeArp(d, a, 2, iface.macHi, iface.macLo, tpa, shaHi, shaLo, spa);
+  batch.egress[i] = batch.ingress;
+  r.count(batch.ingress, r.counter.arp_replies_sent, 1);
+}
+
+// ---- NDP in ----------------------------------------------------------------------------------
+
+/** The option of `type` in the NDP options d[from..end), as the offset of its value, or -1. */
+function ndpOption(d: Uint8Array, from: number, end: number, type: number): number {
+  let o = from;
+  // RFC 4861 4.6: a length of 0 is invalid (and would loop).
+  while (o + 2 <= end) {
+    const len = d[o + 1] * 8;
+    if (len === 0 || o + len > end) return -2;
+    if (d[o] === type) return o + 2;
+    o += len;
+  }
+  return -1;
+}
+
+/** Whether the 16 bytes at d[at] are one of the interface's addresses (link-local included). */
+export function isOwn6(r: Router, iface: Interface, d: Uint8Array, at: number): boolean {
+  const own = r.addr6[iface.index];
+  for (let k = 0; k < own.length; k += 16) {
+    let same = true;
+    for (let b = 0; b < 16; b++) {
+      if (own[k + b] !== d[at + b]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return true;
+  }
+  return false;
+}
+
+/**
+ * An NDP message (ICMPv6 type 133..136) on a routed interface, already checked to be
+ * ICMPv6 with a sane length. RFC 4861 validation first (hop limit 255, code 0, checksum).
+ * Returns false when the message is not for the router (the caller leaves it to the bridge).
+ */
+export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, payloadLength: number): boolean {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const ip = off + ETH_HLEN;
+  const icmp = ip + 40;
+  const end = icmp + payloadLength;
+  if (d[ip + 7] !== 255 || d[icmp + 1] !== 0 || finishChecksum(onesSum(d, icmp, end, ipv6PseudoSum(d, ip, payloadLength, IPPROTO_ICMPV6))) !== 0) {
+    batch.dropAs(i, r.drop.ndp_bad);
+    return true;
+  }
+  if (type === ND_RS) {
+    if (payloadLength < 8) batch.dropAs(i, r.drop.ndp_bad);
+    else routerSolicited(r, batch, i, iface);
+    return true;
+  }
+  if (payloadLength < 24) {
+    batch.dropAs(i, r.drop.ndp_bad);
+    return true;
+  }
+  const target = icmp + 8;
+  if (type === ND_NS) {
+    if (!isOwn6(r, iface, d, target)) return false;
+    const unspecified = read32(d, ip + 8) === 0 && read32(d, ip + 12) === 0 && read32(d, ip + 16) === 0 && read32(d, ip + 20) === 0;
+    const sll = ndpOption(d, icmp + 24, end, OPT_SOURCE_LL);
+    if (sll === -2 || (unspecified && sll >= 0)) {
+      batch.dropAs(i, r.drop.ndp_bad);
+      return true;
+    }
+    const fromHi = sll >= 0 ? macHi(d, sll) : macHi(d, off + 6);
+    const fromLo = sll >= 0 ? macLo(d, sll) : macLo(d, off + 6);
+    if (!unspecified && sll >= 0) {
+      r.neighbours.confirm(iface.index, 6, read32(d, ip + 8) | 0, read32(d, ip + 12) | 0, read32(d, ip + 16) | 0, read32(d, ip + 20) | 0, fromHi, fromLo, batch.ingress, STALE, r.now, true);
+    }
+    advertise(r, batch, i, iface, unspecified, fromHi, fromLo);
+    return true;
+  }
+  if (type === ND_NA) {
+    const tll = ndpOption(d, icmp + 24, end, OPT_TARGET_LL);
+    if (tll === -2) {
+      batch.dropAs(i, r.drop.ndp_bad);
+      return true;
+    }
+    const hi = tll >= 0 ? macHi(d, tll) : macHi(d, off + 6);
+    const lo = tll >= 0 ? macLo(d, tll) : macLo(d, off + 6);
+    const slot = r.neighbours.confirm(iface.index, 6, read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress, REACHABLE, r.now, false);
+    if (slot < 0 && iface.bridge !== null) return false;
+    batch.egress[i] = EGRESS_CONSUMED;
+    if (r.heldCount > 0) r.releaseHeld(batch);
+    return true;
+  }
+  return false; // another router's advertisement: not ours to act on
+}
+
+/** Turns a neighbour solicitation for our address into the advertisement, in place. */
+function advertise(r: Router, batch: PacketBatch, i: number, iface: Interface, toAllNodes: boolean, dstHi: number, dstLo: number): void {
+  const d = batch.data;
+  const off = batch.offset(i);
+  const ip = off + ETH_HLEN;
+  const icmp = ip + 40;
+  // Destination: the solicitor, or all nodes when it had no address yet (DAD, RFC 4861 7.2.4).
+  if (toAllNodes) {
+    write32(d, ip + 24, 0xff020000);
+    write32(d, ip + 28, 0);
+    write32(d, ip + 32, 0);
+    write32(d, ip + 36, 1);
+    writeEthernet(d, off, 0x3333, 1, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
+  } else {
+    d.copyWithin(ip + 24, ip + 8, ip + 24);
+    writeEthernet(d, off, dstHi, dstLo, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
+  }
+  // Source: the target itself (RFC 4861 7.2.4), already at icmp + 8.
+  d.copyWithin(ip + 8, icmp + 8, icmp + 24);
+  writeIpv6Header(d, ip, 32, 255);
+  d[icmp] = ND_NA;
+  d[icmp + 1] = 0;
+  // R (we are a router), S (solicited, unless to all nodes), O (override)
+  write32(d, icmp + 4, toAllNodes ? 0xa0000000 : 0xe0000000);
+  d[icmp + 24] = OPT_TARGET_LL;
+  d[icmp + 25] = 1;
+  writeMac(d, icmp + 26, iface.macHi, iface.macLo);
+  icmp6Checksum(d, ip, 32);
+  batch.setLength(i, ETH_HLEN + 40 + 32);
+  batch.egress[i] = batch.ingress;
+  r.count(batch.ingress, r.counter.neighbour_advertisements_sent, 1);
+}
+
+/** A router solicitation: answered with an advertisement to all nodes on that port. */
+function routerSolicited(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+  batch.egress[i] = EGRESS_CONSUMED;
+  if (r.addr6[iface.index].length <= 16) return; // no IPv6 address but the link-local one: not a router here
+  if (r.now - r.raSent[iface.index] < MIN_DELAY_BETWEEN_RAS_MS) return;
+  sendRouterAdvertisement(r, batch, iface, batch.ingress);
+}
+
+/** Sends the interface's router advertisement on `port` (or all its ports: -1). */
+export function sendRouterAdvertisement(r: Router, batch: PacketBatch, iface: Interface, port: number): void {
+  const first = port >= 0 ? port : iface.ports[0];
+  const count = port >= 0 ? 1 : iface.ports.length;
+  for (let p = 0; p < count; p++) {
+    const j = batch.emit(port >= 0 ? first : iface.ports[p]);
+    if (j < 0) return;
+    writeRouterAdvertisement(r, batch.data, batch.offset(j), iface);
+    batch.setLength(j, ETH_HLEN + 40 + raLength(iface));
+    r.count(batch.ingress, r.counter.router_advertisements_sent, 1);
+  }
+  r.raSent[iface.index] = r.now;
+}
+
+function raLength(iface: Interface): number {
+  return 16 + 8 + 8 + 32 * iface.v6.length;
+}
+
+function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: Interface): void {
+  const ip = o + ETH_HLEN;
+  const length = raLength(iface);
+  writeEthernet(d, o, 0x3333, 1, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
+  writeIpv6Header(d, ip, length, 255);
+  d.set(iface.linkLocal, ip + 8);
+  write32(d, ip + 24, 0xff020000);
+  write32(d, ip + 28, 0);
+  write32(d, ip + 32, 0);
+  write32(d, ip + 36, 1);
+  const ra = ip + 40;
+  d[ra] = ND_RA;
+  d[ra + 1] = 0;
+  d[ra + 4] = 64; // Cur Hop Limit
+  d[ra + 5] = 0; // no M, no O: addresses by SLAAC
+  write16(d, ra + 6, ROUTER_LIFETIME_S);
+  write32(d, ra + 8, 0);
+  write32(d, ra + 12, 0);
+  let opt = ra + 16;
+  d[opt] = OPT_SOURCE_LL;
+  d[opt + 1] = 1;
+  writeMac(d, opt + 2, iface.macHi, iface.macLo);
+  opt += 8;
+  d[opt] = OPT_MTU;
+  d[opt + 1] = 1;
+  write16(d, opt + 2, 0);
+  write32(d, opt + 4, iface.mtu);
+  opt += 8;
+  for (const p of iface.v6) {
+    d[opt] = OPT_PREFIX;
+    d[opt + 1] = 4;
+    d[opt + 2] = p.length;
+    // L (on-link); A (autonomous) where SLAAC can form an address: a /64.
+    d[opt + 3] = p.length === 64 ? 0xc0 : 0x80;
+    write32(d, opt + 4, VALID_LIFETIME_S);
+    write32(d, opt + 8, PREFERRED_LIFETIME_S);
+    write32(d, opt + 12, 0);
+    for (let b = 0; b < 16; b++) {
+      const bits = Math.max(0, Math.min(8, p.length - b * 8));
+      d[opt + 16 + b] = p.bytes[b] & ((0xff00 >> bits) & 0xff);
+    }
+    opt += 32;
+  }
+  icmp6Checksum(d, ip, length);
+}

@@ -1,0 +1,327 @@
+// The neighbour table (ARP and NDP, RFC 826 / RFC 4861 7.3): next-hop addresses to MACs,
+// per interface, with states. One table in shared memory for all PMDs: an answer that
+// arrives on one PMD resolves the next hop for every PMD, and a restarted PMD finds every
+// entry. Open addressing over a window of PROBE_WINDOW slots (a bounded cost per lookup
+// whatever a flood of addresses does), each slot guarded by a seqlock whose odd values
+// also serve as the writers' lock.
+//
+// Slot layout, 16 int32 words (64 bytes): seq, state, interface, family, address (4 words,
+// IPv4 in the first), MAC high 16 bits, MAC low 32 bits, port (where the MAC was seen: a
+// bridge member), probes sent, then two float64: when the entry was last confirmed and
+// when it was last probed (ms, Date.now()).
+
+export const EMPTY = 0;
+/** being resolved: requests sent, no answer yet */
+export const INCOMPLETE = 1;
+/** confirmed less than REACHABLE_MS ago */
+export const REACHABLE = 2;
+/** older than that: still used, confirmed again by a unicast probe */
+export const STALE = 3;
+/** did not answer MAX_PROBES requests: packets to it get host unreachable for a while */
+export const FAILED = 4;
+/** from the config: never aged, never overwritten */
+export const STATIC = 5;
+export const STATE_NAMES = ['empty', 'incomplete', 'reachable', 'stale', 'failed', 'static'] as const;
+
+/** RFC 4861 10: REACHABLE_TIME 30 s, RETRANS_TIMER 1 s, MAX_MULTICAST_SOLICIT 3 */
+export const REACHABLE_MS = 30_000;
+export const RETRANS_MS = 1000;
+export const MAX_PROBES = 3;
+/** how long a failed entry answers for its address before it is tried again (Linux: about 20 s) */
+export const FAILED_HOLD_MS = 20_000;
+/** entries not confirmed for this long are removed (Linux gc_stale_time: 60 s) */
+export const GC_STALE_MS = 60_000;
+
+const WORDS = 16;
+export const NEIGHBOUR_BYTES = WORDS * 4;
+const SEQ = 0;
+const STATE = 1;
+const IFACE = 2;
+const FAMILY = 3;
+const ADDR = 4;
+const MAC_HI = 8;
+const MAC_LO = 9;
+const PORT = 10;
+const PROBES = 11;
+/** float64 indices (in 8-byte units) of a slot's times */
+const CONFIRMED_F64 = 6;
+const PROBED_F64 = 7;
+const PROBE_WINDOW = 16;
+/** a writer waiting this many times for a slot gives up (another PMD died holding it) */
+const LOCK_SPINS = 1000;
+
+/** After the slots: per interface, how many slots it holds (its share is capacity / interfaces). */
+const MAX_INTERFACES = 256;
+const COUNTS_BYTES = MAX_INTERFACES * 4;
+
+export function neighbourTableBytes(capacity: number): number {
+  return capacity * NEIGHBOUR_BYTES + COUNTS_BYTES;
+}
+
+export class NeighbourTable {
+  readonly capacity: number;
+  private readonly words: Int32Array;
+  private readonly times: Float64Array;
+  private readonly mask: number;
+  // What find() read, consistent under the slot's seqlock.
+  foundState = EMPTY;
+  foundMacHi = 0;
+  foundMacLo = 0;
+  foundPort = -1;
+  foundProbes = 0;
+  foundConfirmed = 0;
+  foundProbed = 0;
+  /** sweep(): slots seen locked by a writer, to free those a dead PMD left locked */
+  private readonly lockedSeen: Int32Array;
+
+  /** slots held per interface (shared): a flood on one interface cannot take the others' share */
+  private readonly held: Int32Array;
+  private readonly share: number;
+
+  constructor(buffer: SharedArrayBuffer, interfaceCount: number) {
+    this.capacity = (buffer.byteLength - COUNTS_BYTES) / NEIGHBOUR_BYTES;
+    if ((this.capacity & (this.capacity - 1)) !== 0) throw new RangeError('the neighbour table capacity must be a power of 2');
+    if (interfaceCount > MAX_INTERFACES) throw new RangeError(`at most ${MAX_INTERFACES} routed interfaces`);
+    this.words = new Int32Array(buffer, 0, this.capacity * WORDS);
+    this.times = new Float64Array(buffer, 0, this.capacity * 8);
+    this.held = new Int32Array(buffer, this.capacity * NEIGHBOUR_BYTES, MAX_INTERFACES);
+    this.share = Math.max(16, Math.floor(this.capacity / Math.max(1, interfaceCount)));
+    this.mask = this.capacity - 1;
+    this.lockedSeen = new Int32Array(this.capacity);
+  }
+
+  private home(iface: number, a0: number, a1: number, a2: number, a3: number): number {
+    let h = Math.imul(a0 ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(a1 + iface, 0xc2b2ae35);
+    h = Math.imul(h ^ (h >>> 15) ^ a2, 0x27d4eb2f) ^ Math.imul(a3, 0x165667b1);
+    return (h ^ (h >>> 13)) & this.mask;
+  }
+
+  private matches(at: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
+    const w = this.words;
+    return w[at + IFACE] === iface && w[at + FAMILY] === family && w[at + ADDR] === a0 && w[at + ADDR + 1] === a1 && w[at + ADDR + 2] === a2 && w[at + ADDR + 3] === a3;
+  }
+
+  /** The slot of an address, with its fields in found*, or -1. */
+  find(iface: number, family: number, a0: number, a1: number, a2: number, a3: number): number {
+    const w = this.words;
+    const home = this.home(iface, a0, a1, a2, a3);
+    for (let p = 0; p < PROBE_WINDOW; p++) {
+      const slot = (home + p) & this.mask;
+      const at = slot * WORDS;
+      // Seqlock read: a writer on another PMD makes seq odd while it writes; a read that
+      // saw an odd or changed seq may be torn, and is taken as a miss for this packet.
+      const seq = Atomics.load(w, at + SEQ);
+      if ((seq & 1) === 1) continue;
+      const state = w[at + STATE];
+      if (state === EMPTY || !this.matches(at, iface, family, a0, a1, a2, a3)) continue;
+      this.foundState = state;
+      this.foundMacHi = w[at + MAC_HI];
+      this.foundMacLo = w[at + MAC_LO] >>> 0;
+      this.foundPort = w[at + PORT];
+      this.foundProbes = w[at + PROBES];
+      this.foundConfirmed = this.times[slot * 8 + CONFIRMED_F64];
+      this.foundProbed = this.times[slot * 8 + PROBED_F64];
+      if (Atomics.load(w, at + SEQ) !== seq) continue;
+      return slot;
+    }
+    return -1;
+  }
+
+  private lock(slot: number): number {
+    const w = this.words;
+    const at = slot * WORDS + SEQ;
+    for (let spin = 0; spin < LOCK_SPINS; spin++) {
+      const seq = Atomics.load(w, at);
+      // Even: free. The exchange makes it odd: readers see a write in progress, and no
+      // other writer (on another PMD) gets the slot until it is even again.
+      if ((seq & 1) === 0 && Atomics.compareExchange(w, at, seq, seq + 1) === seq) return seq + 1;
+    }
+    return -1;
+  }
+
+  private unlock(slot: number, seq: number): void {
+    Atomics.store(this.words, slot * WORDS + SEQ, seq + 1);
+  }
+
+  /**
+   * Records what an address resolves to (an answer, or a static entry), creating the
+   * entry if `create`; a static entry is never changed but by another static one.
+   * Returns the slot, or -1 (not there and not created, or no room in its window).
+   */
+  confirm(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, macHi: number, macLo: number, port: number, state: number, now: number, create: boolean): number {
+    let slot = this.find(iface, family, a0, a1, a2, a3);
+    if (slot >= 0 && this.foundState === STATIC && state !== STATIC) return slot;
+    if (slot < 0) {
+      if (!create) return -1;
+      slot = this.claim(iface, a0, a1, a2, a3, now);
+      if (slot < 0) return -1;
+    }
+    const seq = this.lock(slot);
+    if (seq < 0) return -1;
+    const w = this.words;
+    const at = slot * WORDS;
+    this.setKey(at, iface, family, a0, a1, a2, a3);
+    w[at + MAC_HI] = macHi;
+    w[at + MAC_LO] = macLo;
+    w[at + PORT] = port;
+    w[at + PROBES] = 0;
+    w[at + STATE] = state;
+    this.times[slot * 8 + CONFIRMED_F64] = now;
+    this.unlock(slot, seq);
+    return slot;
+  }
+
+  /** Starts resolving an address: an INCOMPLETE entry. Returns its slot or -1 (table full). */
+  startResolving(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, now: number): number {
+    const existing = this.find(iface, family, a0, a1, a2, a3);
+    if (existing >= 0) return existing;
+    const slot = this.claim(iface, a0, a1, a2, a3, now);
+    if (slot < 0) return -1;
+    const seq = this.lock(slot);
+    if (seq < 0) return -1;
+    const w = this.words;
+    const at = slot * WORDS;
+    this.setKey(at, iface, family, a0, a1, a2, a3);
+    w[at + MAC_HI] = 0;
+    w[at + MAC_LO] = 0;
+    w[at + PORT] = -1;
+    w[at + PROBES] = 0;
+    w[at + STATE] = INCOMPLETE;
+    this.times[slot * 8 + CONFIRMED_F64] = now;
+    this.times[slot * 8 + PROBED_F64] = 0;
+    this.unlock(slot, seq);
+    return slot;
+  }
+
+  /** Writes a slot's key (the writer holds its lock), moving the slot between interfaces' shares. */
+  private setKey(at: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): void {
+    const w = this.words;
+    const before = w[at + STATE] === EMPTY ? -1 : w[at + IFACE];
+    if (before !== iface) {
+      if (before >= 0) Atomics.sub(this.held, before, 1);
+      Atomics.add(this.held, iface, 1);
+    }
+    w[at + IFACE] = iface;
+    w[at + FAMILY] = family;
+    w[at + ADDR] = a0;
+    w[at + ADDR + 1] = a1;
+    w[at + ADDR + 2] = a2;
+    w[at + ADDR + 3] = a3;
+  }
+
+  /** Slots an interface holds now. */
+  heldBy(iface: number): number {
+    return Atomics.load(this.held, iface);
+  }
+
+  /**
+   * A free slot in the address's window: an empty one, else the one least recently
+   * confirmed among those that are not static and not being resolved right now.
+   */
+  private claim(iface: number, a0: number, a1: number, a2: number, a3: number, now: number): number {
+    const w = this.words;
+    const home = this.home(iface, a0, a1, a2, a3);
+    // An interface at its share takes only slots it holds itself.
+    const full = Atomics.load(this.held, iface) >= this.share;
+    let victim = -1;
+    let oldest = Infinity;
+    for (let p = 0; p < PROBE_WINDOW; p++) {
+      const slot = (home + p) & this.mask;
+      const state = w[slot * WORDS + STATE];
+      if (state === EMPTY) {
+        if (full) continue;
+        return slot;
+      }
+      if (state === STATIC || (full && w[slot * WORDS + IFACE] !== iface)) continue;
+      const confirmed = this.times[slot * 8 + CONFIRMED_F64];
+      // A flood of unresolvable addresses must not evict the neighbours in use.
+      if (state === INCOMPLETE && now - confirmed < MAX_PROBES * RETRANS_MS) continue;
+      if (state === REACHABLE && now - confirmed < REACHABLE_MS) continue;
+      if (confirmed < oldest) {
+        oldest = confirmed;
+        victim = slot;
+      }
+    }
+    return victim;
+  }
+
+  /** Counts a request sent for the entry in `slot`; returns the probes sent so far. */
+  probed(slot: number, now: number): number {
+    const seq = this.lock(slot);
+    if (seq < 0) return MAX_PROBES;
+    const at = slot * WORDS;
+    const probes = ++this.words[at + PROBES];
+    this.times[slot * 8 + PROBED_F64] = now;
+    this.unlock(slot, seq);
+    return probes;
+  }
+
+  setState(slot: number, state: number, now: number): void {
+    const seq = this.lock(slot);
+    if (seq < 0) return;
+    const at = slot * WORDS;
+    if (this.words[at + STATE] !== STATIC) {
+      this.words[at + STATE] = state;
+      this.words[at + PROBES] = 0;
+      this.times[slot * 8 + CONFIRMED_F64] = now;
+    }
+    this.unlock(slot, seq);
+  }
+
+  /**
+   * Ages `count` slots from `from`: removes entries unconfirmed for GC_STALE_MS and failed
+   * ones past their hold; frees slots a dead writer left locked (seen locked with the
+   * same seq on two sweeps). Returns the next slot to sweep.
+   */
+  sweep(now: number, from: number, count: number): number {
+    const w = this.words;
+    for (let i = 0; i < count; i++) {
+      const slot = (from + i) & this.mask;
+      const at = slot * WORDS;
+      const seq = Atomics.load(w, at + SEQ);
+      if ((seq & 1) === 1) {
+        if (this.lockedSeen[slot] === seq) {
+          if (w[at + STATE] !== EMPTY) Atomics.sub(this.held, w[at + IFACE], 1);
+          w[at + STATE] = EMPTY;
+          // Only if still the same: a live writer would have moved on.
+          Atomics.compareExchange(w, at + SEQ, seq, seq + 1);
+        }
+        this.lockedSeen[slot] = seq;
+        continue;
+      }
+      this.lockedSeen[slot] = 0;
+      const state = w[at + STATE];
+      if (state === EMPTY || state === STATIC) continue;
+      const age = now - this.times[slot * 8 + CONFIRMED_F64];
+      const expired = state === FAILED ? age > FAILED_HOLD_MS : state === INCOMPLETE ? age > MAX_PROBES * RETRANS_MS + FAILED_HOLD_MS : age > GC_STALE_MS + REACHABLE_MS;
+      if (!expired) continue;
+      const locked = this.lock(slot);
+      if (locked < 0) continue;
+      Atomics.sub(this.held, w[at + IFACE], 1);
+      w[at + STATE] = EMPTY;
+      this.unlock(slot, locked);
+    }
+    return (from + count) & this.mask;
+  }
+
+  /** Every entry, for the admin endpoint and tests (allocates: not for the data path). */
+  entries(): { iface: number; family: number; address: number[]; macHi: number; macLo: number; port: number; state: string; confirmed: number }[] {
+    const out = [];
+    const w = this.words;
+    for (let slot = 0; slot < this.capacity; slot++) {
+      const at = slot * WORDS;
+      if (w[at + STATE] === EMPTY) continue;
+      out.push({
+        iface: w[at + IFACE],
+        family: w[at + FAMILY],
+        address: [w[at + ADDR] >>> 0, w[at + ADDR + 1] >>> 0, w[at + ADDR + 2] >>> 0, w[at + ADDR + 3] >>> 0],
+        macHi: w[at + MAC_HI],
+        macLo: w[at + MAC_LO] >>> 0,
+        port: w[at + PORT],
+        state: STATE_NAMES[w[at + STATE]] ?? 'unknown',
+        confirmed: this.times[slot * 8 + CONFIRMED_F64],
+      });
+    }
+    return out;
+  }
+}

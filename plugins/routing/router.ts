@@ -1,0 +1,237 @@
+// A PMD's view of the router: interfaces, the FIB and neighbour table in shared memory,
+// and what is per PMD (ICMP rate limits, packets held while their next hop is resolved).
+// The per-packet work is in ipv4.ts, ipv6.ts and neighbour-io.ts; this holds the state
+// and the steps they share.
+import { EGRESS_CONSUMED, read32, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
+import type { RoutingConfig } from './config.ts';
+import { interfacesOf, type Interface } from './interfaces.ts';
+import { openFib, type NextHops } from './fib.ts';
+import type { Lpm4 } from './lpm4.ts';
+import type { Lpm6 } from './lpm6.ts';
+import { NeighbourTable } from './neighbours.ts';
+
+export const DROP_REASONS = [
+  ['ip_header_bad', 'IP header malformed: wrong version, IHL below 5, or a frame shorter than its header'],
+  ['ip_length_bad', 'the IP length field is past the end of the frame, or shorter than the header'],
+  ['ip_checksum_bad', 'IPv4 header checksum wrong'],
+  ['ttl_exceeded', 'TTL or hop limit ran out (ICMP time exceeded sent back, within the ICMP rate limit)'],
+  ['no_route', 'no route to the destination (ICMP destination unreachable sent back)'],
+  ['blackhole', 'routed to a blackhole route'],
+  ['mtu_exceeded', 'larger than the egress MTU with DF set, or IPv6 (ICMP fragmentation needed / packet too big sent back)'],
+  ['fragmentation_failed', 'larger than the egress MTU and no room in the burst for its fragments'],
+  ['neighbour_unreachable', 'the next hop did not answer ARP or neighbour solicitations (ICMP host unreachable sent back)'],
+  ['neighbour_queue_full', 'the next hop is being resolved and the queue of packets waiting for resolution is full'],
+  ['neighbour_table_full', 'no room in the neighbour table for the next hop (or the interface has its share of it)'],
+  ['not_routable', 'broadcast, multicast or link-local destination, or a martian source address: never forwarded'],
+  ['arp_bad', 'malformed ARP packet, or one from outside the interface\'s subnets'],
+  ['arp_not_for_router', 'ARP on a routed port for an address that is not the router\'s'],
+  ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code)'],
+  ['local_unhandled', 'for one of the router\'s addresses but nothing the router answers (it answers ARP, NDP, ICMP echo, and UDP with port unreachable)'],
+] as const;
+
+export const COUNTERS = [
+  ['routed', 'packets forwarded by the routing stage'],
+  ['arp_replies_sent', 'ARP requests for the router\'s addresses answered'],
+  ['arp_requests_sent', 'ARP requests sent to resolve next hops'],
+  ['neighbour_advertisements_sent', 'neighbour solicitations for the router\'s addresses answered'],
+  ['neighbour_solicitations_sent', 'neighbour solicitations sent to resolve next hops'],
+  ['router_advertisements_sent', 'router advertisements sent (periodic and solicited)'],
+  ['echo_replies_sent', 'ICMP and ICMPv6 echo requests to the router answered'],
+  ['icmp_errors_sent', 'ICMP errors sent (time exceeded, unreachable, fragmentation needed, packet too big)'],
+  ['icmp_errors_rate_limited', 'ICMP errors not sent: over the ICMP rate limit'],
+  ['fragments_created', 'IPv4 fragments made from packets larger than the egress MTU'],
+  ['held_for_resolution', 'packets held while their next hop was being resolved'],
+  ['held_released', 'held packets sent once their next hop answered'],
+  ['held_dropped', 'held packets dropped: their next hop never answered'],
+] as const;
+
+type Reason = (typeof DROP_REASONS)[number][0];
+type Counter = (typeof COUNTERS)[number][0];
+
+/** How long a held packet waits for its next hop (Linux: until the entry fails, about 3 s) */
+export const HOLD_MS = 3000;
+
+/** A token bucket: `rate` per second, up to `burst`. */
+export class TokenBucket {
+  private tokens: number;
+  private at = 0;
+  private readonly rate: number;
+  private readonly burst: number;
+  constructor(rate: number, burst: number) {
+    this.rate = rate;
+    this.burst = burst;
+    this.tokens = burst;
+  }
+
+  take(now: number): boolean {
+    const refill = ((now - this.at) * this.rate) / 1000;
+    this.at = now;
+    this.tokens = Math.min(this.burst, this.tokens + refill);
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+export class Router {
+  readonly interfaces: Interface[];
+  /** by port: its interface, or -1 (not routed: the stage leaves its frames alone) */
+  readonly byPort: Int32Array;
+  readonly lpm4: Lpm4;
+  readonly lpm6: Lpm6;
+  readonly nextHops: NextHops;
+  readonly neighbours: NeighbourTable;
+  readonly config: RoutingConfig;
+  readonly pmd: number;
+  readonly drop: Record<Reason, number>;
+  readonly counter: Record<Counter, number>;
+  readonly count: PluginContext<unknown>['count'];
+  /** ms, read once per batch */
+  now = 0;
+  readonly clock: () => number;
+  readonly icmpBucket: TokenBucket;
+  /** requests to resolve next hops: a guest sending to a thousand absent hosts must not flood */
+  readonly solicitBucket: TokenBucket;
+  // Held packets: copies of frames (already rewritten but for the destination MAC) with
+  // the neighbour they wait for.
+  readonly heldData: Uint8Array;
+  readonly heldLength: Int32Array;
+  readonly heldIface: Int32Array;
+  readonly heldFamily: Int32Array;
+  readonly heldAddr: Int32Array;
+  readonly heldSince: Float64Array;
+  readonly heldIngress: Int32Array;
+  heldCount = 0;
+  readonly heldRoom: number;
+  /** per interface: when the next unsolicited router advertisement is due, and when one was last sent */
+  readonly raDue: Float64Array;
+  readonly raSent: Float64Array;
+  /** per interface: its IPv4 addresses and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
+  readonly addr4: Uint32Array[];
+  readonly mask4: Uint32Array[];
+  readonly addr6: Uint8Array[];
+  /** per interface: the source of its ICMPv6 errors (its first global address, or link-local) */
+  readonly src6: Uint8Array[];
+  /** the neighbour table's next slot to age */
+  sweepAt = 0;
+  lastSweep = 0;
+  /** the 5-tuple hash of the packet being forwarded, for ECMP */
+  flowHash = 0;
+
+  constructor(ctx: PluginContext<RoutingConfig>, clock: () => number) {
+    const { interfaces, byPort } = interfacesOf({ ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount });
+    this.interfaces = interfaces;
+    this.byPort = byPort;
+    const fib = openFib(ctx.shared);
+    this.lpm4 = fib.lpm4;
+    this.lpm6 = fib.lpm6;
+    this.nextHops = fib.nextHops;
+    this.neighbours = new NeighbourTable(ctx.shared.neighbours, interfaces.length);
+    this.config = ctx.config;
+    this.pmd = ctx.pmd;
+    this.drop = Object.fromEntries(DROP_REASONS.map(([n]) => [n, ctx.dropCode(n)])) as Record<Reason, number>;
+    this.counter = Object.fromEntries(COUNTERS.map(([n]) => [n, ctx.counterId(n)])) as Record<Counter, number>;
+    this.count = ctx.count;
+    this.clock = clock;
+    this.icmpBucket = new TokenBucket(ctx.config.icmpRate, ctx.config.icmpBurst);
+    this.solicitBucket = new TokenBucket(1000, 100);
+    const held = ctx.config.heldPackets;
+    this.heldRoom = 9088;
+    this.heldData = new Uint8Array(held * this.heldRoom);
+    this.heldLength = new Int32Array(held);
+    this.heldIface = new Int32Array(held);
+    this.heldFamily = new Int32Array(held);
+    this.heldAddr = new Int32Array(held * 4);
+    this.heldSince = new Float64Array(held);
+    this.heldIngress = new Int32Array(held);
+    // PMD 0 sends the periodic advertisements (one sender: guests see one router).
+    this.raDue = new Float64Array(interfaces.length).fill(ctx.pmd === 0 ? 0 : Infinity);
+    this.raSent = new Float64Array(interfaces.length).fill(-Infinity);
+    this.addr4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => read32(p.bytes, 0)));
+    this.mask4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => (p.length === 0 ? 0 : (0xffffffff << (32 - p.length)) >>> 0)));
+    this.addr6 = interfaces.map((f) => {
+      const all = new Uint8Array((f.v6.length + 1) * 16);
+      f.v6.forEach((p, k) => all.set(p.bytes, k * 16));
+      all.set(f.linkLocal, f.v6.length * 16);
+      return all;
+    });
+    this.src6 = interfaces.map((f) => (f.v6.length > 0 ? f.v6[0].bytes : f.linkLocal));
+  }
+
+  /** Whether a held slot is free for one more packet. */
+  get canHold(): boolean {
+    return this.heldCount < this.heldLength.length;
+  }
+
+  /**
+   * Keeps a copy of packet i, to be sent once the neighbour (iface, family, address) is
+   * resolved; the packet itself is consumed. Returns false when the queue is full.
+   */
+  hold(batch: PacketBatch, i: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
+    if (!this.canHold) return false;
+    const h = this.heldCount++;
+    const len = batch.length(i);
+    const off = batch.offset(i);
+    this.heldData.set(batch.data.subarray(off, off + len), h * this.heldRoom);
+    this.heldLength[h] = len;
+    this.heldIface[h] = iface;
+    this.heldFamily[h] = family;
+    this.heldAddr[h * 4] = a0;
+    this.heldAddr[h * 4 + 1] = a1;
+    this.heldAddr[h * 4 + 2] = a2;
+    this.heldAddr[h * 4 + 3] = a3;
+    this.heldSince[h] = this.now;
+    this.heldIngress[h] = batch.ingress;
+    batch.egress[i] = EGRESS_CONSUMED;
+    this.count(batch.ingress, this.counter.held_for_resolution, 1);
+    return true;
+  }
+
+  /**
+   * Sends the held packets whose neighbour is resolved (into this batch: emit), drops those
+   * that waited too long. Once per batch while any are held.
+   */
+  releaseHeld(batch: PacketBatch): void {
+    const nb = this.neighbours;
+    let h = 0;
+    while (h < this.heldCount) {
+      const slot = nb.find(this.heldIface[h], this.heldFamily[h], this.heldAddr[h * 4], this.heldAddr[h * 4 + 1], this.heldAddr[h * 4 + 2], this.heldAddr[h * 4 + 3]);
+      const state = slot < 0 ? 0 : nb.foundState;
+      const usable = state >= 2 && state !== 4; // REACHABLE, STALE or STATIC
+      if (usable) {
+        const j = batch.emit(nb.foundPort);
+        if (j < 0) return; // the burst is full: next one
+        const off = batch.offset(j);
+        const len = this.heldLength[h];
+        batch.data.set(this.heldData.subarray(h * this.heldRoom, h * this.heldRoom + len), off);
+        writeMac(batch.data, off, nb.foundMacHi, nb.foundMacLo);
+        batch.setLength(j, len);
+        this.count(this.heldIngress[h], this.counter.held_released, 1);
+        this.count(this.heldIngress[h], this.counter.routed, 1);
+      } else if (this.now - this.heldSince[h] > HOLD_MS || state === 4 || slot < 0) {
+        this.count(this.heldIngress[h], this.counter.held_dropped, 1);
+      } else {
+        h++;
+        continue;
+      }
+      this.removeHeld(h);
+    }
+  }
+
+  private removeHeld(h: number): void {
+    const last = --this.heldCount;
+    if (h === last) return;
+    this.heldData.copyWithin(h * this.heldRoom, last * this.heldRoom, last * this.heldRoom + this.heldLength[last]);
+    this.heldLength[h] = this.heldLength[last];
+    this.heldIface[h] = this.heldIface[last];
+    this.heldFamily[h] = this.heldFamily[last];
+    this.heldAddr.copyWithin(h * 4, last * 4, last * 4 + 4);
+    this.heldSince[h] = this.heldSince[last];
+    this.heldIngress[h] = this.heldIngress[last];
+  }
+
+  /** The first IPv4 address of an interface as a u32, or 0. */
+  ipv4Of(iface: Interface): number {
+    return iface.v4.length === 0 ? 0 : read32(iface.v4[0].bytes, 0);
+  }
+}

@@ -1,0 +1,243 @@
+// The routing stage on crafted frames: ARP and NDP for the router, forwarding with TTL and
+// checksums, next-hop resolution with held packets, ICMP errors, path MTU, fragmentation,
+// ECMP, bridges with router addresses, and malformed headers.
+import t from 'tap';
+import routing, { clock } from './index.ts';
+import { PluginHarness, type HarnessPort, type Outcome } from '../../src/pipeline/testing.ts';
+import { arp, icmp4, icmp6, neighbourAdvertisement, neighbourSolicitation, parseFrame, routerSolicitation, tcp4, udp4, udp6 } from '../../test/support/frames.ts';
+
+const MAC = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01', br: '02:00:00:00:0c:01' };
+const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', c: '52:54:00:00:00:0c', d: '52:54:00:00:00:0d' };
+
+const ports: HarnessPort[] = [
+  { name: 'a', settings: { addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: MAC.a, mtu: 1500 } },
+  { name: 'b', settings: { addresses: ['10.0.2.1/24', '2001:db8:2::1/64'], routerMac: MAC.b, mtu: 9000 } },
+  { name: 'c', bridge: 'br0', settings: { mtu: 1500 } },
+  { name: 'd', bridge: 'br0', settings: { mtu: 1500 } },
+  { name: 'l2', settings: { mtu: 1500 } },
+];
+const bridgeSettings = { br0: { addresses: ['10.0.3.1/24'], routerMac: MAC.br, mtu: 1500 } };
+
+let now = 1_000_000;
+clock.now = () => now;
+
+async function router(config: Record<string, unknown> = {}) {
+  return PluginHarness.create(routing, { ports, bridgeSettings, config });
+}
+/** One burst through the router; its periodic router advertisements left out. */
+const run = (h: PluginHarness, port: string, frames: Uint8Array[]) => withoutAdvertisements(h.run(port, frames));
+/** What happened to each packet; router advertisements (periodic, emitted by PMD 0) left out. */
+const summary = (out: Outcome[]) => withoutAdvertisements(out).map((o) => (o.to === 'drop' ? `drop:${o.reason}` : o.to));
+function withoutAdvertisements(out: Outcome[]): Outcome[] {
+  return out.filter((o) => o.received || parseFrame(o.frame).ndp?.type !== 134);
+}
+
+/** Teaches the router b's guest (10.0.2.2) with an ARP reply. */
+function learnB(h: PluginHarness) {
+  return run(h, 'b', [arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.2', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.b })]);
+}
+
+t.test('ARP for the router is answered, others are not', async (t) => {
+  const h = await router();
+  const out = run(h, 'a', [
+    arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a }),
+    arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.99', srcMac: GUEST.a }),
+    arp({ op: 'request', senderMac: GUEST.a, senderIp: '192.0.2.1', targetIp: '10.0.1.1', srcMac: GUEST.a }),
+  ]);
+  t.same(summary(out), ['a', 'drop:arp_not_for_router', 'drop:arp_bad']);
+  const reply = parseFrame(out[0].frame);
+  t.same([reply.dstMac, reply.srcMac, reply.arp?.op, reply.arp?.senderMac, reply.arp?.senderIp, reply.arp?.targetMac, reply.arp?.targetIp], [GUEST.a, MAC.a, 2, MAC.a, '10.0.1.1', GUEST.a, '10.0.1.2']);
+  const onBridge = run(h, 'c', [arp({ op: 'request', senderMac: GUEST.c, senderIp: '10.0.3.2', targetIp: '10.0.3.3', srcMac: GUEST.c })]);
+  t.same(summary(onBridge), ['undecided'], 'on a bridge, ARP between guests is left to the bridge');
+  const l2 = run(h, 'l2', [arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.9.2', targetIp: '10.0.9.1', srcMac: GUEST.a })]);
+  t.same(summary(l2), ['undecided'], 'a port without addresses is not routed');
+  t.equal(h.counts('a').arp_replies_sent, 1);
+});
+
+t.test('forwarding: resolution, held packets, TTL and checksum', async (t) => {
+  const h = await router();
+  const ping = icmp4({ src: '10.0.1.2', dst: '10.0.2.2', type: 8, id: 7, seq: 1, payload: 56, srcMac: GUEST.a, dstMac: MAC.a, ttl: 64 });
+  const first = run(h, 'a', [ping]);
+  t.same(summary(first), ['consumed', 'b'], 'the packet is held, and an ARP request goes out of b');
+  const request = parseFrame(first[1].frame);
+  t.same([request.dstMac, request.srcMac, request.arp?.op, request.arp?.senderIp, request.arp?.targetIp], ['ff:ff:ff:ff:ff:ff', MAC.b, 1, '10.0.2.1', '10.0.2.2']);
+  const answer = learnB(h);
+  t.same(summary(answer), ['consumed', 'b'], 'the ARP reply releases the held packet');
+  const released = parseFrame(answer[1].frame);
+  t.same([released.dstMac, released.srcMac, released.ip?.ttl, released.ip?.headerChecksumOk, released.l4?.checksumOk], [GUEST.b, MAC.b, 63, true, true]);
+  const next = run(h, 'a', [ping]);
+  t.same(summary(next), ['b'], 'then forwarded at once');
+  const f = parseFrame(next[0].frame);
+  t.same([f.dstMac, f.srcMac, f.ip?.ttl, f.ip?.headerChecksumOk, f.ip?.src, f.ip?.dst], [GUEST.b, MAC.b, 63, true, '10.0.1.2', '10.0.2.2']);
+  t.match(h.counts('a'), { routed: 2, held_for_resolution: 1 });
+  t.equal(h.counts('a').held_released, 1, 'counted on the port the packet came from');
+});
+
+t.test('ICMP: echo to the router, time exceeded, no route, port unreachable', async (t) => {
+  const h = await router({ routes: [{ prefix: '198.51.100.0/24', blackhole: true }] });
+  const out = run(h, 'a', [
+    icmp4({ src: '10.0.1.2', dst: '10.0.2.1', type: 8, id: 1, seq: 2, payload: 32, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 33434, dstPort: 33434, ttl: 1, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp4({ src: '10.0.1.2', dst: '192.0.2.9', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp4({ src: '10.0.1.2', dst: '10.0.1.1', srcPort: 1, dstPort: 53, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp4({ src: '10.0.1.2', dst: '198.51.100.1', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }),
+  ]);
+  t.same(summary(out), ['a', 'drop:ttl_exceeded', 'drop:no_route', 'drop:local_unhandled', 'drop:blackhole', 'a', 'a', 'a']);
+  const echo = parseFrame(out[0].frame);
+  t.same([echo.ip?.src, echo.ip?.dst, echo.l4?.type, echo.l4?.checksumOk, echo.ip?.headerChecksumOk, echo.dstMac], ['10.0.2.1', '10.0.1.2', 0, true, true, GUEST.a]);
+  const errors = out.slice(5).map((o) => parseFrame(o.frame));
+  t.same(errors.map((e) => [e.l4?.type, e.l4?.code, e.ip?.src, e.ip?.dst, e.l4?.checksumOk, e.dstMac]), [
+    [11, 0, '10.0.1.1', '10.0.1.2', true, GUEST.a],
+    [3, 0, '10.0.1.1', '10.0.1.2', true, GUEST.a],
+    [3, 3, '10.0.1.1', '10.0.1.2', true, GUEST.a],
+  ]);
+  t.equal(h.counts('a').icmp_errors_sent, 3);
+});
+
+t.test('path MTU: fragmentation needed with DF, fragments without', async (t) => {
+  const h = await router();
+  run(h, 'a', [arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
+  const big = (df: boolean) => udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 5, dstPort: 6, payload: 3972, df, srcMac: GUEST.b, dstMac: MAC.b, id: 0x1234 });
+  const out = run(h, 'b', [big(true), big(false)]);
+  t.same(summary(out), ['drop:mtu_exceeded', 'a', 'b', 'a', 'a']);
+  const needed = parseFrame(out[2].frame);
+  t.same([needed.l4?.type, needed.l4?.code, needed.l4?.rest, needed.ip?.dst], [3, 4, 1500, '10.0.2.2'], 'frag needed carries the next-hop MTU');
+  const frags = [out[1], out[3], out[4]].map((o) => parseFrame(o.frame));
+  t.same(frags.map((f) => [f.ip?.totalLength, f.ip?.fragOffset, f.ip?.mf, f.ip?.id, f.ip?.headerChecksumOk, f.ip?.ttl]), [
+    [1500, 0, true, 0x1234, true, 63],
+    [1500, 1480, true, 0x1234, true, 63],
+    [1040, 2960, false, 0x1234, true, 63],
+  ]);
+  t.equal(h.counts('b').fragments_created, 3);
+});
+
+t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {
+  const h = await router();
+  const periodic = h.run('a', []).map((o) => parseFrame(o.frame));
+  t.same(periodic.map((f) => [f.ndp?.type, f.srcMac]), [[134, MAC.a], [134, MAC.b]], 'the first burst sends the periodic advertisements');
+  now += 4000;
+  const rs = h.run('a', [routerSolicitation({ src: 'fe80::5054:ff:fe00:a', sourceLinkAddr: GUEST.a, srcMac: GUEST.a })]);
+  const ras = rs.filter((o) => o.to === 'a').map((o) => parseFrame(o.frame));
+  t.equal(ras.length, 1, 'a router solicitation is answered');
+  const ra = ras[0];
+  t.same([ra.ip?.dst, ra.ip?.ttl, ra.l4?.checksumOk, ra.ndp?.routerLifetime, ra.ndp?.mtu], ['ff02::1', 255, true, 1800, 1500]);
+  t.same(ra.ndp?.prefixes?.map((p) => [p.prefix, p.length, p.onLink, p.autonomous]), [['2001:db8:1::', 64, true, true]]);
+  const ns = run(h, 'a', [neighbourSolicitation({ src: '2001:db8:1::2', target: '2001:db8:1::1', sourceLinkAddr: GUEST.a, srcMac: GUEST.a })]);
+  const na = parseFrame(ns[0].frame);
+  t.same([ns[0].to, na.ndp?.type, na.ndp?.target, na.ip?.src, na.ip?.dst, na.dstMac, na.l4?.checksumOk], ['a', 136, '2001:db8:1::1', '2001:db8:1::1', '2001:db8:1::2', GUEST.a, true]);
+  const toB = udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, payload: 100, srcMac: GUEST.a, dstMac: MAC.a });
+  const first = run(h, 'a', [toB]);
+  t.same(summary(first), ['consumed', 'b'], 'held; a neighbour solicitation goes out of b');
+  const sol = parseFrame(first[1].frame);
+  t.same([sol.dstMac, sol.ip?.dst, sol.ndp?.target, sol.l4?.checksumOk], ['33:33:ff:00:00:02', 'ff02::1:ff00:2', '2001:db8:2::2', true]);
+  const adv = run(h, 'b', [neighbourAdvertisement({ src: '2001:db8:2::2', dst: 'fe80::ff:fe00:b01', target: '2001:db8:2::2', targetLinkAddr: GUEST.b, solicited: true, srcMac: GUEST.b, dstMac: MAC.b })]);
+  t.same(summary(adv), ['consumed', 'b']);
+  const sent = parseFrame(adv[1].frame);
+  t.same([sent.dstMac, sent.ip?.ttl, sent.l4?.checksumOk], [GUEST.b, 63, true]);
+  const echo = run(h, 'a', [icmp6({ src: '2001:db8:1::2', dst: '2001:db8:1::1', type: 128, id: 3, seq: 4, payload: 40, srcMac: GUEST.a, dstMac: MAC.a })]);
+  const reply = parseFrame(echo[0].frame);
+  t.same([echo[0].to, reply.l4?.type, reply.ip?.src, reply.l4?.checksumOk], ['a', 129, '2001:db8:1::1', true]);
+  run(h, 'a', [neighbourSolicitation({ src: '2001:db8:1::2', target: '2001:db8:1::1', sourceLinkAddr: GUEST.a, srcMac: GUEST.a })]);
+  const tooBig = run(h, 'b', [udp6({ src: '2001:db8:2::2', dst: '2001:db8:1::2', srcPort: 1, dstPort: 2, payload: 3000, srcMac: GUEST.b, dstMac: MAC.b })]);
+  t.same(summary(tooBig), ['drop:mtu_exceeded', 'b']);
+  const ptb = parseFrame(tooBig[1].frame);
+  t.same([ptb.l4?.type, ptb.l4?.rest, ptb.l4?.checksumOk, ptb.ip?.dst], [2, 1500, true, '2001:db8:2::2']);
+  const hop = run(h, 'a', [udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, hopLimit: 1, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.same(summary(hop), ['drop:ttl_exceeded', 'a']);
+  t.same(parseFrame(hop[1].frame).l4?.type, 3);
+});
+
+t.test('a bridge with router addresses: guests on it reach other subnets', async (t) => {
+  const h = await router();
+  learnB(h);
+  run(h, 'c', [arp({ op: 'request', senderMac: GUEST.c, senderIp: '10.0.3.2', targetIp: '10.0.3.1', srcMac: GUEST.c })]);
+  const out = run(h, 'd', [
+    udp4({ src: '10.0.3.3', dst: '10.0.2.2', srcPort: 1, dstPort: 2, srcMac: GUEST.d, dstMac: MAC.br }),
+    udp4({ src: '10.0.3.3', dst: '10.0.3.2', srcPort: 1, dstPort: 2, srcMac: GUEST.d, dstMac: GUEST.c }),
+  ]);
+  t.same(summary(out), ['b', 'undecided'], 'to the router MAC: routed; between guests: left to the bridge');
+  const back = run(h, 'b', [udp4({ src: '10.0.2.2', dst: '10.0.3.2', srcPort: 2, dstPort: 1, srcMac: GUEST.b, dstMac: MAC.b })]);
+  t.same(summary(back), ['c'], 'to a guest on the bridge: out of the member port its MAC was learned on');
+  t.equal(parseFrame(back[0].frame).dstMac, GUEST.c);
+  const unknown = run(h, 'b', [udp4({ src: '10.0.2.2', dst: '10.0.3.7', srcPort: 2, dstPort: 1, srcMac: GUEST.b, dstMac: MAC.b })]);
+  t.same(summary(unknown), ['consumed', 'c', 'd'], 'an unresolved guest on the bridge: ARP on every member');
+});
+
+t.test('ECMP: one next hop per flow, flows spread', async (t) => {
+  const h = await router({ routes: [{ prefix: '0.0.0.0/0', via: ['10.0.2.2', '10.0.2.3'] }] });
+  learnB(h);
+  run(h, 'b', [arp({ op: 'reply', senderMac: GUEST.c, senderIp: '10.0.2.3', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.c })]);
+  const seen = new Map<number, string>();
+  for (let port = 1000; port < 1064; port++) {
+    const f = udp4({ src: '10.0.1.2', dst: '203.0.113.5', srcPort: port, dstPort: 80, srcMac: GUEST.a, dstMac: MAC.a });
+    const [a] = run(h, 'a', [f]);
+    const [b] = run(h, 'a', [f]);
+    t.equal(parseFrame(a.frame).dstMac, parseFrame(b.frame).dstMac);
+    seen.set(port, parseFrame(a.frame).dstMac);
+  }
+  const counts = [...seen.values()].reduce((m, v) => m.set(v, (m.get(v) ?? 0) + 1), new Map<string, number>());
+  t.same([...counts.keys()].sort(), [GUEST.b, GUEST.c], 'both gateways used');
+  t.ok(Math.min(...counts.values()) > 10, `spread: ${JSON.stringify([...counts])}`);
+});
+
+t.test('malformed headers are counted drops, never a throw', async (t) => {
+  const h = await router();
+  const good = tcp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1, dstPort: 2, flags: 'S', srcMac: GUEST.a, dstMac: MAC.a });
+  const badVersion = good.slice();
+  badVersion[14] = 0x55;
+  const badIhl = good.slice();
+  badIhl[14] = 0x44;
+  const longLength = good.slice();
+  longLength[16] = 0xff;
+  const badChecksum = good.slice();
+  badChecksum[24] ^= 0xff;
+  const truncated = good.slice(0, 20);
+  const out = run(h, 'a', [badVersion, badIhl, longLength, badChecksum, truncated]);
+  t.same(summary(out), ['drop:ip_header_bad', 'drop:ip_header_bad', 'drop:ip_length_bad', 'drop:ip_checksum_bad', 'drop:ip_header_bad']);
+  const random: Uint8Array[] = [];
+  let seed = 7;
+  for (let n = 0; n < 2000; n++) {
+    const f = good.slice(0, 14 + ((seed = (seed * 1103515245 + 12345) >>> 0) % 60));
+    for (let k = 14; k < f.length; k++) if (((seed = (seed * 1103515245 + 12345) >>> 0) & 3) === 0) f[k] = seed >>> 24;
+    random.push(f);
+    if (random.length === 32) {
+      run(h, 'a', random);
+      random.length = 0;
+    }
+  }
+  t.pass('2000 mangled frames did not throw');
+});
+
+t.test('next hops that never answer: bounded queue, then unreachable', async (t) => {
+  const h = await router({ heldPackets: 8 });
+  const frames = Array.from({ length: 20 }, (_, k) => udp4({ src: '10.0.1.2', dst: `10.0.2.${100 + k}`, srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }));
+  const out = run(h, 'a', frames);
+  t.equal(out.filter((o) => o.to === 'consumed').length, 8, '8 held');
+  t.equal(out.filter((o) => o.reason === 'neighbour_queue_full').length, 12, 'the rest dropped as neighbour_queue_full');
+  for (let k = 0; k < 4; k++) {
+    now += 1100;
+    run(h, 'a', [frames[0]]);
+  }
+  now += 1100;
+  const late = run(h, 'a', [frames[0]]);
+  t.ok(late.some((o) => o.reason === 'neighbour_unreachable'), 'after 3 requests unanswered: neighbour_unreachable');
+  t.ok(late.some((o) => o.to === 'a' && parseFrame(o.frame).l4?.type === 3 && parseFrame(o.frame).l4?.code === 1), 'and host unreachable back');
+  t.equal(h.counts('a').held_dropped, 8, 'the held packets were dropped after 3 s');
+});
+
+t.test('config errors name the field', async (t) => {
+  await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '172.16.0.1' }] }), { field: 'routes[0].via', message: /no connected subnet/ });
+  await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9', port: 'nope' }] }), { field: 'routes[0].port', message: /not a port or bridge/ });
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ routes: [{ prefix: '10.9.0.1/16', via: '10.0.1.9' }] }, 'routes[0].prefix', /host bits/],
+    [{ routes: [{ prefix: '10.9.0.0/16', via: '2001:db8::1' }] }, 'routes[0].via', /IPv6/],
+    [{ routes: [{ prefix: '10.9.0.0/16' }] }, 'routes[0]', /needs "via"/],
+    [{ neighbours: [{ address: '10.0.1.5', mac: 'zz', port: 'a' }] }, 'neighbours[0].mac', /52:54/],
+    [{ neighbourLimit: 1000 }, 'neighbourLimit', /power of 2/],
+  ];
+  for (const [config, field, message] of cases) {
+    const err = t.throws(() => routing.parseConfig!(config)) as { field?: string; message?: string };
+    t.equal(err.field, field);
+    t.match(err.message, message);
+  }
+});

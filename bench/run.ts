@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ownRssMiB, ovsDpdkBackend, testpmdIoBackend, vrouterBackend, type Backend } from './lib/backends.ts';
 import { startGenerator } from './lib/generator.ts';
+import type { JobName } from './lib/jobs.ts';
 import { stopAll } from './lib/processes.ts';
 import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-process.ts';
 import { micro as ringMicro } from './micro/spsc-ring.ts';
@@ -19,6 +20,8 @@ const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: {
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
 const SECONDS = values.quick ? 4 : Number(values.seconds ?? 8);
 const SIZES = [64, 1518];
+/** what is measured: every job at 64 bytes, bridging at every size too */
+const CASES: { job: JobName; size: number }[] = [...SIZES.map((size) => ({ job: 'bridged' as const, size })), { job: 'routed', size: 64 }, { job: 'full', size: 64 }];
 const started = Date.now();
 process.on('SIGINT', () => {
   stopAll();
@@ -33,6 +36,7 @@ const twoPmdNote = cpus().length >= 3 ? null : `vrouter 2 PMDs not measured: ${c
 
 interface Run {
   backend: string;
+  job: JobName;
   size: number;
   round: number;
   pps?: number;
@@ -41,19 +45,19 @@ interface Run {
 }
 const runs: Run[] = [];
 
-async function measureOnce(backend: Backend, size: number, round: number): Promise<Run> {
+async function measureOnce(backend: Backend, job: JobName, size: number, round: number): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-'));
   const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
   let generator = null;
   let running = null;
   try {
     if (backend.generatorListens) generator = startGenerator(sockets, size, true);
-    running = await backend.start(sockets);
+    running = await backend.start(sockets, job);
     generator ??= startGenerator(sockets, size, false);
     const { pps } = await generator.measure(SECONDS);
-    return { backend: backend.name, size, round, pps, rssMiB: running.rssMiB() };
+    return { backend: backend.name, job, size, round, pps, rssMiB: running.rssMiB() };
   } catch (err) {
-    return { backend: backend.name, size, round, error: (err as Error).message.split('\n')[0] };
+    return { backend: backend.name, job, size, round, error: (err as Error).message.split('\n')[0] };
   } finally {
     await generator?.stop();
     await running?.stop();
@@ -63,15 +67,16 @@ async function measureOnce(backend: Backend, size: number, round: number): Promi
 }
 
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const size of SIZES) {
+  for (const { job, size } of CASES) {
     for (const backend of backends) {
+      if (!backend.jobs.includes(job)) continue;
       const why = backend.unavailable();
       if (why) {
-        if (round === 1) runs.push({ backend: backend.name, size, round, error: why });
+        if (round === 1) runs.push({ backend: backend.name, job, size, round, error: why });
         continue;
       }
-      progress(`round ${round}/${ROUNDS}, ${size} B, ${backend.name}`);
-      runs.push(await measureOnce(backend, size, round));
+      progress(`round ${round}/${ROUNDS}, ${job} ${size} B, ${backend.name}`);
+      runs.push(await measureOnce(backend, job, size, round));
     }
   }
 }
@@ -80,18 +85,25 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const table = SIZES.flatMap((size) =>
-  backends.map((b) => {
-    const ok = runs.filter((r) => r.backend === b.name && r.size === size && r.pps !== undefined);
+const table = CASES.flatMap(({ job, size }) =>
+  backends.filter((b) => b.jobs.includes(job)).map((b) => {
+    const mine = (r: Run) => r.backend === b.name && r.job === job && r.size === size;
+    const ok = runs.filter((r) => mine(r) && r.pps !== undefined);
     const pps = median(ok.map((r) => r.pps!));
-    const error = runs.find((r) => r.backend === b.name && r.size === size && r.error)?.error;
-    return { backend: b.name, size, mpps: pps / 1e6, gbps: (pps * size * 8) / 1e9, nsPerPacket: 1e9 / pps, runs: ok.map((r) => r.pps! / 1e6), rssMiB: median(ok.map((r) => r.rssMiB!)), error: ok.length ? undefined : error };
+    const error = runs.find((r) => mine(r) && r.error)?.error;
+    return { backend: b.name, job, size, mpps: pps / 1e6, gbps: (pps * size * 8) / 1e9, nsPerPacket: 1e9 / pps, runs: ok.map((r) => r.pps! / 1e6), rssMiB: median(ok.map((r) => r.rssMiB!)), error: ok.length ? undefined : error };
   }),
 );
-const row = (name: string, size: number) => table.find((r) => r.backend === name && r.size === size);
-const ratios = SIZES.map((size) => {
-  const v = row('vrouter 1 PMD', size)?.mpps ?? NaN;
-  return { size, vrouterOverTestpmd: v / (row('testpmd io', size)?.mpps ?? NaN), vrouterOverOvs: v / (row('OVS-DPDK', size)?.mpps ?? NaN) };
+const row = (name: string, job: JobName, size: number) => table.find((r) => r.backend === name && r.job === job && r.size === size);
+const ratios = CASES.map(({ job, size }) => {
+  const v = row('vrouter 1 PMD', job, size)?.mpps ?? NaN;
+  return {
+    job,
+    size,
+    vrouterOverTestpmd: v / (row('testpmd io', 'bridged', size)?.mpps ?? NaN),
+    vrouterOverOvs: v / (row('OVS-DPDK', job, size)?.mpps ?? NaN),
+    vrouterOverBridged: v / (row('vrouter 1 PMD', 'bridged', size)?.mpps ?? NaN),
+  };
 });
 
 // Idle CPU and memory: vrouter with 2 ports and its default idle back-off.
@@ -129,11 +141,14 @@ const machine = {
 const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
 console.log(`vrouter benchmark, ${machine.date}, ${machine.cpu}, ${machine.cpus} CPUs, Node ${machine.node}`);
 console.log(`flowgen (dpdk-testpmd, 2 virtio-user ports, CPU 0) through each backend (CPU 1); ${ROUNDS} round(s) of ${SECONDS} s, medians\n`);
-console.log('backend          size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
+console.log('backend          job      size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
 for (const r of table) {
-  console.log(`${r.backend.padEnd(16)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`${r.backend.padEnd(16)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
 }
-for (const r of ratios) console.log(`${r.size} B: vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}, vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}`);
+for (const r of ratios) {
+  const vsBridged = r.job === 'bridged' ? '' : `, vrouter ${r.job} / bridged = ${fmt(r.vrouterOverBridged)}`;
+  console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}`);
+}
 if (twoPmdNote) console.log(twoPmdNote);
 for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuPercentOfOneCore, 1)} % of one core, ${fmt(i.rssMiB, 0)} MiB RSS`);
 for (const f of firstPacket) console.log(`first frame after 100 ms idle, ${f.mode}: median ${fmt(f.medianUs, 0)} µs, max ${fmt(f.maxUs, 0)} µs`);

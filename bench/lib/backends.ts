@@ -6,7 +6,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { bridgeConfig, startVrouter } from '../../test/support/vrouter-process.ts';
+import { startVrouter } from '../../test/support/vrouter-process.ts';
+import { ovsJob, vrouterJob, type JobName } from './jobs.ts';
 import { dpdkPrefix, stop, track, waitFor } from './processes.ts';
 
 export interface RunningBackend {
@@ -21,8 +22,10 @@ export interface Backend {
   generatorListens: boolean;
   /** why it cannot run on this machine, or null */
   unavailable(): string | null;
+  /** the jobs it can do (see jobs.ts) */
+  jobs: readonly JobName[];
   /** starts forwarding between the two sockets (called after the generator when it listens) */
-  start(sockets: [string, string]): Promise<RunningBackend>;
+  start(sockets: [string, string], job: JobName): Promise<RunningBackend>;
 }
 
 /**
@@ -40,14 +43,9 @@ export function vrouterBackend(cores: number[]): Backend {
     name: `vrouter ${cores.length} PMD${cores.length > 1 ? 's' : ''}`,
     generatorListens: false,
     unavailable: () => null,
-    async start(sockets) {
-      const vr = await startVrouter({
-        ports: [
-          { name: 'a', socket: sockets[0], bridge: 'br0' },
-          { name: 'b', socket: sockets[1], bridge: 'br0' },
-        ],
-        pmd: { cores, sleepMaxUs: 0 },
-      });
+    jobs: ['bridged', 'routed', 'full'],
+    async start(sockets, job) {
+      const vr = await startVrouter(vrouterJob(job, sockets, cores));
       return { rssMiB: () => ownRssMiB(vr.proc.pid!), stop: async () => void (await vr.stop()) };
     },
   };
@@ -56,6 +54,7 @@ export function vrouterBackend(cores: number[]): Backend {
 export const testpmdIoBackend: Backend = {
   name: 'testpmd io',
   generatorListens: false,
+  jobs: ['bridged'],
   unavailable: () => (spawnSync('dpdk-testpmd', ['--version']).error ? 'dpdk-testpmd is not installed' : null),
   async start(sockets) {
     const p = track('stdbuf', [
@@ -75,8 +74,9 @@ const OVS_VSWITCHD = '/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk';
 export const ovsDpdkBackend: Backend = {
   name: 'OVS-DPDK',
   generatorListens: true,
+  jobs: ['bridged', 'routed', 'full'],
   unavailable: () => (existsSync(OVS_VSWITCHD) ? null : `${OVS_VSWITCHD} not found (Debian openvswitch-switch-dpdk)`),
-  async start(sockets) {
+  async start(sockets, job) {
     // A private database and run directory; OVS without hugepages needs legacy memory,
     // no PCI probing and a memory size its default mbuf pools fit in.
     const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-ovs-'));
@@ -105,6 +105,14 @@ export const ovsDpdkBackend: Backend = {
       run(OVS_VSWITCHD, [db, `--pidfile=${dir}/vswitchd.pid`, `--unixctl=${dir}/vswitchd.ctl`, `--log-file=${dir}/vswitchd.log`, '--detach']);
       run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev']);
       sockets.forEach((s, i) => run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-port', 'br0', `vh${i}`, '--', 'set', 'Interface', `vh${i}`, 'type=dpdkvhostuserclient', `options:vhost-server-path=${s}`]));
+      const { flows, meters } = ovsJob(job);
+      if (flows.length > 0) {
+        const ofctl = (args: string[]) => run('ovs-ofctl', ['-O', 'OpenFlow13', ...args.slice(0, 1), `unix:${dir}/br0.mgmt`, ...args.slice(1)]);
+        run('ovs-vsctl', [`--db=${db}`, 'set', 'bridge', 'br0', 'protocols=OpenFlow10,OpenFlow13']);
+        for (const m of meters) ofctl(['add-meter', m]);
+        ofctl(['del-flows']);
+        for (const f of flows) ofctl(['add-flow', f]);
+      }
     } catch (err) {
       cleanup();
       throw err;

@@ -203,14 +203,28 @@ export function policerTableBytes(capacity: number, threads: number): number {
  * that meters or configures (the control thread too) takes a slot number below `threads`.
  */
 export function createPolicerTable(capacity: number, threads: number): SharedArrayBuffer {
+  const buffer = new SharedArrayBuffer(policerTableBytes(capacity, threads));
+  formatPolicerTable(buffer, capacity, threads);
+  return buffer;
+}
+
+/**
+ * Lays a table out in zero-filled shared memory allocated elsewhere (a plugin's region), of at
+ * least policerTableBytes(capacity, threads). Its policers are not configured yet.
+ */
+export function formatPolicerTable(buffer: SharedArrayBuffer, capacity: number, threads: number): void {
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 20) throw new RangeError(`policer table capacity ${capacity}: must be 1 to ${1 << 20}`);
   if (!Number.isInteger(threads) || threads < 1 || threads > POLICER_LIMITS.maxThreads) throw new RangeError(`policer table threads ${threads}: must be 1 to ${POLICER_LIMITS.maxThreads}`);
-  const buffer = new SharedArrayBuffer(policerTableBytes(capacity, threads));
+  if (buffer.byteLength < policerTableBytes(capacity, threads)) throw new RangeError(`policer table of ${capacity} policers for ${threads} threads: needs ${policerTableBytes(capacity, threads)} bytes, has ${buffer.byteLength}`);
   const header = new Int32Array(buffer, 0, 4);
   header[0] = MAGIC;
   header[1] = capacity;
   header[2] = threads;
-  return buffer;
+}
+
+/** Whether `buffer` holds a policer table (formatted, as opposed to zero-filled). */
+export function isPolicerTable(buffer: SharedArrayBuffer): boolean {
+  return buffer.byteLength >= HEADER_BYTES && new Int32Array(buffer, 0, 1)[0] === MAGIC;
 }
 
 /** Microseconds on a clock all threads of the process share (Node 24: workers share the main thread's time origin). */
@@ -233,6 +247,9 @@ export class PolicerTable {
   private scratch = new Uint8Array(256);
   /** the burst's green and yellow packets and bytes, and all its bytes (TALLY_*) */
   private readonly tally = new Float64Array(8);
+  /** packets of the last burst metered that were marked green, and yellow (red: meterBurst's result) */
+  burstGreen = 0;
+  burstYellow = 0;
 
   constructor(buffer: SharedArrayBuffer, thread: number) {
     const header = new Int32Array(buffer, 0, 4);
@@ -261,11 +278,15 @@ export class PolicerTable {
     if (count > lengths.length) count = lengths.length;
     if (count > colorsOut.length) count = colorsOut.length;
     if (colorsIn !== null && count > colorsIn.length) count = colorsIn.length;
+    this.burstGreen = 0;
+    this.burstYellow = 0;
     if (count <= 0) return 0;
     // Not a time (NaN, Infinity, negative): earn nothing rather than poison the phase for good.
     if (!(nowUs >= 0 && nowUs <= MAX_TIME_US)) nowUs = 0;
     if (policer !== policer >>> 0 || policer >= this.capacity) {
       colorsOut.fill(GREEN, 0, count); // a policer that does not exist polices nothing
+      this.burstGreen = count;
+      this.burstYellow = 0;
       return 0;
     }
     if (count > this.scratch.length) this.scratch = new Uint8Array(count);
@@ -314,6 +335,8 @@ export class PolicerTable {
     // counters cost 2 to 3 ns per packet.
     const counters = this.blockAt(policer, this.thread) + COUNTERS_F64;
     const red = count - tally[TALLY_GREEN_PACKETS] - tally[TALLY_YELLOW_PACKETS];
+    this.burstGreen = tally[TALLY_GREEN_PACKETS];
+    this.burstYellow = tally[TALLY_YELLOW_PACKETS];
     f[counters + 2 * GREEN] += tally[TALLY_GREEN_PACKETS];
     f[counters + 2 * GREEN + 1] += tally[TALLY_GREEN_BYTES];
     f[counters + 2 * YELLOW] += tally[TALLY_YELLOW_PACKETS];
@@ -357,6 +380,35 @@ export class PolicerTable {
         f[dst + LAST_US] = nowUs;
       }
     });
+  }
+
+  /**
+   * Starts a configured policer afresh at `nowUs`: buckets full, as a new one (a bucket handed
+   * to another address). Configuration unchanged; no allocation, for use on the data path.
+   */
+  refill(policer: number, nowUs: number): void {
+    if (policer !== policer >>> 0 || policer >= this.capacity) return;
+    if (!(nowUs >= 0 && nowUs <= MAX_TIME_US)) nowUs = 0;
+    const words = this.words;
+    const f = this.f64;
+    const at = HEADER_BYTES / 4 + policer * (LINE_BYTES / 4);
+    const mine = this.thread * 2;
+    for (;;) {
+      const current = Atomics.load(words, at);
+      const currentRecord = current & this.recordMask;
+      const src = this.recordAt(policer, currentRecord);
+      const next = currentRecord === mine ? mine + 1 : mine;
+      const dst = this.recordAt(policer, next);
+      for (let i = 0; i < CONFIG_FIELDS; i++) f[dst + i] = f[src + i];
+      f[dst + TC] = f[src + CBS];
+      f[dst + TX] = f[src + XBS];
+      f[dst + PHASE_C] = 0;
+      f[dst + PHASE_P] = 0;
+      f[dst + LAST_US] = nowUs;
+      const published = (((current + (1 << this.recordBits)) & ~this.recordMask) | next) | 0;
+      // compareExchange: as in meterBurst, a burst another thread published meanwhile is not lost.
+      if (Atomics.compareExchange(words, at, current, published) === current) return;
+    }
   }
 
   /** Removes a policer: metering into it marks everything green until it is configured again. */

@@ -35,6 +35,8 @@ function process(batch: PacketBatch, r: Router): void {
   if (ifIndex < 0) return;
   const iface = r.interfaces[ifIndex];
   r.now = r.clock();
+  r.cacheIface = -1;
+  r.routedInBatch = 0;
   if (r.heldCount > 0) r.releaseHeld(batch);
   if (r.now >= r.raDue[ifIndex]) advertise(r, batch);
   const d = batch.data;
@@ -53,6 +55,7 @@ function process(batch: PacketBatch, r: Router): void {
     } else if (type === ETHERTYPE_IPV6) ipv6In(r, batch, i, iface, toRouter);
     else if (type === ETHERTYPE_ARP) arpIn(r, batch, i, iface);
   }
+  if (r.routedInBatch > 0) r.count(ingress, r.counter.routed, r.routedInBatch);
 }
 
 /** Periodic router advertisements on every interface with IPv6 addresses (PMD 0 only). */

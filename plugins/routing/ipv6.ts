@@ -111,7 +111,7 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   }
   d[ip + 7] = hopLimit - 1;
   const result = deliver(r, batch, i, nh);
-  if (result === SENT) r.count(batch.ingress, r.counter.routed, 1);
+  if (result === SENT) r.routedInBatch++;
   else if (result === UNREACHABLE) {
     icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_ADDRESS, 0);
     batch.dropAs(i, r.drop.neighbour_unreachable);

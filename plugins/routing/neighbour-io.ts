@@ -49,10 +49,17 @@ export const UNREACHABLE = 2;
  * solicits the neighbour; or drops it (table full, queue full, neighbour unreachable).
  */
 export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): number {
-  const nb = r.neighbours;
   const iface = r.interfaces[nh.iface];
   const d = batch.data;
   const off = batch.offset(i);
+  if (nh.iface === r.cacheIface && nh.a0 === r.cacheA0 && nh.a1 === r.cacheA1 && nh.a2 === r.cacheA2 && nh.a3 === r.cacheA3) {
+    batch.saveSource(i);
+    writeMac(d, off, r.cacheMacHi, r.cacheMacLo);
+    writeMac(d, off + 6, iface.macHi, iface.macLo);
+    batch.egress[i] = r.cachePort;
+    return SENT;
+  }
+  const nb = r.neighbours;
   const slot = nb.find(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3);
   if (slot >= 0) {
     const state = nb.foundState;
@@ -69,6 +76,14 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
       writeMac(d, off, nb.foundMacHi, nb.foundMacLo);
       writeMac(d, off + 6, iface.macHi, iface.macLo);
       batch.egress[i] = nb.foundPort;
+      r.cacheIface = nh.iface;
+      r.cacheA0 = nh.a0;
+      r.cacheA1 = nh.a1;
+      r.cacheA2 = nh.a2;
+      r.cacheA3 = nh.a3;
+      r.cacheMacHi = nb.foundMacHi;
+      r.cacheMacLo = nb.foundMacLo;
+      r.cachePort = nb.foundPort;
       return SENT;
     }
     if (state === INCOMPLETE) {

@@ -115,8 +115,18 @@ export class Router {
   /** the neighbour table's next slot to age */
   sweepAt = 0;
   lastSweep = 0;
-  /** the 5-tuple hash of the packet being forwarded, for ECMP */
-  flowHash = 0;
+  // The last next hop resolved in this batch (a burst is mostly a few flows): its key and
+  // what the neighbour table said. Valid for one batch: cleared when a batch starts.
+  cacheIface = -1;
+  cacheA0 = 0;
+  cacheA1 = 0;
+  cacheA2 = 0;
+  cacheA3 = 0;
+  cacheMacHi = 0;
+  cacheMacLo = 0;
+  cachePort = 0;
+  /** packets routed in this batch, counted once at its end */
+  routedInBatch = 0;
 
   constructor(ctx: PluginContext<RoutingConfig>, clock: () => number) {
     const { interfaces, byPort } = interfacesOf({ ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount });
@@ -129,8 +139,43 @@ export class Router {
     this.neighbours = new NeighbourTable(ctx.shared.neighbours, interfaces.length);
     this.config = ctx.config;
     this.pmd = ctx.pmd;
-    this.drop = Object.fromEntries(DROP_REASONS.map(([n]) => [n, ctx.dropCode(n)])) as Record<Reason, number>;
-    this.counter = Object.fromEntries(COUNTERS.map(([n]) => [n, ctx.counterId(n)])) as Record<Counter, number>;
+    // Object literals, not Object.fromEntries: a literal has a fixed shape, the fast property
+    // loads the data path needs (a built-up object may become a dictionary).
+    const d = (n: Reason) => ctx.dropCode(n);
+    this.drop = {
+      ip_header_bad: d('ip_header_bad'),
+      ip_length_bad: d('ip_length_bad'),
+      ip_checksum_bad: d('ip_checksum_bad'),
+      ttl_exceeded: d('ttl_exceeded'),
+      no_route: d('no_route'),
+      blackhole: d('blackhole'),
+      mtu_exceeded: d('mtu_exceeded'),
+      fragmentation_failed: d('fragmentation_failed'),
+      neighbour_unreachable: d('neighbour_unreachable'),
+      neighbour_queue_full: d('neighbour_queue_full'),
+      neighbour_table_full: d('neighbour_table_full'),
+      not_routable: d('not_routable'),
+      arp_bad: d('arp_bad'),
+      arp_not_for_router: d('arp_not_for_router'),
+      ndp_bad: d('ndp_bad'),
+      local_unhandled: d('local_unhandled'),
+    };
+    const c = (n: Counter) => ctx.counterId(n);
+    this.counter = {
+      routed: c('routed'),
+      arp_replies_sent: c('arp_replies_sent'),
+      arp_requests_sent: c('arp_requests_sent'),
+      neighbour_advertisements_sent: c('neighbour_advertisements_sent'),
+      neighbour_solicitations_sent: c('neighbour_solicitations_sent'),
+      router_advertisements_sent: c('router_advertisements_sent'),
+      echo_replies_sent: c('echo_replies_sent'),
+      icmp_errors_sent: c('icmp_errors_sent'),
+      icmp_errors_rate_limited: c('icmp_errors_rate_limited'),
+      fragments_created: c('fragments_created'),
+      held_for_resolution: c('held_for_resolution'),
+      held_released: c('held_released'),
+      held_dropped: c('held_dropped'),
+    };
     this.count = ctx.count;
     this.clock = clock;
     this.icmpBucket = new TokenBucket(ctx.config.icmpRate, ctx.config.icmpBurst);

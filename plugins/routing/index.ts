@@ -7,7 +7,10 @@
 //
 // The route table is compiled in the control plane (prepare, in the job pool); the
 // neighbour table is shared by every PMD; both live in shared memory and outlive a PMD.
-import { ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, macHi, macLo, read16, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Topology } from '../../src/pipeline/api.ts';
+import {
+  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, read16,
+  type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology,
+} from '../../src/pipeline/api.ts';
 import { parseRoutingConfig, type RoutingConfig } from './config.ts';
 import { encodeNextHops, jobInputOf, resolveRoutes } from './fib.ts';
 import { interfacesOf } from './interfaces.ts';
@@ -102,6 +105,39 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
   return { ...compiled, nexthops: encodeNextHops(fib.groups) };
 }
 
+/** The routes in force: connected ones from the interfaces' addresses, then the configured. */
+function listRoutes(view: TableView<RoutingConfig>): Record<string, unknown>[] {
+  const { interfaces } = interfacesOf(view.topology);
+  const connected = interfaces.flatMap((f) =>
+    [...f.v4, ...f.v6].map((p) => ({ prefix: `${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`, port: f.name, type: 'connected', address: p.text })),
+  );
+  const configured = view.config.routes.map((r) => ({
+    prefix: r.prefix.text,
+    type: r.blackhole ? 'blackhole' : 'static',
+    ...(r.via.length > 0 ? { via: r.via.map((v) => v.text) } : {}),
+    ...(r.port !== null ? { port: r.port } : {}),
+    metric: r.metric,
+  }));
+  return [...connected, ...configured];
+}
+
+function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>[] {
+  const { interfaces } = interfacesOf(view.topology);
+  const table = new NeighbourTable(view.shared.neighbours, interfaces.length);
+  return table.entries().map((e) => {
+    const bytes = new Uint8Array(e.family === 4 ? 4 : 16);
+    e.address.slice(0, bytes.length / 4).forEach((w, q) => bytes.set([w >>> 24, (w >>> 16) & 0xff, (w >>> 8) & 0xff, w & 0xff], q * 4));
+    return {
+      address: formatAddress(bytes),
+      interface: interfaces[e.iface]?.name ?? null,
+      port: view.topology.ports[e.port]?.name ?? null,
+      mac: e.state === 'incomplete' ? null : formatMac(e.macHi, e.macLo),
+      state: e.state,
+      confirmedMsAgo: Math.max(0, Math.round(Date.now() - e.confirmed)),
+    };
+  });
+}
+
 const plugin: Plugin<RoutingConfig, Router> = {
   name: 'routing',
   version: '1.0.0',
@@ -109,6 +145,10 @@ const plugin: Plugin<RoutingConfig, Router> = {
   parseConfig: parseRoutingConfig,
   dropReasons: DROP_REASONS,
   counters: COUNTERS,
+  tables: {
+    routes: { description: 'a route: connected (from an interface address), static or blackhole', list: listRoutes },
+    neighbours: { description: 'a neighbour: an address on an interface, its MAC and state (ARP, NDP, static)', list: listNeighbours },
+  },
   sharedMemory(config: RoutingConfig, _topology: Topology) {
     return { neighbours: neighbourTableBytes(config.neighbourLimit) };
   },

@@ -225,6 +225,26 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   t.equal(h.counts('a').held_dropped, 8, 'the held packets were dropped after 3 s');
 });
 
+t.test('tables: routes and neighbours as the admin endpoint lists them', async (t) => {
+  const h = await router({ routes: [{ prefix: '0.0.0.0/0', via: '10.0.2.2', metric: 5 }], neighbours: [{ address: '10.0.1.9', mac: '52:54:00:00:00:99', port: 'a' }] });
+  learnB(h);
+  const view = { config: h.config, topology: h.topology, shared: h.shared };
+  const routes = routing.tables!.routes.list(view);
+  t.match(routes, [
+    { prefix: '10.0.1.0/24', port: 'a', type: 'connected', address: '10.0.1.1/24' },
+    { prefix: '2001:db8:1::/64', port: 'a', type: 'connected' },
+    { prefix: '10.0.2.0/24', port: 'b', type: 'connected' },
+    { prefix: '2001:db8:2::/64', port: 'b', type: 'connected' },
+    { prefix: '10.0.3.0/24', port: 'br0', type: 'connected' },
+    { prefix: '0.0.0.0/0', type: 'static', via: ['10.0.2.2'], metric: 5 },
+  ]);
+  const neighbours = routing.tables!.neighbours.list(view);
+  t.match(neighbours.sort((x, y) => String(x.address).localeCompare(String(y.address))), [
+    { address: '10.0.1.9', interface: 'a', port: 'a', mac: '52:54:00:00:00:99', state: 'static' },
+    { address: '10.0.2.2', interface: 'b', port: 'b', mac: GUEST.b, state: 'reachable' },
+  ]);
+});
+
 t.test('config errors name the field', async (t) => {
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '172.16.0.1' }] }), { field: 'routes[0].via', message: /no connected subnet/ });
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9', port: 'nope' }] }), { field: 'routes[0].port', message: /not a port or bridge/ });

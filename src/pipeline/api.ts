@@ -116,6 +116,23 @@ export interface PluginSetup<Config> {
   runJob<T>(module: string | URL, input: unknown): Promise<T>;
 }
 
+/** What a table's handlers see: the plugin's config and shared memory, from the control plane. */
+export interface TableView<Config> {
+  readonly config: Config;
+  readonly topology: Topology;
+  readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
+}
+
+/**
+ * One of a plugin's tables, as the admin endpoint shows it (routes, neighbours, rules):
+ * list() reads it from shared memory, without stopping a PMD; entries are plain JSON.
+ */
+export interface PluginTable<Config> {
+  /** one line: what an entry is */
+  description: string;
+  list(view: TableView<Config>): Record<string, unknown>[];
+}
+
 /** A config mistake: `field` is the path inside the plugin's config (e.g. "rules[3].dstPort"). */
 export class PluginConfigError extends Error {
   readonly field: string;
@@ -137,6 +154,8 @@ export interface Plugin<Config = unknown, State = unknown> {
    * fills in defaults; throws PluginConfigError naming the field. Default: no config keys.
    */
   parseConfig?(raw: Record<string, unknown>): Config;
+  /** its tables by name, for the admin endpoint (GET /plugins/NAME/TABLE) */
+  tables?: Record<string, PluginTable<Config>>;
   /** drop reasons, declared once: [name, one-line meaning] */
   dropReasons?: readonly (readonly [string, string])[];
   /** per-port counters, declared once: [name, one-line meaning] */

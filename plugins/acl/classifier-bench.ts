@@ -5,7 +5,7 @@
 import { PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { BURST, Classifier, compile, createFlowKeys, type AclRule, type FlowKeys, type Prefix4, type Prefix6, type ValueRange } from './classifier.ts';
+import { BURST, Classifier, compile, createFlowKeys, FRAGMENT, type AclRule, type FlowKeys, type Prefix4, type Prefix6, type ValueRange } from './classifier.ts';
 
 // ---- the naive reference: rules scanned in order, straight from the rule objects ----------
 
@@ -38,13 +38,16 @@ function inPrefix(p: Prefix4 | Prefix6, addr4: Uint32Array, addr6: Uint32Array, 
 
 /** Does `rule` match packet i? The rule semantics of AclRule, written out plainly. */
 export function ruleMatches(rule: AclRule, k: FlowKeys, i: number): boolean {
-  const v = k.ipVersion[i];
+  const fragment = k.ipVersion[i] === (4 | FRAGMENT) || k.ipVersion[i] === (6 | FRAGMENT);
+  const v = fragment ? k.ipVersion[i] & ~FRAGMENT : k.ipVersion[i];
   const proto = k.protocol[i];
   const version = ruleVersion(rule);
   const ports = rule.srcPort !== undefined || rule.dstPort !== undefined;
   const icmp = rule.icmpType !== undefined || rule.icmpCode !== undefined;
   const namesIp = version !== 0 || rule.protocol !== undefined || ports || icmp || rule.tcpFlags !== undefined;
   if (namesIp && v !== 4 && v !== 6) return false;
+  // a fragment after the first has no L4 header: rules that read one refuse it
+  if (fragment && (ports || icmp || rule.tcpFlags !== undefined)) return false;
   if (version !== 0 && v !== version) return false;
   if (rule.protocol !== undefined && proto !== rule.protocol) return false;
   if (rule.src !== undefined && !inPrefix(rule.src, k.src4, k.src6, i)) return false;
@@ -300,6 +303,8 @@ export function randomPackets(rules: readonly AclRule[], keys: FlowKeys, count: 
     keys.inPort[i] = rule.inPort ?? int(rng, -1, 9);
     keys.outPort[i] = rule.outPort ?? int(rng, -1, 9);
     if (aim && rng() < 0.25) nudge(keys, i, rng);
+    // now and then a fragment after the first: only rules without L4 fields may take it
+    if ((version === 4 || version === 6) && rng() < 0.08) keys.ipVersion[i] = version | FRAGMENT;
   }
 }
 

@@ -4,7 +4,7 @@
 // tests against the naive reference over random rule lists and packets.
 import t, { type Test } from 'tap';
 import { Worker } from 'node:worker_threads';
-import { BURST, Classifier, ClassifierError, compile, createFlowKeys, MAX_RULES, type AclRule, type CompiledClassifier, type FlowKeys } from './classifier.ts';
+import { BURST, Classifier, ClassifierError, compile, compiledBytesBound, createFlowKeys, FRAGMENT, MAX_RULES, type AclRule, type CompiledClassifier, type FlowKeys } from './classifier.ts';
 import { aclRules, firstMatchNaive, NARROW_MIX, randomPackets, randomRules, type RuleMix } from './classifier-bench.ts';
 
 const TCP = 6;
@@ -357,6 +357,48 @@ t.test('compile is pure, deterministic and fast', async (t) => {
   t.same({ ...a, memory: null }, { ...b, memory: null }, 'the same layout twice');
   t.ok(Buffer.from(a.memory).equals(Buffer.from(b.memory)), 'the same bytes twice');
   t.same(rules, frozen, 'the rules are left as they were');
+});
+
+t.test('fragments after the first: rules naming ports, ICMP fields or flags refuse them', async (t) => {
+  const rules: AclRule[] = [
+    { protocol: UDP, dstPort: [53, 53] },
+    { protocol: ICMP, icmpType: 8 },
+    { tcpFlags: { mask: 0x02, value: 0x02 } },
+    { src: { addr: ip4('10.0.0.0'), length: 8 }, protocol: UDP },
+    { dst: { addr: ip6('2001:db8::'), length: 32 } },
+    { protocol: TCP },
+  ];
+  expectClasses(t, rules, [
+    [{ src: '10.1.1.1', proto: UDP, dport: 53 }, 0, 'a first fragment or whole packet reads ports'],
+    [{ v: 4 | FRAGMENT, src: '10.1.1.1', proto: UDP, dport: 53 }, 3, 'a later fragment skips the port rule'],
+    [{ v: 4 | FRAGMENT, src: '11.1.1.1', proto: ICMP, type: 8 }, -1, 'and the ICMP rule'],
+    [{ v: 6 | FRAGMENT, dst: '2001:db8::1', proto: TCP, flags: 2 }, 4, 'and the flags rule; its addresses still count'],
+    [{ v: 4 | FRAGMENT, src: '11.1.1.1', proto: TCP, flags: 2 }, 5, 'a protocol-only rule takes it'],
+  ]);
+});
+
+t.test('compiled into memory set aside by compiledBytesBound, at an offset, the answers are the same', async (t) => {
+  const cases: [string, AclRule[]][] = [
+    ['no rules', []],
+    ['one wildcard', [{}]],
+    ['8192 port rules', Array.from({ length: MAX_RULES }, (_, i) => ({ protocol: UDP, dstPort: [i, i] }))],
+    ['1000 narrow', randomRules(1000, 9, NARROW_MIX)],
+    ['1000 acl', aclRules(1000, 10)],
+    ...Array.from({ length: 12 }, (_, i): [string, AclRule[]] => [`random ${i * 90}`, randomRules(i * 90, 100 + i)]),
+  ];
+  for (const [what, rules] of cases) {
+    const bound = compiledBytesBound(rules);
+    const alone = compile(rules);
+    const used = alone.memory.byteLength;
+    if (!t.ok(bound >= used || used === 64, `${what}: the bound ${bound} holds the ${used} bytes taken`)) continue;
+    const memory = new SharedArrayBuffer(4096 + bound);
+    const placed = compile(rules, { memory, offset: 4096, bytes: bound });
+    t.equal(placed.memory, memory, `${what}: written in place`);
+    const keys = createFlowKeys(64);
+    randomPackets(rules, keys, 64, rules.length + 1);
+    t.same(classify(placed, keys, 64), classify(alone, keys, 64), `${what}: the same answers`);
+  }
+  t.throws(() => compile([{ protocol: UDP, dstPort: [1, 2] }], { memory: new SharedArrayBuffer(128), offset: 64, bytes: 64 }), /set aside/, 'a target too small is refused');
 });
 
 t.test('bursts longer than 32 are taken 32 at a time', async (t) => {

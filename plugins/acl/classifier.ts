@@ -65,12 +65,20 @@ export const BURST = 32;
  * Key of the (IP version, protocol) field: VERSION_BASE[version] + protocol. IPv4 protocol p
  * is p, IPv6 is 256 + p, and 512 to 767 all stand for frames that are not IP, so that the
  * key is one table read and an add (NB: a branch on the version here mispredicts on mixed
- * traffic).
+ * traffic). Fragments that are not the first of their packet (version | FRAGMENT in the keys)
+ * have keys of their own, 768 + p for IPv4 and 1024 + p for IPv6: they carry no ports, ICMP
+ * header or flags, so only rules that name none of those accept them.
  */
 const PROTO_KEY_IPV6 = 256;
 const PROTO_KEY_NOT_IP = 512;
-const PROTO_KEYS = 768;
-const VERSION_BASE = Uint16Array.from({ length: 256 }, (_, v) => (v === 4 ? 0 : v === 6 ? PROTO_KEY_IPV6 : PROTO_KEY_NOT_IP));
+const PROTO_KEY_FRAGMENT4 = 768;
+const PROTO_KEY_FRAGMENT6 = 1024;
+const PROTO_KEYS = 1280;
+/** ipVersion of a fragment that is not its packet's first: 4 | FRAGMENT or 6 | FRAGMENT */
+export const FRAGMENT = 0x10;
+const VERSION_BASE = Uint16Array.from({ length: 256 }, (_, v) =>
+  v === 4 ? 0 : v === 6 ? PROTO_KEY_IPV6 : v === (4 | FRAGMENT) ? PROTO_KEY_FRAGMENT4 : v === (6 | FRAGMENT) ? PROTO_KEY_FRAGMENT6 : PROTO_KEY_NOT_IP,
+);
 
 /** An IPv4 prefix: the address as a u32 (10.0.0.0 is 0x0a000000) and its length, 0 to 32. */
 export interface Prefix4 {
@@ -118,7 +126,11 @@ const RULE_KEYS = new Set(['ipVersion', 'src', 'dst', 'protocol', 'srcPort', 'ds
  * SCTP, ICMP type and code of ICMP and ICMPv6, flags of TCP; the others may hold anything.
  */
 export interface FlowKeys {
-  /** 4 or 6; any other value: not IP (only rules naming no IP field match) */
+  /**
+   * 4 or 6, or 4 | FRAGMENT or 6 | FRAGMENT for a fragment that is not the first of its
+   * packet (its port, ICMP and flag keys are not read); any other value: not IP (only rules
+   * naming no IP field match)
+   */
   readonly ipVersion: Uint8Array;
   /** IPv4 addresses as u32 (the 4 bytes read big-endian) */
   readonly src4: Uint32Array;
@@ -377,6 +389,8 @@ function normalize(rule: AclRule, at: string): NormRule {
       if (icmp && p !== icmpProtocol) continue;
       keys.push((v === 4 ? 0 : PROTO_KEY_IPV6) + p);
     }
+    if (ports || icmp || tcpFlags !== null) continue;
+    for (let p = 0; p < 256; p++) if (protocol < 0 || p === protocol) keys.push((v === 4 ? PROTO_KEY_FRAGMENT4 : PROTO_KEY_FRAGMENT6) + p);
   }
   if ((versions & NOT_IP) !== 0) for (let p = 0; p < 256; p++) keys.push(PROTO_KEY_NOT_IP + p);
   if (keys.length === 0) {
@@ -384,7 +398,7 @@ function normalize(rule: AclRule, at: string): NormRule {
   }
   return {
     versions,
-    protocol: keys.length === PROTO_KEYS ? null : toRanges(keys),
+    protocol: keys.length === PROTO_KEYS ? null : toRanges(keys.sort((a, b) => a - b)),
     src,
     dst,
     srcPort,
@@ -563,20 +577,39 @@ function startWords(iv: Intervals): Uint32Array {
   return out;
 }
 
-/** Lays arrays out in one SharedArrayBuffer, each on a 64-byte boundary. */
+/** Where compile() writes: `bytes` bytes of `memory` from `offset` (a multiple of 64). */
+export interface CompileTarget {
+  readonly memory: SharedArrayBuffer;
+  readonly offset: number;
+  readonly bytes: number;
+}
+
+const padded = (bytes: number) => Math.ceil(bytes / 64) * 64;
+
+/** Lays arrays out in one SharedArrayBuffer, each on a 64-byte boundary, from `start`. */
 class Packer {
-  private size = 0;
+  private readonly start: number;
+  private size: number;
   private readonly parts: { offset: number; data: Uint32Array | Uint16Array }[] = [];
+
+  constructor(start: number) {
+    this.start = start;
+    this.size = start;
+  }
 
   add(data: Uint32Array | Uint16Array): Section {
     const offset = this.size;
     this.parts.push({ offset, data });
-    this.size += Math.ceil(data.byteLength / 64) * 64;
+    this.size += padded(data.byteLength);
     return { offset, length: data.length };
   }
 
-  finish(): SharedArrayBuffer {
-    const memory = new SharedArrayBuffer(Math.max(this.size, 64));
+  /** Writes the arrays into the target, or into a new buffer of the size they take. */
+  finish(target: CompileTarget | undefined): SharedArrayBuffer {
+    if (target !== undefined && this.size - this.start > target.bytes) {
+      throw new Error(`the compiled rules take ${this.size - this.start} bytes, more than the ${target.bytes} set aside (compiledBytesBound is wrong)`);
+    }
+    const memory = target?.memory ?? new SharedArrayBuffer(Math.max(this.size, 64));
     for (const { offset, data } of this.parts) {
       const view = data instanceof Uint32Array ? new Uint32Array(memory, offset, data.length) : new Uint16Array(memory, offset, data.length);
       view.set(data);
@@ -613,18 +646,92 @@ function popcount(x: number): number {
   return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
 }
 
-/**
- * Compiles an ordered rule list (first match wins). Pure: the result depends on `rules`
- * only. Throws ClassifierError naming the field of the first rule it refuses.
- */
-export function compile(rules: readonly AclRule[]): CompiledClassifier {
+function normalizeAll(rules: readonly AclRule[]): NormRule[] {
   if (!Array.isArray(rules)) throw new ClassifierError('rules', 'must be an array');
   if (rules.length > MAX_RULES) throw new ClassifierError('rules', `at most ${MAX_RULES} rules, got ${rules.length}`);
-  const norm = rules.map((rule, i) => normalize(rule, `rules[${i}]`));
+  return rules.map((rule, i) => normalize(rule, `rules[${i}]`));
+}
+
+/** Throws ClassifierError (field `rules[at].…`) if compile() would refuse the rule. */
+export function checkRule(rule: AclRule, at: number): void {
+  normalize(rule, `rules[${at}]`);
+}
+
+/**
+ * The most bytes compile() can take for `rules` (in a CompileTarget), from the same
+ * bounds that make its build bounded: a field has at most 2R + 1 distinct rows for R ranges
+ * its rules name (at most one per value of its domain), an address field one per prefix and
+ * one per version for addresses outside them all. Costs a validation pass, not a compile,
+ * so that memory can be set aside before the rules are compiled elsewhere.
+ */
+export function compiledBytesBound(rules: readonly AclRule[]): number {
+  const norm = normalizeAll(rules);
+  const words = Math.ceil(norm.length / 32);
+  const rowWords = words + Math.ceil(words / 32);
+  let bytes = 0;
+  let rows = 0;
+  const rangeCount = (f: 'protocol' | 'srcPort' | 'dstPort' | 'icmpType' | 'icmpCode' | 'tcpFlags' | 'inPort' | 'outPort') => {
+    let named = false;
+    let n = 0;
+    for (const r of norm) {
+      const ranges = r[f];
+      if (ranges === null) continue;
+      named = true;
+      n += ranges.length;
+    }
+    return named ? n : -1;
+  };
+  const tableField = (f: 'protocol' | 'icmpType' | 'icmpCode' | 'tcpFlags' | 'inPort' | 'outPort', domain: number) => {
+    const n = rangeCount(f);
+    if (n < 0) return;
+    rows += Math.min(domain, 2 * n + 1);
+    bytes += padded(domain * 2);
+  };
+  const portField = (f: 'srcPort' | 'dstPort') => {
+    const n = rangeCount(f);
+    if (n < 0) return;
+    rows += Math.min(0x10000, 2 * n + 1);
+    // blocks: those a boundary falls in (2 per range at most), and one per row for the rest
+    bytes += padded(256 * 2) + padded(Math.min(256, 4 * n + 1) * 256 * 2);
+  };
+  const intervalBytes = (prefixes: number, wordsPerStart: number) => {
+    const n = 2 * prefixes + 1;
+    const slots = 2 ** Math.min(16, Math.max(1, Math.ceil(Math.log2(n))));
+    return padded(n * wordsPerStart * 4) + padded(n * 2) + padded((slots + 1) * 4);
+  };
+  const addressField = (f: 'src' | 'dst') => {
+    if (norm.every((r) => r[f] === null)) return;
+    const p4 = norm.filter((r) => r[f]?.bits === 32).length;
+    const p6 = norm.filter((r) => r[f]?.bits === 128).length;
+    rows += p4 + p6 + 2;
+    bytes += intervalBytes(p4, 1) + intervalBytes(p6, 4);
+  };
+  const portDomain = (f: 'inPort' | 'outPort') => norm.reduce((max, r) => Math.max(max, r[f]?.[0][0] ?? -1), -1) + 2;
+  tableField('protocol', PROTO_KEYS);
+  addressField('src');
+  addressField('dst');
+  portField('srcPort');
+  portField('dstPort');
+  tableField('icmpType', 256);
+  tableField('icmpCode', 256);
+  tableField('tcpFlags', 256);
+  tableField('inPort', portDomain('inPort'));
+  tableField('outPort', portDomain('outPort'));
+  return bytes + padded(rows * rowWords * 4);
+}
+
+/**
+ * Compiles an ordered rule list (first match wins). Pure: the result depends on `rules`
+ * only. Throws ClassifierError naming the field of the first rule it refuses. With a
+ * target, the tables are written there (at most compiledBytesBound(rules) bytes) and the
+ * result's memory is the target's.
+ */
+export function compile(rules: readonly AclRule[], target?: CompileTarget): CompiledClassifier {
+  const norm = normalizeAll(rules);
   const ruleCount = norm.length;
   const words = Math.ceil(ruleCount / 32);
 
-  const packer = new Packer();
+  const packer = new Packer(target?.offset ?? 0);
   const fieldRows = new Map<FieldName, Uint32Array[]>();
   const tableField = (field: FieldName, domain: number, specs: (ValueRange[] | null)[]): TableField => {
     const built = buildTable(domain, specs, words);
@@ -744,7 +851,7 @@ export function compile(rules: readonly AclRule[]): CompiledClassifier {
     aggregateWords,
     fieldOrder,
     rows: packer.add(rowData),
-    memory: packer.finish(),
+    memory: packer.finish(target),
     protocol: withRow('protocol', built.protocol),
     src: withRow('src', built.src),
     dst: withRow('dst', built.dst),
@@ -991,7 +1098,8 @@ export class Classifier {
       let n6 = 0;
       let nOther = 0;
       for (let i = 0; i < n; i++) {
-        const v = version[base + i];
+        // a fragment's addresses are looked up as those of its version
+        const v = version[base + i] & ~FRAGMENT;
         if (v === 4) v4[n4++] = i;
         else if (v === 6) v6[n6++] = i;
         else other[nOther++] = i;

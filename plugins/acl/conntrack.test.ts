@@ -1,0 +1,184 @@
+// The acl stage with connection tracking: replies of a connection a stateful rule let in
+// pass, new connections from outside do not; the two directions on two PMDs; TCP closes
+// and resets, a SYN on a closed connection; expiry and aging; related ICMP errors; a full
+// table; and the table kept across a PMD restart.
+import t from 'tap';
+import { EGRESS_UNDECIDED } from '../../src/pipeline/api.ts';
+import { icmp4, icmp6, parseFrame, tcp4, udp4, udp6 } from '../../test/support/frames.ts';
+import { aclHarness, type AclHarness } from './acl-harness.ts';
+import { readConntrack } from './index.ts';
+
+const PORTS = [{ name: 'in' }, { name: 'out' }];
+const T0 = 1_700_000_000_000;
+
+/** Inside (port "in", 10.0.0.0/24) may open connections out; nothing comes in unasked. */
+const CONFIG = {
+  acl: [
+    { action: 'permit', inPort: 'in', stateful: true, policer: 'p' },
+    { action: 'permit', protocol: 'icmpv6', icmpType: '133-136' },
+  ],
+  aclDefault: 'deny',
+  policerNames: ['p'],
+};
+
+function route(frame: Uint8Array): number {
+  const ip = parseFrame(frame).ip;
+  if (ip === undefined) return EGRESS_UNDECIDED;
+  return ip.dst.startsWith('10.0.0.') || ip.dst.startsWith('2001:db8:0:') ? 0 : 1;
+}
+
+interface Pair {
+  pmd0: AclHarness;
+  pmd1: AclHarness;
+  /** sets both PMDs' clocks, seconds after T0 */
+  at(seconds: number): void;
+}
+
+async function pair(config: Record<string, unknown> = CONFIG): Promise<Pair> {
+  const pmd0 = await aclHarness({ ports: PORTS, config, route, pmd: 0, pmdCount: 2 });
+  const pmd1 = await aclHarness({ ports: PORTS, config, route, pmd: 1, pmdCount: 2, shareWith: pmd0 });
+  const p: Pair = {
+    pmd0,
+    pmd1,
+    at(seconds) {
+      pmd0.state.now = () => T0 + seconds * 1000;
+      pmd1.state.now = () => T0 + seconds * 1000;
+    },
+  };
+  p.at(0);
+  return p;
+}
+
+function fate(h: AclHarness, port: string, frames: Uint8Array[]): string[] {
+  return h.run(port, frames).map((o) => (o.to === 'drop' ? o.reason! : 'pass'));
+}
+
+const inside = '10.0.0.2';
+const outside = '192.0.2.9';
+const out = <T extends object>(o: T) => ({ src: inside, dst: outside, ...o });
+const back = <T extends object>(o: T) => ({ src: outside, dst: inside, ...o });
+
+t.test('TCP: the handshake and the replies pass; a connection from outside does not', async (t) => {
+  const { pmd0 } = await pair();
+  t.same(fate(pmd0, 'in', [tcp4(out({ srcPort: 40000, dstPort: 80, flags: 'S' }))]), ['pass'], 'SYN out');
+  t.same(fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 40000, flags: 'SA' }))]), ['pass'], 'SYN-ACK back');
+  t.same(fate(pmd0, 'in', [tcp4(out({ srcPort: 40000, dstPort: 80, flags: 'A' }))]), ['pass'], 'ACK out');
+  const replies = pmd0.run('out', [tcp4(back({ srcPort: 80, dstPort: 40000, flags: 'PA', payload: 100 }))]);
+  t.equal(replies[0].to, 'in', 'data back');
+  t.equal(replies[0].mark, 1, "the replies carry the opening rule's policer mark");
+  t.same(fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 40001, flags: 'PA' })), tcp4(back({ srcPort: 5555, dstPort: 22, flags: 'S' }))]), ['acl_deny', 'acl_deny'], 'other ports, and a SYN from outside, are denied');
+  t.same(pmd0.counts('in'), { acl_permitted: 1, conntrack_new: 1, conntrack_established: 1 });
+  t.same(pmd0.counts('out'), { conntrack_established: 2, acl_deny: 2 });
+});
+
+t.test('the two directions of a flow on two PMDs are one entry', async (t) => {
+  const { pmd0, pmd1 } = await pair();
+  t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 5000, dstPort: 53 }))]), ['pass']);
+  t.same(fate(pmd1, 'out', [udp4(back({ srcPort: 53, dstPort: 5000 }))]), ['pass'], 'the reply on the other PMD');
+  t.same(fate(pmd1, 'out', [udp6({ src: '2001:db8:1::9', dst: '2001:db8:0::2', srcPort: 53, dstPort: 5000 })]), ['acl_deny'], 'a reply to a flow never opened');
+  t.same(fate(pmd1, 'in', [udp6({ src: '2001:db8:0::2', dst: '2001:db8:1::9', srcPort: 5000, dstPort: 53 })]), ['pass']);
+  t.same(fate(pmd0, 'out', [udp6({ src: '2001:db8:1::9', dst: '2001:db8:0::2', srcPort: 53, dstPort: 5000 })]), ['pass'], 'IPv6 too');
+  t.same(readConntrack(pmd0.shared, T0 / 1000)?.flows, 2);
+});
+
+t.test('expiry: UDP after 30 s unanswered, 120 s once answered; aging empties the slots', async (t) => {
+  const p = await pair();
+  const { pmd0, pmd1 } = p;
+  fate(pmd0, 'in', [udp4(out({ srcPort: 1, dstPort: 2 })), udp4(out({ srcPort: 3, dstPort: 4 }))]);
+  fate(pmd1, 'out', [udp4(back({ srcPort: 4, dstPort: 3 }))]);
+  p.at(29);
+  t.same(fate(pmd0, 'out', [udp4(back({ srcPort: 2, dstPort: 1 }))]), ['pass'], 'at 29 s');
+  p.at(60);
+  t.same(fate(pmd0, 'out', [udp4(back({ srcPort: 2, dstPort: 1 })), udp4(back({ srcPort: 4, dstPort: 3 }))]), ['pass', 'pass'], 'each reply pushed the expiry on');
+  p.at(60 + 121);
+  t.same(fate(pmd0, 'out', [udp4(back({ srcPort: 2, dstPort: 1 })), udp4(back({ srcPort: 4, dstPort: 3 }))]), ['acl_deny', 'acl_deny'], '121 s idle');
+  t.same(readConntrack(pmd0.shared, T0 / 1000 + 181), { flows: 0, entries: 2, capacity: 262144 }, 'expired, not swept yet');
+  for (let i = 0; i < 600; i++) {
+    pmd0.betweenBursts();
+    pmd1.betweenBursts();
+  }
+  t.same(readConntrack(pmd0.shared, T0 / 1000 + 181)?.entries, 0, 'the sweeps emptied them');
+});
+
+t.test('TCP closes: FINs both ways, then 10 s; a reset at once; a new SYN asks the rules again', async (t) => {
+  const p = await pair();
+  const { pmd0 } = p;
+  const open = (port: number) => {
+    fate(pmd0, 'in', [tcp4(out({ srcPort: port, dstPort: 80, flags: 'S' }))]);
+    fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: port, flags: 'SA' }))]);
+    fate(pmd0, 'in', [tcp4(out({ srcPort: port, dstPort: 80, flags: 'A' }))]);
+  };
+  open(1000);
+  open(1001);
+  open(1002);
+  fate(pmd0, 'in', [tcp4(out({ srcPort: 1000, dstPort: 80, flags: 'FA' }))]);
+  fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 1000, flags: 'FA' }))]);
+  t.same(fate(pmd0, 'in', [tcp4(out({ srcPort: 1000, dstPort: 80, flags: 'A' }))]), ['pass'], 'the last ACK');
+  t.same(fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 1001, flags: 'R' }))]), ['pass'], 'a reset from outside passes');
+  p.at(11);
+  t.same(
+    fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 1000, flags: 'A' })), tcp4(back({ srcPort: 80, dstPort: 1001, flags: 'A' })), tcp4(back({ srcPort: 80, dstPort: 1002, flags: 'A' }))]),
+    ['acl_deny', 'acl_deny', 'pass'],
+    'closed and reset connections are gone after 10 s; the open one stays',
+  );
+  open(1003);
+  fate(pmd0, 'in', [tcp4(out({ srcPort: 1003, dstPort: 80, flags: 'R' }))]);
+  t.same(fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 1003, flags: 'S' }))]), ['acl_deny'], 'a SYN from outside on a reset connection is denied');
+  t.same(fate(pmd0, 'in', [tcp4(out({ srcPort: 1003, dstPort: 80, flags: 'S' }))]), ['pass'], 'a SYN from inside opens it again');
+  t.same(fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 1003, flags: 'SA' }))]), ['pass'], 'and its reply passes');
+  p.at(11 + 7000);
+  t.same(fate(pmd0, 'out', [tcp4(back({ srcPort: 80, dstPort: 1002, flags: 'A' }))]), ['pass'], 'established: kept 2 h 4 min idle');
+});
+
+t.test('ICMP: echo replies pass; errors about a tracked flow pass as related, others do not', async (t) => {
+  const { pmd0, pmd1 } = await pair();
+  t.same(fate(pmd0, 'in', [icmp4(out({ type: 8, id: 77, seq: 1 }))]), ['pass']);
+  t.same(fate(pmd1, 'out', [icmp4(back({ type: 0, id: 77, seq: 1 })), icmp4(back({ type: 0, id: 78, seq: 1 })), icmp4(back({ type: 8, id: 5 }))]), ['pass', 'acl_deny', 'acl_deny'], 'the reply; not another id, nor a ping from outside');
+  const sent = udp4(out({ srcPort: 4444, dstPort: 53, payload: 12 }));
+  fate(pmd0, 'in', [sent]);
+  const quote = (f: Uint8Array) => f.subarray(14, 14 + 28);
+  const unreachable = icmp4({ src: '198.51.100.1', dst: inside, type: 3, code: 3, payload: quote(sent) });
+  const stranger = icmp4({ src: '198.51.100.1', dst: inside, type: 11, code: 0, payload: quote(udp4(out({ srcPort: 4445, dstPort: 53 }))) });
+  const truncated = icmp4({ src: '198.51.100.1', dst: inside, type: 3, code: 3, payload: quote(sent).subarray(0, 22) });
+  t.same(fate(pmd1, 'out', [unreachable, stranger, truncated]), ['pass', 'acl_deny', 'acl_deny'], 'related: the quoted flow is tracked; a quote too short is not');
+  const sent6 = udp6({ src: '2001:db8:0::2', dst: '2001:db8:1::9', srcPort: 4444, dstPort: 53 });
+  fate(pmd0, 'in', [sent6]);
+  const tooBig = icmp6({ src: '2001:db8:1::1', dst: '2001:db8:0::2', type: 2, rest: 1280, payload: sent6.subarray(14) });
+  t.same(fate(pmd1, 'out', [tooBig]), ['pass'], 'ICMPv6 packet too big, related');
+  t.same(pmd1.counts('out').conntrack_related, 2);
+});
+
+t.test('a full table drops new flows as conntrack_full; expired entries make room', async (t) => {
+  const p = await pair({ ...CONFIG, conntrack: { maxFlows: 64 } });
+  const { pmd0 } = p;
+  const flows = (from: number) => Array.from({ length: 32 }, (_, i) => udp4(out({ srcPort: from + i, dstPort: 9 })));
+  const results: string[] = [];
+  for (let b = 0; b < 8; b++) results.push(...fate(pmd0, 'in', flows(10000 + b * 32)));
+  const opened = results.filter((r) => r === 'pass').length;
+  const full = results.filter((r) => r === 'conntrack_full').length;
+  t.equal(opened + full, 256, 'every new flow either opened or was refused');
+  t.ok(opened <= 64 && opened >= 56, `${opened} of 64 slots filled before the first refusal (two-choice buckets)`);
+  t.equal(pmd0.counts('in').conntrack_full, full);
+  t.equal(readConntrack(pmd0.shared, T0 / 1000)?.flows, opened);
+  t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 10000, dstPort: 9 }))]), ['pass'], 'a flow already in passes');
+  p.at(31);
+  t.same(fate(pmd0, 'in', flows(20000)), new Array(32).fill('pass'), 'after expiry, new flows take the expired slots');
+});
+
+t.test('the table outlives a PMD: a restarted PMD finds the flows', async (t) => {
+  const { pmd0 } = await pair();
+  fate(pmd0, 'in', [udp4(out({ srcPort: 7, dstPort: 8 }))]);
+  const restarted = await aclHarness({ ports: PORTS, config: CONFIG, route, pmd: 0, pmdCount: 2, shareWith: pmd0 });
+  restarted.state.now = () => T0;
+  t.same(fate(restarted, 'out', [udp4(back({ srcPort: 8, dstPort: 7 }))]), ['pass']);
+});
+
+t.test('"stateful" for the whole ACL; stateless permits open nothing', async (t) => {
+  const stateless = await pair({ acl: [{ action: 'permit', inPort: 'in' }], aclDefault: 'deny' });
+  fate(stateless.pmd0, 'in', [udp4(out({ srcPort: 7, dstPort: 8 }))]);
+  t.same(fate(stateless.pmd0, 'out', [udp4(back({ srcPort: 8, dstPort: 7 }))]), ['acl_deny'], 'no conntrack: the reply is denied');
+  t.equal(readConntrack(stateless.pmd0.shared), null, 'and there is no table');
+  const all = await pair({ acl: [{ action: 'permit', inPort: 'in' }], aclDefault: 'deny', stateful: true });
+  fate(all.pmd0, 'in', [udp4(out({ srcPort: 7, dstPort: 8 }))]);
+  t.same(fate(all.pmd1, 'out', [udp4(back({ srcPort: 8, dstPort: 7 }))]), ['pass']);
+});

@@ -1,0 +1,445 @@
+// Connection tracking for the acl stage: one table in shared memory that every PMD reads
+// and writes, so that a flow whose two directions are polled by different PMDs is one
+// entry. Entries are keyed by the flow's 5-tuple with its two endpoints in a fixed order
+// (the lower address, then port, first): both directions hash to the same entry.
+//
+// Layout: a 64-byte header, a tag per slot (the key's hash: 0 for a slot never used), then
+// slots of 64 bytes (one cache line). Slots go in buckets of 8, whose tags share half a
+// cache line: a lookup reads the tags of its two buckets and then only the slots whose tag
+// is its own (NB: a tag inside each slot cost 8 cache misses per bucket, 550 ns per packet
+// at a million flows). A flow lives in one of two buckets (two-choice hashing: the table
+// fills to over 90 % before a bucket pair is full), so a lookup reads at most 16 tags and
+// an insert never probes further: a full pair is "table full", never a longer search.
+//
+// Each slot has a sequence word: even when stable, odd while one writer changes the slot.
+// A writer takes it with a compare-and-exchange from the even value it read (so two PMDs
+// never write one slot at once, and a writer whose view is stale fails instead of
+// overwriting), writes plain words, and releases with the next even value. A reader reads
+// the sequence, the words, and the sequence again, and discards what it read if the
+// sequence moved: no reader ever waits on a writer.
+import { read32 } from '../../src/pipeline/api.ts';
+import type { ConntrackConfig } from './rules.ts';
+
+const MAGIC = 0x61636c63; // "aclc": prepare() initialised the table
+const HEADER_WORDS = 16;
+const H_MAGIC = 0;
+const H_SEED = 1;
+const H_SLOTS = 2;
+export const BUCKET_SLOTS = 8;
+const SLOT_WORDS = 16;
+// Slot words
+const SEQ = 0;
+/** seconds (the stage's clock): the entry is live while now < expires */
+const EXPIRES = 2;
+const STATUS = 3;
+/** the batch.mark of the rule that let the flow in (its policer) */
+const MARK = 4;
+const PORTS = 5;
+const PROTO = 6;
+const ADDR = 8;
+
+// STATUS bits: a TCP state in the low 4 bits, then what has been seen
+export const TCP_SYN_SENT = 1;
+export const TCP_SYN_RECV = 2;
+export const TCP_ESTABLISHED = 3;
+export const TCP_FIN_WAIT = 4;
+export const TCP_TIME_WAIT = 5;
+export const TCP_CLOSED = 6;
+const STATE_MASK = 0x0f;
+const FIN_FROM_ORIGINATOR = 0x10;
+const FIN_FROM_REPLIER = 0x20;
+/** a packet from the side that did not open the flow has been seen */
+const REPLIED = 0x40;
+/** the side that opened the flow is endpoint A of the key (the lower one) */
+const ORIGINATOR_IS_A = 0x80;
+
+// TCP flags byte (RFC 9293 3.1)
+const FIN = 0x01;
+const SYN = 0x02;
+const RST = 0x04;
+const ACK = 0x10;
+
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+const IPPROTO_ICMP = 1;
+const IPPROTO_ICMPV6 = 58;
+
+/** A reader that saw a slot mid-write tries again this many times, then takes it as a miss. */
+const READ_TRIES = 4;
+/** Slots a sweep looks at per betweenBursts() call: a few µs. */
+export const AGE_SLICE = 256;
+/** Slots found mid-write that the next sweep checks again (see age()). */
+const SUSPECTS = 16;
+
+/** Slots for maxFlows: a power of 2, at least two buckets. */
+export function slotCount(maxFlows: number): number {
+  return Math.max(2 * BUCKET_SLOTS, 2 ** Math.ceil(Math.log2(maxFlows)));
+}
+
+export function conntrackBytes(maxFlows: number): number {
+  return (HEADER_WORDS + slotCount(maxFlows) * (1 + SLOT_WORDS)) * 4;
+}
+
+/** Run once by prepare() on the zero-filled region: an empty table with a random hash seed. */
+export function initConntrack(memory: SharedArrayBuffer, seed: number): void {
+  const h = new Uint32Array(memory, 0, HEADER_WORDS);
+  h[H_SEED] = seed >>> 0;
+  h[H_SLOTS] = (memory.byteLength / 4 - HEADER_WORDS) / (1 + SLOT_WORDS);
+  // Published last: a view made before this would not trust the seed.
+  Atomics.store(new Int32Array(memory, 0, 1), H_MAGIC, MAGIC);
+}
+
+export function isInitialised(memory: SharedArrayBuffer): boolean {
+  return Atomics.load(new Int32Array(memory, 0, 1), H_MAGIC) === MAGIC;
+}
+
+/**
+ * Live flows, and slots holding an entry (live, or expired and not swept yet), of the
+ * table's capacity: an admin-side count that scans the table.
+ */
+export function liveFlows(memory: SharedArrayBuffer, now: number): { flows: number; entries: number; capacity: number } {
+  const u = new Uint32Array(memory);
+  const slots = u[H_SLOTS];
+  let flows = 0;
+  let entries = 0;
+  for (let s = 0; s < slots; s++) {
+    if (u[HEADER_WORDS + s] === 0) continue;
+    entries++;
+    if (u[HEADER_WORDS + slots + s * SLOT_WORDS + EXPIRES] > now) flows++;
+  }
+  return { flows, entries, capacity: slots };
+}
+
+/** A PMD's view of the table, with the scratch of one lookup. */
+export class Conntrack {
+  private readonly i32: Int32Array;
+  private readonly u32: Uint32Array;
+  private readonly bucketMask: number;
+  /** where the slots start, after the tags */
+  private readonly slotsBase: number;
+  private readonly seed: number;
+  private readonly timeouts: ConntrackConfig['timeouts'];
+  /** the normalised key of the packet at hand: address A (4 words), B (4), ports, protocol */
+  private readonly probe = new Uint32Array(10);
+  private probeTag = 0;
+  private bucket1 = 0;
+  private bucket2 = 0;
+  /** the packet at hand comes from endpoint A */
+  srcIsA = false;
+  /** after a lookup that found the flow: its slot's sequence then, for update()/reopen() */
+  private foundSeq = 0;
+  /** the sweep: this PMD's share of the slots [sweepFrom, sweepTo), and where it is */
+  private readonly sweepFrom: number;
+  private readonly sweepTo: number;
+  private sweepAt: number;
+  private readonly suspectSlot = new Int32Array(SUSPECTS).fill(-1);
+  private readonly suspectSeq = new Int32Array(SUSPECTS);
+
+  constructor(memory: SharedArrayBuffer, timeouts: ConntrackConfig['timeouts'], pmd: number, pmdCount: number) {
+    if (!isInitialised(memory)) throw new Error('the conntrack table was not initialised (prepare() has not run)');
+    this.i32 = new Int32Array(memory);
+    this.u32 = new Uint32Array(memory);
+    const slots = this.u32[H_SLOTS];
+    this.bucketMask = slots / BUCKET_SLOTS - 1;
+    this.slotsBase = HEADER_WORDS + slots;
+    this.seed = this.u32[H_SEED];
+    this.timeouts = timeouts;
+    this.sweepFrom = Math.floor((slots * pmd) / pmdCount);
+    this.sweepTo = Math.floor((slots * (pmd + 1)) / pmdCount);
+    this.sweepAt = this.sweepFrom;
+  }
+
+  /**
+   * Sets the key from a packet's bytes: addresses at d[srcAt] and d[dstAt] (1 word for
+   * IPv4, 4 for IPv6). Reads the bytes itself: NB an address above 2^30 passed as a number
+   * is a heap number unless the call is inlined.
+   */
+  setKey(d: Uint8Array, srcAt: number, dstAt: number, v6: boolean, srcPort: number, dstPort: number, protocol: number): void {
+    const p = this.probe;
+    const n = v6 ? 4 : 1;
+    let order = 0;
+    for (let j = 0; j < 4; j++) {
+      const s = j < n ? read32(d, srcAt + 4 * j) : 0;
+      const t = j < n ? read32(d, dstAt + 4 * j) : 0;
+      if (order === 0 && s !== t) order = s < t ? -1 : 1;
+      p[j] = s;
+      p[4 + j] = t;
+    }
+    if (order === 0) order = srcPort <= dstPort ? -1 : 1;
+    if (order > 0) {
+      for (let j = 0; j < 4; j++) {
+        const x = p[j];
+        p[j] = p[4 + j];
+        p[4 + j] = x;
+      }
+      p[8] = ((dstPort << 16) | srcPort) >>> 0;
+    } else {
+      p[8] = ((srcPort << 16) | dstPort) >>> 0;
+    }
+    this.srcIsA = order < 0;
+    p[9] = ((v6 ? 6 : 4) << 8) | protocol;
+    // murmur3's 32-bit mixing (Appleby), seeded per table so that flows an attacker picks
+    // do not land in the same buckets
+    let h = this.seed;
+    for (let j = 0; j < 10; j++) {
+      h = Math.imul(h ^ p[j], 0xcc9e2d51);
+      h = Math.imul((h << 15) | (h >>> 17), 0x1b873593);
+    }
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    this.probeTag = (h | 1) >>> 0;
+    this.bucket1 = h & this.bucketMask;
+    // The second bucket from the hash mixed again (murmur3's finaliser), so that it depends
+    // on every bit of the hash, not on the low bits that chose the first (NB: a plain
+    // multiply did); it differs from the first,
+    // as the XORed value is odd.
+    let g = h ^ 0x9e3779b9;
+    g = Math.imul(g ^ (g >>> 16), 0x85ebca6b);
+    g = Math.imul(g ^ (g >>> 13), 0xc2b2ae35);
+    g ^= g >>> 16;
+    this.bucket2 = (this.bucket1 ^ (g | 1)) & this.bucketMask;
+  }
+
+  private keyIn(base: number): boolean {
+    const u = this.u32;
+    const p = this.probe;
+    return u[base + PORTS] === p[8] && u[base + PROTO] === p[9] &&
+      u[base + ADDR] === p[0] && u[base + ADDR + 1] === p[1] && u[base + ADDR + 2] === p[2] && u[base + ADDR + 3] === p[3] &&
+      u[base + ADDR + 4] === p[4] && u[base + ADDR + 5] === p[5] && u[base + ADDR + 6] === p[6] && u[base + ADDR + 7] === p[7];
+  }
+
+  private findIn(bucket: number, now: number): number {
+    const u = this.u32;
+    const i32 = this.i32;
+    const tag = this.probeTag;
+    const tags = HEADER_WORDS + bucket * BUCKET_SLOTS;
+    const first = this.slotsBase + bucket * BUCKET_SLOTS * SLOT_WORDS;
+    for (let s = 0; s < BUCKET_SLOTS; s++) {
+      // a racy first look, to skip the others' slots without an atomic read
+      if (u[tags + s] !== tag) continue;
+      const base = first + s * SLOT_WORDS;
+      for (let tries = 0; tries < READ_TRIES; tries++) {
+        // Atomics: the sequence around the reads detects a writer that changed the slot
+        // meanwhile (we would read half of one flow and half of another).
+        const seq = Atomics.load(i32, base + SEQ);
+        if ((seq & 1) !== 0) continue;
+        const match = u[tags + s] === tag && u[base + EXPIRES] > now && this.keyIn(base);
+        if (Atomics.load(i32, base + SEQ) !== seq) continue;
+        if (!match) break;
+        this.foundSeq = seq;
+        return base;
+      }
+    }
+    return -1;
+  }
+
+  /** The live entry of the key set by setKey(), as a handle for status()/update(), or -1. */
+  lookup(now: number): number {
+    const at = this.findIn(this.bucket1, now);
+    return at >= 0 ? at : this.findIn(this.bucket2, now);
+  }
+
+  status(entry: number): number {
+    return this.u32[entry + STATUS];
+  }
+
+  mark(entry: number): number {
+    return this.u32[entry + MARK];
+  }
+
+  /** Whether the packet at hand goes the way the flow was opened. */
+  fromOriginator(entry: number): boolean {
+    return ((this.u32[entry + STATUS] & ORIGINATOR_IS_A) !== 0) === this.srcIsA;
+  }
+
+  private timeout(status: number): number {
+    const t = this.timeouts;
+    const protocol = this.probe[9] & 0xff;
+    if (protocol === IPPROTO_TCP) {
+      const state = status & STATE_MASK;
+      if (state === TCP_ESTABLISHED) return t.tcpEstablished;
+      if (state === TCP_TIME_WAIT || state === TCP_CLOSED) return t.tcpClosed;
+      return t.tcpTransitory;
+    }
+    if (protocol === IPPROTO_UDP) return (status & REPLIED) !== 0 ? t.udpStream : t.udp;
+    if (protocol === IPPROTO_ICMP || protocol === IPPROTO_ICMPV6) return t.icmp;
+    return t.other;
+  }
+
+  /** A TCP entry that a SYN would open anew (the old connection closed): the caller asks the rules. */
+  static closed(status: number): boolean {
+    const state = status & STATE_MASK;
+    return state === TCP_TIME_WAIT || state === TCP_CLOSED;
+  }
+
+  /**
+   * A packet of the flow passed (tcpFlags for TCP, else 0): moves the TCP state, notes a
+   * reply, and pushes the expiry on. Writes only when something changed (at most about once
+   * a second for a steady flow), and gives up if another PMD wrote the slot since the
+   * lookup: its packet refreshed the entry too, and a lost state change is caught up by the
+   * next packet that carries it (at worst the entry keeps a longer timeout).
+   */
+  update(entry: number, tcpFlags: number, now: number): void {
+    const u = this.u32;
+    const old = u[entry + STATUS];
+    const fromOriginator = ((old & ORIGINATOR_IS_A) !== 0) === this.srcIsA;
+    let status = fromOriginator ? old : old | REPLIED;
+    if ((this.probe[9] & 0xff) === IPPROTO_TCP) status = nextTcpStatus(status, tcpFlags, fromOriginator);
+    const expires = now + this.timeout(status);
+    if (status === old && expires === u[entry + EXPIRES]) return;
+    const seq = this.foundSeq;
+    // Atomics: take the slot only if no one wrote it since our lookup read it (a CAS from
+    // that sequence), so we never refresh a slot that was meanwhile given to another flow.
+    if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return;
+    u[entry + STATUS] = status;
+    u[entry + EXPIRES] = expires;
+    // Atomics: publishes the words above to readers, who check the sequence.
+    Atomics.store(this.i32, entry + SEQ, seq + 2);
+  }
+
+  /** A closed TCP entry opened again by a SYN the rules let in: the entry starts over. */
+  reopen(entry: number, tcpFlags: number, mark: number, now: number): boolean {
+    const seq = this.foundSeq;
+    // Atomics: as in update(): only the slot as our lookup saw it.
+    if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return false;
+    this.fill(entry, tcpFlags, mark, now);
+    Atomics.store(this.i32, entry + SEQ, seq + 2);
+    return true;
+  }
+
+  private fill(entry: number, tcpFlags: number, mark: number, now: number): void {
+    const u = this.u32;
+    let status = this.srcIsA ? ORIGINATOR_IS_A : 0;
+    if ((this.probe[9] & 0xff) === IPPROTO_TCP) {
+      // A SYN opens a handshake; any other segment is a connection already under way (one
+      // that began before the rule allowed it, or before a restart): taken up as
+      // established, as Linux does with nf_conntrack_tcp_loose.
+      status |= (tcpFlags & (SYN | ACK)) === SYN ? TCP_SYN_SENT : TCP_ESTABLISHED;
+    }
+    const p = this.probe;
+    for (let j = 0; j < 8; j++) u[entry + ADDR + j] = p[j];
+    u[entry + PORTS] = p[8];
+    u[entry + PROTO] = p[9];
+    u[entry + STATUS] = status;
+    u[entry + MARK] = mark;
+    u[entry + EXPIRES] = now + this.timeout(status);
+    u[HEADER_WORDS + ((entry - this.slotsBase) >>> 4)] = this.probeTag;
+  }
+
+  private insertIn(bucket: number, tcpFlags: number, mark: number, now: number): boolean {
+    const u = this.u32;
+    const i32 = this.i32;
+    const tags = HEADER_WORDS + bucket * BUCKET_SLOTS;
+    const first = this.slotsBase + bucket * BUCKET_SLOTS * SLOT_WORDS;
+    for (let s = 0; s < BUCKET_SLOTS; s++) {
+      const base = first + s * SLOT_WORDS;
+      if (u[tags + s] !== 0 && u[base + EXPIRES] > now) continue;
+      const seq = Atomics.load(i32, base + SEQ);
+      if ((seq & 1) !== 0 || (u[tags + s] !== 0 && u[base + EXPIRES] > now)) continue;
+      // Atomics: two PMDs may pick the same free slot for two new flows; the CAS from the
+      // sequence we read lets one of them have it (and fails if the slot was refreshed or
+      // filled since we looked), the other tries the next slot.
+      if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
+      this.fill(base, tcpFlags, mark, now);
+      Atomics.store(i32, base + SEQ, seq + 2);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * A new entry for the key set by setKey(), opened by this packet; false when both of its
+   * buckets are full of live flows (the packet is dropped as conntrack_full). Two PMDs
+   * that see the first packets of one flow at once may both insert it: the lookup finds
+   * either, and the spare one expires unused.
+   */
+  insert(tcpFlags: number, mark: number, now: number): boolean {
+    // The emptier bucket first: with the fuller one first, buckets fill in turn and the
+    // table refused flows from 75 % full; chosen by tags alone (an expired entry not swept
+    // yet counts as taken), so that the choice reads no slot.
+    const first = this.used(this.bucket1) <= this.used(this.bucket2) ? this.bucket1 : this.bucket2;
+    const second = first === this.bucket1 ? this.bucket2 : this.bucket1;
+    return this.insertIn(first, tcpFlags, mark, now) || this.insertIn(second, tcpFlags, mark, now);
+  }
+
+  private used(bucket: number): number {
+    const u = this.u32;
+    const tags = HEADER_WORDS + bucket * BUCKET_SLOTS;
+    let n = 0;
+    for (let s = 0; s < BUCKET_SLOTS; s++) if (u[tags + s] !== 0) n++;
+    return n;
+  }
+
+  /**
+   * Frees the expired entries of the next AGE_SLICE slots of this PMD's share (each PMD
+   * sweeps its own share, so no two sweep one slot). Not needed for correctness (lookups
+   * skip, and inserts reuse, expired slots): it keeps the table's content true for a count.
+   * A slot found mid-write twice, a sweep apart (seconds, where a write takes nanoseconds),
+   * belongs to a writer that died in the middle (a PMD terminated by the watchdog): it is
+   * released and emptied, else no one could ever write it again. True when the slice
+   * ended the sweep of this PMD's share.
+   */
+  age(now: number): boolean {
+    const u = this.u32;
+    const i32 = this.i32;
+    const end = Math.min(this.sweepAt + AGE_SLICE, this.sweepTo);
+    for (let s = this.sweepAt; s < end; s++) {
+      const base = this.slotsBase + s * SLOT_WORDS;
+      const seq = Atomics.load(i32, base + SEQ);
+      if ((seq & 1) !== 0) {
+        this.suspect(s, seq);
+        continue;
+      }
+      if (u[HEADER_WORDS + s] === 0 || u[base + EXPIRES] > now) continue;
+      // Atomics: as in insertIn(): the slot is emptied only if no one wrote it since we read it
+      if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
+      u[HEADER_WORDS + s] = 0;
+      Atomics.store(i32, base + SEQ, seq + 2);
+    }
+    const done = end >= this.sweepTo;
+    this.sweepAt = done ? this.sweepFrom : end;
+    return done;
+  }
+
+  private suspect(slot: number, seq: number): void {
+    const slots = this.suspectSlot;
+    let free = -1;
+    for (let k = 0; k < SUSPECTS; k++) {
+      if (slots[k] === slot) {
+        const base = this.slotsBase + slot * SLOT_WORDS;
+        // Atomics: takes the dead writer's hold over (odd to the next odd) only if it is
+        // still the same one, empties the slot, and releases it.
+        if (this.suspectSeq[k] === seq && Atomics.compareExchange(this.i32, base + SEQ, seq, seq + 2) === seq) {
+          this.u32[HEADER_WORDS + slot] = 0;
+          Atomics.store(this.i32, base + SEQ, seq + 3);
+        }
+        slots[k] = -1;
+        return;
+      }
+      if (slots[k] < 0 && free < 0) free = k;
+    }
+    if (free >= 0) {
+      slots[free] = slot;
+      this.suspectSeq[free] = seq;
+    }
+  }
+}
+
+/** The TCP status after a segment with `flags` from one side (RST, SYN-ACK, handshake ACK, FINs). */
+export function nextTcpStatus(status: number, flags: number, fromOriginator: boolean): number {
+  const state = status & STATE_MASK;
+  if ((flags & RST) !== 0) return (status & ~STATE_MASK) | TCP_CLOSED;
+  if (state === TCP_TIME_WAIT || state === TCP_CLOSED) return status;
+  let next = state;
+  if (state === TCP_SYN_SENT && !fromOriginator && (flags & (SYN | ACK)) === (SYN | ACK)) next = TCP_SYN_RECV;
+  else if (state === TCP_SYN_RECV && fromOriginator && (flags & (SYN | ACK)) === ACK) next = TCP_ESTABLISHED;
+  let seen = status & (FIN_FROM_ORIGINATOR | FIN_FROM_REPLIER);
+  if ((flags & FIN) !== 0 && state !== TCP_SYN_SENT) {
+    seen |= fromOriginator ? FIN_FROM_ORIGINATOR : FIN_FROM_REPLIER;
+    next = seen === (FIN_FROM_ORIGINATOR | FIN_FROM_REPLIER) ? TCP_TIME_WAIT : TCP_FIN_WAIT;
+  }
+  return (status & ~(STATE_MASK | FIN_FROM_ORIGINATOR | FIN_FROM_REPLIER)) | seen | next;
+}

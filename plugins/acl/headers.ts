@@ -1,0 +1,236 @@
+// Header parsing for the acl stage: each frame of a batch read once into the classifier's
+// flow keys and the offsets the later steps need (conntrack, reject). Frames are guest
+// input: every length is checked against the frame and the IP packet's own length before
+// a byte is read, and the IPv6 extension-header walk has a step limit. A frame that
+// cannot be read is marked BAD (the stage drops it: a filter fails closed); frames that
+// are not IP are marked NOT_IP (the stage leaves them alone).
+import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, read16, read32 } from '../../src/pipeline/api.ts';
+import { FRAGMENT, type FlowKeys } from './classifier.ts';
+
+/** IP, with its upper-layer header at l4 (the first fragment, or a whole packet) */
+export const HEADERS_L4 = 0;
+/** IP, a fragment after the first: no upper-layer header (l4 is 0) */
+export const HEADERS_LATER_FRAGMENT = 1;
+/** IP, with a protocol whose header the ACL does not read (l4 is where it starts) */
+export const HEADERS_IP = 2;
+export const HEADERS_NOT_IP = 3;
+export const HEADERS_BAD = 4;
+/** dropped or consumed by an earlier stage: left alone */
+export const HEADERS_SKIP = 5;
+
+const ETHERTYPE_QINQ = 0x88a8;
+const IPPROTO_SCTP = 132;
+const IPPROTO_HOPOPTS = 0;
+const IPPROTO_ROUTING = 43;
+const IPPROTO_FRAGMENT = 44;
+const IPPROTO_AH = 51;
+const IPPROTO_DSTOPTS = 60;
+/**
+ * Extension headers walked before the upper-layer header. RFC 8200 4.1 recommends each at
+ * most once (twice for destination options), so a legitimate chain of the ones walked
+ * here has at most 6; a longer one is refused rather than read further.
+ */
+export const MAX_EXTENSION_HEADERS = 8;
+
+/** Per packet of a batch: what the parse found (offsets from the frame's start). */
+export interface Headers {
+  readonly keys: FlowKeys;
+  /** HEADERS_* */
+  readonly status: Uint8Array;
+  /** the IP header */
+  readonly l3: Uint16Array;
+  /** the upper-layer header (TCP, UDP, ICMP...), see status */
+  readonly l4: Uint16Array;
+  /** the end of the IP packet (the frame may be longer: Ethernet padding) */
+  readonly end: Uint16Array;
+}
+
+export function createHeaders(keys: FlowKeys, capacity: number): Headers {
+  return { keys, status: new Uint8Array(capacity), l3: new Uint16Array(capacity), l4: new Uint16Array(capacity), end: new Uint16Array(capacity) };
+}
+
+/**
+ * Where an IPv6 packet's upper-layer header starts: walks the extension headers from `p`
+ * (the first one, of type `next`) up to `end`. Results in the fields, for no allocation.
+ */
+export class Ipv6Walk {
+  /** the upper-layer protocol, or -1 when the chain is malformed or too long */
+  protocol = -1;
+  offset = 0;
+  /** a fragment header with a non-zero offset was met: no upper-layer header follows */
+  laterFragment = false;
+
+  walk(d: Uint8Array, p: number, end: number, next: number): void {
+    this.laterFragment = false;
+    for (let step = 0; step <= MAX_EXTENSION_HEADERS; step++) {
+      if (next !== IPPROTO_HOPOPTS && next !== IPPROTO_ROUTING && next !== IPPROTO_DSTOPTS && next !== IPPROTO_FRAGMENT && next !== IPPROTO_AH) {
+        this.protocol = next;
+        this.offset = p;
+        return;
+      }
+      if (step === MAX_EXTENSION_HEADERS || p + 8 > end) break;
+      const after = d[p];
+      if (next === IPPROTO_FRAGMENT) {
+        // RFC 8200 4.5: Fragment Offset, the high 13 bits of bytes 2-3, in 8-octet units
+        if ((read16(d, p + 2) & 0xfff8) !== 0) {
+          this.protocol = after;
+          this.offset = p + 8;
+          this.laterFragment = true;
+          return;
+        }
+        p += 8;
+      } else if (next === IPPROTO_AH) {
+        // RFC 4302 2.2: Payload Len is the AH length in 4-octet units, minus 2
+        p += (d[p + 1] + 2) * 4;
+      } else {
+        // RFC 8200 4.3-4.6: Hdr Ext Len in 8-octet units, not counting the first 8
+        p += (d[p + 1] + 1) * 8;
+      }
+      next = after;
+      if (p > end) break;
+    }
+    this.protocol = -1;
+  }
+}
+
+function setL4(h: Headers, i: number, d: Uint8Array, off: number, l4: number, end: number, protocol: number, version: number): void {
+  const k = h.keys;
+  let need = 0;
+  if (protocol === IPPROTO_TCP) need = 20;
+  else if (protocol === IPPROTO_UDP) need = 8;
+  else if (protocol === IPPROTO_SCTP) need = 12;
+  else if ((protocol === IPPROTO_ICMP && version === 4) || (protocol === IPPROTO_ICMPV6 && version === 6)) need = 8;
+  h.l4[i] = l4 - off;
+  if (need === 0) {
+    h.status[i] = HEADERS_IP;
+    return;
+  }
+  // A first fragment too short for the upper-layer header is the tiny-fragment attack
+  // (RFC 1858 3; RFC 7112 5 for IPv6): it could hide the ports, so it is refused.
+  if (l4 + need > end) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  h.status[i] = HEADERS_L4;
+  if (need === 8 && protocol !== IPPROTO_UDP) {
+    k.icmpType[i] = d[l4];
+    k.icmpCode[i] = d[l4 + 1];
+    return;
+  }
+  k.srcPort[i] = read16(d, l4);
+  k.dstPort[i] = read16(d, l4 + 2);
+  if (protocol === IPPROTO_TCP) {
+    // RFC 9293 3.1: Data Offset, the TCP header's length in 32-bit words, at least 5
+    const dataOffset = (d[l4 + 12] >>> 4) * 4;
+    if (dataOffset < 20 || l4 + dataOffset > end) h.status[i] = HEADERS_BAD;
+    k.tcpFlags[i] = d[l4 + 13];
+  }
+}
+
+function parseIpv4(h: Headers, i: number, d: Uint8Array, off: number, length: number, ip: number): void {
+  const k = h.keys;
+  const frameEnd = off + length;
+  if (ip + 20 > frameEnd || d[ip] >>> 4 !== 4) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  const ihl = (d[ip] & 0x0f) * 4;
+  const total = read16(d, ip + 2);
+  // RFC 791 3.1: IHL is at least 5 words; Total Length covers header and data
+  if (ihl < 20 || total < ihl || ip + total > frameEnd) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  const end = ip + total;
+  h.l3[i] = ip - off;
+  h.end[i] = end - off;
+  const protocol = d[ip + 9];
+  k.protocol[i] = protocol;
+  k.src4[i] = read32(d, ip + 12);
+  k.dst4[i] = read32(d, ip + 16);
+  // RFC 791 3.1: Fragment Offset, the low 13 bits of bytes 6-7; non-zero after the first
+  if ((read16(d, ip + 6) & 0x1fff) !== 0) {
+    k.ipVersion[i] = 4 | FRAGMENT;
+    h.status[i] = HEADERS_LATER_FRAGMENT;
+    h.l4[i] = 0;
+    return;
+  }
+  k.ipVersion[i] = 4;
+  setL4(h, i, d, off, ip + ihl, end, protocol, 4);
+}
+
+function parseIpv6(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: number, length: number, ip: number): void {
+  const k = h.keys;
+  const frameEnd = off + length;
+  if (ip + IPV6_HLEN > frameEnd || d[ip] >>> 4 !== 6) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  // RFC 8200 3: Payload Length counts what follows the fixed header (0 is a jumbogram,
+  // RFC 2675, which no port here can carry)
+  const payload = read16(d, ip + 4);
+  const end = ip + IPV6_HLEN + payload;
+  if (payload === 0 || end > frameEnd) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  h.l3[i] = ip - off;
+  h.end[i] = end - off;
+  const s = k.src6;
+  const t = k.dst6;
+  const w = i << 2;
+  s[w] = read32(d, ip + 8);
+  s[w + 1] = read32(d, ip + 12);
+  s[w + 2] = read32(d, ip + 16);
+  s[w + 3] = read32(d, ip + 20);
+  t[w] = read32(d, ip + 24);
+  t[w + 1] = read32(d, ip + 28);
+  t[w + 2] = read32(d, ip + 32);
+  t[w + 3] = read32(d, ip + 36);
+  walk.walk(d, ip + IPV6_HLEN, end, d[ip + 6]);
+  if (walk.protocol < 0) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  k.protocol[i] = walk.protocol;
+  if (walk.laterFragment) {
+    k.ipVersion[i] = 6 | FRAGMENT;
+    h.status[i] = HEADERS_LATER_FRAGMENT;
+    h.l4[i] = 0;
+    return;
+  }
+  k.ipVersion[i] = 6;
+  setL4(h, i, d, off, walk.offset, end, walk.protocol, 6);
+}
+
+/**
+ * Parses frame i (at data[off, off + length)) into h. One 802.1Q tag is read through;
+ * a second tag (or an 802.1ad one) is BAD: the ACL would not see the IP packet inside,
+ * and a filter that cannot look must not let it through.
+ */
+export function parseFrame(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: number, length: number): void {
+  const k = h.keys;
+  // Keys of fields a packet lacks stay as the previous burst left them: the classifier
+  // reads only those that apply (FlowKeys), and the stage reads no more than the status says.
+  if (length < ETH_HLEN) {
+    h.status[i] = HEADERS_BAD;
+    return;
+  }
+  let type = read16(d, off + 12);
+  let ip = off + ETH_HLEN;
+  if (type === ETHERTYPE_VLAN) {
+    if (length < ETH_HLEN + 4) {
+      h.status[i] = HEADERS_BAD;
+      return;
+    }
+    type = read16(d, off + 16);
+    ip += 4;
+  }
+  if (type === ETHERTYPE_IPV4) parseIpv4(h, i, d, off, length, ip);
+  else if (type === ETHERTYPE_IPV6) parseIpv6(h, walk, i, d, off, length, ip);
+  else if (type === ETHERTYPE_VLAN || type === ETHERTYPE_QINQ) h.status[i] = HEADERS_BAD;
+  else {
+    h.status[i] = HEADERS_NOT_IP;
+    k.ipVersion[i] = 0;
+  }
+}

@@ -1,0 +1,60 @@
+// The acl plugin's shared memory, by region: the compiled rule tables (written once by the
+// compile job, viewed by every PMD), the per-rule hit counters (a block per PMD), and the
+// conntrack table. Region names carry a fingerprint of the compiled rules, so that a
+// changed rule list gets new regions, and with them a new prepare(): the host runs
+// prepare() only for regions it allocates anew.
+import { compile, compiledBytesBound, type AclRule, type CompiledClassifier } from './classifier.ts';
+
+/** Bumped when the layout of the tables region changes. */
+const TABLES_FORMAT = 1;
+/** Header: [0] READY once the description and tables are written, [1] the description's length. */
+const READY = 0x61636c74; // "aclt"
+/** The description (CompiledClassifier as JSON, without its memory) lies in [64, TABLES_AT). */
+const DESCRIPTION_AT = 64;
+export const TABLES_AT = 8192;
+
+export const CONNTRACK_REGION = 'conntrack';
+
+/** FNV-1a over the rules as JSON: names the regions of one rule list. */
+export function fingerprint(rules: readonly AclRule[]): string {
+  const text = `${TABLES_FORMAT}:${JSON.stringify(rules)}`;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
+export function regionNames(rules: readonly AclRule[]): { tables: string; hits: string } {
+  const fp = fingerprint(rules);
+  return { tables: `rules-${fp}`, hits: `hits-${fp}` };
+}
+
+/** Bytes set aside for the tables of `rules`, before they are compiled (in the job). */
+export function tablesBytes(rules: readonly AclRule[]): number {
+  return TABLES_AT + compiledBytesBound(rules);
+}
+
+/** Per PMD: a Float64 per rule and one for the packets no rule matched, on whole cache lines. */
+export function hitsBlockBytes(ruleCount: number): number {
+  return Math.ceil(((ruleCount + 1) * 8) / 64) * 64;
+}
+
+/** Compiles `rules` into `memory` (a tables region) and publishes them; the compile job runs this. */
+export function writeTables(memory: SharedArrayBuffer, rules: readonly AclRule[]): CompiledClassifier {
+  const compiled = compile(rules, { memory, offset: TABLES_AT, bytes: memory.byteLength - TABLES_AT });
+  const description = new TextEncoder().encode(JSON.stringify({ ...compiled, memory: null }));
+  if (DESCRIPTION_AT + description.length > TABLES_AT) throw new Error(`the tables' description takes ${description.length} bytes, more than the header has`);
+  new Uint8Array(memory, DESCRIPTION_AT, description.length).set(description);
+  const header = new Int32Array(memory, 0, 2);
+  header[1] = description.length;
+  // Atomics: publishes the tables and their description to any thread that sees READY.
+  Atomics.store(header, 0, READY);
+  return compiled;
+}
+
+/** The compiled rules in a tables region, or null if they were not written yet. */
+export function readTables(memory: SharedArrayBuffer): CompiledClassifier | null {
+  const header = new Int32Array(memory, 0, 2);
+  if (Atomics.load(header, 0) !== READY) return null;
+  const description = new Uint8Array(memory, DESCRIPTION_AT, header[1]).slice();
+  return { ...(JSON.parse(new TextDecoder().decode(description)) as Omit<CompiledClassifier, 'memory'>), memory };
+}

@@ -80,6 +80,7 @@ class BenchBatch implements PacketBatch {
   readonly ingress: number;
   readonly egress = new Int32Array(64);
   readonly mark = new Uint32Array(64);
+  readonly local = new Uint8Array(64);
   readonly data: Uint8Array;
   readonly frameRoom = BenchBatch.STRIDE - 64;
   private readonly lengths = new Uint32Array(64);

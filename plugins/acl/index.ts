@@ -217,8 +217,10 @@ function process(batch: PacketBatch, s: AclState): void {
   const egress = batch.egress;
   const ingress = batch.ingress;
   const walk = s.walk;
+  const local = batch.local;
   for (let i = 0; i < count; i++) {
-    if (batch.dropped(i)) {
+    // The router's own packets are not filtered (Linux's FORWARD chain never sees them).
+    if (batch.dropped(i) || local[i] === 1) {
       status[i] = HEADERS_SKIP;
       continue;
     }

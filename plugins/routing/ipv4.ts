@@ -228,6 +228,7 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, ihl: 
     write16(d, icmp + 2, adjustChecksum(read16(d, icmp + 2), (ICMP_ECHO << 8) | d[icmp + 1], (ICMP_ECHO_REPLY << 8) | d[icmp + 1]));
     writeEthernet(d, off, macHi(d, off + 6), macLo(d, off + 6), iface.macHi, iface.macLo, ETHERTYPE_IPV4);
     batch.egress[i] = batch.ingress;
+    batch.local[i] = 1;
     r.count(batch.ingress, r.counter.echo_replies_sent, 1);
     return;
   }

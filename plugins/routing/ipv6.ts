@@ -150,6 +150,7 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, paylo
     write16Checksum(d, icmp, (ECHO_REQUEST << 8) | d[icmp + 1], (ECHO_REPLY << 8) | d[icmp + 1]);
     writeEthernet(d, off, macHi(d, off + 6), macLo(d, off + 6), iface.macHi, iface.macLo, ETHERTYPE_IPV6);
     batch.egress[i] = batch.ingress;
+    batch.local[i] = 1;
     r.count(batch.ingress, r.counter.echo_replies_sent, 1);
     return;
   }

@@ -266,6 +266,7 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   writeEthernet(d, off, shaHi, shaLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
   writeArp(d, a, 2, iface.macHi, iface.macLo, tpa, shaHi, shaLo, spa);
   batch.egress[i] = batch.ingress;
+  batch.local[i] = 1;
   r.count(batch.ingress, r.counter.arp_replies_sent, 1);
 }
 
@@ -388,6 +389,7 @@ function advertise(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   icmp6Checksum(d, ip, 32);
   batch.setLength(i, ETH_HLEN + 40 + 32);
   batch.egress[i] = batch.ingress;
+  batch.local[i] = 1;
   r.count(batch.ingress, r.counter.neighbour_advertisements_sent, 1);
 }
 

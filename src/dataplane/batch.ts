@@ -30,6 +30,8 @@ export class Batch {
   readonly egress = new Int32Array(BATCH_MAX);
   /** per packet, 0 at the start: a number a stage passes on to later ones */
   readonly mark = new Uint32Array(BATCH_MAX);
+  /** per packet: 1 for the router's own packets (emitted, or answers written in place) */
+  readonly local = new Uint8Array(BATCH_MAX);
   /** per packet: 1 once saveSource() kept its source MAC in the headroom */
   private readonly sourceSaved = new Uint8Array(BATCH_MAX);
 
@@ -58,6 +60,7 @@ export class Batch {
     this.count = count;
     this.egress.fill(EGRESS_UNDECIDED, 0, count);
     this.mark.fill(0, 0, count);
+    this.local.fill(0, 0, count);
     this.sourceSaved.fill(0, 0, count);
   }
 
@@ -75,6 +78,7 @@ export class Batch {
     this.pool.length[handle] = 0;
     this.egress[i] = egress;
     this.mark[i] = 0;
+    this.local[i] = 1;
     this.sourceSaved[i] = 0;
     return i;
   }

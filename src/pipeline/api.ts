@@ -42,6 +42,12 @@ export interface PacketBatch {
    */
   readonly mark: Uint32Array;
   /**
+   * Per packet: 1 for the router's own packets, those emit() added and the answers a stage
+   * wrote in place of a request (ARP and NDP replies, echo replies): a filter leaves them
+   * alone, as Linux's FORWARD chain never sees the router's own output. Set it on an answer.
+   */
+  readonly local: Uint8Array;
+  /**
    * Adds an empty packet bound for `egress` (a port index or EGRESS_FLOOD) at the end of
    * the batch and returns its index, or -1 when the batch or the buffer pool is full:
    * write the frame at offset(index), then setLength(index, n). Later stages see it.

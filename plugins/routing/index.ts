@@ -38,11 +38,17 @@ function process(batch: PacketBatch, r: Router): void {
   if (ifIndex < 0) return;
   const iface = r.interfaces[ifIndex];
   r.now = r.clock();
+  const d = batch.data;
+  // The 16-bit view must be of the same memory, from the same start (data starts the pool).
+  if (r.data !== d) {
+    r.data = d;
+    r.words16 = d.byteOffset === 0 ? new Uint16Array(d.buffer, 0, d.buffer.byteLength >>> 1) : null;
+    r.words32 = d.byteOffset === 0 ? new Uint32Array(d.buffer, 0, d.buffer.byteLength >>> 2) : null;
+  }
   r.cacheIface = -1;
   r.routedInBatch = 0;
   if (r.heldCount > 0) r.releaseHeld(batch);
   if (r.now >= r.raDue[ifIndex]) advertise(r, batch);
-  const d = batch.data;
   const egress = batch.egress;
   const count = batch.count;
   for (let i = 0; i < count; i++) {

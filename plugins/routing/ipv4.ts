@@ -45,12 +45,7 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     batch.dropAs(i, r.drop.ip_length_bad);
     return;
   }
-  // The header's ones' complement sum is 0xffff when its checksum is right (RFC 1071);
-  // summed here rather than through a helper: this is per packet.
-  let sum = 0;
-  for (let k = 0; k < ihl; k += 2) sum += (d[ip + k] << 8) | d[ip + k + 1];
-  sum = (sum & 0xffff) + (sum >>> 16);
-  if ((sum & 0xffff) + (sum >>> 16) !== 0xffff) {
+  if (!headerSumValid(r, d, ip, ihl)) {
     batch.dropAs(i, r.drop.ip_checksum_bad);
     return;
   }
@@ -91,25 +86,20 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     batch.dropAs(i, r.drop.blackhole);
     return;
   }
-  nh.iface = w[m + 1];
-  nh.family = 4;
-  nh.a0 = kind === KIND_GATEWAY ? w[m + 2] : dst | 0;
-  nh.a1 = 0;
-  nh.a2 = 0;
-  nh.a3 = 0;
+  const outIndex = w[m + 1];
+  const hop = kind === KIND_GATEWAY ? w[m + 2] : dst | 0;
   // A subnet's broadcast address is not forwarded into it (RFC 2644).
-  if (kind !== KIND_GATEWAY && isBroadcast(r, nh.iface, dst)) {
+  if (kind !== KIND_GATEWAY && isBroadcast(r, outIndex, dst)) {
     batch.dropAs(i, r.drop.not_routable);
     return;
   }
-  const out = r.interfaces[nh.iface];
-  const fragmentField = read16(d, ip + 6);
-  if (total > out.mtu && (fragmentField & DF) !== 0) {
+  const out = r.interfaces[outIndex];
+  const oversize = total > out.mtu;
+  if (oversize && (read16(d, ip + 6) & DF) !== 0) {
     icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_FRAG_NEEDED, out.mtu & 0xffff);
     batch.dropAs(i, r.drop.mtu_exceeded);
     return;
   }
-  // TTL - 1, and the checksum adjusted for that one word (RFC 1624 eqn. 3).
   // TTL - 1, and the checksum adjusted for that one word (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'),
   // here m' = m - 0x100, so ~m + m' = 0xfeff in ones' complement arithmetic).
   d[ip + 8] = ttl - 1;
@@ -118,9 +108,29 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   check = ~check & 0xffff;
   d[ip + 10] = check >>> 8;
   d[ip + 11] = check & 0xff;
+  // The next hop of the packet before, in this burst: its MAC is known (a burst is mostly a
+  // few flows); otherwise the neighbour table decides (deliver).
+  const w32 = r.words32;
+  if (!oversize && outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheA1 === 0 && r.cacheA2 === 0 && r.cacheA3 === 0 && w32 !== null) {
+    batch.saveSource(i);
+    const w16 = r.words16!;
+    w32[off >>> 2] = r.cacheWord0;
+    w16[(off >>> 1) + 2] = r.cacheHalf2;
+    w16[(off >>> 1) + 3] = r.cacheHalf3;
+    w32[(off >>> 2) + 2] = r.cacheWord2;
+    batch.egress[i] = r.cachePort;
+    r.routedInBatch++;
+    return;
+  }
+  nh.iface = outIndex;
+  nh.family = 4;
+  nh.a0 = hop;
+  nh.a1 = 0;
+  nh.a2 = 0;
+  nh.a3 = 0;
   let fragments = 0;
   let first = 0;
-  if (total > out.mtu) {
+  if (oversize) {
     first = batch.count;
     fragments = fragment(batch, i, ihl, total, out.mtu);
     if (fragments < 0) {
@@ -140,6 +150,26 @@ function sendOn(r: Router, batch: PacketBatch, i: number, iface: Interface): voi
     icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_HOST, 0);
     batch.dropAs(i, r.drop.neighbour_unreachable);
   }
+}
+
+/**
+ * Whether the header's ones' complement sum is 0xffff, as it is when its checksum is right
+ * (RFC 1071). Summed in 16-bit loads of the machine's order: the ones' complement sum does
+ * not depend on byte order (RFC 1071 2(B)), and 0xffff reads the same both ways. Ten loads
+ * for the common 20-byte header, rather than twenty byte loads in a loop: this is per packet.
+ */
+function headerSumValid(r: Router, d: Uint8Array, ip: number, ihl: number): boolean {
+  const w = r.words16;
+  let sum = 0;
+  if ((ip & 1) === 0 && w !== null) {
+    const at = ip >>> 1;
+    sum = w[at] + w[at + 1] + w[at + 2] + w[at + 3] + w[at + 4] + w[at + 5] + w[at + 6] + w[at + 7] + w[at + 8] + w[at + 9];
+    for (let k = 10; k < ihl >>> 1; k++) sum += w[at + k];
+  } else {
+    for (let k = 0; k < ihl; k += 2) sum += (d[ip + k] << 8) | d[ip + k + 1];
+  }
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return (sum & 0xffff) + (sum >>> 16) === 0xffff;
 }
 
 /** Whether dst is the broadcast address of one of the interface's subnets. */

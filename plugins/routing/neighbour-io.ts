@@ -8,7 +8,7 @@ import {
 } from '../../src/pipeline/api.ts';
 import type { Interface } from './interfaces.ts';
 import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
-import type { Router } from './router.ts';
+import { cacheHeader, type Router } from './router.ts';
 
 const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
@@ -84,6 +84,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
       r.cacheMacHi = nb.foundMacHi;
       r.cacheMacLo = nb.foundMacLo;
       r.cachePort = nb.foundPort;
+      cacheHeader(r, d, off);
       return SENT;
     }
     if (state === INCOMPLETE) {

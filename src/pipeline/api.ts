@@ -26,6 +26,10 @@ export interface PacketBatch {
   readonly egress: Int32Array;
   /** the packet buffers: packet i's Ethernet frame is data[offset(i) .. offset(i) + length(i)) */
   readonly data: Uint8Array;
+  /**
+   * Where packet i's frame starts in data: always a multiple of 64, and data starts its
+   * buffer, so 16- and 32-bit views of data.buffer read aligned header fields in one load.
+   */
   offset(i: number): number;
   length(i: number): number;
   /** the most bytes a frame may have (there is this much room at offset(i)) */

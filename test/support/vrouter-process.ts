@@ -44,14 +44,21 @@ export async function startVrouter(config: object, timeoutMs = 15000): Promise<S
   let exited = false;
   const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => ((exited = true), resolve(code))));
   proc.stderr!.setEncoding('utf8').on('data', (chunk: string) => (log += chunk));
+  // The poll stops once the race is decided: a daemon that never gets ready must not keep
+  // the test process alive.
+  let decided = false;
   const ready = await Promise.race([
     new Promise<boolean>((resolve) => {
-      const check = () => (/supervisor: ready/.test(log) ? resolve(true) : setTimeout(check, 20));
+      const check = () => {
+        if (/supervisor: ready/.test(log)) resolve(true);
+        else if (!decided) setTimeout(check, 20);
+      };
       check();
     }),
     exit.then(() => false),
     new Promise<boolean>((resolve) => setTimeout(() => resolve(false), timeoutMs).unref()),
   ]);
+  decided = true;
   const stop = async () => {
     if (!exited) proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);

@@ -16,7 +16,8 @@ const USAGE = `usage: vrouter [--config FILE]
   --help          this text
 
 Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line;
-SIGHUP loads the plugin files again (if one fails, the running versions stay);
+SIGHUP reads the config and plugin files again: new routes, rules and policers are
+swapped in live; a changed plugin file restarts the PMDs on it; what fails leaves what runs;
 SIGUSR2 terminates PMD 0 as a crash would (it is restarted: a drill of the recovery path).`;
 
 const log = createLog('main');
@@ -42,7 +43,7 @@ try {
 let supervisor: Supervisor;
 try {
   const config = loadConfigFile(configPath);
-  supervisor = new Supervisor(config, await planPlugins(config.plugins, topologyOf(config)));
+  supervisor = new Supervisor(config, await planPlugins(config.plugins, topologyOf(config)), configPath);
 } catch (err) {
   log.error(`invalid configuration: ${(err as Error).message}`);
   process.exit(2);
@@ -50,7 +51,7 @@ try {
 
 process.on('SIGUSR1', () => process.stderr.write(`vrouter: stats ${JSON.stringify(supervisor.stats())}\n`));
 process.on('SIGUSR2', () => supervisor.crashPmd(0));
-process.on('SIGHUP', () => void supervisor.reloadPlugins());
+process.on('SIGHUP', () => void supervisor.reload());
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {

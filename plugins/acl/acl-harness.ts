@@ -42,7 +42,7 @@ export async function aclHarness(options: AclHarnessOptions): Promise<AclHarness
   const bridges = [...new Set(ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
   const topology: Topology = { ports, bridges, bridgeSettings: Object.fromEntries(bridges.map((b) => [b, options.bridgeSettings?.[b] ?? {}])), pmdCount: options.pmdCount ?? 1 };
   const shared = Object.fromEntries(Object.entries(acl.sharedMemory!(config, topology)).map(([name, bytes]) => [name, new SharedArrayBuffer(bytes)]));
-  await acl.prepare!({ config, topology, shared, log: { info() {}, warn() {} }, runJob });
+  await acl.prepare!({ config, topology, shared, fresh: () => true, log: { info() {}, warn() {} }, runJob });
   // PluginHarness reads only `shared` of the harness it shares with
   return new PluginHarness(plugin, { ...options, shareWith: { shared } as unknown as PluginHarness<unknown, unknown> });
 }

@@ -310,6 +310,7 @@ t.test('prepare() compiles in a worker thread of the job pool, into the shared m
     config,
     topology,
     shared,
+    fresh: () => true,
     log: { info: (m) => logged.push(m), warn: (m) => logged.push(m) },
     runJob: <T>(module: string | URL, input: unknown) => pool.run(input, { filename: String(module) }) as Promise<T>,
   });

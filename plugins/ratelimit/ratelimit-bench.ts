@@ -122,7 +122,7 @@ async function prepared(policers: unknown[], pmdCount: number): Promise<Record<s
   const config = ratelimit.parseConfig!({ policers });
   const topology = TOPOLOGY(pmdCount);
   const shared = Object.fromEntries(Object.entries(ratelimit.sharedMemory!(config, topology)).map(([k, n]) => [k, new SharedArrayBuffer(n)]));
-  await ratelimit.prepare!({ config, topology, shared, log: { info() {}, warn() {} }, runJob: () => Promise.reject(new Error('no jobs')) });
+  await ratelimit.prepare!({ config, topology, shared, fresh: () => true, log: { info() {}, warn() {} }, runJob: () => Promise.reject(new Error('no jobs')) });
   return shared;
 }
 

@@ -162,6 +162,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
   createState,
   process,
   betweenBursts,
+  tablesChanged: (r, update) => r.switchTables(update.config, update.shared),
   // A router that stops routing drops: nothing it would have decided goes anywhere.
   onError: 'drop',
 };

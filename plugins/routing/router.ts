@@ -77,11 +77,13 @@ export class Router {
   readonly interfaces: Interface[];
   /** by port: its interface, or -1 (not routed: the stage leaves its frames alone) */
   readonly byPort: Int32Array;
-  readonly lpm4: Lpm4;
-  readonly lpm6: Lpm6;
-  readonly nextHops: NextHops;
-  readonly neighbours: NeighbourTable;
-  readonly config: RoutingConfig;
+  // Replaced whole, between bursts, when a reload brings new routes (tablesChanged).
+  lpm4: Lpm4;
+  lpm6: Lpm6;
+  nextHops: NextHops;
+  neighbours: NeighbourTable;
+  neighbourRegion: SharedArrayBuffer;
+  config: RoutingConfig;
   readonly pmd: number;
   readonly drop: Record<Reason, number>;
   readonly counter: Record<Counter, number>;
@@ -149,6 +151,7 @@ export class Router {
     this.lpm4 = fib.lpm4;
     this.lpm6 = fib.lpm6;
     this.nextHops = fib.nextHops;
+    this.neighbourRegion = ctx.shared.neighbours;
     this.neighbours = new NeighbourTable(ctx.shared.neighbours, interfaces.length);
     this.config = ctx.config;
     this.pmd = ctx.pmd;
@@ -214,6 +217,25 @@ export class Router {
       return all;
     });
     this.src6 = interfaces.map((f) => (f.v6.length > 0 ? f.v6[0].bytes : f.linkLocal));
+  }
+
+  /**
+   * A reload's new routes (and config): the FIB readers over the new regions; the
+   * neighbour table stays unless its size changed. Between bursts, so that a burst sees
+   * one table from start to end.
+   */
+  switchTables(config: RoutingConfig, shared: Readonly<Record<string, SharedArrayBuffer>>): void {
+    const fib = openFib(shared);
+    this.lpm4 = fib.lpm4;
+    this.lpm6 = fib.lpm6;
+    this.nextHops = fib.nextHops;
+    if (shared.neighbours !== this.neighbourRegion) {
+      this.neighbourRegion = shared.neighbours;
+      this.neighbours = new NeighbourTable(shared.neighbours, this.interfaces.length);
+      this.heldCount = 0;
+    }
+    this.config = config;
+    this.cacheIface = -1;
   }
 
   /** Whether a held slot is free for one more packet. */

@@ -1,19 +1,20 @@
 // The supervisor (main thread): turns the config into actors, the PMD threads and the
 // vhost control thread, wires them together, and answers signals: SIGTERM/SIGINT stop
-// everything cleanly (sockets removed), SIGUSR1 prints the port counters.
+// everything cleanly (sockets removed), SIGUSR1 prints the port counters, SIGHUP reloads.
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
-import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
+import type { PmdLogLine, PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
 import { planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { closeAll } from '../sys/libc.ts';
+import { closeAll, eventfdSignal } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
-import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE } from '../vhost/dataplane-link.ts';
-import { topologyOf, type VrouterConfig } from './config.ts';
+import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
+import { loadConfigFile, topologyOf, type VrouterConfig } from './config.ts';
+import { fileDigest, sameConfig, structuralChange } from './reload.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
@@ -27,7 +28,10 @@ const STUCK_MS = 1000;
 const WATCHDOG_MS = 250;
 
 export class Supervisor {
-  private readonly config: VrouterConfig;
+  private config: VrouterConfig;
+  private readonly configPath: string;
+  /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
+  private readonly digests = new Map<string, string>();
   private readonly layout: DataplaneLayout;
   /** each PMD's doorbell: heartbeat, stage and port served, read by the watchdog and after a crash */
   private readonly doorbells: Int32Array[];
@@ -54,8 +58,10 @@ export class Supervisor {
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
   private pluginMemory: PluginMemory;
 
-  constructor(config: VrouterConfig, plugins: PluginPlan[]) {
+  constructor(config: VrouterConfig, plugins: PluginPlan[], configPath: string) {
     this.config = config;
+    this.configPath = configPath;
+    for (const p of plugins) this.digests.set(p.name, fileDigest(p.path));
     this.plugins = plugins;
     this.topology = topologyOf(config);
     this.pluginMemory = allocatePluginMemory(plugins);
@@ -178,35 +184,73 @@ export class Supervisor {
   }
 
   /**
-   * SIGHUP: loads the plugin files again and, if every one loads and validates, restarts
-   * the PMDs on them (each PMD's queues resume where their used rings say, as after a
-   * crash, but this is not counted as one). If any fails, the running versions stay.
-   * Shared memory is kept where a plugin asks for the same regions as before.
+   * SIGHUP: reads the config file and the plugin files again. What may change: the plugins'
+   * configs (routes, neighbours, rules, policers) and the plugin files; anything else needs
+   * a restart, and the reload is refused. Every changed plugin is loaded, checked and its
+   * tables prepared (compiled in the job pool) while the PMDs forward; then, if only configs
+   * of plugins that take them live changed, the PMDs switch to the new tables between two
+   * bursts; otherwise they are restarted on the new versions (their queues resume where the
+   * used rings say; not counted as crashes). If anything fails, what runs stays.
+   * Shared memory regions asked for again with the same size are kept.
    */
-  async reloadPlugins(): Promise<void> {
+  async reload(): Promise<void> {
+    const refuse = (why: string) => log.error(`not reloaded, the running config and plugins stay: ${why}`);
+    let next: VrouterConfig;
+    try {
+      next = loadConfigFile(this.configPath);
+    } catch (err) {
+      return refuse((err as Error).message);
+    }
+    const structural = structuralChange(this.config, next);
+    if (structural !== null) return refuse(`${structural} changed in ${this.configPath}, which needs a restart`);
     let plans: PluginPlan[];
     try {
-      plans = await planPlugins(this.config.plugins, this.topology, this.pluginLoads + 1);
+      plans = await planPlugins(next.plugins, this.topology, this.pluginLoads + 1);
     } catch (err) {
-      log.error(`plugins not reloaded, the running versions stay: ${(err as Error).message}`);
+      return refuse((err as Error).message);
+    }
+    const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
+    const newFiles = plans.filter((p) => fileDigest(p.path) !== this.digests.get(p.name));
+    const changed = plans.filter((p) => newFiles.includes(p) || !sameConfig(p.config, running(p).config) || !sameConfig(p.sharedMemory, running(p).sharedMemory));
+    if (changed.length === 0) {
+      log.info('reloaded: nothing changed');
       return;
     }
-    this.pluginLoads++;
-    const memory = allocatePluginMemory(plans, { plans: this.plugins, memory: this.pluginMemory });
-    const fresh = plans.filter((p) => memory[p.name] !== this.pluginMemory[p.name]);
+    const memory = allocatePluginMemory(plans, this.pluginMemory);
+    // Plugins that did not change keep all they had, the regions prepare() returned too.
+    for (const p of plans) if (!changed.includes(p)) memory[p.name] = this.pluginMemory[p.name];
     try {
-      await preparePlugins(fresh, memory, this.topology);
+      await preparePlugins(changed, memory, this.topology, this.pluginMemory);
     } catch (err) {
-      log.error(`plugins not reloaded, the running versions stay: ${(err as Error).message}`);
-      return;
+      return refuse((err as Error).message);
     }
-    const versions = plans.map((p) => `${p.name} ${this.plugins.find((o) => o.name === p.name)?.pluginVersion} -> ${p.pluginVersion}`).join(', ');
+    const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
+    this.pluginLoads++;
+    this.config = next;
     this.plugins = plans;
     this.pluginMemory = memory;
-    log.info(`plugins reloaded (${versions}): restarting the PMDs on them`);
+    for (const p of newFiles) this.digests.set(p.name, fileDigest(p.path));
+    const names = changed.map((p) => p.name).join(', ');
+    if (newFiles.length === 0 && changed.every((p) => p.swappable)) {
+      log.info(`reloaded: new config for ${names}; the PMDs take the new tables between bursts`);
+      this.postTables(changed);
+      return;
+    }
+    log.info(`reloaded (${versions}): restarting the PMDs on them`);
     this.pmds.forEach((worker, id) => {
       this.reloading.add(id);
       void worker.terminate();
+    });
+  }
+
+  /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */
+  private postTables(plans: readonly PluginPlan[]): void {
+    const update: TablesUpdate = { tables: plans.map((p) => ({ name: p.name, config: p.config, shared: this.pluginMemory[p.name] })) };
+    this.pmds.forEach((worker, id) => {
+      worker.postMessage(update);
+      const bell = this.doorbells[id];
+      Atomics.add(bell, DOORBELL_TABLES, 1);
+      if (Atomics.load(bell, DOORBELL_SLEEPING) === 1) eventfdSignal(this.layout.shared.wakers[id].wakeFd);
     });
   }
 

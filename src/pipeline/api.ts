@@ -115,8 +115,14 @@ export interface PluginContext<Config> {
 export interface PluginSetup<Config> {
   readonly config: Config;
   readonly topology: Topology;
-  /** the plugin's shared memory, zero-filled, before any PMD sees it */
+  /** the plugin's shared memory; regions are zero-filled unless kept from before (fresh) */
   readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
+  /**
+   * Whether a region is new (zero-filled). On a reload, a region asked for again with the
+   * same name and size is kept with what is in it (running PMDs use it meanwhile): initialise
+   * only fresh ones, so that a table of learned state survives a change of config.
+   */
+  fresh(region: string): boolean;
   readonly log: PluginLog;
   /**
    * Runs a module's default export on `input` in the control plane's worker pool (piscina):
@@ -184,6 +190,13 @@ export interface Plugin<Config = unknown, State = unknown> {
    * anew (a reload that changes them).
    */
   prepare?(setup: PluginSetup<Config>): Promise<Record<string, SharedArrayBuffer> | void> | Record<string, SharedArrayBuffer> | void;
+  /**
+   * Between two bursts, in each PMD: the control plane applied a new config of this plugin
+   * (a reload that changed only plugin configs, such as routes or rules) and prepare() built
+   * its tables into `shared`; the state switches to them. Without it, such a change restarts
+   * the PMDs on the new config.
+   */
+  tablesChanged?(state: State, update: { config: Config; shared: Readonly<Record<string, SharedArrayBuffer>> }): void;
   /** per-PMD state, built in the PMD thread before it polls */
   createState(ctx: PluginContext<Config>): State;
   /** once per poll round, between bursts: housekeeping (aging a table a slice at a time) */

@@ -91,6 +91,17 @@ export class PluginStage implements Stage {
     }
   }
 
+  /** A new config and tables for the plugin (Plugin.tablesChanged), between two bursts. */
+  tablesChanged(config: unknown, shared: Record<string, SharedArrayBuffer>): void {
+    if (this.mode !== 'run' || this.plugin.tablesChanged === undefined) return;
+    try {
+      this.plugin.tablesChanged(this.state, { config, shared });
+      this.log.info(`plugin ${this.name}: new config and tables in use`);
+    } catch (err) {
+      this.report('tablesChanged', err);
+    }
+  }
+
   private failed(batch: Batch, err: unknown): void {
     for (let i = 0; i < batch.count; i++) if (!batch.dropped(i)) batch.dropAs(i, this.errorCode);
     this.report('process, its batch was dropped', err);

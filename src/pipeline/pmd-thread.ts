@@ -7,7 +7,7 @@ import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from '
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, type PmdRequest } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
 import { importPlugin, type PluginPlan } from './loader.ts';
@@ -40,9 +40,11 @@ try {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
 const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings };
-const pmd = new Pmd(config, shared, log, (counters): Stage[] =>
-  plugins.map((plan, i) => new PluginStage(modules[i], plan, where, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name))),
-);
+let stages: PluginStage[] = [];
+const pmd = new Pmd(config, shared, log, (counters): Stage[] => {
+  stages = plugins.map((plan, i) => new PluginStage(modules[i], plan, where, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name)));
+  return stages;
+});
 const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
 
@@ -65,8 +67,20 @@ function drainCommands(): void {
   }
 }
 
+/** A plugin's new config and tables, posted by the supervisor after a reload. */
+export interface TablesUpdate {
+  tables: { name: string; config: unknown; shared: Record<string, SharedArrayBuffer> }[];
+}
+
+function drainTableUpdates(): void {
+  for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!)) {
+    for (const t of (m.message as TablesUpdate).tables) stages.find((s) => s.name === t.name)?.tablesChanged(t.config, t.shared);
+  }
+}
+
 // The doorbell starts at 0: commands posted while this thread was starting are seen.
 let seen = 0;
+let seenTables = 0;
 let idleRounds = 0;
 /** sleeps grow from this, doubling, up to pmd.sleepMaxUs; any event ends one at once */
 const FIRST_SLEEP_US = 20;
@@ -76,6 +90,11 @@ for (;;) {
   if (ring !== seen) {
     seen = ring;
     drainCommands();
+  }
+  const tables = Atomics.load(doorbell, DOORBELL_TABLES);
+  if (tables !== seenTables) {
+    seenTables = tables;
+    drainTableUpdates();
   }
   if (pmd.building) pmd.stepBuilds();
   if (pmd.pollOnce() > 0 || pmd.building) {

@@ -10,34 +10,38 @@ import type { Topology } from './api.ts';
 export type PluginMemory = Record<string, Record<string, SharedArrayBuffer>>;
 
 /**
- * The regions of every plan. After a reload (`previous`), a plugin that asks for the same
- * regions as before keeps its buffers, and what it kept there; only the others are new.
+ * The regions of every plan. After a reload (`previous`), a region a plugin asks for again
+ * with the same name and size keeps its buffer, and what is in it (a neighbour or
+ * connection table survives a change of routes or rules); only the others are new.
  */
-export function allocatePluginMemory(plans: readonly PluginPlan[], previous?: { plans: readonly PluginPlan[]; memory: PluginMemory }): PluginMemory {
+export function allocatePluginMemory(plans: readonly PluginPlan[], previous?: PluginMemory): PluginMemory {
   return Object.fromEntries(
     plans.map((plan) => {
-      const old = previous?.plans.find((p) => p.name === plan.name);
-      if (old && JSON.stringify(old.sharedMemory) === JSON.stringify(plan.sharedMemory)) return [plan.name, previous!.memory[plan.name]];
-      return [plan.name, Object.fromEntries(Object.entries(plan.sharedMemory).map(([name, bytes]) => [name, new SharedArrayBuffer(bytes)]))];
+      const old = previous?.[plan.name] ?? {};
+      const regions = Object.entries(plan.sharedMemory).map(([name, bytes]) => [name, old[name]?.byteLength === bytes ? old[name] : new SharedArrayBuffer(bytes)]);
+      return [plan.name, Object.fromEntries(regions)];
     }),
   );
 }
 
 /**
- * Runs each plan's prepare() on its fresh shared memory (in plan order), before any PMD
- * maps it. A failure is the plugin's config error: PluginLoadError naming the plugin.
+ * Runs each plan's prepare() on its shared memory (in plan order), before any PMD maps what
+ * it writes; `previous` tells prepare() which regions are kept from before (setup.fresh).
+ * What prepare() returns joins the plugin's regions. A failure is the plugin's config error:
+ * PluginLoadError naming the plugin or the field.
  */
-export async function preparePlugins(plans: readonly PluginPlan[], memory: PluginMemory, topology: Topology): Promise<void> {
+export async function preparePlugins(plans: readonly PluginPlan[], memory: PluginMemory, topology: Topology, previous?: PluginMemory): Promise<void> {
   for (const plan of plans) {
     const plugin = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
     if (plugin.prepare === undefined) continue;
     const log = createLog(plan.name);
+    const regions = memory[plan.name];
+    const fresh = (name: string) => previous?.[plan.name]?.[name] !== regions[name];
     try {
-      const regions = memory[plan.name];
-      const more = await plugin.prepare({ config: plan.config, topology, shared: regions, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
+      const more = await plugin.prepare({ config: plan.config, topology, shared: regions, fresh, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
       for (const [name, buffer] of Object.entries(more ?? {})) {
         if (!(buffer instanceof SharedArrayBuffer)) throw new Error(`prepare() returned ${name}, which is not a SharedArrayBuffer`);
-        if (name in regions) throw new Error(`prepare() returned ${name}, a region sharedMemory() already declared`);
+        if (name in plan.sharedMemory) throw new Error(`prepare() returned ${name}, a region sharedMemory() already declared`);
         regions[name] = buffer;
       }
     } catch (err) {

@@ -65,7 +65,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
     const shared = options.shareWith?.shared ?? allocate(plugin.sharedMemory?.(config, topology) ?? {});
     if (options.shareWith === undefined && plugin.prepare) {
       const runJob = async <T>(module: string | URL, input: unknown) => ((await import(String(module))) as { default: (i: unknown) => T }).default(input);
-      const more = await plugin.prepare({ config, topology, shared, log: { info() {}, warn() {} }, runJob });
+      const more = await plugin.prepare({ config, topology, shared, fresh: () => true, log: { info() {}, warn() {} }, runJob });
       Object.assign(shared, more ?? {});
     }
     return new PluginHarness(plugin, { ...options, shareWith: { shared } as PluginHarness<unknown, unknown> }, true);

@@ -53,6 +53,8 @@ export const DOORBELL_SERVING = 8;
 export const DOORBELL_HEARTBEAT = 9;
 /** the pipeline stage the PMD is in, or -1: says which plugin a stuck PMD is stuck in */
 export const DOORBELL_STAGE = 10;
+/** counts the plugin table updates posted to the PMD (its worker port): it drains them when this moves */
+export const DOORBELL_TABLES = 11;
 /** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
 export const DOORBELL_SLEEPING = 16;
 export const DOORBELL_WORDS = 32;

@@ -67,6 +67,8 @@ export interface RateLimitState {
   remarkedCounter: number;
   overflowCounter: number;
   count: PluginContext<unknown>['count'];
+  /** what the state was built from, to build it again over a reload's config (tablesChanged) */
+  ctx: PluginContext<RateLimitConfig>;
   // Scratch, per batch.
   ip: Int32Array;
   family: Uint8Array;
@@ -145,11 +147,13 @@ function prepare(setup: PluginSetup<RateLimitConfig>): void {
   const threads = threadsOf(topology.pmdCount);
   const control = threads - 1;
   const now = nowMicroseconds();
-  formatPolicerTable(shared[POLICERS_REGION], config.policers.length, threads);
+  // A region kept from before a reload keeps its buckets (the PMDs meter into it meanwhile):
+  // it is only reconfigured.
+  if (setup.fresh(POLICERS_REGION) || !isPolicerTable(shared[POLICERS_REGION])) formatPolicerTable(shared[POLICERS_REGION], config.policers.length, threads);
   configurePolicers(new PolicerTable(shared[POLICERS_REGION], control), config.policers.map((p) => p.meter), now);
   addressAttachments(config).forEach(({ policer, a }, k) => {
-    formatAddressTable(shared[slotsRegion(k)], a.maxAddresses);
-    formatPolicerTable(shared[bucketsRegion(k)], a.maxAddresses + 1, threads);
+    if (setup.fresh(slotsRegion(k))) formatAddressTable(shared[slotsRegion(k)], a.maxAddresses);
+    if (setup.fresh(bucketsRegion(k)) || !isPolicerTable(shared[bucketsRegion(k)])) formatPolicerTable(shared[bucketsRegion(k)], a.maxAddresses + 1, threads);
     configureAddressBuckets(shared[slotsRegion(k)], new PolicerTable(shared[bucketsRegion(k)], control), config.policers[policer].meter, now);
   });
 }
@@ -215,9 +219,17 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
     remarkedCounter: ctx.counterId('remarked'),
     overflowCounter: ctx.counterId('address_table_full'),
     count: ctx.count,
+    ctx,
     ...scratch(BATCH_ROOM),
     now: 0,
   };
+}
+
+/** A reload's new policers: the state built again over the new config and regions, its clock kept. */
+function tablesChanged(s: RateLimitState, update: { config: RateLimitConfig; shared: Readonly<Record<string, SharedArrayBuffer>> }): void {
+  const clock = s.clock;
+  Object.assign(s, createState({ ...s.ctx, config: update.config, shared: update.shared }));
+  s.clock = clock;
 }
 
 function scratch(n: number) {
@@ -465,6 +477,7 @@ const plugin: Plugin<RateLimitConfig, RateLimitState> = {
   prepare,
   createState,
   process,
+  tablesChanged,
 };
 
 export default plugin;

@@ -40,6 +40,9 @@ const front: Plugin<RateLimitConfig, Front> = {
     s.inner.clock = () => EPOCH_US + s.nowUs;
     return s;
   },
+  tablesChanged(s, update) {
+    ratelimit.tablesChanged!(s.inner, update);
+  },
   process(batch: PacketBatch, s) {
     s.egress.forEach((e, i) => (batch.egress[i] = e));
     s.mark.forEach((m, i) => (batch.mark[i] = m));
@@ -186,6 +189,18 @@ t.test('two PMDs metering into one policer hold its rate', async (t) => {
   // A restarted PMD 0 finds the buckets as they are (empty now), not full again.
   const restarted = await stage(policers, { pmd: 0, pmdCount: 2, shareWith: pmd0 });
   t.same(where(run(restarted, 'a', [v4(1000)], { us })), ['policer_red'], 'a restarted PMD does not reset the buckets');
+});
+
+t.test('a reload with new policers is taken live, the kept buckets with it', async (t) => {
+  const h = await stage([{ name: 'p', cir: '1kpps', cbs: 4, apply: [{ inPort: 'a' }] }]);
+  t.same(where(run(h, 'a', times(6, () => v4(100)), { us: 1_000_000 })), ['pass', 'pass', 'pass', 'pass', 'policer_red', 'policer_red'], 'before: 4 packets of burst');
+  // The new config: the same policer, now on port b too, with a larger burst.
+  const config = ratelimit.parseConfig!({ policers: [{ name: 'p', cir: '1kpps', cbs: 8, apply: [{ inPort: 'a' }, { inPort: 'b' }] }] });
+  const shared = { ...h.shared };
+  ratelimit.prepare!({ config, topology: h.topology, shared, fresh: () => false, log: { info() {}, warn() {} }, runJob: () => Promise.reject(new Error('no jobs')) });
+  front.tablesChanged!(h.state, { config, shared });
+  t.same(where(run(h, 'b', times(2, () => v4(100)), { us: 1_000_000 })), ['policer_red', 'policer_red'], 'after: port b meters into the same bucket, still empty');
+  t.same(where(run(h, 'a', times(10, () => v4(100)), { us: 1_010_000 })), ['pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'policer_red', 'policer_red'], '10 ms refill up to the new burst of 8');
 });
 
 t.test('config errors name the field', async (t) => {

@@ -2,7 +2,7 @@
 // vrouter daemon: `vrouter --config FILE` runs in the foreground until SIGTERM or SIGINT.
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { loadConfigFile, topologyOf } from '../src/control/config.ts';
+import { readConfigFile, topologyOf } from '../src/control/config.ts';
 import { Supervisor } from '../src/control/supervisor.ts';
 import { planPlugins } from '../src/pipeline/loader.ts';
 import { createLog } from '../src/log.ts';
@@ -42,8 +42,8 @@ try {
 
 let supervisor: Supervisor;
 try {
-  const config = loadConfigFile(configPath);
-  supervisor = new Supervisor(config, await planPlugins(config.plugins, topologyOf(config)), configPath);
+  const { document, config } = readConfigFile(configPath);
+  supervisor = new Supervisor(config, await planPlugins(config.plugins, topologyOf(config)), configPath, document);
 } catch (err) {
   log.error(`invalid configuration: ${(err as Error).message}`);
   process.exit(2);

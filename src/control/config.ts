@@ -375,17 +375,22 @@ export function topologyOf(config: VrouterConfig): Topology {
 
 /** Reads and validates a config file; errors name the file as well as the field. */
 export function loadConfigFile(path: string): VrouterConfig {
+  return readConfigFile(path).config;
+}
+
+/** A config file as written (the document) and as validated. */
+export function readConfigFile(path: string): { document: unknown; config: VrouterConfig } {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new ConfigError(path, `cannot read: ${(err as Error).message}`);
   }
-  let raw: unknown;
+  let document: unknown;
   try {
-    raw = JSON.parse(text);
+    document = JSON.parse(text);
   } catch (err) {
     throw new ConfigError(path, `not valid JSON: ${(err as Error).message}`);
   }
-  return parseConfig(raw, dirname(resolve(path)));
+  return { document, config: parseConfig(document, dirname(resolve(path))) };
 }

@@ -13,11 +13,21 @@ import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipe
 import { closeAll, eventfdSignal } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
-import { loadConfigFile, topologyOf, type VrouterConfig } from './config.ts';
+import { dirname, resolve } from 'node:path';
+import { ConfigError, parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
+import { configDiff, type ConfigChange } from './config-diff.ts';
 import { fileDigest, sameConfig, structuralChange } from './reload.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
+
+/** What an apply did, or would do (a dry run): how, to which plugins, and the diff. */
+export interface ApplyResult {
+  /** none: nothing to do; live: the PMDs switch tables; restart: the PMDs restart on new plugin versions */
+  mode: 'none' | 'live' | 'restart';
+  plugins: string[];
+  diff: ConfigChange[];
+}
 const SHUTDOWN_TIMEOUT_MS = 5000;
 /** Workers start from the same kind of file as this one: .ts sources or the built .js. */
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
@@ -30,6 +40,10 @@ const WATCHDOG_MS = 250;
 export class Supervisor {
   private config: VrouterConfig;
   private readonly configPath: string;
+  /** the config document in force, as written (the file, or what the admin endpoint applied) */
+  private document: unknown;
+  /** applies run one after the other */
+  private applying: Promise<unknown> = Promise.resolve();
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
   private readonly digests = new Map<string, string>();
   private readonly layout: DataplaneLayout;
@@ -58,9 +72,10 @@ export class Supervisor {
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
   private pluginMemory: PluginMemory;
 
-  constructor(config: VrouterConfig, plugins: PluginPlan[], configPath: string) {
+  constructor(config: VrouterConfig, plugins: PluginPlan[], configPath: string, document: unknown) {
     this.config = config;
     this.configPath = configPath;
+    this.document = document;
     for (const p of plugins) this.digests.set(p.name, fileDigest(p.path));
     this.plugins = plugins;
     this.topology = topologyOf(config);
@@ -184,63 +199,80 @@ export class Supervisor {
   }
 
   /**
-   * SIGHUP: reads the config file and the plugin files again. What may change: the plugins'
-   * configs (routes, neighbours, rules, policers) and the plugin files; anything else needs
-   * a restart, and the reload is refused. Every changed plugin is loaded, checked and its
-   * tables prepared (compiled in the job pool) while the PMDs forward; then, if only configs
-   * of plugins that take them live changed, the PMDs switch to the new tables between two
-   * bursts; otherwise they are restarted on the new versions (their queues resume where the
-   * used rings say; not counted as crashes). If anything fails, what runs stays.
-   * Shared memory regions asked for again with the same size are kept.
+   * SIGHUP: reads the config file and the plugin files again and applies them (apply()).
+   * A refusal is logged; what runs stays.
    */
   async reload(): Promise<void> {
-    const refuse = (why: string) => log.error(`not reloaded, the running config and plugins stay: ${why}`);
-    let next: VrouterConfig;
     try {
-      next = loadConfigFile(this.configPath);
+      const { document } = readConfigFile(this.configPath);
+      const result = await this.apply(document, { source: `${this.configPath} (SIGHUP)` });
+      if (result.mode === 'none') log.info('reloaded: nothing changed');
     } catch (err) {
-      return refuse((err as Error).message);
+      log.error(`not reloaded, the running config and plugins stay: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * Applies a new config document (from the file, or the admin endpoint). What may change
+   * while vrouter runs: the plugins' configs (routes, neighbours, rules, policers) and the
+   * plugin files; anything else needs a restart and is refused (ConfigError). Every changed
+   * plugin is loaded, checked and its tables prepared (compiled in the job pool) while the
+   * PMDs forward; then, if only configs of plugins that take them live changed, the PMDs
+   * switch to the new tables between two bursts; otherwise they are restarted on the new
+   * versions (their queues resume where the used rings say; not counted as crashes). If
+   * anything fails, it throws (the error names the field) and what runs stays. A dry run
+   * checks and prepares as much but changes nothing. One apply at a time, in order.
+   */
+  apply(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {
+    const run = this.applying.then(() => this.applyNow(document, options));
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyNow(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {
+    const next = parseConfig(document, dirname(resolve(this.configPath)));
+    const diff = configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
-    if (structural !== null) return refuse(`${structural} changed in ${this.configPath}, which needs a restart`);
-    let plans: PluginPlan[];
-    try {
-      plans = await planPlugins(next.plugins, this.topology, this.pluginLoads + 1);
-    } catch (err) {
-      return refuse((err as Error).message);
-    }
+    if (structural !== null) throw new ConfigError(structural, 'changing it needs a restart of vrouter');
+    const plans = await planPlugins(next.plugins, this.topology, this.pluginLoads + 1);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
     const newFiles = plans.filter((p) => fileDigest(p.path) !== this.digests.get(p.name));
     const changed = plans.filter((p) => newFiles.includes(p) || !sameConfig(p.config, running(p).config) || !sameConfig(p.sharedMemory, running(p).sharedMemory));
-    if (changed.length === 0) {
-      log.info('reloaded: nothing changed');
-      return;
+    const live = newFiles.length === 0 && changed.every((p) => p.swappable);
+    const mode = changed.length === 0 ? 'none' : live ? 'live' : 'restart';
+    if (options.dryRun || changed.length === 0) {
+      if (!options.dryRun) this.document = document;
+      return { mode, plugins: changed.map((p) => p.name), diff };
     }
     const memory = allocatePluginMemory(plans, this.pluginMemory);
     // Plugins that did not change keep all they had, the regions prepare() returned too.
     for (const p of plans) if (!changed.includes(p)) memory[p.name] = this.pluginMemory[p.name];
-    try {
-      await preparePlugins(changed, memory, this.topology, this.pluginMemory);
-    } catch (err) {
-      return refuse((err as Error).message);
-    }
+    await preparePlugins(changed, memory, this.topology, this.pluginMemory);
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
     this.pluginLoads++;
     this.config = next;
+    this.document = document;
     this.plugins = plans;
     this.pluginMemory = memory;
     for (const p of newFiles) this.digests.set(p.name, fileDigest(p.path));
     const names = changed.map((p) => p.name).join(', ');
-    if (newFiles.length === 0 && changed.every((p) => p.swappable)) {
-      log.info(`reloaded: new config for ${names}; the PMDs take the new tables between bursts`);
+    const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');
+    if (live) {
+      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); the PMDs take the new tables between bursts`);
       this.postTables(changed);
-      return;
+    } else {
+      log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`);
+      this.pmds.forEach((worker, id) => {
+        this.reloading.add(id);
+        void worker.terminate();
+      });
     }
-    log.info(`reloaded (${versions}): restarting the PMDs on them`);
-    this.pmds.forEach((worker, id) => {
-      this.reloading.add(id);
-      void worker.terminate();
-    });
+    return { mode, plugins: changed.map((p) => p.name), diff };
+  }
+
+  /** The config document in force, as written. */
+  get runningDocument(): unknown {
+    return this.document;
   }
 
   /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */

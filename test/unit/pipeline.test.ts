@@ -195,7 +195,7 @@ export default plugin;
   t.equal(await oneBatch(), 1, 'version 1 adds 1 per batch');
   writeFileSync(file, version('2', 1000));
   vr.proc.kill('SIGHUP');
-  await waitFor('the reload', () => /reloaded \(reloadable 1 -> 2\): restarting the PMDs on them/.test(vr.stderr()), 5000);
+  await waitFor('the reload', () => /reloaded from .* \(reloadable 1 -> 2\): restarting the PMDs on them/.test(vr.stderr()), 5000);
   await waitFor('the queues back', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 1, 5000);
   t.equal(await oneBatch(), 1000, 'version 2 runs after SIGHUP');
   writeFileSync(file, 'export default {'); // a version that does not even parse

@@ -945,6 +945,17 @@ class AddressLookup {
     this.shift6 = field.v6.shift;
   }
 
+  /** Row offsets of a burst of IPv4 packets only, into rowAt at slot. */
+  lookUp4(a4: Uint32Array, base: number, n: number, R: number, rowAt: Int32Array, slot: number): void {
+    const first = this.first;
+    const at = slot * BURST;
+    const starts4 = this.starts4;
+    const classes4 = this.classes4;
+    const index4 = this.index4;
+    const shift4 = this.shift4;
+    for (let i = 0; i < n; i++) rowAt[at + i] = (first + classes4[interval4(starts4, index4, shift4, a4, base + i)]) * R;
+  }
+
   /** Row offsets of the burst's packets, listed by IP version, into rowAt at slot. */
   lookUp(
     a4: Uint32Array, a6: Uint32Array, base: number,
@@ -978,6 +989,8 @@ class AddressLookup {
 /** Classifies bursts over compiled memory; each thread makes its own (it holds scratch space). */
 export class Classifier {
   readonly ruleCount: number;
+  /** whether some rule names inPort or outPort: else those keys are never read */
+  readonly readsPorts: boolean;
   private readonly words: number;
   private readonly aggregateWords: number;
   private readonly rowWords: number;
@@ -1039,6 +1052,7 @@ export class Classifier {
     this.tcpFlagsSlot = slot('tcpFlags');
     this.inPortSlot = slot('inPort');
     this.outPortSlot = slot('outPort');
+    this.readsPorts = this.inPortSlot >= 0 || this.outPortSlot >= 0;
     this.protocolTable = u16(m, compiled.protocol.table);
     this.protocolFirst = compiled.protocol.firstRow;
     this.src = new AddressLookup(m, compiled.src);
@@ -1090,23 +1104,47 @@ export class Classifier {
       for (let i = 0; i < n; i++) rowAt[at + i] = (first + table[versionBase[version[base + i]] + protocol[base + i]]) * R;
     }
     if (this.srcSlot >= 0 || this.dstSlot >= 0) {
-      // Packets listed by IP version, once for both address fields.
-      const v4 = this.byVersion4;
-      const v6 = this.byVersion6;
-      const other = this.byVersionOther;
-      let n4 = 0;
-      let n6 = 0;
-      let nOther = 0;
-      for (let i = 0; i < n; i++) {
-        // a fragment's addresses are looked up as those of its version
-        const v = version[base + i] & ~FRAGMENT;
-        if (v === 4) v4[n4++] = i;
-        else if (v === 6) v6[n6++] = i;
-        else other[nOther++] = i;
+      // A burst of IPv4 packets only (no fragments), the common case, needs no lists.
+      // NB: the lists took 2 of the 8.5 ns per packet an IPv4 address field cost.
+      let notIpv4 = 0;
+      for (let i = 0; i < n; i++) notIpv4 |= version[base + i] ^ 4;
+      if (notIpv4 === 0) {
+        if (this.srcSlot >= 0) this.src.lookUp4(keys.src4, base, n, R, rowAt, this.srcSlot);
+        if (this.dstSlot >= 0) this.dst.lookUp4(keys.dst4, base, n, R, rowAt, this.dstSlot);
+      } else {
+        this.lookUpAddresses(keys, base, n);
       }
-      if (this.srcSlot >= 0) this.src.lookUp(keys.src4, keys.src6, base, v4, n4, v6, n6, other, nOther, R, rowAt, this.srcSlot);
-      if (this.dstSlot >= 0) this.dst.lookUp(keys.dst4, keys.dst6, base, v4, n4, v6, n6, other, nOther, R, rowAt, this.dstSlot);
     }
+    this.lookUpOthers(keys, base, n);
+  }
+
+  /** The address fields of a burst of mixed IP versions (and frames that are not IP). */
+  private lookUpAddresses(keys: FlowKeys, base: number, n: number): void {
+    const rowAt = this.rowAt;
+    const R = this.rowWords;
+    const version = keys.ipVersion;
+    // Packets listed by IP version, once for both address fields.
+    const v4 = this.byVersion4;
+    const v6 = this.byVersion6;
+    const other = this.byVersionOther;
+    let n4 = 0;
+    let n6 = 0;
+    let nOther = 0;
+    for (let i = 0; i < n; i++) {
+      // a fragment's addresses are looked up as those of its version
+      const v = version[base + i] & ~FRAGMENT;
+      if (v === 4) v4[n4++] = i;
+      else if (v === 6) v6[n6++] = i;
+      else other[nOther++] = i;
+    }
+    if (this.srcSlot >= 0) this.src.lookUp(keys.src4, keys.src6, base, v4, n4, v6, n6, other, nOther, R, rowAt, this.srcSlot);
+    if (this.dstSlot >= 0) this.dst.lookUp(keys.dst4, keys.dst6, base, v4, n4, v6, n6, other, nOther, R, rowAt, this.dstSlot);
+  }
+
+  /** Ports, ICMP, flags, in and out port. */
+  private lookUpOthers(keys: FlowKeys, base: number, n: number): void {
+    const rowAt = this.rowAt;
+    const R = this.rowWords;
     // Ports, ICMP and flags are read whatever the protocol: a rule that names them accepts
     // only the matching protocols in the protocol field, so a stray value cannot match.
     if (this.srcPortSlot >= 0) byPort(this.srcPortIndex, this.srcPortTable, this.srcPortFirst, keys.srcPort, base, n, R, rowAt, this.srcPortSlot);
@@ -1131,8 +1169,43 @@ export class Classifier {
     }
   }
 
-  /** A few words: AND them in order until one is not zero. */
+  /**
+   * A few words: AND them in order until one is not zero. The row offsets of up to four
+   * fields are read once per packet into locals (a field not in use repeats the first:
+   * ANDing a row twice changes nothing), and the first field's word, from the sparsest
+   * rows, is tested alone before the others are read. NB: reading each offset again per
+   * word, as the general loop does, cost 15 ns per packet at 100 rules where this takes 7.
+   */
   private firstMatchInOrder(base: number, n: number, out: Int32Array): void {
+    const rows = this.rows;
+    const rowAt = this.rowAt;
+    const fields = this.fields;
+    const W = this.words;
+    if (fields > 4 || fields === 0) {
+      this.firstMatchInOrderAny(base, n, out);
+      return;
+    }
+    for (let i = 0; i < n; i++) {
+      const r0 = rowAt[i];
+      const r1 = fields > 1 ? rowAt[BURST + i] : r0;
+      const r2 = fields > 2 ? rowAt[2 * BURST + i] : r0;
+      const r3 = fields > 3 ? rowAt[3 * BURST + i] : r0;
+      let result = -1;
+      for (let w = 0; w < W; w++) {
+        let match = rows[r0 + w];
+        if (match === 0) continue;
+        match &= rows[r1 + w] & rows[r2 + w] & rows[r3 + w];
+        if (match !== 0) {
+          result = (w << 5) + 31 - Math.clz32(match & -match);
+          break;
+        }
+      }
+      out[base + i] = result;
+    }
+  }
+
+  /** firstMatchInOrder() for any number of fields. */
+  private firstMatchInOrderAny(base: number, n: number, out: Int32Array): void {
     const rows = this.rows;
     const rowAt = this.rowAt;
     const fields = this.fields;

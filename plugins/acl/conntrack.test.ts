@@ -6,6 +6,7 @@ import t from 'tap';
 import { EGRESS_UNDECIDED } from '../../src/pipeline/api.ts';
 import { icmp4, icmp6, parseFrame, tcp4, udp4, udp6 } from '../../test/support/frames.ts';
 import { aclHarness, type AclHarness } from './acl-harness.ts';
+import { HEADERS_ESTABLISHED } from './headers.ts';
 import { readConntrack } from './index.ts';
 
 const PORTS = [{ name: 'in' }, { name: 'out' }];
@@ -181,4 +182,64 @@ t.test('"stateful" for the whole ACL; stateless permits open nothing', async (t)
   const all = await pair({ acl: [{ action: 'permit', inPort: 'in' }], aclDefault: 'deny', stateful: true });
   fate(all.pmd0, 'in', [udp4(out({ srcPort: 7, dstPort: 8 }))]);
   t.same(fate(all.pmd1, 'out', [udp4(back({ srcPort: 8, dstPort: 7 }))]), ['pass']);
+});
+
+// The flow cache: each PMD passes packets of established flows as it parses them, while
+// the flow's slot has not been written since it noted it (headers.ts, flow-cache.ts).
+const viaCache = (h: AclHarness, n: number) => Array.from(h.state.headers.status.subarray(0, n), (s) => s === HEADERS_ESTABLISHED);
+
+t.test('flow cache: established packets pass from it, with their mark, counted as established', async (t) => {
+  const { pmd0 } = await pair();
+  const reply = udp4(back({ srcPort: 53, dstPort: 5000 }));
+  fate(pmd0, 'in', [udp4(out({ srcPort: 5000, dstPort: 53 }))]);
+  t.same(fate(pmd0, 'out', [reply]), ['pass'], 'the first reply notes that the flow was answered (a write)');
+  const first = pmd0.run('out', [reply, reply]);
+  t.same(viaCache(pmd0, 2), [false, false], 'both read the table: the cache is filled after the burst is parsed');
+  const again = pmd0.run('out', [reply, reply, reply]);
+  t.same(viaCache(pmd0, 3), [true, true, true], 'then from the cache');
+  t.same([...first, ...again].map((o) => [o.to, o.mark]), new Array(5).fill(['in', 1]), "all pass, with the opening rule's mark");
+  t.same(pmd0.counts('out'), { conntrack_established: 6 });
+  const tcp = (flags: string) => tcp4(back({ srcPort: 80, dstPort: 40000, flags }));
+  fate(pmd0, 'in', [tcp4(out({ srcPort: 40000, dstPort: 80, flags: 'S' }))]);
+  fate(pmd0, 'out', [tcp('SA')]);
+  fate(pmd0, 'in', [tcp4(out({ srcPort: 40000, dstPort: 80, flags: 'A' }))]);
+  fate(pmd0, 'out', [tcp('A')]);
+  t.same(fate(pmd0, 'out', [tcp('PA'), tcp('A'), tcp('FA')]), ['pass', 'pass', 'pass']);
+  t.same(viaCache(pmd0, 3), [true, true, false], 'a FIN is not taken from the cache: it moves the state');
+  t.same(fate(pmd0, 'out', [tcp('A')]), ['pass']);
+  t.same(viaCache(pmd0, 1), [false], 'nor the packets after it: the slot was written');
+});
+
+t.test('flow cache: a flow cached on one PMD and reset on the other is read again; expiry ends it', async (t) => {
+  const p = await pair();
+  const { pmd0, pmd1 } = p;
+  const data = tcp4(back({ srcPort: 80, dstPort: 41000, flags: 'PA', payload: 10 }));
+  fate(pmd0, 'in', [tcp4(out({ srcPort: 41000, dstPort: 80, flags: 'S' }))]);
+  fate(pmd1, 'out', [tcp4(back({ srcPort: 80, dstPort: 41000, flags: 'SA' }))]);
+  fate(pmd0, 'in', [tcp4(out({ srcPort: 41000, dstPort: 80, flags: 'A' }))]);
+  fate(pmd1, 'out', [data]);
+  t.same(fate(pmd1, 'out', [data, data]), ['pass', 'pass']);
+  t.same(viaCache(pmd1, 2), [true, true], 'the replies pass from the cache of the PMD that polls them');
+  t.same(fate(pmd0, 'in', [tcp4(out({ srcPort: 41000, dstPort: 80, flags: 'R' }))]), ['pass'], 'the other PMD resets the connection');
+  t.same(fate(pmd1, 'out', [data]), ['pass'], 'a closed entry lets packets through until it expires, as before');
+  t.same(viaCache(pmd1, 1), [false], 'but not from the cache: the slot was written since it was noted');
+  p.at(11);
+  t.same(fate(pmd1, 'out', [data, data]), ['acl_deny', 'acl_deny'], '10 s after the reset the flow is gone');
+
+  const reply = udp4(back({ srcPort: 53, dstPort: 6000 }));
+  fate(pmd0, 'in', [udp4(out({ srcPort: 6000, dstPort: 53 }))]);
+  fate(pmd1, 'out', [reply]);
+  fate(pmd1, 'out', [reply]);
+  fate(pmd1, 'out', [reply]);
+  t.same(viaCache(pmd1, 1), [true], 'an answered UDP flow in the cache');
+  p.at(11 + 121);
+  t.same(fate(pmd1, 'out', [reply]), ['acl_deny'], 'idle past udpStream: denied, not passed from the cache');
+});
+
+t.test('a new flow and its next packets in one burst: the first opens it, the others pass as established', async (t) => {
+  const { pmd0 } = await pair();
+  const sent = udp4(out({ srcPort: 7000, dstPort: 53 }));
+  t.same(fate(pmd0, 'in', [sent, sent, udp4(back({ srcPort: 53, dstPort: 7000 })), sent]), ['pass', 'pass', 'pass', 'pass']);
+  t.same(pmd0.counts('in'), { acl_permitted: 1, conntrack_new: 1, conntrack_established: 3 });
+  t.same(readConntrack(pmd0.shared, T0 / 1000)?.flows, 1, 'one entry');
 });

@@ -16,8 +16,12 @@
 // never write one slot at once, and a writer whose view is stale fails instead of
 // overwriting), writes plain words, and releases with the next even value. A reader reads
 // the sequence, the words, and the sequence again, and discards what it read if the
-// sequence moved: no reader ever waits on a writer.
+// sequence moved: no reader ever waits on a writer. The stage reads a burst's slots with
+// plain loads and checks their sequences again after them all (peek(), settle(),
+// stable()): see settle() for why that is enough on x86-64.
 import { read32 } from '../../src/pipeline/api.ts';
+import type { FlowKeys } from './classifier.ts';
+import { FlowCache } from './flow-cache.ts';
 import type { ConntrackConfig } from './rules.ts';
 
 const MAGIC = 0x61636c63; // "aclc": prepare() initialised the table
@@ -63,6 +67,21 @@ const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_ICMP = 1;
 const IPPROTO_ICMPV6 = 58;
+const IPPROTO_SCTP = 132;
+
+/** peek(): no slot of the key's buckets carries its tag (the flow has no entry) */
+export const MISS = -1;
+/** peek(): a slot with the key's tag was mid-write, expired or another flow's: ask lookup() */
+export const UNSURE = -2;
+/** peekBurst4(): not an IPv4 TCP, UDP or SCTP packet, left to the caller */
+export const NOT_PEEKED = -3;
+
+// Odd multipliers of the IPv4 key's hash (murmur3's and the golden ratio's)
+const M1 = 0xcc9e2d51;
+const M2 = 0x1b873593;
+const M3 = 0x85ebca6b;
+const M4 = 0xc2b2ae35;
+const M5 = 0x9e3779b1;
 
 /** A reader that saw a slot mid-write tries again this many times, then takes it as a miss. */
 const READ_TRIES = 4;
@@ -118,6 +137,13 @@ export class Conntrack {
   /** where the slots start, after the tags */
   private readonly slotsBase: number;
   private readonly seed: number;
+  /** per word of an IPv4 key, the seed mixed differently (so that no word's effect on the hash is the same for every seed) */
+  private readonly seedA: number;
+  private readonly seedB: number;
+  private readonly seedC: number;
+  private readonly seedD: number;
+  /** this PMD's flow cache over the table */
+  readonly cache: FlowCache;
   private readonly timeouts: ConntrackConfig['timeouts'];
   /** the normalised key of the packet at hand: address A (4 words), B (4), ports, protocol */
   private readonly probe = new Uint32Array(10);
@@ -126,8 +152,14 @@ export class Conntrack {
   private bucket2 = 0;
   /** the packet at hand comes from endpoint A */
   srcIsA = false;
-  /** after a lookup that found the flow: its slot's sequence then, for update()/reopen() */
-  private foundSeq = 0;
+  /**
+   * After a lookup or peek that found the flow: its slot's sequence then, for
+   * update()/reopen(), and its status and mark as read under that sequence.
+   */
+  foundSeq = 0;
+  foundStatus = 0;
+  foundMark = 0;
+  foundExpires = 0;
   /** the sweep: this PMD's share of the slots [sweepFrom, sweepTo), and where it is */
   private readonly sweepFrom: number;
   private readonly sweepTo: number;
@@ -143,6 +175,11 @@ export class Conntrack {
     this.bucketMask = slots / BUCKET_SLOTS - 1;
     this.slotsBase = HEADER_WORDS + slots;
     this.seed = this.u32[H_SEED];
+    this.seedA = fmix(this.seed ^ 0x3c6ef372);
+    this.seedB = fmix(this.seed ^ 0xa54ff53a);
+    this.seedC = fmix(this.seed ^ 0x510e527f);
+    this.seedD = fmix(this.seed ^ 0x9b05688c);
+    this.cache = new FlowCache(this.i32, fmix(this.seed ^ 0x1f83d9ab ^ pmd));
     this.timeouts = timeouts;
     this.sweepFrom = Math.floor((slots * pmd) / pmdCount);
     this.sweepTo = Math.floor((slots * (pmd + 1)) / pmdCount);
@@ -157,14 +194,59 @@ export class Conntrack {
   setKey(d: Uint8Array, srcAt: number, dstAt: number, v6: boolean, srcPort: number, dstPort: number, protocol: number): void {
     const p = this.probe;
     const n = v6 ? 4 : 1;
-    let order = 0;
     for (let j = 0; j < 4; j++) {
-      const s = j < n ? read32(d, srcAt + 4 * j) : 0;
-      const t = j < n ? read32(d, dstAt + 4 * j) : 0;
-      if (order === 0 && s !== t) order = s < t ? -1 : 1;
-      p[j] = s;
-      p[4 + j] = t;
+      p[j] = j < n ? read32(d, srcAt + 4 * j) : 0;
+      p[4 + j] = j < n ? read32(d, dstAt + 4 * j) : 0;
     }
+    this.normalise(v6, srcPort, dstPort, protocol);
+  }
+
+  /** Sets the key from packet i's parsed addresses (keys.src4/dst4, or src6/dst6 for IPv6). */
+  setKeyOf(keys: FlowKeys, i: number, v6: boolean, srcPort: number, dstPort: number, protocol: number): void {
+    if (!v6) {
+      this.setKey4(keys.src4, keys.dst4, i, srcPort, dstPort, protocol);
+      return;
+    }
+    const p = this.probe;
+    const s = keys.src6;
+    const t = keys.dst6;
+    const w = i << 2;
+    for (let j = 0; j < 4; j++) {
+      p[j] = s[w + j];
+      p[4 + j] = t[w + j];
+    }
+    this.normalise(true, srcPort, dstPort, protocol);
+  }
+
+  /**
+   * The IPv4 key of packet i from its parsed addresses: the common case, written out (the
+   * endpoints ordered by two compares, four words hashed). Takes the arrays, not the
+   * addresses, for the reason setKey() gives.
+   */
+  setKey4(src: Uint32Array, dst: Uint32Array, i: number, srcPort: number, dstPort: number, protocol: number): void {
+    const p = this.probe;
+    const s = src[i];
+    const t = dst[i];
+    const srcIsA = s !== t ? s < t : srcPort <= dstPort;
+    p[0] = srcIsA ? s : t;
+    p[4] = srcIsA ? t : s;
+    p[1] = 0;
+    p[2] = 0;
+    p[3] = 0;
+    p[5] = 0;
+    p[6] = 0;
+    p[7] = 0;
+    p[8] = srcIsA ? ((srcPort << 16) | dstPort) >>> 0 : ((dstPort << 16) | srcPort) >>> 0;
+    p[9] = (4 << 8) | protocol;
+    this.srcIsA = srcIsA;
+    this.hashKey(false);
+  }
+
+  /** Puts the endpoints of the probe's addresses in key order (the lower first), then hashes. */
+  private normalise(v6: boolean, srcPort: number, dstPort: number, protocol: number): void {
+    const p = this.probe;
+    let order = 0;
+    for (let j = 0; j < 4 && order === 0; j++) if (p[j] !== p[4 + j]) order = p[j] < p[4 + j] ? -1 : 1;
     if (order === 0) order = srcPort <= dstPort ? -1 : 1;
     if (order > 0) {
       for (let j = 0; j < 4; j++) {
@@ -178,29 +260,33 @@ export class Conntrack {
     }
     this.srcIsA = order < 0;
     p[9] = ((v6 ? 6 : 4) << 8) | protocol;
-    // murmur3's 32-bit mixing (Appleby), seeded per table so that flows an attacker picks
-    // do not land in the same buckets
-    let h = this.seed;
-    for (let j = 0; j < 10; j++) {
-      h = Math.imul(h ^ p[j], 0xcc9e2d51);
-      h = Math.imul((h << 15) | (h >>> 17), 0x1b873593);
+    this.hashKey(v6);
+  }
+
+  /**
+   * The probe's tag and buckets. An IPv4 key hashes only its four words that are not
+   * always 0, with four products summed (they run side by side, where murmur3's rounds
+   * wait on each other: 5 ns against 8 per packet), then murmur3's finaliser; peekBurst4()
+   * computes the same inline. Each word is XORed with its own mix of the seed before its
+   * multiply, so that flows an attacker picks do not land in the same buckets.
+   */
+  private hashKey(v6: boolean): void {
+    const p = this.probe;
+    let h: number;
+    if (v6) {
+      // murmur3's 32-bit mixing (Appleby), seeded per table
+      h = this.seed;
+      for (let j = 0; j < 10; j++) {
+        h = Math.imul(h ^ p[j], M1);
+        h = Math.imul((h << 15) | (h >>> 17), M2);
+      }
+      h = fmix(h);
+    } else {
+      h = fmix(Math.imul(p[0] ^ this.seedA, M1) + Math.imul(p[4] ^ this.seedB, M2) + Math.imul(p[8] ^ this.seedC, M3) + Math.imul(p[9] ^ this.seedD, M5));
     }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    this.probeTag = (h | 1) >>> 0;
+    this.probeTag = h | 1;
     this.bucket1 = h & this.bucketMask;
-    // The second bucket from the hash mixed again (murmur3's finaliser), so that it depends
-    // on every bit of the hash, not on the low bits that chose the first (NB: a plain
-    // multiply did); it differs from the first,
-    // as the XORed value is odd.
-    let g = h ^ 0x9e3779b9;
-    g = Math.imul(g ^ (g >>> 16), 0x85ebca6b);
-    g = Math.imul(g ^ (g >>> 13), 0xc2b2ae35);
-    g ^= g >>> 16;
-    this.bucket2 = (this.bucket1 ^ (g | 1)) & this.bucketMask;
+    this.bucket2 = (this.bucket1 ^ secondBucket(h)) & this.bucketMask;
   }
 
   private keyIn(base: number): boolean {
@@ -219,17 +305,21 @@ export class Conntrack {
     const first = this.slotsBase + bucket * BUCKET_SLOTS * SLOT_WORDS;
     for (let s = 0; s < BUCKET_SLOTS; s++) {
       // a racy first look, to skip the others' slots without an atomic read
-      if (u[tags + s] !== tag) continue;
+      if (i32[tags + s] !== tag) continue;
       const base = first + s * SLOT_WORDS;
       for (let tries = 0; tries < READ_TRIES; tries++) {
         // Atomics: the sequence around the reads detects a writer that changed the slot
         // meanwhile (we would read half of one flow and half of another).
         const seq = Atomics.load(i32, base + SEQ);
         if ((seq & 1) !== 0) continue;
-        const match = u[tags + s] === tag && u[base + EXPIRES] > now && this.keyIn(base);
+        const match = i32[tags + s] === tag && u[base + EXPIRES] > now && this.keyIn(base);
+        const status = u[base + STATUS];
+        const mark = u[base + MARK];
         if (Atomics.load(i32, base + SEQ) !== seq) continue;
         if (!match) break;
         this.foundSeq = seq;
+        this.foundStatus = status;
+        this.foundMark = mark;
         return base;
       }
     }
@@ -240,6 +330,155 @@ export class Conntrack {
   lookup(now: number): number {
     const at = this.findIn(this.bucket1, now);
     return at >= 0 ? at : this.findIn(this.bucket2, now);
+  }
+
+  /**
+   * lookup() without Atomics, for a burst: the slot of the key's live entry, whose
+   * sequence, status and mark are then in foundSeq, foundStatus and foundMark, or MISS or
+   * UNSURE. What it read counts only once settle() has run and stable(slot, foundSeq)
+   * says the slot did not change meanwhile.
+   */
+  peek(now: number): number {
+    const first = this.peekIn(this.bucket1, now);
+    if (first >= 0) return first;
+    const second = this.peekIn(this.bucket2, now);
+    if (second >= 0) return second;
+    return first === UNSURE || second === UNSURE ? UNSURE : MISS;
+  }
+
+  private peekIn(bucket: number, now: number): number {
+    const u = this.u32;
+    const tag = this.probeTag;
+    const tags = HEADER_WORDS + bucket * BUCKET_SLOTS;
+    const first = this.slotsBase + bucket * BUCKET_SLOTS * SLOT_WORDS;
+    let result = MISS;
+    for (let s = 0; s < BUCKET_SLOTS; s++) {
+      if (this.i32[tags + s] !== tag) continue;
+      const base = first + s * SLOT_WORDS;
+      const seq = this.i32[base + SEQ];
+      const expires = u[base + EXPIRES];
+      if ((seq & 1) === 0 && expires > now && this.keyIn(base)) {
+        this.foundSeq = seq;
+        this.foundStatus = u[base + STATUS];
+        this.foundMark = u[base + MARK];
+        this.foundExpires = expires;
+        return base;
+      }
+      // mid-write, expired, or a tag shared with another flow: lookup() looks again
+      result = UNSURE;
+    }
+    return result;
+  }
+
+  /**
+   * peek() for every IPv4 TCP, UDP and SCTP packet of a burst (parsed into `keys`, whose
+   * `status` is `l4`: headers.ts's HEADERS_L4), in one loop over the burst. Per packet i, found[i] is what
+   * peek() would return, or NOT_PEEKED for the packets it leaves to the caller; for a
+   * slot, seqs, statuses, marks and expiries hold what the slot held, and fromA[i] is
+   * srcIsA. The key, its hash and the scan of the two buckets inline, as setKey4() and
+   * peek() do them. NB: setKey4() and peek() called per packet cost 40-45 ns (too big for
+   * V8 to inline, each call loading the table's views anew); this loop, 28.
+   */
+  peekBurst4(
+    keys: FlowKeys, status: Uint8Array, l4: number, count: number, now: number,
+    found: Int32Array, seqs: Int32Array, statuses: Uint32Array, marks: Uint32Array, expiries: Uint32Array, fromA: Uint8Array,
+  ): void {
+    const version = keys.ipVersion;
+    const protocols = keys.protocol;
+    const src = keys.src4;
+    const dst = keys.dst4;
+    const srcPorts = keys.srcPort;
+    const dstPorts = keys.dstPort;
+    const u = this.u32;
+    const i32 = this.i32;
+    const mask = this.bucketMask;
+    const slotsBase = this.slotsBase;
+    const seedA = this.seedA;
+    const seedB = this.seedB;
+    const seedC = this.seedC;
+    const seedD = this.seedD;
+    for (let i = 0; i < count; i++) {
+      const protocol = protocols[i];
+      if (status[i] !== l4 || version[i] !== 4 || (protocol !== IPPROTO_UDP && protocol !== IPPROTO_TCP && protocol !== IPPROTO_SCTP)) {
+        found[i] = NOT_PEEKED;
+        continue;
+      }
+      // the key as setKey4() makes it
+      const s = src[i];
+      const t = dst[i];
+      const sp = srcPorts[i];
+      const dp = dstPorts[i];
+      const srcIsA = s !== t ? s < t : sp <= dp;
+      const a = srcIsA ? s : t;
+      const b = srcIsA ? t : s;
+      const ports = srcIsA ? ((sp << 16) | dp) >>> 0 : ((dp << 16) | sp) >>> 0;
+      const word9 = (4 << 8) | protocol;
+      // the hash as hashKey() makes it
+      const h = fmix(Math.imul(a ^ seedA, M1) + Math.imul(b ^ seedB, M2) + Math.imul(ports ^ seedC, M3) + Math.imul(word9 ^ seedD, M5));
+      const tag = h | 1;
+      const bucket1 = h & mask;
+      fromA[i] = srcIsA ? 1 : 0;
+      // as peek(): the first bucket, then the second
+      let result = MISS;
+      for (let pass = 0; pass < 2 && result < 0; pass++) {
+        const bucket = pass === 0 ? bucket1 : (bucket1 ^ secondBucket(h)) & mask;
+        const tags = HEADER_WORDS + bucket * BUCKET_SLOTS;
+        const first = slotsBase + bucket * BUCKET_SLOTS * SLOT_WORDS;
+        for (let j = 0; j < BUCKET_SLOTS; j++) {
+          if (i32[tags + j] !== tag) continue;
+          const base = first + j * SLOT_WORDS;
+          const seq = i32[base + SEQ];
+          const expires = u[base + EXPIRES];
+          // an IPv4 entry's other address words are 0 (fill() writes setKey4()'s probe)
+          if ((seq & 1) === 0 && u[base + PROTO] === word9 && u[base + PORTS] === ports && u[base + ADDR] === a && u[base + ADDR + 4] === b && expires > now) {
+            seqs[i] = seq;
+            statuses[i] = u[base + STATUS];
+            marks[i] = u[base + MARK];
+            expiries[i] = expires;
+            result = base;
+            break;
+          }
+          result = UNSURE;
+        }
+      }
+      found[i] = result;
+    }
+  }
+
+  /**
+   * Notes in the flow cache packet i's flow (IPv4 TCP, UDP or SCTP, parsed into `keys`),
+   * whose entry a checked read found in `slot`, with the sequence and the words it read
+   * then. Entered only when a packet of the flow in that direction would change nothing
+   * but the expiry (see FlowCache); else the entry for its key is emptied.
+   */
+  remember(keys: FlowKeys, i: number, slot: number, seq: number, status: number, mark: number, expires: number, srcIsA: boolean, now: number): void {
+    const protocol = keys.protocol[i];
+    const fromOriginator = ((status & ORIGINATOR_IS_A) !== 0) === srcIsA;
+    const steady = (fromOriginator || (status & REPLIED) !== 0) && (protocol !== IPPROTO_TCP || (status & STATE_MASK) === TCP_ESTABLISHED);
+    this.cache.fill(keys.src4, keys.dst4, i, keys.srcPort[i], keys.dstPort[i], protocol, slot, seq, mark, expires, steady ? this.timeoutOf(protocol, status) : 0, now);
+  }
+
+  /**
+   * Between a burst's peek()s and its stable() checks. The slot words were read with plain
+   * loads, each sequence before the words it guards (a branch on it comes first), and
+   * stable() reads the sequence again after them. x86-64 (the only target: src/sys is
+   * written for its ABI) keeps loads in program order (Intel SDM vol. 3A, 9.2.2: "Reads
+   * are not reordered with other reads"), and a writer takes the sequence (a locked
+   * CAS) before it writes a word: so a slot whose sequence is even and the same both
+   * times was not written in between, as with Atomics. What the plain loads lack is a
+   * promise from the JIT: it may take the second read of a sequence word for the first
+   * and drop it.
+   */
+  settle(): void {
+    // Atomics: a call the JIT cannot see through, between the reads of the burst's slots
+    // and the second reads of their sequences, so that no load is merged or moved across
+    // it (one per burst, where a lookup() pays two per packet).
+    Atomics.load(this.i32, H_MAGIC);
+  }
+
+  /** After settle(): whether the slot a peek() found still has the sequence it had then. */
+  stable(entry: number, seq: number): boolean {
+    return this.i32[entry + SEQ] === seq;
   }
 
   status(entry: number): number {
@@ -256,8 +495,11 @@ export class Conntrack {
   }
 
   private timeout(status: number): number {
+    return this.timeoutOf(this.probe[9] & 0xff, status);
+  }
+
+  private timeoutOf(protocol: number, status: number): number {
     const t = this.timeouts;
-    const protocol = this.probe[9] & 0xff;
     if (protocol === IPPROTO_TCP) {
       const state = status & STATE_MASK;
       if (state === TCP_ESTABLISHED) return t.tcpEstablished;
@@ -283,21 +525,33 @@ export class Conntrack {
    * next packet that carries it (at worst the entry keeps a longer timeout).
    */
   update(entry: number, tcpFlags: number, now: number): void {
+    this.refresh(entry, this.foundSeq, this.foundStatus, this.srcIsA, tcpFlags, now);
+  }
+
+  /**
+   * update() for a slot found by peek(): `seq` and `old` (its status) as read then, and
+   * whether the packet comes from endpoint A. The protocol is the slot's (its key is the
+   * packet's: the sequence was checked). True when the slot needed no write.
+   */
+  refresh(entry: number, seq: number, old: number, srcIsA: boolean, tcpFlags: number, now: number): boolean {
     const u = this.u32;
-    const old = u[entry + STATUS];
-    const fromOriginator = ((old & ORIGINATOR_IS_A) !== 0) === this.srcIsA;
+    const fromOriginator = ((old & ORIGINATOR_IS_A) !== 0) === srcIsA;
     let status = fromOriginator ? old : old | REPLIED;
-    if ((this.probe[9] & 0xff) === IPPROTO_TCP) status = nextTcpStatus(status, tcpFlags, fromOriginator);
-    const expires = now + this.timeout(status);
-    if (status === old && expires === u[entry + EXPIRES]) return;
-    const seq = this.foundSeq;
+    const protocol = u[entry + PROTO] & 0xff;
+    if (protocol === IPPROTO_TCP) status = nextTcpStatus(status, tcpFlags, fromOriginator);
+    const expires = now + this.timeoutOf(protocol, status);
+    if (status === old && expires === u[entry + EXPIRES]) return true;
     // Atomics: take the slot only if no one wrote it since our lookup read it (a CAS from
     // that sequence), so we never refresh a slot that was meanwhile given to another flow.
-    if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return;
+    // A plain store of the expiry alone would race with a writer that closes the entry (a
+    // reset on another PMD): a closed connection could live on for tcpEstablished. This
+    // runs about once a second per flow, not per packet.
+    if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return false;
     u[entry + STATUS] = status;
     u[entry + EXPIRES] = expires;
     // Atomics: publishes the words above to readers, who check the sequence.
     Atomics.store(this.i32, entry + SEQ, seq + 2);
+    return false;
   }
 
   /** A closed TCP entry opened again by a SYN the rules let in: the entry starts over. */
@@ -426,6 +680,24 @@ export class Conntrack {
       this.suspectSeq[free] = seq;
     }
   }
+}
+
+/** murmur3's 32-bit finaliser: every bit of the result depends on every bit of h. */
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, M3);
+  h ^= h >>> 13;
+  h = Math.imul(h, M4);
+  return h ^ (h >>> 16);
+}
+
+/**
+ * What the second bucket is XORed with: the hash mixed again (murmur3's finaliser), so
+ * that it depends on every bit of the hash, not on the low bits that chose the first (NB:
+ * a plain multiply did); odd, so the two buckets differ.
+ */
+function secondBucket(h: number): number {
+  return fmix(h ^ 0x9e3779b9) | 1;
 }
 
 /** The TCP status after a segment with `flags` from one side (RST, SYN-ACK, handshake ACK, FINs). */

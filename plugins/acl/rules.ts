@@ -60,6 +60,8 @@ export interface AclEntry {
   tracked: boolean;
   /** batch.mark for the ratelimit stage: the policer's place in "policers" + 1, or 0 */
   mark: number;
+  /** the rule as the config wrote it (for listings) */
+  source: Record<string, unknown>;
 }
 
 export interface AclConfig {
@@ -189,7 +191,7 @@ function parseRule(raw: unknown, at: string, index: number, policerNames: readon
     if (action !== PERMIT) throw new PluginConfigError(`${at}.policer`, 'only packets a "permit" rule lets through are policed');
     mark = place + 1;
   }
-  return { action, match, inPort, outPort, tracked: action === PERMIT && (tracked || allTracked), mark };
+  return { action, match, inPort, outPort, tracked: action === PERMIT && (tracked || allTracked), mark, source: { ...raw } };
 }
 
 function parseConntrack(raw: unknown): ConntrackConfig {

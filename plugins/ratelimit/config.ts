@@ -61,6 +61,8 @@ export interface PolicerSpec {
   /** by colour: the DSCP to write when the action is ACTION_REMARK, else 0 */
   remark: number[];
   apply: Attachment[];
+  /** the policer as the config wrote it (for listings) */
+  source: Record<string, unknown>;
 }
 
 export interface RateLimitConfig {
@@ -243,7 +245,7 @@ function parsePolicer(raw: unknown, field: string): PolicerSpec {
     const k = apply.findIndex((y) => y.kind === x.kind && attachmentKey(y) === attachmentKey(x));
     if (k !== j) throw new PluginConfigError(x.field, `the same as ${field}.apply[${k}]`);
   });
-  return { name: p.name, meter, colorAware, colorOf, actions, remark, apply };
+  return { name: p.name, meter, colorAware, colorOf, actions, remark, apply, source: { ...p } };
 }
 
 function attachmentKey(a: Attachment): string {

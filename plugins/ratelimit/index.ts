@@ -6,7 +6,7 @@
 // police actions. Buckets live in shared memory and every PMD meters into the same ones
 // (policer.ts: lock-free, one compareExchange per burst and policer), so a rate holds
 // whatever the number of PMDs. Time is read once per batch.
-import { PLUGIN_API_VERSION, PluginConfigError, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Topology } from '../../src/pipeline/api.ts';
+import { PLUGIN_API_VERSION, PluginConfigError, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
 import { AddressTable, addressTableBytes, clearAddressTable, formatAddressTable } from './address-table.ts';
 import { ACTION_DROP, ACTION_PASS, ACTION_REMARK, isPerAddress, parseRateLimitConfig, type AddressAttachment, type PolicerSpec, type RateLimitConfig } from './config.ts';
 import { dscpOf, ipHeaderAt, remarkIpv4, remarkIpv6 } from './dscp.ts';
@@ -456,11 +456,17 @@ export function policerCounters(shared: Readonly<Record<string, SharedArrayBuffe
   return sum;
 }
 
+/** The policers as the admin endpoint lists them: as written, with packets and bytes by colour. */
+function listPolicers(view: TableView<RateLimitConfig>): Record<string, unknown>[] {
+  return view.config.policers.map((p) => ({ ...p.source, counters: policerCounters(view.shared, view.config, p.name) }));
+}
+
 const plugin: Plugin<RateLimitConfig, RateLimitState> = {
   name: 'ratelimit',
   version: '1.0.0',
   apiVersion: PLUGIN_API_VERSION,
   parseConfig: parseRateLimitConfig,
+  tables: { policers: { description: 'a policer: its meter, actions, where it applies, packets and bytes by colour', list: listPolicers } },
   dropReasons: [
     ['policer_red', 'a policer marked the packet red and its red action is drop'],
     ['policer_yellow', 'a policer marked the packet yellow and its yellow action is drop'],

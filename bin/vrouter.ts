@@ -1,55 +1,94 @@
 #!/usr/bin/env node
-// vrouter daemon: `vrouter --config FILE` runs in the foreground until SIGTERM or SIGINT.
+// vrouter daemon: `vrouter --config FILE` runs in the foreground until SIGTERM or SIGINT, or
+// until the process that started it exits; `vrouter --check FILE` validates a config file.
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { readConfigFile, topologyOf } from '../src/control/config.ts';
+import { loadConfigFile, readConfigFile, topologyOf } from '../src/control/config.ts';
+import { closeJobs } from '../src/control/jobs.ts';
 import { Supervisor } from '../src/control/supervisor.ts';
+import { startAdmin } from '../src/admin/index.ts';
+import type { AdminHttp } from '../src/admin/http.ts';
 import { planPlugins } from '../src/pipeline/loader.ts';
-import { createLog } from '../src/log.ts';
+import { allocatePluginMemory, preparePlugins } from '../src/pipeline/shared-memory.ts';
+import { createLog, formatLine, LOG_FORMAT_ENV, logFormat, parseLogFormat, setLogFormat } from '../src/log.ts';
+import { setParentDeathSignal } from '../src/sys/libc.ts';
+
+// Read first: the parent vrouter stops with (see below).
+const parentAtStart = process.ppid;
 
 // This file runs as bin/vrouter.ts or, built, as dist/bin/vrouter.js.
 const PROJECT_ROOT = new URL(import.meta.url.endsWith('.ts') ? '../' : '../../', import.meta.url);
 const DEFAULT_CONFIG = fileURLToPath(new URL('config/default.json', PROJECT_ROOT));
-const USAGE = `usage: vrouter [--config FILE]
+const USAGE = `usage: vrouter [--config FILE] [--log-format text|json]
+       vrouter --check FILE
 
-  --config FILE   configuration (default: ${DEFAULT_CONFIG})
-  --help          this text
+  --config FILE        configuration (default: ${DEFAULT_CONFIG})
+  --check FILE         validate FILE as a start would (plugins loaded, their tables
+                       compiled) and exit: 0 and a summary if valid, 2 and the field at fault
+  --log-format FORMAT  text (default): "vrouter: LEVEL THREAD: MESSAGE"; json: one object a
+                       line, {"time","level","thread","event","msg",...}; also ${LOG_FORMAT_ENV}
+  --help               this text
 
+vrouter stops, as on SIGTERM, when the process that started it exits.
 Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line;
 SIGHUP reads the config and plugin files again: new routes, rules and policers are
 swapped in live; a changed plugin file restarts the PMDs on it; what fails leaves what runs;
 SIGUSR2 terminates PMD 0 as a crash would (it is restarted: a drill of the recovery path).`;
 
-const log = createLog('main');
+const log = createLog('supervisor');
 const major = Number(process.versions.node.split('.')[0]);
 if (major < 24) {
-  log.error(`Node ${process.versions.node} is too old: vrouter needs Node 24 (run it with npx vrouter, or npm start, which use the Node 24 installed by npm install)`);
+  log.error(`Node ${process.versions.node} is too old: vrouter needs Node 24 (run it with npx vrouter, or npm start, which use the Node 24 installed by npm install)`, 'vrouter.failed');
   process.exit(2);
 }
 
 let configPath = DEFAULT_CONFIG;
+let checkPath: string | null = null;
 try {
-  const { values } = parseArgs({ options: { config: { type: 'string' }, help: { type: 'boolean' } }, strict: true });
+  const { values } = parseArgs({ options: { config: { type: 'string' }, check: { type: 'string' }, 'log-format': { type: 'string' }, help: { type: 'boolean' } }, strict: true });
   if (values.help) {
     console.log(USAGE);
     process.exit(0);
   }
+  const formatText = values['log-format'] ?? process.env[LOG_FORMAT_ENV];
+  if (formatText !== undefined) {
+    const format = parseLogFormat(formatText);
+    if (format === null) throw new Error(`${values['log-format'] !== undefined ? '--log-format' : LOG_FORMAT_ENV} must be text or json, got ${JSON.stringify(formatText)}`);
+    // Before any thread starts: each takes the format from the environment it inherits.
+    setLogFormat(format);
+  }
+  if (values.check !== undefined && values.config !== undefined) throw new Error('--check FILE names the config: give --config or --check, not both');
   if (values.config !== undefined) configPath = values.config;
+  if (values.check !== undefined) checkPath = values.check;
 } catch (err) {
   log.error(`${(err as Error).message}\n${USAGE}`);
   process.exit(2);
 }
+
+// `npx vrouter` runs vrouter under `sh -c`, which does not pass a SIGTERM on: without this,
+// stopping npx would leave vrouter running, its sockets behind. Nothing needs cleaning up
+// yet if the signal comes before the handlers below are in place (no socket exists).
+setParentDeathSignal('SIGTERM');
+if (process.ppid !== parentAtStart) {
+  log.error(`the process that started vrouter (pid ${parentAtStart}) has exited: not starting`, 'vrouter.failed');
+  process.exit(1);
+}
+
+if (checkPath !== null) await check(checkPath);
 
 let supervisor: Supervisor;
 try {
   const { document, config } = readConfigFile(configPath);
   supervisor = new Supervisor(config, await planPlugins(config.plugins, topologyOf(config)), configPath, document);
 } catch (err) {
-  log.error(`invalid configuration: ${(err as Error).message}`);
-  process.exit(2);
+  invalidConfig(err);
 }
 
-process.on('SIGUSR1', () => process.stderr.write(`vrouter: stats ${JSON.stringify(supervisor.stats())}\n`));
+process.on('SIGUSR1', () => {
+  const stats = supervisor.stats();
+  // Asked for, so never rate-limited; the text form is what scripts parse today.
+  process.stderr.write(logFormat() === 'json' ? formatLine('json', 'info', 'supervisor', 'counters', 'stats', stats) : `vrouter: stats ${JSON.stringify(stats)}\n`);
+});
 process.on('SIGUSR2', () => supervisor.crashPmd(0));
 process.on('SIGHUP', () => void supervisor.reload());
 let stopping = false;
@@ -57,22 +96,52 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
     if (stopping) return;
     stopping = true;
-    log.info(`${signal}: stopping`);
-    void supervisor.stop().then(() => {
-      log.info('stopped');
+    const orphaned = signal === 'SIGTERM' && process.ppid !== parentAtStart;
+    log.info(`${signal}: stopping${orphaned ? ` (the process that started vrouter, pid ${parentAtStart}, has exited)` : ''}`, 'vrouter.stopping', { signal, parentExited: orphaned });
+    void Promise.all([admin?.close(), supervisor.stop()]).then(() => {
+      log.info('stopped', 'vrouter.stopped');
       process.exit(0);
     });
   });
 }
 
+let admin: AdminHttp | null = null;
 try {
   await supervisor.start();
+  admin = await startAdmin(supervisor);
 } catch (err) {
   // A plugin that cannot compile its tables from the config is a config error too.
-  if ((err as { code?: string }).code === 'VR_CONFIG') {
-    log.error(`invalid configuration: ${(err as Error).message}`);
-    process.exit(2);
-  }
-  log.error(`cannot start: ${(err as Error).message}`);
+  if ((err as { code?: string }).code === 'VR_CONFIG') invalidConfig(err);
+  log.error(`cannot start: ${(err as Error).message}`, 'vrouter.failed');
   process.exit(1);
+}
+
+/** Status 2 and the field at fault, at start and for --check alike. */
+function invalidConfig(err: unknown): never {
+  const e = err as Error & { field?: string };
+  log.error(`invalid configuration: ${e.message}`, 'config.invalid', e.field === undefined ? undefined : { field: e.field });
+  process.exit(2);
+}
+
+/**
+ * --check: everything a start checks before it creates a thread or a socket: the file, its
+ * fields, the plugins (loaded, their config checked) and their prepare() (the tables they
+ * compile, in the job pool, where errors such as an unreachable gateway are found). What
+ * only the host can refuse at start (a socket path, a CPU to pin to) is not tried.
+ */
+async function check(file: string): Promise<never> {
+  try {
+    const config = loadConfigFile(file);
+    const topology = topologyOf(config);
+    const plans = await planPlugins(config.plugins, topology);
+    await preparePlugins(plans, allocatePluginMemory(plans), topology);
+    const ports = config.ports.length;
+    const pmds = config.pmd.cores.length;
+    console.log(`${file}: valid: ${ports} port${ports === 1 ? '' : 's'}, ${pmds} PMD${pmds === 1 ? '' : 's'} (CPU ${config.pmd.cores.join(', ')}), pipeline ${config.pipeline.join(', ')}`);
+  } catch (err) {
+    invalidConfig(err);
+  } finally {
+    await closeJobs();
+  }
+  process.exit(0);
 }

@@ -1,13 +1,64 @@
-// One log format for every thread: "vrouter: <level> <component>: <message>" on stderr.
+// One log for every thread, on stderr, in the format the process was started with:
+//   text (default): "vrouter: <level> <component>: <message>"
+//   json: one object a line, {"time", "level", "thread", "event", "msg", ...fields}, for
+//   journald, log shippers and jq; "event" names what happened (EVENTS) so that a line
+//   can be found without matching its wording.
 // Lines are rate-limited by kind (the message with its numbers blanked): a frontend that
 // provokes the same warning in a loop must not grow the log (and the process's memory,
 // when stderr is slow) without bound, nor push every other line out.
 
+export type LogFormat = 'text' | 'json';
+export const LOG_FORMATS: readonly LogFormat[] = ['text', 'json'];
+/**
+ * The format of a process and of its threads: worker threads are given a copy of
+ * process.env when they start, so a format set before they start reaches them all,
+ * the PMDs (whose lines the supervisor writes as they come) and the control thread alike.
+ */
+export const LOG_FORMAT_ENV = 'VROUTER_LOG_FORMAT';
+
+/**
+ * The lifecycle events, each with its meaning: a stable identifier, "subject.what", that
+ * json lines carry as "event". A line that is not one of these has the event "log".
+ */
+export const EVENTS = {
+  'vrouter.ready': 'every port listens or connects and every PMD polls',
+  'vrouter.stopping': 'a signal asked vrouter to stop (SIGTERM, SIGINT, or the parent exited)',
+  'vrouter.stopped': 'every thread stopped and every socket file was removed',
+  'vrouter.failed': 'vrouter could not start, or one of its threads died',
+  'config.invalid': 'the config was refused at start (vrouter exits with status 2)',
+  'config.reloaded': 'SIGHUP: the config and plugin files were read again and are in use',
+  'config.refused': 'SIGHUP: the new config or plugins were refused; what runs stays',
+  'plugin.reloaded': 'a changed plugin file was loaded (its PMDs restart on it)',
+  'plugin.tables_swapped': 'a PMD took a plugin\'s new config and tables between bursts',
+  'plugin.failed': 'a plugin threw or could not start in a PMD',
+  'port.listening': 'a server-mode port listens on its socket',
+  'port.quarantined': 'a port refuses frontends for a while: a PMD died serving it',
+  'frontend.connected': 'a vhost-user frontend (a VM) is connected to a port',
+  'frontend.refused': 'a frontend was turned away (credentials, quarantine, one already)',
+  'frontend.gone': 'a frontend\'s connection closed',
+  'features.negotiated': 'the frontend set the virtio and vhost-user features',
+  'memory.mapped': 'the guest memory table was mapped',
+  'queue.started': 'a vring is polled',
+  'queue.stopped': 'a vring is no longer polled (stopped by the frontend or failed)',
+  'pmd.started': 'a PMD thread polls its queues',
+  'pmd.restarted': 'a PMD thread exited or hung and was started again',
+  'pmd.stuck': 'a PMD stopped making poll rounds',
+  'stats': 'counters, asked for with SIGUSR1',
+} as const;
+export type LogEvent = keyof typeof EVENTS;
+/** The event of a line that names none. */
+export const NO_EVENT = 'log';
+
+/** Values a call site attaches to a line: json writes them as keys of the line's object. */
+export type LogFields = Record<string, unknown>;
+
 export interface Log {
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
+  info(msg: string, event?: LogEvent, fields?: LogFields): void;
+  warn(msg: string, event?: LogEvent, fields?: LogFields): void;
+  error(msg: string, event?: LogEvent, fields?: LogFields): void;
 }
+
+export type LogLevel = 'info' | 'warn' | 'error';
 
 /** Per kind of line: a burst of this many, then LINES_PER_SECOND on average. */
 const BURST_LINES = 20;
@@ -15,6 +66,8 @@ const LINES_PER_SECOND = 5;
 /** Kinds remembered at once; past that the oldest are forgotten (they start afresh). */
 const MAX_KINDS = 512;
 const KIND_PREFIX = 64;
+/** Keys of a json line that fields cannot take: a field named so is written as "_name". */
+const RESERVED = new Set(['time', 'level', 'thread', 'event', 'msg', 'suppressed']);
 
 interface Bucket {
   tokens: number;
@@ -22,13 +75,63 @@ interface Bucket {
   suppressed: number;
 }
 
+/** The format named by `text` (a flag or the environment), or null if it names none. */
+export function parseLogFormat(text: string | undefined): LogFormat | null {
+  return LOG_FORMATS.find((f) => f === text) ?? null;
+}
+
+let processFormat: LogFormat = parseLogFormat(process.env[LOG_FORMAT_ENV]) ?? 'text';
+
+/** The format of this process's logs. */
+export function logFormat(): LogFormat {
+  return processFormat;
+}
+
+/**
+ * Sets the format of every log of this process, those made before included (modules make
+ * theirs when loaded), and of the threads it starts from now on (LOG_FORMAT_ENV).
+ */
+export function setLogFormat(format: LogFormat): void {
+  processFormat = format;
+  process.env[LOG_FORMAT_ENV] = format;
+}
+
+/**
+ * One finished line, newline included. `suppressed` counts the lines like it that the rate
+ * limit held back since the last one shown.
+ */
+export function formatLine(format: LogFormat, level: LogLevel, component: string, msg: string, event: LogEvent | undefined, fields: LogFields | undefined, suppressed = 0, time = new Date()): string {
+  if (format === 'text') {
+    const also = suppressed > 0 ? ` (and ${suppressed} more like it, not shown)` : '';
+    return `vrouter: ${level} ${component}: ${msg}${also}\n`;
+  }
+  const line: Record<string, unknown> = { time: time.toISOString(), level, thread: component, event: event ?? NO_EVENT, msg };
+  if (suppressed > 0) line.suppressed = suppressed;
+  const base = { ...line };
+  for (const [key, value] of Object.entries(fields ?? {})) line[RESERVED.has(key) ? `_${key}` : key] = value;
+  try {
+    return `${JSON.stringify(line, jsonValue)}\n`;
+  } catch (err) {
+    // A cycle in the fields: the line is kept, its fields are not.
+    return `${JSON.stringify({ ...base, fieldsError: (err as Error).message })}\n`;
+  }
+}
+
+/** Values JSON has no form for: a log line must never throw. */
+function jsonValue(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (value instanceof Error) return value.message;
+  return value;
+}
+
 /**
  * `write` takes each finished line: stderr by default. A PMD passes its lines to the main
  * thread instead: a worker's stderr is flushed by its event loop, which a PMD never runs.
+ * `format` fixes the format; by default each line takes the process's (setLogFormat).
  */
-export function createLog(component: string, write: (line: string) => void = (line) => process.stderr.write(line), now: () => number = () => performance.now()): Log {
+export function createLog(component: string, write: (line: string) => void = (line) => process.stderr.write(line), now: () => number = () => performance.now(), format?: LogFormat): Log {
   const buckets = new Map<string, Bucket>();
-  const log = (level: string, msg: string) => {
+  const log = (level: LogLevel, msg: string, event: LogEvent | undefined, fields: LogFields | undefined) => {
     const t = now();
     const kind = `${level} ${msg.replace(/\d+/g, '#').slice(0, KIND_PREFIX)}`;
     let b = buckets.get(kind);
@@ -44,13 +147,13 @@ export function createLog(component: string, write: (line: string) => void = (li
       return;
     }
     b.tokens--;
-    const also = b.suppressed > 0 ? ` (and ${b.suppressed} more like it, not shown)` : '';
+    const suppressed = b.suppressed;
     b.suppressed = 0;
-    write(`vrouter: ${level} ${component}: ${msg}${also}\n`);
+    write(formatLine(format ?? processFormat, level, component, msg, event, fields, suppressed));
   };
   return {
-    info: (msg) => log('info', msg),
-    warn: (msg) => log('warn', msg),
-    error: (msg) => log('error', msg),
+    info: (msg, event, fields) => log('info', msg, event, fields),
+    warn: (msg, event, fields) => log('warn', msg, event, fields),
+    error: (msg, event, fields) => log('error', msg, event, fields),
   };
 }

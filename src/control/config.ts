@@ -62,6 +62,15 @@ export interface VrouterConfig {
   /** every stage of the pipeline, in order, as a plugin (the bridge too) */
   plugins: PluginSpec[];
   bridges: Record<string, BridgeConfig>;
+  admin: AdminConfig;
+}
+
+/** The admin endpoint: where it listens, and the token that changes need. */
+export interface AdminConfig {
+  /** "unix:/path" or "127.0.0.1:PORT" / "[::1]:PORT" (or another address, with a token) */
+  listen: { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number; loopback: boolean };
+  /** a file holding the bearer token every request but GET needs, or null */
+  tokenFile: string | null;
 }
 
 
@@ -344,9 +353,40 @@ function parsePipeline(top: Obj, ports: PortConfig[], baseDir: string): { pipeli
   return { pipeline, plugins: pipeline.map((stage) => specs.get(stage)!) };
 }
 
+/**
+ * "admin": {"listen": "unix:/path" | "HOST:PORT", "tokenFile": "path"}; without it, a UNIX
+ * socket admin.sock next to the config file. A TCP address other than loopback needs a token:
+ * the endpoint changes the router.
+ */
+function parseAdmin(raw: unknown, baseDir: string): AdminConfig {
+  const a = raw === undefined ? {} : object(raw, 'admin', ['listen', 'tokenFile']);
+  const tokenFile = a.tokenFile === undefined ? null : typeof a.tokenFile === 'string' && a.tokenFile !== '' ? resolve(baseDir, a.tokenFile) : null;
+  if (a.tokenFile !== undefined && tokenFile === null) throw new ConfigError('admin.tokenFile', 'must be the path of a file holding the token');
+  const listen = a.listen ?? `unix:${resolve(baseDir, 'admin.sock')}`;
+  if (typeof listen !== 'string' || listen === '') throw new ConfigError('admin.listen', 'must be "unix:/path/admin.sock" or "127.0.0.1:PORT"');
+  if (listen.startsWith('unix:')) {
+    const path = resolve(baseDir, listen.slice(5));
+    if (Buffer.byteLength(path) > LIMITS.socketPathBytes) throw new ConfigError('admin.listen', `${path} is longer than the ${LIMITS.socketPathBytes} bytes a UNIX socket path may have`);
+    return { listen: { kind: 'unix', path }, tokenFile };
+  }
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$/.exec(listen);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || port < 1 || port > 65535) throw new ConfigError('admin.listen', `must be "unix:/path" or "HOST:PORT" ("127.0.0.1:8080", "[::1]:8080"), got ${JSON.stringify(listen)}`);
+  const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]);
+  let loopback: boolean;
+  try {
+    const p = parsePrefix(host);
+    loopback = p.family === 4 ? p.bytes[0] === 127 : p.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+  } catch (err) {
+    throw new ConfigError('admin.listen', (err as Error).message);
+  }
+  if (!loopback && tokenFile === null) throw new ConfigError('admin.tokenFile', `is required when the admin endpoint listens on ${listen}, which is not loopback: anyone who reaches it could change the router`);
+  return { listen: { kind: 'tcp', host, port, loopback }, tokenFile };
+}
+
 /** Validates a parsed config document. Relative socket paths are taken from baseDir. */
 export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().length): VrouterConfig {
-  const top = object(raw, '', ['ports', 'pmd', 'pipeline', 'plugins', 'bridges', ...Object.values(TOP_LEVEL_KEYS).flat()]);
+  const top = object(raw, '', ['ports', 'pmd', 'pipeline', 'plugins', 'bridges', 'admin', ...Object.values(TOP_LEVEL_KEYS).flat()]);
   if (!Array.isArray(top.ports) || top.ports.length === 0) throw new ConfigError('ports', 'must be a non-empty array');
   if (top.ports.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports`);
   const pmd = parsePmd(top.pmd, cpuCount);
@@ -363,7 +403,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     const b = Object.entries(bridges).find(([, c]) => c.addresses.length > 0);
     if (b !== undefined) throw new ConfigError(`bridges.${b[0]}.addresses`, `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
   }
-  return { ports, pmd, bridges, ...stages };
+  return { ports, pmd, bridges, ...stages, admin: parseAdmin(top.admin, baseDir) };
 }
 
 /** The ports and bridges as plugins see them (Plugin.sharedMemory, PluginContext). */

@@ -12,6 +12,7 @@ export function structuralChange(running: VrouterConfig, next: VrouterConfig): s
   if (!same(running.pmd, next.pmd)) return 'pmd';
   if (!same(running.bridges, next.bridges)) return 'bridges';
   if (!same(running.pipeline, next.pipeline)) return 'pipeline';
+  if (!same(running.admin, next.admin)) return 'admin';
   const paths = (c: VrouterConfig) => c.plugins.map((p) => [p.name, p.path]);
   if (!same(paths(running), paths(next))) return 'plugins (their paths)';
   return null;

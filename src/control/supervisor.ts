@@ -6,20 +6,31 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import type { PmdLogLine, PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
-import { planPlugins, type PluginPlan } from '../pipeline/loader.ts';
+import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { closeAll, eventfdSignal } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
+import { renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { ConfigError, parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
+import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
 import { configDiff, type ConfigChange } from './config-diff.ts';
 import { fileDigest, sameConfig, structuralChange } from './reload.ts';
 import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
 
 const log = createLog('supervisor');
+
+/** A change a running vrouter cannot make: the field, and that it needs a restart. */
+export class NeedsRestart extends Error {
+  readonly code = 'VR_NEEDS_RESTART';
+  readonly field: string;
+  constructor(field: string) {
+    super(`${field}: changing it needs a restart of vrouter`);
+    this.field = field;
+  }
+}
 
 /** What an apply did, or would do (a dry run): how, to which plugins, and the diff. */
 export interface ApplyResult {
@@ -204,12 +215,45 @@ export class Supervisor {
    */
   async reload(): Promise<void> {
     try {
-      const { document } = readConfigFile(this.configPath);
-      const result = await this.apply(document, { source: `${this.configPath} (SIGHUP)` });
-      if (result.mode === 'none') log.info('reloaded: nothing changed');
+      await this.reloadFile(`${this.configPath} (SIGHUP)`);
     } catch (err) {
       log.error(`not reloaded, the running config and plugins stay: ${(err as Error).message}`);
     }
+  }
+
+  /** Reads the config file and the plugin files again and applies them; throws if refused. */
+  async reloadFile(source = this.configPath): Promise<ApplyResult> {
+    const { document } = readConfigFile(this.configPath);
+    const result = await this.apply(document, { source });
+    if (result.mode === 'none') log.info(`reloaded from ${source}: nothing changed`);
+    return result;
+  }
+
+  /** Writes the config in force to the config file (whole, then renamed over it); returns the path. */
+  saveDocument(): string {
+    const tmp = `${this.configPath}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(this.document, null, 2)}\n`, { mode: 0o600 });
+    renameSync(tmp, this.configPath);
+    log.info(`config in force written to ${this.configPath}`);
+    return this.configPath;
+  }
+
+  /** The running config, as checked. */
+  get running(): VrouterConfig {
+    return this.config;
+  }
+
+  /** The pipeline's plugins as loaded: name, version, path, tables. */
+  pluginList(): { name: string; version: string; path: string; tables: string[] }[] {
+    return this.plugins.map((p) => ({ name: p.name, version: p.pluginVersion, path: p.path, tables: p.tables }));
+  }
+
+  /** A plugin's table (Plugin.tables), read from its shared memory; null if it has none so named. */
+  async pluginTable(plugin: string, table: string): Promise<Record<string, unknown>[] | null> {
+    const plan = this.plugins.find((p) => p.name === plugin);
+    if (plan === undefined || !plan.tables.includes(table)) return null;
+    const module = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
+    return module.tables![table].list({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name] });
   }
 
   /**
@@ -233,7 +277,7 @@ export class Supervisor {
     const next = parseConfig(document, dirname(resolve(this.configPath)));
     const diff = configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
-    if (structural !== null) throw new ConfigError(structural, 'changing it needs a restart of vrouter');
+    if (structural !== null) throw new NeedsRestart(structural);
     const plans = await planPlugins(next.plugins, this.topology, this.pluginLoads + 1);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
     const newFiles = plans.filter((p) => fileDigest(p.path) !== this.digests.get(p.name));

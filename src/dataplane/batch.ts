@@ -44,7 +44,7 @@ export class Batch {
     this.data16 = new Uint16Array(pool.data.buffer, pool.data.byteOffset, pool.data.byteLength >>> 1);
   }
 
-  /** Where packet i's frame starts in data: a multiple of 128 (HEADROOM and the buffer stride are). */
+  /** Where packet i's frame starts in data: a multiple of 64 (HEADROOM and the buffer stride are). */
   offset(i: number): number {
     return this.pool.frameOffset(this.handles[i]);
   }
@@ -105,7 +105,7 @@ export class Batch {
    */
   saveSource(i: number): void {
     if (this.sourceSaved[i] === 1) return;
-    // Three 16-bit moves (frames start 128-byte aligned): copyWithin would cost a call into
+    // Three 16-bit moves (frames start 64-byte aligned): copyWithin would cost a call into
     // the runtime, tens of ns, and this runs for every routed packet.
     const w = this.data16;
     const at = this.offset(i) >>> 1;

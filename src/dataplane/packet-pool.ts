@@ -9,7 +9,13 @@ import { SpscRing } from './spsc-ring.ts';
 export const HEADROOM = 128;
 /** Room for the largest frame: MTU 9000 + Ethernet header + one VLAN tag, rounded up. */
 export const DATA_ROOM = 9088;
-export const BUFFER_STRIDE = HEADROOM + DATA_ROOM;
+/**
+ * HEADROOM + DATA_ROOM, rounded up to an odd multiple of 64 bytes: with a stride of a whole
+ * number of KiB (9216) the headers of a burst's frames all fell into a few sets of the L1
+ * cache and evicted each other (a header parse measured 14-20 ns against 10 on frames 2 KiB
+ * apart); an odd number of cache lines spreads them over every set.
+ */
+export const BUFFER_STRIDE = 9280;
 
 /** The memory every PMD's pool views: buffers and per-handle frame lengths. */
 export interface PoolMemory {

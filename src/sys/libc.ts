@@ -2,6 +2,7 @@
 // It is the only place that knows about pointers, structs and errno; callers get numbers,
 // ArrayBuffer views and SysError. Every failing call throws SysError naming the call.
 import { readlinkSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
@@ -503,4 +504,24 @@ const PR_SET_NAME = 15;
 /** Names the calling thread (visible in top -H and /proc/self/task/N/comm; 15 chars). */
 export function setThreadName(name: string): void {
   if ((c.prctl(PR_SET_NAME, name.slice(0, 15), 0, 0, 0) as number) < 0) fail('prctl(PR_SET_NAME)', name);
+}
+
+// ---- process ----------------------------------------------------------------------------------
+
+/** prctl with a number as its second argument (the declaration above passes a string). */
+const prctlNumber = libc.func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)');
+const PR_SET_PDEATHSIG = 1;
+
+/**
+ * Asks the kernel to send `signal` to this process when its parent exits (prctl
+ * PR_SET_PDEATHSIG). man-pages 6.7, prctl(2), PR_SET_PDEATHSIG: "the 'parent' in this case is considered
+ * to be the thread that created this process. In other words, the signal will be sent when
+ * that thread terminates". It is cleared for a fork(2) child and when executing a set-user-ID
+ * or set-group-ID binary or one with file capabilities. A parent that died before the call
+ * goes unnoticed: compare process.ppid before and after.
+ */
+export function setParentDeathSignal(signal: NodeJS.Signals | number): void {
+  const number = typeof signal === 'number' ? signal : osConstants.signals[signal];
+  if (!Number.isInteger(number) || number <= 0) throw new RangeError(`signal ${signal}`);
+  if ((prctlNumber(PR_SET_PDEATHSIG, number, 0, 0, 0) as number) < 0) fail('prctl(PR_SET_PDEATHSIG)', String(signal));
 }

@@ -32,8 +32,10 @@ export function bridgeConfig(names: string[] = ['a', 'b'], extra: object = {}): 
 }
 
 /** Writes config (socket paths may use {dir}), starts vrouter and waits for "ready". */
-export async function startVrouter(config: object, timeoutMs = 15000): Promise<StartedVrouter> {
+/** Starts dist/bin/vrouter.js on the config ({dir}: a fresh directory); `before` may put files there first. */
+export async function startVrouter(config: object, timeoutMs = 15000, before?: (dir: string) => void): Promise<StartedVrouter> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-test-'));
+  before?.(dir);
   const text = JSON.stringify(config).replaceAll('{dir}', dir);
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, text);
@@ -50,7 +52,8 @@ export async function startVrouter(config: object, timeoutMs = 15000): Promise<S
   const ready = await Promise.race([
     new Promise<boolean>((resolve) => {
       const check = () => {
-        if (/supervisor: ready/.test(log)) resolve(true);
+        // Ready: the supervisor's threads run and the admin endpoint listens.
+        if (/supervisor: ready/.test(log) && /admin: admin endpoint on/.test(log)) resolve(true);
         else if (!decided) setTimeout(check, 20);
       };
       check();

@@ -1,0 +1,202 @@
+// The admin endpoint's resources: what an operator reads (ports, PMDs, counters, plugins and
+// their tables, the config, metrics) and changes (routes, neighbours, ACL rules, the whole
+// config with a dry run and a confirm-or-roll-back timer). Every change is a new config
+// document applied as a whole by the supervisor: checked by the same code as the file,
+// refused with the field at fault, or applied live.
+import type { TSchema } from 'typebox';
+import type { ApplyResult } from '../control/supervisor.ts';
+import type { PortStats } from '../dataplane/counters.ts';
+import { parsePrefix } from '../pipeline/api.ts';
+import { ApiError, type Reply, type Request, type Route } from './http.ts';
+import { renderMetrics } from './metrics.ts';
+import { openApiDocument } from './openapi.ts';
+import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, RouteBody } from './schemas.ts';
+
+/** What the endpoint needs of the running router (the supervisor). */
+export interface AdminBackend {
+  /** the config document in force, as written */
+  document(): Record<string, unknown>;
+  apply(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult>;
+  /** writes the document in force to the config file; returns its path */
+  save(): string;
+  /** reads the config file and plugin files again and applies them */
+  reload(): Promise<ApplyResult>;
+  stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number }[] };
+  ports(): { name: string; [key: string]: unknown }[];
+  pipeline(): string[];
+  plugins(): { name: string; version: string; path: string; tables: string[] }[];
+  /** a plugin's table (Plugin.tables), or null when it has none of that name */
+  table(plugin: string, table: string): Promise<Record<string, unknown>[] | null>;
+}
+
+/** A route of the endpoint, described for the OpenAPI document. */
+export interface ApiRoute extends Route {
+  summary: string;
+  body?: TSchema;
+  /** query parameters: name -> meaning */
+  query?: Record<string, string>;
+  /** what a 200 holds (a schema), when it is not plain JSON of the resource */
+  response?: TSchema;
+  /** the content type of a 200, when not JSON */
+  produces?: string;
+}
+
+const clone = <T>(v: T): T => structuredClone(v);
+
+export function adminRoutes(backend: AdminBackend): ApiRoute[] {
+  /** A pending commit-confirmed: the document to go back to, and the timer that does. */
+  let confirm: { previous: unknown; timer: NodeJS.Timeout; deadline: number } | null = null;
+
+  const needPlugin = (name: string) => {
+    if (!backend.pipeline().includes(name)) throw new ApiError(404, 'VR_NOT_FOUND', '', `the pipeline has no ${name} stage`);
+  };
+  const table = async (plugin: string, name: string): Promise<Reply> => {
+    needPlugin(plugin);
+    const rows = await backend.table(plugin, name);
+    if (rows === null) throw new ApiError(404, 'VR_NOT_FOUND', '', `plugin ${plugin} has no table ${name}`);
+    return { json: rows };
+  };
+  /** Applies a changed copy of the running document; errors about list entries name the body. */
+  const change = async (edit: (doc: Record<string, unknown>) => void, source: string, bodyField?: { key: string; index: number }): Promise<Reply> => {
+    const doc = clone(backend.document());
+    edit(doc);
+    try {
+      return { json: { ...(await backend.apply(doc, { source })), dryRun: false } };
+    } catch (err) {
+      const e = err as Error & { field?: string };
+      const own = bodyField && e.field?.startsWith(`${bodyField.key}[${bodyField.index}]`);
+      if (own) throw new ApiError(400, 'VR_CONFIG', e.field!.slice(`${bodyField.key}[${bodyField.index}]`.length).replace(/^\./, ''), e.message.replace(`${e.field}: `, ''));
+      throw err;
+    }
+  };
+  const list = (doc: Record<string, unknown>, key: string): unknown[] => (Array.isArray(doc[key]) ? (doc[key] as unknown[]) : []);
+  const samePrefix = (a: unknown, b: string) => {
+    try {
+      return parsePrefix(a).text === parsePrefix(b).text;
+    } catch {
+      return false;
+    }
+  };
+
+  const routes: ApiRoute[] = [
+    {
+      method: 'GET', path: '/ports', summary: 'the ports: config and counters',
+      handle: () => {
+        const stats = backend.stats().ports;
+        return { json: backend.ports().map((p) => ({ ...p, counters: summary(stats[p.name]) })) };
+      },
+    },
+    {
+      method: 'GET', path: '/ports/{name}', summary: 'one port: config and all its counters',
+      handle: (req) => {
+        const port = backend.ports().find((p) => p.name === req.params.name);
+        if (port === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${req.params.name}`);
+        return { json: { ...port, counters: backend.stats().ports[port.name] } };
+      },
+    },
+    { method: 'GET', path: '/counters', summary: 'every port\'s counters: packets, bytes, drops by reason, plugins\' drops and counters', handle: () => ({ json: backend.stats().ports }) },
+    { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests', handle: () => ({ json: backend.stats().pmds }) },
+    { method: 'GET', path: '/plugins', summary: 'the pipeline\'s plugins, in order, with their tables', handle: () => ({ json: backend.plugins() }) },
+    {
+      method: 'GET', path: '/plugins/{name}/{table}', summary: 'a table of a plugin (routing: routes, neighbours; acl: rules; ratelimit: policers)',
+      handle: (req) => table(req.params.name, req.params.table),
+    },
+    { method: 'GET', path: '/routes', summary: 'the routes in force: connected, static, blackhole', handle: () => table('routing', 'routes') },
+    {
+      method: 'POST', path: '/routes', summary: 'adds a static route (applied live)', body: RouteBody, response: ApplyResultBody,
+      handle: (req) => {
+        const route = checkBody(RouteBody, req.body);
+        const index = list(backend.document(), 'routes').length;
+        return change((doc) => (doc.routes = [...list(doc, 'routes'), route]), 'POST /routes', { key: 'routes', index });
+      },
+    },
+    {
+      method: 'DELETE', path: '/routes/{prefix}', summary: 'removes the static routes to a prefix (URL-encoded: 192.0.2.0%2F24)', response: ApplyResultBody,
+      handle: (req) => {
+        const doc = backend.document();
+        if (!list(doc, 'routes').some((r) => samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix))) {
+          throw new ApiError(404, 'VR_NOT_FOUND', 'prefix', `no static route to ${req.params.prefix}`);
+        }
+        return change((d) => (d.routes = list(d, 'routes').filter((r) => !samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix))), `DELETE /routes/${req.params.prefix}`);
+      },
+    },
+    { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, state', handle: () => table('routing', 'neighbours') },
+    {
+      method: 'POST', path: '/neighbours', summary: 'adds a static neighbour', body: NeighbourBody, response: ApplyResultBody,
+      handle: (req) => {
+        const n = checkBody(NeighbourBody, req.body);
+        const index = list(backend.document(), 'neighbours').length;
+        return change((doc) => (doc.neighbours = [...list(doc, 'neighbours'), n]), 'POST /neighbours', { key: 'neighbours', index });
+      },
+    },
+    {
+      method: 'DELETE', path: '/neighbours/{address}', summary: 'removes a static neighbour', response: ApplyResultBody,
+      handle: (req) => {
+        if (!list(backend.document(), 'neighbours').some((n) => samePrefix((n as { address?: unknown }).address, req.params.address))) {
+          throw new ApiError(404, 'VR_NOT_FOUND', 'address', `no static neighbour ${req.params.address}`);
+        }
+        return change((d) => (d.neighbours = list(d, 'neighbours').filter((n) => !samePrefix((n as { address?: unknown }).address, req.params.address))), `DELETE /neighbours/${req.params.address}`);
+      },
+    },
+    { method: 'GET', path: '/acl', summary: 'the ACL rules in order, with their hits', handle: () => table('acl', 'rules') },
+    {
+      method: 'PUT', path: '/acl', summary: 'replaces the ACL rules (and the default action), applied live', body: AclBody, response: ApplyResultBody,
+      handle: (req) => {
+        needPlugin('acl');
+        const body = checkBody(AclBody, req.body);
+        return change((doc) => {
+          doc.acl = body.rules;
+          if (body.default !== undefined) doc.aclDefault = body.default;
+        }, 'PUT /acl');
+      },
+    },
+    { method: 'GET', path: '/policers', summary: 'the policers with their colour counters', handle: () => table('ratelimit', 'policers') },
+    { method: 'GET', path: '/config', summary: 'the config document in force', handle: () => ({ json: backend.document() }) },
+    {
+      method: 'PUT', path: '/config', summary: 'applies a whole config document: the diff live; with dryRun only checks it and returns the diff; with confirm, rolls back unless POST /config/confirm follows in time',
+      body: ConfigBody, response: ApplyResultBody,
+      query: { dryRun: '1: check and return the diff, change nothing', confirm: 'seconds: roll back unless confirmed in time (commit confirmed)' },
+      handle: async (req) => {
+        const doc = checkBody(ConfigBody, req.body);
+        const dryRun = req.query.get('dryRun') === '1' || req.query.get('dryRun') === 'true';
+        const seconds = req.query.get('confirm');
+        if (seconds !== null && !(Number(seconds) >= 1 && Number(seconds) <= 3600)) throw new ApiError(400, 'VR_INVALID', 'confirm', 'must be a number of seconds from 1 to 3600');
+        const previous = clone(backend.document());
+        const result = await backend.apply(doc, { dryRun, source: dryRun ? 'PUT /config (dry run)' : 'PUT /config' });
+        if (dryRun || seconds === null) return { json: { ...result, dryRun } };
+        if (confirm !== null) clearTimeout(confirm.timer);
+        const rollbackTo = confirm?.previous ?? previous;
+        const timer = setTimeout(() => {
+          confirm = null;
+          void backend.apply(rollbackTo, { source: 'rollback: the change was not confirmed in time' }).catch(() => undefined);
+        }, Number(seconds) * 1000);
+        timer.unref();
+        confirm = { previous: rollbackTo, timer, deadline: Date.now() + Number(seconds) * 1000 };
+        return { json: { ...result, dryRun, rollbackInSeconds: Number(seconds) } };
+      },
+    },
+    {
+      method: 'POST', path: '/config/confirm', summary: 'keeps the change of a PUT /config?confirm=S',
+      handle: () => {
+        if (confirm === null) throw new ApiError(404, 'VR_NOT_FOUND', '', 'no change is waiting for a confirm');
+        clearTimeout(confirm.timer);
+        confirm = null;
+        return { json: { confirmed: true } };
+      },
+    },
+    { method: 'POST', path: '/config/save', summary: 'writes the config in force to the config file', handle: () => ({ json: { saved: backend.save() } }) },
+    {
+      method: 'POST', path: '/reload', summary: 'reads the config file and plugin files again and applies them (as SIGHUP)', response: ApplyResultBody,
+      handle: async () => ({ json: { ...(await backend.reload()), dryRun: false } }),
+    },
+    { method: 'GET', path: '/metrics', summary: 'Prometheus text format', produces: 'text/plain; version=0.0.4', handle: () => ({ text: renderMetrics(backend.stats()), contentType: 'text/plain; version=0.0.4; charset=utf-8' }) },
+  ];
+  routes.push({ method: 'GET', path: '/openapi.json', summary: 'this API, as OpenAPI 3.1', handle: () => ({ json: openApiDocument(routes) }) });
+  return routes;
+}
+
+function summary(s: PortStats | undefined) {
+  if (s === undefined) return null;
+  const drops = Object.values(s.drops).reduce((a, b) => a + b, 0) + Object.values(s.plugins).reduce((a, p) => a + Object.values(p.drops).reduce((x, y) => x + y, 0), 0);
+  return { rx_packets: s.rx_packets, tx_packets: s.tx_packets, rx_bytes: s.rx_bytes, tx_bytes: s.tx_bytes, drops };
+}

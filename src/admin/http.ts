@@ -1,0 +1,171 @@
+// The admin endpoint's HTTP side: listening (a UNIX socket made 0600 from the start, or TCP),
+// the bearer token for changes, bounded JSON bodies, routing a request to its handler, and
+// errors as {"error": {"code", "field", "message"}} with stable codes. Handlers never see a
+// raw request, only what they declared: path parameters, query, a validated body.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { chmodSync, readFileSync, rmSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import type { AdminConfig } from '../control/config.ts';
+
+/** A refusal: the HTTP status, a stable code, the field at fault (or ''), and why. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly field: string;
+  constructor(status: number, code: string, field: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+export interface Request {
+  method: string;
+  /** path parameters, decoded */
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: unknown;
+}
+
+/** A response: JSON (any value), text with a content type, or a stream written by the handler. */
+export type Reply =
+  | { status?: number; json: unknown }
+  | { status?: number; text: string; contentType: string }
+  | { stream: (res: ServerResponse) => void };
+
+export interface Route {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** "/routes/{prefix}": segments in braces are parameters */
+  path: string;
+  handle(req: Request): Promise<Reply> | Reply;
+}
+
+const MAX_BODY_BYTES = 1 << 20;
+
+export class AdminHttp {
+  private readonly server: Server;
+  private readonly routes: { route: Route; pattern: RegExp; names: string[] }[];
+  private readonly token: Buffer | null;
+  private readonly config: AdminConfig;
+
+  constructor(config: AdminConfig, routes: Route[]) {
+    this.config = config;
+    this.token = config.tokenFile === null ? null : Buffer.from(readFileSync(config.tokenFile, 'utf8').trim());
+    if (this.token !== null && this.token.length < 16) throw new Error(`the admin token in ${config.tokenFile} is shorter than 16 characters`);
+    this.routes = routes.map((route) => {
+      const names: string[] = [];
+      const pattern = new RegExp(`^${route.path.replace(/\{(\w+)\}/g, (_, n: string) => (names.push(n), '([^/]+)'))}$`);
+      return { route, pattern, names };
+    });
+    this.server = createServer((req, res) => void this.serve(req, res));
+    this.server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  /** Starts listening; resolves when it does. */
+  async listen(): Promise<void> {
+    const l = this.config.listen;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      if (l.kind === 'unix') {
+        rmSync(l.path, { force: true });
+        // Created 0600: no moment in which another local user could connect.
+        const mask = process.umask(0o177);
+        this.server.listen(l.path, () => {
+          process.umask(mask);
+          chmodSync(l.path, 0o600);
+          resolve();
+        });
+      } else {
+        this.server.listen(l.port, l.host, () => resolve());
+      }
+    });
+  }
+
+  /** The TCP port listened on (useful with port 0), or null for a UNIX socket. */
+  get port(): number | null {
+    const a = this.server.address();
+    return typeof a === 'object' && a !== null ? a.port : null;
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.config.listen.kind === 'unix') rmSync(this.config.listen.path, { force: true });
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://vrouter');
+      const method = req.method ?? 'GET';
+      let params: Record<string, string> | null = null;
+      let route: Route | null = null;
+      let pathKnown = false;
+      for (const r of this.routes) {
+        const m = r.pattern.exec(url.pathname);
+        if (m === null) continue;
+        pathKnown = true;
+        if (r.route.method !== method) continue;
+        route = r.route;
+        params = Object.fromEntries(r.names.map((n, i) => [n, decodeURIComponent(m[i + 1])]));
+        break;
+      }
+      if (route === null) {
+        if (pathKnown) throw new ApiError(405, 'VR_METHOD', '', `${method} is not supported on ${url.pathname}`);
+        throw new ApiError(404, 'VR_NOT_FOUND', '', `no such resource: ${url.pathname} (GET /openapi.json lists them)`);
+      }
+      if (method !== 'GET') this.authorise(req);
+      const body = method === 'POST' || method === 'PUT' ? await readJson(req) : undefined;
+      const reply = await route.handle({ method, params: params!, query: url.searchParams, body });
+      if ('stream' in reply) return reply.stream(res);
+      if ('json' in reply) return send(res, reply.status ?? 200, 'application/json', `${JSON.stringify(reply.json, null, 2)}\n`);
+      return send(res, reply.status ?? 200, reply.contentType, reply.text);
+    } catch (err) {
+      const e = err instanceof ApiError ? err : fromError(err);
+      send(res, e.status, 'application/json', `${JSON.stringify({ error: { code: e.code, field: e.field, message: e.message } })}\n`);
+    }
+  }
+
+  /** Changes need the token when one is set (compared in constant time). */
+  private authorise(req: IncomingMessage): void {
+    if (this.token === null) return;
+    const header = req.headers.authorization ?? '';
+    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7).trim() : '');
+    if (given.length !== this.token.length || !timingSafeEqual(given, this.token)) {
+      throw new ApiError(401, 'VR_UNAUTHORIZED', '', 'this request changes the router: it needs "Authorization: Bearer <token>" with the token of admin.tokenFile');
+    }
+  }
+}
+
+function send(res: ServerResponse, status: number, contentType: string, body: string): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** An error thrown by the config or a plugin's checks: a 400 naming the field. */
+function fromError(err: unknown): ApiError {
+  const e = err as Error & { code?: string; field?: string };
+  if (typeof e?.field === 'string') return new ApiError(400, e.code === 'VR_PLUGIN_CONFIG' ? 'VR_CONFIG' : (e.code ?? 'VR_CONFIG'), e.field, e.message.replace(`${e.field}: `, ''));
+  return new ApiError(500, 'VR_INTERNAL', '', (e as Error)?.message ?? String(err));
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new ApiError(413, 'VR_TOO_LARGE', '', `the body is larger than ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, 'VR_BAD_JSON', '', `the body is not JSON: ${(err as Error).message}`);
+  }
+}

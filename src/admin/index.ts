@@ -1,0 +1,32 @@
+// Starts the admin endpoint of a running supervisor: the HTTP side (http.ts) with the
+// resources of api.ts, backed by the supervisor.
+import { createLog } from '../log.ts';
+import type { Supervisor } from '../control/supervisor.ts';
+import { adminRoutes, type AdminBackend } from './api.ts';
+import { AdminHttp } from './http.ts';
+
+const log = createLog('admin');
+
+export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
+  const config = supervisor.running.admin;
+  const backend: AdminBackend = {
+    document: () => supervisor.runningDocument as Record<string, unknown>,
+    apply: (document, options) => supervisor.apply(document, options),
+    save: () => supervisor.saveDocument(),
+    reload: () => supervisor.reloadFile('POST /reload'),
+    stats: () => supervisor.stats(),
+    ports: () => supervisor.running.ports.map((p) => ({ ...p })),
+    pipeline: () => supervisor.running.pipeline,
+    plugins: () => supervisor.pluginList(),
+    table: (plugin, table) => supervisor.pluginTable(plugin, table),
+  };
+  const http = new AdminHttp(config, adminRoutes(backend));
+  await http.listen();
+  const l = config.listen;
+  if (l.kind === 'unix') log.info(`admin endpoint on ${l.path} (mode 0600)`);
+  else {
+    log.info(`admin endpoint on ${l.host}:${http.port}`);
+    if (config.tokenFile === null) log.warn(`the admin endpoint on ${l.host}:${l.port} takes changes without a token: any local user can change the router (set admin.tokenFile)`);
+  }
+  return http;
+}

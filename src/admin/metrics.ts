@@ -1,0 +1,49 @@
+// GET /metrics: the counters in Prometheus' text format (0.0.4), from the same sums the
+// stats come from. Rendering walks the counters once; nothing is kept between scrapes, and
+// the PMDs are not involved (they only ever write their own counter blocks).
+import type { PortStats } from '../dataplane/counters.ts';
+
+type Stats = { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number }[] };
+
+const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+class Exposition {
+  private readonly lines: string[] = [];
+  family(name: string, help: string, type: 'counter' | 'gauge', samples: [Record<string, string | number>, number][]): void {
+    this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) {
+      const l = Object.entries(labels).map(([k, v]) => `${k}="${escape(String(v))}"`).join(',');
+      this.lines.push(`${name}${l ? `{${l}}` : ''} ${value}`);
+    }
+  }
+  text(): string {
+    return `${this.lines.join('\n')}\n`;
+  }
+}
+
+export function renderMetrics(stats: Stats): string {
+  const e = new Exposition();
+  const ports = Object.entries(stats.ports);
+  const per = (f: (s: PortStats) => number): [Record<string, string>, number][] => ports.map(([port, s]) => [{ port }, f(s)]);
+  e.family('vrouter_port_rx_packets_total', 'frames taken from the guest (its TX queues)', 'counter', per((s) => s.rx_packets));
+  e.family('vrouter_port_rx_bytes_total', 'bytes taken from the guest', 'counter', per((s) => s.rx_bytes));
+  e.family('vrouter_port_tx_packets_total', 'frames written into the guest (its RX queues)', 'counter', per((s) => s.tx_packets));
+  e.family('vrouter_port_tx_bytes_total', 'bytes written into the guest', 'counter', per((s) => s.tx_bytes));
+  e.family('vrouter_port_queue_errors_total', 'virtqueues found corrupt and stopped', 'counter', per((s) => s.queue_errors));
+  e.family('vrouter_port_drops_total', 'frames dropped, by reason', 'counter', ports.flatMap(([port, s]) => Object.entries(s.drops).map(([reason, n]): [Record<string, string>, number] => [{ port, reason }, n])));
+  e.family(
+    'vrouter_plugin_drops_total',
+    'frames a plugin of the pipeline dropped, by its reason',
+    'counter',
+    ports.flatMap(([port, s]) => Object.entries(s.plugins).flatMap(([plugin, p]) => Object.entries(p.drops).map(([reason, n]): [Record<string, string>, number] => [{ port, plugin, reason }, n]))),
+  );
+  e.family(
+    'vrouter_plugin_events_total',
+    'what a plugin of the pipeline counted, by its counter (routed, arp_replies_sent, green, ...)',
+    'counter',
+    ports.flatMap(([port, s]) => Object.entries(s.plugins).flatMap(([plugin, p]) => Object.entries(p.counters).map(([counter, n]): [Record<string, string>, number] => [{ port, plugin, counter }, n]))),
+  );
+  e.family('vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.rx_packets]));
+  e.family('vrouter_pmd_tx_packets_total', 'frames a PMD wrote into guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.tx_packets]));
+  return e.text();
+}

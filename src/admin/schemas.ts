@@ -1,0 +1,86 @@
+// The request bodies of the admin endpoint, as TypeBox schemas: the same definitions check
+// the bodies and describe them in the OpenAPI document (JSON Schema 2020-12, which OpenAPI
+// 3.1 uses as it is). TypeBox, because its schemas are plain JSON Schema objects with
+// TypeScript types derived from them, and it validates them itself: one library, no copy of
+// a schema in another language to keep in step.
+import Type, { type Static, type TSchema } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { ApiError } from './http.ts';
+
+const Address = Type.String({ description: 'an IPv4 or IPv6 address', examples: ['10.0.2.2'] });
+
+export const RouteBody = Type.Object(
+  {
+    prefix: Type.String({ description: 'the destination prefix, host bits zero', examples: ['192.0.2.0/24'] }),
+    via: Type.Optional(Type.Union([Address, Type.Array(Address, { minItems: 1 })], { description: 'the gateway, or several (ECMP)' })),
+    port: Type.Optional(Type.String({ description: 'the port or bridge the gateway (or, without via, the prefix) is on' })),
+    metric: Type.Optional(Type.Integer({ minimum: 0, description: 'lower wins among routes to one prefix' })),
+    blackhole: Type.Optional(Type.Boolean({ description: 'drop what goes there' })),
+  },
+  { additionalProperties: false },
+);
+export type RouteBody = Static<typeof RouteBody>;
+
+export const NeighbourBody = Type.Object(
+  {
+    address: Address,
+    mac: Type.String({ description: 'its MAC', examples: ['52:54:00:00:02:02'] }),
+    port: Type.String({ description: 'the port it is on' }),
+  },
+  { additionalProperties: false },
+);
+export type NeighbourBody = Static<typeof NeighbourBody>;
+
+export const AclBody = Type.Object(
+  {
+    rules: Type.Array(Type.Record(Type.String(), Type.Unknown()), { description: 'the ordered rules, as the config\'s "acl"' }),
+    default: Type.Optional(Type.Union([Type.Literal('permit'), Type.Literal('deny'), Type.Literal('reject')], { description: 'for packets no rule matches' })),
+  },
+  { additionalProperties: false },
+);
+export type AclBody = Static<typeof AclBody>;
+
+export const ConfigBody = Type.Record(Type.String(), Type.Unknown(), { description: 'a whole config document, as the file holds it' });
+
+export const ErrorBody = Type.Object({
+  error: Type.Object({
+    code: Type.String({ description: 'stable: VR_CONFIG, VR_INVALID, VR_BAD_JSON, VR_NOT_FOUND, VR_METHOD, VR_UNAUTHORIZED, VR_TOO_LARGE, VR_NEEDS_RESTART, VR_INTERNAL' }),
+    field: Type.String({ description: 'the field at fault, as in the config ("routes[2].via"), or empty' }),
+    message: Type.String(),
+  }),
+});
+
+export const ApplyResultBody = Type.Object({
+  mode: Type.Union([Type.Literal('none'), Type.Literal('live'), Type.Literal('restart')], { description: 'none: nothing changed; live: the PMDs switched tables; restart: they restart on new plugin versions' }),
+  plugins: Type.Array(Type.String()),
+  diff: Type.Array(Type.Record(Type.String(), Type.Unknown())),
+  dryRun: Type.Boolean(),
+  rollbackInSeconds: Type.Optional(Type.Number()),
+});
+
+const compiled = new Map<TSchema, ReturnType<typeof Compile>>();
+
+/** Checks a body against its schema; a mismatch is a 400 naming the first field at fault. */
+export function checkBody<T extends TSchema>(schema: T, value: unknown): Static<T> {
+  let validator = compiled.get(schema);
+  if (validator === undefined) {
+    validator = Compile(schema);
+    compiled.set(schema, validator);
+  }
+  if (value === undefined) throw new ApiError(400, 'VR_INVALID', '', 'the request needs a JSON body');
+  if (validator.Check(value)) return value as Static<T>;
+  const errors = [...validator.Errors(value)];
+  // The most specific error: the deepest path (an unknown key is reported at its own path).
+  const first = errors.sort((a, b) => b.instancePath.length - a.instancePath.length)[0];
+  const field = first.instancePath.slice(1).split('/').reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc === '' ? part : `${acc}.${part}`), '');
+  const message = first.keyword === 'boolean' ? 'unknown key' : first.message;
+  throw new ApiError(400, 'VR_INVALID', field, `${message}${field === '' ? '' : ` (got ${JSON.stringify(pick(value, first.instancePath))})`}`);
+}
+
+function pick(value: unknown, pointer: string): unknown {
+  return pointer
+    .slice(1)
+    .split('/')
+    .filter((p) => p !== '')
+    .reduce<unknown>((v, p) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined), value);
+}

@@ -1,0 +1,172 @@
+// The admin endpoint of a running vrouter, as a client sees it (undici over the UNIX socket,
+// and TCP with a token): every resource answers, every route is in the OpenAPI document and
+// every documented route answers; routes added and removed live; refusals are 400s naming the
+// field and change nothing; dry runs; commit-confirmed rolls back; /metrics passes promtool.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { waitFor } from '../support/traffic.ts';
+
+const ROUTED = {
+  ports: [
+    { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'] },
+    { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'] },
+    { name: 'c', socket: '{dir}/c.sock', bridge: 'br0' },
+    { name: 'd', socket: '{dir}/d.sock', bridge: 'br0' },
+  ],
+  pmd: { cores: [1] },
+  pipeline: ['routing', 'acl', 'ratelimit'],
+  routes: [{ prefix: '192.0.2.0/24', via: '10.0.2.2' }],
+  acl: [{ action: 'deny', protocol: 'tcp', dstPort: 23 }],
+  policers: [{ name: 'p', cir: '100mbit', apply: [{ inPort: 'a' }] }],
+};
+
+interface Client {
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string }>;
+}
+
+function client(vr: StartedVrouter, origin = 'http://vrouter'): Client {
+  const dispatcher = origin === 'http://vrouter' ? new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } }) : undefined;
+  return {
+    async call(method, path, body, headers = {}) {
+      const res = await request(`${origin}${path}`, {
+        method: method as 'GET',
+        dispatcher,
+        headers: { 'content-type': 'application/json', ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.body.text();
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = undefined;
+      }
+      return { status: res.statusCode, json, text };
+    },
+  };
+}
+
+t.test('reading: every resource, and the OpenAPI document against the routes', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  const api = client(vr);
+  const ports = await api.call('GET', '/ports');
+  t.equal(ports.status, 200);
+  t.same(ports.json.map((p: { name: string }) => p.name), ['a', 'b', 'c', 'd']);
+  t.match(ports.json[0], { name: 'a', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], counters: { rx_packets: 0 } });
+  t.match((await api.call('GET', '/ports/b')).json, { name: 'b', counters: { drops: { no_destination: 0 } } });
+  t.match(await api.call('GET', '/ports/zz'), { status: 404, json: { error: { code: 'VR_NOT_FOUND', field: 'name' } } });
+  t.match((await api.call('GET', '/counters')).json, { a: { rx_packets: 0, plugins: { routing: { counters: { routed: 0 } } } } });
+  t.match((await api.call('GET', '/pmds')).json, [{ cpu: 1 }]);
+  t.match((await api.call('GET', '/plugins')).json, [{ name: 'routing', tables: ['routes', 'neighbours'] }, { name: 'bridge' }, { name: 'acl', tables: ['rules'] }, { name: 'ratelimit', tables: ['policers'] }]);
+  t.match((await api.call('GET', '/policers')).json, [{ name: 'p', apply: [{ inPort: 'a' }], counters: { green: { packets: 0 } } }]);
+  t.match((await api.call('GET', '/routes')).json, [{ prefix: '10.0.1.0/24', type: 'connected' }, {}, { prefix: '10.0.2.0/24' }, { prefix: '192.0.2.0/24', type: 'static', via: ['10.0.2.2'] }]);
+  t.same((await api.call('GET', '/neighbours')).json, [], 'no neighbour yet');
+  t.same((await api.call('GET', '/config')).json.routes, ROUTED.routes, 'the config in force, as written');
+  t.match(await api.call('GET', '/nowhere'), { status: 404, json: { error: { code: 'VR_NOT_FOUND' } } });
+  t.match(await api.call('PATCH', '/routes'), { status: 405, json: { error: { code: 'VR_METHOD' } } });
+
+  const doc = (await api.call('GET', '/openapi.json')).json;
+  t.equal(doc.openapi, '3.1.0');
+  const documented = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`));
+  for (const route of ['GET /ports', 'POST /routes', 'DELETE /routes/{prefix}', 'GET /metrics', 'PUT /config', 'GET /openapi.json', 'PUT /acl', 'GET /policers']) {
+    t.ok(documented.includes(route), `${route} is documented`);
+  }
+  // Every documented route answers: reads with 200 (or 404 for a named thing that is not
+  // there), changes with a refusal of the empty body, never 404-no-such-route or 405.
+  for (const op of documented) {
+    const [method, path] = op.split(' ');
+    const concrete = path.replace('{name}', 'routing').replace('{table}', 'routes').replace('{prefix}', encodeURIComponent('203.0.113.0/24')).replace('{address}', '10.0.2.99');
+    if (method !== 'GET' && (path === '/config/save' || path === '/reload' || path === '/config/confirm')) continue;
+    const res = await api.call(method, concrete);
+    t.not(res.status, 405, `${op} answers`);
+    t.ok(res.status !== 404 || res.json?.error?.field !== '' || /no (static|change)/.test(res.json?.error?.message), `${op} is routed (${res.status} ${res.json?.error?.message ?? ''})`);
+  }
+});
+
+t.test('changing routes live, and refusals that change nothing', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  const api = client(vr);
+  const added = await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3', metric: 5 });
+  t.equal(added.status, 200, added.text);
+  t.match(added.json, { mode: 'live', plugins: ['routing'], diff: [{ key: 'routes', added: [{ prefix: '198.51.100.0/24' }], removed: [] }] });
+  await waitFor('the PMD on the new table', () => /pmd0: plugin routing: new config and tables in use/.test(vr.stderr()) || undefined, 5000);
+  t.match((await api.call('GET', '/routes')).json.find((r: { prefix: string }) => r.prefix === '198.51.100.0/24'), { via: ['10.0.2.3'], metric: 5 });
+
+  const before = (await api.call('GET', '/config')).json;
+  const cases: [unknown, number, string, string, RegExp][] = [
+    [{ prefix: '198.51.100.0/24', via: '172.16.0.1' }, 400, 'VR_CONFIG', 'via', /no connected subnet/],
+    [{ prefix: '198.51.100.1/24', via: '10.0.2.3' }, 400, 'VR_CONFIG', 'prefix', /host bits/],
+    [{ prefix: '198.51.100.0/24', via: '10.0.2.3', metric: -1 }, 400, 'VR_INVALID', 'metric', /must be >= 0/],
+    [{ prefix: '198.51.100.0/24', gateway: '10.0.2.3' }, 400, 'VR_INVALID', 'gateway', /unknown key/],
+    ['{"prefix": ', 400, 'VR_BAD_JSON', '', /not JSON/],
+  ];
+  for (const [body, status, code, field, message] of cases) {
+    const res = await api.call('POST', '/routes', body);
+    t.equal(res.status, status, `${JSON.stringify(body)}: ${res.status}`);
+    t.match(res.json, { error: { code, field, message } }, `${JSON.stringify(body)}: ${res.text.trim()}`);
+  }
+  t.same((await api.call('GET', '/config')).json, before, 'the refused requests changed nothing');
+
+  t.equal((await api.call('DELETE', `/routes/${encodeURIComponent('198.51.100.0/24')}`)).status, 200);
+  t.notOk((await api.call('GET', '/routes')).json.some((r: { prefix: string }) => r.prefix === '198.51.100.0/24'), 'removed');
+  t.match(await api.call('DELETE', `/routes/${encodeURIComponent('198.51.100.0/24')}`), { status: 404, json: { error: { code: 'VR_NOT_FOUND' } } });
+
+  const ports = structuredClone(before);
+  ports.ports[0].mtu = 9000;
+  t.match(await api.call('PUT', '/config', ports), { status: 400, json: { error: { code: 'VR_NEEDS_RESTART', field: 'ports' } } });
+
+  const acl = await api.call('PUT', '/acl', { rules: [{ action: 'deny', protocol: 'udp', dstPort: 53 }], default: 'permit' });
+  t.match(acl, { status: 200, json: { mode: 'live', plugins: ['acl'] } });
+  t.match(await api.call('PUT', '/acl', { rules: [{ action: 'drop' }] }), { status: 400, json: { error: { code: 'VR_CONFIG', field: 'acl[0].action' } } });
+  t.ok(vr.alive());
+});
+
+t.test('the whole config: dry run, and commit-confirmed that rolls back', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  const api = client(vr);
+  const before = (await api.call('GET', '/config')).json;
+  const next = { ...structuredClone(before), routes: [...before.routes, { prefix: '203.0.113.0/24', blackhole: true }] };
+  const dry = await api.call('PUT', '/config?dryRun=1', next);
+  t.match(dry, { status: 200, json: { mode: 'live', dryRun: true, diff: [{ key: 'routes', added: [{ prefix: '203.0.113.0/24', blackhole: true }] }] } });
+  t.same((await api.call('GET', '/config')).json, before, 'a dry run changes nothing');
+  const confirmed = await api.call('PUT', '/config?confirm=1', next);
+  t.match(confirmed, { status: 200, json: { mode: 'live', rollbackInSeconds: 1 } });
+  t.same((await api.call('GET', '/config')).json, next, 'applied');
+  await waitFor('the roll-back', async () => /rollback: the change was not confirmed in time/.test(vr.stderr()) || undefined, 5000);
+  await waitFor('the old config back', async () => JSON.stringify((await api.call('GET', '/config')).json) === JSON.stringify(before) || undefined, 5000);
+  t.pass('without a confirm, the old config came back');
+  t.match(await api.call('PUT', '/config?confirm=30', next), { status: 200 });
+  t.match(await api.call('POST', '/config/confirm'), { status: 200, json: { confirmed: true } });
+  t.match(await api.call('POST', '/config/confirm'), { status: 404 });
+  t.same((await api.call('GET', '/config')).json, next, 'confirmed: it stays');
+});
+
+t.test('/metrics passes promtool', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  const res = await client(vr).call('GET', '/metrics');
+  t.equal(res.status, 200);
+  t.match(res.text, /vrouter_port_rx_packets_total\{port="a"\} 0/);
+  t.match(res.text, /vrouter_plugin_events_total\{port="a",plugin="routing",counter="routed"\} 0/);
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: res.text, encoding: 'utf8' });
+  if (check.error) t.fail(`promtool cannot run (Debian package prometheus, installed by scripts/setup-peers.sh): ${check.error.message}`);
+  else t.equal(check.status, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);
+});
+
+t.test('TCP with a token: reads are open, changes need it', async (t) => {
+  const port = 20000 + (process.pid % 20000);
+  const vr = await startVrouter({ ...ROUTED, admin: { listen: `127.0.0.1:${port}`, tokenFile: '{dir}/token' } }, 15000, (dir) => writeFileSync(join(dir, 'token'), 'a-token-long-enough-1234\n'));
+  t.teardown(() => vr.stop());
+  const api = client(vr, `http://127.0.0.1:${port}`);
+  t.equal((await api.call('GET', '/ports')).status, 200);
+  t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }), { status: 401, json: { error: { code: 'VR_UNAUTHORIZED' } } });
+  t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer wrong' }), { status: 401 });
+  t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer a-token-long-enough-1234' }), { status: 200 });
+});

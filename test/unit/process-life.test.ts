@@ -1,0 +1,227 @@
+// The daemon's life as an operator sees it: `--check` validates a config without starting
+// anything, vrouter stops with the process that started it (npx runs it under `sh -c`,
+// which does not pass SIGTERM on), and `--log-format json` makes every line one object.
+import t, { type Test } from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLog, EVENTS, NO_EVENT } from '../../src/log.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { VROUTER_BIN } from '../support/vrouter-process.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-life-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function writeConfig(dir: string, config: object): string {
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
+/** Two routed ports, a default route, an ACL: every built-in's checks run on it. */
+const routed = (dir: string, gateway = '10.0.2.254') => ({
+  ports: [
+    { name: 'a', socket: join(dir, 'a.sock'), addresses: ['10.0.1.1/24'] },
+    { name: 'b', socket: join(dir, 'b.sock'), addresses: ['10.0.2.1/24'] },
+  ],
+  pipeline: ['routing', 'acl'],
+  routes: [{ prefix: '0.0.0.0/0', via: gateway }],
+  acl: [{ action: 'permit' }],
+});
+
+const run = (args: string[], env: NodeJS.ProcessEnv = process.env) => spawnSync(process.execPath, [VROUTER_BIN, ...args], { encoding: 'utf8', timeout: 20000, env });
+
+/** Whether pid is a live process (a zombie waiting for its reaper is not). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(what: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!what()) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+t.test('--check: a valid config is summed up in one line, and nothing starts', async (t) => {
+  const dir = tempDir(t);
+  const file = writeConfig(dir, routed(dir));
+  const r = run(['--check', file]);
+  t.equal(r.status, 0, `exit status 0 (stderr: ${r.stderr})`);
+  t.match(r.stdout, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: valid: 2 ports, 1 PMD \\(CPU \\d+\\), pipeline routing, acl\\n$`));
+  t.same(readdirSync(dir), ['config.json'], 'no socket was created');
+});
+
+t.test('--check: a mistake is refused as at start, naming the field', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'config.json');
+  writeConfig(dir, { ports: [{ name: 'a', socket: join(dir, 'a.sock'), mtu: 20000 }] });
+  const field = run(['--check', file]);
+  t.equal(field.status, 2);
+  t.match(field.stderr, /^vrouter: error supervisor: invalid configuration: ports\[0\]\.mtu: must be an integer from 68 to 9000, got 20000$/m);
+  t.equal(field.stdout, '', 'no summary');
+
+  // Found only when the routing plugin compiles its table (prepare), as at start.
+  writeConfig(dir, routed(dir, '10.0.9.254'));
+  const gateway = run(['--check', file, '--log-format', 'json']);
+  t.equal(gateway.status, 2);
+  const line = gateway.stderr.trim().split('\n').map((l) => JSON.parse(l)).find((l) => l.level === 'error');
+  t.match(line, { event: 'config.invalid', field: 'routes[0].via', msg: /invalid configuration: routes\[0\]\.via: .*10\.0\.9\.254 is in no connected subnet/ });
+  t.same(readdirSync(dir), ['config.json'], 'no socket was created');
+
+  const both = run(['--check', file, '--config', file]);
+  t.equal(both.status, 2, '--check and --config together are refused');
+  t.match(both.stderr, /give --config or --check, not both/);
+  const missing = run(['--check', join(dir, 'nonexistent.json')]);
+  t.equal(missing.status, 2);
+  t.match(missing.stderr, /invalid configuration: .*nonexistent\.json: cannot read/);
+});
+
+/**
+ * vrouter started by a shell that waits for it, as `npx vrouter` does; resolves once it is
+ * ready, with both pids.
+ */
+async function startUnderShell(t: Test, dir: string): Promise<{ shell: ChildProcess; vrouter: number; stderr: () => string; closed: Promise<void> }> {
+  const file = writeConfig(dir, routed(dir));
+  const shell = spawn('sh', ['-c', '"$0" "$1" --config "$2" & echo $!; wait', process.execPath, VROUTER_BIN, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  shell.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+  // vrouter inherits the shell's stderr: the pipe closes when both are gone.
+  const closed = new Promise<void>((resolve) => shell.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c)).on('close', resolve));
+  let vrouter = 0;
+  t.teardown(() => {
+    if (shell.exitCode === null && shell.signalCode === null) shell.kill('SIGKILL');
+    if (vrouter > 0 && alive(vrouter)) process.kill(vrouter, 'SIGKILL');
+  });
+  t.ok(await waitFor(() => /^\d+\n/.test(out), 5000), 'the shell started vrouter');
+  vrouter = Number(out.trim());
+  t.ok(await waitFor(() => /supervisor: ready/.test(err), 15000), `vrouter is ready:\n${err}`);
+  t.ok(existsSync(join(dir, 'a.sock')) && existsSync(join(dir, 'b.sock')), 'its sockets exist');
+  return { shell, vrouter, stderr: () => err, closed };
+}
+
+for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+  t.test(`vrouter stops when the shell that started it gets ${signal}`, async (t) => {
+    const dir = tempDir(t);
+    const { shell, vrouter, stderr, closed } = await startUnderShell(t, dir);
+    shell.kill(signal);
+    t.ok(await waitFor(() => !alive(vrouter), 5000), `vrouter (pid ${vrouter}) exited within 5 s of its parent`);
+    await Promise.race([closed, sleep(2000)]);
+    t.match(stderr(), /SIGTERM: stopping \(the process that started vrouter, pid \d+, has exited\)/);
+    t.match(stderr(), /supervisor: stopped/, 'it stopped cleanly');
+    t.notOk(existsSync(join(dir, 'a.sock')) || existsSync(join(dir, 'b.sock')) || existsSync(join(dir, 'admin.sock')), 'its socket files are gone');
+  });
+}
+
+t.test('--log-format json: every line of every thread is one object', async (t) => {
+  const dir = tempDir(t);
+  const file = writeConfig(dir, routed(dir));
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', file, '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  t.teardown(() => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  });
+  t.ok(await waitFor(() => /"msg":"ready: /.test(err), 15000), `vrouter is ready:\n${err}`);
+
+  const device = await startDevice(join(dir, 'a.sock'));
+  t.ok(await waitFor(() => /vring 1 .*running/.test(err), 5000), 'the frontend brought its vrings up');
+  device.close();
+  t.ok(await waitFor(() => /connection closed/.test(err), 5000), 'the frontend is gone');
+  proc.kill('SIGUSR1');
+  t.ok(await waitFor(() => /"event":"stats"/.test(err), 5000), 'SIGUSR1: counters');
+  proc.kill('SIGTERM');
+  t.equal(await exited, 0, 'stopped cleanly');
+
+  const lines = err.split('\n').slice(0, -1);
+  t.equal(err.at(-1), '\n', 'the last line is whole');
+  const records = lines.map((line) => {
+    try {
+      return JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      t.fail(`not a JSON line: ${line}`);
+      return {};
+    }
+  });
+  const known = new Set<string>([...Object.keys(EVENTS), NO_EVENT]);
+  for (const r of records) {
+    const problems = [
+      typeof r.time === 'string' && !Number.isNaN(Date.parse(r.time)) && r.time === new Date(r.time).toISOString() ? '' : 'time',
+      ['info', 'warn', 'error'].includes(r.level as string) ? '' : 'level',
+      typeof r.thread === 'string' && r.thread !== '' ? '' : 'thread',
+      known.has(r.event as string) ? '' : 'event',
+      typeof r.msg === 'string' ? '' : 'msg',
+    ].filter(Boolean);
+    if (problems.length > 0) t.fail(`${problems.join(', ')} missing or wrong in ${JSON.stringify(r)}`);
+  }
+  const threads = new Set(records.map((r) => r.thread));
+  for (const thread of ['supervisor', 'vhost', 'pmd0', 'routing']) t.ok(threads.has(thread), `lines from ${thread}`);
+  const find = (msg: RegExp) => records.find((r) => msg.test(r.msg as string));
+  t.match(find(/^port a: frontend connected/), { thread: 'vhost', level: 'info' }, 'a frontend connecting is logged by the vhost thread');
+  t.match(find(/^port a: connection closed/), { thread: 'vhost' });
+  t.match(find(/^ready: /), { thread: 'supervisor' });
+  t.match(find(/^polling on CPU/), { thread: 'pmd0' }, 'PMD lines (written by the supervisor) are json too');
+  t.match(find(/^counters$/), { event: 'stats', ports: { a: { rx_packets: Number } }, pmds: Array }, 'the counters are fields of the line');
+  t.match(find(/^SIGTERM: stopping$/), { event: 'vrouter.stopping', signal: 'SIGTERM', parentExited: false });
+  t.match(find(/^stopped$/), { event: 'vrouter.stopped' });
+});
+
+t.test('a log format that is not text or json is refused', async (t) => {
+  const flag = run(['--log-format', 'xml']);
+  t.equal(flag.status, 2);
+  t.match(flag.stderr, /--log-format must be text or json, got "xml"/);
+  const env = run(['--check', '/nonexistent'], { ...process.env, VROUTER_LOG_FORMAT: 'yaml' });
+  t.equal(env.status, 2);
+  t.match(env.stderr, /VROUTER_LOG_FORMAT must be text or json, got "yaml"/);
+});
+
+t.test('log lines in both formats, rate-limited alike', async (t) => {
+  let clock = 0;
+  const lines: string[] = [];
+  const json = createLog('vhost', (l) => lines.push(l), () => clock, 'json');
+  json.info('port a: frontend connected: pid 7', 'frontend.connected', { port: 'a', pid: 7, features: 0x1n, msg: 'a field named msg' });
+  const first = JSON.parse(lines[0]);
+  t.match(first, { level: 'info', thread: 'vhost', event: 'frontend.connected', msg: 'port a: frontend connected: pid 7', port: 'a', pid: 7, features: '1', _msg: 'a field named msg' });
+  t.equal(first.time, new Date(first.time).toISOString(), 'time is ISO-8601');
+  t.same(Object.keys(first).slice(0, 5), ['time', 'level', 'thread', 'event', 'msg'], 'the fixed keys come first');
+  json.warn('no event given');
+  t.equal(JSON.parse(lines[1]).event, NO_EVENT);
+  const cycle: Record<string, unknown> = {};
+  cycle.self = cycle;
+  json.error('fields that JSON cannot hold', 'vrouter.failed', { cycle });
+  t.match(JSON.parse(lines[2]), { event: 'vrouter.failed', msg: 'fields that JSON cannot hold', fieldsError: String });
+
+  lines.length = 0;
+  for (let i = 0; i < 30; i++) json.warn(`port a: refused frame ${i}`);
+  t.equal(lines.length, 20, 'a burst of 20, then held back');
+  clock += 1000;
+  json.warn('port a: refused frame 99');
+  t.match(JSON.parse(lines.at(-1)!), { msg: 'port a: refused frame 99', suppressed: 10 }, 'json: the count held back is a field');
+
+  const text: string[] = [];
+  const plain = createLog('vhost', (l) => text.push(l), () => clock, 'text');
+  for (let i = 0; i < 30; i++) plain.warn(`port a: refused frame ${i}`, 'frontend.refused', { i });
+  clock += 1000;
+  plain.warn('port a: refused frame 99', 'frontend.refused');
+  t.equal(text[0], 'vrouter: warn vhost: port a: refused frame 0\n', 'text lines do not change with an event or fields');
+  t.equal(text.at(-1), 'vrouter: warn vhost: port a: refused frame 99 (and 10 more like it, not shown)\n');
+});

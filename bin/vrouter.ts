@@ -66,8 +66,10 @@ try {
 }
 
 // `npx vrouter` runs vrouter under `sh -c`, which does not pass a SIGTERM on: without this,
-// stopping npx would leave vrouter running, its sockets behind. Nothing needs cleaning up
-// yet if the signal comes before the handlers below are in place (no socket exists).
+// stopping npx would leave vrouter running, its sockets behind. The kernel watches the
+// thread that started vrouter, not its whole process: a program that starts vrouter from a
+// worker thread stops it when that thread ends. Nothing needs cleaning up yet if the
+// signal comes before the handlers below are in place (no socket exists).
 setParentDeathSignal('SIGTERM');
 if (process.ppid !== parentAtStart) {
   log.error(`the process that started vrouter (pid ${parentAtStart}) has exited: not starting`, 'vrouter.failed');

@@ -46,7 +46,8 @@ export async function preparePlugins(plans: readonly PluginPlan[], memory: Plugi
       }
     } catch (err) {
       const e = err as Error & { field?: string };
-      throw new PluginLoadError(e.field ?? `plugins.${plan.name}`, `${plan.name} could not prepare its tables: ${e.message}`);
+      const field = e.field ?? `plugins.${plan.name}`;
+      throw new PluginLoadError(field, `${plan.name} could not prepare its tables: ${e.message.replace(`${field}: `, '')}`);
     }
   }
 }

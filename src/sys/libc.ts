@@ -514,11 +514,11 @@ const PR_SET_PDEATHSIG = 1;
 
 /**
  * Asks the kernel to send `signal` to this process when its parent exits (prctl
- * PR_SET_PDEATHSIG). man-pages 6.7, prctl(2), PR_SET_PDEATHSIG: "the 'parent' in this case is considered
- * to be the thread that created this process. In other words, the signal will be sent when
- * that thread terminates". It is cleared for a fork(2) child and when executing a set-user-ID
- * or set-group-ID binary or one with file capabilities. A parent that died before the call
- * goes unnoticed: compare process.ppid before and after.
+ * PR_SET_PDEATHSIG). man-pages 6.7, prctl(2), PR_SET_PDEATHSIG: "the 'parent' in this case
+ * is considered to be the thread that created this process. In other words, the signal will
+ * be sent when that thread terminates". It is cleared for a fork(2) child and when executing
+ * a set-user-ID or set-group-ID binary or one with file capabilities. A parent that died
+ * before the call goes unnoticed: compare process.ppid before and after.
  */
 export function setParentDeathSignal(signal: NodeJS.Signals | number): void {
   const number = typeof signal === 'number' ? signal : osConstants.signals[signal];

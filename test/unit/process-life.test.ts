@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLog, EVENTS, NO_EVENT } from '../../src/log.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
-import { VROUTER_BIN } from '../support/vrouter-process.ts';
+import { REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -67,6 +67,11 @@ t.test('--check: a valid config is summed up in one line, and nothing starts', a
   t.equal(r.status, 0, `exit status 0 (stderr: ${r.stderr})`);
   t.match(r.stdout, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: valid: 2 ports, 1 PMD \\(CPU \\d+\\), pipeline routing, acl\\n$`));
   t.same(readdirSync(dir), ['config.json'], 'no socket was created');
+
+  const unitConfig = join(REPO, 'examples/systemd/vrouter.json');
+  const example = run(['--check', unitConfig]);
+  t.equal(example.status, 0, `the systemd example's config is valid (stderr: ${example.stderr})`);
+  t.match(example.stdout, /: valid: 2 ports, .*pipeline bridge\n$/);
 });
 
 t.test('--check: a mistake is refused as at start, naming the field', async (t) => {

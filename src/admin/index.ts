@@ -23,9 +23,9 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
   const http = new AdminHttp(config, adminRoutes(backend));
   await http.listen();
   const l = config.listen;
-  if (l.kind === 'unix') log.info(`admin endpoint on ${l.path} (mode 0600)`);
+  if (l.kind === 'unix') log.info(`admin endpoint on ${l.path} (mode 0600)`, 'admin.listening', { path: l.path });
   else {
-    log.info(`admin endpoint on ${l.host}:${http.port}`);
+    log.info(`admin endpoint on ${l.host}:${http.port}`, 'admin.listening', { host: l.host, port: http.port });
     if (config.tokenFile === null) log.warn(`the admin endpoint on ${l.host}:${l.port} takes changes without a token: any local user can change the router (set admin.tokenFile)`);
   }
   return http;

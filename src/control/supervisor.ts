@@ -119,7 +119,7 @@ export class Supervisor {
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     const cpus = this.config.pmd.cores.join(', ');
-    log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`);
+    log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmds.length });
   }
 
   /** Starts PMD `id` and returns the control thread's end of its command channel. */
@@ -136,7 +136,7 @@ export class Supervisor {
     };
     const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => {
-      log.error(`pmd${id} crashed: ${err.stack ?? err.message}`);
+      log.error(`pmd${id} crashed: ${err.stack ?? err.message}`, 'pmd.crashed', { pmd: id });
       this.crashes[id] = err.message;
     });
     worker.on('exit', (code) => this.pmdExited(id, code));
@@ -161,7 +161,7 @@ export class Supervisor {
       this.actorDied(`pmd${id}`, new Error(`exited with code ${code}, ${recent} PMD restarts within ${RESTART_WINDOW_MS / 1000} s`));
       return;
     }
-    log.warn(`pmd${id} exited with code ${code}: restarting it`);
+    log.warn(`pmd${id} exited with code ${code}: restarting it`, 'pmd.restarted', { pmd: id, code });
     const culprit = this.culprit(id);
     const commands = this.spawnPmd(id);
     const event: ControlRequest = { t: 'pmd-restarted', pmd: id, culprit };
@@ -201,9 +201,9 @@ export class Supervisor {
       const plan = this.plugins.find((p) => p.name === stage);
       if (plan) {
         if (!this.takenOut.includes(plan.name)) this.takenOut.push(plan.name);
-        log.error(`pmd${id} is stuck in plugin ${plan.name} (no poll round for ${STUCK_MS} ms): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`);
+        log.error(`pmd${id} is stuck in plugin ${plan.name} (no poll round for ${STUCK_MS} ms): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`, 'pmd.stuck', { pmd: id, plugin: plan.name });
       } else {
-        log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`);
+        log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
       }
       void worker.terminate();
     });
@@ -217,7 +217,7 @@ export class Supervisor {
     try {
       await this.reloadFile(`${this.configPath} (SIGHUP)`);
     } catch (err) {
-      log.error(`not reloaded, the running config and plugins stay: ${(err as Error).message}`);
+      log.error(`not reloaded, the running config and plugins stay: ${(err as Error).message}`, 'config.refused', { field: (err as { field?: string }).field });
     }
   }
 
@@ -225,7 +225,7 @@ export class Supervisor {
   async reloadFile(source = this.configPath): Promise<ApplyResult> {
     const { document } = readConfigFile(this.configPath);
     const result = await this.apply(document, { source });
-    if (result.mode === 'none') log.info(`reloaded from ${source}: nothing changed`);
+    if (result.mode === 'none') log.info(`reloaded from ${source}: nothing changed`, 'config.reloaded', { source, mode: 'none' });
     return result;
   }
 
@@ -302,10 +302,10 @@ export class Supervisor {
     const names = changed.map((p) => p.name).join(', ');
     const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');
     if (live) {
-      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); the PMDs take the new tables between bursts`);
+      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); the PMDs take the new tables between bursts`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
       this.postTables(changed);
     } else {
-      log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`);
+      log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
       this.pmds.forEach((worker, id) => {
         this.reloading.add(id);
         void worker.terminate();
@@ -372,7 +372,7 @@ export class Supervisor {
   /** A thread that dies takes forwarding with it: stop cleanly and exit non-zero. */
   private actorDied(name: string, err: Error): void {
     if (this.stopping) return;
-    log.error(`${name} died: ${err.stack ?? err.message}`);
+    log.error(`${name} died: ${err.stack ?? err.message}`, 'vrouter.failed', { thread: name });
     void this.stop().then(() => process.exit(1));
   }
 }

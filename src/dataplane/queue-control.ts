@@ -35,7 +35,7 @@ export class QueueControl {
   queueFailed(port: PortRuntime, owner: QueueOwner): void {
     this.counters[portBase(port.cfg.index) + QUEUE_ERRORS]++;
     const vring = port.owners.indexOf(owner);
-    this.log.warn(`port ${port.cfg.name}: vring ${vring} stopped: ${owner.queue.failure}`);
+    this.log.warn(`port ${port.cfg.name}: vring ${vring} stopped: ${owner.queue.failure}`, 'vring.stopped', { port: port.cfg.name, vring, failure: owner.queue.failure });
     if (vring >= 0) {
       port.owners[vring] = null;
       const spec = port.specs[vring];

@@ -66,7 +66,7 @@ export class PluginStage implements Stage {
     } catch (err) {
       // A plugin that cannot start would crash its PMD at every restart: it is taken out.
       this.mode = plugin.onError ?? 'drop';
-      log.error(`plugin ${plan.name} failed to start, taken out of the pipeline (${this.mode}): ${(err as Error)?.stack ?? String(err)}`);
+      log.error(`plugin ${plan.name} failed to start, taken out of the pipeline (${this.mode}): ${(err as Error)?.stack ?? String(err)}`, 'plugin.failed', { plugin: plan.name });
     }
   }
 
@@ -79,6 +79,18 @@ export class PluginStage implements Stage {
       this.plugin.process(batch, this.state);
     } catch (err) {
       this.failed(batch, err);
+    }
+  }
+
+  /** Plugin.describe for a captured packet; null when the plugin has none, is taken out, or throws. */
+  describe(batch: Batch, i: number): string | null {
+    if (this.mode !== 'run' || this.plugin.describe === undefined) return null;
+    try {
+      const text = this.plugin.describe(this.state, batch, i);
+      return typeof text === 'string' ? text : null;
+    } catch (err) {
+      this.report('describe', err);
+      return null;
     }
   }
 
@@ -96,7 +108,7 @@ export class PluginStage implements Stage {
     if (this.mode !== 'run' || this.plugin.tablesChanged === undefined) return;
     try {
       this.plugin.tablesChanged(this.state, { config, shared });
-      this.log.info(`plugin ${this.name}: new config and tables in use`);
+      this.log.info(`plugin ${this.name}: new config and tables in use`, 'plugin.tables_swapped', { plugin: this.name });
     } catch (err) {
       this.report('tablesChanged', err);
     }
@@ -115,7 +127,7 @@ export class PluginStage implements Stage {
       return;
     }
     const also = this.unlogged > 0 ? ` (${this.unlogged} more since the last report)` : '';
-    this.log.warn(`plugin ${this.name} threw in ${where}${also}: ${(err as Error)?.stack ?? String(err)}`);
+    this.log.warn(`plugin ${this.name} threw in ${where}${also}: ${(err as Error)?.stack ?? String(err)}`, 'plugin.failed', { plugin: this.name });
     this.loggedAt = now;
     this.unlogged = 0;
   }

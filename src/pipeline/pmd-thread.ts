@@ -46,7 +46,7 @@ const pmd = new Pmd(config, shared, log, (counters): Stage[] => {
   return stages;
 });
 const doorbell = pmd.doorbell;
-log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`);
+log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`, 'pmd.started', { cpu: config.cpu });
 
 pmd.onLateReply = (reply) => commands.postMessage(pack(reply));
 doorbell[DOORBELL_SERVING] = -1;

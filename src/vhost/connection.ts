@@ -3,6 +3,7 @@
 // dispatch and handled one at a time in arrival order; vring changes go to the owning PMD
 // and are answered once it has carried them out. Whatever the PMDs may still touch (guest
 // memory, kick and call fds) is released only after they said they let go of it.
+import type { Log } from '../log.ts';
 import { closeAll, eventfdDrain, eventfdProblem, eventfdSignal, isNonBlocking, sendMsg, setNonBlocking } from '../sys/libc.ts';
 import {
   bit,
@@ -46,10 +47,7 @@ export interface PortSettings {
   memoryPolicy: MemoryPolicy;
 }
 
-export interface Logger {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
+export type Logger = Pick<Log, 'info' | 'warn'>;
 
 export function offeredFeatures(port: PortSettings): bigint {
   let f = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF);
@@ -261,6 +259,7 @@ export class VhostConnection {
         if (extra !== 0n) throw new ProtocolError(`features 0x${extra.toString(16)} were not offered`);
         if ((f & bit(VIRTIO_F_VERSION_1)) === 0n) throw new ProtocolError('VIRTIO_F_VERSION_1 not acked: legacy devices are not supported');
         this.features = f;
+        this.log.info(`port ${this.port.name}: features 0x${f.toString(16)} negotiated`, 'features.negotiated', { port: this.port.name, features: `0x${f.toString(16)}` });
         break;
       }
       case Req.GET_PROTOCOL_FEATURES:
@@ -401,7 +400,7 @@ export class VhostConnection {
     this.memory = mapped;
     this.unmap(old);
     const total = descs.reduce((sum, d) => sum + d.size, 0);
-    this.log.info(`port ${this.port.name}: memory table of ${descs.length} region(s), ${Math.round(total / 2 ** 20)} MiB`);
+    this.log.info(`port ${this.port.name}: memory table of ${descs.length} region(s), ${Math.round(total / 2 ** 20)} MiB`, 'memory.mapped', { port: this.port.name, regions: descs.length });
     for (let i = 0; i < this.vrings.length; i++) await this.startVring(i);
   }
 
@@ -502,7 +501,7 @@ export class VhostConnection {
     }
     v.running = true;
     if (reply.lastAvailIdx !== undefined) v.base = reply.lastAvailIdx;
-    this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, ${resume ? 'resumed from the used ring at' : 'base'} ${v.base}`);
+    this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, ${resume ? 'resumed from the used ring at' : 'base'} ${v.base}`, 'vring.started', { port: this.port.name, vring: index });
   }
 
   private async stopVring(index: number): Promise<void> {
@@ -511,6 +510,7 @@ export class VhostConnection {
     const reply = await this.command({ t: 'vring-stop', port: this.port.index, gen: this.gen, vring: index });
     v.running = false;
     if (reply.lastAvailIdx !== undefined) v.base = reply.lastAvailIdx;
+    this.log.info(`port ${this.port.name}: vring ${index} stopped, base ${v.base}`, 'vring.stopped', { port: this.port.name, vring: index, base: v.base });
   }
 
   /**

@@ -51,7 +51,7 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     send({ t: 'stopped' });
   } else if (req.t === 'pmd-restarted' && envelope.commands) {
     dataplane.replaceLink(req.pmd, envelope.commands);
-    log.info(`pmd${req.pmd} restarted: handing its queues back`);
+    log.info(`pmd${req.pmd} restarted: handing its queues back`, 'pmd.queues_returned', { pmd: req.pmd });
     const culprit = req.culprit;
     await Promise.all(ports.map((p, index) => p.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
   }

@@ -57,7 +57,7 @@ export class PortEndpoint {
     removeStaleSocket(this.settings.socket);
     this.listenFd = unixListen(this.settings.socket, { mode: this.settings.socketMode, gid: this.settings.socketGroup });
     this.listenWatch = watchReadable(this.listenFd, () => this.acceptPending());
-    this.log.info(`port ${this.settings.name}: listening on ${this.settings.socket}`);
+    this.log.info(`port ${this.settings.name}: listening on ${this.settings.socket}`, 'port.listening', { port: this.settings.name });
   }
 
   async stop(): Promise<void> {
@@ -92,7 +92,7 @@ export class PortEndpoint {
     this.quarantines.push(now);
     const seconds = Math.min(QUARANTINE_MAX_S, QUARANTINE_FIRST_S * 2 ** (this.quarantines.length - 1));
     this.quarantinedUntil = now + seconds * 1000;
-    this.log.warn(`port ${this.settings.name}: quarantined for ${seconds} s: pmd${pmd} died while serving it (${culprit})`);
+    this.log.warn(`port ${this.settings.name}: quarantined for ${seconds} s: pmd${pmd} died while serving it (${culprit})`, 'port.quarantined', { port: this.settings.name, seconds });
     await this.connection?.close(`quarantined: pmd${pmd} died while serving this port`);
   }
 
@@ -100,7 +100,7 @@ export class PortEndpoint {
   private refusing(fd: number): boolean {
     if (Date.now() >= this.quarantinedUntil) return false;
     closeAll([fd]);
-    this.log.warn(`port ${this.settings.name}: refused a frontend: quarantined for ${Math.ceil((this.quarantinedUntil - Date.now()) / 1000)} s more`);
+    this.log.warn(`port ${this.settings.name}: refused a frontend: quarantined for ${Math.ceil((this.quarantinedUntil - Date.now()) / 1000)} s more`, 'frontend.refused', { port: this.settings.name });
     return true;
   }
 
@@ -136,11 +136,11 @@ export class PortEndpoint {
     if (this.waiting !== null) {
       clearTimeout(this.waiting.timer);
       closeAll([this.waiting.fd]);
-      this.log.warn(`port ${this.settings.name}: refused a waiting frontend for a newer one`);
+      this.log.warn(`port ${this.settings.name}: refused a waiting frontend for a newer one`, 'frontend.refused', { port: this.settings.name });
     }
     const timer = setTimeout(() => {
       this.waiting = null;
-      this.log.warn(`port ${this.settings.name}: refused a second frontend (one is connected)`);
+      this.log.warn(`port ${this.settings.name}: refused a second frontend (one is connected)`, 'frontend.refused', { port: this.settings.name });
       closeAll([fd]);
     }, HOLD_BACK_MS);
     this.waiting = { fd, timer };
@@ -155,7 +155,7 @@ export class PortEndpoint {
       this.retryTimer = setTimeout(() => this.connect(), RECONNECT_MS);
       return;
     }
-    this.log.info(`port ${this.settings.name}: connected to ${this.settings.socket}`);
+    this.log.info(`port ${this.settings.name}: connected to ${this.settings.socket}`, 'frontend.connected', { port: this.settings.name });
     if (!this.refusing(fd) && this.admit(fd)) this.attach(fd);
     else this.retryTimer = setTimeout(() => this.connect(), RECONNECT_MS);
   }
@@ -175,29 +175,29 @@ export class PortEndpoint {
       uid = cred.uid;
     } catch (err) {
       closeAll([fd]);
-      this.log.warn(`port ${name}: refused a frontend whose credentials cannot be read: ${(err as Error).message}`);
+      this.log.warn(`port ${name}: refused a frontend whose credentials cannot be read: ${(err as Error).message}`, 'frontend.refused', { port: name });
       return false;
     }
     if (this.settings.peerUid !== null && uid !== this.settings.peerUid) {
       closeAll([fd]);
-      this.log.warn(`port ${name}: refused a frontend (${who}): uid ${uid} is not peerUid ${this.settings.peerUid}`);
+      this.log.warn(`port ${name}: refused a frontend (${who}): uid ${uid} is not peerUid ${this.settings.peerUid}`, 'frontend.refused', { port: name, uid });
       return false;
     }
-    this.log.info(`port ${name}: frontend connected: ${who}`);
+    this.log.info(`port ${name}: frontend connected: ${who}`, 'frontend.connected', { port: name });
     return true;
   }
 
   private attach(fd: number): void {
     const onClosed = (reason: string) => {
       this.connection = null;
-      this.log.info(`port ${this.settings.name}: connection closed: ${reason}`);
+      this.log.info(`port ${this.settings.name}: connection closed: ${reason}`, 'frontend.gone', { port: this.settings.name, reason });
       if (this.waiting !== null) {
         const { fd, timer } = this.waiting;
         clearTimeout(timer);
         this.waiting = null;
         if (this.stopped) closeAll([fd]);
         else {
-          this.log.info(`port ${this.settings.name}: frontend connected`);
+          this.log.info(`port ${this.settings.name}: frontend connected`, 'frontend.connected', { port: this.settings.name });
           this.attach(fd);
         }
       } else if (this.settings.mode === 'client' && !this.stopped) {

@@ -181,10 +181,12 @@ t.test('--log-format json: every line of every thread is one object', async (t) 
   const threads = new Set(records.map((r) => r.thread));
   for (const thread of ['supervisor', 'vhost', 'pmd0', 'routing']) t.ok(threads.has(thread), `lines from ${thread}`);
   const find = (msg: RegExp) => records.find((r) => msg.test(r.msg as string));
-  t.match(find(/^port a: frontend connected/), { thread: 'vhost', level: 'info' }, 'a frontend connecting is logged by the vhost thread');
-  t.match(find(/^port a: connection closed/), { thread: 'vhost' });
-  t.match(find(/^ready: /), { thread: 'supervisor' });
-  t.match(find(/^polling on CPU/), { thread: 'pmd0' }, 'PMD lines (written by the supervisor) are json too');
+  t.match(find(/^port a: frontend connected/), { thread: 'vhost', level: 'info', event: 'frontend.connected', port: 'a' }, 'a frontend connecting is an event of the vhost thread');
+  t.match(find(/^port a: connection closed/), { thread: 'vhost', event: 'frontend.gone', port: 'a' });
+  t.match(find(/^ready: /), { thread: 'supervisor', event: 'vrouter.ready' });
+  t.match(find(/^polling on CPU/), { thread: 'pmd0', event: 'pmd.started' }, 'PMD lines (written by the supervisor) are json too');
+  t.ok(records.some((r) => r.event === 'vring.started'), 'a vring started');
+  t.ok(records.some((r) => r.event === 'features.negotiated'), 'features negotiated');
   t.match(find(/^counters$/), { event: 'stats', ports: { a: { rx_packets: Number } }, pmds: Array }, 'the counters are fields of the line');
   t.match(find(/^SIGTERM: stopping$/), { event: 'vrouter.stopping', signal: 'SIGTERM', parentExited: false });
   t.match(find(/^stopped$/), { event: 'vrouter.stopped' });

@@ -15,6 +15,8 @@ import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-proces
 import { micro as ringMicro } from './micro/spsc-ring.ts';
 import { heapReport, micro as datapathMicro } from './micro/datapath.ts';
 import { measureFirstPacket } from './micro/first-packet.ts';
+import { stageFigures } from './micro/stages.ts';
+import { spawnSync } from 'node:child_process';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' } } });
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
@@ -129,6 +131,17 @@ for (const m of [...ringMicro, ...datapathMicro]) {
   const { opsPerSec } = await m.run();
   microResults.push({ name: m.name, mopsPerSec: opsPerSec / 1e6, nsPerOp: 1e9 / opsPerSec });
 }
+progress('ns per packet of each stage');
+const stages = await stageFigures();
+// The tables' own micro-benchmarks, each its own process (their tables are large): LPM with
+// 1,000,000 IPv4 and 100,000 IPv6 routes, the ACL stage with 10, 100 and 1000 rules and
+// 1,000,000 tracked flows, the policers; compile times and memory are in their output.
+const TABLE_BENCHES = ['plugins/routing/lpm-bench.ts', 'plugins/acl/acl-bench.ts', 'plugins/ratelimit/ratelimit-bench.ts'];
+const tables = TABLE_BENCHES.map((file) => {
+  progress(file);
+  const r = spawnSync(process.execPath, [join(REPO, file), ...(values.quick ? ['--quick'] : [])], { encoding: 'utf8', timeout: 300_000 });
+  return { file, output: (r.stdout || '').trim(), error: r.status === 0 ? undefined : (r.stderr || r.error?.message || `exit ${r.status}`).split('\n')[0] };
+});
 process.stderr.write('\r\x1b[K');
 
 const machine = {
@@ -154,8 +167,14 @@ for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuP
 for (const f of firstPacket) console.log(`first frame after 100 ms idle, ${f.mode}: median ${fmt(f.medianUs, 0)} µs, max ${fmt(f.maxUs, 0)} µs`);
 for (const m of microResults) console.log(`${m.name}: ${fmt(m.mopsPerSec)} M/s (${fmt(m.nsPerOp, 1)} ns each)`);
 for (const h of heapReport) console.log(`data path steady state, ${h.name}: ${h.gcs} garbage collections, heap ${fmt(h.heapGrowthKiB, 0)} KiB bigger`);
+console.log('\nns per packet of each stage alone (burst of 32 64-byte UDP frames, one thread):');
+for (const st of stages) console.log(`  ${st.name}: ${fmt(st.nsPerPacket, 1)}`);
+for (const tb of tables) {
+  console.log(`\n${tb.file}${tb.error ? `: failed: ${tb.error}` : ''}`);
+  if (tb.output) console.log(tb.output.split('\n').map((l) => `  ${l}`).join('\n'));
+}
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, idle, firstPacket, micro: microResults, heap: heapReport, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

@@ -4,7 +4,8 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
-import { readPmdStats, readPortStats } from '../dataplane/counters.ts';
+import { DROP_REASONS, readPmdStats, readPortStats } from '../dataplane/counters.ts';
+import type { CaptureMemory } from '../dataplane/capture.ts';
 import type { PmdLogLine, PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
 import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
@@ -65,6 +66,8 @@ export class Supervisor {
   private readonly restarts: number[] = [];
   /** per PMD: the error it died of, if it did */
   private readonly crashes: (string | null)[] = [];
+  /** per PMD: whether it has made a poll round since it was (re)started */
+  private readonly polled: boolean[] = [];
   /** per PMD: its heartbeat when last seen to move, and when */
   private readonly heartbeats: { beat: number; at: number }[] = [];
   /** plugins taken out of restarted PMDs after they hung one */
@@ -133,6 +136,7 @@ export class Supervisor {
       takenOut: this.takenOut,
       topology: this.topology,
       pluginMemory: this.pluginMemory,
+      capture: this.layout.capture,
     };
     const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
     worker.on('error', (err) => {
@@ -144,6 +148,7 @@ export class Supervisor {
     this.crashes[id] = null;
     // Watched from its first poll round on: loading plugins may take a while.
     this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
+    this.polled[id] = false;
     this.pmds[id] = worker;
     return channel.port1;
   }
@@ -193,6 +198,7 @@ export class Supervisor {
       const beat = bell[DOORBELL_HEARTBEAT];
       if (beat !== seen.beat) {
         this.heartbeats[id] = { beat, at: now };
+        this.polled[id] = true;
         return;
       }
       if (now - seen.at < STUCK_MS) return;
@@ -336,6 +342,16 @@ export class Supervisor {
     void this.pmds[id]?.terminate();
   }
 
+  /**
+   * What packet capture needs: the capture memory, and names for what its records hold
+   * (stages by index, drop reasons by code).
+   */
+  captureSource(): { memory: CaptureMemory; ports: string[]; stages: string[]; dropReasons: string[] } {
+    const dropReasons: string[] = DROP_REASONS.map(([name]) => name);
+    for (const p of this.plugins) p.dropReasons.forEach((r, k) => (dropReasons[DROP_REASONS.length + p.slot + k] = r));
+    return { memory: this.layout.capture, ports: this.config.ports.map((p) => p.name), stages: this.plugins.map((p) => p.name), dropReasons };
+  }
+
   /** Port counters summed over the PMDs. */
   stats() {
     const counters = this.layout.shared.counters;
@@ -364,6 +380,12 @@ export class Supervisor {
   private async terminateAll(): Promise<void> {
     this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
+    // A thread terminated while it loads a native addon (koffi) takes the process down with
+    // a fatal error: a PMD still starting (no poll round yet) is let finish starting first.
+    const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS;
+    while (Date.now() < deadline && this.pmds.some((_, id) => !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat)) {
+      await sleep(10);
+    }
     await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
     closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
     await closeJobs();

@@ -33,18 +33,19 @@ export interface Prefix {
 export function parsePrefix(text: unknown): Prefix {
   if (typeof text !== 'string') throw new Error(`must be an IPv4 or IPv6 address or prefix as a string, got ${JSON.stringify(text)}`);
   const v6 = text.includes(':');
-  const valid = v6 ? Address6.isValid(text) : Address4.isValid(text);
   const slash = text.indexOf('/');
-  if (!valid || (slash >= 0 && !/^\/\d{1,3}$/.test(text.slice(slash)))) throw new Error(`${JSON.stringify(text)} is not an IPv${v6 ? 6 : 4} address or prefix`);
-  const a = v6 ? new Address6(text) : new Address4(text);
-  if (a.subnetMask > (v6 ? 128 : 32)) throw new Error(`${JSON.stringify(text)}: the prefix length is at most ${v6 ? 128 : 32}`);
-  const size = v6 ? 16 : 4;
-  const bytes = new Uint8Array(size);
-  let n = a.bigInt();
-  for (let i = size - 1; i >= 0; i--) {
-    bytes[i] = Number(n & 0xffn);
-    n >>= 8n;
+  // One parse (the constructor checks it all): a route table of a million entries is parsed
+  // on the control plane's thread.
+  let a: Address4 | Address6;
+  try {
+    if (slash >= 0 && !/^\/\d{1,3}$/.test(text.slice(slash))) throw new Error('bad length');
+    a = v6 ? new Address6(text) : new Address4(text);
+  } catch {
+    throw new Error(`${JSON.stringify(text)} is not an IPv${v6 ? 6 : 4} address or prefix`);
   }
+  if (a.subnetMask > (v6 ? 128 : 32)) throw new Error(`${JSON.stringify(text)}: the prefix length is at most ${v6 ? 128 : 32}`);
+  const bytes = Uint8Array.from(v6 ? (a as Address6).toUnsignedByteArray() : (a as Address4).toArray());
+  if (bytes.length !== (v6 ? 16 : 4)) throw new Error(`${JSON.stringify(text)} is not an IPv${v6 ? 6 : 4} address or prefix`);
   return { family: v6 ? 6 : 4, bytes, length: a.subnetMask, text: `${a.correctForm()}${slash >= 0 ? `/${a.subnetMask}` : ''}` };
 }
 

@@ -19,6 +19,7 @@ import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
 import { neighbourTableBytes, NeighbourTable, STATIC } from './neighbours.ts';
 import { COUNTERS, DROP_REASONS, Router } from './router.ts';
+import { describe } from './describe.ts';
 
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
 const SWEEP_SLOTS = 64;
@@ -161,6 +162,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
   prepare,
   createState,
   process,
+  describe,
   betweenBursts,
   tablesChanged: (r, update) => r.switchTables(update.config, update.shared),
   // A router that stops routing drops: nothing it would have decided goes anywhere.

@@ -184,7 +184,7 @@ function isBroadcast(r: Router, iface: number, dst: number): boolean {
 }
 
 /** The 5-tuple hash ECMP picks a member by: the same for every packet of a flow. */
-function flowHash(d: Uint8Array, ip: number, ihl: number): number {
+export function flowHash(d: Uint8Array, ip: number, ihl: number): number {
   const protocol = d[ip + 9];
   let h = Math.imul(read32(d, ip + 12) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(read32(d, ip + 16), 0xc2b2ae35) ^ protocol;
   // Ports only in first fragments: the others of the flow would hash elsewhere otherwise;

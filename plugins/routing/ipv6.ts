@@ -118,7 +118,8 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   }
 }
 
-function flowHash(d: Uint8Array, ip: number): number {
+/** The flow hash ECMP picks a member by (addresses, flow label, ports). */
+export function flowHash(d: Uint8Array, ip: number): number {
   let h = Math.imul(read32(d, ip + 20) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(read32(d, ip + 36), 0xc2b2ae35);
   h ^= Math.imul(read32(d, ip + 16) ^ read32(d, ip + 32), 0x165667b1) ^ (read32(d, ip) & 0xfffff);
   const next = d[ip + 6];

@@ -85,6 +85,8 @@ export class Router {
   neighbourRegion: SharedArrayBuffer;
   config: RoutingConfig;
   readonly pmd: number;
+  /** port names by index, for describe() */
+  readonly portNames: readonly string[];
   readonly drop: Record<Reason, number>;
   readonly counter: Record<Counter, number>;
   readonly count: PluginContext<unknown>['count'];
@@ -155,6 +157,7 @@ export class Router {
     this.neighbours = new NeighbourTable(ctx.shared.neighbours, interfaces.length);
     this.config = ctx.config;
     this.pmd = ctx.pmd;
+    this.portNames = ctx.ports.map((p) => p.name);
     // Object literals, not Object.fromEntries: a literal has a fixed shape, the fast property
     // loads the data path needs (a built-up object may become a dictionary).
     const d = (n: Reason) => ctx.dropCode(n);

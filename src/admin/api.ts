@@ -7,6 +7,7 @@ import type { TSchema } from 'typebox';
 import type { ApplyResult } from '../control/supervisor.ts';
 import type { PortStats } from '../dataplane/counters.ts';
 import { parsePrefix } from '../pipeline/api.ts';
+import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
 import { ApiError, type Reply, type Request, type Route } from './http.ts';
 import { renderMetrics } from './metrics.ts';
 import { openApiDocument } from './openapi.ts';
@@ -27,6 +28,8 @@ export interface AdminBackend {
   plugins(): { name: string; version: string; path: string; tables: string[] }[];
   /** a plugin's table (Plugin.tables), or null when it has none of that name */
   table(plugin: string, table: string): Promise<Record<string, unknown>[] | null>;
+  /** packet capture's shared memory, and the names its records need */
+  capture(): CaptureSource;
 }
 
 /** A route of the endpoint, described for the OpenAPI document. */
@@ -78,6 +81,8 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     }
   };
 
+  const captures = new CaptureHub(() => backend.capture());
+
   const routes: ApiRoute[] = [
     {
       method: 'GET', path: '/ports', summary: 'the ports: config and counters',
@@ -93,6 +98,11 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         if (port === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${req.params.name}`);
         return { json: { ...port, counters: backend.stats().ports[port.name] } };
       },
+    },
+    {
+      method: 'GET', path: '/ports/{name}/capture', summary: 'captures the port\'s frames, both directions, as pcapng: each received frame with what every stage did to it (comments) and the verdict',
+      query: CAPTURE_QUERY, produces: 'application/x-pcapng', sensitive: true,
+      handle: (req) => ({ stream: captures.open(req.params.name, req.query) }),
     },
     { method: 'GET', path: '/counters', summary: 'every port\'s counters: packets, bytes, drops by reason, plugins\' drops and counters', handle: () => ({ json: backend.stats().ports }) },
     { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests', handle: () => ({ json: backend.stats().pmds }) },

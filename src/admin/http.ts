@@ -39,6 +39,8 @@ export interface Route {
   /** "/routes/{prefix}": segments in braces are parameters */
   path: string;
   handle(req: Request): Promise<Reply> | Reply;
+  /** a read that shows guests' traffic (capture): it needs the token like a change */
+  sensitive?: boolean;
 }
 
 const MAX_BODY_BYTES = 1 << 20;
@@ -114,7 +116,7 @@ export class AdminHttp {
         if (pathKnown) throw new ApiError(405, 'VR_METHOD', '', `${method} is not supported on ${url.pathname}`);
         throw new ApiError(404, 'VR_NOT_FOUND', '', `no such resource: ${url.pathname} (GET /openapi.json lists them)`);
       }
-      if (method !== 'GET') this.authorise(req);
+      if (method !== 'GET' || route.sensitive === true) this.authorise(req);
       const body = method === 'POST' || method === 'PUT' ? await readJson(req) : undefined;
       const reply = await route.handle({ method, params: params!, query: url.searchParams, body });
       if ('stream' in reply) return reply.stream(res);

@@ -19,6 +19,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     pipeline: () => supervisor.running.pipeline,
     plugins: () => supervisor.pluginList(),
     table: (plugin, table) => supervisor.pluginTable(plugin, table),
+    capture: () => supervisor.captureSource(),
   };
   const http = new AdminHttp(config, adminRoutes(backend));
   await http.listen();
@@ -26,7 +27,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
   if (l.kind === 'unix') log.info(`admin endpoint on ${l.path} (mode 0600)`, 'admin.listening', { path: l.path });
   else {
     log.info(`admin endpoint on ${l.host}:${http.port}`, 'admin.listening', { host: l.host, port: http.port });
-    if (config.tokenFile === null) log.warn(`the admin endpoint on ${l.host}:${l.port} takes changes without a token: any local user can change the router (set admin.tokenFile)`);
+    if (config.tokenFile === null) log.warn(`the admin endpoint on ${l.host}:${l.port} takes changes and captures without a token: any local user can change the router and read its guests' traffic (set admin.tokenFile)`);
   }
   return http;
 }

@@ -17,9 +17,9 @@ export function openApiDocument(routes: readonly ApiRoute[]): object {
       responses: {
         '200': { description: 'done', ...ok },
         ...(r.method !== 'GET' || params.length > 0 ? { '400': error, '404': error } : {}),
-        ...(r.method !== 'GET' ? { '401': error } : {}),
+        ...(r.method !== 'GET' || r.sensitive ? { '401': error } : {}),
       },
-      ...(r.method !== 'GET' ? { security: [{ bearer: [] }, {}] } : {}),
+      ...(r.method !== 'GET' || r.sensitive ? { security: [{ bearer: [] }, {}] } : {}),
     };
   }
   return {

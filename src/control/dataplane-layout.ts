@@ -1,5 +1,7 @@
 // From the config to what the PMDs share: which PMD owns each queue pair, the packet pool,
-// the rings between every ordered pair of PMDs, the MAC tables and the counters.
+// the rings between every ordered pair of PMDs, the MAC tables, the counters and the
+// capture rings.
+import { createCaptureMemory, type CaptureMemory } from '../dataplane/capture.ts';
 import { createCounterBuffer } from '../dataplane/counters.ts';
 import { createPoolMemory } from '../dataplane/packet-pool.ts';
 import { HANDLE_BITS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
@@ -19,6 +21,8 @@ export interface DataplaneLayout {
   shared: PmdShared;
   /** queueOwner[port][queuePair]: the PMD that polls it */
   queueOwner: number[][];
+  /** packet capture: per-port control words and a ring per PMD (outlive PMD restarts) */
+  capture: CaptureMemory;
 }
 
 /**
@@ -66,5 +70,5 @@ export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
     idleSpinRounds: IDLE_SPIN_ROUNDS,
     idleSleepMaxUs: config.pmd.sleepMaxUs,
   }));
-  return { pmds, shared, queueOwner: assignQueues(config) };
+  return { pmds, shared, queueOwner: assignQueues(config), capture: createCaptureMemory(pmdCount, config.ports.length) };
 }

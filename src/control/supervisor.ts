@@ -241,7 +241,7 @@ export class Supervisor {
     writeFileSync(tmp, `${JSON.stringify(this.document, null, 2)}\n`, { mode: 0o600 });
     renameSync(tmp, this.configPath);
     log.info(`config in force written to ${this.configPath}`);
-    return this.configPath;
+    return resolve(this.configPath);
   }
 
   /** The running config, as checked. */

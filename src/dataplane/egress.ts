@@ -5,6 +5,7 @@
 import { DOORBELL_SERVING, DOORBELL_SLEEPING } from '../vhost/dataplane-link.ts';
 import { eventfdSignal } from '../sys/libc.ts';
 import type { Batch } from './batch.ts';
+import { CONTROL_WORDS, type CaptureWriter } from './capture.ts';
 import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { DROP, DROPS_BASE, portBase } from './counters.ts';
@@ -43,6 +44,8 @@ export class Egress {
   private readonly inbox = new Uint32Array(BURST);
   /** per port: the ports of its bridge (where its EGRESS_FLOOD frames go) */
   private readonly floodDomains: readonly (readonly number[])[];
+  /** records the frames written to a port being captured */
+  private readonly capture: CaptureWriter;
 
   constructor(
     cfg: PmdConfig,
@@ -51,7 +54,9 @@ export class Egress {
     pool: PacketPool,
     counters: Float64Array,
     queueFailed: (port: PortRuntime, owner: QueueOwner) => void,
+    capture: CaptureWriter,
   ) {
+    this.capture = capture;
     this.cfg = cfg;
     this.ports = ports;
     this.pool = pool;
@@ -134,6 +139,8 @@ export class Egress {
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       const out = port.rxOut;
       if (out !== null && out.queue.failure === '') {
+        // Captured by the PMD that writes the frames into the guest (here), once.
+        if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
         deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
         if (out.queue.failure !== '') this.queueFailed(port, out);
       } else {

@@ -5,6 +5,7 @@
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
+import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
 import { pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
@@ -22,6 +23,8 @@ export interface Stage {
   process(batch: Batch): void;
   /** once per poll round, between bursts */
   betweenBursts(): void;
+  /** for a captured packet, after process(): what the stage did to packet i, in words (or null) */
+  describe?(batch: Batch, i: number): string | null;
 }
 
 /** Makes the stages of a PMD's pipeline, in order, given the PMD's counter block. */
@@ -41,10 +44,12 @@ export class Pmd {
   private readonly egress: Egress;
   private readonly control: QueueControl;
   private readonly idle: IdleSleep;
+  private readonly capture: CaptureWriter;
   /** our doorbell: commands posted, sleeping flag, the port being served */
   readonly doorbell: Int32Array;
 
-  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder) {
+  /** `capture`: the capture control block and rings (default: its own, never switched on) */
+  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, cfg.ports.length)) {
     this.cfg = cfg;
     const counters = pmdCounters(shared.counters, cfg.id, cfg.ports.length);
     const me = cfg.id;
@@ -64,7 +69,8 @@ export class Pmd {
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
     this.control = new QueueControl(me, this.ports, counters, this.doorbell, log, (port) => this.queuesChanged(port));
     const queueFailed = (port: PortRuntime, owner: QueueOwner) => this.control.queueFailed(port, owner);
-    this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed);
+    this.capture = new CaptureWriter(capture, me);
+    this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed, this.capture);
     this.stages = pipeline(counters);
     this.batch = new Batch(this.pool);
     this.idle = new IdleSleep(this.doorbell, shared.wakers[me].wakeFd, this.ringsIn);
@@ -83,6 +89,7 @@ export class Pmd {
     const active = this.active;
     const bell = this.doorbell;
     const batch = this.batch;
+    const captured = this.capture.control;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
       bell[DOORBELL_SERVING] = port.cfg.index;
@@ -92,9 +99,15 @@ export class Pmd {
         if (n > 0) {
           work += n;
           batch.begin(port.cfg.index, n);
-          for (let s = 0; s < stages.length; s++) {
-            bell[DOORBELL_STAGE] = s;
-            stages[s].process(batch);
+          // One plain load per burst while no capture runs on the port: the word is
+          // re-read with Atomics.load (acquire) only when it is set.
+          if (captured[port.cfg.index * CONTROL_WORDS] === 0) {
+            for (let s = 0; s < stages.length; s++) {
+              bell[DOORBELL_STAGE] = s;
+              stages[s].process(batch);
+            }
+          } else {
+            this.processCaptured(batch, port.cfg.index);
           }
           bell[DOORBELL_STAGE] = -1;
           this.egress.transmit(batch);
@@ -105,6 +118,20 @@ export class Pmd {
     }
     if (ringsIn.length > 0) this.pool.flushAllReturns();
     return work;
+  }
+
+  /** The stages over a burst from a port being captured: each stage's decisions recorded. */
+  private processCaptured(batch: Batch, port: number): void {
+    const stages = this.stages;
+    const bell = this.doorbell;
+    const capture = this.capture;
+    const recorded = capture.beginIngress(batch, port);
+    for (let s = 0; s < stages.length; s++) {
+      bell[DOORBELL_STAGE] = s;
+      stages[s].process(batch);
+      if (recorded > 0) capture.afterStage(s, stages[s], batch);
+    }
+    if (recorded > 0) capture.endIngress(batch);
   }
 
   /** Idle: sleeps until a kick, a command, frames from another PMD, or the timeout. */

@@ -204,6 +204,14 @@ export interface Plugin<Config = unknown, State = unknown> {
   /** one batch: write decisions into it, nothing else */
   process(batch: PacketBatch, state: State): void;
   /**
+   * For packet capture (GET /ports/NAME/capture), right after process() and only for the
+   * packets being captured: what the stage did to packet i, in a few words for the trace
+   * (the routing stage: "via 10.0.2.254 port b"), or null. Off the hot path: it may build
+   * a string. Without it, or when it returns null, the trace says what changed in the
+   * batch: "to port b", "flood", "dropped: acl_deny", "mark 2", or "no change".
+   */
+  describe?(state: State, batch: PacketBatch, i: number): string | null;
+  /**
    * If process() hangs (the PMD's heartbeat stops for a second), the PMD is restarted
    * with this plugin taken out: 'bypass' lets its traffic through unprocessed, 'drop' drops
    * it (counted as plugin_error). Default 'drop': a plugin that filters fails closed.

@@ -13,6 +13,7 @@ import { PluginStage } from './host.ts';
 import { importPlugin, type PluginPlan } from './loader.ts';
 import type { Topology } from './api.ts';
 import type { PluginMemory } from './shared-memory.ts';
+import type { CaptureMemory } from '../dataplane/capture.ts';
 
 export interface PmdThreadData {
   config: PmdConfig;
@@ -24,9 +25,11 @@ export interface PmdThreadData {
   takenOut: string[];
   topology: Topology;
   pluginMemory: PluginMemory;
+  /** packet capture's control words and rings */
+  capture: CaptureMemory;
 }
 
-const { config, shared, commands, plugins, takenOut, topology, pluginMemory } = workerData as PmdThreadData;
+const { config, shared, commands, plugins, takenOut, topology, pluginMemory, capture } = workerData as PmdThreadData;
 /** Lines go to the supervisor, which writes them (see createLog). */
 export interface PmdLogLine {
   log: string;
@@ -44,7 +47,7 @@ let stages: PluginStage[] = [];
 const pmd = new Pmd(config, shared, log, (counters): Stage[] => {
   stages = plugins.map((plan, i) => new PluginStage(modules[i], plan, where, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name)));
   return stages;
-});
+}, capture);
 const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`, 'pmd.started', { cpu: config.cpu });
 

@@ -166,6 +166,7 @@ t.test('TCP with a token: reads are open, changes need it', async (t) => {
   t.teardown(() => vr.stop());
   const api = client(vr, `http://127.0.0.1:${port}`);
   t.equal((await api.call('GET', '/ports')).status, 200);
+  t.match(await api.call('GET', '/ports/a/capture?count=1&seconds=1'), { status: 401, json: { error: { code: 'VR_UNAUTHORIZED' } } }, 'a capture shows guests\' traffic: it needs the token too');
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }), { status: 401, json: { error: { code: 'VR_UNAUTHORIZED' } } });
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer wrong' }), { status: 401 });
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer a-token-long-enough-1234' }), { status: 200 });

@@ -1,0 +1,120 @@
+// The admin endpoint as vrouterctl calls it: undici over the UNIX socket or TCP, the bearer
+// token with every request but a GET (what the endpoint asks it for), the endpoint's refusals
+// ({"error": {"code", "field", "message"}}) as RefusedError, and a daemon that cannot be
+// reached as UnreachableError saying why.
+import { Agent, request } from 'undici';
+import { TOKEN_ENV, type Target } from './target.ts';
+import { unreachableMessage } from './unreachable.ts';
+
+/** The endpoint answered with an error: exit status 1. */
+export class RefusedError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly field: string;
+  /** the endpoint's body, as sent (printed as it is with --json) */
+  readonly body: string;
+  constructor(status: number, code: string, field: string, message: string, body: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+    this.body = body;
+  }
+}
+
+/** The daemon did not answer (not running, no access, gone mid-request): exit status 3. */
+export class UnreachableError extends Error {
+  readonly code = 'VR_UNREACHABLE';
+}
+
+export interface Answer {
+  status: number;
+  /** the body as sent: --json prints it unchanged */
+  text: string;
+  /** the body parsed, when it is JSON */
+  json: unknown;
+}
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+// A reload that restarts PMDs on new plugin versions answers after they are back.
+const HEADERS_TIMEOUT_MS = 120_000;
+const CONNECT_TIMEOUT_MS = 5_000;
+
+export class AdminClient {
+  private readonly dispatcher: Agent;
+  private readonly origin: string;
+  private readonly target: Target;
+  private readonly token: () => string | null;
+
+  /** token: read when the first request that needs it is sent (GETs need none) */
+  constructor(target: Target, token: () => string | null) {
+    this.target = target;
+    this.token = token;
+    this.origin = target.kind === 'unix' ? 'http://vrouter' : target.origin;
+    this.dispatcher = new Agent({
+      connect: target.kind === 'unix' ? { socketPath: target.path, timeout: CONNECT_TIMEOUT_MS } : { timeout: CONNECT_TIMEOUT_MS },
+      headersTimeout: HEADERS_TIMEOUT_MS,
+    });
+  }
+
+  get(path: string): Promise<Answer> {
+    return this.call('GET', path);
+  }
+
+  post(path: string, body?: unknown): Promise<Answer> {
+    return this.call('POST', path, body);
+  }
+
+  put(path: string, body: unknown): Promise<Answer> {
+    return this.call('PUT', path, body);
+  }
+
+  delete(path: string): Promise<Answer> {
+    return this.call('DELETE', path);
+  }
+
+  /** Closes the kept-alive connection, so that the process can exit at once. */
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private async call(method: Method, path: string, body?: unknown): Promise<Answer> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (method !== 'GET') {
+      const token = this.token();
+      if (token !== null) headers.authorization = `Bearer ${token}`;
+    }
+    let status: number;
+    let text: string;
+    let contentType: string;
+    try {
+      const res = await request(`${this.origin}${path}`, { method, dispatcher: this.dispatcher, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      status = res.statusCode;
+      contentType = String(res.headers['content-type'] ?? '');
+      text = await res.body.text();
+    } catch (err) {
+      throw new UnreachableError(unreachableMessage(this.target, err as NodeJS.ErrnoException));
+    }
+    const json = contentType.startsWith('application/json') ? parse(text) : undefined;
+    if (status >= 400) throw refusal(status, json, text, method);
+    return { status, text, json };
+  }
+}
+
+function parse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function refusal(status: number, json: unknown, text: string, method: Method): RefusedError {
+  const e = (json as { error?: { code?: unknown; field?: unknown; message?: unknown } } | undefined)?.error;
+  if (e === undefined || typeof e.code !== 'string') return new RefusedError(status, `HTTP_${status}`, '', text.trim() || `the endpoint answered ${status}`, text);
+  let message = String(e.message ?? '');
+  if (e.code === 'VR_UNAUTHORIZED' && method !== 'GET') message += ` (vrouterctl sends it from --token-file FILE or $${TOKEN_ENV})`;
+  return new RefusedError(status, e.code, typeof e.field === 'string' ? e.field : '', message, text);
+}

@@ -81,6 +81,10 @@ class BenchBatch implements PacketBatch {
   readonly egress = new Int32Array(64);
   readonly mark = new Uint32Array(64);
   readonly local = new Uint8Array(64);
+  /** the PMD reads the clock once per poll round; here once per batch */
+  get now(): number {
+    return performance.timeOrigin + performance.now();
+  }
   readonly data: Uint8Array;
   readonly frameRoom = BenchBatch.STRIDE - 64;
   private readonly lengths = new Uint32Array(64);

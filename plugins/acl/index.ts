@@ -107,6 +107,8 @@ export interface AclState {
    * conntrack entries they share hold times.
    */
   now: () => number;
+  /** the time of the batch at hand (PacketBatch.now): what `now` returns unless a test set it */
+  batchMs: number;
   /** the second the last sweep of this PMD's share of conntrack ended */
   sweptAt: number;
   /** a closed TCP entry that the packet at hand, a SYN, would open again if the rules let it */
@@ -128,7 +130,7 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
   if (compiled === null) throw new Error('acl: the rule tables were not compiled (prepare() has not run on this memory)');
   const ruleCount = rules.length;
   const keys = createFlowKeys(BATCH_CAPACITY);
-  return {
+  const state: AclState = {
     ruleCount,
     classifier: new Classifier(compiled),
     actions: Uint8Array.from(config.rules, (r) => r.action),
@@ -168,11 +170,15 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
     count: ctx.count,
     ctx,
     now: wallClockMs,
+    batchMs: -1,
     sweptAt: -1,
     reopen: -1,
     burstMs: -1,
     refilled: false,
   };
+  // The batch's clock: one read per poll round in the PMD, not one per stage and burst.
+  state.now = () => (state.batchMs >= 0 ? state.batchMs : wallClockMs());
+  return state;
 }
 
 /**
@@ -250,6 +256,7 @@ function quotedKey(s: AclState, ct: Conntrack, d: Uint8Array, ip: number, end: n
 function process(batch: PacketBatch, s: AclState): void {
   const count = batch.count;
   if (count === 0) return;
+  s.batchMs = batch.now;
   s.burstMs = -1;
   s.refilled = false;
   const ct = s.conntrack;

@@ -6,7 +6,7 @@
 // starts its own table afresh (its per-port counts are on its heap) and learns again.
 // Aged entries are swept once a second, a table per poll round.
 import { EGRESS_FLOOD, EGRESS_UNDECIDED, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type Topology } from '../../src/pipeline/api.ts';
-import { LEARN_REFUSED, MacTable, macHigh, macLow, macTableBytes, nowSeconds, parseMac } from './mac-table.ts';
+import { LEARN_REFUSED, MacTable, macHigh, macLow, macTableBytes, parseMac } from './mac-table.ts';
 
 /** Entries per table (one per bridge and PMD): a power of 2. */
 export const TABLE_CAPACITY = 4096;
@@ -109,7 +109,7 @@ function process(batch: PacketBatch, s: BridgeState): void {
   const switching = role.bridge >= 0 && role.members > 1;
   const bridge = role.bridge;
   const table = switching ? s.ownTables[bridge] : null;
-  const now = nowSeconds();
+  const now = Math.floor(batch.now / 1000);
   s.clock = now;
   // A burst is mostly one conversation: the last source learned and the last destination
   // looked up are remembered for the rest of the burst (saves a hash probe per frame).

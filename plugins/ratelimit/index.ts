@@ -44,6 +44,8 @@ export interface RateLimitState {
    * time deterministically.
    */
   clock: () => number;
+  /** the batch at hand's time in µs (PacketBatch.now): what `clock` returns unless a test set it */
+  batchUs: number;
   policerCount: number;
   table: PolicerTable | null;
   /** by policer * 3 + colour: ACTION_* and the DSCP a remark writes */
@@ -199,8 +201,9 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
     aware[i] = p.colorAware ? 1 : 0;
     colorOf.set(p.colorOf, i * 64);
   });
-  return {
+  const state: RateLimitState = {
     clock: nowMicroseconds,
+    batchUs: -1,
     policerCount: policers.length,
     table,
     actions,
@@ -223,6 +226,9 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
     ...scratch(BATCH_ROOM),
     now: 0,
   };
+  // The batch's clock: one read per poll round in the PMD, not one per stage and burst.
+  state.clock = () => (state.batchUs >= 0 ? state.batchUs : nowMicroseconds());
+  return state;
 }
 
 /** A reload's new policers: the state built again over the new config and regions, its clock kept. */
@@ -420,6 +426,7 @@ function process(batch: PacketBatch, s: RateLimitState): void {
   if (table === null) return;
   const count = batch.count;
   if (count > s.members.length) Object.assign(s, scratch(count)); // never with bursts of at most BATCH_ROOM
+  s.batchUs = Math.floor(batch.now * 1000);
   s.now = s.clock();
   if (s.readsIp) {
     const data = batch.data;

@@ -229,7 +229,9 @@ export function isPolicerTable(buffer: SharedArrayBuffer): boolean {
 
 /** Microseconds on a clock all threads of the process share (Node 24: workers share the main thread's time origin). */
 export function nowMicroseconds(): number {
-  return Math.floor(performance.now() * 1000);
+  // timeOrigin + now: the same clock in every thread (a worker's performance.now() starts
+  // at the worker's own start), as PMDs that share a policer must have.
+  return Math.floor((performance.timeOrigin + performance.now()) * 1000);
 }
 
 /** One thread's view of a policer table: `thread` is its slot, used by no other live thread. */

@@ -26,11 +26,11 @@ const SWEEP_SLOTS = 64;
 const SWEEP_EVERY_MS = 100;
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 
-/** Tests may set the router's clock (ms); PMDs read Date.now() once per batch. */
-export const clock = { now: () => Date.now() };
+/** The router's clock (ms) is the batch's; tests may set one of their own. */
+export const clock: { now: (() => number) | null } = { now: null };
 
 function createState(ctx: PluginContext<RoutingConfig>): Router {
-  return new Router(ctx, () => clock.now());
+  return new Router(ctx);
 }
 
 function process(batch: PacketBatch, r: Router): void {
@@ -38,7 +38,7 @@ function process(batch: PacketBatch, r: Router): void {
   const ifIndex = r.byPort[ingress];
   if (ifIndex < 0) return;
   const iface = r.interfaces[ifIndex];
-  r.now = r.clock();
+  r.now = clock.now === null ? batch.now : clock.now();
   const d = batch.data;
   // The 16-bit view must be of the same memory, from the same start (data starts the pool).
   if (r.data !== d) {
@@ -79,7 +79,8 @@ function advertise(r: Router, batch: PacketBatch): void {
 }
 
 function betweenBursts(r: Router): void {
-  const now = r.clock();
+  // The time of the last burst: with no traffic there is nothing to age in a hurry.
+  const now = clock.now === null ? r.now : clock.now();
   if (now - r.lastSweep < SWEEP_EVERY_MS) return;
   r.lastSweep = now;
   // Each PMD ages a part of the table: PMD p the slots p, p + n, ... of each sweep.

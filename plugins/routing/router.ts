@@ -90,9 +90,8 @@ export class Router {
   readonly drop: Record<Reason, number>;
   readonly counter: Record<Counter, number>;
   readonly count: PluginContext<unknown>['count'];
-  /** ms, read once per batch */
+  /** ms: the batch's time (PacketBatch.now) */
   now = 0;
-  readonly clock: () => number;
   readonly icmpBucket: TokenBucket;
   /** requests to resolve next hops: a guest sending to a thousand absent hosts must not flood */
   readonly solicitBucket: TokenBucket;
@@ -145,7 +144,7 @@ export class Router {
   /** packets routed in this batch, counted once at its end */
   routedInBatch = 0;
 
-  constructor(ctx: PluginContext<RoutingConfig>, clock: () => number) {
+  constructor(ctx: PluginContext<RoutingConfig>) {
     const { interfaces, byPort } = interfacesOf({ ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount });
     this.interfaces = interfaces;
     this.byPort = byPort;
@@ -196,7 +195,6 @@ export class Router {
       held_dropped: c('held_dropped'),
     };
     this.count = ctx.count;
-    this.clock = clock;
     this.icmpBucket = new TokenBucket(ctx.config.icmpRate, ctx.config.icmpBurst);
     this.solicitBucket = new TokenBucket(1000, 100);
     const held = ctx.config.heldPackets;

@@ -20,6 +20,8 @@ export class Batch {
   /** the most bytes a frame may grow to (setLength) */
   readonly frameRoom = DATA_ROOM;
   count = 0;
+  /** ms since the epoch, read once per poll round (see the plugin API) */
+  now = 0;
   /** the port the burst came from (a burst is one queue's) */
   ingress = 0;
   readonly handles = new Uint32Array(BATCH_MAX);

@@ -90,6 +90,7 @@ export class Pmd {
     const bell = this.doorbell;
     const batch = this.batch;
     const captured = this.capture.control;
+    let clockRead = false;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
       bell[DOORBELL_SERVING] = port.cfg.index;
@@ -98,6 +99,10 @@ export class Pmd {
         const n = receiveBurst(queues[q], this.pool, batch.handles, 0, BURST);
         if (n > 0) {
           work += n;
+          if (!clockRead) {
+            batch.now = performance.timeOrigin + performance.now();
+            clockRead = true;
+          }
           batch.begin(port.cfg.index, n);
           // One plain load per burst while no capture runs on the port: the word is
           // re-read with Atomics.load (acquire) only when it is set.

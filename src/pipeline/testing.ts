@@ -119,6 +119,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
       this.pool.length[h] = f.length;
     });
     batch.begin(port, frames.length);
+    batch.now = performance.timeOrigin + performance.now();
     this.plugin.process(batch, this.state);
     const out: Outcome[] = [];
     for (let i = 0; i < batch.count; i++) {
@@ -161,6 +162,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
         this.pool.length[handles[i]] = frames[i].length;
       }
       batch.begin(port, n);
+      batch.now = performance.timeOrigin + performance.now();
     };
     const run = (withPlugin: boolean) => {
       const t0 = performance.now();

@@ -604,6 +604,12 @@ function listRules(view: TableView<AclConfig>): Record<string, unknown>[] {
   return [...rules, { index: 'default', action: ACTION_NAMES[view.config.defaultAction] ?? view.config.defaultAction, hits: hits.unmatched }];
 }
 
+/** Rules, and with connection tracking: live flows and the table's capacity. */
+function gauges(view: TableView<AclConfig>): Record<string, number> {
+  const ct = readConntrack(view.shared);
+  return { rules: view.config.rules.length, ...(ct === null ? {} : { conntrack_flows: ct.flows, conntrack_capacity: ct.capacity }) };
+}
+
 const plugin: Plugin<AclConfig, AclState> = {
   name: 'acl',
   version: '1.0.0',
@@ -617,6 +623,7 @@ const plugin: Plugin<AclConfig, AclState> = {
   process,
   betweenBursts,
   tablesChanged,
+  gauges,
   tables: { rules: { description: 'a rule, as written, with the packets it matched (the last entry: the default action)', list: listRules } },
 };
 

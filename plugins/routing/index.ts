@@ -17,7 +17,7 @@ import { interfacesOf } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
-import { neighbourTableBytes, NeighbourTable, STATIC } from './neighbours.ts';
+import { neighbourTableBytes, NeighbourTable, STATE_NAMES, STATIC } from './neighbours.ts';
 import { COUNTERS, DROP_REASONS, Router } from './router.ts';
 import { describe } from './describe.ts';
 
@@ -146,6 +146,14 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
   });
 }
 
+/** Routes in force, and neighbours by state. */
+function gauges(view: TableView<RoutingConfig>): Record<string, number> {
+  const { interfaces } = interfacesOf(view.topology);
+  const byState: Record<string, number> = Object.fromEntries(STATE_NAMES.slice(1).map((s) => [`neighbours_${s}`, 0]));
+  for (const e of new NeighbourTable(view.shared.neighbours, interfaces.length).entries()) byState[`neighbours_${e.state}`]++;
+  return { routes: listRoutes(view).length, ...byState };
+}
+
 const plugin: Plugin<RoutingConfig, Router> = {
   name: 'routing',
   version: '1.0.0',
@@ -153,6 +161,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
   parseConfig: parseRoutingConfig,
   dropReasons: DROP_REASONS,
   counters: COUNTERS,
+  gauges,
   tables: {
     routes: { description: 'a route: connected (from an interface address), static or blackhole', list: listRoutes },
     neighbours: { description: 'a neighbour: an address on an interface, its MAC and state (ARP, NDP, static)', list: listNeighbours },

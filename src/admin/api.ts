@@ -28,6 +28,8 @@ export interface AdminBackend {
   plugins(): { name: string; version: string; path: string; tables: string[] }[];
   /** a plugin's table (Plugin.tables), or null when it has none of that name */
   table(plugin: string, table: string): Promise<Record<string, unknown>[] | null>;
+  /** every plugin's gauges (Plugin.gauges) */
+  gauges(): Promise<{ plugin: string; name: string; value: number }[]>;
   /** packet capture's shared memory, and the names its records need */
   capture(): CaptureSource;
 }
@@ -199,7 +201,15 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'POST', path: '/reload', summary: 'reads the config file and plugin files again and applies them (as SIGHUP)', response: ApplyResultBody,
       handle: async () => ({ json: { ...(await backend.reload()), dryRun: false } }),
     },
-    { method: 'GET', path: '/metrics', summary: 'Prometheus text format', produces: 'text/plain; version=0.0.4', handle: () => ({ text: renderMetrics(backend.stats()), contentType: 'text/plain; version=0.0.4; charset=utf-8' }) },
+    {
+      method: 'GET', path: '/metrics', summary: 'Prometheus text format', produces: 'text/plain; version=0.0.4',
+      handle: async () => {
+        const pipeline = backend.pipeline();
+        const rules = pipeline.includes('acl') ? ((await backend.table('acl', 'rules')) ?? []) : [];
+        const policers = pipeline.includes('ratelimit') ? ((await backend.table('ratelimit', 'policers')) ?? []) : [];
+        return { text: renderMetrics(backend.stats(), { gauges: await backend.gauges(), rules, policers }), contentType: 'text/plain; version=0.0.4; charset=utf-8' };
+      },
+    },
   ];
   routes.push({ method: 'GET', path: '/openapi.json', summary: 'this API, as OpenAPI 3.1', handle: () => ({ json: openApiDocument(routes) }) });
   return routes;

@@ -19,6 +19,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     pipeline: () => supervisor.running.pipeline,
     plugins: () => supervisor.pluginList(),
     table: (plugin, table) => supervisor.pluginTable(plugin, table),
+    gauges: () => supervisor.pluginGauges(),
     capture: () => supervisor.captureSource(),
   };
   const http = new AdminHttp(config, adminRoutes(backend));

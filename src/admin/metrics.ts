@@ -21,7 +21,14 @@ class Exposition {
   }
 }
 
-export function renderMetrics(stats: Stats): string {
+/** What the plugins add: their gauges, the ACL rules' hits, the policers' colour counters. */
+export interface PluginMetrics {
+  gauges: { plugin: string; name: string; value: number }[];
+  rules: Record<string, unknown>[];
+  policers: Record<string, unknown>[];
+}
+
+export function renderMetrics(stats: Stats, plugins: PluginMetrics = { gauges: [], rules: [], policers: [] }): string {
   const e = new Exposition();
   const ports = Object.entries(stats.ports);
   const per = (f: (s: PortStats) => number): [Record<string, string>, number][] => ports.map(([port, s]) => [{ port }, f(s)]);
@@ -45,5 +52,12 @@ export function renderMetrics(stats: Stats): string {
   );
   e.family('vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.rx_packets]));
   e.family('vrouter_pmd_tx_packets_total', 'frames a PMD wrote into guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.tx_packets]));
+  e.family('vrouter_plugin_state', 'a number a plugin reports: table sizes, live connections (by plugin and name)', 'gauge', plugins.gauges.map((g) => [{ plugin: g.plugin, name: g.name }, g.value]));
+  e.family('vrouter_acl_rule_hits_total', 'packets each ACL rule matched (rule: its place in "acl", or default)', 'counter', plugins.rules.map((r) => [{ rule: String(r.index), action: String(r.action) }, Number(r.hits ?? 0)]));
+  type Colours = Record<string, { packets: number; bytes: number }>;
+  const colours = (field: 'packets' | 'bytes') =>
+    plugins.policers.flatMap((p) => ['green', 'yellow', 'red'].map((colour): [Record<string, string>, number] => [{ policer: String(p.name), colour }, (p.counters as Colours | undefined)?.[colour]?.[field] ?? 0]));
+  e.family('vrouter_policer_packets_total', 'packets a policer metered, by colour', 'counter', colours('packets'));
+  e.family('vrouter_policer_bytes_total', 'bytes a policer metered, by colour', 'counter', colours('bytes'));
   return e.text();
 }

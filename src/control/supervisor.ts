@@ -254,6 +254,18 @@ export class Supervisor {
     return this.plugins.map((p) => ({ name: p.name, version: p.pluginVersion, path: p.path, tables: p.tables }));
   }
 
+  /** Every plugin's gauges (Plugin.gauges), read from shared memory. */
+  async pluginGauges(): Promise<{ plugin: string; name: string; value: number }[]> {
+    const out: { plugin: string; name: string; value: number }[] = [];
+    for (const plan of this.plugins) {
+      if (!plan.gauges) continue;
+      const module = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
+      const values = module.gauges!({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name] });
+      for (const [name, value] of Object.entries(values)) out.push({ plugin: plan.name, name, value });
+    }
+    return out;
+  }
+
   /** A plugin's table (Plugin.tables), read from its shared memory; null if it has none so named. */
   async pluginTable(plugin: string, table: string): Promise<Record<string, unknown>[] | null> {
     const plan = this.plugins.find((p) => p.name === plugin);

@@ -179,6 +179,11 @@ export interface Plugin<Config = unknown, State = unknown> {
   parseConfig?(raw: Record<string, unknown>): Config;
   /** its tables by name, for the admin endpoint (GET /plugins/NAME/TABLE) */
   tables?: Record<string, PluginTable<Config>>;
+  /**
+   * Numbers worth watching, by name (table sizes, live connections): exported as metrics
+   * (vrouter_plugin_state). Read from shared memory in the control plane, like tables.
+   */
+  gauges?(view: TableView<Config>): Record<string, number>;
   /** drop reasons, declared once: [name, one-line meaning] */
   dropReasons?: readonly (readonly [string, string])[];
   /** per-port counters, declared once: [name, one-line meaning] */

@@ -58,6 +58,8 @@ export interface PluginPlan extends PluginCounters {
   swappable: boolean;
   /** the names of its tables (Plugin.tables) */
   tables: string[];
+  /** whether it has gauges (Plugin.gauges) */
+  gauges: boolean;
 }
 
 /** The most one plugin may ask for, all its regions together. */
@@ -121,7 +123,7 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) > MAX_PLUGIN_MEMORY_BYTES) {
       throw new PluginLoadError(field, `${plugin.name} asks for shared memory of ${JSON.stringify(sharedMemory)}: whole positive byte counts, at most ${MAX_PLUGIN_MEMORY_BYTES} in all`);
     }
-    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version, swappable: typeof plugin.tablesChanged === 'function', tables: Object.keys(plugin.tables ?? {}) });
+    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version, swappable: typeof plugin.tablesChanged === 'function', tables: Object.keys(plugin.tables ?? {}), gauges: typeof plugin.gauges === 'function' });
     slot += used;
   }
   return plans;

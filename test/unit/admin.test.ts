@@ -155,6 +155,11 @@ t.test('/metrics passes promtool', async (t) => {
   t.equal(res.status, 200);
   t.match(res.text, /vrouter_port_rx_packets_total\{port="a"\} 0/);
   t.match(res.text, /vrouter_plugin_events_total\{port="a",plugin="routing",counter="routed"\} 0/);
+  t.match(res.text, /vrouter_plugin_state\{plugin="routing",name="routes"\} 4/, 'table sizes');
+  t.match(res.text, /vrouter_plugin_state\{plugin="acl",name="rules"\} 1/);
+  t.match(res.text, /vrouter_acl_rule_hits_total\{rule="0",action="deny"\} 0/, 'ACL rule hits');
+  t.match(res.text, /vrouter_acl_rule_hits_total\{rule="default",action="permit"\} 0/);
+  t.match(res.text, /vrouter_policer_packets_total\{policer="p",colour="green"\} 0/, 'policer colours');
   const check = spawnSync('promtool', ['check', 'metrics'], { input: res.text, encoding: 'utf8' });
   if (check.error) t.fail(`promtool cannot run (Debian package prometheus, installed by scripts/setup-peers.sh): ${check.error.message}`);
   else t.equal(check.status, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);

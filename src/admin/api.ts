@@ -24,6 +24,8 @@ export interface AdminBackend {
   reload(): Promise<ApplyResult>;
   stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number }[] };
   ports(): { name: string; [key: string]: unknown }[];
+  /** each port's connection, in the order of ports(), or null when it cannot be had */
+  portStates(): Promise<unknown[] | null>;
   pipeline(): string[];
   plugins(): { name: string; version: string; path: string; tables: string[] }[];
   /** a plugin's table (Plugin.tables), or null when it has none of that name */
@@ -88,17 +90,20 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   const routes: ApiRoute[] = [
     {
       method: 'GET', path: '/ports', summary: 'the ports: config and counters',
-      handle: () => {
+      handle: async () => {
         const stats = backend.stats().ports;
-        return { json: backend.ports().map((p) => ({ ...p, counters: summary(stats[p.name]) })) };
+        const states = await backend.portStates();
+        return { json: backend.ports().map((p, i) => ({ ...p, state: states?.[i] ?? null, counters: summary(stats[p.name]) })) };
       },
     },
     {
       method: 'GET', path: '/ports/{name}', summary: 'one port: config and all its counters',
-      handle: (req) => {
-        const port = backend.ports().find((p) => p.name === req.params.name);
-        if (port === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${req.params.name}`);
-        return { json: { ...port, counters: backend.stats().ports[port.name] } };
+      handle: async (req) => {
+        const ports = backend.ports();
+        const i = ports.findIndex((p) => p.name === req.params.name);
+        if (i < 0) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${req.params.name}`);
+        const states = await backend.portStates();
+        return { json: { ...ports[i], state: states?.[i] ?? null, counters: backend.stats().ports[ports[i].name] } };
       },
     },
     {

@@ -20,6 +20,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     plugins: () => supervisor.pluginList(),
     table: (plugin, table) => supervisor.pluginTable(plugin, table),
     gauges: () => supervisor.pluginGauges(),
+    portStates: () => supervisor.portStates(),
     capture: () => supervisor.captureSource(),
   };
   const http = new AdminHttp(config, adminRoutes(backend));

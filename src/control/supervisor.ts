@@ -13,6 +13,7 @@ import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { closeAll, eventfdSignal } from '../sys/libc.ts';
 import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
+import type { PortState } from '../vhost/port-endpoint.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
 import { renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -54,6 +55,9 @@ export class Supervisor {
   private readonly configPath: string;
   /** the config document in force, as written (the file, or what the admin endpoint applied) */
   private document: unknown;
+  /** port-state requests to the control thread waiting for their answer, by id */
+  private readonly stateRequests = new Map<number, (states: PortState[] | null) => void>();
+  private stateRequestId = 0;
   /** applies run one after the other */
   private applying: Promise<unknown> = Promise.resolve();
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
@@ -120,6 +124,10 @@ export class Supervisor {
       throw new Error(first.error);
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
+    control.on('message', (m: Uint8Array) => {
+      const event = unpack(m) as ControlEvent;
+      if (event.t === 'port-states') this.stateRequests.get(event.id)?.(event.states);
+    });
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     const cpus = this.config.pmd.cores.join(', ');
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmds.length });
@@ -252,6 +260,22 @@ export class Supervisor {
   /** The pipeline's plugins as loaded: name, version, path, tables. */
   pluginList(): { name: string; version: string; path: string; tables: string[] }[] {
     return this.plugins.map((p) => ({ name: p.name, version: p.pluginVersion, path: p.path, tables: p.tables }));
+  }
+
+  /** Each port's connection as the control thread knows it (null if it does not answer in time). */
+  async portStates(): Promise<PortState[] | null> {
+    const control = this.control;
+    if (control === null) return null;
+    const id = ++this.stateRequestId;
+    const answer = new Promise<PortState[] | null>((resolve) => {
+      this.stateRequests.set(id, resolve);
+      setTimeout(() => resolve(null), 2000).unref();
+    });
+    const request: ControlRequest = { t: 'port-states', id };
+    control.postMessage({ msg: pack(request) });
+    const states = await answer;
+    this.stateRequests.delete(id);
+    return states;
   }
 
   /** Every plugin's gauges (Plugin.gauges), read from shared memory. */

@@ -115,6 +115,12 @@ export interface ConnectionOptions {
   onClosed: (reason: string) => void;
 }
 
+/** A connected device as the admin endpoint shows it. */
+export interface DeviceState {
+  features: string;
+  vrings: { index: number; direction: string; size: number; running: boolean }[];
+}
+
 export class VhostConnection {
   private readonly fd: number;
   private readonly port: PortSettings;
@@ -154,6 +160,14 @@ export class VhostConnection {
   }
 
   /** Closes the connection and frees everything it holds, once the PMDs let go (idempotent). */
+  /** What the device looks like now: features and each vring, for the admin endpoint. */
+  state(): DeviceState {
+    return {
+      features: `0x${this.features.toString(16)}`,
+      vrings: this.vrings.map((v, index) => ({ index, direction: index % 2 === 0 ? 'guest rx' : 'guest tx', size: v.num, running: v.running })),
+    };
+  }
+
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -6,7 +6,7 @@ import { pack, unpack } from 'msgpackr';
 import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
 import { PmdClient, type PmdLink } from './pmd-client.ts';
-import { PortEndpoint, type EndpointSettings } from './port-endpoint.ts';
+import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
 
 export interface ControlThreadData {
   endpoints: EndpointSettings[];
@@ -22,12 +22,14 @@ export interface ControlThreadData {
 export type ControlRequest =
   | { t: 'shutdown' }
   /** culprit: the port the PMD was serving when it died of an error, and the error */
-  | { t: 'pmd-restarted'; pmd: number; culprit: { port: number; error: string } | null };
+  | { t: 'pmd-restarted'; pmd: number; culprit: { port: number; error: string } | null }
+  /** each port's connection, for the admin endpoint */
+  | { t: 'port-states'; id: number };
 export interface ControlEnvelope {
   msg: Uint8Array;
   commands?: MessagePort;
 }
-export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t: 'stopped' };
+export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t: 'stopped' } | { t: 'port-states'; id: number; states: PortState[] };
 
 const { endpoints, queueOwner, pmdLinks } = workerData as ControlThreadData;
 const log = createLog('vhost');
@@ -49,6 +51,8 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     await Promise.all(ports.map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });
+  } else if (req.t === 'port-states') {
+    send({ t: 'port-states', id: req.id, states: ports.map((p) => p.state()) });
   } else if (req.t === 'pmd-restarted' && envelope.commands) {
     dataplane.replaceLink(req.pmd, envelope.commands);
     log.info(`pmd${req.pmd} restarted: handing its queues back`, 'pmd.queues_returned', { pmd: req.pmd });

@@ -6,7 +6,7 @@ import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { accept, closeAll, peerCredentials, unixConnect, unixListen, watchReadable, type Watch } from '../sys/libc.ts';
 import type { Dataplane } from './dataplane-link.ts';
-import { VhostConnection, type Logger, type PortSettings } from './connection.ts';
+import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
 
 export interface EndpointSettings extends PortSettings {
   socket: string;
@@ -24,6 +24,14 @@ const QUARANTINE_FIRST_S = 5;
 const QUARANTINE_MAX_S = 300;
 const QUARANTINE_MEMORY_MS = 600_000;
 const HOLD_BACK_MS = 1000;
+
+/** A port's connection as the admin endpoint shows it. */
+export interface PortState {
+  connected: boolean;
+  /** seconds the port still refuses frontends (0: none) */
+  quarantinedForS: number;
+  device: DeviceState | null;
+}
 
 export class PortEndpoint {
   private readonly settings: EndpointSettings;
@@ -45,6 +53,12 @@ export class PortEndpoint {
     this.settings = settings;
     this.dataplane = dataplane;
     this.log = log;
+  }
+
+  /** Whether a frontend is connected, its device's state, and any quarantine. */
+  state(): PortState {
+    const quarantine = Math.max(0, Math.ceil((this.quarantinedUntil - Date.now()) / 1000));
+    return { connected: this.connection !== null, quarantinedForS: quarantine, device: this.connection?.state() ?? null };
   }
 
   /** Server: creates the socket (throws if the path is taken by anything but a socket). */

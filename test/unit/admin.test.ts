@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { waitFor } from '../support/traffic.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
 
 const ROUTED = {
   ports: [
@@ -58,7 +59,10 @@ t.test('reading: every resource, and the OpenAPI document against the routes', a
   t.equal(ports.status, 200);
   t.same(ports.json.map((p: { name: string }) => p.name), ['a', 'b', 'c', 'd']);
   t.match(ports.json[0], { name: 'a', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], counters: { rx_packets: 0 } });
-  t.match((await api.call('GET', '/ports/b')).json, { name: 'b', counters: { drops: { no_destination: 0 } } });
+  t.match((await api.call('GET', '/ports/b')).json, { name: 'b', state: { connected: false, device: null }, counters: { drops: { no_destination: 0 } } });
+  const device = await startDevice(vr.sockets.a);
+  t.teardown(() => device.close());
+  t.match((await api.call('GET', '/ports/a')).json.state, { connected: true, quarantinedForS: 0, device: { features: /^0x/, vrings: [{ index: 0, direction: 'guest rx', size: 256, running: true }, { index: 1, running: true }] } }, 'a connected frontend: its features and running vrings');
   t.match(await api.call('GET', '/ports/zz'), { status: 404, json: { error: { code: 'VR_NOT_FOUND', field: 'name' } } });
   t.match((await api.call('GET', '/counters')).json, { a: { rx_packets: 0, plugins: { routing: { counters: { routed: 0 } } } } });
   t.match((await api.call('GET', '/pmds')).json, [{ cpu: 1 }]);

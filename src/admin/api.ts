@@ -18,6 +18,8 @@ export interface AdminBackend {
   /** the config document in force, as written */
   document(): Record<string, unknown>;
   apply(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult>;
+  /** applies an edit of the document in force, made when its turn comes (concurrent changes all land) */
+  applyEdit(edit: (document: Record<string, unknown>) => void, source: string): Promise<ApplyResult>;
   /** writes the document in force to the config file; returns its path */
   save(): string;
   /** reads the config file and plugin files again and applies them */
@@ -64,15 +66,22 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     return { json: rows };
   };
   /** Applies a changed copy of the running document; errors about list entries name the body. */
-  const change = async (edit: (doc: Record<string, unknown>) => void, source: string, bodyField?: { key: string; index: number }): Promise<Reply> => {
-    const doc = clone(backend.document());
-    edit(doc);
+  /**
+   * Applies an edit of the document in force; an error about the entry the edit appended
+   * (`key`: the list it went into) names the request body's field.
+   */
+  const change = async (edit: (doc: Record<string, unknown>) => void, source: string, appended?: string): Promise<Reply> => {
+    let index = -1;
     try {
-      return { json: { ...(await backend.apply(doc, { source })), dryRun: false } };
+      const result = await backend.applyEdit((doc) => {
+        edit(doc);
+        if (appended !== undefined) index = list(doc, appended).length - 1;
+      }, source);
+      return { json: { ...result, dryRun: false } };
     } catch (err) {
       const e = err as Error & { field?: string };
-      const own = bodyField && e.field?.startsWith(`${bodyField.key}[${bodyField.index}]`);
-      if (own) throw new ApiError(400, 'VR_CONFIG', e.field!.slice(`${bodyField.key}[${bodyField.index}]`.length).replace(/^\./, ''), e.message.replace(`${e.field}: `, ''));
+      const at = `${appended}[${index}]`;
+      if (appended !== undefined && e.field?.startsWith(at)) throw new ApiError(400, 'VR_CONFIG', e.field.slice(at.length).replace(/^\./, ''), e.message.replace(`${e.field}: `, ''));
       throw err;
     }
   };
@@ -123,8 +132,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'POST', path: '/routes', summary: 'adds a static route (applied live)', body: RouteBody, response: ApplyResultBody,
       handle: (req) => {
         const route = checkBody(RouteBody, req.body);
-        const index = list(backend.document(), 'routes').length;
-        return change((doc) => (doc.routes = [...list(doc, 'routes'), route]), 'POST /routes', { key: 'routes', index });
+        return change((doc) => (doc.routes = [...list(doc, 'routes'), route]), 'POST /routes', 'routes');
       },
     },
     {
@@ -142,8 +150,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'POST', path: '/neighbours', summary: 'adds a static neighbour', body: NeighbourBody, response: ApplyResultBody,
       handle: (req) => {
         const n = checkBody(NeighbourBody, req.body);
-        const index = list(backend.document(), 'neighbours').length;
-        return change((doc) => (doc.neighbours = [...list(doc, 'neighbours'), n]), 'POST /neighbours', { key: 'neighbours', index });
+        return change((doc) => (doc.neighbours = [...list(doc, 'neighbours'), n]), 'POST /neighbours', 'neighbours');
       },
     },
     {

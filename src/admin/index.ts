@@ -12,6 +12,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
   const backend: AdminBackend = {
     document: () => supervisor.runningDocument as Record<string, unknown>,
     apply: (document, options) => supervisor.apply(document, options),
+    applyEdit: (edit, source) => supervisor.applyEdit(edit, source),
     save: () => supervisor.saveDocument(),
     reload: () => supervisor.reloadFile('POST /reload'),
     stats: () => supervisor.stats(),

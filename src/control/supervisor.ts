@@ -58,6 +58,8 @@ export class Supervisor {
   /** port-state requests to the control thread waiting for their answer, by id */
   private readonly stateRequests = new Map<number, (states: PortState[] | null) => void>();
   private stateRequestId = 0;
+  /** changes waiting for their turn, applied together (applyEdit) */
+  private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
   private applying: Promise<unknown> = Promise.resolve();
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
@@ -313,6 +315,48 @@ export class Supervisor {
     const run = this.applying.then(() => this.applyNow(document, options));
     this.applying = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Applies a change to the config in force (add a route, replace the rules): `edit` runs on
+   * a copy of the document as it is when the change's turn comes, so that changes made at
+   * the same time all land. Changes that wait together are applied as one (one compile of
+   * the tables for many route changes); if that one is refused, each is applied alone, so
+   * that only the faulty ones fail.
+   */
+  applyEdit(edit: (document: Record<string, unknown>) => void, source: string): Promise<ApplyResult> {
+    return new Promise<ApplyResult>((resolve, reject) => {
+      this.pendingEdits.push({ edit, source, resolve, reject });
+      if (this.pendingEdits.length > 1) return;
+      // The first of a group queues the group's turn; later ones join it until it comes.
+      const run = this.applying.then(() => this.applyEdits());
+      this.applying = run.catch(() => undefined);
+    });
+  }
+
+  private async applyEdits(): Promise<void> {
+    const group = this.pendingEdits.splice(0);
+    const editOf = (edits: typeof group) => {
+      const doc = structuredClone(this.document) as Record<string, unknown>;
+      for (const e of edits) e.edit(doc);
+      return doc;
+    };
+    if (group.length > 1) {
+      try {
+        const result = await this.applyNow(editOf(group), { source: `${group.length} changes (${group[0].source}, ...)` });
+        for (const e of group) e.resolve(result);
+        return;
+      } catch {
+        // One of them is refused: each on its own below, so that it alone fails.
+      }
+    }
+    for (const e of group) {
+      try {
+        e.resolve(await this.applyNow(editOf([e]), { source: e.source }));
+      } catch (err) {
+        e.reject(err);
+      }
+    }
   }
 
   private async applyNow(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {

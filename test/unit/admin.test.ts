@@ -121,6 +121,16 @@ t.test('changing routes live, and refusals that change nothing', async (t) => {
   t.notOk((await api.call('GET', '/routes')).json.some((r: { prefix: string }) => r.prefix === '198.51.100.0/24'), 'removed');
   t.match(await api.call('DELETE', `/routes/${encodeURIComponent('198.51.100.0/24')}`), { status: 404, json: { error: { code: 'VR_NOT_FOUND' } } });
 
+  // Changes made at the same time all land, applied together; a bad one among them fails alone.
+  const many = Array.from({ length: 50 }, (_, k) => ({ prefix: `10.200.${k}.0/24`, via: '10.0.2.3' }));
+  const answers = await Promise.all([...many.map((r) => api.call('POST', '/routes', r)), api.call('POST', '/routes', { prefix: '10.201.0.0/24', via: '172.16.0.1' })]);
+  t.same(answers.slice(0, 50).map((a) => a.status), many.map(() => 200), '50 routes posted at once: all accepted');
+  t.match(answers[50], { status: 400, json: { error: { code: 'VR_CONFIG', field: 'via' } } }, 'the bad one among them refused alone');
+  const routes = (await api.call('GET', '/routes')).json as { prefix: string }[];
+  t.equal(many.filter((r) => routes.some((x) => x.prefix === r.prefix)).length, 50, 'and all 50 are in force');
+  t.ok(/reloaded from \d+ changes/.test(vr.stderr()), 'applied in groups, not one compile each');
+  for (const r of many) await api.call('DELETE', `/routes/${encodeURIComponent(r.prefix)}`);
+
   const ports = structuredClone(before);
   ports.ports[0].mtu = 9000;
   t.match(await api.call('PUT', '/config', ports), { status: 400, json: { error: { code: 'VR_NEEDS_RESTART', field: 'ports' } } });

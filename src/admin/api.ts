@@ -24,7 +24,7 @@ export interface AdminBackend {
   save(): string;
   /** reads the config file and plugin files again and applies them */
   reload(): Promise<ApplyResult>;
-  stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number }[] };
+  stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number; ns_per_packet?: number | null }[] };
   ports(): { name: string; [key: string]: unknown }[];
   /** each port's connection, in the order of ports(), or null when it cannot be had */
   portStates(): Promise<unknown[] | null>;
@@ -121,7 +121,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       handle: (req) => ({ stream: captures.open(req.params.name, req.query) }),
     },
     { method: 'GET', path: '/counters', summary: 'every port\'s counters: packets, bytes, drops by reason, plugins\' drops and counters', handle: () => ({ json: backend.stats().ports }) },
-    { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests', handle: () => ({ json: backend.stats().pmds }) },
+    { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests, busy time (ms) and rounds, ns per packet while busy', handle: () => ({ json: backend.stats().pmds }) },
     { method: 'GET', path: '/plugins', summary: 'the pipeline\'s plugins, in order, with their tables', handle: () => ({ json: backend.plugins() }) },
     {
       method: 'GET', path: '/plugins/{name}/{table}', summary: 'a table of a plugin (routing: routes, neighbours; acl: rules; ratelimit: policers)',

@@ -3,7 +3,7 @@
 // the PMDs are not involved (they only ever write their own counter blocks).
 import type { PortStats } from '../dataplane/counters.ts';
 
-type Stats = { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number }[] };
+type Stats = { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number }[] };
 
 const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 
@@ -52,6 +52,8 @@ export function renderMetrics(stats: Stats, plugins: PluginMetrics = { gauges: [
   );
   e.family('vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.rx_packets]));
   e.family('vrouter_pmd_tx_packets_total', 'frames a PMD wrote into guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.tx_packets]));
+  e.family('vrouter_pmd_busy_seconds_total', 'time a PMD spent on bursts (from a round\'s first burst to the round\'s end); the rest of the wall clock it was idle', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, (p.busy_ms ?? 0) / 1000]));
+  e.family('vrouter_pmd_busy_rounds_total', 'poll rounds in which a PMD had frames to work on', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.busy_rounds ?? 0]));
   e.family('vrouter_plugin_state', 'a number a plugin reports: table sizes, live connections (by plugin and name)', 'gauge', plugins.gauges.map((g) => [{ plugin: g.plugin, name: g.name }, g.value]));
   e.family('vrouter_acl_rule_hits_total', 'packets each ACL rule matched (rule: its place in "acl", or default)', 'counter', plugins.rules.map((r) => [{ rule: String(r.index), action: String(r.action) }, Number(r.hits ?? 0)]));
   type Colours = Record<string, { packets: number; bytes: number }>;

@@ -4,7 +4,7 @@
 import { createCaptureMemory, type CaptureMemory } from '../dataplane/capture.ts';
 import { createCounterBuffer } from '../dataplane/counters.ts';
 import { createPoolMemory } from '../dataplane/packet-pool.ts';
-import { HANDLE_BITS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
+import { HANDLE_BITS, LOAD_FIELDS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
 import { spscRingBytes } from '../dataplane/spsc-ring.ts';
 import { eventfd } from '../sys/libc.ts';
 import { DOORBELL_WORDS } from '../vhost/dataplane-link.ts';
@@ -55,6 +55,7 @@ export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
     dataRingCapacity: DATA_RING_CAPACITY,
     rxQueueHolders: new SharedArrayBuffer(4 * config.ports.length * pmdCount),
     wakers: config.pmd.cores.map(() => ({ doorbell: new SharedArrayBuffer(4 * DOORBELL_WORDS), wakeFd: eventfd() })),
+    load: new SharedArrayBuffer(pmdCount * LOAD_FIELDS * 8),
   };
   const pmds = config.pmd.cores.map((cpu, id) => ({
     id,

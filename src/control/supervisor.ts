@@ -5,6 +5,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { DROP_REASONS, readPmdStats, readPortStats } from '../dataplane/counters.ts';
+import { LOAD_BUSY_MS, LOAD_BUSY_ROUNDS, LOAD_FIELDS, LOAD_PACKETS } from '../dataplane/pmd.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
 import type { PmdLogLine, PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
 import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
@@ -435,7 +436,12 @@ export class Supervisor {
   /** Port counters summed over the PMDs. */
   stats() {
     const counters = this.layout.shared.counters;
-    const pmds = readPmdStats(counters, this.pmds.length, this.config.ports.length).map((s, i) => ({ cpu: this.config.pmd.cores[i], ...s }));
+    const load = new Float64Array(this.layout.shared.load);
+    const pmds = readPmdStats(counters, this.pmds.length, this.config.ports.length).map((s, i) => {
+      const busyMs = load[i * LOAD_FIELDS + LOAD_BUSY_MS];
+      const polled = load[i * LOAD_FIELDS + LOAD_PACKETS];
+      return { cpu: this.config.pmd.cores[i], ...s, busy_ms: Math.round(busyMs * 1000) / 1000, busy_rounds: load[i * LOAD_FIELDS + LOAD_BUSY_ROUNDS], ns_per_packet: polled > 0 ? Math.round((busyMs * 1e6) / polled) : null };
+    });
     return { ports: readPortStats(counters, this.pmds.length, this.config.ports.map((p) => p.name), this.plugins), pmds };
   }
 

@@ -18,6 +18,12 @@ import { SpscRing } from './spsc-ring.ts';
 export type { PmdConfig, PmdPortConfig, PmdShared } from './port-runtime.ts';
 export { HANDLE_BITS } from './egress.ts';
 
+/** A PMD's load record (PmdShared.load): busy ms, packets taken, busy rounds. */
+export const LOAD_FIELDS = 4;
+export const LOAD_BUSY_MS = 0;
+export const LOAD_PACKETS = 1;
+export const LOAD_BUSY_ROUNDS = 2;
+
 /** A step of the pipeline: writes its decisions into the batch (see Batch). */
 export interface Stage {
   process(batch: Batch): void;
@@ -45,6 +51,8 @@ export class Pmd {
   private readonly control: QueueControl;
   private readonly idle: IdleSleep;
   private readonly capture: CaptureWriter;
+  /** our load record (LOAD_*), in shared memory */
+  private readonly load: Float64Array;
   /** our doorbell: commands posted, sleeping flag, the port being served */
   readonly doorbell: Int32Array;
 
@@ -73,6 +81,7 @@ export class Pmd {
     this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed, this.capture);
     this.stages = pipeline(counters);
     this.batch = new Batch(this.pool);
+    this.load = new Float64Array(shared.load, me * LOAD_FIELDS * 8, LOAD_FIELDS);
     this.idle = new IdleSleep(this.doorbell, shared.wakers[me].wakeFd, this.ringsIn);
   }
 
@@ -122,6 +131,14 @@ export class Pmd {
       }
     }
     if (ringsIn.length > 0) this.pool.flushAllReturns();
+    // Load: the time from the round's first burst to its end (one more clock read per busy
+    // round; idle rounds read none: idle time is the rest of the wall clock).
+    if (clockRead) {
+      const load = this.load;
+      load[LOAD_BUSY_MS] += performance.timeOrigin + performance.now() - batch.now;
+      load[LOAD_PACKETS] += work;
+      load[LOAD_BUSY_ROUNDS]++;
+    }
     return work;
   }
 

@@ -41,6 +41,8 @@ export interface PmdShared {
   rxQueueHolders: SharedArrayBuffer;
   /** each PMD's doorbell and wake eventfd */
   wakers: PmdWaker[];
+  /** per PMD, LOAD_FIELDS float64 written by that PMD only: its busy time (ms), the packets it took, its busy rounds */
+  load: SharedArrayBuffer;
 }
 
 export interface VringSpec {

@@ -129,4 +129,6 @@ vr_result test=steady sent=$sent recv=$recv
   const stats = (await call('GET', '/counters')).json;
   t.ok(stats.a.plugins.routing.drops.no_route > 0, 'the unrouted pings were counted as no_route');
   t.ok(stats.a.plugins.acl.drops.acl_deny > 0, 'the denied ones as acl_deny');
+  const [pmd] = (await call('GET', '/pmds')).json;
+  t.ok(pmd.busy_ms > 0 && pmd.busy_rounds > 0 && pmd.ns_per_packet > 0, `the PMD's load: ${pmd.busy_ms} ms busy in ${pmd.busy_rounds} rounds, ${pmd.ns_per_packet} ns per packet`);
 });

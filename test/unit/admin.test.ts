@@ -65,7 +65,7 @@ t.test('reading: every resource, and the OpenAPI document against the routes', a
   t.match((await api.call('GET', '/ports/a')).json.state, { connected: true, quarantinedForS: 0, device: { features: /^0x/, vrings: [{ index: 0, direction: 'guest rx', size: 256, running: true }, { index: 1, running: true }] } }, 'a connected frontend: its features and running vrings');
   t.match(await api.call('GET', '/ports/zz'), { status: 404, json: { error: { code: 'VR_NOT_FOUND', field: 'name' } } });
   t.match((await api.call('GET', '/counters')).json, { a: { rx_packets: 0, plugins: { routing: { counters: { routed: 0 } } } } });
-  t.match((await api.call('GET', '/pmds')).json, [{ cpu: 1 }]);
+  t.match((await api.call('GET', '/pmds')).json, [{ cpu: 1, busy_ms: Number, busy_rounds: Number }]);
   t.match((await api.call('GET', '/plugins')).json, [{ name: 'routing', tables: ['routes', 'neighbours'] }, { name: 'bridge' }, { name: 'acl', tables: ['rules'] }, { name: 'ratelimit', tables: ['policers'] }]);
   t.match((await api.call('GET', '/policers')).json, [{ name: 'p', apply: [{ inPort: 'a' }], counters: { green: { packets: 0 } } }]);
   t.match((await api.call('GET', '/routes')).json, [{ prefix: '10.0.1.0/24', type: 'connected' }, {}, { prefix: '10.0.2.0/24' }, { prefix: '192.0.2.0/24', type: 'static', via: ['10.0.2.2'] }]);
@@ -178,6 +178,7 @@ t.test('/metrics passes promtool', async (t) => {
   t.match(res.text, /vrouter_port_rx_packets_total\{port="a"\} 0/);
   t.match(res.text, /vrouter_plugin_events_total\{port="a",plugin="routing",counter="routed"\} 0/);
   t.match(res.text, /vrouter_plugin_state\{plugin="routing",name="routes"\} 4/, 'table sizes');
+  t.match(res.text, /vrouter_pmd_busy_seconds_total\{pmd="0",cpu="1"\} \d/, 'PMD load');
   t.match(res.text, /vrouter_plugin_state\{plugin="acl",name="rules"\} 1/);
   t.match(res.text, /vrouter_acl_rule_hits_total\{rule="0",action="deny"\} 0/, 'ACL rule hits');
   t.match(res.text, /vrouter_acl_rule_hits_total\{rule="default",action="permit"\} 0/);

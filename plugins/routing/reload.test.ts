@@ -5,66 +5,15 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
-import { startDevice, type VirtioNetDevice } from '../../test/support/vhost-frontend.ts';
+import { startDevice } from '../../test/support/vhost-frontend.ts';
 import { waitFor } from '../../test/support/traffic.ts';
+import { testGuest } from '../../test/support/test-guest.ts';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
-import { arp, parseFrame, udp4, type ParsedFrame } from '../../test/support/frames.ts';
+import { arp, udp4 } from '../../test/support/frames.ts';
 
 const ROUTER = '02:00:00:00:00:01';
 const GUEST_A = '52:54:00:00:00:0a';
 const GUEST_B = '52:54:00:00:00:0b';
-
-/** Keeps 200 RX buffers posted on a device, reposting each once read, and parses what arrives. */
-function receiver(dev: VirtioNetDevice) {
-  const buffers = new Map<number, number>();
-  const got: { at: number; frame: ParsedFrame }[] = [];
-  const post = (off: number) => {
-    const head = dev.rx.addChain([{ addr: dev.ram.gpa(off), len: 2048, write: true }]);
-    dev.rx.makeAvailable(head);
-    buffers.set(head, off);
-  };
-  for (let k = 0; k < 200; k++) post(dev.ram.alloc(2048));
-  dev.kick();
-  return {
-    got,
-    poll() {
-      for (const used of dev.rx.takeUsed()) {
-        const off = buffers.get(used.id)!;
-        buffers.delete(used.id);
-        got.push({ at: performance.now(), frame: parseFrame(dev.ram.bytes.slice(off + NET_HDR_LEN, off + used.len)) });
-        post(off);
-      }
-      dev.kick();
-      return got;
-    },
-  };
-}
-
-/**
- * Sends frames from 256 buffers used in turn (the guest RAM of a test device is small),
- * never more in flight than the ring holds: what does not fit is not sent. Returns how
- * many were.
- */
-function sender(dev: VirtioNetDevice) {
-  const slots = Array.from({ length: 256 }, () => dev.ram.alloc(256));
-  let next = 0;
-  let inFlight = 0;
-  return (frames: Uint8Array[]) => {
-    inFlight -= dev.tx.takeUsed().length;
-    const room = Math.max(0, 192 - inFlight);
-    if (frames.length > room) frames = frames.slice(0, room);
-    inFlight += frames.length;
-    for (const f of frames) {
-      const off = slots[next++ % slots.length];
-      dev.ram.bytes.fill(0, off, off + NET_HDR_LEN);
-      dev.ram.bytes.set(f, off + NET_HDR_LEN);
-      dev.tx.makeAvailable(dev.tx.addChain([{ addr: dev.ram.gpa(off), len: NET_HDR_LEN + f.length }]));
-    }
-    dev.kick();
-    return frames.length;
-  };
-}
 
 t.test('routes swapped live', async (t) => {
   const config = (extraRoutes: object[], ports?: object[]) => ({
@@ -82,16 +31,15 @@ t.test('routes swapped live', async (t) => {
   const write = (c: object) => writeFileSync(path, JSON.stringify(c).replaceAll('{dir}', vr.dir));
   const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
   t.teardown(() => [a, b].forEach((d) => d.close()));
-  const rb = receiver(b);
-  const ra = receiver(a);
+  const rb = testGuest(b);
+  const ra = testGuest(a);
   // b's guest answers the router's ARP once: a learned (dynamic) neighbour.
-  const fromA = sender(a);
-  const send = (dst: string, n: number) => fromA(Array.from({ length: n }, () => udp4({ src: '10.0.1.2', dst, srcPort: 1, dstPort: 2, srcMac: GUEST_A, dstMac: ROUTER })));
+  const send = (dst: string, n: number) => ra.offer(Array.from({ length: n }, () => udp4({ src: '10.0.1.2', dst, srcPort: 1, dstPort: 2, srcMac: GUEST_A, dstMac: ROUTER })));
   send('192.0.2.1', 1);
-  await waitFor('the ARP request on b', () => rb.poll().find((g) => g.frame.arp?.op === 1));
-  sender(b)([arp({ op: 'reply', senderMac: GUEST_B, senderIp: '10.0.2.2', targetMac: ROUTER, targetIp: '10.0.2.1', dstMac: ROUTER })]);
-  await waitFor('the held packet', () => rb.poll().some((g) => g.frame.ip?.dst === '192.0.2.1'));
-  const arpsBefore = rb.got.filter((g) => g.frame.arp?.op === 1).length;
+  await waitFor('the ARP request on b', () => rb.poll().find((f) => f.arp?.op === 1));
+  rb.offer([arp({ op: 'reply', senderMac: GUEST_B, senderIp: '10.0.2.2', targetMac: ROUTER, targetIp: '10.0.2.1', dstMac: ROUTER })]);
+  await waitFor('the held packet', () => rb.poll().some((f) => f.ip?.dst === '192.0.2.1'));
+  const arpsBefore = rb.got.filter((f) => f.arp?.op === 1).length;
 
   send('198.51.100.1', 4);
   await waitFor('no_route drops', async () => ((await vr.stats()).a.plugins.routing.drops.no_route >= 4) || undefined);
@@ -110,22 +58,24 @@ t.test('routes swapped live', async (t) => {
     if (performance.now() - started > 20_000) break;
     await new Promise((r) => setTimeout(r, 2));
   }
-  const window = rb.got.filter((g) => g.at >= started && g.frame.ip?.dst === '192.0.2.1');
-  const gaps = window.slice(1).map((g, k) => g.at - window[k].at);
+  /** when each frame to 192.0.2.1 arrived on b since `started` */
+  const arrivals = () => rb.at.filter((at, k) => at >= started && rb.got[k].ip?.dst === '192.0.2.1');
+  const window = arrivals();
+  const gaps = window.slice(1).map((at, k) => at - window[k]);
   t.match(vr.stderr().slice(from), /reloaded from .*\(SIGHUP\): new config for routing \(routes \+100001 -0\); the PMDs take the new tables between bursts/, 'taken live');
   t.match(vr.stderr().slice(from), /pmd0: plugin routing: new config and tables in use/, 'the PMD switched between bursts');
   t.ok(window.length > 0, `traffic flowed during the reload (${window.length} of ${sent} frames, ${(performance.now() - started).toFixed(0)} ms)`);
   // Gaps are seen by this process, which shares two CPUs with the supervisor parsing the
   // 100,000 routes: the bound is loose; that every frame arrives is the strict check.
   t.ok(Math.max(0, ...gaps) < 1000, `longest gap seen while the table compiled and swapped: ${Math.max(0, ...gaps).toFixed(1)} ms`);
-  await waitFor('every frame sent during the reload', () => rb.poll().filter((g) => g.at >= started && g.frame.ip?.dst === '192.0.2.1').length >= sent || undefined, 5000);
+  await waitFor('every frame sent during the reload', () => (rb.poll(), arrivals().length >= sent) || undefined, 5000);
   t.pass(`all ${sent} frames sent during the reload were routed`);
   send('198.51.100.1', 4);
-  await waitFor('the new route used', () => rb.poll().some((g) => g.frame.ip?.dst === '198.51.100.1'));
+  await waitFor('the new route used', () => rb.poll().some((f) => f.ip?.dst === '198.51.100.1'));
   t.pass('198.51.100.1 is routed to b after the reload');
   send('10.100.1.7', 1);
-  await waitFor('a filler route used', () => rb.poll().some((g) => g.frame.ip?.dst === '10.100.1.7'));
-  t.equal(rb.got.filter((g) => g.frame.arp?.op === 1).length, arpsBefore, 'the learned neighbour stayed: no new ARP request');
+  await waitFor('a filler route used', () => rb.poll().some((f) => f.ip?.dst === '10.100.1.7'));
+  t.equal(rb.got.filter((f) => f.arp?.op === 1).length, arpsBefore, 'the learned neighbour stayed: no new ARP request');
   t.notMatch(vr.stderr().slice(from), /resumed|restarting the PMDs/, 'no PMD restarted');
 
   const refused = vr.stderr().length;
@@ -137,7 +87,7 @@ t.test('routes swapped live', async (t) => {
   await waitFor('the refusal of a port change', () => /not reloaded, the running config and plugins stay: ports: changing it needs a restart of vrouter/.test(vr.stderr().slice(refused)) || undefined, 10_000);
   send('198.51.100.1', 1);
   const before = rb.got.length;
-  await waitFor('the running routes still used', () => rb.poll().slice(before).some((g) => g.frame.ip?.dst === '198.51.100.1'));
+  await waitFor('the running routes still used', () => rb.poll().slice(before).some((f) => f.ip?.dst === '198.51.100.1'));
   t.pass('after both refusals the routes of the last good reload still route');
   t.ok(vr.alive());
 });

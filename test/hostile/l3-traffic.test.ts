@@ -3,56 +3,18 @@
 // hops that never answer. Each is a counted drop; the neighbour table keeps room for the
 // other interfaces; memory stays bounded; and two well-behaved routed ports keep routing.
 import t from 'tap';
-import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
-import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
-import { postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
 import { readFileSync } from 'node:fs';
 import { waitFor } from '../support/traffic.ts';
+import { testGuest } from '../support/test-guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
-import { arp, neighbourSolicitation, parseFrame, tcp4, udp4, type ParsedFrame } from '../support/frames.ts';
+import { arp, neighbourSolicitation, tcp4, udp4 } from '../support/frames.ts';
 
 const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01', h: '02:00:00:00:0e:01' };
 const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', h: '52:54:00:00:00:0e' };
 
 function residentKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
-}
-
-/** Sends frames in chunks the TX ring holds, waiting for the backend to take each chunk. */
-async function send(dev: VirtioNetDevice, frames: Uint8Array[]): Promise<void> {
-  for (let at = 0; at < frames.length; at += 128) {
-    const chunk = frames.slice(at, at + 128);
-    for (const f of chunk) sendFrame(dev.tx, f);
-    dev.kick();
-    let used = 0;
-    await waitFor(`the backend to take ${chunk.length} frames`, () => (used += dev.tx.takeUsed().length) >= chunk.length || undefined, 5000);
-  }
-}
-
-/** Keeps RX buffers posted on a device and parses what arrives. */
-function receiver(dev: VirtioNetDevice) {
-  const buffers = new Map<number, number>();
-  const post = () => {
-    while (buffers.size < 200) {
-      const { head, off } = postRxBuffer(dev.rx, 2048);
-      buffers.set(head, off);
-    }
-    dev.kick();
-  };
-  post();
-  const got: ParsedFrame[] = [];
-  return {
-    got,
-    poll(): ParsedFrame[] {
-      for (const used of dev.rx.takeUsed()) {
-        const off = buffers.get(used.id)! + NET_HDR_LEN;
-        buffers.delete(used.id);
-        got.push(parseFrame(dev.ram.bytes.slice(off, off + used.len - NET_HDR_LEN)));
-      }
-      post();
-      return got;
-    },
-  };
 }
 
 t.test('a hostile guest on a routed port', async (t) => {
@@ -69,21 +31,21 @@ t.test('a hostile guest on a routed port', async (t) => {
   t.teardown(() => vr.stop());
   const [a, b, h] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b), await startDevice(vr.sockets.h)];
   t.teardown(() => [a, b, h].forEach((d) => d.close()));
-  const [ra, rb, rh] = [receiver(a), receiver(b), receiver(h)];
+  const [ga, gb, gh] = [testGuest(a), testGuest(b), testGuest(h)];
 
   // a learns the router, b answers the router's ARP: then a's packets reach b, routed.
-  await send(a, [arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
-  await waitFor('the ARP reply on a', () => ra.poll().find((f) => f.arp?.op === 2));
+  await ga.send([arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
+  await waitFor('the ARP reply on a', () => ga.poll().find((f) => f.arp?.op === 2));
   const toB = (n: number) => Array.from({ length: n }, (_, k) => udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1000 + k, dstPort: 9, payload: 64, srcMac: GUEST.a, dstMac: ROUTER.a }));
-  await send(a, toB(1));
-  const request = await waitFor('the router\'s ARP request on b', () => rb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.2'));
+  await ga.send(toB(1));
+  const request = await waitFor('the router\'s ARP request on b', () => gb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.2'));
   t.equal(request.arp?.senderIp, '10.0.2.1');
-  await send(b, [arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.2', targetMac: ROUTER.b, targetIp: '10.0.2.1', dstMac: ROUTER.b, srcMac: GUEST.b })]);
-  await waitFor('the held packet on b', () => rb.poll().some((f) => f.ip?.dst === '10.0.2.2'));
-  const routedToB = () => rb.poll().filter((f) => f.ip?.dst === '10.0.2.2' && f.ip.ttl === 63 && f.ip.headerChecksumOk && f.srcMac === ROUTER.b).length;
+  await gb.send([arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.2', targetMac: ROUTER.b, targetIp: '10.0.2.1', dstMac: ROUTER.b, srcMac: GUEST.b })]);
+  await waitFor('the held packet on b', () => gb.poll().some((f) => f.ip?.dst === '10.0.2.2'));
+  const routedToB = () => gb.poll().filter((f) => f.ip?.dst === '10.0.2.2' && f.ip.ttl === 63 && f.ip.headerChecksumOk && f.srcMac === ROUTER.b).length;
   const stillRouting = async (n: number) => {
     const before = routedToB();
-    await send(a, toB(n));
+    await ga.send(toB(n));
     await waitFor(`${n} routed packets on b`, () => routedToB() - before >= n || undefined, 5000);
     return true;
   };
@@ -100,21 +62,21 @@ t.test('a hostile guest on a routed port', async (t) => {
     if (k % 7 === 0 && f.length > 25) f[24] ^= 0x5a;
     mangled.push(f);
   }
-  await send(h, mangled);
+  await gh.send(mangled);
   // 2. ARP flood: requests for the router from 20,000 forged senders in h's /16.
   const flood = Array.from({ length: 20000 }, (_, k) => arp({ op: 'request', senderMac: GUEST.h, senderIp: `10.9.${1 + (k >> 8)}.${k & 0xff}`, targetIp: '10.9.0.1', srcMac: GUEST.h }));
-  await send(h, flood);
+  await gh.send(flood);
   // 3. NDP flood: solicitations for the router from forged sources.
   const ndp = Array.from({ length: 5000 }, (_, k) => neighbourSolicitation({ src: `2001:db8:9::${(k + 2).toString(16)}`, target: '2001:db8:9::1', sourceLinkAddr: GUEST.h, srcMac: GUEST.h }));
-  await send(h, ndp);
+  await gh.send(ndp);
   // 4. Packets to 5,000 next hops that never answer.
   const unresolvable = Array.from({ length: 5000 }, (_, k) => udp4({ src: '10.9.0.2', dst: `10.9.${100 + (k >> 8)}.${k & 0xff}`, srcPort: 1, dstPort: 2, srcMac: GUEST.h, dstMac: ROUTER.h }));
-  await send(h, unresolvable);
+  await gh.send(unresolvable);
 
   t.ok(await stillRouting(64), 'a -> b still routed after the attacks');
   // A new neighbour on b can still be resolved: h's flood holds only its share of the table.
-  await send(a, [udp4({ src: '10.0.1.2', dst: '10.0.2.3', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: ROUTER.a })]);
-  await waitFor('an ARP request for a new neighbour on b', () => rb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.3'));
+  await ga.send([udp4({ src: '10.0.1.2', dst: '10.0.2.3', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: ROUTER.a })]);
+  await waitFor('an ARP request for a new neighbour on b', () => gb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.3'));
   t.pass('a new neighbour on b is resolved despite the flood on h');
   const stats = await vr.stats();
   const drops = stats.h.plugins.routing.drops;
@@ -124,5 +86,5 @@ t.test('a hostile guest on a routed port', async (t) => {
   t.equal(stats.a.plugins.routing.drops.plugin_error + stats.h.plugins.routing.drops.plugin_error, 0, 'the router never threw');
   const grown = residentKb(vr.proc.pid!) - baseline;
   t.ok(grown < 64 * 1024, `resident memory grew ${grown} KiB (bounded tables)`);
-  t.equal(rh.poll().filter((f) => f.srcMac !== ROUTER.h).length, 0, 'h got nothing but the router\'s own answers');
+  t.equal(gh.poll().filter((f) => f.srcMac !== ROUTER.h).length, 0, 'h got nothing but the router\'s own answers');
 });

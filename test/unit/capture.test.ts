@@ -9,13 +9,12 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { parseCaptureFilter } from '../../src/admin/capture.ts';
-import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
-import { postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
 import { waitFor } from '../support/traffic.ts';
+import { testGuest } from '../support/test-guest.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
-import { icmp4, parseFrame, udp4, type ParsedFrame } from '../support/frames.ts';
+import { icmp4, udp4 } from '../support/frames.ts';
 
 const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01' };
 const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b' };
@@ -36,41 +35,6 @@ const CONFIG = {
 const ping = (seq: number) => icmp4({ src: '10.0.1.2', dst: '10.0.2.2', type: 8, id: 7, seq, payload: 32, srcMac: GUEST.a, dstMac: ROUTER.a });
 const pong = (seq: number) => icmp4({ src: '10.0.2.2', dst: '10.0.1.2', type: 0, id: 7, seq, payload: 32, srcMac: GUEST.b, dstMac: ROUTER.b });
 const udp = (dstPort: number, k = 0) => udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 4000 + k, dstPort, payload: 20, srcMac: GUEST.a, dstMac: ROUTER.a });
-
-/** A guest: frames sent in chunks its TX ring holds; RX buffers kept posted, arrivals parsed. */
-function guest(dev: VirtioNetDevice, rxBuffers = 200) {
-  const buffers = new Map<number, number>();
-  const post = () => {
-    while (buffers.size < rxBuffers) {
-      const { head, off } = postRxBuffer(dev.rx, 2048);
-      buffers.set(head, off);
-    }
-    dev.kick();
-  };
-  post();
-  const got: ParsedFrame[] = [];
-  return {
-    got,
-    async send(frames: Uint8Array[], chunk = 128): Promise<void> {
-      for (let at = 0; at < frames.length; at += chunk) {
-        const part = frames.slice(at, at + chunk);
-        for (const f of part) sendFrame(dev.tx, f);
-        dev.kick();
-        let used = 0;
-        await waitFor(`the backend to take ${part.length} frames`, () => (used += dev.tx.takeUsed().length) >= part.length || undefined, 5000);
-      }
-    },
-    poll(): ParsedFrame[] {
-      for (const used of dev.rx.takeUsed()) {
-        const off = buffers.get(used.id)! + NET_HDR_LEN;
-        buffers.delete(used.id);
-        got.push(parseFrame(dev.ram.bytes.slice(off, off + used.len - NET_HDR_LEN)));
-      }
-      post();
-      return got;
-    },
-  };
-}
 
 /** Starts a capture; resolves once the response has begun (the capture runs from then on). */
 async function capture(vr: StartedVrouter, port: string, query: string) {
@@ -161,7 +125,7 @@ t.test('a capture of a routed port: both directions, the stages\' verdicts, read
   t.teardown(() => vr.stop());
   const [devA, devB] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
   t.teardown(() => [devA, devB].forEach((d) => d.close()));
-  const [a, b] = [guest(devA), guest(devB)];
+  const [a, b] = [testGuest(devA), testGuest(devB)];
 
   const cap = await capture(vr, 'a', 'count=13&seconds=20');
   t.equal(cap.status, 200);
@@ -211,7 +175,7 @@ t.test('a filter leaves out what it should; refusals; one capture per port, two 
   t.teardown(() => vr.stop());
   const [devA, devB] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
   t.teardown(() => [devA, devB].forEach((d) => d.close()));
-  const [a, b] = [guest(devA), guest(devB)];
+  const [a, b] = [testGuest(devA), testGuest(devB)];
 
   const dispatcher = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } });
   const refusal = async (path: string) => {
@@ -265,7 +229,7 @@ t.test('a full capture ring costs capture records, never traffic', async (t) => 
   t.teardown(() => vr.stop());
   const [devA, devB] = [await startDevice(vr.sockets.a, { queueSize: 1024 }), await startDevice(vr.sockets.b, { queueSize: 1024 })];
   t.teardown(() => [devA, devB].forEach((d) => d.close()));
-  const [a, b] = [guest(devA), guest(devB, 1000)];
+  const [a, b] = [testGuest(devA), testGuest(devB, 1000)];
   const cap = await capture(vr, 'a', 'count=100000&seconds=2');
   t.equal(cap.status, 200);
   // 1000 frames at once: the PMD takes them in a few hundred microseconds, many times what

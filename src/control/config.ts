@@ -138,12 +138,7 @@ function parsePort(raw: unknown, field: string, baseDir: string, cpuCount: numbe
   }
   const mode = p.mode ?? 'server';
   if (mode !== 'server' && mode !== 'client') throw new ConfigError(`${field}.mode`, `must be "server" or "client", got ${JSON.stringify(mode)}`);
-  let mac: string | null = null;
-  if (p.mac !== undefined) {
-    if (typeof p.mac !== 'string' || !MAC.test(p.mac)) throw new ConfigError(`${field}.mac`, `must look like 52:54:00:12:34:56, got ${JSON.stringify(p.mac)}`);
-    if ((parseInt(p.mac.slice(0, 2), 16) & 1) === 1) throw new ConfigError(`${field}.mac`, `${p.mac} is a multicast address`);
-    mac = p.mac.toLowerCase();
-  }
+  const mac = p.mac === undefined ? null : unicastMac(p.mac, `${field}.mac`);
   const queues = p.queues === undefined ? 1 : integer(p.queues, `${field}.queues`, 1, LIMITS.queuesMax);
   const rxqAffinity: Record<number, number> = {};
   if (p.rxqAffinity !== undefined) {

@@ -1,7 +1,7 @@
 // The ratelimit stage's config: the file's top-level "policers", checked field by field and
 // turned into numbers the data path uses as they are (rates in bit/s or packet/s, bursts in
 // bytes or packets, an action code per colour, a colour per DSCP). Runs in the control plane.
-import { parsePrefix, PluginConfigError } from '../../src/pipeline/api.ts';
+import { parsePrefix, PluginConfigError, read32 } from '../../src/pipeline/api.ts';
 import { POLICER_LIMITS, PolicerConfigError, validatePolicer, type PolicerConfig } from './policer.ts';
 
 export const ACTION_PASS = 0;
@@ -308,7 +308,7 @@ function parseAttachment(raw: unknown, field: string, meter: PolicerConfig): Att
     const bits = Math.max(0, Math.min(32, prefix.length - w * 32));
     const m = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
     const b = prefix.bytes;
-    const word = ((b[w * 4] << 24) | (b[w * 4 + 1] << 16) | (b[w * 4 + 2] << 8) | b[w * 4 + 3]) >>> 0;
+    const word = read32(b, w * 4);
     network[4 - words + w] = (word & m) >>> 0;
     mask[4 - words + w] = m;
   }

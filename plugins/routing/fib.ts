@@ -6,7 +6,7 @@
 // A group is what a lookup returns (1-based; 0 is no route): LOCAL (an address of the
 // router), a connected subnet (the next hop is the destination itself), a blackhole, or
 // one or more gateways (ECMP: the members of the lowest metric for the prefix).
-import { PluginConfigError, formatAddress, type Prefix } from '../../src/pipeline/api.ts';
+import { PluginConfigError, formatAddress, read32, type Prefix } from '../../src/pipeline/api.ts';
 import { connectedInterface, type Interface } from './interfaces.ts';
 import type { RoutingConfig } from './config.ts';
 import { Lpm4, LPM4_FORMAT, type Route4Columns } from './lpm4.ts';
@@ -63,7 +63,7 @@ export function resolveRoutes(config: RoutingConfig, interfaces: readonly Interf
   const fib: ResolvedFib = { groups, v4: { prefix: [], length: [], group: [] }, v6: { prefix: [], length: [], group: [] } };
   const add = (p: Prefix, group: number) => {
     if (p.family === 4) {
-      fib.v4.prefix.push(((p.bytes[0] << 24) | (p.bytes[1] << 16) | (p.bytes[2] << 8) | p.bytes[3]) >>> 0);
+      fib.v4.prefix.push(read32(p.bytes, 0));
       fib.v4.length.push(p.length);
       fib.v4.group.push(group);
     } else {
@@ -146,7 +146,7 @@ export function encodeNextHops(groups: readonly Member[][]): SharedArrayBuffer {
       w[at + 1] = member.iface;
       if (member.gateway !== null) {
         const b = member.gateway.bytes;
-        for (let k = 0; k < b.length / 4; k++) w[at + 2 + k] = (b[k * 4] << 24) | (b[k * 4 + 1] << 16) | (b[k * 4 + 2] << 8) | b[k * 4 + 3];
+        for (let k = 0; k < b.length / 4; k++) w[at + 2 + k] = read32(b, k * 4);
       }
       m++;
     }

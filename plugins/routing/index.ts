@@ -8,7 +8,7 @@
 // The route table is compiled in the control plane (prepare, in the job pool); the
 // neighbour table is shared by every PMD; both live in shared memory and outlive a PMD.
 import {
-  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, read16,
+  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, read16, read32,
   type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology,
 } from '../../src/pipeline/api.ts';
 import { parseRoutingConfig, type RoutingConfig } from './config.ts';
@@ -101,7 +101,7 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
     const iface = byPort[port.index];
     if (iface < 0) throw new PluginConfigError(`neighbours[${k}].port`, `${n.port} has no router addresses (nor has its bridge)`);
     const b = n.address.bytes;
-    const w = [0, 1, 2, 3].map((q) => (q * 4 < b.length ? (b[q * 4] << 24) | (b[q * 4 + 1] << 16) | (b[q * 4 + 2] << 8) | b[q * 4 + 3] : 0));
+    const w = [0, 1, 2, 3].map((q) => (q * 4 < b.length ? read32(b, q * 4) | 0 : 0));
     if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port.index, STATIC, Date.now(), true) < 0) {
       throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
     }

@@ -166,11 +166,6 @@ export function ipv4HeaderChecksum(d: Uint8Array, ip: number, headerBytes: numbe
   return finishChecksum(onesSum(d, ip + 12, ip + headerBytes, onesSum(d, ip, ip + 10)));
 }
 
-/** Whether an IPv4 header's checksum is right (the sum over it, field included, is 0xffff). */
-export function ipv4HeaderValid(d: Uint8Array, ip: number, headerBytes: number): boolean {
-  return finishChecksum(onesSum(d, ip, ip + headerBytes)) === 0;
-}
-
 /** RFC 1624 eqn. 3: the checksum after one 16-bit word of the data went from `from` to `to`. */
 export function adjustChecksum(check: number, from: number, to: number): number {
   return finishChecksum((~check & 0xffff) + (~from & 0xffff) + to);

@@ -194,18 +194,30 @@ t.test('malformed headers are counted drops, never a throw', async (t) => {
   const truncated = good.slice(0, 20);
   const out = run(h, 'a', [badVersion, badIhl, longLength, badChecksum, truncated]);
   t.same(summary(out), ['drop:ip_header_bad', 'drop:ip_header_bad', 'drop:ip_length_bad', 'drop:ip_checksum_bad', 'drop:ip_header_bad']);
+  // Mangled IPv4, IPv6, NDP and ARP frames: bytes after the Ethernet header changed at
+  // random, lengths cut at random. The stage must not throw (run() would), and every frame
+  // must end dropped, left to others, held, or answered on the port it came from.
+  const bases = [
+    good,
+    udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, payload: 40, srcMac: GUEST.a, dstMac: MAC.a }),
+    neighbourSolicitation({ src: '2001:db8:1::2', target: '2001:db8:1::1', sourceLinkAddr: GUEST.a, srcMac: GUEST.a }),
+    routerSolicitation({ src: 'fe80::5054:ff:fe00:a', sourceLinkAddr: GUEST.a, srcMac: GUEST.a }),
+    arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a }),
+  ];
   const random: Uint8Array[] = [];
+  const seen = new Set<string>();
   let seed = 7;
-  for (let n = 0; n < 2000; n++) {
-    const f = good.slice(0, 14 + ((seed = (seed * 1103515245 + 12345) >>> 0) % 60));
+  for (let n = 0; n < 4000; n++) {
+    const base = bases[n % bases.length];
+    const f = base.slice(0, 14 + ((seed = (seed * 1103515245 + 12345) >>> 0) % (base.length - 13)));
     for (let k = 14; k < f.length; k++) if (((seed = (seed * 1103515245 + 12345) >>> 0) & 3) === 0) f[k] = seed >>> 24;
     random.push(f);
     if (random.length === 32) {
-      run(h, 'a', random);
+      for (const o of h.run('a', random)) seen.add(o.to);
       random.length = 0;
     }
   }
-  t.pass('2000 mangled frames did not throw');
+  t.same([...seen].filter((to) => !['drop', 'undecided', 'consumed', 'a', 'b'].includes(to)), [], `4000 mangled frames: each dropped, left, held or answered (${[...seen].sort().join(', ')})`);
 });
 
 t.test('next hops that never answer: bounded queue, then unreachable', async (t) => {

@@ -44,21 +44,23 @@ export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; sec
   ];
   // Line-buffered: testpmd's stdout to a pipe would otherwise hold back the statistics.
   const tp = spawn('stdbuf', ['-oL', 'dpdk-testpmd', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // The prompt and the statistics are read from stdout alone: stderr lines written in the
+  // middle of the prompt split it ("testpm", an error line, "d>"). The log has both.
+  let out = '';
   let log = '';
-  tp.stdout!.on('data', (d) => (log += d));
+  tp.stdout!.on('data', (d) => ((out += d), (log += d)));
   tp.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<void>((resolve) => tp.on('exit', () => resolve()));
   const killer = setTimeout(() => tp.kill('SIGKILL'), (opts.seconds + 60) * 1000);
   const send = (line: string) => tp.stdin!.write(`${line}\n`);
   const waitFor = async (re: RegExp, what: string, ms = 30000) => {
     const deadline = Date.now() + ms;
-    while (!re.test(log)) {
+    while (!re.test(out)) {
       if (tp.exitCode !== null || Date.now() > deadline) throw new Error(`dpdk-testpmd: no ${what}:\n${log.slice(-3000)}`);
       await sleep(50);
     }
   };
   try {
-    // The prompt may come without its space when stderr lines interleave with it.
     await waitFor(/testpmd>/, 'prompt');
     send('start');
     await sleep(opts.seconds * 1000);
@@ -68,10 +70,10 @@ export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; sec
     send('start');
     await sleep(1500);
     send('stop');
-    const before = log.length;
+    const before = out.length;
     send('show port stats all');
     await waitFor(new RegExp(`NIC statistics for port ${ports.length - 1}[\\s\\S]*TX-packets`), 'port statistics');
-    const stats = [...log.slice(before).matchAll(NIC_STATS)].map((m) => ({ port: Number(m[1]), rxPackets: Number(m[2]), rxMissed: Number(m[3]), txPackets: Number(m[4]) }));
+    const stats = [...out.slice(before).matchAll(NIC_STATS)].map((m) => ({ port: Number(m[1]), rxPackets: Number(m[2]), rxMissed: Number(m[3]), txPackets: Number(m[4]) }));
     send('quit');
     // unref'd: a pending timer would keep the test process alive 10 s after testpmd quit
     await Promise.race([exited, sleep(10000, undefined, { ref: false })]);

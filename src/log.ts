@@ -34,6 +34,8 @@ export const EVENTS = {
   'admin.listening': 'the admin endpoint listens',
   'port.listening': 'a server-mode port listens on its socket',
   'port.quarantined': 'a port refuses frontends for a while: a PMD died serving it',
+  'port.closed': 'a port removed or changed at run time stopped taking frontends',
+  'port.failed': 'a changed port could not listen on its socket again',
   'frontend.connected': 'a vhost-user frontend (QEMU, DPDK virtio-user) is connected to a port',
   'frontend.refused': 'a frontend was turned away (credentials, quarantine, one already connected)',
   'frontend.gone': 'a frontend\'s connection closed',
@@ -45,6 +47,7 @@ export const EVENTS = {
   'pmd.crashed': 'a PMD thread died of an error',
   'pmd.restarted': 'a PMD thread that exited, crashed or hung is started again',
   'pmd.queues_returned': 'a restarted PMD was given back its queues',
+  'pmd.relayout': 'the PMDs were restarted on a new layout of ports and queues (ports added or removed, queues moved)',
   'pmd.stuck': 'a PMD made no poll round for too long',
   'stats': 'the counters, asked for with SIGUSR1',
 } as const;

@@ -253,7 +253,7 @@ export function rulesFor(config: AclConfig, ports: readonly PortInfo[]): AclRule
   const index = (name: string | null, field: string): number | undefined => {
     if (name === null) return undefined;
     const port = ports.find((p) => p.name === name);
-    if (port === undefined) throw new PluginConfigError(field, `no port is named ${JSON.stringify(name)} (the ports are ${ports.map((p) => JSON.stringify(p.name)).join(', ')})`);
+    if (port === undefined) throw new PluginConfigError(field, `no port is named ${JSON.stringify(name)} (the ports are ${ports.filter((p) => p.name !== '').map((p) => JSON.stringify(p.name)).join(', ')})`);
     return port.index;
   };
   return config.rules.map((r, i) => {

@@ -11,7 +11,7 @@ import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
 import { ApiError, type Reply, type Request, type Route } from './http.ts';
 import { renderMetrics } from './metrics.ts';
 import { openApiDocument } from './openapi.ts';
-import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, RouteBody } from './schemas.ts';
+import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBody } from './schemas.ts';
 
 /** What the endpoint needs of the running router (the supervisor). */
 export interface AdminBackend {
@@ -24,7 +24,7 @@ export interface AdminBackend {
   save(): string;
   /** reads the config file and plugin files again and applies them */
   reload(): Promise<ApplyResult>;
-  stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number; ns_per_packet?: number | null }[] };
+  stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number; ns_per_packet?: number | null; queues?: { port: string; queue: number }[] }[] };
   ports(): { name: string; [key: string]: unknown }[];
   /** each port's connection, in the order of ports(), or null when it cannot be had */
   portStates(): Promise<unknown[] | null>;
@@ -96,17 +96,18 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
 
   const captures = new CaptureHub(() => backend.capture());
 
+
   const routes: ApiRoute[] = [
     {
       method: 'GET', path: '/ports', summary: 'the ports: config and counters',
       handle: async () => {
-        const stats = backend.stats().ports;
+        const counters = backend.stats().ports;
         const states = await backend.portStates();
-        return { json: backend.ports().map((p, i) => ({ ...p, state: states?.[i] ?? null, counters: summary(stats[p.name]) })) };
+        return { json: backend.ports().map((p, i) => ({ ...p, state: states?.[i] ?? null, counters: summary(counters[p.name]) })) };
       },
     },
     {
-      method: 'GET', path: '/ports/{name}', summary: 'one port: config and all its counters',
+      method: 'GET', path: '/ports/{name}', summary: 'one port: config and all its counters, with packets and bytes per queue pair',
       handle: async (req) => {
         const ports = backend.ports();
         const i = ports.findIndex((p) => p.name === req.params.name);
@@ -116,12 +117,48 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       },
     },
     {
+      method: 'POST', path: '/ports', summary: 'adds a vhost-user port (applied live: the other ports stay connected while the PMDs restart on the new layout)', body: PortBody, response: ApplyResultBody,
+      handle: (req) => {
+        const port = checkBody(PortBody, req.body);
+        return change((doc) => (doc.ports = [...list(doc, 'ports'), port]), `POST /ports (${port.name})`, 'ports');
+      },
+    },
+    {
+      method: 'DELETE', path: '/ports/{name}', summary: 'removes a port: its frontend is disconnected and its socket removed', response: ApplyResultBody,
+      handle: (req) => {
+        const name = req.params.name;
+        if (!list(backend.document(), 'ports').some((p) => (p as { name?: unknown }).name === name)) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${name}`);
+        return change((d) => (d.ports = list(d, 'ports').filter((p) => (p as { name?: unknown }).name !== name)), `DELETE /ports/${name}`);
+      },
+    },
+    {
+      method: 'PUT', path: '/ports/{name}/queues/{queue}', summary: 'moves a queue pair of a port to the PMD on another CPU (its rxqAffinity; the frontend stays connected)', body: QueueMoveBody, response: ApplyResultBody,
+      handle: async (req) => {
+        const { cpu } = checkBody(QueueMoveBody, req.body);
+        const { name, queue } = req.params;
+        const port = backend.ports().find((p) => p.name === name);
+        if (port === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${name}`);
+        const queues = Number(port.queues);
+        if (!/^\d+$/.test(queue) || Number(queue) >= queues) throw new ApiError(404, 'VR_NOT_FOUND', 'queue', `port ${name} has queue pairs 0 to ${queues - 1}, not ${queue}`);
+        try {
+          return await change((d) => {
+            const entry = list(d, 'ports').find((p) => (p as { name?: unknown }).name === name) as Record<string, unknown>;
+            entry.rxqAffinity = { ...(entry.rxqAffinity as object | undefined), [queue]: cpu };
+          }, `PUT /ports/${name}/queues/${queue}`);
+        } catch (err) {
+          const e = err as Error & { field?: string };
+          if (e.field?.includes('.rxqAffinity')) throw new ApiError(400, 'VR_CONFIG', 'cpu', e.message.replace(`${e.field}: `, ''));
+          throw err;
+        }
+      },
+    },
+    {
       method: 'GET', path: '/ports/{name}/capture', summary: 'captures the port\'s frames, both directions, as pcapng: each received frame with what every stage did to it (comments) and the verdict',
       query: CAPTURE_QUERY, produces: 'application/x-pcapng', sensitive: true,
       handle: (req) => ({ stream: captures.open(req.params.name, req.query) }),
     },
-    { method: 'GET', path: '/counters', summary: 'every port\'s counters: packets, bytes, drops by reason, plugins\' drops and counters', handle: () => ({ json: backend.stats().ports }) },
-    { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests, busy time (ms) and rounds, ns per packet while busy', handle: () => ({ json: backend.stats().pmds }) },
+    { method: 'GET', path: '/counters', summary: 'every port\'s counters: packets, bytes, drops by reason, plugins\' drops and counters, packets and bytes per queue pair', handle: () => ({ json: backend.stats().ports }) },
+    { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests, busy time (ms) and rounds, ns per packet while busy, the queue pairs each polls', handle: () => ({ json: backend.stats().pmds }) },
     { method: 'GET', path: '/plugins', summary: 'the pipeline\'s plugins, in order, with their tables', handle: () => ({ json: backend.plugins() }) },
     {
       method: 'GET', path: '/plugins/{name}/{table}', summary: 'a table of a plugin (routing: routes, neighbours; acl: rules; ratelimit: policers)',

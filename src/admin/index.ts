@@ -16,7 +16,10 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     save: () => supervisor.saveDocument(),
     reload: () => supervisor.reloadFile('POST /reload'),
     stats: () => supervisor.stats(),
-    ports: () => supervisor.running.ports.map((p) => ({ ...p })),
+    ports: () => {
+      const cpus = supervisor.queueCpus();
+      return supervisor.running.ports.map((p) => ({ ...p, queueCpus: cpus[p.name] }));
+    },
     pipeline: () => supervisor.running.pipeline,
     plugins: () => supervisor.pluginList(),
     table: (plugin, table) => supervisor.pluginTable(plugin, table),

@@ -1,7 +1,7 @@
 // GET /metrics: the counters in Prometheus' text format (0.0.4), from the same sums the
 // stats come from. Rendering walks the counters once; nothing is kept between scrapes, and
 // the PMDs are not involved (they only ever write their own counter blocks).
-import type { PortStats } from '../dataplane/counters.ts';
+import type { PortStats, QueueStats } from '../dataplane/counters.ts';
 
 type Stats = { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number }[] };
 
@@ -38,6 +38,11 @@ export function renderMetrics(stats: Stats, plugins: PluginMetrics = { gauges: [
   e.family('vrouter_port_tx_bytes_total', 'bytes written into the guest', 'counter', per((s) => s.tx_bytes));
   e.family('vrouter_port_queue_errors_total', 'virtqueues found corrupt and stopped', 'counter', per((s) => s.queue_errors));
   e.family('vrouter_port_drops_total', 'frames dropped, by reason', 'counter', ports.flatMap(([port, s]) => Object.entries(s.drops).map(([reason, n]): [Record<string, string>, number] => [{ port, reason }, n])));
+  const perQueue = (f: (q: QueueStats) => number): [Record<string, string | number>, number][] => ports.flatMap(([port, s]) => s.queues.map((q, queue): [Record<string, string | number>, number] => [{ port, queue }, f(q)]));
+  e.family('vrouter_queue_rx_packets_total', 'frames taken from the guest TX queue of a queue pair', 'counter', perQueue((q) => q.rx_packets));
+  e.family('vrouter_queue_rx_bytes_total', 'bytes taken from the guest TX queue of a queue pair', 'counter', perQueue((q) => q.rx_bytes));
+  e.family('vrouter_queue_tx_packets_total', 'frames written into the guest RX queue of a queue pair', 'counter', perQueue((q) => q.tx_packets));
+  e.family('vrouter_queue_tx_bytes_total', 'bytes written into the guest RX queue of a queue pair', 'counter', perQueue((q) => q.tx_bytes));
   e.family(
     'vrouter_plugin_drops_total',
     'frames a plugin of the pipeline dropped, by its reason',

@@ -1,10 +1,13 @@
 // The request bodies of the admin endpoint, as TypeBox schemas: the same definitions check
 // the bodies and describe them in the OpenAPI document (JSON Schema 2020-12, which OpenAPI
-// 3.1 uses as it is). TypeBox, because its schemas are plain JSON Schema objects with
-// TypeScript types derived from them, and it validates them itself: one library, no copy of
-// a schema in another language to keep in step.
+// 3.1 uses as it is). PUT /config and POST /ports take the config's own schema
+// (control/config-schema.ts), the one the config file is checked against. TypeBox, because
+// its schemas are plain JSON Schema objects with TypeScript types derived from them, and it
+// validates them itself: one library, no copy of a schema in another language to keep in step.
 import Type, { type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { ConfigDocument, PortEntry } from '../control/config.ts';
+import { firstViolation, type SchemaViolation } from '../control/schema-violation.ts';
 import { ApiError } from './http.ts';
 
 const Address = Type.String({ description: 'an IPv4 or IPv6 address', examples: ['10.0.2.2'] });
@@ -40,18 +43,26 @@ export const AclBody = Type.Object(
 );
 export type AclBody = Static<typeof AclBody>;
 
-export const ConfigBody = Type.Record(Type.String(), Type.Unknown(), { description: 'a whole config document, as the file holds it' });
+/** A port, as an entry of the config's "ports": the config's own schema, not a copy. */
+export const PortBody = PortEntry;
+
+export const QueueMoveBody = Type.Object(
+  { cpu: Type.Integer({ minimum: 0, description: 'the CPU of the PMD that is to poll the queue pair' }) },
+  { additionalProperties: false },
+);
+
+export const ConfigBody = ConfigDocument;
 
 export const ErrorBody = Type.Object({
   error: Type.Object({
-    code: Type.String({ description: 'stable: VR_CONFIG, VR_INVALID, VR_BAD_JSON, VR_NOT_FOUND, VR_METHOD, VR_UNAUTHORIZED, VR_TOO_LARGE, VR_NEEDS_RESTART, VR_INTERNAL' }),
+    code: Type.String({ description: 'stable: VR_CONFIG, VR_INVALID, VR_BAD_JSON, VR_NOT_FOUND, VR_METHOD, VR_UNAUTHORIZED, VR_TOO_LARGE, VR_NEEDS_RESTART, VR_PORT, VR_INTERNAL' }),
     field: Type.String({ description: 'the field at fault, as in the config ("routes[2].via"), or empty' }),
     message: Type.String(),
   }),
 });
 
 export const ApplyResultBody = Type.Object({
-  mode: Type.Union([Type.Literal('none'), Type.Literal('live'), Type.Literal('restart')], { description: 'none: nothing changed; live: the PMDs switched tables; restart: they restart on new plugin versions' }),
+  mode: Type.Union([Type.Literal('none'), Type.Literal('live'), Type.Literal('restart')], { description: 'none: nothing changed; live: the PMDs switched tables; restart: they restart on new plugin versions, or on a new layout of ports and queues' }),
   plugins: Type.Array(Type.String()),
   diff: Type.Array(Type.Record(Type.String(), Type.Unknown())),
   dryRun: Type.Boolean(),
@@ -59,6 +70,17 @@ export const ApplyResultBody = Type.Object({
 });
 
 const compiled = new Map<TSchema, ReturnType<typeof Compile>>();
+
+/**
+ * Bodies that are config are refused in the config's words, as the file would be, with the
+ * codes they had when only the config checked their values: a whole document is VR_CONFIG
+ * unless it is no object at all; a port entry of the wrong shape (an unknown or missing key,
+ * another JSON type) is VR_INVALID like any body, a value the config refuses VR_CONFIG.
+ */
+const CONFIG_BODY_CODES = new Map<TSchema, (v: SchemaViolation) => string>([
+  [ConfigBody, (v) => (v.field === '' ? 'VR_INVALID' : 'VR_CONFIG')],
+  [PortBody, (v) => (v.shape ? 'VR_INVALID' : 'VR_CONFIG')],
+]);
 
 /** Checks a body against its schema; a mismatch is a 400 naming the first field at fault. */
 export function checkBody<T extends TSchema>(schema: T, value: unknown): Static<T> {
@@ -69,6 +91,11 @@ export function checkBody<T extends TSchema>(schema: T, value: unknown): Static<
   }
   if (value === undefined) throw new ApiError(400, 'VR_INVALID', '', 'the request needs a JSON body');
   if (validator.Check(value)) return value as Static<T>;
+  const configCode = CONFIG_BODY_CODES.get(schema);
+  if (configCode !== undefined) {
+    const violation = firstViolation(validator, value)!;
+    throw new ApiError(400, configCode(violation), violation.field, violation.reason);
+  }
   const errors = [...validator.Errors(value)];
   // The most specific error: the deepest path (an unknown key is reported at its own path).
   const first = errors.sort((a, b) => b.instancePath.length - a.instancePath.length)[0];

@@ -27,9 +27,13 @@ export interface CliOptions {
   blackhole?: boolean;
   count?: string;
   interval?: string;
+  write?: string;
+  seconds?: string;
+  filter?: string;
+  snap?: string;
 }
 
-export type CommandOption = 'dry-run' | 'confirm' | 'blackhole' | 'count' | 'interval';
+export type CommandOption = 'dry-run' | 'confirm' | 'blackhole' | 'count' | 'interval' | 'write' | 'seconds' | 'filter' | 'snap';
 
 const OPTIONS = {
   socket: { type: 'string' },
@@ -43,9 +47,13 @@ const OPTIONS = {
   blackhole: { type: 'boolean' },
   count: { type: 'string' },
   interval: { type: 'string' },
+  write: { type: 'string', short: 'w' },
+  seconds: { type: 'string' },
+  filter: { type: 'string' },
+  snap: { type: 'string' },
 } as const;
 
-export const COMMAND_OPTIONS: readonly CommandOption[] = ['dry-run', 'confirm', 'blackhole', 'count', 'interval'];
+export const COMMAND_OPTIONS: readonly CommandOption[] = ['dry-run', 'confirm', 'blackhole', 'count', 'interval', 'write', 'seconds', 'filter', 'snap'];
 
 /** Options may come before, between or after the words of the command. */
 export function parseCommandLine(argv: string[]): { options: CliOptions; words: string[] } {

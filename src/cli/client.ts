@@ -1,7 +1,8 @@
 // The admin endpoint as vrouterctl calls it: undici over the UNIX socket or TCP, the bearer
-// token with every request but a GET (what the endpoint asks it for), the endpoint's refusals
-// ({"error": {"code", "field", "message"}}) as RefusedError, and a daemon that cannot be
-// reached as UnreachableError saying why.
+// token with every request but a GET and with captures (what the endpoint asks it for), the
+// endpoint's refusals ({"error": {"code", "field", "message"}}) as RefusedError, and a
+// daemon that cannot be reached as UnreachableError saying why.
+import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { TOKEN_ENV, type Target } from './target.ts';
 import { unreachableMessage } from './unreachable.ts';
@@ -74,6 +75,27 @@ export class AdminClient {
     return this.call('DELETE', path);
   }
 
+  /**
+   * A GET whose answer is a stream (a capture), with the token: the endpoint asks it for
+   * reads that show guests' traffic. Resolves once the answer has begun.
+   */
+  async stream(path: string): Promise<Readable> {
+    const headers: Record<string, string> = {};
+    const token = this.token();
+    if (token !== null) headers.authorization = `Bearer ${token}`;
+    let res;
+    try {
+      res = await request(`${this.origin}${path}`, { method: 'GET', dispatcher: this.dispatcher, headers });
+    } catch (err) {
+      throw new UnreachableError(unreachableMessage(this.target, err as NodeJS.ErrnoException));
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      throw refusal(res.statusCode, String(res.headers['content-type'] ?? '').startsWith('application/json') ? parse(text) : undefined, text, true);
+    }
+    return res.body;
+  }
+
   /** Closes the kept-alive connection, so that the process can exit at once. */
   async close(): Promise<void> {
     await this.dispatcher.close();
@@ -98,7 +120,7 @@ export class AdminClient {
       throw new UnreachableError(unreachableMessage(this.target, err as NodeJS.ErrnoException));
     }
     const json = contentType.startsWith('application/json') ? parse(text) : undefined;
-    if (status >= 400) throw refusal(status, json, text, method);
+    if (status >= 400) throw refusal(status, json, text, method !== 'GET');
     return { status, text, json };
   }
 }
@@ -111,10 +133,11 @@ function parse(text: string): unknown {
   }
 }
 
-function refusal(status: number, json: unknown, text: string, method: Method): RefusedError {
+/** `tokenSent`: a request vrouterctl sends the token with, where a refusal of it says how. */
+function refusal(status: number, json: unknown, text: string, tokenSent: boolean): RefusedError {
   const e = (json as { error?: { code?: unknown; field?: unknown; message?: unknown } } | undefined)?.error;
   if (e === undefined || typeof e.code !== 'string') return new RefusedError(status, `HTTP_${status}`, '', text.trim() || `the endpoint answered ${status}`, text);
   let message = String(e.message ?? '');
-  if (e.code === 'VR_UNAUTHORIZED' && method !== 'GET') message += ` (vrouterctl sends it from --token-file FILE or $${TOKEN_ENV})`;
+  if (e.code === 'VR_UNAUTHORIZED' && tokenSent) message += ` (vrouterctl sends it from --token-file FILE or $${TOKEN_ENV})`;
   return new RefusedError(status, e.code, typeof e.field === 'string' ? e.field : '', message, text);
 }

@@ -14,6 +14,8 @@ export interface Context {
   stdout: NodeJS.WriteStream;
   /** writes one or more lines to stdout */
   out(text: string): void;
+  /** for what must not mix with stdout (a capture written there) */
+  stderr: NodeJS.WritableStream;
 }
 
 export interface Command {

@@ -3,9 +3,11 @@
 // ("error CODE at FIELD: MESSAGE"), 2 usage, 3 vrouter unreachable.
 import { COMMAND_OPTIONS, parseCommandLine, UsageError, type CliOptions } from './args.ts';
 import { aclCommands } from './acl.ts';
+import { captureCommand } from './capture.ts';
 import { AdminClient, RefusedError, UnreachableError } from './client.ts';
 import { usageOf, type Command, type Context } from './command.ts';
 import { configCommands } from './config.ts';
+import { portChangeCommands } from './port-changes.ts';
 import { portCommands } from './ports.ts';
 import { routingCommands } from './routing.ts';
 import { ADMIN_ENV, readToken, resolveTarget, SYSTEM_SOCKET, TOKEN_ENV, type Target } from './target.ts';
@@ -15,7 +17,8 @@ export const EXIT = { done: 0, refused: 1, usage: 2, unreachable: 3 } as const;
 
 const GROUPS: [string, Command[]][] = [
   ['Ports and counters', portCommands],
-  ['Live view', [topCommand]],
+  ['Adding and removing ports, moving queues', portChangeCommands],
+  ['Live view', [topCommand, captureCommand]],
   ['Routing', routingCommands],
   ['ACL and policers', aclCommands],
   ['The whole config', configCommands],
@@ -114,7 +117,7 @@ export async function main(argv: string[], io: Io, defaultConfig: string): Promi
     const target: Target = resolveTarget(options, io.env, defaultConfig);
     let token: string | null | undefined;
     client = new AdminClient(target, () => (token === undefined ? (token = readToken(options, io.env, target)) : token));
-    const ctx: Context = { api: client, target, options, json, stdout: io.stdout, out: (text) => void io.stdout.write(`${text}\n`) };
+    const ctx: Context = { api: client, target, options, json, stdout: io.stdout, out: (text) => void io.stdout.write(`${text}\n`), stderr: io.stderr };
     await command.run(ctx, args);
     return EXIT.done;
   } catch (err) {

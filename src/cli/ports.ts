@@ -11,6 +11,11 @@ export interface PmdCounters {
   cpu: number;
   rx_packets: number;
   tx_packets: number;
+  /** time spent on bursts since the start, ms */
+  busy_ms: number;
+  busy_rounds: number;
+  /** busy time per packet since the start; null before the first */
+  ns_per_packet: number | null;
 }
 
 const sum = (values: Readonly<Record<string, number>>) => Object.values(values).reduce((a, b) => a + b, 0);
@@ -50,7 +55,7 @@ function portsTable(ports: PortRow[]): string {
   );
 }
 
-/** All of a port's counters; drop reasons and plugin counters only where not zero. */
+/** All of a port's counters (drop reasons and plugin counters only where not zero), then its queue pairs'. */
 export function countersDetail(s: PortCounters): string {
   const rows: Cell[][] = [
     ['rx_packets', s.rx_packets],
@@ -72,7 +77,8 @@ export function countersDetail(s: PortCounters): string {
     }
   }
   const note = hidden > 0 ? `\n(${hidden} drop reasons and plugin counters at zero not shown; --json shows them)` : '';
-  return `${table(['COUNTER', 'VALUE'], rows)}${note}`;
+  const queues = table(['QUEUE', 'RX PACKETS', 'RX BYTES', 'TX PACKETS', 'TX BYTES'], s.queues.map((q, i) => [i, q.rx_packets, q.rx_bytes, q.tx_packets, q.tx_bytes]));
+  return `${table(['COUNTER', 'VALUE'], rows)}${note}\n\n${queues}`;
 }
 
 /** A port's config, one key a line: null and empty as "-", the socket mode in octal. */

@@ -1,9 +1,10 @@
 // `vrouterctl top`: a live view of the data path, refreshed every second, from successive
 // GET /counters and GET /pmds: per port rx/tx packets and bits per second and drops per
-// second, per PMD packets per second, and the busiest drop reasons (what
-// `ovs-appctl dpif-netdev/pmd-stats-show` and `vppctl show run` / `show errors` tell). On a
-// terminal it redraws one screen and gives the terminal back as it found it on Ctrl-C; else
-// (a pipe, a file, --json) it prints one snapshot a refresh, as plain lines.
+// second, per PMD its busy share of the wall clock, packets per second and busy ns per
+// packet, and the busiest drop reasons (what `ovs-appctl dpif-netdev/pmd-stats-show` and
+// `vppctl show run` / `show errors` tell). On a terminal it redraws one screen and gives
+// the terminal back as it found it on Ctrl-C; else (a pipe, a file, --json) it prints one
+// snapshot a refresh, as plain lines.
 import { integerArg, secondsArg } from './args.ts';
 import type { Command, Context } from './command.ts';
 import { describeTarget } from './target.ts';
@@ -28,11 +29,27 @@ interface PortRates {
   drops: number;
 }
 
+interface PmdRates {
+  pmd: number;
+  cpu: number;
+  /** the share of the interval the PMD spent on bursts, 0-100 (the rest it polled idle or slept) */
+  busy_pct: number | null;
+  rx_pps: number | null;
+  tx_pps: number | null;
+  /**
+   * busy time over the frames it took from guests in the interval, as OVS's "avg processing
+   * cycles per packet" (frames another PMD hands it for delivery cost busy time, not count)
+   */
+  ns_per_packet: number | null;
+  rx_packets: number;
+  tx_packets: number;
+}
+
 interface Snapshot {
   time: string;
   seconds: number;
   ports: Record<string, PortRates>;
-  pmds: { pmd: number; cpu: number; rx_pps: number | null; tx_pps: number | null; rx_packets: number; tx_packets: number }[];
+  pmds: PmdRates[];
   /** the drop reasons that counted in this interval, busiest first */
   drops: { port: string; reason: string; per_second: number }[];
 }
@@ -78,14 +95,23 @@ export function snapshot(prev: Sample, next: Sample): Snapshot {
     }
   }
   drops.sort((a, b) => b.per_second - a.per_second);
-  const pmds = next.pmds.map((m, i) => ({
-    pmd: i,
-    cpu: m.cpu,
-    rx_pps: rate(m.rx_packets, prev.pmds[i]?.rx_packets, seconds),
-    tx_pps: rate(m.tx_packets, prev.pmds[i]?.tx_packets, seconds),
-    rx_packets: m.rx_packets,
-    tx_packets: m.tx_packets,
-  }));
+  const pmds = next.pmds.map((m, i): PmdRates => {
+    const before = prev.pmds[i];
+    const busyMsPerSecond = rate(m.busy_ms, before?.busy_ms, seconds);
+    const rxPps = rate(m.rx_packets, before?.rx_packets, seconds);
+    return {
+      pmd: i,
+      cpu: m.cpu,
+      // The interval is timed at the requests, busy time by the PMD a round at a time: the
+      // two may disagree by a round, so the share is capped at 100 %.
+      busy_pct: busyMsPerSecond === null ? null : Math.min(100, busyMsPerSecond / 10),
+      rx_pps: rxPps,
+      tx_pps: rate(m.tx_packets, before?.tx_packets, seconds),
+      ns_per_packet: busyMsPerSecond === null || rxPps === null || rxPps === 0 ? null : (busyMsPerSecond * 1e6) / rxPps,
+      rx_packets: m.rx_packets,
+      tx_packets: m.tx_packets,
+    };
+  });
   return { time: new Date().toISOString(), seconds: Math.round(seconds * 1000) / 1000, ports, pmds, drops: drops.slice(0, TOP_DROP_REASONS) };
 }
 
@@ -97,7 +123,11 @@ export function renderSnapshot(s: Snapshot, where: string, hint: string): string
     Object.entries(s.ports).map(([name, p]): Cell[] => [name, round(p.rx_pps), round(p.tx_pps), bitRate(p.rx_bps), bitRate(p.tx_bps), round(p.drops_ps), p.rx_packets, p.tx_packets, p.drops]),
     [3, 4],
   );
-  const pmds = table(['PMD', 'CPU', 'RX PKT/S', 'TX PKT/S', 'RX PACKETS', 'TX PACKETS'], s.pmds.map((m) => [m.pmd, m.cpu, round(m.rx_pps), round(m.tx_pps), m.rx_packets, m.tx_packets]));
+  const pmds = table(
+    ['PMD', 'CPU', 'BUSY %', 'RX PKT/S', 'TX PKT/S', 'NS/PKT', 'RX PACKETS', 'TX PACKETS'],
+    s.pmds.map((m): Cell[] => [m.pmd, m.cpu, m.busy_pct === null ? null : m.busy_pct.toFixed(1), round(m.rx_pps), round(m.tx_pps), round(m.ns_per_packet), m.rx_packets, m.tx_packets]),
+    [2],
+  );
   const drops = s.drops.length === 0 ? 'no drops in this interval' : table(['DROPS/S', 'PORT', 'REASON'], s.drops.map((d) => [Math.round(d.per_second), d.port, d.reason]));
   return [`vrouter top ${where} ${s.time.slice(0, 19).replace('T', ' ')}Z, rates over ${s.seconds.toFixed(2)} s${hint}`, '', ...ports.split('\n'), '', ...pmds.split('\n'), '', ...drops.split('\n')];
 }
@@ -114,7 +144,7 @@ function sleeper() {
 
 export const topCommand: Command = {
   words: ['top'], args: '[--count N] [--interval SECONDS]', options: ['count', 'interval'],
-  summary: 'live rates, each second: ports (packets, bits, drops) and PMDs',
+  summary: 'live rates, each second: ports (packets, bits, drops) and PMDs (busy %, packets, ns per packet)',
   run: async (ctx) => {
     const usage = 'vrouterctl top [--count N] [--interval SECONDS]';
     const limit = ctx.options.count === undefined ? Infinity : integerArg(ctx.options.count, '--count', 1, 1e9, usage);

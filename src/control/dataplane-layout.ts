@@ -1,14 +1,14 @@
-// From the config to what the PMDs share: which PMD owns each queue pair, the packet pool,
-// the rings between every ordered pair of PMDs, the MAC tables, the counters and the
-// capture rings.
+// From the config to what the PMDs share: the packet pool, the rings between every ordered
+// pair of PMDs, the counters and the capture rings; and to each PMD's view of the ports.
 import { createCaptureMemory, type CaptureMemory } from '../dataplane/capture.ts';
-import { createCounterBuffer } from '../dataplane/counters.ts';
+import { createCounterBuffer, PORT_SLOTS } from '../dataplane/counters.ts';
 import { createPoolMemory } from '../dataplane/packet-pool.ts';
 import { HANDLE_BITS, LOAD_FIELDS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
 import { spscRingBytes } from '../dataplane/spsc-ring.ts';
 import { eventfd } from '../sys/libc.ts';
 import { DOORBELL_WORDS } from '../vhost/dataplane-link.ts';
 import type { VrouterConfig } from './config.ts';
+import { assignQueues, assignSlots, type PortSlots } from './port-slots.ts';
 
 /** Ethernet header and one VLAN tag on top of the MTU. */
 const L2_OVERHEAD = 18;
@@ -19,57 +19,55 @@ const IDLE_SPIN_ROUNDS = 2000;
 export interface DataplaneLayout {
   pmds: PmdConfig[];
   shared: PmdShared;
-  /** queueOwner[port][queuePair]: the PMD that polls it */
+  /** queueOwner[slot][queuePair]: the PMD that polls it */
   queueOwner: number[][];
   /** packet capture: per-port control words and a ring per PMD (outlive PMD restarts) */
   capture: CaptureMemory;
 }
 
-/**
- * Queue pairs go to PMDs round-robin in config order, like OVS; a port's rxqAffinity
- * pins a queue pair to the PMD on a given CPU (OVS pmd-rxq-affinity).
- */
-export function assignQueues(config: VrouterConfig): number[][] {
-  const cores = config.pmd.cores;
-  let next = 0;
-  return config.ports.map((p) =>
-    Array.from({ length: p.queues }, (_, q) => {
-      const pinned = p.rxqAffinity[q];
-      if (pinned !== undefined) return cores.indexOf(pinned);
-      return next++ % cores.length;
-    }),
-  );
-}
-
-export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
+/** What the PMDs share, sized for every port slot: allocated once, kept across port changes. */
+export function sharedMemoryOf(config: VrouterConfig): { shared: PmdShared; capture: CaptureMemory } {
   const pmdCount = config.pmd.cores.length;
-  const bridgeNames = [...new Set(config.ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
-  const bridges = bridgeNames.map((b) => config.ports.flatMap((p, i) => (p.bridge === b ? [i] : [])));
   const pairs = (make: () => SharedArrayBuffer) => Array.from({ length: pmdCount }, (_, x) => Array.from({ length: pmdCount }, (_, y) => (x === y ? null : make())));
   if (BUFFERS_PER_PMD * pmdCount > 2 ** HANDLE_BITS) throw new RangeError(`too many PMDs for ${HANDLE_BITS}-bit handles`);
   const shared: PmdShared = {
     pool: createPoolMemory(pmdCount, BUFFERS_PER_PMD),
-    counters: createCounterBuffer(pmdCount, config.ports.length),
+    counters: createCounterBuffer(pmdCount),
     dataRings: pairs(() => new SharedArrayBuffer(spscRingBytes(DATA_RING_CAPACITY))),
     returnRings: pairs(() => new SharedArrayBuffer(spscRingBytes(BUFFERS_PER_PMD))),
     dataRingCapacity: DATA_RING_CAPACITY,
-    rxQueueHolders: new SharedArrayBuffer(4 * config.ports.length * pmdCount),
+    rxQueueHolders: new SharedArrayBuffer(4 * PORT_SLOTS * pmdCount),
     wakers: config.pmd.cores.map(() => ({ doorbell: new SharedArrayBuffer(4 * DOORBELL_WORDS), wakeFd: eventfd() })),
     load: new SharedArrayBuffer(pmdCount * LOAD_FIELDS * 8),
   };
-  const pmds = config.pmd.cores.map((cpu, id) => ({
+  return { shared, capture: createCaptureMemory(pmdCount, PORT_SLOTS) };
+}
+
+/** Each PMD's view of the ports, by slot (a free slot is an inert port without queues). */
+export function pmdConfigsOf(config: VrouterConfig, slots: PortSlots): PmdConfig[] {
+  const pmdCount = config.pmd.cores.length;
+  const byName = new Map(config.ports.map((p) => [p.name, p]));
+  const ports = slots.map((name) => (name === null ? undefined : byName.get(name)));
+  const bridgeNames = [...new Set(ports.map((p) => p?.bridge ?? null).filter((b): b is string => b !== null))];
+  const bridges = bridgeNames.map((b) => ports.flatMap((p, i) => (p !== undefined && p.bridge === b ? [i] : [])));
+  return config.pmd.cores.map((cpu, id) => ({
     id,
     cpu,
     pmdCount,
-    ports: config.ports.map((p, index) => ({
+    ports: ports.map((p, index) => ({
       index,
-      name: p.name,
-      bridge: p.bridge === null ? -1 : bridgeNames.indexOf(p.bridge),
-      maxFrame: p.mtu + L2_OVERHEAD,
+      name: p?.name ?? '',
+      bridge: p === undefined || p.bridge === null ? -1 : bridgeNames.indexOf(p.bridge),
+      maxFrame: p === undefined ? 0 : p.mtu + L2_OVERHEAD,
     })),
     bridges,
     idleSpinRounds: IDLE_SPIN_ROUNDS,
     idleSleepMaxUs: config.pmd.sleepMaxUs,
   }));
-  return { pmds, shared, queueOwner: assignQueues(config), capture: createCaptureMemory(pmdCount, config.ports.length) };
+}
+
+/** The layout at start: each port in the slot of its place in the config. */
+export function dataplaneLayout(config: VrouterConfig): DataplaneLayout {
+  const slots = assignSlots([], config.ports);
+  return { ...sharedMemoryOf(config), pmds: pmdConfigsOf(config, slots), queueOwner: assignQueues(config, slots) };
 }

@@ -1,6 +1,7 @@
-// What a reload (SIGHUP) may change while vrouter runs: the plugins' configs (routes,
-// neighbours, rules, policers) and the plugin files. Ports, PMDs, bridges and the
-// pipeline's shape need a restart until they can be changed live.
+// What a reload (SIGHUP, the admin endpoint) may change while vrouter runs: the plugins'
+// configs (routes, neighbours, rules, policers), the plugin files, the ports and bridges
+// (port-change.ts). The PMDs' CPUs, the pipeline's shape and the admin endpoint need a
+// restart.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { VrouterConfig } from './config.ts';
@@ -8,9 +9,7 @@ import type { VrouterConfig } from './config.ts';
 /** The first part of the config that differs in a way a reload cannot apply, or null. */
 export function structuralChange(running: VrouterConfig, next: VrouterConfig): string | null {
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-  if (!same(running.ports, next.ports)) return 'ports';
   if (!same(running.pmd, next.pmd)) return 'pmd';
-  if (!same(running.bridges, next.bridges)) return 'bridges';
   if (!same(running.pipeline, next.pipeline)) return 'pipeline';
   if (!same(running.admin, next.admin)) return 'admin';
   const paths = (c: VrouterConfig) => c.plugins.map((p) => [p.name, p.path]);

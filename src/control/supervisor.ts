@@ -4,7 +4,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
-import { DROP_REASONS, readPmdStats, readPortStats } from '../dataplane/counters.ts';
+import { clearPortCounters, DROP_REASONS, readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import { LOAD_BUSY_MS, LOAD_BUSY_ROUNDS, LOAD_FIELDS, LOAD_PACKETS } from '../dataplane/pmd.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
 import type { PmdLogLine, PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
@@ -13,7 +13,7 @@ import type { Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { closeAll, eventfdSignal } from '../sys/libc.ts';
-import type { ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
+import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
 import { renameSync, writeFileSync } from 'node:fs';
@@ -21,7 +21,10 @@ import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
 import { configDiff, type ConfigChange } from './config-diff.ts';
 import { fileDigest, sameConfig, structuralChange } from './reload.ts';
-import { dataplaneLayout, type DataplaneLayout } from './dataplane-layout.ts';
+import { dataplaneLayout, pmdConfigsOf, type DataplaneLayout } from './dataplane-layout.ts';
+import { endpointOf, portChange, type PortChange } from './port-change.ts';
+import { assignSlots, type PortSlots } from './port-slots.ts';
+import { CONTROL_WORDS } from '../dataplane/capture.ts';
 
 const log = createLog('supervisor');
 
@@ -37,7 +40,7 @@ export class NeedsRestart extends Error {
 
 /** What an apply did, or would do (a dry run): how, to which plugins, and the diff. */
 export interface ApplyResult {
-  /** none: nothing to do; live: the PMDs switch tables; restart: the PMDs restart on new plugin versions */
+  /** none: nothing to do; live: the PMDs switch tables; restart: the PMDs restart on new plugin versions or a new layout of ports and queues */
   mode: 'none' | 'live' | 'restart';
   plugins: string[];
   diff: ConfigChange[];
@@ -57,7 +60,7 @@ export class Supervisor {
   /** the config document in force, as written (the file, or what the admin endpoint applied) */
   private document: unknown;
   /** port-state requests to the control thread waiting for their answer, by id */
-  private readonly stateRequests = new Map<number, (states: PortState[] | null) => void>();
+  private readonly stateRequests = new Map<number, (states: (PortState | null)[] | null) => void>();
   private stateRequestId = 0;
   /** changes waiting for their turn, applied together (applyEdit) */
   private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
@@ -66,6 +69,13 @@ export class Supervisor {
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
   private readonly digests = new Map<string, string>();
   private readonly layout: DataplaneLayout;
+  /** which port holds each slot of the data plane (null: free) */
+  private slots: PortSlots;
+  /** requests to the control thread waiting for their 'done', by id */
+  private readonly controlRequests = new Map<number, (error: string | undefined) => void>();
+  private controlRequestId = 0;
+  /** while the PMDs are restarted on a new layout: those still to exit, and what to call when none is left */
+  private relayout: { exiting: Set<number>; allExited: () => void } | null = null;
   /** each PMD's doorbell: heartbeat, stage and port served, read by the watchdog and after a crash */
   private readonly doorbells: Int32Array[];
   private readonly pmds: Worker[] = [];
@@ -89,7 +99,7 @@ export class Supervisor {
   private pluginLoads = 0;
   /** PMDs terminated to take new plugins: not crashes, not counted as such */
   private readonly reloading = new Set<number>();
-  private readonly topology: Topology;
+  private topology: Topology;
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
   private pluginMemory: PluginMemory;
 
@@ -99,7 +109,8 @@ export class Supervisor {
     this.document = document;
     for (const p of plugins) this.digests.set(p.name, fileDigest(p.path));
     this.plugins = plugins;
-    this.topology = topologyOf(config);
+    this.slots = assignSlots([], config.ports);
+    this.topology = topologyOf(config, this.slots);
     this.pluginMemory = allocatePluginMemory(plugins);
     this.layout = dataplaneLayout(config);
     this.doorbells = this.layout.shared.wakers.map((w) => new Int32Array(w.doorbell));
@@ -110,7 +121,7 @@ export class Supervisor {
     await preparePlugins(this.plugins, this.pluginMemory, this.topology);
     const links: ControlThreadData['pmdLinks'] = this.layout.pmds.map((pmd) => ({ commands: this.spawnPmd(pmd.id), ...this.layout.shared.wakers[pmd.id] }));
     const data: ControlThreadData = {
-      endpoints: this.config.ports.map((p, index) => ({ index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid })),
+      endpoints: this.config.ports.map((p, index) => endpointOf(p, index)),
       queueOwner: this.layout.queueOwner,
       pmdLinks: links,
     };
@@ -130,6 +141,7 @@ export class Supervisor {
     control.on('message', (m: Uint8Array) => {
       const event = unpack(m) as ControlEvent;
       if (event.t === 'port-states') this.stateRequests.get(event.id)?.(event.states);
+      if (event.t === 'done') this.controlRequests.get(event.id)?.(event.error);
     });
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     const cpus = this.config.pmd.cores.join(', ');
@@ -170,6 +182,10 @@ export class Supervisor {
    */
   private pmdExited(id: number, code: number): void {
     if (this.stopping) return;
+    if (this.relayout?.exiting.delete(id)) {
+      if (this.relayout.exiting.size === 0) this.relayout.allExited();
+      return;
+    }
     const now = Date.now();
     if (!this.reloading.delete(id)) this.restarts.push(now);
     const recent = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS).length;
@@ -193,7 +209,7 @@ export class Supervisor {
     const error = this.crashes[id];
     if (error === null) return null;
     const port = this.doorbells[id][DOORBELL_SERVING];
-    return port >= 0 && port < this.config.ports.length ? { port, error } : null;
+    return port >= 0 && port < this.slots.length && this.slots[port] !== null ? { port, error } : null;
   }
 
   /**
@@ -265,12 +281,15 @@ export class Supervisor {
     return this.plugins.map((p) => ({ name: p.name, version: p.pluginVersion, path: p.path, tables: p.tables }));
   }
 
-  /** Each port's connection as the control thread knows it (null if it does not answer in time). */
-  async portStates(): Promise<PortState[] | null> {
+  /**
+   * Each port's connection as the control thread knows it, in the order of the config's
+   * ports (null if it does not answer in time).
+   */
+  async portStates(): Promise<(PortState | null)[] | null> {
     const control = this.control;
     if (control === null) return null;
     const id = ++this.stateRequestId;
-    const answer = new Promise<PortState[] | null>((resolve) => {
+    const answer = new Promise<(PortState | null)[] | null>((resolve) => {
       this.stateRequests.set(id, resolve);
       setTimeout(() => resolve(null), 2000).unref();
     });
@@ -278,7 +297,27 @@ export class Supervisor {
     control.postMessage({ msg: pack(request) });
     const states = await answer;
     this.stateRequests.delete(id);
-    return states;
+    return states === null ? null : this.config.ports.map((p) => states[this.slots.indexOf(p.name)] ?? null);
+  }
+
+  /** Per port of the config: the CPU of the PMD that polls each of its queue pairs. */
+  queueCpus(): Record<string, number[]> {
+    const cores = this.config.pmd.cores;
+    return Object.fromEntries(this.config.ports.map((p) => [p.name, (this.layout.queueOwner[this.slots.indexOf(p.name)] ?? []).map((pmd) => cores[pmd])]));
+  }
+
+  /** A request to the control thread answered with 'done': resolves, or throws its error. */
+  private askControl(request: ControlRequest & { id: number }, envelope: Omit<ControlEnvelope, 'msg'> = {}, transfer: MessagePort[] = []): Promise<void> {
+    const control = this.control;
+    if (control === null) return Promise.reject(new Error('the control thread is not running'));
+    return new Promise((resolve, reject) => {
+      this.controlRequests.set(request.id, (error) => {
+        this.controlRequests.delete(request.id);
+        if (error === undefined) resolve();
+        else reject(Object.assign(new Error(error), { code: 'VR_PORT', field: 'ports' }));
+      });
+      control.postMessage({ msg: pack(request), ...envelope }, transfer);
+    });
   }
 
   /** Every plugin's gauges (Plugin.gauges), read from shared memory. */
@@ -365,11 +404,14 @@ export class Supervisor {
     const diff = configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
     if (structural !== null) throw new NeedsRestart(structural);
-    const plans = await planPlugins(next.plugins, this.topology, this.pluginLoads + 1);
+    const ports = portChange({ config: this.config, slots: this.slots, queueOwner: this.layout.queueOwner }, next);
+    const topology = ports === null ? this.topology : topologyOf(next, ports.slots);
+    const plans = await planPlugins(next.plugins, topology, this.pluginLoads + 1);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
     const newFiles = plans.filter((p) => fileDigest(p.path) !== this.digests.get(p.name));
-    const changed = plans.filter((p) => newFiles.includes(p) || !sameConfig(p.config, running(p).config) || !sameConfig(p.sharedMemory, running(p).sharedMemory));
-    const live = newFiles.length === 0 && changed.every((p) => p.swappable);
+    // New ports or bridges: every plugin prepares again for them, and the PMDs restart on them.
+    const changed = ports !== null ? plans : plans.filter((p) => newFiles.includes(p) || !sameConfig(p.config, running(p).config) || !sameConfig(p.sharedMemory, running(p).sharedMemory));
+    const live = ports === null && newFiles.length === 0 && changed.every((p) => p.swappable);
     const mode = changed.length === 0 ? 'none' : live ? 'live' : 'restart';
     if (options.dryRun || changed.length === 0) {
       if (!options.dryRun) this.document = document;
@@ -378,7 +420,9 @@ export class Supervisor {
     const memory = allocatePluginMemory(plans, this.pluginMemory);
     // Plugins that did not change keep all they had, the regions prepare() returned too.
     for (const p of plans) if (!changed.includes(p)) memory[p.name] = this.pluginMemory[p.name];
-    await preparePlugins(changed, memory, this.topology, this.pluginMemory);
+    await preparePlugins(changed, memory, topology, this.pluginMemory);
+    // The last step that may refuse: the sockets of new ports.
+    if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
     this.pluginLoads++;
     this.config = next;
@@ -388,17 +432,47 @@ export class Supervisor {
     for (const p of newFiles) this.digests.set(p.name, fileDigest(p.path));
     const names = changed.map((p) => p.name).join(', ');
     const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');
-    if (live) {
+    if (ports !== null) {
+      log.info(`reloaded from ${options.source} (${what}): restarting the PMDs on the new layout of ports and queues`, 'config.reloaded', { source: options.source, mode: 'restart', plugins: names });
+      await this.restartOnLayout(ports, topology);
+    } else if (live) {
       log.info(`reloaded from ${options.source}: new config for ${names} (${what}); the PMDs take the new tables between bursts`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
       this.postTables(changed);
     } else {
       log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
+      await this.pmdsStarted();
       this.pmds.forEach((worker, id) => {
         this.reloading.add(id);
         void worker.terminate();
       });
     }
     return { mode, plugins: changed.map((p) => p.name), diff };
+  }
+
+  /**
+   * Ports added or removed, queues moved: every PMD stops, and starts again on the new
+   * layout, as OVS reloads its PMDs; the control thread then hands each its queues, which
+   * resume where their used rings say. Frontends of the ports kept stay connected.
+   */
+  private async restartOnLayout(change: PortChange, topology: Topology): Promise<void> {
+    await this.pmdsStarted();
+    const started = performance.now();
+    await new Promise<void>((resolve) => {
+      this.relayout = { exiting: new Set(this.pmds.map((_, id) => id)), allExited: resolve };
+      for (const worker of this.pmds) void worker.terminate();
+    });
+    this.relayout = null;
+    // No PMD runs: a new port's counters and a closed port's capture can be reset safely.
+    for (const slot of change.fresh) clearPortCounters(this.layout.shared.counters, this.pmds.length, slot);
+    const captureWords = new Int32Array(this.layout.capture.control);
+    for (const slot of change.close) Atomics.store(captureWords, slot * CONTROL_WORDS, 0);
+    this.slots = change.slots;
+    this.topology = topology;
+    this.layout.queueOwner = change.queueOwner;
+    this.layout.pmds = pmdConfigsOf(this.config, change.slots);
+    const commands = this.layout.pmds.map((pmd) => this.spawnPmd(pmd.id));
+    await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: change.queueOwner }, { allCommands: commands }, commands);
+    log.info(`PMDs running on the new layout after ${Math.round(performance.now() - started)} ms: ${this.slots.filter((s) => s !== null).length} port(s)`, 'pmd.relayout', { ports: this.slots.filter((s) => s !== null).length });
   }
 
   /** The config document in force, as written. */
@@ -430,19 +504,23 @@ export class Supervisor {
   captureSource(): { memory: CaptureMemory; ports: string[]; stages: string[]; dropReasons: string[] } {
     const dropReasons: string[] = DROP_REASONS.map(([name]) => name);
     for (const p of this.plugins) p.dropReasons.forEach((r, k) => (dropReasons[DROP_REASONS.length + p.slot + k] = r));
-    return { memory: this.layout.capture, ports: this.config.ports.map((p) => p.name), stages: this.plugins.map((p) => p.name), dropReasons };
+    return { memory: this.layout.capture, ports: this.slots.map((name) => name ?? ''), stages: this.plugins.map((p) => p.name), dropReasons };
   }
 
   /** Port counters summed over the PMDs. */
   stats() {
     const counters = this.layout.shared.counters;
     const load = new Float64Array(this.layout.shared.load);
-    const pmds = readPmdStats(counters, this.pmds.length, this.config.ports.length).map((s, i) => {
+    const pmds = readPmdStats(counters, this.pmds.length).map((s, i) => {
       const busyMs = load[i * LOAD_FIELDS + LOAD_BUSY_MS];
       const polled = load[i * LOAD_FIELDS + LOAD_PACKETS];
-      return { cpu: this.config.pmd.cores[i], ...s, busy_ms: Math.round(busyMs * 1000) / 1000, busy_rounds: load[i * LOAD_FIELDS + LOAD_BUSY_ROUNDS], ns_per_packet: polled > 0 ? Math.round((busyMs * 1e6) / polled) : null };
+      const queues = this.slots.flatMap((name, slot) => (name === null ? [] : (this.layout.queueOwner[slot] ?? []).flatMap((pmd, q) => (pmd === i ? [{ port: name, queue: q }] : []))));
+      return { cpu: this.config.pmd.cores[i], ...s, busy_ms: Math.round(busyMs * 1000) / 1000, busy_rounds: load[i * LOAD_FIELDS + LOAD_BUSY_ROUNDS], ns_per_packet: polled > 0 ? Math.round((busyMs * 1e6) / polled) : null, queues };
     });
-    return { ports: readPortStats(counters, this.pmds.length, this.config.ports.map((p) => p.name), this.plugins), pmds };
+    const ports = readPortStats(counters, this.pmds.length, this.slots.map((name) => name ?? ''), this.plugins);
+    // The data path counts in a slot for every queue pair a port may have: each shows its own.
+    for (const p of this.config.ports) if (ports[p.name] !== undefined) ports[p.name].queues = ports[p.name].queues.slice(0, p.queues);
+    return { ports, pmds };
   }
 
   /** Closes every connection and socket, then stops the threads. */
@@ -466,15 +544,21 @@ export class Supervisor {
   private async terminateAll(): Promise<void> {
     this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
-    // A thread terminated while it loads a native addon (koffi) takes the process down with
-    // a fatal error: a PMD still starting (no poll round yet) is let finish starting first.
+    await this.pmdsStarted();
+    await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
+    closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
+    await closeJobs();
+  }
+
+  /**
+   * A thread terminated while it loads a native addon (koffi) takes the process down with a
+   * fatal error: PMDs still starting (no poll round yet) are let finish first.
+   */
+  private async pmdsStarted(): Promise<void> {
     const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS;
     while (Date.now() < deadline && this.pmds.some((_, id) => !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat)) {
       await sleep(10);
     }
-    await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
-    closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
-    await closeJobs();
   }
 
   /** A thread that dies takes forwarding with it: stop cleanly and exit non-zero. */

@@ -32,7 +32,19 @@ export const DROPS_BASE = 5;
  */
 export const PLUGIN_BASE = DROPS_BASE + DROP_REASONS.length;
 export const PLUGIN_SLOTS = 128;
-export const COUNTERS_PER_PORT = PLUGIN_BASE + PLUGIN_SLOTS;
+/**
+ * Slots per port for its queue pairs, after the plugins': QUEUE_FIELDS for each pair, the
+ * frames and bytes taken from its guest TX queue (rx) and written into its guest RX queue
+ * (tx), added once per burst. The config allows no more pairs than QUEUE_PAIRS_MAX.
+ */
+export const QUEUES_BASE = PLUGIN_BASE + PLUGIN_SLOTS;
+export const QUEUE_PAIRS_MAX = 8;
+export const QUEUE_RX_PACKETS = 0;
+export const QUEUE_RX_BYTES = 1;
+export const QUEUE_TX_PACKETS = 2;
+export const QUEUE_TX_BYTES = 3;
+export const QUEUE_FIELDS = 4;
+export const COUNTERS_PER_PORT = QUEUES_BASE + QUEUE_PAIRS_MAX * QUEUE_FIELDS;
 
 /** Where a plugin's names sit among the plugin slots. */
 export interface PluginCounters {
@@ -43,19 +55,44 @@ export interface PluginCounters {
   counters: string[];
 }
 
+/**
+ * Port slots: a port keeps its slot (its index everywhere in the data plane) while it
+ * exists, so blocks are sized for the most ports there may be, not for today's: ports
+ * added at run time find their counters in place.
+ */
+export const PORT_SLOTS = 64;
+
 /** The SharedArrayBuffer holding every PMD's counter block. */
-export function createCounterBuffer(pmdCount: number, portCount: number): SharedArrayBuffer {
-  return new SharedArrayBuffer(pmdCount * portCount * COUNTERS_PER_PORT * 8);
+export function createCounterBuffer(pmdCount: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(pmdCount * PORT_SLOTS * COUNTERS_PER_PORT * 8);
 }
 
 /** One PMD's writable block: index with portBase(port) + counter. */
-export function pmdCounters(buffer: SharedArrayBuffer, pmd: number, portCount: number): Float64Array {
-  const length = portCount * COUNTERS_PER_PORT;
+export function pmdCounters(buffer: SharedArrayBuffer, pmd: number): Float64Array {
+  const length = PORT_SLOTS * COUNTERS_PER_PORT;
   return new Float64Array(buffer, pmd * length * 8, length);
+}
+
+/** Zeroes a slot's counters in every PMD's block (a slot taken by a new port; no PMD runs). */
+export function clearPortCounters(buffer: SharedArrayBuffer, pmdCount: number, port: number): void {
+  for (let pmd = 0; pmd < pmdCount; pmd++) pmdCounters(buffer, pmd).fill(0, portBase(port), portBase(port) + COUNTERS_PER_PORT);
 }
 
 export function portBase(port: number): number {
   return port * COUNTERS_PER_PORT;
+}
+
+/** Where a queue pair's counters start in a PMD's block (pair < QUEUE_PAIRS_MAX). */
+export function queueBase(port: number, pair: number): number {
+  return portBase(port) + QUEUES_BASE + pair * QUEUE_FIELDS;
+}
+
+/** One queue pair's counters, named as the port's: rx from the guest, tx into it. */
+export interface QueueStats {
+  rx_packets: number;
+  rx_bytes: number;
+  tx_packets: number;
+  tx_bytes: number;
 }
 
 export interface PortStats {
@@ -67,12 +104,14 @@ export interface PortStats {
   drops: Record<DropReason, number>;
   /** per plugin of the pipeline: its drops by reason and its counters */
   plugins: Record<string, { drops: Record<string, number>; counters: Record<string, number> }>;
+  /** by queue pair, every slot (QUEUE_PAIRS_MAX): those past the port's queues stay at zero */
+  queues: QueueStats[];
 }
 
-/** Sums the blocks of all PMDs into per-port stats. */
+/** Sums the blocks of all PMDs into per-port stats; `portNames` by slot, '' for a free one. */
 export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portNames: readonly string[], plugins: readonly PluginCounters[] = []): Record<string, PortStats> {
   const all = new Float64Array(buffer);
-  const perPmd = portNames.length * COUNTERS_PER_PORT;
+  const perPmd = PORT_SLOTS * COUNTERS_PER_PORT;
   const sum = (port: number, counter: number) => {
     let total = 0;
     for (let pmd = 0; pmd < pmdCount; pmd++) total += all[pmd * perPmd + portBase(port) + counter];
@@ -80,6 +119,7 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
   };
   const stats: Record<string, PortStats> = {};
   portNames.forEach((name, port) => {
+    if (name === '') return;
     const drops = {} as Record<DropReason, number>;
     DROP_REASONS.forEach(([reason], i) => (drops[reason] = sum(port, DROPS_BASE + i)));
     const perPlugin: PortStats['plugins'] = {};
@@ -98,19 +138,23 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
       queue_errors: sum(port, QUEUE_ERRORS),
       drops,
       plugins: perPlugin,
+      queues: Array.from({ length: QUEUE_PAIRS_MAX }, (_, pair) => {
+        const base = QUEUES_BASE + pair * QUEUE_FIELDS;
+        return { rx_packets: sum(port, base + QUEUE_RX_PACKETS), rx_bytes: sum(port, base + QUEUE_RX_BYTES), tx_packets: sum(port, base + QUEUE_TX_PACKETS), tx_bytes: sum(port, base + QUEUE_TX_BYTES) };
+      }),
     };
   });
   return stats;
 }
 
 /** Frames each PMD took from guests (rx) and wrote into guests (tx), over all ports. */
-export function readPmdStats(buffer: SharedArrayBuffer, pmdCount: number, portCount: number): { rx_packets: number; tx_packets: number }[] {
+export function readPmdStats(buffer: SharedArrayBuffer, pmdCount: number): { rx_packets: number; tx_packets: number }[] {
   const all = new Float64Array(buffer);
-  const perPmd = portCount * COUNTERS_PER_PORT;
+  const perPmd = PORT_SLOTS * COUNTERS_PER_PORT;
   return Array.from({ length: pmdCount }, (_, pmd) => {
     let rx = 0;
     let tx = 0;
-    for (let port = 0; port < portCount; port++) {
+    for (let port = 0; port < PORT_SLOTS; port++) {
       rx += all[pmd * perPmd + portBase(port) + RX_PACKETS];
       tx += all[pmd * perPmd + portBase(port) + TX_PACKETS];
     }

@@ -4,7 +4,7 @@
 import { CHAIN_TOO_LONG, SplitQueue } from '../virtio/split-queue.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET } from '../virtio/constants.ts';
 import { PacketPool } from './packet-pool.ts';
-import { DROP, DROPS_BASE, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { signalGuest } from './notify.ts';
 
 export const BURST = 32;
@@ -68,6 +68,8 @@ export interface QueueOwner {
   /** counter block of the PMD and the port's base index in it */
   counters: Float64Array;
   counterBase: number;
+  /** where the counters of the vring's queue pair start in `counters` (see queueBase) */
+  queueCounterBase: number;
   /** longest frame (without virtio-net header) the port accepts or delivers */
   maxFrame: number;
 }
@@ -139,6 +141,8 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
+  counters[q.queueCounterBase + QUEUE_RX_PACKETS] += taken;
+  counters[q.queueCounterBase + QUEUE_RX_BYTES] += bytes;
   return taken;
 }
 
@@ -234,6 +238,8 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   }
   counters[base + TX_PACKETS] += delivered;
   counters[base + TX_BYTES] += bytes;
+  counters[q.queueCounterBase + QUEUE_TX_PACKETS] += delivered;
+  counters[q.queueCounterBase + QUEUE_TX_BYTES] += bytes;
   return delivered;
 }
 

@@ -6,7 +6,7 @@ import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, 
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
-import { pmdCounters } from './counters.ts';
+import { PORT_SLOTS, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
 import { IdleSleep } from './idle-sleep.ts';
@@ -57,9 +57,9 @@ export class Pmd {
   readonly doorbell: Int32Array;
 
   /** `capture`: the capture control block and rings (default: its own, never switched on) */
-  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, cfg.ports.length)) {
+  constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, PORT_SLOTS)) {
     this.cfg = cfg;
-    const counters = pmdCounters(shared.counters, cfg.id, cfg.ports.length);
+    const counters = pmdCounters(shared.counters, cfg.id);
     const me = cfg.id;
     const others = Array.from({ length: cfg.pmdCount }, (_, p) => p);
     const ring = (buffer: SharedArrayBuffer | null, capacity: number) => (buffer === null ? null : new SpscRing(buffer, capacity));

@@ -6,7 +6,7 @@ import type { Log } from '../log.ts';
 import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import { SplitQueue } from '../virtio/split-queue.ts';
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
-import { portBase, QUEUE_ERRORS } from './counters.ts';
+import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.ts';
 import type { QueueOwner } from './guest-io.ts';
 import type { PortRuntime, VringSpec } from './port-runtime.ts';
 
@@ -80,7 +80,7 @@ export class QueueControl {
       case 'vring-start': {
         const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, failed: false };
         if (port.mem === null) return { error: 'no memory table' };
-        const owner = this.buildQueue(port, port.mem, spec);
+        const owner = this.buildQueue(port, cmd.vring, port.mem, spec);
         if (typeof owner === 'string') return { error: owner };
         spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
         port.specs[cmd.vring] = spec;
@@ -163,7 +163,7 @@ export class QueueControl {
         moved[vring] = null;
         continue;
       }
-      const owner = this.buildQueue(port, mem, { ...spec, layout: { ...spec.layout, lastAvailIdx: running.queue.lastAvailIdx } });
+      const owner = this.buildQueue(port, vring, mem, { ...spec, layout: { ...spec.layout, lastAvailIdx: running.queue.lastAvailIdx } });
       if (typeof owner === 'string') return { error: `vring ${vring} does not fit the new memory table: ${owner}` };
       moved[vring] = owner;
     }
@@ -193,7 +193,11 @@ export class QueueControl {
   }
 
   /** The queue a spec describes on a memory table, or why it cannot be built. */
-  private buildQueue(port: PortRuntime, mem: GuestMemory, spec: VringSpec): QueueOwner | string {
+  private buildQueue(port: PortRuntime, vring: number, mem: GuestMemory, spec: VringSpec): QueueOwner | string {
+    // VIRTIO v1.2, 5.1.2: receiveqN is virtqueue 2(N-1), transmitqN 2(N-1)+1. A pair past
+    // the counter slots would count into the next port's.
+    const pair = vring >> 1;
+    if (pair >= QUEUE_PAIRS_MAX) return `vring ${vring}: queue pair ${pair} is past the ${QUEUE_PAIRS_MAX} a port has counters for`;
     let queue: SplitQueue | string;
     try {
       queue = SplitQueue.create(mem, spec.layout);
@@ -208,6 +212,7 @@ export class QueueControl {
       kickFd: spec.kickFd,
       counters: this.counters,
       counterBase: portBase(port.cfg.index),
+      queueCounterBase: queueBase(port.cfg.index, pair),
       maxFrame: port.cfg.maxFrame,
     };
   }

@@ -71,7 +71,9 @@ export interface PacketBatch {
 }
 
 export interface PortInfo {
+  /** the port's slot: its index in every per-port table, kept while the port exists */
   index: number;
+  /** '' for a free slot (a port removed at run time, not yet taken again): it has no traffic */
   name: string;
   /** the bridge the port is in (EGRESS_FLOOD reaches its other members), or null */
   bridge: string | null;

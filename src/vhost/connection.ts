@@ -566,7 +566,7 @@ export class VhostConnection {
   }
 
   /**
-   * A PMD restarted: it gets this port's memory again, and every vring it owned resumes
+   * A PMD restarted: it gets this port's memory again, and every vring it owns resumes
    * where its used ring says (what the dead PMD published last).
    */
   resync(pmd: number): Promise<void> {
@@ -576,16 +576,20 @@ export class VhostConnection {
       this.enqueue(async () => {
         try {
           const gen = this.gen;
+          if (!this.dataplane.ownersOf(this.port.index).includes(pmd)) return;
           if (this.memory.length > 0) {
             const reply = await this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: regionsForDataplane(this.memory) });
             this.checkCurrent(gen);
             if (reply.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
           }
+          // Every vring the PMD owns that can run: those it ran resume from their used ring;
+          // one whose start was lost with the old PMD starts from the frontend's base.
           for (let i = 0; i < this.vrings.length; i++) {
             const v = this.vrings[i];
-            if (!v.running || this.dataplane.ownerOf(this.port.index, i) !== pmd) continue;
+            if (this.dataplane.ownerOf(this.port.index, i) !== pmd) continue;
+            const resume = v.running;
             v.running = false;
-            await this.startVring(i, true);
+            await this.startVring(i, resume);
           }
         } finally {
           this.tasksDropped.delete(resolve);

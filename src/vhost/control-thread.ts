@@ -21,6 +21,14 @@ export interface ControlThreadData {
  */
 export type ControlRequest =
   | { t: 'shutdown' }
+  /**
+   * Ports added, removed or changed at run time (answered with 'done'): the closing ones'
+   * frontends are disconnected, the opening ones listen but take frontends only once the
+   * PMDs run on the new layout ('layout').
+   */
+  | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[] }
+  /** every PMD was restarted on a new layout: their command ports (in the envelope) and queues (answered with 'done') */
+  | { t: 'layout'; id: number; queueOwner: number[][] }
   /** culprit: the port the PMD was serving when it died of an error, and the error */
   | { t: 'pmd-restarted'; pmd: number; culprit: { port: number; error: string } | null }
   /** each port's connection, for the admin endpoint */
@@ -28,18 +36,28 @@ export type ControlRequest =
 export interface ControlEnvelope {
   msg: Uint8Array;
   commands?: MessagePort;
+  /** 'layout': every PMD's command port, by PMD */
+  allCommands?: MessagePort[];
 }
-export type ControlEvent = { t: 'ready' } | { t: 'fatal'; error: string } | { t: 'stopped' } | { t: 'port-states'; id: number; states: PortState[] };
+export type ControlEvent =
+  | { t: 'ready' }
+  | { t: 'fatal'; error: string }
+  | { t: 'stopped' }
+  /** by slot; null for a free slot */
+  | { t: 'port-states'; id: number; states: (PortState | null)[] }
+  | { t: 'done'; id: number; error?: string };
 
 const { endpoints, queueOwner, pmdLinks } = workerData as ControlThreadData;
 const log = createLog('vhost');
 setThreadName('vhost-ctl');
 const dataplane = new PmdClient(pmdLinks, queueOwner, log);
-const ports = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
+/** by slot; null for a free slot */
+const ports: (PortEndpoint | null)[] = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
+const live = () => ports.filter((p): p is PortEndpoint => p !== null);
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 
 try {
-  for (const p of ports) p.start();
+  for (const p of live()) p.start();
   send({ t: 'ready' });
 } catch (err) {
   send({ t: 'fatal', error: (err as Error).message });
@@ -48,15 +66,60 @@ try {
 parentPort!.on('message', async (envelope: ControlEnvelope) => {
   const req = unpack(envelope.msg) as ControlRequest;
   if (req.t === 'shutdown') {
-    await Promise.all(ports.map((p) => p.stop()));
+    await Promise.all(live().map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });
   } else if (req.t === 'port-states') {
-    send({ t: 'port-states', id: req.id, states: ports.map((p) => p.state()) });
+    send({ t: 'port-states', id: req.id, states: ports.map((p) => p?.state() ?? null) });
   } else if (req.t === 'pmd-restarted' && envelope.commands) {
     dataplane.replaceLink(req.pmd, envelope.commands);
     log.info(`pmd${req.pmd} restarted: handing its queues back`, 'pmd.queues_returned', { pmd: req.pmd });
     const culprit = req.culprit;
-    await Promise.all(ports.map((p, index) => p.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
+    await Promise.all(ports.map((p, index) => p?.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
+  } else if (req.t === 'ports') {
+    const error = await changePorts(req.open, req.close);
+    send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });
+  } else if (req.t === 'layout' && envelope.allCommands) {
+    dataplane.replaceAll(envelope.allCommands, req.queueOwner);
+    for (const p of live()) p.release();
+    await Promise.all(live().flatMap((p) => req.queueOwner.map((_, pmd) => p.resync(pmd, null))));
+    send({ t: 'done', id: req.id });
   }
 });
+
+/**
+ * Opens and closes endpoints for a port change. New sockets are made first: if one cannot
+ * be, the others are closed again and nothing changed. Then the closing ports disconnect
+ * and free their sockets, which a changed port may take again. Returns the error, or null.
+ */
+async function changePorts(open: EndpointSettings[], close: number[]): Promise<string | null> {
+  const freed = new Set(close.map((slot) => ports[slot]?.socket));
+  const first = open.filter((e) => !freed.has(e.socket));
+  const started: PortEndpoint[] = [];
+  try {
+    for (const e of first) {
+      const endpoint = new PortEndpoint(e, dataplane, log);
+      endpoint.start(true);
+      started.push(endpoint);
+    }
+  } catch (err) {
+    await Promise.all(started.map((p) => p.stop()));
+    return `port ${first[started.length].name}: cannot listen on ${first[started.length].socket}: ${(err as Error).message}`;
+  }
+  await Promise.all(close.map((slot) => ports[slot]?.stop()));
+  for (const slot of close) {
+    log.info(`port ${ports[slot]?.name}: closed (removed or changed)`, 'port.closed', { port: ports[slot]?.name });
+    ports[slot] = null;
+  }
+  first.forEach((e, i) => (ports[e.index] = started[i]));
+  for (const e of open.filter((o) => freed.has(o.socket))) {
+    const endpoint = new PortEndpoint(e, dataplane, log);
+    try {
+      endpoint.start(true);
+      ports[e.index] = endpoint;
+    } catch (err) {
+      log.error(`port ${e.name}: cannot listen on ${e.socket} again: ${(err as Error).message}`, 'port.failed', { port: e.name });
+    }
+  }
+  return null;
+}

@@ -20,7 +20,7 @@ const SLOW_REPLY_MS = 1000;
 
 export class PmdClient implements Dataplane {
   private links: { commands: MessagePort; doorbell: Int32Array; wakeFd: number }[];
-  private readonly queueOwner: readonly (readonly number[])[];
+  private queueOwner: readonly (readonly number[])[];
   private readonly waiting = new Map<number, (reply: PmdReply) => void>();
   private readonly pendingPmd = new Map<number, number>();
   private nextId = 1;
@@ -47,7 +47,7 @@ export class PmdClient implements Dataplane {
   }
 
   ownersOf(port: number): number[] {
-    return [...new Set(this.queueOwner[port])];
+    return [...new Set(this.queueOwner[port] ?? [])];
   }
 
   private send(pmd: number, cmd: PmdCommand): Promise<PmdReply> {
@@ -78,6 +78,15 @@ export class PmdClient implements Dataplane {
     for (const [id, pending] of this.waiting) if (this.pendingPmd.get(id) === pmd) pending({ id, error: `PMD ${pmd} restarted` });
     this.links[pmd] = { ...old, commands };
     this.listen(commands);
+  }
+
+  /**
+   * Every PMD restarted on a new layout (ports added or removed, queues moved): their new
+   * command ports, and which PMD now owns each queue pair.
+   */
+  replaceAll(commands: readonly MessagePort[], queueOwner: readonly (readonly number[])[]): void {
+    commands.forEach((c, pmd) => this.replaceLink(pmd, c));
+    this.queueOwner = queueOwner;
   }
 
   /** The PMD that owns a vring's queue pair. */

@@ -43,6 +43,7 @@ export class PortEndpoint {
   private retryTimer: NodeJS.Timeout | null = null;
   private waiting: { fd: number; timer: NodeJS.Timeout } | null = null;
   private stopped = false;
+  private released = false;
   /** connection generations, one per connection and device reset (see PmdCommand) */
   private generation = 0;
   /** when the port was quarantined recently, and until when it refuses frontends */
@@ -55,28 +56,51 @@ export class PortEndpoint {
     this.log = log;
   }
 
+  get name(): string {
+    return this.settings.name;
+  }
+
+  get socket(): string {
+    return this.settings.socket;
+  }
+
   /** Whether a frontend is connected, its device's state, and any quarantine. */
   state(): PortState {
     const quarantine = Math.max(0, Math.ceil((this.quarantinedUntil - Date.now()) / 1000));
     return { connected: this.connection !== null, quarantinedForS: quarantine, device: this.connection?.state() ?? null };
   }
 
-  /** Server: creates the socket (throws if the path is taken by anything but a socket). */
-  start(): void {
-    if (this.settings.mode === 'client') {
-      this.connect();
-      return;
+  /**
+   * Server: creates the socket (throws if the path is taken by anything but a socket).
+   * `held`: frontends wait in the backlog (client mode: no connection is made) until
+   * release(): a port added at run time takes none before the PMDs know it.
+   */
+  start(held = false): void {
+    if (this.settings.mode === 'server') {
+      mkdirSync(dirname(this.settings.socket), { recursive: true });
+      removeStaleSocket(this.settings.socket);
+      this.listenFd = unixListen(this.settings.socket, { mode: this.settings.socketMode, gid: this.settings.socketGroup });
+      this.log.info(`port ${this.settings.name}: listening on ${this.settings.socket}`, 'port.listening', { port: this.settings.name });
     }
-    mkdirSync(dirname(this.settings.socket), { recursive: true });
-    removeStaleSocket(this.settings.socket);
-    this.listenFd = unixListen(this.settings.socket, { mode: this.settings.socketMode, gid: this.settings.socketGroup });
-    this.listenWatch = watchReadable(this.listenFd, () => this.acceptPending());
-    this.log.info(`port ${this.settings.name}: listening on ${this.settings.socket}`, 'port.listening', { port: this.settings.name });
+    if (!held) this.release();
+  }
+
+  /** Starts taking frontends (see start). */
+  release(): void {
+    if (this.stopped || this.released) return;
+    this.released = true;
+    if (this.settings.mode === 'client') this.connect();
+    else this.listenWatch = watchReadable(this.listenFd, () => this.acceptPending());
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.waiting !== null) {
+      clearTimeout(this.waiting.timer);
+      closeAll([this.waiting.fd]);
+      this.waiting = null;
+    }
     this.listenWatch?.stop();
     if (this.listenFd >= 0) {
       closeAll([this.listenFd]);

@@ -1,6 +1,7 @@
 // Multiqueue guests on two PMDs: each guest has two queue pairs, one on each PMD, and sends
 // from both of its vCPUs at once; the flows spread over the PMDs by the guest's own choice
-// of queue, and frames between queues of different PMDs cross the rings between them.
+// of queue, and frames between queues of different PMDs cross the rings between them;
+// each queue pair counts its own frames.
 import t from 'tap';
 import { bootGuest, guestPrerequisites } from './lib/guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
@@ -47,4 +48,10 @@ t.test('2 queue pairs per guest, 2 PMDs, parallel iperf3 streams', async (t) => 
   const stats = await vr.stats();
   t.equal(stats.a.queue_errors + stats.b.queue_errors, 0, 'no queue errors');
   t.equal(stats.a.drops.ring_full + stats.b.drops.ring_full, 0, 'the rings between PMDs never overflowed');
+  const [a0, a1] = stats.a.queues;
+  t.ok(a0.rx_packets > 500 && a1.rx_packets > 500, `a's two TX queues each counted what a sent on them (${a0.rx_packets}, ${a1.rx_packets} frames)`);
+  for (const name of ['a', 'b'] as const) {
+    const total = (field: 'rx_packets' | 'rx_bytes' | 'tx_packets' | 'tx_bytes') => stats[name].queues.reduce((n, q) => n + q[field], 0);
+    t.same([total('rx_packets'), total('rx_bytes'), total('tx_packets'), total('tx_bytes')], [stats[name].rx_packets, stats[name].rx_bytes, stats[name].tx_packets, stats[name].tx_bytes], `${name}: its queue pairs' counters add up to the port's`);
+  }
 });

@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, HEADER_LEN, Req, u64Payload, VERSION, vringStatePayload } from '../../src/vhost/protocol.ts';
-import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
+import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
 import { DriverQueue, GuestRam } from './virtio-driver.ts';
 
 export const PROTOCOL_MQ_REPLY_ACK_STATUS = bit(0) | bit(3) | bit(16);
@@ -131,26 +131,37 @@ export class VhostFrontend {
 export interface VirtioNetDevice {
   frontend: VhostFrontend;
   ram: GuestRam;
+  /** queue pair 0 */
   rx: DriverQueue;
   tx: DriverQueue;
+  /** every queue pair: vrings 2n (guest RX) and 2n + 1 (guest TX) */
+  pairs: QueuePair[];
   callFds: number[];
-  /** notifies the device of new TX buffers (always: a spurious kick is allowed) */
+  /** notifies the device of new TX buffers on pair 0 (always: a spurious kick is allowed) */
   kick(): void;
   close(): void;
 }
 
+export interface QueuePair {
+  rx: DriverQueue;
+  tx: DriverQueue;
+  /** notifies the device of new TX buffers on this pair */
+  kick(): void;
+}
+
 /**
  * A virtio-net device set up the way DPDK virtio-user does it: protocol features with
- * REPLY_ACK, one memfd region, vring 0 (guest RX) and 1 (guest TX), then enable.
+ * REPLY_ACK, one memfd region, vrings 2n (guest RX) and 2n + 1 (guest TX) of each queue
+ * pair n (MQ negotiated when there are several), then enable.
  */
-export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint } = {}): Promise<VirtioNetDevice> {
+export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint; queuePairs?: number } = {}): Promise<VirtioNetDevice> {
   const size = opts.queueSize ?? 256;
+  const pairCount = opts.queuePairs ?? 1;
   const fe = await VhostFrontend.connect(path);
   const ram = new GuestRam();
-  const rx = new DriverQueue(ram, size, { eventIdx: true });
-  const tx = new DriverQueue(ram, size, { eventIdx: true });
-  const callFds = [sys.eventfd(), sys.eventfd()];
-  const kickFds = [sys.eventfd(), sys.eventfd()];
+  const vrings = Array.from({ length: 2 * pairCount }, () => new DriverQueue(ram, size, { eventIdx: true }));
+  const callFds = vrings.map(() => sys.eventfd());
+  const kickFds = vrings.map(() => sys.eventfd());
   const expectAck = async (what: string, ack: Promise<bigint | null>) => {
     const v = await ack;
     if (v !== 0n) throw new Error(`${what}: backend answered ${v}`);
@@ -161,10 +172,11 @@ export async function startDevice(path: string, opts: { queueSize?: number; feat
   fe.send(Req.GET_PROTOCOL_FEATURES);
   const protocol = (await fe.replyU64())!;
   fe.send(Req.SET_PROTOCOL_FEATURES, u64(protocol & PROTOCOL_MQ_REPLY_ACK_STATUS));
-  const want = opts.features ?? (bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC));
+  const multiqueue = pairCount > 1 ? bit(VIRTIO_NET_F_MQ) : 0n;
+  const want = opts.features ?? (bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC) | multiqueue);
   await expectAck('SET_FEATURES', fe.request(Req.SET_FEATURES, u64(want & offered!)));
   await expectAck('SET_MEM_TABLE', fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 }]), [ram.fd]));
-  for (const [index, q] of [rx, tx].entries()) {
+  for (const [index, q] of vrings.entries()) {
     await expectAck('SET_VRING_NUM', fe.request(Req.SET_VRING_NUM, u32pair(index, size)));
     await expectAck('SET_VRING_BASE', fe.request(Req.SET_VRING_BASE, u32pair(index, q.availIdx)));
     const l = q.layout();
@@ -172,16 +184,16 @@ export async function startDevice(path: string, opts: { queueSize?: number; feat
     await expectAck('SET_VRING_CALL', fe.request(Req.SET_VRING_CALL, u64(index), [callFds[index]]));
     await expectAck('SET_VRING_KICK', fe.request(Req.SET_VRING_KICK, u64(index), [kickFds[index]]));
   }
-  for (const index of [0, 1]) await expectAck('SET_VRING_ENABLE', fe.request(Req.SET_VRING_ENABLE, u32pair(index, 1)));
+  for (const index of vrings.keys()) await expectAck('SET_VRING_ENABLE', fe.request(Req.SET_VRING_ENABLE, u32pair(index, 1)));
+  const pairs = Array.from({ length: pairCount }, (_, n): QueuePair => ({ rx: vrings[2 * n], tx: vrings[2 * n + 1], kick: () => sys.eventfdSignal(kickFds[2 * n + 1]) }));
   return {
     frontend: fe,
     ram,
-    rx,
-    tx,
+    rx: pairs[0].rx,
+    tx: pairs[0].tx,
+    pairs,
     callFds,
-    kick() {
-      sys.eventfdSignal(kickFds[1]);
-    },
+    kick: pairs[0].kick,
     close() {
       fe.close();
       ram.close();

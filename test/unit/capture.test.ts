@@ -3,17 +3,18 @@
 // ACL); the stream, saved to a file, is read back with tshark: both directions, the routing
 // next hop and the ACL's deny in the comments, the verdicts. A filter leaves out what it
 // should; bad filters are 400s naming the field; one capture per port, two ports at once;
-// a full capture ring costs capture records, never traffic.
-import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+// a full capture ring costs capture records, never traffic. `vrouterctl capture -w FILE`
+// writes a file tshark reads, ended by its count or by Ctrl-C.
+import t, { type Test as Tap } from 'tap';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { parseCaptureFilter } from '../../src/admin/capture.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
-import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { REPO, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { icmp4, udp4 } from '../support/frames.ts';
 
 const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01' };
@@ -249,4 +250,66 @@ t.test('a full capture ring costs capture records, never traffic', async (t) => 
   const counters = (await vr.stats()).a;
   t.equal(counters.rx_packets, n, 'a: all received');
   t.equal((await vr.stats()).b.tx_packets, n, 'b: all delivered');
+});
+
+const VROUTERCTL = join(REPO, 'dist/bin/vrouterctl.js');
+
+/** vrouterctl capture running in the background, as an operator starts it; resolves once it captures. */
+async function ctlCapture(t: Tap, vr: StartedVrouter, args: string[]) {
+  const child = spawn(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), 'capture', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => void (child.exitCode === null && child.kill('SIGKILL')));
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await waitFor('vrouterctl capturing', () => /capturing on port/.test(stderr) || undefined, 10_000);
+  return { child, exit, stderr: () => stderr };
+}
+
+t.test('vrouterctl capture -w FILE: ended by its count, or by Ctrl-C; refusals', async (t) => {
+  const vr = await startVrouter(CONFIG);
+  t.teardown(() => vr.stop());
+  const [devA, devB] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [devA, devB].forEach((d) => d.close()));
+  const [a, b] = [testGuest(devA), testGuest(devB)];
+  const onSocket = ['--socket', join(vr.dir, 'admin.sock')];
+  const ctl = (args: string[]) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    execFile(process.execPath, [VROUTERCTL, ...onSocket, ...args], (err, _stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }));
+  });
+
+  const missing = join(vr.dir, 'zz.pcapng');
+  t.match(await ctl(['capture', 'zz', '-w', missing]), { code: 1, stderr: /error VR_NOT_FOUND at name: no port named zz/ }, 'an unknown port: refused');
+  t.notOk(existsSync(missing), 'and no file left behind');
+  t.match(await ctl(['capture', 'a']), { code: 2, stderr: /capture needs -w FILE/ }, 'no -w: usage');
+  t.match(await ctl(['capture', 'a', '-w', join(vr.dir, 'f'), '--filter', 'udp or tcp']), { code: 1, stderr: /error VR_INVALID at filter: .*only "and"/ }, 'a bad filter: the endpoint\'s refusal');
+
+  const file = join(vr.dir, 'count.pcapng');
+  const counted = await ctlCapture(t, vr, ['a', '-w', file, '--count', '10', '--seconds', '20', '--filter', 'icmp']);
+  await a.send([ping(1), udp(9, 1), ping(2), ping(3), udp(7, 2), ping(4), ping(5)]);
+  await waitFor('5 pings on b', () => b.poll().filter((f) => f.ip?.protocol === 1).length >= 5 || undefined, 5000);
+  await b.send([pong(1), pong(2), pong(3), pong(4), pong(5)]);
+  t.equal(await counted.exit, 0, 'it ends by itself after 10 packets', { stderr: counted.stderr() });
+  t.match(counted.stderr(), /10 packets written to \S+count\.pcapng; capture ended: 10 packets captured/, 'and says so');
+  t.equal(statSync(file).mode & 0o777, 0o600, 'the file is its owner\'s only: it holds guests\' traffic');
+  const packets = tshark(file);
+  t.equal(packets.length, 10, 'tshark reads the 10 packets');
+  t.same(packets.filter((p) => p.icmpType === '8').map((p) => p.comments.join(' | ')), Array(5).fill('routing: via 10.0.2.2 port b (connected) | acl: no change | verdict: to port b'), 'the pings with their verdicts');
+  t.equal(packets.filter((p) => p.icmpType === '0' && p.comments[0] === 'written to port a (pmd0)').length, 5, 'the replies written to a');
+
+  const stopped = join(vr.dir, 'stopped.pcapng');
+  const running = await ctlCapture(t, vr, ['a', '-w', stopped, '--seconds', '60']);
+  await a.send([ping(6), ping(7), ping(8)]);
+  await waitFor('3 packets in the file', () => statSync(stopped).size > 0 && tshark(stopped).length === 3 || undefined, 5000);
+  running.child.kill('SIGINT');
+  t.equal(await running.exit, 0, 'Ctrl-C ends it, exit 0', { stderr: running.stderr() });
+  t.match(running.stderr(), /3 packets written to \S+stopped\.pcapng; stopped by SIGINT/);
+  t.same(tshark(stopped).map((p) => p.icmpType), ['8', '8', '8'], 'the file is whole: tshark reads every packet');
+  // The endpoint ends the capture once it sees the client gone.
+  let again = await capture(vr, 'a', 'count=1&seconds=1');
+  for (let tries = 0; again.status === 409 && tries < 50; tries++) {
+    await again.bytes();
+    await new Promise((r) => setTimeout(r, 20));
+    again = await capture(vr, 'a', 'count=1&seconds=1');
+  }
+  t.equal(again.status, 200, 'the port can be captured again');
+  await again.bytes();
 });

@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { snapshot } from '../../src/cli/top.ts';
+import { renderSnapshot, snapshot } from '../../src/cli/top.ts';
 import { permissionMessage } from '../../src/cli/unreachable.ts';
 import { REPO, startVrouter } from '../support/vrouter-process.ts';
 
@@ -112,9 +112,10 @@ t.test('against a routed vrouter on its UNIX socket', async (t) => {
   t.equal(top.stdout.match(/^vrouter top /gm)?.length, 2, 'two snapshots', { stdout: top.stdout });
   t.notMatch(top.stdout, /\x1b/, 'no terminal escapes when stdout is not a terminal');
   t.match(top.stdout, /^PORT\s+RX PKT\/S\s+TX PKT\/S/m);
-  t.match(top.stdout, /^\s+0\s+1\s+0\s+0\s+\d+\s+\d+$/m, 'PMD 0 on CPU 1');
+  t.match(top.stdout, /^PMD\s+CPU\s+BUSY %\s+RX PKT\/S\s+TX PKT\/S\s+NS\/PKT/m);
+  t.match(top.stdout, /^\s+0\s+1\s+\d+\.\d\s+0\s+0\s+-\s+\d+\s+\d+$/m, 'PMD 0 on CPU 1: busy %, no packets, so no ns per packet');
   const topJson = await ctl([...on, '--json', 'top', '--count', '1', '--interval', '0.2']);
-  t.match(JSON.parse(topJson.stdout), { ports: { a: { rx_pps: 0, drops: 0 } }, pmds: [{ pmd: 0, cpu: 1 }] }, 'top --json: one object a snapshot');
+  t.match(JSON.parse(topJson.stdout), { ports: { a: { rx_pps: 0, drops: 0 } }, pmds: [{ pmd: 0, cpu: 1, busy_pct: Number, ns_per_packet: null }] }, 'top --json: one object a snapshot');
 
   const byConfig = await ctl(['--config', join(vr.dir, 'config.json'), 'pmds']);
   exits(t, byConfig, 0, '--config finds the admin.sock next to the file');
@@ -139,6 +140,13 @@ t.test('TCP with a token: from --token-file, $VROUTER_TOKEN or the config', asyn
   exits(t, withEnv, 0, 'the token from $VROUTER_TOKEN');
   const fromConfig = await ctl(['--config', join(vr.dir, 'config.json'), 'route', 'add', '198.51.100.0/24', 'via', '10.0.2.3']);
   exits(t, fromConfig, 0, 'the admin.listen and tokenFile of --config');
+  const pcap = join(vr.dir, 'a.pcapng');
+  const captureWithout = await ctl([...url, 'capture', 'a', '-w', pcap, '--seconds', '1']);
+  exits(t, captureWithout, 1, 'a capture shows guests\' traffic: refused without the token');
+  t.match(captureWithout.stderr, /error VR_UNAUTHORIZED: .*--token-file FILE or \$VROUTER_TOKEN/);
+  const captureWith = await ctl([...url, '--token-file', join(vr.dir, 'token'), 'capture', 'a', '-w', pcap, '--seconds', '1']);
+  exits(t, captureWith, 0, 'with it, captured');
+  t.match(captureWith.stderr, /0 packets written to \S+a\.pcapng; capture ended: 1 s elapsed/);
 });
 
 t.test('unreachable: exit 3 and what to do', async (t) => {
@@ -157,16 +165,29 @@ t.test('unreachable: exit 3 and what to do', async (t) => {
 t.test('top\'s rates: deltas over the measured interval', async (t) => {
   const port = (rx: number, bytes: number, noRoute: number) => ({
     rx_packets: rx, rx_bytes: bytes, tx_packets: rx, tx_bytes: bytes, queue_errors: 0,
-    drops: { no_destination: 1 } as never, plugins: { routing: { drops: { no_route: noRoute }, counters: {} } },
+    drops: { no_destination: 1 } as never, plugins: { routing: { drops: { no_route: noRoute }, counters: {} } }, queues: [],
   });
-  const before = { at: 1000, ports: { a: port(1000, 64_000, 10), b: port(5, 500, 0) }, pmds: [{ cpu: 1, rx_packets: 1000, tx_packets: 900 }] };
-  const after = { at: 3000, ports: { a: port(3000, 192_000, 410), b: port(0, 0, 0) }, pmds: [{ cpu: 1, rx_packets: 5000, tx_packets: 4900 }] };
+  const pmd = (cpu: number, rx: number, tx: number, busyMs: number) => ({ cpu, rx_packets: rx, tx_packets: tx, busy_ms: busyMs, busy_rounds: 0, ns_per_packet: null });
+  const before = { at: 1000, ports: { a: port(1000, 64_000, 10), b: port(5, 500, 0) }, pmds: [pmd(1, 1_000_000, 0, 40), pmd(2, 0, 900_000, 0)] };
+  const after = { at: 3000, ports: { a: port(3000, 192_000, 410), b: port(0, 0, 0) }, pmds: [pmd(1, 5_000_000, 0, 540), pmd(2, 0, 4_900_000, 30)] };
   const s = snapshot(before, after);
   t.equal(s.seconds, 2);
   t.match(s.ports.a, { rx_pps: 1000, tx_pps: 1000, rx_bps: 512_000, drops_ps: 200, rx_packets: 3000, drops: 411 });
   t.match(s.ports.b, { rx_pps: null, tx_bps: null, drops_ps: 0 }, 'a counter that went down (the daemon restarted) has no rate');
   t.same(s.drops, [{ port: 'a', reason: 'routing.no_route', per_second: 200 }], 'the drop reasons that counted, with their rate');
-  t.match(s.pmds, [{ pmd: 0, cpu: 1, rx_pps: 2000, tx_pps: 2000 }]);
+  // PMD 0 took 4,000,000 frames from guests in 500 ms of bursts; PMD 1 spent 30 ms writing
+  // them into guests (handed over by PMD 0), taking none itself.
+  t.match(s.pmds, [
+    { pmd: 0, cpu: 1, busy_pct: 25, rx_pps: 2_000_000, tx_pps: 0, ns_per_packet: 125 },
+    { pmd: 1, cpu: 2, busy_pct: 1.5, rx_pps: 0, tx_pps: 2_000_000, ns_per_packet: null },
+  ], 'per PMD: busy % of the interval, packets per second, busy ns per frame taken');
+  const restarted = snapshot(after, { ...after, at: 4000, pmds: [pmd(1, 10, 0, 1), pmd(2, 0, 10, 40)] });
+  t.match(restarted.pmds[0], { busy_pct: null, rx_pps: null, ns_per_packet: null }, 'counters that went down (the daemon restarted) have no rates');
+  const lines = renderSnapshot(s, 'unix:/x', '');
+  const header = lines.findIndex((l) => l.startsWith('PMD'));
+  t.match(lines[header], /^PMD\s+CPU\s+BUSY %\s+RX PKT\/S\s+TX PKT\/S\s+NS\/PKT\s+RX PACKETS\s+TX PACKETS$/, 'the PMD table\'s columns', { lines });
+  t.match(lines[header + 1], /^\s+0\s+1\s+25\.0\s+2,000,000\s+0\s+125\s+5,000,000\s+0$/, 'PMD 0', { lines });
+  t.match(lines[header + 2], /^\s+1\s+2\s+1\.5\s+0\s+2,000,000\s+-\s+0\s+4,900,000$/, 'PMD 1: busy, but no frame of its own to divide by', { lines });
 });
 
 t.test('permission denied on the socket: whose it is and the ways in', async (t) => {

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, parseConfig } from '../../src/control/config.ts';
+import { ConfigDocument, ConfigError, parseConfig } from '../../src/control/config.ts';
 import { REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge: 'br0', ...over });
@@ -46,14 +46,15 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port()], extra: 1 }, 'extra', /unknown key/],
     [{ ports: [port({ nmae: 'x' })] }, 'ports[0].nmae', /unknown key/],
     [{ ports: [port({ name: '' })] }, 'ports[0].name', /letters, digits/],
-    [{ ports: [port({ name: 'a/b' })] }, 'ports[0].name', /letters, digits/],
+    [{ ports: [port({ name: 'a/b' })] }, 'ports[0].name', /letters, digits, '_', '\.' or '-', got "a\/b"/],
+    [{ ports: [{ socket: '/tmp/a.sock' }] }, 'ports[0].name', /letters, digits.*got nothing/],
     [{ ports: [port({ socket: 5 })] }, 'ports[0].socket', /path/],
     [{ ports: [port({ socket: '/' + 'x'.repeat(120) })] }, 'ports[0].socket', /longer than the 107 bytes/],
     [{ ports: [port({ mode: 'listen' })] }, 'ports[0].mode', /"server" or "client"/],
     [{ ports: [port({ mac: '52:54:00:00:00' })] }, 'ports[0].mac', /must look like/],
     [{ ports: [port({ mac: '01:00:5e:00:00:01' })] }, 'ports[0].mac', /multicast/],
-    [{ ports: [port({ mtu: 9001 })] }, 'ports[0].mtu', /68 to 9000/],
-    [{ ports: [port({ mtu: '1500' })] }, 'ports[0].mtu', /integer/],
+    [{ ports: [port({ mtu: 9001 })] }, 'ports[0].mtu', /must be an integer from 68 to 9000, got 9001/],
+    [{ ports: [port({ mtu: '1500' })] }, 'ports[0].mtu', /integer from 68 to 9000, got "1500"/],
     [{ ports: [port({ queues: 0 })] }, 'ports[0].queues', /1 to 8/],
     [{ ports: [port(), port({ socket: '/tmp/b.sock' })] }, 'ports[1].name', /already the name of ports\[0\]/],
     [{ ports: [port(), port({ name: 'b' })] }, 'ports[1].socket', /already the socket of ports\[0\]/],
@@ -61,7 +62,8 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port()], pmd: { cores: [2] } }, 'pmd.cores[0]', /0 to 1/],
     [{ ports: [port()], pmd: { cores: [1, 1] } }, 'pmd.cores', /listed twice/],
     [{ ports: [port({ queues: 2, rxqAffinity: { 1: 0 } })], pmd: { cores: [1] } }, 'ports[0].rxqAffinity.1', /CPU 0 runs no PMD/],
-    [{ ports: [port({ rxqAffinity: { 3: 1 } })] }, 'ports[0].rxqAffinity.3', /unknown key/],
+    [{ ports: [port({ rxqAffinity: { 3: 1 } })] }, 'ports[0].rxqAffinity.3', /unknown key: the port has queue pairs 0 to 0/],
+    [{ ports: [port({ queues: 8, rxqAffinity: { 8: 1 } })] }, 'ports[0].rxqAffinity.8', /queue pairs are numbered 0 to 7/],
     [{ ports: [port()], pmd: { sleepMaxUs: -1 } }, 'pmd.sleepMaxUs', /integer/],
     [{ ports: [port({ macLimit: 0 })] }, 'ports[0].macLimit', /1 to 4096/],
     [{ ports: [port({ portSecurity: 'yes' })] }, 'ports[0].portSecurity', /true or false/],
@@ -71,8 +73,16 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ socketMode: '0666' })] }, 'ports[0].socketMode', /any local user/],
     [{ ports: [port({ socketMode: '0060' })] }, 'ports[0].socketMode', /owner read and write/],
     [{ ports: [port({ socketGroup: 'no-such-group-here' })] }, 'ports[0].socketGroup', /no group named/],
+    [{ ports: [port({ socketGroup: -1 })] }, 'ports[0].socketGroup', /a group name or number, got -1/],
     [{ ports: [port({ mode: 'client', socketMode: '0660' })] }, 'ports[0].socketMode', /server mode only/],
     [{ ports: [port({ peerUid: -1 })] }, 'ports[0].peerUid', /integer/],
+    [{ ports: [port({ addresses: '10.0.1.1/24' })] }, 'ports[0].addresses', /array of addresses with prefix lengths/],
+    [{ ports: [port({ addresses: ['10.0.1.1'] })] }, 'ports[0].addresses[0]', /needs its prefix length/],
+    [{ ports: [port()], pmd: { cores: [1], spin: true } }, 'pmd.spin', /unknown key \(known: cores, sleepMaxUs\)/],
+    [{ ports: [port()], bridges: { br0: { mtu: 9001 } } }, 'bridges.br0.mtu', /68 to 9000, got 9001/],
+    [{ ports: [port()], pipeline: ['bridge', 7] }, 'pipeline[1]', /name of a stage, got 7/],
+    [{ ports: [port()], admin: { listen: 'localhost' } }, 'admin.listen', /"unix:\/path" or "HOST:PORT"/],
+    [{ ports: [port()], admin: { listen: '127.0.0.1:70000' } }, 'admin.listen', /port must be from 1 to 65535, got 70000/],
   ];
   for (const [raw, field, reason] of cases) {
     const err = t.throws(() => parseConfig(raw, '/', 2)) as ConfigError;
@@ -80,6 +90,25 @@ t.test('mistakes name the field and the reason', async (t) => {
     t.match(err.message, reason, `${field}: reason`);
     t.equal(err.code, 'VR_CONFIG');
   }
+});
+
+t.test('one schema: the config file, the admin bodies and the OpenAPI document', async (t) => {
+  const { ConfigBody, PortBody } = await import('../../src/admin/schemas.ts');
+  t.equal(ConfigBody, ConfigDocument, 'PUT /config takes the schema the file is checked against');
+  t.equal(PortBody, ConfigDocument.properties.ports.items, 'POST /ports takes an entry of its "ports"');
+  const undescribed: string[] = [];
+  const walk = (node: Record<string, unknown>, at: string) => {
+    for (const [key, child] of Object.entries((node.properties ?? {}) as Record<string, Record<string, unknown>>)) {
+      if (typeof child.description !== 'string') undescribed.push(`${at}${key}`);
+      walk(child, `${at}${key}.`);
+    }
+    for (const child of [node.items, ...Object.values((node.patternProperties ?? {}) as object)]) if (child) walk(child as Record<string, unknown>, `${at}*.`);
+  };
+  walk(ConfigDocument as unknown as Record<string, unknown>, '');
+  t.same(undescribed, [], 'every key says what it is for');
+  const routes = [{ prefix: '0.0.0.0/0', via: '10.0.1.254' }];
+  const c = parseConfig({ ports: [port({ addresses: ['10.0.1.1/24'] })], pipeline: ['routing'], routes }, '/', 2);
+  t.same(c.plugins.find((p) => p.name === 'routing')?.config, { routes }, 'the built-ins\' top-level keys pass the schema to their plugin');
 });
 
 t.test('the daemon refuses a bad config before it starts anything', async (t) => {
@@ -98,18 +127,18 @@ t.test('the daemon refuses a bad config before it starts anything', async (t) =>
 });
 
 t.test('queue pairs spread over PMDs round-robin, unless pinned', async (t) => {
-  const { assignQueues } = await import('../../src/control/dataplane-layout.ts');
+  const { assignQueues } = await import('../../src/control/port-slots.ts');
   const c = parseConfig(
     { ports: [port({ queues: 2 }), port({ name: 'b', socket: '/tmp/b.sock', queues: 3, rxqAffinity: { 0: 3 } })], pmd: { cores: [2, 3] } },
     '/',
     4,
   );
-  t.same(assignQueues(c), [[0, 1], [1, 0, 1]], 'b queue 0 pinned to CPU 3 (PMD 1); the rest alternate');
+  t.same(assignQueues(c, c.ports.map((p) => p.name)), [[0, 1], [1, 0, 1]], 'b queue 0 pinned to CPU 3 (PMD 1); the rest alternate');
 });
 
 t.test('the configs of config/ and examples/ are valid', async (t) => {
   const { loadConfigFile } = await import('../../src/control/config.ts');
-  for (const file of ['config/default.json', 'examples/hardened.json', 'examples/two-guests/vrouter.json', 'examples/testpmd/vrouter.json']) {
+  for (const file of ['config/default.json', 'examples/hardened.json', 'examples/two-guests/vrouter.json', 'examples/testpmd/vrouter.json', 'examples/three-subnets/vrouter.json', 'examples/systemd/vrouter.json']) {
     t.doesNotThrow(() => loadConfigFile(join(REPO, file)), file);
   }
   const hardened = loadConfigFile(join(REPO, 'examples/hardened.json'));

@@ -6,7 +6,7 @@ import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
-import { COUNTERS_PER_PORT } from '../../src/dataplane/counters.ts';
+import { COUNTERS_PER_PORT, QUEUES_BASE } from '../../src/dataplane/counters.ts';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { DriverQueue, GuestRam } from '../support/virtio-driver.ts';
@@ -40,7 +40,7 @@ t.test('random descriptor chains against both directions of the data path', asyn
     for (let round = 0; round < 300; round++) {
       const queue = SplitQueue.create(mem, q.layout({ lastAvailIdx: random(65536) }));
       if (typeof queue === 'string') throw new Error(queue);
-      const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, maxFrame: 9018 };
+      const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 9018 };
       for (let i = 0; i < size; i++) {
         const inMemory = random(4) !== 0;
         q.writeDesc(i, {

@@ -1,6 +1,7 @@
 // The split-ring data path against a driver written here: frames in both directions,
 // hostile descriptor chains, 16-bit index wrap-around, mergeable buffers, interrupts,
-// and what a guest's chains may cost the PMD (descriptor caps, the burst's budget).
+// what a guest's chains may cost the PMD (descriptor caps, the burst's budget), and each
+// queue pair's frames and bytes counted on its own slots.
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
@@ -8,7 +9,8 @@ import { MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../../src/virtio/split-queue.
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
-import { COUNTERS_PER_PORT, DROP, DROPS_BASE, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
+import { COUNTERS_PER_PORT, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
+import { LIMITS } from '../../src/control/config.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
 
 const A = '52:54:00:00:00:0a';
@@ -22,7 +24,8 @@ function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boo
   const queue = SplitQueue.create(mem, driverQ.layout());
   if (typeof queue === 'string') throw new Error(queue);
   const counters = new Float64Array(COUNTERS_PER_PORT);
-  const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters, counterBase: 0, maxFrame: opts.maxFrame ?? 1518 };
+  // Queue pair 1 of port 0: its counters apart from pair 0's.
+  const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters, counterBase: 0, queueCounterBase: queueBase(0, 1), maxFrame: opts.maxFrame ?? 1518 };
   const pool = PacketPool.standalone(64);
   const handles = new Uint32Array(32);
   return { ram, driverQ, owner, counters, pool, handles };
@@ -48,7 +51,14 @@ t.test('guest TX: frames arrive whole, however the guest splits them', async (t)
   frames.forEach((f, i) => t.same(frameOf(pool, handles[i]), f, `frame ${i} copied byte for byte`));
   t.same(driverQ.takeUsed().map((u) => u.id), heads, 'every chain returned in order');
   t.equal(counters[RX_PACKETS], 3);
+  t.same([counters[queueBase(0, 1) + QUEUE_RX_PACKETS], counters[queueBase(0, 1) + QUEUE_RX_BYTES]], [3, 64 + 1014 + 314], 'counted on queue pair 1: frames and bytes');
+  t.equal(counters[queueBase(0, 0) + QUEUE_RX_PACKETS], 0, 'not on pair 0');
   t.equal(receiveBurst(owner, pool, handles, 0, 32), 0, 'nothing more pending');
+});
+
+t.test('a counter slot for every queue pair a port may have', async (t) => {
+  t.ok(LIMITS.queuesMax <= QUEUE_PAIRS_MAX, `the config allows ${LIMITS.queuesMax} queue pairs, the counters have slots for ${QUEUE_PAIRS_MAX}`);
+  t.ok(queueBase(0, QUEUE_PAIRS_MAX) <= COUNTERS_PER_PORT, 'the last pair\'s slots end within the port\'s counters');
 });
 
 t.test('guest TX: hostile chains are dropped and counted, the queue keeps working', async (t) => {
@@ -152,6 +162,7 @@ t.test('guest RX: mergeable buffers spanning several descriptors', async (t) => 
   pool.data.set(frame, pool.frameOffset(h));
   pool.length[h] = frame.length;
   t.equal(deliverBurst(owner, true, pool, Uint32Array.of(h), 1), 1);
+  t.same([counters[queueBase(0, 1) + QUEUE_TX_PACKETS], counters[queueBase(0, 1) + QUEUE_TX_BYTES]], [1, 2500], 'counted on queue pair 1: one frame of 2500 bytes');
   const used = driverQ.takeUsed();
   t.same(used.map((u) => u.id), rx.map((r) => r.head), 'three chains used');
   t.same(used.map((u) => u.len), [1024, 1024, NET_HDR_LEN + 2500 - 2048], 'lengths cover header and frame');

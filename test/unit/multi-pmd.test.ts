@@ -1,14 +1,21 @@
 // Two PMDs, each owning one port: every frame crosses the SPSC ring between them, and the
-// MAC learned by one PMD steers the other's frames.
+// MAC learned by one PMD steers the other's frames. A port whose two queue pairs are on
+// different PMDs: each pair's frames and bytes counted on it, in the endpoint and metrics.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
 import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
-import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { DriverQueue, ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
-import { startVrouter } from '../support/vrouter-process.ts';
+import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const MAC_C = '52:54:00:00:00:0c';
+const MAC_M = '52:54:00:00:00:0d';
+const MAC_P = '52:54:00:00:00:0e';
+const MAC_Q = '52:54:00:00:00:0f';
 
 async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 3000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -67,3 +74,83 @@ t.test('frames between ports on different PMDs', async (t) => {
     t.equal(Object.values(s.drops).reduce((x, y) => x + y, 0), 0, `${name}: no drops`);
   }
 });
+
+t.test('per queue pair: the frames and bytes of each queue, on the queue they went through', async (t) => {
+  // m's pair 0 is on PMD 0 with p, its pair 1 on PMD 1 with q: what m sends on a pair is
+  // taken from that pair's TX queue, and what a PMD writes into m goes into the RX queue of
+  // the pair it holds.
+  const vr = await startVrouter({
+    ports: [
+      { name: 'm', socket: '{dir}/m.sock', bridge: 'br0', queues: 2, rxqAffinity: { 0: 0, 1: 1 } },
+      { name: 'p', socket: '{dir}/p.sock', bridge: 'br0', rxqAffinity: { 0: 0 } },
+      { name: 'q', socket: '{dir}/q.sock', bridge: 'br0', rxqAffinity: { 0: 1 } },
+    ],
+    pmd: { cores: [0, 1] },
+  });
+  t.teardown(() => vr.stop());
+  const m = await startDevice(vr.sockets.m, { queuePairs: 2 });
+  const [p, q] = [await startDevice(vr.sockets.p), await startDevice(vr.sockets.q)];
+  t.teardown(() => [m, p, q].forEach((d) => d.close()));
+  for (const rx of [m.pairs[0].rx, m.pairs[1].rx, p.rx, q.rx]) for (let i = 0; i < 40; i++) postRxBuffer(rx, 2048);
+  const received = new Map<DriverQueue, number>();
+  const arrived = (rx: DriverQueue, n: number) => until(`${n} frames`, () => (received.set(rx, (received.get(rx) ?? 0) + rx.takeUsed().length), received.get(rx)! >= n || undefined));
+
+  // p and q announce themselves (a broadcast each, 64 bytes): m gets p's on pair 0, q's on pair 1.
+  sendFrame(p.tx, ethernetFrame('ff:ff:ff:ff:ff:ff', MAC_P, 50));
+  p.kick();
+  await arrived(m.pairs[0].rx, 1);
+  sendFrame(q.tx, ethernetFrame('ff:ff:ff:ff:ff:ff', MAC_Q, 50));
+  q.kick();
+  await arrived(m.pairs[1].rx, 1);
+  // m: 10 frames of 114 bytes to p on pair 0, 20 of 214 bytes to q on pair 1.
+  for (let i = 0; i < 10; i++) sendFrame(m.pairs[0].tx, ethernetFrame(MAC_P, MAC_M, 100, i));
+  m.pairs[0].kick();
+  for (let i = 0; i < 20; i++) sendFrame(m.pairs[1].tx, ethernetFrame(MAC_Q, MAC_M, 200, i));
+  m.pairs[1].kick();
+  await arrived(p.rx, 11);
+  await arrived(q.rx, 21);
+  // Back to m: 5 frames of 74 bytes from p (PMD 0), 7 of 94 bytes from q (PMD 1).
+  for (let i = 0; i < 5; i++) sendFrame(p.tx, ethernetFrame(MAC_M, MAC_P, 60, i));
+  p.kick();
+  for (let i = 0; i < 7; i++) sendFrame(q.tx, ethernetFrame(MAC_M, MAC_Q, 80, i));
+  q.kick();
+  await arrived(m.pairs[0].rx, 6);
+  await arrived(m.pairs[1].rx, 8);
+  t.same([received.get(m.pairs[0].rx), received.get(m.pairs[1].rx)], [6, 8], 'm: p\'s frames on pair 0, q\'s on pair 1');
+
+  const api = admin(vr);
+  const port = await api('/ports/m');
+  t.same(port.counters.queues, [
+    { rx_packets: 10, rx_bytes: 10 * 114, tx_packets: 6, tx_bytes: 64 + 5 * 74 },
+    { rx_packets: 20, rx_bytes: 20 * 214, tx_packets: 8, tx_bytes: 64 + 7 * 94 },
+  ], 'GET /ports/m: each pair\'s frames and bytes, its two pairs only', { counters: port.counters });
+  t.match(port.counters, { rx_packets: 30, tx_packets: 14 }, 'the port\'s totals are the pairs\' sums');
+  const counters = await api('/counters');
+  t.same(counters.p.queues, [{ rx_packets: 6, rx_bytes: 64 + 5 * 74, tx_packets: 11, tx_bytes: 10 * 114 + 64 }], 'GET /counters: p has one pair');
+  const metrics = (await api('/metrics')) as string;
+  for (const line of [
+    'vrouter_queue_rx_packets_total{port="m",queue="0"} 10',
+    'vrouter_queue_rx_packets_total{port="m",queue="1"} 20',
+    `vrouter_queue_rx_bytes_total{port="m",queue="1"} ${20 * 214}`,
+    'vrouter_queue_tx_packets_total{port="m",queue="0"} 6',
+    'vrouter_queue_tx_packets_total{port="m",queue="1"} 8',
+    `vrouter_queue_tx_bytes_total{port="m",queue="0"} ${64 + 5 * 74}`,
+    'vrouter_queue_tx_packets_total{port="q",queue="0"} 21',
+  ]) {
+    t.ok(metrics.split('\n').includes(line), `/metrics: ${line}`);
+  }
+  t.notMatch(metrics, /queue="2"/, 'no series for pairs a port does not have');
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8' });
+  if (check.error) t.fail(`promtool cannot run (Debian package prometheus, installed by scripts/setup-peers.sh): ${check.error.message}`);
+  else t.equal(check.status, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);
+});
+
+/** GET requests to the daemon's admin endpoint: JSON parsed, text as it is. */
+function admin(vr: StartedVrouter) {
+  const dispatcher = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } });
+  return async (path: string): Promise<any> => {
+    const res = await request(`http://vrouter${path}`, { dispatcher });
+    if (res.statusCode !== 200) throw new Error(`GET ${path}: ${res.statusCode} ${await res.body.text()}`);
+    return String(res.headers['content-type']).startsWith('application/json') ? res.body.json() : res.body.text();
+  };
+}

@@ -1,0 +1,157 @@
+// The config document's schema, in TypeBox (JSON Schema 2020-12): the one definition of what a
+// config may hold. The file is checked against it (config.ts), so are the bodies of PUT /config
+// and POST /ports, and /openapi.json publishes it. What a schema cannot say (defaults, paths
+// taken from the file's folder, unique names, CPUs that exist, prefixes) config.ts checks after.
+//
+// `errorMessage` (the keyword of ajv-errors) says what a value must be where the constraint
+// alone cannot say it in words (a pattern, a choice of types); schema-violation.ts uses it.
+import Type, { type TOptional, type TUnknown } from 'typebox';
+
+/** The bounds the schema holds values to: LIMITS of config.ts. */
+export interface ConfigLimits {
+  ports: number;
+  mtuMin: number;
+  mtuMax: number;
+  queuesMax: number;
+  sleepMaxUs: number;
+  macLimitMax: number;
+  uidMax: number;
+}
+
+const NAME = { pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$', errorMessage: "must be 1-32 letters, digits, '_', '.' or '-'" };
+const MAC = { pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$', errorMessage: 'must look like 52:54:00:12:34:56' };
+const PLUGIN_NAME = { pattern: '^[a-z][a-z0-9_-]{0,31}$', errorMessage: "a plugin name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter" };
+
+/** "127.0.0.1:8080", "[::1]:8080", "localhost:8080": the host (bracketed, or not) and the port as groups 1, 2, 3. */
+export const ADMIN_TCP_LISTEN = '(?:\\[([0-9a-fA-F:.]+)\\]|([0-9.]+|localhost)):([0-9]{1,5})';
+
+/**
+ * The built-in plugins' keys at the top level of the config, with the plugin each belongs to.
+ * The schema lets them through as they are: the plugin checks them (its parseConfig), and
+ * config.ts hands them to it.
+ */
+export const PLUGIN_TOP_LEVEL_KEYS = {
+  routes: { plugin: 'routing', description: 'static routes {"prefix", "via", "port", "metric", "blackhole"}: "via" a gateway in a connected subnet, or a list of them (ECMP)' },
+  neighbours: { plugin: 'routing', description: 'static neighbours {"address", "mac", "port"}' },
+  acl: { plugin: 'acl', description: 'ordered rules {"action": "permit" | "deny" | "reject", "protocol", "src", "dst", "srcPort", "dstPort", "icmpType", "icmpCode", "tcpFlags", "inPort", "outPort", "stateful", "policer"}; the first match wins' },
+  aclDefault: { plugin: 'acl', description: 'the action for packets no rule matches: "permit" (the default), "deny" or "reject"' },
+  policers: { plugin: 'ratelimit', description: 'policers {"name", "type": "srTCM" | "trTCM", "cir", "cbs", "ebs", "pir", "pbs", "colorAware", "actions", "apply"}, attached to ports, to ACL rules or per address' },
+} as const;
+
+function pluginKeyProperties<K extends string>(keys: Record<K, { plugin: string; description: string }>): { [P in K]: TOptional<TUnknown> } {
+  const entries = Object.entries<{ plugin: string; description: string }>(keys).map(([key, { plugin, description }]) => [
+    key,
+    Type.Optional(Type.Unknown({ description: `${description}. Checked by the ${plugin} plugin, which must be in "pipeline"` })),
+  ]);
+  return Object.fromEntries(entries) as { [P in K]: TOptional<TUnknown> };
+}
+
+/** The whole config document's schema, for these limits. */
+export function configDocumentSchema(limits: ConfigLimits) {
+  const mtu = (description: string) => Type.Integer({ minimum: limits.mtuMin, maximum: limits.mtuMax, description });
+  const cpu = (description: string) => Type.Integer({ minimum: 0, description });
+  const uid = (description: string) => Type.Integer({ minimum: 0, maximum: limits.uidMax, description });
+  const routerMac = (description: string) => Type.String({ ...MAC, description });
+  const addresses = (description: string) =>
+    Type.Array(Type.String({ errorMessage: 'must be an address with its prefix length, such as "10.0.1.1/24"' }), {
+      errorMessage: 'must be an array of addresses with prefix lengths, such as "10.0.1.1/24"',
+      description,
+      examples: [['10.0.1.1/24', '2001:db8:1::1/64']],
+    });
+  const queuePairs = Array.from({ length: limits.queuesMax }, (_, q) => q);
+
+  const Port = Type.Object(
+    {
+      name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -', examples: ['vm3'] }),
+      socket: Type.String({ minLength: 1, errorMessage: 'must be a path', description: 'the vhost-user socket\'s path; a relative path is taken from the config file\'s folder', examples: ['/run/vrouter/vm3.sock'] }),
+      bridge: Type.Optional(Type.String({ ...NAME, description: 'ports with the same bridge name are switched together (MAC learning; broadcast and unknown unicast flooded; entries age out after 300 s)' })),
+      addresses: Type.Optional(addresses('the router\'s addresses on the port, with prefix lengths: the port is routed (an L3 port), its subnets are connected routes. Needs "routing" in "pipeline"')),
+      routerMac: Type.Optional(routerMac('the router\'s MAC on the port: frames to it are routed (default: a locally administered MAC derived from the port name)')),
+      mode: Type.Optional(Type.Enum(['server', 'client'], { description: 'server (the default): vrouter creates the socket and the VM connects; client: QEMU listens and vrouter connects, retrying every second' })),
+      mac: Type.Optional(Type.String({ ...MAC, description: 'the guest\'s MAC on this port: a static entry in the bridge (never ages, never moves)' })),
+      mtu: Type.Optional(mtu(`the largest IP packet, ${limits.mtuMin}-${limits.mtuMax} (default 1500); frames up to MTU + 18 bytes pass`)),
+      queues: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.queuesMax, description: `queue pairs offered to the guest (virtio-net multiqueue), 1-${limits.queuesMax} (default 1)` })),
+      rxqAffinity: Type.Optional(
+        Type.Record(Type.String(), cpu('the CPU of the PMD that polls the queue pair'), {
+          propertyNames: { pattern: `^(${queuePairs.join('|')})$`, errorMessage: `unknown key: queue pairs are numbered 0 to ${limits.queuesMax - 1}` },
+          description: 'queue pair -> the CPU of the PMD that polls it ({"0": 1}); the other pairs are spread round-robin over the PMDs',
+        }),
+      ),
+      macLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.macLimitMax, description: 'the most MAC addresses the bridge learns from this port, per PMD (default 256); past it, new sources are not learned' })),
+      portSecurity: Type.Optional(Type.Boolean({ description: 'true: only the port\'s "mac" may be a source address; other frames are dropped. Needs "mac"' })),
+      memoryPolicy: Type.Optional(Type.Enum(['strict', 'warn'], { description: 'guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs: strict refuses them, warn (the default) maps them and logs a warning' })),
+      socketMode: Type.Optional(Type.String({ pattern: '^0?[0-7]{3}$', errorMessage: 'must be an octal mode such as "0660"', description: 'server mode: the socket file\'s permission bits, octal text (default "0600"); modes that let other users in are refused', examples: ['0660'] })),
+      socketGroup: Type.Optional(
+        Type.Union([uid('a group number'), Type.String({ minLength: 1, description: 'a group name, from /etc/group' })], {
+          errorMessage: 'must be a group name or number',
+          description: 'server mode: the socket file\'s group, by name or number (default: vrouter\'s own group)',
+        }),
+      ),
+      peerUid: Type.Optional(uid('the uid the frontend process must run as (SO_PEERCRED); a connection from any other uid is closed at once')),
+    },
+    { additionalProperties: false, description: 'a vhost-user port: an entry of "ports"' },
+  );
+
+  const Bridge = Type.Object(
+    {
+      addresses: Type.Optional(addresses('the router\'s addresses in the bridge (its leg in the segment): its VMs route through them. Needs "routing" in "pipeline"')),
+      routerMac: Type.Optional(routerMac('the router\'s MAC in the bridge (default: derived from the bridge name)')),
+      mtu: Type.Optional(mtu('the MTU of the router\'s leg in the bridge (default: the smallest of its ports\')')),
+    },
+    { additionalProperties: false, description: 'a bridge\'s own settings' },
+  );
+
+  const Pmd = Type.Object(
+    {
+      cores: Type.Optional(
+        Type.Array(cpu('a CPU number'), {
+          minItems: 1,
+          errorMessage: 'must be a non-empty array of CPU numbers',
+          description: 'the CPUs of the poll-mode threads, one PMD per entry, each pinned to its CPU (default: one PMD on the highest-numbered CPU)',
+          examples: [[1, 2]],
+        }),
+      ),
+      sleepMaxUs: Type.Optional(Type.Integer({ minimum: 0, maximum: limits.sleepMaxUs, description: 'an idle PMD sleeps in growing steps up to this many µs (default 10000); 0 polls without ever sleeping' })),
+    },
+    { additionalProperties: false, description: 'the poll-mode threads' },
+  );
+
+  const Plugin = Type.Object(
+    { path: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be the path of the plugin module', description: 'the plugin module; a relative path is taken from the config file\'s folder. A built-in plugin takes none' })) },
+    { additionalProperties: true, description: 'a plugin: its "path" and its own keys, which it checks itself' },
+  );
+
+  const Admin = Type.Object(
+    {
+      listen: Type.Optional(
+        Type.String({
+          pattern: `^(?:unix:.*|${ADMIN_TCP_LISTEN})$`,
+          errorMessage: 'must be "unix:/path" or "HOST:PORT" ("127.0.0.1:8080", "[::1]:8080")',
+          description: 'where the admin endpoint listens: "unix:/path" or "HOST:PORT" (default: unix socket admin.sock next to the config file); an address other than loopback needs "tokenFile"',
+          examples: ['unix:/run/vrouter/admin.sock', '127.0.0.1:8080'],
+        }),
+      ),
+      tokenFile: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be the path of a file holding the token', description: 'a file holding the bearer token every request but a GET needs' })),
+    },
+    { additionalProperties: false, description: 'the admin endpoint' },
+  );
+
+  return Type.Object(
+    {
+      ports: Type.Array(Port, { minItems: 1, maxItems: limits.ports, errorMessage: `must be a non-empty array of at most ${limits.ports} ports`, description: 'the vhost-user ports' }),
+      pmd: Type.Optional(Pmd),
+      bridges: Type.Optional(Type.Record(Type.String(), Bridge, { description: 'bridge name -> its own settings' })),
+      pipeline: Type.Optional(
+        Type.Array(Type.String({ errorMessage: 'must be the name of a stage' }), {
+          errorMessage: 'must be an array of stage names',
+          description: 'the stages every burst goes through, in order: the built-ins "routing", "bridge", "acl", "ratelimit" and plugins defined in "plugins" (default ["bridge"]); "routing" must come before "bridge"',
+          examples: [['routing', 'acl', 'ratelimit']],
+        }),
+      ),
+      plugins: Type.Optional(Type.Record(Type.String(), Plugin, { propertyNames: PLUGIN_NAME, description: 'plugin name -> the plugin' })),
+      admin: Type.Optional(Admin),
+      ...pluginKeyProperties(PLUGIN_TOP_LEVEL_KEYS),
+    },
+    { additionalProperties: false, title: 'vrouter config', description: 'a whole config document, as the file holds it' },
+  );
+}

@@ -1,0 +1,56 @@
+// What a new config changes in the ports, as the running router must carry it out: ports
+// whose socket comes or goes (an endpoint to open or close), and a new layout of the data
+// plane (slots, which PMD polls which queue, the ports and bridges the plugins see).
+import type { EndpointSettings } from '../vhost/port-endpoint.ts';
+import type { PortConfig, VrouterConfig } from './config.ts';
+import { topologyOf } from './config.ts';
+import { assignQueues, assignSlots, type PortSlots } from './port-slots.ts';
+
+export interface PortChange {
+  slots: PortSlots;
+  queueOwner: number[][];
+  /** slots whose endpoint opens: new ports, and ports whose socket settings changed */
+  open: EndpointSettings[];
+  /** slots whose endpoint closes (its frontend is disconnected): removed and changed ports */
+  close: number[];
+  /** slots taken by a port that did not exist before: their counters start from zero */
+  fresh: number[];
+}
+
+/** A port's socket side, as the control thread runs it. */
+export function endpointOf(p: PortConfig, index: number): EndpointSettings {
+  return { index, name: p.name, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid };
+}
+
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The change from the running ports to the next config's, or null when the data plane's
+ * layout stays as it is. Settings only the pipeline reads (addresses, bridge, MACs, queue
+ * affinity) change the layout but keep the frontend connected.
+ */
+export function portChange(running: { config: VrouterConfig; slots: PortSlots; queueOwner: readonly (readonly number[])[] }, next: VrouterConfig): PortChange | null {
+  const slots = assignSlots(running.slots, next.ports);
+  const before = new Map(running.config.ports.map((p) => [p.name, p]));
+  const owners = new Map(running.slots.flatMap((name, slot) => (name === null ? [] : [[name, running.queueOwner[slot]] as const])));
+  const queueOwner = assignQueues(next, slots, owners);
+  const open: EndpointSettings[] = [];
+  const close: number[] = [];
+  const fresh: number[] = [];
+  running.slots.forEach((name, slot) => {
+    if (name !== null && slots[slot] !== name) close.push(slot);
+  });
+  slots.forEach((name, slot) => {
+    if (name === null) return;
+    const p = next.ports.find((q) => q.name === name)!;
+    const old = before.get(name);
+    if (old === undefined) fresh.push(slot);
+    const endpoint = endpointOf(p, slot);
+    if (old !== undefined && same(endpointOf(old, slot), endpoint)) return;
+    if (old !== undefined) close.push(slot);
+    open.push(endpoint);
+  });
+  const layoutSame = same(slots, running.slots) && same(queueOwner, running.queueOwner) && same(topologyOf(next, slots), topologyOf(running.config, running.slots));
+  if (open.length === 0 && close.length === 0 && layoutSame) return null;
+  return { slots, queueOwner, open, close, fresh };
+}

@@ -1,0 +1,82 @@
+// A VM attached while vrouter runs, as an orchestrator would: `vrouterctl port add` makes a
+// routed port, a Linux guest boots on it and pings a guest on another port; `vrouterctl port
+// del` takes it away again. A ping flow between the two guests that were there all along
+// loses nothing through both changes.
+import t from 'tap';
+import { join } from 'node:path';
+import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { vrouterctl as ctl } from './lib/vrouterctl.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
+
+const missing = guestPrerequisites();
+if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
+
+t.test('a port added at run time gets a guest that pings; removing it disturbs no one', async (t) => {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'] },
+      { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'] },
+    ],
+    pmd: { cores: [1] },
+    pipeline: ['routing'],
+  });
+  t.teardown(() => vr.stop());
+  const b = bootGuest({
+    name: 'b',
+    nics: [{ socket: vr.sockets.b, ip: '10.0.2.2/24' }],
+    script: 'ip route add default via 10.0.2.1 && echo VR-STEP b-ready && sleep 150',
+    timeoutS: 180,
+  });
+  t.teardown(() => b.kill());
+  // a pings b all along; meanwhile it waits for the guest on the new port to answer.
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
+    script: `
+ip route add default via 10.0.1.1
+vr_wait_peer 10.0.2.2 60
+ping -c 200 -i 0.2 -W 2 10.0.2.2 > /tmp/steady 2>&1 &
+steady=$!
+echo VR-STEP steady-started
+vr_wait_peer 10.0.3.2 120 && echo VR-STEP c-reached
+ping -c 5 -i 0.2 -W 2 10.0.3.2 > /tmp/c 2>&1
+vr_result test=c recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/c)
+wait $steady
+sent=$(sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p' /tmp/steady)
+recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/steady)
+vr_result test=steady sent=$sent recv=$recv
+`,
+    timeoutS: 180,
+  });
+  t.teardown(() => a.kill());
+  await b.waitForConsole(/VR-STEP b-ready/, 90_000);
+  await a.waitForConsole(/VR-STEP steady-started/, 90_000);
+
+  const socketC = join(vr.dir, 'c.sock');
+  const added = await ctl(vr, 'port', 'add', 'c', socketC, 'address', '10.0.3.1/24');
+  t.equal(added.status, 0, `vrouterctl port add: ${added.out.trim().split('\n')[0]}`);
+  const c = bootGuest({
+    name: 'c',
+    nics: [{ socket: socketC, ip: '10.0.3.2/24' }],
+    script: 'ip route add default via 10.0.3.1 && echo VR-STEP c-ready && sleep 150',
+    timeoutS: 180,
+  });
+  t.teardown(() => c.kill());
+  await a.waitForConsole(/VR-STEP c-reached/, 120_000);
+  const ports = await ctl(vr, 'ports');
+  t.match(ports.out, /\bc\b/, 'vrouterctl ports lists the new port');
+
+  await a.waitForConsole(/VR-RESULT .*test=c /, 10_000);
+  const removed = await ctl(vr, 'port', 'del', 'c');
+  t.equal(removed.status, 0, `vrouterctl port del: ${removed.out.trim().split('\n')[0]}`);
+  const refused = await ctl(vr, 'port', 'del', 'c');
+  t.equal(refused.status, 1, 'a second port del is refused: no such port');
+
+  const ra = await a.done;
+  const reached = ra.results.find((r) => r.test === 'c');
+  t.ok(Number(reached?.recv) >= 4, `the guest on the added port answered ${reached?.recv} of 5 pings`);
+  const steady = ra.results.find((r) => r.test === 'steady');
+  t.ok(Number(steady?.sent) >= 150, `the flow between a and b ran all along (${steady?.sent} pings)`);
+  t.equal(steady?.recv, steady?.sent, `and lost nothing through both changes: ${steady?.recv} of ${steady?.sent}`, { console: ra.console.slice(-2000) });
+  t.match(vr.stderr(), /PMDs running on the new layout after \d+ ms/);
+});

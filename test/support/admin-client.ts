@@ -1,0 +1,31 @@
+// The admin endpoint of a vrouter started by a test, as a client sees it: undici over the
+// UNIX socket next to the config (or TCP at `origin`), JSON in and out.
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import type { StartedVrouter } from './vrouter-process.ts';
+
+export interface AdminClient {
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string }>;
+}
+
+export function adminClient(vr: StartedVrouter, origin = 'http://vrouter'): AdminClient {
+  const dispatcher = origin === 'http://vrouter' ? new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } }) : undefined;
+  return {
+    async call(method, path, body, headers = {}) {
+      const res = await request(`${origin}${path}`, {
+        method: method as 'GET',
+        dispatcher,
+        headers: { 'content-type': 'application/json', ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.body.text();
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = undefined;
+      }
+      return { status: res.statusCode, json, text };
+    },
+  };
+}

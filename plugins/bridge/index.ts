@@ -111,6 +111,8 @@ function process(batch: PacketBatch, s: BridgeState): void {
   const table = switching ? s.ownTables[bridge] : null;
   const now = Math.floor(batch.now / 1000);
   s.clock = now;
+  // An L3 port without port security: nothing to learn, switch or check here.
+  if (table === null && own === null) return;
   // A burst is mostly one conversation: the last source learned and the last destination
   // looked up are remembered for the rest of the burst (saves a hash probe per frame).
   let lastSrcHi = -1;

@@ -247,7 +247,7 @@ const ROUTING_STAGE = 'routing';
  * "plugins": {"NAME": {"path": "./x.ts", ...its config}} and "pipeline": ["routing", "NAME"].
  * A built-in plugin is named in the pipeline without a path; its "plugins" entry, if any,
  * holds only its config. Without "pipeline", frames are bridged; with one, the bridge
- * stage comes right after routing (or first) when ports are in bridges and it is not named.
+ * stage comes right after routing (or first) when it is not named.
  * A built-in's top-level key given without its stage in the pipeline is a mistake (the
  * routes would do nothing), and says so.
  */
@@ -277,9 +277,10 @@ function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string
       if (stages.indexOf(stage) !== i) throw new ConfigError(`pipeline[${i}]`, `"${stage}" is listed twice`);
       return stage;
     });
+    // Always there (after routing), so that a port may join a bridge at run time: the
+    // pipeline's stages are fixed while vrouter runs. On ports in no bridge it does nothing.
     const routing = pipeline.indexOf(ROUTING_STAGE);
-    const bridged = ports.some((p) => p.bridge !== null);
-    if (!pipeline.includes(BRIDGE_STAGE) && (bridged || routing < 0)) pipeline.splice(routing + 1, 0, BRIDGE_STAGE);
+    if (!pipeline.includes(BRIDGE_STAGE)) pipeline.splice(routing + 1, 0, BRIDGE_STAGE);
     const bridge = pipeline.indexOf(BRIDGE_STAGE);
     if (routing >= 0 && bridge >= 0 && bridge < routing) {
       throw new ConfigError(`pipeline[${stages.indexOf(ROUTING_STAGE)}]`, '"routing" must come before "bridge": it takes the frames addressed to the router before they are switched');

@@ -106,3 +106,15 @@ t.test('ports added, moved and removed at run time', async (t) => {
   t.same(await closedNow(), [], 'only the removed port lost its frontend');
   t.ok(vr.alive());
 });
+
+t.test('a router without bridges takes bridged ports at run time', async (t) => {
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'] }], pmd: { cores: [1] }, pipeline: ['routing'] });
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  for (const name of ['x', 'y']) t.match(await api.call('POST', '/ports', { name, socket: join(vr.dir, `${name}.sock`), bridge: 'br9' }), { status: 200, json: { mode: 'restart' } }, `port ${name} added to a new bridge`);
+  const x = await startDevice(join(vr.dir, 'x.sock'));
+  const y = await startDevice(join(vr.dir, 'y.sock'));
+  t.teardown(() => [x, y].forEach((d) => d.close()));
+  t.equal(await trafficFlows(x, y, 20, MAC.c, MAC.d), 20, 'the new bridge switches');
+  t.same((await api.call('GET', '/plugins')).json.map((p: { name: string }) => p.name), ['routing', 'bridge'], 'the bridge stage was in the pipeline from the start');
+});

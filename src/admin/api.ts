@@ -7,6 +7,7 @@ import type { TSchema } from 'typebox';
 import type { ApplyResult } from '../control/supervisor.ts';
 import type { PortStats } from '../dataplane/counters.ts';
 import { parsePrefix } from '../pipeline/api.ts';
+import { PLUGIN_TOP_LEVEL_KEYS } from '../control/config-schema.ts';
 import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
 import { ApiError, type Reply, type Request, type Route } from './http.ts';
 import { renderMetrics } from './metrics.ts';
@@ -161,6 +162,14 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     { method: 'GET', path: '/pmds', summary: 'the PMD threads: CPU, packets taken from and written into guests, busy time (ms) and rounds, ns per packet while busy, the queue pairs each polls', handle: () => ({ json: backend.stats().pmds }) },
     { method: 'GET', path: '/plugins', summary: 'the pipeline\'s plugins, in order, with their tables', handle: () => ({ json: backend.plugins() }) },
     {
+      method: 'GET', path: '/plugins/{name}', summary: 'one plugin: version, file, tables, and its config as the document in force has it (a built-in\'s top-level keys, its "plugins" entry)',
+      handle: (req) => {
+        const plugin = backend.plugins().find((p) => p.name === req.params.name);
+        if (plugin === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `the pipeline has no plugin ${req.params.name}`);
+        return { json: { ...plugin, config: pluginConfigOf(backend.document(), plugin.name) } };
+      },
+    },
+    {
       method: 'GET', path: '/plugins/{name}/{table}', summary: 'a table of a plugin (routing: routes, neighbours; acl: rules; ratelimit: policers)',
       handle: (req) => table(req.params.name, req.params.table),
     },
@@ -262,6 +271,14 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   ];
   routes.push({ method: 'GET', path: '/openapi.json', summary: 'this API, as OpenAPI 3.1', handle: () => ({ json: openApiDocument(routes) }) });
   return routes;
+}
+
+/** A plugin's part of the config document: its "plugins" entry (but the path) and, for a built-in, its top-level keys. */
+function pluginConfigOf(document: Record<string, unknown>, name: string): Record<string, unknown> {
+  const entry = ((document.plugins as Record<string, Record<string, unknown>> | undefined)?.[name] ?? {}) as Record<string, unknown>;
+  const { path: _path, ...own } = entry;
+  const topLevel = Object.entries(PLUGIN_TOP_LEVEL_KEYS).filter(([key, k]) => k.plugin === name && document[key] !== undefined);
+  return { ...own, ...Object.fromEntries(topLevel.map(([key]) => [key, document[key]])) };
 }
 
 function summary(s: PortStats | undefined) {

@@ -41,6 +41,9 @@ t.test('reading: every resource, and the OpenAPI document against the routes', a
   t.match((await api.call('GET', '/counters')).json, { a: { rx_packets: 0, plugins: { routing: { counters: { routed: 0 } } } } });
   t.match((await api.call('GET', '/pmds')).json, [{ cpu: 1, busy_ms: Number, busy_rounds: Number }]);
   t.match((await api.call('GET', '/plugins')).json, [{ name: 'routing', tables: ['routes', 'neighbours'] }, { name: 'bridge' }, { name: 'acl', tables: ['rules'] }, { name: 'ratelimit', tables: ['policers'] }]);
+  t.match((await api.call('GET', '/plugins/routing')).json, { name: 'routing', version: String, tables: ['routes', 'neighbours'], config: { routes: ROUTED.routes } }, 'one plugin, with its config as written');
+  t.same((await api.call('GET', '/plugins/acl')).json.config, { acl: ROUTED.acl });
+  t.match(await api.call('GET', '/plugins/zz'), { status: 404, json: { error: { code: 'VR_NOT_FOUND', field: 'name' } } });
   t.match((await api.call('GET', '/policers')).json, [{ name: 'p', apply: [{ inPort: 'a' }], counters: { green: { packets: 0 } } }]);
   t.match((await api.call('GET', '/routes')).json, [{ prefix: '10.0.1.0/24', type: 'connected' }, {}, { prefix: '10.0.2.0/24' }, { prefix: '192.0.2.0/24', type: 'static', via: ['10.0.2.2'] }]);
   t.same((await api.call('GET', '/neighbours')).json, [], 'no neighbour yet');

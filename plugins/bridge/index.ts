@@ -177,6 +177,12 @@ function betweenBursts(s: BridgeState): void {
   s.sweptAt = s.clock;
 }
 
+/** For capture: on a port in no bridge (or alone in one) and without port security, the bridge does not apply. */
+function describe(s: BridgeState, batch: PacketBatch): string | null {
+  const role = s.roles[batch.ingress];
+  return (role.bridge < 0 || role.members < 2) && role.ownMac === null ? '' : null;
+}
+
 const plugin: Plugin<unknown, BridgeState> = {
   name: 'bridge',
   version: '1.0.0',
@@ -195,6 +201,7 @@ const plugin: Plugin<unknown, BridgeState> = {
   },
   createState,
   process,
+  describe,
   betweenBursts,
 };
 

@@ -169,6 +169,7 @@ export class CaptureWriter {
       // A packet dropped before this stage is left alone by it: nothing to say.
       if (!changed && batch.dropped(i)) continue;
       const text = stage.describe === undefined ? null : stage.describe(batch, i);
+      if (text === '' && !changed) continue;
       this.appendTrace(this.slotOf[k], s, egress, mark, text);
       this.lastEgress[k] = egress;
       this.lastMark[k] = mark;

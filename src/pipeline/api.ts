@@ -222,7 +222,9 @@ export interface Plugin<Config = unknown, State = unknown> {
    * packets being captured: what the stage did to packet i, in a few words for the trace
    * (the routing stage: "via 10.0.2.254 port b"), or null. Off the hot path: it may build
    * a string. Without it, or when it returns null, the trace says what changed in the
-   * batch: "to port b", "flood", "dropped: acl_deny", "mark 2", or "no change".
+   * batch: "to port b", "flood", "dropped: acl_deny", "mark 2", or "no change". An empty
+   * string says the stage does not apply to the packet (the bridge on a routed port): if
+   * it changed nothing, the trace leaves the stage out.
    */
   describe?(state: State, batch: PacketBatch, i: number): string | null;
   /**

@@ -65,7 +65,7 @@ t.test('--check: a valid config is summed up in one line, and nothing starts', a
   const file = writeConfig(dir, routed(dir));
   const r = run(['--check', file]);
   t.equal(r.status, 0, `exit status 0 (stderr: ${r.stderr})`);
-  t.match(r.stdout, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: valid: 2 ports, 1 PMD \\(CPU \\d+\\), pipeline routing, acl\\n$`));
+  t.match(r.stdout, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: valid: 2 ports, 1 PMD \\(CPU \\d+\\), pipeline routing, bridge, acl\\n$`));
   t.same(readdirSync(dir), ['config.json'], 'no socket was created');
 
   const unitConfig = join(REPO, 'examples/systemd/vrouter.json');

@@ -18,13 +18,16 @@ import {
 } from '../virtio/constants.ts';
 import { memoryTableProblem, type MemoryRegion } from '../virtio/guest-memory.ts';
 import type { Dataplane, PmdCommand, PmdReply } from './dataplane-link.ts';
+import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
 import { mapRegions, regionsForDataplane, unmapRegions, type MappedRegion, type MemoryPolicy } from './memory-table.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
   FLAG_NEED_REPLY,
+  MAX_MEM_SLOTS,
   ProtocolError,
   ProtocolFeature,
+  readMemRegion,
   readMemTable,
   readU64,
   readVringAddr,
@@ -57,7 +60,7 @@ export function offeredFeatures(port: PortSettings): bigint {
 }
 
 export const OFFERED_PROTOCOL_FEATURES =
-  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.NET_MTU) | bit(ProtocolFeature.STATUS);
+  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.NET_MTU) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
 
 interface Vring {
   num: number;
@@ -91,7 +94,11 @@ function expectedFds(m: Message): number {
       return m.payload.length === 8 && (new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(0, true) & VRING_NOFD_MASK) === 0 ? 1 : 0;
     case Req.SET_LOG_FD:
     case Req.SET_BACKEND_REQ_FD:
+    case Req.ADD_MEM_REG:
       return 1;
+    case Req.REM_MEM_REG:
+      // "No file descriptors SHOULD be passed", yet QEMU sends the region's: one is taken and closed.
+      return Math.min(m.fds.length, 1);
     default:
       return 0;
   }
@@ -143,8 +150,13 @@ export class VhostConnection {
   private protocolFeatures = 0n;
   private status = 0;
   private memory: MappedRegion[] = [];
-  /** every mapping not yet unmapped, with the generation that made it */
-  private readonly mappings = new Map<MappedRegion[], number>();
+  /** every region mapped and not yet unmapped, with the generation that mapped it */
+  private readonly mappings = new Map<MappedRegion, number>();
+  /**
+   * Regions added more than once, and how often: QEMU runs one vhost device per queue pair
+   * over the socket, each adding (and later removing) the same regions.
+   */
+  private readonly regionRefs = new WeakMap<MappedRegion, number>();
   private vrings: Vring[];
 
   constructor(fd: number, port: PortSettings, dataplane: Dataplane, log: Logger, options: ConnectionOptions) {
@@ -296,6 +308,15 @@ export class VhostConnection {
       case Req.SET_MEM_TABLE:
         await this.setMemTable(m);
         break;
+      case Req.GET_MAX_MEM_SLOTS:
+        this.needProtocolFeature(ProtocolFeature.CONFIGURE_MEM_SLOTS, name);
+        return this.reply(m.request, u64Payload(BigInt(MAX_MEM_SLOTS)));
+      case Req.ADD_MEM_REG:
+        await this.addMemReg(m);
+        break;
+      case Req.REM_MEM_REG:
+        await this.remMemReg(m);
+        break;
       case Req.SET_VRING_NUM: {
         const s = readVringState(m.payload, name);
         const v = this.vring(s.index, name);
@@ -397,17 +418,12 @@ export class VhostConnection {
     }
     const { regions: mapped, warnings } = mapRegions(descs, fds, this.port.memoryPolicy);
     for (const w of warnings) this.log.warn(`port ${this.port.name}: ${w}`);
-    const gen = this.gen;
-    this.mappings.set(mapped, gen);
-    const error = await this.switchMemory(regionsForDataplane(mapped), gen);
-    if (error === 'rollback failed') {
-      // Some PMD may view the new table and none can be told otherwise: only a reset frees it.
-      void this.close('SET_MEM_TABLE: a PMD could not go back to the previous memory table');
-      throw new Superseded();
-    }
-    if (error !== null) {
-      this.unmap(mapped);
-      throw new ProtocolError(`SET_MEM_TABLE: ${error}`);
+    this.track(mapped);
+    try {
+      await this.switchTo(mapped, 'SET_MEM_TABLE');
+    } catch (err) {
+      if (err instanceof ProtocolError) this.unmap(mapped);
+      throw err;
     }
     // Every PMD has switched to the new views: only now may the old mappings go.
     const old = this.memory;
@@ -416,6 +432,82 @@ export class VhostConnection {
     const total = descs.reduce((sum, d) => sum + d.size, 0);
     this.log.info(`port ${this.port.name}: memory table of ${descs.length} region(s), ${Math.round(total / 2 ** 20)} MiB`, 'memory.mapped', { port: this.port.name, regions: descs.length });
     for (let i = 0; i < this.vrings.length; i++) await this.startVring(i);
+  }
+
+  /** One more region, in force once every PMD of the port views the table with it. */
+  private async addMemReg(m: Message): Promise<void> {
+    this.needProtocolFeature(ProtocolFeature.CONFIGURE_MEM_SLOTS, 'ADD_MEM_REG');
+    const desc = readMemRegion(m.payload, 'ADD_MEM_REG');
+    const same = this.memory[regionIndex(this.memory, desc)];
+    if (same !== undefined && same.mmapOffset === desc.mmapOffset) {
+      // The region in force stays as it is mapped; the fd is not needed.
+      closeAll(m.fds);
+      m.fds = [];
+      this.regionRefs.set(same, (this.regionRefs.get(same) ?? 1) + 1);
+      return;
+    }
+    const problem = additionProblem(this.memory, desc);
+    if (problem !== null) throw new ProtocolError(`ADD_MEM_REG: ${problem}`);
+    const fds = m.fds;
+    m.fds = [];
+    const { regions: mapped, warnings } = mapRegions([desc], fds, this.port.memoryPolicy, 'ADD_MEM_REG');
+    for (const w of warnings) this.log.warn(`port ${this.port.name}: ${w}`);
+    this.track(mapped);
+    const next = [...this.memory, ...mapped];
+    try {
+      await this.switchTo(next, 'ADD_MEM_REG');
+    } catch (err) {
+      if (err instanceof ProtocolError) this.unmap(mapped);
+      throw err;
+    }
+    this.memory = next;
+    this.logTable(`region added (${describeRegion(desc)})`);
+    for (let i = 0; i < this.vrings.length; i++) await this.startVring(i);
+  }
+
+  /**
+   * A region in force taken out: the PMDs switch to the table without it first (one whose
+   * running vring lies in it refuses, and the region stays), then it is unmapped.
+   */
+  private async remMemReg(m: Message): Promise<void> {
+    // "If a file descriptor is passed, the back-end MUST close it without using it otherwise."
+    closeAll(m.fds);
+    m.fds = [];
+    this.needProtocolFeature(ProtocolFeature.CONFIGURE_MEM_SLOTS, 'REM_MEM_REG');
+    const named = readMemRegion(m.payload, 'REM_MEM_REG');
+    const index = regionIndex(this.memory, named);
+    if (index < 0) throw new ProtocolError(`REM_MEM_REG: no region in force is ${describeRegion(named)}`);
+    const removed = this.memory[index];
+    const refs = this.regionRefs.get(removed) ?? 1;
+    if (refs > 1) {
+      this.regionRefs.set(removed, refs - 1);
+      return;
+    }
+    const next = this.memory.filter((_, i) => i !== index);
+    await this.switchTo(next, 'REM_MEM_REG');
+    this.memory = next;
+    this.unmap([removed]);
+    this.logTable(`region removed (${describeRegion(removed)})`);
+  }
+
+  private logTable(change: string): void {
+    const total = this.memory.reduce((sum, r) => sum + r.size, 0);
+    const msg = `port ${this.port.name}: memory ${change}: ${this.memory.length} region(s), ${Math.round(total / 2 ** 20)} MiB`;
+    this.log.info(msg, 'memory.mapped', { port: this.port.name, regions: this.memory.length, change });
+  }
+
+  /**
+   * The PMDs switch to `next`, all or nothing. Throws ProtocolError if they did not (the
+   * table in force stays), Superseded if the connection was reset or has to close.
+   */
+  private async switchTo(next: readonly MappedRegion[], what: string): Promise<void> {
+    const error = await this.switchMemory(regionsForDataplane(next), this.gen);
+    if (error === 'rollback failed') {
+      // Some PMD may view the new table and none can be told otherwise: only a reset frees it.
+      void this.close(`${what}: a PMD could not go back to the previous memory table`);
+      throw new Superseded();
+    }
+    if (error !== null) throw new ProtocolError(`${what}: ${error}`);
   }
 
   /**
@@ -435,9 +527,13 @@ export class VhostConnection {
     return back.some((r) => r.error !== undefined) ? 'rollback failed' : refusal.error!;
   }
 
-  private unmap(regions: MappedRegion[]): void {
-    if (!this.mappings.delete(regions)) return;
-    unmapRegions(regions);
+  /** Regions just mapped, to be unmapped at the latest by the reset that ends this generation. */
+  private track(regions: readonly MappedRegion[]): void {
+    for (const r of regions) this.mappings.set(r, this.gen);
+  }
+
+  private unmap(regions: readonly MappedRegion[]): void {
+    unmapRegions(regions.filter((r) => this.mappings.delete(r)));
   }
 
   // ---- vrings -------------------------------------------------------------------------------
@@ -617,6 +713,6 @@ export class VhostConnection {
     // Any answer means the PMD let go: it forgot the port, or it died (a dead thread holds nothing).
     await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
     for (const v of vrings) closeAll([v.kickFd, v.callFd, v.errFd, ...v.retiredFds]);
-    for (const [regions, madeBy] of this.mappings) if (madeBy <= gen) this.unmap(regions);
+    for (const [region, madeBy] of this.mappings) if (madeBy <= gen) this.unmap([region]);
   }
 }

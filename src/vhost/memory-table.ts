@@ -35,35 +35,37 @@ export function mapRegions(
   descs: readonly MemRegionDesc[],
   fds: readonly number[],
   policy: MemoryPolicy,
+  request: 'SET_MEM_TABLE' | 'ADD_MEM_REG' = 'SET_MEM_TABLE',
 ): { regions: MappedRegion[]; warnings: string[] } {
   const mapped: MappedRegion[] = [];
   const warnings: string[] = [];
+  const which = (i: number) => (request === 'SET_MEM_TABLE' ? `region ${i}` : 'the region');
   try {
     descs.forEach((d, i) => {
       const fsType = fileSystemType(fds[i]);
       if (fsType !== TMPFS_MAGIC && fsType !== HUGETLBFS_MAGIC) {
         const name = FILE_SYSTEM_NAMES.get(fsType) ?? 'a file system';
-        const reason = `region ${i}: its file is on ${name} (f_type 0x${fsType.toString(16)}), not tmpfs or hugetlbfs`;
-        if (policy === 'strict') throw new ProtocolError(`SET_MEM_TABLE: ${reason}; memoryPolicy "strict" refuses it`);
-        warnings.push(`SET_MEM_TABLE: ${reason}`);
+        const reason = `${which(i)}: its file is on ${name} (f_type 0x${fsType.toString(16)}), not tmpfs or hugetlbfs`;
+        if (policy === 'strict') throw new ProtocolError(`${request}: ${reason}; memoryPolicy "strict" refuses it`);
+        warnings.push(`${request}: ${reason}`);
       }
       // Sealed before fstat, so that the size checked is a size the file keeps.
       if (!sealAgainstShrinking(fds[i])) {
-        const reason = `region ${i}: its file cannot be sealed against shrinking (not a memfd that allows sealing)`;
-        if (policy === 'strict') throw new ProtocolError(`SET_MEM_TABLE: ${reason}; memoryPolicy "strict" refuses it`);
-        warnings.push(`SET_MEM_TABLE: ${reason}: a frontend that truncates it would crash vrouter`);
+        const reason = `${which(i)}: its file cannot be sealed against shrinking (not a memfd that allows sealing)`;
+        if (policy === 'strict') throw new ProtocolError(`${request}: ${reason}; memoryPolicy "strict" refuses it`);
+        warnings.push(`${request}: ${reason}: a frontend that truncates it would crash vrouter`);
       }
       const fileSize = fstatSize(fds[i]);
       const mapLength = d.mmapOffset + d.size;
       if (fileSize < mapLength) {
-        throw new ProtocolError(`SET_MEM_TABLE: region ${i} needs ${mapLength} bytes of its file, which has ${fileSize}`);
+        throw new ProtocolError(`${request}: ${which(i)} needs ${mapLength} bytes of its file, which has ${fileSize}`);
       }
       mapped.push({ ...d, mapAddr: mmapShared(fds[i], mapLength), mapLength });
     });
     return { regions: mapped, warnings };
   } catch (err) {
     unmapRegions(mapped);
-    throw err instanceof SysError ? new ProtocolError(`SET_MEM_TABLE: ${err.message}`) : err;
+    throw err instanceof SysError ? new ProtocolError(`${request}: ${err.message}`) : err;
   } finally {
     closeAll(fds);
   }

@@ -2,7 +2,7 @@
 // codes, protocol feature bits, and a validating decoder for each payload the backend takes.
 
 export const HEADER_LEN = 12;
-/** Larger payloads are refused: the biggest message we take (8 memory regions) is 264 bytes. */
+/** Larger payloads are refused: the biggest message we take (SET_MEM_TABLE, 8 regions) is 264 bytes. */
 export const MAX_PAYLOAD = 4096;
 
 /** Header flags: "Version (bits 0-1) currently 0x1; Reply (bit 2); Need_reply (bit 3)". */
@@ -71,6 +71,15 @@ export const VRING_IDX_MASK = 0xff;
 export const VRING_NOFD_MASK = 0x100;
 /** "VHOST_MEMORY_BASELINE_NREGIONS": the region limit without CONFIGURE_MEM_SLOTS. */
 export const MAX_MEM_REGIONS = 8;
+/**
+ * GET_MAX_MEM_SLOTS: the regions a port may have in force once added one by one. A QEMU
+ * guest needs one per RAM block (boot RAM below and above 4 GiB, each DIMM, each
+ * virtio-mem memslot it plugs); 32 covers QEMU's default of 32 virtio-mem memslots or
+ * many DIMMs, while keeping the PMD's table scan short (every guest address is looked up
+ * in it) and the mappings a frontend can make vrouter hold bounded (each is also limited
+ * by the port's 256 GiB and window budget).
+ */
+export const MAX_MEM_SLOTS = 32;
 
 export interface Header {
   request: number;
@@ -161,10 +170,36 @@ const REGION_ALIGN = 4096n;
 const REGION_FIELDS = ['guest physical address', 'size', 'user address', 'mmap offset'] as const;
 
 /**
- * "Multiple Memory regions description": u32 count, u32 padding, then count x {guest
- * address, size, user address, mmap offset}, each u64. Checks every sum for overflow, and
- * that every field is a multiple of 4096 (QEMU aligns its regions to the page size of the
- * RAM behind them; DPDK's are hugepages or whole pages of a memfd).
+ * One region at byte `o` of a payload: {guest address, size, user address, mmap offset},
+ * each u64. Checks every sum for overflow, and that every field is a multiple of 4096 (QEMU
+ * aligns its regions to the page size of the RAM behind them; DPDK's are hugepages or
+ * whole pages of a memfd).
+ */
+function readRegion(dv: DataView, o: number, what: string): MemRegionDesc {
+  const fields = [0, 8, 16, 24].map((f) => dv.getBigUint64(o + f, true));
+  const [gpa, size, uva, offset] = fields;
+  if (size === 0n) throw new ProtocolError(`${what} is empty`);
+  const misaligned = fields.findIndex((v) => v % REGION_ALIGN !== 0n);
+  if (misaligned >= 0) {
+    throw new ProtocolError(`${what}: ${REGION_FIELDS[misaligned]} 0x${fields[misaligned].toString(16)} is not a multiple of ${REGION_ALIGN} (page-aligned regions only)`);
+  }
+  const limit = BigInt(Number.MAX_SAFE_INTEGER);
+  if (gpa + size > limit || uva + size > limit || offset + size > limit) {
+    throw new ProtocolError(`${what} (0x${gpa.toString(16)} +0x${size.toString(16)}) overflows`);
+  }
+  return { guestPhysAddr: Number(gpa), size: Number(size), userAddr: Number(uva), mmapOffset: Number(offset) };
+}
+
+/** The two regions share guest-physical addresses, or frontend addresses: which, or null. */
+export function regionsOverlap(a: MemRegionDesc, b: MemRegionDesc): string | null {
+  if (a.guestPhysAddr < b.guestPhysAddr + b.size && b.guestPhysAddr < a.guestPhysAddr + a.size) return 'guest physical addresses';
+  if (a.userAddr < b.userAddr + b.size && b.userAddr < a.userAddr + a.size) return 'user addresses';
+  return null;
+}
+
+/**
+ * "Multiple Memory regions description": u32 count, u32 padding, then count regions. Only
+ * guest-physical overlap is refused here, as before slots could be added one at a time.
  */
 export function readMemTable(p: Uint8Array): MemRegionDesc[] {
   if (p.length < 8) throw new ProtocolError(`SET_MEM_TABLE: payload of ${p.length} bytes`);
@@ -172,29 +207,22 @@ export function readMemTable(p: Uint8Array): MemRegionDesc[] {
   const count = dv.getUint32(0, true);
   if (count < 1 || count > MAX_MEM_REGIONS) throw new ProtocolError(`SET_MEM_TABLE: ${count} regions (1..${MAX_MEM_REGIONS} supported)`);
   if (p.length !== 8 + 32 * count) throw new ProtocolError(`SET_MEM_TABLE: ${count} regions in ${p.length} bytes`);
-  const limit = BigInt(Number.MAX_SAFE_INTEGER);
-  const regions: MemRegionDesc[] = [];
-  for (let i = 0; i < count; i++) {
-    const o = 8 + 32 * i;
-    const fields = [0, 8, 16, 24].map((f) => dv.getBigUint64(o + f, true));
-    const [gpa, size, uva, offset] = fields;
-    if (size === 0n) throw new ProtocolError(`SET_MEM_TABLE: region ${i} is empty`);
-    const misaligned = fields.findIndex((v) => v % REGION_ALIGN !== 0n);
-    if (misaligned >= 0) {
-      throw new ProtocolError(`SET_MEM_TABLE: region ${i}: ${REGION_FIELDS[misaligned]} 0x${fields[misaligned].toString(16)} is not a multiple of ${REGION_ALIGN} (page-aligned regions only)`);
-    }
-    if (gpa + size > limit || uva + size > limit || offset + size > limit) {
-      throw new ProtocolError(`SET_MEM_TABLE: region ${i} (0x${gpa.toString(16)} +0x${size.toString(16)}) overflows`);
-    }
-    regions.push({ guestPhysAddr: Number(gpa), size: Number(size), userAddr: Number(uva), mmapOffset: Number(offset) });
-  }
+  const regions = Array.from({ length: count }, (_, i) => readRegion(dv, 8 + 32 * i, `SET_MEM_TABLE: region ${i}`));
   for (let i = 0; i < regions.length; i++) {
     for (let j = i + 1; j < regions.length; j++) {
-      const a = regions[i], b = regions[j];
-      if (a.guestPhysAddr < b.guestPhysAddr + b.size && b.guestPhysAddr < a.guestPhysAddr + a.size) {
-        throw new ProtocolError(`SET_MEM_TABLE: regions ${i} and ${j} overlap`);
-      }
+      if (regionsOverlap(regions[i], regions[j]) === 'guest physical addresses') throw new ProtocolError(`SET_MEM_TABLE: regions ${i} and ${j} overlap`);
     }
   }
   return regions;
+}
+
+/**
+ * "Single memory region description": u64 padding, then one region (ADD_MEM_REG and
+ * REM_MEM_REG). "The mmap offset is ignored" on removal: it is read as 0 there.
+ */
+export function readMemRegion(p: Uint8Array, what: 'ADD_MEM_REG' | 'REM_MEM_REG'): MemRegionDesc {
+  expectSize(p, 40, what);
+  const bytes = p.slice();
+  if (what === 'REM_MEM_REG') bytes.fill(0, 32, 40);
+  return readRegion(new DataView(bytes.buffer), 8, `${what}: the region`);
 }

@@ -8,6 +8,8 @@ import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_M
 import { DriverQueue, GuestRam } from './virtio-driver.ts';
 
 export const PROTOCOL_MQ_REPLY_ACK_STATUS = bit(0) | bit(3) | bit(16);
+/** VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS: regions added and removed one at a time */
+export const PROTOCOL_MEM_SLOTS = bit(15);
 
 export function encodeMessage(request: number, payload: Uint8Array, flags = VERSION): Uint8Array {
   const out = new Uint8Array(HEADER_LEN + payload.length);
@@ -34,6 +36,56 @@ export function memTablePayload(regions: { gpa: number; size: number; uva: numbe
     dv.setBigUint64(32 + 32 * i, BigInt(r.offset), true);
   });
   return out;
+}
+
+/** "Single memory region description": u64 padding, then the region (ADD_MEM_REG, REM_MEM_REG). */
+export function memRegionPayload(r: { gpa: number; size: number; uva: number; offset: number }): Uint8Array {
+  const out = new Uint8Array(40);
+  const dv = new DataView(out.buffer);
+  dv.setBigUint64(8, BigInt(r.gpa), true);
+  dv.setBigUint64(16, BigInt(r.size), true);
+  dv.setBigUint64(24, BigInt(r.uva), true);
+  dv.setBigUint64(32, BigInt(r.offset), true);
+  return out;
+}
+
+/** Guest RAM plugged in beside the boot RAM (a DIMM, a virtio-mem block): its own memfd and addresses. */
+export class PluggedRam {
+  readonly fd: number;
+  readonly size: number;
+  readonly gpaBase: number;
+  readonly uvaBase: number;
+  readonly bytes: Uint8Array;
+  private readonly hostAddr: bigint;
+  private next = 0;
+
+  constructor(size: number, gpaBase: number, uvaBase: number) {
+    this.size = size;
+    this.gpaBase = gpaBase;
+    this.uvaBase = uvaBase;
+    this.fd = sys.memfdCreate('test-plugged-ram');
+    sys.ftruncate(this.fd, size);
+    this.hostAddr = sys.mmapShared(this.fd, size);
+    this.bytes = new Uint8Array(sys.view(this.hostAddr, size));
+  }
+
+  /** Bump allocation; returns the guest physical address. */
+  alloc(len: number): number {
+    const off = Math.ceil(this.next / 64) * 64;
+    if (off + len > this.size) throw new RangeError(`plugged RAM full (${len} bytes asked)`);
+    this.next = off + len;
+    return this.gpaBase + off;
+  }
+
+  /** This RAM as one region (offset 0 of its memfd). */
+  slot(): { gpa: number; size: number; uva: number; offset: number } {
+    return { gpa: this.gpaBase, size: this.size, uva: this.uvaBase, offset: 0 };
+  }
+
+  close(): void {
+    sys.munmap(this.hostAddr, this.size);
+    sys.closeAll([this.fd]);
+  }
 }
 
 export function vringAddrPayload(index: number, desc: number, used: number, avail: number): Uint8Array {
@@ -152,9 +204,11 @@ export interface QueuePair {
 /**
  * A virtio-net device set up the way DPDK virtio-user does it: protocol features with
  * REPLY_ACK, one memfd region, vrings 2n (guest RX) and 2n + 1 (guest TX) of each queue
- * pair n (MQ negotiated when there are several), then enable.
+ * pair n (MQ negotiated when there are several), then enable. With `memorySlots`, the
+ * way QEMU does it when the backend offers CONFIGURE_MEM_SLOTS: the region comes in an
+ * ADD_MEM_REG, never in a SET_MEM_TABLE.
  */
-export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint; queuePairs?: number } = {}): Promise<VirtioNetDevice> {
+export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint; queuePairs?: number; memorySlots?: boolean } = {}): Promise<VirtioNetDevice> {
   const size = opts.queueSize ?? 256;
   const pairCount = opts.queuePairs ?? 1;
   const fe = await VhostFrontend.connect(path);
@@ -171,11 +225,13 @@ export async function startDevice(path: string, opts: { queueSize?: number; feat
   const offered = await fe.replyU64();
   fe.send(Req.GET_PROTOCOL_FEATURES);
   const protocol = (await fe.replyU64())!;
-  fe.send(Req.SET_PROTOCOL_FEATURES, u64(protocol & PROTOCOL_MQ_REPLY_ACK_STATUS));
+  fe.send(Req.SET_PROTOCOL_FEATURES, u64(protocol & (PROTOCOL_MQ_REPLY_ACK_STATUS | (opts.memorySlots ? PROTOCOL_MEM_SLOTS : 0n))));
   const multiqueue = pairCount > 1 ? bit(VIRTIO_NET_F_MQ) : 0n;
   const want = opts.features ?? (bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC) | multiqueue);
   await expectAck('SET_FEATURES', fe.request(Req.SET_FEATURES, u64(want & offered!)));
-  await expectAck('SET_MEM_TABLE', fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 }]), [ram.fd]));
+  const boot = { gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 };
+  if (opts.memorySlots) await expectAck('ADD_MEM_REG', fe.request(Req.ADD_MEM_REG, memRegionPayload(boot), [ram.fd]));
+  else await expectAck('SET_MEM_TABLE', fe.request(Req.SET_MEM_TABLE, memTablePayload([boot]), [ram.fd]));
   for (const [index, q] of vrings.entries()) {
     await expectAck('SET_VRING_NUM', fe.request(Req.SET_VRING_NUM, u32pair(index, size)));
     await expectAck('SET_VRING_BASE', fe.request(Req.SET_VRING_BASE, u32pair(index, q.availIdx)));

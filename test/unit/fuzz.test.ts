@@ -10,7 +10,7 @@ import { COUNTERS_PER_PORT, QUEUES_BASE } from '../../src/dataplane/counters.ts'
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { DriverQueue, GuestRam } from '../support/virtio-driver.ts';
-import { encodeMessage, memTablePayload, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload } from '../support/vhost-frontend.ts';
+import { encodeMessage, memRegionPayload, memTablePayload, PluggedRam, PROTOCOL_MEM_SLOTS, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 
@@ -108,8 +108,9 @@ t.test('random vhost-user messages never bring the daemon down', async (t) => {
 
 /**
  * Plausible set-up sequences gone wrong: tables whose rings do not fit or that change
- * under running vrings, vring fds replaced while running, requests whose replies are never
- * read, and hang-ups at any point, often while a PMD is still carrying out a command.
+ * under running vrings, regions added and removed one at a time (overlapping, not in
+ * force, the rings' own), vring fds replaced while running, requests whose replies are
+ * never read, and hang-ups at any point, often while a PMD is still carrying out a command.
  */
 t.test('random set-up sequences, cut short and left unanswered', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b', 'h'], { pmd: { cores: [0, 1] } }));
@@ -121,7 +122,11 @@ t.test('random set-up sequences, cut short and left unanswered', async (t) => {
   const random = rng(2024);
   const ram = new GuestRam(8 << 20);
   const queues = [new DriverQueue(ram, 256, { eventIdx: true }), new DriverQueue(ram, 256, { eventIdx: true })];
-  t.teardown(() => ram.close());
+  const dimm = new PluggedRam(1 << 20, 0x40000000, 0x7f1000000000);
+  t.teardown(() => {
+    ram.close();
+    dimm.close();
+  });
   const tables = [
     [{ gpa: ram.gpaBase, size: ram.size, uva: ram.uvaBase, offset: 0 }],
     [{ gpa: ram.gpaBase, size: 1 << 20, uva: ram.uvaBase, offset: 0 }], // the rings outside
@@ -133,11 +138,18 @@ t.test('random set-up sequences, cut short and left unanswered', async (t) => {
     const fds: number[] = [];
     const eventfd = () => (fds.push(sys.eventfd()), fds[fds.length - 1]);
     const flags = () => (random(3) === 0 ? VERSION : VERSION | FLAG_NEED_REPLY);
+    const regions = [...tables.map((table) => table[0]), dimm.slot(), { ...dimm.slot(), gpa: ram.gpaBase + 4096 }, { ...dimm.slot(), uva: ram.uvaBase }];
+    const region = () => regions[random(regions.length)];
+    const regionFd = (r: (typeof regions)[number]) => (r.gpa === dimm.gpaBase || r.uva === dimm.uvaBase ? [dimm.fd] : [ram.fd]);
     const steps: (() => void)[] = [
       () => fe.send(Req.GET_PROTOCOL_FEATURES),
-      () => fe.send(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_MQ_REPLY_ACK_STATUS)),
+      () => fe.send(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_MQ_REPLY_ACK_STATUS | (random(3) === 0 ? 0n : PROTOCOL_MEM_SLOTS))),
       () => fe.send(Req.SET_FEATURES, u64((1n << 32n) | (1n << 30n) | (1n << 15n) | (1n << 29n) | (1n << 28n)), [], flags()),
-      () => fe.send(Req.SET_MEM_TABLE, memTablePayload(tables[random(tables.length)]), [ram.fd], flags()),
+      () => {
+        const table = tables[random(tables.length)];
+        if (random(2) === 0) fe.send(Req.SET_MEM_TABLE, memTablePayload(table), [ram.fd], flags());
+        else fe.send(Req.ADD_MEM_REG, memRegionPayload(table[0]), [ram.fd], flags());
+      },
     ];
     for (const i of [0, 1]) {
       const l = queues[i].layout();
@@ -157,11 +169,20 @@ t.test('random set-up sequences, cut short and left unanswered', async (t) => {
       () => fe.send(Req.GET_VRING_BASE, u32pair(random(2), 0), [], flags()),
       () => fe.send(Req.SET_VRING_ENABLE, u32pair(random(2), random(2)), [], flags()),
       () => fe.send(Req.RESET_DEVICE),
+      () => fe.send(Req.GET_MAX_MEM_SLOTS, new Uint8Array(0), [], flags()),
+      () => {
+        const r = region();
+        fe.send(Req.ADD_MEM_REG, memRegionPayload(r), random(8) === 0 ? [] : regionFd(r), flags());
+      },
+      () => {
+        const r = region();
+        fe.send(Req.REM_MEM_REG, memRegionPayload(r), random(2) === 0 ? [] : regionFd(r), flags());
+      },
     ];
     const cut = 1 + random(steps.length);
     try {
       for (const step of steps.slice(0, cut)) step();
-      for (let e = random(6); e > 0; e--) extras[random(extras.length)]();
+      for (let e = random(8); e > 0; e--) extras[random(extras.length)]();
       if (random(4) === 0) await new Promise((r) => setTimeout(r, random(30)));
     } catch {
       // the daemon closed this connection: one of the right answers
@@ -170,6 +191,8 @@ t.test('random set-up sequences, cut short and left unanswered', async (t) => {
     sys.closeAll(fds);
   }
   t.ok(vr.alive(), 'still running after 80 set-ups gone wrong');
+  t.match(vr.stderr(), /port h: memory region added/, 'regions were added along the way');
+  t.match(vr.stderr(), /port h: memory region removed/, 'and removed');
   t.equal(await trafficFlows(a, b, 32, '52:54:00:00:00:0a', '52:54:00:00:00:0b'), 32, 'a and b still forward');
   await waitFor('fds and mappings given back', () => {
     const now = processResources(vr.proc.pid!);

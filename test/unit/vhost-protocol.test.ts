@@ -1,14 +1,26 @@
 // The vhost-user control path of a running vrouter against a frontend written in the
 // tests: a full handshake and traffic between two ports, GET_VRING_BASE, reconnects, and
 // malformed or hostile messages that must close one connection and disturb nothing else.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
-import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
+import { FLAG_NEED_REPLY, MAX_MEM_SLOTS, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
-import { encodeMessage, memTablePayload, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload, type VirtioNetDevice } from '../support/vhost-frontend.ts';
+import {
+  encodeMessage,
+  memRegionPayload,
+  memTablePayload,
+  PluggedRam,
+  PROTOCOL_MEM_SLOTS,
+  startDevice,
+  u32pair,
+  u64,
+  VhostFrontend,
+  vringAddrPayload,
+  type VirtioNetDevice,
+} from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
-import { trafficFlows, waitFor } from '../support/traffic.ts';
+import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
@@ -136,4 +148,159 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
 
   const code = await vr.stop();
   t.equal(code, 0, 'clean exit on SIGTERM');
+});
+
+t.test('memory slots: regions added and removed one at a time (CONFIGURE_MEM_SLOTS)', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));
+  t.teardown(() => vr.stop());
+  const pid = vr.proc.pid!;
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  const withoutA = processResources(pid);
+  // As QEMU does once the feature is negotiated: the boot RAM comes in an ADD_MEM_REG.
+  const a = await startDevice(vr.sockets.a, { memorySlots: true });
+  let aConnected = true;
+  t.teardown(() => aConnected && a.close());
+  const fe = a.frontend;
+  const plugged = new PluggedRam(1 << 20, 0x40000000, 0x7f1000000000);
+  const tiny = sys.memfdCreate('tiny-slots');
+  sys.ftruncate(tiny, MAX_MEM_SLOTS * 4096);
+  t.teardown(() => {
+    plugged.close();
+    sys.closeAll([tiny]);
+  });
+  /** Whether the daemon logged a line matching re (its stderr arrives a little after the reply). */
+  const logged = (re: RegExp) => waitFor(`a log line ${re}`, () => re.test(vr.stderr())).then(() => true, () => false);
+  /** The frontend still answers, and the daemon holds what it held. */
+  const unchanged = async (t: Test, held: ReturnType<typeof processResources>, what: string) => {
+    fe.send(Req.GET_QUEUE_NUM);
+    t.equal(await fe.replyU64(), 1n, `${what}: the connection still answers`);
+    const now = processResources(pid);
+    t.equal(now.guestMappings, held.guestMappings, `${what}: no mapping left behind`);
+    t.equal(now.fds, held.fds, `${what}: no fd left behind`);
+  };
+
+  await t.test('offered and negotiated; the vrings run in a region that came by ADD_MEM_REG', async (t) => {
+    fe.send(Req.GET_PROTOCOL_FEATURES);
+    t.equal(((await fe.replyU64())! & PROTOCOL_MEM_SLOTS) !== 0n, true, 'CONFIGURE_MEM_SLOTS offered');
+    fe.send(Req.GET_MAX_MEM_SLOTS);
+    t.equal(await fe.replyU64(), BigInt(MAX_MEM_SLOTS), `GET_MAX_MEM_SLOTS: ${MAX_MEM_SLOTS}`);
+    t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'a to b');
+    t.equal(await trafficFlows(b, a, 20, MAC_B, MAC_A), 20, 'b to a');
+    t.ok(await logged(/port a: memory region added \(guest 0x100000 \+0x400000, user 0x7f0000000000\): 1 region\(s\)/), 'logged');
+  });
+
+  await t.test('a region added: frames are taken from it and written into it', async (t) => {
+    const before = processResources(pid);
+    t.equal(await fe.request(Req.ADD_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]), 0n, 'added');
+    t.equal(processResources(pid).guestMappings, before.guestMappings + 1, 'mapped once');
+    // Into a: an RX buffer in the plugged RAM.
+    const rxAddr = plugged.alloc(2048);
+    const rxHead = a.rx.addChain([{ addr: rxAddr, len: 2048, write: true }]);
+    a.rx.makeAvailable(rxHead);
+    const inbound = ethernetFrame(MAC_A, MAC_B, 300, 7);
+    sendFrame(b.tx, inbound);
+    b.kick();
+    const used = await waitFor('a frame in the plugged RAM', () => a.rx.takeUsed()[0]);
+    t.same(used, { id: rxHead, len: NET_HDR_LEN + inbound.length });
+    const at = rxAddr - plugged.gpaBase + NET_HDR_LEN;
+    t.same(plugged.bytes.slice(at, at + inbound.length), inbound, 'its bytes, intact');
+    // Out of a: a TX chain in the plugged RAM.
+    const outbound = ethernetFrame(MAC_B, MAC_A, 400, 9);
+    const txAddr = plugged.alloc(NET_HDR_LEN + outbound.length);
+    const off = txAddr - plugged.gpaBase;
+    plugged.bytes.fill(0, off, off + NET_HDR_LEN);
+    plugged.bytes.set(outbound, off + NET_HDR_LEN);
+    const rx = postRxBuffer(b.rx, 2048);
+    a.tx.makeAvailable(a.tx.addChain([{ addr: txAddr, len: NET_HDR_LEN + outbound.length }]));
+    a.kick();
+    await waitFor('the frame on b', () => b.rx.takeUsed().length > 0 || undefined);
+    t.same(b.ram.bytes.slice(rx.off + NET_HDR_LEN, rx.off + NET_HDR_LEN + outbound.length), outbound, 'taken from the plugged RAM');
+  });
+
+  await t.test('refusals are answered with a failure and leave the table as it was', async (t) => {
+    const held = processResources(pid);
+    const other = sys.memfdCreate('other');
+    sys.ftruncate(other, 1 << 20);
+    const bad = sys.eventfd();
+    t.teardown(() => sys.closeAll([other, bad]));
+    const region = (gpa: number, uva: number, size = 4096) => memRegionPayload({ gpa, size, uva, offset: 0 });
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(a.ram.gpaBase + 4096, 0x7f2000000000), [other]), 1n, 'overlapping the boot RAM in guest physical addresses');
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(0x80000000, plugged.uvaBase + 8192), [other]), 1n, 'overlapping the plugged RAM in user addresses');
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(0x80000000, 0x7f2000000000)), 1n, 'a region with no fd');
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(0x80000000, 0x7f2000000000), [other, other]), 1n, 'a region with two fds');
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(0x80000000, 0x7f2000000000), [bad]), 1n, 'an eventfd for a region');
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(0x80000000, 0x7f2000000000, 2 << 20), [other]), 1n, 'a region past the end of its file');
+    t.equal(await fe.request(Req.ADD_MEM_REG, region(0x80000000, 0x7f2000000000, 4097), [other]), 1n, 'a region not whole pages');
+    t.equal(await fe.request(Req.ADD_MEM_REG, u64(0), [other]), 1n, 'a payload of the wrong size');
+    t.equal(await fe.request(Req.REM_MEM_REG, region(plugged.gpaBase, plugged.uvaBase)), 1n, 'removing a region not in force (a size that differs)');
+    t.equal(await fe.request(Req.REM_MEM_REG, region(0x90000000, 0x7f3000000000), [other]), 1n, 'removing a region never added, with an fd');
+    const boot = { gpa: a.ram.gpaBase, size: a.ram.size, uva: a.ram.uvaBase, offset: 0 };
+    t.equal(await fe.request(Req.REM_MEM_REG, memRegionPayload(boot), [a.ram.fd]), 1n, 'removing the region the running vrings are in');
+    await waitFor('the reason', () => /vring \d does not fit the new memory table/.test(vr.stderr()));
+    await unchanged(t, held, 'after ten refusals');
+    t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'a still forwards');
+    t.ok(await logged(/refused ADD_MEM_REG: the region overlaps region 0 in force .* in guest physical addresses/), 'logged');
+    t.ok(await logged(/refused ADD_MEM_REG: the region overlaps region 1 in force .* in user addresses/), 'logged');
+    t.ok(await logged(/refused ADD_MEM_REG: 0 fds, expected 1/), 'logged');
+    t.ok(await logged(/refused REM_MEM_REG: no region in force is guest 0x40000000 \+0x1000/), 'logged');
+  });
+
+  await t.test('the plugged region removed: unmapped once the PMD switched', async (t) => {
+    const held = processResources(pid);
+    t.equal(await fe.request(Req.REM_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]), 0n, 'removed');
+    t.equal(processResources(pid).guestMappings, held.guestMappings - 1, 'its mapping is gone');
+    t.ok(await logged(/port a: memory region removed \(guest 0x40000000 \+0x100000, user 0x7f1000000000\): 1 region\(s\)/), 'logged');
+    t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'a still forwards');
+    t.equal(await trafficFlows(b, a, 20, MAC_B, MAC_A), 20, 'and receives');
+  });
+
+  await t.test('SET_MEM_TABLE after slots were added replaces them all', async (t) => {
+    const held = processResources(pid);
+    t.equal(await fe.request(Req.ADD_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]), 0n, 'plugged again');
+    t.equal(processResources(pid).guestMappings, held.guestMappings + 1);
+    const boot = { gpa: a.ram.gpaBase, size: a.ram.size, uva: a.ram.uvaBase, offset: 0 };
+    t.equal(await fe.request(Req.SET_MEM_TABLE, memTablePayload([boot]), [a.ram.fd]), 0n, 'a table of the boot RAM alone');
+    t.equal(processResources(pid).guestMappings, held.guestMappings, 'the plugged region and the old boot mapping are unmapped, the new one mapped');
+    t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'a forwards on the new table');
+    t.equal(await fe.request(Req.REM_MEM_REG, memRegionPayload(plugged.slot())), 1n, 'the plugged region is no longer in force');
+  });
+
+  await t.test(`up to ${MAX_MEM_SLOTS} slots; each removal gives its mapping and fd back`, async (t) => {
+    const held = processResources(pid);
+    const free = MAX_MEM_SLOTS - 1; // the boot RAM is in force
+    const slot = (i: number) => ({ gpa: 0x80000000 + i * 8192, size: 4096, uva: 0x7f2000000000 + i * 8192, offset: i * 4096 });
+    for (let i = 0; i < free; i++) t.equal(await fe.request(Req.ADD_MEM_REG, memRegionPayload(slot(i)), [tiny]), 0n, `slot ${i + 2} added`);
+    t.equal(processResources(pid).guestMappings, held.guestMappings + free, `${free} more mappings`);
+    t.equal(await fe.request(Req.ADD_MEM_REG, memRegionPayload(slot(free)), [tiny]), 1n, `slot ${MAX_MEM_SLOTS + 1}: refused`);
+    t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'a forwards with every slot in use');
+    // QEMU sends the region's fd with REM_MEM_REG, and the offset of the removal is ignored.
+    for (let i = 0; i < free; i++) t.equal(await fe.request(Req.REM_MEM_REG, memRegionPayload({ ...slot(i), offset: 0 }), [tiny]), 0n, `slot ${i + 2} removed`);
+    await unchanged(t, held, 'after they all went');
+  });
+
+  await t.test('a disconnect frees every added region', async (t) => {
+    t.equal(await fe.request(Req.ADD_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]), 0n, 'plugged again');
+    a.close();
+    aConnected = false;
+    await waitFor('everything of a given back', () => {
+      const now = processResources(pid);
+      return now.guestMappings === withoutA.guestMappings && now.fds <= withoutA.fds;
+    });
+    t.pass('mappings and fds as before a connected');
+  });
+
+  await t.test('without the feature negotiated, the messages are refused', async (t) => {
+    const other = await VhostFrontend.connect(vr.sockets.a);
+    t.teardown(() => other.close());
+    other.send(Req.GET_PROTOCOL_FEATURES);
+    await other.replyU64();
+    other.send(Req.SET_PROTOCOL_FEATURES, u64(1n << 3n));
+    t.equal(await other.request(Req.ADD_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]), 1n, 'ADD_MEM_REG: failure');
+    t.equal(await other.request(Req.GET_MAX_MEM_SLOTS, new Uint8Array(0)), 1n, 'GET_MAX_MEM_SLOTS: failure');
+    other.send(Req.ADD_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]);
+    t.ok(await other.closedByPeer(), 'without NEED_REPLY, a refusal closes the connection');
+    await waitFor('fds given back', () => processResources(pid).fds <= withoutA.fds);
+  });
+  t.ok(vr.alive());
 });

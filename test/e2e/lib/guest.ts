@@ -2,6 +2,7 @@
 // vrouter exists for. The image comes from scripts/build-guest.sh (Debian kernel and
 // busybox); the guest runs one script and reports on its serial console in VR-* lines.
 import { spawn, spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +27,10 @@ export interface GuestSpec {
   script: string;
   timeoutS?: number;
   smp?: number;
+  /** a QMP monitor on this UNIX socket path (see qmp()) */
+  qmpSocket?: string;
+  /** room for memory hotplug: DIMM slots and the most RAM the guest may grow to ("1G") */
+  hotplug?: { slots: number; maxMem: string };
 }
 
 export interface GuestResult {
@@ -78,7 +83,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
   const args = [
     '-name', `vrouter-${spec.name}`,
     '-machine', `pc,accel=${KVM ? 'kvm' : 'tcg'},memory-backend=mem0`,
-    '-cpu', KVM ? 'host' : 'max', '-smp', String(spec.smp ?? 1), '-m', '256M',
+    '-cpu', KVM ? 'host' : 'max', '-smp', String(spec.smp ?? 1), '-m', spec.hotplug ? `256M,slots=${spec.hotplug.slots},maxmem=${spec.hotplug.maxMem}` : '256M',
     // vhost-user needs guest RAM in a shared file the backend can map.
     '-object', 'memory-backend-memfd,id=mem0,size=256M,share=on',
     '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-reboot',
@@ -100,6 +105,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
     if (nic.mtu) append.push(`vr.mtu${i}=${nic.mtu}`);
     if (queues > 1) append.push(`vr.q${i}=${queues}`);
   });
+  if (spec.qmpSocket) args.push('-qmp', `unix:${spec.qmpSocket},server=on,wait=off`);
   args.push('-append', append.join(' '));
   const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -150,4 +156,55 @@ export function guestPrerequisites(): string | null {
     return `no guest image in ${GUEST_DIR} (scripts/build-guest.sh builds it)`;
   }
   return null;
+}
+
+/**
+ * Runs QMP commands one after the other on a guest's monitor socket (GuestSpec.qmpSocket)
+ * and returns each one's "return"; throws on an "error" answer. Events are skipped.
+ */
+export async function qmp(socketPath: string, commands: { execute: string; arguments?: object }[], timeoutMs = 10000): Promise<unknown[]> {
+  const deadline = Date.now() + timeoutMs;
+  const sock = await new Promise<ReturnType<typeof connect>>((resolve, reject) => {
+    const attempt = () => {
+      const s = connect(socketPath);
+      s.once('connect', () => resolve(s));
+      s.once('error', (err) => (Date.now() > deadline ? reject(err) : setTimeout(attempt, 100)));
+    };
+    attempt();
+  });
+  const answers: Record<string, unknown>[] = [];
+  let waiting: (() => void) | null = null;
+  let pending = '';
+  sock.on('data', (d) => {
+    pending += d.toString();
+    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+      const msg = JSON.parse(pending.slice(0, nl)) as Record<string, unknown>;
+      pending = pending.slice(nl + 1);
+      if (!('event' in msg)) answers.push(msg);
+      waiting?.();
+    }
+  });
+  const next = async (): Promise<Record<string, unknown>> => {
+    while (answers.length === 0) {
+      if (Date.now() > deadline) throw new Error(`QMP on ${socketPath}: no answer within ${timeoutMs} ms`);
+      await new Promise<void>((r) => {
+        waiting = r;
+        setTimeout(r, 100);
+      });
+    }
+    return answers.shift()!;
+  };
+  try {
+    await next(); // the greeting
+    const results: unknown[] = [];
+    for (const c of [{ execute: 'qmp_capabilities' }, ...commands]) {
+      sock.write(JSON.stringify(c) + '\n');
+      const answer = await next();
+      if ('error' in answer) throw new Error(`QMP ${c.execute}: ${JSON.stringify(answer.error)}`);
+      results.push(answer.return);
+    }
+    return results.slice(1);
+  } finally {
+    sock.destroy();
+  }
 }

@@ -1,6 +1,7 @@
 // npm run bench [-- --rounds N --seconds S --quick]: vrouter against dpdk-testpmd's vhost io
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
-// bimodal from run to run), at 64 and 1518 bytes; then idle CPU, memory, first-frame
+// bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
+// idle and busy (/metrics scraped, routes changed); then idle CPU, memory, first-frame
 // latency after idle, and the micro-benchmarks. Prints a table, writes results/*.json.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
@@ -9,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ownRssMiB, ovsDpdkBackend, testpmdIoBackend, vrouterBackend, type Backend } from './lib/backends.ts';
 import { startGenerator } from './lib/generator.ts';
+import { measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
 import type { JobName } from './lib/jobs.ts';
 import { stopAll } from './lib/processes.ts';
 import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-process.ts';
@@ -108,6 +110,15 @@ const ratios = CASES.map(({ job, size }) => {
   };
 });
 
+// The routed row with the admin endpoint idle, then busy, in alternating windows of one run.
+progress('routed 64 B, admin endpoint idle and busy');
+let busyAdmin: BusyAdminResult | { error: string };
+try {
+  busyAdmin = await measureBusyAdmin(values.quick ? 2 : 6, values.quick ? 3 : 4);
+} catch (err) {
+  busyAdmin = { error: (err as Error).message.split('\n')[0] };
+}
+
 // Idle CPU and memory: vrouter with 2 ports and its default idle back-off.
 progress('idle CPU and memory');
 async function idleFigures(cores: number[]) {
@@ -163,6 +174,15 @@ for (const r of ratios) {
   console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}`);
 }
 if (twoPmdNote) console.log(twoPmdNote);
+if ('error' in busyAdmin) console.log(`routed 64 B with a busy admin endpoint: not measured: ${busyAdmin.error}`);
+else {
+  const b = busyAdmin;
+  const mpps = (xs: number[]) => xs.map((x) => (x / 1e6).toFixed(2)).join(' ');
+  console.log(`routed 64 B, admin endpoint idle / busy (/metrics 10 times a second, 1,000 route changes a second asked): ${fmt(b.idleMpps)} / ${fmt(b.busyMpps)} Mpps, busy / idle = ${fmt(b.ratio)}`);
+  console.log(`  route changes applied: ${fmt(b.changesPerSecond, 0)} a second (${b.load.errors} refused or failed, slowest answer ${fmt(b.load.slowestChangeMs, 0)} ms); /metrics scraped ${fmt(b.scrapesPerSecond, 1)} times a second`);
+  console.log(`  vrouter's threads but the PMD: ${fmt(b.controlCpuIdle, 1)} % of a core idle, ${fmt(b.controlCpuBusy, 1)} % busy; one-second samples (Mpps): idle ${mpps(b.idle)}; busy ${mpps(b.busy)}`);
+  if (b.load.firstError) console.log(`  first error: ${b.load.firstError}`);
+}
 for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuPercentOfOneCore, 1)} % of one core, ${fmt(i.rssMiB, 0)} MiB RSS`);
 for (const f of firstPacket) console.log(`first frame after 100 ms idle, ${f.mode}: median ${fmt(f.medianUs, 0)} µs, max ${fmt(f.maxUs, 0)} µs`);
 for (const m of microResults) console.log(`${m.name}: ${fmt(m.mopsPerSec)} M/s (${fmt(m.nsPerOp, 1)} ns each)`);
@@ -174,7 +194,7 @@ for (const tb of tables) {
   if (tb.output) console.log(tb.output.split('\n').map((l) => `  ${l}`).join('\n'));
 }
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, busyAdmin, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

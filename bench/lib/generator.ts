@@ -12,8 +12,18 @@ const WARMUP_SAMPLES = 2;
 export interface Generator {
   /** waits until it forwards, measures for `seconds`, stops; frames per second received */
   measure(seconds: number): Promise<{ pps: number; samples: number }>;
+  /** waits until traffic comes back through the backend */
+  flowing(): Promise<void>;
+  /**
+   * The one-second samples that lie wholly between two times (performance.now()): frames
+   * per second received, both ports together.
+   */
+  ratesBetween(from: number, to: number): number[];
   stop(): Promise<void>;
 }
+
+/** testpmd prints a sample a little after its second ends: a sample seen this late still counts as inside. */
+const SAMPLE_LATENESS_MS = 150;
 
 /** server: the virtio-user ports listen and the backend connects (OVS vhostuserclient). */
 export function startGenerator(sockets: [string, string], frameSize: number, server: boolean): Generator {
@@ -24,9 +34,33 @@ export function startGenerator(sockets: [string, string], frameSize: number, ser
     '--forward-mode=flowgen', '--stats-period', '1', '--total-num-mbufs=16384', `--txpkts=${frameSize}`, // flowgen takes the FCS off: 64 gives 60-byte frames, 64 on the wire
     `--eth-peer=0,${MAC_B}`, `--eth-peer=1,${MAC_A}`, '--nb-cores=1', '-a',
   ]);
+  // Each statistics block, with when it was printed: rates of windows within one run.
+  const samples: { at: number; pps: number }[] = [];
+  let block = { sum: 0, ports: 0 };
+  let partial = '';
+  p.proc.stdout!.on('data', (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      if (line.includes('Port statistics ===')) block = { sum: 0, ports: 0 };
+      const rx = /Rx-pps:\s+(\d+)/.exec(line);
+      if (rx === null) continue;
+      block.sum += Number(rx[1]);
+      if (++block.ports === 2) samples.push({ at: performance.now(), pps: block.sum });
+    }
+  });
+  const started = () => /Port statistics ===/.test(p.output()) || p.proc.exitCode !== null;
   return {
+    async flowing() {
+      await waitFor('the generator to start forwarding', started, 60000);
+      if (p.proc.exitCode !== null) throw new Error(`dpdk-testpmd exited:\n${p.output().slice(-1500)}`);
+      await waitFor('traffic through the backend', () => (samples.at(-1)?.pps ?? 0) > 0, 30000);
+    },
+    ratesBetween(from, to) {
+      return samples.filter((s) => s.at - 1000 >= from && s.at <= to + SAMPLE_LATENESS_MS).map((s) => s.pps);
+    },
     async measure(seconds) {
-      await waitFor('the generator to start forwarding', () => /Port statistics ===/.test(p.output()) || p.proc.exitCode !== null, 60000);
+      await waitFor('the generator to start forwarding', started, 60000);
       if (p.proc.exitCode !== null) throw new Error(`dpdk-testpmd exited:\n${p.output().slice(-1500)}`);
       const from = p.output().length;
       await sleep((seconds + WARMUP_SAMPLES * 2) * 1000);

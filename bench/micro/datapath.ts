@@ -5,7 +5,7 @@ import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
-import { COUNTERS_PER_PORT } from '../../src/dataplane/counters.ts';
+import { COUNTERS_PER_PORT, QUEUES_BASE } from '../../src/dataplane/counters.ts';
 import { MacTable, macHigh, macLow, nowSeconds } from '../../plugins/bridge/mac-table.ts';
 import { DriverQueue, ethernetFrame, GuestRam } from '../../test/support/virtio-driver.ts';
 import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
@@ -26,7 +26,7 @@ async function run(frameLen: number, seconds: number): Promise<{ opsPerSec: numb
   const owner = (q: DriverQueue): QueueOwner => {
     const queue = SplitQueue.create(mem, q.layout());
     if (typeof queue === 'string') throw new Error(queue);
-    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, maxFrame: 1518 };
+    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518 };
   };
   const txOwner = owner(tx);
   const rxOwner = owner(rx);

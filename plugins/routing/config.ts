@@ -2,12 +2,18 @@
 // the rest from its "plugins" entry. parseConfig checks the form of each entry; what needs
 // the interfaces (a gateway in a connected subnet, a port that exists) is checked by
 // resolve() in fib.ts, with the same field names.
+//
+// Routes hold their addresses as canonical text, not parsed: the config is parsed again,
+// compared and copied to every PMD on each change (a route added through the admin
+// endpoint), and text costs a fraction of bytes in typed arrays there; the parsed form is
+// kept here (prefixOf), for the routes of the last two configs.
 import { PluginConfigError, parseAddress, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
 
 export interface RouteConfig {
-  prefix: Prefix;
-  /** gateways (several: ECMP); empty for a route straight out of `port`, or a blackhole */
-  via: Prefix[];
+  /** the network, as Prefix.text: "10.0.0.0/24" */
+  prefix: string;
+  /** gateways (several: ECMP), as Prefix.text; empty for a route straight out of `port`, or a blackhole */
+  via: string[];
   port: string | null;
   metric: number;
   /** packets to it are dropped (counted), as Linux's `ip route add blackhole` */
@@ -49,23 +55,40 @@ function integer(value: unknown, field: string, min: number, max: number, fallba
 }
 
 /**
- * Addresses already parsed in this config, by parser and text: a big route table names a few
- * gateways a million times, and parsing one costs microseconds. Cleared for each config.
+ * Prefixes and addresses already parsed, by text, in this config (`current`) and the one
+ * before (`previous`): a big route table names a few gateways a million times, and the
+ * next config repeats most of the last one's routes; parsing one costs microseconds. Each
+ * config starts a new generation, so that what is kept stays within two configs' worth.
  */
-const parsed = new Map<(v: unknown) => Prefix, Map<string, Prefix>>();
+interface Parsed {
+  networks: Map<string, Prefix>;
+  addresses: Map<string, Prefix>;
+}
+const generation = (): Parsed => ({ networks: new Map(), addresses: new Map() });
+let current = generation();
+let previous = generation();
+const PARSERS = { networks: parseNetwork, addresses: parseAddress };
 
-function address(value: unknown, field: string, parse: (v: unknown) => Prefix): Prefix {
-  let seen = parsed.get(parse);
-  if (seen === undefined) parsed.set(parse, (seen = new Map()));
-  const known = typeof value === 'string' ? seen.get(value) : undefined;
-  if (known !== undefined) return known;
+function address(value: unknown, field: string, kind: keyof Parsed): Prefix {
+  if (typeof value === 'string') {
+    const known = current[kind].get(value) ?? previous[kind].get(value);
+    if (known !== undefined) {
+      current[kind].set(value, known);
+      return known;
+    }
+  }
   try {
-    const p = parse(value);
-    if (typeof value === 'string') seen.set(value, p);
+    const p = PARSERS[kind](value);
+    current[kind].set(value as string, p);
     return p;
   } catch (err) {
     throw new PluginConfigError(field, (err as Error).message);
   }
+}
+
+/** A route's prefix or gateway (RouteConfig's text) parsed: from the last configs parsed, or again. */
+export function prefixOf(text: string): Prefix {
+  return address(text, '', text.includes('/') ? 'networks' : 'addresses');
 }
 
 function portName(value: unknown, field: string): string | null {
@@ -76,17 +99,17 @@ function portName(value: unknown, field: string): string | null {
 
 function parseRoute(raw: unknown, field: string): RouteConfig {
   const r = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole']);
-  const prefix = address(r.prefix, `${field}.prefix`, parseNetwork);
+  const prefix = address(r.prefix, `${field}.prefix`, 'networks');
   if (r.prefix !== undefined && typeof r.prefix === 'string' && !r.prefix.includes('/')) throw new PluginConfigError(`${field}.prefix`, `needs a prefix length (${r.prefix}/${prefix.family === 4 ? 32 : 128} for one host)`);
   const vias = r.via === undefined ? [] : Array.isArray(r.via) ? r.via : [r.via];
-  const via = vias.map((v, i) => address(v, Array.isArray(r.via) ? `${field}.via[${i}]` : `${field}.via`, parseAddress));
+  const via = vias.map((v, i) => address(v, Array.isArray(r.via) ? `${field}.via[${i}]` : `${field}.via`, 'addresses'));
   const wrong = via.findIndex((v) => v.family !== prefix.family);
   if (wrong >= 0) throw new PluginConfigError(`${field}.via`, `${via[wrong].text} is IPv${via[wrong].family}, the prefix IPv${prefix.family}`);
   const blackhole = r.blackhole === undefined ? false : r.blackhole === true ? true : r.blackhole === false ? false : (() => { throw new PluginConfigError(`${field}.blackhole`, 'must be true or false'); })();
   const port = portName(r.port, `${field}.port`);
   if (blackhole && (via.length > 0 || port !== null)) throw new PluginConfigError(`${field}.blackhole`, 'a blackhole route has no "via" and no "port"');
   if (!blackhole && via.length === 0 && port === null) throw new PluginConfigError(field, 'needs "via" (a gateway), "port" (a directly attached destination), or "blackhole": true');
-  return { prefix, via, port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole };
+  return { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole };
 }
 
 function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
@@ -100,7 +123,7 @@ function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
   if ((mac[0] & 0x100) !== 0) throw new PluginConfigError(`${field}.mac`, 'is a multicast address');
   const port = portName(n.port, `${field}.port`);
   if (port === null) throw new PluginConfigError(`${field}.port`, 'is required: the port (or bridge) the neighbour is on');
-  return { address: address(n.address, `${field}.address`, parseAddress), mac, port };
+  return { address: address(n.address, `${field}.address`, 'addresses'), mac, port };
 }
 
 function list<T>(value: unknown, field: string, parse: (v: unknown, f: string) => T): T[] {
@@ -110,12 +133,9 @@ function list<T>(value: unknown, field: string, parse: (v: unknown, f: string) =
 }
 
 export function parseRoutingConfig(raw: Obj): RoutingConfig {
-  parsed.clear();
-  try {
-    return parseAll(raw);
-  } finally {
-    parsed.clear();
-  }
+  previous = current;
+  current = generation();
+  return parseAll(raw);
 }
 
 function parseAll(raw: Obj): RoutingConfig {

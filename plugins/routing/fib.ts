@@ -1,50 +1,35 @@
-// The forwarding table: routes resolved against the interfaces into next-hop groups, and
-// longest-prefix-match tables whose result is a group. Built in the control plane (the
-// LPM tables in the job pool: a million routes take seconds, never a PMD's time) into
+// The forwarding table: routes resolved against the interfaces into next-hop groups
+// (next-hops.ts), and longest-prefix-match tables whose result is a group. Built in the
+// control plane (fib-tables.ts: compiled in the job pool, or changed in place) into
 // SharedArrayBuffers that every PMD reads.
-//
-// A group is what a lookup returns (1-based; 0 is no route): LOCAL (an address of the
-// router), a connected subnet (the next hop is the destination itself), a blackhole, or
-// one or more gateways (ECMP: the members of the lowest metric for the prefix).
-import { PluginConfigError, formatAddress, read32, type Prefix } from '../../src/pipeline/api.ts';
+import { PluginConfigError, read32, type Prefix } from '../../src/pipeline/api.ts';
 import { connectedInterface, type Interface } from './interfaces.ts';
-import type { RoutingConfig } from './config.ts';
-import { Lpm4, LPM4_FORMAT, type Route4Columns } from './lpm4.ts';
-import { Lpm6, LPM6_FORMAT, type Route6Columns } from './lpm6.ts';
+import { prefixOf, type RoutingConfig } from './config.ts';
+import { Lpm4, LPM4_FORMAT } from './lpm4.ts';
+import { mask4, route4Key } from './lpm4-update.ts';
+import { Lpm6, LPM6_FORMAT } from './lpm6.ts';
+import { mask6, route6Key } from './lpm6-update.ts';
+import { KIND_BLACKHOLE, KIND_CONNECTED, KIND_GATEWAY, LOCAL_SIGNATURE, nextHopsView, type Member, type NextHops } from './next-hops.ts';
 
-export const NO_ROUTE = 0;
-/** the group of the router's own addresses */
-export const LOCAL_GROUP = 1;
-export const KIND_CONNECTED = 0;
-export const KIND_GATEWAY = 1;
-export const KIND_BLACKHOLE = 2;
-export const KIND_LOCAL = 3;
+export { KIND_BLACKHOLE, KIND_CONNECTED, KIND_GATEWAY, KIND_LOCAL, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE, type NextHops } from './next-hops.ts';
 
-/** A member: kind, interface, gateway address (4 words, IPv4 in the first), spare. */
-export const MEMBER_WORDS = 8;
-
-/** The next-hop groups as one Int32Array: [groups, members, (start, count) per group, members]. */
-export interface NextHops {
-  words: Int32Array;
-  groupBase: number;
-  memberBase: number;
+/** A route as resolved: its prefix (bits beyond the length cleared) and its group's signature. */
+export interface Resolved4 {
+  prefix: number;
+  length: number;
+  group: string;
+}
+export interface Resolved6 {
+  bytes: Uint8Array;
+  length: number;
+  group: string;
 }
 
-export function nextHopsView(buffer: SharedArrayBuffer): NextHops {
-  const words = new Int32Array(buffer);
-  return { words, groupBase: 2, memberBase: 2 + words[0] * 2 };
-}
-
-interface Member {
-  kind: number;
-  iface: number;
-  gateway: Prefix | null;
-}
-
+/** The routes in force, by route4Key / route6Key, and the groups they name, by signature. */
 export interface ResolvedFib {
-  groups: Member[][];
-  v4: { prefix: number[]; length: number[]; group: number[] };
-  v6: { prefix: Uint8Array[]; length: number[]; group: number[] };
+  groups: Map<string, Member[]>;
+  v4: Map<number, Resolved4>;
+  v6: Map<string, Resolved6>;
 }
 
 function interfaceByName(interfaces: readonly Interface[], name: string, field: string): number {
@@ -53,120 +38,122 @@ function interfaceByName(interfaces: readonly Interface[], name: string, field: 
   return i;
 }
 
-/**
- * Connected routes from the interfaces' addresses, local host routes, then the static
- * routes (the lowest metric per prefix; several gateways at that metric are an ECMP group).
- * Throws PluginConfigError naming the route at fault.
- */
-export function resolveRoutes(config: RoutingConfig, interfaces: readonly Interface[]): ResolvedFib {
-  const groups: Member[][] = [[], [{ kind: KIND_LOCAL, iface: -1, gateway: null }]];
-  const fib: ResolvedFib = { groups, v4: { prefix: [], length: [], group: [] }, v6: { prefix: [], length: [], group: [] } };
-  const add = (p: Prefix, group: number) => {
-    if (p.family === 4) {
-      fib.v4.prefix.push(read32(p.bytes, 0));
-      fib.v4.length.push(p.length);
-      fib.v4.group.push(group);
-    } else {
-      fib.v6.prefix.push(p.bytes);
-      fib.v6.length.push(p.length);
-      fib.v6.group.push(group);
-    }
-  };
-  // Static routes first: for the same prefix and length, the later entry wins in the LPM
-  // compilers, and connected and local routes must win over a static one.
-  const byPrefix = new Map<string, number[]>();
+/** What names a group: its members, in order (ECMP picks a member by flow hash modulo the count). */
+function signatureOf(members: readonly Member[]): string {
+  return members.map((m) => `${m.kind} ${m.iface} ${m.gateway?.text ?? ''}`).join(',');
+}
+
+/** A route's key in the FIB (route4Key or route6Key): its prefix masked, and its length. */
+export function keyOf(p: Prefix): number | string {
+  return p.family === 4 ? route4Key(mask4(read32(p.bytes, 0), p.length), p.length) : route6Key(mask6(p.bytes, 0, p.length), p.length);
+}
+
+/** The static routes to one prefix: their indices in `routes`, and what they say together. */
+export interface PrefixRoutes {
+  indices: number[];
+  /** equal for two configs whose routes to the prefix resolve the same */
+  says: string;
+}
+
+/** The static routes by prefix (its canonical text), in the config's order. */
+export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
+  const out = new Map<string, PrefixRoutes>();
   config.routes.forEach((r, i) => {
-    const key = `${formatAddress(r.prefix.bytes)}/${r.prefix.length}`;
-    byPrefix.set(key, [...(byPrefix.get(key) ?? []), i]);
+    const says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')}`;
+    const same = out.get(r.prefix);
+    if (same === undefined) out.set(r.prefix, { indices: [i], says });
+    else {
+      same.indices.push(i);
+      same.says += `; ${says}`;
+    }
   });
-  for (const indices of byPrefix.values()) {
-    const best = Math.min(...indices.map((i) => config.routes[i].metric));
-    const members: Member[] = [];
-    for (const i of indices) {
-      const r = config.routes[i];
-      if (r.metric !== best) continue;
-      const field = `routes[${i}]`;
-      if (r.blackhole) {
-        members.push({ kind: KIND_BLACKHOLE, iface: -1, gateway: null });
-        continue;
-      }
-      const named = r.port === null ? -1 : interfaceByName(interfaces, r.port, `${field}.port`);
-      if (r.via.length === 0) {
-        members.push({ kind: KIND_CONNECTED, iface: named, gateway: null });
-        continue;
-      }
-      r.via.forEach((via, v) => {
-        const viaField = r.via.length > 1 ? `${field}.via[${v}]` : `${field}.via`;
-        const linkLocal = via.family === 6 && via.bytes[0] === 0xfe && (via.bytes[1] & 0xc0) === 0x80;
-        let iface = named;
-        if (iface < 0) {
-          if (linkLocal) throw new PluginConfigError(`${field}.port`, `is required: ${via.text} is link-local, valid on any port`);
-          iface = connectedInterface(interfaces, via);
-          if (iface < 0) throw new PluginConfigError(viaField, `${via.text} is in no connected subnet (gateways must be directly reachable)`);
-        } else if (!linkLocal && connectedInterface([interfaces[iface]], via) < 0) {
-          throw new PluginConfigError(viaField, `${via.text} is not in a subnet of ${r.port}`);
-        }
-        members.push({ kind: KIND_GATEWAY, iface, gateway: via });
-      });
+  return out;
+}
+
+/**
+ * The members of the routes to one prefix: those of the lowest metric (several gateways
+ * there are an ECMP group), checked against the interfaces. Throws PluginConfigError
+ * naming the route at fault.
+ */
+export function membersOf(config: RoutingConfig, indices: readonly number[], interfaces: readonly Interface[]): Member[] {
+  let best = Infinity;
+  for (const i of indices) best = Math.min(best, config.routes[i].metric);
+  const members: Member[] = [];
+  for (const i of indices) {
+    const r = config.routes[i];
+    if (r.metric !== best) continue;
+    const field = `routes[${i}]`;
+    if (r.blackhole) {
+      members.push({ kind: KIND_BLACKHOLE, iface: -1, gateway: null });
+      continue;
     }
-    const mixed = members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1;
-    if (mixed) throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
-    groups.push(members);
-    add(config.routes[indices[0]].prefix, groups.length - 1);
+    const named = r.port === null ? -1 : interfaceByName(interfaces, r.port, `${field}.port`);
+    if (r.via.length === 0) {
+      members.push({ kind: KIND_CONNECTED, iface: named, gateway: null });
+      continue;
+    }
+    r.via.forEach((text, v) => {
+      const via = prefixOf(text);
+      const viaField = r.via.length > 1 ? `${field}.via[${v}]` : `${field}.via`;
+      const linkLocal = via.family === 6 && via.bytes[0] === 0xfe && (via.bytes[1] & 0xc0) === 0x80;
+      let iface = named;
+      if (iface < 0) {
+        if (linkLocal) throw new PluginConfigError(`${field}.port`, `is required: ${via.text} is link-local, valid on any port`);
+        iface = connectedInterface(interfaces, via);
+        if (iface < 0) throw new PluginConfigError(viaField, `${via.text} is in no connected subnet (gateways must be directly reachable)`);
+      } else if (!linkLocal && connectedInterface([interfaces[iface]], via) < 0) {
+        throw new PluginConfigError(viaField, `${via.text} is not in a subnet of ${r.port}`);
+      }
+      members.push({ kind: KIND_GATEWAY, iface, gateway: via });
+    });
+  }
+  const mixed = members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1;
+  if (mixed) throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
+  return members;
+}
+
+/**
+ * The routes of the interfaces: their connected subnets, and the router's own addresses
+ * (members null: the LOCAL group). They win over static routes to the same prefix.
+ */
+export function interfaceRoutes(interfaces: readonly Interface[]): { prefix: Prefix; members: Member[] | null }[] {
+  const out: { prefix: Prefix; members: Member[] | null }[] = [];
+  for (const iface of interfaces) {
+    for (const p of [...iface.v4, ...iface.v6]) out.push({ prefix: p, members: [{ kind: KIND_CONNECTED, iface: iface.index, gateway: null }] });
   }
   for (const iface of interfaces) {
-    for (const p of [...iface.v4, ...iface.v6]) {
-      groups.push([{ kind: KIND_CONNECTED, iface: iface.index, gateway: null }]);
-      const network = { ...p, bytes: p.bytes.map((b, i) => (i * 8 >= p.length ? 0 : i * 8 + 8 <= p.length ? b : b & ((0xff00 >> (p.length - i * 8)) & 0xff))) };
-      add(network, groups.length - 1);
-    }
+    for (const p of [...iface.v4, ...iface.v6]) out.push({ prefix: { ...p, length: p.family === 4 ? 32 : 128 }, members: null });
+    out.push({ prefix: { family: 6, bytes: iface.linkLocal, length: 128, text: '' }, members: null });
   }
-  for (const iface of interfaces) {
-    for (const p of [...iface.v4, ...iface.v6]) add({ ...p, length: p.family === 4 ? 32 : 128 }, LOCAL_GROUP);
-    add({ family: 6, bytes: iface.linkLocal, length: 128, text: '' }, LOCAL_GROUP);
+  return out;
+}
+
+export function emptyFib(): ResolvedFib {
+  return { groups: new Map([[LOCAL_SIGNATURE, []]]), v4: new Map(), v6: new Map() };
+}
+
+/** Puts a route into `fib`, in place of one to the same prefix and length. */
+export function addRoute(fib: ResolvedFib, p: Prefix, members: Member[] | null): void {
+  const group = members === null ? LOCAL_SIGNATURE : signatureOf(members);
+  if (members !== null && !fib.groups.has(group)) fib.groups.set(group, members);
+  if (p.family === 4) {
+    const prefix = mask4(read32(p.bytes, 0), p.length);
+    fib.v4.set(route4Key(prefix, p.length), { prefix, length: p.length, group });
+  } else {
+    const bytes = mask6(p.bytes, 0, p.length);
+    fib.v6.set(route6Key(bytes, p.length), { bytes, length: p.length, group });
   }
+}
+
+/**
+ * Every route in force: the static routes, then those of the interfaces, which replace
+ * static ones to the same prefix. Throws PluginConfigError naming the route at fault.
+ */
+export function resolveRoutes(config: RoutingConfig, interfaces: readonly Interface[], statics = staticRoutes(config)): ResolvedFib {
+  const fib = emptyFib();
+  for (const [text, routes] of statics) addRoute(fib, prefixOf(text), membersOf(config, routes.indices, interfaces));
+  for (const r of interfaceRoutes(interfaces)) addRoute(fib, r.prefix, r.members);
   return fib;
-}
-
-/** The groups as the one Int32Array the PMDs read. */
-export function encodeNextHops(groups: readonly Member[][]): SharedArrayBuffer {
-  const memberCount = groups.reduce((n, g) => n + g.length, 0);
-  const buffer = new SharedArrayBuffer((2 + groups.length * 2 + memberCount * MEMBER_WORDS) * 4);
-  const w = new Int32Array(buffer);
-  w[0] = groups.length;
-  w[1] = memberCount;
-  let m = 0;
-  const memberBase = 2 + groups.length * 2;
-  groups.forEach((g, i) => {
-    w[2 + i * 2] = m;
-    w[3 + i * 2] = g.length;
-    for (const member of g) {
-      const at = memberBase + m * MEMBER_WORDS;
-      w[at] = member.kind;
-      w[at + 1] = member.iface;
-      if (member.gateway !== null) {
-        const b = member.gateway.bytes;
-        for (let k = 0; k < b.length / 4; k++) w[at + 2 + k] = read32(b, k * 4);
-      }
-      m++;
-    }
-  });
-  return buffer;
-}
-
-/** What the compile job gets and returns (fib-job.ts). */
-export interface FibJobInput {
-  v4: Route4Columns;
-  v6: Route6Columns;
-}
-
-export function jobInputOf(fib: ResolvedFib): FibJobInput {
-  const v6 = new Uint8Array(fib.v6.prefix.length * 16);
-  fib.v6.prefix.forEach((p, i) => v6.set(p, i * 16));
-  return {
-    v4: { prefix: Uint32Array.from(fib.v4.prefix), length: Uint8Array.from(fib.v4.length), nextHop: Uint32Array.from(fib.v4.group) },
-    v6: { prefix: v6, length: Uint8Array.from(fib.v6.length), nextHop: Uint32Array.from(fib.v6.group) },
-  };
 }
 
 /** Regions the FIB lives in, by name (Plugin.prepare returns them). */
@@ -180,4 +167,15 @@ export function openFib(shared: Readonly<Record<string, SharedArrayBuffer>>): { 
     lpm6: new Lpm6({ format: LPM6_FORMAT, direct: shared['lpm6-direct'], nodes: shared['lpm6-nodes'], nodeCount: meta[1], leafCount: meta[2] }),
     nextHops: nextHopsView(shared.nexthops),
   };
+}
+
+/** Whether readers are over these very regions (the tables were changed in place). */
+export function sameFib(fib: { lpm4: Lpm4; lpm6: Lpm6; nextHops: NextHops }, shared: Readonly<Record<string, SharedArrayBuffer>>): boolean {
+  return (
+    fib.lpm4.table.tbl24 === shared['lpm4-tbl24'] &&
+    fib.lpm4.table.tbl8 === shared['lpm4-tbl8'] &&
+    fib.lpm6.table.direct === shared['lpm6-direct'] &&
+    fib.lpm6.table.nodes === shared['lpm6-nodes'] &&
+    fib.nextHops.words.buffer === shared.nexthops
+  );
 }

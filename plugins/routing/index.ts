@@ -5,15 +5,16 @@
 // ICMP errors go back where a packet cannot go on. Frames of ports without addresses, and
 // frames between the hosts of a bridge, are left to the bridge stage that follows.
 //
-// The route table is compiled in the control plane (prepare, in the job pool); the
-// neighbour table is shared by every PMD; both live in shared memory and outlive a PMD.
+// The route table is built in the control plane (prepare: compiled in the job pool, or
+// changed in place); the neighbour table is shared by every PMD; both live in shared memory
+// and outlive a PMD.
 import {
   ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, read16, read32,
   type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology,
 } from '../../src/pipeline/api.ts';
 import { parseRoutingConfig, type RoutingConfig } from './config.ts';
-import { encodeNextHops, jobInputOf, resolveRoutes } from './fib.ts';
-import { interfacesOf } from './interfaces.ts';
+import { planFib } from './fib-tables.ts';
+import { interfacesOf, neighbourRegionOf } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
@@ -24,7 +25,6 @@ import { describe } from './describe.ts';
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
 const SWEEP_SLOTS = 64;
 const SWEEP_EVERY_MS = 100;
-const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 
 /** The router's clock (ms) is the batch's; tests may set one of their own. */
 export const clock: { now: (() => number) | null } = { now: null };
@@ -88,13 +88,13 @@ function betweenBursts(r: Router): void {
 }
 
 /**
- * In the control plane: routes checked against the interfaces and compiled (job pool),
- * static neighbours written to the table.
+ * In the control plane: routes checked against the interfaces, then compiled (job pool) or
+ * changed in place in the tables in use (fib-tables.ts); static neighbours written to the table.
  */
 async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string, SharedArrayBuffer>> {
   const { interfaces, byPort } = interfacesOf(setup.topology);
-  const fib = resolveRoutes(setup.config, interfaces);
-  const table = new NeighbourTable(setup.shared.neighbours, interfaces.length);
+  const fib = planFib(setup, interfaces);
+  const table = new NeighbourTable(setup.shared[neighbourRegionOf(setup.topology)], interfaces.length);
   setup.config.neighbours.forEach((n, k) => {
     const port = setup.topology.ports.find((p) => p.name === n.port);
     if (port === undefined) throw new PluginConfigError(`neighbours[${k}].port`, `no port named "${n.port}"`);
@@ -106,11 +106,7 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
       throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
     }
   });
-  const started = performance.now();
-  const compiled = await setup.runJob<Record<string, SharedArrayBuffer>>(new URL(`./fib-job${MODULE_EXT}`, import.meta.url), jobInputOf(fib));
-  const routes = fib.v4.prefix.length + fib.v6.prefix.length;
-  setup.log.info(`${routes} routes compiled in ${Math.round(performance.now() - started)} ms (${interfaces.length} interfaces)`);
-  return { ...compiled, nexthops: encodeNextHops(fib.groups) };
+  return fib.apply();
 }
 
 /** The routes in force: connected ones from the interfaces' addresses, then the configured. */
@@ -120,9 +116,9 @@ function listRoutes(view: TableView<RoutingConfig>): Record<string, unknown>[] {
     [...f.v4, ...f.v6].map((p) => ({ prefix: `${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`, port: f.name, type: 'connected', address: p.text })),
   );
   const configured = view.config.routes.map((r) => ({
-    prefix: r.prefix.text,
+    prefix: r.prefix,
     type: r.blackhole ? 'blackhole' : 'static',
-    ...(r.via.length > 0 ? { via: r.via.map((v) => v.text) } : {}),
+    ...(r.via.length > 0 ? { via: r.via } : {}),
     ...(r.port !== null ? { port: r.port } : {}),
     metric: r.metric,
   }));
@@ -131,7 +127,7 @@ function listRoutes(view: TableView<RoutingConfig>): Record<string, unknown>[] {
 
 function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>[] {
   const { interfaces } = interfacesOf(view.topology);
-  const table = new NeighbourTable(view.shared.neighbours, interfaces.length);
+  const table = new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], interfaces.length);
   return table.entries().map((e) => {
     const bytes = new Uint8Array(e.family === 4 ? 4 : 16);
     e.address.slice(0, bytes.length / 4).forEach((w, q) => bytes.set([w >>> 24, (w >>> 16) & 0xff, (w >>> 8) & 0xff, w & 0xff], q * 4));
@@ -150,8 +146,10 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
 function gauges(view: TableView<RoutingConfig>): Record<string, number> {
   const { interfaces } = interfacesOf(view.topology);
   const byState: Record<string, number> = Object.fromEntries(STATE_NAMES.slice(1).map((s) => [`neighbours_${s}`, 0]));
-  for (const e of new NeighbourTable(view.shared.neighbours, interfaces.length).entries()) byState[`neighbours_${e.state}`]++;
-  return { routes: listRoutes(view).length, ...byState };
+  for (const e of new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], interfaces.length).entries()) byState[`neighbours_${e.state}`]++;
+  // As many as listRoutes() lists, without making them: /metrics is read often.
+  const connected = interfaces.reduce((n, f) => n + f.v4.length + f.v6.length, 0);
+  return { routes: connected + view.config.routes.length, ...byState };
 }
 
 const plugin: Plugin<RoutingConfig, Router> = {
@@ -166,8 +164,8 @@ const plugin: Plugin<RoutingConfig, Router> = {
     routes: { description: 'a route: connected (from an interface address), static or blackhole', list: listRoutes },
     neighbours: { description: 'a neighbour: an address on an interface, its MAC and state (ARP, NDP, static)', list: listNeighbours },
   },
-  sharedMemory(config: RoutingConfig, _topology: Topology) {
-    return { neighbours: neighbourTableBytes(config.neighbourLimit) };
+  sharedMemory(config: RoutingConfig, topology: Topology) {
+    return { [neighbourRegionOf(topology)]: neighbourTableBytes(config.neighbourLimit) };
   },
   prepare,
   createState,

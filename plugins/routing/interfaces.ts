@@ -55,6 +55,19 @@ export function interfacesOf(topology: Topology): { interfaces: Interface[]; byP
   return { interfaces, byPort };
 }
 
+/**
+ * The name of the neighbour table's region: entries are keyed by interface index and name
+ * a port, so a new set of interfaces (ports added or removed at run time) gets a table of
+ * its own, and neighbours are learned again, rather than read under the wrong interface.
+ */
+export function neighbourRegionOf(topology: Topology): string {
+  const { interfaces } = interfacesOf(topology);
+  const text = JSON.stringify(interfaces.map((f) => [f.name, f.ports.map((p) => [p, topology.ports[p].name])]));
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return `neighbours.${(h >>> 0).toString(16).padStart(8, '0')}`;
+}
+
 export function linkLocalOf(hi: number, lo: number): Uint8Array {
   const a = new Uint8Array(16);
   a[0] = 0xfe;

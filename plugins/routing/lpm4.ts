@@ -11,8 +11,8 @@
 // branch beyond the one on the entry's sign; its cost is memory (64 MiB for the first
 // level, 1 KiB per /24 with longer prefixes), which a router can afford once per table.
 //
-// The tables are rebuilt from the whole route list (compileLpm4 is a pure function of its
-// argument) and swapped between bursts; there is no incremental update.
+// The tables are built from the whole route list (compileLpm4 is a pure function of its
+// arguments); lpm4-update.ts then changes them in place, a route at a time, while PMDs read.
 
 /** What a lookup returns when no route covers the address: next hops start at 1. */
 export const NO_ROUTE = 0;
@@ -50,7 +50,7 @@ export interface Lpm4Table {
   format: typeof LPM4_FORMAT;
   /** 2^24 int32 entries: >= 0 a next hop (NO_ROUTE included); < 0: ~entry is the index in tbl8 of a group's first entry */
   tbl24: SharedArrayBuffer;
-  /** tbl8Groups groups of 256 int32 next hops */
+  /** tbl8Groups groups of 256 int32 next hops (those past the compiled ones: room for changes in place) */
   tbl8: SharedArrayBuffer;
   tbl8Groups: number;
 }
@@ -122,12 +122,29 @@ function checkColumns(cols: Route4Columns): void {
   }
 }
 
+/** What a table changed in place needs besides the table (lpm4-update.ts). */
+export interface Lpm4Depths {
+  /** per tbl24 entry that is a next hop: the length + 1 of the route it came from (0: none) */
+  tbl24: SharedArrayBuffer;
+  /** the same per tbl8 entry */
+  tbl8: SharedArrayBuffer;
+  /** groups in use: the rest of tbl8 is room for more */
+  usedGroups: number;
+}
+
+export interface Lpm4Options {
+  /** tbl8 groups to leave free for routes added later */
+  spareGroups?: number;
+  /** also record each entry's prefix length (Lpm4Depths), for changes in place */
+  depths?: boolean;
+}
+
 /**
  * Compiles a route list into DIR-24-8 tables. The longest prefix covering an address wins;
  * of two routes with the same prefix and length, the later in the list wins. Throws
  * LpmError (LPM_BAD_ROUTE) naming the first bad route.
  */
-export function compileLpm4(routes: readonly Route4[] | Route4Columns): Lpm4Table {
+export function compileLpm4(routes: readonly Route4[] | Route4Columns, options: Lpm4Options = {}): Lpm4Table & { depths?: Lpm4Depths } {
   let cols: Route4Columns;
   if (Array.isArray(routes)) cols = columnsOf(routes);
   else {
@@ -151,6 +168,7 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns): Lpm4Tabl
 
   const tbl24Buffer = new SharedArrayBuffer(TBL24_ENTRIES * 4);
   const tbl24 = new Int32Array(tbl24Buffer);
+  const depth24 = options.depths ? new Uint8Array(new SharedArrayBuffer(TBL24_ENTRIES)) : null;
 
   // Lengths 0 .. 16 fill 256 .. 2^24 entries each: a duplicate is skipped (only the last
   // of each prefix is filled), so that a list repeating a short prefix costs no more than
@@ -174,6 +192,7 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns): Lpm4Tabl
       }
       const first = key << (24 - l);
       tbl24.fill(nextHops[i], first, first + span);
+      depth24?.fill(l + 1, first, first + span);
     }
   }
 
@@ -192,8 +211,10 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns): Lpm4Tabl
   if (groups > MAX_TBL8_GROUPS) {
     throw new LpmError('LPM_TABLE_FULL', 'routes', `${groups} /24s hold longer prefixes; at most ${MAX_TBL8_GROUPS} can`);
   }
-  const tbl8Buffer = new SharedArrayBuffer(groups * 256 * 4);
+  const capacity = Math.min(groups + (options.spareGroups ?? 0), MAX_TBL8_GROUPS);
+  const tbl8Buffer = new SharedArrayBuffer(capacity * 256 * 4);
   const tbl8 = new Int32Array(tbl8Buffer);
+  const depth8 = options.depths ? new Uint8Array(new SharedArrayBuffer(capacity * 256)) : null;
   let used = 0;
   for (let l = 25; l <= 32; l++) {
     const span = 1 << (32 - l);
@@ -208,19 +229,23 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns): Lpm4Tabl
         // route they had, so that one read answers (prefix expansion, as in the paper).
         const base = used++ << 8;
         tbl8.fill(entry, base, base + 256);
+        depth8?.fill(depth24![slash24], base, base + 256);
         entry = ~base;
         tbl24[slash24] = entry;
       }
       const first = ~entry | (prefix & 0xff & mask);
       tbl8.fill(nextHops[i], first, first + span);
+      depth8?.fill(l + 1, first, first + span);
     }
   }
-  return { format: LPM4_FORMAT, tbl24: tbl24Buffer, tbl8: tbl8Buffer, tbl8Groups: groups };
+  const table = { format: LPM4_FORMAT, tbl24: tbl24Buffer, tbl8: tbl8Buffer, tbl8Groups: capacity } as const;
+  if (depth24 === null) return table;
+  return { ...table, depths: { tbl24: depth24.buffer as SharedArrayBuffer, tbl8: depth8!.buffer as SharedArrayBuffer, usedGroups: groups } };
 }
 
 /**
- * Reads an Lpm4Table; any number of threads may each hold one over the same buffers. To
- * change routes, compile a new table and replace the reader between bursts.
+ * Reads an Lpm4Table; any number of threads may each hold one over the same buffers, also
+ * while lpm4-update.ts changes them (each entry is one word, written whole).
  */
 export class Lpm4 {
   readonly table: Lpm4Table;

@@ -27,8 +27,8 @@
 // 1 KiB each, and a /48 or /64 under little-shared upper bits costs 4 to 6 nodes, some
 // hundreds of MiB for 100k such routes. A node here is 128 bytes.
 //
-// The tables are rebuilt from the whole route list (compileLpm6 is a pure function of its
-// argument) and swapped between bursts; there is no incremental update.
+// The tables are built from the whole route list (compileLpm6 is a pure function of its
+// arguments); lpm6-update.ts then changes them in place, a subtree at a time, while PMDs read.
 import { checkLength, checkNextHop, LpmError, NO_ROUTE } from './lpm4.ts';
 
 /** Layout version of an Lpm6Table, checked by the reader. */
@@ -59,7 +59,10 @@ export interface Lpm6Table {
   format: typeof LPM6_FORMAT;
   /** 65536 int32 entries, by the first 16 bits: >= 0 a next hop (NO_ROUTE included); < 0: ~entry is a node index */
   direct: SharedArrayBuffer;
-  /** nodeCount nodes of NODE_WORDS int32 words (layout below), then leafCount int32 next hops */
+  /**
+   * nodeCount nodes of NODE_WORDS int32 words (layout below), then leafCount int32 next
+   * hops, then room for more (lpm6-update.ts places nodes and leaves anywhere in it)
+   */
   nodes: SharedArrayBuffer;
   nodeCount: number;
   /** the leaves of the nodes with more than INLINE_LEAVES of them */
@@ -73,36 +76,36 @@ export interface Lpm6Table {
 // path bytes are read through a Uint8Array over the same buffer, as they were written, so
 // the layout does not depend on the machine's byte order.
 /** the number of path bytes (0 .. 13) the address must match before the node's own byte */
-const PATH_LENGTH = 0;
+export const PATH_LENGTH = 0;
 /** index of the node's first child */
-const BASE1 = 1;
+export const BASE1 = 1;
 /** words 2..3 as 8 bytes: bits set in vec words 0 .. w-1, for w = 0..7 (at most 224) */
-const VEC_RANK = 2;
+export const VEC_RANK = 2;
 /** words 4..7 as bytes: the path */
-const PATH = 4;
+export const PATH = 4;
 /** words 8..15: slot v leads to a child node */
-const VEC = 8;
-/** the next hop of an address that leaves the path */
-const PATH_MISS = 16;
+export const VEC = 8;
+/** the next hop of an address that leaves the path (also: what the node's parent slot held, leaf pushing) */
+export const PATH_MISS = 16;
 /** index in the table's words of the node's first leaf: its own INLINE words, or after the last node */
-const BASE0 = 17;
+export const BASE0 = 17;
 /** words 18..19 as 8 bytes: bits set in leafvec words 0 .. w-1 */
-const LEAF_RANK = 18;
+export const LEAF_RANK = 18;
 /** words 20..27: slot v begins a run of leaves with one next hop (slot 0 always does) */
-const LEAFVEC = 20;
+export const LEAFVEC = 20;
 /**
  * words 28..31: the leaves of a node that has at most INLINE_LEAVES, most nodes where a
  * route ends (the slots before it, its own, those after): read with leafvec, not one
  * dependent memory read later.
  */
-const INLINE = 28;
+export const INLINE = 28;
 const INLINE_LEAVES = 4;
 /** a node's offset is index << 5 */
 export const NODE_WORDS = 32;
-const NODE_SHIFT = 5;
+export const NODE_SHIFT = 5;
 /** node offsets in bytes (index << 7) stay below 2^31 */
-const MAX_NODES = 1 << 23;
-const DIRECT_ENTRIES = 1 << 16;
+export const MAX_NODES = 1 << 23;
+export const DIRECT_ENTRIES = 1 << 16;
 /** lookupBurst works through longer bursts in pieces of this many */
 const MAX_BURST = 256;
 /**
@@ -112,7 +115,7 @@ const MAX_BURST = 256;
 export const LOCKSTEP_MIN_BYTES = 2 << 20;
 
 /** Bits set in a 32-bit word (SWAR; JavaScript has no popcount). Every step stays int32. */
-function popcount32(x: number): number {
+export function popcount32(x: number): number {
   x = (x - ((x >>> 1) & 0x55555555)) | 0;
   x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
   x = (x + (x >>> 4)) & 0x0f0f0f0f;
@@ -120,14 +123,14 @@ function popcount32(x: number): number {
 }
 
 /** Masked keys (16 bytes each), lengths and next hops, validated. */
-interface Keys {
+export interface Keys {
   count: number;
   bytes: Uint8Array;
   lengths: Uint8Array;
   nextHops: Int32Array;
 }
 
-function keysOf(routes: readonly Route6[] | Route6Columns): Keys {
+export function keysOf(routes: readonly Route6[] | Route6Columns): Keys {
   let count: number;
   const columns = !Array.isArray(routes);
   if (columns) {
@@ -179,7 +182,7 @@ function keysOf(routes: readonly Route6[] | Route6Columns): Keys {
  * order, the routes under one prefix are contiguous, and within them a prefix comes before
  * the longer ones it covers (its later bytes are zero).
  */
-function sortedUnique(keys: Keys): Int32Array {
+export function sortedUnique(keys: Keys): Int32Array {
   const n = keys.count;
   const words = new Uint32Array(4 * n);
   const view = new DataView(keys.bytes.buffer, keys.bytes.byteOffset, keys.bytes.byteLength);
@@ -205,8 +208,8 @@ function sortedUnique(keys: Keys): Int32Array {
   return order.subarray(0, m);
 }
 
-/** Builds the trie into growable arrays, then copies it into SharedArrayBuffers. */
-class TrieBuilder {
+/** Builds the trie into growable arrays, then copies it into SharedArrayBuffers (or lpm6-update.ts places it). */
+export class TrieBuilder {
   private readonly keys: Keys;
   private readonly routes: Int32Array;
   nodes = new Int32Array(NODE_WORDS * 1024);
@@ -361,7 +364,7 @@ class TrieBuilder {
  * two routes with the same prefix and length, the later in the list wins. Throws LpmError
  * (LPM_BAD_ROUTE) naming the first bad route.
  */
-export function compileLpm6(routes: readonly Route6[] | Route6Columns): Lpm6Table {
+export function compileLpm6(routes: readonly Route6[] | Route6Columns, options: { spareNodes?: number } = {}): Lpm6Table {
   const keys = keysOf(routes);
   const sorted = sortedUnique(keys);
   const { bytes, lengths, nextHops } = keys;
@@ -391,9 +394,12 @@ export function compileLpm6(routes: readonly Route6[] | Route6Columns): Lpm6Tabl
     k = end;
   }
 
-  // The leaves not inline go after the last node.
+  // The leaves not inline go after the last node; room for changes in place after them,
+  // in whole nodes.
   const nodeWords = builder.nodeCount * NODE_WORDS;
-  const nodes = new SharedArrayBuffer((nodeWords + builder.leafCount) * 4);
+  const usedNodes = Math.ceil((nodeWords + builder.leafCount) / NODE_WORDS);
+  const spare = Math.min(options.spareNodes ?? 0, MAX_NODES - usedNodes);
+  const nodes = new SharedArrayBuffer(spare > 0 ? (usedNodes + spare) * NODE_WORDS * 4 : (nodeWords + builder.leafCount) * 4);
   const words = new Int32Array(nodes);
   words.set(builder.nodes.subarray(0, nodeWords));
   words.set(builder.leaves.subarray(0, builder.leafCount), nodeWords);
@@ -402,8 +408,8 @@ export function compileLpm6(routes: readonly Route6[] | Route6Columns): Lpm6Tabl
 }
 
 /**
- * Reads an Lpm6Table; any number of threads may each hold one over the same buffers. To
- * change routes, compile a new table and replace the reader between bursts.
+ * Reads an Lpm6Table; any number of threads may each hold one over the same buffers, also
+ * while lpm6-update.ts changes them (a changed subtree is linked in by one word).
  */
 export class Lpm6 {
   readonly table: Lpm6Table;
@@ -431,8 +437,9 @@ export class Lpm6 {
     if (table.format !== LPM6_FORMAT) throw new LpmError('LPM_BAD_TABLE', 'format', `${String(table.format)} is not ${LPM6_FORMAT}`);
     const check = (field: 'direct' | 'nodes', bytes: number): void => {
       const buffer = table[field];
-      if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength !== bytes) {
-        throw new LpmError('LPM_BAD_TABLE', field, `not a SharedArrayBuffer of ${bytes} bytes`);
+      // nodes may have room for changes after what was compiled
+      if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < bytes || (field === 'direct' && buffer.byteLength !== bytes)) {
+        throw new LpmError('LPM_BAD_TABLE', field, `not a SharedArrayBuffer of ${bytes} bytes${field === 'nodes' ? ' or more' : ''}`);
       }
     };
     check('direct', DIRECT_ENTRIES * 4);
@@ -444,9 +451,9 @@ export class Lpm6 {
     this.lockstep = lockstep ?? this.bytes > LOCKSTEP_MIN_BYTES;
   }
 
-  /** Bytes of the table's buffers. */
+  /** Bytes of the table in use (its nodes and leaves, not the room after them). */
   get bytes(): number {
-    return this.table.direct.byteLength + this.table.nodes.byteLength;
+    return this.table.direct.byteLength + (this.table.nodeCount * NODE_WORDS + this.table.leafCount) * 4;
   }
 
   /**

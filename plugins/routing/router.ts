@@ -4,8 +4,8 @@
 // and the steps they share.
 import { EGRESS_CONSUMED, read32, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
-import { interfacesOf, type Interface } from './interfaces.ts';
-import { openFib, type NextHops } from './fib.ts';
+import { interfacesOf, neighbourRegionOf, type Interface } from './interfaces.ts';
+import { openFib, sameFib, type NextHops } from './fib.ts';
 import type { Lpm4 } from './lpm4.ts';
 import type { Lpm6 } from './lpm6.ts';
 import { NeighbourTable } from './neighbours.ts';
@@ -83,6 +83,8 @@ export class Router {
   nextHops: NextHops;
   neighbours: NeighbourTable;
   neighbourRegion: SharedArrayBuffer;
+  /** the region's name (neighbourRegionOf): it changes with the set of interfaces */
+  readonly neighbourName: string;
   config: RoutingConfig;
   readonly pmd: number;
   /** port names by index, for describe() */
@@ -145,15 +147,17 @@ export class Router {
   routedInBatch = 0;
 
   constructor(ctx: PluginContext<RoutingConfig>) {
-    const { interfaces, byPort } = interfacesOf({ ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount });
+    const topology = { ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount };
+    const { interfaces, byPort } = interfacesOf(topology);
+    this.neighbourName = neighbourRegionOf(topology);
     this.interfaces = interfaces;
     this.byPort = byPort;
     const fib = openFib(ctx.shared);
     this.lpm4 = fib.lpm4;
     this.lpm6 = fib.lpm6;
     this.nextHops = fib.nextHops;
-    this.neighbourRegion = ctx.shared.neighbours;
-    this.neighbours = new NeighbourTable(ctx.shared.neighbours, interfaces.length);
+    this.neighbourRegion = ctx.shared[this.neighbourName];
+    this.neighbours = new NeighbourTable(this.neighbourRegion, interfaces.length);
     this.config = ctx.config;
     this.pmd = ctx.pmd;
     this.portNames = ctx.ports.map((p) => p.name);
@@ -222,17 +226,21 @@ export class Router {
 
   /**
    * A reload's new routes (and config): the FIB readers over the new regions; the
-   * neighbour table stays unless its size changed. Between bursts, so that a burst sees
-   * one table from start to end.
+   * neighbour table stays unless its size changed. Between bursts, so that a burst reads
+   * one set of regions from start to end (tables changed in place change under it, an
+   * entry at a time, each whole).
    */
   switchTables(config: RoutingConfig, shared: Readonly<Record<string, SharedArrayBuffer>>): void {
-    const fib = openFib(shared);
-    this.lpm4 = fib.lpm4;
-    this.lpm6 = fib.lpm6;
-    this.nextHops = fib.nextHops;
-    if (shared.neighbours !== this.neighbourRegion) {
-      this.neighbourRegion = shared.neighbours;
-      this.neighbours = new NeighbourTable(shared.neighbours, this.interfaces.length);
+    // Tables changed in place come back in the same buffers: the readers over them stay.
+    if (!sameFib(this, shared)) {
+      const fib = openFib(shared);
+      this.lpm4 = fib.lpm4;
+      this.lpm6 = fib.lpm6;
+      this.nextHops = fib.nextHops;
+    }
+    if (shared[this.neighbourName] !== this.neighbourRegion) {
+      this.neighbourRegion = shared[this.neighbourName];
+      this.neighbours = new NeighbourTable(this.neighbourRegion, this.interfaces.length);
       this.heldCount = 0;
     }
     this.config = config;

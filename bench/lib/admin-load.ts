@@ -1,0 +1,140 @@
+// A busy admin endpoint, as the routed row with a busy control plane drives it: /metrics
+// scraped 10 times a second (a Prometheus with a short interval) and 1,000 route changes a
+// second (POST /routes and DELETE /routes/PREFIX, issued at that pace without waiting for
+// the answers, as many clients would), host routes and /24s in 198.18.0.0/15 (RFC 2544's
+// benchmarking range), never the destinations of the measured flows. It runs only while
+// `on` is set, and counts what was done then.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
+
+export interface AdminLoadOptions {
+  changesPerSecond: number;
+  scrapesPerSecond: number;
+  /** the gateway of the routes added (in a connected subnet) */
+  via: string;
+}
+
+export interface AdminLoadCounts {
+  /** route changes answered 200, while on */
+  changes: number;
+  /** changes refused or failed */
+  errors: number;
+  scrapes: number;
+  /** ms the load was on */
+  onMs: number;
+  /** the slowest change, from request to answer (ms) */
+  slowestChangeMs: number;
+  /** the first error, to show */
+  firstError: string | null;
+}
+
+/** Answers still to come before new changes wait: a bound on what piles up if vrouter falls behind. */
+const MOST_IN_FLIGHT = 256;
+/** Routes in the table from the load, about: then each add goes with the delete of the oldest. */
+const LIVE_ROUTES = 256;
+
+export function adminLoad(socketPath: string, options: AdminLoadOptions) {
+  const dispatcher = new Agent({ connect: { socketPath }, connections: 32 });
+  const counts: AdminLoadCounts = { changes: 0, errors: 0, scrapes: 0, onMs: 0, slowestChangeMs: 0, firstError: null };
+  let on = false;
+  let stopped = false;
+  let onSince = 0;
+  let issued = 0;
+  let inFlight = 0;
+  let next = 0;
+  /** routes added and answered, oldest first: the ones a delete may take */
+  const live: string[] = [];
+  const pending = new Set<string>();
+
+  const call = async (method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<number> => {
+    const res = await request(`http://vrouter${path}`, { method, dispatcher, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.body.text();
+    if (res.statusCode !== 200 && counts.firstError === null) counts.firstError = `${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`;
+    return res.statusCode;
+  };
+
+  const change = async () => {
+    inFlight++;
+    const started = performance.now();
+    let prefix: string;
+    let ok: boolean;
+    try {
+      if (live.length >= LIVE_ROUTES && issued % 2 === 1) {
+        prefix = live.shift()!;
+        pending.add(prefix);
+        ok = (await call('DELETE', `/routes/${encodeURIComponent(prefix)}`)) === 200;
+      } else {
+        // Every 8th a /24, the rest host routes; none twice in the table.
+        do {
+          const n = next++;
+          prefix = n % 8 === 0 ? `198.19.${(n >>> 3) & 255}.0/24` : `198.18.${(n >>> 8) & 255}.${n & 255}/32`;
+        } while (live.includes(prefix) || pending.has(prefix));
+        pending.add(prefix);
+        ok = (await call('POST', '/routes', { prefix, via: options.via })) === 200;
+        if (ok) live.push(prefix);
+      }
+      pending.delete(prefix);
+    } catch (err) {
+      ok = false;
+      if (counts.firstError === null) counts.firstError = (err as Error).message;
+    }
+    inFlight--;
+    if (!on) return;
+    if (ok) counts.changes++;
+    else counts.errors++;
+    counts.slowestChangeMs = Math.max(counts.slowestChangeMs, performance.now() - started);
+  };
+
+  const changes = (async () => {
+    while (!stopped) {
+      if (!on) {
+        await sleep(5);
+        continue;
+      }
+      // Issue what the pace asks for by now, at most MOST_IN_FLIGHT waiting.
+      const due = Math.floor(((performance.now() - onSince) * options.changesPerSecond) / 1000) - issued;
+      for (let k = 0; k < due && inFlight < MOST_IN_FLIGHT; k++, issued++) void change();
+      await sleep(1);
+    }
+  })();
+
+  const scrapes = (async () => {
+    while (!stopped) {
+      const started = performance.now();
+      if (on) {
+        try {
+          if ((await call('GET', '/metrics')) === 200 && on) counts.scrapes++;
+        } catch (err) {
+          if (counts.firstError === null) counts.firstError = (err as Error).message;
+        }
+      }
+      await sleep(Math.max(0, 1000 / options.scrapesPerSecond - (performance.now() - started)));
+    }
+  })();
+
+  return {
+    counts,
+    /** starts the load (again): the pace counts from now */
+    start() {
+      on = true;
+      onSince = performance.now();
+      issued = 0;
+    },
+    pause() {
+      if (on) counts.onMs += performance.now() - onSince;
+      on = false;
+    },
+    /** until every change issued has its answer (at most `ms`) */
+    async settled(ms = 30000) {
+      const deadline = performance.now() + ms;
+      while (inFlight > 0 && performance.now() < deadline) await sleep(5);
+    },
+    async close() {
+      this.pause();
+      stopped = true;
+      await Promise.all([changes, scrapes]);
+      while (inFlight > 0) await sleep(5);
+      await dispatcher.close();
+    },
+  };
+}

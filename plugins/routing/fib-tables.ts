@@ -76,10 +76,6 @@ export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly 
   return {
     async apply() {
       if (running !== undefined && change !== null) {
-        // One turn of the event loop first, as a compile in the job pool takes several:
-        // changes that arrive meanwhile (the admin endpoint's requests) are then made
-        // together, in the supervisor's next apply, rather than each in an apply of its own.
-        await new Promise((resolve) => setImmediate(resolve));
         const changed = changeInPlace(running, change);
         if (changed !== null) {
           running.statics = statics;

@@ -164,6 +164,8 @@ const plugin: Plugin<RoutingConfig, Router> = {
     routes: { description: 'a route: connected (from an interface address), static or blackhole', list: listRoutes },
     neighbours: { description: 'a neighbour: an address on an interface, its MAC and state (ARP, NDP, static)', list: listNeighbours },
   },
+  // The routes are in the tables prepare() built: the PMDs need the rest only.
+  pmdConfig: (config: RoutingConfig): RoutingConfig => ({ ...config, routes: [], neighbours: [] }),
   sharedMemory(config: RoutingConfig, topology: Topology) {
     return { [neighbourRegionOf(topology)]: neighbourTableBytes(config.neighbourLimit) };
   },

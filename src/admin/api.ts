@@ -12,7 +12,8 @@ import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
 import { ApiError, type Reply, type Request, type Route } from './http.ts';
 import { renderMetrics } from './metrics.ts';
 import { openApiDocument } from './openapi.ts';
-import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBody } from './schemas.ts';
+import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBatchBody, RouteBody } from './schemas.ts';
+import type { ConfigChange } from '../control/config-diff.ts';
 
 /** What the endpoint needs of the running router (the supervisor). */
 export interface AdminBackend {
@@ -71,14 +72,15 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
    * Applies an edit of the document in force; an error about the entry the edit appended
    * (`key`: the list it went into) names the request body's field.
    */
-  const change = async (edit: (doc: Record<string, unknown>) => void, source: string, appended?: string): Promise<Reply> => {
+  const change = async (edit: (doc: Record<string, unknown>) => void, source: string, appended?: string, own?: () => ConfigChange[]): Promise<Reply> => {
     let index = -1;
     try {
       const result = await backend.applyEdit((doc) => {
         edit(doc);
         if (appended !== undefined) index = list(doc, appended).length - 1;
       }, source);
-      return { json: { ...result, dryRun: false } };
+      // Changes made together share one apply: each answer tells its own change.
+      return { json: { ...result, ...(own ? { diff: own() } : {}), dryRun: false } };
     } catch (err) {
       const e = err as Error & { field?: string };
       const at = `${appended}[${index}]`;
@@ -88,11 +90,8 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   };
   const list = (doc: Record<string, unknown>, key: string): unknown[] => (Array.isArray(doc[key]) ? (doc[key] as unknown[]) : []);
   const samePrefix = (a: unknown, b: string) => {
-    try {
-      return parsePrefix(a).text === parsePrefix(b).text;
-    } catch {
-      return false;
-    }
+    const text = canonicalPrefix(a);
+    return text !== null && text === canonicalPrefix(b);
   };
 
   const captures = new CaptureHub(() => backend.capture());
@@ -178,7 +177,33 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'POST', path: '/routes', summary: 'adds a static route (applied live)', body: RouteBody, response: ApplyResultBody,
       handle: (req) => {
         const route = checkBody(RouteBody, req.body);
-        return change((doc) => (doc.routes = [...list(doc, 'routes'), route]), 'POST /routes', 'routes');
+        return change((doc) => (doc.routes = [...list(doc, 'routes'), route]), 'POST /routes', 'routes', () => [{ key: 'routes', added: [route], removed: [] }]);
+      },
+    },
+    {
+      method: 'PATCH', path: '/routes', summary: 'adds and removes static routes in one change: {"add": [routes], "remove": [prefixes]} (removals first)', body: RouteBatchBody, response: ApplyResultBody,
+      handle: async (req) => {
+        const { add = [], remove = [] } = checkBody(RouteBatchBody, req.body);
+        const prefixOf = (r: unknown) => (r as { prefix?: unknown }).prefix;
+        const missing = remove.findIndex((p) => !list(backend.document(), 'routes').some((r) => samePrefix(prefixOf(r), p)));
+        if (missing >= 0) throw new ApiError(404, 'VR_NOT_FOUND', `remove[${missing}]`, `no static route to ${remove[missing]}`);
+        let removed: unknown[] = [];
+        let kept = 0;
+        try {
+          return await change((d) => {
+            const gone = (r: unknown) => remove.some((p) => samePrefix(prefixOf(r), p));
+            removed = list(d, 'routes').filter(gone);
+            const rest = list(d, 'routes').filter((r) => !gone(r));
+            kept = rest.length;
+            d.routes = [...rest, ...add];
+          }, `PATCH /routes (+${add.length} -${remove.length})`, undefined, () => [{ key: 'routes', added: add, removed }]);
+        } catch (err) {
+          // A refused added route is named by its place in "add".
+          const e = err as Error & { field?: string };
+          const at = /^routes\[(\d+)\](.*)$/.exec(e.field ?? '');
+          if (at !== null && Number(at[1]) >= kept) throw new ApiError(400, 'VR_CONFIG', `add[${Number(at[1]) - kept}]${at[2]}`, e.message.replace(`${e.field}: `, ''));
+          throw err;
+        }
       },
     },
     {
@@ -188,7 +213,11 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         if (!list(doc, 'routes').some((r) => samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix))) {
           throw new ApiError(404, 'VR_NOT_FOUND', 'prefix', `no static route to ${req.params.prefix}`);
         }
-        return change((d) => (d.routes = list(d, 'routes').filter((r) => !samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix))), `DELETE /routes/${req.params.prefix}`);
+        let removed: unknown[] = [];
+        return change((d) => {
+          removed = list(d, 'routes').filter((r) => samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix));
+          d.routes = list(d, 'routes').filter((r) => !removed.includes(r));
+        }, `DELETE /routes/${req.params.prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
       },
     },
     { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, state', handle: () => table('routing', 'neighbours') },
@@ -279,6 +308,23 @@ function pluginConfigOf(document: Record<string, unknown>, name: string): Record
   const { path: _path, ...own } = entry;
   const topLevel = Object.entries(PLUGIN_TOP_LEVEL_KEYS).filter(([key, k]) => k.plugin === name && document[key] !== undefined);
   return { ...own, ...Object.fromEntries(topLevel.map(([key]) => [key, document[key]])) };
+}
+
+/** Prefixes as ip-address writes them, remembered: a removal compares its prefix with every route's. */
+const canonical = new Map<string, string | null>();
+const CANONICAL_MAX = 1 << 20;
+function canonicalPrefix(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  let text = canonical.get(value);
+  if (text !== undefined) return text;
+  try {
+    text = parsePrefix(value).text;
+  } catch {
+    text = null;
+  }
+  if (canonical.size >= CANONICAL_MAX) canonical.clear();
+  canonical.set(value, text);
+  return text;
 }
 
 function summary(s: PortStats | undefined) {

@@ -35,7 +35,7 @@ export type Reply =
   | { stream: (res: ServerResponse) => void };
 
 export interface Route {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   /** "/routes/{prefix}": segments in braces are parameters */
   path: string;
   handle(req: Request): Promise<Reply> | Reply;
@@ -117,7 +117,7 @@ export class AdminHttp {
         throw new ApiError(404, 'VR_NOT_FOUND', '', `no such resource: ${url.pathname} (GET /openapi.json lists them)`);
       }
       if (method !== 'GET' || route.sensitive === true) this.authorise(req);
-      const body = method === 'POST' || method === 'PUT' ? await readJson(req) : undefined;
+      const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readJson(req) : undefined;
       const reply = await route.handle({ method, params: params!, query: url.searchParams, body });
       if ('stream' in reply) return reply.stream(res);
       if ('json' in reply) return send(res, reply.status ?? 200, 'application/json', `${JSON.stringify(reply.json, null, 2)}\n`);

@@ -24,6 +24,14 @@ export const RouteBody = Type.Object(
 );
 export type RouteBody = Static<typeof RouteBody>;
 
+export const RouteBatchBody = Type.Object(
+  {
+    add: Type.Optional(Type.Array(RouteBody, { description: 'static routes to add' })),
+    remove: Type.Optional(Type.Array(Type.String(), { description: 'prefixes whose static routes go (removed before the additions)' })),
+  },
+  { additionalProperties: false },
+);
+
 export const NeighbourBody = Type.Object(
   {
     address: Address,

@@ -12,7 +12,8 @@ import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.t
 import type { Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { closeAll, eventfdSignal } from '../sys/libc.ts';
+import { closeAll, eventfdSignal, setThreadCpus } from '../sys/libc.ts';
+import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
@@ -53,6 +54,8 @@ const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
 const WATCHDOG_MS = 250;
+/** changes arriving within this long are applied as one (applyEdit) */
+const EDIT_WINDOW_MS = 20;
 
 export class Supervisor {
   private config: VrouterConfig;
@@ -118,6 +121,7 @@ export class Supervisor {
 
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
+    this.keepOffPmdCpus();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology);
     const links: ControlThreadData['pmdLinks'] = this.layout.pmds.map((pmd) => ({ commands: this.spawnPmd(pmd.id), ...this.layout.shared.wakers[pmd.id] }));
     const data: ControlThreadData = {
@@ -148,6 +152,22 @@ export class Supervisor {
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmds.length });
   }
 
+  /**
+   * The supervisor's threads, and those started after (the control thread, the job pool,
+   * libuv's), run on the CPUs the PMDs leave free, as OVS-DPDK keeps its own threads to
+   * dpdk-lcore-mask: a route compile must not take a PMD's CPU. Each PMD pins itself.
+   */
+  private keepOffPmdCpus(): void {
+    const free = Array.from({ length: cpus().length }, (_, cpu) => cpu).filter((cpu) => !this.config.pmd.cores.includes(cpu));
+    if (free.length === 0) return;
+    try {
+      setThreadCpus(free);
+      log.info(`control threads on CPU ${free.join(', ')}, PMDs on CPU ${this.config.pmd.cores.join(', ')}`);
+    } catch (err) {
+      log.warn(`control threads not kept off the PMDs' CPUs: ${(err as Error).message}`);
+    }
+  }
+
   /** Starts PMD `id` and returns the control thread's end of its command channel. */
   private spawnPmd(id: number): MessagePort {
     const channel = new MessageChannel();
@@ -155,7 +175,8 @@ export class Supervisor {
       config: this.layout.pmds[id],
       shared: this.layout.shared,
       commands: channel.port2,
-      plugins: this.plugins,
+      // Each plugin with what the PMDs need of its config (Plugin.pmdConfig).
+      plugins: this.plugins.map((p) => ({ ...p, config: p.pmdConfig })),
       takenOut: this.takenOut,
       topology: this.topology,
       pluginMemory: this.pluginMemory,
@@ -368,8 +389,10 @@ export class Supervisor {
     return new Promise<ApplyResult>((resolve, reject) => {
       this.pendingEdits.push({ edit, source, resolve, reject });
       if (this.pendingEdits.length > 1) return;
-      // The first of a group queues the group's turn; later ones join it until it comes.
-      const run = this.applying.then(() => this.applyEdits());
+      // The first of a group queues the group's turn, a short window later; later ones join
+      // it until it comes. The window costs each change that much latency and saves an
+      // apply (a parse of the whole config, its diff, a copy into every PMD) per change.
+      const run = this.applying.then(() => sleep(EDIT_WINDOW_MS)).then(() => this.applyEdits());
       this.applying = run.catch(() => undefined);
     });
   }
@@ -406,7 +429,10 @@ export class Supervisor {
     if (structural !== null) throw new NeedsRestart(structural);
     const ports = portChange({ config: this.config, slots: this.slots, queueOwner: this.layout.queueOwner }, next);
     const topology = ports === null ? this.topology : topologyOf(next, ports.slots);
-    const plans = await planPlugins(next.plugins, topology, this.pluginLoads + 1);
+    // A plugin file loads again (a new module version) only when one changed on disk: each
+    // load is a module record Node keeps for good.
+    const filesChanged = next.plugins.some((spec) => fileDigest(spec.path) !== this.digests.get(spec.name));
+    const plans = await planPlugins(next.plugins, topology, filesChanged ? this.pluginLoads + 1 : this.pluginLoads);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
     const newFiles = plans.filter((p) => fileDigest(p.path) !== this.digests.get(p.name));
     // New ports or bridges: every plugin prepares again for them, and the PMDs restart on them.
@@ -424,7 +450,7 @@ export class Supervisor {
     // The last step that may refuse: the sockets of new ports.
     if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
-    this.pluginLoads++;
+    if (filesChanged) this.pluginLoads++;
     this.config = next;
     this.document = document;
     this.plugins = plans;
@@ -482,7 +508,7 @@ export class Supervisor {
 
   /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */
   private postTables(plans: readonly PluginPlan[]): void {
-    const update: TablesUpdate = { tables: plans.map((p) => ({ name: p.name, config: p.config, shared: this.pluginMemory[p.name] })) };
+    const update: TablesUpdate = { tables: plans.map((p) => ({ name: p.name, config: p.pmdConfig, shared: this.pluginMemory[p.name] })) };
     this.pmds.forEach((worker, id) => {
       worker.postMessage(update);
       const bell = this.doorbells[id];

@@ -211,6 +211,13 @@ export interface Plugin<Config = unknown, State = unknown> {
    * the PMDs on the new config.
    */
   tablesChanged?(state: State, update: { config: Config; shared: Readonly<Record<string, SharedArrayBuffer>> }): void;
+  /**
+   * The part of the config the PMDs need (createState, tablesChanged), when it is much
+   * smaller than the whole: every change of the config is copied into each PMD, which
+   * spends the time between two bursts. The routing stage leaves its routes out (they are
+   * in the tables prepare() built). Without it, the PMDs get the whole config.
+   */
+  pmdConfig?(config: Config): Config;
   /** per-PMD state, built in the PMD thread before it polls */
   createState(ctx: PluginContext<Config>): State;
   /** once per poll round, between bursts: housekeeping (aging a table a slice at a time) */

@@ -46,6 +46,8 @@ const TOP_LEVEL_FIELD = /^(routes|neighbours|acl|aclDefault|policers)(\[|\.|$)/;
 export interface PluginPlan extends PluginCounters {
   path: string;
   config: unknown;
+  /** what the PMDs get of it (Plugin.pmdConfig) */
+  pmdConfig: unknown;
   /** what the PMDs do with it once it hung one (Plugin.onError) */
   onError: 'bypass' | 'drop';
   /** the shared memory regions it asked for, by name, in bytes */
@@ -123,7 +125,7 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) > MAX_PLUGIN_MEMORY_BYTES) {
       throw new PluginLoadError(field, `${plugin.name} asks for shared memory of ${JSON.stringify(sharedMemory)}: whole positive byte counts, at most ${MAX_PLUGIN_MEMORY_BYTES} in all`);
     }
-    plans.push({ name: spec.name, path: spec.path, config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version, swappable: typeof plugin.tablesChanged === 'function', tables: Object.keys(plugin.tables ?? {}), gauges: typeof plugin.gauges === 'function' });
+    plans.push({ name: spec.name, path: spec.path, config, pmdConfig: plugin.pmdConfig ? plugin.pmdConfig(config) : config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version, swappable: typeof plugin.tablesChanged === 'function', tables: Object.keys(plugin.tables ?? {}), gauges: typeof plugin.gauges === 'function' });
     slot += used;
   }
   return plans;

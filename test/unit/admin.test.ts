@@ -49,7 +49,7 @@ t.test('reading: every resource, and the OpenAPI document against the routes', a
   t.same((await api.call('GET', '/neighbours')).json, [], 'no neighbour yet');
   t.same((await api.call('GET', '/config')).json.routes, ROUTED.routes, 'the config in force, as written');
   t.match(await api.call('GET', '/nowhere'), { status: 404, json: { error: { code: 'VR_NOT_FOUND' } } });
-  t.match(await api.call('PATCH', '/routes'), { status: 405, json: { error: { code: 'VR_METHOD' } } });
+  t.match(await api.call('PATCH', '/counters'), { status: 405, json: { error: { code: 'VR_METHOD' } } });
 
   const doc = (await api.call('GET', '/openapi.json')).json;
   t.equal(doc.openapi, '3.1.0');
@@ -99,14 +99,26 @@ t.test('changing routes live, and refusals that change nothing', async (t) => {
   t.match(await api.call('DELETE', `/routes/${encodeURIComponent('198.51.100.0/24')}`), { status: 404, json: { error: { code: 'VR_NOT_FOUND' } } });
 
   // Changes made at the same time all land, applied together; a bad one among them fails alone.
-  const compiles = () => (vr.stderr().match(/routing: \d+ routes compiled/g) ?? []).length;
-  const compiledBefore = compiles();
+  const applies = () => (vr.stderr().match(/reloaded from /g) ?? []).length;
+  const appliedBefore = applies();
   const many = Array.from({ length: 50 }, (_, k) => ({ prefix: `10.200.${k}.0/24`, via: '10.0.2.3' }));
   const answers = await Promise.all(many.map((r) => api.call('POST', '/routes', r)));
   t.same(answers.map((a) => a.status), many.map(() => 200), '50 routes posted at once: all accepted');
   const routes = (await api.call('GET', '/routes')).json as { prefix: string }[];
   t.equal(many.filter((r) => routes.some((x) => x.prefix === r.prefix)).length, 50, 'and all 50 are in force');
-  t.ok(compiles() - compiledBefore < 50, `applied in groups: ${compiles() - compiledBefore} compiles for 50 changes`);
+  t.ok(applies() - appliedBefore < 50, `applied in groups: ${applies() - appliedBefore} applies for 50 changes`);
+  t.same(answers[7].json.diff, [{ key: 'routes', added: [many[7]], removed: [] }], 'each answer tells its own change, not its group\'s');
+
+  // Many changes in one request.
+  const batch = await api.call('PATCH', '/routes', { add: [{ prefix: '10.202.0.0/24', via: '10.0.2.3' }, { prefix: '10.202.1.0/24', via: '10.0.2.3' }], remove: ['10.200.0.0/24', '10.200.1.0/24'] });
+  t.match(batch, { status: 200, json: { mode: 'live', diff: [{ key: 'routes', added: [{ prefix: '10.202.0.0/24' }, { prefix: '10.202.1.0/24' }], removed: [{ prefix: '10.200.0.0/24' }, { prefix: '10.200.1.0/24' }] }] } });
+  const afterBatch = ((await api.call('GET', '/routes')).json as { prefix: string }[]).map((r) => r.prefix);
+  t.ok(afterBatch.includes('10.202.1.0/24') && !afterBatch.includes('10.200.1.0/24'), 'PATCH /routes added and removed in one change');
+  t.match(await api.call('PATCH', '/routes', { add: [{ prefix: '10.203.0.0/24', via: '10.0.2.3' }, { prefix: '10.203.1.0/24', via: '172.16.0.1' }] }), { status: 400, json: { error: { code: 'VR_CONFIG', field: 'add[1].via' } } }, 'a refused route named by its place in "add"');
+  t.match(await api.call('PATCH', '/routes', { remove: ['10.99.0.0/24'] }), { status: 404, json: { error: { code: 'VR_NOT_FOUND', field: 'remove[0]' } } });
+  t.notOk(((await api.call('GET', '/routes')).json as { prefix: string }[]).some((r) => r.prefix === '10.203.0.0/24'), 'a refused batch changes nothing');
+  await api.call('PATCH', '/routes', { remove: ['10.202.0.0/24', '10.202.1.0/24', '10.200.0.0/24'].filter((p) => afterBatch.includes(p)) });
+  many.splice(0, 2);
   const mixed = await Promise.all([
     api.call('POST', '/routes', { prefix: '10.201.1.0/24', via: '10.0.2.3' }),
     api.call('POST', '/routes', { prefix: '10.201.0.0/24', via: '172.16.0.1' }),

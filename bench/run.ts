@@ -112,11 +112,15 @@ const ratios = CASES.map(({ job, size }) => {
 
 // The routed row with the admin endpoint idle, then busy, in alternating windows of one run.
 progress('routed 64 B, admin endpoint idle and busy');
-let busyAdmin: BusyAdminResult | { error: string };
-try {
-  busyAdmin = await measureBusyAdmin(values.quick ? 2 : 6, values.quick ? 3 : 4);
-} catch (err) {
-  busyAdmin = { error: (err as Error).message.split('\n')[0] };
+/** 1,000 changes a second as single POST/DELETE requests, and as PATCH /routes of 100 each (a routing daemon's updates) */
+const BATCHES = [1, 100];
+const busyAdmins: { batch: number; result: BusyAdminResult | { error: string } }[] = [];
+for (const batch of BATCHES) {
+  try {
+    busyAdmins.push({ batch, result: await measureBusyAdmin(values.quick ? 2 : 6, values.quick ? 3 : 4, batch) });
+  } catch (err) {
+    busyAdmins.push({ batch, result: { error: (err as Error).message.split('\n')[0] } });
+  }
 }
 
 // Idle CPU and memory: vrouter with 2 ports and its default idle back-off.
@@ -174,11 +178,14 @@ for (const r of ratios) {
   console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}`);
 }
 if (twoPmdNote) console.log(twoPmdNote);
-if ('error' in busyAdmin) console.log(`routed 64 B with a busy admin endpoint: not measured: ${busyAdmin.error}`);
-else {
-  const b = busyAdmin;
+for (const { batch, result: b } of busyAdmins) {
+  const how = batch === 1 ? 'one POST or DELETE /routes each' : `PATCH /routes of ${batch} each`;
+  if ('error' in b) {
+    console.log(`routed 64 B with a busy admin endpoint (${how}): not measured: ${b.error}`);
+    continue;
+  }
   const mpps = (xs: number[]) => xs.map((x) => (x / 1e6).toFixed(2)).join(' ');
-  console.log(`routed 64 B, admin endpoint idle / busy (/metrics 10 times a second, 1,000 route changes a second asked): ${fmt(b.idleMpps)} / ${fmt(b.busyMpps)} Mpps, busy / idle = ${fmt(b.ratio)}`);
+  console.log(`routed 64 B, admin endpoint idle / busy (/metrics 10 times a second, 1,000 route changes a second asked, ${how}): ${fmt(b.idleMpps)} / ${fmt(b.busyMpps)} Mpps, busy / idle = ${fmt(b.ratio)}`);
   console.log(`  route changes applied: ${fmt(b.changesPerSecond, 0)} a second (${b.load.errors} refused or failed, slowest answer ${fmt(b.load.slowestChangeMs, 0)} ms); /metrics scraped ${fmt(b.scrapesPerSecond, 1)} times a second`);
   console.log(`  vrouter's threads but the PMD: ${fmt(b.controlCpuIdle, 1)} % of a core idle, ${fmt(b.controlCpuBusy, 1)} % busy; one-second samples (Mpps): idle ${mpps(b.idle)}; busy ${mpps(b.busy)}`);
   if (b.load.firstError) console.log(`  first error: ${b.load.firstError}`);
@@ -194,7 +201,7 @@ for (const tb of tables) {
   if (tb.output) console.log(tb.output.split('\n').map((l) => `  ${l}`).join('\n'));
 }
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, busyAdmin, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, busyAdmin: busyAdmins, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

@@ -12,6 +12,11 @@ export interface AdminLoadOptions {
   scrapesPerSecond: number;
   /** the gateway of the routes added (in a connected subnet) */
   via: string;
+  /**
+   * Changes a request carries: 1, a POST or DELETE each (as many small clients); more, a
+   * PATCH /routes with half adds and half removals (as a routing daemon pushes its updates)
+   */
+  batch: number;
 }
 
 export interface AdminLoadCounts {
@@ -46,11 +51,44 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
   const live: string[] = [];
   const pending = new Set<string>();
 
-  const call = async (method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<number> => {
+  const call = async (method: 'GET' | 'POST' | 'DELETE' | 'PATCH', path: string, body?: unknown): Promise<number> => {
     const res = await request(`http://vrouter${path}`, { method, dispatcher, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await res.body.text();
     if (res.statusCode !== 200 && counts.firstError === null) counts.firstError = `${method} ${path}: ${res.statusCode} ${text.slice(0, 200)}`;
     return res.statusCode;
+  };
+
+  const newPrefix = () => {
+    // Every 8th a /24, the rest host routes; none twice in the table.
+    let prefix: string;
+    do {
+      const n = next++;
+      prefix = n % 8 === 0 ? `198.19.${(n >>> 3) & 255}.0/24` : `198.18.${(n >>> 8) & 255}.${n & 255}/32`;
+    } while (live.includes(prefix) || pending.has(prefix));
+    return prefix;
+  };
+
+  /** One PATCH /routes: batch / 2 routes added, as many of the oldest removed once the table holds LIVE_ROUTES. */
+  const changeMany = async () => {
+    inFlight++;
+    const started = performance.now();
+    const add = Array.from({ length: options.batch >> 1 }, newPrefix);
+    const remove = live.length >= LIVE_ROUTES ? live.splice(0, options.batch >> 1) : [];
+    for (const p of [...add, ...remove]) pending.add(p);
+    let ok: boolean;
+    try {
+      ok = (await call('PATCH', '/routes', { add: add.map((prefix) => ({ prefix, via: options.via })), remove })) === 200;
+      if (ok) live.push(...add);
+    } catch (err) {
+      ok = false;
+      if (counts.firstError === null) counts.firstError = (err as Error).message;
+    }
+    for (const p of [...add, ...remove]) pending.delete(p);
+    inFlight--;
+    if (!on) return;
+    if (ok) counts.changes += add.length + remove.length;
+    else counts.errors += add.length + remove.length;
+    counts.slowestChangeMs = Math.max(counts.slowestChangeMs, performance.now() - started);
   };
 
   const change = async () => {
@@ -64,11 +102,7 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
         pending.add(prefix);
         ok = (await call('DELETE', `/routes/${encodeURIComponent(prefix)}`)) === 200;
       } else {
-        // Every 8th a /24, the rest host routes; none twice in the table.
-        do {
-          const n = next++;
-          prefix = n % 8 === 0 ? `198.19.${(n >>> 3) & 255}.0/24` : `198.18.${(n >>> 8) & 255}.${n & 255}/32`;
-        } while (live.includes(prefix) || pending.has(prefix));
+        prefix = newPrefix();
         pending.add(prefix);
         ok = (await call('POST', '/routes', { prefix, via: options.via })) === 200;
         if (ok) live.push(prefix);
@@ -92,8 +126,8 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
         continue;
       }
       // Issue what the pace asks for by now, at most MOST_IN_FLIGHT waiting.
-      const due = Math.floor(((performance.now() - onSince) * options.changesPerSecond) / 1000) - issued;
-      for (let k = 0; k < due && inFlight < MOST_IN_FLIGHT; k++, issued++) void change();
+      const due = Math.floor(((performance.now() - onSince) * options.changesPerSecond) / 1000 / options.batch) - issued;
+      for (let k = 0; k < due && inFlight < MOST_IN_FLIGHT; k++, issued++) void (options.batch > 1 ? changeMany() : change());
       await sleep(1);
     }
   })();

@@ -58,7 +58,7 @@ function controlCpuSeconds(pid: number): number {
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** `windows` idle and as many busy windows of `seconds`, alternating, idle first. */
-export async function measureBusyAdmin(windows: number, seconds: number): Promise<BusyAdminResult> {
+export async function measureBusyAdmin(windows: number, seconds: number, batch = 1): Promise<BusyAdminResult> {
   const all = cpus().map((_, i) => i);
   const pmdCpu = 1;
   setThreadCpus(all.filter((c) => c !== pmdCpu));
@@ -66,7 +66,7 @@ export async function measureBusyAdmin(windows: number, seconds: number): Promis
   const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
   const vr = await startVrouter(vrouterJob('routed', sockets, [pmdCpu]));
   const generator = startGenerator(sockets, 64, false);
-  const load = adminLoad(join(vr.dir, 'admin.sock'), { changesPerSecond: CHANGES_PER_SECOND, scrapesPerSecond: SCRAPES_PER_SECOND, via: '10.0.2.2' });
+  const load = adminLoad(join(vr.dir, 'admin.sock'), { changesPerSecond: CHANGES_PER_SECOND, scrapesPerSecond: SCRAPES_PER_SECOND, via: '10.0.2.2', batch });
   try {
     await generator.flowing();
     await sleep(WARM_UP_MS);
@@ -112,6 +112,6 @@ export async function measureBusyAdmin(windows: number, seconds: number): Promis
 }
 
 if (import.meta.main) {
-  const r = await measureBusyAdmin(Number(process.argv[2] ?? 3), Number(process.argv[3] ?? 3));
+  const r = await measureBusyAdmin(Number(process.argv[2] ?? 3), Number(process.argv[3] ?? 3), Number(process.argv[4] ?? 1));
   console.log(JSON.stringify(r, null, 2));
 }

@@ -1,6 +1,7 @@
 // vrouterctl as an operator runs it (the built dist/bin/vrouterctl.js) against a running
 // routed vrouter: tables, --json, routes added live and refusals naming the field, config
-// diff and dry run, top's snapshots when stdout is a pipe, and the exit status of each
+// diff and dry run, top's snapshots when stdout is a pipe, ports added and removed and a
+// queue moved, and the exit status of each
 // outcome: 0 done, 1 refused, 2 usage, 3 unreachable.
 import t, { type Test as Tap } from 'tap';
 import { execFile } from 'node:child_process';
@@ -122,6 +123,22 @@ t.test('against a routed vrouter on its UNIX socket', async (t) => {
   const byEnv = await ctl(['policers'], { VROUTER_ADMIN: `unix:${join(vr.dir, 'admin.sock')}` });
   exits(t, byEnv, 0, '$VROUTER_ADMIN names the socket');
   t.match(byEnv.stdout, /^p\s+srTCM\s+100mbit\s+-\s+0\s+0\s+0\s+inPort=a$/m, 'the policers table');
+
+  // Ports added and removed, a queue moved.
+  const portAdded = await ctl([...on, 'port', 'add', 'e', join(vr.dir, 'e.sock'), 'address', '10.0.5.1/24', 'mtu', '9000']);
+  exits(t, portAdded, 0, 'port add');
+  t.match(portAdded.stdout, /\+ ports\s+\{"name":"e","socket":"[^"]*e\.sock","addresses":\["10\.0\.5\.1\/24"\],"mtu":9000\}/);
+  t.match((await ctl([...on, 'ports'])).stdout, /^e\s+server\s+9000\s+1\b.*10\.0\.5\.1\/24$/m, 'the new port in the table');
+  exits(t, await ctl([...on, 'port', 'add', 'f', join(vr.dir, 'f.sock'), 'colour', 'red']), 2, 'port add with an unknown word');
+  const badMtu = await ctl([...on, 'port', 'add', 'f', join(vr.dir, 'f.sock'), 'mtu', '20']);
+  exits(t, badMtu, 1, 'port add with an MTU vrouter refuses');
+  t.match(badMtu.stderr, /VR_CONFIG at mtu/);
+  exits(t, await ctl([...on, 'queue', 'move', 'e', '0', '1']), 0, 'queue move to the PMD it is on');
+  const noCpu = await ctl([...on, 'queue', 'move', 'e', '0', '5']);
+  exits(t, noCpu, 1, 'queue move to a CPU without a PMD');
+  t.match(noCpu.stderr, /VR_CONFIG at cpu/);
+  exits(t, await ctl([...on, 'port', 'del', 'e']), 0, 'port del');
+  exits(t, await ctl([...on, 'port', 'del', 'e']), 1, 'port del of a port that is gone');
   t.ok(vr.alive());
 });
 

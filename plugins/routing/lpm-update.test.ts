@@ -12,6 +12,7 @@ import { compileLpm6, Lpm6, type Lpm6Table } from './lpm6.ts';
 import { Lpm6Writer, mask6 } from './lpm6-update.ts';
 import { REUSE_AFTER_MS } from './table-space.ts';
 import { prng } from '../../test/support/prng.ts';
+import { probes, randomBelow } from './lpm6-probes.ts';
 
 /** A clock the test moves: freed space becomes reusable when it passes REUSE_AFTER_MS. */
 function testClock() {
@@ -180,56 +181,25 @@ function writer6(routes: readonly R6[], spareNodes: number, now: () => number): 
 
 const text6 = (a: Uint8Array): string => Array.from({ length: 8 }, (_, i) => ((a[2 * i] << 8) | a[2 * i + 1]).toString(16)).join(':');
 
-function randomBelow6(rand: () => number, base: Uint8Array, from: number): Uint8Array {
-  const out = Uint8Array.from(base);
-  for (let b = from >>> 3; b < 16; b++) {
-    const keep = from - 8 * b;
-    const keepMask = keep <= 0 ? 0 : (0xff00 >>> keep) & 0xff;
-    out[b] = (out[b] & keepMask) | (rand() & 0xff & ~keepMask);
-  }
-  return out;
-}
-
 /** Fresh prefixes, prefixes nested in or covering one in force, and many under a few /16s (deep subtries). */
 function randomPrefix6(rand: () => number, inForce: readonly R6[]): { bytes: Uint8Array; length: number } {
   const roots = [Uint8Array.of(0x20, 0x01, 0x0d, 0xb8, ...new Uint8Array(12)), Uint8Array.of(0xfd, 0, ...new Uint8Array(14))];
   const kind = rand() % 10;
-  if (kind < 2 || inForce.length === 0) return { bytes: randomBelow6(rand, new Uint8Array(16), 0), length: rand() % 129 };
+  if (kind < 2 || inForce.length === 0) return { bytes: randomBelow(rand, new Uint8Array(16), 0), length: rand() % 129 };
   if (kind < 4) {
     const length = [32, 40, 48, 56, 64, 127, 128][rand() % 7] - (rand() % 3);
-    return { bytes: randomBelow6(rand, roots[rand() % 2], 16 + (rand() % 24)), length };
+    return { bytes: randomBelow(rand, roots[rand() % 2], 16 + (rand() % 24)), length };
   }
   const base = inForce[rand() % inForce.length];
   if (kind < 8) {
     const length = Math.min(128, base.length + (rand() % 4 === 0 ? rand() % (129 - base.length) : rand() % 12));
-    return { bytes: randomBelow6(rand, base.bytes, base.length), length };
+    return { bytes: randomBelow(rand, base.bytes, base.length), length };
   }
   return { bytes: base.bytes, length: rand() % (base.length + 1) };
 }
 
 function routesOf6(w: Lpm6Writer): R6[] {
   return [...w.routes.values()].map((r) => ({ bytes: r.bytes, length: r.length, nextHop: r.nextHop }));
-}
-
-function step6(a: Uint8Array, delta: number): Uint8Array {
-  const out = Uint8Array.from(a);
-  for (let b = 15; b >= 0; b--) {
-    const v = out[b] + delta;
-    out[b] = v & 255;
-    if (v >= 0 && v <= 255) break;
-  }
-  return out;
-}
-
-function probes6(rand: () => number, routes: readonly R6[], random: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const r of routes) {
-    const first = randomBelow6(() => 0, r.bytes, r.length);
-    const last = randomBelow6(() => 255, r.bytes, r.length);
-    out.push(first, last, step6(first, -1), step6(last, 1), randomBelow6(rand, r.bytes, r.length));
-  }
-  for (let i = 0; i < random; i++) out.push(randomBelow6(rand, new Uint8Array(16), 0));
-  return out;
 }
 
 function differences6(changed: Lpm6, compiled: Lpm6, addrs: readonly Uint8Array[]): string[] {
@@ -272,7 +242,7 @@ t.test('IPv6: random adds, next-hop changes and deletes in place answer as a com
       const lpm = new Lpm6(w.table);
       const routes = routesOf6(w);
       const compiled = new Lpm6(compileLpm6(columns6(routes)));
-      t.same(differences6(lpm, compiled, probes6(rand, routes, 2000)), [], `seed ${seed}, after ${ops} changes: ${routes.length} routes, every lookup as compiled`);
+      t.same(differences6(lpm, compiled, probes(rand, routes, 2000)), [], `seed ${seed}, after ${ops} changes: ${routes.length} routes, every lookup as compiled`);
     }
     t.ok(w.usedNodes < 20_000, `seed ${seed}: ${w.usedNodes} nodes in use (freed ones reused)`);
   }

@@ -6,6 +6,10 @@ import { Worker } from 'node:worker_threads';
 import { MAX_NEXT_HOP, NO_ROUTE } from './lpm4.ts';
 import { compileLpm6, Lpm6, NODE_WORDS, type Route6 } from './lpm6.ts';
 import { prng } from '../../test/support/prng.ts';
+import { probes, randomBelow } from './lpm6-probes.ts';
+
+/** Routes as the probes take them. */
+const asPrefixes = (routes: readonly Route6[]) => routes.map((r) => ({ bytes: r.prefix, length: r.length }));
 
 
 /** Address text (full or with ::) to 16 bytes. */
@@ -49,16 +53,6 @@ function naive(routes: readonly Route6[], a: Uint8Array): number {
 }
 
 /** base with the bits from `from` on replaced by random ones. */
-function randomBelow(rand: () => number, base: ArrayLike<number>, from: number): Uint8Array {
-  const out = Uint8Array.from(base);
-  for (let b = from >>> 3; b < 16; b++) {
-    const keep = from - 8 * b;
-    const keepMask = keep <= 0 ? 0 : (0xff00 >>> keep) & 0xff;
-    out[b] = (out[b] & keepMask) | (rand() & 0xff & ~keepMask);
-  }
-  return out;
-}
-
 /**
  * Random routes over all lengths 0..128: some fresh, most derived from an earlier one (a
  * longer or shorter prefix of it, or the same again), so that they nest several to a trie
@@ -83,28 +77,6 @@ function randomRoutes(rand: () => number, count: number): Route6[] {
   return routes;
 }
 
-/** a + delta (delta = +1 or -1), wrapping around the address space. */
-function step(a: Uint8Array, delta: number): Uint8Array {
-  const out = Uint8Array.from(a);
-  for (let b = 15; b >= 0; b--) {
-    const v = out[b] + delta;
-    out[b] = v & 255;
-    if (v >= 0 && v <= 255) break;
-  }
-  return out;
-}
-
-/** Addresses that matter to each route (its first and last, and the neighbours outside, one inside) and random ones. */
-function probes(rand: () => number, routes: readonly Route6[], random: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const r of routes) {
-    const first = randomBelow(() => 0, r.prefix, r.length);
-    const last = randomBelow(() => 255, r.prefix, r.length);
-    out.push(first, last, step(first, -1), step(last, 1), randomBelow(rand, r.prefix, r.length));
-  }
-  for (let i = 0; i < random; i++) out.push(randomBelow(rand, new Uint8Array(16), 0));
-  return out;
-}
 
 function mismatches(lpm: Lpm6, routes: readonly Route6[], addrs: readonly Uint8Array[]): string[] {
   const bad: string[] = [];
@@ -191,7 +163,7 @@ t.test('random route lists against a linear scan (seeded)', async (t) => {
     const rand = prng(seed);
     const routes = randomRoutes(rand, 50 + (rand() % 800));
     const lpm = new Lpm6(compileLpm6(routes));
-    const addrs = probes(rand, routes, 3000);
+    const addrs = probes(rand, asPrefixes(routes), 3000);
     t.same(mismatches(lpm, routes, addrs), [], `seed ${seed}: ${routes.length} routes, every lookup as the reference`);
     // The same addresses in bursts (300 at a time: longer than one lockstep piece), the
     // lookups of a burst one after the other and in lockstep.
@@ -249,7 +221,7 @@ t.test('routes added and removed, then recompiled: the new table answers as the 
     const old = new Lpm6(compileLpm6(before));
     const after = before.filter(() => rand() % 3 !== 0).concat(randomRoutes(rand, 200).slice(1));
     const updated = new Lpm6(compileLpm6(after));
-    const addrs = probes(rand, before.concat(after), 1000);
+    const addrs = probes(rand, asPrefixes(before.concat(after)), 1000);
     t.same(mismatches(updated, after, addrs), [], `seed ${seed}: the recompiled table`);
     t.same(mismatches(old, before, addrs), [], `seed ${seed}: the table still in use until the swap is untouched`);
   }
@@ -259,7 +231,7 @@ t.test('addresses read where they lie in a packet buffer; lookupBurst gives what
   const rand = prng(31);
   const routes = randomRoutes(rand, 600);
   const table = compileLpm6(routes);
-  const addrs = probes(rand, routes, 0).slice(0, 32);
+  const addrs = probes(rand, asPrefixes(routes), 0).slice(0, 32);
   // 32 frames of 70 bytes each, the destination address at byte 38 (14 Ethernet + 24)
   const buffer = new Uint8Array(32 * 70).fill(0xee);
   const offsets = new Uint32Array(32);
@@ -309,7 +281,7 @@ t.test('a table posted to another thread is shared, not copied, and answers the 
   const rand = prng(41);
   const routes = randomRoutes(rand, 300);
   const table = compileLpm6(routes);
-  const addrs = probes(rand, routes, 200);
+  const addrs = probes(rand, asPrefixes(routes), 200);
   const bytes = new Uint8Array(16 * addrs.length);
   addrs.forEach((a, i) => bytes.set(a, 16 * i));
   const offsets = Uint32Array.from(addrs, (_, i) => 16 * i);

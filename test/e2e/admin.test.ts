@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { bootGuest, guestPrerequisites, STEADY_PING_RESULT, steadyPing } from './lib/guest.ts';
 import { VROUTERCTL, vrouterctl as ctl } from './lib/vrouterctl.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 
@@ -98,9 +98,7 @@ t.test('routes and ACL rules changed while guests ping', async (t) => {
     script: `
 ip route add default via 10.0.1.1
 vr_wait_peer 10.0.2.2 60
-ping -c 150 -i 0.2 -W 2 10.0.2.2 > /tmp/steady 2>&1 &
-steady=$!
-echo VR-STEP steady-started
+${steadyPing('10.0.2.2', 150)}
 # One probe stream at 20 a second; a reply line means answered, 300 ms without one (or an
 # error line) means not: the state machine below prints each change as it happens.
 ( ping -i 0.05 198.51.100.1 2>&1 & echo $! > /tmp/probe.pid; wait ) | {
@@ -117,10 +115,7 @@ echo VR-STEP steady-started
   done
   kill $(cat /tmp/probe.pid)
 }
-wait $steady
-sent=$(sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p' /tmp/steady)
-recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/steady)
-vr_result test=steady sent=$sent recv=$recv
+${STEADY_PING_RESULT}
 `,
     timeoutS: 150,
   });

@@ -4,7 +4,7 @@
 // loses nothing through both changes.
 import t from 'tap';
 import { join } from 'node:path';
-import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { bootGuest, guestPrerequisites, STEADY_PING_RESULT, steadyPing } from './lib/guest.ts';
 import { vrouterctl as ctl } from './lib/vrouterctl.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 
@@ -35,16 +35,11 @@ t.test('a port added at run time gets a guest that pings; removing it disturbs n
     script: `
 ip route add default via 10.0.1.1
 vr_wait_peer 10.0.2.2 60
-ping -c 200 -i 0.2 -W 2 10.0.2.2 > /tmp/steady 2>&1 &
-steady=$!
-echo VR-STEP steady-started
+${steadyPing('10.0.2.2', 200)}
 vr_wait_peer 10.0.3.2 120 && echo VR-STEP c-reached
 ping -c 5 -i 0.2 -W 2 10.0.3.2 > /tmp/c 2>&1
 vr_result test=c recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/c)
-wait $steady
-sent=$(sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p' /tmp/steady)
-recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/steady)
-vr_result test=steady sent=$sent recv=$recv
+${STEADY_PING_RESULT}
 `,
     timeoutS: 180,
   });

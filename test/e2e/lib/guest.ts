@@ -70,6 +70,22 @@ function macFor(nic: Nic, name: string, index: number): string {
   return `52:55:${[24, 16, 8, 0].map((s) => ((h >>> s) & 255).toString(16).padStart(2, '0')).join(':')}`;
 }
 
+/**
+ * Guest shell: a flow that must lose nothing while a test changes vrouter. `steadyPing`
+ * starts `count` pings to dst, 5 a second, in the background and says so on the console
+ * (VR-STEP steady-started); `STEADY_PING_RESULT` waits for them and reports
+ * `test=steady sent=N recv=M`.
+ */
+export function steadyPing(dst: string, count: number): string {
+  return `ping -c ${count} -i 0.2 -W 2 ${dst} > /tmp/steady 2>&1 &
+steady=$!
+echo VR-STEP steady-started`;
+}
+export const STEADY_PING_RESULT = `wait $steady
+sent=$(sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p' /tmp/steady)
+recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/steady)
+vr_result test=steady sent=$sent recv=$recv`;
+
 export function bootGuest(spec: GuestSpec): RunningGuest {
   const kernel = join(GUEST_DIR, 'kernel');
   const initrd = join(GUEST_DIR, 'initrd.img');

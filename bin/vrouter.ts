@@ -32,7 +32,8 @@ const USAGE = `usage: vrouter [--config FILE] [--log-format text|json]
 vrouter stops, as on SIGTERM, when the process that started it exits.
 Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line;
 SIGHUP reads the config and plugin files again: new routes, rules and policers are
-swapped in live; a changed plugin file restarts the PMDs on it; what fails leaves what runs;
+swapped in live; ports and bridges added or removed, and a changed plugin file, restart
+the PMDs on them (frontends stay connected); what fails leaves what runs;
 SIGUSR2 terminates PMD 0 as a crash would (it is restarted: a drill of the recovery path).`;
 
 const log = createLog('supervisor');

@@ -2,7 +2,8 @@
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
 // bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
 // idle and busy (/metrics scraped, routes changed); then idle CPU, memory, first-frame
-// latency after idle, and the micro-benchmarks. Prints a table, writes results/*.json.
+// latency after idle, and the micro-benchmarks (the copy primitives among them). Prints a
+// table, writes results/*.json.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import { stopAll } from './lib/processes.ts';
 import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-process.ts';
 import { micro as ringMicro } from './micro/spsc-ring.ts';
 import { heapReport, micro as datapathMicro } from './micro/datapath.ts';
+import { micro as copyMicro, releaseCopyMemory } from './micro/copy.ts';
 import { measureFirstPacket } from './micro/first-packet.ts';
 import { stageFigures } from './micro/stages.ts';
 import { spawnSync } from 'node:child_process';
@@ -141,11 +143,12 @@ const idle = [await idleFigures([cpus().length - 1]), await idleFigures([0, cpus
 progress('first frame after idle');
 const firstPacket = await measureFirstPacket();
 const microResults = [];
-for (const m of [...ringMicro, ...datapathMicro]) {
+for (const m of [...ringMicro, ...datapathMicro, ...copyMicro]) {
   progress(m.name);
   const { opsPerSec } = await m.run();
   microResults.push({ name: m.name, mopsPerSec: opsPerSec / 1e6, nsPerOp: 1e9 / opsPerSec });
 }
+releaseCopyMemory();
 progress('ns per packet of each stage');
 const stages = await stageFigures();
 // The tables' own micro-benchmarks, each its own process (their tables are large): LPM with

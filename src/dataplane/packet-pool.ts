@@ -4,6 +4,7 @@
 // allocates from it without locks; a buffer freed by another PMD travels back to its owner
 // on a return ring (one SPSC ring per ordered PMD pair), in bursts.
 import { SpscRing } from './spsc-ring.ts';
+import { addressOf } from '../sys/libc.ts';
 
 /** Bytes before the frame, kept free for encapsulation. */
 export const HEADROOM = 128;
@@ -47,6 +48,11 @@ export class PacketPool {
   readonly data: Uint8Array;
   /** the same memory as 32-bit words, for aligned copies */
   readonly words: Uint32Array;
+  /**
+   * the address of data[0], for native copies: a SharedArrayBuffer's backing store never
+   * moves and is the same one in every PMD thread
+   */
+  readonly address: number;
   /** frame length of each buffer, by handle */
   readonly length: Uint32Array;
   readonly pmd: number;
@@ -69,6 +75,7 @@ export class PacketPool {
     this.perPmd = memory.perPmd;
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
+    this.address = addressOf(this.data);
     this.length = new Uint32Array(memory.lengths);
     this.away = new Uint8Array(memory.away);
     this.freeStack = new Uint32Array(memory.perPmd);

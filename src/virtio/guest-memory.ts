@@ -1,7 +1,7 @@
 // Guest memory as a device sees it: the regions of a vhost-user memory table, each mapped
 // once by the control thread and viewed zero-copy here. Every guest address the data path
 // touches is translated (and bounds-checked) through this table.
-import { view } from '../sys/libc.ts';
+import { addressOf, view } from '../sys/libc.ts';
 
 /** One region of a memory table, as the control thread hands it over (postMessage-safe). */
 export interface MemoryRegion {
@@ -106,6 +106,8 @@ export class GuestMemory {
   readonly data: DataView[];
   /** the same windows as 32-bit words, for aligned copies */
   readonly words: Uint32Array[];
+  /** host address of each window's first byte, for native copies */
+  readonly address: Float64Array;
   /** set by translate(): window index and byte offset inside it */
   window = 0;
   offset = 0;
@@ -122,6 +124,7 @@ export class GuestMemory {
     this.data = this.bytes.map((b) => new DataView(b.buffer));
     // Windows start page-aligned; a trailing partial word is reached through `bytes`.
     this.words = this.bytes.map((b) => new Uint32Array(b.buffer, 0, b.length >>> 2));
+    this.address = new Float64Array(this.bytes.map(addressOf));
   }
 
   /**

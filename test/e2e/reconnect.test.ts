@@ -1,5 +1,6 @@
 // Frontends come and go while vrouter runs: a guest's QEMU killed and started again on the
-// same socket; and ports in client mode, where QEMU listens and vrouter itself restarts.
+// same socket; vrouter killed (SIGKILL) and started again, QEMU reconnecting by itself
+// (reconnect=1); and ports in client mode, where QEMU listens and vrouter itself restarts.
 import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +39,40 @@ t.test('a guest restarted mid-test: traffic resumes without restarting vrouter',
   t.match(vr.stderr(), /port b: connection closed: frontend disconnected/, 'the disconnect was seen and logged');
   const stats = await vr.stats();
   t.equal(stats.b.queue_errors, 0);
+});
+
+t.test('server mode with QEMU reconnect=1: vrouter killed and started again, the guests come back by themselves', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-killed-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sockets = { a: join(dir, 'a.sock'), b: join(dir, 'b.sock') };
+  const config = { ports: [{ name: 'a', socket: sockets.a, bridge: 'br0' }, { name: 'b', socket: sockets.b, bridge: 'br0' }] };
+  const first = await startVrouter(config);
+  t.teardown(() => first.stop()); // after the kill: removes its directory
+  const b = bootGuest({ name: 'b', nics: [{ socket: sockets.b, ip: '10.0.0.3/24', reconnect: 1 }], script: 'sleep 110', timeoutS: 120 });
+  t.teardown(() => b.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: sockets.a, ip: '10.0.0.2/24', reconnect: 1 }],
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 5 && echo PHASE1-DONE && sleep 2 && vr_wait_peer 10.0.0.3 90 && echo PHASE2-REACHED && vr_ping 10.0.0.3 10',
+    timeoutS: 150,
+  });
+  t.teardown(() => a.kill());
+  await a.waitForConsole(/PHASE1-DONE/, 90000);
+  first.proc.kill('SIGKILL');
+  await new Promise((resolve) => first.proc.once('exit', resolve));
+  const killedAt = Date.now();
+  // The socket files of the killed process are still there: the new one replaces them.
+  const second = await startVrouter(config);
+  t.teardown(() => second.stop());
+  await a.waitForConsole(/PHASE2-REACHED/, 90000);
+  const backMs = Date.now() - killedAt;
+  const ra = await a.done;
+  const pings = ra.results.filter((r) => r.test === 'ping');
+  t.equal(pings[0]?.loss_pct, '0', 'through the first vrouter: 0 % loss', { console: ra.console });
+  t.equal(pings[1]?.loss_pct, '0', 'through the second, after QEMU reconnected: 0 % loss', { console: ra.console });
+  t.match(second.stderr(), /port a: frontend connected/, 'QEMU reconnected to port a by itself');
+  t.match(second.stderr(), /port b: frontend connected/, 'and to port b');
+  t.comment(`guests pinging again ${backMs} ms after vrouter was killed (a new vrouter started at once)`);
 });
 
 t.test('client mode: QEMU listens, vrouter connects, and reconnects after its own restart', async (t) => {

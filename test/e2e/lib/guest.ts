@@ -16,6 +16,8 @@ export interface Nic {
   queues?: number;
   /** QEMU listens on the socket and vrouter connects (a port in "client" mode) */
   server?: boolean;
+  /** QEMU connects, and again this many seconds after the socket went away (chardev reconnect=) */
+  reconnect?: number;
   /** more virtio-net-pci properties, e.g. "mrg_rxbuf=off" */
   props?: string[];
 }
@@ -109,7 +111,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
   ];
   spec.nics.forEach((nic, i) => {
     const queues = nic.queues ?? 1;
-    args.push('-chardev', `socket,id=vhu${i},path=${nic.socket}${nic.server ? ',server=on,wait=off' : ''}`);
+    args.push('-chardev', `socket,id=vhu${i},path=${nic.socket}${nic.server ? ',server=on,wait=off' : ''}${nic.reconnect ? `,reconnect=${nic.reconnect}` : ''}`);
     args.push('-netdev', `vhost-user,id=net${i},chardev=vhu${i}${queues > 1 ? `,queues=${queues}` : ''}`);
     // QEMU 7.2 crashes with vhost-user and MSI-X without KVM: legacy interrupts (vectors=0) then.
     const vectors = KVM ? 2 * queues + 2 : 0;

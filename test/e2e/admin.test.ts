@@ -7,9 +7,9 @@ import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Agent, request } from 'undici';
 import { bootGuest, guestPrerequisites, STEADY_PING_RESULT, steadyPing } from './lib/guest.ts';
 import { VROUTERCTL, vrouterctl as ctl } from './lib/vrouterctl.ts';
+import { adminClient } from '../support/admin-client.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 
 const missing = guestPrerequisites();
@@ -60,15 +60,6 @@ function tshark(file: string): Captured[] {
   });
 }
 
-function api(vr: StartedVrouter) {
-  const dispatcher = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } });
-  return async (method: string, path: string, body?: unknown) => {
-    const res = await request(`http://vrouter${path}`, { method: method as 'GET', dispatcher, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.body.text();
-    return { status: res.statusCode, json: JSON.parse(text) as any };
-  };
-}
-
 t.test('routes and ACL rules changed while guests ping', async (t) => {
   const vr = await startVrouter({
     ports: [
@@ -80,7 +71,7 @@ t.test('routes and ACL rules changed while guests ping', async (t) => {
     acl: [],
   });
   t.teardown(() => vr.stop());
-  const call = api(vr);
+  const api = adminClient(vr);
   // b also answers for 198.51.100.1, which the router has no route to yet.
   const b = bootGuest({
     name: 'b',
@@ -124,11 +115,11 @@ ${STEADY_PING_RESULT}
   await a.waitForConsole(/VR-STEP steady-started/, 90_000);
 
   // A bad request: refused (exit 1, the field named), nothing changes.
-  const before = (await call('GET', '/config')).json;
+  const before = (await api.call('GET', '/config')).json;
   const bad = await ctl(vr, 'route', 'add', '198.51.100.0/24', 'via', '10.0.9.9');
   t.equal(bad.status, 1, 'a gateway in no subnet: refused');
   t.match(bad.out, /VR_CONFIG at via/);
-  t.same((await call('GET', '/config')).json, before, 'and nothing changed');
+  t.same((await api.call('GET', '/config')).json, before, 'and nothing changed');
   const denyIcmp = join(vr.dir, 'deny-icmp.json');
   const noRules = join(vr.dir, 'no-rules.json');
   writeFileSync(denyIcmp, JSON.stringify([{ action: 'deny', protocol: 'icmp', dst: '198.51.100.0/24' }]));
@@ -159,7 +150,7 @@ ${STEADY_PING_RESULT}
   const steady = ra.results.find((r) => r.test === 'steady');
   t.ok(Number(steady?.sent) >= 100, `the steady flow ran all along (${steady?.sent} pings)`);
   t.equal(steady?.recv, steady?.sent, `and lost nothing: ${steady?.recv} of ${steady?.sent}`, { console: ra.console.slice(-2000) });
-  const stats = (await call('GET', '/counters')).json;
+  const stats = (await api.call('GET', '/counters')).json;
   t.ok(stats.a.plugins.routing.drops.no_route > 0, 'the unrouted pings were counted as no_route');
   t.ok(stats.a.plugins.acl.drops.acl_deny > 0, 'the denied ones as acl_deny');
 
@@ -191,6 +182,6 @@ ${STEADY_PING_RESULT}
   const probeReplies = replies('198.51.100.1');
   t.ok(probeReplies.length >= 1 && probeReplies.length <= routed.length, `replies from 198.51.100.1 (${probeReplies.length}), for the routed requests only (${routed.length})`, seen);
 
-  const [pmd] = (await call('GET', '/pmds')).json;
+  const [pmd] = (await api.call('GET', '/pmds')).json;
   t.ok(pmd.busy_ms > 0 && pmd.busy_rounds > 0 && pmd.ns_per_packet > 0, `the PMD's load: ${pmd.busy_ms} ms busy in ${pmd.busy_rounds} rounds, ${pmd.ns_per_packet} ns per packet`);
 });

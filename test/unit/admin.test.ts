@@ -10,20 +10,7 @@ import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts
 import { waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { adminClient as client } from '../support/admin-client.ts';
-
-const ROUTED = {
-  ports: [
-    { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'] },
-    { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'] },
-    { name: 'c', socket: '{dir}/c.sock', bridge: 'br0' },
-    { name: 'd', socket: '{dir}/d.sock', bridge: 'br0' },
-  ],
-  pmd: { cores: [1] },
-  pipeline: ['routing', 'acl', 'ratelimit'],
-  routes: [{ prefix: '192.0.2.0/24', via: '10.0.2.2' }],
-  acl: [{ action: 'deny', protocol: 'tcp', dstPort: 23 }],
-  policers: [{ name: 'p', cir: '100mbit', apply: [{ inPort: 'a' }] }],
-};
+import { ROUTED } from '../support/routed-config.ts';
 
 t.test('reading: every resource, and the OpenAPI document against the routes', async (t) => {
   const vr = await startVrouter(ROUTED);

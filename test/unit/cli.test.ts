@@ -12,22 +12,9 @@ import { join } from 'node:path';
 import { renderSnapshot, snapshot } from '../../src/cli/top.ts';
 import { permissionMessage } from '../../src/cli/unreachable.ts';
 import { REPO, startVrouter } from '../support/vrouter-process.ts';
+import { ROUTED } from '../support/routed-config.ts';
 
 const CLI = join(REPO, 'dist/bin/vrouterctl.js');
-
-const ROUTED = {
-  ports: [
-    { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'] },
-    { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'] },
-    { name: 'c', socket: '{dir}/c.sock', bridge: 'br0' },
-    { name: 'd', socket: '{dir}/d.sock', bridge: 'br0' },
-  ],
-  pmd: { cores: [1] },
-  pipeline: ['routing', 'acl', 'ratelimit'],
-  routes: [{ prefix: '192.0.2.0/24', via: '10.0.2.2' }],
-  acl: [{ action: 'deny', protocol: 'tcp', dstPort: 23 }],
-  policers: [{ name: 'p', cir: '100mbit', apply: [{ inPort: 'a' }] }],
-};
 
 interface Run {
   code: number | null;

@@ -30,6 +30,9 @@ const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
  * affinity) change the layout but keep the frontend connected.
  */
 export function portChange(running: { config: VrouterConfig; slots: PortSlots; queueOwner: readonly (readonly number[])[] }, next: VrouterConfig): PortChange | null {
+  // Most changes are routes or rules: the layout, which ports and bridges alone decide
+  // (the PMDs' CPUs cannot change live), is then the same.
+  if (same(running.config.ports, next.ports) && same(running.config.bridges, next.bridges)) return null;
   const slots = assignSlots(running.slots, next.ports);
   const before = new Map(running.config.ports.map((p) => [p.name, p]));
   const owners = new Map(running.slots.flatMap((name, slot) => (name === null ? [] : [[name, running.queueOwner[slot]] as const])));

@@ -431,10 +431,11 @@ export class Supervisor {
     const topology = ports === null ? this.topology : topologyOf(next, ports.slots);
     // A plugin file loads again (a new module version) only when one changed on disk: each
     // load is a module record Node keeps for good.
-    const filesChanged = next.plugins.some((spec) => fileDigest(spec.path) !== this.digests.get(spec.name));
+    const digests = new Map(next.plugins.map((spec) => [spec.name, fileDigest(spec.path)]));
+    const filesChanged = next.plugins.some((spec) => digests.get(spec.name) !== this.digests.get(spec.name));
     const plans = await planPlugins(next.plugins, topology, filesChanged ? this.pluginLoads + 1 : this.pluginLoads);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
-    const newFiles = plans.filter((p) => fileDigest(p.path) !== this.digests.get(p.name));
+    const newFiles = plans.filter((p) => digests.get(p.name) !== this.digests.get(p.name));
     // New ports or bridges: every plugin prepares again for them, and the PMDs restart on them.
     const changed = ports !== null ? plans : plans.filter((p) => newFiles.includes(p) || !sameConfig(p.config, running(p).config) || !sameConfig(p.sharedMemory, running(p).sharedMemory));
     const live = ports === null && newFiles.length === 0 && changed.every((p) => p.swappable);
@@ -455,7 +456,7 @@ export class Supervisor {
     this.document = document;
     this.plugins = plans;
     this.pluginMemory = memory;
-    for (const p of newFiles) this.digests.set(p.name, fileDigest(p.path));
+    for (const p of newFiles) this.digests.set(p.name, digests.get(p.name)!);
     const names = changed.map((p) => p.name).join(', ');
     const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');
     if (ports !== null) {

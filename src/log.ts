@@ -47,6 +47,8 @@ export const EVENTS = {
   'pmd.crashed': 'a PMD thread died of an error',
   'pmd.restarted': 'a PMD thread that exited, crashed or hung is started again',
   'pmd.queues_returned': 'a restarted PMD was given back its queues',
+  'dataplane.died': 'the data-plane process died; a new one is started with the same connections and state',
+  'dataplane.restarted': 'a new data-plane process runs the PMDs after the last one died; ms: time since the death',
   'pmd.relayout': 'the PMDs were restarted on a new layout of ports and queues (ports added or removed, queues moved)',
   'pmd.stuck': 'a PMD made no poll round for too long',
   'stats': 'the counters, asked for with SIGUSR1',

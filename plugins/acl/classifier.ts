@@ -1,5 +1,5 @@
 // The ACL packet classifier: compile() turns an ordered rule list into lookup tables in one
-// SharedArrayBuffer; a Classifier over that memory answers, for each packet of a burst, the
+// shared buffer; a Classifier over that memory answers, for each packet of a burst, the
 // index of the first rule that matches it, or -1.
 //
 // Algorithm: bit-vector intersection (T. V. Lakshman and D. Stiliadis, "High-Speed
@@ -34,6 +34,8 @@
 // A linear scan over flat arrays was measured too, and was not faster even at 10 rules (40
 // against 38 ns per packet on the random mix, 46 against 33 on the ACL mix), so there is no
 // scan mode for short lists.
+import { sharedBuffer } from '../../src/pipeline/api.ts';
+
 
 const PROTO_ICMP = 1;
 const PROTO_TCP = 6;
@@ -217,7 +219,7 @@ export interface AddressField {
 }
 
 /**
- * A compiled rule list: numbers, plain objects and one SharedArrayBuffer, so it survives
+ * A compiled rule list: numbers, plain objects and one shared buffer, so it survives
  * structured cloning (postMessage, piscina) and every thread views the same memory.
  * Nothing in it changes after compile(): a new rule list is a new compile.
  */
@@ -229,7 +231,7 @@ export interface CompiledClassifier {
   readonly aggregateWords: number;
   /** the fields some rule names, in the order their rows are ANDed (sparsest rows first) */
   readonly fieldOrder: readonly FieldName[];
-  readonly memory: SharedArrayBuffer;
+  readonly memory: ArrayBufferLike;
   /** Uint32: every row of every field, each aggregateWords + words long */
   readonly rows: Section;
   /** keyed by version and protocol: IPv4 protocol p at p, IPv6 at 256 + p, not IP at 512 to 767 */
@@ -579,14 +581,14 @@ function startWords(iv: Intervals): Uint32Array {
 
 /** Where compile() writes: `bytes` bytes of `memory` from `offset` (a multiple of 64). */
 export interface CompileTarget {
-  readonly memory: SharedArrayBuffer;
+  readonly memory: ArrayBufferLike;
   readonly offset: number;
   readonly bytes: number;
 }
 
 const padded = (bytes: number) => Math.ceil(bytes / 64) * 64;
 
-/** Lays arrays out in one SharedArrayBuffer, each on a 64-byte boundary, from `start`. */
+/** Lays arrays out in one shared buffer, each on a 64-byte boundary, from `start`. */
 class Packer {
   private readonly start: number;
   private size: number;
@@ -605,11 +607,11 @@ class Packer {
   }
 
   /** Writes the arrays into the target, or into a new buffer of the size they take. */
-  finish(target: CompileTarget | undefined): SharedArrayBuffer {
+  finish(target: CompileTarget | undefined): ArrayBufferLike {
     if (target !== undefined && this.size - this.start > target.bytes) {
       throw new Error(`the compiled rules take ${this.size - this.start} bytes, more than the ${target.bytes} set aside (compiledBytesBound is wrong)`);
     }
-    const memory = target?.memory ?? new SharedArrayBuffer(Math.max(this.size, 64));
+    const memory = target?.memory ?? sharedBuffer(Math.max(this.size, 64));
     for (const { offset, data } of this.parts) {
       const view = data instanceof Uint32Array ? new Uint32Array(memory, offset, data.length) : new Uint16Array(memory, offset, data.length);
       view.set(data);
@@ -867,10 +869,10 @@ export function compile(rules: readonly AclRule[], target?: CompileTarget): Comp
 
 // ---- classification -------------------------------------------------------------------------
 
-function u32(memory: SharedArrayBuffer, s: Section): Uint32Array {
+function u32(memory: ArrayBufferLike, s: Section): Uint32Array {
   return new Uint32Array(memory, s.offset, s.length);
 }
-function u16(memory: SharedArrayBuffer, s: Section): Uint16Array {
+function u16(memory: ArrayBufferLike, s: Section): Uint16Array {
   return new Uint16Array(memory, s.offset, s.length);
 }
 
@@ -933,7 +935,7 @@ class AddressLookup {
   private readonly index6: Uint32Array;
   private readonly shift6: number;
 
-  constructor(m: SharedArrayBuffer, field: AddressField) {
+  constructor(m: ArrayBufferLike, field: AddressField) {
     this.first = field.firstRow;
     this.starts4 = u32(m, field.v4.starts);
     this.classes4 = u16(m, field.v4.classes);

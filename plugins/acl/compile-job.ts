@@ -6,7 +6,7 @@ import { writeTables } from './tables.ts';
 
 export interface CompileInput {
   rules: AclRule[];
-  memory: SharedArrayBuffer;
+  memory: ArrayBufferLike;
 }
 
 export interface CompileSummary {

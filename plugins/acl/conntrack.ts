@@ -100,7 +100,7 @@ export function conntrackBytes(maxFlows: number): number {
 }
 
 /** Run once by prepare() on the zero-filled region: an empty table with a random hash seed. */
-export function initConntrack(memory: SharedArrayBuffer, seed: number): void {
+export function initConntrack(memory: ArrayBufferLike, seed: number): void {
   const h = new Uint32Array(memory, 0, HEADER_WORDS);
   h[H_SEED] = seed >>> 0;
   h[H_SLOTS] = (memory.byteLength / 4 - HEADER_WORDS) / (1 + SLOT_WORDS);
@@ -108,7 +108,7 @@ export function initConntrack(memory: SharedArrayBuffer, seed: number): void {
   Atomics.store(new Int32Array(memory, 0, 1), H_MAGIC, MAGIC);
 }
 
-export function isInitialised(memory: SharedArrayBuffer): boolean {
+export function isInitialised(memory: ArrayBufferLike): boolean {
   return Atomics.load(new Int32Array(memory, 0, 1), H_MAGIC) === MAGIC;
 }
 
@@ -116,7 +116,7 @@ export function isInitialised(memory: SharedArrayBuffer): boolean {
  * Live flows, and slots holding an entry (live, or expired and not swept yet), of the
  * table's capacity: an admin-side count that scans the table.
  */
-export function liveFlows(memory: SharedArrayBuffer, now: number): { flows: number; entries: number; capacity: number } {
+export function liveFlows(memory: ArrayBufferLike, now: number): { flows: number; entries: number; capacity: number } {
   const u = new Uint32Array(memory);
   const slots = u[H_SLOTS];
   let flows = 0;
@@ -167,7 +167,7 @@ export class Conntrack {
   private readonly suspectSlot = new Int32Array(SUSPECTS).fill(-1);
   private readonly suspectSeq = new Int32Array(SUSPECTS);
 
-  constructor(memory: SharedArrayBuffer, timeouts: ConntrackConfig['timeouts'], pmd: number, pmdCount: number) {
+  constructor(memory: ArrayBufferLike, timeouts: ConntrackConfig['timeouts'], pmd: number, pmdCount: number) {
     if (!isInitialised(memory)) throw new Error('the conntrack table was not initialised (prepare() has not run)');
     this.i32 = new Int32Array(memory);
     this.u32 = new Uint32Array(memory);

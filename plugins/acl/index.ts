@@ -541,7 +541,7 @@ function betweenBursts(s: AclState): void {
 }
 
 /** The per-rule hit counts, summed over the PMDs: `rules[i]` for acl[i], and the packets no rule matched. */
-export function readRuleHits(shared: Readonly<Record<string, SharedArrayBuffer>>, config: AclConfig): { rules: number[]; unmatched: number } {
+export function readRuleHits(shared: Readonly<Record<string, ArrayBufferLike>>, config: AclConfig): { rules: number[]; unmatched: number } {
   const region = Object.keys(shared).find((name) => name.startsWith('hits-'));
   const ruleCount = config.rules.length;
   const rules = new Array<number>(ruleCount).fill(0);
@@ -558,7 +558,7 @@ export function readRuleHits(shared: Readonly<Record<string, SharedArrayBuffer>>
 }
 
 /** Live conntrack flows, occupied slots and the table's capacity, or null without connection tracking. */
-export function readConntrack(shared: Readonly<Record<string, SharedArrayBuffer>>, nowSeconds = Math.floor(wallClockMs() / 1000)): { flows: number; entries: number; capacity: number } | null {
+export function readConntrack(shared: Readonly<Record<string, ArrayBufferLike>>, nowSeconds = Math.floor(wallClockMs() / 1000)): { flows: number; entries: number; capacity: number } | null {
   const memory = shared[CONNTRACK_REGION];
   return memory === undefined ? null : liveFlows(memory, nowSeconds);
 }
@@ -589,7 +589,7 @@ async function prepare(setup: PluginSetup<AclConfig>): Promise<void> {
  * connection table is the same memory when its size did not change, so tracked
  * connections carry on. The clock is kept (tests set it).
  */
-function tablesChanged(s: AclState, update: { config: AclConfig; shared: Readonly<Record<string, SharedArrayBuffer>> }): void {
+function tablesChanged(s: AclState, update: { config: AclConfig; shared: Readonly<Record<string, ArrayBufferLike>> }): void {
   const now = s.now;
   Object.assign(s, createState({ ...s.ctx, config: update.config, shared: update.shared }));
   s.now = now;

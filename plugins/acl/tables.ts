@@ -39,7 +39,7 @@ export function hitsBlockBytes(ruleCount: number): number {
 }
 
 /** Compiles `rules` into `memory` (a tables region) and publishes them; the compile job runs this. */
-export function writeTables(memory: SharedArrayBuffer, rules: readonly AclRule[]): CompiledClassifier {
+export function writeTables(memory: ArrayBufferLike, rules: readonly AclRule[]): CompiledClassifier {
   const compiled = compile(rules, { memory, offset: TABLES_AT, bytes: memory.byteLength - TABLES_AT });
   const description = new TextEncoder().encode(JSON.stringify({ ...compiled, memory: null }));
   if (DESCRIPTION_AT + description.length > TABLES_AT) throw new Error(`the tables' description takes ${description.length} bytes, more than the header has`);
@@ -52,7 +52,7 @@ export function writeTables(memory: SharedArrayBuffer, rules: readonly AclRule[]
 }
 
 /** The compiled rules in a tables region, or null if they were not written yet. */
-export function readTables(memory: SharedArrayBuffer): CompiledClassifier | null {
+export function readTables(memory: ArrayBufferLike): CompiledClassifier | null {
   const header = new Int32Array(memory, 0, 2);
   if (Atomics.load(header, 0) !== READY) return null;
   const description = new Uint8Array(memory, DESCRIPTION_AT, header[1]).slice();

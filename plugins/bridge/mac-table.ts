@@ -1,4 +1,4 @@
-// A bridge's MAC learning table: open addressing over typed arrays in a SharedArrayBuffer
+// A bridge's MAC learning table: open addressing over typed arrays in a shared buffer
 // (no allocation when learning or looking up), entries that age out, static entries that
 // never move. Each PMD learns into a table of its own (one writer, no locks); the others
 // read it through a per-slot sequence number, so that a half-written entry is never used.
@@ -7,6 +7,8 @@
 // stay useful under a flood: every operation examines a fixed window of slots (never the
 // whole table), each port learns at most its limit of MACs, and when a window is full a
 // new MAC evicts an old one instead of being refused.
+import { sharedBuffer } from '../../src/pipeline/api.ts';
+
 
 /** How long a learned MAC stays without traffic from it (OVS and Linux bridges: 300 s). */
 export const DEFAULT_AGING_S = 300;
@@ -79,7 +81,7 @@ export class MacTable {
    * `initialize`: this thread owns the table and starts it empty; a reader passes false.
    * Ports 0 .. portCount - 1 may learn, each without a limit until setLearnLimit().
    */
-  constructor(capacity = 4096, agingS = DEFAULT_AGING_S, buffer = new SharedArrayBuffer(macTableBytes(capacity)), initialize = true, portCount = 1) {
+  constructor(capacity = 4096, agingS = DEFAULT_AGING_S, buffer = sharedBuffer(macTableBytes(capacity)), initialize = true, portCount = 1) {
     if ((capacity & (capacity - 1)) !== 0) throw new RangeError(`MAC table capacity ${capacity} is not a power of 2`);
     this.capacity = capacity;
     this.mask = capacity - 1;

@@ -35,14 +35,14 @@ export function addressTableBytes(capacity: number): number {
 }
 
 /** Lays the table out in zero-filled shared memory (every slot empty). */
-export function formatAddressTable(buffer: SharedArrayBuffer, capacity: number): void {
+export function formatAddressTable(buffer: ArrayBufferLike, capacity: number): void {
   const words = new Int32Array(buffer);
   words[0] = MAGIC;
   words[1] = capacity;
 }
 
 /** Empties every slot (the buckets' configuration changed: old entries would keep old buckets). */
-export function clearAddressTable(buffer: SharedArrayBuffer): void {
+export function clearAddressTable(buffer: ArrayBufferLike): void {
   const words = new Int32Array(buffer);
   for (let i = HEADER_WORDS; i < words.length; i += SLOT_WORDS) Atomics.store(words, i + STATE, 0);
 }
@@ -71,7 +71,7 @@ export class AddressTable {
   private readonly mask: number;
   private readonly idleSeconds: number;
 
-  constructor(slots: SharedArrayBuffer, buckets: PolicerTable, idleSeconds: number) {
+  constructor(slots: ArrayBufferLike, buckets: PolicerTable, idleSeconds: number) {
     this.words = new Int32Array(slots);
     if (this.words[0] !== MAGIC) throw new RangeError('not an address table (formatAddressTable)');
     this.capacity = this.words[1];

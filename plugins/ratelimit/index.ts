@@ -117,7 +117,7 @@ function configurePolicers(table: PolicerTable, meters: readonly PolicerConfig[]
 }
 
 /** An address table's buckets all take the policer's meter; a change empties the table. */
-function configureAddressBuckets(slots: SharedArrayBuffer, buckets: PolicerTable, meter: PolicerConfig, nowUs: number): void {
+function configureAddressBuckets(slots: ArrayBufferLike, buckets: PolicerTable, meter: PolicerConfig, nowUs: number): void {
   if (sameMeter(buckets.readState(buckets.capacity - 1)?.config, meter)) return;
   clearAddressTable(slots);
   for (let b = 0; b < buckets.capacity; b++) buckets.configure(b, meter, nowUs);
@@ -232,7 +232,7 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
 }
 
 /** A reload's new policers: the state built again over the new config and regions, its clock kept. */
-function tablesChanged(s: RateLimitState, update: { config: RateLimitConfig; shared: Readonly<Record<string, SharedArrayBuffer>> }): void {
+function tablesChanged(s: RateLimitState, update: { config: RateLimitConfig; shared: Readonly<Record<string, ArrayBufferLike>> }): void {
   const clock = s.clock;
   Object.assign(s, createState({ ...s.ctx, config: update.config, shared: update.shared }));
   s.clock = clock;
@@ -442,7 +442,7 @@ function process(batch: PacketBatch, s: RateLimitState): void {
  * A policer's packets and bytes by colour, summed over the PMDs and, for a per-address
  * policer, over its addresses' buckets: for the admin side and tests.
  */
-export function policerCounters(shared: Readonly<Record<string, SharedArrayBuffer>>, config: RateLimitConfig, name: string): PolicerCounters {
+export function policerCounters(shared: Readonly<Record<string, ArrayBufferLike>>, config: RateLimitConfig, name: string): PolicerCounters {
   const policer = config.policers.findIndex((p) => p.name === name);
   if (policer < 0) throw new RangeError(`no policer named "${name}"`);
   const sum: PolicerCounters = { green: { packets: 0, bytes: 0 }, yellow: { packets: 0, bytes: 0 }, red: { packets: 0, bytes: 0 }, retries: 0 };

@@ -12,7 +12,7 @@ const TRTCM = validatePolicer({ meter: 'trtcm', cir: 1e9, cbs: 65_536, pir: 2e9,
 const SRTCM = validatePolicer({ meter: 'srtcm', cir: 1e9, cbs: 65_536, ebs: 65_536 });
 
 interface Job {
-  table: SharedArrayBuffer;
+  table: ArrayBufferLike;
   thread: number;
   policer: number;
   /** synthetic: 1 µs later every burst, no clock read; real: one clock read per burst */

@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { nowMicroseconds, PolicerTable } from './policer.ts';
 
 export interface MeterWorkerData {
-  table: SharedArrayBuffer;
+  table: ArrayBufferLike;
   thread: number;
   policer: number;
   /** Int32 words: READY (workers count themselves in), GO, STOP, TICKS */

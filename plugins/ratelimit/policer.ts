@@ -1,4 +1,4 @@
-// Three-colour policers (RFC 2697 srTCM, RFC 2698 trTCM) whose state lives in a SharedArrayBuffer,
+// Three-colour policers (RFC 2697 srTCM, RFC 2698 trTCM) whose state lives in a shared buffer,
 // so that several PMD threads meter into the same policer and a restarted PMD finds it intact.
 //
 // Concurrency: each policer's state (configuration and buckets) is one immutable record, and one
@@ -21,6 +21,8 @@
 // of a token earned between two bursts is kept as `phase` in units of 1/8e6 byte (1/1e6 packet),
 // so that a rate in bit/s (packet/s) is earned per microsecond as an integer. Every product stays
 // below 2^53 (see `earn`), for any rate and any idle time.
+import { sharedBuffer } from '../../src/pipeline/api.ts';
+
 
 export const GREEN = 0;
 export const YELLOW = 1;
@@ -202,8 +204,8 @@ export function policerTableBytes(capacity: number, threads: number): number {
  * The shared memory of `capacity` policers, metered into by up to `threads` threads: every thread
  * that meters or configures (the control thread too) takes a slot number below `threads`.
  */
-export function createPolicerTable(capacity: number, threads: number): SharedArrayBuffer {
-  const buffer = new SharedArrayBuffer(policerTableBytes(capacity, threads));
+export function createPolicerTable(capacity: number, threads: number): ArrayBufferLike {
+  const buffer = sharedBuffer(policerTableBytes(capacity, threads));
   formatPolicerTable(buffer, capacity, threads);
   return buffer;
 }
@@ -212,7 +214,7 @@ export function createPolicerTable(capacity: number, threads: number): SharedArr
  * Lays a table out in zero-filled shared memory allocated elsewhere (a plugin's region), of at
  * least policerTableBytes(capacity, threads). Its policers are not configured yet.
  */
-export function formatPolicerTable(buffer: SharedArrayBuffer, capacity: number, threads: number): void {
+export function formatPolicerTable(buffer: ArrayBufferLike, capacity: number, threads: number): void {
   if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 20) throw new RangeError(`policer table capacity ${capacity}: must be 1 to ${1 << 20}`);
   if (!Number.isInteger(threads) || threads < 1 || threads > POLICER_LIMITS.maxThreads) throw new RangeError(`policer table threads ${threads}: must be 1 to ${POLICER_LIMITS.maxThreads}`);
   if (buffer.byteLength < policerTableBytes(capacity, threads)) throw new RangeError(`policer table of ${capacity} policers for ${threads} threads: needs ${policerTableBytes(capacity, threads)} bytes, has ${buffer.byteLength}`);
@@ -223,7 +225,7 @@ export function formatPolicerTable(buffer: SharedArrayBuffer, capacity: number, 
 }
 
 /** Whether `buffer` holds a policer table (formatted, as opposed to zero-filled). */
-export function isPolicerTable(buffer: SharedArrayBuffer): boolean {
+export function isPolicerTable(buffer: ArrayBufferLike): boolean {
   return buffer.byteLength >= HEADER_BYTES && new Int32Array(buffer, 0, 1)[0] === MAGIC;
 }
 
@@ -253,7 +255,7 @@ export class PolicerTable {
   burstGreen = 0;
   burstYellow = 0;
 
-  constructor(buffer: SharedArrayBuffer, thread: number) {
+  constructor(buffer: ArrayBufferLike, thread: number) {
     const header = new Int32Array(buffer, 0, 4);
     if (header[0] !== MAGIC) throw new RangeError('not a policer table (use createPolicerTable)');
     this.capacity = header[1];

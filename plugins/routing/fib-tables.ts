@@ -37,14 +37,14 @@ interface FibTables {
   nextHops: NextHopTable;
   lpm4: Lpm4Writer;
   lpm6: Lpm6Writer;
-  regions: Record<string, SharedArrayBuffer>;
+  regions: Record<string, ArrayBufferLike>;
 }
 
 /**
  * The tables of each router, found by any region of its shared memory: a region kept from
  * one config to the next (the neighbour table) says that this is the same router.
  */
-const routers = new WeakMap<SharedArrayBuffer, FibTables>();
+const routers = new WeakMap<ArrayBufferLike, FibTables>();
 
 /** What the FIB's interfaces are, as far as routes are concerned. */
 function interfacesKey(interfaces: readonly Interface[]): string {
@@ -64,7 +64,7 @@ interface FibChange {
  * The FIB for the config, checked (throws PluginConfigError naming the route at fault)
  * and not yet built: apply() changes the tables in use in place, or compiles new ones.
  */
-export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly Interface[]): { apply(): Promise<Record<string, SharedArrayBuffer>> } {
+export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly Interface[]): { apply(): Promise<Record<string, ArrayBufferLike>> } {
   const started = performance.now();
   const own = Object.values(setup.shared);
   const key = interfacesKey(interfaces);

@@ -160,7 +160,7 @@ export function resolveRoutes(config: RoutingConfig, interfaces: readonly Interf
 export const FIB_REGIONS = ['lpm4-tbl24', 'lpm4-tbl8', 'lpm6-direct', 'lpm6-nodes', 'fib-meta', 'nexthops'] as const;
 
 /** The readers a PMD builds over the regions. */
-export function openFib(shared: Readonly<Record<string, SharedArrayBuffer>>): { lpm4: Lpm4; lpm6: Lpm6; nextHops: NextHops } {
+export function openFib(shared: Readonly<Record<string, ArrayBufferLike>>): { lpm4: Lpm4; lpm6: Lpm6; nextHops: NextHops } {
   const meta = new Int32Array(shared['fib-meta']);
   return {
     lpm4: new Lpm4({ format: LPM4_FORMAT, tbl24: shared['lpm4-tbl24'], tbl8: shared['lpm4-tbl8'], tbl8Groups: meta[0] }),
@@ -170,7 +170,7 @@ export function openFib(shared: Readonly<Record<string, SharedArrayBuffer>>): { 
 }
 
 /** Whether readers are over these very regions (the tables were changed in place). */
-export function sameFib(fib: { lpm4: Lpm4; lpm6: Lpm6; nextHops: NextHops }, shared: Readonly<Record<string, SharedArrayBuffer>>): boolean {
+export function sameFib(fib: { lpm4: Lpm4; lpm6: Lpm6; nextHops: NextHops }, shared: Readonly<Record<string, ArrayBufferLike>>): boolean {
   return (
     fib.lpm4.table.tbl24 === shared['lpm4-tbl24'] &&
     fib.lpm4.table.tbl8 === shared['lpm4-tbl8'] &&

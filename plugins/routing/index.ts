@@ -91,7 +91,7 @@ function betweenBursts(r: Router): void {
  * In the control plane: routes checked against the interfaces, then compiled (job pool) or
  * changed in place in the tables in use (fib-tables.ts); static neighbours written to the table.
  */
-async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string, SharedArrayBuffer>> {
+async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string, ArrayBufferLike>> {
   const { interfaces, byPort } = interfacesOf(setup.topology);
   const fib = planFib(setup, interfaces);
   const table = new NeighbourTable(setup.shared[neighbourRegionOf(setup.topology)], interfaces.length);

@@ -1,5 +1,5 @@
 // IPv4 longest-prefix match for the routing plugin: a route list compiled into DIR-24-8
-// tables in SharedArrayBuffers (built anywhere, e.g. in a piscina worker, and read by every
+// tables in shared buffers (built anywhere, e.g. in a piscina worker, and read by every
 // PMD thread), and a small reader class whose lookup is one or two typed-array loads.
 //
 // Design: DIR-24-8-BASIC, Gupta, Lin, McKeown, "Routing Lookups in Hardware at Memory
@@ -13,6 +13,8 @@
 //
 // The tables are built from the whole route list (compileLpm4 is a pure function of its
 // arguments); lpm4-update.ts then changes them in place, a route at a time, while PMDs read.
+
+import { isSharedBuffer, sharedBuffer } from '../../src/pipeline/api.ts';
 
 /** What a lookup returns when no route covers the address: next hops start at 1. */
 export const NO_ROUTE = 0;
@@ -49,9 +51,9 @@ export interface Route4Columns {
 export interface Lpm4Table {
   format: typeof LPM4_FORMAT;
   /** 2^24 int32 entries: >= 0 a next hop (NO_ROUTE included); < 0: ~entry is the index in tbl8 of a group's first entry */
-  tbl24: SharedArrayBuffer;
+  tbl24: ArrayBufferLike;
   /** tbl8Groups groups of 256 int32 next hops (those past the compiled ones: room for changes in place) */
-  tbl8: SharedArrayBuffer;
+  tbl8: ArrayBufferLike;
   tbl8Groups: number;
 }
 
@@ -125,9 +127,9 @@ function checkColumns(cols: Route4Columns): void {
 /** What a table changed in place needs besides the table (lpm4-update.ts). */
 export interface Lpm4Depths {
   /** per tbl24 entry that is a next hop: the length + 1 of the route it came from (0: none) */
-  tbl24: SharedArrayBuffer;
+  tbl24: ArrayBufferLike;
   /** the same per tbl8 entry */
-  tbl8: SharedArrayBuffer;
+  tbl8: ArrayBufferLike;
   /** groups in use: the rest of tbl8 is room for more */
   usedGroups: number;
 }
@@ -166,9 +168,9 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns, options: 
   const next = start.slice(0, 33);
   for (let i = 0; i < n; i++) byLength[next[lengths[i]]++] = i;
 
-  const tbl24Buffer = new SharedArrayBuffer(TBL24_ENTRIES * 4);
+  const tbl24Buffer = sharedBuffer(TBL24_ENTRIES * 4);
   const tbl24 = new Int32Array(tbl24Buffer);
-  const depth24 = options.depths ? new Uint8Array(new SharedArrayBuffer(TBL24_ENTRIES)) : null;
+  const depth24 = options.depths ? new Uint8Array(sharedBuffer(TBL24_ENTRIES)) : null;
 
   // Lengths 0 .. 16 fill 256 .. 2^24 entries each: a duplicate is skipped (only the last
   // of each prefix is filled), so that a list repeating a short prefix costs no more than
@@ -212,9 +214,9 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns, options: 
     throw new LpmError('LPM_TABLE_FULL', 'routes', `${groups} /24s hold longer prefixes; at most ${MAX_TBL8_GROUPS} can`);
   }
   const capacity = Math.min(groups + (options.spareGroups ?? 0), MAX_TBL8_GROUPS);
-  const tbl8Buffer = new SharedArrayBuffer(capacity * 256 * 4);
+  const tbl8Buffer = sharedBuffer(capacity * 256 * 4);
   const tbl8 = new Int32Array(tbl8Buffer);
-  const depth8 = options.depths ? new Uint8Array(new SharedArrayBuffer(capacity * 256)) : null;
+  const depth8 = options.depths ? new Uint8Array(sharedBuffer(capacity * 256)) : null;
   let used = 0;
   for (let l = 25; l <= 32; l++) {
     const span = 1 << (32 - l);
@@ -240,7 +242,7 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns, options: 
   }
   const table = { format: LPM4_FORMAT, tbl24: tbl24Buffer, tbl8: tbl8Buffer, tbl8Groups: capacity } as const;
   if (depth24 === null) return table;
-  return { ...table, depths: { tbl24: depth24.buffer as SharedArrayBuffer, tbl8: depth8!.buffer as SharedArrayBuffer, usedGroups: groups } };
+  return { ...table, depths: { tbl24: depth24.buffer as ArrayBufferLike, tbl8: depth8!.buffer as ArrayBufferLike, usedGroups: groups } };
 }
 
 /**
@@ -254,11 +256,11 @@ export class Lpm4 {
 
   constructor(table: Lpm4Table) {
     if (table.format !== LPM4_FORMAT) throw new LpmError('LPM_BAD_TABLE', 'format', `${String(table.format)} is not ${LPM4_FORMAT}`);
-    if (!(table.tbl24 instanceof SharedArrayBuffer) || table.tbl24.byteLength !== TBL24_ENTRIES * 4) {
-      throw new LpmError('LPM_BAD_TABLE', 'tbl24', `not a SharedArrayBuffer of ${TBL24_ENTRIES * 4} bytes`);
+    if (!isSharedBuffer(table.tbl24) || table.tbl24.byteLength !== TBL24_ENTRIES * 4) {
+      throw new LpmError('LPM_BAD_TABLE', 'tbl24', `not a shared buffer of ${TBL24_ENTRIES * 4} bytes`);
     }
-    if (!(table.tbl8 instanceof SharedArrayBuffer) || table.tbl8.byteLength !== table.tbl8Groups * 1024) {
-      throw new LpmError('LPM_BAD_TABLE', 'tbl8', `not a SharedArrayBuffer of ${table.tbl8Groups} groups of 1024 bytes`);
+    if (!isSharedBuffer(table.tbl8) || table.tbl8.byteLength !== table.tbl8Groups * 1024) {
+      throw new LpmError('LPM_BAD_TABLE', 'tbl8', `not a shared buffer of ${table.tbl8Groups} groups of 1024 bytes`);
     }
     this.table = table;
     this.tbl24 = new Int32Array(table.tbl24);

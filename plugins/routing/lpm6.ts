@@ -1,5 +1,5 @@
 // IPv6 longest-prefix match for the routing plugin: a route list compiled into a compressed
-// multibit trie in SharedArrayBuffers (built anywhere, read by every PMD thread), and a small
+// multibit trie in shared buffers (built anywhere, read by every PMD thread), and a small
 // reader class that looks up the 16 address bytes where they lie in a packet buffer.
 //
 // Design: Poptrie, Asai and Ohara, "Poptrie: A Compressed Trie with Population Count for
@@ -29,6 +29,7 @@
 //
 // The tables are built from the whole route list (compileLpm6 is a pure function of its
 // arguments); lpm6-update.ts then changes them in place, a subtree at a time, while PMDs read.
+import { isSharedBuffer, sharedBuffer } from '../../src/pipeline/api.ts';
 import { checkLength, checkNextHop, LpmError, NO_ROUTE } from './lpm4.ts';
 
 /** Layout version of an Lpm6Table, checked by the reader. */
@@ -58,12 +59,12 @@ export interface Route6Columns {
 export interface Lpm6Table {
   format: typeof LPM6_FORMAT;
   /** 65536 int32 entries, by the first 16 bits: >= 0 a next hop (NO_ROUTE included); < 0: ~entry is a node index */
-  direct: SharedArrayBuffer;
+  direct: ArrayBufferLike;
   /**
    * nodeCount nodes of NODE_WORDS int32 words (layout below), then leafCount int32 next
    * hops, then room for more (lpm6-update.ts places nodes and leaves anywhere in it)
    */
-  nodes: SharedArrayBuffer;
+  nodes: ArrayBufferLike;
   nodeCount: number;
   /** the leaves of the nodes with more than INLINE_LEAVES of them */
   leafCount: number;
@@ -208,7 +209,7 @@ export function sortedUnique(keys: Keys): Int32Array {
   return order.subarray(0, m);
 }
 
-/** Builds the trie into growable arrays, then copies it into SharedArrayBuffers (or lpm6-update.ts places it). */
+/** Builds the trie into growable arrays, then copies it into shared buffers (or lpm6-update.ts places it). */
 export class TrieBuilder {
   private readonly keys: Keys;
   private readonly routes: Int32Array;
@@ -370,7 +371,7 @@ export function compileLpm6(routes: readonly Route6[] | Route6Columns, options: 
   const { bytes, lengths, nextHops } = keys;
 
   // Prefixes of up to 16 bits expand into direct entries, shorter first.
-  const direct = new Int32Array(new SharedArrayBuffer(DIRECT_ENTRIES * 4));
+  const direct = new Int32Array(sharedBuffer(DIRECT_ENTRIES * 4));
   for (let length = 0; length <= 16; length++) {
     for (let k = 0; k < sorted.length; k++) {
       const r = sorted[k];
@@ -399,12 +400,12 @@ export function compileLpm6(routes: readonly Route6[] | Route6Columns, options: 
   const nodeWords = builder.nodeCount * NODE_WORDS;
   const usedNodes = Math.ceil((nodeWords + builder.leafCount) / NODE_WORDS);
   const spare = Math.min(options.spareNodes ?? 0, MAX_NODES - usedNodes);
-  const nodes = new SharedArrayBuffer(spare > 0 ? (usedNodes + spare) * NODE_WORDS * 4 : (nodeWords + builder.leafCount) * 4);
+  const nodes = sharedBuffer(spare > 0 ? (usedNodes + spare) * NODE_WORDS * 4 : (nodeWords + builder.leafCount) * 4);
   const words = new Int32Array(nodes);
   words.set(builder.nodes.subarray(0, nodeWords));
   words.set(builder.leaves.subarray(0, builder.leafCount), nodeWords);
   for (let at = 0; at < nodeWords; at += NODE_WORDS) if (words[at + BASE0] < 0) words[at + BASE0] = nodeWords + ~words[at + BASE0];
-  return { format: LPM6_FORMAT, direct: direct.buffer as SharedArrayBuffer, nodes, nodeCount: builder.nodeCount, leafCount: builder.leafCount };
+  return { format: LPM6_FORMAT, direct: direct.buffer as ArrayBufferLike, nodes, nodeCount: builder.nodeCount, leafCount: builder.leafCount };
 }
 
 /**
@@ -438,8 +439,8 @@ export class Lpm6 {
     const check = (field: 'direct' | 'nodes', bytes: number): void => {
       const buffer = table[field];
       // nodes may have room for changes after what was compiled
-      if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < bytes || (field === 'direct' && buffer.byteLength !== bytes)) {
-        throw new LpmError('LPM_BAD_TABLE', field, `not a SharedArrayBuffer of ${bytes} bytes${field === 'nodes' ? ' or more' : ''}`);
+      if (!isSharedBuffer(buffer) || buffer.byteLength < bytes || (field === 'direct' && buffer.byteLength !== bytes)) {
+        throw new LpmError('LPM_BAD_TABLE', field, `not a shared buffer of ${bytes} bytes${field === 'nodes' ? ' or more' : ''}`);
       }
     };
     check('direct', DIRECT_ENTRIES * 4);

@@ -78,7 +78,7 @@ export class NeighbourTable {
   private readonly held: Int32Array;
   private readonly share: number;
 
-  constructor(buffer: SharedArrayBuffer, interfaceCount: number) {
+  constructor(buffer: ArrayBufferLike, interfaceCount: number) {
     this.capacity = (buffer.byteLength - COUNTS_BYTES) / NEIGHBOUR_BYTES;
     if ((this.capacity & (this.capacity - 1)) !== 0) throw new RangeError('the neighbour table capacity must be a power of 2');
     if (interfaceCount > MAX_INTERFACES) throw new RangeError(`at most ${MAX_INTERFACES} routed interfaces`);

@@ -1,11 +1,11 @@
-// The next-hop groups the route tables point to, in one SharedArrayBuffer every PMD reads,
+// The next-hop groups the route tables point to, in one shared buffer every PMD reads,
 // and the control plane's writer of it: groups are shared by all the routes with the same
 // members (10,000 routes via one gateway are one group), counted, and written in place.
 //
 // A group is what a lookup returns (1-based; 0 is no route): LOCAL (an address of the
 // router), a connected subnet (the next hop is the destination itself), a blackhole, or
 // one or more gateways (ECMP: the members of the lowest metric for the prefix).
-import { read32, type Prefix } from '../../src/pipeline/api.ts';
+import { read32, sharedBuffer, type Prefix } from '../../src/pipeline/api.ts';
 import { TableSpace } from './table-space.ts';
 
 export const NO_ROUTE = 0;
@@ -30,7 +30,7 @@ export interface NextHops {
   memberBase: number;
 }
 
-export function nextHopsView(buffer: SharedArrayBuffer): NextHops {
+export function nextHopsView(buffer: ArrayBufferLike): NextHops {
   const words = new Int32Array(buffer);
   return { words, groupBase: 2, memberBase: 2 + words[0] * 2 };
 }
@@ -46,7 +46,7 @@ export const LOCAL_SIGNATURE = 'local';
 
 /** Groups by signature, counted by the routes that point to them, written into `buffer`. */
 export class NextHopTable {
-  readonly buffer: SharedArrayBuffer;
+  readonly buffer: ArrayBufferLike;
   private readonly words: Int32Array;
   private readonly memberBase: number;
   private readonly ids: TableSpace;
@@ -57,7 +57,7 @@ export class NextHopTable {
   private readonly refs: number[] = [];
 
   constructor(groupCapacity: number, memberCapacity: number, now?: () => number) {
-    this.buffer = new SharedArrayBuffer((2 + groupCapacity * 2 + memberCapacity * MEMBER_WORDS) * 4);
+    this.buffer = sharedBuffer((2 + groupCapacity * 2 + memberCapacity * MEMBER_WORDS) * 4);
     this.words = new Int32Array(this.buffer);
     this.words[0] = groupCapacity;
     this.words[1] = memberCapacity;

@@ -82,7 +82,7 @@ export class Router {
   lpm6: Lpm6;
   nextHops: NextHops;
   neighbours: NeighbourTable;
-  neighbourRegion: SharedArrayBuffer;
+  neighbourRegion: ArrayBufferLike;
   /** the region's name (neighbourRegionOf): it changes with the set of interfaces */
   readonly neighbourName: string;
   config: RoutingConfig;
@@ -230,7 +230,7 @@ export class Router {
    * one set of regions from start to end (tables changed in place change under it, an
    * entry at a time, each whole).
    */
-  switchTables(config: RoutingConfig, shared: Readonly<Record<string, SharedArrayBuffer>>): void {
+  switchTables(config: RoutingConfig, shared: Readonly<Record<string, ArrayBufferLike>>): void {
     // Tables changed in place come back in the same buffers: the readers over them stay.
     if (!sameFib(this, shared)) {
       const fib = openFib(shared);

@@ -1,11 +1,11 @@
 // From the config to what the PMDs share: the packet pool, the rings between every ordered
 // pair of PMDs, the counters and the capture rings; and to each PMD's view of the ports.
+import { sharedBuffer } from '../sys/shared-arena.ts';
 import { createCaptureMemory, type CaptureMemory } from '../dataplane/capture.ts';
 import { createCounterBuffer, PORT_SLOTS } from '../dataplane/counters.ts';
 import { createPoolMemory } from '../dataplane/packet-pool.ts';
 import { HANDLE_BITS, LOAD_FIELDS, type PmdConfig, type PmdShared } from '../dataplane/pmd.ts';
 import { spscRingBytes } from '../dataplane/spsc-ring.ts';
-import { eventfd } from '../sys/libc.ts';
 import { DOORBELL_WORDS } from '../vhost/dataplane-link.ts';
 import type { VrouterConfig } from './config.ts';
 import { assignQueues, assignSlots, type PortSlots } from './port-slots.ts';
@@ -28,17 +28,18 @@ export interface DataplaneLayout {
 /** What the PMDs share, sized for every port slot: allocated once, kept across port changes. */
 export function sharedMemoryOf(config: VrouterConfig): { shared: PmdShared; capture: CaptureMemory } {
   const pmdCount = config.pmd.cores.length;
-  const pairs = (make: () => SharedArrayBuffer) => Array.from({ length: pmdCount }, (_, x) => Array.from({ length: pmdCount }, (_, y) => (x === y ? null : make())));
+  const pairs = (make: () => ArrayBufferLike) => Array.from({ length: pmdCount }, (_, x) => Array.from({ length: pmdCount }, (_, y) => (x === y ? null : make())));
   if (BUFFERS_PER_PMD * pmdCount > 2 ** HANDLE_BITS) throw new RangeError(`too many PMDs for ${HANDLE_BITS}-bit handles`);
   const shared: PmdShared = {
     pool: createPoolMemory(pmdCount, BUFFERS_PER_PMD),
     counters: createCounterBuffer(pmdCount),
-    dataRings: pairs(() => new SharedArrayBuffer(spscRingBytes(DATA_RING_CAPACITY))),
-    returnRings: pairs(() => new SharedArrayBuffer(spscRingBytes(BUFFERS_PER_PMD))),
+    dataRings: pairs(() => sharedBuffer(spscRingBytes(DATA_RING_CAPACITY))),
+    returnRings: pairs(() => sharedBuffer(spscRingBytes(BUFFERS_PER_PMD))),
     dataRingCapacity: DATA_RING_CAPACITY,
-    rxQueueHolders: new SharedArrayBuffer(4 * PORT_SLOTS * pmdCount),
-    wakers: config.pmd.cores.map(() => ({ doorbell: new SharedArrayBuffer(4 * DOORBELL_WORDS), wakeFd: eventfd() })),
-    load: new SharedArrayBuffer(pmdCount * LOAD_FIELDS * 8),
+    rxQueueHolders: sharedBuffer(4 * PORT_SLOTS * pmdCount),
+    // Wake eventfds are the data-plane process's own: it fills them in.
+    wakers: config.pmd.cores.map(() => ({ doorbell: sharedBuffer(4 * DOORBELL_WORDS), wakeFd: -1 })),
+    load: sharedBuffer(pmdCount * LOAD_FIELDS * 8),
   };
   return { shared, capture: createCaptureMemory(pmdCount, PORT_SLOTS) };
 }

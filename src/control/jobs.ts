@@ -3,19 +3,25 @@
 // first job and left to shrink to none when idle: the supervisor's event loop (sockets,
 // heartbeats) never waits on a compilation, and the PMDs never run one.
 import { Piscina } from 'piscina';
+import { adoptShared, arenaAddress, decodeShared, encodeShared } from '../sys/shared-arena.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 let pool: Piscina | null = null;
 
-/** Runs `module`'s default export on `input` in the job pool. */
-export function runJob<T>(module: string | URL, input: unknown): Promise<T> {
+/**
+ * Runs `module`'s default export on `input` in the job pool. Regions of the shared memory
+ * in the input are viewed there in place (posting one would copy it); SharedArrayBuffers
+ * the job returns are copied into the shared memory, which the data plane can map.
+ */
+export async function runJob<T>(module: string | URL, input: unknown): Promise<T> {
   pool ??= new Piscina({
     filename: new URL(`./job-runner${MODULE_EXT}`, import.meta.url).href,
     minThreads: 0,
     maxThreads: 2,
     idleTimeout: 2000,
   });
-  return pool.run({ module: String(module), input }) as Promise<T>;
+  const output: unknown = await pool.run({ module: String(module), input: encodeShared(input), arena: arenaAddress() });
+  return adoptShared(decodeShared(output)) as T;
 }
 
 /** Ends the pool's threads (at shutdown). */

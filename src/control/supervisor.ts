@@ -1,22 +1,25 @@
 // The supervisor (main thread): turns the config into actors, the PMD threads and the
 // vhost control thread, wires them together, and answers signals: SIGTERM/SIGINT stop
 // everything cleanly (sockets removed), SIGUSR1 prints the port counters, SIGHUP reloads.
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { clearPortCounters, DROP_REASONS, readPmdStats, readPortStats } from '../dataplane/counters.ts';
 import { LOAD_BUSY_MS, LOAD_BUSY_ROUNDS, LOAD_FIELDS, LOAD_PACKETS } from '../dataplane/pmd.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
-import type { PmdLogLine, PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
+import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
+import type { PmdSpawnData } from '../dataplane/process-link.ts';
+import { ARENA_BYTES, createArena, releaseShared } from '../sys/shared-arena.ts';
+import { DataplaneProcess } from './dataplane-process.ts';
 import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { closeAll, eventfdSignal, setThreadCpus } from '../sys/libc.ts';
+import { setThreadCpus } from '../sys/libc.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
-import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_SLEEPING, DOORBELL_STAGE, DOORBELL_TABLES } from '../vhost/dataplane-link.ts';
+import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN } from '../vhost/dataplane-link.ts';
 import { renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
@@ -50,6 +53,8 @@ const SHUTDOWN_TIMEOUT_MS = 5000;
 /** Workers start from the same kind of file as this one: .ts sources or the built .js. */
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const MAX_RESTARTS = 5;
+/** data-plane process deaths allowed within RESTART_WINDOW_MS before vrouter gives up */
+const MAX_DATAPLANE_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
@@ -81,7 +86,22 @@ export class Supervisor {
   private relayout: { exiting: Set<number>; allExited: () => void } | null = null;
   /** each PMD's doorbell: heartbeat, stage and port served, read by the watchdog and after a crash */
   private readonly doorbells: Int32Array[];
-  private readonly pmds: Worker[] = [];
+  private readonly pmdCount: number;
+  /** the shared memory's fd, handed to each data-plane process */
+  private readonly arenaFd: number;
+  /** the data-plane process that runs the PMDs; null while one is being started */
+  private dataplane: DataplaneProcess | null = null;
+  /** PMD starts and stops on every PMD at once (a new layout, a new data plane) run one at a time */
+  private lifecycle: Promise<unknown> = Promise.resolve();
+  /** when each data-plane death happened */
+  private readonly dataplaneDeaths: number[] = [];
+  /** per PMD: which start of it runs; messages about another are stale */
+  private readonly incarnations: number[] = [];
+  private nextIncarnation = 1;
+  /** counts the plugin table changes; each PMD says which it uses (DOORBELL_TABLES_SEEN) */
+  private tablesGeneration = 0;
+  /** regions of plugin tables replaced: freed once every PMD uses a later generation */
+  private readonly retired: { buffers: ArrayBufferLike[]; generation: number }[] = [];
   /** when each PMD restart happened: too many too fast means a bug, not bad luck */
   private readonly restarts: number[] = [];
   /** per PMD: the error it died of, if it did */
@@ -114,8 +134,11 @@ export class Supervisor {
     this.plugins = plugins;
     this.slots = assignSlots([], config.ports);
     this.topology = topologyOf(config, this.slots);
+    // First: every shared buffer made from now on is a region of it.
+    this.arenaFd = createArena();
     this.pluginMemory = allocatePluginMemory(plugins);
     this.layout = dataplaneLayout(config);
+    this.pmdCount = config.pmd.cores.length;
     this.doorbells = this.layout.shared.wakers.map((w) => new Int32Array(w.doorbell));
   }
 
@@ -123,17 +146,15 @@ export class Supervisor {
   async start(): Promise<void> {
     this.keepOffPmdCpus();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology);
-    const links: ControlThreadData['pmdLinks'] = this.layout.pmds.map((pmd) => ({ commands: this.spawnPmd(pmd.id), ...this.layout.shared.wakers[pmd.id] }));
+    const { commandsFd } = await this.startDataplane();
+    for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => endpointOf(p, index)),
       queueOwner: this.layout.queueOwner,
-      pmdLinks: links,
+      commandsFd,
+      incarnations: this.incarnations,
     };
-    const control = new Worker(new URL(`../vhost/control-thread${MODULE_EXT}`, import.meta.url), {
-      workerData: data,
-      transferList: links.map((l) => l.commands),
-      name: 'vhost-ctl',
-    });
+    const control = new Worker(new URL(`../vhost/control-thread${MODULE_EXT}`, import.meta.url), { workerData: data, name: 'vhost-ctl' });
     this.control = control;
     control.on('error', (err) => this.actorDied('vhost control', err));
     const first = await new Promise<ControlEvent>((resolve) => control.once('message', (m: Uint8Array) => resolve(unpack(m))));
@@ -149,7 +170,7 @@ export class Supervisor {
     });
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     const cpus = this.config.pmd.cores.join(', ');
-    log.info(`ready: ${this.config.ports.length} port(s), ${this.pmds.length} PMD(s) on CPU ${cpus}`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmds.length });
+    log.info(`ready: ${this.config.ports.length} port(s), ${this.pmdCount} PMD(s) on CPU ${cpus} in the data-plane process (pid ${this.dataplane?.pid})`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmdCount });
   }
 
   /**
@@ -168,33 +189,95 @@ export class Supervisor {
     }
   }
 
-  /** Starts PMD `id` and returns the control thread's end of its command channel. */
-  private spawnPmd(id: number): MessagePort {
-    const channel = new MessageChannel();
-    const data: PmdThreadData = {
+  /**
+   * Starts a data-plane process and waits until it mapped the shared memory (its
+   * commandsFd is this process's end of its command socket, for the control thread).
+   */
+  private async startDataplane(): Promise<DataplaneProcess> {
+    const dataplane: DataplaneProcess = new DataplaneProcess(this.arenaFd, ARENA_BYTES, {
+      pmdError: (id, incarnation, error) => {
+        if (this.incarnations[id] !== incarnation) return;
+        log.error(`pmd${id} crashed: ${error}`, 'pmd.crashed', { pmd: id });
+        this.crashes[id] = error.split('\n')[0];
+      },
+      pmdExit: (id, incarnation, code) => {
+        if (this.incarnations[id] === incarnation && this.dataplane === dataplane) this.pmdExited(id, code);
+      },
+      died: (code, signal) => this.dataplaneDied(dataplane, code, signal),
+    });
+    this.dataplane = dataplane;
+    await dataplane.ready();
+    return dataplane;
+  }
+
+  /** Starts PMD `id` in the data-plane process, as a new incarnation of it. */
+  private spawnPmd(id: number): void {
+    const incarnation = this.nextIncarnation++;
+    this.incarnations[id] = incarnation;
+    const data: PmdSpawnData = {
       config: this.layout.pmds[id],
       shared: this.layout.shared,
-      commands: channel.port2,
       // Each plugin with what the PMDs need of its config (Plugin.pmdConfig).
       plugins: this.plugins.map((p) => ({ ...p, config: p.pmdConfig })),
       takenOut: this.takenOut,
       topology: this.topology,
       pluginMemory: this.pluginMemory,
       capture: this.layout.capture,
+      tablesGeneration: this.tablesGeneration,
     };
-    const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: data, transferList: [channel.port2], name: `pmd${id}` });
-    worker.on('error', (err) => {
-      log.error(`pmd${id} crashed: ${err.stack ?? err.message}`, 'pmd.crashed', { pmd: id });
-      this.crashes[id] = err.message;
-    });
-    worker.on('exit', (code) => this.pmdExited(id, code));
-    worker.on('message', (m: PmdLogLine) => process.stderr.write(m.log));
     this.crashes[id] = null;
     // Watched from its first poll round on: loading plugins may take a while.
     this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
     this.polled[id] = false;
-    this.pmds[id] = worker;
-    return channel.port1;
+    this.dataplane?.spawnPmd(id, incarnation, data);
+  }
+
+  /** Stops PMD `id` (it exits; pmdExited follows). */
+  private terminatePmd(id: number): void {
+    this.dataplane?.terminatePmd(id, this.incarnations[id]);
+  }
+
+  /**
+   * The data-plane process died (a crash, a signal, the OOM killer, a SIGBUS from a guest's
+   * memory): a new one starts and gets the same state. The connections, their fds and
+   * vring positions never left this process, and tables and counters are in the shared
+   * memory, so the guests see a pause, not a disconnect; their queues resume where the
+   * used rings say.
+   */
+  private dataplaneDied(dataplane: DataplaneProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.dataplane !== dataplane) return;
+    this.dataplane = null;
+    // Its PMDs are gone with it: whoever waits for them to exit waits no more.
+    if (this.relayout !== null) this.relayout.allExited();
+    if (this.stopping) return;
+    const diedAt = performance.now();
+    const now = Date.now();
+    this.dataplaneDeaths.push(now);
+    const recent = this.dataplaneDeaths.filter((t) => now - t < RESTART_WINDOW_MS).length;
+    const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
+    const serving = this.layout.pmds.map((pmd) => this.doorbells[pmd.id][DOORBELL_SERVING]).map((slot, pmd) => `pmd${pmd}: ${slot >= 0 ? (this.slots[slot] ?? `slot ${slot}`) : 'none'}`);
+    log.error(`the data-plane process died (${how}); ports being served: ${serving.join(', ')}`, 'dataplane.died', { code, signal });
+    if (recent > MAX_DATAPLANE_RESTARTS) {
+      this.actorDied('the data-plane process', new Error(`${how}, ${recent} deaths within ${RESTART_WINDOW_MS / 1000} s`));
+      return;
+    }
+    const restart = this.inLifecycle(async () => {
+      // A change of layout may have started one meanwhile.
+      if (this.dataplane !== null || this.stopping) return;
+      const { commandsFd, pid } = await this.startDataplane();
+      for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
+      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd });
+      const ms = Math.round(performance.now() - diedAt);
+      log.info(`a new data-plane process (pid ${pid}) runs the PMDs, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
+    });
+    restart.catch((err: Error) => this.actorDied('the data-plane process', err));
+  }
+
+  /** Runs a start or stop of every PMD after the previous one finished. */
+  private inLifecycle<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lifecycle.then(fn);
+    this.lifecycle = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -216,9 +299,9 @@ export class Supervisor {
     }
     log.warn(`pmd${id} exited with code ${code}: restarting it`, 'pmd.restarted', { pmd: id, code });
     const culprit = this.culprit(id);
-    const commands = this.spawnPmd(id);
-    const event: ControlRequest = { t: 'pmd-restarted', pmd: id, culprit };
-    this.control?.postMessage({ msg: pack(event), commands }, [commands]);
+    this.spawnPmd(id);
+    const event: ControlRequest = { t: 'pmd-restarted', pmd: id, incarnation: this.incarnations[id], culprit };
+    this.control?.postMessage({ msg: pack(event) });
   }
 
   /**
@@ -240,7 +323,9 @@ export class Supervisor {
    */
   private watchHeartbeats(): void {
     const now = Date.now();
-    this.pmds.forEach((worker, id) => {
+    this.release();
+    if (this.dataplane === null) return;
+    this.layout.pmds.forEach(({ id }) => {
       const bell = this.doorbells[id];
       const seen = this.heartbeats[id];
       const beat = bell[DOORBELL_HEARTBEAT];
@@ -259,8 +344,16 @@ export class Supervisor {
       } else {
         log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
       }
-      void worker.terminate();
+      this.terminatePmd(id);
     });
+  }
+
+  /** Frees the regions of replaced tables that no PMD uses any more. */
+  private release(): void {
+    const using = Math.min(...this.doorbells.map((bell) => bell[DOORBELL_TABLES_SEEN]));
+    while (this.retired.length > 0 && this.retired[0].generation <= using) {
+      for (const buffer of this.retired.shift()!.buffers) releaseShared(buffer);
+    }
   }
 
   /**
@@ -328,7 +421,7 @@ export class Supervisor {
   }
 
   /** A request to the control thread answered with 'done': resolves, or throws its error. */
-  private askControl(request: ControlRequest & { id: number }, envelope: Omit<ControlEnvelope, 'msg'> = {}, transfer: MessagePort[] = []): Promise<void> {
+  private askControl(request: ControlRequest & { id: number }): Promise<void> {
     const control = this.control;
     if (control === null) return Promise.reject(new Error('the control thread is not running'));
     return new Promise((resolve, reject) => {
@@ -337,7 +430,7 @@ export class Supervisor {
         if (error === undefined) resolve();
         else reject(Object.assign(new Error(error), { code: 'VR_PORT', field: 'ports' }));
       });
-      control.postMessage({ msg: pack(request), ...envelope }, transfer);
+      control.postMessage({ msg: pack(request) } satisfies ControlEnvelope);
     });
   }
 
@@ -455,7 +548,12 @@ export class Supervisor {
     this.config = next;
     this.document = document;
     this.plugins = plans;
+    // Regions of the tables replaced are freed once no PMD uses them.
+    const kept = new Set(Object.values(memory).flatMap((regions) => Object.values(regions)));
+    const dropped = Object.values(this.pluginMemory).flatMap((regions) => Object.values(regions)).filter((b) => !kept.has(b));
     this.pluginMemory = memory;
+    const generation = ++this.tablesGeneration;
+    if (dropped.length > 0) this.retired.push({ buffers: dropped, generation });
     for (const p of newFiles) this.digests.set(p.name, digests.get(p.name)!);
     const names = changed.map((p) => p.name).join(', ');
     const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');
@@ -468,10 +566,10 @@ export class Supervisor {
     } else {
       log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
       await this.pmdsStarted();
-      this.pmds.forEach((worker, id) => {
+      for (const { id } of this.layout.pmds) {
         this.reloading.add(id);
-        void worker.terminate();
-      });
+        this.terminatePmd(id);
+      }
     }
     return { mode, plugins: changed.map((p) => p.name), diff };
   }
@@ -481,25 +579,31 @@ export class Supervisor {
    * layout, as OVS reloads its PMDs; the control thread then hands each its queues, which
    * resume where their used rings say. Frontends of the ports kept stay connected.
    */
-  private async restartOnLayout(change: PortChange, topology: Topology): Promise<void> {
-    await this.pmdsStarted();
-    const started = performance.now();
-    await new Promise<void>((resolve) => {
-      this.relayout = { exiting: new Set(this.pmds.map((_, id) => id)), allExited: resolve };
-      for (const worker of this.pmds) void worker.terminate();
+  private restartOnLayout(change: PortChange, topology: Topology): Promise<void> {
+    return this.inLifecycle(async () => {
+      await this.pmdsStarted();
+      const started = performance.now();
+      if (this.dataplane !== null) {
+        await new Promise<void>((resolve) => {
+          this.relayout = { exiting: new Set(this.layout.pmds.map(({ id }) => id)), allExited: resolve };
+          for (const { id } of this.layout.pmds) this.terminatePmd(id);
+        });
+        this.relayout = null;
+      }
+      // No PMD runs: a new port's counters and a closed port's capture can be reset safely.
+      for (const slot of change.fresh) clearPortCounters(this.layout.shared.counters, this.pmdCount, slot);
+      const captureWords = new Int32Array(this.layout.capture.control);
+      for (const slot of change.close) Atomics.store(captureWords, slot * CONTROL_WORDS, 0);
+      this.slots = change.slots;
+      this.topology = topology;
+      this.layout.queueOwner = change.queueOwner;
+      this.layout.pmds = pmdConfigsOf(this.config, change.slots);
+      // The data plane died meanwhile: the new layout starts in a new one.
+      const commandsFd = this.dataplane === null ? (await this.startDataplane()).commandsFd : undefined;
+      for (const { id } of this.layout.pmds) this.spawnPmd(id);
+      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: change.queueOwner, incarnations: this.incarnations, commandsFd });
+      log.info(`PMDs running on the new layout after ${Math.round(performance.now() - started)} ms: ${this.slots.filter((s) => s !== null).length} port(s)`, 'pmd.relayout', { ports: this.slots.filter((s) => s !== null).length });
     });
-    this.relayout = null;
-    // No PMD runs: a new port's counters and a closed port's capture can be reset safely.
-    for (const slot of change.fresh) clearPortCounters(this.layout.shared.counters, this.pmds.length, slot);
-    const captureWords = new Int32Array(this.layout.capture.control);
-    for (const slot of change.close) Atomics.store(captureWords, slot * CONTROL_WORDS, 0);
-    this.slots = change.slots;
-    this.topology = topology;
-    this.layout.queueOwner = change.queueOwner;
-    this.layout.pmds = pmdConfigsOf(this.config, change.slots);
-    const commands = this.layout.pmds.map((pmd) => this.spawnPmd(pmd.id));
-    await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: change.queueOwner }, { allCommands: commands }, commands);
-    log.info(`PMDs running on the new layout after ${Math.round(performance.now() - started)} ms: ${this.slots.filter((s) => s !== null).length} port(s)`, 'pmd.relayout', { ports: this.slots.filter((s) => s !== null).length });
   }
 
   /** The config document in force, as written. */
@@ -509,19 +613,14 @@ export class Supervisor {
 
   /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */
   private postTables(plans: readonly PluginPlan[]): void {
-    const update: TablesUpdate = { tables: plans.map((p) => ({ name: p.name, config: p.pmdConfig, shared: this.pluginMemory[p.name] })) };
-    this.pmds.forEach((worker, id) => {
-      worker.postMessage(update);
-      const bell = this.doorbells[id];
-      Atomics.add(bell, DOORBELL_TABLES, 1);
-      if (Atomics.load(bell, DOORBELL_SLEEPING) === 1) eventfdSignal(this.layout.shared.wakers[id].wakeFd);
-    });
+    const update: TablesUpdate = { generation: this.tablesGeneration, tables: plans.map((p) => ({ name: p.name, config: p.pmdConfig, shared: this.pluginMemory[p.name] })) };
+    this.dataplane?.postTables(update);
   }
 
   /** Terminates a PMD as a crash would (SIGUSR2: a drill of the restart path). */
   crashPmd(id: number): void {
     log.warn(`terminating pmd${id} on request`);
-    void this.pmds[id]?.terminate();
+    if (id >= 0 && id < this.pmdCount) this.terminatePmd(id);
   }
 
   /**
@@ -538,13 +637,13 @@ export class Supervisor {
   stats() {
     const counters = this.layout.shared.counters;
     const load = new Float64Array(this.layout.shared.load);
-    const pmds = readPmdStats(counters, this.pmds.length).map((s, i) => {
+    const pmds = readPmdStats(counters, this.pmdCount).map((s, i) => {
       const busyMs = load[i * LOAD_FIELDS + LOAD_BUSY_MS];
       const polled = load[i * LOAD_FIELDS + LOAD_PACKETS];
       const queues = this.slots.flatMap((name, slot) => (name === null ? [] : (this.layout.queueOwner[slot] ?? []).flatMap((pmd, q) => (pmd === i ? [{ port: name, queue: q }] : []))));
       return { cpu: this.config.pmd.cores[i], ...s, busy_ms: Math.round(busyMs * 1000) / 1000, busy_rounds: load[i * LOAD_FIELDS + LOAD_BUSY_ROUNDS], ns_per_packet: polled > 0 ? Math.round((busyMs * 1e6) / polled) : null, queues };
     });
-    const ports = readPortStats(counters, this.pmds.length, this.slots.map((name) => name ?? ''), this.plugins);
+    const ports = readPortStats(counters, this.pmdCount, this.slots.map((name) => name ?? ''), this.plugins);
     // The data path counts in a slot for every queue pair a port may have: each shows its own.
     for (const p of this.config.ports) if (ports[p.name] !== undefined) ports[p.name].queues = ports[p.name].queues.slice(0, p.queues);
     return { ports, pmds };
@@ -572,8 +671,7 @@ export class Supervisor {
     this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
     await this.pmdsStarted();
-    await Promise.all([...this.pmds, ...(this.control ? [this.control] : [])].map((w) => w.terminate()));
-    closeAll(this.layout.shared.wakers.map((w) => w.wakeFd));
+    await Promise.all([this.dataplane?.kill(), this.control?.terminate()]);
     await closeJobs();
   }
 
@@ -583,7 +681,7 @@ export class Supervisor {
    */
   private async pmdsStarted(): Promise<void> {
     const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS;
-    while (Date.now() < deadline && this.pmds.some((_, id) => !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat)) {
+    while (Date.now() < deadline && this.layout.pmds.some(({ id }) => !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat)) {
       await sleep(10);
     }
   }

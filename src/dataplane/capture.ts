@@ -4,6 +4,7 @@
 // direction and, for frames received from a guest, what each stage decided for it. The
 // PMD reads one word per port and burst while no capture runs; a full ring costs records
 // (counted), never traffic.
+import { sharedBuffer } from '../sys/shared-arena.ts';
 import type { Batch } from './batch.ts';
 import type { PacketPool } from './packet-pool.ts';
 
@@ -76,16 +77,16 @@ function ringHeaderBytes(portCount: number): number {
 
 export interface CaptureMemory {
   /** CONTROL_WORDS Int32 words per port */
-  control: SharedArrayBuffer;
+  control: ArrayBufferLike;
   /** one ring per PMD */
-  rings: SharedArrayBuffer[];
+  rings: ArrayBufferLike[];
   portCount: number;
 }
 
 export function createCaptureMemory(pmdCount: number, portCount: number): CaptureMemory {
   return {
-    control: new SharedArrayBuffer(4 * CONTROL_WORDS * portCount),
-    rings: Array.from({ length: pmdCount }, () => new SharedArrayBuffer(ringHeaderBytes(portCount) + RING_SLOTS * SLOT_BYTES)),
+    control: sharedBuffer(4 * CONTROL_WORDS * portCount),
+    rings: Array.from({ length: pmdCount }, () => sharedBuffer(ringHeaderBytes(portCount) + RING_SLOTS * SLOT_BYTES)),
     portCount,
   };
 }

@@ -1,5 +1,7 @@
 // Per-port counters, by construction: each PMD is the only writer of its own block in a
-// SharedArrayBuffer, and the supervisor sums the blocks of all PMDs when asked.
+// shared buffer, and the supervisor sums the blocks of all PMDs when asked.
+import { sharedBuffer } from '../sys/shared-arena.ts';
+
 
 /** Drop reasons, declared once: the data path stores an index, stats show name and text. */
 export const DROP_REASONS = [
@@ -62,19 +64,19 @@ export interface PluginCounters {
  */
 export const PORT_SLOTS = 64;
 
-/** The SharedArrayBuffer holding every PMD's counter block. */
-export function createCounterBuffer(pmdCount: number): SharedArrayBuffer {
-  return new SharedArrayBuffer(pmdCount * PORT_SLOTS * COUNTERS_PER_PORT * 8);
+/** The shared buffer holding every PMD's counter block. */
+export function createCounterBuffer(pmdCount: number): ArrayBufferLike {
+  return sharedBuffer(pmdCount * PORT_SLOTS * COUNTERS_PER_PORT * 8);
 }
 
 /** One PMD's writable block: index with portBase(port) + counter. */
-export function pmdCounters(buffer: SharedArrayBuffer, pmd: number): Float64Array {
+export function pmdCounters(buffer: ArrayBufferLike, pmd: number): Float64Array {
   const length = PORT_SLOTS * COUNTERS_PER_PORT;
   return new Float64Array(buffer, pmd * length * 8, length);
 }
 
 /** Zeroes a slot's counters in every PMD's block (a slot taken by a new port; no PMD runs). */
-export function clearPortCounters(buffer: SharedArrayBuffer, pmdCount: number, port: number): void {
+export function clearPortCounters(buffer: ArrayBufferLike, pmdCount: number, port: number): void {
   for (let pmd = 0; pmd < pmdCount; pmd++) pmdCounters(buffer, pmd).fill(0, portBase(port), portBase(port) + COUNTERS_PER_PORT);
 }
 
@@ -109,7 +111,7 @@ export interface PortStats {
 }
 
 /** Sums the blocks of all PMDs into per-port stats; `portNames` by slot, '' for a free one. */
-export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portNames: readonly string[], plugins: readonly PluginCounters[] = []): Record<string, PortStats> {
+export function readPortStats(buffer: ArrayBufferLike, pmdCount: number, portNames: readonly string[], plugins: readonly PluginCounters[] = []): Record<string, PortStats> {
   const all = new Float64Array(buffer);
   const perPmd = PORT_SLOTS * COUNTERS_PER_PORT;
   const sum = (port: number, counter: number) => {
@@ -148,7 +150,7 @@ export function readPortStats(buffer: SharedArrayBuffer, pmdCount: number, portN
 }
 
 /** Frames each PMD took from guests (rx) and wrote into guests (tx), over all ports. */
-export function readPmdStats(buffer: SharedArrayBuffer, pmdCount: number): { rx_packets: number; tx_packets: number }[] {
+export function readPmdStats(buffer: ArrayBufferLike, pmdCount: number): { rx_packets: number; tx_packets: number }[] {
   const all = new Float64Array(buffer);
   const perPmd = PORT_SLOTS * COUNTERS_PER_PORT;
   return Array.from({ length: pmdCount }, (_, pmd) => {

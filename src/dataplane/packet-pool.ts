@@ -1,8 +1,9 @@
-// Packet buffers: fixed-size slots in one SharedArrayBuffer, named by u32 handles. Frames
+// Packet buffers: fixed-size slots in one shared buffer, named by u32 handles. Frames
 // are copied out of guest memory into these (the copy is the security boundary), and rings
 // between PMDs carry handles, never bytes. Each PMD owns one partition of the handles and
 // allocates from it without locks; a buffer freed by another PMD travels back to its owner
 // on a return ring (one SPSC ring per ordered PMD pair), in bursts.
+import { sharedBuffer } from '../sys/shared-arena.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { addressOf } from '../sys/libc.ts';
 
@@ -20,10 +21,10 @@ export const BUFFER_STRIDE = 9280;
 
 /** The memory every PMD's pool views: buffers and per-handle frame lengths. */
 export interface PoolMemory {
-  buffers: SharedArrayBuffer;
-  lengths: SharedArrayBuffer;
+  buffers: ArrayBufferLike;
+  lengths: ArrayBufferLike;
   /** per handle, written by its owner: 1 while another PMD holds the buffer */
-  away: SharedArrayBuffer;
+  away: ArrayBufferLike;
   /** handles per PMD (a power of 2: return rings of that size can never overflow) */
   perPmd: number;
   pmdCount: number;
@@ -31,12 +32,12 @@ export interface PoolMemory {
 
 export function createPoolMemory(pmdCount: number, perPmd: number): PoolMemory {
   if ((perPmd & (perPmd - 1)) !== 0) throw new RangeError(`buffers per PMD (${perPmd}) must be a power of 2`);
-  // SharedArrayBuffer pages are committed on first touch, and the LIFO free stacks keep
+  // Shared pages are committed on first touch, and the LIFO free stacks keep
   // reusing the same few buffers: resident memory follows the traffic, not the capacity.
   return {
-    buffers: new SharedArrayBuffer(pmdCount * perPmd * BUFFER_STRIDE),
-    lengths: new SharedArrayBuffer(pmdCount * perPmd * 4),
-    away: new SharedArrayBuffer(pmdCount * perPmd),
+    buffers: sharedBuffer(pmdCount * perPmd * BUFFER_STRIDE),
+    lengths: sharedBuffer(pmdCount * perPmd * 4),
+    away: sharedBuffer(pmdCount * perPmd),
     perPmd,
     pmdCount,
   };
@@ -49,7 +50,7 @@ export class PacketPool {
   /** the same memory as 32-bit words, for aligned copies */
   readonly words: Uint32Array;
   /**
-   * the address of data[0], for native copies: a SharedArrayBuffer's backing store never
+   * the address of data[0], for native copies: a shared buffer's backing store never
    * moves and is the same one in every PMD thread
    */
   readonly address: number;

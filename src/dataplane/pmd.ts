@@ -62,7 +62,7 @@ export class Pmd {
     const counters = pmdCounters(shared.counters, cfg.id);
     const me = cfg.id;
     const others = Array.from({ length: cfg.pmdCount }, (_, p) => p);
-    const ring = (buffer: SharedArrayBuffer | null, capacity: number) => (buffer === null ? null : new SpscRing(buffer, capacity));
+    const ring = (buffer: ArrayBufferLike | null, capacity: number) => (buffer === null ? null : new SpscRing(buffer, capacity));
     this.pool = new PacketPool(
       shared.pool,
       me,

@@ -31,18 +31,18 @@ export interface PmdConfig {
 /** The SharedArrayBuffers all PMDs work on together. */
 export interface PmdShared {
   pool: PoolMemory;
-  counters: SharedArrayBuffer;
+  counters: ArrayBufferLike;
   /** dataRings[x][y]: frames PMD x hands to PMD y (null where x = y) */
-  dataRings: (SharedArrayBuffer | null)[][];
+  dataRings: (ArrayBufferLike | null)[][];
   /** returnRings[x][y]: buffers of PMD y that PMD x has freed */
-  returnRings: (SharedArrayBuffer | null)[][];
+  returnRings: (ArrayBufferLike | null)[][];
   dataRingCapacity: number;
   /** Int32 per port and PMD: 1 while that PMD runs a guest RX queue of the port */
-  rxQueueHolders: SharedArrayBuffer;
+  rxQueueHolders: ArrayBufferLike;
   /** each PMD's doorbell and wake eventfd */
   wakers: PmdWaker[];
   /** per PMD, LOAD_FIELDS float64 written by that PMD only: its busy time (ms), the packets it took, its busy rounds */
-  load: SharedArrayBuffer;
+  load: ArrayBufferLike;
 }
 
 export interface VringSpec {

@@ -1,4 +1,4 @@
-// A lock-free single-producer single-consumer ring of u32 handles in a SharedArrayBuffer:
+// A lock-free single-producer single-consumer ring of u32 handles in a shared buffer:
 // how one PMD hands packet buffers to another. Only the two indices are atomic, read and
 // published once per burst; the slots are plain memory ordered by those atomics.
 
@@ -21,7 +21,7 @@ export class SpscRing {
   private tail = 0;
 
   /** Both ends attach to the same buffer (made with spscRingBytes), one end per thread. */
-  constructor(buffer: SharedArrayBuffer, capacity: number) {
+  constructor(buffer: ArrayBufferLike, capacity: number) {
     if (capacity < 2 || (capacity & (capacity - 1)) !== 0) throw new RangeError(`ring capacity ${capacity} is not a power of 2`);
     if (buffer.byteLength < spscRingBytes(capacity)) throw new RangeError('ring buffer too small');
     this.capacity = capacity;

@@ -16,6 +16,12 @@ export const PLUGIN_API_VERSION = 1;
 export { EGRESS_CONSUMED, EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/egress-codes.ts';
 /** Helpers for headers and checksums (IPv4, IPv6, ICMP, ARP) that plugins share. */
 export * from './net.ts';
+/**
+ * Memory the PMDs share must be allocated with sharedBuffer(): in the supervisor it is a
+ * region of the shared memory the data-plane process maps (a SharedArrayBuffer cannot
+ * leave its process); isSharedBuffer() tells either kind from an ordinary ArrayBuffer.
+ */
+export { isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
 
 export interface PacketBatch {
   /** packets in this batch: at most 32 received, and up to 32 more that stages emit() */
@@ -110,7 +116,7 @@ export interface PluginContext<Config> {
    * The plugin's shared memory (see Plugin.sharedMemory): the same buffers in every PMD,
    * allocated once and zero-filled, kept across PMD restarts.
    */
-  readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
+  readonly shared: Readonly<Record<string, ArrayBufferLike>>;
   readonly log: PluginLog;
   /** the code of one of the plugin's declared drop reasons, for batch.dropAs() */
   dropCode(reason: string): number;
@@ -125,7 +131,7 @@ export interface PluginSetup<Config> {
   readonly config: Config;
   readonly topology: Topology;
   /** the plugin's shared memory; regions are zero-filled unless kept from before (fresh) */
-  readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
+  readonly shared: Readonly<Record<string, ArrayBufferLike>>;
   /**
    * Whether a region is new (zero-filled). On a reload, a region asked for again with the
    * same name and size is kept with what is in it (running PMDs use it meanwhile): initialise
@@ -135,8 +141,9 @@ export interface PluginSetup<Config> {
   readonly log: PluginLog;
   /**
    * Runs a module's default export on `input` in the control plane's worker pool (piscina):
-   * for work that takes long, such as compiling a million routes. SharedArrayBuffers in
-   * `input` are shared, not copied, so the job can write the tables in place.
+   * for work that takes long, such as compiling a million routes. Shared buffers in
+   * `input` are shared, not copied, so the job can write the tables in place; those the
+   * job makes (sharedBuffer() there gives SharedArrayBuffers) come back as shared memory.
    */
   runJob<T>(module: string | URL, input: unknown): Promise<T>;
 }
@@ -145,7 +152,7 @@ export interface PluginSetup<Config> {
 export interface TableView<Config> {
   readonly config: Config;
   readonly topology: Topology;
-  readonly shared: Readonly<Record<string, SharedArrayBuffer>>;
+  readonly shared: Readonly<Record<string, ArrayBufferLike>>;
 }
 
 /**
@@ -203,14 +210,14 @@ export interface Plugin<Config = unknown, State = unknown> {
    * join `shared` in every PMD. Runs again only when the plugin's regions are allocated
    * anew (a reload that changes them).
    */
-  prepare?(setup: PluginSetup<Config>): Promise<Record<string, SharedArrayBuffer> | void> | Record<string, SharedArrayBuffer> | void;
+  prepare?(setup: PluginSetup<Config>): Promise<Record<string, ArrayBufferLike> | void> | Record<string, ArrayBufferLike> | void;
   /**
    * Between two bursts, in each PMD: the control plane applied a new config of this plugin
    * (a reload that changed only plugin configs, such as routes or rules) and prepare() built
    * its tables into `shared`; the state switches to them. Without it, such a change restarts
    * the PMDs on the new config.
    */
-  tablesChanged?(state: State, update: { config: Config; shared: Readonly<Record<string, SharedArrayBuffer>> }): void;
+  tablesChanged?(state: State, update: { config: Config; shared: Readonly<Record<string, ArrayBufferLike>> }): void;
   /**
    * The part of the config the PMDs need (createState, tablesChanged), when it is much
    * smaller than the whole: every change of the config is copied into each PMD, which

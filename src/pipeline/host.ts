@@ -28,7 +28,7 @@ export class PluginStage implements Stage {
     plugin: Plugin,
     plan: PluginPlan,
     pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings'] },
-    shared: Record<string, SharedArrayBuffer>,
+    shared: Record<string, ArrayBufferLike>,
     counters: Float64Array,
     log: Log,
     takenOut = false,
@@ -104,7 +104,7 @@ export class PluginStage implements Stage {
   }
 
   /** A new config and tables for the plugin (Plugin.tablesChanged), between two bursts. */
-  tablesChanged(config: unknown, shared: Record<string, SharedArrayBuffer>): void {
+  tablesChanged(config: unknown, shared: Record<string, ArrayBufferLike>): void {
     if (this.mode !== 'run' || this.plugin.tablesChanged === undefined) return;
     try {
       this.plugin.tablesChanged(this.state, { config, shared });

@@ -6,8 +6,9 @@
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
+import { decodeShared, useArena } from '../sys/shared-arena.ts';
 import { createLog } from '../log.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, type PmdRequest } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
 import { importPlugin, type PluginPlan } from './loader.ts';
@@ -27,9 +28,16 @@ export interface PmdThreadData {
   pluginMemory: PluginMemory;
   /** packet capture's control words and rings */
   capture: CaptureMemory;
+  /** the plugin tables' generation the PMD starts with (DOORBELL_TABLES_SEEN) */
+  tablesGeneration: number;
+  /** where this process mapped the shared memory: the buffers above come as SharedRefs into it */
+  arena: { base: string; size: number } | null;
 }
 
-const { config, shared, commands, plugins, takenOut, topology, pluginMemory, capture } = workerData as PmdThreadData;
+const data = workerData as PmdThreadData;
+useArena(data.arena);
+const { config, commands, plugins, takenOut, topology } = data;
+const { shared, pluginMemory, capture } = decodeShared({ shared: data.shared, pluginMemory: data.pluginMemory, capture: data.capture });
 /** Lines go to the supervisor, which writes them (see createLog). */
 export interface PmdLogLine {
   log: string;
@@ -53,6 +61,7 @@ log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`, 'pmd.st
 
 pmd.onLateReply = (reply) => commands.postMessage(pack(reply));
 doorbell[DOORBELL_SERVING] = -1;
+doorbell[DOORBELL_TABLES_SEEN] = data.tablesGeneration;
 doorbell[DOORBELL_STAGE] = -1;
 
 function drainCommands(): void {
@@ -72,12 +81,16 @@ function drainCommands(): void {
 
 /** A plugin's new config and tables, posted by the supervisor after a reload. */
 export interface TablesUpdate {
-  tables: { name: string; config: unknown; shared: Record<string, SharedArrayBuffer> }[];
+  /** the supervisor's count of table changes: the PMD reports it has taken it (DOORBELL_TABLES_SEEN) */
+  generation: number;
+  tables: { name: string; config: unknown; shared: Record<string, ArrayBufferLike> }[];
 }
 
 function drainTableUpdates(): void {
   for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!)) {
-    for (const t of (m.message as TablesUpdate).tables) stages.find((s) => s.name === t.name)?.tablesChanged(t.config, t.shared);
+    const update = decodeShared(m.message as TablesUpdate);
+    for (const t of update.tables) stages.find((s) => s.name === t.name)?.tablesChanged(t.config, t.shared);
+    doorbell[DOORBELL_TABLES_SEEN] = update.generation;
   }
 }
 

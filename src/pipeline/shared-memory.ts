@@ -1,13 +1,14 @@
 // The plugins' shared memory: every region a plugin asks for (Plugin.sharedMemory) is a
-// SharedArrayBuffer allocated here once, by the supervisor, and handed to every PMD thread;
+// shared buffer allocated here once, by the supervisor, and handed to every PMD thread;
 // a restarted PMD gets the same buffers back, so nothing a plugin keeps there is lost.
+import { adoptShared, isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
 import { runJob } from '../control/jobs.ts';
 import { createLog } from '../log.ts';
 import { importPlugin, PluginLoadError, type PluginPlan } from './loader.ts';
 import type { Topology } from './api.ts';
 
 /** Regions by plugin name, then by region name. */
-export type PluginMemory = Record<string, Record<string, SharedArrayBuffer>>;
+export type PluginMemory = Record<string, Record<string, ArrayBufferLike>>;
 
 /**
  * The regions of every plan. After a reload (`previous`), a region a plugin asks for again
@@ -18,7 +19,7 @@ export function allocatePluginMemory(plans: readonly PluginPlan[], previous?: Pl
   return Object.fromEntries(
     plans.map((plan) => {
       const old = previous?.[plan.name] ?? {};
-      const regions = Object.entries(plan.sharedMemory).map(([name, bytes]) => [name, old[name]?.byteLength === bytes ? old[name] : new SharedArrayBuffer(bytes)]);
+      const regions = Object.entries(plan.sharedMemory).map(([name, bytes]) => [name, old[name]?.byteLength === bytes ? old[name] : sharedBuffer(bytes)]);
       return [plan.name, Object.fromEntries(regions)];
     }),
   );
@@ -40,9 +41,10 @@ export async function preparePlugins(plans: readonly PluginPlan[], memory: Plugi
     try {
       const more = await plugin.prepare({ config: plan.config, topology, shared: regions, fresh, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
       for (const [name, buffer] of Object.entries(more ?? {})) {
-        if (!(buffer instanceof SharedArrayBuffer)) throw new Error(`prepare() returned ${name}, which is not a SharedArrayBuffer`);
+        if (!isSharedBuffer(buffer)) throw new Error(`prepare() returned ${name}, which is not a shared buffer (sharedBuffer())`);
         if (name in plan.sharedMemory) throw new Error(`prepare() returned ${name}, a region sharedMemory() already declared`);
-        regions[name] = buffer;
+        // One it made with new SharedArrayBuffer() is copied into the shared memory once.
+        regions[name] = adoptShared(buffer);
       }
     } catch (err) {
       const e = err as Error & { field?: string };

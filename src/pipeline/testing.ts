@@ -44,7 +44,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
   readonly plugin: Plugin<Config, State>;
   readonly config: Config;
   readonly topology: Topology;
-  readonly shared: Record<string, SharedArrayBuffer>;
+  readonly shared: Record<string, ArrayBufferLike>;
   readonly state: State;
   private readonly pool = PacketPool.standalone(256);
   private readonly batch = new Batch(this.pool);
@@ -212,6 +212,6 @@ function topologyOf(options: HarnessOptions): Topology {
   return { ports, bridges, bridgeSettings, pmdCount: options.pmdCount ?? 1 };
 }
 
-function allocate(sizes: Record<string, number>): Record<string, SharedArrayBuffer> {
+function allocate(sizes: Record<string, number>): Record<string, ArrayBufferLike> {
   return Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, new SharedArrayBuffer(n)]));
 }

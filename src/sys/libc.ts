@@ -34,6 +34,8 @@ const c = {
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *statbuf)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+  fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   munmap: libc.func('int munmap(void *addr, size_t length)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
@@ -119,15 +121,31 @@ export function fileSystemType(fd: number): number {
   return Number(new DataView(statfsBuf.buffer).getBigInt64(0, true));
 }
 
-/** Maps `length` bytes of fd from offset 0, shared, read-write. Returns the host address. */
-export function mmapShared(fd: number, length: number): bigint {
-  const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) as bigint;
+const MAP_NORESERVE = 0x4000;
+
+/**
+ * Maps `length` bytes of fd from offset 0, shared, read-write. Returns the host address.
+ * `sparse`: no swap is reserved for it (a large file whose pages are mostly never touched).
+ */
+export function mmapShared(fd: number, length: number, sparse = false): bigint {
+  const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | (sparse ? MAP_NORESERVE : 0), fd, 0) as bigint;
   if (addr === MAP_FAILED || addr === 0n) fail('mmap', `fd ${fd}, ${length} bytes`);
   return addr;
 }
 
 export function munmap(addr: bigint, length: number): void {
   if ((c.munmap(addr, length) as number) < 0) fail('munmap', `${length} bytes`);
+}
+
+const FALLOC_FL_KEEP_SIZE = 1;
+const FALLOC_FL_PUNCH_HOLE = 2;
+
+/**
+ * Gives the pages of a file range back to the system (fallocate PUNCH_HOLE): mappings stay
+ * valid and read zeros there, so a late reader sees zeros, never a fault.
+ */
+export function punchHole(fd: number, offset: number, length: number): void {
+  if ((c.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) as number) < 0) fail('fallocate(PUNCH_HOLE)', `fd ${fd}`);
 }
 
 /** A zero-copy ArrayBuffer over host memory (any thread of this process may make one). */
@@ -232,6 +250,7 @@ export function closeAll(fds: Iterable<number>): void {
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
+const SOCK_SEQPACKET = 5;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
@@ -339,28 +358,43 @@ export function accept(listenFd: number): number {
   return fd;
 }
 
-// One native scratch block per thread for msghdr + iovec + cmsg + data: a struct-free layout
-// filled through a DataView is about twice as fast as koffi struct marshalling.
+// One native scratch block per thread and per kind of socket for msghdr + iovec + cmsg +
+// data: a struct-free layout filled through a DataView is about twice as fast as koffi
+// struct marshalling.
 const MSGHDR = 0; // struct msghdr, 56 bytes on x86-64
 const IOVEC = 64; // struct iovec, 16 bytes
-const CMSG = 128; // cmsghdr (16) + up to 16 fds
-const CMSG_SPACE_MAX = 16 + 4 * MAX_FDS_PER_MESSAGE;
-const DATA = 256;
+const CMSG = 128; // cmsghdr (16) + the fds
 export const MAX_MESSAGE_BYTES = 8192;
-let scratch: { ptr: bigint; dv: DataView; bytes: Uint8Array } | null = null;
 
-function msgScratch() {
-  if (scratch === null) {
-    const size = DATA + MAX_MESSAGE_BYTES;
-    const ptr = c.malloc(size) as bigint;
-    if (ptr === 0n) fail('malloc', `${size} bytes`);
-    const buf = koffi.view(ptr, size);
-    scratch = { ptr, dv: new DataView(buf), bytes: new Uint8Array(buf) };
-  }
-  return scratch;
+interface Scratch {
+  ptr: bigint;
+  dv: DataView;
+  bytes: Uint8Array;
+  /** where the data starts, past the largest control message */
+  data: number;
+  maxData: number;
+  maxFds: number;
 }
 
-function fillMsghdr(s: { ptr: bigint; dv: DataView }, dataLen: number, controlLen: number): void {
+function makeScratch(maxData: number, maxFds: number): Scratch {
+  const data = CMSG + ((16 + 4 * maxFds + 63) & ~63);
+  const size = data + maxData;
+  const ptr = c.malloc(size) as bigint;
+  if (ptr === 0n) fail('malloc', `${size} bytes`);
+  const buf = koffi.view(ptr, size);
+  return { ptr, dv: new DataView(buf), bytes: new Uint8Array(buf), data, maxData, maxFds };
+}
+
+/** vhost-user messages: small, at most 8 fds received (16 sent, to play a rule-breaking frontend). */
+let vhostScratch: Scratch | null = null;
+const vhost = () => (vhostScratch ??= makeScratch(MAX_MESSAGE_BYTES, MAX_SEND_FDS));
+/** Between vrouter's own processes (SOCK_SEQPACKET): larger packets, more fds. */
+export const MAX_PACKET_BYTES = 65536;
+export const MAX_PACKET_FDS = 64;
+let packetScratch: Scratch | null = null;
+const packet = () => (packetScratch ??= makeScratch(MAX_PACKET_BYTES, MAX_PACKET_FDS));
+
+function fillMsghdr(s: Scratch, dataLen: number, controlLen: number): void {
   const dv = s.dv;
   dv.setBigUint64(MSGHDR + 0, 0n, true); // msg_name
   dv.setUint32(MSGHDR + 8, 0, true); // msg_namelen
@@ -369,16 +403,15 @@ function fillMsghdr(s: { ptr: bigint; dv: DataView }, dataLen: number, controlLe
   dv.setBigUint64(MSGHDR + 32, controlLen ? s.ptr + BigInt(CMSG) : 0n, true); // msg_control
   dv.setBigUint64(MSGHDR + 40, BigInt(controlLen), true); // msg_controllen
   dv.setInt32(MSGHDR + 48, 0, true); // msg_flags
-  dv.setBigUint64(IOVEC + 0, s.ptr + BigInt(DATA), true);
+  dv.setBigUint64(IOVEC + 0, s.ptr + BigInt(s.data), true);
   dv.setBigUint64(IOVEC + 8, BigInt(dataLen), true);
 }
 
-/** Sends data with up to 8 fds attached (SCM_RIGHTS). Returns the bytes sent. */
-export function sendMsg(fd: number, data: Uint8Array, fds: readonly number[] = []): number {
-  if (data.length > MAX_MESSAGE_BYTES) throw new RangeError(`message of ${data.length} bytes`);
-  if (fds.length > MAX_SEND_FDS) throw new RangeError(`${fds.length} fds in one message`);
-  const s = msgScratch();
-  s.bytes.set(data, DATA);
+/** sendmsg through scratch `s`; returns the bytes sent, or -1 with errno set. */
+function sendWith(s: Scratch, fd: number, data: Uint8Array, fds: readonly number[]): number {
+  if (data.length > s.maxData) throw new RangeError(`message of ${data.length} bytes`);
+  if (fds.length > s.maxFds) throw new RangeError(`${fds.length} fds in one message`);
+  s.bytes.set(data, s.data);
   const controlLen = fds.length ? 16 + 4 * fds.length : 0;
   if (controlLen) {
     s.dv.setBigUint64(CMSG + 0, BigInt(controlLen), true);
@@ -387,9 +420,24 @@ export function sendMsg(fd: number, data: Uint8Array, fds: readonly number[] = [
     fds.forEach((f, i) => s.dv.setInt32(CMSG + 16 + 4 * i, f, true));
   }
   fillMsghdr(s, data.length, controlLen === 0 ? 0 : (controlLen + 7) & ~7);
-  const n = c.sendmsg(fd, s.ptr + BigInt(MSGHDR), MSG_NOSIGNAL) as number;
+  return c.sendmsg(fd, s.ptr + BigInt(MSGHDR), MSG_NOSIGNAL | MSG_DONTWAIT) as number;
+}
+
+/** Sends data with up to 8 fds attached (SCM_RIGHTS). Returns the bytes sent. */
+export function sendMsg(fd: number, data: Uint8Array, fds: readonly number[] = []): number {
+  const n = sendWith(vhost(), fd, data, fds);
   if (n < 0) fail('sendmsg', `fd ${fd}`);
   return n;
+}
+
+/**
+ * Sends one packet on a SOCK_SEQPACKET socket with up to MAX_PACKET_FDS fds, without
+ * blocking: false when the socket buffer is full (EAGAIN), to be tried again later.
+ */
+export function sendPacket(fd: number, data: Uint8Array, fds: readonly number[] = []): boolean {
+  if (sendWith(packet(), fd, data, fds) >= 0) return true;
+  if (koffi.errno() === EAGAIN || koffi.errno() === EINTR) return false;
+  fail('sendmsg', `fd ${fd}`);
 }
 
 export interface Received {
@@ -400,20 +448,15 @@ export interface Received {
   fdsTruncated: boolean;
 }
 
-/**
- * Reads up to `into.length` bytes without blocking, with the fds that came with them.
- * Returns null when nothing is pending. Received fds are CLOEXEC.
- */
-export function recvMsg(fd: number, into: Uint8Array): Received | null {
-  const want = Math.min(into.length, MAX_MESSAGE_BYTES);
-  const s = msgScratch();
-  fillMsghdr(s, want, CMSG_SPACE_MAX);
+function recvWith(s: Scratch, fd: number, into: Uint8Array, maxFds: number): Received | null {
+  const want = Math.min(into.length, s.maxData);
+  fillMsghdr(s, want, 16 + 4 * maxFds);
   const n = c.recvmsg(fd, s.ptr + BigInt(MSGHDR), MSG_DONTWAIT | MSG_CMSG_CLOEXEC) as number;
   if (n < 0) {
     if (koffi.errno() === EAGAIN || koffi.errno() === EINTR) return null;
     fail('recvmsg', `fd ${fd}`);
   }
-  into.set(s.bytes.subarray(DATA, DATA + n), 0);
+  into.set(s.bytes.subarray(s.data, s.data + n), 0);
   const fds: number[] = [];
   const controlLen = Number(s.dv.getBigUint64(MSGHDR + 40, true));
   // Walk the control messages: any level/type other than SCM_RIGHTS is ignored.
@@ -428,6 +471,27 @@ export function recvMsg(fd: number, into: Uint8Array): Received | null {
   }
   const fdsTruncated = (s.dv.getInt32(MSGHDR + 48, true) & MSG_CTRUNC) !== 0;
   return { length: n, fds, fdsTruncated };
+}
+
+/**
+ * Reads up to `into.length` bytes without blocking, with the fds that came with them
+ * (at most 8: a vhost-user message). Returns null when nothing is pending. Received fds
+ * are CLOEXEC.
+ */
+export function recvMsg(fd: number, into: Uint8Array): Received | null {
+  return recvWith(vhost(), fd, into, MAX_FDS_PER_MESSAGE);
+}
+
+/** recvMsg for a SOCK_SEQPACKET socket between vrouter's processes (sendPacket). */
+export function recvPacket(fd: number, into: Uint8Array): Received | null {
+  return recvWith(packet(), fd, into, MAX_PACKET_FDS);
+}
+
+/** A connected pair of non-blocking AF_UNIX SOCK_SEQPACKET sockets (message boundaries kept). */
+export function seqpacketPair(): [number, number] {
+  const sv = new Int32Array(2);
+  if ((c.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) as number) < 0) fail('socketpair');
+  return [sv[0], sv[1]];
 }
 
 // ---- readiness ------------------------------------------------------------------------------

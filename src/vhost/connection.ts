@@ -16,8 +16,8 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from '../virtio/constants.ts';
-import { memoryTableProblem, type MemoryRegion } from '../virtio/guest-memory.ts';
-import type { Dataplane, PmdCommand, PmdReply } from './dataplane-link.ts';
+import { memoryTableProblem } from '../virtio/guest-memory.ts';
+import type { Dataplane, GuestRegion, PmdReply, PortCommand } from './dataplane-link.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
 import { mapRegions, regionsForDataplane, unmapRegions, type MappedRegion, type MemoryPolicy } from './memory-table.ts';
 import { MessageReader, type Message } from './message-reader.ts';
@@ -514,7 +514,7 @@ export class VhostConnection {
    * Gives every PMD of the port the new table, all or nothing: if one refuses it, those that
    * took it go back to the table in force. Returns null, why it failed, or 'rollback failed'.
    */
-  private async switchMemory(regions: MemoryRegion[], gen: number): Promise<string | null> {
+  private async switchMemory(regions: GuestRegion[], gen: number): Promise<string | null> {
     const owners = this.dataplane.ownersOf(this.port.index);
     const replies = await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions })));
     this.checkCurrent(gen);
@@ -533,7 +533,7 @@ export class VhostConnection {
   }
 
   private unmap(regions: readonly MappedRegion[]): void {
-    unmapRegions(regions.filter((r) => this.mappings.delete(r)));
+    this.dataplane.unmap(unmapRegions(regions.filter((r) => this.mappings.delete(r))));
   }
 
   // ---- vrings -------------------------------------------------------------------------------
@@ -650,7 +650,7 @@ export class VhostConnection {
   // ---- PMD commands ----------------------------------------------------------------------
 
   /** A vring command to its PMD; throws Superseded if the connection was reset meanwhile. */
-  private async command(cmd: PmdCommand): Promise<PmdReply> {
+  private async command(cmd: PortCommand): Promise<PmdReply> {
     this.checkCurrent(cmd.gen);
     const reply = await this.dataplane.request(cmd);
     this.checkCurrent(cmd.gen);

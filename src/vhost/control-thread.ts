@@ -1,24 +1,24 @@
 // Entry point of the vhost control thread: owns every port's socket and connection and
 // speaks the vhost-user protocol; tells the PMDs what to poll. Driven by the event loop
 // (libuv polls the sockets), so it never blocks and never touches packets.
-import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
-import { PmdClient, type PmdLink } from './pmd-client.ts';
+import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
 
 export interface ControlThreadData {
   endpoints: EndpointSettings[];
   /** queueOwner[port][queuePair]: the PMD that polls it */
   queueOwner: number[][];
-  pmdLinks: PmdLink[];
+  /** this process's end of the command socket to the data-plane process */
+  commandsFd: number;
+  /** per PMD: which start of it is running */
+  incarnations: number[];
 }
 
-/**
- * Between the supervisor and this thread: msgpackr messages on the worker's parent port;
- * a restarted PMD's command port travels beside its message (a port cannot be encoded).
- */
+/** Between the supervisor and this thread: msgpackr messages on the worker's parent port. */
 export type ControlRequest =
   | { t: 'shutdown' }
   /**
@@ -27,17 +27,17 @@ export type ControlRequest =
    * PMDs run on the new layout ('layout').
    */
   | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[] }
-  /** every PMD was restarted on a new layout: their command ports (in the envelope) and queues (answered with 'done') */
-  | { t: 'layout'; id: number; queueOwner: number[][] }
+  /**
+   * every PMD was started again, on a new layout or (commandsFd) in a new data-plane
+   * process: each gets its queues back (answered with 'done')
+   */
+  | { t: 'layout'; id: number; queueOwner: number[][]; incarnations: number[]; commandsFd?: number }
   /** culprit: the port the PMD was serving when it died of an error, and the error */
-  | { t: 'pmd-restarted'; pmd: number; culprit: { port: number; error: string } | null }
+  | { t: 'pmd-restarted'; pmd: number; incarnation: number; culprit: { port: number; error: string } | null }
   /** each port's connection, for the admin endpoint */
   | { t: 'port-states'; id: number };
 export interface ControlEnvelope {
   msg: Uint8Array;
-  commands?: MessagePort;
-  /** 'layout': every PMD's command port, by PMD */
-  allCommands?: MessagePort[];
 }
 export type ControlEvent =
   | { t: 'ready' }
@@ -47,10 +47,10 @@ export type ControlEvent =
   | { t: 'port-states'; id: number; states: (PortState | null)[] }
   | { t: 'done'; id: number; error?: string };
 
-const { endpoints, queueOwner, pmdLinks } = workerData as ControlThreadData;
+const { endpoints, queueOwner, commandsFd, incarnations } = workerData as ControlThreadData;
 const log = createLog('vhost');
 setThreadName('vhost-ctl');
-const dataplane = new PmdClient(pmdLinks, queueOwner, log);
+const dataplane = new PmdClient(commandsFd, queueOwner, incarnations, log);
 /** by slot; null for a free slot */
 const ports: (PortEndpoint | null)[] = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
 const live = () => ports.filter((p): p is PortEndpoint => p !== null);
@@ -71,16 +71,16 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     send({ t: 'stopped' });
   } else if (req.t === 'port-states') {
     send({ t: 'port-states', id: req.id, states: ports.map((p) => p?.state() ?? null) });
-  } else if (req.t === 'pmd-restarted' && envelope.commands) {
-    dataplane.replaceLink(req.pmd, envelope.commands);
+  } else if (req.t === 'pmd-restarted') {
+    dataplane.replaceLink(req.pmd, req.incarnation);
     log.info(`pmd${req.pmd} restarted: handing its queues back`, 'pmd.queues_returned', { pmd: req.pmd });
     const culprit = req.culprit;
     await Promise.all(ports.map((p, index) => p?.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
   } else if (req.t === 'ports') {
     const error = await changePorts(req.open, req.close);
     send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });
-  } else if (req.t === 'layout' && envelope.allCommands) {
-    dataplane.replaceAll(envelope.allCommands, req.queueOwner);
+  } else if (req.t === 'layout') {
+    dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
     await Promise.all(live().flatMap((p) => req.queueOwner.map((_, pmd) => p.resync(pmd, null))));
     send({ t: 'done', id: req.id });

@@ -1,6 +1,7 @@
 // What the vhost control thread asks of the data plane, and the answers it waits for.
 // The PMD that owns a port carries these out between two bursts; they travel as msgpackr
-// messages on a MessagePort, with a doorbell word so that a polling PMD notices them.
+// messages to the data-plane process, which hands each to its PMD on a MessagePort, with a
+// doorbell word so that a polling PMD notices them.
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
 
@@ -22,6 +23,20 @@ export type PmdCommand =
   /** forget every vring and the memory of a port (frontend gone or reset) */
   | { t: 'port-reset'; port: number; gen: number };
 
+/** A guest memory region as the control thread names it: the data plane maps its fd. */
+export interface GuestRegion {
+  /** names the region for as long as it is mapped (the data plane maps each once) */
+  id: number;
+  guestPhysAddr: number;
+  userAddr: number;
+  size: number;
+  mmapOffset: number;
+  fd: number;
+}
+
+/** A PMD command as the control thread sends it: memory as regions of files, not yet mapped. */
+export type PortCommand = Exclude<PmdCommand, { t: 'memory' }> | { t: 'memory'; port: number; gen: number; regions: GuestRegion[] };
+
 export interface PmdRequest {
   id: number;
   cmd: PmdCommand;
@@ -37,15 +52,17 @@ export interface PmdReply {
 
 export interface Dataplane {
   /** a vring command, to the PMD that owns the vring's queue pair */
-  request(cmd: PmdCommand): Promise<PmdReply>;
+  request(cmd: PortCommand): Promise<PmdReply>;
   /** to one PMD only */
-  requestOn(pmd: number, cmd: PmdCommand): Promise<PmdReply>;
+  requestOn(pmd: number, cmd: PortCommand): Promise<PmdReply>;
+  /** regions no PMD views any more (each PMD of the port answered a command without them) */
+  unmap(ids: readonly number[]): void;
   /** the PMDs that own a queue of the port (port-wide commands go to each) */
   ownersOf(port: number): number[];
   ownerOf(port: number, vring: number): number;
 }
 
-/** Doorbell layout (Int32Array over a SharedArrayBuffer, one per PMD). */
+/** Doorbell layout (Int32Array over a shared buffer, one per PMD). */
 export const DOORBELL_COMMANDS = 0;
 /** the port the PMD works on (plain stores): read after a crash to find the likely culprit */
 export const DOORBELL_SERVING = 8;
@@ -55,12 +72,14 @@ export const DOORBELL_HEARTBEAT = 9;
 export const DOORBELL_STAGE = 10;
 /** counts the plugin table updates posted to the PMD (its worker port): it drains them when this moves */
 export const DOORBELL_TABLES = 11;
+/** the generation of the plugin tables the PMD uses (TablesUpdate): older ones may be freed */
+export const DOORBELL_TABLES_SEEN = 12;
 /** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
 export const DOORBELL_SLEEPING = 16;
 export const DOORBELL_WORDS = 32;
 
 /** What a PMD's peers need to wake it. */
 export interface PmdWaker {
-  doorbell: SharedArrayBuffer;
+  doorbell: ArrayBufferLike;
   wakeFd: number;
 }

@@ -1,15 +1,19 @@
-// Mapping a frontend's memory table: each region fd is checked with fstat (a region past
-// the end of its file would SIGBUS the process on first touch) and against the port's
-// memory policy, mapped once, then closed.
-import { closeAll, fileSystemType, fstatSize, HUGETLBFS_MAGIC, mmapShared, munmap, sealAgainstShrinking, SysError, TMPFS_MAGIC } from '../sys/libc.ts';
-import type { MemoryRegion } from '../virtio/guest-memory.ts';
+// A frontend's memory table: each region fd is checked with fstat (a region past the end
+// of its file would SIGBUS the data plane on first touch) and against the port's memory
+// policy, then kept: the data-plane process maps it (and a new one maps it again), the
+// control thread never does.
+import { closeAll, fileSystemType, fstatSize, HUGETLBFS_MAGIC, sealAgainstShrinking, SysError, TMPFS_MAGIC } from '../sys/libc.ts';
+import type { GuestRegion } from './dataplane-link.ts';
 import { ProtocolError, type MemRegionDesc } from './protocol.ts';
 
+/** A region of a memory table and its file, held while the region is in force. */
 export interface MappedRegion extends MemRegionDesc {
-  /** where the whole file range [0, mmapOffset + size) is mapped */
-  mapAddr: bigint;
-  mapLength: number;
+  fd: number;
+  /** names it to the data plane, which maps it once */
+  id: number;
 }
+
+let nextRegionId = 1;
 
 /** strict: refuse guest memory a frontend could shrink under vrouter; warn: accept and log it */
 export type MemoryPolicy = 'strict' | 'warn';
@@ -24,7 +28,7 @@ const FILE_SYSTEM_NAMES = new Map<number, string>([
 ]);
 
 /**
- * Maps every region; on any failure unmaps what was mapped. Always closes the fds.
+ * Checks every region and keeps its fd; on any failure closes them all.
  * A region file is trusted when it is on tmpfs or hugetlbfs (page cache that is never
  * written back to a disk) and sealed against shrinking (QEMU's memory-backend-memfd is;
  * DPDK virtio-user's memfds and any file under a path are not): a file shrunk under a
@@ -60,27 +64,23 @@ export function mapRegions(
       if (fileSize < mapLength) {
         throw new ProtocolError(`${request}: ${which(i)} needs ${mapLength} bytes of its file, which has ${fileSize}`);
       }
-      mapped.push({ ...d, mapAddr: mmapShared(fds[i], mapLength), mapLength });
+      mapped.push({ ...d, fd: fds[i], id: nextRegionId++ });
     });
+    closeAll(fds.slice(descs.length));
     return { regions: mapped, warnings };
   } catch (err) {
-    unmapRegions(mapped);
-    throw err instanceof SysError ? new ProtocolError(`${request}: ${err.message}`) : err;
-  } finally {
     closeAll(fds);
+    throw err instanceof SysError ? new ProtocolError(`${request}: ${err.message}`) : err;
   }
 }
 
-export function unmapRegions(regions: readonly MappedRegion[]): void {
-  for (const r of regions) munmap(r.mapAddr, r.mapLength);
+/** Closes the regions' files; returns their ids, for the data plane to unmap. */
+export function unmapRegions(regions: readonly MappedRegion[]): number[] {
+  closeAll(regions.map((r) => r.fd));
+  return regions.map((r) => r.id);
 }
 
-/** What a PMD needs to view the regions. */
-export function regionsForDataplane(regions: readonly MappedRegion[]): MemoryRegion[] {
-  return regions.map((r) => ({
-    guestPhysAddr: r.guestPhysAddr,
-    userAddr: r.userAddr,
-    size: r.size,
-    hostAddr: (r.mapAddr + BigInt(r.mmapOffset)).toString(),
-  }));
+/** What the data plane needs to map and view the regions. */
+export function regionsForDataplane(regions: readonly MappedRegion[]): GuestRegion[] {
+  return regions.map((r) => ({ id: r.id, guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, mmapOffset: r.mmapOffset, fd: r.fd }));
 }

@@ -1,47 +1,51 @@
-// The control thread's side of the PMD command channel: numbered requests, each answered
-// by the PMD between two bursts. A request is never given up on while the PMD lives: the
-// caller closes fds and unmaps memory only after the answer, so an answer that is merely
-// late must not be mistaken for one that will never come. A PMD that dies fails its
-// pending requests at once (a dead thread holds nothing).
-import type { MessagePort } from 'node:worker_threads';
+// The control thread's side of the PMD commands: numbered requests over the socket to the
+// data-plane process, each answered by its PMD between two bursts. The fds a command names
+// travel with it (SCM_RIGHTS); the data plane keeps its own copies. A request is never given
+// up on while its PMD lives: the caller closes fds and unmaps memory only after the answer,
+// so an answer that is merely late must not be mistaken for one that will never come. A PMD
+// that dies fails its pending requests at once (a dead thread holds nothing), and so does
+// the whole data plane.
 import type { Log } from '../log.ts';
-import { pack, unpack } from 'msgpackr';
-import { eventfdSignal } from '../sys/libc.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, type Dataplane, type PmdCommand, type PmdReply } from './dataplane-link.ts';
-
-export interface PmdLink {
-  commands: MessagePort;
-  doorbell: SharedArrayBuffer;
-  wakeFd: number;
-}
+import { PacketChannel } from '../sys/packet-channel.ts';
+import type { CommandMessage, CommandReply, WireCommand } from '../dataplane/process-link.ts';
+import type { Dataplane, PortCommand, PmdReply } from './dataplane-link.ts';
 
 /** A PMD slower than this to answer is reported in the log (it is still waited for). */
 const SLOW_REPLY_MS = 1000;
 
 export class PmdClient implements Dataplane {
-  private links: { commands: MessagePort; doorbell: Int32Array; wakeFd: number }[];
+  private channel: PacketChannel | null = null;
   private queueOwner: readonly (readonly number[])[];
-  private readonly waiting = new Map<number, (reply: PmdReply) => void>();
-  private readonly pendingPmd = new Map<number, number>();
+  /** per PMD: which start of it requests go to (the data plane refuses them for another) */
+  private incarnations: number[];
+  private readonly waiting = new Map<number, { pmd: number; finish: (reply: PmdReply) => void }>();
   private nextId = 1;
   private readonly log: Log;
 
-  constructor(links: readonly PmdLink[], queueOwner: readonly (readonly number[])[], log: Log) {
+  constructor(commandsFd: number, queueOwner: readonly (readonly number[])[], incarnations: number[], log: Log) {
     this.queueOwner = queueOwner;
+    this.incarnations = [...incarnations];
     this.log = log;
-    this.links = links.map((l) => ({ commands: l.commands, doorbell: new Int32Array(l.doorbell), wakeFd: l.wakeFd }));
-    for (const l of this.links) this.listen(l.commands);
+    this.connect(commandsFd);
   }
 
-  private listen(commands: MessagePort): void {
-    commands.on('message', (data: Uint8Array) => {
-      const reply = unpack(data) as PmdReply;
-      this.waiting.get(reply.id)?.(reply);
+  private connect(fd: number): void {
+    const channel: PacketChannel = new PacketChannel(fd, {
+      message: (m) => {
+        const reply = (m as CommandReply).reply;
+        if (reply !== undefined) this.waiting.get(reply.id)?.finish(reply);
+      },
+      closed: () => {
+        if (this.channel !== channel) return;
+        this.channel = null;
+        this.failWhere(() => true, 'the data plane restarted');
+      },
     });
+    this.channel = channel;
   }
 
   /** A vring command, to the PMD that owns the vring's queue pair. */
-  request(cmd: PmdCommand): Promise<PmdReply> {
+  request(cmd: PortCommand): Promise<PmdReply> {
     const vring = 'vring' in cmd ? cmd.vring : 0;
     return this.send(this.queueOwner[cmd.port][vring >> 1], cmd);
   }
@@ -50,42 +54,48 @@ export class PmdClient implements Dataplane {
     return [...new Set(this.queueOwner[port] ?? [])];
   }
 
-  private send(pmd: number, cmd: PmdCommand): Promise<PmdReply> {
-    const link = this.links[pmd];
+  private send(pmd: number, cmd: PortCommand): Promise<PmdReply> {
     const id = this.nextId++;
+    const channel = this.channel;
+    if (channel === null) return Promise.resolve({ id, error: 'the data plane is restarting' });
+    const { wire, fds } = onWire(cmd);
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.log.warn(`pmd${pmd} has not answered ${cmd.t} (port ${cmd.port}) for ${SLOW_REPLY_MS} ms; still waiting`), SLOW_REPLY_MS);
       const finish = (reply: PmdReply) => {
         clearTimeout(timer);
         this.waiting.delete(id);
-        this.pendingPmd.delete(id);
         resolve(reply);
       };
-      this.waiting.set(id, finish);
-      this.pendingPmd.set(id, pmd);
-      link.commands.postMessage(pack({ id, cmd }));
-      // The PMD reads the port only when this word changes. The doorbell store comes
-      // before the sleeping check: either the PMD sees it before sleeping, or we see it asleep.
-      Atomics.add(link.doorbell, DOORBELL_COMMANDS, 1);
-      if (Atomics.load(link.doorbell, DOORBELL_SLEEPING) === 1) eventfdSignal(link.wakeFd);
+      this.waiting.set(id, { pmd, finish });
+      const message: CommandMessage = { t: 'command', id, pmd, incarnation: this.incarnations[pmd], cmd: wire };
+      channel.send(message, fds);
     });
   }
 
-  /** A restarted PMD's new command port: requests to the dead one fail at once. */
-  replaceLink(pmd: number, commands: MessagePort): void {
-    const old = this.links[pmd];
-    old.commands.close();
-    for (const [id, pending] of this.waiting) if (this.pendingPmd.get(id) === pmd) pending({ id, error: `PMD ${pmd} restarted` });
-    this.links[pmd] = { ...old, commands };
-    this.listen(commands);
+  private failWhere(which: (pmd: number) => boolean, error: string): void {
+    for (const [id, w] of this.waiting) if (which(w.pmd)) w.finish({ id, error });
+  }
+
+  /** A PMD started again: requests to the dead one fail at once. */
+  replaceLink(pmd: number, incarnation: number): void {
+    this.incarnations[pmd] = incarnation;
+    this.failWhere((p) => p === pmd, `PMD ${pmd} restarted`);
   }
 
   /**
-   * Every PMD restarted on a new layout (ports added or removed, queues moved): their new
-   * command ports, and which PMD now owns each queue pair.
+   * Every PMD started again, on a new layout (ports added or removed, queues moved) or in
+   * a new data-plane process (`commandsFd`): which start of each requests go to, and which
+   * PMD owns each queue pair.
    */
-  replaceAll(commands: readonly MessagePort[], queueOwner: readonly (readonly number[])[]): void {
-    commands.forEach((c, pmd) => this.replaceLink(pmd, c));
+  replaceAll(incarnations: readonly number[], queueOwner: readonly (readonly number[])[], commandsFd?: number): void {
+    if (commandsFd !== undefined) {
+      const old = this.channel;
+      this.channel = null;
+      old?.close();
+      this.failWhere(() => true, 'the data plane restarted');
+      this.connect(commandsFd);
+    }
+    incarnations.forEach((inc, pmd) => this.replaceLink(pmd, inc));
     this.queueOwner = queueOwner;
   }
 
@@ -95,11 +105,35 @@ export class PmdClient implements Dataplane {
   }
 
   /** A command for one PMD only (a restarted one being given its state back). */
-  requestOn(pmd: number, cmd: PmdCommand): Promise<PmdReply> {
+  requestOn(pmd: number, cmd: PortCommand): Promise<PmdReply> {
     return this.send(pmd, cmd);
   }
 
+  /** Guest memory regions no PMD views any more: the data plane unmaps them. */
+  unmap(ids: readonly number[]): void {
+    if (ids.length > 0) this.channel?.send({ t: 'unmap', ids: [...ids] } satisfies CommandMessage);
+  }
+
   close(): void {
-    for (const l of this.links) l.commands.close();
+    this.channel?.close();
+    this.channel = null;
+  }
+}
+
+/** The command as it travels: each fd it names replaced by its index among the fds sent. */
+function onWire(cmd: PortCommand): { wire: WireCommand; fds: number[] } {
+  const fds: number[] = [];
+  const index = (fd: number) => (fd < 0 ? -1 : fds.push(fd) - 1);
+  switch (cmd.t) {
+    case 'memory':
+      return { wire: { ...cmd, regions: cmd.regions.map((r) => ({ ...r, fd: index(r.fd) })) }, fds };
+    case 'vring-start':
+      return { wire: { ...cmd, callFd: index(cmd.callFd), kickFd: index(cmd.kickFd) }, fds };
+    case 'vring-call':
+      return { wire: { ...cmd, callFd: index(cmd.callFd) }, fds };
+    case 'vring-kick':
+      return { wire: { ...cmd, kickFd: index(cmd.kickFd) }, fds };
+    default:
+      return { wire: cmd, fds };
   }
 }

@@ -34,10 +34,33 @@ export interface ProcessResources {
 
 /** What a process holds right now, from /proc. */
 export function processResources(pid: number): ProcessResources {
+  const own = oneProcess(pid);
+  return dataplanePids(pid).map(oneProcess).reduce((sum, r) => ({ fds: sum.fds + r.fds, guestMappings: sum.guestMappings + r.guestMappings, threads: sum.threads + r.threads }), own);
+}
+
+/** The data-plane processes a vrouter supervisor started (its children named so). */
+export function dataplanePids(pid: number): number[] {
+  let children: number[];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  return children.filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/cmdline`, 'utf8').startsWith('vrouter-dataplane');
+    } catch {
+      return false;
+    }
+  });
+}
+
+function oneProcess(pid: number): ProcessResources {
   const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
   return {
     fds: readdirSync(`/proc/${pid}/fd`).length,
-    guestMappings: maps.split('\n').filter((l) => l.includes('/memfd:')).length,
+    // memfds but vrouter's own shared memory
+    guestMappings: maps.split('\n').filter((l) => l.includes('/memfd:') && !l.includes('/memfd:vrouter-state')).length,
     threads: readdirSync(`/proc/${pid}/task`).length,
   };
 }

@@ -15,6 +15,7 @@ const dataplane: Dataplane = {
   requestOn: async () => ({ id: 0 }),
   ownersOf: () => [0],
   ownerOf: () => 0,
+  unmap: () => undefined,
 };
 
 t.test('quarantine after a PMD crash while serving the port', async (t) => {

@@ -1,0 +1,112 @@
+// The supervisor's handle on the data-plane process: starts it (a child process named
+// vrouter-dataplane), hands it the shared memory, and starts, stops and feeds its PMDs.
+// When the process dies, `died` is called once; the supervisor starts a new one and gives
+// it the same state (the connections, their fds and vring positions are all on this side).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
+import { closeAll, seqpacketPair } from '../sys/libc.ts';
+import { PacketChannel } from '../sys/packet-channel.ts';
+import { encodeShared } from '../sys/shared-arena.ts';
+import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
+
+const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+const ENTRY = fileURLToPath(new URL(`../dataplane/process-main${MODULE_EXT}`, import.meta.url));
+/** how long the data plane has to map the shared memory and say it is ready */
+const READY_TIMEOUT_MS = 10_000;
+
+export interface DataplaneHandlers {
+  pmdError(pmd: number, incarnation: number, error: string): void;
+  pmdExit(pmd: number, incarnation: number, code: number): void;
+  /** the process ended (after start resolved), by exit code or signal */
+  died(code: number | null, signal: NodeJS.Signals | null): void;
+}
+
+export class DataplaneProcess {
+  private readonly child: ChildProcess;
+  private readonly channel: PacketChannel;
+  /** the supervisor's end of the control thread's command socket */
+  readonly commandsFd: number;
+  private readonly handlers: DataplaneHandlers;
+  private exited = false;
+  private readonly exitWaiters: (() => void)[] = [];
+
+  /** Starts the process; `ready()` resolves once it mapped the shared memory. */
+  constructor(arenaFd: number, arenaBytes: number, handlers: DataplaneHandlers) {
+    this.handlers = handlers;
+    const [supervisorEnd, dataplaneEnd] = seqpacketPair();
+    const [commandsEnd, dataplaneCommands] = seqpacketPair();
+    this.commandsFd = commandsEnd;
+    this.child = spawn(process.execPath, [...process.execArgv, ENTRY], {
+      argv0: 'vrouter-dataplane',
+      stdio: ['ignore', 'inherit', 'inherit', dataplaneEnd, dataplaneCommands],
+    });
+    // The child has its copies now.
+    closeAll([dataplaneEnd, dataplaneCommands]);
+    this.channel = new PacketChannel(supervisorEnd, { message: (m) => this.onEvent(m as DataplaneEvent), closed: () => undefined });
+    this.child.on('exit', (code, signal) => {
+      this.exited = true;
+      this.channel.close();
+      for (const wake of this.exitWaiters.splice(0)) wake();
+      this.handlers.died(code, signal);
+    });
+    this.send({ t: 'init', arenaBytes }, [arenaFd]);
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  private readyWaiters: ((ok: boolean) => void)[] = [];
+  private isReady = false;
+
+  /** Resolves once the process mapped the shared memory; rejects if it died first or took too long. */
+  ready(): Promise<void> {
+    if (this.isReady) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => settle(false), READY_TIMEOUT_MS);
+      const settle = (ok: boolean) => {
+        clearTimeout(timer);
+        if (ok) resolve();
+        else reject(new Error(`the data-plane process did not start (${this.exited ? `exit code ${this.child.exitCode}, signal ${this.child.signalCode}` : `no answer within ${READY_TIMEOUT_MS} ms`})`));
+      };
+      this.readyWaiters.push(settle);
+      this.exitWaiters.push(() => settle(false));
+    });
+  }
+
+  private onEvent(event: DataplaneEvent): void {
+    if (event.t === 'ready') {
+      this.isReady = true;
+      for (const settle of this.readyWaiters.splice(0)) settle(true);
+    } else if (event.t === 'pmd-error') {
+      this.handlers.pmdError(event.pmd, event.incarnation, event.error);
+    } else if (event.t === 'pmd-exit') {
+      this.handlers.pmdExit(event.pmd, event.incarnation, event.code);
+    }
+  }
+
+  private send(message: SupervisorMessage, fds: number[] = []): void {
+    this.channel.send(message, fds);
+  }
+
+  spawnPmd(pmd: number, incarnation: number, data: PmdSpawnData): void {
+    this.send({ t: 'spawn', pmd, incarnation, data: encodeShared(data, true) });
+  }
+
+  terminatePmd(pmd: number, incarnation: number): void {
+    this.send({ t: 'terminate', pmd, incarnation });
+  }
+
+  postTables(update: TablesUpdate): void {
+    this.send({ t: 'tables', update: encodeShared(update, true) });
+  }
+
+  /** Kills the process (SIGKILL: nothing in it needs a clean end) and waits for its exit. */
+  kill(): Promise<void> {
+    if (this.exited) return Promise.resolve();
+    const gone = new Promise<void>((resolve) => this.exitWaiters.push(resolve));
+    this.child.kill('SIGKILL');
+    return gone;
+  }
+}

@@ -1,0 +1,42 @@
+// What the supervisor process and the data-plane process say to each other, on two
+// sockets: one from the supervisor's main thread (the PMDs' lives, the tables) and one from
+// the vhost control thread (the commands of the ports' connections, with their fds).
+import type { GuestRegion, PmdReply, PortCommand } from '../vhost/dataplane-link.ts';
+import type { PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
+
+/** fd numbers the data-plane process is started with (its stdio entries 3 and 4). */
+export const SUPERVISOR_FD = 3;
+export const COMMANDS_FD = 4;
+
+/** What a PMD is started with: everything but its command port, shared memory as SharedRefs. */
+export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena'>;
+
+export type SupervisorMessage =
+  /** the shared memory (its fd comes with the message) */
+  | { t: 'init'; arenaBytes: number }
+  /** starts PMD `pmd`; `incarnation` names this start of it in every later message */
+  | { t: 'spawn'; pmd: number; incarnation: number; data: PmdSpawnData }
+  | { t: 'terminate'; pmd: number; incarnation: number }
+  | { t: 'tables'; update: TablesUpdate };
+
+export type DataplaneEvent =
+  | { t: 'ready' }
+  /** a PMD's error, before it exits */
+  | { t: 'pmd-error'; pmd: number; incarnation: number; error: string }
+  | { t: 'pmd-exit'; pmd: number; incarnation: number; code: number };
+
+/** A guest memory region in a 'memory' command; `fd` is an index into the message's fds. */
+export type RegionOnWire = GuestRegion;
+
+/** A PMD command as it travels: fd fields are indices into the message's fds (-1: none). */
+export type WireCommand = PortCommand;
+
+export type CommandMessage =
+  | { t: 'command'; id: number; pmd: number; incarnation: number; cmd: WireCommand }
+  /** regions no PMD views any more: unmapped */
+  | { t: 'unmap'; ids: number[] };
+
+export interface CommandReply {
+  t: 'reply';
+  reply: PmdReply;
+}

@@ -1,0 +1,185 @@
+// The data-plane process (`vrouter-dataplane`): started by the supervisor, it maps the
+// shared memory and the guests' memory, and runs one PMD thread per core. Everything that
+// must outlive it stays with the supervisor: the connections and their fds, the vring
+// positions, the tables and counters (in the shared memory it maps). This main thread only
+// relays: the supervisor's orders to the PMDs, the control thread's commands with the fds
+// they carry, and the answers back.
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { pack, unpack } from 'msgpackr';
+import { createLog } from '../log.ts';
+import { PacketChannel } from '../sys/packet-channel.ts';
+import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, SysError } from '../sys/libc.ts';
+import { arenaAddress, attachArena, decodeShared } from '../sys/shared-arena.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
+import type { MemoryRegion } from '../virtio/guest-memory.ts';
+import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
+import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
+
+const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
+const log = createLog('dataplane');
+process.title = 'vrouter-dataplane';
+setThreadName('vrouter-datapl');
+// A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
+setParentDeathSignal('SIGKILL');
+
+interface RunningPmd {
+  id: number;
+  incarnation: number;
+  worker: Worker;
+  commands: MessageChannel['port1'];
+  doorbell: Int32Array;
+  /** kick and call fds it was given, by `${port}/${vring}/${kind}`: closed when replaced or the port reset */
+  fds: Map<string, number>;
+  /** commands sent, waiting for their answer: the fds to close then */
+  pending: Map<number, { cmd: WireCommand; fds: Map<string, number> }>;
+}
+
+const pmds = new Map<number, RunningPmd>();
+const wakeFds: number[] = [];
+/** guest memory regions mapped, by id */
+const mapped = new Map<number, { addr: bigint; length: number }>();
+
+const supervisor = new PacketChannel(SUPERVISOR_FD, { message: (m, fds) => onSupervisor(m as SupervisorMessage, fds), closed: () => process.exit(0) });
+const commands = new PacketChannel(COMMANDS_FD, { message: (m, fds) => onCommand(m as CommandMessage, fds), closed: () => undefined });
+const tell = (event: DataplaneEvent) => supervisor.send(event);
+
+function onSupervisor(m: SupervisorMessage, fds: number[]): void {
+  if (m.t === 'init') {
+    attachArena(fds[0], m.arenaBytes);
+    tell({ t: 'ready' });
+  } else if (m.t === 'spawn') {
+    spawn(m.pmd, m.incarnation, m.data);
+  } else if (m.t === 'terminate') {
+    const pmd = pmds.get(m.pmd);
+    if (pmd?.incarnation === m.incarnation) void pmd.worker.terminate();
+  } else if (m.t === 'tables') {
+    for (const pmd of pmds.values()) {
+      pmd.worker.postMessage(m.update);
+      ring(pmd, DOORBELL_TABLES);
+    }
+  }
+}
+
+function spawn(id: number, incarnation: number, data: PmdSpawnData): void {
+  const wakers = data.shared.wakers;
+  for (let i = wakeFds.length; i < wakers.length; i++) wakeFds.push(eventfd());
+  wakers.forEach((w, i) => (w.wakeFd = wakeFds[i]));
+  const channel = new MessageChannel();
+  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress() };
+  const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
+  const doorbell = new Int32Array(decodeShared(wakers[id].doorbell));
+  const pmd: RunningPmd = { id, incarnation, worker, commands: channel.port1, doorbell, fds: new Map(), pending: new Map() };
+  pmds.set(id, pmd);
+  channel.port1.on('message', (bytes: Uint8Array) => answered(pmd, unpack(bytes) as PmdReply));
+  worker.on('message', (m: PmdLogLine) => process.stderr.write(m.log));
+  worker.on('error', (err) => tell({ t: 'pmd-error', pmd: id, incarnation, error: err.stack ?? err.message }));
+  worker.on('exit', (code) => {
+    if (pmds.get(id) === pmd) pmds.delete(id);
+    channel.port1.close();
+    // A dead thread holds nothing: its fds go, and its waiting commands are answered.
+    for (const [cmdId, p] of pmd.pending) {
+      closeAll(p.fds.values());
+      commands.send({ t: 'reply', reply: { id: cmdId, error: `PMD ${id} restarted` } });
+    }
+    closeAll(pmd.fds.values());
+    tell({ t: 'pmd-exit', pmd: id, incarnation, code });
+  });
+}
+
+/** Makes a PMD look at a doorbell word, waking it if it sleeps. */
+function ring(pmd: RunningPmd, word: number): void {
+  Atomics.add(pmd.doorbell, word, 1);
+  if (Atomics.load(pmd.doorbell, DOORBELL_SLEEPING) === 1) eventfdSignal(wakeFds[pmd.id]);
+}
+
+function onCommand(m: CommandMessage, fds: number[]): void {
+  if (m.t === 'unmap') {
+    for (const id of m.ids) {
+      const region = mapped.get(id);
+      if (region === undefined) continue;
+      mapped.delete(id);
+      munmap(region.addr, region.length);
+    }
+    closeAll(fds);
+    return;
+  }
+  const pmd = pmds.get(m.pmd);
+  const refuse = (error: string) => {
+    closeAll(fds);
+    commands.send({ t: 'reply', reply: { id: m.id, error } });
+  };
+  if (pmd === undefined || pmd.incarnation !== m.incarnation) return refuse(`PMD ${m.pmd} restarted`);
+  let cmd: PmdCommand;
+  const given = new Map<string, number>();
+  try {
+    cmd = localCommand(m.cmd, fds, given);
+  } catch (err) {
+    return refuse((err as Error).message);
+  }
+  pmd.pending.set(m.id, { cmd: m.cmd, fds: given });
+  pmd.commands.postMessage(pack({ id: m.id, cmd }));
+  ring(pmd, DOORBELL_COMMANDS);
+}
+
+/**
+ * The command with this process's fds and addresses: kick and call fds as received, guest
+ * memory mapped (each region once, checked against its file's size first: a region past
+ * the end of its file would fault on first touch). Region fds are closed once mapped.
+ */
+function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number>): PmdCommand {
+  const fdAt = (i: number) => (i >= 0 && i < fds.length ? fds[i] : -1);
+  if (cmd.t === 'memory') {
+    try {
+      return { ...cmd, regions: cmd.regions.map((r) => mapRegion(r, fdAt(r.fd))) };
+    } finally {
+      closeAll(fds);
+    }
+  }
+  if (cmd.t === 'vring-start' || cmd.t === 'vring-kick') given.set(`${cmd.port}/${cmd.vring}/kick`, fdAt(cmd.kickFd));
+  if (cmd.t === 'vring-start' || cmd.t === 'vring-call') given.set(`${cmd.port}/${cmd.vring}/call`, fdAt(cmd.callFd));
+  const used = new Set(given.values());
+  closeAll(fds.filter((fd) => !used.has(fd)));
+  if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd) };
+  if (cmd.t === 'vring-kick') return { ...cmd, kickFd: fdAt(cmd.kickFd) };
+  if (cmd.t === 'vring-call') return { ...cmd, callFd: fdAt(cmd.callFd) };
+  return cmd;
+}
+
+function mapRegion(r: RegionOnWire, fd: number): MemoryRegion {
+  let region = mapped.get(r.id);
+  if (region === undefined) {
+    if (fd < 0) throw new Error(`memory region ${r.id} came without its fd`);
+    const length = r.mmapOffset + r.size;
+    const fileSize = fstatSize(fd);
+    if (fileSize < length) throw new SysError('mmap', 22, `region ${r.id} needs ${length} bytes of a file of ${fileSize}`);
+    region = { addr: mmapShared(fd, length), length };
+    mapped.set(r.id, region);
+  }
+  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, hostAddr: (region.addr + BigInt(r.mmapOffset)).toString() };
+}
+
+/** A PMD answered: the fds its command replaced, or those of a refused command, are closed. */
+function answered(pmd: RunningPmd, reply: PmdReply): void {
+  const sent = pmd.pending.get(reply.id);
+  if (sent !== undefined) {
+    pmd.pending.delete(reply.id);
+    if (reply.error !== undefined) {
+      closeAll(sent.fds.values());
+    } else {
+      if (sent.cmd.t === 'port-reset') {
+        for (const [key, fd] of pmd.fds) if (key.startsWith(`${sent.cmd.port}/`)) (closeAll([fd]), pmd.fds.delete(key));
+      }
+      for (const [key, fd] of sent.fds) {
+        const old = pmd.fds.get(key);
+        if (old !== undefined && old !== fd) closeAll([old]);
+        pmd.fds.set(key, fd);
+      }
+    }
+  }
+  commands.send({ t: 'reply', reply });
+}
+
+process.on('uncaughtException', (err) => {
+  log.error(`data plane failed: ${err.stack ?? err.message}`);
+  process.exit(70);
+});

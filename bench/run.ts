@@ -1,15 +1,18 @@
 // npm run bench [-- --rounds N --seconds S --quick]: vrouter against dpdk-testpmd's vhost io
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
 // bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
-// idle and busy (/metrics scraped, routes changed); then idle CPU, memory, first-frame
-// latency after idle, and the micro-benchmarks (the copy primitives among them). Prints a
-// table, writes results/*.json.
+// idle and busy (/metrics scraped, routes changed); how long forwarding stops when the
+// data-plane process is killed or upgraded; then idle CPU, memory, first-frame latency
+// after idle, and the micro-benchmarks (the copy primitives among them). Prints a table
+// (and the last run's vrouter figures beside this one's), writes results/*.json.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ownRssMiB, ovsDpdkBackend, testpmdIoBackend, vrouterBackend, type Backend } from './lib/backends.ts';
+import { ovsDpdkBackend, testpmdIoBackend, vrouterBackend, vrouterRssMiB, type Backend } from './lib/backends.ts';
+import { measureDataplanePauses, type DataplanePauses } from './lib/dataplane-pauses.ts';
+import { dataplanePids } from '../test/support/traffic.ts';
 import { startGenerator } from './lib/generator.ts';
 import { measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
 import type { JobName } from './lib/jobs.ts';
@@ -125,16 +128,26 @@ for (const batch of BATCHES) {
   }
 }
 
+// The data plane killed, and upgraded, while it forwards: how long forwarding stops.
+progress('data-plane deaths and upgrades');
+let pauses: DataplanePauses | { error: string };
+try {
+  pauses = await measureDataplanePauses(values.quick ? 3 : 10);
+} catch (err) {
+  pauses = { error: (err as Error).message.split('\n')[0] };
+}
+
 // Idle CPU and memory: vrouter with 2 ports and its default idle back-off.
 progress('idle CPU and memory');
 async function idleFigures(cores: number[]) {
   const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores } }));
   await sleep(1000);
-  const ticks = () => readFileSync(`/proc/${vr.proc.pid}/stat`, 'utf8').split(') ')[1].split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+  const ticksOf = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ').slice(11, 13).reduce((a, b) => a + Number(b), 0);
+  const ticks = () => [vr.proc.pid!, ...dataplanePids(vr.proc.pid!)].reduce((sum, pid) => sum + ticksOf(pid), 0);
   const t0 = ticks();
   await sleep(3000);
   const cpuPercent = ((ticks() - t0) / 100 / 3) * 100; // clock ticks are 1/100 s
-  const rssMiB = ownRssMiB(vr.proc.pid!);
+  const rssMiB = vrouterRssMiB(vr.proc.pid!);
   await vr.stop();
   return { pmds: cores.length, cpuPercentOfOneCore: cpuPercent, rssMiB };
 }
@@ -162,6 +175,14 @@ const tables = TABLE_BENCHES.map((file) => {
 });
 process.stderr.write('\r\x1b[K');
 
+/** The last run's figures, to set this run's beside them (results/latest.json, before it is replaced). */
+const previous = ((): { machine: { date: string }; table: { backend: string; job: string; size: number; mpps: number }[] } | null => {
+  try {
+    return JSON.parse(readFileSync(join(REPO, 'results', 'latest.json'), 'utf8'));
+  } catch {
+    return null;
+  }
+})();
 const machine = {
   cpu: /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown',
   cpus: cpus().length,
@@ -193,6 +214,19 @@ for (const { batch, result: b } of busyAdmins) {
   console.log(`  vrouter's threads but the PMD: ${fmt(b.controlCpuIdle, 1)} % of a core idle, ${fmt(b.controlCpuBusy, 1)} % busy; one-second samples (Mpps): idle ${mpps(b.idle)}; busy ${mpps(b.busy)}`);
   if (b.load.firstError) console.log(`  first error: ${b.load.firstError}`);
 }
+if ('error' in pauses) console.log(`data-plane deaths and upgrades: not measured: ${pauses.error}`);
+else {
+  const spread = (xs: number[]) => `median ${fmt(median(xs), 0)} ms (${fmt(Math.min(...xs), 0)} to ${fmt(Math.max(...xs), 0)}, ${xs.length} tries)`;
+  console.log(`data plane killed (SIGKILL) while forwarding, to the first frame forwarded again: ${spread(pauses.deathMs)}`);
+  console.log(`data plane upgraded while forwarding: pause ${spread(pauses.upgradePauseMs)} as vrouter measures it; longest stand-still of the counters ${spread(pauses.upgradeGapMs)}`);
+}
+if (previous !== null) {
+  console.log(`\nthe previous run (${previous.machine.date}), vrouter 1 PMD, against this one:`);
+  for (const r of table.filter((t) => t.backend === 'vrouter 1 PMD')) {
+    const before = previous.table.find((p) => p.backend === r.backend && p.job === r.job && p.size === r.size);
+    if (before !== undefined) console.log(`  ${r.job} ${r.size} B: ${fmt(before.mpps)} then, ${fmt(r.mpps)} now (${fmt(r.mpps / before.mpps)})`);
+  }
+}
 for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuPercentOfOneCore, 1)} % of one core, ${fmt(i.rssMiB, 0)} MiB RSS`);
 for (const f of firstPacket) console.log(`first frame after 100 ms idle, ${f.mode}: median ${fmt(f.medianUs, 0)} µs, max ${fmt(f.maxUs, 0)} µs`);
 for (const m of microResults) console.log(`${m.name}: ${fmt(m.mopsPerSec)} M/s (${fmt(m.nsPerOp, 1)} ns each)`);
@@ -204,7 +238,7 @@ for (const tb of tables) {
   if (tb.output) console.log(tb.output.split('\n').map((l) => `  ${l}`).join('\n'));
 }
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, busyAdmin: busyAdmins, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, busyAdmin: busyAdmins, dataplanePauses: pauses, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

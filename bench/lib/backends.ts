@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
 import { ovsJob, vrouterJob, type JobName } from './jobs.ts';
 import { dpdkPrefix, stop, track, waitFor } from './processes.ts';
+import { dataplanePids } from '../../test/support/traffic.ts';
 
 export interface RunningBackend {
   /** resident memory of the backend process, in MiB */
@@ -38,6 +39,16 @@ export function ownRssMiB(pid: number): number {
   return (kb('VmRSS') - kb('RssShmem')) / 1024;
 }
 
+/**
+ * vrouter's two processes: the supervisor whole (the shared memory it maps is vrouter's
+ * own state, no guest's) and the data plane without the guests' memory.
+ */
+export function vrouterRssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const supervisorMiB = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+  return dataplanePids(pid).reduce((sum, child) => sum + ownRssMiB(child), supervisorMiB);
+}
+
 export function vrouterBackend(cores: number[]): Backend {
   return {
     name: `vrouter ${cores.length} PMD${cores.length > 1 ? 's' : ''}`,
@@ -46,7 +57,7 @@ export function vrouterBackend(cores: number[]): Backend {
     jobs: ['bridged', 'routed', 'full'],
     async start(sockets, job) {
       const vr = await startVrouter(vrouterJob(job, sockets, cores));
-      return { rssMiB: () => ownRssMiB(vr.proc.pid!), stop: async () => void (await vr.stop()) };
+      return { rssMiB: () => vrouterRssMiB(vr.proc.pid!), stop: async () => void (await vr.stop()) };
     },
   };
 }

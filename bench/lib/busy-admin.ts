@@ -19,6 +19,7 @@ import { adminLoad, type AdminLoadCounts } from './admin-load.ts';
 import { startGenerator } from './generator.ts';
 import { vrouterJob } from './jobs.ts';
 import { stopAll } from './processes.ts';
+import { dataplanePids } from '../../test/support/traffic.ts';
 
 const WARM_UP_MS = 3000;
 const CHANGES_PER_SECOND = 1000;
@@ -40,8 +41,14 @@ export interface BusyAdminResult {
   load: AdminLoadCounts;
 }
 
-/** CPU seconds so far of a process's threads that are not PMDs (named pmdN). */
-function controlCpuSeconds(pid: number): number {
+/** CPU seconds so far of vrouter's threads that are not PMDs (named pmdN), in both its processes. */
+function controlCpuSeconds(supervisor: number): number {
+  let ticks = 0;
+  for (const pid of [supervisor, ...dataplanePids(supervisor)]) ticks += controlTicks(pid);
+  return ticks / 100; // clock ticks are 1/100 s
+}
+
+function controlTicks(pid: number): number {
   let ticks = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
@@ -52,7 +59,7 @@ function controlCpuSeconds(pid: number): number {
       // the thread ended meanwhile
     }
   }
-  return ticks / 100; // clock ticks are 1/100 s
+  return ticks;
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;

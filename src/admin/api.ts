@@ -38,6 +38,10 @@ export interface AdminBackend {
   gauges(): Promise<{ plugin: string; name: string; value: number }[]>;
   /** packet capture's shared memory, and the names its records need */
   capture(): CaptureSource;
+  /** the data-plane process: pid, deaths, upgrades */
+  dataplane(): { pid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null };
+  /** replaces the data-plane process by one started from the code on disk */
+  upgrade(): Promise<{ pid: number; previousPid: number; pauseMs: number; totalMs: number }>;
 }
 
 /** A route of the endpoint, described for the OpenAPI document. */
@@ -281,6 +285,18 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         clearTimeout(confirm.timer);
         confirm = null;
         return { json: { confirmed: true } };
+      },
+    },
+    { method: 'GET', path: '/dataplane', summary: 'the data-plane process: its pid, how often it died (and the last time, and how) and was upgraded', handle: () => ({ json: backend.dataplane() }) },
+    {
+      method: 'POST', path: '/dataplane/upgrade', summary: 'starts a data-plane process from the code now on disk and hands it the queues; frontends stay connected. Answers the new pid and how long forwarding paused',
+      handle: async () => {
+        try {
+          return { json: await backend.upgrade() };
+        } catch (err) {
+          const e = err as Error & { code?: string };
+          throw new ApiError(503, e.code ?? 'VR_UPGRADE', '', e.message);
+        }
       },
     },
     { method: 'POST', path: '/config/save', summary: 'writes the config in force to the config file', handle: () => ({ json: { saved: backend.save() } }) },

@@ -26,6 +26,8 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     gauges: () => supervisor.pluginGauges(),
     portStates: () => supervisor.portStates(),
     capture: () => supervisor.captureSource(),
+    dataplane: () => supervisor.dataplaneInfo(),
+    upgrade: () => supervisor.upgrade(),
   };
   const http = new AdminHttp(config, adminRoutes(backend));
   await http.listen();

@@ -44,6 +44,11 @@ export const configCommands: Command[] = [
     run: async (ctx) => show(ctx, await ctx.api.post('/config/save'), (r: { saved: string }) => `saved to ${r.saved}`),
   },
   {
+    words: ['upgrade'], summary: 'replaces the data-plane process by one from the code on disk; guests stay connected',
+    run: async (ctx) =>
+      show(ctx, await ctx.api.post('/dataplane/upgrade'), (r: { pid: number; previousPid: number; pauseMs: number; totalMs: number }) => `data plane upgraded: pid ${r.previousPid} -> ${r.pid}; forwarding paused ${r.pauseMs} ms (${r.totalMs} ms in all)`),
+  },
+  {
     words: ['reload'], summary: 'reads the config and plugin files again and applies them (SIGHUP)',
     run: async (ctx) => show(ctx, await ctx.api.post('/reload'), (r: ApplyAnswer) => describeChange(r)),
   },

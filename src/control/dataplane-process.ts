@@ -18,6 +18,8 @@ const READY_TIMEOUT_MS = 10_000;
 export interface DataplaneHandlers {
   pmdError(pmd: number, incarnation: number, error: string): void;
   pmdExit(pmd: number, incarnation: number, code: number): void;
+  /** a PMD started in standby has loaded and waits for go() */
+  pmdStandby(pmd: number, incarnation: number): void;
   /** the process ended (after start resolved), by exit code or signal */
   died(code: number | null, signal: NodeJS.Signals | null): void;
 }
@@ -83,6 +85,10 @@ export class DataplaneProcess {
       this.handlers.pmdError(event.pmd, event.incarnation, event.error);
     } else if (event.t === 'pmd-exit') {
       this.handlers.pmdExit(event.pmd, event.incarnation, event.code);
+    } else if (event.t === 'pmd-standby') {
+      this.handlers.pmdStandby(event.pmd, event.incarnation);
+    } else if (event.t === 'quiesced') {
+      for (const done of this.quiesceWaiters.splice(0)) done();
     }
   }
 
@@ -90,8 +96,26 @@ export class DataplaneProcess {
     this.channel.send(message, fds);
   }
 
-  spawnPmd(pmd: number, incarnation: number, data: PmdSpawnData): void {
-    this.send({ t: 'spawn', pmd, incarnation, data: encodeShared(data, true) });
+  /** Starts a PMD; in `standby` it loads and waits for go(). */
+  spawnPmd(pmd: number, incarnation: number, data: PmdSpawnData, standby = false): void {
+    this.send({ t: 'spawn', pmd, incarnation, data: encodeShared(data, true), standby });
+  }
+
+  /** The PMDs in standby start. */
+  go(): void {
+    this.send({ t: 'go' });
+  }
+
+  private readonly quiesceWaiters: (() => void)[] = [];
+
+  /** Every PMD stops between two bursts; resolves when all have (or the process is gone). */
+  quiesce(): Promise<void> {
+    if (this.exited) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.quiesceWaiters.push(resolve);
+      this.exitWaiters.push(resolve);
+      this.send({ t: 'quiesce' });
+    });
   }
 
   terminatePmd(pmd: number, incarnation: number): void {

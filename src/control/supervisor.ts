@@ -53,8 +53,15 @@ const SHUTDOWN_TIMEOUT_MS = 5000;
 /** Workers start from the same kind of file as this one: .ts sources or the built .js. */
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const MAX_RESTARTS = 5;
-/** data-plane process deaths allowed within RESTART_WINDOW_MS before vrouter gives up */
-const MAX_DATAPLANE_RESTARTS = 5;
+/** A data plane that died again soon is started again after a wait, doubling from this, at most 5 s. */
+const DATAPLANE_BACKOFF_FIRST_MS = 100;
+const DATAPLANE_BACKOFF_MAX_MS = 5000;
+/** A port served at each of this many crashes in a row (within RESTART_WINDOW_MS) is quarantined. */
+const CRASHES_TO_QUARANTINE = 3;
+/** Deaths that say nothing about a port: the OOM killer's or an operator's SIGKILL, a stop. */
+const EXTERNAL_SIGNALS: readonly string[] = ['SIGKILL', 'SIGTERM', 'SIGINT'];
+/** how long an upgrade waits for the old PMDs to stop between bursts before it kills them anyway */
+const QUIESCE_TIMEOUT_MS = 500;
 const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
@@ -94,7 +101,13 @@ export class Supervisor {
   /** PMD starts and stops on every PMD at once (a new layout, a new data plane) run one at a time */
   private lifecycle: Promise<unknown> = Promise.resolve();
   /** when each data-plane death happened */
-  private readonly dataplaneDeaths: number[] = [];
+  private dataplaneDeaths: number[] = [];
+  /** the ports the PMDs were serving at each crash of the data plane (not an external kill) */
+  private crashServing: { at: number; slots: Set<number> }[] = [];
+  /** what GET /dataplane shows: deaths and upgrades since start, the last death */
+  private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as { at: string; how: string } | null };
+  /** while an upgrade's new PMDs load: told of each that did */
+  private standby: ((pmd: number) => void) | null = null;
   /** per PMD: which start of it runs; messages about another are stale */
   private readonly incarnations: number[] = [];
   private nextIncarnation = 1;
@@ -194,6 +207,14 @@ export class Supervisor {
    * commandsFd is this process's end of its command socket, for the control thread).
    */
   private async startDataplane(): Promise<DataplaneProcess> {
+    const dataplane = this.createDataplane();
+    this.dataplane = dataplane;
+    await dataplane.ready();
+    return dataplane;
+  }
+
+  /** A data-plane process whose events count only while it is the one in use. */
+  private createDataplane(): DataplaneProcess {
     const dataplane: DataplaneProcess = new DataplaneProcess(this.arenaFd, ARENA_BYTES, {
       pmdError: (id, incarnation, error) => {
         if (this.incarnations[id] !== incarnation) return;
@@ -203,15 +224,16 @@ export class Supervisor {
       pmdExit: (id, incarnation, code) => {
         if (this.incarnations[id] === incarnation && this.dataplane === dataplane) this.pmdExited(id, code);
       },
+      pmdStandby: (id, incarnation) => {
+        if (this.incarnations[id] === incarnation) this.standby?.(id);
+      },
       died: (code, signal) => this.dataplaneDied(dataplane, code, signal),
     });
-    this.dataplane = dataplane;
-    await dataplane.ready();
     return dataplane;
   }
 
-  /** Starts PMD `id` in the data-plane process, as a new incarnation of it. */
-  private spawnPmd(id: number): void {
+  /** Starts PMD `id` in the data-plane process (or `into`, in standby), as a new incarnation of it. */
+  private spawnPmd(id: number, into: DataplaneProcess | null = this.dataplane, standby = false): void {
     const incarnation = this.nextIncarnation++;
     this.incarnations[id] = incarnation;
     const data: PmdSpawnData = {
@@ -229,7 +251,55 @@ export class Supervisor {
     // Watched from its first poll round on: loading plugins may take a while.
     this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
     this.polled[id] = false;
-    this.dataplane?.spawnPmd(id, incarnation, data);
+    into?.spawnPmd(id, incarnation, data, standby);
+  }
+
+  /**
+   * Upgrade: a data-plane process started from the code now on disk takes over from the
+   * running one. It maps the shared memory and loads its PMDs while the old one forwards;
+   * then the old PMDs stop between two bursts, the old process is killed, the new PMDs
+   * start and the control thread hands them the queues. Frontends stay connected; the
+   * pause is from the old PMDs' stop to the queues' hand-over, measured.
+   */
+  upgrade(): Promise<{ pid: number; previousPid: number; pauseMs: number; totalMs: number }> {
+    return this.inLifecycle(async () => {
+      const old = this.dataplane;
+      if (old === null) throw Object.assign(new Error('the data plane is restarting: try again'), { code: 'VR_BUSY' });
+      const began = performance.now();
+      const before = [...this.incarnations];
+      const fresh = this.createDataplane();
+      try {
+        await fresh.ready();
+        const waiting = new Set(this.layout.pmds.map(({ id }) => id));
+        const loaded = new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`the new PMDs did not load within ${SHUTDOWN_TIMEOUT_MS} ms`)), SHUTDOWN_TIMEOUT_MS);
+          this.standby = (id) => {
+            waiting.delete(id);
+            if (waiting.size === 0) (clearTimeout(timer), resolve());
+          };
+        });
+        for (const { id } of this.layout.pmds) this.spawnPmd(id, fresh, true);
+        await loaded;
+      } catch (err) {
+        this.incarnations.splice(0, this.incarnations.length, ...before);
+        await fresh.kill();
+        throw Object.assign(new Error(`upgrade failed, the running data plane stays: ${(err as Error).message}`), { code: 'VR_UPGRADE' });
+      } finally {
+        this.standby = null;
+      }
+      const paused = performance.now();
+      // A PMD stuck in a plugin never answers: the process is killed anyway.
+      await Promise.race([old.quiesce(), sleep(QUIESCE_TIMEOUT_MS)]);
+      this.dataplane = fresh;
+      await old.kill();
+      fresh.go();
+      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd: fresh.commandsFd });
+      const done = performance.now();
+      const result = { pid: fresh.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: Math.round((done - paused) * 10) / 10, totalMs: Math.round(done - began) };
+      this.dataplaneHistory.upgrades++;
+      log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
+      return result;
+    });
   }
 
   /** Stops PMD `id` (it exits; pmdExited follows). */
@@ -252,25 +322,47 @@ export class Supervisor {
     if (this.stopping) return;
     const diedAt = performance.now();
     const now = Date.now();
-    this.dataplaneDeaths.push(now);
-    const recent = this.dataplaneDeaths.filter((t) => now - t < RESTART_WINDOW_MS).length;
+    this.dataplaneDeaths = [...this.dataplaneDeaths.filter((t) => now - t < RESTART_WINDOW_MS), now];
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
-    const serving = this.layout.pmds.map((pmd) => this.doorbells[pmd.id][DOORBELL_SERVING]).map((slot, pmd) => `pmd${pmd}: ${slot >= 0 ? (this.slots[slot] ?? `slot ${slot}`) : 'none'}`);
-    log.error(`the data-plane process died (${how}); ports being served: ${serving.join(', ')}`, 'dataplane.died', { code, signal });
-    if (recent > MAX_DATAPLANE_RESTARTS) {
-      this.actorDied('the data-plane process', new Error(`${how}, ${recent} deaths within ${RESTART_WINDOW_MS / 1000} s`));
-      return;
-    }
+    this.dataplaneHistory.deaths++;
+    this.dataplaneHistory.lastDeath = { at: new Date(now).toISOString(), how };
+    const serving = new Set(this.layout.pmds.map(({ id }) => this.doorbells[id][DOORBELL_SERVING]).filter((slot) => slot >= 0 && this.slots[slot] != null));
+    const names = [...serving].map((slot) => this.slots[slot]).join(', ') || 'none';
+    log.error(`the data-plane process died (${how}); ports being served: ${names}`, 'dataplane.died', { code, signal });
+    const culprits = signal !== null && EXTERNAL_SIGNALS.includes(signal) ? [] : this.crashLoopCulprits(now, serving, how);
+    // Dying again and again: wait longer each time, rather than spin on restarts.
+    const deaths = this.dataplaneDeaths.length;
+    const backoff = deaths <= 1 ? 0 : Math.min(DATAPLANE_BACKOFF_MAX_MS, DATAPLANE_BACKOFF_FIRST_MS * 2 ** (deaths - 2));
+    if (backoff > 0) log.warn(`${deaths} data-plane deaths within ${RESTART_WINDOW_MS / 1000} s: starting the next one in ${backoff} ms`);
     const restart = this.inLifecycle(async () => {
+      await sleep(backoff);
       // A change of layout may have started one meanwhile.
       if (this.dataplane !== null || this.stopping) return;
       const { commandsFd, pid } = await this.startDataplane();
       for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
-      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd });
+      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died: { culprits } });
       const ms = Math.round(performance.now() - diedAt);
       log.info(`a new data-plane process (pid ${pid}) runs the PMDs, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
     });
     restart.catch((err: Error) => this.actorDied('the data-plane process', err));
+  }
+
+  /**
+   * A crash loop: the ports served at each of the last CRASHES_TO_QUARANTINE crashes
+   * within the window, to be quarantined so that the others keep a working data plane.
+   */
+  private crashLoopCulprits(now: number, serving: Set<number>, how: string): { port: number; error: string }[] {
+    this.crashServing = [...this.crashServing.filter((c) => now - c.at < RESTART_WINDOW_MS), { at: now, slots: serving }];
+    const last = this.crashServing.slice(-CRASHES_TO_QUARANTINE);
+    if (last.length < CRASHES_TO_QUARANTINE) return [];
+    const culprits = [...serving].filter((slot) => last.every((c) => c.slots.has(slot)));
+    for (const slot of culprits) for (const c of this.crashServing) c.slots.delete(slot);
+    return culprits.map((port) => ({ port, error: `the data plane died ${CRASHES_TO_QUARANTINE} times within ${RESTART_WINDOW_MS / 1000} s while serving it, last of ${how}` }));
+  }
+
+  /** The data-plane process: its pid, and how often it died or was replaced. */
+  dataplaneInfo(): { pid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null } {
+    return { pid: this.dataplane?.pid ?? null, ...this.dataplaneHistory };
   }
 
   /** Runs a start or stop of every PMD after the previous one finished. */

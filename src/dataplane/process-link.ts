@@ -9,13 +9,21 @@ export const SUPERVISOR_FD = 3;
 export const COMMANDS_FD = 4;
 
 /** What a PMD is started with: everything but its command port, shared memory as SharedRefs. */
-export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena'>;
+export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby'>;
 
 export type SupervisorMessage =
   /** the shared memory (its fd comes with the message) */
   | { t: 'init'; arenaBytes: number }
-  /** starts PMD `pmd`; `incarnation` names this start of it in every later message */
-  | { t: 'spawn'; pmd: number; incarnation: number; data: PmdSpawnData }
+  /**
+   * starts PMD `pmd`; `incarnation` names this start of it in every later message.
+   * `standby`: it loads everything, says so ('pmd-standby'), and waits for 'go' before it
+   * touches shared memory (an upgrade: the running data plane forwards meanwhile)
+   */
+  | { t: 'spawn'; pmd: number; incarnation: number; data: PmdSpawnData; standby: boolean }
+  /** the PMDs in standby start */
+  | { t: 'go' }
+  /** every PMD stops between two bursts (its used rings published) and answers 'quiesced' */
+  | { t: 'quiesce' }
   | { t: 'terminate'; pmd: number; incarnation: number }
   | { t: 'tables'; update: TablesUpdate };
 
@@ -23,7 +31,9 @@ export type DataplaneEvent =
   | { t: 'ready' }
   /** a PMD's error, before it exits */
   | { t: 'pmd-error'; pmd: number; incarnation: number; error: string }
-  | { t: 'pmd-exit'; pmd: number; incarnation: number; code: number };
+  | { t: 'pmd-exit'; pmd: number; incarnation: number; code: number }
+  | { t: 'pmd-standby'; pmd: number; incarnation: number }
+  | { t: 'quiesced' };
 
 /** A guest memory region in a 'memory' command; `fd` is an index into the message's fds. */
 export type RegionOnWire = GuestRegion;

@@ -32,9 +32,13 @@ interface RunningPmd {
   fds: Map<string, number>;
   /** commands sent, waiting for their answer: the fds to close then */
   pending: Map<number, { cmd: WireCommand; fds: Map<string, number> }>;
+  /** called when the PMD answers 'quiesce' (id 0) */
+  quiesced?: () => void;
 }
 
 const pmds = new Map<number, RunningPmd>();
+/** the go words of PMDs in standby (an upgrade): set by 'go' */
+const standby: Int32Array[] = [];
 const wakeFds: number[] = [];
 /** guest memory regions mapped, by id */
 const mapped = new Map<number, { addr: bigint; length: number }>();
@@ -48,7 +52,14 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
     attachArena(fds[0], m.arenaBytes);
     tell({ t: 'ready' });
   } else if (m.t === 'spawn') {
-    spawn(m.pmd, m.incarnation, m.data);
+    spawn(m.pmd, m.incarnation, m.data, m.standby);
+  } else if (m.t === 'go') {
+    for (const word of standby.splice(0)) {
+      Atomics.store(word, 0, 1);
+      Atomics.notify(word, 0);
+    }
+  } else if (m.t === 'quiesce') {
+    void quiesce();
   } else if (m.t === 'terminate') {
     const pmd = pmds.get(m.pmd);
     if (pmd?.incarnation === m.incarnation) void pmd.worker.terminate();
@@ -60,18 +71,23 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
   }
 }
 
-function spawn(id: number, incarnation: number, data: PmdSpawnData): void {
+function spawn(id: number, incarnation: number, data: PmdSpawnData, waits: boolean): void {
   const wakers = data.shared.wakers;
   for (let i = wakeFds.length; i < wakers.length; i++) wakeFds.push(eventfd());
   wakers.forEach((w, i) => (w.wakeFd = wakeFds[i]));
   const channel = new MessageChannel();
-  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress() };
+  const go = waits ? new SharedArrayBuffer(4) : null;
+  if (go !== null) standby.push(new Int32Array(go));
+  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go };
   const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
   const doorbell = new Int32Array(decodeShared(wakers[id].doorbell));
   const pmd: RunningPmd = { id, incarnation, worker, commands: channel.port1, doorbell, fds: new Map(), pending: new Map() };
   pmds.set(id, pmd);
   channel.port1.on('message', (bytes: Uint8Array) => answered(pmd, unpack(bytes) as PmdReply));
-  worker.on('message', (m: PmdLogLine) => process.stderr.write(m.log));
+  worker.on('message', (m: PmdLogLine | { standby: true }) => {
+    if ('standby' in m) tell({ t: 'pmd-standby', pmd: id, incarnation });
+    else process.stderr.write(m.log);
+  });
   worker.on('error', (err) => tell({ t: 'pmd-error', pmd: id, incarnation, error: err.stack ?? err.message }));
   worker.on('exit', (code) => {
     if (pmds.get(id) === pmd) pmds.delete(id);
@@ -84,6 +100,25 @@ function spawn(id: number, incarnation: number, data: PmdSpawnData): void {
     closeAll(pmd.fds.values());
     tell({ t: 'pmd-exit', pmd: id, incarnation, code });
   });
+}
+
+/**
+ * Stops every PMD between two bursts, so that no frame is half done (an upgrade): each
+ * answers the command, then waits for good; the process is killed next.
+ */
+async function quiesce(): Promise<void> {
+  await Promise.all(
+    [...pmds.values()].map(
+      (pmd) =>
+        new Promise<void>((resolve) => {
+          pmd.worker.once('exit', () => resolve());
+          pmd.quiesced = resolve;
+          pmd.commands.postMessage(pack({ id: 0, cmd: { t: 'quiesce' } }));
+          ring(pmd, DOORBELL_COMMANDS);
+        }),
+    ),
+  );
+  tell({ t: 'quiesced' });
 }
 
 /** Makes a PMD look at a doorbell word, waking it if it sleeps. */
@@ -160,6 +195,10 @@ function mapRegion(r: RegionOnWire, fd: number): MemoryRegion {
 
 /** A PMD answered: the fds its command replaced, or those of a refused command, are closed. */
 function answered(pmd: RunningPmd, reply: PmdReply): void {
+  if (reply.id === 0) {
+    pmd.quiesced?.();
+    return;
+  }
   const sent = pmd.pending.get(reply.id);
   if (sent !== undefined) {
     pmd.pending.delete(reply.id);

@@ -30,6 +30,8 @@ export interface PmdThreadData {
   capture: CaptureMemory;
   /** the plugin tables' generation the PMD starts with (DOORBELL_TABLES_SEEN) */
   tablesGeneration: number;
+  /** an upgrade's PMD waits, loaded, until this word is set, before it touches shared memory */
+  standby: SharedArrayBuffer | null;
   /** where this process mapped the shared memory: the buffers above come as SharedRefs into it */
   arena: { base: string; size: number } | null;
 }
@@ -44,6 +46,11 @@ export interface PmdLogLine {
 }
 const log = createLog(`pmd${config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
 const modules = await Promise.all(plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
+if (data.standby !== null) {
+  // Loaded: the data plane this one replaces forwards until it is told to go.
+  parentPort!.postMessage({ standby: true });
+  Atomics.wait(new Int32Array(data.standby), 0, 0);
+}
 try {
   setThreadName(`pmd${config.id}`);
   pinThreadToCpu(config.cpu);
@@ -66,7 +73,8 @@ doorbell[DOORBELL_STAGE] = -1;
 
 function drainCommands(): void {
   for (let m = receiveMessageOnPort(commands); m !== undefined; m = receiveMessageOnPort(commands)) {
-    const req = unpack(m.message as Uint8Array) as PmdRequest;
+    const req = unpack(m.message as Uint8Array) as PmdRequest | { id: 0; cmd: { t: 'quiesce' } };
+    if (req.cmd.t === 'quiesce') quiesce();
     let reply;
     try {
       const result = pmd.execute(req.id, req.cmd);
@@ -77,6 +85,16 @@ function drainCommands(): void {
     }
     commands.postMessage(pack(reply));
   }
+}
+
+/**
+ * Stops for good between two bursts (an upgrade: the process is killed next), so that no
+ * frame is half done: its used rings are published, nothing is taken and not given back.
+ */
+function quiesce(): never {
+  commands.postMessage(pack({ id: 0 }));
+  const forever = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) Atomics.wait(forever, 0, 0);
 }
 
 /** A plugin's new config and tables, posted by the supervisor after a reload. */

@@ -19,7 +19,7 @@ import {
 import { memoryTableProblem } from '../virtio/guest-memory.ts';
 import type { Dataplane, GuestRegion, PmdReply, PortCommand } from './dataplane-link.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
-import { mapRegions, regionsForDataplane, unmapRegions, type MappedRegion, type MemoryPolicy } from './memory-table.ts';
+import { mapRegions, regionsForDataplane, shrunkRegion, unmapRegions, type MappedRegion, type MemoryPolicy } from './memory-table.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
@@ -659,6 +659,11 @@ export class VhostConnection {
 
   private checkCurrent(gen: number): void {
     if (this.closed || this.gen !== gen) throw new Superseded();
+  }
+
+  /** Why the guest memory in force cannot be viewed any more (a file shrank), or null. */
+  memoryProblem(): string | null {
+    return shrunkRegion(this.memory);
   }
 
   /**

@@ -31,7 +31,15 @@ export type ControlRequest =
    * every PMD was started again, on a new layout or (commandsFd) in a new data-plane
    * process: each gets its queues back (answered with 'done')
    */
-  | { t: 'layout'; id: number; queueOwner: number[][]; incarnations: number[]; commandsFd?: number }
+  | {
+      t: 'layout';
+      id: number;
+      queueOwner: number[][];
+      incarnations: number[];
+      commandsFd?: number;
+      /** the data plane died: ports whose memory files shrank, and these (a crash loop), are quarantined first */
+      died?: { culprits: { port: number; error: string }[] };
+    }
   /** culprit: the port the PMD was serving when it died of an error, and the error */
   | { t: 'pmd-restarted'; pmd: number; incarnation: number; culprit: { port: number; error: string } | null }
   /** each port's connection, for the admin endpoint */
@@ -80,12 +88,26 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     const error = await changePorts(req.open, req.close);
     send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });
   } else if (req.t === 'layout') {
+    if (req.died) await quarantineCulprits(req.died.culprits);
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
     await Promise.all(live().flatMap((p) => req.queueOwner.map((_, pmd) => p.resync(pmd, null))));
     send({ t: 'done', id: req.id });
   }
 });
+
+/**
+ * After the data plane died: a frontend whose memory file shrank (a SIGBUS in the data
+ * plane) is found by its files' sizes and quarantined, as are the ports the supervisor
+ * blames for a crash loop; the others get their queues back.
+ */
+async function quarantineCulprits(culprits: { port: number; error: string }[]): Promise<void> {
+  for (const p of live()) {
+    const problem = await p.auditMemory();
+    if (problem !== null) log.error(`port ${p.name}: its frontend shrank its guest memory under the data plane (${problem}): the likely cause of the data plane's death`, 'dataplane.culprit', { port: p.name });
+  }
+  for (const c of culprits) await ports[c.port]?.quarantine(c.error);
+}
 
 /**
  * Opens and closes endpoints for a port change. New sockets are made first: if one cannot

@@ -84,3 +84,21 @@ export function unmapRegions(regions: readonly MappedRegion[]): number[] {
 export function regionsForDataplane(regions: readonly MappedRegion[]): GuestRegion[] {
   return regions.map((r) => ({ id: r.id, guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, mmapOffset: r.mmapOffset, fd: r.fd }));
 }
+
+/**
+ * Why a region in force can no longer be viewed, or null: its file shrank below what the
+ * table maps (the frontend truncated it; a PMD that touches the lost pages dies of SIGBUS).
+ */
+export function shrunkRegion(regions: readonly MappedRegion[]): string | null {
+  for (const r of regions) {
+    const needed = r.mmapOffset + r.size;
+    let size: number;
+    try {
+      size = fstatSize(r.fd);
+    } catch (err) {
+      return `the file of the region at guest address 0x${r.guestPhysAddr.toString(16)} cannot be checked: ${(err as Error).message}`;
+    }
+    if (size < needed) return `the file of the region at guest address 0x${r.guestPhysAddr.toString(16)} shrank to ${size} bytes; the memory table maps ${needed}`;
+  }
+  return null;
+}

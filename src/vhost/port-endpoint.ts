@@ -125,13 +125,28 @@ export class PortEndpoint {
       await this.connection?.resync(pmd);
       return;
     }
+    await this.quarantine(`pmd${pmd} died while serving it (${culprit})`);
+  }
+
+  /**
+   * After the data-plane process died: a frontend that shrank a memory file under it (the
+   * SIGBUS it dies of) is quarantined; returns why, or null.
+   */
+  async auditMemory(): Promise<string | null> {
+    const problem = this.connection?.memoryProblem() ?? null;
+    if (problem !== null) await this.quarantine(`its frontend broke its guest memory: ${problem}`);
+    return problem;
+  }
+
+  /** Disconnects the frontend and refuses new ones for a while, longer each time. */
+  async quarantine(why: string): Promise<void> {
     const now = Date.now();
     this.quarantines = this.quarantines.filter((t) => now - t < QUARANTINE_MEMORY_MS);
     this.quarantines.push(now);
     const seconds = Math.min(QUARANTINE_MAX_S, QUARANTINE_FIRST_S * 2 ** (this.quarantines.length - 1));
     this.quarantinedUntil = now + seconds * 1000;
-    this.log.warn(`port ${this.settings.name}: quarantined for ${seconds} s: pmd${pmd} died while serving it (${culprit})`, 'port.quarantined', { port: this.settings.name, seconds });
-    await this.connection?.close(`quarantined: pmd${pmd} died while serving this port`);
+    this.log.warn(`port ${this.settings.name}: quarantined for ${seconds} s: ${why}`, 'port.quarantined', { port: this.settings.name, seconds });
+    await this.connection?.close(`quarantined: ${why}`);
   }
 
   /** Whether the port refuses frontends for now (quarantine). */

@@ -1,11 +1,16 @@
 // The data-plane process killed (SIGKILL) during a guest's ping flood: the supervisor
 // keeps the guests' connections, starts a new data-plane process and hands it the same
 // fds, vring positions and shared state. QEMU sees no disconnect; the loss is bounded and
-// reported, and the counters carry on from where they were.
+// reported, and the counters carry on from where they were. And a frontend that shrinks
+// its guest memory under the data plane (SIGBUS): it alone is found and quarantined.
 import t from 'tap';
 import { bootGuest, guestPrerequisites } from './lib/guest.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import { dataplanePids, waitFor } from '../support/traffic.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { adminClient } from '../support/admin-client.ts';
+import { vrouterctl } from './lib/vrouterctl.ts';
+import * as sys from '../../src/sys/libc.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -56,4 +61,89 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
     t.ok(end[port].rx_packets > before[port].rx_packets && end[port].tx_packets > before[port].tx_packets, `${port}: counters kept (rx ${before[port].rx_packets} -> ${end[port].rx_packets}), not reset by the restart`);
   }
   t.comment(`data plane back ${restarted[2]} ms after its death; ${lost} of ${flood?.sent} flood pings lost`);
+});
+
+t.test('a frontend shrinks its guest memory under the data plane: it is found and quarantined, the guests on the other ports resume', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b', 'c']));
+  t.teardown(() => vr.stop());
+  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
+  t.teardown(() => b.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
+    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 500 56 0.02; vr_ping 10.0.0.3 10',
+    timeoutS: 100,
+  });
+  t.teardown(() => a.kill());
+  await a.waitForConsole(/FLOOD-START/, 60000);
+  // c: a frontend whose memory file cannot be sealed (as DPDK virtio-user's), accepted
+  // under the default memoryPolicy "warn", with its rings running.
+  const c = await startDevice(vr.sockets.c, { unsealable: true });
+  t.teardown(() => c.close());
+  await waitFor('c running', () => /port c: vring 1 \(guest tx\) running/.test(vr.stderr()), 5000);
+  const [first] = dataplanePids(vr.proc.pid!);
+  await new Promise((r) => setTimeout(r, 1000));
+  // The attack: the pages under the data plane's mapping of c's rings are gone.
+  sys.ftruncate(c.ram.fd, 0);
+  const restarted = await waitFor('a new data-plane process', () => /a new data-plane process \(pid (\d+)\) runs the PMDs, (\d+) ms after/.exec(vr.stderr()) ?? undefined, 10000);
+  await a.waitForConsole(/VR-RESULT[^\n]*test=ping/, 30000);
+  const during = vr.stderr();
+  const [ra] = await Promise.all([a.done, b.done]);
+  t.match(during, /the data-plane process died \(signal SIGBUS\)/, 'the data plane died of SIGBUS');
+  t.not(Number(restarted[1]), first, 'a new data-plane process runs');
+  t.match(during, /port c: its frontend shrank its guest memory under the data plane \(the file of the region at guest address 0x100000 shrank to 0 bytes; the memory table maps \d+\): the likely cause/, 'the culprit is named, with what it did');
+  t.match(during, /port c: quarantined for 5 s: its frontend broke its guest memory/, 'and quarantined');
+  t.match(during, /port c: connection closed: quarantined/, 'its frontend was disconnected');
+  for (const port of ['a', 'b']) {
+    t.notMatch(during, new RegExp(`port ${port}: (connection closed|quarantined)`), `port ${port}: never disconnected`);
+    t.equal(during.match(new RegExp(`port ${port}: frontend connected`, 'g'))?.length, 1, `port ${port}: QEMU connected once`);
+  }
+  const [flood, after] = ra.results.filter((r) => r.test === 'ping');
+  const lost = Number(flood?.sent) - Number(flood?.recv);
+  t.ok(flood && lost >= 0 && lost <= 50, `a <-> b resumed within a second: ${lost} of ${flood?.sent} pings lost (1 s at 50/s is 50)`, { console: ra.console });
+  t.equal(after?.loss_pct, '0', 'after: 0 % loss');
+  t.ok(vr.alive(), 'vrouter kept running');
+  t.comment(`data plane back ${restarted[2]} ms after the SIGBUS; ${lost} of ${flood?.sent} pings between the other guests lost`);
+});
+
+t.test('vrouterctl upgrade during a ping flood: a new data plane from the code on disk, no disconnect, the pause measured', async (t) => {
+  const vr = await startVrouter(bridgeConfig());
+  t.teardown(() => vr.stop());
+  const [first] = dataplanePids(vr.proc.pid!);
+  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
+  t.teardown(() => b.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
+    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 500 56 0.02; vr_ping 10.0.0.3 10',
+    timeoutS: 100,
+  });
+  t.teardown(() => a.kill());
+  await a.waitForConsole(/FLOOD-START/, 60000);
+  await new Promise((r) => setTimeout(r, 2000));
+  const before = await vr.stats();
+  const upgraded = await vrouterctl(vr, 'upgrade');
+  t.equal(upgraded.status, 0, `vrouterctl upgrade: ${upgraded.out.trim()}`);
+  const answer = /data plane upgraded: pid (\d+) -> (\d+); forwarding paused ([\d.]+) ms/.exec(upgraded.out);
+  t.ok(answer, 'it says which process took over and how long forwarding paused');
+  t.equal(Number(answer?.[1]), first, 'from the data plane that ran');
+  t.same(dataplanePids(vr.proc.pid!), [Number(answer?.[2])], 'to a new one, the only one now');
+  const pauseMs = Number(answer?.[3]);
+  t.ok(pauseMs < 100, `forwarding paused ${pauseMs} ms (under 100 ms)`);
+  const info = (await adminClient(vr).call('GET', '/dataplane')).json as { pid: number; upgrades: number; deaths: number };
+  t.same({ pid: info.pid, upgrades: info.upgrades, deaths: info.deaths }, { pid: Number(answer?.[2]), upgrades: 1, deaths: 0 }, 'GET /dataplane: the new pid, one upgrade, no death');
+  await a.waitForConsole(/VR-RESULT[^\n]*test=ping/, 30000);
+  const during = vr.stderr();
+  const [ra] = await Promise.all([a.done, b.done]);
+  for (const port of ['a', 'b']) {
+    t.notMatch(during, new RegExp(`port ${port}: connection closed`), `port ${port}: no disconnect`);
+    t.equal(during.match(new RegExp(`port ${port}: frontend connected`, 'g'))?.length, 1, `port ${port}: QEMU connected once`);
+  }
+  const [flood, after] = ra.results.filter((r) => r.test === 'ping');
+  const lost = Number(flood?.sent) - Number(flood?.recv);
+  t.ok(flood && lost >= 0 && lost <= 5, `${lost} of ${flood?.sent} flood pings lost (a pause under 100 ms loses at most a few at 50/s)`, { console: ra.console });
+  t.equal(after?.loss_pct, '0', 'after: 0 % loss');
+  const end = await vr.stats();
+  t.ok(end.a.rx_packets > before.a.rx_packets, 'counters carried on');
+  t.comment(`upgrade: forwarding paused ${pauseMs} ms; ${lost} of ${flood?.sent} pings lost`);
 });

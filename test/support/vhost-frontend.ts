@@ -208,11 +208,11 @@ export interface QueuePair {
  * way QEMU does it when the backend offers CONFIGURE_MEM_SLOTS: the region comes in an
  * ADD_MEM_REG, never in a SET_MEM_TABLE.
  */
-export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint; queuePairs?: number; memorySlots?: boolean } = {}): Promise<VirtioNetDevice> {
+export async function startDevice(path: string, opts: { queueSize?: number; features?: bigint; queuePairs?: number; memorySlots?: boolean; unsealable?: boolean } = {}): Promise<VirtioNetDevice> {
   const size = opts.queueSize ?? 256;
   const pairCount = opts.queuePairs ?? 1;
   const fe = await VhostFrontend.connect(path);
-  const ram = new GuestRam();
+  const ram = new GuestRam(undefined, { sealing: opts.unsealable ? false : undefined });
   const vrings = Array.from({ length: 2 * pairCount }, () => new DriverQueue(ram, size, { eventIdx: true }));
   const callFds = vrings.map(() => sys.eventfd());
   const kickFds = vrings.map(() => sys.eventfd());

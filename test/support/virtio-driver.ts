@@ -20,9 +20,10 @@ export class GuestRam {
   readonly uvaBase = 0x7f0000000000;
   private next = 0;
 
-  constructor(size = 4 << 20) {
+  /** `sealing: false`: a memfd no one can seal, as DPDK's virtio-user makes (it can shrink). */
+  constructor(size = 4 << 20, opts: { sealing?: boolean } = {}) {
     this.size = size;
-    this.fd = sys.memfdCreate('test-guest-ram');
+    this.fd = sys.memfdCreate('test-guest-ram', { sealing: opts.sealing });
     sys.ftruncate(this.fd, size);
     this.hostAddr = sys.mmapShared(this.fd, size);
     this.bytes = new Uint8Array(sys.view(this.hostAddr, size));

@@ -1,0 +1,113 @@
+// How long forwarding stops when the data-plane process goes: killed (SIGKILL; from the
+// kill to the first frame forwarded again), and replaced by an upgrade (POST
+// /dataplane/upgrade; the pause vrouter reports, and the longest gap in its counters). The
+// generator (testpmd, 64 B) sends through a bridged vrouter meanwhile; the counters are
+// read from the admin endpoint as fast as it answers (about every millisecond).
+//
+// Each death is measured on a vrouter of its own: deaths close together are a crash loop,
+// which vrouter answers with growing waits before the next start, by design.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { setThreadCpus } from '../../src/sys/libc.ts';
+import { adminClient, type AdminClient } from '../../test/support/admin-client.ts';
+import { dataplanePids } from '../../test/support/traffic.ts';
+import { startVrouter } from '../../test/support/vrouter-process.ts';
+import { startGenerator } from './generator.ts';
+import { vrouterJob } from './jobs.ts';
+import { stopAll } from './processes.ts';
+
+export interface DataplanePauses {
+  /** per death: ms from SIGKILL to the first frame forwarded after it */
+  deathMs: number[];
+  /** per upgrade: the pause vrouter reports, and the longest gap between two counter reads in which nothing was forwarded */
+  upgradePauseMs: number[];
+  upgradeGapMs: number[];
+}
+
+const PMD_CPU = 1;
+
+async function forwarded(api: AdminClient): Promise<number> {
+  const ports = (await api.call('GET', '/counters')).json as Record<string, { tx_packets: number }>;
+  return Object.values(ports).reduce((sum, p) => sum + p.tx_packets, 0);
+}
+
+/** Reads the counters until `until` resolves; returns the longest time they stood still. */
+async function longestGap(api: AdminClient, until: Promise<unknown>): Promise<number> {
+  let done = false;
+  void until.finally(() => (done = true));
+  let last = await forwarded(api);
+  let lastChange = performance.now();
+  let gap = 0;
+  for (let settle = 0; !done || settle < 50; settle += done ? 1 : 0) {
+    const now = await forwarded(api);
+    const at = performance.now();
+    if (now !== last) {
+      gap = Math.max(gap, at - lastChange);
+      last = now;
+      lastChange = at;
+    }
+  }
+  return gap;
+}
+
+async function withForwarding<T>(run: (api: AdminClient, pid: number) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-pause-'));
+  const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
+  const vr = await startVrouter(vrouterJob('bridged', sockets, [PMD_CPU]));
+  const generator = startGenerator(sockets, 64, false);
+  try {
+    await generator.flowing();
+    await sleep(1000);
+    return await run(adminClient(vr), vr.proc.pid!);
+  } finally {
+    await generator.stop();
+    await vr.stop();
+    stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function measureDataplanePauses(tries: number): Promise<DataplanePauses> {
+  const all = cpus().map((_, i) => i);
+  setThreadCpus(all.filter((c) => c !== PMD_CPU));
+  try {
+    const deathMs: number[] = [];
+    for (let i = 0; i < tries; i++) {
+      deathMs.push(
+        await withForwarding(async (api, pid) => {
+          const [dataplane] = dataplanePids(pid);
+          const before = await forwarded(api);
+          const killed = performance.now();
+          process.kill(dataplane, 'SIGKILL');
+          // Frames counted before the kill may still show in the first reads.
+          let seen = before;
+          for (;;) {
+            const now = await forwarded(api);
+            if (now > seen && dataplanePids(pid).some((p) => p !== dataplane)) return performance.now() - killed;
+            seen = now;
+            if (performance.now() - killed > 10_000) throw new Error('nothing forwarded within 10 s of the kill');
+          }
+        }),
+      );
+    }
+    const upgradePauseMs: number[] = [];
+    const upgradeGapMs: number[] = [];
+    await withForwarding(async (api) => {
+      for (let i = 0; i < tries; i++) {
+        const upgrade = api.call('POST', '/dataplane/upgrade');
+        upgradeGapMs.push(await longestGap(api, upgrade));
+        const answer = await upgrade;
+        if (answer.status !== 200) throw new Error(`upgrade refused: ${answer.text}`);
+        upgradePauseMs.push((answer.json as { pauseMs: number }).pauseMs);
+        await sleep(500);
+      }
+    });
+    return { deathMs, upgradePauseMs, upgradeGapMs };
+  } finally {
+    setThreadCpus(all);
+  }
+}
+
+if (import.meta.main) console.log(JSON.stringify(await measureDataplanePauses(Number(process.argv[2] ?? 3)), null, 2));

@@ -39,7 +39,7 @@ export interface AdminBackend {
   /** packet capture's shared memory, and the names its records need */
   capture(): CaptureSource;
   /** the data-plane process: pid, deaths, upgrades */
-  dataplane(): { pid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null };
+  dataplane(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null };
   /** replaces the data-plane process by one started from the code on disk */
   upgrade(): Promise<{ pid: number; previousPid: number; pauseMs: number; totalMs: number }>;
 }
@@ -287,7 +287,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         return { json: { confirmed: true } };
       },
     },
-    { method: 'GET', path: '/dataplane', summary: 'the data-plane process: its pid, how often it died (and the last time, and how) and was upgraded', handle: () => ({ json: backend.dataplane() }) },
+    { method: 'GET', path: '/dataplane', summary: 'the data-plane process: its pid, the spare\'s (pmd.spare), how often it died (and the last time, and how) and was upgraded', handle: () => ({ json: backend.dataplane() }) },
     {
       method: 'POST', path: '/dataplane/upgrade', summary: 'starts a data-plane process from the code now on disk and hands it the queues; frontends stay connected. Answers the new pid and how long forwarding paused',
       handle: async () => {

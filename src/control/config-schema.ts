@@ -112,6 +112,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
         }),
       ),
       sleepMaxUs: Type.Optional(Type.Integer({ minimum: 0, maximum: limits.sleepMaxUs, description: 'an idle PMD sleeps in growing steps up to this many µs (default 10000); 0 polls without ever sleeping' })),
+      spare: Type.Optional(Type.Boolean({ description: 'keep a second data-plane process loaded and waiting, to take over at once when the running one dies (default true); false saves its memory, and a death then costs a cold start' })),
     },
     { additionalProperties: false, description: 'the poll-mode threads' },
   );

@@ -58,6 +58,8 @@ export interface PmdSettings {
   cores: number[];
   /** the longest idle sleep of a PMD in µs; 0 polls without ever sleeping */
   sleepMaxUs: number;
+  /** keep a data-plane process loaded and waiting, to take over when the running one dies */
+  spare: boolean;
 }
 
 export interface VrouterConfig {
@@ -238,7 +240,7 @@ function parsePmd(p: ConfigDocument['pmd'] = {}, cpuCount: number): PmdSettings 
   const cores = p.cores?.map((c, i) => existingCpu(c, `pmd.cores[${i}]`, cpuCount)) ?? [cpuCount - 1];
   const dup = cores.find((c, i) => cores.indexOf(c) !== i);
   if (dup !== undefined) throw new ConfigError('pmd.cores', `CPU ${dup} is listed twice`);
-  return { cores, sleepMaxUs: p.sleepMaxUs ?? 10_000 };
+  return { cores, sleepMaxUs: p.sleepMaxUs ?? 10_000, spare: p.spare ?? true };
 }
 
 const ROUTING_STAGE = 'routing';

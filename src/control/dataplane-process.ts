@@ -33,14 +33,17 @@ export class DataplaneProcess {
   private exited = false;
   private readonly exitWaiters: (() => void)[] = [];
 
-  /** Starts the process; `ready()` resolves once it mapped the shared memory. */
-  constructor(arenaFd: number, arenaBytes: number, handlers: DataplaneHandlers) {
+  /**
+   * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
+   * named vrouter-dataplane-spare in ps until its PMDs go.
+   */
+  constructor(arenaFd: number, arenaBytes: number, handlers: DataplaneHandlers, spare = false) {
     this.handlers = handlers;
     const [supervisorEnd, dataplaneEnd] = seqpacketPair();
     const [commandsEnd, dataplaneCommands] = seqpacketPair();
     this.commandsFd = commandsEnd;
-    this.child = spawn(process.execPath, [...process.execArgv, ENTRY], {
-      argv0: 'vrouter-dataplane',
+    this.child = spawn(process.execPath, [...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
+      argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
       stdio: ['ignore', 'inherit', 'inherit', dataplaneEnd, dataplaneCommands],
     });
     // The child has its copies now.
@@ -101,9 +104,9 @@ export class DataplaneProcess {
     this.send({ t: 'spawn', pmd, incarnation, data: encodeShared(data, true), standby });
   }
 
-  /** The PMDs in standby start. */
-  go(): void {
-    this.send({ t: 'go' });
+  /** The PMDs in standby start, each with its data as it is now (by PMD). */
+  go(data: PmdSpawnData[]): void {
+    this.send({ t: 'go', data: data.map((d) => encodeShared(d, true)) });
   }
 
   private readonly quiesceWaiters: (() => void)[] = [];

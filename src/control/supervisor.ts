@@ -62,12 +62,27 @@ const CRASHES_TO_QUARANTINE = 3;
 const EXTERNAL_SIGNALS: readonly string[] = ['SIGKILL', 'SIGTERM', 'SIGINT'];
 /** how long an upgrade waits for the old PMDs to stop between bursts before it kills them anyway */
 const QUIESCE_TIMEOUT_MS = 500;
+/** a spare that failed is made again this much later */
+const SPARE_RETRY_MS = 5000;
 const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
 const WATCHDOG_MS = 250;
 /** changes arriving within this long are applied as one (applyEdit) */
 const EDIT_WINDOW_MS = 20;
+
+/** A data-plane process whose PMDs are loaded and wait (startSpare). */
+interface Spare {
+  dataplane: DataplaneProcess;
+  /** its PMDs' incarnations, by PMD */
+  incarnations: number[];
+  /** the plugin loads its PMDs imported: a spare of older plugin files cannot take over */
+  pluginLoads: number;
+  loaded(pmd: number): void;
+  failed(err: Error): void;
+  /** resolves once every PMD loaded */
+  ready: Promise<void>;
+}
 
 export class Supervisor {
   private config: VrouterConfig;
@@ -106,8 +121,9 @@ export class Supervisor {
   private crashServing: { at: number; slots: Set<number> }[] = [];
   /** what GET /dataplane shows: deaths and upgrades since start, the last death */
   private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as { at: string; how: string } | null };
-  /** while an upgrade's new PMDs load: told of each that did */
-  private standby: ((pmd: number) => void) | null = null;
+  /** a data-plane process loaded and waiting, to take over (pmd.spare) */
+  private spare: Spare | null = null;
+  private spareTimer: NodeJS.Timeout | null = null;
   /** per PMD: which start of it runs; messages about another are stale */
   private readonly incarnations: number[] = [];
   private nextIncarnation = 1;
@@ -182,6 +198,7 @@ export class Supervisor {
       if (event.t === 'done') this.controlRequests.get(event.id)?.(event.error);
     });
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
+    this.keepSpare();
     const cpus = this.config.pmd.cores.join(', ');
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmdCount} PMD(s) on CPU ${cpus} in the data-plane process (pid ${this.dataplane?.pid})`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmdCount });
   }
@@ -213,30 +230,36 @@ export class Supervisor {
     return dataplane;
   }
 
-  /** A data-plane process whose events count only while it is the one in use. */
-  private createDataplane(): DataplaneProcess {
+  /**
+   * A data-plane process. Its events count while it is the one in use; as the spare, an
+   * error or an exit of one of its PMDs, or its death, only costs the spare (made again).
+   */
+  private createDataplane(spare = false): DataplaneProcess {
     const dataplane: DataplaneProcess = new DataplaneProcess(this.arenaFd, ARENA_BYTES, {
       pmdError: (id, incarnation, error) => {
-        if (this.incarnations[id] !== incarnation) return;
+        if (this.spare?.dataplane === dataplane) return this.spareFailed(`pmd${id} failed: ${error.split('\n')[0]}`);
+        if (this.dataplane !== dataplane || this.incarnations[id] !== incarnation) return;
         log.error(`pmd${id} crashed: ${error}`, 'pmd.crashed', { pmd: id });
         this.crashes[id] = error.split('\n')[0];
       },
       pmdExit: (id, incarnation, code) => {
+        if (this.spare?.dataplane === dataplane) return this.spareFailed(`pmd${id} exited with code ${code}`);
         if (this.incarnations[id] === incarnation && this.dataplane === dataplane) this.pmdExited(id, code);
       },
       pmdStandby: (id, incarnation) => {
-        if (this.incarnations[id] === incarnation) this.standby?.(id);
+        if (this.spare?.dataplane === dataplane && this.spare.incarnations[id] === incarnation) this.spare.loaded(id);
       },
-      died: (code, signal) => this.dataplaneDied(dataplane, code, signal),
-    });
+      died: (code, signal) => {
+        if (this.spare?.dataplane === dataplane) this.spareFailed(`it died (${signal ?? `exit code ${code}`})`);
+        else this.dataplaneDied(dataplane, code, signal);
+      },
+    }, spare);
     return dataplane;
   }
 
-  /** Starts PMD `id` in the data-plane process (or `into`, in standby), as a new incarnation of it. */
-  private spawnPmd(id: number, into: DataplaneProcess | null = this.dataplane, standby = false): void {
-    const incarnation = this.nextIncarnation++;
-    this.incarnations[id] = incarnation;
-    const data: PmdSpawnData = {
+  /** What PMD `id` is started with: the layout, plugins and tables as they are now. */
+  private spawnData(id: number): PmdSpawnData {
+    return {
       config: this.layout.pmds[id],
       shared: this.layout.shared,
       // Each plugin with what the PMDs need of its config (Plugin.pmdConfig).
@@ -247,11 +270,113 @@ export class Supervisor {
       capture: this.layout.capture,
       tablesGeneration: this.tablesGeneration,
     };
+  }
+
+  /** Watches PMD `id` from its first poll round on (loading plugins may take a while). */
+  private watchFromStart(id: number): void {
     this.crashes[id] = null;
-    // Watched from its first poll round on: loading plugins may take a while.
     this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
     this.polled[id] = false;
-    into?.spawnPmd(id, incarnation, data, standby);
+  }
+
+  /** Starts PMD `id` in the data-plane process in use, as a new incarnation of it. */
+  private spawnPmd(id: number): void {
+    const incarnation = this.nextIncarnation++;
+    this.incarnations[id] = incarnation;
+    this.watchFromStart(id);
+    this.dataplane?.spawnPmd(id, incarnation, this.spawnData(id));
+  }
+
+  /**
+   * Starts a spare: a data-plane process from the code on disk that maps the shared memory
+   * and loads its PMDs (plugins imported), which then wait without touching anything.
+   * Resolves once all have loaded; rejects if it failed (it is then gone).
+   */
+  private startSpare(): Promise<Spare> {
+    const dataplane = this.createDataplane(true);
+    let loadedAll!: () => void;
+    let failed!: (err: Error) => void;
+    const loaded = new Promise<void>((resolve, reject) => ((loadedAll = resolve), (failed = reject)));
+    const waiting = new Set(this.layout.pmds.map(({ id }) => id));
+    const timer = setTimeout(() => this.spareFailed(`its PMDs did not load within ${SHUTDOWN_TIMEOUT_MS} ms`), SHUTDOWN_TIMEOUT_MS);
+    const spare: Spare = {
+      dataplane,
+      incarnations: this.layout.pmds.map(() => this.nextIncarnation++),
+      pluginLoads: this.pluginLoads,
+      loaded: (id) => {
+        waiting.delete(id);
+        if (waiting.size > 0) return;
+        clearTimeout(timer);
+        log.info(`a spare data plane (pid ${dataplane.pid}) is loaded and waits to take over`, 'dataplane.spare', { pid: dataplane.pid });
+        loadedAll();
+      },
+      failed: (err) => (clearTimeout(timer), failed(err)),
+      ready: loaded,
+    };
+    this.spare = spare;
+    void dataplane
+      .ready()
+      .then(() => this.layout.pmds.forEach(({ id }) => dataplane.spawnPmd(id, spare.incarnations[id], this.spawnData(id), true)))
+      .catch((err: Error) => this.spareFailed(err.message));
+    return loaded.then(() => spare);
+  }
+
+  /** The spare cannot serve: it is killed (and, if spares are wanted, made again later). */
+  private spareFailed(why: string): void {
+    const spare = this.spare;
+    if (spare === null) return;
+    this.spare = null;
+    log.warn(`the spare data plane (pid ${spare.dataplane.pid}) is dropped: ${why}`);
+    spare.failed(new Error(why));
+    void spare.dataplane.kill();
+    this.keepSpare(SPARE_RETRY_MS);
+  }
+
+  /** Makes sure a spare is loaded or loading (pmd.spare), `delayMs` from now. */
+  private keepSpare(delayMs = 0): void {
+    if (!this.config.pmd.spare || this.stopping || this.spareTimer !== null) return;
+    this.spareTimer = setTimeout(() => {
+      this.spareTimer = null;
+      if (this.spare !== null || this.stopping || this.dataplane === null) return;
+      this.startSpare().catch(() => undefined);
+    }, delayMs);
+    this.spareTimer.unref();
+  }
+
+  /** Drops the spare (its plugins are not the ones in use any more); a new one follows. */
+  private replaceSpare(): void {
+    const spare = this.spare;
+    if (spare === null) return this.keepSpare();
+    this.spare = null;
+    spare.failed(new Error('replaced'));
+    void spare.dataplane.kill();
+    this.keepSpare();
+  }
+
+  /**
+   * The spare takes over: `old`, if still running, stops its PMDs between two bursts and is
+   * killed; the spare's PMDs get the layout and tables as they are now and start, and the
+   * control thread hands them the queues. Returns the pause: from the old PMDs' stop (or
+   * now) to the queues' hand-over.
+   */
+  private async promote(spare: Spare, old: DataplaneProcess | null, extra: Pick<ControlRequest & { t: 'layout' }, 'died'> = {}): Promise<number> {
+    const paused = performance.now();
+    // A PMD stuck in a plugin never answers: the process is killed anyway.
+    const quiesced = old === null || (await Promise.race([old.quiesce().then(() => true), sleep(QUIESCE_TIMEOUT_MS).then(() => false)]));
+    this.spare = null;
+    this.dataplane = spare.dataplane;
+    // Its PMDs wait for good now: it goes while the new ones start. One that did not stop
+    // is gone before any new PMD touches a queue.
+    const gone = old?.kill();
+    if (!quiesced) await gone;
+    spare.incarnations.forEach((inc, id) => (this.incarnations[id] = inc));
+    for (const { id } of this.layout.pmds) this.watchFromStart(id);
+    spare.dataplane.go(this.layout.pmds.map(({ id }) => this.spawnData(id)));
+    await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd: spare.dataplane.commandsFd, ...extra });
+    const pause = performance.now() - paused;
+    await gone;
+    this.keepSpare();
+    return pause;
   }
 
   /**
@@ -266,36 +391,18 @@ export class Supervisor {
       const old = this.dataplane;
       if (old === null) throw Object.assign(new Error('the data plane is restarting: try again'), { code: 'VR_BUSY' });
       const began = performance.now();
-      const before = [...this.incarnations];
-      const fresh = this.createDataplane();
+      // A spare already loaded runs the code of its start, which may not be the code now.
+      const stale = this.spare;
+      this.spare = null;
+      if (stale !== null) (stale.failed(new Error('replaced by an upgrade')), void stale.dataplane.kill());
+      let spare: Spare;
       try {
-        await fresh.ready();
-        const waiting = new Set(this.layout.pmds.map(({ id }) => id));
-        const loaded = new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`the new PMDs did not load within ${SHUTDOWN_TIMEOUT_MS} ms`)), SHUTDOWN_TIMEOUT_MS);
-          this.standby = (id) => {
-            waiting.delete(id);
-            if (waiting.size === 0) (clearTimeout(timer), resolve());
-          };
-        });
-        for (const { id } of this.layout.pmds) this.spawnPmd(id, fresh, true);
-        await loaded;
+        spare = await this.startSpare();
       } catch (err) {
-        this.incarnations.splice(0, this.incarnations.length, ...before);
-        await fresh.kill();
         throw Object.assign(new Error(`upgrade failed, the running data plane stays: ${(err as Error).message}`), { code: 'VR_UPGRADE' });
-      } finally {
-        this.standby = null;
       }
-      const paused = performance.now();
-      // A PMD stuck in a plugin never answers: the process is killed anyway.
-      await Promise.race([old.quiesce(), sleep(QUIESCE_TIMEOUT_MS)]);
-      this.dataplane = fresh;
-      await old.kill();
-      fresh.go();
-      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd: fresh.commandsFd });
-      const done = performance.now();
-      const result = { pid: fresh.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: Math.round((done - paused) * 10) / 10, totalMs: Math.round(done - began) };
+      const pauseMs = await this.promote(spare, old);
+      const result = { pid: spare.dataplane.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: Math.round(pauseMs * 10) / 10, totalMs: Math.round(performance.now() - began) };
       this.dataplaneHistory.upgrades++;
       log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
       return result;
@@ -309,10 +416,10 @@ export class Supervisor {
 
   /**
    * The data-plane process died (a crash, a signal, the OOM killer, a SIGBUS from a guest's
-   * memory): a new one starts and gets the same state. The connections, their fds and
-   * vring positions never left this process, and tables and counters are in the shared
-   * memory, so the guests see a pause, not a disconnect; their queues resume where the
-   * used rings say.
+   * memory): the spare takes over, or a new one is started, with the same state. The
+   * connections, their fds and vring positions never left this process, and tables and
+   * counters are in the shared memory, so the guests see a pause, not a disconnect; their
+   * queues resume where the used rings say.
    */
   private dataplaneDied(dataplane: DataplaneProcess, code: number | null, signal: NodeJS.Signals | null): void {
     if (this.dataplane !== dataplane) return;
@@ -338,11 +445,21 @@ export class Supervisor {
       await sleep(backoff);
       // A change of layout may have started one meanwhile.
       if (this.dataplane !== null || this.stopping) return;
-      const { commandsFd, pid } = await this.startDataplane();
-      for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
-      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died: { culprits } });
+      const died = { culprits };
+      const spare = this.spare;
+      let how: string;
+      if (spare !== null && spare.pluginLoads === this.pluginLoads && (await spare.ready.then(() => true, () => false)) && this.spare === spare) {
+        await this.promote(spare, null, { died });
+        how = `the spare data plane (pid ${spare.dataplane.pid}) took over`;
+      } else {
+        const { commandsFd, pid } = await this.startDataplane();
+        for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
+        await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
+        this.keepSpare();
+        how = `a new data-plane process (pid ${pid}) runs the PMDs`;
+      }
       const ms = Math.round(performance.now() - diedAt);
-      log.info(`a new data-plane process (pid ${pid}) runs the PMDs, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
+      log.info(`${how}, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
     });
     restart.catch((err: Error) => this.actorDied('the data-plane process', err));
   }
@@ -361,8 +478,8 @@ export class Supervisor {
   }
 
   /** The data-plane process: its pid, and how often it died or was replaced. */
-  dataplaneInfo(): { pid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null } {
-    return { pid: this.dataplane?.pid ?? null, ...this.dataplaneHistory };
+  dataplaneInfo(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null } {
+    return { pid: this.dataplane?.pid ?? null, sparePid: this.spare?.dataplane.pid ?? null, ...this.dataplaneHistory };
   }
 
   /** Runs a start or stop of every PMD after the previous one finished. */
@@ -636,7 +753,11 @@ export class Supervisor {
     // The last step that may refuse: the sockets of new ports.
     if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
-    if (filesChanged) this.pluginLoads++;
+    if (filesChanged) {
+      this.pluginLoads++;
+      // The spare's PMDs imported the files as they were.
+      this.replaceSpare();
+    }
     this.config = next;
     this.document = document;
     this.plugins = plans;
@@ -763,7 +884,8 @@ export class Supervisor {
     this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
     await this.pmdsStarted();
-    await Promise.all([this.dataplane?.kill(), this.control?.terminate()]);
+    if (this.spareTimer !== null) clearTimeout(this.spareTimer);
+    await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.kill(), this.control?.terminate()]);
     await closeJobs();
   }
 

@@ -20,8 +20,8 @@ export type SupervisorMessage =
    * touches shared memory (an upgrade: the running data plane forwards meanwhile)
    */
   | { t: 'spawn'; pmd: number; incarnation: number; data: PmdSpawnData; standby: boolean }
-  /** the PMDs in standby start */
-  | { t: 'go' }
+  /** the PMDs in standby start, each with its data as it is now (by PMD) */
+  | { t: 'go'; data: PmdSpawnData[] }
   /** every PMD stops between two bursts (its used rings published) and answers 'quiesced' */
   | { t: 'quiesce' }
   | { t: 'terminate'; pmd: number; incarnation: number }

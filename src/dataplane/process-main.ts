@@ -17,8 +17,12 @@ import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, t
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const log = createLog('dataplane');
-process.title = 'vrouter-dataplane';
-setThreadName('vrouter-datapl');
+/** ps shows a spare as such until its PMDs go. */
+const named = (spare: boolean) => {
+  process.title = spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane';
+  setThreadName(spare ? 'vrouter-spare' : 'vrouter-datapl');
+};
+named(process.argv.includes('--spare'));
 // A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
 setParentDeathSignal('SIGKILL');
 
@@ -37,8 +41,8 @@ interface RunningPmd {
 }
 
 const pmds = new Map<number, RunningPmd>();
-/** the go words of PMDs in standby (an upgrade): set by 'go' */
-const standby: Int32Array[] = [];
+/** the go words of PMDs in standby (a spare, an upgrade), by PMD: set by 'go' */
+const standby = new Map<number, Int32Array>();
 const wakeFds: number[] = [];
 /** guest memory regions mapped, by id */
 const mapped = new Map<number, { addr: bigint; length: number }>();
@@ -54,10 +58,15 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
   } else if (m.t === 'spawn') {
     spawn(m.pmd, m.incarnation, m.data, m.standby);
   } else if (m.t === 'go') {
-    for (const word of standby.splice(0)) {
+    for (const [id, word] of standby) {
+      const pmd = pmds.get(id);
+      if (pmd === undefined) continue;
+      pmd.worker.postMessage(withWakeFds(m.data[id]));
       Atomics.store(word, 0, 1);
       Atomics.notify(word, 0);
     }
+    standby.clear();
+    named(false);
   } else if (m.t === 'quiesce') {
     void quiesce();
   } else if (m.t === 'terminate') {
@@ -71,13 +80,20 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
   }
 }
 
-function spawn(id: number, incarnation: number, data: PmdSpawnData, waits: boolean): void {
+/** The data with this process's wake eventfds in it (every PMD's, to wake its peers). */
+function withWakeFds(data: PmdSpawnData): PmdSpawnData {
   const wakers = data.shared.wakers;
   for (let i = wakeFds.length; i < wakers.length; i++) wakeFds.push(eventfd());
   wakers.forEach((w, i) => (w.wakeFd = wakeFds[i]));
+  return data;
+}
+
+function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: boolean): void {
+  const data = withWakeFds(spawned);
+  const wakers = data.shared.wakers;
   const channel = new MessageChannel();
   const go = waits ? new SharedArrayBuffer(4) : null;
-  if (go !== null) standby.push(new Int32Array(go));
+  if (go !== null) standby.set(id, new Int32Array(go));
   const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go };
   const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
   const doorbell = new Int32Array(decodeShared(wakers[id].doorbell));

@@ -30,27 +30,35 @@ export interface PmdThreadData {
   capture: CaptureMemory;
   /** the plugin tables' generation the PMD starts with (DOORBELL_TABLES_SEEN) */
   tablesGeneration: number;
-  /** an upgrade's PMD waits, loaded, until this word is set, before it touches shared memory */
+  /**
+   * A PMD of a spare data plane (or of an upgrade's) waits, loaded, until this word is set,
+   * before it touches shared memory; then the first message on its parent port is its
+   * PmdThreadData as it is then (layout, tables), which replaces what it was started with.
+   */
   standby: SharedArrayBuffer | null;
   /** where this process mapped the shared memory: the buffers above come as SharedRefs into it */
   arena: { base: string; size: number } | null;
 }
 
-const data = workerData as PmdThreadData;
-useArena(data.arena);
-const { config, commands, plugins, takenOut, topology } = data;
-const { shared, pluginMemory, capture } = decodeShared({ shared: data.shared, pluginMemory: data.pluginMemory, capture: data.capture });
+const started = workerData as PmdThreadData;
+useArena(started.arena);
 /** Lines go to the supervisor, which writes them (see createLog). */
 export interface PmdLogLine {
   log: string;
 }
-const log = createLog(`pmd${config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
-const modules = await Promise.all(plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
-if (data.standby !== null) {
-  // Loaded: the data plane this one replaces forwards until it is told to go.
+const log = createLog(`pmd${started.config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
+// Plugins are imported first: in standby, that is the work done before the go.
+const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
+let data = started;
+if (started.standby !== null) {
+  // Loaded: the data plane this one stands in for forwards until it is told to go.
   parentPort!.postMessage({ standby: true });
-  Atomics.wait(new Int32Array(data.standby), 0, 0);
+  Atomics.wait(new Int32Array(started.standby), 0, 0);
+  const now = receiveMessageOnPort(parentPort!)?.message as Partial<PmdThreadData> | undefined;
+  data = { ...started, ...now };
 }
+const { config, commands, plugins, takenOut, topology } = data;
+const { shared, pluginMemory, capture } = decodeShared({ shared: data.shared, pluginMemory: data.pluginMemory, capture: data.capture });
 try {
   setThreadName(`pmd${config.id}`);
   pinThreadToCpu(config.cpu);

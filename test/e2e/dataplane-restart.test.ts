@@ -1,12 +1,13 @@
 // The data-plane process killed (SIGKILL) during a guest's ping flood: the supervisor
-// keeps the guests' connections, starts a new data-plane process and hands it the same
-// fds, vring positions and shared state. QEMU sees no disconnect; the loss is bounded and
-// reported, and the counters carry on from where they were. And a frontend that shrinks
-// its guest memory under the data plane (SIGBUS): it alone is found and quarantined.
+// keeps the guests' connections, the spare data plane takes over (or, without one, a new
+// one starts) and gets the same fds, vring positions and shared state. QEMU sees no
+// disconnect; the loss is bounded and reported, and the counters carry on from where they
+// were. A frontend that shrinks its guest memory under the data plane (SIGBUS): it alone is
+// found and quarantined. And an upgrade during a ping flood.
 import t from 'tap';
 import { bootGuest, guestPrerequisites } from './lib/guest.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
-import { dataplanePids, waitFor } from '../support/traffic.ts';
+import { dataplanePids, sparePids, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { vrouterctl } from './lib/vrouterctl.ts';
@@ -20,7 +21,9 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
   t.teardown(() => vr.stop());
   const supervisor = vr.proc.pid!;
   const [first] = dataplanePids(supervisor);
+  const [spare] = sparePids(supervisor);
   t.ok(first !== undefined, `the supervisor (pid ${supervisor}) runs a child named vrouter-dataplane (pid ${first})`);
+  t.ok(spare !== undefined, `and a spare, vrouter-dataplane-spare (pid ${spare})`);
   const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
   t.teardown(() => b.kill());
   // a floods b with pings, 50 per second for 10 s, then pings 10 times more.
@@ -35,7 +38,7 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
   await new Promise((r) => setTimeout(r, 2000));
   const before = await vr.stats();
   process.kill(first, 'SIGKILL');
-  const restarted = await waitFor('a new data-plane process', () => /a new data-plane process \(pid (\d+)\) runs the PMDs, (\d+) ms after/.exec(vr.stderr()) ?? undefined, 10000);
+  const restarted = await waitFor('the spare to take over', () => /the spare data plane \(pid (\d+)\) took over, (\d+) ms after/.exec(vr.stderr()) ?? undefined, 10000);
   // The log as it is when the flood ended, both guests still running.
   await a.waitForConsole(/VR-RESULT[^\n]*test=ping/, 30000);
   const during = vr.stderr();
@@ -43,8 +46,10 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
   const log = vr.stderr();
   t.match(log, /the data-plane process died \(signal SIGKILL\)/, 'the supervisor saw the data plane die, and how');
   const second = Number(restarted[1]);
-  t.not(second, first, `a new data-plane process (pid ${second})`);
-  t.same(dataplanePids(supervisor), [second], 'it is the only one, a child of the same supervisor');
+  t.equal(second, spare, `the spare (pid ${second}) took over`);
+  t.same(dataplanePids(supervisor), [second], 'it is the data plane now, named so');
+  const [next] = await waitFor('a new spare', () => (sparePids(supervisor).length === 1 ? sparePids(supervisor) : undefined), 10000);
+  t.ok(next !== first && next !== second, `and a new spare was started (pid ${next})`);
   t.equal(vr.proc.pid, supervisor, 'the supervisor kept running');
   for (const port of ['a', 'b']) {
     t.equal(log.match(new RegExp(`port ${port}: frontend connected`, 'g'))?.length, 1, `port ${port}: QEMU connected once and never again`);
@@ -64,7 +69,8 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
 });
 
 t.test('a frontend shrinks its guest memory under the data plane: it is found and quarantined, the guests on the other ports resume', async (t) => {
-  const vr = await startVrouter(bridgeConfig(['a', 'b', 'c']));
+  // Without a spare: the cold start of a data plane is the other way back.
+  const vr = await startVrouter(bridgeConfig(['a', 'b', 'c'], { pmd: { spare: false } }));
   t.teardown(() => vr.stop());
   const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
   t.teardown(() => b.kill());
@@ -127,11 +133,13 @@ t.test('vrouterctl upgrade during a ping flood: a new data plane from the code o
   const answer = /data plane upgraded: pid (\d+) -> (\d+); forwarding paused ([\d.]+) ms/.exec(upgraded.out);
   t.ok(answer, 'it says which process took over and how long forwarding paused');
   t.equal(Number(answer?.[1]), first, 'from the data plane that ran');
-  t.same(dataplanePids(vr.proc.pid!), [Number(answer?.[2])], 'to a new one, the only one now');
+  t.same(dataplanePids(vr.proc.pid!), [Number(answer?.[2])], 'to a new one, the data plane now');
   const pauseMs = Number(answer?.[3]);
   t.ok(pauseMs < 100, `forwarding paused ${pauseMs} ms (under 100 ms)`);
   const info = (await adminClient(vr).call('GET', '/dataplane')).json as { pid: number; upgrades: number; deaths: number };
   t.same({ pid: info.pid, upgrades: info.upgrades, deaths: info.deaths }, { pid: Number(answer?.[2]), upgrades: 1, deaths: 0 }, 'GET /dataplane: the new pid, one upgrade, no death');
+  const [spare] = await waitFor('a spare from the new code', () => (sparePids(vr.proc.pid!).length === 1 ? sparePids(vr.proc.pid!) : undefined), 10000);
+  t.ok(spare !== first && spare !== Number(answer?.[2]), `a new spare runs (pid ${spare})`);
   await a.waitForConsole(/VR-RESULT[^\n]*test=ping/, 30000);
   const during = vr.stderr();
   const [ra] = await Promise.all([a.done, b.done]);

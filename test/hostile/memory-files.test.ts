@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { Req } from '../../src/vhost/protocol.ts';
-import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
+import { dataplanePids, sparePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { memTablePayload, startDevice, VhostFrontend } from '../support/vhost-frontend.ts';
 import { REPO, type StartedVrouter } from '../support/vrouter-process.ts';
 import { ackingFrontend, MAC_B, withNeighbours } from './lib.ts';
@@ -31,7 +31,7 @@ async function offerRegion(path: string, fd: number, region = { gpa: 0x100000, s
 function daemonHolds(vr: StartedVrouter, name: string): { fds: number; maps: number } {
   let fds = 0;
   let maps = 0;
-  for (const pid of [vr.proc.pid!, ...dataplanePids(vr.proc.pid!)]) {
+  for (const pid of [vr.proc.pid!, ...dataplanePids(vr.proc.pid!), ...sparePids(vr.proc.pid!)]) {
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       try {
         if (readlinkSync(`/proc/${pid}/fd/${fd}`).includes(name)) fds++;

@@ -35,11 +35,20 @@ export interface ProcessResources {
 /** What a process holds right now, from /proc. */
 export function processResources(pid: number): ProcessResources {
   const own = oneProcess(pid);
-  return dataplanePids(pid).map(oneProcess).reduce((sum, r) => ({ fds: sum.fds + r.fds, guestMappings: sum.guestMappings + r.guestMappings, threads: sum.threads + r.threads }), own);
+  return [...dataplanePids(pid), ...sparePids(pid)].map(oneProcess).reduce((sum, r) => ({ fds: sum.fds + r.fds, guestMappings: sum.guestMappings + r.guestMappings, threads: sum.threads + r.threads }), own);
 }
 
-/** The data-plane processes a vrouter supervisor started (its children named so). */
+/** The data-plane process in use of a vrouter supervisor (its child named vrouter-dataplane). */
 export function dataplanePids(pid: number): number[] {
+  return childrenNamed(pid, 'vrouter-dataplane');
+}
+
+/** Its spare data-plane process, loaded and waiting (pmd.spare). */
+export function sparePids(pid: number): number[] {
+  return childrenNamed(pid, 'vrouter-dataplane-spare');
+}
+
+function childrenNamed(pid: number, name: string): number[] {
   let children: number[];
   try {
     children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
@@ -48,7 +57,7 @@ export function dataplanePids(pid: number): number[] {
   }
   return children.filter((child) => {
     try {
-      return readFileSync(`/proc/${child}/cmdline`, 'utf8').startsWith('vrouter-dataplane');
+      return readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0')[0] === name;
     } catch {
       return false;
     }

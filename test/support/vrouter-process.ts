@@ -40,7 +40,9 @@ export async function startVrouter(config: object, timeoutMs = 15000, before?: (
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, text);
   const sockets: Record<string, string> = {};
-  for (const p of (JSON.parse(text) as { ports: { name: string; socket: string }[] }).ports) sockets[p.name] = p.socket;
+  const parsed = JSON.parse(text) as { ports: { name: string; socket: string }[]; pmd?: { spare?: boolean } };
+  for (const p of parsed.ports) sockets[p.name] = p.socket;
+  const spare = parsed.pmd?.spare !== false;
   const proc = spawn(process.execPath, [VROUTER_BIN, '--config', configPath], { stdio: ['ignore', 'inherit', 'pipe'] });
   let log = '';
   let exited = false;
@@ -52,8 +54,9 @@ export async function startVrouter(config: object, timeoutMs = 15000, before?: (
   const ready = await Promise.race([
     new Promise<boolean>((resolve) => {
       const check = () => {
-        // Ready: the supervisor's threads run and the admin endpoint listens.
-        if (/supervisor: ready/.test(log) && /admin: admin endpoint on/.test(log)) resolve(true);
+        // Ready: the supervisor's threads run, the admin endpoint listens, and the spare
+        // data plane (pmd.spare) has loaded: what a test measures then stays as it is.
+        if (/supervisor: ready/.test(log) && /admin: admin endpoint on/.test(log) && (!spare || /a spare data plane \(pid \d+\) is loaded/.test(log))) resolve(true);
         else if (!decided) setTimeout(check, 20);
       };
       check();

@@ -21,13 +21,13 @@ t.test('the contract config, with defaults', async (t) => {
   t.not(c.ports[0].routerMac, c.ports[1].routerMac, 'and differs by port');
   t.equal(parseConfig({ ports: [port()] }, '/', 4).ports[0].routerMac, c.ports[0].routerMac, 'and stays the same across restarts');
   t.equal(c.ports[1].socket, '/etc/vrouter/b.sock', 'relative socket paths are taken from the config file directory');
-  t.same(c.pmd, { cores: [3], sleepMaxUs: 10_000 }, 'one PMD on the highest-numbered CPU');
+  t.same(c.pmd, { cores: [3], sleepMaxUs: 10_000, spare: true }, 'one PMD on the highest-numbered CPU, and a spare data plane');
 });
 
 t.test('every optional key', async (t) => {
   const client = { mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 }, macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', peerUid: 1000 };
   const server = { name: 'b', socket: '/tmp/b.sock', socketMode: '0660', socketGroup: 0 };
-  const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0 } }, '/', 2);
+  const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0, spare: false } }, '/', 2);
   t.same(c.ports[0], {
     name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
     macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', socketMode: 0o600, socketGroup: null, peerUid: 1000,
@@ -36,7 +36,7 @@ t.test('every optional key', async (t) => {
   t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
   t.equal(c.ports[1].socketGroup, 0);
   t.equal(parseConfig({ ports: [port({ socketGroup: 'root' })] }, '/', 2).ports[0].socketGroup, 0, 'a group by name');
-  t.same(c.pmd, { cores: [1, 0], sleepMaxUs: 0 });
+  t.same(c.pmd, { cores: [1, 0], sleepMaxUs: 0, spare: false });
 });
 
 t.test('mistakes name the field and the reason', async (t) => {
@@ -78,7 +78,8 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ peerUid: -1 })] }, 'ports[0].peerUid', /integer/],
     [{ ports: [port({ addresses: '10.0.1.1/24' })] }, 'ports[0].addresses', /array of addresses with prefix lengths/],
     [{ ports: [port({ addresses: ['10.0.1.1'] })] }, 'ports[0].addresses[0]', /needs its prefix length/],
-    [{ ports: [port()], pmd: { cores: [1], spin: true } }, 'pmd.spin', /unknown key \(known: cores, sleepMaxUs\)/],
+    [{ ports: [port()], pmd: { cores: [1], spin: true } }, 'pmd.spin', /unknown key \(known: cores, sleepMaxUs, spare\)/],
+    [{ ports: [port()], pmd: { spare: 'yes' } }, 'pmd.spare', /must be true or false/],
     [{ ports: [port()], bridges: { br0: { mtu: 9001 } } }, 'bridges.br0.mtu', /68 to 9000, got 9001/],
     [{ ports: [port()], pipeline: ['bridge', 7] }, 'pipeline[1]', /name of a stage, got 7/],
     [{ ports: [port()], admin: { listen: 'localhost' } }, 'admin.listen', /"unix:\/path" or "HOST:PORT"/],

@@ -19,8 +19,10 @@ import { vrouterJob } from './jobs.ts';
 import { stopAll } from './processes.ts';
 
 export interface DataplanePauses {
-  /** per death: ms from SIGKILL to the first frame forwarded after it */
+  /** per death: ms from SIGKILL to the first frame forwarded after it, the spare taking over */
   deathMs: number[];
+  /** the same without a spare (pmd.spare false): a cold start of the data plane */
+  coldDeathMs: number[];
   /** per upgrade: the pause vrouter reports, and the longest gap between two counter reads in which nothing was forwarded */
   upgradePauseMs: number[];
   upgradeGapMs: number[];
@@ -52,10 +54,11 @@ async function longestGap(api: AdminClient, until: Promise<unknown>): Promise<nu
   return gap;
 }
 
-async function withForwarding<T>(run: (api: AdminClient, pid: number) => Promise<T>): Promise<T> {
+async function withForwarding<T>(spare: boolean, run: (api: AdminClient, pid: number) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-pause-'));
   const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
-  const vr = await startVrouter(vrouterJob('bridged', sockets, [PMD_CPU]));
+  const job = vrouterJob('bridged', sockets, [PMD_CPU]) as { pmd: object };
+  const vr = await startVrouter({ ...job, pmd: { ...job.pmd, spare } });
   const generator = startGenerator(sockets, 64, false);
   try {
     await generator.flowing();
@@ -69,32 +72,35 @@ async function withForwarding<T>(run: (api: AdminClient, pid: number) => Promise
   }
 }
 
+/** Kills the data plane; ms until vrouter forwards again (a new data plane counting). */
+async function timeToForward(api: AdminClient, pid: number): Promise<number> {
+  const [dataplane] = dataplanePids(pid);
+  let seen = await forwarded(api);
+  const killed = performance.now();
+  process.kill(dataplane, 'SIGKILL');
+  for (;;) {
+    const now = await forwarded(api);
+    // Frames counted by the dead one just before the kill do not count: the new one must run.
+    if (now > seen && dataplanePids(pid).some((p) => p !== dataplane)) return performance.now() - killed;
+    seen = now;
+    if (performance.now() - killed > 10_000) throw new Error('nothing forwarded within 10 s of the kill');
+  }
+}
+
 export async function measureDataplanePauses(tries: number): Promise<DataplanePauses> {
   const all = cpus().map((_, i) => i);
   setThreadCpus(all.filter((c) => c !== PMD_CPU));
   try {
-    const deathMs: number[] = [];
-    for (let i = 0; i < tries; i++) {
-      deathMs.push(
-        await withForwarding(async (api, pid) => {
-          const [dataplane] = dataplanePids(pid);
-          const before = await forwarded(api);
-          const killed = performance.now();
-          process.kill(dataplane, 'SIGKILL');
-          // Frames counted before the kill may still show in the first reads.
-          let seen = before;
-          for (;;) {
-            const now = await forwarded(api);
-            if (now > seen && dataplanePids(pid).some((p) => p !== dataplane)) return performance.now() - killed;
-            seen = now;
-            if (performance.now() - killed > 10_000) throw new Error('nothing forwarded within 10 s of the kill');
-          }
-        }),
-      );
-    }
+    const deaths = async (spare: boolean) => {
+      const ms: number[] = [];
+      for (let i = 0; i < tries; i++) ms.push(await withForwarding(spare, timeToForward));
+      return ms;
+    };
+    const deathMs = await deaths(true);
+    const coldDeathMs = await deaths(false);
     const upgradePauseMs: number[] = [];
     const upgradeGapMs: number[] = [];
-    await withForwarding(async (api) => {
+    await withForwarding(true, async (api) => {
       for (let i = 0; i < tries; i++) {
         const upgrade = api.call('POST', '/dataplane/upgrade');
         upgradeGapMs.push(await longestGap(api, upgrade));
@@ -104,7 +110,7 @@ export async function measureDataplanePauses(tries: number): Promise<DataplanePa
         await sleep(500);
       }
     });
-    return { deathMs, upgradePauseMs, upgradeGapMs };
+    return { deathMs, coldDeathMs, upgradePauseMs, upgradeGapMs };
   } finally {
     setThreadCpus(all);
   }

@@ -1,10 +1,11 @@
-// npm run bench [-- --rounds N --seconds S --quick]: vrouter against dpdk-testpmd's vhost io
+// npm run bench [-- --rounds N --seconds S --quick --against REV]: vrouter against dpdk-testpmd's vhost io
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
 // bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
 // idle and busy (/metrics scraped, routes changed); how long forwarding stops when the
 // data-plane process is killed or upgraded; then idle CPU, memory, first-frame latency
 // after idle, and the micro-benchmarks (the copy primitives among them). Prints a table
-// (and the last run's vrouter figures beside this one's), writes results/*.json.
+// (and the last run's vrouter figures beside this one's; with --against, another
+// revision's vrouter measured in the same run), writes results/*.json.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ovsDpdkBackend, testpmdIoBackend, vrouterBackend, vrouterRssMiB, type Backend } from './lib/backends.ts';
 import { measureDataplanePauses, type DataplanePauses } from './lib/dataplane-pauses.ts';
+import { buildRevision } from './lib/revision.ts';
 import { dataplanePids } from '../test/support/traffic.ts';
 import { startGenerator } from './lib/generator.ts';
 import { measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
@@ -25,7 +27,7 @@ import { measureFirstPacket } from './micro/first-packet.ts';
 import { stageFigures } from './micro/stages.ts';
 import { spawnSync } from 'node:child_process';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' } } });
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
 const SECONDS = values.quick ? 4 : Number(values.seconds ?? 8);
 const SIZES = [64, 1518];
@@ -40,6 +42,9 @@ process.on('SIGINT', () => {
 const progress = (msg: string) => process.stderr.write(`\r\x1b[K[bench ${Math.round((Date.now() - started) / 1000)} s] ${msg}`);
 
 const backends: Backend[] = [vrouterBackend([1]), testpmdIoBackend, ovsDpdkBackend];
+// --against REV: that revision's vrouter too, in the same run (a change's before and after).
+const against = values.against === undefined ? null : buildRevision(values.against);
+if (against !== null) backends.splice(1, 0, vrouterBackend([1], against));
 if (cpus().length >= 3) backends.splice(1, 0, vrouterBackend([1, 2]));
 const twoPmdNote = cpus().length >= 3 ? null : `vrouter 2 PMDs not measured: ${cpus().length} CPUs, and 2 PMDs plus the generator need 3`;
 
@@ -112,6 +117,7 @@ const ratios = CASES.map(({ job, size }) => {
     vrouterOverTestpmd: v / (row('testpmd io', 'bridged', size)?.mpps ?? NaN),
     vrouterOverOvs: v / (row('OVS-DPDK', job, size)?.mpps ?? NaN),
     vrouterOverBridged: v / (row('vrouter 1 PMD', 'bridged', size)?.mpps ?? NaN),
+    vrouterOverRevision: against === null ? undefined : v / (row(`vrouter ${against.name} 1 PMD`, job, size)?.mpps ?? NaN),
   };
 });
 
@@ -193,13 +199,14 @@ const machine = {
 const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
 console.log(`vrouter benchmark, ${machine.date}, ${machine.cpu}, ${machine.cpus} CPUs, Node ${machine.node}`);
 console.log(`flowgen (dpdk-testpmd, 2 virtio-user ports, CPU 0) through each backend (CPU 1); ${ROUNDS} round(s) of ${SECONDS} s, medians\n`);
-console.log('backend          job      size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
+console.log('backend              job      size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
 for (const r of table) {
-  console.log(`${r.backend.padEnd(16)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`${r.backend.padEnd(20)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
 }
 for (const r of ratios) {
   const vsBridged = r.job === 'bridged' ? '' : `, vrouter ${r.job} / bridged = ${fmt(r.vrouterOverBridged)}`;
-  console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}`);
+  const vsRevision = r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${fmt(r.vrouterOverRevision)}`;
+  console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}${vsRevision}`);
 }
 if (twoPmdNote) console.log(twoPmdNote);
 for (const { batch, result: b } of busyAdmins) {

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
 import { ovsJob, vrouterJob, type JobName } from './jobs.ts';
 import { dpdkPrefix, stop, track, waitFor } from './processes.ts';
-import { dataplanePids } from '../../test/support/traffic.ts';
+import { dataplanePids, sparePids } from '../../test/support/traffic.ts';
 
 export interface RunningBackend {
   /** resident memory of the backend process, in MiB */
@@ -40,23 +40,24 @@ export function ownRssMiB(pid: number): number {
 }
 
 /**
- * vrouter's two processes: the supervisor whole (the shared memory it maps is vrouter's
- * own state, no guest's) and the data plane without the guests' memory.
+ * vrouter's processes: the supervisor whole (the shared memory it maps is vrouter's own
+ * state, no guest's), the data plane and its spare without the guests' memory.
  */
 export function vrouterRssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const supervisorMiB = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
-  return dataplanePids(pid).reduce((sum, child) => sum + ownRssMiB(child), supervisorMiB);
+  return [...dataplanePids(pid), ...sparePids(pid)].reduce((sum, child) => sum + ownRssMiB(child), supervisorMiB);
 }
 
-export function vrouterBackend(cores: number[]): Backend {
+/** vrouter with `cores` PMDs: this tree's build, or `revision`'s (bench --against). */
+export function vrouterBackend(cores: number[], revision?: { name: string; bin: string }): Backend {
   return {
-    name: `vrouter ${cores.length} PMD${cores.length > 1 ? 's' : ''}`,
+    name: `vrouter ${revision ? `${revision.name} ` : ''}${cores.length} PMD${cores.length > 1 ? 's' : ''}`,
     generatorListens: false,
     unavailable: () => null,
     jobs: ['bridged', 'routed', 'full'],
     async start(sockets, job) {
-      const vr = await startVrouter(vrouterJob(job, sockets, cores));
+      const vr = await startVrouter(vrouterJob(job, sockets, cores), undefined, undefined, revision?.bin);
       return { rssMiB: () => vrouterRssMiB(vr.proc.pid!), stop: async () => void (await vr.stop()) };
     },
   };

@@ -92,7 +92,7 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   const data = withWakeFds(spawned);
   const wakers = data.shared.wakers;
   const channel = new MessageChannel();
-  const go = waits ? new SharedArrayBuffer(4) : null;
+  const go = waits ? new SharedArrayBuffer(8) : null;
   if (go !== null) standby.set(id, new Int32Array(go));
   const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go };
   const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });

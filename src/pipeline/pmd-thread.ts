@@ -54,8 +54,14 @@ if (started.standby !== null) {
   // Loaded: the data plane this one stands in for forwards until it is told to go.
   parentPort!.postMessage({ standby: true });
   Atomics.wait(new Int32Array(started.standby), 0, 0);
-  const now = receiveMessageOnPort(parentPort!)?.message as Partial<PmdThreadData> | undefined;
-  data = { ...started, ...now };
+  // Posted before the go word was set; looked for a little longer all the same.
+  let now = receiveMessageOnPort(parentPort!);
+  for (let tries = 0; now === undefined && tries < 1000; tries++) {
+    Atomics.wait(new Int32Array(started.standby), 1, 0, 1);
+    now = receiveMessageOnPort(parentPort!);
+  }
+  if (now === undefined) throw new Error('started without its layout and tables');
+  data = { ...started, ...(now.message as Partial<PmdThreadData>) };
 }
 const { config, commands, plugins, takenOut, topology } = data;
 const { shared, pluginMemory, capture } = decodeShared({ shared: data.shared, pluginMemory: data.pluginMemory, capture: data.capture });

@@ -33,7 +33,8 @@ export function bridgeConfig(names: string[] = ['a', 'b'], extra: object = {}): 
 
 /** Writes config (socket paths may use {dir}), starts vrouter and waits for "ready". */
 /** Starts dist/bin/vrouter.js on the config ({dir}: a fresh directory); `before` may put files there first. */
-export async function startVrouter(config: object, timeoutMs = 15000, before?: (dir: string) => void): Promise<StartedVrouter> {
+/** `bin`: another build of the daemon (a benchmark's older revision): no spare is waited for. */
+export async function startVrouter(config: object, timeoutMs = 15000, before?: (dir: string) => void, bin = VROUTER_BIN): Promise<StartedVrouter> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-test-'));
   before?.(dir);
   const text = JSON.stringify(config).replaceAll('{dir}', dir);
@@ -42,8 +43,8 @@ export async function startVrouter(config: object, timeoutMs = 15000, before?: (
   const sockets: Record<string, string> = {};
   const parsed = JSON.parse(text) as { ports: { name: string; socket: string }[]; pmd?: { spare?: boolean } };
   for (const p of parsed.ports) sockets[p.name] = p.socket;
-  const spare = parsed.pmd?.spare !== false;
-  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', configPath], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const spare = parsed.pmd?.spare !== false && bin === VROUTER_BIN;
+  const proc = spawn(process.execPath, [bin, '--config', configPath], { stdio: ['ignore', 'inherit', 'pipe'] });
   let log = '';
   let exited = false;
   const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => ((exited = true), resolve(code))));

@@ -104,6 +104,8 @@ export function releaseShared(buffer: ArrayBufferLike): void {
   const offset = offsetOf.get(buffer);
   if (offset === undefined || !owner) return;
   collected.unregister(buffer);
+  // A stale reference can no longer be sent anywhere as this region (which a new one may take).
+  offsetOf.delete(buffer);
   freeRegion(offset);
 }
 

@@ -111,7 +111,7 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
     // A dead thread holds nothing: its fds go, and its waiting commands are answered.
     for (const [cmdId, p] of pmd.pending) {
       closeAll(p.fds.values());
-      commands.send({ t: 'reply', reply: { id: cmdId, error: `PMD ${id} restarted` } });
+      commands.send({ t: 'reply', reply: { id: cmdId, error: `PMD ${id} restarted`, restarted: true } });
     }
     closeAll(pmd.fds.values());
     tell({ t: 'pmd-exit', pmd: id, incarnation, code });
@@ -155,11 +155,11 @@ function onCommand(m: CommandMessage, fds: number[]): void {
     return;
   }
   const pmd = pmds.get(m.pmd);
-  const refuse = (error: string) => {
+  const refuse = (error: string, restarted?: true) => {
     closeAll(fds);
-    commands.send({ t: 'reply', reply: { id: m.id, error } });
+    commands.send({ t: 'reply', reply: { id: m.id, error, restarted } });
   };
-  if (pmd === undefined || pmd.incarnation !== m.incarnation) return refuse(`PMD ${m.pmd} restarted`);
+  if (pmd === undefined || pmd.incarnation !== m.incarnation) return refuse(`PMD ${m.pmd} restarted`, true);
   let cmd: PmdCommand;
   const given = new Map<string, number>();
   try {

@@ -518,13 +518,14 @@ export class VhostConnection {
     const owners = this.dataplane.ownersOf(this.port.index);
     const replies = await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions })));
     this.checkCurrent(gen);
-    const refusal = replies.find((r) => r.error !== undefined);
+    // A PMD that was gone refused nothing: its successor gets the table in force then (resync).
+    const refusal = replies.find((r) => r.error !== undefined && !r.restarted);
     if (refusal === undefined) return null;
     const switched = owners.filter((_, i) => replies[i].error === undefined);
     const current = regionsForDataplane(this.memory);
     const back = await Promise.all(switched.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: current })));
     this.checkCurrent(gen);
-    return back.some((r) => r.error !== undefined) ? 'rollback failed' : refusal.error!;
+    return back.some((r) => r.error !== undefined && !r.restarted) ? 'rollback failed' : refusal.error!;
   }
 
   /** Regions just mapped, to be unmapped at the latest by the reset that ends this generation. */
@@ -566,7 +567,7 @@ export class VhostConnection {
       v.callFd = fd;
       if (v.running) {
         const reply = await this.command({ t: 'vring-call', port: this.port.index, gen, vring: index, callFd: fd });
-        if (reply.error) throw new ProtocolError(reply.error);
+        if (reply.error && !reply.restarted) throw new ProtocolError(reply.error);
       }
       this.releaseRetired(v);
     } else {
@@ -606,7 +607,8 @@ export class VhostConnection {
       },
     });
     if (reply.error) {
-      this.log.warn(`port ${this.port.name}: vring ${index} not started: ${reply.error}`);
+      // A PMD that was gone: its successor starts the vring when it gets the port (resync).
+      if (!reply.restarted) this.log.warn(`port ${this.port.name}: vring ${index} not started: ${reply.error}`);
       return;
     }
     v.running = true;

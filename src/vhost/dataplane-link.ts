@@ -46,6 +46,11 @@ export interface PmdReply {
   id: number;
   /** why the command could not be carried out */
   error?: string;
+  /**
+   * the PMD was gone (it or the data plane restarted): not a refusal. Its successor gets
+   * the port's state from the control thread (resync), as it is then.
+   */
+  restarted?: boolean;
   /** vring-start and vring-stop: the next available index the PMD will process / would have */
   lastAvailIdx?: number;
 }

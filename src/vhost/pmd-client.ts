@@ -57,7 +57,7 @@ export class PmdClient implements Dataplane {
   private send(pmd: number, cmd: PortCommand): Promise<PmdReply> {
     const id = this.nextId++;
     const channel = this.channel;
-    if (channel === null) return Promise.resolve({ id, error: 'the data plane is restarting' });
+    if (channel === null) return Promise.resolve({ id, error: 'the data plane is restarting', restarted: true });
     const { wire, fds } = onWire(cmd);
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.log.warn(`pmd${pmd} has not answered ${cmd.t} (port ${cmd.port}) for ${SLOW_REPLY_MS} ms; still waiting`), SLOW_REPLY_MS);
@@ -73,7 +73,7 @@ export class PmdClient implements Dataplane {
   }
 
   private failWhere(which: (pmd: number) => boolean, error: string): void {
-    for (const [id, w] of this.waiting) if (which(w.pmd)) w.finish({ id, error });
+    for (const [id, w] of this.waiting) if (which(w.pmd)) w.finish({ id, error, restarted: true });
   }
 
   /** A PMD started again: requests to the dead one fail at once. */

@@ -29,6 +29,9 @@ const USAGE = `usage: vrouter [--config FILE] [--log-format text|json]
                        line, {"time","level","thread","event","msg",...}; also ${LOG_FORMAT_ENV}
   --help               this text
 
+Its PMDs run in a child process, vrouter-dataplane, with a spare beside it
+(vrouter-dataplane-spare, pmd.spare): when the data plane dies, the spare takes over and
+the guests stay connected; vrouterctl upgrade replaces it by the code now on disk.
 vrouter stops, as on SIGTERM, when the process that started it exits.
 Signals: SIGTERM/SIGINT stop cleanly; SIGUSR1 prints port counters as one JSON line;
 SIGHUP reads the config and plugin files again: new routes, rules and policers are

@@ -1,6 +1,7 @@
-// The supervisor (main thread): turns the config into actors, the PMD threads and the
-// vhost control thread, wires them together, and answers signals: SIGTERM/SIGINT stop
-// everything cleanly (sockets removed), SIGUSR1 prints the port counters, SIGHUP reloads.
+// The supervisor (main thread): turns the config into actors (the vhost control thread
+// here, the data-plane process and its PMD threads, a spare of it), wires them together,
+// starts again whatever dies, and answers signals: SIGTERM/SIGINT stop everything cleanly
+// (sockets removed), SIGUSR1 prints the port counters, SIGHUP reloads.
 import { Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';

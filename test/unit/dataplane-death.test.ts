@@ -1,7 +1,9 @@
-// A frontend that sets its device up while the data-plane process is being replaced (it
-// died): nothing it asks is refused for that; the new data plane gets its memory and rings
-// and forwards. Test frontends, so that the set-up lands inside the restart's window.
+// Deaths of the data-plane process, with test frontends (whose timing a test controls): a
+// frontend that sets its device up while the data plane is being replaced is refused
+// nothing for that, and the new data plane gets its memory and rings and forwards; and a
+// crash loop is backed off, then the port served at each crash is quarantined.
 import t from 'tap';
+import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
@@ -28,4 +30,28 @@ t.test('a device set up while the data plane restarts is accepted and forwards a
   t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through the new data plane');
   t.equal(await trafficFlows(b, a, 20, MAC.b, MAC.a), 20, 'b -> a');
   t.notMatch(vr.stderr(), /port a: (connection closed|SET_MEM_TABLE:)/, 'port a was never refused nor disconnected');
+});
+
+t.test('a crash loop: backed off, then the port served at each crash is quarantined', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  // Only a has a device: it is the port the PMD serves whenever it dies.
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  await waitFor('a running', () => /port a: vring 1 \(guest tx\) running/.test(vr.stderr()) || undefined, 5000);
+  for (let crash = 1; crash <= 3; crash++) {
+    const [dataplane] = dataplanePids(vr.proc.pid!);
+    // SIGABRT, as a native crash: unlike SIGKILL (the OOM killer, an operator) it counts against the port served.
+    process.kill(dataplane, 'SIGABRT');
+    await waitFor(`takeover ${crash}`, () => (vr.stderr().match(/took over|runs the PMDs, \d+ ms after/g)?.length === crash ? true : undefined), 10_000);
+  }
+  const log = vr.stderr();
+  t.match(log, /2 data-plane deaths within 60 s: starting the next one in 100 ms/, 'the second death within a minute waits 100 ms');
+  t.match(log, /3 data-plane deaths within 60 s: starting the next one in 200 ms/, 'the third 200 ms');
+  t.match(log, /port a: quarantined for 5 s: the data plane died 3 times within 60 s while serving it, last of signal SIGABRT/, 'the third crash serving a quarantines it');
+  t.match(log, /port a: connection closed: quarantined/, 'its frontend is disconnected');
+  t.notMatch(log, /port b: quarantined/, 'b, never served, is not');
+  const ports = (await adminClient(vr).call('GET', '/ports')).json as { name: string; state: { quarantinedForS: number } | null }[];
+  const quarantined = ports.find((p) => p.name === 'a')?.state?.quarantinedForS ?? 0;
+  t.ok(quarantined > 0 && quarantined <= 5, `GET /ports shows a quarantined for ${quarantined} s more`);
 });

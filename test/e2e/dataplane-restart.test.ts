@@ -4,9 +4,9 @@
 // disconnect; the loss is bounded and reported, and the counters carry on from where they
 // were. A frontend that shrinks its guest memory under the data plane (SIGBUS): it alone is
 // found and quarantined. And an upgrade during a ping flood.
-import t from 'tap';
-import { bootGuest, guestPrerequisites } from './lib/guest.ts';
-import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
+import t, { type Test } from 'tap';
+import { bootGuest, guestPrerequisites, type RunningGuest } from './lib/guest.ts';
+import { bridgeConfig, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { dataplanePids, sparePids, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { adminClient } from '../support/admin-client.ts';
@@ -16,17 +16,10 @@ import * as sys from '../../src/sys/libc.ts';
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
 
-t.test('the data-plane process killed during a ping flood', async (t) => {
-  const vr = await startVrouter(bridgeConfig());
-  t.teardown(() => vr.stop());
-  const supervisor = vr.proc.pid!;
-  const [first] = dataplanePids(supervisor);
-  const [spare] = sparePids(supervisor);
-  t.ok(first !== undefined, `the supervisor (pid ${supervisor}) runs a child named vrouter-dataplane (pid ${first})`);
-  t.ok(spare !== undefined, `and a spare, vrouter-dataplane-spare (pid ${spare})`);
+/** Guests on ports a and b; a floods b with pings, 50 a second for 10 s, then pings 10 times more. Resolves once the flood began. */
+async function pingFlood(t: Test, vr: StartedVrouter): Promise<{ a: RunningGuest; b: RunningGuest }> {
   const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
   t.teardown(() => b.kill());
-  // a floods b with pings, 50 per second for 10 s, then pings 10 times more.
   const a = bootGuest({
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
@@ -35,6 +28,18 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
   });
   t.teardown(() => a.kill());
   await a.waitForConsole(/FLOOD-START/, 60000);
+  return { a, b };
+}
+
+t.test('the data-plane process killed during a ping flood', async (t) => {
+  const vr = await startVrouter(bridgeConfig());
+  t.teardown(() => vr.stop());
+  const supervisor = vr.proc.pid!;
+  const [first] = dataplanePids(supervisor);
+  const [spare] = sparePids(supervisor);
+  t.ok(first !== undefined, `the supervisor (pid ${supervisor}) runs a child named vrouter-dataplane (pid ${first})`);
+  t.ok(spare !== undefined, `and a spare, vrouter-dataplane-spare (pid ${spare})`);
+  const { a, b } = await pingFlood(t, vr);
   await new Promise((r) => setTimeout(r, 2000));
   const before = await vr.stats();
   process.kill(first, 'SIGKILL');
@@ -72,16 +77,7 @@ t.test('a frontend shrinks its guest memory under the data plane: it is found an
   // Without a spare: the cold start of a data plane is the other way back.
   const vr = await startVrouter(bridgeConfig(['a', 'b', 'c'], { pmd: { spare: false } }));
   t.teardown(() => vr.stop());
-  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
-  t.teardown(() => b.kill());
-  const a = bootGuest({
-    name: 'a',
-    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
-    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 500 56 0.02; vr_ping 10.0.0.3 10',
-    timeoutS: 100,
-  });
-  t.teardown(() => a.kill());
-  await a.waitForConsole(/FLOOD-START/, 60000);
+  const { a, b } = await pingFlood(t, vr);
   // c: a frontend whose memory file cannot be sealed (as DPDK virtio-user's), accepted
   // under the default memoryPolicy "warn", with its rings running.
   const c = await startDevice(vr.sockets.c, { unsealable: true });
@@ -116,16 +112,7 @@ t.test('vrouterctl upgrade during a ping flood: a new data plane from the code o
   const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
   const [first] = dataplanePids(vr.proc.pid!);
-  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
-  t.teardown(() => b.kill());
-  const a = bootGuest({
-    name: 'a',
-    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
-    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 500 56 0.02; vr_ping 10.0.0.3 10',
-    timeoutS: 100,
-  });
-  t.teardown(() => a.kill());
-  await a.waitForConsole(/FLOOD-START/, 60000);
+  const { a, b } = await pingFlood(t, vr);
   await new Promise((r) => setTimeout(r, 2000));
   const before = await vr.stats();
   const upgraded = await vrouterctl(vr, 'upgrade');

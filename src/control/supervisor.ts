@@ -12,6 +12,7 @@ import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
 import type { PmdSpawnData } from '../dataplane/process-link.ts';
 import { ARENA_BYTES, createArena, releaseShared } from '../sys/shared-arena.ts';
 import { DataplaneProcess } from './dataplane-process.ts';
+import { collectGarbageSoon } from './collect.ts';
 import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
 import type { Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
@@ -767,7 +768,11 @@ export class Supervisor {
     const dropped = Object.values(this.pluginMemory).flatMap((regions) => Object.values(regions)).filter((b) => !kept.has(b));
     this.pluginMemory = memory;
     const generation = ++this.tablesGeneration;
-    if (dropped.length > 0) this.retired.push({ buffers: dropped, generation });
+    if (dropped.length > 0) {
+      this.retired.push({ buffers: dropped, generation });
+      // What the compile left behind goes too, once the PMDs took the new tables.
+      collectGarbageSoon();
+    }
     for (const p of newFiles) this.digests.set(p.name, digests.get(p.name)!);
     const names = changed.map((p) => p.name).join(', ');
     const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');

@@ -19,7 +19,7 @@ import {
 import { memoryTableProblem } from '../virtio/guest-memory.ts';
 import type { Dataplane, GuestRegion, PmdReply, PortCommand } from './dataplane-link.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
-import { mapRegions, regionsForDataplane, shrunkRegion, unmapRegions, type MappedRegion, type MemoryPolicy } from './memory-table.ts';
+import { checkRegions, regionsForDataplane, releaseRegions, shrunkRegion, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
@@ -149,14 +149,14 @@ export class VhostConnection {
   private features = 0n;
   private protocolFeatures = 0n;
   private status = 0;
-  private memory: MappedRegion[] = [];
+  private memory: HeldRegion[] = [];
   /** every region mapped and not yet unmapped, with the generation that mapped it */
-  private readonly mappings = new Map<MappedRegion, number>();
+  private readonly mappings = new Map<HeldRegion, number>();
   /**
    * Regions added more than once, and how often: QEMU runs one vhost device per queue pair
    * over the socket, each adding (and later removing) the same regions.
    */
-  private readonly regionRefs = new WeakMap<MappedRegion, number>();
+  private readonly regionRefs = new WeakMap<HeldRegion, number>();
   private vrings: Vring[];
 
   constructor(fd: number, port: PortSettings, dataplane: Dataplane, log: Logger, options: ConnectionOptions) {
@@ -416,7 +416,7 @@ export class VhostConnection {
       closeAll(fds);
       throw new ProtocolError(`SET_MEM_TABLE: ${tooBig}`);
     }
-    const { regions: mapped, warnings } = mapRegions(descs, fds, this.port.memoryPolicy);
+    const { regions: mapped, warnings } = checkRegions(descs, fds, this.port.memoryPolicy);
     for (const w of warnings) this.log.warn(`port ${this.port.name}: ${w}`);
     this.track(mapped);
     try {
@@ -450,7 +450,7 @@ export class VhostConnection {
     if (problem !== null) throw new ProtocolError(`ADD_MEM_REG: ${problem}`);
     const fds = m.fds;
     m.fds = [];
-    const { regions: mapped, warnings } = mapRegions([desc], fds, this.port.memoryPolicy, 'ADD_MEM_REG');
+    const { regions: mapped, warnings } = checkRegions([desc], fds, this.port.memoryPolicy, 'ADD_MEM_REG');
     for (const w of warnings) this.log.warn(`port ${this.port.name}: ${w}`);
     this.track(mapped);
     const next = [...this.memory, ...mapped];
@@ -500,7 +500,7 @@ export class VhostConnection {
    * The PMDs switch to `next`, all or nothing. Throws ProtocolError if they did not (the
    * table in force stays), Superseded if the connection was reset or has to close.
    */
-  private async switchTo(next: readonly MappedRegion[], what: string): Promise<void> {
+  private async switchTo(next: readonly HeldRegion[], what: string): Promise<void> {
     const error = await this.switchMemory(regionsForDataplane(next), this.gen);
     if (error === 'rollback failed') {
       // Some PMD may view the new table and none can be told otherwise: only a reset frees it.
@@ -529,12 +529,12 @@ export class VhostConnection {
   }
 
   /** Regions just mapped, to be unmapped at the latest by the reset that ends this generation. */
-  private track(regions: readonly MappedRegion[]): void {
+  private track(regions: readonly HeldRegion[]): void {
     for (const r of regions) this.mappings.set(r, this.gen);
   }
 
-  private unmap(regions: readonly MappedRegion[]): void {
-    this.dataplane.unmap(unmapRegions(regions.filter((r) => this.mappings.delete(r))));
+  private unmap(regions: readonly HeldRegion[]): void {
+    this.dataplane.unmap(releaseRegions(regions.filter((r) => this.mappings.delete(r))));
   }
 
   // ---- vrings -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import type { GuestRegion } from './dataplane-link.ts';
 import { ProtocolError, type MemRegionDesc } from './protocol.ts';
 
 /** A region of a memory table and its file, held while the region is in force. */
-export interface MappedRegion extends MemRegionDesc {
+export interface HeldRegion extends MemRegionDesc {
   fd: number;
   /** names it to the data plane, which maps it once */
   id: number;
@@ -35,13 +35,13 @@ const FILE_SYSTEM_NAMES = new Map<number, string>([
  * mapping raises SIGBUS, which kills the whole process. Under the 'strict' policy any
  * other file is refused; under 'warn' it is mapped and `warnings` says what is wrong.
  */
-export function mapRegions(
+export function checkRegions(
   descs: readonly MemRegionDesc[],
   fds: readonly number[],
   policy: MemoryPolicy,
   request: 'SET_MEM_TABLE' | 'ADD_MEM_REG' = 'SET_MEM_TABLE',
-): { regions: MappedRegion[]; warnings: string[] } {
-  const mapped: MappedRegion[] = [];
+): { regions: HeldRegion[]; warnings: string[] } {
+  const mapped: HeldRegion[] = [];
   const warnings: string[] = [];
   const which = (i: number) => (request === 'SET_MEM_TABLE' ? `region ${i}` : 'the region');
   try {
@@ -75,13 +75,13 @@ export function mapRegions(
 }
 
 /** Closes the regions' files; returns their ids, for the data plane to unmap. */
-export function unmapRegions(regions: readonly MappedRegion[]): number[] {
+export function releaseRegions(regions: readonly HeldRegion[]): number[] {
   closeAll(regions.map((r) => r.fd));
   return regions.map((r) => r.id);
 }
 
 /** What the data plane needs to map and view the regions. */
-export function regionsForDataplane(regions: readonly MappedRegion[]): GuestRegion[] {
+export function regionsForDataplane(regions: readonly HeldRegion[]): GuestRegion[] {
   return regions.map((r) => ({ id: r.id, guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, mmapOffset: r.mmapOffset, fd: r.fd }));
 }
 
@@ -89,7 +89,7 @@ export function regionsForDataplane(regions: readonly MappedRegion[]): GuestRegi
  * Why a region in force can no longer be viewed, or null: its file shrank below what the
  * table maps (the frontend truncated it; a PMD that touches the lost pages dies of SIGBUS).
  */
-export function shrunkRegion(regions: readonly MappedRegion[]): string | null {
+export function shrunkRegion(regions: readonly HeldRegion[]): string | null {
   for (const r of regions) {
     const needed = r.mmapOffset + r.size;
     let size: number;

@@ -123,6 +123,8 @@ export class Supervisor {
   private crashServing: { at: number; slots: Set<number> }[] = [];
   /** what GET /dataplane shows: deaths and upgrades since start, the last death */
   private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as { at: string; how: string } | null };
+  /** since the last data plane died: the ports to quarantine at the hand-over to the next (crash loops) */
+  private died: { culprits: { port: number; error: string }[] } | null = null;
   /** a data-plane process loaded and waiting, to take over (pmd.spare) */
   private spare: Spare | null = null;
   private spareTimer: NodeJS.Timeout | null = null;
@@ -361,7 +363,7 @@ export class Supervisor {
    * control thread hands them the queues. Returns the pause: from the old PMDs' stop (or
    * now) to the queues' hand-over.
    */
-  private async promote(spare: Spare, old: DataplaneProcess | null, extra: Pick<ControlRequest & { t: 'layout' }, 'died'> = {}): Promise<number> {
+  private async promote(spare: Spare, old: DataplaneProcess | null): Promise<number> {
     const paused = performance.now();
     // A PMD stuck in a plugin never answers: the process is killed anyway.
     const quiesced = old === null || (await Promise.race([old.quiesce().then(() => true), sleep(QUIESCE_TIMEOUT_MS).then(() => false)]));
@@ -374,7 +376,7 @@ export class Supervisor {
     spare.incarnations.forEach((inc, id) => (this.incarnations[id] = inc));
     for (const { id } of this.layout.pmds) this.watchFromStart(id);
     spare.dataplane.go(this.layout.pmds.map(({ id }) => this.spawnData(id)));
-    await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd: spare.dataplane.commandsFd, ...extra });
+    await this.handQueuesBack(spare.dataplane.commandsFd);
     const pause = performance.now() - paused;
     await gone;
     this.keepSpare();
@@ -439,6 +441,8 @@ export class Supervisor {
     const names = [...serving].map((slot) => this.slots[slot]).join(', ') || 'none';
     log.error(`the data-plane process died (${how}); ports being served: ${names}`, 'dataplane.died', { code, signal });
     const culprits = signal !== null && EXTERNAL_SIGNALS.includes(signal) ? [] : this.crashLoopCulprits(now, serving, how);
+    // Whichever hand-over to a new data plane comes next looks for the culprits first.
+    this.died = { culprits: [...(this.died?.culprits ?? []), ...culprits] };
     // Dying again and again: wait longer each time, rather than spin on restarts.
     const deaths = this.dataplaneDeaths.length;
     const backoff = deaths <= 1 ? 0 : Math.min(DATAPLANE_BACKOFF_MAX_MS, DATAPLANE_BACKOFF_FIRST_MS * 2 ** (deaths - 2));
@@ -447,18 +451,13 @@ export class Supervisor {
       await sleep(backoff);
       // A change of layout may have started one meanwhile.
       if (this.dataplane !== null || this.stopping) return;
-      const died = { culprits };
       const spare = this.spare;
       let how: string;
       if (spare !== null && spare.pluginLoads === this.pluginLoads && (await spare.ready.then(() => true, () => false)) && this.spare === spare) {
-        await this.promote(spare, null, { died });
+        await this.promote(spare, null);
         how = `the spare data plane (pid ${spare.dataplane.pid}) took over`;
       } else {
-        const { commandsFd, pid } = await this.startDataplane();
-        for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
-        await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
-        this.keepSpare();
-        how = `a new data-plane process (pid ${pid}) runs the PMDs`;
+        how = `a new data-plane process (pid ${await this.startPmds()}) runs the PMDs`;
       }
       const ms = Math.round(performance.now() - diedAt);
       log.info(`${how}, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
@@ -482,6 +481,29 @@ export class Supervisor {
   /** The data-plane process: its pid, and how often it died or was replaced. */
   dataplaneInfo(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null } {
     return { pid: this.dataplane?.pid ?? null, sparePid: this.spare?.dataplane.pid ?? null, ...this.dataplaneHistory };
+  }
+
+  /**
+   * Every PMD started, in the data plane in use or, if none runs (it died), in a new one;
+   * then the control thread hands them the queues. Returns the new process's pid, if any.
+   */
+  private async startPmds(): Promise<number | undefined> {
+    const fresh = this.dataplane === null ? await this.startDataplane() : null;
+    for (const { id } of this.layout.pmds) this.spawnPmd(id);
+    await this.handQueuesBack(fresh?.commandsFd);
+    if (fresh !== null) this.keepSpare();
+    return fresh?.pid;
+  }
+
+  /**
+   * The control thread gives every PMD its queues (after a change of layout, or in a new
+   * data-plane process, whose command socket is `commandsFd`); after a death, it first looks
+   * for the culprits (died).
+   */
+  private async handQueuesBack(commandsFd?: number): Promise<void> {
+    const died = commandsFd === undefined ? undefined : (this.died ?? undefined);
+    if (commandsFd !== undefined) this.died = null;
+    await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
   }
 
   /** Runs a start or stop of every PMD after the previous one finished. */
@@ -817,10 +839,8 @@ export class Supervisor {
       this.topology = topology;
       this.layout.queueOwner = change.queueOwner;
       this.layout.pmds = pmdConfigsOf(this.config, change.slots);
-      // The data plane died meanwhile: the new layout starts in a new one.
-      const commandsFd = this.dataplane === null ? (await this.startDataplane()).commandsFd : undefined;
-      for (const { id } of this.layout.pmds) this.spawnPmd(id);
-      await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: change.queueOwner, incarnations: this.incarnations, commandsFd });
+      // If the data plane died meanwhile, the new layout starts in a new one.
+      await this.startPmds();
       log.info(`PMDs running on the new layout after ${Math.round(performance.now() - started)} ms: ${this.slots.filter((s) => s !== null).length} port(s)`, 'pmd.relayout', { ports: this.slots.filter((s) => s !== null).length });
     });
   }

@@ -155,14 +155,15 @@ function onCommand(m: CommandMessage, fds: number[]): void {
     return;
   }
   const pmd = pmds.get(m.pmd);
-  const refuse = (error: string, restarted?: true) => {
+  const refuse = (error: string, restarted?: true) => commands.send({ t: 'reply', reply: { id: m.id, error, restarted } });
+  if (pmd === undefined || pmd.incarnation !== m.incarnation) {
     closeAll(fds);
-    commands.send({ t: 'reply', reply: { id: m.id, error, restarted } });
-  };
-  if (pmd === undefined || pmd.incarnation !== m.incarnation) return refuse(`PMD ${m.pmd} restarted`, true);
+    return refuse(`PMD ${m.pmd} restarted`, true);
+  }
   let cmd: PmdCommand;
   const given = new Map<string, number>();
   try {
+    // It closes the fds it does not hand on, whether it returns or throws.
     cmd = localCommand(m.cmd, fds, given);
   } catch (err) {
     return refuse((err as Error).message);

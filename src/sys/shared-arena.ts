@@ -126,7 +126,7 @@ function freeRegion(offset: number): void {
   free = merged;
 }
 
-/** Bytes of the arena in regions (owner), for the admin endpoint and leak checks. */
+/** Bytes of the arena in regions (owner): what is allocated and not yet freed. */
 export function sharedBytesInUse(): number {
   let sum = 0;
   for (const bytes of allocated.values()) sum += bytes;

@@ -316,7 +316,7 @@ function scatter(vq: SplitQueue, segments: number, src: Uint8Array, srcWords: Ui
  */
 function rollBack(vq: SplitQueue, startAvail: number, startUsed: number, result: number): number {
   vq.lastAvailIdx = startAvail;
-  vq.usedIdx = startUsed;
+  vq.forgetUsed(startUsed);
   return result;
 }
 
@@ -327,7 +327,7 @@ function rollBack(vq: SplitQueue, startAvail: number, startUsed: number, result:
  */
 function consumeChains(vq: SplitQueue, startAvail: number, startUsed: number, n: number): number {
   vq.lastAvailIdx = startAvail;
-  vq.usedIdx = startUsed;
+  vq.forgetUsed(startUsed);
   for (let c = 0; c < n; c++) vq.putUsed(vq.availHead(c), 0);
   vq.lastAvailIdx = (startAvail + n) & 0xffff;
   return BAD_CHAIN;

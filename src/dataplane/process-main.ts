@@ -10,7 +10,7 @@ import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, SysError } from '../sys/libc.ts';
 import { arenaAddress, attachArena, decodeShared } from '../sys/shared-arena.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
@@ -187,11 +187,22 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
       closeAll(fds);
     }
   }
+  let inflight: InflightArea | null = null;
+  try {
+    if (cmd.t === 'vring-start' && cmd.inflight !== null) {
+      const { region, offset, bytes } = cmd.inflight;
+      if (offset + bytes > region.size) throw new Error(`inflight area ${offset} +${bytes} is outside its file's ${region.size} bytes`);
+      inflight = { hostAddr: (BigInt(mapRegion(region, fdAt(region.fd)).hostAddr) + BigInt(offset)).toString(), bytes };
+    }
+  } catch (err) {
+    closeAll(fds);
+    throw err;
+  }
   if (cmd.t === 'vring-start' || cmd.t === 'vring-kick') given.set(`${cmd.port}/${cmd.vring}/kick`, fdAt(cmd.kickFd));
   if (cmd.t === 'vring-start' || cmd.t === 'vring-call') given.set(`${cmd.port}/${cmd.vring}/call`, fdAt(cmd.callFd));
   const used = new Set(given.values());
   closeAll(fds.filter((fd) => !used.has(fd)));
-  if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd) };
+  if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd), inflight };
   if (cmd.t === 'vring-kick') return { ...cmd, kickFd: fdAt(cmd.kickFd) };
   if (cmd.t === 'vring-call') return { ...cmd, callFd: fdAt(cmd.callFd) };
   return cmd;

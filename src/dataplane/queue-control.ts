@@ -4,7 +4,8 @@
 // round and applied all or nothing; a queue found corrupt stays stopped where it stopped.
 import type { Log } from '../log.ts';
 import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
-import { SplitQueue } from '../virtio/split-queue.ts';
+import { SplitQueue, type InflightRecovery } from '../virtio/split-queue.ts';
+import { view } from '../sys/libc.ts';
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.ts';
 import type { QueueOwner } from './guest-io.ts';
@@ -78,10 +79,12 @@ export class QueueControl {
         return null;
       }
       case 'vring-start': {
-        const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, failed: false };
         if (port.mem === null) return { error: 'no memory table' };
+        const inflight = cmd.inflight && new Uint8Array(view(BigInt(cmd.inflight.hostAddr), cmd.inflight.bytes));
+        const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, inflight, failed: false };
         const owner = this.buildQueue(port, cmd.vring, port.mem, spec);
         if (typeof owner === 'string') return { error: owner };
+        this.logRecovery(port, cmd.vring, owner.queue.inflightRecovery);
         spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
         port.specs[cmd.vring] = spec;
         port.owners[cmd.vring] = owner;
@@ -118,6 +121,16 @@ export class QueueControl {
         port.gen = cmd.gen + 1;
         return {};
     }
+  }
+
+  /** Says what a vring found in its inflight record, when it found chains in flight. */
+  private logRecovery(port: PortRuntime, vring: number, found: InflightRecovery | null): void {
+    if (found === null || found.retaken + found.returned + found.disagreed === 0) return;
+    const what =
+      found.retaken > 0 ? `${found.retaken} taken again`
+      : found.returned > 0 ? `${found.returned} returned unprocessed (not at the head of the available ring)`
+      : `${found.disagreed}, more than the driver made available: the record was started afresh`;
+    this.log.info(`port ${port.cfg.name}: vring ${vring}: inflight record held chains taken and never returned: ${what}`, 'vring.inflight', { port: port.cfg.name, vring, ...found });
   }
 
   /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
@@ -200,7 +213,7 @@ export class QueueControl {
     if (pair >= QUEUE_PAIRS_MAX) return `vring ${vring}: queue pair ${pair} is past the ${QUEUE_PAIRS_MAX} a port has counters for`;
     let queue: SplitQueue | string;
     try {
-      queue = SplitQueue.create(mem, spec.layout);
+      queue = SplitQueue.create(mem, spec.layout, spec.inflight);
     } catch (err) {
       return (err as Error).message;
     }

@@ -17,18 +17,21 @@ import {
   VIRTIO_RING_F_INDIRECT_DESC,
 } from '../virtio/constants.ts';
 import { memoryTableProblem } from '../virtio/guest-memory.ts';
-import type { Dataplane, GuestRegion, PmdReply, PortCommand } from './dataplane-link.ts';
+import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from './dataplane-link.ts';
+import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
 import { checkRegions, regionsForDataplane, releaseRegions, shrunkRegion, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
   FLAG_NEED_REPLY,
+  inflightDescPayload,
   MAX_MEM_SLOTS,
   ProtocolError,
   ProtocolFeature,
   readMemRegion,
   readMemTable,
+  readInflightDesc,
   readU64,
   readVringAddr,
   readVringState,
@@ -60,7 +63,7 @@ export function offeredFeatures(port: PortSettings): bigint {
 }
 
 export const OFFERED_PROTOCOL_FEATURES =
-  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.NET_MTU) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.NET_MTU) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) | bit(ProtocolFeature.INFLIGHT_SHMFD);
 
 interface Vring {
   num: number;
@@ -95,6 +98,7 @@ function expectedFds(m: Message): number {
     case Req.SET_LOG_FD:
     case Req.SET_BACKEND_REQ_FD:
     case Req.ADD_MEM_REG:
+    case Req.SET_INFLIGHT_FD:
       return 1;
     case Req.REM_MEM_REG:
       // "No file descriptors SHOULD be passed", yet QEMU sends the region's: one is taken and closed.
@@ -158,6 +162,8 @@ export class VhostConnection {
    */
   private readonly regionRefs = new WeakMap<HeldRegion, number>();
   private vrings: Vring[];
+  /** where the PMDs mark the chains in flight (INFLIGHT_SHMFD), once the frontend asked */
+  private inflight: InflightBuffer | null = null;
 
   constructor(fd: number, port: PortSettings, dataplane: Dataplane, log: Logger, options: ConnectionOptions) {
     this.fd = fd;
@@ -259,12 +265,12 @@ export class VhostConnection {
    * Never throws and never waits: a frontend whose socket cannot take a whole reply now
    * (it does not read them) is disconnected.
    */
-  private reply(request: number, payload: Uint8Array): void {
+  private reply(request: number, payload: Uint8Array, fds: readonly number[] = []): void {
     if (this.closed) return;
     const bytes = encodeReply(request, payload);
     let sent: number;
     try {
-      sent = sendMsg(this.fd, bytes);
+      sent = sendMsg(this.fd, bytes, fds);
     } catch (err) {
       void this.close(`cannot send a reply: ${(err as Error).message} (the frontend does not read its replies)`);
       return;
@@ -373,6 +379,22 @@ export class VhostConnection {
         const mtu = Number(readU64(m.payload, name));
         if (mtu < 68 || mtu > this.port.mtu) throw new ProtocolError(`MTU ${mtu} is outside 68..${this.port.mtu}, the port's MTU`);
         this.log.info(`port ${this.port.name}: guest MTU ${mtu}`);
+        break;
+      }
+      case Req.GET_INFLIGHT_FD: {
+        this.needProtocolFeature(ProtocolFeature.INFLIGHT_SHMFD, name);
+        const desc = readInflightDesc(m.payload, 'GET_INFLIGHT_FD');
+        const buffer = createInflightBuffer(desc, this.vrings.length);
+        this.useInflight(buffer, name);
+        return this.reply(m.request, inflightDescPayload({ ...desc, mmapSize: buffer.region.size, mmapOffset: 0 }), [buffer.region.fd]);
+      }
+      case Req.SET_INFLIGHT_FD: {
+        this.needProtocolFeature(ProtocolFeature.INFLIGHT_SHMFD, name);
+        const fd = m.fds[0];
+        m.fds = [];
+        const { buffer, warnings } = adoptInflightBuffer(readInflightDesc(m.payload, 'SET_INFLIGHT_FD'), fd, this.vrings.length, this.port.memoryPolicy);
+        for (const w of warnings) this.log.warn(`port ${this.port.name}: ${w}`);
+        this.useInflight(buffer, name);
         break;
       }
       case Req.SET_STATUS:
@@ -537,6 +559,31 @@ export class VhostConnection {
     this.dataplane.unmap(releaseRegions(regions.filter((r) => this.mappings.delete(r))));
   }
 
+  /**
+   * The inflight buffer vrings started from now on use. A running vring keeps the one it
+   * started with, so the buffer changes only while none runs (QEMU sends it before it
+   * starts the device); the one it replaces is viewed by no PMD and goes at once.
+   */
+  private useInflight(buffer: InflightBuffer, what: string): void {
+    const running = this.vrings.findIndex((v) => v.running);
+    if (running >= 0) {
+      this.dataplane.unmap(releaseRegions([buffer.region]));
+      throw new ProtocolError(`${what}: vring ${running} is running`);
+    }
+    if (this.inflight !== null) this.dataplane.unmap(releaseRegions([this.inflight.region]));
+    this.inflight = buffer;
+    this.log.info(`port ${this.port.name}: inflight buffer for ${buffer.numQueues} queues of ${buffer.queueSize}`, 'inflight.buffer', { port: this.port.name, queues: buffer.numQueues, queueSize: buffer.queueSize });
+  }
+
+  /** A vring's area of the inflight buffer, or null (none, or the vring is not in it). */
+  private inflightFor(index: number, size: number): InflightFile | null {
+    if (this.inflight === null) return null;
+    const area = inflightArea(this.inflight, index, size);
+    if (typeof area !== 'string') return area;
+    this.log.warn(`port ${this.port.name}: vring ${index} runs without an inflight record: ${area}`);
+    return null;
+  }
+
   // ---- vrings -------------------------------------------------------------------------------
 
   private async setVringFd(m: Message): Promise<void> {
@@ -596,6 +643,7 @@ export class VhostConnection {
       callFd: v.callFd,
       kickFd: v.kickFd,
       mergeable: (this.features & bit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
+      inflight: this.inflightFor(index, v.num),
       layout: {
         size: v.num,
         descAddr: v.addr.descAddr,
@@ -665,7 +713,7 @@ export class VhostConnection {
 
   /** Why the guest memory in force cannot be viewed any more (a file shrank), or null. */
   memoryProblem(): string | null {
-    return shrunkRegion(this.memory);
+    return shrunkRegion(this.memory) ?? (this.inflight && shrunkInflightBuffer(this.inflight));
   }
 
   /**
@@ -710,6 +758,8 @@ export class VhostConnection {
   private async resetDevice(): Promise<void> {
     const gen = this.gen;
     const vrings = this.vrings;
+    const inflight = this.inflight;
+    this.inflight = null;
     this.gen = this.options.nextGeneration();
     this.vrings = Array.from({ length: 2 * this.port.queues }, newVring);
     this.memory = [];
@@ -721,5 +771,6 @@ export class VhostConnection {
     await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
     for (const v of vrings) closeAll([v.kickFd, v.callFd, v.errFd, ...v.retiredFds]);
     for (const [region, madeBy] of this.mappings) if (madeBy <= gen) this.unmap([region]);
+    if (inflight !== null) this.dataplane.unmap(releaseRegions([inflight.region]));
   }
 }

@@ -15,7 +15,7 @@ import type { QueueLayout } from '../virtio/split-queue.ts';
 export type PmdCommand =
   /** the port's guest memory changed: views built a window per poll round, then queues moved onto it, all or nothing */
   | { t: 'memory'; port: number; gen: number; regions: MemoryRegion[] }
-  | { t: 'vring-start'; port: number; gen: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean }
+  | { t: 'vring-start'; port: number; gen: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean; inflight: InflightArea | null }
   /** stop processing a vring and report where it stopped (GET_VRING_BASE) */
   | { t: 'vring-stop'; port: number; gen: number; vring: number }
   | { t: 'vring-call'; port: number; gen: number; vring: number; callFd: number }
@@ -34,8 +34,31 @@ export interface GuestRegion {
   fd: number;
 }
 
-/** A PMD command as the control thread sends it: memory as regions of files, not yet mapped. */
-export type PortCommand = Exclude<PmdCommand, { t: 'memory' }> | { t: 'memory'; port: number; gen: number; regions: GuestRegion[] };
+/** A vring's inflight record (INFLIGHT_SHMFD) as a PMD views it: its area of the mapped file. */
+export interface InflightArea {
+  /** host address of the area, as a decimal string (a u64) */
+  hostAddr: string;
+  bytes: number;
+}
+
+/** A vring's inflight record as the control thread names it: an area of a file the data plane maps. */
+export interface InflightFile {
+  region: GuestRegion;
+  /** where the vring's area starts in the region, and its length */
+  offset: number;
+  bytes: number;
+}
+
+type VringStart = Extract<PmdCommand, { t: 'vring-start' }>;
+
+/**
+ * A PMD command as the control thread sends it: memory as regions of files, and inflight
+ * records as areas of a file, not yet mapped.
+ */
+export type PortCommand =
+  | Exclude<PmdCommand, { t: 'memory' } | { t: 'vring-start' }>
+  | { t: 'memory'; port: number; gen: number; regions: GuestRegion[] }
+  | (Omit<VringStart, 'inflight'> & { inflight: InflightFile | null });
 
 export interface PmdRequest {
   id: number;

@@ -14,6 +14,8 @@ export interface HeldRegion extends MemRegionDesc {
 }
 
 let nextRegionId = 1;
+/** A name for a region (or another file) the data plane is to map. */
+export const newRegionId = (): number => nextRegionId++;
 
 /** strict: refuse guest memory a frontend could shrink under vrouter; warn: accept and log it */
 export type MemoryPolicy = 'strict' | 'warn';
@@ -39,11 +41,11 @@ export function checkRegions(
   descs: readonly MemRegionDesc[],
   fds: readonly number[],
   policy: MemoryPolicy,
-  request: 'SET_MEM_TABLE' | 'ADD_MEM_REG' = 'SET_MEM_TABLE',
+  request: 'SET_MEM_TABLE' | 'ADD_MEM_REG' | 'SET_INFLIGHT_FD' = 'SET_MEM_TABLE',
 ): { regions: HeldRegion[]; warnings: string[] } {
   const mapped: HeldRegion[] = [];
   const warnings: string[] = [];
-  const which = (i: number) => (request === 'SET_MEM_TABLE' ? `region ${i}` : 'the region');
+  const which = (i: number) => (request === 'SET_MEM_TABLE' ? `region ${i}` : request === 'SET_INFLIGHT_FD' ? 'the inflight buffer' : 'the region');
   try {
     descs.forEach((d, i) => {
       const fsType = fileSystemType(fds[i]);
@@ -64,7 +66,7 @@ export function checkRegions(
       if (fileSize < mapLength) {
         throw new ProtocolError(`${request}: ${which(i)} needs ${mapLength} bytes of its file, which has ${fileSize}`);
       }
-      mapped.push({ ...d, fd: fds[i], id: nextRegionId++ });
+      mapped.push({ ...d, fd: fds[i], id: newRegionId() });
     });
     closeAll(fds.slice(descs.length));
     return { regions: mapped, warnings };

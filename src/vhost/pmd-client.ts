@@ -127,8 +127,10 @@ function onWire(cmd: PortCommand): { wire: WireCommand; fds: number[] } {
   switch (cmd.t) {
     case 'memory':
       return { wire: { ...cmd, regions: cmd.regions.map((r) => ({ ...r, fd: index(r.fd) })) }, fds };
-    case 'vring-start':
-      return { wire: { ...cmd, callFd: index(cmd.callFd), kickFd: index(cmd.kickFd) }, fds };
+    case 'vring-start': {
+      const inflight = cmd.inflight && { ...cmd.inflight, region: { ...cmd.inflight.region, fd: index(cmd.inflight.region.fd) } };
+      return { wire: { ...cmd, callFd: index(cmd.callFd), kickFd: index(cmd.kickFd), inflight }, fds };
+    }
     case 'vring-call':
       return { wire: { ...cmd, callFd: index(cmd.callFd) }, fds };
     case 'vring-kick':

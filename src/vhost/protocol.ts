@@ -61,6 +61,7 @@ export const ProtocolFeature = {
   NET_MTU: 4,
   BACKEND_REQ: 5,
   CONFIG: 9,
+  INFLIGHT_SHMFD: 12,
   RESET_DEVICE: 13,
   CONFIGURE_MEM_SLOTS: 15,
   STATUS: 16,
@@ -225,4 +226,35 @@ export function readMemRegion(p: Uint8Array, what: 'ADD_MEM_REG' | 'REM_MEM_REG'
   const bytes = p.slice();
   if (what === 'REM_MEM_REG') bytes.fill(0, 32, 40);
   return readRegion(new DataView(bytes.buffer), 8, `${what}: the region`);
+}
+
+/**
+ * "Inflight description" of GET_INFLIGHT_FD and SET_INFLIGHT_FD: mmap size and offset
+ * (u64), number of queues and queue size (u16), padded to 24 bytes as the C struct is.
+ */
+export interface InflightDesc {
+  mmapSize: number;
+  mmapOffset: number;
+  numQueues: number;
+  queueSize: number;
+}
+export const INFLIGHT_DESC_LEN = 24;
+
+export function readInflightDesc(p: Uint8Array, what: 'GET_INFLIGHT_FD' | 'SET_INFLIGHT_FD'): InflightDesc {
+  const dv = expectSize(p, INFLIGHT_DESC_LEN, what);
+  const size = dv.getBigUint64(0, true);
+  const offset = dv.getBigUint64(8, true);
+  const limit = BigInt(Number.MAX_SAFE_INTEGER);
+  if (size + offset > limit) throw new ProtocolError(`${what}: mmap size 0x${size.toString(16)} at offset 0x${offset.toString(16)} overflows`);
+  return { mmapSize: Number(size), mmapOffset: Number(offset), numQueues: dv.getUint16(16, true), queueSize: dv.getUint16(18, true) };
+}
+
+export function inflightDescPayload(d: InflightDesc): Uint8Array {
+  const out = new Uint8Array(INFLIGHT_DESC_LEN);
+  const dv = new DataView(out.buffer);
+  dv.setBigUint64(0, BigInt(d.mmapSize), true);
+  dv.setBigUint64(8, BigInt(d.mmapOffset), true);
+  dv.setUint16(16, d.numQueues, true);
+  dv.setUint16(18, d.queueSize, true);
+  return out;
 }

@@ -11,6 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
+import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
   size: number;
@@ -38,6 +39,17 @@ export const MAX_CHAIN_DESCRIPTORS = 128;
 /** walkChain() results below zero */
 export const CHAIN_BAD = -1;
 export const CHAIN_TOO_LONG = -2;
+
+/** What a queue with an inflight record found in it when it started. */
+export interface InflightRecovery {
+  /** chains the previous owner took and never returned, taken again in their order */
+  retaken: number;
+  /** such chains not at the head of the available ring (not left by an in-order owner): returned unprocessed */
+  returned: number;
+  fresh: boolean;
+  /** chains marked in a record that cannot be of this ring (more than the driver made available): it was started afresh */
+  disagreed: number;
+}
 
 export class SplitQueue {
   readonly size: number;
@@ -73,7 +85,20 @@ export class SplitQueue {
   /** total bytes of the last walked chain */
   chainBytes = 0;
 
-  private constructor(mem: GuestMemory, layout: QueueLayout, desc: [ArrayBuffer, number], avail: [ArrayBuffer, number], used: [ArrayBuffer, number]) {
+  /**
+   * The inflight record (see inflight.ts), when the frontend gave one: a chain is marked
+   * when its used element is written and unmarked once published. Every chain taken is
+   * returned in the burst that took it, in the order taken, so the marked chains are
+   * always those at the head of the available ring from used->idx on.
+   */
+  private readonly tracksInflight: boolean;
+  private readonly inflight8: Uint8Array;
+  private readonly inflight16: Uint16Array;
+  private readonly inflight32: Uint32Array;
+  private inflightCounter = 1;
+  readonly inflightRecovery: InflightRecovery | null = null;
+
+  private constructor(mem: GuestMemory, layout: QueueLayout, desc: [ArrayBuffer, number], avail: [ArrayBuffer, number], used: [ArrayBuffer, number], inflight: Uint8Array | null) {
     this.mem = mem;
     this.size = layout.size;
     this.mask = layout.size - 1;
@@ -89,6 +114,40 @@ export class SplitQueue {
     // previous owner's last published burst ended.
     this.lastAvailIdx = layout.lastAvailIdx < 0 ? Atomics.load(this.used16, 1) : layout.lastAvailIdx & 0xffff;
     this.usedIdx = this.lastAvailIdx;
+    this.tracksInflight = inflight !== null;
+    this.inflight8 = inflight ?? new Uint8Array(0);
+    this.inflight16 = new Uint16Array(this.inflight8.buffer, this.inflight8.byteOffset, this.inflight8.byteLength >> 1);
+    this.inflight32 = new Uint32Array(this.inflight8.buffer, this.inflight8.byteOffset, this.inflight8.byteLength >> 2);
+    if (inflight !== null) this.inflightRecovery = this.recoverInflight(inflight);
+  }
+
+  /**
+   * Where a queue with an inflight record resumes. Chains the previous owner took and did
+   * not return are taken again: an owner that works in order (vrouter) left them at the
+   * head of the available ring, from used->idx on, so the queue resumes there. Marked
+   * chains found anywhere else cannot be placed in the ring: they are returned unprocessed
+   * (length 0) and the queue resumes after them, where such an owner had got to.
+   */
+  private recoverInflight(area: Uint8Array): InflightRecovery {
+    const ringUsed = Atomics.load(this.used16, 1);
+    const state = readInflight(area, this.size, ringUsed);
+    this.inflightCounter = state.nextCounter;
+    const n = state.heads.length;
+    if (n === 0) return { retaken: 0, returned: 0, fresh: state.fresh, disagreed: 0 };
+    const madeAvailable = (Atomics.load(this.avail16, 1) - ringUsed) & 0xffff;
+    if (n > madeAvailable || madeAvailable > this.size) {
+      // More in flight than the driver made available: not a record of this ring.
+      readInflight(area.fill(0), this.size, ringUsed);
+      return { retaken: 0, returned: 0, fresh: true, disagreed: n };
+    }
+    const atHead = state.heads.every((head, i) => this.avail16[2 + ((ringUsed + i) & this.mask)] === head);
+    this.lastAvailIdx = ringUsed;
+    this.usedIdx = ringUsed;
+    if (atHead) return { retaken: n, returned: 0, fresh: false, disagreed: 0 };
+    for (const head of state.heads) this.putUsed(head, 0);
+    this.publishUsed(ringUsed);
+    this.lastAvailIdx = this.usedIdx;
+    return { retaken: 0, returned: n, fresh: false, disagreed: 0 };
   }
 
   /**
@@ -96,7 +155,7 @@ export class SplitQueue {
    * ... is always a power of 2"; alignment 16 / 2 / 4 for descriptor table, available and
    * used ring (2.7 table "Virtqueue Part Alignment"); each part inside guest memory.
    */
-  static create(mem: GuestMemory, layout: QueueLayout): SplitQueue | string {
+  static create(mem: GuestMemory, layout: QueueLayout, inflight: Uint8Array | null = null): SplitQueue | string {
     const { size } = layout;
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       return `queue size ${size} is not a power of 2 up to ${MAX_QUEUE_SIZE}`;
@@ -113,7 +172,10 @@ export class SplitQueue {
     if (typeof avail === 'string') return avail;
     const used = part('used ring', layout.usedAddr, 6 + 8 * size, 4);
     if (typeof used === 'string') return used;
-    return new SplitQueue(mem, layout, desc, avail, used);
+    if (inflight !== null && inflight.byteLength < INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * size) {
+      return `inflight record of ${inflight.byteLength} bytes is too small for a queue of ${size}`;
+    }
+    return new SplitQueue(mem, layout, desc, avail, used, inflight);
   }
 
   /**
@@ -230,6 +292,47 @@ export class SplitQueue {
     this.used32[1 + slot] = head;
     this.used32[2 + slot] = len;
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    if (this.tracksInflight && head < this.size) this.markInflight(head);
+  }
+
+  /** Takes back the used elements written since `to` (none of them published). */
+  forgetUsed(to: number): void {
+    if (this.tracksInflight) {
+      for (let i = to; i !== this.usedIdx; i = (i + 1) & 0xffff) {
+        const head = this.used32[1 + (i & this.mask) * 2];
+        if (head < this.size) this.inflight8[INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head + DESC_INFLIGHT] = 0;
+      }
+    }
+    this.usedIdx = to;
+  }
+
+  private markInflight(head: number): void {
+    const at = INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
+    const counter = this.inflightCounter++;
+    this.inflight32[(at + DESC_COUNTER) >> 2] = counter % 4294967296;
+    this.inflight32[(at + DESC_COUNTER + 4) >> 2] = counter / 4294967296;
+    this.inflight8[at + DESC_INFLIGHT] = 1;
+  }
+
+  /** Before used->idx moves: the batch about to be published, as the list the record keeps. */
+  private linkInflightBatch(from: number): void {
+    let last = this.inflight16[OFF_LAST_BATCH_HEAD >> 1];
+    for (let i = from; i !== this.usedIdx; i = (i + 1) & 0xffff) {
+      const head = this.used32[1 + (i & this.mask) * 2];
+      if (head >= this.size) continue;
+      this.inflight16[(INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head + DESC_NEXT) >> 1] = last;
+      last = head;
+    }
+    this.inflight16[OFF_LAST_BATCH_HEAD >> 1] = last;
+  }
+
+  /** After used->idx moved: the batch is returned, its marks go, and the record says so. */
+  private unmarkInflightBatch(from: number): void {
+    for (let i = from; i !== this.usedIdx; i = (i + 1) & 0xffff) {
+      const head = this.used32[1 + (i & this.mask) * 2];
+      if (head < this.size) this.inflight8[INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head + DESC_INFLIGHT] = 0;
+    }
+    this.inflight16[OFF_USED_IDX >> 1] = this.usedIdx;
   }
 
   /**
@@ -240,7 +343,9 @@ export class SplitQueue {
     // Atomics.store is a full barrier: the used elements are written before the index,
     // and the index before the used_event / flags read below (2.7.8.2 "the device MUST
     // ... make sure the idx write is visible before reading used_event").
+    if (this.tracksInflight) this.linkInflightBatch(from);
     Atomics.store(this.used16, 1, this.usedIdx);
+    if (this.tracksInflight) this.unmarkInflightBatch(from);
     if (this.eventIdx) {
       const usedEvent = this.avail16[2 + this.size];
       return ((this.usedIdx - usedEvent - 1) & 0xffff) < ((this.usedIdx - from) & 0xffff);

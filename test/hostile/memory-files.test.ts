@@ -10,6 +10,8 @@ import * as sys from '../../src/sys/libc.ts';
 import { Req } from '../../src/vhost/protocol.ts';
 import { dataplanePids, sparePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { memTablePayload, startDevice, VhostFrontend } from '../support/vhost-frontend.ts';
+import { ethernetFrame, sendFrame } from '../support/virtio-driver.ts';
+import { inflightQueueBytes } from '../../src/virtio/inflight.ts';
 import { REPO, type StartedVrouter } from '../support/vrouter-process.ts';
 import { ackingFrontend, MAC_B, withNeighbours } from './lib.ts';
 
@@ -155,4 +157,25 @@ t.test('guest memory files and the memory policy', async (t) => {
     await stillForwards(t);
   });
 
+
+  await t.test('warn: an unsealable inflight buffer shrunk under the data plane: its port is found and quarantined', async (t) => {
+    const desc = { mmapSize: 2 * inflightQueueBytes(256), mmapOffset: 0, numQueues: 2, queueSize: 256 };
+    const fd = sys.memfdCreate('unsealable-inflight', { sealing: false });
+    sys.ftruncate(fd, desc.mmapSize);
+    const w = await startDevice(vr.sockets.w, { inflight: true, inflightBuffer: { fd, desc, bytes: new Uint8Array(0) } });
+    t.teardown(() => w.close());
+    const warning = /port w: SET_INFLIGHT_FD: the inflight buffer: its file cannot be sealed against shrinking/;
+    await waitFor('the warning in the log', () => warning.test(vr.stderr()) || undefined).catch(() => undefined);
+    t.match(vr.stderr(), warning, 'accepted with a warning');
+    sys.ftruncate(fd, 0);
+    // The PMD marks the chain it takes in the buffer: past the end of the file now (SIGBUS).
+    sendFrame(w.tx, ethernetFrame(MAC_B, MAC_S, 60, 1));
+    w.kick();
+    const culprit = /port w: its frontend shrank its guest memory under the data plane \(the inflight buffer's file shrank to 0 bytes; \d+ are mapped\)/;
+    await waitFor('the culprit named', () => culprit.test(vr.stderr()) || undefined, 10_000);
+    t.match(vr.stderr(), /the data-plane process died \(signal SIGBUS\)/, 'the data plane died of SIGBUS');
+    t.match(vr.stderr(), culprit, 'port w is named, with what its frontend did');
+    t.match(vr.stderr(), /port w: quarantined for \d+ s/, 'and quarantined');
+    await stillForwards(t);
+  });
 });

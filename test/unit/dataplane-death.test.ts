@@ -45,6 +45,8 @@ t.test('a crash loop: backed off, then the port served at each crash is quaranti
     process.kill(dataplane, 'SIGABRT');
     await waitFor(`takeover ${crash}`, () => (vr.stderr().match(/took over|runs the PMDs, \d+ ms after/g)?.length === crash ? true : undefined), 10_000);
   }
+  // The quarantine disconnects a's frontend after the hand-over it came with.
+  await waitFor('a disconnected', () => /port a: connection closed: quarantined/.test(vr.stderr()) || undefined, 5000).catch(() => undefined);
   const log = vr.stderr();
   t.match(log, /2 data-plane deaths within 60 s: starting the next one in 100 ms/, 'the second death within a minute waits 100 ms');
   t.match(log, /3 data-plane deaths within 60 s: starting the next one in 200 ms/, 'the third 200 ms');

@@ -330,7 +330,8 @@ export class Supervisor {
     const spare = this.spare;
     if (spare === null) return;
     this.spare = null;
-    log.warn(`the spare data plane (pid ${spare.dataplane.pid}) is dropped: ${why}`);
+    // Stopping kills it: nothing to report then.
+    if (!this.stopping) log.warn(`the spare data plane (pid ${spare.dataplane.pid}) is dropped: ${why}`);
     spare.failed(new Error(why));
     void spare.dataplane.kill();
     this.keepSpare(SPARE_RETRY_MS);

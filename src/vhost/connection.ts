@@ -114,6 +114,9 @@ function expectedFds(m: Message): number {
  */
 class Superseded extends Error {}
 
+/** How long GET_VRING_BASE waits for a data plane that died to be back, to read where the vring stopped. */
+const POSITION_WAIT_MS = 5000;
+
 /** How often the vring fds are checked for a frontend that made them blocking after the fact. */
 const FD_AUDIT_MS = 500;
 
@@ -353,7 +356,7 @@ export class VhostConnection {
       case Req.GET_VRING_BASE: {
         const s = readVringState(m.payload, name);
         const v = this.vring(s.index, name);
-        await this.stopVring(s.index);
+        if ((await this.stopVring(s.index))?.restarted) await this.findPosition(s.index);
         v.started = false;
         closeAll([v.kickFd]);
         v.kickFd = -1;
@@ -664,13 +667,42 @@ export class VhostConnection {
     this.log.info(`port ${this.port.name}: vring ${index} (${index % 2 === 0 ? 'guest rx' : 'guest tx'}) running, size ${v.num}, ${resume ? 'resumed from the used ring at' : 'base'} ${v.base}`, 'vring.started', { port: this.port.name, vring: index });
   }
 
-  private async stopVring(index: number): Promise<void> {
+  /** Stops a running vring; returns the PMD's answer (none if it was not running). */
+  private async stopVring(index: number): Promise<PmdReply | null> {
     const v = this.vrings[index];
-    if (!v.running) return;
+    if (!v.running) return null;
     const reply = await this.command({ t: 'vring-stop', port: this.port.index, gen: this.gen, vring: index });
     v.running = false;
     if (reply.lastAvailIdx !== undefined) v.base = reply.lastAvailIdx;
-    this.log.info(`port ${this.port.name}: vring ${index} stopped, base ${v.base}`, 'vring.stopped', { port: this.port.name, vring: index, base: v.base });
+    if (!reply.restarted) this.log.info(`port ${this.port.name}: vring ${index} stopped, base ${v.base}`, 'vring.stopped', { port: this.port.name, vring: index, base: v.base });
+    return reply;
+  }
+
+  /**
+   * The PMD that ran the vring died before it could say where it stopped, and the base the
+   * frontend asks for must be where the ring really is: the next PMD reads it from the used
+   * ring (as it would resume), once the data plane is back, then stops the vring again.
+   */
+  private async findPosition(index: number): Promise<void> {
+    const v = this.vrings[index];
+    const gen = this.gen;
+    const deadline = Date.now() + POSITION_WAIT_MS;
+    while (Date.now() < deadline) {
+      const pmd = this.dataplane.ownerOf(this.port.index, index);
+      const reply = await this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: regionsForDataplane(this.memory) });
+      this.checkCurrent(gen);
+      if (reply.restarted) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        continue;
+      }
+      if (reply.error === undefined) {
+        await this.startVring(index, true);
+        const stopped = await this.stopVring(index);
+        if (stopped !== null && !stopped.restarted) return;
+      }
+      break;
+    }
+    this.log.warn(`port ${this.port.name}: vring ${index}: its PMD died and where it stopped is unknown: base ${v.base} is the last known`);
   }
 
   /**

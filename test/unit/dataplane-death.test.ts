@@ -6,6 +6,7 @@ import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
+import { Req, vringStatePayload } from '../../src/vhost/protocol.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const MAC = { a: '02:00:00:00:00:0a', b: '02:00:00:00:00:0b' };
@@ -56,4 +57,23 @@ t.test('a crash loop: backed off, then the port served at each crash is quaranti
   const ports = (await adminClient(vr).call('GET', '/ports')).json as { name: string; state: { quarantinedForS: number } | null }[];
   const quarantined = ports.find((p) => p.name === 'a')?.state?.quarantinedForS ?? 0;
   t.ok(quarantined > 0 && quarantined <= 5, `GET /ports shows a quarantined for ${quarantined} s more`);
+});
+
+t.test('GET_VRING_BASE while the data plane is dead answers where the ring stopped, not the base it started from', async (t) => {
+  // No spare: the cold start leaves the frontend's request a few hundred ms to arrive in.
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { spare: false } }));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => (a.close(), b.close()));
+  t.equal(await trafficFlows(a, b, 5, MAC.a, MAC.b), 5, 'five frames through, from a base of 0');
+  t.equal(a.tx.usedIdx(), 5, "a's TX ring stopped at 5");
+  const [dataplane] = dataplanePids(vr.proc.pid!);
+  process.kill(dataplane, 'SIGKILL');
+  a.frontend.send(Req.GET_VRING_BASE, vringStatePayload(1, 0));
+  const answer = await a.frontend.reply(10_000);
+  t.ok(answer, 'answered');
+  t.equal(new DataView(answer!.payload.buffer).getUint32(4, true), 5, 'base 5: where the ring stopped');
+  t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 256, resumed from the used ring at 5/, 'read from the used ring by the next data plane');
+  t.equal(await trafficFlows(b, a, 5, MAC.b, MAC.a), 5, 'b -> a still flows (a\'s RX ring runs)');
 });

@@ -15,8 +15,12 @@ import { firstViolation } from './schema-violation.ts';
 
 export interface PortConfig {
   name: string;
-  /** absolute path of the vhost-user socket */
+  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates */
+  type: 'vhost-user' | 'tap';
+  /** absolute path of the vhost-user socket ('' for a tap port) */
   socket: string;
+  /** tap: the TAP interface's name */
+  interface: string | null;
   /** ports with the same bridge name are switched together by MAC learning */
   bridge: string | null;
   /** server: vrouter listens and the frontend connects; client: the other way round */
@@ -132,8 +136,20 @@ function existingCpu(cpu: number, field: string, cpuCount: number): number {
   return cpu;
 }
 
+/** Keys of a port that only a vhost-user port has. */
+const VHOST_USER_ONLY = ['socket', 'mode', 'queues', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
+
 function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
-  const socket = resolve(baseDir, p.socket);
+  const type = p.type ?? 'vhost-user';
+  if (type === 'tap') {
+    if (p.interface === undefined) throw new ConfigError(`${field}.interface`, 'a tap port needs "interface": the name of the TAP interface vrouter creates');
+    const extra = VHOST_USER_ONLY.find((k) => p[k] !== undefined);
+    if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, 'applies to vhost-user ports only (this port is "type": "tap")');
+  } else {
+    if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap ports only (a vhost-user port has a "socket")');
+    if (p.socket === undefined) throw new ConfigError(`${field}.socket`, 'a vhost-user port needs "socket": the path of its vhost-user socket');
+  }
+  const socket = p.socket === undefined ? '' : resolve(baseDir, p.socket);
   if (Buffer.byteLength(socket) > LIMITS.socketPathBytes) {
     throw new ConfigError(`${field}.socket`, `${socket} is longer than the ${LIMITS.socketPathBytes} bytes a UNIX socket path may have`);
   }
@@ -155,7 +171,9 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
   }
   return {
     name: p.name,
+    type,
     socket,
+    interface: p.interface ?? null,
     bridge: p.bridge ?? null,
     mode,
     mac,
@@ -348,8 +366,11 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
   ports.forEach((p, i) => {
     const j = ports.findIndex((q) => q.name === p.name);
     if (j !== i) throw new ConfigError(`ports[${i}].name`, `"${p.name}" is already the name of ports[${j}]`);
-    const k = ports.findIndex((q) => q.socket === p.socket);
-    if (k !== i) throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
+    const k = ports.findIndex((q) => q.type === p.type && q.socket === p.socket && q.interface === p.interface);
+    if (k !== i) {
+      if (p.type === 'tap') throw new ConfigError(`ports[${i}].interface`, `${p.interface} is already the interface of ports[${k}]`);
+      throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
+    }
   });
   const bridges = parseBridges(doc.bridges, ports);
   const stages = parsePipeline(doc, ports, baseDir);

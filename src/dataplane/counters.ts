@@ -15,6 +15,7 @@ export const DROP_REASONS = [
   ['no_destination', 'no stage of the pipeline gave the frame a destination (the port is in no bridge, or alone in it)'],
   ['port_down', 'the destination port has no running receive queue'],
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
+  ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number][0];

@@ -10,6 +10,7 @@ import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { DROP, DROPS_BASE, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
+import { transmitTap } from './tap-io.ts';
 import type { PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
@@ -138,7 +139,10 @@ export class Egress {
       const port = this.ports[this.touched[t]];
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       const out = port.rxOut;
-      if (out !== null && out.queue.failure === '') {
+      if (port.tap !== null) {
+        if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
+        transmitTap(port.tap, this.pool, port.pending, port.pendingCount);
+      } else if (out !== null && out.queue.failure === '') {
         // Captured by the PMD that writes the frames into the guest (here), once.
         if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
         deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);

@@ -1,6 +1,6 @@
 // An idle PMD's sleep: it asks the guests to kick, checks once more for work, then blocks
 // on the kick eventfds of the queues it polls and its own wake eventfd until one fires or
-// the timeout passes (ppoll: microseconds). The sleeping flag in the doorbell is set before
+// the timeout passes (ppoll: microseconds), or a frame waits on an uplink interface. The sleeping flag in the doorbell is set before
 // the last check, so whoever gives it work either is seen by that check or sees it asleep.
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING } from '../vhost/dataplane-link.ts';
 import { eventfdDrain, isReady, pollSet, waitReadable } from '../sys/libc.ts';
@@ -19,6 +19,8 @@ export class IdleSleep {
   /** what a sleep waits on: our wake eventfd, then the kick fd of each polled queue */
   private set: Uint8Array = new Uint8Array(0);
   private fds: Int32Array = new Int32Array(0);
+  /** how many of `fds` are eventfds (drained on waking); the rest are interfaces */
+  private eventfds = 0;
   /** some polled queue has no kick fd: sleeps stay short, nothing would wake us */
   private kickless = false;
 
@@ -29,12 +31,16 @@ export class IdleSleep {
     this.watch([]);
   }
 
-  /** The queues polled changed. */
-  watch(polled: QueueOwner[]): void {
+  /**
+   * The queues polled changed; `readable`: fds of uplink interfaces, which wake the sleep
+   * when a frame waits (read by the next poll round, not here).
+   */
+  watch(polled: QueueOwner[], readable: number[] = []): void {
     this.polled = polled;
     const kickFds = polled.map((q) => q.kickFd).filter((fd) => fd >= 0);
     this.kickless = kickFds.length < polled.length;
-    this.fds = Int32Array.from([this.wakeFd, ...kickFds]);
+    this.eventfds = 1 + kickFds.length;
+    this.fds = Int32Array.from([this.wakeFd, ...kickFds, ...readable]);
     this.set = pollSet([...this.fds]);
   }
 
@@ -53,7 +59,7 @@ export class IdleSleep {
       const set = this.set;
       const count = this.fds.length;
       if (waitReadable(set, count, this.kickless ? Math.min(timeoutUs, KICKLESS_SLEEP_US) : timeoutUs) > 0) {
-        for (let i = 0; i < count; i++) if (isReady(set, i)) eventfdDrain(this.fds[i]);
+        for (let i = 0; i < this.eventfds; i++) if (isReady(set, i)) eventfdDrain(this.fds[i]);
       }
     }
     Atomics.store(bell, DOORBELL_SLEEPING, 0);

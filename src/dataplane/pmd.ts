@@ -9,6 +9,7 @@ import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory }
 import { PORT_SLOTS, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
+import { receiveTap } from './tap-io.ts';
 import { IdleSleep } from './idle-sleep.ts';
 import { PacketPool } from './packet-pool.ts';
 import { PortRuntime, type PmdConfig, type PmdShared } from './port-runtime.ts';
@@ -43,8 +44,10 @@ export class Pmd {
   private readonly rxHolders: Int32Array;
   /** rings from each other PMD (consumer end) */
   private readonly ringsIn: SpscRing[];
-  /** ports polled this round (those with a running guest TX queue) */
+  /** ports polled this round (those with a running guest TX queue or a TAP interface) */
   private active: PortRuntime[] = [];
+  /** the clock was read this round (once, at its first burst) */
+  private clockRead = false;
   private readonly batch: Batch;
   private readonly stages: Stage[];
   private readonly egress: Egress;
@@ -98,8 +101,7 @@ export class Pmd {
     const active = this.active;
     const bell = this.doorbell;
     const batch = this.batch;
-    const captured = this.capture.control;
-    let clockRead = false;
+    this.clockRead = false;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
       bell[DOORBELL_SERVING] = port.cfg.index;
@@ -108,38 +110,54 @@ export class Pmd {
         const n = receiveBurst(queues[q], this.pool, batch.handles, 0, BURST);
         if (n > 0) {
           work += n;
-          if (!clockRead) {
-            batch.now = performance.timeOrigin + performance.now();
-            clockRead = true;
-          }
-          batch.begin(port.cfg.index, n);
-          // One plain load per burst while no capture runs on the port: the word is
-          // re-read with Atomics.load (acquire) only when it is set.
-          if (captured[port.cfg.index * CONTROL_WORDS] === 0) {
-            for (let s = 0; s < stages.length; s++) {
-              bell[DOORBELL_STAGE] = s;
-              stages[s].process(batch);
-            }
-          } else {
-            this.processCaptured(batch, port.cfg.index);
-          }
-          bell[DOORBELL_STAGE] = -1;
-          this.egress.transmit(batch);
+          this.runBurst(port.cfg.index, n);
         } else if (n < 0) {
           this.control.queueFailed(port, queues[q]);
+        }
+      }
+      const tap = port.tap;
+      if (tap !== null) {
+        const n = receiveTap(tap, this.pool, batch.handles, 0, BURST);
+        if (n > 0) {
+          work += n;
+          this.runBurst(port.cfg.index, n);
         }
       }
     }
     if (ringsIn.length > 0) this.pool.flushAllReturns();
     // Load: the time from the round's first burst to its end (one more clock read per busy
     // round; idle rounds read none: idle time is the rest of the wall clock).
-    if (clockRead) {
+    if (this.clockRead) {
       const load = this.load;
       load[LOAD_BUSY_MS] += performance.timeOrigin + performance.now() - batch.now;
       load[LOAD_PACKETS] += work;
       load[LOAD_BUSY_ROUNDS]++;
     }
     return work;
+  }
+
+  /** The n frames just taken from `port` (in batch.handles): through the stages, then out. */
+  private runBurst(port: number, n: number): void {
+    const batch = this.batch;
+    const stages = this.stages;
+    const bell = this.doorbell;
+    if (!this.clockRead) {
+      batch.now = performance.timeOrigin + performance.now();
+      this.clockRead = true;
+    }
+    batch.begin(port, n);
+    // One plain load per burst while no capture runs on the port: the word is re-read with
+    // Atomics.load (acquire) only when it is set.
+    if (this.capture.control[port * CONTROL_WORDS] === 0) {
+      for (let s = 0; s < stages.length; s++) {
+        bell[DOORBELL_STAGE] = s;
+        stages[s].process(batch);
+      }
+    } else {
+      this.processCaptured(batch, port);
+    }
+    bell[DOORBELL_STAGE] = -1;
+    this.egress.transmit(batch);
   }
 
   /** The stages over a burst from a port being captured: each stage's decisions recorded. */
@@ -186,8 +204,11 @@ export class Pmd {
   private queuesChanged(port: PortRuntime): void {
     port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 1);
     port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 0) ?? null;
-    this.active = this.ports.filter((p) => p.txPoll.length > 0);
-    this.idle.watch(this.active.flatMap((p) => p.txPoll));
-    Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, port.rxOut === null ? 0 : 1);
+    this.active = this.ports.filter((p) => p.txPoll.length > 0 || p.tap !== null);
+    this.idle.watch(
+      this.active.flatMap((p) => p.txPoll),
+      this.active.flatMap((p) => (p.tap === null ? [] : [p.tap.fd])),
+    );
+    Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, port.rxOut === null && port.tap === null ? 0 : 1);
   }
 }

@@ -5,6 +5,7 @@ import type { QueueLayout } from '../virtio/split-queue.ts';
 import type { PmdWaker } from '../vhost/dataplane-link.ts';
 import type { PoolMemory } from './packet-pool.ts';
 import type { QueueOwner } from './guest-io.ts';
+import type { TapOwner } from './tap-io.ts';
 import { BATCH_MAX } from './batch.ts';
 
 export interface PmdPortConfig {
@@ -74,6 +75,8 @@ export class PortRuntime {
   txPoll: QueueOwner[] = [];
   /** the guest RX queue frames for this port are written to */
   rxOut: QueueOwner | null = null;
+  /** a TAP port's interface, polled and written by this PMD */
+  tap: TapOwner | null = null;
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;

@@ -200,11 +200,13 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
   }
   if (cmd.t === 'vring-start' || cmd.t === 'vring-kick') given.set(`${cmd.port}/${cmd.vring}/kick`, fdAt(cmd.kickFd));
   if (cmd.t === 'vring-start' || cmd.t === 'vring-call') given.set(`${cmd.port}/${cmd.vring}/call`, fdAt(cmd.callFd));
+  if (cmd.t === 'tap-start') given.set(`${cmd.port}/tap`, fdAt(cmd.fd));
   const used = new Set(given.values());
   closeAll(fds.filter((fd) => !used.has(fd)));
   if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd), inflight };
   if (cmd.t === 'vring-kick') return { ...cmd, kickFd: fdAt(cmd.kickFd) };
   if (cmd.t === 'vring-call') return { ...cmd, callFd: fdAt(cmd.callFd) };
+  if (cmd.t === 'tap-start') return { ...cmd, fd: fdAt(cmd.fd) };
   return cmd;
 }
 

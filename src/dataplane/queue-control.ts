@@ -116,6 +116,12 @@ export class QueueControl {
         this.changed(port);
         return {};
       }
+      case 'tap-start': {
+        if (cmd.fd < 0) return { error: 'tap-start without the interface\'s fd' };
+        port.tap = { fd: cmd.fd, counters: this.counters, counterBase: portBase(port.cfg.index), queueCounterBase: queueBase(port.cfg.index, 0), maxFrame: port.cfg.maxFrame };
+        this.changed(port);
+        return {};
+      }
       case 'port-reset':
         this.forget(port, 'port reset');
         port.gen = cmd.gen + 1;
@@ -202,6 +208,7 @@ export class QueueControl {
     port.specs.length = 0;
     port.owners.length = 0;
     port.mem = null;
+    port.tap = null;
     this.changed(port);
   }
 

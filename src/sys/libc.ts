@@ -60,6 +60,11 @@ const c = {
   lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
   unlink: libc.func('int unlink(const char *path)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
+  open: libc.func('int open(const char *path, int flags)'),
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
+  // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
+  readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
+  writeAt: libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)'),
 };
 
 function fail(call: string, detail = ''): never {
@@ -612,3 +617,74 @@ export function setParentDeathSignal(signal: NodeJS.Signals | number): void {
   if (!Number.isInteger(number) || number <= 0) throw new RangeError(`signal ${signal}`);
   if ((prctlNumber(PR_SET_PDEATHSIG, number, 0, 0, 0) as number) < 0) fail('prctl(PR_SET_PDEATHSIG)', String(signal));
 }
+
+// ---- TAP devices -----------------------------------------------------------------------------
+
+const O_RDWR = 2;
+const O_CLOEXEC = 0o2000000;
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const TUNSETIFF = 0x400454ca;
+const IFF_TAP = 0x0002;
+const IFF_NO_PI = 0x1000;
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
+const SIOCSIFMTU = 0x8922;
+const IFF_UP = 0x1;
+/** struct ifreq on x86-64: the name (IFNAMSIZ 16), then a union of at most 24 bytes */
+const IFREQ_BYTES = 40;
+export const IFNAMSIZ = 16;
+
+function ifreq(name: string): Uint8Array {
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length === 0 || bytes.length >= IFNAMSIZ) throw new SysError('ifreq', 22, `interface name "${name}" must be 1-${IFNAMSIZ - 1} bytes`);
+  const req = new Uint8Array(IFREQ_BYTES);
+  req.set(bytes);
+  return req;
+}
+
+/**
+ * Creates (or attaches to) the TAP interface `name` and returns its fd, non-blocking: each
+ * read gives one frame the kernel sends out of the interface, each write one frame it
+ * receives on it (no packet information header).
+ */
+export function tapOpen(name: string): number {
+  const fd = c.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
+  if (fd < 0) fail('open', '/dev/net/tun');
+  const req = ifreq(name);
+  new DataView(req.buffer).setUint16(IFNAMSIZ, IFF_TAP | IFF_NO_PI, true);
+  if ((c.ioctl(fd, TUNSETIFF, req) as number) < 0) {
+    const errno = koffi.errno();
+    c.close(fd);
+    throw new SysError('ioctl', errno, `TUNSETIFF ${name}`);
+  }
+  return fd;
+}
+
+/** Sets an interface's MTU and brings it up (SIOCSIFMTU, SIOCSIFFLAGS) in this thread's network namespace. */
+export function interfaceUp(name: string, mtu: number): void {
+  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (sock < 0) fail('socket', 'AF_INET');
+  try {
+    const req = ifreq(name);
+    const dv = new DataView(req.buffer);
+    dv.setInt32(IFNAMSIZ, mtu, true);
+    if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
+    if ((c.ioctl(sock, SIOCGIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCGIFFLAGS ${name}`);
+    dv.setUint16(IFNAMSIZ, dv.getUint16(IFNAMSIZ, true) | IFF_UP, true);
+    if ((c.ioctl(sock, SIOCSIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCSIFFLAGS ${name}`);
+  } finally {
+    c.close(sock);
+  }
+}
+
+/**
+ * One read of up to `len` bytes into memory at `addr` (a frame, from a TAP): its length, or
+ * -1 when there is none (EAGAIN) or the read failed (errno in lastErrno()). Never throws:
+ * the data path calls it.
+ */
+export const readAt: (fd: number, addr: number, len: number) => number = c.readAt as (fd: number, addr: number, len: number) => number;
+/** One write of `len` bytes from memory at `addr`: bytes written, or -1. Never throws. */
+export const writeAt: (fd: number, addr: number, len: number) => number = c.writeAt as (fd: number, addr: number, len: number) => number;
+/** errno of the last failed call on this thread. */
+export const lastErrno = (): number => koffi.errno();

@@ -7,6 +7,11 @@ import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
+import { TapEndpoint } from '../uplink/tap-endpoint.ts';
+
+type Endpoint = PortEndpoint | TapEndpoint;
+const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'tap' ? new TapEndpoint(e, dataplane, log) : new PortEndpoint(e, dataplane, log));
+const keyOf = (e: EndpointSettings) => (e.type === 'tap' ? `tap:${e.interface}` : e.socket);
 
 export interface ControlThreadData {
   endpoints: EndpointSettings[];
@@ -60,8 +65,8 @@ const log = createLog('vhost');
 setThreadName('vhost-ctl');
 const dataplane = new PmdClient(commandsFd, queueOwner, incarnations, log);
 /** by slot; null for a free slot */
-const ports: (PortEndpoint | null)[] = endpoints.map((e) => new PortEndpoint(e, dataplane, log));
-const live = () => ports.filter((p): p is PortEndpoint => p !== null);
+const ports: (Endpoint | null)[] = endpoints.map(endpointFor);
+const live = () => ports.filter((p): p is Endpoint => p !== null);
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 
 try {
@@ -115,18 +120,18 @@ async function quarantineCulprits(culprits: { port: number; error: string }[]): 
  * and free their sockets, which a changed port may take again. Returns the error, or null.
  */
 async function changePorts(open: EndpointSettings[], close: number[]): Promise<string | null> {
-  const freed = new Set(close.map((slot) => ports[slot]?.socket));
-  const first = open.filter((e) => !freed.has(e.socket));
-  const started: PortEndpoint[] = [];
+  const freed = new Set(close.map((slot) => ports[slot]?.key));
+  const first = open.filter((e) => !freed.has(keyOf(e)));
+  const started: Endpoint[] = [];
   try {
     for (const e of first) {
-      const endpoint = new PortEndpoint(e, dataplane, log);
+      const endpoint = endpointFor(e);
       endpoint.start(true);
       started.push(endpoint);
     }
   } catch (err) {
     await Promise.all(started.map((p) => p.stop()));
-    return `port ${first[started.length].name}: cannot listen on ${first[started.length].socket}: ${(err as Error).message}`;
+    return `port ${first[started.length].name}: cannot open ${describe(first[started.length])}: ${(err as Error).message}`;
   }
   await Promise.all(close.map((slot) => ports[slot]?.stop()));
   for (const slot of close) {
@@ -134,14 +139,18 @@ async function changePorts(open: EndpointSettings[], close: number[]): Promise<s
     ports[slot] = null;
   }
   first.forEach((e, i) => (ports[e.index] = started[i]));
-  for (const e of open.filter((o) => freed.has(o.socket))) {
-    const endpoint = new PortEndpoint(e, dataplane, log);
+  for (const e of open.filter((o) => freed.has(keyOf(o)))) {
+    const endpoint = endpointFor(e);
     try {
       endpoint.start(true);
       ports[e.index] = endpoint;
     } catch (err) {
-      log.error(`port ${e.name}: cannot listen on ${e.socket} again: ${(err as Error).message}`, 'port.failed', { port: e.name });
+      log.error(`port ${e.name}: cannot open ${describe(e)} again: ${(err as Error).message}`, 'port.failed', { port: e.name });
     }
   }
   return null;
+}
+
+function describe(e: EndpointSettings): string {
+  return e.type === 'tap' ? `TAP interface ${e.interface}` : `socket ${e.socket}`;
 }

@@ -20,6 +20,8 @@ export type PmdCommand =
   | { t: 'vring-stop'; port: number; gen: number; vring: number }
   | { t: 'vring-call'; port: number; gen: number; vring: number; callFd: number }
   | { t: 'vring-kick'; port: number; gen: number; vring: number; kickFd: number }
+  /** poll a TAP port's interface and write its frames into it (fd: the interface's) */
+  | { t: 'tap-start'; port: number; gen: number; fd: number }
   /** forget every vring and the memory of a port (frontend gone or reset) */
   | { t: 'port-reset'; port: number; gen: number };
 

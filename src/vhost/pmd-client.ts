@@ -135,6 +135,8 @@ function onWire(cmd: PortCommand): { wire: WireCommand; fds: number[] } {
       return { wire: { ...cmd, callFd: index(cmd.callFd) }, fds };
     case 'vring-kick':
       return { wire: { ...cmd, kickFd: index(cmd.kickFd) }, fds };
+    case 'tap-start':
+      return { wire: { ...cmd, fd: index(cmd.fd) }, fds };
     default:
       return { wire: cmd, fds };
   }

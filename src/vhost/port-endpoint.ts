@@ -9,6 +9,10 @@ import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
 
 export interface EndpointSettings extends PortSettings {
+  /** vhost-user: a socket and its frontend; tap: a TAP interface vrouter creates (src/uplink) */
+  type: 'vhost-user' | 'tap';
+  /** tap: the interface's name */
+  interface: string | null;
   socket: string;
   mode: 'server' | 'client';
   /** server mode: permission bits and group of the socket file */
@@ -60,7 +64,8 @@ export class PortEndpoint {
     return this.settings.name;
   }
 
-  get socket(): string {
+  /** What a change of ports matches endpoints by: two ports cannot have the same socket. */
+  get key(): string {
     return this.settings.socket;
   }
 

@@ -13,7 +13,7 @@ const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge:
 t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], {
-    name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
+    name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
     macLimit: 256, portSecurity: false, memoryPolicy: 'warn', socketMode: 0o600, socketGroup: null, peerUid: null,
     addresses: [], routerMac: c.ports[0].routerMac,
   });
@@ -29,7 +29,7 @@ t.test('every optional key', async (t) => {
   const server = { name: 'b', socket: '/tmp/b.sock', socketMode: '0660', socketGroup: 0 };
   const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0, spare: false } }, '/', 2);
   t.same(c.ports[0], {
-    name: 'a', socket: '/tmp/a.sock', bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
+    name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
     macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', socketMode: 0o600, socketGroup: null, peerUid: 1000,
     addresses: [], routerMac: c.ports[0].routerMac,
   });
@@ -58,6 +58,14 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ queues: 0 })] }, 'ports[0].queues', /1 to 8/],
     [{ ports: [port(), port({ socket: '/tmp/b.sock' })] }, 'ports[1].name', /already the name of ports\[0\]/],
     [{ ports: [port(), port({ name: 'b' })] }, 'ports[1].socket', /already the socket of ports\[0\]/],
+    [{ ports: [{ name: 'a' }] }, 'ports[0].socket', /a vhost-user port needs "socket"/],
+    [{ ports: [port({ type: 'tun' })] }, 'ports[0].type', /"vhost-user" or "tap"/],
+    [{ ports: [port({ interface: 'eth0' })] }, 'ports[0].interface', /applies to tap ports only/],
+    [{ ports: [{ name: 't', type: 'tap' }] }, 'ports[0].interface', /a tap port needs "interface"/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'a-name-too-long0' }] }, 'ports[0].interface', /1-15 of/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', socket: '/tmp/t.sock' }] }, 'ports[0].socket', /applies to vhost-user ports only/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 2 }] }, 'ports[0].queues', /applies to vhost-user ports only/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0' }, { name: 'u', type: 'tap', interface: 'vr0' }] }, 'ports[1].interface', /vr0 is already the interface of ports\[0\]/],
     [{ ports: [port()], pmd: { cores: [] } }, 'pmd.cores', /non-empty/],
     [{ ports: [port()], pmd: { cores: [2] } }, 'pmd.cores[0]', /0 to 1/],
     [{ ports: [port()], pmd: { cores: [1, 1] } }, 'pmd.cores', /listed twice/],

@@ -1,7 +1,8 @@
 #!/bin/sh
 # setup-peers.sh - the peers of the end-to-end tests: QEMU, dpdk-testpmd, busybox and iperf3
 # (the guest's own tools, on the host too to try things out), tshark (Wireshark's dissectors
-# check the frames the tests build), promtool (Prometheus' own check of /metrics), and what
+# check the frames the tests build), promtool (Prometheus' own check of /metrics), ethtool
+# (the offloads of the veth ends the uplink tests make), iproute2 (their namespaces), and what
 # build-guest.sh needs
 # to make the test guest from Debian packages; installed with apt-get when missing. Then the
 # guest itself (scripts/build-guest.sh). Returns at once when everything is in place.
@@ -10,7 +11,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # command (or file) that shows a package is installed -> the Debian package that provides it
 NEEDS="qemu-system-x86_64:qemu-system-x86 dpdk-testpmd:dpdk-dev /bin/busybox:busybox-static
-iperf3:iperf3 tshark:tshark promtool:prometheus apt-get:apt dpkg-deb:dpkg flock:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
+iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 apt-get:apt dpkg-deb:dpkg flock:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
 missing=""
 for need in $NEEDS; do
   what=${need%%:*} pkg=${need#*:}

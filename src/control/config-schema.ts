@@ -63,9 +63,9 @@ export function configDocumentSchema(limits: ConfigLimits) {
   const Port = Type.Object(
     {
       name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -', examples: ['vm3'] }),
-      type: Type.Optional(Type.Enum(['vhost-user', 'tap'], { description: 'vhost-user (the default): a VM\'s virtio-net device, over "socket"; tap: a TAP interface vrouter creates ("interface"), the host\'s own network stack on its other side' })),
+      type: Type.Optional(Type.Enum(['vhost-user', 'tap', 'af_packet'], { description: 'vhost-user (the default): a VM\'s virtio-net device, over "socket"; tap: a TAP interface vrouter creates ("interface"), the host\'s own network stack on its other side; af_packet: an existing kernel interface ("interface": a NIC, a veth), through memory-mapped packet rings' })),
       socket: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be a path', description: 'vhost-user: the socket\'s path; a relative path is taken from the config file\'s folder', examples: ['/run/vrouter/vm3.sock'] })),
-      interface: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,15}$', errorMessage: 'must be an interface name: 1-15 of A-Z a-z 0-9 _ . -', description: 'tap: the name of the TAP interface vrouter creates', examples: ['vr-host0'] })),
+      interface: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,15}$', errorMessage: 'must be an interface name: 1-15 of A-Z a-z 0-9 _ . -', description: 'tap: the name of the TAP interface vrouter creates; af_packet: the interface to send and receive on', examples: ['vr-host0'] })),
       bridge: Type.Optional(Type.String({ ...NAME, description: 'ports with the same bridge name are switched together (MAC learning; broadcast and unknown unicast flooded; entries age out after 300 s)' })),
       addresses: Type.Optional(addresses('the router\'s addresses on the port, with prefix lengths: the port is routed (an L3 port), its subnets are connected routes. Needs "routing" in "pipeline"')),
       routerMac: Type.Optional(routerMac('the router\'s MAC on the port: frames to it are routed (default: a locally administered MAC derived from the port name)')),

@@ -15,11 +15,11 @@ import { firstViolation } from './schema-violation.ts';
 
 export interface PortConfig {
   name: string;
-  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates */
-  type: 'vhost-user' | 'tap';
-  /** absolute path of the vhost-user socket ('' for a tap port) */
+  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates; af_packet: an existing interface, through packet rings */
+  type: 'vhost-user' | 'tap' | 'af_packet';
+  /** absolute path of the vhost-user socket ('' for the other types) */
   socket: string;
-  /** tap: the TAP interface's name */
+  /** tap, af_packet: the interface's name */
   interface: string | null;
   /** ports with the same bridge name are switched together by MAC learning */
   bridge: string | null;
@@ -141,12 +141,14 @@ const VHOST_USER_ONLY = ['socket', 'mode', 'queues', 'memoryPolicy', 'socketMode
 
 function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
   const type = p.type ?? 'vhost-user';
-  if (type === 'tap') {
-    if (p.interface === undefined) throw new ConfigError(`${field}.interface`, 'a tap port needs "interface": the name of the TAP interface vrouter creates');
+  if (type !== 'vhost-user') {
+    if (p.interface === undefined) {
+      throw new ConfigError(`${field}.interface`, type === 'tap' ? 'a tap port needs "interface": the name of the TAP interface vrouter creates' : 'an af_packet port needs "interface": the kernel interface it sends and receives on');
+    }
     const extra = VHOST_USER_ONLY.find((k) => p[k] !== undefined);
-    if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, 'applies to vhost-user ports only (this port is "type": "tap")');
+    if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, `applies to vhost-user ports only (this port is "type": "${type}")`);
   } else {
-    if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap ports only (a vhost-user port has a "socket")');
+    if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap and af_packet ports only (a vhost-user port has a "socket")');
     if (p.socket === undefined) throw new ConfigError(`${field}.socket`, 'a vhost-user port needs "socket": the path of its vhost-user socket');
   }
   const socket = p.socket === undefined ? '' : resolve(baseDir, p.socket);
@@ -368,7 +370,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     if (j !== i) throw new ConfigError(`ports[${i}].name`, `"${p.name}" is already the name of ports[${j}]`);
     const k = ports.findIndex((q) => q.type === p.type && q.socket === p.socket && q.interface === p.interface);
     if (k !== i) {
-      if (p.type === 'tap') throw new ConfigError(`ports[${i}].interface`, `${p.interface} is already the interface of ports[${k}]`);
+      if (p.type !== 'vhost-user') throw new ConfigError(`ports[${i}].interface`, `${p.interface} is already the interface of ports[${k}]`);
       throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
     }
   });

@@ -142,6 +142,9 @@ export class Egress {
       if (port.tap !== null) {
         if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
         transmitTap(port.tap, this.pool, port.pending, port.pendingCount);
+      } else if (port.rings !== null) {
+        if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
+        port.rings.transmit(this.pool, port.pending, port.pendingCount);
       } else if (out !== null && out.queue.failure === '') {
         // Captured by the PMD that writes the frames into the guest (here), once.
         if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);

@@ -123,6 +123,14 @@ export class Pmd {
           this.runBurst(port.cfg.index, n);
         }
       }
+      const rings = port.rings;
+      if (rings !== null) {
+        const n = rings.receive(this.pool, batch.handles, 0, BURST);
+        if (n > 0) {
+          work += n;
+          this.runBurst(port.cfg.index, n);
+        }
+      }
     }
     if (ringsIn.length > 0) this.pool.flushAllReturns();
     // Load: the time from the round's first burst to its end (one more clock read per busy
@@ -204,11 +212,12 @@ export class Pmd {
   private queuesChanged(port: PortRuntime): void {
     port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 1);
     port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 0) ?? null;
-    this.active = this.ports.filter((p) => p.txPoll.length > 0 || p.tap !== null);
+    this.active = this.ports.filter((p) => p.txPoll.length > 0 || p.tap !== null || p.rings !== null);
     this.idle.watch(
       this.active.flatMap((p) => p.txPoll),
-      this.active.flatMap((p) => (p.tap === null ? [] : [p.tap.fd])),
+      this.active.flatMap((p) => [...(p.tap === null ? [] : [p.tap.fd]), ...(p.rings === null ? [] : [p.rings.fd])]),
     );
-    Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, port.rxOut === null && port.tap === null ? 0 : 1);
+    const holds = port.rxOut !== null || port.tap !== null || port.rings !== null;
+    Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, holds ? 1 : 0);
   }
 }

@@ -6,6 +6,7 @@ import type { PmdWaker } from '../vhost/dataplane-link.ts';
 import type { PoolMemory } from './packet-pool.ts';
 import type { QueueOwner } from './guest-io.ts';
 import type { TapOwner } from './tap-io.ts';
+import type { PacketRings } from './packet-ring.ts';
 import { BATCH_MAX } from './batch.ts';
 
 export interface PmdPortConfig {
@@ -77,6 +78,8 @@ export class PortRuntime {
   rxOut: QueueOwner | null = null;
   /** a TAP port's interface, polled and written by this PMD */
   tap: TapOwner | null = null;
+  /** an AF_PACKET port's rings, polled and written by this PMD */
+  rings: PacketRings | null = null;
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;

@@ -200,13 +200,29 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
   }
   if (cmd.t === 'vring-start' || cmd.t === 'vring-kick') given.set(`${cmd.port}/${cmd.vring}/kick`, fdAt(cmd.kickFd));
   if (cmd.t === 'vring-start' || cmd.t === 'vring-call') given.set(`${cmd.port}/${cmd.vring}/call`, fdAt(cmd.callFd));
-  if (cmd.t === 'tap-start') given.set(`${cmd.port}/tap`, fdAt(cmd.fd));
+  if (cmd.t === 'tap-start' || cmd.t === 'rings-start') given.set(`${cmd.port}/uplink`, fdAt(cmd.fd));
   const used = new Set(given.values());
   closeAll(fds.filter((fd) => !used.has(fd)));
   if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd), inflight };
   if (cmd.t === 'vring-kick') return { ...cmd, kickFd: fdAt(cmd.kickFd) };
   if (cmd.t === 'vring-call') return { ...cmd, callFd: fdAt(cmd.callFd) };
   if (cmd.t === 'tap-start') return { ...cmd, fd: fdAt(cmd.fd) };
+  if (cmd.t === 'rings-start') {
+    const fd = fdAt(cmd.fd);
+    let ring = mapped.get(cmd.ring.id);
+    if (ring === undefined) {
+      // A socket's rings: mmap gives the kernel's buffer (fstat says nothing of its size).
+      try {
+        ring = { addr: mmapShared(fd, cmd.ring.bytes), length: cmd.ring.bytes };
+      } catch (err) {
+        given.clear();
+        closeAll([fd]);
+        throw err;
+      }
+      mapped.set(cmd.ring.id, ring);
+    }
+    return { ...cmd, fd, ring: { ...cmd.ring, hostAddr: ring.addr.toString() } };
+  }
   return cmd;
 }
 

@@ -6,6 +6,7 @@ import type { Log } from '../log.ts';
 import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import { SplitQueue, type InflightRecovery } from '../virtio/split-queue.ts';
 import { view } from '../sys/libc.ts';
+import { PacketRings } from './packet-ring.ts';
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.ts';
 import type { QueueOwner } from './guest-io.ts';
@@ -122,6 +123,13 @@ export class QueueControl {
         this.changed(port);
         return {};
       }
+      case 'rings-start': {
+        if (cmd.fd < 0 || cmd.ring.hostAddr === undefined) return { error: 'rings-start without the socket or its rings' };
+        const address = BigInt(cmd.ring.hostAddr);
+        port.rings = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
+        this.changed(port);
+        return {};
+      }
       case 'port-reset':
         this.forget(port, 'port reset');
         port.gen = cmd.gen + 1;
@@ -209,6 +217,7 @@ export class QueueControl {
     port.owners.length = 0;
     port.mem = null;
     port.tap = null;
+    port.rings = null;
     this.changed(port);
   }
 

@@ -61,6 +61,9 @@ const c = {
   unlink: libc.func('int unlink(const char *path)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
   open: libc.func('int open(const char *path, int flags)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const uint8_t *optval, uint32_t optlen)'),
+  if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)'),
+  sendto: libc.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
   // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
   readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
@@ -661,15 +664,17 @@ export function tapOpen(name: string): number {
   return fd;
 }
 
-/** Sets an interface's MTU and brings it up (SIOCSIFMTU, SIOCSIFFLAGS) in this thread's network namespace. */
-export function interfaceUp(name: string, mtu: number): void {
+/** Brings an interface up (SIOCSIFFLAGS), with `mtu` set first if given (SIOCSIFMTU), in this thread's network namespace. */
+export function interfaceUp(name: string, mtu?: number): void {
   const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
   if (sock < 0) fail('socket', 'AF_INET');
   try {
     const req = ifreq(name);
     const dv = new DataView(req.buffer);
-    dv.setInt32(IFNAMSIZ, mtu, true);
-    if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
+    if (mtu !== undefined) {
+      dv.setInt32(IFNAMSIZ, mtu, true);
+      if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
+    }
     if ((c.ioctl(sock, SIOCGIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCGIFFLAGS ${name}`);
     dv.setUint16(IFNAMSIZ, dv.getUint16(IFNAMSIZ, true) | IFF_UP, true);
     if ((c.ioctl(sock, SIOCSIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCSIFFLAGS ${name}`);
@@ -688,3 +693,98 @@ export const readAt: (fd: number, addr: number, len: number) => number = c.readA
 export const writeAt: (fd: number, addr: number, len: number) => number = c.writeAt as (fd: number, addr: number, len: number) => number;
 /** errno of the last failed call on this thread. */
 export const lastErrno = (): number => koffi.errno();
+
+// ---- AF_PACKET rings -------------------------------------------------------------------------
+
+const AF_PACKET = 17;
+const SOCK_RAW = 3;
+const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL)
+const SOL_PACKET = 263;
+const PACKET_ADD_MEMBERSHIP = 1;
+const PACKET_RX_RING = 5;
+const PACKET_VERSION = 10;
+const PACKET_TX_RING = 13;
+const PACKET_IGNORE_OUTGOING = 23;
+const TPACKET_V3 = 2;
+const PACKET_MR_PROMISC = 1;
+
+/** The shape of an AF_PACKET socket's rings (TPACKET_V3): the receive ring, then the transmit ring, in one mapping. */
+export interface PacketRingShape {
+  blockBytes: number;
+  rxBlocks: number;
+  txBlocks: number;
+  /** a transmit slot: its tpacket3_hdr, then the frame */
+  txFrameBytes: number;
+  /** ms after which the kernel hands over a receive block that is not full */
+  retireMs: number;
+}
+
+function setIntOption(fd: number, option: number, value: number, what: string): void {
+  const v = new Uint8Array(4);
+  new DataView(v.buffer).setInt32(0, value, true);
+  if ((c.setsockopt(fd, SOL_PACKET, option, v, 4) as number) < 0) fail('setsockopt', what);
+}
+
+function ringRequest(blockBytes: number, blocks: number, frameBytes: number, retireMs: number): Uint8Array {
+  // struct tpacket_req3: block size, block count, frame size, frame count, retire timeout, priv size, features
+  const req = new Uint8Array(28);
+  const dv = new DataView(req.buffer);
+  dv.setUint32(0, blockBytes, true);
+  dv.setUint32(4, blocks, true);
+  dv.setUint32(8, frameBytes, true);
+  dv.setUint32(12, Math.floor(blockBytes / frameBytes) * blocks, true);
+  dv.setUint32(16, retireMs, true);
+  return req;
+}
+
+/**
+ * An AF_PACKET socket on interface `name` with TPACKET_V3 receive and transmit rings, bound,
+ * promiscuous, blind to the frames it sends itself: its fd, non-blocking. Map it with
+ * mmapShared(fd, packetRingBytes(shape)).
+ */
+export function packetSocket(name: string, shape: PacketRingShape): number {
+  const ifindex = c.if_nametoindex(name) as number;
+  if (ifindex === 0) fail('if_nametoindex', name);
+  // Protocol 0 until bound: no frame is queued before the rings exist.
+  const fd = c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail('socket', 'AF_PACKET');
+  try {
+    setIntOption(fd, PACKET_VERSION, TPACKET_V3, 'PACKET_VERSION TPACKET_V3');
+    const rx = ringRequest(shape.blockBytes, shape.rxBlocks, shape.txFrameBytes, shape.retireMs);
+    if ((c.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, rx, rx.length) as number) < 0) fail('setsockopt', 'PACKET_RX_RING');
+    const tx = ringRequest(shape.blockBytes, shape.txBlocks, shape.txFrameBytes, 0);
+    if ((c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, tx, tx.length) as number) < 0) fail('setsockopt', 'PACKET_TX_RING');
+    setIntOption(fd, PACKET_IGNORE_OUTGOING, 1, 'PACKET_IGNORE_OUTGOING');
+    // struct packet_mreq: ifindex, type, address length, address[8]
+    const mreq = new Uint8Array(16);
+    new DataView(mreq.buffer).setInt32(0, ifindex, true);
+    new DataView(mreq.buffer).setUint16(4, PACKET_MR_PROMISC, true);
+    if ((c.setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, mreq.length) as number) < 0) fail('setsockopt', `PACKET_ADD_MEMBERSHIP promiscuous ${name}`);
+    // struct sockaddr_ll: family, protocol (network order), ifindex, ...
+    const sll = new Uint8Array(20);
+    const dv = new DataView(sll.buffer);
+    dv.setUint16(0, AF_PACKET, true);
+    dv.setUint16(2, ETH_P_ALL_BE, true);
+    dv.setInt32(4, ifindex, true);
+    if ((c.bind(fd, sll, sll.length) as number) < 0) fail('bind', `AF_PACKET ${name}`);
+  } catch (err) {
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/** The index of the interface of that name in this thread's network namespace, or 0 if there is none. */
+export function interfaceIndex(name: string): number {
+  return c.if_nametoindex(name) as number;
+}
+
+/** Bytes of the mapping of a socket's two rings. */
+export function packetRingBytes(shape: PacketRingShape): number {
+  return shape.blockBytes * (shape.rxBlocks + shape.txBlocks);
+}
+
+/** Asks the kernel to send the transmit ring's pending frames; false if it refused (not EAGAIN). Never throws. */
+export function packetKick(fd: number): boolean {
+  return (c.sendto(fd, null, 0, MSG_DONTWAIT, null, 0) as number) >= 0 || koffi.errno() === EAGAIN;
+}

@@ -7,11 +7,11 @@ import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
-import { TapEndpoint } from '../uplink/tap-endpoint.ts';
+import { UplinkEndpoint } from '../uplink/uplink-endpoint.ts';
 
-type Endpoint = PortEndpoint | TapEndpoint;
-const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'tap' ? new TapEndpoint(e, dataplane, log) : new PortEndpoint(e, dataplane, log));
-const keyOf = (e: EndpointSettings) => (e.type === 'tap' ? `tap:${e.interface}` : e.socket);
+type Endpoint = PortEndpoint | UplinkEndpoint;
+const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'vhost-user' ? new PortEndpoint(e, dataplane, log) : new UplinkEndpoint(e, dataplane, log));
+const keyOf = (e: EndpointSettings) => (e.type === 'vhost-user' ? e.socket : `${e.type}:${e.interface}`);
 
 export interface ControlThreadData {
   endpoints: EndpointSettings[];
@@ -152,5 +152,6 @@ async function changePorts(open: EndpointSettings[], close: number[]): Promise<s
 }
 
 function describe(e: EndpointSettings): string {
-  return e.type === 'tap' ? `TAP interface ${e.interface}` : `socket ${e.socket}`;
+  if (e.type === 'vhost-user') return `socket ${e.socket}`;
+  return e.type === 'tap' ? `TAP interface ${e.interface}` : `interface ${e.interface}`;
 }

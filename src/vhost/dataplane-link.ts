@@ -4,6 +4,15 @@
 // doorbell word so that a polling PMD notices them.
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
+import type { PacketRingShape } from '../sys/libc.ts';
+
+/** An AF_PACKET socket's rings: mapped once by the data plane (by id), viewed by a PMD (hostAddr). */
+export interface RingMapping {
+  id: number;
+  bytes: number;
+  /** filled in by the data plane: the mapping's address, as a decimal string */
+  hostAddr?: string;
+}
 
 /**
  * Every port command carries the generation of the connection it comes from: a PMD
@@ -22,6 +31,8 @@ export type PmdCommand =
   | { t: 'vring-kick'; port: number; gen: number; vring: number; kickFd: number }
   /** poll a TAP port's interface and write its frames into it (fd: the interface's) */
   | { t: 'tap-start'; port: number; gen: number; fd: number }
+  /** poll an AF_PACKET port's rings and send through them (fd: the socket; ring: its mapping) */
+  | { t: 'rings-start'; port: number; gen: number; fd: number; shape: PacketRingShape; ring: RingMapping }
   /** forget every vring and the memory of a port (frontend gone or reset) */
   | { t: 'port-reset'; port: number; gen: number };
 

@@ -136,6 +136,7 @@ function onWire(cmd: PortCommand): { wire: WireCommand; fds: number[] } {
     case 'vring-kick':
       return { wire: { ...cmd, kickFd: index(cmd.kickFd) }, fds };
     case 'tap-start':
+    case 'rings-start':
       return { wire: { ...cmd, fd: index(cmd.fd) }, fds };
     default:
       return { wire: cmd, fds };

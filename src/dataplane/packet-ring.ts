@@ -1,0 +1,177 @@
+// Frames between a kernel interface and the packet buffers through an AF_PACKET socket's
+// memory-mapped rings (TPACKET_V3): the kernel fills receive blocks of many frames and
+// hands each over whole (block_status USER); the PMD copies the frames out and gives the
+// block back. Frames to send are copied into transmit slots marked SEND_REQUEST, and one
+// sendto() per burst tells the kernel. No system call per frame either way.
+//
+// Layouts (linux/if_packet.h), little-endian:
+//   block:  4 version, 4 offset_to_priv, then tpacket_hdr_v1: 4 block_status, 4 num_pkts,
+//           4 offset_to_first_pkt, 4 blk_len, 8 seq_num, ...
+//   frame:  tpacket3_hdr: 4 tp_next_offset, 4 sec, 4 nsec, 4 tp_snaplen, 4 tp_len,
+//           4 tp_status, 2 tp_mac, 2 tp_net, ... (48 bytes with padding); a transmit
+//           frame's data follows the header at 48.
+import { memcpyAt, packetKick, type PacketRingShape } from '../sys/libc.ts';
+import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
+
+const TP_STATUS_KERNEL = 0;
+const TP_STATUS_USER = 1;
+const TP_STATUS_AVAILABLE = 0;
+const TP_STATUS_SEND_REQUEST = 1;
+const TP_STATUS_WRONG_FORMAT = 4;
+/** where a transmit frame's data starts: TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) */
+export const TX_DATA_OFFSET = 48;
+const ETHER_HDR_LEN = 14;
+
+/** An AF_PACKET port's rings as the PMD that polls it sees them. */
+export class PacketRings {
+  readonly fd: number;
+  private readonly shape: PacketRingShape;
+  private readonly address: number;
+  private readonly bytes: Uint8Array;
+  private readonly words: Int32Array;
+  private readonly u16: Uint16Array;
+  private readonly counters: Float64Array;
+  private readonly counterBase: number;
+  private readonly queueCounterBase: number;
+  private readonly maxFrame: number;
+  private readonly txBase: number;
+  private readonly txPerBlock: number;
+  private readonly txSlots: number;
+  /** the receive block read next, and where in it (frames left, offset of the next) */
+  private rxBlock = 0;
+  private rxLeft = 0;
+  private rxAt = 0;
+  private txSlot = 0;
+
+  constructor(fd: number, shape: PacketRingShape, address: number, ring: ArrayBuffer, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
+    this.fd = fd;
+    this.shape = shape;
+    this.address = address;
+    this.bytes = new Uint8Array(ring);
+    this.words = new Int32Array(ring);
+    this.u16 = new Uint16Array(ring);
+    this.counters = counters;
+    this.counterBase = counterBase;
+    this.queueCounterBase = queueCounterBase;
+    this.maxFrame = maxFrame < DATA_ROOM ? maxFrame : DATA_ROOM;
+    this.txBase = shape.blockBytes * shape.rxBlocks;
+    this.txPerBlock = Math.floor(shape.blockBytes / shape.txFrameBytes);
+    this.txSlots = this.txPerBlock * shape.txBlocks;
+    this.rxBlock = this.oldestUserBlock();
+  }
+
+  /**
+   * A new owner of the rings (a data plane that took over) starts at the oldest block the
+   * kernel handed over: the previous owner may have left blocks unread (or half read: those
+   * frames are taken again).
+   */
+  private oldestUserBlock(): number {
+    let oldest = 0;
+    let oldestSeq = Infinity;
+    for (let b = 0; b < this.shape.rxBlocks; b++) {
+      const base = (b * this.shape.blockBytes) >> 2;
+      if ((Atomics.load(this.words, base + 2) & TP_STATUS_USER) === 0) continue;
+      const seq = (this.words[base + 6] >>> 0) + (this.words[base + 7] >>> 0) * 4294967296;
+      if (seq < oldestSeq) {
+        oldestSeq = seq;
+        oldest = b;
+      }
+    }
+    return oldest;
+  }
+
+  /** Copies up to `max` received frames into packet buffers from `start`; returns how many. */
+  receive(pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
+    const words = this.words;
+    const blockBytes = this.shape.blockBytes;
+    const counters = this.counters;
+    const base = this.counterBase;
+    let taken = 0;
+    let bytes = 0;
+    while (taken < max) {
+      const block = this.rxBlock * blockBytes;
+      if (this.rxLeft === 0) {
+        if ((Atomics.load(words, (block >> 2) + 2) & TP_STATUS_USER) === 0) break;
+        this.rxLeft = words[(block >> 2) + 3];
+        this.rxAt = block + words[(block >> 2) + 4];
+        if (this.rxLeft <= 0 || this.rxAt >= block + blockBytes) {
+          this.releaseBlock(block);
+          continue;
+        }
+      }
+      const at = this.rxAt;
+      const snap = words[(at >> 2) + 3];
+      const mac = this.u16[(at >> 1) + 12];
+      const next = words[at >> 2];
+      if (snap < ETHER_HDR_LEN || snap > this.maxFrame || at + mac + snap > block + blockBytes) {
+        counters[base + DROPS_BASE + (snap > this.maxFrame ? DROP.frame_too_long : DROP.frame_too_short)]++;
+      } else {
+        const handle = pool.alloc();
+        if (handle < 0) {
+          counters[base + DROPS_BASE + DROP.no_buffer]++;
+        } else {
+          memcpyAt(pool.address + pool.frameOffset(handle), this.address + at + mac, snap);
+          pool.length[handle] = snap;
+          handles[start + taken++] = handle;
+          bytes += snap;
+        }
+      }
+      this.rxLeft--;
+      if (this.rxLeft === 0 || next <= 0 || at + next >= block + blockBytes) this.releaseBlock(block);
+      else this.rxAt = at + next;
+    }
+    counters[base + RX_PACKETS] += taken;
+    counters[base + RX_BYTES] += bytes;
+    counters[this.queueCounterBase + QUEUE_RX_PACKETS] += taken;
+    counters[this.queueCounterBase + QUEUE_RX_BYTES] += bytes;
+    return taken;
+  }
+
+  private releaseBlock(block: number): void {
+    Atomics.store(this.words, (block >> 2) + 2, TP_STATUS_KERNEL);
+    this.rxLeft = 0;
+    this.rxBlock = this.rxBlock + 1 === this.shape.rxBlocks ? 0 : this.rxBlock + 1;
+  }
+
+  /** Whether a received block waits (for the idle check). */
+  pending(): boolean {
+    return (Atomics.load(this.words, ((this.rxBlock * this.shape.blockBytes) >> 2) + 2) & TP_STATUS_USER) !== 0 || this.rxLeft > 0;
+  }
+
+  /** Copies `count` frames into transmit slots and has the kernel send them; the buffers stay the caller's. */
+  transmit(pool: PacketPool, handles: Uint32Array, count: number): void {
+    const words = this.words;
+    const counters = this.counters;
+    const base = this.counterBase;
+    const room = this.shape.txFrameBytes - TX_DATA_OFFSET;
+    let sent = 0;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const slot = this.txSlot;
+      const frame = this.txBase + ((slot / this.txPerBlock) | 0) * this.shape.blockBytes + (slot % this.txPerBlock) * this.shape.txFrameBytes;
+      const status = Atomics.load(words, (frame >> 2) + 5);
+      const h = handles[i];
+      const len = pool.length[h];
+      if ((status !== TP_STATUS_AVAILABLE && status !== TP_STATUS_WRONG_FORMAT) || len > room) {
+        counters[base + DROPS_BASE + DROP.interface_refused]++;
+        continue;
+      }
+      if (status === TP_STATUS_WRONG_FORMAT) counters[base + DROPS_BASE + DROP.interface_refused]++;
+      memcpyAt(this.address + frame + TX_DATA_OFFSET, pool.address + pool.frameOffset(h), len);
+      words[(frame >> 2) + 3] = len;
+      words[(frame >> 2) + 4] = len;
+      Atomics.store(words, (frame >> 2) + 5, TP_STATUS_SEND_REQUEST);
+      this.txSlot = slot + 1 === this.txSlots ? 0 : slot + 1;
+      sent++;
+      bytes += len;
+    }
+    // A kick refused (the interface gone down) leaves the frames queued: slots stay taken,
+    // and the frames after them are counted as refused until the interface takes them.
+    if (sent > 0) packetKick(this.fd);
+    counters[base + TX_PACKETS] += sent;
+    counters[base + TX_BYTES] += bytes;
+    counters[this.queueCounterBase + QUEUE_TX_PACKETS] += sent;
+    counters[this.queueCounterBase + QUEUE_TX_BYTES] += bytes;
+  }
+}

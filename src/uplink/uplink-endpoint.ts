@@ -1,0 +1,199 @@
+// A port that is a kernel interface, as the control thread runs it. A TAP port: vrouter
+// creates the TAP interface (the host's network stack on its other side). An AF_PACKET
+// port: vrouter opens a packet socket with memory-mapped rings on an existing interface (a
+// NIC, one end of a veth pair). Either way the control thread holds the fd for as long as
+// the port exists (a TAP interface lives as long as an fd is open; a socket's rings too), so
+// a data plane that dies takes none of it, and hands the PMD that polls the port a copy.
+import { closeAll, interfaceIndex, interfaceUp, packetRingBytes, packetSocket, tapOpen, type PacketRingShape } from '../sys/libc.ts';
+import type { Dataplane, PortCommand } from '../vhost/dataplane-link.ts';
+import type { Logger } from '../vhost/connection.ts';
+import { newRegionId } from '../vhost/memory-table.ts';
+import type { EndpointSettings, PortState } from '../vhost/port-endpoint.ts';
+import { TX_DATA_OFFSET } from '../dataplane/packet-ring.ts';
+
+/** Rings of 64 KiB blocks: 4 MiB to receive into (a burst of about 2,700 full-size frames), 1 MiB to send from. */
+const BLOCK_BYTES = 1 << 16;
+const RX_BLOCKS = 64;
+const TX_BLOCKS = 16;
+/** a receive block not full is handed over after this many ms (the latency of a lone frame) */
+const RETIRE_MS = 1;
+/** how often an AF_PACKET port checks that its interface is still the one it is bound to */
+const INTERFACE_CHECK_MS = 1000;
+
+/** The rings of an AF_PACKET port whose frames are at most maxFrame bytes. */
+export function ringShape(maxFrame: number): PacketRingShape {
+  return { blockBytes: BLOCK_BYTES, rxBlocks: RX_BLOCKS, txBlocks: TX_BLOCKS, txFrameBytes: Math.ceil((TX_DATA_OFFSET + maxFrame) / 16) * 16, retireMs: RETIRE_MS };
+}
+
+export class UplinkEndpoint {
+  private readonly settings: EndpointSettings;
+  private readonly dataplane: Dataplane;
+  private readonly log: Logger;
+  private fd = -1;
+  /** an AF_PACKET port's rings, as the data plane maps them */
+  private ring: { id: number; bytes: number; shape: PacketRingShape } | null = null;
+  private released = false;
+  private stopped = false;
+  /** one per opening of the interface (see PmdCommand) */
+  private generation = 0;
+  /** AF_PACKET: the index of the interface the socket is bound to, and the timer that checks it */
+  private boundIndex = 0;
+  private checkTimer: NodeJS.Timeout | null = null;
+
+  constructor(settings: EndpointSettings, dataplane: Dataplane, log: Logger) {
+    this.settings = settings;
+    this.dataplane = dataplane;
+    this.log = log;
+  }
+
+  get name(): string {
+    return this.settings.name;
+  }
+
+  /** What a change of ports matches endpoints by: two ports cannot have the same interface. */
+  get key(): string {
+    return `${this.settings.type}:${this.settings.interface}`;
+  }
+
+  state(): PortState {
+    return { connected: this.fd >= 0, quarantinedForS: 0, device: null };
+  }
+
+  /**
+   * Opens the interface, up (a TAP one with the port's MTU), and throws if it cannot be
+   * (no such interface, a name taken by one of another kind, no rights). `held`: the PMD
+   * gets it at release().
+   */
+  start(held = false): void {
+    const name = this.settings.interface!;
+    if (this.settings.type === 'tap') {
+      this.fd = tapOpen(name);
+      try {
+        interfaceUp(name, this.settings.mtu);
+      } catch (err) {
+        closeAll([this.fd]);
+        this.fd = -1;
+        throw err;
+      }
+    } else {
+      // Up before the socket is bound: one bound to an interface that is down starts with
+      // an error (ENETDOWN) that its first send reports.
+      if (interfaceIndex(name) === 0) throw new Error('no interface of that name');
+      interfaceUp(name);
+      this.openRings();
+      this.checkTimer = setInterval(() => this.checkInterface(), INTERFACE_CHECK_MS).unref();
+    }
+    this.generation++;
+    const what = this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}` : `AF_PACKET rings on ${name} (${this.ring!.bytes >> 20} MiB)`;
+    this.log.info(`port ${this.settings.name}: ${what}`, 'port.listening', { port: this.settings.name });
+    if (!held) this.release();
+  }
+
+  release(): void {
+    if (this.stopped || this.released) return;
+    this.released = true;
+    void this.handTo(this.owner());
+  }
+
+  /**
+   * A restarted PMD, or a new data plane: the one that polls the port gets the interface
+   * again. An AF_PACKET port gets new rings: where the dead PMD stood in the old ones (the
+   * next block to read, the next slot to send from, which the kernel follows) died with it;
+   * the frames it had not read yet are lost with them.
+   */
+  async resync(pmd: number, culprit: string | null): Promise<void> {
+    if (culprit !== null) this.log.warn(`port ${this.settings.name}: pmd${pmd} died while serving it (${culprit})`);
+    if (!this.released || pmd !== this.owner() || this.fd < 0) return;
+    if (this.ring !== null) {
+      const old = { fd: this.fd, id: this.ring.id };
+      try {
+        this.openRings();
+      } catch (err) {
+        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}`);
+        return;
+      }
+      this.dataplane.unmap([old.id]);
+      closeAll([old.fd]);
+    }
+    await this.handTo(pmd);
+  }
+
+  /** A packet socket with fresh rings on the interface (the fd and rings in force are the caller's to close). */
+  private openRings(): void {
+    const shape = ringShape(this.settings.mtu + 18);
+    this.boundIndex = interfaceIndex(this.settings.interface!);
+    this.fd = packetSocket(this.settings.interface!, shape);
+    this.ring = { id: newRegionId(), bytes: packetRingBytes(shape), shape };
+  }
+
+  /**
+   * An interface that went away leaves the socket bound to nothing: frames to it are
+   * refused (counted). One of the same name that appears (again) gets new rings.
+   */
+  private checkInterface(): void {
+    if (this.stopped || this.ring === null) return;
+    const name = this.settings.interface!;
+    const index = interfaceIndex(name);
+    if (index === this.boundIndex) return;
+    if (index === 0) {
+      this.log.warn(`port ${this.settings.name}: interface ${name} is gone: frames to it are refused until it is back`, 'port.failed', { port: this.settings.name });
+      this.boundIndex = 0;
+      return;
+    }
+    this.enqueueReopen(name);
+  }
+
+  private enqueueReopen(name: string): void {
+    const old = { fd: this.fd, id: this.ring!.id };
+    try {
+      interfaceUp(name);
+      this.openRings();
+    } catch (err) {
+      this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened: ${(err as Error).message}`, 'port.failed', { port: this.settings.name });
+      return;
+    }
+    this.generation++;
+    this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name });
+    void this.handTo(this.owner()).then(() => {
+      this.dataplane.unmap([old.id]);
+      closeAll([old.fd]);
+    });
+  }
+
+  /** Nothing of an interface's is guest memory. */
+  async auditMemory(): Promise<string | null> {
+    return null;
+  }
+
+  /** No frontend to turn away: a crash loop on an interface's port is logged. */
+  async quarantine(why: string): Promise<void> {
+    this.log.warn(`port ${this.settings.name}: blamed for a crash loop, kept (an interface's port has no frontend to turn away): ${why}`);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.checkTimer !== null) clearInterval(this.checkTimer);
+    if (this.fd < 0) return;
+    // The PMDs let go of their copy (and view of the rings) first.
+    const gen = this.generation;
+    await Promise.all(this.dataplane.ownersOf(this.settings.index).map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.settings.index, gen })));
+    if (this.ring !== null) this.dataplane.unmap([this.ring.id]);
+    closeAll([this.fd]);
+    this.fd = -1;
+  }
+
+  private owner(): number {
+    return this.dataplane.ownerOf(this.settings.index, 0);
+  }
+
+  private command(): PortCommand {
+    const base = { port: this.settings.index, gen: this.generation, fd: this.fd };
+    return this.ring === null ? { t: 'tap-start', ...base } : { t: 'rings-start', ...base, shape: this.ring.shape, ring: { id: this.ring.id, bytes: this.ring.bytes } };
+  }
+
+  private async handTo(pmd: number): Promise<void> {
+    if (this.fd < 0 || this.stopped) return;
+    const reply = await this.dataplane.requestOn(pmd, this.command());
+    if (reply.error !== undefined && !reply.restarted) this.log.warn(`port ${this.settings.name}: pmd${pmd} did not take the interface: ${reply.error}`);
+  }
+}

@@ -1,0 +1,110 @@
+// An AF_PACKET port on one end of a veth pair whose other end is in a network namespace of
+// the test's, with an address: a test frontend on a port of the same bridge resolves that
+// address (ARP) and pings it, through the socket's rings; again after a data-plane death
+// (the supervisor holds the socket and its rings). The interface going away costs frames,
+// counted, never vrouter.
+import { execFileSync } from 'node:child_process';
+import t from 'tap';
+import { adminClient } from '../support/admin-client.ts';
+import { arp, icmp4, parseFrame } from '../support/frames.ts';
+import { dataplanePids, waitFor } from '../support/traffic.ts';
+import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
+import { postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
+
+const MAC_A = '02:00:00:00:00:0a';
+const NETNS = `vrpkt${process.pid}`;
+const IFACE = `vrp${process.pid % 100000}`;
+const PEER = `${IFACE}p`;
+const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+/** The frames a's device receives from now on, each parsed, until `until` holds for one. */
+async function receive(a: VirtioNetDevice, bufferAt: Map<number, number>, until: (f: ReturnType<typeof parseFrame>) => boolean, what: string) {
+  return waitFor(what, () => {
+    for (const used of a.rx.takeUsed()) {
+      const at = bufferAt.get(used.id)! + 12;
+      const frame = parseFrame(a.ram.bytes.slice(at, at + used.len - 12));
+      const { head, off } = postRxBuffer(a.rx, 2048);
+      bufferAt.set(head, off);
+      if (until(frame)) return frame;
+    }
+    return undefined;
+  }, 5000);
+}
+
+t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, across a data-plane death', async (t) => {
+  ip('netns', 'add', NETNS);
+  t.teardown(() => ip('netns', 'del', NETNS));
+  ip('link', 'add', IFACE, 'type', 'veth', 'peer', 'name', PEER, 'netns', NETNS);
+  t.teardown(() => {
+    try {
+      ip('link', 'del', IFACE);
+    } catch {
+      // gone with the namespace, or deleted by the test
+    }
+  });
+  ip('-n', NETNS, 'addr', 'add', '10.9.1.2/24', 'dev', PEER);
+  ip('-n', NETNS, 'link', 'set', PEER, 'up');
+  const hostMac = /link\/ether ([0-9a-f:]+)/.exec(ip('-n', NETNS, '-o', 'link', 'show', 'dev', PEER))![1];
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 'u', type: 'af_packet', interface: IFACE, bridge: 'br0' }] });
+  t.teardown(() => vr.stop());
+  t.match(vr.stderr(), new RegExp(`port u: AF_PACKET rings on ${IFACE} \\(5 MiB\\)`), 'vrouter opened the rings');
+  t.match(ip('-o', 'link', 'show', 'dev', IFACE), /[<,]UP[,>]/, 'and brought the interface up');
+
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const bufferAt = new Map<number, number>();
+  for (let i = 0; i < 64; i++) {
+    const { head, off } = postRxBuffer(a.rx, 2048);
+    bufferAt.set(head, off);
+  }
+  sendFrame(a.tx, arp({ op: 'request', srcMac: MAC_A, dstMac: 'ff:ff:ff:ff:ff:ff', senderMac: MAC_A, senderIp: '10.9.1.1', targetIp: '10.9.1.2' }));
+  a.kick();
+  const reply = await receive(a, bufferAt, (f) => f.arp?.op === 2, 'an ARP reply');
+  t.same([reply.arp!.senderIp, reply.arp!.senderMac, reply.dstMac], ['10.9.1.2', hostMac, MAC_A], "the host's ARP reply, through the bridge to a");
+
+  const ping = async (seq: number) => {
+    sendFrame(a.tx, icmp4({ src: '10.9.1.1', dst: '10.9.1.2', srcMac: MAC_A, dstMac: hostMac, type: 8, id: 7, seq, payload: 56 }));
+    a.kick();
+    return receive(a, bufferAt, (f) => f.ip?.protocol === 1 && f.ip.src === '10.9.1.2', `echo reply ${seq}`);
+  };
+  t.equal((await ping(1)).ip!.dst, '10.9.1.1', 'the host answers the ping');
+  const stats = await vr.stats();
+  t.ok(stats.u.rx_packets >= 2 && stats.u.tx_packets >= 2, `u counts what it took from the interface (${stats.u.rx_packets}) and sent on it (${stats.u.tx_packets})`);
+  t.same([stats.u.queues[0].rx_packets, stats.u.queues[0].tx_packets], [stats.u.rx_packets, stats.u.tx_packets], 'on its one queue too');
+
+  const [dataplane] = dataplanePids(vr.proc.pid!);
+  process.kill(dataplane, 'SIGKILL');
+  await waitFor('the spare took over', () => /took over/.test(vr.stderr()) || undefined, 10_000);
+  t.equal((await ping(2)).ip!.src, '10.9.1.2', 'the new data plane polls the rings: ping answered');
+
+  // The interface goes away under the port: frames to it are refused, vrouter runs on.
+  ip('link', 'del', IFACE);
+  sendFrame(a.tx, icmp4({ src: '10.9.1.1', dst: '10.9.1.2', srcMac: MAC_A, dstMac: hostMac, type: 8, id: 7, seq: 3, payload: 56 }));
+  a.kick();
+  await waitFor('the loss noticed', () => new RegExp(`port u: interface ${IFACE} is gone`).test(vr.stderr()) || undefined, 5000);
+  t.ok(vr.alive(), 'vrouter runs on after the interface went, and says so');
+  // It comes back (a new interface of the same name): the port opens new rings on it.
+  ip('link', 'add', IFACE, 'type', 'veth', 'peer', 'name', PEER, 'netns', NETNS);
+  ip('-n', NETNS, 'addr', 'add', '10.9.1.2/24', 'dev', PEER);
+  ip('-n', NETNS, 'link', 'set', PEER, 'up');
+  await waitFor('the interface back', () => new RegExp(`port u: interface ${IFACE} is back: new rings on it`).test(vr.stderr()) || undefined, 5000);
+  // The new interface knows nothing of a: an ARP request tells it (as the first one did).
+  sendFrame(a.tx, arp({ op: 'request', srcMac: MAC_A, dstMac: 'ff:ff:ff:ff:ff:ff', senderMac: MAC_A, senderIp: '10.9.1.1', targetIp: '10.9.1.2' }));
+  a.kick();
+  const newMac = (await receive(a, bufferAt, (f) => f.arp?.op === 2, 'an ARP reply from the new interface')).arp!.senderMac;
+  sendFrame(a.tx, icmp4({ src: '10.9.1.1', dst: '10.9.1.2', srcMac: MAC_A, dstMac: newMac, type: 8, id: 7, seq: 4, payload: 56 }));
+  a.kick();
+  t.equal((await receive(a, bufferAt, (f) => f.ip?.protocol === 1 && f.ip.src === '10.9.1.2', 'echo reply 4')).ip!.dst, '10.9.1.1', 'and forwards again: ping answered');
+  const removed = await adminClient(vr).call('DELETE', '/ports/u');
+  t.equal(removed.status, 200, 'the port can still be removed');
+});
+
+t.test('an interface that does not exist: an AF_PACKET port added at run time is refused, naming why', async (t) => {
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }] });
+  t.teardown(() => vr.stop());
+  const answer = await adminClient(vr).call('POST', '/ports', { name: 'u', type: 'af_packet', interface: 'vr-none0', bridge: 'br0' });
+  t.not(answer.status, 200, 'refused');
+  t.match(answer.text, /port u: cannot open interface vr-none0: no interface of that name/, 'the answer names the interface and says why');
+  t.ok(vr.alive(), 'vrouter runs on');
+});

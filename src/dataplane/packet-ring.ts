@@ -134,11 +134,6 @@ export class PacketRings {
     this.rxBlock = this.rxBlock + 1 === this.shape.rxBlocks ? 0 : this.rxBlock + 1;
   }
 
-  /** Whether a received block waits (for the idle check). */
-  pending(): boolean {
-    return (Atomics.load(this.words, ((this.rxBlock * this.shape.blockBytes) >> 2) + 2) & TP_STATUS_USER) !== 0 || this.rxLeft > 0;
-  }
-
   /** Copies `count` frames into transmit slots and has the kernel send them; the buffers stay the caller's. */
   transmit(pool: PacketPool, handles: Uint32Array, count: number): void {
     const words = this.words;

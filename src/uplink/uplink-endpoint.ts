@@ -140,10 +140,11 @@ export class UplinkEndpoint {
       this.boundIndex = 0;
       return;
     }
-    this.enqueueReopen(name);
+    this.reopen(name);
   }
 
-  private enqueueReopen(name: string): void {
+  /** New rings on the interface of that name that appeared; the old ones go once the PMD has the new. */
+  private reopen(name: string): void {
     const old = { fd: this.fd, id: this.ring!.id };
     try {
       interfaceUp(name);

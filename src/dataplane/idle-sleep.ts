@@ -1,7 +1,8 @@
 // An idle PMD's sleep: it asks the guests to kick, checks once more for work, then blocks
-// on the kick eventfds of the queues it polls and its own wake eventfd until one fires or
-// the timeout passes (ppoll: microseconds), or a frame waits on an uplink interface. The sleeping flag in the doorbell is set before
-// the last check, so whoever gives it work either is seen by that check or sees it asleep.
+// on the kick eventfds of the queues it polls, its own wake eventfd and the fds of its
+// uplink ports until one fires or the timeout passes (ppoll: microseconds). The sleeping
+// flag in the doorbell is set before the last check, so whoever gives it work either is
+// seen by that check or sees it asleep.
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING } from '../vhost/dataplane-link.ts';
 import { eventfdDrain, isReady, pollSet, waitReadable } from '../sys/libc.ts';
 import type { QueueOwner } from './guest-io.ts';

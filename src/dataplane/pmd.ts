@@ -44,7 +44,7 @@ export class Pmd {
   private readonly rxHolders: Int32Array;
   /** rings from each other PMD (consumer end) */
   private readonly ringsIn: SpscRing[];
-  /** ports polled this round (those with a running guest TX queue or a TAP interface) */
+  /** ports polled this round (those with a running guest TX queue, or an uplink's interface) */
   private active: PortRuntime[] = [];
   /** the clock was read this round (once, at its first burst) */
   private clockRead = false;

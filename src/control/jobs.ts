@@ -1,13 +1,10 @@
 // Control-plane jobs off the main thread: compiling route and ACL tables, and whatever a
-// plugin's prepare() hands over. One piscina pool of one thread, started on the first job
+// plugin's prepare() hands over. One piscina pool of two threads, started on the first job
 // and kept: the supervisor's event loop (sockets, heartbeats) never waits on a compilation,
-// and the PMDs never run one. Jobs queue for the thread: they are short, and run on the
-// CPUs the PMDs leave to the control plane, where a second thread would only share the
-// same CPU (and hold another heap: about 40 MiB once it has compiled a table). The thread
-// is never retired when idle: each thread that loads koffi (the jobs view the shared memory
-// through it) reserves 3 MiB of address space that its exit does not give back, so a pool
-// that shrank and grew again would leak two mappings per thread it started (the soak saw
-// them).
+// and the PMDs never run one. The threads are never retired when idle: each thread that
+// loads koffi (the jobs view the shared memory through it) reserves 3 MiB of address space
+// that its exit does not give back, so a pool that shrank and grew again would leak two
+// mappings per thread it started (the soak saw them).
 import { Piscina } from 'piscina';
 import { adoptShared, arenaAddress, decodeShared, encodeShared } from '../sys/shared-arena.ts';
 
@@ -22,8 +19,8 @@ let pool: Piscina | null = null;
 export async function runJob<T>(module: string | URL, input: unknown): Promise<T> {
   pool ??= new Piscina({
     filename: new URL(`./job-runner${MODULE_EXT}`, import.meta.url).href,
-    minThreads: 1,
-    maxThreads: 1,
+    minThreads: 2,
+    maxThreads: 2,
   });
   const output: unknown = await pool.run({ module: String(module), input: encodeShared(input), arena: arenaAddress() });
   return adoptShared(decodeShared(output)) as T;

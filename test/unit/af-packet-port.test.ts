@@ -6,31 +6,15 @@
 import { execFileSync } from 'node:child_process';
 import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
-import { arp, icmp4, parseFrame } from '../support/frames.ts';
 import { dataplanePids, waitFor } from '../support/traffic.ts';
-import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
-import { postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { hostProber, PROBER_MAC } from '../support/host-prober.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 
-const MAC_A = '02:00:00:00:00:0a';
 const NETNS = `vrpkt${process.pid}`;
 const IFACE = `vrp${process.pid % 100000}`;
 const PEER = `${IFACE}p`;
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-/** The frames a's device receives from now on, each parsed, until `until` holds for one. */
-async function receive(a: VirtioNetDevice, bufferAt: Map<number, number>, until: (f: ReturnType<typeof parseFrame>) => boolean, what: string) {
-  return waitFor(what, () => {
-    for (const used of a.rx.takeUsed()) {
-      const at = bufferAt.get(used.id)! + 12;
-      const frame = parseFrame(a.ram.bytes.slice(at, at + used.len - 12));
-      const { head, off } = postRxBuffer(a.rx, 2048);
-      bufferAt.set(head, off);
-      if (until(frame)) return frame;
-    }
-    return undefined;
-  }, 5000);
-}
 
 t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, across a data-plane death', async (t) => {
   ip('netns', 'add', NETNS);
@@ -53,21 +37,11 @@ t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, ac
 
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
-  const bufferAt = new Map<number, number>();
-  for (let i = 0; i < 64; i++) {
-    const { head, off } = postRxBuffer(a.rx, 2048);
-    bufferAt.set(head, off);
-  }
-  sendFrame(a.tx, arp({ op: 'request', srcMac: MAC_A, dstMac: 'ff:ff:ff:ff:ff:ff', senderMac: MAC_A, senderIp: '10.9.1.1', targetIp: '10.9.1.2' }));
-  a.kick();
-  const reply = await receive(a, bufferAt, (f) => f.arp?.op === 2, 'an ARP reply');
-  t.same([reply.arp!.senderIp, reply.arp!.senderMac, reply.dstMac], ['10.9.1.2', hostMac, MAC_A], "the host's ARP reply, through the bridge to a");
+  const probe = hostProber(a, '10.9.1.1');
+  const reply = await probe.resolve('10.9.1.2');
+  t.same([reply.arp!.senderIp, reply.arp!.senderMac, reply.dstMac], ['10.9.1.2', hostMac, PROBER_MAC], "the host's ARP reply, through the bridge to a");
 
-  const ping = async (seq: number) => {
-    sendFrame(a.tx, icmp4({ src: '10.9.1.1', dst: '10.9.1.2', srcMac: MAC_A, dstMac: hostMac, type: 8, id: 7, seq, payload: 56 }));
-    a.kick();
-    return receive(a, bufferAt, (f) => f.ip?.protocol === 1 && f.ip.src === '10.9.1.2', `echo reply ${seq}`);
-  };
+  const ping = (seq: number) => probe.ping('10.9.1.2', hostMac, seq);
   t.equal((await ping(1)).ip!.dst, '10.9.1.1', 'the host answers the ping');
   const stats = await vr.stats();
   t.ok(stats.u.rx_packets >= 2 && stats.u.tx_packets >= 2, `u counts what it took from the interface (${stats.u.rx_packets}) and sent on it (${stats.u.tx_packets})`);
@@ -80,8 +54,7 @@ t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, ac
 
   // The interface goes away under the port: frames to it are refused, vrouter runs on.
   ip('link', 'del', IFACE);
-  sendFrame(a.tx, icmp4({ src: '10.9.1.1', dst: '10.9.1.2', srcMac: MAC_A, dstMac: hostMac, type: 8, id: 7, seq: 3, payload: 56 }));
-  a.kick();
+  probe.echoRequest('10.9.1.2', hostMac, 3);
   await waitFor('the loss noticed', () => new RegExp(`port u: interface ${IFACE} is gone`).test(vr.stderr()) || undefined, 5000);
   t.ok(vr.alive(), 'vrouter runs on after the interface went, and says so');
   // It comes back (a new interface of the same name): the port opens new rings on it.
@@ -90,12 +63,8 @@ t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, ac
   ip('-n', NETNS, 'link', 'set', PEER, 'up');
   await waitFor('the interface back', () => new RegExp(`port u: interface ${IFACE} is back: new rings on it`).test(vr.stderr()) || undefined, 5000);
   // The new interface knows nothing of a: an ARP request tells it (as the first one did).
-  sendFrame(a.tx, arp({ op: 'request', srcMac: MAC_A, dstMac: 'ff:ff:ff:ff:ff:ff', senderMac: MAC_A, senderIp: '10.9.1.1', targetIp: '10.9.1.2' }));
-  a.kick();
-  const newMac = (await receive(a, bufferAt, (f) => f.arp?.op === 2, 'an ARP reply from the new interface')).arp!.senderMac;
-  sendFrame(a.tx, icmp4({ src: '10.9.1.1', dst: '10.9.1.2', srcMac: MAC_A, dstMac: newMac, type: 8, id: 7, seq: 4, payload: 56 }));
-  a.kick();
-  t.equal((await receive(a, bufferAt, (f) => f.ip?.protocol === 1 && f.ip.src === '10.9.1.2', 'echo reply 4')).ip!.dst, '10.9.1.1', 'and forwards again: ping answered');
+  const newMac = (await probe.resolve('10.9.1.2')).arp!.senderMac;
+  t.equal((await probe.ping('10.9.1.2', newMac, 4)).ip!.dst, '10.9.1.1', 'and forwards again: ping answered');
   const removed = await adminClient(vr).call('DELETE', '/ports/u');
   t.equal(removed.status, 200, 'the port can still be removed');
 });

@@ -6,30 +6,14 @@
 import { execFileSync } from 'node:child_process';
 import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
-import { arp, icmp4, parseFrame } from '../support/frames.ts';
 import { dataplanePids, waitFor } from '../support/traffic.ts';
-import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
-import { postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { hostProber, PROBER_MAC } from '../support/host-prober.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 
-const MAC_A = '02:00:00:00:00:0a';
 const NETNS = `vrtap${process.pid}`;
 const IFACE = `vrt${process.pid % 100000}`;
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8' });
-
-/** The frames a's device receives from now on, each parsed, until `until` holds for one. */
-async function receive(a: VirtioNetDevice, bufferAt: Map<number, number>, until: (f: ReturnType<typeof parseFrame>) => boolean, what: string) {
-  return waitFor(what, () => {
-    for (const used of a.rx.takeUsed()) {
-      const at = bufferAt.get(used.id)! + 12;
-      const frame = parseFrame(a.ram.bytes.slice(at, at + used.len - 12));
-      const { head, off } = postRxBuffer(a.rx, 2048);
-      bufferAt.set(head, off);
-      if (until(frame)) return frame;
-    }
-    return undefined;
-  }, 5000);
-}
 
 t.test('a TAP port: the host stack behind it answers ARP and ping, across a data-plane death', async (t) => {
   const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 't', type: 'tap', interface: IFACE, bridge: 'br0', mtu: 1400 }] });
@@ -45,21 +29,11 @@ t.test('a TAP port: the host stack behind it answers ARP and ping, across a data
 
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
-  const bufferAt = new Map<number, number>();
-  for (let i = 0; i < 64; i++) {
-    const { head, off } = postRxBuffer(a.rx, 2048);
-    bufferAt.set(head, off);
-  }
-  sendFrame(a.tx, arp({ op: 'request', srcMac: MAC_A, dstMac: 'ff:ff:ff:ff:ff:ff', senderMac: MAC_A, senderIp: '10.9.0.1', targetIp: '10.9.0.2' }));
-  a.kick();
-  const reply = await receive(a, bufferAt, (f) => f.arp?.op === 2, 'an ARP reply');
-  t.same([reply.arp!.senderIp, reply.arp!.senderMac, reply.dstMac], ['10.9.0.2', hostMac, MAC_A], "the host's ARP reply, through the bridge to a");
+  const probe = hostProber(a, '10.9.0.1');
+  const reply = await probe.resolve('10.9.0.2');
+  t.same([reply.arp!.senderIp, reply.arp!.senderMac, reply.dstMac], ['10.9.0.2', hostMac, PROBER_MAC], "the host's ARP reply, through the bridge to a");
 
-  const ping = async (seq: number) => {
-    sendFrame(a.tx, icmp4({ src: '10.9.0.1', dst: '10.9.0.2', srcMac: MAC_A, dstMac: hostMac, type: 8, id: 7, seq, payload: 56 }));
-    a.kick();
-    return receive(a, bufferAt, (f) => f.ip?.protocol === 1 && f.ip.src === '10.9.0.2', `echo reply ${seq}`);
-  };
+  const ping = (seq: number) => probe.ping('10.9.0.2', hostMac, seq);
   const echo = await ping(1);
   t.equal(echo.ip!.dst, '10.9.0.1', 'the host answers the ping');
   const stats = await vr.stats();

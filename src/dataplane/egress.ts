@@ -10,7 +10,6 @@ import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { DROP, DROPS_BASE, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
-import { transmitTap } from './tap-io.ts';
 import type { PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
@@ -139,15 +138,11 @@ export class Egress {
       const port = this.ports[this.touched[t]];
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       const out = port.rxOut;
-      if (port.tap !== null) {
-        if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
-        transmitTap(port.tap, this.pool, port.pending, port.pendingCount);
-      } else if (port.rings !== null) {
-        if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
-        port.rings.transmit(this.pool, port.pending, port.pendingCount);
+      if (port.uplink !== null) {
+        this.captureEgress(port);
+        port.uplink.transmit(this.pool, port.pending, port.pendingCount);
       } else if (out !== null && out.queue.failure === '') {
-        // Captured by the PMD that writes the frames into the guest (here), once.
-        if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
+        this.captureEgress(port);
         deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
         if (out.queue.failure !== '') this.queueFailed(port, out);
       } else {
@@ -159,6 +154,11 @@ export class Egress {
     }
     this.touchedCount = 0;
     for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
+  }
+
+  /** The port's pending frames, if it is being captured: by the PMD that writes them out (here), once. */
+  private captureEgress(port: PortRuntime): void {
+    if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
   }
 
   /** Another PMD that runs an RX queue of the port, or -1. */

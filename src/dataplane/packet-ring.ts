@@ -13,6 +13,7 @@
 import { memcpyAt, packetKick, type PacketRingShape } from '../sys/libc.ts';
 import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
+import type { Uplink } from './port-runtime.ts';
 
 const TP_STATUS_KERNEL = 0;
 const TP_STATUS_USER = 1;
@@ -24,7 +25,7 @@ export const TX_DATA_OFFSET = 48;
 const ETHER_HDR_LEN = 14;
 
 /** An AF_PACKET port's rings as the PMD that polls it sees them. */
-export class PacketRings {
+export class PacketRings implements Uplink {
   readonly fd: number;
   private readonly shape: PacketRingShape;
   private readonly address: number;
@@ -152,6 +153,8 @@ export class PacketRings {
         counters[base + DROPS_BASE + DROP.interface_refused]++;
         continue;
       }
+      // The kernel refused the frame this slot held last (too long for the interface, say):
+      // it was counted sent then, and is counted refused now.
       if (status === TP_STATUS_WRONG_FORMAT) counters[base + DROPS_BASE + DROP.interface_refused]++;
       memcpyAt(this.address + frame + TX_DATA_OFFSET, pool.address + pool.frameOffset(h), len);
       words[(frame >> 2) + 3] = len;

@@ -9,7 +9,6 @@ import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory }
 import { PORT_SLOTS, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
-import { receiveTap } from './tap-io.ts';
 import { IdleSleep } from './idle-sleep.ts';
 import { PacketPool } from './packet-pool.ts';
 import { PortRuntime, type PmdConfig, type PmdShared } from './port-runtime.ts';
@@ -115,17 +114,9 @@ export class Pmd {
           this.control.queueFailed(port, queues[q]);
         }
       }
-      const tap = port.tap;
-      if (tap !== null) {
-        const n = receiveTap(tap, this.pool, batch.handles, 0, BURST);
-        if (n > 0) {
-          work += n;
-          this.runBurst(port.cfg.index, n);
-        }
-      }
-      const rings = port.rings;
-      if (rings !== null) {
-        const n = rings.receive(this.pool, batch.handles, 0, BURST);
+      const uplink = port.uplink;
+      if (uplink !== null) {
+        const n = uplink.receive(this.pool, batch.handles, 0, BURST);
         if (n > 0) {
           work += n;
           this.runBurst(port.cfg.index, n);
@@ -212,12 +203,12 @@ export class Pmd {
   private queuesChanged(port: PortRuntime): void {
     port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 1);
     port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 0) ?? null;
-    this.active = this.ports.filter((p) => p.txPoll.length > 0 || p.tap !== null || p.rings !== null);
+    this.active = this.ports.filter((p) => p.txPoll.length > 0 || p.uplink !== null);
     this.idle.watch(
       this.active.flatMap((p) => p.txPoll),
-      this.active.flatMap((p) => [...(p.tap === null ? [] : [p.tap.fd]), ...(p.rings === null ? [] : [p.rings.fd])]),
+      this.active.flatMap((p) => (p.uplink === null ? [] : [p.uplink.fd])),
     );
-    const holds = port.rxOut !== null || port.tap !== null || port.rings !== null;
+    const holds = port.rxOut !== null || port.uplink !== null;
     Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, holds ? 1 : 0);
   }
 }

@@ -3,10 +3,8 @@
 import type { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
 import type { PmdWaker } from '../vhost/dataplane-link.ts';
-import type { PoolMemory } from './packet-pool.ts';
+import type { PacketPool, PoolMemory } from './packet-pool.ts';
 import type { QueueOwner } from './guest-io.ts';
-import type { TapOwner } from './tap-io.ts';
-import type { PacketRings } from './packet-ring.ts';
 import { BATCH_MAX } from './batch.ts';
 
 export interface PmdPortConfig {
@@ -47,6 +45,16 @@ export interface PmdShared {
   load: ArrayBufferLike;
 }
 
+/** A kernel interface a PMD polls and writes (tap-io.ts, packet-ring.ts). */
+export interface Uplink {
+  /** what an idle PMD waits on: readable when a frame waits */
+  readonly fd: number;
+  /** up to `max` frames into packet buffers, their handles from `start`; returns how many */
+  receive(pool: PacketPool, handles: Uint32Array, start: number, max: number): number;
+  /** `count` frames out; the buffers stay the caller's */
+  transmit(pool: PacketPool, handles: Uint32Array, count: number): void;
+}
+
 export interface VringSpec {
   /** lastAvailIdx: where the queue resumes after a memory change, or where it stopped */
   layout: QueueLayout;
@@ -76,10 +84,8 @@ export class PortRuntime {
   txPoll: QueueOwner[] = [];
   /** the guest RX queue frames for this port are written to */
   rxOut: QueueOwner | null = null;
-  /** a TAP port's interface, polled and written by this PMD */
-  tap: TapOwner | null = null;
-  /** an AF_PACKET port's rings, polled and written by this PMD */
-  rings: PacketRings | null = null;
+  /** an uplink port's interface (TAP, AF_PACKET), polled and written by this PMD */
+  uplink: Uplink | null = null;
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;

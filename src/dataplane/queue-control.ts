@@ -7,6 +7,7 @@ import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import { SplitQueue, type InflightRecovery } from '../virtio/split-queue.ts';
 import { view } from '../sys/libc.ts';
 import { PacketRings } from './packet-ring.ts';
+import { TapInterface } from './tap-io.ts';
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.ts';
 import type { QueueOwner } from './guest-io.ts';
@@ -119,14 +120,14 @@ export class QueueControl {
       }
       case 'tap-start': {
         if (cmd.fd < 0) return { error: 'tap-start without the interface\'s fd' };
-        port.tap = { fd: cmd.fd, counters: this.counters, counterBase: portBase(port.cfg.index), queueCounterBase: queueBase(port.cfg.index, 0), maxFrame: port.cfg.maxFrame };
+        port.uplink = new TapInterface(cmd.fd, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }
       case 'rings-start': {
         if (cmd.fd < 0 || cmd.ring.hostAddr === undefined) return { error: 'rings-start without the socket or its rings' };
         const address = BigInt(cmd.ring.hostAddr);
-        port.rings = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
+        port.uplink = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }
@@ -216,8 +217,7 @@ export class QueueControl {
     port.specs.length = 0;
     port.owners.length = 0;
     port.mem = null;
-    port.tap = null;
-    port.rings = null;
+    port.uplink = null;
     this.changed(port);
   }
 

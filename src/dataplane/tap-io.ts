@@ -5,76 +5,86 @@
 import { readAt, writeAt } from '../sys/libc.ts';
 import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
+import type { Uplink } from './port-runtime.ts';
 
 const ETHER_HDR_LEN = 14;
 
 /** A TAP interface as the PMD that polls it sees it. */
-export interface TapOwner {
-  fd: number;
-  counters: Float64Array;
+export class TapInterface implements Uplink {
+  readonly fd: number;
+  private readonly counters: Float64Array;
   /** where the port's counters start, and its one queue pair's */
-  counterBase: number;
-  queueCounterBase: number;
+  private readonly counterBase: number;
+  private readonly queueCounterBase: number;
   /** longest frame the port takes or delivers */
-  maxFrame: number;
-}
+  private readonly maxFrame: number;
 
-/**
- * Reads up to `max` frames the kernel sent out of the interface into packet buffers,
- * appending their handles from `start`. Returns how many were taken.
- */
-export function receiveTap(t: TapOwner, pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
-  const counters = t.counters;
-  const base = t.counterBase;
-  const room = t.maxFrame < DATA_ROOM ? t.maxFrame : DATA_ROOM;
-  let taken = 0;
-  let bytes = 0;
-  for (let i = 0; i < max; i++) {
-    const handle = pool.alloc();
-    if (handle < 0) {
-      counters[base + DROPS_BASE + DROP.no_buffer]++;
-      break;
-    }
-    // One more byte than a frame may have: a longer one shows as too long, not cut short.
-    const len = readAt(t.fd, pool.address + pool.frameOffset(handle), room + 1);
-    if (len < 0) {
-      pool.free(handle);
-      break;
-    }
-    if (len < ETHER_HDR_LEN || len > room) {
-      counters[base + DROPS_BASE + (len > room ? DROP.frame_too_long : DROP.frame_too_short)]++;
-      pool.free(handle);
-      continue;
-    }
-    pool.length[handle] = len;
-    handles[start + taken++] = handle;
-    bytes += len;
+  constructor(fd: number, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
+    this.fd = fd;
+    this.counters = counters;
+    this.counterBase = counterBase;
+    this.queueCounterBase = queueCounterBase;
+    // One byte is read past the longest frame (see receive): it must still be the buffer's.
+    this.maxFrame = maxFrame < DATA_ROOM - 1 ? maxFrame : DATA_ROOM - 1;
   }
-  counters[base + RX_PACKETS] += taken;
-  counters[base + RX_BYTES] += bytes;
-  counters[t.queueCounterBase + QUEUE_RX_PACKETS] += taken;
-  counters[t.queueCounterBase + QUEUE_RX_BYTES] += bytes;
-  return taken;
-}
 
-/** Writes `count` frames into the interface (the kernel receives them); the buffers stay the caller's. */
-export function transmitTap(t: TapOwner, pool: PacketPool, handles: Uint32Array, count: number): void {
-  const counters = t.counters;
-  const base = t.counterBase;
-  let sent = 0;
-  let bytes = 0;
-  for (let i = 0; i < count; i++) {
-    const h = handles[i];
-    const len = pool.length[h];
-    if (writeAt(t.fd, pool.address + pool.frameOffset(h), len) === len) {
-      sent++;
+  /**
+   * Reads up to `max` frames the kernel sent out of the interface into packet buffers,
+   * appending their handles from `start`. Returns how many were taken.
+   */
+  receive(pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
+    const counters = this.counters;
+    const base = this.counterBase;
+    const room = this.maxFrame;
+    let taken = 0;
+    let bytes = 0;
+    for (let i = 0; i < max; i++) {
+      const handle = pool.alloc();
+      if (handle < 0) {
+        counters[base + DROPS_BASE + DROP.no_buffer]++;
+        break;
+      }
+      // One more byte than a frame may have: a longer one shows as too long, not cut short.
+      const len = readAt(this.fd, pool.address + pool.frameOffset(handle), room + 1);
+      if (len < 0) {
+        pool.free(handle);
+        break;
+      }
+      if (len < ETHER_HDR_LEN || len > room) {
+        counters[base + DROPS_BASE + (len > room ? DROP.frame_too_long : DROP.frame_too_short)]++;
+        pool.free(handle);
+        continue;
+      }
+      pool.length[handle] = len;
+      handles[start + taken++] = handle;
       bytes += len;
-    } else {
-      counters[base + DROPS_BASE + DROP.interface_refused]++;
     }
+    counters[base + RX_PACKETS] += taken;
+    counters[base + RX_BYTES] += bytes;
+    counters[this.queueCounterBase + QUEUE_RX_PACKETS] += taken;
+    counters[this.queueCounterBase + QUEUE_RX_BYTES] += bytes;
+    return taken;
   }
-  counters[base + TX_PACKETS] += sent;
-  counters[base + TX_BYTES] += bytes;
-  counters[t.queueCounterBase + QUEUE_TX_PACKETS] += sent;
-  counters[t.queueCounterBase + QUEUE_TX_BYTES] += bytes;
+
+  /** Writes `count` frames into the interface (the kernel receives them); the buffers stay the caller's. */
+  transmit(pool: PacketPool, handles: Uint32Array, count: number): void {
+    const counters = this.counters;
+    const base = this.counterBase;
+    let sent = 0;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const h = handles[i];
+      const len = pool.length[h];
+      if (writeAt(this.fd, pool.address + pool.frameOffset(h), len) === len) {
+        sent++;
+        bytes += len;
+      } else {
+        counters[base + DROPS_BASE + DROP.interface_refused]++;
+      }
+    }
+    counters[base + TX_PACKETS] += sent;
+    counters[base + TX_BYTES] += bytes;
+    counters[this.queueCounterBase + QUEUE_TX_PACKETS] += sent;
+    counters[this.queueCounterBase + QUEUE_TX_BYTES] += bytes;
+  }
 }

@@ -743,7 +743,7 @@ function ringRequest(blockBytes: number, blocks: number, frameBytes: number, ret
  * mmapShared(fd, packetRingBytes(shape)).
  */
 export function packetSocket(name: string, shape: PacketRingShape): number {
-  const ifindex = c.if_nametoindex(name) as number;
+  const ifindex = interfaceIndex(name);
   if (ifindex === 0) fail('if_nametoindex', name);
   // Protocol 0 until bound: no frame is queued before the rings exist.
   const fd = c.socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;

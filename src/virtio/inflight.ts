@@ -24,6 +24,9 @@ export const DESC_INFLIGHT = 0;
 export const DESC_NEXT = 6;
 export const DESC_COUNTER = 8;
 
+/** Where descriptor `head`'s entry starts in a queue's area. */
+export const inflightEntry = (head: number): number => INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
+
 /** Bytes of one queue's area for queues of up to queueSize descriptors. */
 export function inflightQueueBytes(queueSize: number): number {
   const bytes = INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * queueSize;
@@ -56,28 +59,27 @@ export function readInflight(area: Uint8Array, size: number, ringUsedIdx: number
     dv.setUint16(OFF_USED_IDX, ringUsedIdx, true);
     return { heads: [], nextCounter: 1, fresh: true };
   }
-  const entry = (head: number) => INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
   const recordUsed = dv.getUint16(OFF_USED_IDX, true);
   if (recordUsed !== ringUsedIdx) {
     const batch = Math.min(size, (ringUsedIdx - recordUsed) & 0xffff);
     let head = dv.getUint16(OFF_LAST_BATCH_HEAD, true);
     for (let i = 0; i < batch && head < size; i++) {
-      area[entry(head) + DESC_INFLIGHT] = 0;
-      head = dv.getUint16(entry(head) + DESC_NEXT, true);
+      area[inflightEntry(head) + DESC_INFLIGHT] = 0;
+      head = dv.getUint16(inflightEntry(head) + DESC_NEXT, true);
     }
     dv.setUint16(OFF_USED_IDX, ringUsedIdx, true);
   }
   const marked: { head: number; counter: number }[] = [];
   let highest = 0;
   for (let head = 0; head < size; head++) {
-    const counter = dv.getUint32(entry(head) + DESC_COUNTER, true) + dv.getUint32(entry(head) + DESC_COUNTER + 4, true) * 2 ** 32;
+    const counter = dv.getUint32(inflightEntry(head) + DESC_COUNTER, true) + dv.getUint32(inflightEntry(head) + DESC_COUNTER + 4, true) * 2 ** 32;
     if (counter > highest) highest = counter;
-    if (area[entry(head) + DESC_INFLIGHT] !== 0) marked.push({ head, counter });
+    if (area[inflightEntry(head) + DESC_INFLIGHT] !== 0) marked.push({ head, counter });
   }
   marked.sort((a, b) => a.counter - b.counter);
   // A counter near 2^53 cannot be counted past: start again, the marked ones first.
   const nextCounter = highest < 2 ** 52 ? highest + 1 : marked.length + 1;
-  if (highest >= 2 ** 52) marked.forEach((m, i) => writeCounter(dv, entry(m.head), i + 1));
+  if (highest >= 2 ** 52) marked.forEach((m, i) => writeCounter(dv, inflightEntry(m.head), i + 1));
   return { heads: marked.map((m) => m.head), nextCounter, fresh: false };
 }
 

@@ -11,7 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
+import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
   size: number;
@@ -297,17 +297,20 @@ export class SplitQueue {
 
   /** Takes back the used elements written since `to` (none of them published). */
   forgetUsed(to: number): void {
-    if (this.tracksInflight) {
-      for (let i = to; i !== this.usedIdx; i = (i + 1) & 0xffff) {
-        const head = this.used32[1 + (i & this.mask) * 2];
-        if (head < this.size) this.inflight8[INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head + DESC_INFLIGHT] = 0;
-      }
-    }
+    if (this.tracksInflight) this.unmarkUsed(to);
     this.usedIdx = to;
   }
 
+  /** Clears the inflight marks of the used elements written from `from` on. */
+  private unmarkUsed(from: number): void {
+    for (let i = from; i !== this.usedIdx; i = (i + 1) & 0xffff) {
+      const head = this.used32[1 + (i & this.mask) * 2];
+      if (head < this.size) this.inflight8[inflightEntry(head) + DESC_INFLIGHT] = 0;
+    }
+  }
+
   private markInflight(head: number): void {
-    const at = INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
+    const at = inflightEntry(head);
     const counter = this.inflightCounter++;
     this.inflight32[(at + DESC_COUNTER) >> 2] = counter % 4294967296;
     this.inflight32[(at + DESC_COUNTER + 4) >> 2] = counter / 4294967296;
@@ -320,7 +323,7 @@ export class SplitQueue {
     for (let i = from; i !== this.usedIdx; i = (i + 1) & 0xffff) {
       const head = this.used32[1 + (i & this.mask) * 2];
       if (head >= this.size) continue;
-      this.inflight16[(INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head + DESC_NEXT) >> 1] = last;
+      this.inflight16[(inflightEntry(head) + DESC_NEXT) >> 1] = last;
       last = head;
     }
     this.inflight16[OFF_LAST_BATCH_HEAD >> 1] = last;
@@ -328,10 +331,7 @@ export class SplitQueue {
 
   /** After used->idx moved: the batch is returned, its marks go, and the record says so. */
   private unmarkInflightBatch(from: number): void {
-    for (let i = from; i !== this.usedIdx; i = (i + 1) & 0xffff) {
-      const head = this.used32[1 + (i & this.mask) * 2];
-      if (head < this.size) this.inflight8[INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head + DESC_INFLIGHT] = 0;
-    }
+    this.unmarkUsed(from);
     this.inflight16[OFF_USED_IDX >> 1] = this.usedIdx;
   }
 

@@ -570,12 +570,17 @@ export class VhostConnection {
   private useInflight(buffer: InflightBuffer, what: string): void {
     const running = this.vrings.findIndex((v) => v.running);
     if (running >= 0) {
-      this.dataplane.unmap(releaseRegions([buffer.region]));
+      this.dropInflight(buffer);
       throw new ProtocolError(`${what}: vring ${running} is running`);
     }
-    if (this.inflight !== null) this.dataplane.unmap(releaseRegions([this.inflight.region]));
+    if (this.inflight !== null) this.dropInflight(this.inflight);
     this.inflight = buffer;
     this.log.info(`port ${this.port.name}: inflight buffer for ${buffer.numQueues} queues of ${buffer.queueSize}`, 'inflight.buffer', { port: this.port.name, queues: buffer.numQueues, queueSize: buffer.queueSize });
+  }
+
+  /** Closes an inflight buffer's file; the data plane unmaps it (no PMD views it any more). */
+  private dropInflight(buffer: InflightBuffer): void {
+    this.dataplane.unmap(releaseRegions([buffer.region]));
   }
 
   /** A vring's area of the inflight buffer, or null (none, or the vring is not in it). */
@@ -803,6 +808,6 @@ export class VhostConnection {
     await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
     for (const v of vrings) closeAll([v.kickFd, v.callFd, v.errFd, ...v.retiredFds]);
     for (const [region, madeBy] of this.mappings) if (madeBy <= gen) this.unmap([region]);
-    if (inflight !== null) this.dataplane.unmap(releaseRegions([inflight.region]));
+    if (inflight !== null) this.dropInflight(inflight);
   }
 }

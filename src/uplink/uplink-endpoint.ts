@@ -34,7 +34,7 @@ export class UplinkEndpoint {
   private ring: { id: number; bytes: number; shape: PacketRingShape } | null = null;
   private released = false;
   private stopped = false;
-  /** one per opening of the interface (see PmdCommand) */
+  /** the generation of the PMD commands (see PmdCommand): one per start */
   private generation = 0;
   /** AF_PACKET: the index of the interface the socket is bound to, and the timer that checks it */
   private boundIndex = 0;
@@ -104,18 +104,21 @@ export class UplinkEndpoint {
   async resync(pmd: number, culprit: string | null): Promise<void> {
     if (culprit !== null) this.log.warn(`port ${this.settings.name}: pmd${pmd} died while serving it (${culprit})`);
     if (!this.released || pmd !== this.owner() || this.fd < 0) return;
-    if (this.ring !== null) {
-      const old = { fd: this.fd, id: this.ring.id };
-      try {
-        this.openRings();
-      } catch (err) {
-        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}`);
-        return;
-      }
-      this.dataplane.unmap([old.id]);
-      closeAll([old.fd]);
+    if (this.ring === null) return this.handTo(pmd);
+    try {
+      await this.replaceRings(pmd);
+    } catch (err) {
+      this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}`);
     }
+  }
+
+  /** New rings on the interface, handed to PMD `pmd`; the old ones go once it has the new. Throws if they cannot be opened. */
+  private async replaceRings(pmd: number): Promise<void> {
+    const old = { fd: this.fd, id: this.ring!.id };
+    this.openRings();
     await this.handTo(pmd);
+    this.dataplane.unmap([old.id]);
+    closeAll([old.fd]);
   }
 
   /** A packet socket with fresh rings on the interface (the fd and rings in force are the caller's to close). */
@@ -145,20 +148,13 @@ export class UplinkEndpoint {
 
   /** New rings on the interface of that name that appeared; the old ones go once the PMD has the new. */
   private reopen(name: string): void {
-    const old = { fd: this.fd, id: this.ring!.id };
+    const failed = (err: Error) => this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened: ${err.message}`, 'port.failed', { port: this.settings.name });
     try {
       interfaceUp(name);
-      this.openRings();
     } catch (err) {
-      this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened: ${(err as Error).message}`, 'port.failed', { port: this.settings.name });
-      return;
+      return failed(err as Error);
     }
-    this.generation++;
-    this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name });
-    void this.handTo(this.owner()).then(() => {
-      this.dataplane.unmap([old.id]);
-      closeAll([old.fd]);
-    });
+    this.replaceRings(this.owner()).then(() => this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name }), failed);
   }
 
   /** Nothing of an interface's is guest memory. */

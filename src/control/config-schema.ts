@@ -141,7 +141,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
 
   return Type.Object(
     {
-      ports: Type.Array(Port, { minItems: 1, maxItems: limits.ports, errorMessage: `must be a non-empty array of at most ${limits.ports} ports`, description: 'the vhost-user ports' }),
+      ports: Type.Array(Port, { minItems: 1, maxItems: limits.ports, errorMessage: `must be a non-empty array of at most ${limits.ports} ports`, description: 'the ports: vhost-user (VMs) and uplinks (kernel interfaces)' }),
       pmd: Type.Optional(Pmd),
       bridges: Type.Optional(Type.Record(Type.String(), Bridge, { description: 'bridge name -> its own settings' })),
       pipeline: Type.Optional(

@@ -2,7 +2,8 @@
 # setup-peers.sh - the peers of the end-to-end tests: QEMU, dpdk-testpmd, busybox and iperf3
 # (the guest's own tools, on the host too to try things out), tshark (Wireshark's dissectors
 # check the frames the tests build), promtool (Prometheus' own check of /metrics), ethtool
-# (the offloads of the veth ends the uplink tests make), iproute2 (their namespaces), and what
+# (the offloads of the veth ends the uplink tests make), iproute2 (their namespaces), FRR
+# (zebra and bgpd, BGP peers in namespaces: test/support/frr.ts), and what
 # build-guest.sh needs
 # to make the test guest from Debian packages; installed with apt-get when missing. Then the
 # guest itself (scripts/build-guest.sh). Returns at once when everything is in place.
@@ -11,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # command (or file) that shows a package is installed -> the Debian package that provides it
 NEEDS="qemu-system-x86_64:qemu-system-x86 dpdk-testpmd:dpdk-dev /bin/busybox:busybox-static
-iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 apt-get:apt dpkg-deb:dpkg flock:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
+iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr apt-get:apt dpkg-deb:dpkg flock:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
 missing=""
 for need in $NEEDS; do
   what=${need%%:*} pkg=${need#*:}
@@ -23,5 +24,13 @@ done
 
 # shellcheck disable=SC2086
 sh "$HERE/apt-install.sh" $missing
+
+# Under systemd the frr package also enables its service for the next boot: a zebra of the
+# host's own would then hold the default namespace's routes. The tests start their own.
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet frr 2> /dev/null; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO systemctl disable --now frr
+fi
 
 bash "$HERE/build-guest.sh"

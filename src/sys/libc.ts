@@ -788,3 +788,8 @@ export function packetRingBytes(shape: PacketRingShape): number {
 export function packetKick(fd: number): boolean {
   return (c.sendto(fd, null, 0, MSG_DONTWAIT, null, 0) as number) >= 0 || koffi.errno() === EAGAIN;
 }
+
+// ---- for the modules of src/sys that bind calls of their own ----------------------------------
+
+/** The loaded libc and the SysError thrower, for sibling modules with bindings of their own (netlink-socket.ts). */
+export { libc, fail };

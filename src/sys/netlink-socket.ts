@@ -1,0 +1,165 @@
+// A NETLINK_ROUTE socket, opened in the network namespace of one's choice: the kernel's
+// links, addresses, routes, neighbours and nexthop objects, dumped on request and followed
+// as they change. Bytes in and out only; src/sys/netlink.ts encodes and decodes them.
+import koffi from 'koffi';
+import { closeAll, EAGAIN, EINTR, fail, libc, SysError } from './libc.ts';
+
+const c = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, const uint8_t *addr, uint32_t addrlen)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const uint8_t *optval, uint32_t optlen)'),
+  send: libc.func('intptr_t send(int fd, const uint8_t *buf, size_t len, int flags)'),
+  recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
+  open: libc.func('int open(const char *path, int flags)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
+  close: libc.func('int close(int fd)'),
+};
+
+const AF_NETLINK = 16;
+const SOCK_RAW = 3;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_ROUTE = 0;
+const SOL_SOCKET = 1;
+const SO_RCVBUF = 8;
+const SO_RCVBUFFORCE = 33;
+const SOL_NETLINK = 270;
+const NETLINK_ADD_MEMBERSHIP = 1;
+const NETLINK_CAP_ACK = 10;
+const NETLINK_EXT_ACK = 11;
+const MSG_DONTWAIT = 0x40;
+const MSG_TRUNC = 0x20;
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+const CLONE_NEWNET = 0x40000000;
+const ENOBUFS = koffi.os.errno.ENOBUFS;
+
+/** rtnetlink multicast groups (enum rtnetlink_groups in linux/rtnetlink.h) */
+export const RTNLGRP_LINK = 1;
+export const RTNLGRP_NEIGH = 3;
+export const RTNLGRP_IPV4_IFADDR = 5;
+export const RTNLGRP_IPV4_ROUTE = 7;
+export const RTNLGRP_IPV6_IFADDR = 9;
+export const RTNLGRP_IPV6_ROUTE = 11;
+/** Linux 5.3+; older kernels refuse to join it */
+export const RTNLGRP_NEXTHOP = 32;
+
+/** The file of a network namespace: a name as `ip netns add` makes them (/run/netns/NAME), or a path as it is. */
+export function netnsPath(netns: string): string {
+  if (netns.startsWith('/')) return netns;
+  if (netns === '' || netns === '.' || netns === '..' || netns.includes('/') || netns.includes('\0')) throw new RangeError(`network namespace name ${JSON.stringify(netns)}`);
+  return `/run/netns/${netns}`;
+}
+
+function openNamespace(path: string): number {
+  const fd = c.open(path, O_RDONLY | O_CLOEXEC) as number;
+  if (fd < 0) fail('open', path);
+  return fd;
+}
+
+/**
+ * Runs fn with the calling thread in network namespace `netns` (null: where it is), then
+ * puts the thread back, whether fn returned or threw. What fn creates (a socket) stays in
+ * the namespace it was created in. Needs CAP_SYS_ADMIN. fn must not await: only the thread
+ * moves, for as long as fn runs.
+ */
+export function inNetns<T>(netns: string | null, fn: () => T): T {
+  if (netns === null) return fn();
+  // The way back is opened first: once the thread has moved, /proc/thread-self/ns/net is the other namespace.
+  const home = openNamespace('/proc/thread-self/ns/net');
+  try {
+    const target = openNamespace(netnsPath(netns));
+    try {
+      if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', netnsPath(netns));
+    } finally {
+      c.close(target);
+    }
+    try {
+      return fn();
+    } finally {
+      // A thread left in the other namespace would open every later socket there: fatal to say so.
+      if ((c.setns(home, CLONE_NEWNET) as number) < 0) fail('setns', 'back to the original network namespace');
+    }
+  } finally {
+    c.close(home);
+  }
+}
+
+function setIntOption(fd: number, level: number, option: number, value: number): boolean {
+  const v = new Uint8Array(4);
+  new DataView(v.buffer).setInt32(0, value, true);
+  return (c.setsockopt(fd, level, option, v, 4) as number) === 0;
+}
+
+/** Joins an rtnetlink multicast group: its notifications are queued on the socket from now on. */
+export function joinGroup(fd: number, group: number): void {
+  if (!setIntOption(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)) fail('setsockopt(NETLINK_ADD_MEMBERSHIP)', `group ${group}`);
+}
+
+export interface RouteSocketOptions {
+  /** a network namespace name or path (see netnsPath), or null for the caller's */
+  netns: string | null;
+  /** rtnetlink groups (RTNLGRP_*) whose notifications the socket gets */
+  groups: readonly number[];
+  /**
+   * Bytes of notifications the kernel may queue before it drops some (and reports ENOBUFS):
+   * SO_RCVBUFFORCE, which root may set past net.core.rmem_max; SO_RCVBUF (capped there)
+   * otherwise.
+   */
+  receiveBufferBytes: number;
+}
+
+/** A NETLINK_ROUTE socket, non-blocking, close-on-exec, bound, in the groups asked for. Throws SysError. */
+export function openRouteSocket(options: RouteSocketOptions): number {
+  const fd = inNetns(options.netns, () => {
+    const s = c.socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE) as number;
+    if (s < 0) fail('socket', `AF_NETLINK${options.netns === null ? '' : ` in ${options.netns}`}`);
+    return s;
+  });
+  try {
+    if (!setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, options.receiveBufferBytes) && !setIntOption(fd, SOL_SOCKET, SO_RCVBUF, options.receiveBufferBytes)) fail('setsockopt(SO_RCVBUF)', `${options.receiveBufferBytes} bytes`);
+    // The kernel's reason for a refused request as text; ACKs quote only the request's header. Both optional (Linux 4.12, 4.3).
+    setIntOption(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
+    setIntOption(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+    // struct sockaddr_nl: family, pad, port id 0 (the kernel assigns one), groups 0 (joined below, by number)
+    const addr = new Uint8Array(12);
+    addr[0] = AF_NETLINK;
+    if ((c.bind(fd, addr, addr.length) as number) < 0) fail('bind', 'AF_NETLINK');
+    for (const group of options.groups) joinGroup(fd, group);
+  } catch (err) {
+    closeAll([fd]);
+    throw err;
+  }
+  return fd;
+}
+
+/** Sends one request (or several, back to back) to the kernel. Throws SysError. */
+export function netlinkSend(fd: number, message: Uint8Array): void {
+  for (;;) {
+    const n = c.send(fd, message, message.length, MSG_DONTWAIT) as number;
+    if (n === message.length) return;
+    if (n >= 0) throw new SysError('send', koffi.os.errno.EMSGSIZE, `netlink, ${n} of ${message.length} bytes`);
+    if (koffi.errno() !== EINTR) fail('send', 'netlink');
+  }
+}
+
+/** netlinkReceive: no datagram is waiting. */
+export const NOTHING_PENDING = -1;
+/** netlinkReceive: the kernel dropped notifications (ENOBUFS: the receive buffer was full). */
+export const NOTIFICATIONS_LOST = -2;
+/** netlinkReceive: a datagram was larger than the buffer given; it is gone (give a larger buffer next time). */
+export const DATAGRAM_TOO_LARGE = -3;
+
+/** Reads one datagram into `into` without blocking: its length, or one of the three above. Throws SysError for anything else. */
+export function netlinkReceive(fd: number, into: Uint8Array): number {
+  for (;;) {
+    // MSG_TRUNC: the datagram's real length, so that a buffer too small is noticed.
+    const n = c.recv(fd, into, into.length, MSG_DONTWAIT | MSG_TRUNC) as number;
+    if (n > into.length) return DATAGRAM_TOO_LARGE;
+    if (n >= 0) return n;
+    const errno = koffi.errno();
+    if (errno === EAGAIN) return NOTHING_PENDING;
+    if (errno === ENOBUFS) return NOTIFICATIONS_LOST;
+    if (errno !== EINTR) fail('recv', 'netlink');
+  }
+}

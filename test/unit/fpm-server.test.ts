@@ -1,0 +1,132 @@
+// The FPM server as zebra's dplane_fpm_nl meets it: frames of netlink route messages over
+// TCP, whole, split across writes or several to a write, decode to route events for their
+// connection; a bad frame closes that connection alone, with the reason logged.
+import { connect, type Socket } from 'node:net';
+import t, { type Test } from 'tap';
+import { FpmServer, type FpmEvent, type FpmPeer } from '../../src/uplink/fpm-server.ts';
+import { waitFor } from '../support/traffic.ts';
+import {
+  AF_INET,
+  attr,
+  concat,
+  fpmFrame,
+  ip,
+  message,
+  NHA,
+  NLM_F_CREATE,
+  NLM_F_REPLACE,
+  NLM_F_REQUEST,
+  routeMessage,
+  RTM_NEWNEXTHOP,
+  RTN,
+  RTPROT_BGP,
+  u32,
+  u8s,
+} from '../support/netlink-messages.ts';
+
+const zebra = { flags: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE };
+
+async function startServer(t: Test) {
+  const events = new Map<number, FpmEvent[]>();
+  const warnings: string[] = [];
+  const server = new FpmServer({
+    host: '127.0.0.1',
+    port: 0,
+    onEvents: (evs: FpmEvent[], peer: FpmPeer) => events.set(peer.id, [...(events.get(peer.id) ?? []), ...evs]),
+    log: { info: () => {}, warn: (msg: string) => warnings.push(msg) },
+  });
+  const { port } = await server.listen();
+  t.teardown(() => server.close());
+  /** A connection and the id the server gave it (connections are numbered in order). */
+  let connected = 0;
+  const open = async () => {
+    const socket: Socket = connect(port, '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const id = ++connected;
+    await waitFor(`connection ${id} accepted`, () => events.get(id)?.length);
+    return { socket, id, closed: new Promise<void>((resolve) => socket.once('close', () => resolve())) };
+  };
+  const of = (id: number) => events.get(id) ?? [];
+  return { server, open, of, warnings };
+}
+
+const routes = (evs: FpmEvent[]) => evs.filter((e) => e.kind === 'route');
+
+t.test('frames of route messages become route events of their connection', async (t) => {
+  const { open, of, server } = await startServer(t);
+  const a = await open();
+  t.same(of(a.id), [{ kind: 'sync-start' }], 'a connection opens with sync-start');
+  t.same(server.peers.map((p) => p.id), [a.id], 'and is listed');
+
+  a.socket.write(fpmFrame(routeMessage('add', { prefix: '10.1.0.0/16', protocol: RTPROT_BGP, metric: 20, multipath: [{ gateway: '192.0.2.1', ifindex: 2 }, { gateway: '192.0.2.2', ifindex: 3 }] }, zebra)));
+  await waitFor('the route', () => routes(of(a.id)).length === 1);
+  t.same(routes(of(a.id))[0], {
+    kind: 'route', op: 'add', family: 4, prefix: '10.1.0.0/16', nexthops: [{ via: '192.0.2.1', ifindex: 2, weight: 1 }, { via: '192.0.2.2', ifindex: 3, weight: 1 }], nhid: null, metric: 20, table: 254, protocol: RTPROT_BGP, type: 'unicast',
+  }, 'an ECMP route from zebra');
+
+  // A route update without route replace: RTM_DELROUTE then RTM_NEWROUTE, in one frame.
+  const update = fpmFrame(concat(routeMessage('remove', { prefix: '10.2.0.0/16', protocol: RTPROT_BGP }, zebra), routeMessage('add', { prefix: '10.2.0.0/16', gateway: '192.0.2.3', oif: 2, protocol: RTPROT_BGP }, zebra)));
+  // Two frames in one write, the second split across three writes down to single bytes.
+  const blackhole = fpmFrame(routeMessage('add', { prefix: '2001:db8::/32', type: RTN.BLACKHOLE, protocol: RTPROT_BGP }, zebra));
+  const nexthop = fpmFrame(concat(message(RTM_NEWNEXTHOP, concat(u8s(AF_INET, 0, 0, 0), u32(0), attr(NHA.ID, u32(7)), attr(NHA.GATEWAY, ip('192.0.2.9')), attr(NHA.OIF, u32(4))), zebra), routeMessage('add', { prefix: '10.3.0.0/16', nhid: 7, protocol: RTPROT_BGP }, zebra)));
+  a.socket.write(concat(update, blackhole.subarray(0, 1)));
+  a.socket.write(blackhole.subarray(1, 3));
+  await new Promise((r) => setTimeout(r, 20));
+  a.socket.write(concat(blackhole.subarray(3), nexthop));
+  await waitFor('five more events', () => of(a.id).length === 7);
+  t.same(of(a.id).slice(2).map((e) => (e.kind === 'route' ? `${e.op} ${e.prefix} ${e.type} ${e.nexthops.map((h) => h.via).join(',')} ${e.nhid ?? ''}`.trim() : e.kind === 'nexthop' ? `nexthop ${e.id} ${e.via} ${e.ifindex}` : e.kind)), [
+    'remove 10.2.0.0/16 unicast',
+    'add 10.2.0.0/16 unicast 192.0.2.3',
+    'add 2001:db8::/32 blackhole',
+    'nexthop 7 192.0.2.9 4',
+    'add 10.3.0.0/16 unicast  7',
+  ], 'an update (remove then add), a blackhole split across writes, a nexthop object and a route that uses it');
+});
+
+t.test('a bad frame closes its connection only, with the reason logged', async (t) => {
+  const { open, of, warnings } = await startServer(t);
+  const good = await open();
+  const bad = (bytes: Uint8Array) => async () => {
+    const c = await open();
+    c.socket.write(bytes);
+    await c.closed;
+    return c;
+  };
+  const route = routeMessage('add', { prefix: '10.1.0.0/16', oif: 2 }, zebra);
+  const cases: [string, Uint8Array, RegExp][] = [
+    ['version 2', fpmFrame(route, { version: 2 }), /FPM version 2 \(only 1 is known\)/],
+    ['a protobuf frame', fpmFrame(route, { type: 2 }), /a protobuf FPM message: only netlink is read/],
+    ['message type 0', fpmFrame(route, { type: 0 }), /FPM message type 0/],
+    ['a length shorter than the header', fpmFrame(route, { length: 3 }), /FPM frame length 3, shorter than its own 4-byte header/],
+    ['garbage netlink', fpmFrame(u8s(0xff, 0xff, 0, 0, 24, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)), /bad netlink in the frame at byte 0: .*nlmsg_len 65535 is past the end/],
+    ['a good frame, then a bad one', concat(fpmFrame(route), fpmFrame(message(24, u8s(2, 16, 0, 0)))), /bad netlink in the frame at byte 48: RTM_NEWROUTE at offset 0: 4 bytes where struct rtmsg needs 12/],
+    ['a frame whose second message is bad', fpmFrame(concat(routeMessage('remove', { prefix: '10.5.0.0/16' }, zebra), message(24, u8s(2, 16)))), /bad netlink in the frame at byte 0: RTM_NEWROUTE at offset 36/],
+  ];
+  for (const [what, bytes, reason] of cases) {
+    const c = await bad(bytes)();
+    const evs = of(c.id);
+    const last = evs[evs.length - 1];
+    t.match(last, { kind: 'disconnected', reason }, `${what}: the connection is closed, saying why`);
+    t.ok(warnings.some((w) => reason.test(w)), `${what}: and the reason is logged`);
+  }
+  t.same(routes(of(7)).map((e) => e.kind === 'route' && e.prefix), ['10.1.0.0/16'], 'the good frame before a bad one counts');
+  t.same(routes(of(8)), [], 'a frame with a bad message is dropped whole: no half of an update');
+
+  good.socket.write(fpmFrame(route));
+  await waitFor('the good connection still works', () => routes(of(good.id)).length === 1);
+  t.same(of(good.id).map((e) => e.kind), ['sync-start', 'route'], 'the other connection saw nothing of it and carries on');
+});
+
+t.test('disconnects: by the peer, and when the server closes', async (t) => {
+  const { open, of, server } = await startServer(t);
+  const a = await open();
+  const b = await open();
+  a.socket.end();
+  await waitFor('a disconnected', () => of(a.id).some((e) => e.kind === 'disconnected'));
+  t.same(of(a.id), [{ kind: 'sync-start' }, { kind: 'disconnected', reason: 'the peer closed the connection' }]);
+  await server.close();
+  await waitFor('b disconnected', () => of(b.id).some((e) => e.kind === 'disconnected'));
+  t.same(of(b.id), [{ kind: 'sync-start' }, { kind: 'disconnected', reason: 'the FPM server is closing' }]);
+  t.same(server.peers, [], 'no connection left');
+});

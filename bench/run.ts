@@ -1,11 +1,12 @@
-// npm run bench [-- --rounds N --seconds S --quick --against REV]: vrouter against dpdk-testpmd's vhost io
+// npm run bench [-- --rounds N --seconds S --quick --against REV --only JOB,...]: vrouter against dpdk-testpmd's vhost io
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
 // bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
 // idle and busy (/metrics scraped, routes changed); how long forwarding stops when the
 // data-plane process is killed or upgraded; then idle CPU, memory, first-frame latency
 // after idle, and the micro-benchmarks (the copy primitives among them). Prints a table
 // (and the last run's vrouter figures beside this one's; with --against, another
-// revision's vrouter measured in the same run), writes results/*.json.
+// revision's vrouter measured in the same run), writes results/*.json. --only measures the
+// forwarding rates of the jobs named and nothing else (results/latest.json is left alone).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,12 +28,15 @@ import { measureFirstPacket } from './micro/first-packet.ts';
 import { stageFigures } from './micro/stages.ts';
 import { spawnSync } from 'node:child_process';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' }, only: { type: 'string' } } });
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
 const SECONDS = values.quick ? 4 : Number(values.seconds ?? 8);
 const SIZES = [64, 1518];
 /** what is measured: every job at 64 bytes, bridging at every size too */
-const CASES: { job: JobName; size: number }[] = [...SIZES.map((size) => ({ job: 'bridged' as const, size })), { job: 'routed', size: 64 }, { job: 'full', size: 64 }];
+const ALL_CASES: { job: JobName; size: number }[] = [...SIZES.map((size) => ({ job: 'bridged' as const, size })), { job: 'routed', size: 64 }, { job: 'full', size: 64 }];
+const ONLY = values.only?.split(',') ?? null;
+const CASES = ONLY === null ? ALL_CASES : ALL_CASES.filter((c) => ONLY.includes(c.job));
+if (CASES.length === 0) throw new Error(`--only ${values.only}: no such job (bridged, routed, full)`);
 const started = Date.now();
 process.on('SIGINT', () => {
   stopAll();
@@ -120,6 +124,17 @@ const ratios = CASES.map(({ job, size }) => {
     vrouterOverRevision: against === null ? undefined : v / (row(`vrouter ${against.name} 1 PMD`, job, size)?.mpps ?? NaN),
   };
 });
+
+if (ONLY !== null) {
+  process.stderr.write('\r\x1b[K');
+  for (const r of table) console.log(`${r.backend.padEnd(20)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${(r.mpps).toFixed(2).padStart(7)} Mpps  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+  for (const r of ratios) console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${r.vrouterOverOvs.toFixed(2)}${r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${r.vrouterOverRevision.toFixed(2)}`}`);
+  mkdirSync(join(REPO, 'results'), { recursive: true });
+  const file = join(REPO, 'results', `bench-only-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, table, ratios, runs }, null, 2));
+  console.log(`results: ${file}`);
+  process.exit(0);
+}
 
 // The routed row with the admin endpoint idle, then busy, in alternating windows of one run.
 progress('routed 64 B, admin endpoint idle and busy');

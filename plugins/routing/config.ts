@@ -18,6 +18,12 @@ export interface RouteConfig {
   metric: number;
   /** packets to it are dropped (counted), as Linux's `ip route add blackhole` */
   blackhole: boolean;
+  /**
+   * null for a route of the config; for one learned from a route source ("netlink NS",
+   * "fpm HOST:PORT"), the source: a route of the config to the same prefix wins over it, and
+   * one that cannot be resolved (a gateway in no connected subnet) is left out, not refused.
+   */
+  source: string | null;
 }
 
 export interface NeighbourConfig {
@@ -29,6 +35,8 @@ export interface NeighbourConfig {
 export interface RoutingConfig {
   routes: RouteConfig[];
   neighbours: NeighbourConfig[];
+  /** permanent neighbours Linux has on ports' mirrors (a route source's): static entries too, while they last */
+  learnedNeighbours: NeighbourConfig[];
   /** entries of the neighbour table (a power of 2) */
   neighbourLimit: number;
   /** ICMP errors each PMD may send: per second, and in a burst (Linux: 1000/s, burst 50) */
@@ -109,7 +117,14 @@ function parseRoute(raw: unknown, field: string): RouteConfig {
   const port = portName(r.port, `${field}.port`);
   if (blackhole && (via.length > 0 || port !== null)) throw new PluginConfigError(`${field}.blackhole`, 'a blackhole route has no "via" and no "port"');
   if (!blackhole && via.length === 0 && port === null) throw new PluginConfigError(field, 'needs "via" (a gateway), "port" (a directly attached destination), or "blackhole": true');
-  return { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole };
+  return { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole, source: null };
+}
+
+/** A route a route source learned: of the same form, with its source (vrouter makes these, not the operator). */
+function parseLearnedRoute(raw: unknown, field: string): RouteConfig {
+  const { source, ...route } = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole', 'source']);
+  if (typeof source !== 'string') throw new PluginConfigError(`${field}.source`, 'must name the route source');
+  return { ...parseRoute(route, field), source };
 }
 
 function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
@@ -139,12 +154,14 @@ export function parseRoutingConfig(raw: Obj): RoutingConfig {
 }
 
 function parseAll(raw: Obj): RoutingConfig {
-  const c = object(raw, '', ['routes', 'neighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'raInterval', 'heldPackets']);
+  const c = object(raw, '', ['routes', 'learnedRoutes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'raInterval', 'heldPackets']);
   const neighbourLimit = integer(c.neighbourLimit, 'neighbourLimit', 64, 1 << 20, 4096);
   if ((neighbourLimit & (neighbourLimit - 1)) !== 0) throw new PluginConfigError('neighbourLimit', `must be a power of 2, got ${neighbourLimit}`);
   return {
-    routes: list(c.routes, 'routes', parseRoute),
+    // The config's routes first: they win over learned ones to the same prefix (staticRoutes).
+    routes: [...list(c.routes, 'routes', parseRoute), ...list(c.learnedRoutes, 'learnedRoutes', parseLearnedRoute)],
     neighbours: list(c.neighbours, 'neighbours', parseNeighbour),
+    learnedNeighbours: list(c.learnedNeighbours, 'learnedNeighbours', parseNeighbour),
     neighbourLimit,
     icmpRate: integer(c.icmpRate, 'icmpRate', 0, 1_000_000, 1000),
     icmpBurst: integer(c.icmpBurst, 'icmpBurst', 1, 100_000, 50),

@@ -9,7 +9,9 @@ import type { Router } from './router.ts';
 
 export function describe(r: Router, batch: PacketBatch, i: number): string | null {
   const egress = batch.egress[i];
+  if (r.mirrored[batch.ingress] >= 0) return `sent by Linux on the mirror of port ${r.portNames[r.mirrored[batch.ingress]]}`;
   if ((egress < 0 && egress !== EGRESS_CONSUMED) || r.byPort[batch.ingress] < 0) return null;
+  if (egress >= 0 && egress === r.mirrorPort[r.byPort[batch.ingress]]) return 'for Linux: to the port\'s mirror';
   const d = batch.data;
   const off = batch.offset(i);
   const len = batch.length(i);

@@ -106,7 +106,9 @@ function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, Pref
     if (p.length < SHORTEST_IN_PLACE) return null;
     if (p.family === 4) change.entries += p.length <= 24 ? 1 << (24 - p.length) : 1;
     const routes = statics.get(text);
-    if (routes !== undefined) addRoute(change.set, p, membersOf(config, routes.indices, interfaces));
+    // Learned routes none of which resolves are no route (membersOf): removed like one.
+    const members = routes === undefined ? [] : membersOf(config, routes.indices, interfaces);
+    if (members.length > 0) addRoute(change.set, p, members);
     else if (p.family === 4) change.removed4.push(key as number);
     else change.removed6.push(key as string);
   }

@@ -58,8 +58,13 @@ export interface PrefixRoutes {
 /** The static routes by prefix (its canonical text), in the config's order. */
 export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
   const out = new Map<string, PrefixRoutes>();
+  // A prefix the config routes is the config's: learned routes to it (after the config's
+  // in the list) are left out.
+  const configured = new Set<string>();
   config.routes.forEach((r, i) => {
-    const says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')}`;
+    if (r.source === null) configured.add(r.prefix);
+    else if (configured.has(r.prefix)) return;
+    const says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')} ${r.source ?? ''}`;
     const same = out.get(r.prefix);
     if (same === undefined) out.set(r.prefix, { indices: [i], says });
     else {
@@ -73,7 +78,8 @@ export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
 /**
  * The members of the routes to one prefix: those of the lowest metric (several gateways
  * there are an ECMP group), checked against the interfaces. Throws PluginConfigError
- * naming the route at fault.
+ * naming the route at fault; a learned route at fault is left out instead (none left: no
+ * members, no route).
  */
 export function membersOf(config: RoutingConfig, indices: readonly number[], interfaces: readonly Interface[]): Member[] {
   let best = Infinity;
@@ -82,34 +88,47 @@ export function membersOf(config: RoutingConfig, indices: readonly number[], int
   for (const i of indices) {
     const r = config.routes[i];
     if (r.metric !== best) continue;
-    const field = `routes[${i}]`;
-    if (r.blackhole) {
-      members.push({ kind: KIND_BLACKHOLE, iface: -1, gateway: null });
-      continue;
-    }
-    const named = r.port === null ? -1 : interfaceByName(interfaces, r.port, `${field}.port`);
-    if (r.via.length === 0) {
-      members.push({ kind: KIND_CONNECTED, iface: named, gateway: null });
-      continue;
-    }
-    r.via.forEach((text, v) => {
-      const via = prefixOf(text);
-      const viaField = r.via.length > 1 ? `${field}.via[${v}]` : `${field}.via`;
-      const linkLocal = via.family === 6 && via.bytes[0] === 0xfe && (via.bytes[1] & 0xc0) === 0x80;
-      let iface = named;
-      if (iface < 0) {
-        if (linkLocal) throw new PluginConfigError(`${field}.port`, `is required: ${via.text} is link-local, valid on any port`);
-        iface = connectedInterface(interfaces, via);
-        if (iface < 0) throw new PluginConfigError(viaField, `${via.text} is in no connected subnet (gateways must be directly reachable)`);
-      } else if (!linkLocal && connectedInterface([interfaces[iface]], via) < 0) {
-        throw new PluginConfigError(viaField, `${via.text} is not in a subnet of ${r.port}`);
+    if (r.source !== null) {
+      try {
+        members.push(...routeMembers(config, i, interfaces));
+      } catch (err) {
+        if (!(err instanceof PluginConfigError)) throw err;
       }
-      members.push({ kind: KIND_GATEWAY, iface, gateway: via });
-    });
+      continue;
+    }
+    members.push(...routeMembers(config, i, interfaces));
   }
-  const mixed = members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1;
-  if (mixed) throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
+  if (members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1) {
+    if (indices.some((i) => config.routes[i].metric === best && config.routes[i].source === null)) {
+      throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
+    }
+    // Learned ones: the gateways win (a source that says both is in the middle of a change).
+    return members.filter((m) => m.kind !== KIND_BLACKHOLE);
+  }
   return members;
+}
+
+/** The members route i says, checked against the interfaces (throws PluginConfigError naming it). */
+function routeMembers(config: RoutingConfig, i: number, interfaces: readonly Interface[]): Member[] {
+  const r = config.routes[i];
+  const field = `routes[${i}]`;
+  if (r.blackhole) return [{ kind: KIND_BLACKHOLE, iface: -1, gateway: null }];
+  const named = r.port === null ? -1 : interfaceByName(interfaces, r.port, `${field}.port`);
+  if (r.via.length === 0) return [{ kind: KIND_CONNECTED, iface: named, gateway: null }];
+  return r.via.map((text, v) => {
+    const via = prefixOf(text);
+    const viaField = r.via.length > 1 ? `${field}.via[${v}]` : `${field}.via`;
+    const linkLocal = via.family === 6 && via.bytes[0] === 0xfe && (via.bytes[1] & 0xc0) === 0x80;
+    let iface = named;
+    if (iface < 0) {
+      if (linkLocal) throw new PluginConfigError(`${field}.port`, `is required: ${via.text} is link-local, valid on any port`);
+      iface = connectedInterface(interfaces, via);
+      if (iface < 0) throw new PluginConfigError(viaField, `${via.text} is in no connected subnet (gateways must be directly reachable)`);
+    } else if (!linkLocal && connectedInterface([interfaces[iface]], via) < 0) {
+      throw new PluginConfigError(viaField, `${via.text} is not in a subnet of ${r.port}`);
+    }
+    return { kind: KIND_GATEWAY, iface, gateway: via };
+  });
 }
 
 /**
@@ -151,7 +170,10 @@ export function addRoute(fib: ResolvedFib, p: Prefix, members: Member[] | null):
  */
 export function resolveRoutes(config: RoutingConfig, interfaces: readonly Interface[], statics = staticRoutes(config)): ResolvedFib {
   const fib = emptyFib();
-  for (const [text, routes] of statics) addRoute(fib, prefixOf(text), membersOf(config, routes.indices, interfaces));
+  for (const [text, routes] of statics) {
+    const members = membersOf(config, routes.indices, interfaces);
+    if (members.length > 0) addRoute(fib, prefixOf(text), members);
+  }
   for (const r of interfaceRoutes(interfaces)) addRoute(fib, r.prefix, r.members);
   return fib;
 }

@@ -12,7 +12,7 @@ import {
   ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, read16, read32,
   type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology,
 } from '../../src/pipeline/api.ts';
-import { parseRoutingConfig, type RoutingConfig } from './config.ts';
+import { parseRoutingConfig, type NeighbourConfig, type RoutingConfig } from './config.ts';
 import { planFib } from './fib-tables.ts';
 import { interfacesOf, neighbourRegionOf } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
@@ -36,7 +36,10 @@ function createState(ctx: PluginContext<RoutingConfig>): Router {
 function process(batch: PacketBatch, r: Router): void {
   const ingress = batch.ingress;
   const ifIndex = r.byPort[ingress];
-  if (ifIndex < 0) return;
+  if (ifIndex < 0) {
+    if (r.mirrored[ingress] >= 0) fromLinux(r, batch, r.mirrored[ingress]);
+    return;
+  }
   const iface = r.interfaces[ifIndex];
   r.now = clock.now === null ? batch.now : clock.now();
   const d = batch.data;
@@ -62,10 +65,33 @@ function process(batch: PacketBatch, r: Router): void {
     const type = read16(d, off + 12);
     if (type === ETHERTYPE_IPV4) {
       if (toRouter) ipv4In(r, batch, i, iface);
+      else if (r.mirrorPort[ifIndex] >= 0 && isLocalMulticast4(d, off, batch.length(i))) r.punt(batch, i, iface);
     } else if (type === ETHERTYPE_IPV6) ipv6In(r, batch, i, iface, toRouter);
     else if (type === ETHERTYPE_ARP) arpIn(r, batch, i, iface);
   }
   if (r.routedInBatch > 0) r.count(ingress, r.counter.routed, r.routedInBatch);
+}
+
+/**
+ * What Linux sends from a port's mirror (its TAP interface) leaves through the port as it
+ * is: Linux is the router there for what vrouter does not do itself (BGP, OSPF, SSH).
+ */
+function fromLinux(r: Router, batch: PacketBatch, port: number): void {
+  const egress = batch.egress;
+  let sent = 0;
+  for (let i = 0; i < batch.count; i++) {
+    if (egress[i] !== EGRESS_UNDECIDED) continue;
+    egress[i] = port;
+    batch.local[i] = 1;
+    sent++;
+  }
+  if (sent > 0) r.count(port, r.counter.sent_by_linux, sent);
+}
+
+/** An IPv4 packet to 224.0.0.0/24 (OSPF, VRRP, RIP: the link's routers), for a mirror. */
+function isLocalMulticast4(d: Uint8Array, off: number, length: number): boolean {
+  const ip = off + 14;
+  return length >= 34 && d[ip] >> 4 === 4 && d[ip + 16] === 224 && d[ip + 17] === 0 && d[ip + 18] === 0;
 }
 
 /** Periodic router advertisements on every interface with IPv6 addresses (PMD 0 only). */
@@ -100,16 +126,45 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
     if (port === undefined) throw new PluginConfigError(`neighbours[${k}].port`, `no port named "${n.port}"`);
     const iface = byPort[port.index];
     if (iface < 0) throw new PluginConfigError(`neighbours[${k}].port`, `${n.port} has no router addresses (nor has its bridge)`);
-    const b = n.address.bytes;
-    const w = [0, 1, 2, 3].map((q) => (q * 4 < b.length ? read32(b, q * 4) | 0 : 0));
+    const w = addressWords(n);
     if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port.index, STATIC, Date.now(), true) < 0) {
       throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
     }
   });
+  writeLearnedNeighbours(setup, table, byPort);
   return fib.apply();
 }
 
-/** The routes in force: connected ones from the interfaces' addresses, then the configured. */
+const addressWords = (n: NeighbourConfig) => [0, 1, 2, 3].map((q) => (q * 4 < n.address.bytes.length ? read32(n.address.bytes, q * 4) | 0 : 0));
+
+/** The learned neighbours written last, by neighbour table: those withdrawn since are removed. */
+const learnedWritten = new WeakMap<ArrayBufferLike, Map<string, { iface: number; n: NeighbourConfig }>>();
+
+/**
+ * Neighbours a route source learned (permanent ones Linux has on a mirror): static entries
+ * while they last. One that cannot be written (no room, a port not routed) is left out,
+ * not refused: it is not the config's.
+ */
+function writeLearnedNeighbours(setup: PluginSetup<RoutingConfig>, table: NeighbourTable, byPort: Int32Array): void {
+  const region = setup.shared[neighbourRegionOf(setup.topology)];
+  const before = learnedWritten.get(region) ?? new Map();
+  const now = new Map<string, { iface: number; n: NeighbourConfig }>();
+  for (const n of setup.config.learnedNeighbours) {
+    const port = setup.topology.ports.find((p) => p.name === n.port);
+    const iface = port === undefined ? -1 : byPort[port.index];
+    if (iface < 0) continue;
+    const w = addressWords(n);
+    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port!.index, STATIC, Date.now(), true) >= 0) now.set(`${iface} ${n.address.text}`, { iface, n });
+  }
+  for (const [key, { iface, n }] of before) {
+    if (now.has(key) || setup.config.neighbours.some((c) => c.address.text === n.address.text)) continue;
+    const w = addressWords(n);
+    table.remove(iface, n.address.family, w[0], w[1], w[2], w[3]);
+  }
+  learnedWritten.set(region, now);
+}
+
+/** The routes: connected ones from the interfaces' addresses, then the configured, then the learned (a learned one may be overruled by the config, or not resolve). */
 function listRoutes(view: TableView<RoutingConfig>): Record<string, unknown>[] {
   const { interfaces } = interfacesOf(view.topology);
   const connected = interfaces.flatMap((f) =>
@@ -117,7 +172,9 @@ function listRoutes(view: TableView<RoutingConfig>): Record<string, unknown>[] {
   );
   const configured = view.config.routes.map((r) => ({
     prefix: r.prefix,
-    type: r.blackhole ? 'blackhole' : 'static',
+    // a learned route: its kind of source ("netlink", "fpm"), and the source itself
+    type: r.source !== null ? r.source.split(' ')[0] : r.blackhole ? 'blackhole' : 'static',
+    ...(r.source !== null ? { source: r.source, ...(r.blackhole ? { blackhole: true } : {}) } : {}),
     ...(r.via.length > 0 ? { via: r.via } : {}),
     ...(r.port !== null ? { port: r.port } : {}),
     metric: r.metric,
@@ -161,11 +218,11 @@ const plugin: Plugin<RoutingConfig, Router> = {
   counters: COUNTERS,
   gauges,
   tables: {
-    routes: { description: 'a route: connected (from an interface address), static or blackhole', list: listRoutes },
+    routes: { description: 'a route: connected (from an interface address), static, blackhole, or learned from a route source (netlink, fpm)', list: listRoutes },
     neighbours: { description: 'a neighbour: an address on an interface, its MAC and state (ARP, NDP, static)', list: listNeighbours },
   },
   // The routes are in the tables prepare() built: the PMDs need the rest only.
-  pmdConfig: (config: RoutingConfig): RoutingConfig => ({ ...config, routes: [], neighbours: [] }),
+  pmdConfig: (config: RoutingConfig): RoutingConfig => ({ ...config, routes: [], neighbours: [], learnedNeighbours: [] }),
   sharedMemory(config: RoutingConfig, topology: Topology) {
     return { [neighbourRegionOf(topology)]: neighbourTableBytes(config.neighbourLimit) };
   },

@@ -56,6 +56,23 @@ export function interfacesOf(topology: Topology): { interfaces: Interface[]; byP
 }
 
 /**
+ * Linux mirrors (a port's `linuxMirror`, VPP's linux-cp): by interface, the port of its
+ * mirror's TAP interface (or -1); by port, the port a mirror's port mirrors (or -1).
+ */
+export function mirrorsOf(topology: Topology, interfaces: readonly Interface[], byPort: Int32Array): { mirrorPort: Int32Array; mirrored: Int32Array } {
+  const mirrorPort = new Int32Array(interfaces.length).fill(-1);
+  const mirrored = new Int32Array(topology.ports.length).fill(-1);
+  for (const port of topology.ports) {
+    const of = (port.settings.mirror as { of?: string } | null | undefined)?.of;
+    const parent = of === undefined ? undefined : topology.ports.find((p) => p.name === of);
+    if (parent === undefined || byPort[parent.index] < 0) continue;
+    mirrorPort[byPort[parent.index]] = port.index;
+    mirrored[port.index] = parent.index;
+  }
+  return { mirrorPort, mirrored };
+}
+
+/**
  * The name of the neighbour table's region: entries are keyed by interface index and name
  * a port, so a new set of interfaces (ports added or removed at run time) gets a table of
  * its own, and neighbours are learned again, rather than read under the wrong interface.

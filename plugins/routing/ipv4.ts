@@ -236,7 +236,7 @@ function fragment(batch: PacketBatch, i: number, ihl: number, total: number, mtu
   return pieces - 1;
 }
 
-/** A packet for one of the router's addresses: echo answered, UDP port unreachable, the rest dropped. */
+/** A packet for one of the router's addresses: echo answered; the rest to the Linux mirror, or UDP port unreachable and dropped. */
 function local(r: Router, batch: PacketBatch, i: number, iface: Interface, ihl: number, total: number): void {
   const d = batch.data;
   const off = batch.offset(i);
@@ -262,6 +262,8 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, ihl: 
     r.count(batch.ingress, r.counter.echo_replies_sent, 1);
     return;
   }
+  // The rest is Linux's, where the port has a mirror: it answers, or refuses, as a host does.
+  if (r.punt(batch, i, iface)) return;
   if (protocol === IPPROTO_UDP && !fragmented) icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_PORT, 0);
   batch.dropAs(i, r.drop.local_unhandled);
 }

@@ -46,6 +46,8 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     // Multicast: NDP for the router is answered; the rest is the segment's (the bridge's).
     const ndp = icmpType >= ND_RS && icmpType <= ND_NA;
     if (ndp && icmpType !== ND_RA && ndpIn(r, batch, i, iface, icmpType, payloadLength)) return;
+    // Link-scope groups (ff02::/16: OSPFv3, MLD) are the Linux mirror's, where there is one.
+    if (!ndp && d[ip + 25] === 0x02 && r.punt(batch, i, iface)) return;
     if (!bridged) batch.dropAs(i, r.drop.not_routable);
     return;
   }
@@ -129,7 +131,7 @@ export function flowHash(d: Uint8Array, ip: number): number {
   return (h ^ (h >>> 12)) >>> 0;
 }
 
-/** For one of the router's addresses: echo answered, UDP port unreachable, the rest dropped. */
+/** For one of the router's addresses: echo answered; the rest to the Linux mirror, or UDP port unreachable and dropped. */
 function local(r: Router, batch: PacketBatch, i: number, iface: Interface, payloadLength: number, icmpType: number): void {
   const d = batch.data;
   const off = batch.offset(i);
@@ -155,6 +157,7 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, paylo
     r.count(batch.ingress, r.counter.echo_replies_sent, 1);
     return;
   }
+  if (r.punt(batch, i, iface)) return;
   if (d[ip + 6] === IPPROTO_UDP) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_PORT, 0);
   batch.dropAs(i, r.drop.local_unhandled);
 }

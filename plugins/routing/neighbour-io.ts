@@ -260,7 +260,8 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   // RFC 826: the target is us, so the sender goes into the table, created if need be.
   r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, r.now, true);
   if (op === 2) {
-    batch.egress[i] = EGRESS_CONSUMED;
+    // Linux on the port's mirror asked too, perhaps: it needs the answer as much.
+    if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
     if (r.heldCount > 0) r.releaseHeld(batch);
     return;
   }
@@ -353,7 +354,7 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     const lo = tll >= 0 ? macLo(d, tll) : macLo(d, off + 6);
     const slot = r.neighbours.confirm(iface.index, 6, read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress, REACHABLE, r.now, false);
     if (slot < 0 && iface.bridge !== null) return false;
-    batch.egress[i] = EGRESS_CONSUMED;
+    if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
     if (r.heldCount > 0) r.releaseHeld(batch);
     return true;
   }

@@ -256,6 +256,21 @@ export class NeighbourTable {
     return probes;
   }
 
+  /** Removes an entry, static or not (a static one its source withdrew); false if there is none. */
+  remove(iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
+    const slot = this.find(iface, family, a0, a1, a2, a3);
+    if (slot < 0) return false;
+    const seq = this.lock(slot);
+    if (seq < 0) return false;
+    const at = slot * WORDS;
+    if (this.words[at + STATE] !== EMPTY && this.matches(at, iface, family, a0, a1, a2, a3)) {
+      Atomics.sub(this.held, iface, 1);
+      this.words[at + STATE] = EMPTY;
+    }
+    this.unlock(slot, seq);
+    return true;
+  }
+
   setState(slot: number, state: number, now: number): void {
     const seq = this.lock(slot);
     if (seq < 0) return;

@@ -4,7 +4,7 @@
 // and the steps they share.
 import { EGRESS_CONSUMED, read32, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
-import { interfacesOf, neighbourRegionOf, type Interface } from './interfaces.ts';
+import { interfacesOf, mirrorsOf, neighbourRegionOf, type Interface } from './interfaces.ts';
 import { openFib, sameFib, type NextHops } from './fib.ts';
 import type { Lpm4 } from './lpm4.ts';
 import type { Lpm6 } from './lpm6.ts';
@@ -26,7 +26,7 @@ export const DROP_REASONS = [
   ['arp_bad', 'malformed ARP packet, or one from outside the interface\'s subnets'],
   ['arp_not_for_router', 'ARP on a routed port for an address that is not the router\'s'],
   ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code)'],
-  ['local_unhandled', 'for one of the router\'s addresses but nothing the router answers (it answers ARP, NDP, ICMP echo, and UDP with port unreachable)'],
+  ['local_unhandled', 'for one of the router\'s addresses but nothing the router answers (it answers ARP, NDP, ICMP echo, and UDP with port unreachable), and the port has no Linux mirror'],
 ] as const;
 
 export const COUNTERS = [
@@ -43,6 +43,8 @@ export const COUNTERS = [
   ['held_for_resolution', 'packets held while their next hop was being resolved'],
   ['held_released', 'held packets sent once their next hop answered'],
   ['held_dropped', 'held packets dropped: their next hop never answered'],
+  ['punted_to_linux', 'packets for the router that it does not answer itself, handed to the port\'s Linux mirror (and ARP and NDP answers, which Linux needs too)'],
+  ['sent_by_linux', 'frames Linux sent from the port\'s mirror, out of the port'],
 ] as const;
 
 type Reason = (typeof DROP_REASONS)[number][0];
@@ -77,6 +79,9 @@ export class Router {
   readonly interfaces: Interface[];
   /** by port: its interface, or -1 (not routed: the stage leaves its frames alone) */
   readonly byPort: Int32Array;
+  /** by interface: the port of its Linux mirror, or -1; by port: the port a mirror's port mirrors, or -1 */
+  readonly mirrorPort: Int32Array;
+  readonly mirrored: Int32Array;
   // Replaced whole, between bursts, when a reload brings new routes (tablesChanged).
   lpm4: Lpm4;
   lpm6: Lpm6;
@@ -152,6 +157,7 @@ export class Router {
     this.neighbourName = neighbourRegionOf(topology);
     this.interfaces = interfaces;
     this.byPort = byPort;
+    ({ mirrorPort: this.mirrorPort, mirrored: this.mirrored } = mirrorsOf(topology, interfaces, byPort));
     const fib = openFib(ctx.shared);
     this.lpm4 = fib.lpm4;
     this.lpm6 = fib.lpm6;
@@ -197,6 +203,8 @@ export class Router {
       held_for_resolution: c('held_for_resolution'),
       held_released: c('held_released'),
       held_dropped: c('held_dropped'),
+      punted_to_linux: c('punted_to_linux'),
+      sent_by_linux: c('sent_by_linux'),
     };
     this.count = ctx.count;
     this.icmpBucket = new TokenBucket(ctx.config.icmpRate, ctx.config.icmpBurst);
@@ -245,6 +253,18 @@ export class Router {
     }
     this.config = config;
     this.cacheIface = -1;
+  }
+
+  /**
+   * Hands packet i, for the router, to the Linux mirror of its interface as it came: true,
+   * or false when the interface has none.
+   */
+  punt(batch: PacketBatch, i: number, iface: Interface): boolean {
+    const mirror = this.mirrorPort[iface.index];
+    if (mirror < 0) return false;
+    batch.egress[i] = mirror;
+    this.count(batch.ingress, this.counter.punted_to_linux, 1);
+    return true;
   }
 
   /** Whether a held slot is free for one more packet. */

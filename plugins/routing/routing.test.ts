@@ -4,7 +4,7 @@
 import t from 'tap';
 import routing, { clock } from './index.ts';
 import { PluginHarness, type HarnessPort, type Outcome } from '../../src/pipeline/testing.ts';
-import { arp, icmp4, icmp6, neighbourAdvertisement, neighbourSolicitation, parseFrame, routerSolicitation, tcp4, udp4, udp6 } from '../../test/support/frames.ts';
+import { arp, icmp4, icmp6, neighbourAdvertisement, neighbourSolicitation, parseFrame, routerSolicitation, tcp4, tcp6, udp4, udp6 } from '../../test/support/frames.ts';
 
 const MAC = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01', br: '02:00:00:00:0c:01' };
 const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', c: '52:54:00:00:00:0c', d: '52:54:00:00:00:0d' };
@@ -272,4 +272,55 @@ t.test('config errors name the field', async (t) => {
     t.equal(err.field, field);
     t.match(err.message, message);
   }
+});
+
+t.test('a Linux mirror: what the router does not answer goes to it, what it sends leaves through its port', async (t) => {
+  const mirrored: HarnessPort[] = [
+    { name: 'up', settings: { addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: MAC.a, mtu: 1500 } },
+    { name: 'up.linux', settings: { type: 'tap', mtu: 1500, mirror: { of: 'up', netns: 'lcp', mac: MAC.a, addresses: ['10.0.1.1/24'] } } },
+    { name: 'b', settings: { addresses: ['10.0.2.1/24'], routerMac: MAC.b, mtu: 1500 } },
+  ];
+  const h = await PluginHarness.create(routing, { ports: mirrored, config: {} });
+  const out = run(h, 'up', [
+    tcp4({ src: '10.0.1.2', dst: '10.0.1.1', srcPort: 40000, dstPort: 179, flags: 'S', srcMac: GUEST.a, dstMac: MAC.a }),
+    udp4({ src: '10.0.1.2', dst: '10.0.1.1', srcPort: 3784, dstPort: 3784, srcMac: GUEST.a, dstMac: MAC.a }),
+    icmp4({ src: '10.0.1.2', dst: '10.0.1.1', type: 8, id: 1, seq: 1, payload: 8, srcMac: GUEST.a, dstMac: MAC.a }),
+    arp({ op: 'reply', senderMac: GUEST.a, senderIp: '10.0.1.2', targetMac: MAC.a, targetIp: '10.0.1.1', dstMac: MAC.a, srcMac: GUEST.a }),
+    arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a }),
+    udp4({ src: '10.0.1.2', dst: '224.0.0.5', srcPort: 1, dstPort: 1, srcMac: GUEST.a, dstMac: '01:00:5e:00:00:05' }),
+    tcp6({ src: '2001:db8:1::2', dst: '2001:db8:1::1', srcPort: 40000, dstPort: 22, flags: 'S', srcMac: GUEST.a, dstMac: MAC.a }),
+  ]);
+  t.same(summary(out), ['up.linux', 'up.linux', 'up', 'up.linux', 'up', 'up.linux', 'up.linux'],
+    'TCP and UDP to the router, ARP replies to it and link-local multicast to Linux; echo and ARP requests answered by the router');
+  t.same(parseFrame(out[0].frame).l4?.dstPort, 179, 'as it came');
+  t.equal(h.counts('up').punted_to_linux, 5);
+  t.equal(h.counts('up').echo_replies_sent, 1);
+  const fromLinux = run(h, 'up.linux', [
+    arp({ op: 'request', senderMac: MAC.a, senderIp: '10.0.1.1', targetIp: '10.0.1.2', srcMac: MAC.a }),
+    tcp4({ src: '10.0.1.1', dst: '10.0.1.2', srcPort: 179, dstPort: 40000, flags: 'SA', srcMac: MAC.a, dstMac: GUEST.a }),
+  ]);
+  t.same(summary(fromLinux), ['up', 'up'], 'what Linux sends leaves through the port as it is');
+  t.equal(h.counts('up').sent_by_linux, 2, 'counted on the port');
+  const noMirror = run(h, 'b', [tcp4({ src: '10.0.2.2', dst: '10.0.2.1', srcPort: 40000, dstPort: 179, flags: 'S', srcMac: GUEST.b, dstMac: MAC.b })]);
+  t.same(summary(noMirror), ['drop:local_unhandled'], 'a port without a mirror still drops it');
+});
+
+t.test('learned routes: the config wins for the same prefix; one that does not resolve is left out', async (t) => {
+  const h = await router({
+    routes: [{ prefix: '198.51.100.0/24', via: '10.0.2.2' }],
+    learnedRoutes: [
+      { prefix: '198.51.100.0/24', via: ['10.0.1.2'], metric: 0, source: 'netlink lcp' },
+      { prefix: '203.0.113.0/24', via: ['10.0.1.2'], metric: 20, source: 'netlink lcp' },
+      { prefix: '203.0.113.0/24', via: ['10.0.2.2'], metric: 10, source: 'fpm 127.0.0.1:2620' },
+      { prefix: '192.0.2.0/24', via: ['10.9.9.9'], metric: 0, source: 'netlink lcp' },
+    ],
+  });
+  learnB(h);
+  run(h, 'a', [arp({ op: 'reply', senderMac: GUEST.a, senderIp: '10.0.1.2', targetMac: MAC.a, targetIp: '10.0.1.1', dstMac: MAC.a, srcMac: GUEST.a })]);
+  const to = (dst: string) => summary(run(h, 'a', [udp4({ src: '10.0.1.2', dst, srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]))[0];
+  t.equal(to('198.51.100.7'), 'b', 'the configured route, not the learned one');
+  t.equal(to('203.0.113.7'), 'b', 'of two sources, the lower metric');
+  t.equal(to('192.0.2.7'), 'drop:no_route', 'a gateway in no connected subnet: no route, and no refusal');
+  const rows = routing.tables!.routes.list({ config: h.config, topology: h.topology, shared: h.shared });
+  t.match(rows.find((r) => r.prefix === '203.0.113.0/24' && r.metric === 10), { type: 'fpm', source: 'fpm 127.0.0.1:2620', via: ['10.0.2.2'] }, 'listed with their source');
 });

@@ -42,6 +42,8 @@ export interface AdminBackend {
   dataplane(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null };
   /** replaces the data-plane process by one started from the code on disk */
   upgrade(): Promise<{ pid: number; previousPid: number; pauseMs: number; totalMs: number }>;
+  /** each route source ("routeSources", mirrors' namespaces): state, routes, routes left out by why */
+  routeSources(): { source: string; state: string; routes: number; leftOut: Record<string, number> }[];
 }
 
 /** A route of the endpoint, described for the OpenAPI document. */
@@ -286,6 +288,10 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         confirm = null;
         return { json: { confirmed: true } };
       },
+    },
+    {
+      method: 'GET', path: '/route-sources', summary: 'the route sources (netlink in a namespace, FPM): state, routes learned, and routes left out by why (another table, Linux\'s own connected routes, a gateway of another family...)',
+      handle: () => ({ json: backend.routeSources() }),
     },
     { method: 'GET', path: '/dataplane', summary: 'the data-plane process: its pid, the spare\'s (pmd.spare), how often it died (and the last time, and how) and was upgraded', handle: () => ({ json: backend.dataplane() }) },
     {

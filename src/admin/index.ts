@@ -28,6 +28,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     capture: () => supervisor.captureSource(),
     dataplane: () => supervisor.dataplaneInfo(),
     upgrade: () => supervisor.upgrade(),
+    routeSources: () => supervisor.routeSourceStatus(),
   };
   const http = new AdminHttp(config, adminRoutes(backend));
   await http.listen();

@@ -20,6 +20,8 @@ export interface ConfigLimits {
 
 const NAME = { pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$', errorMessage: "must be 1-32 letters, digits, '_', '.' or '-'" };
 const MAC = { pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$', errorMessage: 'must look like 52:54:00:12:34:56' };
+const NETNS = { pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$', errorMessage: "must be a network namespace name (as `ip netns` names them): 1-64 letters, digits, '_', '.' or '-'" };
+const IFNAME = { pattern: '^[A-Za-z0-9_.-]{1,15}$', errorMessage: 'must be an interface name: 1-15 of A-Z a-z 0-9 _ . -' };
 const PLUGIN_NAME = { pattern: '^[a-z][a-z0-9_-]{0,31}$', errorMessage: "a plugin name is 1-32 of a-z, 0-9, '_' and '-', starting with a letter" };
 
 /** "127.0.0.1:8080", "[::1]:8080", "localhost:8080": the host (bracketed, or not) and the port as groups 1, 2, 3. */
@@ -65,7 +67,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -', examples: ['vm3'] }),
       type: Type.Optional(Type.Enum(['vhost-user', 'tap', 'af_packet'], { description: 'vhost-user (the default): a VM\'s virtio-net device, over "socket"; tap: a TAP interface vrouter creates ("interface"), the host\'s own network stack on its other side; af_packet: an existing kernel interface ("interface": a NIC, a veth), through memory-mapped packet rings' })),
       socket: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be a path', description: 'vhost-user: the socket\'s path; a relative path is taken from the config file\'s folder', examples: ['/run/vrouter/vm3.sock'] })),
-      interface: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,15}$', errorMessage: 'must be an interface name: 1-15 of A-Z a-z 0-9 _ . -', description: 'tap: the name of the TAP interface vrouter creates; af_packet: the interface to send and receive on', examples: ['vr-host0'] })),
+      interface: Type.Optional(Type.String({ ...IFNAME, description: 'tap: the name of the TAP interface vrouter creates; af_packet: the interface to send and receive on', examples: ['vr-host0'] })),
       bridge: Type.Optional(Type.String({ ...NAME, description: 'ports with the same bridge name are switched together (MAC learning; broadcast and unknown unicast flooded; entries age out after 300 s)' })),
       addresses: Type.Optional(addresses('the router\'s addresses on the port, with prefix lengths: the port is routed (an L3 port), its subnets are connected routes. Needs "routing" in "pipeline"')),
       routerMac: Type.Optional(routerMac('the router\'s MAC on the port: frames to it are routed (default: a locally administered MAC derived from the port name)')),
@@ -90,6 +92,18 @@ export function configDocumentSchema(limits: ConfigLimits) {
         }),
       ),
       peerUid: Type.Optional(uid('the uid the frontend process must run as (SO_PEERCRED); a connection from any other uid is closed at once')),
+      linuxMirror: Type.Optional(
+        Type.Object(
+          {
+            netns: Type.String({ ...NETNS, description: 'the network namespace of the mirror (made if it does not exist): run FRR, BIRD or sshd there' }),
+            interface: Type.Optional(Type.String({ ...IFNAME, description: 'the name of the mirror\'s TAP interface in the namespace (default: the port\'s name, if it is a valid interface name)' })),
+          },
+          {
+            additionalProperties: false,
+            description: 'a routed port\'s mirror in Linux (as VPP\'s linux-cp): a TAP interface in "netns" with the port\'s MAC, MTU and addresses; traffic for the router\'s addresses that vrouter does not answer itself goes to it, what Linux sends from it leaves through the port, and the routes, neighbours and addresses installed in the namespace are vrouter\'s too. Needs "addresses"',
+          },
+        ),
+      ),
     },
     { additionalProperties: false, description: 'a port: an entry of "ports"' },
   );
@@ -139,6 +153,26 @@ export function configDocumentSchema(limits: ConfigLimits) {
     { additionalProperties: false, description: 'the admin endpoint' },
   );
 
+  const RouteSource = Type.Union(
+    [
+      Type.Object(
+        {
+          type: Type.Literal('netlink', { description: 'the routes of a network namespace\'s main table, through netlink' }),
+          netns: Type.String({ ...NETNS, description: 'the network namespace (as `ip netns` names it)' }),
+        },
+        { additionalProperties: false },
+      ),
+      Type.Object(
+        {
+          type: Type.Literal('fpm', { description: 'routes FRR\'s zebra pushes (dplane_fpm_nl: netlink messages over TCP)' }),
+          listen: Type.String({ pattern: `^${ADMIN_TCP_LISTEN}$`, errorMessage: 'must be "HOST:PORT" ("127.0.0.1:2620")', description: 'where vrouter listens for zebra', examples: ['127.0.0.1:2620'] }),
+        },
+        { additionalProperties: false },
+      ),
+    ],
+    { errorMessage: 'must be {"type": "netlink", "netns": NAME} or {"type": "fpm", "listen": "HOST:PORT"}', description: 'a source of routes besides the config' },
+  );
+
   return Type.Object(
     {
       ports: Type.Array(Port, { minItems: 1, maxItems: limits.ports, errorMessage: `must be a non-empty array of at most ${limits.ports} ports`, description: 'the ports: vhost-user (VMs) and uplinks (kernel interfaces)' }),
@@ -153,6 +187,11 @@ export function configDocumentSchema(limits: ConfigLimits) {
       ),
       plugins: Type.Optional(Type.Record(Type.String(), Plugin, { propertyNames: PLUGIN_NAME, description: 'plugin name -> the plugin' })),
       admin: Type.Optional(Admin),
+      routeSources: Type.Optional(
+        Type.Array(RouteSource, {
+          description: 'where routes come from besides "routes": a network namespace\'s table (netlink) or FRR\'s FPM; "routes" win over them for the same prefix, and a lower metric wins among them. A port\'s linuxMirror namespace is one without being listed',
+        }),
+      ),
       ...pluginKeyProperties(PLUGIN_TOP_LEVEL_KEYS),
     },
     { additionalProperties: false, title: 'vrouter config', description: 'a whole config document, as the file holds it' },

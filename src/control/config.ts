@@ -12,6 +12,7 @@ import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } fr
 import { derivedRouterMac, parsePrefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
+import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 
 export interface PortConfig {
   name: string;
@@ -47,7 +48,24 @@ export interface PortConfig {
   addresses: string[];
   /** the router's MAC on this port (default: derived from the port name) */
   routerMac: string;
+  /** a routed port's mirror in Linux (linuxMirror): its TAP interface, in that namespace */
+  linuxMirror: { netns: string; interface: string } | null;
+  /** a port that is another's Linux mirror: a TAP port vrouter adds for it (mirrorPortOf) */
+  mirror: MirrorOf | null;
 }
+
+/** What a mirror's TAP interface gets from the port it mirrors. */
+export interface MirrorOf {
+  /** the mirrored port's name */
+  of: string;
+  netns: string;
+  /** the router's MAC and addresses on the mirrored port */
+  mac: string;
+  addresses: string[];
+}
+
+/** A route source besides the config ("routeSources"). */
+export type RouteSourceConfig = { type: 'netlink'; netns: string } | { type: 'fpm'; host: string; port: number };
 
 /** A bridge's own settings ("bridges"): with addresses, the router has an interface in it. */
 export interface BridgeConfig {
@@ -75,6 +93,8 @@ export interface VrouterConfig {
   plugins: PluginSpec[];
   bridges: Record<string, BridgeConfig>;
   admin: AdminConfig;
+  /** the route sources: those listed, then each linuxMirror namespace not listed */
+  routeSources: RouteSourceConfig[];
 }
 
 /** The admin endpoint: where it listens, and the token that changes need. */
@@ -190,7 +210,93 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     peerUid: p.peerUid ?? null,
     addresses: interfaceAddresses(p.addresses ?? [], `${field}.addresses`),
     routerMac: p.routerMac === undefined ? derivedRouterMac(p.name) : unicastMac(p.routerMac, `${field}.routerMac`),
+    linuxMirror: p.linuxMirror === undefined ? null : linuxMirror(p, field),
+    mirror: null,
   };
+}
+
+const INTERFACE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+/** What a port's Linux mirror is called among the ports (its counters, captures). */
+export const mirrorPortName = (port: string) => `${port}.linux`;
+
+function linuxMirror(p: PortEntry, field: string): { netns: string; interface: string } {
+  const m = p.linuxMirror!;
+  if ((p.addresses ?? []).length === 0) throw new ConfigError(`${field}.linuxMirror`, 'needs the port\'s "addresses": only a routed port has a mirror in Linux');
+  if (p.bridge !== undefined) throw new ConfigError(`${field}.linuxMirror`, 'a port in a bridge has no mirror of its own (it is not a routed port)');
+  const name = m.interface ?? p.name;
+  if (!INTERFACE_NAME.test(name)) throw new ConfigError(`${field}.linuxMirror.interface`, `is needed: the port's name "${p.name}" is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)`);
+  return { netns: m.netns, interface: name };
+}
+
+/** The TAP port that mirrors a routed port in Linux: in the mirror's namespace, with the port's MAC, MTU and addresses. */
+function mirrorPortOf(p: PortConfig): PortConfig {
+  const m = p.linuxMirror!;
+  return {
+    ...p,
+    name: mirrorPortName(p.name),
+    type: 'tap',
+    socket: '',
+    interface: m.interface,
+    mac: null,
+    queues: 1,
+    rxqAffinity: {},
+    portSecurity: false,
+    addresses: [],
+    linuxMirror: null,
+    mirror: { of: p.name, netns: m.netns, mac: p.routerMac, addresses: p.addresses },
+  };
+}
+
+/** Each port, each followed by its Linux mirror if it has one; names and interfaces checked for clashes. */
+function withMirrors(ports: PortConfig[]): PortConfig[] {
+  const all = ports.flatMap((p) => (p.linuxMirror === null ? [p] : [p, mirrorPortOf(p)]));
+  ports.forEach((p, i) => {
+    if (p.linuxMirror === null) return;
+    const name = mirrorPortName(p.name);
+    const clash = ports.findIndex((q) => q.name === name);
+    if (clash >= 0) throw new ConfigError(`ports[${clash}].name`, `"${name}" is the name of ports[${i}]'s Linux mirror`);
+    const twin = ports.findIndex((q, j) => j < i && q.linuxMirror?.netns === p.linuxMirror!.netns && q.linuxMirror.interface === p.linuxMirror!.interface);
+    if (twin >= 0) throw new ConfigError(`ports[${i}].linuxMirror.interface`, `${p.linuxMirror.interface} in ${p.linuxMirror.netns} is already the mirror of ports[${twin}]`);
+  });
+  if (all.length > LIMITS.ports) throw new ConfigError('ports', `at most ${LIMITS.ports} ports, each Linux mirror counting as one: ${all.length} with the mirrors`);
+  return all;
+}
+
+/**
+ * The addresses Linux has on ports' mirrors, beside the ports' own: the router's too. Those
+ * that are not valid interface addresses, or that the port has already, are left out.
+ */
+function withLearnedAddresses(ports: PortConfig[], learned: Readonly<Record<string, readonly string[]>>): PortConfig[] {
+  return ports.map((p) => {
+    const extra = (learned[p.name] ?? []).flatMap((a) => {
+      try {
+        return interfaceAddresses([a], 'learned');
+      } catch {
+        return [];
+      }
+    });
+    const added = [...new Set(extra)].filter((a) => !p.addresses.includes(a));
+    return added.length === 0 ? p : { ...p, addresses: [...p.addresses, ...added] };
+  });
+}
+
+/** "routeSources", then a netlink source for each mirror's namespace not listed. */
+function parseRouteSources(given: ConfigDocument['routeSources'] = [], ports: PortConfig[]): RouteSourceConfig[] {
+  const sources: RouteSourceConfig[] = given.map((s, i) => {
+    if (s.type === 'netlink') return { type: 'netlink', netns: s.netns };
+    const m = ADMIN_TCP.exec(s.listen)!;
+    const port = Number(m[3]);
+    if (port < 1 || port > 65535) throw new ConfigError(`routeSources[${i}].listen`, `the port must be from 1 to 65535, got ${port}`);
+    return { type: 'fpm', host: m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]), port };
+  });
+  const key = (s: RouteSourceConfig) => (s.type === 'netlink' ? `netlink ${s.netns}` : `fpm ${s.host}:${s.port}`);
+  const dup = sources.findIndex((s, i) => sources.findIndex((t) => key(t) === key(s)) !== i);
+  if (dup >= 0) throw new ConfigError(`routeSources[${dup}]`, `${key(sources[dup])} is listed twice`);
+  for (const p of ports) {
+    const netns = p.linuxMirror?.netns;
+    if (netns !== undefined && !sources.some((s) => s.type === 'netlink' && s.netns === netns)) sources.push({ type: 'netlink', netns });
+  }
+  return sources;
 }
 
 /** A MAC of the schema's form that is also unicast: the I/G bit (bit 0 of the first octet) clear. */
@@ -273,7 +379,7 @@ const ROUTING_STAGE = 'routing';
  * A built-in's top-level key given without its stage in the pipeline is a mistake (the
  * routes would do nothing), and says so.
  */
-function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string): { pipeline: string[]; plugins: PluginSpec[] } {
+function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string, learned: Learned): { pipeline: string[]; plugins: PluginSpec[] } {
   const specs = new Map<string, PluginSpec>();
   for (const [name, entry] of Object.entries(doc.plugins ?? {})) {
     const field = `plugins.${name}`;
@@ -282,6 +388,8 @@ function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string
       if (path !== undefined) throw new ConfigError(`${field}.path`, `"${name}" is built in: it takes no path`);
       const clash = Object.keys(config).find((k) => (PLUGIN_TOP_LEVEL_KEYS as Record<string, { plugin: string } | undefined>)[k]?.plugin === name);
       if (clash !== undefined) throw new ConfigError(`${field}.${clash}`, `"${clash}" is given at the top level of the config`);
+      const own = ['learnedRoutes', 'learnedNeighbours'].find((k) => name === ROUTING_STAGE && k in config);
+      if (own !== undefined) throw new ConfigError(`${field}.${own}`, 'unknown key: what is learned comes from "routeSources"');
       specs.set(name, { name, path: builtInPluginPath(name), config });
       continue;
     }
@@ -316,6 +424,12 @@ function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string
     if (value === undefined) continue;
     if (!pipeline.includes(plugin)) throw new ConfigError(key, `needs the "${plugin}" stage in "pipeline"`);
     specs.get(plugin)!.config[key] = value;
+  }
+  // What the route sources learned is the routing stage's too, after the config's.
+  if (pipeline.includes(ROUTING_STAGE)) {
+    const routing = specs.get(ROUTING_STAGE)!.config;
+    if (learned.routes.length > 0) routing.learnedRoutes = learned.routes;
+    if (learned.neighbours.length > 0) routing.learnedNeighbours = learned.neighbours;
   }
   // An ACL rule may name a policer: the acl stage marks its packets with the policer's place.
   if (pipeline.includes('acl')) {
@@ -359,28 +473,31 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
 
 /**
  * Validates a parsed config document: first against the schema, then what a schema cannot
- * say. Relative paths are taken from baseDir.
+ * say. Relative paths are taken from baseDir. `learned`: what the route sources hold now
+ * (routes and neighbours for the routing stage, addresses Linux has on mirrors for their ports).
  */
-export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().length): VrouterConfig {
+export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().length, learned: Learned = NOTHING_LEARNED): VrouterConfig {
   const doc = checkDocument(raw);
   const pmd = parsePmd(doc.pmd, cpuCount);
-  const ports = doc.ports.map((p, i) => parsePort(p, `ports[${i}]`, baseDir, cpuCount, pmd.cores));
-  ports.forEach((p, i) => {
-    const j = ports.findIndex((q) => q.name === p.name);
+  const given = doc.ports.map((p, i) => parsePort(p, `ports[${i}]`, baseDir, cpuCount, pmd.cores));
+  given.forEach((p, i) => {
+    const k = given.findIndex((q) => q.type === p.type && q.socket === p.socket && q.interface === p.interface);
+    const j = given.findIndex((q) => q.name === p.name);
     if (j !== i) throw new ConfigError(`ports[${i}].name`, `"${p.name}" is already the name of ports[${j}]`);
-    const k = ports.findIndex((q) => q.type === p.type && q.socket === p.socket && q.interface === p.interface);
     if (k !== i) {
       if (p.type !== 'vhost-user') throw new ConfigError(`ports[${i}].interface`, `${p.interface} is already the interface of ports[${k}]`);
       throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
     }
   });
+  const ports = withLearnedAddresses(withMirrors(given), learned.addresses);
   const bridges = parseBridges(doc.bridges, ports);
-  const stages = parsePipeline(doc, ports, baseDir);
+  const stages = parsePipeline(doc, given, baseDir, learned);
   if (!stages.pipeline.includes(ROUTING_STAGE)) {
     const b = Object.entries(bridges).find(([, c]) => c.addresses.length > 0);
     if (b !== undefined) throw new ConfigError(`bridges.${b[0]}.addresses`, `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
   }
-  return { ports, pmd, bridges, ...stages, admin: parseAdmin(doc.admin, baseDir) };
+  if (doc.routeSources !== undefined && !stages.pipeline.includes(ROUTING_STAGE)) throw new ConfigError('routeSources', `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
+  return { ports, pmd, bridges, ...stages, admin: parseAdmin(doc.admin, baseDir), routeSources: parseRouteSources(doc.routeSources, ports) };
 }
 
 /**

@@ -31,6 +31,8 @@ import { dataplaneLayout, pmdConfigsOf, type DataplaneLayout } from './dataplane
 import { endpointOf, portChange, type PortChange } from './port-change.ts';
 import { assignSlots, type PortSlots } from './port-slots.ts';
 import { CONTROL_WORDS } from '../dataplane/capture.ts';
+import { RouteSources, type RouteSourceStatus } from './route-sources.ts';
+import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 
 const log = createLog('supervisor');
 
@@ -72,6 +74,8 @@ const STUCK_MS = 1000;
 const WATCHDOG_MS = 250;
 /** changes arriving within this long are applied as one (applyEdit) */
 const EDIT_WINDOW_MS = 20;
+/** Changes of the learned routes are applied together, this often at most: a routing daemon's burst is one apply. */
+const LEARNED_WINDOW_MS = 100;
 
 /** A data-plane process whose PMDs are loaded and wait (startSpare). */
 interface Spare {
@@ -98,6 +102,10 @@ export class Supervisor {
   private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
   private applying: Promise<unknown> = Promise.resolve();
+  /** what the route sources hold (RouteSources): the routing stage's too; and whether an apply of it is queued */
+  private learned: Learned = NOTHING_LEARNED;
+  private learnedQueued = false;
+  private routeSources: RouteSources | null = null;
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
   private readonly digests = new Map<string, string>();
   private readonly layout: DataplaneLayout;
@@ -203,6 +211,9 @@ export class Supervisor {
     });
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     this.keepSpare();
+    // After the ports: a mirror's namespace exists once its port is open.
+    this.routeSources = new RouteSources((learned) => this.learnedChanged(learned), log);
+    this.routeSources.configure(this.config);
     const cpus = this.config.pmd.cores.join(', ');
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmdCount} PMD(s) on CPU ${cpus} in the data-plane process (pid ${this.dataplane?.pid})`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmdCount });
   }
@@ -724,6 +735,22 @@ export class Supervisor {
     });
   }
 
+  /**
+   * What the route sources hold changed: applied with the config in force when the apply's
+   * turn comes (the changes of a short window together). Routes and neighbours change
+   * live; an address on a mirror changes its port (the PMDs restart on it, a short pause).
+   */
+  learnedChanged(learned: Learned): void {
+    this.learned = learned;
+    if (this.learnedQueued || this.stopping) return;
+    this.learnedQueued = true;
+    const run = this.applying.then(() => sleep(LEARNED_WINDOW_MS)).then(() => {
+      this.learnedQueued = false;
+      return this.applyNow(this.document, { source: 'route sources' });
+    });
+    this.applying = run.catch((err: Error) => log.error(`learned routes not applied: ${err.message}`, 'routes.refused'));
+  }
+
   private async applyEdits(): Promise<void> {
     const group = this.pendingEdits.splice(0);
     const editOf = (edits: typeof group) => {
@@ -750,7 +777,7 @@ export class Supervisor {
   }
 
   private async applyNow(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {
-    const next = parseConfig(document, dirname(resolve(this.configPath)));
+    const next = parseConfig(document, dirname(resolve(this.configPath)), undefined, this.learned);
     const diff = configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
     if (structural !== null) throw new NeedsRestart(structural);
@@ -768,7 +795,12 @@ export class Supervisor {
     const live = ports === null && newFiles.length === 0 && changed.every((p) => p.swappable);
     const mode = changed.length === 0 ? 'none' : live ? 'live' : 'restart';
     if (options.dryRun || changed.length === 0) {
-      if (!options.dryRun) this.document = document;
+      if (!options.dryRun) {
+        // Nothing for the plugins or the ports; the route sources may have changed.
+        this.document = document;
+        this.config = next;
+        this.routeSources?.configure(next);
+      }
       return { mode, plugins: changed.map((p) => p.name), diff };
     }
     const memory = allocatePluginMemory(plans, this.pluginMemory);
@@ -786,6 +818,7 @@ export class Supervisor {
     this.config = next;
     this.document = document;
     this.plugins = plans;
+    this.routeSources?.configure(next);
     // Regions of the tables replaced are freed once no PMD uses them.
     const kept = new Set(Object.values(memory).flatMap((regions) => Object.values(regions)));
     const dropped = Object.values(this.pluginMemory).flatMap((regions) => Object.values(regions)).filter((b) => !kept.has(b));
@@ -846,6 +879,11 @@ export class Supervisor {
     });
   }
 
+  /** Each route source: its state, and how many routes it has. */
+  routeSourceStatus(): RouteSourceStatus[] {
+    return this.routeSources?.status() ?? [];
+  }
+
   /** The config document in force, as written. */
   get runningDocument(): unknown {
     return this.document;
@@ -892,6 +930,7 @@ export class Supervisor {
   /** Closes every connection and socket, then stops the threads. */
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.routeSources?.stop();
     const control = this.control;
     if (control) {
       const stopped = new Promise<void>((resolve) => {

@@ -65,6 +65,7 @@ const c = {
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)'),
   sendto: libc.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
+  setns: libc.func('int setns(int fd, int nstype)'),
   // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
   readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
   writeAt: libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)'),
@@ -624,6 +625,7 @@ export function setParentDeathSignal(signal: NodeJS.Signals | number): void {
 // ---- TAP devices -----------------------------------------------------------------------------
 
 const O_RDWR = 2;
+const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
@@ -680,6 +682,58 @@ export function interfaceUp(name: string, mtu?: number): void {
     if ((c.ioctl(sock, SIOCSIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCSIFFLAGS ${name}`);
   } finally {
     c.close(sock);
+  }
+}
+
+const SIOCSIFHWADDR = 0x8924;
+const ARPHRD_ETHER = 1;
+
+/** Sets an interface's MAC ("52:54:00:12:34:56"; SIOCSIFHWADDR), in this thread's network namespace. The interface must be down. */
+export function setInterfaceMac(name: string, mac: string): void {
+  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (sock < 0) fail('socket', 'AF_INET');
+  try {
+    const req = ifreq(name);
+    // the union holds a struct sockaddr: family, then the address
+    new DataView(req.buffer).setUint16(IFNAMSIZ, ARPHRD_ETHER, true);
+    req.set(mac.split(':').map((x) => parseInt(x, 16)), IFNAMSIZ + 2);
+    if ((c.ioctl(sock, SIOCSIFHWADDR, req) as number) < 0) fail('ioctl', `SIOCSIFHWADDR ${name} ${mac}`);
+  } finally {
+    c.close(sock);
+  }
+}
+
+const CLONE_NEWNET = 0x40000000;
+/** where `ip netns add` keeps the namespaces it names */
+export const NETNS_DIR = '/run/netns';
+
+/**
+ * Runs `fn` with this thread in the network namespace `name` (as `ip netns` names it), then
+ * back in its own, even if `fn` throws. Sockets and interfaces made meanwhile belong to
+ * that namespace for good: a socket stays in the one it was made in.
+ */
+export function inNetworkNamespace<T>(name: string, fn: () => T): T {
+  const own = c.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC) as number;
+  if (own < 0) fail('open', '/proc/thread-self/ns/net');
+  try {
+    const target = c.open(`${NETNS_DIR}/${name}`, O_RDONLY | O_CLOEXEC) as number;
+    if (target < 0) fail('open', `${NETNS_DIR}/${name}: no network namespace of that name`);
+    try {
+      if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', name);
+    } finally {
+      c.close(target);
+    }
+    try {
+      return fn();
+    } finally {
+      // A thread left in the wrong namespace would make every later socket there: abort.
+      if ((c.setns(own, CLONE_NEWNET) as number) < 0) {
+        process.stderr.write(`setns back from network namespace ${name} failed (errno ${koffi.errno()})\n`);
+        process.abort();
+      }
+    }
+  } finally {
+    c.close(own);
   }
 }
 

@@ -2,7 +2,7 @@
 // links, addresses, routes, neighbours and nexthop objects, dumped on request and followed
 // as they change. Bytes in and out only; src/sys/netlink.ts encodes and decodes them.
 import koffi from 'koffi';
-import { closeAll, EAGAIN, EINTR, fail, libc, SysError } from './libc.ts';
+import { closeAll, EAGAIN, EINTR, fail, inNetworkNamespace, libc, NETNS_DIR, SysError } from './libc.ts';
 
 const c = {
   socket: libc.func('int socket(int domain, int type, int protocol)'),
@@ -10,8 +10,6 @@ const c = {
   setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const uint8_t *optval, uint32_t optlen)'),
   send: libc.func('intptr_t send(int fd, const uint8_t *buf, size_t len, int flags)'),
   recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
-  open: libc.func('int open(const char *path, int flags)'),
-  setns: libc.func('int setns(int fd, int nstype)'),
   close: libc.func('int close(int fd)'),
 };
 
@@ -29,9 +27,6 @@ const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
 const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
-const O_RDONLY = 0;
-const O_CLOEXEC = 0o2000000;
-const CLONE_NEWNET = 0x40000000;
 const ENOBUFS = koffi.os.errno.ENOBUFS;
 
 /** rtnetlink multicast groups (enum rtnetlink_groups in linux/rtnetlink.h) */
@@ -44,45 +39,17 @@ export const RTNLGRP_IPV6_ROUTE = 11;
 /** Linux 5.3+; older kernels refuse to join it */
 export const RTNLGRP_NEXTHOP = 32;
 
-/** The file of a network namespace: a name as `ip netns add` makes them (/run/netns/NAME), or a path as it is. */
+/** The file of a network namespace: a name as `ip netns add` makes them (/run/netns/NAME). */
 export function netnsPath(netns: string): string {
-  if (netns.startsWith('/')) return netns;
   if (netns === '' || netns === '.' || netns === '..' || netns.includes('/') || netns.includes('\0')) throw new RangeError(`network namespace name ${JSON.stringify(netns)}`);
-  return `/run/netns/${netns}`;
+  return `${NETNS_DIR}/${netns}`;
 }
 
-function openNamespace(path: string): number {
-  const fd = c.open(path, O_RDONLY | O_CLOEXEC) as number;
-  if (fd < 0) fail('open', path);
-  return fd;
-}
-
-/**
- * Runs fn with the calling thread in network namespace `netns` (null: where it is), then
- * puts the thread back, whether fn returned or threw. What fn creates (a socket) stays in
- * the namespace it was created in. Needs CAP_SYS_ADMIN. fn must not await: only the thread
- * moves, for as long as fn runs.
- */
+/** Runs fn with the calling thread in network namespace `netns` (null: where it is); see inNetworkNamespace. */
 export function inNetns<T>(netns: string | null, fn: () => T): T {
   if (netns === null) return fn();
-  // The way back is opened first: once the thread has moved, /proc/thread-self/ns/net is the other namespace.
-  const home = openNamespace('/proc/thread-self/ns/net');
-  try {
-    const target = openNamespace(netnsPath(netns));
-    try {
-      if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', netnsPath(netns));
-    } finally {
-      c.close(target);
-    }
-    try {
-      return fn();
-    } finally {
-      // A thread left in the other namespace would open every later socket there: fatal to say so.
-      if ((c.setns(home, CLONE_NEWNET) as number) < 0) fail('setns', 'back to the original network namespace');
-    }
-  } finally {
-    c.close(home);
-  }
+  netnsPath(netns);
+  return inNetworkNamespace(netns, fn);
 }
 
 function setIntOption(fd: number, level: number, option: number, value: number): boolean {

@@ -4,11 +4,14 @@
 // NIC, one end of a veth pair). Either way the control thread holds the fd for as long as
 // the port exists (a TAP interface lives as long as an fd is open; a socket's rings too), so
 // a data plane that dies takes none of it, and hands the PMD that polls the port a copy.
-import { closeAll, interfaceIndex, interfaceUp, packetRingBytes, packetSocket, tapOpen, type PacketRingShape } from '../sys/libc.ts';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, tapOpen, type PacketRingShape } from '../sys/libc.ts';
 import type { Dataplane, PortCommand } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
 import { newRegionId } from '../vhost/memory-table.ts';
 import type { EndpointSettings, PortState } from '../vhost/port-endpoint.ts';
+import type { MirrorOf } from '../control/config.ts';
 import { TX_DATA_OFFSET } from '../dataplane/packet-ring.ts';
 
 /** Rings of 64 KiB blocks: 4 MiB to receive into (a burst of about 2,700 full-size frames), 1 MiB to send from. */
@@ -23,6 +26,43 @@ const INTERFACE_CHECK_MS = 1000;
 /** The rings of an AF_PACKET port whose frames are at most maxFrame bytes. */
 export function ringShape(maxFrame: number): PacketRingShape {
   return { blockBytes: BLOCK_BYTES, rxBlocks: RX_BLOCKS, txBlocks: TX_BLOCKS, txFrameBytes: Math.ceil((TX_DATA_OFFSET + maxFrame) / 16) * 16, retireMs: RETIRE_MS };
+}
+
+/** What tells uplinks apart: the kind, the interface and, for a mirror, its namespace. */
+export function uplinkKey(e: Pick<EndpointSettings, 'type' | 'interface' | 'mirror'>): string {
+  return `${e.type}:${e.mirror === null ? '' : `${e.mirror.netns}/`}${e.interface}`;
+}
+
+/** A TAP interface, with `mac` if given (set while it is down), up with the MTU: its fd. */
+function openTap(name: string, mtu: number, mac: string | null): number {
+  const fd = tapOpen(name);
+  try {
+    if (mac !== null) setInterfaceMac(name, mac);
+    interfaceUp(name, mtu);
+  } catch (err) {
+    closeAll([fd]);
+    throw err;
+  }
+  return fd;
+}
+
+/**
+ * A port's mirror: a TAP interface in the mirror's namespace (made if there is none) with the
+ * port's MAC, MTU and addresses, so that Linux there is the router on the port's link. IPv6
+ * addresses skip duplicate address detection: they are the router's, already in use.
+ */
+function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
+  if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) ip('netns', 'add', mirror.netns);
+  const fd = inNetworkNamespace(mirror.netns, () => openTap(name, mtu, mirror.mac));
+  try {
+    for (const a of mirror.addresses) ip('-n', mirror.netns, 'address', 'replace', a, 'dev', name, ...(a.includes(':') ? ['nodad'] : []));
+  } catch (err) {
+    closeAll([fd]);
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    throw new Error(`cannot give ${name} in ${mirror.netns} its addresses: ${stderr || (err as Error).message}`);
+  }
+  return fd;
 }
 
 export class UplinkEndpoint {
@@ -52,7 +92,7 @@ export class UplinkEndpoint {
 
   /** What a change of ports matches endpoints by: two ports cannot have the same interface. */
   get key(): string {
-    return `${this.settings.type}:${this.settings.interface}`;
+    return uplinkKey(this.settings);
   }
 
   state(): PortState {
@@ -66,15 +106,11 @@ export class UplinkEndpoint {
    */
   start(held = false): void {
     const name = this.settings.interface!;
-    if (this.settings.type === 'tap') {
-      this.fd = tapOpen(name);
-      try {
-        interfaceUp(name, this.settings.mtu);
-      } catch (err) {
-        closeAll([this.fd]);
-        this.fd = -1;
-        throw err;
-      }
+    const mirror = this.settings.mirror;
+    if (this.settings.type === 'tap' && mirror !== null) {
+      this.fd = openMirror(name, this.settings.mtu, mirror);
+    } else if (this.settings.type === 'tap') {
+      this.fd = openTap(name, this.settings.mtu, null);
     } else {
       // Up before the socket is bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
@@ -84,7 +120,10 @@ export class UplinkEndpoint {
       this.checkTimer = setInterval(() => this.checkInterface(), INTERFACE_CHECK_MS).unref();
     }
     this.generation++;
-    const what = this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}` : `AF_PACKET rings on ${name} (${this.ring!.bytes >> 20} MiB)`;
+    const what =
+      mirror !== null ? `Linux mirror of port ${mirror.of}: TAP interface ${name} in network namespace ${mirror.netns}, ${mirror.mac}, MTU ${this.settings.mtu}, ${mirror.addresses.join(' ')}`
+      : this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}`
+      : `AF_PACKET rings on ${name} (${this.ring!.bytes >> 20} MiB)`;
     this.log.info(`port ${this.settings.name}: ${what}`, 'port.listening', { port: this.settings.name });
     if (!held) this.release();
   }

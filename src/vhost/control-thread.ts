@@ -7,11 +7,11 @@ import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
-import { UplinkEndpoint } from '../uplink/uplink-endpoint.ts';
+import { UplinkEndpoint, uplinkKey } from '../uplink/uplink-endpoint.ts';
 
 type Endpoint = PortEndpoint | UplinkEndpoint;
 const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'vhost-user' ? new PortEndpoint(e, dataplane, log) : new UplinkEndpoint(e, dataplane, log));
-const keyOf = (e: EndpointSettings) => (e.type === 'vhost-user' ? e.socket : `${e.type}:${e.interface}`);
+const keyOf = (e: EndpointSettings) => (e.type === 'vhost-user' ? e.socket : uplinkKey(e));
 
 export interface ControlThreadData {
   endpoints: EndpointSettings[];

@@ -5,6 +5,7 @@
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { accept, closeAll, peerCredentials, unixConnect, unixListen, watchReadable, type Watch } from '../sys/libc.ts';
+import type { MirrorOf } from '../control/config.ts';
 import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
 
@@ -20,6 +21,8 @@ export interface EndpointSettings extends PortSettings {
   socketGroup: number | null;
   /** the uid a frontend must run as, or null for any */
   peerUid: number | null;
+  /** tap: the port this one mirrors in Linux, the TAP interface then made in the mirror's namespace */
+  mirror: MirrorOf | null;
 }
 
 const RECONNECT_MS = 1000;

@@ -1,7 +1,7 @@
 // The FPM server with a real FRR zebra (dplane_fpm_nl) and staticd, in a network namespace
 // of the test's own: the static routes zebra installs arrive as nexthop objects and the
-// routes that use them; withdrawn, they are removed; zebra gone, the connection is. Skipped
-// where FRR (with its dplane_fpm_nl module) is not installed.
+// routes that use them; withdrawn, they are removed; zebra gone, the connection is. Fails,
+// saying why, where FRR (with its dplane_fpm_nl module) is not installed.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +23,9 @@ const frrUser = (() => {
   }
 })();
 
-t.test('zebra\'s routes through dplane_fpm_nl', { skip: existsSync(`${FRR}/zebra`) && existsSync(MODULE) && frrUser ? false : `FRR with ${MODULE} and an frr user are needed` }, async (t) => {
+if (!(existsSync(`${FRR}/zebra`) && existsSync(MODULE) && frrUser)) t.fail(`cannot run zebra: FRR with ${MODULE} and an frr user are needed (scripts/setup-peers.sh installs them)`);
+
+t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
   const ns = `vrt-fpm-${randomBytes(4).toString('hex')}`;
   ip('netns', 'add', ns);
   t.teardown(() => ip('netns', 'del', ns));

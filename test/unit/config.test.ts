@@ -9,13 +9,14 @@ import { ConfigDocument, ConfigError, parseConfig } from '../../src/control/conf
 import { REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge: 'br0', ...over });
+const routed = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', addresses: ['10.0.1.1/24'], ...over });
 
 t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
     macLimit: 256, portSecurity: false, memoryPolicy: 'warn', socketMode: 0o600, socketGroup: null, peerUid: null,
-    addresses: [], routerMac: c.ports[0].routerMac,
+    addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.match(c.ports[0].routerMac, /^02(:[0-9a-f]{2}){5}$/, 'the router MAC is locally administered');
   t.not(c.ports[0].routerMac, c.ports[1].routerMac, 'and differs by port');
@@ -31,7 +32,7 @@ t.test('every optional key', async (t) => {
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
     macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', socketMode: 0o600, socketGroup: null, peerUid: 1000,
-    addresses: [], routerMac: c.ports[0].routerMac,
+    addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
   t.equal(c.ports[1].socketGroup, 0);
@@ -94,6 +95,18 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port()], pipeline: ['bridge', 7] }, 'pipeline[1]', /name of a stage, got 7/],
     [{ ports: [port()], admin: { listen: 'localhost' } }, 'admin.listen', /"unix:\/path" or "HOST:PORT"/],
     [{ ports: [port()], admin: { listen: '127.0.0.1:70000' } }, 'admin.listen', /port must be from 1 to 65535, got 70000/],
+    [{ ports: [routed({ linuxMirror: {} })], pipeline: ['routing'] }, 'ports[0].linuxMirror.netns', /network namespace name/],
+    [{ ports: [routed({ linuxMirror: { netns: 'a/b' } })], pipeline: ['routing'] }, 'ports[0].linuxMirror.netns', /network namespace name/],
+    [{ ports: [port({ linuxMirror: { netns: 'lcp' } })], pipeline: ['routing'] }, 'ports[0].linuxMirror', /needs the port's "addresses"/],
+    [{ ports: [routed({ name: 'a-very-long-port-name', linuxMirror: { netns: 'lcp' } })], pipeline: ['routing'] }, 'ports[0].linuxMirror.interface', /is needed: the port's name "a-very-long-port-name" is not a valid interface name/],
+    [{ ports: [routed({ linuxMirror: { netns: 'lcp', interface: 'x', mtu: 1 } })], pipeline: ['routing'] }, 'ports[0].linuxMirror.mtu', /unknown key/],
+    [{ ports: [routed({ linuxMirror: { netns: 'lcp' } }), routed({ name: 'a.linux', socket: '/tmp/x.sock' })], pipeline: ['routing'] }, 'ports[1].name', /"a.linux" is the name of ports\[0\]'s Linux mirror/],
+    [{ ports: [routed({ linuxMirror: { netns: 'lcp', interface: 'm' } }), routed({ name: 'b', socket: '/tmp/b.sock', linuxMirror: { netns: 'lcp', interface: 'm' } })], pipeline: ['routing'] }, 'ports[1].linuxMirror.interface', /m in lcp is already the mirror of ports\[0\]/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'bgp' }] }, 'routeSources[0]', /"type": "netlink", "netns": NAME\} or \{"type": "fpm"/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '127.0.0.1:0' }] }, 'routeSources[0].listen', /port must be from 1 to 65535/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'netlink', netns: 'x' }, { type: 'netlink', netns: 'x' }] }, 'routeSources[1]', /netlink x is listed twice/],
+    [{ ports: [port()], routeSources: [] }, 'routeSources', /needs the "routing" stage/],
+    [{ ports: [routed()], pipeline: ['routing'], plugins: { routing: { learnedRoutes: [] } } }, 'plugins.routing.learnedRoutes', /comes from "routeSources"/],
   ];
   for (const [raw, field, reason] of cases) {
     const err = t.throws(() => parseConfig(raw, '/', 2)) as ConfigError;
@@ -101,6 +114,17 @@ t.test('mistakes name the field and the reason', async (t) => {
     t.match(err.message, reason, `${field}: reason`);
     t.equal(err.code, 'VR_CONFIG');
   }
+});
+
+t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a route source', async (t) => {
+  const c = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' }, mtu: 9000 }), routed({ name: 'b', socket: '/tmp/b.sock' })], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'localhost:2620' }] }, '/', 2);
+  t.same(c.ports.map((p) => p.name), ['a', 'a.linux', 'b'], 'the mirror follows its port');
+  t.match(c.ports[1], { type: 'tap', interface: 'a', mtu: 9000, addresses: [], mirror: { of: 'a', netns: 'lcp', mac: c.ports[0].routerMac, addresses: ['10.0.1.1/24'] } });
+  t.same(c.routeSources, [{ type: 'fpm', host: '127.0.0.1', port: 2620 }, { type: 'netlink', netns: 'lcp' }], 'the mirror\'s namespace is a route source, unless listed');
+  const learned = { routes: [], neighbours: [], addresses: { a: ['10.0.1.1/24', '10.0.1.9/24', 'nonsense'] } };
+  const withLearned = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' } })], pipeline: ['routing'] }, '/', 2, learned);
+  t.same(withLearned.ports[0].addresses, ['10.0.1.1/24', '10.0.1.9/24'], 'an address Linux has on the mirror is the port\'s too');
+  t.same(withLearned.ports[1].mirror?.addresses, ['10.0.1.1/24'], 'but the mirror keeps the port\'s own (it is not made again)');
 });
 
 t.test('one schema: the config file, the admin bodies and the OpenAPI document', async (t) => {

@@ -110,6 +110,7 @@ sleep 170`,
   t.teardown(() => guestA.kill());
   await guestB.waitForConsole(/VR-STEP b-ready/, 120_000);
   await guestA.waitForConsole(/VR-STEP reached/, 120_000);
+  t.pass('guest A reaches guest B: each vrouter routes to the other\'s subnet as BGP learned it');
   const apiA = adminClient(vrouters[0]);
   const learned = ((await apiA.call('GET', '/routes')).json as { prefix: string; type: string; via?: string[]; port?: string }[]).find((r) => r.prefix === '10.2.0.0/24');
   t.match(learned, { type: 'netlink', via: ['10.77.0.2'], port: 'up' }, 'vrouter A learned B\'s subnet from the namespace, as BGP put it there');

@@ -7,10 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { NexthopEvent, RouteEvent } from '../../src/sys/netlink.ts';
 import { FpmServer, type FpmEvent } from '../../src/uplink/fpm-server.ts';
 import { waitFor } from '../support/traffic.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
+import { adminClient } from '../support/admin-client.ts';
 
 const FRR = '/usr/lib/frr';
 const MODULE = '/usr/lib/x86_64-linux-gnu/frr/modules/dplane_fpm_nl.so';
@@ -25,7 +27,11 @@ const frrUser = (() => {
 
 if (!(existsSync(`${FRR}/zebra`) && existsSync(MODULE) && frrUser)) t.fail(`cannot run zebra: FRR with ${MODULE} and an frr user are needed (scripts/setup-peers.sh installs them)`);
 
-t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
+/**
+ * A namespace of the test's with up0 (10.99.0.2/30) and fpm0, a veth to the test's own
+ * namespace, where the FPM server listens (serverAddress): a link-local /30 of its own.
+ */
+function zebraNamespace(t: Test): { ns: string; upIndex: number; serverAddress: string } {
   const ns = `vrt-fpm-${randomBytes(4).toString('hex')}`;
   ip('netns', 'add', ns);
   t.teardown(() => ip('netns', 'del', ns));
@@ -36,8 +42,6 @@ t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
   ip('-n', ns, 'link', 'set', 'up0p', 'up');
   const upIndex = Number(/^(\d+):/.exec(ip('-n', ns, '-o', 'link', 'show', 'up0'))![1]);
 
-  // zebra reaches the server over a veth pair between the namespace and the test's: a
-  // link-local /30 of its own.
   const host = `vfpm${randomBytes(3).toString('hex')}`;
   const net = `169.254.${1 + Math.floor(Math.random() * 253)}.${4 * Math.floor(Math.random() * 64)}`;
   const [a, b, c, d] = net.split('.');
@@ -55,11 +59,11 @@ t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
   ip('-n', ns, 'addr', 'add', `${zebraAddress}/30`, 'dev', 'fpm0');
   ip('-n', ns, 'link', 'set', 'fpm0', 'up');
 
-  const events: FpmEvent[] = [];
-  const server = new FpmServer({ host: serverAddress, port: 0, onEvents: (evs) => events.push(...evs), log: { info: () => {}, warn: (m) => t.comment(m) } });
-  const { port } = await server.listen();
-  t.teardown(() => server.close());
+  return { ns, upIndex, serverAddress };
+}
 
+/** zebra (sending over FPM to serverAddress:port) and staticd with these routes, in the namespace; each stopped with the test. */
+function zebraDaemons(t: Test, ns: string, serverAddress: string, port: number, staticRoutes: string[]): (name: string, ...args: string[]) => ChildProcess {
   const dir = mkdtempSync(join(tmpdir(), 'vrt-fpm-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   chmodSync(dir, 0o777);
@@ -70,7 +74,7 @@ t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
     chownSync(join(dir, name), frr, frrGroup);
   };
   config('zebra.conf', `fpm address ${serverAddress} port ${port}\n`);
-  config('staticd.conf', ['ip route 10.50.0.0/16 10.99.0.1', 'ip route 10.52.0.0/16 blackhole', 'ipv6 route 2001:db8:50::/48 fe80::1 up0', ''].join('\n'));
+  config('staticd.conf', [...staticRoutes, ''].join('\n'));
   const common = ['--vty_socket', dir, '-u', 'frr', '-g', 'frr', '-z', join(dir, 'zserv.api')];
   const daemon = (name: string, ...args: string[]): ChildProcess => {
     const child = spawn('ip', ['netns', 'exec', ns, `${FRR}/${name}`, '-f', join(dir, `${name}.conf`), '-i', join(dir, `${name}.pid`), '--log', `file:${join(dir, `${name}.log`)}`, ...common, ...args], { stdio: 'ignore' });
@@ -79,7 +83,19 @@ t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
     });
     return child;
   };
+  return daemon;
+}
 
+const STATIC_ROUTES = ['ip route 10.50.0.0/16 10.99.0.1', 'ip route 10.52.0.0/16 blackhole', 'ipv6 route 2001:db8:50::/48 fe80::1 up0'];
+
+t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
+  const { ns, upIndex, serverAddress } = zebraNamespace(t);
+  const events: FpmEvent[] = [];
+  const server = new FpmServer({ host: serverAddress, port: 0, onEvents: (evs) => events.push(...evs), log: { info: () => {}, warn: (m) => t.comment(m) } });
+  const { port } = await server.listen();
+  t.teardown(() => server.close());
+
+  const daemon = zebraDaemons(t, ns, serverAddress, port, STATIC_ROUTES);
   const zebra = daemon('zebra', '-M', 'dplane_fpm_nl');
   await waitFor('zebra to connect', () => events.some((e) => e.kind === 'sync-start'), 15_000);
   const staticd = daemon('staticd');
@@ -103,4 +119,42 @@ t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
   await waitFor('the connection to close', () => events.some((e) => e.kind === 'disconnected'), 15_000);
   t.match(events.at(-1), { kind: 'disconnected', reason: 'the peer closed the connection' }, 'zebra gone: the connection is');
   t.notOk(events.some((e) => e.kind === 'disconnected' && e !== events.at(-1)), 'no connection was closed for a bad frame');
+});
+
+t.test('vrouter with an FPM route source: zebra\'s routes are its routes, and go when zebra withdraws them', async (t) => {
+  const { ns, serverAddress } = zebraNamespace(t);
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  // The gateway 10.99.0.1 is in a connected subnet of vrouter's port a.
+  const vr = await startVrouter({
+    ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.99.0.254/24'] }, { name: 'b', socket: '{dir}/b.sock', addresses: ['10.98.0.1/24'] }],
+    pmd: { cores: [1] },
+    pipeline: ['routing'],
+    routes: [{ prefix: '10.52.0.0/16', via: '10.98.0.2' }],
+    routeSources: [{ type: 'fpm', listen: `${serverAddress}:${port}` }],
+  });
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  const routes = async () => (await api.call('GET', '/routes')).json as { prefix: string; type: string; via?: string[]; source?: string }[];
+  const until = async (what: string, probe: () => Promise<boolean>) => {
+    const deadline = Date.now() + 20_000;
+    while (!(await probe())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const daemon = zebraDaemons(t, ns, serverAddress, port, STATIC_ROUTES);
+  const zebra = daemon('zebra', '-M', 'dplane_fpm_nl');
+  const staticd = daemon('staticd');
+  await until('zebra\'s route in vrouter', async () => (await routes()).some((r) => r.prefix === '10.50.0.0/16'));
+  const all = await routes();
+  t.match(all.find((r) => r.prefix === '10.50.0.0/16'), { type: 'fpm', via: ['10.99.0.1'], source: `fpm ${serverAddress}:${port}` }, 'a static route of zebra\'s, resolved in vrouter\'s connected subnet');
+  t.same(all.filter((r) => r.prefix === '10.52.0.0/16').map((r) => r.type), ['static', 'fpm'], 'zebra\'s blackhole is listed, but the config\'s route to the prefix is the one in force');
+  const sources = (await api.call('GET', '/route-sources')).json as { source: string; state: string; routes: number }[];
+  t.match(sources, [{ source: `fpm ${serverAddress}:${port}`, state: 'connected' }], 'the source is connected');
+  staticd.kill('SIGTERM');
+  await until('the routes withdrawn', async () => !(await routes()).some((r) => r.type === 'fpm'));
+  t.pass('staticd gone: vrouter no longer has its routes');
+  zebra.kill('SIGTERM');
+  await until('the source disconnected', async () => /disconnected/.test(((await api.call('GET', '/route-sources')).json as { state: string }[])[0].state));
+  t.pass('zebra gone: the source says so');
 });

@@ -1,5 +1,5 @@
 // The traffic generator and sink in one process: dpdk-testpmd flowgen over two virtio-user
-// ports, its forwarding lcore on CPU 0 so that the backend under test owns CPU 1 (two busy
+// ports (or two kernel interfaces), its forwarding lcore on CPU 0 so that the backend under test owns CPU 1 (two busy
 // pollers on one CPU collapse to kpps). The rate through the backend is what the two
 // ports receive, from testpmd's one-second samples after a warm-up.
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,10 +27,25 @@ const SAMPLE_LATENESS_MS = 150;
 
 /** server: the virtio-user ports listen and the backend connects (OVS vhostuserclient). */
 export function startGenerator(sockets: [string, string], frameSize: number, server: boolean): Generator {
-  const vdev = (i: number, path: string, mac: string) => ['--vdev', `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}`];
+  const vdev = (i: number, path: string, mac: string) => `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}`;
+  return startTestpmd([vdev(0, sockets[0], MAC_A), vdev(1, sockets[1], MAC_B)], frameSize);
+}
+
+/**
+ * The generator on two kernel interfaces (DPDK's AF_PACKET driver): sending on a veth, or
+ * on a TAP interface (its frames go to whoever holds the TAP), and receiving what comes back.
+ * The interfaces should have MAC_A and MAC_B.
+ */
+export function startInterfaceGenerator(interfaces: [string, string], frameSize: number): Generator {
+  // Rings large enough for a burst of 1518-byte frames.
+  const vdev = (i: number, iface: string) => `net_af_packet${i},iface=${iface},qpairs=1,blocksz=4096,framesz=2048,framecnt=4096`;
+  return startTestpmd([vdev(0, interfaces[0]), vdev(1, interfaces[1])], frameSize);
+}
+
+function startTestpmd(vdevs: [string, string], frameSize: number): Generator {
   const p = track('stdbuf', [
     '-oL', 'dpdk-testpmd', '--no-huge', '-m', '512', '--no-pci', '--file-prefix', dpdkPrefix('gen'), '--lcores', '0@1,1@0',
-    ...vdev(0, sockets[0], MAC_A), ...vdev(1, sockets[1], MAC_B), '--',
+    '--vdev', vdevs[0], '--vdev', vdevs[1], '--',
     '--forward-mode=flowgen', '--stats-period', '1', '--total-num-mbufs=16384', `--txpkts=${frameSize}`, // flowgen takes the FCS off: 64 gives 60-byte frames, 64 on the wire
     `--eth-peer=0,${MAC_B}`, `--eth-peer=1,${MAC_A}`, '--nb-cores=1', '-a',
   ]);

@@ -74,7 +74,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       mode: Type.Optional(Type.Enum(['server', 'client'], { description: 'server (the default): vrouter creates the socket and the VM connects; client: QEMU listens and vrouter connects, retrying every second' })),
       mac: Type.Optional(Type.String({ ...MAC, description: 'the guest\'s MAC on this port: a static entry in the bridge (never ages, never moves)' })),
       mtu: Type.Optional(mtu(`the largest IP packet, ${limits.mtuMin}-${limits.mtuMax} (default 1500); frames up to MTU + 18 bytes pass`)),
-      queues: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.queuesMax, description: `queue pairs offered to the guest (virtio-net multiqueue), 1-${limits.queuesMax} (default 1)` })),
+      queues: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.queuesMax, description: `vhost-user: queue pairs offered to the guest (virtio-net multiqueue); af_packet: sockets with rings of their own, the interface's flows spread over them by hash (PACKET_FANOUT), each polled like a queue pair. 1-${limits.queuesMax} (default 1)` })),
       rxqAffinity: Type.Optional(
         Type.Record(Type.String(), cpu('the CPU of the PMD that polls the queue pair'), {
           propertyNames: { pattern: `^(${queuePairs.join('|')})$`, errorMessage: `unknown key: queue pairs are numbered 0 to ${limits.queuesMax - 1}` },

@@ -29,7 +29,7 @@ export interface PortConfig {
   /** the guest's MAC on this port: a static entry in the port's bridge */
   mac: string | null;
   mtu: number;
-  /** queue pairs offered to the frontend */
+  /** queue pairs offered to the frontend; af_packet: sockets in a PACKET_FANOUT group, each a queue */
   queues: number;
   /** queue pair -> the CPU of the PMD that polls it (others are spread round-robin) */
   rxqAffinity: Record<number, number>;
@@ -157,7 +157,7 @@ function existingCpu(cpu: number, field: string, cpuCount: number): number {
 }
 
 /** Keys of a port that only a vhost-user port has. */
-const VHOST_USER_ONLY = ['socket', 'mode', 'queues', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
+const VHOST_USER_ONLY = ['socket', 'mode', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
 
 function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
   const type = p.type ?? 'vhost-user';
@@ -167,6 +167,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     }
     const extra = VHOST_USER_ONLY.find((k) => p[k] !== undefined);
     if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, `applies to vhost-user ports only (this port is "type": "${type}")`);
+    if (type === 'tap' && (p.queues ?? 1) !== 1) throw new ConfigError(`${field}.queues`, 'a tap port has one queue (an af_packet port may have several)');
   } else {
     if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap and af_packet ports only (a vhost-user port has a "socket")');
     if (p.socket === undefined) throw new ConfigError(`${field}.socket`, 'a vhost-user port needs "socket": the path of its vhost-user socket');

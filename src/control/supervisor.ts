@@ -831,7 +831,7 @@ export class Supervisor {
     }
     for (const p of newFiles) this.digests.set(p.name, digests.get(p.name)!);
     const names = changed.map((p) => p.name).join(', ');
-    const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ');
+    const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ') || `what the route sources hold: ${this.learned.routes.length} routes`;
     if (ports !== null) {
       log.info(`reloaded from ${options.source} (${what}): restarting the PMDs on the new layout of ports and queues`, 'config.reloaded', { source: options.source, mode: 'restart', plugins: names });
       await this.restartOnLayout(ports, topology);
@@ -961,7 +961,9 @@ export class Supervisor {
    */
   private async pmdsStarted(): Promise<void> {
     const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS;
-    while (Date.now() < deadline && this.layout.pmds.some(({ id }) => !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat)) {
+    // A PMD not spawned yet (a stop while vrouter starts) has no heartbeat to wait for.
+    const starting = (id: number) => this.heartbeats[id] !== undefined && !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat;
+    while (Date.now() < deadline && this.layout.pmds.some(({ id }) => starting(id))) {
       await sleep(10);
     }
   }

@@ -11,7 +11,7 @@ import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
 import { IdleSleep } from './idle-sleep.ts';
 import { PacketPool } from './packet-pool.ts';
-import { PortRuntime, type PmdConfig, type PmdShared } from './port-runtime.ts';
+import { PortRuntime, type PmdConfig, type PmdShared, type Uplink } from './port-runtime.ts';
 import { QueueControl } from './queue-control.ts';
 import { SpscRing } from './spsc-ring.ts';
 
@@ -114,9 +114,9 @@ export class Pmd {
           this.control.queueFailed(port, queues[q]);
         }
       }
-      const uplink = port.uplink;
-      if (uplink !== null) {
-        const n = uplink.receive(this.pool, batch.handles, 0, BURST);
+      const uplinks = port.uplinkPoll;
+      for (let q = 0; q < uplinks.length; q++) {
+        const n = uplinks[q].receive(this.pool, batch.handles, 0, BURST);
         if (n > 0) {
           work += n;
           this.runBurst(port.cfg.index, n);
@@ -203,10 +203,12 @@ export class Pmd {
   private queuesChanged(port: PortRuntime): void {
     port.txPoll = port.owners.filter((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 1);
     port.rxOut = port.owners.find((o, vring): o is QueueOwner => o !== null && o !== undefined && vring % 2 === 0) ?? null;
+    port.uplinkPoll = port.uplinks.filter((u): u is Uplink => u !== null && u !== undefined);
+    port.uplink = port.uplinkPoll[0] ?? null;
     this.active = this.ports.filter((p) => p.txPoll.length > 0 || p.uplink !== null);
     this.idle.watch(
       this.active.flatMap((p) => p.txPoll),
-      this.active.flatMap((p) => (p.uplink === null ? [] : [p.uplink.fd])),
+      this.active.flatMap((p) => p.uplinkPoll.map((u) => u.fd)),
     );
     const holds = port.rxOut !== null || port.uplink !== null;
     Atomics.store(this.rxHolders, port.cfg.index * this.cfg.pmdCount + this.cfg.id, holds ? 1 : 0);

@@ -84,7 +84,10 @@ export class PortRuntime {
   txPoll: QueueOwner[] = [];
   /** the guest RX queue frames for this port are written to */
   rxOut: QueueOwner | null = null;
-  /** an uplink port's interface (TAP, AF_PACKET), polled and written by this PMD */
+  /** an uplink port's interface (TAP, AF_PACKET), by queue: those this PMD polls */
+  readonly uplinks: (Uplink | null)[] = [];
+  /** the uplink queues polled every round, and the one frames to the port are sent through (the first) */
+  uplinkPoll: Uplink[] = [];
   uplink: Uplink | null = null;
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);

@@ -120,14 +120,15 @@ export class QueueControl {
       }
       case 'tap-start': {
         if (cmd.fd < 0) return { error: 'tap-start without the interface\'s fd' };
-        port.uplink = new TapInterface(cmd.fd, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
+        port.uplinks[0] = new TapInterface(cmd.fd, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }
       case 'rings-start': {
         if (cmd.fd < 0 || cmd.ring.hostAddr === undefined) return { error: 'rings-start without the socket or its rings' };
+        if (!Number.isInteger(cmd.queue) || cmd.queue < 0 || cmd.queue >= QUEUE_PAIRS_MAX) return { error: `rings-start for queue ${cmd.queue}: a port has queues 0 to ${QUEUE_PAIRS_MAX - 1}` };
         const address = BigInt(cmd.ring.hostAddr);
-        port.uplink = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
+        port.uplinks[cmd.queue] = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }
@@ -217,7 +218,7 @@ export class QueueControl {
     port.specs.length = 0;
     port.owners.length = 0;
     port.mem = null;
-    port.uplink = null;
+    port.uplinks.length = 0;
     this.changed(port);
   }
 

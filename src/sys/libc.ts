@@ -759,6 +759,10 @@ const PACKET_RX_RING = 5;
 const PACKET_VERSION = 10;
 const PACKET_TX_RING = 13;
 const PACKET_IGNORE_OUTGOING = 23;
+const PACKET_FANOUT = 18;
+const PACKET_FANOUT_HASH = 0;
+/** fragments of one datagram go to one socket: reassembled before they are hashed */
+const PACKET_FANOUT_FLAG_DEFRAG = 0x8000;
 const TPACKET_V3 = 2;
 const PACKET_MR_PROMISC = 1;
 
@@ -794,9 +798,11 @@ function ringRequest(blockBytes: number, blocks: number, frameBytes: number, ret
 /**
  * An AF_PACKET socket on interface `name` with TPACKET_V3 receive and transmit rings, bound,
  * promiscuous, blind to the frames it sends itself: its fd, non-blocking. Map it with
- * mmapShared(fd, packetRingBytes(shape)).
+ * mmapShared(fd, packetRingBytes(shape)). `fanout`: the id of a PACKET_FANOUT group (a
+ * 16-bit number, per network namespace) the socket joins: the interface's frames are spread
+ * over the group's sockets by flow hash, each flow to one socket.
  */
-export function packetSocket(name: string, shape: PacketRingShape): number {
+export function packetSocket(name: string, shape: PacketRingShape, fanout: number | null = null): number {
   const ifindex = interfaceIndex(name);
   if (ifindex === 0) fail('if_nametoindex', name);
   // Protocol 0 until bound: no frame is queued before the rings exist.
@@ -821,6 +827,7 @@ export function packetSocket(name: string, shape: PacketRingShape): number {
     dv.setUint16(2, ETH_P_ALL_BE, true);
     dv.setInt32(4, ifindex, true);
     if ((c.bind(fd, sll, sll.length) as number) < 0) fail('bind', `AF_PACKET ${name}`);
+    if (fanout !== null) setIntOption(fd, PACKET_FANOUT, (fanout & 0xffff) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16), `PACKET_FANOUT group ${fanout & 0xffff}`);
   } catch (err) {
     c.close(fd);
     throw err;

@@ -65,18 +65,29 @@ function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
   return fd;
 }
 
+/** An AF_PACKET queue: its socket, and its rings as the data plane maps them. */
+interface PacketQueue {
+  fd: number;
+  ring: { id: number; bytes: number; shape: PacketRingShape };
+}
+
+/** fanout groups are per network namespace and 16 bits: one per port of this process, likely unique among processes. */
+let nextFanout = (process.pid * 64) & 0xffff;
+
 export class UplinkEndpoint {
   private readonly settings: EndpointSettings;
   private readonly dataplane: Dataplane;
   private readonly log: Logger;
+  /** a TAP port's interface */
   private fd = -1;
-  /** an AF_PACKET port's rings, as the data plane maps them */
-  private ring: { id: number; bytes: number; shape: PacketRingShape } | null = null;
+  /** an AF_PACKET port's queues, each a socket with rings (PACKET_FANOUT spreads the flows over them) */
+  private queues: PacketQueue[] = [];
+  private readonly fanout: number | null;
   private released = false;
   private stopped = false;
   /** the generation of the PMD commands (see PmdCommand): one per start */
   private generation = 0;
-  /** AF_PACKET: the index of the interface the socket is bound to, and the timer that checks it */
+  /** AF_PACKET: the index of the interface the sockets are bound to, and the timer that checks it */
   private boundIndex = 0;
   private checkTimer: NodeJS.Timeout | null = null;
 
@@ -84,6 +95,7 @@ export class UplinkEndpoint {
     this.settings = settings;
     this.dataplane = dataplane;
     this.log = log;
+    this.fanout = settings.type === 'af_packet' && settings.queues > 1 ? nextFanout++ & 0xffff : null;
   }
 
   get name(): string {
@@ -96,13 +108,13 @@ export class UplinkEndpoint {
   }
 
   state(): PortState {
-    return { connected: this.fd >= 0, quarantinedForS: 0, device: null };
+    return { connected: this.fd >= 0 || this.queues.length > 0, quarantinedForS: 0, device: null };
   }
 
   /**
    * Opens the interface, up (a TAP one with the port's MTU), and throws if it cannot be
-   * (no such interface, a name taken by one of another kind, no rights). `held`: the PMD
-   * gets it at release().
+   * (no such interface, a name taken by one of another kind, no rights). `held`: the PMDs
+   * get it at release().
    */
   start(held = false): void {
     const name = this.settings.interface!;
@@ -112,18 +124,24 @@ export class UplinkEndpoint {
     } else if (this.settings.type === 'tap') {
       this.fd = openTap(name, this.settings.mtu, null);
     } else {
-      // Up before the socket is bound: one bound to an interface that is down starts with
+      // Up before the sockets are bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
       if (interfaceIndex(name) === 0) throw new Error('no interface of that name');
       interfaceUp(name);
-      this.openRings();
+      try {
+        for (let q = 0; q < this.settings.queues; q++) this.queues.push(this.openQueue());
+      } catch (err) {
+        this.closeQueues();
+        throw err;
+      }
       this.checkTimer = setInterval(() => this.checkInterface(), INTERFACE_CHECK_MS).unref();
     }
     this.generation++;
+    const rings = this.queues.length === 0 ? '' : `AF_PACKET rings on ${name} (${this.queues[0].ring.bytes >> 20} MiB${this.queues.length > 1 ? ` per queue, ${this.queues.length} queues, PACKET_FANOUT by flow` : ''})`;
     const what =
       mirror !== null ? `Linux mirror of port ${mirror.of}: TAP interface ${name} in network namespace ${mirror.netns}, ${mirror.mac}, MTU ${this.settings.mtu}, ${mirror.addresses.join(' ')}`
       : this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}`
-      : `AF_PACKET rings on ${name} (${this.ring!.bytes >> 20} MiB)`;
+      : rings;
     this.log.info(`port ${this.settings.name}: ${what}`, 'port.listening', { port: this.settings.name });
     if (!held) this.release();
   }
@@ -131,49 +149,61 @@ export class UplinkEndpoint {
   release(): void {
     if (this.stopped || this.released) return;
     this.released = true;
-    void this.handTo(this.owner());
+    if (this.fd >= 0) void this.handTo(this.owner(0), 0);
+    this.queues.forEach((_, q) => void this.handTo(this.owner(q), q));
   }
 
   /**
-   * A restarted PMD, or a new data plane: the one that polls the port gets the interface
-   * again. An AF_PACKET port gets new rings: where the dead PMD stood in the old ones (the
-   * next block to read, the next slot to send from, which the kernel follows) died with it;
-   * the frames it had not read yet are lost with them.
+   * A restarted PMD, or a new data plane: the one that polls each queue gets it again. An
+   * AF_PACKET queue gets new rings: where the dead PMD stood in the old ones (the next
+   * block to read, the next slot to send from, which the kernel follows) died with it; the
+   * frames it had not read yet are lost with them.
    */
   async resync(pmd: number, culprit: string | null): Promise<void> {
     if (culprit !== null) this.log.warn(`port ${this.settings.name}: pmd${pmd} died while serving it (${culprit})`);
-    if (!this.released || pmd !== this.owner() || this.fd < 0) return;
-    if (this.ring === null) return this.handTo(pmd);
-    try {
-      await this.replaceRings(pmd);
-    } catch (err) {
-      this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}`);
+    if (!this.released) return;
+    if (this.fd >= 0) {
+      if (pmd === this.owner(0)) await this.handTo(pmd, 0);
+      return;
+    }
+    for (let q = 0; q < this.queues.length; q++) {
+      if (this.owner(q) !== pmd) continue;
+      try {
+        await this.replaceRings(q);
+      } catch (err) {
+        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}`);
+      }
     }
   }
 
-  /** New rings on the interface, handed to PMD `pmd`; the old ones go once it has the new. Throws if they cannot be opened. */
-  private async replaceRings(pmd: number): Promise<void> {
-    const old = { fd: this.fd, id: this.ring!.id };
-    this.openRings();
-    await this.handTo(pmd);
-    this.dataplane.unmap([old.id]);
+  /** New rings for queue q, handed to its PMD; the old ones go once it has the new. Throws if they cannot be opened. */
+  private async replaceRings(q: number): Promise<void> {
+    const old = this.queues[q];
+    this.queues[q] = this.openQueue();
+    await this.handTo(this.owner(q), q);
+    this.dataplane.unmap([old.ring.id]);
     closeAll([old.fd]);
   }
 
-  /** A packet socket with fresh rings on the interface (the fd and rings in force are the caller's to close). */
-  private openRings(): void {
+  /** A packet socket with fresh rings on the interface, in the port's fanout group if it has several queues. */
+  private openQueue(): PacketQueue {
     const shape = ringShape(this.settings.mtu + 18);
     this.boundIndex = interfaceIndex(this.settings.interface!);
-    this.fd = packetSocket(this.settings.interface!, shape);
-    this.ring = { id: newRegionId(), bytes: packetRingBytes(shape), shape };
+    const fd = packetSocket(this.settings.interface!, shape, this.fanout);
+    return { fd, ring: { id: newRegionId(), bytes: packetRingBytes(shape), shape } };
+  }
+
+  private closeQueues(): void {
+    closeAll(this.queues.map((q) => q.fd));
+    this.queues = [];
   }
 
   /**
-   * An interface that went away leaves the socket bound to nothing: frames to it are
+   * An interface that went away leaves the sockets bound to nothing: frames to it are
    * refused (counted). One of the same name that appears (again) gets new rings.
    */
   private checkInterface(): void {
-    if (this.stopped || this.ring === null) return;
+    if (this.stopped || this.queues.length === 0) return;
     const name = this.settings.interface!;
     const index = interfaceIndex(name);
     if (index === this.boundIndex) return;
@@ -185,7 +215,7 @@ export class UplinkEndpoint {
     this.reopen(name);
   }
 
-  /** New rings on the interface of that name that appeared; the old ones go once the PMD has the new. */
+  /** New rings on the interface of that name that appeared; the old ones go once the PMDs have the new. */
   private reopen(name: string): void {
     const failed = (err: Error) => this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened: ${err.message}`, 'port.failed', { port: this.settings.name });
     try {
@@ -193,7 +223,7 @@ export class UplinkEndpoint {
     } catch (err) {
       return failed(err as Error);
     }
-    this.replaceRings(this.owner()).then(() => this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name }), failed);
+    Promise.all(this.queues.map((_, q) => this.replaceRings(q))).then(() => this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name }), failed);
   }
 
   /** Nothing of an interface's is guest memory. */
@@ -209,27 +239,30 @@ export class UplinkEndpoint {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.checkTimer !== null) clearInterval(this.checkTimer);
-    if (this.fd < 0) return;
-    // The PMDs let go of their copy (and view of the rings) first.
+    if (this.fd < 0 && this.queues.length === 0) return;
+    // The PMDs let go of their copies (and views of the rings) first.
     const gen = this.generation;
     await Promise.all(this.dataplane.ownersOf(this.settings.index).map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.settings.index, gen })));
-    if (this.ring !== null) this.dataplane.unmap([this.ring.id]);
-    closeAll([this.fd]);
+    this.dataplane.unmap(this.queues.map((q) => q.ring.id));
+    this.closeQueues();
+    closeAll(this.fd >= 0 ? [this.fd] : []);
     this.fd = -1;
   }
 
-  private owner(): number {
-    return this.dataplane.ownerOf(this.settings.index, 0);
+  private owner(queue: number): number {
+    return this.dataplane.ownerOf(this.settings.index, queue);
   }
 
-  private command(): PortCommand {
-    const base = { port: this.settings.index, gen: this.generation, fd: this.fd };
-    return this.ring === null ? { t: 'tap-start', ...base } : { t: 'rings-start', ...base, shape: this.ring.shape, ring: { id: this.ring.id, bytes: this.ring.bytes } };
+  private command(queue: number): PortCommand {
+    const base = { port: this.settings.index, gen: this.generation };
+    if (this.fd >= 0) return { t: 'tap-start', ...base, fd: this.fd };
+    const { fd, ring } = this.queues[queue];
+    return { t: 'rings-start', ...base, queue, fd, shape: ring.shape, ring: { id: ring.id, bytes: ring.bytes } };
   }
 
-  private async handTo(pmd: number): Promise<void> {
-    if (this.fd < 0 || this.stopped) return;
-    const reply = await this.dataplane.requestOn(pmd, this.command());
-    if (reply.error !== undefined && !reply.restarted) this.log.warn(`port ${this.settings.name}: pmd${pmd} did not take the interface: ${reply.error}`);
+  private async handTo(pmd: number, queue: number): Promise<void> {
+    if (this.stopped || (this.fd < 0 && this.queues[queue] === undefined)) return;
+    const reply = await this.dataplane.requestOn(pmd, this.command(queue));
+    if (reply.error !== undefined && !reply.restarted) this.log.warn(`port ${this.settings.name}: pmd${pmd} did not take queue ${queue} of the interface: ${reply.error}`);
   }
 }

@@ -31,8 +31,8 @@ export type PmdCommand =
   | { t: 'vring-kick'; port: number; gen: number; vring: number; kickFd: number }
   /** poll a TAP port's interface and write its frames into it (fd: the interface's) */
   | { t: 'tap-start'; port: number; gen: number; fd: number }
-  /** poll an AF_PACKET port's rings and send through them (fd: the socket; ring: its mapping) */
-  | { t: 'rings-start'; port: number; gen: number; fd: number; shape: PacketRingShape; ring: RingMapping }
+  /** poll an AF_PACKET port's rings of one queue and send through them (fd: the queue's socket; ring: its mapping) */
+  | { t: 'rings-start'; port: number; gen: number; queue: number; fd: number; shape: PacketRingShape; ring: RingMapping }
   /** forget every vring and the memory of a port (frontend gone or reset) */
   | { t: 'port-reset'; port: number; gen: number };
 

@@ -69,6 +69,45 @@ t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, ac
   t.equal(removed.status, 200, 'the port can still be removed');
 });
 
+t.test('an AF_PACKET port with two queues: the interface\'s flows spread over both (PACKET_FANOUT), each counted', async (t) => {
+  const netns = `${NETNS}q`;
+  const iface = `${IFACE}q`;
+  const peer = `${iface}p`;
+  ip('netns', 'add', netns);
+  t.teardown(() => ip('netns', 'del', netns));
+  ip('link', 'add', iface, 'type', 'veth', 'peer', 'name', peer, 'netns', netns);
+  t.teardown(() => {
+    try {
+      ip('link', 'del', iface);
+    } catch {
+      // gone with the namespace
+    }
+  });
+  ip('-n', netns, 'addr', 'add', '10.9.2.2/24', 'dev', peer);
+  ip('-n', netns, 'link', 'set', peer, 'up');
+  ip('-n', netns, 'neigh', 'add', '10.9.2.1', 'lladdr', PROBER_MAC, 'dev', peer);
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 'u', type: 'af_packet', interface: iface, queues: 2, bridge: 'br0' }] });
+  t.teardown(() => vr.stop());
+  t.match(vr.stderr(), new RegExp(`port u: AF_PACKET rings on ${iface} \\(5 MiB per queue, 2 queues, PACKET_FANOUT by flow\\)`), 'vrouter opened a socket with rings per queue');
+  // 256 flows (one datagram from each of 256 source ports) from the host's side.
+  const send = `const dgram = require('node:dgram');
+let left = 256;
+for (let p = 0; p < 256; p++) {
+  const s = dgram.createSocket('udp4');
+  s.bind(20000 + p, '10.9.2.2', () => s.send(Buffer.alloc(32), 9, '10.9.2.1', () => { s.close(); left--; }));
+}`;
+  execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', send]);
+  let stats = await vr.stats();
+  for (let i = 0; i < 50 && stats.u.rx_packets < 256; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    stats = await vr.stats();
+  }
+  const [q0, q1] = stats.u.queues.map((q) => q.rx_packets);
+  t.ok(stats.u.rx_packets >= 256, `the port took every datagram (${stats.u.rx_packets})`);
+  t.ok(q0 > 0 && q1 > 0, `spread over both queues: ${q0} and ${q1}`);
+  t.equal(q0 + q1, stats.u.rx_packets, 'each counted on its queue');
+});
+
 t.test('an interface that does not exist: an AF_PACKET port added at run time is refused, naming why', async (t) => {
   const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }] });
   t.teardown(() => vr.stop());

@@ -67,7 +67,7 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [{ name: 't', type: 'tap' }] }, 'ports[0].interface', /a tap port needs "interface"/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'a-name-too-long0' }] }, 'ports[0].interface', /1-15 of/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', socket: '/tmp/t.sock' }] }, 'ports[0].socket', /applies to vhost-user ports only/],
-    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 2 }] }, 'ports[0].queues', /applies to vhost-user ports only/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 2 }] }, 'ports[0].queues', /a tap port has one queue/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0' }, { name: 'u', type: 'tap', interface: 'vr0' }] }, 'ports[1].interface', /vr0 is already the interface of ports\[0\]/],
     [{ ports: [port()], pmd: { cores: [] } }, 'pmd.cores', /non-empty/],
     [{ ports: [port()], pmd: { cores: [2] } }, 'pmd.cores[0]', /0 to 1/],

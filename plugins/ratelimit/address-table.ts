@@ -47,7 +47,10 @@ export function clearAddressTable(buffer: ArrayBufferLike): void {
   for (let i = HEADER_WORDS; i < words.length; i += SLOT_WORDS) Atomics.store(words, i + STATE, 0);
 }
 
-/** Murmur3's 32-bit finalizer over the four words: spreads neighbouring addresses apart. */
+/**
+ * Murmur3's 32-bit finalizer over the four words: spreads neighbouring addresses apart. An int32
+ * (a uint32 past 2^31 would be a heap number if V8 does not inline this).
+ */
 function hashAddress(k0: number, k1: number, k2: number, k3: number): number {
   let h = Math.imul(k0 ^ 0x9e3779b9, 0xcc9e2d51);
   h = Math.imul((h << 15) | (h >>> 17), 0x1b873593) ^ k1;
@@ -58,7 +61,7 @@ function hashAddress(k0: number, k1: number, k2: number, k3: number): number {
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
+  return h ^ (h >>> 16);
 }
 
 /** One PMD's view of an address table and its buckets. */
@@ -83,15 +86,16 @@ export class AddressTable {
   }
 
   /**
-   * The bucket of an address (4 words, big-endian), taking a slot for it if it has none;
-   * `overflow` when its probe window has no slot to spare. No allocation, no exception.
+   * The bucket of an address (4 words, big-endian, each as an int32 or a uint32), taking a slot
+   * for it if it has none, at the time of the buckets (buckets.time[0]); `overflow` when its
+   * probe window has no slot to spare. No allocation, no exception.
    */
-  bucketOf(k0: number, k1: number, k2: number, k3: number, nowUs: number): number {
+  bucketOf(k0: number, k1: number, k2: number, k3: number): number {
     const words = this.words;
     const h = hashAddress(k0, k1, k2, k3);
     const tag = (((h & TAG_MASK) << 2) | LIVE) | 0;
     const start = h >>> 2;
-    const nowSec = Math.floor(nowUs / 1e6);
+    const nowSec = Math.floor(this.buckets.time[0] / 1e6);
     // One retry: a lost race for a slot means another PMD just took one nearby.
     for (let attempt = 0; attempt < 2; attempt++) {
       let free = -1;
@@ -143,7 +147,7 @@ export class AddressTable {
       words[at + KEY + 2] = k2;
       words[at + KEY + 3] = k3;
       // RFC 2697, 3 / RFC 2698, 3: a new meter's buckets "are initially (at time 0) full".
-      this.buckets.refill(free, nowUs);
+      this.buckets.refill(free);
       // Atomics.store: publishes the address and the refilled bucket before the tag is seen.
       Atomics.store(words, at + STATE, tag);
       return free;

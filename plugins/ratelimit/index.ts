@@ -24,7 +24,7 @@ interface AddressPolicing {
   table: AddressTable;
   bySource: boolean;
   family: number;
-  /** prefix words and mask, big-endian (IPv4: word 3 only) */
+  /** prefix words and mask, big-endian, as int32 (IPv4: word 3 only) */
   n0: number;
   n1: number;
   n2: number;
@@ -40,12 +40,15 @@ interface AddressPolicing {
 
 export interface RateLimitState {
   /**
-   * Microseconds on a clock every PMD shares; read once per batch. Tests replace it to drive
-   * time deterministically.
+   * null: a batch is metered at its time (PacketBatch.now, read once per poll round). Tests set
+   * a clock (microseconds on the clock every PMD shares) to drive time deterministically.
    */
-  clock: () => number;
-  /** the batch at hand's time in µs (PacketBatch.now): what `clock` returns unless a test set it */
-  batchUs: number;
+  clock: (() => number) | null;
+  /**
+   * [0]: the batch's time in µs, the one cell every table of this PMD meters at (PolicerTable
+   * time): one store per batch, and no call on the data path carries a double.
+   */
+  time: Float64Array;
   policerCount: number;
   table: PolicerTable | null;
   /** by policer * 3 + colour: ACTION_* and the DSCP a remark writes */
@@ -79,7 +82,6 @@ export interface RateLimitState {
   lengths: Uint32Array;
   colorsIn: Uint8Array;
   colorsOut: Uint8Array;
-  now: number;
 }
 
 /** The address attachments in config order: their place k names their regions. */
@@ -165,22 +167,24 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
   const portIndex = (name: string | null) => (name === null ? -1 : ctx.ports.findIndex((p) => p.name === name));
   const now = nowMicroseconds();
   let table: PolicerTable | null = null;
+  const time = new Float64Array(1);
   const addresses: AddressPolicing[] = [];
   if (policers.length > 0) {
     const region = ctx.shared[POLICERS_REGION];
     if (region === undefined || !isPolicerTable(region)) throw new Error('ratelimit: the policer table was not prepared (prepare() runs before the PMDs)');
-    table = new PolicerTable(region, ctx.pmd);
+    table = new PolicerTable(region, ctx.pmd, time);
     configurePolicers(table, policers.map((p) => p.meter), now);
     addressAttachments(ctx.config).forEach(({ policer, a }, k) => {
-      const buckets = new PolicerTable(ctx.shared[bucketsRegion(k)], ctx.pmd);
+      const buckets = new PolicerTable(ctx.shared[bucketsRegion(k)], ctx.pmd, time);
       configureAddressBuckets(ctx.shared[slotsRegion(k)], buckets, policers[policer].meter, now);
       addresses.push({
         policer,
         table: new AddressTable(ctx.shared[slotsRegion(k)], buckets, a.idleTimeout),
         bySource: a.kind === 'perSource',
         family: a.family,
-        n0: a.network[0], n1: a.network[1], n2: a.network[2], n3: a.network[3],
-        m0: a.mask[0], m1: a.mask[1], m2: a.mask[2], m3: a.mask[3],
+        // int32, as the words read from packets: a uint32 past 2^31 is a heap number.
+        n0: a.network[0] | 0, n1: a.network[1] | 0, n2: a.network[2] | 0, n3: a.network[3] | 0,
+        m0: a.mask[0] | 0, m1: a.mask[1] | 0, m2: a.mask[2] | 0, m3: a.mask[3] | 0,
         inPort: portIndex(a.inPort),
         outPort: portIndex(a.outPort),
       });
@@ -201,9 +205,9 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
     aware[i] = p.colorAware ? 1 : 0;
     colorOf.set(p.colorOf, i * 64);
   });
-  const state: RateLimitState = {
-    clock: nowMicroseconds,
-    batchUs: -1,
+  return {
+    clock: null,
+    time,
     policerCount: policers.length,
     table,
     actions,
@@ -224,11 +228,7 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
     count: ctx.count,
     ctx,
     ...scratch(BATCH_ROOM),
-    now: 0,
   };
-  // The batch's clock: one read per poll round in the PMD, not one per stage and burst.
-  state.clock = () => (state.batchUs >= 0 ? state.batchUs : nowMicroseconds());
-  return state;
 }
 
 /** A reload's new policers: the state built again over the new config and regions, its clock kept. */
@@ -273,7 +273,7 @@ function meterGroup(s: RateLimitState, batch: PacketBatch, table: PolicerTable, 
     }
   }
   const colors = s.colorsOut;
-  const red = table.meterBurst(bucket, lengths, m, s.now, colorsIn, colors);
+  const red = table.meterBurst(bucket, lengths, m, colorsIn, colors);
   const green = table.burstGreen;
   const yellow = table.burstYellow;
   const actionAt = policer * 3;
@@ -374,11 +374,13 @@ function policeAddresses(s: RateLimitState, batch: PacketBatch, a: AddressPolici
   const ip = s.ip;
   const bucket = s.bucket;
   const egress = batch.egress;
-  // A burst is mostly one conversation: the last address looked up is remembered.
+  // A burst is mostly one conversation: the last address looked up is remembered (none while
+  // lastBucket is -1). Address words are int32: as uint32, those past 2^31 would be heap
+  // numbers when passed to bucketOf.
   let last0 = 0;
   let last1 = 0;
   let last2 = 0;
-  let last3 = -1;
+  let last3 = 0;
   let lastBucket = -1;
   let pending = 0;
   let overflowed = 0;
@@ -390,20 +392,20 @@ function policeAddresses(s: RateLimitState, batch: PacketBatch, a: AddressPolici
     let k0 = 0;
     let k1 = 0;
     let k2 = 0xffff; // IPv4 as ::ffff:a.b.c.d
-    let k3;
+    let k3 = 0;
     if (a.family === 4) {
       k3 = readWord(data, at + (a.bySource ? 12 : 16));
-      if (((k3 & a.m3) >>> 0) !== a.n3) continue;
+      if ((k3 & a.m3) !== a.n3) continue;
     } else {
       const w = at + (a.bySource ? 8 : 24);
       k0 = readWord(data, w);
       k1 = readWord(data, w + 4);
       k2 = readWord(data, w + 8);
       k3 = readWord(data, w + 12);
-      if (((k0 & a.m0) >>> 0) !== a.n0 || ((k1 & a.m1) >>> 0) !== a.n1 || ((k2 & a.m2) >>> 0) !== a.n2 || ((k3 & a.m3) >>> 0) !== a.n3) continue;
+      if ((k0 & a.m0) !== a.n0 || (k1 & a.m1) !== a.n1 || (k2 & a.m2) !== a.n2 || (k3 & a.m3) !== a.n3) continue;
     }
-    if (k3 !== last3 || k0 !== last0 || k1 !== last1 || k2 !== last2) {
-      lastBucket = a.table.bucketOf(k0, k1, k2, k3, s.now);
+    if (lastBucket < 0 || k3 !== last3 || k0 !== last0 || k1 !== last1 || k2 !== last2) {
+      lastBucket = a.table.bucketOf(k0, k1, k2, k3);
       last0 = k0;
       last1 = k1;
       last2 = k2;
@@ -417,8 +419,9 @@ function policeAddresses(s: RateLimitState, batch: PacketBatch, a: AddressPolici
   if (pending > 0) groupAndMeter(s, batch, a.table.buckets, count, pending, a.policer, batch.ingress);
 }
 
+/** The big-endian word at d[o], as an int32. */
 function readWord(d: Uint8Array, o: number): number {
-  return ((d[o] << 24) | (d[o + 1] << 16) | (d[o + 2] << 8) | d[o + 3]) >>> 0;
+  return (d[o] << 24) | (d[o + 1] << 16) | (d[o + 2] << 8) | d[o + 3];
 }
 
 function process(batch: PacketBatch, s: RateLimitState): void {
@@ -426,8 +429,9 @@ function process(batch: PacketBatch, s: RateLimitState): void {
   if (table === null) return;
   const count = batch.count;
   if (count > s.members.length) Object.assign(s, scratch(count)); // never with bursts of at most BATCH_ROOM
-  s.batchUs = Math.floor(batch.now * 1000);
-  s.now = s.clock();
+  // The batch's time: one clock read per poll round in the PMD, not one per stage and burst.
+  const batchUs = Math.floor(batch.now * 1000);
+  s.time[0] = s.clock !== null ? s.clock() : batchUs >= 0 ? batchUs : nowMicroseconds();
   if (s.readsIp) {
     const data = batch.data;
     for (let i = 0; i < count; i++) s.ip[i] = ipHeaderAt(data, batch.offset(i), batch.length(i), s.family, i);

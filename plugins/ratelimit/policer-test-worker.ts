@@ -53,7 +53,8 @@ if (parentPort !== null && workerData !== null && typeof workerData === 'object'
       const now = ticks ? Atomics.add(control, TICKS, 1) : real ? nowMicroseconds() : 0;
       if (real && now - last > maxGapUs) maxGapUs = now - last;
       last = now;
-      red += table.meterBurst(data.policer, lengths, 32, now, null, colors);
+      table.setTime(now);
+      red += table.meterBurst(data.policer, lengths, 32, null, colors);
       packets += 32;
       bursts++;
     }

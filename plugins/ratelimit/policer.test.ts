@@ -20,6 +20,12 @@ import { GO, READY, STOP, TICKS, type MeterWorkerData, type MeterWorkerResult } 
 
 const NAMES = ['green', 'yellow', 'red'];
 
+/** A burst metered at `nowUs`: the time set (as a PMD does once per poll round), then the burst. */
+function meterAt(table: PolicerTable, policer: number, lengths: Uint32Array, count: number, nowUs: number, colorsIn: Uint8Array | null, colorsOut: Uint8Array): number {
+  table.setTime(nowUs);
+  return table.meterBurst(policer, lengths, count, colorsIn, colorsOut);
+}
+
 // --- Reference meters: one packet at a time, token by token, exact time ------------------------
 
 /** How many times a rate (bit/s counting bytes: CIR/8 increments per second; packet/s) has ticked since t0. */
@@ -181,7 +187,7 @@ function meterBoth(table: PolicerTable, policer: number, ref: RfcSrTcm | RfcTrTc
     const n = burst.lengths.length;
     lengths.set(burst.lengths);
     if (burst.pre !== null) colorsIn.set(burst.pre);
-    const red = table.meterBurst(policer, lengths, n, burst.tUs, burst.pre === null ? null : colorsIn, colorsOut);
+    const red = meterAt(table, policer, lengths, n, burst.tUs, burst.pre === null ? null : colorsIn, colorsOut);
     let expectedRed = 0;
     for (let i = 0; i < n; i++) {
       const want = ref.meter(burst.tUs, burst.lengths[i], burst.pre === null ? null : burst.pre[i]);
@@ -274,7 +280,7 @@ t.test('colour-aware: pre-coloured packets as both RFCs give them; colorsIn may 
   for (let round = 0; round < 50 && wrong === ''; round++) {
     const pre = Array.from({ length: 32 }, (_, i) => (i * 7 + round) % 3);
     colors.set(pre);
-    table.meterBurst(1, lengths, 32, round * 100, colors, colors);
+    meterAt(table, 1, lengths, 32, round * 100, colors, colors);
     const want = pre.map((c, i) => ref.meter(round * 100, lengths[i], c));
     if ([...colors].some((c, i) => c !== want[i])) wrong = `round ${round}: ${[...colors]}, the RFC says ${want}`;
   }
@@ -290,7 +296,7 @@ t.test('a burst after idling: CBS worth green, EBS (PBS - CBS) worth yellow, the
     // An hour idle, then 100 packets of 1000 bytes in one instant, in bursts of 32.
     for (let sent = 0; sent < 100; sent += 32) {
       const n = Math.min(32, 100 - sent);
-      table.meterBurst(1, lengths, n, 3_600e6, null, colors);
+      meterAt(table, 1, lengths, n, 3_600e6, null, colors);
       for (let i = 0; i < n; i++) seen[colors[i]]++;
     }
     return seen;
@@ -379,15 +385,15 @@ t.test('a burst stamped earlier than the last one earns nothing, and time does n
   const table = freshPolicer(cfg, 0);
   const lengths = new Uint32Array([2000]);
   const colors = new Uint8Array(1);
-  table.meterBurst(1, lengths, 1, 5_000, null, colors);
+  meterAt(table, 1, lengths, 1, 5_000, null, colors);
   t.equal(colors[0], GREEN, 'the full bucket');
   lengths[0] = 1000;
-  table.meterBurst(1, lengths, 1, 5_000, null, colors);
+  meterAt(table, 1, lengths, 1, 5_000, null, colors);
   t.equal(colors[0], RED, 'empty at the same instant');
-  table.meterBurst(1, lengths, 1, 4_000, null, colors);
+  meterAt(table, 1, lengths, 1, 4_000, null, colors);
   t.equal(colors[0], RED, 'a millisecond earlier: still empty');
   t.equal(table.readState(1)!.lastUs, 5_000, 'the time earned up to stays at the latest');
-  table.meterBurst(1, lengths, 1, 6_000, null, colors);
+  meterAt(table, 1, lengths, 1, 6_000, null, colors);
   t.equal(colors[0], GREEN, '1000 µs after the latest: 1000 bytes earned');
   t.equal(table.readState(1)!.committed, 0);
 });
@@ -397,15 +403,15 @@ t.test("a caller's mistakes neither throw nor poison the policer", async (t) => 
   const table = freshPolicer(cfg, 1_000);
   const lengths = new Uint32Array([1000, 1000, 1000]);
   const colors = new Uint8Array(3);
-  t.equal(table.meterBurst(1, lengths, 3, NaN, null, colors), 1, 'a NaN time: the bucket as it was, nothing earned');
-  t.equal(table.meterBurst(1, lengths, 3, Infinity, null, colors), 3, 'an infinite time: nothing earned');
-  t.equal(table.meterBurst(1, lengths, 3, -5, null, colors), 3, 'a negative time: nothing earned');
-  t.equal(table.meterBurst(1, lengths, NaN, 3_000, null, colors), 0, 'a NaN count: nothing metered');
-  t.equal(table.meterBurst(1, lengths, 99, 3_000, null, colors.subarray(0, 2)), 0, 'a count past the arrays: as many as they hold');
-  t.equal(table.meterBurst(1.5, lengths, 3, 3_000, null, colors), 0, 'a policer number that is not one: polices nothing');
+  t.equal(meterAt(table, 1, lengths, 3, NaN, null, colors), 1, 'a NaN time: the bucket as it was, nothing earned');
+  t.equal(meterAt(table, 1, lengths, 3, Infinity, null, colors), 3, 'an infinite time: nothing earned');
+  t.equal(meterAt(table, 1, lengths, 3, -5, null, colors), 3, 'a negative time: nothing earned');
+  t.equal(meterAt(table, 1, lengths, NaN, 3_000, null, colors), 0, 'a NaN count: nothing metered');
+  t.equal(meterAt(table, 1, lengths, 99, 3_000, null, colors.subarray(0, 2)), 0, 'a count past the arrays: as many as they hold');
+  t.equal(meterAt(table, 1.5, lengths, 3, 3_000, null, colors), 0, 'a policer number that is not one: polices nothing');
   const state = table.readState(1)!;
   t.same([state.committed, state.lastUs], [0, 3_000], 'the 2000 bytes earned from 1000 to 3000 µs were spent by the two packets above');
-  t.equal(table.meterBurst(1, lengths, 1, 4_000, null, colors), 0, 'and the next 1000 µs earn 1000 bytes: the meter carries on');
+  t.equal(meterAt(table, 1, lengths, 1, 4_000, null, colors), 0, 'and the next 1000 µs earn 1000 bytes: the meter carries on');
   const counters = table.readCounters(1);
   t.ok([counters.green, counters.yellow, counters.red].every((c) => Number.isInteger(c.packets) && Number.isInteger(c.bytes)), 'counters stay whole numbers');
   t.throws(() => table.configure(1, cfg, NaN), /time NaN: must be whole microseconds/);
@@ -423,11 +429,11 @@ t.test('policers fill the table and stay apart; one past the end is refused or p
   const lengths = new Uint32Array(32).fill(100);
   const colors = new Uint8Array(32);
   for (let p = 0; p < capacity; p++) {
-    const red = pmd.meterBurst(p, lengths, 32, 0, null, colors);
+    const red = meterAt(pmd, p, lengths, 32, 0, null, colors);
     t.equal(red, 32 - (p + 1), `policer ${p}: its own CBS of ${p + 1} packets`);
   }
   colors.fill(RED);
-  t.equal(pmd.meterBurst(capacity, lengths, 32, 0, null, colors), 0, 'past the end: nothing red');
+  t.equal(meterAt(pmd, capacity, lengths, 32, 0, null, colors), 0, 'past the end: nothing red');
   t.ok(colors.every((c) => c === GREEN), 'past the end: all green');
   t.throws(() => new PolicerTable(buffer, 2), /thread slot 2: the table has slots 0 to 1/);
   t.throws(() => new PolicerTable(new SharedArrayBuffer(64), 0), /not a policer table/);
@@ -440,12 +446,12 @@ t.test('counters: per colour packets and bytes, summed over threads; unconfigure
   const b = new PolicerTable(buffer, 2);
   const lengths = new Uint32Array([100, 200, 300, 400]);
   const colors = new Uint8Array(4);
-  t.equal(a.meterBurst(0, lengths, 4, 0, null, colors), 0, 'not configured: nothing red');
+  t.equal(meterAt(a, 0, lengths, 4, 0, null, colors), 0, 'not configured: nothing red');
   t.same([...colors], [GREEN, GREEN, GREEN, GREEN], 'not configured: green');
   a.configure(0, { meter: 'srtcm', unit: 'bytes', cir: 8000, cbs: 300, ebs: 300 }, 0); // 1 byte per ms
-  t.equal(a.meterBurst(0, lengths, 4, 0, null, colors), 1, 'one red');
+  t.equal(meterAt(a, 0, lengths, 4, 0, null, colors), 1, 'one red');
   t.same([...colors], [GREEN, GREEN, YELLOW, RED], 'CBS 300: 100 and 200 green; EBS 300: 300 yellow; 400 red');
-  t.equal(b.meterBurst(0, lengths, 4, 100_000, null, colors), 3, 'three red');
+  t.equal(meterAt(b, 0, lengths, 4, 100_000, null, colors), 3, 'three red');
   t.same([...colors], [GREEN, RED, RED, RED], 'another thread, 100 ms later: 100 bytes more');
   const counters = a.readCounters(0);
   t.same(counters.green, { packets: 4 + 3, bytes: 1000 + 400 }, 'green over both threads, unconfigured included');
@@ -454,7 +460,7 @@ t.test('counters: per colour packets and bytes, summed over threads; unconfigure
   t.same(a.readCounters(1).green, { packets: 0, bytes: 0 }, 'the other policer counted nothing');
   a.remove(0);
   t.equal(a.readState(0), null, 'removed');
-  t.equal(b.meterBurst(0, lengths, 4, 200_000, null, colors), 0, 'removed: nothing red');
+  t.equal(meterAt(b, 0, lengths, 4, 200_000, null, colors), 0, 'removed: nothing red');
   t.same([...colors], [GREEN, GREEN, GREEN, GREEN], 'removed: green');
 });
 
@@ -477,7 +483,7 @@ t.test('reconfiguring: the same settings change nothing, new sizes cap the token
   const table = freshPolicer(cfg, 0);
   const lengths = new Uint32Array(32).fill(1000);
   const colors = new Uint8Array(32);
-  table.meterBurst(1, lengths, 15, 0, null, colors);
+  meterAt(table, 1, lengths, 15, 0, null, colors);
   t.same([table.readState(1)!.committed, table.readState(1)!.excessOrPeak], [0, 5_000]);
   table.configure(1, cfg, 2_000);
   t.same([table.readState(1)!.committed, table.readState(1)!.excessOrPeak], [2_000, 5_000], 'same settings: tokens kept, 2 ms earned');
@@ -489,7 +495,7 @@ t.test('reconfiguring: the same settings change nothing, new sizes cap the token
   table.configure(1, { meter: 'trtcm', unit: 'bytes', cir: 80 * MBIT, cbs: 10_000, pir: 160 * MBIT, pbs: 20_000 }, 3_000);
   let green = 0;
   for (let us = 3_000; us < 1_003_000; us += 100) {
-    table.meterBurst(1, lengths, 32, us, null, colors); // 2.56 Gbit/s offered
+    meterAt(table, 1, lengths, 32, us, null, colors); // 2.56 Gbit/s offered
     for (let i = 0; i < 32; i++) if (colors[i] === GREEN) green += 1000;
   }
   t.ok(Math.abs(((green - 10_000) * 8) / 80e6 - 1) < 0.01, `green ${(green * 8 / 1e6).toFixed(2)} Mbit in 1 s at a new CIR of 80 Mbit/s`);

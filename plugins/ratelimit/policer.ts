@@ -188,12 +188,17 @@ const SCALE_PACKETS = 1e6;
 // Counter fields (float64 each) in a thread's block: colour * 2 is packets, + 1 bytes.
 const RETRIES = 6;
 
-// A burst's tally, as the meter functions leave it.
-const TALLY_GREEN_PACKETS = 0;
-const TALLY_GREEN_BYTES = 1;
-const TALLY_YELLOW_PACKETS = 2;
-const TALLY_YELLOW_BYTES = 3;
-const TALLY_BYTES = 4;
+// A burst's scratch, one Float64Array the meter functions share: the time it is metered at,
+// and its tally as they leave it. Times travel in typed arrays, never as arguments: a double
+// (a time in µs is past 2^31) passed to a function V8 did not inline is a new heap number at
+// every call, an allocation per burst on the data path.
+const BURST_NOW_US = 0;
+const TALLY_GREEN_PACKETS = 1;
+const TALLY_GREEN_BYTES = 2;
+const TALLY_YELLOW_PACKETS = 3;
+const TALLY_YELLOW_BYTES = 4;
+const TALLY_BYTES = 5;
+const BURST_F64 = 8;
 
 /** Bytes of a table of `capacity` policers shared by `threads` threads. */
 export function policerTableBytes(capacity: number, threads: number): number {
@@ -249,19 +254,26 @@ export class PolicerTable {
   private readonly recordMask: number;
   /** colours of the burst being metered, copied out once published (colorsIn may be colorsOut) */
   private scratch = new Uint8Array(256);
-  /** the burst's green and yellow packets and bytes, and all its bytes (TALLY_*) */
-  private readonly tally = new Float64Array(8);
+  /**
+   * time[0]: the time bursts are metered at and a bucket is refilled at, in integer microseconds
+   * (see nowMicroseconds), written once per poll round (setTime, or a store into the cell the
+   * table was built with: one store sets every table of a PMD). 0 until set.
+   */
+  readonly time: Float64Array;
+  /** the burst's time and its green and yellow packets and bytes, and all its bytes (BURST_NOW_US, TALLY_*) */
+  private readonly burst = new Float64Array(BURST_F64);
   /** packets of the last burst metered that were marked green, and yellow (red: meterBurst's result) */
   burstGreen = 0;
   burstYellow = 0;
 
-  constructor(buffer: ArrayBufferLike, thread: number) {
+  constructor(buffer: ArrayBufferLike, thread: number, time: Float64Array = new Float64Array(1)) {
     const header = new Int32Array(buffer, 0, 4);
     if (header[0] !== MAGIC) throw new RangeError('not a policer table (use createPolicerTable)');
     this.capacity = header[1];
     this.threads = header[2];
     if (!Number.isInteger(thread) || thread < 0 || thread >= this.threads) throw new RangeError(`thread slot ${thread}: the table has slots 0 to ${this.threads - 1}`);
     this.thread = thread;
+    this.time = time;
     this.words = new Int32Array(buffer);
     this.f64 = new Float64Array(buffer);
     this.blocksAt = (HEADER_BYTES + this.capacity * LINE_BYTES) / 8;
@@ -269,15 +281,19 @@ export class PolicerTable {
     this.recordMask = (1 << this.recordBits) - 1;
   }
 
+  /** Sets the time the next bursts are metered at (time[0]): integer microseconds. */
+  setTime(nowUs: number): void {
+    this.time[0] = nowUs;
+  }
+
   /**
-   * Meters a burst at time `nowUs` (integer microseconds, read once per burst; see
-   * nowMicroseconds) and writes each packet's colour into colorsOut. colorsIn null: colour-blind;
-   * otherwise colour-aware with the colours the packets arrived with (any value above RED counts
-   * as red; colorsIn may be colorsOut). Counts each colour in this thread's counters.
-   * Returns the number of packets marked red. Never throws, never allocates (after a first
-   * burst longer than 256).
+   * Meters a burst at the time set (time[0]) and writes each packet's colour into
+   * colorsOut. colorsIn null: colour-blind; otherwise colour-aware with the colours the packets
+   * arrived with (any value above RED counts as red; colorsIn may be colorsOut). Counts each
+   * colour in this thread's counters. Returns the number of packets marked red. Never throws,
+   * never allocates (after a first burst longer than 256).
    */
-  meterBurst(policer: number, lengths: Uint32Array, count: number, nowUs: number, colorsIn: Uint8Array | null, colorsOut: Uint8Array): number {
+  meterBurst(policer: number, lengths: Uint32Array, count: number, colorsIn: Uint8Array | null, colorsOut: Uint8Array): number {
     count |= 0;
     if (count > lengths.length) count = lengths.length;
     if (count > colorsOut.length) count = colorsOut.length;
@@ -285,8 +301,6 @@ export class PolicerTable {
     this.burstGreen = 0;
     this.burstYellow = 0;
     if (count <= 0) return 0;
-    // Not a time (NaN, Infinity, negative): earn nothing rather than poison the phase for good.
-    if (!(nowUs >= 0 && nowUs <= MAX_TIME_US)) nowUs = 0;
     if (policer !== policer >>> 0 || policer >= this.capacity) {
       colorsOut.fill(GREEN, 0, count); // a policer that does not exist polices nothing
       this.burstGreen = count;
@@ -297,7 +311,8 @@ export class PolicerTable {
     const words = this.words;
     const f = this.f64;
     const scratch = this.scratch;
-    const tally = this.tally;
+    const burst = this.burst;
+    takeTime(this.time, burst);
     const at = HEADER_BYTES / 4 + policer * (LINE_BYTES / 4);
     const mine = this.thread * 2;
     let retries = 0;
@@ -312,16 +327,16 @@ export class PolicerTable {
       const dst = this.recordAt(policer, next);
       const kind = f[src + KIND];
       if (kind === KIND_SRTCM) {
-        if (colorsIn === null) srTcmBlind(f, src, dst, nowUs, lengths, count, scratch, tally);
-        else srTcmAware(f, src, dst, nowUs, lengths, count, colorsIn, scratch, tally);
+        if (colorsIn === null) srTcmBlind(f, src, dst, burst, lengths, count, scratch);
+        else srTcmAware(f, src, dst, burst, lengths, count, colorsIn, scratch);
       } else if (kind === KIND_TRTCM) {
-        if (colorsIn === null) trTcmBlind(f, src, dst, nowUs, lengths, count, scratch, tally);
-        else trTcmAware(f, src, dst, nowUs, lengths, count, colorsIn, scratch, tally);
+        if (colorsIn === null) trTcmBlind(f, src, dst, burst, lengths, count, scratch);
+        else trTcmAware(f, src, dst, burst, lengths, count, colorsIn, scratch);
       } else {
         // Not configured (or removed): police nothing. A second load shows the record was not
         // replaced while it was read.
         scratch.fill(GREEN, 0, count);
-        tallyAllGreen(lengths, count, tally);
+        tallyAllGreen(lengths, count, burst);
         if (Atomics.load(words, at) !== current) {
           retries++;
           continue;
@@ -338,15 +353,15 @@ export class PolicerTable {
     // Counted once per burst from registers: a read-modify-write per packet into the shared
     // counters cost 2 to 3 ns per packet.
     const counters = this.blockAt(policer, this.thread) + COUNTERS_F64;
-    const red = count - tally[TALLY_GREEN_PACKETS] - tally[TALLY_YELLOW_PACKETS];
-    this.burstGreen = tally[TALLY_GREEN_PACKETS];
-    this.burstYellow = tally[TALLY_YELLOW_PACKETS];
-    f[counters + 2 * GREEN] += tally[TALLY_GREEN_PACKETS];
-    f[counters + 2 * GREEN + 1] += tally[TALLY_GREEN_BYTES];
-    f[counters + 2 * YELLOW] += tally[TALLY_YELLOW_PACKETS];
-    f[counters + 2 * YELLOW + 1] += tally[TALLY_YELLOW_BYTES];
+    const red = count - burst[TALLY_GREEN_PACKETS] - burst[TALLY_YELLOW_PACKETS];
+    this.burstGreen = burst[TALLY_GREEN_PACKETS];
+    this.burstYellow = burst[TALLY_YELLOW_PACKETS];
+    f[counters + 2 * GREEN] += burst[TALLY_GREEN_PACKETS];
+    f[counters + 2 * GREEN + 1] += burst[TALLY_GREEN_BYTES];
+    f[counters + 2 * YELLOW] += burst[TALLY_YELLOW_PACKETS];
+    f[counters + 2 * YELLOW + 1] += burst[TALLY_YELLOW_BYTES];
     f[counters + 2 * RED] += red;
-    f[counters + 2 * RED + 1] += tally[TALLY_BYTES] - tally[TALLY_GREEN_BYTES] - tally[TALLY_YELLOW_BYTES];
+    f[counters + 2 * RED + 1] += burst[TALLY_BYTES] - burst[TALLY_GREEN_BYTES] - burst[TALLY_YELLOW_BYTES];
     if (retries > 0) f[counters + RETRIES] += retries;
     return red;
   }
@@ -363,12 +378,14 @@ export class PolicerTable {
     const unit = cfg.unit === 'packets' ? UNIT_PACKETS : UNIT_BYTES;
     const xbs = cfg.meter === 'srtcm' ? cfg.ebs : cfg.pbs;
     const pir = cfg.meter === 'srtcm' ? 0 : cfg.pir;
+    const at = new Float64Array(BURST_F64);
+    at[BURST_NOW_US] = nowUs;
     this.publish(policer, (f, src, dst) => {
       const keep = f[src + KIND] === kind && f[src + UNIT] === unit;
       if (keep) {
         // Bring the old buckets up to now with the old rates first.
-        if (kind === KIND_SRTCM) refillSrTcm(f, src, dst, nowUs);
-        else refillTrTcm(f, src, dst, nowUs);
+        if (kind === KIND_SRTCM) refillSrTcm(f, src, dst, at);
+        else refillTrTcm(f, src, dst, at);
       }
       f[dst + KIND] = kind;
       f[dst + UNIT] = unit;
@@ -387,12 +404,14 @@ export class PolicerTable {
   }
 
   /**
-   * Starts a configured policer afresh at `nowUs`: buckets full, as a new one (a bucket handed
-   * to another address). Configuration unchanged; no allocation, for use on the data path.
+   * Starts a configured policer afresh at the time set (time[0]): buckets full, as a new one (a
+   * bucket handed to another address). Configuration unchanged; no allocation, for use on the
+   * data path.
    */
-  refill(policer: number, nowUs: number): void {
+  refill(policer: number): void {
     if (policer !== policer >>> 0 || policer >= this.capacity) return;
-    if (!(nowUs >= 0 && nowUs <= MAX_TIME_US)) nowUs = 0;
+    takeTime(this.time, this.burst);
+    const nowUs = this.burst[BURST_NOW_US];
     const words = this.words;
     const f = this.f64;
     const at = HEADER_BYTES / 4 + policer * (LINE_BYTES / 4);
@@ -489,14 +508,24 @@ export class PolicerTable {
   }
 }
 
+/** The time set (time[0]) as a burst's (burst[BURST_NOW_US]). */
+function takeTime(time: Float64Array, burst: Float64Array): void {
+  const nowUs = time[0];
+  // Not a time (NaN, Infinity, negative): earn nothing rather than poison the phase for good.
+  burst[BURST_NOW_US] = nowUs >= 0 && nowUs <= MAX_TIME_US ? nowUs : 0;
+}
+
 // --- Metering: one small function per meter and colour mode, chosen once per burst -------------
 // Each reads the current record at `src` and writes the next one at `dst`; colours go to `out`.
 
 /**
- * Whole tokens earned over `dt` µs at `rate` phase units per µs, at most `room`, starting from the
- * fraction stored at `phaseFrom`; the fraction left over goes to `phaseTo`.
+ * Whole tokens earned over `dt` µs at the rate at `rateAt` (phase units per µs), at most `room`,
+ * starting from the fraction stored at `phaseFrom`; the fraction left over goes to `phaseTo`.
+ * The rate is read here, not passed: past 2^31 bit/s it is not a small integer, and as an
+ * argument it would be a new heap number whenever V8 does not inline this.
  */
-function earn(f: Float64Array, phaseFrom: number, phaseTo: number, dt: number, rate: number, scale: number, room: number): number {
+function earn(f: Float64Array, phaseFrom: number, phaseTo: number, dt: number, rateAt: number, scale: number, room: number): number {
+  const rate = f[rateAt];
   const phase = f[phaseFrom];
   const add = phase + dt * rate;
   if (add >= (room + 1) * scale) {
@@ -521,9 +550,11 @@ function earn(f: Float64Array, phaseFrom: number, phaseTo: number, dt: number, r
  * RFC 2697, 3: "the token counts Tc and Te are updated CIR times per second as follows:
  * If Tc is less than CBS, Tc is incremented by one, else if Te is less then EBS, Te is
  * incremented by one, else neither Tc nor Te is incremented."
- * Copies the configuration and writes the refilled Tc, Te, phase and time into `dst`.
+ * Copies the configuration and writes the refilled Tc, Te, phase and time (burst[BURST_NOW_US])
+ * into `dst`.
  */
-function refillSrTcm(f: Float64Array, src: number, dst: number, nowUs: number): void {
+function refillSrTcm(f: Float64Array, src: number, dst: number, burst: Float64Array): void {
+  const nowUs = burst[BURST_NOW_US];
   for (let i = 0; i < CONFIG_FIELDS; i++) f[dst + i] = f[src + i];
   const cbs = f[src + CBS];
   const ebs = f[src + XBS];
@@ -534,7 +565,7 @@ function refillSrTcm(f: Float64Array, src: number, dst: number, nowUs: number): 
   f[dst + PHASE_P] = 0;
   if (dt > 0) {
     const scale = f[src + UNIT] === UNIT_BYTES ? SCALE_BYTES : SCALE_PACKETS;
-    const tokens = earn(f, src + PHASE_C, dst + PHASE_C, dt, f[src + CIR], scale, cbs - tc + (ebs - te));
+    const tokens = earn(f, src + PHASE_C, dst + PHASE_C, dt, src + CIR, scale, cbs - tc + (ebs - te));
     const toC = Math.min(tokens, cbs - tc);
     tc += toC;
     te += tokens - toC;
@@ -552,7 +583,8 @@ function refillSrTcm(f: Float64Array, src: number, dst: number, nowUs: number): 
  * RFC 2698, 3: "the token count Tp is incremented by one PIR times per second up to PBS and the
  * token count Tc is incremented by one CIR times per second up to CBS."
  */
-function refillTrTcm(f: Float64Array, src: number, dst: number, nowUs: number): void {
+function refillTrTcm(f: Float64Array, src: number, dst: number, burst: Float64Array): void {
+  const nowUs = burst[BURST_NOW_US];
   for (let i = 0; i < CONFIG_FIELDS; i++) f[dst + i] = f[src + i];
   let tc = f[src + TC];
   let tp = f[src + TX];
@@ -560,8 +592,8 @@ function refillTrTcm(f: Float64Array, src: number, dst: number, nowUs: number): 
   const dt = nowUs - last;
   if (dt > 0) {
     const scale = f[src + UNIT] === UNIT_BYTES ? SCALE_BYTES : SCALE_PACKETS;
-    tc += earn(f, src + PHASE_C, dst + PHASE_C, dt, f[src + CIR], scale, f[src + CBS] - tc);
-    tp += earn(f, src + PHASE_P, dst + PHASE_P, dt, f[src + PIR], scale, f[src + XBS] - tp);
+    tc += earn(f, src + PHASE_C, dst + PHASE_C, dt, src + CIR, scale, f[src + CBS] - tc);
+    tp += earn(f, src + PHASE_P, dst + PHASE_P, dt, src + PIR, scale, f[src + XBS] - tp);
     f[dst + LAST_US] = nowUs;
   } else {
     f[dst + PHASE_C] = f[src + PHASE_C];
@@ -600,8 +632,8 @@ function storeTally(tally: Float64Array, greenPackets: number, greenBytes: numbe
  * decremented by B down to the minimum value of 0, else the packet is red and neither Tc nor Te
  * is decremented."
  */
-function srTcmBlind(f: Float64Array, src: number, dst: number, nowUs: number, lengths: Uint32Array, count: number, out: Uint8Array, tally: Float64Array): void {
-  refillSrTcm(f, src, dst, nowUs);
+function srTcmBlind(f: Float64Array, src: number, dst: number, burst: Float64Array, lengths: Uint32Array, count: number, out: Uint8Array): void {
+  refillSrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
   let tc = f[dst + TC];
@@ -631,7 +663,7 @@ function srTcmBlind(f: Float64Array, src: number, dst: number, nowUs: number, le
   }
   f[dst + TC] = tc;
   f[dst + TX] = te;
-  storeTally(tally, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
+  storeTally(burst, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
 }
 
 /**
@@ -641,8 +673,8 @@ function srTcmBlind(f: Float64Array, src: number, dst: number, nowUs: number, le
  * decremented by B down to the minimum value of 0, else the packet is red and neither Tc nor Te
  * is decremented."
  */
-function srTcmAware(f: Float64Array, src: number, dst: number, nowUs: number, lengths: Uint32Array, count: number, colorsIn: Uint8Array, out: Uint8Array, tally: Float64Array): void {
-  refillSrTcm(f, src, dst, nowUs);
+function srTcmAware(f: Float64Array, src: number, dst: number, burst: Float64Array, lengths: Uint32Array, count: number, colorsIn: Uint8Array, out: Uint8Array): void {
+  refillSrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
   let tc = f[dst + TC];
@@ -673,7 +705,7 @@ function srTcmAware(f: Float64Array, src: number, dst: number, nowUs: number, le
   }
   f[dst + TC] = tc;
   f[dst + TX] = te;
-  storeTally(tally, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
+  storeTally(burst, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
 }
 
 /**
@@ -681,8 +713,8 @@ function srTcmAware(f: Float64Array, src: number, dst: number, nowUs: number, le
  * packet is yellow and Tp is decremented by B, else the packet is green and both Tp and Tc are
  * decremented by B."
  */
-function trTcmBlind(f: Float64Array, src: number, dst: number, nowUs: number, lengths: Uint32Array, count: number, out: Uint8Array, tally: Float64Array): void {
-  refillTrTcm(f, src, dst, nowUs);
+function trTcmBlind(f: Float64Array, src: number, dst: number, burst: Float64Array, lengths: Uint32Array, count: number, out: Uint8Array): void {
+  refillTrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
   let tc = f[dst + TC];
@@ -713,7 +745,7 @@ function trTcmBlind(f: Float64Array, src: number, dst: number, nowUs: number, le
   }
   f[dst + TC] = tc;
   f[dst + TX] = tp;
-  storeTally(tally, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
+  storeTally(burst, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
 }
 
 /**
@@ -722,8 +754,8 @@ function trTcmBlind(f: Float64Array, src: number, dst: number, nowUs: number, le
  * is yellow and Tp is decremented by B, else the packet is green and both Tp and Tc are
  * decremented by B."
  */
-function trTcmAware(f: Float64Array, src: number, dst: number, nowUs: number, lengths: Uint32Array, count: number, colorsIn: Uint8Array, out: Uint8Array, tally: Float64Array): void {
-  refillTrTcm(f, src, dst, nowUs);
+function trTcmAware(f: Float64Array, src: number, dst: number, burst: Float64Array, lengths: Uint32Array, count: number, colorsIn: Uint8Array, out: Uint8Array): void {
+  refillTrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
   let tc = f[dst + TC];
@@ -755,5 +787,5 @@ function trTcmAware(f: Float64Array, src: number, dst: number, nowUs: number, le
   }
   f[dst + TC] = tc;
   f[dst + TX] = tp;
-  storeTally(tally, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
+  storeTally(burst, greenPackets, greenBytes, yellowPackets, yellowBytes, bytes);
 }

@@ -100,10 +100,10 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
     }
     return UNREACHABLE; // FAILED: unreachable for a while
   }
-  if (!r.canHold) {
-    batch.dropAs(i, r.drop.neighbour_queue_full);
-    return HELD;
-  }
+  // Resolved even when the queue of held packets is full (this packet is then dropped, as
+  // neighbour_queue_full): the queue is one per PMD for every interface, so a flood to
+  // absent hosts on one interface keeps it full, and a new neighbour on another must still
+  // be asked for. The table (each interface's share) and solicitBucket bound what a flood costs.
   const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, r.now);
   if (created < 0) {
     batch.dropAs(i, r.drop.neighbour_table_full);

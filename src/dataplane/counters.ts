@@ -16,6 +16,7 @@ export const DROP_REASONS = [
   ['port_down', 'the destination port has no running receive queue'],
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
   ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
+  ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET port: its receive ring was full (the PMD fell behind)'],
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number][0];

@@ -8,15 +8,23 @@
 //   block:  4 version, 4 offset_to_priv, then tpacket_hdr_v1: 4 block_status, 4 num_pkts,
 //           4 offset_to_first_pkt, 4 blk_len, 8 seq_num, ...
 //   frame:  tpacket3_hdr: 4 tp_next_offset, 4 sec, 4 nsec, 4 tp_snaplen, 4 tp_len,
-//           4 tp_status, 2 tp_mac, 2 tp_net, ... (48 bytes with padding); a transmit
+//           4 tp_status, 2 tp_mac, 2 tp_net, then tpacket_hdr_variant1: 4 tp_rxhash,
+//           4 tp_vlan_tci, 2 tp_vlan_tpid, ... (48 bytes with padding); a transmit
 //           frame's data follows the header at 48.
-import { memcpyAt, packetKick, type PacketRingShape } from '../sys/libc.ts';
+import { memcpyAt, packetKick, packetRingDrops, type PacketRingShape } from '../sys/libc.ts';
 import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
 import type { Uplink } from './port-runtime.ts';
 
 const TP_STATUS_KERNEL = 0;
 const TP_STATUS_USER = 1;
+/** in a block's status: the kernel has dropped frames since its drop count was last read */
+const TP_STATUS_LOSING = 1 << 2;
+/** in a frame's status: the interface took its 802.1Q tag off (tp_vlan_tci), and its TPID (tp_vlan_tpid) */
+const TP_STATUS_VLAN_VALID = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID = 1 << 6;
+const ETHERTYPE_VLAN = 0x8100;
+const VLAN_TAG_LEN = 4;
 const TP_STATUS_AVAILABLE = 0;
 const TP_STATUS_SEND_REQUEST = 1;
 const TP_STATUS_WRONG_FORMAT = 4;
@@ -93,7 +101,11 @@ export class PacketRings implements Uplink {
     while (taken < max) {
       const block = this.rxBlock * blockBytes;
       if (this.rxLeft === 0) {
-        if ((Atomics.load(words, (block >> 2) + 2) & TP_STATUS_USER) === 0) break;
+        const blockStatus = Atomics.load(words, (block >> 2) + 2);
+        if ((blockStatus & TP_STATUS_USER) === 0) break;
+        // Frames the kernel had no room for in the ring are lost before we see them, and
+        // counted nowhere else (not in the interface's counters): count them here.
+        if ((blockStatus & TP_STATUS_LOSING) !== 0) counters[base + DROPS_BASE + DROP.receive_ring_full] += packetRingDrops(this.fd);
         this.rxLeft = words[(block >> 2) + 3];
         this.rxAt = block + words[(block >> 2) + 4];
         if (this.rxLeft <= 0 || this.rxAt >= block + blockBytes) {
@@ -103,19 +115,29 @@ export class PacketRings implements Uplink {
       }
       const at = this.rxAt;
       const snap = words[(at >> 2) + 3];
+      const status = words[(at >> 2) + 5];
       const mac = this.u16[(at >> 1) + 12];
       const next = words[at >> 2];
-      if (snap < ETHER_HDR_LEN || snap > this.maxFrame || at + mac + snap > block + blockBytes) {
-        counters[base + DROPS_BASE + (snap > this.maxFrame ? DROP.frame_too_long : DROP.frame_too_short)]++;
+      // The frame as it was on the wire: tp_len, of which tp_snaplen is all there is when a
+      // frame is longer than a block holds (a GSO super-frame), and the VLAN tag the
+      // interface may have taken off.
+      const len = words[(at >> 2) + 4];
+      const tagged = (status & TP_STATUS_VLAN_VALID) !== 0;
+      const wire = snap + (tagged ? VLAN_TAG_LEN : 0);
+      if (snap !== len || wire > this.maxFrame) {
+        counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      } else if (snap < ETHER_HDR_LEN || at + mac + snap > block + blockBytes) {
+        counters[base + DROPS_BASE + DROP.frame_too_short]++;
       } else {
         const handle = pool.alloc();
         if (handle < 0) {
           counters[base + DROPS_BASE + DROP.no_buffer]++;
         } else {
-          memcpyAt(pool.address + pool.frameOffset(handle), this.address + at + mac, snap);
-          pool.length[handle] = snap;
+          if (tagged) this.copyTagged(pool, handle, at, status, snap);
+          else memcpyAt(pool.address + pool.frameOffset(handle), this.address + at + mac, snap);
+          pool.length[handle] = wire;
           handles[start + taken++] = handle;
-          bytes += snap;
+          bytes += wire;
         }
       }
       this.rxLeft--;
@@ -127,6 +149,25 @@ export class PacketRings implements Uplink {
     counters[this.queueCounterBase + QUEUE_RX_PACKETS] += taken;
     counters[this.queueCounterBase + QUEUE_RX_BYTES] += bytes;
     return taken;
+  }
+
+  /**
+   * Copies a frame whose 802.1Q tag the interface took off (rx VLAN offload: veth and most
+   * NICs do by default) with the tag put back between the MAC addresses, as it was sent:
+   * a tagged frame must not pass for an untagged one (a guest port and a TAP port see the tag).
+   */
+  private copyTagged(pool: PacketPool, handle: number, at: number, status: number, snap: number): void {
+    const to = pool.frameOffset(handle);
+    const from = this.address + at + this.u16[(at >> 1) + 12];
+    memcpyAt(pool.address + to, from, 12);
+    const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(at >> 1) + 18] : ETHERTYPE_VLAN;
+    const tci = this.words[(at >> 2) + 8];
+    const d = pool.data;
+    d[to + 12] = tpid >>> 8;
+    d[to + 13] = tpid & 0xff;
+    d[to + 14] = (tci >>> 8) & 0xff;
+    d[to + 15] = tci & 0xff;
+    memcpyAt(pool.address + to + 12 + VLAN_TAG_LEN, from + 12, snap - 12);
   }
 
   private releaseBlock(block: number): void {

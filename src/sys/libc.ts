@@ -758,6 +758,7 @@ const PACKET_ADD_MEMBERSHIP = 1;
 const PACKET_RX_RING = 5;
 const PACKET_VERSION = 10;
 const PACKET_TX_RING = 13;
+const PACKET_STATISTICS = 6;
 const PACKET_IGNORE_OUTGOING = 23;
 const PACKET_FANOUT = 18;
 const PACKET_FANOUT_HASH = 0;
@@ -843,6 +844,23 @@ export function interfaceIndex(name: string): number {
 /** Bytes of the mapping of a socket's two rings. */
 export function packetRingBytes(shape: PacketRingShape): number {
   return shape.blockBytes * (shape.rxBlocks + shape.txBlocks);
+}
+
+// struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt (u32 each); read rarely, so
+// one scratch buffer serves every caller of a thread.
+const packetStats = new Uint8Array(12);
+const packetStatsView = new DataView(packetStats.buffer);
+const packetStatsLength = new Uint32Array(1);
+
+/**
+ * The frames the kernel dropped on a packet socket since the last call, for want of room in
+ * its receive ring (PACKET_STATISTICS: reading it resets the count); 0 if it cannot be read.
+ * Never throws: the data path calls it.
+ */
+export function packetRingDrops(fd: number): number {
+  packetStatsLength[0] = packetStats.length;
+  if ((c.getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, packetStats, packetStatsLength) as number) < 0) return 0;
+  return packetStatsView.getUint32(4, true);
 }
 
 /** Asks the kernel to send the transmit ring's pending frames; false if it refused (not EAGAIN). Never throws. */

@@ -7,7 +7,7 @@
 // counted as no_route.
 import { execFileSync } from 'node:child_process';
 import t from 'tap';
-import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { bootGuest, guestPrerequisites, reachProbe } from './lib/guest.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { frrPrerequisites, startFrr, type Frr } from '../support/frr.ts';
@@ -92,18 +92,7 @@ t.test('BGP between two vrouters\' Linux mirrors routes guest to guest, and a wi
     script: `
 ip route add default via 10.1.0.1
 echo VR-STEP a-ready
-( ping -i 0.05 10.2.0.2 2>&1 & echo $! > /tmp/probe.pid; wait ) | {
-  state=0
-  while [ $state -lt 2 ]; do
-    answered=0
-    if read -t 0.3 line; then case "$line" in *"bytes from"*) answered=1 ;; PING*) continue ;; esac; fi
-    case $state$answered in
-      01) echo VR-STEP reached; state=1 ;;
-      10) echo VR-STEP unrouted; state=2 ;;
-    esac
-  done
-  kill $(cat /tmp/probe.pid)
-}
+${reachProbe('10.2.0.2')}
 sleep 170`,
     timeoutS: 200,
   });

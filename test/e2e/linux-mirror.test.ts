@@ -4,7 +4,7 @@
 // that namespace with `ip route` steer vrouter's forwarding within a second.
 import { execFileSync, spawn } from 'node:child_process';
 import t from 'tap';
-import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { bootGuest, guestPrerequisites, reachProbe } from './lib/guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { adminClient } from '../support/admin-client.ts';
 
@@ -66,18 +66,7 @@ sleep 150`,
     script: `
 ip route add default via 10.0.2.1
 echo VR-STEP b-ready
-( ping -i 0.05 10.60.0.1 2>&1 & echo $! > /tmp/probe.pid; wait ) | {
-  state=0
-  while [ $state -lt 2 ]; do
-    answered=0
-    if read -t 0.3 line; then case "$line" in *"bytes from"*) answered=1 ;; PING*) continue ;; esac; fi
-    case $state$answered in
-      01) echo VR-STEP reached; state=1 ;;
-      10) echo VR-STEP unrouted; state=2 ;;
-    esac
-  done
-  kill $(cat /tmp/probe.pid)
-}
+${reachProbe('10.60.0.1')}
 sleep 150`,
     timeoutS: 180,
   });

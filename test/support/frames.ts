@@ -510,7 +510,8 @@ function linkAddrOption(type: number, mac: string): Uint8Array {
   return opt;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
+/** The parts, one after another, in one array. */
+export function joinBytes(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {
@@ -525,7 +526,7 @@ export function neighbourSolicitation(o: L2 & { src: string; target: string; sou
   const target = ip6Bytes(o.target);
   const group = solicitedNode(target);
   // RFC 4861 4.3: 4 reserved bytes, the target address, options.
-  const body = concat([new Uint8Array(4), target, o.sourceLinkAddr ? linkAddrOption(NDP_OPT_SOURCE_LINK_ADDR, o.sourceLinkAddr) : new Uint8Array(0)]);
+  const body = joinBytes([new Uint8Array(4), target, o.sourceLinkAddr ? linkAddrOption(NDP_OPT_SOURCE_LINK_ADDR, o.sourceLinkAddr) : new Uint8Array(0)]);
   const ip: Ip6Opts = { ...o, dst: formatIp6(group, 0), hopLimit: 255 };
   return frame6(ip, PROTO_ICMPV6, sealed6(ip, PROTO_ICMPV6, icmp6Message({ type: 135, body }), 2, false), o.dstMac ?? multicastMac6(group));
 }
@@ -533,14 +534,14 @@ export function neighbourSolicitation(o: L2 & { src: string; target: string; sou
 /** RFC 4861 4.4; hop limit 255. */
 export function neighbourAdvertisement(o: L2 & { src: string; dst: string; target: string; targetLinkAddr?: string; solicited?: boolean; override?: boolean; router?: boolean }): Uint8Array {
   const flags = Uint8Array.of((o.router ? 0x80 : 0) | (o.solicited ? 0x40 : 0) | (o.override ? 0x20 : 0), 0, 0, 0);
-  const body = concat([flags, ip6Bytes(o.target), o.targetLinkAddr ? linkAddrOption(NDP_OPT_TARGET_LINK_ADDR, o.targetLinkAddr) : new Uint8Array(0)]);
+  const body = joinBytes([flags, ip6Bytes(o.target), o.targetLinkAddr ? linkAddrOption(NDP_OPT_TARGET_LINK_ADDR, o.targetLinkAddr) : new Uint8Array(0)]);
   const ip: Ip6Opts = { ...o, hopLimit: 255 };
   return frame6(ip, PROTO_ICMPV6, sealed6(ip, PROTO_ICMPV6, icmp6Message({ type: 136, body }), 2, false));
 }
 
 /** RFC 4861 4.1: to all-routers (ff02::2), hop limit 255. */
 export function routerSolicitation(o: L2 & { src: string; sourceLinkAddr?: string }): Uint8Array {
-  const body = concat([new Uint8Array(4), o.sourceLinkAddr ? linkAddrOption(NDP_OPT_SOURCE_LINK_ADDR, o.sourceLinkAddr) : new Uint8Array(0)]);
+  const body = joinBytes([new Uint8Array(4), o.sourceLinkAddr ? linkAddrOption(NDP_OPT_SOURCE_LINK_ADDR, o.sourceLinkAddr) : new Uint8Array(0)]);
   const ip: Ip6Opts = { ...o, dst: 'ff02::2', hopLimit: 255 };
   return frame6(ip, PROTO_ICMPV6, sealed6(ip, PROTO_ICMPV6, icmp6Message({ type: 133, body }), 2, false), o.dstMac ?? '33:33:00:00:00:02');
 }

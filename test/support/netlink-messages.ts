@@ -1,6 +1,7 @@
 // Netlink messages built byte by byte, as the kernel or zebra would send them (and as
 // neither should), for the codec and FPM server tests. Host byte order: little-endian.
 import { parseAddress, parsePrefix } from '../../src/pipeline/net.ts';
+import { joinBytes } from './frames.ts';
 
 export const NLMSG_NOOP = 1;
 export const NLMSG_ERROR = 2;
@@ -35,15 +36,7 @@ export const RTPROT_STATIC = 4;
 export const RTPROT_BGP = 186;
 export const RTM_F_CLONED = 0x200;
 
-export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+export const concat = (...parts: Uint8Array[]): Uint8Array => joinBytes(parts);
 
 const pad4 = (b: Uint8Array) => concat(b, new Uint8Array((4 - (b.length % 4)) % 4));
 

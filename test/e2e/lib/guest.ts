@@ -88,6 +88,26 @@ sent=$(sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p' /tmp/steady)
 recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/steady)
 vr_result test=steady sent=$sent recv=$recv`;
 
+/**
+ * Shell for a guest: pings `dst` 20 times a second and prints each change between answered
+ * and not as it happens: VR-STEP reached once it answers, then VR-STEP unrouted once it stops
+ * (a probe is unanswered after 300 ms without a reply).
+ */
+export function reachProbe(dst: string): string {
+  return `( ping -i 0.05 ${dst} 2>&1 & echo $! > /tmp/probe.pid; wait ) | {
+  state=0
+  while [ $state -lt 2 ]; do
+    answered=0
+    if read -t 0.3 line; then case "$line" in *"bytes from"*) answered=1 ;; PING*) continue ;; esac; fi
+    case $state$answered in
+      01) echo VR-STEP reached; state=1 ;;
+      10) echo VR-STEP unrouted; state=2 ;;
+    esac
+  done
+  kill $(cat /tmp/probe.pid)
+}`;
+}
+
 export function bootGuest(spec: GuestSpec): RunningGuest {
   const kernel = join(GUEST_DIR, 'kernel');
   const initrd = join(GUEST_DIR, 'initrd.img');

@@ -6,9 +6,12 @@
 // - vrouter tap: vrouter's two TAP ports, the generator on the TAP interfaces themselves;
 // - Linux: the same veth ends in a namespace that forwards (ip_forward, static neighbours).
 // Every job routes (bench/lib/jobs.ts's addresses: the router's MAC 00:01:02:03:04:01 on
-// both sides, 10.253.0.0/23 out of one, 10.253.2.0/23 out of the other). The receiving side's
-// kernel work is steered to CPU 1 (RPS), the CPU of vrouter's PMD: each router under test has
-// CPU 1, the generator CPU 0. Prints a table and writes results/uplinks-*.json.
+// both sides, 10.253.0.0/23 out of one, 10.253.2.0/23 out of the other). Each router under
+// test has CPU 1, the generator CPU 0: vrouter's PMD is pinned there; Linux's forwarding is
+// steered there (RPS on the routing namespace's veth ends). The kernel's work of delivering a
+// frame into a receiving socket's ring runs on the sender's CPU (veth), for vrouter as for
+// the generator: steering vrouter's interfaces to CPU 1 as well would set the kernel's
+// softirqs against a PMD that never yields. Prints a table and writes results/uplinks-*.json.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,11 +54,9 @@ function prepare(iface: string, mac: string, netns: string | null = null): void 
   inNs('link', 'set', iface, 'up');
 }
 
-/** RPS: the receiving work of an interface's queue on CPU 1. */
-function steerToCpu1(iface: string, netns: string | null): void {
-  const cmd = `echo 2 > /sys/class/net/${iface}/queues/rx-0/rps_cpus`;
-  if (netns === null) sh('sh', '-c', cmd);
-  else sh('ip', 'netns', 'exec', netns, 'sh', '-c', cmd);
+/** RPS: the receiving work of an interface (in a namespace) on CPU 1. */
+function steerToCpu1(iface: string, netns: string): void {
+  sh('ip', 'netns', 'exec', netns, 'sh', '-c', `echo 2 > /sys/class/net/${iface}/queues/rx-0/rps_cpus`);
 }
 
 function vethPairs(): void {
@@ -96,10 +97,7 @@ const setups: Setup[] = [
     name: 'vrouter af_packet',
     async start() {
       vethPairs();
-      for (const d of DUT) {
-        prepare(d, ROUTER_MAC);
-        steerToCpu1(d, null);
-      }
+      for (const d of DUT) prepare(d, ROUTER_MAC);
       const vr = await startVrouter(routedConfig(DUT.map((iface, i) => ({ name: i === 0 ? 'a' : 'b', type: 'af_packet', interface: iface, addresses: [i === 0 ? '10.0.1.1/24' : '10.0.2.1/24'], routerMac: ROUTER_MAC }))));
       return { interfaces: [GEN[0], GEN[1]], stop: async () => (await vr.stop(), cleanup()) };
     },

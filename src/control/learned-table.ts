@@ -2,17 +2,15 @@
 // zebra sends over FPM) and turned into routes as the routing stage takes them: a gateway
 // and, where the route leaves through a port's Linux mirror, that port. Nexthop objects
 // (Linux 5.3+, which FRR's zebra uses) are resolved to their gateways.
-import type { AddressEvent, NeighbourEvent, NexthopEvent, RouteEvent, TableEvent } from '../sys/netlink.ts';
+//
+// A source may hold a full BGP table (a million prefixes): a route is kept as a small
+// record (its nexthops interned: a million routes name a few gateways), an IPv4 prefix as
+// a number rather than a string, and what changed is told by prefix (takeChanged), so
+// that each change costs in proportion to what changed.
+import { ipv4PrefixKey, type LearnedRoute } from '../pipeline/api.ts';
+import type { AddressEvent, IpFamily, Nexthop, NeighbourEvent, NexthopEvent, RouteEvent, TableEvent } from '../sys/netlink.ts';
 
-/** A learned route, in the form of a route of the config (plugins/routing/config.ts) with its source. */
-export interface LearnedRoute {
-  prefix: string;
-  via?: string[];
-  port?: string;
-  metric: number;
-  blackhole?: true;
-  source: string;
-}
+export type { LearnedRoute };
 
 /** A neighbour Linux there was told of (`ip neigh add`, a routing daemon): NUD_PERMANENT */
 export interface LearnedNeighbour {
@@ -21,14 +19,13 @@ export interface LearnedNeighbour {
   port: string;
 }
 
-/** What the route sources hold together: routes, and, from the mirrors' namespaces, addresses (by port) and permanent neighbours. */
+/** What the route sources hold besides routes: the addresses on mirrors (by port) and permanent neighbours. */
 export interface Learned {
-  routes: LearnedRoute[];
   addresses: Record<string, string[]>;
   neighbours: LearnedNeighbour[];
 }
 
-export const NOTHING_LEARNED: Learned = { routes: [], addresses: {}, neighbours: [] };
+export const NOTHING_LEARNED: Learned = { addresses: {}, neighbours: [] };
 
 const MAIN_TABLE = 254;
 const NUD_PERMANENT = 0x80;
@@ -39,17 +36,95 @@ const NEXTHOP_GROUP_DEPTH = 2;
 /** Why a route of the source is not one of vrouter's. */
 export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop';
 
+/**
+ * A prefix's key in a table: an IPv4 prefix in canonical form as one number (the address
+ * times 64 plus the length: exact, and no string kept per route), anything else its text.
+ */
+export function prefixKey(text: string): number | string {
+  const key = ipv4PrefixKey(text);
+  return key >= 0 ? key : text;
+}
+
+/** The text of a prefix's key (prefixKey). */
+export function prefixText(key: number | string): string {
+  if (typeof key === 'string') return key;
+  const a = Math.floor(key / 64);
+  return `${Math.floor(a / 16777216)}.${Math.floor(a / 65536) & 255}.${Math.floor(a / 256) & 255}.${a & 255}/${key % 64}`;
+}
+
+const sameNexthop = (a: NexthopEvent, b: NexthopEvent) =>
+  a.via === b.via && a.ifindex === b.ifindex && a.blackhole === b.blackhole && a.group.length === b.group.length && a.group.every((m, i) => m.id === b.group[i].id && m.weight === b.group[i].weight);
+
+interface Hop {
+  via: string | null;
+  ifindex: number;
+}
+
+/** Routes become one route per port their gateways are on (a part each), or are left out, and why. */
+interface Part {
+  via?: readonly string[];
+  port?: string;
+  blackhole?: true;
+}
+type Resolution = readonly Part[] | LeftOut;
+const BLACKHOLE: readonly Part[] = [{ blackhole: true }];
+
+/** The nexthops of routes that list the same ones (ECMP weights are not kept), once for all of them. */
+interface HopSet {
+  key: string;
+  hops: readonly Hop[];
+  family: IpFamily;
+  refs: number;
+  /** what they resolve to, in the epoch of links and mirrors `epoch` */
+  resolution: Resolution | null;
+  epoch: number;
+}
+
+/** What a route is, as far as vrouter is concerned. */
+const UNICAST = 0;
+/** blackhole, unreachable, prohibit: packets to it are dropped */
+const REJECT = 1;
+/** a type vrouter has no use for (local, broadcast, multicast, throw ...) */
+const OTHER_TYPE = 2;
+/** one Linux made itself */
+const KERNEL = 3;
+
+/** A route: one prefix and metric (what tells Linux routes apart). Other metrics of the prefix follow in `next`. */
+interface RouteRecord {
+  metric: number;
+  kind: number;
+  /** the nexthop object it uses, or -1 */
+  nhid: number;
+  hops: HopSet | null;
+  /** the sync it was last seen in (mark(), sweep()) */
+  seen: number;
+  next: RouteRecord | null;
+}
+
 export class LearnedTable {
   readonly source: string;
   /** ifindex -> interface name, in the source's namespace */
   private readonly links = new Map<number, string>();
   private readonly nexthops = new Map<number, NexthopEvent>();
-  /** by table, prefix and metric (what tells Linux routes apart) */
-  private readonly routes = new Map<string, RouteEvent>();
+  /** by prefix (prefixKey), the first of its routes */
+  private readonly routes = new Map<number | string, RouteRecord>();
+  private count = 0;
+  private readonly hopSets = new Map<string, HopSet>();
+  /** nexthop objects resolved (by id and family), in the epoch they were resolved in */
+  private readonly resolved = new Map<number, { resolution: Resolution; epoch: number }>();
+  /** bumped when links of mirrors, the mirrors or the nexthop objects change: what was resolved before is stale */
+  private epoch = 0;
+  /** prefixes whose routes may have changed since takeChanged(); every one when `allChanged` */
+  private changed = new Set<number | string>();
+  private allChanged = false;
+  /** nexthop objects changed since takeChanged(): the routes that use them changed */
+  private changedNexthops = new Set<number>();
   /** interfaces' addresses and permanent neighbours, by interface and address */
   private readonly addresses = new Map<string, AddressEvent>();
   private readonly neighbours = new Map<string, NeighbourEvent>();
-  /** keys seen since the sync began; null when no sync is going on */
+  /** the sync going on (mark()), or the last; routes seen in it carry its number */
+  private sync = 0;
+  /** keys other than routes seen since the sync began; null when no sync is going on */
   private seen: Set<string> | null = null;
   /** interface name -> the port it mirrors (a port's Linux mirror in this namespace) */
   private mirrors: ReadonlyMap<string, string>;
@@ -59,34 +134,50 @@ export class LearnedTable {
     this.mirrors = mirrors;
   }
 
-  /** The mirrors changed (ports added or removed): routes through them are read again. */
-  setMirrors(mirrors: ReadonlyMap<string, string>): void {
+  /** The mirrors changed (ports added or removed): routes through them are read again. Returns whether they did change. */
+  setMirrors(mirrors: ReadonlyMap<string, string>): boolean {
+    const same = mirrors.size === this.mirrors.size && [...mirrors].every(([name, port]) => this.mirrors.get(name) === port);
     this.mirrors = mirrors;
+    if (same) return false;
+    this.epoch++;
+    this.allChanged = true;
+    return true;
   }
 
-  /** Applies events; returns whether the routes may have changed. */
+  /** Applies events; returns whether the routes, addresses or neighbours may have changed. */
   apply(events: readonly (TableEvent | { kind: string })[]): boolean {
     let changed = false;
     for (const e of events) {
       switch (e.kind) {
         case 'sync-start':
-          this.seen = new Set();
+          this.mark();
           break;
         case 'sync-end':
           changed = this.sweep() || changed;
           break;
         case 'link': {
           const l = e as Extract<TableEvent, { kind: 'link' }>;
+          const before = this.links.get(l.ifindex);
           if (l.op === 'add') this.links.set(l.ifindex, l.name);
           else this.links.delete(l.ifindex);
+          // Routes name the port of a mirror's interface: only a mirror's link changes them.
+          if ((before !== undefined && this.mirrors.has(before)) || this.mirrors.has(l.name)) {
+            this.epoch++;
+            this.allChanged = true;
+          }
           changed = true;
           break;
         }
         case 'nexthop': {
           const n = e as NexthopEvent;
           this.seen?.add(`nh ${n.id}`);
+          const known = this.nexthops.get(n.id);
+          // One sent again as it was (zebra after a reconnection) changes no route.
+          if (n.op === 'add' && known !== undefined && sameNexthop(known, n)) break;
           if (n.op === 'add') this.nexthops.set(n.id, n);
-          else this.nexthops.delete(n.id);
+          else if (!this.nexthops.delete(n.id)) break;
+          this.changedNexthops.add(n.id);
+          this.epoch++;
           changed = true;
           break;
         }
@@ -111,10 +202,11 @@ export class LearnedTable {
         case 'route': {
           const r = e as RouteEvent;
           if (r.table !== MAIN_TABLE) break;
-          const key = `${r.prefix} ${r.metric}`;
-          this.seen?.add(key);
-          if (r.op === 'add') this.routes.set(key, r);
-          else this.removeRoute(key, r);
+          const key = prefixKey(r.prefix);
+          // A route sent again as it was (zebra's table after a reconnection, a dump after
+          // an overrun) changes nothing.
+          if (r.op === 'add' ? !this.setRoute(key, r) : !this.removeRoute(key, r)) break;
+          this.changed.add(key);
           changed = true;
           break;
         }
@@ -123,23 +215,94 @@ export class LearnedTable {
     return changed;
   }
 
-  /** A 'remove' takes away the gateways it lists (one of an IPv6 multipath route), and the route when none are left or it lists none. */
-  private removeRoute(key: string, r: RouteEvent): void {
-    const known = this.routes.get(key);
-    if (known === undefined) return;
-    const gone = (n: { via: string | null; ifindex: number }) => r.nexthops.some((m) => m.via === n.via && m.ifindex === n.ifindex);
-    const left = r.nexthops.length === 0 ? [] : known.nexthops.filter((n) => !gone(n));
-    if (left.length === 0) this.routes.delete(key);
-    else this.routes.set(key, { ...known, nexthops: left });
+  /** Adds the route, or replaces the one to its prefix and metric; returns whether that changed anything. */
+  private setRoute(key: number | string, r: RouteEvent): boolean {
+    const kind = r.protocol === RTPROT_KERNEL ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
+    const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : null;
+    const nhid = r.nhid ?? -1;
+    const seen = this.seen !== null ? this.sync : 0;
+    let last: RouteRecord | null = null;
+    for (let rec = this.routes.get(key) ?? null; rec !== null; rec = rec.next) {
+      if (rec.metric === r.metric) {
+        const same = rec.kind === kind && rec.nhid === nhid && rec.hops === hops;
+        this.release(rec.hops);
+        rec.kind = kind;
+        rec.nhid = nhid;
+        rec.hops = hops;
+        rec.seen = seen;
+        return !same;
+      }
+      last = rec;
+    }
+    const rec: RouteRecord = { metric: r.metric, kind, nhid, hops, seen, next: null };
+    if (last === null) this.routes.set(key, rec);
+    else last.next = rec;
+    this.count++;
+    return true;
   }
 
-  /** Forgets everything (the source is gone); returns whether it held routes. */
+  /**
+   * A 'remove' takes away the gateways it lists (one of an IPv6 multipath route), and the
+   * route when none are left or it lists none. Returns whether there was such a route.
+   */
+  private removeRoute(key: number | string, r: RouteEvent): boolean {
+    let before: RouteRecord | null = null;
+    let rec = this.routes.get(key) ?? null;
+    while (rec !== null && rec.metric !== r.metric) {
+      before = rec;
+      rec = rec.next;
+    }
+    if (rec === null) return false;
+    const gone = (n: Hop) => r.nexthops.some((m) => m.via === n.via && m.ifindex === n.ifindex);
+    const left = r.nexthops.length === 0 || rec.hops === null ? [] : rec.hops.hops.filter((n) => !gone(n));
+    if (left.length > 0) {
+      const hops = this.hopSet(left, r.family);
+      this.release(rec.hops);
+      rec.hops = hops;
+      return true;
+    }
+    this.unlink(key, before, rec);
+    return true;
+  }
+
+  private unlink(key: number | string, before: RouteRecord | null, rec: RouteRecord): void {
+    if (before !== null) before.next = rec.next;
+    else if (rec.next !== null) this.routes.set(key, rec.next);
+    else this.routes.delete(key);
+    this.release(rec.hops);
+    this.count--;
+  }
+
+  /** The interned set of these nexthops (counted once more), or null for none. */
+  private hopSet(nexthops: readonly (Nexthop | Hop)[], family: IpFamily): HopSet | null {
+    if (nexthops.length === 0) return null;
+    let key = `${family}`;
+    for (const n of nexthops) key += ` ${n.via ?? '-'}%${n.ifindex}`;
+    let set = this.hopSets.get(key);
+    if (set === undefined) {
+      set = { key, hops: nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex })), family, refs: 0, resolution: null, epoch: -1 };
+      this.hopSets.set(key, set);
+    }
+    set.refs++;
+    return set;
+  }
+
+  private release(set: HopSet | null): void {
+    if (set !== null && --set.refs === 0) this.hopSets.delete(set.key);
+  }
+
+  /** Forgets everything (the source is gone): every prefix it had changed. Returns whether it held anything. */
   clear(): boolean {
     const had = this.routes.size + this.addresses.size + this.neighbours.size > 0;
+    for (const key of this.routes.keys()) this.changed.add(key);
     this.routes.clear();
+    this.count = 0;
+    this.hopSets.clear();
+    this.resolved.clear();
     this.addresses.clear();
     this.neighbours.clear();
     this.nexthops.clear();
+    this.changedNexthops.clear();
     this.links.clear();
     this.seen = null;
     return had;
@@ -147,6 +310,7 @@ export class LearnedTable {
 
   /** Starts a sweep: what is not seen again before sweep() goes. */
   mark(): void {
+    this.sync++;
     this.seen = new Set();
   }
 
@@ -156,13 +320,25 @@ export class LearnedTable {
     this.seen = null;
     if (seen === null) return false;
     let removed = false;
-    for (const key of this.routes.keys()) {
-      if (!seen.has(key)) {
-        this.routes.delete(key);
+    for (const [key, head] of this.routes) {
+      let before: RouteRecord | null = null;
+      for (let rec: RouteRecord | null = head; rec !== null; rec = rec.next) {
+        if (rec.seen === this.sync) {
+          before = rec;
+          continue;
+        }
+        this.unlink(key, before, rec);
+        this.changed.add(key);
         removed = true;
       }
     }
-    for (const id of this.nexthops.keys()) if (!seen.has(`nh ${id}`)) this.nexthops.delete(id);
+    for (const id of this.nexthops.keys()) {
+      if (seen.has(`nh ${id}`)) continue;
+      this.nexthops.delete(id);
+      this.changedNexthops.add(id);
+      this.epoch++;
+      removed = true;
+    }
     for (const table of [this.addresses, this.neighbours]) {
       for (const key of table.keys()) {
         if (seen.has(key)) continue;
@@ -173,31 +349,111 @@ export class LearnedTable {
     return removed;
   }
 
+  /** routes kept (a prefix and metric each), those left out among them */
   get size(): number {
-    return this.routes.size;
+    return this.count;
   }
 
-  /** The routes as the routing stage takes them, and how many were left out, by why. */
-  learned(): { routes: LearnedRoute[]; leftOut: Partial<Record<LeftOut, number>> } {
-    const routes: LearnedRoute[] = [];
+  /**
+   * The prefixes (prefixKey) whose routes may have changed since the last call, and
+   * forgets them: those of routes added or removed, and of routes whose nexthop objects or
+   * mirrors changed.
+   */
+  takeChanged(): Set<number | string> {
+    if (this.allChanged) {
+      for (const key of this.routes.keys()) this.changed.add(key);
+    } else if (this.changedNexthops.size > 0) {
+      // The objects changed and the groups that hold them: the routes that use any of them.
+      const affected = new Set(this.changedNexthops);
+      for (let depth = 0; depth < NEXTHOP_GROUP_DEPTH; depth++) {
+        for (const n of this.nexthops.values()) if (n.group.some((m) => affected.has(m.id))) affected.add(n.id);
+      }
+      for (const [key, head] of this.routes) {
+        for (let rec: RouteRecord | null = head; rec !== null; rec = rec.next) {
+          if (rec.nhid >= 0 && affected.has(rec.nhid)) {
+            this.changed.add(key);
+            break;
+          }
+        }
+      }
+    }
+    this.allChanged = false;
+    this.changedNexthops.clear();
+    const out = this.changed;
+    this.changed = new Set();
+    return out;
+  }
+
+  /** Whether the table has routes to the prefix (prefixKey), left out or not. */
+  has(key: number | string): boolean {
+    return this.routes.has(key);
+  }
+
+  /** The keys (prefixKey) of the prefixes the table has routes to. */
+  prefixes(): IterableIterator<number | string> {
+    return this.routes.keys();
+  }
+
+  /** Appends the routes to a prefix (its key and text) as the routing stage takes them: those not left out. */
+  routesTo(key: number | string, text: string, out: LearnedRoute[]): void {
+    for (let rec = this.routes.get(key) ?? null; rec !== null; rec = rec.next) {
+      const resolution = this.resolutionOf(rec, typeof key === 'number' ? 4 : 6);
+      if (typeof resolution === 'string') continue;
+      // Object literals of a few fixed shapes: made a million times for a full table.
+      for (const part of resolution) {
+        if (part.blackhole === true) out.push({ prefix: text, metric: rec.metric, source: this.source, blackhole: true });
+        else if (part.port === undefined) out.push({ prefix: text, metric: rec.metric, source: this.source, via: part.via });
+        else if (part.via === undefined) out.push({ prefix: text, metric: rec.metric, source: this.source, port: part.port });
+        else out.push({ prefix: text, metric: rec.metric, source: this.source, via: part.via, port: part.port });
+      }
+    }
+  }
+
+  /** How many routes the routing stage takes, and how many were left out, by why. */
+  status(): { routes: number; leftOut: Partial<Record<LeftOut, number>> } {
+    let routes = 0;
     const leftOut: Partial<Record<LeftOut, number>> = {};
-    for (const r of this.routes.values()) {
-      const out = this.routeOf(r);
-      if (typeof out === 'string') leftOut[out] = (leftOut[out] ?? 0) + 1;
-      else routes.push(...out);
+    for (const [key, head] of this.routes) {
+      for (let rec: RouteRecord | null = head; rec !== null; rec = rec.next) {
+        const resolution = this.resolutionOf(rec, typeof key === 'number' ? 4 : 6);
+        if (typeof resolution === 'string') leftOut[resolution] = (leftOut[resolution] ?? 0) + 1;
+        else routes += resolution.length;
+      }
     }
     return { routes, leftOut };
   }
 
+  /** Every route as the routing stage takes it, and how many were left out, by why (all of them made: for a small table). */
+  learned(): { routes: LearnedRoute[]; leftOut: Partial<Record<LeftOut, number>> } {
+    const routes: LearnedRoute[] = [];
+    for (const key of this.routes.keys()) this.routesTo(key, prefixText(key), routes);
+    return { routes, leftOut: this.status().leftOut };
+  }
+
   /** Routes to the same prefix and metric are one ECMP group: one entry per port the gateways are on. */
-  private routeOf(r: RouteEvent): LearnedRoute[] | LeftOut {
-    if (r.protocol === RTPROT_KERNEL) return 'kernel';
-    const base = { prefix: r.prefix, metric: r.metric, source: this.source };
-    if (r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit') return [{ ...base, blackhole: true }];
-    if (r.type !== 'unicast') return 'type';
-    const hops = r.nhid === null ? r.nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex, blackhole: false })) : this.resolve(r.nhid, NEXTHOP_GROUP_DEPTH);
-    if (hops === null) return 'unknown nexthop';
-    if (hops.some((h) => h.blackhole)) return [{ ...base, blackhole: true }];
+  private resolutionOf(rec: RouteRecord, family: IpFamily): Resolution {
+    if (rec.kind === KERNEL) return 'kernel';
+    if (rec.kind === REJECT) return BLACKHOLE;
+    if (rec.kind === OTHER_TYPE) return 'type';
+    if (rec.nhid < 0) {
+      const set = rec.hops;
+      if (set === null) return 'no gateway';
+      if (set.epoch !== this.epoch) {
+        set.resolution = this.partsOf(set.hops, family);
+        set.epoch = this.epoch;
+      }
+      return set.resolution!;
+    }
+    const id = rec.nhid * 2 + (family === 6 ? 1 : 0);
+    const known = this.resolved.get(id);
+    if (known !== undefined && known.epoch === this.epoch) return known.resolution;
+    const hops = this.resolve(rec.nhid, NEXTHOP_GROUP_DEPTH);
+    const resolution: Resolution = hops === null ? 'unknown nexthop' : hops.some((h) => h.blackhole) ? BLACKHOLE : this.partsOf(hops, family);
+    this.resolved.set(id, { resolution, epoch: this.epoch });
+    return resolution;
+  }
+
+  private partsOf(hops: readonly Hop[], family: IpFamily): Resolution {
     // by port ('' for none: the gateway's connected subnet says which), its gateways
     const byPort = new Map<string, string[]>();
     for (const h of hops) {
@@ -205,15 +461,15 @@ export class LearnedTable {
       if (h.via === null) {
         // Straight out of an interface: only a mirror's means a port of vrouter's.
         if (mirrored === '') return 'no gateway';
-        return [{ ...base, port: mirrored }];
+        return [{ port: mirrored }];
       }
-      if (h.via.includes(':') !== (r.family === 6)) return 'gateway family';
+      if (h.via.includes(':') !== (family === 6)) return 'gateway family';
       const vias = byPort.get(mirrored) ?? [];
       if (!vias.includes(h.via)) vias.push(h.via);
       byPort.set(mirrored, vias);
     }
     if (byPort.size === 0) return 'no gateway';
-    return [...byPort].map(([port, via]) => (port === '' ? { ...base, via } : { ...base, via, port }));
+    return [...byPort].map(([port, via]) => (port === '' ? { via } : { via, port }));
   }
 
   /**

@@ -3,7 +3,8 @@
 // bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
 // idle and busy (/metrics scraped, routes changed); how long forwarding stops when the
 // data-plane process is killed or upgraded; then idle CPU, memory, first-frame latency
-// after idle, and the micro-benchmarks (the copy primitives among them). Prints a table
+// after idle, the micro-benchmarks (the copy primitives among them), the table benchmarks,
+// and how fast a full BGP table pushed through a route source converges. Prints a table
 // (and the last run's vrouter figures beside this one's; with --against, another
 // revision's vrouter measured in the same run), writes results/*.json. --only measures the
 // forwarding rates of the jobs named and nothing else (results/latest.json is left alone).
@@ -188,10 +189,11 @@ const stages = await stageFigures();
 // The tables' own micro-benchmarks, each its own process (their tables are large): LPM with
 // 1,000,000 IPv4 and 100,000 IPv6 routes, the ACL stage with 10, 100 and 1000 rules and
 // 1,000,000 tracked flows, the policers; compile times and memory are in their output.
-const TABLE_BENCHES = ['plugins/routing/lpm-bench.ts', 'plugins/acl/acl-bench.ts', 'plugins/ratelimit/ratelimit-bench.ts'];
+/** Benchmarks run on their own, with what they print kept (the last runs vrouter with a million routes: longer). */
+const TABLE_BENCHES = ['plugins/routing/lpm-bench.ts', 'plugins/acl/acl-bench.ts', 'plugins/ratelimit/ratelimit-bench.ts', 'bench/route-convergence.ts'];
 const tables = TABLE_BENCHES.map((file) => {
   progress(file);
-  const r = spawnSync(process.execPath, [join(REPO, file), ...(values.quick ? ['--quick'] : [])], { encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(process.execPath, [join(REPO, file), ...(values.quick ? ['--quick'] : [])], { encoding: 'utf8', timeout: 900_000 });
   return { file, output: (r.stdout || '').trim(), error: r.status === 0 ? undefined : (r.stderr || r.error?.message || `exit ${r.status}`).split('\n')[0] };
 });
 process.stderr.write('\r\x1b[K');

@@ -15,7 +15,7 @@ import { addRoute, addRoute4, emptyFib, interfaceRoutes, keyOf, membersOf, resol
 import type { FibJobInput, FibJobOutput } from './fib-job.ts';
 import type { Interface } from './interfaces.ts';
 import { LPM4_FORMAT } from './lpm4.ts';
-import { Lpm4Writer, mask4, route4Key } from './lpm4-update.ts';
+import { Lpm4Writer, mask4, route4Key, route4Length, route4Prefix } from './lpm4-update.ts';
 import { LPM6_FORMAT } from './lpm6.ts';
 import { Lpm6Writer, mask6, route6Key, type Route6Change } from './lpm6-update.ts';
 import { NextHopTable, type Member } from './next-hops.ts';
@@ -389,7 +389,7 @@ function changeInPlace(t: FibTables, change: FibChange): number | null {
   for (const key of change.removed4) {
     const id = t.lpm4.routes.get(key);
     if (id === undefined) continue;
-    t.lpm4.delete(Math.floor(key / 64), key % 64);
+    t.lpm4.delete(route4Prefix(key), route4Length(key));
     t.nextHops.release(id);
     count++;
   }

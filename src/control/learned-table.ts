@@ -3,10 +3,10 @@
 // and, where the route leaves through a port's Linux mirror, that port. Nexthop objects
 // (Linux 5.3+, which FRR's zebra uses) are resolved to their gateways.
 //
-// A source may hold a full BGP table (a million prefixes): a route is kept as a small
-// record (its nexthops interned: a million routes name a few gateways), an IPv4 prefix as
-// a number rather than a string, and what changed is told by prefix (takeChanged), so
-// that each change costs in proportion to what changed.
+// A source may hold a full BGP table (a million prefixes): a route is a slot of a few
+// typed arrays (its nexthops interned: a million routes name a few gateways), an IPv4
+// prefix a small integer rather than a string, and what changed is told by prefix
+// (takeChanged), so that each change costs in proportion to what changed.
 import { ipv4PrefixKey, type LearnedRoute } from '../pipeline/api.ts';
 import type { AddressEvent, IpFamily, Nexthop, NeighbourEvent, NexthopEvent, RouteEvent, TableEvent } from '../sys/netlink.ts';
 
@@ -36,20 +36,30 @@ const NEXTHOP_GROUP_DEPTH = 2;
 /** Why a route of the source is not one of vrouter's. */
 export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop';
 
+/** Keys of IPv4 prefixes longer than /24 (or with host bits set) start here: the others' are below. */
+const LONG_KEYS = 2 ** 29;
+
 /**
- * A prefix's key in a table: an IPv4 prefix in canonical form as one number (the address
- * times 64 plus the length: exact, and no string kept per route), anything else its text.
+ * A prefix's key in a table: an IPv4 prefix in canonical form as one number, anything else
+ * its text. A prefix of /24 or shorter (most of a full table) is its first 24 bits times 32
+ * plus its length: below 2^29, a small integer that a Map keeps without a heap number.
  */
 export function prefixKey(text: string): number | string {
   const key = ipv4PrefixKey(text);
-  return key >= 0 ? key : text;
+  if (key < 0) return text;
+  const address = Math.floor(key / 64);
+  const length = key % 64;
+  return length <= 24 && (address & 255) === 0 ? (address >>> 8) * 32 + length : LONG_KEYS + key;
 }
+
+const familyOf = (key: number | string): IpFamily => (typeof key === 'number' || !key.includes(':') ? 4 : 6);
 
 /** The text of a prefix's key (prefixKey). */
 export function prefixText(key: number | string): string {
   if (typeof key === 'string') return key;
-  const a = Math.floor(key / 64);
-  return `${Math.floor(a / 16777216)}.${Math.floor(a / 65536) & 255}.${Math.floor(a / 256) & 255}.${a & 255}/${key % 64}`;
+  const a = key < LONG_KEYS ? Math.floor(key / 32) * 256 : Math.floor((key - LONG_KEYS) / 64);
+  const length = key < LONG_KEYS ? key % 32 : (key - LONG_KEYS) % 64;
+  return `${Math.floor(a / 16777216)}.${Math.floor(a / 65536) & 255}.${Math.floor(a / 256) & 255}.${a & 255}/${length}`;
 }
 
 const sameNexthop = (a: NexthopEvent, b: NexthopEvent) =>
@@ -89,16 +99,59 @@ const OTHER_TYPE = 2;
 /** one Linux made itself */
 const KERNEL = 3;
 
-/** A route: one prefix and metric (what tells Linux routes apart). Other metrics of the prefix follow in `next`. */
-interface RouteRecord {
-  metric: number;
-  kind: number;
-  /** the nexthop object it uses, or -1 */
-  nhid: number;
-  hops: HopSet | null;
+const NONE = -1;
+
+/**
+ * The routes, a slot each: one prefix and metric (what tells Linux routes apart), as
+ * columns. Other metrics of the prefix follow in `next`, as do free slots.
+ */
+class RouteSlots {
+  metric = new Uint32Array(0);
+  kind = new Uint8Array(0);
+  /** the nexthop object it uses, or NONE */
+  nhid = new Int32Array(0);
+  /** its nexthops (HopSet id), or NONE */
+  hops = new Int32Array(0);
   /** the sync it was last seen in (mark(), sweep()) */
-  seen: number;
-  next: RouteRecord | null;
+  seen = new Uint32Array(0);
+  next = new Int32Array(0);
+  private free = NONE;
+  private used = 0;
+
+  alloc(): number {
+    if (this.free !== NONE) {
+      const slot = this.free;
+      this.free = this.next[slot];
+      return slot;
+    }
+    if (this.used === this.metric.length) this.grow();
+    return this.used++;
+  }
+
+  release(slot: number): void {
+    this.next[slot] = this.free;
+    this.free = slot;
+  }
+
+  clear(): void {
+    this.free = NONE;
+    this.used = 0;
+  }
+
+  private grow(): void {
+    const size = Math.max(1024, Math.ceil(this.metric.length * 1.5));
+    const grown = <T extends Uint32Array | Int32Array | Uint8Array>(a: T, make: (n: number) => T) => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.metric = grown(this.metric, (n) => new Uint32Array(n));
+    this.kind = grown(this.kind, (n) => new Uint8Array(n));
+    this.nhid = grown(this.nhid, (n) => new Int32Array(n));
+    this.hops = grown(this.hops, (n) => new Int32Array(n));
+    this.seen = grown(this.seen, (n) => new Uint32Array(n));
+    this.next = grown(this.next, (n) => new Int32Array(n));
+  }
 }
 
 export class LearnedTable {
@@ -106,10 +159,14 @@ export class LearnedTable {
   /** ifindex -> interface name, in the source's namespace */
   private readonly links = new Map<number, string>();
   private readonly nexthops = new Map<number, NexthopEvent>();
-  /** by prefix (prefixKey), the first of its routes */
-  private readonly routes = new Map<number | string, RouteRecord>();
+  /** by prefix (prefixKey), the slot of the first of its routes */
+  private readonly routes = new Map<number | string, number>();
+  private readonly slots = new RouteSlots();
   private count = 0;
-  private readonly hopSets = new Map<string, HopSet>();
+  /** nexthop sets by id (null: a free id), and ids by their key */
+  private readonly hopSets: (HopSet | null)[] = [];
+  private readonly hopSetIds = new Map<string, number>();
+  private readonly freeHopSets: number[] = [];
   /** nexthop objects resolved (by id and family), in the epoch they were resolved in */
   private readonly resolved = new Map<number, { resolution: Resolution; epoch: number }>();
   /** bumped when links of mirrors, the mirrors or the nexthop objects change: what was resolved before is stale */
@@ -218,25 +275,32 @@ export class LearnedTable {
   /** Adds the route, or replaces the one to its prefix and metric; returns whether that changed anything. */
   private setRoute(key: number | string, r: RouteEvent): boolean {
     const kind = r.protocol === RTPROT_KERNEL ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
-    const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : null;
-    const nhid = r.nhid ?? -1;
+    const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : NONE;
+    const nhid = r.nhid ?? NONE;
     const seen = this.seen !== null ? this.sync : 0;
-    let last: RouteRecord | null = null;
-    for (let rec = this.routes.get(key) ?? null; rec !== null; rec = rec.next) {
-      if (rec.metric === r.metric) {
-        const same = rec.kind === kind && rec.nhid === nhid && rec.hops === hops;
-        this.release(rec.hops);
-        rec.kind = kind;
-        rec.nhid = nhid;
-        rec.hops = hops;
-        rec.seen = seen;
+    const s = this.slots;
+    let last = NONE;
+    for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; slot = s.next[slot]) {
+      if (s.metric[slot] === r.metric) {
+        const same = s.kind[slot] === kind && s.nhid[slot] === nhid && s.hops[slot] === hops;
+        this.release(s.hops[slot]);
+        s.kind[slot] = kind;
+        s.nhid[slot] = nhid;
+        s.hops[slot] = hops;
+        s.seen[slot] = seen;
         return !same;
       }
-      last = rec;
+      last = slot;
     }
-    const rec: RouteRecord = { metric: r.metric, kind, nhid, hops, seen, next: null };
-    if (last === null) this.routes.set(key, rec);
-    else last.next = rec;
+    const slot = s.alloc();
+    s.metric[slot] = r.metric;
+    s.kind[slot] = kind;
+    s.nhid[slot] = nhid;
+    s.hops[slot] = hops;
+    s.seen[slot] = seen;
+    s.next[slot] = NONE;
+    if (last === NONE) this.routes.set(key, slot);
+    else s.next[last] = slot;
     this.count++;
     return true;
   }
@@ -246,49 +310,60 @@ export class LearnedTable {
    * route when none are left or it lists none. Returns whether there was such a route.
    */
   private removeRoute(key: number | string, r: RouteEvent): boolean {
-    let before: RouteRecord | null = null;
-    let rec = this.routes.get(key) ?? null;
-    while (rec !== null && rec.metric !== r.metric) {
-      before = rec;
-      rec = rec.next;
+    const s = this.slots;
+    let before = NONE;
+    let slot = this.routes.get(key) ?? NONE;
+    while (slot !== NONE && s.metric[slot] !== r.metric) {
+      before = slot;
+      slot = s.next[slot];
     }
-    if (rec === null) return false;
+    if (slot === NONE) return false;
     const gone = (n: Hop) => r.nexthops.some((m) => m.via === n.via && m.ifindex === n.ifindex);
-    const left = r.nexthops.length === 0 || rec.hops === null ? [] : rec.hops.hops.filter((n) => !gone(n));
+    const known = s.hops[slot] === NONE ? null : this.hopSets[s.hops[slot]]!;
+    const left = r.nexthops.length === 0 || known === null ? [] : known.hops.filter((n) => !gone(n));
     if (left.length > 0) {
       const hops = this.hopSet(left, r.family);
-      this.release(rec.hops);
-      rec.hops = hops;
+      this.release(s.hops[slot]);
+      s.hops[slot] = hops;
       return true;
     }
-    this.unlink(key, before, rec);
+    this.unlink(key, before, slot);
     return true;
   }
 
-  private unlink(key: number | string, before: RouteRecord | null, rec: RouteRecord): void {
-    if (before !== null) before.next = rec.next;
-    else if (rec.next !== null) this.routes.set(key, rec.next);
+  private unlink(key: number | string, before: number, slot: number): void {
+    const s = this.slots;
+    const next = s.next[slot];
+    if (before !== NONE) s.next[before] = next;
+    else if (next !== NONE) this.routes.set(key, next);
     else this.routes.delete(key);
-    this.release(rec.hops);
+    this.release(s.hops[slot]);
+    s.release(slot);
     this.count--;
   }
 
-  /** The interned set of these nexthops (counted once more), or null for none. */
-  private hopSet(nexthops: readonly (Nexthop | Hop)[], family: IpFamily): HopSet | null {
-    if (nexthops.length === 0) return null;
+  /** The id of the interned set of these nexthops (counted once more), or NONE for none. */
+  private hopSet(nexthops: readonly (Nexthop | Hop)[], family: IpFamily): number {
+    if (nexthops.length === 0) return NONE;
     let key = `${family}`;
     for (const n of nexthops) key += ` ${n.via ?? '-'}%${n.ifindex}`;
-    let set = this.hopSets.get(key);
-    if (set === undefined) {
-      set = { key, hops: nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex })), family, refs: 0, resolution: null, epoch: -1 };
-      this.hopSets.set(key, set);
+    let id = this.hopSetIds.get(key);
+    if (id === undefined) {
+      id = this.freeHopSets.pop() ?? this.hopSets.length;
+      this.hopSets[id] = { key, hops: nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex })), family, refs: 0, resolution: null, epoch: -1 };
+      this.hopSetIds.set(key, id);
     }
-    set.refs++;
-    return set;
+    this.hopSets[id]!.refs++;
+    return id;
   }
 
-  private release(set: HopSet | null): void {
-    if (set !== null && --set.refs === 0) this.hopSets.delete(set.key);
+  private release(id: number): void {
+    if (id === NONE) return;
+    const set = this.hopSets[id]!;
+    if (--set.refs > 0) return;
+    this.hopSetIds.delete(set.key);
+    this.hopSets[id] = null;
+    this.freeHopSets.push(id);
   }
 
   /** Forgets everything (the source is gone): every prefix it had changed. Returns whether it held anything. */
@@ -296,8 +371,11 @@ export class LearnedTable {
     const had = this.routes.size + this.addresses.size + this.neighbours.size > 0;
     for (const key of this.routes.keys()) this.changed.add(key);
     this.routes.clear();
+    this.slots.clear();
     this.count = 0;
-    this.hopSets.clear();
+    this.hopSets.length = 0;
+    this.hopSetIds.clear();
+    this.freeHopSets.length = 0;
     this.resolved.clear();
     this.addresses.clear();
     this.neighbours.clear();
@@ -320,14 +398,15 @@ export class LearnedTable {
     this.seen = null;
     if (seen === null) return false;
     let removed = false;
+    const s = this.slots;
     for (const [key, head] of this.routes) {
-      let before: RouteRecord | null = null;
-      for (let rec: RouteRecord | null = head; rec !== null; rec = rec.next) {
-        if (rec.seen === this.sync) {
-          before = rec;
+      let before = NONE;
+      for (let slot = head, next = s.next[slot]; slot !== NONE; slot = next, next = slot === NONE ? NONE : s.next[slot]) {
+        if (s.seen[slot] === this.sync) {
+          before = slot;
           continue;
         }
-        this.unlink(key, before, rec);
+        this.unlink(key, before, slot);
         this.changed.add(key);
         removed = true;
       }
@@ -368,9 +447,10 @@ export class LearnedTable {
       for (let depth = 0; depth < NEXTHOP_GROUP_DEPTH; depth++) {
         for (const n of this.nexthops.values()) if (n.group.some((m) => affected.has(m.id))) affected.add(n.id);
       }
+      const s = this.slots;
       for (const [key, head] of this.routes) {
-        for (let rec: RouteRecord | null = head; rec !== null; rec = rec.next) {
-          if (rec.nhid >= 0 && affected.has(rec.nhid)) {
+        for (let slot = head; slot !== NONE; slot = s.next[slot]) {
+          if (s.nhid[slot] >= 0 && affected.has(s.nhid[slot])) {
             this.changed.add(key);
             break;
           }
@@ -396,15 +476,17 @@ export class LearnedTable {
 
   /** Appends the routes to a prefix (its key and text) as the routing stage takes them: those not left out. */
   routesTo(key: number | string, text: string, out: LearnedRoute[]): void {
-    for (let rec = this.routes.get(key) ?? null; rec !== null; rec = rec.next) {
-      const resolution = this.resolutionOf(rec, typeof key === 'number' ? 4 : 6);
+    const s = this.slots;
+    for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; slot = s.next[slot]) {
+      const resolution = this.resolutionOf(slot, familyOf(key));
       if (typeof resolution === 'string') continue;
+      const metric = s.metric[slot];
       // Object literals of a few fixed shapes: made a million times for a full table.
       for (const part of resolution) {
-        if (part.blackhole === true) out.push({ prefix: text, metric: rec.metric, source: this.source, blackhole: true });
-        else if (part.port === undefined) out.push({ prefix: text, metric: rec.metric, source: this.source, via: part.via });
-        else if (part.via === undefined) out.push({ prefix: text, metric: rec.metric, source: this.source, port: part.port });
-        else out.push({ prefix: text, metric: rec.metric, source: this.source, via: part.via, port: part.port });
+        if (part.blackhole === true) out.push({ prefix: text, metric, source: this.source, blackhole: true });
+        else if (part.port === undefined) out.push({ prefix: text, metric, source: this.source, via: part.via });
+        else if (part.via === undefined) out.push({ prefix: text, metric, source: this.source, port: part.port });
+        else out.push({ prefix: text, metric, source: this.source, via: part.via, port: part.port });
       }
     }
   }
@@ -414,8 +496,8 @@ export class LearnedTable {
     let routes = 0;
     const leftOut: Partial<Record<LeftOut, number>> = {};
     for (const [key, head] of this.routes) {
-      for (let rec: RouteRecord | null = head; rec !== null; rec = rec.next) {
-        const resolution = this.resolutionOf(rec, typeof key === 'number' ? 4 : 6);
+      for (let slot = head; slot !== NONE; slot = this.slots.next[slot]) {
+        const resolution = this.resolutionOf(slot, familyOf(key));
         if (typeof resolution === 'string') leftOut[resolution] = (leftOut[resolution] ?? 0) + 1;
         else routes += resolution.length;
       }
@@ -431,23 +513,25 @@ export class LearnedTable {
   }
 
   /** Routes to the same prefix and metric are one ECMP group: one entry per port the gateways are on. */
-  private resolutionOf(rec: RouteRecord, family: IpFamily): Resolution {
-    if (rec.kind === KERNEL) return 'kernel';
-    if (rec.kind === REJECT) return BLACKHOLE;
-    if (rec.kind === OTHER_TYPE) return 'type';
-    if (rec.nhid < 0) {
-      const set = rec.hops;
-      if (set === null) return 'no gateway';
+  private resolutionOf(slot: number, family: IpFamily): Resolution {
+    const kind = this.slots.kind[slot];
+    if (kind === KERNEL) return 'kernel';
+    if (kind === REJECT) return BLACKHOLE;
+    if (kind === OTHER_TYPE) return 'type';
+    const nhid = this.slots.nhid[slot];
+    if (nhid < 0) {
+      if (this.slots.hops[slot] === NONE) return 'no gateway';
+      const set = this.hopSets[this.slots.hops[slot]]!;
       if (set.epoch !== this.epoch) {
         set.resolution = this.partsOf(set.hops, family);
         set.epoch = this.epoch;
       }
       return set.resolution!;
     }
-    const id = rec.nhid * 2 + (family === 6 ? 1 : 0);
+    const id = nhid * 2 + (family === 6 ? 1 : 0);
     const known = this.resolved.get(id);
     if (known !== undefined && known.epoch === this.epoch) return known.resolution;
-    const hops = this.resolve(rec.nhid, NEXTHOP_GROUP_DEPTH);
+    const hops = this.resolve(nhid, NEXTHOP_GROUP_DEPTH);
     const resolution: Resolution = hops === null ? 'unknown nexthop' : hops.some((h) => h.blackhole) ? BLACKHOLE : this.partsOf(hops, family);
     this.resolved.set(id, { resolution, epoch: this.epoch });
     return resolution;

@@ -246,6 +246,10 @@ interface RunResult {
   dataplane: ReturnType<typeof memory>;
   /** PMD restarts the log shows (a stuck PMD) */
   pmdRestarts: number;
+  /** GET /routes with every route: how many, how big, how long, and the supervisor's peak memory after */
+  list?: { routes: number; mib: number; seconds: number; peakMiB: number };
+  /** GET /routes?lookup=ADDRESS */
+  lookupMs?: number;
   error?: string;
 }
 
@@ -327,6 +331,18 @@ async function run(source: Source, count: number): Promise<RunResult> {
     await sleep(1000);
     result.supervisor = memory(vr.proc.pid);
     result.dataplane = memory(dataplanePids(vr.proc.pid!)[0]);
+    // The whole list, as GET /routes writes it out, and one route the FIB matches.
+    let listed = performance.now();
+    const all = await api.call('GET', '/routes');
+    result.list = { routes: (all.text.match(/\n\{/g) ?? []).length, mib: all.text.length / 2 ** 20, seconds: (performance.now() - listed) / 1000, peakMiB: memory(vr.proc.pid).peakMiB };
+    const lookups: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      listed = performance.now();
+      const one = await api.call('GET', `/routes?lookup=${addresses[k]}`);
+      lookups.push(performance.now() - listed);
+      if (one.json?.[0]?.via?.[0] !== GATEWAYS.find((g) => g.mac === expected[k])?.address) throw new Error(`GET /routes?lookup=${addresses[k]}: ${one.text}`);
+    }
+    result.lookupMs = lookups.sort((x, y) => x - y)[2];
 
     // Every route withdrawn.
     started = performance.now();
@@ -371,6 +387,9 @@ for (const { source, routes } of RUNS) {
   console.log(
     `${source.padEnd(8)} ${String(routes).padStart(7)}  ${fmt(r.addSeconds).padStart(13)}  ${fmt(r.removeSeconds).padStart(13)}  ${fmt(r.sendSeconds).padStart(11)}  ${`${r.probesRight}/${PROBES}`.padStart(7)}  ${`${fmt(r.longestGapMs, 0)} (${fmt(r.senderLateMs, 0)})`.padStart(16)}  ${mem(r.supervisor, true).padStart(34)}  ${mem(r.dataplane, false).padStart(27)}${r.pmdRestarts > 0 ? `  ${r.pmdRestarts} PMD restarts` : ''}${r.error ? `  failed: ${r.error}` : ''}`,
   );
+}
+for (const r of results) {
+  if (r.list !== undefined) console.log(`${r.source} ${r.routes}: GET /routes wrote ${r.list.routes} routes (${fmt(r.list.mib, 0)} MiB) in ${fmt(r.list.seconds)} s, the supervisor's peak then ${fmt(r.list.peakMiB, 0)} MiB; GET /routes?lookup=ADDRESS ${fmt(r.lookupMs ?? NaN, 1)} ms (median of 5)`);
 }
 console.log('longest gap: the longest time between two packets of a steady 1 kpps stream a -> b while the routes came and went, an upper bound of');
 console.log('how long forwarding stood still; in brackets the longest this process\'s own 1 ms timer took, its share of the gap');

@@ -167,8 +167,9 @@ export class LearnedTable {
   private readonly hopSets: (HopSet | null)[] = [];
   private readonly hopSetIds = new Map<string, number>();
   private readonly freeHopSets: number[] = [];
-  /** nexthop objects resolved (by id and family), in the epoch they were resolved in */
-  private readonly resolved = new Map<number, { resolution: Resolution; epoch: number }>();
+  /** nexthop objects resolved (by id and family) in the epoch `resolvedIn`: forgotten when it passes */
+  private readonly resolved = new Map<number, Resolution>();
+  private resolvedIn = 0;
   /** bumped when links of mirrors, the mirrors or the nexthop objects change: what was resolved before is stale */
   private epoch = 0;
   /** prefixes whose routes may have changed since takeChanged(); every one when `allChanged` */
@@ -529,11 +530,15 @@ export class LearnedTable {
       return set.resolution!;
     }
     const id = nhid * 2 + (family === 6 ? 1 : 0);
+    if (this.resolvedIn !== this.epoch) {
+      this.resolved.clear();
+      this.resolvedIn = this.epoch;
+    }
     const known = this.resolved.get(id);
-    if (known !== undefined && known.epoch === this.epoch) return known.resolution;
+    if (known !== undefined) return known;
     const hops = this.resolve(nhid, NEXTHOP_GROUP_DEPTH);
     const resolution: Resolution = hops === null ? 'unknown nexthop' : hops.some((h) => h.blackhole) ? BLACKHOLE : this.partsOf(hops, family);
-    this.resolved.set(id, { resolution, epoch: this.epoch });
+    this.resolved.set(id, resolution);
     return resolution;
   }
 

@@ -11,7 +11,10 @@
 // forwarding stalled meanwhile: a guest on port a sends a packet every millisecond to a
 // neighbour on port b throughout, and the longest gap between two arrivals bounds the
 // longest time the PMD did not forward (this process's own lateness is in it, and shown).
-// --log FILE keeps vrouter's log of the last run (its compiles, their times).
+// --log FILE keeps vrouter's log of the last run (its compiles, their times). --bin FILE
+// runs another build of the daemon (an older revision's dist/bin/vrouter.js, for a before
+// and after); its list and lookup are not measured (an older GET /routes makes the whole
+// list at once).
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,9 +30,9 @@ import { prng } from '../test/support/prng.ts';
 import { testGuest, type TestGuest } from '../test/support/test-guest.ts';
 import { dataplanePids } from '../test/support/traffic.ts';
 import { startDevice } from '../test/support/vhost-frontend.ts';
-import { startVrouter, type StartedVrouter } from '../test/support/vrouter-process.ts';
+import { startVrouter, VROUTER_BIN, type StartedVrouter } from '../test/support/vrouter-process.ts';
 
-const { values } = parseArgs({ options: { routes: { type: 'string' }, source: { type: 'string' }, quick: { type: 'boolean' }, timeout: { type: 'string' }, log: { type: 'string' } } });
+const { values } = parseArgs({ options: { routes: { type: 'string' }, source: { type: 'string' }, quick: { type: 'boolean' }, timeout: { type: 'string' }, log: { type: 'string' }, bin: { type: 'string' } } });
 type Source = 'fpm' | 'netlink';
 /** The runs: each source with each table size (netlink only up to 100,000: `ip` alone takes seconds for that many). */
 const RUNS: { source: Source; routes: number }[] = (() => {
@@ -50,6 +53,8 @@ const STEADY = { address: '10.0.2.200', mac: '52:54:00:00:0b:c8' };
 const METRIC = 20;
 const RTPROT_BGP = 186;
 const PROBES = 200;
+/** Routes changed at once with the table in force (the most the routing stage changes in place is 4,096). */
+const CHURN = 4090;
 const PMD_CPU = 1;
 
 // ---- the routes --------------------------------------------------------------------------
@@ -211,6 +216,16 @@ function traffic(a: TestGuest, b: TestGuest) {
     /** over the watches, in ms: the longest gap between two arrivals, and the longest this process's own timer was late (its part of a gap) */
     longestGap: () => watched,
     flowing: () => lastSteady > 0,
+    /** sends a packet to `address` every millisecond until one leaves b with `mac` */
+    async until(address: string, mac: string, timeoutMs: number): Promise<void> {
+      const deadline = performance.now() + timeoutMs;
+      probesSeen.delete(address);
+      while (probesSeen.get(address) !== mac) {
+        if (performance.now() > deadline) throw new Error(`no packet to ${address} left with ${mac} within ${timeoutMs} ms`);
+        a.offer([udp4({ src: '10.0.1.2', dst: address, srcPort: 3000, dstPort: 9, payload: 18, srcMac: GUEST_A, dstMac: ROUTER.a })]);
+        await sleep(1);
+      }
+    },
     /** sends a packet to each address; resolves with the MAC each left b with ('' if it did not) */
     async probe(addresses: string[]): Promise<string[]> {
       probesSeen.clear();
@@ -250,6 +265,8 @@ interface RunResult {
   list?: { routes: number; mib: number; seconds: number; peakMiB: number };
   /** GET /routes?lookup=ADDRESS */
   lookupMs?: number;
+  /** ms from CHURN routes sent again with another gateway (the table in force) until the last of them forwards by it */
+  churnMs?: number;
   error?: string;
 }
 
@@ -285,7 +302,7 @@ async function run(source: Source, count: number): Promise<RunResult> {
       pipeline: ['routing'],
       neighbours: [...GATEWAYS, STEADY].map((g) => ({ address: g.address, mac: g.mac, port: 'b' })),
       routeSources: [source === 'fpm' ? { type: 'fpm', listen: `127.0.0.1:${fpmPort}` } : { type: 'netlink', netns }],
-    }, 60_000);
+    }, 60_000, undefined, values.bin ?? VROUTER_BIN);
     const api = adminClient(vr);
     const [devA, devB] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
     const flows = traffic(testGuest(devA), testGuest(devB));
@@ -331,18 +348,39 @@ async function run(source: Source, count: number): Promise<RunResult> {
     await sleep(1000);
     result.supervisor = memory(vr.proc.pid);
     result.dataplane = memory(dataplanePids(vr.proc.pid!)[0]);
-    // The whole list, as GET /routes writes it out, and one route the FIB matches.
-    let listed = performance.now();
-    const all = await api.call('GET', '/routes');
-    result.list = { routes: (all.text.match(/\n\{/g) ?? []).length, mib: all.text.length / 2 ** 20, seconds: (performance.now() - listed) / 1000, peakMiB: memory(vr.proc.pid).peakMiB };
-    const lookups: number[] = [];
-    for (let k = 0; k < 5; k++) {
-      listed = performance.now();
-      const one = await api.call('GET', `/routes?lookup=${addresses[k]}`);
-      lookups.push(performance.now() - listed);
-      if (one.json?.[0]?.via?.[0] !== GATEWAYS.find((g) => g.mac === expected[k])?.address) throw new Error(`GET /routes?lookup=${addresses[k]}: ${one.text}`);
+    // A burst of changes with the table in force: CHURN of the routes to another gateway,
+    // until a packet to the last of them leaves by its new gateway.
+    if (count > CHURN) {
+      const picked = Array.from({ length: CHURN }, (_, i) => Math.floor((i * count) / CHURN));
+      const churned = { address: Uint32Array.from(picked, (k) => table.address[k]), length: Uint8Array.from(picked, (k) => table.length[k]), gateway: Uint8Array.from(picked, (k) => (table.gateway[k] + 1) % GATEWAYS.length) };
+      // The last one whose first address it is itself the longest match for (no longer prefix pushed under it).
+      let last = CHURN - 1;
+      while (longestMatch(table, dotted(churned.address[last])) !== picked[last]) last--;
+      const changes = fpm !== null ? fpmFrames(churned, 'add') : null;
+      if (source === 'netlink') writeFileSync(additions, Array.from({ length: CHURN }, (_, k) => `route replace ${dotted(churned.address[k])}/${churned.length[k]} via ${GATEWAYS[churned.gateway[k]].address} metric ${METRIC} proto bgp\n`).join(''));
+      await sleep(2000);
+      const changed = performance.now();
+      await flows.watch(Promise.all([fpm !== null ? send(fpm, changes!) : ipBatch(additions), flows.until(dotted(churned.address[last]), GATEWAYS[churned.gateway[last]].mac, TIMEOUT_MS)]));
+      result.churnMs = performance.now() - changed;
+      // As they were, for the withdrawal.
+      if (fpm !== null) await send(fpm, fpmFrames({ address: churned.address, length: churned.length, gateway: Uint8Array.from(picked, (k) => table.gateway[k]) }, 'add'));
+      await sleep(1000);
     }
-    result.lookupMs = lookups.sort((x, y) => x - y)[2];
+
+    // The whole list, as GET /routes writes it out, and one route the FIB matches.
+    if (values.bin === undefined) {
+      let listed = performance.now();
+      const all = await api.call('GET', '/routes');
+      result.list = { routes: (all.text.match(/\n\{/g) ?? []).length, mib: all.text.length / 2 ** 20, seconds: (performance.now() - listed) / 1000, peakMiB: memory(vr.proc.pid).peakMiB };
+      const lookups: number[] = [];
+      for (let k = 0; k < 5; k++) {
+        listed = performance.now();
+        const one = await api.call('GET', `/routes?lookup=${addresses[k]}`);
+        lookups.push(performance.now() - listed);
+        if (one.json?.[0]?.via?.[0] !== GATEWAYS.find((g) => g.mac === expected[k])?.address) throw new Error(`GET /routes?lookup=${addresses[k]}: ${one.text}`);
+      }
+      result.lookupMs = lookups.sort((x, y) => x - y)[2];
+    }
 
     // Every route withdrawn.
     started = performance.now();
@@ -389,6 +427,7 @@ for (const { source, routes } of RUNS) {
   );
 }
 for (const r of results) {
+  if (r.churnMs !== undefined) console.log(`${r.source} ${r.routes}: ${CHURN} routes changed at once, the table in force: forwarding by the last of them ${fmt(r.churnMs, 0)} ms after the first was sent`);
   if (r.list !== undefined) console.log(`${r.source} ${r.routes}: GET /routes wrote ${r.list.routes} routes (${fmt(r.list.mib, 0)} MiB) in ${fmt(r.list.seconds)} s, the supervisor's peak then ${fmt(r.list.peakMiB, 0)} MiB; GET /routes?lookup=ADDRESS ${fmt(r.lookupMs ?? NaN, 1)} ms (median of 5)`);
 }
 console.log('longest gap: the longest time between two packets of a steady 1 kpps stream a -> b while the routes came and went, an upper bound of');

@@ -3,7 +3,8 @@
 // bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
 // idle and busy (/metrics scraped, routes changed); how long forwarding stops when the
 // data-plane process is killed or upgraded; then idle CPU, memory, first-frame latency
-// after idle, the micro-benchmarks (the copy primitives among them), and the uplink ports
+// after idle, the micro-benchmarks (the copy primitives among them), the table benchmarks,
+// how fast a full BGP table pushed through a route source converges, and the uplink ports
 // against Linux's forwarding (bench/uplinks.ts). Prints a table
 // (and the last run's vrouter figures beside this one's; with --against, another
 // revision's vrouter measured in the same run), writes results/*.json. --only measures the
@@ -189,8 +190,8 @@ const stages = await stageFigures();
 // The tables' own micro-benchmarks, each its own process (their tables are large): LPM with
 // 1,000,000 IPv4 and 100,000 IPv6 routes, the ACL stage with 10, 100 and 1000 rules and
 // 1,000,000 tracked flows, the policers; compile times and memory are in their output.
-// Then the uplink ports against Linux's own forwarding (bench/uplinks.ts).
-const TABLE_BENCHES = ['plugins/routing/lpm-bench.ts', 'plugins/acl/acl-bench.ts', 'plugins/ratelimit/ratelimit-bench.ts', 'bench/uplinks.ts'];
+/** Benchmarks run on their own, with what they print kept (route-convergence runs vrouter with a million routes, uplinks every port type: longer). */
+const TABLE_BENCHES = ['plugins/routing/lpm-bench.ts', 'plugins/acl/acl-bench.ts', 'plugins/ratelimit/ratelimit-bench.ts', 'bench/route-convergence.ts', 'bench/uplinks.ts'];
 const tables = TABLE_BENCHES.map((file) => {
   progress(file);
   const args = file === 'bench/uplinks.ts' ? ['--rounds', String(ROUNDS), '--seconds', String(SECONDS)] : values.quick ? ['--quick'] : [];

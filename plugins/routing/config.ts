@@ -18,12 +18,6 @@ export interface RouteConfig {
   metric: number;
   /** packets to it are dropped (counted), as Linux's `ip route add blackhole` */
   blackhole: boolean;
-  /**
-   * null for a route of the config; for one learned from a route source ("netlink NS",
-   * "fpm HOST:PORT"), the source: a route of the config to the same prefix wins over it, and
-   * one that cannot be resolved (a gateway in no connected subnet) is left out, not refused.
-   */
-  source: string | null;
 }
 
 export interface NeighbourConfig {
@@ -117,14 +111,7 @@ function parseRoute(raw: unknown, field: string): RouteConfig {
   const port = portName(r.port, `${field}.port`);
   if (blackhole && (via.length > 0 || port !== null)) throw new PluginConfigError(`${field}.blackhole`, 'a blackhole route has no "via" and no "port"');
   if (!blackhole && via.length === 0 && port === null) throw new PluginConfigError(field, 'needs "via" (a gateway), "port" (a directly attached destination), or "blackhole": true');
-  return { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole, source: null };
-}
-
-/** A route a route source learned: of the same form, with its source (vrouter makes these, not the operator). */
-function parseLearnedRoute(raw: unknown, field: string): RouteConfig {
-  const { source, ...route } = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole', 'source']);
-  if (typeof source !== 'string') throw new PluginConfigError(`${field}.source`, 'must name the route source');
-  return { ...parseRoute(route, field), source };
+  return { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole };
 }
 
 function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
@@ -154,12 +141,13 @@ export function parseRoutingConfig(raw: Obj): RoutingConfig {
 }
 
 function parseAll(raw: Obj): RoutingConfig {
-  const c = object(raw, '', ['routes', 'learnedRoutes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'raInterval', 'heldPackets']);
+  const c = object(raw, '', ['routes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'raInterval', 'heldPackets']);
   const neighbourLimit = integer(c.neighbourLimit, 'neighbourLimit', 64, 1 << 20, 4096);
   if ((neighbourLimit & (neighbourLimit - 1)) !== 0) throw new PluginConfigError('neighbourLimit', `must be a power of 2, got ${neighbourLimit}`);
   return {
-    // The config's routes first: they win over learned ones to the same prefix (staticRoutes).
-    routes: [...list(c.routes, 'routes', parseRoute), ...list(c.learnedRoutes, 'learnedRoutes', parseLearnedRoute)],
+    // Learned routes are not here (PluginSetup.learnedRoutes): a config's routes win over
+    // them for their prefixes.
+    routes: list(c.routes, 'routes', parseRoute),
     neighbours: list(c.neighbours, 'neighbours', parseNeighbour),
     learnedNeighbours: list(c.learnedNeighbours, 'learnedNeighbours', parseNeighbour),
     neighbourLimit,

@@ -2,18 +2,23 @@
 // whole in the job pool at start and for big changes (a million routes, a default route,
 // new interfaces), and otherwise changed in place, route by route, in the tables the PMDs
 // are reading (lpm4-update.ts, lpm6-update.ts, next-hops.ts): a route added through the
-// admin endpoint costs microseconds, not a compile of every route. Only the prefixes whose
-// routes changed since the last config are resolved again.
-import type { PluginSetup, Prefix } from '../../src/pipeline/api.ts';
+// admin endpoint, or learned from a route source, costs microseconds, not a compile of
+// every route. Only the prefixes whose routes changed are resolved again: the config's
+// since the last config, and those the route sources say changed (learnFib).
+//
+// The config's routes win over learned ones for their prefixes, the interfaces' over both.
+// Learned routes are read where the route sources keep them (PluginSetup.learnedRoutes):
+// the tables hold them, nothing else here does, but what their gateways resolve to.
+import { ipv4PrefixKey, NO_LEARNED_ROUTES, parseNetwork, PluginConfigError, formatAddress, type ChangedPrefixes, type LearnedRoute, type LearnedRoutes, type PluginSetup, type Prefix } from '../../src/pipeline/api.ts';
 import { prefixOf, type RoutingConfig } from './config.ts';
-import { addRoute, emptyFib, interfaceRoutes, keyOf, membersOf, resolveRoutes, staticRoutes, type PrefixRoutes, type ResolvedFib } from './fib.ts';
+import { addRoute, addRoute4, emptyFib, interfaceRoutes, keyOf, membersOf, resolveRoutes, routeMembers, signatureOf, staticRoutes, KIND_BLACKHOLE, type PrefixRoutes, type ResolvedFib } from './fib.ts';
 import type { FibJobInput, FibJobOutput } from './fib-job.ts';
 import type { Interface } from './interfaces.ts';
 import { LPM4_FORMAT } from './lpm4.ts';
-import { Lpm4Writer } from './lpm4-update.ts';
+import { Lpm4Writer, mask4, route4Key, route4Length, route4Prefix } from './lpm4-update.ts';
 import { LPM6_FORMAT } from './lpm6.ts';
-import { Lpm6Writer, type Route6Change } from './lpm6-update.ts';
-import { NextHopTable } from './next-hops.ts';
+import { Lpm6Writer, mask6, route6Key, type Route6Change } from './lpm6-update.ts';
+import { NextHopTable, type Member } from './next-hops.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 /**
@@ -30,10 +35,14 @@ const SHORTEST_IN_PLACE = 8;
 interface FibTables {
   /** the interfaces the routes were resolved against */
   interfaces: string;
-  /** the keys of the interfaces' routes: static routes to them are overruled */
+  /** the keys of the interfaces' routes: static and learned routes to them are overruled */
   interfaceKeys: Set<number | string>;
   /** the static routes in the tables, by prefix */
   statics: Map<string, PrefixRoutes>;
+  /** the keys of the static routes' prefixes (but the interfaces'): learned routes to them are overruled */
+  staticKeys: Set<number | string>;
+  /** what learned routes resolve to, against these interfaces */
+  learned: LearnedMembers;
   nextHops: NextHopTable;
   lpm4: Lpm4Writer;
   lpm6: Lpm6Writer;
@@ -62,15 +71,16 @@ interface FibChange {
 
 /**
  * The FIB for the config, checked (throws PluginConfigError naming the route at fault)
- * and not yet built: apply() changes the tables in use in place, or compiles new ones.
+ * and not yet built: apply() changes the tables in use in place, or compiles new ones
+ * (with the learned routes).
  */
 export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly Interface[]): { apply(): Promise<Record<string, ArrayBufferLike>> } {
   const started = performance.now();
-  const own = Object.values(setup.shared);
   const key = interfacesKey(interfaces);
-  const running = own.map((b) => routers.get(b)).find((t) => t !== undefined && t.interfaces === key);
+  const running = runningFib(setup.shared, key);
+  const learned = setup.learnedRoutes ?? NO_LEARNED_ROUTES;
   const statics = staticRoutes(setup.config);
-  const change = running === undefined ? null : changeOf(running, setup.config, statics, interfaces);
+  const change = running === undefined ? null : changeOf(running, setup.config, statics, interfaces, learned);
   // Resolved now, so that a mistake is found before anything is changed.
   const fib = change === null ? resolveRoutes(setup.config, interfaces, statics) : null;
   return {
@@ -79,21 +89,54 @@ export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly 
         const changed = changeInPlace(running, change);
         if (changed !== null) {
           running.statics = statics;
+          running.staticKeys = staticKeysOf(statics, running.interfaceKeys);
           if (changed > 0) setup.log.info(`${changed} route changes made in place in ${(performance.now() - started).toFixed(1)} ms (${statics.size} static routes)`);
           return running.regions;
         }
       }
-      const whole = fib ?? resolveRoutes(setup.config, interfaces, statics);
-      const tables = await compileWhole(setup, whole, key, statics, interfaces);
-      for (const b of own) routers.set(b, tables);
-      setup.log.info(`${whole.v4.size + whole.v6.size} routes compiled in ${Math.round(performance.now() - started)} ms (${interfaces.length} interfaces)`);
-      return tables.regions;
+      return compileWhole(setup, fib ?? resolveRoutes(setup.config, interfaces, statics), key, statics, interfaces, started);
     },
   };
 }
 
+/**
+ * The learned routes to `prefixes` changed (Plugin.routesLearned): they are resolved, and
+ * changed in place in the tables in use, or, for a big change, the tables are compiled
+ * whole (the config's routes, the interfaces' and every learned one).
+ */
+export async function learnFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly Interface[], prefixes: ChangedPrefixes): Promise<Record<string, ArrayBufferLike>> {
+  const started = performance.now();
+  const key = interfacesKey(interfaces);
+  const running = runningFib(setup.shared, key);
+  if (running !== undefined) {
+    const change = learnedChangeOf(running, setup.learnedRoutes ?? NO_LEARNED_ROUTES, prefixes);
+    const changed = change === null ? null : changeInPlace(running, change);
+    if (changed !== null) {
+      if (changed > 0) setup.log.info(`${changed} learned route changes made in place in ${(performance.now() - started).toFixed(1)} ms`);
+      return running.regions;
+    }
+  }
+  const statics = running?.statics ?? staticRoutes(setup.config);
+  return compileWhole(setup, resolveRoutes(setup.config, interfaces, statics), key, statics, interfaces, started);
+}
+
+/** The tables in use over these regions, if resolved against these interfaces (any, without `interfaces`). */
+function runningFib(shared: Readonly<Record<string, ArrayBufferLike>>, interfaces?: string): FibTables | undefined {
+  return Object.values(shared).map((b) => routers.get(b)).find((t) => t !== undefined && (interfaces === undefined || t.interfaces === interfaces));
+}
+
+/** The keys of the static routes' prefixes, but those the interfaces' routes overrule. */
+function staticKeysOf(statics: Map<string, PrefixRoutes>, interfaceKeys: Set<number | string>): Set<number | string> {
+  const keys = new Set<number | string>();
+  for (const text of statics.keys()) {
+    const key = keyOf(prefixOf(text));
+    if (!interfaceKeys.has(key)) keys.add(key);
+  }
+  return keys;
+}
+
 /** The routes of the prefixes whose static routes changed, resolved; null when there are too many. */
-function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, PrefixRoutes>, interfaces: readonly Interface[]): FibChange | null {
+function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, PrefixRoutes>, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
   const changed: string[] = [];
   for (const [text, routes] of statics) if (t.statics.get(text)?.says !== routes.says) changed.push(text);
   for (const text of t.statics.keys()) if (!statics.has(text)) changed.push(text);
@@ -106,40 +149,187 @@ function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, Pref
     if (p.length < SHORTEST_IN_PLACE) return null;
     if (p.family === 4) change.entries += p.length <= 24 ? 1 << (24 - p.length) : 1;
     const routes = statics.get(text);
-    // Learned routes none of which resolves are no route (membersOf): removed like one.
-    const members = routes === undefined ? [] : membersOf(config, routes.indices, interfaces);
-    if (members.length > 0) addRoute(change.set, p, members);
+    if (routes !== undefined) {
+      addRoute(change.set, p, membersOf(config, routes.indices, interfaces));
+      continue;
+    }
+    // No static route to it any more: a learned one takes it back, if there is one.
+    const group = t.learned.of(learned.get(text));
+    if (group !== null) addRoute(change.set, p, group.members, group.signature);
     else if (p.family === 4) change.removed4.push(key as number);
     else change.removed6.push(key as string);
   }
   return change.entries > MOST_IN_PLACE_ENTRIES ? null : change;
 }
 
-async function compileWhole(setup: PluginSetup<RoutingConfig>, fib: ResolvedFib, interfaces: string, statics: Map<string, PrefixRoutes>, ifaces: readonly Interface[]): Promise<FibTables> {
+/** The learned routes of `prefixes` that are not overruled, resolved; null when there are too many. */
+function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
+  if (prefixes.size > MOST_IN_PLACE) return null;
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0 };
+  for (const text of prefixes) {
+    const p = learnedPrefix(text);
+    if (p === null) continue;
+    const key = keyOf(p);
+    if (t.interfaceKeys.has(key) || t.staticKeys.has(key)) continue;
+    if (p.length < SHORTEST_IN_PLACE) return null;
+    if (p.family === 4) change.entries += p.length <= 24 ? 1 << (24 - p.length) : 1;
+    const group = t.learned.of(learned.get(text));
+    if (group !== null) addRoute(change.set, p, group.members, group.signature);
+    else if (p.family === 4) change.removed4.push(key as number);
+    else change.removed6.push(key as string);
+  }
+  return change.entries > MOST_IN_PLACE_ENTRIES ? null : change;
+}
+
+/** A learned route's prefix, parsed; null if it is none (a source's is always one). */
+function learnedPrefix(text: string): Prefix | null {
+  try {
+    return parseNetwork(text);
+  } catch {
+    return null;
+  }
+}
+
+/** What learned routes to one prefix resolve to: their group's members, and its signature. */
+interface LearnedGroup {
+  members: Member[];
+  signature: string;
+}
+
+const BLACKHOLE_MEMBERS: Member[] = [{ kind: KIND_BLACKHOLE, iface: -1, gateway: null }];
+const BLACKHOLE_GROUP: LearnedGroup = { members: BLACKHOLE_MEMBERS, signature: signatureOf(BLACKHOLE_MEMBERS) };
+const NO_GATEWAYS: readonly string[] = [];
+
+/**
+ * Learned routes resolved against the interfaces. A source's routes with the same gateways
+ * share one `via` array (LearnedRoute): what it resolves to is kept by that array (and the
+ * port), so that a million routes via a few gateways are resolved a few times. A route that
+ * does not resolve (a gateway in no connected subnet, a port that is not routed) is left
+ * out, not refused: it is not the config's.
+ */
+class LearnedMembers {
+  private readonly interfaces: readonly Interface[];
+  private readonly byVia = new WeakMap<readonly string[], Map<string, LearnedGroup | null>>();
+
+  constructor(interfaces: readonly Interface[]) {
+    this.interfaces = interfaces;
+  }
+
+  /** The group of the routes to one prefix, those of the lowest metric (several gateways: ECMP); null if none resolves. */
+  of(routes: readonly LearnedRoute[]): LearnedGroup | null {
+    if (routes.length <= 1) return routes.length === 0 ? null : this.one(routes[0]);
+    let best = Infinity;
+    for (const r of routes) best = Math.min(best, r.metric);
+    const members: Member[] = [];
+    for (const r of routes) {
+      const group = r.metric === best ? this.one(r) : null;
+      if (group !== null) members.push(...group.members);
+    }
+    if (members.length === 0) return null;
+    // A source that says both a blackhole and gateways is in the middle of a change: the gateways win.
+    const kept = members.length > 1 && members.some((m) => m.kind === KIND_BLACKHOLE) ? members.filter((m) => m.kind !== KIND_BLACKHOLE) : members;
+    return { members: kept, signature: signatureOf(kept) };
+  }
+
+  private one(r: LearnedRoute): LearnedGroup | null {
+    if (r.blackhole === true) return BLACKHOLE_GROUP;
+    const via = r.via ?? NO_GATEWAYS;
+    let byPort = this.byVia.get(via);
+    if (byPort === undefined) this.byVia.set(via, (byPort = new Map()));
+    let group = byPort.get(r.port ?? '');
+    if (group === undefined) {
+      try {
+        const members = routeMembers({ via, port: r.port ?? null, blackhole: false }, 'learned', this.interfaces);
+        group = { members, signature: signatureOf(members) };
+      } catch (err) {
+        if (!(err instanceof PluginConfigError)) throw err;
+        group = null;
+      }
+      byPort.set(r.port ?? '', group);
+    }
+    return group;
+  }
+}
+
+/**
+ * Compiles the tables whole, in the job pool: the static and interfaces' routes of `fib`,
+ * and every learned route to a prefix they do not have.
+ */
+async function compileWhole(setup: PluginSetup<RoutingConfig>, fib: ResolvedFib, interfaces: string, statics: Map<string, PrefixRoutes>, ifaces: readonly Interface[], started: number): Promise<Record<string, ArrayBufferLike>> {
+  const learned = new LearnedMembers(ifaces);
+  // Each group once, with the routes that use it; routes as columns of group indices.
+  const groups: { signature: string; members: readonly Member[]; routes: number }[] = [];
+  const groupIndex = new Map<string, number>();
+  const indexOf = (signature: string, members: readonly Member[]) => {
+    let k = groupIndex.get(signature);
+    if (k === undefined) {
+      groupIndex.set(signature, (k = groups.length));
+      groups.push({ signature, members, routes: 0 });
+    }
+    groups[k].routes++;
+    return k;
+  };
+  const v4 = { prefix: [] as number[], length: [] as number[], group: [] as number[] };
+  const v6 = { bytes: [] as Uint8Array[], length: [] as number[], group: [] as number[] };
+  for (const r of fib.v4.values()) {
+    v4.prefix.push(r.prefix);
+    v4.length.push(r.length);
+    v4.group.push(indexOf(r.group, fib.groups.get(r.group)!));
+  }
+  for (const r of fib.v6.values()) {
+    v6.bytes.push(r.bytes);
+    v6.length.push(r.length);
+    v6.group.push(indexOf(r.group, fib.groups.get(r.group)!));
+  }
+  let learnedCount = 0;
+  for (const routes of (setup.learnedRoutes ?? NO_LEARNED_ROUTES).all()) {
+    const text = routes[0].prefix;
+    // IPv4 read without a parse: a full table is a million of them.
+    const key4 = ipv4PrefixKey(text);
+    if (key4 >= 0) {
+      const length = key4 % 64;
+      const prefix = mask4(Math.floor(key4 / 64), length);
+      if (fib.v4.has(route4Key(prefix, length))) continue;
+      const group = learned.of(routes);
+      if (group === null) continue;
+      v4.prefix.push(prefix);
+      v4.length.push(length);
+      v4.group.push(indexOf(group.signature, group.members));
+      learnedCount++;
+      continue;
+    }
+    const p = learnedPrefix(text);
+    if (p === null || fib.v4.has(keyOf(p) as number) || fib.v6.has(keyOf(p) as string)) continue;
+    const group = learned.of(routes);
+    if (group === null) continue;
+    if (p.family === 4) {
+      v4.prefix.push(mask4(read4(p), p.length));
+      v4.length.push(p.length);
+      v4.group.push(indexOf(group.signature, group.members));
+    } else {
+      v6.bytes.push(mask6(p.bytes, 0, p.length));
+      v6.length.push(p.length);
+      v6.group.push(indexOf(group.signature, group.members));
+    }
+    learnedCount++;
+  }
   let members = 0;
-  for (const m of fib.groups.values()) members += m.length;
-  const nextHops = new NextHopTable(Math.max(256, 2 * fib.groups.size + 64), Math.max(1024, 2 * members + 256));
-  const groupOf = (signature: string) => nextHops.acquire(signature, fib.groups.get(signature)!);
+  for (const g of groups) members += g.members.length;
+  const nextHops = new NextHopTable(Math.max(256, 2 * groups.length + 64), Math.max(1024, 2 * members + 256));
+  const ids = groups.map((g) => nextHops.acquire(g.signature, g.members, g.routes));
+  const n4 = v4.prefix.length;
+  const n6 = v6.length.length;
   const input: FibJobInput = {
-    v4: { prefix: new Uint32Array(fib.v4.size), length: new Uint8Array(fib.v4.size), nextHop: new Uint32Array(fib.v4.size) },
-    v6: { prefix: new Uint8Array(16 * fib.v6.size), length: new Uint8Array(fib.v6.size), nextHop: new Uint32Array(fib.v6.size) },
+    v4: { prefix: Uint32Array.from(v4.prefix), length: Uint8Array.from(v4.length), nextHop: Uint32Array.from(v4.group, (k) => ids[k]) },
+    v6: { prefix: new Uint8Array(16 * n6), length: Uint8Array.from(v6.length), nextHop: Uint32Array.from(v6.group, (k) => ids[k]) },
     // Room for what changes in place until the next compile: it takes over when room runs out.
     spareGroups: 1024,
     spareNodes: 16384,
   };
-  let i = 0;
-  for (const r of fib.v4.values()) {
-    input.v4.prefix[i] = r.prefix;
-    input.v4.length[i] = r.length;
-    input.v4.nextHop[i++] = groupOf(r.group);
-    if (r.length > 24) input.spareGroups += 1 / 8;
-  }
-  i = 0;
-  for (const r of fib.v6.values()) {
-    input.v6.prefix.set(r.bytes, 16 * i);
-    input.v6.length[i] = r.length;
-    input.v6.nextHop[i++] = groupOf(r.group);
-    if (r.length > 16) input.spareNodes += 1 / 2;
+  for (let i = 0; i < n4; i++) if (v4.length[i] > 24) input.spareGroups += 1 / 8;
+  for (let i = 0; i < n6; i++) {
+    input.v6.prefix.set(v6.bytes[i], 16 * i);
+    if (v6.length[i] > 16) input.spareNodes += 1 / 2;
   }
   input.spareGroups = Math.ceil(input.spareGroups);
   input.spareNodes = Math.ceil(input.spareNodes);
@@ -148,7 +338,36 @@ async function compileWhole(setup: PluginSetup<RoutingConfig>, fib: ResolvedFib,
   const lpm4 = new Lpm4Writer({ format: LPM4_FORMAT, tbl24: out.regions['lpm4-tbl24'], tbl8: out.regions['lpm4-tbl8'], tbl8Groups: meta[0] }, out.depths, input.v4);
   const lpm6 = new Lpm6Writer({ format: LPM6_FORMAT, direct: out.regions['lpm6-direct'], nodes: out.regions['lpm6-nodes'], nodeCount: meta[1], leafCount: meta[2] }, input.v6);
   const interfaceKeys = new Set(interfaceRoutes(ifaces).map((r) => keyOf(r.prefix)));
-  return { interfaces, interfaceKeys, statics, nextHops, lpm4, lpm6, regions: { ...out.regions, nexthops: nextHops.buffer } };
+  const tables: FibTables = { interfaces, interfaceKeys, statics, staticKeys: staticKeysOf(statics, interfaceKeys), learned, nextHops, lpm4, lpm6, regions: { ...out.regions, nexthops: nextHops.buffer } };
+  for (const b of Object.values(setup.shared)) routers.set(b, tables);
+  setup.log.info(`${n4 + n6} routes compiled in ${Math.round(performance.now() - started)} ms (${ifaces.length} interfaces, ${learnedCount} learned routes)`);
+  return tables.regions;
+}
+
+const read4 = (p: Prefix) => ((p.bytes[0] << 24) | (p.bytes[1] << 16) | (p.bytes[2] << 8) | p.bytes[3]) >>> 0;
+
+/** What the FIB holds: routes in all, and the learned ones among them (those not overruled, resolved). */
+export function fibCounts(shared: Readonly<Record<string, ArrayBufferLike>>): { routes: number; learned: number } | null {
+  const t = runningFib(shared);
+  if (t === undefined) return null;
+  const routes = t.lpm4.routes.size + t.lpm6.routes.size;
+  return { routes, learned: routes - t.interfaceKeys.size - t.staticKeys.size };
+}
+
+/** The longest prefix in the FIB that holds an address (as its text), or null if none does. */
+export function fibMatch(shared: Readonly<Record<string, ArrayBufferLike>>, address: Prefix): string | null {
+  const t = runningFib(shared);
+  if (t === undefined) return null;
+  if (address.family === 4) {
+    const a = read4(address);
+    for (let l = 32; l >= 0; l--) if (t.lpm4.routes.has(route4Key(mask4(a, l), l))) return `${formatAddress(Uint8Array.of(mask4(a, l) >>> 24, (mask4(a, l) >>> 16) & 255, (mask4(a, l) >>> 8) & 255, mask4(a, l) & 255))}/${l}`;
+    return null;
+  }
+  for (let l = 128; l >= 0; l--) {
+    const bytes = mask6(address.bytes, 0, l);
+    if (t.lpm6.routes.has(route6Key(bytes, l))) return `${formatAddress(bytes)}/${l}`;
+  }
+  return null;
 }
 
 /**
@@ -170,7 +389,7 @@ function changeInPlace(t: FibTables, change: FibChange): number | null {
   for (const key of change.removed4) {
     const id = t.lpm4.routes.get(key);
     if (id === undefined) continue;
-    t.lpm4.delete(Math.floor(key / 64), key % 64);
+    t.lpm4.delete(route4Prefix(key), route4Length(key));
     t.nextHops.release(id);
     count++;
   }

@@ -39,7 +39,7 @@ function interfaceByName(interfaces: readonly Interface[], name: string, field: 
 }
 
 /** What names a group: its members, in order (ECMP picks a member by flow hash modulo the count). */
-function signatureOf(members: readonly Member[]): string {
+export function signatureOf(members: readonly Member[]): string {
   return members.map((m) => `${m.kind} ${m.iface} ${m.gateway?.text ?? ''}`).join(',');
 }
 
@@ -58,13 +58,8 @@ export interface PrefixRoutes {
 /** The static routes by prefix (its canonical text), in the config's order. */
 export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
   const out = new Map<string, PrefixRoutes>();
-  // A prefix the config routes is the config's: learned routes to it (after the config's
-  // in the list) are left out.
-  const configured = new Set<string>();
   config.routes.forEach((r, i) => {
-    if (r.source === null) configured.add(r.prefix);
-    else if (configured.has(r.prefix)) return;
-    const says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')} ${r.source ?? ''}`;
+    const says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')}`;
     const same = out.get(r.prefix);
     if (same === undefined) out.set(r.prefix, { indices: [i], says });
     else {
@@ -76,10 +71,9 @@ export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
 }
 
 /**
- * The members of the routes to one prefix: those of the lowest metric (several gateways
- * there are an ECMP group), checked against the interfaces. Throws PluginConfigError
- * naming the route at fault; a learned route at fault is left out instead (none left: no
- * members, no route).
+ * The members of the config's routes to one prefix: those of the lowest metric (several
+ * gateways there are an ECMP group), checked against the interfaces. Throws
+ * PluginConfigError naming the route at fault.
  */
 export function membersOf(config: RoutingConfig, indices: readonly number[], interfaces: readonly Interface[]): Member[] {
   let best = Infinity;
@@ -87,31 +81,23 @@ export function membersOf(config: RoutingConfig, indices: readonly number[], int
   const members: Member[] = [];
   for (const i of indices) {
     const r = config.routes[i];
-    if (r.metric !== best) continue;
-    if (r.source !== null) {
-      try {
-        members.push(...routeMembers(config, i, interfaces));
-      } catch (err) {
-        if (!(err instanceof PluginConfigError)) throw err;
-      }
-      continue;
-    }
-    members.push(...routeMembers(config, i, interfaces));
+    if (r.metric === best) members.push(...routeMembers(r, `routes[${i}]`, interfaces));
   }
   if (members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1) {
-    if (indices.some((i) => config.routes[i].metric === best && config.routes[i].source === null)) {
-      throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
-    }
-    // Learned ones: the gateways win (a source that says both is in the middle of a change).
-    return members.filter((m) => m.kind !== KIND_BLACKHOLE);
+    throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
   }
   return members;
 }
 
-/** The members route i says, checked against the interfaces (throws PluginConfigError naming it). */
-function routeMembers(config: RoutingConfig, i: number, interfaces: readonly Interface[]): Member[] {
-  const r = config.routes[i];
-  const field = `routes[${i}]`;
+/** What a route says, as far as its members go. */
+export interface RouteTarget {
+  via: readonly string[];
+  port: string | null;
+  blackhole: boolean;
+}
+
+/** The members a route says, checked against the interfaces (throws PluginConfigError naming `field`). */
+export function routeMembers(r: RouteTarget, field: string, interfaces: readonly Interface[]): Member[] {
   if (r.blackhole) return [{ kind: KIND_BLACKHOLE, iface: -1, gateway: null }];
   const named = r.port === null ? -1 : interfaceByName(interfaces, r.port, `${field}.port`);
   if (r.via.length === 0) return [{ kind: KIND_CONNECTED, iface: named, gateway: null }];
@@ -151,17 +137,21 @@ export function emptyFib(): ResolvedFib {
   return { groups: new Map([[LOCAL_SIGNATURE, []]]), v4: new Map(), v6: new Map() };
 }
 
-/** Puts a route into `fib`, in place of one to the same prefix and length. */
-export function addRoute(fib: ResolvedFib, p: Prefix, members: Member[] | null): void {
-  const group = members === null ? LOCAL_SIGNATURE : signatureOf(members);
+/** Puts a route into `fib`, in place of one to the same prefix and length (its group's signature given if known). */
+export function addRoute(fib: ResolvedFib, p: Prefix, members: Member[] | null, signature?: string): void {
+  if (p.family === 4) return addRoute4(fib, read32(p.bytes, 0), p.length, members, signature);
+  const group = members === null ? LOCAL_SIGNATURE : (signature ?? signatureOf(members));
   if (members !== null && !fib.groups.has(group)) fib.groups.set(group, members);
-  if (p.family === 4) {
-    const prefix = mask4(read32(p.bytes, 0), p.length);
-    fib.v4.set(route4Key(prefix, p.length), { prefix, length: p.length, group });
-  } else {
-    const bytes = mask6(p.bytes, 0, p.length);
-    fib.v6.set(route6Key(bytes, p.length), { bytes, length: p.length, group });
-  }
+  const bytes = mask6(p.bytes, 0, p.length);
+  fib.v6.set(route6Key(bytes, p.length), { bytes, length: p.length, group });
+}
+
+/** addRoute for an IPv4 prefix given as a number and a length. */
+export function addRoute4(fib: ResolvedFib, address: number, length: number, members: Member[] | null, signature?: string): void {
+  const group = members === null ? LOCAL_SIGNATURE : (signature ?? signatureOf(members));
+  if (members !== null && !fib.groups.has(group)) fib.groups.set(group, members);
+  const prefix = mask4(address, length);
+  fib.v4.set(route4Key(prefix, length), { prefix, length, group });
 }
 
 /**

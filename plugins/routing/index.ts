@@ -9,11 +9,12 @@
 // changed in place); the neighbour table is shared by every PMD; both live in shared memory
 // and outlive a PMD.
 import {
-  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, read16, read32,
-  type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology,
+  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, NO_LEARNED_ROUTES, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, parseAddress, parseNetwork, read16, read32,
+  type ChangedPrefixes, type LearnedRoute, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Prefix, type TableView, type Topology,
 } from '../../src/pipeline/api.ts';
-import { parseRoutingConfig, type NeighbourConfig, type RoutingConfig } from './config.ts';
-import { planFib } from './fib-tables.ts';
+import { parseRoutingConfig, prefixOf, type NeighbourConfig, type RoutingConfig } from './config.ts';
+import { keyOf } from './fib.ts';
+import { fibCounts, fibMatch, learnFib, planFib } from './fib-tables.ts';
 import { interfacesOf, neighbourRegionOf } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
@@ -115,7 +116,8 @@ function betweenBursts(r: Router): void {
 
 /**
  * In the control plane: routes checked against the interfaces, then compiled (job pool) or
- * changed in place in the tables in use (fib-tables.ts); static neighbours written to the table.
+ * changed in place in the tables in use (fib-tables.ts), the learned ones with them when
+ * compiled; static neighbours written to the table.
  */
 async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string, ArrayBufferLike>> {
   const { interfaces, byPort } = interfacesOf(setup.topology);
@@ -133,6 +135,11 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
   });
   writeLearnedNeighbours(setup, table, byPort);
   return fib.apply();
+}
+
+/** In the control plane: the learned routes to `prefixes` changed, in place or compiled with the rest (fib-tables.ts). */
+function routesLearned(setup: PluginSetup<RoutingConfig>, prefixes: ChangedPrefixes): Promise<Record<string, ArrayBufferLike>> {
+  return learnFib(setup, interfacesOf(setup.topology).interfaces, prefixes);
 }
 
 const addressWords = (n: NeighbourConfig) => [0, 1, 2, 3].map((q) => (q * 4 < n.address.bytes.length ? read32(n.address.bytes, q * 4) | 0 : 0));
@@ -164,22 +171,92 @@ function writeLearnedNeighbours(setup: PluginSetup<RoutingConfig>, table: Neighb
   learnedWritten.set(region, now);
 }
 
-/** The routes: connected ones from the interfaces' addresses, then the configured, then the learned (a learned one may be overruled by the config, or not resolve). */
-function listRoutes(view: TableView<RoutingConfig>): Record<string, unknown>[] {
+/** What GET /routes (the routes table) takes. */
+const ROUTES_QUERY: Record<string, string> = {
+  prefix: 'only the routes to this prefix (192.0.2.0/24)',
+  lookup: 'only the routes to the longest prefix in the forwarding table that holds this address: the prefix a packet to it is routed by',
+  type: 'only the routes of this type: connected, static, blackhole, netlink, fpm',
+  limit: 'at most this many routes',
+  offset: 'after this many',
+};
+const ROUTE_TYPES = ['connected', 'static', 'blackhole', 'netlink', 'fpm'];
+
+/**
+ * The routes: connected ones from the interfaces' addresses, then the configured, then the
+ * learned (a learned one may be overruled by the config, or not resolve), each made as it
+ * is read: a route source may hold a million. The query picks some (ROUTES_QUERY).
+ */
+function listRoutes(view: TableView<RoutingConfig>, query: Readonly<Record<string, string>>): Iterable<Record<string, unknown>> {
   const { interfaces } = interfacesOf(view.topology);
-  const connected = interfaces.flatMap((f) =>
-    [...f.v4, ...f.v6].map((p) => ({ prefix: `${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`, port: f.name, type: 'connected', address: p.text })),
-  );
-  const configured = view.config.routes.map((r) => ({
+  const learned = view.learnedRoutes ?? NO_LEARNED_ROUTES;
+  const number = (name: string, fallback: number) => {
+    const value = query[name];
+    if (value === undefined) return fallback;
+    if (!/^\d{1,9}$/.test(value)) throw new PluginConfigError(name, `must be a whole number, got ${JSON.stringify(value)}`);
+    return Number(value);
+  };
+  const limit = number('limit', Infinity);
+  const offset = number('offset', 0);
+  const type = query.type;
+  if (type !== undefined && !ROUTE_TYPES.includes(type)) throw new PluginConfigError('type', `must be one of ${ROUTE_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
+  const parsed = (name: string, parse: (text: string) => Prefix) => {
+    try {
+      return parse(query[name]);
+    } catch (err) {
+      throw new PluginConfigError(name, (err as Error).message);
+    }
+  };
+  // Only one prefix: given, or the one the FIB matches for the address.
+  let only: Prefix | null = query.prefix === undefined ? null : parsed('prefix', parseNetwork);
+  if (query.lookup !== undefined) {
+    const match = fibMatch(view.shared, parsed('lookup', parseAddress));
+    if (match === null) return [];
+    only = parseNetwork(match);
+  }
+  const onlyKey = only === null ? null : keyOf(only);
+  const wanted = (prefix: Prefix) => onlyKey === null || keyOf(prefix) === onlyKey;
+  function* every(): Generator<Record<string, unknown>> {
+    for (const f of interfaces) {
+      for (const p of [...f.v4, ...f.v6]) {
+        const network: Prefix = { ...p, bytes: maskBytes(p.bytes, p.length) };
+        if (wanted(network)) yield { prefix: `${formatAddress(network.bytes)}/${p.length}`, port: f.name, type: 'connected', address: p.text };
+      }
+    }
+    for (const r of view.config.routes) {
+      if (!wanted(prefixOf(r.prefix))) continue;
+      yield { prefix: r.prefix, type: r.blackhole ? 'blackhole' : 'static', ...(r.via.length > 0 ? { via: r.via } : {}), ...(r.port !== null ? { port: r.port } : {}), metric: r.metric };
+    }
+    if (only !== null) {
+      for (const r of learned.get(only.text)) yield learnedRow(r);
+      return;
+    }
+    for (const routes of learned.all()) for (const r of routes) yield learnedRow(r);
+  }
+  function* picked(): Generator<Record<string, unknown>> {
+    let skipped = 0;
+    let given = 0;
+    if (given >= limit) return;
+    for (const row of every()) {
+      if (type !== undefined && row.type !== type) continue;
+      if (skipped++ < offset) continue;
+      yield row;
+      if (++given >= limit) return;
+    }
+  }
+  return picked();
+}
+
+/** A learned route as listed: its kind of source ("netlink", "fpm"), and the source itself. */
+function learnedRow(r: LearnedRoute): Record<string, unknown> {
+  return {
     prefix: r.prefix,
-    // a learned route: its kind of source ("netlink", "fpm"), and the source itself
-    type: r.source !== null ? r.source.split(' ')[0] : r.blackhole ? 'blackhole' : 'static',
-    ...(r.source !== null ? { source: r.source, ...(r.blackhole ? { blackhole: true } : {}) } : {}),
-    ...(r.via.length > 0 ? { via: r.via } : {}),
-    ...(r.port !== null ? { port: r.port } : {}),
+    type: r.source.split(' ')[0],
+    source: r.source,
+    ...(r.blackhole ? { blackhole: true } : {}),
+    ...(r.via !== undefined && r.via.length > 0 ? { via: r.via } : {}),
+    ...(r.port !== undefined ? { port: r.port } : {}),
     metric: r.metric,
-  }));
-  return [...connected, ...configured];
+  };
 }
 
 function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>[] {
@@ -199,14 +276,15 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
   });
 }
 
-/** Routes in force, and neighbours by state. */
+/** Routes (connected, the config's, and the learned ones in force: to a prefix the config has not, resolved), and neighbours by state. */
 function gauges(view: TableView<RoutingConfig>): Record<string, number> {
   const { interfaces } = interfacesOf(view.topology);
   const byState: Record<string, number> = Object.fromEntries(STATE_NAMES.slice(1).map((s) => [`neighbours_${s}`, 0]));
   for (const e of new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], interfaces.length).entries()) byState[`neighbours_${e.state}`]++;
-  // As many as listRoutes() lists, without making them: /metrics is read often.
+  // Without making the list: /metrics is read often, and a route source may hold a million.
   const connected = interfaces.reduce((n, f) => n + f.v4.length + f.v6.length, 0);
-  return { routes: connected + view.config.routes.length, ...byState };
+  const learned = fibCounts(view.shared)?.learned ?? 0;
+  return { routes: connected + view.config.routes.length + learned, learned_routes: learned, ...byState };
 }
 
 const plugin: Plugin<RoutingConfig, Router> = {
@@ -218,7 +296,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
   counters: COUNTERS,
   gauges,
   tables: {
-    routes: { description: 'a route: connected (from an interface address), static, blackhole, or learned from a route source (netlink, fpm)', list: listRoutes },
+    routes: { description: 'a route: connected (from an interface address), static, blackhole, or learned from a route source (netlink, fpm)', query: ROUTES_QUERY, list: listRoutes },
     neighbours: { description: 'a neighbour: an address on an interface, its MAC and state (ARP, NDP, static)', list: listNeighbours },
   },
   // The routes are in the tables prepare() built: the PMDs need the rest only.
@@ -227,6 +305,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
     return { [neighbourRegionOf(topology)]: neighbourTableBytes(config.neighbourLimit) };
   },
   prepare,
+  routesLearned,
   createState,
   process,
   describe,

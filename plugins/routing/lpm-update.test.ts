@@ -7,7 +7,7 @@
 import t from 'tap';
 import { Worker } from 'node:worker_threads';
 import { compileLpm4, Lpm4, NO_ROUTE } from './lpm4.ts';
-import { Lpm4Writer, mask4 } from './lpm4-update.ts';
+import { Lpm4Writer, mask4, route4Length, route4Prefix } from './lpm4-update.ts';
 import { compileLpm6, Lpm6, type Lpm6Table } from './lpm6.ts';
 import { Lpm6Writer, mask6 } from './lpm6-update.ts';
 import { REUSE_AFTER_MS } from './table-space.ts';
@@ -38,7 +38,7 @@ function writer4(routes: readonly R4[], spareGroups: number, now: () => number):
 
 /** The routes a writer holds, as a list to compile. */
 function routesOf4(w: Lpm4Writer): R4[] {
-  return [...w.routes].map(([key, nextHop]) => ({ prefix: Math.floor(key / 64), length: key % 64, nextHop }));
+  return [...w.routes].map(([key, nextHop]) => ({ prefix: route4Prefix(key), length: route4Length(key), nextHop }));
 }
 
 /** A random prefix: fresh, or nested in (or covering) one in force, as the length mix says. */

@@ -71,8 +71,8 @@ export class NextHopTable {
     this.refs[LOCAL_GROUP] = Infinity;
   }
 
-  /** The group with these members, written if new, counted once more; -1 when there is no room. */
-  acquire(signature: string, members: readonly Member[]): number {
+  /** The group with these members, written if new, counted `routes` more times; -1 when there is no room. */
+  acquire(signature: string, members: readonly Member[], routes = 1): number {
     let id = this.bySignature.get(signature);
     if (id === undefined) {
       id = this.ids.alloc(1);
@@ -85,7 +85,7 @@ export class NextHopTable {
       this.signatures[id] = signature;
       this.refs[id] = 0;
     }
-    this.refs[id]++;
+    this.refs[id] += routes;
     return id;
   }
 

@@ -241,7 +241,7 @@ t.test('tables: routes and neighbours as the admin endpoint lists them', async (
   const h = await router({ routes: [{ prefix: '0.0.0.0/0', via: '10.0.2.2', metric: 5 }], neighbours: [{ address: '10.0.1.9', mac: '52:54:00:00:00:99', port: 'a' }] });
   learnB(h);
   const view = { config: h.config, topology: h.topology, shared: h.shared };
-  const routes = routing.tables!.routes.list(view);
+  const routes = [...routing.tables!.routes.list(view, {})];
   t.match(routes, [
     { prefix: '10.0.1.0/24', port: 'a', type: 'connected', address: '10.0.1.1/24' },
     { prefix: '2001:db8:1::/64', port: 'a', type: 'connected' },
@@ -250,7 +250,7 @@ t.test('tables: routes and neighbours as the admin endpoint lists them', async (
     { prefix: '10.0.3.0/24', port: 'br0', type: 'connected' },
     { prefix: '0.0.0.0/0', type: 'static', via: ['10.0.2.2'], metric: 5 },
   ]);
-  const neighbours = routing.tables!.neighbours.list(view);
+  const neighbours = [...routing.tables!.neighbours.list(view, {})];
   t.match(neighbours.sort((x, y) => String(x.address).localeCompare(String(y.address))), [
     { address: '10.0.1.9', interface: 'a', port: 'a', mac: '52:54:00:00:00:99', state: 'static' },
     { address: '10.0.2.2', interface: 'b', port: 'b', mac: GUEST.b, state: 'reachable' },
@@ -306,8 +306,10 @@ t.test('a Linux mirror: what the router does not answer goes to it, what it send
 });
 
 t.test('learned routes: the config wins for the same prefix; one that does not resolve is left out', async (t) => {
-  const h = await router({
-    routes: [{ prefix: '198.51.100.0/24', via: '10.0.2.2' }],
+  const h = await PluginHarness.create(routing, {
+    ports,
+    bridgeSettings,
+    config: { routes: [{ prefix: '198.51.100.0/24', via: '10.0.2.2' }] },
     learnedRoutes: [
       { prefix: '198.51.100.0/24', via: ['10.0.1.2'], metric: 0, source: 'netlink lcp' },
       { prefix: '203.0.113.0/24', via: ['10.0.1.2'], metric: 20, source: 'netlink lcp' },
@@ -321,6 +323,6 @@ t.test('learned routes: the config wins for the same prefix; one that does not r
   t.equal(to('198.51.100.7'), 'b', 'the configured route, not the learned one');
   t.equal(to('203.0.113.7'), 'b', 'of two sources, the lower metric');
   t.equal(to('192.0.2.7'), 'drop:no_route', 'a gateway in no connected subnet: no route, and no refusal');
-  const rows = routing.tables!.routes.list({ config: h.config, topology: h.topology, shared: h.shared });
+  const rows = [...routing.tables!.routes.list({ config: h.config, topology: h.topology, shared: h.shared, learnedRoutes: h.learned }, {})];
   t.match(rows.find((r) => r.prefix === '203.0.113.0/24' && r.metric === 10), { type: 'fpm', source: 'fpm 127.0.0.1:2620', via: ['10.0.2.2'] }, 'listed with their source');
 });

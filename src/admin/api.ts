@@ -9,7 +9,7 @@ import type { PortStats } from '../dataplane/counters.ts';
 import { parsePrefix } from '../pipeline/api.ts';
 import { PLUGIN_TOP_LEVEL_KEYS } from '../control/config-schema.ts';
 import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
-import { ApiError, type Reply, type Request, type Route } from './http.ts';
+import { ApiError, jsonRows, type Reply, type Request, type Route } from './http.ts';
 import { renderMetrics } from './metrics.ts';
 import { openApiDocument } from './openapi.ts';
 import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBatchBody, RouteBody } from './schemas.ts';
@@ -32,8 +32,8 @@ export interface AdminBackend {
   portStates(): Promise<unknown[] | null>;
   pipeline(): string[];
   plugins(): { name: string; version: string; path: string; tables: string[] }[];
-  /** a plugin's table (Plugin.tables), or null when it has none of that name */
-  table(plugin: string, table: string): Promise<Record<string, unknown>[] | null>;
+  /** a plugin's table (Plugin.tables), the entries the query asks for, or null when it has none of that name */
+  table(plugin: string, table: string, query?: Readonly<Record<string, string>>): Promise<Iterable<Record<string, unknown>> | null>;
   /** every plugin's gauges (Plugin.gauges) */
   gauges(): Promise<{ plugin: string; name: string; value: number }[]>;
   /** packet capture's shared memory, and the names its records need */
@@ -60,6 +60,15 @@ export interface ApiRoute extends Route {
 
 const clone = <T>(v: T): T => structuredClone(v);
 
+/** What GET /routes takes (the routing stage's routes table reads it). */
+const ROUTES_QUERY = {
+  prefix: 'only the routes to this prefix (192.0.2.0/24)',
+  lookup: 'only the routes to the longest prefix in the forwarding table that holds this address',
+  type: 'only the routes of this type: connected, static, blackhole, netlink, fpm',
+  limit: 'at most this many routes',
+  offset: 'after this many',
+};
+
 export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   /** A pending commit-confirmed: the document to go back to, and the timer that does. */
   let confirm: { previous: unknown; timer: NodeJS.Timeout; deadline: number } | null = null;
@@ -67,11 +76,19 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   const needPlugin = (name: string) => {
     if (!backend.pipeline().includes(name)) throw new ApiError(404, 'VR_NOT_FOUND', '', `the pipeline has no ${name} stage`);
   };
-  const table = async (plugin: string, name: string): Promise<Reply> => {
+  /** A table, as a list written out as it is read (a route table may hold a million entries). */
+  const table = async (plugin: string, name: string, query: URLSearchParams): Promise<Reply> => {
     needPlugin(plugin);
-    const rows = await backend.table(plugin, name);
-    if (rows === null) throw new ApiError(404, 'VR_NOT_FOUND', '', `plugin ${plugin} has no table ${name}`);
-    return { json: rows };
+    try {
+      const rows = await backend.table(plugin, name, Object.fromEntries(query));
+      if (rows === null) throw new ApiError(404, 'VR_NOT_FOUND', '', `plugin ${plugin} has no table ${name}`);
+      return jsonRows(rows);
+    } catch (err) {
+      // A bad query parameter (PluginConfigError names it).
+      const e = err as Error & { field?: string; code?: string };
+      if (e.code === 'VR_PLUGIN_CONFIG') throw new ApiError(400, 'VR_INVALID', e.field ?? '', e.message.replace(`${e.field}: `, ''));
+      throw err;
+    }
   };
   /** Applies a changed copy of the running document; errors about list entries name the body. */
   /**
@@ -176,9 +193,13 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
     {
       method: 'GET', path: '/plugins/{name}/{table}', summary: 'a table of a plugin (routing: routes, neighbours; acl: rules; ratelimit: policers)',
-      handle: (req) => table(req.params.name, req.params.table),
+      handle: (req) => table(req.params.name, req.params.table, req.query),
     },
-    { method: 'GET', path: '/routes', summary: 'the routes in force: connected, static, blackhole', handle: () => table('routing', 'routes') },
+    {
+      method: 'GET', path: '/routes', summary: 'the routes: connected, static, blackhole, and those learned from route sources (written out as they are read: a full table is long; see the query)',
+      query: ROUTES_QUERY,
+      handle: (req) => table('routing', 'routes', req.query),
+    },
     {
       method: 'POST', path: '/routes', summary: 'adds a static route (applied live)', body: RouteBody, response: ApplyResultBody,
       handle: (req) => {
@@ -226,7 +247,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         }, `DELETE /routes/${req.params.prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
       },
     },
-    { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, state', handle: () => table('routing', 'neighbours') },
+    { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, state', handle: (req) => table('routing', 'neighbours', req.query) },
     {
       method: 'POST', path: '/neighbours', summary: 'adds a static neighbour', body: NeighbourBody, response: ApplyResultBody,
       handle: (req) => {
@@ -243,7 +264,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         return change((d) => (d.neighbours = list(d, 'neighbours').filter((n) => !samePrefix((n as { address?: unknown }).address, req.params.address))), `DELETE /neighbours/${req.params.address}`);
       },
     },
-    { method: 'GET', path: '/acl', summary: 'the ACL rules in order, with their hits', handle: () => table('acl', 'rules') },
+    { method: 'GET', path: '/acl', summary: 'the ACL rules in order, with their hits', handle: (req) => table('acl', 'rules', req.query) },
     {
       method: 'PUT', path: '/acl', summary: 'replaces the ACL rules (and the default action), applied live', body: AclBody, response: ApplyResultBody,
       handle: (req) => {
@@ -255,7 +276,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         }, 'PUT /acl');
       },
     },
-    { method: 'GET', path: '/policers', summary: 'the policers with their colour counters', handle: () => table('ratelimit', 'policers') },
+    { method: 'GET', path: '/policers', summary: 'the policers with their colour counters', handle: (req) => table('ratelimit', 'policers', req.query) },
     { method: 'GET', path: '/config', summary: 'the config document in force', handle: () => ({ json: backend.document() }) },
     {
       method: 'PUT', path: '/config', summary: 'applies a whole config document: the diff live; with dryRun only checks it and returns the diff; with confirm, rolls back unless POST /config/confirm follows in time',
@@ -314,8 +335,8 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'GET', path: '/metrics', summary: 'Prometheus text format', produces: 'text/plain; version=0.0.4',
       handle: async () => {
         const pipeline = backend.pipeline();
-        const rules = pipeline.includes('acl') ? ((await backend.table('acl', 'rules')) ?? []) : [];
-        const policers = pipeline.includes('ratelimit') ? ((await backend.table('ratelimit', 'policers')) ?? []) : [];
+        const rules = pipeline.includes('acl') ? [...((await backend.table('acl', 'rules')) ?? [])] : [];
+        const policers = pipeline.includes('ratelimit') ? [...((await backend.table('ratelimit', 'policers')) ?? [])] : [];
         return { text: renderMetrics(backend.stats(), { gauges: await backend.gauges(), rules, policers }), contentType: 'text/plain; version=0.0.4; charset=utf-8' };
       },
     },

@@ -22,7 +22,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     },
     pipeline: () => supervisor.running.pipeline,
     plugins: () => supervisor.pluginList(),
-    table: (plugin, table) => supervisor.pluginTable(plugin, table),
+    table: (plugin, table, query) => supervisor.pluginTable(plugin, table, query),
     gauges: () => supervisor.pluginGauges(),
     portStates: () => supervisor.portStates(),
     capture: () => supervisor.captureSource(),

@@ -426,12 +426,10 @@ function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string
     if (!pipeline.includes(plugin)) throw new ConfigError(key, `needs the "${plugin}" stage in "pipeline"`);
     specs.get(plugin)!.config[key] = value;
   }
-  // What the route sources learned is the routing stage's too, after the config's.
-  if (pipeline.includes(ROUTING_STAGE)) {
-    const routing = specs.get(ROUTING_STAGE)!.config;
-    if (learned.routes.length > 0) routing.learnedRoutes = learned.routes;
-    if (learned.neighbours.length > 0) routing.learnedNeighbours = learned.neighbours;
-  }
+  // The neighbours the route sources learned are the routing stage's too, after the
+  // config's. Their routes are not part of the config: the stage reads them where the
+  // route sources keep them (Plugin.routesLearned), a million of them perhaps.
+  if (pipeline.includes(ROUTING_STAGE) && learned.neighbours.length > 0) specs.get(ROUTING_STAGE)!.config.learnedNeighbours = learned.neighbours;
   // An ACL rule may name a policer: the acl stage marks its packets with the policer's place.
   if (pipeline.includes('acl')) {
     const policers = Array.isArray(doc.policers) ? (doc.policers as unknown[]) : [];

@@ -2,17 +2,15 @@
 // zebra sends over FPM) and turned into routes as the routing stage takes them: a gateway
 // and, where the route leaves through a port's Linux mirror, that port. Nexthop objects
 // (Linux 5.3+, which FRR's zebra uses) are resolved to their gateways.
-import type { AddressEvent, NeighbourEvent, NexthopEvent, RouteEvent, TableEvent } from '../sys/netlink.ts';
+//
+// A source may hold a full BGP table (a million prefixes): a route is a slot of a few
+// typed arrays (its nexthops interned: a million routes name a few gateways), an IPv4
+// prefix a small integer rather than a string, and what changed is told by prefix
+// (takeChanged), so that each change costs in proportion to what changed.
+import { ipv4PrefixKey, type LearnedRoute } from '../pipeline/api.ts';
+import type { AddressEvent, IpFamily, Nexthop, NeighbourEvent, NexthopEvent, RouteEvent, TableEvent } from '../sys/netlink.ts';
 
-/** A learned route, in the form of a route of the config (plugins/routing/config.ts) with its source. */
-export interface LearnedRoute {
-  prefix: string;
-  via?: string[];
-  port?: string;
-  metric: number;
-  blackhole?: true;
-  source: string;
-}
+export type { LearnedRoute };
 
 /** A neighbour Linux there was told of (`ip neigh add`, a routing daemon): NUD_PERMANENT */
 export interface LearnedNeighbour {
@@ -21,14 +19,13 @@ export interface LearnedNeighbour {
   port: string;
 }
 
-/** What the route sources hold together: routes, and, from the mirrors' namespaces, addresses (by port) and permanent neighbours. */
+/** What the route sources hold besides routes: the addresses on mirrors (by port) and permanent neighbours. */
 export interface Learned {
-  routes: LearnedRoute[];
   addresses: Record<string, string[]>;
   neighbours: LearnedNeighbour[];
 }
 
-export const NOTHING_LEARNED: Learned = { routes: [], addresses: {}, neighbours: [] };
+export const NOTHING_LEARNED: Learned = { addresses: {}, neighbours: [] };
 
 const MAIN_TABLE = 254;
 const NUD_PERMANENT = 0x80;
@@ -39,17 +36,153 @@ const NEXTHOP_GROUP_DEPTH = 2;
 /** Why a route of the source is not one of vrouter's. */
 export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop';
 
+/** Keys of IPv4 prefixes longer than /24 (or with host bits set) start here: the others' are below. */
+const LONG_KEYS = 2 ** 29;
+
+/**
+ * A prefix's key in a table: an IPv4 prefix in canonical form as one number, anything else
+ * its text. A prefix of /24 or shorter (most of a full table) is its first 24 bits times 32
+ * plus its length: below 2^29, a small integer that a Map keeps without a heap number.
+ */
+export function prefixKey(text: string): number | string {
+  const key = ipv4PrefixKey(text);
+  if (key < 0) return text;
+  const address = Math.floor(key / 64);
+  const length = key % 64;
+  return length <= 24 && (address & 255) === 0 ? (address >>> 8) * 32 + length : LONG_KEYS + key;
+}
+
+const familyOf = (key: number | string): IpFamily => (typeof key === 'number' || !key.includes(':') ? 4 : 6);
+
+/** The text of a prefix's key (prefixKey). */
+export function prefixText(key: number | string): string {
+  if (typeof key === 'string') return key;
+  const a = key < LONG_KEYS ? Math.floor(key / 32) * 256 : Math.floor((key - LONG_KEYS) / 64);
+  const length = key < LONG_KEYS ? key % 32 : (key - LONG_KEYS) % 64;
+  return `${Math.floor(a / 16777216)}.${Math.floor(a / 65536) & 255}.${Math.floor(a / 256) & 255}.${a & 255}/${length}`;
+}
+
+const sameNexthop = (a: NexthopEvent, b: NexthopEvent) =>
+  a.via === b.via && a.ifindex === b.ifindex && a.blackhole === b.blackhole && a.group.length === b.group.length && a.group.every((m, i) => m.id === b.group[i].id && m.weight === b.group[i].weight);
+
+interface Hop {
+  via: string | null;
+  ifindex: number;
+}
+
+/** Routes become one route per port their gateways are on (a part each), or are left out, and why. */
+interface Part {
+  via?: readonly string[];
+  port?: string;
+  blackhole?: true;
+}
+type Resolution = readonly Part[] | LeftOut;
+const BLACKHOLE: readonly Part[] = [{ blackhole: true }];
+
+/** The nexthops of routes that list the same ones (ECMP weights are not kept), once for all of them. */
+interface HopSet {
+  key: string;
+  hops: readonly Hop[];
+  family: IpFamily;
+  refs: number;
+  /** what they resolve to, in the epoch of links and mirrors `epoch` */
+  resolution: Resolution | null;
+  epoch: number;
+}
+
+/** What a route is, as far as vrouter is concerned. */
+const UNICAST = 0;
+/** blackhole, unreachable, prohibit: packets to it are dropped */
+const REJECT = 1;
+/** a type vrouter has no use for (local, broadcast, multicast, throw ...) */
+const OTHER_TYPE = 2;
+/** one Linux made itself */
+const KERNEL = 3;
+
+const NONE = -1;
+
+/**
+ * The routes, a slot each: one prefix and metric (what tells Linux routes apart), as
+ * columns. Other metrics of the prefix follow in `next`, as do free slots.
+ */
+class RouteSlots {
+  metric = new Uint32Array(0);
+  kind = new Uint8Array(0);
+  /** the nexthop object it uses, or NONE */
+  nhid = new Int32Array(0);
+  /** its nexthops (HopSet id), or NONE */
+  hops = new Int32Array(0);
+  /** the sync it was last seen in (mark(), sweep()) */
+  seen = new Uint32Array(0);
+  next = new Int32Array(0);
+  private free = NONE;
+  private used = 0;
+
+  alloc(): number {
+    if (this.free !== NONE) {
+      const slot = this.free;
+      this.free = this.next[slot];
+      return slot;
+    }
+    if (this.used === this.metric.length) this.grow();
+    return this.used++;
+  }
+
+  release(slot: number): void {
+    this.next[slot] = this.free;
+    this.free = slot;
+  }
+
+  clear(): void {
+    this.free = NONE;
+    this.used = 0;
+  }
+
+  private grow(): void {
+    const size = Math.max(1024, Math.ceil(this.metric.length * 1.5));
+    const grown = <T extends Uint32Array | Int32Array | Uint8Array>(a: T, make: (n: number) => T) => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.metric = grown(this.metric, (n) => new Uint32Array(n));
+    this.kind = grown(this.kind, (n) => new Uint8Array(n));
+    this.nhid = grown(this.nhid, (n) => new Int32Array(n));
+    this.hops = grown(this.hops, (n) => new Int32Array(n));
+    this.seen = grown(this.seen, (n) => new Uint32Array(n));
+    this.next = grown(this.next, (n) => new Int32Array(n));
+  }
+}
+
 export class LearnedTable {
   readonly source: string;
   /** ifindex -> interface name, in the source's namespace */
   private readonly links = new Map<number, string>();
   private readonly nexthops = new Map<number, NexthopEvent>();
-  /** by table, prefix and metric (what tells Linux routes apart) */
-  private readonly routes = new Map<string, RouteEvent>();
+  /** by prefix (prefixKey), the slot of the first of its routes */
+  private readonly routes = new Map<number | string, number>();
+  private readonly slots = new RouteSlots();
+  private count = 0;
+  /** nexthop sets by id (null: a free id), and ids by their key */
+  private readonly hopSets: (HopSet | null)[] = [];
+  private readonly hopSetIds = new Map<string, number>();
+  private readonly freeHopSets: number[] = [];
+  /** nexthop objects resolved (by id and family) in the epoch `resolvedIn`: forgotten when it passes */
+  private readonly resolved = new Map<number, Resolution>();
+  private resolvedIn = 0;
+  /** bumped when links of mirrors, the mirrors or the nexthop objects change: what was resolved before is stale */
+  private epoch = 0;
+  /** prefixes whose routes may have changed since takeChanged(); every one when `allChanged` */
+  private changed = new Set<number | string>();
+  private allChanged = false;
+  /** nexthop objects changed since takeChanged(): the routes that use them changed */
+  private changedNexthops = new Set<number>();
   /** interfaces' addresses and permanent neighbours, by interface and address */
   private readonly addresses = new Map<string, AddressEvent>();
   private readonly neighbours = new Map<string, NeighbourEvent>();
-  /** keys seen since the sync began; null when no sync is going on */
+  /** the sync going on (mark()), or the last; routes seen in it carry its number */
+  private sync = 0;
+  /** keys other than routes seen since the sync began; null when no sync is going on */
   private seen: Set<string> | null = null;
   /** interface name -> the port it mirrors (a port's Linux mirror in this namespace) */
   private mirrors: ReadonlyMap<string, string>;
@@ -59,34 +192,50 @@ export class LearnedTable {
     this.mirrors = mirrors;
   }
 
-  /** The mirrors changed (ports added or removed): routes through them are read again. */
-  setMirrors(mirrors: ReadonlyMap<string, string>): void {
+  /** The mirrors changed (ports added or removed): routes through them are read again. Returns whether they did change. */
+  setMirrors(mirrors: ReadonlyMap<string, string>): boolean {
+    const same = mirrors.size === this.mirrors.size && [...mirrors].every(([name, port]) => this.mirrors.get(name) === port);
     this.mirrors = mirrors;
+    if (same) return false;
+    this.epoch++;
+    this.allChanged = true;
+    return true;
   }
 
-  /** Applies events; returns whether the routes may have changed. */
+  /** Applies events; returns whether the routes, addresses or neighbours may have changed. */
   apply(events: readonly (TableEvent | { kind: string })[]): boolean {
     let changed = false;
     for (const e of events) {
       switch (e.kind) {
         case 'sync-start':
-          this.seen = new Set();
+          this.mark();
           break;
         case 'sync-end':
           changed = this.sweep() || changed;
           break;
         case 'link': {
           const l = e as Extract<TableEvent, { kind: 'link' }>;
+          const before = this.links.get(l.ifindex);
           if (l.op === 'add') this.links.set(l.ifindex, l.name);
           else this.links.delete(l.ifindex);
+          // Routes name the port of a mirror's interface: only a mirror's link changes them.
+          if ((before !== undefined && this.mirrors.has(before)) || this.mirrors.has(l.name)) {
+            this.epoch++;
+            this.allChanged = true;
+          }
           changed = true;
           break;
         }
         case 'nexthop': {
           const n = e as NexthopEvent;
           this.seen?.add(`nh ${n.id}`);
+          const known = this.nexthops.get(n.id);
+          // One sent again as it was (zebra after a reconnection) changes no route.
+          if (n.op === 'add' && known !== undefined && sameNexthop(known, n)) break;
           if (n.op === 'add') this.nexthops.set(n.id, n);
-          else this.nexthops.delete(n.id);
+          else if (!this.nexthops.delete(n.id)) break;
+          this.changedNexthops.add(n.id);
+          this.epoch++;
           changed = true;
           break;
         }
@@ -111,10 +260,11 @@ export class LearnedTable {
         case 'route': {
           const r = e as RouteEvent;
           if (r.table !== MAIN_TABLE) break;
-          const key = `${r.prefix} ${r.metric}`;
-          this.seen?.add(key);
-          if (r.op === 'add') this.routes.set(key, r);
-          else this.removeRoute(key, r);
+          const key = prefixKey(r.prefix);
+          // A route sent again as it was (zebra's table after a reconnection, a dump after
+          // an overrun) changes nothing.
+          if (r.op === 'add' ? !this.setRoute(key, r) : !this.removeRoute(key, r)) break;
+          this.changed.add(key);
           changed = true;
           break;
         }
@@ -123,23 +273,115 @@ export class LearnedTable {
     return changed;
   }
 
-  /** A 'remove' takes away the gateways it lists (one of an IPv6 multipath route), and the route when none are left or it lists none. */
-  private removeRoute(key: string, r: RouteEvent): void {
-    const known = this.routes.get(key);
-    if (known === undefined) return;
-    const gone = (n: { via: string | null; ifindex: number }) => r.nexthops.some((m) => m.via === n.via && m.ifindex === n.ifindex);
-    const left = r.nexthops.length === 0 ? [] : known.nexthops.filter((n) => !gone(n));
-    if (left.length === 0) this.routes.delete(key);
-    else this.routes.set(key, { ...known, nexthops: left });
+  /** Adds the route, or replaces the one to its prefix and metric; returns whether that changed anything. */
+  private setRoute(key: number | string, r: RouteEvent): boolean {
+    const kind = r.protocol === RTPROT_KERNEL ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
+    const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : NONE;
+    const nhid = r.nhid ?? NONE;
+    const seen = this.seen !== null ? this.sync : 0;
+    const s = this.slots;
+    let last = NONE;
+    for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; slot = s.next[slot]) {
+      if (s.metric[slot] === r.metric) {
+        const same = s.kind[slot] === kind && s.nhid[slot] === nhid && s.hops[slot] === hops;
+        this.release(s.hops[slot]);
+        s.kind[slot] = kind;
+        s.nhid[slot] = nhid;
+        s.hops[slot] = hops;
+        s.seen[slot] = seen;
+        return !same;
+      }
+      last = slot;
+    }
+    const slot = s.alloc();
+    s.metric[slot] = r.metric;
+    s.kind[slot] = kind;
+    s.nhid[slot] = nhid;
+    s.hops[slot] = hops;
+    s.seen[slot] = seen;
+    s.next[slot] = NONE;
+    if (last === NONE) this.routes.set(key, slot);
+    else s.next[last] = slot;
+    this.count++;
+    return true;
   }
 
-  /** Forgets everything (the source is gone); returns whether it held routes. */
+  /**
+   * A 'remove' takes away the gateways it lists (one of an IPv6 multipath route), and the
+   * route when none are left or it lists none. Returns whether there was such a route.
+   */
+  private removeRoute(key: number | string, r: RouteEvent): boolean {
+    const s = this.slots;
+    let before = NONE;
+    let slot = this.routes.get(key) ?? NONE;
+    while (slot !== NONE && s.metric[slot] !== r.metric) {
+      before = slot;
+      slot = s.next[slot];
+    }
+    if (slot === NONE) return false;
+    const gone = (n: Hop) => r.nexthops.some((m) => m.via === n.via && m.ifindex === n.ifindex);
+    const known = s.hops[slot] === NONE ? null : this.hopSets[s.hops[slot]]!;
+    const left = r.nexthops.length === 0 || known === null ? [] : known.hops.filter((n) => !gone(n));
+    if (left.length > 0) {
+      const hops = this.hopSet(left, r.family);
+      this.release(s.hops[slot]);
+      s.hops[slot] = hops;
+      return true;
+    }
+    this.unlink(key, before, slot);
+    return true;
+  }
+
+  private unlink(key: number | string, before: number, slot: number): void {
+    const s = this.slots;
+    const next = s.next[slot];
+    if (before !== NONE) s.next[before] = next;
+    else if (next !== NONE) this.routes.set(key, next);
+    else this.routes.delete(key);
+    this.release(s.hops[slot]);
+    s.release(slot);
+    this.count--;
+  }
+
+  /** The id of the interned set of these nexthops (counted once more), or NONE for none. */
+  private hopSet(nexthops: readonly (Nexthop | Hop)[], family: IpFamily): number {
+    if (nexthops.length === 0) return NONE;
+    let key = `${family}`;
+    for (const n of nexthops) key += ` ${n.via ?? '-'}%${n.ifindex}`;
+    let id = this.hopSetIds.get(key);
+    if (id === undefined) {
+      id = this.freeHopSets.pop() ?? this.hopSets.length;
+      this.hopSets[id] = { key, hops: nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex })), family, refs: 0, resolution: null, epoch: -1 };
+      this.hopSetIds.set(key, id);
+    }
+    this.hopSets[id]!.refs++;
+    return id;
+  }
+
+  private release(id: number): void {
+    if (id === NONE) return;
+    const set = this.hopSets[id]!;
+    if (--set.refs > 0) return;
+    this.hopSetIds.delete(set.key);
+    this.hopSets[id] = null;
+    this.freeHopSets.push(id);
+  }
+
+  /** Forgets everything (the source is gone): every prefix it had changed. Returns whether it held anything. */
   clear(): boolean {
     const had = this.routes.size + this.addresses.size + this.neighbours.size > 0;
+    for (const key of this.routes.keys()) this.changed.add(key);
     this.routes.clear();
+    this.slots.clear();
+    this.count = 0;
+    this.hopSets.length = 0;
+    this.hopSetIds.clear();
+    this.freeHopSets.length = 0;
+    this.resolved.clear();
     this.addresses.clear();
     this.neighbours.clear();
     this.nexthops.clear();
+    this.changedNexthops.clear();
     this.links.clear();
     this.seen = null;
     return had;
@@ -147,6 +389,7 @@ export class LearnedTable {
 
   /** Starts a sweep: what is not seen again before sweep() goes. */
   mark(): void {
+    this.sync++;
     this.seen = new Set();
   }
 
@@ -156,13 +399,26 @@ export class LearnedTable {
     this.seen = null;
     if (seen === null) return false;
     let removed = false;
-    for (const key of this.routes.keys()) {
-      if (!seen.has(key)) {
-        this.routes.delete(key);
+    const s = this.slots;
+    for (const [key, head] of this.routes) {
+      let before = NONE;
+      for (let slot = head, next = s.next[slot]; slot !== NONE; slot = next, next = slot === NONE ? NONE : s.next[slot]) {
+        if (s.seen[slot] === this.sync) {
+          before = slot;
+          continue;
+        }
+        this.unlink(key, before, slot);
+        this.changed.add(key);
         removed = true;
       }
     }
-    for (const id of this.nexthops.keys()) if (!seen.has(`nh ${id}`)) this.nexthops.delete(id);
+    for (const id of this.nexthops.keys()) {
+      if (seen.has(`nh ${id}`)) continue;
+      this.nexthops.delete(id);
+      this.changedNexthops.add(id);
+      this.epoch++;
+      removed = true;
+    }
     for (const table of [this.addresses, this.neighbours]) {
       for (const key of table.keys()) {
         if (seen.has(key)) continue;
@@ -173,31 +429,120 @@ export class LearnedTable {
     return removed;
   }
 
+  /** routes kept (a prefix and metric each), those left out among them */
   get size(): number {
-    return this.routes.size;
+    return this.count;
   }
 
-  /** The routes as the routing stage takes them, and how many were left out, by why. */
-  learned(): { routes: LearnedRoute[]; leftOut: Partial<Record<LeftOut, number>> } {
-    const routes: LearnedRoute[] = [];
+  /**
+   * The prefixes (prefixKey) whose routes may have changed since the last call, and
+   * forgets them: those of routes added or removed, and of routes whose nexthop objects or
+   * mirrors changed.
+   */
+  takeChanged(): Set<number | string> {
+    if (this.allChanged) {
+      for (const key of this.routes.keys()) this.changed.add(key);
+    } else if (this.changedNexthops.size > 0) {
+      // The objects changed and the groups that hold them: the routes that use any of them.
+      const affected = new Set(this.changedNexthops);
+      for (let depth = 0; depth < NEXTHOP_GROUP_DEPTH; depth++) {
+        for (const n of this.nexthops.values()) if (n.group.some((m) => affected.has(m.id))) affected.add(n.id);
+      }
+      const s = this.slots;
+      for (const [key, head] of this.routes) {
+        for (let slot = head; slot !== NONE; slot = s.next[slot]) {
+          if (s.nhid[slot] >= 0 && affected.has(s.nhid[slot])) {
+            this.changed.add(key);
+            break;
+          }
+        }
+      }
+    }
+    this.allChanged = false;
+    this.changedNexthops.clear();
+    const out = this.changed;
+    this.changed = new Set();
+    return out;
+  }
+
+  /** Whether the table has routes to the prefix (prefixKey), left out or not. */
+  has(key: number | string): boolean {
+    return this.routes.has(key);
+  }
+
+  /** The keys (prefixKey) of the prefixes the table has routes to. */
+  prefixes(): IterableIterator<number | string> {
+    return this.routes.keys();
+  }
+
+  /** Appends the routes to a prefix (its key and text) as the routing stage takes them: those not left out. */
+  routesTo(key: number | string, text: string, out: LearnedRoute[]): void {
+    const s = this.slots;
+    for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; slot = s.next[slot]) {
+      const resolution = this.resolutionOf(slot, familyOf(key));
+      if (typeof resolution === 'string') continue;
+      const metric = s.metric[slot];
+      // Object literals of a few fixed shapes: made a million times for a full table.
+      for (const part of resolution) {
+        if (part.blackhole === true) out.push({ prefix: text, metric, source: this.source, blackhole: true });
+        else if (part.port === undefined) out.push({ prefix: text, metric, source: this.source, via: part.via });
+        else if (part.via === undefined) out.push({ prefix: text, metric, source: this.source, port: part.port });
+        else out.push({ prefix: text, metric, source: this.source, via: part.via, port: part.port });
+      }
+    }
+  }
+
+  /** How many routes the routing stage takes, and how many were left out, by why. */
+  status(): { routes: number; leftOut: Partial<Record<LeftOut, number>> } {
+    let routes = 0;
     const leftOut: Partial<Record<LeftOut, number>> = {};
-    for (const r of this.routes.values()) {
-      const out = this.routeOf(r);
-      if (typeof out === 'string') leftOut[out] = (leftOut[out] ?? 0) + 1;
-      else routes.push(...out);
+    for (const [key, head] of this.routes) {
+      for (let slot = head; slot !== NONE; slot = this.slots.next[slot]) {
+        const resolution = this.resolutionOf(slot, familyOf(key));
+        if (typeof resolution === 'string') leftOut[resolution] = (leftOut[resolution] ?? 0) + 1;
+        else routes += resolution.length;
+      }
     }
     return { routes, leftOut };
   }
 
+  /** Every route as the routing stage takes it, and how many were left out, by why (all of them made: for a small table). */
+  learned(): { routes: LearnedRoute[]; leftOut: Partial<Record<LeftOut, number>> } {
+    const routes: LearnedRoute[] = [];
+    for (const key of this.routes.keys()) this.routesTo(key, prefixText(key), routes);
+    return { routes, leftOut: this.status().leftOut };
+  }
+
   /** Routes to the same prefix and metric are one ECMP group: one entry per port the gateways are on. */
-  private routeOf(r: RouteEvent): LearnedRoute[] | LeftOut {
-    if (r.protocol === RTPROT_KERNEL) return 'kernel';
-    const base = { prefix: r.prefix, metric: r.metric, source: this.source };
-    if (r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit') return [{ ...base, blackhole: true }];
-    if (r.type !== 'unicast') return 'type';
-    const hops = r.nhid === null ? r.nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex, blackhole: false })) : this.resolve(r.nhid, NEXTHOP_GROUP_DEPTH);
-    if (hops === null) return 'unknown nexthop';
-    if (hops.some((h) => h.blackhole)) return [{ ...base, blackhole: true }];
+  private resolutionOf(slot: number, family: IpFamily): Resolution {
+    const kind = this.slots.kind[slot];
+    if (kind === KERNEL) return 'kernel';
+    if (kind === REJECT) return BLACKHOLE;
+    if (kind === OTHER_TYPE) return 'type';
+    const nhid = this.slots.nhid[slot];
+    if (nhid < 0) {
+      if (this.slots.hops[slot] === NONE) return 'no gateway';
+      const set = this.hopSets[this.slots.hops[slot]]!;
+      if (set.epoch !== this.epoch) {
+        set.resolution = this.partsOf(set.hops, family);
+        set.epoch = this.epoch;
+      }
+      return set.resolution!;
+    }
+    const id = nhid * 2 + (family === 6 ? 1 : 0);
+    if (this.resolvedIn !== this.epoch) {
+      this.resolved.clear();
+      this.resolvedIn = this.epoch;
+    }
+    const known = this.resolved.get(id);
+    if (known !== undefined) return known;
+    const hops = this.resolve(nhid, NEXTHOP_GROUP_DEPTH);
+    const resolution: Resolution = hops === null ? 'unknown nexthop' : hops.some((h) => h.blackhole) ? BLACKHOLE : this.partsOf(hops, family);
+    this.resolved.set(id, resolution);
+    return resolution;
+  }
+
+  private partsOf(hops: readonly Hop[], family: IpFamily): Resolution {
     // by port ('' for none: the gateway's connected subnet says which), its gateways
     const byPort = new Map<string, string[]>();
     for (const h of hops) {
@@ -205,15 +550,15 @@ export class LearnedTable {
       if (h.via === null) {
         // Straight out of an interface: only a mirror's means a port of vrouter's.
         if (mirrored === '') return 'no gateway';
-        return [{ ...base, port: mirrored }];
+        return [{ port: mirrored }];
       }
-      if (h.via.includes(':') !== (r.family === 6)) return 'gateway family';
+      if (h.via.includes(':') !== (family === 6)) return 'gateway family';
       const vias = byPort.get(mirrored) ?? [];
       if (!vias.includes(h.via)) vias.push(h.via);
       byPort.set(mirrored, vias);
     }
     if (byPort.size === 0) return 'no gateway';
-    return [...byPort].map(([port, via]) => (port === '' ? { ...base, via } : { ...base, via, port }));
+    return [...byPort].map(([port, via]) => (port === '' ? { via } : { via, port }));
   }
 
   /**

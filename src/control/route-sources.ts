@@ -1,12 +1,15 @@
 // Where routes come from besides the config ("routeSources"): a network namespace's main
 // table through netlink (the namespace of a port's Linux mirror, where FRR or BIRD runs,
 // among them), and FRR's zebra over FPM. Each source keeps its routes (LearnedTable); their
-// union goes to the routing stage, as routes the config's overrule.
+// union is the routing stage's (LearnedRoutes, read where they are kept), as routes the
+// config's overrule. What changes is handed on by prefix, a burst at a time: a full BGP
+// table arriving costs a pass over it, and a route that changes costs one route's worth.
 import type { Logger } from '../vhost/connection.ts';
+import type { ChangedPrefixes, LearnedRoute, LearnedRoutes } from '../pipeline/api.ts';
 import { NetlinkWatcher, type WatcherEvent } from '../uplink/netlink-watcher.ts';
 import { FpmServer, type FpmEvent } from '../uplink/fpm-server.ts';
 import type { RouteSourceConfig, VrouterConfig } from './config.ts';
-import { LearnedTable, type Learned, type LeftOut } from './learned-table.ts';
+import { LearnedTable, prefixKey, prefixText, type Learned, type LeftOut } from './learned-table.ts';
 
 /** A namespace that is not there (yet): tried again this often. */
 const RETRY_MS = 1000;
@@ -34,16 +37,52 @@ export interface RouteSourceStatus {
   leftOut: Partial<Record<LeftOut, number>>;
 }
 
-export class RouteSources {
+/**
+ * What changed in a burst: how many prefixes' routes may differ (takeChanged() says
+ * which), and the addresses and neighbours, when they changed (null otherwise).
+ */
+export interface LearnedChange {
+  routes: number;
+  others: Learned | null;
+}
+
+export class RouteSources implements LearnedRoutes {
   private readonly sources = new Map<string, RunningSource>();
-  private readonly onChange: (learned: Learned) => void;
+  private readonly onChange: (change: LearnedChange) => void;
   private readonly log: Logger;
   private settle: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** prefixes (prefixKey) whose routes may have changed since takeChanged(): the tables', gathered at each burst, and those of sources stopped */
+  private changedKeys = new Set<number | string>();
+  /** the addresses and neighbours last handed on, as JSON */
+  private othersSent = JSON.stringify({ addresses: {}, neighbours: [] });
 
-  constructor(onChange: (learned: Learned) => void, log: Logger) {
+  constructor(onChange: (change: LearnedChange) => void, log: Logger) {
     this.onChange = onChange;
     this.log = log;
+  }
+
+  /** The routes to a prefix, every source's (LearnedRoutes). */
+  get(prefix: string): readonly LearnedRoute[] {
+    const key = prefixKey(prefix);
+    const out: LearnedRoute[] = [];
+    for (const s of this.sources.values()) s.table.routesTo(key, prefix, out);
+    return out;
+  }
+
+  /** The routes to each prefix, once (LearnedRoutes): a pass over every source's table. */
+  *all(): Generator<readonly LearnedRoute[]> {
+    const tables = [...this.sources.values()].map((s) => s.table);
+    for (let i = 0; i < tables.length; i++) {
+      next: for (const key of tables[i].prefixes()) {
+        // A prefix an earlier table has was done with that table.
+        for (let j = 0; j < i; j++) if (tables[j].has(key)) continue next;
+        const text = prefixText(key);
+        const routes: LearnedRoute[] = [];
+        for (let j = i; j < tables.length; j++) tables[j].routesTo(key, text, routes);
+        if (routes.length > 0) yield routes;
+      }
+    }
   }
 
   /** Starts the sources the config names and stops the others; the mirrors' ports are read again. */
@@ -52,6 +91,8 @@ export class RouteSources {
     for (const [name, source] of this.sources) {
       if (wanted.has(name)) continue;
       this.sources.delete(name);
+      source.table.clear();
+      this.gather(source.table);
       void source.stop();
       this.log.info(`route source ${name} stopped: its routes are withdrawn`, 'routes.source', { source: name });
       this.changed();
@@ -60,8 +101,7 @@ export class RouteSources {
       const mirrors = s.type === 'netlink' ? mirrorsIn(config, s.netns) : new Map<string, string>();
       const running = this.sources.get(name);
       if (running !== undefined) {
-        running.table.setMirrors(mirrors);
-        this.changed();
+        if (running.table.setMirrors(mirrors)) this.changed();
         continue;
       }
       const table = new LearnedTable(name, mirrors);
@@ -70,10 +110,7 @@ export class RouteSources {
   }
 
   status(): RouteSourceStatus[] {
-    return [...this.sources.entries()].map(([source, s]) => {
-      const { routes, leftOut } = s.table.learned();
-      return { source, state: s.state, routes: routes.length, leftOut };
-    });
+    return [...this.sources.entries()].map(([source, s]) => ({ source, state: s.state, ...s.table.status() }));
   }
 
   async stop(): Promise<void> {
@@ -177,16 +214,47 @@ export class RouteSources {
     return source;
   }
 
-  /** Some source's routes changed: the union goes on once the burst of changes settled. */
+  /**
+   * Some source's routes changed: once the burst of changes settled, the prefixes that
+   * changed go on, and the addresses and neighbours if they did (there are few of them).
+   */
   private changed(): void {
     if (this.settle !== null || this.stopped) return;
     this.settle = setTimeout(() => {
       this.settle = null;
       const tables = [...this.sources.values()].map((s) => s.table);
+      for (const t of tables) this.gather(t);
       const addresses: Record<string, string[]> = {};
       for (const t of tables) for (const [port, list] of t.learnedAddresses()) addresses[port] = [...(addresses[port] ?? []), ...list];
-      this.onChange({ routes: tables.flatMap((t) => t.learned().routes), addresses, neighbours: tables.flatMap((t) => t.learnedNeighbours()) });
+      const others: Learned = { addresses, neighbours: tables.flatMap((t) => t.learnedNeighbours()) };
+      const json = JSON.stringify(others);
+      const othersChanged = json !== this.othersSent;
+      this.othersSent = json;
+      if (this.changedKeys.size > 0 || othersChanged) this.onChange({ routes: this.changedKeys.size, others: othersChanged ? others : null });
     }, SETTLE_MS);
+  }
+
+  /** Adds what changed in a table to what changed since takeChanged() (the bigger set kept: a full table is a million prefixes). */
+  private gather(table: LearnedTable): void {
+    let keys = table.takeChanged();
+    if (keys.size > this.changedKeys.size) [keys, this.changedKeys] = [this.changedKeys, keys];
+    for (const key of keys) this.changedKeys.add(key);
+  }
+
+  /**
+   * The prefixes whose routes may have changed since the last call, and forgets them:
+   * their text is made as it is read (a plugin that compiles whole for a big change reads
+   * only how many).
+   */
+  takeChanged(): ChangedPrefixes {
+    const keys = this.changedKeys;
+    this.changedKeys = new Set();
+    return {
+      size: keys.size,
+      *[Symbol.iterator]() {
+        for (const key of keys) yield prefixText(key);
+      },
+    };
   }
 }
 

@@ -14,9 +14,9 @@ import { ARENA_BYTES, createArena, releaseShared } from '../sys/shared-arena.ts'
 import { DataplaneProcess } from './dataplane-process.ts';
 import { collectGarbageSoon } from './collect.ts';
 import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
-import type { Topology } from '../pipeline/api.ts';
+import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
-import { allocatePluginMemory, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
+import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { setThreadCpus } from '../sys/libc.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
@@ -31,7 +31,7 @@ import { dataplaneLayout, pmdConfigsOf, type DataplaneLayout } from './dataplane
 import { endpointOf, portChange, type PortChange } from './port-change.ts';
 import { assignSlots, type PortSlots } from './port-slots.ts';
 import { CONTROL_WORDS } from '../dataplane/capture.ts';
-import { RouteSources, type RouteSourceStatus } from './route-sources.ts';
+import { RouteSources, type LearnedChange, type RouteSourceStatus } from './route-sources.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 
 const log = createLog('supervisor');
@@ -74,8 +74,16 @@ const STUCK_MS = 1000;
 const WATCHDOG_MS = 250;
 /** changes arriving within this long are applied as one (applyEdit) */
 const EDIT_WINDOW_MS = 20;
-/** Changes of the learned routes are applied together, this often at most: a routing daemon's burst is one apply. */
+/**
+ * Changes of the learned routes are applied together, this often at most: a routing
+ * daemon's burst is one apply. After an apply that took longer (a full table compiled
+ * whole), changes are gathered for twice as long as it took: a table arriving is compiled
+ * a few times, each about three times bigger than the last (not once a window, each a
+ * little bigger: quadratic), and the supervisor keeps two thirds of its time for reading
+ * the sources and for the admin endpoint.
+ */
 const LEARNED_WINDOW_MS = 100;
+const LEARNED_GATHER_PER_APPLY = 2;
 
 /** A data-plane process whose PMDs are loaded and wait (startSpare). */
 interface Spare {
@@ -102,9 +110,16 @@ export class Supervisor {
   private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
   private applying: Promise<unknown> = Promise.resolve();
-  /** what the route sources hold (RouteSources): the routing stage's too; and whether an apply of it is queued */
+  /**
+   * What the route sources hold besides routes (addresses on mirrors, permanent neighbours):
+   * part of the config, applied with it; whether they changed since; and whether an apply
+   * of what they learned is queued (the routes that changed, RouteSources keeps).
+   */
   private learned: Learned = NOTHING_LEARNED;
+  private learnedOthersChanged = false;
   private learnedQueued = false;
+  /** how long the last apply of learned routes took, and when it ended */
+  private learnedApplied = { ms: 0, at: 0 };
   private routeSources: RouteSources | null = null;
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
   private readonly digests = new Map<string, string>();
@@ -186,7 +201,7 @@ export class Supervisor {
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
     this.keepOffPmdCpus();
-    await preparePlugins(this.plugins, this.pluginMemory, this.topology);
+    await preparePlugins(this.plugins, this.pluginMemory, this.topology, undefined, this.learnedRoutes);
     const { commandsFd } = await this.startDataplane();
     for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
     const data: ControlThreadData = {
@@ -212,7 +227,7 @@ export class Supervisor {
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     this.keepSpare();
     // After the ports: a mirror's namespace exists once its port is open.
-    this.routeSources = new RouteSources((learned) => this.learnedChanged(learned), log);
+    this.routeSources = new RouteSources((change) => this.learnedChanged(change), log);
     this.routeSources.configure(this.config);
     const cpus = this.config.pmd.cores.join(', ');
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmdCount} PMD(s) on CPU ${cpus} in the data-plane process (pid ${this.dataplane?.pid})`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmdCount });
@@ -679,24 +694,33 @@ export class Supervisor {
     });
   }
 
+  /** The routes the route sources hold, as plugins read them. */
+  private get learnedRoutes(): LearnedRoutes {
+    return this.routeSources ?? NO_LEARNED_ROUTES;
+  }
+
   /** Every plugin's gauges (Plugin.gauges), read from shared memory. */
   async pluginGauges(): Promise<{ plugin: string; name: string; value: number }[]> {
     const out: { plugin: string; name: string; value: number }[] = [];
     for (const plan of this.plugins) {
       if (!plan.gauges) continue;
       const module = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
-      const values = module.gauges!({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name] });
+      const values = module.gauges!({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name], learnedRoutes: this.learnedRoutes });
       for (const [name, value] of Object.entries(values)) out.push({ plugin: plan.name, name, value });
     }
     return out;
   }
 
-  /** A plugin's table (Plugin.tables), read from its shared memory; null if it has none so named. */
-  async pluginTable(plugin: string, table: string): Promise<Record<string, unknown>[] | null> {
+  /**
+   * A plugin's table (Plugin.tables), read from its shared memory, the entries the query
+   * asks for; null if it has none so named. An iterable: a route table may be a million
+   * entries long, made one by one as they are read.
+   */
+  async pluginTable(plugin: string, table: string, query: Readonly<Record<string, string>> = {}): Promise<Iterable<Record<string, unknown>> | null> {
     const plan = this.plugins.find((p) => p.name === plugin);
     if (plan === undefined || !plan.tables.includes(table)) return null;
     const module = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
-    return module.tables![table].list({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name] });
+    return module.tables![table].list({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name], learnedRoutes: this.learnedRoutes }, query);
   }
 
   /**
@@ -736,19 +760,84 @@ export class Supervisor {
   }
 
   /**
-   * What the route sources hold changed: applied with the config in force when the apply's
-   * turn comes (the changes of a short window together). Routes and neighbours change
-   * live; an address on a mirror changes its port (the PMDs restart on it, a short pause).
+   * What the route sources hold changed: applied when the apply's turn comes (the changes
+   * of a short window together). Routes go to the plugins that take them (the routing
+   * stage) as the prefixes that changed, without a new config: their tables change in
+   * place, or are built anew for a big change. Neighbours and addresses on mirrors are
+   * part of the config, applied with the config in force: neighbours change live, an
+   * address on a mirror changes its port (the PMDs restart on it, a short pause).
    */
-  learnedChanged(learned: Learned): void {
-    this.learned = learned;
+  learnedChanged(change: LearnedChange): void {
+    if (change.others !== null) {
+      this.learned = change.others;
+      this.learnedOthersChanged = true;
+    }
     if (this.learnedQueued || this.stopping) return;
     this.learnedQueued = true;
-    const run = this.applying.then(() => sleep(LEARNED_WINDOW_MS)).then(() => {
-      this.learnedQueued = false;
-      return this.applyNow(this.document, { source: 'route sources' });
-    });
-    this.applying = run.catch((err: Error) => log.error(`learned routes not applied: ${err.message}`, 'routes.refused'));
+    this.applyLearnedAfter(LEARNED_WINDOW_MS);
+  }
+
+  /**
+   * Applies what the route sources learned `ms` from now, or later: when its turn comes,
+   * changes are gathered on until twice as long as the last apply of them took has gone by
+   * since it ended (an apply that was running meanwhile counts).
+   */
+  private applyLearnedAfter(ms: number): void {
+    setTimeout(() => {
+      const run = this.applying.then(async () => {
+        if (this.stopping) return;
+        const gather = LEARNED_GATHER_PER_APPLY * this.learnedApplied.ms - (performance.now() - this.learnedApplied.at);
+        if (gather > 1) return this.applyLearnedAfter(gather);
+        this.learnedQueued = false;
+        const started = performance.now();
+        try {
+          if (this.learnedOthersChanged) {
+            this.learnedOthersChanged = false;
+            await this.applyNow(this.document, { source: 'route sources' });
+          }
+        } finally {
+          await this.applyLearnedRoutes();
+          this.learnedApplied = { ms: performance.now() - started, at: performance.now() };
+        }
+      });
+      this.applying = run.catch((err: Error) => log.error(`learned routes not applied: ${err.message}`, 'routes.refused'));
+    }, ms).unref();
+  }
+
+  /**
+   * Hands the prefixes whose learned routes changed to the plugins that take them: their
+   * tables change in place (the PMDs read them as they change), or the PMDs switch to
+   * tables built anew between two bursts. No config is parsed, compared or copied.
+   */
+  private async applyLearnedRoutes(): Promise<void> {
+    if (this.routeSources === null || this.stopping) return;
+    const prefixes = this.routeSources.takeChanged();
+    if (prefixes.size === 0) return;
+    let memory = this.pluginMemory;
+    const changed: PluginPlan[] = [];
+    for (const plan of this.plugins) {
+      if (!plan.learnsRoutes) continue;
+      const regions = await learnRoutes(plan, memory[plan.name], this.topology, this.learnedRoutes, prefixes);
+      if (regions === memory[plan.name]) continue;
+      memory = { ...memory, [plan.name]: regions };
+      changed.push(plan);
+    }
+    if (changed.length === 0) return;
+    this.useMemory(memory);
+    this.postTables(changed);
+  }
+
+  /** The plugins' memory from now on: regions no longer in it are freed once no PMD uses them. */
+  private useMemory(memory: PluginMemory): void {
+    const kept = new Set(Object.values(memory).flatMap((regions) => Object.values(regions)));
+    const dropped = Object.values(this.pluginMemory).flatMap((regions) => Object.values(regions)).filter((b) => !kept.has(b));
+    this.pluginMemory = memory;
+    const generation = ++this.tablesGeneration;
+    if (dropped.length > 0) {
+      this.retired.push({ buffers: dropped, generation });
+      // What the compile left behind goes too, once the PMDs took the new tables.
+      collectGarbageSoon();
+    }
   }
 
   private async applyEdits(): Promise<void> {
@@ -806,7 +895,7 @@ export class Supervisor {
     const memory = allocatePluginMemory(plans, this.pluginMemory);
     // Plugins that did not change keep all they had, the regions prepare() returned too.
     for (const p of plans) if (!changed.includes(p)) memory[p.name] = this.pluginMemory[p.name];
-    await preparePlugins(changed, memory, topology, this.pluginMemory);
+    await preparePlugins(changed, memory, topology, this.pluginMemory, this.learnedRoutes);
     // The last step that may refuse: the sockets of new ports.
     if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
@@ -820,18 +909,10 @@ export class Supervisor {
     this.plugins = plans;
     this.routeSources?.configure(next);
     // Regions of the tables replaced are freed once no PMD uses them.
-    const kept = new Set(Object.values(memory).flatMap((regions) => Object.values(regions)));
-    const dropped = Object.values(this.pluginMemory).flatMap((regions) => Object.values(regions)).filter((b) => !kept.has(b));
-    this.pluginMemory = memory;
-    const generation = ++this.tablesGeneration;
-    if (dropped.length > 0) {
-      this.retired.push({ buffers: dropped, generation });
-      // What the compile left behind goes too, once the PMDs took the new tables.
-      collectGarbageSoon();
-    }
+    this.useMemory(memory);
     for (const p of newFiles) this.digests.set(p.name, digests.get(p.name)!);
     const names = changed.map((p) => p.name).join(', ');
-    const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ') || `what the route sources hold: ${this.learned.routes.length} routes`;
+    const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ') || 'what the route sources hold';
     if (ports !== null) {
       log.info(`reloaded from ${options.source} (${what}): restarting the PMDs on the new layout of ports and queues`, 'config.reloaded', { source: options.source, mode: 'restart', plugins: names });
       await this.restartOnLayout(ports, topology);

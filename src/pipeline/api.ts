@@ -126,6 +126,48 @@ export interface PluginContext<Config> {
   count(port: number, counter: number, n: number): void;
 }
 
+/**
+ * A route a route source learned (a network namespace's main table through netlink, FRR's
+ * zebra over FPM), in the form of a route of the config, with its source. Routes of a
+ * source with the same gateways share one `via` array (a table of a million routes names
+ * a few gateways): a plugin may cache what it makes of one by the array.
+ */
+export interface LearnedRoute {
+  /** canonical, host bits clear: "10.1.0.0/16", "2001:db8::/32" */
+  readonly prefix: string;
+  /** gateways (several: ECMP); none for a route straight out of `port`, or a blackhole */
+  readonly via?: readonly string[];
+  /** the port the gateways are on (a route through a port's Linux mirror) */
+  readonly port?: string;
+  readonly metric: number;
+  readonly blackhole?: true;
+  /** "netlink NS", "fpm HOST:PORT" */
+  readonly source: string;
+}
+
+/**
+ * What the route sources hold, by prefix, read where it is kept (the supervisor's): a
+ * plugin that compiles its tables whole reads them all; told which prefixes changed
+ * (Plugin.routesLearned), it reads those. Nothing is copied until read.
+ */
+export interface LearnedRoutes {
+  /** the routes to a prefix (written as LearnedRoute.prefix), every source's; empty if none */
+  get(prefix: string): readonly LearnedRoute[];
+  /** the routes to each prefix that has any, a prefix at a time (a pass over every source's table) */
+  all(): Iterable<readonly LearnedRoute[]>;
+}
+
+export const NO_LEARNED_ROUTES: LearnedRoutes = { get: () => [], all: () => [] };
+
+/**
+ * The prefixes whose learned routes changed (as LearnedRoute.prefix writes them): how
+ * many, and each, made as it is read: a plugin that compiles its tables whole for a big
+ * change reads only the count.
+ */
+export interface ChangedPrefixes extends Iterable<string> {
+  readonly size: number;
+}
+
 /** What a plugin's prepare() gets, once, in the control plane (not in a PMD). */
 export interface PluginSetup<Config> {
   readonly config: Config;
@@ -146,6 +188,8 @@ export interface PluginSetup<Config> {
    * job makes (sharedBuffer() there gives SharedArrayBuffers) come back as shared memory.
    */
   runJob<T>(module: string | URL, input: unknown): Promise<T>;
+  /** the routes the route sources learned (see Plugin.routesLearned); absent: none */
+  readonly learnedRoutes?: LearnedRoutes;
 }
 
 /** What a table's handlers see: the plugin's config and shared memory, from the control plane. */
@@ -153,6 +197,8 @@ export interface TableView<Config> {
   readonly config: Config;
   readonly topology: Topology;
   readonly shared: Readonly<Record<string, ArrayBufferLike>>;
+  /** the routes the route sources learned; absent: none */
+  readonly learnedRoutes?: LearnedRoutes;
 }
 
 /**
@@ -162,7 +208,14 @@ export interface TableView<Config> {
 export interface PluginTable<Config> {
   /** one line: what an entry is */
   description: string;
-  list(view: TableView<Config>): Record<string, unknown>[];
+  /** query parameters list() takes (name -> meaning), for the admin endpoint's description */
+  query?: Record<string, string>;
+  /**
+   * The entries, those the query asks for. An iterable rather than an array for a table
+   * that may hold a million entries: the admin endpoint writes them out as they come.
+   * Throws PluginConfigError naming the query parameter at fault.
+   */
+  list(view: TableView<Config>, query: Readonly<Record<string, string>>): Iterable<Record<string, unknown>>;
 }
 
 /** A config mistake: `field` is the path inside the plugin's config (e.g. "rules[3].dstPort"). */
@@ -218,6 +271,17 @@ export interface Plugin<Config = unknown, State = unknown> {
    * the PMDs on the new config.
    */
   tablesChanged?(state: State, update: { config: Config; shared: Readonly<Record<string, ArrayBufferLike>> }): void;
+  /**
+   * The routes the route sources learned changed (those to `prefixes`: read them from
+   * setup.learnedRoutes): in the control plane, a burst of changes at a time, without a
+   * new config. The plugin changes its tables in place, or builds them anew, sized for
+   * what they hold now, and returns the regions as prepare() does (the PMDs then switch to
+   * them, see tablesChanged, which a plugin with this hook must have). prepare() reads
+   * every learned route when it builds tables whole, so a new config or new ports keep
+   * them. Without it, the plugin does not see learned routes. One call at a time, never
+   * during prepare(); a rejection is logged, and the tables stay as they were.
+   */
+  routesLearned?(setup: PluginSetup<Config>, prefixes: ChangedPrefixes): Promise<Record<string, ArrayBufferLike> | void> | Record<string, ArrayBufferLike> | void;
   /**
    * The part of the config the PMDs need (createState, tablesChanged), when it is much
    * smaller than the whole: every change of the config is copied into each PMD, which

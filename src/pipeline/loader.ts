@@ -58,6 +58,8 @@ export interface PluginPlan extends PluginCounters {
   pluginVersion: string;
   /** whether it takes a new config live, between bursts (Plugin.tablesChanged) */
   swappable: boolean;
+  /** whether it takes the route sources' routes (Plugin.routesLearned) */
+  learnsRoutes: boolean;
   /** the names of its tables (Plugin.tables) */
   tables: string[];
   /** whether it has gauges (Plugin.gauges) */
@@ -120,12 +122,15 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     if (plugin.onError !== undefined && plugin.onError !== 'bypass' && plugin.onError !== 'drop') {
       throw new PluginLoadError(`${field}.path`, `${plugin.name}: onError must be "bypass" or "drop", got ${JSON.stringify(plugin.onError)}`);
     }
+    if (plugin.routesLearned !== undefined && plugin.tablesChanged === undefined) {
+      throw new PluginLoadError(`${field}.path`, `${plugin.name}: a plugin with routesLearned needs tablesChanged (the PMDs take the tables it builds anew between bursts)`);
+    }
     const sharedMemory = plugin.sharedMemory?.(config, topology) ?? {};
     const sizes = Object.values(sharedMemory);
     if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) > MAX_PLUGIN_MEMORY_BYTES) {
       throw new PluginLoadError(field, `${plugin.name} asks for shared memory of ${JSON.stringify(sharedMemory)}: whole positive byte counts, at most ${MAX_PLUGIN_MEMORY_BYTES} in all`);
     }
-    plans.push({ name: spec.name, path: spec.path, config, pmdConfig: plugin.pmdConfig ? plugin.pmdConfig(config) : config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version, swappable: typeof plugin.tablesChanged === 'function', tables: Object.keys(plugin.tables ?? {}), gauges: typeof plugin.gauges === 'function' });
+    plans.push({ name: spec.name, path: spec.path, config, pmdConfig: plugin.pmdConfig ? plugin.pmdConfig(config) : config, slot, dropReasons, counters, onError: plugin.onError ?? 'drop', sharedMemory, version, pluginVersion: plugin.version, swappable: typeof plugin.tablesChanged === 'function', learnsRoutes: typeof plugin.routesLearned === 'function', tables: Object.keys(plugin.tables ?? {}), gauges: typeof plugin.gauges === 'function' });
     slot += used;
   }
   return plans;

@@ -29,9 +29,48 @@ export interface Prefix {
   text: string;
 }
 
+/**
+ * An IPv4 address with a prefix length, written as vrouter writes them ("10.1.0.0/16": no
+ * leading zeros), as one exact number: the address times 64, plus the length; -1 for any
+ * other text. A fraction of a parse's cost, and no object made: for tables of a million
+ * routes.
+ */
+export function ipv4PrefixKey(text: string): number {
+  let address = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  let i = 0;
+  for (; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return -1;
+      octet = octet * 10 + c - 48;
+      if (octet > 255) return -1;
+      digits++;
+    } else if (c === 46 && digits > 0 && dots < 3) {
+      address = address * 256 + octet;
+      octet = digits = 0;
+      dots++;
+    } else if (c === 47 && digits > 0 && dots === 3) break;
+    else return -1;
+  }
+  const rest = text.length - i - 1;
+  if (rest < 1 || rest > 2 || (rest === 2 && text.charCodeAt(i + 1) === 48)) return -1;
+  const length = rest === 1 ? text.charCodeAt(i + 1) - 48 : (text.charCodeAt(i + 1) - 48) * 10 + text.charCodeAt(i + 2) - 48;
+  if (!(length >= 0 && length <= 32) || (rest === 2 && !(text.charCodeAt(i + 2) >= 48 && text.charCodeAt(i + 2) <= 57))) return -1;
+  return (address * 256 + octet) * 64 + length;
+}
+
 /** An address with or without /length; throws Error(reason) for anything else. */
 export function parsePrefix(text: unknown): Prefix {
   if (typeof text !== 'string') throw new Error(`must be an IPv4 or IPv6 address or prefix as a string, got ${JSON.stringify(text)}`);
+  // Written as vrouter writes it: no parse needed (a config of a million routes).
+  const key = ipv4PrefixKey(text);
+  if (key >= 0) {
+    const a = Math.floor(key / 64);
+    return { family: 4, bytes: Uint8Array.of(Math.floor(a / 16777216), (a >>> 16) & 255, (a >>> 8) & 255, a & 255), length: key % 64, text };
+  }
   const v6 = text.includes(':');
   const slash = text.indexOf('/');
   // One parse (the constructor checks it all): a route table of a million entries is parsed

@@ -5,7 +5,7 @@ import { adoptShared, isSharedBuffer, sharedBuffer } from '../sys/shared-arena.t
 import { runJob } from '../control/jobs.ts';
 import { createLog } from '../log.ts';
 import { importPlugin, PluginLoadError, type PluginPlan } from './loader.ts';
-import type { Topology } from './api.ts';
+import { NO_LEARNED_ROUTES, type ChangedPrefixes, type LearnedRoutes, type Plugin, type PluginSetup, type Topology } from './api.ts';
 
 /** Regions by plugin name, then by region name. */
 export type PluginMemory = Record<string, Record<string, ArrayBufferLike>>;
@@ -31,25 +31,48 @@ export function allocatePluginMemory(plans: readonly PluginPlan[], previous?: Pl
  * What prepare() returns joins the plugin's regions. A failure is the plugin's config error:
  * PluginLoadError naming the plugin or the field.
  */
-export async function preparePlugins(plans: readonly PluginPlan[], memory: PluginMemory, topology: Topology, previous?: PluginMemory): Promise<void> {
+export async function preparePlugins(plans: readonly PluginPlan[], memory: PluginMemory, topology: Topology, previous?: PluginMemory, learnedRoutes: LearnedRoutes = NO_LEARNED_ROUTES): Promise<void> {
   for (const plan of plans) {
     const plugin = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
     if (plugin.prepare === undefined) continue;
-    const log = createLog(plan.name);
     const regions = memory[plan.name];
     const fresh = (name: string) => previous?.[plan.name]?.[name] !== regions[name];
     try {
-      const more = await plugin.prepare({ config: plan.config, topology, shared: regions, fresh, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob });
-      for (const [name, buffer] of Object.entries(more ?? {})) {
-        if (!isSharedBuffer(buffer)) throw new Error(`prepare() returned ${name}, which is not a shared buffer (sharedBuffer())`);
-        if (name in plan.sharedMemory) throw new Error(`prepare() returned ${name}, a region sharedMemory() already declared`);
-        // One it made with new SharedArrayBuffer() is copied into the shared memory once.
-        regions[name] = adoptShared(buffer);
-      }
+      adoptRegions(plan, regions, await plugin.prepare(setupOf(plan, regions, topology, fresh, learnedRoutes)), 'prepare');
     } catch (err) {
       const e = err as Error & { field?: string };
       const field = e.field ?? `plugins.${plan.name}`;
       throw new PluginLoadError(field, `${plan.name} could not prepare its tables: ${e.message.replace(`${field}: `, '')}`);
     }
   }
+}
+
+function setupOf(plan: PluginPlan, regions: Record<string, ArrayBufferLike>, topology: Topology, fresh: (region: string) => boolean, learnedRoutes: LearnedRoutes): PluginSetup<unknown> {
+  const log = createLog(plan.name);
+  return { config: plan.config, topology, shared: regions, fresh, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob, learnedRoutes };
+}
+
+/** Puts the regions a hook returned (prepare, routesLearned) among the plugin's. */
+function adoptRegions(plan: PluginPlan, regions: Record<string, ArrayBufferLike>, more: Record<string, ArrayBufferLike> | void, hook: string): void {
+  for (const [name, buffer] of Object.entries(more ?? {})) {
+    if (!isSharedBuffer(buffer)) throw new Error(`${hook}() returned ${name}, which is not a shared buffer (sharedBuffer())`);
+    if (name in plan.sharedMemory) throw new Error(`${hook}() returned ${name}, a region sharedMemory() already declared`);
+    // One it made with new SharedArrayBuffer() is copied into the shared memory once.
+    if (regions[name] !== buffer) regions[name] = adoptShared(buffer);
+  }
+}
+
+/**
+ * Hands a plugin the prefixes whose learned routes changed (Plugin.routesLearned). Returns
+ * its regions afterwards: `regions` itself when its tables were changed in place, a new
+ * record when it built some anew (the caller hands those to the PMDs, and frees the old).
+ */
+export async function learnRoutes(plan: PluginPlan, regions: Record<string, ArrayBufferLike>, topology: Topology, learnedRoutes: LearnedRoutes, prefixes: ChangedPrefixes): Promise<Record<string, ArrayBufferLike>> {
+  const plugin: Plugin = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
+  if (plugin.routesLearned === undefined) return regions;
+  const more = await plugin.routesLearned(setupOf(plan, regions, topology, () => false, learnedRoutes), prefixes);
+  if (more === undefined || Object.entries(more).every(([name, buffer]) => regions[name] === buffer)) return regions;
+  const next = { ...regions };
+  adoptRegions(plan, next, more, 'routesLearned');
+  return next;
 }

@@ -5,7 +5,7 @@
 import { Batch, BATCH_MAX, EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/batch.ts';
 import { PacketPool } from '../dataplane/packet-pool.ts';
 import { DROP_REASONS } from '../dataplane/counters.ts';
-import type { Plugin, PluginContext, PortInfo, Topology } from './api.ts';
+import type { LearnedRoute, LearnedRoutes, Plugin, PluginContext, PluginSetup, PortInfo, Topology } from './api.ts';
 
 export interface HarnessPort {
   name: string;
@@ -23,6 +23,36 @@ export interface HarnessOptions {
   pmdCount?: number;
   /** another harness's shared memory: two harnesses then act as two PMDs of one router */
   shareWith?: PluginHarness<unknown, unknown>;
+  /** routes a route source learned (PluginSetup.learnedRoutes), for a plugin that takes them */
+  learnedRoutes?: readonly LearnedRoute[];
+}
+
+/** Learned routes as the supervisor hands them to plugins, from a list (LearnedRoutes). */
+export class LearnedRouteList implements LearnedRoutes {
+  private readonly byPrefix = new Map<string, LearnedRoute[]>();
+
+  constructor(routes: readonly LearnedRoute[] = []) {
+    this.set(routes);
+  }
+
+  /** Replaces the routes; returns the prefixes whose routes changed. */
+  set(routes: readonly LearnedRoute[]): string[] {
+    const before = this.byPrefix;
+    const after = new Map<string, LearnedRoute[]>();
+    for (const r of routes) after.set(r.prefix, [...(after.get(r.prefix) ?? []), r]);
+    const changed = [...new Set([...before.keys(), ...after.keys()])].filter((p) => JSON.stringify(before.get(p)) !== JSON.stringify(after.get(p)));
+    this.byPrefix.clear();
+    for (const [p, list] of after) this.byPrefix.set(p, list);
+    return changed;
+  }
+
+  get(prefix: string): readonly LearnedRoute[] {
+    return this.byPrefix.get(prefix) ?? [];
+  }
+
+  all(): Iterable<readonly LearnedRoute[]> {
+    return this.byPrefix.values();
+  }
 }
 
 /** What happened to one packet of a batch (received or emitted). */
@@ -42,7 +72,8 @@ const PLUGIN_ERROR = 'plugin_error';
 
 export class PluginHarness<Config = unknown, State = unknown> {
   readonly plugin: Plugin<Config, State>;
-  readonly config: Config;
+  /** the plugin's config, as parsed (reconfigure() gives it a new one) */
+  config: Config;
   readonly topology: Topology;
   readonly shared: Record<string, ArrayBufferLike>;
   readonly state: State;
@@ -63,12 +94,30 @@ export class PluginHarness<Config = unknown, State = unknown> {
     const config = plugin.parseConfig ? plugin.parseConfig(options.config ?? {}) : (undefined as C);
     const topology = topologyOf(options);
     const shared = options.shareWith?.shared ?? allocate(plugin.sharedMemory?.(config, topology) ?? {});
-    if (options.shareWith === undefined && plugin.prepare) {
-      const runJob = async <T>(module: string | URL, input: unknown) => ((await import(String(module))) as { default: (i: unknown) => T }).default(input);
-      const more = await plugin.prepare({ config, topology, shared, fresh: () => true, log: { info() {}, warn() {} }, runJob });
-      Object.assign(shared, more ?? {});
+    const learned = new LearnedRouteList(options.learnedRoutes);
+    if (options.shareWith === undefined && plugin.prepare) Object.assign(shared, (await plugin.prepare(setupOf(config, topology, shared, learned))) ?? {});
+    const h = new PluginHarness(plugin, { ...options, shareWith: { shared } as PluginHarness<unknown, unknown> }, true);
+    h.learned = learned;
+    return h;
+  }
+
+  /** The routes the route sources hold, as the plugin reads them (learnRoutes changes them). */
+  learned = new LearnedRouteList();
+
+  /**
+   * The route sources now hold `routes` (and no others): the plugin is told which prefixes
+   * changed (Plugin.routesLearned), as the supervisor tells it, and the state takes the
+   * tables it built anew, if it did (Plugin.tablesChanged). Returns the prefixes told.
+   */
+  async learnRoutes(routes: readonly LearnedRoute[]): Promise<string[]> {
+    const prefixes = this.learned.set(routes);
+    if (this.plugin.routesLearned === undefined || prefixes.length === 0) return prefixes;
+    const more = await this.plugin.routesLearned(setupOf(this.config, this.topology, this.shared, this.learned), new Set(prefixes));
+    if (more !== undefined && Object.entries(more).some(([name, buffer]) => this.shared[name] !== buffer)) {
+      Object.assign(this.shared, more);
+      this.plugin.tablesChanged?.(this.state, { config: this.config, shared: this.shared });
     }
-    return new PluginHarness(plugin, { ...options, shareWith: { shared } as PluginHarness<unknown, unknown> }, true);
+    return prefixes;
   }
 
   constructor(plugin: Plugin<Config, State>, options: HarnessOptions, prepared = false) {
@@ -193,6 +242,19 @@ export class PluginHarness<Config = unknown, State = unknown> {
     return { ...Object.fromEntries(counters), ...Object.fromEntries(this.tallies[p]) };
   }
 
+  /** Applies a new config of the plugin as a reload does: prepare() on the same memory, then tablesChanged(). */
+  async reconfigure(raw: Record<string, unknown>): Promise<void> {
+    const config = this.plugin.parseConfig ? this.plugin.parseConfig(raw) : (undefined as Config);
+    // A reload gives prepare() the declared regions (kept) and takes what it returns.
+    const declared = this.plugin.sharedMemory?.(config, this.topology) ?? {};
+    const regions: Record<string, ArrayBufferLike> = Object.fromEntries(Object.keys(declared).map((name) => [name, this.shared[name]]));
+    Object.assign(regions, (await this.plugin.prepare?.(setupOf(config, this.topology, regions, this.learned))) ?? {});
+    for (const name of Object.keys(this.shared)) delete this.shared[name];
+    Object.assign(this.shared, regions);
+    this.config = config;
+    this.plugin.tablesChanged?.(this.state, { config, shared: this.shared });
+  }
+
   private portIndex(name: string): number {
     const i = this.topology.ports.findIndex((p) => p.name === name);
     if (i < 0) throw new Error(`no port ${name}`);
@@ -214,4 +276,10 @@ function topologyOf(options: HarnessOptions): Topology {
 
 function allocate(sizes: Record<string, number>): Record<string, ArrayBufferLike> {
   return Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, new SharedArrayBuffer(n)]));
+}
+
+/** What prepare() and routesLearned() get here: jobs run in this thread. */
+function setupOf<C>(config: C, topology: Topology, shared: Record<string, ArrayBufferLike>, learnedRoutes: LearnedRoutes): PluginSetup<C> {
+  const runJob = async <T>(module: string | URL, input: unknown) => ((await import(String(module))) as { default: (i: unknown) => T }).default(input);
+  return { config, topology, shared, fresh: () => true, log: { info() {}, warn() {} }, runJob, learnedRoutes };
 }

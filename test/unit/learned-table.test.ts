@@ -1,7 +1,15 @@
 // A route source's table: netlink messages in, routes as the routing stage takes them out.
 import t from 'tap';
-import { LearnedTable } from '../../src/control/learned-table.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { LearnedTable, prefixText } from '../../src/control/learned-table.ts';
 import type { NexthopEvent, RouteEvent } from '../../src/sys/netlink.ts';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+/** The prefixes the table says changed, as text, in order. */
+const changed = (table: LearnedTable) => [...table.takeChanged()].map(prefixText).sort();
 
 const route = (over: Partial<RouteEvent>): RouteEvent => ({
   kind: 'route', op: 'add', family: 4, prefix: '10.60.0.0/24', nexthops: [], nhid: null, metric: 20, table: 254, protocol: 186, type: 'unicast', ...over,
@@ -67,4 +75,75 @@ t.test('a removal that lists one gateway takes that one away (IPv6 multipath)', 
   t.same(table.learned().routes.map((r) => r.via), [['2001:db8::3']]);
   table.apply([route({ op: 'remove', family: 6, prefix: '2001:db8:9::/48', nexthops: [hop('2001:db8::3')] })]);
   t.equal(table.size, 0, 'the last one takes the route');
+});
+
+t.test('what changed is told by prefix, once, and only what changed', async (t) => {
+  const table = new LearnedTable('fpm 127.0.0.1:2620', new Map([['up', 'uplink']]));
+  const via = (address: string, ifindex = 0) => ({ via: address, ifindex, weight: 1 });
+  const routes = Array.from({ length: 1000 }, (_, k) => route({ prefix: `10.${100 + (k >> 8)}.${k & 255}.0/24`, nexthops: [via('10.0.0.1')] }));
+  table.apply([link(5, 'up'), link(6, 'other'), ...routes]);
+  t.equal(changed(table).length, 1000, 'every prefix added');
+  t.same(changed(table), [], 'told once');
+  t.notOk(table.apply(routes.slice(0, 10)), 'routes sent again as they were are no change');
+  t.same(changed(table), []);
+  table.apply([route({ prefix: '10.100.3.0/24', nexthops: [via('10.0.0.2')] }), route({ op: 'remove', prefix: '10.100.4.0/24' }), route({ prefix: '10.100.4.0/24', metric: 30, nexthops: [via('10.0.0.1')] })]);
+  t.same(changed(table), ['10.100.3.0/24', '10.100.4.0/24'], 'a changed gateway, a removal and an add to the same prefix: each prefix once');
+  t.same(table.learned().routes.filter((r) => r.prefix === '10.100.4.0/24').map((r) => r.metric), [30]);
+  t.equal(table.size, 1000);
+
+  // Nexthop objects: the routes that use one (or a group holding it) changed, no others.
+  table.apply([
+    nexthop({ id: 7, via: '10.0.0.7', ifindex: 6 }),
+    nexthop({ id: 8, via: '10.0.0.8', ifindex: 6 }),
+    nexthop({ id: 9, group: [{ id: 7, weight: 1 }, { id: 8, weight: 1 }] }),
+    route({ prefix: '192.0.2.0/24', nhid: 9 }),
+    route({ prefix: '198.51.100.0/24', nhid: 8 }),
+    route({ prefix: '203.0.113.0/24', nhid: 7 }),
+  ]);
+  changed(table);
+  table.apply([nexthop({ id: 8, via: '10.0.0.88', ifindex: 6 })]);
+  t.same(changed(table), ['192.0.2.0/24', '198.51.100.0/24'], 'the routes through object 8, and through the group holding it');
+  t.same(table.learned().routes.find((r) => r.prefix === '192.0.2.0/24')?.via, ['10.0.0.7', '10.0.0.88'], 'resolved anew');
+  table.apply([link(6, 'other2')]);
+  t.same(changed(table), [], 'a link that is no mirror changes no route');
+  table.apply([link(5, 'up2')]);
+  t.equal(changed(table).length, 1003, 'the mirror\'s link renamed: every route may name its port, all are told');
+  t.ok(table.setMirrors(new Map([['up2', 'uplink']])), 'new mirrors are a change');
+  t.equal(changed(table).length, 1003, 'of every route');
+  t.notOk(table.setMirrors(new Map([['up2', 'uplink']])), 'the same mirrors are none');
+
+  // A sync that repeats all but one, and clear().
+  table.mark();
+  table.apply(routes.slice(1).filter((r) => r.prefix !== '10.100.4.0/24').map((r) => (r.prefix === '10.100.3.0/24' ? route({ prefix: r.prefix, nexthops: [via('10.0.0.2')] }) : r)));
+  table.apply([route({ prefix: '10.100.4.0/24', metric: 30, nexthops: [via('10.0.0.1')] }), nexthop({ id: 7, via: '10.0.0.7', ifindex: 6 }), nexthop({ id: 8, via: '10.0.0.88', ifindex: 6 }), nexthop({ id: 9, group: [{ id: 7, weight: 1 }, { id: 8, weight: 1 }] })]);
+  table.apply([route({ prefix: '192.0.2.0/24', nhid: 9 }), route({ prefix: '198.51.100.0/24', nhid: 8 }), route({ prefix: '203.0.113.0/24', nhid: 7 })]);
+  t.ok(table.sweep(), 'the sync left one out');
+  t.same(changed(table), ['10.100.0.0/24'], 'that one alone went');
+  table.clear();
+  t.equal(changed(table).length, 1002, 'cleared: every prefix it had');
+  t.equal(table.size, 0);
+});
+
+t.test('a full table: a million routes kept compactly, and a change costs a change', async (t) => {
+  const table = new LearnedTable('fpm 127.0.0.1:2620');
+  const gateways = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'];
+  const used = () => {
+    gc();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers;
+  };
+  const before = used();
+  for (let from = 0; from < 1_000_000; from += 10_000) {
+    const events = [];
+    for (let k = from; k < from + 10_000; k++) events.push(route({ prefix: `${1 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}.0/24`, nexthops: [{ via: gateways[k & 3], ifindex: 2, weight: 1 }] }));
+    table.apply(events);
+  }
+  t.equal(changed(table).length, 1_000_000);
+  const perRoute = (used() - before) / 1_000_000;
+  t.ok(perRoute < 80, `${Math.round(perRoute)} bytes a route (heap and typed arrays)`);
+  const started = performance.now();
+  table.apply([route({ prefix: '1.0.0.0/24', nexthops: [{ via: '10.0.0.9', ifindex: 2, weight: 1 }] })]);
+  t.same(changed(table), ['1.0.0.0/24']);
+  t.ok(performance.now() - started < 50, 'a change is told without a pass over the table');
+  t.same(table.status(), { routes: 1_000_000, leftOut: {} });
 });

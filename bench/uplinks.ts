@@ -17,6 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MAC_A, MAC_B, startInterfaceGenerator } from './lib/generator.ts';
+import { FLOWGEN_DST, ROUTED_TABLES } from './lib/jobs.ts';
 import { stopAll } from './lib/processes.ts';
 import { REPO, startVrouter } from '../test/support/vrouter-process.ts';
 
@@ -24,7 +25,8 @@ const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: {
 const ROUNDS = Number(values.rounds ?? 3);
 const SECONDS = Number(values.seconds ?? 6);
 const SIZES = [64, 1518];
-const ROUTER_MAC = '00:01:02:03:04:01';
+/** where flowgen sends: the router's MAC on both sides */
+const ROUTER_MAC = FLOWGEN_DST;
 const tag = process.pid % 10000;
 /** generator ends and router ends of the two veth pairs */
 const GEN = [`ugA${tag}`, `ugB${tag}`] as const;
@@ -76,14 +78,7 @@ const routedConfig = (ports: object[]) => ({
   ports,
   pmd: { cores: [1], sleepMaxUs: 0, spare: false },
   pipeline: ['routing'],
-  routes: [
-    { prefix: '10.253.0.0/23', via: '10.0.1.2' },
-    { prefix: '10.253.2.0/23', via: '10.0.2.2' },
-  ],
-  neighbours: [
-    { address: '10.0.1.2', mac: MAC_A, port: 'a' },
-    { address: '10.0.2.2', mac: MAC_B, port: 'b' },
-  ],
+  ...ROUTED_TABLES,
 });
 
 interface Setup {

@@ -14,7 +14,7 @@ export type JobName = 'bridged' | 'routed' | 'full';
 export const JOBS: JobName[] = ['bridged', 'routed', 'full'];
 
 /** The router's MAC on both ports: where flowgen sends (it ignores --eth-peer). */
-const FLOWGEN_DST = '00:01:02:03:04:01';
+export const FLOWGEN_DST = '00:01:02:03:04:01';
 const ROUTER_A = FLOWGEN_DST;
 const ROUTER_B = FLOWGEN_DST;
 /** The next hops: the generator's ports. */
@@ -23,6 +23,18 @@ const NEXT_HOP_B = MAC_B;
 
 const aclRules = (n: number) =>
   Array.from({ length: n }, (_, i) => ({ action: 'deny', protocol: 'tcp', src: `192.0.2.${i}/32`, dstPort: 1000 + i }));
+
+/** The routed jobs' routes and next hops, between ports a and b (with the router's MAC FLOWGEN_DST on both). */
+export const ROUTED_TABLES = {
+  routes: [
+    { prefix: '10.253.0.0/23', via: '10.0.1.2' },
+    { prefix: '10.253.2.0/23', via: '10.0.2.2' },
+  ],
+  neighbours: [
+    { address: '10.0.1.2', mac: NEXT_HOP_A, port: 'a' },
+    { address: '10.0.2.2', mac: NEXT_HOP_B, port: 'b' },
+  ],
+};
 
 /** vrouter's config for a job between sockets a and b. */
 export function vrouterJob(job: JobName, sockets: [string, string], cores: number[]): object {
@@ -36,14 +48,7 @@ export function vrouterJob(job: JobName, sockets: [string, string], cores: numbe
       { name: 'b', socket: sockets[1], addresses: ['10.0.2.1/24'], routerMac: ROUTER_B },
     ],
     pmd,
-    routes: [
-      { prefix: '10.253.0.0/23', via: '10.0.1.2' },
-      { prefix: '10.253.2.0/23', via: '10.0.2.2' },
-    ],
-    neighbours: [
-      { address: '10.0.1.2', mac: NEXT_HOP_A, port: 'a' },
-      { address: '10.0.2.2', mac: NEXT_HOP_B, port: 'b' },
-    ],
+    ...ROUTED_TABLES,
   };
   if (job === 'routed') return { ...routed, pipeline: ['routing'] };
   return {

@@ -6,7 +6,8 @@
 // them; and after each step the tables route as a fresh compile of the same routes does.
 import t from 'tap';
 import routing from './index.ts';
-import { openFib, MEMBER_WORDS } from './fib.ts';
+import { openFib } from './fib.ts';
+import { fibHop } from './fib-hop.ts';
 import type { LearnedRoute, LearnedRoutes, PluginSetup, PortInfo, Topology } from '../../src/pipeline/api.ts';
 import { LearnedRouteList } from '../../src/pipeline/testing.ts';
 import type { RoutingConfig } from './config.ts';
@@ -78,24 +79,9 @@ class Router {
 
   /** Where the tables send an address: "none", "local", or its group's members. */
   hop(address: string): string {
-    const fib = openFib(this.shared);
-    let group: number;
-    if (address.includes(':')) {
-      const bytes = new Uint8Array(16);
-      const [head, tail = ''] = address.split('::');
-      const h = head ? head.split(':') : [];
-      const tl = tail ? tail.split(':') : [];
-      [...h, ...Array(8 - h.length - tl.length).fill('0'), ...tl].forEach((g, i) => bytes.set([parseInt(g, 16) >> 8, parseInt(g, 16) & 255], 2 * i));
-      group = fib.lpm6.lookup(bytes, 0);
-    } else group = fib.lpm4.lookup(address.split('.').reduce((a, b) => a * 256 + Number(b), 0));
-    if (group === 0) return 'none';
-    const w = fib.nextHops.words;
-    const start = w[fib.nextHops.groupBase + 2 * group];
-    const count = w[fib.nextHops.groupBase + 2 * group + 1];
-    const members = [];
-    for (let m = 0; m < count; m++) members.push(Array.from(w.subarray(fib.nextHops.memberBase + (start + m) * MEMBER_WORDS, fib.nextHops.memberBase + (start + m + 1) * MEMBER_WORDS)).join(' '));
-    return members.join(', ');
+    return fibHop(openFib(this.shared), address);
   }
+
 }
 
 const VIA = { a2: /^1 0 167772418 /, a3: /^1 0 167772419 /, b2: /^1 1 167772674 / };

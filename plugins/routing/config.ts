@@ -36,6 +36,12 @@ export interface RoutingConfig {
   /** ICMP errors each PMD may send: per second, and in a burst (Linux: 1000/s, burst 50) */
   icmpRate: number;
   icmpBurst: number;
+  /**
+   * packets each PMD may hand to one interface's Linux mirror: per second, and in a burst.
+   * Each costs a system call; a guest flooding the router's address must not take the PMD.
+   */
+  puntRate: number;
+  puntBurst: number;
   /** seconds between unsolicited Router Advertisements (RFC 4861 6.2.1: 4 .. 1800) */
   raInterval: number;
   /** packets held while their next hop is resolved, per PMD */
@@ -141,7 +147,7 @@ export function parseRoutingConfig(raw: Obj): RoutingConfig {
 }
 
 function parseAll(raw: Obj): RoutingConfig {
-  const c = object(raw, '', ['routes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'raInterval', 'heldPackets']);
+  const c = object(raw, '', ['routes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'puntRate', 'puntBurst', 'raInterval', 'heldPackets']);
   const neighbourLimit = integer(c.neighbourLimit, 'neighbourLimit', 64, 1 << 20, 4096);
   if ((neighbourLimit & (neighbourLimit - 1)) !== 0) throw new PluginConfigError('neighbourLimit', `must be a power of 2, got ${neighbourLimit}`);
   return {
@@ -153,6 +159,8 @@ function parseAll(raw: Obj): RoutingConfig {
     neighbourLimit,
     icmpRate: integer(c.icmpRate, 'icmpRate', 0, 1_000_000, 1000),
     icmpBurst: integer(c.icmpBurst, 'icmpBurst', 1, 100_000, 50),
+    puntRate: integer(c.puntRate, 'puntRate', 1, 10_000_000, 20_000),
+    puntBurst: integer(c.puntBurst, 'puntBurst', 1, 1_000_000, 2_000),
     raInterval: integer(c.raInterval, 'raInterval', 4, 1800, 30),
     heldPackets: integer(c.heldPackets, 'heldPackets', 0, 1024, 64),
   };

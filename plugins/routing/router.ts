@@ -26,6 +26,7 @@ export const DROP_REASONS = [
   ['arp_bad', 'malformed ARP packet, or one from outside the interface\'s subnets'],
   ['arp_not_for_router', 'ARP on a routed port for an address that is not the router\'s'],
   ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code)'],
+  ['punt_rate_limited', 'for the port\'s Linux mirror, but over the interface\'s punt rate limit (puntRate, puntBurst)'],
   ['local_unhandled', 'for one of the router\'s addresses but nothing the router answers (it answers ARP, NDP, ICMP echo, and UDP with port unreachable), and the port has no Linux mirror'],
 ] as const;
 
@@ -102,6 +103,9 @@ export class Router {
   readonly icmpBucket: TokenBucket;
   /** requests to resolve next hops: a guest sending to a thousand absent hosts must not flood */
   readonly solicitBucket: TokenBucket;
+  /** per interface: the punt policer's tokens, and when they were last refilled (ms) */
+  readonly puntTokens: Float64Array;
+  readonly puntAt: Float64Array;
   // Held packets: copies of frames (already rewritten but for the destination MAC) with
   // the neighbour they wait for.
   readonly heldData: Uint8Array;
@@ -186,6 +190,7 @@ export class Router {
       arp_bad: d('arp_bad'),
       arp_not_for_router: d('arp_not_for_router'),
       ndp_bad: d('ndp_bad'),
+      punt_rate_limited: d('punt_rate_limited'),
       local_unhandled: d('local_unhandled'),
     };
     const c = (n: Counter) => ctx.counterId(n);
@@ -209,6 +214,8 @@ export class Router {
     this.count = ctx.count;
     this.icmpBucket = new TokenBucket(ctx.config.icmpRate, ctx.config.icmpBurst);
     this.solicitBucket = new TokenBucket(1000, 100);
+    this.puntTokens = new Float64Array(interfaces.length).fill(ctx.config.puntBurst);
+    this.puntAt = new Float64Array(interfaces.length);
     const held = ctx.config.heldPackets;
     this.heldRoom = 9088;
     this.heldData = new Uint8Array(held * this.heldRoom);
@@ -256,12 +263,23 @@ export class Router {
   }
 
   /**
-   * Hands packet i, for the router, to the Linux mirror of its interface as it came: true,
-   * or false when the interface has none.
+   * Hands packet i, for the router, to the Linux mirror of its interface as it came, or
+   * drops it over the interface's punt rate (VPP and routers' control-plane policing: a
+   * flood to the router's address costs one system call a packet, and would take the PMD
+   * from every other port). True when the interface has a mirror, false when it has none.
    */
   punt(batch: PacketBatch, i: number, iface: Interface): boolean {
     const mirror = this.mirrorPort[iface.index];
     if (mirror < 0) return false;
+    const x = iface.index;
+    const tokens = Math.min(this.config.puntBurst, this.puntTokens[x] + (Math.max(0, this.now - this.puntAt[x]) * this.config.puntRate) / 1000);
+    this.puntAt[x] = this.now;
+    if (tokens < 1) {
+      this.puntTokens[x] = tokens;
+      batch.dropAs(i, this.drop.punt_rate_limited);
+      return true;
+    }
+    this.puntTokens[x] = tokens - 1;
     batch.egress[i] = mirror;
     this.count(batch.ingress, this.counter.punted_to_linux, 1);
     return true;

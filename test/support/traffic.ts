@@ -5,10 +5,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { ethernetFrame, postRxBuffer, sendFrame } from './virtio-driver.ts';
 import type { VirtioNetDevice } from './vhost-frontend.ts';
 
-export async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 3000): Promise<T> {
+export async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 3000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = probe();
+    const v = await probe();
     if (v !== undefined && v !== false) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));

@@ -166,6 +166,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
         {
           type: Type.Literal('fpm', { description: 'routes FRR\'s zebra pushes (dplane_fpm_nl: netlink messages over TCP)' }),
           listen: Type.String({ pattern: `^${ADMIN_TCP_LISTEN}$`, errorMessage: 'must be "HOST:PORT" ("127.0.0.1:2620")', description: 'where vrouter listens for zebra', examples: ['127.0.0.1:2620'] }),
+          peers: Type.Optional(Type.Array(Type.String({ description: 'an IPv4 or IPv6 address' }), { minItems: 1, maxItems: 64, description: 'the addresses zebra may connect from; others are refused (counted). Required when "listen" is not loopback: FPM has no authentication of its own', examples: [['192.0.2.10']] })),
         },
         { additionalProperties: false },
       ),

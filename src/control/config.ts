@@ -9,7 +9,7 @@ import { Compile } from 'typebox/compile';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import { derivedRouterMac, parsePrefix, type Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, formatAddress, parseAddress, parsePrefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
@@ -65,7 +65,8 @@ export interface MirrorOf {
 }
 
 /** A route source besides the config ("routeSources"). */
-export type RouteSourceConfig = { type: 'netlink'; netns: string } | { type: 'fpm'; host: string; port: number };
+/** fpm.peers: the addresses zebra may connect from (canonical text), or null: any (a loopback listen only) */
+export type RouteSourceConfig = { type: 'netlink'; netns: string } | { type: 'fpm'; host: string; port: number; peers: string[] | null };
 
 /** A bridge's own settings ("bridges"): with addresses, the router has an interface in it. */
 export interface BridgeConfig {
@@ -288,7 +289,17 @@ function parseRouteSources(given: ConfigDocument['routeSources'] = [], ports: Po
     const m = ADMIN_TCP.exec(s.listen)!;
     const port = Number(m[3]);
     if (port < 1 || port > 65535) throw new ConfigError(`routeSources[${i}].listen`, `the port must be from 1 to 65535, got ${port}`);
-    return { type: 'fpm', host: m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]), port };
+    const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]);
+    const peers = s.peers?.map((a, k) => {
+      try {
+        return formatAddress(parseAddress(a).bytes);
+      } catch (err) {
+        throw new ConfigError(`routeSources[${i}].peers[${k}]`, (err as Error).message);
+      }
+    }) ?? null;
+    // FPM has no authentication of its own: whoever connects installs routes.
+    if (peers === null && !isLoopback(host, `routeSources[${i}].listen`)) throw new ConfigError(`routeSources[${i}].peers`, `is required when listening on ${s.listen}, which is not loopback: anyone who reaches it could install routes (list the addresses zebra connects from)`);
+    return { type: 'fpm', host, port, peers };
   });
   const key = (s: RouteSourceConfig) => (s.type === 'netlink' ? `netlink ${s.netns}` : `fpm ${s.host}:${s.port}`);
   const dup = sources.findIndex((s, i) => sources.findIndex((t) => key(t) === key(s)) !== i);
@@ -459,13 +470,7 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
   const port = Number(m[3]);
   if (port < 1 || port > 65535) throw new ConfigError('admin.listen', `the port must be from 1 to 65535, got ${port}`);
   const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]);
-  let loopback: boolean;
-  try {
-    const p = parsePrefix(host);
-    loopback = p.family === 4 ? p.bytes[0] === 127 : p.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
-  } catch (err) {
-    throw new ConfigError('admin.listen', (err as Error).message);
-  }
+  const loopback = isLoopback(host, 'admin.listen');
   if (!loopback && tokenFile === null) throw new ConfigError('admin.tokenFile', `is required when the admin endpoint listens on ${listen}, which is not loopback: anyone who reaches it could change the router`);
   return { listen: { kind: 'tcp', host, port, loopback }, tokenFile };
 }
@@ -535,4 +540,14 @@ export function readConfigFile(path: string): { document: unknown; config: Vrout
     throw new ConfigError(path, `not valid JSON: ${(err as Error).message}`);
   }
   return { document, config: parseConfig(document, dirname(resolve(path))) };
+}
+
+/** Whether a listening address is loopback (127/8, ::1); `field` names it in the error for one that is not an address. */
+function isLoopback(host: string, field: string): boolean {
+  try {
+    const p = parsePrefix(host);
+    return p.family === 4 ? p.bytes[0] === 127 : p.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+  } catch (err) {
+    throw new ConfigError(field, (err as Error).message);
+  }
 }

@@ -26,6 +26,10 @@ interface RunningSource {
   config: RouteSourceConfig;
   table: LearnedTable;
   state: string;
+  /** FPM: connections refused (from an address not in "peers") */
+  refused(): number | undefined;
+  /** FPM: who may connect now */
+  allowPeers(peers: readonly string[] | null): void;
   stop(): Promise<void>;
 }
 
@@ -35,6 +39,8 @@ export interface RouteSourceStatus {
   state: string;
   routes: number;
   leftOut: Partial<Record<LeftOut, number>>;
+  /** FPM: connections refused, from addresses not in "peers" */
+  refusedConnections?: number;
 }
 
 /**
@@ -102,15 +108,19 @@ export class RouteSources implements LearnedRoutes {
       const running = this.sources.get(name);
       if (running !== undefined) {
         if (running.table.setMirrors(mirrors)) this.changed();
+        if (s.type === 'fpm') running.allowPeers(s.peers);
         continue;
       }
       const table = new LearnedTable(name, mirrors);
-      this.sources.set(name, s.type === 'netlink' ? this.startNetlink(s.netns, table) : this.startFpm(s.host, s.port, table));
+      this.sources.set(name, s.type === 'netlink' ? this.startNetlink(s.netns, table) : this.startFpm(s, table));
     }
   }
 
   status(): RouteSourceStatus[] {
-    return [...this.sources.entries()].map(([source, s]) => ({ source, state: s.state, ...s.table.status() }));
+    return [...this.sources.entries()].map(([source, s]) => {
+      const refused = s.refused();
+      return { source, state: s.state, ...s.table.status(), ...(refused === undefined ? {} : { refusedConnections: refused }) };
+    });
   }
 
   async stop(): Promise<void> {
@@ -129,6 +139,8 @@ export class RouteSources implements LearnedRoutes {
       config: { type: 'netlink', netns },
       table,
       state: 'starting',
+      refused: () => undefined,
+      allowPeers: () => {},
       stop: async () => {
         if (retry !== null) clearTimeout(retry);
         watcher?.stop();
@@ -158,7 +170,8 @@ export class RouteSources implements LearnedRoutes {
     return source;
   }
 
-  private startFpm(host: string, port: number, table: LearnedTable): RunningSource {
+  private startFpm(config: Extract<RouteSourceConfig, { type: 'fpm' }>, table: LearnedTable): RunningSource {
+    const { host, port, peers } = config;
     const name = table.source;
     let grace: NodeJS.Timeout | null = null;
     let resync: NodeJS.Timeout | null = null;
@@ -170,6 +183,7 @@ export class RouteSources implements LearnedRoutes {
     const server = new FpmServer({
       host,
       port,
+      peers,
       log: this.log,
       onEvents: (events: FpmEvent[]) => {
         for (const e of events) {
@@ -195,9 +209,11 @@ export class RouteSources implements LearnedRoutes {
       },
     });
     const source: RunningSource = {
-      config: { type: 'fpm', host, port },
+      config,
       table,
       state: 'listening',
+      refused: () => server.refused,
+      allowPeers: (allowed) => server.allowPeers(allowed),
       stop: async () => {
         clearTimers();
         await server.close();

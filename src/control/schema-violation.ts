@@ -16,13 +16,22 @@ type SchemaNode = Record<string, unknown>;
 
 /** The first field at fault (the most specific error there), or null when the value passes. */
 export function firstViolation(validator: Validator, value: unknown): SchemaViolation | null {
-  const errors = validator.Errors(value);
+  let errors = validator.Errors(value);
   if (errors.length === 0) return null;
-  const first = errors[0];
-  // A union reports its branches' failures before its own: the union is what the value broke.
-  const encloses = (e: typeof first) => e.instancePath === first.instancePath && (e.schemaPath === first.schemaPath || first.schemaPath.startsWith(`${e.schemaPath}/`));
-  const error = errors.filter(encloses).sort((a, b) => a.schemaPath.length - b.schemaPath.length)[0];
   const root = validator.Type() as unknown as SchemaNode;
+  let encloses = enclosing(errors[0]);
+  let error = errors.filter(encloses).sort((a, b) => a.schemaPath.length - b.schemaPath.length)[0];
+  // A union whose branches are told apart by "type": the branch the value names is the one it broke.
+  const branch = error.keyword === 'anyOf' ? taggedBranch(schemaAt(root, error.schemaPath), valueAt(value, pointerKeys(error.instancePath))) : -1;
+  if (branch >= 0) {
+    const within = `${error.schemaPath}/anyOf/${branch}`;
+    const inner = errors.filter((e) => e.schemaPath === within || e.schemaPath.startsWith(`${within}/`));
+    if (inner.length > 0) {
+      errors = inner;
+      encloses = enclosing(inner[0]);
+      error = inner.filter(encloses).sort((a, b) => a.schemaPath.length - b.schemaPath.length)[0];
+    }
+  }
   const path = pointerKeys(error.instancePath);
   const node = schemaAt(root, error.schemaPath);
 
@@ -44,6 +53,22 @@ export function firstViolation(validator: Validator, value: unknown): SchemaViol
   }
   const shape = error.keyword === 'type' || (error.keyword === 'anyOf' && errors.filter(encloses).every((e) => e === error || e.keyword === 'type'));
   return { field: fieldName(value, path), reason: `${expectation(node)}, got ${shown(valueAt(value, path))}`, shape };
+}
+
+type SchemaError = ReturnType<Validator['Errors']>[number];
+
+/** A union reports its branches' failures before its own: the union is what the value broke. */
+function enclosing(first: SchemaError): (e: SchemaError) => boolean {
+  return (e) => e.instancePath === first.instancePath && (e.schemaPath === first.schemaPath || first.schemaPath.startsWith(`${e.schemaPath}/`));
+}
+
+/** The branch of a union of objects whose "type" constant is the value's "type", or -1. */
+function taggedBranch(union: SchemaNode, value: unknown): number {
+  if (typeof value !== 'object' || value === null || !Array.isArray(union.anyOf)) return -1;
+  const tag = (value as Record<string, unknown>).type;
+  const tags = (union.anyOf as SchemaNode[]).map((b) => ((b.properties as Record<string, SchemaNode> | undefined)?.type as SchemaNode | undefined)?.const);
+  const k = tags.indexOf(tag);
+  return tag !== undefined && k >= 0 && tags.lastIndexOf(tag) === k ? k : -1;
 }
 
 /** What a schema node asks for, as "must be ...". */

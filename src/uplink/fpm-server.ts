@@ -4,6 +4,7 @@
 // sends its whole table again; it never says when that is done.
 import { createServer, type Server, type Socket } from 'node:net';
 import { createLog } from '../log.ts';
+import { formatAddress, parseAddress } from '../pipeline/api.ts';
 import { decodeMessages, isTableEvent, type MalformedEvent, type NetlinkEvent, type TableEvent } from '../sys/netlink.ts';
 import type { Logger } from './netlink-watcher.ts';
 
@@ -41,6 +42,8 @@ export interface FpmServerOptions {
   host: string;
   /** 0: one the system picks (see listen()) */
   port: number;
+  /** the addresses zebra may connect from (as formatAddress writes them); null or absent: any */
+  peers?: readonly string[] | null;
   onEvents: (events: FpmEvent[], peer: FpmPeer) => void;
   log?: Logger;
 }
@@ -65,10 +68,33 @@ export class FpmServer {
   private readonly connections = new Set<Connection>();
   private nextId = 1;
   private readonly decoded: NetlinkEvent[] = [];
+  private peersAllowed: ReadonlySet<string> | null;
+  /** connections refused: from an address not in `peers` */
+  refused = 0;
+  private refusalLogged = 0;
 
   constructor(options: FpmServerOptions) {
     this.options = options;
     this.log = options.log ?? createLog('fpm');
+    this.peersAllowed = options.peers == null ? null : new Set(options.peers);
+  }
+
+  /** Changes who may connect; open connections from others are closed. */
+  allowPeers(peers: readonly string[] | null): void {
+    this.peersAllowed = peers === null ? null : new Set(peers);
+    for (const c of this.connections) if (!this.allowed(c.socket)) this.drop(c, `${c.socket.remoteAddress} is no longer in "peers"`, false);
+  }
+
+  private allowed(socket: Socket): boolean {
+    if (this.peersAllowed === null) return true;
+    let remote = socket.remoteAddress ?? '';
+    // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 addresses.
+    if (remote.startsWith('::ffff:') && remote.includes('.')) remote = remote.slice(7);
+    try {
+      return this.peersAllowed.has(formatAddress(parseAddress(remote).bytes));
+    } catch {
+      return false;
+    }
   }
 
   /** Listens; resolves with the address and port it listens on. */
@@ -101,6 +127,17 @@ export class FpmServer {
   }
 
   private accept(socket: Socket): void {
+    if (!this.allowed(socket)) {
+      this.refused++;
+      // At most one line in ten seconds: a scanner must not flood the log.
+      const now = Date.now();
+      if (now - this.refusalLogged >= 10_000) {
+        this.refusalLogged = now;
+        this.log.warn(`fpm: refused a connection from ${socket.remoteAddress}, not in "peers" (${this.refused} refused so far)`);
+      }
+      socket.destroy();
+      return;
+    }
     const peer = { id: this.nextId++, remote: `${socket.remoteAddress}:${socket.remotePort}` };
     const c: Connection = { peer, socket, pending: [], pendingBytes: 0, needed: FPM_HEADER_BYTES, offset: 0, closeReason: null };
     this.connections.add(c);

@@ -105,6 +105,10 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'bgp' }] }, 'routeSources[0]', /"type": "netlink", "netns": NAME\} or \{"type": "fpm"/],
     [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '127.0.0.1:0' }] }, 'routeSources[0].listen', /port must be from 1 to 65535/],
     [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'netlink', netns: 'x' }, { type: 'netlink', netns: 'x' }] }, 'routeSources[1]', /netlink x is listed twice/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '0.0.0.0:2620' }] }, 'routeSources[0].peers', /required when listening on 0\.0\.0\.0:2620, which is not loopback/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '[2001:db8::1]:2620', peers: ['2001:db8::2', '10.0.0.0/8'] }] }, 'routeSources[0].peers[1]', /must be an address, without a \/length/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '127.0.0.1:2620', peers: [] }] }, 'routeSources[0].peers', /must be an array of 1 to 64 entries, got an empty array/],
+    [{ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'zebra' }] }, 'routeSources[0].listen', /must be "HOST:PORT"/],
     [{ ports: [port()], routeSources: [] }, 'routeSources', /needs the "routing" stage/],
     [{ ports: [routed()], pipeline: ['routing'], plugins: { routing: { learnedRoutes: [] } } }, 'plugins.routing.learnedRoutes', /comes from "routeSources"/],
   ];
@@ -120,7 +124,9 @@ t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a 
   const c = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' }, mtu: 9000 }), routed({ name: 'b', socket: '/tmp/b.sock' })], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'localhost:2620' }] }, '/', 2);
   t.same(c.ports.map((p) => p.name), ['a', 'a.linux', 'b'], 'the mirror follows its port');
   t.match(c.ports[1], { type: 'tap', interface: 'a', mtu: 9000, addresses: [], mirror: { of: 'a', netns: 'lcp', mac: c.ports[0].routerMac, addresses: ['10.0.1.1/24'] } });
-  t.same(c.routeSources, [{ type: 'fpm', host: '127.0.0.1', port: 2620 }, { type: 'netlink', netns: 'lcp' }], 'the mirror\'s namespace is a route source, unless listed');
+  t.same(c.routeSources, [{ type: 'fpm', host: '127.0.0.1', port: 2620, peers: null }, { type: 'netlink', netns: 'lcp' }], 'the mirror\'s namespace is a route source, unless listed');
+  const open = parseConfig({ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '[::]:2620', peers: ['192.0.2.10', '2001:DB8:0:0::7'] }] }, '/', 2);
+  t.same(open.routeSources, [{ type: 'fpm', host: '::', port: 2620, peers: ['192.0.2.10', '2001:db8::7'] }], 'a listen beyond loopback with the peers allowed, in canonical form');
   const learned = { routes: [], neighbours: [], addresses: { a: ['10.0.1.1/24', '10.0.1.9/24', 'nonsense'] } };
   const withLearned = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' } })], pipeline: ['routing'] }, '/', 2, learned);
   t.same(withLearned.ports[0].addresses, ['10.0.1.1/24', '10.0.1.9/24'], 'an address Linux has on the mirror is the port\'s too');

@@ -130,3 +130,46 @@ t.test('disconnects: by the peer, and when the server closes', async (t) => {
   t.same(of(b.id), [{ kind: 'sync-start' }, { kind: 'disconnected', reason: 'the FPM server is closing' }]);
   t.same(server.peers, [], 'no connection left');
 });
+
+t.test('only the peers allowed may connect; the others are refused and counted', async (t) => {
+  const warnings: string[] = [];
+  const connections: FpmPeer[] = [];
+  const server = new FpmServer({
+    host: '127.0.0.1',
+    port: 0,
+    peers: ['127.0.0.2'],
+    onEvents: (evs: FpmEvent[], peer: FpmPeer) => {
+      if (evs.some((e) => e.kind === 'sync-start')) connections.push(peer);
+    },
+    log: { info: () => {}, warn: (msg: string) => warnings.push(msg) },
+  });
+  const { port } = await server.listen();
+  t.teardown(() => server.close());
+  // Every 127/8 address is local on Linux: a client can pick its source address.
+  const from = async (localAddress: string) => {
+    const socket = connect({ port, host: '127.0.0.1', localAddress });
+    t.teardown(() => socket.destroy());
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    return { socket, closed };
+  };
+  for (let k = 0; k < 3; k++) await (await from('127.0.0.1')).closed;
+  t.equal(server.refused, 3, 'three connections from 127.0.0.1 refused');
+  t.equal(connections.length, 0, 'none of them reached the route events');
+  t.equal(warnings.length, 1, `one log line for them all: ${warnings[0]}`);
+  t.match(warnings[0], /refused a connection from 127\.0\.0\.1, not in "peers"/);
+
+  const allowed = await from('127.0.0.2');
+  await waitFor('the allowed peer connected', () => connections.length === 1);
+  t.match(connections[0].remote, /^127\.0\.0\.2:/, 'a connection from 127.0.0.2 is taken');
+  t.equal(server.peers.length, 1, 'and listed');
+
+  server.allowPeers(['127.0.0.3']);
+  await allowed.closed;
+  t.pass('taking the peer off the list closes its connection');
+  t.equal(server.peers.length, 0, 'and it is no longer listed');
+  server.allowPeers(null);
+  await from('127.0.0.1');
+  await waitFor('any peer connects once the list is lifted', () => connections.length === 2);
+  t.equal(server.refused, 3, 'nothing more refused');
+});

@@ -26,7 +26,7 @@ async function run(frameLen: number, seconds: number): Promise<{ opsPerSec: numb
   const owner = (q: DriverQueue): QueueOwner => {
     const queue = SplitQueue.create(mem, q.layout());
     if (typeof queue === 'string') throw new Error(queue);
-    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518 };
+    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518, offloads: 0 };
   };
   const txOwner = owner(tx);
   const rxOwner = owner(rx);

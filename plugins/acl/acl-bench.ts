@@ -117,6 +117,7 @@ class BenchBatch implements PacketBatch {
   emit(): number {
     return -1;
   }
+  completeChecksum(): void {}
   saveSource(): void {}
   receivedSource(i: number): number {
     return this.offset(i) + 6;

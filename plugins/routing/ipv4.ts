@@ -206,6 +206,8 @@ function fragment(batch: PacketBatch, i: number, ihl: number, total: number, mtu
   const ip = off + ETH_HLEN;
   const per = ((mtu - ihl) >> 3) << 3;
   if (per < 8) return -1;
+  // The checksum covers every fragment's bytes: no fragment can leave it to do.
+  batch.completeChecksum(i);
   const payload = total - ihl;
   const pieces = Math.ceil(payload / per);
   const field = read16(d, ip + 6);

@@ -296,6 +296,8 @@ export class Router {
    */
   hold(batch: PacketBatch, i: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
     if (!this.canHold) return false;
+    // The copy goes out as a new packet, without the original's offload state.
+    batch.completeChecksum(i);
     const h = this.heldCount++;
     const len = batch.length(i);
     const off = batch.offset(i);

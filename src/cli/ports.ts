@@ -65,6 +65,9 @@ export function countersDetail(s: PortCounters): string {
     ['tx_packets', s.tx_packets],
     ['tx_bytes', s.tx_bytes],
     ['queue_errors', s.queue_errors],
+    ['rx_partial_checksum', s.offloads.rx_partial_checksum],
+    ['tx_partial_checksum', s.offloads.tx_partial_checksum],
+    ['checksums_completed', s.offloads.checksums_completed],
     ['drops', totalDrops(s)],
   ];
   let hidden = 0;

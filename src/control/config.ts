@@ -39,6 +39,8 @@ export interface PortConfig {
   portSecurity: boolean;
   /** guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs */
   memoryPolicy: MemoryPolicy;
+  /** vhost-user: offer checksum offload */
+  offloads: boolean;
   /** server mode: permission bits and group of the socket file */
   socketMode: number;
   socketGroup: number | null;
@@ -158,7 +160,7 @@ function existingCpu(cpu: number, field: string, cpuCount: number): number {
 }
 
 /** Keys of a port that only a vhost-user port has. */
-const VHOST_USER_ONLY = ['socket', 'mode', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
+const VHOST_USER_ONLY = ['socket', 'mode', 'offloads', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
 
 function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
   const type = p.type ?? 'vhost-user';
@@ -207,6 +209,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     macLimit: p.macLimit ?? LIMITS.macLimitDefault,
     portSecurity,
     memoryPolicy: p.memoryPolicy ?? 'warn',
+    offloads: p.offloads ?? true,
     socketMode: p.socketMode === undefined ? 0o600 : fileMode(p.socketMode, `${field}.socketMode`),
     socketGroup: p.socketGroup === undefined ? null : groupId(p.socketGroup, `${field}.socketGroup`),
     peerUid: p.peerUid ?? null,

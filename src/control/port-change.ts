@@ -19,7 +19,7 @@ export interface PortChange {
 
 /** A port's socket side, as the control thread runs it. */
 export function endpointOf(p: PortConfig, index: number): EndpointSettings {
-  return { index, name: p.name, type: p.type, interface: p.interface, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid, mirror: p.mirror };
+  return { index, name: p.name, type: p.type, interface: p.interface, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, offloads: p.offloads, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid, mirror: p.mirror };
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);

@@ -6,6 +6,7 @@ import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
 export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
+import { completeChecksum, leavesChecksum } from './offloads.ts';
 
 /** Packets a stage may add to a burst, beyond the BURST received. */
 export const EMIT_MAX = 32;
@@ -87,6 +88,12 @@ export class Batch {
     this.local[i] = 1;
     this.sourceSaved[i] = 0;
     return i;
+  }
+
+  /** Completes a checksum packet i leaves to do (see the plugin API). */
+  completeChecksum(i: number): void {
+    const h = this.handles[i];
+    if (leavesChecksum(this.pool, h)) completeChecksum(this.pool, h);
   }
 
   /** Marks packet i dropped for `reason` (counters.ts DROP). */

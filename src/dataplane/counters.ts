@@ -16,6 +16,7 @@ export const DROP_REASONS = [
   ['port_down', 'the destination port has no running receive queue'],
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
   ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
+  ['offload_header_bad', 'the virtio-net header asked for segmentation (never offered), or put the checksum it leaves to do outside the frame'],
   ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET port: its receive ring was full (the PMD fell behind)'],
 ] as const;
 
@@ -28,7 +29,11 @@ export const TX_PACKETS = 2;
 export const TX_BYTES = 3;
 /** virtqueues found corrupt and stopped */
 export const QUEUE_ERRORS = 4;
-export const DROPS_BASE = 5;
+/** checksum offload: frames taken with their checksum left to do, frames handed on so, checksums vrouter completed for the port */
+export const RX_CSUM_PARTIAL = 5;
+export const TX_CSUM_PARTIAL = 6;
+export const CSUM_COMPLETED = 7;
+export const DROPS_BASE = 8;
 /**
  * Slots per port for the plugins of the pipeline: each plugin's drop reasons (plugin_error
  * first), then its counters. A plugin drop reason's code continues DROP's numbering, so
@@ -99,12 +104,23 @@ export interface QueueStats {
   tx_bytes: number;
 }
 
+export interface OffloadStats {
+  /** frames taken from the port with their TCP or UDP checksum left to do */
+  rx_partial_checksum: number;
+  /** frames handed to the port with their checksum left to do (it takes them so) */
+  tx_partial_checksum: number;
+  /** checksums vrouter completed for frames to the port (it takes none left to do) */
+  checksums_completed: number;
+}
+
 export interface PortStats {
   rx_packets: number;
   rx_bytes: number;
   tx_packets: number;
   tx_bytes: number;
   queue_errors: number;
+  /** checksum offload (VIRTIO_NET_F_CSUM, GUEST_CSUM) */
+  offloads: OffloadStats;
   drops: Record<DropReason, number>;
   /** per plugin of the pipeline: its drops by reason and its counters */
   plugins: Record<string, { drops: Record<string, number>; counters: Record<string, number> }>;
@@ -140,6 +156,7 @@ export function readPortStats(buffer: ArrayBufferLike, pmdCount: number, portNam
       tx_packets: sum(port, TX_PACKETS),
       tx_bytes: sum(port, TX_BYTES),
       queue_errors: sum(port, QUEUE_ERRORS),
+      offloads: { rx_partial_checksum: sum(port, RX_CSUM_PARTIAL), tx_partial_checksum: sum(port, TX_CSUM_PARTIAL), checksums_completed: sum(port, CSUM_COMPLETED) },
       drops,
       plugins: perPlugin,
       queues: Array.from({ length: QUEUE_PAIRS_MAX }, (_, pair) => {

@@ -8,9 +8,10 @@ import type { Batch } from './batch.ts';
 import { CONTROL_WORDS, type CaptureWriter } from './capture.ts';
 import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
-import { DROP, DROPS_BASE, portBase } from './counters.ts';
+import { CSUM_COMPLETED, DROP, DROPS_BASE, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
-import type { PacketPool } from './packet-pool.ts';
+import { completeChecksum } from './offloads.ts';
+import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 
@@ -140,6 +141,7 @@ export class Egress {
       const out = port.rxOut;
       if (port.uplink !== null) {
         this.captureEgress(port);
+        this.completeChecksums(port);
         port.uplink.transmit(this.pool, port.pending, port.pendingCount);
       } else if (out !== null && out.queue.failure === '') {
         this.captureEgress(port);
@@ -154,6 +156,22 @@ export class Egress {
     }
     this.touchedCount = 0;
     for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
+  }
+
+  /**
+   * A kernel interface takes frames whole: checksums guests left to do are done first
+   * (Linux in a mirror's namespace, or a peer past an uplink, would drop them).
+   */
+  private completeChecksums(port: PortRuntime): void {
+    const pool = this.pool;
+    let completed = 0;
+    for (let i = 0; i < port.pendingCount; i++) {
+      const h = port.pending[i];
+      if (pool.offload[h * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] === 0) continue;
+      completeChecksum(pool, h);
+      completed++;
+    }
+    if (completed > 0) this.counters[portBase(port.cfg.index) + CSUM_COMPLETED] += completed;
   }
 
   /** The port's pending frames, if it is being captured: by the PMD that writes them out (here), once. */
@@ -188,9 +206,7 @@ export class Egress {
         this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
         continue;
       }
-      const len = pool.length[h];
-      pool.data.copyWithin(pool.frameOffset(copy), pool.frameOffset(h), pool.frameOffset(h) + len);
-      pool.length[copy] = len;
+      pool.copyFrame(copy, h);
       this.refs[copy] = 0;
       pool.markAway(copy);
       box[n++] = (tag | copy) >>> 0;

@@ -2,10 +2,11 @@
 // the guest's TX queue into buffers (receiveBurst) and buffers into the guest's RX queue
 // (deliverBurst), with the 12-byte virtio-net header stripped and added.
 import { CHAIN_TOO_LONG, SplitQueue } from '../virtio/split-queue.ts';
-import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET } from '../virtio/constants.ts';
-import { DATA_ROOM, PacketPool } from './packet-pool.ts';
+import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
+import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, PacketPool } from './packet-pool.ts';
 import { memcpyAt } from '../sys/libc.ts';
-import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_PACKETS } from './counters.ts';
+import { completeChecksum, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, takeOffloadHeader } from './offloads.ts';
 import { signalGuest } from './notify.ts';
 
 export const BURST = 32;
@@ -97,6 +98,8 @@ export interface QueueOwner {
   queueCounterBase: number;
   /** longest frame (without virtio-net header) the port accepts or delivers */
   maxFrame: number;
+  /** what the guest's connection negotiated: OFFLOAD_* bits (offloads.ts) */
+  offloads: number;
 }
 
 /**
@@ -122,6 +125,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   const usedFrom = vq.usedIdx;
   let taken = 0;
   let bytes = 0;
+  let partial = 0;
   vq.descriptorsRead = 0;
   // NB: the budget sits in the loop condition; a break inside measured slower.
   let i = 0;
@@ -143,29 +147,30 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       counters[base + DROPS_BASE + DROP.no_buffer]++;
       continue;
     }
-    // Gather the segments, skipping the header wherever the guest split it.
-    let skip = NET_HDR_LEN;
-    let dst = pool.frameOffset(handle);
+    // Gather the segments, the virtio-net header into the headroom just before the frame
+    // (wherever the guest split it, it is then in one piece).
+    let dst = pool.frameOffset(handle) - NET_HDR_LEN;
     for (let s = 0; s < segments; s++) {
-      let off = vq.segOffset[s];
-      let len = vq.segLength[s];
-      if (skip > 0) {
-        const n = skip < len ? skip : len;
-        skip -= n;
-        off += n;
-        len -= n;
-        if (len === 0) continue;
-      }
-      // Bounds (copyBytes checks none): walkChain took [off, off + len) from
+      const len = vq.segLength[s];
+      // Bounds (copyBytes checks none): walkChain took [segOffset, + len) from
       // mem.translate(), true only when the whole range lies inside window w; the chain
       // holds at most NET_HDR_LEN + maxFrame bytes (else CHAIN_TOO_LONG), so dst stays in
-      // [frameOffset(handle), frameOffset(handle) + DATA_ROOM), the buffer of a handle
-      // pool.alloc() gave.
+      // [frameOffset(handle) - NET_HDR_LEN, frameOffset(handle) + DATA_ROOM), the buffer
+      // (its HEADROOM among it) of a handle pool.alloc() gave.
       const w = vq.segWindow[s];
-      copyBytes(data, words, poolAddr, dst, mem.bytes[w], mem.words[w], mem.address[w], off, len);
+      copyBytes(data, words, poolAddr, dst, mem.bytes[w], mem.words[w], mem.address[w], vq.segOffset[s], len);
       dst += len;
     }
     pool.length[handle] = frameLen;
+    // The header counts only if the connection negotiated checksum offload.
+    if ((q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0) {
+      if (!takeOffloadHeader(pool, handle, frameLen)) {
+        counters[base + DROPS_BASE + DROP.offload_header_bad]++;
+        pool.free(handle);
+        continue;
+      }
+      if (leavesChecksum(pool, handle)) partial++;
+    }
     handles[start + taken++] = handle;
     bytes += frameLen;
   }
@@ -173,28 +178,39 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
+  counters[base + RX_CSUM_PARTIAL] += partial;
   counters[q.queueCounterBase + QUEUE_RX_PACKETS] += taken;
   counters[q.queueCounterBase + QUEUE_RX_BYTES] += bytes;
   return taken;
 }
 
 /**
- * Writes the virtio-net header in front of a frame delivered to a guest: no offloads are
- * negotiated, so every field is zero but num_buffers (bytes 10-11, little-endian).
- * The first segment of the chain holds it whole (checked by the callers).
+ * Writes the virtio-net header in front of a frame delivered to a guest: num_buffers
+ * (bytes 10-11, little-endian), and for a frame that leaves its checksum to do (csumStart
+ * > 0: its start + 1) NEEDS_CSUM, csum_start and csum_offset; the rest is zero (no
+ * segmentation). The first segment of the chain holds it whole (checked by the callers).
  */
-function writeHeader(vq: SplitQueue, numBuffers: number): void {
+function writeHeader(vq: SplitQueue, numBuffers: number, csumStart: number, csumOffset: number): void {
   const w = vq.segWindow[0];
   const off = vq.segOffset[0];
+  const flags = csumStart === 0 ? 0 : VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  const start = csumStart === 0 ? 0 : csumStart - 1;
   if ((off & 3) === 0) {
     const words = vq.mem.words[w];
     const i = off >>> 2;
-    words[i] = 0;
-    words[i + 1] = 0;
-    words[i + 2] = numBuffers << 16;
+    words[i] = flags;
+    words[i + 1] = start << 16;
+    words[i + 2] = (csumStart === 0 ? 0 : csumOffset) | (numBuffers << 16);
   } else {
     const bytes = vq.mem.bytes[w];
     bytes.fill(0, off, off + NET_HDR_NUM_BUFFERS_OFFSET);
+    bytes[off] = flags;
+    if (csumStart !== 0) {
+      bytes[off + 6] = start & 0xff;
+      bytes[off + 7] = start >>> 8;
+      bytes[off + 8] = csumOffset & 0xff;
+      bytes[off + 9] = csumOffset >>> 8;
+    }
     bytes[off + NET_HDR_NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
     bytes[off + NET_HDR_NUM_BUFFERS_OFFSET + 1] = numBuffers >> 8;
   }
@@ -227,8 +243,11 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   let misfitAt = -1;
   let misfitLen = 0;
   const maxFrame = frameLimit(q);
+  const partialOk = (q.offloads & OFFLOAD_CSUM_TO_GUEST) !== 0;
   let delivered = 0;
   let bytes = 0;
+  let partial = 0;
+  let completed = 0;
   let i = 0;
   for (; i < count; i++) {
     const handle = handles[i];
@@ -244,10 +263,20 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
       counters[base + DROPS_BASE + DROP.guest_buffer_too_small]++;
       continue;
     }
-    const result = mergeable ? writeMergeable(vq, availEnd, pool, handle, frameLen) : writeOneChain(vq, availEnd, pool, handle, frameLen);
+    // A checksum left to do goes as it is to a guest that takes it so; for the others
+    // it is done here, in the buffer (any port the frame goes to next then gets it done).
+    let csumStart = pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START];
+    if (csumStart !== 0 && !partialOk) {
+      completeChecksum(pool, handle);
+      completed++;
+      csumStart = 0;
+    }
+    const csumOffset = pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET];
+    const result = mergeable ? writeMergeable(vq, availEnd, pool, handle, frameLen, csumStart, csumOffset) : writeOneChain(vq, availEnd, pool, handle, frameLen, csumStart, csumOffset);
     if (result > 0) {
       delivered++;
       bytes += frameLen;
+      if (csumStart !== 0) partial++;
       continue;
     }
     if (result === NO_ROOM) {
@@ -274,6 +303,8 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   }
   counters[base + TX_PACKETS] += delivered;
   counters[base + TX_BYTES] += bytes;
+  counters[base + TX_CSUM_PARTIAL] += partial;
+  counters[base + CSUM_COMPLETED] += completed;
   counters[q.queueCounterBase + QUEUE_TX_PACKETS] += delivered;
   counters[q.queueCounterBase + QUEUE_TX_BYTES] += bytes;
   return delivered;
@@ -339,7 +370,7 @@ function consumeChains(vq: SplitQueue, startAvail: number, startUsed: number, n:
  * a chain that cannot hold the header and an Ethernet header fits no frame, and left at
  * the head of the queue it would stop the guest's receive path for good.
  */
-function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number): number {
+function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number, csumStart: number, csumOffset: number): number {
   if (vq.lastAvailIdx === availEnd) return NO_ROOM;
   if (vq.descriptorsRead >= DELIVER_DESCRIPTOR_BUDGET) return OVER_BUDGET;
   const head = vq.availHead(0);
@@ -348,7 +379,7 @@ function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handl
     return consumeChains(vq, vq.lastAvailIdx, vq.usedIdx, 1);
   }
   if (vq.chainBytes < NET_HDR_LEN + frameLen) return TOO_SMALL;
-  writeHeader(vq, 1);
+  writeHeader(vq, 1, csumStart, csumOffset);
   scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
   vq.putUsed(head, NET_HDR_LEN + frameLen);
   vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
@@ -362,7 +393,7 @@ function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handl
  * published: lastAvailIdx and usedIdx are rolled back. Returns the chains used or an
  * error code.
  */
-function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number): number {
+function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number, csumStart: number, csumOffset: number): number {
   const startAvail = vq.lastAvailIdx;
   const startUsed = vq.usedIdx;
   const src = pool.data;
@@ -386,7 +417,7 @@ function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, hand
     }
     let used = 0;
     if (chains === 0) {
-      writeHeader(vq, 1);
+      writeHeader(vq, 1, csumStart, csumOffset);
       numBuffersWindow = vq.segWindow[0];
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;

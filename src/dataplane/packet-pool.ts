@@ -7,6 +7,15 @@ import { sharedBuffer } from '../sys/shared-arena.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { addressOf } from '../sys/libc.ts';
 
+/**
+ * u16 fields per handle in PacketPool.offload: the partial checksum's start in the frame
+ * plus 1 (0: the frame's checksums are complete), and where from there it goes. A frame
+ * and its fields travel together (copied with it, cleared when its buffer is taken).
+ */
+export const OFFLOAD_FIELDS = 2;
+export const OFFLOAD_CSUM_START = 0;
+export const OFFLOAD_CSUM_OFFSET = 1;
+
 /** Bytes before the frame, kept free for encapsulation. */
 export const HEADROOM = 128;
 /** Room for the largest frame: MTU 9000 + Ethernet header + one VLAN tag, rounded up. */
@@ -25,6 +34,8 @@ export interface PoolMemory {
   lengths: ArrayBufferLike;
   /** per handle, written by its owner: 1 while another PMD holds the buffer */
   away: ArrayBufferLike;
+  /** per handle, OFFLOAD_FIELDS u16: what the frame leaves to do (see offloads.ts) */
+  offload: ArrayBufferLike;
   /** handles per PMD (a power of 2: return rings of that size can never overflow) */
   perPmd: number;
   pmdCount: number;
@@ -38,6 +49,7 @@ export function createPoolMemory(pmdCount: number, perPmd: number): PoolMemory {
     buffers: sharedBuffer(pmdCount * perPmd * BUFFER_STRIDE),
     lengths: sharedBuffer(pmdCount * perPmd * 4),
     away: sharedBuffer(pmdCount * perPmd),
+    offload: sharedBuffer(pmdCount * perPmd * OFFLOAD_FIELDS * 2),
     perPmd,
     pmdCount,
   };
@@ -49,6 +61,8 @@ export class PacketPool {
   readonly data: Uint8Array;
   /** the same memory as 32-bit words, for aligned copies */
   readonly words: Uint32Array;
+  /** and as 16-bit words, for checksums */
+  readonly words16: Uint16Array;
   /**
    * the address of data[0], for native copies: a shared buffer's backing store never
    * moves and is the same one in every PMD thread
@@ -56,6 +70,8 @@ export class PacketPool {
   readonly address: number;
   /** frame length of each buffer, by handle */
   readonly length: Uint32Array;
+  /** OFFLOAD_FIELDS per handle: the checksum the frame leaves to do, if any */
+  readonly offload: Uint16Array;
   readonly pmd: number;
   private readonly perPmd: number;
   private readonly away: Uint8Array;
@@ -76,8 +92,10 @@ export class PacketPool {
     this.perPmd = memory.perPmd;
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
+    this.words16 = new Uint16Array(memory.buffers);
     this.address = addressOf(this.data);
     this.length = new Uint32Array(memory.lengths);
+    this.offload = new Uint16Array(memory.offload);
     this.away = new Uint8Array(memory.away);
     this.freeStack = new Uint32Array(memory.perPmd);
     // A PMD restarted after a crash starts with the buffers of its partition that are not
@@ -103,7 +121,20 @@ export class PacketPool {
   /** A free buffer's handle, or -1 when this PMD has none left. */
   alloc(): number {
     if (this.freeCount === 0 && this.reclaim() === 0) return -1;
-    return this.freeStack[--this.freeCount];
+    const handle = this.freeStack[--this.freeCount];
+    // Whoever fills the buffer says what its frame leaves to do; most leave nothing.
+    this.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = 0;
+    return handle;
+  }
+
+  /** Copies frame `from` (its bytes, length and offload fields) into buffer `to`. */
+  copyFrame(to: number, from: number): void {
+    const len = this.length[from];
+    const src = this.frameOffset(from);
+    this.data.copyWithin(this.frameOffset(to), src, src + len);
+    this.length[to] = len;
+    this.offload[to * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = this.offload[from * OFFLOAD_FIELDS + OFFLOAD_CSUM_START];
+    this.offload[to * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET] = this.offload[from * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET];
   }
 
   free(handle: number): void {

@@ -61,6 +61,8 @@ export interface VringSpec {
   callFd: number;
   kickFd: number;
   mergeable: boolean;
+  /** the offloads the connection negotiated (OFFLOAD_* bits, offloads.ts) */
+  offloads: number;
   /** the vring's inflight record (INFLIGHT_SHMFD), viewed once */
   inflight: Uint8Array | null;
   /** found corrupt: stays stopped (never revived by a memory change) until set up again */

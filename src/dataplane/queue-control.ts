@@ -83,7 +83,7 @@ export class QueueControl {
       case 'vring-start': {
         if (port.mem === null) return { error: 'no memory table' };
         const inflight = cmd.inflight && new Uint8Array(view(BigInt(cmd.inflight.hostAddr), cmd.inflight.bytes));
-        const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, inflight, failed: false };
+        const spec: VringSpec = { layout: cmd.layout, callFd: cmd.callFd, kickFd: cmd.kickFd, mergeable: cmd.mergeable, offloads: cmd.offloads, inflight, failed: false };
         const owner = this.buildQueue(port, cmd.vring, port.mem, spec);
         if (typeof owner === 'string') return { error: owner };
         this.logRecovery(port, cmd.vring, owner.queue.inflightRecovery);
@@ -244,6 +244,7 @@ export class QueueControl {
       counterBase: portBase(port.cfg.index),
       queueCounterBase: queueBase(port.cfg.index, pair),
       maxFrame: port.cfg.maxFrame,
+      offloads: spec.offloads,
     };
   }
 }

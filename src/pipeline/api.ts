@@ -70,6 +70,15 @@ export interface PacketBatch {
    * write the frame at offset(index), then setLength(index, n). Later stages see it.
    */
   emit(egress: number): number;
+  /**
+   * A guest with checksum offload may send TCP and UDP frames whose checksum is left to do
+   * (the field holds the pseudo-header's sum only); vrouter completes it where the frame
+   * leaves for a port that does not take it so. A stage that moves or copies the L4 bytes
+   * elsewhere (fragments, a copy kept for later) or changes them calls this first: it
+   * completes packet i's checksum now, if one is left to do. Rewriting L2 and L3 headers
+   * (MACs, TTL, DSCP) needs nothing: the pseudo-header holds no such field.
+   */
+  completeChecksum(i: number): void;
   /** before rewriting packet i's Ethernet header: keeps its source MAC for receivedSource() */
   saveSource(i: number): void;
   /** offset in data of the 6-byte source MAC packet i arrived with (to answer its sender) */

@@ -9,7 +9,10 @@ import {
   bit,
   MAX_QUEUE_SIZE,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  featureNames,
   VIRTIO_F_VERSION_1,
+  VIRTIO_NET_F_CSUM,
+  VIRTIO_NET_F_GUEST_CSUM,
   VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
@@ -17,6 +20,7 @@ import {
   VIRTIO_RING_F_INDIRECT_DESC,
 } from '../virtio/constants.ts';
 import { memoryTableProblem } from '../virtio/guest-memory.ts';
+import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST } from '../dataplane/offloads.ts';
 import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from './dataplane-link.ts';
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
@@ -51,6 +55,8 @@ export interface PortSettings {
   mtu: number;
   /** what to do with guest memory files a frontend could shrink under vrouter */
   memoryPolicy: MemoryPolicy;
+  /** offer checksum offload (ports[].offloads) */
+  offloads: boolean;
 }
 
 export type Logger = Pick<Log, 'info' | 'warn'>;
@@ -59,6 +65,7 @@ export function offeredFeatures(port: PortSettings): bigint {
   let f = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF);
   f |= bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MTU);
   if (port.queues > 1) f |= bit(VIRTIO_NET_F_MQ);
+  if (port.offloads) f |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM);
   return f;
 }
 
@@ -132,6 +139,8 @@ export interface ConnectionOptions {
 /** A connected device as the admin endpoint shows it. */
 export interface DeviceState {
   features: string;
+  /** the negotiated feature bits by name ("CSUM", "MRG_RXBUF", ...) */
+  featureNames: string[];
   vrings: { index: number; direction: string; size: number; running: boolean }[];
 }
 
@@ -185,6 +194,7 @@ export class VhostConnection {
   state(): DeviceState {
     return {
       features: `0x${this.features.toString(16)}`,
+      featureNames: featureNames(this.features),
       vrings: this.vrings.map((v, index) => ({ index, direction: index % 2 === 0 ? 'guest rx' : 'guest tx', size: v.num, running: v.running })),
     };
   }
@@ -294,7 +304,7 @@ export class VhostConnection {
         if (extra !== 0n) throw new ProtocolError(`features 0x${extra.toString(16)} were not offered`);
         if ((f & bit(VIRTIO_F_VERSION_1)) === 0n) throw new ProtocolError('VIRTIO_F_VERSION_1 not acked: legacy devices are not supported');
         this.features = f;
-        this.log.info(`port ${this.port.name}: features 0x${f.toString(16)} negotiated`, 'features.negotiated', { port: this.port.name, features: `0x${f.toString(16)}` });
+        this.log.info(`port ${this.port.name}: features 0x${f.toString(16)} negotiated (${featureNames(f).join(' ')})`, 'features.negotiated', { port: this.port.name, features: `0x${f.toString(16)}` });
         break;
       }
       case Req.GET_PROTOCOL_FEATURES:
@@ -651,6 +661,8 @@ export class VhostConnection {
       callFd: v.callFd,
       kickFd: v.kickFd,
       mergeable: (this.features & bit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
+      // This connection's, whatever an earlier one negotiated.
+      offloads: ((this.features & bit(VIRTIO_NET_F_CSUM)) !== 0n ? OFFLOAD_CSUM_FROM_GUEST : 0) | ((this.features & bit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n ? OFFLOAD_CSUM_TO_GUEST : 0),
       inflight: this.inflightFor(index, v.num),
       layout: {
         size: v.num,

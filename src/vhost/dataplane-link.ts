@@ -24,7 +24,7 @@ export interface RingMapping {
 export type PmdCommand =
   /** the port's guest memory changed: views built a window per poll round, then queues moved onto it, all or nothing */
   | { t: 'memory'; port: number; gen: number; regions: MemoryRegion[] }
-  | { t: 'vring-start'; port: number; gen: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean; inflight: InflightArea | null }
+  | { t: 'vring-start'; port: number; gen: number; vring: number; layout: QueueLayout; callFd: number; kickFd: number; mergeable: boolean; offloads: number; inflight: InflightArea | null }
   /** stop processing a vring and report where it stopped (GET_VRING_BASE) */
   | { t: 'vring-stop'; port: number; gen: number; vring: number }
   | { t: 'vring-call'; port: number; gen: number; vring: number; callFd: number }

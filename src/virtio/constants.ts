@@ -20,6 +20,34 @@ export const VIRTIO_F_VERSION_1 = 32;
 export const VIRTIO_F_RING_PACKED = 34;
 export const VIRTIO_F_IN_ORDER = 35;
 
+/** Names of the feature bits above, for logs and the admin endpoint. */
+export const FEATURE_NAMES: Readonly<Record<number, string>> = {
+  [VIRTIO_NET_F_CSUM]: 'CSUM',
+  [VIRTIO_NET_F_GUEST_CSUM]: 'GUEST_CSUM',
+  [VIRTIO_NET_F_MTU]: 'MTU',
+  [VIRTIO_NET_F_MAC]: 'MAC',
+  [VIRTIO_NET_F_MRG_RXBUF]: 'MRG_RXBUF',
+  [VIRTIO_NET_F_STATUS]: 'STATUS',
+  [VIRTIO_NET_F_CTRL_VQ]: 'CTRL_VQ',
+  [VIRTIO_NET_F_GUEST_ANNOUNCE]: 'GUEST_ANNOUNCE',
+  [VIRTIO_NET_F_MQ]: 'MQ',
+  [VIRTIO_F_NOTIFY_ON_EMPTY]: 'NOTIFY_ON_EMPTY',
+  [VIRTIO_F_ANY_LAYOUT]: 'ANY_LAYOUT',
+  [VIRTIO_RING_F_INDIRECT_DESC]: 'INDIRECT_DESC',
+  [VIRTIO_RING_F_EVENT_IDX]: 'EVENT_IDX',
+  [VHOST_USER_F_PROTOCOL_FEATURES]: 'PROTOCOL_FEATURES',
+  [VIRTIO_F_VERSION_1]: 'VERSION_1',
+  [VIRTIO_F_RING_PACKED]: 'RING_PACKED',
+  [VIRTIO_F_IN_ORDER]: 'IN_ORDER',
+};
+
+/** The names of the bits set in `features` (unnamed ones as "bit N"). */
+export function featureNames(features: bigint): string[] {
+  const names: string[] = [];
+  for (let n = 0; n < 64; n++) if ((features & (1n << BigInt(n))) !== 0n) names.push(FEATURE_NAMES[n] ?? `bit ${n}`);
+  return names;
+}
+
 export function bit(n: number): bigint {
   return 1n << BigInt(n);
 }
@@ -43,3 +71,8 @@ export const MAX_QUEUE_SIZE = 32768;
  */
 export const NET_HDR_LEN = 12;
 export const NET_HDR_NUM_BUFFERS_OFFSET = 10;
+
+/** virtio_net_hdr.flags (5.1.6): the checksum from csum_start is left to do (csum_offset: where it goes) */
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+/** virtio_net_hdr.gso_type: no segmentation offload */
+export const VIRTIO_NET_HDR_GSO_NONE = 0;

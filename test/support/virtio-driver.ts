@@ -230,12 +230,13 @@ export class DriverQueue {
   }
 }
 
-/** A guest sending frames: virtio-net header + frame, in one or several segments. */
-export function sendFrame(q: DriverQueue, frame: Uint8Array, opts: { split?: number[]; indirect?: boolean } = {}): number {
+/** A guest sending frames: virtio-net header (zero, or `header`) + frame, in one or several segments. */
+export function sendFrame(q: DriverQueue, frame: Uint8Array, opts: { split?: number[]; indirect?: boolean; header?: Uint8Array } = {}): number {
   const ram = q.ram;
   const total = NET_HDR_LEN + frame.length;
   const off = ram.alloc(total);
   ram.bytes.fill(0, off, off + NET_HDR_LEN);
+  if (opts.header) ram.bytes.set(opts.header.subarray(0, NET_HDR_LEN), off);
   ram.bytes.set(frame, off + NET_HDR_LEN);
   const sizes = opts.split ?? [total];
   const buffers: { addr: number; len: number }[] = [];

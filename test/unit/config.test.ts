@@ -15,7 +15,7 @@ t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
-    macLimit: 256, portSecurity: false, memoryPolicy: 'warn', socketMode: 0o600, socketGroup: null, peerUid: null,
+    macLimit: 256, portSecurity: false, memoryPolicy: 'warn', offloads: true, socketMode: 0o600, socketGroup: null, peerUid: null,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.match(c.ports[0].routerMac, /^02(:[0-9a-f]{2}){5}$/, 'the router MAC is locally administered');
@@ -26,12 +26,12 @@ t.test('the contract config, with defaults', async (t) => {
 });
 
 t.test('every optional key', async (t) => {
-  const client = { mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 }, macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', peerUid: 1000 };
+  const client = { mode: 'client', mac: '52:54:00:AB:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 }, macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', offloads: false, peerUid: 1000 };
   const server = { name: 'b', socket: '/tmp/b.sock', socketMode: '0660', socketGroup: 0 };
   const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0, spare: false } }, '/', 2);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
-    macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', socketMode: 0o600, socketGroup: null, peerUid: 1000,
+    macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', offloads: false, socketMode: 0o600, socketGroup: null, peerUid: 1000,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
@@ -67,6 +67,8 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [{ name: 't', type: 'tap' }] }, 'ports[0].interface', /a tap port needs "interface"/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'a-name-too-long0' }] }, 'ports[0].interface', /1-15 of/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', socket: '/tmp/t.sock' }] }, 'ports[0].socket', /applies to vhost-user ports only/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', offloads: false }] }, 'ports[0].offloads', /applies to vhost-user ports only/],
+    [{ ports: [{ name: 'a', socket: '/tmp/a.sock', offloads: 'yes' }] }, 'ports[0].offloads', /must be true or false, got "yes"/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 2 }] }, 'ports[0].queues', /a tap port has one queue/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0' }, { name: 'u', type: 'tap', interface: 'vr0' }] }, 'ports[1].interface', /vr0 is already the interface of ports\[0\]/],
     [{ ports: [port()], pmd: { cores: [] } }, 'pmd.cores', /non-empty/],

@@ -40,7 +40,7 @@ t.test('random descriptor chains against both directions of the data path', asyn
     for (let round = 0; round < 300; round++) {
       const queue = SplitQueue.create(mem, q.layout({ lastAvailIdx: random(65536) }));
       if (typeof queue === 'string') throw new Error(queue);
-      const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 9018 };
+      const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 9018, offloads: 0 };
       for (let i = 0; i < size; i++) {
         const inMemory = random(4) !== 0;
         q.writeDesc(i, {

@@ -7,16 +7,18 @@ import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../../src/virtio/split-queue.ts';
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, NET_HDR_LEN } from '../../src/virtio/constants.ts';
-import { PacketPool } from '../../src/dataplane/packet-pool.ts';
+import { OFFLOAD_FIELDS, PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
-import { COUNTERS_PER_PORT, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
+import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_CSUM_PARTIAL, RX_PACKETS, TX_CSUM_PARTIAL, TX_PACKETS } from '../../src/dataplane/counters.ts';
+import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST } from '../../src/dataplane/offloads.ts';
+import { tcp4 } from '../support/frames.ts';
 import { LIMITS } from '../../src/control/config.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
 
 const A = '52:54:00:00:00:0a';
 const B = '52:54:00:00:00:0b';
 
-function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boolean; maxFrame?: number } = {}) {
+function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boolean; maxFrame?: number; offloads?: number } = {}) {
   const ram = new GuestRam();
   t.teardown(() => ram.close());
   const driverQ = new DriverQueue(ram, opts.size ?? 256, { startIdx: opts.startIdx, eventIdx: opts.eventIdx });
@@ -25,7 +27,7 @@ function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boo
   if (typeof queue === 'string') throw new Error(queue);
   const counters = new Float64Array(COUNTERS_PER_PORT);
   // Queue pair 1 of port 0: its counters apart from pair 0's.
-  const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters, counterBase: 0, queueCounterBase: queueBase(0, 1), maxFrame: opts.maxFrame ?? 1518 };
+  const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters, counterBase: 0, queueCounterBase: queueBase(0, 1), maxFrame: opts.maxFrame ?? 1518, offloads: opts.offloads ?? 0 };
   const pool = PacketPool.standalone(64);
   const handles = new Uint32Array(32);
   return { ram, driverQ, owner, counters, pool, handles };
@@ -436,3 +438,63 @@ t.test('guest RX without mergeable buffers: a buffer too small for any frame is 
   t.same(driverQ.takeUsed(), [...bad.map((c) => ({ id: c.head, len: 0 })), { id: good.head, len: NET_HDR_LEN + 100 }], 'bad buffers returned empty, the good one takes the next frame');
   t.equal(drop(counters, 'guest_ring_full'), 0);
 });
+
+t.test('checksum offload: a checksum left to do is taken, passed on as it is, or completed', async (t) => {
+  const whole = tcp4({ srcMac: A, dstMac: B, src: '10.0.1.2', dst: '10.0.2.2', srcPort: 40000, dstPort: 80, flags: 'PA', payload: 700 });
+  // As a guest with VIRTIO_NET_F_CSUM sends it: the field holds the pseudo-header's sum (any value will do here).
+  const sent = whole.slice();
+  sent[34 + 16] = 0x12;
+  sent[34 + 17] = 0x34;
+  const header = Uint8Array.of(1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 0, 0);
+  const bad = Uint8Array.of(1, 0, 0, 0, 0, 0, 34, 0, 0xff, 0x7f, 0, 0);
+
+  const from = setup(t, { offloads: OFFLOAD_CSUM_FROM_GUEST });
+  sendFrame(from.driverQ, sent, { header, split: [5, 7, sent.length] });
+  sendFrame(from.driverQ, sent, { header: bad });
+  const free = from.pool.available;
+  t.equal(receiveBurst(from.owner, from.pool, from.handles, 0, 32), 1, 'the frame with a good header taken, the other dropped');
+  t.equal(drop(from.counters, 'offload_header_bad'), 1, 'a checksum field past the frame: offload_header_bad');
+  t.equal(from.pool.available, free - 1, 'its buffer given back');
+  t.equal(from.driverQ.takeUsed().length, 2, 'both chains returned');
+  t.equal(from.counters[RX_CSUM_PARTIAL], 1, 'counted as taken with its checksum left to do');
+  const h = from.handles[0];
+  t.same(frameOf(from.pool, h), sent, 'the frame as sent');
+
+  const ignoring = setup(t, { offloads: 0 });
+  sendFrame(ignoring.driverQ, sent, { header: bad });
+  t.equal(receiveBurst(ignoring.owner, ignoring.pool, ignoring.handles, 0, 32), 1, 'without CSUM negotiated the header is not read');
+  t.equal(ignoring.counters[RX_CSUM_PARTIAL], 0, 'nothing left to do');
+
+  // To a guest that negotiated GUEST_CSUM: as it is, the header saying what is left.
+  const taking = setup(t, { offloads: OFFLOAD_CSUM_TO_GUEST });
+  const rx = postRxBuffer(taking.driverQ, 2048);
+  const copy = taking.pool.alloc();
+  taking.pool.data.set(sent, taking.pool.frameOffset(copy));
+  taking.pool.length[copy] = sent.length;
+  taking.pool.offload[copy * OFFLOAD_FIELDS] = from.pool.offload[h * OFFLOAD_FIELDS];
+  taking.pool.offload[copy * OFFLOAD_FIELDS + 1] = from.pool.offload[h * OFFLOAD_FIELDS + 1];
+  t.equal(deliverBurst(taking.owner, true, taking.pool, Uint32Array.of(copy), 1), 1);
+  const hdr = taking.ram.bytes.slice(rx.off, rx.off + NET_HDR_LEN);
+  t.same([...hdr], [1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 1, 0], 'NEEDS_CSUM, csum_start 34, csum_offset 16, num_buffers 1');
+  t.same(taking.ram.bytes.slice(rx.off + NET_HDR_LEN, rx.off + NET_HDR_LEN + sent.length), sent, 'the frame untouched');
+  t.equal(taking.counters[TX_CSUM_PARTIAL], 1, 'counted as handed on with its checksum left to do');
+
+  // To a guest that did not: completed first.
+  const plain = setup(t, { offloads: 0 });
+  const rx2 = postRxBuffer(plain.driverQ, 2048);
+  t.equal(deliverBurst(plain.owner, true, from.pool, Uint32Array.of(h), 1), 1);
+  t.same([...plain.ram.bytes.slice(rx2.off, rx2.off + NET_HDR_LEN)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 'a plain header');
+  t.same(plain.ram.bytes.slice(rx2.off + NET_HDR_LEN, rx2.off + NET_HDR_LEN + whole.length), partialDone(sent), 'the checksum completed in the frame');
+  t.equal(plain.counters[CSUM_COMPLETED], 1, 'counted as completed');
+});
+
+/** `sent` with its TCP checksum completed (the partial sum in its field included): a reference. */
+function partialDone(sent: Uint8Array): Uint8Array {
+  let sum = 0;
+  for (let i = 34; i < sent.length; i += 2) sum += (sent[i] << 8) | (i + 1 < sent.length ? sent[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  const out = sent.slice();
+  out[50] = (~sum >>> 8) & 0xff;
+  out[51] = ~sum & 0xff;
+  return out;
+}

@@ -27,7 +27,7 @@ function setup(t: Test) {
   const open = (lastAvailIdx = driverQ.availIdx) => {
     const queue = SplitQueue.create(mem, driverQ.layout({ lastAvailIdx }), area);
     if (typeof queue === 'string') throw new Error(queue);
-    const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: queueBase(0, 0), maxFrame: 1518 };
+    const owner: QueueOwner = { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: queueBase(0, 0), maxFrame: 1518, offloads: 0 };
     return owner;
   };
   const marked = () => Array.from({ length: SIZE }, (_, head) => head).filter((head) => area[16 + 16 * head] !== 0);

@@ -31,7 +31,7 @@ function setup(t: { teardown(fn: () => void): void }) {
     for (let i = 0; i < 100 && pmd.building; i++) pmd.stepBuilds();
     return answer ?? late.pop();
   };
-  const startTx = (gen: number) => run({ t: 'vring-start', port: 0, gen, vring: 1, layout: tx.layout(), callFd: -1, kickFd: -1, mergeable: true, inflight: null });
+  const startTx = (gen: number) => run({ t: 'vring-start', port: 0, gen, vring: 1, layout: tx.layout(), callFd: -1, kickFd: -1, mergeable: true, offloads: 0, inflight: null });
   return { pmd, ram, rx, tx, late, run, applyMemory, startTx };
 }
 

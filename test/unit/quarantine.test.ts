@@ -23,7 +23,7 @@ t.test('quarantine after a PMD crash while serving the port', async (t) => {
   const lines: string[] = [];
   const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m) };
   const settings = {
-    index: 0, name: 'h', queues: 1, mtu: 1500, memoryPolicy: 'warn' as const, type: 'vhost-user' as const, interface: null, socket: join(dir, 'h.sock'), mode: 'server' as const,
+    index: 0, name: 'h', queues: 1, mtu: 1500, memoryPolicy: 'warn' as const, offloads: true, type: 'vhost-user' as const, interface: null, socket: join(dir, 'h.sock'), mode: 'server' as const,
     socketMode: 0o600, socketGroup: null, peerUid: null, mirror: null,
   };
   const endpoint = new PortEndpoint(settings, dataplane, log);

@@ -10,7 +10,7 @@ import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
-import { completeChecksum } from './offloads.ts';
+import { completeChecksum, OFFLOAD_CSUM_TO_GUEST } from './offloads.ts';
 import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
@@ -140,10 +140,13 @@ export class Egress {
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       const out = port.rxOut;
       if (port.uplink !== null) {
-        this.captureEgress(port);
         this.completeChecksums(port);
+        this.captureEgress(port);
         port.uplink.transmit(this.pool, port.pending, port.pendingCount);
       } else if (out !== null && out.queue.failure === '') {
+        // deliverBurst completes what the guest does not take left to do; a capture is
+        // to show the frames as they leave, so then it is done before.
+        if (this.capturing(port) && (out.offloads & OFFLOAD_CSUM_TO_GUEST) === 0) this.completeChecksums(port);
         this.captureEgress(port);
         deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
         if (out.queue.failure !== '') this.queueFailed(port, out);
@@ -176,7 +179,11 @@ export class Egress {
 
   /** The port's pending frames, if it is being captured: by the PMD that writes them out (here), once. */
   private captureEgress(port: PortRuntime): void {
-    if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
+    if (this.capturing(port)) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
+  }
+
+  private capturing(port: PortRuntime): boolean {
+    return this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0;
   }
 
   /** Another PMD that runs an RX queue of the port, or -1. */

@@ -1,9 +1,17 @@
 // DPDK virtio-user (dpdk-testpmd, no hugepages) sending 64-byte frames through vrouter to a
-// second virtio-user port: every frame is accounted for, on both sides, exactly.
+// second virtio-user port: every frame is accounted for, on both sides, exactly. And with
+// checksum offload: frames sent with their checksums left to do leave vrouter completed.
 import t from 'tap';
 import { runTestpmd, testpmdPrerequisite } from './lib/testpmd.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import type { PortStats } from '../../src/dataplane/counters.ts';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { adminClient } from '../support/admin-client.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { testGuest } from '../support/test-guest.ts';
+import { tcp4, udp4 } from '../support/frames.ts';
 
 const missing = testpmdPrerequisite();
 if (missing) t.fail(`cannot run dpdk-testpmd: ${missing}`);
@@ -39,4 +47,57 @@ t.test('flowgen both ways between two virtio-user ports, 64-byte frames', async 
     { bad_descriptor: 0, queue_errors: 0 },
     'a well-behaved frontend: no bad descriptors, no queue errors',
   );
+});
+
+t.test('virtio-user with checksum offload (the csum engine): checksums left to do, completed as they leave', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b', 'c'], { pmd: { cores: [1] } }));
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  // Port c injects TCP and UDP frames for the testpmd ports, which forward each one they
+  // receive out of the other (csum engine): they go round a -> b -> a for the whole run,
+  // each time sent with its checksum left to the backend (--tx-offloads: TCP and UDP).
+  const c = await startDevice(vr.sockets.c);
+  t.teardown(() => c.close());
+  const injector = testGuest(c);
+  const l2 = { srcMac: '02:00:00:00:00:0c', dstMac: '02:00:00:00:00:0b' };
+  const frames = Array.from({ length: 32 }, (_, k) => [
+    tcp4({ ...l2, src: '10.0.0.12', dst: '10.0.0.11', srcPort: 40000 + k, dstPort: 80, flags: 'PA', payload: 100 + 37 * k }),
+    udp4({ ...l2, src: '10.0.0.12', dst: '10.0.0.11', srcPort: 5000 + k, dstPort: 53, payload: 99 + 41 * k }),
+  ]).flat();
+  let pcap: Uint8Array = new Uint8Array(0);
+  const run = await runTestpmd(
+    [
+      { socket: vr.sockets.a, mac: '02:00:00:00:00:0a' },
+      { socket: vr.sockets.b, mac: '02:00:00:00:00:0b' },
+    ],
+    {
+      mode: 'csum',
+      seconds: 4,
+      args: ['--tx-offloads=0xc'],
+      during: async () => {
+        await injector.send(frames);
+        await new Promise((r) => setTimeout(r, 500));
+        const capture = await api.bytes('/ports/b/capture?count=400&seconds=3');
+        t.equal(capture.status, 200, 'a capture of what leaves for b');
+        pcap = capture.bytes;
+      },
+    },
+  );
+  t.ok(run.ports.length === 2, 'testpmd reported both ports', { log: run.log.slice(-2000) });
+  t.match(run.log, /Tx offloads=0xc/, 'testpmd\'s ports offload TCP and UDP checksums to the backend');
+  const s = await vr.stats();
+  for (const port of ['a', 'b'] as const) {
+    const o = s[port].offloads;
+    t.ok(o.rx_partial_checksum > 10_000, `${port}: ${o.rx_partial_checksum} frames came with their checksum left to do`);
+    t.ok(o.checksums_completed > 10_000, `${port}: ${o.checksums_completed} completed for testpmd, which takes none left to do`);
+    t.equal(o.tx_partial_checksum, 0, `${port}: none handed on left to do`);
+    t.equal(s[port].drops.offload_header_bad, 0, `${port}: no header refused`);
+  }
+  const file = join(vr.dir, 'b.pcapng');
+  writeFileSync(file, pcap);
+  const out = spawnSync('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-T', 'fields', '-e', 'frame.number', '-e', 'tcp.checksum.status', '-e', 'udp.checksum.status'], { encoding: 'utf8' });
+  t.equal(out.status, 0, 'tshark reads the capture', { stderr: out.stderr });
+  const statuses = out.stdout.trim().split('\n').map((line) => line.split('\t').slice(1).join(''));
+  t.ok(statuses.length >= 100, `${statuses.length} frames captured on their way to b`);
+  t.same([...new Set(statuses)], ['1'], 'tshark finds every TCP and UDP checksum good');
 });

@@ -6,6 +6,8 @@ import type { StartedVrouter } from './vrouter-process.ts';
 
 export interface AdminClient {
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string }>;
+  /** a GET whose answer is binary (a capture's pcapng) */
+  bytes(path: string): Promise<{ status: number; bytes: Uint8Array }>;
 }
 
 export function adminClient(vr: StartedVrouter, origin = 'http://vrouter'): AdminClient {
@@ -26,6 +28,10 @@ export function adminClient(vr: StartedVrouter, origin = 'http://vrouter'): Admi
         json = undefined;
       }
       return { status: res.statusCode, json, text };
+    },
+    async bytes(path) {
+      const res = await request(`${origin}${path}`, { method: 'GET', dispatcher });
+      return { status: res.statusCode, bytes: new Uint8Array(await res.body.arrayBuffer()) };
     },
   };
 }

@@ -30,17 +30,18 @@ export function testpmdPrerequisite(): string | null {
 }
 
 /**
- * Runs `mode` (txonly, flowgen, ...) for `seconds` on every port, then receives only until
+ * Runs `mode` (txonly, flowgen, ...) for `seconds` on every port (`during` meanwhile, if
+ * given; `args`: more testpmd options), then receives only until
  * the backend has nothing left in flight, and returns each port's totals. The forwarding
  * lcore runs on CPU 0 so that vrouter's PMD keeps CPU 1 (two pollers on one CPU collapse).
  */
-export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; seconds: number; frameSize?: number }): Promise<TestpmdRun> {
+export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; seconds: number; frameSize?: number; args?: string[]; during?: () => Promise<void> }): Promise<TestpmdRun> {
   const prefix = `vrouter-tp-${process.pid}-${Date.now()}`;
   const vdevs = ports.flatMap((p, i) => ['--vdev', `net_virtio_user${i},path=${p.socket},mac=${p.mac}${p.server ? ',server=1' : ''}`]);
   const peers = ports.map((_, i) => `--eth-peer=${i},${ports[(i + 1) % ports.length].mac}`);
   const args = [
     '--no-huge', '-m', '256', '--no-pci', '--file-prefix', prefix, '--lcores', '0@1,1@0', ...vdevs, '--',
-    '-i', '--total-num-mbufs=16384', `--forward-mode=${opts.mode}`, `--txpkts=${opts.frameSize ?? 64}`, ...peers,
+    '-i', '--total-num-mbufs=16384', `--forward-mode=${opts.mode}`, `--txpkts=${opts.frameSize ?? 64}`, ...peers, ...(opts.args ?? []),
   ];
   // Line-buffered: testpmd's stdout to a pipe would otherwise hold back the statistics.
   const tp = spawn('stdbuf', ['-oL', 'dpdk-testpmd', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -63,7 +64,7 @@ export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; sec
   try {
     await waitFor(/testpmd>/, 'prompt');
     send('start');
-    await sleep(opts.seconds * 1000);
+    await Promise.all([sleep(opts.seconds * 1000), opts.during?.()]);
     send('stop');
     // Frames still inside vrouter arrive now: receive them before counting.
     send('set fwd rxonly');

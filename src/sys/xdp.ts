@@ -354,14 +354,19 @@ const statsView = new DataView(stats.buffer);
 const statsLength = new Uint32Array(1);
 
 /**
- * The socket's counts since it was made: frames the kernel dropped on receipt (no free
- * chunk, or the rx ring full) into into[0], transmit descriptors it refused into into[1].
- * False if they cannot be read. Never throws: the data path calls it.
+ * The socket's counts since it was made, into `into`: [0] frames dropped on receipt for want
+ * of room (the rx ring full, or the fill ring empty: no chunk to write into), [1] frames
+ * dropped on receipt as too long for a chunk (the rest of rx_dropped, which counts both
+ * kinds), [2] transmit descriptors refused. False if they cannot be read. Never throws:
+ * the data path calls it.
  */
 export function xdpDrops(fd: number, into: Float64Array): boolean {
   statsLength[0] = stats.length;
   if ((c.getsockopt(fd, SOL_XDP, XDP_STATISTICS, stats, statsLength) as number) < 0) return false;
-  into[0] = Number(statsView.getBigUint64(0, true)) + Number(statsView.getBigUint64(24, true));
-  into[1] = Number(statsView.getBigUint64(16, true));
+  const rxDropped = Number(statsView.getBigUint64(0, true));
+  const fillEmpty = Number(statsView.getBigUint64(32, true));
+  into[0] = Number(statsView.getBigUint64(24, true)) + fillEmpty;
+  into[1] = rxDropped > fillEmpty ? rxDropped - fillEmpty : 0;
+  into[2] = Number(statsView.getBigUint64(16, true));
   return true;
 }

@@ -183,7 +183,7 @@ export function xdpSocket(name: string, queue: number, size: ReturnType<typeof x
     sv.setUint16(2, XDP_COPY | XDP_USE_NEED_WAKEUP, true);
     sv.setUint32(4, ifindex, true);
     sv.setUint32(8, queue, true);
-    if ((c.bind(fd, sxdp, sxdp.length) as number) < 0) {
+    if (!bindRetrying(fd, sxdp)) {
       const errno = koffi.errno();
       if (errno === EINVAL && queue > 0) throw new SysError('bind', errno, `AF_XDP ${name} queue ${queue}: the interface has fewer queues than "queues" asks for`);
       if (errno === EBUSY) throw new SysError('bind', errno, `AF_XDP ${name} queue ${queue}: another AF_XDP socket holds that queue`);
@@ -193,6 +193,25 @@ export function xdpSocket(name: string, queue: number, size: ReturnType<typeof x
   } catch (err) {
     closeAll([fd, umemFd]);
     throw err;
+  }
+}
+
+/** how long a bind waits for the queue's previous socket to be let go of, in steps of BIND_RETRY_MS */
+const BIND_RETRIES = 50;
+const BIND_RETRY_MS = 10;
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Binds, waiting up to half a second while the queue is still held (EBUSY): a port reopened
+ * (a new MTU) closes its old socket just before, and Linux lets go of it only once the
+ * data plane has unmapped its rings, and then from a work queue. False, with errno set, if
+ * it cannot.
+ */
+function bindRetrying(fd: number, sxdp: Uint8Array): boolean {
+  for (let attempt = 0; ; attempt++) {
+    if ((c.bind(fd, sxdp, sxdp.length) as number) === 0) return true;
+    if (koffi.errno() !== EBUSY || attempt === BIND_RETRIES) return false;
+    Atomics.wait(pause, 0, 0, BIND_RETRY_MS);
   }
 }
 

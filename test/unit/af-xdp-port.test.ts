@@ -78,7 +78,15 @@ d.bind(0, '10.9.11.2', function send() { if (left-- > 0) d.send(Buffer.alloc(64)
   await waitFor('the interface back', () => new RegExp(`port u: interface ${IFACE} is back: new rings on it`).test(vr.stderr()) || undefined, 5000);
   const newMac = (await probe.resolve('10.9.11.2')).arp!.senderMac;
   t.equal((await probe.ping('10.9.11.2', newMac, 43)).ip!.dst, '10.9.11.1', 'and forwards again: ping answered');
-  const removed = await adminClient(vr).call('DELETE', '/ports/u');
+  // A new MTU reopens the port: its sockets closed, new ones bound to the same queue.
+  const admin = adminClient(vr);
+  const doc = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  doc.ports.find((p) => p.name === 'u')!.mtu = 1400;
+  const changed = await admin.call('PUT', '/config', doc);
+  t.equal(changed.status, 200, `the MTU change applied (${changed.text.slice(0, 200)})`);
+  t.notMatch(vr.stderr(), /port u: cannot open/, 'the port reopened');
+  t.equal((await probe.ping('10.9.11.2', newMac, 44)).ip!.dst, '10.9.11.1', 'and forwards: ping answered');
+  const removed = await admin.call('DELETE', '/ports/u');
   t.equal(removed.status, 200, 'the port can still be removed');
   await waitFor('the XDP program gone with the port', () => (/ xdp/.test(ip('-o', 'link', 'show', 'dev', IFACE)) ? undefined : true), 5000);
 });

@@ -107,17 +107,19 @@ export class XdpRings implements Uplink {
     let cons = rx[this.rxCons];
     const waiting = (produced - cons) >>> 0;
     // The kernel's drops show in its counts only (a frame too long for a chunk comes with no
-    // descriptor at all): read while frames come, on a backlog, and now and then when idle
+    // descriptor at all): read every STATS_EVERY calls while frames come (not more often on a
+    // backlog: a system call per burst would deepen it), and when idle once the time is due
     // (a clock read, ~60 ns, only when there is nothing to do).
     if (waiting === 0) {
       if (performance.now() >= this.statsDueAt) this.countKernelDrops();
       return 0;
     }
-    if (--this.statsCountdown === 0 || waiting > this.rxMask >> 1) this.countKernelDrops();
+    if (--this.statsCountdown === 0) this.countKernelDrops();
     // More waiting than the ring holds: the words are not the kernel's; take nothing.
     if (waiting > this.rxMask + 1) return 0;
     const n = waiting < max ? waiting : max;
     let fillProd = fill[this.fillProd];
+    // Acquire: the kernel has read the fill entries it has consumed before they are rewritten.
     const fillRoom = this.rxMask + 1 - ((fillProd - Atomics.load(fill, this.fillCons)) >>> 0);
     let refilled = 0;
     let taken = 0;
@@ -228,6 +230,7 @@ export class XdpRings implements Uplink {
       Atomics.store(tx, this.txProd, prod);
       // A kick refused (the interface gone) leaves the frames posted: the slots stay taken,
       // and frames after them are counted refused until the interface takes them.
+      // The flag as the kernel set it after our producer store (copy mode: always set).
       if ((Atomics.load(tx, this.txFlags) & XDP_RING_NEED_WAKEUP) !== 0) xdpKick(this.fd);
     }
     counters[base + TX_PACKETS] += sent;

@@ -1,11 +1,10 @@
-// AF_XDP sockets, and the XDP program that steers an interface's frames to them, through
-// plain system calls (setsockopt, getsockopt, mmap, bpf): no libxdp. libxdp's
-// xsk_socket__create maps the rings and binds in the one process that calls it, and leaves
-// its program attached if that process dies; here the supervisor makes and binds the
-// socket, the data plane maps its rings (Linux allows that after bind: checked on 6.18),
-// and the program hangs on a BPF link whose fd the supervisor holds, so it goes when the
-// supervisor does. The UMEM is a memfd: the supervisor registers it (XDP_UMEM_REG pins its
-// pages), the data plane maps the same file and so sees the same pages.
+// AF_XDP sockets through plain system calls (setsockopt, getsockopt, mmap), not libxdp:
+// xsk_socket__create maps the rings and binds in the one process that calls it, and libxdp
+// leaves its program attached if that process dies. Here the supervisor makes and binds the
+// socket, and the data plane maps its rings (Linux allows that after bind: checked on 6.18);
+// the program that steers frames to the sockets is xdp-steering.ts. The UMEM is a memfd: the
+// supervisor registers it (XDP_UMEM_REG pins its pages), the data plane maps the same file
+// and so sees the same pages.
 //
 // Layouts (linux/if_xdp.h), little-endian: struct xdp_umem_reg {u64 addr, u64 len, u32
 // chunk_size, u32 headroom, u32 flags, u32 tx_metadata_len}; struct sockaddr_xdp {u16
@@ -22,7 +21,6 @@ const c = {
   getsockopt: libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
   sendto: libc.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
-  bpf: libc.func('long syscall(long number, long cmd, const uint8_t *attr, unsigned int size)'),
 };
 
 const AF_XDP = 44;
@@ -231,127 +229,6 @@ function primeFillRing(fd: number, layout: XdpLayout): void {
   } finally {
     munmap(addr, bytes);
   }
-}
-
-// ---- the XDP program ---------------------------------------------------------------------------
-
-const BPF_SYSCALL = 321; // x86-64
-const BPF_MAP_CREATE = 0;
-const BPF_MAP_UPDATE_ELEM = 2;
-const BPF_PROG_LOAD = 5;
-const BPF_LINK_CREATE = 28;
-const BPF_MAP_TYPE_XSKMAP = 17;
-const BPF_PROG_TYPE_XDP = 6;
-const BPF_XDP = 37;
-const BPF_PSEUDO_MAP_FD = 1;
-const BPF_FUNC_REDIRECT_MAP = 51;
-const XDP_PASS = 2;
-const XDP_FLAGS_SKB_MODE = 1 << 1;
-const XDP_FLAGS_DRV_MODE = 1 << 2;
-const BPF_ATTR_BYTES = 128;
-
-/** One eBPF instruction: opcode, dst and src registers, offset, immediate. */
-function insn(out: DataView, i: number, code: number, dst: number, src: number, off: number, imm: number): void {
-  out.setUint8(i * 8, code);
-  out.setUint8(i * 8 + 1, dst | (src << 4));
-  out.setInt16(i * 8 + 2, off, true);
-  out.setInt32(i * 8 + 4, imm, true);
-}
-
-/**
- * The program, in six instructions: `return bpf_redirect_map(&xsks, ctx->rx_queue_index,
- * XDP_PASS)`: a frame goes to the socket of the queue it arrived on; a queue without one
- * passes its frames to Linux (the flags' low bits are the action when the key is absent).
- */
-function redirectProgram(mapFd: number): Uint8Array {
-  const code = new Uint8Array(6 * 8);
-  const dv = new DataView(code.buffer);
-  insn(dv, 0, 0x61, 2, 1, 16, 0); // r2 = *(u32 *)(r1 + 16): struct xdp_md.rx_queue_index
-  insn(dv, 1, 0x18, 1, BPF_PSEUDO_MAP_FD, 0, mapFd); // r1 = the map (ld_imm64, two slots)
-  insn(dv, 2, 0, 0, 0, 0, 0);
-  insn(dv, 3, 0xb7, 3, 0, 0, XDP_PASS); // r3 = XDP_PASS
-  insn(dv, 4, 0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP); // call bpf_redirect_map
-  insn(dv, 5, 0x95, 0, 0, 0, 0); // exit
-  return code;
-}
-
-function bpf(cmd: number, attr: Uint8Array, what: string): number {
-  const r = Number(c.bpf(BPF_SYSCALL, cmd, attr, attr.length));
-  if (r < 0) fail('bpf', what);
-  return r;
-}
-
-/** The program steering an interface's frames to its AF_XDP sockets, attached: free it with closeAll([mapFd, linkFd]). */
-export interface XdpSteering {
-  mapFd: number;
-  linkFd: number;
-  /** native: in the driver; generic: on the socket buffers of Linux's receive path (any driver) */
-  mode: 'native' | 'generic';
-}
-
-/**
- * Attaches the redirect program to interface `name` for `queues` queues, in the driver if
- * it has XDP (veth, most NICs), else in generic mode. The BPF link holds it there for as
- * long as its fd is open (closing it detaches the program; so does the interface going).
- */
-export function xdpSteer(name: string, queues: number): XdpSteering {
-  const ifindex = interfaceIndex(name);
-  if (ifindex === 0) fail('if_nametoindex', name);
-  const attr = new Uint8Array(BPF_ATTR_BYTES);
-  const dv = new DataView(attr.buffer);
-  dv.setUint32(0, BPF_MAP_TYPE_XSKMAP, true);
-  dv.setUint32(4, 4, true); // key: the queue
-  dv.setUint32(8, 4, true); // value: the socket's fd
-  dv.setUint32(12, queues, true);
-  attr.set(new TextEncoder().encode('vrouter_xsks'), 28);
-  const mapFd = bpf(BPF_MAP_CREATE, attr, 'BPF_MAP_CREATE XSKMAP');
-  let progFd = -1;
-  try {
-    const code = redirectProgram(mapFd);
-    const license = new TextEncoder().encode('GPL\0');
-    attr.fill(0);
-    dv.setUint32(0, BPF_PROG_TYPE_XDP, true);
-    dv.setUint32(4, code.length / 8, true);
-    dv.setBigUint64(8, koffi.address(code) as bigint, true);
-    dv.setBigUint64(16, koffi.address(license) as bigint, true);
-    attr.set(new TextEncoder().encode('vrouter_xsk'), 48);
-    dv.setUint32(68, BPF_XDP, true);
-    progFd = bpf(BPF_PROG_LOAD, attr, 'BPF_PROG_LOAD XDP redirect to AF_XDP');
-    const link = (flags: number): number => {
-      attr.fill(0);
-      dv.setUint32(0, progFd, true);
-      dv.setUint32(4, ifindex, true);
-      dv.setUint32(8, BPF_XDP, true);
-      dv.setUint32(12, flags, true);
-      return Number(c.bpf(BPF_SYSCALL, BPF_LINK_CREATE, attr, attr.length));
-    };
-    let mode: XdpSteering['mode'] = 'native';
-    let linkFd = link(XDP_FLAGS_DRV_MODE);
-    if (linkFd < 0 && koffi.errno() === EBUSY) fail('bpf', `BPF_LINK_CREATE on ${name}: another XDP program is attached to it`);
-    if (linkFd < 0) {
-      mode = 'generic';
-      linkFd = link(XDP_FLAGS_SKB_MODE);
-    }
-    if (linkFd < 0) fail('bpf', `BPF_LINK_CREATE XDP on ${name}${koffi.errno() === EBUSY ? ': another XDP program is attached to it' : ''}`);
-    return { mapFd, linkFd, mode };
-  } catch (err) {
-    closeAll([mapFd]);
-    throw err;
-  } finally {
-    closeAll([progFd]);
-  }
-}
-
-/** Steers queue `queue`'s frames to the socket `fd` (bound to that queue). */
-export function xdpSteerQueue(steering: XdpSteering, queue: number, fd: number): void {
-  const key = new Uint32Array([queue]);
-  const value = new Uint32Array([fd]);
-  const attr = new Uint8Array(BPF_ATTR_BYTES);
-  const dv = new DataView(attr.buffer);
-  dv.setUint32(0, steering.mapFd, true);
-  dv.setBigUint64(8, koffi.address(key) as bigint, true);
-  dv.setBigUint64(16, koffi.address(value) as bigint, true);
-  bpf(BPF_MAP_UPDATE_ELEM, attr, `XSKMAP queue ${queue}`);
 }
 
 // ---- the data path -----------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import { newRegionId } from '../vhost/memory-table.ts';
 import type { EndpointSettings, PortState } from '../vhost/port-endpoint.ts';
 import type { MirrorOf } from '../control/config.ts';
 import { TX_DATA_OFFSET } from '../dataplane/packet-ring.ts';
-import { xdpLayout, xdpSocket, xdpSteer, xdpSteerQueue, XDP_RINGS, type XdpSteering } from '../sys/xdp.ts';
+import { xdpLayout, xdpSocket, XDP_RINGS } from '../sys/xdp.ts';
+import { xdpSteer, xdpSteerQueue, type XdpSteering } from '../sys/xdp-steering.ts';
 
 /** Rings of 64 KiB blocks: 4 MiB to receive into (a burst of about 2,700 full-size frames), 1 MiB to send from. */
 const BLOCK_BYTES = 1 << 16;

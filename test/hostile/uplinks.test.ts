@@ -1,11 +1,12 @@
-// Hostile input on an uplink port: a host on the far side of an AF_PACKET or AF_XDP port (a
-// veth pair) or of a TAP port, in a network namespace of the test's, sends through a raw AF_PACKET
-// socket what a hostile guest sends through its queues: runts, truncated and lying headers,
-// frames over the MTU and GSO super-frames, floods to the router's MAC, ARP from thousands
-// of senders; and it outruns a PMD that falls behind. Every frame sent is accounted for (by
-// vrouter under its reason, the same as a guest port's, or by the kernel's own counters);
-// answers stay within the router's limits; the neighbour table keeps the other interfaces'
-// share; two routed vhost-user ports keep routing, during the flood and after.
+// Hostile input on an uplink port: a host on the far side of an AF_PACKET or AF_XDP port
+// (a veth pair) or of a TAP port, in a network namespace of the test's, sends through a raw
+// AF_PACKET socket what a hostile guest sends through its queues: runts, truncated and
+// lying headers, frames over the MTU and GSO super-frames, floods to the router's MAC, ARP
+// from thousands of senders; and it outruns a PMD that falls behind. Every frame sent is
+// accounted for (by vrouter under its reason, the same as a guest port's, or by the
+// kernel's own counters); answers stay within the router's limits; the neighbour table
+// keeps the other interfaces' share; two routed vhost-user ports keep routing, during the
+// flood and after.
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,64 +1,29 @@
-// An AF_XDP queue as the PMD sees it, against a kernel played by the test: its UMEM and four
-// rings in memfds laid out as Linux 6.18 lays them out (XDP_MMAP_OFFSETS: producer 0,
-// consumer 128, flags 196, descriptors 320). Received frames are copied out and their chunks
+// An AF_XDP queue as the PMD sees it, against a kernel played by the test
+// (test/support/xdp-kernel.ts). Received frames are copied out and their chunks
 // go back to the fill ring; descriptors naming memory outside the receive chunks are counted
 // and never read; frames sent land in their slots' chunks, at most as many as there are slots
 // until completions free them; a second PMD resumes where the first stood.
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
-import type { XdpLayout, XdpRingOffsets } from '../../src/sys/xdp.ts';
 import { XdpRings } from '../../src/dataplane/xdp-rings.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { COUNTERS_PER_PORT, DROP, DROPS_BASE, RX_PACKETS, TX_PACKETS, queueBase } from '../../src/dataplane/counters.ts';
+import { HEADROOM, playedKernel, RING } from '../support/xdp-kernel.ts';
 
-const RING: XdpRingOffsets = { producer: 0, consumer: 128, flags: 196, desc: 320 };
-const LAYOUT: XdpLayout = { chunkBytes: 2048, rxFrames: 16, rxSize: 16, txSize: 8, umemBytes: 24 * 2048, rx: RING, tx: RING, fill: RING, completion: RING };
-const HEADROOM = 256;
-
-/** Shared memory the test maps, as the kernel's pages would be. */
-function region(t: Test, bytes: number): { addr: bigint; u8: Uint8Array; u32: Uint32Array } {
-  const fd = sys.memfdCreate('xdp-test');
-  sys.ftruncate(fd, bytes);
-  const addr = sys.mmapShared(fd, bytes);
-  sys.closeAll([fd]);
-  t.teardown(() => sys.munmap(addr, bytes));
-  const buffer = sys.view(addr, bytes);
-  return { addr, u8: new Uint8Array(buffer), u32: new Uint32Array(buffer) };
-}
+/** 16 receive chunks and 8 transmit slots of 2 KiB: rings small enough to fill */
+const LAYOUT = { chunkBytes: 2048, rxFrames: 16, rxSize: 16, txSize: 8, umemBytes: 24 * 2048 };
 
 function setup(t: Test) {
-  const umem = region(t, LAYOUT.umemBytes);
-  const rx = region(t, 4096);
-  const tx = region(t, 4096);
-  const fill = region(t, 4096);
-  const completion = region(t, 4096);
-  // The supervisor primed the fill ring with every receive chunk.
-  for (let i = 0; i < LAYOUT.rxFrames; i++) fill.u32[RING.desc / 4 + 2 * i] = i * LAYOUT.chunkBytes;
-  fill.u32[0] = LAYOUT.rxFrames;
+  const kernel = playedKernel(LAYOUT.rxSize, LAYOUT.txSize);
+  t.teardown(() => kernel.close());
   const counters = new Float64Array(COUNTERS_PER_PORT);
   const pool = PacketPool.standalone(64);
   const handles = new Uint32Array(32);
   // Not an AF_XDP socket: the statistics and kicks fail, quietly, as on an interface gone.
   const fd = sys.memfdCreate('not-a-socket');
   t.teardown(() => sys.closeAll([fd]));
-  const maps = { umem: umem.addr, rx: rx.addr, tx: tx.addr, fill: fill.addr, completion: completion.addr };
-  const open = () => new XdpRings(fd, LAYOUT, maps, counters, 0, queueBase(0, 0), 1518);
-  /** The kernel posts a received frame: descriptor (address, high word, length) on the rx ring. */
-  const post = (addr: number, len: number, high = 0) => {
-    const slot = rx.u32[0] & (LAYOUT.rxSize - 1);
-    rx.u32.set([addr, high, len, 0], RING.desc / 4 + slot * 4);
-    rx.u32[0]++;
-  };
-  /** The kernel takes a chunk from the fill ring and writes a frame of `len` bytes (byte k = seed + k) into it. */
-  const receiveInto = (len: number, seed: number) => {
-    const cons = fill.u32[RING.consumer / 4];
-    const chunk = fill.u32[RING.desc / 4 + 2 * (cons & (LAYOUT.rxSize - 1))];
-    fill.u32[RING.consumer / 4] = cons + 1;
-    for (let k = 0; k < len; k++) umem.u8[chunk + HEADROOM + k] = (seed + k) & 0xff;
-    post(chunk + HEADROOM, len);
-    return chunk;
-  };
-  return { umem, rx, tx, fill, completion, counters, pool, handles, open, post, receiveInto };
+  const open = () => new XdpRings(fd, kernel.layout, kernel.maps, counters, 0, queueBase(0, 0), 1518);
+  return { ...kernel, counters, pool, handles, open };
 }
 
 const drop = (counters: Float64Array, reason: keyof typeof DROP) => counters[DROPS_BASE + DROP[reason]];

@@ -3,6 +3,7 @@
 // use), at 64 and 1518 bytes. testpmd flowgen (AF_PACKET driver, CPU 0) sends on one
 // interface and receives on another; in between:
 // - vrouter af_packet: two veth pairs, vrouter's AF_PACKET ports on one end of each;
+// - vrouter af_xdp: the same, vrouter's AF_XDP ports (copy mode) on one end of each;
 // - vrouter tap: vrouter's two TAP ports, the generator on the TAP interfaces themselves;
 // - Linux: the same veth ends in a namespace that forwards (ip_forward, static neighbours).
 // Every job routes (bench/lib/jobs.ts's addresses: the router's MAC 00:01:02:03:04:01 on
@@ -94,6 +95,15 @@ const setups: Setup[] = [
       vethPairs();
       for (const d of DUT) prepare(d, ROUTER_MAC);
       const vr = await startVrouter(routedConfig(DUT.map((iface, i) => ({ name: i === 0 ? 'a' : 'b', type: 'af_packet', interface: iface, addresses: [i === 0 ? '10.0.1.1/24' : '10.0.2.1/24'], routerMac: ROUTER_MAC }))));
+      return { interfaces: [GEN[0], GEN[1]], stop: async () => (await vr.stop(), cleanup()) };
+    },
+  },
+  {
+    name: 'vrouter af_xdp',
+    async start() {
+      vethPairs();
+      for (const d of DUT) prepare(d, ROUTER_MAC);
+      const vr = await startVrouter(routedConfig(DUT.map((iface, i) => ({ name: i === 0 ? 'a' : 'b', type: 'af_xdp', interface: iface, addresses: [i === 0 ? '10.0.1.1/24' : '10.0.2.1/24'], routerMac: ROUTER_MAC }))));
       return { interfaces: [GEN[0], GEN[1]], stop: async () => (await vr.stop(), cleanup()) };
     },
   },

@@ -53,7 +53,7 @@ function portsTable(ports: PortRow[]): string {
   if (ports.length === 0) return 'no ports';
   return table(
     ['PORT', 'MODE', 'MTU', 'QUEUES', 'RX PACKETS', 'TX PACKETS', 'DROPS', 'ON'],
-    ports.map((p) => [p.name, p.type === 'tap' || p.type === 'af_packet' ? `${p.type} ${p.interface}` : (p.mode ?? '-'), p.mtu === undefined ? '-' : String(p.mtu), p.queues ?? null, p.counters?.rx_packets ?? null, p.counters?.tx_packets ?? null, p.counters?.drops ?? null, attachment(p)]),
+    ports.map((p) => [p.name, p.type === 'tap' || p.type === 'af_packet' || p.type === 'af_xdp' ? `${p.type} ${p.interface}` : (p.mode ?? '-'), p.mtu === undefined ? '-' : String(p.mtu), p.queues ?? null, p.counters?.rx_packets ?? null, p.counters?.tx_packets ?? null, p.counters?.drops ?? null, attachment(p)]),
   );
 }
 

@@ -65,16 +65,16 @@ export function configDocumentSchema(limits: ConfigLimits) {
   const Port = Type.Object(
     {
       name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -', examples: ['vm3'] }),
-      type: Type.Optional(Type.Enum(['vhost-user', 'tap', 'af_packet'], { description: 'vhost-user (the default): a VM\'s virtio-net device, over "socket"; tap: a TAP interface vrouter creates ("interface"), the host\'s own network stack on its other side; af_packet: an existing kernel interface ("interface": a NIC, a veth), through memory-mapped packet rings' })),
+      type: Type.Optional(Type.Enum(['vhost-user', 'tap', 'af_packet', 'af_xdp'], { description: 'vhost-user (the default): a VM\'s virtio-net device, over "socket"; tap: a TAP interface vrouter creates ("interface"), the host\'s own network stack on its other side; af_packet: an existing kernel interface ("interface": a NIC, a veth), through memory-mapped packet rings; af_xdp: an existing kernel interface through AF_XDP sockets (copy mode; an XDP program steers each queue\'s frames to its socket; MTU at most 3822)' })),
       socket: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be a path', description: 'vhost-user: the socket\'s path; a relative path is taken from the config file\'s folder', examples: ['/run/vrouter/vm3.sock'] })),
-      interface: Type.Optional(Type.String({ ...IFNAME, description: 'tap: the name of the TAP interface vrouter creates; af_packet: the interface to send and receive on', examples: ['vr-host0'] })),
+      interface: Type.Optional(Type.String({ ...IFNAME, description: 'tap: the name of the TAP interface vrouter creates; af_packet, af_xdp: the interface to send and receive on', examples: ['vr-host0'] })),
       bridge: Type.Optional(Type.String({ ...NAME, description: 'ports with the same bridge name are switched together (MAC learning; broadcast and unknown unicast flooded; entries age out after 300 s)' })),
       addresses: Type.Optional(addresses('the router\'s addresses on the port, with prefix lengths: the port is routed (an L3 port), its subnets are connected routes. Needs "routing" in "pipeline"')),
       routerMac: Type.Optional(routerMac('the router\'s MAC on the port: frames to it are routed (default: a locally administered MAC derived from the port name)')),
       mode: Type.Optional(Type.Enum(['server', 'client'], { description: 'server (the default): vrouter creates the socket and the VM connects; client: QEMU listens and vrouter connects, retrying every second' })),
       mac: Type.Optional(Type.String({ ...MAC, description: 'the guest\'s MAC on this port: a static entry in the bridge (never ages, never moves)' })),
       mtu: Type.Optional(mtu(`the largest IP packet, ${limits.mtuMin}-${limits.mtuMax} (default 1500); frames up to MTU + 18 bytes pass`)),
-      queues: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.queuesMax, description: `vhost-user: queue pairs offered to the guest (virtio-net multiqueue); af_packet: sockets with rings of their own, the interface's flows spread over them by hash (PACKET_FANOUT), each polled like a queue pair. 1-${limits.queuesMax} (default 1)` })),
+      queues: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.queuesMax, description: `vhost-user: queue pairs offered to the guest (virtio-net multiqueue); af_packet: sockets with rings of their own, the interface's flows spread over them by hash (PACKET_FANOUT), each polled like a queue pair; af_xdp: an AF_XDP socket on each of the interface's queues 0 to queues - 1 (the interface must have that many). 1-${limits.queuesMax} (default 1)` })),
       rxqAffinity: Type.Optional(
         Type.Record(Type.String(), cpu('the CPU of the PMD that polls the queue pair'), {
           propertyNames: { pattern: `^(${queuePairs.join('|')})$`, errorMessage: `unknown key: queue pairs are numbered 0 to ${limits.queuesMax - 1}` },

@@ -16,11 +16,11 @@ import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 
 export interface PortConfig {
   name: string;
-  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates; af_packet: an existing interface, through packet rings */
-  type: 'vhost-user' | 'tap' | 'af_packet';
+  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates; af_packet: an existing interface, through packet rings; af_xdp: one through AF_XDP sockets */
+  type: 'vhost-user' | 'tap' | 'af_packet' | 'af_xdp';
   /** absolute path of the vhost-user socket ('' for the other types) */
   socket: string;
-  /** tap, af_packet: the interface's name */
+  /** tap, af_packet, af_xdp: the interface's name */
   interface: string | null;
   /** ports with the same bridge name are switched together by MAC learning */
   bridge: string | null;
@@ -29,7 +29,7 @@ export interface PortConfig {
   /** the guest's MAC on this port: a static entry in the port's bridge */
   mac: string | null;
   mtu: number;
-  /** queue pairs offered to the frontend; af_packet: sockets in a PACKET_FANOUT group, each a queue */
+  /** queue pairs offered to the frontend; af_packet: sockets in a PACKET_FANOUT group, each a queue; af_xdp: the interface's queues 0 to queues - 1, a socket each */
   queues: number;
   /** queue pair -> the CPU of the PMD that polls it (others are spread round-robin) */
   rxqAffinity: Record<number, number>;
@@ -159,6 +159,9 @@ function existingCpu(cpu: number, field: string, cpuCount: number): number {
   return cpu;
 }
 
+/** 4096-byte chunk, less XDP_PACKET_HEADROOM (256) and the Ethernet header and a VLAN tag (18) */
+const AF_XDP_MTU_MAX = 3822;
+
 /** Keys of a port that only a vhost-user port has. */
 const VHOST_USER_ONLY = ['socket', 'mode', 'offloads', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
 
@@ -166,13 +169,14 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
   const type = p.type ?? 'vhost-user';
   if (type !== 'vhost-user') {
     if (p.interface === undefined) {
-      throw new ConfigError(`${field}.interface`, type === 'tap' ? 'a tap port needs "interface": the name of the TAP interface vrouter creates' : 'an af_packet port needs "interface": the kernel interface it sends and receives on');
+      throw new ConfigError(`${field}.interface`, type === 'tap' ? 'a tap port needs "interface": the name of the TAP interface vrouter creates' : `an ${type} port needs "interface": the kernel interface it sends and receives on`);
     }
     const extra = VHOST_USER_ONLY.find((k) => p[k] !== undefined);
     if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, `applies to vhost-user ports only (this port is "type": "${type}")`);
-    if (type === 'tap' && (p.queues ?? 1) !== 1) throw new ConfigError(`${field}.queues`, 'a tap port has one queue (an af_packet port may have several)');
+    if (type === 'af_xdp' && (p.mtu ?? 1500) > AF_XDP_MTU_MAX) throw new ConfigError(`${field}.mtu`, `an af_xdp port's frames must fit a 4 KiB UMEM chunk after the kernel's 256 bytes of headroom: MTU at most ${AF_XDP_MTU_MAX}`);
+    if (type === 'tap' && (p.queues ?? 1) !== 1) throw new ConfigError(`${field}.queues`, 'a tap port has one queue (an af_packet or af_xdp port may have several)');
   } else {
-    if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap and af_packet ports only (a vhost-user port has a "socket")');
+    if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap, af_packet and af_xdp ports only (a vhost-user port has a "socket")');
     if (p.socket === undefined) throw new ConfigError(`${field}.socket`, 'a vhost-user port needs "socket": the path of its vhost-user socket');
   }
   const socket = p.socket === undefined ? '' : resolve(baseDir, p.socket);

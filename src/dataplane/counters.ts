@@ -5,7 +5,7 @@ import { sharedBuffer } from '../sys/shared-arena.ts';
 
 /** Drop reasons, declared once: the data path stores an index, stats show name and text. */
 export const DROP_REASONS = [
-  ['bad_descriptor', 'descriptor chain outside guest memory, looping, too fragmented or in the wrong direction, or a receive buffer too small for any frame'],
+  ['bad_descriptor', 'descriptor chain outside guest memory, looping, too fragmented or in the wrong direction, or a receive buffer too small for any frame; an AF_XDP receive descriptor outside its receive chunks'],
   ['frame_too_short', 'frame shorter than an Ethernet header'],
   ['frame_too_long', 'frame longer than the port MTU allows'],
   ['no_buffer', 'packet buffer pool exhausted'],
@@ -17,7 +17,7 @@ export const DROP_REASONS = [
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
   ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
   ['offload_header_bad', 'the virtio-net header asked for segmentation (never offered), or put the checksum it leaves to do outside the frame'],
-  ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET port: its receive ring was full (the PMD fell behind)'],
+  ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET or AF_XDP port: its receive ring was full, or AF_XDP had no free chunk to write it into (the PMD fell behind)'],
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number][0];

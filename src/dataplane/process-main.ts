@@ -9,8 +9,9 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, SysError } from '../sys/libc.ts';
+import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared } from '../sys/shared-arena.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
@@ -188,7 +189,9 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
     }
   }
   let inflight: InflightArea | null = null;
+  let xdp: XdpMappings | null = null;
   try {
+    if (cmd.t === 'xdp-start') xdp = mapXdp(cmd, fdAt(cmd.fd), fdAt(cmd.umemFd));
     if (cmd.t === 'vring-start' && cmd.inflight !== null) {
       const { region, offset, bytes } = cmd.inflight;
       if (offset + bytes > region.size) throw new Error(`inflight area ${offset} +${bytes} is outside its file's ${region.size} bytes`);
@@ -201,13 +204,14 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
   if (cmd.t === 'vring-start' || cmd.t === 'vring-kick') given.set(`${cmd.port}/${cmd.vring}/kick`, fdAt(cmd.kickFd));
   if (cmd.t === 'vring-start' || cmd.t === 'vring-call') given.set(`${cmd.port}/${cmd.vring}/call`, fdAt(cmd.callFd));
   if (cmd.t === 'tap-start') given.set(`${cmd.port}/uplink/0`, fdAt(cmd.fd));
-  if (cmd.t === 'rings-start') given.set(`${cmd.port}/uplink/${cmd.queue}`, fdAt(cmd.fd));
+  if (cmd.t === 'rings-start' || cmd.t === 'xdp-start') given.set(`${cmd.port}/uplink/${cmd.queue}`, fdAt(cmd.fd));
   const used = new Set(given.values());
   closeAll(fds.filter((fd) => !used.has(fd)));
   if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd), inflight };
   if (cmd.t === 'vring-kick') return { ...cmd, kickFd: fdAt(cmd.kickFd) };
   if (cmd.t === 'vring-call') return { ...cmd, callFd: fdAt(cmd.callFd) };
   if (cmd.t === 'tap-start') return { ...cmd, fd: fdAt(cmd.fd) };
+  if (cmd.t === 'xdp-start') return { ...cmd, fd: fdAt(cmd.fd), umemFd: -1, maps: xdp! };
   if (cmd.t === 'rings-start') {
     const fd = fdAt(cmd.fd);
     let ring = mapped.get(cmd.ring.id);
@@ -225,6 +229,36 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
     return { ...cmd, fd, ring: { ...cmd.ring, hostAddr: ring.addr.toString() } };
   }
   return cmd;
+}
+
+/**
+ * An AF_XDP socket's UMEM (its memfd, checked against its size first: a mapping past the
+ * end of the file would fault on first touch) and its four rings, each mapped once.
+ */
+function mapXdp(cmd: Extract<WireCommand, { t: 'xdp-start' }>, socket: number, umemFd: number): XdpMappings {
+  const once = (id: number, map: () => { addr: bigint; length: number }) => {
+    let m = mapped.get(id);
+    if (m === undefined) {
+      m = map();
+      mapped.set(id, m);
+    }
+    return { id, hostAddr: m.addr.toString() };
+  };
+  const length = cmd.layout.umemBytes;
+  const umem = once(cmd.maps.umem.id, () => {
+    if (umemFd < 0) throw new Error(`AF_XDP UMEM ${cmd.maps.umem.id} came without its fd`);
+    const fileSize = fstatSize(umemFd);
+    if (fileSize < length) throw new SysError('mmap', 22, `AF_XDP UMEM needs ${length} bytes of a file of ${fileSize}`);
+    return { addr: mmapShared(umemFd, length), length };
+  });
+  if (socket < 0) throw new Error('xdp-start without its socket');
+  const rings = Object.fromEntries(
+    XDP_RINGS.map((ring) => {
+      const bytes = xdpRingBytes(cmd.layout, ring);
+      return [ring, once(cmd.maps[ring].id, () => ({ addr: mmapXdpRing(socket, ring, bytes), length: bytes }))];
+    }),
+  );
+  return { umem, ...rings } as XdpMappings;
 }
 
 function mapRegion(r: RegionOnWire, fd: number): MemoryRegion {

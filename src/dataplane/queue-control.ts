@@ -8,6 +8,7 @@ import { SplitQueue, type InflightRecovery } from '../virtio/split-queue.ts';
 import { view } from '../sys/libc.ts';
 import { PacketRings } from './packet-ring.ts';
 import { TapInterface } from './tap-io.ts';
+import { XdpRings } from './xdp-rings.ts';
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.ts';
 import type { QueueOwner } from './guest-io.ts';
@@ -129,6 +130,16 @@ export class QueueControl {
         if (!Number.isInteger(cmd.queue) || cmd.queue < 0 || cmd.queue >= QUEUE_PAIRS_MAX) return { error: `rings-start for queue ${cmd.queue}: a port has queues 0 to ${QUEUE_PAIRS_MAX - 1}` };
         const address = BigInt(cmd.ring.hostAddr);
         port.uplinks[cmd.queue] = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
+        this.changed(port);
+        return {};
+      }
+      case 'xdp-start': {
+        const { umem, rx, tx, fill, completion } = cmd.maps;
+        if (cmd.fd < 0 || [umem, rx, tx, fill, completion].some((m) => m.hostAddr === undefined)) return { error: 'xdp-start without the socket or its mappings' };
+        if (!Number.isInteger(cmd.queue) || cmd.queue < 0 || cmd.queue >= QUEUE_PAIRS_MAX) return { error: `xdp-start for queue ${cmd.queue}: a port has queues 0 to ${QUEUE_PAIRS_MAX - 1}` };
+        const at = (m: { hostAddr?: string }) => BigInt(m.hostAddr!);
+        const maps = { umem: at(umem), rx: at(rx), tx: at(tx), fill: at(fill), completion: at(completion) };
+        port.uplinks[cmd.queue] = new XdpRings(cmd.fd, cmd.layout, maps, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }

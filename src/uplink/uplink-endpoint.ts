@@ -1,23 +1,30 @@
 // A port that is a kernel interface, as the control thread runs it. A TAP port: vrouter
 // creates the TAP interface (the host's network stack on its other side). An AF_PACKET
 // port: vrouter opens a packet socket with memory-mapped rings on an existing interface (a
-// NIC, one end of a veth pair). Either way the control thread holds the fd for as long as
-// the port exists (a TAP interface lives as long as an fd is open; a socket's rings too), so
-// a data plane that dies takes none of it, and hands the PMD that polls the port a copy.
+// NIC, one end of a veth pair). An AF_XDP port: an AF_XDP socket per queue of an existing
+// interface, and the XDP program that steers the queue's frames to it. Either way the
+// control thread holds the fds for as long as the port exists (a TAP interface lives as long
+// as an fd is open; a socket's rings too), so a data plane that dies takes none of it, and
+// hands the PMD that polls the port a copy.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, tapOpen, type PacketRingShape } from '../sys/libc.ts';
-import type { Dataplane, PortCommand } from '../vhost/dataplane-link.ts';
+import type { Dataplane, PortCommand, XdpMappings } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
 import { newRegionId } from '../vhost/memory-table.ts';
 import type { EndpointSettings, PortState } from '../vhost/port-endpoint.ts';
 import type { MirrorOf } from '../control/config.ts';
 import { TX_DATA_OFFSET } from '../dataplane/packet-ring.ts';
+import { xdpLayout, xdpSocket, XDP_RINGS } from '../sys/xdp.ts';
+import { xdpSteer, xdpSteerQueue, type XdpSteering } from '../sys/xdp-steering.ts';
 
 /** Rings of 64 KiB blocks: 4 MiB to receive into (a burst of about 2,700 full-size frames), 1 MiB to send from. */
 const BLOCK_BYTES = 1 << 16;
 const RX_BLOCKS = 64;
 const TX_BLOCKS = 16;
+/** AF_XDP: entries of the rx and fill rings (as many receive chunks), and of the tx and completion rings */
+const XDP_RX_ENTRIES = 2048;
+const XDP_TX_ENTRIES = 1024;
 /** a receive block not full is handed over after this many ms (the latency of a lone frame) */
 const RETIRE_MS = 1;
 /** how often an AF_PACKET port checks that its interface is still the one it is bound to */
@@ -65,10 +72,17 @@ function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
   return fd;
 }
 
-/** An AF_PACKET queue: its socket, and its rings as the data plane maps them. */
-interface PacketQueue {
+/** A queue of an AF_PACKET or AF_XDP port: its socket, and what the data plane maps of it. */
+interface SocketQueue {
   fd: number;
-  ring: { id: number; bytes: number; shape: PacketRingShape };
+  /** AF_XDP: its UMEM's memfd */
+  umemFd: number;
+  /** ids of the data plane's mappings of it: unmapped once its PMD has the next ones */
+  mappings: number[];
+  /** the command that has a PMD poll it */
+  start: (port: number, gen: number, queue: number) => PortCommand;
+  /** its size, for the log */
+  bytes: number;
 }
 
 /** fanout groups are per network namespace and 16 bits: one per port of this process, likely unique among processes. */
@@ -80,8 +94,10 @@ export class UplinkEndpoint {
   private readonly log: Logger;
   /** a TAP port's interface */
   private fd = -1;
-  /** an AF_PACKET port's queues, each a socket with rings (PACKET_FANOUT spreads the flows over them) */
-  private queues: PacketQueue[] = [];
+  /** an AF_PACKET port's queues, each a socket with rings (PACKET_FANOUT spreads the flows over them); an AF_XDP port's, one per queue of the interface */
+  private queues: SocketQueue[] = [];
+  /** AF_XDP: the program steering each queue's frames to its socket */
+  private steering: XdpSteering | null = null;
   private readonly fanout: number | null;
   private released = false;
   private stopped = false;
@@ -126,10 +142,10 @@ export class UplinkEndpoint {
     } else {
       // Up before the sockets are bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
-      if (interfaceIndex(name) === 0) throw new Error('no interface of that name');
+      if (interfaceIndex(name) === 0) throw new Error(`no interface of that name ("interface": "${name}")`);
       interfaceUp(name);
       try {
-        for (let q = 0; q < this.settings.queues; q++) this.queues.push(this.openQueue());
+        this.openQueues();
       } catch (err) {
         this.closeQueues();
         throw err;
@@ -137,7 +153,11 @@ export class UplinkEndpoint {
       this.checkTimer = setInterval(() => this.checkInterface(), INTERFACE_CHECK_MS).unref();
     }
     this.generation++;
-    const rings = this.queues.length === 0 ? '' : `AF_PACKET rings on ${name} (${this.queues[0].ring.bytes >> 20} MiB${this.queues.length > 1 ? ` per queue, ${this.queues.length} queues, PACKET_FANOUT by flow` : ''})`;
+    const many = this.queues.length > 1;
+    const rings =
+      this.queues.length === 0 ? ''
+      : this.steering !== null ? `AF_XDP sockets on ${name} (copy mode, XDP program in ${this.steering.mode} mode, ${this.queues[0].bytes >> 20} MiB UMEM${many ? ` per queue, queues 0-${this.queues.length - 1}` : ''})`
+      : `AF_PACKET rings on ${name} (${this.queues[0].bytes >> 20} MiB${many ? ` per queue, ${this.queues.length} queues, PACKET_FANOUT by flow` : ''})`;
     const what =
       mirror !== null ? `Linux mirror of port ${mirror.of}: TAP interface ${name} in network namespace ${mirror.netns}, ${mirror.mac}, MTU ${this.settings.mtu}, ${mirror.addresses.join(' ')}`
       : this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}`
@@ -157,7 +177,8 @@ export class UplinkEndpoint {
    * A restarted PMD, or a new data plane: the one that polls each queue gets it again. An
    * AF_PACKET queue gets new rings: where the dead PMD stood in the old ones (the next
    * block to read, the next slot to send from, which the kernel follows) died with it; the
-   * frames it had not read yet are lost with them.
+   * frames it had not read yet are lost with them. An AF_XDP queue keeps its socket: where
+   * the PMD stood is in the rings' words, which the next one resumes from.
    */
   async resync(pmd: number, culprit: string | null): Promise<void> {
     if (culprit !== null) this.log.warn(`port ${this.settings.name}: pmd${pmd} died while serving it (${culprit})`);
@@ -168,6 +189,10 @@ export class UplinkEndpoint {
     }
     for (let q = 0; q < this.queues.length; q++) {
       if (this.owner(q) !== pmd) continue;
+      if (this.steering !== null) {
+        await this.handTo(pmd, q);
+        continue;
+      }
       try {
         await this.replaceRings(q);
       } catch (err) {
@@ -179,23 +204,57 @@ export class UplinkEndpoint {
   /** New rings for queue q, handed to its PMD; the old ones go once it has the new. Throws if they cannot be opened. */
   private async replaceRings(q: number): Promise<void> {
     const old = this.queues[q];
-    this.queues[q] = this.openQueue();
+    this.queues[q] = this.openQueue(q);
     await this.handTo(this.owner(q), q);
-    this.dataplane.unmap([old.ring.id]);
-    closeAll([old.fd]);
+    this.closeQueue(old);
   }
 
-  /** A packet socket with fresh rings on the interface, in the port's fanout group if it has several queues. */
-  private openQueue(): PacketQueue {
+  /** Every queue of the port, and for AF_XDP the program that steers frames to them first. */
+  private openQueues(): void {
+    if (this.settings.type === 'af_xdp') this.steering = xdpSteer(this.settings.interface!, this.settings.queues);
+    for (let q = 0; q < this.settings.queues; q++) this.queues.push(this.openQueue(q));
+  }
+
+  /**
+   * A socket with fresh rings on the interface: AF_PACKET, in the port's fanout group if it
+   * has several queues; AF_XDP, bound to the interface's queue q and steered to.
+   */
+  private openQueue(q: number): SocketQueue {
+    const name = this.settings.interface!;
+    this.boundIndex = interfaceIndex(name);
+    if (this.steering !== null) {
+      const { fd, umemFd, layout } = xdpSocket(name, q, xdpLayout(this.settings.mtu + 18, XDP_RX_ENTRIES, XDP_TX_ENTRIES));
+      try {
+        xdpSteerQueue(this.steering, q, fd);
+      } catch (err) {
+        closeAll([fd, umemFd]);
+        throw err;
+      }
+      const maps = Object.fromEntries(['umem', ...XDP_RINGS].map((m) => [m, { id: newRegionId() }])) as XdpMappings;
+      const mappings = Object.values(maps).map((m) => m.id);
+      return { fd, umemFd, mappings, bytes: layout.umemBytes, start: (port, gen, queue) => ({ t: 'xdp-start', port, gen, queue, fd, umemFd, layout, maps }) };
+    }
     const shape = ringShape(this.settings.mtu + 18);
-    this.boundIndex = interfaceIndex(this.settings.interface!);
-    const fd = packetSocket(this.settings.interface!, shape, this.fanout);
-    return { fd, ring: { id: newRegionId(), bytes: packetRingBytes(shape), shape } };
+    const fd = packetSocket(name, shape, this.fanout);
+    const ring = { id: newRegionId(), bytes: packetRingBytes(shape) };
+    return { fd, umemFd: -1, mappings: [ring.id], bytes: ring.bytes, start: (port, gen, queue) => ({ t: 'rings-start', port, gen, queue, fd, shape, ring }) };
+  }
+
+  /** A queue no PMD uses any more (it has the next one, or none): its mappings and fds go. */
+  private closeQueue(q: SocketQueue): void {
+    this.dataplane.unmap(q.mappings);
+    closeAll([q.fd, q.umemFd]);
   }
 
   private closeQueues(): void {
-    closeAll(this.queues.map((q) => q.fd));
+    closeAll(this.queues.flatMap((q) => [q.fd, q.umemFd]));
     this.queues = [];
+    this.closeSteering();
+  }
+
+  private closeSteering(): void {
+    if (this.steering !== null) closeAll([this.steering.linkFd, this.steering.mapFd]);
+    this.steering = null;
   }
 
   /**
@@ -215,11 +274,19 @@ export class UplinkEndpoint {
     this.reopen(name);
   }
 
-  /** New rings on the interface of that name that appeared; the old ones go once the PMDs have the new. */
+  /**
+   * New rings on the interface of that name that appeared; the old ones go once the PMDs
+   * have the new. AF_XDP: a new program first (the old one went with the old interface).
+   */
   private reopen(name: string): void {
     const failed = (err: Error) => this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened: ${err.message}`, 'port.failed', { port: this.settings.name });
     try {
       interfaceUp(name);
+      if (this.steering !== null) {
+        const old = this.steering;
+        this.steering = xdpSteer(name, this.settings.queues);
+        closeAll([old.linkFd, old.mapFd]);
+      }
     } catch (err) {
       return failed(err as Error);
     }
@@ -243,7 +310,7 @@ export class UplinkEndpoint {
     // The PMDs let go of their copies (and views of the rings) first.
     const gen = this.generation;
     await Promise.all(this.dataplane.ownersOf(this.settings.index).map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.settings.index, gen })));
-    this.dataplane.unmap(this.queues.map((q) => q.ring.id));
+    this.dataplane.unmap(this.queues.flatMap((q) => q.mappings));
     this.closeQueues();
     closeAll(this.fd >= 0 ? [this.fd] : []);
     this.fd = -1;
@@ -256,8 +323,7 @@ export class UplinkEndpoint {
   private command(queue: number): PortCommand {
     const base = { port: this.settings.index, gen: this.generation };
     if (this.fd >= 0) return { t: 'tap-start', ...base, fd: this.fd };
-    const { fd, ring } = this.queues[queue];
-    return { t: 'rings-start', ...base, queue, fd, shape: ring.shape, ring: { id: ring.id, bytes: ring.bytes } };
+    return this.queues[queue].start(base.port, base.gen, queue);
   }
 
   private async handTo(pmd: number, queue: number): Promise<void> {

@@ -5,6 +5,7 @@
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
 import type { PacketRingShape } from '../sys/libc.ts';
+import type { XdpLayout, XdpRingName } from '../sys/xdp.ts';
 
 /** An AF_PACKET socket's rings: mapped once by the data plane (by id), viewed by a PMD (hostAddr). */
 export interface RingMapping {
@@ -13,6 +14,12 @@ export interface RingMapping {
   /** filled in by the data plane: the mapping's address, as a decimal string */
   hostAddr?: string;
 }
+
+/**
+ * An AF_XDP socket's UMEM and rings: each mapped once by the data plane (by id), viewed by
+ * a PMD (hostAddr, filled in by the data plane).
+ */
+export type XdpMappings = Record<'umem' | XdpRingName, { id: number; hostAddr?: string }>;
 
 /**
  * Every port command carries the generation of the connection it comes from: a PMD
@@ -33,6 +40,8 @@ export type PmdCommand =
   | { t: 'tap-start'; port: number; gen: number; fd: number }
   /** poll an AF_PACKET port's rings of one queue and send through them (fd: the queue's socket; ring: its mapping) */
   | { t: 'rings-start'; port: number; gen: number; queue: number; fd: number; shape: PacketRingShape; ring: RingMapping }
+  /** poll an AF_XDP port's socket of one queue and send through it (fd: the socket; umemFd: its UMEM's memfd, mapped by the data plane, then closed) */
+  | { t: 'xdp-start'; port: number; gen: number; queue: number; fd: number; umemFd: number; layout: XdpLayout; maps: XdpMappings }
   /** forget every vring and the memory of a port (frontend gone or reset) */
   | { t: 'port-reset'; port: number; gen: number };
 

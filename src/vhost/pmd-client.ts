@@ -138,6 +138,8 @@ function onWire(cmd: PortCommand): { wire: WireCommand; fds: number[] } {
     case 'tap-start':
     case 'rings-start':
       return { wire: { ...cmd, fd: index(cmd.fd) }, fds };
+    case 'xdp-start':
+      return { wire: { ...cmd, fd: index(cmd.fd), umemFd: index(cmd.umemFd) }, fds };
     default:
       return { wire: cmd, fds };
   }

@@ -10,9 +10,9 @@ import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
 
 export interface EndpointSettings extends PortSettings {
-  /** vhost-user: a socket and its frontend; tap, af_packet: a kernel interface (src/uplink) */
-  type: 'vhost-user' | 'tap' | 'af_packet';
-  /** tap, af_packet: the interface's name */
+  /** vhost-user: a socket and its frontend; tap, af_packet, af_xdp: a kernel interface (src/uplink) */
+  type: 'vhost-user' | 'tap' | 'af_packet' | 'af_xdp';
+  /** tap, af_packet, af_xdp: the interface's name */
   interface: string | null;
   socket: string;
   mode: 'server' | 'client';

@@ -1,5 +1,6 @@
 // A Linux guest under QEMU reaches the host's own network stack through each kind of uplink
-// port: the interface (a TAP vrouter creates, or one end of a veth pair for AF_PACKET) sits
+// port: the interface (a TAP vrouter creates, or one end of a veth pair for AF_PACKET and
+// AF_XDP) sits
 // in, or leads into, a network namespace of the test's with an address and an iperf3
 // server; the guest, bridged with the port, pings that address and runs iperf3 against it,
 // both directions.
@@ -13,15 +14,16 @@ if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
 
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
-for (const type of ['tap', 'af_packet'] as const) {
+for (const type of ['tap', 'af_packet', 'af_xdp'] as const) {
   t.test(`a guest pings and runs iperf3 to the host stack behind an uplink port of type ${type}`, async (t) => {
-    const netns = `vrup${type === 'tap' ? 't' : 'p'}${process.pid}`;
-    const iface = `vru${type === 'tap' ? 't' : 'p'}${process.pid % 100000}`;
+    const letter = { tap: 't', af_packet: 'p', af_xdp: 'x' }[type];
+    const netns = `vrup${letter}${process.pid}`;
+    const iface = `vru${letter}${process.pid % 100000}`;
     const peer = type === 'tap' ? iface : `${iface}p`;
     ip('netns', 'add', netns);
     t.teardown(() => ip('netns', 'del', netns));
-    // AF_PACKET: a veth pair, one end for vrouter, the other in the namespace.
-    if (type === 'af_packet') {
+    // AF_PACKET, AF_XDP: a veth pair, one end for vrouter, the other in the namespace.
+    if (type !== 'tap') {
       ip('link', 'add', iface, 'type', 'veth', 'peer', 'name', peer, 'netns', netns);
       t.teardown(() => {
         try {
@@ -35,9 +37,9 @@ for (const type of ['tap', 'af_packet'] as const) {
     t.teardown(() => vr.stop());
     // TAP: the interface vrouter made moves into the namespace.
     if (type === 'tap') ip('link', 'set', iface, 'netns', netns);
-    // An AF_PACKET socket takes frames as the kernel has them: the veth's other end must not
-    // hand over TCP super-frames (TSO, GSO) or frames whose checksum it left to an offload.
-    if (type === 'af_packet') execFileSync('ip', ['netns', 'exec', netns, 'ethtool', '-K', peer, 'tso', 'off', 'gso', 'off', 'tx', 'off'], { stdio: 'ignore' });
+    // An AF_PACKET or AF_XDP socket takes frames as the kernel has them: the veth's other end
+    // must not hand over TCP super-frames (TSO, GSO) or frames whose checksum it left to an offload.
+    if (type !== 'tap') execFileSync('ip', ['netns', 'exec', netns, 'ethtool', '-K', peer, 'tso', 'off', 'gso', 'off', 'tx', 'off'], { stdio: 'ignore' });
     ip('-n', netns, 'addr', 'add', '10.9.0.2/24', 'dev', peer);
     ip('-n', netns, 'link', 'set', peer, 'up');
     // One iperf3 server in the namespace for the guest's two tests (-R: the host sends).

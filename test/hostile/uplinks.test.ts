@@ -1,11 +1,12 @@
-// Hostile input on an uplink port: a host on the far side of an AF_PACKET port (a veth pair)
-// or of a TAP port, in a network namespace of the test's, sends through a raw AF_PACKET
-// socket what a hostile guest sends through its queues: runts, truncated and lying headers,
-// frames over the MTU and GSO super-frames, floods to the router's MAC, ARP from thousands
-// of senders; and it outruns a PMD that falls behind. Every frame sent is accounted for (by
-// vrouter under its reason, the same as a guest port's, or by the kernel's own counters);
-// answers stay within the router's limits; the neighbour table keeps the other interfaces'
-// share; two routed vhost-user ports keep routing, during the flood and after.
+// Hostile input on an uplink port: a host on the far side of an AF_PACKET or AF_XDP port
+// (a veth pair) or of a TAP port, in a network namespace of the test's, sends through a raw
+// AF_PACKET socket what a hostile guest sends through its queues: runts, truncated and
+// lying headers, frames over the MTU and GSO super-frames, floods to the router's MAC, ARP
+// from thousands of senders; and it outruns a PMD that falls behind. Every frame sent is
+// accounted for (by vrouter under its reason, the same as a guest port's, or by the
+// kernel's own counters); answers stay within the router's limits; the neighbour table
+// keeps the other interfaces' share; two routed vhost-user ports keep routing, during the
+// flood and after.
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -220,7 +221,7 @@ interface Rig {
   ns: string;
   /** the host's end of the link, in `ns`: the veth's peer, or the TAP itself */
   hostIface: string;
-  /** vrouter's end (af_packet: the veth end in the test's namespace; tap: the same TAP) */
+  /** vrouter's end (af_packet, af_xdp: the veth end in the test's namespace; tap: the same TAP) */
   portIface: string;
   ga: TestGuest;
   gb: TestGuest;
@@ -233,10 +234,11 @@ interface Rig {
  * the link's host end in a namespace with IPv6 off (the kernel there sends nothing of its
  * own: every frame vrouter gets is the test's); a and b route to each other.
  */
-async function rig(t: Test, kind: 'af_packet' | 'tap'): Promise<Rig> {
+async function rig(t: Test, kind: 'af_packet' | 'af_xdp' | 'tap'): Promise<Rig> {
   const id = `${process.pid % 100000}`;
-  const ns = `vrhu${kind === 'tap' ? 't' : 'p'}${id}`;
-  const portIface = kind === 'tap' ? `vrhq${id}` : `vrhp${id}`;
+  const letter = { af_packet: 'p', af_xdp: 'x', tap: 't' }[kind];
+  const ns = `vrhu${letter}${id}`;
+  const portIface = kind === 'tap' ? `vrhq${id}` : `vrh${letter}${id}`;
   const hostIface = kind === 'tap' ? portIface : `${portIface}h`;
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-uplinks-'));
   const devices: VirtioNetDevice[] = [];
@@ -246,12 +248,12 @@ async function rig(t: Test, kind: 'af_packet' | 'tap'): Promise<Rig> {
     devices.forEach((d) => d.close());
     if (vr !== null) await vr.stop();
     quietly(() => ip('netns', 'del', ns));
-    if (kind === 'af_packet') quietly(() => ip('link', 'del', portIface));
+    if (kind !== 'tap') quietly(() => ip('link', 'del', portIface));
     rmSync(dir, { recursive: true, force: true });
   });
   ip('netns', 'add', ns);
   run('ip', 'netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
-  if (kind === 'af_packet') {
+  if (kind !== 'tap') {
     ip('link', 'add', portIface, 'type', 'veth', 'peer', 'name', hostIface, 'netns', ns);
     run('sysctl', '-q', '-w', `net.ipv6.conf.${portIface}.disable_ipv6=1`);
     // The host's end takes jumbo frames; vrouter's end keeps the MTU of 1500 it was made with.
@@ -330,8 +332,8 @@ async function settled(r: Rig): Promise<Record<string, Flat>> {
 
 // ---- the test, for each kind of uplink ---------------------------------------------------
 
-for (const kind of ['af_packet', 'tap'] as const) {
-  t.test(`hostile input on a${kind === 'tap' ? ' TAP' : 'n AF_PACKET'} uplink is counted and contained as on a guest port`, async (t) => {
+for (const kind of ['af_packet', 'af_xdp', 'tap'] as const) {
+  t.test(`hostile input on a${kind === 'tap' ? ' TAP' : kind === 'af_xdp' ? 'n AF_XDP' : 'n AF_PACKET'} uplink is counted and contained as on a guest port`, async (t) => {
     checkPrerequisites();
     const started = performance.now();
     const r = await rig(t, kind);
@@ -343,14 +345,14 @@ for (const kind of ['af_packet', 'tap'] as const) {
     // What the kernel dropped on the way to vrouter, by its own counters: frames a veth
     // could not queue to vrouter's end (rx_dropped there), or a TAP's queue to vrouter
     // could not take (tx_dropped, in the namespace).
-    const kernelDrops = () => (kind === 'af_packet' ? linkStats(portIface).rxDropped : linkStats(hostIface, ns).txDropped);
+    const kernelDrops = () => (kind !== 'tap' ? linkStats(portIface).rxDropped : linkStats(hostIface, ns).txDropped);
     /** Where the frames sent went: taken by vrouter, lost to its full receive ring, dropped by the kernel before it. */
     const fate = (sent: number, u: Flat, kernel: number) => {
       const taken = u.counters.rx_packets;
       const ringFull = u.drops.receive_ring_full ?? 0;
       return { all: taken + ringFull + kernel, text: `${sent} sent: ${taken} taken by vrouter, ${ringFull} lost to its full receive ring (receive_ring_full), ${kernel} dropped by the kernel before it` };
     };
-    const random = prng(kind === 'tap' ? 2 : 1);
+    const random = prng(kind === 'tap' ? 2 : kind === 'af_xdp' ? 3 : 1);
     const mac = () => ['52', '54', ...[0, 0, 0, 0].map(() => (random() & 0xff).toString(16).padStart(2, '0'))].join(':');
 
     // 1. Runts, truncated headers, lying lengths, a VLAN tag: the same frames from the
@@ -400,10 +402,13 @@ for (const kind of ['af_packet', 'tap'] as const) {
     const hostAfter = linkStats(hostIface, ns);
     const oversize = delta(after.u, before.u);
     const segments = gsoPayloads.reduce((s, p) => s + Math.ceil(p / 1448), 0);
-    if (kind === 'af_packet') {
+    if (kind !== 'tap') {
       t.same(over.failed, { ENOBUFS: plainOver.length * OVERSIZE_REPEAT }, "the veth refuses plain frames over its receiving end's MTU + 18: ENOBUFS to the sender");
       t.equal(portAfter.rxDropped - portBefore.rxDropped, plainOver.length * OVERSIZE_REPEAT, `and counts them as dropped on ${portIface}: vrouter never sees them`);
-      t.same(oversize.drops, { frame_too_long: gsoPayloads.length * OVERSIZE_REPEAT, 'routing.local_unhandled': OVERSIZE_REPEAT }, `GSO super-frames cross the veth whole: frame_too_long; the ${atMtu.length}-byte frame at the MTU is the router's (${JSON.stringify(oversize.drops)})`);
+      // AF_XDP: the socket drops a frame longer than its chunk itself (no descriptor); vrouter
+      // finds it in the socket's counts.
+      const whole = kind === 'af_xdp' ? 'too long for an AF_XDP chunk, dropped by the socket and counted' : 'frame_too_long';
+      t.same(oversize.drops, { frame_too_long: gsoPayloads.length * OVERSIZE_REPEAT, 'routing.local_unhandled': OVERSIZE_REPEAT }, `GSO super-frames cross the veth whole: ${whole} as frame_too_long; the ${atMtu.length}-byte frame at the MTU is the router's (${JSON.stringify(oversize.drops)})`);
     } else {
       t.same(over.failed, {}, 'the host sends every frame into its TAP (MTU 9000)');
       t.same(oversize.drops, { frame_too_long: plainOver.length * OVERSIZE_REPEAT, 'routing.local_unhandled': OVERSIZE_REPEAT * (1 + segments) }, `plain frames over the port's MTU: frame_too_long; GSO super-frames reach vrouter cut into ${segments} segments of 1448 bytes (a TAP without offloads), each the router's (${JSON.stringify(oversize.drops)})`);
@@ -411,9 +416,10 @@ for (const kind of ['af_packet', 'tap'] as const) {
     t.equal(hostAfter.txPackets - hostBefore.txPackets, oversize.counters.rx_packets + sum(oversize.drops, 'frame_too_long'), 'vrouter took all the kernel passed on');
 
     // 3. The PMD falls behind (its process stopped while the host sends 5,000 full-size
-    // frames): what its receive ring (about 2,500 such frames) or the TAP's queue cannot
-    // hold is lost, and counted: receive_ring_full, or the TAP's own tx_dropped. The count
-    // of an AF_PACKET ring comes with the next block the kernel hands over: one frame more.
+    // frames): what its receive ring (about 2,500 such frames; AF_XDP: 2,048 chunks) or the
+    // TAP's queue cannot hold is lost, and counted: receive_ring_full, or the TAP's own
+    // tx_dropped. The count of an AF_PACKET ring comes with the next block the kernel hands
+    // over: one frame more.
     const full = Array.from({ length: 5000 }, (_, k) => ({ frame: tcp4({ src: '10.9.0.2', dst: '10.9.0.1', srcPort: 1000, dstPort: 179, seq: k, payload: 1500 - 40, srcMac: HOST_MAC, dstMac: ROUTER.u }) }));
     before = await counters(r);
     const kernelOverrunBefore = kernelDrops();
@@ -425,7 +431,7 @@ for (const kind of ['af_packet', 'tap'] as const) {
     const behindFate = fate(overrun.sent + 1, behind, kernelDrops() - kernelOverrunBefore);
     t.equal(overrun.sent, full.length, `the host sent ${overrun.sent} frames in ${(overrun.seconds * 1000).toFixed(0)} ms, vrouter's data plane stopped`);
     t.equal(behindFate.all, overrun.sent + 1, `every one is accounted for: ${behindFate.text}`);
-    if (kind === 'af_packet') t.ok(sum(behind.drops, 'receive_ring_full') > 0, 'the ring overflowed, and vrouter counted what it lost: receive_ring_full');
+    if (kind !== 'tap') t.ok(sum(behind.drops, 'receive_ring_full') > 0, 'the ring overflowed, and vrouter counted what it lost: receive_ring_full');
     else t.ok(kernelDrops() - kernelOverrunBefore > 0, "the TAP's queue overflowed, and the kernel counted what it lost (tx_dropped)");
     t.same(Object.keys(behind.drops).filter((k) => k !== 'receive_ring_full' && k !== 'routing.local_unhandled'), [], `what vrouter took is the router's (${JSON.stringify(behind.drops)})`);
 

@@ -118,6 +118,12 @@ class BenchBatch implements PacketBatch {
     return -1;
   }
   completeChecksum(): void {}
+  segmentLength(): number {
+    return 0;
+  }
+  wireLength(i: number): number {
+    return this.length(i);
+  }
   saveSource(): void {}
   receivedSource(i: number): number {
     return this.offset(i) + 6;

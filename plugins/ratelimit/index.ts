@@ -260,8 +260,9 @@ function meterGroup(s: RateLimitState, batch: PacketBatch, table: PolicerTable, 
   const ip = s.ip;
   const family = s.family;
   const data = batch.data;
-  // Bytes are the Ethernet frame's, header included, as tc and OVS meters count.
-  for (let j = 0; j < m; j++) lengths[j] = batch.length(members[j]);
+  // Bytes are the Ethernet frame's, header included, as tc and OVS meters count; a
+  // super-frame's as its segments will leave, each with its headers.
+  for (let j = 0; j < m; j++) lengths[j] = batch.wireLength(members[j]);
   let colorsIn: Uint8Array | null = null;
   if (s.aware[policer] === 1) {
     colorsIn = s.colorsIn;

@@ -94,8 +94,11 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     return;
   }
   const out = r.interfaces[outIndex];
-  const oversize = total > out.mtu;
-  if (oversize && (read16(d, ip + 6) & DF) !== 0) {
+  // A super-frame (TSO) leaves as segments: theirs is the length the MTU must allow, and
+  // it is never fragmented (Linux sends TCP with DF; without, "fragmentation needed" too).
+  const segment = batch.segmentLength(i);
+  const oversize = (segment === 0 ? total : segment) > out.mtu;
+  if (oversize && ((read16(d, ip + 6) & DF) !== 0 || segment !== 0)) {
     icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_FRAG_NEEDED, out.mtu & 0xffff);
     batch.dropAs(i, r.drop.mtu_exceeded);
     return;

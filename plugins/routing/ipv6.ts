@@ -106,7 +106,9 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     nh.a3 = read32(d, ip + 36) | 0;
   }
   const out = r.interfaces[nh.iface];
-  if (IPV6_HLEN + payloadLength > out.mtu) {
+  // A super-frame (TSO) leaves as segments: theirs is the length the MTU must allow.
+  const segment = batch.segmentLength(i);
+  if ((segment === 0 ? IPV6_HLEN + payloadLength : segment) > out.mtu) {
     icmpError(r, batch, i, iface, PACKET_TOO_BIG, 0, out.mtu);
     batch.dropAs(i, r.drop.mtu_exceeded);
     return;

@@ -295,7 +295,9 @@ export class Router {
    * resolved; the packet itself is consumed. Returns false when the queue is full.
    */
   hold(batch: PacketBatch, i: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
-    if (!this.canHold) return false;
+    // A super-frame (TSO) does not fit a held slot; it comes only on a connection whose
+    // next hop answered long ago.
+    if (!this.canHold || batch.length(i) > this.heldRoom) return false;
     // The copy goes out as a new packet, without the original's offload state.
     batch.completeChecksum(i);
     const h = this.heldCount++;

@@ -40,6 +40,11 @@ export function renderMetrics(stats: Stats, plugins: PluginMetrics = { gauges: [
   e.family('vrouter_port_rx_partial_checksum_total', 'frames taken from the port with their TCP or UDP checksum left to do (checksum offload)', 'counter', per((s) => s.offloads.rx_partial_checksum));
   e.family('vrouter_port_tx_partial_checksum_total', 'frames handed to the port with their checksum left to do, as it negotiated', 'counter', per((s) => s.offloads.tx_partial_checksum));
   e.family('vrouter_port_checksums_completed_total', 'checksums vrouter completed for frames to the port, which takes none left to do', 'counter', per((s) => s.offloads.checksums_completed));
+  e.family('vrouter_port_rx_gso_frames_total', 'super-frames (TSO) taken from the port', 'counter', per((s) => s.offloads.rx_gso_frames));
+  e.family('vrouter_port_rx_gso_bytes_total', 'bytes of the super-frames taken from the port', 'counter', per((s) => s.offloads.rx_gso_bytes));
+  e.family('vrouter_port_tx_gso_frames_total', 'super-frames handed to the port as they are, as it negotiated', 'counter', per((s) => s.offloads.tx_gso_frames));
+  e.family('vrouter_port_tx_gso_bytes_total', 'bytes of the super-frames handed to the port', 'counter', per((s) => s.offloads.tx_gso_bytes));
+  e.family('vrouter_port_gso_segments_total', 'segments vrouter cut out of super-frames for the port, which takes none', 'counter', per((s) => s.offloads.gso_segments));
   e.family('vrouter_port_drops_total', 'frames dropped, by reason', 'counter', ports.flatMap(([port, s]) => Object.entries(s.drops).map(([reason, n]): [Record<string, string>, number] => [{ port, reason }, n])));
   const perQueue = (f: (q: QueueStats) => number): [Record<string, string | number>, number][] => ports.flatMap(([port, s]) => s.queues.map((q, queue): [Record<string, string | number>, number] => [{ port, queue }, f(q)]));
   e.family('vrouter_queue_rx_packets_total', 'frames taken from the guest TX queue of a queue pair', 'counter', perQueue((q) => q.rx_packets));

@@ -68,6 +68,11 @@ export function countersDetail(s: PortCounters): string {
     ['rx_partial_checksum', s.offloads.rx_partial_checksum],
     ['tx_partial_checksum', s.offloads.tx_partial_checksum],
     ['checksums_completed', s.offloads.checksums_completed],
+    ['rx_gso_frames', s.offloads.rx_gso_frames],
+    ['rx_gso_bytes', s.offloads.rx_gso_bytes],
+    ['tx_gso_frames', s.offloads.tx_gso_frames],
+    ['tx_gso_bytes', s.offloads.tx_gso_bytes],
+    ['gso_segments', s.offloads.gso_segments],
     ['drops', totalDrops(s)],
   ];
   let hidden = 0;

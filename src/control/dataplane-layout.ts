@@ -13,6 +13,8 @@ import { assignQueues, assignSlots, type PortSlots } from './port-slots.ts';
 /** Ethernet header and one VLAN tag on top of the MTU. */
 const L2_OVERHEAD = 18;
 const BUFFERS_PER_PMD = 4096;
+/** super-frames (TSO) a PMD may hold at once: a burst of them, and as many on their way out */
+const SUPER_BUFFERS_PER_PMD = 64;
 const DATA_RING_CAPACITY = 1024;
 const IDLE_SPIN_ROUNDS = 2000;
 
@@ -29,12 +31,13 @@ export interface DataplaneLayout {
 export function sharedMemoryOf(config: VrouterConfig): { shared: PmdShared; capture: CaptureMemory } {
   const pmdCount = config.pmd.cores.length;
   const pairs = (make: () => ArrayBufferLike) => Array.from({ length: pmdCount }, (_, x) => Array.from({ length: pmdCount }, (_, y) => (x === y ? null : make())));
-  if (BUFFERS_PER_PMD * pmdCount > 2 ** HANDLE_BITS) throw new RangeError(`too many PMDs for ${HANDLE_BITS}-bit handles`);
+  if ((BUFFERS_PER_PMD + SUPER_BUFFERS_PER_PMD) * pmdCount > 2 ** HANDLE_BITS) throw new RangeError(`too many PMDs for ${HANDLE_BITS}-bit handles`);
+  const pool = createPoolMemory(pmdCount, BUFFERS_PER_PMD, SUPER_BUFFERS_PER_PMD);
   const shared: PmdShared = {
-    pool: createPoolMemory(pmdCount, BUFFERS_PER_PMD),
+    pool,
     counters: createCounterBuffer(pmdCount),
     dataRings: pairs(() => sharedBuffer(spscRingBytes(DATA_RING_CAPACITY))),
-    returnRings: pairs(() => sharedBuffer(spscRingBytes(BUFFERS_PER_PMD))),
+    returnRings: pairs(() => sharedBuffer(spscRingBytes(pool.returnCapacity))),
     dataRingCapacity: DATA_RING_CAPACITY,
     rxQueueHolders: sharedBuffer(4 * PORT_SLOTS * pmdCount),
     // Wake eventfds are the data-plane process's own: it fills them in.

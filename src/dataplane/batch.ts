@@ -5,7 +5,7 @@
 import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
 export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
-import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
+import { DATA_ROOM, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
 import { completeChecksum, leavesChecksum } from './offloads.ts';
 
 /** Packets a stage may add to a burst, beyond the BURST received. */
@@ -56,9 +56,34 @@ export class Batch {
     return this.pool.length[this.handles[i]];
   }
 
-  /** Sets packet i's frame length (at most frameRoom; the caller wrote the bytes). */
+  /** Sets packet i's frame length (at most its buffer's room; the caller wrote the bytes). */
   setLength(i: number, length: number): void {
-    this.pool.length[this.handles[i]] = length > DATA_ROOM ? DATA_ROOM : length;
+    const h = this.handles[i];
+    const room = this.pool.room(h);
+    this.pool.length[h] = length > room ? room : length;
+  }
+
+  /** For a super-frame, the length of the IP packets it is cut into (see the plugin API); else 0. */
+  segmentLength(i: number): number {
+    const fields = this.handles[i] * OFFLOAD_FIELDS;
+    const offload = this.pool.offload;
+    if (offload[fields + OFFLOAD_GSO_TYPE] === 0) return 0;
+    const data = this.data;
+    const off = this.offset(i);
+    const l3 = data[off + 12] === 0x81 && data[off + 13] === 0x00 ? 18 : 14;
+    return offload[fields + OFFLOAD_HDR_LEN] - l3 + offload[fields + OFFLOAD_GSO_SIZE];
+  }
+
+  /** The bytes packet i puts on the wire: a super-frame's every segment repeats its headers. */
+  wireLength(i: number): number {
+    const h = this.handles[i];
+    const fields = h * OFFLOAD_FIELDS;
+    const offload = this.pool.offload;
+    const len = this.pool.length[h];
+    if (offload[fields + OFFLOAD_GSO_TYPE] === 0) return len;
+    const hdr = offload[fields + OFFLOAD_HDR_LEN];
+    const segments = Math.ceil((len - hdr) / offload[fields + OFFLOAD_GSO_SIZE]);
+    return len + (segments - 1) * hdr;
   }
 
   /** Starts a burst of `count` handles already in `handles`, nothing decided yet. */

@@ -16,7 +16,7 @@ export const DROP_REASONS = [
   ['port_down', 'the destination port has no running receive queue'],
   ['ring_full', 'the ring to the PMD that holds the destination queue was full'],
   ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
-  ['offload_header_bad', 'the virtio-net header asked for segmentation (never offered), or put the checksum it leaves to do outside the frame'],
+  ['offload_header_bad', 'the virtio-net header asked for an offload the connection did not negotiate, put the checksum it leaves to do outside the frame, or described a super-frame that does not parse as TCP or would be cut into segments too long or too many'],
   ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET or AF_XDP port: its receive ring was full, or AF_XDP had no free chunk to write it into (the PMD fell behind)'],
 ] as const;
 
@@ -33,7 +33,13 @@ export const QUEUE_ERRORS = 4;
 export const RX_CSUM_PARTIAL = 5;
 export const TX_CSUM_PARTIAL = 6;
 export const CSUM_COMPLETED = 7;
-export const DROPS_BASE = 8;
+/** segmentation offload: super-frames (and their bytes) taken from the port and handed to it as they are, segments vrouter cut for it */
+export const RX_GSO_FRAMES = 8;
+export const RX_GSO_BYTES = 9;
+export const TX_GSO_FRAMES = 10;
+export const TX_GSO_BYTES = 11;
+export const GSO_SEGMENTS = 12;
+export const DROPS_BASE = 13;
 /**
  * Slots per port for the plugins of the pipeline: each plugin's drop reasons (plugin_error
  * first), then its counters. A plugin drop reason's code continues DROP's numbering, so
@@ -111,6 +117,14 @@ export interface OffloadStats {
   tx_partial_checksum: number;
   /** checksums vrouter completed for frames to the port (it takes none left to do) */
   checksums_completed: number;
+  /** super-frames (TSO) taken from the port, and their bytes */
+  rx_gso_frames: number;
+  rx_gso_bytes: number;
+  /** super-frames handed to the port as they are (it takes them), and their bytes */
+  tx_gso_frames: number;
+  tx_gso_bytes: number;
+  /** segments vrouter cut out of super-frames for the port (it takes none) */
+  gso_segments: number;
 }
 
 export interface PortStats {
@@ -156,7 +170,16 @@ export function readPortStats(buffer: ArrayBufferLike, pmdCount: number, portNam
       tx_packets: sum(port, TX_PACKETS),
       tx_bytes: sum(port, TX_BYTES),
       queue_errors: sum(port, QUEUE_ERRORS),
-      offloads: { rx_partial_checksum: sum(port, RX_CSUM_PARTIAL), tx_partial_checksum: sum(port, TX_CSUM_PARTIAL), checksums_completed: sum(port, CSUM_COMPLETED) },
+      offloads: {
+        rx_partial_checksum: sum(port, RX_CSUM_PARTIAL),
+        tx_partial_checksum: sum(port, TX_CSUM_PARTIAL),
+        checksums_completed: sum(port, CSUM_COMPLETED),
+        rx_gso_frames: sum(port, RX_GSO_FRAMES),
+        rx_gso_bytes: sum(port, RX_GSO_BYTES),
+        tx_gso_frames: sum(port, TX_GSO_FRAMES),
+        tx_gso_bytes: sum(port, TX_GSO_BYTES),
+        gso_segments: sum(port, GSO_SEGMENTS),
+      },
       drops,
       plugins: perPlugin,
       queues: Array.from({ length: QUEUE_PAIRS_MAX }, (_, pair) => {

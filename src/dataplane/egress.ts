@@ -8,10 +8,10 @@ import type { Batch } from './batch.ts';
 import { CONTROL_WORDS, type CaptureWriter } from './capture.ts';
 import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
-import { CSUM_COMPLETED, DROP, DROPS_BASE, portBase } from './counters.ts';
+import { CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
-import { completeChecksum, OFFLOAD_CSUM_TO_GUEST } from './offloads.ts';
-import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
+import { completeChecksum, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST, segmentSuperFrame, takesSegmentation } from './offloads.ts';
+import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_TYPE, type PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 
@@ -47,6 +47,10 @@ export class Egress {
   private readonly floodDomains: readonly (readonly number[])[];
   /** records the frames written to a port being captured */
   private readonly capture: CaptureWriter;
+  /** a port's frames with its super-frames cut into segments (cutSegments), and the segments' buffers to give back */
+  private readonly segmented = new Uint32Array(BATCH_MAX * MAX_GSO_SEGMENTS);
+  private readonly madeSegments = new Uint32Array(BATCH_MAX * MAX_GSO_SEGMENTS);
+  private madeCount = 0;
 
   constructor(
     cfg: PmdConfig,
@@ -72,7 +76,7 @@ export class Egress {
     this.peerBells = shared.wakers.map((w) => new Int32Array(w.doorbell));
     this.peerWakeFds = shared.wakers.map((w) => w.wakeFd);
     this.doorbell = this.peerBells[me];
-    this.refs = new Uint8Array(shared.pool.perPmd * shared.pool.pmdCount);
+    this.refs = new Uint8Array((shared.pool.perPmd + shared.pool.superPerPmd) * shared.pool.pmdCount);
     this.touched = new Int32Array(cfg.ports.length);
     this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BATCH_MAX * Math.max(1, cfg.ports.length)));
     this.outboxCount = new Int32Array(cfg.pmdCount);
@@ -131,6 +135,7 @@ export class Egress {
   private enqueue(port: PortRuntime, handle: number): void {
     if (port.pendingCount === 0) this.touched[this.touchedCount++] = port.cfg.index;
     port.pending[port.pendingCount++] = handle;
+    if (this.pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] !== 0) port.superPending = true;
   }
 
   /** Writes each destination's frames: into its RX queue here, or to the PMD that holds one. */
@@ -140,15 +145,22 @@ export class Egress {
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       const out = port.rxOut;
       if (port.uplink !== null) {
-        this.completeChecksums(port);
-        this.captureEgress(port);
-        port.uplink.transmit(this.pool, port.pending, port.pendingCount);
+        // A kernel interface takes frames whole: segments cut, checksums done.
+        const n = port.superPending ? this.cutSegments(port, 0) : port.pendingCount;
+        const handles = port.superPending ? this.segmented : port.pending;
+        this.completeChecksums(port, handles, n);
+        this.captureEgress(port, handles, n);
+        port.uplink.transmit(this.pool, handles, n);
+        if (port.superPending) this.freeSegments();
       } else if (out !== null && out.queue.failure === '') {
+        const n = port.superPending ? this.cutSegments(port, out.offloads) : port.pendingCount;
+        const handles = port.superPending ? this.segmented : port.pending;
         // deliverBurst completes what the guest does not take left to do; a capture is
         // to show the frames as they leave, so then it is done before.
-        if (this.capturing(port) && (out.offloads & OFFLOAD_CSUM_TO_GUEST) === 0) this.completeChecksums(port);
-        this.captureEgress(port);
-        deliverBurst(out, port.mergeable, this.pool, port.pending, port.pendingCount);
+        if (this.capturing(port) && (out.offloads & OFFLOAD_CSUM_TO_GUEST) === 0) this.completeChecksums(port, handles, n);
+        this.captureEgress(port, handles, n);
+        deliverBurst(out, port.mergeable, this.pool, handles, n);
+        if (port.superPending) this.freeSegments();
         if (out.queue.failure !== '') this.queueFailed(port, out);
       } else {
         const holder = this.rxHolder(port.cfg.index);
@@ -156,20 +168,22 @@ export class Egress {
         else this.handOver(port, holder);
       }
       port.pendingCount = 0;
+      port.superPending = false;
     }
     this.touchedCount = 0;
     for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
   }
 
   /**
-   * A kernel interface takes frames whole: checksums guests left to do are done first
-   * (Linux in a mirror's namespace, or a peer past an uplink, would drop them).
+   * Checksums guests left to do, done in the buffers: for a kernel interface (Linux in a
+   * mirror's namespace, or a peer past an uplink, would drop the frames otherwise), or
+   * before a capture of what leaves for a guest that takes none.
    */
-  private completeChecksums(port: PortRuntime): void {
+  private completeChecksums(port: PortRuntime, handles: Uint32Array, count: number): void {
     const pool = this.pool;
     let completed = 0;
-    for (let i = 0; i < port.pendingCount; i++) {
-      const h = port.pending[i];
+    for (let i = 0; i < count; i++) {
+      const h = handles[i];
       if (pool.offload[h * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] === 0) continue;
       completeChecksum(pool, h);
       completed++;
@@ -177,9 +191,46 @@ export class Egress {
     if (completed > 0) this.counters[portBase(port.cfg.index) + CSUM_COMPLETED] += completed;
   }
 
-  /** The port's pending frames, if it is being captured: by the PMD that writes them out (here), once. */
-  private captureEgress(port: PortRuntime): void {
-    if (this.capturing(port)) this.capture.egressBurst(port.cfg.index, this.pool, port.pending, port.pendingCount);
+  /**
+   * The port's pending frames into `segmented`, each super-frame the port does not take
+   * (`offloads`: what its connection negotiated; 0 for a kernel interface) cut into its
+   * segments, in new buffers that freeSegments() gives back once written. A super-frame
+   * the pool has no buffers for is dropped (no_buffer). Returns how many frames to write.
+   */
+  private cutSegments(port: PortRuntime, offloads: number): number {
+    const pool = this.pool;
+    const out = this.segmented;
+    let n = 0;
+    let made = 0;
+    for (let i = 0; i < port.pendingCount; i++) {
+      const h = port.pending[i];
+      if (pool.offload[h * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] === 0 || takesSegmentation(pool, h, offloads)) {
+        out[n++] = h;
+        continue;
+      }
+      const k = segmentSuperFrame(pool, h, out, n);
+      if (k < 0) {
+        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
+        continue;
+      }
+      for (let j = 0; j < k; j++) this.madeSegments[this.madeCount + made + j] = out[n + j];
+      made += k;
+      n += k;
+    }
+    this.madeCount += made;
+    if (made > 0) this.counters[portBase(port.cfg.index) + GSO_SEGMENTS] += made;
+    return n;
+  }
+
+  /** Gives back the buffers of the segments cutSegments() made, once they are written. */
+  private freeSegments(): void {
+    for (let i = 0; i < this.madeCount; i++) this.pool.free(this.madeSegments[i]);
+    this.madeCount = 0;
+  }
+
+  /** Frames written to a port, if it is being captured: by the PMD that writes them out (here), once. */
+  private captureEgress(port: PortRuntime, handles: Uint32Array, count: number): void {
+    if (this.capturing(port)) this.capture.egressBurst(port.cfg.index, this.pool, handles, count);
   }
 
   private capturing(port: PortRuntime): boolean {
@@ -208,12 +259,11 @@ export class Egress {
         continue;
       }
       this.refs[h]--;
-      const copy = pool.alloc();
+      const copy = pool.copyFrame(h);
       if (copy < 0) {
         this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
         continue;
       }
-      pool.copyFrame(copy, h);
       this.refs[copy] = 0;
       pool.markAway(copy);
       box[n++] = (tag | copy) >>> 0;

@@ -3,10 +3,10 @@
 // (deliverBurst), with the 12-byte virtio-net header stripped and added.
 import { CHAIN_TOO_LONG, SplitQueue } from '../virtio/split-queue.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
-import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, PacketPool } from './packet-pool.ts';
+import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
 import { memcpyAt } from '../sys/libc.ts';
-import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_PACKETS } from './counters.ts';
-import { completeChecksum, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, takeOffloadHeader } from './offloads.ts';
+import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
+import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { signalGuest } from './notify.ts';
 
 export const BURST = 32;
@@ -122,16 +122,20 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   const words = pool.words;
   const poolAddr = pool.address;
   const maxFrame = frameLimit(q);
+  // With TSO a guest may send super-frames, up to 64 KiB: any longer than maxFrame must be one.
+  const maxTaken = (q.offloads & OFFLOAD_TSO_FROM_GUEST) !== 0 ? SUPER_DATA_ROOM : maxFrame;
   const usedFrom = vq.usedIdx;
   let taken = 0;
   let bytes = 0;
   let partial = 0;
+  let superFrames = 0;
+  let superBytes = 0;
   vq.descriptorsRead = 0;
   // NB: the budget sits in the loop condition; a break inside measured slower.
   let i = 0;
   for (; i < avail && vq.descriptorsRead < RECEIVE_DESCRIPTOR_BUDGET; i++) {
     const head = vq.availHead(i);
-    const segments = vq.walkChain(head, false, NET_HDR_LEN + maxFrame);
+    const segments = vq.walkChain(head, false, NET_HDR_LEN + maxTaken);
     vq.putUsed(head, 0);
     if (segments < 0) {
       counters[base + DROPS_BASE + (segments === CHAIN_TOO_LONG ? DROP.frame_too_long : DROP.bad_descriptor)]++;
@@ -142,7 +146,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       counters[base + DROPS_BASE + DROP.frame_too_short]++;
       continue;
     }
-    const handle = pool.alloc();
+    const handle = frameLen <= DATA_ROOM ? pool.alloc() : pool.allocSuper();
     if (handle < 0) {
       counters[base + DROPS_BASE + DROP.no_buffer]++;
       continue;
@@ -154,9 +158,9 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       const len = vq.segLength[s];
       // Bounds (copyBytes checks none): walkChain took [segOffset, + len) from
       // mem.translate(), true only when the whole range lies inside window w; the chain
-      // holds at most NET_HDR_LEN + maxFrame bytes (else CHAIN_TOO_LONG), so dst stays in
-      // [frameOffset(handle) - NET_HDR_LEN, frameOffset(handle) + DATA_ROOM), the buffer
-      // (its HEADROOM among it) of a handle pool.alloc() gave.
+      // holds NET_HDR_LEN + frameLen bytes, frameLen <= maxTaken (else CHAIN_TOO_LONG), so
+      // dst stays in [frameOffset(handle) - NET_HDR_LEN, frameOffset(handle) + frameLen):
+      // HEADROOM, then DATA_ROOM of a small buffer or SUPER_DATA_ROOM of a super one.
       const w = vq.segWindow[s];
       copyBytes(data, words, poolAddr, dst, mem.bytes[w], mem.words[w], mem.address[w], vq.segOffset[s], len);
       dst += len;
@@ -164,12 +168,20 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     pool.length[handle] = frameLen;
     // The header counts only if the connection negotiated checksum offload.
     if ((q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0) {
-      if (!takeOffloadHeader(pool, handle, frameLen)) {
+      if (!takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame)) {
         counters[base + DROPS_BASE + DROP.offload_header_bad]++;
         pool.free(handle);
         continue;
       }
       if (leavesChecksum(pool, handle)) partial++;
+    }
+    if (isSegmented(pool, handle)) {
+      superFrames++;
+      superBytes += frameLen;
+    } else if (frameLen > maxFrame) {
+      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      pool.free(handle);
+      continue;
     }
     handles[start + taken++] = handle;
     bytes += frameLen;
@@ -179,40 +191,47 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
   counters[base + RX_CSUM_PARTIAL] += partial;
+  counters[base + RX_GSO_FRAMES] += superFrames;
+  counters[base + RX_GSO_BYTES] += superBytes;
   counters[q.queueCounterBase + QUEUE_RX_PACKETS] += taken;
   counters[q.queueCounterBase + QUEUE_RX_BYTES] += bytes;
   return taken;
 }
 
 /**
- * Writes the virtio-net header in front of a frame delivered to a guest: num_buffers
- * (bytes 10-11, little-endian), and for a frame that leaves its checksum to do (csumStart
- * > 0: its start + 1) NEEDS_CSUM, csum_start and csum_offset; the rest is zero (no
- * segmentation). The first segment of the chain holds it whole (checked by the callers).
+ * Writes the virtio-net header in front of frame `handle` delivered to a guest: num_buffers
+ * (bytes 10-11, little-endian), and what the frame leaves to do, from its offload fields: a
+ * checksum (NEEDS_CSUM, csum_start, csum_offset) and segments (gso_type, hdr_len,
+ * gso_size); zero where it leaves nothing. The first segment of the chain holds it whole
+ * (checked by the callers).
  */
-function writeHeader(vq: SplitQueue, numBuffers: number, csumStart: number, csumOffset: number): void {
+function writeHeader(vq: SplitQueue, numBuffers: number, pool: PacketPool, handle: number): void {
   const w = vq.segWindow[0];
   const off = vq.segOffset[0];
-  const flags = csumStart === 0 ? 0 : VIRTIO_NET_HDR_F_NEEDS_CSUM;
-  const start = csumStart === 0 ? 0 : csumStart - 1;
+  const fields = handle * OFFLOAD_FIELDS;
+  const csumStart = pool.offload[fields + OFFLOAD_CSUM_START];
+  let word0 = 0;
+  let word1 = 0;
+  let word2 = numBuffers << 16;
+  if (csumStart !== 0) {
+    const gsoType = pool.offload[fields + OFFLOAD_GSO_TYPE];
+    word0 = VIRTIO_NET_HDR_F_NEEDS_CSUM | (gsoType << 8) | (gsoType === 0 ? 0 : pool.offload[fields + OFFLOAD_HDR_LEN] << 16);
+    word1 = (gsoType === 0 ? 0 : pool.offload[fields + OFFLOAD_GSO_SIZE]) | ((csumStart - 1) << 16);
+    word2 |= pool.offload[fields + OFFLOAD_CSUM_OFFSET];
+  }
   if ((off & 3) === 0) {
     const words = vq.mem.words[w];
     const i = off >>> 2;
-    words[i] = flags;
-    words[i + 1] = start << 16;
-    words[i + 2] = (csumStart === 0 ? 0 : csumOffset) | (numBuffers << 16);
+    words[i] = word0;
+    words[i + 1] = word1;
+    words[i + 2] = word2;
   } else {
     const bytes = vq.mem.bytes[w];
-    bytes.fill(0, off, off + NET_HDR_NUM_BUFFERS_OFFSET);
-    bytes[off] = flags;
-    if (csumStart !== 0) {
-      bytes[off + 6] = start & 0xff;
-      bytes[off + 7] = start >>> 8;
-      bytes[off + 8] = csumOffset & 0xff;
-      bytes[off + 9] = csumOffset >>> 8;
+    for (let k = 0; k < 4; k++) {
+      bytes[off + k] = (word0 >>> (8 * k)) & 0xff;
+      bytes[off + 4 + k] = (word1 >>> (8 * k)) & 0xff;
+      bytes[off + 8 + k] = (word2 >>> (8 * k)) & 0xff;
     }
-    bytes[off + NET_HDR_NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
-    bytes[off + NET_HDR_NUM_BUFFERS_OFFSET + 1] = numBuffers >> 8;
   }
 }
 
@@ -248,14 +267,25 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   let bytes = 0;
   let partial = 0;
   let completed = 0;
+  let superFrames = 0;
+  let superBytes = 0;
   let i = 0;
   for (; i < count; i++) {
     const handle = handles[i];
     const frameLen = pool.length[handle];
+    // A super-frame comes here only to a guest that takes its kind (the egress step cut
+    // the others' segments), with segments no longer than the guest's frames.
+    const fields = handle * OFFLOAD_FIELDS;
+    const superFrame = pool.offload[fields + OFFLOAD_GSO_TYPE] !== 0;
+    if (superFrame && (!takesSegmentation(pool, handle, q.offloads) || pool.offload[fields + OFFLOAD_HDR_LEN] + pool.offload[fields + OFFLOAD_GSO_SIZE] > maxFrame)) {
+      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      continue;
+    }
     // Bounds of the copies out of the buffer (copyBytes checks none): frameLen <= maxFrame
-    // <= DATA_ROOM keeps them inside the handle's buffer, and a handle past the pool reads
-    // undefined here, which fails the test too.
-    if (!(frameLen <= maxFrame)) {
+    // <= DATA_ROOM, or a super-frame's <= SUPER_DATA_ROOM (a super buffer's: only those
+    // hold frames longer than DATA_ROOM), keeps them inside the handle's buffer, and a
+    // handle past the pool reads undefined here, which fails the test too.
+    if (!(frameLen <= (superFrame ? SUPER_DATA_ROOM : maxFrame))) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
       continue;
     }
@@ -265,18 +295,19 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     }
     // A checksum left to do goes as it is to a guest that takes it so; for the others
     // it is done here, in the buffer (any port the frame goes to next then gets it done).
-    let csumStart = pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START];
-    if (csumStart !== 0 && !partialOk) {
+    if (!partialOk && pool.offload[fields + OFFLOAD_CSUM_START] !== 0) {
       completeChecksum(pool, handle);
       completed++;
-      csumStart = 0;
     }
-    const csumOffset = pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET];
-    const result = mergeable ? writeMergeable(vq, availEnd, pool, handle, frameLen, csumStart, csumOffset) : writeOneChain(vq, availEnd, pool, handle, frameLen, csumStart, csumOffset);
+    const result = mergeable ? writeMergeable(vq, availEnd, pool, handle, frameLen) : writeOneChain(vq, availEnd, pool, handle, frameLen);
     if (result > 0) {
       delivered++;
       bytes += frameLen;
-      if (csumStart !== 0) partial++;
+      if (pool.offload[fields + OFFLOAD_CSUM_START] !== 0) partial++;
+      if (superFrame) {
+        superFrames++;
+        superBytes += frameLen;
+      }
       continue;
     }
     if (result === NO_ROOM) {
@@ -305,6 +336,8 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   counters[base + TX_BYTES] += bytes;
   counters[base + TX_CSUM_PARTIAL] += partial;
   counters[base + CSUM_COMPLETED] += completed;
+  counters[base + TX_GSO_FRAMES] += superFrames;
+  counters[base + TX_GSO_BYTES] += superBytes;
   counters[q.queueCounterBase + QUEUE_TX_PACKETS] += delivered;
   counters[q.queueCounterBase + QUEUE_TX_BYTES] += bytes;
   return delivered;
@@ -370,7 +403,7 @@ function consumeChains(vq: SplitQueue, startAvail: number, startUsed: number, n:
  * a chain that cannot hold the header and an Ethernet header fits no frame, and left at
  * the head of the queue it would stop the guest's receive path for good.
  */
-function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number, csumStart: number, csumOffset: number): number {
+function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number): number {
   if (vq.lastAvailIdx === availEnd) return NO_ROOM;
   if (vq.descriptorsRead >= DELIVER_DESCRIPTOR_BUDGET) return OVER_BUDGET;
   const head = vq.availHead(0);
@@ -379,7 +412,7 @@ function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handl
     return consumeChains(vq, vq.lastAvailIdx, vq.usedIdx, 1);
   }
   if (vq.chainBytes < NET_HDR_LEN + frameLen) return TOO_SMALL;
-  writeHeader(vq, 1, csumStart, csumOffset);
+  writeHeader(vq, 1, pool, handle);
   scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
   vq.putUsed(head, NET_HDR_LEN + frameLen);
   vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
@@ -393,7 +426,7 @@ function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handl
  * published: lastAvailIdx and usedIdx are rolled back. Returns the chains used or an
  * error code.
  */
-function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number, csumStart: number, csumOffset: number): number {
+function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number): number {
   const startAvail = vq.lastAvailIdx;
   const startUsed = vq.usedIdx;
   const src = pool.data;
@@ -417,7 +450,7 @@ function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, hand
     }
     let used = 0;
     if (chains === 0) {
-      writeHeader(vq, 1, csumStart, csumOffset);
+      writeHeader(vq, 1, pool, handle);
       numBuffersWindow = vq.segWindow[0];
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;

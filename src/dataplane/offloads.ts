@@ -1,37 +1,195 @@
-// Checksum offload between guests (VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM): a guest
-// that negotiated CSUM may send a TCP or UDP frame whose checksum is left to do (the
-// virtio-net header's NEEDS_CSUM: the field at csum_start + csum_offset holds only the
-// pseudo-header's sum). The frame keeps that state in its buffer's offload fields; a guest
-// that negotiated GUEST_CSUM gets it as it is (vhost-net and OVS-DPDK do the same between
-// VMs: nobody sums the bytes), anything else gets it completed here first.
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE } from '../virtio/constants.ts';
-import { OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
+// Checksum and segmentation offload between guests (virtio-net CSUM, GUEST_CSUM, HOST_TSO4/6,
+// GUEST_TSO4/6, HOST_ECN, GUEST_ECN).
+//
+// A guest that negotiated CSUM may send a TCP or UDP frame whose checksum is left to do
+// (the virtio-net header's NEEDS_CSUM: the field at csum_start + csum_offset holds only the
+// pseudo-header's sum); one that negotiated HOST_TSO may send a super-frame, up to 64 KiB of
+// a TCP stream, to be cut into segments of gso_size bytes. The frame keeps that state in its
+// buffer's offload fields. A port that takes it (GUEST_CSUM, GUEST_TSO) gets the frame as it
+// is, the header saying what is left: vhost-net and OVS-DPDK pass it between VMs so, and
+// nobody sums or cuts anything. For any other port vrouter cuts the segments and completes
+// the checksums first.
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../virtio/constants.ts';
+import { OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
 
 /** What a guest's connection negotiated, as the data path tests it. */
 export const OFFLOAD_CSUM_FROM_GUEST = 1;
 export const OFFLOAD_CSUM_TO_GUEST = 2;
+export const OFFLOAD_TSO4_FROM_GUEST = 4;
+export const OFFLOAD_TSO6_FROM_GUEST = 8;
+export const OFFLOAD_ECN_FROM_GUEST = 16;
+export const OFFLOAD_TSO4_TO_GUEST = 32;
+export const OFFLOAD_TSO6_TO_GUEST = 64;
+export const OFFLOAD_ECN_TO_GUEST = 128;
+export const OFFLOAD_TSO_FROM_GUEST = OFFLOAD_TSO4_FROM_GUEST | OFFLOAD_TSO6_FROM_GUEST;
+
+/**
+ * The most segments one super-frame may be cut into: Linux sends at most 64 KiB, 45
+ * segments of a 1460-byte MSS. A guest asking for more (a gso_size of a few bytes) would
+ * make the PMD cut thousands of frames out of one: refused instead.
+ */
+export const MAX_GSO_SEGMENTS = 64;
 
 const ETHER_HDR_LEN = 14;
+const IPPROTO_TCP = 6;
+const TCP_FIN = 0x01;
+const TCP_PSH = 0x08;
+const TCP_CWR = 0x80;
 
 /**
  * Reads the virtio-net header the receive path copied just before frame `handle` and
- * records the checksum it leaves to do. Returns false for a header vrouter cannot honour:
- * a segmentation offload (never offered), or a checksum position outside the frame.
- * Without NEEDS_CSUM the offload fields stay as alloc() left them (nothing to do).
+ * records what it leaves to do. Returns false for a header vrouter cannot honour: a
+ * segmentation type the connection did not negotiate (or any other than TCP), a checksum
+ * position outside the frame, a super-frame whose headers do not parse as the type says,
+ * whose segments would be longer than `maxFrame` (the port's) or more than MAX_GSO_SEGMENTS. Without NEEDS_CSUM the offload fields
+ * stay as alloc() left them (nothing to do).
  */
-export function takeOffloadHeader(pool: PacketPool, handle: number, frameLen: number): boolean {
+export function takeOffloadHeader(pool: PacketPool, handle: number, frameLen: number, offloads: number, maxFrame: number): boolean {
   const d = pool.data;
   const h = pool.frameOffset(handle) - 12;
-  if (d[h + 1] !== VIRTIO_NET_HDR_GSO_NONE) return false;
-  if ((d[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return true;
+  const gsoType = d[h + 1];
+  if ((d[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return gsoType === VIRTIO_NET_HDR_GSO_NONE;
   const start = d[h + 6] | (d[h + 7] << 8);
   const offset = d[h + 8] | (d[h + 9] << 8);
   // Linux (virtio_net_hdr_to_skb) refuses the same: the field must lie inside the frame,
   // after the Ethernet header.
   if (start < ETHER_HDR_LEN || start + offset + 2 > frameLen) return false;
-  pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = start + 1;
-  pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET] = offset;
+  const fields = handle * OFFLOAD_FIELDS;
+  pool.offload[fields + OFFLOAD_CSUM_START] = start + 1;
+  pool.offload[fields + OFFLOAD_CSUM_OFFSET] = offset;
+  if (gsoType === VIRTIO_NET_HDR_GSO_NONE) return true;
+  return takeSegmentation(pool, handle, frameLen, offloads, maxFrame, gsoType, d[h + 4] | (d[h + 5] << 8), start, offset);
+}
+
+function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, offloads: number, maxFrame: number, gsoType: number, gsoSize: number, start: number, offset: number): boolean {
+  const type = gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+  const v4 = type === VIRTIO_NET_HDR_GSO_TCPV4;
+  if (!v4 && type !== VIRTIO_NET_HDR_GSO_TCPV6) return false;
+  if ((offloads & (v4 ? OFFLOAD_TSO4_FROM_GUEST : OFFLOAD_TSO6_FROM_GUEST)) === 0) return false;
+  if ((gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0 && (offloads & OFFLOAD_ECN_FROM_GUEST) === 0) return false;
+  // The headers as cutting needs them: Ethernet (one VLAN tag at most), IPv4 without
+  // options beyond its IHL or IPv6 without extension headers, then TCP with the checksum.
+  const d = pool.data;
+  const f = pool.frameOffset(handle);
+  const vlan = d[f + 12] === 0x81 && d[f + 13] === 0x00 ? 4 : 0;
+  const l3 = ETHER_HDR_LEN + vlan;
+  if (frameLen < l3 + 40 || offset !== 16 || gsoSize === 0) return false;
+  if (v4) {
+    if (d[f + l3 - 2] !== 0x08 || d[f + l3 - 1] !== 0x00 || d[f + l3] >> 4 !== 4 || d[f + l3 + 9] !== IPPROTO_TCP || start !== l3 + (d[f + l3] & 15) * 4) return false;
+  } else if (d[f + l3 - 2] !== 0x86 || d[f + l3 - 1] !== 0xdd || d[f + l3] >> 4 !== 6 || d[f + l3 + 6] !== IPPROTO_TCP || start !== l3 + 40) {
+    return false;
+  }
+  const hdrLen = start + (d[f + start + 12] >> 4) * 4;
+  // Each segment must be a frame the port could have sent (and fits a small buffer).
+  if (hdrLen < start + 20 || hdrLen > frameLen || hdrLen + gsoSize > maxFrame) return false;
+  const payload = frameLen - hdrLen;
+  const fields = handle * OFFLOAD_FIELDS;
+  // A "super-frame" of one segment is a frame: nothing to cut.
+  if (payload <= gsoSize) return true;
+  if (Math.ceil(payload / gsoSize) > MAX_GSO_SEGMENTS) return false;
+  pool.offload[fields + OFFLOAD_GSO_TYPE] = gsoType;
+  pool.offload[fields + OFFLOAD_GSO_SIZE] = gsoSize;
+  pool.offload[fields + OFFLOAD_HDR_LEN] = hdrLen;
   return true;
+}
+
+/** Whether a port whose connection negotiated `offloads` takes frame `handle` as it is (a super-frame of its type). */
+export function takesSegmentation(pool: PacketPool, handle: number, offloads: number): boolean {
+  const gsoType = pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE];
+  const wanted = (gsoType & ~VIRTIO_NET_HDR_GSO_ECN) === VIRTIO_NET_HDR_GSO_TCPV4 ? OFFLOAD_TSO4_TO_GUEST : OFFLOAD_TSO6_TO_GUEST;
+  if ((offloads & wanted) === 0) return false;
+  return (gsoType & VIRTIO_NET_HDR_GSO_ECN) === 0 || (offloads & OFFLOAD_ECN_TO_GUEST) !== 0;
+}
+
+/**
+ * Cuts super-frame `handle` into segments in new buffers, their handles into out from
+ * `at`: each the headers (IPv4 length, ID + k and header checksum; IPv6 payload length;
+ * TCP sequence + k * gso_size, FIN and PSH on the last only, CWR on the first only) and its
+ * share of the payload, the TCP checksum left to do (the pseudo-header's sum in the field).
+ * Returns the number of segments, or -1 when the pool ran out (none is kept).
+ */
+export function segmentSuperFrame(pool: PacketPool, handle: number, out: Uint32Array, at: number): number {
+  const fields = handle * OFFLOAD_FIELDS;
+  const gsoType = pool.offload[fields + OFFLOAD_GSO_TYPE];
+  const mss = pool.offload[fields + OFFLOAD_GSO_SIZE];
+  const hdrLen = pool.offload[fields + OFFLOAD_HDR_LEN];
+  const l4 = pool.offload[fields + OFFLOAD_CSUM_START] - 1;
+  const v4 = (gsoType & ~VIRTIO_NET_HDR_GSO_ECN) === VIRTIO_NET_HDR_GSO_TCPV4;
+  const d = pool.data;
+  const src = pool.frameOffset(handle);
+  const len = pool.length[handle];
+  const l3 = d[src + 12] === 0x81 && d[src + 13] === 0x00 ? ETHER_HDR_LEN + 4 : ETHER_HDR_LEN;
+  const payload = len - hdrLen;
+  const n = Math.ceil(payload / mss);
+  const id = (d[src + l3 + 4] << 8) | d[src + l3 + 5];
+  const seq = ((d[src + l4 + 4] << 24) | (d[src + l4 + 5] << 16) | (d[src + l4 + 6] << 8) | d[src + l4 + 7]) >>> 0;
+  const flags = d[src + l4 + 13];
+  // The pseudo-header's addresses, summed once: source and destination, 8 or 32 bytes.
+  let addresses = 0;
+  const addrFrom = src + l3 + (v4 ? 12 : 8);
+  const addrTo = addrFrom + (v4 ? 8 : 32);
+  for (let i = addrFrom; i < addrTo; i += 2) addresses += (d[i] << 8) | d[i + 1];
+  for (let k = 0; k < n; k++) {
+    const s = pool.alloc();
+    if (s < 0) {
+      for (let j = 0; j < k; j++) pool.free(out[at + j]);
+      return -1;
+    }
+    const dst = pool.frameOffset(s);
+    const segLen = k === n - 1 ? payload - k * mss : mss;
+    // Bounds: takeOffloadHeader() let no super-frame in whose hdrLen + gso_size exceeds its
+    // port's largest frame (at most DATA_ROOM), and k * mss + segLen = payload at most.
+    d.copyWithin(dst, src, src + hdrLen);
+    d.copyWithin(dst + hdrLen, src + hdrLen + k * mss, src + hdrLen + k * mss + segLen);
+    const frameLen = hdrLen + segLen;
+    pool.length[s] = frameLen;
+    const ip = dst + l3;
+    if (v4) {
+      const total = frameLen - l3;
+      d[ip + 2] = total >>> 8;
+      d[ip + 3] = total & 0xff;
+      const segId = (id + k) & 0xffff;
+      d[ip + 4] = segId >>> 8;
+      d[ip + 5] = segId & 0xff;
+      d[ip + 10] = 0;
+      d[ip + 11] = 0;
+      const check = ~onesSum(d, ip, ip + (d[ip] & 15) * 4, 0) & 0xffff;
+      d[ip + 10] = check >>> 8;
+      d[ip + 11] = check & 0xff;
+    } else {
+      const payloadLength = frameLen - l3 - 40;
+      d[ip + 4] = payloadLength >>> 8;
+      d[ip + 5] = payloadLength & 0xff;
+    }
+    const tcp = dst + l4;
+    const segSeq = (seq + k * mss) >>> 0;
+    d[tcp + 4] = segSeq >>> 24;
+    d[tcp + 5] = (segSeq >>> 16) & 0xff;
+    d[tcp + 6] = (segSeq >>> 8) & 0xff;
+    d[tcp + 7] = segSeq & 0xff;
+    let f = flags;
+    if (k < n - 1) f &= ~(TCP_FIN | TCP_PSH);
+    if (k > 0) f &= ~TCP_CWR;
+    d[tcp + 13] = f;
+    // Left to do, as a guest with CSUM would leave it: the pseudo-header's sum, folded.
+    let pseudo = addresses + IPPROTO_TCP + (frameLen - l4);
+    while (pseudo > 0xffff) pseudo = (pseudo & 0xffff) + (pseudo >>> 16);
+    d[tcp + 16] = pseudo >>> 8;
+    d[tcp + 17] = pseudo & 0xff;
+    const segFields = s * OFFLOAD_FIELDS;
+    pool.offload[segFields + OFFLOAD_CSUM_START] = l4 + 1;
+    pool.offload[segFields + OFFLOAD_CSUM_OFFSET] = 16;
+    out[at + k] = s;
+  }
+  return n;
+}
+
+/** The one's complement sum of d[from, to) in big-endian 16-bit words, folded, not complemented. */
+function onesSum(d: Uint8Array, from: number, to: number, initial: number): number {
+  let sum = initial;
+  for (let i = from; i < to; i += 2) sum += (d[i] << 8) | d[i + 1];
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
 }
 
 /**
@@ -76,4 +234,9 @@ export function completeChecksum(pool: PacketPool, handle: number): void {
 /** Whether frame `handle` leaves a checksum to do. */
 export function leavesChecksum(pool: PacketPool, handle: number): boolean {
   return pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] !== 0;
+}
+
+/** Whether frame `handle` is a super-frame (its segments left to cut). */
+export function isSegmented(pool: PacketPool, handle: number): boolean {
+  return pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] !== 0;
 }

@@ -2,19 +2,26 @@
 // are copied out of guest memory into these (the copy is the security boundary), and rings
 // between PMDs carry handles, never bytes. Each PMD owns one partition of the handles and
 // allocates from it without locks; a buffer freed by another PMD travels back to its owner
-// on a return ring (one SPSC ring per ordered PMD pair), in bursts.
+// on a return ring (one SPSC ring per ordered PMD pair), in bursts. Besides the buffers for
+// frames up to a 9000-byte MTU, a few per PMD hold a super-frame (TSO: up to 64 KiB of a
+// TCP stream a guest leaves to be cut into segments): handles past all the small ones.
 import { sharedBuffer } from '../sys/shared-arena.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { addressOf } from '../sys/libc.ts';
 
 /**
  * u16 fields per handle in PacketPool.offload: the partial checksum's start in the frame
- * plus 1 (0: the frame's checksums are complete), and where from there it goes. A frame
- * and its fields travel together (copied with it, cleared when its buffer is taken).
+ * plus 1 (0: the frame's checksums are complete), and where from there it goes; for a
+ * super-frame its virtio-net gso_type (0: none), gso_size and the length of its headers
+ * (Ethernet to TCP, each segment's). A frame and its fields travel together (copied with
+ * it, cleared when its buffer is taken).
  */
-export const OFFLOAD_FIELDS = 2;
+export const OFFLOAD_FIELDS = 5;
 export const OFFLOAD_CSUM_START = 0;
 export const OFFLOAD_CSUM_OFFSET = 1;
+export const OFFLOAD_GSO_TYPE = 2;
+export const OFFLOAD_GSO_SIZE = 3;
+export const OFFLOAD_HDR_LEN = 4;
 
 /** Bytes before the frame, kept free for encapsulation. */
 export const HEADROOM = 128;
@@ -27,6 +34,10 @@ export const DATA_ROOM = 9088;
  * apart); an odd number of cache lines spreads them over every set.
  */
 export const BUFFER_STRIDE = 9280;
+/** Room for a super-frame: an IPv4 or IPv6 packet of 64 KiB, its Ethernet header and a VLAN tag. */
+export const SUPER_DATA_ROOM = 65560;
+/** HEADROOM + SUPER_DATA_ROOM, rounded up to an odd multiple of 64 bytes (see BUFFER_STRIDE). */
+export const SUPER_STRIDE = 65728;
 
 /** The memory every PMD's pool views: buffers and per-handle frame lengths. */
 export interface PoolMemory {
@@ -36,22 +47,30 @@ export interface PoolMemory {
   away: ArrayBufferLike;
   /** per handle, OFFLOAD_FIELDS u16: what the frame leaves to do (see offloads.ts) */
   offload: ArrayBufferLike;
-  /** handles per PMD (a power of 2: return rings of that size can never overflow) */
+  /** small buffers per PMD (a power of 2) */
   perPmd: number;
+  /** super-frame buffers per PMD (a power of 2, at most perPmd) */
+  superPerPmd: number;
   pmdCount: number;
+  /** entries of a return ring: at least a PMD's handles of both kinds, so that it can never overflow */
+  returnCapacity: number;
 }
 
-export function createPoolMemory(pmdCount: number, perPmd: number): PoolMemory {
+export function createPoolMemory(pmdCount: number, perPmd: number, superPerPmd = 0): PoolMemory {
   if ((perPmd & (perPmd - 1)) !== 0) throw new RangeError(`buffers per PMD (${perPmd}) must be a power of 2`);
+  if ((superPerPmd & (superPerPmd - 1)) !== 0 || superPerPmd > perPmd) throw new RangeError(`super-frame buffers per PMD (${superPerPmd}) must be a power of 2, at most ${perPmd}`);
+  const handles = pmdCount * (perPmd + superPerPmd);
   // Shared pages are committed on first touch, and the LIFO free stacks keep
   // reusing the same few buffers: resident memory follows the traffic, not the capacity.
   return {
-    buffers: sharedBuffer(pmdCount * perPmd * BUFFER_STRIDE),
-    lengths: sharedBuffer(pmdCount * perPmd * 4),
-    away: sharedBuffer(pmdCount * perPmd),
-    offload: sharedBuffer(pmdCount * perPmd * OFFLOAD_FIELDS * 2),
+    buffers: sharedBuffer(pmdCount * (perPmd * BUFFER_STRIDE + superPerPmd * SUPER_STRIDE)),
+    lengths: sharedBuffer(handles * 4),
+    away: sharedBuffer(handles),
+    offload: sharedBuffer(handles * OFFLOAD_FIELDS * 2),
     perPmd,
+    superPerPmd,
     pmdCount,
+    returnCapacity: superPerPmd === 0 ? perPmd : 2 * perPmd,
   };
 }
 
@@ -70,13 +89,22 @@ export class PacketPool {
   readonly address: number;
   /** frame length of each buffer, by handle */
   readonly length: Uint32Array;
-  /** OFFLOAD_FIELDS per handle: the checksum the frame leaves to do, if any */
+  /** OFFLOAD_FIELDS per handle: what the frame leaves to do, if anything (offloads.ts) */
   readonly offload: Uint16Array;
   readonly pmd: number;
+  /** handles from here on are super-frame buffers */
+  readonly superFrom: number;
   private readonly perPmd: number;
+  private readonly superPerPmd: number;
+  /** where the super-frame buffers start in data */
+  private readonly superBase: number;
   private readonly away: Uint8Array;
   private readonly freeStack: Uint32Array;
   private freeCount: number;
+  private readonly superStack: Uint32Array;
+  private superCount: number;
+  /** handles a reclaim took off a return ring, before they go onto their stack */
+  private readonly reclaimed: Uint32Array;
   /** by owner PMD: handles to give back, and the rings they go on (null for ourselves) */
   private readonly returnTo: (SpscRing | null)[];
   private readonly returnFrom: (SpscRing | null)[];
@@ -90,6 +118,9 @@ export class PacketPool {
   constructor(memory: PoolMemory, pmd: number, returnTo: (SpscRing | null)[] = [], returnFrom: (SpscRing | null)[] = []) {
     this.pmd = pmd;
     this.perPmd = memory.perPmd;
+    this.superPerPmd = memory.superPerPmd;
+    this.superFrom = memory.pmdCount * memory.perPmd;
+    this.superBase = this.superFrom * BUFFER_STRIDE;
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
     this.words16 = new Uint16Array(memory.buffers);
@@ -98,11 +129,16 @@ export class PacketPool {
     this.offload = new Uint16Array(memory.offload);
     this.away = new Uint8Array(memory.away);
     this.freeStack = new Uint32Array(memory.perPmd);
+    this.superStack = new Uint32Array(memory.superPerPmd);
+    this.reclaimed = new Uint32Array(memory.returnCapacity);
     // A PMD restarted after a crash starts with the buffers of its partition that are not
     // held by another PMD; those come back on the return rings as usual.
     const first = pmd * memory.perPmd;
     this.freeCount = 0;
     for (let h = first + memory.perPmd - 1; h >= first; h--) if (this.away[h] === 0) this.freeStack[this.freeCount++] = h;
+    const firstSuper = this.superFrom + pmd * memory.superPerPmd;
+    this.superCount = 0;
+    for (let h = firstSuper + memory.superPerPmd - 1; h >= firstSuper; h--) if (this.away[h] === 0) this.superStack[this.superCount++] = h;
     this.returnTo = Array.from({ length: memory.pmdCount }, (_, p) => returnTo[p] ?? null);
     this.returnFrom = Array.from({ length: memory.pmdCount }, (_, p) => returnFrom[p] ?? null);
     this.pendingReturn = this.returnTo.map(() => new Uint32Array(RETURN_BURST));
@@ -110,12 +146,18 @@ export class PacketPool {
   }
 
   /** A pool for one thread alone (tests, benchmarks). */
-  static standalone(capacity: number): PacketPool {
-    return new PacketPool(createPoolMemory(1, capacity), 0);
+  static standalone(capacity: number, superCapacity = 0): PacketPool {
+    return new PacketPool(createPoolMemory(1, capacity, superCapacity), 0);
   }
 
+  /** free small buffers */
   get available(): number {
     return this.freeCount;
+  }
+
+  /** free super-frame buffers */
+  get superAvailable(): number {
+    return this.superCount;
   }
 
   /** A free buffer's handle, or -1 when this PMD has none left. */
@@ -123,25 +165,54 @@ export class PacketPool {
     if (this.freeCount === 0 && this.reclaim() === 0) return -1;
     const handle = this.freeStack[--this.freeCount];
     // Whoever fills the buffer says what its frame leaves to do; most leave nothing.
-    this.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = 0;
+    const fields = handle * OFFLOAD_FIELDS;
+    this.offload[fields + OFFLOAD_CSUM_START] = 0;
+    this.offload[fields + OFFLOAD_GSO_TYPE] = 0;
     return handle;
   }
 
-  /** Copies frame `from` (its bytes, length and offload fields) into buffer `to`. */
-  copyFrame(to: number, from: number): void {
+  /** A free super-frame buffer's handle (room for SUPER_DATA_ROOM bytes), or -1. */
+  allocSuper(): number {
+    if (this.superCount === 0 && (this.reclaim() === 0 || this.superCount === 0)) return -1;
+    const handle = this.superStack[--this.superCount];
+    const fields = handle * OFFLOAD_FIELDS;
+    this.offload[fields + OFFLOAD_CSUM_START] = 0;
+    this.offload[fields + OFFLOAD_GSO_TYPE] = 0;
+    return handle;
+  }
+
+  /** Whether `handle` is a super-frame buffer. */
+  isSuper(handle: number): boolean {
+    return handle >= this.superFrom;
+  }
+
+  /** The most bytes the frame of `handle` may have. */
+  room(handle: number): number {
+    return handle < this.superFrom ? DATA_ROOM : SUPER_DATA_ROOM;
+  }
+
+  /** Copies frame `from` into a new buffer of its kind (its bytes, length and offload fields): the copy's handle, or -1. */
+  copyFrame(from: number): number {
+    const to = from < this.superFrom ? this.alloc() : this.allocSuper();
+    if (to < 0) return -1;
     const len = this.length[from];
     const src = this.frameOffset(from);
     this.data.copyWithin(this.frameOffset(to), src, src + len);
     this.length[to] = len;
-    this.offload[to * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = this.offload[from * OFFLOAD_FIELDS + OFFLOAD_CSUM_START];
-    this.offload[to * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET] = this.offload[from * OFFLOAD_FIELDS + OFFLOAD_CSUM_OFFSET];
+    for (let f = 0; f < OFFLOAD_FIELDS; f++) this.offload[to * OFFLOAD_FIELDS + f] = this.offload[from * OFFLOAD_FIELDS + f];
+    return to;
+  }
+
+  private ownerOf(handle: number): number {
+    return handle < this.superFrom ? (handle / this.perPmd) | 0 : ((handle - this.superFrom) / this.superPerPmd) | 0;
   }
 
   free(handle: number): void {
-    const owner = (handle / this.perPmd) | 0;
+    const owner = this.ownerOf(handle);
     if (owner === this.pmd) {
       this.away[handle] = 0;
-      this.freeStack[this.freeCount++] = handle;
+      if (handle < this.superFrom) this.freeStack[this.freeCount++] = handle;
+      else this.superStack[this.superCount++] = handle;
       return;
     }
     const n = this.pendingCount[owner];
@@ -152,7 +223,7 @@ export class PacketPool {
 
   /** Records that one of our buffers is handed to another PMD (it comes back by reclaim). */
   markAway(handle: number): void {
-    if (((handle / this.perPmd) | 0) === this.pmd) this.away[handle] = 1;
+    if (this.ownerOf(handle) === this.pmd) this.away[handle] = 1;
   }
 
   /** Sends every buffer waiting to go back to its owner: once per poll round. */
@@ -172,10 +243,13 @@ export class PacketPool {
     for (let p = 0; p < this.returnFrom.length; p++) {
       const ring = this.returnFrom[p];
       if (ring === null) continue;
-      const room = this.freeStack.length - this.freeCount;
-      const n = ring.dequeueBurst(this.freeStack, room, this.freeCount);
-      for (let i = 0; i < n; i++) this.away[this.freeStack[this.freeCount + i]] = 0;
-      this.freeCount += n;
+      const n = ring.dequeueBurst(this.reclaimed, this.reclaimed.length, 0);
+      for (let i = 0; i < n; i++) {
+        const h = this.reclaimed[i];
+        this.away[h] = 0;
+        if (h < this.superFrom) this.freeStack[this.freeCount++] = h;
+        else this.superStack[this.superCount++] = h;
+      }
       total += n;
     }
     return total;
@@ -183,6 +257,6 @@ export class PacketPool {
 
   /** Byte offset of a buffer's frame in `data`. */
   frameOffset(handle: number): number {
-    return handle * BUFFER_STRIDE + HEADROOM;
+    return handle < this.superFrom ? handle * BUFFER_STRIDE + HEADROOM : this.superBase + (handle - this.superFrom) * SUPER_STRIDE + HEADROOM;
   }
 }

@@ -68,8 +68,8 @@ export class Pmd {
     this.pool = new PacketPool(
       shared.pool,
       me,
-      others.map((p) => ring(shared.returnRings[me][p], shared.pool.perPmd)),
-      others.map((p) => ring(shared.returnRings[p][me], shared.pool.perPmd)),
+      others.map((p) => ring(shared.returnRings[me][p], shared.pool.returnCapacity)),
+      others.map((p) => ring(shared.returnRings[p][me], shared.pool.returnCapacity)),
     );
     this.ringsIn = others.flatMap((p) => (p === me ? [] : [ring(shared.dataRings[p][me], shared.dataRingCapacity)!]));
     this.rxHolders = new Int32Array(shared.rxQueueHolders);

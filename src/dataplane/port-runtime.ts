@@ -94,6 +94,8 @@ export class PortRuntime {
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;
+  /** one of the pending frames is a super-frame (TSO) */
+  superPending = false;
   /** the connection generation whose commands are accepted (see PmdCommand) */
   gen = 0;
   build: MemoryBuild | null = null;

@@ -45,7 +45,7 @@ export interface PacketBatch {
    */
   offset(i: number): number;
   length(i: number): number;
-  /** the most bytes a frame may have (there is this much room at offset(i)) */
+  /** the most bytes a frame may have (there is this much room at offset(i); a super-frame has more) */
   readonly frameRoom: number;
   /** sets packet i's length after the stage rewrote it (shorter, or longer up to frameRoom) */
   setLength(i: number, length: number): void;
@@ -79,6 +79,15 @@ export interface PacketBatch {
    * (MACs, TTL, DSCP) needs nothing: the pseudo-header holds no such field.
    */
   completeChecksum(i: number): void;
+  /**
+   * A guest with segmentation offload (TSO) may send a super-frame: up to 64 KiB of a TCP
+   * stream in one frame, cut into segments where it leaves for a port that does not take
+   * it so. For such a packet: the length of the IP packets it will be cut into (headers and
+   * one segment's payload), which is what the egress MTU must allow; 0 for any other.
+   */
+  segmentLength(i: number): number;
+  /** the bytes packet i puts on the wire: a super-frame's segments each repeat its headers */
+  wireLength(i: number): number;
   /** before rewriting packet i's Ethernet header: keeps its source MAC for receivedSource() */
   saveSource(i: number): void;
   /** offset in data of the 6-byte source MAC packet i arrived with (to answer its sender) */

@@ -13,6 +13,12 @@ import {
   VIRTIO_F_VERSION_1,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_HOST_ECN,
+  VIRTIO_NET_F_HOST_TSO4,
+  VIRTIO_NET_F_HOST_TSO6,
   VIRTIO_NET_F_MQ,
   VIRTIO_NET_F_MRG_RXBUF,
   VIRTIO_NET_F_MTU,
@@ -20,7 +26,16 @@ import {
   VIRTIO_RING_F_INDIRECT_DESC,
 } from '../virtio/constants.ts';
 import { memoryTableProblem } from '../virtio/guest-memory.ts';
-import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST } from '../dataplane/offloads.ts';
+import {
+  OFFLOAD_CSUM_FROM_GUEST,
+  OFFLOAD_CSUM_TO_GUEST,
+  OFFLOAD_ECN_FROM_GUEST,
+  OFFLOAD_ECN_TO_GUEST,
+  OFFLOAD_TSO4_FROM_GUEST,
+  OFFLOAD_TSO4_TO_GUEST,
+  OFFLOAD_TSO6_FROM_GUEST,
+  OFFLOAD_TSO6_TO_GUEST,
+} from '../dataplane/offloads.ts';
 import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from './dataplane-link.ts';
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
@@ -65,8 +80,35 @@ export function offeredFeatures(port: PortSettings): bigint {
   let f = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF);
   f |= bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MTU);
   if (port.queues > 1) f |= bit(VIRTIO_NET_F_MQ);
-  if (port.offloads) f |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM);
+  if (port.offloads) {
+    f |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM);
+    f |= bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_HOST_ECN);
+    f |= bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6) | bit(VIRTIO_NET_F_GUEST_ECN);
+  }
   return f;
+}
+
+/**
+ * The data path's view of negotiated offloads. Segmentation counts only with the checksum
+ * offload it needs (virtio 1.2, 5.1.3.1: HOST_TSO4 requires CSUM, GUEST_TSO4 GUEST_CSUM): a
+ * frontend that accepts one without the other gets neither.
+ */
+export function offloadsOf(features: bigint): number {
+  const has = (n: number) => (features & bit(n)) !== 0n;
+  let o = 0;
+  if (has(VIRTIO_NET_F_CSUM)) {
+    o |= OFFLOAD_CSUM_FROM_GUEST;
+    if (has(VIRTIO_NET_F_HOST_TSO4)) o |= OFFLOAD_TSO4_FROM_GUEST;
+    if (has(VIRTIO_NET_F_HOST_TSO6)) o |= OFFLOAD_TSO6_FROM_GUEST;
+    if (has(VIRTIO_NET_F_HOST_ECN) && (has(VIRTIO_NET_F_HOST_TSO4) || has(VIRTIO_NET_F_HOST_TSO6))) o |= OFFLOAD_ECN_FROM_GUEST;
+  }
+  if (has(VIRTIO_NET_F_GUEST_CSUM)) {
+    o |= OFFLOAD_CSUM_TO_GUEST;
+    if (has(VIRTIO_NET_F_GUEST_TSO4)) o |= OFFLOAD_TSO4_TO_GUEST;
+    if (has(VIRTIO_NET_F_GUEST_TSO6)) o |= OFFLOAD_TSO6_TO_GUEST;
+    if (has(VIRTIO_NET_F_GUEST_ECN) && (has(VIRTIO_NET_F_GUEST_TSO4) || has(VIRTIO_NET_F_GUEST_TSO6))) o |= OFFLOAD_ECN_TO_GUEST;
+  }
+  return o;
 }
 
 export const OFFERED_PROTOCOL_FEATURES =
@@ -662,7 +704,7 @@ export class VhostConnection {
       kickFd: v.kickFd,
       mergeable: (this.features & bit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
       // This connection's, whatever an earlier one negotiated.
-      offloads: ((this.features & bit(VIRTIO_NET_F_CSUM)) !== 0n ? OFFLOAD_CSUM_FROM_GUEST : 0) | ((this.features & bit(VIRTIO_NET_F_GUEST_CSUM)) !== 0n ? OFFLOAD_CSUM_TO_GUEST : 0),
+      offloads: offloadsOf(this.features),
       inflight: this.inflightFor(index, v.num),
       layout: {
         size: v.num,

@@ -5,6 +5,12 @@
 export const VIRTIO_NET_F_CSUM = 0;
 export const VIRTIO_NET_F_GUEST_CSUM = 1;
 export const VIRTIO_NET_F_MTU = 3;
+export const VIRTIO_NET_F_GUEST_TSO4 = 7;
+export const VIRTIO_NET_F_GUEST_TSO6 = 8;
+export const VIRTIO_NET_F_GUEST_ECN = 9;
+export const VIRTIO_NET_F_HOST_TSO4 = 11;
+export const VIRTIO_NET_F_HOST_TSO6 = 12;
+export const VIRTIO_NET_F_HOST_ECN = 13;
 export const VIRTIO_NET_F_MAC = 5;
 export const VIRTIO_NET_F_MRG_RXBUF = 15;
 export const VIRTIO_NET_F_STATUS = 16;
@@ -25,6 +31,12 @@ export const FEATURE_NAMES: Readonly<Record<number, string>> = {
   [VIRTIO_NET_F_CSUM]: 'CSUM',
   [VIRTIO_NET_F_GUEST_CSUM]: 'GUEST_CSUM',
   [VIRTIO_NET_F_MTU]: 'MTU',
+  [VIRTIO_NET_F_GUEST_TSO4]: 'GUEST_TSO4',
+  [VIRTIO_NET_F_GUEST_TSO6]: 'GUEST_TSO6',
+  [VIRTIO_NET_F_GUEST_ECN]: 'GUEST_ECN',
+  [VIRTIO_NET_F_HOST_TSO4]: 'HOST_TSO4',
+  [VIRTIO_NET_F_HOST_TSO6]: 'HOST_TSO6',
+  [VIRTIO_NET_F_HOST_ECN]: 'HOST_ECN',
   [VIRTIO_NET_F_MAC]: 'MAC',
   [VIRTIO_NET_F_MRG_RXBUF]: 'MRG_RXBUF',
   [VIRTIO_NET_F_STATUS]: 'STATUS',
@@ -74,5 +86,8 @@ export const NET_HDR_NUM_BUFFERS_OFFSET = 10;
 
 /** virtio_net_hdr.flags (5.1.6): the checksum from csum_start is left to do (csum_offset: where it goes) */
 export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-/** virtio_net_hdr.gso_type: no segmentation offload */
+/** virtio_net_hdr.gso_type: no segmentation offload, TCP over IPv4 or IPv6 to be cut at gso_size; the ECN bit: CWR may be set (on the first segment only) */
 export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;

@@ -1,7 +1,8 @@
-// Checksum offload with real Linux guests: a guest whose virtio-net negotiated CSUM and
-// GUEST_CSUM (QEMU's default) sends TCP with its checksums left to do; a guest whose device
-// has them off (csum=off,guest_csum=off), or whose port has "offloads": false, gets them
-// completed by vrouter; a guest with them on gets them as they are. iperf3 both ways,
+// Checksum and segmentation offload with real Linux guests: a guest whose virtio-net
+// negotiated CSUM, GUEST_CSUM and TSO (QEMU's default) sends TCP as super-frames with
+// their checksums left to do; a guest whose device has them off (csum=off,guest_csum=off),
+// or whose port has "offloads": false, gets segments with their checksums completed by
+// vrouter; a guest with them on gets the super-frames as they are. iperf3 both ways,
 // bridged and routed, and the receiving guests count no checksum errors.
 import t, { type Test } from 'tap';
 import { bootGuest, guestPrerequisites, type GuestResult } from './lib/guest.ts';
@@ -78,6 +79,16 @@ ${CSUM_REPORT}`,
   t.ok(o('d').tx_partial_checksum > 1000, `d got ${o('d').tx_partial_checksum} frames with their checksum left to do, as it takes them`);
   t.equal(o('d').checksums_completed, 0, 'none completed for d');
   t.equal(Object.values(s).reduce((n, p) => n + p.drops.offload_header_bad, 0), 0, 'no header refused');
+  // Segmentation: a sends super-frames; d takes them as they are, b and c get segments.
+  const perFrame = (frames: number, bytes: number) => Math.round(bytes / Math.max(frames, 1));
+  t.ok(o('a').rx_gso_frames > 100, `a sent ${o('a').rx_gso_frames} super-frames, ${perFrame(o('a').rx_gso_frames, o('a').rx_gso_bytes)} bytes each on average`);
+  t.ok(perFrame(o('a').rx_gso_frames, o('a').rx_gso_bytes) > 3000, 'longer than any frame its 1500-byte MTU allows');
+  t.ok(o('d').tx_gso_frames > 100, `d got ${o('d').tx_gso_frames} of them as they are (${perFrame(o('d').tx_gso_frames, o('d').tx_gso_bytes)} bytes each)`);
+  t.equal(o('d').gso_segments, 0, 'none cut for d');
+  t.ok(o('b').gso_segments > 1000 && o('c').gso_segments > 1000, `vrouter cut ${o('b').gso_segments} segments for b and ${o('c').gso_segments} for c`);
+  t.equal(o('b').tx_gso_frames + o('c').tx_gso_frames, 0, 'and handed neither a super-frame');
+  t.equal(o('b').rx_gso_frames + o('c').rx_gso_frames, 0, 'b and c sent none');
+  t.equal(s.b.drops.frame_too_long + s.c.drops.frame_too_long + s.d.drops.frame_too_long, 0, 'nothing too long for a port');
 });
 
 t.test('routed: TTL and header checksum rewritten, the TCP checksum still left to do or completed', async (t) => {
@@ -119,4 +130,7 @@ ${CSUM_REPORT}`,
   t.ok(s.d.offloads.tx_partial_checksum > 1000, `routed to d: ${s.d.offloads.tx_partial_checksum} left to do, as d takes them`);
   t.ok(s.a.offloads.tx_partial_checksum > 1000, `d's answers reach a with theirs left to do too (${s.a.offloads.tx_partial_checksum})`);
   t.ok(s.a.plugins.routing.counters.routed + s.b.plugins.routing.counters.routed > 2000, 'all of it routed');
+  t.ok(s.d.offloads.tx_gso_frames > 100, `routed to d: ${s.d.offloads.tx_gso_frames} super-frames as they are`);
+  t.ok(s.b.offloads.gso_segments > 1000, `routed to b: ${s.b.offloads.gso_segments} segments cut`);
+  t.equal(s.a.plugins.routing.drops.mtu_exceeded + s.d.plugins.routing.drops.mtu_exceeded, 0, 'no super-frame taken for a packet over the MTU');
 });

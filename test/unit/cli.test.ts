@@ -168,7 +168,7 @@ t.test('unreachable: exit 3 and what to do', async (t) => {
 
 t.test('top\'s rates: deltas over the measured interval', async (t) => {
   const port = (rx: number, bytes: number, noRoute: number) => ({
-    rx_packets: rx, rx_bytes: bytes, tx_packets: rx, tx_bytes: bytes, queue_errors: 0, offloads: { rx_partial_checksum: 0, tx_partial_checksum: 0, checksums_completed: 0 },
+    rx_packets: rx, rx_bytes: bytes, tx_packets: rx, tx_bytes: bytes, queue_errors: 0, offloads: { rx_partial_checksum: 0, tx_partial_checksum: 0, checksums_completed: 0, rx_gso_frames: 0, rx_gso_bytes: 0, tx_gso_frames: 0, tx_gso_bytes: 0, gso_segments: 0 },
     drops: { no_destination: 1 } as never, plugins: { routing: { drops: { no_route: noRoute }, counters: {} } }, queues: [],
   });
   const pmd = (cpu: number, rx: number, tx: number, busyMs: number) => ({ cpu, rx_packets: rx, tx_packets: tx, busy_ms: busyMs, busy_rounds: 0, ns_per_packet: null });

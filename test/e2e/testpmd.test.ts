@@ -49,13 +49,14 @@ t.test('flowgen both ways between two virtio-user ports, 64-byte frames', async 
   );
 });
 
-t.test('virtio-user with checksum offload (the csum engine): checksums left to do, completed as they leave', async (t) => {
+t.test('virtio-user with checksum and segmentation offload (the csum engine, TSO): completed and cut as they leave', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b', 'c'], { pmd: { cores: [1] } }));
   t.teardown(() => vr.stop());
   const api = adminClient(vr);
   // Port c injects TCP and UDP frames for the testpmd ports, which forward each one they
   // receive out of the other (csum engine): they go round a -> b -> a for the whole run,
-  // each time sent with its checksum left to the backend (--tx-offloads: TCP and UDP).
+  // each time sent with its checksum left to the backend (--tx-offloads: TCP and UDP
+  // checksums, TSO), and TCP with more than 500 bytes as a super-frame to be cut at 500.
   const c = await startDevice(vr.sockets.c);
   t.teardown(() => c.close());
   const injector = testGuest(c);
@@ -73,7 +74,8 @@ t.test('virtio-user with checksum offload (the csum engine): checksums left to d
     {
       mode: 'csum',
       seconds: 4,
-      args: ['--tx-offloads=0xc'],
+      args: ['--tx-offloads=0x2c'],
+      commands: ['port stop all', 'tso set 500 0', 'tso set 500 1', 'port start all'],
       during: async () => {
         // Once the forwarding lcore polls (frames sent before 'start' has taken effect may be lost).
         await new Promise((r) => setTimeout(r, 300));
@@ -86,7 +88,8 @@ t.test('virtio-user with checksum offload (the csum engine): checksums left to d
     },
   );
   t.ok(run.ports.length === 2, 'testpmd reported both ports', { log: run.log.slice(-2000) });
-  t.match(run.log, /Tx offloads=0xc/, 'testpmd\'s ports offload TCP and UDP checksums to the backend');
+  t.match(run.log, /Tx offloads=0x2c/, 'testpmd\'s ports offload TCP and UDP checksums and TSO to the backend');
+  t.match(run.log, /TSO segment size for non-tunneled packets is 500/, 'TSO at 500 bytes');
   const s = await vr.stats();
   for (const port of ['a', 'b'] as const) {
     const o = s[port].offloads;
@@ -94,7 +97,12 @@ t.test('virtio-user with checksum offload (the csum engine): checksums left to d
     t.ok(o.checksums_completed > 10_000, `${port}: ${o.checksums_completed} completed for testpmd, which takes none left to do`);
     t.equal(o.tx_partial_checksum, 0, `${port}: none handed on left to do`);
     t.equal(s[port].drops.offload_header_bad, 0, `${port}: no header refused`);
+    t.ok(o.rx_gso_frames > 0, `${port}: ${o.rx_gso_frames} super-frames came, ${Math.round(o.rx_gso_bytes / Math.max(1, o.rx_gso_frames))} bytes each`);
+    t.ok(o.gso_segments > 0, `${port}: ${o.gso_segments} segments cut for testpmd, which takes no super-frames`);
   }
+  const superFrames = s.a.offloads.rx_gso_frames + s.b.offloads.rx_gso_frames;
+  const cut = s.a.offloads.gso_segments + s.b.offloads.gso_segments + s.c.offloads.gso_segments;
+  t.ok(cut >= 2 * superFrames, `every super-frame cut into 2 segments or more: ${cut} from ${superFrames}`);
   const file = join(vr.dir, 'b.pcapng');
   writeFileSync(file, pcap);
   const out = spawnSync('tshark', ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-T', 'fields', '-e', 'frame.packet_flags_direction', '-e', 'tcp.checksum.status', '-e', 'udp.checksum.status'], { encoding: 'utf8' });

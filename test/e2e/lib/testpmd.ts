@@ -31,11 +31,11 @@ export function testpmdPrerequisite(): string | null {
 
 /**
  * Runs `mode` (txonly, flowgen, ...) for `seconds` on every port (`during` meanwhile, if
- * given; `args`: more testpmd options), then receives only until
+ * given; `args`: more testpmd options; `commands`: typed at its prompt first), then receives only until
  * the backend has nothing left in flight, and returns each port's totals. The forwarding
  * lcore runs on CPU 0 so that vrouter's PMD keeps CPU 1 (two pollers on one CPU collapse).
  */
-export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; seconds: number; frameSize?: number; args?: string[]; during?: () => Promise<void> }): Promise<TestpmdRun> {
+export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; seconds: number; frameSize?: number; args?: string[]; commands?: string[]; during?: () => Promise<void> }): Promise<TestpmdRun> {
   const prefix = `vrouter-tp-${process.pid}-${Date.now()}`;
   const vdevs = ports.flatMap((p, i) => ['--vdev', `net_virtio_user${i},path=${p.socket},mac=${p.mac}${p.server ? ',server=1' : ''}`]);
   const peers = ports.map((_, i) => `--eth-peer=${i},${ports[(i + 1) % ports.length].mac}`);
@@ -63,6 +63,7 @@ export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; sec
   };
   try {
     await waitFor(/testpmd>/, 'prompt');
+    for (const line of opts.commands ?? []) send(line);
     send('start');
     await Promise.all([sleep(opts.seconds * 1000), opts.during?.()]);
     send('stop');

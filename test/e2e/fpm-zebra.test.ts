@@ -4,6 +4,7 @@
 // saying why, where FRR (with its dplane_fpm_nl module) is not installed.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
 import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +32,7 @@ if (!(existsSync(`${FRR}/zebra`) && existsSync(MODULE) && frrUser)) t.fail(`cann
  * A namespace of the test's with up0 (10.99.0.2/30) and fpm0, a veth to the test's own
  * namespace, where the FPM server listens (serverAddress): a link-local /30 of its own.
  */
-function zebraNamespace(t: Test): { ns: string; upIndex: number; serverAddress: string } {
+function zebraNamespace(t: Test): { ns: string; upIndex: number; serverAddress: string; zebraAddress: string } {
   const ns = `vrt-fpm-${randomBytes(4).toString('hex')}`;
   ip('netns', 'add', ns);
   t.teardown(() => ip('netns', 'del', ns));
@@ -59,7 +60,7 @@ function zebraNamespace(t: Test): { ns: string; upIndex: number; serverAddress: 
   ip('-n', ns, 'addr', 'add', `${zebraAddress}/30`, 'dev', 'fpm0');
   ip('-n', ns, 'link', 'set', 'fpm0', 'up');
 
-  return { ns, upIndex, serverAddress };
+  return { ns, upIndex, serverAddress, zebraAddress };
 }
 
 /** zebra (sending over FPM to serverAddress:port) and staticd with these routes, in the namespace; each stopped with the test. */
@@ -122,15 +123,16 @@ t.test('zebra\'s routes through dplane_fpm_nl', async (t) => {
 });
 
 t.test('vrouter with an FPM route source: zebra\'s routes are its routes, and go when zebra withdraws them', async (t) => {
-  const { ns, serverAddress } = zebraNamespace(t);
+  const { ns, serverAddress, zebraAddress } = zebraNamespace(t);
   const port = 20000 + Math.floor(Math.random() * 20000);
-  // The gateway 10.99.0.1 is in a connected subnet of vrouter's port a.
+  // The gateway 10.99.0.1 is in a connected subnet of vrouter's port a. The listen address
+  // is not loopback: only zebra's may connect.
   const vr = await startVrouter({
     ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.99.0.254/24'] }, { name: 'b', socket: '{dir}/b.sock', addresses: ['10.98.0.1/24'] }],
     pmd: { cores: [1] },
     pipeline: ['routing'],
     routes: [{ prefix: '10.52.0.0/16', via: '10.98.0.2' }],
-    routeSources: [{ type: 'fpm', listen: `${serverAddress}:${port}` }],
+    routeSources: [{ type: 'fpm', listen: `${serverAddress}:${port}`, peers: [zebraAddress] }],
   });
   t.teardown(() => vr.stop());
   const api = adminClient(vr);
@@ -149,8 +151,11 @@ t.test('vrouter with an FPM route source: zebra\'s routes are its routes, and go
   const all = await routes();
   t.match(all.find((r) => r.prefix === '10.50.0.0/16'), { type: 'fpm', via: ['10.99.0.1'], source: `fpm ${serverAddress}:${port}` }, 'a static route of zebra\'s, resolved in vrouter\'s connected subnet');
   t.same(all.filter((r) => r.prefix === '10.52.0.0/16').map((r) => r.type), ['static', 'fpm'], 'zebra\'s blackhole is listed, but the config\'s route to the prefix is the one in force');
-  const sources = (await api.call('GET', '/route-sources')).json as { source: string; state: string; routes: number }[];
-  t.match(sources, [{ source: `fpm ${serverAddress}:${port}`, state: 'connected' }], 'the source is connected');
+  // Anyone else on that link is refused: from the server's own end of it, say.
+  const intruder = connect({ host: serverAddress, port, localAddress: serverAddress });
+  await new Promise<void>((resolve) => intruder.once('close', () => resolve()));
+  const sources = (await api.call('GET', '/route-sources')).json as { source: string; state: string; routes: number; refusedConnections?: number }[];
+  t.match(sources, [{ source: `fpm ${serverAddress}:${port}`, state: 'connected', refusedConnections: 1 }], 'the source is connected to zebra, and refused a connection from another address');
   staticd.kill('SIGTERM');
   await until('the routes withdrawn', async () => !(await routes()).some((r) => r.type === 'fpm'));
   t.pass('staticd gone: vrouter no longer has its routes');

@@ -632,6 +632,7 @@ const SOCK_DGRAM = 2;
 const TUNSETIFF = 0x400454ca;
 const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
+const IFF_MULTI_QUEUE = 0x0100;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const SIOCSIFMTU = 0x8922;
@@ -651,13 +652,15 @@ function ifreq(name: string): Uint8Array {
 /**
  * Creates (or attaches to) the TAP interface `name` and returns its fd, non-blocking: each
  * read gives one frame the kernel sends out of the interface, each write one frame it
- * receives on it (no packet information header).
+ * receives on it (no packet information header). `multiQueue`: the fd is one queue of an
+ * IFF_MULTI_QUEUE interface, and each further call attaches one more; the kernel spreads
+ * what it sends out of the interface over the queues by flow.
  */
-export function tapOpen(name: string): number {
+export function tapOpen(name: string, multiQueue = false): number {
   const fd = c.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
   if (fd < 0) fail('open', '/dev/net/tun');
   const req = ifreq(name);
-  new DataView(req.buffer).setUint16(IFNAMSIZ, IFF_TAP | IFF_NO_PI, true);
+  new DataView(req.buffer).setUint16(IFNAMSIZ, IFF_TAP | IFF_NO_PI | (multiQueue ? IFF_MULTI_QUEUE : 0), true);
   if ((c.ioctl(fd, TUNSETIFF, req) as number) < 0) {
     const errno = koffi.errno();
     c.close(fd);

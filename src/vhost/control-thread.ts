@@ -96,7 +96,8 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     if (req.died) await quarantineCulprits(req.died.culprits);
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
-    await Promise.all(live().flatMap((p) => req.queueOwner.map((_, pmd) => p.resync(pmd, null))));
+    // Every PMD (one incarnation each; queueOwner is by port, not by PMD).
+    await Promise.all(live().flatMap((p) => req.incarnations.map((_, pmd) => p.resync(pmd, null))));
     send({ t: 'done', id: req.id });
   }
 });

@@ -52,6 +52,51 @@ t.test('a TAP port: the host stack behind it answers ARP and ping, across a data
   t.pass('the interface went with the port');
 });
 
+t.test('a TAP port with two queues: the host\'s flows spread over both, each polled by its PMD and counted, across a data-plane death', async (t) => {
+  const netns = `${NETNS}q`;
+  const iface = `${IFACE}q`;
+  const vr = await startVrouter({ ports: [{ name: 't', type: 'tap', interface: iface, queues: 2, bridge: 'br0' }], pmd: { cores: [0, 1] } });
+  t.teardown(() => vr.stop());
+  t.match(vr.stderr(), new RegExp(`port t: TAP interface ${iface} up, MTU 1500, 2 queues \\(IFF_MULTI_QUEUE\\)`), 'vrouter made a multiqueue interface');
+  t.match(ip('-d', '-o', 'link', 'show', 'dev', iface), /tun type tap .*multi_queue/, 'the host sees a multiqueue TAP');
+  ip('netns', 'add', netns);
+  t.teardown(() => ip('netns', 'del', netns));
+  ip('link', 'set', iface, 'netns', netns);
+  ip('-n', netns, 'addr', 'add', '10.9.3.2/24', 'dev', iface);
+  ip('-n', netns, 'link', 'set', iface, 'up');
+  ip('-n', netns, 'neigh', 'add', '10.9.3.1', 'lladdr', PROBER_MAC, 'dev', iface);
+
+  // 256 flows (one datagram from each of 256 source ports) from the host's side; resolves
+  // with what each queue took once the port has counted them all.
+  const flows = async (before: number[]) => {
+    const send = `const dgram = require('node:dgram');
+for (let p = 0; p < 256; p++) {
+  const s = dgram.createSocket('udp4');
+  s.bind(20000 + p, '10.9.3.2', () => s.send(Buffer.alloc(32), 9, '10.9.3.1', () => s.close()));
+}`;
+    execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', send]);
+    const total = before[0] + before[1] + 256;
+    const stats = await waitFor('256 datagrams counted', async () => {
+      const s = await vr.stats();
+      return s.t.rx_packets >= total ? s : undefined;
+    }, 5000);
+    return { total: stats.t.rx_packets, queues: stats.t.queues.slice(0, 2).map((q, i) => q.rx_packets - before[i]) };
+  };
+  const first = await flows([0, 0]);
+  t.ok(first.queues[0] > 0 && first.queues[1] > 0, `spread over both queues: ${first.queues.join(' and ')}`);
+  t.equal(first.queues[0] + first.queues[1], first.total, 'each counted on its queue');
+  const pmds = (await adminClient(vr).call('GET', '/pmds')).json as { cpu: number; ns_per_packet: number | null; queues: { port: string; queue: number }[] }[];
+  t.same(pmds.map((p) => p.queues), [[{ port: 't', queue: 0 }], [{ port: 't', queue: 1 }]], 'queue 0 on the first PMD, queue 1 on the second');
+  t.ok(pmds.every((p) => p.ns_per_packet !== null), 'and each PMD polled frames: its queue\'s');
+
+  const [dataplane] = dataplanePids(vr.proc.pid!);
+  process.kill(dataplane, 'SIGKILL');
+  await waitFor('the spare took over', () => /took over/.test(vr.stderr()) || undefined, 10_000);
+  const counted = (await vr.stats()).t.queues.slice(0, 2).map((q) => q.rx_packets);
+  const again = await flows(counted);
+  t.ok(again.queues[0] > 0 && again.queues[1] > 0, `the new data plane polls both queues: ${again.queues.join(' and ')}`);
+});
+
 t.test('a TAP interface that cannot be made: a port added at run time is refused, naming why', async (t) => {
   // An interface of that name that is not a TAP (one end of a veth pair) cannot be attached to.
   const name = `vrd${process.pid % 100000}`;

@@ -65,6 +65,7 @@ const c = {
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)'),
   sendto: libc.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
+  ioctlValue: libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
   setns: libc.func('int setns(int fd, int nstype)'),
   // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
   readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
@@ -630,6 +631,9 @@ const O_CLOEXEC = 0o2000000;
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
 const TUNSETIFF = 0x400454ca;
+const TUNGETIFF = 0x800454d2;
+/** _IO('T', 227), Linux 5.2 */
+const TUNGETDEVNETNS = 0x54e3;
 const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
 const IFF_MULTI_QUEUE = 0x0100;
@@ -669,17 +673,48 @@ export function tapOpen(name: string, multiQueue = false): number {
   return fd;
 }
 
+/** Sets an interface's MTU (SIOCSIFMTU), in this thread's network namespace. */
+export function setInterfaceMtu(name: string, mtu: number): void {
+  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (sock < 0) fail('socket', 'AF_INET');
+  try {
+    const req = ifreq(name);
+    new DataView(req.buffer).setInt32(IFNAMSIZ, mtu, true);
+    if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
+  } finally {
+    c.close(sock);
+  }
+}
+
+/**
+ * Sets the MTU of the TAP interface behind `fd`, wherever the host has moved it and whatever
+ * it has renamed it to: the fd gives its name (TUNGETIFF) and its network namespace
+ * (TUNGETDEVNETNS, Linux 5.2). The interface stays, with its addresses and routes. Returns
+ * the interface's name.
+ */
+export function setTapMtu(fd: number, mtu: number): string {
+  const req = new Uint8Array(IFREQ_BYTES);
+  if ((c.ioctl(fd, TUNGETIFF, req) as number) < 0) fail('ioctl', `TUNGETIFF fd ${fd}`);
+  const end = req.indexOf(0);
+  const name = new TextDecoder().decode(req.subarray(0, end >= 0 && end < IFNAMSIZ ? end : IFNAMSIZ));
+  const netns = c.ioctlValue(fd, TUNGETDEVNETNS, 0) as number;
+  if (netns < 0) fail('ioctl', `TUNGETDEVNETNS ${name}`);
+  try {
+    inNetworkNamespaceOf(netns, `of ${name}`, () => setInterfaceMtu(name, mtu));
+  } finally {
+    c.close(netns);
+  }
+  return name;
+}
+
 /** Brings an interface up (SIOCSIFFLAGS), with `mtu` set first if given (SIOCSIFMTU), in this thread's network namespace. */
 export function interfaceUp(name: string, mtu?: number): void {
+  if (mtu !== undefined) setInterfaceMtu(name, mtu);
   const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
   if (sock < 0) fail('socket', 'AF_INET');
   try {
     const req = ifreq(name);
     const dv = new DataView(req.buffer);
-    if (mtu !== undefined) {
-      dv.setInt32(IFNAMSIZ, mtu, true);
-      if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
-    }
     if ((c.ioctl(sock, SIOCGIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCGIFFLAGS ${name}`);
     dv.setUint16(IFNAMSIZ, dv.getUint16(IFNAMSIZ, true) | IFF_UP, true);
     if ((c.ioctl(sock, SIOCSIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCSIFFLAGS ${name}`);
@@ -716,22 +751,27 @@ export const NETNS_DIR = '/run/netns';
  * that namespace for good: a socket stays in the one it was made in.
  */
 export function inNetworkNamespace<T>(name: string, fn: () => T): T {
+  const target = c.open(`${NETNS_DIR}/${name}`, O_RDONLY | O_CLOEXEC) as number;
+  if (target < 0) fail('open', `${NETNS_DIR}/${name}: no network namespace of that name`);
+  try {
+    return inNetworkNamespaceOf(target, name, fn);
+  } finally {
+    c.close(target);
+  }
+}
+
+/** inNetworkNamespace for the namespace an fd refers to; `what` names it in errors. */
+function inNetworkNamespaceOf<T>(target: number, what: string, fn: () => T): T {
   const own = c.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC) as number;
   if (own < 0) fail('open', '/proc/thread-self/ns/net');
   try {
-    const target = c.open(`${NETNS_DIR}/${name}`, O_RDONLY | O_CLOEXEC) as number;
-    if (target < 0) fail('open', `${NETNS_DIR}/${name}: no network namespace of that name`);
-    try {
-      if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', name);
-    } finally {
-      c.close(target);
-    }
+    if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', what);
     try {
       return fn();
     } finally {
       // A thread left in the wrong namespace would make every later socket there: abort.
       if ((c.setns(own, CLONE_NEWNET) as number) < 0) {
-        process.stderr.write(`setns back from network namespace ${name} failed (errno ${koffi.errno()})\n`);
+        process.stderr.write(`setns back from network namespace ${what} failed (errno ${koffi.errno()})\n`);
         process.abort();
       }
     }

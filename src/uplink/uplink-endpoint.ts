@@ -8,7 +8,7 @@
 // hands the PMD that polls the port a copy.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, tapOpen, type PacketRingShape } from '../sys/libc.ts';
+import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, setTapMtu, tapOpen, type PacketRingShape } from '../sys/libc.ts';
 import type { Dataplane, PortCommand, XdpMappings } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
 import { newRegionId } from '../vhost/memory-table.ts';
@@ -99,7 +99,7 @@ function tapQueue(fd: number): SocketQueue {
 let nextFanout = (process.pid * 64) & 0xffff;
 
 export class UplinkEndpoint {
-  private readonly settings: EndpointSettings;
+  private settings: EndpointSettings;
   private readonly dataplane: Dataplane;
   private readonly log: Logger;
   /**
@@ -128,6 +128,23 @@ export class UplinkEndpoint {
 
   get name(): string {
     return this.settings.name;
+  }
+
+  get currentSettings(): EndpointSettings {
+    return this.settings;
+  }
+
+  /**
+   * A TAP port's new MTU (`settings` differ from the port's in it alone), set on the
+   * interface it has: it keeps the addresses and routes the host gave it, where closing and
+   * opening it again would delete it. The PMDs learn the new frame size as they restart on
+   * the new layout. Throws if the kernel refuses it; nothing changed then.
+   */
+  changeMtu(settings: EndpointSettings): void {
+    if (this.settings.type !== 'tap' || this.queues.length === 0) throw new Error(`port ${this.settings.name} has no TAP interface to set the MTU of`);
+    const name = setTapMtu(this.queues[0].fd, settings.mtu);
+    this.log.info(`port ${this.settings.name}: TAP interface ${name}: MTU ${this.settings.mtu} -> ${settings.mtu}, the interface and what the host configured on it kept`, 'port.mtu', { port: this.settings.name, mtu: settings.mtu });
+    this.settings = settings;
   }
 
   /** What a change of ports matches endpoints by: two ports cannot have the same interface. */

@@ -52,6 +52,49 @@ t.test('a TAP port: the host stack behind it answers ARP and ping, across a data
   t.pass('the interface went with the port');
 });
 
+t.test('a TAP port\'s MTU changed through the admin endpoint: the interface kept, with the host\'s address; frames of the new size pass', async (t) => {
+  const netns = `${NETNS}m`;
+  const iface = `${IFACE}m`;
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0', mtu: 9000 }, { name: 't', type: 'tap', interface: iface, bridge: 'br0', mtu: 1400 }] });
+  t.teardown(() => vr.stop());
+  ip('netns', 'add', netns);
+  t.teardown(() => ip('netns', 'del', netns));
+  ip('link', 'set', iface, 'netns', netns);
+  ip('-n', netns, 'addr', 'add', '10.9.4.2/24', 'dev', iface);
+  ip('-n', netns, 'link', 'set', iface, 'up');
+  const link = () => ip('-n', netns, '-o', 'link', 'show', 'dev', iface);
+  const [, index, hostMac] = /^(\d+):.*link\/ether ([0-9a-f:]+)/.exec(link())!;
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const probe = hostProber(a, '10.9.4.1');
+  await probe.resolve('10.9.4.2');
+  // An echo request of 1,900 bytes of data (a frame of 1,942, an IP packet of 1,928): at
+  // MTU 1400 the host's answer comes in fragments.
+  const fragment = await probe.ping('10.9.4.2', hostMac, 1, 1900);
+  t.ok(fragment.length <= 1418, `at MTU 1400 the host answers in fragments (the first of ${fragment.length} bytes)`);
+  await new Promise((r) => setTimeout(r, 100));
+  await probe.resolve('10.9.4.2'); // takes the fragments left on a's ring
+
+  const admin = adminClient(vr);
+  const doc = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  doc.ports.find((p) => p.name === 't')!.mtu = 2000;
+  const changed = await admin.call('PUT', '/config', doc);
+  t.equal(changed.status, 200, `the MTU change applied (${changed.text.slice(0, 200)})`);
+  t.match(vr.stderr(), new RegExp(`port t: TAP interface ${iface}: MTU 1400 -> 2000, the interface and what the host configured on it kept`), 'set in place, and said so');
+  t.notMatch(vr.stderr(), /port t: closed/, 'the port was not closed');
+  t.match(link(), new RegExp(`^${index}: ${iface}.* mtu 2000 `), 'the same interface (same index), in the host\'s namespace, with MTU 2000');
+  t.match(ip('-n', netns, '-o', 'addr', 'show', 'dev', iface), /10\.9\.4\.2\/24/, 'and the address the host gave it');
+  const reply = await probe.ping('10.9.4.2', hostMac, 2, 1900);
+  t.equal(reply.length, 1942, 'a frame of 1,942 bytes passes both ways: the host answers the large ping in one frame');
+  t.equal((await vr.stats()).t.drops.frame_too_long, 0, 'none too long for the port');
+
+  doc.ports.find((p) => p.name === 't')!.mtu = 9001;
+  const refused = await admin.call('PUT', '/config', doc);
+  t.equal(refused.status, 400, 'an MTU past 9000 is refused');
+  t.match(refused.text, /ports\[1\]\.mtu/, 'naming the field');
+  t.match(link(), / mtu 2000 /, 'and changes nothing');
+});
+
 t.test('a TAP port with two queues: the host\'s flows spread over both, each polled by its PMD and counted, across a data-plane death', async (t) => {
   const netns = `${NETNS}q`;
   const iface = `${IFACE}q`;

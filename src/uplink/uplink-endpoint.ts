@@ -17,6 +17,8 @@ import type { MirrorOf } from '../control/config.ts';
 import { TX_DATA_OFFSET } from '../dataplane/packet-ring.ts';
 import { xdpLayout, xdpSocket, XDP_RINGS } from '../sys/xdp.ts';
 import { xdpSteer, xdpSteerQueue, type XdpSteering } from '../sys/xdp-steering.ts';
+import { addressRequest } from '../sys/netlink.ts';
+import { requestAll, type AckedRequest } from '../sys/netlink-request.ts';
 
 /** Rings of 64 KiB blocks: 4 MiB to receive into (a burst of about 2,700 full-size frames), 1 MiB to send from. */
 const BLOCK_BYTES = 1 << 16;
@@ -60,21 +62,30 @@ function openTap(name: string, mtu: number, mac: string | null, queues = 1): num
 
 /**
  * A port's mirror: a TAP interface in the mirror's namespace (made if there is none) with the
- * port's MAC, MTU and addresses, so that Linux there is the router on the port's link. IPv6
- * addresses skip duplicate address detection: they are the router's, already in use.
+ * port's MAC, MTU and addresses, so that Linux there is the router on the port's link. The
+ * addresses go through netlink in the namespace, as `ip address replace` would give them;
+ * IPv6 ones skip duplicate address detection: they are the router's, already in use.
  */
 function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
-  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
-  if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) ip('netns', 'add', mirror.netns);
-  const [fd] = inNetworkNamespace(mirror.netns, () => openTap(name, mtu, mirror.mac));
+  if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) execFileSync('ip', ['netns', 'add', mirror.netns], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
+  const { fd, ifindex } = inNetworkNamespace(mirror.netns, () => {
+    const [tap] = openTap(name, mtu, mirror.mac);
+    return { fd: tap, ifindex: interfaceIndex(name) };
+  });
   try {
-    for (const a of mirror.addresses) ip('-n', mirror.netns, 'address', 'replace', a, 'dev', name, ...(a.includes(':') ? ['nodad'] : []));
+    requestAll(mirror.netns, mirror.addresses.map((a) => addressReplacement(ifindex, a)));
   } catch (err) {
     closeAll([fd]);
-    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
-    throw new Error(`cannot give ${name} in ${mirror.netns} its addresses: ${stderr || (err as Error).message}`);
+    throw new Error(`cannot give ${name} in ${mirror.netns} its addresses: ${(err as Error).message}`);
   }
   return fd;
+}
+
+/** An address with its prefix length ("10.0.1.1/24", checked by the config) on the interface, made or updated (`ip address replace`); IPv6 without DAD. */
+function addressReplacement(ifindex: number, cidr: string): AckedRequest {
+  const [address, length] = cidr.split('/');
+  const a = { ifindex, address, prefixLength: Number(length), noDad: address.includes(':') };
+  return { what: `RTM_NEWADDR ${cidr}`, build: (seq) => addressRequest('replace', a, seq) };
 }
 
 /** A queue of an uplink port: its TAP fd or socket, and what the data plane maps of it. */

@@ -4,6 +4,7 @@
 import { readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
+import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, IFF_UP, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
 
 const libc = koffi.load('libc.so.6');
 
@@ -25,8 +26,6 @@ export class SysError extends Error {
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(koffi.os.errno).map(([name, value]) => [value, name]),
 );
-export const EAGAIN = koffi.os.errno.EAGAIN;
-export const EINTR = koffi.os.errno.EINTR;
 
 const c = {
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
@@ -80,10 +79,6 @@ function fail(call: string, detail = ''): never {
 
 const MFD_CLOEXEC = 1;
 const MFD_ALLOW_SEALING = 2;
-const PROT_READ = 1;
-const PROT_WRITE = 2;
-const MAP_SHARED = 1;
-const MAP_FAILED = 0xffffffffffffffffn;
 /** koffi.view aborts the process above 4 GiB: larger mappings are seen through windows. */
 export const MAX_VIEW_BYTES = 2 ** 32 - 4096;
 
@@ -258,14 +253,7 @@ export function closeAll(fds: Iterable<number>): void {
 
 // ---- AF_UNIX sockets with SCM_RIGHTS ---------------------------------------------------------
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
-const SOCK_SEQPACKET = 5;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
-const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
@@ -628,8 +616,6 @@ export function setParentDeathSignal(signal: NodeJS.Signals | number): void {
 const O_RDWR = 2;
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
 const TUNSETIFF = 0x400454ca;
 const TUNGETIFF = 0x800454d2;
 /** _IO('T', 227), Linux 5.2 */
@@ -640,7 +626,6 @@ const IFF_MULTI_QUEUE = 0x0100;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const SIOCSIFMTU = 0x8922;
-const IFF_UP = 0x1;
 /** struct ifreq on x86-64: the name (IFNAMSIZ 16), then a union of at most 24 bytes */
 const IFREQ_BYTES = 40;
 export const IFNAMSIZ = 16;
@@ -793,8 +778,6 @@ export const lastErrno = (): number => koffi.errno();
 
 // ---- AF_PACKET rings -------------------------------------------------------------------------
 
-const AF_PACKET = 17;
-const SOCK_RAW = 3;
 const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL)
 const SOL_PACKET = 263;
 const PACKET_ADD_MEMBERSHIP = 1;
@@ -912,6 +895,9 @@ export function packetKick(fd: number): boolean {
 }
 
 // ---- for the modules of src/sys that bind calls of their own ----------------------------------
+
+/** The socket calls, bound once, for sibling modules that make sockets of other kinds (netlink-socket.ts, xdp.ts). */
+export const socketCalls = { socket: c.socket, bind: c.bind, setsockopt: c.setsockopt, getsockopt: c.getsockopt, sendto: c.sendto, mmap: c.mmap };
 
 /** The loaded libc and the SysError thrower, for sibling modules with bindings of their own (netlink-socket.ts). */
 export { libc, fail };

@@ -4,6 +4,7 @@
 // comes from another process. So every length is checked before it is used, and a message
 // that does not add up becomes a 'malformed' event, never an exception.
 import { Address4, Address6 } from 'ip-address';
+import { AF_INET, AF_INET6, AF_UNSPEC, IFF_UP } from './linux-constants.ts';
 
 // ---- events ----------------------------------------------------------------------------------
 
@@ -170,14 +171,10 @@ const RTM_NEWNEXTHOP = 104;
 const RTM_DELNEXTHOP = 105;
 const RTM_GETNEXTHOP = 106;
 
-const AF_UNSPEC = 0;
-const AF_INET = 2;
-const AF_INET6 = 10;
 
 const IFLA_ADDRESS = 1;
 const IFLA_IFNAME = 3;
 const IFLA_MTU = 4;
-const IFF_UP = 0x1;
 const IFF_LOWER_UP = 0x10000;
 
 const IFA_ADDRESS = 1;

@@ -145,7 +145,13 @@ async function changePorts(open: EndpointSettings[], close: number[], retune: En
       endpoint.changeMtu(e);
       retuned.push({ endpoint, before });
     } catch (err) {
-      for (const r of retuned.reverse()) r.endpoint.changeMtu(r.before);
+      for (const r of retuned.reverse()) {
+        try {
+          r.endpoint.changeMtu(r.before);
+        } catch (undo) {
+          log.error(`port ${r.before.name}: cannot set MTU ${r.before.mtu} back on ${describe(r.before)}: ${(undo as Error).message}`, 'port.failed', { port: r.before.name });
+        }
+      }
       await Promise.all(started.map((p) => p.stop()));
       return `port ${e.name}: cannot set MTU ${e.mtu} on ${describe(e)}: ${(err as Error).message}`;
     }

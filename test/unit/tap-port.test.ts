@@ -93,6 +93,16 @@ t.test('a TAP port\'s MTU changed through the admin endpoint: the interface kept
   t.equal(refused.status, 400, 'an MTU past 9000 is refused');
   t.match(refused.text, /ports\[1\]\.mtu/, 'naming the field');
   t.match(link(), / mtu 2000 /, 'and changes nothing');
+
+  // The host deletes the interface under the port: a new MTU cannot be set, and the change is refused whole.
+  ip('-n', netns, 'link', 'del', iface);
+  doc.ports.find((p) => p.name === 't')!.mtu = 3000;
+  const gone = await admin.call('PUT', '/config', doc);
+  t.not(gone.status, 200, 'a new MTU for an interface the host deleted is refused');
+  t.match(gone.text, new RegExp(`port t: cannot set MTU 3000 on TAP interface ${iface}: ioctl \\(TUNGETIFF`), 'naming the port, the interface and the failing call');
+  const inForce = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  t.equal(inForce.ports.find((p) => p.name === 't')!.mtu, 2000, 'the config in force keeps MTU 2000');
+  t.ok(vr.alive(), 'vrouter runs on');
 });
 
 t.test('a TAP port with two queues: the host\'s flows spread over both, each polled by its PMD and counted, across a data-plane death', async (t) => {

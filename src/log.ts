@@ -36,6 +36,7 @@ export const EVENTS = {
   'port.quarantined': 'a port refuses frontends for a while: a PMD died serving it',
   'port.closed': 'a port removed or changed at run time stopped taking frontends',
   'port.failed': 'a changed port could not listen on its socket again',
+  'port.mtu': 'a TAP port\'s interface took a new MTU in place (its addresses and routes kept)',
   'frontend.connected': 'a vhost-user frontend (QEMU, DPDK virtio-user) is connected to a port',
   'frontend.refused': 'a frontend was turned away (credentials, quarantine, one already connected)',
   'frontend.gone': 'a frontend\'s connection closed',

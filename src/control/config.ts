@@ -29,7 +29,7 @@ export interface PortConfig {
   /** the guest's MAC on this port: a static entry in the port's bridge */
   mac: string | null;
   mtu: number;
-  /** queue pairs offered to the frontend; af_packet: sockets in a PACKET_FANOUT group, each a queue; af_xdp: the interface's queues 0 to queues - 1, a socket each */
+  /** queue pairs offered to the frontend; tap: the interface's queues (IFF_MULTI_QUEUE), an fd each; af_packet: sockets in a PACKET_FANOUT group, each a queue; af_xdp: the interface's queues 0 to queues - 1, a socket each */
   queues: number;
   /** queue pair -> the CPU of the PMD that polls it (others are spread round-robin) */
   rxqAffinity: Record<number, number>;
@@ -174,7 +174,6 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     const extra = VHOST_USER_ONLY.find((k) => p[k] !== undefined);
     if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, `applies to vhost-user ports only (this port is "type": "${type}")`);
     if (type === 'af_xdp' && (p.mtu ?? 1500) > AF_XDP_MTU_MAX) throw new ConfigError(`${field}.mtu`, `an af_xdp port's frames must fit a 4 KiB UMEM chunk after the kernel's 256 bytes of headroom: MTU at most ${AF_XDP_MTU_MAX}`);
-    if (type === 'tap' && (p.queues ?? 1) !== 1) throw new ConfigError(`${field}.queues`, 'a tap port has one queue (an af_packet or af_xdp port may have several)');
   } else {
     if (p.interface !== undefined) throw new ConfigError(`${field}.interface`, 'applies to tap, af_packet and af_xdp ports only (a vhost-user port has a "socket")');
     if (p.socket === undefined) throw new ConfigError(`${field}.socket`, 'a vhost-user port needs "socket": the path of its vhost-user socket');

@@ -13,6 +13,8 @@ export interface PortChange {
   open: EndpointSettings[];
   /** slots whose endpoint closes (its frontend is disconnected): removed and changed ports */
   close: number[];
+  /** TAP ports (and Linux mirrors) whose MTU alone changed: set on the interface they have, which keeps what the host configured on it */
+  retune: EndpointSettings[];
   /** slots taken by a port that did not exist before: their counters start from zero */
   fresh: number[];
 }
@@ -23,6 +25,9 @@ export function endpointOf(p: PortConfig, index: number): EndpointSettings {
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** A TAP interface whose MTU alone changes keeps its fds (closing them would delete it, and what the host configured on it). */
+const mtuOnly = (old: EndpointSettings, next: EndpointSettings) => old.type === 'tap' && next.type === 'tap' && same({ ...old, mtu: 0 }, { ...next, mtu: 0 });
 
 /**
  * The change from the running ports to the next config's, or null when the data plane's
@@ -39,6 +44,7 @@ export function portChange(running: { config: VrouterConfig; slots: PortSlots; q
   const queueOwner = assignQueues(next, slots, owners);
   const open: EndpointSettings[] = [];
   const close: number[] = [];
+  const retune: EndpointSettings[] = [];
   const fresh: number[] = [];
   running.slots.forEach((name, slot) => {
     if (name !== null && slots[slot] !== name) close.push(slot);
@@ -50,10 +56,11 @@ export function portChange(running: { config: VrouterConfig; slots: PortSlots; q
     if (old === undefined) fresh.push(slot);
     const endpoint = endpointOf(p, slot);
     if (old !== undefined && same(endpointOf(old, slot), endpoint)) return;
+    if (old !== undefined && mtuOnly(endpointOf(old, slot), endpoint)) return void retune.push(endpoint);
     if (old !== undefined) close.push(slot);
     open.push(endpoint);
   });
   const layoutSame = same(slots, running.slots) && same(queueOwner, running.queueOwner) && same(topologyOf(next, slots), topologyOf(running.config, running.slots));
-  if (open.length === 0 && close.length === 0 && layoutSame) return null;
-  return { slots, queueOwner, open, close, fresh };
+  if (open.length === 0 && close.length === 0 && retune.length === 0 && layoutSame) return null;
+  return { slots, queueOwner, open, close, retune, fresh };
 }

@@ -897,7 +897,7 @@ export class Supervisor {
     for (const p of plans) if (!changed.includes(p)) memory[p.name] = this.pluginMemory[p.name];
     await preparePlugins(changed, memory, topology, this.pluginMemory, this.learnedRoutes);
     // The last step that may refuse: the sockets of new ports.
-    if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close });
+    if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
     if (filesChanged) {
       this.pluginLoads++;

@@ -203,8 +203,7 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
   }
   if (cmd.t === 'vring-start' || cmd.t === 'vring-kick') given.set(`${cmd.port}/${cmd.vring}/kick`, fdAt(cmd.kickFd));
   if (cmd.t === 'vring-start' || cmd.t === 'vring-call') given.set(`${cmd.port}/${cmd.vring}/call`, fdAt(cmd.callFd));
-  if (cmd.t === 'tap-start') given.set(`${cmd.port}/uplink/0`, fdAt(cmd.fd));
-  if (cmd.t === 'rings-start' || cmd.t === 'xdp-start') given.set(`${cmd.port}/uplink/${cmd.queue}`, fdAt(cmd.fd));
+  if (cmd.t === 'tap-start' || cmd.t === 'rings-start' || cmd.t === 'xdp-start') given.set(`${cmd.port}/uplink/${cmd.queue}`, fdAt(cmd.fd));
   const used = new Set(given.values());
   closeAll(fds.filter((fd) => !used.has(fd)));
   if (cmd.t === 'vring-start') return { ...cmd, kickFd: fdAt(cmd.kickFd), callFd: fdAt(cmd.callFd), inflight };

@@ -14,6 +14,10 @@ import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.t
 import type { QueueOwner } from './guest-io.ts';
 import type { PortRuntime, VringSpec } from './port-runtime.ts';
 
+/** An uplink's queue past the counter slots would count into the next port's. */
+const isQueue = (queue: number) => Number.isInteger(queue) && queue >= 0 && queue < QUEUE_PAIRS_MAX;
+const QUEUES_ARE = `a port has queues 0 to ${QUEUE_PAIRS_MAX - 1}`;
+
 export class QueueControl {
   private readonly pmdId: number;
   private readonly ports: PortRuntime[];
@@ -121,13 +125,14 @@ export class QueueControl {
       }
       case 'tap-start': {
         if (cmd.fd < 0) return { error: 'tap-start without the interface\'s fd' };
-        port.uplinks[0] = new TapInterface(cmd.fd, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, 0), port.cfg.maxFrame);
+        if (!isQueue(cmd.queue)) return { error: `tap-start for queue ${cmd.queue}: ${QUEUES_ARE}` };
+        port.uplinks[cmd.queue] = new TapInterface(cmd.fd, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }
       case 'rings-start': {
         if (cmd.fd < 0 || cmd.ring.hostAddr === undefined) return { error: 'rings-start without the socket or its rings' };
-        if (!Number.isInteger(cmd.queue) || cmd.queue < 0 || cmd.queue >= QUEUE_PAIRS_MAX) return { error: `rings-start for queue ${cmd.queue}: a port has queues 0 to ${QUEUE_PAIRS_MAX - 1}` };
+        if (!isQueue(cmd.queue)) return { error: `rings-start for queue ${cmd.queue}: ${QUEUES_ARE}` };
         const address = BigInt(cmd.ring.hostAddr);
         port.uplinks[cmd.queue] = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
         this.changed(port);
@@ -136,7 +141,7 @@ export class QueueControl {
       case 'xdp-start': {
         const { umem, rx, tx, fill, completion } = cmd.maps;
         if (cmd.fd < 0 || [umem, rx, tx, fill, completion].some((m) => m.hostAddr === undefined)) return { error: 'xdp-start without the socket or its mappings' };
-        if (!Number.isInteger(cmd.queue) || cmd.queue < 0 || cmd.queue >= QUEUE_PAIRS_MAX) return { error: `xdp-start for queue ${cmd.queue}: a port has queues 0 to ${QUEUE_PAIRS_MAX - 1}` };
+        if (!isQueue(cmd.queue)) return { error: `xdp-start for queue ${cmd.queue}: ${QUEUES_ARE}` };
         const at = (m: { hostAddr?: string }) => BigInt(m.hostAddr!);
         const maps = { umem: at(umem), rx: at(rx), tx: at(tx), fill: at(fill), completion: at(completion) };
         port.uplinks[cmd.queue] = new XdpRings(cmd.fd, cmd.layout, maps, this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);

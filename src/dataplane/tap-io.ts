@@ -9,11 +9,11 @@ import type { Uplink } from './port-runtime.ts';
 
 const ETHER_HDR_LEN = 14;
 
-/** A TAP interface as the PMD that polls it sees it. */
+/** A TAP interface (one queue of it, if it has several) as the PMD that polls it sees it. */
 export class TapInterface implements Uplink {
   readonly fd: number;
   private readonly counters: Float64Array;
-  /** where the port's counters start, and its one queue pair's */
+  /** where the port's counters start, and this queue's */
   private readonly counterBase: number;
   private readonly queueCounterBase: number;
   /** longest frame the port takes or delivers */

@@ -4,6 +4,7 @@
 import { readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
+import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, IFF_UP, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
 
 const libc = koffi.load('libc.so.6');
 
@@ -25,8 +26,6 @@ export class SysError extends Error {
 const ERRNO_NAMES = new Map<number, string>(
   Object.entries(koffi.os.errno).map(([name, value]) => [value, name]),
 );
-export const EAGAIN = koffi.os.errno.EAGAIN;
-export const EINTR = koffi.os.errno.EINTR;
 
 const c = {
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
@@ -65,6 +64,7 @@ const c = {
   if_nametoindex: libc.func('unsigned int if_nametoindex(const char *name)'),
   sendto: libc.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
+  ioctlValue: libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
   setns: libc.func('int setns(int fd, int nstype)'),
   // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
   readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
@@ -79,10 +79,6 @@ function fail(call: string, detail = ''): never {
 
 const MFD_CLOEXEC = 1;
 const MFD_ALLOW_SEALING = 2;
-const PROT_READ = 1;
-const PROT_WRITE = 2;
-const MAP_SHARED = 1;
-const MAP_FAILED = 0xffffffffffffffffn;
 /** koffi.view aborts the process above 4 GiB: larger mappings are seen through windows. */
 export const MAX_VIEW_BYTES = 2 ** 32 - 4096;
 
@@ -257,14 +253,7 @@ export function closeAll(fds: Iterable<number>): void {
 
 // ---- AF_UNIX sockets with SCM_RIGHTS ---------------------------------------------------------
 
-const AF_UNIX = 1;
-const SOCK_STREAM = 1;
-const SOCK_SEQPACKET = 5;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
-const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
@@ -627,15 +616,16 @@ export function setParentDeathSignal(signal: NodeJS.Signals | number): void {
 const O_RDWR = 2;
 const O_RDONLY = 0;
 const O_CLOEXEC = 0o2000000;
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
 const TUNSETIFF = 0x400454ca;
+const TUNGETIFF = 0x800454d2;
+/** _IO('T', 227), Linux 5.2 */
+const TUNGETDEVNETNS = 0x54e3;
 const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
+const IFF_MULTI_QUEUE = 0x0100;
 const SIOCGIFFLAGS = 0x8913;
 const SIOCSIFFLAGS = 0x8914;
 const SIOCSIFMTU = 0x8922;
-const IFF_UP = 0x1;
 /** struct ifreq on x86-64: the name (IFNAMSIZ 16), then a union of at most 24 bytes */
 const IFREQ_BYTES = 40;
 export const IFNAMSIZ = 16;
@@ -651,13 +641,15 @@ function ifreq(name: string): Uint8Array {
 /**
  * Creates (or attaches to) the TAP interface `name` and returns its fd, non-blocking: each
  * read gives one frame the kernel sends out of the interface, each write one frame it
- * receives on it (no packet information header).
+ * receives on it (no packet information header). `multiQueue`: the fd is one queue of an
+ * IFF_MULTI_QUEUE interface, and each further call attaches one more; the kernel spreads
+ * what it sends out of the interface over the queues by flow.
  */
-export function tapOpen(name: string): number {
+export function tapOpen(name: string, multiQueue = false): number {
   const fd = c.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC) as number;
   if (fd < 0) fail('open', '/dev/net/tun');
   const req = ifreq(name);
-  new DataView(req.buffer).setUint16(IFNAMSIZ, IFF_TAP | IFF_NO_PI, true);
+  new DataView(req.buffer).setUint16(IFNAMSIZ, IFF_TAP | IFF_NO_PI | (multiQueue ? IFF_MULTI_QUEUE : 0), true);
   if ((c.ioctl(fd, TUNSETIFF, req) as number) < 0) {
     const errno = koffi.errno();
     c.close(fd);
@@ -666,17 +658,48 @@ export function tapOpen(name: string): number {
   return fd;
 }
 
+/** Sets an interface's MTU (SIOCSIFMTU), in this thread's network namespace. */
+export function setInterfaceMtu(name: string, mtu: number): void {
+  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (sock < 0) fail('socket', 'AF_INET');
+  try {
+    const req = ifreq(name);
+    new DataView(req.buffer).setInt32(IFNAMSIZ, mtu, true);
+    if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
+  } finally {
+    c.close(sock);
+  }
+}
+
+/**
+ * Sets the MTU of the TAP interface behind `fd`, wherever the host has moved it and whatever
+ * it has renamed it to: the fd gives its name (TUNGETIFF) and its network namespace
+ * (TUNGETDEVNETNS, Linux 5.2). The interface stays, with its addresses and routes. Returns
+ * the interface's name.
+ */
+export function setTapMtu(fd: number, mtu: number): string {
+  const req = new Uint8Array(IFREQ_BYTES);
+  if ((c.ioctl(fd, TUNGETIFF, req) as number) < 0) fail('ioctl', `TUNGETIFF fd ${fd}`);
+  const end = req.indexOf(0);
+  const name = new TextDecoder().decode(req.subarray(0, end >= 0 && end < IFNAMSIZ ? end : IFNAMSIZ));
+  const netns = c.ioctlValue(fd, TUNGETDEVNETNS, 0) as number;
+  if (netns < 0) fail('ioctl', `TUNGETDEVNETNS ${name}`);
+  try {
+    inNetworkNamespaceOf(netns, `of ${name}`, () => setInterfaceMtu(name, mtu));
+  } finally {
+    c.close(netns);
+  }
+  return name;
+}
+
 /** Brings an interface up (SIOCSIFFLAGS), with `mtu` set first if given (SIOCSIFMTU), in this thread's network namespace. */
 export function interfaceUp(name: string, mtu?: number): void {
+  if (mtu !== undefined) setInterfaceMtu(name, mtu);
   const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
   if (sock < 0) fail('socket', 'AF_INET');
   try {
     const req = ifreq(name);
     const dv = new DataView(req.buffer);
-    if (mtu !== undefined) {
-      dv.setInt32(IFNAMSIZ, mtu, true);
-      if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
-    }
     if ((c.ioctl(sock, SIOCGIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCGIFFLAGS ${name}`);
     dv.setUint16(IFNAMSIZ, dv.getUint16(IFNAMSIZ, true) | IFF_UP, true);
     if ((c.ioctl(sock, SIOCSIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCSIFFLAGS ${name}`);
@@ -713,22 +736,27 @@ export const NETNS_DIR = '/run/netns';
  * that namespace for good: a socket stays in the one it was made in.
  */
 export function inNetworkNamespace<T>(name: string, fn: () => T): T {
+  const target = c.open(`${NETNS_DIR}/${name}`, O_RDONLY | O_CLOEXEC) as number;
+  if (target < 0) fail('open', `${NETNS_DIR}/${name}: no network namespace of that name`);
+  try {
+    return inNetworkNamespaceOf(target, name, fn);
+  } finally {
+    c.close(target);
+  }
+}
+
+/** inNetworkNamespace for the namespace an fd refers to; `what` names it in errors. */
+function inNetworkNamespaceOf<T>(target: number, what: string, fn: () => T): T {
   const own = c.open('/proc/thread-self/ns/net', O_RDONLY | O_CLOEXEC) as number;
   if (own < 0) fail('open', '/proc/thread-self/ns/net');
   try {
-    const target = c.open(`${NETNS_DIR}/${name}`, O_RDONLY | O_CLOEXEC) as number;
-    if (target < 0) fail('open', `${NETNS_DIR}/${name}: no network namespace of that name`);
-    try {
-      if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', name);
-    } finally {
-      c.close(target);
-    }
+    if ((c.setns(target, CLONE_NEWNET) as number) < 0) fail('setns', what);
     try {
       return fn();
     } finally {
       // A thread left in the wrong namespace would make every later socket there: abort.
       if ((c.setns(own, CLONE_NEWNET) as number) < 0) {
-        process.stderr.write(`setns back from network namespace ${name} failed (errno ${koffi.errno()})\n`);
+        process.stderr.write(`setns back from network namespace ${what} failed (errno ${koffi.errno()})\n`);
         process.abort();
       }
     }
@@ -750,8 +778,6 @@ export const lastErrno = (): number => koffi.errno();
 
 // ---- AF_PACKET rings -------------------------------------------------------------------------
 
-const AF_PACKET = 17;
-const SOCK_RAW = 3;
 const ETH_P_ALL_BE = 0x0300; // htons(ETH_P_ALL)
 const SOL_PACKET = 263;
 const PACKET_ADD_MEMBERSHIP = 1;
@@ -869,6 +895,9 @@ export function packetKick(fd: number): boolean {
 }
 
 // ---- for the modules of src/sys that bind calls of their own ----------------------------------
+
+/** The socket calls, bound once, for sibling modules that make sockets of other kinds (netlink-socket.ts, xdp.ts). */
+export const socketCalls = { socket: c.socket, bind: c.bind, setsockopt: c.setsockopt, getsockopt: c.getsockopt, sendto: c.sendto, mmap: c.mmap };
 
 /** The loaded libc and the SysError thrower, for sibling modules with bindings of their own (netlink-socket.ts). */
 export { libc, fail };

@@ -2,32 +2,23 @@
 // links, addresses, routes, neighbours and nexthop objects, dumped on request and followed
 // as they change. Bytes in and out only; src/sys/netlink.ts encodes and decodes them.
 import koffi from 'koffi';
-import { closeAll, EAGAIN, EINTR, fail, inNetworkNamespace, libc, NETNS_DIR, SysError } from './libc.ts';
+import { closeAll, fail, inNetworkNamespace, libc, NETNS_DIR, socketCalls, SysError } from './libc.ts';
+import { AF_NETLINK, EAGAIN, EINTR, ENOBUFS, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW, SOL_SOCKET } from './linux-constants.ts';
 
 const c = {
-  socket: libc.func('int socket(int domain, int type, int protocol)'),
-  bind: libc.func('int bind(int fd, const uint8_t *addr, uint32_t addrlen)'),
-  setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const uint8_t *optval, uint32_t optlen)'),
+  ...socketCalls,
   send: libc.func('intptr_t send(int fd, const uint8_t *buf, size_t len, int flags)'),
   recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
-  close: libc.func('int close(int fd)'),
 };
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const NETLINK_ROUTE = 0;
-const SOL_SOCKET = 1;
 const SO_RCVBUF = 8;
 const SO_RCVBUFFORCE = 33;
 const SOL_NETLINK = 270;
 const NETLINK_ADD_MEMBERSHIP = 1;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
-const MSG_DONTWAIT = 0x40;
 const MSG_TRUNC = 0x20;
-const ENOBUFS = koffi.os.errno.ENOBUFS;
 
 /** rtnetlink multicast groups (enum rtnetlink_groups in linux/rtnetlink.h) */
 export const RTNLGRP_LINK = 1;

@@ -4,6 +4,7 @@
 // comes from another process. So every length is checked before it is used, and a message
 // that does not add up becomes a 'malformed' event, never an exception.
 import { Address4, Address6 } from 'ip-address';
+import { AF_INET, AF_INET6, AF_UNSPEC, IFF_UP } from './linux-constants.ts';
 
 // ---- events ----------------------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ const NLM_F_ACK = 0x4;
 const NLM_F_DUMP_INTR = 0x10;
 const NLM_F_DUMP = 0x300;
 const NLM_F_EXCL = 0x200;
+const NLM_F_REPLACE = 0x100;
 const NLM_F_CREATE = 0x400;
 /** on NLMSG_ERROR: only the request's header is quoted, not all of it */
 const NLM_F_CAPPED = 0x100;
@@ -169,18 +171,16 @@ const RTM_NEWNEXTHOP = 104;
 const RTM_DELNEXTHOP = 105;
 const RTM_GETNEXTHOP = 106;
 
-const AF_UNSPEC = 0;
-const AF_INET = 2;
-const AF_INET6 = 10;
 
 const IFLA_ADDRESS = 1;
 const IFLA_IFNAME = 3;
 const IFLA_MTU = 4;
-const IFF_UP = 0x1;
 const IFF_LOWER_UP = 0x10000;
 
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
+/** ifa_flags: no duplicate address detection (an IPv6 address already in use) */
+const IFA_F_NODAD = 0x02;
 
 const RTA_DST = 1;
 const RTA_OIF = 4;
@@ -254,24 +254,28 @@ export interface InterfaceAddress {
   ifindex: number;
   address: string;
   prefixLength: number;
+  /** IPv6: without duplicate address detection (IFA_F_NODAD), usable at once */
+  noDad?: boolean;
 }
 
 /**
- * RTM_NEWADDR (op 'add': fails with EEXIST if the address is there, as `ip addr add`) or
- * RTM_DELADDR, with an ACK asked for. Throws RangeError for an address that is not one.
+ * RTM_NEWADDR (op 'add': fails with EEXIST if the address is there, as `ip addr add`;
+ * 'replace': made or updated, as `ip addr replace`) or RTM_DELADDR, with an ACK asked for.
+ * Throws RangeError for an address that is not one.
  */
-export function addressRequest(op: Op, a: InterfaceAddress, seq: number): Uint8Array {
+export function addressRequest(op: Op | 'replace', a: InterfaceAddress, seq: number): Uint8Array {
   if (!Number.isInteger(a.ifindex) || a.ifindex <= 0 || a.ifindex > 0x7fffffff) throw new RangeError(`interface index ${a.ifindex}`);
   const bytes = parseIp(a.address);
   const bits = bytes.length * 8;
   if (!Number.isInteger(a.prefixLength) || a.prefixLength < 0 || a.prefixLength > bits) throw new RangeError(`prefix length ${a.prefixLength}: must be 0..${bits}`);
   const attr = 4 + bytes.length;
   const msg = new Uint8Array(NLMSG_HDRLEN + IFADDRMSG + 2 * align4(attr));
-  const flags = NLM_F_REQUEST | NLM_F_ACK | (op === 'add' ? NLM_F_CREATE | NLM_F_EXCL : 0);
-  const dv = header(msg, op === 'add' ? RTM_NEWADDR : RTM_DELADDR, flags, seq);
+  const flags = NLM_F_REQUEST | NLM_F_ACK | (op === 'add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'replace' ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+  const dv = header(msg, op === 'remove' ? RTM_DELADDR : RTM_NEWADDR, flags, seq);
   let o = NLMSG_HDRLEN;
   msg[o] = bytes.length === 4 ? AF_INET : AF_INET6;
   msg[o + 1] = a.prefixLength;
+  msg[o + 2] = a.noDad === true ? IFA_F_NODAD : 0;
   dv.setUint32(o + 4, a.ifindex, LE);
   o += IFADDRMSG;
   // IFA_LOCAL is the interface's address; IFA_ADDRESS, the same, says there is no peer.

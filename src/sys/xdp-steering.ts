@@ -4,11 +4,11 @@
 // is open (the supervisor's: the program goes with the port, or with vrouter however it ends).
 import koffi from 'koffi';
 import { closeAll, fail, interfaceIndex, libc } from './libc.ts';
+import { EBUSY } from './linux-constants.ts';
 
 const c = {
   bpf: libc.func('long syscall(long number, long cmd, const uint8_t *attr, unsigned int size)'),
 };
-const EBUSY = koffi.os.errno.EBUSY;
 
 const BPF_SYSCALL = 321; // x86-64
 const BPF_MAP_CREATE = 0;

@@ -12,21 +12,9 @@
 // xdp_mmap_offsets {rx, tx, fr, cr: {u64 producer, consumer, desc, flags}}; struct
 // xdp_desc {u64 addr, u32 len, u32 options}; fill and completion entries are u64 addresses.
 import koffi from 'koffi';
-import { closeAll, fail, ftruncate, interfaceIndex, libc, memfdCreate, mmapShared, munmap, sealAgainstShrinking, SysError } from './libc.ts';
+import { closeAll, fail, ftruncate, interfaceIndex, memfdCreate, mmapShared, munmap, sealAgainstShrinking, socketCalls as c, SysError } from './libc.ts';
+import { AF_XDP, EAGAIN, EBUSY, EINVAL, ENOBUFS, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from './linux-constants.ts';
 
-const c = {
-  socket: libc.func('int socket(int domain, int type, int protocol)'),
-  bind: libc.func('int bind(int fd, const uint8_t *addr, uint32_t addrlen)'),
-  setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const uint8_t *optval, uint32_t optlen)'),
-  getsockopt: libc.func('int getsockopt(int fd, int level, int optname, _Out_ uint8_t *optval, _Inout_ uint32_t *optlen)'),
-  mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
-  sendto: libc.func('intptr_t sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)'),
-};
-
-const AF_XDP = 44;
-const SOCK_RAW = 3;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const SOL_XDP = 283;
 const XDP_MMAP_OFFSETS = 1;
 const XDP_RX_RING = 2;
@@ -42,16 +30,7 @@ const XDP_USE_NEED_WAKEUP = 1 << 3;
 export const XDP_RING_NEED_WAKEUP = 1;
 /** where the kernel puts a received frame in its chunk (XDP_PACKET_HEADROOM) */
 export const XDP_PACKET_HEADROOM = 256;
-const PROT_READ = 1;
-const PROT_WRITE = 2;
-const MAP_SHARED = 1;
 const MAP_POPULATE = 0x8000;
-const MAP_FAILED = 0xffffffffffffffffn;
-const MSG_DONTWAIT = 0x40;
-const EINVAL = 22;
-const EAGAIN = koffi.os.errno.EAGAIN;
-const EBUSY = koffi.os.errno.EBUSY;
-const ENOBUFS = koffi.os.errno.ENOBUFS;
 
 /** Where a ring's words and descriptors sit in its mapping. */
 export interface XdpRingOffsets {

@@ -8,7 +8,7 @@
 // hands the PMD that polls the port a copy.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, tapOpen, type PacketRingShape } from '../sys/libc.ts';
+import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, setTapMtu, tapOpen, type PacketRingShape } from '../sys/libc.ts';
 import type { Dataplane, PortCommand, XdpMappings } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
 import { newRegionId } from '../vhost/memory-table.ts';
@@ -17,6 +17,8 @@ import type { MirrorOf } from '../control/config.ts';
 import { TX_DATA_OFFSET } from '../dataplane/packet-ring.ts';
 import { xdpLayout, xdpSocket, XDP_RINGS } from '../sys/xdp.ts';
 import { xdpSteer, xdpSteerQueue, type XdpSteering } from '../sys/xdp-steering.ts';
+import { addressRequest } from '../sys/netlink.ts';
+import { requestAll, type AckedRequest } from '../sys/netlink-request.ts';
 
 /** Rings of 64 KiB blocks: 4 MiB to receive into (a burst of about 2,700 full-size frames), 1 MiB to send from. */
 const BLOCK_BYTES = 1 << 16;
@@ -40,39 +42,53 @@ export function uplinkKey(e: Pick<EndpointSettings, 'type' | 'interface' | 'mirr
   return `${e.type}:${e.mirror === null ? '' : `${e.mirror.netns}/`}${e.interface}`;
 }
 
-/** A TAP interface, with `mac` if given (set while it is down), up with the MTU: its fd. */
-function openTap(name: string, mtu: number, mac: string | null): number {
-  const fd = tapOpen(name);
+/**
+ * A TAP interface, with `mac` if given (set while it is down), up with the MTU: an fd per
+ * queue (more than one: an IFF_MULTI_QUEUE interface).
+ */
+function openTap(name: string, mtu: number, mac: string | null, queues = 1): number[] {
+  const fds: number[] = [];
   try {
+    for (let q = 0; q < queues; q++) fds.push(tapOpen(name, queues > 1));
     if (mac !== null) setInterfaceMac(name, mac);
     interfaceUp(name, mtu);
   } catch (err) {
-    closeAll([fd]);
+    // The interface goes with its last fd.
+    closeAll(fds);
     throw err;
   }
-  return fd;
+  return fds;
 }
 
 /**
  * A port's mirror: a TAP interface in the mirror's namespace (made if there is none) with the
- * port's MAC, MTU and addresses, so that Linux there is the router on the port's link. IPv6
- * addresses skip duplicate address detection: they are the router's, already in use.
+ * port's MAC, MTU and addresses, so that Linux there is the router on the port's link. The
+ * addresses go through netlink in the namespace, as `ip address replace` would give them;
+ * IPv6 ones skip duplicate address detection: they are the router's, already in use.
  */
 function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
-  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
-  if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) ip('netns', 'add', mirror.netns);
-  const fd = inNetworkNamespace(mirror.netns, () => openTap(name, mtu, mirror.mac));
+  if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) execFileSync('ip', ['netns', 'add', mirror.netns], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
+  const { fd, ifindex } = inNetworkNamespace(mirror.netns, () => {
+    const [tap] = openTap(name, mtu, mirror.mac);
+    return { fd: tap, ifindex: interfaceIndex(name) };
+  });
   try {
-    for (const a of mirror.addresses) ip('-n', mirror.netns, 'address', 'replace', a, 'dev', name, ...(a.includes(':') ? ['nodad'] : []));
+    requestAll(mirror.netns, mirror.addresses.map((a) => addressReplacement(ifindex, a)));
   } catch (err) {
     closeAll([fd]);
-    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
-    throw new Error(`cannot give ${name} in ${mirror.netns} its addresses: ${stderr || (err as Error).message}`);
+    throw new Error(`cannot give ${name} in ${mirror.netns} its addresses: ${(err as Error).message}`);
   }
   return fd;
 }
 
-/** A queue of an AF_PACKET or AF_XDP port: its socket, and what the data plane maps of it. */
+/** An address with its prefix length ("10.0.1.1/24", checked by the config) on the interface, made or updated (`ip address replace`); IPv6 without DAD. */
+function addressReplacement(ifindex: number, cidr: string): AckedRequest {
+  const [address, length] = cidr.split('/');
+  const a = { ifindex, address, prefixLength: Number(length), noDad: address.includes(':') };
+  return { what: `RTM_NEWADDR ${cidr}`, build: (seq) => addressRequest('replace', a, seq) };
+}
+
+/** A queue of an uplink port: its TAP fd or socket, and what the data plane maps of it. */
 interface SocketQueue {
   fd: number;
   /** AF_XDP: its UMEM's memfd */
@@ -85,16 +101,23 @@ interface SocketQueue {
   bytes: number;
 }
 
+/** A TAP queue: the fd alone, nothing to map. */
+function tapQueue(fd: number): SocketQueue {
+  return { fd, umemFd: -1, mappings: [], bytes: 0, start: (port, gen, queue) => ({ t: 'tap-start', port, gen, queue, fd }) };
+}
+
 /** fanout groups are per network namespace and 16 bits: one per port of this process, likely unique among processes. */
 let nextFanout = (process.pid * 64) & 0xffff;
 
 export class UplinkEndpoint {
-  private readonly settings: EndpointSettings;
+  private settings: EndpointSettings;
   private readonly dataplane: Dataplane;
   private readonly log: Logger;
-  /** a TAP port's interface */
-  private fd = -1;
-  /** an AF_PACKET port's queues, each a socket with rings (PACKET_FANOUT spreads the flows over them); an AF_XDP port's, one per queue of the interface */
+  /**
+   * A TAP port's queues, an fd each (the kernel spreads the host's flows over them); an
+   * AF_PACKET port's, each a socket with rings (PACKET_FANOUT spreads the flows over them);
+   * an AF_XDP port's, one per queue of the interface.
+   */
   private queues: SocketQueue[] = [];
   /** AF_XDP: the program steering each queue's frames to its socket */
   private steering: XdpSteering | null = null;
@@ -118,13 +141,30 @@ export class UplinkEndpoint {
     return this.settings.name;
   }
 
+  get currentSettings(): EndpointSettings {
+    return this.settings;
+  }
+
+  /**
+   * A TAP port's new MTU (`settings` differ from the port's in it alone), set on the
+   * interface it has: it keeps the addresses and routes the host gave it, where closing and
+   * opening it again would delete it. The PMDs learn the new frame size as they restart on
+   * the new layout. Throws if the kernel refuses it; nothing changed then.
+   */
+  changeMtu(settings: EndpointSettings): void {
+    if (this.settings.type !== 'tap' || this.queues.length === 0) throw new Error(`port ${this.settings.name} has no TAP interface to set the MTU of`);
+    const name = setTapMtu(this.queues[0].fd, settings.mtu);
+    this.log.info(`port ${this.settings.name}: TAP interface ${name}: MTU ${this.settings.mtu} -> ${settings.mtu}, the interface and what the host configured on it kept`, 'port.mtu', { port: this.settings.name, mtu: settings.mtu });
+    this.settings = settings;
+  }
+
   /** What a change of ports matches endpoints by: two ports cannot have the same interface. */
   get key(): string {
     return uplinkKey(this.settings);
   }
 
   state(): PortState {
-    return { connected: this.fd >= 0 || this.queues.length > 0, quarantinedForS: 0, device: null };
+    return { connected: this.queues.length > 0, quarantinedForS: 0, device: null };
   }
 
   /**
@@ -136,9 +176,9 @@ export class UplinkEndpoint {
     const name = this.settings.interface!;
     const mirror = this.settings.mirror;
     if (this.settings.type === 'tap' && mirror !== null) {
-      this.fd = openMirror(name, this.settings.mtu, mirror);
+      this.queues = [tapQueue(openMirror(name, this.settings.mtu, mirror))];
     } else if (this.settings.type === 'tap') {
-      this.fd = openTap(name, this.settings.mtu, null);
+      this.queues = openTap(name, this.settings.mtu, null, this.settings.queues).map(tapQueue);
     } else {
       // Up before the sockets are bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
@@ -155,12 +195,11 @@ export class UplinkEndpoint {
     this.generation++;
     const many = this.queues.length > 1;
     const rings =
-      this.queues.length === 0 ? ''
+      this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}${many ? `, ${this.queues.length} queues (IFF_MULTI_QUEUE)` : ''}`
       : this.steering !== null ? `AF_XDP sockets on ${name} (copy mode, XDP program in ${this.steering.mode} mode, ${this.queues[0].bytes >> 20} MiB UMEM${many ? ` per queue, queues 0-${this.queues.length - 1}` : ''})`
       : `AF_PACKET rings on ${name} (${this.queues[0].bytes >> 20} MiB${many ? ` per queue, ${this.queues.length} queues, PACKET_FANOUT by flow` : ''})`;
     const what =
       mirror !== null ? `Linux mirror of port ${mirror.of}: TAP interface ${name} in network namespace ${mirror.netns}, ${mirror.mac}, MTU ${this.settings.mtu}, ${mirror.addresses.join(' ')}`
-      : this.settings.type === 'tap' ? `TAP interface ${name} up, MTU ${this.settings.mtu}`
       : rings;
     this.log.info(`port ${this.settings.name}: ${what}`, 'port.listening', { port: this.settings.name });
     if (!held) this.release();
@@ -169,13 +208,13 @@ export class UplinkEndpoint {
   release(): void {
     if (this.stopped || this.released) return;
     this.released = true;
-    if (this.fd >= 0) void this.handTo(this.owner(0), 0);
     this.queues.forEach((_, q) => void this.handTo(this.owner(q), q));
   }
 
   /**
-   * A restarted PMD, or a new data plane: the one that polls each queue gets it again. An
-   * AF_PACKET queue gets new rings: where the dead PMD stood in the old ones (the next
+   * A restarted PMD, or a new data plane: the one that polls each queue gets it again. A
+   * TAP queue keeps its fd: a frame is a whole read or write, so nothing of the dead PMD's
+   * is left in it. An AF_PACKET queue gets new rings: where the dead PMD stood in the old ones (the next
    * block to read, the next slot to send from, which the kernel follows) died with it; the
    * frames it had not read yet are lost with them. An AF_XDP queue keeps its socket: where
    * the PMD stood is in the rings' words, which the next one resumes from.
@@ -183,13 +222,9 @@ export class UplinkEndpoint {
   async resync(pmd: number, culprit: string | null): Promise<void> {
     if (culprit !== null) this.log.warn(`port ${this.settings.name}: pmd${pmd} died while serving it (${culprit})`);
     if (!this.released) return;
-    if (this.fd >= 0) {
-      if (pmd === this.owner(0)) await this.handTo(pmd, 0);
-      return;
-    }
     for (let q = 0; q < this.queues.length; q++) {
       if (this.owner(q) !== pmd) continue;
-      if (this.steering !== null) {
+      if (this.settings.type === 'tap' || this.steering !== null) {
         await this.handTo(pmd, q);
         continue;
       }
@@ -306,29 +341,22 @@ export class UplinkEndpoint {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.checkTimer !== null) clearInterval(this.checkTimer);
-    if (this.fd < 0 && this.queues.length === 0) return;
+    if (this.queues.length === 0) return;
     // The PMDs let go of their copies (and views of the rings) first.
     const gen = this.generation;
     await Promise.all(this.dataplane.ownersOf(this.settings.index).map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.settings.index, gen })));
     this.dataplane.unmap(this.queues.flatMap((q) => q.mappings));
     this.closeQueues();
-    closeAll(this.fd >= 0 ? [this.fd] : []);
-    this.fd = -1;
   }
 
+  /** The PMD that polls a queue: the owner of the queue pair of that number, as rxqAffinity and the layout place it. */
   private owner(queue: number): number {
-    return this.dataplane.ownerOf(this.settings.index, queue);
-  }
-
-  private command(queue: number): PortCommand {
-    const base = { port: this.settings.index, gen: this.generation };
-    if (this.fd >= 0) return { t: 'tap-start', ...base, fd: this.fd };
-    return this.queues[queue].start(base.port, base.gen, queue);
+    return this.dataplane.ownerOf(this.settings.index, 2 * queue);
   }
 
   private async handTo(pmd: number, queue: number): Promise<void> {
-    if (this.stopped || (this.fd < 0 && this.queues[queue] === undefined)) return;
-    const reply = await this.dataplane.requestOn(pmd, this.command(queue));
+    if (this.stopped || this.queues[queue] === undefined) return;
+    const reply = await this.dataplane.requestOn(pmd, this.queues[queue].start(this.settings.index, this.generation, queue));
     if (reply.error !== undefined && !reply.restarted) this.log.warn(`port ${this.settings.name}: pmd${pmd} did not take queue ${queue} of the interface: ${reply.error}`);
   }
 }

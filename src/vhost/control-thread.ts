@@ -29,9 +29,10 @@ export type ControlRequest =
   /**
    * Ports added, removed or changed at run time (answered with 'done'): the closing ones'
    * frontends are disconnected, the opening ones listen but take frontends only once the
-   * PMDs run on the new layout ('layout').
+   * PMDs run on the new layout ('layout'). A TAP port in `retune` gets its new MTU on the
+   * interface it has.
    */
-  | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[] }
+  | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[]; retune: EndpointSettings[] }
   /**
    * every PMD was started again, on a new layout or (commandsFd) in a new data-plane
    * process: each gets its queues back (answered with 'done')
@@ -90,13 +91,14 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     const culprit = req.culprit;
     await Promise.all(ports.map((p, index) => p?.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
   } else if (req.t === 'ports') {
-    const error = await changePorts(req.open, req.close);
+    const error = await changePorts(req.open, req.close, req.retune);
     send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });
   } else if (req.t === 'layout') {
     if (req.died) await quarantineCulprits(req.died.culprits);
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
-    await Promise.all(live().flatMap((p) => req.queueOwner.map((_, pmd) => p.resync(pmd, null))));
+    // Every PMD (one incarnation each; queueOwner is by port, not by PMD).
+    await Promise.all(live().flatMap((p) => req.incarnations.map((_, pmd) => p.resync(pmd, null))));
     send({ t: 'done', id: req.id });
   }
 });
@@ -115,11 +117,12 @@ async function quarantineCulprits(culprits: { port: number; error: string }[]): 
 }
 
 /**
- * Opens and closes endpoints for a port change. New sockets are made first: if one cannot
- * be, the others are closed again and nothing changed. Then the closing ports disconnect
- * and free their sockets, which a changed port may take again. Returns the error, or null.
+ * Opens and closes endpoints for a port change. New sockets are made first, then TAP
+ * interfaces get their new MTU: if one of these cannot be, what was done is undone and
+ * nothing changed. Then the closing ports disconnect and free their sockets, which a
+ * changed port may take again. Returns the error, or null.
  */
-async function changePorts(open: EndpointSettings[], close: number[]): Promise<string | null> {
+async function changePorts(open: EndpointSettings[], close: number[], retune: EndpointSettings[]): Promise<string | null> {
   const freed = new Set(close.map((slot) => ports[slot]?.key));
   const first = open.filter((e) => !freed.has(keyOf(e)));
   const started: Endpoint[] = [];
@@ -132,6 +135,26 @@ async function changePorts(open: EndpointSettings[], close: number[]): Promise<s
   } catch (err) {
     await Promise.all(started.map((p) => p.stop()));
     return `port ${first[started.length].name}: cannot open ${describe(first[started.length])}: ${(err as Error).message}`;
+  }
+  const retuned: { endpoint: UplinkEndpoint; before: EndpointSettings }[] = [];
+  for (const e of retune) {
+    const endpoint = ports[e.index];
+    if (!(endpoint instanceof UplinkEndpoint)) continue;
+    const before = endpoint.currentSettings;
+    try {
+      endpoint.changeMtu(e);
+      retuned.push({ endpoint, before });
+    } catch (err) {
+      for (const r of retuned.reverse()) {
+        try {
+          r.endpoint.changeMtu(r.before);
+        } catch (undo) {
+          log.error(`port ${r.before.name}: cannot set MTU ${r.before.mtu} back on ${describe(r.before)}: ${(undo as Error).message}`, 'port.failed', { port: r.before.name });
+        }
+      }
+      await Promise.all(started.map((p) => p.stop()));
+      return `port ${e.name}: cannot set MTU ${e.mtu} on ${describe(e)}: ${(err as Error).message}`;
+    }
   }
   await Promise.all(close.map((slot) => ports[slot]?.stop()));
   for (const slot of close) {

@@ -36,8 +36,8 @@ export type PmdCommand =
   | { t: 'vring-stop'; port: number; gen: number; vring: number }
   | { t: 'vring-call'; port: number; gen: number; vring: number; callFd: number }
   | { t: 'vring-kick'; port: number; gen: number; vring: number; kickFd: number }
-  /** poll a TAP port's interface and write its frames into it (fd: the interface's) */
-  | { t: 'tap-start'; port: number; gen: number; fd: number }
+  /** poll a queue of a TAP port's interface and write frames into it (fd: the queue's; one queue: the interface's) */
+  | { t: 'tap-start'; port: number; gen: number; queue: number; fd: number }
   /** poll an AF_PACKET port's rings of one queue and send through them (fd: the queue's socket; ring: its mapping) */
   | { t: 'rings-start'; port: number; gen: number; queue: number; fd: number; shape: PacketRingShape; ring: RingMapping }
   /** poll an AF_XDP port's socket of one queue and send through it (fd: the socket; umemFd: its UMEM's memfd, mapped by the data plane, then closed) */

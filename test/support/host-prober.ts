@@ -11,10 +11,10 @@ export const PROBER_MAC = '02:00:00:00:00:0a';
 export interface HostProber {
   /** ARP for `target` from `source`: the reply, parsed */
   resolve(target: string): Promise<ParsedFrame>;
-  /** one echo request to `target` (whose MAC is `mac`), sent */
-  echoRequest(target: string, mac: string, seq: number): void;
+  /** one echo request to `target` (whose MAC is `mac`), sent; `payload` bytes of ICMP data (56 as ping) */
+  echoRequest(target: string, mac: string, seq: number, payload?: number): void;
   /** one echo request, and its reply, parsed */
-  ping(target: string, mac: string, seq: number): Promise<ParsedFrame>;
+  ping(target: string, mac: string, seq: number, payload?: number): Promise<ParsedFrame>;
 }
 
 /** A prober on device `a`, with address `source`; RX buffers are posted (and replaced as used). */
@@ -35,8 +35,8 @@ export function hostProber(a: VirtioNetDevice, source: string): HostProber {
       }
       return undefined;
     }, 5000);
-  const echoRequest = (target: string, mac: string, seq: number) => {
-    sendFrame(a.tx, icmp4({ src: source, dst: target, srcMac: PROBER_MAC, dstMac: mac, type: 8, id: 7, seq, payload: 56 }));
+  const echoRequest = (target: string, mac: string, seq: number, payload = 56) => {
+    sendFrame(a.tx, icmp4({ src: source, dst: target, srcMac: PROBER_MAC, dstMac: mac, type: 8, id: 7, seq, payload }));
     a.kick();
   };
   return {
@@ -46,8 +46,8 @@ export function hostProber(a: VirtioNetDevice, source: string): HostProber {
       a.kick();
       return receive((f) => f.arp?.op === 2 && f.arp.senderIp === target, `an ARP reply from ${target}`);
     },
-    ping(target, mac, seq) {
-      echoRequest(target, mac, seq);
+    ping(target, mac, seq, payload) {
+      echoRequest(target, mac, seq, payload);
       return receive((f) => f.ip?.protocol === 1 && f.ip.src === target, `echo reply ${seq} from ${target}`);
     },
   };

@@ -72,7 +72,7 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', socket: '/tmp/t.sock' }] }, 'ports[0].socket', /applies to vhost-user ports only/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', offloads: false }] }, 'ports[0].offloads', /applies to vhost-user ports only/],
     [{ ports: [{ name: 'a', socket: '/tmp/a.sock', offloads: 'yes' }] }, 'ports[0].offloads', /must be true or false, got "yes"/],
-    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 2 }] }, 'ports[0].queues', /a tap port has one queue/],
+    [{ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 9 }] }, 'ports[0].queues', /1 to 8/],
     [{ ports: [{ name: 't', type: 'tap', interface: 'vr0' }, { name: 'u', type: 'tap', interface: 'vr0' }] }, 'ports[1].interface', /vr0 is already the interface of ports\[0\]/],
     [{ ports: [port()], pmd: { cores: [] } }, 'pmd.cores', /non-empty/],
     [{ ports: [port()], pmd: { cores: [2] } }, 'pmd.cores[0]', /0 to 1/],
@@ -128,7 +128,7 @@ t.test('mistakes name the field and the reason', async (t) => {
 t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a route source', async (t) => {
   const c = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' }, mtu: 9000 }), routed({ name: 'b', socket: '/tmp/b.sock' })], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'localhost:2620' }] }, '/', 2);
   t.same(c.ports.map((p) => p.name), ['a', 'a.linux', 'b'], 'the mirror follows its port');
-  t.match(c.ports[1], { type: 'tap', interface: 'a', mtu: 9000, addresses: [], mirror: { of: 'a', netns: 'lcp', mac: c.ports[0].routerMac, addresses: ['10.0.1.1/24'] } });
+  t.match(c.ports[1], { type: 'tap', interface: 'a', mtu: 9000, queues: 1, addresses: [], mirror: { of: 'a', netns: 'lcp', mac: c.ports[0].routerMac, addresses: ['10.0.1.1/24'] } });
   t.same(c.routeSources, [{ type: 'fpm', host: '127.0.0.1', port: 2620, peers: null }, { type: 'netlink', netns: 'lcp' }], 'the mirror\'s namespace is a route source, unless listed');
   const open = parseConfig({ ports: [routed()], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: '[::]:2620', peers: ['192.0.2.10', '2001:DB8:0:0::7'] }] }, '/', 2);
   t.same(open.routeSources, [{ type: 'fpm', host: '::', port: 2620, peers: ['192.0.2.10', '2001:db8::7'] }], 'a listen beyond loopback with the peers allowed, in canonical form');
@@ -170,6 +170,13 @@ t.test('the daemon refuses a bad config before it starts anything', async (t) =>
   const broken = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
   t.equal(broken.status, 2);
   t.match(broken.stderr, /not valid JSON/);
+});
+
+t.test('a tap port with several queues: an IFF_MULTI_QUEUE interface, its queues spread over the PMDs', async (t) => {
+  const { assignQueues } = await import('../../src/control/port-slots.ts');
+  const c = parseConfig({ ports: [{ name: 't', type: 'tap', interface: 'vr0', queues: 4, rxqAffinity: { 3: 2 } }], pmd: { cores: [2, 3] } }, '/', 4);
+  t.match(c.ports[0], { type: 'tap', queues: 4, rxqAffinity: { 3: 2 } });
+  t.same(assignQueues(c, ['t']), [[0, 1, 0, 0]], 'round-robin, queue 3 pinned to CPU 2 (PMD 0)');
 });
 
 t.test('queue pairs spread over PMDs round-robin, unless pinned', async (t) => {

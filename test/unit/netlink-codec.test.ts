@@ -237,6 +237,9 @@ t.test('requests: dumps and address changes have the kernel\'s layout', async (t
   const del = addressRequest('remove', { ifindex: 3, address: '2001:db8::5', prefixLength: 64 }, 10);
   t.equal(hex(del.subarray(0, 24)), '40000000' + '1500' + '0500' + '0a000000' + '00000000' + '0a400000' + '03000000', 'RTM_DELADDR, IPv6, with an ACK asked for');
   t.same(decodeMessages(del), [{ kind: 'address', op: 'remove', family: 6, address: '2001:db8::5', prefixLength: 64, ifindex: 3 }], 'and it decodes back to what it asks');
+  const replace = addressRequest('replace', { ifindex: 3, address: '2001:db8::1', prefixLength: 64, noDad: true }, 11);
+  // RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE | NLM_F_CREATE (0x505); ifaddrmsg AF_INET6 /64, ifa_flags IFA_F_NODAD.
+  t.equal(hex(replace.subarray(0, 24)), '40000000' + '1400' + '0505' + '0b000000' + '00000000' + '0a400200' + '03000000', 'RTM_NEWADDR replacing, IPv6 without DAD');
   t.throws(() => addressRequest('add', { ifindex: 3, address: '10.9.0.300', prefixLength: 24 }, 1), /"10\.9\.0\.300" is not an IPv4 or IPv6 address/);
   t.throws(() => addressRequest('add', { ifindex: 3, address: '10.9.0.1', prefixLength: 33 }, 1), /prefix length 33: must be 0\.\.32/);
   t.throws(() => addressRequest('add', { ifindex: 0, address: '10.9.0.1', prefixLength: 24 }, 1), /interface index 0/);

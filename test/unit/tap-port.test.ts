@@ -52,6 +52,104 @@ t.test('a TAP port: the host stack behind it answers ARP and ping, across a data
   t.pass('the interface went with the port');
 });
 
+t.test('a TAP port\'s MTU changed through the admin endpoint: the interface kept, with the host\'s address; frames of the new size pass', async (t) => {
+  const netns = `${NETNS}m`;
+  const iface = `${IFACE}m`;
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0', mtu: 9000 }, { name: 't', type: 'tap', interface: iface, bridge: 'br0', mtu: 1400 }] });
+  t.teardown(() => vr.stop());
+  ip('netns', 'add', netns);
+  t.teardown(() => ip('netns', 'del', netns));
+  ip('link', 'set', iface, 'netns', netns);
+  ip('-n', netns, 'addr', 'add', '10.9.4.2/24', 'dev', iface);
+  ip('-n', netns, 'link', 'set', iface, 'up');
+  const link = () => ip('-n', netns, '-o', 'link', 'show', 'dev', iface);
+  const [, index, hostMac] = /^(\d+):.*link\/ether ([0-9a-f:]+)/.exec(link())!;
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const probe = hostProber(a, '10.9.4.1');
+  await probe.resolve('10.9.4.2');
+  // An echo request of 1,900 bytes of data (a frame of 1,942, an IP packet of 1,928): at
+  // MTU 1400 the host's answer comes in fragments.
+  const fragment = await probe.ping('10.9.4.2', hostMac, 1, 1900);
+  t.ok(fragment.length <= 1418, `at MTU 1400 the host answers in fragments (the first of ${fragment.length} bytes)`);
+  await new Promise((r) => setTimeout(r, 100));
+  await probe.resolve('10.9.4.2'); // takes the fragments left on a's ring
+
+  const admin = adminClient(vr);
+  const doc = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  doc.ports.find((p) => p.name === 't')!.mtu = 2000;
+  const changed = await admin.call('PUT', '/config', doc);
+  t.equal(changed.status, 200, `the MTU change applied (${changed.text.slice(0, 200)})`);
+  t.match(vr.stderr(), new RegExp(`port t: TAP interface ${iface}: MTU 1400 -> 2000, the interface and what the host configured on it kept`), 'set in place, and said so');
+  t.notMatch(vr.stderr(), /port t: closed/, 'the port was not closed');
+  t.match(link(), new RegExp(`^${index}: ${iface}.* mtu 2000 `), 'the same interface (same index), in the host\'s namespace, with MTU 2000');
+  t.match(ip('-n', netns, '-o', 'addr', 'show', 'dev', iface), /10\.9\.4\.2\/24/, 'and the address the host gave it');
+  const reply = await probe.ping('10.9.4.2', hostMac, 2, 1900);
+  t.equal(reply.length, 1942, 'a frame of 1,942 bytes passes both ways: the host answers the large ping in one frame');
+  t.equal((await vr.stats()).t.drops.frame_too_long, 0, 'none too long for the port');
+
+  doc.ports.find((p) => p.name === 't')!.mtu = 9001;
+  const refused = await admin.call('PUT', '/config', doc);
+  t.equal(refused.status, 400, 'an MTU past 9000 is refused');
+  t.match(refused.text, /ports\[1\]\.mtu/, 'naming the field');
+  t.match(link(), / mtu 2000 /, 'and changes nothing');
+
+  // The host deletes the interface under the port: a new MTU cannot be set, and the change is refused whole.
+  ip('-n', netns, 'link', 'del', iface);
+  doc.ports.find((p) => p.name === 't')!.mtu = 3000;
+  const gone = await admin.call('PUT', '/config', doc);
+  t.not(gone.status, 200, 'a new MTU for an interface the host deleted is refused');
+  t.match(gone.text, new RegExp(`port t: cannot set MTU 3000 on TAP interface ${iface}: ioctl \\(TUNGETIFF`), 'naming the port, the interface and the failing call');
+  const inForce = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  t.equal(inForce.ports.find((p) => p.name === 't')!.mtu, 2000, 'the config in force keeps MTU 2000');
+  t.ok(vr.alive(), 'vrouter runs on');
+});
+
+t.test('a TAP port with two queues: the host\'s flows spread over both, each polled by its PMD and counted, across a data-plane death', async (t) => {
+  const netns = `${NETNS}q`;
+  const iface = `${IFACE}q`;
+  const vr = await startVrouter({ ports: [{ name: 't', type: 'tap', interface: iface, queues: 2, bridge: 'br0' }], pmd: { cores: [0, 1] } });
+  t.teardown(() => vr.stop());
+  t.match(vr.stderr(), new RegExp(`port t: TAP interface ${iface} up, MTU 1500, 2 queues \\(IFF_MULTI_QUEUE\\)`), 'vrouter made a multiqueue interface');
+  t.match(ip('-d', '-o', 'link', 'show', 'dev', iface), /tun type tap .*multi_queue/, 'the host sees a multiqueue TAP');
+  ip('netns', 'add', netns);
+  t.teardown(() => ip('netns', 'del', netns));
+  ip('link', 'set', iface, 'netns', netns);
+  ip('-n', netns, 'addr', 'add', '10.9.3.2/24', 'dev', iface);
+  ip('-n', netns, 'link', 'set', iface, 'up');
+  ip('-n', netns, 'neigh', 'add', '10.9.3.1', 'lladdr', PROBER_MAC, 'dev', iface);
+
+  // 256 flows (one datagram from each of 256 source ports) from the host's side; resolves
+  // with what each queue took once the port has counted them all.
+  const flows = async (before: number[]) => {
+    const send = `const dgram = require('node:dgram');
+for (let p = 0; p < 256; p++) {
+  const s = dgram.createSocket('udp4');
+  s.bind(20000 + p, '10.9.3.2', () => s.send(Buffer.alloc(32), 9, '10.9.3.1', () => s.close()));
+}`;
+    execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', send]);
+    const total = before[0] + before[1] + 256;
+    const stats = await waitFor('256 datagrams counted', async () => {
+      const s = await vr.stats();
+      return s.t.rx_packets >= total ? s : undefined;
+    }, 5000);
+    return { total: stats.t.rx_packets, queues: stats.t.queues.slice(0, 2).map((q, i) => q.rx_packets - before[i]) };
+  };
+  const first = await flows([0, 0]);
+  t.ok(first.queues[0] > 0 && first.queues[1] > 0, `spread over both queues: ${first.queues.join(' and ')}`);
+  t.equal(first.queues[0] + first.queues[1], first.total, 'each counted on its queue');
+  const pmds = (await adminClient(vr).call('GET', '/pmds')).json as { cpu: number; ns_per_packet: number | null; queues: { port: string; queue: number }[] }[];
+  t.same(pmds.map((p) => p.queues), [[{ port: 't', queue: 0 }], [{ port: 't', queue: 1 }]], 'queue 0 on the first PMD, queue 1 on the second');
+  t.ok(pmds.every((p) => p.ns_per_packet !== null), 'and each PMD polled frames: its queue\'s');
+
+  const [dataplane] = dataplanePids(vr.proc.pid!);
+  process.kill(dataplane, 'SIGKILL');
+  await waitFor('the spare took over', () => /took over/.test(vr.stderr()) || undefined, 10_000);
+  const counted = (await vr.stats()).t.queues.slice(0, 2).map((q) => q.rx_packets);
+  const again = await flows(counted);
+  t.ok(again.queues[0] > 0 && again.queues[1] > 0, `the new data plane polls both queues: ${again.queues.join(' and ')}`);
+});
+
 t.test('a TAP interface that cannot be made: a port added at run time is refused, naming why', async (t) => {
   // An interface of that name that is not a TAP (one end of a veth pair) cannot be attached to.
   const name = `vrd${process.pid % 100000}`;

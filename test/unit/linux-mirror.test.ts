@@ -1,0 +1,45 @@
+// A routed port's Linux mirror without a guest: the TAP interface vrouter makes in the
+// mirror's namespace has the port's addresses (given through netlink; IPv6 without DAD),
+// and a new MTU for the port is set on the mirror in place, so that what Linux added there
+// (a route, as FRR would) stays.
+import { execFileSync } from 'node:child_process';
+import t from 'tap';
+import { adminClient } from '../support/admin-client.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
+
+const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+t.test('a mirror has its port\'s addresses, and takes a new MTU without being made again', async (t) => {
+  const netns = `vrmir${process.pid}`;
+  t.teardown(() => {
+    try {
+      ip('netns', 'del', netns);
+    } catch {
+      // never made
+    }
+  });
+  const vr = await startVrouter({
+    ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], linuxMirror: { netns } }],
+    pmd: { cores: [1] },
+    pipeline: ['routing'],
+  });
+  t.teardown(() => vr.stop());
+  const show = () => JSON.parse(ip('-j', '-n', netns, 'address', 'show', 'dev', 'a'))[0] as { ifindex: number; mtu: number; addr_info: { local: string; prefixlen: number; tentative?: boolean }[] };
+  const mirror = show();
+  const has = (local: string, prefixlen: number) => mirror.addr_info.find((a) => a.local === local && a.prefixlen === prefixlen);
+  t.ok(has('10.0.1.1', 24), `the port's IPv4 address (${JSON.stringify(mirror.addr_info)})`);
+  const v6 = has('2001:db8:1::1', 64);
+  t.ok(v6, 'and its IPv6 address');
+  t.notOk(v6?.tentative, 'usable at once (no duplicate address detection: it is the router\'s)');
+
+  ip('-n', netns, 'route', 'add', '10.70.0.0/16', 'via', '10.0.1.2', 'dev', 'a');
+  const admin = adminClient(vr);
+  const doc = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  doc.ports[0].mtu = 2000;
+  const changed = await admin.call('PUT', '/config', doc);
+  t.equal(changed.status, 200, `the MTU change applied (${changed.text.slice(0, 200)})`);
+  t.match(vr.stderr(), /port a\.linux: TAP interface a: MTU 1500 -> 2000/, 'the mirror took it in place');
+  const after = show();
+  t.same([after.ifindex, after.mtu], [mirror.ifindex, 2000], 'the same interface, with MTU 2000');
+  t.match(ip('-n', netns, 'route', 'show', '10.70.0.0/16'), /via 10\.0\.1\.2 dev a/, 'and the route Linux had through it');
+});

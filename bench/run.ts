@@ -1,6 +1,7 @@
 // npm run bench [-- --rounds N --seconds S --quick --against REV --only JOB,...]: vrouter against dpdk-testpmd's vhost io
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
-// bimodal from run to run), at 64 and 1518 bytes; the routed rate with the admin endpoint
+// bimodal from run to run), at 64, 1518 and 9000 bytes; TCP between two guests under QEMU
+// on vrouter, offloads on and off (bench/lib/guest-tcp.ts); the routed rate with the admin endpoint
 // idle and busy (/metrics scraped, routes changed); how long forwarding stops when the
 // data-plane process is killed or upgraded; then idle CPU, memory, first-frame latency
 // after idle, the micro-benchmarks (the copy primitives among them), the table benchmarks,
@@ -8,7 +9,8 @@
 // against Linux's forwarding (bench/uplinks.ts). Prints a table
 // (and the last run's vrouter figures beside this one's; with --against, another
 // revision's vrouter measured in the same run), writes results/*.json. --only measures the
-// forwarding rates of the jobs named and nothing else (results/latest.json is left alone).
+// forwarding rates of the jobs named (and guest-tcp: the guests' TCP) and nothing else
+// (results/latest.json is left alone).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +22,7 @@ import { buildRevision } from './lib/revision.ts';
 import { dataplanePids } from '../test/support/traffic.ts';
 import { startGenerator } from './lib/generator.ts';
 import { measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
+import { describeGuestTcp, measureGuestTcp, type GuestTcpResult } from './lib/guest-tcp.ts';
 import type { JobName } from './lib/jobs.ts';
 import { stopAll } from './lib/processes.ts';
 import { bridgeConfig, REPO, startVrouter } from '../test/support/vrouter-process.ts';
@@ -33,12 +36,13 @@ import { spawnSync } from 'node:child_process';
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' }, only: { type: 'string' } } });
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
 const SECONDS = values.quick ? 4 : Number(values.seconds ?? 8);
-const SIZES = [64, 1518];
+const SIZES = [64, 1518, 9000];
 /** what is measured: every job at 64 bytes, bridging at every size too */
 const ALL_CASES: { job: JobName; size: number }[] = [...SIZES.map((size) => ({ job: 'bridged' as const, size })), { job: 'routed', size: 64 }, { job: 'full', size: 64 }];
 const ONLY = values.only?.split(',') ?? null;
 const CASES = ONLY === null ? ALL_CASES : ALL_CASES.filter((c) => ONLY.includes(c.job));
-if (CASES.length === 0) throw new Error(`--only ${values.only}: no such job (bridged, routed, full)`);
+const GUEST_TCP = ONLY === null || ONLY.includes('guest-tcp');
+if (CASES.length === 0 && !GUEST_TCP) throw new Error(`--only ${values.only}: no such job (bridged, routed, full, guest-tcp)`);
 const started = Date.now();
 process.on('SIGINT', () => {
   stopAll();
@@ -72,7 +76,7 @@ async function measureOnce(backend: Backend, job: JobName, size: number, round: 
   let running = null;
   try {
     if (backend.generatorListens) generator = startGenerator(sockets, size, true);
-    running = await backend.start(sockets, job);
+    running = await backend.start(sockets, job, size);
     generator ??= startGenerator(sockets, size, false);
     const { pps } = await generator.measure(SECONDS);
     return { backend: backend.name, job, size, round, pps, rssMiB: running.rssMiB() };
@@ -100,6 +104,18 @@ for (let round = 1; round <= ROUNDS; round++) {
     }
   }
 }
+
+// TCP between two guests, offloads on and off (vrouter only; the guests are the bottleneck).
+let guestTcp: GuestTcpResult | { error: string } | null = null;
+if (GUEST_TCP) {
+  progress('guest to guest TCP, offloads on and off');
+  try {
+    guestTcp = await measureGuestTcp(ROUNDS, SECONDS);
+  } catch (err) {
+    guestTcp = { error: (err as Error).message.split('\n')[0] };
+  }
+}
+const guestTcpLine = (r: GuestTcpResult | { error: string }) => ('error' in r ? `guest to guest TCP: not measured: ${r.error}` : describeGuestTcp(r));
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -129,11 +145,12 @@ const ratios = CASES.map(({ job, size }) => {
 
 if (ONLY !== null) {
   process.stderr.write('\r\x1b[K');
-  for (const r of table) console.log(`${r.backend.padEnd(20)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${(r.mpps).toFixed(2).padStart(7)} Mpps  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+  for (const r of table) console.log(`${r.backend.padEnd(20)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${(r.mpps).toFixed(2).padStart(7)} Mpps ${r.gbps.toFixed(2).padStart(7)} Gbit/s  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
   for (const r of ratios) console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${r.vrouterOverOvs.toFixed(2)}${r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${r.vrouterOverRevision.toFixed(2)}`}`);
+  if (guestTcp !== null) console.log(guestTcpLine(guestTcp));
   mkdirSync(join(REPO, 'results'), { recursive: true });
   const file = join(REPO, 'results', `bench-only-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, table, ratios, runs }, null, 2));
+  writeFileSync(file, JSON.stringify({ rounds: ROUNDS, seconds: SECONDS, table, ratios, guestTcp, runs }, null, 2));
   console.log(`results: ${file}`);
   process.exit(0);
 }
@@ -228,6 +245,7 @@ for (const r of ratios) {
   console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}${vsRevision}`);
 }
 if (twoPmdNote) console.log(twoPmdNote);
+console.log(guestTcpLine(guestTcp!));
 for (const { batch, result: b } of busyAdmins) {
   const how = batch === 1 ? 'one POST or DELETE /routes each' : `PATCH /routes of ${batch} each`;
   if ('error' in b) {
@@ -264,7 +282,7 @@ for (const tb of tables) {
   if (tb.output) console.log(tb.output.split('\n').map((l) => `  ${l}`).join('\n'));
 }
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, busyAdmin: busyAdmins, dataplanePauses: pauses, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, guestTcp, busyAdmin: busyAdmins, dataplanePauses: pauses, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
+import { jumboMtu, testpmdFrameArgs } from './generator.ts';
 import { ovsJob, vrouterJob, type JobName } from './jobs.ts';
 import { dpdkPrefix, stop, track, waitFor } from './processes.ts';
 import { dataplanePids, sparePids } from '../../test/support/traffic.ts';
@@ -25,8 +26,8 @@ export interface Backend {
   unavailable(): string | null;
   /** the jobs it can do (see jobs.ts) */
   jobs: readonly JobName[];
-  /** starts forwarding between the two sockets (called after the generator when it listens) */
-  start(sockets: [string, string], job: JobName): Promise<RunningBackend>;
+  /** starts forwarding frames of `frameSize` bytes between the two sockets (called after the generator when it listens) */
+  start(sockets: [string, string], job: JobName, frameSize: number): Promise<RunningBackend>;
 }
 
 /**
@@ -56,8 +57,8 @@ export function vrouterBackend(cores: number[], revision?: { name: string; bin: 
     generatorListens: false,
     unavailable: () => null,
     jobs: ['bridged', 'routed', 'full'],
-    async start(sockets, job) {
-      const vr = await startVrouter(vrouterJob(job, sockets, cores), undefined, undefined, revision?.bin);
+    async start(sockets, job, frameSize) {
+      const vr = await startVrouter(vrouterJob(job, sockets, cores, jumboMtu(frameSize)), undefined, undefined, revision?.bin);
       return { rssMiB: () => vrouterRssMiB(vr.proc.pid!), stop: async () => void (await vr.stop()) };
     },
   };
@@ -68,12 +69,12 @@ export const testpmdIoBackend: Backend = {
   generatorListens: false,
   jobs: ['bridged'],
   unavailable: () => (spawnSync('dpdk-testpmd', ['--version']).error ? 'dpdk-testpmd is not installed' : null),
-  async start(sockets) {
+  async start(sockets, _job, frameSize) {
     const p = track('stdbuf', [
       '-oL', 'dpdk-testpmd', '--no-huge', '-m', '512', '--no-pci', '--file-prefix', dpdkPrefix('vhost'), '--lcores', '0@0,1@1',
       '--vdev', `net_vhost0,iface=${sockets[0]},queues=1`, '--vdev', `net_vhost1,iface=${sockets[1]},queues=1`, '--',
       // --stats-period keeps testpmd running without a terminal (else it exits at stdin EOF)
-      '--forward-mode=io', '--total-num-mbufs=16384', '--nb-cores=1', '--stats-period', '10', '-a',
+      '--forward-mode=io', '--total-num-mbufs=16384', '--nb-cores=1', '--stats-period', '10', '-a', ...testpmdFrameArgs(frameSize),
     ]);
     await waitFor('testpmd net_vhost sockets', () => (existsSync(sockets[0]) && existsSync(sockets[1])) || p.proc.exitCode !== null);
     if (p.proc.exitCode !== null) throw new Error(`testpmd net_vhost exited:\n${p.output().slice(-1500)}`);
@@ -88,7 +89,7 @@ export const ovsDpdkBackend: Backend = {
   generatorListens: true,
   jobs: ['bridged', 'routed', 'full'],
   unavailable: () => (existsSync(OVS_VSWITCHD) ? null : `${OVS_VSWITCHD} not found (Debian openvswitch-switch-dpdk)`),
-  async start(sockets, job) {
+  async start(sockets, job, frameSize) {
     // A private database and run directory; OVS without hugepages needs legacy memory,
     // no PCI probing and a memory size its default mbuf pools fit in.
     const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-ovs-'));
@@ -116,7 +117,8 @@ export const ovsDpdkBackend: Backend = {
       run('ovs-vsctl', [`--db=${db}`, '--no-wait', 'set', 'Open_vSwitch', '.', 'other_config:dpdk-init=true', 'other_config:pmd-cpu-mask=0x2', 'other_config:dpdk-lcore-mask=0x1', `other_config:dpdk-extra=--no-huge --legacy-mem --no-pci -m 3072 --file-prefix=${dpdkPrefix('ovs')}`]);
       run(OVS_VSWITCHD, [db, `--pidfile=${dir}/vswitchd.pid`, `--unixctl=${dir}/vswitchd.ctl`, `--log-file=${dir}/vswitchd.log`, '--detach']);
       run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev']);
-      sockets.forEach((s, i) => run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-port', 'br0', `vh${i}`, '--', 'set', 'Interface', `vh${i}`, 'type=dpdkvhostuserclient', `options:vhost-server-path=${s}`]));
+      const mtu = jumboMtu(frameSize);
+      sockets.forEach((s, i) => run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-port', 'br0', `vh${i}`, '--', 'set', 'Interface', `vh${i}`, 'type=dpdkvhostuserclient', `options:vhost-server-path=${s}`, ...(mtu === undefined ? [] : [`mtu_request=${mtu}`])]));
       const { flows, meters } = ovsJob(job);
       if (flows.length > 0) {
         const ofctl = (args: string[]) => run('ovs-ofctl', ['-O', 'OpenFlow13', ...args.slice(0, 1), `unix:${dir}/br0.mgmt`, ...args.slice(1)]);

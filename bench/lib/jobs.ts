@@ -36,16 +36,17 @@ export const ROUTED_TABLES = {
   ],
 };
 
-/** vrouter's config for a job between sockets a and b. */
-export function vrouterJob(job: JobName, sockets: [string, string], cores: number[]): object {
+/** vrouter's config for a job between sockets a and b; `mtu` for frames longer than 1518 bytes (else the default, 1500). */
+export function vrouterJob(job: JobName, sockets: [string, string], cores: number[], mtu?: number): object {
   const pmd = { cores, sleepMaxUs: 0 };
+  const port = (name: string, socket: string) => ({ name, socket, ...(mtu === undefined ? {} : { mtu }) });
   if (job === 'bridged') {
-    return { ports: [{ name: 'a', socket: sockets[0], bridge: 'br0' }, { name: 'b', socket: sockets[1], bridge: 'br0' }], pmd };
+    return { ports: [{ ...port('a', sockets[0]), bridge: 'br0' }, { ...port('b', sockets[1]), bridge: 'br0' }], pmd };
   }
   const routed = {
     ports: [
-      { name: 'a', socket: sockets[0], addresses: ['10.0.1.1/24'], routerMac: ROUTER_A },
-      { name: 'b', socket: sockets[1], addresses: ['10.0.2.1/24'], routerMac: ROUTER_B },
+      { ...port('a', sockets[0]), addresses: ['10.0.1.1/24'], routerMac: ROUTER_A },
+      { ...port('b', sockets[1]), addresses: ['10.0.2.1/24'], routerMac: ROUTER_B },
     ],
     pmd,
     ...ROUTED_TABLES,

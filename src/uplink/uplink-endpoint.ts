@@ -8,7 +8,7 @@
 // hands the PMD that polls the port a copy.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, setTapMtu, tapOpen, type PacketRingShape } from '../sys/libc.ts';
+import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, setTapMtu, tapAttached, tapOpen, type PacketRingShape } from '../sys/libc.ts';
 import type { Dataplane, PortCommand, XdpMappings } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
 import { newRegionId } from '../vhost/memory-table.ts';
@@ -29,7 +29,7 @@ const XDP_RX_ENTRIES = 2048;
 const XDP_TX_ENTRIES = 1024;
 /** a receive block not full is handed over after this many ms (the latency of a lone frame) */
 const RETIRE_MS = 1;
-/** how often an AF_PACKET port checks that its interface is still the one it is bound to */
+/** how often an uplink port checks that its interface is still the one it is bound to (TAP: still there) */
 const INTERFACE_CHECK_MS = 1000;
 
 /** The rings of an AF_PACKET port whose frames are at most maxFrame bytes. */
@@ -126,9 +126,12 @@ export class UplinkEndpoint {
   private stopped = false;
   /** the generation of the PMD commands (see PmdCommand): one per start */
   private generation = 0;
-  /** AF_PACKET: the index of the interface the sockets are bound to, and the timer that checks it */
+  /** AF_PACKET, AF_XDP: the index of the interface the sockets are bound to; the timer that checks the interface (every kind) */
   private boundIndex = 0;
   private checkTimer: NodeJS.Timeout | null = null;
+  /** TAP: new fds on their way to the PMDs; and why the last attempt to make the interface again failed */
+  private remaking = false;
+  private remakeFailure: string | null = null;
 
   constructor(settings: EndpointSettings, dataplane: Dataplane, log: Logger) {
     this.settings = settings;
@@ -175,10 +178,9 @@ export class UplinkEndpoint {
   start(held = false): void {
     const name = this.settings.interface!;
     const mirror = this.settings.mirror;
-    if (this.settings.type === 'tap' && mirror !== null) {
-      this.queues = [tapQueue(openMirror(name, this.settings.mtu, mirror))];
-    } else if (this.settings.type === 'tap') {
-      this.queues = openTap(name, this.settings.mtu, null, this.settings.queues).map(tapQueue);
+    if (this.settings.type === 'tap') {
+      this.queues = this.makeTap().map(tapQueue);
+      this.checkTimer = setInterval(() => this.checkTap(), INTERFACE_CHECK_MS).unref();
     } else {
       // Up before the sockets are bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
@@ -290,6 +292,40 @@ export class UplinkEndpoint {
   private closeSteering(): void {
     if (this.steering !== null) closeAll([this.steering.linkFd, this.steering.mapFd]);
     this.steering = null;
+  }
+
+  /** The port's TAP interface (in the mirror's namespace, for a mirror), made anew: its fds. */
+  private makeTap(): number[] {
+    const s = this.settings;
+    return s.mirror !== null ? [openMirror(s.interface!, s.mtu, s.mirror)] : openTap(s.interface!, s.mtu, null, s.queues);
+  }
+
+  /**
+   * vrouter made the TAP interface, so a deleted one (`ip link del`, or the namespace it was
+   * moved to gone) is made again, and its new fds go to the PMDs: until then frames to it
+   * are refused (counted). Moved or renamed, it is still the port's: the fds follow it.
+   */
+  private checkTap(): void {
+    if (this.stopped || this.remaking || this.queues.length === 0 || this.queues.every((q) => tapAttached(q.fd))) return;
+    const name = this.settings.interface!;
+    let fds: number[];
+    try {
+      fds = this.makeTap();
+    } catch (err) {
+      const why = (err as Error).message;
+      if (why !== this.remakeFailure) this.log.warn(`port ${this.settings.name}: TAP interface ${name} was deleted and cannot be made again (tried every second): ${why}`, 'port.failed', { port: this.settings.name });
+      this.remakeFailure = why;
+      return;
+    }
+    this.remakeFailure = null;
+    this.remaking = true;
+    const old = this.queues;
+    this.queues = fds.map(tapQueue);
+    Promise.all(this.queues.map((_, q) => this.handTo(this.owner(q), q))).finally(() => {
+      closeAll(old.map((q) => q.fd));
+      this.remaking = false;
+      this.log.warn(`port ${this.settings.name}: TAP interface ${name} was deleted: made again`, 'port.listening', { port: this.settings.name });
+    });
   }
 
   /**

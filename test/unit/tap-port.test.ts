@@ -150,6 +150,34 @@ for (let p = 0; p < 256; p++) {
   t.ok(again.queues[0] > 0 && again.queues[1] > 0, `the new data plane polls both queues: ${again.queues.join(' and ')}`);
 });
 
+t.test('a TAP interface deleted under its port is made again, and forwards', async (t) => {
+  const netns = `${NETNS}d`;
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 't', type: 'tap', interface: IFACE, bridge: 'br0', mtu: 1400 }] });
+  t.teardown(() => vr.stop());
+  const before = Number(/^(\d+):/.exec(ip('-o', 'link', 'show', 'dev', IFACE))![1]);
+  ip('link', 'del', IFACE);
+  await waitFor('the interface made again', () => new RegExp(`port t: TAP interface ${IFACE} was deleted: made again`).test(vr.stderr()) || undefined, 5000);
+  const link = ip('-o', 'link', 'show', 'dev', IFACE);
+  const after = Number(/^(\d+):/.exec(link)![1]);
+  t.not(after, before, `a new interface of that name (index ${before}, now ${after})`);
+  t.match(link, /mtu 1400 /, 'with the port\'s MTU');
+  // And it is the port's: the host stack behind it answers through the bridge.
+  ip('netns', 'add', netns);
+  t.teardown(() => ip('netns', 'del', netns));
+  ip('link', 'set', IFACE, 'netns', netns);
+  ip('-n', netns, 'addr', 'add', '10.9.0.2/24', 'dev', IFACE);
+  ip('-n', netns, 'link', 'set', IFACE, 'up');
+  const hostMac = /link\/ether ([0-9a-f:]+)/.exec(ip('-n', netns, '-o', 'link', 'show', 'dev', IFACE))![1];
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const probe = hostProber(a, '10.9.0.1');
+  t.equal((await probe.resolve('10.9.0.2')).arp!.senderMac, hostMac, 'the host behind the new interface answers ARP');
+  t.equal((await probe.ping('10.9.0.2', hostMac, 1)).ip!.src, '10.9.0.2', 'and ping');
+  // Moved into a namespace, it is still attached: nothing is made again.
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal(vr.stderr().match(/was deleted: made again/g)?.length, 1, 'moving it to another namespace is not deleting it');
+});
+
 t.test('a TAP interface that cannot be made: a port added at run time is refused, naming why', async (t) => {
   // An interface of that name that is not a TAP (one end of a veth pair) cannot be attached to.
   const name = `vrd${process.pid % 100000}`;

@@ -83,7 +83,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       ),
       macLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.macLimitMax, description: 'the most MAC addresses the bridge learns from this port, per PMD (default 256); past it, new sources are not learned' })),
       portSecurity: Type.Optional(Type.Boolean({ description: 'true: only the port\'s "mac" may be a source address; other frames are dropped. Needs "mac"' })),
-      offloads: Type.Optional(Type.Boolean({ description: 'offer the guest checksum offload (VIRTIO_NET_F_CSUM and GUEST_CSUM; default true): frames pass between guests that take them with their TCP and UDP checksums left to do, and vrouter completes them for the others. A change takes effect as the frontend connects again' })),
+      offloads: Type.Optional(Type.Boolean({ description: 'offer the guest checksum and segmentation offloads (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN; default true): TCP super-frames and checksums left to do pass between guests that take them, and vrouter cuts the segments and completes the checksums for the others. Changing it disconnects the frontend: features are negotiated as it connects' })),
       memoryPolicy: Type.Optional(Type.Enum(['strict', 'warn'], { description: 'guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs: strict refuses them, warn (the default) maps them and logs a warning' })),
       socketMode: Type.Optional(Type.String({ pattern: '^0?[0-7]{3}$', errorMessage: 'must be an octal mode such as "0660"', description: 'server mode: the socket file\'s permission bits, octal text (default "0600"); modes that let other users in are refused', examples: ['0660'] })),
       socketGroup: Type.Optional(

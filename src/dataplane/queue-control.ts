@@ -4,7 +4,9 @@
 // round and applied all or nothing; a queue found corrupt stays stopped where it stopped.
 import type { Log } from '../log.ts';
 import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
-import { SplitQueue, type InflightRecovery } from '../virtio/split-queue.ts';
+import { SplitQueue } from '../virtio/split-queue.ts';
+import { PackedQueue } from '../virtio/packed-queue.ts';
+import type { InflightRecovery, Virtqueue } from '../virtio/virtqueue.ts';
 import { view } from '../sys/libc.ts';
 import { PacketRings } from './packet-ring.ts';
 import { TapInterface } from './tap-io.ts';
@@ -244,9 +246,9 @@ export class QueueControl {
     // the counter slots would count into the next port's.
     const pair = vring >> 1;
     if (pair >= QUEUE_PAIRS_MAX) return `vring ${vring}: queue pair ${pair} is past the ${QUEUE_PAIRS_MAX} a port has counters for`;
-    let queue: SplitQueue | string;
+    let queue: Virtqueue | string;
     try {
-      queue = SplitQueue.create(mem, spec.layout, spec.inflight);
+      queue = spec.layout.packed ? PackedQueue.create(mem, spec.layout) : SplitQueue.create(mem, spec.layout, spec.inflight);
     } catch (err) {
       return (err as Error).message;
     }

@@ -186,8 +186,8 @@ export class PackedQueue implements Virtqueue {
         const addr = desc32[at * 4] + desc32[at * 4 + 1] * 4294967296;
         const len = desc32[at * 4 + 2];
         if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-          // 2.8.19: the table's entries are the chain's remaining buffers, in order; only
-          // their WRITE flag means anything. INDIRECT with NEXT is refused (as 2.7.5.3.1
+          // 2.8.19: the table's entries are the chain's remaining buffers, in order (NEXT
+          // and id in them mean nothing). INDIRECT with NEXT is refused (as 2.7.5.3.1
           // says of split rings), so a table ends its chain; it may not hold more buffers
           // than the chain may still take.
           if (!this.indirect || (flags & VIRTQ_DESC_F_NEXT) !== 0 || len === 0 || (len & 15) !== 0 || len / 16 > this.maxChain - steps || !mem.translate(addr, len)) {
@@ -201,7 +201,10 @@ export class PackedQueue implements Virtqueue {
               const entryLen = table.getUint32(o + 8, true);
               this.descriptorsRead++;
               steps++;
-              if ((table.getUint16(o + 14, true) & VIRTQ_DESC_F_WRITE) !== wantFlag) {
+              // 2.8.19: "MUST NOT set the VIRTQ_DESC_F_INDIRECT flag within an indirect
+              // descriptor": refused rather than ignored, as the split ring does.
+              const entryFlags = table.getUint16(o + 14, true);
+              if ((entryFlags & VIRTQ_DESC_F_WRITE) !== wantFlag || (entryFlags & VIRTQ_DESC_F_INDIRECT) !== 0) {
                 error = CHAIN_BAD;
                 break;
               }

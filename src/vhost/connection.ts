@@ -666,6 +666,11 @@ export class VhostConnection {
   /** A vring's area of the inflight buffer, or null (none, or the vring is not in it). */
   private inflightFor(index: number, size: number): InflightFile | null {
     if (this.inflight === null) return null;
+    if (this.packed) {
+      // The buffer came before the features (as vhost-user-blk sends it); its layout is the split rings'.
+      this.log.warn(`port ${this.port.name}: vring ${index} runs without an inflight record: packed rings are not tracked`);
+      return null;
+    }
     const area = inflightArea(this.inflight, index, size);
     if (typeof area !== 'string') return area;
     this.log.warn(`port ${this.port.name}: vring ${index} runs without an inflight record: ${area}`);
@@ -733,7 +738,7 @@ export class VhostConnection {
       mergeable: (this.features & bit(VIRTIO_NET_F_MRG_RXBUF)) !== 0n,
       // This connection's, whatever an earlier one negotiated.
       offloads: offloadsOf(this.features),
-      inflight: this.packed ? null : this.inflightFor(index, v.num),
+      inflight: this.inflightFor(index, v.num),
       layout: {
         size: v.num,
         descAddr: v.addr.descAddr,

@@ -82,7 +82,7 @@ async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec
   const owner = (q: PackedDriverQueue): QueueOwner => {
     const queue = PackedQueue.create(mem, q.layout());
     if (typeof queue === 'string') throw new Error(queue);
-    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518 };
+    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518, offloads: 0 };
   };
   const txOwner = owner(tx);
   const rxOwner = owner(rx);

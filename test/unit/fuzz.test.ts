@@ -90,7 +90,7 @@ t.test('random packed rings against both directions of the data path', async (t)
       const size = q.size;
       const queue = PackedQueue.create(mem, q.layout({ lastAvailIdx: random(size) | (random(2) << 15), eventIdx: random(2) === 0, indirect: random(4) !== 0 }));
       if (typeof queue === 'string') throw new Error(queue);
-      const owner: QueueOwner = { queue, callFd, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 9018 };
+      const owner: QueueOwner = { queue, callFd, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 9018, offloads: 0 };
       // Flags: any of NEXT, WRITE, INDIRECT, and AVAIL/USED marks of either lap, mostly the
       // ones that make a descriptor available at the device's position.
       const marks = [VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, 0, VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED];

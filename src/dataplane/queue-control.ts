@@ -5,7 +5,7 @@
 import type { Log } from '../log.ts';
 import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import { SplitQueue } from '../virtio/split-queue.ts';
-import { PackedQueue } from '../virtio/packed-queue.ts';
+import { FRESH_RING, PackedQueue } from '../virtio/packed-queue.ts';
 import type { InflightRecovery, Virtqueue } from '../virtio/virtqueue.ts';
 import { view } from '../sys/libc.ts';
 import { PacketRings } from './packet-ring.ts';
@@ -94,6 +94,9 @@ export class QueueControl {
         const owner = this.buildQueue(port, cmd.vring, port.mem, spec);
         if (typeof owner === 'string') return { error: owner };
         this.logRecovery(port, cmd.vring, owner.queue.inflightRecovery);
+        if (cmd.layout.packed && cmd.layout.lastAvailIdx === FRESH_RING && owner.queue.lastAvailIdx !== FRESH_RING) {
+          this.log.info(`port ${port.cfg.name}: vring ${cmd.vring}: the frontend gave a fresh ring's base, the ring had moved on: resumed where the last device left it`, 'vring.resumed', { port: port.cfg.name, vring: cmd.vring, position: owner.queue.lastAvailIdx });
+        }
         spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
         port.specs[cmd.vring] = spec;
         port.owners[cmd.vring] = owner;

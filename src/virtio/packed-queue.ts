@@ -25,6 +25,8 @@ import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
 const INDEX = 0x7fff;
+/** where both sides start on a new ring: index 0, wrap counters 1 (2.8.1) */
+export const FRESH_RING = WRAP;
 
 export class PackedQueue implements Virtqueue {
   readonly size: number;
@@ -85,6 +87,7 @@ export class PackedQueue implements Virtqueue {
    * memory. layout.lastAvailIdx is a position (index | wrap << 15); -1 resumes where the
    * last owner stopped, which each publishUsed() leaves in our event suppression area's
    * off_wrap: drivers read that field only while its flags say DESC, which we never set.
+   * A fresh ring's base with a position left there resumes there too (see below).
    */
   static create(mem: GuestMemory, layout: QueueLayout): PackedQueue | string {
     const { size } = layout;
@@ -101,8 +104,13 @@ export class PackedQueue implements Virtqueue {
     if (typeof driverEvent === 'string') return driverEvent;
     const deviceEvent = part('device event suppression area', layout.usedAddr, 4, 4);
     if (typeof deviceEvent === 'string') return deviceEvent;
+    const left = new Uint16Array(deviceEvent[0], deviceEvent[1], 1)[0];
     let position = layout.lastAvailIdx;
-    if (position < 0) position = new Uint16Array(deviceEvent[0], deviceEvent[1], 1)[0];
+    // A frontend that lost track of the ring (QEMU reconnecting to a restarted backend
+    // cannot read a packed ring's position back, as it reads used->idx of a split one)
+    // sends a fresh ring's base; a fresh ring's area is zero (drivers allocate it zeroed),
+    // so one that holds a position was left by a device that had moved on.
+    if (position < 0 || (position === FRESH_RING && left !== 0 && (left & INDEX) < size)) position = left;
     if ((position & INDEX) >= size || position > 0xffff) return `position ${position & INDEX} (wrap ${position >> 15}) is outside a ring of ${size}`;
     return new PackedQueue(mem, layout, position, desc, driverEvent, deviceEvent);
   }

@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
-import { PackedQueue } from '../../src/virtio/packed-queue.ts';
+import { FRESH_RING, PackedQueue } from '../../src/virtio/packed-queue.ts';
 import { MAX_CHAIN_DESCRIPTORS } from '../../src/virtio/virtqueue.ts';
 import { NET_HDR_LEN, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
@@ -344,4 +344,26 @@ t.test('IN_ORDER with a split ring: buffers used in the order made available, ac
   pool.length[small] = 100;
   t.equal(deliverBurst(owner, true, pool, Uint32Array.of(small, big), 2), 2);
   t.same(q.takeUsed().map((u) => u.id), posted.map((p) => p.head), 'used in table order: 0, 1, 2, 3');
+});
+
+t.test('a fresh ring\'s base where the device area holds a position: the frontend lost track, the position wins', async (t) => {
+  const { ram, mem, driverQ, owner, pool, handles } = setup(t, { size: 8 });
+  const fresh = PackedQueue.create(mem, driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  t.equal(typeof fresh !== 'string' && fresh.lastAvailIdx, FRESH_RING, 'a zero area (a new ring): the base, index 0 of wrap 1');
+  for (let i = 0; i < 5; i++) sendFrame(driverQ, ethernetFrame(B, A, 46, i));
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 5);
+  for (let i = 0; i < 5; i++) pool.free(handles[i]);
+  driverQ.takeUsed();
+  // A new vrouter, and QEMU reconnecting with the base of a new ring.
+  const next = PackedQueue.create(mem, driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  if (typeof next === 'string') throw new Error(next);
+  t.equal(next.lastAvailIdx, 5 | 0x8000, 'resumes at 5 of wrap 1, where the last device left it');
+  sendFrame(driverQ, ethernetFrame(B, A, 46, 9));
+  t.equal(receiveBurst({ ...owner, queue: next }, pool, handles, 0, 32), 1, 'and takes the next frame');
+  t.equal(frameOf(pool, handles[0])[14], 9);
+  const given = PackedQueue.create(mem, driverQ.layout({ lastAvailIdx: 3 }));
+  t.equal(typeof given !== 'string' && given.lastAvailIdx, 3, 'any other base is taken as given');
+  ram.dv.setUint16(driverQ.deviceEventOff, 200, true);
+  const garbage = PackedQueue.create(mem, driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  t.equal(typeof garbage !== 'string' && garbage.lastAvailIdx, FRESH_RING, 'a position outside the ring in the area: the base');
 });

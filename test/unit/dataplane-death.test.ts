@@ -76,6 +76,8 @@ t.test('GET_VRING_BASE while the data plane is dead answers where the ring stopp
   t.ok(answer, 'answered');
   t.equal(new DataView(answer!.payload.buffer).getUint32(4, true), 5, 'base 5: where the ring stopped');
   t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 256, resumed from the used ring at 5/, 'read from the used ring by the next data plane');
+  // The answer may come before a's RX ring is back: frames for it meanwhile are port_down.
+  await waitFor('every queue back', () => /runs the PMDs, \d+ ms after the death of the last; the guests' queues resumed/.test(vr.stderr()) || undefined, 10_000);
   t.equal(await trafficFlows(b, a, 5, MAC.b, MAC.a, 10_000), 5, 'b -> a still flows (a\'s RX ring runs)');
 });
 
@@ -106,6 +108,8 @@ t.test('packed rings resume where they stopped after a data-plane death; GET_VRI
   t.ok(answer, 'answered');
   t.equal(new DataView(answer!.payload.buffer).getUint32(4, true), 6 | (6 << 16), 'base 6 of wrap 0, used the same: where the ring stopped');
   t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 10, resumed from the used ring at 6\b/, 'read by the next data plane');
+  // The answer may come before a's RX ring is back: frames for it meanwhile are port_down.
+  await waitFor('every queue back', () => vr.stderr().match(/the guests' queues resumed/g)?.length === 2 || undefined, 10_000);
   t.equal(await trafficFlows(b, a, 8, MAC.b, MAC.a, 10_000), 8, 'b -> a still flows (a\'s RX ring runs)');
   t.equal((await vr.stats()).a.queue_errors, 0, 'no queue errors');
 });

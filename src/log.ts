@@ -46,6 +46,7 @@ export const EVENTS = {
   'vring.started': 'a vring is polled',
   'vring.stopped': 'a vring is no longer polled: stopped by the frontend, or found corrupt',
   'vring.inflight': "a vring's inflight record held chains a previous vrouter took and never returned",
+  'vring.resumed': 'a packed vring given a fresh ring\'s base resumed where the last device left it (a frontend reconnecting to a restarted vrouter)',
   'pmd.started': 'a PMD thread polls its queues',
   'pmd.crashed': 'a PMD thread died of an error',
   'pmd.restarted': 'a PMD thread that exited, crashed or hung is started again',

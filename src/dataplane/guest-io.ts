@@ -1,7 +1,7 @@
 // Moving frames between a guest's virtqueues and packet buffers, a burst at a time:
 // the guest's TX queue into buffers (receiveBurst) and buffers into the guest's RX queue
 // (deliverBurst), with the 12-byte virtio-net header stripped and added.
-import { CHAIN_TOO_LONG, SplitQueue } from '../virtio/split-queue.ts';
+import { CHAIN_TOO_LONG, NO_CHAIN, type Virtqueue } from '../virtio/virtqueue.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
 import { memcpyAt } from '../sys/libc.ts';
@@ -87,7 +87,8 @@ function frameLimit(q: QueueOwner): number {
 }
 
 export interface QueueOwner {
-  queue: SplitQueue;
+  /** a SplitQueue or a PackedQueue, as the connection negotiated */
+  queue: Virtqueue;
   callFd: number;
   /** the guest's kick eventfd: the PMD waits on it when idle (-1: none, the guest never kicks) */
   kickFd: number;
@@ -134,9 +135,9 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   // NB: the budget sits in the loop condition; a break inside measured slower.
   let i = 0;
   for (; i < avail && vq.descriptorsRead < RECEIVE_DESCRIPTOR_BUDGET; i++) {
-    const head = vq.availHead(i);
-    const segments = vq.walkChain(head, false, NET_HDR_LEN + maxTaken);
-    vq.putUsed(head, 0);
+    const segments = vq.takeChain(false, NET_HDR_LEN + maxTaken);
+    if (segments === NO_CHAIN) break;
+    vq.returnChain(0);
     if (segments < 0) {
       counters[base + DROPS_BASE + (segments === CHAIN_TOO_LONG ? DROP.frame_too_long : DROP.bad_descriptor)]++;
       continue;
@@ -156,7 +157,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     let dst = pool.frameOffset(handle) - NET_HDR_LEN;
     for (let s = 0; s < segments; s++) {
       const len = vq.segLength[s];
-      // Bounds (copyBytes checks none): walkChain took [segOffset, + len) from
+      // Bounds (copyBytes checks none): takeChain took [segOffset, + len) from
       // mem.translate(), true only when the whole range lies inside window w; the chain
       // holds NET_HDR_LEN + frameLen bytes, frameLen <= maxTaken (else CHAIN_TOO_LONG), so
       // dst stays in [frameOffset(handle) - NET_HDR_LEN, frameOffset(handle) + frameLen):
@@ -186,7 +187,6 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     handles[start + taken++] = handle;
     bytes += frameLen;
   }
-  vq.lastAvailIdx = (vq.lastAvailIdx + i) & 0xffff;
   if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
@@ -195,6 +195,8 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   counters[base + RX_GSO_BYTES] += superBytes;
   counters[q.queueCounterBase + QUEUE_RX_PACKETS] += taken;
   counters[q.queueCounterBase + QUEUE_RX_BYTES] += bytes;
+  // A ring found corrupt midway: the frames taken before go on, the caller stops the queue.
+  if (vq.failure !== '') return taken > 0 ? taken : -1;
   return taken;
 }
 
@@ -205,7 +207,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
  * gso_size); zero where it leaves nothing. The first segment of the chain holds it whole
  * (checked by the callers).
  */
-function writeHeader(vq: SplitQueue, numBuffers: number, pool: PacketPool, handle: number): void {
+function writeHeader(vq: Virtqueue, numBuffers: number, pool: PacketPool, handle: number): void {
   const w = vq.segWindow[0];
   const off = vq.segOffset[0];
   const fields = handle * OFFLOAD_FIELDS;
@@ -252,9 +254,6 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     counters[base + DROPS_BASE + DROP.port_down] += count;
     return 0;
   }
-  // The chains this burst may use are those before availEnd (read once: a guest posting
-  // more meanwhile is served next burst).
-  const availEnd = (vq.lastAvailIdx + avail) & 0xffff;
   const usedFrom = vq.usedIdx;
   vq.descriptorsRead = 0;
   // A frame too small for the chains at misfitAt: no frame as long fits there either, so
@@ -299,7 +298,7 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
       completeChecksum(pool, handle);
       completed++;
     }
-    const result = mergeable ? writeMergeable(vq, availEnd, pool, handle, frameLen) : writeOneChain(vq, availEnd, pool, handle, frameLen);
+    const result = mergeable ? writeMergeable(vq, pool, handle, frameLen) : writeOneChain(vq, pool, handle, frameLen);
     if (result > 0) {
       delivered++;
       bytes += frameLen;
@@ -353,7 +352,7 @@ const OVER_BUDGET = -3;
  * segment 0. Bounds: the callers pass a range of one buffer (see deliverBurst), and each
  * segment [off, off + segLen) came from mem.translate(), inside its window; n <= segLen.
  */
-function scatter(vq: SplitQueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcAddr: number, srcOff: number, len: number, skip: number): number {
+function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcAddr: number, srcOff: number, len: number, skip: number): number {
   const mem = vq.mem;
   let written = 0;
   for (let s = 0; s < segments && written < len; s++) {
@@ -378,7 +377,7 @@ function scatter(vq: SplitQueue, segments: number, src: Uint8Array, srcWords: Ui
  * Gives back what a frame took so far (nothing of it is published): its chains stay
  * available for the next frame. Returns `result`.
  */
-function rollBack(vq: SplitQueue, startAvail: number, startUsed: number, result: number): number {
+function rollBack(vq: Virtqueue, startAvail: number, startUsed: number, result: number): number {
   vq.lastAvailIdx = startAvail;
   vq.forgetUsed(startUsed);
   return result;
@@ -389,11 +388,14 @@ function rollBack(vq: SplitQueue, startAvail: number, startUsed: number, result:
  * the last one is bad, and those before it (taken by the same frame) go with it so that
  * the queue moves on instead of stalling on the bad chain. Returns BAD_CHAIN.
  */
-function consumeChains(vq: SplitQueue, startAvail: number, startUsed: number, n: number): number {
+function consumeChains(vq: Virtqueue, startAvail: number, startUsed: number, n: number): number {
   vq.lastAvailIdx = startAvail;
   vq.forgetUsed(startUsed);
-  for (let c = 0; c < n; c++) vq.putUsed(vq.availHead(c), 0);
-  vq.lastAvailIdx = (startAvail + n) & 0xffff;
+  for (let c = 0; c < n; c++) {
+    // Taken again to be returned (a packed ring's chain is found by walking it).
+    if (vq.takeChain(true, 0xffffffff) === NO_CHAIN) break;
+    vq.returnChain(0);
+  }
   return BAD_CHAIN;
 }
 
@@ -403,19 +405,22 @@ function consumeChains(vq: SplitQueue, startAvail: number, startUsed: number, n:
  * a chain that cannot hold the header and an Ethernet header fits no frame, and left at
  * the head of the queue it would stop the guest's receive path for good.
  */
-function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number): number {
-  if (vq.lastAvailIdx === availEnd) return NO_ROOM;
+function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number): number {
+  if (!vq.hasChain()) return NO_ROOM;
   if (vq.descriptorsRead >= DELIVER_DESCRIPTOR_BUDGET) return OVER_BUDGET;
-  const head = vq.availHead(0);
-  const segments = vq.walkChain(head, true, 0xffffffff);
+  const start = vq.lastAvailIdx;
+  const segments = vq.takeChain(true, 0xffffffff);
+  if (segments === NO_CHAIN) return NO_ROOM;
   if (segments <= 0 || vq.segLength[0] < NET_HDR_LEN || vq.chainBytes < NET_HDR_LEN + ETHER_HDR_LEN) {
-    return consumeChains(vq, vq.lastAvailIdx, vq.usedIdx, 1);
+    return consumeChains(vq, start, vq.usedIdx, 1);
   }
-  if (vq.chainBytes < NET_HDR_LEN + frameLen) return TOO_SMALL;
+  if (vq.chainBytes < NET_HDR_LEN + frameLen) {
+    vq.lastAvailIdx = start;
+    return TOO_SMALL;
+  }
   writeHeader(vq, 1, pool, handle);
   scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
-  vq.putUsed(head, NET_HDR_LEN + frameLen);
-  vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
+  vq.returnChain(NET_HDR_LEN + frameLen);
   return 1;
 }
 
@@ -426,7 +431,7 @@ function writeOneChain(vq: SplitQueue, availEnd: number, pool: PacketPool, handl
  * published: lastAvailIdx and usedIdx are rolled back. Returns the chains used or an
  * error code.
  */
-function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, handle: number, frameLen: number): number {
+function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number): number {
   const startAvail = vq.lastAvailIdx;
   const startUsed = vq.usedIdx;
   const src = pool.data;
@@ -436,11 +441,11 @@ function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, hand
   let numBuffersWindow = 0;
   let numBuffersOffset = 0;
   while (done < frameLen || chains === 0) {
-    if (vq.lastAvailIdx === availEnd) return rollBack(vq, startAvail, startUsed, NO_ROOM);
+    if (!vq.hasChain()) return rollBack(vq, startAvail, startUsed, NO_ROOM);
     if (chains === MAX_FRAME_CHAINS) return rollBack(vq, startAvail, startUsed, TOO_SMALL);
     if (vq.descriptorsRead >= DELIVER_DESCRIPTOR_BUDGET) return rollBack(vq, startAvail, startUsed, OVER_BUDGET);
-    const head = vq.availHead(0);
-    const segments = vq.walkChain(head, true, 0xffffffff);
+    const segments = vq.takeChain(true, 0xffffffff);
+    if (segments === NO_CHAIN) return rollBack(vq, startAvail, startUsed, NO_ROOM);
     // VIRTIO v1.2, 5.1.6.3.1: "If VIRTIO_NET_F_MRG_RXBUF is negotiated, each buffer MUST
     // be at least the size of the struct virtio_net_hdr"; the first holds it whole.
     // NB: the first chain is judged by its first segment alone; also reading chainBytes
@@ -458,8 +463,7 @@ function writeMergeable(vq: SplitQueue, availEnd: number, pool: PacketPool, hand
     const n = scatter(vq, segments, src, pool.words, pool.address, srcBase + done, frameLen - done, used);
     done += n;
     used += n;
-    vq.putUsed(head, used);
-    vq.lastAvailIdx = (vq.lastAvailIdx + 1) & 0xffff;
+    vq.returnChain(used);
     chains++;
   }
   if (chains > 1) {

@@ -4,7 +4,9 @@
 // round and applied all or nothing; a queue found corrupt stays stopped where it stopped.
 import type { Log } from '../log.ts';
 import { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
-import { SplitQueue, type InflightRecovery } from '../virtio/split-queue.ts';
+import { SplitQueue } from '../virtio/split-queue.ts';
+import { FRESH_RING, PackedQueue } from '../virtio/packed-queue.ts';
+import type { InflightRecovery, Virtqueue } from '../virtio/virtqueue.ts';
 import { view } from '../sys/libc.ts';
 import { PacketRings } from './packet-ring.ts';
 import { TapInterface } from './tap-io.ts';
@@ -92,6 +94,9 @@ export class QueueControl {
         const owner = this.buildQueue(port, cmd.vring, port.mem, spec);
         if (typeof owner === 'string') return { error: owner };
         this.logRecovery(port, cmd.vring, owner.queue.inflightRecovery);
+        if (cmd.layout.packed && cmd.layout.lastAvailIdx === FRESH_RING && owner.queue.lastAvailIdx !== FRESH_RING) {
+          this.log.info(`port ${port.cfg.name}: vring ${cmd.vring}: the frontend gave a fresh ring's base, the ring had moved on: resumed where the last device left it`, 'vring.resumed', { port: port.cfg.name, vring: cmd.vring, position: owner.queue.lastAvailIdx });
+        }
         spec.layout = { ...spec.layout, lastAvailIdx: owner.queue.lastAvailIdx };
         port.specs[cmd.vring] = spec;
         port.owners[cmd.vring] = owner;
@@ -244,9 +249,9 @@ export class QueueControl {
     // the counter slots would count into the next port's.
     const pair = vring >> 1;
     if (pair >= QUEUE_PAIRS_MAX) return `vring ${vring}: queue pair ${pair} is past the ${QUEUE_PAIRS_MAX} a port has counters for`;
-    let queue: SplitQueue | string;
+    let queue: Virtqueue | string;
     try {
-      queue = SplitQueue.create(mem, spec.layout, spec.inflight);
+      queue = spec.layout.packed ? PackedQueue.create(mem, spec.layout) : SplitQueue.create(mem, spec.layout, spec.inflight);
     } catch (err) {
       return (err as Error).message;
     }

@@ -7,7 +7,10 @@ import type { Log } from '../log.ts';
 import { closeAll, eventfdDrain, eventfdProblem, eventfdSignal, isNonBlocking, sendMsg, setNonBlocking } from '../sys/libc.ts';
 import {
   bit,
+  MAX_PACKED_QUEUE_SIZE,
   MAX_QUEUE_SIZE,
+  VIRTIO_F_IN_ORDER,
+  VIRTIO_F_RING_PACKED,
   VHOST_USER_F_PROTOCOL_FEATURES,
   featureNames,
   VIRTIO_F_VERSION_1,
@@ -79,6 +82,8 @@ export type Logger = Pick<Log, 'info' | 'warn'>;
 export function offeredFeatures(port: PortSettings): bigint {
   let f = bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF);
   f |= bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_NET_F_MTU);
+  // vrouter returns every chain in the order it took it, whichever layout: IN_ORDER costs it nothing.
+  f |= bit(VIRTIO_F_RING_PACKED) | bit(VIRTIO_F_IN_ORDER);
   if (port.queues > 1) f |= bit(VIRTIO_NET_F_MQ);
   if (port.offloads) {
     f |= bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM);
@@ -382,7 +387,10 @@ export class VhostConnection {
         const s = readVringState(m.payload, name);
         const v = this.vring(s.index, name);
         if (v.running) throw new ProtocolError(`vring ${s.index} is running`);
-        if (s.num < 1 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
+        if (this.packed) {
+          // VIRTIO v1.2, 2.8: a packed ring has up to 2^15 entries, of any number.
+          if (s.num < 1 || s.num > MAX_PACKED_QUEUE_SIZE) throw new ProtocolError(`vring ${s.index}: size ${s.num} is not 1 to ${MAX_PACKED_QUEUE_SIZE}`);
+        } else if (s.num < 1 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
           throw new ProtocolError(`vring ${s.index}: size ${s.num} is not a power of 2 up to ${MAX_QUEUE_SIZE}`);
         }
         v.num = s.num;
@@ -401,8 +409,15 @@ export class VhostConnection {
         const s = readVringState(m.payload, name);
         const v = this.vring(s.index, name);
         if (v.running) throw new ProtocolError(`vring ${s.index} is running`);
-        if (s.num > 0xffff) throw new ProtocolError(`vring ${s.index}: base ${s.num} out of range`);
-        v.base = s.num;
+        if (this.packed) {
+          // A packed ring's base: bits 0-14 the next descriptor, bit 15 the avail wrap
+          // counter; newer frontends add the used ones above, always equal between bursts
+          // for vrouter (it returns chains in order, each in the burst that took it).
+          v.base = s.num & 0xffff;
+        } else {
+          if (s.num > 0xffff) throw new ProtocolError(`vring ${s.index}: base ${s.num} out of range`);
+          v.base = s.num;
+        }
         break;
       }
       case Req.GET_VRING_BASE: {
@@ -412,7 +427,8 @@ export class VhostConnection {
         v.started = false;
         closeAll([v.kickFd]);
         v.kickFd = -1;
-        return this.reply(m.request, vringStatePayload(s.index, v.base));
+        // Packed: the used position in the upper half, as QEMU reads it back: the same.
+        return this.reply(m.request, vringStatePayload(s.index, this.packed ? (v.base | (v.base << 16)) >>> 0 : v.base));
       }
       case Req.SET_VRING_KICK:
       case Req.SET_VRING_CALL:
@@ -438,6 +454,7 @@ export class VhostConnection {
       }
       case Req.GET_INFLIGHT_FD: {
         this.needProtocolFeature(ProtocolFeature.INFLIGHT_SHMFD, name);
+        this.needSplitRings(name);
         const desc = readInflightDesc(m.payload, 'GET_INFLIGHT_FD');
         const buffer = createInflightBuffer(desc, this.vrings.length);
         this.useInflight(buffer, name);
@@ -445,6 +462,7 @@ export class VhostConnection {
       }
       case Req.SET_INFLIGHT_FD: {
         this.needProtocolFeature(ProtocolFeature.INFLIGHT_SHMFD, name);
+        this.needSplitRings(name);
         const fd = m.fds[0];
         m.fds = [];
         const { buffer, warnings } = adoptInflightBuffer(readInflightDesc(m.payload, 'SET_INFLIGHT_FD'), fd, this.vrings.length, this.port.memoryPolicy);
@@ -463,6 +481,16 @@ export class VhostConnection {
         throw new ProtocolError('not supported by this backend (never offered)');
     }
     if (this.wantsAck(m)) this.reply(m.request, u64Payload(0n));
+  }
+
+  /** VIRTIO_F_RING_PACKED negotiated: the rings are packed. */
+  private get packed(): boolean {
+    return (this.features & bit(VIRTIO_F_RING_PACKED)) !== 0n;
+  }
+
+  /** The inflight record vrouter keeps is the split rings' layout; packed rings have another, not kept. */
+  private needSplitRings(what: string): void {
+    if (this.packed) throw new ProtocolError(`${what}: inflight tracking is for split rings only (VIRTIO_F_RING_PACKED negotiated)`);
   }
 
   private needProtocolFeatures(what: string): void {
@@ -638,6 +666,11 @@ export class VhostConnection {
   /** A vring's area of the inflight buffer, or null (none, or the vring is not in it). */
   private inflightFor(index: number, size: number): InflightFile | null {
     if (this.inflight === null) return null;
+    if (this.packed) {
+      // The buffer came before the features (as vhost-user-blk sends it); its layout is the split rings'.
+      this.log.warn(`port ${this.port.name}: vring ${index} runs without an inflight record: packed rings are not tracked`);
+      return null;
+    }
     const area = inflightArea(this.inflight, index, size);
     if (typeof area !== 'string') return area;
     this.log.warn(`port ${this.port.name}: vring ${index} runs without an inflight record: ${area}`);
@@ -714,6 +747,7 @@ export class VhostConnection {
         lastAvailIdx: resume ? -1 : v.base,
         eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n,
         indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
+        packed: this.packed,
       },
     });
     if (reply.error) {

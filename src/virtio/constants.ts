@@ -1,4 +1,4 @@
-// Numbers from the virtio 1.x specification (split virtqueues, virtio-net) that the data
+// Numbers from the virtio 1.x specification (split and packed virtqueues, virtio-net) that the data
 // path and the vhost-user negotiation share.
 
 /** Feature bits (VIRTIO v1.2, 5.1.3 and 6). */
@@ -74,8 +74,20 @@ export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
 /** used->flags: "the device does not want a notification" (2.7.10). */
 export const VIRTQ_USED_F_NO_NOTIFY = 1;
 
+/** Packed virtqueue descriptor flags (VIRTIO v1.2, 2.8.1): the driver's and the device's wrap marks. */
+export const VIRTQ_DESC_F_AVAIL = 1 << 7;
+export const VIRTQ_DESC_F_USED = 1 << 15;
+
+/** Event suppression flags of a packed virtqueue (2.8.10). */
+export const RING_EVENT_FLAGS_ENABLE = 0;
+export const RING_EVENT_FLAGS_DISABLE = 1;
+/** only with EVENT_IDX: notify at the descriptor off_wrap names */
+export const RING_EVENT_FLAGS_DESC = 2;
+
 /** The largest queue size a split virtqueue may have (2.7: "Queue Size ... maximum 32768"). */
 export const MAX_QUEUE_SIZE = 32768;
+/** A packed virtqueue may have any size up to 2^15 (2.8: "up to 2^15 entries"), not only powers of 2. */
+export const MAX_PACKED_QUEUE_SIZE = 32768;
 
 /**
  * struct virtio_net_hdr with VERSION_1: flags, gso_type, hdr_len, gso_size, csum_start,

@@ -11,6 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -26,32 +27,13 @@ export interface QueueLayout {
   lastAvailIdx: number;
   eventIdx: boolean;
   indirect: boolean;
+  /** VIRTIO_F_RING_PACKED: descAddr is the descriptor ring, availAddr and usedAddr the driver's and device's event suppression areas */
+  packed?: boolean;
 }
 
-/**
- * The most descriptors one chain may have, zero-length ones included, so that one chain
- * costs at most this many reads whatever its table holds. Linux sends at most
- * MAX_SKB_FRAGS + 2 (19, or 47 with CONFIG_MAX_SKB_FRAGS=45); a queue smaller than this
- * caps chains lower still (see maxChain).
- */
-export const MAX_CHAIN_DESCRIPTORS = 128;
+export { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery };
 
-/** walkChain() results below zero */
-export const CHAIN_BAD = -1;
-export const CHAIN_TOO_LONG = -2;
-
-/** What a queue with an inflight record found in it when it started. */
-export interface InflightRecovery {
-  /** chains the previous owner took and never returned, taken again in their order */
-  retaken: number;
-  /** such chains not at the head of the available ring (not left by an in-order owner): returned unprocessed */
-  returned: number;
-  fresh: boolean;
-  /** chains marked in a record that cannot be of this ring (more than the driver made available): it was started afresh */
-  disagreed: number;
-}
-
-export class SplitQueue {
+export class SplitQueue implements Virtqueue {
   readonly size: number;
   readonly mask: number;
   readonly mem: GuestMemory;
@@ -65,6 +47,10 @@ export class SplitQueue {
   private readonly used16: Uint16Array;
   private readonly used32: Uint32Array;
   lastAvailIdx: number;
+  /** avail->idx as pending() last read it: takeChain() stops there */
+  private availEnd = 0;
+  /** the head of the chain takeChain() last took */
+  chainId = 0;
   /** our copy of used->idx: published once per burst */
   usedIdx: number;
   /** set once the ring is found corrupt; the queue is then no longer polled */
@@ -189,7 +175,26 @@ export class SplitQueue {
       this.failure = `available index jumped by ${count} on a queue of ${this.size}`;
       return -1;
     }
+    this.availEnd = (this.lastAvailIdx + count) & 0xffff;
     return count;
+  }
+
+  hasChain(): boolean {
+    return this.lastAvailIdx !== this.availEnd;
+  }
+
+  /** The chain at lastAvailIdx, if pending() saw it (see Virtqueue.takeChain). */
+  takeChain(writable: boolean, maxBytes: number): number {
+    const at = this.lastAvailIdx;
+    if (at === this.availEnd) return NO_CHAIN;
+    const head = this.avail16[2 + (at & this.mask)];
+    this.chainId = head;
+    this.lastAvailIdx = (at + 1) & 0xffff;
+    return this.walkChain(head, writable, maxBytes);
+  }
+
+  returnChain(len: number): void {
+    this.putUsed(this.chainId, len);
   }
 
   /** The head of the n-th available chain after lastAvailIdx. */

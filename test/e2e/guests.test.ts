@@ -1,9 +1,11 @@
 // Two Linux guests under QEMU (virtio-net driver) on 10.0.0.0/24, switched by vrouter:
-// ping without loss, iperf3 TCP both ways, a 9000-byte MTU ping, and counters that agree.
+// ping without loss, iperf3 TCP both ways, a 9000-byte MTU ping, guests on packed rings
+// (with one on a split ring, and with one on plain packed rings), and counters that agree.
 import t from 'tap';
 import { bootGuest, guestPrerequisites, type GuestResult } from './lib/guest.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import type { PortStats } from '../../src/dataplane/counters.ts';
+import { VIRTIO_F_RING_PACKED, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -50,6 +52,74 @@ t.test('two guests through one bridge', async (t) => {
     t.equal(s.queue_errors, 0, `${port}: no queue errors`);
     t.equal(s.drops.bad_descriptor + s.drops.frame_too_long + s.plugins.bridge.drops.same_port + s.drops.no_buffer, 0, `${port}: no unexpected drops`, { drops: s.drops });
   }
+  t.equal(unaccounted(stats), 0, 'every frame received was delivered or counted as a drop', { stats });
+});
+
+/** The features vrouter logged as negotiated on a port (its first connection). */
+function negotiated(log: string, port: string): bigint {
+  const m = new RegExp(`port ${port}: features (0x[0-9a-f]+) negotiated`).exec(log);
+  return m ? BigInt(m[1]) : 0n;
+}
+
+t.test('a guest on a packed ring (packed=on) and a guest on a split ring', async (t) => {
+  const vr = await startVrouter(bridgeConfig());
+  t.teardown(() => vr.stop());
+  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 });
+  t.teardown(() => b.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 && vr_iperf_client 10.0.0.3 4 -R',
+    timeoutS: 90,
+  });
+  t.teardown(() => a.kill());
+  const [ra, rb] = await Promise.all([a.done, b.done]);
+  t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
+  t.equal(rb.rc, 0, 'guest b served both iperf3 runs', { console: rb.console });
+  const packed = 1n << BigInt(VIRTIO_F_RING_PACKED);
+  t.equal(negotiated(vr.stderr(), 'a') & packed, packed, 'a negotiated VIRTIO_F_RING_PACKED', { log: vr.stderr() });
+  t.equal(negotiated(vr.stderr(), 'b') & packed, 0n, 'b kept a split ring');
+  const ping = result(ra, 'ping');
+  t.equal(ping?.loss_pct, '0', `ping 10.0.0.3: 0 % loss (${ping?.recv}/${ping?.sent}, rtt ${ping?.rtt_ms} ms)`);
+  const upload = result(ra, 'iperf3', { args: '' });
+  const download = result(ra, 'iperf3', { args: '-R' });
+  t.ok(Number(upload?.receiver_mbps) > 10, `iperf3 a (packed) -> b (split): ${upload?.receiver_mbps} Mbit/s`);
+  t.ok(Number(download?.receiver_mbps) > 10, `iperf3 b (split) -> a (packed): ${download?.receiver_mbps} Mbit/s`);
+  const stats = await vr.stats();
+  t.ok(stats.a.rx_packets > 1000 && stats.a.tx_packets > 1000, `frames both ways on the packed ring (rx ${stats.a.rx_packets}, tx ${stats.a.tx_packets})`);
+  for (const port of ['a', 'b'] as const) {
+    const s = stats[port];
+    t.equal(s.queue_errors, 0, `${port}: no queue errors`);
+    t.equal(s.drops.bad_descriptor + s.drops.frame_too_long + s.plugins.bridge.drops.same_port + s.drops.no_buffer, 0, `${port}: no unexpected drops`, { drops: s.drops });
+  }
+  t.equal(unaccounted(stats), 0, 'every frame received was delivered or counted as a drop', { stats });
+});
+
+t.test('two guests on packed rings, one without mergeable buffers, EVENT_IDX or indirect descriptors', async (t) => {
+  const vr = await startVrouter(bridgeConfig());
+  t.teardown(() => vr.stop());
+  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', props: ['packed=on', 'mrg_rxbuf=off', 'event_idx=off', 'indirect_desc=off'] }], script: 'vr_iperf_server', timeoutS: 90 });
+  t.teardown(() => b.kill());
+  const a = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 -R',
+    timeoutS: 90,
+  });
+  t.teardown(() => a.kill());
+  const [ra, rb] = await Promise.all([a.done, b.done]);
+  t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
+  t.equal(rb.rc, 0, 'guest b served iperf3', { console: rb.console });
+  const packed = 1n << BigInt(VIRTIO_F_RING_PACKED);
+  const plain = (1n << BigInt(VIRTIO_NET_F_MRG_RXBUF)) | (1n << BigInt(VIRTIO_RING_F_EVENT_IDX)) | (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC));
+  t.equal(negotiated(vr.stderr(), 'b') & (packed | plain), packed, 'b: packed, and none of the three');
+  const ping = result(ra, 'ping');
+  t.equal(ping?.loss_pct, '0', `ping 10.0.0.3: 0 % loss (${ping?.recv}/${ping?.sent})`);
+  const download = result(ra, 'iperf3', { args: '-R' });
+  t.ok(Number(download?.receiver_mbps) > 10, `iperf3 b -> a: ${download?.receiver_mbps} Mbit/s`);
+  const stats = await vr.stats();
+  t.equal(stats.a.queue_errors + stats.b.queue_errors, 0, 'no queue errors');
+  t.equal(stats.a.drops.bad_descriptor + stats.b.drops.bad_descriptor, 0, 'no bad descriptors');
   t.equal(unaccounted(stats), 0, 'every frame received was delivered or counted as a drop', { stats });
 });
 

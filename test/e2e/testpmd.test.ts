@@ -1,10 +1,12 @@
 // DPDK virtio-user (dpdk-testpmd, no hugepages) sending 64-byte frames through vrouter to a
-// second virtio-user port: every frame is accounted for, on both sides, exactly. And with
-// checksum offload: frames sent with their checksums left to do leave vrouter completed.
-import t from 'tap';
+// second virtio-user port, on split and on packed rings: every frame is accounted for, on
+// both sides, exactly. And with checksum offload: frames sent with their checksums left to
+// do leave vrouter completed.
+import t, { type Test } from 'tap';
 import { runTestpmd, testpmdPrerequisite } from './lib/testpmd.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import type { PortStats } from '../../src/dataplane/counters.ts';
+import { bit, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED } from '../../src/virtio/constants.ts';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,18 +22,32 @@ const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a,
 /** every drop counted on a port: vrouter's own reasons and each stage's of the pipeline */
 const dropsOf = (s: PortStats) => sum(s.drops) + Object.values(s.plugins).reduce((a, p) => a + sum(p.drops), 0);
 
-t.test('flowgen both ways between two virtio-user ports, 64-byte frames', async (t) => {
+/** The features vrouter logged as negotiated on a port. */
+function negotiated(log: string, port: string): bigint {
+  const m = new RegExp(`port ${port}: features (0x[0-9a-f]+) negotiated`).exec(log);
+  return m ? BigInt(m[1]) : 0n;
+}
+
+/**
+ * flowgen both ways for 4 s, then every frame accounted for on both sides; `devargs` picks
+ * the rings (virtio-user negotiates IN_ORDER by default, split rings unless packed_vq=1).
+ */
+async function flowgenBothWays(t: Test, devargs: string, expected: bigint, unexpected: bigint) {
   const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));
   t.teardown(() => vr.stop());
   const run = await runTestpmd(
     [
-      { socket: vr.sockets.a, mac: '02:00:00:00:00:0a' },
-      { socket: vr.sockets.b, mac: '02:00:00:00:00:0b' },
+      { socket: vr.sockets.a, mac: '02:00:00:00:00:0a', devargs },
+      { socket: vr.sockets.b, mac: '02:00:00:00:00:0b', devargs },
     ],
     { mode: 'flowgen', seconds: 4, frameSize: 64 },
   );
   const [p0, p1] = run.ports;
   t.ok(p0 && p1, 'testpmd reported both ports', { log: run.log.slice(-2000) });
+  for (const port of ['a', 'b']) {
+    const features = negotiated(vr.stderr(), port);
+    t.equal(features & (expected | unexpected), expected, `${port}: features 0x${features.toString(16)}`);
+  }
   const s = await vr.stats();
   t.ok(p0.txPackets > 100_000, `testpmd sent ${p0.txPackets} frames on port 0`);
   t.ok(p1.rxPackets > 100_000, `and received ${p1.rxPackets} on port 1`);
@@ -47,7 +63,16 @@ t.test('flowgen both ways between two virtio-user ports, 64-byte frames', async 
     { bad_descriptor: 0, queue_errors: 0 },
     'a well-behaved frontend: no bad descriptors, no queue errors',
   );
-});
+}
+
+const PACKED = bit(VIRTIO_F_RING_PACKED);
+const IN_ORDER = bit(VIRTIO_F_IN_ORDER);
+
+t.test('flowgen both ways between two virtio-user ports, 64-byte frames', (t) => flowgenBothWays(t, '', IN_ORDER, PACKED));
+
+t.test('the same on packed rings (packed_vq=1)', (t) => flowgenBothWays(t, 'packed_vq=1', PACKED | IN_ORDER, 0n));
+
+t.test('the same on packed rings without IN_ORDER (packed_vq=1,in_order=0)', (t) => flowgenBothWays(t, 'packed_vq=1,in_order=0', PACKED, IN_ORDER));
 
 t.test('virtio-user with checksum and segmentation offload (the csum engine, TSO): completed and cut as they leave', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b', 'c'], { pmd: { cores: [1] } }));

@@ -1,19 +1,22 @@
 // A guest whose descriptor chains are built to stall the PMD thread it shares with other
 // ports: zero-length indirect tables on TX, thousands of tiny receive buffers with
-// mergeable buffers on, a receive buffer smaller than the virtio-net header. Against the
-// running daemon through its vhost-user sockets: a -> b traffic on the same PMD must keep
-// its rate, and the hostile port's counters must show what was dropped.
+// mergeable buffers on, a receive buffer smaller than the virtio-net header, bad and
+// endless chains on a packed ring. Against the running daemon through its vhost-user
+// sockets: a -> b traffic on the same PMD must keep its rate, and the hostile port's
+// counters must show what was dropped.
 import t from 'tap';
 import { setImmediate as yieldToEvents } from 'node:timers/promises';
-import { bit, NET_HDR_LEN, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
+import { bit, NET_HDR_LEN, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
-import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
+import { startDevice, startPackedDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import { waitFor } from '../support/traffic.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const MAC_H = '52:54:00:00:00:0e';
+/** a guest on packed rings */
+const MAC_P = '52:54:00:00:00:0f';
 /** queue size of the hostile guest: room for thousands of receive buffers */
 const H_QUEUE_SIZE = 4096;
 /**
@@ -102,7 +105,7 @@ function pumpAToB(a: VirtioNetDevice, b: VirtioNetDevice) {
 const perSecond = (c: { frames: number; ms: number }) => (c.frames * 1000) / c.ms;
 
 t.test('a guest posting hostile descriptor chains does not stall the PMD it shares', async (t) => {
-  const vr = await startVrouter(bridgeConfig(['a', 'b', 'h'], { pmd: { cores: [1] } }));
+  const vr = await startVrouter(bridgeConfig(['a', 'b', 'h', 'p'], { pmd: { cores: [1] } }));
   t.teardown(() => vr.stop());
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
@@ -192,6 +195,38 @@ t.test('a guest posting hostile descriptor chains does not stall the PMD it shar
     t.same(used, [{ id: bad.head, len: 0 }, { id: good.head, len: NET_HDR_LEN + 100 }], 'the 4-byte buffer came back empty, the next one holds a frame');
     t.same(h.ram.bytes.slice(good.off + NET_HDR_LEN, good.off + NET_HDR_LEN + 100), frames[1], 'the second frame, byte for byte');
     t.equal((await vr.stats()).h.drops.bad_descriptor - badBefore, 1, 'the 4-byte buffer counted as bad_descriptor');
+  });
+
+  await t.test('a packed ring: bad chains come back counted; one that never ends stops that queue alone', async (t) => {
+    const p = await startPackedDevice(vr.sockets.p, { queueSize: 64 });
+    t.teardown(() => p.close());
+    sendFrame(p.tx, ethernetFrame(MAC_A, MAC_P, 46));
+    p.kick();
+    await waitFor('p to be learned', () => p.tx.takeUsed().length > 0 || undefined);
+    const stats0 = (await vr.stats()).p;
+    const buf = p.ram.gpa(p.ram.alloc(2048));
+    const bad = [
+      p.tx.addChain([{ addr: 0x10, len: 100 }]), // outside guest memory
+      p.tx.addTablePointer(buf, 16 * 200), // an indirect table longer than a chain may be
+      p.tx.addIndirectChain([{ addr: buf, len: 100 }], { tableFlags: VIRTQ_DESC_F_INDIRECT }), // a table in a table
+      p.tx.addChain([{ addr: buf, len: 64 }, { addr: p.ram.gpa(p.ram.size - 8), len: 64 }]), // running past the end of memory
+    ];
+    const good = sendFrame(p.tx, ethernetFrame(MAC_A, MAC_P, 46, 7));
+    p.kick();
+    const used: { id: number }[] = [];
+    await waitFor('p\'s chains returned', () => used.push(...p.tx.takeUsed()) >= bad.length + 1 || undefined);
+    t.same(used.map((u) => u.id), [...bad, good], 'every chain returned, in order, the bad ones too');
+    const stats1 = (await vr.stats()).p;
+    t.equal(stats1.drops.bad_descriptor - stats0.drops.bad_descriptor, bad.length, 'each bad chain counted as bad_descriptor');
+    t.equal(stats1.rx_packets - stats0.rx_packets, 1, 'the good frame taken');
+    // Every descriptor of the ring available with NEXT: a chain that never ends.
+    for (let i = 0; i < p.tx.size; i++) p.tx.writeDesc(i, { addr: buf, len: 64, id: i, flags: VIRTQ_DESC_F_NEXT | p.tx.availMarks() });
+    p.kick();
+    await waitFor('p\'s TX queue to be stopped', async () => (await vr.stats()).p.queue_errors === stats0.queue_errors + 1 || undefined);
+    t.match(vr.stderr(), /port p: vring 1 stopped: descriptor chain from \d+ never ends/, 'the log says which queue and why');
+    const during = perSecond(await pump.count(1000));
+    t.ok(during >= MIN_RATE_SHARE * before, `a -> b flows on: ${during.toFixed(0)} frames/s`);
+    t.ok(vr.alive(), 'the daemon runs');
   });
 
   const after = perSecond(await pump.count(1000));

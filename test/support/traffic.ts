@@ -2,8 +2,14 @@
 // test frontend: poll for a condition, push frames across and count what arrives, and read
 // what the daemon holds (fds, mappings, threads) from /proc.
 import { readdirSync, readFileSync } from 'node:fs';
-import { ethernetFrame, postRxBuffer, sendFrame } from './virtio-driver.ts';
-import type { VirtioNetDevice } from './vhost-frontend.ts';
+import { ethernetFrame, postRxBuffer, sendFrame, type DriverRing } from './virtio-driver.ts';
+
+/** A device of the test frontend, on split or packed rings (see vhost-frontend.ts). */
+interface Endpoint {
+  tx: DriverRing;
+  rx: DriverRing & { takeUsed(): unknown[] };
+  kick(): void;
+}
 
 export async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 3000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -16,7 +22,7 @@ export async function waitFor<T>(what: string, probe: () => T | undefined | fals
 }
 
 /** Sends n frames from one device and waits until the other has them all in its RX queue. */
-export async function trafficFlows(from: VirtioNetDevice, to: VirtioNetDevice, n: number, src: string, dst: string, timeoutMs = 3000): Promise<number> {
+export async function trafficFlows(from: Endpoint, to: Endpoint, n: number, src: string, dst: string, timeoutMs = 3000): Promise<number> {
   for (let i = 0; i < n; i++) postRxBuffer(to.rx, 2048);
   for (let i = 0; i < n; i++) sendFrame(from.tx, ethernetFrame(dst, src, 100, i));
   from.kick();

@@ -4,8 +4,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, HEADER_LEN, inflightDescPayload, readInflightDesc, Req, u64Payload, VERSION, vringStatePayload, type InflightDesc } from '../../src/vhost/protocol.ts';
-import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
+import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
+import type { QueueLayout } from '../../src/virtio/split-queue.ts';
 import { DriverQueue, GuestRam } from './virtio-driver.ts';
+import { PackedDriverQueue } from './packed-driver.ts';
 
 export const PROTOCOL_MQ_REPLY_ACK_STATUS = bit(0) | bit(3) | bit(16);
 /** VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS: regions added and removed one at a time */
@@ -196,15 +198,23 @@ export class VhostFrontend {
   }
 }
 
-export interface VirtioNetDevice {
+/** What the set-up needs of a driver's queue, split (DriverQueue) or packed (PackedDriverQueue). */
+interface DeviceRing {
+  readonly size: number;
+  /** where the driver is: SET_VRING_BASE's value */
+  readonly availIdx: number;
+  layout(): QueueLayout;
+}
+
+export interface VirtioNetDevice<Q extends DeviceRing = DriverQueue> {
   frontend: VhostFrontend;
   ram: GuestRam;
   /** queue pair 0 */
-  rx: DriverQueue;
-  tx: DriverQueue;
+  rx: Q;
+  tx: Q;
   /** every queue pair: vrings 2n (guest RX) and 2n + 1 (guest TX) */
-  pairs: QueuePair[];
-  vrings: DriverQueue[];
+  pairs: QueuePair<Q>[];
+  vrings: Q[];
   callFds: number[];
   kickFds: number[];
   /** the inflight buffer (INFLIGHT_SHMFD), mapped here, when the device asked for one */
@@ -221,9 +231,9 @@ export interface InflightBufferCopy {
   bytes: Uint8Array;
 }
 
-export interface QueuePair {
-  rx: DriverQueue;
-  tx: DriverQueue;
+export interface QueuePair<Q extends DeviceRing = DriverQueue> {
+  rx: Q;
+  tx: Q;
   /** notifies the device of new TX buffers on this pair */
   kick(): void;
 }
@@ -258,6 +268,19 @@ export async function startDevice(path: string, opts: DeviceOptions = {}): Promi
   return attachDevice(fe, { ram, vrings, callFds, kickFds, inflight: opts.inflightBuffer ?? null }, opts);
 }
 
+/** The same device on packed rings (VIRTIO_F_RING_PACKED negotiated too). */
+export async function startPackedDevice(path: string, opts: DeviceOptions = {}): Promise<VirtioNetDevice<PackedDriverQueue>> {
+  const size = opts.queueSize ?? 256;
+  const pairCount = opts.queuePairs ?? 1;
+  const ram = new GuestRam(undefined, { sealing: opts.unsealable ? false : undefined });
+  const vrings = Array.from({ length: 2 * pairCount }, () => new PackedDriverQueue(ram, size, { eventIdx: true }));
+  const callFds = vrings.map(() => sys.eventfd());
+  const kickFds = vrings.map(() => sys.eventfd());
+  const fe = await VhostFrontend.connect(path);
+  const features = opts.features ?? (bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC) | (pairCount > 1 ? bit(VIRTIO_NET_F_MQ) : 0n));
+  return attachDevice(fe, { ram, vrings, callFds, kickFds, inflight: null }, { ...opts, features: features | bit(VIRTIO_F_RING_PACKED) });
+}
+
 /**
  * Sets the device up again over a new connection (its backend went, and another took its
  * place), with its rings as they stand: each vring's base is `base(vring)`, and an
@@ -269,12 +292,12 @@ export async function reattachDevice(path: string, device: VirtioNetDevice, base
   return attachDevice(fe, device, { ...opts, queueSize: device.vrings[0].size, inflight: device.inflight !== null }, base);
 }
 
-async function attachDevice(
+async function attachDevice<Q extends DeviceRing>(
   fe: VhostFrontend,
-  parts: Pick<VirtioNetDevice, 'ram' | 'vrings' | 'callFds' | 'kickFds' | 'inflight'>,
+  parts: Pick<VirtioNetDevice<Q>, 'ram' | 'vrings' | 'callFds' | 'kickFds' | 'inflight'>,
   opts: DeviceOptions,
   base: (vring: number) => number = (vring) => parts.vrings[vring].availIdx,
-): Promise<VirtioNetDevice> {
+): Promise<VirtioNetDevice<Q>> {
   const { ram, vrings, callFds, kickFds } = parts;
   const size = vrings[0].size;
   const expectAck = async (what: string, ack: Promise<bigint | null>) => {
@@ -315,7 +338,7 @@ async function attachDevice(
     await expectAck('SET_VRING_KICK', fe.request(Req.SET_VRING_KICK, u64(index), [kickFds[index]]));
   }
   for (const index of vrings.keys()) await expectAck('SET_VRING_ENABLE', fe.request(Req.SET_VRING_ENABLE, u32pair(index, 1)));
-  const pairs = Array.from({ length: vrings.length / 2 }, (_, n): QueuePair => ({ rx: vrings[2 * n], tx: vrings[2 * n + 1], kick: () => sys.eventfdSignal(kickFds[2 * n + 1]) }));
+  const pairs = Array.from({ length: vrings.length / 2 }, (_, n): QueuePair<Q> => ({ rx: vrings[2 * n], tx: vrings[2 * n + 1], kick: () => sys.eventfdSignal(kickFds[2 * n + 1]) }));
   return {
     frontend: fe,
     ram,

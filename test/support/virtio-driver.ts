@@ -1,6 +1,6 @@
 // A guest's view of virtio: shared "guest RAM" in a memfd and split virtqueues driven from
-// the driver side, as a Linux virtio-net driver would. One test frontend for the unit
-// tests, the protocol tests and the benchmarks; it writes descriptors any way a test asks,
+// the driver side (packed ones: packed-driver.ts), as a Linux virtio-net driver would. One
+// test frontend for the unit tests, the protocol tests and the benchmarks; it writes descriptors any way a test asks,
 // including the ways a broken or hostile guest would.
 import * as sys from '../../src/sys/libc.ts';
 import type { MemoryRegion } from '../../src/virtio/guest-memory.ts';
@@ -230,8 +230,16 @@ export class DriverQueue {
   }
 }
 
+/** What the helpers below need of a driver's queue, split (DriverQueue) or packed (PackedDriverQueue). */
+export interface DriverRing {
+  readonly ram: GuestRam;
+  addChain(buffers: { addr: number; len: number; write?: boolean }[]): number;
+  addIndirectChain(buffers: { addr: number; len: number; write?: boolean }[]): number;
+  makeAvailable(...heads: number[]): void;
+}
+
 /** A guest sending frames: virtio-net header (zero, or `header`) + frame, in one or several segments. */
-export function sendFrame(q: DriverQueue, frame: Uint8Array, opts: { split?: number[]; indirect?: boolean; header?: Uint8Array } = {}): number {
+export function sendFrame(q: DriverRing, frame: Uint8Array, opts: { split?: number[]; indirect?: boolean; header?: Uint8Array } = {}): number {
   const ram = q.ram;
   const total = NET_HDR_LEN + frame.length;
   const off = ram.alloc(total);
@@ -252,7 +260,7 @@ export function sendFrame(q: DriverQueue, frame: Uint8Array, opts: { split?: num
 }
 
 /** A guest posting an RX buffer of len bytes (one descriptor, device-writable). */
-export function postRxBuffer(q: DriverQueue, len: number): { head: number; off: number } {
+export function postRxBuffer(q: DriverRing, len: number): { head: number; off: number } {
   const off = q.ram.alloc(len);
   const head = q.addChain([{ addr: q.ram.gpa(off), len, write: true }]);
   q.makeAvailable(head);
@@ -263,7 +271,7 @@ export function postRxBuffer(q: DriverQueue, len: number): { head: number; off: 
  * A guest posting one RX chain of device-writable descriptors of the given lengths (a
  * length of 0 makes a zero-length descriptor). Returns the head and each segment's offset.
  */
-export function postRxChain(q: DriverQueue, lens: number[]): { head: number; offs: number[] } {
+export function postRxChain(q: DriverRing, lens: number[]): { head: number; offs: number[] } {
   const offs = lens.map((len) => q.ram.alloc(Math.max(len, 1), 4));
   const head = q.addChain(lens.map((len, i) => ({ addr: q.ram.gpa(offs[i]), len, write: true })));
   q.makeAvailable(head);

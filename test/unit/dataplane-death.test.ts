@@ -1,11 +1,12 @@
 // Deaths of the data-plane process, with test frontends (whose timing a test controls): a
 // frontend that sets its device up while the data plane is being replaced is refused
-// nothing for that, and the new data plane gets its memory and rings and forwards; and a
-// crash loop is backed off, then the port served at each crash is quarantined.
+// nothing for that, and the new data plane gets its memory and rings and forwards; a
+// crash loop is backed off, then the port served at each crash is quarantined; split and
+// packed rings resume where they stopped.
 import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
-import { startDevice } from '../support/vhost-frontend.ts';
+import { startDevice, startPackedDevice } from '../support/vhost-frontend.ts';
 import { Req, vringStatePayload } from '../../src/vhost/protocol.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
@@ -75,5 +76,40 @@ t.test('GET_VRING_BASE while the data plane is dead answers where the ring stopp
   t.ok(answer, 'answered');
   t.equal(new DataView(answer!.payload.buffer).getUint32(4, true), 5, 'base 5: where the ring stopped');
   t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 256, resumed from the used ring at 5/, 'read from the used ring by the next data plane');
+  // The answer may come before a's RX ring is back: frames for it meanwhile are port_down.
+  await waitFor('every queue back', () => /runs the PMDs, \d+ ms after the death of the last; the guests' queues resumed/.test(vr.stderr()) || undefined, 10_000);
   t.equal(await trafficFlows(b, a, 5, MAC.b, MAC.a, 10_000), 5, 'b -> a still flows (a\'s RX ring runs)');
+});
+
+t.test('packed rings resume where they stopped after a data-plane death; GET_VRING_BASE meanwhile answers that position', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { spare: false } }));
+  t.teardown(() => vr.stop());
+  // 10 descriptors, so that the rings are past a lap by the time of each death
+  const a = await startPackedDevice(vr.sockets.a, { queueSize: 10 });
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => (a.close(), b.close()));
+  t.equal(await trafficFlows(a, b, 8, MAC.a, MAC.b), 8, 'a (packed) -> b');
+  t.equal(await trafficFlows(b, a, 8, MAC.b, MAC.a), 8, 'b -> a (packed)');
+  a.tx.takeUsed();
+  const killDataplane = async (deaths: number) => {
+    const [dataplane] = dataplanePids(vr.proc.pid!);
+    process.kill(dataplane, 'SIGKILL');
+    await waitFor(`data plane ${deaths + 1}`, () => vr.stderr().match(/a new data-plane process \(pid \d+\) runs the PMDs/g)?.length === deaths || undefined, 10_000);
+  };
+  await killDataplane(1);
+  t.equal(await trafficFlows(a, b, 8, MAC.a, MAC.b, 10_000), 8, 'a -> b again, from where the TX ring stopped');
+  t.equal(await trafficFlows(b, a, 8, MAC.b, MAC.a, 10_000), 8, 'b -> a again, into the next of a\'s RX buffers');
+  a.tx.takeUsed();
+  t.equal(a.tx.availIdx, 6, "a's TX ring: 16 one-descriptor chains in a ring of 10, at 6 of wrap 0");
+  const [dataplane] = dataplanePids(vr.proc.pid!);
+  process.kill(dataplane, 'SIGKILL');
+  a.frontend.send(Req.GET_VRING_BASE, vringStatePayload(1, 0));
+  const answer = await a.frontend.reply(10_000);
+  t.ok(answer, 'answered');
+  t.equal(new DataView(answer!.payload.buffer).getUint32(4, true), 6 | (6 << 16), 'base 6 of wrap 0, used the same: where the ring stopped');
+  t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 10, resumed from the used ring at 6\b/, 'read by the next data plane');
+  // The answer may come before a's RX ring is back: frames for it meanwhile are port_down.
+  await waitFor('every queue back', () => vr.stderr().match(/the guests' queues resumed/g)?.length === 2 || undefined, 10_000);
+  t.equal(await trafficFlows(b, a, 8, MAC.b, MAC.a, 10_000), 8, 'b -> a still flows (a\'s RX ring runs)');
+  t.equal((await vr.stats()).a.queue_errors, 0, 'no queue errors');
 });

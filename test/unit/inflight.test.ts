@@ -53,8 +53,9 @@ t.test('chains taken and not yet published are marked; a new owner takes them ag
   const frames = [1, 2, 3, 4].map((i) => ethernetFrame(B, A, 60, i));
   const heads = frames.map((f) => sendFrame(driverQ, f));
   // The first owner takes two chains and dies before publishing them.
-  first.queue.putUsed(first.queue.availHead(0), 0);
-  first.queue.putUsed(first.queue.availHead(1), 0);
+  const split = first.queue as SplitQueue;
+  split.putUsed(split.availHead(0), 0);
+  split.putUsed(split.availHead(1), 0);
   first.queue.lastAvailIdx = 2;
   t.same(marked(), heads.slice(0, 2), 'the two chains taken are marked');
   t.equal(driverQ.usedIdx(), 0, 'nothing published');

@@ -13,6 +13,7 @@ import {
   PluggedRam,
   PROTOCOL_MEM_SLOTS,
   startDevice,
+  startPackedDevice,
   u32pair,
   u64,
   VhostFrontend,
@@ -148,6 +149,51 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
 
   const code = await vr.stop();
   t.equal(code, 0, 'clean exit on SIGTERM');
+});
+
+t.test('packed rings: a port on packed rings and one on split rings, each as it negotiated', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b', 'c'], { pmd: { cores: [1] } }));
+  t.teardown(() => vr.stop());
+  // 100 descriptors: a packed ring need not be a power of 2.
+  const a = await startPackedDevice(vr.sockets.a, { queueSize: 100 });
+  t.teardown(() => a.close());
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 100, base 32768/, 'a: a packed ring of 100, from index 0 of wrap 1');
+
+  await t.test('frames both ways, over several laps of the packed ring', async (t) => {
+    for (let round = 0; round < 5; round++) {
+      t.equal(await trafficFlows(a, b, 50, MAC_A, MAC_B), 50, `round ${round}: 50 frames packed -> split`);
+      t.equal(await trafficFlows(b, a, 50, MAC_B, MAC_A), 50, `round ${round}: 50 frames split -> packed`);
+      a.tx.takeUsed();
+    }
+    t.same([a.rx.nextUsed, a.rx.usedWrap], [50, 1], 'a\'s RX ring went round twice: its driver reads used descriptors at 50 of wrap 1');
+    const stats = await vr.stats();
+    t.same([stats.a.rx_packets, stats.a.tx_packets, stats.a.queue_errors], [250, 250, 0]);
+  });
+
+  await t.test('GET_VRING_BASE: position and wrap counter, the used one (the same) in the upper half', async (t) => {
+    a.frontend.send(Req.GET_VRING_BASE, u32pair(1, 0));
+    const r = await a.frontend.reply();
+    t.ok(r, 'answered');
+    const dv = new DataView(r!.payload.buffer);
+    const position = a.tx.availIdx;
+    t.equal(position, 50 | 0x8000, 'the driver is at 50 of wrap 1 after 250 one-descriptor chains (two laps)');
+    t.equal(dv.getUint32(4, true), (position | (position << 16)) >>> 0, 'bits 0-15 where the device takes next, 16-31 where it writes next');
+  });
+
+  await t.test('inflight tracking is refused once packed rings are negotiated', async (t) => {
+    const { inflightDescPayload } = await import('../../src/vhost/protocol.ts');
+    const { PROTOCOL_INFLIGHT_SHMFD, PROTOCOL_MQ_REPLY_ACK_STATUS } = await import('../support/vhost-frontend.ts');
+    const fe = await VhostFrontend.connect(vr.sockets.c);
+    t.teardown(() => fe.close());
+    fe.send(Req.SET_OWNER);
+    fe.send(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_INFLIGHT_SHMFD | PROTOCOL_MQ_REPLY_ACK_STATUS));
+    fe.send(Req.SET_FEATURES, u64((1n << 32n) | (1n << 30n) | (1n << 34n)));
+    fe.send(Req.GET_INFLIGHT_FD, inflightDescPayload({ mmapSize: 0, mmapOffset: 0, numQueues: 2, queueSize: 256 }), [], VERSION | 0x8);
+    t.not(await fe.replyU64(), 0n, 'refused');
+    t.match(vr.stderr(), /GET_INFLIGHT_FD: inflight tracking is for split rings only/, 'the log says why');
+  });
 });
 
 t.test('memory slots: regions added and removed one at a time (CONFIGURE_MEM_SLOTS)', async (t) => {

@@ -10,6 +10,8 @@ export interface TestpmdPort {
   mac: string;
   /** the virtio-user port listens and vrouter connects (a client-mode port) */
   server?: boolean;
+  /** more net_virtio_user devargs, e.g. "packed_vq=1" */
+  devargs?: string;
 }
 
 export interface PortCounters {
@@ -37,7 +39,7 @@ export function testpmdPrerequisite(): string | null {
  */
 export async function runTestpmd(ports: TestpmdPort[], opts: { mode: string; seconds: number; frameSize?: number; args?: string[]; commands?: string[]; during?: () => Promise<void> }): Promise<TestpmdRun> {
   const prefix = `vrouter-tp-${process.pid}-${Date.now()}`;
-  const vdevs = ports.flatMap((p, i) => ['--vdev', `net_virtio_user${i},path=${p.socket},mac=${p.mac}${p.server ? ',server=1' : ''}`]);
+  const vdevs = ports.flatMap((p, i) => ['--vdev', `net_virtio_user${i},path=${p.socket},mac=${p.mac}${p.server ? ',server=1' : ''}${p.devargs ? `,${p.devargs}` : ''}`]);
   const peers = ports.map((_, i) => `--eth-peer=${i},${ports[(i + 1) % ports.length].mac}`);
   const args = [
     '--no-huge', '-m', '256', '--no-pci', '--file-prefix', prefix, '--lcores', '0@1,1@0', ...vdevs, '--',

@@ -1,0 +1,342 @@
+// A packed virtqueue seen from the device side (VIRTIO v1.2, 2.8): one descriptor ring that
+// driver and device both write, wrap counters in place of indexes, event suppression areas
+// in place of avail/used flags. The checks are the split ring's (split-queue.ts): every
+// buffer is translated through the memory table, chains and indirect tables are bounded,
+// and nothing the guest writes makes one call read more than the ring's size of descriptors.
+//
+// Positions are `index | wrap counter << 15`, the vring base vhost-user gives packed rings.
+// vrouter returns chains in the order it takes them, so used descriptors land exactly where
+// the chains they return started (2.8.7 "in order"), and the used position always equals
+// the available one between bursts.
+import type { GuestMemory } from './guest-memory.ts';
+import {
+  MAX_PACKED_QUEUE_SIZE,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_USED,
+  VIRTQ_DESC_F_WRITE,
+} from './constants.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import type { QueueLayout } from './split-queue.ts';
+
+const WRAP = 0x8000;
+const INDEX = 0x7fff;
+/** where both sides start on a new ring: index 0, wrap counters 1 (2.8.1) */
+export const FRESH_RING = WRAP;
+
+export class PackedQueue implements Virtqueue {
+  readonly size: number;
+  readonly mem: GuestMemory;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  readonly maxChain: number;
+  /** descriptor i: addr (u32 4i, 4i+1), len (u32 4i+2), id (u16 8i+6), flags (u16 8i+7) */
+  private readonly desc32: Uint32Array;
+  private readonly desc16: Uint16Array;
+  /** the driver's event suppression area: off_wrap, flags (when it wants interrupts) */
+  private readonly driverEvent16: Uint16Array;
+  /** ours: off_wrap, flags (when we want kicks) */
+  private readonly deviceEvent16: Uint16Array;
+  lastAvailIdx: number;
+  usedIdx: number;
+  failure = '';
+  descriptorsRead = 0;
+  readonly segWindow = new Int32Array(MAX_CHAIN_DESCRIPTORS);
+  readonly segOffset = new Float64Array(MAX_CHAIN_DESCRIPTORS);
+  readonly segLength = new Uint32Array(MAX_CHAIN_DESCRIPTORS);
+  chainBytes = 0;
+  /** buffer id of the chain takeChain() last took (its last descriptor's), and its ring descriptors */
+  chainId = 0;
+  private chainDescs = 0;
+  readonly inflightRecovery: InflightRecovery | null = null;
+  /**
+   * Used descriptors returned and not yet published: a used descriptor overwrites the
+   * chain's first descriptor, and a frame rolled back takes its chains again, so nothing
+   * is written into the ring before publishUsed().
+   */
+  private readonly returnedId: Uint16Array;
+  private readonly returnedLen: Uint32Array;
+  private readonly returnedAt: Uint16Array;
+  private returnedCount = 0;
+
+  private constructor(mem: GuestMemory, layout: QueueLayout, position: number, desc: [ArrayBuffer, number], driverEvent: [ArrayBuffer, number], deviceEvent: [ArrayBuffer, number]) {
+    this.mem = mem;
+    this.size = layout.size;
+    this.eventIdx = layout.eventIdx;
+    this.indirect = layout.indirect;
+    this.maxChain = layout.size < MAX_CHAIN_DESCRIPTORS ? layout.size : MAX_CHAIN_DESCRIPTORS;
+    this.desc32 = new Uint32Array(desc[0], desc[1], 4 * layout.size);
+    this.desc16 = new Uint16Array(desc[0], desc[1], 8 * layout.size);
+    this.driverEvent16 = new Uint16Array(driverEvent[0], driverEvent[1], 2);
+    this.deviceEvent16 = new Uint16Array(deviceEvent[0], deviceEvent[1], 2);
+    this.lastAvailIdx = position;
+    this.usedIdx = position;
+    this.returnedId = new Uint16Array(layout.size);
+    this.returnedLen = new Uint32Array(layout.size);
+    this.returnedAt = new Uint16Array(layout.size);
+    this.deviceEvent16[0] = position;
+  }
+
+  /**
+   * Builds the views of a queue, or returns why it cannot: 2.8.10.1 alignment (descriptor
+   * ring 16, event suppression areas 4), any size up to 2^15, each part inside guest
+   * memory. layout.lastAvailIdx is a position (index | wrap << 15); -1 resumes where the
+   * last owner stopped, which each publishUsed() leaves in our event suppression area's
+   * off_wrap: drivers read that field only while its flags say DESC, which we never set.
+   * A fresh ring's base with a position left there resumes there too (see below).
+   */
+  static create(mem: GuestMemory, layout: QueueLayout): PackedQueue | string {
+    const { size } = layout;
+    if (!Number.isInteger(size) || size < 1 || size > MAX_PACKED_QUEUE_SIZE) return `packed queue size ${size} is not 1 to ${MAX_PACKED_QUEUE_SIZE}`;
+    const part = (name: string, addr: number, bytes: number, align: number): [ArrayBuffer, number] | string => {
+      if (addr % align !== 0) return `${name} address 0x${addr.toString(16)} is not ${align}-byte aligned`;
+      if (!mem.translateUserAddr(addr, bytes)) return `${name} at 0x${addr.toString(16)} (+${bytes}) is outside guest memory`;
+      const buffer = mem.bytes[mem.window].buffer as ArrayBuffer;
+      return [buffer, mem.bytes[mem.window].byteOffset + mem.offset];
+    };
+    const desc = part('descriptor ring', layout.descAddr, 16 * size, 16);
+    if (typeof desc === 'string') return desc;
+    const driverEvent = part('driver event suppression area', layout.availAddr, 4, 4);
+    if (typeof driverEvent === 'string') return driverEvent;
+    const deviceEvent = part('device event suppression area', layout.usedAddr, 4, 4);
+    if (typeof deviceEvent === 'string') return deviceEvent;
+    const left = new Uint16Array(deviceEvent[0], deviceEvent[1], 1)[0];
+    let position = layout.lastAvailIdx;
+    // A frontend that lost track of the ring (QEMU reconnecting to a restarted backend
+    // cannot read a packed ring's position back, as it reads used->idx of a split one)
+    // sends a fresh ring's base; a fresh ring's area is zero (drivers allocate it zeroed),
+    // so one that holds a position was left by a device that had moved on.
+    if (position < 0 || (position === FRESH_RING && left !== 0 && (left & INDEX) < size)) position = left;
+    if ((position & INDEX) >= size || position > 0xffff) return `position ${position & INDEX} (wrap ${position >> 15}) is outside a ring of ${size}`;
+    return new PackedQueue(mem, layout, position, desc, driverEvent, deviceEvent);
+  }
+
+  /** Whether the descriptor at lastAvailIdx is available: `size` (a bound on the chains) or 0. */
+  pending(): number {
+    const at = this.lastAvailIdx & INDEX;
+    // Atomics orders this read before the descriptor reads that follow (2.8.21.1).
+    const flags = Atomics.load(this.desc16, at * 8 + 7);
+    return this.available(flags, this.lastAvailIdx) ? this.size : 0;
+  }
+
+  hasChain(): boolean {
+    return this.returnedCount < this.size && this.available(this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7], this.lastAvailIdx);
+  }
+
+  /** 2.8.1: available when its AVAIL bit equals the driver's wrap counter and its USED bit does not. */
+  private available(flags: number, position: number): boolean {
+    const wrap = position >> 15;
+    return ((flags >> 7) & 1) === wrap && flags >> 15 !== wrap;
+  }
+
+  /** The position n descriptors after `position`, the wrap counter flipped on each lap. */
+  private advance(position: number, n: number): number {
+    const index = (position & INDEX) + n;
+    return index < this.size ? (position & WRAP) | index : ((position & WRAP) ^ WRAP) | (index - this.size);
+  }
+
+  /**
+   * See Virtqueue.takeChain. A chain is the descriptors from lastAvailIdx up to the first
+   * without NEXT, wrapping at the ring's end (2.8.6); its buffer id is the last one's. A
+   * bad chain is still skipped whole and returned, so the queue moves on; one that never
+   * ends (NEXT on all `size` descriptors) means the ring is corrupt: `failure` says so,
+   * and NO_CHAIN comes back.
+   * The plain reads after the flags are ordered by the branch on them (x86 keeps loads in
+   * order), as the split ring's entries are by its one avail->idx read.
+   */
+  takeChain(writable: boolean, maxBytes: number): number {
+    // In flight between two publishUsed() calls: at most a ring's worth (a driver flipping
+    // flags under the device would otherwise keep one burst taking chains).
+    if (this.returnedCount === this.size) return NO_CHAIN;
+    const position = this.lastAvailIdx;
+    let at = position & INDEX;
+    const desc16 = this.desc16;
+    const desc32 = this.desc32;
+    let flags = desc16[at * 8 + 7];
+    if (!this.available(flags, position)) return NO_CHAIN;
+    const wantFlag = writable ? VIRTQ_DESC_F_WRITE : 0;
+    const mem = this.mem;
+    // Fast path: one direct descriptor (header and frame together).
+    if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) === wantFlag) {
+      const len = desc32[at * 4 + 2];
+      if (len > 0) {
+        this.descriptorsRead++;
+        this.chainId = desc16[at * 8 + 6];
+        this.chainDescs = 1;
+        this.lastAvailIdx = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
+        if (len > maxBytes) return CHAIN_TOO_LONG;
+        if (!mem.translate(desc32[at * 4] + desc32[at * 4 + 1] * 4294967296, len)) return CHAIN_BAD;
+        this.segWindow[0] = mem.window;
+        this.segOffset[0] = mem.offset;
+        this.segLength[0] = len;
+        this.chainBytes = len;
+        return 1;
+      }
+    }
+    return this.takeLongChain(position, flags, wantFlag, maxBytes);
+  }
+
+  /**
+   * takeChain() for every chain but one direct descriptor: NB kept apart so that the fast
+   * path above stays small enough for V8 to inline into the data path.
+   */
+  private takeLongChain(position: number, flags: number, wantFlag: number, maxBytes: number): number {
+    const desc16 = this.desc16;
+    const desc32 = this.desc32;
+    const mem = this.mem;
+    let at = position & INDEX;
+    let error = 0; // CHAIN_BAD or CHAIN_TOO_LONG once found: the rest is only skipped
+    let descs = 0;
+    let steps = 0;
+    let segments = 0;
+    let total = 0;
+    for (;;) {
+      if (descs === this.size) {
+        this.failure = `descriptor chain from ${position & INDEX} never ends (NEXT on every descriptor)`;
+        return NO_CHAIN;
+      }
+      if (descs > 0) flags = desc16[at * 8 + 7];
+      descs++;
+      this.descriptorsRead++;
+      if (error === 0) {
+        const addr = desc32[at * 4] + desc32[at * 4 + 1] * 4294967296;
+        const len = desc32[at * 4 + 2];
+        if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+          // 2.8.19: the table's entries are the chain's remaining buffers, in order (NEXT
+          // and id in them mean nothing). INDIRECT with NEXT is refused (as 2.7.5.3.1
+          // says of split rings), so a table ends its chain; it may not hold more buffers
+          // than the chain may still take.
+          if (!this.indirect || (flags & VIRTQ_DESC_F_NEXT) !== 0 || len === 0 || (len & 15) !== 0 || len / 16 > this.maxChain - steps || !mem.translate(addr, len)) {
+            error = CHAIN_BAD;
+          } else {
+            const table = mem.data[mem.window];
+            const base = mem.offset;
+            const entries = len / 16;
+            for (let e = 0; e < entries; e++) {
+              const o = base + e * 16;
+              const entryLen = table.getUint32(o + 8, true);
+              this.descriptorsRead++;
+              steps++;
+              // 2.8.19: "MUST NOT set the VIRTQ_DESC_F_INDIRECT flag within an indirect
+              // descriptor": refused rather than ignored, as the split ring does.
+              const entryFlags = table.getUint16(o + 14, true);
+              if ((entryFlags & VIRTQ_DESC_F_WRITE) !== wantFlag || (entryFlags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+                error = CHAIN_BAD;
+                break;
+              }
+              if (entryLen === 0) continue;
+              if (!mem.translate(table.getUint32(o, true) + table.getUint32(o + 4, true) * 4294967296, entryLen)) {
+                error = CHAIN_BAD;
+                break;
+              }
+              // segments <= steps <= maxChain: the segment arrays cannot overflow.
+              this.segWindow[segments] = mem.window;
+              this.segOffset[segments] = mem.offset;
+              this.segLength[segments] = entryLen;
+              segments++;
+              total += entryLen;
+              if (total > maxBytes) {
+                error = CHAIN_TOO_LONG;
+                break;
+              }
+            }
+          }
+        } else if (steps === this.maxChain || (flags & VIRTQ_DESC_F_WRITE) !== wantFlag) {
+          error = CHAIN_BAD;
+        } else {
+          steps++;
+          if (len > 0) {
+            if (!mem.translate(addr, len)) {
+              error = CHAIN_BAD;
+            } else {
+              this.segWindow[segments] = mem.window;
+              this.segOffset[segments] = mem.offset;
+              this.segLength[segments] = len;
+              segments++;
+              total += len;
+              if (total > maxBytes) error = CHAIN_TOO_LONG;
+            }
+          }
+        }
+      }
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      at = at + 1 < this.size ? at + 1 : 0;
+    }
+    this.chainId = desc16[at * 8 + 6];
+    this.chainDescs = descs;
+    this.lastAvailIdx = this.advance(position, descs);
+    this.chainBytes = total;
+    return error !== 0 ? error : segments;
+  }
+
+  returnChain(len: number): void {
+    const k = this.returnedCount++;
+    this.returnedId[k] = this.chainId;
+    this.returnedLen[k] = len;
+    this.returnedAt[k] = this.usedIdx;
+    this.usedIdx = this.advance(this.usedIdx, this.chainDescs);
+  }
+
+  forgetUsed(to: number): void {
+    while (this.returnedCount > 0 && this.usedIdx !== to) this.usedIdx = this.returnedAt[--this.returnedCount];
+  }
+
+  /**
+   * Writes the returned chains' used descriptors (2.8.7: id, len, then flags with AVAIL and
+   * USED both equal to the used wrap counter; WRITE when the device wrote into the buffer),
+   * the first one's flags last and with Atomics.store, a full barrier: the driver reads
+   * from that descriptor on, so it sees the whole burst or none of it. Then says whether the
+   * driver wants an interrupt (2.8.10).
+   */
+  publishUsed(from: number): boolean {
+    const n = this.returnedCount;
+    if (n === 0) return false;
+    const desc16 = this.desc16;
+    const desc32 = this.desc32;
+    for (let k = 0; k < n; k++) {
+      const at = this.returnedAt[k] & INDEX;
+      desc32[at * 4 + 2] = this.returnedLen[k];
+      desc16[at * 8 + 6] = this.returnedId[k];
+      if (k > 0) desc16[at * 8 + 7] = this.usedFlags(this.returnedAt[k], this.returnedLen[k]);
+    }
+    Atomics.store(desc16, (this.returnedAt[0] & INDEX) * 8 + 7, this.usedFlags(this.returnedAt[0], this.returnedLen[0]));
+    this.returnedCount = 0;
+    this.deviceEvent16[0] = this.usedIdx;
+    return this.wantsInterrupt(from);
+  }
+
+  private usedFlags(position: number, len: number): number {
+    return ((position & WRAP) !== 0 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
+  }
+
+  /**
+   * 2.8.10: the driver's flags: DISABLE, ENABLE, or (EVENT_IDX) DESC: an interrupt once the
+   * used descriptor at off_wrap is written, decided as vring_need_event() does on
+   * positions counted across one wrap.
+   */
+  private wantsInterrupt(from: number): boolean {
+    const flags = this.driverEvent16[1];
+    if (flags === RING_EVENT_FLAGS_DISABLE) return false;
+    if (flags !== RING_EVENT_FLAGS_DESC || !this.eventIdx) return true;
+    const offWrap = this.driverEvent16[0];
+    const now = this.usedIdx & INDEX;
+    let old = from & INDEX;
+    let event = offWrap & INDEX;
+    if (now <= old) old -= this.size;
+    if ((offWrap & WRAP) !== (this.usedIdx & WRAP)) event -= this.size;
+    return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
+  }
+
+  /** 2.8.10: kicks wanted (ENABLE); Atomics.store orders it before the caller's pending() check. */
+  enableNotifications(): void {
+    Atomics.store(this.deviceEvent16, 1, RING_EVENT_FLAGS_ENABLE);
+  }
+
+  suppressNotifications(): void {
+    this.deviceEvent16[1] = RING_EVENT_FLAGS_DISABLE;
+  }
+}

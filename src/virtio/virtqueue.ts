@@ -1,0 +1,72 @@
+// What the data path needs of a virtqueue, split (split-queue.ts) or packed
+// (packed-queue.ts): take the chain at the driver's position, return it used, publish a
+// burst's used buffers at once. Positions (lastAvailIdx, usedIdx) are opaque numbers a
+// caller may save and restore to take chains again (a frame rolled back).
+import type { GuestMemory } from './guest-memory.ts';
+
+/** takeChain() results below zero */
+export const CHAIN_BAD = -1;
+export const CHAIN_TOO_LONG = -2;
+/** the driver has made no more chains available (or the burst took all it may) */
+export const NO_CHAIN = -3;
+
+/**
+ * The most descriptors one chain may have, zero-length ones included, so that one chain
+ * costs at most this many reads whatever its table holds. Linux sends at most
+ * MAX_SKB_FRAGS + 2 (19, or 47 with CONFIG_MAX_SKB_FRAGS=45); a queue smaller than this
+ * caps chains lower still (see maxChain).
+ */
+export const MAX_CHAIN_DESCRIPTORS = 128;
+
+/** What a queue with an inflight record found in it when it started. */
+export interface InflightRecovery {
+  /** chains the previous owner took and never returned, taken again in their order */
+  retaken: number;
+  /** such chains not at the head of the available ring (not left by an in-order owner): returned unprocessed */
+  returned: number;
+  fresh: boolean;
+  /** chains marked in a record that cannot be of this ring (more than the driver made available): it was started afresh */
+  disagreed: number;
+}
+
+export interface Virtqueue {
+  readonly mem: GuestMemory;
+  readonly size: number;
+  /** the most descriptors a chain may have */
+  readonly maxChain: number;
+  /** set once the ring is found corrupt; the queue is then no longer polled */
+  failure: string;
+  /** the driver's position: the next chain takeChain() walks */
+  lastAvailIdx: number;
+  /** where the next used buffer goes; published by publishUsed() */
+  usedIdx: number;
+  /** descriptors read since a caller last set this to 0 (to meter a burst) */
+  descriptorsRead: number;
+  /** the segments of the last walked chain: window, offset and length of each */
+  readonly segWindow: Int32Array;
+  readonly segOffset: Float64Array;
+  readonly segLength: Uint32Array;
+  /** total bytes of the last walked chain */
+  chainBytes: number;
+  readonly inflightRecovery: InflightRecovery | null;
+  /** whether chains are available: a count (split) or a bound (packed); -1 if the ring is corrupt */
+  pending(): number;
+  /** Whether takeChain() would find a chain (without reading it). */
+  hasChain(): boolean;
+  /**
+   * Walks the chain at lastAvailIdx and moves past it. `writable` says which kind the
+   * device expects (a virtio-net chain is all of one kind). Returns the segment count,
+   * CHAIN_BAD, CHAIN_TOO_LONG once more than maxBytes, or NO_CHAIN.
+   */
+  takeChain(writable: boolean, maxBytes: number): number;
+  /** Returns the chain takeChain() last took, len bytes written into it (not yet visible). */
+  returnChain(len: number): void;
+  /** Takes back the used buffers returned since usedIdx was `to` (none of them published). */
+  forgetUsed(to: number): void;
+  /** Makes the used buffers returned since `from` visible; says whether the guest wants an interrupt. */
+  publishUsed(from: number): boolean;
+  /** Before the PMD sleeps: ask the driver to kick for the next buffer. */
+  enableNotifications(): void;
+  /** A polling device wants no kicks. */
+  suppressNotifications(): void;
+}

@@ -9,9 +9,8 @@ import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { arp, neighbourSolicitation, tcp4, udp4 } from '../support/frames.ts';
+import { GUEST, ROUTER, routedAtoB } from './lib.ts';
 
-const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01', h: '02:00:00:00:0e:01' };
-const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', h: '52:54:00:00:00:0e' };
 
 function residentKb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
@@ -33,22 +32,7 @@ t.test('a hostile guest on a routed port', async (t) => {
   t.teardown(() => [a, b, h].forEach((d) => d.close()));
   const [ga, gb, gh] = [testGuest(a), testGuest(b), testGuest(h)];
 
-  // a learns the router, b answers the router's ARP: then a's packets reach b, routed.
-  await ga.send([arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
-  await waitFor('the ARP reply on a', () => ga.poll().find((f) => f.arp?.op === 2));
-  const toB = (n: number) => Array.from({ length: n }, (_, k) => udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1000 + k, dstPort: 9, payload: 64, srcMac: GUEST.a, dstMac: ROUTER.a }));
-  await ga.send(toB(1));
-  const request = await waitFor('the router\'s ARP request on b', () => gb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.2'));
-  t.equal(request.arp?.senderIp, '10.0.2.1');
-  await gb.send([arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.2', targetMac: ROUTER.b, targetIp: '10.0.2.1', dstMac: ROUTER.b, srcMac: GUEST.b })]);
-  await waitFor('the held packet on b', () => gb.poll().some((f) => f.ip?.dst === '10.0.2.2'));
-  const routedToB = () => gb.poll().filter((f) => f.ip?.dst === '10.0.2.2' && f.ip.ttl === 63 && f.ip.headerChecksumOk && f.srcMac === ROUTER.b).length;
-  const stillRouting = async (n: number) => {
-    const before = routedToB();
-    await ga.send(toB(n));
-    await waitFor(`${n} routed packets on b`, () => routedToB() - before >= n || undefined, 5000);
-    return true;
-  };
+  const stillRouting = await routedAtoB(ga, gb);
   t.ok(await stillRouting(64), 'a -> b routed: TTL 63, checksum right, from the router MAC');
   const baseline = residentKb(vr.proc.pid!);
 

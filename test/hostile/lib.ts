@@ -9,6 +9,9 @@ import { NET_HDR_LEN, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from '../../sr
 import { blockingEventfd, pipe } from '../support/raw-fds.ts';
 import { processResources, trafficFlows, type ProcessResources } from '../support/traffic.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { arp, udp4 } from '../support/frames.ts';
+import type { TestGuest } from '../support/test-guest.ts';
+import { waitFor } from '../support/traffic.ts';
 
 export const MAC_A = '52:54:00:00:00:0a';
 export const MAC_B = '52:54:00:00:00:0b';
@@ -165,4 +168,31 @@ export async function dataPathAttacks(socket: string, until: () => boolean): Pro
     h.close();
   }
   return rounds;
+}
+
+/** The router's MACs on routed ports a (10.0.1.1/24), b (10.0.2.1/24) and h, and their guests'. */
+export const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01', h: '02:00:00:00:0e:01' };
+export const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', h: '52:54:00:00:00:0e' };
+
+/**
+ * Guest a (10.0.1.2) learns the router and guest b (10.0.2.2) answers the router's ARP, so
+ * that a's packets reach b routed. Returns a check: n more packets a -> b
+ * arrive routed (TTL 63, header checksum right, from the router's MAC), within 5 s.
+ */
+export async function routedAtoB(ga: TestGuest, gb: TestGuest): Promise<(n: number) => Promise<boolean>> {
+  await ga.send([arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
+  await waitFor('the ARP reply on a', () => ga.poll().find((f) => f.arp?.op === 2));
+  const toB = (n: number) => Array.from({ length: n }, (_, k) => udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1000 + k, dstPort: 9, payload: 64, srcMac: GUEST.a, dstMac: ROUTER.a }));
+  await ga.send(toB(1));
+  const request = await waitFor('the router\'s ARP request on b', () => gb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.2'));
+  if (request.arp?.senderIp !== '10.0.2.1') throw new Error(`the router asked from ${request.arp?.senderIp}, not its address 10.0.2.1`);
+  await gb.send([arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.2', targetMac: ROUTER.b, targetIp: '10.0.2.1', dstMac: ROUTER.b, srcMac: GUEST.b })]);
+  await waitFor('the held packet on b', () => gb.poll().some((f) => f.ip?.dst === '10.0.2.2'));
+  const routedToB = () => gb.poll().filter((f) => f.ip?.dst === '10.0.2.2' && f.ip.ttl === 63 && f.ip.headerChecksumOk && f.srcMac === ROUTER.b).length;
+  return async (n: number) => {
+    const before = routedToB();
+    await ga.send(toB(n));
+    await waitFor(`${n} routed packets on b`, () => routedToB() - before >= n || undefined, 5000);
+    return true;
+  };
 }

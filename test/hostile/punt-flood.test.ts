@@ -9,10 +9,9 @@ import { startDevice } from '../support/vhost-frontend.ts';
 import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
-import { arp, tcp4, udp4 } from '../support/frames.ts';
+import { tcp4, udp4 } from '../support/frames.ts';
+import { GUEST, ROUTER, routedAtoB } from './lib.ts';
 
-const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01', h: '02:00:00:00:0e:01' };
-const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b', h: '52:54:00:00:00:0e' };
 const PUNT_RATE = 1000;
 const PUNT_BURST = 100;
 const FLOOD = 30_000;
@@ -48,21 +47,7 @@ t.test('a flood to the router\'s address is policed before its Linux mirror', as
   t.teardown(() => [a, b, h].forEach((d) => d.close()));
   const [ga, gb, gh] = [testGuest(a), testGuest(b), testGuest(h)];
 
-  // a's packets reach b, routed, once b answered the router's ARP.
-  await ga.send([arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
-  await waitFor('the ARP reply on a', () => ga.poll().find((f) => f.arp?.op === 2));
-  const toB = (n: number) => Array.from({ length: n }, (_, k) => udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1000 + k, dstPort: 9, payload: 64, srcMac: GUEST.a, dstMac: ROUTER.a }));
-  await ga.send(toB(1));
-  await waitFor('the router\'s ARP request on b', () => gb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.2'));
-  await gb.send([arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.2', targetMac: ROUTER.b, targetIp: '10.0.2.1', dstMac: ROUTER.b, srcMac: GUEST.b })]);
-  await waitFor('the held packet on b', () => gb.poll().some((f) => f.ip?.dst === '10.0.2.2'));
-  const routedToB = () => gb.poll().filter((f) => f.ip?.dst === '10.0.2.2' && f.ip.ttl === 63).length;
-  const stillRouting = async (n: number) => {
-    const before = routedToB();
-    await ga.send(toB(n));
-    await waitFor(`${n} routed packets on b`, () => routedToB() - before >= n || undefined, 5000);
-    return true;
-  };
+  const stillRouting = await routedAtoB(ga, gb);
 
   // Let the bucket fill, then flood: UDP to the router's address, which vrouter leaves to Linux.
   await new Promise((r) => setTimeout(r, 300));

@@ -31,8 +31,8 @@ export interface DataplaneLayout {
 export function sharedMemoryOf(config: VrouterConfig): { shared: PmdShared; capture: CaptureMemory } {
   const pmdCount = config.pmd.cores.length;
   const pairs = (make: () => ArrayBufferLike) => Array.from({ length: pmdCount }, (_, x) => Array.from({ length: pmdCount }, (_, y) => (x === y ? null : make())));
-  if ((BUFFERS_PER_PMD + SUPER_BUFFERS_PER_PMD) * pmdCount > 2 ** HANDLE_BITS) throw new RangeError(`too many PMDs for ${HANDLE_BITS}-bit handles`);
   const pool = createPoolMemory(pmdCount, BUFFERS_PER_PMD, SUPER_BUFFERS_PER_PMD);
+  if (pool.handleCount > 2 ** HANDLE_BITS) throw new RangeError(`too many PMDs for ${HANDLE_BITS}-bit handles`);
   const shared: PmdShared = {
     pool,
     counters: createCounterBuffer(pmdCount),

@@ -10,8 +10,8 @@ import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
-import { completeChecksum, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST, segmentSuperFrame, takesSegmentation } from './offloads.ts';
-import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_TYPE, type PacketPool } from './packet-pool.ts';
+import { completeChecksum, isSegmented, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST, segmentSuperFrame, takesSegmentation } from './offloads.ts';
+import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 
@@ -76,7 +76,7 @@ export class Egress {
     this.peerBells = shared.wakers.map((w) => new Int32Array(w.doorbell));
     this.peerWakeFds = shared.wakers.map((w) => w.wakeFd);
     this.doorbell = this.peerBells[me];
-    this.refs = new Uint8Array((shared.pool.perPmd + shared.pool.superPerPmd) * shared.pool.pmdCount);
+    this.refs = new Uint8Array(shared.pool.handleCount);
     this.touched = new Int32Array(cfg.ports.length);
     this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BATCH_MAX * Math.max(1, cfg.ports.length)));
     this.outboxCount = new Int32Array(cfg.pmdCount);
@@ -135,7 +135,7 @@ export class Egress {
   private enqueue(port: PortRuntime, handle: number): void {
     if (port.pendingCount === 0) this.touched[this.touchedCount++] = port.cfg.index;
     port.pending[port.pendingCount++] = handle;
-    if (this.pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] !== 0) port.superPending = true;
+    if (isSegmented(this.pool, handle)) port.superPending = true;
   }
 
   /** Writes each destination's frames: into its RX queue here, or to the PMD that holds one. */
@@ -204,7 +204,7 @@ export class Egress {
     let made = 0;
     for (let i = 0; i < port.pendingCount; i++) {
       const h = port.pending[i];
-      if (pool.offload[h * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] === 0 || takesSegmentation(pool, h, offloads)) {
+      if (!isSegmented(pool, h) || takesSegmentation(pool, h, offloads)) {
         out[n++] = h;
         continue;
       }

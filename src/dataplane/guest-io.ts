@@ -174,12 +174,16 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
         pool.free(handle);
         continue;
       }
-      if (leavesChecksum(pool, handle)) partial++;
+      if (leavesChecksum(pool, handle)) {
+        partial++;
+        if (isSegmented(pool, handle)) {
+          superFrames++;
+          superBytes += frameLen;
+        }
+      }
     }
-    if (isSegmented(pool, handle)) {
-      superFrames++;
-      superBytes += frameLen;
-    } else if (frameLen > maxFrame) {
+    // Longer than the port's frames (taken only with TSO negotiated): a super-frame, or too long.
+    if (frameLen > maxFrame && !isSegmented(pool, handle)) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
       pool.free(handle);
       continue;
@@ -201,39 +205,46 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
 }
 
 /**
- * Writes the virtio-net header in front of frame `handle` delivered to a guest: num_buffers
- * (bytes 10-11, little-endian), and what the frame leaves to do, from its offload fields: a
- * checksum (NEEDS_CSUM, csum_start, csum_offset) and segments (gso_type, hdr_len,
- * gso_size); zero where it leaves nothing. The first segment of the chain holds it whole
- * (checked by the callers).
+ * Writes the virtio-net header in front of a frame delivered to a guest that leaves nothing
+ * to do: every field zero but num_buffers (bytes 10-11, little-endian). The first segment
+ * of the chain holds it whole (checked by the callers). Kept this small so that it inlines:
+ * it runs for every frame.
  */
-function writeHeader(vq: Virtqueue, numBuffers: number, pool: PacketPool, handle: number): void {
+function writeHeader(vq: Virtqueue, numBuffers: number): void {
   const w = vq.segWindow[0];
   const off = vq.segOffset[0];
-  const fields = handle * OFFLOAD_FIELDS;
-  const csumStart = pool.offload[fields + OFFLOAD_CSUM_START];
-  let word0 = 0;
-  let word1 = 0;
-  let word2 = numBuffers << 16;
-  if (csumStart !== 0) {
-    const gsoType = pool.offload[fields + OFFLOAD_GSO_TYPE];
-    word0 = VIRTIO_NET_HDR_F_NEEDS_CSUM | (gsoType << 8) | (gsoType === 0 ? 0 : pool.offload[fields + OFFLOAD_HDR_LEN] << 16);
-    word1 = (gsoType === 0 ? 0 : pool.offload[fields + OFFLOAD_GSO_SIZE]) | ((csumStart - 1) << 16);
-    word2 |= pool.offload[fields + OFFLOAD_CSUM_OFFSET];
-  }
   if ((off & 3) === 0) {
     const words = vq.mem.words[w];
     const i = off >>> 2;
-    words[i] = word0;
-    words[i + 1] = word1;
-    words[i + 2] = word2;
+    words[i] = 0;
+    words[i + 1] = 0;
+    words[i + 2] = numBuffers << 16;
   } else {
     const bytes = vq.mem.bytes[w];
-    for (let k = 0; k < 4; k++) {
-      bytes[off + k] = (word0 >>> (8 * k)) & 0xff;
-      bytes[off + 4 + k] = (word1 >>> (8 * k)) & 0xff;
-      bytes[off + 8 + k] = (word2 >>> (8 * k)) & 0xff;
-    }
+    bytes.fill(0, off, off + NET_HDR_NUM_BUFFERS_OFFSET);
+    bytes[off + NET_HDR_NUM_BUFFERS_OFFSET] = numBuffers & 0xff;
+    bytes[off + NET_HDR_NUM_BUFFERS_OFFSET + 1] = numBuffers >> 8;
+  }
+}
+
+/**
+ * The header of frame `handle`, which leaves work to the guest (its offload fields): a
+ * checksum (NEEDS_CSUM, csum_start, csum_offset) and, for a super-frame, its segments
+ * (gso_type, hdr_len, gso_size). As writeHeader() otherwise.
+ */
+function writeOffloadHeader(vq: Virtqueue, numBuffers: number, pool: PacketPool, handle: number): void {
+  const w = vq.segWindow[0];
+  const off = vq.segOffset[0];
+  const fields = handle * OFFLOAD_FIELDS;
+  const gsoType = pool.offload[fields + OFFLOAD_GSO_TYPE];
+  const word0 = VIRTIO_NET_HDR_F_NEEDS_CSUM | (gsoType << 8) | (gsoType === 0 ? 0 : pool.offload[fields + OFFLOAD_HDR_LEN] << 16);
+  const word1 = (gsoType === 0 ? 0 : pool.offload[fields + OFFLOAD_GSO_SIZE]) | ((pool.offload[fields + OFFLOAD_CSUM_START] - 1) << 16);
+  const word2 = pool.offload[fields + OFFLOAD_CSUM_OFFSET] | (numBuffers << 16);
+  const bytes = vq.mem.bytes[w];
+  for (let k = 0; k < 4; k++) {
+    bytes[off + k] = (word0 >>> (8 * k)) & 0xff;
+    bytes[off + 4 + k] = (word1 >>> (8 * k)) & 0xff;
+    bytes[off + 8 + k] = (word2 >>> (8 * k)) & 0xff;
   }
 }
 
@@ -272,10 +283,13 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   for (; i < count; i++) {
     const handle = handles[i];
     const frameLen = pool.length[handle];
-    // A super-frame comes here only to a guest that takes its kind (the egress step cut
-    // the others' segments), with segments no longer than the guest's frames.
+    // What the frame leaves to do: a super-frame always leaves its checksum too, so most
+    // frames cost this one load. A super-frame comes here only to a guest that takes its
+    // kind (the egress step cut the others' segments), with segments no longer than the
+    // guest's frames.
     const fields = handle * OFFLOAD_FIELDS;
-    const superFrame = pool.offload[fields + OFFLOAD_GSO_TYPE] !== 0;
+    const csumStart = pool.offload[fields + OFFLOAD_CSUM_START];
+    const superFrame = csumStart !== 0 && pool.offload[fields + OFFLOAD_GSO_TYPE] !== 0;
     if (superFrame && (!takesSegmentation(pool, handle, q.offloads) || pool.offload[fields + OFFLOAD_HDR_LEN] + pool.offload[fields + OFFLOAD_GSO_SIZE] > maxFrame)) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
       continue;
@@ -294,18 +308,22 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     }
     // A checksum left to do goes as it is to a guest that takes it so; for the others
     // it is done here, in the buffer (any port the frame goes to next then gets it done).
-    if (!partialOk && pool.offload[fields + OFFLOAD_CSUM_START] !== 0) {
+    let leftToDo = csumStart !== 0;
+    if (leftToDo && !partialOk) {
       completeChecksum(pool, handle);
       completed++;
+      leftToDo = false;
     }
-    const result = mergeable ? writeMergeable(vq, pool, handle, frameLen) : writeOneChain(vq, pool, handle, frameLen);
+    const result = mergeable ? writeMergeable(vq, pool, handle, frameLen, leftToDo) : writeOneChain(vq, pool, handle, frameLen, leftToDo);
     if (result > 0) {
       delivered++;
       bytes += frameLen;
-      if (pool.offload[fields + OFFLOAD_CSUM_START] !== 0) partial++;
-      if (superFrame) {
-        superFrames++;
-        superBytes += frameLen;
+      if (leftToDo) {
+        partial++;
+        if (superFrame) {
+          superFrames++;
+          superBytes += frameLen;
+        }
       }
       continue;
     }
@@ -405,7 +423,7 @@ function consumeChains(vq: Virtqueue, startAvail: number, startUsed: number, n: 
  * a chain that cannot hold the header and an Ethernet header fits no frame, and left at
  * the head of the queue it would stop the guest's receive path for good.
  */
-function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number): number {
+function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number, leftToDo: boolean): number {
   if (!vq.hasChain()) return NO_ROOM;
   if (vq.descriptorsRead >= DELIVER_DESCRIPTOR_BUDGET) return OVER_BUDGET;
   const start = vq.lastAvailIdx;
@@ -418,7 +436,8 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
     vq.lastAvailIdx = start;
     return TOO_SMALL;
   }
-  writeHeader(vq, 1, pool, handle);
+  if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
+  else writeHeader(vq, 1);
   scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
   vq.returnChain(NET_HDR_LEN + frameLen);
   return 1;
@@ -431,7 +450,7 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
  * published: lastAvailIdx and usedIdx are rolled back. Returns the chains used or an
  * error code.
  */
-function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number): number {
+function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number, leftToDo: boolean): number {
   const startAvail = vq.lastAvailIdx;
   const startUsed = vq.usedIdx;
   const src = pool.data;
@@ -455,7 +474,8 @@ function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLe
     }
     let used = 0;
     if (chains === 0) {
-      writeHeader(vq, 1, pool, handle);
+      if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
+      else writeHeader(vq, 1);
       numBuffersWindow = vq.segWindow[0];
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;

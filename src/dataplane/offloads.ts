@@ -57,6 +57,7 @@ export function takeOffloadHeader(pool: PacketPool, handle: number, frameLen: nu
   const fields = handle * OFFLOAD_FIELDS;
   pool.offload[fields + OFFLOAD_CSUM_START] = start + 1;
   pool.offload[fields + OFFLOAD_CSUM_OFFSET] = offset;
+  pool.offload[fields + OFFLOAD_GSO_TYPE] = VIRTIO_NET_HDR_GSO_NONE;
   if (gsoType === VIRTIO_NET_HDR_GSO_NONE) return true;
   return takeSegmentation(pool, handle, frameLen, offloads, maxFrame, gsoType, d[h + 4] | (d[h + 5] << 8), start, offset);
 }
@@ -179,6 +180,7 @@ export function segmentSuperFrame(pool: PacketPool, handle: number, out: Uint32A
     const segFields = s * OFFLOAD_FIELDS;
     pool.offload[segFields + OFFLOAD_CSUM_START] = l4 + 1;
     pool.offload[segFields + OFFLOAD_CSUM_OFFSET] = 16;
+    pool.offload[segFields + OFFLOAD_GSO_TYPE] = VIRTIO_NET_HDR_GSO_NONE;
     out[at + k] = s;
   }
   return n;
@@ -197,10 +199,13 @@ function onesSum(d: Uint8Array, from: number, to: number, initial: number): numb
  * the one's complement sum of the bytes from csum_start to the end (the field's
  * pseudo-header sum among them), complemented, at csum_start + csum_offset. A stage that
  * shortened the frame under the field leaves nothing to complete: the state is cleared.
+ * A super-frame keeps its state (a frame with GSO_TYPE set always has CSUM_START set too).
  */
 export function completeChecksum(pool: PacketPool, handle: number): void {
   const fields = handle * OFFLOAD_FIELDS;
   const start = pool.offload[fields + OFFLOAD_CSUM_START] - 1;
+  // A super-frame's checksums are its segments', done as they are cut: nothing to do whole.
+  if (start >= 0 && pool.offload[fields + OFFLOAD_GSO_TYPE] !== 0) return;
   const offset = pool.offload[fields + OFFLOAD_CSUM_OFFSET];
   pool.offload[fields + OFFLOAD_CSUM_START] = 0;
   const len = pool.length[handle];
@@ -238,5 +243,6 @@ export function leavesChecksum(pool: PacketPool, handle: number): boolean {
 
 /** Whether frame `handle` is a super-frame (its segments left to cut). */
 export function isSegmented(pool: PacketPool, handle: number): boolean {
-  return pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] !== 0;
+  const fields = handle * OFFLOAD_FIELDS;
+  return pool.offload[fields + OFFLOAD_CSUM_START] !== 0 && pool.offload[fields + OFFLOAD_GSO_TYPE] !== 0;
 }

@@ -13,8 +13,9 @@ import { addressOf } from '../sys/libc.ts';
  * u16 fields per handle in PacketPool.offload: the partial checksum's start in the frame
  * plus 1 (0: the frame's checksums are complete), and where from there it goes; for a
  * super-frame its virtio-net gso_type (0: none), gso_size and the length of its headers
- * (Ethernet to TCP, each segment's). A frame and its fields travel together (copied with
- * it, cleared when its buffer is taken).
+ * (Ethernet to TCP, each segment's). A super-frame always leaves its checksum to do, so
+ * the other fields mean something only while CSUM_START is set: taking a buffer clears
+ * that one field alone. A frame and its fields travel together (copied with it).
  */
 export const OFFLOAD_FIELDS = 5;
 export const OFFLOAD_CSUM_START = 0;
@@ -36,8 +37,12 @@ export const DATA_ROOM = 9088;
 export const BUFFER_STRIDE = 9280;
 /** Room for a super-frame: an IPv4 or IPv6 packet of 64 KiB, its Ethernet header and a VLAN tag. */
 export const SUPER_DATA_ROOM = 65560;
-/** HEADROOM + SUPER_DATA_ROOM, rounded up to an odd multiple of 64 bytes (see BUFFER_STRIDE). */
-export const SUPER_STRIDE = 65728;
+/**
+ * A super-frame buffer spans this many small buffers' strides, and takes every this-many-th
+ * handle: a handle's frame is at handle * BUFFER_STRIDE + HEADROOM whatever its kind, with
+ * no branch in the offset every stage computes for every packet.
+ */
+export const SUPER_SPAN = 8;
 
 /** The memory every PMD's pool views: buffers and per-handle frame lengths. */
 export interface PoolMemory {
@@ -54,16 +59,18 @@ export interface PoolMemory {
   pmdCount: number;
   /** entries of a return ring: at least a PMD's handles of both kinds, so that it can never overflow */
   returnCapacity: number;
+  /** handles are below this (super-frame buffers leave gaps: see SUPER_SPAN) */
+  handleCount: number;
 }
 
 export function createPoolMemory(pmdCount: number, perPmd: number, superPerPmd = 0): PoolMemory {
   if ((perPmd & (perPmd - 1)) !== 0) throw new RangeError(`buffers per PMD (${perPmd}) must be a power of 2`);
   if ((superPerPmd & (superPerPmd - 1)) !== 0 || superPerPmd > perPmd) throw new RangeError(`super-frame buffers per PMD (${superPerPmd}) must be a power of 2, at most ${perPmd}`);
-  const handles = pmdCount * (perPmd + superPerPmd);
+  const handles = pmdCount * (perPmd + superPerPmd * SUPER_SPAN);
   // Shared pages are committed on first touch, and the LIFO free stacks keep
   // reusing the same few buffers: resident memory follows the traffic, not the capacity.
   return {
-    buffers: sharedBuffer(pmdCount * (perPmd * BUFFER_STRIDE + superPerPmd * SUPER_STRIDE)),
+    buffers: sharedBuffer(handles * BUFFER_STRIDE),
     lengths: sharedBuffer(handles * 4),
     away: sharedBuffer(handles),
     offload: sharedBuffer(handles * OFFLOAD_FIELDS * 2),
@@ -71,6 +78,7 @@ export function createPoolMemory(pmdCount: number, perPmd: number, superPerPmd =
     superPerPmd,
     pmdCount,
     returnCapacity: superPerPmd === 0 ? perPmd : 2 * perPmd,
+    handleCount: handles,
   };
 }
 
@@ -92,12 +100,10 @@ export class PacketPool {
   /** OFFLOAD_FIELDS per handle: what the frame leaves to do, if anything (offloads.ts) */
   readonly offload: Uint16Array;
   readonly pmd: number;
-  /** handles from here on are super-frame buffers */
+  /** handles from here on are super-frame buffers (every SUPER_SPAN-th) */
   readonly superFrom: number;
   private readonly perPmd: number;
   private readonly superPerPmd: number;
-  /** where the super-frame buffers start in data */
-  private readonly superBase: number;
   private readonly away: Uint8Array;
   private readonly freeStack: Uint32Array;
   private freeCount: number;
@@ -120,7 +126,6 @@ export class PacketPool {
     this.perPmd = memory.perPmd;
     this.superPerPmd = memory.superPerPmd;
     this.superFrom = memory.pmdCount * memory.perPmd;
-    this.superBase = this.superFrom * BUFFER_STRIDE;
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
     this.words16 = new Uint16Array(memory.buffers);
@@ -136,9 +141,12 @@ export class PacketPool {
     const first = pmd * memory.perPmd;
     this.freeCount = 0;
     for (let h = first + memory.perPmd - 1; h >= first; h--) if (this.away[h] === 0) this.freeStack[this.freeCount++] = h;
-    const firstSuper = this.superFrom + pmd * memory.superPerPmd;
+    const firstSuper = this.superFrom + pmd * memory.superPerPmd * SUPER_SPAN;
     this.superCount = 0;
-    for (let h = firstSuper + memory.superPerPmd - 1; h >= firstSuper; h--) if (this.away[h] === 0) this.superStack[this.superCount++] = h;
+    for (let k = memory.superPerPmd - 1; k >= 0; k--) {
+      const h = firstSuper + k * SUPER_SPAN;
+      if (this.away[h] === 0) this.superStack[this.superCount++] = h;
+    }
     this.returnTo = Array.from({ length: memory.pmdCount }, (_, p) => returnTo[p] ?? null);
     this.returnFrom = Array.from({ length: memory.pmdCount }, (_, p) => returnFrom[p] ?? null);
     this.pendingReturn = this.returnTo.map(() => new Uint32Array(RETURN_BURST));
@@ -165,9 +173,7 @@ export class PacketPool {
     if (this.freeCount === 0 && this.reclaim() === 0) return -1;
     const handle = this.freeStack[--this.freeCount];
     // Whoever fills the buffer says what its frame leaves to do; most leave nothing.
-    const fields = handle * OFFLOAD_FIELDS;
-    this.offload[fields + OFFLOAD_CSUM_START] = 0;
-    this.offload[fields + OFFLOAD_GSO_TYPE] = 0;
+    this.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = 0;
     return handle;
   }
 
@@ -175,9 +181,7 @@ export class PacketPool {
   allocSuper(): number {
     if (this.superCount === 0 && (this.reclaim() === 0 || this.superCount === 0)) return -1;
     const handle = this.superStack[--this.superCount];
-    const fields = handle * OFFLOAD_FIELDS;
-    this.offload[fields + OFFLOAD_CSUM_START] = 0;
-    this.offload[fields + OFFLOAD_GSO_TYPE] = 0;
+    this.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = 0;
     return handle;
   }
 
@@ -204,7 +208,7 @@ export class PacketPool {
   }
 
   private ownerOf(handle: number): number {
-    return handle < this.superFrom ? (handle / this.perPmd) | 0 : ((handle - this.superFrom) / this.superPerPmd) | 0;
+    return handle < this.superFrom ? (handle / this.perPmd) | 0 : ((handle - this.superFrom) / (this.superPerPmd * SUPER_SPAN)) | 0;
   }
 
   free(handle: number): void {
@@ -257,6 +261,6 @@ export class PacketPool {
 
   /** Byte offset of a buffer's frame in `data`. */
   frameOffset(handle: number): number {
-    return handle < this.superFrom ? handle * BUFFER_STRIDE + HEADROOM : this.superBase + (handle - this.superFrom) * SUPER_STRIDE + HEADROOM;
+    return handle * BUFFER_STRIDE + HEADROOM;
   }
 }

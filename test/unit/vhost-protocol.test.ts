@@ -18,7 +18,6 @@ import {
   u64,
   VhostFrontend,
   vringAddrPayload,
-  type VirtioNetDevice,
 } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';

@@ -6,7 +6,7 @@ import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
 export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
-import { completeChecksum, leavesChecksum } from './offloads.ts';
+import { completeChecksum, l3Offset, leavesChecksum } from './offloads.ts';
 
 /** Packets a stage may add to a burst, beyond the BURST received. */
 export const EMIT_MAX = 32;
@@ -68,10 +68,7 @@ export class Batch {
     const fields = this.handles[i] * OFFLOAD_FIELDS;
     const offload = this.pool.offload;
     if (offload[fields + OFFLOAD_CSUM_START] === 0 || offload[fields + OFFLOAD_GSO_TYPE] === 0) return 0;
-    const data = this.data;
-    const off = this.offset(i);
-    const l3 = data[off + 12] === 0x81 && data[off + 13] === 0x00 ? 18 : 14;
-    return offload[fields + OFFLOAD_HDR_LEN] - l3 + offload[fields + OFFLOAD_GSO_SIZE];
+    return offload[fields + OFFLOAD_HDR_LEN] - l3Offset(this.data, this.offset(i)) + offload[fields + OFFLOAD_GSO_SIZE];
   }
 
   /** The bytes packet i puts on the wire: a super-frame's every segment repeats its headers. */

@@ -10,6 +10,7 @@
 // nobody sums or cuts anything. For any other port vrouter cuts the segments and completes
 // the checksums first.
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6 } from '../virtio/constants.ts';
+import { finishChecksum, ipv4HeaderChecksum, ipv4PseudoSum, ipv6PseudoSum } from './checksum.ts';
 import { OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
 
 /** What a guest's connection negotiated, as the data path tests it. */
@@ -72,8 +73,7 @@ function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, of
   // options beyond its IHL or IPv6 without extension headers, then TCP with the checksum.
   const d = pool.data;
   const f = pool.frameOffset(handle);
-  const vlan = d[f + 12] === 0x81 && d[f + 13] === 0x00 ? 4 : 0;
-  const l3 = ETHER_HDR_LEN + vlan;
+  const l3 = l3Offset(d, f);
   if (frameLen < l3 + 40 || offset !== 16 || gsoSize === 0) return false;
   if (v4) {
     if (d[f + l3 - 2] !== 0x08 || d[f + l3 - 1] !== 0x00 || d[f + l3] >> 4 !== 4 || d[f + l3 + 9] !== IPPROTO_TCP || start !== l3 + (d[f + l3] & 15) * 4) return false;
@@ -92,6 +92,11 @@ function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, of
   pool.offload[fields + OFFLOAD_GSO_SIZE] = gsoSize;
   pool.offload[fields + OFFLOAD_HDR_LEN] = hdrLen;
   return true;
+}
+
+/** Where the IP header of the frame at `frame` starts: after the Ethernet header and one VLAN tag, if it has one. */
+export function l3Offset(d: Uint8Array, frame: number): number {
+  return d[frame + 12] === 0x81 && d[frame + 13] === 0x00 ? ETHER_HDR_LEN + 4 : ETHER_HDR_LEN;
 }
 
 /** Whether a port whose connection negotiated `offloads` takes frame `handle` as it is (a super-frame of its type). */
@@ -119,17 +124,12 @@ export function segmentSuperFrame(pool: PacketPool, handle: number, out: Uint32A
   const d = pool.data;
   const src = pool.frameOffset(handle);
   const len = pool.length[handle];
-  const l3 = d[src + 12] === 0x81 && d[src + 13] === 0x00 ? ETHER_HDR_LEN + 4 : ETHER_HDR_LEN;
+  const l3 = l3Offset(d, src);
   const payload = len - hdrLen;
   const n = Math.ceil(payload / mss);
   const id = (d[src + l3 + 4] << 8) | d[src + l3 + 5];
   const seq = ((d[src + l4 + 4] << 24) | (d[src + l4 + 5] << 16) | (d[src + l4 + 6] << 8) | d[src + l4 + 7]) >>> 0;
   const flags = d[src + l4 + 13];
-  // The pseudo-header's addresses, summed once: source and destination, 8 or 32 bytes.
-  let addresses = 0;
-  const addrFrom = src + l3 + (v4 ? 12 : 8);
-  const addrTo = addrFrom + (v4 ? 8 : 32);
-  for (let i = addrFrom; i < addrTo; i += 2) addresses += (d[i] << 8) | d[i + 1];
   for (let k = 0; k < n; k++) {
     const s = pool.alloc();
     if (s < 0) {
@@ -152,9 +152,7 @@ export function segmentSuperFrame(pool: PacketPool, handle: number, out: Uint32A
       const segId = (id + k) & 0xffff;
       d[ip + 4] = segId >>> 8;
       d[ip + 5] = segId & 0xff;
-      d[ip + 10] = 0;
-      d[ip + 11] = 0;
-      const check = ~onesSum(d, ip, ip + (d[ip] & 15) * 4, 0) & 0xffff;
+      const check = ipv4HeaderChecksum(d, ip, (d[ip] & 15) * 4);
       d[ip + 10] = check >>> 8;
       d[ip + 11] = check & 0xff;
     } else {
@@ -172,9 +170,9 @@ export function segmentSuperFrame(pool: PacketPool, handle: number, out: Uint32A
     if (k < n - 1) f &= ~(TCP_FIN | TCP_PSH);
     if (k > 0) f &= ~TCP_CWR;
     d[tcp + 13] = f;
-    // Left to do, as a guest with CSUM would leave it: the pseudo-header's sum, folded.
-    let pseudo = addresses + IPPROTO_TCP + (frameLen - l4);
-    while (pseudo > 0xffff) pseudo = (pseudo & 0xffff) + (pseudo >>> 16);
+    // Left to do, as a guest with CSUM would leave it: the pseudo-header's sum, folded (not complemented).
+    const tcpLength = frameLen - l4;
+    const pseudo = ~finishChecksum(v4 ? ipv4PseudoSum(d, ip, tcpLength, IPPROTO_TCP) : ipv6PseudoSum(d, ip, tcpLength, IPPROTO_TCP)) & 0xffff;
     d[tcp + 16] = pseudo >>> 8;
     d[tcp + 17] = pseudo & 0xff;
     const segFields = s * OFFLOAD_FIELDS;
@@ -184,14 +182,6 @@ export function segmentSuperFrame(pool: PacketPool, handle: number, out: Uint32A
     out[at + k] = s;
   }
   return n;
-}
-
-/** The one's complement sum of d[from, to) in big-endian 16-bit words, folded, not complemented. */
-function onesSum(d: Uint8Array, from: number, to: number, initial: number): number {
-  let sum = initial;
-  for (let i = from; i < to; i += 2) sum += (d[i] << 8) | d[i + 1];
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
 }
 
 /**

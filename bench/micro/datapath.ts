@@ -5,6 +5,7 @@
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { PackedQueue } from '../../src/virtio/packed-queue.ts';
+import type { Virtqueue } from '../../src/virtio/virtqueue.ts';
 import { PackedDriverQueue } from '../../test/support/packed-driver.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
@@ -21,17 +22,33 @@ const SIZE = 256;
 /** Garbage collections seen while the steady-state loop ran: none means no allocation per packet. */
 export const heapReport: { name: string; gcs: number; heapGrowthKiB: number }[] = [];
 
+/** A queue's owner as the PMD has it: 1518-byte frames, no offloads negotiated. */
+function ownerOf(queue: Virtqueue | string): QueueOwner {
+  if (typeof queue === 'string') throw new Error(queue);
+  return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518, offloads: 0 };
+}
+
+/** One burst from the guest's TX queue through the MAC table into the other's RX queue, as the PMD moves it: the frames moved. */
+function switchBurst(txOwner: QueueOwner, rxOwner: QueueOwner, pool: PacketPool, table: MacTable, handles: Uint32Array): number {
+  const n = receiveBurst(txOwner, pool, handles, 0, BURST);
+  const now = nowSeconds();
+  for (let i = 0; i < n; i++) {
+    const off = pool.frameOffset(handles[i]);
+    table.learn(macHigh(pool.data, off + 6), macLow(pool.data, off + 6), 0, now);
+    table.lookup(macHigh(pool.data, off), macLow(pool.data, off), now);
+  }
+  deliverBurst(rxOwner, true, pool, handles, n);
+  for (let i = 0; i < n; i++) pool.free(handles[i]);
+  return n;
+}
+
 async function run(frameLen: number, seconds: number, layout: 'split' | 'packed' = 'split'): Promise<{ opsPerSec: number }> {
   if (layout === 'packed') return runPacked(frameLen, seconds);
   const ram = new GuestRam(8 << 20);
   const tx = new DriverQueue(ram, SIZE, { eventIdx: true });
   const rx = new DriverQueue(ram, SIZE, { eventIdx: true });
   const mem = new GuestMemory([ram.region()]);
-  const owner = (q: DriverQueue): QueueOwner => {
-    const queue = SplitQueue.create(mem, q.layout());
-    if (typeof queue === 'string') throw new Error(queue);
-    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518, offloads: 0 };
-  };
+  const owner = (q: DriverQueue) => ownerOf(SplitQueue.create(mem, q.layout()));
   const txOwner = owner(tx);
   const rxOwner = owner(rx);
   // Every descriptor slot gets a fixed buffer once, as a guest driver recycles them.
@@ -56,16 +73,7 @@ async function run(frameLen: number, seconds: number, layout: 'split' | 'packed'
     rx.availIdx = (rx.availIdx + BURST) & 0xffff;
     tx.setAvailIdx(tx.availIdx);
     rx.setAvailIdx(rx.availIdx);
-    const n = receiveBurst(txOwner, pool, handles, 0, BURST);
-    const now = nowSeconds();
-    for (let i = 0; i < n; i++) {
-      const off = pool.frameOffset(handles[i]);
-      table.learn(macHigh(pool.data, off + 6), macLow(pool.data, off + 6), 0, now);
-      table.lookup(macHigh(pool.data, off), macLow(pool.data, off), now);
-    }
-    deliverBurst(rxOwner, true, pool, handles, n);
-    for (let i = 0; i < n; i++) pool.free(handles[i]);
-    return n;
+    return switchBurst(txOwner, rxOwner, pool, table, handles);
   };
   return measure(burst, seconds, `${frameLen} B`, ram);
 }
@@ -79,11 +87,7 @@ async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec
   const tx = new PackedDriverQueue(ram, SIZE, { eventIdx: true });
   const rx = new PackedDriverQueue(ram, SIZE, { eventIdx: true });
   const mem = new GuestMemory([ram.region()]);
-  const owner = (q: PackedDriverQueue): QueueOwner => {
-    const queue = PackedQueue.create(mem, q.layout());
-    if (typeof queue === 'string') throw new Error(queue);
-    return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518, offloads: 0 };
-  };
+  const owner = (q: PackedDriverQueue) => ownerOf(PackedQueue.create(mem, q.layout()));
   const txOwner = owner(tx);
   const rxOwner = owner(rx);
   const frame = ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', frameLen - 14);
@@ -118,16 +122,7 @@ async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec
       position = 0;
       wrap ^= 1;
     }
-    const n = receiveBurst(txOwner, pool, handles, 0, BURST);
-    const now = nowSeconds();
-    for (let i = 0; i < n; i++) {
-      const off = pool.frameOffset(handles[i]);
-      table.learn(macHigh(pool.data, off + 6), macLow(pool.data, off + 6), 0, now);
-      table.lookup(macHigh(pool.data, off), macLow(pool.data, off), now);
-    }
-    deliverBurst(rxOwner, true, pool, handles, n);
-    for (let i = 0; i < n; i++) pool.free(handles[i]);
-    return n;
+    return switchBurst(txOwner, rxOwner, pool, table, handles);
   };
   return measure(burst, seconds, `${frameLen} B packed`, ram);
 }

@@ -11,6 +11,7 @@ import { bootGuest, guestPrerequisites, reachProbe } from './lib/guest.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { frrPrerequisites, startFrr, type Frr } from '../support/frr.ts';
+import { deleteNamespace } from '../support/netns.ts';
 
 const missing = guestPrerequisites() ?? frrPrerequisites();
 if (missing) t.fail(`cannot run this test: ${missing}`);
@@ -36,13 +37,7 @@ t.test('BGP between two vrouters\' Linux mirrors routes guest to guest, and a wi
     // The host's own stack stays out of the link: only the vrouters speak on it.
     execFileSync('sysctl', ['-q', '-w', `net.ipv6.conf.${s.veth}.disable_ipv6=1`]);
     ip('link', 'set', s.veth, 'up');
-    t.teardown(() => {
-      try {
-        ip('netns', 'del', s.netns);
-      } catch {
-        // never made
-      }
-    });
+    t.teardown(() => deleteNamespace(s.netns));
   }
   const vrouters: StartedVrouter[] = [];
   for (const s of sides) {

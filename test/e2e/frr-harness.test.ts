@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { frrPrerequisites, startFrr, type Frr } from '../support/frr.ts';
+import { deleteNamespace } from '../support/netns.ts';
 
 const missing = frrPrerequisites();
 if (missing) t.fail(`cannot run FRR: ${missing}`);
@@ -26,13 +27,7 @@ t.test('two FRR instances peer over a veth pair and install each other\'s subnet
   // bridges with them.
   t.teardown(async () => {
     for (const instance of frr) await instance.stop();
-    for (const s of sides) {
-      try {
-        ip('netns', 'del', s.netns);
-      } catch {
-        // never made
-      }
-    }
+    for (const s of sides) deleteNamespace(s.netns);
   });
   for (const s of sides) ip('netns', 'add', s.netns);
   const [a, b] = sides;

@@ -7,6 +7,7 @@ import t from 'tap';
 import { bootGuest, guestPrerequisites, reachProbe } from './lib/guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { adminClient } from '../support/admin-client.ts';
+import { deleteNamespace } from '../support/netns.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -15,13 +16,7 @@ const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', s
 
 t.test('Linux in the mirror namespace serves the router address, and its routes are vrouter\'s', async (t) => {
   const netns = `vrlcp${process.pid}`;
-  t.teardown(() => {
-    try {
-      ip('netns', 'del', netns);
-    } catch {
-      // never made
-    }
-  });
+  t.teardown(() => deleteNamespace(netns));
   const vr = await startVrouter({
     ports: [
       { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'], linuxMirror: { netns } },

@@ -11,6 +11,7 @@ import { testGuest } from '../support/test-guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { tcp4, udp4 } from '../support/frames.ts';
 import { GUEST, ROUTER, routedAtoB } from './lib.ts';
+import { deleteNamespace } from '../support/netns.ts';
 
 const PUNT_RATE = 1000;
 const PUNT_BURST = 100;
@@ -25,13 +26,7 @@ function mirrorReceived(netns: string, name: string): number {
 
 t.test('a flood to the router\'s address is policed before its Linux mirror', async (t) => {
   const netns = `vrpunt${process.pid}`;
-  t.teardown(() => {
-    try {
-      ip('netns', 'del', netns);
-    } catch {
-      // never made
-    }
-  });
+  t.teardown(() => deleteNamespace(netns));
   const vr = await startVrouter({
     ports: [
       { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'], routerMac: ROUTER.a, linuxMirror: { netns } },

@@ -6,18 +6,13 @@ import { execFileSync } from 'node:child_process';
 import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
+import { deleteNamespace } from '../support/netns.ts';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 t.test('a mirror has its port\'s addresses, and takes a new MTU without being made again', async (t) => {
   const netns = `vrmir${process.pid}`;
-  t.teardown(() => {
-    try {
-      ip('netns', 'del', netns);
-    } catch {
-      // never made
-    }
-  });
+  t.teardown(() => deleteNamespace(netns));
   const vr = await startVrouter({
     ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], linuxMirror: { netns } }],
     pmd: { cores: [1] },

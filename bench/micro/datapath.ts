@@ -8,6 +8,7 @@ import { PackedQueue } from '../../src/virtio/packed-queue.ts';
 import type { Virtqueue } from '../../src/virtio/virtqueue.ts';
 import { PackedDriverQueue } from '../../test/support/packed-driver.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
+import { DeferredPayloads } from '../../src/dataplane/deferred-payloads.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, QUEUES_BASE } from '../../src/dataplane/counters.ts';
 import { MacTable, macHigh, macLow, nowSeconds } from '../../plugins/bridge/mac-table.ts';
@@ -22,28 +23,32 @@ const SIZE = 256;
 /** Garbage collections seen while the steady-state loop ran: none means no allocation per packet. */
 export const heapReport: { name: string; gcs: number; heapGrowthKiB: number }[] = [];
 
-/** A queue's owner as the PMD has it: 1518-byte frames, no offloads negotiated. */
+/** A queue's owner as the PMD has it: a port with MTU 9000, no offloads negotiated. */
 function ownerOf(queue: Virtqueue | string): QueueOwner {
   if (typeof queue === 'string') throw new Error(queue);
-  return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 1518, offloads: 0 };
+  return { queue, callFd: -1, kickFd: -1, counters: new Float64Array(COUNTERS_PER_PORT), counterBase: 0, queueCounterBase: QUEUES_BASE, maxFrame: 9018, offloads: 0 };
 }
 
-/** One burst from the guest's TX queue through the MAC table into the other's RX queue, as the PMD moves it: the frames moved. */
-function switchBurst(txOwner: QueueOwner, rxOwner: QueueOwner, pool: PacketPool, table: MacTable, handles: Uint32Array): number {
-  const n = receiveBurst(txOwner, pool, handles, 0, BURST);
+/** One burst from the guest's TX queue through the MAC table into the other's RX queue, as the PMD moves it: the frames delivered. */
+function switchBurst(txOwner: QueueOwner, rxOwner: QueueOwner, pool: PacketPool, table: MacTable, handles: Uint32Array, deferred: DeferredPayloads | null): number {
+  const n = receiveBurst(txOwner, pool, handles, 0, BURST, deferred);
   const now = nowSeconds();
   for (let i = 0; i < n; i++) {
     const off = pool.frameOffset(handles[i]);
     table.learn(macHigh(pool.data, off + 6), macLow(pool.data, off + 6), 0, now);
     table.lookup(macHigh(pool.data, off), macLow(pool.data, off), now);
   }
-  deliverBurst(rxOwner, true, pool, handles, n);
+  const delivered = deliverBurst(rxOwner, true, pool, handles, n, deferred);
   for (let i = 0; i < n; i++) pool.free(handles[i]);
-  return n;
+  if (deferred !== null && deferred.count > 0) deferred.release();
+  return delivered;
 }
 
-async function run(frameLen: number, seconds: number, layout: 'split' | 'packed' = 'split'): Promise<{ opsPerSec: number }> {
-  if (layout === 'packed') return runPacked(frameLen, seconds);
+/** Frames copied twice (guest to buffer to guest), or once where the PMD may (headers-only pipeline). */
+type Copies = 'twice' | 'once';
+
+async function run(frameLen: number, seconds: number, layout: 'split' | 'packed' = 'split', copies: Copies = 'once'): Promise<{ opsPerSec: number }> {
+  if (layout === 'packed') return runPacked(frameLen, seconds, copies);
   const ram = new GuestRam(8 << 20);
   const tx = new DriverQueue(ram, SIZE, { eventIdx: true });
   const rx = new DriverQueue(ram, SIZE, { eventIdx: true });
@@ -53,15 +58,18 @@ async function run(frameLen: number, seconds: number, layout: 'split' | 'packed'
   const rxOwner = owner(rx);
   // Every descriptor slot gets a fixed buffer once, as a guest driver recycles them.
   const frame = ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', frameLen - 14);
+  // A receive buffer holds a frame (DPDK's mbufs hold 2 KiB, Linux posts at least 1518 bytes).
+  const rxLen = Math.max(2048, NET_HDR_LEN + frameLen);
   for (let i = 0; i < SIZE; i++) {
-    const t = ram.alloc(2048);
+    const t = ram.alloc(Math.max(2048, NET_HDR_LEN + frameLen));
     ram.bytes.set(frame, t + NET_HDR_LEN);
     tx.writeDesc(i, { addr: ram.gpa(t), len: NET_HDR_LEN + frameLen, flags: 0, next: 0 });
-    rx.writeDesc(i, { addr: ram.gpa(ram.alloc(2048)), len: 2048, flags: 2, next: 0 });
+    rx.writeDesc(i, { addr: ram.gpa(ram.alloc(rxLen)), len: rxLen, flags: 2, next: 0 });
   }
   const pool = PacketPool.standalone(1024);
   const table = new MacTable();
   const handles = new Uint32Array(BURST);
+  const deferred = copies === 'once' ? new DeferredPayloads(1024, BURST) : null;
   /** One burst through both directions; returns the frames moved. */
   const burst = (): number => {
     for (let i = 0; i < BURST; i++) {
@@ -73,16 +81,16 @@ async function run(frameLen: number, seconds: number, layout: 'split' | 'packed'
     rx.availIdx = (rx.availIdx + BURST) & 0xffff;
     tx.setAvailIdx(tx.availIdx);
     rx.setAvailIdx(rx.availIdx);
-    return switchBurst(txOwner, rxOwner, pool, table, handles);
+    return switchBurst(txOwner, rxOwner, pool, table, handles, deferred);
   };
-  return measure(burst, seconds, `${frameLen} B`, ram);
+  return measure(burst, seconds, `${frameLen} B, copied ${copies}`, ram);
 }
 
 /**
  * The same on packed rings: each burst the driver posts 32 descriptors on each ring (the
  * device overwrote their length and id with the used ones), the first one's flags last.
  */
-async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec: number }> {
+async function runPacked(frameLen: number, seconds: number, copies: Copies): Promise<{ opsPerSec: number }> {
   const ram = new GuestRam(8 << 20);
   const tx = new PackedDriverQueue(ram, SIZE, { eventIdx: true });
   const rx = new PackedDriverQueue(ram, SIZE, { eventIdx: true });
@@ -92,7 +100,7 @@ async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec
   const rxOwner = owner(rx);
   const frame = ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', frameLen - 14);
   for (let i = 0; i < SIZE; i++) {
-    const t = ram.alloc(2048);
+    const t = ram.alloc(Math.max(2048, NET_HDR_LEN + frameLen));
     ram.bytes.set(frame, t + NET_HDR_LEN);
     tx.writeDesc(i, { addr: ram.gpa(t), len: 0, id: i, flags: 0 });
     rx.writeDesc(i, { addr: ram.gpa(ram.alloc(2048)), len: 0, id: i, flags: 0 });
@@ -100,6 +108,7 @@ async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec
   const pool = PacketPool.standalone(1024);
   const table = new MacTable();
   const handles = new Uint32Array(BURST);
+  const deferred = copies === 'once' ? new DeferredPayloads(1024, BURST) : null;
   const u32 = new Uint32Array(ram.bytes.buffer);
   const u16 = new Uint16Array(ram.bytes.buffer);
   let position = 0;
@@ -122,9 +131,9 @@ async function runPacked(frameLen: number, seconds: number): Promise<{ opsPerSec
       position = 0;
       wrap ^= 1;
     }
-    return switchBurst(txOwner, rxOwner, pool, table, handles);
+    return switchBurst(txOwner, rxOwner, pool, table, handles, deferred);
   };
-  return measure(burst, seconds, `${frameLen} B packed`, ram);
+  return measure(burst, seconds, `${frameLen} B packed, copied ${copies}`, ram);
 }
 
 /** Runs bursts for `seconds` and returns the rate; the heap is watched meanwhile (heapReport). */
@@ -153,6 +162,9 @@ async function measure(burst: () => number, seconds: number, name: string, ram: 
 export const micro = [
   { name: 'data path, one thread: guest TX -> MAC table -> guest RX, 64 B (packets)', run: () => run(64, 2) },
   { name: 'data path, one thread: guest TX -> MAC table -> guest RX, 1518 B (packets)', run: () => run(1518, 2) },
+  { name: 'data path, one thread: guest TX -> MAC table -> guest RX, 1518 B, copied twice (packets)', run: () => run(1518, 2, 'split', 'twice') },
+  { name: 'data path, one thread: guest TX -> MAC table -> guest RX, 9000 B (packets)', run: () => run(9000, 2) },
+  { name: 'data path, one thread: guest TX -> MAC table -> guest RX, 9000 B, copied twice (packets)', run: () => run(9000, 2, 'split', 'twice') },
   { name: 'data path, one thread, packed rings: guest TX -> MAC table -> guest RX, 64 B (packets)', run: () => run(64, 2, 'packed') },
   { name: 'data path, one thread, packed rings: guest TX -> MAC table -> guest RX, 1518 B (packets)', run: () => run(1518, 2, 'packed') },
 ];

@@ -199,6 +199,9 @@ const plugin: Plugin<unknown, BridgeState> = {
     });
     return regions;
   },
+  // The two MACs (port security reads the source too): frames a bridge switches between
+  // guests on one PMD are copied once.
+  headerBytes: 12,
   createState,
   process,
   describe,

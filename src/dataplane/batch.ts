@@ -7,6 +7,7 @@ export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './
 import { BURST } from './guest-io.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
 import { completeChecksum, l3Offset, leavesChecksum } from './offloads.ts';
+import type { DeferredPayloads } from './deferred-payloads.ts';
 
 /** Packets a stage may add to a burst, beyond the BURST received. */
 export const EMIT_MAX = 32;
@@ -41,8 +42,12 @@ export class Batch {
   /** the same memory as data, in 16-bit words */
   private readonly data16: Uint16Array;
 
-  constructor(pool: PacketPool) {
+  /** frames whose rest is still in their sender's memory (see deferred-payloads.ts) */
+  private readonly deferred: DeferredPayloads | null;
+
+  constructor(pool: PacketPool, deferred: DeferredPayloads | null = null) {
     this.pool = pool;
+    this.deferred = deferred;
     this.data = pool.data;
     this.data16 = new Uint16Array(pool.data.buffer, pool.data.byteOffset, pool.data.byteLength >>> 1);
   }
@@ -59,6 +64,8 @@ export class Batch {
   /** Sets packet i's frame length (at most its buffer's room; the caller wrote the bytes). */
   setLength(i: number, length: number): void {
     const h = this.handles[i];
+    // A frame changed in length is kept whole in its buffer from here on.
+    if (this.deferred !== null) this.deferred.materialize(this.pool, h);
     const room = this.pool.room(h);
     this.pool.length[h] = length > room ? room : length;
   }

@@ -14,6 +14,7 @@ import { completeChecksum, isSegmented, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST,
 import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
+import type { DeferredPayloads } from './deferred-payloads.ts';
 
 /** A ring entry: destination port in the top bits, buffer handle below. */
 export const HANDLE_BITS = 20;
@@ -51,6 +52,8 @@ export class Egress {
   private readonly segmented = new Uint32Array(BATCH_MAX * MAX_GSO_SEGMENTS);
   private readonly madeSegments = new Uint32Array(BATCH_MAX * MAX_GSO_SEGMENTS);
   private madeCount = 0;
+  /** frames of the burst whose rest is still in their sender's memory: copied from there to guests here, made whole for anything else */
+  private readonly deferred: DeferredPayloads;
 
   constructor(
     cfg: PmdConfig,
@@ -60,8 +63,10 @@ export class Egress {
     counters: Float64Array,
     queueFailed: (port: PortRuntime, owner: QueueOwner) => void,
     capture: CaptureWriter,
+    deferred: DeferredPayloads,
   ) {
     this.capture = capture;
+    this.deferred = deferred;
     this.cfg = cfg;
     this.ports = ports;
     this.pool = pool;
@@ -146,6 +151,7 @@ export class Egress {
       const out = port.rxOut;
       if (port.uplink !== null) {
         // A kernel interface takes frames whole: segments cut, checksums done.
+        this.makeWhole(port);
         const n = port.superPending ? this.cutSegments(port, 0) : port.pendingCount;
         const handles = port.superPending ? this.segmented : port.pending;
         this.completeChecksums(port, handles, n);
@@ -157,21 +163,35 @@ export class Egress {
         const handles = port.superPending ? this.segmented : port.pending;
         // deliverBurst completes what the guest does not take left to do; a capture is
         // to show the frames as they leave, so then it is done before.
-        if (this.capturing(port) && (out.offloads & OFFLOAD_CSUM_TO_GUEST) === 0) this.completeChecksums(port, handles, n);
+        if (this.capturing(port)) {
+          this.makeWhole(port);
+          if ((out.offloads & OFFLOAD_CSUM_TO_GUEST) === 0) this.completeChecksums(port, handles, n);
+        }
         this.captureEgress(port, handles, n);
-        deliverBurst(out, port.mergeable, this.pool, handles, n);
+        deliverBurst(out, port.mergeable, this.pool, handles, n, this.deferred);
         if (port.superPending) this.freeSegments();
         if (out.queue.failure !== '') this.queueFailed(port, out);
       } else {
         const holder = this.rxHolder(port.cfg.index);
-        if (holder < 0) this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
-        else this.handOver(port, holder);
+        if (holder < 0) {
+          this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+        } else {
+          // The other PMD reads the buffer after this burst's chains went back to the sender.
+          this.makeWhole(port);
+          this.handOver(port, holder);
+        }
       }
       port.pendingCount = 0;
       port.superPending = false;
     }
     this.touchedCount = 0;
     for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
+  }
+
+  /** The port's pending frames whole in their buffers (their rest copied out of the sender's memory). */
+  private makeWhole(port: PortRuntime): void {
+    if (this.deferred.count === 0) return;
+    for (let i = 0; i < port.pendingCount; i++) this.deferred.materialize(this.pool, port.pending[i]);
   }
 
   /**

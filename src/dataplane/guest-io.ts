@@ -4,10 +4,11 @@
 import { CHAIN_TOO_LONG, NO_CHAIN, type Virtqueue } from '../virtio/virtqueue.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
-import { memcpyAt } from '../sys/libc.ts';
+import { memcpyAt, memmoveAt } from '../sys/libc.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { signalGuest } from './notify.ts';
+import { DEFER_MIN, HEADER_BYTES, type DeferredPayloads } from './deferred-payloads.ts';
 
 export const BURST = 32;
 const ETHER_HDR_LEN = 14;
@@ -110,18 +111,18 @@ export interface QueueOwner {
  * Each chain is walked once, in at most maxChain + 1 descriptor reads, and the burst ends
  * early once RECEIVE_DESCRIPTOR_BUDGET is spent: at most 512 + 129 reads however the
  * guest builds its chains.
+ * With `defer`, frames of DEFER_MIN bytes and more whose rest lies in their chain's last
+ * segment, and that leave nothing to do, are taken only up to HEADER_BYTES: the rest stays
+ * in the guest's memory (see deferred-payloads.ts), and so do the chains, returned by
+ * defer.release() once the burst is delivered.
  */
-export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
+export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Array, start: number, max: number, defer: DeferredPayloads | null = null): number {
   const vq = q.queue;
   let avail = vq.pending();
   if (avail <= 0) return avail;
   if (avail > max) avail = max;
   const counters = q.counters;
   const base = q.counterBase;
-  const mem = vq.mem;
-  const data = pool.data;
-  const words = pool.words;
-  const poolAddr = pool.address;
   const maxFrame = frameLimit(q);
   // With TSO a guest may send super-frames, up to 64 KiB: any longer than maxFrame must be one.
   const maxTaken = (q.offloads & OFFLOAD_TSO_FROM_GUEST) !== 0 ? SUPER_DATA_ROOM : maxFrame;
@@ -154,17 +155,11 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     }
     // Gather the segments, the virtio-net header into the headroom just before the frame
     // (wherever the guest split it, it is then in one piece).
-    let dst = pool.frameOffset(handle) - NET_HDR_LEN;
-    for (let s = 0; s < segments; s++) {
-      const len = vq.segLength[s];
-      // Bounds (copyBytes checks none): takeChain took [segOffset, + len) from
-      // mem.translate(), true only when the whole range lies inside window w; the chain
-      // holds NET_HDR_LEN + frameLen bytes, frameLen <= maxTaken (else CHAIN_TOO_LONG), so
-      // dst stays in [frameOffset(handle) - NET_HDR_LEN, frameOffset(handle) + frameLen):
-      // HEADROOM, then DATA_ROOM of a small buffer or SUPER_DATA_ROOM of a super one.
-      const w = vq.segWindow[s];
-      copyBytes(data, words, poolAddr, dst, mem.bytes[w], mem.words[w], mem.address[w], vq.segOffset[s], len);
-      dst += len;
+    const dst = pool.frameOffset(handle) - NET_HDR_LEN;
+    if (defer !== null && frameLen >= DEFER_MIN && frameLen <= maxFrame && vq.chainBytes - vq.segLength[segments - 1] <= NET_HDR_LEN + HEADER_BYTES) {
+      takeHead(vq, segments, pool, handle, frameLen, dst, (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0, defer);
+    } else {
+      gather(vq, segments, pool, dst, NET_HDR_LEN + frameLen);
     }
     pool.length[handle] = frameLen;
     // The header counts only if the connection negotiated checksum offload.
@@ -191,7 +186,9 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     handles[start + taken++] = handle;
     bytes += frameLen;
   }
-  if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
+  // Chains whose frames are partly left in them go back once the burst is delivered.
+  if (defer !== null && defer.count > 0) defer.begin(q, usedFrom);
+  else if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
   counters[base + RX_CSUM_PARTIAL] += partial;
@@ -202,6 +199,46 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   // A ring found corrupt midway: the frames taken before go on, the caller stops the queue.
   if (vq.failure !== '') return taken > 0 ? taken : -1;
   return taken;
+}
+
+/**
+ * Copies the first `len` bytes of the chain last taken into the pool at dst.
+ * Bounds (copyBytes checks none): takeChain took each [segOffset, + segLength) from
+ * mem.translate(), true only when the whole range lies inside window w; the callers pass
+ * len <= the chain's bytes = NET_HDR_LEN + frameLen, frameLen <= the buffer's room (maxTaken,
+ * else CHAIN_TOO_LONG), and dst = frameOffset(handle) - NET_HDR_LEN: the writes stay in
+ * HEADROOM, then DATA_ROOM of a small buffer or SUPER_DATA_ROOM of a super one.
+ */
+function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, len: number): void {
+  const mem = vq.mem;
+  for (let s = 0; s < segments && len > 0; s++) {
+    const n = vq.segLength[s] < len ? vq.segLength[s] : len;
+    const w = vq.segWindow[s];
+    copyBytes(pool.data, pool.words, pool.address, dst, mem.bytes[w], mem.words[w], mem.address[w], vq.segOffset[s], n);
+    dst += n;
+    len -= n;
+  }
+}
+
+/**
+ * The virtio-net header and HEADER_BYTES of the frame into the buffer; the rest, in the
+ * chain's last segment (checked by the caller), left there if the header leaves nothing
+ * to do (or is not to be read: no checksum offload negotiated), else copied too.
+ */
+function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, frameLen: number, dst: number, headerCounts: boolean, defer: DeferredPayloads): void {
+  const headEnd = NET_HDR_LEN + HEADER_BYTES;
+  gather(vq, segments, pool, dst, headEnd);
+  const last = segments - 1;
+  const w = vq.segWindow[last];
+  // The chain's bytes from headEnd on, all in the last segment (inside its window).
+  const restOffset = vq.segOffset[last] + headEnd - (vq.chainBytes - vq.segLength[last]);
+  // flags and gso_type, as copied: nothing to do for anyone.
+  if (!headerCounts || (pool.data[dst] | pool.data[dst + 1]) === 0) {
+    defer.leave(handle, w, restOffset, frameLen);
+  } else {
+    const mem = vq.mem;
+    copyBytes(pool.data, pool.words, pool.address, dst + headEnd, mem.bytes[w], mem.words[w], mem.address[w], restOffset, NET_HDR_LEN + frameLen - headEnd);
+  }
 }
 
 /**
@@ -255,7 +292,7 @@ function writeOffloadHeader(vq: Virtqueue, numBuffers: number, pool: PacketPool,
  * The descriptor reads are metered: once DELIVER_DESCRIPTOR_BUDGET is spent, the rest of
  * the burst is dropped rather than walked, so that one guest cannot hold the PMD thread.
  */
-export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool, handles: Uint32Array, count: number): number {
+export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool, handles: Uint32Array, count: number, defer: DeferredPayloads | null = null): number {
   const vq = q.queue;
   const counters = q.counters;
   const base = q.counterBase;
@@ -314,7 +351,14 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
       completed++;
       leftToDo = false;
     }
-    const result = mergeable ? writeMergeable(vq, pool, handle, frameLen, leftToDo) : writeOneChain(vq, pool, handle, frameLen, leftToDo);
+    // A rest left in the sender's memory is copied from there (a frame whose length a
+    // stage changed since is made whole first: the rest left is its old length's).
+    let rest: DeferredPayloads | null = null;
+    if (defer !== null && defer.window[handle] >= 0) {
+      if (defer.length[handle] === frameLen) rest = defer;
+      else defer.materialize(pool, handle);
+    }
+    const result = mergeable ? writeMergeable(vq, pool, handle, frameLen, leftToDo, rest) : writeOneChain(vq, pool, handle, frameLen, leftToDo, rest);
     if (result > 0) {
       delivered++;
       bytes += frameLen;
@@ -392,6 +436,49 @@ function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uin
 }
 
 /**
+ * As scatter(), for frame bytes [from, from + len) of a frame whose rest is left in the
+ * sender's memory: those below HEADER_BYTES from the buffer, the others from there.
+ * Returns the bytes written (fewer once the chain is full). Bounds: from + len <= the
+ * frame's length, the length its rest was left with (checked by the caller), so the reads
+ * stay in [offset, + length - HEADER_BYTES) of the window, the range leave() was given.
+ */
+function scatterWithRest(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, from: number, len: number, skip: number, rest: DeferredPayloads): number {
+  let written = 0;
+  if (from < HEADER_BYTES) {
+    const head = HEADER_BYTES - from < len ? HEADER_BYTES - from : len;
+    written = scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle) + from, head, skip);
+    if (written < head) return written;
+  }
+  const src = rest.mem!.address[rest.window[handle]] + rest.offset[handle] + from + written - HEADER_BYTES;
+  return written + scatterFromGuest(vq, segments, src, len - written, skip + written);
+}
+
+/**
+ * Scatters `len` bytes from address src (another guest's memory, or this one's: memmove,
+ * as a guest may make its buffers overlap) over the segments of the last walked chain,
+ * past `skip` bytes. Bounds: as scatter() for the segments; the caller proves the source.
+ */
+function scatterFromGuest(vq: Virtqueue, segments: number, src: number, len: number, skip: number): number {
+  const mem = vq.mem;
+  let written = 0;
+  for (let s = 0; s < segments && written < len; s++) {
+    let segLen = vq.segLength[s];
+    let off = vq.segOffset[s];
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    off += skip;
+    segLen -= skip;
+    skip = 0;
+    const n = len - written < segLen ? len - written : segLen;
+    memmoveAt(mem.address[vq.segWindow[s]] + off, src + written, n);
+    written += n;
+  }
+  return written;
+}
+
+/**
  * Gives back what a frame took so far (nothing of it is published): its chains stay
  * available for the next frame. Returns `result`.
  */
@@ -423,7 +510,7 @@ function consumeChains(vq: Virtqueue, startAvail: number, startUsed: number, n: 
  * a chain that cannot hold the header and an Ethernet header fits no frame, and left at
  * the head of the queue it would stop the guest's receive path for good.
  */
-function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number, leftToDo: boolean): number {
+function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number, leftToDo: boolean, rest: DeferredPayloads | null): number {
   if (!vq.hasChain()) return NO_ROOM;
   if (vq.descriptorsRead >= DELIVER_DESCRIPTOR_BUDGET) return OVER_BUDGET;
   const start = vq.lastAvailIdx;
@@ -438,7 +525,8 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
   }
   if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
   else writeHeader(vq, 1);
-  scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
+  if (rest === null) scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
+  else scatterWithRest(vq, segments, pool, handle, 0, frameLen, NET_HDR_LEN, rest);
   vq.returnChain(NET_HDR_LEN + frameLen);
   return 1;
 }
@@ -450,7 +538,7 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
  * published: lastAvailIdx and usedIdx are rolled back. Returns the chains used or an
  * error code.
  */
-function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number, leftToDo: boolean): number {
+function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLen: number, leftToDo: boolean, rest: DeferredPayloads | null): number {
   const startAvail = vq.lastAvailIdx;
   const startUsed = vq.usedIdx;
   const src = pool.data;
@@ -480,7 +568,7 @@ function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLe
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;
     }
-    const n = scatter(vq, segments, src, pool.words, pool.address, srcBase + done, frameLen - done, used);
+    const n = rest === null ? scatter(vq, segments, src, pool.words, pool.address, srcBase + done, frameLen - done, used) : scatterWithRest(vq, segments, pool, handle, done, frameLen - done, used, rest);
     done += n;
     used += n;
     vq.returnChain(used);

@@ -1,5 +1,6 @@
 // Packet buffers: fixed-size slots in one shared buffer, named by u32 handles. Frames
-// are copied out of guest memory into these (the copy is the security boundary), and rings
+// are copied out of guest memory into these (the copy is the security boundary; only the
+// headers, for frames copied once: see deferred-payloads.ts), and rings
 // between PMDs carry handles, never bytes. Each PMD owns one partition of the handles and
 // allocates from it without locks; a buffer freed by another PMD travels back to its owner
 // on a return ring (one SPSC ring per ordered PMD pair), in bursts. Besides the buffers for

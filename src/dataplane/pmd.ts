@@ -9,6 +9,7 @@ import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory }
 import { PORT_SLOTS, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
+import { DeferredPayloads, HEADER_BYTES } from './deferred-payloads.ts';
 import { IdleSleep } from './idle-sleep.ts';
 import { PacketPool } from './packet-pool.ts';
 import { PortRuntime, type PmdConfig, type PmdShared, type Uplink } from './port-runtime.ts';
@@ -31,6 +32,8 @@ export interface Stage {
   betweenBursts(): void;
   /** for a captured packet, after process(): what the stage did to packet i, in words (or null) */
   describe?(batch: Batch, i: number): string | null;
+  /** the most bytes of a frame process() reads or writes, if it reads headers alone (see the plugin API) */
+  readonly headerBytes?: number;
 }
 
 /** Makes the stages of a PMD's pipeline, in order, given the PMD's counter block. */
@@ -53,6 +56,10 @@ export class Pmd {
   private readonly control: QueueControl;
   private readonly idle: IdleSleep;
   private readonly capture: CaptureWriter;
+  /** frames left partly in their sender's memory, this burst (copied once: deferred-payloads.ts) */
+  private readonly deferred: DeferredPayloads;
+  /** whether every stage reads headers alone, so that frames may be copied once */
+  private readonly headersOnly: boolean;
   /** our load record (LOAD_*), in shared memory */
   private readonly load: Float64Array;
   /** our doorbell: commands posted, sleeping flag, the port being served */
@@ -80,9 +87,11 @@ export class Pmd {
     this.control = new QueueControl(me, this.ports, counters, this.doorbell, log, (port) => this.queuesChanged(port));
     const queueFailed = (port: PortRuntime, owner: QueueOwner) => this.control.queueFailed(port, owner);
     this.capture = new CaptureWriter(capture, me);
-    this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed, this.capture);
+    this.deferred = new DeferredPayloads(shared.pool.handleCount, BURST);
+    this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed, this.capture, this.deferred);
     this.stages = pipeline(counters);
-    this.batch = new Batch(this.pool);
+    this.headersOnly = this.stages.every((s) => s.headerBytes !== undefined && s.headerBytes <= HEADER_BYTES);
+    this.batch = new Batch(this.pool, this.deferred);
     this.load = new Float64Array(shared.load, me * LOAD_FIELDS * 8, LOAD_FIELDS);
     this.idle = new IdleSleep(this.doorbell, shared.wakers[me].wakeFd, this.ringsIn);
   }
@@ -100,19 +109,21 @@ export class Pmd {
     const active = this.active;
     const bell = this.doorbell;
     const batch = this.batch;
+    const deferred = this.deferred;
     this.clockRead = false;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
       bell[DOORBELL_SERVING] = port.cfg.index;
       const queues = port.txPoll;
       for (let q = 0; q < queues.length; q++) {
-        const n = receiveBurst(queues[q], this.pool, batch.handles, 0, BURST);
+        const n = receiveBurst(queues[q], this.pool, batch.handles, 0, BURST, this.copyOnce(port.cfg.index));
         if (n > 0) {
           work += n;
           this.runBurst(port.cfg.index, n);
         } else if (n < 0) {
           this.control.queueFailed(port, queues[q]);
         }
+        if (deferred.count > 0) deferred.release();
       }
       const uplinks = port.uplinkPoll;
       for (let q = 0; q < uplinks.length; q++) {
@@ -133,6 +144,14 @@ export class Pmd {
       load[LOAD_BUSY_ROUNDS]++;
     }
     return work;
+  }
+
+  /**
+   * What receiveBurst() may leave in the guest's memory: frames through stages that read
+   * headers alone, from a port not being captured (a capture records frames whole).
+   */
+  private copyOnce(port: number): DeferredPayloads | null {
+    return this.headersOnly && this.capture.control[port * CONTROL_WORDS] === 0 ? this.deferred : null;
   }
 
   /** The n frames just taken from `port` (in batch.handles): through the stages, then out. */
@@ -164,6 +183,8 @@ export class Pmd {
     const stages = this.stages;
     const bell = this.doorbell;
     const capture = this.capture;
+    // A capture switched on since the burst was taken: it records frames whole.
+    this.deferred.materializeAll(this.pool);
     const recorded = capture.beginIngress(batch, port);
     for (let s = 0; s < stages.length; s++) {
       bell[DOORBELL_STAGE] = s;

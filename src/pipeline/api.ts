@@ -22,6 +22,7 @@ export * from './net.ts';
  * leave its process); isSharedBuffer() tells either kind from an ordinary ArrayBuffer.
  */
 export { isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
+export { HEADER_BYTES } from '../dataplane/deferred-payloads.ts';
 
 export interface PacketBatch {
   /** packets in this batch: at most 32 received, and up to 32 more that stages emit() */
@@ -313,6 +314,14 @@ export interface Plugin<Config = unknown, State = unknown> {
   betweenBursts?(state: State): void;
   /** one batch: write decisions into it, nothing else */
   process(batch: PacketBatch, state: State): void;
+  /**
+   * For a stage that looks at headers alone: the most bytes from a frame's start that
+   * process() reads or writes (the bridge: 12, the two MACs). While every stage of the
+   * pipeline declares at most HEADER_BYTES, a frame bound for a guest on the same PMD is
+   * copied once, from guest to guest, and the stages see only its first HEADER_BYTES in
+   * data (length(i) is still the whole frame's). Without it, a stage may read any byte.
+   */
+  headerBytes?: number;
   /**
    * For packet capture (GET /ports/NAME/capture), right after process() and only for the
    * packets being captured: what the stage did to packet i, in a few words for the trace

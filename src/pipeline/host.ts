@@ -70,6 +70,11 @@ export class PluginStage implements Stage {
     }
   }
 
+  /** the plugin's headerBytes; taken out, it reads nothing */
+  get headerBytes(): number | undefined {
+    return this.mode === 'run' ? this.plugin.headerBytes : 0;
+  }
+
   process(batch: Batch): void {
     if (this.mode !== 'run') {
       if (this.mode === 'drop') for (let i = 0; i < batch.count; i++) if (!batch.dropped(i)) batch.dropAs(i, this.errorCode);

@@ -122,6 +122,9 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     if (plugin.onError !== undefined && plugin.onError !== 'bypass' && plugin.onError !== 'drop') {
       throw new PluginLoadError(`${field}.path`, `${plugin.name}: onError must be "bypass" or "drop", got ${JSON.stringify(plugin.onError)}`);
     }
+    if (plugin.headerBytes !== undefined && !(Number.isInteger(plugin.headerBytes) && plugin.headerBytes >= 0)) {
+      throw new PluginLoadError(`${field}.path`, `${plugin.name}: headerBytes must be a whole number of bytes, got ${JSON.stringify(plugin.headerBytes)}`);
+    }
     if (plugin.routesLearned !== undefined && plugin.tablesChanged === undefined) {
       throw new PluginLoadError(`${field}.path`, `${plugin.name}: a plugin with routesLearned needs tablesChanged (the PMDs take the tables it builds anew between bursts)`);
     }

@@ -52,6 +52,7 @@ const c = {
   // Addresses as uintptr_t, so that callers pass plain numbers: a `void *` parameter wants
   // a BigInt (~20 ns each to make) or an External.
   memcpy: libc.func('void memcpy(uintptr_t dst, uintptr_t src, size_t n)'),
+  memmove: libc.func('void memmove(uintptr_t dst, uintptr_t src, size_t n)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
   prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   fstatfs: libc.func('int fstatfs(int fd, _Out_ uint8_t *buf)'),
@@ -178,6 +179,9 @@ export function addressOf(v: ArrayBufferView): number {
  * range, which V8 boxes (16 bytes, young generation) to hand it to koffi, two per call.
  */
 export const memcpyAt: (dst: number, src: number, n: number) => void = c.memcpy as (dst: number, src: number, n: number) => void;
+
+/** As memcpyAt, for ranges that may overlap (libc memmove): one guest's memory into itself. */
+export const memmoveAt: (dst: number, src: number, n: number) => void = c.memmove as (dst: number, src: number, n: number) => void;
 
 // ---- eventfd -------------------------------------------------------------------------------
 

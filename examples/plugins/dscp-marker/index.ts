@@ -94,6 +94,9 @@ const plugin: Plugin<DscpConfig, DscpState> = {
   version: '1.0.0',
   apiVersion: PLUGIN_API_VERSION,
   parseConfig,
+  // It reads and writes the IP header's first two and its checksum bytes, at most 30 bytes
+  // in (behind a VLAN tag): frames it marks may still be copied once, guest to guest.
+  headerBytes: 30,
   counters: [
     ['marked', 'IPv4 and IPv6 packets whose DSCP was set'],
     ['not_ip', 'packets left as they were: not IP, or too short for their IP header'],

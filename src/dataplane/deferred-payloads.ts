@@ -1,0 +1,97 @@
+// One copy per frame where a second is not needed. A frame whose pipeline looks at its
+// headers alone, on its way to a guest whose RX queue this PMD serves, goes from the
+// sending guest's memory straight into the receiving guest's: the packet buffer gets only
+// its first HEADER_BYTES (the copy the stages read and rewrite, which the sender cannot
+// change under them, and which is what leaves), and the rest stays where the sender put
+// it until the burst is delivered. The sender's TX chains are returned only then, so the
+// guest cannot reuse them meanwhile. Anything else that reads a frame whole (another PMD,
+// a kernel interface, a capture, a stage that reads further) has its rest copied into the
+// buffer first (materialize()).
+import type { GuestMemory } from '../virtio/guest-memory.ts';
+import { memcpyAt } from '../sys/libc.ts';
+import type { PacketPool } from './packet-pool.ts';
+import { signalGuest } from './notify.ts';
+import type { Virtqueue } from '../virtio/virtqueue.ts';
+
+/** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
+export const HEADER_BYTES = 64;
+/**
+ * Shorter frames are copied whole: their rest would cost less in the word loop than the
+ * native copy it saves (guest-io.ts, NATIVE_COPY_MIN).
+ */
+export const DEFER_MIN = HEADER_BYTES + 256;
+
+/** The sending queue, as the PMD holds it: its ring and the eventfd that interrupts its guest. */
+interface Sender {
+  queue: Virtqueue;
+  callFd: number;
+}
+
+export class DeferredPayloads {
+  /** per buffer handle: the window of the sender's memory holding the rest of its frame, or -1 */
+  readonly window: Int32Array;
+  /** per handle: where the rest (the frame from HEADER_BYTES on) starts in that window */
+  readonly offset: Float64Array;
+  /** per handle: the frame's length when its rest was left (its rest: length - HEADER_BYTES bytes) */
+  readonly length: Uint32Array;
+  /** the handles whose rest is left in the sender's memory, this burst */
+  private readonly left: Uint32Array;
+  count = 0;
+  /** the burst's sender (one queue's burst) and its memory */
+  mem: GuestMemory | null = null;
+  private sender: Sender | null = null;
+  /** the sender's used position before the burst: its chains are published from there */
+  private usedFrom = 0;
+
+  constructor(handleCount: number, burst: number) {
+    this.window = new Int32Array(handleCount).fill(-1);
+    this.offset = new Float64Array(handleCount);
+    this.length = new Uint32Array(handleCount);
+    this.left = new Uint32Array(burst);
+  }
+
+  /** A burst from `sender` begins: its chains are held until release(). */
+  begin(sender: Sender, usedFrom: number): void {
+    this.sender = sender;
+    this.mem = sender.queue.mem;
+    this.usedFrom = usedFrom;
+  }
+
+  /**
+   * The rest of frame `handle` (length bytes) stays at [offset, + length - HEADER_BYTES)
+   * of window w in the sender's memory: a range the caller proved inside it.
+   */
+  leave(handle: number, w: number, offset: number, length: number): void {
+    this.window[handle] = w;
+    this.offset[handle] = offset;
+    this.length[handle] = length;
+    this.left[this.count++] = handle;
+  }
+
+  /** Copies the rest of frame `handle` into its buffer, if it was left in the sender's memory. */
+  materialize(pool: PacketPool, handle: number): void {
+    const w = this.window[handle];
+    if (w < 0) return;
+    const mem = this.mem!;
+    // Bounds: the source range was proven by leave()'s caller; the destination is
+    // [HEADER_BYTES, length) of the handle's buffer, and length <= the buffer's room
+    // (frames are left only up to the port's longest, at most DATA_ROOM).
+    memcpyAt(pool.address + pool.frameOffset(handle) + HEADER_BYTES, mem.address[w] + this.offset[handle], this.length[handle] - HEADER_BYTES);
+    this.window[handle] = -1;
+  }
+
+  /** Every frame of the burst whole in its buffer. */
+  materializeAll(pool: PacketPool): void {
+    for (let i = 0; i < this.count; i++) this.materialize(pool, this.left[i]);
+  }
+
+  /** The burst is delivered: the sender's chains go back to it, no rest is left anywhere. */
+  release(): void {
+    for (let i = 0; i < this.count; i++) this.window[this.left[i]] = -1;
+    this.count = 0;
+    const sender = this.sender;
+    this.sender = null;
+    this.mem = null;
+    if (sender !== null && sender.queue.publishUsed(this.usedFrom)) signalGuest(sender.callFd);
+  }
+}

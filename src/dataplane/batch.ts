@@ -122,7 +122,9 @@ export class Batch {
   /** Completes a checksum packet i leaves to do (see the plugin API). */
   completeChecksum(i: number): void {
     const h = this.handles[i];
-    if (leavesChecksum(this.pool, h)) completeChecksum(this.pool, h);
+    if (!leavesChecksum(this.pool, h)) return;
+    if (this.deferred !== null) this.deferred.materialize(this.pool, h);
+    completeChecksum(this.pool, h);
   }
 
   /** Marks packet i dropped for `reason` (counters.ts DROP). */

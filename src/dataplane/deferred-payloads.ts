@@ -5,8 +5,9 @@
 // change under them, and which is what leaves), and the rest stays where the sender put
 // it until the burst is delivered. The sender's TX chains are returned only then, so the
 // guest cannot reuse them meanwhile. Anything else that reads a frame whole (another PMD,
-// a kernel interface, a capture, a stage that reads further) has its rest copied into the
-// buffer first (materialize()).
+// a kernel interface, a capture, a checksum completed, a stage that changes its length)
+// has its rest copied into the buffer first (materialize()); a pipeline with a stage that
+// reads further does not leave rests at all.
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import { memcpyAt } from '../sys/libc.ts';
 import type { PacketPool } from './packet-pool.ts';
@@ -66,6 +67,11 @@ export class DeferredPayloads {
     this.offset[handle] = offset;
     this.length[handle] = length;
     this.left[this.count++] = handle;
+  }
+
+  /** Frame `handle` is dropped before the stages saw it: its buffer may be taken again in this burst. */
+  forget(handle: number): void {
+    this.window[handle] = -1;
   }
 
   /** Copies the rest of frame `handle` into its buffer, if it was left in the sender's memory. */

@@ -112,7 +112,7 @@ export interface QueueOwner {
  * early once RECEIVE_DESCRIPTOR_BUDGET is spent: at most 512 + 129 reads however the
  * guest builds its chains.
  * With `defer`, frames of DEFER_MIN bytes and more whose rest lies in their chain's last
- * segment, and that leave nothing to do, are taken only up to HEADER_BYTES: the rest stays
+ * segment, super-frames aside, are taken only up to HEADER_BYTES: the rest stays
  * in the guest's memory (see deferred-payloads.ts), and so do the chains, returned by
  * defer.release() once the burst is delivered.
  */
@@ -166,6 +166,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     if ((q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0) {
       if (!takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame)) {
         counters[base + DROPS_BASE + DROP.offload_header_bad]++;
+        if (defer !== null) defer.forget(handle);
         pool.free(handle);
         continue;
       }
@@ -180,6 +181,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     // Longer than the port's frames (taken only with TSO negotiated): a super-frame, or too long.
     if (frameLen > maxFrame && !isSegmented(pool, handle)) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      if (defer !== null) defer.forget(handle);
       pool.free(handle);
       continue;
     }
@@ -222,8 +224,9 @@ function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, 
 
 /**
  * The virtio-net header and HEADER_BYTES of the frame into the buffer; the rest, in the
- * chain's last segment (checked by the caller), left there if the header leaves nothing
- * to do (or is not to be read: no checksum offload negotiated), else copied too.
+ * chain's last segment (checked by the caller), left there unless the header asks for
+ * segmentation (a super-frame is cut from its buffer), else copied too. A checksum left to
+ * do is done from a whole buffer, by whoever does it (materialize() first).
  */
 function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, frameLen: number, dst: number, headerCounts: boolean, defer: DeferredPayloads): void {
   const headEnd = NET_HDR_LEN + HEADER_BYTES;
@@ -232,8 +235,8 @@ function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: num
   const w = vq.segWindow[last];
   // The chain's bytes from headEnd on, all in the last segment (inside its window).
   const restOffset = vq.segOffset[last] + headEnd - (vq.chainBytes - vq.segLength[last]);
-  // flags and gso_type, as copied: nothing to do for anyone.
-  if (!headerCounts || (pool.data[dst] | pool.data[dst + 1]) === 0) {
+  // gso_type, as copied: no segments to cut (ignored without checksum offload).
+  if (!headerCounts || pool.data[dst + 1] === 0) {
     defer.leave(handle, w, restOffset, frameLen);
   } else {
     const mem = vq.mem;
@@ -343,20 +346,24 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
       counters[base + DROPS_BASE + DROP.guest_buffer_too_small]++;
       continue;
     }
-    // A checksum left to do goes as it is to a guest that takes it so; for the others
-    // it is done here, in the buffer (any port the frame goes to next then gets it done).
-    let leftToDo = csumStart !== 0;
-    if (leftToDo && !partialOk) {
-      completeChecksum(pool, handle);
-      completed++;
-      leftToDo = false;
-    }
     // A rest left in the sender's memory is copied from there (a frame whose length a
     // stage changed since is made whole first: the rest left is its old length's).
     let rest: DeferredPayloads | null = null;
     if (defer !== null && defer.window[handle] >= 0) {
       if (defer.length[handle] === frameLen) rest = defer;
       else defer.materialize(pool, handle);
+    }
+    // A checksum left to do goes as it is to a guest that takes it so; for the others
+    // it is done here, in the buffer (any port the frame goes to next then gets it done).
+    let leftToDo = csumStart !== 0;
+    if (leftToDo && !partialOk) {
+      if (rest !== null) {
+        rest.materialize(pool, handle);
+        rest = null;
+      }
+      completeChecksum(pool, handle);
+      completed++;
+      leftToDo = false;
     }
     const result = mergeable ? writeMergeable(vq, pool, handle, frameLen, leftToDo, rest) : writeOneChain(vq, pool, handle, frameLen, leftToDo, rest);
     if (result > 0) {

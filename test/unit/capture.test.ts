@@ -225,6 +225,47 @@ t.test('a filter leaves out what it should; refusals; one capture per port, two 
   t.match(statistics(stream), { received: 0, dropped: 0, comment: /1 s elapsed/ }, 'it ends after its seconds with nothing seen');
 });
 
+t.test('a bridged port captured: long frames, otherwise copied once from guest to guest, are recorded whole', async (t) => {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'a', socket: '{dir}/a.sock', bridge: 'br0' },
+      { name: 'b', socket: '{dir}/b.sock', bridge: 'br0' },
+      { name: 'c', socket: '{dir}/c.sock', bridge: 'br0' },
+    ],
+    pmd: { cores: [1] },
+  });
+  t.teardown(() => vr.stop());
+  const devices = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b), await startDevice(vr.sockets.c)];
+  t.teardown(() => devices.forEach((d) => d.close()));
+  const [a, b, c] = devices.map((d) => testGuest(d));
+  const long = (from: string, k: number) => udp4({ src: '10.0.0.1', dst: '10.0.0.2', srcPort: 5000 + k, dstPort: 9, payload: 1200 + k, srcMac: from, dstMac: 'ff:ff:ff:ff:ff:ff' });
+  // b's frames go out to a while a is captured; a's go out to b and c while a is captured.
+  const onA = await capture(vr, 'a', 'count=6&seconds=20');
+  await b.send([1, 2, 3].map((k) => long(GUEST.b, k)));
+  await a.send([4, 5, 6].map((k) => long(GUEST.a, k)));
+  for (const [name, guest] of [['a', a], ['b', b], ['c', c]] as const) {
+    const want = name === 'a' ? 3 : name === 'b' ? 3 : 6;
+    const got = await waitFor(`${want} frames on ${name}`, () => {
+      const frames = guest.poll();
+      return frames.length > 0 ? frames : undefined;
+    }, 5000);
+    const all = [...got];
+    while (all.length < want) {
+      await new Promise((r) => setTimeout(r, 20));
+      all.push(...guest.poll());
+    }
+    t.equal(all.length, want, `${name}: ${want} frames`);
+    t.ok(all.every((f) => f.l4?.checksumOk === true && f.length === 14 + 20 + 8 + 1200 + (f.l4.srcPort! - 5000)), `${name}: every one whole, its UDP checksum good`);
+  }
+  const file = join(vr.dir, 'bridged.pcapng');
+  writeFileSync(file, await onA.bytes());
+  const out = spawnSync('tshark', ['-r', file, '-o', 'udp.check_checksum:TRUE', '-T', 'fields', '-e', 'frame.cap_len', '-e', 'udp.checksum.status', '-e', 'udp.srcport'], { encoding: 'utf8' });
+  const rows = out.stdout.trim().split('\n').map((l) => l.split('\t'));
+  t.equal(rows.length, 6, '6 frames recorded');
+  // udp.checksum.status 1: good (0 bad, 2 unverified)
+  t.ok(rows.every(([len, status, port]) => Number(len) === 42 + 1200 + Number(port) - 5000 && status === '1'), `each whole, its checksum good (${rows.map((r) => r.join(' ')).join(', ')})`);
+});
+
 t.test('a full capture ring costs capture records, never traffic', async (t) => {
   const vr = await startVrouter(CONFIG);
   t.teardown(() => vr.stop());

@@ -7,12 +7,13 @@
 import t, { type Test } from 'tap';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { SplitQueue } from '../../src/virtio/split-queue.ts';
-import { NET_HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../src/virtio/constants.ts';
+import { NET_HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { DEFER_MIN, DeferredPayloads, HEADER_BYTES } from '../../src/dataplane/deferred-payloads.ts';
 import { Batch } from '../../src/dataplane/batch.ts';
-import { COUNTERS_PER_PORT, queueBase, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
+import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, queueBase, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
+import { finishChecksum, onesSum } from '../../src/dataplane/checksum.ts';
 import { OFFLOAD_CSUM_FROM_GUEST } from '../../src/dataplane/offloads.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
 
@@ -101,22 +102,43 @@ t.test('mergeable buffers smaller than the head, and frames in two descriptors',
   }
 });
 
-t.test('a rest not in one descriptor, or a header that leaves work, is copied at once', async (t) => {
-  const { tx, pool, deferred, handles } = setup(t, { offloads: OFFLOAD_CSUM_FROM_GUEST });
+t.test('offload headers: a checksum left to do is completed from the whole frame; a super-frame is copied; a dropped one leaves no rest behind', async (t) => {
+  const { ramB, tx, rx, pool, deferred, handles } = setup(t, { offloads: OFFLOAD_CSUM_FROM_GUEST });
   const frame = ethernetFrame(B, A, 1000, 5);
+  // Over three descriptors: copied whole.
   sendFrame(tx.driver, frame, { split: [NET_HDR_LEN + 100, 500, 414] });
-  const header = new Uint8Array(NET_HDR_LEN);
-  header[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-  header[6] = 34; // csum_start, csum_offset: inside the frame
-  header[8] = 6;
-  sendFrame(tx.driver, frame, { header });
-  t.equal(receiveBurst(tx.owner, pool, handles, 0, 32, deferred), 2);
-  t.equal(deferred.count, 0, 'neither left');
-  for (let i = 0; i < 2; i++) {
-    const off = pool.frameOffset(handles[i]);
-    t.same(pool.data.slice(off, off + frame.length), frame, `frame ${i} whole in its buffer`);
-  }
-  t.equal(tx.driver.takeUsed().length, 2, 'their chains went back at once');
+  // A checksum to do from byte 34, written at 34 + 6: left.
+  const csum = new Uint8Array(NET_HDR_LEN);
+  csum[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  csum[6] = 34;
+  csum[8] = 6;
+  sendFrame(tx.driver, frame, { header: csum });
+  // Segmentation the connection did not negotiate: dropped; the next frame may take its buffer.
+  const tso = csum.slice();
+  tso[1] = VIRTIO_NET_HDR_GSO_TCPV4;
+  tso[4] = 0x10;
+  sendFrame(tx.driver, frame, { header: tso });
+  const after = ethernetFrame(B, A, 900, 6);
+  sendFrame(tx.driver, after);
+  t.equal(receiveBurst(tx.owner, pool, handles, 0, 32, deferred), 3, 'three taken, the super-frame dropped');
+  t.equal(tx.owner.counters[DROPS_BASE + DROP.offload_header_bad], 1);
+  t.same([0, 1, 2].map((i) => deferred.window[handles[i]] >= 0), [false, true, true], 'left: the one with a checksum to do, and the one after the drop');
+  const off = pool.frameOffset(handles[0]);
+  t.same(pool.data.slice(off, off + frame.length), frame, 'the one over three descriptors whole in its buffer');
+  // The receiver takes no partial checksums: completed, from the whole frame.
+  const buffers = [postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048)];
+  t.equal(deliverBurst(rx.owner, true, pool, handles, 3, deferred), 3);
+  deferred.release();
+  t.equal(rx.owner.counters[CSUM_COMPLETED], 1, 'one checksum completed');
+  const expected = frame.slice();
+  const sum = finishChecksum(onesSum(expected, 34, expected.length));
+  expected[40] = sum >>> 8;
+  expected[41] = sum & 0xff;
+  const got = (b: { off: number }, len: number) => ramB.bytes.slice(b.off + NET_HDR_LEN, b.off + NET_HDR_LEN + len);
+  t.same(got(buffers[0], frame.length), frame, 'the whole one arrives as sent');
+  t.same(got(buffers[1], frame.length), expected, 'the checksum done over the whole frame');
+  t.same(got(buffers[2], after.length), after, 'the one after the drop arrives as sent');
+  t.equal(tx.driver.takeUsed().length, 4, 'every chain returned once the burst is delivered');
 });
 
 t.test('what leaves is the head as taken: the sender cannot change the headers after the stages saw them', async (t) => {

@@ -1,9 +1,9 @@
 // One copy per frame where a second is not needed. A frame whose pipeline looks at its
 // headers alone, on its way to a guest whose RX queue this PMD serves, goes from the
 // sending guest's memory straight into the receiving guest's: the packet buffer gets only
-// its first HEADER_BYTES (the copy the stages read and rewrite, which the sender cannot
-// change under them, and which is what leaves), and the rest stays where the sender put
-// it until the burst is delivered. The sender's TX chains are returned only then, so the
+// its head, at least HEADER_BYTES (the copy the stages read and rewrite, which the sender
+// cannot change under them, and which is what leaves), and the rest, the chain's last
+// descriptor, stays where the sender put it until the burst is delivered. The sender's TX chains are returned only then, so the
 // guest cannot reuse them meanwhile. Anything else that reads a frame whole (another PMD,
 // a kernel interface, a capture, a checksum completed, a stage that changes its length)
 // has its rest copied into the buffer first (materialize()); a pipeline with a stage that
@@ -17,10 +17,16 @@ import type { Virtqueue } from '../virtio/virtqueue.ts';
 /** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
 export const HEADER_BYTES = 64;
 /**
- * Shorter frames are copied whole: their rest would cost less in the word loop than the
- * native copy it saves (guest-io.ts, NATIVE_COPY_MIN).
+ * The longest head: a frame whose last descriptor starts further in is copied whole. Linux
+ * sends a TCP frame (without TSO) as its headers, 66 bytes or more, and the payload in a
+ * page of its own.
  */
-export const DEFER_MIN = HEADER_BYTES + 256;
+export const MAX_HEAD_BYTES = 256;
+/**
+ * Shorter rests are copied: they cost less in the word loop than the native copy they
+ * would save (guest-io.ts, NATIVE_COPY_MIN).
+ */
+export const MIN_REST_BYTES = 256;
 
 /** The sending queue, as the PMD holds it: its ring and the eventfd that interrupts its guest. */
 interface Sender {
@@ -31,9 +37,11 @@ interface Sender {
 export class DeferredPayloads {
   /** per buffer handle: the window of the sender's memory holding the rest of its frame, or -1 */
   readonly window: Int32Array;
-  /** per handle: where the rest (the frame from HEADER_BYTES on) starts in that window */
+  /** per handle: where the rest (the frame from its head's end on) starts in that window */
   readonly offset: Float64Array;
-  /** per handle: the frame's length when its rest was left (its rest: length - HEADER_BYTES bytes) */
+  /** per handle: the bytes of the frame in the buffer, its head */
+  readonly head: Uint32Array;
+  /** per handle: the frame's length when its rest was left (its rest: length - head bytes) */
   readonly length: Uint32Array;
   /** the handles whose rest is left in the sender's memory, this burst */
   private readonly left: Uint32Array;
@@ -47,6 +55,7 @@ export class DeferredPayloads {
   constructor(handleCount: number, burst: number) {
     this.window = new Int32Array(handleCount).fill(-1);
     this.offset = new Float64Array(handleCount);
+    this.head = new Uint32Array(handleCount);
     this.length = new Uint32Array(handleCount);
     this.left = new Uint32Array(burst);
   }
@@ -59,12 +68,14 @@ export class DeferredPayloads {
   }
 
   /**
-   * The rest of frame `handle` (length bytes) stays at [offset, + length - HEADER_BYTES)
-   * of window w in the sender's memory: a range the caller proved inside it.
+   * The rest of frame `handle` (length bytes, `head` of them in its buffer) stays at
+   * [offset, + length - head) of window w in the sender's memory: a range the caller
+   * proved inside it.
    */
-  leave(handle: number, w: number, offset: number, length: number): void {
+  leave(handle: number, w: number, offset: number, head: number, length: number): void {
     this.window[handle] = w;
     this.offset[handle] = offset;
+    this.head[handle] = head;
     this.length[handle] = length;
     this.left[this.count++] = handle;
   }
@@ -80,9 +91,10 @@ export class DeferredPayloads {
     if (w < 0) return;
     const mem = this.mem!;
     // Bounds: the source range was proven by leave()'s caller; the destination is
-    // [HEADER_BYTES, length) of the handle's buffer, and length <= the buffer's room
-    // (frames are left only up to the port's longest, at most DATA_ROOM).
-    memcpyAt(pool.address + pool.frameOffset(handle) + HEADER_BYTES, mem.address[w] + this.offset[handle], this.length[handle] - HEADER_BYTES);
+    // [head, length) of the handle's buffer, and length <= the buffer's room (frames are
+    // left only up to the port's longest, at most DATA_ROOM).
+    const head = this.head[handle];
+    memcpyAt(pool.address + pool.frameOffset(handle) + head, mem.address[w] + this.offset[handle], this.length[handle] - head);
     this.window[handle] = -1;
   }
 

@@ -8,7 +8,7 @@ import { memcpyAt, memmoveAt } from '../sys/libc.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { signalGuest } from './notify.ts';
-import { DEFER_MIN, HEADER_BYTES, type DeferredPayloads } from './deferred-payloads.ts';
+import { HEADER_BYTES, MAX_HEAD_BYTES, MIN_REST_BYTES, type DeferredPayloads } from './deferred-payloads.ts';
 
 export const BURST = 32;
 const ETHER_HDR_LEN = 14;
@@ -111,8 +111,9 @@ export interface QueueOwner {
  * Each chain is walked once, in at most maxChain + 1 descriptor reads, and the burst ends
  * early once RECEIVE_DESCRIPTOR_BUDGET is spent: at most 512 + 129 reads however the
  * guest builds its chains.
- * With `defer`, frames of DEFER_MIN bytes and more whose rest lies in their chain's last
- * segment, super-frames aside, are taken only up to HEADER_BYTES: the rest stays
+ * With `defer`, a frame whose last descriptor holds MIN_REST_BYTES or more of it and starts
+ * at most MAX_HEAD_BYTES in, super-frames aside, is taken only up to there (and at least
+ * HEADER_BYTES): the rest stays
  * in the guest's memory (see deferred-payloads.ts), and so do the chains, returned by
  * defer.release() once the burst is delivered.
  */
@@ -156,8 +157,11 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     // Gather the segments, the virtio-net header into the headroom just before the frame
     // (wherever the guest split it, it is then in one piece).
     const dst = pool.frameOffset(handle) - NET_HDR_LEN;
-    if (defer !== null && frameLen >= DEFER_MIN && frameLen <= maxFrame && vq.chainBytes - vq.segLength[segments - 1] <= NET_HDR_LEN + HEADER_BYTES) {
-      takeHead(vq, segments, pool, handle, frameLen, dst, (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0, defer);
+    // The frame's bytes before its last descriptor: what the buffer gets if the rest is left.
+    let head = vq.chainBytes - vq.segLength[segments - 1] - NET_HDR_LEN;
+    if (head < HEADER_BYTES) head = HEADER_BYTES;
+    if (defer !== null && head <= MAX_HEAD_BYTES && frameLen - head >= MIN_REST_BYTES && frameLen <= maxFrame) {
+      takeHead(vq, segments, pool, handle, head, frameLen, dst, (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0, defer);
     } else {
       gather(vq, segments, pool, dst, NET_HDR_LEN + frameLen);
     }
@@ -223,13 +227,13 @@ function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, 
 }
 
 /**
- * The virtio-net header and HEADER_BYTES of the frame into the buffer; the rest, in the
+ * The virtio-net header and `head` bytes of the frame into the buffer; the rest, in the
  * chain's last segment (checked by the caller), left there unless the header asks for
  * segmentation (a super-frame is cut from its buffer), else copied too. A checksum left to
  * do is done from a whole buffer, by whoever does it (materialize() first).
  */
-function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, frameLen: number, dst: number, headerCounts: boolean, defer: DeferredPayloads): void {
-  const headEnd = NET_HDR_LEN + HEADER_BYTES;
+function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, head: number, frameLen: number, dst: number, headerCounts: boolean, defer: DeferredPayloads): void {
+  const headEnd = NET_HDR_LEN + head;
   gather(vq, segments, pool, dst, headEnd);
   const last = segments - 1;
   const w = vq.segWindow[last];
@@ -237,7 +241,7 @@ function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: num
   const restOffset = vq.segOffset[last] + headEnd - (vq.chainBytes - vq.segLength[last]);
   // gso_type, as copied: no segments to cut (ignored without checksum offload).
   if (!headerCounts || pool.data[dst + 1] === 0) {
-    defer.leave(handle, w, restOffset, frameLen);
+    defer.leave(handle, w, restOffset, head, frameLen);
   } else {
     const mem = vq.mem;
     copyBytes(pool.data, pool.words, pool.address, dst + headEnd, mem.bytes[w], mem.words[w], mem.address[w], restOffset, NET_HDR_LEN + frameLen - headEnd);
@@ -444,19 +448,20 @@ function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uin
 
 /**
  * As scatter(), for frame bytes [from, from + len) of a frame whose rest is left in the
- * sender's memory: those below HEADER_BYTES from the buffer, the others from there.
- * Returns the bytes written (fewer once the chain is full). Bounds: from + len <= the
- * frame's length, the length its rest was left with (checked by the caller), so the reads
- * stay in [offset, + length - HEADER_BYTES) of the window, the range leave() was given.
+ * sender's memory: those of its head from the buffer, the others from there. Returns the
+ * bytes written (fewer once the chain is full). Bounds: from + len <= the frame's length,
+ * the length its rest was left with (checked by the caller), so the reads stay in
+ * [offset, + length - head) of the window, the range leave() was given.
  */
 function scatterWithRest(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, from: number, len: number, skip: number, rest: DeferredPayloads): number {
+  const headLen = rest.head[handle];
   let written = 0;
-  if (from < HEADER_BYTES) {
-    const head = HEADER_BYTES - from < len ? HEADER_BYTES - from : len;
+  if (from < headLen) {
+    const head = headLen - from < len ? headLen - from : len;
     written = scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle) + from, head, skip);
     if (written < head) return written;
   }
-  const src = rest.mem!.address[rest.window[handle]] + rest.offset[handle] + from + written - HEADER_BYTES;
+  const src = rest.mem!.address[rest.window[handle]] + rest.offset[handle] + from + written - headLen;
   return written + scatterFromGuest(vq, segments, src, len - written, skip + written);
 }
 

@@ -10,7 +10,7 @@ import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { NET_HDR_LEN, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { deliverBurst, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
-import { DEFER_MIN, DeferredPayloads, HEADER_BYTES } from '../../src/dataplane/deferred-payloads.ts';
+import { DeferredPayloads, HEADER_BYTES, MAX_HEAD_BYTES, MIN_REST_BYTES } from '../../src/dataplane/deferred-payloads.ts';
 import { Batch } from '../../src/dataplane/batch.ts';
 import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, queueBase, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
 import { finishChecksum, onesSum } from '../../src/dataplane/checksum.ts';
@@ -79,21 +79,25 @@ t.test('a frame goes from guest to guest with only its head in the buffer, whate
 
 t.test('mergeable buffers smaller than the head, and frames in two descriptors', async (t) => {
   const { ramB, tx, rx, pool, deferred, handles } = setup(t);
-  const frames = [ethernetFrame(B, A, 900, 2), ethernetFrame(B, A, DEFER_MIN - 14, 3), ethernetFrame(B, A, DEFER_MIN - 15, 4)];
+  const least = HEADER_BYTES + MIN_REST_BYTES;
+  const frames = [ethernetFrame(B, A, 900, 2), ethernetFrame(B, A, least - 14, 3), ethernetFrame(B, A, least - 15, 4), ethernetFrame(B, A, 1400, 5), ethernetFrame(B, A, 1400, 6)];
   sendFrame(tx.driver, frames[0], { split: [NET_HDR_LEN, 914] });
-  sendFrame(tx.driver, frames[1], { split: [NET_HDR_LEN + 30, DEFER_MIN - 30] });
+  sendFrame(tx.driver, frames[1], { split: [NET_HDR_LEN + 30, least - 30] });
   sendFrame(tx.driver, frames[2]);
-  t.equal(receiveBurst(tx.owner, pool, handles, 0, 32, deferred), 3);
+  // As Linux sends TCP without segmentation offload: the headers, then the payload.
+  sendFrame(tx.driver, frames[3], { split: [NET_HDR_LEN + 66, 1414 - 66] });
+  sendFrame(tx.driver, frames[4], { split: [NET_HDR_LEN + MAX_HEAD_BYTES + 2, 1414 - MAX_HEAD_BYTES - 2] });
+  t.equal(receiveBurst(tx.owner, pool, handles, 0, 32, deferred), 5);
   t.same(
-    [0, 1, 2].map((i) => deferred.window[handles[i]] >= 0),
-    [true, true, false],
-    'left: the header apart, the head split short of its end; copied: shorter than DEFER_MIN',
+    [0, 1, 2, 3, 4].map((i) => (deferred.window[handles[i]] >= 0 ? deferred.head[handles[i]] : 0)),
+    [HEADER_BYTES, HEADER_BYTES, 0, 66, 0],
+    'heads left: the header apart (64), the head split short of its end (64), the TCP-like (66); copied: a rest too short, a head too long',
   );
-  const buffers = Array.from({ length: 40 }, () => postRxBuffer(rx.driver, 50));
-  t.equal(deliverBurst(rx.owner, true, pool, handles, 3, deferred), 3);
+  const buffers = Array.from({ length: 160 }, () => postRxBuffer(rx.driver, 50));
+  t.equal(deliverBurst(rx.owner, true, pool, handles, 5, deferred), 5);
   deferred.release();
   let at = 0;
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     const chains = Math.ceil((NET_HDR_LEN + frames[i].length) / 50);
     t.equal(ramB.dv.getUint16(buffers[at].off + 10, true), chains, `frame ${i}: num_buffers ${chains}`);
     const used = buffers.slice(at, at + chains);

@@ -113,9 +113,8 @@ export interface QueueOwner {
  * guest builds its chains.
  * With `defer`, a frame whose last descriptor holds MIN_REST_BYTES or more of it and starts
  * at most MAX_HEAD_BYTES in, super-frames aside, is taken only up to there (and at least
- * HEADER_BYTES): the rest stays
- * in the guest's memory (see deferred-payloads.ts), and so do the chains, returned by
- * defer.release() once the burst is delivered.
+ * HEADER_BYTES): the rest stays in the guest's memory (see deferred-payloads.ts), and so
+ * do the chains, returned by defer.release() once the burst is delivered.
  */
 export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Array, start: number, max: number, defer: DeferredPayloads | null = null): number {
   const vq = q.queue;

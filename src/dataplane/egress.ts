@@ -152,8 +152,8 @@ export class Egress {
       if (port.uplink !== null) {
         // A kernel interface takes frames whole: segments cut, checksums done.
         this.makeWhole(port);
-        const n = port.superPending ? this.cutSegments(port, 0) : port.pendingCount;
         const handles = port.superPending ? this.segmented : port.pending;
+        const n = this.fitting(port, handles, port.superPending ? this.cutSegments(port, 0) : port.pendingCount);
         this.completeChecksums(port, handles, n);
         this.captureEgress(port, handles, n);
         port.uplink.transmit(this.pool, handles, n);
@@ -186,6 +186,24 @@ export class Egress {
     }
     this.touchedCount = 0;
     for (let p = 0; p < this.outboxCount.length; p++) if (this.outboxCount[p] > 0) this.sendOutbox(p);
+  }
+
+  /**
+   * Keeps the first `count` of `handles` no longer than the port's frames, in order, and
+   * counts the others as frame_too_long: the kernel would take them, as a Linux bridge or
+   * OVS would not (a guest's RX queue gets the same check in deliverBurst). Returns how many
+   * are kept.
+   */
+  private fitting(port: PortRuntime, handles: Uint32Array, count: number): number {
+    const pool = this.pool;
+    const maxFrame = port.cfg.maxFrame;
+    let kept = 0;
+    for (let i = 0; i < count; i++) {
+      const h = handles[i];
+      if (pool.length[h] <= maxFrame) handles[kept++] = h;
+    }
+    if (kept < count) this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.frame_too_long] += count - kept;
+    return kept;
   }
 
   /** The port's pending frames whole in their buffers (their rest copied out of the sender's memory). */

@@ -2,12 +2,12 @@
 // headers alone, on its way to a guest whose RX queue this PMD serves, goes from the
 // sending guest's memory straight into the receiving guest's: the packet buffer gets only
 // its head, at least HEADER_BYTES (the copy the stages read and rewrite, which the sender
-// cannot change under them, and which is what leaves), and the rest, the chain's last
-// descriptor, stays where the sender put it until the burst is delivered. The sender's TX chains are returned only then, so the
-// guest cannot reuse them meanwhile. Anything else that reads a frame whole (another PMD,
-// a kernel interface, a capture, a checksum completed, a stage that changes its length)
-// has its rest copied into the buffer first (materialize()); a pipeline with a stage that
-// reads further does not leave rests at all.
+// cannot change under them, and which is what leaves), and the rest, in the chain's last
+// descriptor, stays where the sender put it until the burst is delivered. The sender's TX
+// chains are returned only then, so the guest cannot reuse them meanwhile. Anything else
+// that reads a frame whole (another PMD, a kernel interface, a capture, a checksum
+// completed, a stage that changes its length) has its rest copied into the buffer first
+// (materialize()); a pipeline with a stage that reads further leaves no rests at all.
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import { memcpyAt } from '../sys/libc.ts';
 import type { PacketPool } from './packet-pool.ts';

@@ -493,6 +493,9 @@ const plugin: Plugin<RateLimitConfig, RateLimitState> = {
   ],
   sharedMemory,
   prepare,
+  // The IP header behind one VLAN tag at most: DSCP and its checksum, an IPv6 destination
+  // ends at byte 18 + 40. Policing a bridge keeps its frames copied once.
+  headerBytes: 58,
   createState,
   process,
   tablesChanged,

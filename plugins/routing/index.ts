@@ -63,7 +63,8 @@ function process(batch: PacketBatch, r: Router): void {
   for (let i = 0; i < count; i++) {
     if (egress[i] !== EGRESS_UNDECIDED) continue;
     const off = batch.offset(i);
-    if (batch.length(i) < 14) continue;
+    const length = batch.length(i);
+    if (length < 14) continue;
     const group = (d[off] & 1) !== 0;
     // Frames start 64-byte aligned: the destination MAC is a 32-bit and a 16-bit word.
     const toRouter =
@@ -74,8 +75,8 @@ function process(batch: PacketBatch, r: Router): void {
     if (!toRouter && !group) continue;
     const type = read16(d, off + 12);
     if (type === ETHERTYPE_IPV4) {
-      if (toRouter) ipv4In(r, batch, i, iface);
-      else if (r.mirrorPort[ifIndex] >= 0 && isLocalMulticast4(d, off, batch.length(i))) r.punt(batch, i, iface);
+      if (toRouter) ipv4In(r, batch, i, iface, off, length);
+      else if (r.mirrorPort[ifIndex] >= 0 && isLocalMulticast4(d, off, length)) r.punt(batch, i, iface);
     } else if (type === ETHERTYPE_IPV6) ipv6In(r, batch, i, iface, toRouter);
     else if (type === ETHERTYPE_ARP) arpIn(r, batch, i, iface);
   }

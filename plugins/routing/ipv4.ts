@@ -28,11 +28,9 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 /** scratch for the next hop of the packet at hand (no allocation per packet) */
 const nh: NextHop = { iface: 0, family: 4, a0: 0, a1: 0, a2: 0, a3: 0 };
 
-/** Packet i, an IPv4 frame to the router's MAC on interface `iface`. */
-export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+/** Packet i (at `off` in batch.data, `len` bytes), an IPv4 frame to the router's MAC on interface `iface`. */
+export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interface, off: number, len: number): void {
   const d = batch.data;
-  const off = batch.offset(i);
-  const len = batch.length(i);
   const ip = off + ETH_HLEN;
   if (len < ETH_HLEN + 20 || d[ip] >> 4 !== 4) {
     batch.dropAs(i, r.drop.ip_header_bad);

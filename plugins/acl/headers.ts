@@ -22,6 +22,9 @@ export const HEADERS_SKIP = 5;
 /** passed by the flow cache as a packet of a tracked connection (parseBurst()): nothing more to do */
 export const HEADERS_ESTABLISHED = 6;
 
+/** Whether the host stores the low byte of a word first, as x86-64 and arm64 do. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 const ETHERTYPE_QINQ = 0x88a8;
 const IPPROTO_SCTP = 132;
 const IPPROTO_HOPOPTS = 0;
@@ -47,10 +50,13 @@ export interface Headers {
   readonly l4: Uint16Array;
   /** the end of the IP packet (the frame may be longer: Ethernet padding) */
   readonly end: Uint16Array;
+  /** the batch's data as 16-bit words on a little-endian host (else null), and the data it views */
+  words: Uint16Array | null;
+  wordsOf: Uint8Array | null;
 }
 
 export function createHeaders(keys: FlowKeys, capacity: number): Headers {
-  return { keys, status: new Uint8Array(capacity), l3: new Uint16Array(capacity), l4: new Uint16Array(capacity), end: new Uint16Array(capacity) };
+  return { keys, status: new Uint8Array(capacity), l3: new Uint16Array(capacity), l4: new Uint16Array(capacity), end: new Uint16Array(capacity), words: null, wordsOf: null };
 }
 
 /**
@@ -250,6 +256,11 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
   const timeouts = cache === null ? null : cache.timeouts;
   const table = cache === null ? null : cache.table;
   const seed = cache === null ? 0 : cache.seed;
+  if (h.wordsOf !== d) {
+    h.wordsOf = d;
+    h.words = LITTLE_ENDIAN && d.byteOffset === 0 ? new Uint16Array(d.buffer, 0, d.buffer.byteLength >>> 1) : null;
+  }
+  const w = h.words;
   let established = 0;
   for (let i = 0; i < count; i++) {
     if (batch.dropped(i) || local[i] === 1) {
@@ -274,9 +285,28 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
         vihl >>> 4 === 4 && ihl >= 20 && total >= ihl && end <= frameEnd && ((d[ip + 6] & 0x1f) | d[ip + 7]) === 0 &&
         (protocol === IPPROTO_UDP ? l4 + 8 <= end : protocol === IPPROTO_TCP && l4 + 20 <= end && d[l4 + 12] >= 0x50 && l4 + ((d[l4 + 12] >>> 4) << 2) <= end)
       ) {
-        const src = (d[ip + 12] << 24) | (d[ip + 13] << 16) | (d[ip + 14] << 8) | d[ip + 15];
-        const dst = (d[ip + 16] << 24) | (d[ip + 17] << 16) | (d[ip + 18] << 8) | d[ip + 19];
-        const ports = (d[l4] << 24) | (d[l4 + 1] << 16) | (d[l4 + 2] << 8) | d[l4 + 3];
+        let src: number;
+        let dst: number;
+        let ports: number;
+        if (w !== null) {
+          // Two 16-bit loads per 32-bit field, byte swapped, rather than four byte loads: ip
+          // and l4 are even (frames start 64-byte aligned, IHL counts 32-bit words).
+          const a = ip >>> 1;
+          const b = l4 >>> 1;
+          const s0 = w[a + 6];
+          const s1 = w[a + 7];
+          const t0 = w[a + 8];
+          const t1 = w[a + 9];
+          const p0 = w[b];
+          const p1 = w[b + 1];
+          src = ((s0 & 0xff) << 24) | ((s0 & 0xff00) << 8) | ((s1 & 0xff) << 8) | (s1 >>> 8);
+          dst = ((t0 & 0xff) << 24) | ((t0 & 0xff00) << 8) | ((t1 & 0xff) << 8) | (t1 >>> 8);
+          ports = ((p0 & 0xff) << 24) | ((p0 & 0xff00) << 8) | ((p1 & 0xff) << 8) | (p1 >>> 8);
+        } else {
+          src = (d[ip + 12] << 24) | (d[ip + 13] << 16) | (d[ip + 14] << 8) | d[ip + 15];
+          dst = (d[ip + 16] << 24) | (d[ip + 17] << 16) | (d[ip + 18] << 8) | d[ip + 19];
+          ports = (d[l4] << 24) | (d[l4 + 1] << 16) | (d[l4 + 2] << 8) | d[l4 + 3];
+        }
         const flags = protocol === IPPROTO_TCP ? d[l4 + 13] : 0;
         if (entries !== null) {
           const c = FlowCache.at(seed, src, dst, ports);

@@ -56,17 +56,27 @@ function process(batch: PacketBatch, r: Router): void {
   if (r.now >= r.raDue[ifIndex]) advertise(r, batch);
   const egress = batch.egress;
   const count = batch.count;
+  const w16 = r.words16;
+  const w32 = r.words32;
+  const macWord0 = r.macWord0[ifIndex];
+  const macHalf2 = r.macHalf2[ifIndex];
   for (let i = 0; i < count; i++) {
     if (egress[i] !== EGRESS_UNDECIDED) continue;
     const off = batch.offset(i);
-    if (batch.length(i) < 14) continue;
+    const length = batch.length(i);
+    if (length < 14) continue;
     const group = (d[off] & 1) !== 0;
-    const toRouter = !group && macHi(d, off) === iface.macHi && macLo(d, off) === iface.macLo;
+    // Frames start 64-byte aligned: the destination MAC is a 32-bit and a 16-bit word.
+    const toRouter =
+      !group &&
+      (w32 !== null && w16 !== null
+        ? w32[off >>> 2] === macWord0 && w16[(off >>> 1) + 2] === macHalf2
+        : macHi(d, off) === iface.macHi && macLo(d, off) === iface.macLo);
     if (!toRouter && !group) continue;
     const type = read16(d, off + 12);
     if (type === ETHERTYPE_IPV4) {
-      if (toRouter) ipv4In(r, batch, i, iface);
-      else if (r.mirrorPort[ifIndex] >= 0 && isLocalMulticast4(d, off, batch.length(i))) r.punt(batch, i, iface);
+      if (toRouter) ipv4In(r, batch, i, iface, off, length);
+      else if (r.mirrorPort[ifIndex] >= 0 && isLocalMulticast4(d, off, length)) r.punt(batch, i, iface);
     } else if (type === ETHERTYPE_IPV6) ipv6In(r, batch, i, iface, toRouter);
     else if (type === ETHERTYPE_ARP) arpIn(r, batch, i, iface);
   }

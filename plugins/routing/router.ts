@@ -151,6 +151,12 @@ export class Router {
   /** the packet buffers as 16-bit words (the same memory as batch.data), for header sums */
   words16: Uint16Array | null = null;
   words32: Uint32Array | null = null;
+  /**
+   * By interface, the router's MAC as the machine-order words a frame's first 6 bytes read
+   * as (words32 at the frame's start, words16 after): one compare each, not six byte loads.
+   */
+  readonly macWord0: Uint32Array;
+  readonly macHalf2: Uint16Array;
   data: Uint8Array | null = null;
   /** packets routed in this batch, counted once at its end */
   routedInBatch = 0;
@@ -161,6 +167,14 @@ export class Router {
     this.neighbourName = neighbourRegionOf(topology);
     this.interfaces = interfaces;
     this.byPort = byPort;
+    this.macWord0 = new Uint32Array(interfaces.length);
+    this.macHalf2 = new Uint16Array(interfaces.length);
+    const mac = new Uint8Array(8);
+    for (const f of interfaces) {
+      writeMac(mac, 0, f.macHi, f.macLo);
+      this.macWord0[f.index] = new Uint32Array(mac.buffer, 0, 1)[0];
+      this.macHalf2[f.index] = new Uint16Array(mac.buffer, 4, 1)[0];
+    }
     ({ mirrorPort: this.mirrorPort, mirrored: this.mirrored } = mirrorsOf(topology, interfaces, byPort));
     const fib = openFib(ctx.shared);
     this.lpm4 = fib.lpm4;

@@ -105,7 +105,24 @@ function portName(value: unknown, field: string): string | null {
   return value;
 }
 
+/**
+ * Routes parsed, by the entry of the document they came from: a change of routes leaves
+ * most entries as they were (the control plane never changes one in place), and each
+ * config parses every route again.
+ */
+const parsedRoutes = new WeakMap<object, RouteConfig>();
+
 function parseRoute(raw: unknown, field: string): RouteConfig {
+  if (typeof raw !== 'object' || raw === null) return parseRouteEntry(raw, field);
+  let route = parsedRoutes.get(raw);
+  if (route === undefined) {
+    route = parseRouteEntry(raw, field);
+    parsedRoutes.set(raw, route);
+  }
+  return route;
+}
+
+function parseRouteEntry(raw: unknown, field: string): RouteConfig {
   const r = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole']);
   const prefix = address(r.prefix, `${field}.prefix`, 'networks');
   if (r.prefix !== undefined && typeof r.prefix === 'string' && !r.prefix.includes('/')) throw new PluginConfigError(`${field}.prefix`, `needs a prefix length (${r.prefix}/${prefix.family === 4 ? 32 : 128} for one host)`);

@@ -904,6 +904,10 @@ export class Supervisor {
     // The last step that may refuse: the sockets of new ports.
     if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
+    // The PMDs read tables changed in place as they change: a plugin whose PMD config and
+    // regions stayed (routes changed, which the routing stage's PMD config leaves out) has
+    // nothing new for them, and they are not interrupted for it.
+    const forPmds = changed.filter((p) => !sameConfig(p.pmdConfig, running(p).pmdConfig) || !sameRegions(memory[p.name], this.pluginMemory[p.name]));
     if (filesChanged) {
       this.pluginLoads++;
       // The spare's PMDs imported the files as they were.
@@ -922,8 +926,9 @@ export class Supervisor {
       log.info(`reloaded from ${options.source} (${what}): restarting the PMDs on the new layout of ports and queues`, 'config.reloaded', { source: options.source, mode: 'restart', plugins: names });
       await this.restartOnLayout(ports, topology);
     } else if (live) {
-      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); the PMDs take the new tables between bursts`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
-      this.postTables(changed);
+      const taken = forPmds.length > 0 ? 'the PMDs take the new tables between bursts' : 'the tables in use changed in place';
+      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); ${taken}`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
+      if (forPmds.length > 0) this.postTables(forPmds);
     } else {
       log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
       await this.pmdsStarted();
@@ -1066,3 +1071,9 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
+/** Whether a plugin's regions are the same buffers under the same names. */
+function sameRegions(a: Readonly<Record<string, ArrayBufferLike>>, b: Readonly<Record<string, ArrayBufferLike>> | undefined): boolean {
+  if (b === undefined) return false;
+  const names = Object.keys(a);
+  return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
+}

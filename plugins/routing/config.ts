@@ -112,17 +112,21 @@ function portName(value: unknown, field: string): string | null {
  */
 const parsedRoutes = new WeakMap<object, RouteConfig>();
 
-function parseRoute(raw: unknown, field: string): RouteConfig {
-  if (typeof raw !== 'object' || raw === null) return parseRouteEntry(raw, field);
-  let route = parsedRoutes.get(raw);
-  if (route === undefined) {
-    route = parseRouteEntry(raw, field);
-    parsedRoutes.set(raw, route);
-  }
-  return route;
+/** "routes": each entry parsed before taken as it was (its field named only for a mistake). */
+function routes(value: unknown): RouteConfig[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new PluginConfigError('routes', 'must be an array');
+  return value.map((raw: unknown, i) => {
+    let route = typeof raw === 'object' && raw !== null ? parsedRoutes.get(raw) : undefined;
+    if (route === undefined) {
+      route = parseRoute(raw, `routes[${i}]`);
+      if (typeof raw === 'object' && raw !== null) parsedRoutes.set(raw, route);
+    }
+    return route;
+  });
 }
 
-function parseRouteEntry(raw: unknown, field: string): RouteConfig {
+function parseRoute(raw: unknown, field: string): RouteConfig {
   const r = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole']);
   const prefix = address(r.prefix, `${field}.prefix`, 'networks');
   if (r.prefix !== undefined && typeof r.prefix === 'string' && !r.prefix.includes('/')) throw new PluginConfigError(`${field}.prefix`, `needs a prefix length (${r.prefix}/${prefix.family === 4 ? 32 : 128} for one host)`);
@@ -170,7 +174,7 @@ function parseAll(raw: Obj): RoutingConfig {
   return {
     // Learned routes are not here (PluginSetup.learnedRoutes): a config's routes win over
     // them for their prefixes.
-    routes: list(c.routes, 'routes', parseRoute),
+    routes: routes(c.routes),
     neighbours: list(c.neighbours, 'neighbours', parseNeighbour),
     learnedNeighbours: list(c.learnedNeighbours, 'learnedNeighbours', parseNeighbour),
     neighbourLimit,

@@ -74,13 +74,13 @@ export const MAX_PLUGIN_MEMORY_BYTES = 1 << 30;
  * afresh (a reload: modules are cached by URL, so the URL gets ?v=version).
  */
 export function importPlugin(path: string, field: string, version = 0): Promise<Plugin> {
-  const url = pathToFileURL(path).href + (version > 0 ? `?v=${version}` : '');
-  let plugin = imported.get(url);
+  const key = `${version} ${path}`;
+  let plugin = imported.get(key);
   if (plugin === undefined) {
-    plugin = loadPlugin(path, url);
-    imported.set(url, plugin);
+    plugin = loadPlugin(path, pathToFileURL(path).href + (version > 0 ? `?v=${version}` : ''));
+    imported.set(key, plugin);
     // One that failed is tried again next time (the file may be there by then).
-    plugin.catch(() => imported.delete(url));
+    plugin.catch(() => imported.delete(key));
   }
   return plugin.catch((err: unknown) => {
     throw new PluginLoadError(`${field}.path`, (err as Error).message);
@@ -88,8 +88,9 @@ export function importPlugin(path: string, field: string, version = 0): Promise<
 }
 
 /**
- * Plugins imported and checked, by URL: an apply looks up every plugin of the pipeline a
- * few times, and the module loader's own cache is not free to ask (it resolves the URL).
+ * Plugins imported and checked, by load and path (as the module's URL): an apply and a
+ * scrape of /metrics look up plugins several times, and the module loader's own cache is
+ * not free to ask (it resolves the URL).
  */
 const imported = new Map<string, Promise<Plugin>>();
 

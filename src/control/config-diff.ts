@@ -66,6 +66,17 @@ export function configDiff(running: unknown, next: unknown): ConfigChange[] {
 
 /** The entries of `some` whose text no entry of `list` has. */
 function without(some: unknown[], list: unknown[]): unknown[] {
-  const listed = new Set(list.map(text));
+  const listed = textsOf(list);
   return some.filter((e) => !listed.has(text(e)));
+}
+
+/** The texts of a list's entries, kept with it: the next document's list is compared with this one. */
+const listTexts = new WeakMap<unknown[], Set<string | undefined>>();
+function textsOf(list: unknown[]): Set<string | undefined> {
+  let texts = listTexts.get(list);
+  if (texts === undefined) {
+    texts = new Set(list.map(text));
+    listTexts.set(list, texts);
+  }
+  return texts;
 }

@@ -3,10 +3,10 @@
 // the interfaces (a gateway in a connected subnet, a port that exists) is checked by
 // resolve() in fib.ts, with the same field names.
 //
-// Routes hold their addresses as canonical text, not parsed: the config is parsed again,
-// compared and copied to every PMD on each change (a route added through the admin
-// endpoint), and text costs a fraction of bytes in typed arrays there; the parsed form is
-// kept here (prefixOf), for the routes of the last two configs.
+// Routes hold their addresses as canonical text, not parsed: the config is parsed and
+// compared on each change (a route added through the admin endpoint), and text costs a
+// fraction of bytes in typed arrays there; the parsed form is kept here (prefixOf), for
+// the routes of the last two configs, and each route as parsed, with the entry it came from.
 import { PluginConfigError, parseAddress, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
 
 export interface RouteConfig {

@@ -1,17 +1,18 @@
-// node bench/route-changes.ts [--routes N] [--sequential N] [--concurrent N]: route changes
+// node bench/route-changes.ts [--routes N] [--sequential N] [--concurrent N] [--bin FILE]: route changes
 // a second through the admin endpoint of a running vrouter (dist/, as `npm run build`
 // makes it) with N routes in its config: changes one at a time, each answer awaited
 // (POST /routes, then DELETE /routes/PREFIX of the same), and changes issued at a 1 ms
 // pace without waiting for the answers (adds and deletes mixed), with the CPU vrouter used
-// meanwhile and the number of compiles its log shows.
+// meanwhile and the number of compiles its log shows. --bin FILE runs another build of the
+// daemon (an older revision's dist/bin/vrouter.js, for a before).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
-import { startVrouter } from '../test/support/vrouter-process.ts';
+import { startVrouter, VROUTER_BIN } from '../test/support/vrouter-process.ts';
 
-const { values } = parseArgs({ options: { routes: { type: 'string' }, sequential: { type: 'string' }, concurrent: { type: 'string' } } });
+const { values } = parseArgs({ options: { routes: { type: 'string' }, sequential: { type: 'string' }, concurrent: { type: 'string' }, bin: { type: 'string' } } });
 const ROUTES = Number(values.routes ?? 0);
 const SEQUENTIAL = Number(values.sequential ?? 100);
 const CONCURRENT = Number(values.concurrent ?? 1000);
@@ -31,6 +32,8 @@ const vr = await startVrouter(
     routes: [...filler, ...Array.from({ length: CONCURRENT / 2 }, (_, k) => ({ prefix: doomed(k), via: '10.0.2.3' }))],
   },
   60000,
+  undefined,
+  values.bin ?? VROUTER_BIN,
 );
 const dispatcher = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') }, connections: 64 });
 const call = async (method: 'POST' | 'DELETE', path: string, body?: unknown) => {

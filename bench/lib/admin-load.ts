@@ -49,6 +49,8 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
   let next = 0;
   /** routes added and answered, oldest first: the ones a delete may take */
   const live: string[] = [];
+  /** the same, to look up: the load's own CPU is taken from the generator's */
+  const inTable = new Set<string>();
   const pending = new Set<string>();
 
   const call = async (method: 'GET' | 'POST' | 'DELETE' | 'PATCH', path: string, body?: unknown): Promise<number> => {
@@ -64,7 +66,7 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
     do {
       const n = next++;
       prefix = n % 8 === 0 ? `198.19.${(n >>> 3) & 255}.0/24` : `198.18.${(n >>> 8) & 255}.${n & 255}/32`;
-    } while (live.includes(prefix) || pending.has(prefix));
+    } while (inTable.has(prefix) || pending.has(prefix));
     return prefix;
   };
 
@@ -74,11 +76,15 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
     const started = performance.now();
     const add = Array.from({ length: options.batch >> 1 }, newPrefix);
     const remove = live.length >= LIVE_ROUTES ? live.splice(0, options.batch >> 1) : [];
+    for (const p of remove) inTable.delete(p);
     for (const p of [...add, ...remove]) pending.add(p);
     let ok: boolean;
     try {
       ok = (await call('PATCH', '/routes', { add: add.map((prefix) => ({ prefix, via: options.via })), remove })) === 200;
-      if (ok) live.push(...add);
+      if (ok) {
+        live.push(...add);
+        for (const p of add) inTable.add(p);
+      }
     } catch (err) {
       ok = false;
       if (counts.firstError === null) counts.firstError = (err as Error).message;
@@ -99,13 +105,17 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
     try {
       if (live.length >= LIVE_ROUTES && issued % 2 === 1) {
         prefix = live.shift()!;
+        inTable.delete(prefix);
         pending.add(prefix);
         ok = (await call('DELETE', `/routes/${encodeURIComponent(prefix)}`)) === 200;
       } else {
         prefix = newPrefix();
         pending.add(prefix);
         ok = (await call('POST', '/routes', { prefix, via: options.via })) === 200;
-        if (ok) live.push(prefix);
+        if (ok) {
+          live.push(prefix);
+          inTable.add(prefix);
+        }
       }
       pending.delete(prefix);
     } catch (err) {

@@ -9,17 +9,17 @@
 // CPUs left to the host (all but the PMD's), where an operator keeps them (OVS-DPDK's
 // dpdk-lcore-mask): this thread is restricted to them before it starts the others, which
 // inherit it; the PMD and testpmd's lcores pin themselves.
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setThreadCpus } from '../../src/sys/libc.ts';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
 import { adminLoad, type AdminLoadCounts } from './admin-load.ts';
+import { controlCpuSeconds } from './control-cpu.ts';
 import { startGenerator } from './generator.ts';
 import { vrouterJob } from './jobs.ts';
 import { stopAll } from './processes.ts';
-import { dataplanePids } from '../../test/support/traffic.ts';
 
 const WARM_UP_MS = 3000;
 const CHANGES_PER_SECOND = 1000;
@@ -41,27 +41,10 @@ export interface BusyAdminResult {
   load: AdminLoadCounts;
 }
 
-/** CPU seconds so far of vrouter's threads that are not PMDs (named pmdN), in both its processes. */
-function controlCpuSeconds(supervisor: number): number {
-  let ticks = 0;
-  for (const pid of [supervisor, ...dataplanePids(supervisor)]) ticks += controlTicks(pid);
-  return ticks / 100; // clock ticks are 1/100 s
-}
-
-function controlTicks(pid: number): number {
-  let ticks = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      if (/^pmd\d/.test(readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8'))) continue;
-      const fields = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return ticks;
-}
-
+const controlCpu = (pid: number) => {
+  const { supervisor, dataplane } = controlCpuSeconds(pid);
+  return supervisor + dataplane;
+};
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** `windows` idle and as many busy windows of `seconds`, alternating, idle first. */
@@ -84,10 +67,10 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       const busyWindow = w % 2 === 1;
       if (busyWindow) load.start();
       const from = performance.now();
-      const cpuBefore = controlCpuSeconds(vr.proc.pid!);
+      const cpuBefore = controlCpu(vr.proc.pid!);
       await sleep(seconds * 1000);
       const to = performance.now();
-      cpu[busyWindow ? 'busy' : 'idle'] += controlCpuSeconds(vr.proc.pid!) - cpuBefore;
+      cpu[busyWindow ? 'busy' : 'idle'] += controlCpu(vr.proc.pid!) - cpuBefore;
       load.pause();
       (busyWindow ? busy : idle).push(...generator.ratesBetween(from, to));
       // Changes still answered after the window are not the next idle window's.

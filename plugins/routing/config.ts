@@ -3,10 +3,10 @@
 // the interfaces (a gateway in a connected subnet, a port that exists) is checked by
 // resolve() in fib.ts, with the same field names.
 //
-// Routes hold their addresses as canonical text, not parsed: the config is parsed again,
-// compared and copied to every PMD on each change (a route added through the admin
-// endpoint), and text costs a fraction of bytes in typed arrays there; the parsed form is
-// kept here (prefixOf), for the routes of the last two configs.
+// Routes hold their addresses as canonical text, not parsed: the config is parsed and
+// compared on each change (a route added through the admin endpoint), and text costs a
+// fraction of bytes in typed arrays there; the parsed form is kept here (prefixOf), for
+// the routes of the last two configs, and each route as parsed, with the entry it came from.
 import { PluginConfigError, parseAddress, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
 
 export interface RouteConfig {
@@ -105,6 +105,27 @@ function portName(value: unknown, field: string): string | null {
   return value;
 }
 
+/**
+ * Routes parsed, by the entry of the document they came from: a change of routes leaves
+ * most entries as they were (the control plane never changes one in place), and each
+ * config parses every route again.
+ */
+const parsedRoutes = new WeakMap<object, RouteConfig>();
+
+/** "routes": each entry parsed before taken as it was (its field named only for a mistake). */
+function routes(value: unknown): RouteConfig[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new PluginConfigError('routes', 'must be an array');
+  return value.map((raw: unknown, i) => {
+    let route = typeof raw === 'object' && raw !== null ? parsedRoutes.get(raw) : undefined;
+    if (route === undefined) {
+      route = parseRoute(raw, `routes[${i}]`);
+      if (typeof raw === 'object' && raw !== null) parsedRoutes.set(raw, route);
+    }
+    return route;
+  });
+}
+
 function parseRoute(raw: unknown, field: string): RouteConfig {
   const r = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole']);
   const prefix = address(r.prefix, `${field}.prefix`, 'networks');
@@ -153,7 +174,7 @@ function parseAll(raw: Obj): RoutingConfig {
   return {
     // Learned routes are not here (PluginSetup.learnedRoutes): a config's routes win over
     // them for their prefixes.
-    routes: list(c.routes, 'routes', parseRoute),
+    routes: routes(c.routes),
     neighbours: list(c.neighbours, 'neighbours', parseNeighbour),
     learnedNeighbours: list(c.learnedNeighbours, 'learnedNeighbours', parseNeighbour),
     neighbourLimit,

@@ -67,6 +67,8 @@ interface FibChange {
   removed6: string[];
   /** tbl24 entries the IPv4 changes cover */
   entries: number;
+  /** the prefixes (canonical text) whose static routes changed */
+  statics: string[];
 }
 
 /**
@@ -89,7 +91,7 @@ export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly 
         const changed = changeInPlace(running, change);
         if (changed !== null) {
           running.statics = statics;
-          running.staticKeys = staticKeysOf(statics, running.interfaceKeys);
+          updateStaticKeys(running.staticKeys, change.statics, statics, running.interfaceKeys);
           if (changed > 0) setup.log.info(`${changed} route changes made in place in ${(performance.now() - started).toFixed(1)} ms (${statics.size} static routes)`);
           return running.regions;
         }
@@ -135,13 +137,22 @@ function staticKeysOf(statics: Map<string, PrefixRoutes>, interfaceKeys: Set<num
   return keys;
 }
 
+/** The keys of the static routes' prefixes, after the routes to `changed` changed: only those are looked at again. */
+function updateStaticKeys(keys: Set<number | string>, changed: readonly string[], statics: Map<string, PrefixRoutes>, interfaceKeys: Set<number | string>): void {
+  for (const text of changed) {
+    const key = keyOf(prefixOf(text));
+    if (statics.has(text) && !interfaceKeys.has(key)) keys.add(key);
+    else keys.delete(key);
+  }
+}
+
 /** The routes of the prefixes whose static routes changed, resolved; null when there are too many. */
 function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, PrefixRoutes>, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
   const changed: string[] = [];
   for (const [text, routes] of statics) if (t.statics.get(text)?.says !== routes.says) changed.push(text);
   for (const text of t.statics.keys()) if (!statics.has(text)) changed.push(text);
   if (changed.length > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0 };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: changed };
   for (const text of changed) {
     const p: Prefix = prefixOf(text);
     const key = keyOf(p);
@@ -165,7 +176,7 @@ function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, Pref
 /** The learned routes of `prefixes` that are not overruled, resolved; null when there are too many. */
 function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
   if (prefixes.size > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0 };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [] };
   for (const text of prefixes) {
     const p = learnedPrefix(text);
     if (p === null) continue;

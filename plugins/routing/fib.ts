@@ -4,7 +4,7 @@
 // SharedArrayBuffers that every PMD reads.
 import { PluginConfigError, read32, type Prefix } from '../../src/pipeline/api.ts';
 import { connectedInterface, type Interface } from './interfaces.ts';
-import { prefixOf, type RoutingConfig } from './config.ts';
+import { prefixOf, type RouteConfig, type RoutingConfig } from './config.ts';
 import { Lpm4, LPM4_FORMAT } from './lpm4.ts';
 import { mask4, route4Key } from './lpm4-update.ts';
 import { Lpm6, LPM6_FORMAT } from './lpm6.ts';
@@ -55,11 +55,22 @@ export interface PrefixRoutes {
   says: string;
 }
 
+/** What each route says, kept while it lives: a route is parsed once for every config it is in. */
+const said = new WeakMap<RouteConfig, string>();
+function saysOf(r: RouteConfig): string {
+  let says = said.get(r);
+  if (says === undefined) {
+    says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')}`;
+    said.set(r, says);
+  }
+  return says;
+}
+
 /** The static routes by prefix (its canonical text), in the config's order. */
 export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
   const out = new Map<string, PrefixRoutes>();
   config.routes.forEach((r, i) => {
-    const says = `${r.metric} ${r.blackhole ? 'blackhole' : ''} ${r.port ?? ''} ${r.via.join(' ')}`;
+    const says = saysOf(r);
     const same = out.get(r.prefix);
     if (same === undefined) out.set(r.prefix, { indices: [i], says });
     else {

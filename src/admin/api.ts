@@ -6,11 +6,11 @@
 import type { TSchema } from 'typebox';
 import type { ApplyResult } from '../control/supervisor.ts';
 import type { PortStats } from '../dataplane/counters.ts';
-import { parsePrefix } from '../pipeline/api.ts';
 import { PLUGIN_TOP_LEVEL_KEYS } from '../control/config-schema.ts';
 import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
 import { ApiError, jsonRows, type Reply, type Request, type Route } from './http.ts';
 import { renderMetrics } from './metrics.ts';
+import { canonicalPrefix, hasRouteTo, routeDraft } from './route-edits.ts';
 import { openApiDocument } from './openapi.ts';
 import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBatchBody, RouteBody } from './schemas.ts';
 import type { ConfigChange } from '../control/config-diff.ts';
@@ -20,7 +20,11 @@ export interface AdminBackend {
   /** the config document in force, as written */
   document(): Record<string, unknown>;
   apply(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult>;
-  /** applies an edit of the document in force, made when its turn comes (concurrent changes all land) */
+  /**
+   * applies an edit of the document in force, made when its turn comes (concurrent changes
+   * all land): on a shallow copy, so the edit replaces what it changes, never changing an
+   * object of the document in place
+   */
   applyEdit(edit: (document: Record<string, unknown>) => void, source: string): Promise<ApplyResult>;
   /** writes the document in force to the config file; returns its path */
   save(): string;
@@ -164,9 +168,12 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         const queues = Number(port.queues);
         if (!/^\d+$/.test(queue) || Number(queue) >= queues) throw new ApiError(404, 'VR_NOT_FOUND', 'queue', `port ${name} has queue pairs 0 to ${queues - 1}, not ${queue}`);
         try {
+          // A new port entry: the document's objects are never changed in place (applyEdit).
           return await change((d) => {
-            const entry = list(d, 'ports').find((p) => (p as { name?: unknown }).name === name) as Record<string, unknown>;
-            entry.rxqAffinity = { ...(entry.rxqAffinity as object | undefined), [queue]: cpu };
+            d.ports = list(d, 'ports').map((p) => {
+              const entry = p as Record<string, unknown>;
+              return entry.name === name ? { ...entry, rxqAffinity: { ...(entry.rxqAffinity as object | undefined), [queue]: cpu } } : p;
+            });
           }, `PUT /ports/${name}/queues/${queue}`);
         } catch (err) {
           const e = err as Error & { field?: string };
@@ -204,25 +211,23 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'POST', path: '/routes', summary: 'adds a static route (applied live)', body: RouteBody, response: ApplyResultBody,
       handle: (req) => {
         const route = checkBody(RouteBody, req.body);
-        return change((doc) => (doc.routes = [...list(doc, 'routes'), route]), 'POST /routes', 'routes', () => [{ key: 'routes', added: [route], removed: [] }]);
+        return change((doc) => routeDraft(doc).add(route), 'POST /routes', 'routes', () => [{ key: 'routes', added: [route], removed: [] }]);
       },
     },
     {
       method: 'PATCH', path: '/routes', summary: 'adds and removes static routes in one change: {"add": [routes], "remove": [prefixes]} (removals first)', body: RouteBatchBody, response: ApplyResultBody,
       handle: async (req) => {
         const { add = [], remove = [] } = checkBody(RouteBatchBody, req.body);
-        const prefixOf = (r: unknown) => (r as { prefix?: unknown }).prefix;
-        const missing = remove.findIndex((p) => !list(backend.document(), 'routes').some((r) => samePrefix(prefixOf(r), p)));
+        const missing = remove.findIndex((p) => !hasRouteTo(list(backend.document(), 'routes'), p));
         if (missing >= 0) throw new ApiError(404, 'VR_NOT_FOUND', `remove[${missing}]`, `no static route to ${remove[missing]}`);
         let removed: unknown[] = [];
         let kept = 0;
         try {
           return await change((d) => {
-            const gone = (r: unknown) => remove.some((p) => samePrefix(prefixOf(r), p));
-            removed = list(d, 'routes').filter(gone);
-            const rest = list(d, 'routes').filter((r) => !gone(r));
-            kept = rest.length;
-            d.routes = [...rest, ...add];
+            const draft = routeDraft(d);
+            removed = draft.remove(remove);
+            kept = draft.routes.length;
+            for (const route of add) draft.add(route);
           }, `PATCH /routes (+${add.length} -${remove.length})`, undefined, () => [{ key: 'routes', added: add, removed }]);
         } catch (err) {
           // A refused added route is named by its place in "add".
@@ -236,15 +241,10 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     {
       method: 'DELETE', path: '/routes/{prefix}', summary: 'removes the static routes to a prefix (URL-encoded: 192.0.2.0%2F24)', response: ApplyResultBody,
       handle: (req) => {
-        const doc = backend.document();
-        if (!list(doc, 'routes').some((r) => samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix))) {
-          throw new ApiError(404, 'VR_NOT_FOUND', 'prefix', `no static route to ${req.params.prefix}`);
-        }
+        const prefix = req.params.prefix;
+        if (!hasRouteTo(list(backend.document(), 'routes'), prefix)) throw new ApiError(404, 'VR_NOT_FOUND', 'prefix', `no static route to ${prefix}`);
         let removed: unknown[] = [];
-        return change((d) => {
-          removed = list(d, 'routes').filter((r) => samePrefix((r as { prefix?: unknown }).prefix, req.params.prefix));
-          d.routes = list(d, 'routes').filter((r) => !removed.includes(r));
-        }, `DELETE /routes/${req.params.prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
+        return change((d) => (removed = routeDraft(d).remove([prefix])), `DELETE /routes/${prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
       },
     },
     { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, state', handle: (req) => table('routing', 'neighbours', req.query) },
@@ -351,23 +351,6 @@ function pluginConfigOf(document: Record<string, unknown>, name: string): Record
   const { path: _path, ...own } = entry;
   const topLevel = Object.entries(PLUGIN_TOP_LEVEL_KEYS).filter(([key, k]) => k.plugin === name && document[key] !== undefined);
   return { ...own, ...Object.fromEntries(topLevel.map(([key]) => [key, document[key]])) };
-}
-
-/** Prefixes as ip-address writes them, remembered: a removal compares its prefix with every route's. */
-const canonical = new Map<string, string | null>();
-const CANONICAL_MAX = 1 << 20;
-function canonicalPrefix(value: unknown): string | null {
-  if (typeof value !== 'string') return null;
-  let text = canonical.get(value);
-  if (text !== undefined) return text;
-  try {
-    text = parsePrefix(value).text;
-  } catch {
-    text = null;
-  }
-  if (canonical.size >= CANONICAL_MAX) canonical.clear();
-  canonical.set(value, text);
-  return text;
 }
 
 function summary(s: PortStats | undefined) {

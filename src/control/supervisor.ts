@@ -106,6 +106,8 @@ export class Supervisor {
   /** port-state requests to the control thread waiting for their answer, by id */
   private readonly stateRequests = new Map<number, (states: (PortState | null)[] | null) => void>();
   private stateRequestId = 0;
+  /** the machine's CPUs, counted once: os.cpus() reads /proc and /sys each time, and an apply needs the count */
+  private readonly cpuCount = cpus().length;
   /** changes waiting for their turn, applied together (applyEdit) */
   private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
@@ -743,9 +745,10 @@ export class Supervisor {
   /**
    * Applies a change to the config in force (add a route, replace the rules): `edit` runs on
    * a copy of the document as it is when the change's turn comes, so that changes made at
-   * the same time all land. Changes that wait together are applied as one (one compile of
-   * the tables for many route changes); if that one is refused, each is applied alone, so
-   * that only the faulty ones fail.
+   * the same time all land. The copy is shallow: `edit` replaces the keys it changes (a new
+   * list of routes, a new port entry) and changes no object it finds in place. Changes that
+   * wait together are applied as one (one compile of the tables for many route changes); if
+   * that one is refused, each is applied alone, so that only the faulty ones fail.
    */
   applyEdit(edit: (document: Record<string, unknown>) => void, source: string): Promise<ApplyResult> {
     return new Promise<ApplyResult>((resolve, reject) => {
@@ -753,7 +756,7 @@ export class Supervisor {
       if (this.pendingEdits.length > 1) return;
       // The first of a group queues the group's turn, a short window later; later ones join
       // it until it comes. The window costs each change that much latency and saves an
-      // apply (a parse of the whole config, its diff, a copy into every PMD) per change.
+      // apply (a check of the whole config, its diff, a pass over the route table) per change.
       const run = this.applying.then(() => sleep(EDIT_WINDOW_MS)).then(() => this.applyEdits());
       this.applying = run.catch(() => undefined);
     });
@@ -842,8 +845,10 @@ export class Supervisor {
 
   private async applyEdits(): Promise<void> {
     const group = this.pendingEdits.splice(0);
+    // Edits replace what they change (they never change an object of the document in
+    // place): a shallow copy is theirs to edit, and what they leave is shared.
     const editOf = (edits: typeof group) => {
-      const doc = structuredClone(this.document) as Record<string, unknown>;
+      const doc = { ...(this.document as Record<string, unknown>) };
       for (const e of edits) e.edit(doc);
       return doc;
     };
@@ -866,7 +871,7 @@ export class Supervisor {
   }
 
   private async applyNow(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {
-    const next = parseConfig(document, dirname(resolve(this.configPath)), undefined, this.learned);
+    const next = parseConfig(document, dirname(resolve(this.configPath)), this.cpuCount, this.learned);
     const diff = configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
     if (structural !== null) throw new NeedsRestart(structural);
@@ -899,6 +904,10 @@ export class Supervisor {
     // The last step that may refuse: the sockets of new ports.
     if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune });
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
+    // The PMDs read tables changed in place as they change: a plugin whose PMD config and
+    // regions stayed (routes changed, which the routing stage's PMD config leaves out) has
+    // nothing new for them, and they are not interrupted for it.
+    const forPmds = changed.filter((p) => !sameConfig(p.pmdConfig, running(p).pmdConfig) || !sameRegions(memory[p.name], this.pluginMemory[p.name]));
     if (filesChanged) {
       this.pluginLoads++;
       // The spare's PMDs imported the files as they were.
@@ -917,8 +926,9 @@ export class Supervisor {
       log.info(`reloaded from ${options.source} (${what}): restarting the PMDs on the new layout of ports and queues`, 'config.reloaded', { source: options.source, mode: 'restart', plugins: names });
       await this.restartOnLayout(ports, topology);
     } else if (live) {
-      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); the PMDs take the new tables between bursts`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
-      this.postTables(changed);
+      const taken = forPmds.length > 0 ? 'the PMDs take the new tables between bursts' : 'the tables in use changed in place';
+      log.info(`reloaded from ${options.source}: new config for ${names} (${what}); ${taken}`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
+      if (forPmds.length > 0) this.postTables(forPmds);
     } else {
       log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
       await this.pmdsStarted();
@@ -1059,4 +1069,11 @@ export class Supervisor {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** Whether a plugin's regions are the same buffers under the same names. */
+function sameRegions(a: Readonly<Record<string, ArrayBufferLike>>, b: Readonly<Record<string, ArrayBufferLike>> | undefined): boolean {
+  if (b === undefined) return false;
+  const names = Object.keys(a);
+  return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
 }

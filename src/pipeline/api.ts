@@ -286,8 +286,9 @@ export interface Plugin<Config = unknown, State = unknown> {
   /**
    * Between two bursts, in each PMD: the control plane applied a new config of this plugin
    * (a reload that changed only plugin configs, such as routes or rules) and prepare() built
-   * its tables into `shared`; the state switches to them. Without it, such a change restarts
-   * the PMDs on the new config.
+   * its tables into `shared`; the state switches to them. Not called when neither what the
+   * PMDs get of the config (pmdConfig) nor the regions changed: tables changed in place are
+   * read as they change. Without it, such a change restarts the PMDs on the new config.
    */
   tablesChanged?(state: State, update: { config: Config; shared: Readonly<Record<string, ArrayBufferLike>> }): void;
   /**

@@ -73,21 +73,43 @@ export const MAX_PLUGIN_MEMORY_BYTES = 1 << 30;
  * Imports a plugin module and checks its registration record. `version` > 0 loads the file
  * afresh (a reload: modules are cached by URL, so the URL gets ?v=version).
  */
-export async function importPlugin(path: string, field: string, version = 0): Promise<Plugin> {
+export function importPlugin(path: string, field: string, version = 0): Promise<Plugin> {
+  const key = `${version} ${path}`;
+  let plugin = imported.get(key);
+  if (plugin === undefined) {
+    plugin = loadPlugin(path, pathToFileURL(path).href + (version > 0 ? `?v=${version}` : ''));
+    imported.set(key, plugin);
+    // One that failed is tried again next time (the file may be there by then).
+    plugin.catch(() => imported.delete(key));
+  }
+  return plugin.catch((err: unknown) => {
+    throw new PluginLoadError(`${field}.path`, (err as Error).message);
+  });
+}
+
+/**
+ * Plugins imported and checked, by load and path (as the module's URL): an apply and a
+ * scrape of /metrics look up plugins several times, and the module loader's own cache is
+ * not free to ask (it resolves the URL).
+ */
+const imported = new Map<string, Promise<Plugin>>();
+
+/** The module at `url`, its registration record checked; a rejection says why it is no plugin. */
+async function loadPlugin(path: string, url: string): Promise<Plugin> {
   let module: { default?: unknown };
   try {
-    module = await import(pathToFileURL(path).href + (version > 0 ? `?v=${version}` : ''));
+    module = await import(url);
   } catch (err) {
-    throw new PluginLoadError(`${field}.path`, `cannot load ${path}: ${(err as Error).message}`);
+    throw new Error(`cannot load ${path}: ${(err as Error).message}`);
   }
   const p = module.default as Partial<Plugin> | undefined;
   const missing = (['name', 'version', 'apiVersion', 'createState', 'process'] as const).find((k) => p?.[k] === undefined);
-  if (p === undefined || missing) throw new PluginLoadError(`${field}.path`, `${path} does not export a plugin as its default export${missing ? ` (no "${missing}")` : ''}`);
-  if (p.apiVersion !== PLUGIN_API_VERSION) throw new PluginLoadError(`${field}.path`, `${p.name} is written for plugin API ${p.apiVersion}; this vrouter has ${PLUGIN_API_VERSION}`);
+  if (p === undefined || missing) throw new Error(`${path} does not export a plugin as its default export${missing ? ` (no "${missing}")` : ''}`);
+  if (p.apiVersion !== PLUGIN_API_VERSION) throw new Error(`${p.name} is written for plugin API ${p.apiVersion}; this vrouter has ${PLUGIN_API_VERSION}`);
   for (const [kind, table] of [['dropReasons', p.dropReasons ?? []], ['counters', p.counters ?? []]] as const) {
     for (const entry of table) {
       if (!Array.isArray(entry) || typeof entry[0] !== 'string' || !NAME.test(entry[0]) || typeof entry[1] !== 'string') {
-        throw new PluginLoadError(`${field}.path`, `${p.name}: ${kind} must be [name, meaning] pairs with names of a-z, 0-9 and _, got ${JSON.stringify(entry)}`);
+        throw new Error(`${p.name}: ${kind} must be [name, meaning] pairs with names of a-z, 0-9 and _, got ${JSON.stringify(entry)}`);
       }
     }
   }

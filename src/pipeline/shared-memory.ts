@@ -3,7 +3,7 @@
 // a restarted PMD gets the same buffers back, so nothing a plugin keeps there is lost.
 import { adoptShared, isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
 import { runJob } from '../control/jobs.ts';
-import { createLog } from '../log.ts';
+import { createLog, type Log } from '../log.ts';
 import { importPlugin, PluginLoadError, type PluginPlan } from './loader.ts';
 import { NO_LEARNED_ROUTES, type ChangedPrefixes, type LearnedRoutes, type Plugin, type PluginSetup, type Topology } from './api.ts';
 
@@ -47,8 +47,22 @@ export async function preparePlugins(plans: readonly PluginPlan[], memory: Plugi
   }
 }
 
+/**
+ * Each plugin's log, one for good: its lines are limited per kind over time (log.ts), as a
+ * route change logged by every apply, dozens a second under a busy admin endpoint.
+ */
+const pluginLogs = new Map<string, Log>();
+function pluginLog(name: string): Log {
+  let log = pluginLogs.get(name);
+  if (log === undefined) {
+    log = createLog(name);
+    pluginLogs.set(name, log);
+  }
+  return log;
+}
+
 function setupOf(plan: PluginPlan, regions: Record<string, ArrayBufferLike>, topology: Topology, fresh: (region: string) => boolean, learnedRoutes: LearnedRoutes): PluginSetup<unknown> {
-  const log = createLog(plan.name);
+  const log = pluginLog(plan.name);
   return { config: plan.config, topology, shared: regions, fresh, log: { info: (m) => log.info(m), warn: (m) => log.warn(m) }, runJob, learnedRoutes };
 }
 

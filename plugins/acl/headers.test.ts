@@ -5,21 +5,18 @@ import t from 'tap';
 import { Batch } from '../../src/dataplane/batch.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { tcp4, udp4 } from '../../test/support/frames.ts';
+import { prng } from '../../test/support/prng.ts';
 import { createFlowKeys } from './classifier.ts';
 import { createHeaders, HEADERS_L4, Ipv6Walk, parseBurst, parseFrame } from './headers.ts';
 
-function prng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
+/** Uniform in [0, 1), from the tests' seeded generator. */
+function uniform(seed: number): () => number {
+  const next = prng(seed);
+  return () => next() / 4294967296;
 }
 
 t.test('parseBurst reads addresses and ports as parseFrame does, on random IPv4 frames', async (t) => {
-  const rnd = prng(1130);
+  const rnd = uniform(1130);
   const byte = () => Math.floor(rnd() * 256);
   const address = () => `${byte()}.${byte()}.${byte()}.${byte()}`;
   const pool = PacketPool.standalone(64);

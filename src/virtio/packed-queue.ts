@@ -20,7 +20,7 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
@@ -92,17 +92,11 @@ export class PackedQueue implements Virtqueue {
   static create(mem: GuestMemory, layout: QueueLayout): PackedQueue | string {
     const { size } = layout;
     if (!Number.isInteger(size) || size < 1 || size > MAX_PACKED_QUEUE_SIZE) return `packed queue size ${size} is not 1 to ${MAX_PACKED_QUEUE_SIZE}`;
-    const part = (name: string, addr: number, bytes: number, align: number): [ArrayBuffer, number] | string => {
-      if (addr % align !== 0) return `${name} address 0x${addr.toString(16)} is not ${align}-byte aligned`;
-      if (!mem.translateUserAddr(addr, bytes)) return `${name} at 0x${addr.toString(16)} (+${bytes}) is outside guest memory`;
-      const buffer = mem.bytes[mem.window].buffer as ArrayBuffer;
-      return [buffer, mem.bytes[mem.window].byteOffset + mem.offset];
-    };
-    const desc = part('descriptor ring', layout.descAddr, 16 * size, 16);
+    const desc = ringPart(mem, 'descriptor ring', layout.descAddr, 16 * size, 16);
     if (typeof desc === 'string') return desc;
-    const driverEvent = part('driver event suppression area', layout.availAddr, 4, 4);
+    const driverEvent = ringPart(mem, 'driver event suppression area', layout.availAddr, 4, 4);
     if (typeof driverEvent === 'string') return driverEvent;
-    const deviceEvent = part('device event suppression area', layout.usedAddr, 4, 4);
+    const deviceEvent = ringPart(mem, 'device event suppression area', layout.usedAddr, 4, 4);
     if (typeof deviceEvent === 'string') return deviceEvent;
     const left = new Uint16Array(deviceEvent[0], deviceEvent[1], 1)[0];
     let position = layout.lastAvailIdx;

@@ -11,7 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -146,17 +146,11 @@ export class SplitQueue implements Virtqueue {
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       return `queue size ${size} is not a power of 2 up to ${MAX_QUEUE_SIZE}`;
     }
-    const part = (name: string, addr: number, bytes: number, align: number): [ArrayBuffer, number] | string => {
-      if (addr % align !== 0) return `${name} address 0x${addr.toString(16)} is not ${align}-byte aligned`;
-      if (!mem.translateUserAddr(addr, bytes)) return `${name} at 0x${addr.toString(16)} (+${bytes}) is outside guest memory`;
-      const buffer = mem.bytes[mem.window].buffer as ArrayBuffer;
-      return [buffer, mem.bytes[mem.window].byteOffset + mem.offset];
-    };
-    const desc = part('descriptor table', layout.descAddr, 16 * size, 16);
+    const desc = ringPart(mem, 'descriptor table', layout.descAddr, 16 * size, 16);
     if (typeof desc === 'string') return desc;
-    const avail = part('available ring', layout.availAddr, 6 + 2 * size, 2);
+    const avail = ringPart(mem, 'available ring', layout.availAddr, 6 + 2 * size, 2);
     if (typeof avail === 'string') return avail;
-    const used = part('used ring', layout.usedAddr, 6 + 8 * size, 4);
+    const used = ringPart(mem, 'used ring', layout.usedAddr, 6 + 8 * size, 4);
     if (typeof used === 'string') return used;
     if (inflight !== null && inflight.byteLength < INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * size) {
       return `inflight record of ${inflight.byteLength} bytes is too small for a queue of ${size}`;

@@ -29,6 +29,18 @@ export interface InflightRecovery {
   disagreed: number;
 }
 
+/**
+ * A part of a ring (descriptors, a ring of indices, an event area): where its bytes are
+ * (the window's buffer and the offset in it), or why it cannot be: not `align`-byte
+ * aligned, or not wholly inside guest memory.
+ */
+export function ringPart(mem: GuestMemory, name: string, addr: number, bytes: number, align: number): [ArrayBuffer, number] | string {
+  if (addr % align !== 0) return `${name} address 0x${addr.toString(16)} is not ${align}-byte aligned`;
+  if (!mem.translateUserAddr(addr, bytes)) return `${name} at 0x${addr.toString(16)} (+${bytes}) is outside guest memory`;
+  const buffer = mem.bytes[mem.window].buffer as ArrayBuffer;
+  return [buffer, mem.bytes[mem.window].byteOffset + mem.offset];
+}
+
 export interface Virtqueue {
   readonly mem: GuestMemory;
   readonly size: number;

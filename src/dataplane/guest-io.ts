@@ -4,7 +4,7 @@
 import { CHAIN_TOO_LONG, NO_CHAIN, type Virtqueue } from '../virtio/virtqueue.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
-import { memcpyAt, memmoveAt } from '../sys/libc.ts';
+import { memmoveAt } from '../sys/libc.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { signalGuest } from './notify.ts';
@@ -44,7 +44,7 @@ export const DELIVER_DESCRIPTOR_BUDGET = 1024;
 export const RECEIVE_DESCRIPTOR_BUDGET = 512;
 
 /**
- * Copies from this many bytes on go through libc memcpy (koffi), shorter ones through the
+ * Copies from this many bytes on go through libc memmove (koffi), shorter ones through the
  * word loop: the koffi call costs ~50 ns whatever the length, the word loop ~0.2 ns a byte.
  * Measured here (bench/micro/copy.ts, Node 24, ns per copy, guest to buffer / buffer to
  * guest; copyWithin only within one memory, so never between a guest and the buffers):
@@ -53,7 +53,9 @@ export const RECEIVE_DESCRIPTOR_BUDGET = 512;
  *    256   57 / 51      91 / 85               33 / 21     57 / 58
  *   1518   321 / 285    446 / 465             78 / 42     85 / 87
  *   9000   1663 / 1650  2528 / 2656           362 / 123   286 / 243
- * The price: each memcpy call boxes its two addresses (see memcpyAt), so frames from this
+ * (glibc's memmove on x86-64 is the routine its memcpy runs; memmove, as a frame copied once
+ * goes from one guest's memory to another place that guest may have made overlap it.)
+ * The price: each call boxes its two addresses (see memmoveAt), so frames from this
  * size on leave short-lived garbage (the 1518-byte data path micro-benchmark: ~75 young
  * collections a second, none below it).
  */
@@ -64,13 +66,13 @@ export const NATIVE_COPY_MIN = 256;
  * address of its first byte. Frames sit 4-byte aligned on both sides (buffers are, and the
  * virtio-net header is 12 bytes), so the word loop serves the short ones; an unaligned
  * short copy goes byte by byte (Uint8Array.set would need a subarray: an allocation).
- * No bounds check happens here and memcpy has none: each caller proves that
+ * No bounds check happens here and memmove has none: each caller proves that
  * [srcOff, srcOff + len) lies inside src and [dstOff, dstOff + len) inside dst (see the
  * comments at the call sites), or a guest could make the PMD read or write any memory.
  */
 function copyBytes(dst: Uint8Array, dstWords: Uint32Array, dstAddr: number, dstOff: number, src: Uint8Array, srcWords: Uint32Array, srcAddr: number, srcOff: number, len: number): void {
   if (len >= NATIVE_COPY_MIN) {
-    memcpyAt(dstAddr + dstOff, srcAddr + srcOff, len);
+    memmoveAt(dstAddr + dstOff, srcAddr + srcOff, len);
   } else if (((dstOff | srcOff) & 3) === 0) {
     const words = len >>> 2;
     const dw = dstOff >>> 2;
@@ -421,7 +423,8 @@ const OVER_BUDGET = -3;
 
 /**
  * Scatters `len` bytes of src from srcOff over the segments of the last walked chain, from
- * segment 0. Bounds: the callers pass a range of one buffer (see deliverBurst), and each
+ * segment 0. Bounds: the callers pass a range of one buffer (see deliverBurst) or of the
+ * range a frame's rest was left in (scatterWithRest), and each
  * segment [off, off + segLen) came from mem.translate(), inside its window; n <= segLen.
  */
 function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcAddr: number, srcOff: number, len: number, skip: number): number {
@@ -446,8 +449,8 @@ function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uin
 }
 
 /**
- * As scatter(), for frame bytes [from, from + len) of a frame whose rest is left in the
- * sender's memory: those of its head from the buffer, the others from there. Returns the
+ * scatter() for frame bytes [from, from + len) of a frame whose rest is left in the
+ * sender's memory: those of its head from the buffer, the others from the sender's window. Returns the
  * bytes written (fewer once the chain is full). Bounds: from + len <= the frame's length,
  * the length its rest was left with (checked by the caller), so the reads stay in
  * [offset, + length - head) of the window, the range leave() was given.
@@ -460,33 +463,9 @@ function scatterWithRest(vq: Virtqueue, segments: number, pool: PacketPool, hand
     written = scatter(vq, segments, pool.data, pool.words, pool.address, pool.frameOffset(handle) + from, head, skip);
     if (written < head) return written;
   }
-  const src = rest.mem!.address[rest.window[handle]] + rest.offset[handle] + from + written - headLen;
-  return written + scatterFromGuest(vq, segments, src, len - written, skip + written);
-}
-
-/**
- * Scatters `len` bytes from address src (another guest's memory, or this one's: memmove,
- * as a guest may make its buffers overlap) over the segments of the last walked chain,
- * past `skip` bytes. Bounds: as scatter() for the segments; the caller proves the source.
- */
-function scatterFromGuest(vq: Virtqueue, segments: number, src: number, len: number, skip: number): number {
-  const mem = vq.mem;
-  let written = 0;
-  for (let s = 0; s < segments && written < len; s++) {
-    let segLen = vq.segLength[s];
-    let off = vq.segOffset[s];
-    if (skip >= segLen) {
-      skip -= segLen;
-      continue;
-    }
-    off += skip;
-    segLen -= skip;
-    skip = 0;
-    const n = len - written < segLen ? len - written : segLen;
-    memmoveAt(mem.address[vq.segWindow[s]] + off, src + written, n);
-    written += n;
-  }
-  return written;
+  const mem = rest.mem!;
+  const w = rest.window[handle];
+  return written + scatter(vq, segments, mem.bytes[w], mem.words[w], mem.address[w], rest.offset[handle] + from + written - headLen, len - written, skip + written);
 }
 
 /**

@@ -180,7 +180,7 @@ export function addressOf(v: ArrayBufferView): number {
  */
 export const memcpyAt: (dst: number, src: number, n: number) => void = c.memcpy as (dst: number, src: number, n: number) => void;
 
-/** As memcpyAt, for ranges that may overlap (libc memmove): one guest's memory into itself. */
+/** As memcpyAt, for ranges that may overlap (libc memmove): the data path's copies, where a guest may make its buffers overlap. */
 export const memmoveAt: (dst: number, src: number, n: number) => void = c.memmove as (dst: number, src: number, n: number) => void;
 
 // ---- eventfd -------------------------------------------------------------------------------

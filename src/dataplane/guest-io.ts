@@ -158,11 +158,9 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     // Gather the segments, the virtio-net header into the headroom just before the frame
     // (wherever the guest split it, it is then in one piece).
     const dst = pool.frameOffset(handle) - NET_HDR_LEN;
-    // The frame's bytes before its last descriptor: what the buffer gets if the rest is left.
-    let head = vq.chainBytes - vq.segLength[segments - 1] - NET_HDR_LEN;
-    if (head < HEADER_BYTES) head = HEADER_BYTES;
-    if (defer !== null && head <= MAX_HEAD_BYTES && frameLen - head >= MIN_REST_BYTES && frameLen <= maxFrame) {
-      takeHead(vq, segments, pool, handle, head, frameLen, dst, (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0, defer);
+    const head = defer === null ? 0 : headToLeave(vq, segments, frameLen, maxFrame);
+    if (head !== 0) {
+      takeHead(vq, segments, pool, handle, head, frameLen, dst, (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0, defer!);
     } else {
       gather(vq, segments, pool, dst, NET_HDR_LEN + frameLen);
     }
@@ -225,6 +223,19 @@ function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, 
     dst += n;
     len -= n;
   }
+}
+
+/**
+ * How much of the frame in the chain last taken goes into the buffer if its rest is left
+ * in the guest: its bytes before the last descriptor, at least HEADER_BYTES. 0 when the
+ * rest may not be left (the frame too short or too long for it, a head past
+ * MAX_HEAD_BYTES, a rest under MIN_REST_BYTES). A short frame costs one compare here.
+ */
+function headToLeave(vq: Virtqueue, segments: number, frameLen: number, maxFrame: number): number {
+  if (frameLen < HEADER_BYTES + MIN_REST_BYTES || frameLen > maxFrame) return 0;
+  const before = vq.chainBytes - vq.segLength[segments - 1] - NET_HDR_LEN;
+  const head = before < HEADER_BYTES ? HEADER_BYTES : before;
+  return head <= MAX_HEAD_BYTES && frameLen - head >= MIN_REST_BYTES ? head : 0;
 }
 
 /**

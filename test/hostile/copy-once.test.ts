@@ -5,10 +5,10 @@
 import t from 'tap';
 import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { Req } from '../../src/vhost/protocol.ts';
-import { memRegionPayload, PluggedRam, startDevice } from '../support/vhost-frontend.ts';
+import { memRegionPayload } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer } from '../support/virtio-driver.ts';
 import { processResources, waitFor } from '../support/traffic.ts';
-import { withNeighbours } from './lib.ts';
+import { pluggingGuest, withNeighbours } from './lib.ts';
 
 const MAC_H = '52:54:00:00:00:0e';
 const ROUNDS = 10;
@@ -20,12 +20,7 @@ const PAYLOAD = 1400;
 t.test('memory unplugged under frames on their way out: each arrives whole or is dropped, nothing read after it is gone', async (t) => {
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());
-  const h = await startDevice(n.vr.sockets.h, { memorySlots: true });
-  const dimm = new PluggedRam(2 << 20, 0x40000000, 0x7f1000000000);
-  t.teardown(() => {
-    h.close();
-    dimm.close();
-  });
+  const { h, dimm } = await pluggingGuest(t, n);
   const withH = processResources(n.vr.proc.pid!);
   const receivers = [n.a, n.b].map((d) => {
     const at = new Map<number, number>();

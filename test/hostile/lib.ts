@@ -3,7 +3,7 @@
 // daemon must be alive, a and b must still forward, and nothing may be left behind.
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
-import { memTablePayload, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload, type VirtioNetDevice } from '../support/vhost-frontend.ts';
+import { memTablePayload, PluggedRam, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, VhostFrontend, vringAddrPayload, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { DriverQueue, GuestRam } from '../support/virtio-driver.ts';
 import { NET_HDR_LEN, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 import { blockingEventfd, pipe } from '../support/raw-fds.ts';
@@ -49,6 +49,20 @@ export async function withNeighbours(hostile: string[], extra: { pmd?: object; p
       await vr.stop();
     },
   };
+}
+
+/**
+ * Port h of `n` attached with memory slots (ADD_MEM_REG, REM_MEM_REG), and 2 MiB of RAM it
+ * may plug in at guest address 1 GiB; both closed at the test's end.
+ */
+export async function pluggingGuest(t: { teardown(fn: () => void): void }, n: Neighbours): Promise<{ h: VirtioNetDevice; dimm: PluggedRam }> {
+  const h = await startDevice(n.vr.sockets.h, { memorySlots: true });
+  const dimm = new PluggedRam(2 << 20, 0x40000000, 0x7f1000000000);
+  t.teardown(() => {
+    h.close();
+    dimm.close();
+  });
+  return { h, dimm };
 }
 
 /** A frontend that negotiated REPLY_ACK: refused requests are answered, not disconnected. */

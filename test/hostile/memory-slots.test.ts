@@ -7,7 +7,7 @@ import * as sys from '../../src/sys/libc.ts';
 import { MAX_MEM_SLOTS, Req } from '../../src/vhost/protocol.ts';
 import { memRegionPayload, PluggedRam, PROTOCOL_MEM_SLOTS, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u64, VhostFrontend } from '../support/vhost-frontend.ts';
 import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
-import { MAC_A, withNeighbours, type Neighbours } from './lib.ts';
+import { MAC_A, pluggingGuest, withNeighbours, type Neighbours } from './lib.ts';
 
 const MAC_H = '52:54:00:00:00:0c';
 const BOOT = { gpa: 0x100000, size: 1 << 20, uva: 0x7f0000000000, offset: 0 };
@@ -118,12 +118,7 @@ t.test('a hang-up while a PMD views an added 64 GiB region leaves nothing mapped
 t.test('plugging and unplugging in a loop while h forwards; its own rings cannot be unplugged', async (t) => {
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());
-  const h = await startDevice(n.vr.sockets.h, { memorySlots: true });
-  const dimm = new PluggedRam(2 << 20, 0x40000000, 0x7f1000000000);
-  t.teardown(() => {
-    h.close();
-    dimm.close();
-  });
+  const { h, dimm } = await pluggingGuest(t, n);
   const fe = h.frontend;
   const withH = processResources(n.vr.proc.pid!);
   let forwarded = 0;

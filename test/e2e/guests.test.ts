@@ -1,8 +1,8 @@
 // Two Linux guests under QEMU (virtio-net driver) on 10.0.0.0/24, switched by vrouter:
 // ping without loss, iperf3 TCP both ways, a 9000-byte MTU ping, guests on packed rings
 // (with one on a split ring, and with one on plain packed rings), and counters that agree.
-import t from 'tap';
-import { bootGuest, guestPrerequisites, type GuestResult } from './lib/guest.ts';
+import t, { type Test as Tap } from 'tap';
+import { bootGuest, guestPrerequisites, type GuestResult, type GuestSpec } from './lib/guest.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import type { PortStats } from '../../src/dataplane/counters.ts';
 import { VIRTIO_F_RING_PACKED, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.ts';
@@ -20,6 +20,24 @@ function unaccounted(stats: Record<string, PortStats>): number {
   return sum((s) => s.rx_packets) - sum((s) => s.tx_packets) - sum((s) => Object.values(s.drops).reduce((a, b) => a + b, 0));
 }
 
+/** Guest b (the one a talks to), then guest a; both killed at the test's end. Resolves with both results once both stopped. */
+async function bootPair(t: Tap, b: GuestSpec, a: GuestSpec): Promise<[GuestResult, GuestResult]> {
+  const guestB = bootGuest(b);
+  t.teardown(() => guestB.kill());
+  const guestA = bootGuest(a);
+  t.teardown(() => guestA.kill());
+  return Promise.all([guestA.done, guestB.done]);
+}
+
+/** Neither port had a queue error or dropped a frame for a reason a clean run never has. */
+function noUnexpectedDrops(t: Tap, stats: Record<string, PortStats>): void {
+  for (const port of ['a', 'b']) {
+    const s = stats[port];
+    t.equal(s.queue_errors, 0, `${port}: no queue errors`);
+    t.equal(s.drops.bad_descriptor + s.drops.frame_too_long + s.plugins.bridge.drops.same_port + s.drops.no_buffer, 0, `${port}: no unexpected drops`, { drops: s.drops });
+  }
+}
+
 function result(r: GuestResult, test: string, extra: Record<string, string> = {}) {
   return r.results.find((x) => x.test === test && Object.entries(extra).every(([k, v]) => x[k] === v));
 }
@@ -27,16 +45,12 @@ function result(r: GuestResult, test: string, extra: Record<string, string> = {}
 t.test('two guests through one bridge', async (t) => {
   const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
-  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 });
-  t.teardown(() => b.kill());
-  const a = bootGuest({
+  const [ra, rb] = await bootPair(t, { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 }, {
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
     script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 && vr_iperf_client 10.0.0.3 4 -R',
     timeoutS: 90,
   });
-  t.teardown(() => a.kill());
-  const [ra, rb] = await Promise.all([a.done, b.done]);
   t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
   t.equal(rb.rc, 0, 'guest b served both iperf3 runs', { console: rb.console });
   const ping = result(ra, 'ping');
@@ -47,11 +61,7 @@ t.test('two guests through one bridge', async (t) => {
   t.ok(Number(download?.receiver_mbps) > 10, `iperf3 b -> a: ${download?.receiver_mbps} Mbit/s`);
   const stats = await vr.stats();
   t.ok(stats.a.rx_packets > 1000 && stats.b.rx_packets > 1000, `frames both ways (a rx ${stats.a.rx_packets}, b rx ${stats.b.rx_packets})`);
-  for (const port of ['a', 'b'] as const) {
-    const s = stats[port];
-    t.equal(s.queue_errors, 0, `${port}: no queue errors`);
-    t.equal(s.drops.bad_descriptor + s.drops.frame_too_long + s.plugins.bridge.drops.same_port + s.drops.no_buffer, 0, `${port}: no unexpected drops`, { drops: s.drops });
-  }
+  noUnexpectedDrops(t, stats);
   t.equal(unaccounted(stats), 0, 'every frame received was delivered or counted as a drop', { stats });
 });
 
@@ -64,16 +74,12 @@ function negotiated(log: string, port: string): bigint {
 t.test('a guest on a packed ring (packed=on) and a guest on a split ring', async (t) => {
   const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
-  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 });
-  t.teardown(() => b.kill());
-  const a = bootGuest({
+  const [ra, rb] = await bootPair(t, { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 }, {
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
     script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 && vr_iperf_client 10.0.0.3 4 -R',
     timeoutS: 90,
   });
-  t.teardown(() => a.kill());
-  const [ra, rb] = await Promise.all([a.done, b.done]);
   t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
   t.equal(rb.rc, 0, 'guest b served both iperf3 runs', { console: rb.console });
   const packed = 1n << BigInt(VIRTIO_F_RING_PACKED);
@@ -87,27 +93,19 @@ t.test('a guest on a packed ring (packed=on) and a guest on a split ring', async
   t.ok(Number(download?.receiver_mbps) > 10, `iperf3 b (split) -> a (packed): ${download?.receiver_mbps} Mbit/s`);
   const stats = await vr.stats();
   t.ok(stats.a.rx_packets > 1000 && stats.a.tx_packets > 1000, `frames both ways on the packed ring (rx ${stats.a.rx_packets}, tx ${stats.a.tx_packets})`);
-  for (const port of ['a', 'b'] as const) {
-    const s = stats[port];
-    t.equal(s.queue_errors, 0, `${port}: no queue errors`);
-    t.equal(s.drops.bad_descriptor + s.drops.frame_too_long + s.plugins.bridge.drops.same_port + s.drops.no_buffer, 0, `${port}: no unexpected drops`, { drops: s.drops });
-  }
+  noUnexpectedDrops(t, stats);
   t.equal(unaccounted(stats), 0, 'every frame received was delivered or counted as a drop', { stats });
 });
 
 t.test('two guests on packed rings, one without mergeable buffers, EVENT_IDX or indirect descriptors', async (t) => {
   const vr = await startVrouter(bridgeConfig());
   t.teardown(() => vr.stop());
-  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', props: ['packed=on', 'mrg_rxbuf=off', 'event_idx=off', 'indirect_desc=off'] }], script: 'vr_iperf_server', timeoutS: 90 });
-  t.teardown(() => b.kill());
-  const a = bootGuest({
+  const [ra, rb] = await bootPair(t, { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', props: ['packed=on', 'mrg_rxbuf=off', 'event_idx=off', 'indirect_desc=off'] }], script: 'vr_iperf_server', timeoutS: 90 }, {
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
     script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 -R',
     timeoutS: 90,
   });
-  t.teardown(() => a.kill());
-  const [ra, rb] = await Promise.all([a.done, b.done]);
   t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
   t.equal(rb.rc, 0, 'guest b served iperf3', { console: rb.console });
   const packed = 1n << BigInt(VIRTIO_F_RING_PACKED);
@@ -131,11 +129,11 @@ t.test('jumbo frames: MTU 9000 end to end', async (t) => {
     ],
   });
   t.teardown(() => vr.stop());
-  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.2 60 && sleep 8', timeoutS: 60 });
-  t.teardown(() => b.kill());
-  const a = bootGuest({ name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 10 8972', timeoutS: 60 });
-  t.teardown(() => a.kill());
-  const [ra] = await Promise.all([a.done, b.done]);
+  const [ra] = await bootPair(
+    t,
+    { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.2 60 && sleep 8', timeoutS: 60 },
+    { name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 10 8972', timeoutS: 60 },
+  );
   const ping = result(ra, 'ping', { size: '8972' });
   t.equal(ping?.loss_pct, '0', `8972-byte pings (9000-byte packets): ${ping?.recv}/${ping?.sent}`, { console: ra.console });
   t.equal(ping?.frags, '0', 'each 9000-byte packet left guest a whole, not as IP fragments');

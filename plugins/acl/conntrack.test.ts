@@ -6,6 +6,7 @@ import t from 'tap';
 import { EGRESS_UNDECIDED } from '../../src/pipeline/api.ts';
 import { icmp4, icmp6, parseFrame, tcp4, udp4, udp6 } from '../../test/support/frames.ts';
 import { aclHarness, type AclHarness } from './acl-harness.ts';
+import { FlowCache } from './flow-cache.ts';
 import { HEADERS_ESTABLISHED } from './headers.ts';
 import { readConntrack } from './index.ts';
 
@@ -234,6 +235,27 @@ t.test('flow cache: a flow cached on one PMD and reset on the other is read agai
   t.same(viaCache(pmd1, 1), [true], 'an answered UDP flow in the cache');
   p.at(11 + 121);
   t.same(fate(pmd1, 'out', [reply]), ['acl_deny'], 'idle past udpStream: denied, not passed from the cache');
+});
+
+t.test('flow cache: two flows of one set both pass from it; a third waits for a set with room', async (t) => {
+  const { pmd0 } = await pair();
+  const cache = pmd0.state.conntrack!.cache;
+  // Replies from outside:53 to three inside ports whose keys pick the same set.
+  const u32 = (a: string) => a.split('.').reduce((v, b) => v * 256 + Number(b), 0) | 0;
+  const setOf = (port: number) => FlowCache.at(cache.seed, u32(outside), u32(inside), (53 << 16) | port);
+  const ports: number[] = [];
+  for (let port = 10000; ports.length < 3; port++) if (ports.length === 0 || setOf(port) === setOf(ports[0])) ports.push(port);
+  const replies = ports.map((port) => udp4(back({ srcPort: 53, dstPort: port })));
+  for (const port of ports) fate(pmd0, 'in', [udp4(out({ srcPort: port, dstPort: 53 }))]);
+  t.same(fate(pmd0, 'out', replies), ['pass', 'pass', 'pass'], 'the replies answer their flows (a write each)');
+  fate(pmd0, 'out', replies);
+  t.same(fate(pmd0, 'out', replies), ['pass', 'pass', 'pass']);
+  t.same(viaCache(pmd0, 3), [true, true, false], 'the first two pass from the set; the third finds it full of flows noted this second');
+  pmd0.state.now = () => T0 + 1000;
+  fate(pmd0, 'out', [replies[2]]); // pushes the flow's expiry on (a write)
+  fate(pmd0, 'out', [replies[2]]); // reads the slot as it now stays, notes it
+  t.same(fate(pmd0, 'out', [replies[2]]), ['pass']);
+  t.same(viaCache(pmd0, 1), [true], 'a second later the first flow to come takes a way whose flow was not seen yet');
 });
 
 t.test('a new flow and its next packets in one burst: the first opens it, the others pass as established', async (t) => {

@@ -1,14 +1,22 @@
 // A PMD's flow cache over the shared conntrack table (conntrack.ts): the packets of
 // established flows pass the acl stage from it, as they are parsed (headers.ts).
-const BITS = 12;
-const ENTRIES = 1 << BITS;
+/** log2 of the sets: 8,192 of two entries (512 KiB, inside L2) */
+const SET_BITS = 13;
+const ENTRIES = 2 << SET_BITS;
 const WORDS = 8;
+/** a set's two entries, one cache line: the second way is the first's WORDS further on */
+export const SET_WORDS = 2 * WORDS;
 // Words of an entry
 export const FC_SRC = 0;
 export const FC_DST = 1;
 export const FC_PORTS = 2;
-/** the protocol; 0 for an entry never filled, or emptied */
+/**
+ * the protocol in the low 8 bits (0 for an entry never filled, or emptied), above them the
+ * timeout a packet of the flow sets (at most 864,000 s: 2^24 > that), so that the check
+ * reads one cache line
+ */
 export const FC_PROTO = 3;
+export const FC_PROTO_BITS = 8;
 /** the flow's slot in the table: the table word there is the slot's sequence */
 export const FC_SLOT = 4;
 export const FC_SEQ = 5;
@@ -16,12 +24,15 @@ export const FC_MARK = 6;
 export const FC_EXPIRES = 7;
 
 /**
- * An exact-match cache as OVS-DPDK's EMC:
- * direct-mapped, ENTRIES entries of WORDS words (half a cache line), keyed by a packet's
- * IPv4 addresses, ports and protocol as they come (one entry per direction). An entry
+ * An exact-match cache as OVS-DPDK's EMC, two-way set associative: a flow's key picks a
+ * set of two entries of WORDS words (half a cache line each, the set one line), keyed by a
+ * packet's IPv4 addresses, ports and protocol as they come (one entry per direction). Two
+ * ways, because one flow in eight of 1,024 shared its entry with another in a
+ * direct-mapped cache of 4,096, and a packet that misses sends its whole burst down the
+ * slower tracked path. An entry
  * holds the flow's slot, the slot's sequence, mark and expiry as a checked read of the
- * slot found them, and the timeout a packet of this direction without SYN, FIN or RST
- * would set: so it only stands for flows such packets would not change (UDP answered,
+ * slot found them, and (with the protocol) the timeout a packet of this direction without
+ * SYN, FIN or RST would set: so it only stands for flows such packets would not change (UDP answered,
  * or from its opener; TCP established). While the slot's sequence is still
  * the one noted, no writer has touched it since (each write moves it on by 2), and the
  * noted words are the slot's: one plain load of the sequence stands for the hash, the
@@ -29,9 +40,8 @@ export const FC_EXPIRES = 7;
  * it. The stage probes it as it parses (headers.ts, parseBurst()).
  */
 export class FlowCache {
-  /** entries of WORDS words; an entry's timeout is apart, at (its first word) >>> 3 */
+  /** entries of WORDS words */
   readonly entries = new Int32Array(ENTRIES * WORDS);
-  readonly timeouts = new Int32Array(ENTRIES);
   /** the conntrack table's words, for the slots' sequences */
   readonly table: Int32Array;
   readonly seed: number;
@@ -41,9 +51,17 @@ export class FlowCache {
     this.seed = seed;
   }
 
-  /** An entry's first word, for the packet's addresses (as the 4 bytes read big-endian, | 0) and ports (srcPort << 16 | dstPort). */
+  /**
+   * The first word of a flow's set (its first way), for the packet's addresses (as the 4
+   * bytes read big-endian, | 0) and ports (srcPort << 16 | dstPort). The flow's entry is
+   * there or SET_WORDS / 2 further on.
+   */
   static at(seed: number, src: number, dst: number, ports: number): number {
-    return (Math.imul(src ^ Math.imul(dst ^ seed, 0xcc9e2d51) ^ ports, 0x1b873593) >>> (32 - BITS)) * WORDS;
+    // One more shift and multiply than a plain multiplicative hash: with addresses that
+    // differ in their low bits alone (a subnet's hosts), that one lost 3 times more flows
+    // to full sets than a random spread would.
+    const h = Math.imul(src ^ Math.imul(dst ^ seed, 0xcc9e2d51) ^ ports, 0x1b873593);
+    return (Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> (32 - SET_BITS)) * SET_WORDS;
   }
 
   /**
@@ -56,26 +74,38 @@ export class FlowCache {
     const s = src4[i] | 0;
     const t = dst4[i] | 0;
     const ports = (srcPort << 16) | dstPort;
-    const c = FlowCache.at(this.seed, s, t, ports);
-    const same = e[c + FC_SRC] === s && e[c + FC_DST] === t && e[c + FC_PORTS] === ports && e[c + FC_PROTO] === protocol;
+    const set = FlowCache.at(this.seed, s, t, ports);
+    const mine = this.holds(set, s, t, ports, protocol) ? set : this.holds(set + WORDS, s, t, ports, protocol) ? set + WORDS : -1;
     if (timeout === 0) {
-      if (same) e[c + FC_PROTO] = 0;
+      if (mine >= 0) e[mine + FC_PROTO] = 0;
       return;
     }
-    // Another flow's entry noted this second stays (more flows than entries would else
-    // take each other's place at every packet): the first flows of each second keep
-    // theirs. Its slot is not read (NB: with 100,000 random flows that read was a miss to
-    // memory per packet: 594 ns per established packet, against 470 without it).
-    if (!same && e[c + FC_PROTO] !== 0 && e[c + FC_EXPIRES] === ((now + this.timeouts[c >>> 3]) | 0)) return;
+    // Entries of other flows noted this second stay (more flows than a set holds would
+    // else take each other's place at every packet): the first flows of each second keep
+    // theirs. Their slots are not read (NB: with 100,000 random flows that read was a miss
+    // to memory per packet: 594 ns per established packet, against 470 without it).
+    const c = mine >= 0 ? mine : !this.notedNow(set, now) ? set : !this.notedNow(set + WORDS, now) ? set + WORDS : -1;
+    if (c < 0) return;
     e[c + FC_SRC] = s;
     e[c + FC_DST] = t;
     e[c + FC_PORTS] = ports;
-    e[c + FC_PROTO] = protocol;
+    e[c + FC_PROTO] = protocol | (timeout << FC_PROTO_BITS);
     e[c + FC_SLOT] = slot;
     e[c + FC_SEQ] = seq;
     e[c + FC_MARK] = mark;
     e[c + FC_EXPIRES] = expires | 0;
-    this.timeouts[c >>> 3] = timeout;
+  }
+
+  private holds(c: number, src: number, dst: number, ports: number, protocol: number): boolean {
+    const e = this.entries;
+    return e[c + FC_SRC] === src && e[c + FC_DST] === dst && e[c + FC_PORTS] === ports && (e[c + FC_PROTO] & 0xff) === protocol;
+  }
+
+  /** Whether entry c holds a flow noted this second `now` (its expiry pushed as a packet now would). */
+  private notedNow(c: number, now: number): boolean {
+    const e = this.entries;
+    const word = e[c + FC_PROTO];
+    return word !== 0 && e[c + FC_EXPIRES] === ((now + (word >>> FC_PROTO_BITS)) | 0);
   }
 }
 

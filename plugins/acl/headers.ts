@@ -7,7 +7,7 @@
 import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, read16, read32 } from '../../src/pipeline/api.ts';
 import type { PacketBatch } from '../../src/pipeline/api.ts';
 import { FRAGMENT, type FlowKeys } from './classifier.ts';
-import { FC_DST, FC_EXPIRES, FC_MARK, FC_PORTS, FC_PROTO, FC_SEQ, FC_SLOT, FC_SRC, FlowCache } from './flow-cache.ts';
+import { FC_DST, FC_EXPIRES, FC_MARK, FC_PORTS, FC_PROTO, FC_PROTO_BITS, FC_SEQ, FC_SLOT, FC_SRC, FlowCache, SET_WORDS } from './flow-cache.ts';
 
 /** IP, with its upper-layer header at l4 (the first fragment, or a whole packet) */
 export const HEADERS_L4 = 0;
@@ -253,7 +253,6 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
   const inPort = k.inPort;
   const outPort = k.outPort;
   const entries = cache === null ? null : cache.entries;
-  const timeouts = cache === null ? null : cache.timeouts;
   const table = cache === null ? null : cache.table;
   const seed = cache === null ? 0 : cache.seed;
   if (h.wordsOf !== d) {
@@ -309,12 +308,15 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
         }
         const flags = protocol === IPPROTO_TCP ? d[l4 + 13] : 0;
         if (entries !== null) {
-          const c = FlowCache.at(seed, src, dst, ports);
+          let c = FlowCache.at(seed, src, dst, ports);
+          // The set's second way, unless the first holds the flow.
+          if (entries[c + FC_SRC] !== src || entries[c + FC_DST] !== dst || entries[c + FC_PORTS] !== ports) c += SET_WORDS >>> 1;
           // TCP flags FIN, SYN, RST: the entry would change
+          const protoWord = entries[c + FC_PROTO];
           if (
             entries[c + FC_SRC] === src && entries[c + FC_DST] === dst && entries[c + FC_PORTS] === ports &&
-            entries[c + FC_PROTO] === protocol && (flags & 0x07) === 0 &&
-            entries[c + FC_EXPIRES] === ((now + timeouts![c >>> 3]) | 0) && table![entries[c + FC_SLOT]] === entries[c + FC_SEQ]
+            (protoWord & 0xff) === protocol && (flags & 0x07) === 0 &&
+            entries[c + FC_EXPIRES] === ((now + (protoWord >>> FC_PROTO_BITS)) | 0) && table![entries[c + FC_SLOT]] === entries[c + FC_SEQ]
           ) {
             const mark = entries[c + FC_MARK];
             if (mark !== 0) marks[i] = mark;

@@ -105,6 +105,9 @@ export class PacketPool {
   readonly superFrom: number;
   private readonly perPmd: number;
   private readonly superPerPmd: number;
+  /** log2 of the handles each PMD owns of either kind (both are powers of 2): owners by shift, not division */
+  private readonly smallShift: number;
+  private readonly superShift: number;
   private readonly away: Uint8Array;
   private readonly freeStack: Uint32Array;
   private freeCount: number;
@@ -126,6 +129,8 @@ export class PacketPool {
     this.pmd = pmd;
     this.perPmd = memory.perPmd;
     this.superPerPmd = memory.superPerPmd;
+    this.smallShift = Math.log2(memory.perPmd);
+    this.superShift = memory.superPerPmd === 0 ? 0 : Math.log2(memory.superPerPmd * SUPER_SPAN);
     this.superFrom = memory.pmdCount * memory.perPmd;
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
@@ -209,7 +214,7 @@ export class PacketPool {
   }
 
   private ownerOf(handle: number): number {
-    return handle < this.superFrom ? (handle / this.perPmd) | 0 : ((handle - this.superFrom) / (this.superPerPmd * SUPER_SPAN)) | 0;
+    return handle < this.superFrom ? handle >>> this.smallShift : (handle - this.superFrom) >>> this.superShift;
   }
 
   free(handle: number): void {

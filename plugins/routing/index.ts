@@ -51,6 +51,7 @@ function process(batch: PacketBatch, r: Router): void {
     r.words32 = d.byteOffset === 0 ? new Uint32Array(d.buffer, 0, d.buffer.byteLength >>> 2) : null;
   }
   r.cacheIface = -1;
+  r.ipv4Hops.clear();
   r.routedInBatch = 0;
   if (r.heldCount > 0) r.releaseHeld(batch);
   if (r.now >= r.raDue[ifIndex]) advertise(r, batch);

@@ -128,9 +128,10 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     w16[at + 5] = ~((check & 0xffff) + (check >>> 16));
   } else decrementTtlBytes(d, ip);
   // The next hop of the packet before, in this burst: its MAC is known (a burst is mostly a
-  // few flows); otherwise the neighbour table decides (deliver).
+  // few flows), as it is for one resolved earlier in it (r.ipv4Hops); otherwise the
+  // neighbour table decides (deliver).
   const w32 = r.words32;
-  if (!oversize && outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheA1 === 0 && r.cacheA2 === 0 && r.cacheA3 === 0 && w32 !== null && w16 !== null) {
+  if (!oversize && w32 !== null && w16 !== null && (outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheA1 === 0 && r.cacheA2 === 0 && r.cacheA3 === 0 || r.ipv4Hops.recall(r, outIndex, hop))) {
     batch.saveSource(i);
     w32[off >>> 2] = r.cacheWord0;
     w16[(off >>> 1) + 2] = r.cacheHalf2;

@@ -85,6 +85,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
       r.cacheMacLo = nb.foundMacLo;
       r.cachePort = nb.foundPort;
       cacheHeader(r, d, off);
+      if (nh.family === 4) r.ipv4Hops.note(r);
       return SENT;
     }
     if (state === INCOMPLETE) {

@@ -148,6 +148,8 @@ export class Router {
   cacheHalf2 = 0;
   cacheHalf3 = 0;
   cacheWord2 = 0;
+  /** the other IPv4 next hops resolved in this batch (see NextHopCache) */
+  readonly ipv4Hops = new NextHopCache();
   /** the packet buffers as 16-bit words (the same memory as batch.data), for header sums */
   words16: Uint16Array | null = null;
   words32: Uint32Array | null = null;
@@ -274,6 +276,7 @@ export class Router {
     }
     this.config = config;
     this.cacheIface = -1;
+    this.ipv4Hops.clear();
   }
 
   /**
@@ -390,4 +393,73 @@ export function cacheHeader(r: Router, d: Uint8Array, off: number): void {
   r.cacheHalf2 = w16[(off >>> 1) + 2];
   r.cacheHalf3 = w16[(off >>> 1) + 3];
   r.cacheWord2 = w32[(off >>> 2) + 2];
+}
+
+/** Entries of a NextHopCache (a power of 2). */
+const NEXT_HOP_CACHE = 64;
+
+/**
+ * The IPv4 next hops resolved in this batch, as VPP's adjacencies: by interface and
+ * address, what the router's one-entry cache (Router.cache*) held for each. Direct-mapped
+ * by address: a burst to a few next hops in turn (guests on a connected subnet, ECMP
+ * members) asks the neighbour table once for each, not at every change of next hop. An
+ * entry holds for the batch it was written in (its stamp): the neighbour table decides
+ * again at the next, so a changed MAC, a probe due or a reload are seen within a burst.
+ */
+export class NextHopCache {
+  private readonly stamp = new Float64Array(NEXT_HOP_CACHE);
+  private readonly iface = new Int32Array(NEXT_HOP_CACHE);
+  private readonly address = new Int32Array(NEXT_HOP_CACHE);
+  private readonly macHi = new Int32Array(NEXT_HOP_CACHE);
+  private readonly macLo = new Uint32Array(NEXT_HOP_CACHE);
+  private readonly port = new Int32Array(NEXT_HOP_CACHE);
+  private readonly word0 = new Uint32Array(NEXT_HOP_CACHE);
+  private readonly half2 = new Uint16Array(NEXT_HOP_CACHE);
+  private readonly half3 = new Uint16Array(NEXT_HOP_CACHE);
+  private readonly word2 = new Uint32Array(NEXT_HOP_CACHE);
+  /** the batch's stamp: entries with another are stale (a float: it never wraps) */
+  private batch = 1;
+
+  private static at(iface: number, address: number): number {
+    return (address ^ (address >>> 6) ^ iface) & (NEXT_HOP_CACHE - 1);
+  }
+
+  /** A new batch: every entry is stale. */
+  clear(): void {
+    this.batch++;
+  }
+
+  /** Notes the next hop the router's one-entry cache now holds (IPv4: address in cacheA0). */
+  note(r: Router): void {
+    const e = NextHopCache.at(r.cacheIface, r.cacheA0);
+    this.stamp[e] = this.batch;
+    this.iface[e] = r.cacheIface;
+    this.address[e] = r.cacheA0;
+    this.macHi[e] = r.cacheMacHi;
+    this.macLo[e] = r.cacheMacLo;
+    this.port[e] = r.cachePort;
+    this.word0[e] = r.cacheWord0;
+    this.half2[e] = r.cacheHalf2;
+    this.half3[e] = r.cacheHalf3;
+    this.word2[e] = r.cacheWord2;
+  }
+
+  /** If this batch resolved the next hop (address | 0), puts it back in the router's one-entry cache: true; else false. */
+  recall(r: Router, iface: number, address: number): boolean {
+    const e = NextHopCache.at(iface, address);
+    if (this.stamp[e] !== this.batch || this.address[e] !== address || this.iface[e] !== iface) return false;
+    r.cacheIface = iface;
+    r.cacheA0 = address;
+    r.cacheA1 = 0;
+    r.cacheA2 = 0;
+    r.cacheA3 = 0;
+    r.cacheMacHi = this.macHi[e];
+    r.cacheMacLo = this.macLo[e];
+    r.cachePort = this.port[e];
+    r.cacheWord0 = this.word0[e];
+    r.cacheHalf2 = this.half2[e];
+    r.cacheHalf3 = this.half3[e];
+    r.cacheWord2 = this.word2[e];
+    return true;
+  }
 }

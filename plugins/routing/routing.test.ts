@@ -180,6 +180,28 @@ t.test('ECMP: one next hop per flow, flows spread', async (t) => {
   t.ok(Math.min(...counts.values()) > 10, `spread: ${JSON.stringify([...counts])}`);
 });
 
+t.test('next hops in turn within a burst: each frame gets its own; a new MAC from the next burst on', async (t) => {
+  const h = await router();
+  // 100 hosts behind b, more than the burst's next-hop cache has entries: some share one.
+  const hosts = Array.from({ length: 100 }, (_, k) => ({ ip: `10.0.2.${k + 2}`, mac: `52:54:00:00:02:${(k + 2).toString(16).padStart(2, '0')}` }));
+  for (const host of hosts) {
+    run(h, 'b', [arp({ op: 'reply', senderMac: host.mac, senderIp: host.ip, targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: host.mac })]);
+  }
+  const to = (ip: string) => udp4({ src: '10.0.1.2', dst: ip, srcPort: 1000, dstPort: 80, srcMac: GUEST.a, dstMac: MAC.a });
+  // Bursts of hosts k and k + 64 in turn (addresses 64 apart share entries), twice each.
+  for (let k = 0; k < 36; k += 8) {
+    const pairs = hosts.slice(k, k + 8).flatMap((host, j) => [host, hosts[k + j + 64]]).filter((host) => host !== undefined);
+    const order = [...pairs, ...pairs];
+    const out = run(h, 'a', order.map((host) => to(host.ip)));
+    t.same(out.map((o) => [o.to, parseFrame(o.frame).dstMac, parseFrame(o.frame).srcMac]), order.map((host) => ['b', host.mac, MAC.b]), `hosts from 10.0.2.${k + 2}`);
+  }
+  run(h, 'a', [to('10.0.2.2'), to('10.0.2.3')]);
+  const moved = '52:54:00:00:0f:0f';
+  run(h, 'b', [arp({ op: 'reply', senderMac: moved, senderIp: '10.0.2.3', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: moved })]);
+  const next = run(h, 'a', [to('10.0.2.2'), to('10.0.2.3'), to('10.0.2.2'), to('10.0.2.3')]);
+  t.same(next.map((o) => parseFrame(o.frame).dstMac), [hosts[0].mac, moved, hosts[0].mac, moved], 'a host that answered with another MAC gets it in the next burst');
+});
+
 t.test('malformed headers are counted drops, never a throw', async (t) => {
   const h = await router();
   const good = tcp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1, dstPort: 2, flags: 'S', srcMac: GUEST.a, dstMac: MAC.a });

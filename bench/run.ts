@@ -31,6 +31,7 @@ import { heapReport, micro as datapathMicro } from './micro/datapath.ts';
 import { micro as copyMicro, releaseCopyMemory } from './micro/copy.ts';
 import { measureFirstPacket } from './micro/first-packet.ts';
 import { stageFigures } from './micro/stages.ts';
+import { pmdFigures } from './micro/pmd.ts';
 import { spawnSync } from 'node:child_process';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' }, only: { type: 'string' } } });
@@ -204,6 +205,8 @@ for (const m of [...ringMicro, ...datapathMicro, ...copyMicro]) {
 releaseCopyMemory();
 progress('ns per packet of each stage');
 const stages = await stageFigures();
+progress('ns per packet of a whole PMD');
+const pmdMicro = await pmdFigures();
 // The tables' own micro-benchmarks, each its own process (their tables are large): LPM with
 // 1,000,000 IPv4 and 100,000 IPv6 routes, the ACL stage with 10, 100 and 1000 rules and
 // 1,000,000 tracked flows, the policers; compile times and memory are in their output.
@@ -277,12 +280,14 @@ for (const m of microResults) console.log(`${m.name}: ${fmt(m.mopsPerSec)} M/s (
 for (const h of heapReport) console.log(`data path steady state, ${h.name}: ${h.gcs} garbage collections, heap ${fmt(h.heapGrowthKiB, 0)} KiB bigger`);
 console.log('\nns per packet of each stage alone (burst of 32 64-byte UDP frames, one thread):');
 for (const st of stages) console.log(`  ${st.name}: ${fmt(st.nsPerPacket, 1)}`);
+console.log('ns per packet of a whole PMD, its pipeline as each job configures it (2 ports, bursts of 32 64-byte UDP frames of 1,024 flows, one thread, no peers):');
+for (const f of pmdMicro) console.log(`  ${f.name}: ${fmt(f.nsPerPacket, 1)} (bridged / this = ${fmt(f.ofBridged)})`);
 for (const tb of tables) {
   console.log(`\n${tb.file}${tb.error ? `: failed: ${tb.error}` : ''}`);
   if (tb.output) console.log(tb.output.split('\n').map((l) => `  ${l}`).join('\n'));
 }
 
-const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, guestTcp, busyAdmin: busyAdmins, dataplanePauses: pauses, idle, firstPacket, micro: microResults, heap: heapReport, stages, tables, runs };
+const results = { machine, rounds: ROUNDS, seconds: SECONDS, table, ratios, twoPmdNote, guestTcp, busyAdmin: busyAdmins, dataplanePauses: pauses, idle, firstPacket, micro: microResults, heap: heapReport, stages, pmdMicro, tables, runs };
 const out = join(REPO, 'results');
 mkdirSync(out, { recursive: true });
 const text = JSON.stringify(results, null, 2);

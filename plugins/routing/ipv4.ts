@@ -131,7 +131,7 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   // few flows), as it is for one resolved earlier in it (r.ipv4Hops); otherwise the
   // neighbour table decides (deliver).
   const w32 = r.words32;
-  if (!oversize && w32 !== null && w16 !== null && (outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheA1 === 0 && r.cacheA2 === 0 && r.cacheA3 === 0 || r.ipv4Hops.recall(r, outIndex, hop))) {
+  if (!oversize && w32 !== null && w16 !== null && ((outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheFamily === 4) || r.ipv4Hops.recall(r, outIndex, hop))) {
     batch.saveSource(i);
     w32[off >>> 2] = r.cacheWord0;
     w16[(off >>> 1) + 2] = r.cacheHalf2;

@@ -52,7 +52,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
   const iface = r.interfaces[nh.iface];
   const d = batch.data;
   const off = batch.offset(i);
-  if (nh.iface === r.cacheIface && nh.a0 === r.cacheA0 && nh.a1 === r.cacheA1 && nh.a2 === r.cacheA2 && nh.a3 === r.cacheA3) {
+  if (nh.iface === r.cacheIface && nh.family === r.cacheFamily && nh.a0 === r.cacheA0 && nh.a1 === r.cacheA1 && nh.a2 === r.cacheA2 && nh.a3 === r.cacheA3) {
     batch.saveSource(i);
     writeMac(d, off, r.cacheMacHi, r.cacheMacLo);
     writeMac(d, off + 6, iface.macHi, iface.macLo);
@@ -77,6 +77,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
       writeMac(d, off + 6, iface.macHi, iface.macLo);
       batch.egress[i] = nb.foundPort;
       r.cacheIface = nh.iface;
+      r.cacheFamily = nh.family;
       r.cacheA0 = nh.a0;
       r.cacheA1 = nh.a1;
       r.cacheA2 = nh.a2;

@@ -132,6 +132,8 @@ export class Router {
   // The last next hop resolved in this batch (a burst is mostly a few flows): its key and
   // what the neighbour table said. Valid for one batch: cleared when a batch starts.
   cacheIface = -1;
+  /** 4 or 6: an IPv6 address whose last 96 bits are 0 is not an IPv4 one */
+  cacheFamily = 0;
   cacheA0 = 0;
   cacheA1 = 0;
   cacheA2 = 0;
@@ -449,6 +451,7 @@ export class NextHopCache {
     const e = NextHopCache.at(iface, address);
     if (this.stamp[e] !== this.batch || this.address[e] !== address || this.iface[e] !== iface) return false;
     r.cacheIface = iface;
+    r.cacheFamily = 4;
     r.cacheA0 = address;
     r.cacheA1 = 0;
     r.cacheA2 = 0;

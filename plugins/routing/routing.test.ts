@@ -202,6 +202,21 @@ t.test('next hops in turn within a burst: each frame gets its own; a new MAC fro
   t.same(next.map((o) => parseFrame(o.frame).dstMac), [hosts[0].mac, moved, hosts[0].mac, moved], 'a host that answered with another MAC gets it in the next burst');
 });
 
+t.test('an IPv4 next hop and an IPv6 one with the same first 32 bits are told apart', async (t) => {
+  // 2001:db8:: and 32.1.13.184 are the same 32 bits, then zeros.
+  const h = await PluginHarness.create(routing, {
+    ports: [
+      { name: 'a', settings: { addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: MAC.a, mtu: 1500 } },
+      { name: 'b', settings: { addresses: ['32.1.13.1/24', '2001::1/16'], routerMac: MAC.b, mtu: 1500 } },
+    ],
+    config: { neighbours: [{ address: '32.1.13.184', mac: GUEST.b, port: 'b' }, { address: '2001:db8::', mac: GUEST.c, port: 'b' }] },
+  });
+  const v4 = udp4({ src: '10.0.1.2', dst: '32.1.13.184', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  const v6 = udp6({ src: '2001:db8:1::2', dst: '2001:db8::', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  const out = run(h, 'a', [v4, v6, v4, v6, v6, v4]);
+  t.same(out.map((o) => [o.to, parseFrame(o.frame).dstMac]), [GUEST.b, GUEST.c, GUEST.b, GUEST.c, GUEST.c, GUEST.b].map((mac) => ['b', mac]));
+});
+
 t.test('malformed headers are counted drops, never a throw', async (t) => {
   const h = await router();
   const good = tcp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1, dstPort: 2, flags: 'S', srcMac: GUEST.a, dstMac: MAC.a });

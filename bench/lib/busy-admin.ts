@@ -3,7 +3,11 @@
 // one run: this kind of machine changes speed from run to run, so only windows side by
 // side compare (as test/e2e/hostile-neighbours.test.ts does). The rate is the generator's
 // (its one-second samples inside each window); the route changes applied per second and
-// the CPU of vrouter's threads other than the PMD come with it.
+// the CPU of vrouter's threads other than the PMD come with it, and the PMD's own figures
+// (GET /pmds): its busy time per packet and its busy share of the window. On this machine
+// the load shares its CPU with the generator, so the generator's rate answers whether the
+// busy control plane slowed the traffic, and the PMD's ns per packet whether it slowed the
+// PMD itself.
 //
 // The load, the generator's process and vrouter's threads other than the PMD run on the
 // CPUs left to the host (all but the PMD's), where an operator keeps them (OVS-DPDK's
@@ -14,6 +18,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setThreadCpus } from '../../src/sys/libc.ts';
+import { Agent, request } from 'undici';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
 import { adminLoad, type AdminLoadCounts } from './admin-load.ts';
 import { controlCpuSeconds } from './control-cpu.ts';
@@ -38,6 +43,11 @@ export interface BusyAdminResult {
   /** % of one core used by vrouter's threads other than the PMD, in each kind of window */
   controlCpuIdle: number;
   controlCpuBusy: number;
+  /** the PMD's busy time per packet it took (ns), and its busy time as % of the windows, in each kind of window */
+  pmdNsIdle: number;
+  pmdNsBusy: number;
+  pmdBusyIdle: number;
+  pmdBusyBusy: number;
   load: AdminLoadCounts;
 }
 
@@ -46,6 +56,13 @@ const controlCpu = (pid: number) => {
   return supervisor + dataplane;
 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** The PMD's busy time (ms) and the packets it took, so far (GET /pmds). */
+async function pmdLoad(admin: Agent): Promise<{ busyMs: number; packets: number }> {
+  const res = await request('http://vrouter/pmds', { dispatcher: admin });
+  const [pmd] = (await res.body.json()) as { busy_ms: number; rx_packets: number }[];
+  return { busyMs: pmd.busy_ms, packets: pmd.rx_packets };
+}
 
 /** `windows` idle and as many busy windows of `seconds`, alternating, idle first. */
 export async function measureBusyAdmin(windows: number, seconds: number, batch = 1): Promise<BusyAdminResult> {
@@ -57,20 +74,26 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
   const vr = await startVrouter(vrouterJob('routed', sockets, [pmdCpu]));
   const generator = startGenerator(sockets, 64, false);
   const load = adminLoad(join(vr.dir, 'admin.sock'), { changesPerSecond: CHANGES_PER_SECOND, scrapesPerSecond: SCRAPES_PER_SECOND, via: '10.0.2.2', batch });
+  const admin = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } });
   try {
     await generator.flowing();
     await sleep(WARM_UP_MS);
     const idle: number[] = [];
     const busy: number[] = [];
     const cpu = { idle: 0, busy: 0 };
+    const pmd = { idle: { ms: 0, packets: 0 }, busy: { ms: 0, packets: 0 } };
     for (let w = 0; w < 2 * windows; w++) {
       const busyWindow = w % 2 === 1;
+      const pmdBefore = await pmdLoad(admin);
       if (busyWindow) load.start();
       const from = performance.now();
       const cpuBefore = controlCpu(vr.proc.pid!);
       await sleep(seconds * 1000);
       const to = performance.now();
       cpu[busyWindow ? 'busy' : 'idle'] += controlCpu(vr.proc.pid!) - cpuBefore;
+      const pmdAfter = await pmdLoad(admin);
+      pmd[busyWindow ? 'busy' : 'idle'].ms += pmdAfter.busyMs - pmdBefore.busyMs;
+      pmd[busyWindow ? 'busy' : 'idle'].packets += pmdAfter.packets - pmdBefore.packets;
       load.pause();
       (busyWindow ? busy : idle).push(...generator.ratesBetween(from, to));
       // Changes still answered after the window are not the next idle window's.
@@ -89,10 +112,15 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       scrapesPerSecond: load.counts.scrapes / onSeconds,
       controlCpuIdle: (100 * cpu.idle) / (windows * seconds),
       controlCpuBusy: (100 * cpu.busy) / (windows * seconds),
+      pmdNsIdle: (pmd.idle.ms * 1e6) / pmd.idle.packets,
+      pmdNsBusy: (pmd.busy.ms * 1e6) / pmd.busy.packets,
+      pmdBusyIdle: (100 * pmd.idle.ms) / (windows * seconds * 1000),
+      pmdBusyBusy: (100 * pmd.busy.ms) / (windows * seconds * 1000),
       load: load.counts,
     };
   } finally {
     await load.close();
+    await admin.close();
     await generator.stop();
     await vr.stop();
     stopAll();

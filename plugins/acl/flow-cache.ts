@@ -27,17 +27,16 @@ export const FC_EXPIRES = 7;
  * An exact-match cache as OVS-DPDK's EMC, two-way set associative: a flow's key picks a
  * set of two entries of WORDS words (half a cache line each, the set one line), keyed by a
  * packet's IPv4 addresses, ports and protocol as they come (one entry per direction). Two
- * ways, because one flow in eight of 1,024 shared its entry with another in a
- * direct-mapped cache of 4,096, and a packet that misses sends its whole burst down the
- * slower tracked path. An entry
- * holds the flow's slot, the slot's sequence, mark and expiry as a checked read of the
- * slot found them, and (with the protocol) the timeout a packet of this direction without
- * SYN, FIN or RST would set: so it only stands for flows such packets would not change (UDP answered,
- * or from its opener; TCP established). While the slot's sequence is still
- * the one noted, no writer has touched it since (each write moves it on by 2), and the
- * noted words are the slot's: one plain load of the sequence stands for the hash, the
- * tag scan, the key compare and the seqlock's two reads. Only this PMD reads and writes
- * it. The stage probes it as it parses (headers.ts, parseBurst()).
+ * ways, because a packet that misses sends its whole burst down the slower tracked path,
+ * and direct-mapped, one flow in eight of 1,024 had no entry. An entry holds the flow's
+ * slot, the slot's sequence, mark and expiry as a checked read of the slot found them, and
+ * (with the protocol) the timeout a packet of this direction without SYN, FIN or RST would
+ * set: so it only stands for flows such packets would not change (UDP answered, or from
+ * its opener; TCP established). While the slot's sequence is still the one noted, no
+ * writer has touched it since (each write moves it on by 2), and the noted words are the
+ * slot's: one plain load of the sequence stands for the hash, the tag scan, the key
+ * compare and the seqlock's two reads. Only this PMD reads and writes it. The stage
+ * probes it as it parses (headers.ts, parseBurst()).
  */
 export class FlowCache {
   /** entries of WORDS words */
@@ -96,6 +95,7 @@ export class FlowCache {
     e[c + FC_EXPIRES] = expires | 0;
   }
 
+  /** Whether entry c holds the flow of this key. */
   private holds(c: number, src: number, dst: number, ports: number, protocol: number): boolean {
     const e = this.entries;
     return e[c + FC_SRC] === src && e[c + FC_DST] === dst && e[c + FC_PORTS] === ports && (e[c + FC_PROTO] & 0xff) === protocol;

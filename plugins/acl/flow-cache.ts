@@ -28,7 +28,7 @@ export const FC_EXPIRES = 7;
  * set of two entries of WORDS words (half a cache line each, the set one line), keyed by a
  * packet's IPv4 addresses, ports and protocol as they come (one entry per direction). Two
  * ways, because a packet that misses sends its whole burst down the slower tracked path,
- * and direct-mapped, one flow in eight of 1,024 had no entry. An entry holds the flow's
+ * and direct-mapped, 16 % of the packets of 1,024 flows found none. An entry holds the flow's
  * slot, the slot's sequence, mark and expiry as a checked read of the slot found them, and
  * (with the protocol) the timeout a packet of this direction without SYN, FIN or RST would
  * set: so it only stands for flows such packets would not change (UDP answered, or from

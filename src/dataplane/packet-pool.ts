@@ -103,8 +103,6 @@ export class PacketPool {
   readonly pmd: number;
   /** handles from here on are super-frame buffers (every SUPER_SPAN-th) */
   readonly superFrom: number;
-  private readonly perPmd: number;
-  private readonly superPerPmd: number;
   /** log2 of the handles each PMD owns of either kind (both are powers of 2): owners by shift, not division */
   private readonly smallShift: number;
   private readonly superShift: number;
@@ -127,8 +125,6 @@ export class PacketPool {
    */
   constructor(memory: PoolMemory, pmd: number, returnTo: (SpscRing | null)[] = [], returnFrom: (SpscRing | null)[] = []) {
     this.pmd = pmd;
-    this.perPmd = memory.perPmd;
-    this.superPerPmd = memory.superPerPmd;
     this.smallShift = Math.log2(memory.perPmd);
     this.superShift = memory.superPerPmd === 0 ? 0 : Math.log2(memory.superPerPmd * SUPER_SPAN);
     this.superFrom = memory.pmdCount * memory.perPmd;

@@ -676,12 +676,6 @@ export function setInterfaceMtu(name: string, mtu: number): void {
 }
 
 /**
- * Sets the MTU of the TAP interface behind `fd`, wherever the host has moved it and whatever
- * it has renamed it to: the fd gives its name (TUNGETIFF) and its network namespace
- * (TUNGETDEVNETNS, Linux 5.2). The interface stays, with its addresses and routes. Returns
- * the interface's name.
- */
-/**
  * Whether a TAP fd still has its interface, wherever it has moved: a deleted one (`ip link
  * del`, or its network namespace gone) leaves the fd detached, and TUNGETIFF fails (EBADFD).
  */
@@ -689,6 +683,12 @@ export function tapAttached(fd: number): boolean {
   return (c.ioctl(fd, TUNGETIFF, new Uint8Array(IFREQ_BYTES)) as number) >= 0;
 }
 
+/**
+ * Sets the MTU of the TAP interface behind `fd`, wherever the host has moved it and whatever
+ * it has renamed it to: the fd gives its name (TUNGETIFF) and its network namespace
+ * (TUNGETDEVNETNS, Linux 5.2). The interface stays, with its addresses and routes. Returns
+ * the interface's name.
+ */
 export function setTapMtu(fd: number, mtu: number): string {
   const req = new Uint8Array(IFREQ_BYTES);
   if ((c.ioctl(fd, TUNGETIFF, req) as number) < 0) fail('ioctl', `TUNGETIFF fd ${fd}`);

@@ -15,6 +15,15 @@ const NETNS = `vrtap${process.pid}`;
 const IFACE = `vrt${process.pid % 100000}`;
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8' });
 
+/** An interface named `name` that is not a TAP: a dummy where the kernel has them, else one end of a veth pair. */
+function addNonTapInterface(name: string): void {
+  try {
+    ip('link', 'add', name, 'type', 'dummy');
+  } catch {
+    ip('link', 'add', name, 'type', 'veth', 'peer', 'name', `${name}p`);
+  }
+}
+
 t.test('a TAP port: the host stack behind it answers ARP and ping, across a data-plane death', async (t) => {
   const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 't', type: 'tap', interface: IFACE, bridge: 'br0', mtu: 1400 }] });
   t.teardown(() => vr.stop());
@@ -95,8 +104,15 @@ t.test('a TAP port\'s MTU changed through the admin endpoint: the interface kept
   t.match(refused.text, /ports\[1\]\.mtu/, 'naming the field');
   t.match(link(), / mtu 2000 /, 'and changes nothing');
 
-  // The host deletes the interface under the port: a new MTU cannot be set, and the change is refused whole.
-  ip('-n', netns, 'link', 'del', iface);
+  // The host deletes the interface under the port, and an interface of another kind has its name,
+  // so that it cannot be made again: a new MTU cannot be set, and the change is refused whole.
+  // (Renamed first, it stays the port's while the name is taken: vrouter, checking every second,
+  // never sees the name free.)
+  ip('-n', netns, 'link', 'set', iface, 'name', `${iface}x`);
+  addNonTapInterface(iface);
+  t.teardown(() => { try { ip('link', 'del', iface); } catch { /* already deleted by the test */ } });
+  ip('-n', netns, 'link', 'del', `${iface}x`);
+  await waitFor('vrouter tried to make it again', () => new RegExp(`port t: TAP interface ${iface} was deleted and cannot be made again`).test(vr.stderr()) || undefined, 5000);
   doc.ports.find((p) => p.name === 't')!.mtu = 3000;
   const gone = await admin.call('PUT', '/config', doc);
   t.not(gone.status, 200, 'a new MTU for an interface the host deleted is refused');
@@ -104,6 +120,11 @@ t.test('a TAP port\'s MTU changed through the admin endpoint: the interface kept
   const inForce = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
   t.equal(inForce.ports.find((p) => p.name === 't')!.mtu, 2000, 'the config in force keeps MTU 2000');
   t.ok(vr.alive(), 'vrouter runs on');
+
+  // The name free again, the interface is made again with the MTU in force.
+  ip('link', 'del', iface);
+  await waitFor('the interface made again', () => new RegExp(`port t: TAP interface ${iface} was deleted: made again`).test(vr.stderr()) || undefined, 5000);
+  t.match(ip('-d', '-o', 'link', 'show', 'dev', iface), /mtu 2000 .*tun type tap/, 'a TAP interface again, with MTU 2000');
 });
 
 t.test('a TAP port with two queues: the host\'s flows spread over both, each polled by its PMD and counted, across a data-plane death', async (t) => {

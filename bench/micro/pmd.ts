@@ -3,8 +3,11 @@
 // prepared as the supervisor does, and Pmd.pollOnce() doing what it does in the data plane:
 // receive, the stages, egress. Each round both ports post a burst of 32 64-byte UDP frames
 // as flowgen sends them (to the router's MAC, half routed back out of the port they came
-// in on) and RX buffers for what comes back. ns per packet of the PMD's own work, without
-// peers or scheduling noise: where the real benchmark's rate goes, stage by stage.
+// in on) and RX buffers for what comes back, frames and buffers where testpmd's mbufs
+// have them (the virtio-net header at the end of the headroom). ns per packet of the
+// PMD's own work, without peers or scheduling noise: where the real benchmark's rate goes,
+// stage by stage. Compiled with the data plane's V8 flags (dataplane-jit.ts).
+import './dataplane-jit.ts';
 import { parseConfig, topologyOf } from '../../src/control/config.ts';
 import { dataplaneLayout } from '../../src/control/dataplane-layout.ts';
 import { Pmd, type Stage } from '../../src/dataplane/pmd.ts';
@@ -22,6 +25,8 @@ import { DriverQueue, GuestRam } from '../../test/support/virtio-driver.ts';
 const BURST = 32;
 const SIZE = 256;
 const RX_BUFFER = 2048;
+/** RTE_PKTMBUF_HEADROOM: where an mbuf's data starts */
+const MBUF_HEADROOM = 128;
 const quiet = { info() {}, warn() {}, error() {} };
 
 /** One port's guest side: its TX ring with the burst's frames, its RX ring with buffers. */
@@ -43,6 +48,8 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
   const pmd = new Pmd(layout.pmds[0], layout.shared, quiet, (counters): Stage[] =>
     plans.map((plan, i) => new PluginStage(modules[i], plan, where, memory[plan.name], counters, quiet)));
   const ram = new GuestRam(8 << 20);
+  /** the data of a new DPDK mbuf (as testpmd's virtio-user posts and sends them): its headroom before, the virtio-net header at its end */
+  const mbufData = (len: number) => ram.alloc(MBUF_HEADROOM + len) + MBUF_HEADROOM;
   let id = 0;
   const run = (cmd: PmdCommand) => {
     const answer = pmd.execute(++id, cmd);
@@ -69,7 +76,7 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
       const half = ((inTurn ? k : k >> 5) + port) & 1;
       const j = ((k >> 6) << 5) | (k & 31);
       const frame = udp4({ src: '10.254.0.1', dst: `10.253.${half * 2 + (j >> 7)}.${j & 127}`, srcPort: 1000 + port, dstPort: 1001, payload: 18, srcMac: port === 0 ? MAC_A : MAC_B, dstMac: FLOWGEN_DST });
-      const t = ram.alloc(NET_HDR_LEN + frame.length);
+      const t = mbufData(frame.length) - NET_HDR_LEN;
       ram.bytes.set(frame, t + NET_HDR_LEN);
       return { gpa: ram.gpa(t), len: NET_HDR_LEN + frame.length };
     }),
@@ -77,7 +84,7 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
   sides.forEach((side, port) => {
     for (let i = 0; i < SIZE; i++) {
       side.tx.writeDesc(i, { addr: framesAt[port][i].gpa, len: framesAt[port][i].len, flags: 0, next: 0 });
-      side.rx.writeDesc(i, { addr: ram.gpa(ram.alloc(RX_BUFFER)), len: RX_BUFFER, flags: 2, next: 0 });
+      side.rx.writeDesc(i, { addr: ram.gpa(mbufData(RX_BUFFER) - NET_HDR_LEN), len: RX_BUFFER, flags: 2, next: 0 });
     }
   });
   /** posts `count` descriptors, slot = descriptor, on a ring whose device side keeps up; TX ones pointed at their frame */

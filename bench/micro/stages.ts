@@ -1,6 +1,7 @@
 // Each stage of the pipeline alone, on a burst of 32 64-byte UDP frames on one thread:
 // ns per packet, so that the next optimisation has a target. The frames are those the
 // routed benchmark sends (one flow per frame, to a next hop known in advance).
+import './dataplane-jit.ts';
 import bridge from '../../plugins/bridge/index.ts';
 import routing from '../../plugins/routing/index.ts';
 import { PluginHarness } from '../../src/pipeline/testing.ts';

@@ -9,6 +9,7 @@ import { closeAll, seqpacketPair } from '../sys/libc.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { encodeShared } from '../sys/shared-arena.ts';
 import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
+import { DATAPLANE_V8_FLAGS } from '../dataplane/jit-flags.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const ENTRY = fileURLToPath(new URL(`../dataplane/process-main${MODULE_EXT}`, import.meta.url));
@@ -42,7 +43,7 @@ export class DataplaneProcess {
     const [supervisorEnd, dataplaneEnd] = seqpacketPair();
     const [commandsEnd, dataplaneCommands] = seqpacketPair();
     this.commandsFd = commandsEnd;
-    this.child = spawn(process.execPath, [...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
+    this.child = spawn(process.execPath, [...process.execArgv, ...DATAPLANE_V8_FLAGS, ENTRY, ...(spare ? ['--spare'] : [])], {
       argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
       stdio: ['ignore', 'inherit', 'inherit', dataplaneEnd, dataplaneCommands],
     });

@@ -43,7 +43,8 @@ export class DataplaneProcess {
     const [supervisorEnd, dataplaneEnd] = seqpacketPair();
     const [commandsEnd, dataplaneCommands] = seqpacketPair();
     this.commandsFd = commandsEnd;
-    this.child = spawn(process.execPath, [...process.execArgv, ...DATAPLANE_V8_FLAGS, ENTRY, ...(spare ? ['--spare'] : [])], {
+    // The data plane's V8 flags first: any given to node for vrouter itself come after and win.
+    this.child = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
       argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
       stdio: ['ignore', 'inherit', 'inherit', dataplaneEnd, dataplaneCommands],
     });

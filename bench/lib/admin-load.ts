@@ -131,7 +131,8 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
 
   const changes = (async () => {
     while (!stopped) {
-      if (!on) {
+      // Off, or no changes asked (a window of scrapes alone): nothing to issue.
+      if (!on || options.changesPerSecond <= 0) {
         await sleep(5);
         continue;
       }

@@ -1,4 +1,4 @@
-// npm run bench [-- --rounds N --seconds S --quick --against REV --only JOB,...]: vrouter against dpdk-testpmd's vhost io
+// npm run bench [-- --rounds N --seconds S --quick --against REV --only JOB,... --sizes BYTES,...]: vrouter against dpdk-testpmd's vhost io
 // forwarding and OVS-DPDK, in one run, interleaved and repeated (this kind of machine is
 // bimodal from run to run), at 64, 1518 and 9000 bytes; TCP between two guests under QEMU
 // on vrouter, offloads on and off (bench/lib/guest-tcp.ts); the routed rate with the admin endpoint
@@ -10,7 +10,7 @@
 // (and the last run's vrouter figures beside this one's; with --against, another
 // revision's vrouter measured in the same run), writes results/*.json. --only measures the
 // forwarding rates of the jobs named (and guest-tcp: the guests' TCP) and nothing else
-// (results/latest.json is left alone).
+// (results/latest.json is left alone); --sizes the bridged frame sizes measured.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,10 +34,12 @@ import { stageFigures } from './micro/stages.ts';
 import { pmdFigures } from './micro/pmd.ts';
 import { spawnSync } from 'node:child_process';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' }, only: { type: 'string' }, sizes: { type: 'string' } } });
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
 const SECONDS = values.quick ? 4 : Number(values.seconds ?? 8);
-const SIZES = [64, 1518, 9000];
+/** --sizes 64,1518: bridging at these frame sizes only */
+const SIZES = values.sizes?.split(',').map(Number) ?? [64, 1518, 9000];
+if (SIZES.some((s) => ![64, 1518, 9000].includes(s))) throw new Error(`--sizes ${values.sizes}: each of 64, 1518, 9000`);
 /** what is measured: every job at 64 bytes, bridging at every size too */
 const ALL_CASES: { job: JobName; size: number }[] = [...SIZES.map((size) => ({ job: 'bridged' as const, size })), { job: 'routed', size: 64 }, { job: 'full', size: 64 }];
 const ONLY = values.only?.split(',') ?? null;

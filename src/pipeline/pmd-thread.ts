@@ -126,30 +126,40 @@ function drainTableUpdates(): void {
   }
 }
 
-// The doorbell starts at 0: commands posted while this thread was starting are seen.
-let seen = 0;
-let seenTables = 0;
-let idleRounds = 0;
 /** sleeps grow from this, doubling, up to pmd.sleepMaxUs; any event ends one at once */
 const FIRST_SLEEP_US = 20;
-let sleepUs = 0;
-for (;;) {
-  const ring = Atomics.load(doorbell, DOORBELL_COMMANDS);
-  if (ring !== seen) {
-    seen = ring;
-    drainCommands();
-  }
-  const tables = Atomics.load(doorbell, DOORBELL_TABLES);
-  if (tables !== seenTables) {
-    seenTables = tables;
-    drainTableUpdates();
-  }
-  if (pmd.building) pmd.stepBuilds();
-  if (pmd.pollOnce() > 0 || pmd.building) {
-    idleRounds = 0;
-    sleepUs = 0;
-  } else if (config.idleSleepMaxUs > 0 && ++idleRounds > config.idleSpinRounds) {
-    sleepUs = Math.min(config.idleSleepMaxUs, sleepUs === 0 ? FIRST_SLEEP_US : sleepUs * 2);
-    pmd.sleep(sleepUs, seen);
+
+/**
+ * The poll loop, in a function: its state is then in registers of the optimised loop,
+ * where at the module's top level each variable was a slot of the module's context, and
+ * V8 compiled the top level as one function that left the stages' small helpers as calls.
+ */
+function pollForever(): never {
+  // The doorbell starts at 0: commands posted while this thread was starting are seen.
+  let seen = 0;
+  let seenTables = 0;
+  let idleRounds = 0;
+  let sleepUs = 0;
+  for (;;) {
+    const ring = Atomics.load(doorbell, DOORBELL_COMMANDS);
+    if (ring !== seen) {
+      seen = ring;
+      drainCommands();
+    }
+    const tables = Atomics.load(doorbell, DOORBELL_TABLES);
+    if (tables !== seenTables) {
+      seenTables = tables;
+      drainTableUpdates();
+    }
+    if (pmd.building) pmd.stepBuilds();
+    if (pmd.pollOnce() > 0 || pmd.building) {
+      idleRounds = 0;
+      sleepUs = 0;
+    } else if (config.idleSleepMaxUs > 0 && ++idleRounds > config.idleSpinRounds) {
+      sleepUs = Math.min(config.idleSleepMaxUs, sleepUs === 0 ? FIRST_SLEEP_US : sleepUs * 2);
+      pmd.sleep(sleepUs, seen);
+    }
   }
 }
+
+pollForever();

@@ -6,7 +6,7 @@
 // starts its own table afresh (its per-port counts are on its heap) and learns again.
 // Aged entries are swept once a second, a table per poll round.
 import { EGRESS_FLOOD, EGRESS_UNDECIDED, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type Topology } from '../../src/pipeline/api.ts';
-import { LEARN_REFUSED, MacTable, macHigh, macLow, macTableBytes, parseMac } from './mac-table.ts';
+import { LEARN_REFUSED, MacTable, macTableBytes, parseMac } from './mac-table.ts';
 
 /** Entries per table (one per bridge and PMD): a power of 2. */
 export const TABLE_CAPACITY = 4096;
@@ -122,19 +122,21 @@ function process(batch: PacketBatch, s: BridgeState): void {
   let lastDstHi = -1;
   let lastDstLo = 0;
   let lastDst = EGRESS_FLOOD;
+  // The MACs are read in place (macHigh and macLow written out): in the PMD's poll loop V8
+  // left those calls uninlined, 4 % of a bridged frame's time.
   for (let i = 0; i < count; i++) {
     // A packet an earlier stage decided for (dropped, or sent somewhere) is left alone.
     if (egress[i] !== EGRESS_UNDECIDED) continue;
     const off = batch.offset(i);
-    if (own !== null && (macHigh(data, off + 6) !== ownHi || macLow(data, off + 6) !== ownLo)) {
+    if (own !== null && (((data[off + 6] << 8) | data[off + 7]) !== ownHi || ((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11]) !== ownLo)) {
       batch.dropAs(i, s.securityDrop);
       continue;
     }
     if (table === null) continue;
     // Learn unicast sources only: a multicast source address is never a station.
     if ((data[off + 6] & 1) === 0) {
-      const hi = macHigh(data, off + 6);
-      const lo = macLow(data, off + 6);
+      const hi = ((data[off + 6] << 8) | data[off + 7]);
+      const lo = ((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11]);
       if (hi !== lastSrcHi || lo !== lastSrcLo) {
         srcRefused = table.learn(hi, lo, ingress, now) === LEARN_REFUSED;
         lastSrcHi = hi;
@@ -146,8 +148,8 @@ function process(batch: PacketBatch, s: BridgeState): void {
     }
     let dst = EGRESS_FLOOD;
     if ((data[off] & 1) === 0) {
-      const hi = macHigh(data, off);
-      const lo = macLow(data, off);
+      const hi = (data[off] << 8) | data[off + 1];
+      const lo = (data[off + 2] << 24) | (data[off + 3] << 16) | (data[off + 4] << 8) | data[off + 5];
       if (hi !== lastDstHi || lo !== lastDstLo) {
         lastDst = lookup(s, bridge, hi, lo, now);
         lastDstHi = hi;

@@ -135,8 +135,8 @@ function process(batch: PacketBatch, s: BridgeState): void {
     if (table === null) continue;
     // Learn unicast sources only: a multicast source address is never a station.
     if ((data[off + 6] & 1) === 0) {
-      const hi = ((data[off + 6] << 8) | data[off + 7]);
-      const lo = ((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11]);
+      const hi = (data[off + 6] << 8) | data[off + 7];
+      const lo = (data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11];
       if (hi !== lastSrcHi || lo !== lastSrcLo) {
         srcRefused = table.learn(hi, lo, ingress, now) === LEARN_REFUSED;
         lastSrcHi = hi;

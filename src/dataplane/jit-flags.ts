@@ -4,8 +4,9 @@
 // V8's default budgets: a callee of at most 460 bytes of bytecode, 920 in all inlined into
 // one function. Past them the helpers stay calls in the per-frame loop. Raised to 1,000
 // and 2,000, the whole PMD took 8-10 % less time a frame (bench/micro/pmd.ts, 64 B, bridged,
-// routed and full alike); to 2,000 and 6,000, another 3-4 % (the descriptor walk and the
-// stages' per-packet helpers inline too). Larger budgets were no better, some worse:
-// inlining is a heuristic, measure again when the burst loops change. The price is larger
+// routed and full alike); to 2,000 and 6,000, another 3-4 %, and in the real PMD (its
+// loop compiled whole, src/pipeline/pmd-thread.ts) the routed rate 20 % more than with
+// 1,000 and 2,000. Larger budgets were no better: inlining is a heuristic, measure the real
+// PMD again (perf on its thread) when the burst loops change. The price is larger
 // optimised code, compiled once per PMD thread.
 export const DATAPLANE_V8_FLAGS: readonly string[] = ['--max-inlined-bytecode-size=2000', '--max-inlined-bytecode-size-cumulative=6000'];

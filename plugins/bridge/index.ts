@@ -122,25 +122,25 @@ function process(batch: PacketBatch, s: BridgeState): void {
   let lastDstHi = -1;
   let lastDstLo = 0;
   let lastDst = EGRESS_FLOOD;
-  // The MACs are read in place (macHigh and macLow written out): in the PMD's poll loop V8
+  // The MACs are read in place (as macHigh and macLow read them): in the PMD's poll loop V8
   // left those calls uninlined, 4 % of a bridged frame's time.
   for (let i = 0; i < count; i++) {
     // A packet an earlier stage decided for (dropped, or sent somewhere) is left alone.
     if (egress[i] !== EGRESS_UNDECIDED) continue;
     const off = batch.offset(i);
-    if (own !== null && (((data[off + 6] << 8) | data[off + 7]) !== ownHi || ((data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11]) !== ownLo)) {
+    const srcHi = (data[off + 6] << 8) | data[off + 7];
+    const srcLo = (data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11];
+    if (own !== null && (srcHi !== ownHi || srcLo !== ownLo)) {
       batch.dropAs(i, s.securityDrop);
       continue;
     }
     if (table === null) continue;
     // Learn unicast sources only: a multicast source address is never a station.
     if ((data[off + 6] & 1) === 0) {
-      const hi = (data[off + 6] << 8) | data[off + 7];
-      const lo = (data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11];
-      if (hi !== lastSrcHi || lo !== lastSrcLo) {
-        srcRefused = table.learn(hi, lo, ingress, now) === LEARN_REFUSED;
-        lastSrcHi = hi;
-        lastSrcLo = lo;
+      if (srcHi !== lastSrcHi || srcLo !== lastSrcLo) {
+        srcRefused = table.learn(srcHi, srcLo, ingress, now) === LEARN_REFUSED;
+        lastSrcHi = srcHi;
+        lastSrcLo = srcLo;
         lastDstHi = -1;
       }
       // Counted per frame, so that the count is the traffic a limit kept from being learned.

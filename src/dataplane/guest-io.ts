@@ -156,17 +156,20 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       continue;
     }
     // Gather the segments, the virtio-net header into the headroom just before the frame
-    // (wherever the guest split it, it is then in one piece).
+    // (wherever the guest split it, it is then in one piece). The header counts only if the
+    // connection negotiated checksum offload: without, it stays unread in the guest (often
+    // a cache line of its own, last written by the guest's CPU).
     const dst = pool.frameOffset(handle) - NET_HDR_LEN;
+    const headerCounts = (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0;
+    const from = headerCounts ? 0 : NET_HDR_LEN;
     const head = defer === null ? 0 : headToLeave(vq, segments, frameLen, maxFrame);
     if (head !== 0) {
-      takeHead(vq, segments, pool, handle, head, frameLen, dst, (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0, defer!);
+      takeHead(vq, segments, pool, handle, head, frameLen, dst, from, defer!);
     } else {
-      gather(vq, segments, pool, dst, NET_HDR_LEN + frameLen);
+      gather(vq, segments, pool, dst + from, from, NET_HDR_LEN + frameLen);
     }
     pool.length[handle] = frameLen;
-    // The header counts only if the connection negotiated checksum offload.
-    if ((q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0) {
+    if (headerCounts) {
       if (!takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame)) {
         counters[base + DROPS_BASE + DROP.offload_header_bad]++;
         if (defer !== null) defer.forget(handle);
@@ -207,21 +210,27 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
 }
 
 /**
- * Copies the first `len` bytes of the chain last taken into the pool at dst.
+ * Copies bytes [from, end) of the chain last taken into the pool at dst.
  * Bounds (copyBytes checks none): takeChain took each [segOffset, + segLength) from
- * mem.translate(), true only when the whole range lies inside window w; the callers pass
- * len <= the chain's bytes = NET_HDR_LEN + frameLen, frameLen <= the buffer's room (maxTaken,
- * else CHAIN_TOO_LONG), and dst = frameOffset(handle) - NET_HDR_LEN: the writes stay in
- * HEADROOM, then DATA_ROOM of a small buffer or SUPER_DATA_ROOM of a super one.
+ * mem.translate(), true only when the whole range lies inside window w, and the copy from a
+ * segment stays inside it; the callers pass end <= the chain's bytes = NET_HDR_LEN +
+ * frameLen, frameLen <= the buffer's room (maxTaken, else CHAIN_TOO_LONG), and dst =
+ * frameOffset(handle) - NET_HDR_LEN + from: the writes stay in HEADROOM, then DATA_ROOM of a
+ * small buffer or SUPER_DATA_ROOM of a super one.
  */
-function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, len: number): void {
+function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, from: number, end: number): void {
   const mem = vq.mem;
-  for (let s = 0; s < segments && len > 0; s++) {
-    const n = vq.segLength[s] < len ? vq.segLength[s] : len;
-    const w = vq.segWindow[s];
-    copyBytes(pool.data, pool.words, pool.address, dst, mem.bytes[w], mem.words[w], mem.address[w], vq.segOffset[s], n);
-    dst += n;
-    len -= n;
+  let at = 0; // where segment s starts in the chain
+  for (let s = 0; s < segments && at < end; s++) {
+    const segEnd = at + vq.segLength[s];
+    if (segEnd > from) {
+      const skip = from > at ? from - at : 0;
+      const n = (segEnd < end ? segEnd : end) - at - skip;
+      const w = vq.segWindow[s];
+      copyBytes(pool.data, pool.words, pool.address, dst, mem.bytes[w], mem.words[w], mem.address[w], vq.segOffset[s] + skip, n);
+      dst += n;
+    }
+    at = segEnd;
   }
 }
 
@@ -239,20 +248,21 @@ function headToLeave(vq: Virtqueue, segments: number, frameLen: number, maxFrame
 }
 
 /**
- * The virtio-net header and `head` bytes of the frame into the buffer; the rest, in the
+ * The virtio-net header (from `from`: NET_HDR_LEN when it does not count) and `head` bytes
+ * of the frame into the buffer; the rest, in the
  * chain's last segment (checked by the caller), left there unless the header asks for
  * segmentation (a super-frame is cut from its buffer), else copied too. A checksum left to
  * do is done from a whole buffer, by whoever does it (materialize() first).
  */
-function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, head: number, frameLen: number, dst: number, headerCounts: boolean, defer: DeferredPayloads): void {
+function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: number, head: number, frameLen: number, dst: number, from: number, defer: DeferredPayloads): void {
   const headEnd = NET_HDR_LEN + head;
-  gather(vq, segments, pool, dst, headEnd);
+  gather(vq, segments, pool, dst + from, from, headEnd);
   const last = segments - 1;
   const w = vq.segWindow[last];
   // The chain's bytes from headEnd on, all in the last segment (inside its window).
   const restOffset = vq.segOffset[last] + headEnd - (vq.chainBytes - vq.segLength[last]);
-  // gso_type, as copied: no segments to cut (ignored without checksum offload).
-  if (!headerCounts || pool.data[dst + 1] === 0) {
+  // gso_type, as copied: no segments to cut (not copied, and ignored, without checksum offload).
+  if (from !== 0 || pool.data[dst + 1] === 0) {
     defer.leave(handle, w, restOffset, head, frameLen);
   } else {
     const mem = vq.mem;

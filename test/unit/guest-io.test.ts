@@ -42,18 +42,19 @@ function frameOf(pool: PacketPool, handle: number): Uint8Array {
 
 t.test('guest TX: frames arrive whole, however the guest splits them', async (t) => {
   const { driverQ, owner, counters, pool, handles } = setup(t);
-  const frames = [ethernetFrame(B, A, 50, 1), ethernetFrame(B, A, 1000, 2), ethernetFrame(B, A, 300, 3)];
+  const frames = [ethernetFrame(B, A, 50, 1), ethernetFrame(B, A, 1000, 2), ethernetFrame(B, A, 300, 3), ethernetFrame(B, A, 100, 4)];
   const heads = [
     sendFrame(driverQ, frames[0]),
     sendFrame(driverQ, frames[1], { split: [6, 6, 14, 1000] }), // header split over two descriptors
     sendFrame(driverQ, frames[2], { split: [NET_HDR_LEN, 314], indirect: true }),
+    sendFrame(driverQ, frames[3], { split: [10, 9, 1, 106] }), // the header's end and the frame's start in one descriptor
   ];
   const n = receiveBurst(owner, pool, handles, 0, 32);
-  t.equal(n, 3, 'three frames taken');
+  t.equal(n, 4, 'four frames taken');
   frames.forEach((f, i) => t.same(frameOf(pool, handles[i]), f, `frame ${i} copied byte for byte`));
   t.same(driverQ.takeUsed().map((u) => u.id), heads, 'every chain returned in order');
-  t.equal(counters[RX_PACKETS], 3);
-  t.same([counters[queueBase(0, 1) + QUEUE_RX_PACKETS], counters[queueBase(0, 1) + QUEUE_RX_BYTES]], [3, 64 + 1014 + 314], 'counted on queue pair 1: frames and bytes');
+  t.equal(counters[RX_PACKETS], 4);
+  t.same([counters[queueBase(0, 1) + QUEUE_RX_PACKETS], counters[queueBase(0, 1) + QUEUE_RX_BYTES]], [4, 64 + 1014 + 314 + 114], 'counted on queue pair 1: frames and bytes');
   t.equal(counters[queueBase(0, 0) + QUEUE_RX_PACKETS], 0, 'not on pair 0');
   t.equal(receiveBurst(owner, pool, handles, 0, 32), 0, 'nothing more pending');
 });

@@ -20,7 +20,7 @@ import { ovsDpdkBackend, testpmdIoBackend, vrouterBackend, vrouterRssMiB, type B
 import { measureDataplanePauses, type DataplanePauses } from './lib/dataplane-pauses.ts';
 import { buildRevision } from './lib/revision.ts';
 import { dataplanePids } from '../test/support/traffic.ts';
-import { startGenerator } from './lib/generator.ts';
+import { startGenerator, type Rings } from './lib/generator.ts';
 import { measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
 import { describeGuestTcp, measureGuestTcp, type GuestTcpResult } from './lib/guest-tcp.ts';
 import type { JobName } from './lib/jobs.ts';
@@ -41,12 +41,25 @@ const ALL_SIZES = [64, 1518, 9000];
 /** --sizes 64,1518: bridging at these frame sizes only */
 const SIZES = values.sizes?.split(',').map(Number) ?? ALL_SIZES;
 if (SIZES.some((s) => !ALL_SIZES.includes(s))) throw new Error(`--sizes ${values.sizes}: each of ${ALL_SIZES.join(', ')}`);
-/** what is measured: every job at 64 bytes, bridging at every size too */
-const ALL_CASES: { job: JobName; size: number }[] = [...SIZES.map((size) => ({ job: 'bridged' as const, size })), { job: 'routed', size: 64 }, { job: 'full', size: 64 }];
+interface Case {
+  job: JobName;
+  size: number;
+  /** the generator's virtqueues; the backends take what it offers */
+  rings: Rings;
+}
+/** what is measured: every job at 64 bytes, bridging at every size too, and at 64 bytes on packed rings */
+const ALL_CASES: Case[] = [
+  ...SIZES.map((size) => ({ job: 'bridged' as const, size, rings: 'split' as const })),
+  ...(SIZES.includes(64) ? [{ job: 'bridged' as const, size: 64, rings: 'packed' as const }] : []),
+  { job: 'routed', size: 64, rings: 'split' },
+  { job: 'full', size: 64, rings: 'split' },
+];
+/** a case as --only names it and the tables print it: bridged, bridged/packed, routed, full */
+const caseName = (c: { job: JobName; rings: Rings }) => (c.rings === 'split' ? c.job : `${c.job}/${c.rings}`);
 const ONLY = values.only?.split(',') ?? null;
-const CASES = ONLY === null ? ALL_CASES : ALL_CASES.filter((c) => ONLY.includes(c.job));
+const CASES = ONLY === null ? ALL_CASES : ALL_CASES.filter((c) => ONLY.includes(c.job) || ONLY.includes(caseName(c)));
 const GUEST_TCP = ONLY === null || ONLY.includes('guest-tcp');
-if (CASES.length === 0 && !GUEST_TCP) throw new Error(`--only ${values.only}: no such job (bridged, routed, full, guest-tcp)`);
+if (CASES.length === 0 && !GUEST_TCP) throw new Error(`--only ${values.only}: no such job (bridged, bridged/packed, routed, full, guest-tcp)`);
 const started = Date.now();
 process.on('SIGINT', () => {
   stopAll();
@@ -62,10 +75,8 @@ if (against !== null) backends.splice(1, 0, vrouterBackend([1], against));
 if (cpus().length >= 3) backends.splice(1, 0, vrouterBackend([1, 2]));
 const twoPmdNote = cpus().length >= 3 ? null : `vrouter 2 PMDs not measured: ${cpus().length} CPUs, and 2 PMDs plus the generator need 3`;
 
-interface Run {
+interface Run extends Case {
   backend: string;
-  job: JobName;
-  size: number;
   round: number;
   pps?: number;
   rssMiB?: number;
@@ -73,19 +84,19 @@ interface Run {
 }
 const runs: Run[] = [];
 
-async function measureOnce(backend: Backend, job: JobName, size: number, round: number): Promise<Run> {
+async function measureOnce(backend: Backend, { job, size, rings }: Case, round: number): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-bench-'));
   const sockets: [string, string] = [join(dir, 'a.sock'), join(dir, 'b.sock')];
   let generator = null;
   let running = null;
   try {
-    if (backend.generatorListens) generator = startGenerator(sockets, size, true);
+    if (backend.generatorListens) generator = startGenerator(sockets, size, true, rings);
     running = await backend.start(sockets, job, size);
-    generator ??= startGenerator(sockets, size, false);
+    generator ??= startGenerator(sockets, size, false, rings);
     const { pps } = await generator.measure(SECONDS);
-    return { backend: backend.name, job, size, round, pps, rssMiB: running.rssMiB() };
+    return { backend: backend.name, job, size, rings, round, pps, rssMiB: running.rssMiB() };
   } catch (err) {
-    return { backend: backend.name, job, size, round, error: (err as Error).message.split('\n')[0] };
+    return { backend: backend.name, job, size, rings, round, error: (err as Error).message.split('\n')[0] };
   } finally {
     await generator?.stop();
     await running?.stop();
@@ -95,16 +106,16 @@ async function measureOnce(backend: Backend, job: JobName, size: number, round: 
 }
 
 for (let round = 1; round <= ROUNDS; round++) {
-  for (const { job, size } of CASES) {
+  for (const c of CASES) {
     for (const backend of backends) {
-      if (!backend.jobs.includes(job)) continue;
+      if (!backend.jobs.includes(c.job)) continue;
       const why = backend.unavailable();
       if (why) {
-        if (round === 1) runs.push({ backend: backend.name, job, size, round, error: why });
+        if (round === 1) runs.push({ backend: backend.name, ...c, round, error: why });
         continue;
       }
-      progress(`round ${round}/${ROUNDS}, ${job} ${size} B, ${backend.name}`);
-      runs.push(await measureOnce(backend, job, size, round));
+      progress(`round ${round}/${ROUNDS}, ${caseName(c)} ${c.size} B, ${backend.name}`);
+      runs.push(await measureOnce(backend, c, round));
     }
   }
 }
@@ -125,32 +136,34 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const table = CASES.flatMap(({ job, size }) =>
+const table = CASES.flatMap(({ job, size, rings }) =>
   backends.filter((b) => b.jobs.includes(job)).map((b) => {
-    const mine = (r: Run) => r.backend === b.name && r.job === job && r.size === size;
+    const mine = (r: Run) => r.backend === b.name && r.job === job && r.size === size && r.rings === rings;
     const ok = runs.filter((r) => mine(r) && r.pps !== undefined);
     const pps = median(ok.map((r) => r.pps!));
     const error = runs.find((r) => mine(r) && r.error)?.error;
-    return { backend: b.name, job, size, mpps: pps / 1e6, gbps: (pps * size * 8) / 1e9, nsPerPacket: 1e9 / pps, runs: ok.map((r) => r.pps! / 1e6), rssMiB: median(ok.map((r) => r.rssMiB!)), error: ok.length ? undefined : error };
+    return { backend: b.name, job, size, rings, mpps: pps / 1e6, gbps: (pps * size * 8) / 1e9, nsPerPacket: 1e9 / pps, runs: ok.map((r) => r.pps! / 1e6), rssMiB: median(ok.map((r) => r.rssMiB!)), error: ok.length ? undefined : error };
   }),
 );
-const row = (name: string, job: JobName, size: number) => table.find((r) => r.backend === name && r.job === job && r.size === size);
-const ratios = CASES.map(({ job, size }) => {
-  const v = row('vrouter 1 PMD', job, size)?.mpps ?? NaN;
+const row = (name: string, job: JobName, size: number, rings: Rings) => table.find((r) => r.backend === name && r.job === job && r.size === size && r.rings === rings);
+/** vrouterOverBridged: against bridging on split rings (for bridged/packed: packed against split) */
+const ratios = CASES.map(({ job, size, rings }) => {
+  const v = row('vrouter 1 PMD', job, size, rings)?.mpps ?? NaN;
   return {
     job,
     size,
-    vrouterOverTestpmd: v / (row('testpmd io', 'bridged', size)?.mpps ?? NaN),
-    vrouterOverOvs: v / (row('OVS-DPDK', job, size)?.mpps ?? NaN),
-    vrouterOverBridged: v / (row('vrouter 1 PMD', 'bridged', size)?.mpps ?? NaN),
-    vrouterOverRevision: against === null ? undefined : v / (row(`vrouter ${against.name} 1 PMD`, job, size)?.mpps ?? NaN),
+    rings,
+    vrouterOverTestpmd: v / (row('testpmd io', 'bridged', size, rings)?.mpps ?? NaN),
+    vrouterOverOvs: v / (row('OVS-DPDK', job, size, rings)?.mpps ?? NaN),
+    vrouterOverBridged: v / (row('vrouter 1 PMD', 'bridged', size, 'split')?.mpps ?? NaN),
+    vrouterOverRevision: against === null ? undefined : v / (row(`vrouter ${against.name} 1 PMD`, job, size, rings)?.mpps ?? NaN),
   };
 });
 
 if (ONLY !== null) {
   process.stderr.write('\r\x1b[K');
-  for (const r of table) console.log(`${r.backend.padEnd(20)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${(r.mpps).toFixed(2).padStart(7)} Mpps ${r.gbps.toFixed(2).padStart(7)} Gbit/s  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
-  for (const r of ratios) console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${r.vrouterOverOvs.toFixed(2)}${r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${r.vrouterOverRevision.toFixed(2)}`}`);
+  for (const r of table) console.log(`${r.backend.padEnd(20)} ${caseName(r).padEnd(14)} ${String(r.size).padStart(4)} ${(r.mpps).toFixed(2).padStart(7)} Mpps ${r.gbps.toFixed(2).padStart(7)} Gbit/s  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+  for (const r of ratios) console.log(`${caseName(r)} ${r.size} B: vrouter / OVS-DPDK = ${r.vrouterOverOvs.toFixed(2)}${r.rings === 'packed' ? `, vrouter packed / split = ${r.vrouterOverBridged.toFixed(2)}` : ''}${r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${r.vrouterOverRevision.toFixed(2)}`}`);
   if (guestTcp !== null) console.log(guestTcpLine(guestTcp));
   mkdirSync(join(REPO, 'results'), { recursive: true });
   const file = join(REPO, 'results', `bench-only-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
@@ -224,7 +237,7 @@ const tables = TABLE_BENCHES.map((file) => {
 process.stderr.write('\r\x1b[K');
 
 /** The last run's figures, to set this run's beside them (results/latest.json, before it is replaced). */
-const previous = ((): { machine: { date: string }; table: { backend: string; job: string; size: number; mpps: number }[] } | null => {
+const previous = ((): { machine: { date: string }; table: { backend: string; job: string; size: number; rings?: Rings; mpps: number }[] } | null => {
   try {
     return JSON.parse(readFileSync(join(REPO, 'results', 'latest.json'), 'utf8'));
   } catch {
@@ -241,14 +254,14 @@ const machine = {
 const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
 console.log(`vrouter benchmark, ${machine.date}, ${machine.cpu}, ${machine.cpus} CPUs, Node ${machine.node}`);
 console.log(`flowgen (dpdk-testpmd, 2 virtio-user ports, CPU 0) through each backend (CPU 1); ${ROUNDS} round(s) of ${SECONDS} s, medians\n`);
-console.log('backend              job      size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
+console.log('backend              job            size    Mpps   Gbit/s  ns/pkt   RSS MiB  runs (Mpps)       (RSS without the guests\' shared memory)');
 for (const r of table) {
-  console.log(`${r.backend.padEnd(20)} ${r.job.padEnd(8)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
+  console.log(`${r.backend.padEnd(20)} ${caseName(r).padEnd(14)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
 }
 for (const r of ratios) {
-  const vsBridged = r.job === 'bridged' ? '' : `, vrouter ${r.job} / bridged = ${fmt(r.vrouterOverBridged)}`;
+  const vsBridged = r.job === 'bridged' && r.rings === 'split' ? '' : `, vrouter ${caseName(r)} / bridged = ${fmt(r.vrouterOverBridged)}`;
   const vsRevision = r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${fmt(r.vrouterOverRevision)}`;
-  console.log(`${r.job} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : vsBridged}${vsRevision}`);
+  console.log(`${caseName(r)} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : ''}${vsBridged}${vsRevision}`);
 }
 if (twoPmdNote) console.log(twoPmdNote);
 console.log(guestTcpLine(guestTcp!));
@@ -274,8 +287,8 @@ else {
 if (previous !== null) {
   console.log(`\nthe previous run (${previous.machine.date}), vrouter 1 PMD, against this one:`);
   for (const r of table.filter((t) => t.backend === 'vrouter 1 PMD')) {
-    const before = previous.table.find((p) => p.backend === r.backend && p.job === r.job && p.size === r.size);
-    if (before !== undefined) console.log(`  ${r.job} ${r.size} B: ${fmt(before.mpps)} then, ${fmt(r.mpps)} now (${fmt(r.mpps / before.mpps)})`);
+    const before = previous.table.find((p) => p.backend === r.backend && p.job === r.job && p.size === r.size && (p.rings ?? 'split') === r.rings);
+    if (before !== undefined) console.log(`  ${caseName(r)} ${r.size} B: ${fmt(before.mpps)} then, ${fmt(r.mpps)} now (${fmt(r.mpps / before.mpps)})`);
   }
 }
 for (const i of idle) console.log(`idle, ${i.pmds} PMD(s), 2 ports: ${fmt(i.cpuPercentOfOneCore, 1)} % of one core, ${fmt(i.rssMiB, 0)} MiB RSS`);

@@ -41,9 +41,15 @@ export interface Generator {
 /** testpmd prints a sample a little after its second ends: a sample seen this late still counts as inside. */
 const SAMPLE_LATENESS_MS = 150;
 
-/** server: the virtio-user ports listen and the backend connects (OVS vhostuserclient). */
-export function startGenerator(sockets: [string, string], frameSize: number, server: boolean): Generator {
-  const vdev = (i: number, path: string, mac: string) => `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}`;
+/** The virtqueue layout the generator's ports offer (virtio 1.2 2.7 and 2.8). */
+export type Rings = 'split' | 'packed';
+
+/**
+ * server: the virtio-user ports listen and the backend connects (OVS vhostuserclient).
+ * rings: packed offers RING_PACKED (with IN_ORDER, which virtio-user offers by default).
+ */
+export function startGenerator(sockets: [string, string], frameSize: number, server: boolean, rings: Rings = 'split'): Generator {
+  const vdev = (i: number, path: string, mac: string) => `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}${rings === 'packed' ? ',packed_vq=1' : ''}`;
   return startTestpmd([vdev(0, sockets[0], MAC_A), vdev(1, sockets[1], MAC_B)], frameSize);
 }
 

@@ -57,7 +57,7 @@ const ALL_CASES: Case[] = [
 /** a case as --only names it and the tables print it: bridged, bridged/packed, routed, full */
 const caseName = (c: { job: JobName; rings: Rings }) => (c.rings === 'split' ? c.job : `${c.job}/${c.rings}`);
 const ONLY = values.only?.split(',') ?? null;
-const CASES = ONLY === null ? ALL_CASES : ALL_CASES.filter((c) => ONLY.includes(c.job) || ONLY.includes(caseName(c)));
+const CASES = ONLY === null ? ALL_CASES : ALL_CASES.filter((c) => ONLY.includes(caseName(c)));
 const GUEST_TCP = ONLY === null || ONLY.includes('guest-tcp');
 if (CASES.length === 0 && !GUEST_TCP) throw new Error(`--only ${values.only}: no such job (bridged, bridged/packed, routed, full, guest-tcp)`);
 const started = Date.now();

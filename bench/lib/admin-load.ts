@@ -38,9 +38,11 @@ const MOST_IN_FLIGHT = 256;
 /** Routes in the table from the load, about: then each add goes with the delete of the oldest. */
 const LIVE_ROUTES = 256;
 
+const noCounts = (): AdminLoadCounts => ({ changes: 0, errors: 0, scrapes: 0, onMs: 0, slowestChangeMs: 0, firstError: null });
+
 export function adminLoad(socketPath: string, options: AdminLoadOptions) {
   const dispatcher = new Agent({ connect: { socketPath }, connections: 32 });
-  const counts: AdminLoadCounts = { changes: 0, errors: 0, scrapes: 0, onMs: 0, slowestChangeMs: 0, firstError: null };
+  const counts = noCounts();
   let on = false;
   let stopped = false;
   let onSince = 0;
@@ -170,6 +172,10 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
     pause() {
       if (on) counts.onMs += performance.now() - onSince;
       on = false;
+    },
+    /** counts from zero again (a warm-up's done are not the measurement's); while paused */
+    resetCounts() {
+      Object.assign(counts, noCounts());
     },
     /** until every change issued has its answer (at most `ms`) */
     async settled(ms = 30000) {

@@ -88,7 +88,7 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
     await sleep(LOAD_WARM_UP_MS);
     load.pause();
     await load.settled();
-    Object.assign(load.counts, { changes: 0, errors: 0, scrapes: 0, onMs: 0, slowestChangeMs: 0, firstError: null });
+    load.resetCounts();
     const idle: number[] = [];
     const busy: number[] = [];
     const cpu = { idle: 0, busy: 0 };

@@ -1,6 +1,10 @@
 // GET /metrics: the counters in Prometheus' text format (0.0.4), from the same sums the
 // stats come from. Rendering walks the counters once; nothing is kept between scrapes, and
 // the PMDs are not involved (they only ever write their own counter blocks).
+//
+// A scrape comes ten times a second to the supervisor, whose CPU on a small host is the
+// one a generator or a guest would have: the text is written sample by sample into one
+// string, with no list of samples or object of labels made on the way.
 import type { PortStats, QueueStats } from '../dataplane/counters.ts';
 
 type Stats = { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number }[] };
@@ -9,20 +13,25 @@ type Stats = { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets
 const NEEDS_ESCAPE = /[\\"\n]/;
 const escape = (v: string) => (NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v);
 
+/** One label, as it stands between the braces. */
+const label = (name: string, value: string | number) => `${name}="${typeof value === 'number' ? value : escape(value)}"`;
+
 class Exposition {
-  private readonly families: string[] = [];
-  family(name: string, help: string, type: 'counter' | 'gauge', samples: [Record<string, string | number>, number][]): void {
-    // Written as one string per family: a scrape has a few hundred samples, ten times a second.
-    let out = `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
-    for (const [labels, value] of samples) {
-      let l = '';
-      for (const k in labels) l += `${l === '' ? '' : ','}${k}="${escape(String(labels[k]))}"`;
-      out += l === '' ? `${name} ${value}\n` : `${name}{${l}} ${value}\n`;
-    }
-    this.families.push(out);
+  private out = '';
+  private name = '';
+  /** Starts a family: its HELP and TYPE lines; its samples follow. */
+  family(name: string, help: string, type: 'counter' | 'gauge'): this {
+    this.name = name;
+    this.out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
+    return this;
+  }
+  /** A sample of the family begun last; `labels` as label() writes them, comma-separated. */
+  sample(labels: string, value: number): this {
+    this.out += labels === '' ? `${this.name} ${value}\n` : `${this.name}{${labels}} ${value}\n`;
+    return this;
   }
   text(): string {
-    return this.families.join('');
+    return this.out;
   }
 }
 
@@ -33,51 +42,91 @@ export interface PluginMetrics {
   policers: Record<string, unknown>[];
 }
 
+const PORT_FAMILIES: [string, string, (s: PortStats) => number][] = [
+  ['vrouter_port_rx_packets_total', 'frames taken from the guest (its TX queues)', (s) => s.rx_packets],
+  ['vrouter_port_rx_bytes_total', 'bytes taken from the guest', (s) => s.rx_bytes],
+  ['vrouter_port_tx_packets_total', 'frames written into the guest (its RX queues)', (s) => s.tx_packets],
+  ['vrouter_port_tx_bytes_total', 'bytes written into the guest', (s) => s.tx_bytes],
+  ['vrouter_port_queue_errors_total', 'virtqueues found corrupt and stopped', (s) => s.queue_errors],
+  ['vrouter_port_rx_partial_checksum_total', 'frames taken from the port with their TCP or UDP checksum left to do (checksum offload)', (s) => s.offloads.rx_partial_checksum],
+  ['vrouter_port_tx_partial_checksum_total', 'frames handed to the port with their checksum left to do, as it negotiated', (s) => s.offloads.tx_partial_checksum],
+  ['vrouter_port_checksums_completed_total', 'checksums vrouter completed for frames to the port, which takes none left to do', (s) => s.offloads.checksums_completed],
+  ['vrouter_port_rx_gso_frames_total', 'super-frames (TSO) taken from the port', (s) => s.offloads.rx_gso_frames],
+  ['vrouter_port_rx_gso_bytes_total', 'bytes of the super-frames taken from the port', (s) => s.offloads.rx_gso_bytes],
+  ['vrouter_port_tx_gso_frames_total', 'super-frames handed to the port as they are, as it negotiated', (s) => s.offloads.tx_gso_frames],
+  ['vrouter_port_tx_gso_bytes_total', 'bytes of the super-frames handed to the port', (s) => s.offloads.tx_gso_bytes],
+  ['vrouter_port_gso_segments_total', 'segments vrouter cut out of super-frames for the port, which takes none', (s) => s.offloads.gso_segments],
+];
+
+const QUEUE_FAMILIES: [string, string, (q: QueueStats) => number][] = [
+  ['vrouter_queue_rx_packets_total', 'frames taken from the guest TX queue of a queue pair', (q) => q.rx_packets],
+  ['vrouter_queue_rx_bytes_total', 'bytes taken from the guest TX queue of a queue pair', (q) => q.rx_bytes],
+  ['vrouter_queue_tx_packets_total', 'frames written into the guest RX queue of a queue pair', (q) => q.tx_packets],
+  ['vrouter_queue_tx_bytes_total', 'bytes written into the guest RX queue of a queue pair', (q) => q.tx_bytes],
+];
+
+type PmdStats = Stats['pmds'][number];
+const PMD_FAMILIES: [string, string, (p: PmdStats) => number][] = [
+  ['vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', (p) => p.rx_packets],
+  ['vrouter_pmd_tx_packets_total', 'frames a PMD wrote into guests', (p) => p.tx_packets],
+  ['vrouter_pmd_busy_seconds_total', 'time a PMD spent on bursts (from a round\'s first burst to the round\'s end); the rest of the wall clock it was idle', (p) => (p.busy_ms ?? 0) / 1000],
+  ['vrouter_pmd_busy_rounds_total', 'poll rounds in which a PMD had frames to work on', (p) => p.busy_rounds ?? 0],
+];
+
+const COLOURS = ['green', 'yellow', 'red'] as const;
+type Colours = Record<string, { packets: number; bytes: number }>;
+
 export function renderMetrics(stats: Stats, plugins: PluginMetrics = { gauges: [], rules: [], policers: [] }): string {
   const e = new Exposition();
-  const ports = Object.entries(stats.ports);
-  const per = (f: (s: PortStats) => number): [Record<string, string>, number][] => ports.map(([port, s]) => [{ port }, f(s)]);
-  e.family('vrouter_port_rx_packets_total', 'frames taken from the guest (its TX queues)', 'counter', per((s) => s.rx_packets));
-  e.family('vrouter_port_rx_bytes_total', 'bytes taken from the guest', 'counter', per((s) => s.rx_bytes));
-  e.family('vrouter_port_tx_packets_total', 'frames written into the guest (its RX queues)', 'counter', per((s) => s.tx_packets));
-  e.family('vrouter_port_tx_bytes_total', 'bytes written into the guest', 'counter', per((s) => s.tx_bytes));
-  e.family('vrouter_port_queue_errors_total', 'virtqueues found corrupt and stopped', 'counter', per((s) => s.queue_errors));
-  e.family('vrouter_port_rx_partial_checksum_total', 'frames taken from the port with their TCP or UDP checksum left to do (checksum offload)', 'counter', per((s) => s.offloads.rx_partial_checksum));
-  e.family('vrouter_port_tx_partial_checksum_total', 'frames handed to the port with their checksum left to do, as it negotiated', 'counter', per((s) => s.offloads.tx_partial_checksum));
-  e.family('vrouter_port_checksums_completed_total', 'checksums vrouter completed for frames to the port, which takes none left to do', 'counter', per((s) => s.offloads.checksums_completed));
-  e.family('vrouter_port_rx_gso_frames_total', 'super-frames (TSO) taken from the port', 'counter', per((s) => s.offloads.rx_gso_frames));
-  e.family('vrouter_port_rx_gso_bytes_total', 'bytes of the super-frames taken from the port', 'counter', per((s) => s.offloads.rx_gso_bytes));
-  e.family('vrouter_port_tx_gso_frames_total', 'super-frames handed to the port as they are, as it negotiated', 'counter', per((s) => s.offloads.tx_gso_frames));
-  e.family('vrouter_port_tx_gso_bytes_total', 'bytes of the super-frames handed to the port', 'counter', per((s) => s.offloads.tx_gso_bytes));
-  e.family('vrouter_port_gso_segments_total', 'segments vrouter cut out of super-frames for the port, which takes none', 'counter', per((s) => s.offloads.gso_segments));
-  e.family('vrouter_port_drops_total', 'frames dropped, by reason', 'counter', ports.flatMap(([port, s]) => Object.entries(s.drops).map(([reason, n]): [Record<string, string>, number] => [{ port, reason }, n])));
-  const perQueue = (f: (q: QueueStats) => number): [Record<string, string | number>, number][] => ports.flatMap(([port, s]) => s.queues.map((q, queue): [Record<string, string | number>, number] => [{ port, queue }, f(q)]));
-  e.family('vrouter_queue_rx_packets_total', 'frames taken from the guest TX queue of a queue pair', 'counter', perQueue((q) => q.rx_packets));
-  e.family('vrouter_queue_rx_bytes_total', 'bytes taken from the guest TX queue of a queue pair', 'counter', perQueue((q) => q.rx_bytes));
-  e.family('vrouter_queue_tx_packets_total', 'frames written into the guest RX queue of a queue pair', 'counter', perQueue((q) => q.tx_packets));
-  e.family('vrouter_queue_tx_bytes_total', 'bytes written into the guest RX queue of a queue pair', 'counter', perQueue((q) => q.tx_bytes));
-  e.family(
-    'vrouter_plugin_drops_total',
-    'frames a plugin of the pipeline dropped, by its reason',
-    'counter',
-    ports.flatMap(([port, s]) => Object.entries(s.plugins).flatMap(([plugin, p]) => Object.entries(p.drops).map(([reason, n]): [Record<string, string>, number] => [{ port, plugin, reason }, n]))),
-  );
-  e.family(
-    'vrouter_plugin_events_total',
-    'what a plugin of the pipeline counted, by its counter (routed, arp_replies_sent, green, ...)',
-    'counter',
-    ports.flatMap(([port, s]) => Object.entries(s.plugins).flatMap(([plugin, p]) => Object.entries(p.counters).map(([counter, n]): [Record<string, string>, number] => [{ port, plugin, counter }, n]))),
-  );
-  e.family('vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.rx_packets]));
-  e.family('vrouter_pmd_tx_packets_total', 'frames a PMD wrote into guests', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.tx_packets]));
-  e.family('vrouter_pmd_busy_seconds_total', 'time a PMD spent on bursts (from a round\'s first burst to the round\'s end); the rest of the wall clock it was idle', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, (p.busy_ms ?? 0) / 1000]));
-  e.family('vrouter_pmd_busy_rounds_total', 'poll rounds in which a PMD had frames to work on', 'counter', stats.pmds.map((p, i) => [{ pmd: i, cpu: p.cpu }, p.busy_rounds ?? 0]));
-  e.family('vrouter_plugin_state', 'a number a plugin reports: table sizes, live connections (by plugin and name)', 'gauge', plugins.gauges.map((g) => [{ plugin: g.plugin, name: g.name }, g.value]));
-  e.family('vrouter_acl_rule_hits_total', 'packets each ACL rule matched (rule: its place in "acl", or default)', 'counter', plugins.rules.map((r) => [{ rule: String(r.index), action: String(r.action) }, Number(r.hits ?? 0)]));
-  type Colours = Record<string, { packets: number; bytes: number }>;
-  const colours = (field: 'packets' | 'bytes') =>
-    plugins.policers.flatMap((p) => ['green', 'yellow', 'red'].map((colour): [Record<string, string>, number] => [{ policer: String(p.name), colour }, (p.counters as Colours | undefined)?.[colour]?.[field] ?? 0]));
-  e.family('vrouter_policer_packets_total', 'packets a policer metered, by colour', 'counter', colours('packets'));
-  e.family('vrouter_policer_bytes_total', 'bytes a policer metered, by colour', 'counter', colours('bytes'));
+  const ports = Object.keys(stats.ports);
+  // Each port's label, written once for the families that name it.
+  const portLabels = ports.map((port) => label('port', port));
+  for (const [name, help, value] of PORT_FAMILIES) {
+    e.family(name, help, 'counter');
+    for (let i = 0; i < ports.length; i++) e.sample(portLabels[i], value(stats.ports[ports[i]]));
+  }
+  e.family('vrouter_port_drops_total', 'frames dropped, by reason', 'counter');
+  for (let i = 0; i < ports.length; i++) {
+    const drops = stats.ports[ports[i]].drops as Record<string, number>;
+    for (const reason in drops) e.sample(`${portLabels[i]},${label('reason', reason)}`, drops[reason]);
+  }
+  for (const [name, help, value] of QUEUE_FAMILIES) {
+    e.family(name, help, 'counter');
+    for (let i = 0; i < ports.length; i++) {
+      const queues = stats.ports[ports[i]].queues;
+      for (let q = 0; q < queues.length; q++) e.sample(`${portLabels[i]},queue="${q}"`, value(queues[q]));
+    }
+  }
+  e.family('vrouter_plugin_drops_total', 'frames a plugin of the pipeline dropped, by its reason', 'counter');
+  for (let i = 0; i < ports.length; i++) {
+    const perPlugin = stats.ports[ports[i]].plugins;
+    for (const plugin in perPlugin) {
+      const drops = perPlugin[plugin].drops;
+      for (const reason in drops) e.sample(`${portLabels[i]},${label('plugin', plugin)},${label('reason', reason)}`, drops[reason]);
+    }
+  }
+  e.family('vrouter_plugin_events_total', 'what a plugin of the pipeline counted, by its counter (routed, arp_replies_sent, green, ...)', 'counter');
+  for (let i = 0; i < ports.length; i++) {
+    const perPlugin = stats.ports[ports[i]].plugins;
+    for (const plugin in perPlugin) {
+      const counters = perPlugin[plugin].counters;
+      for (const counter in counters) e.sample(`${portLabels[i]},${label('plugin', plugin)},${label('counter', counter)}`, counters[counter]);
+    }
+  }
+  for (const [name, help, value] of PMD_FAMILIES) {
+    e.family(name, help, 'counter');
+    stats.pmds.forEach((p, i) => e.sample(`pmd="${i}",cpu="${p.cpu}"`, value(p)));
+  }
+  e.family('vrouter_plugin_state', 'a number a plugin reports: table sizes, live connections (by plugin and name)', 'gauge');
+  for (const g of plugins.gauges) e.sample(`${label('plugin', g.plugin)},${label('name', g.name)}`, g.value);
+  e.family('vrouter_acl_rule_hits_total', 'packets each ACL rule matched (rule: its place in "acl", or default)', 'counter');
+  for (const r of plugins.rules) e.sample(`${label('rule', String(r.index))},${label('action', String(r.action))}`, Number(r.hits ?? 0));
+  for (const field of ['packets', 'bytes'] as const) {
+    e.family(`vrouter_policer_${field}_total`, `${field} a policer metered, by colour`, 'counter');
+    for (const p of plugins.policers) {
+      const policer = label('policer', String(p.name));
+      for (const colour of COLOURS) e.sample(`${policer},colour="${colour}"`, (p.counters as Colours | undefined)?.[colour]?.[field] ?? 0);
+    }
+  }
   return e.text();
 }

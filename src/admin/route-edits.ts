@@ -1,26 +1,50 @@
 // Static routes added and removed as edits of the config document (POST, PATCH and DELETE
 // /routes): each edit costs about the same whatever the number of routes. The changes that
-// wait together are made on one copy of the document (Supervisor.applyEdit); the first
-// route edit on a copy takes a copy of its routes and indexes them by prefix, the next
-// ones use the index. The document in force is indexed once, for the checks a request
-// makes before its edit waits (is there a route to remove?).
+// wait together are made on one copy of the document (Supervisor.applyEdit), whose routes
+// are a copy of the list in force; each list is indexed by prefix, and a copy starts from a
+// copy of its source's index (a copy of a map, not a parse of every route again), which is
+// the index of the list in force once that copy is applied.
 import { parsePrefix } from '../pipeline/api.ts';
+
+/** The routes of a list by prefix (canonical text). Arrays in it are never changed: an add makes a new one, as indexes share them. */
+type RouteIndex = Map<string, readonly unknown[]>;
+
+/** Each list's index, made once: a draft's as it is edited, another's when first asked. */
+const indexes = new WeakMap<readonly unknown[], RouteIndex>();
+
+function indexOf(routes: readonly unknown[]): RouteIndex {
+  let index = indexes.get(routes);
+  if (index === undefined) {
+    index = new Map();
+    for (const route of routes) addTo(index, route);
+    indexes.set(routes, index);
+  }
+  return index;
+}
+
+function addTo(index: RouteIndex, route: unknown): void {
+  const text = canonicalPrefix(prefixOf(route));
+  if (text === null) return;
+  const routes = index.get(text);
+  index.set(text, routes === undefined ? [route] : [...routes, route]);
+}
 
 /** The static routes of one copy of the document, changed in place, and indexed by prefix. */
 export class RouteDraft {
   /** the copy's routes: the document's "routes" */
   readonly routes: unknown[];
-  /** the routes to each prefix (canonical text), in the order of `routes` */
-  private readonly byPrefix = new Map<string, unknown[]>();
+  private readonly byPrefix: RouteIndex;
 
-  constructor(routes: unknown[]) {
-    this.routes = routes;
-    for (const route of routes) this.index(route);
+  /** `source`: the list in force, copied */
+  constructor(source: readonly unknown[]) {
+    this.routes = [...source];
+    this.byPrefix = new Map(indexOf(source));
+    indexes.set(this.routes, this.byPrefix);
   }
 
   add(route: unknown): void {
     this.routes.push(route);
-    this.index(route);
+    addTo(this.byPrefix, route);
   }
 
   /** Removes the routes to these prefixes; returns them, in the order they had. */
@@ -48,14 +72,6 @@ export class RouteDraft {
     this.routes.length = kept;
     return removed;
   }
-
-  private index(route: unknown): void {
-    const text = canonicalPrefix(prefixOf(route));
-    if (text === null) return;
-    const routes = this.byPrefix.get(text);
-    if (routes === undefined) this.byPrefix.set(text, [route]);
-    else routes.push(route);
-  }
 }
 
 /** Each copy's draft, made by the first route edit on it. */
@@ -65,29 +81,17 @@ const drafts = new WeakMap<Record<string, unknown>, RouteDraft>();
 export function routeDraft(doc: Record<string, unknown>): RouteDraft {
   let draft = drafts.get(doc);
   if (draft === undefined) {
-    draft = new RouteDraft(Array.isArray(doc.routes) ? [...(doc.routes as unknown[])] : []);
+    draft = new RouteDraft(Array.isArray(doc.routes) ? (doc.routes as unknown[]) : []);
     doc.routes = draft.routes;
     drafts.set(doc, draft);
   }
   return draft;
 }
 
-/** The prefixes (canonical text) of a list of routes of a document in force, found once per list. */
-const prefixesOfLists = new WeakMap<readonly unknown[], Set<string>>();
-
 /** Whether the routes of a document in force hold one to `prefix` (as any text of it). */
 export function hasRouteTo(routes: readonly unknown[], prefix: string): boolean {
-  let prefixes = prefixesOfLists.get(routes);
-  if (prefixes === undefined) {
-    prefixes = new Set();
-    for (const route of routes) {
-      const text = canonicalPrefix(prefixOf(route));
-      if (text !== null) prefixes.add(text);
-    }
-    prefixesOfLists.set(routes, prefixes);
-  }
   const text = canonicalPrefix(prefix);
-  return text !== null && prefixes.has(text);
+  return text !== null && indexOf(routes).has(text);
 }
 
 const prefixOf = (route: unknown): unknown => (typeof route === 'object' && route !== null ? (route as { prefix?: unknown }).prefix : undefined);

@@ -25,7 +25,7 @@ export interface AdminBackend {
    * all land): on a shallow copy, so the edit replaces what it changes, never changing an
    * object of the document in place
    */
-  applyEdit(edit: (document: Record<string, unknown>) => void, source: string): Promise<ApplyResult>;
+  applyEdit(edit: (document: Record<string, unknown>) => void, source: string, changes?: () => ConfigChange[]): Promise<ApplyResult>;
   /** writes the document in force to the config file; returns its path */
   save(): string;
   /** reads the config file and plugin files again and applies them */
@@ -102,10 +102,14 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   const change = async (edit: (doc: Record<string, unknown>) => void, source: string, appended?: string, own?: () => ConfigChange[]): Promise<Reply> => {
     let index = -1;
     try {
-      const result = await backend.applyEdit((doc) => {
-        edit(doc);
-        if (appended !== undefined) index = list(doc, appended).length - 1;
-      }, source);
+      const result = await backend.applyEdit(
+        (doc) => {
+          edit(doc);
+          if (appended !== undefined) index = list(doc, appended).length - 1;
+        },
+        source,
+        own,
+      );
       // Changes made together share one apply: each answer tells its own change.
       return { json: { ...result, ...(own ? { diff: own() } : {}), dryRun: false } };
     } catch (err) {

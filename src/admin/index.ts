@@ -12,7 +12,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
   const backend: AdminBackend = {
     document: () => supervisor.runningDocument as Record<string, unknown>,
     apply: (document, options) => supervisor.apply(document, options),
-    applyEdit: (edit, source) => supervisor.applyEdit(edit, source),
+    applyEdit: (edit, source, changes) => supervisor.applyEdit(edit, source, changes),
     save: () => supervisor.saveDocument(),
     reload: () => supervisor.reloadFile('POST /reload'),
     stats: () => supervisor.stats(),

@@ -1,13 +1,61 @@
 // Static routes added and removed as edits of the config document (POST, PATCH and DELETE
 // /routes): each edit costs about the same whatever the number of routes. The changes that
 // wait together are made on one copy of the document (Supervisor.applyEdit), whose routes
-// are a copy of the list in force; each list is indexed by prefix, and a copy starts from a
-// copy of its source's index (a copy of a map, not a parse of every route again), which is
-// the index of the list in force once that copy is applied.
+// are a copy of the list in force; each list is indexed by prefix, a copy's index by what
+// its edits changed over its source's, and it is the index of the list in force once that
+// copy is applied.
 import { parsePrefix } from '../pipeline/api.ts';
 
-/** The routes of a list by prefix (canonical text). Arrays in it are never changed: an add makes a new one, as indexes share them. */
-type RouteIndex = Map<string, readonly unknown[]>;
+/**
+ * The routes of a list by prefix (canonical text): a copy's index holds what its edits
+ * changed over its source's, so that making one costs nothing whatever the number of
+ * routes. Lookups go down the chain; a chain grown to MOST_LAYERS is flattened into one
+ * map first (a pass over every route, once in that many copies).
+ */
+class RouteIndex {
+  /** the routes to a prefix, or null for a prefix removed here but in `base`; arrays are never changed */
+  private own = new Map<string, readonly unknown[] | null>();
+  private base: RouteIndex | null;
+  private layers: number;
+
+  constructor(base: RouteIndex | null) {
+    if (base !== null && base.layers >= MOST_LAYERS) base.flatten();
+    this.base = base;
+    this.layers = base === null ? 1 : base.layers + 1;
+  }
+
+  get(text: string): readonly unknown[] | undefined {
+    for (let at: RouteIndex | null = this; at !== null; at = at.base) {
+      const routes = at.own.get(text);
+      if (routes !== undefined) return routes ?? undefined;
+    }
+    return undefined;
+  }
+
+  add(route: unknown): void {
+    const text = canonicalPrefix(prefixOf(route));
+    if (text === null) return;
+    const routes = this.get(text);
+    this.own.set(text, routes === undefined ? [route] : [...routes, route]);
+  }
+
+  delete(text: string): void {
+    if (this.base === null) this.own.delete(text);
+    else this.own.set(text, null);
+  }
+
+  /** The same contents as one map of its own. */
+  private flatten(): void {
+    const layers: RouteIndex[] = [];
+    for (let at: RouteIndex | null = this; at !== null; at = at.base) layers.unshift(at);
+    const own = new Map<string, readonly unknown[] | null>();
+    for (const layer of layers) for (const [text, routes] of layer.own) routes === null ? own.delete(text) : own.set(text, routes);
+    this.own = own;
+    this.base = null;
+    this.layers = 1;
+  }
+}
+const MOST_LAYERS = 16;
 
 /** Each list's index, made once: a draft's as it is edited, another's when first asked. */
 const indexes = new WeakMap<readonly unknown[], RouteIndex>();
@@ -15,18 +63,11 @@ const indexes = new WeakMap<readonly unknown[], RouteIndex>();
 function indexOf(routes: readonly unknown[]): RouteIndex {
   let index = indexes.get(routes);
   if (index === undefined) {
-    index = new Map();
-    for (const route of routes) addTo(index, route);
+    index = new RouteIndex(null);
+    for (const route of routes) index.add(route);
     indexes.set(routes, index);
   }
   return index;
-}
-
-function addTo(index: RouteIndex, route: unknown): void {
-  const text = canonicalPrefix(prefixOf(route));
-  if (text === null) return;
-  const routes = index.get(text);
-  index.set(text, routes === undefined ? [route] : [...routes, route]);
 }
 
 /** The static routes of one copy of the document, changed in place, and indexed by prefix. */
@@ -38,13 +79,13 @@ export class RouteDraft {
   /** `source`: the list in force, copied */
   constructor(source: readonly unknown[]) {
     this.routes = [...source];
-    this.byPrefix = new Map(indexOf(source));
+    this.byPrefix = new RouteIndex(indexOf(source));
     indexes.set(this.routes, this.byPrefix);
   }
 
   add(route: unknown): void {
     this.routes.push(route);
-    addTo(this.byPrefix, route);
+    this.byPrefix.add(route);
   }
 
   /** Removes the routes to these prefixes; returns them, in the order they had. */
@@ -91,7 +132,7 @@ export function routeDraft(doc: Record<string, unknown>): RouteDraft {
 /** Whether the routes of a document in force hold one to `prefix` (as any text of it). */
 export function hasRouteTo(routes: readonly unknown[], prefix: string): boolean {
   const text = canonicalPrefix(prefix);
-  return text !== null && indexOf(routes).has(text);
+  return text !== null && indexOf(routes).get(text) !== undefined;
 }
 
 const prefixOf = (route: unknown): unknown => (typeof route === 'object' && route !== null ? (route as { prefix?: unknown }).prefix : undefined);

@@ -80,3 +80,27 @@ function textsOf(list: unknown[]): Set<string | undefined> {
   }
   return texts;
 }
+
+/**
+ * The changes of edits made one after another on one document, as one diff: lists' entries
+ * added and removed by key, an entry added by one edit and removed by a later one in
+ * neither. Other keys: the last edit's.
+ */
+export function mergeChanges(changes: readonly ConfigChange[][]): ConfigChange[] {
+  const byKey = new Map<string, ConfigChange>();
+  for (const change of changes.flat()) {
+    const before = byKey.get(change.key);
+    if (before === undefined || before.added === undefined || change.added === undefined) {
+      byKey.set(change.key, before === undefined ? change : { ...change, before: before.before });
+      continue;
+    }
+    const removed = new Set(change.removed);
+    const undone = new Set(before.added.filter((e) => removed.has(e)));
+    byKey.set(change.key, {
+      key: change.key,
+      added: [...before.added.filter((e) => !undone.has(e)), ...change.added],
+      removed: [...(before.removed ?? []), ...(change.removed ?? []).filter((e) => !undone.has(e))],
+    });
+  }
+  return [...byKey.values()];
+}

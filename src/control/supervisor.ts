@@ -25,7 +25,7 @@ import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_S
 import { renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
-import { configDiff, type ConfigChange } from './config-diff.ts';
+import { configDiff, mergeChanges, type ConfigChange } from './config-diff.ts';
 import { fileDigest, sameConfig, structuralChange } from './reload.ts';
 import { dataplaneLayout, pmdConfigsOf, type DataplaneLayout } from './dataplane-layout.ts';
 import { endpointOf, portChange, type PortChange } from './port-change.ts';
@@ -109,7 +109,7 @@ export class Supervisor {
   /** the machine's CPUs, counted once: os.cpus() reads /proc and /sys each time, and an apply needs the count */
   private readonly cpuCount = cpus().length;
   /** changes waiting for their turn, applied together (applyEdit) */
-  private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
+  private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; changes?: () => ConfigChange[]; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
   private applying: Promise<unknown> = Promise.resolve();
   /**
@@ -749,10 +749,13 @@ export class Supervisor {
    * list of routes, a new port entry) and changes no object it finds in place. Changes that
    * wait together are applied as one (one compile of the tables for many route changes); if
    * that one is refused, each is applied alone, so that only the faulty ones fail.
+   * `changes`, when the edit knows what it changed (routes added and removed): called once
+   * the edit has run, it stands for a comparison of the documents, which costs a pass over
+   * every route.
    */
-  applyEdit(edit: (document: Record<string, unknown>) => void, source: string): Promise<ApplyResult> {
+  applyEdit(edit: (document: Record<string, unknown>) => void, source: string, changes?: () => ConfigChange[]): Promise<ApplyResult> {
     return new Promise<ApplyResult>((resolve, reject) => {
-      this.pendingEdits.push({ edit, source, resolve, reject });
+      this.pendingEdits.push({ edit, source, changes, resolve, reject });
       if (this.pendingEdits.length > 1) return;
       // The first of a group queues the group's turn, a short window later; later ones join
       // it until it comes. The window costs each change that much latency and saves an
@@ -852,9 +855,12 @@ export class Supervisor {
       for (const e of edits) e.edit(doc);
       return doc;
     };
+    // What the edits say they changed, if each says: read after they ran.
+    const changesOf = (edits: typeof group) => (edits.every((e) => e.changes !== undefined) ? mergeChanges(edits.map((e) => e.changes!())) : undefined);
     if (group.length > 1) {
       try {
-        const result = await this.applyNow(editOf(group), { source: `${group.length} changes (${group[0].source}, ...)` });
+        const doc = editOf(group);
+        const result = await this.applyNow(doc, { source: `${group.length} changes (${group[0].source}, ...)`, diff: changesOf(group) });
         for (const e of group) e.resolve(result);
         return;
       } catch {
@@ -863,16 +869,18 @@ export class Supervisor {
     }
     for (const e of group) {
       try {
-        e.resolve(await this.applyNow(editOf([e]), { source: e.source }));
+        const doc = editOf([e]);
+        e.resolve(await this.applyNow(doc, { source: e.source, diff: changesOf([e]) }));
       } catch (err) {
         e.reject(err);
       }
     }
   }
 
-  private async applyNow(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {
+  /** `diff`: what changed, when the caller knows (applyEdit); else the documents are compared. */
+  private async applyNow(document: unknown, options: { dryRun?: boolean; source: string; diff?: ConfigChange[] }): Promise<ApplyResult> {
     const next = parseConfig(document, dirname(resolve(this.configPath)), this.cpuCount, this.learned);
-    const diff = configDiff(this.document, document);
+    const diff = options.diff ?? configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
     if (structural !== null) throw new NeedsRestart(structural);
     const ports = portChange({ config: this.config, slots: this.slots, queueOwner: this.layout.queueOwner }, next);

@@ -1,0 +1,33 @@
+// Route edits on copies of the document: each copy's index of routes by prefix is layered
+// on its source's, and must say what a fresh index of its list would, however many copies
+// (and flattenings) lie between.
+import t from 'tap';
+import { hasRouteTo, routeDraft } from '../../src/admin/route-edits.ts';
+
+t.test('a chain of copies, each adding and removing routes, against the lists themselves', async (t) => {
+  let doc: Record<string, unknown> = { routes: [{ prefix: '10.0.0.0/8', via: '10.1.1.1' }] };
+  let next = 0;
+  const live: string[] = ['10.0.0.0/8'];
+  const removedBefore: string[] = [];
+  let mismatches = 0;
+  for (let copy = 0; copy < 60; copy++) {
+    const draft = routeDraft((doc = { ...doc }));
+    for (let k = 0; k < 5; k++) {
+      const prefix = `2001:db8::${(next++).toString(16)}/128`;
+      draft.add({ prefix, via: '10.1.1.1' });
+      live.push(prefix);
+    }
+    // ECMP: a second route to a prefix already there; removing the prefix takes both.
+    if (copy % 7 === 0) draft.add({ prefix: live[live.length - 1], via: '10.1.1.2' });
+    const gone = live.splice(copy % 3, 2);
+    // Written another way (IPv6 in full): found all the same.
+    const removed = draft.remove(gone.map((p) => p.replace('2001:db8::', '2001:0db8:0000:0000:0000:0000:0000:')));
+    if (removed.length < gone.length) mismatches++;
+    const routes = doc.routes as { prefix: string }[];
+    const inList = new Set(routes.map((r) => r.prefix));
+    removedBefore.push(...gone);
+    for (const p of [...live, ...removedBefore, '2001:db8::ffff/128', '203.0.113.0/24']) if (hasRouteTo(routes, p) !== inList.has(p)) mismatches++;
+    t.same([...inList].sort(), [...live].sort(), `copy ${copy}: the list holds what was added and not removed`);
+  }
+  t.equal(mismatches, 0, 'every index answered as its list');
+});

@@ -10,8 +10,8 @@
 // Learned routes are read where the route sources keep them (PluginSetup.learnedRoutes):
 // the tables hold them, nothing else here does, but what their gateways resolve to.
 import { ipv4PrefixKey, NO_LEARNED_ROUTES, parseNetwork, PluginConfigError, formatAddress, type ChangedPrefixes, type LearnedRoute, type LearnedRoutes, type PluginSetup, type Prefix } from '../../src/pipeline/api.ts';
-import { prefixOf, type RoutingConfig } from './config.ts';
-import { addRoute, addRoute4, emptyFib, interfaceRoutes, keyOf, membersOf, resolveRoutes, routeMembers, signatureOf, staticRoutes, KIND_BLACKHOLE, type PrefixRoutes, type ResolvedFib } from './fib.ts';
+import { prefixOf, type RouteConfig, type RoutingConfig } from './config.ts';
+import { addRoute, addRoute4, addStatic, emptyFib, interfaceRoutes, keyOf, membersOf, resolveRoutes, routeMembers, signatureOf, staticRoutes, KIND_BLACKHOLE, type PrefixRoutes, type ResolvedFib } from './fib.ts';
 import type { FibJobInput, FibJobOutput } from './fib-job.ts';
 import type { Interface } from './interfaces.ts';
 import { LPM4_FORMAT } from './lpm4.ts';
@@ -39,6 +39,8 @@ interface FibTables {
   interfaceKeys: Set<number | string>;
   /** the static routes in the tables, by prefix */
   statics: Map<string, PrefixRoutes>;
+  /** the config's routes they are (the next config's are compared with these) */
+  routes: readonly RouteConfig[];
   /** the keys of the static routes' prefixes (but the interfaces'): learned routes to them are overruled */
   staticKeys: Set<number | string>;
   /** what learned routes resolve to, against these interfaces */
@@ -69,6 +71,8 @@ interface FibChange {
   entries: number;
   /** the prefixes (canonical text) whose static routes changed */
   statics: string[];
+  /** the routes to them now (null: none), for the tables' `statics` */
+  staticRoutes: Map<string, PrefixRoutes | null>;
 }
 
 /**
@@ -81,22 +85,27 @@ export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly 
   const key = interfacesKey(interfaces);
   const running = runningFib(setup.shared, key);
   const learned = setup.learnedRoutes ?? NO_LEARNED_ROUTES;
-  const statics = staticRoutes(setup.config);
-  const change = running === undefined ? null : changeOf(running, setup.config, statics, interfaces, learned);
+  const change = running === undefined ? null : changeOf(running, setup.config, interfaces, learned);
   // Resolved now, so that a mistake is found before anything is changed.
-  const fib = change === null ? resolveRoutes(setup.config, interfaces, statics) : null;
+  const statics = change === null ? staticRoutes(setup.config) : null;
+  const fib = statics === null ? null : resolveRoutes(setup.config, interfaces, statics);
   return {
     async apply() {
       if (running !== undefined && change !== null) {
         const changed = changeInPlace(running, change);
         if (changed !== null) {
-          running.statics = statics;
-          updateStaticKeys(running.staticKeys, change.statics, statics, running.interfaceKeys);
-          if (changed > 0) setup.log.info(`${changed} route changes made in place in ${(performance.now() - started).toFixed(1)} ms (${statics.size} static routes)`);
+          for (const [text, routes] of change.staticRoutes) {
+            if (routes === null) running.statics.delete(text);
+            else running.statics.set(text, routes);
+          }
+          running.routes = setup.config.routes;
+          updateStaticKeys(running.staticKeys, change.statics, running.statics, running.interfaceKeys);
+          if (changed > 0) setup.log.info(`${changed} route changes made in place in ${(performance.now() - started).toFixed(1)} ms (${running.statics.size} static routes)`);
           return running.regions;
         }
       }
-      return compileWhole(setup, fib ?? resolveRoutes(setup.config, interfaces, statics), key, statics, interfaces, started);
+      const all = statics ?? staticRoutes(setup.config);
+      return compileWhole(setup, fib ?? resolveRoutes(setup.config, interfaces, all), key, all, interfaces, started);
     },
   };
 }
@@ -146,22 +155,63 @@ function updateStaticKeys(keys: Set<number | string>, changed: readonly string[]
   }
 }
 
+/**
+ * The prefixes whose static routes may differ between the tables' routes and `now`, with
+ * their routes in `now` (null: none). The lists are walked side by side: what is the same
+ * object in the same order in both is taken as unchanged, every other entry's prefix may
+ * have changed. An apply of route edits removes some entries and appends others, so that
+ * only theirs are looked at; a list otherwise reordered gives up (null) past MOST_IN_PLACE.
+ */
+function staticsTouched(old: readonly RouteConfig[], now: readonly RouteConfig[]): Map<string, PrefixRoutes | null> | null {
+  const touched = new Map<string, PrefixRoutes | null>();
+  let i = 0;
+  let j = 0;
+  while (i < old.length && j < now.length) {
+    if (old[i] === now[j]) {
+      i++;
+      j++;
+    } else {
+      touched.set(old[i++].prefix, null);
+      if (touched.size > MOST_IN_PLACE) return null;
+    }
+  }
+  for (; i < old.length; i++) touched.set(old[i].prefix, null);
+  for (; j < now.length; j++) touched.set(now[j].prefix, null);
+  if (touched.size > MOST_IN_PLACE) return null;
+  // Their routes, the untouched ones too, in the config's order.
+  if (touched.size > 0) {
+    const routes = new Map<string, PrefixRoutes>();
+    for (const r of now) if (touched.has(r.prefix)) addStatic(routes, r);
+    for (const [text, prefixRoutes] of routes) touched.set(text, prefixRoutes);
+  }
+  return touched;
+}
+
+/** The same for any two lists: every prefix's routes compared. */
+function staticsDiffering(t: FibTables, config: RoutingConfig): Map<string, PrefixRoutes | null> {
+  const statics = staticRoutes(config);
+  const differing = new Map<string, PrefixRoutes | null>();
+  for (const [text, routes] of statics) if (t.statics.get(text)?.says !== routes.says) differing.set(text, routes);
+  for (const text of t.statics.keys()) if (!statics.has(text)) differing.set(text, null);
+  return differing;
+}
+
 /** The routes of the prefixes whose static routes changed, resolved; null when there are too many. */
-function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, PrefixRoutes>, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
+function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
+  const touched = staticsTouched(t.routes, config.routes) ?? staticsDiffering(t, config);
   const changed: string[] = [];
-  for (const [text, routes] of statics) if (t.statics.get(text)?.says !== routes.says) changed.push(text);
-  for (const text of t.statics.keys()) if (!statics.has(text)) changed.push(text);
+  for (const [text, routes] of touched) if (t.statics.get(text)?.says !== routes?.says) changed.push(text);
   if (changed.length > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: changed };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: changed, staticRoutes: touched };
   for (const text of changed) {
     const p: Prefix = prefixOf(text);
     const key = keyOf(p);
     if (t.interfaceKeys.has(key)) continue;
     if (p.length < SHORTEST_IN_PLACE) return null;
     if (p.family === 4) change.entries += p.length <= 24 ? 1 << (24 - p.length) : 1;
-    const routes = statics.get(text);
-    if (routes !== undefined) {
-      addRoute(change.set, p, membersOf(config, routes.indices, interfaces));
+    const routes = touched.get(text);
+    if (routes) {
+      addRoute(change.set, p, membersOf(config, routes.routes, interfaces));
       continue;
     }
     // No static route to it any more: a learned one takes it back, if there is one.
@@ -176,7 +226,7 @@ function changeOf(t: FibTables, config: RoutingConfig, statics: Map<string, Pref
 /** The learned routes of `prefixes` that are not overruled, resolved; null when there are too many. */
 function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
   if (prefixes.size > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [] };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [], staticRoutes: new Map() };
   for (const text of prefixes) {
     const p = learnedPrefix(text);
     if (p === null) continue;
@@ -349,7 +399,7 @@ async function compileWhole(setup: PluginSetup<RoutingConfig>, fib: ResolvedFib,
   const lpm4 = new Lpm4Writer({ format: LPM4_FORMAT, tbl24: out.regions['lpm4-tbl24'], tbl8: out.regions['lpm4-tbl8'], tbl8Groups: meta[0] }, out.depths, input.v4);
   const lpm6 = new Lpm6Writer({ format: LPM6_FORMAT, direct: out.regions['lpm6-direct'], nodes: out.regions['lpm6-nodes'], nodeCount: meta[1], leafCount: meta[2] }, input.v6);
   const interfaceKeys = new Set(interfaceRoutes(ifaces).map((r) => keyOf(r.prefix)));
-  const tables: FibTables = { interfaces, interfaceKeys, statics, staticKeys: staticKeysOf(statics, interfaceKeys), learned, nextHops, lpm4, lpm6, regions: { ...out.regions, nexthops: nextHops.buffer } };
+  const tables: FibTables = { interfaces, interfaceKeys, statics, routes: setup.config.routes, staticKeys: staticKeysOf(statics, interfaceKeys), learned, nextHops, lpm4, lpm6, regions: { ...out.regions, nexthops: nextHops.buffer } };
   for (const b of Object.values(setup.shared)) routers.set(b, tables);
   setup.log.info(`${n4 + n6} routes compiled in ${Math.round(performance.now() - started)} ms (${ifaces.length} interfaces, ${learnedCount} learned routes)`);
   return tables.regions;

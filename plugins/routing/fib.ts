@@ -48,9 +48,9 @@ export function keyOf(p: Prefix): number | string {
   return p.family === 4 ? route4Key(mask4(read32(p.bytes, 0), p.length), p.length) : route6Key(mask6(p.bytes, 0, p.length), p.length);
 }
 
-/** The static routes to one prefix: their indices in `routes`, and what they say together. */
+/** The static routes to one prefix, in the config's order, and what they say together. */
 export interface PrefixRoutes {
-  indices: number[];
+  routes: RouteConfig[];
   /** equal for two configs whose routes to the prefix resolve the same */
   says: string;
 }
@@ -69,16 +69,19 @@ function saysOf(r: RouteConfig): string {
 /** The static routes by prefix (its canonical text), in the config's order. */
 export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
   const out = new Map<string, PrefixRoutes>();
-  config.routes.forEach((r, i) => {
-    const says = saysOf(r);
-    const same = out.get(r.prefix);
-    if (same === undefined) out.set(r.prefix, { indices: [i], says });
-    else {
-      same.indices.push(i);
-      same.says += `; ${says}`;
-    }
-  });
+  for (const r of config.routes) addStatic(out, r);
   return out;
+}
+
+/** Adds a route (the last so far in the config's order) to the routes by prefix. */
+export function addStatic(statics: Map<string, PrefixRoutes>, r: RouteConfig): void {
+  const says = saysOf(r);
+  const same = statics.get(r.prefix);
+  if (same === undefined) statics.set(r.prefix, { routes: [r], says });
+  else {
+    same.routes.push(r);
+    same.says += `; ${says}`;
+  }
 }
 
 /**
@@ -86,18 +89,27 @@ export function staticRoutes(config: RoutingConfig): Map<string, PrefixRoutes> {
  * gateways there are an ECMP group), checked against the interfaces. Throws
  * PluginConfigError naming the route at fault.
  */
-export function membersOf(config: RoutingConfig, indices: readonly number[], interfaces: readonly Interface[]): Member[] {
+export function membersOf(config: RoutingConfig, routes: readonly RouteConfig[], interfaces: readonly Interface[]): Member[] {
   let best = Infinity;
-  for (const i of indices) best = Math.min(best, config.routes[i].metric);
+  for (const r of routes) best = Math.min(best, r.metric);
   const members: Member[] = [];
-  for (const i of indices) {
-    const r = config.routes[i];
-    if (r.metric === best) members.push(...routeMembers(r, `routes[${i}]`, interfaces));
-  }
+  for (const r of routes) if (r.metric === best) members.push(...routeMembersOf(config, r, interfaces));
   if (members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1) {
-    throw new PluginConfigError(`routes[${indices[0]}]`, 'a blackhole route and another with the same prefix and metric');
+    throw new PluginConfigError(`routes[${config.routes.indexOf(routes[0])}]`, 'a blackhole route and another with the same prefix and metric');
   }
   return members;
+}
+
+/** Stands for a route's field until a mistake needs its place in the config (found then). */
+const SOME_ROUTE = 'routes[?]';
+
+function routeMembersOf(config: RoutingConfig, r: RouteConfig, interfaces: readonly Interface[]): Member[] {
+  try {
+    return routeMembers(r, SOME_ROUTE, interfaces);
+  } catch (err) {
+    if (!(err instanceof PluginConfigError) || !err.field.startsWith(SOME_ROUTE)) throw err;
+    throw new PluginConfigError(`routes[${config.routes.indexOf(r)}]${err.field.slice(SOME_ROUTE.length)}`, err.message.slice(err.field.length + 2));
+  }
 }
 
 /** What a route says, as far as its members go. */
@@ -172,7 +184,7 @@ export function addRoute4(fib: ResolvedFib, address: number, length: number, mem
 export function resolveRoutes(config: RoutingConfig, interfaces: readonly Interface[], statics = staticRoutes(config)): ResolvedFib {
   const fib = emptyFib();
   for (const [text, routes] of statics) {
-    const members = membersOf(config, routes.indices, interfaces);
+    const members = membersOf(config, routes.routes, interfaces);
     if (members.length > 0) addRoute(fib, prefixOf(text), members);
   }
   for (const r of interfaceRoutes(interfaces)) addRoute(fib, r.prefix, r.members);

@@ -65,6 +65,12 @@ const QUEUE_FAMILIES: [string, string, (q: QueueStats) => number][] = [
   ['vrouter_queue_tx_bytes_total', 'bytes written into the guest RX queue of a queue pair', (q) => q.tx_bytes],
 ];
 
+/** A plugin's drops by reason and its own counters, per port: family, meaning, where, and the label of a key. */
+const PLUGIN_FAMILIES = [
+  ['vrouter_plugin_drops_total', 'frames a plugin of the pipeline dropped, by its reason', 'drops', 'reason'],
+  ['vrouter_plugin_events_total', 'what a plugin of the pipeline counted, by its counter (routed, arp_replies_sent, green, ...)', 'counters', 'counter'],
+] as const;
+
 type PmdStats = Stats['pmds'][number];
 const PMD_FAMILIES: [string, string, (p: PmdStats) => number][] = [
   ['vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', (p) => p.rx_packets],
@@ -97,20 +103,14 @@ export function renderMetrics(stats: Stats, plugins: PluginMetrics = { gauges: [
       for (let q = 0; q < queues.length; q++) e.sample(`${portLabels[i]},queue="${q}"`, value(queues[q]));
     }
   }
-  e.family('vrouter_plugin_drops_total', 'frames a plugin of the pipeline dropped, by its reason', 'counter');
-  for (let i = 0; i < ports.length; i++) {
-    const perPlugin = stats.ports[ports[i]].plugins;
-    for (const plugin in perPlugin) {
-      const drops = perPlugin[plugin].drops;
-      for (const reason in drops) e.sample(`${portLabels[i]},${label('plugin', plugin)},${label('reason', reason)}`, drops[reason]);
-    }
-  }
-  e.family('vrouter_plugin_events_total', 'what a plugin of the pipeline counted, by its counter (routed, arp_replies_sent, green, ...)', 'counter');
-  for (let i = 0; i < ports.length; i++) {
-    const perPlugin = stats.ports[ports[i]].plugins;
-    for (const plugin in perPlugin) {
-      const counters = perPlugin[plugin].counters;
-      for (const counter in counters) e.sample(`${portLabels[i]},${label('plugin', plugin)},${label('counter', counter)}`, counters[counter]);
+  for (const [name, help, field, labelName] of PLUGIN_FAMILIES) {
+    e.family(name, help, 'counter');
+    for (let i = 0; i < ports.length; i++) {
+      const perPlugin = stats.ports[ports[i]].plugins;
+      for (const plugin in perPlugin) {
+        const values = perPlugin[plugin][field];
+        for (const key in values) e.sample(`${portLabels[i]},${label('plugin', plugin)},${label(labelName, key)}`, values[key]);
+      }
     }
   }
   for (const [name, help, value] of PMD_FAMILIES) {

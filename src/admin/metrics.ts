@@ -14,21 +14,19 @@ const NEEDS_ESCAPE = /[\\"\n]/;
 const escape = (v: string) => (NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v);
 
 /** One label, as it stands between the braces. */
-const label = (name: string, value: string | number) => `${name}="${typeof value === 'number' ? value : escape(value)}"`;
+const label = (name: string, value: string) => `${name}="${escape(value)}"`;
 
 class Exposition {
   private out = '';
   private name = '';
   /** Starts a family: its HELP and TYPE lines; its samples follow. */
-  family(name: string, help: string, type: 'counter' | 'gauge'): this {
+  family(name: string, help: string, type: 'counter' | 'gauge'): void {
     this.name = name;
     this.out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
-    return this;
   }
   /** A sample of the family begun last; `labels` as label() writes them, comma-separated. */
-  sample(labels: string, value: number): this {
+  sample(labels: string, value: number): void {
     this.out += labels === '' ? `${this.name} ${value}\n` : `${this.name}{${labels}} ${value}\n`;
-    return this;
   }
   text(): string {
     return this.out;

@@ -74,6 +74,11 @@ export class QueueControl {
       this.forget(port, 'a newer connection');
       port.gen = cmd.gen;
     }
+    // What was sent after a table is for that table: it waits until the table is in use.
+    if (port.build !== null && cmd.t !== 'memory' && cmd.t !== 'port-reset') {
+      port.behindBuild.push({ id, cmd });
+      return null;
+    }
     switch (cmd.t) {
       case 'memory': {
         this.cancelBuild(port, 'superseded by a newer memory table');
@@ -176,8 +181,9 @@ export class QueueControl {
   }
 
   /**
-   * Views one more window of one pending memory table (each view costs V8 a full garbage
-   * collection: a few ms, so one per poll round); applies the table once complete.
+   * Views one more window of one pending memory table (each view is external memory that
+   * may bring on a garbage collection: one per poll round); applies the table once
+   * complete, then carries out the commands that waited for it.
    */
   stepBuilds(): void {
     for (const port of this.ports) {
@@ -195,6 +201,7 @@ export class QueueControl {
         port.build = null;
         this.buildsPending--;
         this.onLateReply({ id: build.id, ...reply });
+        this.runBehindBuild(port);
       }
       return;
     }
@@ -231,10 +238,25 @@ export class QueueControl {
     this.onLateReply({ id: port.build.id, error: `memory table not applied: ${why}` });
     port.build = null;
     this.buildsPending--;
+    this.runBehindBuild(port);
+  }
+
+  /** The commands that waited for a table, in the order they came, now that it is settled. */
+  private runBehindBuild(port: PortRuntime): void {
+    for (const { id, cmd } of port.behindBuild.splice(0)) {
+      let reply: Omit<PmdReply, 'id'> | null;
+      try {
+        reply = this.execute(id, cmd);
+      } catch (err) {
+        reply = { error: (err as Error).message };
+      }
+      if (reply !== null) this.onLateReply({ id, ...reply });
+    }
   }
 
   /** Drops everything of the port's connection: queues, memory views, a pending table. */
   private forget(port: PortRuntime, why: string): void {
+    for (const { id, cmd } of port.behindBuild.splice(0)) this.onLateReply({ id, error: `${cmd.t} not carried out: ${why}` });
     this.cancelBuild(port, why);
     port.specs.length = 0;
     port.owners.length = 0;

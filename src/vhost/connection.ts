@@ -853,20 +853,21 @@ export class VhostConnection {
         try {
           const gen = this.gen;
           if (!this.dataplane.ownersOf(this.port.index).includes(pmd)) return;
-          if (this.memory.length > 0) {
-            const reply = await this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: regionsForDataplane(this.memory) });
-            this.checkCurrent(gen);
-            if (reply.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
-          }
+          const memory = this.memory.length > 0 ? this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions: regionsForDataplane(this.memory) }) : null;
           // Every vring the PMD owns that can run: those it ran resume from their used ring;
-          // one whose start was lost with the old PMD starts from the frontend's base.
+          // one whose start was lost with the old PMD starts from the frontend's base. Sent
+          // right behind the table (the PMD holds them until it is in use): no round trip
+          // each while the queues wait.
+          const starts: Promise<void>[] = [];
           for (let i = 0; i < this.vrings.length; i++) {
             const v = this.vrings[i];
             if (this.dataplane.ownerOf(this.port.index, i) !== pmd) continue;
             const resume = v.running;
             v.running = false;
-            await this.startVring(i, resume);
+            starts.push(this.startVring(i, resume));
           }
+          const [reply] = await Promise.all([memory, ...starts]);
+          if (reply?.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
         } finally {
           this.tasksDropped.delete(resolve);
           resolve();

@@ -22,8 +22,8 @@ export interface MemoryRegion {
 export const WINDOW_BYTES = 2 ** 30;
 export const WINDOW_OVERLAP = 2 ** 20;
 
-/** Limits on one memory table: each window costs the PMD a view (and V8 a full garbage
- * collection, "external memory pressure", measured 3-6 ms here), and translation scans them. */
+/** Limits on one memory table: each window costs the PMD a view (external memory to V8,
+ * which brings on garbage collections: see jit-flags.ts), and translation scans them. */
 export const MAX_GUEST_MEMORY_BYTES = 256 * 2 ** 30;
 export const MAX_WINDOWS = 300;
 

@@ -70,6 +70,25 @@ t.test('a memory table is built a window per round; a reset cancels it', async (
   t.match(late, [{ id: 1, error: /not applied: port reset/ }], 'and the memory command answered with why');
 });
 
+t.test('commands sent behind a table wait for it, in order; a reset refuses them', async (t) => {
+  const { pmd, ram, tx, late, run, startTx } = setup(t);
+  t.equal(run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] }), null, 'the table: answered once viewed');
+  t.equal(startTx(1), null, 'a vring start sent right behind it waits');
+  t.equal(run({ t: 'vring-stop', port: 0, gen: 1, vring: 1 }), null, 'so does a stop behind the start');
+  t.equal(startTx(1), null, 'and a start again');
+  t.same(late, [], 'nothing answered while the table is viewed');
+  while (pmd.building) pmd.stepBuilds();
+  t.same(late, [{ id: 1 }, { id: 2, lastAvailIdx: 0 }, { id: 3, lastAvailIdx: 0 }, { id: 4, lastAvailIdx: 0 }], 'the table, then the three in the order they came');
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 1, 'the vring runs on the new table');
+  late.length = 0;
+  t.equal(run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] }), null);
+  t.equal(run({ t: 'vring-stop', port: 0, gen: 1, vring: 1 }), null, 'a stop behind the next table waits');
+  t.same(run({ t: 'port-reset', port: 0, gen: 1 }), {}, 'the port is reset meanwhile');
+  t.match(late, [{ id: 6, error: /vring-stop not carried out: port reset/ }, { id: 5, error: /not applied: port reset/ }], 'the waiting stop is refused, and the table');
+  t.notOk(pmd.building);
+});
+
 t.test('a table that a running vring does not fit is refused as a whole', async (t) => {
   const { pmd, ram, tx, late, run, applyMemory, startTx } = setup(t);
   applyMemory(1);

@@ -60,6 +60,13 @@ export class QueueControl {
   /** Called with the answer to a command that completes after execute() returned (memory). */
   onLateReply: (reply: PmdReply) => void = () => {};
   private buildsPending = 0;
+  /**
+   * Commands that came behind a memory table of their port (the vring starts sent with it
+   * when a PMD gets its ports back), in the order they came: carried out once no table is
+   * being viewed on this PMD. After a restart every port's queues then come back in the
+   * same round: no guest's frames are taken while a queue they go to is still waiting.
+   */
+  private readonly held: { id: number; cmd: PmdCommand }[] = [];
 
   /**
    * Carries out a command between two bursts. Returns the answer, or null when it comes
@@ -74,14 +81,15 @@ export class QueueControl {
       this.forget(port, 'a newer connection');
       port.gen = cmd.gen;
     }
-    // What was sent after a table is for that table: it waits until the table is in use.
-    if (port.build !== null && cmd.t !== 'memory' && cmd.t !== 'port-reset') {
-      port.behindBuild.push({ id, cmd });
+    // What was sent after a table is for that table: it waits, in order, until no table is
+    // being viewed (see held).
+    if ((port.build !== null || port.held > 0) && cmd.t !== 'port-reset') {
+      this.held.push({ id, cmd });
+      port.held++;
       return null;
     }
     switch (cmd.t) {
       case 'memory': {
-        this.cancelBuild(port, 'superseded by a newer memory table');
         let builder: GuestMemoryBuilder;
         try {
           builder = new GuestMemoryBuilder(cmd.regions);
@@ -175,9 +183,9 @@ export class QueueControl {
     this.log.info(`port ${port.cfg.name}: vring ${vring}: inflight record held chains taken and never returned: ${what}`, 'vring.inflight', { port: port.cfg.name, vring, ...found });
   }
 
-  /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
+  /** Whether a memory table is being viewed, or commands wait for one: the PMD must not sleep meanwhile. */
   get building(): boolean {
-    return this.buildsPending > 0;
+    return this.buildsPending > 0 || this.held.length > 0;
   }
 
   /**
@@ -186,6 +194,7 @@ export class QueueControl {
    * complete, then carries out the commands that waited for it.
    */
   stepBuilds(): void {
+    if (this.buildsPending === 0) return this.runHeld();
     for (const port of this.ports) {
       const build = port.build;
       if (build === null) continue;
@@ -201,7 +210,6 @@ export class QueueControl {
         port.build = null;
         this.buildsPending--;
         this.onLateReply({ id: build.id, ...reply });
-        this.runBehindBuild(port);
       }
       return;
     }
@@ -238,12 +246,13 @@ export class QueueControl {
     this.onLateReply({ id: port.build.id, error: `memory table not applied: ${why}` });
     port.build = null;
     this.buildsPending--;
-    this.runBehindBuild(port);
   }
 
-  /** The commands that waited for a table, in the order they came, now that it is settled. */
-  private runBehindBuild(port: PortRuntime): void {
-    for (const { id, cmd } of port.behindBuild.splice(0)) {
+  /** The held commands, in order; one may be a table again, and those behind it wait anew. */
+  private runHeld(): void {
+    const held = this.held.splice(0);
+    for (const port of this.ports) port.held = 0;
+    for (const { id, cmd } of held) {
       let reply: Omit<PmdReply, 'id'> | null;
       try {
         reply = this.execute(id, cmd);
@@ -254,9 +263,17 @@ export class QueueControl {
     }
   }
 
+  private refuseHeld(port: PortRuntime, why: string): void {
+    if (port.held === 0) return;
+    const refused = this.held.filter((h) => this.ports[h.cmd.port] === port);
+    this.held.splice(0, this.held.length, ...this.held.filter((h) => this.ports[h.cmd.port] !== port));
+    port.held = 0;
+    for (const { id, cmd } of refused) this.onLateReply({ id, error: `${cmd.t} not carried out: ${why}` });
+  }
+
   /** Drops everything of the port's connection: queues, memory views, a pending table. */
   private forget(port: PortRuntime, why: string): void {
-    for (const { id, cmd } of port.behindBuild.splice(0)) this.onLateReply({ id, error: `${cmd.t} not carried out: ${why}` });
+    this.refuseHeld(port, why);
     this.cancelBuild(port, why);
     port.specs.length = 0;
     port.owners.length = 0;

@@ -11,8 +11,8 @@ import { DriverQueue, ethernetFrame, GuestRam, sendFrame } from '../support/virt
 
 const quiet = { info() {}, warn() {}, error() {} };
 
-function setup(t: { teardown(fn: () => void): void }) {
-  const config = parseConfig({ ports: [{ name: 'a', socket: '/tmp/pmd-commands-a.sock', bridge: 'br0' }], pmd: { cores: [0] } }, '/', 2);
+function setup(t: { teardown(fn: () => void): void }, names = ['a']) {
+  const config = parseConfig({ ports: names.map((name) => ({ name, socket: `/tmp/pmd-commands-${name}.sock`, bridge: 'br0' })), pmd: { cores: [0] } }, '/', 2);
   const layout = dataplaneLayout(config);
   const pmd = new Pmd(layout.pmds[0], layout.shared, quiet, () => []);
   const late: PmdReply[] = [];
@@ -31,7 +31,7 @@ function setup(t: { teardown(fn: () => void): void }) {
     for (let i = 0; i < 100 && pmd.building; i++) pmd.stepBuilds();
     return answer ?? late.pop();
   };
-  const startTx = (gen: number) => run({ t: 'vring-start', port: 0, gen, vring: 1, layout: tx.layout(), callFd: -1, kickFd: -1, mergeable: true, offloads: 0, inflight: null });
+  const startTx = (gen: number, port = 0, queue = tx) => run({ t: 'vring-start', port, gen, vring: 1, layout: queue.layout(), callFd: -1, kickFd: -1, mergeable: true, offloads: 0, inflight: null });
   return { pmd, ram, rx, tx, late, run, applyMemory, startTx };
 }
 
@@ -87,6 +87,29 @@ t.test('commands sent behind a table wait for it, in order; a reset refuses them
   t.same(run({ t: 'port-reset', port: 0, gen: 1 }), {}, 'the port is reset meanwhile');
   t.match(late, [{ id: 6, error: /vring-stop not carried out: port reset/ }, { id: 5, error: /not applied: port reset/ }], 'the waiting stop is refused, and the table');
   t.notOk(pmd.building);
+});
+
+t.test('held commands wait until no table is viewed on the PMD: every port\'s queues come back in the same round', async (t) => {
+  const { pmd, ram, tx, late, run, startTx } = setup(t, ['a', 'b']);
+  const txB = new DriverQueue(ram, 256, { eventIdx: true });
+  run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] });
+  startTx(1);
+  run({ t: 'memory', port: 1, gen: 1, regions: [ram.region()] });
+  startTx(1, 1, txB);
+  t.equal(run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] }), null, 'a second table of a behind its start: held too');
+  t.equal(startTx(1), null, 'and a start behind it');
+  pmd.stepBuilds();
+  t.same(late, [{ id: 1 }], "a's table viewed (one window)");
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, "a's vring waits while b's table is viewed");
+  pmd.stepBuilds();
+  t.same(late, [{ id: 1 }, { id: 3 }], "b's table viewed");
+  pmd.stepBuilds();
+  t.same(late.slice(2), [{ id: 2, lastAvailIdx: 0 }, { id: 4, lastAvailIdx: 0 }], 'then both starts, in the order they came');
+  t.ok(pmd.building, "a's second table is being viewed, its start held behind it");
+  while (pmd.building) pmd.stepBuilds();
+  t.same(late.slice(4), [{ id: 5 }, { id: 6, lastAvailIdx: 0 }], 'the second table, then the start behind it');
+  t.equal(pmd.pollOnce(), 1, "a's frame is taken");
 });
 
 t.test('a table that a running vring does not fit is refused as a whole', async (t) => {

@@ -205,7 +205,7 @@ export class Supervisor {
     this.keepOffPmdCpus();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology, undefined, this.learnedRoutes);
     const { commandsFd } = await this.startDataplane();
-    for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id);
+    for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => endpointOf(p, index)),
       queueOwner: this.layout.queueOwner,
@@ -289,8 +289,11 @@ export class Supervisor {
     return dataplane;
   }
 
-  /** What PMD `id` is started with: the layout, plugins and tables as they are now. */
-  private spawnData(id: number): PmdSpawnData {
+  /**
+   * What PMD `id` is started with: the layout, plugins and tables as they are now. It waits
+   * for its queues (waitForQueues) unless the data plane is starting, before any frontend.
+   */
+  private spawnData(id: number, waitForQueues = true): PmdSpawnData {
     return {
       config: this.layout.pmds[id],
       shared: this.layout.shared,
@@ -301,6 +304,7 @@ export class Supervisor {
       pluginMemory: this.pluginMemory,
       capture: this.layout.capture,
       tablesGeneration: this.tablesGeneration,
+      waitForQueues,
     };
   }
 
@@ -312,11 +316,11 @@ export class Supervisor {
   }
 
   /** Starts PMD `id` in the data-plane process in use, as a new incarnation of it. */
-  private spawnPmd(id: number): void {
+  private spawnPmd(id: number, waitForQueues = true): void {
     const incarnation = this.nextIncarnation++;
     this.incarnations[id] = incarnation;
     this.watchFromStart(id);
-    this.dataplane?.spawnPmd(id, incarnation, this.spawnData(id));
+    this.dataplane?.spawnPmd(id, incarnation, this.spawnData(id, waitForQueues));
   }
 
   /**

@@ -39,6 +39,10 @@ export interface Stage {
 /** Makes the stages of a PMD's pipeline, in order, given the PMD's counter block. */
 export type PipelineBuilder = (counters: Float64Array) => Stage[];
 
+/** how long a PMD taking queues over waits to be told they are all back (Pmd.waitForQueues) */
+const QUEUES_BACK_WAIT_MS = 2000;
+const NO_PORTS: PortRuntime[] = [];
+
 export class Pmd {
   private readonly cfg: PmdConfig;
   private readonly pool: PacketPool;
@@ -48,6 +52,11 @@ export class Pmd {
   private readonly ringsIn: SpscRing[];
   /** ports polled this round (those with a running guest TX queue, or an uplink's interface) */
   private active: PortRuntime[] = [];
+  /** false while a PMD that takes queues over waits for every port's (waitForQueues) */
+  private taking = true;
+  private takingAnyway = 0;
+  /** the 'queues-back' command that waits for the tables being viewed, or -1 */
+  private queuesBack = -1;
   /** the clock was read this round (once, at its first burst) */
   private clockRead = false;
   private readonly batch: Batch;
@@ -106,7 +115,8 @@ export class Pmd {
     for (let s = 0; s < stages.length; s++) stages[s].betweenBursts();
     const ringsIn = this.ringsIn;
     for (let r = 0; r < ringsIn.length; r++) work += this.egress.drainRing(ringsIn[r]);
-    const active = this.active;
+    if (!this.taking && performance.now() >= this.takingAnyway) this.taking = true;
+    const active = this.taking ? this.active : NO_PORTS;
     const bell = this.doorbell;
     const batch = this.batch;
     const deferred = this.deferred;
@@ -201,8 +211,29 @@ export class Pmd {
 
   // ---- control --------------------------------------------------------------------------------
 
+  /**
+   * A PMD started to take over queues (a restart, a new data plane, a new layout) takes no
+   * frames from guests or uplinks until the control thread says every port's queues are
+   * back ('queues-back'): frames taken from one port's queue while the queue they go to still
+   * waits would be lost. The control thread says so once it has sent every port's commands;
+   * the PMD takes frames once it has carried them out too (every table viewed). Told
+   * nothing (a fault), it takes them after QUEUES_BACK_WAIT_MS.
+   */
+  waitForQueues(): void {
+    this.taking = false;
+    this.takingAnyway = performance.now() + QUEUES_BACK_WAIT_MS;
+  }
+
   /** Carries out a command between two bursts; null: the answer comes through onLateReply. */
   execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
+    if (cmd.t === 'queues-back') {
+      if (this.control.building) {
+        this.queuesBack = id;
+        return null;
+      }
+      this.taking = true;
+      return {};
+    }
     return this.control.execute(id, cmd);
   }
 
@@ -212,12 +243,17 @@ export class Pmd {
 
   /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
   get building(): boolean {
-    return this.control.building;
+    return this.control.building || this.queuesBack >= 0;
   }
 
   /** Views one more window of a pending memory table. */
   stepBuilds(): void {
     this.control.stepBuilds();
+    if (this.queuesBack >= 0 && !this.control.building) {
+      this.taking = true;
+      this.control.onLateReply({ id: this.queuesBack });
+      this.queuesBack = -1;
+    }
   }
 
   /** Rebuilds the lists the data path walks after a queue of the port came or went. */

@@ -2,7 +2,7 @@
 // runs and the frames waiting to be written to it in the current burst.
 import type { GuestMemory, GuestMemoryBuilder } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
-import type { PmdWaker } from '../vhost/dataplane-link.ts';
+import type { PmdWaker, PortPmdCommand } from '../vhost/dataplane-link.ts';
 import type { PacketPool, PoolMemory } from './packet-pool.ts';
 import type { QueueOwner } from './guest-io.ts';
 import { BATCH_MAX } from './batch.ts';
@@ -99,8 +99,11 @@ export class PortRuntime {
   /** the connection generation whose commands are accepted (see PmdCommand) */
   gen = 0;
   build: MemoryBuild | null = null;
-  /** how many of the PMD's held commands are this port's (QueueControl.held) */
-  held = 0;
+  /**
+   * Commands that came behind the memory table being viewed (a vring start sent with its
+   * table): carried out in order once the table is applied or refused.
+   */
+  readonly behindBuild: { id: number; cmd: PortPmdCommand }[] = [];
 
   constructor(cfg: PmdPortConfig) {
     this.cfg = cfg;

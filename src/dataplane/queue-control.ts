@@ -11,7 +11,7 @@ import { view } from '../sys/libc.ts';
 import { PacketRings } from './packet-ring.ts';
 import { TapInterface } from './tap-io.ts';
 import { XdpRings } from './xdp-rings.ts';
-import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
+import { DOORBELL_SERVING, type PortPmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { portBase, QUEUE_ERRORS, QUEUE_PAIRS_MAX, queueBase } from './counters.ts';
 import type { QueueOwner } from './guest-io.ts';
 import type { PortRuntime, VringSpec } from './port-runtime.ts';
@@ -60,19 +60,14 @@ export class QueueControl {
   /** Called with the answer to a command that completes after execute() returned (memory). */
   onLateReply: (reply: PmdReply) => void = () => {};
   private buildsPending = 0;
-  /**
-   * Commands that came behind a memory table of their port (the vring starts sent with it
-   * when a PMD gets its ports back), in the order they came: carried out once no table is
-   * being viewed on this PMD. After a restart every port's queues then come back in the
-   * same round: no guest's frames are taken while a queue they go to is still waiting.
-   */
-  private readonly held: { id: number; cmd: PmdCommand }[] = [];
+  /** the port whose table is viewed next: pending tables advance in turn */
+  private nextBuild = 0;
 
   /**
    * Carries out a command between two bursts. Returns the answer, or null when it comes
    * later through onLateReply (a memory table is viewed a window per poll round).
    */
-  execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
+  execute(id: number, cmd: PortPmdCommand): Omit<PmdReply, 'id'> | null {
     const port = this.ports[cmd.port];
     if (port === undefined) return { error: `no port ${cmd.port} on PMD ${this.pmdId}` };
     this.doorbell[DOORBELL_SERVING] = cmd.port;
@@ -81,11 +76,10 @@ export class QueueControl {
       this.forget(port, 'a newer connection');
       port.gen = cmd.gen;
     }
-    // What was sent after a table is for that table: it waits, in order, until no table is
-    // being viewed (see held).
-    if ((port.build !== null || port.held > 0) && cmd.t !== 'port-reset') {
-      this.held.push({ id, cmd });
-      port.held++;
+    // What was sent after a table is for that table: it waits until the table is in use
+    // (a vring start sent with its table, when a PMD gets a port's queues back).
+    if (port.build !== null && cmd.t !== 'port-reset') {
+      port.behindBuild.push({ id, cmd });
       return null;
     }
     switch (cmd.t) {
@@ -183,9 +177,9 @@ export class QueueControl {
     this.log.info(`port ${port.cfg.name}: vring ${vring}: inflight record held chains taken and never returned: ${what}`, 'vring.inflight', { port: port.cfg.name, vring, ...found });
   }
 
-  /** Whether a memory table is being viewed, or commands wait for one: the PMD must not sleep meanwhile. */
+  /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
   get building(): boolean {
-    return this.buildsPending > 0 || this.held.length > 0;
+    return this.buildsPending > 0;
   }
 
   /**
@@ -194,10 +188,13 @@ export class QueueControl {
    * complete, then carries out the commands that waited for it.
    */
   stepBuilds(): void {
-    if (this.buildsPending === 0) return this.runHeld();
-    for (const port of this.ports) {
+    const n = this.ports.length;
+    for (let k = 0; k < n; k++) {
+      const at = (this.nextBuild + k) % n;
+      const port = this.ports[at];
       const build = port.build;
       if (build === null) continue;
+      this.nextBuild = (at + 1) % n;
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
       let reply: Omit<PmdReply, 'id'> | null = null;
       try {
@@ -210,6 +207,7 @@ export class QueueControl {
         port.build = null;
         this.buildsPending--;
         this.onLateReply({ id: build.id, ...reply });
+        this.runBehindBuild(port);
       }
       return;
     }
@@ -248,11 +246,9 @@ export class QueueControl {
     this.buildsPending--;
   }
 
-  /** The held commands, in order; one may be a table again, and those behind it wait anew. */
-  private runHeld(): void {
-    const held = this.held.splice(0);
-    for (const port of this.ports) port.held = 0;
-    for (const { id, cmd } of held) {
+  /** The commands that waited for the port's table, in the order they came; those behind another table wait anew. */
+  private runBehindBuild(port: PortRuntime): void {
+    for (const { id, cmd } of port.behindBuild.splice(0)) {
       let reply: Omit<PmdReply, 'id'> | null;
       try {
         reply = this.execute(id, cmd);
@@ -263,17 +259,9 @@ export class QueueControl {
     }
   }
 
-  private refuseHeld(port: PortRuntime, why: string): void {
-    if (port.held === 0) return;
-    const refused = this.held.filter((h) => this.ports[h.cmd.port] === port);
-    this.held.splice(0, this.held.length, ...this.held.filter((h) => this.ports[h.cmd.port] !== port));
-    port.held = 0;
-    for (const { id, cmd } of refused) this.onLateReply({ id, error: `${cmd.t} not carried out: ${why}` });
-  }
-
   /** Drops everything of the port's connection: queues, memory views, a pending table. */
   private forget(port: PortRuntime, why: string): void {
-    this.refuseHeld(port, why);
+    for (const { id, cmd } of port.behindBuild.splice(0)) this.onLateReply({ id, error: `${cmd.t} not carried out: ${why}` });
     this.cancelBuild(port, why);
     port.specs.length = 0;
     port.owners.length = 0;

@@ -30,6 +30,8 @@ export interface PmdThreadData {
   capture: CaptureMemory;
   /** the plugin tables' generation the PMD starts with (DOORBELL_TABLES_SEEN) */
   tablesGeneration: number;
+  /** started to take over queues: it takes no frames until told every port's are back (Pmd.waitForQueues) */
+  waitForQueues: boolean;
   /**
    * A PMD of a spare data plane (or of an upgrade's) waits, loaded, until this word is set,
    * before it touches shared memory; then the first message on its parent port is its
@@ -83,6 +85,7 @@ log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`, 'pmd.st
 pmd.onLateReply = (reply) => commands.postMessage(pack(reply));
 doorbell[DOORBELL_SERVING] = -1;
 doorbell[DOORBELL_TABLES_SEEN] = data.tablesGeneration;
+if (data.waitForQueues) pmd.waitForQueues();
 doorbell[DOORBELL_STAGE] = -1;
 
 function drainCommands(): void {

@@ -843,12 +843,21 @@ export class VhostConnection {
 
   /**
    * A PMD restarted: it gets this port's memory again, and every vring it owns resumes
-   * where its used ring says (what the dead PMD published last).
+   * where its used ring says (what the dead PMD published last). `sent` is called once
+   * the commands are on their way (or there are none).
    */
-  resync(pmd: number): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  resync(pmd: number, sent: () => void = () => {}): Promise<void> {
+    if (this.closed) {
+      sent();
+      return Promise.resolve();
+    }
+    let told = false;
+    const tell = () => {
+      if (!told) (told = true), sent();
+    };
     return new Promise((resolve) => {
-      this.tasksDropped.add(resolve);
+      const settle = () => (tell(), resolve());
+      this.tasksDropped.add(settle);
       this.enqueue(async () => {
         try {
           const gen = this.gen;
@@ -866,11 +875,12 @@ export class VhostConnection {
             v.running = false;
             starts.push(this.startVring(i, resume));
           }
+          tell();
           const [reply] = await Promise.all([memory, ...starts]);
           if (reply?.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
         } finally {
-          this.tasksDropped.delete(resolve);
-          resolve();
+          this.tasksDropped.delete(settle);
+          settle();
         }
       });
     });

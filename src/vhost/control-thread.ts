@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { setThreadName } from '../sys/libc.ts';
 import { createLog } from '../log.ts';
+import { QUEUES_BACK } from './dataplane-link.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
 import { UplinkEndpoint, uplinkKey } from '../uplink/uplink-endpoint.ts';
@@ -89,7 +90,7 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     dataplane.replaceLink(req.pmd, req.incarnation);
     log.info(`pmd${req.pmd} restarted: handing its queues back`, 'pmd.queues_returned', { pmd: req.pmd });
     const culprit = req.culprit;
-    await Promise.all(ports.map((p, index) => p?.resync(req.pmd, culprit !== null && culprit.port === index ? culprit.error : null)));
+    await handBack([req.pmd], ports, (_, index) => (culprit !== null && culprit.port === index ? culprit.error : null));
   } else if (req.t === 'ports') {
     const error = await changePorts(req.open, req.close, req.retune);
     send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });
@@ -98,10 +99,26 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
     // Every PMD (one incarnation each; queueOwner is by port, not by PMD).
-    await Promise.all(live().flatMap((p) => req.incarnations.map((_, pmd) => p.resync(pmd, null))));
+    await handBack(req.incarnations.map((_, pmd) => pmd), live(), () => null);
     send({ t: 'done', id: req.id });
   }
 });
+
+/**
+ * Every port's queues on `pmds` handed back (resync), then the PMDs told they are all back
+ * (QUEUES_BACK): sent as soon as every port's commands are, carried out by each PMD once it
+ * has them all in use. `culprit`: why a port is not handed back but quarantined, or null.
+ */
+async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[], culprit: (p: Endpoint, index: number) => string | null): Promise<void> {
+  const sent: Promise<void>[] = [];
+  const done: Promise<void>[] = [];
+  endpoints.forEach((p, index) => {
+    if (p === null) return;
+    for (const pmd of pmds) sent.push(new Promise((told) => done.push(p.resync(pmd, culprit(p, index), told))));
+  });
+  await Promise.all(sent);
+  await Promise.all([...done, ...pmds.map((pmd) => dataplane.requestOn(pmd, QUEUES_BACK))]);
+}
 
 /**
  * After the data plane died: a frontend whose memory file shrank (a SIGBUS in the data

@@ -43,7 +43,14 @@ export type PmdCommand =
   /** poll an AF_XDP port's socket of one queue and send through it (fd: the socket; umemFd: its UMEM's memfd, mapped by the data plane, then closed) */
   | { t: 'xdp-start'; port: number; gen: number; queue: number; fd: number; umemFd: number; layout: XdpLayout; maps: XdpMappings }
   /** forget every vring and the memory of a port (frontend gone or reset) */
-  | { t: 'port-reset'; port: number; gen: number };
+  | { t: 'port-reset'; port: number; gen: number }
+  /** every port's queues are back: a PMD started to take queues over takes frames again (no port: -1) */
+  | { t: 'queues-back'; port: -1; gen: 0 };
+
+export const QUEUES_BACK = { t: 'queues-back', port: -1, gen: 0 } as const;
+
+/** the commands of one port (every one but the PMD's own 'queues-back') */
+export type PortPmdCommand = Exclude<PmdCommand, { t: 'queues-back' }>;
 
 /** A guest memory region as the control thread names it: the data plane maps its fd. */
 export interface GuestRegion {

@@ -89,27 +89,50 @@ t.test('commands sent behind a table wait for it, in order; a reset refuses them
   t.notOk(pmd.building);
 });
 
-t.test('held commands wait until no table is viewed on the PMD: every port\'s queues come back in the same round', async (t) => {
+t.test('tables of two ports are viewed in turn; a table behind a table waits, and what is behind it', async (t) => {
   const { pmd, ram, tx, late, run, startTx } = setup(t, ['a', 'b']);
   const txB = new DriverQueue(ram, 256, { eventIdx: true });
   run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] });
   startTx(1);
+  t.equal(run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] }), null, 'a second table of a, behind its start: held');
+  t.equal(startTx(1), null, 'and a start behind it');
   run({ t: 'memory', port: 1, gen: 1, regions: [ram.region()] });
   startTx(1, 1, txB);
-  t.equal(run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] }), null, 'a second table of a behind its start: held too');
-  t.equal(startTx(1), null, 'and a start behind it');
   pmd.stepBuilds();
-  t.same(late, [{ id: 1 }], "a's table viewed (one window)");
+  t.same(late, [{ id: 1 }, { id: 2, lastAvailIdx: 0 }], "a's table, then its start");
+  pmd.stepBuilds();
+  t.same(late.slice(2), [{ id: 5 }, { id: 6, lastAvailIdx: 0 }], "b's table next (in turn, though a has one pending again), then its start");
+  pmd.stepBuilds();
+  t.same(late.slice(4), [{ id: 3 }, { id: 4, lastAvailIdx: 0 }], "a's second table, then the start behind it");
+  t.notOk(pmd.building);
   sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
-  t.equal(pmd.pollOnce(), 0, "a's vring waits while b's table is viewed");
-  pmd.stepBuilds();
-  t.same(late, [{ id: 1 }, { id: 3 }], "b's table viewed");
-  pmd.stepBuilds();
-  t.same(late.slice(2), [{ id: 2, lastAvailIdx: 0 }, { id: 4, lastAvailIdx: 0 }], 'then both starts, in the order they came');
-  t.ok(pmd.building, "a's second table is being viewed, its start held behind it");
-  while (pmd.building) pmd.stepBuilds();
-  t.same(late.slice(4), [{ id: 5 }, { id: 6, lastAvailIdx: 0 }], 'the second table, then the start behind it');
   t.equal(pmd.pollOnce(), 1, "a's frame is taken");
+});
+
+t.test('a PMD taking over queues takes no frames until every port\'s are back', async (t) => {
+  const { pmd, ram, tx, late, run, applyMemory, startTx } = setup(t);
+  pmd.waitForQueues();
+  applyMemory(1);
+  t.same(startTx(1), { lastAvailIdx: 0 }, 'the vring is handed over');
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, 'its frame waits in the ring');
+  t.same(run({ t: 'queues-back', port: -1, gen: 0 }), {}, 'every port\'s queues are back');
+  t.equal(pmd.pollOnce(), 1, 'the frame is taken');
+  pmd.waitForQueues();
+  late.length = 0;
+  run({ t: 'memory', port: 0, gen: 1, regions: [ram.region()] });
+  startTx(1);
+  t.equal(run({ t: 'queues-back', port: -1, gen: 0 }), null, 'told while a table is viewed: it waits for the table and what is behind it');
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, 'no frame taken meanwhile');
+  while (pmd.building) pmd.stepBuilds();
+  t.same(late, [{ id: 4 }, { id: 5, lastAvailIdx: 1 }, { id: 6 }], 'the table, the start, then queues-back answered');
+  t.equal(pmd.pollOnce(), 1, 'the frame is taken');
+  pmd.waitForQueues();
+  sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
+  t.equal(pmd.pollOnce(), 0, 'waiting again');
+  await new Promise((r) => setTimeout(r, 2050));
+  t.equal(pmd.pollOnce(), 1, 'never told, it takes frames after 2 s');
 });
 
 t.test('a table that a running vring does not fit is refused as a whole', async (t) => {

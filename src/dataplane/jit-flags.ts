@@ -1,4 +1,4 @@
-// V8 flags for the data-plane process. Inlining limits: The functions a PMD runs per burst
+// V8 flags for the data-plane process. Inlining limits: the functions a PMD runs per burst
 // (receiveBurst, deliverBurst, writeMergeable, the stages' process) call small helpers per
 // frame (the descriptor walk, the copies, the virtio-net header), and each of them is over
 // V8's default budgets: a callee of at most 460 bytes of bytecode, 920 in all inlined into

@@ -241,7 +241,7 @@ export class Pmd {
     this.control.onLateReply = send;
   }
 
-  /** Whether a memory table is being viewed: the PMD must not sleep meanwhile. */
+  /** Whether a memory table is being viewed (or 'queues-back' waits for one): the PMD must not sleep meanwhile. */
   get building(): boolean {
     return this.control.building || this.queuesBack >= 0;
   }

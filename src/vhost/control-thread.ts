@@ -114,7 +114,16 @@ async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[],
   const done: Promise<void>[] = [];
   endpoints.forEach((p, index) => {
     if (p === null) return;
-    for (const pmd of pmds) sent.push(new Promise((told) => done.push(p.resync(pmd, culprit(p, index), told))));
+    for (const pmd of pmds) {
+      sent.push(
+        new Promise((told) => {
+          const resynced = p.resync(pmd, culprit(p, index), told);
+          done.push(resynced);
+          // Told at the latest when it ends, whichever way.
+          resynced.then(told, told);
+        }),
+      );
+    }
   });
   await Promise.all(sent);
   await Promise.all([...done, ...pmds.map((pmd) => dataplane.requestOn(pmd, QUEUES_BACK))]);

@@ -221,16 +221,7 @@ export class UplinkEndpoint {
    * frames it had not read yet are lost with them. An AF_XDP queue keeps its socket: where
    * the PMD stood is in the rings' words, which the next one resumes from.
    */
-  async resync(pmd: number, culprit: string | null, sent: () => void = () => {}): Promise<void> {
-    // Its queues are handed over one after the other: the PMD takes frames once all are.
-    try {
-      await this.handBack(pmd, culprit);
-    } finally {
-      sent();
-    }
-  }
-
-  private async handBack(pmd: number, culprit: string | null): Promise<void> {
+  async resync(pmd: number, culprit: string | null): Promise<void> {
     if (culprit !== null) this.log.warn(`port ${this.settings.name}: pmd${pmd} died while serving it (${culprit})`);
     if (!this.released) return;
     for (let q = 0; q < this.queues.length; q++) {

@@ -844,20 +844,12 @@ export class VhostConnection {
   /**
    * A PMD restarted: it gets this port's memory again, and every vring it owns resumes
    * where its used ring says (what the dead PMD published last). `sent` is called once
-   * the commands are on their way (or there are none).
+   * the commands are on their way, before their answers.
    */
   resync(pmd: number, sent: () => void = () => {}): Promise<void> {
-    if (this.closed) {
-      sent();
-      return Promise.resolve();
-    }
-    let told = false;
-    const tell = () => {
-      if (!told) (told = true), sent();
-    };
+    if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
-      const settle = () => (tell(), resolve());
-      this.tasksDropped.add(settle);
+      this.tasksDropped.add(resolve);
       this.enqueue(async () => {
         try {
           const gen = this.gen;
@@ -875,12 +867,12 @@ export class VhostConnection {
             v.running = false;
             starts.push(this.startVring(i, resume));
           }
-          tell();
+          sent();
           const [reply] = await Promise.all([memory, ...starts]);
           if (reply?.error) this.log.warn(`port ${this.port.name}: restarted pmd${pmd} refused the memory table: ${reply.error}`);
         } finally {
-          this.tasksDropped.delete(settle);
-          settle();
+          this.tasksDropped.delete(resolve);
+          resolve();
         }
       });
     });

@@ -106,8 +106,9 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
 
 /**
  * Every port's queues on `pmds` handed back (resync), then the PMDs told they are all back
- * (QUEUES_BACK): sent as soon as every port's commands are, carried out by each PMD once it
- * has them all in use. `culprit`: why a port is not handed back but quarantined, or null.
+ * (QUEUES_BACK): sent as soon as every port's commands are (a vhost port says so before
+ * their answers; the others once their hand-over ends), carried out by each PMD once it has
+ * them all in use. `culprit`: why a port is not handed back but quarantined, or null.
  */
 async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[], culprit: (p: Endpoint, index: number) => string | null): Promise<void> {
   const sent: Promise<void>[] = [];
@@ -119,7 +120,7 @@ async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[],
         new Promise((told) => {
           const resynced = p.resync(pmd, culprit(p, index), told);
           done.push(resynced);
-          // Told at the latest when it ends, whichever way.
+          // Told at the latest when it ends, whichever way (a closed connection sends nothing).
           resynced.then(told, told);
         }),
       );

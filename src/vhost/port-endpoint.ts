@@ -128,10 +128,12 @@ export class PortEndpoint {
    * disconnected and new ones are refused for a while, longer each time), so that one
    * tenant cannot crash a PMD over and over.
    */
-  async resync(pmd: number, culprit: string | null, sent: () => void = () => {}): Promise<void> {
-    if (culprit === null && this.connection !== null) return this.connection.resync(pmd, sent);
-    sent();
-    if (culprit !== null) await this.quarantine(`pmd${pmd} died while serving it (${culprit})`);
+  async resync(pmd: number, culprit: string | null, sent?: () => void): Promise<void> {
+    if (culprit === null) {
+      await this.connection?.resync(pmd, sent);
+      return;
+    }
+    await this.quarantine(`pmd${pmd} died while serving it (${culprit})`);
   }
 
   /**

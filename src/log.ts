@@ -32,6 +32,7 @@ export const EVENTS = {
   'plugin.tables_swapped': 'a PMD took a plugin\'s new config and tables between bursts',
   'plugin.failed': 'a plugin threw, or could not start in a PMD and was taken out',
   'admin.listening': 'the admin endpoint listens',
+  'admin.refused': 'a connection to the admin endpoint was closed at once: it holds the most connections it keeps',
   'port.listening': 'a server-mode port listens on its socket',
   'port.quarantined': 'a port refuses frontends for a while: a PMD died serving it',
   'port.closed': 'a port removed or changed at run time stopped taking frontends',

@@ -1,11 +1,17 @@
 // The admin endpoint's HTTP side: listening (a UNIX socket made 0600 from the start, or TCP),
 // the bearer token for changes, bounded JSON bodies, routing a request to its handler, and
 // errors as {"error": {"code", "field", "message"}} with stable codes. Handlers never see a
-// raw request, only what they declared: path parameters, query, a validated body.
+// raw request, only what they declared: path parameters, query, a validated body. The
+// endpoint keeps a bounded number of connections, and a request has to arrive in time:
+// the supervisor's file descriptors are the guests' sockets and memory files too, and no
+// admin client, however many connections it opens or however slowly it writes, may take
+// those from a frontend.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { chmodSync, readFileSync, rmSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { timingSafeEqual } from 'node:crypto';
 import type { AdminConfig } from '../control/config.ts';
+import type { Log } from '../log.ts';
 
 /** A refusal: the HTTP status, a stable code, the field at fault (or ''), and why. */
 export class ApiError extends Error {
@@ -44,6 +50,19 @@ export interface Route {
 }
 
 const MAX_BODY_BYTES = 1 << 20;
+/**
+ * Connections kept at once (an operator's CLI, a Prometheus, an orchestrator need a few);
+ * more are closed as they come. A capture stream holds one for as long as it runs.
+ */
+export const MAX_CONNECTIONS = 64;
+/**
+ * A new connection's first request must start within this and its headers be in within this
+ * too, the whole request within REQUEST_TIMEOUT_MS (Node: no limit, 60 s and 300 s).
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+/** How often half-received requests are checked against those limits (Node: 30 s). */
+const TIMEOUT_CHECK_MS = 1_000;
 
 export class AdminHttp {
   private readonly server: Server;
@@ -51,7 +70,7 @@ export class AdminHttp {
   private readonly token: Buffer | null;
   private readonly config: AdminConfig;
 
-  constructor(config: AdminConfig, routes: Route[]) {
+  constructor(config: AdminConfig, routes: Route[], log?: Log) {
     this.config = config;
     this.token = config.tokenFile === null ? null : Buffer.from(readFileSync(config.tokenFile, 'utf8').trim());
     if (this.token !== null && this.token.length < 16) throw new Error(`the admin token in ${config.tokenFile} is shorter than 16 characters`);
@@ -60,8 +79,13 @@ export class AdminHttp {
       const pattern = new RegExp(`^${route.path.replace(/\{(\w+)\}/g, (_, n: string) => (names.push(n), '([^/]+)'))}$`);
       return { route, pattern, names };
     });
-    this.server = createServer((req, res) => void this.serve(req, res));
+    this.server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => void this.serve(req, res));
+    this.server.maxConnections = MAX_CONNECTIONS;
+    this.server.on('drop', () => log?.warn(`refused a connection: ${MAX_CONNECTIONS} are open, the most the endpoint keeps`, 'admin.refused'));
     this.server.on('clientError', (_err, socket) => socket.destroy());
+    // Node's headersTimeout counts from a request's first byte: a connection that sends
+    // none would hold its place for good. Destroyed on timeout (no 'timeout' listener).
+    this.server.on('connection', (socket: Socket) => socket.setTimeout(HEADERS_TIMEOUT_MS));
   }
 
   /** Starts listening; resolves when it does. */
@@ -97,6 +121,9 @@ export class AdminHttp {
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // A request came: no idle limit while it is answered (a capture may stream for an hour);
+    // Node sets its keep-alive timeout once the answer is sent.
+    req.socket.setTimeout(0);
     try {
       const url = new URL(req.url ?? '/', 'http://vrouter');
       const method = req.method ?? 'GET';
@@ -109,7 +136,7 @@ export class AdminHttp {
         pathKnown = true;
         if (r.route.method !== method) continue;
         route = r.route;
-        params = Object.fromEntries(r.names.map((n, i) => [n, decodeURIComponent(m[i + 1])]));
+        params = Object.fromEntries(r.names.map((n, i) => [n, decodeParam(n, m[i + 1])]));
         break;
       }
       if (route === null) {
@@ -191,6 +218,15 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 }
 
 /** An error thrown by the config or a plugin's checks: a 400 naming the field. */
+/** A path parameter, percent-decoded; malformed encoding is the request's fault. */
+function decodeParam(name: string, text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new ApiError(400, 'VR_INVALID', name, `malformed percent-encoding: ${text}`);
+  }
+}
+
 function fromError(err: unknown): ApiError {
   const e = err as Error & { code?: string; field?: string };
   if (typeof e?.field === 'string') return new ApiError(400, e.code === 'VR_PLUGIN_CONFIG' ? 'VR_CONFIG' : (e.code ?? 'VR_CONFIG'), e.field, e.message.replace(`${e.field}: `, ''));

@@ -30,7 +30,7 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     upgrade: () => supervisor.upgrade(),
     routeSources: () => supervisor.routeSourceStatus(),
   };
-  const http = new AdminHttp(config, adminRoutes(backend));
+  const http = new AdminHttp(config, adminRoutes(backend), log);
   await http.listen();
   const l = config.listen;
   if (l.kind === 'unix') log.info(`admin endpoint on ${l.path} (mode 0600)`, 'admin.listening', { path: l.path });

@@ -1,0 +1,84 @@
+// A hostile admin client: thousands of connections, connections that never send a request,
+// a request whose headers never end, a path parameter that is not valid percent-encoding.
+// The supervisor's file descriptors are also the guests' sockets and memory files: none of
+// this may take them from a frontend, and the endpoint answers again once it is over.
+import { connect, type Socket } from 'node:net';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { HEADERS_TIMEOUT_MS, MAX_CONNECTIONS } from '../../src/admin/http.ts';
+import { adminClient } from '../support/admin-client.ts';
+import { trafficFlows, waitFor } from '../support/traffic.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
+
+const MAC_A = '52:54:00:00:00:0a';
+const MAC_B = '52:54:00:00:00:0b';
+const FLOOD = 300;
+
+const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
+/** A connection to the UNIX socket, and when (ms after it was opened) the other end closed it, or null while open. */
+function openConnection(path: string): { socket: Socket; closedAfter: () => number | null } {
+  const started = performance.now();
+  let closed: number | null = null;
+  const socket = connect(path);
+  socket.on('error', () => {});
+  socket.on('close', () => {
+    closed = performance.now() - started;
+  });
+  socket.resume();
+  return { socket, closedAfter: () => closed };
+}
+
+t.test('an admin client cannot take file descriptors from the guests, nor hold the endpoint', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));
+  t.teardown(() => vr.stop());
+  const pid = vr.proc.pid!;
+  const adminPath = join(vr.dir, 'admin.sock');
+  const fdsBefore = fdCount(pid);
+
+  const flood = Array.from({ length: FLOOD }, () => openConnection(adminPath));
+  t.teardown(() => flood.forEach((c) => c.socket.destroy()));
+  await waitFor('the connections past the limit closed', () => flood.filter((c) => c.closedAfter() !== null).length >= FLOOD - MAX_CONNECTIONS, 5000);
+  const closedAtOnce = flood.filter((c) => c.closedAfter() !== null).length;
+  t.equal(closedAtOnce, FLOOD - MAX_CONNECTIONS, `${FLOOD - MAX_CONNECTIONS} of ${FLOOD} connections closed as they came, ${MAX_CONNECTIONS} kept`);
+  const fdsFlooded = fdCount(pid);
+  t.ok(fdsFlooded <= fdsBefore + MAX_CONNECTIONS + 4, `the supervisor holds ${fdsFlooded} fds (${fdsBefore} before): at most ${MAX_CONNECTIONS} more`);
+  await waitFor('the refusal in the log', () => vr.stderr().includes(`refused a connection: ${MAX_CONNECTIONS} are open`));
+  t.ok(vr.stderr().includes(`refused a connection: ${MAX_CONNECTIONS} are open`), 'the log says why connections are refused');
+
+  // Meanwhile frontends connect, hand over their memory files and eventfds, and forward.
+  const a = await startDevice(vr.sockets.a);
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => (a.close(), b.close()));
+  t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'two frontends attach and forward while the endpoint is full');
+
+  // The kept connections never sent a request: they are closed once they have waited too long.
+  await waitFor('the idle connections closed', () => flood.every((c) => c.closedAfter() !== null), HEADERS_TIMEOUT_MS + 5000);
+  const kept = flood.map((c) => c.closedAfter()!).sort((x, y) => x - y).slice(closedAtOnce);
+  t.ok(kept.every((ms) => ms >= HEADERS_TIMEOUT_MS - 500 && ms <= HEADERS_TIMEOUT_MS + 3000), `the ${MAX_CONNECTIONS} idle connections closed after ${Math.round(kept[0])} to ${Math.round(kept[kept.length - 1])} ms (limit ${HEADERS_TIMEOUT_MS})`);
+  t.equal((await adminClient(vr).call('GET', '/ports')).status, 200, 'the endpoint answers again');
+});
+
+t.test('a request whose headers never end is cut off; a bad path parameter is a 400', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a'], { pmd: { cores: [1] } }));
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  const slow = openConnection(join(vr.dir, 'admin.sock'));
+  t.teardown(() => slow.socket.destroy());
+  // A header line every second, never the blank line that ends them.
+  slow.socket.write('GET /ports HTTP/1.1\r\nHost: vrouter\r\n');
+  for (let k = 0; slow.closedAfter() === null && k < (HEADERS_TIMEOUT_MS + 5000) / 1000; k++) {
+    await sleep(1000);
+    if (slow.closedAfter() === null) slow.socket.write(`X-Slow-${k}: 1\r\n`);
+  }
+  const after = slow.closedAfter();
+  t.ok(after !== null && after <= HEADERS_TIMEOUT_MS + 3000, `closed after ${after === null ? 'never' : Math.round(after)} ms (limit ${HEADERS_TIMEOUT_MS})`);
+
+  const bad = await api.call('DELETE', '/routes/%E0%A4%A');
+  t.match(bad, { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix', message: /percent-encoding/ } } }, 'malformed percent-encoding: 400 naming the parameter');
+  t.equal((await api.call('GET', '/ports')).status, 200, 'the endpoint answers');
+  t.ok(vr.alive(), 'vrouter still runs');
+});

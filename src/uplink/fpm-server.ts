@@ -22,6 +22,12 @@ const FPM_HEADER_BYTES = 4;
 const FPM_PROTO_VERSION = 1;
 const FPM_MSG_TYPE_NETLINK = 1;
 const FPM_MSG_TYPE_PROTOBUF = 2;
+/**
+ * Connections kept at once: one zebra per namespace or VRF needs one each. More are closed
+ * as they come: each costs the supervisor a file descriptor, and those are the guests'
+ * sockets and memory files too.
+ */
+export const FPM_MAX_CONNECTIONS = 16;
 
 /** One zebra connection; `id` tells apart the connections of one server. */
 export interface FpmPeer {
@@ -69,7 +75,7 @@ export class FpmServer {
   private nextId = 1;
   private readonly decoded: NetlinkEvent[] = [];
   private peersAllowed: ReadonlySet<string> | null;
-  /** connections refused: from an address not in `peers` */
+  /** connections refused: from an address not in `peers`, or past FPM_MAX_CONNECTIONS */
   refused = 0;
   private refusalLogged = 0;
 
@@ -127,13 +133,14 @@ export class FpmServer {
   }
 
   private accept(socket: Socket): void {
-    if (!this.allowed(socket)) {
+    const why = !this.allowed(socket) ? 'not in "peers"' : this.connections.size >= FPM_MAX_CONNECTIONS ? `${FPM_MAX_CONNECTIONS} connections are open, the most kept` : null;
+    if (why !== null) {
       this.refused++;
       // At most one line in ten seconds: a scanner must not flood the log.
       const now = Date.now();
       if (now - this.refusalLogged >= 10_000) {
         this.refusalLogged = now;
-        this.log.warn(`fpm: refused a connection from ${socket.remoteAddress}, not in "peers" (${this.refused} refused so far)`);
+        this.log.warn(`fpm: refused a connection from ${socket.remoteAddress}, ${why} (${this.refused} refused so far)`);
       }
       socket.destroy();
       return;

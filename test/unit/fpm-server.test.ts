@@ -3,7 +3,7 @@
 // connection; a bad frame closes that connection alone, with the reason logged.
 import { connect, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
-import { FpmServer, type FpmEvent, type FpmPeer } from '../../src/uplink/fpm-server.ts';
+import { FPM_MAX_CONNECTIONS, FpmServer, type FpmEvent, type FpmPeer } from '../../src/uplink/fpm-server.ts';
 import { waitFor } from '../support/traffic.ts';
 import {
   AF_INET,
@@ -48,7 +48,7 @@ async function startServer(t: Test) {
     return { socket, id, closed: new Promise<void>((resolve) => socket.once('close', () => resolve())) };
   };
   const of = (id: number) => events.get(id) ?? [];
-  return { server, open, of, warnings };
+  return { server, port, open, of, warnings };
 }
 
 const routes = (evs: FpmEvent[]) => evs.filter((e) => e.kind === 'route');
@@ -172,4 +172,29 @@ t.test('only the peers allowed may connect; the others are refused and counted',
   await from('127.0.0.1');
   await waitFor('any peer connects once the list is lifted', () => connections.length === 2);
   t.equal(server.refused, 3, 'nothing more refused');
+});
+
+t.test('connections past the most kept are refused as they come; the others keep their routes', async (t) => {
+  const { server, port, open, of, warnings } = await startServer(t);
+  const kept = [];
+  for (let k = 0; k < FPM_MAX_CONNECTIONS; k++) kept.push(await open());
+  const extra = Array.from({ length: 50 }, () => {
+    const socket = connect(port, '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => {});
+    return new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  });
+  await Promise.all(extra);
+  t.pass(`50 connections past the ${FPM_MAX_CONNECTIONS} open were closed`);
+  t.equal(server.refused, 50, 'and counted as refused');
+  t.equal(server.peers.length, FPM_MAX_CONNECTIONS, `${FPM_MAX_CONNECTIONS} still connected`);
+  t.equal(warnings.filter((w) => w.includes(`${FPM_MAX_CONNECTIONS} connections are open`)).length, 1, `one log line for them all: ${warnings[0]}`);
+  const first = kept[0];
+  first.socket.write(fpmFrame(routeMessage('add', { prefix: '198.51.100.0/24', gateway: '192.0.2.1', oif: 2, protocol: RTPROT_BGP }, zebra)));
+  await waitFor('the first connection\'s route', () => routes(of(first.id)).length === 1);
+  t.equal(routes(of(first.id)).length, 1, 'a kept connection still sends routes');
+  first.socket.destroy();
+  await first.closed;
+  await open();
+  t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'once one closes, a new one is taken');
 });

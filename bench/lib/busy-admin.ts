@@ -49,6 +49,9 @@ export interface BusyAdminResult {
   /** % of one core used by vrouter's threads other than the PMD, in each kind of window */
   controlCpuIdle: number;
   controlCpuBusy: number;
+  /** % of one core used by this process (the load's client, the generator's monitor), in each kind of window: the load's own share of CPU 0 is the difference */
+  benchCpuIdle: number;
+  benchCpuBusy: number;
   /** the PMD's busy time per packet it took (ns), and its busy time as % of the windows, in each kind of window */
   pmdNsIdle: number;
   pmdNsBusy: number;
@@ -92,6 +95,7 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
     const idle: number[] = [];
     const busy: number[] = [];
     const cpu = { idle: 0, busy: 0 };
+    const benchCpu = { idle: 0, busy: 0 };
     const pmd = { idle: { ms: 0, packets: 0 }, busy: { ms: 0, packets: 0 } };
     for (let w = 0; w < 2 * windows; w++) {
       const busyWindow = w % 2 === 1;
@@ -99,9 +103,12 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       if (busyWindow) load.start();
       const from = performance.now();
       const cpuBefore = controlCpu(vr.proc.pid!);
+      const benchBefore = process.cpuUsage();
       await sleep(seconds * 1000);
       const to = performance.now();
       cpu[busyWindow ? 'busy' : 'idle'] += controlCpu(vr.proc.pid!) - cpuBefore;
+      const bench = process.cpuUsage(benchBefore);
+      benchCpu[busyWindow ? 'busy' : 'idle'] += (bench.user + bench.system) / 1e6;
       const pmdAfter = await pmdLoad(admin);
       pmd[busyWindow ? 'busy' : 'idle'].ms += pmdAfter.busyMs - pmdBefore.busyMs;
       pmd[busyWindow ? 'busy' : 'idle'].packets += pmdAfter.packets - pmdBefore.packets;
@@ -123,6 +130,8 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       scrapesPerSecond: load.counts.scrapes / onSeconds,
       controlCpuIdle: (100 * cpu.idle) / (windows * seconds),
       controlCpuBusy: (100 * cpu.busy) / (windows * seconds),
+      benchCpuIdle: (100 * benchCpu.idle) / (windows * seconds),
+      benchCpuBusy: (100 * benchCpu.busy) / (windows * seconds),
       pmdNsIdle: (pmd.idle.ms * 1e6) / pmd.idle.packets,
       pmdNsBusy: (pmd.busy.ms * 1e6) / pmd.busy.packets,
       pmdBusyIdle: (100 * pmd.idle.ms) / (windows * seconds * 1000),

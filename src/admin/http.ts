@@ -217,7 +217,6 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
   res.end(body);
 }
 
-/** An error thrown by the config or a plugin's checks: a 400 naming the field. */
 /** A path parameter, percent-decoded; malformed encoding is the request's fault. */
 function decodeParam(name: string, text: string): string {
   try {
@@ -227,6 +226,7 @@ function decodeParam(name: string, text: string): string {
   }
 }
 
+/** An error thrown by the config or a plugin's checks: a 400 naming the field. */
 function fromError(err: unknown): ApiError {
   const e = err as Error & { code?: string; field?: string };
   if (typeof e?.field === 'string') return new ApiError(400, e.code === 'VR_PLUGIN_CONFIG' ? 'VR_CONFIG' : (e.code ?? 'VR_CONFIG'), e.field, e.message.replace(`${e.field}: `, ''));

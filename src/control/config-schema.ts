@@ -134,6 +134,20 @@ export function configDocumentSchema(limits: ConfigLimits) {
     { additionalProperties: false, description: 'the poll-mode threads' },
   );
 
+  const Control = Type.Object(
+    {
+      nice: Type.Optional(
+        Type.Integer({
+          minimum: -20,
+          maximum: 19,
+          errorMessage: 'must be an integer from -20 to 19',
+          description: "the nice value of vrouter's threads but the PMDs (the supervisor, the vhost control thread, the data plane's main thread; default -10): a hand-over of the queues to new PMDs (a data-plane death, an upgrade) is not kept waiting by other work on the CPUs they share. The PMDs and the job pool that compiles tables run at 0. Below 0 needs root or CAP_SYS_NICE; without, they run at 0",
+        }),
+      ),
+    },
+    { additionalProperties: false, description: "vrouter's own threads but the PMDs" },
+  );
+
   const Plugin = Type.Object(
     { path: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be the path of the plugin module', description: 'the plugin module; a relative path is taken from the config file\'s folder. A built-in plugin takes none' })) },
     { additionalProperties: true, description: 'a plugin: its "path" and its own keys, which it checks itself' },
@@ -179,6 +193,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
     {
       ports: Type.Array(Port, { minItems: 1, maxItems: limits.ports, errorMessage: `must be a non-empty array of at most ${limits.ports} ports`, description: 'the ports: vhost-user (VMs) and uplinks (kernel interfaces)' }),
       pmd: Type.Optional(Pmd),
+      control: Type.Optional(Control),
       bridges: Type.Optional(Type.Record(Type.String(), Bridge, { description: 'bridge name -> its own settings' })),
       pipeline: Type.Optional(
         Type.Array(Type.String({ errorMessage: 'must be the name of a stage' }), {

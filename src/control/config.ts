@@ -87,9 +87,19 @@ export interface PmdSettings {
   spare: boolean;
 }
 
+/** vrouter's threads but the PMDs */
+export interface ControlSettings {
+  /** their nice value (the PMDs and the job pool run at 0) */
+  nice: number;
+}
+
+/** The nice value of the control threads unless "control" says otherwise: above best-effort work. */
+export const CONTROL_NICE_DEFAULT = -10;
+
 export interface VrouterConfig {
   ports: PortConfig[];
   pmd: PmdSettings;
+  control: ControlSettings;
   /** the stages of every burst, in order: "bridge" (built in) and plugins by name */
   pipeline: string[];
   /** every stage of the pipeline, in order, as a plugin (the bridge too) */
@@ -507,7 +517,8 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     if (b !== undefined) throw new ConfigError(`bridges.${b[0]}.addresses`, `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
   }
   if (doc.routeSources !== undefined && !stages.pipeline.includes(ROUTING_STAGE)) throw new ConfigError('routeSources', `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
-  return { ports, pmd, bridges, ...stages, admin: parseAdmin(doc.admin, baseDir), routeSources: parseRouteSources(doc.routeSources, ports) };
+  const control = { nice: doc.control?.nice ?? CONTROL_NICE_DEFAULT };
+  return { ports, pmd, control, bridges, ...stages, admin: parseAdmin(doc.admin, baseDir), routeSources: parseRouteSources(doc.routeSources, ports) };
 }
 
 /**

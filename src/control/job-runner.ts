@@ -2,6 +2,15 @@
 // Shared memory travels as SharedRefs (jobs.ts), viewed here at the process's mapping.
 import { decodeShared, encodeShared, useArena } from '../sys/shared-arena.ts';
 import { collectGarbageSoon } from './collect.ts';
+import { setThreadNice } from '../sys/libc.ts';
+
+// Compiles are bulk work: this thread runs at 0, not at the nice value of the control
+// threads it was started from (raising it needs no privilege; a positive one stays).
+try {
+  setThreadNice(0);
+} catch {
+  // left as inherited
+}
 
 export default async function run(job: { module: string; input: unknown; arena: { base: string; size: number } | null }): Promise<unknown> {
   const mod = (await import(job.module)) as { default: (input: unknown) => unknown };

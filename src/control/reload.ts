@@ -10,6 +10,7 @@ import type { VrouterConfig } from './config.ts';
 export function structuralChange(running: VrouterConfig, next: VrouterConfig): string | null {
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   if (!same(running.pmd, next.pmd)) return 'pmd';
+  if (!same(running.control, next.control)) return 'control';
   if (!same(running.pipeline, next.pipeline)) return 'pipeline';
   if (!same(running.admin, next.admin)) return 'admin';
   const paths = (c: VrouterConfig) => c.plugins.map((p) => [p.name, p.path]);

@@ -17,7 +17,7 @@ import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.t
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { setThreadCpus } from '../sys/libc.ts';
+import { setThreadCpus, setThreadNice } from '../sys/libc.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
@@ -203,6 +203,8 @@ export class Supervisor {
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
     this.keepOffPmdCpus();
+    // Before any thread or process is started: they inherit it.
+    this.setControlNice();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology, undefined, this.learnedRoutes);
     const { commandsFd } = await this.startDataplane();
     for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
@@ -248,6 +250,22 @@ export class Supervisor {
       log.info(`control threads on CPU ${free.join(', ')}, PMDs on CPU ${this.config.pmd.cores.join(', ')}`);
     } catch (err) {
       log.warn(`control threads not kept off the PMDs' CPUs: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * The supervisor's nice value (control.nice), which the control thread, the job pool and
+   * the data-plane processes inherit; PMDs and the job pool go back to 0 themselves. On a
+   * CPU shared with other work, a hand-over of queues (a death, an upgrade) is a chain of
+   * wake-ups across these threads, each of which would otherwise wait its turn behind it.
+   */
+  private setControlNice(): void {
+    const nice = this.config.control.nice;
+    try {
+      setThreadNice(nice);
+      log.info(`control threads at nice ${nice}, PMDs at 0`);
+    } catch (err) {
+      log.warn(`control threads not at nice ${nice} (control.nice; below 0 needs root or CAP_SYS_NICE): ${(err as Error).message}`);
     }
   }
 

@@ -5,7 +5,7 @@
 // another PMD wake it at once.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
-import { pinThreadToCpu, setThreadName } from '../sys/libc.ts';
+import { pinThreadToCpu, setThreadName, setThreadNice } from '../sys/libc.ts';
 import { decodeShared, useArena } from '../sys/shared-arena.ts';
 import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, type PmdRequest } from '../vhost/dataplane-link.ts';
@@ -72,6 +72,13 @@ try {
   pinThreadToCpu(config.cpu);
 } catch (err) {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
+}
+try {
+  // Not the control threads' nice, inherited: a poller at a raised priority would starve
+  // whatever else the system runs on its CPU.
+  setThreadNice(0);
+} catch (err) {
+  log.warn(`stays at the control threads' nice value: ${(err as Error).message}`);
 }
 const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings };
 let stages: PluginStage[] = [];

@@ -54,6 +54,7 @@ const c = {
   memcpy: libc.func('void memcpy(uintptr_t dst, uintptr_t src, size_t n)'),
   memmove: libc.func('void memmove(uintptr_t dst, uintptr_t src, size_t n)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
+  setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
   prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   fstatfs: libc.func('int fstatfs(int fd, _Out_ uint8_t *buf)'),
   chmod: libc.func('int chmod(const char *path, uint32_t mode)'),
@@ -587,6 +588,16 @@ export function setThreadCpus(cpus: readonly number[]): void {
     mask[cpu >> 3] |= 1 << (cpu & 7);
   }
   if ((c.sched_setaffinity(0, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpus ${cpus.join(',')}`);
+}
+
+const PRIO_PROCESS = 0;
+/**
+ * Sets the calling thread's nice value. On Linux it is a per-thread attribute (who 0 = this
+ * thread), which threads and processes started from it inherit. Lowering it below what the
+ * thread has needs CAP_SYS_NICE (or RLIMIT_NICE to allow it); raising it never does.
+ */
+export function setThreadNice(nice: number): void {
+  if ((c.setpriority(PRIO_PROCESS, 0, nice) as number) < 0) fail('setpriority', `nice ${nice}`);
 }
 
 const PR_SET_NAME = 15;

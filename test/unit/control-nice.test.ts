@@ -1,0 +1,66 @@
+// control.nice: the supervisor, the vhost control thread and the data plane's main thread
+// run at the raised priority, the PMDs and the job pool at 0; the key is checked like any
+// other, and changed only by a restart.
+import { readdirSync, readFileSync } from 'node:fs';
+import t from 'tap';
+import { parseConfig } from '../../src/control/config.ts';
+import { adminClient } from '../support/admin-client.ts';
+import { ROUTED } from '../support/routed-config.ts';
+import { dataplanePids, waitFor } from '../support/traffic.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
+
+interface ThreadNice {
+  tid: number;
+  name: string;
+  nice: number;
+}
+
+/** Every thread of a process: its name and nice value (/proc/PID/task/TID/stat, field 19). */
+function threadsOf(pid: number): ThreadNice[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => ({
+    tid: Number(tid),
+    name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(),
+    nice: Number(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]),
+  }));
+}
+
+t.test('the control threads at nice -10 by default, the PMDs and the job pool at 0', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  const pid = vr.proc.pid!;
+  const supervisor = threadsOf(pid);
+  t.equal(supervisor.find((th) => th.tid === pid)?.nice, -10, 'the supervisor\'s main thread');
+  t.equal(supervisor.find((th) => th.name === 'vhost-ctl')?.nice, -10, 'the vhost control thread');
+  // The routing stage's tables were compiled at start: the job pool's two threads exist.
+  const pool = supervisor.filter((th) => th.name === 'WorkerThread');
+  t.equal(pool.length, 2, 'the job pool\'s threads');
+  t.same(pool.map((th) => th.nice), [0, 0], 'the job pool at 0');
+  const [dataplane] = dataplanePids(pid);
+  const dp = threadsOf(dataplane);
+  t.equal(dp.find((th) => th.tid === dataplane)?.nice, -10, 'the data plane\'s main thread');
+  await waitFor('pmd0 named', () => threadsOf(dataplane).some((th) => th.name === 'pmd0'));
+  t.equal(threadsOf(dataplane).find((th) => th.name === 'pmd0')?.nice, 0, 'the PMD');
+  t.match(vr.stderr(), /control threads at nice -10, PMDs at 0/, 'the log says so');
+
+  const api = adminClient(vr);
+  const doc = (await api.call('GET', '/config')).json;
+  t.match(await api.call('PUT', '/config', { ...doc, control: { nice: 0 } }), { status: 400, json: { error: { code: 'VR_NEEDS_RESTART', field: 'control' } } }, 'a live change is refused: it needs a restart');
+  t.equal(threadsOf(pid).find((th) => th.tid === pid)?.nice, -10, 'and changes nothing');
+});
+
+t.test('control.nice 0: every thread at 0', async (t) => {
+  const vr = await startVrouter({ ...ROUTED, control: { nice: 0 } });
+  t.teardown(() => vr.stop());
+  const pid = vr.proc.pid!;
+  const [dataplane] = dataplanePids(pid);
+  for (const th of [...threadsOf(pid), ...threadsOf(dataplane)]) t.equal(th.nice, 0, `${th.name} (${th.tid}) at 0`);
+});
+
+t.test('control.nice is checked like any other key', async (t) => {
+  for (const nice of [-21, 20, 1.5, '5']) {
+    t.throws(() => parseConfig({ ...ROUTED, control: { nice } }, '/tmp'), { field: 'control.nice', message: /must be an integer from -20 to 19/ }, `${JSON.stringify(nice)} refused`);
+  }
+  t.throws(() => parseConfig({ ...ROUTED, control: { niceness: 1 } }, '/tmp'), { field: 'control.niceness', message: /unknown key/ }, 'an unknown key refused');
+  t.equal(parseConfig({ ...ROUTED, control: { nice: 5 } }, '/tmp').control.nice, 5);
+  t.equal(parseConfig(ROUTED, '/tmp').control.nice, -10, 'default -10');
+});

@@ -282,6 +282,7 @@ if ('error' in pauses) console.log(`data-plane deaths and upgrades: not measured
 else {
   const spread = (xs: number[]) => `median ${fmt(median(xs), 0)} ms (${fmt(Math.min(...xs), 0)} to ${fmt(Math.max(...xs), 0)}, ${xs.length} tries)`;
   console.log(`data plane killed (SIGKILL) while forwarding, to the first frame forwarded again: the spare taking over ${spread(pauses.deathMs)}; without a spare ${spread(pauses.coldDeathMs)}`);
+  console.log(`  as vrouter measures it (GET /dataplane, from the death it saw to the queues handed over): ${spread(pauses.deathRestartMs)}`);
   console.log(`data plane upgraded while forwarding: pause ${spread(pauses.upgradePauseMs)} as vrouter measures it; longest stand-still of the counters ${spread(pauses.upgradeGapMs)}`);
 }
 if (previous !== null) {

@@ -21,6 +21,8 @@ import { stopAll } from './processes.ts';
 export interface DataplanePauses {
   /** per death: ms from SIGKILL to the first frame forwarded after it, the spare taking over */
   deathMs: number[];
+  /** per death: vrouter's own figure (GET /dataplane, lastDeath.restartMs): from the death as the supervisor saw it to every queue handed over; not read through the counters, so the reader's own turn on the CPU does not count */
+  deathRestartMs: number[];
   /** the same without a spare (pmd.spare false): a cold start of the data plane */
   coldDeathMs: number[];
   /** per upgrade: the pause vrouter reports, and the longest gap between two counter reads in which nothing was forwarded */
@@ -72,8 +74,8 @@ async function withForwarding<T>(spare: boolean, run: (api: AdminClient, pid: nu
   }
 }
 
-/** Kills the data plane; ms until vrouter forwards again (a new data plane counting). */
-async function timeToForward(api: AdminClient, pid: number): Promise<number> {
+/** Kills the data plane; ms until vrouter forwards again (a new data plane counting), and vrouter's own figure. */
+async function timeToForward(api: AdminClient, pid: number): Promise<{ ms: number; restartMs: number }> {
   const [dataplane] = dataplanePids(pid);
   let seen = await forwarded(api);
   const killed = performance.now();
@@ -81,7 +83,12 @@ async function timeToForward(api: AdminClient, pid: number): Promise<number> {
   for (;;) {
     const now = await forwarded(api);
     // Frames counted by the dead one just before the kill do not count: the new one must run.
-    if (now > seen && dataplanePids(pid).some((p) => p !== dataplane)) return performance.now() - killed;
+    if (now > seen && dataplanePids(pid).some((p) => p !== dataplane)) {
+      const ms = performance.now() - killed;
+      let restartMs: number | null = null;
+      while (restartMs === null) restartMs = ((await api.call('GET', '/dataplane')).json as { lastDeath: { restartMs: number | null } }).lastDeath.restartMs;
+      return { ms, restartMs };
+    }
     seen = now;
     if (performance.now() - killed > 10_000) throw new Error('nothing forwarded within 10 s of the kill');
   }
@@ -93,11 +100,16 @@ export async function measureDataplanePauses(tries: number): Promise<DataplanePa
   try {
     const deaths = async (spare: boolean) => {
       const ms: number[] = [];
-      for (let i = 0; i < tries; i++) ms.push(await withForwarding(spare, timeToForward));
-      return ms;
+      const own: number[] = [];
+      for (let i = 0; i < tries; i++) {
+        const death = await withForwarding(spare, timeToForward);
+        ms.push(death.ms);
+        own.push(death.restartMs);
+      }
+      return { ms, own };
     };
-    const deathMs = await deaths(true);
-    const coldDeathMs = await deaths(false);
+    const { ms: deathMs, own: deathRestartMs } = await deaths(true);
+    const { ms: coldDeathMs } = await deaths(false);
     const upgradePauseMs: number[] = [];
     const upgradeGapMs: number[] = [];
     await withForwarding(true, async (api) => {
@@ -110,7 +122,7 @@ export async function measureDataplanePauses(tries: number): Promise<DataplanePa
         await sleep(500);
       }
     });
-    return { deathMs, coldDeathMs, upgradePauseMs, upgradeGapMs };
+    return { deathMs, deathRestartMs, coldDeathMs, upgradePauseMs, upgradeGapMs };
   } finally {
     setThreadCpus(all);
   }

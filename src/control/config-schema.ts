@@ -141,11 +141,11 @@ export function configDocumentSchema(limits: ConfigLimits) {
           minimum: -20,
           maximum: 19,
           errorMessage: 'must be an integer from -20 to 19',
-          description: "the nice value of vrouter's threads but the PMDs (the supervisor, the vhost control thread, the data plane's main thread; default -10): a hand-over of the queues to new PMDs (a data-plane death, an upgrade) is not kept waiting by other work on the CPUs they share. The PMDs and the job pool that compiles tables run at 0. Below 0 needs root or CAP_SYS_NICE; without, they run at 0",
+          description: "the nice value of vrouter's control threads (the supervisor's main thread, the vhost control thread, the main thread of the data plane that serves the queues; default -10): a hand-over of the queues to new PMDs (a data-plane death, an upgrade) is not kept waiting by other work on the CPUs they share. The PMDs, the job pool that compiles tables and a spare data plane run at 0. Below 0 needs root or CAP_SYS_NICE; without, they run at 0",
         }),
       ),
     },
-    { additionalProperties: false, description: "vrouter's own threads but the PMDs" },
+    { additionalProperties: false, description: "vrouter's control threads" },
   );
 
   const Plugin = Type.Object(

@@ -36,9 +36,10 @@ export class DataplaneProcess {
 
   /**
    * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
-   * named vrouter-dataplane-spare in ps until its PMDs go.
+   * named vrouter-dataplane-spare in ps until its PMDs go. `nice`: its main thread's once it
+   * serves queues (control.nice); it loads at 0.
    */
-  constructor(arenaFd: number, arenaBytes: number, handlers: DataplaneHandlers, spare = false) {
+  constructor(arenaFd: number, arenaBytes: number, nice: number, handlers: DataplaneHandlers, spare = false) {
     this.handlers = handlers;
     const [supervisorEnd, dataplaneEnd] = seqpacketPair();
     const [commandsEnd, dataplaneCommands] = seqpacketPair();
@@ -57,7 +58,7 @@ export class DataplaneProcess {
       for (const wake of this.exitWaiters.splice(0)) wake();
       this.handlers.died(code, signal);
     });
-    this.send({ t: 'init', arenaBytes }, [arenaFd]);
+    this.send({ t: 'init', arenaBytes, nice }, [arenaFd]);
   }
 
   get pid(): number | undefined {

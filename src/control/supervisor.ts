@@ -98,6 +98,14 @@ interface Spare {
   ready: Promise<void>;
 }
 
+/** The last death of the data plane: when, of what, and how long until a new one had the queues (null: not yet). */
+export interface LastDeath {
+  at: string;
+  how: string;
+  /** ms from the death (as the supervisor saw it) to every queue handed to the new data plane */
+  restartMs: number | null;
+}
+
 export class Supervisor {
   private config: VrouterConfig;
   private readonly configPath: string;
@@ -147,7 +155,7 @@ export class Supervisor {
   /** the ports the PMDs were serving at each crash of the data plane (not an external kill) */
   private crashServing: { at: number; slots: Set<number> }[] = [];
   /** what GET /dataplane shows: deaths and upgrades since start, the last death */
-  private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as { at: string; how: string } | null };
+  private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as LastDeath | null };
   /** since the last data plane died: the ports to quarantine at the hand-over to the next (crash loops) */
   private died: { culprits: { port: number; error: string }[] } | null = null;
   /** a data-plane process loaded and waiting, to take over (pmd.spare) */
@@ -254,10 +262,11 @@ export class Supervisor {
   }
 
   /**
-   * The supervisor's nice value (control.nice), which the control thread, the job pool and
-   * the data-plane processes inherit; PMDs and the job pool go back to 0 themselves. On a
-   * CPU shared with other work, a hand-over of queues (a death, an upgrade) is a chain of
-   * wake-ups across these threads, each of which would otherwise wait its turn behind it.
+   * The supervisor's nice value (control.nice), which the control thread inherits. The job
+   * pool, the PMDs and a data-plane process while it loads run at 0 (bulk work, or a poller
+   * on its own CPU); a data plane's main thread takes control.nice once it serves queues.
+   * On a CPU shared with other work, a hand-over of queues (a death, an upgrade) is a chain
+   * of wake-ups across these threads, each of which would otherwise wait its turn behind it.
    */
   private setControlNice(): void {
     const nice = this.config.control.nice;
@@ -285,7 +294,7 @@ export class Supervisor {
    * error or an exit of one of its PMDs, or its death, only costs the spare (made again).
    */
   private createDataplane(spare = false): DataplaneProcess {
-    const dataplane: DataplaneProcess = new DataplaneProcess(this.arenaFd, ARENA_BYTES, {
+    const dataplane: DataplaneProcess = new DataplaneProcess(this.arenaFd, ARENA_BYTES, this.config.control.nice, {
       pmdError: (id, incarnation, error) => {
         if (this.spare?.dataplane === dataplane) return this.spareFailed(`pmd${id} failed: ${error.split('\n')[0]}`);
         if (this.dataplane !== dataplane || this.incarnations[id] !== incarnation) return;
@@ -493,7 +502,8 @@ export class Supervisor {
     this.dataplaneDeaths = [...this.dataplaneDeaths.filter((t) => now - t < RESTART_WINDOW_MS), now];
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
     this.dataplaneHistory.deaths++;
-    this.dataplaneHistory.lastDeath = { at: new Date(now).toISOString(), how };
+    const death: LastDeath = { at: new Date(now).toISOString(), how, restartMs: null };
+    this.dataplaneHistory.lastDeath = death;
     const serving = new Set(this.layout.pmds.map(({ id }) => this.doorbells[id][DOORBELL_SERVING]).filter((slot) => slot >= 0 && this.slots[slot] != null));
     const names = [...serving].map((slot) => this.slots[slot]).join(', ') || 'none';
     log.error(`the data-plane process died (${how}); ports being served: ${names}`, 'dataplane.died', { code, signal });
@@ -517,6 +527,7 @@ export class Supervisor {
         how = `a new data-plane process (pid ${await this.startPmds()}) runs the PMDs`;
       }
       const ms = Math.round(performance.now() - diedAt);
+      death.restartMs = ms;
       log.info(`${how}, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
     });
     restart.catch((err: Error) => this.actorDied('the data-plane process', err));
@@ -536,7 +547,7 @@ export class Supervisor {
   }
 
   /** The data-plane process: its pid, and how often it died or was replaced. */
-  dataplaneInfo(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string } | null } {
+  dataplaneInfo(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: LastDeath | null } {
     return { pid: this.dataplane?.pid ?? null, sparePid: this.spare?.dataplane.pid ?? null, ...this.dataplaneHistory };
   }
 

@@ -13,7 +13,7 @@ export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby'>
 
 export type SupervisorMessage =
   /** the shared memory (its fd comes with the message) */
-  | { t: 'init'; arenaBytes: number }
+  | { t: 'init'; arenaBytes: number; nice: number }
   /**
    * starts PMD `pmd`; `incarnation` names this start of it in every later message.
    * `standby`: it loads everything, says so ('pmd-standby'), and waits for 'go' before it

@@ -8,7 +8,8 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
-import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, SysError } from '../sys/libc.ts';
+import { readdirSync } from 'node:fs';
+import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, SysError } from '../sys/libc.ts';
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared } from '../sys/shared-arena.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
@@ -26,6 +27,26 @@ const named = (spare: boolean) => {
 named(process.argv.includes('--spare'));
 // A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
 setParentDeathSignal('SIGKILL');
+// Loading (a spare's, an upgrade's: modules, plugins, their compilation) is bulk work, at 0
+// on every thread whatever the supervisor's nice. Serving queues, the main thread takes
+// control.nice: it relays every hand-over. Its other threads stay at 0: with all of them
+// raised, an upgrade left the pauses benchmark's counters standing still for up to 430 ms
+// (its generator shares the CPU; most likely starved while V8 compiled the new code).
+for (const tid of readdirSync('/proc/self/task')) {
+  try {
+    setThreadNice(0, Number(tid));
+  } catch {
+    // a thread that just ended, or a positive nice kept
+  }
+}
+let servingNice = 0;
+function serveQueues(): void {
+  try {
+    setThreadNice(servingNice);
+  } catch (err) {
+    log.warn(`main thread not at nice ${servingNice} (control.nice): ${(err as Error).message}`);
+  }
+}
 
 interface RunningPmd {
   id: number;
@@ -55,10 +76,14 @@ const tell = (event: DataplaneEvent) => supervisor.send(event);
 function onSupervisor(m: SupervisorMessage, fds: number[]): void {
   if (m.t === 'init') {
     attachArena(fds[0], m.arenaBytes);
+    servingNice = m.nice;
+    // Started to serve at once (not a spare): its PMDs, spawned next, go back to 0 themselves.
+    if (!process.argv.includes('--spare')) serveQueues();
     tell({ t: 'ready' });
   } else if (m.t === 'spawn') {
     spawn(m.pmd, m.incarnation, m.data, m.standby);
   } else if (m.t === 'go') {
+    serveQueues();
     for (const [id, word] of standby) {
       const pmd = pmds.get(id);
       if (pmd === undefined) continue;

@@ -592,12 +592,13 @@ export function setThreadCpus(cpus: readonly number[]): void {
 
 const PRIO_PROCESS = 0;
 /**
- * Sets the calling thread's nice value. On Linux it is a per-thread attribute (who 0 = this
- * thread), which threads and processes started from it inherit. Lowering it below what the
- * thread has needs CAP_SYS_NICE (or RLIMIT_NICE to allow it); raising it never does.
+ * Sets a thread's nice value: the calling thread's, or thread `tid` of this process. On
+ * Linux it is a per-thread attribute, which threads and processes started from a thread
+ * inherit. Lowering it below what the thread has needs CAP_SYS_NICE (or RLIMIT_NICE to allow
+ * it); raising it never does.
  */
-export function setThreadNice(nice: number): void {
-  if ((c.setpriority(PRIO_PROCESS, 0, nice) as number) < 0) fail('setpriority', `nice ${nice}`);
+export function setThreadNice(nice: number, tid = 0): void {
+  if ((c.setpriority(PRIO_PROCESS, tid, nice) as number) < 0) fail('setpriority', `nice ${nice}${tid === 0 ? '' : ` for thread ${tid}`}`);
 }
 
 const PR_SET_NAME = 15;

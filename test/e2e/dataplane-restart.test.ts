@@ -70,6 +70,8 @@ t.test('the data-plane process killed during a ping flood', async (t) => {
   for (const port of ['a', 'b'] as const) {
     t.ok(end[port].rx_packets > before[port].rx_packets && end[port].tx_packets > before[port].tx_packets, `${port}: counters kept (rx ${before[port].rx_packets} -> ${end[port].rx_packets}), not reset by the restart`);
   }
+  const info = (await adminClient(vr).call('GET', '/dataplane')).json;
+  t.match(info, { pid: second, deaths: 1, lastDeath: { how: 'signal SIGKILL', restartMs: Number(restarted[2]) } }, `GET /dataplane: one death, the hand-over's ${restarted[2]} ms as the log says`);
   t.comment(`data plane back ${restarted[2]} ms after its death; ${lost} of ${flood?.sent} flood pings lost`);
 });
 

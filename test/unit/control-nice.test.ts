@@ -1,12 +1,13 @@
-// control.nice: the supervisor, the vhost control thread and the data plane's main thread
-// run at the raised priority, the PMDs and the job pool at 0; the key is checked like any
+// control.nice: the supervisor's main thread, the vhost control thread and the main thread
+// of the data plane that serves the queues run at the raised priority; the PMDs, the job
+// pool and a spare (loading, waiting) at 0, until the spare takes over. The key is checked like any
 // other, and changed only by a restart.
 import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
 import { parseConfig } from '../../src/control/config.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { ROUTED } from '../support/routed-config.ts';
-import { dataplanePids, waitFor } from '../support/traffic.ts';
+import { dataplanePids, sparePids, waitFor } from '../support/traffic.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 
 interface ThreadNice {
@@ -36,11 +37,24 @@ t.test('the control threads at nice -10 by default, the PMDs and the job pool at
   t.equal(pool.length, 2, 'the job pool\'s threads');
   t.same(pool.map((th) => th.nice), [0, 0], 'the job pool at 0');
   const [dataplane] = dataplanePids(pid);
+  await waitFor('pmd0 named', () => threadsOf(dataplane).some((th) => th.name === 'pmd0'));
   const dp = threadsOf(dataplane);
   t.equal(dp.find((th) => th.tid === dataplane)?.nice, -10, 'the data plane\'s main thread');
-  await waitFor('pmd0 named', () => threadsOf(dataplane).some((th) => th.name === 'pmd0'));
-  t.equal(threadsOf(dataplane).find((th) => th.name === 'pmd0')?.nice, 0, 'the PMD');
+  t.equal(dp.find((th) => th.name === 'pmd0')?.nice, 0, 'the PMD');
+  t.same([...new Set(dp.filter((th) => th.tid !== dataplane && th.name !== 'pmd0').map((th) => th.nice))], [0], 'the data plane\'s other threads (V8\'s, libuv\'s) at 0');
+  const [spare] = sparePids(pid);
+  t.ok(spare !== undefined, 'a spare is loaded');
+  t.same([...new Set(threadsOf(spare).map((th) => th.nice))], [0], 'every thread of the spare at 0 while it waits');
   t.match(vr.stderr(), /control threads at nice -10, PMDs at 0/, 'the log says so');
+
+  // The spare takes over: its main thread now relays the hand-overs.
+  process.kill(dataplane, 'SIGKILL');
+  await waitFor('the spare to take over', () => dataplanePids(pid).includes(spare), 10000);
+  await waitFor('its main thread at -10', () => threadsOf(spare).find((th) => th.tid === spare)?.nice === -10, 3000);
+  t.equal(threadsOf(spare).find((th) => th.tid === spare)?.nice, -10, 'the spare that took over: its main thread at -10');
+  t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare).map((th) => th.nice))], [0], 'its other threads at 0');
+  await waitFor('its pmd0 named', () => threadsOf(spare).some((th) => th.name === 'pmd0'));
+  t.equal(threadsOf(spare).find((th) => th.name === 'pmd0')?.nice, 0, 'its PMD at 0');
 
   const api = adminClient(vr);
   const doc = (await api.call('GET', '/config')).json;

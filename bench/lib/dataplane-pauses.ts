@@ -85,9 +85,13 @@ async function timeToForward(api: AdminClient, pid: number): Promise<{ ms: numbe
     // Frames counted by the dead one just before the kill do not count: the new one must run.
     if (now > seen && dataplanePids(pid).some((p) => p !== dataplane)) {
       const ms = performance.now() - killed;
-      let restartMs: number | null = null;
-      while (restartMs === null) restartMs = ((await api.call('GET', '/dataplane')).json as { lastDeath: { restartMs: number | null } }).lastDeath.restartMs;
-      return { ms, restartMs };
+      // Forwarding may start on some queues before the last port's are handed over.
+      for (;;) {
+        const { restartMs } = ((await api.call('GET', '/dataplane')).json as { lastDeath: { restartMs: number | null } }).lastDeath;
+        if (restartMs !== null) return { ms, restartMs };
+        if (performance.now() - killed > 10_000) throw new Error('the queues were not all handed over within 10 s of the kill');
+        await sleep(1);
+      }
     }
     seen = now;
     if (performance.now() - killed > 10_000) throw new Error('nothing forwarded within 10 s of the kill');

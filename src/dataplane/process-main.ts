@@ -24,7 +24,8 @@ const named = (spare: boolean) => {
   process.title = spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane';
   setThreadName(spare ? 'vrouter-spare' : 'vrouter-datapl');
 };
-named(process.argv.includes('--spare'));
+const startedAsSpare = process.argv.includes('--spare');
+named(startedAsSpare);
 // A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
 setParentDeathSignal('SIGKILL');
 // Loading (a spare's, an upgrade's: modules, plugins, their compilation) is bulk work, at 0
@@ -78,7 +79,7 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
     attachArena(fds[0], m.arenaBytes);
     servingNice = m.nice;
     // Started to serve at once (not a spare): its PMDs, spawned next, go back to 0 themselves.
-    if (!process.argv.includes('--spare')) serveQueues();
+    if (!startedAsSpare) serveQueues();
     tell({ t: 'ready' });
   } else if (m.t === 'spawn') {
     spawn(m.pmd, m.incarnation, m.data, m.standby);

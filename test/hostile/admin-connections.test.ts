@@ -3,21 +3,18 @@
 // The supervisor's file descriptors are also the guests' sockets and memory files: none of
 // this may take them from a frontend, and the endpoint answers again once it is over.
 import { connect, type Socket } from 'node:net';
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { HEADERS_TIMEOUT_MS, MAX_CONNECTIONS } from '../../src/admin/http.ts';
 import { adminClient } from '../support/admin-client.ts';
-import { trafficFlows, waitFor } from '../support/traffic.ts';
+import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const FLOOD = 300;
-
-const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
 /** A connection to the UNIX socket, and when (ms after it was opened) the other end closed it, or null while open. */
 function openConnection(path: string): { socket: Socket; closedAfter: () => number | null } {
@@ -37,15 +34,15 @@ t.test('an admin client cannot take file descriptors from the guests, nor hold t
   t.teardown(() => vr.stop());
   const pid = vr.proc.pid!;
   const adminPath = join(vr.dir, 'admin.sock');
-  const fdsBefore = fdCount(pid);
+  const fdsBefore = processResources(pid).fds;
 
   const flood = Array.from({ length: FLOOD }, () => openConnection(adminPath));
   t.teardown(() => flood.forEach((c) => c.socket.destroy()));
   await waitFor('the connections past the limit closed', () => flood.filter((c) => c.closedAfter() !== null).length >= FLOOD - MAX_CONNECTIONS, 5000);
   const closedAtOnce = flood.filter((c) => c.closedAfter() !== null).length;
   t.equal(closedAtOnce, FLOOD - MAX_CONNECTIONS, `${FLOOD - MAX_CONNECTIONS} of ${FLOOD} connections closed as they came, ${MAX_CONNECTIONS} kept`);
-  const fdsFlooded = fdCount(pid);
-  t.ok(fdsFlooded <= fdsBefore + MAX_CONNECTIONS + 8, `the supervisor holds ${fdsFlooded} fds (${fdsBefore} before): at most ${MAX_CONNECTIONS} more`);
+  const fdsFlooded = processResources(pid).fds;
+  t.ok(fdsFlooded <= fdsBefore + MAX_CONNECTIONS + 8, `vrouter's processes hold ${fdsFlooded} fds (${fdsBefore} before): at most ${MAX_CONNECTIONS} more`);
   await waitFor('the refusal in the log', () => vr.stderr().includes(`refused a connection: ${MAX_CONNECTIONS} are open`));
   t.ok(vr.stderr().includes(`refused a connection: ${MAX_CONNECTIONS} are open`), 'the log says why connections are refused');
 

@@ -2,17 +2,23 @@
 // vrouter-dataplane), hands it the shared memory, and starts, stops and feeds its PMDs.
 // When the process dies, `died` is called once; the supervisor starts a new one and gives
 // it the same state (the connections, their fds and vring positions are all on this side).
+// A death is known as soon as the threads of the process that touch queues have ended
+// (dataplane-death-watch.ts), or else when the process has ended, whichever comes first.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
 import { closeAll, seqpacketPair } from '../sys/libc.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
-import { encodeShared } from '../sys/shared-arena.ts';
+import { arenaAddress, encodeShared, refOf, releaseShared, sharedBuffer } from '../sys/shared-arena.ts';
+import { initLifeLocks, LIFE_BLOCK_BYTES } from '../sys/life-locks.ts';
+import type { DeathSeen, DeathWatchData } from './dataplane-death-watch.ts';
 import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
 import { DATAPLANE_V8_FLAGS } from '../dataplane/jit-flags.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const ENTRY = fileURLToPath(new URL(`../dataplane/process-main${MODULE_EXT}`, import.meta.url));
+const DEATH_WATCH = new URL(`./dataplane-death-watch${MODULE_EXT}`, import.meta.url);
 /** how long the data plane has to map the shared memory and say it is ready */
 const READY_TIMEOUT_MS = 10_000;
 
@@ -32,7 +38,12 @@ export class DataplaneProcess {
   readonly commandsFd: number;
   private readonly handlers: DataplaneHandlers;
   private exited = false;
+  /** `died` was called (by the death watch, or at the exit) */
+  private dead = false;
   private readonly exitWaiters: (() => void)[] = [];
+  /** the process's life locks, in shared memory; freed once it and the death watch are gone */
+  private readonly lifeLocks: ArrayBuffer | SharedArrayBuffer;
+  private deathWatch: Worker | null = null;
 
   /**
    * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
@@ -52,13 +63,43 @@ export class DataplaneProcess {
     // The child has its copies now.
     closeAll([dataplaneEnd, dataplaneCommands]);
     this.channel = new PacketChannel(supervisorEnd, { message: (m) => this.onEvent(m as DataplaneEvent), closed: () => undefined });
+    this.lifeLocks = sharedBuffer(LIFE_BLOCK_BYTES);
+    initLifeLocks(this.lifeLocks);
     this.child.on('exit', (code, signal) => {
       this.exited = true;
       this.channel.close();
       for (const wake of this.exitWaiters.splice(0)) wake();
-      this.handlers.died(code, signal);
+      this.reportDeath(code, signal);
+      // The watch may still wait on locks no thread holds now: it ends within its slice.
+      const watch = this.deathWatch;
+      if (watch === null) releaseShared(this.lifeLocks);
+      else void watch.terminate().then(() => releaseShared(this.lifeLocks));
     });
-    this.send({ t: 'init', arenaBytes, nice }, [arenaFd]);
+    this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks) }, [arenaFd]);
+  }
+
+  private reportDeath(code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.handlers.died(code, signal);
+  }
+
+  /**
+   * Once the main thread holds its life lock (it said 'ready'): a thread that waits for
+   * the process's locks, and reports the death before the process has ended.
+   */
+  private watchForDeath(): void {
+    if (this.exited || this.child.pid === undefined) return;
+    const data: DeathWatchData = { arena: arenaAddress(), lifeLocks: refOf(this.lifeLocks), pid: this.child.pid };
+    const watch = new Worker(DEATH_WATCH, { workerData: data, name: 'death-watch' });
+    // Never what keeps the supervisor running.
+    watch.unref();
+    watch.on('message', (seen: DeathSeen) => {
+      // Not known from /proc: the exit, which comes next, says how.
+      if (seen.code !== null || seen.signal !== null) this.reportDeath(seen.code, seen.signal);
+    });
+    watch.on('error', () => undefined);
+    this.deathWatch = watch;
   }
 
   get pid(): number | undefined {
@@ -86,6 +127,7 @@ export class DataplaneProcess {
   private onEvent(event: DataplaneEvent): void {
     if (event.t === 'ready') {
       this.isReady = true;
+      this.watchForDeath();
       for (const settle of this.readyWaiters.splice(0)) settle(true);
     } else if (event.t === 'pmd-error') {
       this.handlers.pmdError(event.pmd, event.incarnation, event.error);

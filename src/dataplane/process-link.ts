@@ -3,17 +3,21 @@
 // the vhost control thread (the commands of the ports' connections, with their fds).
 import type { GuestRegion, PmdReply, PortCommand } from '../vhost/dataplane-link.ts';
 import type { PmdThreadData, TablesUpdate } from '../pipeline/pmd-thread.ts';
+import type { SharedRef } from '../sys/shared-arena.ts';
 
 /** fd numbers the data-plane process is started with (its stdio entries 3 and 4). */
 export const SUPERVISOR_FD = 3;
 export const COMMANDS_FD = 4;
 
 /** What a PMD is started with: everything but its command port, shared memory as SharedRefs. */
-export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby'>;
+export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby' | 'lifeLocks'>;
 
 export type SupervisorMessage =
-  /** the shared memory (its fd comes with the message) */
-  | { t: 'init'; arenaBytes: number; nice: number }
+  /**
+   * the shared memory (its fd comes with the message), and the process's block of life
+   * locks in it (life-locks.ts): its main thread holds the first, each PMD thread another
+   */
+  | { t: 'init'; arenaBytes: number; nice: number; lifeLocks: SharedRef }
   /**
    * starts PMD `pmd`; `incarnation` names this start of it in every later message.
    * `standby`: it loads everything, says so ('pmd-standby'), and waits for 'go' before it

@@ -11,7 +11,8 @@ import { PacketChannel } from '../sys/packet-channel.ts';
 import { readdirSync } from 'node:fs';
 import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, SysError } from '../sys/libc.ts';
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
-import { arenaAddress, attachArena, decodeShared } from '../sys/shared-arena.ts';
+import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
+import { holdLifeLock } from '../sys/life-locks.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
@@ -41,6 +42,8 @@ for (const tid of readdirSync('/proc/self/task')) {
   }
 }
 let servingNice = 0;
+/** this process's life locks, for its PMD threads */
+let lifeLocks: SharedRef | null = null;
 function serveQueues(): void {
   try {
     setThreadNice(servingNice);
@@ -77,6 +80,10 @@ const tell = (event: DataplaneEvent) => supervisor.send(event);
 function onSupervisor(m: SupervisorMessage, fds: number[]): void {
   if (m.t === 'init') {
     attachArena(fds[0], m.arenaBytes);
+    // The first life lock, held by this thread until the process ends: the supervisor
+    // waits for it (and then the PMDs') to know the process dead (life-locks.ts).
+    if (holdLifeLock(regionOf(m.lifeLocks), 0, 1) !== 0) throw new Error('the life lock of the main thread is taken');
+    lifeLocks = m.lifeLocks;
     servingNice = m.nice;
     // Started to serve at once (not a spare): its PMDs, spawned next, go back to 0 themselves.
     if (!startedAsSpare) serveQueues();
@@ -121,7 +128,7 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   const channel = new MessageChannel();
   const go = waits ? new SharedArrayBuffer(8) : null;
   if (go !== null) standby.set(id, new Int32Array(go));
-  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go };
+  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go, lifeLocks };
   const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
   const doorbell = new Int32Array(decodeShared(wakers[id].doorbell));
   const pmd: RunningPmd = { id, incarnation, worker, commands: channel.port1, doorbell, fds: new Map(), pending: new Map() };

@@ -6,7 +6,8 @@
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { pinThreadToCpu, setThreadName, setThreadNice } from '../sys/libc.ts';
-import { decodeShared, useArena } from '../sys/shared-arena.ts';
+import { decodeShared, regionOf, useArena, type SharedRef } from '../sys/shared-arena.ts';
+import { holdLifeLock, LIFE_LOCKS } from '../sys/life-locks.ts';
 import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
@@ -40,6 +41,8 @@ export interface PmdThreadData {
   standby: SharedArrayBuffer | null;
   /** where this process mapped the shared memory: the buffers above come as SharedRefs into it */
   arena: { base: string; size: number } | null;
+  /** the process's life locks (life-locks.ts): this thread holds one of them while it lives */
+  lifeLocks: SharedRef | null;
 }
 
 const started = workerData as PmdThreadData;
@@ -49,6 +52,11 @@ export interface PmdLogLine {
   log: string;
 }
 const log = createLog(`pmd${started.config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
+// Held while this thread lives (the first lock is the main thread's): once the locks of a
+// dead process are all let go, none of its threads touches a queue again (life-locks.ts).
+if (started.lifeLocks !== null && holdLifeLock(regionOf(started.lifeLocks), 1, LIFE_LOCKS) < 0) {
+  log.warn(`no life lock left of ${LIFE_LOCKS}: a death of this data plane is known only once the process has ended`);
+}
 // Plugins are imported first: in standby, that is the work done before the go.
 const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
 let data = started;

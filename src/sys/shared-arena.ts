@@ -150,6 +150,16 @@ function mapDeep(value: unknown, leaf: (v: unknown) => unknown): unknown {
   return value;
 }
 
+/** One region sent as a SharedRef, viewed at this thread's mapping of the arena. */
+export function regionOf(ref: SharedRef): ArrayBuffer {
+  return decodeShared(ref) as unknown as ArrayBuffer;
+}
+
+/** One region as a SharedRef, to post to another thread or process. */
+export function refOf(region: ArrayBufferLike): SharedRef {
+  return encodeShared(region, true) as unknown as SharedRef;
+}
+
 /**
  * Every arena region in `value` as a SharedRef, to post to another thread or process.
  * `acrossProcesses`: a buffer that is not in the arena cannot be shared there, and throws.

@@ -1,0 +1,57 @@
+// A thread of the supervisor that learns of a data plane's death as its threads end, not
+// when the process has ended: it waits for the life lock of the process's main thread
+// (let go only as the process ends, and then no thread of it can start), then for every
+// other lock of the block (its PMD threads'), and says how the process died. From then on
+// nothing of that process reads or writes a queue, and its queues may be handed to the
+// next data plane while the kernel still tears the dead one down.
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
+import { awaitLifeLock, LIFE_LOCKS } from '../sys/life-locks.ts';
+import { regionOf, useArena, type SharedRef } from '../sys/shared-arena.ts';
+
+export interface DeathWatchData {
+  arena: { base: string; size: number } | null;
+  lifeLocks: SharedRef;
+  pid: number;
+}
+
+/** How a death was seen: the exit code or signal, when /proc still had them. */
+export interface DeathSeen {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Each wait is this short, so that the thread stops soon when told to (Worker.terminate). */
+const WAIT_SLICE_MS = 200;
+
+/** Signal names by number; of two names for one number (SIGABRT, SIGIOT) the first, as Node reports it. */
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, number] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(number)) SIGNAL_NAMES.set(number, name as NodeJS.Signals);
+
+/**
+ * The process's exit status as waitpid(2) would give it, from its main thread's entry in
+ * /proc (field 52, exit_code: set as that thread ended, while the process is not yet reaped).
+ */
+export function exitStatusOf(pid: number): DeathSeen {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const status = Number(fields[52 - 3]);
+    if (!Number.isInteger(status)) return { code: null, signal: null };
+    const signal = status & 0x7f;
+    return signal !== 0 ? { code: null, signal: SIGNAL_NAMES.get(signal) ?? null } : { code: (status >> 8) & 0xff, signal: null };
+  } catch {
+    return { code: null, signal: null };
+  }
+}
+
+if (parentPort !== null && (workerData as DeathWatchData | undefined)?.lifeLocks !== undefined) {
+  const data = workerData as DeathWatchData;
+  useArena(data.arena);
+  const locks = regionOf(data.lifeLocks);
+  while (!awaitLifeLock(locks, 0, WAIT_SLICE_MS));
+  // Read now, while the other threads still end: once the last has, the process may be reaped.
+  const seen = exitStatusOf(data.pid);
+  for (let i = 1; i < LIFE_LOCKS; i++) while (!awaitLifeLock(locks, i, WAIT_SLICE_MS));
+  parentPort.postMessage(seen satisfies DeathSeen);
+}

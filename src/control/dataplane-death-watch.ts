@@ -29,29 +29,43 @@ const WAIT_SLICE_MS = 200;
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
 for (const [name, number] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(number)) SIGNAL_NAMES.set(number, name as NodeJS.Signals);
 
+/** The fields of /proc/PID/stat from the third (state) on, or null when there is no such process. */
+function statFields(pid: number): string[] | null {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  } catch {
+    return null;
+  }
+}
+
+/** When the process started (field 22, clock ticks after boot): with the pid, it names one process. */
+export function startTimeOf(pid: number): string | null {
+  return statFields(pid)?.[22 - 3] ?? null;
+}
+
 /**
  * The process's exit status as waitpid(2) would give it, from its main thread's entry in
- * /proc (field 52, exit_code: set as that thread ended, while the process is not yet reaped).
+ * /proc (field 52, exit_code: set as that thread begins to end, before it lets its locks
+ * go, and kept until the process is reaped). `started` (startTimeOf) tells it from a
+ * process that took the pid again after this one was reaped.
  */
-export function exitStatusOf(pid: number): DeathSeen {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    const status = Number(fields[52 - 3]);
-    if (!Number.isInteger(status)) return { code: null, signal: null };
-    const signal = status & 0x7f;
-    return signal !== 0 ? { code: null, signal: SIGNAL_NAMES.get(signal) ?? null } : { code: (status >> 8) & 0xff, signal: null };
-  } catch {
-    return { code: null, signal: null };
-  }
+export function exitStatusOf(pid: number, started: string | null): DeathSeen {
+  const fields = statFields(pid);
+  const status = Number(fields?.[52 - 3]);
+  if (fields === null || started === null || fields[22 - 3] !== started || !Number.isInteger(status)) return { code: null, signal: null };
+  const signal = status & 0x7f;
+  return signal !== 0 ? { code: null, signal: SIGNAL_NAMES.get(signal) ?? null } : { code: (status >> 8) & 0xff, signal: null };
 }
 
 if (parentPort !== null && (workerData as DeathWatchData | undefined)?.lifeLocks !== undefined) {
   const data = workerData as DeathWatchData;
   useArena(data.arena);
   const locks = regionOf(data.lifeLocks);
+  // Read while it lives (it said 'ready' before this thread started).
+  const started = startTimeOf(data.pid);
   while (!awaitLifeLock(locks, 0, WAIT_SLICE_MS));
   // Read now, while the other threads still end: once the last has, the process may be reaped.
-  const seen = exitStatusOf(data.pid);
+  const seen = exitStatusOf(data.pid, started);
   for (let i = 1; i < LIFE_LOCKS; i++) while (!awaitLifeLock(locks, i, WAIT_SLICE_MS));
   parentPort.postMessage(seen satisfies DeathSeen);
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { awaitLifeLock, holdLifeLock, initLifeLocks, LIFE_BLOCK_BYTES, LIFE_LOCKS } from '../../src/sys/life-locks.ts';
 import { arenaAddress, createArena, refOf, sharedBuffer } from '../../src/sys/shared-arena.ts';
-import { exitStatusOf, type DeathSeen, type DeathWatchData } from '../../src/control/dataplane-death-watch.ts';
+import { exitStatusOf, startTimeOf, type DeathSeen, type DeathWatchData } from '../../src/control/dataplane-death-watch.ts';
 
 const ARENA_BYTES = 2 ** 30;
 const arenaFd = createArena(ARENA_BYTES);
@@ -128,21 +128,24 @@ t.test('the exit status of a process that ended but is not reaped', async (t) =>
   let out = '';
   await new Promise<void>((resolve) => parent.stdout!.on('data', (d: Buffer) => (out += d.toString()).split('\n').length > 2 && resolve()));
   const [killed, aborted] = out.trim().split('\n').map(Number);
-  t.same(exitStatusOf(killed), { code: 0, signal: null }, 'a live process reads as code 0 (nothing ended yet)');
+  const started = { killed: startTimeOf(killed), aborted: startTimeOf(aborted) };
+  t.ok(started.killed !== null && started.aborted !== null, 'their start times, read while they live');
+  t.same(exitStatusOf(killed, started.killed), { code: 0, signal: null }, 'a live process reads as code 0 (nothing ended yet)');
+  t.same(exitStatusOf(killed, '1'), { code: null, signal: null }, 'another start time: another process, nothing known of it');
   process.kill(killed, 'SIGKILL');
   // SIGABRT ends a process with a core dump (the status says so too), and has a second name, SIGIOT.
   process.kill(aborted, 'SIGABRT');
-  const ended = async (pid: number) => {
+  const ended = async (pid: number, start: string | null) => {
     let seen: DeathSeen = { code: null, signal: null };
     for (let tries = 0; tries < 100 && seen.signal === null; tries++) {
       await new Promise((r) => setTimeout(r, 10));
-      seen = exitStatusOf(pid);
+      seen = exitStatusOf(pid, start);
     }
     return seen;
   };
-  t.same(await ended(killed), { code: null, signal: 'SIGKILL' }, 'killed: SIGKILL');
-  t.same(await ended(aborted), { code: null, signal: 'SIGABRT' }, 'aborted: SIGABRT, as Node names it');
-  t.same(exitStatusOf(2 ** 22 + 1), { code: null, signal: null }, 'no such process: nothing known');
+  t.same(await ended(killed, started.killed), { code: null, signal: 'SIGKILL' }, 'killed: SIGKILL');
+  t.same(await ended(aborted, started.aborted), { code: null, signal: 'SIGABRT' }, 'aborted: SIGABRT, as Node names it');
+  t.same(exitStatusOf(2 ** 22 + 1, '1'), { code: null, signal: null }, 'no such process: nothing known');
 });
 
 t.test('the watch waits for every lock: a process whose main thread ended is dead only once its other thread ends too', async (t) => {

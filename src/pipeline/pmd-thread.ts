@@ -63,6 +63,13 @@ let data = started;
 if (started.standby !== null) {
   // Loaded: the data plane this one stands in for forwards until it is told to go.
   parentPort!.postMessage({ standby: true });
+  // It waits on its own CPU (asleep, it takes nothing there), to wake where it will poll:
+  // at a hand-over after a death that CPU is idle, the control CPUs are not.
+  try {
+    pinThreadToCpu(started.config.cpu);
+  } catch {
+    // pinned after the go, or the error said then
+  }
   Atomics.wait(new Int32Array(started.standby), 0, 0);
   // Posted before the go word was set; looked for a little longer all the same.
   let now = receiveMessageOnPort(parentPort!);

@@ -15,10 +15,12 @@ import { initLifeLocks, LIFE_BLOCK_BYTES } from '../sys/life-locks.ts';
 import type { DeathSeen, DeathWatchData } from './dataplane-death-watch.ts';
 import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
 import { DATAPLANE_V8_FLAGS } from '../dataplane/jit-flags.ts';
+import { createLog } from '../log.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const ENTRY = fileURLToPath(new URL(`../dataplane/process-main${MODULE_EXT}`, import.meta.url));
 const DEATH_WATCH = new URL(`./dataplane-death-watch${MODULE_EXT}`, import.meta.url);
+const log = createLog('supervisor');
 /** how long the data plane has to map the shared memory and say it is ready */
 const READY_TIMEOUT_MS = 10_000;
 
@@ -98,7 +100,8 @@ export class DataplaneProcess {
       // Not known from /proc: the exit, which comes next, says how.
       if (seen.code !== null || seen.signal !== null) this.reportDeath(seen.code, seen.signal);
     });
-    watch.on('error', () => undefined);
+    // Its death is then known only once the process has ended, as without the watch.
+    watch.on('error', (err) => log.warn(`the death watch of the data plane (pid ${this.child.pid}) failed: ${err.message}; its death will be known once the process has ended`));
     this.deathWatch = watch;
   }
 

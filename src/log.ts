@@ -35,6 +35,7 @@ export const EVENTS = {
   'admin.refused': 'a connection to the admin endpoint was closed at once: it holds the most connections it keeps',
   'port.listening': 'a server-mode port listens on its socket',
   'port.quarantined': 'a port refuses frontends for a while: a PMD died serving it',
+  'port.throttled': 'a port\'s frontend connects or sends faster than the port\'s share of the control thread: vrouter reads and accepts on it more slowly',
   'port.closed': 'a port removed or changed at run time stopped taking frontends',
   'port.failed': 'a changed port could not listen on its socket again',
   'port.mtu': 'a TAP port\'s interface took a new MTU in place (its addresses and routes kept)',

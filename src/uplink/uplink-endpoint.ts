@@ -167,7 +167,7 @@ export class UplinkEndpoint {
   }
 
   state(): PortState {
-    return { connected: this.queues.length > 0, quarantinedForS: 0, device: null };
+    return { connected: this.queues.length > 0, quarantinedForS: 0, controlThrottled: 0, device: null };
   }
 
   /**

@@ -43,6 +43,7 @@ import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
 import { checkRegions, regionsForDataplane, releaseRegions, shrunkRegion, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
+import type { ControlBudget } from './control-budget.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
@@ -181,6 +182,8 @@ export interface ConnectionOptions {
   /** a fresh connection generation (see PmdCommand): one per connection and per device reset */
   nextGeneration: () => number;
   onClosed: (reason: string) => void;
+  /** the port's share of the control thread, which its messages take from */
+  budget: ControlBudget;
 }
 
 /** A connected device as the admin endpoint shows it. */
@@ -232,7 +235,7 @@ export class VhostConnection {
     this.options = options;
     this.gen = options.nextGeneration();
     this.vrings = Array.from({ length: 2 * port.queues }, newVring);
-    this.reader = new MessageReader(fd, { message: (m) => this.enqueue(m), end: (reason) => void this.close(reason) });
+    this.reader = new MessageReader(fd, { message: (m) => this.enqueue(m), end: (reason) => void this.close(reason) }, options.budget);
     this.audit = setInterval(() => this.auditFds(), FD_AUDIT_MS).unref();
   }
 

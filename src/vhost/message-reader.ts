@@ -1,7 +1,9 @@
 // Framing of one frontend's vhost-user stream: reads whole messages (header, payload, the
 // fds that came with them) without blocking, and within bounds, so that one frontend that
 // writes as fast as it can neither starves the control thread (the other ports, PMD
-// answers, timers) nor makes it hold an unbounded number of messages and fds.
+// answers, timers), nor takes more of it than its port's budget, nor makes it hold an
+// unbounded number of messages and fds.
+import type { ControlBudget } from './control-budget.ts';
 import { closeAll, MAX_FDS_PER_MESSAGE, recvMsg, watchReadable, type Watch } from '../sys/libc.ts';
 import { decodeHeader, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_LEN, MAX_PAYLOAD, ProtocolError, requestName, VERSION, VERSION_MASK, type Header } from './protocol.ts';
 
@@ -33,12 +35,18 @@ export class MessageReader {
   private have = 0;
   private header: Header | null = null;
   private fds: number[] = [];
+  private readonly budget: ControlBudget;
   private ended = false;
-  private paused = false;
+  /** the owner holds too much already (backlog) */
+  private full = false;
+  /** the port's budget is spent: reading resumes when this timer fires */
+  private waitForBudget: NodeJS.Timeout | null = null;
+  private watchPaused = false;
 
-  constructor(fd: number, sink: MessageSink) {
+  constructor(fd: number, sink: MessageSink, budget: ControlBudget) {
     this.fd = fd;
     this.sink = sink;
+    this.budget = budget;
     this.watch = watchReadable(fd, () => this.readAvailable());
   }
 
@@ -46,21 +54,39 @@ export class MessageReader {
   stop(): void {
     this.ended = true;
     this.watch.stop();
+    if (this.waitForBudget !== null) clearTimeout(this.waitForBudget);
+    this.waitForBudget = null;
     closeAll(this.fds);
     this.fds = [];
   }
 
   /** Called by the owner with what it still holds: reading pauses and resumes by it. */
   backlog(messages: number, fds: number): void {
-    const full = messages >= MAX_QUEUED_MESSAGES || fds >= MAX_QUEUED_FDS;
-    if (full && !this.paused) this.watch.pause();
-    else if (!full && this.paused) this.watch.resume();
-    this.paused = full;
+    this.full = messages >= MAX_QUEUED_MESSAGES || fds >= MAX_QUEUED_FDS;
+    this.updateWatch();
+  }
+
+  private updateWatch(): void {
+    if (this.ended) return;
+    const pause = this.full || this.waitForBudget !== null;
+    if (pause && !this.watchPaused) this.watch.pause();
+    else if (!pause && this.watchPaused) this.watch.resume();
+    this.watchPaused = pause;
+  }
+
+  /** Reading waits until the budget holds a wake-up's worth of messages. */
+  private awaitBudget(): void {
+    this.waitForBudget = setTimeout(() => {
+      this.waitForBudget = null;
+      this.updateWatch();
+    }, Math.ceil(this.budget.msUntil(MESSAGES_PER_WAKEUP)));
+    this.updateWatch();
   }
 
   private readAvailable(): void {
     try {
-      for (let taken = 0; taken < MESSAGES_PER_WAKEUP && !this.ended && !this.paused; ) {
+      for (let taken = 0; taken < MESSAGES_PER_WAKEUP && !this.ended && !this.full && this.waitForBudget === null; ) {
+        if (this.header === null && this.have === 0 && !this.budget.holds(1)) return this.awaitBudget();
         const want = this.header === null ? HEADER_LEN - this.have : HEADER_LEN + this.header.size - this.have;
         if (want > 0) {
           const got = recvMsg(this.fd, this.buf.subarray(this.have, this.have + want));
@@ -77,6 +103,7 @@ export class MessageReader {
           this.have = 0;
           this.fds = [];
           taken++;
+          this.budget.spend(1);
           this.sink.message(m);
         }
       }

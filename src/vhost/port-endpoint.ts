@@ -8,6 +8,7 @@ import { accept, closeAll, peerCredentials, unixConnect, unixListen, watchReadab
 import type { MirrorOf } from '../control/config.ts';
 import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
+import { CONNECTION_COST, ControlBudget, MESSAGES_PER_SECOND } from './control-budget.ts';
 
 export interface EndpointSettings extends PortSettings {
   /** vhost-user: a socket and its frontend; tap, af_packet, af_xdp: a kernel interface (src/uplink) */
@@ -31,12 +32,15 @@ const QUARANTINE_FIRST_S = 5;
 const QUARANTINE_MAX_S = 300;
 const QUARANTINE_MEMORY_MS = 600_000;
 const HOLD_BACK_MS = 1000;
+const THROTTLED_LOG_MS = 10_000;
 
 /** A port's connection as the admin endpoint shows it. */
 export interface PortState {
   connected: boolean;
   /** seconds the port still refuses frontends (0: none) */
   quarantinedForS: number;
+  /** times its frontends had to wait for the port's share of the control thread */
+  controlThrottled: number;
   device: DeviceState | null;
 }
 
@@ -56,6 +60,12 @@ export class PortEndpoint {
   /** when the port was quarantined recently, and until when it refuses frontends */
   private quarantines: number[] = [];
   private quarantinedUntil = 0;
+  /** kept across connections: a frontend that reconnects does not get a new one */
+  private readonly budget = new ControlBudget(() => this.sayThrottled());
+  /** when the log last said the port waits for its budget, and its count then */
+  private throttledSaid = { at: -Infinity, count: 0 };
+  /** accepting waits for the budget until this timer fires */
+  private waitForBudget: NodeJS.Timeout | null = null;
 
   constructor(settings: EndpointSettings, dataplane: Dataplane, log: Logger) {
     this.settings = settings;
@@ -75,7 +85,7 @@ export class PortEndpoint {
   /** Whether a frontend is connected, its device's state, and any quarantine. */
   state(): PortState {
     const quarantine = Math.max(0, Math.ceil((this.quarantinedUntil - Date.now()) / 1000));
-    return { connected: this.connection !== null, quarantinedForS: quarantine, device: this.connection?.state() ?? null };
+    return { connected: this.connection !== null, quarantinedForS: quarantine, controlThrottled: this.budget.throttled, device: this.connection?.state() ?? null };
   }
 
   /**
@@ -104,6 +114,7 @@ export class PortEndpoint {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.waitForBudget) clearTimeout(this.waitForBudget);
     if (this.waiting !== null) {
       clearTimeout(this.waiting.timer);
       closeAll([this.waiting.fd]);
@@ -167,6 +178,7 @@ export class PortEndpoint {
 
   private acceptPending(): void {
     for (;;) {
+      if (!this.budget.holds(CONNECTION_COST)) return this.awaitBudget();
       let fd: number;
       try {
         fd = accept(this.listenFd);
@@ -175,6 +187,7 @@ export class PortEndpoint {
         return;
       }
       if (fd < 0) return;
+      this.budget.spend(CONNECTION_COST);
       if (this.stopped) {
         closeAll([fd]);
       } else if (this.refusing(fd) || !this.admit(fd)) {
@@ -185,6 +198,28 @@ export class PortEndpoint {
         this.holdBack(fd);
       }
     }
+  }
+
+  /** Said once every THROTTLED_LOG_MS at most, with how often it happened meanwhile. */
+  private sayThrottled(): void {
+    const now = performance.now();
+    if (now - this.throttledSaid.at < THROTTLED_LOG_MS) return;
+    const waits = this.budget.throttled - this.throttledSaid.count;
+    this.throttledSaid = { at: now, count: this.budget.throttled };
+    this.log.warn(
+      `port ${this.settings.name}: its frontend connects or sends faster than the port's share of the control thread (${MESSAGES_PER_SECOND} messages a second, a connection counting as ${CONNECTION_COST}): it waits (${waits} times since this was last said)`,
+      'port.throttled',
+      { port: this.settings.name, waits },
+    );
+  }
+
+  /** Connections wait in the backlog until the port's budget holds another. */
+  private awaitBudget(): void {
+    this.listenWatch?.pause();
+    this.waitForBudget = setTimeout(() => {
+      this.waitForBudget = null;
+      this.listenWatch?.resume();
+    }, Math.ceil(this.budget.msUntil(CONNECTION_COST)));
   }
 
   /**
@@ -265,7 +300,7 @@ export class PortEndpoint {
         this.retryTimer = setTimeout(() => this.connect(), Math.max(RECONNECT_MS, this.quarantinedUntil - Date.now()));
       }
     };
-    this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, { nextGeneration: () => ++this.generation, onClosed });
+    this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, { nextGeneration: () => ++this.generation, onClosed, budget: this.budget });
   }
 }
 

@@ -1,11 +1,13 @@
 // Frontends that flood the control thread: replies they never read, messages (with fds)
-// as fast as the socket takes them, requests refused by the thousand. Each is cut off or
-// slowed on its own connection; the daemon, its log and the other ports carry on.
+// as fast as the socket takes them, requests refused by the thousand, messages and
+// connections beyond the port's share. Each is cut off or slowed on its own port; the
+// daemon, its log and the other ports carry on.
 import t from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { encodeMessage, memTablePayload, startDevice, u32pair, u64, type VhostFrontend } from '../support/vhost-frontend.ts';
 import { processResources, waitFor } from '../support/traffic.ts';
+import { adminClient } from '../support/admin-client.ts';
 import { ackingFrontend, withNeighbours } from './lib.ts';
 
 /** Sends until the daemon hangs up or `count` messages went; EAGAIN waits a moment. */
@@ -96,4 +98,53 @@ t.test('thousands of refused requests do not flood the log', async (t) => {
   await fe.replyU64();
   await waitFor('the count of lines not shown', () => /refused SET_VRING_NUM: vring 9 .*\(and \d+ more like it, not shown\)/.test(n.vr.stderr().slice(before)));
   t.pass('a later line of the kind says how many were not shown');
+});
+
+t.test("a frontend faster than its port's share of the control thread waits, and loses nothing", async (t) => {
+  const n = await withNeighbours(['h', 'g']);
+  t.teardown(() => n.close());
+  const api = adminClient(n.vr);
+  // Messages: the port's burst (2000) is taken at once, the rest at 1000 a second.
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  t.teardown(() => fe.close());
+  const requests = 4000;
+  let answered = 0;
+  let otherSetUpMs = Infinity;
+  const started = performance.now();
+  for (let sent = 0; sent < requests; sent += 100) {
+    for (let i = 0; i < 100; i++) fe.send(Req.GET_FEATURES);
+    for (let i = 0; i < 100; i++) if ((await fe.replyU64()) !== null) answered++;
+    if (sent === 2500) {
+      // Meanwhile a device on another port sets up at its own pace.
+      const from = performance.now();
+      const g = await startDevice(n.vr.sockets.g);
+      otherSetUpMs = performance.now() - from;
+      g.close();
+    }
+  }
+  const floodMs = performance.now() - started;
+  t.equal(answered, requests, 'every request was answered');
+  t.ok(floodMs >= 1900, `at the port's pace: ${requests} requests in ${floodMs.toFixed(0)} ms (after the burst of 2000, 1000 a second)`);
+  t.ok(otherSetUpMs < 1000, `a device on another port was set up in ${otherSetUpMs.toFixed(0)} ms meanwhile`);
+  t.ok(await n.stillForward(), 'a and b forward');
+  fe.close();
+
+  // Connections: each counts as 100 messages, so 20 at once and then 10 a second.
+  const connections = 40;
+  const from = performance.now();
+  let handshakes = 0;
+  for (let i = 0; i < connections; i++) {
+    const c = await ackingFrontend(n.vr.sockets.h);
+    c.send(Req.GET_FEATURES);
+    if ((await c.replyU64()) !== null) handshakes++;
+    c.close();
+  }
+  const connectMs = performance.now() - from;
+  t.equal(handshakes, connections, 'every connection was served');
+  t.ok(connectMs >= 1500, `at the port's pace: ${connections} connections in ${connectMs.toFixed(0)} ms`);
+  const port = (await api.call('GET', '/ports/h')).json as { state: { controlThrottled: number } };
+  t.ok(port.state.controlThrottled > 0, `GET /ports/h counts the waits (${port.state.controlThrottled})`);
+  t.match(n.vr.stderr(), /port h: its frontend connects or sends faster than the port's share of the control thread/, 'the log says why');
+  t.notMatch(n.vr.stderr(), /port g: its frontend connects or sends faster/, 'and names no other port');
+  t.ok(n.vr.alive(), 'vrouter runs');
 });

@@ -43,7 +43,7 @@ import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
 import { checkRegions, regionsForDataplane, releaseRegions, shrunkRegion, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
-import type { ControlBudget } from './control-budget.ts';
+import { COMMAND_COST, type ControlBudget } from './control-budget.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
@@ -182,7 +182,7 @@ export interface ConnectionOptions {
   /** a fresh connection generation (see PmdCommand): one per connection and per device reset */
   nextGeneration: () => number;
   onClosed: (reason: string) => void;
-  /** the port's share of the control thread, which its messages take from */
+  /** the port's share of the control thread: its messages, and the PMD commands they cause, take from it */
   budget: ControlBudget;
 }
 
@@ -624,6 +624,7 @@ export class VhostConnection {
    */
   private async switchMemory(regions: GuestRegion[], gen: number): Promise<string | null> {
     const owners = this.dataplane.ownersOf(this.port.index);
+    this.options.budget.spend(COMMAND_COST * owners.length);
     const replies = await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions })));
     this.checkCurrent(gen);
     // A PMD that was gone refused nothing: its successor gets the table in force then (resync).
@@ -830,6 +831,7 @@ export class VhostConnection {
   /** A vring command to its PMD; throws Superseded if the connection was reset meanwhile. */
   private async command(cmd: PortCommand): Promise<PmdReply> {
     this.checkCurrent(cmd.gen);
+    this.options.budget.spend(COMMAND_COST);
     const reply = await this.dataplane.request(cmd);
     this.checkCurrent(cmd.gen);
     return reply;
@@ -898,6 +900,7 @@ export class VhostConnection {
     this.protocolFeatures = 0n;
     this.status = 0;
     const owners = this.dataplane.ownersOf(this.port.index);
+    this.options.budget.spend(COMMAND_COST * owners.length);
     // Any answer means the PMD let go: it forgot the port, or it died (a dead thread holds nothing).
     await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
     for (const v of vrings) closeAll([v.kickFd, v.callFd, v.errFd, ...v.retiredFds]);

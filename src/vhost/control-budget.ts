@@ -1,21 +1,27 @@
 // A port's share of the control thread, as a router polices its control plane: every
-// message its frontends send, and every connection they make, takes from a token bucket
-// that belongs to the port (not to one connection, which a frontend could make anew). An
-// empty bucket makes vrouter stop reading, or accepting, on that port until it refills:
-// the frontend waits and nothing it sent is lost, and however fast it writes or reconnects
-// it cannot take more of the control thread, the data plane's and the PMDs' attention
-// (each connection ends with a reset on every PMD that serves the port) than its share.
+// message its frontends send, every connection they make and every command a message makes
+// a PMD carry out takes from a token bucket that belongs to the port (not to one
+// connection, which a frontend could make anew). An empty bucket makes vrouter stop
+// reading, or accepting, on that port until it refills: the frontend waits and nothing it
+// sent is lost, and however fast it writes, reconnects or swaps its memory table it cannot
+// take more than its share of the control thread, of the data plane's main thread (which
+// maps guest memory) or of the PMDs, which serve the other ports too.
 
 /** Sustained messages a second per port: QEMU sends a few hundred to set up a device. */
 export const MESSAGES_PER_SECOND = 1000;
-/** What a port may spend at once: a device's whole set-up, many times over. */
-export const BURST = 2000;
 /**
- * A connection costs about as much as this many messages (measured: the handshake, the
- * frontend's credentials and the device's reset on the PMDs at its end): at most ten new
- * connections a second per port, twenty at once.
+ * What a port may spend at once: a device's whole set-up many times over, a multiqueue
+ * device's (a memory table and two vring starts per queue pair) included.
+ */
+export const BURST = 4000;
+/**
+ * Costs in messages, as measured under floods of each kind: a connection (its handshake,
+ * the frontend's credentials) about 100; a command to a PMD (a memory table mapped in the
+ * data plane and viewed by the PMD; a vring started, stopped or reset) about 50 on top of
+ * its message. At most ten new connections, or twenty PMD commands, a second per port.
  */
 export const CONNECTION_COST = 100;
+export const COMMAND_COST = 50;
 
 export class ControlBudget {
   private readonly onWait: () => void;
@@ -46,7 +52,10 @@ export class ControlBudget {
     return false;
   }
 
-  /** Takes what a message or connection cost, once it came (after holds() said yes). */
+  /**
+   * Takes what a message, connection or command cost, once it came (after holds() said
+   * yes): what the bucket lacks is owed, and paid back before the port is read again.
+   */
   spend(cost: number): void {
     this.tokens -= cost;
   }

@@ -8,7 +8,7 @@ import { accept, closeAll, peerCredentials, unixConnect, unixListen, watchReadab
 import type { MirrorOf } from '../control/config.ts';
 import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
-import { CONNECTION_COST, ControlBudget, MESSAGES_PER_SECOND } from './control-budget.ts';
+import { COMMAND_COST, CONNECTION_COST, ControlBudget, MESSAGES_PER_SECOND } from './control-budget.ts';
 
 export interface EndpointSettings extends PortSettings {
   /** vhost-user: a socket and its frontend; tap, af_packet, af_xdp: a kernel interface (src/uplink) */
@@ -207,7 +207,7 @@ export class PortEndpoint {
     const waits = this.budget.throttled - this.throttledSaid.count;
     this.throttledSaid = { at: now, count: this.budget.throttled };
     this.log.warn(
-      `port ${this.settings.name}: its frontend connects or sends faster than the port's share of the control thread (${MESSAGES_PER_SECOND} messages a second, a connection counting as ${CONNECTION_COST}): it waits (${waits} times since this was last said)`,
+      `port ${this.settings.name}: its frontend connects or sends faster than the port's share of the control thread (${MESSAGES_PER_SECOND} messages a second, a connection counting as ${CONNECTION_COST}, a command to a PMD as ${COMMAND_COST}): it waits (${waits} times since this was last said)`,
       'port.throttled',
       { port: this.settings.name, waits },
     );

@@ -29,3 +29,16 @@ t.test('the burst at once, then the rate, never more than the burst saved', asyn
   t.equal(budget.msUntil(0), 0, 'what the bucket holds is there at once');
   t.equal(budget.throttled, 4, 'every wait counted');
 });
+
+t.test('a cost beyond what the bucket holds is owed, and paid back first', async (t) => {
+  let now = 0;
+  const budget = new ControlBudget(() => {}, 1000, 100, () => now);
+  t.ok(budget.holds(1), 'a message may come');
+  budget.spend(1 + 250); // it made PMDs work beyond the bucket
+  t.notOk(budget.holds(1), 'the next waits');
+  t.equal(budget.msUntil(1), 152, 'until the debt of 151 and one message are back');
+  now += 151;
+  t.notOk(budget.holds(1), 'not before');
+  now += 1;
+  t.ok(budget.holds(1), 'then');
+});

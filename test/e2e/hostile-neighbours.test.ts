@@ -1,13 +1,15 @@
 // Hostile frontends next to real ones: two DPDK virtio-user ports (dpdk-testpmd, flowgen)
 // forward through vrouter while the hostile-frontend suite's control-path attacks run
 // against two other ports and a hostile guest attacks through its queues on a third. The
-// rate stays close to what it is without the attacks, every frame is accounted for, and
-// the daemon gives back every fd, mapping and thread.
+// rate stays close to what it is without the attacks (the attacked ports wait for their
+// share of the control thread), every frame is accounted for, and the daemon gives back
+// every fd, mapping and thread.
 import t from 'tap';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runTestpmd, testpmdPrerequisite } from './lib/testpmd.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { processResources, waitFor } from '../support/traffic.ts';
+import { adminClient } from '../support/admin-client.ts';
 import { controlPathAttacks, dataPathAttacks } from '../hostile/lib.ts';
 
 const missing = testpmdPrerequisite();
@@ -80,6 +82,11 @@ t.test('two testpmd ports forward at their rate while other ports are attacked',
   t.ok(passes >= 2, `${passes} passes of the control-path attacks ran`);
   t.ok(guestRounds >= 10, `and ${guestRounds} rounds of the hostile guest`);
   t.ok(attacked >= 0.5 * quiet, `under attack: ${(attacked / 1e6).toFixed(2)} Mpps (windows: ${mpps(rates.attacked)}), ${((100 * attacked) / quiet).toFixed(0)} % of the rate without`);
+
+  const portStates = (await adminClient(vr).call('GET', '/ports')).json as { name: string; state: { controlThrottled: number } }[];
+  const waits = (name: string) => portStates.find((p) => p.name === name)!.state.controlThrottled;
+  t.ok(waits('h') > 0 && waits('g') > 0, `the attacked ports waited for their share of the control thread (h ${waits('h')} times, g ${waits('g')})`);
+  t.equal(waits('a') + waits('b'), 0, "testpmd's ports never did");
 
   const s = await vr.stats();
   const [p0, p1] = result.ports;

@@ -12,6 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { adminClient } from '../support/admin-client.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
+import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
 import { tcp4, udp4 } from '../support/frames.ts';
 
@@ -102,7 +103,11 @@ t.test('virtio-user with checksum and segmentation offload (the csum engine, TSO
       args: ['--tx-offloads=0x2c'],
       commands: ['port stop all', 'tso set 500 0', 'tso set 500 1', 'port start all'],
       during: async () => {
-        // Once the forwarding lcore polls (frames sent before 'start' has taken effect may be lost).
+        // Once testpmd's ports run again after their restart (their second start, as vrouter
+        // logs it: frames sent to a port still restarting are dropped) and the forwarding
+        // lcore polls (frames sent before 'start' has taken effect may be lost).
+        const starts = (port: string) => (vr.stderr().match(new RegExp(`port ${port}: vring 0 \\(guest rx\\) running`, 'g')) ?? []).length;
+        await waitFor("testpmd's ports started again", () => starts('a') >= 2 && starts('b') >= 2, 20000);
         await new Promise((r) => setTimeout(r, 300));
         await injector.send(frames);
         await new Promise((r) => setTimeout(r, 500));

@@ -3,7 +3,7 @@
 // config with a dry run and a confirm-or-roll-back timer). Every change is a new config
 // document applied as a whole by the supervisor: checked by the same code as the file,
 // refused with the field at fault, or applied live.
-import type { TSchema } from 'typebox';
+import type { TSchema } from '../control/typebox.ts';
 import type { ApplyResult } from '../control/supervisor.ts';
 import type { PortStats } from '../dataplane/counters.ts';
 import { PLUGIN_TOP_LEVEL_KEYS } from '../control/config-schema.ts';

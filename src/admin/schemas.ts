@@ -4,8 +4,7 @@
 // (control/config-schema.ts), the one the config file is checked against. TypeBox, because
 // its schemas are plain JSON Schema objects with TypeScript types derived from them, and it
 // validates them itself: one library, no copy of a schema in another language to keep in step.
-import Type, { type Static, type TSchema } from 'typebox';
-import { Compile } from 'typebox/compile';
+import { Compile, Type, type Static, type TSchema } from '../control/typebox.ts';
 import { ConfigDocument, PortEntry } from '../control/config.ts';
 import { firstViolation, type SchemaViolation } from '../control/schema-violation.ts';
 import { ApiError } from './http.ts';

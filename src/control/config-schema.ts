@@ -5,7 +5,7 @@
 //
 // `errorMessage` (the keyword of ajv-errors) says what a value must be where the constraint
 // alone cannot say it in words (a pattern, a choice of types); schema-violation.ts uses it.
-import Type, { type TOptional, type TUnknown } from 'typebox';
+import { Type, type TOptional, type TUnknown } from './typebox.ts';
 
 /** The bounds the schema holds values to: LIMITS of config.ts. */
 export interface ConfigLimits {

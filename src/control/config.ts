@@ -4,8 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
-import type { Static } from 'typebox';
-import { Compile } from 'typebox/compile';
+import { Compile, type Static } from './typebox.ts';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';

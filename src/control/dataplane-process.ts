@@ -86,12 +86,23 @@ export class DataplaneProcess {
     this.handlers.died(code, signal);
   }
 
+  /** watchForDeath() was called */
+  private deathWatchWanted = false;
+
   /**
-   * Once the main thread holds its life lock (it said 'ready'): a thread that waits for
-   * the process's locks, and reports the death before the process has ended.
+   * A thread that waits for the process's locks, and reports the death before the process
+   * has ended: started once the main thread holds its life lock (it said 'ready'), now if it
+   * has. Until then a death is known once the process has ended. The supervisor asks for it
+   * when the process serves, or is about to: the thread's start (about 100 ms of a control
+   * CPU) would otherwise delay a start of vrouter and the loading of a spare.
    */
-  private watchForDeath(): void {
-    if (this.exited || this.child.pid === undefined) return;
+  watchForDeath(): void {
+    this.deathWatchWanted = true;
+    if (this.isReady) this.startDeathWatch();
+  }
+
+  private startDeathWatch(): void {
+    if (this.deathWatch !== null || this.exited || this.child.pid === undefined) return;
     const data: DeathWatchData = { arena: arenaAddress(), lifeLocks: refOf(this.lifeLocks), pid: this.child.pid };
     const watch = new Worker(DEATH_WATCH, { workerData: data, name: 'death-watch' });
     // Never what keeps the supervisor running.
@@ -130,7 +141,7 @@ export class DataplaneProcess {
   private onEvent(event: DataplaneEvent): void {
     if (event.t === 'ready') {
       this.isReady = true;
-      this.watchForDeath();
+      if (this.deathWatchWanted) this.startDeathWatch();
       for (const settle of this.readyWaiters.splice(0)) settle(true);
     } else if (event.t === 'pmd-error') {
       this.handlers.pmdError(event.pmd, event.incarnation, event.error);

@@ -1,7 +1,7 @@
 // A value's first mistake against a TypeBox schema, in the config's words: the field as the
 // config names it (ports[1].mtu, pmd.cores[0], plugins.dscp.path) and a reason that names the
 // value, phrased from the constraint it broke or from the schema's `errorMessage`.
-import type { Validator } from 'typebox/compile';
+import type { Validator } from './typebox.ts';
 
 export interface SchemaViolation {
   /** the field at fault, as the config names it; '' for the whole value */

@@ -214,7 +214,8 @@ export class Supervisor {
     // Before any thread or process is started: they inherit it.
     this.setControlNice();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology, undefined, this.learnedRoutes);
-    const { commandsFd } = await this.startDataplane();
+    // Its death watch once the control thread runs: the two threads' start-ups would share a CPU.
+    const { commandsFd } = await this.startDataplane(false);
     for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => endpointOf(p, index)),
@@ -230,6 +231,7 @@ export class Supervisor {
       await this.terminateAll();
       throw new Error(first.error);
     }
+    this.dataplane?.watchForDeath();
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
     control.on('message', (m: Uint8Array) => {
       const event = unpack(m) as ControlEvent;
@@ -280,11 +282,13 @@ export class Supervisor {
 
   /**
    * Starts a data-plane process and waits until it mapped the shared memory (its
-   * commandsFd is this process's end of its command socket, for the control thread).
+   * commandsFd is this process's end of its command socket, for the control thread);
+   * `watch`: its death watched from then on (DataplaneProcess.watchForDeath).
    */
-  private async startDataplane(): Promise<DataplaneProcess> {
+  private async startDataplane(watch = true): Promise<DataplaneProcess> {
     const dataplane = this.createDataplane();
     this.dataplane = dataplane;
+    if (watch) dataplane.watchForDeath();
     await dataplane.ready();
     return dataplane;
   }
@@ -370,6 +374,8 @@ export class Supervisor {
         waiting.delete(id);
         if (waiting.size > 0) return;
         clearTimeout(timer);
+        // Watched from now on, before it may serve; not while it loads, on the same CPUs.
+        dataplane.watchForDeath();
         log.info(`a spare data plane (pid ${dataplane.pid}) is loaded and waits to take over`, 'dataplane.spare', { pid: dataplane.pid });
         loadedAll();
       },

@@ -9,7 +9,7 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { readdirSync } from 'node:fs';
-import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, SysError } from '../sys/libc.ts';
+import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
@@ -129,7 +129,12 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   const go = waits ? new SharedArrayBuffer(8) : null;
   if (go !== null) standby.set(id, new Int32Array(go));
   const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go, lifeLocks };
-  const worker = new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
+  const start = () => new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
+  // At the daemon's first start the PMD's CPU is idle: the thread starts there and loads its
+  // modules and plugins beside the control thread's loading, not on the control CPUs. One
+  // that takes over queues (a restart, a spare, an upgrade) loads off a CPU that another PMD
+  // may still poll; pmd-thread.ts pins it once loaded.
+  const worker = !waits && !data.waitForQueues ? startOnCpus([data.config.cpu], start) : start();
   const doorbell = new Int32Array(decodeShared(wakers[id].doorbell));
   const pmd: RunningPmd = { id, incarnation, worker, commands: channel.port1, doorbell, fds: new Map(), pending: new Map() };
   pmds.set(id, pmd);

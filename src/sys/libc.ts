@@ -54,6 +54,7 @@ const c = {
   memcpy: libc.func('void memcpy(uintptr_t dst, uintptr_t src, size_t n)'),
   memmove: libc.func('void memmove(uintptr_t dst, uintptr_t src, size_t n)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
+  sched_getaffinity: libc.func('int sched_getaffinity(int pid, size_t cpusetsize, _Out_ uint8_t *mask)'),
   setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
   prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   fstatfs: libc.func('int fstatfs(int fd, _Out_ uint8_t *buf)'),
@@ -588,6 +589,38 @@ export function setThreadCpus(cpus: readonly number[]): void {
     mask[cpu >> 3] |= 1 << (cpu & 7);
   }
   if ((c.sched_setaffinity(0, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpus ${cpus.join(',')}`);
+}
+
+/** The CPUs the calling thread may run on. */
+export function threadCpus(): number[] {
+  const mask = new Uint8Array(128);
+  if ((c.sched_getaffinity(0, mask.length, mask) as number) < 0) fail('sched_getaffinity', 'this thread');
+  const cpus: number[] = [];
+  for (let cpu = 0; cpu < mask.length * 8; cpu++) if ((mask[cpu >> 3] & (1 << (cpu & 7))) !== 0) cpus.push(cpu);
+  return cpus;
+}
+
+/**
+ * Calls `start` (which creates a thread: a Worker) with the calling thread on `cpus` alone,
+ * then puts the calling thread back where it was: a new thread is born with its creator's
+ * CPUs, so it runs there from its first instruction, its start-up included. Where the
+ * calling thread cannot go there, `start` runs where it is (the thread pins itself later).
+ */
+export function startOnCpus<T>(cpus: readonly number[], start: () => T): T {
+  let own: number[] | null = null;
+  try {
+    const before = threadCpus();
+    setThreadCpus(cpus);
+    own = before;
+  } catch {
+    // not moved: started where this thread runs
+  }
+  try {
+    return start();
+  } finally {
+    // The set it had a moment ago: allowed then, allowed now.
+    if (own !== null) setThreadCpus(own);
+  }
 }
 
 const PRIO_PROCESS = 0;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { bootGuest, guestPrerequisites, STEADY_PING_RESULT, steadyPing } from './lib/guest.ts';
 import { VROUTERCTL, vrouterctl as ctl } from './lib/vrouterctl.ts';
 import { adminClient } from '../support/admin-client.ts';
-import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { daemonEnv, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -20,7 +20,7 @@ if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
  * it); resolves once it captures.
  */
 async function startCapture(vr: StartedVrouter, ...args: string[]) {
-  const child = spawn(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), 'capture', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), 'capture', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

@@ -14,7 +14,7 @@ import { parseCaptureFilter } from '../../src/admin/capture.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
-import { REPO, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { daemonEnv, REPO, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { icmp4, udp4 } from '../support/frames.ts';
 
 const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01' };
@@ -297,7 +297,7 @@ const VROUTERCTL = join(REPO, 'dist/bin/vrouterctl.js');
 
 /** vrouterctl capture running in the background, as an operator starts it; resolves once it captures. */
 async function ctlCapture(t: Tap, vr: StartedVrouter, args: string[]) {
-  const child = spawn(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), 'capture', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), 'capture', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: daemonEnv() });
   t.teardown(() => void (child.exitCode === null && child.kill('SIGKILL')));
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -314,7 +314,7 @@ t.test('vrouterctl capture -w FILE: ended by its count, or by Ctrl-C; refusals',
   const [a, b] = [testGuest(devA), testGuest(devB)];
   const onSocket = ['--socket', join(vr.dir, 'admin.sock')];
   const ctl = (args: string[]) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    execFile(process.execPath, [VROUTERCTL, ...onSocket, ...args], (err, _stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }));
+    execFile(process.execPath, [VROUTERCTL, ...onSocket, ...args], { env: daemonEnv() }, (err, _stdout, stderr) => resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }));
   });
 
   const missing = join(vr.dir, 'zz.pcapng');

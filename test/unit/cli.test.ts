@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { renderSnapshot, snapshot } from '../../src/cli/top.ts';
 import { permissionMessage } from '../../src/cli/unreachable.ts';
-import { REPO, startVrouter } from '../support/vrouter-process.ts';
+import { daemonEnv, REPO, startVrouter } from '../support/vrouter-process.ts';
 import { ROUTED } from '../support/routed-config.ts';
 
 const CLI = join(REPO, 'dist/bin/vrouterctl.js');
@@ -25,7 +25,7 @@ interface Run {
 /** Runs vrouterctl with the test's Node; stdout and stderr are pipes, as in a script. */
 function ctl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, VROUTER_ADMIN: '', VROUTER_TOKEN: '', ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [CLI, ...args], { env: daemonEnv({ VROUTER_ADMIN: '', VROUTER_TOKEN: '', ...env }), timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr });
     });
     child.stdin?.end();

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigDocument, ConfigError, parseConfig } from '../../src/control/config.ts';
-import { REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
+import { daemonEnv, REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge: 'br0', ...over });
 const routed = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', addresses: ['10.0.1.1/24'], ...over });
@@ -162,12 +162,12 @@ t.test('the daemon refuses a bad config before it starts anything', async (t) =>
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'bad.json');
   writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), mtu: 20000 }] }));
-  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
+  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000, env: daemonEnv() });
   t.equal(run.status, 2, 'non-zero exit');
   t.match(run.stderr, /invalid configuration: ports\[0\]\.mtu: must be an integer from 68 to 9000, got 20000/);
   t.notOk(existsSync(join(dir, 'a.sock')), 'no socket was created');
   writeFileSync(file, '{"ports": [');
-  const broken = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
+  const broken = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000, env: daemonEnv() });
   t.equal(broken.status, 2);
   t.match(broken.stderr, /not valid JSON/);
 });

@@ -12,7 +12,7 @@ import { planPlugins } from '../../src/pipeline/loader.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { waitFor } from '../support/traffic.ts';
-import { startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
+import { daemonEnv, startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const FAULTY = fileURLToPath(new URL('../support/plugins/faulty.ts', import.meta.url));
 const DSCP = fileURLToPath(new URL('../../examples/plugins/dscp-marker/index.ts', import.meta.url));
@@ -85,7 +85,7 @@ t.test('plugins are loaded and checked before anything starts', async (t) => {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'config.json');
   writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock') }], plugins: { dscp: { path: DSCP, dscp: 64 } }, pipeline: ['dscp', 'bridge'] }));
-  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000 });
+  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000, env: daemonEnv() });
   t.equal(run.status, 2, 'the daemon exits with status 2');
   t.match(run.stderr, /invalid configuration: plugins\.dscp\.dscp: must be an integer from 0 to 63, got 64/);
 });

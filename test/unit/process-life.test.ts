@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLog, EVENTS, NO_EVENT } from '../../src/log.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
-import { REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
+import { daemonEnv, REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -35,7 +35,7 @@ const routed = (dir: string, gateway = '10.0.2.254') => ({
   acl: [{ action: 'permit' }],
 });
 
-const run = (args: string[], env: NodeJS.ProcessEnv = process.env) => spawnSync(process.execPath, [VROUTER_BIN, ...args], { encoding: 'utf8', timeout: 20000, env });
+const run = (args: string[], env: NodeJS.ProcessEnv = daemonEnv()) => spawnSync(process.execPath, [VROUTER_BIN, ...args], { encoding: 'utf8', timeout: 20000, env });
 
 /** Whether pid is a live process (a zombie waiting for its reaper is not). */
 function alive(pid: number): boolean {
@@ -105,7 +105,7 @@ t.test('--check: a mistake is refused as at start, naming the field', async (t) 
  */
 async function startUnderShell(t: Test, dir: string): Promise<{ shell: ChildProcess; vrouter: number; stderr: () => string; closed: Promise<void> }> {
   const file = writeConfig(dir, routed(dir));
-  const shell = spawn('sh', ['-c', '"$0" "$1" --config "$2" & echo $!; wait', process.execPath, VROUTER_BIN, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const shell = spawn('sh', ['-c', '"$0" "$1" --config "$2" & echo $!; wait', process.execPath, VROUTER_BIN, file], { stdio: ['ignore', 'pipe', 'pipe'], env: daemonEnv() });
   let out = '';
   let err = '';
   shell.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
@@ -139,7 +139,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
 t.test('--log-format json: every line of every thread is one object', async (t) => {
   const dir = tempDir(t);
   const file = writeConfig(dir, routed(dir));
-  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', file, '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', file, '--log-format', 'json'], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
   let err = '';
   proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
@@ -196,7 +196,7 @@ t.test('a log format that is not text or json is refused', async (t) => {
   const flag = run(['--log-format', 'xml']);
   t.equal(flag.status, 2);
   t.match(flag.stderr, /--log-format must be text or json, got "xml"/);
-  const env = run(['--check', '/nonexistent'], { ...process.env, VROUTER_LOG_FORMAT: 'yaml' });
+  const env = run(['--check', '/nonexistent'], daemonEnv({ VROUTER_LOG_FORMAT: 'yaml' }));
   t.equal(env.status, 2);
   t.match(env.stderr, /VROUTER_LOG_FORMAT must be text or json, got "yaml"/);
 });

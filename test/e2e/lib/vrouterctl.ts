@@ -3,14 +3,14 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { REPO, type StartedVrouter } from '../../support/vrouter-process.ts';
+import { daemonEnv, REPO, type StartedVrouter } from '../../support/vrouter-process.ts';
 
 export const VROUTERCTL = join(REPO, 'dist/bin/vrouterctl.js');
 const run = promisify(execFile);
 
 export async function vrouterctl(vr: StartedVrouter, ...args: string[]): Promise<{ status: number; out: string }> {
   try {
-    const r = await run(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), ...args], { encoding: 'utf8' });
+    const r = await run(process.execPath, [VROUTERCTL, '--socket', join(vr.dir, 'admin.sock'), ...args], { encoding: 'utf8', env: daemonEnv() });
     return { status: 0, out: r.stdout + r.stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

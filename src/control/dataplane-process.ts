@@ -93,8 +93,8 @@ export class DataplaneProcess {
    * A thread that waits for the process's locks, and reports the death before the process
    * has ended: started once the main thread holds its life lock (it said 'ready'), now if it
    * has. Until then a death is known once the process has ended. The supervisor asks for it
-   * when the process serves, or is about to: the thread's start (about 100 ms of a control
-   * CPU) would otherwise delay a start of vrouter and the loading of a spare.
+   * when the process serves, or a spare has loaded: the thread's start (about 100 ms of a
+   * control CPU) would otherwise slow the spare's loading.
    */
   watchForDeath(): void {
     this.deathWatchWanted = true;

@@ -214,8 +214,7 @@ export class Supervisor {
     // Before any thread or process is started: they inherit it.
     this.setControlNice();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology, undefined, this.learnedRoutes);
-    // Its death watch once the control thread runs: the two threads' start-ups would share a CPU.
-    const { commandsFd } = await this.startDataplane(false);
+    const { commandsFd } = await this.startDataplane();
     for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
     const data: ControlThreadData = {
       endpoints: this.config.ports.map((p, index) => endpointOf(p, index)),
@@ -231,7 +230,6 @@ export class Supervisor {
       await this.terminateAll();
       throw new Error(first.error);
     }
-    this.dataplane?.watchForDeath();
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
     control.on('message', (m: Uint8Array) => {
       const event = unpack(m) as ControlEvent;
@@ -282,13 +280,13 @@ export class Supervisor {
 
   /**
    * Starts a data-plane process and waits until it mapped the shared memory (its
-   * commandsFd is this process's end of its command socket, for the control thread);
-   * `watch`: its death watched from then on (DataplaneProcess.watchForDeath).
+   * commandsFd is this process's end of its command socket, for the control thread); its
+   * death is watched from then on.
    */
-  private async startDataplane(watch = true): Promise<DataplaneProcess> {
+  private async startDataplane(): Promise<DataplaneProcess> {
     const dataplane = this.createDataplane();
     this.dataplane = dataplane;
-    if (watch) dataplane.watchForDeath();
+    dataplane.watchForDeath();
     await dataplane.ready();
     return dataplane;
   }

@@ -129,11 +129,13 @@ t.test('jumbo frames: MTU 9000 end to end', async (t) => {
     ],
   });
   t.teardown(() => vr.stop());
-  const [ra] = await bootPair(
-    t,
-    { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.2 60 && sleep 8', timeoutS: 60 },
-    { name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 10 8972', timeoutS: 60 },
-  );
+  // b only answers: it is stopped once a is done, rather than left to end its sleep.
+  const guestB = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.2 60 && sleep 45', timeoutS: 60 });
+  t.teardown(() => guestB.kill());
+  const guestA = bootGuest({ name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', mtu: 9000 }], script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 10 8972', timeoutS: 60 });
+  t.teardown(() => guestA.kill());
+  const ra = await guestA.done;
+  guestB.kill();
   const ping = result(ra, 'ping', { size: '8972' });
   t.equal(ping?.loss_pct, '0', `8972-byte pings (9000-byte packets): ${ping?.recv}/${ping?.sent}`, { console: ra.console });
   t.equal(ping?.frags, '0', 'each 9000-byte packet left guest a whole, not as IP fragments');

@@ -581,9 +581,12 @@ export function pinThreadToCpu(cpu: number): void {
   setThreadCpus([cpu]);
 }
 
+/** sizeof(cpu_set_t): a mask of 1024 CPUs */
+const CPU_SET_BYTES = 128;
+
 /** Lets the calling thread run on these CPUs only. */
 export function setThreadCpus(cpus: readonly number[]): void {
-  const mask = new Uint8Array(128); // cpu_set_t: 1024 bits
+  const mask = new Uint8Array(CPU_SET_BYTES);
   for (const cpu of cpus) {
     if (!Number.isInteger(cpu) || cpu < 0 || cpu >= mask.length * 8) throw new RangeError(`cpu ${cpu}`);
     mask[cpu >> 3] |= 1 << (cpu & 7);
@@ -593,7 +596,7 @@ export function setThreadCpus(cpus: readonly number[]): void {
 
 /** The CPUs the calling thread may run on. */
 export function threadCpus(): number[] {
-  const mask = new Uint8Array(128);
+  const mask = new Uint8Array(CPU_SET_BYTES);
   if ((c.sched_getaffinity(0, mask.length, mask) as number) < 0) fail('sched_getaffinity', 'this thread');
   const cpus: number[] = [];
   for (let cpu = 0; cpu < mask.length * 8; cpu++) if ((mask[cpu >> 3] & (1 << (cpu & 7))) !== 0) cpus.push(cpu);

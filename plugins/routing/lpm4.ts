@@ -170,8 +170,9 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns, options: 
 
   const tbl24Buffer = sharedBuffer(TBL24_ENTRIES * 4);
   const tbl24 = new Int32Array(tbl24Buffer);
-  // Depths are the control plane's own (the PMDs never read them): ordinary memory.
-  const depth24 = options.depths ? new Uint8Array(TBL24_ENTRIES) : null;
+  // Depths are the control plane's own (the PMDs never read them), but shared memory all
+  // the same: in a job, made where the tables are (written once, sparse), not copied back.
+  const depth24 = options.depths ? new Uint8Array(sharedBuffer(TBL24_ENTRIES)) : null;
 
   // Lengths 0 .. 16 fill 256 .. 2^24 entries each: a duplicate is skipped (only the last
   // of each prefix is filled), so that a list repeating a short prefix costs no more than
@@ -217,7 +218,7 @@ export function compileLpm4(routes: readonly Route4[] | Route4Columns, options: 
   const capacity = Math.min(groups + (options.spareGroups ?? 0), MAX_TBL8_GROUPS);
   const tbl8Buffer = sharedBuffer(capacity * 256 * 4);
   const tbl8 = new Int32Array(tbl8Buffer);
-  const depth8 = options.depths ? new Uint8Array(capacity * 256) : null;
+  const depth8 = options.depths ? new Uint8Array(sharedBuffer(capacity * 256)) : null;
   let used = 0;
   for (let l = 25; l <= 32; l++) {
     const span = 1 << (32 - l);

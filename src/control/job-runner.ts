@@ -1,6 +1,6 @@
 // A thread of the job pool (jobs.ts): imports the job's module and runs its default export.
 // Shared memory travels as SharedRefs (jobs.ts), viewed here at the process's mapping.
-import { decodeShared, encodeShared, useArena } from '../sys/shared-arena.ts';
+import { decodeShared, encodeShared, leaseUsed, useArena, useLease, type ArenaLease } from '../sys/shared-arena.ts';
 import { collectGarbageSoon } from './collect.ts';
 import { setThreadNice } from '../sys/libc.ts';
 
@@ -12,16 +12,24 @@ try {
   // left as inherited
 }
 
-export default async function run(job: { module: string; input: unknown; arena: { base: string; size: number } | null }): Promise<unknown> {
+/** What a job gave back, and how much of its lease it wrote (the rest was never touched). */
+export interface JobResult {
+  output: unknown;
+  leaseUsed: number;
+}
+
+export default async function run(job: { module: string; input: unknown; arena: { base: string; size: number } | null; lease: ArenaLease | null }): Promise<JobResult> {
   const mod = (await import(job.module)) as { default: (input: unknown) => unknown };
   if (typeof mod.default !== 'function') throw new Error(`${job.module} has no default export to run as a job`);
   useArena(job.arena);
+  useLease(job.lease);
   try {
-    return encodeShared(await mod.default(decodeShared(job.input)));
+    return { output: encodeShared(await mod.default(decodeShared(job.input))), leaseUsed: leaseUsed() };
   } finally {
-    // What the job made (a route table's SharedArrayBuffers: 80 MiB for a full table, copied
-    // into the shared memory since) is freed only once this thread collects it, and an idle
-    // thread allocates nothing that would make it collect.
+    useLease(null);
+    // What the job made outside its lease (ordinary memory, SharedArrayBuffers past it) is
+    // freed only once this thread collects it, and an idle thread allocates nothing that
+    // would make it collect.
     collectGarbageSoon();
   }
 }

@@ -81,6 +81,14 @@ export function holdLifeLock(block: ArrayBufferLike, from: number, to: number): 
 }
 
 /**
+ * awaitLifeLock's timespec, one per thread (each has its own module instance): a watcher
+ * waits in slices all its life, and a buffer made per slice cost about 1 ms of CPU each
+ * (mappings and the collections they bring).
+ */
+const abstime = new BigInt64Array(new SharedArrayBuffer(16));
+const abstimeAt = addressOf(abstime);
+
+/**
  * Waits up to `ms` for lock `index`: true once this thread holds it (its holder has ended,
  * or there was none). The wait is bounded so that the waiting thread can be stopped.
  */
@@ -88,10 +96,9 @@ export function awaitLifeLock(block: ArrayBufferLike, index: number, ms: number)
   const mutex = lockAt(block, index);
   // An absolute CLOCK_REALTIME time, as pthread_mutex_timedlock takes it.
   const until = Date.now() + ms;
-  const abstime = new BigInt64Array(new SharedArrayBuffer(16));
   abstime[0] = BigInt(Math.floor(until / 1000));
   abstime[1] = BigInt((until % 1000) * 1_000_000);
-  const err = c.timedlock(mutex, addressOf(abstime)) as number;
+  const err = c.timedlock(mutex, abstimeAt) as number;
   if (taken(mutex, err)) return true;
   if (err !== ETIMEDOUT) check('pthread_mutex_timedlock', err);
   return false;

@@ -6,7 +6,9 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import * as sys from '../../src/sys/libc.ts';
 import { PacketChannel } from '../../src/sys/packet-channel.ts';
-import { adoptShared, arenaAddress, createArena, decodeShared, encodeShared, isSharedBuffer, releaseShared, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
+import { adoptShared, arenaAddress, createArena, decodeShared, encodeShared, isSharedBuffer, regionOf, releaseShared, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
+import { closeJobs, runJob } from '../../src/control/jobs.ts';
+import type { LeaseJobInput } from '../support/lease-job.ts';
 
 createArena(2 ** 30);
 
@@ -53,6 +55,27 @@ t.test('only shared memory may cross to another process', async (t) => {
   const adopted = adoptShared({ nested: [own] }).nested[0];
   t.ok(isSharedBuffer(adopted) && !(adopted instanceof SharedArrayBuffer), 'a SharedArrayBuffer is copied into the arena');
   t.equal(new Uint8Array(adopted)[3], 9, 'with what it held');
+});
+
+t.test('a job makes its regions in a lease of the arena: those it returns are kept, the rest given back', async (t) => {
+  t.teardown(closeJobs);
+  const job = new URL('../support/lease-job.ts', import.meta.url);
+  const before = sharedBytesInUse();
+  const out = await runJob<{ kept: ArrayBufferLike[]; droppedAt: number }>(job, { keep: [10_000, 4096], drop: 8192, fail: false } satisfies LeaseJobInput);
+  t.ok(out.kept.every((b) => isSharedBuffer(b) && !(b instanceof SharedArrayBuffer)), 'regions of the arena, not copies of what the job made');
+  t.same([new Uint8Array(out.kept[0])[9_999], new Uint8Array(out.kept[1])[4095]], [7, 7], 'holding what the job wrote');
+  t.equal(sharedBytesInUse() - before, 12_288 + 4096, 'the regions returned, in whole pages, and nothing else of the lease');
+  const dropped = regionOf({ $shared: out.droppedAt, bytes: 8192 });
+  t.ok(new Uint8Array(dropped).every((b) => b === 0), 'a region the job made and dropped was emptied (it had written 9s)');
+  const refs = encodeShared({ kept: out.kept }).kept as unknown as { $shared: number }[];
+  releaseShared(out.kept[0]);
+  t.equal(sharedBytesInUse() - before, 4096, 'a kept region is freed like any other');
+  t.ok(new Uint8Array(regionOf({ $shared: refs[0].$shared, bytes: 10_000 })).every((b) => b === 0), 'its pages given back');
+  await t.rejects(runJob(job, { keep: [4096], drop: 4096, fail: true } satisfies LeaseJobInput), /asked to fail/);
+  t.equal(sharedBytesInUse() - before, 4096, 'a job that fails keeps nothing');
+  const big = sharedBuffer(2 ** 28);
+  t.ok(isSharedBuffer(big), 'the lease went back to the free list: a region of a quarter of the arena fits');
+  releaseShared(big);
 });
 
 t.test('the packet channel: big values in pieces, fds with them, in order under back-pressure', async (t) => {

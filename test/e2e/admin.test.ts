@@ -89,7 +89,7 @@ t.test('routes and ACL rules changed while guests ping', async (t) => {
     script: `
 ip route add default via 10.0.1.1
 vr_wait_peer 10.0.2.2 60
-${steadyPing('10.0.2.2', 150)}
+${steadyPing('10.0.2.2')}
 # One probe stream at 20 a second; a reply line means answered, 300 ms without one (or an
 # error line) means not: the state machine below prints each change as it happens.
 ( ping -i 0.05 198.51.100.1 2>&1 & echo $! > /tmp/probe.pid; wait ) | {
@@ -148,7 +148,9 @@ ${STEADY_PING_RESULT}
 
   const [ra] = await Promise.all([a.done]);
   const steady = ra.results.find((r) => r.test === 'steady');
-  t.ok(Number(steady?.sent) >= 100, `the steady flow ran all along (${steady?.sent} pings)`);
+  // It ran from before the first change until the last was seen, at 5 requests a second
+  // (fewer while the guest forks its pings slowly under emulation).
+  t.ok(Number(steady?.sent) >= Math.max(10, 2.5 * Number(steady?.secs)), `the steady flow ran all along: ${steady?.sent} pings in ${steady?.secs} s`);
   t.equal(steady?.recv, steady?.sent, `and lost nothing: ${steady?.recv} of ${steady?.sent}`, { console: ra.console.slice(-2000) });
   const stats = (await api.call('GET', '/counters')).json;
   t.ok(stats.a.plugins.routing.drops.no_route > 0, 'the unrouted pings were counted as no_route');

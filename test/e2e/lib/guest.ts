@@ -74,19 +74,29 @@ function macFor(nic: Nic, name: string, index: number): string {
 
 /**
  * Guest shell: a flow that must lose nothing while a test changes vrouter. `steadyPing`
- * starts `count` pings to dst, 5 a second, in the background and says so on the console
- * (VR-STEP steady-started); `STEADY_PING_RESULT` waits for them and reports
- * `test=steady sent=N recv=M`.
+ * starts one echo request to dst every 0.2 s in the background, each answered within 2 s
+ * or lost, and says so on the console (VR-STEP steady-started); it runs until
+ * `STEADY_PING_RESULT` stops it, between two requests (none is in flight then), and reports
+ * `test=steady sent=N recv=M secs=S` (S: seconds it ran, as the guest's clock saw them).
+ * So the flow spans every change made before the result is asked for, however long they
+ * take, and no longer.
  */
-export function steadyPing(dst: string, count: number): string {
-  return `ping -c ${count} -i 0.2 -W 2 ${dst} > /tmp/steady 2>&1 &
+export function steadyPing(dst: string): string {
+  return `rm -f /tmp/steady-stop
+( sent=0; recv=0; start=$(date +%s)
+  while [ ! -e /tmp/steady-stop ]; do
+    sent=$((sent + 1))
+    ping -c 1 -W 2 ${dst} > /dev/null 2>&1 && recv=$((recv + 1))
+    echo "$sent $recv $(( $(date +%s) - start ))" > /tmp/steady
+    sleep 0.2
+  done ) &
 steady=$!
 echo VR-STEP steady-started`;
 }
-export const STEADY_PING_RESULT = `wait $steady
-sent=$(sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p' /tmp/steady)
-recv=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/steady)
-vr_result test=steady sent=$sent recv=$recv`;
+export const STEADY_PING_RESULT = `touch /tmp/steady-stop
+wait $steady
+read sent recv secs < /tmp/steady
+vr_result test=steady sent=$sent recv=$recv secs=$secs`;
 
 /**
  * Shell for a guest: pings `dst` 20 times a second and prints each change between answered

@@ -168,11 +168,12 @@ function freeRange(offset: number, length: number, written: boolean): void {
 export function leaseShared(bytes = LEASE_BYTES): ArenaLease | null {
   if (!owner || arena === null || free.length === 0) return null;
   let at = free.findIndex((r) => r.bytes >= pagesFor(bytes));
-  // Short of that much, the largest range left: past it, the job's regions are
-  // SharedArrayBuffers, copied in after.
+  // Short of that much, half the largest range left (the rest for the owner meanwhile):
+  // past it, the job's regions are SharedArrayBuffers, copied in after.
   if (at < 0) at = free.reduce((best, r, k) => (r.bytes > free[best].bytes ? k : best), 0);
   const range = free[at];
-  const length = Math.min(pagesFor(bytes), range.bytes);
+  const length = range.bytes >= pagesFor(bytes) ? pagesFor(bytes) : Math.floor(range.bytes / 2 / PAGE) * PAGE;
+  if (length === 0) return null;
   if (range.bytes === length) free.splice(at, 1);
   else free[at] = { offset: range.offset + length, bytes: range.bytes - length };
   return { offset: range.offset, bytes: length };
@@ -181,6 +182,8 @@ export function leaseShared(bytes = LEASE_BYTES): ArenaLease | null {
 /** A job thread allocates from `l` from now on (null: no longer). */
 export function useLease(l: ArenaLease | null): void {
   lease = l === null ? null : { offset: l.offset, end: l.offset + l.bytes, next: l.offset };
+  // The views this thread made of regions since collected: a job thread never frees them.
+  if (l === null) for (const [offset, ref] of views) if (ref.deref() === undefined) views.delete(offset);
 }
 
 /** Bytes of its lease this job thread has used so far (from its start). */

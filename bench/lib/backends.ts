@@ -119,6 +119,11 @@ export const ovsDpdkBackend: Backend = {
       run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-br', 'br0', '--', 'set', 'bridge', 'br0', 'datapath_type=netdev']);
       const mtu = jumboMtu(frameSize);
       sockets.forEach((s, i) => run('ovs-vsctl', [`--db=${db}`, '--timeout=30', 'add-port', 'br0', `vh${i}`, '--', 'set', 'Interface', `vh${i}`, 'type=dpdkvhostuserclient', `options:vhost-server-path=${s}`, ...(mtu === undefined ? [] : [`mtu_request=${mtu}`])]));
+      // The generator sends to a MAC no port learns, so NORMAL floods every frame: to the
+      // other port, as vrouter's bridge does, and to the bridge's own port (a TAP device, a
+      // system call per frame), which vrouter's bridge does not have. Left in, it halved
+      // OVS-DPDK's bridged rate (2.4-3.4 Mpps at 64 bytes against 4.9-5.4 without).
+      run('ovs-ofctl', ['mod-port', `unix:${dir}/br0.mgmt`, 'br0', 'no-flood']);
       const { flows, meters } = ovsJob(job);
       if (flows.length > 0) {
         const ofctl = (args: string[]) => run('ovs-ofctl', ['-O', 'OpenFlow13', ...args.slice(0, 1), `unix:${dir}/br0.mgmt`, ...args.slice(1)]);

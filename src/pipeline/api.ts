@@ -204,7 +204,8 @@ export interface PluginSetup<Config> {
    * Runs a module's default export on `input` in the control plane's worker pool (piscina):
    * for work that takes long, such as compiling a million routes. Shared buffers in
    * `input` are shared, not copied, so the job can write the tables in place; those the
-   * job makes (sharedBuffer() there gives SharedArrayBuffers) come back as shared memory.
+   * job makes with sharedBuffer() are made in the shared memory itself, and those it
+   * returns are the plugin's (the others are freed once it ends).
    */
   runJob<T>(module: string | URL, input: unknown): Promise<T>;
   /** the routes the route sources learned (see Plugin.routesLearned); absent: none */

@@ -104,14 +104,19 @@ export function sharedBuffer(bytes: number): ArrayBuffer | SharedArrayBuffer {
   if (!owner || arena === null) return new SharedArrayBuffer(bytes);
   const at = free.findIndex((r) => r.bytes >= length);
   if (at < 0) throw new RangeError(`shared memory exhausted: no ${length} bytes left of ${arena.size}`);
-  const range = free[at];
-  const offset = range.offset;
-  if (range.bytes === length) free.splice(at, 1);
-  else free[at] = { offset: offset + length, bytes: range.bytes - length };
+  const offset = takeFree(at, length);
   allocated.set(offset, length);
   const buffer = viewAt(offset, bytes);
   collected.register(buffer, offset, buffer);
   return buffer;
+}
+
+/** Takes the first `length` bytes of free range `at` (it holds that many); returns their offset. */
+function takeFree(at: number, length: number): number {
+  const range = free[at];
+  if (range.bytes === length) free.splice(at, 1);
+  else free[at] = { offset: range.offset + length, bytes: range.bytes - length };
+  return range.offset;
 }
 
 function viewAt(offset: number, bytes: number): ArrayBuffer {
@@ -167,16 +172,14 @@ function freeRange(offset: number, length: number, written: boolean): void {
  */
 export function leaseShared(bytes = LEASE_BYTES): ArenaLease | null {
   if (!owner || arena === null || free.length === 0) return null;
-  let at = free.findIndex((r) => r.bytes >= pagesFor(bytes));
+  const wanted = pagesFor(bytes);
+  let at = free.findIndex((r) => r.bytes >= wanted);
   // Short of that much, half the largest range left (the rest for the owner meanwhile):
   // past it, the job's regions are SharedArrayBuffers, copied in after.
   if (at < 0) at = free.reduce((best, r, k) => (r.bytes > free[best].bytes ? k : best), 0);
-  const range = free[at];
-  const length = range.bytes >= pagesFor(bytes) ? pagesFor(bytes) : Math.floor(range.bytes / 2 / PAGE) * PAGE;
+  const length = free[at].bytes >= wanted ? wanted : Math.floor(free[at].bytes / 2 / PAGE) * PAGE;
   if (length === 0) return null;
-  if (range.bytes === length) free.splice(at, 1);
-  else free[at] = { offset: range.offset + length, bytes: range.bytes - length };
-  return { offset: range.offset, bytes: length };
+  return { offset: takeFree(at, length), bytes: length };
 }
 
 /** A job thread allocates from `l` from now on (null: no longer). */

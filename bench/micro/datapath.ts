@@ -2,6 +2,8 @@
 // into packet buffers, switched by the MAC table, into another guest's RX queue with
 // mergeable buffers, on split rings and on packed ones. No peers, no scheduling noise: ns
 // per packet of vrouter's own code (and of the driver's few writes to post buffers).
+// Compiled with the data plane's V8 flags (dataplane-jit.ts), as the data plane is.
+import './dataplane-jit.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { PackedQueue } from '../../src/virtio/packed-queue.ts';

@@ -87,8 +87,9 @@ const RETURN_BURST = 32;
 
 export class PacketPool {
   readonly data: Uint8Array;
-  /** the same memory as 32-bit words, for aligned copies */
+  /** the same memory as 32-bit words, and as 64-bit ones (Float64Array: moved, never computed on), for aligned copies */
   readonly words: Uint32Array;
+  readonly doubles: Float64Array;
   /** and as 16-bit words, for checksums */
   readonly words16: Uint16Array;
   /**
@@ -130,6 +131,7 @@ export class PacketPool {
     this.superFrom = memory.pmdCount * memory.perPmd;
     this.data = new Uint8Array(memory.buffers);
     this.words = new Uint32Array(memory.buffers);
+    this.doubles = new Float64Array(memory.buffers, 0, memory.buffers.byteLength >>> 3);
     this.words16 = new Uint16Array(memory.buffers);
     this.address = addressOf(this.data);
     this.length = new Uint32Array(memory.lengths);

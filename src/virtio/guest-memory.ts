@@ -104,8 +104,9 @@ export class GuestMemory {
   /** one byte view per window; the index a translation returns */
   readonly bytes: Uint8Array[];
   readonly data: DataView[];
-  /** the same windows as 32-bit words, for aligned copies */
+  /** the same windows as 32-bit words, and as 64-bit ones (Float64Array: moved, never computed on), for aligned copies */
   readonly words: Uint32Array[];
+  readonly doubles: Float64Array[];
   /** host address of each window's first byte, for native copies */
   readonly address: Float64Array;
   /** set by translate(): window index and byte offset inside it */
@@ -124,6 +125,7 @@ export class GuestMemory {
     this.data = this.bytes.map((b) => new DataView(b.buffer));
     // Windows start page-aligned; a trailing partial word is reached through `bytes`.
     this.words = this.bytes.map((b) => new Uint32Array(b.buffer, 0, b.length >>> 2));
+    this.doubles = this.bytes.map((b) => new Float64Array(b.buffer, 0, b.length >>> 3));
     this.address = new Float64Array(this.bytes.map(addressOf));
   }
 

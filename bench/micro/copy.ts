@@ -1,9 +1,9 @@
 // Micro-benchmark of the ways to copy a frame between guest memory (mmap'd, seen through
-// koffi.view) and the packet buffers (a SharedArrayBuffer), both ways, at 64, 256, 1518 and
-// 9000 bytes: the 32-bit word loop, Uint8Array.set() from a subarray made beforehand (no
-// allocation), copyWithin (only possible inside one memory), libc memcpy through koffi, and
-// the 64-bit loop (Float64Array elements, both sides 8-byte aligned: frames a DPDK guest
-// sends and posts buffers for, and the packet buffers). copyBytes() in
+// koffi.view) and the packet buffers (a SharedArrayBuffer), both ways, at 64, 256, 512,
+// 1518 and 9000 bytes: the 32-bit word loop, Uint8Array.set() from a subarray made
+// beforehand (no allocation), copyWithin (only possible inside one memory), libc memcpy
+// through koffi, and the 64-bit loop (Float64Array elements, both sides 8-byte aligned:
+// frames a DPDK guest sends and posts buffers for, and the packet buffers). copyBytes() in
 // src/dataplane/guest-io.ts picks per size and alignment from these figures.
 import { BUFFER_STRIDE, HEADROOM } from '../../src/dataplane/packet-pool.ts';
 import { addressOf, close, memcpyAt, memfdCreate, ftruncate, mmapShared, munmap, view } from '../../src/sys/libc.ts';
@@ -81,6 +81,7 @@ function wordLoop(dst: Side, src: Side, len: number, rounds: number): void {
   }
 }
 
+/** wordLoop() over 64-bit elements; apart, as one loop over both kinds of array would time V8's polymorphic access */
 function doubleLoop(dst: Side, src: Side, len: number, rounds: number): void {
   const dd = dst.doubles;
   const sd = src.doubles;

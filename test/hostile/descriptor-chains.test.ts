@@ -104,6 +104,18 @@ function pumpAToB(a: VirtioNetDevice, b: VirtioNetDevice) {
 
 const perSecond = (c: { frames: number; ms: number }) => (c.frames * 1000) / c.ms;
 
+/**
+ * a -> b's rate as the best of four quarter-second windows: a PMD held up by a hostile
+ * ring is slow in all of them, whereas the other test files the suite runs beside this one
+ * take this process's CPU (which paces a) in bursts, and in one window of a second can
+ * halve what a posts.
+ */
+async function bestRate(pump: ReturnType<typeof pumpAToB>): Promise<number> {
+  let best = 0;
+  for (let w = 0; w < 4; w++) best = Math.max(best, perSecond(await pump.count(250)));
+  return best;
+}
+
 t.test('a guest posting hostile descriptor chains does not stall the PMD it shares', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b', 'h', 'p'], { pmd: { cores: [1] } }));
   t.teardown(() => vr.stop());
@@ -126,7 +138,7 @@ t.test('a guest posting hostile descriptor chains does not stall the PMD it shar
   const pump = pumpAToB(a, b);
   pump.aim(MAC_A);
   await pump.count(300); // the PMD and the pump settle
-  const before = perSecond(await pump.count(1000));
+  const before = await bestRate(pump);
   t.ok(before > 1000, `a -> b flows: ${before.toFixed(0)} frames/s`);
 
   await t.test('zero-length indirect tables on TX and thousands of tiny RX buffers', async (t) => {
@@ -224,13 +236,13 @@ t.test('a guest posting hostile descriptor chains does not stall the PMD it shar
     p.kick();
     await waitFor('p\'s TX queue to be stopped', async () => (await vr.stats()).p.queue_errors === stats0.queue_errors + 1 || undefined);
     t.match(vr.stderr(), /port p: vring 1 stopped: descriptor chain from \d+ never ends/, 'the log says which queue and why');
-    const during = perSecond(await pump.count(1000));
-    t.ok(during >= MIN_RATE_SHARE * before, `a -> b flows on: ${during.toFixed(0)} frames/s`);
+    const during = await bestRate(pump);
+    t.ok(during >= MIN_RATE_SHARE * before, `a -> b flows on: ${during.toFixed(0)} frames/s against ${before.toFixed(0)}`);
     t.ok(vr.alive(), 'the daemon runs');
   });
 
-  const after = perSecond(await pump.count(1000));
-  t.ok(after >= MIN_RATE_SHARE * before, `a -> b once h is gone: ${after.toFixed(0)} frames/s`);
+  const after = await bestRate(pump);
+  t.ok(after >= MIN_RATE_SHARE * before, `a -> b once h is gone: ${after.toFixed(0)} frames/s against ${before.toFixed(0)}`);
   await pump.drain();
   t.ok(vr.alive(), 'the daemon runs');
   t.equal(await vr.stop(), 0, 'clean exit on SIGTERM');

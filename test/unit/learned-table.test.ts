@@ -144,6 +144,7 @@ t.test('a full table: a million routes kept compactly, and a change costs a chan
   const started = performance.now();
   table.apply([route({ prefix: '1.0.0.0/24', nexthops: [{ via: '10.0.0.9', ifindex: 2, weight: 1 }] })]);
   t.same(changed(table), ['1.0.0.0/24']);
-  t.ok(performance.now() - started < 50, 'a change is told without a pass over the table');
+  const ms = performance.now() - started;
+  t.ok(ms < 50, `a change is told without a pass over the table (${ms.toFixed(1)} ms)`);
   t.same(table.status(), { routes: 1_000_000, leftOut: {} });
 });

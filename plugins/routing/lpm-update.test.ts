@@ -299,13 +299,15 @@ t.test('a thread looking up while routes change in place sees, for each address,
   const probe6 = new Uint8Array(16 * 64);
   stable6.forEach((r, k) => probe6.set(six(k, 0xff), 16 * k));
   const want6 = Uint32Array.from(stable6, (r) => r.nextHop);
-  const stop = new Int32Array(new SharedArrayBuffer(4));
+  // [0] stop, [1] the reader started, [2] its lookups so far
+  const stop = new Int32Array(new SharedArrayBuffer(12));
   const worker = new Worker(
     `const { workerData: d, parentPort } = require('node:worker_threads');
      Promise.all([import(d.url4), import(d.url6)]).then(([{ Lpm4 }, { Lpm6 }]) => {
        const lpm4 = new Lpm4(d.table4);
        const lpm6 = new Lpm6(d.table6);
        let lookups = 0, wrong = [];
+       Atomics.store(d.stop, 1, 1);
        while (Atomics.load(d.stop, 0) === 0) {
          for (let k = 0; k < d.probe4.length; k++) {
            const got = lpm4.lookup(d.probe4[k]);
@@ -314,6 +316,7 @@ t.test('a thread looking up while routes change in place sees, for each address,
            if (got6 !== d.want6[k] && wrong.length < 5) wrong.push('v6 probe ' + k + ': ' + got6);
            lookups += 2;
          }
+         Atomics.store(d.stop, 2, lookups);
        }
        parentPort.postMessage({ lookups, wrong });
      });`,
@@ -324,10 +327,14 @@ t.test('a thread looking up while routes change in place sees, for each address,
     worker.once('message', resolve);
     worker.once('error', reject);
   });
+  // The changes start once the reader runs (its thread's start and imports can take seconds
+  // on a loaded machine), and go on for 1.5 s and until it has looked up 10,000 times.
+  const deadline = performance.now() + 60_000;
+  while (Atomics.load(stop, 1) === 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   const rand = prng(99);
   let changes = 0;
   const until = performance.now() + 1500;
-  while (performance.now() < until) {
+  while ((performance.now() < until || Atomics.load(stop, 2) <= 10_000) && performance.now() < deadline) {
     for (let n = 0; n < 200; n++, changes++) {
       const k = rand() % 64;
       const on = rand() % 2 === 0;

@@ -145,7 +145,25 @@ const table = CASES.flatMap(({ job, size, rings }) =>
     return { backend: b.name, job, size, rings, mpps: pps / 1e6, gbps: (pps * size * 8) / 1e9, nsPerPacket: 1e9 / pps, runs: ok.map((r) => r.pps! / 1e6), rssMiB: median(ok.map((r) => r.rssMiB!)), error: ok.length ? undefined : error };
   }),
 );
+/** a paired ratio as the lines print it */
+const paired = (p: { median: number; rounds: number[] }) => `round by round: median ${p.median.toFixed(2)} of ${p.rounds.map((x) => x.toFixed(2)).join(' ')}`;
 const row = (name: string, job: JobName, size: number, rings: Rings) => table.find((r) => r.backend === name && r.job === job && r.size === size && r.rings === rings);
+/**
+ * The ratio of two backends' rates round by round (each round measures every backend of a
+ * case one after the other): this kind of machine changes speed from run to run, by up to
+ * 2.5 times, and rates measured seconds apart are more often in the same mode than the
+ * medians of all rounds. Their median, and each round's.
+ */
+function pairedRatios(a: (r: Run) => boolean, b: (r: Run) => boolean): { median: number; rounds: number[] } {
+  const rounds: number[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    const x = runs.find((r) => r.round === round && a(r))?.pps;
+    const y = runs.find((r) => r.round === round && b(r))?.pps;
+    if (x !== undefined && y !== undefined) rounds.push(x / y);
+  }
+  return { median: median(rounds), rounds };
+}
+const runOf = (backend: string, job: JobName, size: number, rings: Rings) => (r: Run) => r.backend === backend && r.job === job && r.size === size && r.rings === rings;
 /** vrouterOverBridged: against bridging on split rings (for bridged/packed: packed against split) */
 const ratios = CASES.map(({ job, size, rings }) => {
   const v = row('vrouter 1 PMD', job, size, rings)?.mpps ?? NaN;
@@ -155,7 +173,10 @@ const ratios = CASES.map(({ job, size, rings }) => {
     rings,
     vrouterOverTestpmd: v / (row('testpmd io', 'bridged', size, rings)?.mpps ?? NaN),
     vrouterOverOvs: v / (row('OVS-DPDK', job, size, rings)?.mpps ?? NaN),
+    /** vrouter / OVS-DPDK round by round */
+    vrouterOverOvsPaired: pairedRatios(runOf('vrouter 1 PMD', job, size, rings), runOf('OVS-DPDK', job, size, rings)),
     vrouterOverBridged: v / (row('vrouter 1 PMD', 'bridged', size, 'split')?.mpps ?? NaN),
+    vrouterOverBridgedPaired: pairedRatios(runOf('vrouter 1 PMD', job, size, rings), runOf('vrouter 1 PMD', 'bridged', size, 'split')),
     vrouterOverRevision: against === null ? undefined : v / (row(`vrouter ${against.name} 1 PMD`, job, size, rings)?.mpps ?? NaN),
   };
 });
@@ -163,7 +184,10 @@ const ratios = CASES.map(({ job, size, rings }) => {
 if (ONLY !== null) {
   process.stderr.write('\r\x1b[K');
   for (const r of table) console.log(`${r.backend.padEnd(20)} ${caseName(r).padEnd(14)} ${String(r.size).padStart(4)} ${(r.mpps).toFixed(2).padStart(7)} Mpps ${r.gbps.toFixed(2).padStart(7)} Gbit/s  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
-  for (const r of ratios) console.log(`${caseName(r)} ${r.size} B: vrouter / OVS-DPDK = ${r.vrouterOverOvs.toFixed(2)}${r.rings === 'packed' ? `, vrouter packed / split = ${r.vrouterOverBridged.toFixed(2)}` : ''}${r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${r.vrouterOverRevision.toFixed(2)}`}`);
+  for (const r of ratios) {
+    const vsBridged = r.job === 'bridged' && r.rings === 'split' ? '' : `, vrouter ${caseName(r)} / bridged = ${r.vrouterOverBridged.toFixed(2)} (${paired(r.vrouterOverBridgedPaired)})`;
+    console.log(`${caseName(r)} ${r.size} B: vrouter / OVS-DPDK = ${r.vrouterOverOvs.toFixed(2)} (${paired(r.vrouterOverOvsPaired)})${vsBridged}${r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${r.vrouterOverRevision.toFixed(2)}`}`);
+  }
   if (guestTcp !== null) console.log(guestTcpLine(guestTcp));
   mkdirSync(join(REPO, 'results'), { recursive: true });
   const file = join(REPO, 'results', `bench-only-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
@@ -259,9 +283,9 @@ for (const r of table) {
   console.log(`${r.backend.padEnd(20)} ${caseName(r).padEnd(14)} ${String(r.size).padStart(4)} ${fmt(r.mpps).padStart(7)} ${fmt(r.gbps).padStart(8)} ${fmt(r.nsPerPacket, 0).padStart(7)} ${fmt(r.rssMiB, 0).padStart(9)}  ${r.error ? `not measured: ${r.error}` : r.runs.map((x) => x.toFixed(2)).join(' ')}`);
 }
 for (const r of ratios) {
-  const vsBridged = r.job === 'bridged' && r.rings === 'split' ? '' : `, vrouter ${caseName(r)} / bridged = ${fmt(r.vrouterOverBridged)}`;
+  const vsBridged = r.job === 'bridged' && r.rings === 'split' ? '' : `, vrouter ${caseName(r)} / bridged = ${fmt(r.vrouterOverBridged)} (${paired(r.vrouterOverBridgedPaired)})`;
   const vsRevision = r.vrouterOverRevision === undefined ? '' : `, vrouter / vrouter ${against?.name} = ${fmt(r.vrouterOverRevision)}`;
-  console.log(`${caseName(r)} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)}${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : ''}${vsBridged}${vsRevision}`);
+  console.log(`${caseName(r)} ${r.size} B: vrouter / OVS-DPDK = ${fmt(r.vrouterOverOvs)} (${paired(r.vrouterOverOvsPaired)})${r.job === 'bridged' ? `, vrouter / testpmd io = ${fmt(r.vrouterOverTestpmd)}` : ''}${vsBridged}${vsRevision}`);
 }
 if (twoPmdNote) console.log(twoPmdNote);
 console.log(guestTcpLine(guestTcp!));

@@ -296,7 +296,7 @@ for (const { batch, result: b } of busyAdmins) {
     continue;
   }
   const mpps = (xs: number[]) => xs.map((x) => (x / 1e6).toFixed(2)).join(' ');
-  console.log(`routed 64 B, admin endpoint idle / busy (/metrics 10 times a second, 1,000 route changes a second asked, ${how}): ${fmt(b.idleMpps)} / ${fmt(b.busyMpps)} Mpps, busy / idle = ${fmt(b.ratio)}`);
+  console.log(`routed 64 B, admin endpoint idle / busy (/metrics 10 times a second, 1,000 route changes a second asked, ${how}): ${fmt(b.idleMpps)} / ${fmt(b.busyMpps)} Mpps, busy / idle = ${fmt(b.ratio)}; each busy window against the idle ones beside it: median ${fmt(b.pairedRatio)} of ${b.windowRatios.map((x) => fmt(x)).join(' ')}`);
   console.log(`  route changes applied: ${fmt(b.changesPerSecond, 0)} a second (${b.load.errors} refused or failed, slowest answer ${fmt(b.load.slowestChangeMs, 0)} ms); /metrics scraped ${fmt(b.scrapesPerSecond, 1)} times a second`);
   console.log(`  vrouter's threads but the PMD: ${fmt(b.controlCpuIdle, 1)} % of a core idle, ${fmt(b.controlCpuBusy, 1)} % busy; the benchmark's own process (the load's client): ${fmt(b.benchCpuIdle, 1)} % idle, ${fmt(b.benchCpuBusy, 1)} % busy; one-second samples (Mpps): idle ${mpps(b.idle)}; busy ${mpps(b.busy)}`);
   console.log(`  the PMD itself, idle / busy: ${fmt(b.pmdNsIdle, 0)} / ${fmt(b.pmdNsBusy, 0)} ns of busy time per packet (busy / idle = ${fmt(b.pmdNsIdle / b.pmdNsBusy)}), busy ${fmt(b.pmdBusyIdle, 0)} / ${fmt(b.pmdBusyBusy, 0)} % of the time`);

@@ -29,10 +29,11 @@ import { stopAll } from './processes.ts';
 const WARM_UP_MS = 3000;
 /**
  * The load runs this long before the first window, unmeasured: at 20 requests a second V8
- * takes tens of seconds to compile the endpoint's code (its first 10 s cost the supervisor
- * about twice what it does from the 40th on), and a router runs for longer than that.
+ * compiles the endpoint's code, and the load client's, for about a minute (the
+ * supervisor's V8 worker threads woke 30 to 70 times a second in the first 30 s, 4 to 8
+ * times from the 70th on), and a router runs for longer than that.
  */
-const LOAD_WARM_UP_MS = 20000;
+const LOAD_WARM_UP_MS = 60000;
 const CHANGES_PER_SECOND = 1000;
 const SCRAPES_PER_SECOND = 10;
 
@@ -44,6 +45,13 @@ export interface BusyAdminResult {
   busyMpps: number;
   /** busy / idle */
   ratio: number;
+  /**
+   * Each busy window against the idle windows on either side of it (the mean of their rates),
+   * and their median: this kind of machine can change speed in the middle of a run (by up
+   * to 2.5 times), and windows side by side are then the only fair comparison.
+   */
+  windowRatios: number[];
+  pairedRatio: number;
   changesPerSecond: number;
   scrapesPerSecond: number;
   /** % of one core used by vrouter's threads other than the PMD, in each kind of window */
@@ -65,6 +73,10 @@ const controlCpu = (pid: number) => {
   return supervisor + dataplane;
 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 /** The PMD's busy time (ms) and the packets it took, so far (GET /pmds). */
 async function pmdLoad(admin: Agent): Promise<{ busyMs: number; packets: number }> {
@@ -94,6 +106,8 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
     load.resetCounts();
     const idle: number[] = [];
     const busy: number[] = [];
+    /** each window's mean rate, in order: idle, busy, idle, ... */
+    const windowRates: number[] = [];
     const cpu = { idle: 0, busy: 0 };
     const benchCpu = { idle: 0, busy: 0 };
     const pmd = { idle: { ms: 0, packets: 0 }, busy: { ms: 0, packets: 0 } };
@@ -113,11 +127,15 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       pmd[busyWindow ? 'busy' : 'idle'].ms += pmdAfter.busyMs - pmdBefore.busyMs;
       pmd[busyWindow ? 'busy' : 'idle'].packets += pmdAfter.packets - pmdBefore.packets;
       load.pause();
-      (busyWindow ? busy : idle).push(...generator.ratesBetween(from, to));
+      const rates = generator.ratesBetween(from, to);
+      (busyWindow ? busy : idle).push(...rates);
+      windowRates.push(mean(rates));
       // Changes still answered after the window are not the next idle window's.
       await load.settled();
     }
     const onSeconds = load.counts.onMs / 1000;
+    // A window without a sample of the generator (it prints one about every second) has no rate.
+    const windowRatios = windowRates.flatMap((rate, w) => (w % 2 === 1 ? [rate / mean(windowRates.slice(w - 1, w + 2).filter((_, k) => k !== 1))] : [])).filter(Number.isFinite);
     const idleMpps = mean(idle) / 1e6;
     const busyMpps = mean(busy) / 1e6;
     return {
@@ -126,6 +144,8 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       idleMpps,
       busyMpps,
       ratio: busyMpps / idleMpps,
+      windowRatios,
+      pairedRatio: median(windowRatios),
       changesPerSecond: load.counts.changes / onSeconds,
       scrapesPerSecond: load.counts.scrapes / onSeconds,
       controlCpuIdle: (100 * cpu.idle) / (windows * seconds),

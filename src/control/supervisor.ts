@@ -72,7 +72,10 @@ const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
 const WATCHDOG_MS = 250;
-/** changes arriving within this long are applied as one (applyEdit) */
+/**
+ * Changes arriving within this long of an apply of changes are applied together, after it
+ * (applyEdit); one after a quiet spell is applied at once.
+ */
 const EDIT_WINDOW_MS = 20;
 /**
  * Changes of the learned routes are applied together, this often at most: a routing
@@ -116,6 +119,8 @@ export class Supervisor {
   private stateRequestId = 0;
   /** the machine's CPUs, counted once: os.cpus() reads /proc and /sys each time, and an apply needs the count */
   private readonly cpuCount = cpus().length;
+  /** when the last apply of changes (applyEdits) ended */
+  private editsAppliedAt = -Infinity;
   /** changes waiting for their turn, applied together (applyEdit) */
   private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; changes?: () => ConfigChange[]; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
@@ -800,10 +805,16 @@ export class Supervisor {
     return new Promise<ApplyResult>((resolve, reject) => {
       this.pendingEdits.push({ edit, source, changes, resolve, reject });
       if (this.pendingEdits.length > 1) return;
-      // The first of a group queues the group's turn, a short window later; later ones join
-      // it until it comes. The window costs each change that much latency and saves an
-      // apply (a check of the whole config, its diff, a pass over the route table) per change.
-      const run = this.applying.then(() => sleep(EDIT_WINDOW_MS)).then(() => this.applyEdits());
+      // The first of a group queues the group's turn; later ones join it until it comes.
+      // While changes keep coming (an apply of them ended less than a window ago), the turn
+      // is a short window later: it costs each change that much latency and saves an apply
+      // (a check of the whole config, its diff, a pass over the route table) per change. A
+      // change after a quiet spell (a person's, a daemon's every few seconds) is applied at
+      // once: it waits for no others, and the supervisor does not wake once more for it.
+      const run = this.applying
+        .then(() => (performance.now() - this.editsAppliedAt < EDIT_WINDOW_MS ? sleep(EDIT_WINDOW_MS) : undefined))
+        .then(() => this.applyEdits())
+        .finally(() => (this.editsAppliedAt = performance.now()));
       this.applying = run.catch(() => undefined);
     });
   }

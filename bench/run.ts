@@ -33,6 +33,7 @@ import { measureFirstPacket } from './micro/first-packet.ts';
 import { stageFigures } from './micro/stages.ts';
 import { pmdFigures } from './micro/pmd.ts';
 import { spawnSync } from 'node:child_process';
+import { median } from './lib/stats.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' }, quick: { type: 'boolean' }, against: { type: 'string' }, only: { type: 'string' }, sizes: { type: 'string' } } });
 const ROUNDS = values.quick ? 1 : Number(values.rounds ?? 3);
@@ -132,10 +133,6 @@ if (GUEST_TCP) {
 }
 const guestTcpLine = (r: GuestTcpResult | { error: string }) => ('error' in r ? `guest to guest TCP: not measured: ${r.error}` : describeGuestTcp(r));
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const table = CASES.flatMap(({ job, size, rings }) =>
   backends.filter((b) => b.jobs.includes(job)).map((b) => {
     const mine = (r: Run) => r.backend === b.name && r.job === job && r.size === size && r.rings === rings;

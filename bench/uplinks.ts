@@ -21,6 +21,7 @@ import { MAC_A, MAC_B, startInterfaceGenerator } from './lib/generator.ts';
 import { FLOWGEN_DST, ROUTED_TABLES } from './lib/jobs.ts';
 import { stopAll } from './lib/processes.ts';
 import { REPO, startVrouter } from '../test/support/vrouter-process.ts';
+import { median } from './lib/stats.ts';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string' }, seconds: { type: 'string' } } });
 const ROUNDS = Number(values.rounds ?? 3);
@@ -172,10 +173,6 @@ for (let round = 1; round <= ROUNDS; round++) {
 }
 process.stderr.write('\r\x1b[K');
 
-const median = (xs: number[]) => {
-  const v = [...xs].sort((a, b) => a - b);
-  return v.length === 0 ? NaN : v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
 const table = SIZES.flatMap((size) =>
   setups.map((s) => {
     const mine = runs.filter((r) => r.setup === s.name && r.size === size);

@@ -25,6 +25,7 @@ import { controlCpuSeconds } from './control-cpu.ts';
 import { startGenerator } from './generator.ts';
 import { vrouterJob } from './jobs.ts';
 import { stopAll } from './processes.ts';
+import { median } from './stats.ts';
 
 const WARM_UP_MS = 3000;
 /**
@@ -73,10 +74,6 @@ const controlCpu = (pid: number) => {
   return supervisor + dataplane;
 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /** The PMD's busy time (ms) and the packets it took, so far (GET /pmds). */
 async function pmdLoad(admin: Agent): Promise<{ busyMs: number; packets: number }> {

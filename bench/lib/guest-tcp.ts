@@ -6,11 +6,7 @@
 // their own bottleneck, so the ratio on / off is the result, not the rates.
 import { bootGuest, guestPrerequisites } from '../../test/e2e/lib/guest.ts';
 import { startVrouter } from '../../test/support/vrouter-process.ts';
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+import { median } from './stats.ts';
 
 export interface GuestTcpRun {
   offloads: boolean;

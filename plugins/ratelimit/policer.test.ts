@@ -633,8 +633,8 @@ t.test('threads sharing one policer, tick clock: green within 5 % of CIR and gre
 t.test('threads sharing one policer, real clock: green within 5 % of CIR, for 1, 2 and 3 threads', { timeout: 60_000 }, async (t) => {
   // CBS and PBS hold a second of tokens: tokens are lost only when no thread meters for
   // longer than that. Threads of this process have been held off the CPUs for 80 to 420 ms
-  // while other work started (a vrouter's control threads run at nice -10), which with
-  // 40 ms buckets cost 4 to 15 % of the green bytes. The offered load drains the buckets at
+  // by other work on the machine (another test file's vrouter, whose control threads run
+  // at nice -10), which with 40 ms buckets cost 4 to 15 % of the green bytes. The offered load drains the buckets at
   // once: what passes is the refill on the real clock, as before.
   const cfg: TrTcmConfig = { meter: 'trtcm', unit: 'bytes', cir: 200 * MBIT, cbs: 25_000_000, pir: 400 * MBIT, pbs: 50_000_000 };
   for (const threads of [1, 2, 3]) {

@@ -133,9 +133,11 @@ if (GUEST_TCP) {
 }
 const guestTcpLine = (r: GuestTcpResult | { error: string }) => ('error' in r ? `guest to guest TCP: not measured: ${r.error}` : describeGuestTcp(r));
 
+/** the runs of one backend in one case */
+const runOf = (backend: string, job: JobName, size: number, rings: Rings) => (r: Run) => r.backend === backend && r.job === job && r.size === size && r.rings === rings;
 const table = CASES.flatMap(({ job, size, rings }) =>
   backends.filter((b) => b.jobs.includes(job)).map((b) => {
-    const mine = (r: Run) => r.backend === b.name && r.job === job && r.size === size && r.rings === rings;
+    const mine = runOf(b.name, job, size, rings);
     const ok = runs.filter((r) => mine(r) && r.pps !== undefined);
     const pps = median(ok.map((r) => r.pps!));
     const error = runs.find((r) => mine(r) && r.error)?.error;
@@ -160,7 +162,6 @@ function pairedRatios(a: (r: Run) => boolean, b: (r: Run) => boolean): { median:
   }
   return { median: median(rounds), rounds };
 }
-const runOf = (backend: string, job: JobName, size: number, rings: Rings) => (r: Run) => r.backend === backend && r.job === job && r.size === size && r.rings === rings;
 /** vrouterOverBridged: against bridging on split rings (for bridged/packed: packed against split) */
 const ratios = CASES.map(({ job, size, rings }) => {
   const v = row('vrouter 1 PMD', job, size, rings)?.mpps ?? NaN;

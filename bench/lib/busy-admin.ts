@@ -131,8 +131,14 @@ export async function measureBusyAdmin(windows: number, seconds: number, batch =
       await load.settled();
     }
     const onSeconds = load.counts.onMs / 1000;
-    // A window without a sample of the generator (it prints one about every second) has no rate.
-    const windowRatios = windowRates.flatMap((rate, w) => (w % 2 === 1 ? [rate / mean(windowRates.slice(w - 1, w + 2).filter((_, k) => k !== 1))] : [])).filter(Number.isFinite);
+    // Each busy window (odd) against the idle ones before and after it (the last has none
+    // after). A window without a sample of the generator (it prints one about every second)
+    // has no rate, and no ratio.
+    const windowRatios: number[] = [];
+    for (let w = 1; w < windowRates.length; w += 2) {
+      const ratio = windowRates[w] / mean(windowRates.slice(w - 1, w + 2).filter((_, k) => k !== 1));
+      if (Number.isFinite(ratio)) windowRatios.push(ratio);
+    }
     const idleMpps = mean(idle) / 1e6;
     const busyMpps = mean(busy) / 1e6;
     return {

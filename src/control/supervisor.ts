@@ -13,7 +13,7 @@ import type { PmdSpawnData } from '../dataplane/process-link.ts';
 import { ARENA_BYTES, createArena, releaseShared } from '../sys/shared-arena.ts';
 import { DataplaneProcess } from './dataplane-process.ts';
 import { collectGarbageSoon } from './collect.ts';
-import { importPlugin, planPlugins, type PluginPlan } from '../pipeline/loader.ts';
+import { importPlugin, planPlugins, type PluginPlan, type PluginSpec } from '../pipeline/loader.ts';
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
@@ -853,7 +853,7 @@ export class Supervisor {
         try {
           if (this.learnedOthersChanged) {
             this.learnedOthersChanged = false;
-            await this.applyNow(this.document, { source: 'route sources' });
+            await this.applyNow(this.document, { source: 'route sources', pluginFiles: false });
           }
         } finally {
           await this.applyLearnedRoutes();
@@ -914,7 +914,7 @@ export class Supervisor {
     if (group.length > 1) {
       try {
         const doc = editOf(group);
-        const result = await this.applyNow(doc, { source: `${group.length} changes (${group[0].source}, ...)`, diff: changesOf(group) });
+        const result = await this.applyNow(doc, { source: `${group.length} changes (${group[0].source}, ...)`, diff: changesOf(group), pluginFiles: false });
         for (const e of group) e.resolve(result);
         return;
       } catch {
@@ -924,15 +924,21 @@ export class Supervisor {
     for (const e of group) {
       try {
         const doc = editOf([e]);
-        e.resolve(await this.applyNow(doc, { source: e.source, diff: changesOf([e]) }));
+        e.resolve(await this.applyNow(doc, { source: e.source, diff: changesOf([e]), pluginFiles: false }));
       } catch (err) {
         e.reject(err);
       }
     }
   }
 
-  /** `diff`: what changed, when the caller knows (applyEdit); else the documents are compared. */
-  private async applyNow(document: unknown, options: { dryRun?: boolean; source: string; diff?: ConfigChange[] }): Promise<ApplyResult> {
+  /**
+   * `diff`: what changed, when the caller knows (applyEdit); else the documents are compared.
+   * `pluginFiles: false`: the plugin files are not looked at (changes through the admin
+   * endpoint, the route sources') unless the PMDs restart on new ports: they load again on
+   * a reload (SIGHUP, POST /reload) or a new document (PUT /config), not because a route
+   * was added meanwhile. PMDs that restart import the files as they are on disk.
+   */
+  private async applyNow(document: unknown, options: { dryRun?: boolean; source: string; diff?: ConfigChange[]; pluginFiles?: boolean }): Promise<ApplyResult> {
     const next = parseConfig(document, dirname(resolve(this.configPath)), this.cpuCount, this.learned);
     const diff = options.diff ?? configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
@@ -941,7 +947,8 @@ export class Supervisor {
     const topology = ports === null ? this.topology : topologyOf(next, ports.slots);
     // A plugin file loads again (a new module version) only when one changed on disk: each
     // load is a module record Node keeps for good.
-    const digests = new Map(next.plugins.map((spec) => [spec.name, fileDigest(spec.path)]));
+    const digestOf = (spec: PluginSpec) => (options.pluginFiles === false && ports === null ? this.digests.get(spec.name) : undefined) ?? fileDigest(spec.path);
+    const digests = new Map(next.plugins.map((spec) => [spec.name, digestOf(spec)]));
     const filesChanged = next.plugins.some((spec) => digests.get(spec.name) !== this.digests.get(spec.name));
     const plans = await planPlugins(next.plugins, topology, filesChanged ? this.pluginLoads + 1 : this.pluginLoads);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;

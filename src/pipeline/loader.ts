@@ -13,8 +13,16 @@ export const BUILT_IN_PLUGINS = [BRIDGE_STAGE, 'routing', 'acl', 'ratelimit'];
 /** Built-ins are found beside this module, as sources or built (dist/). */
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 
+/** Each built-in's path, made once: every apply of a config asks for them. */
+const builtInPaths = new Map<string, string>();
+
 export function builtInPluginPath(name: string): string {
-  return fileURLToPath(new URL(`../../plugins/${name}/index${MODULE_EXT}`, import.meta.url));
+  let path = builtInPaths.get(name);
+  if (path === undefined) {
+    path = fileURLToPath(new URL(`../../plugins/${name}/index${MODULE_EXT}`, import.meta.url));
+    builtInPaths.set(name, path);
+  }
+  return path;
 }
 
 /** A plugin of the pipeline as the config names it: its module and its own config keys. */

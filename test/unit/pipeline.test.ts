@@ -12,6 +12,7 @@ import { planPlugins } from '../../src/pipeline/loader.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { waitFor } from '../support/traffic.ts';
+import { adminClient } from '../support/admin-client.ts';
 import { daemonEnv, startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const FAULTY = fileURLToPath(new URL('../support/plugins/faulty.ts', import.meta.url));
@@ -163,7 +164,7 @@ t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
   t.notMatch(vr.stderr(), /pmd0 exited/, 'and the PMD never crashed');
 });
 
-t.test('SIGHUP loads the plugin files again; a version that fails leaves the running one', async (t) => {
+t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
   /** A plugin that adds `step` to its counter for every batch. */
   const version = (v: string, step: number) => `
@@ -182,7 +183,7 @@ export default plugin;
     ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
     pmd: { cores: [1] },
     plugins: { reloadable: { path: file } },
-    pipeline: ['reloadable', 'bridge'],
+    pipeline: ['reloadable', 'routing', 'bridge'],
   });
   t.teardown(() => vr.stop());
   const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
@@ -197,6 +198,11 @@ export default plugin;
   };
   t.equal(await oneBatch(), 1, 'version 1 adds 1 per batch');
   writeFileSync(file, version('2', 1000));
+  const added = await adminClient(vr).call('POST', '/routes', { prefix: '192.0.2.0/24', blackhole: true });
+  t.same([added.status, added.json?.mode], [200, 'live'], `a route added through the admin endpoint is applied live (${added.text.slice(0, 200)})`);
+  t.equal(await oneBatch(), 1, 'and version 1 still runs: a change through the endpoint does not load plugin files');
+  // As the config file has it again, so that SIGHUP changes the plugin file alone.
+  t.equal((await adminClient(vr).call('DELETE', `/routes/${encodeURIComponent('192.0.2.0/24')}`)).status, 200, 'the route removed');
   vr.proc.kill('SIGHUP');
   await waitFor('the reload', () => /reloaded from .* \(reloadable 1 -> 2\): restarting the PMDs on them/.test(vr.stderr()), 5000);
   await waitFor('the queues back', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 1, 5000);

@@ -73,7 +73,7 @@ type PmdStats = Stats['pmds'][number];
 const PMD_FAMILIES: [string, string, (p: PmdStats) => number][] = [
   ['vrouter_pmd_rx_packets_total', 'frames a PMD took from guests', (p) => p.rx_packets],
   ['vrouter_pmd_tx_packets_total', 'frames a PMD wrote into guests', (p) => p.tx_packets],
-  ['vrouter_pmd_busy_seconds_total', 'time a PMD spent on bursts (from a round\'s first burst to the round\'s end); the rest of the wall clock it was idle', (p) => (p.busy_ms ?? 0) / 1000],
+  ['vrouter_pmd_busy_seconds_total', 'time a PMD spent in poll rounds that found frames, each from its start (the first receive included) to its end; the rest of the wall clock it was idle', (p) => (p.busy_ms ?? 0) / 1000],
   ['vrouter_pmd_busy_rounds_total', 'poll rounds in which a PMD had frames to work on', (p) => p.busy_rounds ?? 0],
 ];
 

@@ -57,8 +57,6 @@ export class Pmd {
   private takingAnyway = 0;
   /** the 'queues-back' command that waits for the tables being viewed, or -1 */
   private queuesBack = -1;
-  /** the clock was read this round (once, at its first burst) */
-  private clockRead = false;
   private readonly batch: Batch;
   private readonly stages: Stage[];
   private readonly egress: Egress;
@@ -110,6 +108,10 @@ export class Pmd {
   /** One poll round: frames from other PMDs, then every running guest TX queue. */
   pollOnce(): number {
     let work = 0;
+    // The clock once a round, before anything is taken: a round that finds work is busy
+    // from here, its first receive included (the descriptors read, the headers copied).
+    const started = performance.now();
+    this.batch.now = performance.timeOrigin + started;
     this.doorbell[DOORBELL_HEARTBEAT]++;
     const stages = this.stages;
     for (let s = 0; s < stages.length; s++) stages[s].betweenBursts();
@@ -120,7 +122,6 @@ export class Pmd {
     const bell = this.doorbell;
     const batch = this.batch;
     const deferred = this.deferred;
-    this.clockRead = false;
     for (let a = 0; a < active.length; a++) {
       const port = active[a];
       bell[DOORBELL_SERVING] = port.cfg.index;
@@ -145,11 +146,11 @@ export class Pmd {
       }
     }
     if (ringsIn.length > 0) this.pool.flushAllReturns();
-    // Load: the time from the round's first burst to its end (one more clock read per busy
-    // round; idle rounds read none: idle time is the rest of the wall clock).
-    if (this.clockRead) {
+    // Load: the time of the rounds that found work (one more clock read each); idle time is
+    // the rest of the wall clock.
+    if (work > 0) {
       const load = this.load;
-      load[LOAD_BUSY_MS] += performance.timeOrigin + performance.now() - batch.now;
+      load[LOAD_BUSY_MS] += performance.now() - started;
       load[LOAD_PACKETS] += work;
       load[LOAD_BUSY_ROUNDS]++;
     }
@@ -169,10 +170,6 @@ export class Pmd {
     const batch = this.batch;
     const stages = this.stages;
     const bell = this.doorbell;
-    if (!this.clockRead) {
-      batch.now = performance.timeOrigin + performance.now();
-      this.clockRead = true;
-    }
     batch.begin(port, n);
     // One plain load per burst while no capture runs on the port: the word is re-read with
     // Atomics.load (acquire) only when it is set.

@@ -111,8 +111,6 @@ function portName(value: unknown, field: string): string | null {
  * config parses every route again.
  */
 const parsedRoutes = new WeakMap<object, RouteConfig>();
-/** Each route's prefix, parsed: carried into each config's generation, for prefixOf(route.prefix). */
-const routePrefixes = new WeakMap<RouteConfig, Prefix>();
 
 /** "routes": each entry parsed before taken as it was (its field named only for a mistake). */
 function routes(value: unknown): RouteConfig[] {
@@ -123,9 +121,6 @@ function routes(value: unknown): RouteConfig[] {
     if (route === undefined) {
       route = parseRoute(raw, `routes[${i}]`);
       if (typeof raw === 'object' && raw !== null) parsedRoutes.set(raw, route);
-    } else {
-      // Not parsed again, but looked up again (fib-tables.ts: prefixOf), once it is removed too.
-      current.networks.set(route.prefix, routePrefixes.get(route)!);
     }
     return route;
   });
@@ -143,9 +138,7 @@ function parseRoute(raw: unknown, field: string): RouteConfig {
   const port = portName(r.port, `${field}.port`);
   if (blackhole && (via.length > 0 || port !== null)) throw new PluginConfigError(`${field}.blackhole`, 'a blackhole route has no "via" and no "port"');
   if (!blackhole && via.length === 0 && port === null) throw new PluginConfigError(field, 'needs "via" (a gateway), "port" (a directly attached destination), or "blackhole": true');
-  const route = { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole };
-  routePrefixes.set(route, prefix);
-  return route;
+  return { prefix: prefix.text, via: via.map((v) => v.text), port, metric: integer(r.metric, `${field}.metric`, 0, 2 ** 31 - 1, 0), blackhole };
 }
 
 function parseNeighbour(raw: unknown, field: string): NeighbourConfig {

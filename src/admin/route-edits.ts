@@ -137,21 +137,38 @@ export function hasRouteTo(routes: readonly unknown[], prefix: string): boolean 
 
 const prefixOf = (route: unknown): unknown => (typeof route === 'object' && route !== null ? (route as { prefix?: unknown }).prefix : undefined);
 
-/** Prefixes as ip-address writes them, remembered: a document names the same ones again and again. */
-const canonical = new Map<string, string | null>();
-const CANONICAL_MAX = 1 << 20;
+/**
+ * Prefixes as ip-address writes them, remembered: a document names the same ones again and
+ * again. Two generations of at most CANONICAL_GENERATION each: one in use is carried into
+ * the current one, so that a stream of new prefixes (a daemon's updates) keeps two
+ * generations' worth (a few MB), not every prefix it ever sent (63 MB a million).
+ */
+let canonical = new Map<string, string | null>();
+let olderCanonical = new Map<string, string | null>();
+export const CANONICAL_GENERATION = 1 << 15;
 
 /** A prefix or address as ip-address writes it (192.0.2.0/24), or null for what is neither. */
 export function canonicalPrefix(value: unknown): string | null {
   if (typeof value !== 'string') return null;
   let text = canonical.get(value);
   if (text !== undefined) return text;
-  try {
-    text = parsePrefix(value).text;
-  } catch {
-    text = null;
+  text = olderCanonical.get(value);
+  if (text === undefined) {
+    try {
+      text = parsePrefix(value).text;
+    } catch {
+      text = null;
+    }
   }
-  if (canonical.size >= CANONICAL_MAX) canonical.clear();
+  if (canonical.size >= CANONICAL_GENERATION) {
+    olderCanonical = canonical;
+    canonical = new Map();
+  }
   canonical.set(value, text);
   return text;
+}
+
+/** Prefixes remembered now (both generations): for tests. */
+export function canonicalPrefixesHeld(): number {
+  return canonical.size + olderCanonical.size;
 }

@@ -2,7 +2,7 @@
 // on its source's, and must say what a fresh index of its list would, however many copies
 // (and flattenings) lie between.
 import t from 'tap';
-import { hasRouteTo, routeDraft } from '../../src/admin/route-edits.ts';
+import { CANONICAL_GENERATION, canonicalPrefix, canonicalPrefixesHeld, hasRouteTo, routeDraft } from '../../src/admin/route-edits.ts';
 
 t.test('a chain of copies, each adding and removing routes, against the lists themselves', async (t) => {
   let doc: Record<string, unknown> = { routes: [{ prefix: '10.0.0.0/8', via: '10.1.1.1' }] };
@@ -30,4 +30,19 @@ t.test('a chain of copies, each adding and removing routes, against the lists th
     t.same([...inList].sort(), [...live].sort(), `copy ${copy}: the list holds what was added and not removed`);
   }
   t.equal(mismatches, 0, 'every index answered as its list');
+});
+
+t.test('prefixes remembered in their canonical form: a stream of new ones keeps two generations, and what is in use stays', async (t) => {
+  const inUse = '2001:0db8:0000:0000:0000:0000:0000:0001/128';
+  t.equal(canonicalPrefix(inUse), '2001:db8::1/128');
+  let wrong = 0;
+  for (let n = 0; n < 5 * CANONICAL_GENERATION; n++) {
+    const text = `10.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/32`;
+    if (canonicalPrefix(text) !== text) wrong++;
+    if (n % 1000 === 0 && canonicalPrefix(inUse) !== '2001:db8::1/128') wrong++;
+  }
+  t.equal(wrong, 0, 'each prefix, and the one in use all along, in canonical form');
+  t.ok(canonicalPrefixesHeld() <= 2 * CANONICAL_GENERATION, `${canonicalPrefixesHeld()} held after ${5 * CANONICAL_GENERATION} new prefixes (at most ${2 * CANONICAL_GENERATION})`);
+  t.equal(canonicalPrefix('10.0.0.1/33'), null, 'not a prefix: null, remembered as such');
+  t.equal(canonicalPrefix('10.0.0.1/33'), null);
 });

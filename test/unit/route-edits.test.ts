@@ -32,7 +32,7 @@ t.test('a chain of copies, each adding and removing routes, against the lists th
   t.equal(mismatches, 0, 'every index answered as its list');
 });
 
-t.test('prefixes remembered in their canonical form: a stream of new ones keeps two generations, and what is in use stays', async (t) => {
+t.test('prefixes in their canonical form, remembered in two generations: a stream of new ones keeps at most two generations\' worth', async (t) => {
   const inUse = '2001:0db8:0000:0000:0000:0000:0000:0001/128';
   t.equal(canonicalPrefix(inUse), '2001:db8::1/128');
   let wrong = 0;
@@ -41,8 +41,8 @@ t.test('prefixes remembered in their canonical form: a stream of new ones keeps 
     if (canonicalPrefix(text) !== text) wrong++;
     if (n % 1000 === 0 && canonicalPrefix(inUse) !== '2001:db8::1/128') wrong++;
   }
-  t.equal(wrong, 0, 'each prefix, and the one in use all along, in canonical form');
+  t.equal(wrong, 0, 'each prefix, and one asked for all along (carried from generation to generation), in canonical form');
   t.ok(canonicalPrefixesHeld() <= 2 * CANONICAL_GENERATION, `${canonicalPrefixesHeld()} held after ${5 * CANONICAL_GENERATION} new prefixes (at most ${2 * CANONICAL_GENERATION})`);
-  t.equal(canonicalPrefix('10.0.0.1/33'), null, 'not a prefix: null, remembered as such');
-  t.equal(canonicalPrefix('10.0.0.1/33'), null);
+  t.equal(canonicalPrefix('10.0.0.1/33'), null, 'not a prefix: null');
+  t.equal(canonicalPrefix('10.0.0.1/33'), null, 'and null again when remembered');
 });

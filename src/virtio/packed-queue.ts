@@ -28,6 +28,19 @@ const INDEX = 0x7fff;
 /** where both sides start on a new ring: index 0, wrap counters 1 (2.8.1) */
 export const FRESH_RING = WRAP;
 
+/**
+ * Whether any descriptor has USED set: a new ring's never has (drivers allocate the ring
+ * zeroed, and make descriptors available in wrap 1 with USED clear); a ring that went round
+ * has, on the chains' first descriptors a device used in wrap 1, or made available again in
+ * wrap 0. Then a zero left in our event suppression area is index 0 of wrap 0, not a new
+ * ring. Read once, when a queue is built on a new ring's base and a zero area.
+ */
+function wentRound(desc: [ArrayBuffer, number], size: number): boolean {
+  const words = new Uint16Array(desc[0], desc[1], 8 * size);
+  for (let i = 0; i < size; i++) if ((words[8 * i + 7] & VIRTQ_DESC_F_USED) !== 0) return true;
+  return false;
+}
+
 export class PackedQueue implements Virtqueue {
   readonly size: number;
   readonly mem: GuestMemory;
@@ -105,6 +118,7 @@ export class PackedQueue implements Virtqueue {
     // sends a fresh ring's base; a fresh ring's area is zero (drivers allocate it zeroed),
     // so one that holds a position was left by a device that had moved on.
     if (position < 0 || (position === FRESH_RING && left !== 0 && (left & INDEX) < size)) position = left;
+    else if (position === FRESH_RING && left === 0 && wentRound(desc, size)) position = 0;
     if ((position & INDEX) >= size || position > 0xffff) return `position ${position & INDEX} (wrap ${position >> 15}) is outside a ring of ${size}`;
     return new PackedQueue(mem, layout, position, desc, driverEvent, deviceEvent);
   }

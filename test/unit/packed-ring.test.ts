@@ -323,6 +323,64 @@ t.test('a new owner resumes where the last one stopped (a data plane restarted)'
   t.equal(frameOf(pool, handles[0])[14], 100, 'the first of them');
 });
 
+t.test('a fresh ring\'s base after exactly a lap: index 0 of wrap 0 is told from a new ring by the descriptors', async (t) => {
+  // What we leave in our event suppression area at index 0 of wrap 0 is 0, as a new ring's.
+  const { mem, driverQ, owner, pool, handles } = setup(t, { size: 8 });
+  for (let i = 0; i < 8; i++) sendFrame(driverQ, ethernetFrame(B, A, 46, i));
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), 8, 'a lap of wrap 1');
+  for (let i = 0; i < 8; i++) pool.free(handles[i]);
+  t.equal(driverQ.takeUsed().length, 8);
+  // A new vrouter, and QEMU reconnecting with the base of a new ring.
+  const next = PackedQueue.create(mem, driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  if (typeof next === 'string') throw new Error(next);
+  t.equal(next.lastAvailIdx, 0, 'index 0 of wrap 0: slot 0 was used in wrap 1');
+  for (let i = 0; i < 3; i++) sendFrame(driverQ, ethernetFrame(B, A, 46, 20 + i));
+  t.equal(receiveBurst({ ...owner, queue: next }, pool, handles, 0, 32), 3, 'the frames of the next lap are taken');
+  t.same([0, 1, 2].map((k) => frameOf(pool, handles[k])[14]), [20, 21, 22]);
+  for (let i = 0; i < 3; i++) pool.free(handles[i]);
+  t.equal(driverQ.takeUsed().length, 3, 'and used, where the driver looks for them');
+  // The driver made slot 0 available again before the reconnect: still wrap 0.
+  const again = setup(t, { size: 8 });
+  for (let i = 0; i < 8; i++) sendFrame(again.driverQ, ethernetFrame(B, A, 46, i));
+  t.equal(receiveBurst(again.owner, again.pool, again.handles, 0, 32), 8);
+  for (let i = 0; i < 8; i++) again.pool.free(again.handles[i]);
+  again.driverQ.takeUsed();
+  sendFrame(again.driverQ, ethernetFrame(B, A, 46, 30));
+  const resumed = PackedQueue.create(again.mem, again.driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  if (typeof resumed === 'string') throw new Error(resumed);
+  t.equal(resumed.lastAvailIdx, 0, 'index 0 of wrap 0');
+  t.equal(receiveBurst({ ...again.owner, queue: resumed }, again.pool, again.handles, 0, 32), 1, 'the frame made available meanwhile is taken');
+  t.equal(frameOf(again.pool, again.handles[0])[14], 30);
+  // The lap of wrap 1 began with the tail of a chain that straddled the end (slot 0 kept
+  // the driver's marks): the other slots the device used in that lap tell.
+  const straddled = setup(t, { size: 8 });
+  const lap = (frames: { split?: number[] }[]) => {
+    for (const [k, opts] of frames.entries()) sendFrame(straddled.driverQ, ethernetFrame(B, A, 46, k), opts);
+    const n = receiveBurst(straddled.owner, straddled.pool, straddled.handles, 0, 32);
+    for (let i = 0; i < n; i++) straddled.pool.free(straddled.handles[i]);
+    straddled.driverQ.takeUsed();
+    return n;
+  };
+  const single = (n: number) => Array.from({ length: n }, () => ({}));
+  const twoSlots = { split: [12, 60] };
+  t.equal(lap(single(7)), 7, 'slots 0-6 of wrap 1');
+  t.equal(lap([twoSlots]), 1, 'slots 7 and 0 of wrap 0');
+  t.equal(lap(single(6)), 6, 'slots 1-6');
+  t.equal(lap([twoSlots]), 1, 'slots 7 and 0 of wrap 1');
+  t.equal(lap(single(7)), 7, 'slots 1-7: index 0 of wrap 0 next');
+  const afterStraddle = PackedQueue.create(straddled.mem, straddled.driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  if (typeof afterStraddle === 'string') throw new Error(afterStraddle);
+  t.equal(afterStraddle.lastAvailIdx, 0, 'index 0 of wrap 0');
+  sendFrame(straddled.driverQ, ethernetFrame(B, A, 46, 50));
+  t.equal(receiveBurst({ ...straddled.owner, queue: afterStraddle }, straddled.pool, straddled.handles, 0, 32), 1, 'the next frame is taken');
+  t.equal(frameOf(straddled.pool, straddled.handles[0])[14], 50);
+  // A new ring whose driver made buffers available before the device started: the base.
+  const posted = setup(t, { size: 8 });
+  sendFrame(posted.driverQ, ethernetFrame(B, A, 46, 40));
+  const fresh = PackedQueue.create(posted.mem, posted.driverQ.layout({ lastAvailIdx: FRESH_RING }));
+  t.equal(typeof fresh !== 'string' && fresh.lastAvailIdx, FRESH_RING, 'a new ring: index 0 of wrap 1');
+});
+
 t.test('IN_ORDER with a split ring: buffers used in the order made available, across rollbacks', async (t) => {
   // vrouter uses every chain in order whatever is negotiated; with a split ring under
   // IN_ORDER the driver posts descriptors in table order, and the used ring must follow.

@@ -752,6 +752,7 @@ export class VhostConnection {
         eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n,
         indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
         packed: this.packed,
+        inOrder: (this.features & bit(VIRTIO_F_IN_ORDER)) !== 0n,
       },
     });
     if (reply.error) {

@@ -29,6 +29,8 @@ export interface QueueLayout {
   indirect: boolean;
   /** VIRTIO_F_RING_PACKED: descAddr is the descriptor ring, availAddr and usedAddr the driver's and device's event suppression areas */
   packed?: boolean;
+  /** VIRTIO_F_IN_ORDER: a packed ring's buffers the device only read go back one used descriptor a batch */
+  inOrder?: boolean;
 }
 
 export { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery };

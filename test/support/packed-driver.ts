@@ -34,12 +34,17 @@ export class PackedDriverQueue {
   private readonly unpublished: { at: number; flags: number }[] = [];
   private readonly freeIds: number[];
   private readonly eventIdx: boolean;
+  /** VIRTIO_F_IN_ORDER negotiated: a used descriptor may stand for every buffer up to its id (2.8.9) */
+  private readonly inOrder: boolean;
+  /** the buffer ids in the order their chains were written: the order an in-order device uses them */
+  private readonly posted: number[] = [];
 
   /** `start`: the position (index | wrap << 15) both sides begin at */
-  constructor(ram: GuestRam, size: number, opts: { eventIdx?: boolean; start?: number } = {}) {
+  constructor(ram: GuestRam, size: number, opts: { eventIdx?: boolean; start?: number; inOrder?: boolean } = {}) {
     this.ram = ram;
     this.size = size;
     this.eventIdx = opts.eventIdx ?? false;
+    this.inOrder = opts.inOrder ?? false;
     this.descOff = ram.alloc(16 * size, 16);
     this.driverEventOff = ram.alloc(4, 4);
     this.deviceEventOff = ram.alloc(4, 4);
@@ -102,6 +107,7 @@ export class PackedDriverQueue {
   /** Writes raw descriptors at the driver's position (the first one's flags held back); returns the first slot. */
   private place(descs: PackedDesc[]): number {
     const first = this.nextAvail;
+    this.posted.push(descs[0].id);
     descs.forEach((d, i) => {
       if (i === 0) this.writeDesc(this.nextAvail, { ...d, flags: this.readDesc(this.nextAvail).flags });
       else this.writeDesc(this.nextAvail, d);
@@ -178,17 +184,29 @@ export class PackedDriverQueue {
       const avail = (d.flags >> 7) & 1;
       const used = d.flags >> 15;
       if (avail !== this.usedWrap || used !== this.usedWrap) break;
-      out.push({ id: d.id, len: d.len, flags: d.flags });
-      const descs = this.descsOf.get(d.id) ?? 1;
-      this.descsOf.delete(d.id);
-      this.freeIds.push(d.id);
-      this.nextUsed += descs;
-      if (this.nextUsed >= this.size) {
-        this.nextUsed -= this.size;
-        this.usedWrap ^= 1;
+      // In order, the buffers before it in the order written went back with it (2.8.9).
+      const next = () => (this.inOrder && this.posted.length > 0 ? this.posted[0] : d.id);
+      for (let id = next(); ; id = next()) {
+        out.push({ id, len: id === d.id ? d.len : 0, flags: d.flags });
+        const at = this.posted.indexOf(id);
+        if (at >= 0) this.posted.splice(at, 1);
+        this.release(id);
+        if (id === d.id) break;
       }
     }
     return out;
+  }
+
+  /** A used buffer's id free again, and the driver past its descriptors. */
+  private release(id: number): void {
+    const descs = this.descsOf.get(id) ?? 1;
+    this.descsOf.delete(id);
+    this.freeIds.push(id);
+    this.nextUsed += descs;
+    if (this.nextUsed >= this.size) {
+      this.nextUsed -= this.size;
+      this.usedWrap ^= 1;
+    }
   }
 
   /** The driver's event suppression area (2.8.10): when it wants interrupts. */

@@ -752,7 +752,9 @@ export class VhostConnection {
         eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n,
         indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
         packed: this.packed,
-        inOrder: (this.features & bit(VIRTIO_F_IN_ORDER)) !== 0n,
+        // A guest's TX queues (odd): there every chain goes back unwritten, and a driver's
+        // in-order receive path need not take batches (DPDK's packed one does not).
+        inOrder: (this.features & bit(VIRTIO_F_IN_ORDER)) !== 0n && index % 2 === 1,
       },
     });
     if (reply.error) {

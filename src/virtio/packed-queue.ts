@@ -47,10 +47,10 @@ export class PackedQueue implements Virtqueue {
   readonly eventIdx: boolean;
   readonly indirect: boolean;
   /**
-   * VIRTIO_F_IN_ORDER: the driver takes one used descriptor, with the last buffer's id, for
-   * a batch of buffers used in order (2.8.9), and skips as far as that buffer. Written so for
-   * batches the device only read (a guest's TX queue, lengths zero): one cache line of the
-   * guest's ring a burst instead of one per four chains. A batch with lengths goes whole.
+   * VIRTIO_F_IN_ORDER on a queue the device only reads (a guest's TX queue): the driver
+   * takes one used descriptor, with the last buffer's id, for a batch of buffers used in
+   * order (2.8.9), and skips as far as that buffer. One cache line of the guest's ring
+   * written a burst instead of one per four chains. A batch with lengths goes whole.
    */
   private readonly inOrder: boolean;
   readonly maxChain: number;

@@ -29,7 +29,7 @@ export interface QueueLayout {
   indirect: boolean;
   /** VIRTIO_F_RING_PACKED: descAddr is the descriptor ring, availAddr and usedAddr the driver's and device's event suppression areas */
   packed?: boolean;
-  /** VIRTIO_F_IN_ORDER: a packed ring's buffers the device only read go back one used descriptor a batch */
+  /** VIRTIO_F_IN_ORDER, on a queue the device only reads (a guest's TX queue): a packed ring's buffers go back one used descriptor a batch */
   inOrder?: boolean;
 }
 

@@ -7,7 +7,7 @@
 // compared on each change (a route added through the admin endpoint), and text costs a
 // fraction of bytes in typed arrays there; the parsed form is kept here (prefixOf), for
 // the routes of the last two configs, and each route as parsed, with the entry it came from.
-import { PluginConfigError, parseAddress, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
+import { PluginConfigError, listEditOf, parseAddress, parseEdited, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
 
 export interface RouteConfig {
   /** the network, as Prefix.text: "10.0.0.0/24" */
@@ -111,19 +111,27 @@ function portName(value: unknown, field: string): string | null {
  * config parses every route again.
  */
 const parsedRoutes = new WeakMap<object, RouteConfig>();
+/** Each list of routes parsed, by the document's list: a list made from it by an edit (listEditOf) takes its kept routes from here. */
+const parsedLists = new WeakMap<readonly unknown[], RouteConfig[]>();
 
 /** "routes": each entry parsed before taken as it was (its field named only for a mistake). */
 function routes(value: unknown): RouteConfig[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) throw new PluginConfigError('routes', 'must be an array');
-  return value.map((raw: unknown, i) => {
-    let route = typeof raw === 'object' && raw !== null ? parsedRoutes.get(raw) : undefined;
-    if (route === undefined) {
-      route = parseRoute(raw, `routes[${i}]`);
-      if (typeof raw === 'object' && raw !== null) parsedRoutes.set(raw, route);
-    }
-    return route;
-  });
+  const edit = listEditOf(value);
+  const before = edit === undefined ? undefined : parsedLists.get(edit.source);
+  const parsed = (edit !== undefined && before !== undefined ? parseEdited(value, edit, before, route) : null) ?? value.map(route);
+  parsedLists.set(value, parsed);
+  return parsed;
+}
+
+function route(raw: unknown, i: number): RouteConfig {
+  let parsed = typeof raw === 'object' && raw !== null ? parsedRoutes.get(raw) : undefined;
+  if (parsed === undefined) {
+    parsed = parseRoute(raw, `routes[${i}]`);
+    if (typeof raw === 'object' && raw !== null) parsedRoutes.set(raw, parsed);
+  }
+  return parsed;
 }
 
 function parseRoute(raw: unknown, field: string): RouteConfig {

@@ -10,6 +10,7 @@ import { fibHop } from './fib-hop.ts';
 import type { PluginSetup, PortInfo, Topology } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
 import { prng } from '../../test/support/prng.ts';
+import { routeDraft } from '../../src/admin/route-edits.ts';
 
 const ports: PortInfo[] = [
   { index: 0, name: 'a', bridge: null, settings: { addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: '02:00:00:00:0a:01', mtu: 1500 } },
@@ -161,4 +162,42 @@ t.test('a route changed in place is used at once by the tables in use; a refused
   );
   t.match(hop(regions, '192.0.2.9'), /^1 0 .*, 1 1 /, 'the refused config left the tables as they were');
   t.equal(hop(regions, '203.0.113.1'), 'none');
+});
+
+t.test('lists made by route edits (the admin endpoint\'s): parsed from the last parse, the same as parsed afresh, and routed as a fresh compile', async (t) => {
+  const rand = prng(7);
+  const shared = sharedMemory();
+  const log: string[] = [];
+  let doc: Record<string, unknown> = { routes: valid(Array.from({ length: 400 }, () => randomRoute(rand))) };
+  let regions = await prepare(shared, doc.routes as RawRoute[], log);
+  for (let step = 1; step <= 40; step++) {
+    const draft = routeDraft((doc = { ...doc }));
+    const routes = draft.routes as RawRoute[];
+    const gone = Array.from({ length: rand() % 12 }, () => String(routes[rand() % routes.length].prefix));
+    draft.remove(gone);
+    // New prefixes, and new routes to prefixes already there (another metric: kept apart by valid()).
+    // (Each a valid route: a new prefix, or one there with a metric of its own.)
+    const prefixes = new Set(routes.map((r) => String(r.prefix)));
+    for (let k = rand() % 12; k > 0; k--) {
+      let other = randomRoute(rand);
+      if (rand() % 3 !== 0) {
+        if (!prefixes.has(String(other.prefix))) draft.add(other);
+        prefixes.add(String(other.prefix));
+        continue;
+      }
+      const prefix = String(routes[rand() % routes.length].prefix);
+      while (String(other.prefix).includes(':') !== prefix.includes(':')) other = randomRoute(rand);
+      draft.add({ ...other, prefix, metric: 100 + 16 * step + k });
+    }
+    const edited = routing.parseConfig!({ routes: draft.routes }) as RoutingConfig;
+    t.same(edited.routes, (routing.parseConfig!({ routes: [...draft.routes] }) as RoutingConfig).routes, `step ${step}: parsed as the list parsed afresh`);
+    const before = log.length;
+    const next = await prepare(shared, draft.routes as RawRoute[], log);
+    t.match(log.slice(before).join('; '), /route changes made in place|^$/, `step ${step}: in place`);
+    regions = next;
+    const fresh = await prepare(sharedMemory(), [...(draft.routes as RawRoute[])], []);
+    const addresses = probes(rand, routes.slice(-200));
+    const wrong = addresses.filter((a) => hop(regions, a) !== hop(fresh, a)).slice(0, 5).map((a) => `${a}: ${hop(regions, a)}, compiled ${hop(fresh, a)}`);
+    t.same(wrong, [], `step ${step}: ${routes.length} routes, ${addresses.length} addresses routed as by a fresh compile`);
+  }
 });

@@ -161,9 +161,14 @@ function updateStaticKeys(keys: Set<number | string>, changed: readonly string[]
  * object in the same order in both is taken as unchanged, every other entry's prefix may
  * have changed. An apply of route edits removes some entries and appends others, so that
  * only theirs are looked at; a list otherwise reordered gives up (null) past MOST_IN_PLACE.
+ * A touched prefix's routes in `now` are its routes in the tables but those left out, then
+ * the entries past the last one kept (in `now`, every kept entry comes before them): found
+ * without a look at the other routes.
  */
-function staticsTouched(old: readonly RouteConfig[], now: readonly RouteConfig[]): Map<string, PrefixRoutes | null> | null {
+function staticsTouched(t: FibTables, now: readonly RouteConfig[]): Map<string, PrefixRoutes | null> | null {
+  const old = t.routes;
   const touched = new Map<string, PrefixRoutes | null>();
+  const leftOut = new Set<RouteConfig>();
   let i = 0;
   let j = 0;
   while (i < old.length && j < now.length) {
@@ -171,17 +176,25 @@ function staticsTouched(old: readonly RouteConfig[], now: readonly RouteConfig[]
       i++;
       j++;
     } else {
+      leftOut.add(old[i]);
       touched.set(old[i++].prefix, null);
       if (touched.size > MOST_IN_PLACE) return null;
     }
   }
-  for (; i < old.length; i++) touched.set(old[i].prefix, null);
+  const newFrom = j;
+  for (; i < old.length; i++) {
+    leftOut.add(old[i]);
+    touched.set(old[i].prefix, null);
+  }
   for (; j < now.length; j++) touched.set(now[j].prefix, null);
   if (touched.size > MOST_IN_PLACE) return null;
   // Their routes, the untouched ones too, in the config's order.
   if (touched.size > 0) {
     const routes = new Map<string, PrefixRoutes>();
-    for (const r of now) if (touched.has(r.prefix)) addStatic(routes, r);
+    for (const text of touched.keys()) {
+      for (const r of t.statics.get(text)?.routes ?? []) if (!leftOut.has(r)) addStatic(routes, r);
+    }
+    for (let k = newFrom; k < now.length; k++) addStatic(routes, now[k]);
     for (const [text, prefixRoutes] of routes) touched.set(text, prefixRoutes);
   }
   return touched;
@@ -198,7 +211,7 @@ function staticsDiffering(t: FibTables, config: RoutingConfig): Map<string, Pref
 
 /** The routes of the prefixes whose static routes changed, resolved; null when there are too many. */
 function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
-  const touched = staticsTouched(t.routes, config.routes) ?? staticsDiffering(t, config);
+  const touched = staticsTouched(t, config.routes) ?? staticsDiffering(t, config);
   const changed: string[] = [];
   for (const [text, routes] of touched) if (t.statics.get(text)?.says !== routes?.says) changed.push(text);
   if (changed.length > MOST_IN_PLACE) return null;

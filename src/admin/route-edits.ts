@@ -3,23 +3,28 @@
 // wait together are made on one copy of the document (Supervisor.applyEdit), whose routes
 // are a copy of the list in force; each list is indexed by prefix, a copy's index by what
 // its edits changed over its source's, and it is the index of the list in force once that
-// copy is applied.
+// copy is applied. Each copy also says how it was made from its source (recordListEdit),
+// so that the routing stage parses only the routes it added.
 import { parsePrefix } from '../pipeline/api.ts';
+import { recordListEdit } from '../pipeline/list-edits.ts';
 
 /**
  * The routes of a list by prefix (canonical text): a copy's index holds what its edits
  * changed over its source's, so that making one costs nothing whatever the number of
- * routes. Lookups go down the chain; a chain grown to MOST_LAYERS is flattened into one
- * map first (a pass over every route, once in that many copies).
+ * routes. Lookups go down the chain; a chain grown to MOST_LAYERS is compacted first: its
+ * top layers merged into one, down to the first layer bigger than they are together
+ * (sizes then grow down the chain, and an entry is copied a few times at most), and the
+ * whole chain into one map once the layers above the bottom one hold half as many entries
+ * as it.
  */
 class RouteIndex {
-  /** the routes to a prefix, or null for a prefix removed here but in `base`; arrays are never changed */
+  /** the routes to a prefix, or null for a prefix removed here but maybe in `base`; arrays are never changed */
   private own = new Map<string, readonly unknown[] | null>();
   private base: RouteIndex | null;
   private layers: number;
 
   constructor(base: RouteIndex | null) {
-    if (base !== null && base.layers >= MOST_LAYERS) base.flatten();
+    if (base !== null && base.layers >= MOST_LAYERS) base.compact();
     this.base = base;
     this.layers = base === null ? 1 : base.layers + 1;
   }
@@ -44,18 +49,35 @@ class RouteIndex {
     else this.own.set(text, null);
   }
 
-  /** The same contents as one map of its own. */
-  private flatten(): void {
-    const layers: RouteIndex[] = [];
-    for (let at: RouteIndex | null = this; at !== null; at = at.base) layers.unshift(at);
+  /** The same contents in fewer layers (see the class). Copies never change a layer's contents, only how they are held. */
+  private compact(): void {
+    const chain: RouteIndex[] = [];
+    for (let at: RouteIndex | null = this; at !== null; at = at.base) chain.push(at);
+    const bottom = chain.length - 1;
+    let merged = 0;
+    let below = 0;
+    while (below < bottom && (below < 2 || chain[below].own.size <= merged)) merged += chain[below++].own.size;
+    const whole = below === bottom && 2 * merged >= chain[bottom].own.size;
     const own = new Map<string, readonly unknown[] | null>();
-    for (const layer of layers) for (const [text, routes] of layer.own) routes === null ? own.delete(text) : own.set(text, routes);
+    for (let i = whole ? bottom : below - 1; i >= 0; i--) {
+      entriesCompacted += chain[i].own.size;
+      for (const [text, routes] of chain[i].own) {
+        if (routes === null && whole) own.delete(text);
+        else own.set(text, routes);
+      }
+    }
     this.own = own;
-    this.base = null;
-    this.layers = 1;
+    this.base = whole ? null : chain[below];
+    this.layers = whole ? 1 : chain[below].layers + 1;
   }
 }
 const MOST_LAYERS = 16;
+let entriesCompacted = 0;
+
+/** Index entries copied by compactions so far: for tests. */
+export function indexEntriesCompacted(): number {
+  return entriesCompacted;
+}
 
 /** Each list's index, made once: a draft's as it is edited, another's when first asked. */
 const indexes = new WeakMap<readonly unknown[], RouteIndex>();
@@ -75,12 +97,16 @@ export class RouteDraft {
   /** the copy's routes: the document's "routes" */
   readonly routes: unknown[];
   private readonly byPrefix: RouteIndex;
+  /** how routes was made from the source (recordListEdit): its first `kept` routes are the source's */
+  private readonly edit: { source: readonly unknown[]; kept: number };
 
   /** `source`: the list in force, copied */
   constructor(source: readonly unknown[]) {
-    this.routes = [...source];
+    this.routes = source.slice();
     this.byPrefix = new RouteIndex(indexOf(source));
     indexes.set(this.routes, this.byPrefix);
+    this.edit = { source, kept: source.length };
+    recordListEdit(this.routes, this.edit);
   }
 
   add(route: unknown): void {
@@ -102,15 +128,24 @@ export class RouteDraft {
     const removed: unknown[] = [];
     if (gone.size === 1) {
       const [route] = gone;
-      for (let i = this.routes.indexOf(route); i >= 0; i = this.routes.indexOf(route, i)) removed.push(...this.routes.splice(i, 1));
+      for (let i = this.routes.indexOf(route); i >= 0; i = this.routes.indexOf(route, i)) {
+        removed.push(...this.routes.splice(i, 1));
+        if (i < this.edit.kept) this.edit.kept--;
+      }
       return removed;
     }
     let kept = 0;
-    for (const route of this.routes) {
+    let keptOfSource = 0;
+    for (let i = 0; i < this.routes.length; i++) {
+      const route = this.routes[i];
       if (gone.has(route)) removed.push(route);
-      else this.routes[kept++] = route;
+      else {
+        this.routes[kept++] = route;
+        if (i < this.edit.kept) keptOfSource++;
+      }
     }
     this.routes.length = kept;
+    this.edit.kept = keptOfSource;
     return removed;
   }
 }

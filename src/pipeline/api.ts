@@ -16,6 +16,7 @@ export const PLUGIN_API_VERSION = 1;
 export { EGRESS_CONSUMED, EGRESS_FLOOD, EGRESS_UNDECIDED } from '../dataplane/egress-codes.ts';
 /** Helpers for headers and checksums (IPv4, IPv6, ICMP, ARP) that plugins share. */
 export * from './net.ts';
+export { listEditOf, parseEdited, type ListEdit } from './list-edits.ts';
 /**
  * Memory the PMDs share must be allocated with sharedBuffer(): in the supervisor it is a
  * region of the shared memory the data-plane process maps (a SharedArrayBuffer cannot

@@ -2,7 +2,7 @@
 // on its source's, and must say what a fresh index of its list would, however many copies
 // (and flattenings) lie between.
 import t from 'tap';
-import { CANONICAL_GENERATION, canonicalPrefix, canonicalPrefixesHeld, hasRouteTo, routeDraft } from '../../src/admin/route-edits.ts';
+import { CANONICAL_GENERATION, canonicalPrefix, canonicalPrefixesHeld, hasRouteTo, indexEntriesCompacted, routeDraft } from '../../src/admin/route-edits.ts';
 
 t.test('a chain of copies, each adding and removing routes, against the lists themselves', async (t) => {
   let doc: Record<string, unknown> = { routes: [{ prefix: '10.0.0.0/8', via: '10.1.1.1' }] };
@@ -45,4 +45,33 @@ t.test('prefixes in their canonical form, remembered in two generations: a strea
   t.ok(canonicalPrefixesHeld() <= 2 * CANONICAL_GENERATION, `${canonicalPrefixesHeld()} held after ${5 * CANONICAL_GENERATION} new prefixes (at most ${2 * CANONICAL_GENERATION})`);
   t.equal(canonicalPrefix('10.0.0.1/33'), null, 'not a prefix: null');
   t.equal(canonicalPrefix('10.0.0.1/33'), null, 'and null again when remembered');
+});
+
+t.test('a long chain of small edits on a big list: every index answers as its list, and compacting costs about the edits, not the list', async (t) => {
+  const BASE = 5000;
+  const COPIES = 300;
+  let doc: Record<string, unknown> = { routes: Array.from({ length: BASE }, (_, i) => ({ prefix: `10.${i >>> 8}.${i & 255}.0/24`, via: '10.1.1.1' })) };
+  const live = (doc.routes as { prefix: string }[]).map((r) => r.prefix);
+  const gone: string[] = [];
+  const copiedBefore = indexEntriesCompacted();
+  let mismatches = 0;
+  let next = 0;
+  for (let copy = 0; copy < COPIES; copy++) {
+    const draft = routeDraft((doc = { ...doc }));
+    const out = [live.splice((copy * 7919) % live.length, 1)[0], live.splice((copy * 104729) % live.length, 1)[0]];
+    draft.remove(out);
+    gone.push(...out);
+    for (let k = 0; k < 3; k++) {
+      const prefix = `172.16.${(next >>> 8) & 255}.${next++ & 255}/32`;
+      draft.add({ prefix, via: '10.1.1.1' });
+      live.push(prefix);
+    }
+    const routes = doc.routes as { prefix: string }[];
+    if (routes.length !== live.length) mismatches++;
+    for (const p of [...out, live[copy % live.length], live[live.length - 1], gone[copy % gone.length], '192.0.2.0/24']) if (hasRouteTo(routes, p) !== live.includes(p)) mismatches++;
+  }
+  t.equal(mismatches, 0, 'every copy\'s index answered as its list');
+  const copied = indexEntriesCompacted() - copiedBefore;
+  // Compacting the whole chain every 16 copies (BASE entries each time) would copy 93,750.
+  t.ok(copied <= COPIES * 5 * 8, `${copied} index entries copied for ${COPIES * 5} changes on a list of ${BASE} (at most ${COPIES * 5 * 8})`);
 });

@@ -118,6 +118,9 @@ const parsedLists = new WeakMap<readonly unknown[], RouteConfig[]>();
 function routes(value: unknown): RouteConfig[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) throw new PluginConfigError('routes', 'must be an array');
+  // The list in force parsed again (a change of something else): a list is never changed once parsed.
+  const known = parsedLists.get(value);
+  if (known !== undefined) return known;
   const edit = listEditOf(value);
   const before = edit === undefined ? undefined : parsedLists.get(edit.source);
   const parsed = (edit !== undefined && before !== undefined ? parseEdited(value, edit, before, route) : null) ?? value.map(route);

@@ -6,7 +6,7 @@
 // copy is applied. Each copy also says how it was made from its source (recordListEdit),
 // so that the routing stage parses only the routes it added.
 import { parsePrefix } from '../pipeline/api.ts';
-import { recordListEdit } from '../pipeline/list-edits.ts';
+import { ListEditRecord, recordListEdit } from '../pipeline/list-edits.ts';
 
 /**
  * The routes of a list by prefix (canonical text): a copy's index holds what its edits
@@ -98,14 +98,14 @@ export class RouteDraft {
   readonly routes: unknown[];
   private readonly byPrefix: RouteIndex;
   /** how routes was made from the source (recordListEdit): its first `kept` routes are the source's */
-  private readonly edit: { source: readonly unknown[]; kept: number };
+  private readonly edit: ListEditRecord;
 
   /** `source`: the list in force, copied */
   constructor(source: readonly unknown[]) {
     this.routes = source.slice();
     this.byPrefix = new RouteIndex(indexOf(source));
     indexes.set(this.routes, this.byPrefix);
-    this.edit = { source, kept: source.length };
+    this.edit = new ListEditRecord(source);
     recordListEdit(this.routes, this.edit);
   }
 

@@ -1,8 +1,8 @@
 // Lists of a config document made from the list in force by removing some of its entries
 // and appending new ones (route edits through the admin endpoint). A plugin that parses
 // such a list can take its parse of the source for the entries kept, in one pass of
-// identity compares, instead of looking each entry up: what makes an edit's cost follow
-// the number of changes rather than the size of the table.
+// identity compares, instead of looking each entry up: an edit's parse then costs a
+// compare per route kept and a parse per route added.
 
 /** How a list was made from `source`: its first `kept` entries are source's, in source's order (some left out); the rest are new. */
 export interface ListEdit {
@@ -10,16 +10,37 @@ export interface ListEdit {
   readonly kept: number;
 }
 
-const edits = new WeakMap<readonly unknown[], ListEdit>();
+/**
+ * What a producer records, and keeps true as it changes the list (`kept`). The source is
+ * held weakly: each list in force is the source of the next, and a chain of strong
+ * references would keep every list there ever was.
+ */
+export class ListEditRecord {
+  kept: number;
+  private readonly source: WeakRef<readonly unknown[]>;
 
-/** Records how `list` was made; the producer keeps `edit` true as it changes the list. */
-export function recordListEdit(list: readonly unknown[], edit: ListEdit): void {
-  edits.set(list, edit);
+  constructor(source: readonly unknown[]) {
+    this.source = new WeakRef(source);
+    this.kept = source.length;
+  }
+
+  /** The edit, while its source lives. */
+  edit(): ListEdit | undefined {
+    const source = this.source.deref();
+    return source === undefined ? undefined : { source, kept: this.kept };
+  }
 }
 
-/** How `list` was made from another list, if its producer said. */
+const edits = new WeakMap<readonly unknown[], ListEditRecord>();
+
+/** Records how `list` was made. */
+export function recordListEdit(list: readonly unknown[], record: ListEditRecord): void {
+  edits.set(list, record);
+}
+
+/** How `list` was made from another list still alive, if its producer said. */
 export function listEditOf(list: readonly unknown[]): ListEdit | undefined {
-  return edits.get(list);
+  return edits.get(list)?.edit();
 }
 
 /**

@@ -2,7 +2,7 @@
 // the other's parse for the entries it kept; one that does not follow its edit any more
 // is refused (null), and its parser parses it whole.
 import t from 'tap';
-import { parseEdited, recordListEdit, listEditOf } from '../../src/pipeline/list-edits.ts';
+import { ListEditRecord, parseEdited, recordListEdit, listEditOf } from '../../src/pipeline/list-edits.ts';
 
 const source = ['a', 'b', 'c', 'd', 'e'].map((name) => ({ name }));
 const before = source.map((raw) => ({ parsed: raw.name }));
@@ -10,7 +10,9 @@ const parse = (raw: unknown, i: number) => ({ parsed: `${(raw as { name: string 
 
 t.test('kept entries from the parse before, new ones parsed', async (t) => {
   const list = [source[0], source[2], source[4], { name: 'f' }];
-  recordListEdit(list, { source, kept: 3 });
+  const record = new ListEditRecord(source);
+  record.kept = 3;
+  recordListEdit(list, record);
   const edit = listEditOf(list)!;
   const out = parseEdited(list, edit, before, parse)!;
   t.same(out.map((o) => o.parsed), ['a', 'c', 'e', 'f new at 3']);

@@ -2,6 +2,8 @@
 // on its source's, and must say what a fresh index of its list would, however many copies
 // (and flattenings) lie between.
 import t from 'tap';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { CANONICAL_GENERATION, canonicalPrefix, canonicalPrefixesHeld, hasRouteTo, indexEntriesCompacted, routeDraft } from '../../src/admin/route-edits.ts';
 
 t.test('a chain of copies, each adding and removing routes, against the lists themselves', async (t) => {
@@ -74,4 +76,23 @@ t.test('a long chain of small edits on a big list: every index answers as its li
   const copied = indexEntriesCompacted() - copiedBefore;
   // Compacting the whole chain every 16 copies (BASE entries each time) would copy 93,750.
   t.ok(copied <= COPIES * 5 * 8, `${copied} index entries copied for ${COPIES * 5} changes on a list of ${BASE} (at most ${COPIES * 5 * 8})`);
+});
+
+t.test('the lists before the one in force are not kept alive by the lists made from them', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  let doc: Record<string, unknown> = { routes: Array.from({ length: 1000 }, (_, i) => ({ prefix: `10.1.${i >>> 8}.${i & 255}/32`, via: '10.1.1.1' })) };
+  const lists: WeakRef<unknown[]>[] = [];
+  for (let copy = 0; copy < 20; copy++) {
+    const draft = routeDraft((doc = { ...doc }));
+    draft.remove([`10.1.0.${copy}/32`]);
+    draft.add({ prefix: `10.2.0.${copy}/32`, via: '10.1.1.1' });
+    lists.push(new WeakRef(draft.routes));
+  }
+  // A WeakRef keeps its target for the rest of the job that made it.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  gc();
+  const kept = lists.slice(0, -1).filter((ref) => ref.deref() !== undefined).length;
+  t.equal(kept, 0, `${kept} of the 19 lists before the last one still alive`);
+  t.ok(lists.at(-1)!.deref() === doc.routes && hasRouteTo(doc.routes as unknown[], '10.2.0.19/32') && !hasRouteTo(doc.routes as unknown[], '10.1.0.19/32'), 'the last one is, and answers');
 });

@@ -107,8 +107,8 @@ function portName(value: unknown, field: string): string | null {
 
 /**
  * Routes parsed, by the entry of the document they came from: a change of routes leaves
- * most entries as they were (the control plane never changes one in place), and each
- * config parses every route again.
+ * most entries as they were (the control plane never changes one in place), and a list
+ * that no edit made (or whose source is gone) is parsed entry by entry.
  */
 const parsedRoutes = new WeakMap<object, RouteConfig>();
 /** Each list of routes parsed, by the document's list: a list made from it by an edit (listEditOf) takes its kept routes from here. */

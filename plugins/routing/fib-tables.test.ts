@@ -175,8 +175,8 @@ t.test('lists made by route edits (the admin endpoint\'s): parsed from the last 
     const routes = draft.routes as RawRoute[];
     const gone = Array.from({ length: rand() % 12 }, () => String(routes[rand() % routes.length].prefix));
     draft.remove(gone);
-    // New prefixes, and new routes to prefixes already there (another metric: kept apart by valid()).
-    // (Each a valid route: a new prefix, or one there with a metric of its own.)
+    // New prefixes, and new routes to prefixes already there with a metric of their own:
+    // each a valid route (as valid() would keep it).
     const prefixes = new Set(routes.map((r) => String(r.prefix)));
     for (let k = rand() % 12; k > 0; k--) {
       let other = randomRoute(rand);

@@ -141,6 +141,30 @@ export class PackedQueue implements Virtqueue {
     return this.available(flags, this.lastAvailIdx) ? this.size : 0;
   }
 
+  /**
+   * See SplitQueue.claimChains: here the lines alone are claimed (takeChain() reads the
+   * descriptors again), up to the first descriptor not available or not one device-
+   * writable buffer on its own.
+   */
+  claimChains(count: number, frameAt: number): void {
+    const desc16 = this.desc16;
+    const desc32 = this.desc32;
+    const mem = this.mem;
+    let position = this.lastAvailIdx;
+    for (let i = 0; i < count; i++) {
+      const at = position & INDEX;
+      const flags = desc16[at * 8 + 7];
+      if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) return;
+      const len = desc32[at * 4 + 2];
+      if (len >= frameAt + 4 && mem.translate(desc32[at * 4] + desc32[at * 4 + 1] * 4294967296, len) && (mem.offset & 3) === 0) {
+        const words = mem.words[mem.window];
+        words[mem.offset >>> 2] = 0;
+        words[(mem.offset + frameAt) >>> 2] = 0;
+      }
+      position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
+    }
+  }
+
   hasChain(): boolean {
     return this.returnedCount < this.size && this.available(this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7], this.lastAvailIdx);
   }

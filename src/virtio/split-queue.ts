@@ -35,6 +35,9 @@ export interface QueueLayout {
 
 export { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery };
 
+/** the most chains claimChains() reads ahead: a burst's, and a few more for frames over several */
+const AHEAD_MAX = 64;
+
 export class SplitQueue implements Virtqueue {
   readonly size: number;
   readonly mask: number;
@@ -51,6 +54,17 @@ export class SplitQueue implements Virtqueue {
   lastAvailIdx: number;
   /** avail->idx as pending() last read it: takeChain() stops there */
   private availEnd = 0;
+  /**
+   * claimChains(): the aheadCount chains from aheadFrom on, as read then: each head and,
+   * where aheadLength is not 0, its one descriptor's buffer (window, offset, length).
+   * Forgotten by the next pending().
+   */
+  private readonly aheadHead = new Uint16Array(AHEAD_MAX);
+  private readonly aheadWindow = new Int32Array(AHEAD_MAX);
+  private readonly aheadOffset = new Float64Array(AHEAD_MAX);
+  private readonly aheadLength = new Uint32Array(AHEAD_MAX);
+  private aheadFrom = 0;
+  private aheadCount = 0;
   /** the head of the chain takeChain() last took */
   chainId = 0;
   /** our copy of used->idx: published once per burst */
@@ -172,7 +186,52 @@ export class SplitQueue implements Virtqueue {
       return -1;
     }
     this.availEnd = (this.lastAvailIdx + count) & 0xffff;
+    this.aheadCount = 0;
     return count;
+  }
+
+  /**
+   * Before frames are written into the next `count` chains pending() counted (a guest's
+   * RX queue): reads them ahead of the walk and claims the cache lines their frames go
+   * to. Those lines were last held by the driver's CPU; a store to a line this CPU does
+   * not hold waits in the store buffer until the line comes, and every store behind it
+   * waits too: written frame by frame, the lines came one or two at a time. Here, a few
+   * instructions a chain apart, many come at once: a zero is stored at the start of each
+   * one-descriptor chain's buffer and `frameAt` bytes in (the virtio-net header and the
+   * frame overwrite both), and the chain, translated, is kept for takeChain() (forgotten
+   * by the next pending()). Nothing is kept or written that the walk would refuse: a head
+   * past the table, more than one descriptor, a buffer the device may not write or not
+   * inside guest memory. What is kept was read once: a driver that rewrites a descriptor
+   * it made available gets the buffer it made available first.
+   */
+  claimChains(count: number, frameAt: number): void {
+    const avail16 = this.avail16;
+    const desc32 = this.desc32;
+    const desc16 = this.desc16;
+    const mem = this.mem;
+    const from = this.lastAvailIdx;
+    const n = count < AHEAD_MAX ? count : AHEAD_MAX;
+    for (let i = 0; i < n; i++) {
+      const head = avail16[2 + ((from + i) & this.mask)];
+      this.aheadHead[i] = head;
+      this.aheadLength[i] = 0;
+      if (head >= this.size) continue;
+      const flags = desc16[head * 8 + 6];
+      const len = desc32[head * 4 + 2];
+      if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE || len === 0) continue;
+      if (!mem.translate(desc32[head * 4] + desc32[head * 4 + 1] * 4294967296, len)) continue;
+      const off = mem.offset;
+      this.aheadWindow[i] = mem.window;
+      this.aheadOffset[i] = off;
+      this.aheadLength[i] = len;
+      if (len >= frameAt + 4 && (off & 3) === 0) {
+        const words = mem.words[mem.window];
+        words[off >>> 2] = 0;
+        words[(off + frameAt) >>> 2] = 0;
+      }
+    }
+    this.aheadFrom = from;
+    this.aheadCount = n;
   }
 
   hasChain(): boolean {
@@ -183,9 +242,22 @@ export class SplitQueue implements Virtqueue {
   takeChain(writable: boolean, maxBytes: number): number {
     const at = this.lastAvailIdx;
     if (at === this.availEnd) return NO_CHAIN;
-    const head = this.avail16[2 + (at & this.mask)];
+    const i = (at - this.aheadFrom) & 0xffff;
+    const ahead = writable && i < this.aheadCount;
+    const head = ahead ? this.aheadHead[i] : this.avail16[2 + (at & this.mask)];
     this.chainId = head;
     this.lastAvailIdx = (at + 1) & 0xffff;
+    if (ahead && this.aheadLength[i] > 0) {
+      // One device-writable descriptor, translated whole: walkChain()'s fast path, done.
+      const len = this.aheadLength[i];
+      this.descriptorsRead++;
+      if (len > maxBytes) return CHAIN_TOO_LONG;
+      this.segWindow[0] = this.aheadWindow[i];
+      this.segOffset[0] = this.aheadOffset[i];
+      this.segLength[0] = len;
+      this.chainBytes = len;
+      return 1;
+    }
     return this.walkChain(head, writable, maxBytes);
   }
 

@@ -66,6 +66,12 @@ export interface Virtqueue {
   /** Whether takeChain() would find a chain (without reading it). */
   hasChain(): boolean;
   /**
+   * Before frames are written into the next `count` chains (a guest's RX queue): claims
+   * the cache lines of each one's buffer, at its start and `frameAt` bytes in (see
+   * SplitQueue.claimChains).
+   */
+  claimChains(count: number, frameAt: number): void;
+  /**
    * Walks the chain at lastAvailIdx and moves past it. `writable` says which kind the
    * device expects (a virtio-net chain is all of one kind). Returns the segment count,
    * CHAIN_BAD, CHAIN_TOO_LONG once more than maxBytes, or NO_CHAIN.

@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
-import { MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../../src/virtio/split-queue.ts';
+import { CHAIN_BAD, MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../../src/virtio/split-queue.ts';
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { OFFLOAD_FIELDS, PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
@@ -550,4 +550,65 @@ t.test('frames cross byte for byte at every length and alignment, on the first p
   for (let i = 0; i < 400; i++) pass();
   t.same(pass(), [], 'after 400 passes (the copies optimised)');
   t.equal(counters[RX_PACKETS], counters[TX_PACKETS], 'every frame taken was delivered');
+});
+
+/** What takeChain() gives for each of the next n chains: result, head and segments. */
+function walked(queue: SplitQueue, n: number, maxBytes: number): unknown[] {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const r = queue.takeChain(true, maxBytes);
+    const segs = r > 0 ? Array.from({ length: r }, (_, s) => [queue.segWindow[s], queue.segOffset[s], queue.segLength[s]]) : [];
+    out.push({ r, head: queue.chainId, segs, bytes: r > 0 ? queue.chainBytes : 0 });
+  }
+  return out;
+}
+
+t.test('guest RX: chains read ahead; only one-buffer device-writable ones claimed, only where a frame goes', async (t) => {
+  const { ram, driverQ, owner } = setup(t, { size: 16 });
+  const queue = owner.queue as SplitQueue;
+  const good = postRxBuffer(driverQ, 256);
+  const chained = postRxChain(driverQ, [128, 128]);
+  const readableOff = ram.alloc(256);
+  driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(readableOff), len: 256 }]));
+  const tiny = postRxBuffer(driverQ, NET_HDR_LEN + 3);
+  driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(ram.size - 8), len: 100, write: true }]));
+  driverQ.makeAvailable(driverQ.addIndirectChain([{ addr: ram.gpa(ram.alloc(256)), len: 256, write: true }]));
+  const late = postRxBuffer(driverQ, 256);
+  const buffers: [string, number, number][] = [['one buffer', good.off, 256], ['chained', chained.offs[0], 128], ['chained, second', chained.offs[1], 128], ['device-readable', readableOff, 256], ['too short for the frame', tiny.off, NET_HDR_LEN + 3], ['past the count', late.off, 256]];
+  for (const [, off, len] of buffers) ram.bytes.fill(0xee, off, off + len);
+  t.equal(queue.pending(), 7);
+  queue.claimChains(6, NET_HDR_LEN);
+  const expected = new Uint8Array(256).fill(0xee);
+  expected.fill(0, 0, 4).fill(0, NET_HDR_LEN, NET_HDR_LEN + 4);
+  t.same(ram.bytes.slice(good.off, good.off + 256), expected, 'the one-buffer chain: a zero at its start and where the frame goes, nothing else');
+  for (const [what, off, len] of buffers.slice(1)) t.ok(ram.bytes.subarray(off, off + len).every((b) => b === 0xee), `${what}: not written`);
+
+  // The walk gives what it gives unread ahead: a twin queue over the same rings reads everything afresh.
+  const twin = SplitQueue.create(new GuestMemory([ram.region()]), driverQ.layout({ lastAvailIdx: queue.lastAvailIdx }));
+  if (typeof twin === 'string') throw new Error(twin);
+  twin.pending();
+  for (const maxBytes of [0xffffffff, 200]) {
+    const from = queue.lastAvailIdx;
+    t.same(walked(queue, 7, maxBytes), walked(twin, 7, maxBytes), `every chain walked as read afresh, at most ${maxBytes} bytes`);
+    // Walked again from the same place (a frame rolled back): the chains read ahead serve again.
+    queue.lastAvailIdx = from;
+    twin.lastAvailIdx = from;
+  }
+  t.equal(queue.takeChain(true, 0xffffffff), 1);
+  t.equal(queue.chainId, good.head);
+});
+
+t.test('guest RX: a descriptor the driver changes after it was read ahead: the buffer first made available, checked', async (t) => {
+  const { ram, driverQ, owner } = setup(t, { size: 16 });
+  const queue = owner.queue as SplitQueue;
+  const good = postRxBuffer(driverQ, 256);
+  const from = queue.lastAvailIdx;
+  queue.pending();
+  queue.claimChains(1, NET_HDR_LEN);
+  driverQ.writeDesc(good.head, { addr: 0x10, len: 100, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+  t.equal(queue.takeChain(true, 0xffffffff), 1, 'taken as read ahead');
+  t.same([queue.segOffset[0], queue.segLength[0]], [good.off, 256], 'the buffer made available, inside guest memory');
+  queue.lastAvailIdx = from;
+  queue.pending();
+  t.equal(queue.takeChain(true, 0xffffffff), CHAIN_BAD, 'after the next pending(), read again: outside guest memory, refused');
 });

@@ -463,3 +463,25 @@ t.test('a fresh ring\'s base where the device area holds a position: the fronten
   const garbage = PackedQueue.create(mem, driverQ.layout({ lastAvailIdx: FRESH_RING }));
   t.equal(typeof garbage !== 'string' && garbage.lastAvailIdx, FRESH_RING, 'a position outside the ring in the area: the base');
 });
+
+t.test('guest RX: lines claimed ahead in available one-buffer device-writable descriptors, up to the first that is not', async (t) => {
+  const { ram, driverQ, owner, queue, pool } = setup(t, { size: 8 });
+  const first = postRxBuffer(driverQ, 256);
+  const second = postRxBuffer(driverQ, 256);
+  const chained = postRxChain(driverQ, [128, 128]);
+  const after = postRxBuffer(driverQ, 256);
+  const buffers: [number, number][] = [[first.off, 256], [second.off, 256], [chained.offs[0], 128], [chained.offs[1], 128], [after.off, 256]];
+  for (const [off, len] of buffers) ram.bytes.fill(0xee, off, off + len);
+  t.ok(queue.pending() > 0);
+  queue.claimChains(8, NET_HDR_LEN);
+  const claimed = new Uint8Array(256).fill(0xee);
+  claimed.fill(0, 0, 4).fill(0, NET_HDR_LEN, NET_HDR_LEN + 4);
+  t.same(ram.bytes.slice(first.off, first.off + 256), claimed, 'first buffer: a zero at its start and where the frame goes');
+  t.same(ram.bytes.slice(second.off, second.off + 256), claimed, 'second buffer too');
+  for (const [off, len] of buffers.slice(2)) t.ok(ram.bytes.subarray(off, off + len).every((b) => b === 0xee), 'from the chain of two on: not written');
+  const frame = ethernetFrame(A, B, 100, 7);
+  t.equal(deliverBurst(owner, true, pool, Uint32Array.of(bufferWith(pool, frame)), 1), 1);
+  t.same(ram.bytes.slice(first.off + NET_HDR_LEN, first.off + NET_HDR_LEN + frame.length), frame, 'the frame written over the claimed words');
+  t.equal(ram.dv.getUint16(first.off + 10, true), 1, 'num_buffers = 1');
+  t.same(driverQ.takeUsed().map((u) => u.id), [first.head], 'the first buffer used');
+});

@@ -43,6 +43,23 @@ export type PipelineBuilder = (counters: Float64Array) => Stage[];
 const QUEUES_BACK_WAIT_MS = 2000;
 const NO_PORTS: PortRuntime[] = [];
 
+/**
+ * Loads the index word of every queue a round polls or writes (each port's TX queues,
+ * and its RX queue this PMD holds) before any is served. Each of those lines was last
+ * written by the frontend's CPU: loaded queue by queue, as the round comes to each, they
+ * came one at a time; loaded here, a few instructions apart, they come at once (1 to 3 %
+ * of the time a frame on split rings, routed and bridged 64 B; packed rings level).
+ */
+function loadIndexWords(active: readonly PortRuntime[]): number {
+  let loaded = 0;
+  for (let a = 0; a < active.length; a++) {
+    const port = active[a];
+    for (let q = 0; q < port.txPoll.length; q++) loaded ^= port.txPoll[q].queue.indexWord();
+    if (port.rxOut !== null) loaded ^= port.rxOut.queue.indexWord();
+  }
+  return loaded;
+}
+
 export class Pmd {
   private readonly cfg: PmdConfig;
   private readonly pool: PacketPool;
@@ -71,6 +88,8 @@ export class Pmd {
   private readonly load: Float64Array;
   /** our doorbell: commands posted, sleeping flag, the port being served */
   readonly doorbell: Int32Array;
+  /** what loadIndexWords() loaded last, kept so that its loads are not left out */
+  private indexWords = 0;
 
   /** `capture`: the capture control block and rings (default: its own, never switched on) */
   constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, PORT_SLOTS)) {
@@ -119,6 +138,7 @@ export class Pmd {
     for (let r = 0; r < ringsIn.length; r++) work += this.egress.drainRing(ringsIn[r]);
     if (!this.taking && performance.now() >= this.takingAnyway) this.taking = true;
     const active = this.taking ? this.active : NO_PORTS;
+    this.indexWords = loadIndexWords(active);
     const bell = this.doorbell;
     const batch = this.batch;
     const deferred = this.deferred;

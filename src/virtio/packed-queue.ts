@@ -165,6 +165,10 @@ export class PackedQueue implements Virtqueue {
     }
   }
 
+  indexWord(): number {
+    return this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7];
+  }
+
   hasChain(): boolean {
     return this.returnedCount < this.size && this.available(this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7], this.lastAvailIdx);
   }

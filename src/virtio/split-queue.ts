@@ -234,6 +234,10 @@ export class SplitQueue implements Virtqueue {
     this.aheadCount = n;
   }
 
+  indexWord(): number {
+    return this.avail16[1];
+  }
+
   hasChain(): boolean {
     return this.lastAvailIdx !== this.availEnd;
   }

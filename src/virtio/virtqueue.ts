@@ -66,6 +66,11 @@ export interface Virtqueue {
   /** Whether takeChain() would find a chain (without reading it). */
   hasChain(): boolean;
   /**
+   * A plain load of the word pending() reads first (split: avail->idx; packed: the next
+   * descriptor's flags), for the caller to keep: see Pmd.loadIndexWords.
+   */
+  indexWord(): number;
+  /**
    * Before frames are written into the next `count` chains (a guest's RX queue): claims
    * the cache lines of each one's buffer, at its start and `frameAt` bytes in (see
    * SplitQueue.claimChains).

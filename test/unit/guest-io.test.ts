@@ -612,3 +612,12 @@ t.test('guest RX: a descriptor the driver changes after it was read ahead: the b
   queue.pending();
   t.equal(queue.takeChain(true, 0xffffffff), CHAIN_BAD, 'after the next pending(), read again: outside guest memory, refused');
 });
+
+t.test('a queue\'s index word is the available index pending() reads', async (t) => {
+  const { driverQ, owner } = setup(t, { size: 16 });
+  const before = owner.queue.indexWord();
+  postRxBuffer(driverQ, 256);
+  postRxBuffer(driverQ, 256);
+  t.equal(owner.queue.indexWord(), (before + 2) & 0xffff, 'avail->idx, two chains on');
+  t.equal(owner.queue.pending(), 2);
+});

@@ -485,3 +485,12 @@ t.test('guest RX: lines claimed ahead in available one-buffer device-writable de
   t.equal(ram.dv.getUint16(first.off + 10, true), 1, 'num_buffers = 1');
   t.same(driverQ.takeUsed().map((u) => u.id), [first.head], 'the first buffer used');
 });
+
+t.test('a packed queue\'s index word is the flags of the descriptor pending() reads', async (t) => {
+  const { driverQ, queue } = setup(t, { size: 8 });
+  t.equal(queue.pending(), 0);
+  t.equal(queue.indexWord() & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED), 0, 'nothing made available yet');
+  postRxBuffer(driverQ, 256);
+  t.equal(queue.indexWord() & (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED | VIRTQ_DESC_F_WRITE), VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_WRITE, 'made available: AVAIL set as the wrap counter, USED not');
+  t.ok(queue.pending() > 0);
+});

@@ -1,7 +1,8 @@
 // The split-ring data path against a driver written here: frames in both directions,
 // hostile descriptor chains, 16-bit index wrap-around, mergeable buffers, interrupts,
-// what a guest's chains may cost the PMD (descriptor caps, the burst's budget), and each
-// queue pair's frames and bytes counted on its own slots.
+// what a guest's chains may cost the PMD (descriptor caps, the burst's budget), each
+// queue pair's frames and bytes counted on its own slots, and RX chains read ahead (their
+// lines claimed, what the walk then takes).
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';

@@ -2,7 +2,7 @@
 // frames both ways, wrap counters over many laps with buffer ids reused, chained and
 // indirect descriptors, mergeable RX, event suppression both ways, hostile rings (chains
 // that never end, out-of-bounds buffers, oversized or nested indirect tables), resuming
-// where a previous owner stopped, and IN_ORDER with a split ring.
+// where a previous owner stopped, IN_ORDER with a split ring, and RX lines claimed ahead.
 import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';

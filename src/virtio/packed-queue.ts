@@ -20,7 +20,7 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
@@ -143,24 +143,21 @@ export class PackedQueue implements Virtqueue {
 
   /**
    * See SplitQueue.claimChains: here the lines alone are claimed (takeChain() reads the
-   * descriptors again), up to the first descriptor not available or not one device-
-   * writable buffer on its own.
+   * descriptors again), at most CLAIM_AHEAD_MAX, up to the first descriptor not available
+   * or not one device-writable buffer on its own.
    */
   claimChains(count: number, frameAt: number): void {
     const desc16 = this.desc16;
     const desc32 = this.desc32;
     const mem = this.mem;
+    const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
     let position = this.lastAvailIdx;
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < n; i++) {
       const at = position & INDEX;
       const flags = desc16[at * 8 + 7];
       if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) return;
       const len = desc32[at * 4 + 2];
-      if (len >= frameAt + 4 && mem.translate(desc32[at * 4] + desc32[at * 4 + 1] * 4294967296, len) && (mem.offset & 3) === 0) {
-        const words = mem.words[mem.window];
-        words[mem.offset >>> 2] = 0;
-        words[(mem.offset + frameAt) >>> 2] = 0;
-      }
+      if (mem.translate(desc32[at * 4] + desc32[at * 4 + 1] * 4294967296, len)) claimBuffer(mem, mem.window, mem.offset, len, frameAt);
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
   }

@@ -11,7 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -35,9 +35,6 @@ export interface QueueLayout {
 
 export { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery };
 
-/** the most chains claimChains() reads ahead: a burst's, and a few more for frames over several */
-const AHEAD_MAX = 64;
-
 export class SplitQueue implements Virtqueue {
   readonly size: number;
   readonly mask: number;
@@ -59,10 +56,10 @@ export class SplitQueue implements Virtqueue {
    * where aheadLength is not 0, its one descriptor's buffer (window, offset, length).
    * Forgotten by the next pending().
    */
-  private readonly aheadHead = new Uint16Array(AHEAD_MAX);
-  private readonly aheadWindow = new Int32Array(AHEAD_MAX);
-  private readonly aheadOffset = new Float64Array(AHEAD_MAX);
-  private readonly aheadLength = new Uint32Array(AHEAD_MAX);
+  private readonly aheadHead = new Uint16Array(CLAIM_AHEAD_MAX);
+  private readonly aheadWindow = new Int32Array(CLAIM_AHEAD_MAX);
+  private readonly aheadOffset = new Float64Array(CLAIM_AHEAD_MAX);
+  private readonly aheadLength = new Uint32Array(CLAIM_AHEAD_MAX);
   private aheadFrom = 0;
   private aheadCount = 0;
   /** the head of the chain takeChain() last took */
@@ -210,7 +207,7 @@ export class SplitQueue implements Virtqueue {
     const desc16 = this.desc16;
     const mem = this.mem;
     const from = this.lastAvailIdx;
-    const n = count < AHEAD_MAX ? count : AHEAD_MAX;
+    const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
     for (let i = 0; i < n; i++) {
       const head = avail16[2 + ((from + i) & this.mask)];
       this.aheadHead[i] = head;
@@ -220,15 +217,10 @@ export class SplitQueue implements Virtqueue {
       const len = desc32[head * 4 + 2];
       if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE || len === 0) continue;
       if (!mem.translate(desc32[head * 4] + desc32[head * 4 + 1] * 4294967296, len)) continue;
-      const off = mem.offset;
       this.aheadWindow[i] = mem.window;
-      this.aheadOffset[i] = off;
+      this.aheadOffset[i] = mem.offset;
       this.aheadLength[i] = len;
-      if (len >= frameAt + 4 && (off & 3) === 0) {
-        const words = mem.words[mem.window];
-        words[off >>> 2] = 0;
-        words[(off + frameAt) >>> 2] = 0;
-      }
+      claimBuffer(mem, mem.window, mem.offset, len, frameAt);
     }
     this.aheadFrom = from;
     this.aheadCount = n;

@@ -18,6 +18,22 @@ export const NO_CHAIN = -3;
  */
 export const MAX_CHAIN_DESCRIPTORS = 128;
 
+/** the most chains claimChains() reads ahead: a burst's, and a few more for frames over several */
+export const CLAIM_AHEAD_MAX = 64;
+
+/**
+ * Claims the cache lines a frame is about to be written to (see SplitQueue.claimChains):
+ * a zero at the start of the buffer [offset, + len) of window `window`, where the
+ * virtio-net header goes, and `frameAt` bytes in, where the frame goes; both are written
+ * over. Nothing if the buffer is too short for both words or not 4-byte aligned.
+ */
+export function claimBuffer(mem: GuestMemory, window: number, offset: number, len: number, frameAt: number): void {
+  if (len < frameAt + 4 || (offset & 3) !== 0) return;
+  const words = mem.words[window];
+  words[offset >>> 2] = 0;
+  words[(offset + frameAt) >>> 2] = 0;
+}
+
 /** What a queue with an inflight record found in it when it started. */
 export interface InflightRecovery {
   /** chains the previous owner took and never returned, taken again in their order */

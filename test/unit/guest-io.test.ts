@@ -574,11 +574,14 @@ t.test('guest RX: chains read ahead; only one-buffer device-writable ones claime
   const tiny = postRxBuffer(driverQ, NET_HDR_LEN + 3);
   driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(ram.size - 8), len: 100, write: true }]));
   driverQ.makeAvailable(driverQ.addIndirectChain([{ addr: ram.gpa(ram.alloc(256)), len: 256, write: true }]));
+  driverQ.makeAvailable(99); // a head past the table of 16
+  const emptyOff = ram.alloc(64);
+  driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(emptyOff), len: 0, write: true }]));
   const late = postRxBuffer(driverQ, 256);
-  const buffers: [string, number, number][] = [['one buffer', good.off, 256], ['chained', chained.offs[0], 128], ['chained, second', chained.offs[1], 128], ['device-readable', readableOff, 256], ['too short for the frame', tiny.off, NET_HDR_LEN + 3], ['past the count', late.off, 256]];
+  const buffers: [string, number, number][] = [['one buffer', good.off, 256], ['chained', chained.offs[0], 128], ['chained, second', chained.offs[1], 128], ['device-readable', readableOff, 256], ['too short for the frame', tiny.off, NET_HDR_LEN + 3], ['zero-length', emptyOff, 64], ['past the count', late.off, 256]];
   for (const [, off, len] of buffers) ram.bytes.fill(0xee, off, off + len);
-  t.equal(queue.pending(), 7);
-  queue.claimChains(6, NET_HDR_LEN);
+  t.equal(queue.pending(), 9);
+  queue.claimChains(8, NET_HDR_LEN);
   const expected = new Uint8Array(256).fill(0xee);
   expected.fill(0, 0, 4).fill(0, NET_HDR_LEN, NET_HDR_LEN + 4);
   t.same(ram.bytes.slice(good.off, good.off + 256), expected, 'the one-buffer chain: a zero at its start and where the frame goes, nothing else');
@@ -590,7 +593,7 @@ t.test('guest RX: chains read ahead; only one-buffer device-writable ones claime
   twin.pending();
   for (const maxBytes of [0xffffffff, 200]) {
     const from = queue.lastAvailIdx;
-    t.same(walked(queue, 7, maxBytes), walked(twin, 7, maxBytes), `every chain walked as read afresh, at most ${maxBytes} bytes`);
+    t.same(walked(queue, 9, maxBytes), walked(twin, 9, maxBytes), `every chain walked as read afresh, at most ${maxBytes} bytes`);
     // Walked again from the same place (a frame rolled back): the chains read ahead serve again.
     queue.lastAvailIdx = from;
     twin.lastAvailIdx = from;

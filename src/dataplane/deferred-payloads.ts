@@ -11,7 +11,7 @@
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import { memcpyAt } from '../sys/libc.ts';
 import type { PacketPool } from './packet-pool.ts';
-import { signalGuest } from './notify.ts';
+import { publishAndCall } from './notify.ts';
 import type { Virtqueue } from '../virtio/virtqueue.ts';
 
 /** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
@@ -110,6 +110,6 @@ export class DeferredPayloads {
     const sender = this.sender;
     this.sender = null;
     this.mem = null;
-    if (sender !== null && sender.queue.publishUsed(this.usedFrom)) signalGuest(sender.callFd);
+    if (sender !== null) publishAndCall(sender.queue, this.usedFrom, sender.callFd);
   }
 }

@@ -8,7 +8,7 @@ import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFF
 import { memmoveAt } from '../sys/libc.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
-import { signalGuest } from './notify.ts';
+import { publishAndCall } from './notify.ts';
 import { HEADER_BYTES, MAX_HEAD_BYTES, MIN_REST_BYTES, type DeferredPayloads } from './deferred-payloads.ts';
 
 export const BURST = 32;
@@ -241,7 +241,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   if (later > 0) copyLater(vq.mem, pool, later);
   // Chains whose frames are partly left in them go back once the burst is delivered.
   if (defer !== null && defer.count > 0) defer.begin(q, usedFrom);
-  else if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
+  else publishAndCall(vq, usedFrom, q.callFd);
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
   counters[base + RX_CSUM_PARTIAL] += partial;
@@ -504,9 +504,7 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
       counters[base + DROPS_BASE + DROP.bad_descriptor]++;
     }
   }
-  if (vq.usedIdx !== usedFrom) {
-    if (vq.publishUsed(usedFrom)) signalGuest(q.callFd);
-  }
+  if (vq.usedIdx !== usedFrom) publishAndCall(vq, usedFrom, q.callFd);
   counters[base + TX_PACKETS] += delivered;
   counters[base + TX_BYTES] += bytes;
   counters[base + TX_CSUM_PARTIAL] += partial;

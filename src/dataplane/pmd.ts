@@ -5,6 +5,7 @@
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
+import { gatherCalls, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
 import { PORT_SLOTS, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
@@ -134,6 +135,8 @@ export class Pmd {
     this.doorbell[DOORBELL_HEARTBEAT]++;
     const stages = this.stages;
     for (let s = 0; s < stages.length; s++) stages[s].betweenBursts();
+    // The round's used rings share one barrier, and their interrupts wait for it (notify.ts).
+    gatherCalls();
     const ringsIn = this.ringsIn;
     for (let r = 0; r < ringsIn.length; r++) work += this.egress.drainRing(ringsIn[r]);
     if (!this.taking && performance.now() >= this.takingAnyway) this.taking = true;
@@ -166,6 +169,7 @@ export class Pmd {
       }
     }
     if (ringsIn.length > 0) this.pool.flushAllReturns();
+    settleCalls();
     // Load: the time of the rounds that found work (one more clock read each); idle time is
     // the rest of the wall clock.
     if (work > 0) {

@@ -329,6 +329,8 @@ export class PackedQueue implements Virtqueue {
     while (this.returnedCount > 0 && this.usedIdx !== to) this.usedIdx = this.returnedAt[--this.returnedCount];
   }
 
+  readonly sharesBarrier = false;
+
   /**
    * Writes the returned chains' used descriptors (2.8.7: id, len, then flags with AVAIL and
    * USED both equal to the used wrap counter; WRITE when the device wrote into the buffer),
@@ -337,6 +339,21 @@ export class PackedQueue implements Virtqueue {
    * driver wants an interrupt (2.8.10).
    */
   publishUsed(from: number): boolean {
+    if (!this.writeUsed(true)) return false;
+    return this.wantsInterrupt(from);
+  }
+
+  /** publishUsed() without its barrier and its interrupt decision (see SplitQueue.exposeUsed): the first flags written last, with a plain store. */
+  exposeUsed(_from: number): boolean {
+    return this.writeUsed(false);
+  }
+
+  callWanted(from: number): boolean {
+    return this.wantsInterrupt(from);
+  }
+
+  /** The used descriptors of the chains returned since the last write; false if there were none. */
+  private writeUsed(barrier: boolean): boolean {
     const n = this.returnedCount;
     if (n === 0) return false;
     const desc16 = this.desc16;
@@ -354,11 +371,14 @@ export class PackedQueue implements Virtqueue {
       desc16[at * 8 + 6] = this.returnedId[k];
       if (k > 0) desc16[at * 8 + 7] = this.usedFlags(this.returnedAt[k], this.returnedLen[k]);
     }
-    Atomics.store(desc16, (this.returnedAt[0] & INDEX) * 8 + 7, this.usedFlags(this.returnedAt[0], this.returnedLen[0]));
+    const first = (this.returnedAt[0] & INDEX) * 8 + 7;
+    const flags = this.usedFlags(this.returnedAt[0], this.returnedLen[0]);
+    if (barrier) Atomics.store(desc16, first, flags);
+    else desc16[first] = flags;
     this.returnedCount = 0;
     this.returnedWritten = false;
     this.deviceEvent16[0] = this.usedIdx;
-    return this.wantsInterrupt(from);
+    return true;
   }
 
   private usedFlags(position: number, len: number): number {

@@ -404,6 +404,8 @@ export class SplitQueue implements Virtqueue {
     this.inflight16[OFF_USED_IDX >> 1] = this.usedIdx;
   }
 
+  readonly sharesBarrier = true;
+
   /**
    * Makes the used elements written since `from` visible and says whether the guest wants
    * an interrupt for them (VIRTIO v1.2, 2.7.7.2 and 2.7.10).
@@ -415,6 +417,23 @@ export class SplitQueue implements Virtqueue {
     if (this.tracksInflight) this.linkInflightBatch(from);
     Atomics.store(this.used16, 1, this.usedIdx);
     if (this.tracksInflight) this.unmarkInflightBatch(from);
+    return this.callWanted(from);
+  }
+
+  /**
+   * publishUsed() without its barrier, for a caller that orders the index before the
+   * reads of callWanted() with one barrier for several queues (see notify.ts): a plain
+   * store, after the used elements in program order.
+   */
+  exposeUsed(from: number): boolean {
+    if (this.tracksInflight) this.linkInflightBatch(from);
+    this.used16[1] = this.usedIdx;
+    if (this.tracksInflight) this.unmarkInflightBatch(from);
+    return true;
+  }
+
+  /** Whether the guest wants an interrupt for the used elements since `from`: read after a full barrier since the index was written. */
+  callWanted(from: number): boolean {
     if (this.eventIdx) {
       const usedEvent = this.avail16[2 + this.size];
       return ((this.usedIdx - usedEvent - 1) & 0xffff) < ((this.usedIdx - from) & 0xffff);

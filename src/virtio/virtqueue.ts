@@ -104,6 +104,20 @@ export interface Virtqueue {
   forgetUsed(to: number): void;
   /** Makes the used buffers returned since `from` visible; says whether the guest wants an interrupt. */
   publishUsed(from: number): boolean;
+  /**
+   * Whether publishes of this ring gain from sharing one barrier a round (notify.ts): a
+   * split ring's index is one word; a packed ring's used flags lie in the lines its
+   * driver polls and writes, and waiting for the round's end measured 1-2 % slower there.
+   */
+  readonly sharesBarrier: boolean;
+  /**
+   * publishUsed() in two halves, for a caller with one full barrier between them for
+   * several queues (notify.ts): the used buffers written, in order, with plain stores
+   * (false: there were none, and no interrupt is due)...
+   */
+  exposeUsed(from: number): boolean;
+  /** ...and, after that barrier, whether the guest wants an interrupt for those since `from`. */
+  callWanted(from: number): boolean;
   /** Before the PMD sleeps: ask the driver to kick for the next buffer. */
   enableNotifications(): void;
   /** A polling device wants no kicks. */

@@ -13,6 +13,7 @@ import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESC
 import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_CSUM_PARTIAL, RX_PACKETS, TX_CSUM_PARTIAL, TX_PACKETS } from '../../src/dataplane/counters.ts';
 import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST } from '../../src/dataplane/offloads.ts';
 import { tcp4 } from '../support/frames.ts';
+import { gatherCalls, settleCalls } from '../../src/dataplane/notify.ts';
 import { LIMITS } from '../../src/control/config.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
 
@@ -240,6 +241,55 @@ t.test('interrupts: only when the guest asks for them', async (t) => {
     receiveBurst(owner, pool, handles, 0, 32);
     t.equal(sys.eventfdDrain(callFd), 1, `${eventIdx ? 'used_event 4 crossed' : 'NO_INTERRUPT clear'}: one interrupt for the burst`);
   }
+});
+
+t.test('interrupts of a round: each used index visible as its burst ends, the guests\' wishes read once at the round\'s end', async (t) => {
+  const tx = setup(t, { eventIdx: true });
+  const rx = setup(t, { eventIdx: true });
+  const txCall = sys.eventfd();
+  const rxCall = sys.eventfd();
+  t.teardown(() => (sys.close(txCall), sys.close(rxCall)));
+  tx.owner.callFd = txCall;
+  rx.owner.callFd = rxCall;
+  tx.driverQ.setUsedEvent(1);
+  rx.driverQ.setUsedEvent(0);
+  for (let i = 0; i < 3; i++) sendFrame(tx.driverQ, ethernetFrame(B, A, 46, i));
+  for (let i = 0; i < 3; i++) postRxBuffer(rx.driverQ, 2048);
+  gatherCalls();
+  const n = receiveBurst(tx.owner, tx.pool, tx.handles, 0, 32);
+  t.equal(tx.driverQ.usedIdx(), 3, 'the TX queue\'s used index is visible as its burst ends');
+  deliverBurst(rx.owner, false, tx.pool, tx.handles, n);
+  t.equal(rx.driverQ.usedIdx(), 3, 'so is the RX queue\'s');
+  t.same([sys.eventfdDrain(txCall), sys.eventfdDrain(rxCall)], [0, 0], 'no interrupt before the round ends');
+  settleCalls();
+  t.same([sys.eventfdDrain(txCall), sys.eventfdDrain(rxCall)], [1, 1], 'then one for each queue whose used_event was crossed');
+
+  // One queue published twice in a round: decided once, on both bursts.
+  const twice = () => {
+    gatherCalls();
+    for (const _ of [0, 1]) {
+      for (let i = 0; i < 3; i++) sendFrame(tx.driverQ, ethernetFrame(B, A, 46, i));
+      const taken = receiveBurst(tx.owner, tx.pool, tx.handles, 0, 32);
+      for (let i = 0; i < taken; i++) tx.pool.free(tx.handles[i]);
+    }
+    const before = sys.eventfdDrain(txCall);
+    settleCalls();
+    return [before, sys.eventfdDrain(txCall)];
+  };
+  tx.driverQ.setUsedEvent(7);
+  t.same(twice(), [0, 1], 'used_event 7, crossed by the second burst (3 to 6, 6 to 9): one interrupt, at the round\'s end');
+  tx.driverQ.setUsedEvent(10);
+  t.same(twice(), [0, 1], 'used_event 10, crossed by the first (9 to 12, 12 to 15): one, at the round\'s end');
+  tx.driverQ.setUsedEvent(15);
+  t.same(twice(), [0, 1], 'used_event 15, crossed by the first burst\'s first buffer (15 to 18, 18 to 21): one, at the round\'s end');
+  tx.driverQ.setUsedEvent(30);
+  t.same(twice(), [0, 0], 'used_event 30, not reached (21 to 27): none');
+
+  // Outside a round, publishes are decided at once.
+  tx.driverQ.setUsedEvent(27);
+  sendFrame(tx.driverQ, ethernetFrame(B, A, 46));
+  receiveBurst(tx.owner, tx.pool, tx.handles, 0, 32);
+  t.equal(sys.eventfdDrain(txCall), 1, 'no round: the interrupt at once');
 });
 
 t.test('queue layout is validated before any view is made', async (t) => {

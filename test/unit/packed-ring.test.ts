@@ -10,6 +10,7 @@ import { FRESH_RING, PackedQueue } from '../../src/virtio/packed-queue.ts';
 import { MAX_CHAIN_DESCRIPTORS } from '../../src/virtio/virtqueue.ts';
 import { NET_HDR_LEN, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
+import { gatherCalls, settleCalls } from '../../src/dataplane/notify.ts';
 import { deliverBurst, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, DROP, DROPS_BASE, QUEUES_BASE, RX_PACKETS, TX_PACKETS } from '../../src/dataplane/counters.ts';
 import { ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
@@ -216,6 +217,22 @@ t.test('event suppression: DESC without EVENT_IDX is taken as ENABLE', async (t)
   sendFrame(driverQ, ethernetFrame(B, A, 46));
   receiveBurst(owner, pool, handles, 0, 32);
   t.equal(sys.eventfdDrain(callFd), 1);
+});
+
+t.test('a packed ring\'s used descriptors and interrupt are its own, in a round too', async (t) => {
+  const { driverQ, owner, pool, handles } = setup(t, { size: 8, eventIdx: false });
+  const callFd = sys.eventfd();
+  t.teardown(() => sys.close(callFd));
+  owner.callFd = callFd;
+  driverQ.setDriverEvent(RING_EVENT_FLAGS_ENABLE);
+  gatherCalls();
+  sendFrame(driverQ, ethernetFrame(B, A, 46));
+  const n = receiveBurst(owner, pool, handles, 0, 32);
+  const interrupts = sys.eventfdDrain(callFd);
+  settleCalls();
+  for (let i = 0; i < n; i++) pool.free(handles[i]);
+  t.equal(driverQ.takeUsed().length, 1, 'the used descriptor written as the burst ends');
+  t.same([interrupts, sys.eventfdDrain(callFd)], [1, 0], 'and the interrupt with it, not at the round\'s end (see Virtqueue.sharesBarrier)');
 });
 
 t.test('hostile TX chains are skipped whole, returned and counted; the queue keeps working', async (t) => {

@@ -575,6 +575,8 @@ function scatterWithRest(vq: Virtqueue, segments: number, pool: PacketPool, hand
 function rollBack(vq: Virtqueue, startAvail: number, startUsed: number, result: number): number {
   vq.lastAvailIdx = startAvail;
   vq.forgetUsed(startUsed);
+  // The frame may have written over the headers the claims wrote.
+  vq.forgetClaims();
   return result;
 }
 
@@ -614,7 +616,7 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
     return TOO_SMALL;
   }
   if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
-  else writeHeader(vq, 1);
+  else if (!vq.headerWritten) writeHeader(vq, 1);
   if (rest === null) scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
   else scatterWithRest(vq, segments, pool, handle, 0, frameLen, NET_HDR_LEN, rest);
   vq.returnChain(NET_HDR_LEN + frameLen);
@@ -653,7 +655,7 @@ function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLe
     let used = 0;
     if (chains === 0) {
       if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
-      else writeHeader(vq, 1);
+      else if (!vq.headerWritten) writeHeader(vq, 1);
       numBuffersWindow = vq.segWindow[0];
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;

@@ -162,6 +162,11 @@ export class PackedQueue implements Virtqueue {
     }
   }
 
+  /** Its claims write no header: takeChain() reads a descriptor again, which the driver may have changed since. */
+  readonly headerWritten = false;
+
+  forgetClaims(): void {}
+
   indexWord(): number {
     return this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7];
   }

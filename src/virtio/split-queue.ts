@@ -4,6 +4,7 @@
 // every buffer is translated through the memory table before it is touched.
 import { GuestMemory } from './guest-memory.ts';
 import {
+  NET_HDR_LEN,
   MAX_QUEUE_SIZE,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -11,7 +12,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -60,10 +61,13 @@ export class SplitQueue implements Virtqueue {
   private readonly aheadWindow = new Int32Array(CLAIM_AHEAD_MAX);
   private readonly aheadOffset = new Float64Array(CLAIM_AHEAD_MAX);
   private readonly aheadLength = new Uint32Array(CLAIM_AHEAD_MAX);
+  /** 1 where the claim wrote the virtio-net header too (claimBufferWithHeader) */
+  private readonly aheadHeader = new Uint8Array(CLAIM_AHEAD_MAX);
   private aheadFrom = 0;
   private aheadCount = 0;
   /** the head of the chain takeChain() last took */
   chainId = 0;
+  headerWritten = false;
   /** our copy of used->idx: published once per burst */
   usedIdx: number;
   /** set once the ring is found corrupt; the queue is then no longer polled */
@@ -208,10 +212,14 @@ export class SplitQueue implements Virtqueue {
     const mem = this.mem;
     const from = this.lastAvailIdx;
     const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
+    const header = frameAt === NET_HDR_LEN;
+    // The chains first, kept (stores to this thread's memory: they leave the store buffer
+    // at once, with no claim before them to wait behind)...
     for (let i = 0; i < n; i++) {
       const head = avail16[2 + ((from + i) & this.mask)];
       this.aheadHead[i] = head;
       this.aheadLength[i] = 0;
+      this.aheadHeader[i] = 0;
       if (head >= this.size) continue;
       const flags = desc16[head * 8 + 6];
       const len = desc32[head * 4 + 2];
@@ -220,10 +228,23 @@ export class SplitQueue implements Virtqueue {
       this.aheadWindow[i] = mem.window;
       this.aheadOffset[i] = mem.offset;
       this.aheadLength[i] = len;
-      claimBuffer(mem, mem.window, mem.offset, len, frameAt);
+      if (header && len >= NET_HDR_LEN + 4 && (mem.offset & 3) === 0) this.aheadHeader[i] = 1;
     }
     this.aheadFrom = from;
     this.aheadCount = n;
+    // ...then the claims, back to back: nothing else in the store buffer between them.
+    for (let i = 0; i < n; i++) {
+      const len = this.aheadLength[i];
+      if (len === 0) continue;
+      const w = this.aheadWindow[i];
+      const offset = this.aheadOffset[i];
+      if (this.aheadHeader[i] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
+      else claimBuffer(mem, w, offset, len, frameAt);
+    }
+  }
+
+  forgetClaims(): void {
+    this.aheadCount = 0;
   }
 
   indexWord(): number {
@@ -243,6 +264,7 @@ export class SplitQueue implements Virtqueue {
     const head = ahead ? this.aheadHead[i] : this.avail16[2 + (at & this.mask)];
     this.chainId = head;
     this.lastAvailIdx = (at + 1) & 0xffff;
+    this.headerWritten = false;
     if (ahead && this.aheadLength[i] > 0) {
       // One device-writable descriptor, translated whole: walkChain()'s fast path, done.
       const len = this.aheadLength[i];
@@ -252,6 +274,7 @@ export class SplitQueue implements Virtqueue {
       this.segOffset[0] = this.aheadOffset[i];
       this.segLength[0] = len;
       this.chainBytes = len;
+      this.headerWritten = this.aheadHeader[i] === 1;
       return 1;
     }
     return this.walkChain(head, writable, maxBytes);

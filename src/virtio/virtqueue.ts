@@ -2,6 +2,7 @@
 // (packed-queue.ts): take the chain at the driver's position, return it used, publish a
 // burst's used buffers at once. Positions (lastAvailIdx, usedIdx) are opaque numbers a
 // caller may save and restore to take chains again (a frame rolled back).
+import { NET_HDR_LEN } from './constants.ts';
 import type { GuestMemory } from './guest-memory.ts';
 
 /** takeChain() results below zero */
@@ -32,6 +33,29 @@ export function claimBuffer(mem: GuestMemory, window: number, offset: number, le
   const words = mem.words[window];
   words[offset >>> 2] = 0;
   words[(offset + frameAt) >>> 2] = 0;
+}
+
+/** The 8 bytes of a virtio-net header from its byte 4 on, num_buffers 1 and every other field 0, as a double to store (little-endian: the words 0 and 1 << 16). */
+const HEADER_TAIL_ONE_BUFFER = new Float64Array(new Uint32Array([0, 1 << 16]).buffer)[0];
+
+/**
+ * claimBuffer() for a split ring, whose descriptors are read once: the stores that claim
+ * the header's line write the header of a frame that leaves the guest nothing to do and
+ * fits the buffer (every field 0, num_buffers 1), two stores where writing it after took
+ * three more (see Virtqueue.headerWritten); the frame's line gets a zero as before. A
+ * store waits in the store buffer until its line comes from the driver's CPU, and every
+ * store behind it waits too: the fewer, the more lines on their way at once. The buffer
+ * [offset, + len) of the window these views are of: 4-byte aligned, len >= NET_HDR_LEN + 4.
+ */
+export function claimWithHeader(words: Uint32Array, doubles: Float64Array, offset: number): void {
+  if ((offset & 7) === 0) {
+    doubles[offset >>> 3] = 0;
+    words[(offset >>> 2) + 2] = 1 << 16;
+  } else {
+    words[offset >>> 2] = 0;
+    doubles[(offset + 4) >>> 3] = HEADER_TAIL_ONE_BUFFER;
+  }
+  words[(offset + NET_HDR_LEN) >>> 2] = 0;
 }
 
 /** What a queue with an inflight record found in it when it started. */
@@ -92,6 +116,14 @@ export interface Virtqueue {
    * SplitQueue.claimChains).
    */
   claimChains(count: number, frameAt: number): void;
+  /**
+   * Whether the chain takeChain() last took is one claimChains() wrote the virtio-net
+   * header of a frame into (see claimBufferWithHeader): every field 0, num_buffers 1. A
+   * writer whose frame has that header need not write it again.
+   */
+  readonly headerWritten: boolean;
+  /** A frame written into chains is rolled back: what claimChains() wrote there is not so any more. */
+  forgetClaims(): void;
   /**
    * Walks the chain at lastAvailIdx and moves past it. `writable` says which kind the
    * device expects (a virtio-net chain is all of one kind). Returns the segment count,

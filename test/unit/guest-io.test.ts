@@ -603,6 +603,13 @@ t.test('frames cross byte for byte at every length and alignment, on the first p
   t.equal(counters[RX_PACKETS], counters[TX_PACKETS], 'every frame taken was delivered');
 });
 
+/** A guest posting an RX buffer of len bytes at `off` (one descriptor, device-writable). */
+function postRxBufferAt(ram: GuestRam, driverQ: DriverQueue, off: number, len: number): { head: number; off: number } {
+  const head = driverQ.addChain([{ addr: ram.gpa(off), len, write: true }]);
+  driverQ.makeAvailable(head);
+  return { head, off };
+}
+
 /** What takeChain() gives for each of the next n chains: result, head and segments. */
 function walked(queue: SplitQueue, n: number, maxBytes: number): unknown[] {
   const out = [];
@@ -618,6 +625,7 @@ t.test('guest RX: chains read ahead; only one-buffer device-writable ones claime
   const { ram, driverQ, owner } = setup(t, { size: 16 });
   const queue = owner.queue as SplitQueue;
   const good = postRxBuffer(driverQ, 256);
+  const shifted = postRxBufferAt(ram, driverQ, ram.alloc(260) + 4, 256);
   const chained = postRxChain(driverQ, [128, 128]);
   const readableOff = ram.alloc(256);
   driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(readableOff), len: 256 }]));
@@ -628,14 +636,17 @@ t.test('guest RX: chains read ahead; only one-buffer device-writable ones claime
   const emptyOff = ram.alloc(64);
   driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(emptyOff), len: 0, write: true }]));
   const late = postRxBuffer(driverQ, 256);
-  const buffers: [string, number, number][] = [['one buffer', good.off, 256], ['chained', chained.offs[0], 128], ['chained, second', chained.offs[1], 128], ['device-readable', readableOff, 256], ['too short for the frame', tiny.off, NET_HDR_LEN + 3], ['zero-length', emptyOff, 64], ['past the count', late.off, 256]];
+  const buffers: [string, number, number][] = [['one buffer', good.off, 256], ['one buffer, 4 bytes past 8-byte alignment', shifted.off, 256], ['chained', chained.offs[0], 128], ['chained, second', chained.offs[1], 128], ['device-readable', readableOff, 256], ['too short for the frame', tiny.off, NET_HDR_LEN + 3], ['zero-length', emptyOff, 64], ['past the count', late.off, 256]];
   for (const [, off, len] of buffers) ram.bytes.fill(0xee, off, off + len);
-  t.equal(queue.pending(), 9);
-  queue.claimChains(8, NET_HDR_LEN);
+  t.equal(queue.pending(), 10);
+  queue.claimChains(9, NET_HDR_LEN);
+  // The header of a frame that leaves the guest nothing to do: num_buffers 1, the rest 0.
   const expected = new Uint8Array(256).fill(0xee);
-  expected.fill(0, 0, 4).fill(0, NET_HDR_LEN, NET_HDR_LEN + 4);
-  t.same(ram.bytes.slice(good.off, good.off + 256), expected, 'the one-buffer chain: a zero at its start and where the frame goes, nothing else');
-  for (const [what, off, len] of buffers.slice(1)) t.ok(ram.bytes.subarray(off, off + len).every((b) => b === 0xee), `${what}: not written`);
+  expected.fill(0, 0, NET_HDR_LEN + 4);
+  expected[10] = 1;
+  t.same(ram.bytes.slice(good.off, good.off + 256), expected, 'the one-buffer chain: the virtio-net header at its start and a zero where the frame goes, nothing else');
+  t.same(ram.bytes.slice(shifted.off, shifted.off + 256), expected, 'the same 4 bytes past 8-byte alignment (where an mbuf has it)');
+  for (const [what, off, len] of buffers.slice(2)) t.ok(ram.bytes.subarray(off, off + len).every((b) => b === 0xee), `${what}: not written`);
 
   // The walk gives what it gives unread ahead: a twin queue over the same rings reads everything afresh.
   const twin = SplitQueue.create(new GuestMemory([ram.region()]), driverQ.layout({ lastAvailIdx: queue.lastAvailIdx }));
@@ -643,13 +654,50 @@ t.test('guest RX: chains read ahead; only one-buffer device-writable ones claime
   twin.pending();
   for (const maxBytes of [0xffffffff, 200]) {
     const from = queue.lastAvailIdx;
-    t.same(walked(queue, 9, maxBytes), walked(twin, 9, maxBytes), `every chain walked as read afresh, at most ${maxBytes} bytes`);
+    t.same(walked(queue, 10, maxBytes), walked(twin, 10, maxBytes), `every chain walked as read afresh, at most ${maxBytes} bytes`);
     // Walked again from the same place (a frame rolled back): the chains read ahead serve again.
     queue.lastAvailIdx = from;
     twin.lastAvailIdx = from;
   }
   t.equal(queue.takeChain(true, 0xffffffff), 1);
   t.equal(queue.chainId, good.head);
+  t.ok(queue.headerWritten, 'taken with its header written');
+  t.equal(queue.takeChain(true, 0xffffffff), 1);
+  t.ok(queue.headerWritten, 'the next one too');
+  t.equal(queue.takeChain(true, 0xffffffff), 2);
+  t.notOk(queue.headerWritten, 'a chain of two: no header written for it');
+});
+
+t.test('guest RX: frames into chains whose claims wrote the header, and into chains a frame rolled back wrote over', async (t) => {
+  const { ram, driverQ, owner, counters, pool } = setup(t, { size: 128, maxFrame: 9018 });
+  // Buffers of a header and 20 bytes, every other one 4 bytes past 8-byte alignment.
+  const room = NET_HDR_LEN + 20;
+  const rx = Array.from({ length: 70 }, (_, i) => postRxBufferAt(ram, driverQ, ram.alloc(room + 4) + 4 * (i % 2), room));
+  for (const b of rx) ram.bytes.fill(0xee, b.off, b.off + room);
+  // A frame of 3000 bytes needs 150 of them, more than a frame may take: written into
+  // MAX_FRAME_CHAINS of them, over the headers the claims wrote, then rolled back. The
+  // frames after it, shorter, take those chains one each.
+  const big = ethernetFrame(A, B, 3000 - 14, 5).fill(0xab, 14);
+  const small = [ethernetFrame(A, B, 6, 1), ethernetFrame(A, B, 6, 2), ethernetFrame(A, B, 6, 3)];
+  const burst = framesInPool(pool, [big.length, ...small.map((f) => f.length)]);
+  [big, ...small].forEach((f, i) => pool.data.set(f, pool.frameOffset(burst[i])));
+  t.equal(deliverBurst(owner, true, pool, burst, 4), 3, 'the short frames delivered');
+  t.equal(drop(counters, 'guest_buffer_too_small'), 1, 'the long one dropped');
+  const used = driverQ.takeUsed();
+  t.same(used.map((u) => u.id), rx.slice(0, 3).map((b) => b.head), 'into the first three chains');
+  const header = new Uint8Array(NET_HDR_LEN);
+  header[10] = 1;
+  small.forEach((f, i) => {
+    const off = rx[i].off;
+    t.same(ram.bytes.slice(off, off + NET_HDR_LEN), header, `frame ${i}: its own header (num_buffers 1), not what the long frame left`);
+    t.same(ram.bytes.slice(off + NET_HDR_LEN, off + NET_HDR_LEN + f.length), f, `frame ${i} whole`);
+  });
+  // The next burst claims again: frames into chains whose headers the claims wrote.
+  const next = framesInPool(pool, [20, 20]);
+  next.forEach((h, i) => pool.data.set(small[i], pool.frameOffset(h)));
+  t.equal(deliverBurst(owner, true, pool, next, 2), 2);
+  t.same(driverQ.takeUsed().map((u) => u.id), rx.slice(3, 5).map((b) => b.head));
+  for (const b of rx.slice(3, 5)) t.same(ram.bytes.slice(b.off, b.off + NET_HDR_LEN), header, `the header in the buffer at ${b.off % 8} past 8-byte alignment`);
 });
 
 t.test('guest RX: a descriptor the driver changes after it was read ahead: the buffer first made available, checked', async (t) => {

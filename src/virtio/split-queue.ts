@@ -194,16 +194,19 @@ export class SplitQueue implements Virtqueue {
   /**
    * Before frames are written into the next `count` chains pending() counted (a guest's
    * RX queue): reads them ahead of the walk and claims the cache lines their frames go
-   * to. Those lines were last held by the driver's CPU; a store to a line this CPU does
-   * not hold waits in the store buffer until the line comes, and every store behind it
-   * waits too: written frame by frame, the lines came one or two at a time. Here, a few
-   * instructions a chain apart, many come at once: a zero is stored at the start of each
-   * one-descriptor chain's buffer and `frameAt` bytes in (the virtio-net header and the
-   * frame overwrite both), and the chain, translated, is kept for takeChain() (forgotten
-   * by the next pending()). Nothing is kept or written that the walk would refuse: a head
-   * past the table, more than one descriptor, a buffer the device may not write or not
-   * inside guest memory. What is kept was read once: a driver that rewrites a descriptor
-   * it made available gets the buffer it made available first.
+   * to, and those of the used ring they go back to. Those lines were last held by the
+   * driver's CPU; a store to a line this CPU does not hold waits in the store buffer until
+   * the line comes, and every store behind it waits too: written frame by frame, the lines
+   * came one or two at a time. Here, back to back, many come at once: at the start of each
+   * one-descriptor chain's buffer the virtio-net header of a frame that leaves the guest
+   * nothing to do (headerWritten), with `frameAt` NET_HDR_LEN, else a zero; a zero `frameAt`
+   * bytes in (the frame overwrites it); a zero in the first used element of each line
+   * from usedIdx on (past the index the driver reads up to). The chain, translated, is
+   * kept for takeChain() (forgotten by the next pending()). Nothing is kept or written
+   * that the walk would refuse: a head past the table, more than one descriptor, a buffer
+   * the device may not write or not inside guest memory. What is kept was read once: a
+   * driver that rewrites a descriptor it made available gets the buffer it made available
+   * first.
    */
   claimChains(count: number, frameAt: number): void {
     const avail16 = this.avail16;
@@ -240,6 +243,14 @@ export class SplitQueue implements Virtqueue {
       const offset = this.aheadOffset[i];
       if (this.aheadHeader[i] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
       else claimBuffer(mem, w, offset, len, frameAt);
+    }
+    // And the used ring's lines they go back to, 8 elements a line: stores past the index
+    // the driver reads up to, which it does not see. Each element's own stores came
+    // later frame by frame, each line then one wait of the store buffer.
+    const used32 = this.used32;
+    for (let k = 0; k < n; k++) {
+      const slot = (this.usedIdx + k) & this.mask;
+      if (k === 0 || (slot & 7) === 0) used32[2 + slot * 2] = 0;
     }
   }
 

@@ -700,6 +700,28 @@ t.test('guest RX: frames into chains whose claims wrote the header, and into cha
   for (const b of rx.slice(3, 5)) t.same(ram.bytes.slice(b.off, b.off + NET_HDR_LEN), header, `the header in the buffer at ${b.off % 8} past 8-byte alignment`);
 });
 
+t.test('guest RX: claims of the used ring\'s lines leave what the driver has not read yet as it is', async (t) => {
+  // The index wraps past 0xffff on the way; the ring of 16 wraps too.
+  const { ram, driverQ, owner, counters, pool } = setup(t, { size: 16, startIdx: 0xfffa });
+  const queue = owner.queue as SplitQueue;
+  const rx = Array.from({ length: 14 }, () => postRxBuffer(driverQ, 256));
+  t.equal(deliverBurst(owner, true, pool, framesInPool(pool, Array.from({ length: 9 }, (_, i) => 60 + i)), 9), 9);
+  const usedIdx = ram.dv.getUint16(driverQ.usedOff + 2, true);
+  t.equal(usedIdx, (0xfffa + 9) & 0xffff, '9 published');
+  const elements = () => Array.from({ length: 16 }, (_, slot) => [ram.dv.getUint32(driverQ.usedOff + 4 + 8 * slot, true), ram.dv.getUint32(driverQ.usedOff + 8 + 8 * slot, true)]);
+  const before = elements();
+  t.equal(queue.pending(), 5);
+  queue.claimChains(5, NET_HDR_LEN);
+  const after = elements();
+  const published = new Set(Array.from({ length: 9 }, (_, k) => (0xfffa + k) & 15));
+  for (let slot = 0; slot < 16; slot++) {
+    if (published.has(slot)) t.same(after[slot], before[slot], `slot ${slot}: a published element, unread by the driver, as it was`);
+  }
+  t.equal(ram.dv.getUint16(driverQ.usedOff + 2, true), usedIdx, 'the used index as it was');
+  t.same(driverQ.takeUsed().map((u) => [u.id, u.len]), rx.slice(0, 9).map((b, i) => [b.head, NET_HDR_LEN + 60 + i]), 'the driver reads the 9 frames\' chains and lengths');
+  t.equal(counters[TX_PACKETS], 9);
+});
+
 t.test('guest RX: a descriptor the driver changes after it was read ahead: the buffer first made available, checked', async (t) => {
   const { ram, driverQ, owner } = setup(t, { size: 16 });
   const queue = owner.queue as SplitQueue;

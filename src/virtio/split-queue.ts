@@ -61,7 +61,7 @@ export class SplitQueue implements Virtqueue {
   private readonly aheadWindow = new Int32Array(CLAIM_AHEAD_MAX);
   private readonly aheadOffset = new Float64Array(CLAIM_AHEAD_MAX);
   private readonly aheadLength = new Uint32Array(CLAIM_AHEAD_MAX);
-  /** 1 where the claim wrote the virtio-net header too (claimBufferWithHeader) */
+  /** 1 where the claim writes the virtio-net header too (claimWithHeader) */
   private readonly aheadHeader = new Uint8Array(CLAIM_AHEAD_MAX);
   private aheadFrom = 0;
   private aheadCount = 0;

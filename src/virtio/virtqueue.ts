@@ -113,12 +113,13 @@ export interface Virtqueue {
   /**
    * Before frames are written into the next `count` chains (a guest's RX queue): claims
    * the cache lines of each one's buffer, at its start and `frameAt` bytes in (see
-   * SplitQueue.claimChains).
+   * SplitQueue.claimChains; a split ring claims its used ring's lines too, and writes the
+   * header there: headerWritten).
    */
   claimChains(count: number, frameAt: number): void;
   /**
    * Whether the chain takeChain() last took is one claimChains() wrote the virtio-net
-   * header of a frame into (see claimBufferWithHeader): every field 0, num_buffers 1. A
+   * header of a frame into (see claimWithHeader): every field 0, num_buffers 1. A
    * writer whose frame has that header need not write it again.
    */
   readonly headerWritten: boolean;

@@ -674,7 +674,7 @@ t.test('guest RX: frames into chains whose claims wrote the header, and into cha
   const room = NET_HDR_LEN + 20;
   const rx = Array.from({ length: 70 }, (_, i) => postRxBufferAt(ram, driverQ, ram.alloc(room + 4) + 4 * (i % 2), room));
   for (const b of rx) ram.bytes.fill(0xee, b.off, b.off + room);
-  // A frame of 3000 bytes needs 150 of them, more than a frame may take: written into
+  // A frame of 3000 bytes needs 95 of them, more than a frame may take: written into
   // MAX_FRAME_CHAINS of them, over the headers the claims wrote, then rolled back. The
   // frames after it, shorter, take those chains one each.
   const big = ethernetFrame(A, B, 3000 - 14, 5).fill(0xab, 14);

@@ -101,10 +101,18 @@ export class Batch {
   begin(ingress: number, count: number): void {
     this.ingress = ingress;
     this.count = count;
-    this.egress.fill(EGRESS_UNDECIDED, 0, count);
-    this.mark.fill(0, 0, count);
-    this.local.fill(0, 0, count);
-    this.sourceSaved.fill(0, 0, count);
+    // A loop, not fill(): TypedArray.prototype.fill is a call into the runtime, four of
+    // them a burst cost more than these stores.
+    const egress = this.egress;
+    const mark = this.mark;
+    const local = this.local;
+    const sourceSaved = this.sourceSaved;
+    for (let i = 0; i < count; i++) {
+      egress[i] = EGRESS_UNDECIDED;
+      mark[i] = 0;
+      local[i] = 0;
+      sourceSaved[i] = 0;
+    }
   }
 
   /**

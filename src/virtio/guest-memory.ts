@@ -148,6 +148,15 @@ export class GuestMemory {
     return false;
   }
 
+  /**
+   * translate() of a descriptor's buffer: its address the two 32-bit words at `at` in
+   * `words`. The address is put together here, so a caller that V8 does not inline this
+   * into passes small integers, not a 64-bit address boxed on the heap.
+   */
+  translateAt(words: Uint32Array, at: number, len: number): boolean {
+    return this.translate(words[at] + words[at + 1] * 4294967296, len);
+  }
+
   /** Like translate() for a frontend virtual address (vring addresses). */
   translateUserAddr(addr: number, len: number): boolean {
     const end = addr + len;

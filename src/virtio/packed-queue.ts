@@ -157,7 +157,7 @@ export class PackedQueue implements Virtqueue {
       const flags = desc16[at * 8 + 7];
       if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) return;
       const len = desc32[at * 4 + 2];
-      if (mem.translate(desc32[at * 4] + desc32[at * 4 + 1] * 4294967296, len)) claimBuffer(mem, mem.window, mem.offset, len, frameAt);
+      if (mem.translateAt(desc32, at * 4, len)) claimBuffer(mem, mem.window, mem.offset, len, frameAt);
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
   }
@@ -217,7 +217,7 @@ export class PackedQueue implements Virtqueue {
         this.chainDescs = 1;
         this.lastAvailIdx = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
         if (len > maxBytes) return CHAIN_TOO_LONG;
-        if (!mem.translate(desc32[at * 4] + desc32[at * 4 + 1] * 4294967296, len)) return CHAIN_BAD;
+        if (!mem.translateAt(desc32, at * 4, len)) return CHAIN_BAD;
         this.segWindow[0] = mem.window;
         this.segOffset[0] = mem.offset;
         this.segLength[0] = len;

@@ -227,7 +227,7 @@ export class SplitQueue implements Virtqueue {
       const flags = desc16[head * 8 + 6];
       const len = desc32[head * 4 + 2];
       if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE || len === 0) continue;
-      if (!mem.translate(desc32[head * 4] + desc32[head * 4 + 1] * 4294967296, len)) continue;
+      if (!mem.translateAt(desc32, head * 4, len)) continue;
       this.aheadWindow[i] = mem.window;
       this.aheadOffset[i] = mem.offset;
       this.aheadLength[i] = len;
@@ -318,7 +318,7 @@ export class SplitQueue implements Virtqueue {
       if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0 && (flags & VIRTQ_DESC_F_WRITE) === wantFlag && len > 0) {
         this.descriptorsRead++;
         if (len > maxBytes) return CHAIN_TOO_LONG;
-        if (!mem.translate(this.desc32[head * 4] + this.desc32[head * 4 + 1] * 4294967296, len)) return CHAIN_BAD;
+        if (!mem.translateAt(this.desc32, head * 4, len)) return CHAIN_BAD;
         this.segWindow[0] = mem.window;
         this.segOffset[0] = mem.offset;
         this.segLength[0] = len;

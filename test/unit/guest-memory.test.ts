@@ -26,4 +26,19 @@ t.test('a 2.5 GiB region through windows; every range found whole, none outside'
   t.notOk(mem.translate(gpa + size - 10, 20), 'a range past the end is refused');
   t.notOk(mem.translate(gpa - 1, 2), 'a range before the start is refused');
   t.ok(mem.translateUserAddr(0x7f0000000000 + size - 16, 16), 'frontend addresses too');
+  // A descriptor's address as its two words: the high word counts (gpa is past 4 GiB).
+  const words = new Uint32Array(4);
+  const put = (address: number) => {
+    words[2] = address % 2 ** 32;
+    words[3] = Math.floor(address / 2 ** 32);
+  };
+  for (const at of [0, WINDOW_BYTES - 100, size - 9000]) {
+    put(gpa + at);
+    t.ok(mem.translateAt(words, 2, 9000), `translateAt(): 9000 bytes at +${at}`);
+    const { window, offset } = mem;
+    mem.translate(gpa + at, 9000);
+    t.same([window, offset], [mem.window, mem.offset], 'where translate() finds them');
+  }
+  put(gpa + size - 10);
+  t.notOk(mem.translateAt(words, 2, 20), 'translateAt(): a range past the end is refused');
 });

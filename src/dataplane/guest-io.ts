@@ -198,7 +198,18 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     const headerCounts = (q.offloads & OFFLOAD_CSUM_FROM_GUEST) !== 0;
     const from = headerCounts ? 0 : NET_HDR_LEN;
     const head = defer === null ? 0 : headToLeave(vq, segments, frameLen, maxFrame);
-    if (head !== 0) {
+    if (head !== 0 && segments === 1 && from === NET_HDR_LEN && later < LATER_MAX) {
+      // A frame of one descriptor whose rest is left in the guest: its head is copied
+      // with the burst's other frames (copyLater), the rest goes from where it is.
+      const w = vq.segWindow[0];
+      const src = vq.segOffset[0] + NET_HDR_LEN;
+      laterWindow[later] = w;
+      laterSrc[later] = src;
+      laterDst[later] = dst + NET_HDR_LEN;
+      laterLen[later] = head;
+      later++;
+      defer!.leave(handle, w, src + head, head, frameLen);
+    } else if (head !== 0) {
       takeHead(vq, segments, pool, handle, head, frameLen, dst, from, defer!);
     } else if (segments === 1 && from === NET_HDR_LEN && frameLen <= maxFrame && later < LATER_MAX) {
       // Copied once the chains are walked (copyLater); nothing below reads the frame, and
@@ -256,8 +267,10 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
 
 /**
  * The frames of one descriptor receiveBurst() copies once it has walked the burst's chains
- * (copyLater): then the copies run back to back, a few instructions each, and the CPU
- * fetches several frames from the guest's memory at once. Each is mostly a cache miss, last
+ * (copyLater), or their heads when their rests are left in the guest (takeHead() copied a
+ * long frame's head in the walk: 0.82 to 0.87 times the ns a 1518-byte frame): then the
+ * copies run back to back, a few instructions each, and the CPU fetches several frames
+ * from the guest's memory at once. Each is mostly a cache miss, last
  * written by the guest's CPU; copied between the walks, one frame's wait ended before the
  * next one's began.
  */
@@ -272,9 +285,10 @@ let laterLoaded = 0;
 /**
  * Bounds (copyBytes checks none): each source is a frame's bytes past the virtio-net
  * header in its chain's one segment, [segOffset + NET_HDR_LEN, segOffset + segLength),
- * which takeChain took from mem.translate() inside window w; each destination is the
- * frame's place in its buffer, frameLen <= maxFrame <= DATA_ROOM. The first loads read 4
- * bytes of each source (a frame has at least 14).
+ * or the first `head` of them (head < frameLen), which takeChain took from
+ * mem.translate() inside window w; each destination is the frame's place in its buffer,
+ * frameLen <= maxFrame <= DATA_ROOM. The first loads read 4 bytes of each source (a frame
+ * has at least 14, a head HEADER_BYTES).
  */
 function copyLater(mem: GuestMemory, pool: PacketPool, n: number): void {
   // First one load of each frame, a few instructions apart: the CPU then fetches them all

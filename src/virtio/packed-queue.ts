@@ -157,7 +157,11 @@ export class PackedQueue implements Virtqueue {
       const flags = desc16[at * 8 + 7];
       if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) return;
       const len = desc32[at * 4 + 2];
-      if (mem.translateAt(desc32, at * 4, len)) claimBuffer(mem, mem.window, mem.offset, len, frameAt);
+      // The last translation's window first, written out (see GuestMemory.translateAt).
+      const addr = desc32[at * 4] + desc32[at * 4 + 1] * 4294967296;
+      const inLast = addr >= mem.gpaStart[mem.window] && addr + len <= mem.gpaEnd[mem.window];
+      if (inLast) mem.offset = addr - mem.gpaStart[mem.window];
+      if (inLast || mem.translateAt(desc32, at * 4, len)) claimBuffer(mem, mem.window, mem.offset, len, frameAt);
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
   }
@@ -217,7 +221,9 @@ export class PackedQueue implements Virtqueue {
         this.chainDescs = 1;
         this.lastAvailIdx = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
         if (len > maxBytes) return CHAIN_TOO_LONG;
-        if (!mem.translateAt(desc32, at * 4, len)) return CHAIN_BAD;
+        const addr = desc32[at * 4] + desc32[at * 4 + 1] * 4294967296;
+        if (addr >= mem.gpaStart[mem.window] && addr + len <= mem.gpaEnd[mem.window]) mem.offset = addr - mem.gpaStart[mem.window];
+        else if (!mem.translateAt(desc32, at * 4, len)) return CHAIN_BAD;
         this.segWindow[0] = mem.window;
         this.segOffset[0] = mem.offset;
         this.segLength[0] = len;

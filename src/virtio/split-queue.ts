@@ -36,6 +36,7 @@ export interface QueueLayout {
 
 export { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery };
 
+
 export class SplitQueue implements Virtqueue {
   readonly size: number;
   readonly mask: number;
@@ -227,7 +228,10 @@ export class SplitQueue implements Virtqueue {
       const flags = desc16[head * 8 + 6];
       const len = desc32[head * 4 + 2];
       if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE || len === 0) continue;
-      if (!mem.translateAt(desc32, head * 4, len)) continue;
+      // The last translation's window first, written out (see GuestMemory.translateAt).
+      const addr = desc32[head * 4] + desc32[head * 4 + 1] * 4294967296;
+      if (addr >= mem.gpaStart[mem.window] && addr + len <= mem.gpaEnd[mem.window]) mem.offset = addr - mem.gpaStart[mem.window];
+      else if (!mem.translateAt(desc32, head * 4, len)) continue;
       this.aheadWindow[i] = mem.window;
       this.aheadOffset[i] = mem.offset;
       this.aheadLength[i] = len;
@@ -318,7 +322,9 @@ export class SplitQueue implements Virtqueue {
       if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0 && (flags & VIRTQ_DESC_F_WRITE) === wantFlag && len > 0) {
         this.descriptorsRead++;
         if (len > maxBytes) return CHAIN_TOO_LONG;
-        if (!mem.translateAt(this.desc32, head * 4, len)) return CHAIN_BAD;
+        const addr = this.desc32[head * 4] + this.desc32[head * 4 + 1] * 4294967296;
+        if (addr >= mem.gpaStart[mem.window] && addr + len <= mem.gpaEnd[mem.window]) mem.offset = addr - mem.gpaStart[mem.window];
+        else if (!mem.translateAt(this.desc32, head * 4, len)) return CHAIN_BAD;
         this.segWindow[0] = mem.window;
         this.segOffset[0] = mem.offset;
         this.segLength[0] = len;

@@ -69,30 +69,41 @@ function expectWalks(t: Test, queue: Virtqueue, places: Place[], writable: boole
   }
 }
 
-t.test('split ring: chains alternating between two regions, and outside both', async (t) => {
-  const { first, mem, places } = twoRegions(t);
+/**
+ * Claims the chains of every place: nothing is written outside guest memory, and each
+ * buffer inside starts with a zero (a split ring's claims write the header there, a
+ * packed ring's a zero), which the walks then find.
+ */
+function claimAll(t: Test, queue: Virtqueue, first: GuestRam, second: GuestRam, places: Place[]): void {
+  const gapBefore = first.bytes.slice(first.size - 16);
+  const endBefore = second.bytes.slice(second.size - BUFFER + 8);
+  queue.claimChains(places.length, NET_HDR_LEN);
+  t.same(first.bytes.slice(first.size - 16), gapBefore, 'nothing written for the chain in the gap');
+  t.same(second.bytes.slice(second.size - BUFFER + 8), endBefore, 'nor for the one past the second region');
+  for (const p of places) if (p.marker >= 0) p.marker = 0;
+}
+
+/** A split ring (its rings in the first region) with a chain of one buffer at each place made available. */
+function splitRing(first: GuestRam, mem: GuestMemory, places: Place[], write: boolean): SplitQueue {
   const driver = new DriverQueue(first, 16);
   const queue = SplitQueue.create(mem, driver.layout());
   if (typeof queue === 'string') throw new Error(queue);
-  driver.makeAvailable(...places.map((p) => driver.addChain([{ addr: p.addr, len: BUFFER }])));
+  driver.makeAvailable(...places.map((p) => driver.addChain([{ addr: p.addr, len: BUFFER, write }])));
+  return queue;
+}
+
+t.test('split ring: chains alternating between two regions, and outside both', async (t) => {
+  const { first, mem, places } = twoRegions(t);
+  const queue = splitRing(first, mem, places, false);
   t.equal(queue.pending(), places.length);
   expectWalks(t, queue, places, false);
 });
 
 t.test('split ring: claims and the walk after them, across two regions', async (t) => {
   const { first, second, mem, places } = twoRegions(t);
-  const driver = new DriverQueue(first, 16);
-  const queue = SplitQueue.create(mem, driver.layout());
-  if (typeof queue === 'string') throw new Error(queue);
-  driver.makeAvailable(...places.map((p) => driver.addChain([{ addr: p.addr, len: BUFFER, write: true }])));
-  const gapBefore = first.bytes.slice(first.size - 16);
-  const endBefore = second.bytes.slice(second.size - BUFFER + 8);
+  const queue = splitRing(first, mem, places, true);
   t.equal(queue.pending(), places.length);
-  queue.claimChains(places.length, NET_HDR_LEN);
-  t.same(first.bytes.slice(first.size - 16), gapBefore, 'nothing written for the chain in the gap');
-  t.same(second.bytes.slice(second.size - BUFFER + 8), endBefore, 'nor for the one past the second region');
-  // The claims wrote each buffer's header: its first byte is 0 now.
-  for (const p of places) if (p.marker >= 0) p.marker = 0;
+  claimAll(t, queue, first, second, places);
   expectWalks(t, queue, places, true);
 });
 
@@ -103,13 +114,7 @@ t.test('packed ring: claims and walks across two regions', async (t) => {
   if (typeof queue === 'string') throw new Error(queue);
   for (const p of places) driver.addChain([{ addr: p.addr, len: BUFFER, write: true }]);
   driver.makeAvailable();
-  const gapBefore = first.bytes.slice(first.size - 16);
-  const endBefore = second.bytes.slice(second.size - BUFFER + 8);
   t.ok(queue.pending() > 0);
-  queue.claimChains(places.length, NET_HDR_LEN);
-  t.same(first.bytes.slice(first.size - 16), gapBefore, 'nothing written for the chain in the gap');
-  t.same(second.bytes.slice(second.size - BUFFER + 8), endBefore, 'nor for the one past the second region');
-  // A packed ring's claims store a zero at each buffer's start (and NET_HDR_LEN in).
-  for (const p of places) if (p.marker >= 0) p.marker = 0;
+  claimAll(t, queue, first, second, places);
   expectWalks(t, queue, places, true);
 });

@@ -36,7 +36,6 @@ export interface QueueLayout {
 
 export { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, type InflightRecovery };
 
-
 export class SplitQueue implements Virtqueue {
   readonly size: number;
   readonly mask: number;

@@ -19,8 +19,9 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
+  NET_HDR_LEN,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
@@ -84,6 +85,20 @@ export class PackedQueue implements Virtqueue {
   private returnedCount = 0;
   /** whether a chain returned since the last publishUsed() has a length (the device wrote into it) */
   private returnedWritten = false;
+  /**
+   * claimChains(): the aheadCount one-descriptor chains from the position it started at,
+   * as read then (buffer id, window, offset, length; length 0: not translated), served to
+   * takeChain() in order while its position is the next one's (aheadNext, aheadPosition).
+   */
+  private readonly aheadId = new Uint16Array(CLAIM_AHEAD_MAX);
+  private readonly aheadWindow = new Int32Array(CLAIM_AHEAD_MAX);
+  private readonly aheadOffset = new Float64Array(CLAIM_AHEAD_MAX);
+  private readonly aheadLength = new Uint32Array(CLAIM_AHEAD_MAX);
+  /** 1: its claim wrote the virtio-net header (see headerWritten) */
+  private readonly aheadHeader = new Uint8Array(CLAIM_AHEAD_MAX);
+  private aheadCount = 0;
+  private aheadNext = 0;
+  private aheadPosition = 0;
 
   private constructor(mem: GuestMemory, layout: QueueLayout, position: number, desc: [ArrayBuffer, number], driverEvent: [ArrayBuffer, number], deviceEvent: [ArrayBuffer, number]) {
     this.mem = mem;
@@ -138,13 +153,18 @@ export class PackedQueue implements Virtqueue {
     const at = this.lastAvailIdx & INDEX;
     // Atomics orders this read before the descriptor reads that follow (2.8.21.1).
     const flags = Atomics.load(this.desc16, at * 8 + 7);
+    this.aheadCount = 0;
     return this.available(flags, this.lastAvailIdx) ? this.size : 0;
   }
 
   /**
-   * See SplitQueue.claimChains: here the lines alone are claimed (takeChain() reads the
-   * descriptors again), at most CLAIM_AHEAD_MAX, up to the first descriptor not available
-   * or not one device-writable buffer on its own.
+   * See SplitQueue.claimChains: the buffers' lines, not the used descriptors' (they lie in
+   * the lines the driver polls and writes: claimed, 1.01 to 1.03 of the time a frame), at
+   * most CLAIM_AHEAD_MAX, up to the first descriptor not available or not one
+   * device-writable buffer on its own. The chains read, translated, serve takeChain() in
+   * order (0.97 to 0.98 of the time a frame, with the header written by the claims), until
+   * the next pending(): read once, as a split ring's, so a driver that rewrites a
+   * descriptor it made available gets the buffer it first made available.
    */
   claimChains(count: number, frameAt: number): void {
     const desc16 = this.desc16;
@@ -152,24 +172,43 @@ export class PackedQueue implements Virtqueue {
     const mem = this.mem;
     const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
     let position = this.lastAvailIdx;
-    for (let i = 0; i < n; i++) {
+    this.aheadNext = 0;
+    this.aheadPosition = position;
+    let i = 0;
+    for (; i < n; i++) {
       const at = position & INDEX;
       const flags = desc16[at * 8 + 7];
-      if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) return;
+      if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) break;
       const len = desc32[at * 4 + 2];
+      this.aheadId[i] = desc16[at * 8 + 6];
+      this.aheadLength[i] = 0;
       // The last translation's window first, written out (see GuestMemory.translateAt).
       const addr = desc32[at * 4] + desc32[at * 4 + 1] * 4294967296;
       const inLast = addr >= mem.gpaStart[mem.window] && addr + len <= mem.gpaEnd[mem.window];
       if (inLast) mem.offset = addr - mem.gpaStart[mem.window];
-      if (inLast || mem.translateAt(desc32, at * 4, len)) claimBuffer(mem, mem.window, mem.offset, len, frameAt);
+      this.aheadHeader[i] = 0;
+      if (len > 0 && (inLast || mem.translateAt(desc32, at * 4, len))) {
+        const w = mem.window;
+        const offset = mem.offset;
+        this.aheadWindow[i] = w;
+        this.aheadOffset[i] = offset;
+        this.aheadLength[i] = len;
+        if (frameAt === NET_HDR_LEN && len >= NET_HDR_LEN + 4 && (offset & 3) === 0) {
+          claimWithHeader(mem.words[w], mem.doubles[w], offset);
+          this.aheadHeader[i] = 1;
+        } else claimBuffer(mem, w, offset, len, frameAt);
+      }
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
+    this.aheadCount = i;
   }
 
-  /** Its claims write no header: takeChain() reads a descriptor again, which the driver may have changed since. */
-  readonly headerWritten = false;
+  /** See Virtqueue.headerWritten: set for a chain served from the claims' reads. */
+  headerWritten = false;
 
-  forgetClaims(): void {}
+  forgetClaims(): void {
+    this.aheadCount = 0;
+  }
 
   indexWord(): number {
     return this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7];
@@ -206,6 +245,28 @@ export class PackedQueue implements Virtqueue {
     if (this.returnedCount === this.size) return NO_CHAIN;
     const position = this.lastAvailIdx;
     let at = position & INDEX;
+    this.headerWritten = false;
+    if (this.aheadNext < this.aheadCount) {
+      if (writable && position === this.aheadPosition) {
+        const k = this.aheadNext++;
+        this.aheadPosition = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
+        const len = this.aheadLength[k];
+        if (len > 0) {
+          // One device-writable descriptor, translated whole: the fast path below, done.
+          this.descriptorsRead++;
+          this.chainId = this.aheadId[k];
+          this.chainDescs = 1;
+          this.lastAvailIdx = this.aheadPosition;
+          if (len > maxBytes) return CHAIN_TOO_LONG;
+          this.segWindow[0] = this.aheadWindow[k];
+          this.segOffset[0] = this.aheadOffset[k];
+          this.segLength[0] = len;
+          this.chainBytes = len;
+          this.headerWritten = this.aheadHeader[k] === 1;
+          return 1;
+        }
+      } else this.aheadCount = 0;
+    }
     const desc16 = this.desc16;
     const desc32 = this.desc32;
     let flags = desc16[at * 8 + 7];

@@ -112,9 +112,9 @@ export interface Virtqueue {
   indexWord(): number;
   /**
    * Before frames are written into the next `count` chains (a guest's RX queue): claims
-   * the cache lines of each one's buffer, at its start and `frameAt` bytes in (see
-   * SplitQueue.claimChains; a split ring claims its used ring's lines too, and writes the
-   * header there: headerWritten).
+   * the cache lines of each one's buffer, at its start and `frameAt` bytes in, where it
+   * writes the header (headerWritten; see SplitQueue.claimChains: a split ring claims its
+   * used ring's lines too).
    */
   claimChains(count: number, frameAt: number): void;
   /**

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { FRESH_RING, PackedQueue } from '../../src/virtio/packed-queue.ts';
-import { MAX_CHAIN_DESCRIPTORS } from '../../src/virtio/virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, MAX_CHAIN_DESCRIPTORS } from '../../src/virtio/virtqueue.ts';
 import { NET_HDR_LEN, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { gatherCalls, settleCalls } from '../../src/dataplane/notify.ts';
@@ -491,9 +491,11 @@ t.test('guest RX: lines claimed ahead in available one-buffer device-writable de
   for (const [off, len] of buffers) ram.bytes.fill(0xee, off, off + len);
   t.ok(queue.pending() > 0);
   queue.claimChains(8, NET_HDR_LEN);
+  // The header of a frame that leaves the guest nothing to do (num_buffers 1), and a zero where the frame goes.
   const claimed = new Uint8Array(256).fill(0xee);
-  claimed.fill(0, 0, 4).fill(0, NET_HDR_LEN, NET_HDR_LEN + 4);
-  t.same(ram.bytes.slice(first.off, first.off + 256), claimed, 'first buffer: a zero at its start and where the frame goes');
+  claimed.fill(0, 0, NET_HDR_LEN + 4);
+  claimed[10] = 1;
+  t.same(ram.bytes.slice(first.off, first.off + 256), claimed, 'first buffer: the header and a zero where the frame goes');
   t.same(ram.bytes.slice(second.off, second.off + 256), claimed, 'second buffer too');
   for (const [off, len] of buffers.slice(2)) t.ok(ram.bytes.subarray(off, off + len).every((b) => b === 0xee), 'from the chain of two on: not written');
   const frame = ethernetFrame(A, B, 100, 7);
@@ -501,6 +503,51 @@ t.test('guest RX: lines claimed ahead in available one-buffer device-writable de
   t.same(ram.bytes.slice(first.off + NET_HDR_LEN, first.off + NET_HDR_LEN + frame.length), frame, 'the frame written over the claimed words');
   t.equal(ram.dv.getUint16(first.off + 10, true), 1, 'num_buffers = 1');
   t.same(driverQ.takeUsed().map((u) => u.id), [first.head], 'the first buffer used');
+});
+
+t.test('guest RX: the chains the claims read serve the walk, as first made available, until pending() reads again', async (t) => {
+  const { ram, driverQ, queue } = setup(t, { size: 8 });
+  const first = postRxBuffer(driverQ, 256);
+  const second = postRxBuffer(driverQ, 256);
+  const elsewhere = ram.alloc(256);
+  t.ok(queue.pending() > 0);
+  queue.claimChains(2, NET_HDR_LEN);
+  // A driver that rewrites a descriptor it made available (its address, its length).
+  const rewritten = driverQ.readDesc(0);
+  driverQ.writeDesc(0, { ...rewritten, addr: ram.gpa(elsewhere), len: 64 });
+  t.equal(queue.takeChain(true, 9000), 1, 'the first chain');
+  t.same([queue.segOffset[0], queue.segLength[0]], [first.off, 256], 'the buffer made available first, as the claims read it');
+  t.ok(queue.headerWritten, 'its header written by the claims');
+  t.equal(queue.takeChain(true, 9000), 1, 'the second');
+  t.same([queue.segOffset[0], queue.segLength[0]], [second.off, 256]);
+  t.ok(queue.headerWritten);
+  queue.returnChain(0);
+  queue.returnChain(0);
+  queue.forgetUsed(FRESH_RING);
+  queue.lastAvailIdx = FRESH_RING;
+  queue.forgetClaims();
+  t.equal(queue.takeChain(true, 9000), 1, 'back where the claims started (a frame rolled back): the walk reads the ring');
+  t.same([queue.segOffset[0], queue.segLength[0]], [elsewhere, 64], 'and finds the descriptor as it is now');
+  t.notOk(queue.headerWritten, 'with no header written');
+  queue.lastAvailIdx = FRESH_RING;
+  queue.claimChains(2, NET_HDR_LEN);
+  driverQ.writeDesc(0, rewritten);
+  t.ok(queue.pending() > 0);
+  t.equal(queue.takeChain(true, 9000), 1);
+  t.same([queue.segOffset[0], queue.segLength[0]], [first.off, 256], 'so does a walk after pending(), the claims before it forgotten');
+  t.notOk(queue.headerWritten);
+});
+
+t.test('guest RX: a claimed chain too long for the frame, and one outside guest memory, walked as without the claims', async (t) => {
+  const { ram, driverQ, queue } = setup(t, { size: 8 });
+  const first = postRxBuffer(driverQ, 256);
+  driverQ.makeAvailable(driverQ.addChain([{ addr: ram.gpa(ram.size - 16), len: 256, write: true }]));
+  t.ok(queue.pending() > 0);
+  queue.claimChains(2, NET_HDR_LEN);
+  t.equal(queue.takeChain(true, 100), CHAIN_TOO_LONG, 'longer than maxBytes: too long');
+  t.equal(queue.takeChain(true, 9000), CHAIN_BAD, 'outside guest memory: refused');
+  t.ok(ram.bytes.subarray(ram.size - 16).every((b) => b === 0), 'and not written');
+  t.ok(ram.bytes.subarray(first.off, first.off + NET_HDR_LEN + 4).some((b) => b !== 0), 'the first claimed all the same');
 });
 
 t.test('a packed queue\'s index word is the flags of the descriptor pending() reads', async (t) => {

@@ -19,9 +19,8 @@ import {
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
-  NET_HDR_LEN,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimsHeader, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
@@ -193,7 +192,7 @@ export class PackedQueue implements Virtqueue {
         this.aheadWindow[i] = w;
         this.aheadOffset[i] = offset;
         this.aheadLength[i] = len;
-        if (frameAt === NET_HDR_LEN && len >= NET_HDR_LEN + 4 && (offset & 3) === 0) {
+        if (claimsHeader(frameAt, len, offset)) {
           claimWithHeader(mem.words[w], mem.doubles[w], offset);
           this.aheadHeader[i] = 1;
         } else claimBuffer(mem, w, offset, len, frameAt);

@@ -4,7 +4,6 @@
 // every buffer is translated through the memory table before it is touched.
 import { GuestMemory } from './guest-memory.ts';
 import {
-  NET_HDR_LEN,
   MAX_QUEUE_SIZE,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -12,7 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimsHeader, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -215,7 +214,6 @@ export class SplitQueue implements Virtqueue {
     const mem = this.mem;
     const from = this.lastAvailIdx;
     const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
-    const header = frameAt === NET_HDR_LEN;
     // The chains first, kept (stores to this thread's memory: they leave the store buffer
     // at once, with no claim before them to wait behind)...
     for (let i = 0; i < n; i++) {
@@ -234,7 +232,7 @@ export class SplitQueue implements Virtqueue {
       this.aheadWindow[i] = mem.window;
       this.aheadOffset[i] = mem.offset;
       this.aheadLength[i] = len;
-      if (header && len >= NET_HDR_LEN + 4 && (mem.offset & 3) === 0) this.aheadHeader[i] = 1;
+      if (claimsHeader(frameAt, len, mem.offset)) this.aheadHeader[i] = 1;
     }
     this.aheadFrom = from;
     this.aheadCount = n;

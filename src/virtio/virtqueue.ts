@@ -58,6 +58,15 @@ export function claimWithHeader(words: Uint32Array, doubles: Float64Array, offse
   words[(offset + NET_HDR_LEN) >>> 2] = 0;
 }
 
+/**
+ * Whether the claims of a buffer [offset, + len) may write the header with
+ * claimWithHeader(): the frame goes NET_HDR_LEN in (`frameAt`), and the buffer is 4-byte
+ * aligned and holds the header and the frame's first word.
+ */
+export function claimsHeader(frameAt: number, len: number, offset: number): boolean {
+  return frameAt === NET_HDR_LEN && len >= NET_HDR_LEN + 4 && (offset & 3) === 0;
+}
+
 /** What a queue with an inflight record found in it when it started. */
 export interface InflightRecovery {
   /** chains the previous owner took and never returned, taken again in their order */

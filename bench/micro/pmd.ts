@@ -21,6 +21,9 @@ import { FLOWGEN_DST, vrouterJob, type JobName } from '../lib/jobs.ts';
 import { MAC_A, MAC_B } from '../lib/generator.ts';
 import { udp4 } from '../../test/support/frames.ts';
 import { DriverQueue, GuestRam } from '../../test/support/virtio-driver.ts';
+import { PackedDriverQueue } from '../../test/support/packed-driver.ts';
+import { VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
+import type { Rings } from '../lib/generator.ts';
 
 const BURST = 32;
 const SIZE = 256;
@@ -31,12 +34,12 @@ const quiet = { info() {}, warn() {}, error() {} };
 
 /** One port's guest side: its TX ring with the burst's frames, its RX ring with buffers. */
 interface GuestSide {
-  tx: DriverQueue;
-  rx: DriverQueue;
+  tx: DriverQueue | PackedDriverQueue;
+  rx: DriverQueue | PackedDriverQueue;
 }
 
 /** The PMD of `job` with both ports' queues running, and a function that runs one round. */
-async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number; delivered(): number; close(): void }> {
+async function pmdFor(job: JobName, inTurn: boolean, rings: Rings): Promise<{ round(): number; deliveredInLastRound(): number; close(): void }> {
   const config = parseConfig(vrouterJob(job, ['/tmp/pmd-bench-a.sock', '/tmp/pmd-bench-b.sock'], [1]), '/', 2);
   const layout = dataplaneLayout(config);
   const topology = topologyOf(config);
@@ -57,10 +60,15 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
     if (answer !== null && 'error' in answer) throw new Error(`${cmd.t}: ${answer.error}`);
   };
   const sides: GuestSide[] = [0, 1].map((port) => {
-    const side = { tx: new DriverQueue(ram, SIZE, { eventIdx: true }), rx: new DriverQueue(ram, SIZE, { eventIdx: true }) };
+    const side =
+      rings === 'split'
+        ? { tx: new DriverQueue(ram, SIZE, { eventIdx: true }), rx: new DriverQueue(ram, SIZE, { eventIdx: true }) }
+        : { tx: new PackedDriverQueue(ram, SIZE, { eventIdx: true, inOrder: true }), rx: new PackedDriverQueue(ram, SIZE, { eventIdx: true }) };
     run({ t: 'memory', port, gen: 1, regions: [ram.region()] });
+    // IN_ORDER on the TX queue only, as the connection gives it (virtio-user offers it).
     for (const [vring, q] of [[0, side.rx], [1, side.tx]] as const) {
-      run({ t: 'vring-start', port, gen: 1, vring, layout: q.layout(), callFd: -1, kickFd: -1, mergeable: true, offloads: 0, inflight: null });
+      const queueLayout = q instanceof PackedDriverQueue && q === side.tx ? q.layout({ inOrder: true }) : q.layout();
+      run({ t: 'vring-start', port, gen: 1, vring, layout: queueLayout, callFd: -1, kickFd: -1, mergeable: true, offloads: 0, inflight: null });
     }
     return side;
   });
@@ -81,19 +89,24 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
       return { gpa: ram.gpa(t), len: NET_HDR_LEN + frame.length };
     }),
   );
+  const rxBuffers = [0, 1].map(() => Array.from({ length: SIZE }, () => ram.gpa(mbufData(RX_BUFFER) - NET_HDR_LEN)));
   sides.forEach((side, port) => {
     for (let i = 0; i < SIZE; i++) {
-      side.tx.writeDesc(i, { addr: framesAt[port][i].gpa, len: framesAt[port][i].len, flags: 0, next: 0 });
-      side.rx.writeDesc(i, { addr: ram.gpa(mbufData(RX_BUFFER) - NET_HDR_LEN), len: RX_BUFFER, flags: 2, next: 0 });
+      if (side.tx instanceof DriverQueue && side.rx instanceof DriverQueue) {
+        side.tx.writeDesc(i, { addr: framesAt[port][i].gpa, len: framesAt[port][i].len, flags: 0, next: 0 });
+        side.rx.writeDesc(i, { addr: rxBuffers[port][i], len: RX_BUFFER, flags: VIRTQ_DESC_F_WRITE, next: 0 });
+      }
     }
   });
+  /** the frame `n` descriptors into the ring (its slot's, on even or odd passes round it) */
+  const frameOf = (frames: { gpa: number; len: number }[], n: number) => frames[(Math.floor(n / SIZE) & 1) * SIZE + (n % SIZE)];
   /** posts `count` descriptors, slot = descriptor, on a ring whose device side keeps up; TX ones pointed at their frame */
   const post = (q: DriverQueue, count: number, frames: { gpa: number; len: number }[] | null) => {
     for (let i = 0; i < count; i++) {
       const slot = (q.availIdx + i) % SIZE;
       if (frames !== null) {
         // The frames all lie in the first 4 GiB of guest memory: the address's high word stays 0.
-        const f = frames[(Math.floor((q.availIdx + i) / SIZE) & 1) * SIZE + slot];
+        const f = frameOf(frames, q.availIdx + i);
         ram.dv.setUint32(q.descOff + 16 * slot, f.gpa, true);
         ram.dv.setUint32(q.descOff + 16 * slot + 8, f.len, true);
       }
@@ -102,17 +115,66 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
     q.availIdx = (q.availIdx + count) & 0xffff;
     q.setAvailIdx(q.availIdx);
   };
-  /** frames the guests' RX rings have received so far (their used indexes, wrapped) */
-  const delivered = () => sides.reduce((sum, s) => sum + ram.dv.getUint16(s.rx.usedOff + 2, true), 0);
+  /**
+   * The same on a packed ring (2.8.6), as virtio-user writes them: each descriptor whole,
+   * its buffer id its slot, the flags' AVAIL and USED marks those of the driver's lap.
+   * `posted`: descriptors made available on the ring so far.
+   */
+  const postPacked = (q: PackedDriverQueue, posted: number, count: number, frames: { gpa: number; len: number }[] | null, buffers: number[]) => {
+    for (let n = posted; n < posted + count; n++) {
+      const slot = n % SIZE;
+      const o = q.descOff + 16 * slot;
+      const lap = (Math.floor(n / SIZE) & 1) === 0 ? 1 : 0;
+      if (frames !== null) {
+        const f = frameOf(frames, n);
+        ram.dv.setUint32(o, f.gpa, true);
+        ram.dv.setUint32(o + 8, f.len, true);
+      } else {
+        ram.dv.setUint32(o, buffers[slot], true);
+        ram.dv.setUint32(o + 8, RX_BUFFER, true);
+      }
+      ram.dv.setUint16(o + 12, slot, true);
+      ram.dv.setUint16(o + 14, q.availMarks(lap) | (frames === null ? VIRTQ_DESC_F_WRITE : 0), true);
+    }
+  };
+  /**
+   * Frames received in the buffers of `q` posted in [from, to): used descriptors (2.8.1: both
+   * marks equal the lap's) whose length is a frame's, header included.
+   */
+  const receivedPacked = (q: PackedDriverQueue, from: number, to: number) => {
+    let received = 0;
+    for (let n = from; n < to; n++) {
+      const lap = (Math.floor(n / SIZE) & 1) === 0 ? 1 : 0;
+      const d = q.readDesc(n % SIZE);
+      if (((d.flags >> 7) & 1) === lap && ((d.flags >> 15) & 1) === lap && d.len > NET_HDR_LEN) received++;
+    }
+    return received;
+  };
+  /** descriptors posted on each packed ring so far: the same on every ring, BURST a round */
+  let postedPacked = 0;
+  /** the guests' RX used indexes, summed, before the last round (split rings) */
+  let usedBefore = 0;
+  const usedIndexes = () => sides.reduce((sum, s) => sum + ram.dv.getUint16((s.rx as DriverQueue).usedOff + 2, true), 0);
   return {
     round() {
       for (let port = 0; port < 2; port++) {
-        post(sides[port].tx, BURST, framesAt[port]);
-        post(sides[port].rx, BURST, null);
+        const { tx, rx } = sides[port];
+        if (tx instanceof DriverQueue && rx instanceof DriverQueue) {
+          post(tx, BURST, framesAt[port]);
+          post(rx, BURST, null);
+        } else if (tx instanceof PackedDriverQueue && rx instanceof PackedDriverQueue) {
+          postPacked(tx, postedPacked, BURST, framesAt[port], rxBuffers[port]);
+          postPacked(rx, postedPacked, BURST, null, rxBuffers[port]);
+        }
       }
+      if (rings === 'packed') postedPacked += BURST;
+      else usedBefore = usedIndexes();
       return pmd.pollOnce();
     },
-    delivered,
+    deliveredInLastRound() {
+      if (rings === 'split') return (usedIndexes() - usedBefore) & 0xffff;
+      return sides.reduce((sum, s) => sum + receivedPacked(s.rx as PackedDriverQueue, postedPacked - BURST, postedPacked), 0);
+    },
     close() {
       ram.close();
       closeAll(layout.shared.wakers.map((w) => w.wakeFd));
@@ -121,14 +183,14 @@ async function pmdFor(job: JobName, inTurn: boolean): Promise<{ round(): number;
 }
 
 /** ns per packet of `job`: the fastest of many short slices (as the stage figures are taken). */
-export async function pmdFigure(job: JobName, slices = 2000, inTurn = false): Promise<number> {
-  const p = await pmdFor(job, inTurn);
+export async function pmdFigure(job: JobName, slices = 2000, inTurn = false, rings: Rings = 'split'): Promise<number> {
+  const p = await pmdFor(job, inTurn, rings);
   try {
     for (let i = 0; i < 20000; i++) p.round(); // the JIT settles
     // Every frame taken must have left, or the figure would time a path that drops.
-    const before = p.delivered();
     const taken = p.round();
-    if (taken !== 2 * BURST || ((p.delivered() - before) & 0xffff) !== taken) throw new Error(`${job}: ${taken} frames taken, ${(p.delivered() - before) & 0xffff} delivered`);
+    const delivered = p.deliveredInLastRound();
+    if (taken !== 2 * BURST || delivered !== taken) throw new Error(`${job} (${rings} rings): ${taken} frames taken, ${delivered} delivered`);
     let best = Infinity;
     for (let s = 0; s < slices; s++) {
       let packets = 0;
@@ -164,6 +226,10 @@ export async function pmdFigures(): Promise<PmdFigure[]> {
   return runs.map(([name], k) => ({ name, nsPerPacket: ns[k], ofBridged: ns[0] / ns[k] }));
 }
 
-if (import.meta.main) {
+// `node bench/micro/pmd.ts packed`: bridging on packed rings, in a process of its own, whose
+// data path has seen one kind of queue, as a data plane whose guests all use packed rings.
+if (import.meta.main && process.argv[2] === 'packed') {
+  console.log(`PMD, one thread, 64 B, bridged, packed rings: ${(await pmdFigure('bridged', 2000, false, 'packed')).toFixed(1)} ns/packet`);
+} else if (import.meta.main) {
   for (const f of await pmdFigures()) console.log(`PMD, one thread, 64 B, ${f.name}: ${f.nsPerPacket.toFixed(1)} ns/packet (bridged / this = ${f.ofBridged.toFixed(2)})`);
 }

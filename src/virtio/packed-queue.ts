@@ -163,7 +163,10 @@ export class PackedQueue implements Virtqueue {
    * device-writable buffer on its own. The chains read, translated, serve takeChain() in
    * order (0.97 to 0.98 of the time a frame, with the header written by the claims), until
    * the next pending(): read once, as a split ring's, so a driver that rewrites a
-   * descriptor it made available gets the buffer it first made available.
+   * descriptor it made available gets the buffer it first made available. As a split
+   * ring's, all chains are read and kept first, then claimed back to back: a claim waits
+   * in the store buffer for its line, and the stores that keep a chain, behind it, waited
+   * too (0.89 to 0.94 of the time a frame against claiming each as it was read).
    */
   claimChains(count: number, frameAt: number): void {
     const desc16 = this.desc16;
@@ -187,19 +190,22 @@ export class PackedQueue implements Virtqueue {
       if (inLast) mem.offset = addr - mem.gpaStart[mem.window];
       this.aheadHeader[i] = 0;
       if (len > 0 && (inLast || mem.translateAt(desc32, at * 4, len))) {
-        const w = mem.window;
-        const offset = mem.offset;
-        this.aheadWindow[i] = w;
-        this.aheadOffset[i] = offset;
+        this.aheadWindow[i] = mem.window;
+        this.aheadOffset[i] = mem.offset;
         this.aheadLength[i] = len;
-        if (claimsHeader(frameAt, len, offset)) {
-          claimWithHeader(mem.words[w], mem.doubles[w], offset);
-          this.aheadHeader[i] = 1;
-        } else claimBuffer(mem, w, offset, len, frameAt);
+        if (claimsHeader(frameAt, len, mem.offset)) this.aheadHeader[i] = 1;
       }
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
     this.aheadCount = i;
+    for (let k = 0; k < i; k++) {
+      const len = this.aheadLength[k];
+      if (len === 0) continue;
+      const w = this.aheadWindow[k];
+      const offset = this.aheadOffset[k];
+      if (this.aheadHeader[k] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
+      else claimBuffer(mem, w, offset, len, frameAt);
+    }
   }
 
   /** See Virtqueue.headerWritten: set for a chain served from the claims' reads. */

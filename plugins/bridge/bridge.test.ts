@@ -27,6 +27,15 @@ t.test('learning, forwarding, flooding, same-port drops', async (t) => {
   t.same(where(h, 'p3', [frame(mac(1), mac(7))]), ['undecided'], 'a port in no bridge: left undecided (no_destination)');
 });
 
+t.test('a group source address is never learned', async (t) => {
+  // p1 may learn one address: a group source taking it would leave ...:01 unlearned.
+  const h = setup([{ bridge: 'br0' }, { bridge: 'br0', macLimit: 1 }, { bridge: 'br0' }]);
+  const group = [0x53, 0x54, 0, 0, 0, 5];
+  t.same(where(h, 'p1', [frame(mac(2), group), frame(mac(2), mac(1))]), ['flood', 'flood'], 'from a group address and from ...:01, to an unknown ...:02');
+  t.same(where(h, 'p2', [frame(group, mac(2)), frame(mac(1), mac(2))]), ['flood', 'p1'], 'to the group address: flooded; to ...:01: p1, its one learned address');
+  t.same(h.counts('p1'), {}, 'nothing refused on p1');
+});
+
 t.test('packets an earlier stage decided for are left alone', async (t) => {
   // A stage in front of the bridge that sends the first packet to p0 and drops the second.
   const front: Plugin<unknown, { code: number; inner: unknown }> = {

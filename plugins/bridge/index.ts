@@ -8,6 +8,9 @@
 import { EGRESS_FLOOD, EGRESS_UNDECIDED, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type Topology } from '../../src/pipeline/api.ts';
 import { LEARN_REFUSED, MacTable, macTableBytes, parseMac } from './mac-table.ts';
 
+/** Whether the host stores the low byte of a word first, as x86-64 and arm64 do. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** Entries per table (one per bridge and PMD): a power of 2. */
 export const TABLE_CAPACITY = 4096;
 
@@ -36,6 +39,10 @@ interface BridgeState {
   sweptAt: number;
   /** the next bridge whose table the sweep under way visits */
   sweepNext: number;
+  /** batch.data, and 16- and 32-bit views of the same memory (null where it does not start its buffer) */
+  data: Uint8Array | null;
+  words16: Uint16Array | null;
+  words32: Uint32Array | null;
 }
 
 const tableName = (bridge: number, pmd: number) => `table-${bridge}-${pmd}`;
@@ -74,6 +81,9 @@ function createState(ctx: PluginContext<unknown>): BridgeState {
     clock: 0,
     sweptAt: 0,
     sweepNext: 0,
+    data: null,
+    words16: null,
+    words32: null,
   };
 }
 
@@ -123,20 +133,53 @@ function process(batch: PacketBatch, s: BridgeState): void {
   let lastDstLo = 0;
   let lastDst = EGRESS_FLOOD;
   // The MACs are read in place (as macHigh and macLow read them): in the PMD's poll loop V8
-  // left those calls uninlined, 4 % of a bridged frame's time.
+  // left those calls uninlined, 4 % of a bridged frame's time. Where the frame starts
+  // 4-byte aligned (pool buffers start 64-byte aligned), as two 32-bit and two 16-bit words
+  // of the machine's order, byte swapped: four loads instead of fourteen byte loads (0.96 to
+  // 0.99 of the time a bridged frame).
+  if (s.data !== data) {
+    s.data = data;
+    s.words16 = data.byteOffset === 0 ? new Uint16Array(data.buffer, 0, data.buffer.byteLength >>> 1) : null;
+    s.words32 = data.byteOffset === 0 ? new Uint32Array(data.buffer, 0, data.buffer.byteLength >>> 2) : null;
+  }
+  const w16 = s.words16;
+  const w32 = s.words32;
   for (let i = 0; i < count; i++) {
     // A packet an earlier stage decided for (dropped, or sent somewhere) is left alone.
     if (egress[i] !== EGRESS_UNDECIDED) continue;
     const off = batch.offset(i);
-    const srcHi = (data[off + 6] << 8) | data[off + 7];
-    const srcLo = (data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11];
+    let srcHi: number;
+    let srcLo: number;
+    let srcGroup: number;
+    let dstGroup: number;
+    let hi: number;
+    let lo: number;
+    if (LITTLE_ENDIAN && w16 !== null && w32 !== null && (off & 3) === 0) {
+      const d0 = w32[off >>> 2];
+      const d1 = w16[(off >>> 1) + 2];
+      const s0 = w16[(off >>> 1) + 3];
+      const s1 = w32[(off >>> 2) + 2];
+      srcHi = ((s0 & 0xff) << 8) | (s0 >>> 8);
+      srcLo = ((s1 & 0xff) << 24) | ((s1 & 0xff00) << 8) | ((s1 >>> 8) & 0xff00) | (s1 >>> 24);
+      hi = ((d0 & 0xff) << 8) | ((d0 >>> 8) & 0xff);
+      lo = (((d0 >>> 16) & 0xff) << 24) | ((d0 >>> 24) << 16) | ((d1 & 0xff) << 8) | (d1 >>> 8);
+      srcGroup = s0 & 1;
+      dstGroup = d0 & 1;
+    } else {
+      srcHi = (data[off + 6] << 8) | data[off + 7];
+      srcLo = (data[off + 8] << 24) | (data[off + 9] << 16) | (data[off + 10] << 8) | data[off + 11];
+      hi = (data[off] << 8) | data[off + 1];
+      lo = (data[off + 2] << 24) | (data[off + 3] << 16) | (data[off + 4] << 8) | data[off + 5];
+      srcGroup = data[off + 6] & 1;
+      dstGroup = data[off] & 1;
+    }
     if (own !== null && (srcHi !== ownHi || srcLo !== ownLo)) {
       batch.dropAs(i, s.securityDrop);
       continue;
     }
     if (table === null) continue;
     // Learn unicast sources only: a multicast source address is never a station.
-    if ((data[off + 6] & 1) === 0) {
+    if (srcGroup === 0) {
       if (srcHi !== lastSrcHi || srcLo !== lastSrcLo) {
         srcRefused = table.learn(srcHi, srcLo, ingress, now) === LEARN_REFUSED;
         lastSrcHi = srcHi;
@@ -147,9 +190,7 @@ function process(batch: PacketBatch, s: BridgeState): void {
       if (srcRefused) refused++;
     }
     let dst = EGRESS_FLOOD;
-    if ((data[off] & 1) === 0) {
-      const hi = (data[off] << 8) | data[off + 1];
-      const lo = (data[off + 2] << 24) | (data[off + 3] << 16) | (data[off + 4] << 8) | data[off + 5];
+    if (dstGroup === 0) {
       if (hi !== lastDstHi || lo !== lastDstLo) {
         lastDst = lookup(s, bridge, hi, lo, now);
         lastDstHi = hi;

@@ -406,8 +406,6 @@ export class PackedQueue implements Virtqueue {
     while (this.returnedCount > 0 && this.usedIdx !== to) this.usedIdx = this.returnedAt[--this.returnedCount];
   }
 
-  readonly sharesBarrier = false;
-
   /**
    * Writes the returned chains' used descriptors (2.8.7: id, len, then flags with AVAIL and
    * USED both equal to the used wrap counter; WRITE when the device wrote into the buffer),

@@ -441,8 +441,6 @@ export class SplitQueue implements Virtqueue {
     this.inflight16[OFF_USED_IDX >> 1] = this.usedIdx;
   }
 
-  readonly sharesBarrier = true;
-
   /**
    * Makes the used elements written since `from` visible and says whether the guest wants
    * an interrupt for them (VIRTIO v1.2, 2.7.7.2 and 2.7.10).

@@ -147,12 +147,6 @@ export interface Virtqueue {
   /** Makes the used buffers returned since `from` visible; says whether the guest wants an interrupt. */
   publishUsed(from: number): boolean;
   /**
-   * Whether publishes of this ring gain from sharing one barrier a round (notify.ts): a
-   * split ring's index is one word; a packed ring's used flags lie in the lines its
-   * driver polls and writes, and waiting for the round's end measured 1-2 % slower there.
-   */
-  readonly sharesBarrier: boolean;
-  /**
    * publishUsed() in two halves, for a caller with one full barrier between them for
    * several queues (notify.ts): the used buffers written, in order, with plain stores
    * (false: there were none, and no interrupt is due)...

@@ -20,7 +20,7 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimsHeader, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimKept, claimsHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
@@ -198,14 +198,7 @@ export class PackedQueue implements Virtqueue {
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
     this.aheadCount = i;
-    for (let k = 0; k < i; k++) {
-      const len = this.aheadLength[k];
-      if (len === 0) continue;
-      const w = this.aheadWindow[k];
-      const offset = this.aheadOffset[k];
-      if (this.aheadHeader[k] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
-      else claimBuffer(mem, w, offset, len, frameAt);
-    }
+    claimKept(mem, i, this.aheadLength, this.aheadWindow, this.aheadOffset, this.aheadHeader, frameAt);
   }
 
   /** See Virtqueue.headerWritten: set for a chain served from the claims' reads. */

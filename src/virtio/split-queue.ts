@@ -11,7 +11,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimBuffer, claimsHeader, claimWithHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimKept, claimsHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -237,14 +237,7 @@ export class SplitQueue implements Virtqueue {
     this.aheadFrom = from;
     this.aheadCount = n;
     // ...then the claims, back to back: nothing else in the store buffer between them.
-    for (let i = 0; i < n; i++) {
-      const len = this.aheadLength[i];
-      if (len === 0) continue;
-      const w = this.aheadWindow[i];
-      const offset = this.aheadOffset[i];
-      if (this.aheadHeader[i] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
-      else claimBuffer(mem, w, offset, len, frameAt);
-    }
+    claimKept(mem, n, this.aheadLength, this.aheadWindow, this.aheadOffset, this.aheadHeader, frameAt);
     // And the used ring's lines they go back to, 8 elements a line: stores past the index
     // the driver reads up to, which it does not see. Each element's own stores came
     // later frame by frame, each line then one wait of the store buffer.

@@ -35,6 +35,22 @@ export function claimBuffer(mem: GuestMemory, window: number, offset: number, le
   words[(offset + frameAt) >>> 2] = 0;
 }
 
+/**
+ * The claims of claimChains(), back to back, of the first `count` buffers kept: buffer k
+ * is [offsets[k], + lengths[k]) of window windows[k] (length 0: none), its header written
+ * by the claim where headers[k] is 1 (claimWithHeader), else claimBuffer()'s zeros.
+ */
+export function claimKept(mem: GuestMemory, count: number, lengths: Uint32Array, windows: Int32Array, offsets: Float64Array, headers: Uint8Array, frameAt: number): void {
+  for (let k = 0; k < count; k++) {
+    const len = lengths[k];
+    if (len === 0) continue;
+    const w = windows[k];
+    const offset = offsets[k];
+    if (headers[k] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
+    else claimBuffer(mem, w, offset, len, frameAt);
+  }
+}
+
 /** The 8 bytes of a virtio-net header from its byte 4 on, num_buffers 1 and every other field 0, as a double to store (little-endian: the words 0 and 1 << 16). */
 const HEADER_TAIL_ONE_BUFFER = new Float64Array(new Uint32Array([0, 1 << 16]).buffer)[0];
 

@@ -21,7 +21,7 @@ import { measureDataplanePauses, type DataplanePauses } from './lib/dataplane-pa
 import { buildRevision } from './lib/revision.ts';
 import { dataplanePids } from '../test/support/traffic.ts';
 import { startGenerator, type Rings } from './lib/generator.ts';
-import { measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
+import { DEFAULT_QUEUE_SIZE, measureBusyAdmin, type BusyAdminResult } from './lib/busy-admin.ts';
 import { describeGuestTcp, measureGuestTcp, type GuestTcpResult } from './lib/guest-tcp.ts';
 import type { JobName } from './lib/jobs.ts';
 import { stopAll } from './lib/processes.ts';
@@ -196,14 +196,23 @@ if (ONLY !== null) {
 
 // The routed row with the admin endpoint idle, then busy, in alternating windows of one run.
 progress('routed 64 B, admin endpoint idle and busy');
-/** 1,000 changes a second as single POST/DELETE requests, and as PATCH /routes of 100 each (a routing daemon's updates) */
-const BATCHES = [1, 100];
-const busyAdmins: { batch: number; result: BusyAdminResult | { error: string } }[] = [];
-for (const batch of BATCHES) {
+/**
+ * 1,000 changes a second as single POST/DELETE requests, and as PATCH /routes of 100 each (a
+ * routing daemon's updates); the latter again with the generator's queues of 1,024 entries
+ * (busy-admin.ts: how deep the generator's queues are decides how long the PMD keeps busy
+ * while the control plane has the generator's CPU).
+ */
+const BUSY_ADMIN_RUNS = [
+  { batch: 1, queueSize: DEFAULT_QUEUE_SIZE },
+  { batch: 100, queueSize: DEFAULT_QUEUE_SIZE },
+  { batch: 100, queueSize: 1024 },
+];
+const busyAdmins: { batch: number; queueSize: number; result: BusyAdminResult | { error: string } }[] = [];
+for (const { batch, queueSize } of BUSY_ADMIN_RUNS) {
   try {
-    busyAdmins.push({ batch, result: await measureBusyAdmin(values.quick ? 2 : 6, values.quick ? 3 : 4, batch) });
+    busyAdmins.push({ batch, queueSize, result: await measureBusyAdmin(values.quick ? 2 : 6, values.quick ? 3 : 4, batch, queueSize) });
   } catch (err) {
-    busyAdmins.push({ batch, result: { error: (err as Error).message.split('\n')[0] } });
+    busyAdmins.push({ batch, queueSize, result: { error: (err as Error).message.split('\n')[0] } });
   }
 }
 
@@ -287,8 +296,8 @@ for (const r of ratios) {
 }
 if (twoPmdNote) console.log(twoPmdNote);
 console.log(guestTcpLine(guestTcp!));
-for (const { batch, result: b } of busyAdmins) {
-  const how = batch === 1 ? 'one POST or DELETE /routes each' : `PATCH /routes of ${batch} each`;
+for (const { batch, queueSize, result: b } of busyAdmins) {
+  const how = `${batch === 1 ? 'one POST or DELETE /routes each' : `PATCH /routes of ${batch} each`}, the generator's queues of ${queueSize}`;
   if ('error' in b) {
     console.log(`routed 64 B with a busy admin endpoint (${how}): not measured: ${b.error}`);
     continue;

@@ -47,9 +47,11 @@ export type Rings = 'split' | 'packed';
 /**
  * server: the virtio-user ports listen and the backend connects (OVS vhostuserclient).
  * rings: packed offers RING_PACKED (with IN_ORDER, which virtio-user offers by default).
+ * queueSize: the entries of each virtqueue; virtio-user's default is 256, as QEMU's.
  */
-export function startGenerator(sockets: [string, string], frameSize: number, server: boolean, rings: Rings = 'split'): Generator {
-  const vdev = (i: number, path: string, mac: string) => `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}${rings === 'packed' ? ',packed_vq=1' : ''}`;
+export function startGenerator(sockets: [string, string], frameSize: number, server: boolean, rings: Rings = 'split', queueSize?: number): Generator {
+  const vdev = (i: number, path: string, mac: string) =>
+    `net_virtio_user${i},path=${path},mac=${mac}${server ? ',server=1' : ''}${rings === 'packed' ? ',packed_vq=1' : ''}${queueSize === undefined ? '' : `,queue_size=${queueSize}`}`;
   return startTestpmd([vdev(0, sockets[0], MAC_A), vdev(1, sockets[1], MAC_B)], frameSize);
 }
 

@@ -86,6 +86,8 @@ class BenchBatch implements PacketBatch {
     return performance.timeOrigin + performance.now();
   }
   readonly data: Uint8Array;
+  readonly words16: Uint16Array;
+  readonly words32: Uint32Array;
   readonly frameRoom = BenchBatch.STRIDE - 64;
   private readonly lengths = new Uint32Array(64);
 
@@ -93,6 +95,8 @@ class BenchBatch implements PacketBatch {
     this.count = frames.length;
     this.ingress = ingress;
     this.data = new Uint8Array(frames.length * BenchBatch.STRIDE);
+    this.words16 = new Uint16Array(this.data.buffer);
+    this.words32 = new Uint32Array(this.data.buffer);
     frames.forEach((f, i) => {
       this.data.set(f, this.offset(i));
       this.lengths[i] = f.length;

@@ -39,10 +39,6 @@ interface BridgeState {
   sweptAt: number;
   /** the next bridge whose table the sweep under way visits */
   sweepNext: number;
-  /** batch.data, and 16- and 32-bit views of the same memory (null where it does not start its buffer) */
-  data: Uint8Array | null;
-  words16: Uint16Array | null;
-  words32: Uint32Array | null;
 }
 
 const tableName = (bridge: number, pmd: number) => `table-${bridge}-${pmd}`;
@@ -81,9 +77,6 @@ function createState(ctx: PluginContext<unknown>): BridgeState {
     clock: 0,
     sweptAt: 0,
     sweepNext: 0,
-    data: null,
-    words16: null,
-    words32: null,
   };
 }
 
@@ -137,13 +130,8 @@ function process(batch: PacketBatch, s: BridgeState): void {
   // 4-byte aligned (pool buffers start 64-byte aligned), as two 32-bit and two 16-bit words
   // of the machine's order, byte swapped: four loads instead of fourteen byte loads (0.96 to
   // 0.99 of the time a bridged frame).
-  if (s.data !== data) {
-    s.data = data;
-    s.words16 = data.byteOffset === 0 ? new Uint16Array(data.buffer, 0, data.buffer.byteLength >>> 1) : null;
-    s.words32 = data.byteOffset === 0 ? new Uint32Array(data.buffer, 0, data.buffer.byteLength >>> 2) : null;
-  }
-  const w16 = s.words16;
-  const w32 = s.words32;
+  const w16 = batch.words16;
+  const w32 = batch.words32;
   for (let i = 0; i < count; i++) {
     // A packet an earlier stage decided for (dropped, or sent somewhere) is left alone.
     if (egress[i] !== EGRESS_UNDECIDED) continue;
@@ -154,7 +142,7 @@ function process(batch: PacketBatch, s: BridgeState): void {
     let dstGroup: number;
     let hi: number;
     let lo: number;
-    if (LITTLE_ENDIAN && w16 !== null && w32 !== null && (off & 3) === 0) {
+    if (LITTLE_ENDIAN && (off & 3) === 0) {
       const d0 = w32[off >>> 2];
       const d1 = w16[(off >>> 1) + 2];
       const s0 = w16[(off >>> 1) + 3];

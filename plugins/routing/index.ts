@@ -44,11 +44,9 @@ function process(batch: PacketBatch, r: Router): void {
   const iface = r.interfaces[ifIndex];
   r.now = clock.now === null ? batch.now : clock.now();
   const d = batch.data;
-  // The 16-bit view must be of the same memory, from the same start (data starts the pool).
-  if (r.data !== d) {
-    r.data = d;
-    r.words16 = d.byteOffset === 0 ? new Uint16Array(d.buffer, 0, d.buffer.byteLength >>> 1) : null;
-    r.words32 = d.byteOffset === 0 ? new Uint32Array(d.buffer, 0, d.buffer.byteLength >>> 2) : null;
+  if (r.words16 !== batch.words16) {
+    r.words16 = batch.words16;
+    r.words32 = batch.words32;
   }
   r.cacheIface = -1;
   r.ipv4Hops.clear();

@@ -152,7 +152,7 @@ export class Router {
   cacheWord2 = 0;
   /** the other IPv4 next hops resolved in this batch (see NextHopCache) */
   readonly ipv4Hops = new NextHopCache();
-  /** the packet buffers as 16-bit words (the same memory as batch.data), for header sums */
+  /** the batch's words16 and words32 (PacketBatch), those of the burst at hand */
   words16: Uint16Array | null = null;
   words32: Uint32Array | null = null;
   /**
@@ -161,7 +161,6 @@ export class Router {
    */
   readonly macWord0: Uint32Array;
   readonly macHalf2: Uint16Array;
-  data: Uint8Array | null = null;
   /** packets routed in this batch, counted once at its end */
   routedInBatch = 0;
 

@@ -39,9 +39,9 @@ export class Batch {
   /** per packet: 1 once saveSource() kept its source MAC in the headroom */
   private readonly sourceSaved = new Uint8Array(BATCH_MAX);
 
-  /** the same memory as data, in 16-bit and 32-bit words */
-  private readonly data16: Uint16Array;
-  private readonly data32: Uint32Array;
+  /** the same memory as data, in 16-bit and 32-bit words (PacketBatch) */
+  readonly words16: Uint16Array;
+  readonly words32: Uint32Array;
   /** the pool's per-handle lengths and offload fields, one load nearer (wireLength runs per packet) */
   private readonly lengths: Uint32Array;
   private readonly offload: Uint16Array;
@@ -55,8 +55,8 @@ export class Batch {
     this.lengths = pool.length;
     this.offload = pool.offload;
     this.data = pool.data;
-    this.data16 = new Uint16Array(pool.data.buffer, pool.data.byteOffset, pool.data.byteLength >>> 1);
-    this.data32 = new Uint32Array(pool.data.buffer, pool.data.byteOffset, pool.data.byteLength >>> 2);
+    this.words16 = new Uint16Array(pool.data.buffer, pool.data.byteOffset, pool.data.byteLength >>> 1);
+    this.words32 = new Uint32Array(pool.data.buffer, pool.data.byteOffset, pool.data.byteLength >>> 2);
   }
 
   /** Where packet i's frame starts in data: a multiple of 64 (HEADROOM and the buffer stride are). */
@@ -164,8 +164,8 @@ export class Batch {
     // are 16-bit aligned, bytes 8-11 and off - 4 32-bit aligned): copyWithin would cost a
     // call into the runtime, tens of ns, and this runs for every routed packet.
     const off = this.offset(i);
-    this.data16[(off >>> 1) - 3] = this.data16[(off >>> 1) + 3];
-    this.data32[(off >>> 2) - 1] = this.data32[(off >>> 2) + 2];
+    this.words16[(off >>> 1) - 3] = this.words16[(off >>> 1) + 3];
+    this.words32[(off >>> 2) - 1] = this.words32[(off >>> 2) + 2];
     this.sourceSaved[i] = 1;
   }
 

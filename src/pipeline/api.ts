@@ -42,9 +42,14 @@ export interface PacketBatch {
   /** the packet buffers: packet i's Ethernet frame is data[offset(i) .. offset(i) + length(i)) */
   readonly data: Uint8Array;
   /**
-   * Where packet i's frame starts in data: always a multiple of 64, and data starts its
-   * buffer, so 16- and 32-bit views of data.buffer read aligned header fields in one load.
+   * The same memory as data, from its start, as 16- and 32-bit words of the machine's byte
+   * order: the bytes k, k + 1 of data are words16[k >>> 1] (k even). An aligned header field
+   * read or written in one load or store, not two or four byte accesses (byte swapped on a
+   * little-endian host).
    */
+  readonly words16: Uint16Array;
+  readonly words32: Uint32Array;
+  /** Where packet i's frame starts in data: always a multiple of 64, so its header fields are aligned in words16 and words32. */
   offset(i: number): number;
   length(i: number): number;
   /** the most bytes a frame may have (there is this much room at offset(i); a super-frame has more) */

@@ -262,7 +262,8 @@ const TABLE_BENCHES = ['plugins/routing/lpm-bench.ts', 'plugins/acl/acl-bench.ts
 const tables = TABLE_BENCHES.map((file) => {
   progress(file);
   const args = file === 'bench/uplinks.ts' ? ['--rounds', String(ROUNDS), '--seconds', String(SECONDS)] : values.quick ? ['--quick'] : [];
-  const r = spawnSync(process.execPath, [join(REPO, file), ...args], { encoding: 'utf8', timeout: 1_200_000 });
+  // execArgv: with the hook that inlines constants, as this process (micro/dataplane-jit.ts)
+  const r = spawnSync(process.execPath, [...process.execArgv, join(REPO, file), ...args], { encoding: 'utf8', timeout: 1_200_000 });
   return { file, output: (r.stdout || '').trim(), error: r.status === 0 ? undefined : (r.stderr || r.error?.message || `exit ${r.status}`).split('\n')[0] };
 });
 process.stderr.write('\r\x1b[K');

@@ -267,6 +267,60 @@ t.test('flow cache: two flows of one set both pass from it; a third waits for a 
   t.same(viaCache(pmd0, 1), [true], 'a second later the first flow to come takes a way whose flow was not seen yet');
 });
 
+t.test("flow cache: a flow's slot is read again only after the table changed", async (t) => {
+  const { pmd0, pmd1 } = await pair();
+  const cache = pmd1.state.conntrack!.cache;
+  const reply = udp4(back({ srcPort: 53, dstPort: 5100 }));
+  fate(pmd0, 'in', [udp4(out({ srcPort: 5100, dstPort: 53 }))]);
+  fate(pmd1, 'out', [reply]);
+  fate(pmd1, 'out', [reply]);
+  t.same(fate(pmd1, 'out', [reply]), ['pass']);
+  t.same(viaCache(pmd1, 1), [true], 'cached');
+  // The slot's sequence as the entry noted it, moved on behind the table's back: a write
+  // that a change would have come with. The entry does not look while nothing changed.
+  const entries = cache.entries;
+  const table = cache.table;
+  const way = [...Array(entries.length / 8).keys()].map((k) => k * 8).find((c) => (entries[c + 3] & 0xff) === 17 && entries[c + 2] === ((53 << 16) | 5100));
+  if (way === undefined) throw new Error("the flow's entry is not in the cache");
+  const slotWord = entries[way + 4];
+  table[slotWord] += 2;
+  t.same(fate(pmd1, 'out', [reply, reply]), ['pass', 'pass']);
+  t.same(viaCache(pmd1, 2), [true, true], 'no change since: from the cache, the slot not read');
+  const epoch = cache.epoch;
+  // Another connection opened on the other PMD: a state change (its first reply) is a change.
+  fate(pmd0, 'in', [udp4(out({ srcPort: 5101, dstPort: 53 }))]);
+  fate(pmd0, 'out', [udp4(back({ srcPort: 53, dstPort: 5101 }))]);
+  t.same(fate(pmd1, 'out', [reply]), ['pass'], 'the table decides');
+  t.equal(cache.epoch, epoch + 1, 'a new epoch');
+  t.same(viaCache(pmd1, 1), [false], 'after a change the slot is read: its sequence moved, so not from the cache');
+  fate(pmd1, 'out', [reply]);
+  t.same(fate(pmd1, 'out', [reply, reply]), ['pass', 'pass']);
+  t.same(viaCache(pmd1, 2), [true, true], 'noted again, in the new epoch');
+  table[slotWord] += 2;
+  fate(pmd0, 'in', [udp4(out({ srcPort: 5102, dstPort: 53 }))]);
+  fate(pmd0, 'out', [udp4(back({ srcPort: 53, dstPort: 5102 }))]);
+  t.same(fate(pmd1, 'out', [reply]), ['pass']);
+  t.same(viaCache(pmd1, 1), [false], 'and read again after the next change');
+});
+
+t.test('flow cache: at the wrap of its 24-bit epochs it starts empty', async (t) => {
+  const { pmd0 } = await pair();
+  const cache = pmd0.state.conntrack!.cache;
+  const reply = udp4(back({ srcPort: 53, dstPort: 5200 }));
+  fate(pmd0, 'in', [udp4(out({ srcPort: 5200, dstPort: 53 }))]);
+  fate(pmd0, 'out', [reply]);
+  fate(pmd0, 'out', [reply]);
+  t.same(fate(pmd0, 'out', [reply]), ['pass']);
+  t.same(viaCache(pmd0, 1), [true], 'cached');
+  cache.epoch = 0xffffff;
+  fate(pmd0, 'in', [udp4(out({ srcPort: 5201, dstPort: 53 }))]);
+  fate(pmd0, 'out', [udp4(back({ srcPort: 53, dstPort: 5201 }))]);
+  t.equal(cache.sync(), 1, 'the epoch after 2^24 - 1 is 1');
+  t.equal(cache.entries.reduce((n, w) => n + (w !== 0 ? 1 : 0), 0), 0, 'every entry emptied');
+  t.same(fate(pmd0, 'out', [reply]), ['pass'], 'the table decides');
+  t.same(viaCache(pmd0, 1), [false]);
+});
+
 t.test('a new flow and its next packets in one burst: the first opens it, the others pass as established', async (t) => {
   const { pmd0 } = await pair();
   const sent = udp4(out({ srcPort: 7000, dstPort: 53 }));

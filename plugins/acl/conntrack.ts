@@ -29,6 +29,12 @@ const HEADER_WORDS = 16;
 const H_MAGIC = 0;
 const H_SEED = 1;
 const H_SLOTS = 2;
+/**
+ * Moved on (Atomics.add) before every write that ends a flow's entry, gives its slot to
+ * another flow or changes its state: every write but a refresh of the expiry. The PMDs'
+ * flow caches read a slot again only after it moved (flow-cache.ts).
+ */
+const H_CHANGES = 3;
 export const BUCKET_SLOTS = 8;
 const SLOT_WORDS = 16;
 // Slot words
@@ -179,7 +185,7 @@ export class Conntrack {
     this.seedB = fmix(this.seed ^ 0xa54ff53a);
     this.seedC = fmix(this.seed ^ 0x510e527f);
     this.seedD = fmix(this.seed ^ 0x9b05688c);
-    this.cache = new FlowCache(this.i32, fmix(this.seed ^ 0x1f83d9ab ^ pmd));
+    this.cache = new FlowCache(this.i32, fmix(this.seed ^ 0x1f83d9ab ^ pmd), H_CHANGES);
     this.timeouts = timeouts;
     this.sweepFrom = Math.floor((slots * pmd) / pmdCount);
     this.sweepTo = Math.floor((slots * (pmd + 1)) / pmdCount);
@@ -541,6 +547,7 @@ export class Conntrack {
     if (protocol === IPPROTO_TCP) status = nextTcpStatus(status, tcpFlags, fromOriginator);
     const expires = now + this.timeoutOf(protocol, status);
     if (status === old && expires === u[entry + EXPIRES]) return true;
+    if (status !== old) this.noteChange();
     // Atomics: take the slot only if no one wrote it since our lookup read it (a CAS from
     // that sequence), so we never refresh a slot that was meanwhile given to another flow.
     // A plain store of the expiry alone would race with a writer that closes the entry (a
@@ -557,6 +564,7 @@ export class Conntrack {
   /** A closed TCP entry opened again by a SYN the rules let in: the entry starts over. */
   reopen(entry: number, tcpFlags: number, mark: number, now: number): boolean {
     const seq = this.foundSeq;
+    this.noteChange();
     // Atomics: as in update(): only the slot as our lookup saw it.
     if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return false;
     this.fill(entry, tcpFlags, mark, now);
@@ -593,6 +601,8 @@ export class Conntrack {
       if (u[tags + s] !== 0 && u[base + EXPIRES] > now) continue;
       const seq = Atomics.load(i32, base + SEQ);
       if ((seq & 1) !== 0 || (u[tags + s] !== 0 && u[base + EXPIRES] > now)) continue;
+      // An empty slot was no flow's since its entry was ended (a change then).
+      if (u[tags + s] !== 0) this.noteChange();
       // Atomics: two PMDs may pick the same free slot for two new flows; the CAS from the
       // sequence we read lets one of them have it (and fails if the slot was refreshed or
       // filled since we looked), the other tries the next slot.
@@ -648,6 +658,7 @@ export class Conntrack {
         continue;
       }
       if (u[HEADER_WORDS + s] === 0 || u[base + EXPIRES] > now) continue;
+      this.noteChange();
       // Atomics: as in insertIn(): the slot is emptied only if no one wrote it since we read it
       if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
       u[HEADER_WORDS + s] = 0;
@@ -658,17 +669,27 @@ export class Conntrack {
     return done;
   }
 
+  /** Before a write that is more than a refresh of an expiry (H_CHANGES). */
+  private noteChange(): void {
+    // Atomics: the count moves before the slot's sequence does, so a flow cache that read
+    // the count before it did so before the write began.
+    Atomics.add(this.i32, H_CHANGES, 1);
+  }
+
   private suspect(slot: number, seq: number): void {
     const slots = this.suspectSlot;
     let free = -1;
     for (let k = 0; k < SUSPECTS; k++) {
       if (slots[k] === slot) {
         const base = this.slotsBase + slot * SLOT_WORDS;
-        // Atomics: takes the dead writer's hold over (odd to the next odd) only if it is
-        // still the same one, empties the slot, and releases it.
-        if (this.suspectSeq[k] === seq && Atomics.compareExchange(this.i32, base + SEQ, seq, seq + 2) === seq) {
-          this.u32[HEADER_WORDS + slot] = 0;
-          Atomics.store(this.i32, base + SEQ, seq + 3);
+        if (this.suspectSeq[k] === seq) {
+          this.noteChange();
+          // Atomics: takes the dead writer's hold over (odd to the next odd) only if it is
+          // still the same one, empties the slot, and releases it.
+          if (Atomics.compareExchange(this.i32, base + SEQ, seq, seq + 2) === seq) {
+            this.u32[HEADER_WORDS + slot] = 0;
+            Atomics.store(this.i32, base + SEQ, seq + 3);
+          }
         }
         slots[k] = -1;
         return;

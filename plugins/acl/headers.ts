@@ -7,7 +7,7 @@
 import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, read16, read32 } from '../../src/pipeline/api.ts';
 import type { PacketBatch } from '../../src/pipeline/api.ts';
 import { FRAGMENT, type FlowKeys } from './classifier.ts';
-import { FC_DST, FC_EXPIRES, FC_MARK, FC_PORTS, FC_PROTO, FC_PROTO_BITS, FC_SEQ, FC_SLOT, FC_SRC, FlowCache, SET_WORDS } from './flow-cache.ts';
+import { FC_DST, FC_MARK, FC_NOTED, FC_PORTS, FC_PROTO, FC_PROTO_BITS, FC_SEQ, FC_SLOT, FC_SRC, FlowCache, SET_WORDS } from './flow-cache.ts';
 
 /** IP, with its upper-layer header at l4 (the first fragment, or a whole packet) */
 export const HEADERS_L4 = 0;
@@ -255,6 +255,7 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
   const entries = cache === null ? null : cache.entries;
   const table = cache === null ? null : cache.table;
   const seed = cache === null ? 0 : cache.seed;
+  const epoch = cache === null ? 0 : cache.sync();
   if (h.wordsOf !== d) {
     h.wordsOf = d;
     h.words = LITTLE_ENDIAN && d.byteOffset === 0 ? new Uint16Array(d.buffer, 0, d.buffer.byteLength >>> 1) : null;
@@ -313,11 +314,13 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
           if (entries[c + FC_SRC] !== src || entries[c + FC_DST] !== dst || entries[c + FC_PORTS] !== ports) c += SET_WORDS >>> 1;
           // TCP flags FIN, SYN, RST: the entry would change
           const protoWord = entries[c + FC_PROTO];
-          if (
-            entries[c + FC_SRC] === src && entries[c + FC_DST] === dst && entries[c + FC_PORTS] === ports &&
-            (protoWord & 0xff) === protocol && (flags & 0x07) === 0 &&
-            entries[c + FC_EXPIRES] === ((now + (protoWord >>> FC_PROTO_BITS)) | 0) && table![entries[c + FC_SLOT]] === entries[c + FC_SEQ]
-          ) {
+          let cached = entries[c + FC_SRC] === src && entries[c + FC_DST] === dst && entries[c + FC_PORTS] === ports && (protoWord & 0xff) === protocol && (flags & 0x07) === 0 && entries[c + FC_NOTED] === now;
+          // The slot is read only when the table changed since the entry's epoch (flow-cache.ts).
+          if (cached && protoWord >>> FC_PROTO_BITS !== epoch) {
+            cached = table![entries[c + FC_SLOT]] === entries[c + FC_SEQ];
+            if (cached) entries[c + FC_PROTO] = protocol | (epoch << FC_PROTO_BITS);
+          }
+          if (cached) {
             const mark = entries[c + FC_MARK];
             if (mark !== 0) marks[i] = mark;
             status[i] = HEADERS_ESTABLISHED;

@@ -9,7 +9,7 @@
 // changed in place); the neighbour table is shared by every PMD; both live in shared memory
 // and outlive a PMD.
 import {
-  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, NO_LEARNED_ROUTES, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, parseAddress, parseNetwork, read16, read32,
+  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, NO_LEARNED_ROUTES, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, maskBytes, parseAddress, parseNetwork, read16, read32,
   type ChangedPrefixes, type LearnedRoute, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Prefix, type TableView, type Topology,
 } from '../../src/pipeline/api.ts';
 import { parseRoutingConfig, prefixOf, type NeighbourConfig, type RoutingConfig } from './config.ts';
@@ -66,11 +66,7 @@ function process(batch: PacketBatch, r: Router): void {
     if (length < 14) continue;
     const group = (d[off] & 1) !== 0;
     // Frames start 64-byte aligned: the destination MAC is a 32-bit and a 16-bit word.
-    const toRouter =
-      !group &&
-      (w32 !== null && w16 !== null
-        ? w32[off >>> 2] === macWord0 && w16[(off >>> 1) + 2] === macHalf2
-        : macHi(d, off) === iface.macHi && macLo(d, off) === iface.macLo);
+    const toRouter = !group && w32[off >>> 2] === macWord0 && w16[(off >>> 1) + 2] === macHalf2;
     if (!toRouter && !group) continue;
     const type = read16(d, off + 12);
     if (type === ETHERTYPE_IPV4) {

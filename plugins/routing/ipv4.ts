@@ -57,7 +57,7 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   const w16 = r.words16;
   let src: number;
   let dst: number;
-  if (w16 !== null && LITTLE_ENDIAN) {
+  if (LITTLE_ENDIAN) {
     const at = ip >>> 1;
     const s0 = w16[at + 6];
     const s1 = w16[at + 7];
@@ -121,7 +121,7 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   }
   // TTL - 1 and its checksum (decrementTtlBytes), here in machine-order words: written out,
   // not called, as a call would take V8's inlining budget from headerSumValid.
-  if (w16 !== null && LITTLE_ENDIAN) {
+  if (LITTLE_ENDIAN) {
     const at = ip >>> 1;
     w16[at + 4] = w16[at + 4] - 1; // TTL > 1 here: no borrow into the protocol byte
     const check = (~w16[at + 5] & 0xffff) + 0xfffe;
@@ -131,7 +131,7 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   // few flows), as it is for one resolved earlier in it (r.ipv4Hops); otherwise the
   // neighbour table decides (deliver).
   const w32 = r.words32;
-  if (!oversize && w32 !== null && w16 !== null && ((outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheFamily === 4) || r.ipv4Hops.recall(r, outIndex, hop))) {
+  if (!oversize && ((outIndex === r.cacheIface && hop === r.cacheA0 && r.cacheFamily === 4) || r.ipv4Hops.recall(r, outIndex, hop))) {
     batch.saveSource(i);
     w32[off >>> 2] = r.cacheWord0;
     w16[(off >>> 1) + 2] = r.cacheHalf2;
@@ -180,7 +180,7 @@ function sendOn(r: Router, batch: PacketBatch, i: number, iface: Interface): voi
 function headerSumValid(r: Router, d: Uint8Array, ip: number, ihl: number): boolean {
   const w = r.words16;
   // NB: the byte loads apart, so that this stays small enough for V8 to inline.
-  if ((ip & 1) !== 0 || w === null) return headerSumValidBytes(d, ip, ihl);
+  if ((ip & 1) !== 0) return headerSumValidBytes(d, ip, ihl);
   const at = ip >>> 1;
   let sum = w[at] + w[at + 1] + w[at + 2] + w[at + 3] + w[at + 4] + w[at + 5] + w[at + 6] + w[at + 7] + w[at + 8] + w[at + 9];
   for (let k = 10; k < ihl >>> 1; k++) sum += w[at + k];

@@ -152,9 +152,9 @@ export class Router {
   cacheWord2 = 0;
   /** the other IPv4 next hops resolved in this batch (see NextHopCache) */
   readonly ipv4Hops = new NextHopCache();
-  /** the batch's words16 and words32 (PacketBatch), those of the burst at hand */
-  words16: Uint16Array | null = null;
-  words32: Uint32Array | null = null;
+  /** the batch's words16 and words32 (PacketBatch), taken at the start of each burst */
+  words16: Uint16Array = new Uint16Array(0);
+  words32: Uint32Array = new Uint32Array(0);
   /**
    * By interface, the router's MAC as the machine-order words a frame's first 6 bytes read
    * as (words32 at the frame's start, words16 after): one compare each, not six byte loads.
@@ -389,7 +389,6 @@ export class Router {
 export function cacheHeader(r: Router, d: Uint8Array, off: number): void {
   const w16 = r.words16;
   const w32 = r.words32;
-  if (w16 === null || w32 === null) return;
   r.cacheWord0 = w32[off >>> 2];
   r.cacheHalf2 = w16[(off >>> 1) + 2];
   r.cacheHalf3 = w16[(off >>> 1) + 3];

@@ -303,6 +303,38 @@ t.test("flow cache: a flow's slot is read again only after the table changed", a
   t.same(viaCache(pmd1, 1), [false], 'and read again after the next change');
 });
 
+t.test('flow cache: the change count moves only while the write holds its slot', async (t) => {
+  // Moved before the slot's sequence, a cache could read the new count, then the slot as it
+  // was before the write, and serve the old entry in the new epoch.
+  const { pmd0, pmd1 } = await pair();
+  const table = pmd1.state.conntrack!.cache.table;
+  const slots = table[2]; // the header's slot count; the tags, then the slots of 16 words, sequence first
+  const slotsHeld = () => {
+    let held = 0;
+    for (let s = 0; s < slots; s++) if ((table[16 + slots + s * 16] & 1) !== 0) held++;
+    return held;
+  };
+  const heldAtChange: number[] = [];
+  const add = Atomics.add;
+  Atomics.add = ((array: Int32Array, index: number, value: number) => {
+    if (array === table && index === 3) heldAtChange.push(slotsHeld());
+    return add(array, index, value);
+  }) as typeof Atomics.add;
+  try {
+    fate(pmd0, 'in', [udp4(out({ srcPort: 5300, dstPort: 53 }))]);
+    fate(pmd1, 'out', [udp4(back({ srcPort: 53, dstPort: 5300 }))]); // replied: a new state
+    fate(pmd0, 'in', [tcp4(out({ srcPort: 40300, dstPort: 80, flags: 'S' }))]);
+    fate(pmd1, 'out', [tcp4(back({ srcPort: 80, dstPort: 40300, flags: 'SA' }))]);
+    fate(pmd0, 'in', [tcp4(out({ srcPort: 40300, dstPort: 80, flags: 'A' }))]);
+    fate(pmd1, 'out', [tcp4(back({ srcPort: 80, dstPort: 40300, flags: 'R' }))]); // closed
+    t.same(fate(pmd0, 'in', [tcp4(out({ srcPort: 40300, dstPort: 80, flags: 'S' }))]), ['pass'], 'opened again');
+  } finally {
+    Atomics.add = add;
+  }
+  t.ok(heldAtChange.length >= 3, `the changes counted (${heldAtChange.length})`);
+  t.same(heldAtChange, heldAtChange.map(() => 1), "each while one slot's sequence was odd: the write's");
+});
+
 t.test('flow cache: at the wrap of its 24-bit epochs it starts empty', async (t) => {
   const { pmd0 } = await pair();
   const cache = pmd0.state.conntrack!.cache;

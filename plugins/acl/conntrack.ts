@@ -30,9 +30,10 @@ const H_MAGIC = 0;
 const H_SEED = 1;
 const H_SLOTS = 2;
 /**
- * Moved on (Atomics.add) before every write that ends a flow's entry, gives its slot to
- * another flow or changes its state: every write but a refresh of the expiry. The PMDs'
- * flow caches read a slot again only after it moved (flow-cache.ts).
+ * Moved on (Atomics.add) by every write that ends a flow's entry, gives its slot to
+ * another flow or changes its state, once the write holds the slot: every write but a
+ * refresh of the expiry. The PMDs' flow caches read a slot again only after it moved
+ * (flow-cache.ts).
  */
 const H_CHANGES = 3;
 export const BUCKET_SLOTS = 8;
@@ -547,13 +548,13 @@ export class Conntrack {
     if (protocol === IPPROTO_TCP) status = nextTcpStatus(status, tcpFlags, fromOriginator);
     const expires = now + this.timeoutOf(protocol, status);
     if (status === old && expires === u[entry + EXPIRES]) return true;
-    if (status !== old) this.noteChange();
     // Atomics: take the slot only if no one wrote it since our lookup read it (a CAS from
     // that sequence), so we never refresh a slot that was meanwhile given to another flow.
     // A plain store of the expiry alone would race with a writer that closes the entry (a
     // reset on another PMD): a closed connection could live on for tcpEstablished. This
     // runs about once a second per flow, not per packet.
     if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return false;
+    if (status !== old) this.noteChange();
     u[entry + STATUS] = status;
     u[entry + EXPIRES] = expires;
     // Atomics: publishes the words above to readers, who check the sequence.
@@ -564,9 +565,9 @@ export class Conntrack {
   /** A closed TCP entry opened again by a SYN the rules let in: the entry starts over. */
   reopen(entry: number, tcpFlags: number, mark: number, now: number): boolean {
     const seq = this.foundSeq;
-    this.noteChange();
     // Atomics: as in update(): only the slot as our lookup saw it.
     if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return false;
+    this.noteChange();
     this.fill(entry, tcpFlags, mark, now);
     Atomics.store(this.i32, entry + SEQ, seq + 2);
     return true;
@@ -602,11 +603,12 @@ export class Conntrack {
       const seq = Atomics.load(i32, base + SEQ);
       if ((seq & 1) !== 0 || (u[tags + s] !== 0 && u[base + EXPIRES] > now)) continue;
       // An empty slot was no flow's since its entry was ended (a change then).
-      if (u[tags + s] !== 0) this.noteChange();
+      const ended = u[tags + s] !== 0;
       // Atomics: two PMDs may pick the same free slot for two new flows; the CAS from the
       // sequence we read lets one of them have it (and fails if the slot was refreshed or
       // filled since we looked), the other tries the next slot.
       if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
+      if (ended) this.noteChange();
       this.fill(base, tcpFlags, mark, now);
       Atomics.store(i32, base + SEQ, seq + 2);
       return true;
@@ -658,9 +660,9 @@ export class Conntrack {
         continue;
       }
       if (u[HEADER_WORDS + s] === 0 || u[base + EXPIRES] > now) continue;
-      this.noteChange();
       // Atomics: as in insertIn(): the slot is emptied only if no one wrote it since we read it
       if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
+      this.noteChange();
       u[HEADER_WORDS + s] = 0;
       Atomics.store(i32, base + SEQ, seq + 2);
     }
@@ -669,10 +671,13 @@ export class Conntrack {
     return done;
   }
 
-  /** Before a write that is more than a refresh of an expiry (H_CHANGES). */
+  /** Once a write that is more than a refresh of an expiry holds its slot (H_CHANGES). */
   private noteChange(): void {
-    // Atomics: the count moves before the slot's sequence does, so a flow cache that read
-    // the count before it did so before the write began.
+    // Atomics: the count moves after the slot's sequence turned odd. A flow cache that
+    // reads the new count then finds the slot's sequence moved too; one that read the old
+    // count, and the slot before the write, reads the new count at its next burst. Moved
+    // before the sequence, a cache could read the new count, then the slot before the
+    // write began, and serve the old entry in the new epoch until the second ends.
     Atomics.add(this.i32, H_CHANGES, 1);
   }
 
@@ -683,10 +688,10 @@ export class Conntrack {
       if (slots[k] === slot) {
         const base = this.slotsBase + slot * SLOT_WORDS;
         if (this.suspectSeq[k] === seq) {
-          this.noteChange();
           // Atomics: takes the dead writer's hold over (odd to the next odd) only if it is
           // still the same one, empties the slot, and releases it.
           if (Atomics.compareExchange(this.i32, base + SEQ, seq, seq + 2) === seq) {
+            this.noteChange();
             this.u32[HEADER_WORDS + slot] = 0;
             Atomics.store(this.i32, base + SEQ, seq + 3);
           }

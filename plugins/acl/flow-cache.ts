@@ -45,11 +45,12 @@ const EPOCH_MASK = 0xffffff;
  * stands still: it moves with every write that ends a flow's entry, gives its slot to
  * another flow or changes its state (once the writer holds the slot, so that a cache that
  * sees the new count sees the slot's sequence moved too), that is every write but a
- * refresh of the expiry, which the noted second covers. An entry whose slot was found unchanged in the cache's
- * current epoch (one per change count seen, sync()) serves without it; after a change, at
- * its next packet, the slot's sequence decides, and the entry takes the new epoch. With
- * 1,024 flows and the default table (262,144 slots of a cache line each), that load was a
- * miss per packet: 23 ns of the full pipeline's 265 in the benchmark.
+ * refresh of the expiry, which the noted second covers. An entry whose slot was found
+ * unchanged in the cache's current epoch (one per change count seen, sync()) serves
+ * without it; after a change, at its next packet, the slot's sequence decides, and the
+ * entry takes the new epoch. With 1,024 flows and the default table (262,144 slots of a
+ * cache line each), that load was a miss per packet: 23 ns of the full pipeline's 265 in
+ * the benchmark.
  */
 export class FlowCache {
   /** entries of WORDS words */

@@ -28,6 +28,7 @@ export const EVENTS = {
   'config.invalid': 'the config was refused at start (vrouter exits with status 2)',
   'config.reloaded': 'a reload (SIGHUP, admin endpoint) put a new config in force, or found nothing changed',
   'config.refused': 'a reload was refused; the running config and plugins stay',
+  'config.restore_failed': 'after a refused change, the tables in force could not be prepared again: what the PMDs read may differ from the config in force until the next change',
   'plugin.reloaded': 'a changed plugin file was loaded; the PMDs restart on it',
   'plugin.tables_swapped': 'a PMD took a plugin\'s new config and tables between bursts',
   'plugin.failed': 'a plugin threw, or could not start in a PMD and was taken out',

@@ -20,7 +20,7 @@ import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_NOT_IP, Ipv
 import { isIcmpError, REJECT_LIMITED, REJECT_SENT, Rejecter } from './reject.ts';
 import { DENY, parseAclConfig, PERMIT, rulesFor, type AclConfig } from './rules.ts';
 import type { FlowKeys } from './classifier.ts';
-import { CONNTRACK_REGION, hitsBlockBytes, readTables, regionNames, tablesBytes } from './tables.ts';
+import { CONNTRACK_REGION, hitsBlockBytes, holdsRules, readTables, regionNames, tablesBytes } from './tables.ts';
 
 export type { AclConfig } from './rules.ts';
 
@@ -577,9 +577,14 @@ function sharedMemory(config: AclConfig, topology: Topology): Record<string, num
 async function prepare(setup: PluginSetup<AclConfig>): Promise<void> {
   const rules: AclRule[] = rulesFor(setup.config, setup.topology.ports);
   const names = regionNames(rules);
-  const input: CompileInput = { rules, memory: setup.shared[names.tables] };
-  const summary = await setup.runJob<CompileSummary>(COMPILE_JOB, input);
-  setup.log.info(`${summary.rules} rules compiled in ${summary.ms.toFixed(1)} ms into ${(summary.bytes / 1024).toFixed(0)} KiB`);
+  const memory = setup.shared[names.tables];
+  // A region kept from before that holds these very rules is what the PMDs read: written
+  // again, they could see it half-way (a change of the default action, a refused change
+  // undone). A new region is compiled.
+  if (setup.fresh(names.tables) || !holdsRules(memory, rules)) {
+    const summary = await setup.runJob<CompileSummary>(COMPILE_JOB, { rules, memory } satisfies CompileInput);
+    setup.log.info(`${summary.rules} rules compiled in ${summary.ms.toFixed(1)} ms into ${(summary.bytes / 1024).toFixed(0)} KiB`);
+  }
   // A table kept from before a reload holds live connections (and the seed they hash by).
   if (setup.config.tracking && setup.fresh(CONNTRACK_REGION)) initConntrack(setup.shared[CONNTRACK_REGION], crypto.getRandomValues(new Uint32Array(1))[0]);
 }

@@ -49,6 +49,8 @@ interface FibTables {
   lpm4: Lpm4Writer;
   lpm6: Lpm6Writer;
   regions: Record<string, ArrayBufferLike>;
+  /** a change in place stopped part-way (no room left): the tables hold some of it, and only a compile makes them whole again */
+  partial: boolean;
 }
 
 /**
@@ -93,6 +95,7 @@ export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly 
     async apply() {
       if (running !== undefined && change !== null) {
         const changed = changeInPlace(running, change);
+        running.partial = changed === null;
         if (changed !== null) {
           for (const [text, routes] of change.staticRoutes) {
             if (routes === null) running.statics.delete(text);
@@ -122,6 +125,7 @@ export async function learnFib(setup: PluginSetup<RoutingConfig>, interfaces: re
   if (running !== undefined) {
     const change = learnedChangeOf(running, setup.learnedRoutes ?? NO_LEARNED_ROUTES, prefixes);
     const changed = change === null ? null : changeInPlace(running, change);
+    running.partial ||= change !== null && changed === null;
     if (changed !== null) {
       if (changed > 0) setup.log.info(`${changed} learned route changes made in place in ${(performance.now() - started).toFixed(1)} ms`);
       return running.regions;
@@ -131,9 +135,22 @@ export async function learnFib(setup: PluginSetup<RoutingConfig>, interfaces: re
   return compileWhole(setup, resolveRoutes(setup.config, interfaces, statics), key, statics, interfaces, started);
 }
 
-/** The tables in use over these regions, if resolved against these interfaces (any, without `interfaces`). */
+/**
+ * The tables in use over these regions, if resolved against these interfaces (any, without
+ * `interfaces`). Tables whose own regions are all among them come first: after a refused
+ * change the memory in force comes back whole (Supervisor.restoreTables), while the region
+ * kept (the neighbour table) may lead to the tables compiled for the change refused.
+ */
 function runningFib(shared: Readonly<Record<string, ArrayBufferLike>>, interfaces?: string): FibTables | undefined {
-  return Object.values(shared).map((b) => routers.get(b)).find((t) => t !== undefined && (interfaces === undefined || t.interfaces === interfaces));
+  const regions = Object.values(shared);
+  let led: FibTables | undefined;
+  for (const b of regions) {
+    const t = routers.get(b);
+    if (t === undefined || (interfaces !== undefined && t.interfaces !== interfaces)) continue;
+    if (Object.values(t.regions).every((r) => regions.includes(r))) return t;
+    led ??= t;
+  }
+  return led;
 }
 
 /** The keys of the static routes' prefixes, but those the interfaces' routes overrule. */
@@ -211,6 +228,7 @@ function staticsDiffering(t: FibTables, config: RoutingConfig): Map<string, Pref
 
 /** The routes of the prefixes whose static routes changed, resolved; null when there are too many. */
 function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
+  if (t.partial) return null;
   const touched = staticsTouched(t, config.routes) ?? staticsDiffering(t, config);
   const changed: string[] = [];
   for (const [text, routes] of touched) if (t.statics.get(text)?.says !== routes?.says) changed.push(text);
@@ -238,6 +256,7 @@ function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Inte
 
 /** The learned routes of `prefixes` that are not overruled, resolved; null when there are too many. */
 function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
+  if (t.partial) return null;
   if (prefixes.size > MOST_IN_PLACE) return null;
   const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [], staticRoutes: new Map() };
   for (const text of prefixes) {
@@ -412,7 +431,7 @@ async function compileWhole(setup: PluginSetup<RoutingConfig>, fib: ResolvedFib,
   const lpm4 = new Lpm4Writer({ format: LPM4_FORMAT, tbl24: out.regions['lpm4-tbl24'], tbl8: out.regions['lpm4-tbl8'], tbl8Groups: meta[0] }, out.depths, input.v4);
   const lpm6 = new Lpm6Writer({ format: LPM6_FORMAT, direct: out.regions['lpm6-direct'], nodes: out.regions['lpm6-nodes'], nodeCount: meta[1], leafCount: meta[2] }, input.v6);
   const interfaceKeys = new Set(interfaceRoutes(ifaces).map((r) => keyOf(r.prefix)));
-  const tables: FibTables = { interfaces, interfaceKeys, statics, routes: setup.config.routes, staticKeys: staticKeysOf(statics, interfaceKeys), learned, nextHops, lpm4, lpm6, regions: { ...out.regions, nexthops: nextHops.buffer } };
+  const tables: FibTables = { interfaces, interfaceKeys, statics, routes: setup.config.routes, staticKeys: staticKeysOf(statics, interfaceKeys), learned, nextHops, lpm4, lpm6, regions: { ...out.regions, nexthops: nextHops.buffer }, partial: false };
   for (const b of Object.values(setup.shared)) routers.set(b, tables);
   setup.log.info(`${n4 + n6} routes compiled in ${Math.round(performance.now() - started)} ms (${ifaces.length} interfaces, ${learnedCount} learned routes)`);
   return tables.regions;

@@ -127,19 +127,47 @@ function betweenBursts(r: Router): void {
 async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string, ArrayBufferLike>> {
   const { interfaces, byPort } = interfacesOf(setup.topology);
   const fib = planFib(setup, interfaces);
-  const table = new NeighbourTable(setup.shared[neighbourRegionOf(setup.topology)], interfaces.length);
-  setup.config.neighbours.forEach((n, k) => {
+  const region = setup.shared[neighbourRegionOf(setup.topology)];
+  const table = new NeighbourTable(region, interfaces.length);
+  // Every entry checked before any is written: a refused config writes none.
+  const statics = setup.config.neighbours.map((n, k) => {
     const port = setup.topology.ports.find((p) => p.name === n.port);
     if (port === undefined) throw new PluginConfigError(`neighbours[${k}].port`, `no port named "${n.port}"`);
     const iface = byPort[port.index];
     if (iface < 0) throw new PluginConfigError(`neighbours[${k}].port`, `${n.port} has no router addresses (nor has its bridge)`);
-    const w = addressWords(n);
-    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port.index, STATIC, Date.now(), true) < 0) {
-      throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
-    }
+    return { n, iface, port: port.index };
   });
+  writeStaticNeighbours(region, table, statics);
   writeLearnedNeighbours(setup, table, byPort);
   return fib.apply();
+}
+
+/** The config's static neighbours written last, by neighbour table: those left out since are removed. */
+const staticsWritten = new WeakMap<ArrayBufferLike, Map<string, { iface: number; n: NeighbourConfig }>>();
+
+/**
+ * The config's static neighbours into the table, and those of the config before that it no
+ * longer holds out of it (a STATIC entry never ages: left, it would hold its MAC for good).
+ * One that finds no room is refused; what was written before it stays known, so that the
+ * config in force, prepared again, removes it.
+ */
+function writeStaticNeighbours(region: ArrayBufferLike, table: NeighbourTable, statics: readonly { n: NeighbourConfig; iface: number; port: number }[]): void {
+  const before = staticsWritten.get(region) ?? new Map<string, { iface: number; n: NeighbourConfig }>();
+  const now = new Map<string, { iface: number; n: NeighbourConfig }>();
+  statics.forEach(({ n, iface, port }, k) => {
+    const w = addressWords(n);
+    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port, STATIC, Date.now(), true) < 0) {
+      staticsWritten.set(region, new Map([...before, ...now]));
+      throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
+    }
+    now.set(`${iface} ${n.address.text}`, { iface, n });
+  });
+  for (const [key, { iface, n }] of before) {
+    if (now.has(key)) continue;
+    const w = addressWords(n);
+    table.remove(iface, n.address.family, w[0], w[1], w[2], w[3]);
+  }
+  staticsWritten.set(region, now);
 }
 
 /** In the control plane: the learned routes to `prefixes` changed, in place or compiled with the rest (fib-tables.ts). */

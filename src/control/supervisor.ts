@@ -969,9 +969,14 @@ export class Supervisor {
     const memory = allocatePluginMemory(plans, this.pluginMemory);
     // Plugins that did not change keep all they had, the regions prepare() returned too.
     for (const p of plans) if (!changed.includes(p)) memory[p.name] = this.pluginMemory[p.name];
-    await preparePlugins(changed, memory, topology, this.pluginMemory, this.learnedRoutes);
-    // The last step that may refuse: the sockets of new ports.
-    if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune });
+    try {
+      await preparePlugins(changed, memory, topology, this.pluginMemory, this.learnedRoutes);
+      // The last step that may refuse: the sockets of new ports.
+      if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune });
+    } catch (err) {
+      await this.restoreTables(changed);
+      throw err;
+    }
     const versions = changed.map((p) => `${p.name} ${running(p).pluginVersion} -> ${p.pluginVersion}`).join(', ');
     // The PMDs read tables changed in place as they change: a plugin whose PMD config and
     // regions stayed (routes changed, which the routing stage's PMD config leaves out) has
@@ -1050,6 +1055,28 @@ export class Supervisor {
   }
 
   /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */
+  /**
+   * After a refused apply: prepare() may have changed tables in force in place (routes,
+   * static neighbours, policers) before the step that refused. It runs again for those
+   * plugins with the configs in force, over the memory in force (every region kept), so
+   * that the PMDs read what the config in force says. Should it hand back other regions
+   * than those in force, the PMDs take them as after a change.
+   */
+  private async restoreTables(touched: readonly PluginPlan[]): Promise<void> {
+    const before = this.plugins.filter((p) => touched.some((t) => t.name === p.name));
+    const memory: PluginMemory = Object.fromEntries(before.map((p) => [p.name, { ...this.pluginMemory[p.name] }]));
+    try {
+      await preparePlugins(before, memory, this.topology, memory, this.learnedRoutes);
+    } catch (err) {
+      log.error(`the tables in force could not be prepared again after a refused change: ${(err as Error).message}`, 'config.restore_failed');
+      return;
+    }
+    const moved = before.filter((p) => !sameRegions(memory[p.name], this.pluginMemory[p.name]));
+    if (moved.length === 0) return;
+    this.useMemory({ ...this.pluginMemory, ...Object.fromEntries(moved.map((p) => [p.name, memory[p.name]])) });
+    this.postTables(moved);
+  }
+
   private postTables(plans: readonly PluginPlan[]): void {
     const update: TablesUpdate = { generation: this.tablesGeneration, tables: plans.map((p) => ({ name: p.name, config: p.pmdConfig, shared: this.pluginMemory[p.name] })) };
     this.dataplane?.postTables(update);

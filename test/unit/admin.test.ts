@@ -10,6 +10,8 @@ import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts
 import { waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { adminClient as client } from '../support/admin-client.ts';
+import { testGuest } from '../support/test-guest.ts';
+import { udp4 } from '../support/frames.ts';
 import { ROUTED } from '../support/routed-config.ts';
 
 t.test('reading: every resource, and the OpenAPI document against the routes', async (t) => {
@@ -124,6 +126,68 @@ t.test('changing routes live, and refusals that change nothing', async (t) => {
   const acl = await api.call('PUT', '/acl', { rules: [{ action: 'deny', protocol: 'udp', dstPort: 53 }], default: 'permit' });
   t.match(acl, { status: 200, json: { mode: 'live', plugins: ['acl'] } });
   t.match(await api.call('PUT', '/acl', { rules: [{ action: 'drop' }] }), { status: 400, json: { error: { code: 'VR_CONFIG', field: 'acl[0].action' } } });
+  t.ok(vr.alive());
+});
+
+t.test('a change refused at its last step leaves the tables as the config in force says', async (t) => {
+  const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01' };
+  const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b' };
+  const ports = ROUTED.ports.map((p) => (p.name === 'a' || p.name === 'b' ? { ...p, routerMac: ROUTER[p.name] } : p));
+  const statics = [{ address: '10.0.1.2', mac: GUEST.a, port: 'a' }, { address: '10.0.2.2', mac: GUEST.b, port: 'b' }];
+  const vr = await startVrouter({ ...ROUTED, ports, neighbours: statics });
+  t.teardown(() => vr.stop());
+  const api = client(vr);
+  const [devA, devB] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [devA, devB].forEach((d) => d.close()));
+  const [a, b] = [testGuest(devA), testGuest(devB)];
+  // Whether a packet from a to `dst` leaves by b: a packet to 192.0.2.1 (the config's route
+  // via b) follows it, and once that one is out, the first is out too or never will be.
+  let marks = 0;
+  const forwarded = async (dst: string) => {
+    const mark = ++marks;
+    const udp = (to: string, srcPort: number) => udp4({ src: '10.0.1.2', dst: to, srcPort, dstPort: 9, payload: 20, srcMac: GUEST.a, dstMac: ROUTER.a });
+    await a.send([udp(dst, 5000 + mark), udp('192.0.2.1', 6000 + mark)]);
+    await waitFor(`mark ${mark} on b`, () => b.poll().some((f) => f.ip?.dst === '192.0.2.1' && f.l4?.srcPort === 6000 + mark) || undefined, 5000);
+    return b.poll().some((f) => f.ip?.dst === dst && f.l4?.srcPort === 5000 + mark);
+  };
+  const before = (await api.call('GET', '/config')).json;
+  // The sockets of new ports are made after the tables are prepared, and the ratelimit
+  // stage prepares after the routing stage: a route changed in place, or a table compiled
+  // whole (a /7), then the change refused, is undone.
+  const unmakeable = [...before.ports, { name: 'e', socket: `${vr.dir}/config.json/e.sock` }];
+  const refusals: [string, string, Record<string, unknown>, string][] = [
+    ['198.51.100.0/24', '198.51.100.1', { ports: unmakeable, policers: [{ name: 'p', cir: '1mbit', apply: [{ inPort: 'a' }] }] }, 'ports'],
+    ['100.0.0.0/7', '100.0.0.1', { ports: unmakeable }, 'ports'],
+    ['100.0.0.0/7', '100.0.0.1', { policers: [{ name: 'p', cir: '1mbit', apply: [{ inPort: 'zz' }] }] }, 'policers[0].apply[0].inPort'],
+  ];
+  for (const [prefix, probe, more, field] of refusals) {
+    const refused = await api.call('PUT', '/config', { ...before, routes: [...before.routes, { prefix, via: '10.0.2.2' }], ...more });
+    t.match(refused, { status: 400, json: { error: { field } } }, `${prefix}, refused for ${field}: ${refused.text.trim()}`);
+    t.same((await api.call('GET', '/config')).json, before, 'the config in force stays');
+    t.notOk(await forwarded(probe), `${prefix} is not in the tables the PMDs read`);
+  }
+  // A later change lands in the tables the PMDs read.
+  const later = [...before.routes, { prefix: '100.0.0.0/7', via: '10.0.2.2' }, { prefix: '198.18.0.0/24', via: '10.0.2.2' }];
+  t.match(await api.call('PUT', '/config', { ...before, routes: later }), { status: 200 });
+  t.ok(await forwarded('198.18.0.1'), 'a route added after it is in the tables in force');
+  t.ok(await forwarded('100.0.0.1'), 'and the /7 too');
+  t.match(await api.call('PUT', '/config', before), { status: 200 });
+
+  // Static neighbours: every entry checked before any is written; one removed is gone.
+  const addresses = async () => ((await api.call('GET', '/neighbours')).json as { address: string }[]).map((n) => n.address).sort();
+  const more = [{ address: '10.0.2.66', mac: '52:54:00:66:66:66', port: 'b' }, { address: '10.0.9.9', mac: '52:54:00:99:99:99', port: 'c' }];
+  t.match(await api.call('PUT', '/config', { ...before, neighbours: [...statics, ...more] }), { status: 400, json: { error: { field: 'neighbours[3].port' } } });
+  t.same(await addresses(), ['10.0.1.2', '10.0.2.2'], 'the refused neighbours left nothing');
+  t.equal((await api.call('POST', '/neighbours', more[0])).status, 200);
+  t.same(await addresses(), ['10.0.1.2', '10.0.2.2', '10.0.2.66']);
+  t.equal((await api.call('DELETE', '/neighbours/10.0.2.66')).status, 200);
+  t.same(await addresses(), ['10.0.1.2', '10.0.2.2'], 'a static neighbour removed leaves the table');
+
+  // A kept ACL region holds its rules compiled: a new default action does not write it again.
+  const compiles = () => (vr.stderr().match(/rules compiled/g) ?? []).length;
+  const compiled = compiles();
+  t.match(await api.call('PUT', '/acl', { rules: before.acl, default: 'deny' }), { status: 200, json: { mode: 'live' } });
+  t.equal(compiles(), compiled, 'the same rules are not compiled again into the region the PMDs read');
   t.ok(vr.alive());
 });
 

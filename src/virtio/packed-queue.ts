@@ -2,7 +2,8 @@
 // driver and device both write, wrap counters in place of indexes, event suppression areas
 // in place of avail/used flags. The checks are the split ring's (split-queue.ts): every
 // buffer is translated through the memory table, chains and indirect tables are bounded,
-// and nothing the guest writes makes one call read more than the ring's size of descriptors.
+// and nothing the guest writes makes one chain cost more than maxChain + 1 descriptor reads
+// (and its indirect table's entries).
 //
 // Positions are `index | wrap counter << 15`, the vring base vhost-user gives packed rings.
 // vrouter returns chains in the order it takes them, so used descriptors land exactly where
@@ -232,8 +233,8 @@ export class PackedQueue implements Virtqueue {
    * See Virtqueue.takeChain. A chain is the descriptors from lastAvailIdx up to the first
    * without NEXT, wrapping at the ring's end (2.8.6); its buffer id is the last one's. A
    * bad chain is still skipped whole and returned, so the queue moves on; one that never
-   * ends (NEXT on all `size` descriptors) means the ring is corrupt: `failure` says so,
-   * and NO_CHAIN comes back.
+   * ends (NEXT on all `size` descriptors), or goes on past maxChain, means the ring is
+   * corrupt: `failure` says so, and NO_CHAIN comes back.
    * The plain reads after the flags are ordered by the branch on them (x86 keeps loads in
    * order), as the split ring's entries are by its one avail->idx read.
    */
@@ -310,6 +311,13 @@ export class PackedQueue implements Virtqueue {
     for (;;) {
       if (descs === this.size) {
         this.failure = `descriptor chain from ${position & INDEX} never ends (NEXT on every descriptor)`;
+        return NO_CHAIN;
+      }
+      // No chain may have more: its end is where the next chain starts, so one longer could
+      // only be skipped by walking on, up to the ring's size in reads a burst (32,768),
+      // again every burst the guest re-arms it with two stores. It fails the queue instead.
+      if (descs > this.maxChain) {
+        this.failure = `descriptor chain from ${position & INDEX} has more than ${this.maxChain} descriptors`;
         return NO_CHAIN;
       }
       if (descs > 0) flags = desc16[at * 8 + 7];

@@ -285,6 +285,26 @@ t.test('a ring whose chain never ends stops the queue, and only that queue', asy
   t.match(rx.queue.failure, /never ends/);
 });
 
+t.test('a chain past the most descriptors a chain may have fails the queue, read no further', async (t) => {
+  // Skipped whole, such a chain would cost up to the ring's size in reads every burst (its
+  // end is where the next chain starts), and the guest re-arms it with two stores.
+  const { ram, driverQ, owner, queue, pool, handles } = setup(t, { size: 1024 });
+  const buf = ram.gpa(ram.alloc(2048));
+  for (let i = 0; i < 1024; i++) driverQ.writeDesc(i, { addr: buf, len: 64, id: i, flags: (i === 1000 ? 0 : VIRTQ_DESC_F_NEXT) | VIRTQ_DESC_F_AVAIL });
+  queue.descriptorsRead = 0;
+  t.equal(receiveBurst(owner, pool, handles, 0, 32), -1, 'the burst says the ring is corrupt');
+  t.match(queue.failure, /from 0 has more than 128 descriptors/, 'failure says why');
+  t.ok(queue.descriptorsRead <= MAX_CHAIN_DESCRIPTORS + 1, `${queue.descriptorsRead} descriptors read, not 1,001`);
+  t.equal(pool.available, 64, 'no buffer leaked');
+  // As a guest RX queue.
+  const rx = setup(t, { size: 1024 });
+  for (let i = 0; i < 1024; i++) rx.driverQ.writeDesc(i, { addr: buf, len: 64, id: i, flags: (i === 1000 ? 0 : VIRTQ_DESC_F_NEXT) | VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_AVAIL });
+  rx.queue.descriptorsRead = 0;
+  t.equal(deliverBurst(rx.owner, true, rx.pool, Uint32Array.of(bufferWith(rx.pool, ethernetFrame(A, B, 60))), 1), 0);
+  t.match(rx.queue.failure, /has more than 128 descriptors/);
+  t.ok(rx.queue.descriptorsRead <= MAX_CHAIN_DESCRIPTORS + 1, `${rx.queue.descriptorsRead} descriptors read as an RX chain`);
+});
+
 t.test('guest TX: a burst of long chains stops at its descriptor budget; the rest waits', async (t) => {
   const { ram, driverQ, owner, pool, handles, counters } = setup(t, { size: 1024 });
   const off = ram.alloc(2048);

@@ -71,6 +71,8 @@ const SPARE_RETRY_MS = 5000;
 const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
+/** How long a stuck PMD terminated may take to end before its process is killed. */
+const TERMINATE_GRACE_MS = 3000;
 const WATCHDOG_MS = 250;
 /**
  * Changes arriving within this long of an apply of changes are applied together, after it
@@ -655,7 +657,23 @@ export class Supervisor {
         log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
       }
       this.terminatePmd(id);
+      this.killUnlessEnded(id);
     });
+  }
+
+  /**
+   * A thread blocked in a system call (a write to an eventfd a frontend made blocking and
+   * full, any call that never returns) does not end when terminated: then the data-plane
+   * process is killed, and the spare takes over as after a crash.
+   */
+  private killUnlessEnded(id: number): void {
+    const dataplane = this.dataplane;
+    const incarnation = this.incarnations[id];
+    setTimeout(() => {
+      if (this.stopping || this.dataplane !== dataplane || dataplane === null || this.incarnations[id] !== incarnation) return;
+      log.error(`pmd${id} did not end ${TERMINATE_GRACE_MS} ms after it was terminated (blocked in a system call): killing the data-plane process`, 'pmd.stuck', { pmd: id });
+      void dataplane.kill();
+    }, TERMINATE_GRACE_MS).unref();
   }
 
   /** Frees the regions of replaced tables that no PMD uses any more. */

@@ -812,21 +812,8 @@ export class VhostConnection {
    * disconnected.
    */
   private auditFds(): void {
-    for (const [index, v] of this.vrings.entries()) {
-      for (const [fd, what] of [[v.kickFd, 'kick'], [v.callFd, 'call']] as const) {
-        if (fd < 0 || isNonBlocking(fd)) continue;
-        try {
-          setNonBlocking(fd);
-        } catch {
-          // closed meanwhile: nothing can block on it any more
-        }
-        // A reader blocked on a zero counter wakes on a write; a writer blocked on a full one on a read.
-        if (what === 'kick') eventfdSignal(fd);
-        else eventfdDrain(fd);
-        void this.close(`vring ${index}: the frontend made its ${what} eventfd blocking`);
-        return;
-      }
-    }
+    const found = unblockFds(this.vrings);
+    if (found !== null) void this.close(found);
   }
 
   // ---- PMD commands ----------------------------------------------------------------------
@@ -904,10 +891,39 @@ export class VhostConnection {
     this.status = 0;
     const owners = this.dataplane.ownersOf(this.port.index);
     this.options.budget.spend(COMMAND_COST * owners.length);
-    // Any answer means the PMD let go: it forgot the port, or it died (a dead thread holds nothing).
-    await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
+    // The PMDs use the old fds until they answer: a frontend that made one blocking as it
+    // hung up (or reset) would hold a PMD blocked on it, and it would never answer.
+    const audit = setInterval(() => unblockFds(vrings), FD_AUDIT_MS).unref();
+    try {
+      // Any answer means the PMD let go: it forgot the port, or it died (a dead thread holds nothing).
+      await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'port-reset', port: this.port.index, gen })));
+    } finally {
+      clearInterval(audit);
+    }
     for (const v of vrings) closeAll([v.kickFd, v.callFd, v.errFd, ...v.retiredFds]);
     for (const [region, madeBy] of this.mappings) if (madeBy <= gen) this.unmap([region]);
     if (inflight !== null) this.dropInflight(inflight);
   }
+}
+
+/**
+ * The first of the vrings' kick and call eventfds found blocking, made non-blocking again
+ * and poked so that a PMD blocked on it wakes (a reader blocked on a zero counter wakes on
+ * a write, a writer blocked on a full one on a read); which it was, or null if none.
+ */
+function unblockFds(vrings: readonly Vring[]): string | null {
+  for (const [index, v] of vrings.entries()) {
+    for (const [fd, what] of [[v.kickFd, 'kick'], [v.callFd, 'call']] as const) {
+      if (fd < 0 || isNonBlocking(fd)) continue;
+      try {
+        setNonBlocking(fd);
+      } catch {
+        // closed meanwhile: nothing can block on it any more
+      }
+      if (what === 'kick') eventfdSignal(fd);
+      else eventfdDrain(fd);
+      return `vring ${index}: the frontend made its ${what} eventfd blocking`;
+    }
+  }
+  return null;
 }

@@ -85,6 +85,35 @@ t.test('an eventfd made blocking and full after it was accepted', async (t) => {
   t.ok(n.vr.alive());
 });
 
+for (const leaving of ['hangs up', 'resets the device'] as const) {
+  t.test(`an eventfd made blocking and full, then the frontend ${leaving}`, async (t) => {
+    // The PMD still writes the old call fd until it answers the reset: the fds are audited
+    // until it does, not only while the connection lasts.
+    const n = await withNeighbours(['h']);
+    t.teardown(() => n.close());
+    const h = await startDevice(n.vr.sockets.h);
+    t.teardown(() => h.close());
+    const call = h.callFds[0];
+    makeBlocking(call);
+    t.ok(eventfdAdd(call, 2n ** 64n - 2n), 'the counter is full');
+    for (let i = 0; i < 8; i++) postRxBuffer(h.rx, 2048);
+    for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
+    n.a.kick();
+    await waitFor('frames on h', () => h.rx.takeUsed().length > 0 || undefined, 3000);
+    if (leaving === 'hangs up') h.frontend.close();
+    else h.frontend.send(Req.RESET_OWNER);
+    t.ok(await n.stillForward(), 'a and b still forward: the PMD was not left blocked');
+    await waitFor('the fd made non-blocking again', () => sys.isNonBlocking(call) || undefined, 3000);
+    t.notMatch(n.vr.stderr(), /did not end|killing the data-plane process/, 'undone by the audit, not by killing the data plane');
+    if (leaving === 'hangs up') {
+      const again = await startDevice(n.vr.sockets.h);
+      t.teardown(() => again.close());
+      t.pass('a new frontend on h is set up');
+    }
+    t.ok(n.vr.alive());
+  });
+}
+
 t.test('a header with reserved flag bits closes the connection', async (t) => {
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());

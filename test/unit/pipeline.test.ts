@@ -144,6 +144,28 @@ t.test('a plugin that hangs a PMD is taken out of it', async (t) => {
   t.ok(vr.alive());
 });
 
+t.test('a PMD blocked in a system call: its process is killed, the spare takes over', async (t) => {
+  const { vr, a, b } = await withFaultyPlugin(t);
+  postRxBuffer(b.rx, 2048);
+  const blocks = ethernetFrame(MAC_B, MAC_A, 60);
+  blocks[14] = 0xdc;
+  sendFrame(a.tx, blocks);
+  a.kick();
+  await waitFor('the watchdog', () => /pmd0 is stuck in plugin faulty/.test(vr.stderr()) || undefined, 5000);
+  // Terminated, a thread blocked in read() never ends: the data plane goes, as in a crash.
+  await waitFor('the kill', () => /pmd0 did not end 3000 ms after it was terminated \(blocked in a system call\): killing the data-plane process/.test(vr.stderr()) || undefined, 8000);
+  await waitFor('the new data plane', () => /the data-plane process died \(signal SIGKILL\)/.test(vr.stderr()) || undefined, 5000);
+  await waitFor('the queues back', () => /port b: vring 0 \(guest rx\) running, size 256, resumed/.test(vr.stderr()) || undefined, 10000);
+  for (let i = 0; i < 10; i++) postRxBuffer(b.rx, 2048);
+  for (let i = 0; i < 10; i++) sendFrame(a.tx, i % 2 ? blocks : ethernetFrame(MAC_B, MAC_A, 60, i));
+  a.kick();
+  let got = 0;
+  await waitFor('frames after the takeover', () => (got += b.rx.takeUsed().length) >= 10 || undefined, 10000)
+    .catch((err: Error) => { throw new Error(`${err.message} (${got} came); vrouter's log:\n${vr.stderr().slice(-4000)}`); });
+  t.ok(got >= 10, 'the new data plane forwards, the frames that blocked the plugin too (it is bypassed)');
+  t.ok(vr.alive());
+});
+
 t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
   const vr = await startVrouter({
     ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),

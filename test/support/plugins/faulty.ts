@@ -1,7 +1,10 @@
 // A plugin for the tests of plugin faults: throws on any batch holding a frame whose
-// payload starts with 0xee, and never returns from one holding a frame that starts with
-// 0xdd (taken out, it lets traffic through: onError "bypass").
+// payload starts with 0xee, never returns from one holding a frame that starts with 0xdd
+// (a loop), nor from one with 0xdc (a read that blocks for good: a thread terminated
+// there does not end). Taken out, it lets traffic through: onError "bypass".
 import { PLUGIN_API_VERSION, type PacketBatch, type Plugin } from '../../../src/pipeline/api.ts';
+import { eventfdDrain } from '../../../src/sys/libc.ts';
+import { blockingEventfd } from '../raw-fds.ts';
 
 interface State {
   spins: number;
@@ -23,6 +26,7 @@ const plugin: Plugin<unknown, State> = {
       const first = batch.data[batch.offset(i) + 14];
       if (first === 0xee) throw new Error('a frame starting with 0xee');
       if (first === 0xdd) for (;;) s.spins++;
+      if (first === 0xdc) eventfdDrain(blockingEventfd());
     }
   },
 };

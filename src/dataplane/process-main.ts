@@ -9,7 +9,7 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { readdirSync } from 'node:fs';
-import { closeAll, eventfd, eventfdSignal, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';
+import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
@@ -70,8 +70,8 @@ const pmds = new Map<number, RunningPmd>();
 /** the go words of PMDs in standby (a spare, an upgrade), by PMD: set by 'go' */
 const standby = new Map<number, Int32Array>();
 const wakeFds: number[] = [];
-/** guest memory regions mapped, by id */
-const mapped = new Map<number, { addr: bigint; length: number }>();
+/** By id: each mapping (guest memory, packet rings), and for guest memory where its region starts in it (`skip` bytes in). */
+const mapped = new Map<number, { addr: bigint; length: number; skip?: number }>();
 
 const supervisor = new PacketChannel(SUPERVISOR_FD, { message: (m, fds) => onSupervisor(m as SupervisorMessage, fds), closed: () => process.exit(0) });
 const commands = new PacketChannel(COMMANDS_FD, { message: (m, fds) => onCommand(m as CommandMessage, fds), closed: () => undefined });
@@ -302,13 +302,17 @@ function mapRegion(r: RegionOnWire, fd: number): MemoryRegion {
   let region = mapped.get(r.id);
   if (region === undefined) {
     if (fd < 0) throw new Error(`memory region ${r.id} came without its fd`);
-    const length = r.mmapOffset + r.size;
     const fileSize = fstatSize(fd);
-    if (fileSize < length) throw new SysError('mmap', 22, `region ${r.id} needs ${length} bytes of a file of ${fileSize}`);
-    region = { addr: mmapShared(fd, length), length };
+    if (fileSize < r.mmapOffset + r.size) throw new SysError('mmap', 22, `region ${r.id} needs ${r.mmapOffset + r.size} bytes of a file of ${fileSize}`);
+    // From the page the region starts in, not from the file's start: a region at an offset
+    // of terabytes would otherwise take terabytes of this process's address space.
+    const page = fstatBlockSize(fd);
+    const start = page > 0 && (page & (page - 1)) === 0 ? r.mmapOffset - (r.mmapOffset % page) : 0;
+    const length = r.mmapOffset + r.size - start;
+    region = { addr: mmapShared(fd, length, false, start), length, skip: r.mmapOffset - start };
     mapped.set(r.id, region);
   }
-  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, hostAddr: (region.addr + BigInt(r.mmapOffset)).toString() };
+  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, hostAddr: (region.addr + BigInt(region.skip ?? 0)).toString() };
 }
 
 /** A PMD answered: the fds its command replaced, or those of a refused command, are closed. */

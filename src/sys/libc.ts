@@ -103,6 +103,15 @@ export function fstatSize(fd: number): number {
   return Number(new DataView(statBuf.buffer).getBigInt64(48, true));
 }
 
+/**
+ * The block size of the file behind fd (st_blksize, offset 56): the page size its mappings
+ * are made of, a huge page's on hugetlbfs (whose mmap offsets must be multiples of it).
+ */
+export function fstatBlockSize(fd: number): number {
+  if ((c.fstat(fd, statBuf) as number) < 0) fail('fstat', `fd ${fd}`);
+  return Number(new DataView(statBuf.buffer).getBigInt64(56, true));
+}
+
 const F_ADD_SEALS = 1033;
 const F_GET_SEALS = 1034;
 const F_SEAL_SHRINK = 2;
@@ -132,12 +141,13 @@ export function fileSystemType(fd: number): number {
 const MAP_NORESERVE = 0x4000;
 
 /**
- * Maps `length` bytes of fd from offset 0, shared, read-write. Returns the host address.
+ * Maps `length` bytes of fd from `offset` (a multiple of the file's page size), shared,
+ * read-write. Returns the host address.
  * `sparse`: no swap is reserved for it (a large file whose pages are mostly never touched).
  */
-export function mmapShared(fd: number, length: number, sparse = false): bigint {
-  const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | (sparse ? MAP_NORESERVE : 0), fd, 0) as bigint;
-  if (addr === MAP_FAILED || addr === 0n) fail('mmap', `fd ${fd}, ${length} bytes`);
+export function mmapShared(fd: number, length: number, sparse = false, offset = 0): bigint {
+  const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | (sparse ? MAP_NORESERVE : 0), fd, offset) as bigint;
+  if (addr === MAP_FAILED || addr === 0n) fail('mmap', `fd ${fd}, ${length} bytes at ${offset}`);
   return addr;
 }
 

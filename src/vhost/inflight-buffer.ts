@@ -55,7 +55,9 @@ export function adoptInflightBuffer(d: InflightDesc, fd: number, vrings: number,
     throw new ProtocolError(`SET_INFLIGHT_FD: ${problem}`);
   }
   const { regions, warnings } = checkRegions([{ guestPhysAddr: 0, userAddr: 0, size: d.mmapSize, mmapOffset: d.mmapOffset }], [fd], policy, 'SET_INFLIGHT_FD');
-  return { buffer: { region: regions[0], numQueues: d.numQueues, queueSize: d.queueSize }, warnings };
+  // Only what the queues need is mapped: a larger mmap size would take address space for nothing.
+  const region = { ...regions[0], size: d.numQueues * inflightQueueBytes(d.queueSize) };
+  return { buffer: { region, numQueues: d.numQueues, queueSize: d.queueSize }, warnings };
 }
 
 /**

@@ -3,10 +3,11 @@
 // unmapped only once no PMD views them, hang-ups while a region is being added leave
 // nothing mapped, and the other ports keep forwarding throughout.
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import * as sys from '../../src/sys/libc.ts';
 import { MAX_MEM_SLOTS, Req } from '../../src/vhost/protocol.ts';
 import { memRegionPayload, PluggedRam, PROTOCOL_MEM_SLOTS, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u64, VhostFrontend } from '../support/vhost-frontend.ts';
-import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
+import { dataplanePids, processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 import { MAC_A, pluggingGuest, withNeighbours, type Neighbours } from './lib.ts';
 
 const MAC_H = '52:54:00:00:00:0c';
@@ -96,6 +97,29 @@ t.test(`all ${MAX_MEM_SLOTS} slots, then a hang-up: every region is unmapped`, a
   t.equal(processResources(n.vr.proc.pid!).guestMappings, n.baseline.guestMappings + MAX_MEM_SLOTS, `${MAX_MEM_SLOTS} mappings`);
   fe.close();
   t.ok(await nothingLeft(n), 'all unmapped after the hang-up');
+  t.ok(await n.stillForward());
+});
+
+t.test('regions far into their file take their own size of address space, not their offset', async (t) => {
+  // Mapped from the file's start, 4 KiB at 4, 8, ... 32 TiB would take 144 TiB of the data
+  // plane's address space: more than a process has, shared by every port and PMD.
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const file = sys.memfdCreate('sparse');
+  sys.ftruncate(file, 2 ** 46);
+  t.teardown(() => sys.closeAll([file]));
+  const [dataplane] = dataplanePids(n.vr.proc.pid!);
+  const vmSize = () => Number(readFileSync(`/proc/${dataplane}/status`, 'utf8').match(/VmSize:\s+(\d+)/)![1]) * 1024;
+  const before = vmSize();
+  const fe = await slotsFrontend(n.vr.sockets.h, true);
+  t.teardown(() => fe.close());
+  for (let k = 1; k <= 8; k++) {
+    const offset = k * 2 ** 42 - 4096;
+    t.equal(await fe.request(Req.ADD_MEM_REG, memRegionPayload({ gpa: k * 2 ** 30, size: 4096, uva: 0x7f0000000000 + k * 2 ** 30, offset }), [file]), 0n, `4 KiB at ${k * 4} TiB: added`);
+  }
+  await waitFor('the mappings', () => processResources(n.vr.proc.pid!).guestMappings >= n.baseline.guestMappings + 8 || undefined, 5000);
+  const grown = vmSize() - before;
+  t.ok(grown < 2 ** 30, `the data plane's address space grew by ${(grown / 2 ** 20).toFixed(1)} MiB`);
   t.ok(await n.stillForward());
 });
 

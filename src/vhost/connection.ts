@@ -43,7 +43,7 @@ import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
 import { checkRegions, regionsForDataplane, releaseRegions, shrunkRegion, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
-import { COMMAND_COST, type ControlBudget } from './control-budget.ts';
+import { COMMAND_COST, GIB_COST, type ControlBudget } from './control-budget.ts';
 import { MessageReader, type Message } from './message-reader.ts';
 import {
   encodeReply,
@@ -624,7 +624,8 @@ export class VhostConnection {
    */
   private async switchMemory(regions: GuestRegion[], gen: number): Promise<string | null> {
     const owners = this.dataplane.ownersOf(this.port.index);
-    this.options.budget.spend(COMMAND_COST * owners.length);
+    const gib = Math.ceil(regions.reduce((sum, r) => sum + r.size, 0) / 2 ** 30);
+    this.options.budget.spend((COMMAND_COST + GIB_COST * Math.max(0, gib - 1)) * owners.length);
     const replies = await Promise.all(owners.map((pmd) => this.dataplane.requestOn(pmd, { t: 'memory', port: this.port.index, gen, regions })));
     this.checkCurrent(gen);
     // A PMD that was gone refused nothing: its successor gets the table in force then (resync).

@@ -22,6 +22,13 @@ export const BURST = 4000;
  */
 export const CONNECTION_COST = 100;
 export const COMMAND_COST = 50;
+/**
+ * Each GiB of a memory table past its first, on each PMD that views it (a PMD views a
+ * large table a 1 GiB window at a time, about 5 ms each): a frontend swapping 256 GiB
+ * tables makes its PMDs view at most 40 GiB a second, and a 64 GiB guest's table still
+ * fits in the burst. Small regions, however many, cost what one command does.
+ */
+export const GIB_COST = 25;
 
 export class ControlBudget {
   private readonly onWait: () => void;

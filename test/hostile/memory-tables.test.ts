@@ -8,6 +8,7 @@ import { Req, u64Payload } from '../../src/vhost/protocol.ts';
 import { memTablePayload, startDevice, u32pair, u64, vringAddrPayload, type VhostFrontend } from '../support/vhost-frontend.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { processResources, waitFor } from '../support/traffic.ts';
+import { adminClient } from '../support/admin-client.ts';
 import { ackingFrontend, MAC_A, withNeighbours } from './lib.ts';
 
 const MAC_H = '52:54:00:00:00:0c';
@@ -92,6 +93,23 @@ t.test('size limits: a 4 TiB sparse table is refused before anything is mapped',
   t.ok(Date.now() - started < 1000, `answered in ${Date.now() - started} ms`);
   await waitFor('the reason', () => /more than the 256 GiB a port may map/.test(n.vr.stderr()));
   t.equal(processResources(n.vr.proc.pid!).guestMappings, n.baseline.guestMappings, 'nothing mapped');
+  t.ok(await n.stillForward());
+});
+
+t.test('large tables are charged by the windows a PMD views: swapping them, the port waits for its share', async (t) => {
+  // A 256 GiB table is 257 views of a PMD (milliseconds each): charged as one command, a
+  // frontend swapping two such tables would keep its PMDs viewing for as long as it likes.
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const files = [sys.memfdCreate('big-0'), sys.memfdCreate('big-1')];
+  t.teardown(() => sys.closeAll(files));
+  for (const fd of files) sys.ftruncate(fd, 256 * 2 ** 30);
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  t.teardown(() => fe.close());
+  for (const fd of files) t.equal(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 256 * 2 ** 30, uva: 0, offset: 0 }]), [fd]), 0n, 'a 256 GiB table applied');
+  const ports = (await adminClient(n.vr).call('GET', '/ports')).json as { name: string; state: { controlThrottled: number } }[];
+  const waits = ports.find((p) => p.name === 'h')!.state.controlThrottled;
+  t.ok(waits > 0, `h waited for its share of the control thread (${waits} times)`);
   t.ok(await n.stillForward());
 });
 

@@ -14,6 +14,9 @@ import { canonicalPrefix, hasRouteTo, routeDraft } from './route-edits.ts';
 import { openApiDocument } from './openapi.ts';
 import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBatchBody, RouteBody } from './schemas.ts';
 import type { ConfigChange } from '../control/config-diff.ts';
+import { createLog } from '../log.ts';
+
+const log = createLog('admin');
 
 /** What the endpoint needs of the running router (the supervisor). */
 export interface AdminBackend {
@@ -76,6 +79,8 @@ const ROUTES_QUERY = {
 export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   /** A pending commit-confirmed: the document to go back to, and the timer that does. */
   let confirm: { previous: unknown; timer: NodeJS.Timeout; deadline: number } | null = null;
+  /** rollbacks of changes not confirmed in time, so far: a PUT applied meanwhile was rolled back too */
+  let rollbacks = 0;
 
   const needPlugin = (name: string) => {
     if (!backend.pipeline().includes(name)) throw new ApiError(404, 'VR_NOT_FOUND', '', `the pipeline has no ${name} stage`);
@@ -292,13 +297,26 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         const seconds = req.query.get('confirm');
         if (seconds !== null && !(Number(seconds) >= 1 && Number(seconds) <= 3600)) throw new ApiError(400, 'VR_INVALID', 'confirm', 'must be a number of seconds from 1 to 3600');
         const previous = clone(backend.document());
+        const rolledBackBefore = rollbacks;
         const result = await backend.apply(doc, { dryRun, source: dryRun ? 'PUT /config (dry run)' : 'PUT /config' });
-        if (dryRun || seconds === null) return { json: { ...result, dryRun } };
+        if (dryRun) return { json: { ...result, dryRun } };
+        // A rollback that came due while this change waited or applied was queued after it:
+        // the config in force is the one before the change that was not confirmed.
+        if (rollbacks !== rolledBackBefore) throw new ApiError(409, 'VR_ROLLED_BACK', '', 'applied, then rolled back with the earlier change that was not confirmed in time: the config in force is the one before that change');
+        if (seconds === null) {
+          // A plain commit keeps a change waiting for its confirm, as a router's does.
+          if (confirm !== null) {
+            clearTimeout(confirm.timer);
+            confirm = null;
+          }
+          return { json: { ...result, dryRun } };
+        }
         if (confirm !== null) clearTimeout(confirm.timer);
         const rollbackTo = confirm?.previous ?? previous;
         const timer = setTimeout(() => {
           confirm = null;
-          void backend.apply(rollbackTo, { source: 'rollback: the change was not confirmed in time' }).catch(() => undefined);
+          rollbacks++;
+          backend.apply(rollbackTo, { source: 'rollback: the change was not confirmed in time' }).catch((err: Error) => log.error(`the rollback of a change not confirmed in time was refused, the change stays in force: ${err.message}`, 'config.refused'));
         }, Number(seconds) * 1000);
         timer.unref();
         confirm = { previous: rollbackTo, timer, deadline: Date.now() + Number(seconds) * 1000 };
@@ -330,7 +348,13 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         }
       },
     },
-    { method: 'POST', path: '/config/save', summary: 'writes the config in force to the config file', handle: () => ({ json: { saved: backend.save() } }) },
+    {
+      method: 'POST', path: '/config/save', summary: 'writes the config in force to the config file (not while a change waits for its confirm)',
+      handle: () => {
+        if (confirm !== null) throw new ApiError(409, 'VR_UNCONFIRMED', '', 'a change waits for its confirm (POST /config/confirm): saved, it would outlive its rollback');
+        return { json: { saved: backend.save() } };
+      },
+    },
     {
       method: 'POST', path: '/reload', summary: 'reads the config file and plugin files again and applies them (as SIGHUP)', response: ApplyResultBody,
       handle: async () => ({ json: { ...(await backend.reload()), dryRun: false } }),

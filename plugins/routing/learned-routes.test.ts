@@ -216,3 +216,19 @@ t.test('learned and config changes mixed: the tables route as a fresh compile of
     }
   }
 });
+
+t.test('a listing that leaves out many routes pauses as it passes over them', async (t) => {
+  const routes: LearnedRoute[] = Array.from({ length: 10_000 }, (_, k) => ({ prefix: `198.${(k >> 8) & 255}.${k & 255}.0/24`, via: ['10.0.2.2'], metric: 20, source: SOURCE }));
+  const r = new Router(routes);
+  await r.configure([{ prefix: '192.0.2.0/24', via: '10.0.2.3' }]);
+  const view = { config: r.config, topology, shared: r.shared, learnedRoutes: r.learned };
+  const list = (query: Record<string, string>) => [...routing.tables!.routes.list(view, query)];
+  const statics = list({ type: 'static' });
+  t.same(statics.filter((row) => row !== null).map((row) => row!.prefix), ['192.0.2.0/24'], 'the one static route');
+  // Between two things yielded, a route or a pause, at most 256 routes are passed over.
+  t.ok(statics.filter((row) => row === null).length >= Math.floor(10_000 / 256), `${statics.length - 1} pauses over 10,000 routes left out`);
+  const far = list({ offset: '999999' });
+  t.equal(far.filter((row) => row !== null).length, 0, 'an offset past the end lists nothing');
+  t.ok(far.length >= Math.floor(10_000 / 256), 'and pauses on the way');
+  t.same(list({ limit: '3' }).filter((row) => row !== null).length, 3, 'a limit stops the listing');
+});

@@ -287,7 +287,7 @@ t.test('tables: routes and neighbours as the admin endpoint lists them', async (
     { prefix: '10.0.3.0/24', port: 'br0', type: 'connected' },
     { prefix: '0.0.0.0/0', type: 'static', via: ['10.0.2.2'], metric: 5 },
   ]);
-  const neighbours = [...routing.tables!.neighbours.list(view, {})];
+  const neighbours = [...routing.tables!.neighbours.list(view, {})].filter((r) => r !== null);
   t.match(neighbours.sort((x, y) => String(x.address).localeCompare(String(y.address))), [
     { address: '10.0.1.9', interface: 'a', port: 'a', mac: '52:54:00:00:00:99', state: 'static' },
     { address: '10.0.2.2', interface: 'b', port: 'b', mac: GUEST.b, state: 'reachable' },
@@ -360,6 +360,6 @@ t.test('learned routes: the config wins for the same prefix; one that does not r
   t.equal(to('198.51.100.7'), 'b', 'the configured route, not the learned one');
   t.equal(to('203.0.113.7'), 'b', 'of two sources, the lower metric');
   t.equal(to('192.0.2.7'), 'drop:no_route', 'a gateway in no connected subnet: no route, and no refusal');
-  const rows = [...routing.tables!.routes.list({ config: h.config, topology: h.topology, shared: h.shared, learnedRoutes: h.learned }, {})];
+  const rows = [...routing.tables!.routes.list({ config: h.config, topology: h.topology, shared: h.shared, learnedRoutes: h.learned }, {})].filter((r) => r !== null);
   t.match(rows.find((r) => r.prefix === '203.0.113.0/24' && r.metric === 10), { type: 'fpm', source: 'fpm 127.0.0.1:2620', via: ['10.0.2.2'] }, 'listed with their source');
 });

@@ -40,7 +40,7 @@ export interface AdminBackend {
   pipeline(): string[];
   plugins(): { name: string; version: string; path: string; tables: string[] }[];
   /** a plugin's table (Plugin.tables), the entries the query asks for, or null when it has none of that name */
-  table(plugin: string, table: string, query?: Readonly<Record<string, string>>): Promise<Iterable<Record<string, unknown>> | null>;
+  table(plugin: string, table: string, query?: Readonly<Record<string, string>>): Promise<Iterable<Record<string, unknown> | null> | null>;
   /** every plugin's gauges (Plugin.gauges) */
   gauges(): Promise<{ plugin: string; name: string; value: number }[]>;
   /** packet capture's shared memory, and the names its records need */
@@ -363,8 +363,8 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'GET', path: '/metrics', summary: 'Prometheus text format', produces: 'text/plain; version=0.0.4',
       handle: async () => {
         const pipeline = backend.pipeline();
-        const rules = pipeline.includes('acl') ? [...((await backend.table('acl', 'rules')) ?? [])] : [];
-        const policers = pipeline.includes('ratelimit') ? [...((await backend.table('ratelimit', 'policers')) ?? [])] : [];
+        const rules = pipeline.includes('acl') ? [...((await backend.table('acl', 'rules')) ?? [])].filter((r) => r !== null) : [];
+        const policers = pipeline.includes('ratelimit') ? [...((await backend.table('ratelimit', 'policers')) ?? [])].filter((r) => r !== null) : [];
         return { text: renderMetrics(backend.stats(), { gauges: await backend.gauges(), rules, policers }), contentType: 'text/plain; version=0.0.4; charset=utf-8' };
       },
     },

@@ -172,7 +172,9 @@ const ROWS_PER_PIECE = 2000;
 /**
  * A JSON array of `rows`, written as they come (one entry a line), so that a list of a
  * million routes is never one string in memory, and the supervisor goes on with its work
- * between two pieces. The first entry is read now: an error the list throws at once (a
+ * between two pieces. A null row (LIST_PAUSE) is written as nothing: a list passing over
+ * entries its query leaves out yields it now and then, so that a piece ends in time even
+ * when nothing matches. The first row is read now: an error the list throws at once (a
  * bad query) is answered as an error, not as a cut list.
  */
 export function jsonRows(rows: Iterable<unknown>): Reply {
@@ -185,11 +187,15 @@ export function jsonRows(rows: Iterable<unknown>): Reply {
       let next = first;
       let written = 0;
       let closed = false;
+      let opened = false;
       const piece = () => {
         if (closed) return;
-        let text = written === 0 ? '[' : '';
+        let text = opened ? '' : '[';
+        opened = true;
         try {
-          for (let n = 0; n < ROWS_PER_PIECE && !next.done; n++, next = it.next()) text += `${written++ > 0 ? ',' : ''}\n${JSON.stringify(next.value)}`;
+          for (let n = 0; n < ROWS_PER_PIECE && !next.done; n++, next = it.next()) {
+            if (next.value !== null) text += `${written++ > 0 ? ',' : ''}\n${JSON.stringify(next.value)}`;
+          }
         } catch {
           // A list that fails half-way cannot say so any more: the reply is cut short.
           res.destroy();

@@ -784,7 +784,7 @@ export class Supervisor {
    * asks for; null if it has none so named. An iterable: a route table may be a million
    * entries long, made one by one as they are read.
    */
-  async pluginTable(plugin: string, table: string, query: Readonly<Record<string, string>> = {}): Promise<Iterable<Record<string, unknown>> | null> {
+  async pluginTable(plugin: string, table: string, query: Readonly<Record<string, string>> = {}): Promise<Iterable<Record<string, unknown> | null> | null> {
     const plan = this.plugins.find((p) => p.name === plugin);
     if (plan === undefined || !plan.tables.includes(table)) return null;
     const module = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);

@@ -231,6 +231,9 @@ export interface TableView<Config> {
  * One of a plugin's tables, as the admin endpoint shows it (routes, neighbours, rules):
  * list() reads it from shared memory, without stopping a PMD; entries are plain JSON.
  */
+/** What a table's list() yields to let other work run while it passes over entries it leaves out. */
+export const LIST_PAUSE = null;
+
 export interface PluginTable<Config> {
   /** one line: what an entry is */
   description: string;
@@ -239,9 +242,11 @@ export interface PluginTable<Config> {
   /**
    * The entries, those the query asks for. An iterable rather than an array for a table
    * that may hold a million entries: the admin endpoint writes them out as they come.
+   * While it passes over many entries the query leaves out, it may yield null now and
+   * then (LIST_PAUSE): nothing is written for it, and the supervisor's other work runs.
    * Throws PluginConfigError naming the query parameter at fault.
    */
-  list(view: TableView<Config>, query: Readonly<Record<string, string>>): Iterable<Record<string, unknown>>;
+  list(view: TableView<Config>, query: Readonly<Record<string, string>>): Iterable<Record<string, unknown> | null>;
 }
 
 /** A config mistake: `field` is the path inside the plugin's config (e.g. "rules[3].dstPort"). */

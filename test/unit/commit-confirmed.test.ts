@@ -44,7 +44,7 @@ t.test('a rollback that comes due while another change is applied undoes it too,
   await sleep(50);
   await e.settled();
   t.equal(e.inForce(), 'P0', 'the config before A is in force');
-  await t.rejects(e.call('POST', '/config/confirm'), { status: 404 }, 'nothing waits for a confirm');
+  await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits for a confirm');
   await sleep(3600);
   t.equal(e.inForce(), 'P0', 'and no later rollback brings back A, which was never confirmed');
 });
@@ -57,7 +57,7 @@ t.test('a plain PUT keeps the change waiting for its confirm; a change waiting i
   await e.call('PUT', '/config', '', doc('B'));
   await sleep(1300);
   t.equal(e.inForce(), 'B', 'no rollback: the plain commit kept the change');
-  await t.rejects(e.call('POST', '/config/confirm'), { status: 404 }, 'nothing waits any more');
+  await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits any more');
   await e.call('POST', '/config/save');
   t.same(e.saved, ['B'], 'then saved');
 });

@@ -12,6 +12,7 @@ import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts'
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import { assignQueues, assignSlots } from '../../src/control/port-slots.ts';
 import { parseConfig } from '../../src/control/config.ts';
+import { closeAll, unixListen } from '../../src/sys/libc.ts';
 
 const MAC = { a: '02:00:00:00:00:0a', b: '02:00:00:00:00:0b', c: '02:00:00:00:00:0c', d: '02:00:00:00:00:0d' };
 
@@ -71,6 +72,16 @@ t.test('ports added, moved and removed at run time', async (t) => {
   writeFileSync(taken, 'not a socket');
   const refused = await api.call('POST', '/ports', { name: 'x', socket: taken });
   t.match(refused, { status: 400, json: { error: { code: 'VR_PORT', message: /not a socket/ } } }, 'a socket path that cannot be had is refused');
+  // A socket something listens on (here the admin endpoint's own) is not taken from it; one
+  // nothing listens on any more (left by a process that died) is.
+  const inUse = await api.call('POST', '/ports', { name: 'x', socket: join(vr.dir, 'admin.sock') });
+  t.match(inUse, { status: 400, json: { error: { code: 'VR_PORT', message: /is a socket in use/ } } }, 'the admin endpoint\'s socket is refused');
+  t.equal((await api.call('GET', '/ports')).status, 200, 'and the endpoint still answers on it');
+  const stale = join(vr.dir, 'stale.sock');
+  const left = unixListen(stale);
+  closeAll([left]);
+  t.equal((await api.call('POST', '/ports', { name: 'x', socket: stale, bridge: 'br0' })).status, 200, 'a stale socket is replaced');
+  t.equal((await api.call('DELETE', '/ports/x')).status, 200);
   t.same((await api.call('GET', '/ports')).json.map((p: { name: string }) => p.name), ['a', 'b', 'c'], 'nothing changed');
   t.match(await api.call('DELETE', '/ports/zz'), { status: 404, json: { error: { code: 'VR_NOT_FOUND', field: 'name' } } });
 

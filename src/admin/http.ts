@@ -7,9 +7,10 @@
 // admin client, however many connections it opens or however slowly it writes, may take
 // those from a frontend.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmodSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { removeStaleSocket } from '../sys/libc.ts';
 import type { AdminConfig } from '../control/config.ts';
 import type { Log } from '../log.ts';
 
@@ -72,8 +73,12 @@ export class AdminHttp {
 
   constructor(config: AdminConfig, routes: Route[], log?: Log) {
     this.config = config;
-    this.token = config.tokenFile === null ? null : Buffer.from(readFileSync(config.tokenFile, 'utf8').trim());
-    if (this.token !== null && this.token.length < 16) throw new Error(`the admin token in ${config.tokenFile} is shorter than 16 characters`);
+    const token = config.tokenFile === null ? null : readFileSync(config.tokenFile, 'utf8').trim();
+    if (token !== null && token.length < 16) throw new Error(`the admin token in ${config.tokenFile} is shorter than 16 characters`);
+    if (config.tokenFile !== null && (statSync(config.tokenFile).mode & 0o077) !== 0) {
+      log?.warn(`the admin token file ${config.tokenFile} can be read by other users (mode 0${(statSync(config.tokenFile).mode & 0o777).toString(8)}): chmod 600 it`);
+    }
+    this.token = token === null ? null : createHash('sha256').update(token).digest();
     this.routes = routes.map((route) => {
       const names: string[] = [];
       const pattern = new RegExp(`^${route.path.replace(/\{(\w+)\}/g, (_, n: string) => (names.push(n), '([^/]+)'))}$`);
@@ -94,9 +99,10 @@ export class AdminHttp {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       if (l.kind === 'unix') {
-        rmSync(l.path, { force: true });
+        removeStaleSocket(l.path);
         // Created 0600: no moment in which another local user could connect.
         const mask = process.umask(0o177);
+        this.server.once('error', () => process.umask(mask));
         this.server.listen(l.path, () => {
           process.umask(mask);
           chmodSync(l.path, 0o600);
@@ -159,8 +165,9 @@ export class AdminHttp {
   private authorise(req: IncomingMessage): void {
     if (this.token === null) return;
     const header = req.headers.authorization ?? '';
-    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7).trim() : '');
-    if (given.length !== this.token.length || !timingSafeEqual(given, this.token)) {
+    // Digests of equal length compared: the time taken says nothing of the token, its length neither.
+    const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7).trim() : '').digest();
+    if (!timingSafeEqual(given, this.token)) {
       throw new ApiError(401, 'VR_UNAUTHORIZED', '', 'this request changes the router: it needs "Authorization: Bearer <token>" with the token of admin.tokenFile');
     }
   }

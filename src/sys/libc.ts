@@ -1,7 +1,7 @@
 // The libc boundary: every system call vrouter makes goes through this module (koffi).
 // It is the only place that knows about pointers, structs and errno; callers get numbers,
 // ArrayBuffer views and SysError. Every failing call throws SysError naming the call.
-import { readlinkSync } from 'node:fs';
+import { lstatSync, readlinkSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
 import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, IFF_UP, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
@@ -338,6 +338,31 @@ export function unixConnect(path: string): number {
     throw err;
   }
   return fd;
+}
+
+const ECONNREFUSED = 111;
+
+/**
+ * A socket file left by an earlier run is replaced. Any other file at the path is an error,
+ * and so is a socket something listens on (another vrouter's port, the admin endpoint's,
+ * another service's): replaced, it would be taken from whoever serves it.
+ */
+export function removeStaleSocket(path: string): void {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    return;
+  }
+  if (!isSocket) throw new Error(`${path} exists and is not a socket`);
+  try {
+    closeAll([unixConnect(path)]);
+  } catch (err) {
+    // Refused: nothing listens there any more.
+    if (err instanceof SysError && err.errno === ECONNREFUSED) return void unlinkSync(path);
+    throw new Error(`${path} is a socket in use (${(err as Error).message})`);
+  }
+  throw new Error(`${path} is a socket in use: something listens on it`);
 }
 
 export interface PeerCredentials {

@@ -2,11 +2,9 @@
 // at a time; as client, a connection to the frontend's socket, retried while it is absent.
 // Either way a new connection after a disconnect starts the device from scratch, and the
 // frontend's process (SO_PEERCRED) is logged and, if the port names a uid, checked.
-import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { accept, closeAll, peerCredentials, unixConnect, unixListen, watchReadable, type SysError, type Watch } from '../sys/libc.ts';
-
-const ECONNREFUSED = 111;
+import { accept, closeAll, peerCredentials, removeStaleSocket, unixConnect, unixListen, watchReadable, type Watch } from '../sys/libc.ts';
 import type { MirrorOf } from '../control/config.ts';
 import type { Dataplane } from './dataplane-link.ts';
 import { VhostConnection, type DeviceState, type Logger, type PortSettings } from './connection.ts';
@@ -304,27 +302,4 @@ export class PortEndpoint {
     };
     this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, { nextGeneration: () => ++this.generation, onClosed, budget: this.budget });
   }
-}
-
-/**
- * A socket file left by an earlier run is replaced. Any other file at the path is an error,
- * and so is a socket something listens on (another vrouter's port, the admin endpoint's,
- * another service's): replaced, it would be taken from whoever serves it.
- */
-function removeStaleSocket(path: string): void {
-  let isSocket: boolean;
-  try {
-    isSocket = lstatSync(path).isSocket();
-  } catch {
-    return;
-  }
-  if (!isSocket) throw new Error(`${path} exists and is not a socket`);
-  try {
-    closeAll([unixConnect(path)]);
-  } catch (err) {
-    // Refused: nothing listens there any more.
-    if ((err as SysError).errno === ECONNREFUSED) return void unlinkSync(path);
-    throw new Error(`${path} is a socket in use (${(err as Error).message})`);
-  }
-  throw new Error(`${path} is a socket in use: something listens on it`);
 }

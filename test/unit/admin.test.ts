@@ -6,7 +6,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { daemonEnv, startVrouter, VROUTER_BIN, type StartedVrouter } from '../support/vrouter-process.ts';
 import { waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { adminClient as client } from '../support/admin-client.ts';
@@ -240,5 +240,21 @@ t.test('TCP with a token: reads are open, changes need it', async (t) => {
   t.match(await api.call('GET', '/ports/a/capture?count=1&seconds=1'), { status: 401, json: { error: { code: 'VR_UNAUTHORIZED' } } }, 'a capture shows guests\' traffic: it needs the token too');
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }), { status: 401, json: { error: { code: 'VR_UNAUTHORIZED' } } });
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer wrong' }), { status: 401 });
+  t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer a-token-long-enough-1235' }), { status: 401 }, 'a token of the same length, one character off');
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer a-token-long-enough-1234' }), { status: 200 });
+  t.match(vr.stderr(), /the admin token file .*token can be read by other users \(mode 0644\): chmod 600 it/, 'a token file others can read is pointed out');
+});
+
+t.test('a second vrouter on the same sockets takes none of them from the first', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  // Started by mistake on the same config: it stops, saying why, and the first keeps them all.
+  const second = spawnSync(process.execPath, [VROUTER_BIN, '--config', join(vr.dir, 'config.json')], { encoding: 'utf8', env: daemonEnv(), timeout: 30000 });
+  t.not(second.status, 0, 'the second one stops');
+  t.match(second.stderr, /is a socket in use/, `and says why: ${second.stderr.split('\n').find((l) => /in use/.test(l))}`);
+  t.equal((await client(vr).call('GET', '/ports')).status, 200, 'the first one\'s admin endpoint answers');
+  const device = await startDevice(vr.sockets.a);
+  device.close();
+  t.pass('and its ports take frontends');
+  t.ok(vr.alive());
 });

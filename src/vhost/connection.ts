@@ -371,9 +371,13 @@ export class VhostConnection {
       case Req.SET_OWNER:
         break;
       case Req.RESET_OWNER:
-      case Req.RESET_DEVICE:
+      case Req.RESET_DEVICE: {
+        // The reset forgets REPLY_ACK: whether the frontend waits for an answer is decided before.
+        const ack = this.wantsAck(m);
         await this.resetDevice();
-        break;
+        if (ack) this.reply(m.request, u64Payload(0n));
+        return;
+      }
       case Req.SET_MEM_TABLE:
         await this.setMemTable(m);
         break;

@@ -5,7 +5,7 @@
 import t from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
-import { memTablePayload, startDevice, u32pair, u64, vringAddrPayload } from '../support/vhost-frontend.ts';
+import { memTablePayload, PROTOCOL_MQ_REPLY_ACK_STATUS, startDevice, u32pair, u64, vringAddrPayload } from '../support/vhost-frontend.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { processResources, waitFor } from '../support/traffic.ts';
 import { ackingFrontend, MAC_A, withNeighbours } from './lib.ts';
@@ -94,4 +94,16 @@ t.test('a kick fd replaced on a running vring is the one the PMD waits on', asyn
   }
   latencies.sort((x, y) => x - y);
   t.ok(latencies[2] < 30, `the new kick wakes the PMD: median ${latencies[2].toFixed(1)} ms (sleeps last up to 100 ms)`);
+});
+
+t.test('a reset asked for with NEED_REPLY is answered (the reset forgets REPLY_ACK, not the question)', async (t) => {
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  t.teardown(() => fe.close());
+  for (const request of [Req.RESET_DEVICE, Req.RESET_OWNER]) {
+    t.equal(await fe.request(request, new Uint8Array(0)), 0n, `${request === Req.RESET_DEVICE ? 'RESET_DEVICE' : 'RESET_OWNER'} answered`);
+    fe.send(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_MQ_REPLY_ACK_STATUS));
+  }
+  t.ok(await n.stillForward());
 });

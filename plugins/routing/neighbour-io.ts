@@ -354,13 +354,37 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     }
     const hi = tll >= 0 ? macHi(d, tll) : macHi(d, off + 6);
     const lo = tll >= 0 ? macLo(d, tll) : macLo(d, off + 6);
-    const slot = r.neighbours.confirm(iface.index, 6, read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress, REACHABLE, r.now, false);
+    const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress);
     if (slot < 0 && iface.bridge !== null) return false;
     if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
     if (r.heldCount > 0) r.releaseHeld(batch);
     return true;
   }
   return false; // another router's advertisement: not ours to act on
+}
+
+const NA_SOLICITED = 0x40;
+const NA_OVERRIDE = 0x20;
+
+/**
+ * A neighbour advertisement for an address in the table (RFC 4861 7.2.5; one for an address
+ * not in it is not recorded): without Override it does not replace a known link-layer
+ * address (a REACHABLE entry goes STALE, to be probed, others stay as they are); otherwise
+ * the address is taken, REACHABLE if the advertisement answers a solicitation, STALE if it
+ * came unasked and changed the address. Returns the entry's slot, or -1.
+ */
+function naReceived(r: Router, iface: Interface, flags: number, a0: number, a1: number, a2: number, a3: number, hi: number, lo: number, port: number): number {
+  const table = r.neighbours;
+  const slot = table.find(iface.index, 6, a0, a1, a2, a3);
+  if (slot < 0 || table.foundState === STATIC) return slot;
+  const known = table.foundState !== INCOMPLETE;
+  const changed = hi !== table.foundMacHi || lo !== table.foundMacLo;
+  if (known && changed && (flags & NA_OVERRIDE) === 0) {
+    if (table.foundState === REACHABLE) table.setState(slot, STALE, r.now);
+    return slot;
+  }
+  const state = (flags & NA_SOLICITED) !== 0 ? REACHABLE : !known || changed ? STALE : table.foundState;
+  return table.confirm(iface.index, 6, a0, a1, a2, a3, hi, lo, port, state, r.now, false);
 }
 
 /** Turns a neighbour solicitation for our address into the advertisement, in place. */

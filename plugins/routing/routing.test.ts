@@ -145,6 +145,14 @@ t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async 
   const hop = run(h, 'a', [udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, hopLimit: 1, srcMac: GUEST.a, dstMac: MAC.a })]);
   t.same(summary(hop), ['drop:ttl_exceeded', 'a']);
   t.same(parseFrame(hop[1].frame).l4?.type, 3);
+  // RFC 4861 7.2.5: without Override an advertisement does not replace a known address (a
+  // guest claiming another's); with it, it does (an address moved to a new interface).
+  const OTHER = '52:54:00:00:0e:0e';
+  const unasked = (override: boolean) => neighbourAdvertisement({ src: '2001:db8:2::2', dst: 'fe80::ff:fe00:b01', target: '2001:db8:2::2', targetLinkAddr: OTHER, override, srcMac: OTHER, dstMac: MAC.b });
+  run(h, 'b', [unasked(false)]);
+  t.same(parseFrame(run(h, 'a', [toB])[0].frame).dstMac, GUEST.b, 'an advertisement without Override leaves the address known');
+  run(h, 'b', [unasked(true)]);
+  t.same(parseFrame(run(h, 'a', [toB])[0].frame).dstMac, OTHER, 'one with Override replaces it');
 });
 
 t.test('a bridge with router addresses: guests on it reach other subnets', async (t) => {

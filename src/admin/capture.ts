@@ -141,6 +141,8 @@ function boundedNumber(query: URLSearchParams, name: string, fallback: number, m
 interface Session {
   id: number;
   port: number;
+  /** the port's name: another port may take its slot once it is removed */
+  name: string;
   res: ServerResponse;
   limit: number;
   written: number;
@@ -177,7 +179,7 @@ export class CaptureHub {
     if (this.sessions.has(port)) throw new ApiError(409, 'VR_BUSY', 'name', `a capture of port ${portName} is running: one at a time per port`);
     const control = (this.control ??= new CaptureControl(source.memory));
     // Taken now, before the response starts: a second request for the port gets the 409.
-    const session: Session = { id: this.nextId++, port, res: null as unknown as ServerResponse, limit: count, written: 0, unread: 0, dropsBefore: control.drops(port), start: Date.now(), timer: null as unknown as NodeJS.Timeout, done: false };
+    const session: Session = { id: this.nextId++, port, name: portName, res: null as unknown as ServerResponse, limit: count, written: 0, unread: 0, dropsBefore: control.drops(port), start: Date.now(), timer: null as unknown as NodeJS.Timeout, done: false };
     this.sessions.set(port, session);
     return (res) => {
       session.res = res;
@@ -197,6 +199,9 @@ export class CaptureHub {
   }
 
   private drain(): void {
+    // A port removed ends its capture, before any record of a port that took its slot.
+    const ports = this.source().ports;
+    for (const s of [...this.sessions.values()]) if (ports[s.port] !== s.name) this.finish(s, 'the port was removed', false);
     this.control!.drain((record) => this.deliver(record));
     for (const s of [...this.sessions.values()]) if (s.written >= s.limit) this.finish(s, `${s.limit} packets captured`);
   }
@@ -227,14 +232,14 @@ export class CaptureHub {
     };
   }
 
-  private finish(session: Session, why: string): void {
+  private finish(session: Session, why: string, deliverRest = true): void {
     if (session.done) return;
     session.done = true;
     clearTimeout(session.timer);
     const control = this.control!;
     control.stop(session.port);
     // What the PMDs published before the stop still belongs to this capture.
-    control.drain((record) => this.deliver(record));
+    if (deliverRest) control.drain((record) => this.deliver(record));
     this.sessions.delete(session.port);
     if (this.sessions.size === 0 && this.drainTimer !== null) {
       clearInterval(this.drainTimer);

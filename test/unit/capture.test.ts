@@ -16,6 +16,7 @@ import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
 import { daemonEnv, REPO, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { icmp4, udp4 } from '../support/frames.ts';
+import { adminClient } from '../support/admin-client.ts';
 
 const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01' };
 const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b' };
@@ -223,6 +224,21 @@ t.test('a filter leaves out what it should; refusals; one capture per port, two 
   t.equal(again.status, 200, 'a can be captured again');
   const stream = await again.bytes();
   t.match(statistics(stream), { received: 0, dropped: 0, comment: /1 s elapsed/ }, 'it ends after its seconds with nothing seen');
+});
+
+t.test('a port removed ends its capture; the port that takes its slot can be captured at once', async (t) => {
+  const vr = await startVrouter({ ports: ['a', 'b', 'c'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })), pmd: { cores: [1] } });
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  const cap = await capture(vr, 'c', 'count=100&seconds=60');
+  t.equal(cap.status, 200);
+  const started = Date.now();
+  t.equal((await api.call('DELETE', '/ports/c')).status, 200);
+  t.equal((await api.call('POST', '/ports', { name: 'd', socket: join(vr.dir, 'd.sock'), bridge: 'br0' })).status, 200, 'd takes the slot c had');
+  const stream = await cap.bytes();
+  t.ok(Date.now() - started < 10_000, `the capture ended ${Date.now() - started} ms after the port went, not after its 60 s`);
+  t.match(statistics(stream), { received: 0, comment: /capture ended: the port was removed/ });
+  t.equal((await capture(vr, 'd', 'count=1&seconds=1')).status, 200, 'the new port can be captured at once');
 });
 
 t.test('a bridged port captured: long frames, otherwise copied once from guest to guest, are recorded whole', async (t) => {

@@ -1,17 +1,17 @@
 // Kick, call and error fds of every kind a frontend can send: anything but a non-blocking
 // eventfd is refused at the message, and an eventfd made blocking after it was accepted
 // (the flag belongs to the open file, which the frontend shares) never blocks the PMD.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
-import { startDevice, u64 } from '../support/vhost-frontend.ts';
+import { startDevice, u64, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { blockingEventfd, directoryFd, eventfdAdd, makeBlocking, pipe } from '../support/raw-fds.ts';
 import { processResources, waitFor } from '../support/traffic.ts';
-import { ackingFrontend, MAC_A, withNeighbours } from './lib.ts';
+import { ackingFrontend, MAC_A, withNeighbours, type Neighbours } from './lib.ts';
 
 const MAC_H = '52:54:00:00:00:0c';
 
@@ -63,20 +63,28 @@ t.test('vring fds that are not non-blocking eventfds', async (t) => {
   t.pass(`vrouter holds ${processResources(n.vr.proc.pid!).fds} fds, as before the cases`);
 });
 
+/**
+ * h's guest RX call fd made blocking with its counter full, then frames sent from a to h:
+ * the PMD writes that fd when it delivers them, and a full counter on a blocking fd would
+ * stop the write for good. Returns the fd.
+ */
+function blockCallFd(t: Test, n: Neighbours, h: VirtioNetDevice): number {
+  const call = h.callFds[0];
+  makeBlocking(call);
+  t.ok(eventfdAdd(call, 2n ** 64n - 2n), 'the counter is full');
+  for (let i = 0; i < 8; i++) postRxBuffer(h.rx, 2048);
+  for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
+  n.a.kick();
+  return call;
+}
+
 t.test('an eventfd made blocking and full after it was accepted', async (t) => {
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());
   const h = await startDevice(n.vr.sockets.h);
   t.teardown(() => h.close());
-  // h's guest RX call fd: the PMD writes it when it delivers a frame to h. A full counter
-  // on a blocking fd would stop the PMD's write for good.
-  const call = h.callFds[0];
-  makeBlocking(call);
-  t.ok(eventfdAdd(call, 2n ** 64n - 2n), 'the counter is full');
   const before = n.vr.stderr().length;
-  for (let i = 0; i < 8; i++) postRxBuffer(h.rx, 2048);
-  for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
-  n.a.kick();
+  const call = blockCallFd(t, n, h);
   await waitFor('the disconnect', () => /made its call eventfd blocking/.test(n.vr.stderr().slice(before)), 3000);
   t.ok(h.rx.takeUsed().length > 0, 'frames reached h, so the PMD did write its call fd');
   t.ok(await h.frontend.closedByPeer(), 'h was disconnected');
@@ -93,12 +101,7 @@ for (const leaving of ['hangs up', 'resets the device'] as const) {
     t.teardown(() => n.close());
     const h = await startDevice(n.vr.sockets.h);
     t.teardown(() => h.close());
-    const call = h.callFds[0];
-    makeBlocking(call);
-    t.ok(eventfdAdd(call, 2n ** 64n - 2n), 'the counter is full');
-    for (let i = 0; i < 8; i++) postRxBuffer(h.rx, 2048);
-    for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
-    n.a.kick();
+    const call = blockCallFd(t, n, h);
     await waitFor('frames on h', () => h.rx.takeUsed().length > 0 || undefined, 3000);
     if (leaving === 'hangs up') h.frontend.close();
     else h.frontend.send(Req.RESET_OWNER);

@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, parseConfig, topologyOf } from '../../src/control/config.ts';
 import { planPlugins } from '../../src/pipeline/loader.ts';
-import { startDevice } from '../support/vhost-frontend.ts';
+import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { waitFor } from '../support/traffic.ts';
 import { adminClient } from '../support/admin-client.ts';
-import { daemonEnv, startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
+import { daemonEnv, startVrouter, VROUTER_BIN, type StartedVrouter } from '../support/vrouter-process.ts';
 
 const FAULTY = fileURLToPath(new URL('../support/plugins/faulty.ts', import.meta.url));
 const DSCP = fileURLToPath(new URL('../../examples/plugins/dscp-marker/index.ts', import.meta.url));
@@ -34,6 +34,27 @@ async function withFaultyPlugin(t: { teardown(fn: () => unknown): void }) {
   const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
   t.teardown(() => [a, b].forEach((d) => d.close()));
   return { vr, a, b };
+}
+
+/** A frame from a to b whose payload starts with `first` (what the faulty plugin acts on), sent; returns it. */
+function sendTrigger(a: VirtioNetDevice, b: VirtioNetDevice, first: number): Uint8Array {
+  postRxBuffer(b.rx, 2048);
+  const frame = ethernetFrame(MAC_B, MAC_A, 60);
+  frame[14] = first;
+  sendFrame(a.tx, frame);
+  a.kick();
+  return frame;
+}
+
+/** Whether 10 frames from a, every other one `trigger`, all reach b. */
+async function forwardsWith(vr: StartedVrouter, a: VirtioNetDevice, b: VirtioNetDevice, trigger: Uint8Array): Promise<boolean> {
+  for (let i = 0; i < 10; i++) postRxBuffer(b.rx, 2048);
+  for (let i = 0; i < 10; i++) sendFrame(a.tx, i % 2 ? trigger : ethernetFrame(MAC_B, MAC_A, 60, i));
+  a.kick();
+  let got = 0;
+  await waitFor('frames through', () => (got += b.rx.takeUsed().length) >= 10 || undefined, 10000)
+    .catch((err: Error) => { throw new Error(`${err.message} (${got} came); vrouter's log:\n${vr.stderr().slice(-4000)}`); });
+  return got >= 10;
 }
 
 t.test('pipeline and plugins in the config', async (t) => {
@@ -125,44 +146,25 @@ t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
 
 t.test('a plugin that hangs a PMD is taken out of it', async (t) => {
   const { vr, a, b } = await withFaultyPlugin(t);
-  postRxBuffer(b.rx, 2048);
-  const hang = ethernetFrame(MAC_B, MAC_A, 60);
-  hang[14] = 0xdd;
-  sendFrame(a.tx, hang);
-  a.kick();
+  const hang = sendTrigger(a, b, 0xdd);
   const started = Date.now();
   await waitFor('the watchdog', () => /pmd0 is stuck in plugin faulty \(no poll round for 1000 ms\): restarting it without the plugin \(bypass: its traffic passes unprocessed\)/.test(vr.stderr()), 5000);
   t.pass(`the supervisor saw the PMD stuck in the plugin after ${Date.now() - started} ms and said so`);
   await waitFor('the restart', () => /pmd0 exited with code \d+: restarting it/.test(vr.stderr()), 5000);
   await waitFor('the queues back', () => /port b: vring 0 \(guest rx\) running, size 256, resumed/.test(vr.stderr()), 5000);
-  for (let i = 0; i < 10; i++) postRxBuffer(b.rx, 2048);
-  for (let i = 0; i < 10; i++) sendFrame(a.tx, i % 2 ? hang : ethernetFrame(MAC_B, MAC_A, 60, i));
-  a.kick();
-  let got = 0;
-  await waitFor('frames after the restart', () => (got += b.rx.takeUsed().length) >= 10 || undefined, 5000);
-  t.ok(got >= 10, 'the restarted PMD forwards, the frames that hung the plugin too (it is bypassed)');
+  t.ok(await forwardsWith(vr, a, b, hang), 'the restarted PMD forwards, the frames that hung the plugin too (it is bypassed)');
   t.ok(vr.alive());
 });
 
 t.test('a PMD blocked in a system call: its process is killed, the spare takes over', async (t) => {
   const { vr, a, b } = await withFaultyPlugin(t);
-  postRxBuffer(b.rx, 2048);
-  const blocks = ethernetFrame(MAC_B, MAC_A, 60);
-  blocks[14] = 0xdc;
-  sendFrame(a.tx, blocks);
-  a.kick();
+  const blocks = sendTrigger(a, b, 0xdc);
   await waitFor('the watchdog', () => /pmd0 is stuck in plugin faulty/.test(vr.stderr()) || undefined, 5000);
   // Terminated, a thread blocked in read() never ends: the data plane goes, as in a crash.
   await waitFor('the kill', () => /pmd0 did not end 3000 ms after it was terminated \(blocked in a system call\): killing the data-plane process/.test(vr.stderr()) || undefined, 8000);
   await waitFor('the new data plane', () => /the data-plane process died \(signal SIGKILL\)/.test(vr.stderr()) || undefined, 5000);
   await waitFor('the queues back', () => /port b: vring 0 \(guest rx\) running, size 256, resumed/.test(vr.stderr()) || undefined, 10000);
-  for (let i = 0; i < 10; i++) postRxBuffer(b.rx, 2048);
-  for (let i = 0; i < 10; i++) sendFrame(a.tx, i % 2 ? blocks : ethernetFrame(MAC_B, MAC_A, 60, i));
-  a.kick();
-  let got = 0;
-  await waitFor('frames after the takeover', () => (got += b.rx.takeUsed().length) >= 10 || undefined, 10000)
-    .catch((err: Error) => { throw new Error(`${err.message} (${got} came); vrouter's log:\n${vr.stderr().slice(-4000)}`); });
-  t.ok(got >= 10, 'the new data plane forwards, the frames that blocked the plugin too (it is bypassed)');
+  t.ok(await forwardsWith(vr, a, b, blocks), 'the new data plane forwards, the frames that blocked the plugin too (it is bypassed)');
   t.ok(vr.alive());
 });
 

@@ -369,7 +369,7 @@ const NA_OVERRIDE = 0x20;
 /**
  * A neighbour advertisement for an address in the table (RFC 4861 7.2.5; one for an address
  * not in it is not recorded): without Override it does not replace a known link-layer
- * address (a REACHABLE entry goes STALE, to be probed, others stay as they are); otherwise
+ * address (a REACHABLE entry goes STALE, others stay as they are); otherwise
  * the address is taken, REACHABLE if the advertisement answers a solicitation, STALE if it
  * came unasked and changed the address. Returns the entry's slot, or -1.
  */

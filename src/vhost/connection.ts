@@ -912,11 +912,12 @@ export class VhostConnection {
 }
 
 /**
- * The first of the vrings' kick and call eventfds found blocking, made non-blocking again
- * and poked so that a PMD blocked on it wakes (a reader blocked on a zero counter wakes on
- * a write, a writer blocked on a full one on a read); which it was, or null if none.
+ * The vrings' kick and call eventfds found blocking, made non-blocking again and poked so
+ * that a PMD blocked on one wakes (a reader blocked on a zero counter wakes on a write, a
+ * writer blocked on a full one on a read); which was the first, or null if none.
  */
 function unblockFds(vrings: readonly Vring[]): string | null {
+  let first: string | null = null;
   for (const [index, v] of vrings.entries()) {
     for (const [fd, what] of [[v.kickFd, 'kick'], [v.callFd, 'call']] as const) {
       if (fd < 0 || isNonBlocking(fd)) continue;
@@ -927,8 +928,8 @@ function unblockFds(vrings: readonly Vring[]): string | null {
       }
       if (what === 'kick') eventfdSignal(fd);
       else eventfdDrain(fd);
-      return `vring ${index}: the frontend made its ${what} eventfd blocking`;
+      first ??= `vring ${index}: the frontend made its ${what} eventfd blocking`;
     }
   }
-  return null;
+  return first;
 }

@@ -4,9 +4,11 @@
 // a byte is read, and the IPv6 extension-header walk has a step limit. A frame that
 // cannot be read is marked BAD (the stage drops it: a filter fails closed); frames that
 // are not IP are marked NOT_IP (the stage leaves them alone).
-import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, read16, read32 } from '../../src/pipeline/api.ts';
+import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Walk, read16, read32 } from '../../src/pipeline/api.ts';
 import type { PacketBatch } from '../../src/pipeline/api.ts';
 import { FRAGMENT, type FlowKeys } from './classifier.ts';
+
+export { Ipv6Walk };
 import { FC_DST, FC_MARK, FC_NOTED, FC_PORTS, FC_PROTO, FC_PROTO_BITS, FC_SEQ, FC_SLOT, FC_SRC, FlowCache, SET_WORDS } from './flow-cache.ts';
 
 /** IP, with its upper-layer header at l4 (the first fragment, or a whole packet) */
@@ -27,18 +29,6 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const ETHERTYPE_QINQ = 0x88a8;
 const IPPROTO_SCTP = 132;
-const IPPROTO_HOPOPTS = 0;
-const IPPROTO_ROUTING = 43;
-const IPPROTO_FRAGMENT = 44;
-const IPPROTO_AH = 51;
-const IPPROTO_DSTOPTS = 60;
-/**
- * Extension headers walked before the upper-layer header. RFC 8200 4.1 recommends each at
- * most once (twice for destination options), so a legitimate chain of the ones walked
- * here has at most 6; a longer one is refused rather than read further.
- */
-export const MAX_EXTENSION_HEADERS = 8;
-
 /** Per packet of a batch: what the parse found (offsets from the frame's start). */
 export interface Headers {
   readonly keys: FlowKeys;
@@ -57,50 +47,6 @@ export interface Headers {
 
 export function createHeaders(keys: FlowKeys, capacity: number): Headers {
   return { keys, status: new Uint8Array(capacity), l3: new Uint16Array(capacity), l4: new Uint16Array(capacity), end: new Uint16Array(capacity), words: null, wordsOf: null };
-}
-
-/**
- * Where an IPv6 packet's upper-layer header starts: walks the extension headers from `p`
- * (the first one, of type `next`) up to `end`. Results in the fields, for no allocation.
- */
-export class Ipv6Walk {
-  /** the upper-layer protocol, or -1 when the chain is malformed or too long */
-  protocol = -1;
-  offset = 0;
-  /** a fragment header with a non-zero offset was met: no upper-layer header follows */
-  laterFragment = false;
-
-  walk(d: Uint8Array, p: number, end: number, next: number): void {
-    this.laterFragment = false;
-    for (let step = 0; step <= MAX_EXTENSION_HEADERS; step++) {
-      if (next !== IPPROTO_HOPOPTS && next !== IPPROTO_ROUTING && next !== IPPROTO_DSTOPTS && next !== IPPROTO_FRAGMENT && next !== IPPROTO_AH) {
-        this.protocol = next;
-        this.offset = p;
-        return;
-      }
-      if (step === MAX_EXTENSION_HEADERS || p + 8 > end) break;
-      const after = d[p];
-      if (next === IPPROTO_FRAGMENT) {
-        // RFC 8200 4.5: Fragment Offset, the high 13 bits of bytes 2-3, in 8-octet units
-        if ((read16(d, p + 2) & 0xfff8) !== 0) {
-          this.protocol = after;
-          this.offset = p + 8;
-          this.laterFragment = true;
-          return;
-        }
-        p += 8;
-      } else if (next === IPPROTO_AH) {
-        // RFC 4302 2.2: Payload Len is the AH length in 4-octet units, minus 2
-        p += (d[p + 1] + 2) * 4;
-      } else {
-        // RFC 8200 4.3-4.6: Hdr Ext Len in 8-octet units, not counting the first 8
-        p += (d[p + 1] + 1) * 8;
-      }
-      next = after;
-      if (p > end) break;
-    }
-    this.protocol = -1;
-  }
 }
 
 function setL4(h: Headers, i: number, d: Uint8Array, off: number, l4: number, end: number, protocol: number, version: number): void {

@@ -2,7 +2,7 @@
 // own addresses (echo, port unreachable), hop limit, longest-prefix match with ECMP, packet
 // too big (routers never fragment IPv6) and ICMPv6 errors under a rate limit.
 import {
-  ETH_HLEN, ETHERTYPE_IPV6, ICMP6_ERROR_MAX, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, adjustChecksum, finishChecksum, icmp6Error,
+  ETH_HLEN, ETHERTYPE_IPV6, ICMP6_ERROR_MAX, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Walk, adjustChecksum, finishChecksum, icmp6Error,
   ipv6PseudoSum, macHi, macLo, onesSum, read16, read32, writeEthernet, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
@@ -170,15 +170,22 @@ function write16Checksum(d: Uint8Array, icmp: number, from: number, to: number):
   d[icmp + 3] = c & 0xff;
 }
 
+/** scratch for the upper-layer header of the packet at hand (no allocation per packet) */
+const walk = new Ipv6Walk();
+
 /**
  * An ICMPv6 error about packet i, sent back out of its ingress port (RFC 4443 2.4): never
- * about an ICMPv6 error, nor to a multicast or unspecified source; within the rate limit.
+ * about an ICMPv6 error (behind extension headers too), nor about a packet whose
+ * extension headers cannot be read to tell, nor to a multicast or unspecified source;
+ * within the rate limit.
  */
 function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, code: number, rest: number): void {
   const d = batch.data;
   const off = batch.offset(i);
   const ip = off + ETH_HLEN;
-  if (d[ip + 6] === IPPROTO_ICMPV6 && d[ip + IPV6_HLEN] < 128) return;
+  walk.walk(d, ip + IPV6_HLEN, off + batch.length(i), d[ip + 6]);
+  if (walk.protocol < 0) return;
+  if (walk.protocol === IPPROTO_ICMPV6 && !walk.laterFragment && (walk.offset >= off + batch.length(i) || d[walk.offset] < 128)) return;
   if (d[ip + 8] === 0xff || (read32(d, ip + 8) === 0 && read32(d, ip + 12) === 0 && read32(d, ip + 16) === 0 && read32(d, ip + 20) === 0)) return;
   if ((d[off] & 1) !== 0 && type !== PACKET_TOO_BIG) return;
   if (!r.icmpBucket.take(r.now)) {

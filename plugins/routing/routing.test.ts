@@ -145,6 +145,16 @@ t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async 
   const hop = run(h, 'a', [udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, hopLimit: 1, srcMac: GUEST.a, dstMac: MAC.a })]);
   t.same(summary(hop), ['drop:ttl_exceeded', 'a']);
   t.same(parseFrame(hop[1].frame).l4?.type, 3);
+  // RFC 4443 2.4 (e.1): no error about an ICMPv6 error, behind extension headers too.
+  const error = icmp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', type: 1, code: 4, payload: 40, hopLimit: 1, srcMac: GUEST.a, dstMac: MAC.a });
+  const behind = new Uint8Array(error.length + 8);
+  behind.set(error.subarray(0, 54));
+  behind.set([58, 0, 1, 4, 0, 0, 0, 0], 54); // destination options: next ICMPv6, PadN
+  behind.set(error.subarray(54), 62);
+  behind[14 + 6] = 60;
+  new DataView(behind.buffer).setUint16(14 + 4, error.length - 54 + 8);
+  t.same(summary(run(h, 'a', [behind])), ['drop:ttl_exceeded'], 'an ICMPv6 error behind a destination options header gets no error back');
+  t.same(summary(run(h, 'a', [error])), ['drop:ttl_exceeded'], 'nor one without');
   // RFC 4861 7.2.5: without Override an advertisement does not replace a known address (a
   // guest claiming another's); with it, it does (an address moved to a new interface).
   const OTHER = '52:54:00:00:0e:0e';

@@ -18,6 +18,64 @@ export const IPV6_HLEN = 40;
 export const ICMP4_ERROR_MAX = 576;
 export const ICMP6_ERROR_MAX = 1280;
 
+// ---- IPv6 extension headers -------------------------------------------------------------
+
+export const IPPROTO_HOPOPTS = 0;
+export const IPPROTO_ROUTING = 43;
+export const IPPROTO_FRAGMENT = 44;
+export const IPPROTO_AH = 51;
+export const IPPROTO_DSTOPTS = 60;
+/**
+ * Extension headers walked before the upper-layer header. RFC 8200 4.1 recommends each at
+ * most once (twice for destination options), so a legitimate chain of the ones walked
+ * here has at most 6; a longer one is refused rather than read further.
+ */
+export const MAX_EXTENSION_HEADERS = 8;
+
+/**
+ * Where an IPv6 packet's upper-layer header starts: walks the extension headers from `p`
+ * (the first one, of type `next`) up to `end`. Results in the fields, for no allocation.
+ */
+export class Ipv6Walk {
+  /** the upper-layer protocol, or -1 when the chain is malformed or too long */
+  protocol = -1;
+  offset = 0;
+  /** a fragment header with a non-zero offset was met: no upper-layer header follows */
+  laterFragment = false;
+
+  walk(d: Uint8Array, p: number, end: number, next: number): void {
+    this.laterFragment = false;
+    for (let step = 0; step <= MAX_EXTENSION_HEADERS; step++) {
+      if (next !== IPPROTO_HOPOPTS && next !== IPPROTO_ROUTING && next !== IPPROTO_DSTOPTS && next !== IPPROTO_FRAGMENT && next !== IPPROTO_AH) {
+        this.protocol = next;
+        this.offset = p;
+        return;
+      }
+      if (step === MAX_EXTENSION_HEADERS || p + 8 > end) break;
+      const after = d[p];
+      if (next === IPPROTO_FRAGMENT) {
+        // RFC 8200 4.5: Fragment Offset, the high 13 bits of bytes 2-3, in 8-octet units
+        if ((read16(d, p + 2) & 0xfff8) !== 0) {
+          this.protocol = after;
+          this.offset = p + 8;
+          this.laterFragment = true;
+          return;
+        }
+        p += 8;
+      } else if (next === IPPROTO_AH) {
+        // RFC 4302 2.2: Payload Len is the AH length in 4-octet units, minus 2
+        p += (d[p + 1] + 2) * 4;
+      } else {
+        // RFC 8200 4.3-4.6: Hdr Ext Len in 8-octet units, not counting the first 8
+        p += (d[p + 1] + 1) * 8;
+      }
+      next = after;
+      if (p > end) break;
+    }
+    this.protocol = -1;
+  }
+}
+
 // ---- addresses, as a user types them -------------------------------------------------------
 
 /** An address or prefix in bytes: 4 for IPv4, 16 for IPv6. */

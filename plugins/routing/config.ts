@@ -166,6 +166,23 @@ function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
   return { address: address(n.address, `${field}.address`, 'addresses'), mac, port };
 }
 
+/**
+ * What a route source learned: an entry the config's checks refuse (a multicast MAC in a
+ * namespace's neighbour table) is left out, never the reason a config is refused.
+ */
+function learnedList<T>(value: unknown, parse: (v: unknown, f: string) => T): T[] {
+  if (!Array.isArray(value)) return [];
+  const kept: T[] = [];
+  for (const v of value) {
+    try {
+      kept.push(parse(v, 'learnedNeighbours'));
+    } catch {
+      // left out
+    }
+  }
+  return kept;
+}
+
 function list<T>(value: unknown, field: string, parse: (v: unknown, f: string) => T): T[] {
   if (value === undefined) return [];
   if (!Array.isArray(value)) throw new PluginConfigError(field, 'must be an array');
@@ -187,7 +204,7 @@ function parseAll(raw: Obj): RoutingConfig {
     // them for their prefixes.
     routes: routes(c.routes),
     neighbours: list(c.neighbours, 'neighbours', parseNeighbour),
-    learnedNeighbours: list(c.learnedNeighbours, 'learnedNeighbours', parseNeighbour),
+    learnedNeighbours: learnedList(c.learnedNeighbours, parseNeighbour),
     neighbourLimit,
     icmpRate: integer(c.icmpRate, 'icmpRate', 0, 1_000_000, 1000),
     icmpBurst: integer(c.icmpBurst, 'icmpBurst', 1, 100_000, 50),

@@ -3,6 +3,7 @@
 // ECMP, bridges with router addresses, and malformed headers.
 import t from 'tap';
 import routing, { clock } from './index.ts';
+import type { RoutingConfig } from './config.ts';
 import { PluginHarness, type HarnessPort, type Outcome } from '../../src/pipeline/testing.ts';
 import { arp, icmp4, icmp6, neighbourAdvertisement, neighbourSolicitation, parseFrame, routerSolicitation, tcp4, tcp6, udp4, udp6 } from '../../test/support/frames.ts';
 
@@ -310,6 +311,11 @@ t.test('tables: routes and neighbours as the admin endpoint lists them', async (
     { address: '10.0.1.9', interface: 'a', port: 'a', mac: '52:54:00:00:00:99', state: 'static' },
     { address: '10.0.2.2', interface: 'b', port: 'b', mac: GUEST.b, state: 'reachable' },
   ]);
+});
+
+t.test('a learned neighbour the config\'s checks refuse is left out, not the reason a config is refused', async (t) => {
+  const config = routing.parseConfig!({ learnedNeighbours: [{ address: '10.0.1.9', mac: '01:00:5e:00:00:05', port: 'a' }, { address: '10.0.1.8', mac: '52:54:00:00:00:08', port: 'a' }] }) as RoutingConfig;
+  t.same(config.learnedNeighbours.map((n) => n.address.text), ['10.0.1.8'], 'the multicast MAC left out, the other kept');
 });
 
 t.test('config errors name the field', async (t) => {

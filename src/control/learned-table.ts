@@ -32,6 +32,8 @@ const NUD_PERMANENT = 0x80;
 /** rtm_protocol of the routes Linux makes itself (the connected subnets of addresses): vrouter has its own */
 const RTPROT_KERNEL = 2;
 const NEXTHOP_GROUP_DEPTH = 2;
+/** The most gateways one route may resolve to (its group's members, theirs): more, and it is left out as 'unknown nexthop'. */
+const MAX_GROUP_HOPS = 1024;
 
 /** Why a route of the source is not one of vrouter's. */
 export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop';
@@ -591,17 +593,25 @@ export class LearnedTable {
     return this.mirrors.get(this.links.get(ifindex) ?? '');
   }
 
-  /** A nexthop object's gateways (a group's members' too), or null if one is unknown. */
-  private resolve(id: number, depth: number): { via: string | null; ifindex: number; blackhole: boolean }[] | null {
+  /**
+   * A nexthop object's gateways (a group's members' too, each once), or null if one is
+   * unknown. A group of more than MAX_GROUP_HOPS gateways in all is unknown too: groups of
+   * groups multiply (a route to a group of 8,000 groups of 8,000 would be 64 million hops,
+   * from one 64 KiB FPM frame; Linux refuses nested groups, FPM is not Linux).
+   */
+  private resolve(id: number, depth: number, seen = new Set<number>()): { via: string | null; ifindex: number; blackhole: boolean }[] | null {
     const n = this.nexthops.get(id);
     if (n === undefined) return null;
     if (n.group.length === 0) return [{ via: n.via, ifindex: n.ifindex, blackhole: n.blackhole }];
     if (depth === 0) return null;
     const out = [];
     for (const m of n.group) {
-      const hops = this.resolve(m.id, depth - 1);
+      if (seen.has(m.id)) continue;
+      seen.add(m.id);
+      const hops = this.resolve(m.id, depth - 1, seen);
       if (hops === null) return null;
       out.push(...hops);
+      if (out.length > MAX_GROUP_HOPS) return null;
     }
     return out;
   }

@@ -56,6 +56,21 @@ t.test('ECMP, nexthop objects and groups, blackholes; Linux\'s own and other tab
   t.ok(table.learned().routes.some((r) => r.prefix === '10.3.0.0/16'), 'a route whose nexthop object came later resolves then');
 });
 
+t.test('groups of groups do not multiply: each member once, and no route of more than 1,024 gateways', async (t) => {
+  // One FPM frame can hold a group of 8,000 members; 8,000 of those, each 8,000 times, were
+  // 64 million hops for one route, built in the supervisor.
+  const table = new LearnedTable('fpm 127.0.0.1:2620');
+  const k = 2000;
+  const repeated = Array.from({ length: k }, () => ({ id: 2, weight: 1 }));
+  table.apply([nexthop({ id: 3, via: '10.0.0.3' }), nexthop({ id: 2, group: Array.from({ length: k }, () => ({ id: 3, weight: 1 })) }), nexthop({ id: 1, group: repeated }), route({ prefix: '10.9.0.0/16', nhid: 1 })]);
+  const started = performance.now();
+  t.same(table.learned().routes.map((r) => [r.prefix, r.via]), [['10.9.0.0/16', ['10.0.0.3']]], 'the same member repeated counts once');
+  t.ok(performance.now() - started < 500, `resolved in ${(performance.now() - started).toFixed(0)} ms`);
+  const members = Array.from({ length: 1100 }, (_, i) => nexthop({ id: 100 + i, via: `10.1.${i >> 8}.${i & 255}` }));
+  table.apply([...members, nexthop({ id: 50, group: members.slice(0, 600).map((m) => ({ id: m.id, weight: 1 })) }), nexthop({ id: 51, group: members.slice(600).map((m) => ({ id: m.id, weight: 1 })) }), nexthop({ id: 52, group: [{ id: 50, weight: 1 }, { id: 51, weight: 1 }] }), route({ prefix: '10.8.0.0/16', nhid: 52 })]);
+  t.match(table.learned().leftOut, { 'unknown nexthop': 1 }, 'a route of 1,100 gateways is left out');
+});
+
 t.test('a sync removes what it did not repeat', async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   table.apply([route({ prefix: '10.1.0.0/16', nexthops: [{ via: '10.0.0.1', ifindex: 0, weight: 1 }] }), route({ prefix: '10.2.0.0/16', nexthops: [{ via: '10.0.0.1', ifindex: 0, weight: 1 }] })]);

@@ -7,7 +7,7 @@
 import type { Logger } from '../vhost/connection.ts';
 import type { ChangedPrefixes, LearnedRoute, LearnedRoutes } from '../pipeline/api.ts';
 import { NetlinkWatcher, type WatcherEvent } from '../uplink/netlink-watcher.ts';
-import { FpmServer, type FpmEvent } from '../uplink/fpm-server.ts';
+import { FpmServer, type FpmEvent, type FpmPeer } from '../uplink/fpm-server.ts';
 import type { RouteSourceConfig, VrouterConfig } from './config.ts';
 import { LearnedTable, prefixKey, prefixText, type Learned, type LeftOut } from './learned-table.ts';
 
@@ -24,7 +24,10 @@ export const sourceName = (s: RouteSourceConfig) => (s.type === 'netlink' ? `net
 
 interface RunningSource {
   config: RouteSourceConfig;
-  table: LearnedTable;
+  /** what it learned: a namespace's one table, or one per FPM connection */
+  tables(): LearnedTable[];
+  /** the ports' mirrors in its namespace changed: whether routes through them did */
+  setMirrors(mirrors: ReadonlyMap<string, string>): boolean;
   state: string;
   /** FPM: connections refused (from an address not in "peers") */
   refused(): number | undefined;
@@ -63,22 +66,26 @@ export class RouteSources implements LearnedRoutes {
   /** the addresses and neighbours last handed on, as JSON */
   private othersSent = JSON.stringify({ addresses: {}, neighbours: [] });
 
-  constructor(onChange: (change: LearnedChange) => void, log: Logger) {
+  /** how long FPM waits: for a zebra that hung up to come back, and for one's sync to end (tests shorten them) */
+  private readonly fpmTimes: { graceMs: number; resyncMs: number };
+
+  constructor(onChange: (change: LearnedChange) => void, log: Logger, fpmTimes = { graceMs: FPM_GRACE_MS, resyncMs: FPM_RESYNC_MS }) {
     this.onChange = onChange;
     this.log = log;
+    this.fpmTimes = fpmTimes;
   }
 
   /** The routes to a prefix, every source's (LearnedRoutes). */
   get(prefix: string): readonly LearnedRoute[] {
     const key = prefixKey(prefix);
     const out: LearnedRoute[] = [];
-    for (const s of this.sources.values()) s.table.routesTo(key, prefix, out);
+    for (const s of this.sources.values()) for (const t of s.tables()) t.routesTo(key, prefix, out);
     return out;
   }
 
   /** The routes to each prefix, once (LearnedRoutes): a pass over every source's table. */
   *all(): Generator<readonly LearnedRoute[]> {
-    const tables = [...this.sources.values()].map((s) => s.table);
+    const tables = this.allTables();
     for (let i = 0; i < tables.length; i++) {
       next: for (const key of tables[i].prefixes()) {
         // A prefix an earlier table has was done with that table.
@@ -97,8 +104,10 @@ export class RouteSources implements LearnedRoutes {
     for (const [name, source] of this.sources) {
       if (wanted.has(name)) continue;
       this.sources.delete(name);
-      source.table.clear();
-      this.gather(source.table);
+      for (const t of source.tables()) {
+        t.clear();
+        this.gather(t);
+      }
       void source.stop();
       this.log.info(`route source ${name} stopped: its routes are withdrawn`, 'routes.source', { source: name });
       this.changed();
@@ -107,19 +116,25 @@ export class RouteSources implements LearnedRoutes {
       const mirrors = s.type === 'netlink' ? mirrorsIn(config, s.netns) : new Map<string, string>();
       const running = this.sources.get(name);
       if (running !== undefined) {
-        if (running.table.setMirrors(mirrors)) this.changed();
+        if (running.setMirrors(mirrors)) this.changed();
         if (s.type === 'fpm') running.allowPeers(s.peers);
         continue;
       }
-      const table = new LearnedTable(name, mirrors);
-      this.sources.set(name, s.type === 'netlink' ? this.startNetlink(s.netns, table) : this.startFpm(s, table));
+      this.sources.set(name, s.type === 'netlink' ? this.startNetlink(s.netns, new LearnedTable(name, mirrors)) : this.startFpm(s));
     }
   }
 
   status(): RouteSourceStatus[] {
     return [...this.sources.entries()].map(([source, s]) => {
       const refused = s.refused();
-      return { source, state: s.state, ...s.table.status(), ...(refused === undefined ? {} : { refusedConnections: refused }) };
+      const leftOut: Partial<Record<LeftOut, number>> = {};
+      let routes = 0;
+      for (const t of s.tables()) {
+        const one = t.status();
+        routes += one.routes;
+        for (const [why, n] of Object.entries(one.leftOut) as [LeftOut, number][]) leftOut[why] = (leftOut[why] ?? 0) + n;
+      }
+      return { source, state: s.state, routes, leftOut, ...(refused === undefined ? {} : { refusedConnections: refused }) };
     });
   }
 
@@ -137,7 +152,8 @@ export class RouteSources implements LearnedRoutes {
     let warned = false;
     const source: RunningSource = {
       config: { type: 'netlink', netns },
-      table,
+      tables: () => [table],
+      setMirrors: (mirrors) => table.setMirrors(mirrors),
       state: 'starting',
       refused: () => undefined,
       allowPeers: () => {},
@@ -170,54 +186,88 @@ export class RouteSources implements LearnedRoutes {
     return source;
   }
 
-  private startFpm(config: Extract<RouteSourceConfig, { type: 'fpm' }>, table: LearnedTable): RunningSource {
+  /**
+   * An FPM listener: each connection (a zebra) has a table of its own, so that one zebra's
+   * sync, withdrawals and hang-up touch only its own routes, not another's, nor those of
+   * any local process that connects. A zebra that comes back from the same address within
+   * the grace takes over the table it left (its new sync then replaces it).
+   */
+  private startFpm(config: Extract<RouteSourceConfig, { type: 'fpm' }>): RunningSource {
     const { host, port, peers } = config;
-    const name = table.source;
-    let grace: NodeJS.Timeout | null = null;
-    let resync: NodeJS.Timeout | null = null;
-    const clearTimers = () => {
-      if (grace !== null) clearTimeout(grace);
-      if (resync !== null) clearTimeout(resync);
-      grace = resync = null;
+    const name = sourceName(config);
+    interface Session {
+      table: LearnedTable;
+      /** "address" of the peer, without its port */
+      address: string;
+      resync: NodeJS.Timeout | null;
+      grace: NodeJS.Timeout | null;
+    }
+    const sessions = new Map<number, Session>();
+    const clear = (session: Session) => {
+      if (session.resync !== null) clearTimeout(session.resync);
+      if (session.grace !== null) clearTimeout(session.grace);
+      session.resync = session.grace = null;
+    };
+    const withdraw = (id: number, session: Session) => {
+      clear(session);
+      sessions.delete(id);
+      if (session.table.clear()) this.gather(session.table);
+      this.changed();
     };
     const server = new FpmServer({
       host,
       port,
       peers,
       log: this.log,
-      onEvents: (events: FpmEvent[]) => {
+      onEvents: (events: FpmEvent[], peer: FpmPeer) => {
         for (const e of events) {
           if (e.kind === 'sync-start') {
             // zebra sends its whole table again: what it does not repeat goes, after a while.
-            clearTimers();
-            table.mark();
+            const address = peer.remote.slice(0, peer.remote.lastIndexOf(':'));
+            const left = [...sessions.entries()].find(([, s]) => s.grace !== null && s.address === address);
+            if (left !== undefined) sessions.delete(left[0]);
+            const session: Session = left?.[1] ?? { table: new LearnedTable(name), address, resync: null, grace: null };
+            clear(session);
+            sessions.set(peer.id, session);
+            session.table.mark();
             source.state = 'connected';
-            resync = setTimeout(() => {
-              if (table.sweep()) this.changed();
-            }, FPM_RESYNC_MS).unref();
+            session.resync = setTimeout(() => {
+              session.resync = null;
+              if (session.table.sweep()) this.changed();
+            }, this.fpmTimes.resyncMs).unref();
           } else if (e.kind === 'disconnected') {
-            clearTimers();
-            source.state = `disconnected: ${e.reason}`;
-            this.log.warn(`route source ${name}: zebra's connection closed (${e.reason}); its routes stay ${FPM_GRACE_MS / 1000} s for it to come back`, 'routes.source', { source: name });
-            grace = setTimeout(() => {
-              if (table.clear()) this.changed();
-              this.log.warn(`route source ${name}: zebra did not come back: its routes are withdrawn`, 'routes.source', { source: name });
-            }, FPM_GRACE_MS).unref();
+            const session = sessions.get(peer.id);
+            if (session === undefined) continue;
+            clear(session);
+            if ([...sessions.values()].every((s) => s === session || s.grace !== null)) source.state = `disconnected: ${e.reason}`;
+            if (this.stopped) continue;
+            this.log.warn(`route source ${name}: zebra's connection from ${peer.remote} closed (${e.reason}); its routes stay ${this.fpmTimes.graceMs / 1000} s for it to come back`, 'routes.source', { source: name });
+            session.grace = setTimeout(() => {
+              if (sessions.get(peer.id) !== session) return;
+              withdraw(peer.id, session);
+              this.log.warn(`route source ${name}: zebra did not come back to ${peer.remote}: its routes are withdrawn`, 'routes.source', { source: name });
+            }, this.fpmTimes.graceMs).unref();
           }
         }
-        if (table.apply(events.filter((e) => e.kind !== 'sync-start' && e.kind !== 'disconnected'))) this.changed();
+        const table = sessions.get(peer.id)?.table;
+        if (table !== undefined && table.apply(events.filter((e) => e.kind !== 'sync-start' && e.kind !== 'disconnected'))) this.changed();
       },
     });
     const source: RunningSource = {
       config,
-      table,
+      tables: () => [...sessions.values()].map((s) => s.table),
+      setMirrors: () => false,
       state: 'listening',
       refused: () => server.refused,
       allowPeers: (allowed) => server.allowPeers(allowed),
       stop: async () => {
-        clearTimers();
+        for (const session of sessions.values()) clear(session);
         await server.close();
-        table.clear();
+        for (const session of sessions.values()) {
+          clear(session);
+          session.table.clear();
+        }
+        sessions.clear();
       },
     };
     server.listen().then(
@@ -238,7 +288,7 @@ export class RouteSources implements LearnedRoutes {
     if (this.settle !== null || this.stopped) return;
     this.settle = setTimeout(() => {
       this.settle = null;
-      const tables = [...this.sources.values()].map((s) => s.table);
+      const tables = this.allTables();
       for (const t of tables) this.gather(t);
       const addresses: Record<string, string[]> = {};
       for (const t of tables) for (const [port, list] of t.learnedAddresses()) addresses[port] = [...(addresses[port] ?? []), ...list];
@@ -248,6 +298,10 @@ export class RouteSources implements LearnedRoutes {
       this.othersSent = json;
       if (this.changedKeys.size > 0 || othersChanged) this.onChange({ routes: this.changedKeys.size, others: othersChanged ? others : null });
     }, SETTLE_MS);
+  }
+
+  private allTables(): LearnedTable[] {
+    return [...this.sources.values()].flatMap((s) => s.tables());
   }
 
   /** Adds what changed in a table to what changed since takeChanged() (the bigger set kept: a full table is a million prefixes). */

@@ -1,0 +1,77 @@
+// An FPM route source with several connections: each zebra's routes are its own. A local
+// process that connects (and closes, or stays silent) takes nothing from a zebra; a zebra
+// that hangs up keeps its routes for the grace, gets them back by coming back from the
+// same address, and loses them when it does not; one zebra's withdrawal leaves another's
+// route to the same prefix. Timers shortened (grace 400 ms, resync 150 ms).
+import { connect, type Socket } from 'node:net';
+import t, { type Test } from 'tap';
+import { RouteSources } from '../../src/control/route-sources.ts';
+import { waitFor } from '../support/traffic.ts';
+import { fpmFrame, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, routeMessage, RTPROT_BGP } from '../support/netlink-messages.ts';
+
+const zebra = { flags: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const GRACE_MS = 400;
+const RESYNC_MS = 150;
+
+async function source(t: Test, port: number) {
+  const sources = new RouteSources(() => {}, { info: () => {}, warn: () => {} }, { graceMs: GRACE_MS, resyncMs: RESYNC_MS });
+  t.teardown(() => sources.stop());
+  sources.configure({ ports: [], routeSources: [{ type: 'fpm', host: '127.0.0.1', port, peers: null }] } as never);
+  const open = async (): Promise<Socket> => {
+    let socket: Socket | null = null;
+    await waitFor('the FPM listener', async () => {
+      const s = connect(port, '127.0.0.1');
+      const ok = await new Promise<boolean>((resolve) => s.once('connect', () => resolve(true)).once('error', () => resolve(false)));
+      if (ok) socket = s;
+      return ok || undefined;
+    });
+    t.teardown(() => socket!.destroy());
+    return socket!;
+  };
+  const send = (s: Socket, op: 'add' | 'remove', prefix: string, gateway: string) => s.write(fpmFrame(routeMessage(op, { prefix, gateway, oif: 2, protocol: RTPROT_BGP }, zebra)));
+  const vias = (prefix: string) => sources.get(prefix).flatMap((r) => r.via ?? []).sort();
+  return { open, send, vias };
+}
+
+t.test('a process that connects and closes, or stays silent, takes no zebra\'s routes', async (t) => {
+  const s = await source(t, 26300 + (process.pid % 1000));
+  const z = await s.open();
+  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
+  await waitFor('the route', () => s.vias('198.51.100.0/24').length === 1 || undefined);
+  const quick = await s.open();
+  quick.destroy();
+  await s.open(); // and one that stays, saying nothing
+  await sleep(GRACE_MS + RESYNC_MS + 200);
+  t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'zebra\'s route stays');
+});
+
+t.test('a zebra that hangs up keeps its routes for the grace; back from the same address, its new sync replaces them', async (t) => {
+  const s = await source(t, 27300 + (process.pid % 1000));
+  const z = await s.open();
+  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
+  s.send(z, 'add', '203.0.113.0/24', '192.0.2.1');
+  await waitFor('the routes', () => s.vias('203.0.113.0/24').length === 1 || undefined);
+  z.destroy();
+  await sleep(GRACE_MS / 2);
+  t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'kept while zebra may come back');
+  const back = await s.open();
+  s.send(back, 'add', '198.51.100.0/24', '192.0.2.1');
+  await sleep(GRACE_MS + RESYNC_MS + 200);
+  t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'the route it sent again stays');
+  t.same(s.vias('203.0.113.0/24'), [], 'the one it did not goes');
+  back.destroy();
+  await sleep(GRACE_MS + 200);
+  t.same(s.vias('198.51.100.0/24'), [], 'gone when it does not come back');
+});
+
+t.test('one zebra\'s withdrawal leaves another\'s route to the same prefix', async (t) => {
+  const s = await source(t, 28300 + (process.pid % 1000));
+  const [a, b] = [await s.open(), await s.open()];
+  s.send(a, 'add', '198.51.100.0/24', '192.0.2.1');
+  s.send(b, 'add', '198.51.100.0/24', '192.0.2.2');
+  await waitFor('both routes', () => s.vias('198.51.100.0/24').length === 2 || undefined);
+  s.send(b, 'remove', '198.51.100.0/24', '192.0.2.2');
+  await waitFor('b\'s withdrawn', () => s.vias('198.51.100.0/24').length === 1 || undefined);
+  t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'a\'s stays');
+});

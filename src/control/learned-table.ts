@@ -110,8 +110,8 @@ const NONE = -1;
 class RouteSlots {
   metric = new Uint32Array(0);
   kind = new Uint8Array(0);
-  /** the nexthop object it uses, or NONE */
-  nhid = new Int32Array(0);
+  /** the nexthop object it uses (an id is a u32: doubles hold every one), or NONE */
+  nhid = new Float64Array(0);
   /** its nexthops (HopSet id), or NONE */
   hops = new Int32Array(0);
   /** the sync it was last seen in (mark(), sweep()) */
@@ -142,14 +142,14 @@ class RouteSlots {
 
   private grow(): void {
     const size = Math.max(1024, Math.ceil(this.metric.length * 1.5));
-    const grown = <T extends Uint32Array | Int32Array | Uint8Array>(a: T, make: (n: number) => T) => {
+    const grown = <T extends Uint32Array | Int32Array | Uint8Array | Float64Array>(a: T, make: (n: number) => T) => {
       const b = make(size);
       b.set(a);
       return b;
     };
     this.metric = grown(this.metric, (n) => new Uint32Array(n));
     this.kind = grown(this.kind, (n) => new Uint8Array(n));
-    this.nhid = grown(this.nhid, (n) => new Int32Array(n));
+    this.nhid = grown(this.nhid, (n) => new Float64Array(n));
     this.hops = grown(this.hops, (n) => new Int32Array(n));
     this.seen = grown(this.seen, (n) => new Uint32Array(n));
     this.next = grown(this.next, (n) => new Int32Array(n));

@@ -71,6 +71,12 @@ t.test('groups of groups do not multiply: each member once, and no route of more
   t.match(table.learned().leftOut, { 'unknown nexthop': 1 }, 'a route of 1,100 gateways is left out');
 });
 
+t.test('nexthop ids are u32: those of 2^31 and above resolve too', async (t) => {
+  const table = new LearnedTable('fpm 127.0.0.1:2620');
+  table.apply([7, 3_000_000_000, 0xffffffff].flatMap((id, k) => [nexthop({ id, via: `10.0.0.${k + 1}` }), route({ prefix: `10.${k}.0.0/16`, nhid: id })]));
+  t.same(table.learned().routes.map((r) => [r.prefix, r.via]), [['10.0.0.0/16', ['10.0.0.1']], ['10.1.0.0/16', ['10.0.0.2']], ['10.2.0.0/16', ['10.0.0.3']]]);
+});
+
 t.test('a sync removes what it did not repeat', async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   table.apply([route({ prefix: '10.1.0.0/16', nexthops: [{ via: '10.0.0.1', ifindex: 0, weight: 1 }] }), route({ prefix: '10.2.0.0/16', nexthops: [{ via: '10.0.0.1', ifindex: 0, weight: 1 }] })]);

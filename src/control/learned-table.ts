@@ -218,6 +218,8 @@ export class LearnedTable {
         case 'link': {
           const l = e as Extract<TableEvent, { kind: 'link' }>;
           const before = this.links.get(l.ifindex);
+          // The same link again (a flag changed, a resync's dump): nothing its name says changed.
+          if (before === (l.op === 'add' ? l.name : undefined)) break;
           if (l.op === 'add') this.links.set(l.ifindex, l.name);
           else this.links.delete(l.ifindex);
           // Routes name the port of a mirror's interface: only a mirror's link changes them.

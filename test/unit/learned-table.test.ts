@@ -77,6 +77,16 @@ t.test('nexthop ids are u32: those of 2^31 and above resolve too', async (t) => 
   t.same(table.learned().routes.map((r) => [r.prefix, r.via]), [['10.0.0.0/16', ['10.0.0.1']], ['10.1.0.0/16', ['10.0.0.2']], ['10.2.0.0/16', ['10.0.0.3']]]);
 });
 
+t.test('a mirror\'s link sent again as it was changes no route', async (t) => {
+  const table = new LearnedTable('netlink ns1', new Map([['up', 'uplink']]));
+  table.apply([link(5, 'up'), ...Array.from({ length: 100 }, (_, k) => route({ prefix: `10.${k}.0.0/16`, nexthops: [{ via: '10.77.0.2', ifindex: 5, weight: 1 }] }))]);
+  table.takeChanged();
+  table.apply([link(5, 'up')]);
+  t.equal(table.takeChanged().size, 0, 'a promiscuity change, or a resync, is not 100 routes changed');
+  table.apply([link(5, 'up2')]);
+  t.equal(table.takeChanged().size, 100, 'a rename is');
+});
+
 t.test('a sync removes what it did not repeat', async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   table.apply([route({ prefix: '10.1.0.0/16', nexthops: [{ via: '10.0.0.1', ifindex: 0, weight: 1 }] }), route({ prefix: '10.2.0.0/16', nexthops: [{ via: '10.0.0.1', ifindex: 0, weight: 1 }] })]);

@@ -34,9 +34,11 @@ const RTPROT_KERNEL = 2;
 const NEXTHOP_GROUP_DEPTH = 2;
 /** The most gateways one route may resolve to (its group's members, theirs): more, and it is left out as 'unknown nexthop'. */
 const MAX_GROUP_HOPS = 1024;
+/** The most routes one source (a namespace, an FPM connection) keeps: four full Internet tables. */
+export const MAX_ROUTES = 4_000_000;
 
 /** Why a route of the source is not one of vrouter's. */
-export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop';
+export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop' | 'over limit';
 
 /** Keys of IPv4 prefixes longer than /24 (or with host bits set) start here: the others' are below. */
 const LONG_KEYS = 2 ** 29;
@@ -165,6 +167,9 @@ export class LearnedTable {
   private readonly routes = new Map<number | string, number>();
   private readonly slots = new RouteSlots();
   private count = 0;
+  /** routes not kept: the source held maxRoutes already */
+  private overLimit = 0;
+  private readonly maxRoutes: number;
   /** nexthop sets by id (null: a free id), and ids by their key */
   private readonly hopSets: (HopSet | null)[] = [];
   private readonly hopSetIds = new Map<string, number>();
@@ -189,9 +194,11 @@ export class LearnedTable {
   /** interface name -> the port it mirrors (a port's Linux mirror in this namespace) */
   private mirrors: ReadonlyMap<string, string>;
 
-  constructor(source: string, mirrors: ReadonlyMap<string, string> = new Map()) {
+  /** `maxRoutes`: the most it keeps (tests give fewer than MAX_ROUTES) */
+  constructor(source: string, mirrors: ReadonlyMap<string, string> = new Map(), maxRoutes = MAX_ROUTES) {
     this.source = source;
     this.mirrors = mirrors;
+    this.maxRoutes = maxRoutes;
   }
 
   /** The mirrors changed (ports added or removed): routes through them are read again. Returns whether they did change. */
@@ -297,6 +304,13 @@ export class LearnedTable {
       }
       last = slot;
     }
+    // A peer that never stops sending must not take the supervisor's heap: past the most a
+    // source keeps, new routes are left out and counted.
+    if (this.count >= this.maxRoutes) {
+      this.release(hops);
+      this.overLimit++;
+      return false;
+    }
     const slot = s.alloc();
     s.metric[slot] = r.metric;
     s.kind[slot] = kind;
@@ -379,6 +393,7 @@ export class LearnedTable {
     for (const key of this.routes.keys()) this.changed.add(key);
     this.routes.clear();
     this.slots.clear();
+    this.overLimit = 0;
     this.count = 0;
     this.hopSets.length = 0;
     this.hopSetIds.clear();
@@ -509,6 +524,7 @@ export class LearnedTable {
         else routes += resolution.length;
       }
     }
+    if (this.overLimit > 0) leftOut['over limit'] = this.overLimit;
     return { routes, leftOut };
   }
 

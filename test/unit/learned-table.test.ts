@@ -2,7 +2,7 @@
 import t from 'tap';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { LearnedTable, prefixText } from '../../src/control/learned-table.ts';
+import { LearnedTable, MAX_ROUTES, prefixText } from '../../src/control/learned-table.ts';
 import type { NexthopEvent, RouteEvent } from '../../src/sys/netlink.ts';
 
 setFlagsFromString('--expose-gc');
@@ -85,6 +85,20 @@ t.test('a mirror\'s link sent again as it was changes no route', async (t) => {
   t.equal(table.takeChanged().size, 0, 'a promiscuity change, or a resync, is not 100 routes changed');
   table.apply([link(5, 'up2')]);
   t.equal(table.takeChanged().size, 100, 'a rename is');
+});
+
+t.test('a source keeps at most so many routes (MAX_ROUTES, here 1,000); more are left out and counted', async (t) => {
+  t.equal(MAX_ROUTES, 4_000_000, 'four full tables by default');
+  const LIMIT = 1000;
+  const table = new LearnedTable('fpm 127.0.0.1:2620', new Map(), LIMIT);
+  const batch = (from: number, n: number) => Array.from({ length: n }, (_, k) => route({ prefix: `${10 + ((from + k) >> 16)}.${((from + k) >> 8) & 255}.${(from + k) & 255}.0/24`, nexthops: [{ via: '192.0.2.1', ifindex: 0, weight: 1 }] }));
+  table.apply(batch(0, LIMIT));
+  t.equal(table.size, LIMIT, 'filled');
+  t.notOk(table.apply(batch(LIMIT, 10)), 'ten more change nothing');
+  t.equal(table.size, LIMIT);
+  t.match(table.status(), { leftOut: { 'over limit': 10 } }, 'and are counted');
+  table.apply([{ ...batch(0, 1)[0], op: 'remove' }]);
+  t.ok(table.apply(batch(LIMIT, 1)), 'one removed makes room for one');
 });
 
 t.test('a sync removes what it did not repeat', async (t) => {

@@ -34,8 +34,14 @@ const RTPROT_KERNEL = 2;
 const NEXTHOP_GROUP_DEPTH = 2;
 /** The most gateways one route may resolve to (its group's members, theirs): more, and it is left out as 'unknown nexthop'. */
 const MAX_GROUP_HOPS = 1024;
-/** The most routes one source (a namespace, an FPM connection) keeps: four full Internet tables. */
+/** The most routes one source (a namespace, an FPM listener with all its connections) keeps: four full Internet tables. */
 export const MAX_ROUTES = 4_000_000;
+
+/** The routes a source's tables hold together, and the most they may. */
+export interface RouteLimit {
+  held: number;
+  most: number;
+}
 
 /** Why a route of the source is not one of vrouter's. */
 export type LeftOut = 'other table' | 'kernel' | 'type' | 'no gateway' | 'gateway family' | 'unknown nexthop' | 'over limit';
@@ -167,9 +173,10 @@ export class LearnedTable {
   private readonly routes = new Map<number | string, number>();
   private readonly slots = new RouteSlots();
   private count = 0;
-  /** routes not kept: the source held maxRoutes already */
+  /** routes not kept: the source held its most already */
   private overLimit = 0;
-  private readonly maxRoutes: number;
+  /** the routes its source holds, in all its tables, and the most it may */
+  private readonly limit: RouteLimit;
   /** nexthop sets by id (null: a free id), and ids by their key */
   private readonly hopSets: (HopSet | null)[] = [];
   private readonly hopSetIds = new Map<string, number>();
@@ -194,11 +201,11 @@ export class LearnedTable {
   /** interface name -> the port it mirrors (a port's Linux mirror in this namespace) */
   private mirrors: ReadonlyMap<string, string>;
 
-  /** `maxRoutes`: the most it keeps (tests give fewer than MAX_ROUTES) */
-  constructor(source: string, mirrors: ReadonlyMap<string, string> = new Map(), maxRoutes = MAX_ROUTES) {
+  /** `limit`: shared by the tables of one source (an FPM listener's connections) */
+  constructor(source: string, mirrors: ReadonlyMap<string, string> = new Map(), limit: RouteLimit = { held: 0, most: MAX_ROUTES }) {
     this.source = source;
     this.mirrors = mirrors;
-    this.maxRoutes = maxRoutes;
+    this.limit = limit;
   }
 
   /** The mirrors changed (ports added or removed): routes through them are read again. Returns whether they did change. */
@@ -306,7 +313,7 @@ export class LearnedTable {
     }
     // A peer that never stops sending must not take the supervisor's heap: past the most a
     // source keeps, new routes are left out and counted.
-    if (this.count >= this.maxRoutes) {
+    if (this.limit.held >= this.limit.most) {
       this.release(hops);
       this.overLimit++;
       return false;
@@ -321,6 +328,7 @@ export class LearnedTable {
     if (last === NONE) this.routes.set(key, slot);
     else s.next[last] = slot;
     this.count++;
+    this.limit.held++;
     return true;
   }
 
@@ -361,6 +369,7 @@ export class LearnedTable {
     this.release(s.hops[slot]);
     s.release(slot);
     this.count--;
+    this.limit.held--;
   }
 
   /** The id of the interned set of these nexthops (counted once more), or NONE for none. */
@@ -394,6 +403,7 @@ export class LearnedTable {
     this.routes.clear();
     this.slots.clear();
     this.overLimit = 0;
+    this.limit.held -= this.count;
     this.count = 0;
     this.hopSets.length = 0;
     this.hopSetIds.clear();

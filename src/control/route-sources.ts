@@ -9,7 +9,7 @@ import type { ChangedPrefixes, LearnedRoute, LearnedRoutes } from '../pipeline/a
 import { NetlinkWatcher, type WatcherEvent } from '../uplink/netlink-watcher.ts';
 import { FpmServer, type FpmEvent, type FpmPeer } from '../uplink/fpm-server.ts';
 import type { RouteSourceConfig, VrouterConfig } from './config.ts';
-import { LearnedTable, prefixKey, prefixText, type Learned, type LeftOut } from './learned-table.ts';
+import { LearnedTable, MAX_ROUTES, prefixKey, prefixText, type Learned, type LeftOut, type RouteLimit } from './learned-table.ts';
 
 /** A namespace that is not there (yet): tried again this often. */
 const RETRY_MS = 1000;
@@ -203,6 +203,8 @@ export class RouteSources implements LearnedRoutes {
       grace: NodeJS.Timeout | null;
     }
     const sessions = new Map<number, Session>();
+    // One limit for all its connections: sixteen of them must not hold sixteen full sources.
+    const limit: RouteLimit = { held: 0, most: MAX_ROUTES };
     const clear = (session: Session) => {
       if (session.resync !== null) clearTimeout(session.resync);
       if (session.grace !== null) clearTimeout(session.grace);
@@ -226,7 +228,7 @@ export class RouteSources implements LearnedRoutes {
             const address = peer.remote.slice(0, peer.remote.lastIndexOf(':'));
             const left = [...sessions.entries()].find(([, s]) => s.grace !== null && s.address === address);
             if (left !== undefined) sessions.delete(left[0]);
-            const session: Session = left?.[1] ?? { table: new LearnedTable(name), address, resync: null, grace: null };
+            const session: Session = left?.[1] ?? { table: new LearnedTable(name, new Map(), limit), address, resync: null, grace: null };
             clear(session);
             sessions.set(peer.id, session);
             session.table.mark();

@@ -90,7 +90,7 @@ t.test('a mirror\'s link sent again as it was changes no route', async (t) => {
 t.test('a source keeps at most so many routes (MAX_ROUTES, here 1,000); more are left out and counted', async (t) => {
   t.equal(MAX_ROUTES, 4_000_000, 'four full tables by default');
   const LIMIT = 1000;
-  const table = new LearnedTable('fpm 127.0.0.1:2620', new Map(), LIMIT);
+  const table = new LearnedTable('fpm 127.0.0.1:2620', new Map(), { held: 0, most: LIMIT });
   const batch = (from: number, n: number) => Array.from({ length: n }, (_, k) => route({ prefix: `${10 + ((from + k) >> 16)}.${((from + k) >> 8) & 255}.${(from + k) & 255}.0/24`, nexthops: [{ via: '192.0.2.1', ifindex: 0, weight: 1 }] }));
   table.apply(batch(0, LIMIT));
   t.equal(table.size, LIMIT, 'filled');

@@ -139,37 +139,17 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
     if (iface < 0) throw new PluginConfigError(`neighbours[${k}].port`, `${n.port} has no router addresses (nor has its bridge)`);
     return { n, iface, port: port.index };
   });
-  writeStaticNeighbours(region, table, statics);
-  writeLearnedNeighbours(setup, table, byPort);
-  return fib.apply();
-}
-
-/** The config's static neighbours written last, by neighbour table: those left out since are removed. */
-const staticsWritten = new WeakMap<ArrayBufferLike, Map<string, { iface: number; n: NeighbourConfig }>>();
-
-/**
- * The config's static neighbours into the table, and those of the config before that it no
- * longer holds out of it (a STATIC entry never ages: left, it would hold its MAC for good).
- * One that finds no room is refused; what was written before it stays known, so that the
- * config in force, prepared again, removes it.
- */
-function writeStaticNeighbours(region: ArrayBufferLike, table: NeighbourTable, statics: readonly { n: NeighbourConfig; iface: number; port: number }[]): void {
-  const before = staticsWritten.get(region) ?? new Map<string, { iface: number; n: NeighbourConfig }>();
-  const now = new Map<string, { iface: number; n: NeighbourConfig }>();
-  statics.forEach(({ n, iface, port }, k) => {
-    const w = addressWords(n);
-    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port, STATIC, Date.now(), true) < 0) {
-      staticsWritten.set(region, new Map([...before, ...now]));
-      throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
-    }
-    now.set(`${iface} ${n.address.text}`, { iface, n });
+  writeNeighbours(staticsWritten, region, table, statics, true);
+  // Neighbours a route source learned (permanent ones Linux has on a mirror): static entries
+  // while they last. One that cannot be written (no room, a port not routed) is left out,
+  // not refused: it is not the config's. One the config has too stays the config's.
+  const learned = setup.config.learnedNeighbours.flatMap((n) => {
+    const port = setup.topology.ports.find((p) => p.name === n.port);
+    const iface = port === undefined ? -1 : byPort[port.index];
+    return iface < 0 ? [] : [{ n, iface, port: port!.index }];
   });
-  for (const [key, { iface, n }] of before) {
-    if (now.has(key)) continue;
-    const w = addressWords(n);
-    table.remove(iface, n.address.family, w[0], w[1], w[2], w[3]);
-  }
-  staticsWritten.set(region, now);
+  writeNeighbours(learnedWritten, region, table, learned, false, (n) => setup.config.neighbours.some((c) => c.address.text === n.address.text));
+  return fib.apply();
 }
 
 /** In the control plane: the learned routes to `prefixes` changed, in place or compiled with the rest (fib-tables.ts). */
@@ -179,31 +159,37 @@ function routesLearned(setup: PluginSetup<RoutingConfig>, prefixes: ChangedPrefi
 
 const addressWords = (n: NeighbourConfig) => [0, 1, 2, 3].map((q) => (q * 4 < n.address.bytes.length ? read32(n.address.bytes, q * 4) | 0 : 0));
 
-/** The learned neighbours written last, by neighbour table: those withdrawn since are removed. */
-const learnedWritten = new WeakMap<ArrayBufferLike, Map<string, { iface: number; n: NeighbourConfig }>>();
+/** Neighbours written as STATIC entries, by `${iface} ${address}`. */
+type Written = Map<string, { iface: number; n: NeighbourConfig }>;
+
+/** By neighbour table, the neighbours written last: the config's, and those route sources learned. */
+const staticsWritten = new WeakMap<ArrayBufferLike, Written>();
+const learnedWritten = new WeakMap<ArrayBufferLike, Written>();
 
 /**
- * Neighbours a route source learned (permanent ones Linux has on a mirror): static entries
- * while they last. One that cannot be written (no room, a port not routed) is left out,
- * not refused: it is not the config's.
+ * Writes `entries` into the table as STATIC, and takes out those `record` says were
+ * written for it last time and are no longer among them (a STATIC entry never ages: left,
+ * it would hold its MAC for good), but those `kept`. One that finds no room is refused if
+ * `refuse` (what was written before it stays recorded, so that the config in force,
+ * prepared again, takes it out), left out if not.
  */
-function writeLearnedNeighbours(setup: PluginSetup<RoutingConfig>, table: NeighbourTable, byPort: Int32Array): void {
-  const region = setup.shared[neighbourRegionOf(setup.topology)];
-  const before = learnedWritten.get(region) ?? new Map();
-  const now = new Map<string, { iface: number; n: NeighbourConfig }>();
-  for (const n of setup.config.learnedNeighbours) {
-    const port = setup.topology.ports.find((p) => p.name === n.port);
-    const iface = port === undefined ? -1 : byPort[port.index];
-    if (iface < 0) continue;
+function writeNeighbours(record: WeakMap<ArrayBufferLike, Written>, region: ArrayBufferLike, table: NeighbourTable, entries: readonly { n: NeighbourConfig; iface: number; port: number }[], refuse: boolean, kept: (n: NeighbourConfig) => boolean = () => false): void {
+  const before: Written = record.get(region) ?? new Map();
+  const now: Written = new Map();
+  entries.forEach(({ n, iface, port }, k) => {
     const w = addressWords(n);
-    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port!.index, STATIC, Date.now(), true) >= 0) now.set(`${iface} ${n.address.text}`, { iface, n });
-  }
+    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port, STATIC, Date.now(), true) >= 0) now.set(`${iface} ${n.address.text}`, { iface, n });
+    else if (refuse) {
+      record.set(region, new Map([...before, ...now]));
+      throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');
+    }
+  });
   for (const [key, { iface, n }] of before) {
-    if (now.has(key) || setup.config.neighbours.some((c) => c.address.text === n.address.text)) continue;
+    if (now.has(key) || kept(n)) continue;
     const w = addressWords(n);
     table.remove(iface, n.address.family, w[0], w[1], w[2], w[3]);
   }
-  learnedWritten.set(region, now);
+  record.set(region, now);
 }
 
 /** What GET /routes (the routes table) takes. */

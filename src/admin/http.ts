@@ -75,9 +75,8 @@ export class AdminHttp {
     this.config = config;
     const token = config.tokenFile === null ? null : readFileSync(config.tokenFile, 'utf8').trim();
     if (token !== null && token.length < 16) throw new Error(`the admin token in ${config.tokenFile} is shorter than 16 characters`);
-    if (config.tokenFile !== null && (statSync(config.tokenFile).mode & 0o077) !== 0) {
-      log?.warn(`the admin token file ${config.tokenFile} can be read by other users (mode 0${(statSync(config.tokenFile).mode & 0o777).toString(8)}): chmod 600 it`);
-    }
+    const mode = config.tokenFile === null ? 0 : statSync(config.tokenFile).mode & 0o777;
+    if ((mode & 0o077) !== 0) log?.warn(`the admin token file ${config.tokenFile} can be read by other users (mode 0${mode.toString(8)}): chmod 600 it`);
     this.token = token === null ? null : createHash('sha256').update(token).digest();
     this.routes = routes.map((route) => {
       const names: string[] = [];

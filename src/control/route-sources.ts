@@ -263,8 +263,8 @@ export class RouteSources implements LearnedRoutes {
       refused: () => server.refused,
       allowPeers: (allowed) => server.allowPeers(allowed),
       stop: async () => {
-        for (const session of sessions.values()) clear(session);
         await server.close();
+        // Closing the connections set their graces: they go with the rest.
         for (const session of sessions.values()) {
           clear(session);
           session.table.clear();

@@ -29,8 +29,10 @@ interface RunningSource {
   /** the ports' mirrors in its namespace changed: whether routes through them did */
   setMirrors(mirrors: ReadonlyMap<string, string>): boolean;
   state: string;
-  /** FPM: connections refused (from an address not in "peers") */
+  /** FPM: connections refused (from an address not in "peers", or with every place held by route senders) */
   refused(): number | undefined;
+  /** FPM: connections closed, having sent no route, to make room for a new one */
+  evicted(): number | undefined;
   /** FPM: who may connect now */
   allowPeers(peers: readonly string[] | null): void;
   stop(): Promise<void>;
@@ -42,8 +44,10 @@ export interface RouteSourceStatus {
   state: string;
   routes: number;
   leftOut: Partial<Record<LeftOut, number>>;
-  /** FPM: connections refused, from addresses not in "peers" */
+  /** FPM: connections refused, from addresses not in "peers" or past the most kept */
   refusedConnections?: number;
+  /** FPM: connections that had sent no route, closed to make room for a new one */
+  evictedConnections?: number;
 }
 
 /**
@@ -127,6 +131,7 @@ export class RouteSources implements LearnedRoutes {
   status(): RouteSourceStatus[] {
     return [...this.sources.entries()].map(([source, s]) => {
       const refused = s.refused();
+      const evicted = s.evicted();
       const leftOut: Partial<Record<LeftOut, number>> = {};
       let routes = 0;
       for (const t of s.tables()) {
@@ -134,7 +139,7 @@ export class RouteSources implements LearnedRoutes {
         routes += one.routes;
         for (const [why, n] of Object.entries(one.leftOut) as [LeftOut, number][]) leftOut[why] = (leftOut[why] ?? 0) + n;
       }
-      return { source, state: s.state, routes, leftOut, ...(refused === undefined ? {} : { refusedConnections: refused }) };
+      return { source, state: s.state, routes, leftOut, ...(refused === undefined ? {} : { refusedConnections: refused }), ...(evicted === undefined ? {} : { evictedConnections: evicted }) };
     });
   }
 
@@ -156,6 +161,7 @@ export class RouteSources implements LearnedRoutes {
       setMirrors: (mirrors) => table.setMirrors(mirrors),
       state: 'starting',
       refused: () => undefined,
+      evicted: () => undefined,
       allowPeers: () => {},
       stop: async () => {
         if (retry !== null) clearTimeout(retry);
@@ -261,6 +267,7 @@ export class RouteSources implements LearnedRoutes {
       setMirrors: () => false,
       state: 'listening',
       refused: () => server.refused,
+      evicted: () => server.evicted,
       allowPeers: (allowed) => server.allowPeers(allowed),
       stop: async () => {
         await server.close();

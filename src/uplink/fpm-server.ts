@@ -23,9 +23,12 @@ const FPM_PROTO_VERSION = 1;
 const FPM_MSG_TYPE_NETLINK = 1;
 const FPM_MSG_TYPE_PROTOBUF = 2;
 /**
- * Connections kept at once: one zebra per namespace or VRF needs one each. More are closed
- * as they come: each costs the supervisor a file descriptor, and those are the guests'
- * sockets and memory files too.
+ * Connections kept at once: one zebra per namespace or VRF needs one each. Each costs the
+ * supervisor a file descriptor, and those are the guests' sockets and memory files too.
+ * When all are taken, a new connection takes the place of the oldest that has sent no route
+ * or nexthop (zebra sends its table as soon as it connects: any local process could
+ * otherwise hold every place, silent or sending empty frames, and keep zebra out); with
+ * none such, it is closed.
  */
 export const FPM_MAX_CONNECTIONS = 16;
 
@@ -64,6 +67,8 @@ interface Connection {
   needed: number;
   /** bytes received before rest: where a bad frame starts, for the log */
   offset: number;
+  /** it sent a route or nexthop: zebra's (or one as good as zebra's), never closed for a new connection */
+  announced: boolean;
   closeReason: string | null;
 }
 
@@ -78,6 +83,9 @@ export class FpmServer {
   /** connections refused: from an address not in `peers`, or past FPM_MAX_CONNECTIONS */
   refused = 0;
   private refusalLogged = 0;
+  /** silent connections closed to make room for a new one (see FPM_MAX_CONNECTIONS) */
+  evicted = 0;
+  private evictionLogged = 0;
 
   constructor(options: FpmServerOptions) {
     this.options = options;
@@ -133,7 +141,9 @@ export class FpmServer {
   }
 
   private accept(socket: Socket): void {
-    const why = !this.allowed(socket) ? 'not in "peers"' : this.connections.size >= FPM_MAX_CONNECTIONS ? `${FPM_MAX_CONNECTIONS} connections are open, the most kept` : null;
+    const full = this.connections.size >= FPM_MAX_CONNECTIONS;
+    const silent = full ? this.oldestSilent() : null;
+    const why = !this.allowed(socket) ? 'not in "peers"' : full && silent === null ? `${FPM_MAX_CONNECTIONS} connections are open, the most kept, and each has sent routes` : null;
     if (why !== null) {
       this.refused++;
       // At most one line in ten seconds: a scanner must not flood the log.
@@ -145,8 +155,18 @@ export class FpmServer {
       socket.destroy();
       return;
     }
+    if (silent !== null) {
+      this.drop(silent, `its place was given to a new connection from ${socket.remoteAddress}: all ${FPM_MAX_CONNECTIONS} were taken and it had sent no route`, false);
+      this.connections.delete(silent);
+      this.evicted++;
+      const now = Date.now();
+      if (now - this.evictionLogged >= 10_000) {
+        this.evictionLogged = now;
+        this.log.warn(`fpm: all ${FPM_MAX_CONNECTIONS} connections were taken: the oldest that had sent no route, from ${silent.peer.remote}, was closed for one from ${socket.remoteAddress} (${this.evicted} so far)`);
+      }
+    }
     const peer = { id: this.nextId++, remote: `${socket.remoteAddress}:${socket.remotePort}` };
-    const c: Connection = { peer, socket, pending: [], pendingBytes: 0, needed: FPM_HEADER_BYTES, offset: 0, closeReason: null };
+    const c: Connection = { peer, socket, pending: [], pendingBytes: 0, needed: FPM_HEADER_BYTES, offset: 0, announced: false, closeReason: null };
     this.connections.add(c);
     this.log.info(`fpm: zebra connected from ${peer.remote}`);
     socket.setNoDelay(true);
@@ -161,6 +181,13 @@ export class FpmServer {
       this.deliver([{ kind: 'disconnected', reason }], peer);
     });
     this.deliver([{ kind: 'sync-start' }], peer);
+  }
+
+  /** The connection open longest of those that have sent no route or nexthop, or null. */
+  private oldestSilent(): Connection | null {
+    // A Set iterates in insertion order: the first found is the oldest.
+    for (const c of this.connections) if (c.closeReason === null && !c.announced) return c;
+    return null;
   }
 
   /** Takes the complete frames out of what arrived; a bad one closes the connection, after the events of those before it. */
@@ -197,6 +224,7 @@ export class FpmServer {
     c.pendingBytes = rest.length;
     c.needed = rest.length >= FPM_HEADER_BYTES ? Math.max(FPM_HEADER_BYTES, rest.readUInt16BE(2)) : FPM_HEADER_BYTES;
     c.offset += o;
+    if (events.length > 0) c.announced = true;
     this.deliver(events, c.peer);
     if (problem !== null) this.drop(c, problem);
   }

@@ -174,10 +174,20 @@ t.test('only the peers allowed may connect; the others are refused and counted',
   t.equal(server.refused, 3, 'nothing more refused');
 });
 
-t.test('connections past the most kept are refused as they come; the others keep their routes', async (t) => {
+/** Sends a route on connection c and waits until its server has it. */
+async function announce(c: { socket: Socket; id: number }, of: (id: number) => FpmEvent[], prefix: string) {
+  const before = routes(of(c.id)).length;
+  c.socket.write(fpmFrame(routeMessage('add', { prefix, gateway: '192.0.2.1', oif: 2, protocol: RTPROT_BGP }, zebra)));
+  await waitFor(`the route to ${prefix} of connection ${c.id}`, () => routes(of(c.id)).length > before);
+}
+
+t.test('connections past the most kept are refused as they come once each kept one sent routes; those keep their routes', async (t) => {
   const { server, port, open, of, warnings } = await startServer(t);
   const kept = [];
-  for (let k = 0; k < FPM_MAX_CONNECTIONS; k++) kept.push(await open());
+  for (let k = 0; k < FPM_MAX_CONNECTIONS; k++) {
+    kept.push(await open());
+    await announce(kept[k], of, `198.51.${k}.0/24`);
+  }
   const extra = Array.from({ length: 50 }, () => {
     const socket = connect(port, '127.0.0.1');
     t.teardown(() => socket.destroy());
@@ -190,11 +200,45 @@ t.test('connections past the most kept are refused as they come; the others keep
   t.equal(server.peers.length, FPM_MAX_CONNECTIONS, `${FPM_MAX_CONNECTIONS} still connected`);
   t.equal(warnings.filter((w) => w.includes(`${FPM_MAX_CONNECTIONS} connections are open`)).length, 1, `one log line for them all: ${warnings[0]}`);
   const first = kept[0];
-  first.socket.write(fpmFrame(routeMessage('add', { prefix: '198.51.100.0/24', gateway: '192.0.2.1', oif: 2, protocol: RTPROT_BGP }, zebra)));
-  await waitFor('the first connection\'s route', () => routes(of(first.id)).length === 1);
-  t.equal(routes(of(first.id)).length, 1, 'a kept connection still sends routes');
+  await announce(first, of, '198.51.100.0/24');
+  t.equal(routes(of(first.id)).length, 2, 'a kept connection still sends routes');
+  t.equal(server.evicted, 0, 'none was closed for a newcomer');
   first.socket.destroy();
   await first.closed;
   await open();
   t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'once one closes, a new one is taken');
+});
+
+t.test('a new connection takes the place of the oldest that sent no route: silent ones cannot keep zebra out', async (t) => {
+  const { server, open, of, warnings } = await startServer(t);
+  // One that sent a route, then silent ones and one that sends only empty frames.
+  const zebraBefore = await open();
+  await announce(zebraBefore, of, '198.51.100.0/24');
+  // Closed by the server: a reset, not an error of the test's.
+  const quiet = async () => {
+    const c = await open();
+    c.socket.on('error', () => {});
+    return c;
+  };
+  const idle: Awaited<ReturnType<typeof quiet>>[] = [];
+  for (let k = 1; k < FPM_MAX_CONNECTIONS; k++) idle.push(await quiet());
+  idle[0].socket.write(fpmFrame(new Uint8Array(0)));
+  t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'every place taken');
+  const zebraNow = await open();
+  await idle[0].closed;
+  t.pass('the oldest without a route (empty frames are not routes) was closed for it');
+  await announce(zebraNow, of, '203.0.113.0/24');
+  t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'still at the most kept');
+  await waitFor('the closed one\'s disconnect', () => of(idle[0].id).some((e) => e.kind === 'disconnected'));
+  t.ok(server.peers.some((p) => p.id === zebraNow.id) && server.peers.some((p) => p.id === zebraBefore.id), 'both route senders are connected');
+  t.same(of(idle[0].id).at(-1), { kind: 'disconnected', reason: `its place was given to a new connection from 127.0.0.1: all ${FPM_MAX_CONNECTIONS} were taken and it had sent no route` }, 'its consumer is told why it went');
+  // Newcomers go on taking the places of the silent ones, oldest first, never a route sender's.
+  for (let k = 1; k < idle.length; k++) {
+    await quiet();
+    await idle[k].closed;
+  }
+  t.equal(server.evicted, FPM_MAX_CONNECTIONS - 1, `each silent one closed in turn (${server.evicted})`);
+  t.ok(server.peers.some((p) => p.id === zebraNow.id) && server.peers.some((p) => p.id === zebraBefore.id), 'the route senders stay');
+  t.equal(warnings.filter((w) => w.includes('was closed for one from')).length, 1, `one log line in ten seconds: ${warnings.find((w) => w.includes('was closed for one from'))}`);
+  t.equal(server.refused, 0, 'no one refused');
 });

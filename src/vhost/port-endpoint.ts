@@ -2,7 +2,7 @@
 // at a time; as client, a connection to the frontend's socket, retried while it is absent.
 // Either way a new connection after a disconnect starts the device from scratch, and the
 // frontend's process (SO_PEERCRED) is logged and, if the port names a uid, checked.
-import { mkdirSync, unlinkSync } from 'node:fs';
+import { mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { accept, closeAll, peerCredentials, removeStaleSocket, unixConnect, unixListen, watchReadable, type Watch } from '../sys/libc.ts';
 import type { MirrorOf } from '../control/config.ts';
@@ -49,6 +49,8 @@ export class PortEndpoint {
   private readonly dataplane: Dataplane;
   private readonly log: Logger;
   private listenFd = -1;
+  /** the first directory start() made for the socket (none: undefined), removed with the socket while empty */
+  private madeDir: string | undefined;
   private listenWatch: Watch | null = null;
   private connection: VhostConnection | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -95,12 +97,35 @@ export class PortEndpoint {
    */
   start(held = false): void {
     if (this.settings.mode === 'server') {
-      mkdirSync(dirname(this.settings.socket), { recursive: true });
-      removeStaleSocket(this.settings.socket);
-      this.listenFd = unixListen(this.settings.socket, { mode: this.settings.socketMode, gid: this.settings.socketGroup });
+      this.madeDir = mkdirSync(dirname(this.settings.socket), { recursive: true });
+      try {
+        removeStaleSocket(this.settings.socket);
+        this.listenFd = unixListen(this.settings.socket, { mode: this.settings.socketMode, gid: this.settings.socketGroup });
+      } catch (err) {
+        this.removeMadeDirs();
+        throw err;
+      }
       this.log.info(`port ${this.settings.name}: listening on ${this.settings.socket}`, 'port.listening', { port: this.settings.name });
     }
     if (!held) this.release();
+  }
+
+  /**
+   * The directories start() made, from the socket's up to the first made, each while it is
+   * empty (another port's socket may be there): a port refused or removed leaves none behind.
+   */
+  private removeMadeDirs(): void {
+    const top = this.madeDir;
+    this.madeDir = undefined;
+    if (top === undefined) return;
+    for (let dir = dirname(this.settings.socket); ; dir = dirname(dir)) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        return;
+      }
+      if (dir === top) return;
+    }
   }
 
   /** Starts taking frontends (see start). */
@@ -129,6 +154,7 @@ export class PortEndpoint {
       } catch {
         // already gone
       }
+      this.removeMadeDirs();
     }
     await this.connection?.close('vrouter is shutting down');
   }

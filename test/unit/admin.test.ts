@@ -4,7 +4,7 @@
 // field and change nothing; dry runs; commit-confirmed rolls back; /metrics passes promtool.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { daemonEnv, startVrouter, VROUTER_BIN, type StartedVrouter } from '../support/vrouter-process.ts';
 import { waitFor } from '../support/traffic.ts';
@@ -166,6 +166,16 @@ t.test('a change refused at its last step leaves the tables as the config in for
     t.same((await api.call('GET', '/config')).json, before, 'the config in force stays');
     t.notOk(await forwarded(probe), `${prefix} is not in the tables the PMDs read`);
   }
+  // Directories made for a new port's socket go with the port: refused, or removed later.
+  const made = join(vr.dir, 'made');
+  const twoNew = [...before.ports, { name: 'e', socket: join(made, 'sub', 'e.sock') }, { name: 'f', socket: `${vr.dir}/config.json/f.sock` }];
+  t.match(await api.call('PUT', '/config', { ...before, ports: twoNew }), { status: 400, json: { error: { field: 'ports' } } }, 'a change whose second new socket cannot be made is refused');
+  t.notOk(existsSync(made), 'and the directories made for the first are gone');
+  t.match(await api.call('POST', '/ports', { name: 'e', socket: join(made, 'sub', 'e.sock') }), { status: 200 });
+  t.ok(existsSync(join(made, 'sub', 'e.sock')), 'a port added makes the directories of its socket');
+  t.match(await api.call('DELETE', '/ports/e'), { status: 200 });
+  t.notOk(existsSync(made), 'and they go with it');
+  t.same((await api.call('GET', '/config')).json, before, 'the config is as before');
   // A later change lands in the tables the PMDs read.
   const later = [...before.routes, { prefix: '100.0.0.0/7', via: '10.0.2.2' }, { prefix: '198.18.0.0/24', via: '10.0.2.2' }];
   t.match(await api.call('PUT', '/config', { ...before, routes: later }), { status: 200 });

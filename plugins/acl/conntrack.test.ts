@@ -8,7 +8,9 @@ import { icmp4, icmp6, parseFrame, tcp4, udp4, udp6 } from '../../test/support/f
 import { aclHarness, type AclHarness } from './acl-harness.ts';
 import { FlowCache } from './flow-cache.ts';
 import { HEADERS_ESTABLISHED } from './headers.ts';
+import { portEntries } from './conntrack.ts';
 import { readConntrack } from './index.ts';
+import { CONNTRACK_REGION } from './tables.ts';
 
 const PORTS = [{ name: 'in' }, { name: 'out' }];
 const T0 = 1_700_000_000_000;
@@ -151,7 +153,7 @@ t.test('ICMP: echo replies pass; errors about a tracked flow pass as related, ot
 });
 
 t.test('a full table drops new flows as conntrack_full; expired entries make room', async (t) => {
-  const p = await pair({ ...CONFIG, conntrack: { maxFlows: 64 } });
+  const p = await pair({ ...CONFIG, conntrack: { maxFlows: 64, maxFlowsPerPort: 1024 } });
   const { pmd0 } = p;
   const flows = (from: number) => Array.from({ length: 32 }, (_, i) => udp4(out({ srcPort: from + i, dstPort: 9 })));
   const results: string[] = [];
@@ -165,6 +167,40 @@ t.test('a full table drops new flows as conntrack_full; expired entries make roo
   t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 10000, dstPort: 9 }))]), ['pass'], 'a flow already in passes');
   p.at(31);
   t.same(fate(pmd0, 'in', flows(20000)), new Array(32).fill('pass'), 'after expiry, new flows take the expired slots');
+});
+
+t.test('the flows opened from one port hold at most maxFlowsPerPort entries: a flood from one port leaves the others room', async (t) => {
+  const p = await pair({ acl: [{ action: 'permit', stateful: true }], aclDefault: 'deny', conntrack: { maxFlows: 1024, maxFlowsPerPort: 100 } });
+  const { pmd0, pmd1 } = p;
+  const region = pmd0.shared[CONNTRACK_REGION];
+  const flood = (h: AclHarness, from: number) => fate(h, 'in', Array.from({ length: 32 }, (_, i) => udp4(out({ srcPort: from + i, dstPort: 9 }))));
+  const results: string[] = [];
+  // From both PMDs: the limit is the port's, whichever PMD polls it.
+  for (let b = 0; b < 4; b++) results.push(...flood(b % 2 === 0 ? pmd0 : pmd1, 10000 + b * 32));
+  t.equal(results.filter((r) => r === 'pass').length, 100, '100 of 128 new flows from port in opened');
+  t.equal(results.filter((r) => r === 'conntrack_port_full').length, 28, 'the rest dropped as conntrack_port_full');
+  t.equal((pmd0.counts('in').conntrack_port_full ?? 0) + (pmd1.counts('in').conntrack_port_full ?? 0), 28, 'and counted on port in');
+  t.equal(portEntries(region, 0), 100, 'port in holds 100 entries');
+  t.same(fate(pmd1, 'out', Array.from({ length: 20 }, (_, i) => udp4(back({ srcPort: 30000 + i, dstPort: 22 })))), new Array(20).fill('pass'), 'port out still opens flows');
+  t.equal(portEntries(region, 1), 20, 'which count as its own');
+  t.same(fate(pmd0, 'out', [udp4(back({ srcPort: 9, dstPort: 10000 }))]), ['pass'], 'the replies of the flows in holds pass');
+  t.same(fate(pmd1, 'in', [udp4(out({ srcPort: 10001, dstPort: 9 }))]), ['pass'], 'and a flow it holds goes on');
+  // Its entries count until they are swept (within two seconds of expiring, as the PMDs poll).
+  p.at(31);
+  t.same(flood(pmd0, 20000).filter((r) => r === 'pass').length, 0, 'expired, not swept yet: still counted');
+  // A sweep passes over the table once a second (a slice a poll round): two seconds on, every expired entry is gone.
+  for (const second of [32, 33]) {
+    p.at(second);
+    for (let i = 0; i < 4; i++) {
+      pmd0.betweenBursts();
+      pmd1.betweenBursts();
+    }
+  }
+  t.equal(portEntries(region, 1), 0, 'swept: port out holds none');
+  t.equal(portEntries(region, 0), 1, 'port in the one answered flow (udpStream: 120 s)');
+  t.same(flood(pmd1, 20000), new Array(32).fill('pass'), 'then port in opens flows again');
+  t.equal(portEntries(region, 0), 33);
+  t.equal(readConntrack(pmd0.shared, T0 / 1000 + 33)?.entries, 33, 'the counts agree with the table');
 });
 
 t.test('the table outlives a PMD: a restarted PMD finds the flows', async (t) => {

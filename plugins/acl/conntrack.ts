@@ -19,13 +19,15 @@
 // sequence moved: no reader ever waits on a writer. The stage reads a burst's slots with
 // plain loads and checks their sequences again after them all (peek(), settle(),
 // stable()): see settle() for why that is enough on x86-64.
-import { read32 } from '../../src/pipeline/api.ts';
+import { PORT_SLOTS, read32 } from '../../src/pipeline/api.ts';
 import type { FlowKeys } from './classifier.ts';
 import { FlowCache } from './flow-cache.ts';
 import type { ConntrackConfig } from './rules.ts';
 
 const MAGIC = 0x61636c63; // "aclc": prepare() initialised the table
-const HEADER_WORDS = 16;
+/** Header words: the table's own, then per port slot the entries its flows hold. */
+const H_PORT_ENTRIES = 16;
+const HEADER_WORDS = H_PORT_ENTRIES + PORT_SLOTS;
 const H_MAGIC = 0;
 const H_SEED = 1;
 const H_SLOTS = 2;
@@ -47,6 +49,8 @@ const STATUS = 3;
 const MARK = 4;
 const PORTS = 5;
 const PROTO = 6;
+/** the port slot + 1 of the packet that opened the flow: whose entry it is (H_PORT_ENTRIES) */
+const ORIGIN = 7;
 const ADDR = 8;
 
 // STATUS bits: a TCP state in the low 4 bits, then what has been seen
@@ -82,6 +86,13 @@ export const MISS = -1;
 export const UNSURE = -2;
 /** peekBurst4(): not an IPv4 TCP, UDP or SCTP packet, left to the caller */
 export const NOT_PEEKED = -3;
+
+/** insert(): the entry is made */
+export const INSERTED = 0;
+/** insert(): both buckets of the flow are full of live flows */
+export const TABLE_FULL = 1;
+/** insert(): the port's flows hold maxFlowsPerPort entries */
+export const PORT_FULL = 2;
 
 // Odd multipliers of the IPv4 key's hash (murmur3's and the golden ratio's)
 const M1 = 0xcc9e2d51;
@@ -136,6 +147,11 @@ export function liveFlows(memory: ArrayBufferLike, now: number): { flows: number
   return { flows, entries, capacity: slots };
 }
 
+/** Entries the flows opened from port slot `port` hold (live, or expired and not swept yet). */
+export function portEntries(memory: ArrayBufferLike, port: number): number {
+  return Atomics.load(new Int32Array(memory, 0, HEADER_WORDS), H_PORT_ENTRIES + port);
+}
+
 /** A PMD's view of the table, with the scratch of one lookup. */
 export class Conntrack {
   private readonly i32: Int32Array;
@@ -152,6 +168,7 @@ export class Conntrack {
   /** this PMD's flow cache over the table */
   readonly cache: FlowCache;
   private readonly timeouts: ConntrackConfig['timeouts'];
+  private readonly maxPerPort: number;
   /** the normalised key of the packet at hand: address A (4 words), B (4), ports, protocol */
   private readonly probe = new Uint32Array(10);
   private probeTag = 0;
@@ -174,7 +191,7 @@ export class Conntrack {
   private readonly suspectSlot = new Int32Array(SUSPECTS).fill(-1);
   private readonly suspectSeq = new Int32Array(SUSPECTS);
 
-  constructor(memory: ArrayBufferLike, timeouts: ConntrackConfig['timeouts'], pmd: number, pmdCount: number) {
+  constructor(memory: ArrayBufferLike, config: ConntrackConfig, pmd: number, pmdCount: number) {
     if (!isInitialised(memory)) throw new Error('the conntrack table was not initialised (prepare() has not run)');
     this.i32 = new Int32Array(memory);
     this.u32 = new Uint32Array(memory);
@@ -187,7 +204,8 @@ export class Conntrack {
     this.seedC = fmix(this.seed ^ 0x510e527f);
     this.seedD = fmix(this.seed ^ 0x9b05688c);
     this.cache = new FlowCache(this.i32, fmix(this.seed ^ 0x1f83d9ab ^ pmd), H_CHANGES);
-    this.timeouts = timeouts;
+    this.timeouts = config.timeouts;
+    this.maxPerPort = config.maxFlowsPerPort;
     this.sweepFrom = Math.floor((slots * pmd) / pmdCount);
     this.sweepTo = Math.floor((slots * (pmd + 1)) / pmdCount);
     this.sweepAt = this.sweepFrom;
@@ -562,18 +580,27 @@ export class Conntrack {
     return false;
   }
 
-  /** A closed TCP entry opened again by a SYN the rules let in: the entry starts over. */
-  reopen(entry: number, tcpFlags: number, mark: number, now: number): boolean {
+  /** A closed TCP entry opened again by a SYN from `port` the rules let in: the entry starts over, as that port's. */
+  reopen(entry: number, tcpFlags: number, mark: number, now: number, port: number): boolean {
     const seq = this.foundSeq;
     // Atomics: as in update(): only the slot as our lookup saw it.
     if (Atomics.compareExchange(this.i32, entry + SEQ, seq, seq + 1) !== seq) return false;
     this.noteChange();
-    this.fill(entry, tcpFlags, mark, now);
+    this.disown(entry);
+    this.fill(entry, tcpFlags, mark, now, port);
     Atomics.store(this.i32, entry + SEQ, seq + 2);
     return true;
   }
 
-  private fill(entry: number, tcpFlags: number, mark: number, now: number): void {
+  /** The entry at `entry` (held: its sequence odd) no longer counts for the port that opened it. */
+  private disown(entry: number): void {
+    const origin = this.u32[entry + ORIGIN];
+    if (origin > 0 && origin <= PORT_SLOTS) Atomics.sub(this.i32, H_PORT_ENTRIES + origin - 1, 1);
+    this.u32[entry + ORIGIN] = 0;
+  }
+
+  /** Writes the key's entry, opened from `port`, at `entry` (held, and owned by no port). */
+  private fill(entry: number, tcpFlags: number, mark: number, now: number, port: number): void {
     const u = this.u32;
     let status = this.srcIsA ? ORIGINATOR_IS_A : 0;
     if ((this.probe[9] & 0xff) === IPPROTO_TCP) {
@@ -589,10 +616,12 @@ export class Conntrack {
     u[entry + STATUS] = status;
     u[entry + MARK] = mark;
     u[entry + EXPIRES] = now + this.timeout(status);
+    u[entry + ORIGIN] = port + 1;
+    Atomics.add(this.i32, H_PORT_ENTRIES + port, 1);
     u[HEADER_WORDS + ((entry - this.slotsBase) >>> 4)] = this.probeTag;
   }
 
-  private insertIn(bucket: number, tcpFlags: number, mark: number, now: number): boolean {
+  private insertIn(bucket: number, tcpFlags: number, mark: number, now: number, port: number): boolean {
     const u = this.u32;
     const i32 = this.i32;
     const tags = HEADER_WORDS + bucket * BUCKET_SLOTS;
@@ -608,8 +637,11 @@ export class Conntrack {
       // sequence we read lets one of them have it (and fails if the slot was refreshed or
       // filled since we looked), the other tries the next slot.
       if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
-      if (ended) this.noteChange();
-      this.fill(base, tcpFlags, mark, now);
+      if (ended) {
+        this.noteChange();
+        this.disown(base);
+      }
+      this.fill(base, tcpFlags, mark, now, port);
       Atomics.store(i32, base + SEQ, seq + 2);
       return true;
     }
@@ -617,18 +649,21 @@ export class Conntrack {
   }
 
   /**
-   * A new entry for the key set by setKey(), opened by this packet; false when both of its
-   * buckets are full of live flows (the packet is dropped as conntrack_full). Two PMDs
-   * that see the first packets of one flow at once may both insert it: the lookup finds
-   * either, and the spare one expires unused.
+   * A new entry for the key set by setKey(), opened by this packet, from port slot `port`:
+   * INSERTED, or TABLE_FULL when both of its buckets are full of live flows, or PORT_FULL
+   * when the port's flows hold maxFlowsPerPort entries (the packet is dropped then). Two
+   * PMDs that see the first packets of one flow at once may both insert it: the lookup
+   * finds either, and the spare one expires unused. (Two PMDs may also both pass the
+   * port's limit at once: it is exceeded by at most one entry per PMD.)
    */
-  insert(tcpFlags: number, mark: number, now: number): boolean {
+  insert(tcpFlags: number, mark: number, now: number, port: number): number {
+    if (Atomics.load(this.i32, H_PORT_ENTRIES + port) >= this.maxPerPort) return PORT_FULL;
     // The emptier bucket first: with the fuller one first, buckets fill in turn and the
     // table refused flows from 75 % full; chosen by tags alone (an expired entry not swept
     // yet counts as taken), so that the choice reads no slot.
     const first = this.used(this.bucket1) <= this.used(this.bucket2) ? this.bucket1 : this.bucket2;
     const second = first === this.bucket1 ? this.bucket2 : this.bucket1;
-    return this.insertIn(first, tcpFlags, mark, now) || this.insertIn(second, tcpFlags, mark, now);
+    return this.insertIn(first, tcpFlags, mark, now, port) || this.insertIn(second, tcpFlags, mark, now, port) ? INSERTED : TABLE_FULL;
   }
 
   private used(bucket: number): number {
@@ -663,6 +698,7 @@ export class Conntrack {
       // Atomics: as in insertIn(): the slot is emptied only if no one wrote it since we read it
       if (Atomics.compareExchange(i32, base + SEQ, seq, seq + 1) !== seq) continue;
       this.noteChange();
+      this.disown(base);
       u[HEADER_WORDS + s] = 0;
       Atomics.store(i32, base + SEQ, seq + 2);
     }
@@ -692,6 +728,8 @@ export class Conntrack {
           // still the same one, empties the slot, and releases it.
           if (Atomics.compareExchange(this.i32, base + SEQ, seq, seq + 2) === seq) {
             this.noteChange();
+            // Its count stays as the writer left it: off by one at most, for a writer that died.
+            if (this.u32[HEADER_WORDS + slot] !== 0) this.disown(base);
             this.u32[HEADER_WORDS + slot] = 0;
             Atomics.store(this.i32, base + SEQ, seq + 3);
           }

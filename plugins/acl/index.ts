@@ -15,7 +15,7 @@
 import { PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
 import { Classifier, createFlowKeys, type AclRule } from './classifier.ts';
 import type { CompileInput, CompileSummary } from './compile-job.ts';
-import { Conntrack, conntrackBytes, initConntrack, liveFlows, MISS, NOT_PEEKED } from './conntrack.ts';
+import { Conntrack, conntrackBytes, initConntrack, INSERTED, liveFlows, MISS, NOT_PEEKED, PORT_FULL } from './conntrack.ts';
 import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_NOT_IP, Ipv6Walk, parseBurst, type Headers } from './headers.ts';
 import { isIcmpError, REJECT_LIMITED, REJECT_SENT, Rejecter } from './reject.ts';
 import { DENY, parseAclConfig, PERMIT, rulesFor, type AclConfig } from './rules.ts';
@@ -37,6 +37,7 @@ const DROP_REASONS = [
   ['acl_reject_silent', 'rejected, and not answered: an ICMP error, a TCP reset, a later fragment or a packet to or from a group or unspecified address gets no answer (RFC 1122 3.2.2, RFC 4443 2.4)'],
   ['acl_bad_header', 'IP headers the ACL cannot read: truncated, IHL or lengths past the frame, a tiny first fragment, too many IPv6 extension headers, stacked VLAN tags'],
   ['conntrack_full', 'a stateful rule let a new flow in, but both conntrack buckets of the flow are full of live flows'],
+  ['conntrack_port_full', 'a stateful rule let a new flow in, but the flows opened from its port hold conntrack.maxFlowsPerPort entries'],
 ] as const;
 
 const COUNTERS = [
@@ -96,7 +97,7 @@ export interface AclState {
   /** the packets the rules decide (no entry), by index, and their keys side by side for the classifier */
   readonly pending: Uint8Array;
   readonly pendingKeys: FlowKeys;
-  readonly drop: { deny: number; limited: number; silent: number; bad: number; full: number };
+  readonly drop: { deny: number; limited: number; silent: number; bad: number; full: number; portFull: number };
   readonly counter: { permitted: number; rejected: number; opened: number; established: number; related: number };
   readonly count: PluginContext<AclConfig>['count'];
   /** what the state was built from, to build it again over a reload's rules (tablesChanged) */
@@ -138,7 +139,7 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
     tracked: Uint8Array.from(config.rules, (r) => (r.tracked ? 1 : 0)),
     defaultAction: config.defaultAction,
     hits: new Float64Array(ctx.shared[names.hits], ctx.pmd * hitsBlockBytes(ruleCount), ruleCount + 1),
-    conntrack: config.tracking ? new Conntrack(ctx.shared[CONNTRACK_REGION], config.conntrack.timeouts, ctx.pmd, ctx.pmdCount) : null,
+    conntrack: config.tracking ? new Conntrack(ctx.shared[CONNTRACK_REGION], config.conntrack, ctx.pmd, ctx.pmdCount) : null,
     rejecter: new Rejecter(ctx.ports, ctx.bridgeSettings, config.reject),
     headers: createHeaders(keys, BATCH_CAPACITY),
     walk: new Ipv6Walk(),
@@ -159,6 +160,7 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
       silent: ctx.dropCode('acl_reject_silent'),
       bad: ctx.dropCode('acl_bad_header'),
       full: ctx.dropCode('conntrack_full'),
+      portFull: ctx.dropCode('conntrack_port_full'),
     },
     counter: {
       permitted: ctx.counterId('acl_permitted'),
@@ -479,10 +481,10 @@ function filterTracked(batch: PacketBatch, s: AclState, ct: Conntrack, count: nu
       if (!keyed) trackKey(s, ct, d, batch.offset(i), i);
       const flags = protocol[i] === 6 ? tcpFlags[i] : 0;
       const mark = s.marks[rule];
-      const ok = s.reopen >= 0 ? ct.reopen(s.reopen, flags, mark, now) || ct.insert(flags, mark, now) : ct.insert(flags, mark, now);
-      if (!ok) {
+      const made = s.reopen >= 0 && ct.reopen(s.reopen, flags, mark, now, ingress) ? INSERTED : ct.insert(flags, mark, now, ingress);
+      if (made !== INSERTED) {
         s.hits[rule] += 1;
-        batch.dropAs(i, s.drop.full);
+        batch.dropAs(i, made === PORT_FULL ? s.drop.portFull : s.drop.full);
         continue;
       }
       inserted = true;

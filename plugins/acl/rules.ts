@@ -22,6 +22,8 @@ const TIMEOUT_KEYS = ['tcpEstablished', 'tcpTransitory', 'tcpClosed', 'udp', 'ud
 /** Connection tracking limits; the timeouts are idle times in seconds. */
 export interface ConntrackConfig {
   maxFlows: number;
+  /** entries the flows opened from one port may hold: a port (a hostile guest) cannot take the table from the others */
+  maxFlowsPerPort: number;
   timeouts: Record<(typeof TIMEOUT_KEYS)[number], number>;
 }
 
@@ -32,10 +34,12 @@ export interface ConntrackConfig {
  * expires), not Linux's 5 days, which would let the dead connections of vanished peers fill
  * the table; handshakes and closes 120 s, closed or reset 10 s, UDP 30 s (120 s once
  * both ways have been seen), ICMP 30 s, other protocols 600 s, as Linux. 262144 flows take
- * 16 MiB of shared memory.
+ * 17 MiB of shared memory. The flows opened from one port may hold half of the entries (Linux
+ * and OVS have such limits per zone): one port, a hostile guest's, cannot take them all.
  */
 export const CONNTRACK_DEFAULTS: ConntrackConfig = {
   maxFlows: 262144,
+  maxFlowsPerPort: 131072,
   timeouts: { tcpEstablished: 7440, tcpTransitory: 120, tcpClosed: 10, udp: 30, udpStream: 120, icmp: 30, other: 600 },
 };
 export const MAX_FLOWS_LIMIT = 1 << 23;
@@ -196,10 +200,11 @@ function parseRule(raw: unknown, at: string, index: number, policerNames: readon
 
 function parseConntrack(raw: unknown): ConntrackConfig {
   if (raw === undefined) return structuredClone(CONNTRACK_DEFAULTS);
-  if (!isObject(raw)) throw new PluginConfigError('conntrack', 'must be an object: { maxFlows, timeouts }');
-  const unknown = Object.keys(raw).find((k) => k !== 'maxFlows' && k !== 'timeouts');
-  if (unknown !== undefined) throw new PluginConfigError(`conntrack.${unknown}`, 'unknown key (conntrack has maxFlows and timeouts)');
+  if (!isObject(raw)) throw new PluginConfigError('conntrack', 'must be an object: { maxFlows, maxFlowsPerPort, timeouts }');
+  const unknown = Object.keys(raw).find((k) => k !== 'maxFlows' && k !== 'maxFlowsPerPort' && k !== 'timeouts');
+  if (unknown !== undefined) throw new PluginConfigError(`conntrack.${unknown}`, 'unknown key (conntrack has maxFlows, maxFlowsPerPort and timeouts)');
   const maxFlows = raw.maxFlows === undefined ? CONNTRACK_DEFAULTS.maxFlows : integer(raw.maxFlows, 'conntrack.maxFlows', MIN_FLOWS, MAX_FLOWS_LIMIT);
+  const maxFlowsPerPort = raw.maxFlowsPerPort === undefined ? Math.ceil(maxFlows / 2) : integer(raw.maxFlowsPerPort, 'conntrack.maxFlowsPerPort', 1, MAX_FLOWS_LIMIT);
   const timeouts = { ...CONNTRACK_DEFAULTS.timeouts };
   if (raw.timeouts !== undefined) {
     if (!isObject(raw.timeouts)) throw new PluginConfigError('conntrack.timeouts', `must be an object of seconds by kind: ${TIMEOUT_KEYS.join(', ')}`);
@@ -208,7 +213,7 @@ function parseConntrack(raw: unknown): ConntrackConfig {
       timeouts[k as (typeof TIMEOUT_KEYS)[number]] = integer(v, `conntrack.timeouts.${k}`, 1, MAX_TIMEOUT);
     }
   }
-  return { maxFlows, timeouts };
+  return { maxFlows, maxFlowsPerPort, timeouts };
 }
 
 function parseReject(raw: unknown): RejectLimit {

@@ -24,6 +24,8 @@ export { listEditOf, parseEdited, type ListEdit } from './list-edits.ts';
  */
 export { isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
 export { HEADER_BYTES } from '../dataplane/deferred-payloads.ts';
+/** Port slots: batch.ingress, egress ports and PortInfo.index are below it, for per-port tables. */
+export { PORT_SLOTS } from '../dataplane/counters.ts';
 
 export interface PacketBatch {
   /** packets in this batch: at most 32 received, and up to 32 more that stages emit() */

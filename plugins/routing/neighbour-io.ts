@@ -94,7 +94,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
         nb.setState(slot, FAILED, r.now);
         return UNREACHABLE;
       }
-      if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBucket.take(r.now)) {
+      if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBuckets.take(batch.ingress, r.now)) {
         nb.probed(slot, r.now);
         solicit(r, batch, iface, nh, -1, 0, -1);
       }
@@ -105,13 +105,13 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
   // Resolved even when the queue of held packets is full (this packet is then dropped, as
   // neighbour_queue_full): the queue is one per PMD for every interface, so a flood to
   // absent hosts on one interface keeps it full, and a new neighbour on another must still
-  // be asked for. The table (each interface's share) and solicitBucket bound what a flood costs.
+  // be asked for. The table (each interface's share) and solicitBuckets (each port's) bound what a flood costs.
   const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, r.now);
   if (created < 0) {
     batch.dropAs(i, r.drop.neighbour_table_full);
     return HELD;
   }
-  if (r.solicitBucket.take(r.now)) {
+  if (r.solicitBuckets.take(batch.ingress, r.now)) {
     nb.probed(created, r.now);
     solicit(r, batch, iface, nh, -1, 0, -1);
   }

@@ -2,7 +2,7 @@
 // and what is per PMD (ICMP rate limits, packets held while their next hop is resolved).
 // The per-packet work is in ipv4.ts, ipv6.ts and neighbour-io.ts; this holds the state
 // and the steps they share.
-import { EGRESS_CONSUMED, read32, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
+import { EGRESS_CONSUMED, PORT_SLOTS, read32, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
 import { interfacesOf, mirrorsOf, neighbourRegionOf, type Interface } from './interfaces.ts';
 import { openFib, sameFib, type NextHops } from './fib.ts';
@@ -54,24 +54,29 @@ type Counter = (typeof COUNTERS)[number][0];
 /** How long a held packet waits for its next hop (Linux: until the entry fails, about 3 s) */
 export const HOLD_MS = 3000;
 
-/** A token bucket: `rate` per second, up to `burst`. */
-export class TokenBucket {
-  private tokens: number;
-  private at = 0;
+/** Token buckets, one per port slot: `rate` per second each, up to `burst`. */
+export class PortBuckets {
+  private readonly tokens: Float64Array;
+  private readonly at: Float64Array;
   private readonly rate: number;
   private readonly burst: number;
   constructor(rate: number, burst: number) {
     this.rate = rate;
     this.burst = burst;
-    this.tokens = burst;
+    this.tokens = new Float64Array(PORT_SLOTS).fill(burst);
+    this.at = new Float64Array(PORT_SLOTS);
   }
 
-  take(now: number): boolean {
-    const refill = ((now - this.at) * this.rate) / 1000;
-    this.at = now;
-    this.tokens = Math.min(this.burst, this.tokens + refill);
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+  /** Takes a token from port slot `port`'s bucket at `now` (ms), if it has one. */
+  take(port: number, now: number): boolean {
+    const refill = ((now - this.at[port]) * this.rate) / 1000;
+    this.at[port] = now;
+    const tokens = Math.min(this.burst, this.tokens[port] + refill);
+    if (tokens < 1) {
+      this.tokens[port] = tokens;
+      return false;
+    }
+    this.tokens[port] = tokens - 1;
     return true;
   }
 }
@@ -100,9 +105,17 @@ export class Router {
   readonly count: PluginContext<unknown>['count'];
   /** ms: the batch's time (PacketBatch.now) */
   now = 0;
-  readonly icmpBucket: TokenBucket;
-  /** requests to resolve next hops: a guest sending to a thousand absent hosts must not flood */
-  readonly solicitBucket: TokenBucket;
+  /**
+   * ICMP errors, by the port the packet at fault came in on (where they go back out): a
+   * port whose guest earns errors by the thousand spends its own tokens, not those that
+   * carry another port's "fragmentation needed" (path MTU discovery).
+   */
+  readonly icmpBuckets: PortBuckets;
+  /**
+   * Requests to resolve next hops, by the port whose packet asks: a guest sending to a
+   * thousand absent hosts must not flood, nor keep another port's next hops unresolved.
+   */
+  readonly solicitBuckets: PortBuckets;
   /** per interface: the punt policer's tokens, and when they were last refilled (ms) */
   readonly puntTokens: Float64Array;
   readonly puntAt: Float64Array;
@@ -229,8 +242,8 @@ export class Router {
       sent_by_linux: c('sent_by_linux'),
     };
     this.count = ctx.count;
-    this.icmpBucket = new TokenBucket(ctx.config.icmpRate, ctx.config.icmpBurst);
-    this.solicitBucket = new TokenBucket(1000, 100);
+    this.icmpBuckets = new PortBuckets(ctx.config.icmpRate, ctx.config.icmpBurst);
+    this.solicitBuckets = new PortBuckets(1000, 100);
     this.puntTokens = new Float64Array(interfaces.length).fill(ctx.config.puntBurst);
     this.puntAt = new Float64Array(interfaces.length);
     const held = ctx.config.heldPackets;

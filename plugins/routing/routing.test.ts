@@ -95,6 +95,27 @@ t.test('ICMP: echo to the router, time exceeded, no route, port unreachable', as
   t.equal(h.counts('a').icmp_errors_sent, 3);
 });
 
+t.test('ICMP errors and next-hop requests are limited per ingress port: a flood from one port leaves the others theirs', async (t) => {
+  const h = await router({ icmpRate: 1, icmpBurst: 5 });
+  const expiring = (port: 'a' | 'b', k: number) =>
+    udp4({ src: port === 'a' ? '10.0.1.2' : '10.0.2.2', dst: port === 'a' ? '10.0.2.2' : '10.0.1.2', srcPort: 1000 + k, dstPort: 33434, ttl: 1, srcMac: GUEST[port], dstMac: MAC[port] });
+  const errorsOut = (out: Outcome[], port: string) => out.filter((o) => !o.received && o.to === port && parseFrame(o.frame).l4?.type === 11).length;
+  const flood = run(h, 'a', Array.from({ length: 20 }, (_, k) => expiring('a', k)));
+  t.equal(errorsOut(flood, 'a'), 5, 'port a gets its burst of errors');
+  t.equal(h.counts('a').icmp_errors_rate_limited, 15, 'the rest of its errors are limited');
+  t.equal(errorsOut(run(h, 'b', [expiring('b', 0)]), 'b'), 1, 'port b still gets its error');
+  t.notOk(h.counts('b').icmp_errors_rate_limited, 'none of it limited');
+
+  // Next hops on b asked for by a's guest, by the hundred (absent hosts), then one by the bridge's.
+  const absent = (k: number) => udp4({ src: '10.0.1.2', dst: `10.0.2.${100 + k}`, srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  const requests = (out: Outcome[]) => out.filter((o) => !o.received && o.to === 'b' && parseFrame(o.frame).arp?.op === 1).map((o) => parseFrame(o.frame).arp?.targetIp);
+  let asked = 0;
+  for (let from = 0; from < 150; from += 30) asked += requests(run(h, 'a', Array.from({ length: 30 }, (_, k) => absent(from + k)))).length;
+  t.equal(asked, 100, "a's requests stop at their burst");
+  const fromBridge = udp4({ src: '10.0.3.2', dst: '10.0.2.2', srcPort: 1, dstPort: 2, srcMac: GUEST.c, dstMac: MAC.br });
+  t.same(requests(run(h, 'c', [fromBridge])), ['10.0.2.2'], "the bridge's guest's next hop is still asked for");
+});
+
 t.test('path MTU: fragmentation needed with DF, fragments without', async (t) => {
   const h = await router();
   run(h, 'a', [arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);

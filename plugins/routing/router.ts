@@ -128,6 +128,9 @@ export class Router {
   readonly heldAddr: Int32Array;
   readonly heldSince: Float64Array;
   readonly heldIngress: Int32Array;
+  /** packets held per ingress port: each may hold a quarter of the queue at most (heldPerPort) */
+  private readonly heldByPort = new Int32Array(PORT_SLOTS);
+  private readonly heldPerPort: number;
   heldCount = 0;
   readonly heldRoom: number;
   /** per interface: when the next unsolicited router advertisement is due, and when one was last sent */
@@ -255,6 +258,7 @@ export class Router {
     this.heldAddr = new Int32Array(held * 4);
     this.heldSince = new Float64Array(held);
     this.heldIngress = new Int32Array(held);
+    this.heldPerPort = Math.max(1, Math.floor(held / 4));
     // PMD 0 sends the periodic advertisements (one sender: guests see one router).
     this.raDue = new Float64Array(interfaces.length).fill(ctx.pmd === 0 ? 0 : Infinity);
     this.raSent = new Float64Array(interfaces.length).fill(-Infinity);
@@ -287,6 +291,7 @@ export class Router {
       this.neighbourRegion = shared[this.neighbourName];
       this.neighbours = new NeighbourTable(this.neighbourRegion, this.interfaces.length);
       this.heldCount = 0;
+      this.heldByPort.fill(0);
     }
     this.config = config;
     this.cacheIface = -1;
@@ -323,12 +328,14 @@ export class Router {
 
   /**
    * Keeps a copy of packet i, to be sent once the neighbour (iface, family, address) is
-   * resolved; the packet itself is consumed. Returns false when the queue is full.
+   * resolved; the packet itself is consumed. Returns false when the queue is full, or holds
+   * its port's share (a quarter): a guest sending to absent hosts by the thousand keeps
+   * the other ports' first packets to a new neighbour from being dropped.
    */
   hold(batch: PacketBatch, i: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
     // A super-frame (TSO) does not fit a held slot; it comes only on a connection whose
     // next hop answered long ago.
-    if (!this.canHold || batch.length(i) > this.heldRoom) return false;
+    if (!this.canHold || batch.length(i) > this.heldRoom || this.heldByPort[batch.ingress] >= this.heldPerPort) return false;
     // The copy goes out as a new packet, without the original's offload state.
     batch.completeChecksum(i);
     const h = this.heldCount++;
@@ -344,6 +351,7 @@ export class Router {
     this.heldAddr[h * 4 + 3] = a3;
     this.heldSince[h] = this.now;
     this.heldIngress[h] = batch.ingress;
+    this.heldByPort[batch.ingress]++;
     batch.egress[i] = EGRESS_CONSUMED;
     this.count(batch.ingress, this.counter.held_for_resolution, 1);
     return true;
@@ -381,6 +389,7 @@ export class Router {
   }
 
   private removeHeld(h: number): void {
+    this.heldByPort[this.heldIngress[h]]--;
     const last = --this.heldCount;
     if (h === last) return;
     this.heldData.copyWithin(h * this.heldRoom, last * this.heldRoom, last * this.heldRoom + this.heldLength[last]);

@@ -95,7 +95,7 @@ t.test('ICMP: echo to the router, time exceeded, no route, port unreachable', as
   t.equal(h.counts('a').icmp_errors_sent, 3);
 });
 
-t.test('ICMP errors and next-hop requests are limited per ingress port: a flood from one port leaves the others theirs', async (t) => {
+t.test('ICMP errors, next-hop requests and held packets are limited per ingress port: a flood from one port leaves the others theirs', async (t) => {
   const h = await router({ icmpRate: 1, icmpBurst: 5 });
   const expiring = (port: 'a' | 'b', k: number) =>
     udp4({ src: port === 'a' ? '10.0.1.2' : '10.0.2.2', dst: port === 'a' ? '10.0.2.2' : '10.0.1.2', srcPort: 1000 + k, dstPort: 33434, ttl: 1, srcMac: GUEST[port], dstMac: MAC[port] });
@@ -112,8 +112,13 @@ t.test('ICMP errors and next-hop requests are limited per ingress port: a flood 
   let asked = 0;
   for (let from = 0; from < 150; from += 30) asked += requests(run(h, 'a', Array.from({ length: 30 }, (_, k) => absent(from + k)))).length;
   t.equal(asked, 100, "a's requests stop at their burst");
+  t.match(h.counts('a'), { held_for_resolution: 16, neighbour_queue_full: 134 }, "a's packets hold a quarter of the queue (64)");
   const fromBridge = udp4({ src: '10.0.3.2', dst: '10.0.2.2', srcPort: 1, dstPort: 2, srcMac: GUEST.c, dstMac: MAC.br });
-  t.same(requests(run(h, 'c', [fromBridge])), ['10.0.2.2'], "the bridge's guest's next hop is still asked for");
+  const bridged = run(h, 'c', [fromBridge]);
+  t.same(requests(bridged), ['10.0.2.2'], "the bridge's guest's next hop is still asked for");
+  t.equal(bridged[0].to, 'consumed', 'and its packet held until it answers');
+  const released = learnB(h);
+  t.ok(released.some((o) => !o.received && o.to === 'b' && parseFrame(o.frame).ip?.src === '10.0.3.2'), 'then sent');
 });
 
 t.test('path MTU: fragmentation needed with DF, fragments without', async (t) => {
@@ -301,8 +306,8 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   const h = await router({ heldPackets: 8 });
   const frames = Array.from({ length: 20 }, (_, k) => udp4({ src: '10.0.1.2', dst: `10.0.2.${100 + k}`, srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }));
   const out = run(h, 'a', frames);
-  t.equal(out.filter((o) => o.to === 'consumed').length, 8, '8 held');
-  t.equal(out.filter((o) => o.reason === 'neighbour_queue_full').length, 12, 'the rest dropped as neighbour_queue_full');
+  t.equal(out.filter((o) => o.to === 'consumed').length, 2, 'a port holds a quarter of the queue: 2 held');
+  t.equal(out.filter((o) => o.reason === 'neighbour_queue_full').length, 18, 'the rest dropped as neighbour_queue_full');
   for (let k = 0; k < 4; k++) {
     now += 1100;
     run(h, 'a', [frames[0]]);
@@ -311,7 +316,7 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   const late = run(h, 'a', [frames[0]]);
   t.ok(late.some((o) => o.reason === 'neighbour_unreachable'), 'after 3 requests unanswered: neighbour_unreachable');
   t.ok(late.some((o) => o.to === 'a' && parseFrame(o.frame).l4?.type === 3 && parseFrame(o.frame).l4?.code === 1), 'and host unreachable back');
-  t.equal(h.counts('a').held_dropped, 8, 'the held packets were dropped after 3 s');
+  t.equal(h.counts('a').held_dropped, 2, 'the held packets were dropped after 3 s');
 });
 
 t.test('tables: routes and neighbours as the admin endpoint lists them', async (t) => {

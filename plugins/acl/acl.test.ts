@@ -254,6 +254,9 @@ t.test('reject: no answer to ICMP errors or group addresses; answers are rate-li
   now += 200;
   t.same(burst().map((o) => o.reason ?? o.to), ['a', 'a', 'acl_reject_limited', 'acl_reject_limited', 'acl_reject_limited'], '200 ms at 10/s: 2 more');
   t.equal(h.counts('a').acl_reject_limited, 5);
+  // Each ingress port has its own bucket: a's flood leaves b's senders their answers.
+  const fromB = h.run('b', Array.from({ length: 4 }, (_, i) => udp4({ src: '10.0.1.5', dst: '10.0.0.2', srcPort: 1, dstPort: 100 + i })));
+  t.same(fromB.map((o) => o.reason ?? o.to), ['b', 'b', 'b', 'acl_reject_limited'], "port b's burst, whatever a spent");
 });
 
 t.test('hit counters per rule, in shared memory, summed over PMDs; policer marks', async (t) => {

@@ -340,7 +340,7 @@ function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
   // The clock only for a burst that rejects: a clock read costs 60-90 ns.
   if (!s.refilled) {
     if (s.burstMs < 0) s.burstMs = s.now();
-    s.rejecter.refill(s.burstMs);
+    s.rejecter.refill(s.burstMs, batch.ingress);
     s.refilled = true;
   }
   const r = s.rejecter.reject(batch, i, s.headers);

@@ -1,12 +1,13 @@
 // "reject": the packet becomes, in place, the answer its sender gets back through the
 // ingress port: a TCP reset for TCP, else an ICMP "administratively prohibited" error
 // (ICMPv4 type 3 code 13, RFC 1812 5.2.7.1; ICMPv6 type 1 code 1, RFC 4443 3.1). Answers
-// are rate-limited per PMD by a token bucket, as Linux's icmp_ratelimit, so that a flood of
-// rejected packets is not reflected at the same rate.
+// are rate-limited by a token bucket per ingress port and PMD, as Linux's icmp_ratelimit, so
+// that a flood of rejected packets is not reflected at the same rate, and one port's flood
+// does not silence the answers the others' senders get.
 import {
   derivedRouterMac, ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, finishChecksum, icmp4Error, icmp6Error, ICMP4_ERROR_MAX, ICMP6_ERROR_MAX,
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ipv4Number, ipv4PseudoSum, ipv6PseudoSum, IPV6_HLEN, macHi, macLo, onesSum, parseMac, parsePrefix,
-  read16, read32, write16, write32, writeEthernet, writeIpv4Header,
+  PORT_SLOTS, read16, read32, write16, write32, writeEthernet, writeIpv4Header,
   type PacketBatch, type PortInfo, type Topology,
 } from '../../src/pipeline/api.ts';
 import { HEADERS_L4, HEADERS_LATER_FRAGMENT, type Headers } from './headers.ts';
@@ -63,8 +64,9 @@ export class Rejecter {
   private readonly sides: RouterSide[];
   private readonly rate: number;
   private readonly burst: number;
-  private tokens: number;
-  private refilledAt = -1;
+  /** per port slot: its bucket's tokens, and when it was last refilled (ms; -1: never) */
+  private readonly tokens: Float64Array;
+  private readonly refilledAt: Float64Array;
   /** an IPv6 address kept aside while the frame is rewritten */
   private readonly scratch = new Uint8Array(16);
   private readonly scratch2 = new Uint8Array(16);
@@ -79,13 +81,15 @@ export class Rejecter {
     this.sides = routerSides(ports, bridgeSettings);
     this.rate = limit.rate;
     this.burst = limit.burst;
-    this.tokens = limit.burst;
+    this.tokens = new Float64Array(PORT_SLOTS).fill(limit.burst);
+    this.refilledAt = new Float64Array(PORT_SLOTS).fill(-1);
   }
 
-  /** Once per batch: the bucket fills at `rate` per second up to `burst`. */
-  refill(nowMs: number): void {
-    if (this.refilledAt >= 0) this.tokens = Math.min(this.burst, this.tokens + ((nowMs - this.refilledAt) * this.rate) / 1000);
-    this.refilledAt = nowMs;
+  /** Once per batch, for its ingress port: the port's bucket fills at `rate` per second up to `burst`. */
+  refill(nowMs: number, port: number): void {
+    const at = this.refilledAt[port];
+    if (at >= 0) this.tokens[port] = Math.min(this.burst, this.tokens[port] + ((nowMs - at) * this.rate) / 1000);
+    this.refilledAt[port] = nowMs;
   }
 
   /**
@@ -108,8 +112,8 @@ export class Rejecter {
     const tagged = l3 - off === ETH_HLEN + VLAN_HLEN;
     const longest = (tagged ? VLAN_HLEN : 0) + ETH_HLEN + (tcp ? IPV6_HLEN + TCP_HLEN : version === 4 ? ICMP4_ERROR_MAX : ICMP6_ERROR_MAX);
     if (longest > batch.frameRoom) return REJECT_SILENT;
-    if (this.tokens < 1) return REJECT_LIMITED;
-    this.tokens -= 1;
+    if (this.tokens[batch.ingress] < 1) return REJECT_LIMITED;
+    this.tokens[batch.ingress] -= 1;
 
     const side = this.sides[batch.ingress];
     const sender = batch.receivedSource(i);

@@ -29,8 +29,8 @@ t.test('2 queue pairs per guest, 2 PMDs, parallel iperf3 streams', async (t) => 
   t.teardown(() => b.kill());
   // One iperf3 per vCPU: virtio-net maps vCPU n to TX queue n (XPS). How much of vCPU 1's
   // stream stays on queue 1 is the guest's choice (TCP sends from the softirq of whichever
-  // vCPU took the ACKs, and XPS may move an idle flow): 500 to 1,000 frames in 5 s, so the
-  // streams run 8 s.
+  // vCPU took the ACKs, and XPS may move an idle flow): in 8 s, 489 to 1,741 frames over
+  // fifteen runs of the suite (against 11,000 to 19,000 on queue 0), so at least 200.
   const a = bootGuest({
     name: 'a',
     smp: 2,
@@ -52,7 +52,7 @@ t.test('2 queue pairs per guest, 2 PMDs, parallel iperf3 streams', async (t) => 
   t.equal(stats.a.queue_errors + stats.b.queue_errors, 0, 'no queue errors');
   t.equal(stats.a.drops.ring_full + stats.b.drops.ring_full, 0, 'the rings between PMDs never overflowed');
   const [a0, a1] = stats.a.queues;
-  t.ok(a0.rx_packets > 500 && a1.rx_packets > 500, `a's two TX queues each counted what a sent on them (${a0.rx_packets}, ${a1.rx_packets} frames)`);
+  t.ok(a0.rx_packets > 500 && a1.rx_packets > 200, `a's two TX queues each counted what a sent on them (${a0.rx_packets}, ${a1.rx_packets} frames)`);
   for (const name of ['a', 'b'] as const) {
     const total = (field: 'rx_packets' | 'rx_bytes' | 'tx_packets' | 'tx_bytes') => stats[name].queues.reduce((n, q) => n + q[field], 0);
     t.same([total('rx_packets'), total('rx_bytes'), total('tx_packets'), total('tx_bytes')], [stats[name].rx_packets, stats[name].rx_bytes, stats[name].tx_packets, stats[name].tx_bytes], `${name}: its queue pairs' counters add up to the port's`);

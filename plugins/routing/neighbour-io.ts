@@ -8,7 +8,7 @@ import {
 } from '../../src/pipeline/api.ts';
 import type { Interface } from './interfaces.ts';
 import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
-import { cacheHeader, type Router } from './router.ts';
+import { cacheHeader, SOLICIT_BURST, SOLICIT_RATE, type Router } from './router.ts';
 
 const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
@@ -94,7 +94,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
         nb.setState(slot, FAILED, r.now);
         return UNREACHABLE;
       }
-      if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBuckets.take(batch.ingress, r.now)) {
+      if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) {
         nb.probed(slot, r.now);
         solicit(r, batch, iface, nh, -1, 0, -1);
       }
@@ -102,16 +102,16 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
     }
     return UNREACHABLE; // FAILED: unreachable for a while
   }
-  // Resolved even when the queue of held packets is full (this packet is then dropped, as
-  // neighbour_queue_full): the queue is one per PMD for every interface, so a flood to
-  // absent hosts on one interface keeps it full, and a new neighbour on another must still
-  // be asked for. The table (each interface's share) and solicitBuckets (each port's) bound what a flood costs.
+  // Resolved even when the queue of held packets, or the port's quarter of it, is full
+  // (this packet is then dropped, as neighbour_queue_full): a flood to absent hosts keeps
+  // it full, and a new neighbour must still be asked for. The table (each interface's
+  // share) and solicitBuckets (each port's) bound what a flood costs.
   const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, r.now);
   if (created < 0) {
     batch.dropAs(i, r.drop.neighbour_table_full);
     return HELD;
   }
-  if (r.solicitBuckets.take(batch.ingress, r.now)) {
+  if (r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) {
     nb.probed(created, r.now);
     solicit(r, batch, iface, nh, -1, 0, -1);
   }

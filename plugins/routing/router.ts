@@ -54,32 +54,35 @@ type Counter = (typeof COUNTERS)[number][0];
 /** How long a held packet waits for its next hop (Linux: until the entry fails, about 3 s) */
 export const HOLD_MS = 3000;
 
-/** Token buckets, one per port slot: `rate` per second each, up to `burst`. */
-export class PortBuckets {
+/**
+ * Token buckets by key (a port slot, an interface): each fills at `rate` per second up to
+ * `burst`, as the caller says at each take (the config in force: a reload changes them).
+ */
+export class TokenBuckets {
   private readonly tokens: Float64Array;
+  /** ms of the last take (a clock that went back refills nothing) */
   private readonly at: Float64Array;
-  private readonly rate: number;
-  private readonly burst: number;
-  constructor(rate: number, burst: number) {
-    this.rate = rate;
-    this.burst = burst;
-    this.tokens = new Float64Array(PORT_SLOTS).fill(burst);
-    this.at = new Float64Array(PORT_SLOTS);
+  constructor(count: number, burst: number) {
+    this.tokens = new Float64Array(count).fill(burst);
+    this.at = new Float64Array(count);
   }
 
-  /** Takes a token from port slot `port`'s bucket at `now` (ms), if it has one. */
-  take(port: number, now: number): boolean {
-    const refill = ((now - this.at[port]) * this.rate) / 1000;
-    this.at[port] = now;
-    const tokens = Math.min(this.burst, this.tokens[port] + refill);
+  /** Takes a token from bucket `key` at `now` (ms), if it has one. */
+  take(key: number, now: number, rate: number, burst: number): boolean {
+    const tokens = Math.min(burst, this.tokens[key] + (Math.max(0, now - this.at[key]) * rate) / 1000);
+    this.at[key] = now;
     if (tokens < 1) {
-      this.tokens[port] = tokens;
+      this.tokens[key] = tokens;
       return false;
     }
-    this.tokens[port] = tokens - 1;
+    this.tokens[key] = tokens - 1;
     return true;
   }
 }
+
+/** Requests to resolve next hops, per ingress port: a second's worth, and a burst. */
+export const SOLICIT_RATE = 1000;
+export const SOLICIT_BURST = 100;
 
 export class Router {
   readonly interfaces: Interface[];
@@ -110,15 +113,14 @@ export class Router {
    * port whose guest earns errors by the thousand spends its own tokens, not those that
    * carry another port's "fragmentation needed" (path MTU discovery).
    */
-  readonly icmpBuckets: PortBuckets;
+  readonly icmpBuckets: TokenBuckets;
   /**
    * Requests to resolve next hops, by the port whose packet asks: a guest sending to a
    * thousand absent hosts must not flood, nor keep another port's next hops unresolved.
    */
-  readonly solicitBuckets: PortBuckets;
-  /** per interface: the punt policer's tokens, and when they were last refilled (ms) */
-  readonly puntTokens: Float64Array;
-  readonly puntAt: Float64Array;
+  readonly solicitBuckets: TokenBuckets;
+  /** per interface: the punt policer */
+  readonly puntBuckets: TokenBuckets;
   // Held packets: copies of frames (already rewritten but for the destination MAC) with
   // the neighbour they wait for.
   readonly heldData: Uint8Array;
@@ -245,10 +247,9 @@ export class Router {
       sent_by_linux: c('sent_by_linux'),
     };
     this.count = ctx.count;
-    this.icmpBuckets = new PortBuckets(ctx.config.icmpRate, ctx.config.icmpBurst);
-    this.solicitBuckets = new PortBuckets(1000, 100);
-    this.puntTokens = new Float64Array(interfaces.length).fill(ctx.config.puntBurst);
-    this.puntAt = new Float64Array(interfaces.length);
+    this.icmpBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
+    this.solicitBuckets = new TokenBuckets(PORT_SLOTS, SOLICIT_BURST);
+    this.puntBuckets = new TokenBuckets(interfaces.length, ctx.config.puntBurst);
     const held = ctx.config.heldPackets;
     this.heldRoom = 9088;
     this.heldData = new Uint8Array(held * this.heldRoom);
@@ -307,15 +308,10 @@ export class Router {
   punt(batch: PacketBatch, i: number, iface: Interface): boolean {
     const mirror = this.mirrorPort[iface.index];
     if (mirror < 0) return false;
-    const x = iface.index;
-    const tokens = Math.min(this.config.puntBurst, this.puntTokens[x] + (Math.max(0, this.now - this.puntAt[x]) * this.config.puntRate) / 1000);
-    this.puntAt[x] = this.now;
-    if (tokens < 1) {
-      this.puntTokens[x] = tokens;
+    if (!this.puntBuckets.take(iface.index, this.now, this.config.puntRate, this.config.puntBurst)) {
       batch.dropAs(i, this.drop.punt_rate_limited);
       return true;
     }
-    this.puntTokens[x] = tokens - 1;
     batch.egress[i] = mirror;
     this.count(batch.ingress, this.counter.punted_to_linux, 1);
     return true;

@@ -7,7 +7,8 @@ import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { tcp4, udp4 } from '../../test/support/frames.ts';
 import { prng } from '../../test/support/prng.ts';
 import { createFlowKeys } from './classifier.ts';
-import { createHeaders, HEADERS_L4, Ipv6Walk, parseBurst, parseFrame } from './headers.ts';
+import { Ipv6Walk } from '../../src/pipeline/api.ts';
+import { createHeaders, HEADERS_L4, parseBurst, parseFrame } from './headers.ts';
 
 /** Uniform in [0, 1), from the tests' seeded generator. */
 function uniform(seed: number): () => number {

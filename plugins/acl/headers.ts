@@ -7,8 +7,6 @@
 import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Walk, read16, read32 } from '../../src/pipeline/api.ts';
 import type { PacketBatch } from '../../src/pipeline/api.ts';
 import { FRAGMENT, type FlowKeys } from './classifier.ts';
-
-export { Ipv6Walk };
 import { FC_DST, FC_MARK, FC_NOTED, FC_PORTS, FC_PROTO, FC_PROTO_BITS, FC_SEQ, FC_SLOT, FC_SRC, FlowCache, SET_WORDS } from './flow-cache.ts';
 
 /** IP, with its upper-layer header at l4 (the first fragment, or a whole packet) */

@@ -12,11 +12,11 @@
 // set aside by sharedMemory() from a bound computed without compiling; PMDs only view the
 // tables. Frames that are not IP (ARP...) pass untouched; frames whose headers cannot be
 // read are dropped (a filter fails closed).
-import { PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
+import { Ipv6Walk, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
 import { Classifier, createFlowKeys, type AclRule } from './classifier.ts';
 import type { CompileInput, CompileSummary } from './compile-job.ts';
 import { Conntrack, conntrackBytes, initConntrack, INSERTED, liveFlows, MISS, NOT_PEEKED, PORT_FULL } from './conntrack.ts';
-import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_NOT_IP, Ipv6Walk, parseBurst, type Headers } from './headers.ts';
+import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_NOT_IP, parseBurst, type Headers } from './headers.ts';
 import { isIcmpError, REJECT_LIMITED, REJECT_SENT, Rejecter } from './reject.ts';
 import { DENY, parseAclConfig, PERMIT, rulesFor, type AclConfig } from './rules.ts';
 import type { FlowKeys } from './classifier.ts';

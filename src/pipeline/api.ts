@@ -229,13 +229,13 @@ export interface TableView<Config> {
   readonly learnedRoutes?: LearnedRoutes;
 }
 
+/** What a table's list() yields to let other work run while it passes over entries it leaves out. */
+export const LIST_PAUSE = null;
+
 /**
  * One of a plugin's tables, as the admin endpoint shows it (routes, neighbours, rules):
  * list() reads it from shared memory, without stopping a PMD; entries are plain JSON.
  */
-/** What a table's list() yields to let other work run while it passes over entries it leaves out. */
-export const LIST_PAUSE = null;
-
 export interface PluginTable<Config> {
   /** one line: what an entry is */
   description: string;

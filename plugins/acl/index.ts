@@ -114,9 +114,8 @@ export interface AclState {
   sweptAt: number;
   /** a closed TCP entry that the packet at hand, a SYN, would open again if the rules let it */
   reopen: number;
-  /** the burst's clock (ms) once read, else -1; whether the rejecter was refilled for the burst */
+  /** the burst's clock (ms) once read, else -1 */
   burstMs: number;
-  refilled: boolean;
 }
 
 function wallClockMs(): number {
@@ -176,7 +175,6 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
     sweptAt: -1,
     reopen: -1,
     burstMs: -1,
-    refilled: false,
   };
   // The batch's clock: one read per poll round in the PMD, not one per stage and burst.
   state.now = () => (state.batchMs >= 0 ? state.batchMs : wallClockMs());
@@ -260,7 +258,6 @@ function process(batch: PacketBatch, s: AclState): void {
   if (count === 0) return;
   s.batchMs = batch.now;
   s.burstMs = -1;
-  s.refilled = false;
   const ct = s.conntrack;
   if (ct === null) {
     parseBurst(s.headers, s.walk, batch, s.classifier.readsPorts, null, 0);
@@ -338,12 +335,8 @@ function act(batch: PacketBatch, s: AclState, i: number, rule: number): number {
 /** Packet i rejected: answered (ACTED_REJECT), or dropped when it gets no answer. */
 function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
   // The clock only for a burst that rejects: a clock read costs 60-90 ns.
-  if (!s.refilled) {
-    if (s.burstMs < 0) s.burstMs = s.now();
-    s.rejecter.refill(s.burstMs, batch.ingress);
-    s.refilled = true;
-  }
-  const r = s.rejecter.reject(batch, i, s.headers);
+  if (s.burstMs < 0) s.burstMs = s.now();
+  const r = s.rejecter.reject(batch, i, s.headers, s.burstMs);
   if (r === REJECT_SENT) return ACTED_REJECT;
   batch.dropAs(i, r === REJECT_LIMITED ? s.drop.limited : s.drop.silent);
   return ACTED_DROP;

@@ -7,7 +7,7 @@
 import {
   derivedRouterMac, ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, finishChecksum, icmp4Error, icmp6Error, ICMP4_ERROR_MAX, ICMP6_ERROR_MAX,
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ipv4Number, ipv4PseudoSum, ipv6PseudoSum, IPV6_HLEN, macHi, macLo, onesSum, parseMac, parsePrefix,
-  PORT_SLOTS, read16, read32, write16, write32, writeEthernet, writeIpv4Header,
+  PORT_SLOTS, read16, read32, TokenBuckets, write16, write32, writeEthernet, writeIpv4Header,
   type PacketBatch, type PortInfo, type Topology,
 } from '../../src/pipeline/api.ts';
 import { HEADERS_L4, HEADERS_LATER_FRAGMENT, type Headers } from './headers.ts';
@@ -64,9 +64,8 @@ export class Rejecter {
   private readonly sides: RouterSide[];
   private readonly rate: number;
   private readonly burst: number;
-  /** per port slot: its bucket's tokens, and when it was last refilled (ms; -1: never) */
-  private readonly tokens: Float64Array;
-  private readonly refilledAt: Float64Array;
+  /** per ingress port slot */
+  private readonly buckets: TokenBuckets;
   /** an IPv6 address kept aside while the frame is rewritten */
   private readonly scratch = new Uint8Array(16);
   private readonly scratch2 = new Uint8Array(16);
@@ -81,22 +80,14 @@ export class Rejecter {
     this.sides = routerSides(ports, bridgeSettings);
     this.rate = limit.rate;
     this.burst = limit.burst;
-    this.tokens = new Float64Array(PORT_SLOTS).fill(limit.burst);
-    this.refilledAt = new Float64Array(PORT_SLOTS).fill(-1);
-  }
-
-  /** Once per batch, for its ingress port: the port's bucket fills at `rate` per second up to `burst`. */
-  refill(nowMs: number, port: number): void {
-    const at = this.refilledAt[port];
-    if (at >= 0) this.tokens[port] = Math.min(this.burst, this.tokens[port] + ((nowMs - at) * this.rate) / 1000);
-    this.refilledAt[port] = nowMs;
+    this.buckets = new TokenBuckets(PORT_SLOTS, limit.burst);
   }
 
   /**
    * Turns packet i into its answer, bound for the ingress port; returns REJECT_*. The
    * headers are those parse() found: the IP header at l3, the upper-layer one at l4.
    */
-  reject(batch: PacketBatch, i: number, h: Headers): number {
+  reject(batch: PacketBatch, i: number, h: Headers, nowMs: number): number {
     const d = batch.data;
     const off = batch.offset(i);
     let l3 = off + h.l3[i];
@@ -112,8 +103,7 @@ export class Rejecter {
     const tagged = l3 - off === ETH_HLEN + VLAN_HLEN;
     const longest = (tagged ? VLAN_HLEN : 0) + ETH_HLEN + (tcp ? IPV6_HLEN + TCP_HLEN : version === 4 ? ICMP4_ERROR_MAX : ICMP6_ERROR_MAX);
     if (longest > batch.frameRoom) return REJECT_SILENT;
-    if (this.tokens[batch.ingress] < 1) return REJECT_LIMITED;
-    this.tokens[batch.ingress] -= 1;
+    if (!this.buckets.take(batch.ingress, nowMs, this.rate, this.burst)) return REJECT_LIMITED;
 
     const side = this.sides[batch.ingress];
     const sender = batch.receivedSource(i);

@@ -2,7 +2,7 @@
 // and what is per PMD (ICMP rate limits, packets held while their next hop is resolved).
 // The per-packet work is in ipv4.ts, ipv6.ts and neighbour-io.ts; this holds the state
 // and the steps they share.
-import { EGRESS_CONSUMED, PORT_SLOTS, read32, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
+import { EGRESS_CONSUMED, PORT_SLOTS, read32, TokenBuckets, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
 import { interfacesOf, mirrorsOf, neighbourRegionOf, type Interface } from './interfaces.ts';
 import { openFib, sameFib, type NextHops } from './fib.ts';
@@ -53,32 +53,6 @@ type Counter = (typeof COUNTERS)[number][0];
 
 /** How long a held packet waits for its next hop (Linux: until the entry fails, about 3 s) */
 export const HOLD_MS = 3000;
-
-/**
- * Token buckets by key (a port slot, an interface): each fills at `rate` per second up to
- * `burst`, as the caller says at each take (the config in force: a reload changes them).
- */
-export class TokenBuckets {
-  private readonly tokens: Float64Array;
-  /** ms of the last take (a clock that went back refills nothing) */
-  private readonly at: Float64Array;
-  constructor(count: number, burst: number) {
-    this.tokens = new Float64Array(count).fill(burst);
-    this.at = new Float64Array(count);
-  }
-
-  /** Takes a token from bucket `key` at `now` (ms), if it has one. */
-  take(key: number, now: number, rate: number, burst: number): boolean {
-    const tokens = Math.min(burst, this.tokens[key] + (Math.max(0, now - this.at[key]) * rate) / 1000);
-    this.at[key] = now;
-    if (tokens < 1) {
-      this.tokens[key] = tokens;
-      return false;
-    }
-    this.tokens[key] = tokens - 1;
-    return true;
-  }
-}
 
 /** Requests to resolve next hops, per ingress port: a second's worth, and a burst. */
 export const SOLICIT_RATE = 1000;

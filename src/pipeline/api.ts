@@ -26,6 +26,8 @@ export { isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
 export { HEADER_BYTES } from '../dataplane/deferred-payloads.ts';
 /** Port slots: batch.ingress, egress ports and PortInfo.index are below it, for per-port tables. */
 export { PORT_SLOTS } from '../dataplane/counters.ts';
+/** Rate limits by key (a port slot, an interface), for no allocation per packet. */
+export { TokenBuckets } from './token-buckets.ts';
 
 export interface PacketBatch {
   /** packets in this batch: at most 32 received, and up to 32 more that stages emit() */

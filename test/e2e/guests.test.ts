@@ -48,7 +48,7 @@ t.test('two guests through one bridge', async (t) => {
   const [ra, rb] = await bootPair(t, { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 }, {
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
-    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 && vr_iperf_client 10.0.0.3 4 -R',
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 2 && vr_iperf_client 10.0.0.3 2 -R',
     timeoutS: 90,
   });
   t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
@@ -77,7 +77,7 @@ t.test('a guest on a packed ring (packed=on) and a guest on a split ring', async
   const [ra, rb] = await bootPair(t, { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_iperf_server && vr_iperf_server', timeoutS: 90 }, {
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
-    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 && vr_iperf_client 10.0.0.3 4 -R',
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 2 && vr_iperf_client 10.0.0.3 2 -R',
     timeoutS: 90,
   });
   t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });
@@ -103,7 +103,7 @@ t.test('two guests on packed rings, one without mergeable buffers, EVENT_IDX or 
   const [ra, rb] = await bootPair(t, { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', props: ['packed=on', 'mrg_rxbuf=off', 'event_idx=off', 'indirect_desc=off'] }], script: 'vr_iperf_server', timeoutS: 90 }, {
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
-    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 4 -R',
+    script: 'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 20 && vr_iperf_client 10.0.0.3 2 -R',
     timeoutS: 90,
   });
   t.equal(ra.rc, 0, 'guest a finished its script', { console: ra.console });

@@ -52,7 +52,7 @@ t.test('bridged: checksums left to do pass to guests that take them, and are com
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props: ['packed=on'] }],
     script: `
 vr_wait_peer 10.0.0.3 60 && vr_wait_peer 10.0.0.4 60 && vr_wait_peer 10.0.0.5 60
-vr_iperf_client 10.0.0.3 3 && vr_iperf_client 10.0.0.3 3 -R && vr_iperf_client 10.0.0.4 3 && vr_iperf_client 10.0.0.5 3
+vr_iperf_client 10.0.0.3 2 && vr_iperf_client 10.0.0.3 2 -R && vr_iperf_client 10.0.0.4 2 && vr_iperf_client 10.0.0.5 2
 ${CSUM_REPORT}`,
     timeoutS: 150,
   });
@@ -123,7 +123,7 @@ t.test('routed: TTL and header checksum rewritten, the TCP checksum still left t
     script: `
 ip route add default via 10.0.1.1
 vr_wait_peer 10.0.2.2 60 && vr_wait_peer 10.0.3.2 60
-vr_iperf_client 10.0.2.2 3 && vr_iperf_client 10.0.2.2 3 -R && vr_iperf_client 10.0.3.2 3 && vr_iperf_client 10.0.3.2 3 -R
+vr_iperf_client 10.0.2.2 2 && vr_iperf_client 10.0.2.2 2 -R && vr_iperf_client 10.0.3.2 2 && vr_iperf_client 10.0.3.2 2 -R
 ${CSUM_REPORT}`,
     timeoutS: 150,
   });

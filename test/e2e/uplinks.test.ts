@@ -49,7 +49,7 @@ for (const type of ['tap', 'af_packet', 'af_xdp'] as const) {
     const guest = bootGuest({
       name: `g-${type}`,
       nics: [{ socket: vr.sockets.g, ip: '10.9.0.1/24' }],
-      script: 'vr_wait_peer 10.9.0.2 60; vr_ping 10.9.0.2 20 56 0.1; vr_iperf_client 10.9.0.2 3; vr_iperf_client 10.9.0.2 3 -R',
+      script: 'vr_wait_peer 10.9.0.2 60; vr_ping 10.9.0.2 20 56 0.1; vr_iperf_client 10.9.0.2 2; vr_iperf_client 10.9.0.2 2 -R',
       timeoutS: 150,
     });
     const result = await guest.done;

@@ -16,14 +16,14 @@ import * as sys from '../../src/sys/libc.ts';
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
 
-/** Guests on ports a and b; a floods b with pings, 50 a second for 10 s, then pings 10 times more. Resolves once the flood began. */
+/** Guests on ports a and b; a floods b with pings, 50 a second for 6 s, then pings 10 times more. Resolves once the flood began. */
 async function pingFlood(t: Test, vr: StartedVrouter): Promise<{ a: RunningGuest; b: RunningGuest }> {
   const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 45', timeoutS: 100 });
   t.teardown(() => b.kill());
   const a = bootGuest({
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
-    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 500 56 0.02; vr_ping 10.0.0.3 10',
+    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 300 56 0.02; vr_ping 10.0.0.3 10',
     timeoutS: 100,
   });
   t.teardown(() => a.kill());

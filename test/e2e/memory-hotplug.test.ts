@@ -30,7 +30,7 @@ t.test('a DIMM plugged into a guest that pings through vrouter', async (t) => {
     script: [
       'vr_wait_peer 10.0.0.3 60 || exit 1',
       'echo VR-PINGING',
-      'vr_ping 10.0.0.3 50 56 0.2',
+      'vr_ping 10.0.0.3 25 56 0.2',
       'vr_result test=meminfo total_kb=$(awk \'/^MemTotal/ { print $2 }\' /proc/meminfo)',
     ].join('\n'),
     timeoutS: 100,

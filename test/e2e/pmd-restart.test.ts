@@ -21,13 +21,13 @@ t.test('PMD 0 killed during a ping flood', async (t) => {
   const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24' }], script: 'vr_wait_peer 10.0.0.2 60; sleep 40', timeoutS: 90 });
   t.teardown(() => b.kill());
   // c pings a: both ports on PMD 1, which is never killed.
-  const c = bootGuest({ name: 'c', nics: [{ socket: vr.sockets.c, ip: '10.0.0.4/24' }], script: 'vr_wait_peer 10.0.0.2 60 && echo C-READY && vr_ping 10.0.0.2 300 56 0.02', timeoutS: 90 });
+  const c = bootGuest({ name: 'c', nics: [{ socket: vr.sockets.c, ip: '10.0.0.4/24' }], script: 'vr_wait_peer 10.0.0.2 60 && echo C-READY && vr_ping 10.0.0.2 250 56 0.02', timeoutS: 90 });
   t.teardown(() => c.kill());
-  // a floods b (on PMD 0) with pings, 50 per second, for 8 s.
+  // a floods b (on PMD 0) with pings, 50 per second, for 6 s.
   const a = bootGuest({
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24' }],
-    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 400 56 0.02; vr_ping 10.0.0.3 10',
+    script: 'vr_wait_peer 10.0.0.3 60 && echo FLOOD-START && vr_ping 10.0.0.3 300 56 0.02; vr_ping 10.0.0.3 10',
     timeoutS: 90,
   });
   t.teardown(() => a.kill());

@@ -166,8 +166,8 @@ vr_ping 10.0.3.3 5
 vr_trace 10.0.2.2
 vr_trace 2001:db8:2::2
 vr_trace 198.51.100.1
-vr_iperf_client 10.0.2.2 3
-vr_iperf_client 10.0.2.2 3 -R
+vr_iperf_client 10.0.2.2 2
+vr_iperf_client 10.0.2.2 2 -R
 `),
     },
     {

@@ -8,7 +8,7 @@ import { AF_NETLINK, EAGAIN, EINTR, ENOBUFS, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_NO
 const c = {
   ...socketCalls,
   send: libc.func('intptr_t send(int fd, const uint8_t *buf, size_t len, int flags)'),
-  recv: libc.func('intptr_t recv(int fd, void *buf, size_t len, int flags)'),
+  recvfrom: libc.func('intptr_t recvfrom(int fd, void *buf, size_t len, int flags, _Out_ uint8_t *addr, _Inout_ uint32_t *addrlen)'),
 };
 
 const NETLINK_ROUTE = 0;
@@ -107,12 +107,26 @@ export const NOTHING_PENDING = -1;
 export const NOTIFICATIONS_LOST = -2;
 /** netlinkReceive: a datagram was larger than the buffer given; it is gone (give a larger buffer next time). */
 export const DATAGRAM_TOO_LARGE = -3;
+/** netlinkReceive: a datagram came from a process, not from the kernel; it is gone, unread. */
+export const NOT_FROM_KERNEL = -4;
 
-/** Reads one datagram into `into` without blocking: its length, or one of the three above. Throws SysError for anything else. */
+/** struct sockaddr_nl of the sender, and its length: read by every receive, on this thread only. */
+const sender = new Uint8Array(12);
+const senderView = new DataView(sender.buffer);
+const senderLength = new Uint32Array(1);
+
+/**
+ * Reads one datagram into `into` without blocking: its length, or one of the four above.
+ * Throws SysError for anything else. Only the kernel's datagrams are read: a process with
+ * CAP_NET_ADMIN in the namespace may send to the socket's port, and what it sends must not
+ * pass for the kernel's routes, addresses or acknowledgements.
+ */
 export function netlinkReceive(fd: number, into: Uint8Array): number {
   for (;;) {
+    senderLength[0] = sender.length;
     // MSG_TRUNC: the datagram's real length, so that a buffer too small is noticed.
-    const n = c.recv(fd, into, into.length, MSG_DONTWAIT | MSG_TRUNC) as number;
+    const n = c.recvfrom(fd, into, into.length, MSG_DONTWAIT | MSG_TRUNC, sender, senderLength) as number;
+    if (n >= 0 && senderPortId() !== 0) return NOT_FROM_KERNEL;
     if (n > into.length) return DATAGRAM_TOO_LARGE;
     if (n >= 0) return n;
     const errno = koffi.errno();
@@ -120,4 +134,10 @@ export function netlinkReceive(fd: number, into: Uint8Array): number {
     if (errno === ENOBUFS) return NOTIFICATIONS_LOST;
     if (errno !== EINTR) fail('recv', 'netlink');
   }
+}
+
+/** nl_pid of the last sender: 0 for the kernel. A short address counts as no kernel's. */
+function senderPortId(): number {
+  if (senderLength[0] < sender.length) return -1;
+  return senderView.getUint32(4, true);
 }

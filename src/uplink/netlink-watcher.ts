@@ -12,6 +12,7 @@ import {
   joinGroup,
   netlinkReceive,
   netlinkSend,
+  NOT_FROM_KERNEL,
   NOTHING_PENDING,
   NOTIFICATIONS_LOST,
   openRouteSocket,
@@ -77,7 +78,7 @@ interface PendingRequest {
 export class NetlinkWatcher {
   readonly netns: string | null;
   /** Counted from start(); a consumer may show them. */
-  readonly counters = { datagrams: 0, events: 0, syncs: 0, notificationsLost: 0, malformed: 0 };
+  readonly counters = { datagrams: 0, events: 0, syncs: 0, notificationsLost: 0, malformed: 0, notFromKernel: 0 };
   private readonly onEvents: (events: WatcherEvent[]) => void;
   private readonly receiveBufferBytes: number;
   private readonly chunkBytes: number;
@@ -247,6 +248,10 @@ export class NetlinkWatcher {
           this.watch?.pause();
           this.watch?.resume();
           this.notificationsLost('the kernel dropped notifications (socket receive buffer full)');
+          continue;
+        }
+        if (n === NOT_FROM_KERNEL) {
+          this.counters.notFromKernel++;
           continue;
         }
         if (n === DATAGRAM_TOO_LARGE) {

@@ -16,6 +16,9 @@ const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const FLOOD = 300;
 
+// Both tests mostly wait out the endpoint's 10-s limits, each on a vrouter of its own: side by side.
+t.jobs = 2;
+
 /** A connection to the UNIX socket, and when (ms after it was opened) the other end closed it, or null while open. */
 function openConnection(path: string): { socket: Socket; closedAfter: () => number | null } {
   const started = performance.now();

@@ -132,7 +132,7 @@ export function netlinkReceive(fd: number, into: Uint8Array): number {
     const errno = koffi.errno();
     if (errno === EAGAIN) return NOTHING_PENDING;
     if (errno === ENOBUFS) return NOTIFICATIONS_LOST;
-    if (errno !== EINTR) fail('recv', 'netlink');
+    if (errno !== EINTR) fail('recvfrom', 'netlink');
   }
 }
 

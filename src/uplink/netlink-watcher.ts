@@ -251,7 +251,9 @@ export class NetlinkWatcher {
           continue;
         }
         if (n === NOT_FROM_KERNEL) {
+          // Charged as a page read: a process sending without pause must not hold this thread.
           this.counters.notFromKernel++;
+          budget -= 4096;
           continue;
         }
         if (n === DATAGRAM_TOO_LARGE) {

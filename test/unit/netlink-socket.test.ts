@@ -5,11 +5,11 @@ import { execFileSync } from 'node:child_process';
 import koffi from 'koffi';
 import t from 'tap';
 import { closeAll, socketCalls } from '../../src/sys/libc.ts';
+import { AF_NETLINK } from '../../src/sys/linux-constants.ts';
 import { decodeMessages } from '../../src/sys/netlink.ts';
 import { netlinkReceive, NOT_FROM_KERNEL, NOTHING_PENDING, openRouteSocket, RTNLGRP_LINK } from '../../src/sys/netlink-socket.ts';
 
 const NETNS = `vrnls${process.pid}`;
-const AF_NETLINK = 16;
 const RTM_NEWROUTE = 24;
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const getsockname = koffi.load('libc.so.6').func('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *addrlen)');

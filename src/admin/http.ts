@@ -70,9 +70,11 @@ export class AdminHttp {
   private readonly routes: { route: Route; pattern: RegExp; names: string[] }[];
   private readonly token: Buffer | null;
   private readonly config: AdminConfig;
+  private readonly log: Log | undefined;
 
   constructor(config: AdminConfig, routes: Route[], log?: Log) {
     this.config = config;
+    this.log = log;
     const token = config.tokenFile === null ? null : readFileSync(config.tokenFile, 'utf8').trim();
     if (token !== null && token.length < 16) throw new Error(`the admin token in ${config.tokenFile} is shorter than 16 characters`);
     const mode = config.tokenFile === null ? 0 : statSync(config.tokenFile).mode & 0o777;
@@ -156,6 +158,8 @@ export class AdminHttp {
       return send(res, reply.status ?? 200, reply.contentType, reply.text);
     } catch (err) {
       const e = err instanceof ApiError ? err : fromError(err);
+      // Not the request's fault: the operator needs the stack to report it (the log limits repeats).
+      if (e.status >= 500) this.log?.error(`admin: ${req.method} ${req.url} failed: ${(err as Error)?.stack ?? String(err)}`);
       send(res, e.status, 'application/json', `${JSON.stringify({ error: { code: e.code, field: e.field, message: e.message } })}\n`);
     }
   }

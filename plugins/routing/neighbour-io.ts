@@ -100,7 +100,16 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
       }
       return holdOrDrop(r, batch, i, iface, nh);
     }
-    return UNREACHABLE; // FAILED: unreachable for a while
+    // FAILED: asked for again by the next packet a second after the last request, as Linux
+    // does (neigh_event_send): a host that was down is reachable once it answers, not after
+    // a hold. The port's solicitation bucket bounds what a flood to absent hosts costs.
+    if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) {
+      nb.setState(slot, INCOMPLETE, r.now);
+      nb.probed(slot, r.now);
+      solicit(r, batch, iface, nh, -1, 0, -1);
+      return holdOrDrop(r, batch, i, iface, nh);
+    }
+    return UNREACHABLE;
   }
   // Resolved even when the queue of held packets, or the port's quarter of it, is full
   // (this packet is then dropped, as neighbour_queue_full): a flood to absent hosts keeps

@@ -27,7 +27,7 @@ export const STATE_NAMES = ['empty', 'incomplete', 'reachable', 'stale', 'failed
 export const REACHABLE_MS = 30_000;
 export const RETRANS_MS = 1000;
 export const MAX_PROBES = 3;
-/** how long a failed entry answers for its address before it is tried again (Linux: about 20 s) */
+/** how long a failed entry no packet asks for again is kept (then its slot is free) */
 export const FAILED_HOLD_MS = 20_000;
 /** entries not confirmed for this long are removed (Linux gc_stale_time: 60 s) */
 export const GC_STALE_MS = 60_000;

@@ -308,7 +308,8 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   const out = run(h, 'a', frames);
   t.equal(out.filter((o) => o.to === 'consumed').length, 2, 'a port holds a quarter of the queue: 2 held');
   t.equal(out.filter((o) => o.reason === 'neighbour_queue_full').length, 18, 'the rest dropped as neighbour_queue_full');
-  for (let k = 0; k < 4; k++) {
+  // Requests at 0, 1.1 and 2.2 s; the packet at 3.3 s finds the third unanswered.
+  for (let k = 0; k < 2; k++) {
     now += 1100;
     run(h, 'a', [frames[0]]);
   }
@@ -317,6 +318,19 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   t.ok(late.some((o) => o.reason === 'neighbour_unreachable'), 'after 3 requests unanswered: neighbour_unreachable');
   t.ok(late.some((o) => o.to === 'a' && parseFrame(o.frame).l4?.type === 3 && parseFrame(o.frame).l4?.code === 1), 'and host unreachable back');
   t.equal(h.counts('a').held_dropped, 2, 'the held packets were dropped after 3 s');
+
+  // The host comes up: the next packet asks for it again (the last request is over a second
+  // old), as Linux's neigh_event_send does, and the answer delivers it: no hold while failed.
+  now += 200;
+  const again = run(h, 'a', [frames[0]]);
+  const asked = again.filter((o) => o.to === 'b' && parseFrame(o.frame).arp?.op === 1);
+  t.same(asked.map((o) => parseFrame(o.frame).arp?.targetIp), ['10.0.2.100'], 'the next packet has the router ask for it again on b', { again });
+  t.ok(again.some((o) => o.to === 'consumed'), 'and is held meanwhile');
+  now += 100;
+  t.notOk(run(h, 'a', [frames[0]]).some((o) => o.to === 'b' && parseFrame(o.frame).arp?.targetIp === '10.0.2.100'), 'no second request within a second');
+  const answered = run(h, 'b', [arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.100', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.b })]);
+  t.ok(answered.some((o) => o.to === 'b' && parseFrame(o.frame).ip?.dst === '10.0.2.100'), 'the answer sends the held packet on', { answered });
+  t.ok(run(h, 'a', [frames[0]]).some((o) => o.to === 'b'), 'and the next packet goes straight through');
 });
 
 t.test('tables: routes and neighbours as the admin endpoint lists them', async (t) => {

@@ -94,21 +94,13 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
         nb.setState(slot, FAILED, r.now);
         return UNREACHABLE;
       }
-      if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) {
-        nb.probed(slot, r.now);
-        solicit(r, batch, iface, nh, -1, 0, -1);
-      }
+      if (r.now - nb.foundProbed > RETRANS_MS) askFor(r, batch, iface, nh, slot, false);
       return holdOrDrop(r, batch, i, iface, nh);
     }
     // FAILED: asked for again by the next packet a second after the last request, as Linux
     // does (neigh_event_send): a host that was down is reachable once it answers, not after
     // a hold. The port's solicitation bucket bounds what a flood to absent hosts costs.
-    if (r.now - nb.foundProbed > RETRANS_MS && r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) {
-      nb.setState(slot, INCOMPLETE, r.now);
-      nb.probed(slot, r.now);
-      solicit(r, batch, iface, nh, -1, 0, -1);
-      return holdOrDrop(r, batch, i, iface, nh);
-    }
+    if (r.now - nb.foundProbed > RETRANS_MS && askFor(r, batch, iface, nh, slot, true)) return holdOrDrop(r, batch, i, iface, nh);
     return UNREACHABLE;
   }
   // Resolved even when the queue of held packets, or the port's quarter of it, is full
@@ -120,11 +112,21 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
     batch.dropAs(i, r.drop.neighbour_table_full);
     return HELD;
   }
-  if (r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) {
-    nb.probed(created, r.now);
-    solicit(r, batch, iface, nh, -1, 0, -1);
-  }
+  askFor(r, batch, iface, nh, created, false);
   return holdOrDrop(r, batch, i, iface, nh);
+}
+
+/**
+ * Asks for the next hop of the entry in `slot` (broadcast on its interface), if the
+ * ingress port's solicitation bucket has a token; `restart`: the entry had failed and
+ * resolves from the start. Returns whether the request went out.
+ */
+function askFor(r: Router, batch: PacketBatch, iface: Interface, nh: NextHop, slot: number, restart: boolean): boolean {
+  if (!r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) return false;
+  if (restart) r.neighbours.setState(slot, INCOMPLETE, r.now);
+  r.neighbours.probed(slot, r.now);
+  solicit(r, batch, iface, nh, -1, 0, -1);
+  return true;
 }
 
 function holdOrDrop(r: Router, batch: PacketBatch, i: number, iface: Interface, nh: NextHop): number {

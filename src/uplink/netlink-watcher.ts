@@ -66,6 +66,14 @@ const GROUPS = [RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, RTNLGRP_
 const FIRST_BUFFER_BYTES = 256 * 1024;
 const MAX_BUFFER_BYTES = 16 * 1024 * 1024;
 const SYNC_RETRY_MS = 1000;
+/**
+ * An interrupted dump (NLM_F_DUMP_INTR: the kernel's table changed while it was read, so
+ * the dump may have skipped entries) is asked for again, alone: what it did report did
+ * exist, and changes since are notified. This many times at once, then after
+ * SYNC_RETRY_MS each time, so that a table that keeps changing (addresses added and
+ * removed without pause: Linux marks address dumps so) costs a dump a second, not a thread.
+ */
+const INTERRUPTED_RETRIES_AT_ONCE = 3;
 const FLUSH_RESYNC_DELAY_MS = 50;
 
 interface PendingRequest {
@@ -78,7 +86,7 @@ interface PendingRequest {
 export class NetlinkWatcher {
   readonly netns: string | null;
   /** Counted from start(); a consumer may show them. */
-  readonly counters = { datagrams: 0, events: 0, syncs: 0, notificationsLost: 0, malformed: 0, notFromKernel: 0 };
+  readonly counters = { datagrams: 0, events: 0, syncs: 0, dumpsInterrupted: 0, notificationsLost: 0, malformed: 0, notFromKernel: 0 };
   private readonly onEvents: (events: WatcherEvent[]) => void;
   private readonly receiveBufferBytes: number;
   private readonly chunkBytes: number;
@@ -96,6 +104,9 @@ export class NetlinkWatcher {
   /** the seq of the dump the kernel is answering, 0 if none */
   private dumpSeq = 0;
   private dumpKind: DumpKind = 'link';
+  private dumpFamily: IpFamily | null = null;
+  /** times in a row the dump in flight came back interrupted */
+  private interruptedInRow = 0;
   private retryTimer: NodeJS.Timeout | null = null;
   /** whether each interface seen is up: its going down may take IPv4 routes silently */
   private readonly linksUp = new Map<number, boolean>();
@@ -136,7 +147,7 @@ export class NetlinkWatcher {
   /** Dumps everything again (between 'sync-start' and 'sync-end'), as after lost notifications. */
   resync(): void {
     if (this.fd < 0) throw new Error('the watcher is not started');
-    if (this.dumpSeq !== 0) this.restartSync = true;
+    if (this.dumpPending()) this.restartSync = true;
     else this.beginSync();
   }
 
@@ -172,6 +183,11 @@ export class NetlinkWatcher {
     }
   }
 
+  /** A dump is in flight, or one is to be asked for when retryTimer fires: a new sync waits for it (the kernel runs one dump a socket). */
+  private dumpPending(): boolean {
+    return this.dumpSeq !== 0 || this.retryTimer !== null;
+  }
+
   private nextSeq(): number {
     this.seq = this.seq >= 0xffffffff ? 1 : this.seq + 1;
     return this.seq;
@@ -180,6 +196,7 @@ export class NetlinkWatcher {
   private beginSync(): void {
     this.counters.syncs++;
     this.restartSync = false;
+    this.interruptedInRow = 0;
     this.out.push({ kind: 'sync-start' });
     this.dumpsLeft = [...SYNC_DUMPS];
     this.nextDump();
@@ -193,6 +210,7 @@ export class NetlinkWatcher {
       return;
     }
     this.dumpKind = next[0];
+    this.dumpFamily = next[1];
     this.dumpSeq = this.nextSeq();
     try {
       netlinkSend(this.fd, dumpRequest(next[0], next[1], this.dumpSeq));
@@ -210,9 +228,24 @@ export class NetlinkWatcher {
     this.dumpSeq = 0;
     if (errno !== 0 && this.dumpKind !== 'nexthop') return this.syncFailed(`the ${this.dumpKind} dump failed: ${getSystemErrorMessage(-errno)}`);
     if (errno !== 0) this.log.info(`netlink: no nexthop objects in ${this.where} (${getSystemErrorMessage(-errno)})`);
-    if (interrupted) this.restartSync = true;
-    if (this.restartSync) this.beginSync();
-    else this.nextDump();
+    if (this.restartSync) return this.beginSync();
+    if (!interrupted) {
+      this.interruptedInRow = 0;
+      return this.nextDump();
+    }
+    this.counters.dumpsInterrupted++;
+    this.dumpsLeft!.unshift([this.dumpKind, this.dumpFamily]);
+    if (++this.interruptedInRow <= INTERRUPTED_RETRIES_AT_ONCE) return this.nextDump();
+    if (this.interruptedInRow === INTERRUPTED_RETRIES_AT_ONCE + 1) {
+      this.log.warn(`netlink: the ${this.dumpKind} dump of ${this.where} was interrupted ${INTERRUPTED_RETRIES_AT_ONCE + 1} times in a row (the table keeps changing): asked for again every ${SYNC_RETRY_MS} ms`);
+    }
+    this.retryTimer ??= setTimeout(() => {
+      this.retryTimer = null;
+      if (this.fd < 0) return;
+      if (this.restartSync) this.beginSync();
+      else this.nextDump();
+      this.deliver();
+    }, SYNC_RETRY_MS);
   }
 
   /** A sync that cannot finish starts over a little later, with a new 'sync-start'; it never ends with a partial 'sync-end'. */
@@ -231,7 +264,7 @@ export class NetlinkWatcher {
   private notificationsLost(why: string): void {
     this.counters.notificationsLost++;
     this.log.warn(`netlink: ${why} in ${this.where}: everything is dumped again`);
-    if (this.dumpSeq !== 0) this.restartSync = true;
+    if (this.dumpPending()) this.restartSync = true;
     else this.beginSync();
   }
 

@@ -12,6 +12,7 @@
 import type { GuestMemory } from './guest-memory.ts';
 import {
   MAX_PACKED_QUEUE_SIZE,
+  NET_HDR_LEN,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
   RING_EVENT_FLAGS_ENABLE,
@@ -21,13 +22,20 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimKept, claimsHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, CLAIM_HEADER_MIN_LEN, claimKept, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import type { QueueLayout } from './split-queue.ts';
 
 const WRAP = 0x8000;
 const INDEX = 0x7fff;
 /** where both sides start on a new ring: index 0, wrap counters 1 (2.8.1) */
 export const FRESH_RING = WRAP;
+const AVAIL_AND_USED = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
+
+// The two marks a descriptor at a position of wrap counter `w` (position & WRAP, bit 15)
+// has when it is available (2.8.1: AVAIL equals the driver's wrap counter and USED does
+// not): (w >> 8) | (w ^ WRAP); when it is used (2.8.7: both equal the device's): (w >> 8) | w.
+// Written out where they are tested or written, for every chain: V8, its inlining budget
+// spent on the burst's loops, left even one-line methods for them as calls there.
 
 /**
  * Whether any descriptor has USED set: a new ring's never has (drivers allocate the ring
@@ -154,7 +162,8 @@ export class PackedQueue implements Virtqueue {
     // Atomics orders this read before the descriptor reads that follow (2.8.21.1).
     const flags = Atomics.load(this.desc16, at * 8 + 7);
     this.aheadCount = 0;
-    return this.available(flags, this.lastAvailIdx) ? this.size : 0;
+    const w = this.lastAvailIdx & WRAP;
+    return (flags & AVAIL_AND_USED) === ((w >> 8) | (w ^ WRAP)) ? this.size : 0;
   }
 
   /**
@@ -174,6 +183,7 @@ export class PackedQueue implements Virtqueue {
     const desc32 = this.desc32;
     const mem = this.mem;
     const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
+    const withHeaders = frameAt === NET_HDR_LEN;
     let position = this.lastAvailIdx;
     this.aheadNext = 0;
     this.aheadPosition = position;
@@ -181,7 +191,8 @@ export class PackedQueue implements Virtqueue {
     for (; i < n; i++) {
       const at = position & INDEX;
       const flags = desc16[at * 8 + 7];
-      if (!this.available(flags, position) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) break;
+      const w = position & WRAP;
+      if ((flags & AVAIL_AND_USED) !== ((w >> 8) | (w ^ WRAP)) || (flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE)) !== VIRTQ_DESC_F_WRITE) break;
       const len = desc32[at * 4 + 2];
       this.aheadId[i] = desc16[at * 8 + 6];
       this.aheadLength[i] = 0;
@@ -194,7 +205,7 @@ export class PackedQueue implements Virtqueue {
         this.aheadWindow[i] = mem.window;
         this.aheadOffset[i] = mem.offset;
         this.aheadLength[i] = len;
-        if (claimsHeader(frameAt, len, mem.offset)) this.aheadHeader[i] = 1;
+        if (withHeaders && len >= CLAIM_HEADER_MIN_LEN && (mem.offset & 3) === 0) this.aheadHeader[i] = 1;
       }
       position = at + 1 < this.size ? position + 1 : (position & WRAP) ^ WRAP;
     }
@@ -214,13 +225,8 @@ export class PackedQueue implements Virtqueue {
   }
 
   hasChain(): boolean {
-    return this.returnedCount < this.size && this.available(this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7], this.lastAvailIdx);
-  }
-
-  /** 2.8.1: available when its AVAIL bit equals the driver's wrap counter and its USED bit does not. */
-  private available(flags: number, position: number): boolean {
-    const wrap = position >> 15;
-    return ((flags >> 7) & 1) === wrap && flags >> 15 !== wrap;
+    const w = this.lastAvailIdx & WRAP;
+    return this.returnedCount < this.size && (this.desc16[(this.lastAvailIdx & INDEX) * 8 + 7] & AVAIL_AND_USED) === ((w >> 8) | (w ^ WRAP));
   }
 
   /** The position n descriptors after `position`, the wrap counter flipped on each lap. */
@@ -269,7 +275,8 @@ export class PackedQueue implements Virtqueue {
     const desc16 = this.desc16;
     const desc32 = this.desc32;
     let flags = desc16[at * 8 + 7];
-    if (!this.available(flags, position)) return NO_CHAIN;
+    const w = position & WRAP;
+    if ((flags & AVAIL_AND_USED) !== ((w >> 8) | (w ^ WRAP))) return NO_CHAIN;
     const wantFlag = writable ? VIRTQ_DESC_F_WRITE : 0;
     const mem = this.mem;
     // Fast path: one direct descriptor (header and frame together).
@@ -445,19 +452,17 @@ export class PackedQueue implements Virtqueue {
       const at = this.returnedAt[k] & INDEX;
       const len = this.returnedLen[k];
       desc32[at * 4 + 2] = len;
-      desc32[at * 4 + 3] = this.returnedId[k] | (this.usedFlags(this.returnedAt[k], len) << 16);
+      const w = this.returnedAt[k] & WRAP;
+      desc32[at * 4 + 3] = this.returnedId[k] | (((w >> 8) | w | (len > 0 ? VIRTQ_DESC_F_WRITE : 0)) << 16);
     }
-    const idAndFlags = this.returnedId[batched ? n - 1 : 0] | (this.usedFlags(this.returnedAt[0], this.returnedLen[0]) << 16);
+    const w = this.returnedAt[0] & WRAP;
+    const idAndFlags = this.returnedId[batched ? n - 1 : 0] | (((w >> 8) | w | (this.returnedLen[0] > 0 ? VIRTQ_DESC_F_WRITE : 0)) << 16);
     if (barrier) Atomics.store(desc32, firstAt * 4 + 3, idAndFlags);
     else desc32[firstAt * 4 + 3] = idAndFlags;
     this.returnedCount = 0;
     this.returnedWritten = false;
     this.deviceEvent16[0] = this.usedIdx;
     return true;
-  }
-
-  private usedFlags(position: number, len: number): number {
-    return ((position & WRAP) !== 0 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
   }
 
   /**

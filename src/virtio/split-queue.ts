@@ -5,13 +5,14 @@
 import { GuestMemory } from './guest-memory.ts';
 import {
   MAX_QUEUE_SIZE,
+  NET_HDR_LEN,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.ts';
-import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, claimKept, claimsHeader, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
+import { CHAIN_BAD, CHAIN_TOO_LONG, CLAIM_AHEAD_MAX, CLAIM_HEADER_MIN_LEN, claimKept, MAX_CHAIN_DESCRIPTORS, NO_CHAIN, ringPart, type InflightRecovery, type Virtqueue } from './virtqueue.ts';
 import { DESC_COUNTER, DESC_INFLIGHT, DESC_NEXT, INFLIGHT_DESC_BYTES, INFLIGHT_HEADER_BYTES, inflightEntry, OFF_LAST_BATCH_HEAD, OFF_USED_IDX, readInflight } from './inflight.ts';
 
 export interface QueueLayout {
@@ -60,7 +61,7 @@ export class SplitQueue implements Virtqueue {
   private readonly aheadWindow = new Int32Array(CLAIM_AHEAD_MAX);
   private readonly aheadOffset = new Float64Array(CLAIM_AHEAD_MAX);
   private readonly aheadLength = new Uint32Array(CLAIM_AHEAD_MAX);
-  /** 1 where the claim writes the virtio-net header too (claimWithHeader) */
+  /** 1 where the claim writes the virtio-net header too (see claimKept) */
   private readonly aheadHeader = new Uint8Array(CLAIM_AHEAD_MAX);
   private aheadFrom = 0;
   private aheadCount = 0;
@@ -214,6 +215,7 @@ export class SplitQueue implements Virtqueue {
     const mem = this.mem;
     const from = this.lastAvailIdx;
     const n = count < CLAIM_AHEAD_MAX ? count : CLAIM_AHEAD_MAX;
+    const withHeaders = frameAt === NET_HDR_LEN;
     // The chains first, kept (stores to this thread's memory: they leave the store buffer
     // at once, with no claim before them to wait behind)...
     for (let i = 0; i < n; i++) {
@@ -232,7 +234,7 @@ export class SplitQueue implements Virtqueue {
       this.aheadWindow[i] = mem.window;
       this.aheadOffset[i] = mem.offset;
       this.aheadLength[i] = len;
-      if (claimsHeader(frameAt, len, mem.offset)) this.aheadHeader[i] = 1;
+      if (withHeaders && len >= CLAIM_HEADER_MIN_LEN && (mem.offset & 3) === 0) this.aheadHeader[i] = 1;
     }
     this.aheadFrom = from;
     this.aheadCount = n;

@@ -22,23 +22,25 @@ export const MAX_CHAIN_DESCRIPTORS = 128;
 /** the most chains claimChains() reads ahead: a burst's, and a few more for frames over several */
 export const CLAIM_AHEAD_MAX = 64;
 
-/**
- * Claims the cache lines a frame is about to be written to (see SplitQueue.claimChains):
- * a zero at the start of the buffer [offset, + len) of window `window`, where the
- * virtio-net header goes, and `frameAt` bytes in, where the frame goes; both are written
- * over. Nothing if the buffer is too short for both words or not 4-byte aligned.
- */
-export function claimBuffer(mem: GuestMemory, window: number, offset: number, len: number, frameAt: number): void {
-  if (len < frameAt + 4 || (offset & 3) !== 0) return;
-  const words = mem.words[window];
-  words[offset >>> 2] = 0;
-  words[(offset + frameAt) >>> 2] = 0;
-}
+/** The 8 bytes of a virtio-net header from its byte 4 on, num_buffers 1 and every other field 0, as a double to store (little-endian: the words 0 and 1 << 16). */
+const HEADER_TAIL_ONE_BUFFER = new Float64Array(new Uint32Array([0, 1 << 16]).buffer)[0];
 
 /**
  * The claims of claimChains(), back to back, of the first `count` buffers kept: buffer k
- * is [offsets[k], + lengths[k]) of window windows[k] (length 0: none), its header written
- * by the claim where headers[k] is 1 (claimWithHeader), else claimBuffer()'s zeros.
+ * is [offsets[k], + lengths[k]) of window windows[k] (length 0: none). A claim writes the
+ * cache lines a frame is about to be written to, so that they are on their way from the
+ * driver's CPU while the burst goes on: a store waits in the store buffer until its line
+ * comes, and every store behind it waits too, so the fewer, the more lines on their way
+ * at once.
+ * - headers[k] 1 (a split or packed ring's descriptors are read once): the stores that
+ *   claim the header's line write the header of a frame that leaves the guest nothing to
+ *   do and fits the buffer (every field 0, num_buffers 1), two stores where writing it
+ *   after took three more (see Virtqueue.headerWritten); the frame's line gets a zero.
+ *   The buffer is then 4-byte aligned and len >= CLAIM_HEADER_MIN_LEN.
+ * - else a zero at the start of the buffer, where the virtio-net header goes, and `frameAt`
+ *   bytes in, where the frame goes; nothing if the buffer is too short for both words or
+ *   not 4-byte aligned.
+ * Both written out here: as functions of their own V8 left them calls in this loop.
  */
 export function claimKept(mem: GuestMemory, count: number, lengths: Uint32Array, windows: Int32Array, offsets: Float64Array, headers: Uint8Array, frameAt: number): void {
   for (let k = 0; k < count; k++) {
@@ -46,42 +48,30 @@ export function claimKept(mem: GuestMemory, count: number, lengths: Uint32Array,
     if (len === 0) continue;
     const w = windows[k];
     const offset = offsets[k];
-    if (headers[k] === 1) claimWithHeader(mem.words[w], mem.doubles[w], offset);
-    else claimBuffer(mem, w, offset, len, frameAt);
+    const words = mem.words[w];
+    if (headers[k] === 1) {
+      if ((offset & 7) === 0) {
+        mem.doubles[w][offset >>> 3] = 0;
+        words[(offset >>> 2) + 2] = 1 << 16;
+      } else {
+        words[offset >>> 2] = 0;
+        mem.doubles[w][(offset + 4) >>> 3] = HEADER_TAIL_ONE_BUFFER;
+      }
+      words[(offset + NET_HDR_LEN) >>> 2] = 0;
+    } else if (len >= frameAt + 4 && (offset & 3) === 0) {
+      words[offset >>> 2] = 0;
+      words[(offset + frameAt) >>> 2] = 0;
+    }
   }
 }
 
-/** The 8 bytes of a virtio-net header from its byte 4 on, num_buffers 1 and every other field 0, as a double to store (little-endian: the words 0 and 1 << 16). */
-const HEADER_TAIL_ONE_BUFFER = new Float64Array(new Uint32Array([0, 1 << 16]).buffer)[0];
-
 /**
- * claimBuffer() for a split ring, whose descriptors are read once: the stores that claim
- * the header's line write the header of a frame that leaves the guest nothing to do and
- * fits the buffer (every field 0, num_buffers 1), two stores where writing it after took
- * three more (see Virtqueue.headerWritten); the frame's line gets a zero as before. A
- * store waits in the store buffer until its line comes from the driver's CPU, and every
- * store behind it waits too: the fewer, the more lines on their way at once. The buffer
- * [offset, + len) of the window these views are of: 4-byte aligned, len >= NET_HDR_LEN + 4.
+ * The claims of a buffer [offset, + len) may write the header (see claimKept) when
+ * the frame goes NET_HDR_LEN in (`frameAt`) and the buffer is 4-byte aligned and holds the
+ * header and the frame's first word: len >= CLAIM_HEADER_MIN_LEN, (offset & 3) === 0.
+ * (Tested in the claims' loops as written here: a function for it stayed a call there.)
  */
-export function claimWithHeader(words: Uint32Array, doubles: Float64Array, offset: number): void {
-  if ((offset & 7) === 0) {
-    doubles[offset >>> 3] = 0;
-    words[(offset >>> 2) + 2] = 1 << 16;
-  } else {
-    words[offset >>> 2] = 0;
-    doubles[(offset + 4) >>> 3] = HEADER_TAIL_ONE_BUFFER;
-  }
-  words[(offset + NET_HDR_LEN) >>> 2] = 0;
-}
-
-/**
- * Whether the claims of a buffer [offset, + len) may write the header with
- * claimWithHeader(): the frame goes NET_HDR_LEN in (`frameAt`), and the buffer is 4-byte
- * aligned and holds the header and the frame's first word.
- */
-export function claimsHeader(frameAt: number, len: number, offset: number): boolean {
-  return frameAt === NET_HDR_LEN && len >= NET_HDR_LEN + 4 && (offset & 3) === 0;
-}
+export const CLAIM_HEADER_MIN_LEN = NET_HDR_LEN + 4;
 
 /** What a queue with an inflight record found in it when it started. */
 export interface InflightRecovery {
@@ -144,7 +134,7 @@ export interface Virtqueue {
   claimChains(count: number, frameAt: number): void;
   /**
    * Whether the chain takeChain() last took is one claimChains() wrote the virtio-net
-   * header of a frame into (see claimWithHeader): every field 0, num_buffers 1. A
+   * header of a frame into (see claimKept): every field 0, num_buffers 1. A
    * writer whose frame has that header need not write it again.
    */
   readonly headerWritten: boolean;

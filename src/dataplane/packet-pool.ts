@@ -234,23 +234,26 @@ export class PacketPool {
    * call a burst, where V8 left free() a call for every frame.
    */
   freeBurst(handles: Uint32Array, count: number, marks: Uint8Array, kept: number): void {
+    // The fields in locals: stored to in the loop, each would be loaded and checked again
+    // for every frame. Only free() changes freeCount meanwhile, and not for a small buffer.
+    const away = this.away;
+    const freeStack = this.freeStack;
+    const superFrom = this.superFrom;
+    const smallShift = this.smallShift;
+    const pmd = this.pmd;
+    let freeCount = this.freeCount;
     for (let i = 0; i < count; i++) {
       const handle = handles[i];
       if (marks[handle] === kept) continue;
-      // ownerOf() and free()'s own case, written out.
-      if (handle < this.superFrom) {
-        if (handle >>> this.smallShift === this.pmd) {
-          this.away[handle] = 0;
-          this.freeStack[this.freeCount++] = handle;
-          continue;
-        }
-      } else if ((handle - this.superFrom) >>> this.superShift === this.pmd) {
-        this.away[handle] = 0;
-        this.superStack[this.superCount++] = handle;
-        continue;
+      // ownerOf() and free()'s own case for a small buffer, written out.
+      if (handle < superFrom && handle >>> smallShift === pmd) {
+        away[handle] = 0;
+        freeStack[freeCount++] = handle;
+      } else {
+        this.free(handle);
       }
-      this.free(handle);
     }
+    this.freeCount = freeCount;
   }
 
   /** Records that one of our buffers is handed to another PMD (it comes back by reclaim). */

@@ -82,3 +82,31 @@ t.test('a buffer freed on another PMD goes back to its owner', async (t) => {
   t.not(pmd0.alloc(), -1, 'alloc reclaims the returned buffers');
   t.equal(pmd0.available, 3);
 });
+
+t.test("freeBurst: a burst's buffers freed in one call, as free() frees each, but those marked kept", async (t) => {
+  const memory = createPoolMemory(2, 4, 2);
+  const capacity = memory.returnCapacity;
+  const rings = [0, 1].map(() => new SharedArrayBuffer(spscRingBytes(capacity)));
+  const pmd0 = new PacketPool(memory, 0, [null, new SpscRing(rings[1], capacity)], [null, new SpscRing(rings[0], capacity)]);
+  const pmd1 = new PacketPool(memory, 1, [new SpscRing(rings[0], capacity), null], [new SpscRing(rings[1], capacity), null]);
+  const own = [pmd1.alloc(), pmd1.alloc(), pmd1.alloc()];
+  const foreign = [pmd0.alloc(), pmd0.alloc()];
+  const superFrame = pmd1.allocSuper();
+  t.ok(own.every((h) => h >= 0) && foreign.every((h) => h >= 0) && superFrame >= 0, 'buffers of both PMDs, and a super-frame buffer');
+  const small = pmd1.available;
+  const supers = pmd1.superAvailable;
+  const KEPT = 255;
+  const marks = new Uint8Array(memory.handleCount);
+  marks[own[1]] = KEPT;
+  const burst = Uint32Array.from([own[0], foreign[0], own[1], superFrame, own[2], foreign[1]]);
+  pmd1.freeBurst(burst, burst.length, marks, KEPT);
+  t.equal(pmd1.available, small + 2, 'its own small buffers are back on its stack, the one marked kept is not');
+  t.equal(pmd1.superAvailable, supers + 1, 'its super-frame buffer too');
+  pmd1.flushAllReturns();
+  const before = pmd0.available;
+  t.equal(pmd0.reclaim(), 2, "the other PMD's buffers go back to it");
+  t.equal(pmd0.available, before + 2);
+  const again = new Set<number>();
+  for (let h = pmd1.alloc(); h >= 0; h = pmd1.alloc()) again.add(h);
+  t.ok(again.has(own[0]) && again.has(own[2]) && !again.has(own[1]), 'the freed ones are allocated again, the kept one is not');
+});

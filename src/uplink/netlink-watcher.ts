@@ -71,7 +71,7 @@ const SYNC_RETRY_MS = 1000;
  * the dump may have skipped entries) is asked for again, alone: what it did report did
  * exist, and changes since are notified. This many times at once, then after
  * SYNC_RETRY_MS each time, so that a table that keeps changing (addresses added and
- * removed without pause: Linux marks address dumps so) costs a dump a second, not a thread.
+ * removed without pause: Linux 6.1 marks address dumps so) costs a dump a second, not a thread.
  */
 const INTERRUPTED_RETRIES_AT_ONCE = 3;
 const FLUSH_RESYNC_DELAY_MS = 50;

@@ -107,8 +107,11 @@ async function measureOnce(backend: Backend, { job, size, rings }: Case, round: 
 }
 
 for (let round = 1; round <= ROUNDS; round++) {
+  // The backends in one order, then the other: none always runs first in its round (the
+  // machine's speed drifts within a round, and a round's ratios compare its neighbours).
+  const inTurn = round % 2 === 1 ? backends : [...backends].reverse();
   for (const c of CASES) {
-    for (const backend of backends) {
+    for (const backend of inTurn) {
       if (!backend.jobs.includes(c.job)) continue;
       const why = backend.unavailable();
       if (why) {

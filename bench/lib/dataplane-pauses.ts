@@ -21,7 +21,7 @@ import { stopAll } from './processes.ts';
 export interface DataplanePauses {
   /** per death: ms from SIGKILL to the first frame forwarded after it, the spare taking over */
   deathMs: number[];
-  /** per death: vrouter's own figure (GET /dataplane, lastDeath.restartMs): from the death as the supervisor saw it to every queue handed over; not read through the counters, so the reader's own turn on the CPU does not count */
+  /** per death: vrouter's own figure (GET /dataplane, lastDeath.restartMs): from the death as the supervisor saw it to the new PMDs taking frames again with every queue; not read through the counters, so the reader's own turn on the CPU does not count */
   deathRestartMs: number[];
   /** the same without a spare (pmd.spare false): a cold start of the data plane */
   coldDeathMs: number[];

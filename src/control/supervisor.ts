@@ -33,6 +33,7 @@ import { assignSlots, type PortSlots } from './port-slots.ts';
 import { CONTROL_WORDS } from '../dataplane/capture.ts';
 import { RouteSources, type LearnedChange, type RouteSourceStatus } from './route-sources.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
+import { monotonicMs } from '../sys/monotonic.ts';
 
 const log = createLog('supervisor');
 
@@ -144,7 +145,7 @@ export class Supervisor {
   /** which port holds each slot of the data plane (null: free) */
   private slots: PortSlots;
   /** requests to the control thread waiting for their 'done', by id */
-  private readonly controlRequests = new Map<number, (error: string | undefined) => void>();
+  private readonly controlRequests = new Map<number, (done: { error?: string; resumedAt?: number }) => void>();
   private controlRequestId = 0;
   /** while the PMDs are restarted on a new layout: those still to exit, and what to call when none is left */
   private relayout: { exiting: Set<number>; allExited: () => void } | null = null;
@@ -241,7 +242,7 @@ export class Supervisor {
     control.on('message', (m: Uint8Array) => {
       const event = unpack(m) as ControlEvent;
       if (event.t === 'port-states') this.stateRequests.get(event.id)?.(event.states);
-      if (event.t === 'done') this.controlRequests.get(event.id)?.(event.error);
+      if (event.t === 'done') this.controlRequests.get(event.id)?.(event);
     });
     this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
     this.keepSpare();
@@ -431,11 +432,10 @@ export class Supervisor {
   /**
    * The spare takes over: `old`, if still running, stops its PMDs between two bursts and is
    * killed; the spare's PMDs get the layout and tables as they are now and start, and the
-   * control thread hands them the queues. Returns the pause: from the old PMDs' stop (or
-   * now) to the queues' hand-over.
+   * control thread hands them the queues. Returns when the new PMDs took frames again
+   * (monotonicMs).
    */
   private async promote(spare: Spare, old: DataplaneProcess | null): Promise<number> {
-    const paused = performance.now();
     // A PMD stuck in a plugin never answers: the process is killed anyway.
     const quiesced = old === null || (await Promise.race([old.quiesce().then(() => true), sleep(QUIESCE_TIMEOUT_MS).then(() => false)]));
     this.spare = null;
@@ -445,19 +445,18 @@ export class Supervisor {
     // stop is gone before any new PMD touches a queue.
     let gone = quiesced ? undefined : old?.kill();
     await gone;
-    let pause: number;
+    let resumedAt: number;
     try {
       spare.incarnations.forEach((inc, id) => (this.incarnations[id] = inc));
       for (const { id } of this.layout.pmds) this.watchFromStart(id);
       spare.dataplane.go(this.layout.pmds.map(({ id }) => this.spawnData(id)));
-      await this.handQueuesBack(spare.dataplane.commandsFd);
-      pause = performance.now() - paused;
+      resumedAt = await this.handQueuesBack(spare.dataplane.commandsFd);
     } finally {
       gone ??= old?.kill();
     }
     await gone;
     this.keepSpare();
-    return pause;
+    return resumedAt;
   }
 
   /**
@@ -482,7 +481,9 @@ export class Supervisor {
       } catch (err) {
         throw Object.assign(new Error(`upgrade failed, the running data plane stays: ${(err as Error).message}`), { code: 'VR_UPGRADE' });
       }
-      const pauseMs = await this.promote(spare, old);
+      // The pause: from the old PMDs' last burst (or a moment before) to the new ones' first.
+      const paused = monotonicMs();
+      const pauseMs = (await this.promote(spare, old)) - paused;
       const result = { pid: spare.dataplane.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: Math.round(pauseMs * 10) / 10, totalMs: Math.round(performance.now() - began) };
       this.dataplaneHistory.upgrades++;
       log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
@@ -508,7 +509,7 @@ export class Supervisor {
     // Its PMDs are gone with it: whoever waits for them to exit waits no more.
     if (this.relayout !== null) this.relayout.allExited();
     if (this.stopping) return;
-    const diedAt = performance.now();
+    const diedAt = monotonicMs();
     const now = Date.now();
     this.dataplaneDeaths = [...this.dataplaneDeaths.filter((t) => now - t < RESTART_WINDOW_MS), now];
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
@@ -531,13 +532,16 @@ export class Supervisor {
       if (this.dataplane !== null || this.stopping) return;
       const spare = this.spare;
       let how: string;
+      let resumedAt: number;
       if (spare !== null && spare.pluginLoads === this.pluginLoads && (await spare.ready.then(() => true, () => false)) && this.spare === spare) {
-        await this.promote(spare, null);
+        resumedAt = await this.promote(spare, null);
         how = `the spare data plane (pid ${spare.dataplane.pid}) took over`;
       } else {
-        how = `a new data-plane process (pid ${await this.startPmds()}) runs the PMDs`;
+        const started = await this.startPmds();
+        resumedAt = started.resumedAt;
+        how = `a new data-plane process (pid ${started.pid}) runs the PMDs`;
       }
-      const ms = Math.round(performance.now() - diedAt);
+      const ms = Math.round(resumedAt - diedAt);
       death.restartMs = ms;
       log.info(`${how}, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
     });
@@ -564,25 +568,28 @@ export class Supervisor {
 
   /**
    * Every PMD started, in the data plane in use or, if none runs (it died), in a new one;
-   * then the control thread hands them the queues. Returns the new process's pid, if any.
+   * then the control thread hands them the queues. Returns the new process's pid, if any,
+   * and when the PMDs took frames again (monotonicMs).
    */
-  private async startPmds(): Promise<number | undefined> {
+  private async startPmds(): Promise<{ pid: number | undefined; resumedAt: number }> {
     const fresh = this.dataplane === null ? await this.startDataplane() : null;
     for (const { id } of this.layout.pmds) this.spawnPmd(id);
-    await this.handQueuesBack(fresh?.commandsFd);
+    const resumedAt = await this.handQueuesBack(fresh?.commandsFd);
     if (fresh !== null) this.keepSpare();
-    return fresh?.pid;
+    return { pid: fresh?.pid, resumedAt };
   }
 
   /**
    * The control thread gives every PMD its queues (after a change of layout, or in a new
    * data-plane process, whose command socket is `commandsFd`); after a death, it first looks
-   * for the culprits (died).
+   * for the culprits (died). Resolves to when the PMDs took frames again (monotonicMs), as
+   * each PMD says (the answers' way back is no pause), or to the answer's arrival.
    */
-  private async handQueuesBack(commandsFd?: number): Promise<void> {
+  private async handQueuesBack(commandsFd?: number): Promise<number> {
     const died = commandsFd === undefined ? undefined : (this.died ?? undefined);
     if (commandsFd !== undefined) this.died = null;
-    await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
+    const { resumedAt } = await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
+    return resumedAt ?? monotonicMs();
   }
 
   /** Runs a start or stop of every PMD after the previous one finished. */
@@ -749,13 +756,13 @@ export class Supervisor {
   }
 
   /** A request to the control thread answered with 'done': resolves, or throws its error. */
-  private askControl(request: ControlRequest & { id: number }): Promise<void> {
+  private askControl(request: ControlRequest & { id: number }): Promise<{ resumedAt?: number }> {
     const control = this.control;
     if (control === null) return Promise.reject(new Error('the control thread is not running'));
     return new Promise((resolve, reject) => {
-      this.controlRequests.set(request.id, (error) => {
+      this.controlRequests.set(request.id, ({ error, resumedAt }) => {
         this.controlRequests.delete(request.id);
-        if (error === undefined) resolve();
+        if (error === undefined) resolve({ resumedAt });
         else reject(Object.assign(new Error(error), { code: 'VR_PORT', field: 'ports' }));
       });
       control.postMessage({ msg: pack(request) } satisfies ControlEnvelope);

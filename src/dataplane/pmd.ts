@@ -16,6 +16,7 @@ import { PacketPool } from './packet-pool.ts';
 import { PortRuntime, type PmdConfig, type PmdShared, type Uplink } from './port-runtime.ts';
 import { QueueControl } from './queue-control.ts';
 import { SpscRing } from './spsc-ring.ts';
+import { monotonicMs } from '../sys/monotonic.ts';
 
 export type { PmdConfig, PmdPortConfig, PmdShared } from './port-runtime.ts';
 export { HANDLE_BITS } from './egress.ts';
@@ -253,7 +254,7 @@ export class Pmd {
         return null;
       }
       this.taking = true;
-      return {};
+      return { resumedAt: monotonicMs() };
     }
     return this.control.execute(id, cmd);
   }
@@ -272,7 +273,7 @@ export class Pmd {
     this.control.stepBuilds();
     if (this.queuesBack >= 0 && !this.control.building) {
       this.taking = true;
-      this.control.onLateReply({ id: this.queuesBack });
+      this.control.onLateReply({ id: this.queuesBack, resumedAt: monotonicMs() });
       this.queuesBack = -1;
     }
   }

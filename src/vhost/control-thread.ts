@@ -60,7 +60,8 @@ export type ControlEvent =
   | { t: 'stopped' }
   /** by slot; null for a free slot */
   | { t: 'port-states'; id: number; states: (PortState | null)[] }
-  | { t: 'done'; id: number; error?: string };
+  /** resumedAt ('layout'): when the last PMD took frames again (monotonicMs), if every one said */
+  | { t: 'done'; id: number; error?: string; resumedAt?: number };
 
 const { endpoints, queueOwner, commandsFd, incarnations } = workerData as ControlThreadData;
 const log = createLog('vhost');
@@ -99,8 +100,8 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
     // Every PMD (one incarnation each; queueOwner is by port, not by PMD).
-    await handBack(req.incarnations.map((_, pmd) => pmd), live(), () => null);
-    send({ t: 'done', id: req.id });
+    const resumedAt = await handBack(req.incarnations.map((_, pmd) => pmd), live(), () => null);
+    send({ t: 'done', id: req.id, resumedAt });
   }
 });
 
@@ -109,8 +110,9 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
  * (QUEUES_BACK): sent as soon as every port's commands are (a vhost port says so before
  * their answers; the others once their hand-over ends), carried out by each PMD once it has
  * them all in use. `culprit`: why a port is not handed back but quarantined, or null.
+ * Resolves to when the last of the PMDs took frames again, if each said (monotonicMs).
  */
-async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[], culprit: (p: Endpoint, index: number) => string | null): Promise<void> {
+async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[], culprit: (p: Endpoint, index: number) => string | null): Promise<number | undefined> {
   const sent: Promise<void>[] = [];
   const done: Promise<void>[] = [];
   endpoints.forEach((p, index) => {
@@ -127,7 +129,8 @@ async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[],
     }
   });
   await Promise.all(sent);
-  await Promise.all([...done, ...pmds.map((pmd) => dataplane.requestOn(pmd, QUEUES_BACK))]);
+  const [, backs] = await Promise.all([Promise.all(done), Promise.all(pmds.map((pmd) => dataplane.requestOn(pmd, QUEUES_BACK)))]);
+  return backs.length > 0 && backs.every((b) => b.resumedAt !== undefined) ? Math.max(...backs.map((b) => b.resumedAt!)) : undefined;
 }
 
 /**

@@ -105,6 +105,8 @@ export interface PmdReply {
   restarted?: boolean;
   /** vring-start and vring-stop: the next available index the PMD will process / would have */
   lastAvailIdx?: number;
+  /** queues-back: when the PMD took frames again (monotonicMs, comparable across processes) */
+  resumedAt?: number;
 }
 
 export interface Dataplane {

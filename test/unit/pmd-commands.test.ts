@@ -6,6 +6,7 @@ import { parseConfig } from '../../src/control/config.ts';
 import { dataplaneLayout } from '../../src/control/dataplane-layout.ts';
 import { Pmd } from '../../src/dataplane/pmd.ts';
 import { closeAll } from '../../src/sys/libc.ts';
+import { monotonicMs } from '../../src/sys/monotonic.ts';
 import { DOORBELL_SERVING, type PmdCommand, type PmdReply } from '../../src/vhost/dataplane-link.ts';
 import { DriverQueue, ethernetFrame, GuestRam, sendFrame } from '../support/virtio-driver.ts';
 
@@ -116,7 +117,10 @@ t.test('a PMD taking over queues takes no frames until every port\'s are back', 
   t.same(startTx(1), { lastAvailIdx: 0 }, 'the vring is handed over');
   sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
   t.equal(pmd.pollOnce(), 0, 'its frame waits in the ring');
-  t.same(run({ t: 'queues-back', port: -1, gen: 0 }), {}, 'every port\'s queues are back');
+  const before = monotonicMs();
+  const back = run({ t: 'queues-back', port: -1, gen: 0 });
+  t.same(Object.keys(back ?? {}), ['resumedAt'], 'every port\'s queues are back');
+  t.ok(back!.resumedAt! >= before && back!.resumedAt! <= monotonicMs(), `it says when it took frames again, on the clock every process shares (${back!.resumedAt! - before} ms after the command)`);
   t.equal(pmd.pollOnce(), 1, 'the frame is taken');
   pmd.waitForQueues();
   late.length = 0;
@@ -125,8 +129,11 @@ t.test('a PMD taking over queues takes no frames until every port\'s are back', 
   t.equal(run({ t: 'queues-back', port: -1, gen: 0 }), null, 'told while a table is viewed: it waits for the table and what is behind it');
   sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));
   t.equal(pmd.pollOnce(), 0, 'no frame taken meanwhile');
+  const beforeLate = monotonicMs();
   while (pmd.building) pmd.stepBuilds();
-  t.same(late, [{ id: 4 }, { id: 5, lastAvailIdx: 1 }, { id: 6 }], 'the table, the start, then queues-back answered');
+  const resumedAt = late[2]?.resumedAt ?? NaN;
+  t.ok(resumedAt >= beforeLate && resumedAt <= monotonicMs(), 'the late answer says when it took frames again');
+  t.same(late, [{ id: 4 }, { id: 5, lastAvailIdx: 1 }, { id: 6, resumedAt }], 'the table, the start, then queues-back answered');
   t.equal(pmd.pollOnce(), 1, 'the frame is taken');
   pmd.waitForQueues();
   sendFrame(tx, ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 60));

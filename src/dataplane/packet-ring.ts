@@ -30,6 +30,10 @@ const TP_STATUS_SEND_REQUEST = 1;
 const TP_STATUS_WRONG_FORMAT = 4;
 /** where a transmit frame's data starts: TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) */
 export const TX_DATA_OFFSET = 48;
+/** struct tpacket_block_desc: a block's first frame lies after it */
+const BLOCK_DESC_BYTES = 48;
+/** struct tpacket3_hdr: a frame's header, which lies whole in its block */
+const FRAME_HDR_BYTES = 48;
 const ETHER_HDR_LEN = 14;
 
 /** An AF_PACKET port's rings as the PMD that polls it sees them. */
@@ -108,7 +112,8 @@ export class PacketRings implements Uplink {
         if ((blockStatus & TP_STATUS_LOSING) !== 0) counters[base + DROPS_BASE + DROP.receive_ring_full] += packetRingDrops(this.fd);
         this.rxLeft = words[(block >> 2) + 3];
         this.rxAt = block + words[(block >> 2) + 4];
-        if (this.rxLeft <= 0 || this.rxAt >= block + blockBytes) {
+        // Offsets are the kernel's, checked all the same: a frame is read within its block.
+        if (this.rxLeft <= 0 || this.rxAt < block + BLOCK_DESC_BYTES || this.rxAt + FRAME_HDR_BYTES > block + blockBytes || (this.rxAt & 3) !== 0) {
           this.releaseBlock(block);
           continue;
         }
@@ -141,7 +146,7 @@ export class PacketRings implements Uplink {
         }
       }
       this.rxLeft--;
-      if (this.rxLeft === 0 || next <= 0 || at + next >= block + blockBytes) this.releaseBlock(block);
+      if (this.rxLeft === 0 || next <= 0 || at + next + FRAME_HDR_BYTES > block + blockBytes || (next & 3) !== 0) this.releaseBlock(block);
       else this.rxAt = at + next;
     }
     counters[base + RX_PACKETS] += taken;

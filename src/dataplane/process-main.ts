@@ -30,10 +30,12 @@ named(startedAsSpare);
 // A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
 setParentDeathSignal('SIGKILL');
 // Loading (a spare's, an upgrade's: modules, plugins, their compilation) is bulk work, at 0
-// on every thread whatever the supervisor's nice. Serving queues, the main thread takes
-// control.nice: it relays every hand-over. Its other threads stay at 0: with all of them
-// raised, an upgrade left the pauses benchmark's counters standing still for up to 430 ms
-// (its generator shares the CPU; most likely starved while V8 compiled the new code).
+// on every thread whatever the supervisor's nice. Serving queues, or loaded as a spare, the
+// main thread takes control.nice: it relays every hand-over (raised from the spare's load
+// on rather than from the go, a death's hand-over took 33 to 48 ms instead of 43 to 70, in
+// the e2e test). Its other threads stay at 0: with all of them raised, an upgrade left the
+// pauses benchmark's counters standing still for up to 430 ms (its generator shares the
+// CPU; most likely starved while V8 compiled the new code).
 for (const tid of readdirSync('/proc/self/task')) {
   try {
     setThreadNice(0, Number(tid));
@@ -140,7 +142,11 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   pmds.set(id, pmd);
   channel.port1.on('message', (bytes: Uint8Array) => answered(pmd, unpack(bytes) as PmdReply));
   worker.on('message', (m: PmdLogLine | { standby: true }) => {
-    if ('standby' in m) tell({ t: 'pmd-standby', pmd: id, incarnation });
+    if ('standby' in m) {
+      tell({ t: 'pmd-standby', pmd: id, incarnation });
+      // Loaded: the next hand-over goes through this thread (the go, then the commands).
+      serveQueues();
+    }
     else process.stderr.write(m.log);
   });
   worker.on('error', (err) => tell({ t: 'pmd-error', pmd: id, incarnation, error: err.stack ?? err.message }));

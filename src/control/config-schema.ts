@@ -141,7 +141,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
           minimum: -20,
           maximum: 19,
           errorMessage: 'must be an integer from -20 to 19',
-          description: "the nice value of vrouter's control threads (the supervisor's main thread, the vhost control thread, the main thread of the data plane that serves the queues; default -10): a hand-over of the queues to new PMDs (a data-plane death, an upgrade) is not kept waiting by other work on the CPUs they share. The PMDs, the job pool that compiles tables and a spare data plane run at 0. Below 0 needs root or CAP_SYS_NICE; without, they run at 0",
+          description: "the nice value of vrouter's control threads (the supervisor's main thread, the vhost control thread, the main thread of the data plane that serves the queues, and a spare's once it has loaded; default -10): a hand-over of the queues to new PMDs (a data-plane death, an upgrade) is not kept waiting by other work on the CPUs they share. The PMDs, the job pool that compiles tables, a spare data plane while it loads and its other threads run at 0. Below 0 needs root or CAP_SYS_NICE; without, they run at 0",
         }),
       ),
     },

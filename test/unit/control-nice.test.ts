@@ -1,7 +1,8 @@
 // control.nice: the supervisor's main thread, the vhost control thread and the main thread
-// of the data plane that serves the queues run at the raised priority; the PMDs, the job
-// pool and a spare (loading, waiting) at 0, until the spare takes over. The key is checked like any
-// other, and changed only by a restart.
+// of the data plane that serves the queues (or of a spare once loaded: it relays the next
+// hand-over) run at the raised priority; the PMDs, the job pool, the spare while it loads
+// and its other threads at 0. The key is checked like any other, and changed only by a
+// restart.
 import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
 import { parseConfig } from '../../src/control/config.ts';
@@ -44,8 +45,11 @@ t.test('the control threads at nice -10 by default, the PMDs and the job pool at
   t.equal(dp.find((th) => th.name === 'pmd0')?.nice, 0, 'the PMD');
   t.same([...new Set(dp.filter((th) => th.tid !== dataplane && th.name !== 'pmd0').map((th) => th.nice))], [0], 'the data plane\'s other threads (V8\'s, libuv\'s) at 0');
   const [spare] = sparePids(pid);
-  t.ok(spare !== undefined, 'a spare is loaded');
-  t.same([...new Set(threadsOf(spare).map((th) => th.nice))], [0], 'every thread of the spare at 0 while it waits');
+  t.ok(spare !== undefined, 'a spare is there');
+  // Loaded, it waits: its main thread at -10 (it relays the next hand-over), the rest at 0.
+  await waitFor('the spare loaded, its main thread at -10', () => threadsOf(spare).find((th) => th.tid === spare)?.nice === -10, 10000);
+  t.equal(threadsOf(spare).find((th) => th.tid === spare)?.nice, -10, 'the loaded spare\'s main thread at -10');
+  t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare).map((th) => th.nice))], [0], 'its other threads at 0 while it waits');
   t.match(vr.stderr(), /control threads at nice -10, PMDs at 0/, 'the log says so');
 
   // The spare takes over: its main thread now relays the hand-overs.

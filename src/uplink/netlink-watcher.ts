@@ -239,11 +239,15 @@ export class NetlinkWatcher {
     if (this.interruptedInRow === INTERRUPTED_RETRIES_AT_ONCE + 1) {
       this.log.warn(`netlink: the ${this.dumpKind} dump of ${this.where} was interrupted ${INTERRUPTED_RETRIES_AT_ONCE + 1} times in a row (the table keeps changing): asked for again every ${SYNC_RETRY_MS} ms`);
     }
+    this.retryLater(() => (this.restartSync ? this.beginSync() : this.nextDump()));
+  }
+
+  /** `retry` SYNC_RETRY_MS from now (once, however often asked meanwhile), then what it found delivered; nothing once stopped. */
+  private retryLater(retry: () => void): void {
     this.retryTimer ??= setTimeout(() => {
       this.retryTimer = null;
       if (this.fd < 0) return;
-      if (this.restartSync) this.beginSync();
-      else this.nextDump();
+      retry();
       this.deliver();
     }, SYNC_RETRY_MS);
   }
@@ -253,12 +257,7 @@ export class NetlinkWatcher {
     this.log.warn(`netlink: sync of ${this.where} failed (${why}); trying again in ${SYNC_RETRY_MS} ms`);
     this.dumpSeq = 0;
     this.dumpsLeft = null;
-    this.retryTimer ??= setTimeout(() => {
-      this.retryTimer = null;
-      if (this.fd < 0) return;
-      this.resync();
-      this.deliver();
-    }, SYNC_RETRY_MS);
+    this.retryLater(() => this.resync());
   }
 
   private notificationsLost(why: string): void {

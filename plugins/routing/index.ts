@@ -130,7 +130,7 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
   const { interfaces, byPort } = interfacesOf(setup.topology);
   const fib = planFib(setup, interfaces);
   const region = setup.shared[neighbourRegionOf(setup.topology)];
-  const table = new NeighbourTable(region, interfaces.length);
+  const table = new NeighbourTable(region, setup.topology.ports.length);
   // Every entry checked before any is written: a refused config writes none.
   const statics = setup.config.neighbours.map((n, k) => {
     const port = setup.topology.ports.find((p) => p.name === n.port);
@@ -286,7 +286,7 @@ function learnedRow(r: LearnedRoute): Record<string, unknown> {
 
 function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>[] {
   const { interfaces } = interfacesOf(view.topology);
-  const table = new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], interfaces.length);
+  const table = new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], view.topology.ports.length);
   return table.entries().map((e) => {
     const bytes = new Uint8Array(e.family === 4 ? 4 : 16);
     e.address.slice(0, bytes.length / 4).forEach((w, q) => bytes.set([w >>> 24, (w >>> 16) & 0xff, (w >>> 8) & 0xff, w & 0xff], q * 4));
@@ -294,6 +294,8 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
       address: formatAddress(bytes),
       interface: interfaces[e.iface]?.name ?? null,
       port: view.topology.ports[e.port]?.name ?? null,
+      // whose share it counts in: the port whose frame made it
+      owner: view.topology.ports[e.owner]?.name ?? null,
       mac: e.state === 'incomplete' ? null : formatMac(e.macHi, e.macLo),
       state: e.state,
       confirmedMsAgo: Math.max(0, Math.round(Date.now() - e.confirmed)),
@@ -305,7 +307,7 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
 function gauges(view: TableView<RoutingConfig>): Record<string, number> {
   const { interfaces } = interfacesOf(view.topology);
   const byState: Record<string, number> = Object.fromEntries(STATE_NAMES.slice(1).map((s) => [`neighbours_${s}`, 0]));
-  for (const e of new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], interfaces.length).entries()) byState[`neighbours_${e.state}`]++;
+  for (const e of new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], view.topology.ports.length).entries()) byState[`neighbours_${e.state}`]++;
   // Without making the list: /metrics is read often, and a route source may hold a million.
   const connected = interfaces.reduce((n, f) => n + f.v4.length + f.v6.length, 0);
   const learned = fibCounts(view.shared)?.learned ?? 0;

@@ -105,9 +105,9 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
   }
   // Resolved even when the queue of held packets, or the port's quarter of it, is full
   // (this packet is then dropped, as neighbour_queue_full): a flood to absent hosts keeps
-  // it full, and a new neighbour must still be asked for. The table (each interface's
-  // share) and solicitBuckets (each port's) bound what a flood costs.
-  const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, r.now);
+  // it full, and a new neighbour must still be asked for. The table (each port's share,
+  // charged to the ingress port) and solicitBuckets (each port's) bound what a flood costs.
+  const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, batch.ingress, r.now);
   if (created < 0) {
     batch.dropAs(i, r.drop.neighbour_table_full);
     return HELD;

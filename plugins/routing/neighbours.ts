@@ -7,8 +7,14 @@
 //
 // Slot layout, 16 int32 words (64 bytes): seq, state, interface, family, address (4 words,
 // IPv4 in the first), MAC high 16 bits, MAC low 32 bits, port (where the MAC was seen: a
-// bridge member), probes sent, then two float64: when the entry was last confirmed and
-// when it was last probed (ms, Date.now()).
+// bridge member), probes sent and the entry's owner, then two float64: when the entry was
+// last confirmed and when it was last probed (ms, Date.now()).
+//
+// Every entry is charged to the port whose frame made it (a packet to a next hop not yet
+// known, an ARP or NDP message from the neighbour, or the config's port for a static one),
+// and a port holds at most its share of the table: a guest that floods next hops that
+// never answer, or ARP from forged senders, keeps no other port's traffic from resolving,
+// whichever interface the addresses are on and whoever else shares its bridge.
 
 export const EMPTY = 0;
 /** being resolved: requests sent, no answer yet */
@@ -42,7 +48,10 @@ const ADDR = 4;
 const MAC_HI = 8;
 const MAC_LO = 9;
 const PORT = 10;
+/** low 16 bits: requests sent; high 16: the owner's port + 1 (0: none) */
 const PROBES = 11;
+const PROBES_MASK = 0xffff;
+const OWNER_SHIFT = 16;
 /** float64 indices (in 8-byte units) of a slot's times */
 const CONFIRMED_F64 = 6;
 const PROBED_F64 = 7;
@@ -50,9 +59,16 @@ const PROBE_WINDOW = 16;
 /** a writer waiting this many times for a slot gives up (another PMD died holding it) */
 const LOCK_SPINS = 1000;
 
-/** After the slots: per interface, how many slots it holds (its share is capacity / interfaces). */
-const MAX_INTERFACES = 256;
-const COUNTS_BYTES = MAX_INTERFACES * 4;
+/** After the slots: 256 words of counts, among them per port how many slots it owns (its share is capacity / ports). */
+const COUNT_WORDS = 256;
+const COUNTS_BYTES = COUNT_WORDS * 4;
+/**
+ * Where the ports' counts start among those words: after the first 64, where a table an
+ * earlier version of the plugin filled counted per interface (an upgrade keeps the table).
+ */
+const OWNER_COUNTS_AT = 64;
+/** ports a table counts: PORT_SLOTS */
+const MAX_OWNERS = 64;
 
 export function neighbourTableBytes(capacity: number): number {
   return capacity * NEIGHBOUR_BYTES + COUNTS_BYTES;
@@ -74,18 +90,20 @@ export class NeighbourTable {
   /** sweep(): slots seen locked by a writer, to free those a dead PMD left locked */
   private readonly lockedSeen: Int32Array;
 
-  /** slots held per interface (shared): a flood on one interface cannot take the others' share */
+  /** slots owned per port (shared by the PMDs): a flood from one port cannot take the others' share */
   private readonly held: Int32Array;
-  private readonly share: number;
+  /** the most slots a port owns (a static entry past it is refused; a port at it takes only its own slots) */
+  readonly share: number;
 
-  constructor(buffer: ArrayBufferLike, interfaceCount: number) {
+  /** `portCount`: the ports of the topology, among which the table is shared. */
+  constructor(buffer: ArrayBufferLike, portCount: number) {
     this.capacity = (buffer.byteLength - COUNTS_BYTES) / NEIGHBOUR_BYTES;
     if ((this.capacity & (this.capacity - 1)) !== 0) throw new RangeError('the neighbour table capacity must be a power of 2');
-    if (interfaceCount > MAX_INTERFACES) throw new RangeError(`at most ${MAX_INTERFACES} routed interfaces`);
+    if (portCount > MAX_OWNERS) throw new RangeError(`at most ${MAX_OWNERS} ports`);
     this.words = new Int32Array(buffer, 0, this.capacity * WORDS);
     this.times = new Float64Array(buffer, 0, this.capacity * 8);
-    this.held = new Int32Array(buffer, this.capacity * NEIGHBOUR_BYTES, MAX_INTERFACES);
-    this.share = Math.max(16, Math.floor(this.capacity / Math.max(1, interfaceCount)));
+    this.held = new Int32Array(buffer, this.capacity * NEIGHBOUR_BYTES + OWNER_COUNTS_AT * 4, MAX_OWNERS);
+    this.share = Math.max(16, Math.floor(this.capacity / Math.max(1, portCount)));
     this.mask = this.capacity - 1;
     this.lockedSeen = new Int32Array(this.capacity);
   }
@@ -118,7 +136,7 @@ export class NeighbourTable {
       this.foundMacHi = w[at + MAC_HI];
       this.foundMacLo = w[at + MAC_LO] >>> 0;
       this.foundPort = w[at + PORT];
-      this.foundProbes = w[at + PROBES];
+      this.foundProbes = w[at + PROBES] & PROBES_MASK;
       this.foundConfirmed = this.times[slot * 8 + CONFIRMED_F64];
       this.foundProbed = this.times[slot * 8 + PROBED_F64];
       if (Atomics.load(w, at + SEQ) !== seq) continue;
@@ -145,47 +163,51 @@ export class NeighbourTable {
 
   /**
    * Records what an address resolves to (an answer, or a static entry), creating the
-   * entry if `create`; a static entry is never changed but by another static one.
-   * Returns the slot, or -1 (not there and not created, or no room in its window).
+   * entry if `create`, owned by `port` (where the MAC was seen); a static entry is never
+   * changed but by another static one. Returns the slot, or -1 (not there and not created,
+   * or no room in its window or in the port's share).
    */
   confirm(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, macHi: number, macLo: number, port: number, state: number, now: number, create: boolean): number {
     let slot = this.find(iface, family, a0, a1, a2, a3);
     if (slot >= 0 && this.foundState === STATIC && state !== STATIC) return slot;
-    if (slot < 0) {
+    const claimed = slot < 0;
+    if (claimed) {
       if (!create) return -1;
-      slot = this.claim(iface, a0, a1, a2, a3, now);
+      slot = this.claim(port, iface, a0, a1, a2, a3, now);
       if (slot < 0) return -1;
     }
     const seq = this.lock(slot);
     if (seq < 0) return -1;
     const w = this.words;
     const at = slot * WORDS;
-    this.setKey(at, iface, family, a0, a1, a2, a3);
+    // An entry keeps its owner when it is confirmed (by whichever port the answer came on).
+    this.setKey(at, iface, family, a0, a1, a2, a3, !claimed && w[at + STATE] !== EMPTY ? this.ownerAt(at) : port);
     w[at + MAC_HI] = macHi;
     w[at + MAC_LO] = macLo;
     w[at + PORT] = port;
-    w[at + PROBES] = 0;
     w[at + STATE] = state;
     this.times[slot * 8 + CONFIRMED_F64] = now;
     this.unlock(slot, seq);
     return slot;
   }
 
-  /** Starts resolving an address: an INCOMPLETE entry. Returns its slot or -1 (table full). */
-  startResolving(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, now: number): number {
+  /**
+   * Starts resolving an address for a packet from port `owner`: an INCOMPLETE entry, the
+   * port's. Returns its slot or -1 (no room in its window or in the port's share).
+   */
+  startResolving(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, owner: number, now: number): number {
     const existing = this.find(iface, family, a0, a1, a2, a3);
     if (existing >= 0) return existing;
-    const slot = this.claim(iface, a0, a1, a2, a3, now);
+    const slot = this.claim(owner, iface, a0, a1, a2, a3, now);
     if (slot < 0) return -1;
     const seq = this.lock(slot);
     if (seq < 0) return -1;
     const w = this.words;
     const at = slot * WORDS;
-    this.setKey(at, iface, family, a0, a1, a2, a3);
+    this.setKey(at, iface, family, a0, a1, a2, a3, owner);
     w[at + MAC_HI] = 0;
     w[at + MAC_LO] = 0;
     w[at + PORT] = -1;
-    w[at + PROBES] = 0;
     w[at + STATE] = INCOMPLETE;
     this.times[slot * 8 + CONFIRMED_F64] = now;
     this.times[slot * 8 + PROBED_F64] = 0;
@@ -193,14 +215,19 @@ export class NeighbourTable {
     return slot;
   }
 
-  /** Writes a slot's key (the writer holds its lock), moving the slot between interfaces' shares. */
-  private setKey(at: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): void {
+  /**
+   * Writes a slot's key and owner, no requests sent yet (the writer holds its lock), moving
+   * the slot between ports' shares. `owner` -1: no port's.
+   */
+  private setKey(at: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number, owner: number): void {
     const w = this.words;
-    const before = w[at + STATE] === EMPTY ? -1 : w[at + IFACE];
-    if (before !== iface) {
+    const mine = owner >= 0 && owner < MAX_OWNERS ? owner : -1;
+    const before = w[at + STATE] === EMPTY ? -1 : this.ownerAt(at);
+    if (before !== mine) {
       if (before >= 0) Atomics.sub(this.held, before, 1);
-      Atomics.add(this.held, iface, 1);
+      if (mine >= 0) Atomics.add(this.held, mine, 1);
     }
+    w[at + PROBES] = (mine + 1) << OWNER_SHIFT;
     w[at + IFACE] = iface;
     w[at + FAMILY] = family;
     w[at + ADDR] = a0;
@@ -209,20 +236,32 @@ export class NeighbourTable {
     w[at + ADDR + 3] = a3;
   }
 
-  /** Slots an interface holds now. */
-  heldBy(iface: number): number {
-    return Atomics.load(this.held, iface);
+  /** The port a slot's entry is charged to, or -1 (none: a slot an earlier version wrote). */
+  private ownerAt(at: number): number {
+    const owner = (this.words[at + PROBES] >>> OWNER_SHIFT) - 1;
+    return owner < MAX_OWNERS ? owner : -1;
+  }
+
+  /** The slot at `at` (locked) leaves its owner's share. */
+  private release(at: number): void {
+    const owner = this.ownerAt(at);
+    if (owner >= 0) Atomics.sub(this.held, owner, 1);
+  }
+
+  /** Slots a port owns now. */
+  heldBy(port: number): number {
+    return Atomics.load(this.held, port);
   }
 
   /**
-   * A free slot in the address's window: an empty one, else the one least recently
-   * confirmed among those that are not static and not being resolved right now.
+   * A free slot in the address's window for port `owner`: an empty one, else the one least
+   * recently confirmed among those that are not static and not being resolved right now.
    */
-  private claim(iface: number, a0: number, a1: number, a2: number, a3: number, now: number): number {
+  private claim(owner: number, iface: number, a0: number, a1: number, a2: number, a3: number, now: number): number {
     const w = this.words;
     const home = this.home(iface, a0, a1, a2, a3);
-    // An interface at its share takes only slots it holds itself.
-    const full = Atomics.load(this.held, iface) >= this.share;
+    // A port at its share takes only slots it owns itself.
+    const full = owner >= 0 && owner < MAX_OWNERS && Atomics.load(this.held, owner) >= this.share;
     let victim = -1;
     let oldest = Infinity;
     for (let p = 0; p < PROBE_WINDOW; p++) {
@@ -232,7 +271,7 @@ export class NeighbourTable {
         if (full) continue;
         return slot;
       }
-      if (state === STATIC || (full && w[slot * WORDS + IFACE] !== iface)) continue;
+      if (state === STATIC || (full && this.ownerAt(slot * WORDS) !== owner)) continue;
       const confirmed = this.times[slot * 8 + CONFIRMED_F64];
       // A flood of unresolvable addresses must not evict the neighbours in use.
       if (state === INCOMPLETE && now - confirmed < MAX_PROBES * RETRANS_MS) continue;
@@ -250,7 +289,11 @@ export class NeighbourTable {
     const seq = this.lock(slot);
     if (seq < 0) return MAX_PROBES;
     const at = slot * WORDS;
-    const probes = ++this.words[at + PROBES];
+    // Counted up to the mask, never into the owner's bits (an entry fails after MAX_PROBES,
+    // and its count starts again whenever it is confirmed or changes state).
+    const word = this.words[at + PROBES];
+    const probes = (word & PROBES_MASK) === PROBES_MASK ? PROBES_MASK : (word & PROBES_MASK) + 1;
+    this.words[at + PROBES] = (word & ~PROBES_MASK) | probes;
     this.times[slot * 8 + PROBED_F64] = now;
     this.unlock(slot, seq);
     return probes;
@@ -264,7 +307,7 @@ export class NeighbourTable {
     if (seq < 0) return false;
     const at = slot * WORDS;
     if (this.words[at + STATE] !== EMPTY && this.matches(at, iface, family, a0, a1, a2, a3)) {
-      Atomics.sub(this.held, iface, 1);
+      this.release(at);
       this.words[at + STATE] = EMPTY;
     }
     this.unlock(slot, seq);
@@ -277,7 +320,7 @@ export class NeighbourTable {
     const at = slot * WORDS;
     if (this.words[at + STATE] !== STATIC) {
       this.words[at + STATE] = state;
-      this.words[at + PROBES] = 0;
+      this.words[at + PROBES] &= ~PROBES_MASK;
       this.times[slot * 8 + CONFIRMED_F64] = now;
     }
     this.unlock(slot, seq);
@@ -296,7 +339,7 @@ export class NeighbourTable {
       const seq = Atomics.load(w, at + SEQ);
       if ((seq & 1) === 1) {
         if (this.lockedSeen[slot] === seq) {
-          if (w[at + STATE] !== EMPTY) Atomics.sub(this.held, w[at + IFACE], 1);
+          if (w[at + STATE] !== EMPTY) this.release(at);
           w[at + STATE] = EMPTY;
           // Only if still the same: a live writer would have moved on.
           Atomics.compareExchange(w, at + SEQ, seq, seq + 1);
@@ -312,7 +355,7 @@ export class NeighbourTable {
       if (!expired) continue;
       const locked = this.lock(slot);
       if (locked < 0) continue;
-      Atomics.sub(this.held, w[at + IFACE], 1);
+      this.release(at);
       w[at + STATE] = EMPTY;
       this.unlock(slot, locked);
     }
@@ -320,7 +363,7 @@ export class NeighbourTable {
   }
 
   /** Every entry, for the admin endpoint and tests (allocates: not for the data path). */
-  entries(): { iface: number; family: number; address: number[]; macHi: number; macLo: number; port: number; state: string; confirmed: number }[] {
+  entries(): { iface: number; family: number; address: number[]; macHi: number; macLo: number; port: number; owner: number; state: string; confirmed: number }[] {
     const out = [];
     const w = this.words;
     for (let slot = 0; slot < this.capacity; slot++) {
@@ -333,6 +376,7 @@ export class NeighbourTable {
         macHi: w[at + MAC_HI],
         macLo: w[at + MAC_LO] >>> 0,
         port: w[at + PORT],
+        owner: this.ownerAt(at),
         state: STATE_NAMES[w[at + STATE]] ?? 'unknown',
         confirmed: this.times[slot * 8 + CONFIRMED_F64],
       });

@@ -176,7 +176,7 @@ export class Router {
     this.lpm6 = fib.lpm6;
     this.nextHops = fib.nextHops;
     this.neighbourRegion = ctx.shared[this.neighbourName];
-    this.neighbours = new NeighbourTable(this.neighbourRegion, interfaces.length);
+    this.neighbours = new NeighbourTable(this.neighbourRegion, ctx.ports.length);
     this.config = ctx.config;
     this.pmd = ctx.pmd;
     this.portNames = ctx.ports.map((p) => p.name);
@@ -264,7 +264,7 @@ export class Router {
     }
     if (shared[this.neighbourName] !== this.neighbourRegion) {
       this.neighbourRegion = shared[this.neighbourName];
-      this.neighbours = new NeighbourTable(this.neighbourRegion, this.interfaces.length);
+      this.neighbours = new NeighbourTable(this.neighbourRegion, this.portNames.length);
       this.heldCount = 0;
       this.heldByPort.fill(0);
     }

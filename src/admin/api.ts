@@ -256,7 +256,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         return change((d) => (removed = routeDraft(d).remove([prefix])), `DELETE /routes/${prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
       },
     },
-    { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, state', handle: (req) => table('routing', 'neighbours', req.query) },
+    { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, the port whose share it counts in (owner), state', handle: (req) => table('routing', 'neighbours', req.query) },
     {
       method: 'POST', path: '/neighbours', summary: 'adds a static neighbour', body: NeighbourBody, response: ApplyResultBody,
       handle: (req) => {

@@ -1,7 +1,8 @@
 // Hostile traffic against the router, from a guest on a routed port: truncated and
 // inconsistent headers, ARP and NDP floods against the neighbour table, packets to next
-// hops that never answer. Each is a counted drop; the neighbour table keeps room for the
-// other interfaces; memory stays bounded; and two well-behaved routed ports keep routing.
+// hops that never answer, on its own subnet and on another port's. Each is a counted drop;
+// the neighbour table keeps room for the other ports' next hops; memory stays bounded; and
+// two well-behaved routed ports keep routing.
 import t from 'tap';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { readFileSync } from 'node:fs';
@@ -20,7 +21,8 @@ t.test('a hostile guest on a routed port', async (t) => {
   const vr = await startVrouter({
     ports: [
       { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'], routerMac: ROUTER.a },
-      { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'], routerMac: ROUTER.b },
+      // A /16: room for more absent hosts than a port's share of the neighbour table.
+      { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/16'], routerMac: ROUTER.b },
       { name: 'h', socket: '{dir}/h.sock', addresses: ['10.9.0.1/16', '2001:db8:9::1/64'], routerMac: ROUTER.h },
     ],
     pmd: { cores: [1] },
@@ -58,10 +60,14 @@ t.test('a hostile guest on a routed port', async (t) => {
   await gh.send(unresolvable);
 
   t.ok(await stillRouting(64), 'a -> b still routed after the attacks');
-  // A new neighbour on b can still be resolved: h's flood holds only its share of the table.
+  // 5. Packets to 5,000 absent hosts on b's subnet, then at once (while those would still be
+  // being resolved) a packet from a to a new neighbour on b: it is asked for, as h's floods
+  // hold only h's share of the table, whichever interface their addresses are on.
+  const onB = Array.from({ length: 5000 }, (_, k) => udp4({ src: '10.9.0.2', dst: `10.0.${100 + (k >> 8)}.${k & 0xff}`, srcPort: 1, dstPort: 2, srcMac: GUEST.h, dstMac: ROUTER.h }));
+  await gh.send(onB);
   await ga.send([udp4({ src: '10.0.1.2', dst: '10.0.2.3', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: ROUTER.a })]);
   await waitFor('an ARP request for a new neighbour on b', () => gb.poll().find((f) => f.arp?.op === 1 && f.arp.targetIp === '10.0.2.3'));
-  t.pass('a new neighbour on b is resolved despite the flood on h');
+  t.pass("a new neighbour on b is resolved despite h's floods, one of them to b's subnet");
   const stats = await vr.stats();
   const drops = stats.h.plugins.routing.drops;
   t.ok(drops.ip_header_bad + drops.ip_length_bad + drops.ip_checksum_bad >= 1500, `malformed headers counted (${JSON.stringify(drops)})`);

@@ -31,7 +31,7 @@ const HOST_MAC = '52:54:00:00:00:0f';
 const ICMP_RATE = 200;
 const ICMP_BURST = 20;
 const NEIGHBOUR_LIMIT = 256;
-/** 4 routed interfaces (a, b, h, u): each may hold a quarter of the table */
+/** 4 ports (a, b, h, u), each its own routed interface: each may hold a quarter of the table */
 const SHARE = NEIGHBOUR_LIMIT / 4;
 /** how often each malformed frame is sent, and each frame over the MTU */
 const REPEAT = 20;

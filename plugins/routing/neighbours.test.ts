@@ -1,0 +1,88 @@
+// The neighbour table's shares: every entry is charged to the port whose frame made it, and a
+// port holds at most its share, whichever interface the addresses are on: a flood from one
+// port leaves room for the others' next hops on every interface, a bridge's other members too.
+import t from 'tap';
+import { INCOMPLETE, MAX_PROBES, NEIGHBOUR_BYTES, NeighbourTable, REACHABLE, STATIC, neighbourTableBytes } from './neighbours.ts';
+
+const CAPACITY = 256;
+const PORTS = 4;
+/** ports 0 to 3; interfaces 0 (ports 0 and 1, a bridge) and 1 (ports 2 and 3) */
+const table = () => new NeighbourTable(new SharedArrayBuffer(neighbourTableBytes(CAPACITY)), PORTS);
+const NOW = 1_000_000;
+
+t.test('a port flooding next hops that never answer keeps to its share', async (t) => {
+  const nb = table();
+  t.equal(nb.share, CAPACITY / PORTS, 'the share: capacity / ports');
+  // Port 3 sends to 1,000 absent hosts on interface 1.
+  let created = 0;
+  for (let k = 0; k < 1000; k++) if (nb.startResolving(1, 4, 0x0a020000 + k, 0, 0, 0, 3, NOW) >= 0) created++;
+  t.equal(created, nb.share, `port 3 got its share (${created}) and no more`);
+  t.equal(nb.heldBy(3), nb.share, 'and owns as many');
+  // Within the time they are being resolved, none of them is taken for another port...
+  t.ok(nb.startResolving(1, 4, 0x0a02ffff, 0, 0, 0, 2, NOW + 10) >= 0, 'port 2 still starts resolving a new neighbour on the same interface');
+  t.ok(nb.startResolving(0, 4, 0x0a01ffff, 0, 0, 0, 0, NOW + 10) >= 0, 'and port 0 one on the other');
+  t.equal(nb.heldBy(2), 1);
+  t.equal(nb.heldBy(3), nb.share, "port 3's share is unchanged");
+  // ...and port 3, at its share, takes only its own slots once they may be taken again.
+  const later = NOW + MAX_PROBES * 1000 + 1;
+  let reused = 0;
+  for (let k = 0; k < 100; k++) if (nb.startResolving(1, 4, 0x0a030000 + k, 0, 0, 0, 3, later) >= 0) reused++;
+  t.ok(reused > 0, `port 3 at its share reuses slots of its own once their requests timed out (${reused} of 100 new next hops)`);
+  t.equal(nb.heldBy(3), nb.share, 'still at its share, not past it');
+  t.equal(nb.heldBy(2), 1, "port 2's entry was not the one taken");
+});
+
+t.test('forged senders from one member of a bridge leave room for the others', async (t) => {
+  const nb = table();
+  // Port 1 floods ARP from 1,000 forged senders on interface 0 (a bridge of ports 0 and 1).
+  let created = 0;
+  for (let k = 0; k < 1000; k++) if (nb.confirm(0, 4, 0x0a010000 + k, 0, 0, 0, 0x0200, k, 1, REACHABLE, NOW, true) >= 0) created++;
+  t.equal(created, nb.share, 'port 1 got its share');
+  t.ok(nb.confirm(0, 4, 0x0a01fffe, 0, 0, 0, 0x0200, 0xfe, 0, REACHABLE, NOW, true) >= 0, 'port 0, on the same bridge, still gets a new neighbour');
+  t.ok(nb.confirm(0, 4, 0x0a01fffd, 0, 0, 0, 0x0200, 0xfd, 0, STATIC, NOW, true) >= 0, 'and a static one');
+  t.equal(nb.heldBy(0), 2);
+  // Static entries past a port's share are refused, as a flood is.
+  const statics = new NeighbourTable(new SharedArrayBuffer(neighbourTableBytes(CAPACITY)), PORTS);
+  let written = 0;
+  for (let k = 0; k < 100; k++) if (statics.confirm(1, 4, 0x0a020000 + k, 0, 0, 0, 0x0200, k, 2, STATIC, NOW, true) >= 0) written++;
+  t.equal(written, statics.share, 'static entries of one port: its share');
+});
+
+t.test('an entry keeps its owner; removal and ageing give its slot back', async (t) => {
+  const nb = table();
+  const slot = nb.startResolving(1, 4, 0x0a020002, 0, 0, 0, 0, NOW);
+  t.ok(slot >= 0);
+  t.equal(nb.probed(slot, NOW), 1, 'requests are counted');
+  t.equal(nb.probed(slot, NOW), 2);
+  t.equal(nb.find(1, 4, 0x0a020002, 0, 0, 0), slot);
+  t.equal(nb.foundState, INCOMPLETE);
+  t.equal(nb.foundProbes, 2, 'the count read back, the owner apart');
+  // The answer comes in on port 2, where the neighbour is.
+  t.equal(nb.confirm(1, 4, 0x0a020002, 0, 0, 0, 0x0200, 2, 2, REACHABLE, NOW + 5, true), slot);
+  t.equal(nb.find(1, 4, 0x0a020002, 0, 0, 0), slot);
+  t.equal(nb.foundPort, 2, 'the MAC is where it was seen');
+  t.equal(nb.foundProbes, 0, 'no request outstanding');
+  t.same([nb.heldBy(0), nb.heldBy(2)], [1, 0], 'still charged to the port that asked');
+  t.same(nb.entries().map((e) => [e.port, e.owner]), [[2, 0]], 'as the table lists it');
+  t.ok(nb.remove(1, 4, 0x0a020002, 0, 0, 0));
+  t.equal(nb.heldBy(0), 0, 'removed: the share given back');
+  // Aged out: failed entries past their hold, stale ones past gc.
+  for (let k = 0; k < 10; k++) nb.startResolving(1, 4, 0x0a020100 + k, 0, 0, 0, 3, NOW);
+  t.equal(nb.heldBy(3), 10);
+  nb.sweep(NOW + 10 * 60_000, 0, CAPACITY);
+  t.equal(nb.heldBy(3), 0, 'swept: every share given back');
+});
+
+t.test('an entry charged to no port (left by a table of an earlier layout) counts for none', async (t) => {
+  const buffer = new SharedArrayBuffer(neighbourTableBytes(CAPACITY));
+  const nb = new NeighbourTable(buffer, PORTS);
+  const slot = nb.startResolving(0, 4, 0x0a010005, 0, 0, 0, 1, NOW);
+  // Its owner's bits cleared, as such a table has them; its count too.
+  const words = new Int32Array(buffer);
+  words[(slot * NEIGHBOUR_BYTES) / 4 + 11] &= 0xffff;
+  Atomics.sub(new Int32Array(buffer, CAPACITY * NEIGHBOUR_BYTES + 64 * 4, 64), 1, 1);
+  t.equal(nb.heldBy(1), 0);
+  t.ok(nb.remove(0, 4, 0x0a010005, 0, 0, 0), 'removed');
+  t.equal(nb.heldBy(1), 0, 'no count went below zero');
+  t.throws(() => new NeighbourTable(buffer, 65), /at most 64 ports/, 'a table counts 64 ports');
+});

@@ -294,7 +294,7 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
       address: formatAddress(bytes),
       interface: interfaces[e.iface]?.name ?? null,
       port: view.topology.ports[e.port]?.name ?? null,
-      // whose share it counts in: the port whose frame made it
+      // whose share it counts in: the port that asked for it, once known the one it is on
       owner: view.topology.ports[e.owner]?.name ?? null,
       mac: e.state === 'incomplete' ? null : formatMac(e.macHi, e.macLo),
       state: e.state,

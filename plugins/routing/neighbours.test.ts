@@ -32,6 +32,20 @@ t.test('a port flooding next hops that never answer keeps to its share', async (
   t.equal(nb.heldBy(2), 1, "port 2's entry was not the one taken");
 });
 
+t.test("a port's answered requests leave its share for more (an uplink reaching many guests)", async (t) => {
+  const nb = table();
+  const asked = (base: number) => {
+    let n = 0;
+    for (let k = 0; k < nb.share; k++) if (nb.startResolving(1, 4, base + k, 0, 0, 0, 3, NOW) >= 0) n++;
+    return n;
+  };
+  t.equal(asked(0x0a020000), nb.share, 'port 3 asks for its share of next hops on interface 1');
+  t.equal(nb.startResolving(1, 4, 0x0a02ff00, 0, 0, 0, 3, NOW), -1, 'and for no more while they are unanswered');
+  for (let k = 0; k < nb.share; k++) t.ok(nb.confirm(1, 4, 0x0a020000 + k, 0, 0, 0, 0x0200, k, 2, REACHABLE, NOW + 1, false) >= 0);
+  t.same([nb.heldBy(3), nb.heldBy(2)], [0, nb.share], 'answered on port 2: the entries are port 2\'s');
+  t.equal(asked(0x0a030000), nb.share, 'and port 3 asks for as many again');
+});
+
 t.test('forged senders from one member of a bridge leave room for the others', async (t) => {
   const nb = table();
   // Port 1 floods ARP from 1,000 forged senders on interface 0 (a bridge of ports 0 and 1).
@@ -48,10 +62,11 @@ t.test('forged senders from one member of a bridge leave room for the others', a
   t.equal(written, statics.share, 'static entries of one port: its share');
 });
 
-t.test('an entry keeps its owner; removal and ageing give its slot back', async (t) => {
+t.test('an entry is the asking port\'s until its answer, then the port it is on; removal and ageing give its slot back', async (t) => {
   const nb = table();
   const slot = nb.startResolving(1, 4, 0x0a020002, 0, 0, 0, 0, NOW);
   t.ok(slot >= 0);
+  t.same(nb.entries().map((e) => [e.port, e.owner]), [[-1, 0]], 'being resolved: the port that asked for it');
   t.equal(nb.probed(slot, NOW), 1, 'requests are counted');
   t.equal(nb.probed(slot, NOW), 2);
   t.equal(nb.find(1, 4, 0x0a020002, 0, 0, 0), slot);
@@ -62,10 +77,10 @@ t.test('an entry keeps its owner; removal and ageing give its slot back', async 
   t.equal(nb.find(1, 4, 0x0a020002, 0, 0, 0), slot);
   t.equal(nb.foundPort, 2, 'the MAC is where it was seen');
   t.equal(nb.foundProbes, 0, 'no request outstanding');
-  t.same([nb.heldBy(0), nb.heldBy(2)], [1, 0], 'still charged to the port that asked');
-  t.same(nb.entries().map((e) => [e.port, e.owner]), [[2, 0]], 'as the table lists it');
+  t.same([nb.heldBy(0), nb.heldBy(2)], [0, 1], "now charged to port 2, where the neighbour is, not to the port that asked");
+  t.same(nb.entries().map((e) => [e.port, e.owner]), [[2, 2]], 'as the table lists it');
   t.ok(nb.remove(1, 4, 0x0a020002, 0, 0, 0));
-  t.equal(nb.heldBy(0), 0, 'removed: the share given back');
+  t.equal(nb.heldBy(2), 0, 'removed: the share given back');
   // Aged out: failed entries past their hold, stale ones past gc.
   for (let k = 0; k < 10; k++) nb.startResolving(1, 4, 0x0a020100 + k, 0, 0, 0, 3, NOW);
   t.equal(nb.heldBy(3), 10);

@@ -10,11 +10,13 @@
 // bridge member), probes sent and the entry's owner, then two float64: when the entry was
 // last confirmed and when it was last probed (ms, Date.now()).
 //
-// Every entry is charged to the port whose frame made it (a packet to a next hop not yet
-// known, an ARP or NDP message from the neighbour, or the config's port for a static one),
-// and a port holds at most its share of the table: a guest that floods next hops that
-// never answer, or ARP from forged senders, keeps no other port's traffic from resolving,
-// whichever interface the addresses are on and whoever else shares its bridge.
+// Every entry is charged to a port: while it is being resolved, the port whose packet asked
+// for it; once known, the port its MAC was seen on (where the neighbour is; the config's
+// port for a static one). A port holds at most its share of the table: a guest that floods
+// next hops that never answer, or ARP from forged senders, keeps no other port's traffic
+// from resolving, whichever interface the addresses are on and whoever else shares its
+// bridge; and a port whose packets reach many neighbours elsewhere (an uplink's) is charged
+// only for those it is still asking for.
 
 export const EMPTY = 0;
 /** being resolved: requests sent, no answer yet */
@@ -163,15 +165,16 @@ export class NeighbourTable {
 
   /**
    * Records what an address resolves to (an answer, or a static entry), creating the
-   * entry if `create`, owned by `port` (where the MAC was seen); a static entry is never
-   * changed but by another static one. Returns the slot, or -1 (not there and not created,
-   * or no room in its window or in the port's share).
+   * entry if `create`; the entry is `port`'s from then on (where the MAC was seen: an entry
+   * moves there from the port that asked for it, without regard to that port's share, as
+   * it takes no new slot). A static entry is never changed but by another static one.
+   * Returns the slot, or -1 (not there and not created, or no room in its window or in the
+   * port's share).
    */
   confirm(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, macHi: number, macLo: number, port: number, state: number, now: number, create: boolean): number {
     let slot = this.find(iface, family, a0, a1, a2, a3);
     if (slot >= 0 && this.foundState === STATIC && state !== STATIC) return slot;
-    const claimed = slot < 0;
-    if (claimed) {
+    if (slot < 0) {
       if (!create) return -1;
       slot = this.claim(port, iface, a0, a1, a2, a3, now);
       if (slot < 0) return -1;
@@ -180,8 +183,7 @@ export class NeighbourTable {
     if (seq < 0) return -1;
     const w = this.words;
     const at = slot * WORDS;
-    // An entry keeps its owner when it is confirmed (by whichever port the answer came on).
-    this.setKey(at, iface, family, a0, a1, a2, a3, !claimed && w[at + STATE] !== EMPTY ? this.ownerAt(at) : port);
+    this.setKey(at, iface, family, a0, a1, a2, a3, port);
     w[at + MAC_HI] = macHi;
     w[at + MAC_LO] = macLo;
     w[at + PORT] = port;

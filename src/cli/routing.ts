@@ -17,6 +17,8 @@ interface NeighbourRow {
   mac?: string;
   interface?: string;
   port?: string;
+  /** the port whose share of the table it counts in */
+  owner?: string;
   state?: string;
   confirmedMsAgo?: number;
 }
@@ -40,7 +42,7 @@ function age(ms: number | undefined): string {
 
 function neighboursTable(rows: NeighbourRow[]): string {
   if (rows.length === 0) return 'no neighbours';
-  return table(['ADDRESS', 'MAC', 'INTERFACE', 'PORT', 'STATE', 'CONFIRMED'], rows.map((n) => [n.address, n.mac ?? '-', n.interface ?? '-', n.port ?? '-', n.state ?? '-', n.confirmedMsAgo === undefined ? '-' : `${age(n.confirmedMsAgo)} ago`]));
+  return table(['ADDRESS', 'MAC', 'INTERFACE', 'PORT', 'OWNER', 'STATE', 'CONFIRMED'], rows.map((n) => [n.address, n.mac ?? '-', n.interface ?? '-', n.port ?? '-', n.owner ?? '-', n.state ?? '-', n.confirmedMsAgo === undefined ? '-' : `${age(n.confirmedMsAgo)} ago`]));
 }
 
 const routeAdd: Command = {
@@ -89,7 +91,7 @@ export const routingCommands: Command[] = [
     words: ['route', 'del'], args: 'PREFIX', min: 1, max: 1, summary: 'removes the static routes to PREFIX',
     run: async (ctx, [prefix]) => showChange(ctx, await ctx.api.delete(`/routes/${segment(prefix)}`)),
   },
-  { words: ['neighbours'], summary: 'the neighbour table: address, MAC, port, state', run: async (ctx) => show(ctx, await ctx.api.get('/neighbours'), neighboursTable) },
+  { words: ['neighbours'], summary: 'the neighbour table: address, MAC, port, owner (whose share it counts in), state', run: async (ctx) => show(ctx, await ctx.api.get('/neighbours'), neighboursTable) },
   {
     words: ['neighbour', 'add'], args: 'ADDRESS MAC PORT', min: 3, max: 3, summary: 'adds a static neighbour',
     run: async (ctx, [address, mac, port]) => showChange(ctx, await ctx.api.post('/neighbours', { address, mac, port })),

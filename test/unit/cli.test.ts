@@ -95,6 +95,11 @@ t.test('against a routed vrouter on its UNIX socket', async (t) => {
   t.same(JSON.parse((await ctl([...on, 'config', 'show'])).stdout), document, 'a dry run changes nothing');
   t.notMatch((await ctl([...on, 'routes'])).stdout, /203\.0\.113\.0/, 'nor the routes in force');
 
+  exits(t, await ctl([...on, 'neighbour', 'add', '10.0.2.9', '52:54:00:00:02:09', 'b']), 0, 'neighbour add');
+  const neighbours = await ctl([...on, 'neighbours']);
+  t.match(neighbours.stdout, /^ADDRESS\s+MAC\s+INTERFACE\s+PORT\s+OWNER\s+STATE\s+CONFIRMED$/m, 'the neighbours table', { stdout: neighbours.stdout });
+  t.match(neighbours.stdout, /^10\.0\.2\.9\s+52:54:00:00:02:09\s+b\s+b\s+b\s+static\s+\S+( \S+)? ago$/m, "a static neighbour, on port b and in b's share");
+
   const top = await ctl([...on, 'top', '--count', '2']);
   exits(t, top, 0, 'top --count 2');
   t.equal(top.stdout.match(/^vrouter top /gm)?.length, 2, 'two snapshots', { stdout: top.stdout });

@@ -1,6 +1,7 @@
-// The neighbour table's shares: every entry is charged to the port whose frame made it, and a
-// port holds at most its share, whichever interface the addresses are on: a flood from one
-// port leaves room for the others' next hops on every interface, a bridge's other members too.
+// The neighbour table's shares: an entry is charged to the port that asked for it until it is
+// answered, then to the port it is on, and a port holds at most its share, whichever
+// interface the addresses are on: a flood from one port leaves room for the others' next
+// hops on every interface, a bridge's other members too.
 import t from 'tap';
 import { INCOMPLETE, MAX_PROBES, NEIGHBOUR_BYTES, NeighbourTable, REACHABLE, STATIC, neighbourTableBytes } from './neighbours.ts';
 

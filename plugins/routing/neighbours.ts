@@ -18,6 +18,8 @@
 // bridge; and a port whose packets reach many neighbours elsewhere (an uplink's) is charged
 // only for those it is still asking for.
 
+import { PORT_SLOTS } from '../../src/pipeline/api.ts';
+
 export const EMPTY = 0;
 /** being resolved: requests sent, no answer yet */
 export const INCOMPLETE = 1;
@@ -69,8 +71,13 @@ const COUNTS_BYTES = COUNT_WORDS * 4;
  * earlier version of the plugin filled counted per interface (an upgrade keeps the table).
  */
 const OWNER_COUNTS_AT = 64;
-/** ports a table counts: PORT_SLOTS */
-const MAX_OWNERS = 64;
+/** ports a table counts (their counts end within the 256 words) */
+const MAX_OWNERS = PORT_SLOTS;
+
+/** A port an entry can be charged to, or -1 (none: no port's share is checked or counted). */
+function chargeable(port: number): number {
+  return port >= 0 && port < MAX_OWNERS ? port : -1;
+}
 
 export function neighbourTableBytes(capacity: number): number {
   return capacity * NEIGHBOUR_BYTES + COUNTS_BYTES;
@@ -223,7 +230,7 @@ export class NeighbourTable {
    */
   private setKey(at: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number, owner: number): void {
     const w = this.words;
-    const mine = owner >= 0 && owner < MAX_OWNERS ? owner : -1;
+    const mine = chargeable(owner);
     const before = w[at + STATE] === EMPTY ? -1 : this.ownerAt(at);
     if (before !== mine) {
       if (before >= 0) Atomics.sub(this.held, before, 1);
@@ -263,7 +270,8 @@ export class NeighbourTable {
     const w = this.words;
     const home = this.home(iface, a0, a1, a2, a3);
     // A port at its share takes only slots it owns itself.
-    const full = owner >= 0 && owner < MAX_OWNERS && Atomics.load(this.held, owner) >= this.share;
+    const mine = chargeable(owner);
+    const full = mine >= 0 && Atomics.load(this.held, mine) >= this.share;
     let victim = -1;
     let oldest = Infinity;
     for (let p = 0; p < PROBE_WINDOW; p++) {
@@ -273,7 +281,7 @@ export class NeighbourTable {
         if (full) continue;
         return slot;
       }
-      if (state === STATIC || (full && this.ownerAt(slot * WORDS) !== owner)) continue;
+      if (state === STATIC || (full && this.ownerAt(slot * WORDS) !== mine)) continue;
       const confirmed = this.times[slot * 8 + CONFIRMED_F64];
       // A flood of unresolvable addresses must not evict the neighbours in use.
       if (state === INCOMPLETE && now - confirmed < MAX_PROBES * RETRANS_MS) continue;

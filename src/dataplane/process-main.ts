@@ -44,9 +44,13 @@ for (const tid of readdirSync('/proc/self/task')) {
   }
 }
 let servingNice = 0;
+/** the main thread is at servingNice: set once (a spare's PMDs each report they loaded, then the go comes) */
+let serving = false;
 /** this process's life locks, for its PMD threads */
 let lifeLocks: SharedRef | null = null;
 function serveQueues(): void {
+  if (serving) return;
+  serving = true;
   try {
     setThreadNice(servingNice);
   } catch (err) {

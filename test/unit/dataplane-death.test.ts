@@ -45,7 +45,9 @@ t.test('a crash loop: backed off, then the port served at each crash is quaranti
     const [dataplane] = dataplanePids(vr.proc.pid!);
     // SIGABRT, as a native crash: unlike SIGKILL (the OOM killer, an operator) it counts against the port served.
     process.kill(dataplane, 'SIGABRT');
-    await waitFor(`takeover ${crash}`, () => (vr.stderr().match(/took over|runs the PMDs, \d+ ms after/g)?.length === crash ? true : undefined), 10_000);
+    await waitFor(`takeover ${crash}`, () => (vr.stderr().match(/took over|runs the PMDs, \d+ ms after/g)?.length === crash ? true : undefined), 10_000).catch((err: Error) => {
+      throw new Error(`${err.message} (SIGABRT to pid ${dataplane}); vrouter's log:\n${vr.stderr()}`);
+    });
   }
   // The quarantine disconnects a's frontend after the hand-over it came with.
   await waitFor('a disconnected', () => /port a: connection closed: quarantined/.test(vr.stderr()) || undefined, 5000).catch(() => undefined);
@@ -75,7 +77,10 @@ t.test('GET_VRING_BASE while the data plane is dead answers where the ring stopp
   const answer = await a.frontend.reply(10_000);
   t.ok(answer, 'answered');
   t.equal(new DataView(answer!.payload.buffer).getUint32(4, true), 5, 'base 5: where the ring stopped');
-  t.match(vr.stderr(), /port a: vring 1 \(guest tx\) running, size 256, resumed from the used ring at 5/, 'read from the used ring by the next data plane');
+  // The log line goes through vrouter's stderr pipe, which may reach us after the socket's answer.
+  const resumed = /port a: vring 1 \(guest tx\) running, size 256, resumed from the used ring at 5/;
+  await waitFor('the resume logged', () => resumed.test(vr.stderr()) || undefined, 2000).catch(() => undefined);
+  t.match(vr.stderr(), resumed, 'read from the used ring by the next data plane');
   // The answer may come before a's RX ring is back: frames for it meanwhile are port_down.
   await waitFor('every queue back', () => /runs the PMDs, \d+ ms after the death of the last; the guests' queues resumed/.test(vr.stderr()) || undefined, 10_000);
   t.equal(await trafficFlows(b, a, 5, MAC.b, MAC.a, 10_000), 5, 'b -> a still flows (a\'s RX ring runs)');

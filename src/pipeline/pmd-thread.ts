@@ -61,8 +61,6 @@ if (started.lifeLocks !== null && holdLifeLock(regionOf(started.lifeLocks), 1, L
 const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
 let data = started;
 if (started.standby !== null) {
-  // Loaded: the data plane this one stands in for forwards until it is told to go.
-  parentPort!.postMessage({ standby: true });
   // It waits on its own CPU (asleep, it takes nothing there), to wake where it will poll:
   // at a hand-over after a death that CPU is idle, the control CPUs are not.
   try {
@@ -70,6 +68,10 @@ if (started.standby !== null) {
   } catch {
     // pinned after the go, or the error said then
   }
+  // Loaded and waiting: the data plane this one stands in for forwards until it is told to
+  // go. Said only now: the move to a CPU that a PMD polls waits for the kernel to run this
+  // thread there, tens of ms that were the upgrade's pause when the go came first.
+  parentPort!.postMessage({ standby: true });
   Atomics.wait(new Int32Array(started.standby), 0, 0);
   // Posted before the go word was set; looked for a little longer all the same.
   let now = receiveMessageOnPort(parentPort!);

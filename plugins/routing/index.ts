@@ -306,8 +306,8 @@ function listNeighbours(view: TableView<RoutingConfig>): Record<string, unknown>
 /** Routes (connected, the config's, and the learned ones in force: to a prefix the config has not, resolved), and neighbours by state. */
 function gauges(view: TableView<RoutingConfig>): Record<string, number> {
   const { interfaces } = interfacesOf(view.topology);
-  const byState: Record<string, number> = Object.fromEntries(STATE_NAMES.slice(1).map((s) => [`neighbours_${s}`, 0]));
-  for (const e of new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], view.topology.ports.length).entries()) byState[`neighbours_${e.state}`]++;
+  const counts = new NeighbourTable(view.shared[neighbourRegionOf(view.topology)], view.topology.ports.length).countByState();
+  const byState: Record<string, number> = Object.fromEntries(STATE_NAMES.slice(1).map((s, i) => [`neighbours_${s}`, counts[i + 1]]));
   // Without making the list: /metrics is read often, and a route source may hold a million.
   const connected = interfaces.reduce((n, f) => n + f.v4.length + f.v6.length, 0);
   const learned = fibCounts(view.shared)?.learned ?? 0;

@@ -3,7 +3,7 @@
 // interface the addresses are on: a flood from one port leaves room for the others' next
 // hops on every interface, a bridge's other members too.
 import t from 'tap';
-import { INCOMPLETE, MAX_PROBES, NEIGHBOUR_BYTES, NeighbourTable, REACHABLE, STATIC, neighbourTableBytes } from './neighbours.ts';
+import { INCOMPLETE, MAX_PROBES, NEIGHBOUR_BYTES, NeighbourTable, REACHABLE, STATE_NAMES, STATIC, neighbourTableBytes } from './neighbours.ts';
 
 const CAPACITY = 256;
 const PORTS = 4;
@@ -101,4 +101,14 @@ t.test('an entry charged to no port (left by a table of an earlier layout) count
   t.ok(nb.remove(0, 4, 0x0a010005, 0, 0, 0), 'removed');
   t.equal(nb.heldBy(1), 0, 'no count went below zero');
   t.throws(() => new NeighbourTable(buffer, 65), /at most 64 ports/, 'a table counts 64 ports');
+});
+
+t.test('the count by state (for /metrics) is the listing counted', async (t) => {
+  const nb = table();
+  for (let k = 0; k < 5; k++) nb.startResolving(1, 4, 0x0a020200 + k, 0, 0, 0, 3, NOW);
+  for (let k = 0; k < 3; k++) nb.confirm(0, 4, 0x0a010200 + k, 0, 0, 0, 0x0200, k, 1, REACHABLE, NOW, true);
+  nb.confirm(0, 4, 0x0a0102ff, 0, 0, 0, 0x0200, 0xff, 0, STATIC, NOW, true);
+  const listed = STATE_NAMES.map((name) => nb.entries().filter((e) => e.state === name).length);
+  t.same(nb.countByState(), listed, 'by state, as entries() lists them');
+  t.same(nb.countByState().slice(1), [5, 3, 0, 0, 1], 'incomplete, reachable, stale, failed, static');
 });

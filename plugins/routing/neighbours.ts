@@ -96,8 +96,8 @@ export class NeighbourTable {
   foundProbes = 0;
   foundConfirmed = 0;
   foundProbed = 0;
-  /** sweep(): slots seen locked by a writer, to free those a dead PMD left locked */
-  private readonly lockedSeen: Int32Array;
+  /** sweep(): slots seen locked by a writer, to free those a dead PMD left locked (made by the first sweep: a reader of the table sweeps nothing) */
+  private lockedSeen: Int32Array | null = null;
 
   /** slots owned per port (shared by the PMDs): a flood from one port cannot take the others' share */
   private readonly held: Int32Array;
@@ -114,7 +114,6 @@ export class NeighbourTable {
     this.held = new Int32Array(buffer, this.capacity * NEIGHBOUR_BYTES + OWNER_COUNTS_AT * 4, MAX_OWNERS);
     this.share = Math.max(16, Math.floor(this.capacity / Math.max(1, portCount)));
     this.mask = this.capacity - 1;
-    this.lockedSeen = new Int32Array(this.capacity);
   }
 
   private home(iface: number, a0: number, a1: number, a2: number, a3: number): number {
@@ -343,21 +342,22 @@ export class NeighbourTable {
    */
   sweep(now: number, from: number, count: number): number {
     const w = this.words;
+    const lockedSeen = (this.lockedSeen ??= new Int32Array(this.capacity));
     for (let i = 0; i < count; i++) {
       const slot = (from + i) & this.mask;
       const at = slot * WORDS;
       const seq = Atomics.load(w, at + SEQ);
       if ((seq & 1) === 1) {
-        if (this.lockedSeen[slot] === seq) {
+        if (lockedSeen[slot] === seq) {
           if (w[at + STATE] !== EMPTY) this.release(at);
           w[at + STATE] = EMPTY;
           // Only if still the same: a live writer would have moved on.
           Atomics.compareExchange(w, at + SEQ, seq, seq + 1);
         }
-        this.lockedSeen[slot] = seq;
+        lockedSeen[slot] = seq;
         continue;
       }
-      this.lockedSeen[slot] = 0;
+      lockedSeen[slot] = 0;
       const state = w[at + STATE];
       if (state === EMPTY || state === STATIC) continue;
       const age = now - this.times[slot * 8 + CONFIRMED_F64];
@@ -370,6 +370,17 @@ export class NeighbourTable {
       this.unlock(slot, locked);
     }
     return (from + count) & this.mask;
+  }
+
+  /** How many entries are in each state (by STATE_NAMES' index): /metrics, without an object per entry. */
+  countByState(): number[] {
+    const counts = STATE_NAMES.map(() => 0);
+    const w = this.words;
+    for (let at = STATE; at < this.capacity * WORDS; at += WORDS) {
+      const state = w[at];
+      if (state > EMPTY && state < counts.length) counts[state]++;
+    }
+    return counts;
   }
 
   /** Every entry, for the admin endpoint and tests (allocates: not for the data path). */

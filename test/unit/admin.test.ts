@@ -225,8 +225,11 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
 t.test('/metrics passes promtool', async (t) => {
   const vr = await startVrouter(ROUTED);
   t.teardown(() => vr.stop());
+  t.equal((await client(vr).call('POST', '/neighbours', { address: '10.0.1.2', mac: '52:54:00:12:12:12', port: 'a' })).status, 200);
   const res = await client(vr).call('GET', '/metrics');
   t.equal(res.status, 200);
+  t.match(res.text, /vrouter_plugin_state\{plugin="routing",name="neighbours_static"\} 1\n/, 'neighbours by state');
+  t.match(res.text, /vrouter_plugin_state\{plugin="routing",name="neighbours_reachable"\} 0\n/);
   t.match(res.text, /vrouter_port_rx_packets_total\{port="a"\} 0/);
   t.match(res.text, /vrouter_queue_tx_bytes_total\{port="a",queue="0"\} 0/, 'per queue pair');
   t.match(res.text, /vrouter_plugin_events_total\{port="a",plugin="routing",counter="routed"\} 0/);

@@ -63,11 +63,24 @@ function childrenNamed(pid: number, name: string): number[] {
   }
   return children.filter((child) => {
     try {
-      return readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0')[0] === name;
+      return readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0')[0] === name && !exiting(child);
     } catch {
       return false;
     }
   });
+}
+
+/** PF_EXITING in a task's flags: set as it begins to end. */
+const PF_EXITING = 0x4;
+
+/**
+ * Whether a process is ending: a data plane that was killed is replaced once its threads
+ * have ended (its death watch), while the kernel may still tear it down and list it.
+ */
+function exiting(pid: number): boolean {
+  // The fields after the command's closing parenthesis: state first, flags the seventh.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return fields[0] === 'Z' || fields[0] === 'X' || (Number(fields[6]) & PF_EXITING) !== 0;
 }
 
 function oneProcess(pid: number): ProcessResources {

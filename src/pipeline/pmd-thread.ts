@@ -69,8 +69,9 @@ if (started.standby !== null) {
     // pinned after the go, or the error said then
   }
   // Loaded and waiting: the data plane this one stands in for forwards until it is told to
-  // go. Said only now: the move to a CPU that a PMD polls waits for the kernel to run this
-  // thread there, tens of ms that were the upgrade's pause when the go came first.
+  // go. Said only once moved: said first, the hand-over it starts keeps the control threads
+  // busy on the CPU this thread was still on, at a lower priority, and the go waited tens
+  // of ms for the move.
   parentPort!.postMessage({ standby: true });
   Atomics.wait(new Int32Array(started.standby), 0, 0);
   // Posted before the go word was set; looked for a little longer all the same.

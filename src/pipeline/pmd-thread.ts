@@ -61,6 +61,8 @@ if (started.lifeLocks !== null && holdLifeLock(regionOf(started.lifeLocks), 1, L
 const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
 let data = started;
 if (started.standby !== null) {
+  // Loaded: the data plane this one stands in for forwards until it is told to go.
+  parentPort!.postMessage({ standby: true });
   // It waits on its own CPU (asleep, it takes nothing there), to wake where it will poll:
   // at a hand-over after a death that CPU is idle, the control CPUs are not.
   try {
@@ -68,11 +70,6 @@ if (started.standby !== null) {
   } catch {
     // pinned after the go, or the error said then
   }
-  // Loaded and waiting: the data plane this one stands in for forwards until it is told to
-  // go. Said only once moved: said first, the hand-over it starts keeps the control threads
-  // busy on the CPU this thread was still on, at a lower priority, and the go waited tens
-  // of ms for the move.
-  parentPort!.postMessage({ standby: true });
   Atomics.wait(new Int32Array(started.standby), 0, 0);
   // Posted before the go word was set; looked for a little longer all the same.
   let now = receiveMessageOnPort(parentPort!);

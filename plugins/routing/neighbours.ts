@@ -246,8 +246,7 @@ export class NeighbourTable {
 
   /** The port a slot's entry is charged to, or -1 (none: a slot an earlier version wrote). */
   private ownerAt(at: number): number {
-    const owner = (this.words[at + PROBES] >>> OWNER_SHIFT) - 1;
-    return owner < MAX_OWNERS ? owner : -1;
+    return chargeable((this.words[at + PROBES] >>> OWNER_SHIFT) - 1);
   }
 
   /** The slot at `at` (locked) leaves its owner's share. */

@@ -3,7 +3,7 @@
 // control plane (fib-tables.ts: compiled in the job pool, or changed in place) into
 // SharedArrayBuffers that every PMD reads.
 import { PluginConfigError, read32, type Prefix } from '../../src/pipeline/api.ts';
-import { connectedInterface, type Interface } from './interfaces.ts';
+import { connectedInterface, ownerOf, type Interface } from './interfaces.ts';
 import { prefixOf, type RouteConfig, type RoutingConfig } from './config.ts';
 import { Lpm4, LPM4_FORMAT } from './lpm4.ts';
 import { mask4, route4Key } from './lpm4-update.ts';
@@ -92,12 +92,24 @@ export function addStatic(statics: Map<string, PrefixRoutes>, r: RouteConfig): v
 export function membersOf(config: RoutingConfig, routes: readonly RouteConfig[], interfaces: readonly Interface[]): Member[] {
   let best = Infinity;
   for (const r of routes) best = Math.min(best, r.metric);
+  // The same route twice would be an ECMP group of one gateway, twice: refused, as Linux
+  // answers a route added again (EEXIST).
+  for (let k = 1; k < routes.length; k++) {
+    const twin = routes.findIndex((r, j) => j < k && saysOf(r) === saysOf(routes[k]));
+    if (twin >= 0) throw new PluginConfigError(`routes[${config.routes.indexOf(routes[k])}]`, `the same route as routes[${config.routes.indexOf(routes[twin])}] (${routes[k].prefix} ${describeTarget(routes[k])})`);
+  }
   const members: Member[] = [];
   for (const r of routes) if (r.metric === best) members.push(...routeMembersOf(config, r, interfaces));
   if (members.some((m) => m.kind === KIND_BLACKHOLE) && members.length > 1) {
     throw new PluginConfigError(`routes[${config.routes.indexOf(routes[0])}]`, 'a blackhole route and another with the same prefix and metric');
   }
   return members;
+}
+
+/** A route's target as an operator writes it: `via 10.0.1.2 port a metric 5`, `blackhole`. */
+function describeTarget(r: RouteConfig): string {
+  const parts = r.blackhole ? ['blackhole'] : [...(r.via.length > 0 ? [`via ${r.via.join(', ')}`] : []), ...(r.port === null ? [] : [`port ${r.port}`])];
+  return [...parts, `metric ${r.metric}`].join(' ');
 }
 
 /** Stands for a route's field until a mistake needs its place in the config (found then). */
@@ -128,6 +140,9 @@ export function routeMembers(r: RouteTarget, field: string, interfaces: readonly
     const via = prefixOf(text);
     const viaField = r.via.length > 1 ? `${field}.via[${v}]` : `${field}.via`;
     const linkLocal = via.family === 6 && via.bytes[0] === 0xfe && (via.bytes[1] & 0xc0) === 0x80;
+    // A packet sent there would come back to the router: Linux refuses such a gateway too.
+    const owner = ownerOf(interfaces, via);
+    if (owner !== null) throw new PluginConfigError(viaField, `${via.text} is this router's own address (on ${owner.name}), not a gateway`);
     let iface = named;
     if (iface < 0) {
       if (linkLocal) throw new PluginConfigError(`${field}.port`, `is required: ${via.text} is link-local, valid on any port`);

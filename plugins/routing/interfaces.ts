@@ -111,6 +111,16 @@ export function samePrefix(a: Uint8Array, aOff: number, b: Uint8Array, bOff: num
   return (a[aOff + (i >> 3)] & mask) === (b[bOff + (i >> 3)] & mask);
 }
 
+/** The interface that has `address` (a host address) as one of its own, link-local included, or null. */
+export function ownerOf(interfaces: readonly Interface[], address: Prefix): Interface | null {
+  const width = address.family === 4 ? 32 : 128;
+  for (const iface of interfaces) {
+    for (const p of address.family === 4 ? iface.v4 : iface.v6) if (samePrefix(p.bytes, 0, address.bytes, 0, width)) return iface;
+    if (address.family === 6 && samePrefix(iface.linkLocal, 0, address.bytes, 0, width)) return iface;
+  }
+  return null;
+}
+
 /** The interface whose connected subnet holds the address, or -1 (first match). */
 export function connectedInterface(interfaces: readonly Interface[], address: Prefix): number {
   for (const iface of interfaces) {

@@ -361,6 +361,27 @@ t.test('a learned neighbour the config\'s checks refuse is left out, not the rea
 t.test('config errors name the field', async (t) => {
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '172.16.0.1' }] }), { field: 'routes[0].via', message: /no connected subnet/ });
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9', port: 'nope' }] }), { field: 'routes[0].port', message: /not a port or bridge/ });
+  // What Linux refuses too: its own address as a gateway or a neighbour, a route or a neighbour given twice.
+  await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.2.1' }] }), { field: 'routes[0].via', message: /10\.0\.2\.1 is this router's own address \(on b\), not a gateway/ });
+  await t.rejects(router({ routes: [{ prefix: '2001:db8:9::/48', via: ['2001:db8:1::2', '2001:db8:1::1'] }] }), { field: 'routes[0].via[1]', message: /own address \(on a\)/ });
+  await t.rejects(router({ neighbours: [{ address: '10.0.3.1', mac: '52:54:00:00:00:05', port: 'c' }] }), { field: 'neighbours[0].address', message: /10\.0\.3\.1 is this router's own address \(on br0\)/ });
+  await t.rejects(
+    router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9' }, { prefix: '10.8.0.0/16', blackhole: true }, { prefix: '10.9.0.0/16', via: '10.0.1.9' }] }),
+    { field: 'routes[2]', message: /the same route as routes\[0\] \(10\.9\.0\.0\/16 via 10\.0\.1\.9 metric 0\)/ },
+  );
+  await t.rejects(
+    router({ neighbours: [{ address: '10.0.1.5', mac: '52:54:00:00:00:05', port: 'a' }, { address: '10.0.1.5', mac: '52:54:00:00:00:06', port: 'a' }] }),
+    { field: 'neighbours[1].address', message: /10\.0\.1\.5 on a is already neighbours\[0\]/ },
+  );
+  // Not the same: another metric, another gateway (ECMP), the same address behind another interface.
+  const h = await router({
+    routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9' }, { prefix: '10.9.0.0/16', via: '10.0.1.9', metric: 5 }, { prefix: '10.9.0.0/16', via: '10.0.1.8' }],
+    neighbours: [{ address: '10.0.1.5', mac: '52:54:00:00:00:05', port: 'a' }, { address: '10.0.1.5', mac: '52:54:00:00:00:06', port: 'b' }],
+  });
+  const view = { config: h.config, topology: h.topology, shared: h.shared };
+  const statics = [...routing.tables!.neighbours.list(view, {})].filter((r) => r !== null && r.address === '10.0.1.5');
+  t.same(statics.map((r) => r!.port).sort(), ['a', 'b'], 'both neighbours written');
+  t.equal([...routing.tables!.routes.list(view, {})].filter((r) => r !== null && r.prefix === '10.9.0.0/16').length, 3, 'all three routes kept');
   const cases: [Record<string, unknown>, string, RegExp][] = [
     [{ routes: [{ prefix: '10.9.0.1/16', via: '10.0.1.9' }] }, 'routes[0].prefix', /host bits/],
     [{ routes: [{ prefix: '10.9.0.0/16', via: '2001:db8::1' }] }, 'routes[0].via', /IPv6/],

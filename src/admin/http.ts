@@ -6,7 +6,8 @@
 // the supervisor's file descriptors are the guests' sockets and memory files too, and no
 // admin client, however many connections it opens or however slowly it writes, may take
 // those from a frontend.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { chmodSync, readFileSync, rmSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -88,7 +89,7 @@ export class AdminHttp {
     this.server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => void this.serve(req, res));
     this.server.maxConnections = MAX_CONNECTIONS;
     this.server.on('drop', () => log?.warn(`refused a connection: ${MAX_CONNECTIONS} are open, the most the endpoint keeps`, 'admin.refused'));
-    this.server.on('clientError', (_err, socket) => socket.destroy());
+    this.server.on('clientError', answerUnreadable);
     // Node's headersTimeout counts from a request's first byte: a connection that sends
     // none would hold its place for good. Destroyed on timeout (no 'timeout' listener).
     this.server.on('connection', (socket: Socket) => socket.setTimeout(HEADERS_TIMEOUT_MS));
@@ -222,6 +223,25 @@ export function jsonRows(rows: Iterable<unknown>): Reply {
       piece();
     },
   };
+}
+
+/**
+ * A request Node could not read (not HTTP, headers past Node's limit, too slow) gets an
+ * answer in the API's error format, as Node's own handler would give a bare one, and the
+ * connection closes. No answer when the client is gone, or one to an earlier request is
+ * already under way on the connection (it would land in the middle of it).
+ */
+function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const answering = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (err.code !== 'ECONNRESET' && socket.writable && (answering === undefined || answering === null || !answering.headersSent)) {
+    const [status, code, message] =
+      err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'VR_TOO_LARGE', `the request line and headers are longer than ${maxHeaderSize} bytes`]
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'VR_TIMEOUT', `the request did not arrive in time (its headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole within ${REQUEST_TIMEOUT_MS / 1000} s)`]
+      : [400, 'VR_BAD_REQUEST', `not a request HTTP/1.1 can read (${err.code ?? err.message})`];
+    const body = `${JSON.stringify({ error: { code, field: '', message } })}\n`;
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {

@@ -1,5 +1,6 @@
 // A hostile admin client: thousands of connections, connections that never send a request,
-// a request whose headers never end, a path parameter that is not valid percent-encoding.
+// a request whose headers never end, requests that are not HTTP, a path parameter that is not
+// valid percent-encoding.
 // The supervisor's file descriptors are also the guests' sockets and memory files: none of
 // this may take them from a frontend, and the endpoint answers again once it is over.
 import { connect, type Socket } from 'node:net';
@@ -19,17 +20,26 @@ const FLOOD = 300;
 // Both tests mostly wait out the endpoint's 10-s limits, each on a vrouter of its own: side by side.
 t.jobs = 2;
 
-/** A connection to the UNIX socket, and when (ms after it was opened) the other end closed it, or null while open. */
-function openConnection(path: string): { socket: Socket; closedAfter: () => number | null } {
+/** A connection to the UNIX socket, when (ms after it was opened) the other end closed it (null while open), and what it answered. */
+function openConnection(path: string): { socket: Socket; closedAfter: () => number | null; received: () => string } {
   const started = performance.now();
   let closed: number | null = null;
+  let received = '';
   const socket = connect(path);
   socket.on('error', () => {});
   socket.on('close', () => {
     closed = performance.now() - started;
   });
-  socket.resume();
-  return { socket, closedAfter: () => closed };
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+  });
+  return { socket, closedAfter: () => closed, received: () => received };
+}
+
+/** An answer's status line and its JSON body's error. */
+function answerOf(text: string): { status: string; error: unknown } {
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { status: text.slice(0, text.indexOf('\r\n')), error: body === '' ? null : (JSON.parse(body) as { error: unknown }).error };
 }
 
 t.test('an admin client cannot take file descriptors from the guests, nor hold the endpoint', async (t) => {
@@ -76,6 +86,21 @@ t.test('a request whose headers never end is cut off; a bad path parameter is a 
   }
   const after = slow.closedAfter();
   t.ok(after !== null && after <= HEADERS_TIMEOUT_MS + 3000, `closed after ${after === null ? 'never' : Math.round(after)} ms (limit ${HEADERS_TIMEOUT_MS})`);
+  t.match(answerOf(slow.received()), { status: 'HTTP/1.1 408 Request Timeout', error: { code: 'VR_TIMEOUT', field: '', message: /did not arrive in time/ } }, 'and told why first');
+
+  // What Node cannot read as HTTP gets an answer in the API's format, then the connection closes.
+  const unreadable: [string, string, string][] = [
+    ['HELLO\r\n\r\n', 'HTTP/1.1 400 Bad Request', 'VR_BAD_REQUEST'],
+    [`GET /routes/${'x'.repeat(20_000)} HTTP/1.1\r\nHost: vrouter\r\n\r\n`, 'HTTP/1.1 431 Request Header Fields Too Large', 'VR_TOO_LARGE'],
+    ['GET /ports HTTP/1.1\r\nHost: vrouter\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n', 'HTTP/1.1 400 Bad Request', 'VR_BAD_REQUEST'],
+  ];
+  for (const [request, status, code] of unreadable) {
+    const c = openConnection(join(vr.dir, 'admin.sock'));
+    t.teardown(() => c.socket.destroy());
+    c.socket.write(request);
+    await waitFor(`${status}: the connection closed`, () => c.closedAfter() !== null, 5000);
+    t.match(answerOf(c.received()), { status, error: { code, field: '' } }, `${JSON.stringify(request.slice(0, 40))}: ${status}, ${code}`);
+  }
 
   const bad = await api.call('DELETE', '/routes/%E0%A4%A');
   t.match(bad, { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix', message: /percent-encoding/ } } }, 'malformed percent-encoding: 400 naming the parameter');

@@ -27,6 +27,8 @@ const COMMANDS = GROUPS.flatMap(([, commands]) => commands);
 
 /** Other spellings an operator may type. */
 const ALIASES: Record<string, string> = { neighbors: 'neighbours', neighbor: 'neighbour', delete: 'del', rm: 'del' };
+/** A listing's plural before a subcommand of its singular ("routes add", as `ip routes add` is read): the singular meant. */
+const SINGULAR: Record<string, string> = { routes: 'route', neighbours: 'neighbour', ports: 'port' };
 
 export function usage(defaultConfig: string): string {
   // A long command line puts its summary on the next line, so that the text stays narrow.
@@ -66,6 +68,8 @@ Exit status:
 /** The command the words name (the longest match), and its arguments. */
 function findCommand(words: string[]): { command: Command; args: string[] } {
   const normal = words.map((w) => ALIASES[w] ?? w);
+  const singular = SINGULAR[normal[0]];
+  if (singular !== undefined && normal.length > 1 && COMMANDS.some((c) => c.words[0] === singular && c.words[1] === normal[1])) normal[0] = singular;
   let best: Command | null = null;
   for (const c of COMMANDS) {
     if (c.words.every((w, i) => normal[i] === w) && (best === null || c.words.length > best.words.length)) best = c;
@@ -107,7 +111,7 @@ export async function main(argv: string[], io: Io, defaultConfig: string): Promi
   try {
     const { options, words } = parseCommandLine(argv);
     json = options.json === true;
-    if (options.help) {
+    if (options.help || (words.length === 1 && words[0] === 'help')) {
       io.stdout.write(`${usage(defaultConfig)}\n`);
       return EXIT.done;
     }

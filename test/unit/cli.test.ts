@@ -232,6 +232,11 @@ t.test('usage: exit 2, with the usage', async (t) => {
   t.match(unreadable, { code: 2, stderr: /cannot read \/nonexistent\.json: ENOENT/ }, 'a file that cannot be read is caught before connecting');
   const help = await ctl(['--help']);
   t.match(help, { code: 0, stdout: /^usage: vrouterctl/ });
+  t.match(await ctl(['help']), { code: 0, stdout: /^usage: vrouterctl/ }, 'help as a command too');
+  // A listing's plural before its singular's subcommand is read as the singular.
+  t.match(await ctl(['routes', 'del']), { code: 2, stderr: /route del needs PREFIX\nusage: vrouterctl route del PREFIX/ });
+  t.match(await ctl(['neighbors', 'add', '10.0.2.9']), { code: 2, stderr: /neighbour add needs / });
+  t.match(await ctl(['routes', 'frob']), { code: 2, stderr: /routes takes no arguments, got "frob"/ }, 'but not a word that is none of them');
 });
 
 /** A TCP port nothing listens on (the kernel's pick, released). */

@@ -8,7 +8,7 @@ import { Compile, type Static } from './typebox.ts';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import { derivedRouterMac, formatAddress, parseAddress, parsePrefix, type Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, formatAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
@@ -332,6 +332,26 @@ function unicastMac(value: string, field: string): string {
   return value.toLowerCase();
 }
 
+/**
+ * Why an interface address cannot be one of a router's, or null: a destination the router
+ * does not forward (RFC 1812 5.3.7, RFC 4291 2.5.2-2.7: unspecified, loopback, multicast,
+ * 240/4), or the subnet's own network or broadcast address (RFC 919; a /31 or /32 has none).
+ */
+function notAHostAddress(p: Prefix): string | null {
+  const b = p.bytes;
+  if (p.family === 6) {
+    if (b[0] === 0xff) return 'is a multicast address';
+    if (b.every((x, k) => x === 0 || (k === 15 && x === 1))) return b[15] === 1 ? 'is the loopback address' : 'is the unspecified address';
+    return null;
+  }
+  if (b[0] === 0 || b[0] === 127 || b[0] >= 224) return 'is not a unicast address an interface can have (0/8, 127/8, 224/4 and 240/4 are not)';
+  if (p.length >= 31) return null;
+  const host = (((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) & (0xffffffff >>> p.length)) >>> 0;
+  if (host === 0) return 'is the subnet\'s network address (its host bits are all 0)';
+  if (host === 0xffffffff >>> p.length) return 'is the subnet\'s broadcast address (its host bits are all 1)';
+  return null;
+}
+
 /** The router's addresses on an interface: "10.0.1.1/24", "2001:db8:1::1/64", normalised. */
 function interfaceAddresses(value: string[], field: string): string[] {
   const out = value.map((a, i) => {
@@ -343,6 +363,8 @@ function interfaceAddresses(value: string[], field: string): string[] {
     }
     if (!a.includes('/')) throw new ConfigError(`${field}[${i}]`, `${JSON.stringify(a)} needs its prefix length (e.g. ${a}/24): it defines the connected subnet`);
     if (p.length === 0) throw new ConfigError(`${field}[${i}]`, 'a /0 subnet is not an interface address');
+    const notHost = notAHostAddress(p);
+    if (notHost !== null) throw new ConfigError(`${field}[${i}]`, `${p.text} ${notHost}`);
     return p.text;
   });
   const dup = out.findIndex((a, i) => out.indexOf(a) !== i);
@@ -510,6 +532,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
   });
   const ports = withLearnedAddresses(withMirrors(given), learned.addresses);
   const bridges = parseBridges(doc.bridges, ports);
+  checkSubnetsApart(given, bridges);
   const stages = parsePipeline(doc, given, baseDir, learned);
   if (!stages.pipeline.includes(ROUTING_STAGE)) {
     const b = Object.entries(bridges).find(([, c]) => c.addresses.length > 0);
@@ -518,6 +541,33 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
   if (doc.routeSources !== undefined && !stages.pipeline.includes(ROUTING_STAGE)) throw new ConfigError('routeSources', `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
   const control = { nice: doc.control?.nice ?? CONTROL_NICE_DEFAULT };
   return { ports, pmd, control, bridges, ...stages, admin: parseAdmin(doc.admin, baseDir), routeSources: parseRouteSources(doc.routeSources, ports) };
+}
+
+/**
+ * A connected subnet is on one interface (an L3 port or a bridge): on two, the routes to it
+ * are the same prefix, one of them wins, and the hosts behind the other cannot be reached.
+ * (Nested subnets are kept: the longest prefix decides, as in Linux.)
+ */
+function checkSubnetsApart(ports: readonly PortConfig[], bridges: Record<string, BridgeConfig>): void {
+  const subnets: { owner: string; field: string; prefix: Prefix }[] = [];
+  const add = (owner: string, field: string, addresses: readonly string[]) => {
+    addresses.forEach((a, k) => {
+      const prefix = parsePrefix(a);
+      const other = subnets.find((s) => s.owner !== owner && s.prefix.family === prefix.family && s.prefix.length === prefix.length && sameBits(s.prefix.bytes, prefix.bytes, prefix.length));
+      if (other !== undefined) throw new ConfigError(`${field}[${k}]`, `${a} is in the subnet of ${other.prefix.text} on ${other.owner} (${other.field}): a subnet is on one interface`);
+      subnets.push({ owner, field: `${field}[${k}]`, prefix });
+    });
+  };
+  ports.forEach((p, i) => {
+    if (p.bridge === null) add(`port ${p.name}`, `ports[${i}].addresses`, p.addresses);
+  });
+  for (const [name, b] of Object.entries(bridges)) add(`bridge ${name}`, `bridges.${name}.addresses`, b.addresses);
+}
+
+/** Whether the first `bits` bits of a and b are equal. */
+function sameBits(a: Uint8Array, b: Uint8Array, bits: number): boolean {
+  for (let i = 0; i < bits; i++) if (((a[i >> 3] ^ b[i >> 3]) & (0x80 >> (i & 7))) !== 0) return false;
+  return true;
 }
 
 /**

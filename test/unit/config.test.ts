@@ -94,6 +94,14 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ peerUid: -1 })] }, 'ports[0].peerUid', /integer/],
     [{ ports: [port({ addresses: '10.0.1.1/24' })] }, 'ports[0].addresses', /array of addresses with prefix lengths/],
     [{ ports: [port({ addresses: ['10.0.1.1'] })] }, 'ports[0].addresses[0]', /needs its prefix length/],
+    [{ ports: [routed({ addresses: ['10.0.1.0/24'] })], pipeline: ['routing'] }, 'ports[0].addresses[0]', /10\.0\.1\.0\/24 is the subnet's network address/],
+    [{ ports: [routed({ addresses: ['10.0.1.1/24', '10.0.3.255/23'] })], pipeline: ['routing'] }, 'ports[0].addresses[1]', /10\.0\.3\.255\/23 is the subnet's broadcast address/],
+    [{ ports: [routed({ addresses: ['127.0.0.2/8'] })], pipeline: ['routing'] }, 'ports[0].addresses[0]', /not a unicast address an interface can have/],
+    [{ ports: [routed({ addresses: ['240.0.0.1/24'] })], pipeline: ['routing'] }, 'ports[0].addresses[0]', /not a unicast address an interface can have/],
+    [{ ports: [routed({ addresses: ['ff05::1/64'] })], pipeline: ['routing'] }, 'ports[0].addresses[0]', /ff05::1\/64 is a multicast address/],
+    [{ ports: [routed({ addresses: ['::/64'] })], pipeline: ['routing'] }, 'ports[0].addresses[0]', /is the unspecified address/],
+    [{ ports: [routed(), routed({ name: 'b', socket: '/tmp/b.sock', addresses: ['10.0.2.1/24', '10.0.1.2/24'] })], pipeline: ['routing'] }, 'ports[1].addresses[1]', /10\.0\.1\.2\/24 is in the subnet of 10\.0\.1\.1\/24 on port a \(ports\[0\]\.addresses\[0\]\): a subnet is on one interface/],
+    [{ ports: [routed(), port({ name: 'c', socket: '/tmp/c.sock' })], bridges: { br0: { addresses: ['10.0.1.9/24'] } }, pipeline: ['routing'] }, 'bridges.br0.addresses[0]', /is in the subnet of 10\.0\.1\.1\/24 on port a/],
     [{ ports: [port()], pmd: { cores: [1], spin: true } }, 'pmd.spin', /unknown key \(known: cores, sleepMaxUs, spare\)/],
     [{ ports: [port()], pmd: { spare: 'yes' } }, 'pmd.spare', /must be true or false/],
     [{ ports: [port()], bridges: { br0: { mtu: 9001 } } }, 'bridges.br0.mtu', /68 to 9000, got 9001/],
@@ -125,8 +133,13 @@ t.test('mistakes name the field and the reason', async (t) => {
   }
 });
 
+t.test('nested subnets on two interfaces are kept (the longest prefix decides); the same subnet on one interface twice too', async (t) => {
+  const c = parseConfig({ ports: [routed(), routed({ name: 'b', socket: '/tmp/b.sock', addresses: ['10.0.2.1/16', '10.0.9.1/31', '10.0.9.3/32'] }), routed({ name: 'd', socket: '/tmp/d.sock', addresses: ['10.1.0.1/24', '10.1.0.2/24'] })], pipeline: ['routing'] }, '/', 2);
+  t.same(c.ports.map((p) => p.addresses), [['10.0.1.1/24'], ['10.0.2.1/16', '10.0.9.1/31', '10.0.9.3/32'], ['10.1.0.1/24', '10.1.0.2/24']]);
+});
+
 t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a route source', async (t) => {
-  const c = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' }, mtu: 9000 }), routed({ name: 'b', socket: '/tmp/b.sock' })], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'localhost:2620' }] }, '/', 2);
+  const c = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' }, mtu: 9000 }), routed({ name: 'b', socket: '/tmp/b.sock', addresses: ['10.0.2.1/24'] })], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'localhost:2620' }] }, '/', 2);
   t.same(c.ports.map((p) => p.name), ['a', 'a.linux', 'b'], 'the mirror follows its port');
   t.match(c.ports[1], { type: 'tap', interface: 'a', mtu: 9000, queues: 1, addresses: [], mirror: { of: 'a', netns: 'lcp', mac: c.ports[0].routerMac, addresses: ['10.0.1.1/24'] } });
   t.same(c.routeSources, [{ type: 'fpm', host: '127.0.0.1', port: 2620, peers: null }, { type: 'netlink', netns: 'lcp' }], 'the mirror\'s namespace is a route source, unless listed');

@@ -8,7 +8,7 @@ import { Compile, type Static } from './typebox.ts';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import { derivedRouterMac, formatAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, formatAddress, maskBytes, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
@@ -549,25 +549,21 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
  * (Nested subnets are kept: the longest prefix decides, as in Linux.)
  */
 function checkSubnetsApart(ports: readonly PortConfig[], bridges: Record<string, BridgeConfig>): void {
-  const subnets: { owner: string; field: string; prefix: Prefix }[] = [];
+  /** by subnet ("10.0.1.0/24"): the interface that has it, and the address's field */
+  const subnets = new Map<string, { owner: string; field: string; address: string }>();
   const add = (owner: string, field: string, addresses: readonly string[]) => {
-    addresses.forEach((a, k) => {
-      const prefix = parsePrefix(a);
-      const other = subnets.find((s) => s.owner !== owner && s.prefix.family === prefix.family && s.prefix.length === prefix.length && sameBits(s.prefix.bytes, prefix.bytes, prefix.length));
-      if (other !== undefined) throw new ConfigError(`${field}[${k}]`, `${a} is in the subnet of ${other.prefix.text} on ${other.owner} (${other.field}): a subnet is on one interface`);
-      subnets.push({ owner, field: `${field}[${k}]`, prefix });
+    addresses.forEach((address, k) => {
+      const p = parsePrefix(address);
+      const subnet = `${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`;
+      const other = subnets.get(subnet);
+      if (other !== undefined && other.owner !== owner) throw new ConfigError(`${field}[${k}]`, `${address} is in the subnet of ${other.address} on ${other.owner} (${other.field}): a subnet is on one interface`);
+      subnets.set(subnet, { owner, field: `${field}[${k}]`, address });
     });
   };
   ports.forEach((p, i) => {
     if (p.bridge === null) add(`port ${p.name}`, `ports[${i}].addresses`, p.addresses);
   });
   for (const [name, b] of Object.entries(bridges)) add(`bridge ${name}`, `bridges.${name}.addresses`, b.addresses);
-}
-
-/** Whether the first `bits` bits of a and b are equal. */
-function sameBits(a: Uint8Array, b: Uint8Array, bits: number): boolean {
-  for (let i = 0; i < bits; i++) if (((a[i >> 3] ^ b[i >> 3]) & (0x80 >> (i & 7))) !== 0) return false;
-  return true;
 }
 
 /**

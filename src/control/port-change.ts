@@ -30,6 +30,16 @@ const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
 const mtuOnly = (old: EndpointSettings, next: EndpointSettings) => old.type === 'tap' && next.type === 'tap' && same({ ...old, mtu: 0 }, { ...next, mtu: 0 });
 
 /**
+ * The ports and bridges as the plugins see them, but the queues' pinning: where queues run
+ * is the queue layout's (queueOwner), so a pin that moves no queue (`PUT
+ * /ports/NAME/queues/Q` to the CPU the queue is on) changes nothing to carry out.
+ */
+function pipelineView(config: VrouterConfig, slots: PortSlots): unknown {
+  const topology = topologyOf(config, slots);
+  return { ...topology, ports: topology.ports.map((p) => ({ ...p, settings: { ...p.settings, rxqAffinity: undefined } })) };
+}
+
+/**
  * The change from the running ports to the next config's, or null when the data plane's
  * layout stays as it is. Settings only the pipeline reads (addresses, bridge, MACs, queue
  * affinity) change the layout but keep the frontend connected.
@@ -60,7 +70,7 @@ export function portChange(running: { config: VrouterConfig; slots: PortSlots; q
     if (old !== undefined) close.push(slot);
     open.push(endpoint);
   });
-  const layoutSame = same(slots, running.slots) && same(queueOwner, running.queueOwner) && same(topologyOf(next, slots), topologyOf(running.config, running.slots));
+  const layoutSame = same(slots, running.slots) && same(queueOwner, running.queueOwner) && same(pipelineView(next, slots), pipelineView(running.config, running.slots));
   if (open.length === 0 && close.length === 0 && retune.length === 0 && layoutSame) return null;
   return { slots, queueOwner, open, close, retune, fresh };
 }

@@ -88,6 +88,12 @@ t.test('ports added, moved and removed at run time', async (t) => {
   // A queue moved to the other PMD: the frontend stays, the queue runs there.
   const before = (await api.call('GET', '/ports/a')).json.queueCpus[0];
   const other = before === 0 ? 1 : 0;
+  // Pinned where it runs (no pin before): nothing moves, and the PMDs are not restarted for it.
+  const restarts = () => (vr.stderr().match(/restarting the PMDs/g) ?? []).length;
+  const restartsBefore = restarts();
+  t.match(await api.call('PUT', '/ports/a/queues/0', { cpu: before }), { status: 200, json: { mode: 'none' } }, 'a queue pinned to the CPU it is on: no change to carry out');
+  t.equal(restarts(), restartsBefore, 'the PMDs kept running');
+  t.match((await api.call('GET', '/ports/a')).json, { queueCpus: [before], rxqAffinity: { 0: before } }, 'the queue where it was, pinned there from now on');
   t.match(await api.call('PUT', '/ports/a/queues/0', { cpu: other }), { status: 200, json: { mode: 'restart' } });
   t.same((await api.call('GET', '/ports/a')).json.queueCpus, [other], `port a's queue pair is polled on CPU ${other}`);
   const pmds = (await api.call('GET', '/pmds')).json as { cpu: number; queues: { port: string; queue: number }[] }[];

@@ -233,7 +233,7 @@ export function jsonRows(rows: Iterable<unknown>): Reply {
  */
 function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
   const answering = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (err.code !== 'ECONNRESET' && socket.writable && (answering === undefined || answering === null || !answering.headersSent)) {
+  if (err.code !== 'ECONNRESET' && socket.writable && !answering?.headersSent) {
     const [status, code, message] =
       err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'VR_TOO_LARGE', `the request line and headers are longer than ${maxHeaderSize} bytes`]
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'VR_TIMEOUT', `the request did not arrive in time (its headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole within ${REQUEST_TIMEOUT_MS / 1000} s)`]

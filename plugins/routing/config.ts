@@ -161,9 +161,26 @@ function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
     throw new PluginConfigError(`${field}.mac`, (err as Error).message);
   }
   if ((mac[0] & 0x100) !== 0) throw new PluginConfigError(`${field}.mac`, 'is a multicast address');
+  if (mac[0] === 0 && mac[1] === 0) throw new PluginConfigError(`${field}.mac`, 'is all zero: no station has it');
   const port = portName(n.port, `${field}.port`);
-  if (port === null) throw new PluginConfigError(`${field}.port`, 'is required: the port (or bridge) the neighbour is on');
-  return { address: address(n.address, `${field}.address`, 'addresses'), mac, port };
+  if (port === null) throw new PluginConfigError(`${field}.port`, 'is required: the port the neighbour is on (in a bridge, the member port)');
+  const at = address(n.address, `${field}.address`, 'addresses');
+  const notUnicast = notAUnicastHost(at);
+  if (notUnicast !== null) throw new PluginConfigError(`${field}.address`, `${at.text} ${notUnicast}: a neighbour is one host`);
+  return { address: at, mac, port };
+}
+
+/** Why no single neighbour can have the address (multicast, unspecified, loopback, limited broadcast), or null. */
+function notAUnicastHost(a: Prefix): string | null {
+  const b = a.bytes;
+  if (a.family === 6) {
+    if (b[0] === 0xff) return 'is a multicast address';
+    if (b.every((x, k) => x === 0 || (k === 15 && x === 1))) return b[15] === 1 ? 'is the loopback address' : 'is the unspecified address';
+    return null;
+  }
+  if (b[0] >= 224) return b.every((x) => x === 255) ? 'is the broadcast address' : 'is a multicast or reserved address';
+  if (b[0] === 0 || b[0] === 127) return 'is not a host\'s address (0/8 and 127/8 are not)';
+  return null;
 }
 
 /**

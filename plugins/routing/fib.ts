@@ -3,7 +3,7 @@
 // control plane (fib-tables.ts: compiled in the job pool, or changed in place) into
 // SharedArrayBuffers that every PMD reads.
 import { PluginConfigError, read32, type Prefix } from '../../src/pipeline/api.ts';
-import { connectedInterface, ownerOf, type Interface } from './interfaces.ts';
+import { connectedInterface, ownerOf, subnetEdgeOf, type Interface } from './interfaces.ts';
 import { prefixOf, type RouteConfig, type RoutingConfig } from './config.ts';
 import { Lpm4, LPM4_FORMAT } from './lpm4.ts';
 import { mask4, route4Key } from './lpm4-update.ts';
@@ -151,6 +151,8 @@ export function routeMembers(r: RouteTarget, field: string, interfaces: readonly
     } else if (!linkLocal && connectedInterface([interfaces[iface]], via) < 0) {
       throw new PluginConfigError(viaField, `${via.text} is not in a subnet of ${r.port}`);
     }
+    const edge = subnetEdgeOf(interfaces[iface], via);
+    if (edge !== null) throw new PluginConfigError(viaField, `${via.text} is ${edge} (on ${interfaces[iface].name}), not a gateway`);
     return { kind: KIND_GATEWAY, iface, gateway: via };
   });
 }

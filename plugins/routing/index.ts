@@ -15,7 +15,7 @@ import {
 import { parseRoutingConfig, prefixOf, type NeighbourConfig, type RoutingConfig } from './config.ts';
 import { keyOf } from './fib.ts';
 import { fibCounts, fibMatch, learnFib, planFib } from './fib-tables.ts';
-import { interfacesOf, neighbourRegionOf, ownerOf } from './interfaces.ts';
+import { interfacesOf, neighbourRegionOf, ownerOf, subnetEdgeOf } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
@@ -135,11 +135,16 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
   const seen = new Map<string, number>();
   const statics = setup.config.neighbours.map((n, k) => {
     const port = setup.topology.ports.find((p) => p.name === n.port);
-    if (port === undefined) throw new PluginConfigError(`neighbours[${k}].port`, `no port named "${n.port}"`);
+    if (port === undefined) {
+      const bridge = setup.topology.bridges.includes(n.port);
+      throw new PluginConfigError(`neighbours[${k}].port`, bridge ? `"${n.port}" is a bridge: name the member port the neighbour is on` : `no port named "${n.port}"`);
+    }
     const iface = byPort[port.index];
     if (iface < 0) throw new PluginConfigError(`neighbours[${k}].port`, `${n.port} has no router addresses (nor has its bridge)`);
     const owner = ownerOf(interfaces, n.address);
     if (owner !== null) throw new PluginConfigError(`neighbours[${k}].address`, `${n.address.text} is this router's own address (on ${owner.name})`);
+    const edge = subnetEdgeOf(interfaces[iface], n.address);
+    if (edge !== null) throw new PluginConfigError(`neighbours[${k}].address`, `${n.address.text} is ${edge} (on ${interfaces[iface].name}), not a host`);
     // A second entry would overwrite the first in the table: refused, as Linux answers a neighbour added again (EEXIST).
     const key = `${iface} ${n.address.text}`;
     const twin = seen.get(key);

@@ -1,7 +1,7 @@
 // The router's interfaces, from the topology: one per port with addresses (an L3 port) and
 // one per bridge with addresses (the router's leg in that L2 segment, VPP's BVI). Built the
 // same way in the control plane (to validate routes) and in every PMD (to forward).
-import { parseMac, parsePrefix, type Prefix, type Topology } from '../../src/pipeline/api.ts';
+import { formatAddress, maskBytes, parseMac, parsePrefix, type Prefix, type Topology } from '../../src/pipeline/api.ts';
 
 export interface Interface {
   index: number;
@@ -117,6 +117,26 @@ export function ownerOf(interfaces: readonly Interface[], address: Prefix): Inte
   for (const iface of interfaces) {
     for (const p of address.family === 4 ? iface.v4 : iface.v6) if (samePrefix(p.bytes, 0, address.bytes, 0, width)) return iface;
     if (address.family === 6 && samePrefix(iface.linkLocal, 0, address.bytes, 0, width)) return iface;
+  }
+  return null;
+}
+
+/**
+ * What `address` is if it is the network or broadcast address of one of the interface's
+ * IPv4 subnets (a /31 or /32 has neither), such as "the broadcast address of 10.0.1.0/24",
+ * or null: no host has it, and a packet sent there reaches every host or none (Linux's
+ * local table types it broadcast, and refuses it as a gateway).
+ */
+export function subnetEdgeOf(iface: Interface, address: Prefix): string | null {
+  if (address.family !== 4) return null;
+  const a = address.bytes;
+  const value = ((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) >>> 0;
+  for (const p of iface.v4) {
+    if (p.length >= 31 || !samePrefix(p.bytes, 0, a, 0, p.length)) continue;
+    const host = (value & (0xffffffff >>> p.length)) >>> 0;
+    const subnet = `${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`;
+    if (host === 0) return `the network address of ${subnet}`;
+    if (host === 0xffffffff >>> p.length) return `the broadcast address of ${subnet}`;
   }
   return null;
 }

@@ -365,6 +365,11 @@ t.test('config errors name the field', async (t) => {
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.2.1' }] }), { field: 'routes[0].via', message: /10\.0\.2\.1 is this router's own address \(on b\), not a gateway/ });
   await t.rejects(router({ routes: [{ prefix: '2001:db8:9::/48', via: ['2001:db8:1::2', '2001:db8:1::1'] }] }), { field: 'routes[0].via[1]', message: /own address \(on a\)/ });
   await t.rejects(router({ neighbours: [{ address: '10.0.3.1', mac: '52:54:00:00:00:05', port: 'c' }] }), { field: 'neighbours[0].address', message: /10\.0\.3\.1 is this router's own address \(on br0\)/ });
+  // A subnet's network and broadcast addresses are no host's (Linux types them broadcast).
+  await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.255' }] }), { field: 'routes[0].via', message: /10\.0\.1\.255 is the broadcast address of 10\.0\.1\.0\/24 \(on a\), not a gateway/ });
+  await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: ['10.0.3.9', '10.0.3.0'] }] }), { field: 'routes[0].via[1]', message: /10\.0\.3\.0 is the network address of 10\.0\.3\.0\/24 \(on br0\)/ });
+  await t.rejects(router({ neighbours: [{ address: '10.0.2.255', mac: '52:54:00:00:00:05', port: 'b' }] }), { field: 'neighbours[0].address', message: /10\.0\.2\.255 is the broadcast address of 10\.0\.2\.0\/24 \(on b\), not a host/ });
+  await t.rejects(router({ neighbours: [{ address: '10.0.3.5', mac: '52:54:00:00:00:05', port: 'br0' }] }), { field: 'neighbours[0].port', message: /"br0" is a bridge: name the member port the neighbour is on/ });
   await t.rejects(
     router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9' }, { prefix: '10.8.0.0/16', blackhole: true }, { prefix: '10.9.0.0/16', via: '10.0.1.9' }] }),
     { field: 'routes[2]', message: /the same route as routes\[0\] \(10\.9\.0\.0\/16 via 10\.0\.1\.9 metric 0\)/ },
@@ -387,6 +392,11 @@ t.test('config errors name the field', async (t) => {
     [{ routes: [{ prefix: '10.9.0.0/16', via: '2001:db8::1' }] }, 'routes[0].via', /IPv6/],
     [{ routes: [{ prefix: '10.9.0.0/16' }] }, 'routes[0]', /needs "via"/],
     [{ neighbours: [{ address: '10.0.1.5', mac: 'zz', port: 'a' }] }, 'neighbours[0].mac', /52:54/],
+    [{ neighbours: [{ address: '10.0.1.5', mac: '00:00:00:00:00:00', port: 'a' }] }, 'neighbours[0].mac', /is all zero: no station has it/],
+    [{ neighbours: [{ address: 'ff02::1', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /ff02::1 is a multicast address: a neighbour is one host/],
+    [{ neighbours: [{ address: '255.255.255.255', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /is the broadcast address/],
+    [{ neighbours: [{ address: '127.0.0.1', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /0\/8 and 127\/8 are not/],
+    [{ neighbours: [{ address: '::', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /is the unspecified address/],
     [{ neighbourLimit: 1000 }, 'neighbourLimit', /power of 2/],
   ];
   for (const [config, field, message] of cases) {

@@ -141,6 +141,9 @@ export const LIMITS = {
   uidMax: 2 ** 32 - 2,
 } as const;
 
+/** The admin token's least length: a short one is guessed. */
+export const ADMIN_TOKEN_MIN = 16;
+
 /**
  * The config document's schema (config-schema.ts) with these limits: the file is checked
  * against it, so are the bodies of PUT /config and POST /ports, and /openapi.json shows it.
@@ -202,6 +205,9 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     if (!pmdCores.includes(core)) throw new ConfigError(at, `CPU ${core} runs no PMD (pmd.cores is [${pmdCores.join(', ')}])`);
     rxqAffinity[Number(q)] = core;
   }
+  if (mac !== null && p.bridge === undefined && p.addresses !== undefined && mac === (p.routerMac === undefined ? derivedRouterMac(p.name) : p.routerMac.toLowerCase())) {
+    throw new ConfigError(`${field}.mac`, `${mac} is the router's own MAC on the port (routerMac): the guest needs another`);
+  }
   const portSecurity = p.portSecurity ?? false;
   if (portSecurity && mac === null) throw new ConfigError(`${field}.portSecurity`, 'needs the port\'s "mac": the one source address it allows');
   if (mode === 'client' && (p.socketMode !== undefined || p.socketGroup !== undefined)) {
@@ -225,7 +231,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     socketMode: p.socketMode === undefined ? 0o600 : fileMode(p.socketMode, `${field}.socketMode`),
     socketGroup: p.socketGroup === undefined ? null : groupId(p.socketGroup, `${field}.socketGroup`),
     peerUid: p.peerUid ?? null,
-    addresses: interfaceAddresses(p.addresses ?? [], `${field}.addresses`),
+    addresses: portAddresses(p, field),
     routerMac: p.routerMac === undefined ? derivedRouterMac(p.name) : unicastMac(p.routerMac, `${field}.routerMac`),
     linuxMirror: p.linuxMirror === undefined ? null : linuxMirror(p, field),
     mirror: null,
@@ -329,6 +335,8 @@ function parseRouteSources(given: ConfigDocument['routeSources'] = [], ports: Po
 /** A MAC of the schema's form that is also unicast: the I/G bit (bit 0 of the first octet) clear. */
 function unicastMac(value: string, field: string): string {
   if ((parseInt(value.slice(0, 2), 16) & 1) === 1) throw new ConfigError(field, `${value} is a multicast address`);
+  // Linux refuses it as an interface's address too (is_valid_ether_addr).
+  if (value === '00:00:00:00:00:00') throw new ConfigError(field, `${value} is all zero: no station has it`);
   return value.toLowerCase();
 }
 
@@ -352,6 +360,23 @@ function notAHostAddress(p: Prefix): string | null {
   return null;
 }
 
+/** IPv6 needs links of at least this MTU (RFC 8200 5); Linux drops IPv6 from a link below it. */
+const IPV6_MIN_MTU = 1280;
+
+/** An L3 port's addresses; a bridge member's belong to its bridge (bridges.NAME.addresses). */
+function portAddresses(p: PortEntry, field: string): string[] {
+  if (p.addresses === undefined) return [];
+  const addresses = interfaceAddresses(p.addresses, `${field}.addresses`);
+  if (p.bridge !== undefined && addresses.length > 0) {
+    throw new ConfigError(`${field}.addresses`, `the port is in bridge ${p.bridge}: the router's addresses in that segment go in bridges.${p.bridge}.addresses`);
+  }
+  const mtu = p.mtu ?? 1500;
+  if (mtu < IPV6_MIN_MTU && addresses.some((a) => a.includes(':'))) {
+    throw new ConfigError(`${field}.mtu`, `${mtu} is below ${IPV6_MIN_MTU}, the least IPv6 allows (RFC 8200), and the port has IPv6 addresses`);
+  }
+  return addresses;
+}
+
 /** The router's addresses on an interface: "10.0.1.1/24", "2001:db8:1::1/64", normalised. */
 function interfaceAddresses(value: string[], field: string): string[] {
   const out = value.map((a, i) => {
@@ -372,7 +397,8 @@ function interfaceAddresses(value: string[], field: string): string[] {
   return out;
 }
 
-function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]): Record<string, BridgeConfig> {
+/** `ports`: with their mirrors; `configured`: as in the config (fields name their places there). */
+function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[], configured: readonly PortConfig[]): Record<string, BridgeConfig> {
   const used = [...new Set(ports.map((p) => p.bridge).filter((b): b is string => b !== null))];
   for (const name of Object.keys(given)) if (!used.includes(name)) throw new ConfigError(`bridges.${name}`, `no port is in a bridge of that name (bridges: ${used.join(', ') || 'none'})`);
   return Object.fromEntries(
@@ -380,13 +406,34 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
       const field = `bridges.${name}`;
       const b = given[name] ?? {};
       const members = ports.filter((p) => p.bridge === name);
-      return [name, {
-        addresses: interfaceAddresses(b.addresses ?? [], `${field}.addresses`),
-        routerMac: b.routerMac === undefined ? derivedRouterMac(`bridge:${name}`) : unicastMac(b.routerMac, `${field}.routerMac`),
-        mtu: b.mtu ?? Math.min(...members.map((p) => p.mtu)),
-      }];
+      const addresses = interfaceAddresses(b.addresses ?? [], `${field}.addresses`);
+      const routerMac = b.routerMac === undefined ? derivedRouterMac(`bridge:${name}`) : unicastMac(b.routerMac, `${field}.routerMac`);
+      const mtu = b.mtu ?? Math.min(...members.map((p) => p.mtu));
+      if (mtu < IPV6_MIN_MTU && addresses.some((a) => a.includes(':'))) {
+        const why = `is below ${IPV6_MIN_MTU}, the least IPv6 allows (RFC 8200), and the bridge has IPv6 addresses`;
+        if (b.mtu !== undefined) throw new ConfigError(`${field}.mtu`, `${mtu} ${why}`);
+        const small = configured.findIndex((p) => p.bridge === name && p.mtu === mtu);
+        throw new ConfigError(`ports[${small}].mtu`, `${mtu} (the bridge's MTU, its smallest port's) ${why}`);
+      }
+      checkMembersMacs(configured, name, routerMac);
+      return [name, { addresses, routerMac, mtu }];
     }),
   );
+}
+
+/**
+ * Guests' MACs in one bridge are its static entries: one MAC on two ports, or the router's
+ * own, would take frames from the port they belong on.
+ */
+function checkMembersMacs(ports: readonly PortConfig[], bridge: string, routerMac: string): void {
+  const seen = new Map<string, number>();
+  ports.forEach((p, i) => {
+    if (p.bridge !== bridge || p.mac === null) return;
+    if (p.mac === routerMac) throw new ConfigError(`ports[${i}].mac`, `${p.mac} is the router's own MAC in bridge ${bridge} (bridges.${bridge}.routerMac): the guest needs another`);
+    const twin = seen.get(p.mac);
+    if (twin !== undefined) throw new ConfigError(`ports[${i}].mac`, `${p.mac} is already the mac of ports[${twin}] (${ports[twin].name}) in bridge ${bridge}: a MAC is on one port`);
+    seen.set(p.mac, i);
+  });
 }
 
 /** "0660" (a string: JSON has no octal numbers) */
@@ -501,6 +548,7 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
   if (listen.startsWith('unix:')) {
     const path = resolve(baseDir, listen.slice(5));
     if (Buffer.byteLength(path) > LIMITS.socketPathBytes) throw new ConfigError('admin.listen', `${path} is longer than the ${LIMITS.socketPathBytes} bytes a UNIX socket path may have`);
+    if (tokenFile !== null) checkTokenFile(tokenFile);
     return { listen: { kind: 'unix', path }, tokenFile };
   }
   const m = ADMIN_TCP.exec(listen)!; // the schema let only "unix:…" and these through
@@ -509,7 +557,19 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
   const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]);
   const loopback = isLoopback(host, 'admin.listen');
   if (!loopback && tokenFile === null) throw new ConfigError('admin.tokenFile', `is required when the admin endpoint listens on ${listen}, which is not loopback: anyone who reaches it could change the router`);
+  if (tokenFile !== null) checkTokenFile(tokenFile);
   return { listen: { kind: 'tcp', host, port, loopback }, tokenFile };
+}
+
+/** The endpoint reads its token at start: a file it could not read would stop it there, after a `--check` that passed. */
+function checkTokenFile(path: string): void {
+  let token: string;
+  try {
+    token = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError('admin.tokenFile', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (token.length < ADMIN_TOKEN_MIN) throw new ConfigError('admin.tokenFile', `the token in ${path} is shorter than ${ADMIN_TOKEN_MIN} characters`);
 }
 
 /**
@@ -531,7 +591,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
     }
   });
   const ports = withLearnedAddresses(withMirrors(given), learned.addresses);
-  const bridges = parseBridges(doc.bridges, ports);
+  const bridges = parseBridges(doc.bridges, ports, given);
   checkSubnetsApart(given, bridges);
   const stages = parsePipeline(doc, given, baseDir, learned);
   if (!stages.pipeline.includes(ROUTING_STAGE)) {
@@ -549,8 +609,9 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
  * (Nested subnets are kept: the longest prefix decides, as in Linux.)
  */
 function checkSubnetsApart(ports: readonly PortConfig[], bridges: Record<string, BridgeConfig>): void {
-  /** by subnet ("10.0.1.0/24"): the interface that has it, and the address's field */
+  /** by subnet ("10.0.1.0/24") and by address ("10.0.1.1"): the interface that has it, and the address's field */
   const subnets = new Map<string, { owner: string; field: string; address: string }>();
+  const hosts = new Map<string, { owner: string; field: string }>();
   const add = (owner: string, field: string, addresses: readonly string[]) => {
     addresses.forEach((address, k) => {
       const p = parsePrefix(address);
@@ -558,6 +619,11 @@ function checkSubnetsApart(ports: readonly PortConfig[], bridges: Record<string,
       const other = subnets.get(subnet);
       if (other !== undefined && other.owner !== owner) throw new ConfigError(`${field}[${k}]`, `${address} is in the subnet of ${other.address} on ${other.owner} (${other.field}): a subnet is on one interface`);
       subnets.set(subnet, { owner, field: `${field}[${k}]`, address });
+      // In nested subnets too: the router would answer ARP for it on both, and own it on one.
+      const host = formatAddress(p.bytes);
+      const twin = hosts.get(host);
+      if (twin !== undefined && twin.owner !== owner) throw new ConfigError(`${field}[${k}]`, `${host} is already the router's address on ${twin.owner} (${twin.field}): an address is on one interface`);
+      hosts.set(host, { owner, field: `${field}[${k}]` });
     });
   };
   ports.forEach((p, i) => {

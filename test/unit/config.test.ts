@@ -102,6 +102,18 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [routed({ addresses: ['::/64'] })], pipeline: ['routing'] }, 'ports[0].addresses[0]', /is the unspecified address/],
     [{ ports: [routed(), routed({ name: 'b', socket: '/tmp/b.sock', addresses: ['10.0.2.1/24', '10.0.1.2/24'] })], pipeline: ['routing'] }, 'ports[1].addresses[1]', /10\.0\.1\.2\/24 is in the subnet of 10\.0\.1\.1\/24 on port a \(ports\[0\]\.addresses\[0\]\): a subnet is on one interface/],
     [{ ports: [routed(), port({ name: 'c', socket: '/tmp/c.sock' })], bridges: { br0: { addresses: ['10.0.1.9/24'] } }, pipeline: ['routing'] }, 'bridges.br0.addresses[0]', /is in the subnet of 10\.0\.1\.1\/24 on port a/],
+    [{ ports: [routed(), routed({ name: 'b', socket: '/tmp/b.sock', addresses: ['10.0.1.1/16'] })], pipeline: ['routing'] }, 'ports[1].addresses[0]', /10\.0\.1\.1 is already the router's address on port a \(ports\[0\]\.addresses\[0\]\): an address is on one interface/],
+    [{ ports: [routed(), port({ name: 'c', socket: '/tmp/c.sock', addresses: ['10.0.8.1/24'] })], pipeline: ['routing'] }, 'ports[1].addresses', /the port is in bridge br0: the router's addresses in that segment go in bridges\.br0\.addresses/],
+    [{ ports: [routed({ addresses: ['10.0.1.1/24', '2001:db8::1/64'], mtu: 1279 })], pipeline: ['routing'] }, 'ports[0].mtu', /1279 is below 1280, the least IPv6 allows \(RFC 8200\), and the port has IPv6 addresses/],
+    [{ ports: [port({ mtu: 1200 }), port({ name: 'c', socket: '/tmp/c.sock' })], bridges: { br0: { addresses: ['2001:db8::1/64'] } }, pipeline: ['routing'] }, 'ports[0].mtu', /1200 \(the bridge's MTU, its smallest port's\) is below 1280/],
+    [{ ports: [port()], bridges: { br0: { addresses: ['2001:db8::1/64'], mtu: 1000 } }, pipeline: ['routing'] }, 'bridges.br0.mtu', /1000 is below 1280/],
+    [{ ports: [port({ mac: '00:00:00:00:00:00' })] }, 'ports[0].mac', /00:00:00:00:00:00 is all zero: no station has it/],
+    [{ ports: [routed({ routerMac: '00:00:00:00:00:00' })], pipeline: ['routing'] }, 'ports[0].routerMac', /all zero/],
+    [{ ports: [port()], bridges: { br0: { routerMac: '00:00:00:00:00:00' } } }, 'bridges.br0.routerMac', /all zero/],
+    [{ ports: [port({ mac: '02:00:00:00:00:09' }), port({ name: 'c', socket: '/tmp/c.sock', mac: '02:00:00:00:00:09' })] }, 'ports[1].mac', /02:00:00:00:00:09 is already the mac of ports\[0\] \(a\) in bridge br0: a MAC is on one port/],
+    [{ ports: [port({ mac: '02:00:00:00:00:09' })], bridges: { br0: { routerMac: '02:00:00:00:00:09' } } }, 'ports[0].mac', /is the router's own MAC in bridge br0 \(bridges\.br0\.routerMac\)/],
+    [{ ports: [routed({ mac: '02:00:00:00:00:09', routerMac: '02:00:00:00:00:09' })], pipeline: ['routing'] }, 'ports[0].mac', /is the router's own MAC on the port \(routerMac\)/],
+    [{ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: '/nonexistent/token' } }, 'admin.tokenFile', /cannot read \/nonexistent\/token: ENOENT/],
     [{ ports: [port()], pmd: { cores: [1], spin: true } }, 'pmd.spin', /unknown key \(known: cores, sleepMaxUs, spare\)/],
     [{ ports: [port()], pmd: { spare: 'yes' } }, 'pmd.spare', /must be true or false/],
     [{ ports: [port()], bridges: { br0: { mtu: 9001 } } }, 'bridges.br0.mtu', /68 to 9000, got 9001/],
@@ -138,6 +150,20 @@ t.test('nested subnets on two interfaces are kept (the longest prefix decides); 
   t.same(c.ports.map((p) => p.addresses), [['10.0.1.1/24'], ['10.0.2.1/16', '10.0.9.1/31', '10.0.9.3/32'], ['10.1.0.1/24', '10.1.0.2/24']]);
 });
 
+t.test('a MAC may repeat in different bridges; IPv6 on a 1280 link; a token file is read when the config is', async (t) => {
+  const c = parseConfig({ ports: [port({ mac: '02:00:00:00:00:09', mtu: 1280 }), port({ name: 'c', socket: '/tmp/c.sock', bridge: 'br1', mac: '02:00:00:00:00:09' })], bridges: { br0: { addresses: ['2001:db8::1/64'] } }, pipeline: ['routing'] }, '/', 2);
+  t.same(c.ports.map((p) => p.mac), ['02:00:00:00:00:09', '02:00:00:00:00:09']);
+  t.equal(c.bridges.br0.mtu, 1280);
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-token-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'short'), 'abc\n');
+  writeFileSync(join(dir, 'token'), 'a-token-of-twenty-chars\n');
+  const short = t.throws(() => parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'short' } }, dir, 2)) as ConfigError;
+  t.equal(short.field, 'admin.tokenFile');
+  t.match(short.message, /the token in .*short is shorter than 16 characters/);
+  t.equal(parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'token' } }, dir, 2).admin.tokenFile, join(dir, 'token'));
+});
+
 t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a route source', async (t) => {
   const c = parseConfig({ ports: [routed({ linuxMirror: { netns: 'lcp' }, mtu: 9000 }), routed({ name: 'b', socket: '/tmp/b.sock', addresses: ['10.0.2.1/24'] })], pipeline: ['routing'], routeSources: [{ type: 'fpm', listen: 'localhost:2620' }] }, '/', 2);
   t.same(c.ports.map((p) => p.name), ['a', 'a.linux', 'b'], 'the mirror follows its port');
@@ -166,7 +192,7 @@ t.test('one schema: the config file, the admin bodies and the OpenAPI document',
   walk(ConfigDocument as unknown as Record<string, unknown>, '');
   t.same(undescribed, [], 'every key says what it is for');
   const routes = [{ prefix: '0.0.0.0/0', via: '10.0.1.254' }];
-  const c = parseConfig({ ports: [port({ addresses: ['10.0.1.1/24'] })], pipeline: ['routing'], routes }, '/', 2);
+  const c = parseConfig({ ports: [routed()], pipeline: ['routing'], routes }, '/', 2);
   t.same(c.plugins.find((p) => p.name === 'routing')?.config, { routes }, 'the built-ins\' top-level keys pass the schema to their plugin');
 });
 

@@ -74,6 +74,8 @@ export class Pmd {
   /** false while a PMD that takes queues over waits for every port's (waitForQueues) */
   private taking = true;
   private takingAnyway = 0;
+  /** called once when a PMD that took queues over takes frames again (waitForQueues) */
+  onResumed: (() => void) | null = null;
   /** the 'queues-back' command that waits for the tables being viewed, or -1 */
   private queuesBack = -1;
   private readonly batch: Batch;
@@ -140,7 +142,7 @@ export class Pmd {
     gatherCalls();
     const ringsIn = this.ringsIn;
     for (let r = 0; r < ringsIn.length; r++) work += this.egress.drainRing(ringsIn[r]);
-    if (!this.taking && performance.now() >= this.takingAnyway) this.taking = true;
+    if (!this.taking && performance.now() >= this.takingAnyway) this.resume();
     const active = this.taking ? this.active : NO_PORTS;
     this.indexWords = loadIndexWords(active);
     const bell = this.doorbell;
@@ -246,6 +248,13 @@ export class Pmd {
     this.takingAnyway = performance.now() + QUEUES_BACK_WAIT_MS;
   }
 
+  private resume(): void {
+    this.taking = true;
+    const resumed = this.onResumed;
+    this.onResumed = null;
+    if (resumed !== null) resumed();
+  }
+
   /** Carries out a command between two bursts; null: the answer comes through onLateReply. */
   execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
     if (cmd.t === 'queues-back') {
@@ -253,7 +262,7 @@ export class Pmd {
         this.queuesBack = id;
         return null;
       }
-      this.taking = true;
+      this.resume();
       return { resumedAt: monotonicMs() };
     }
     return this.control.execute(id, cmd);
@@ -272,7 +281,7 @@ export class Pmd {
   stepBuilds(): void {
     this.control.stepBuilds();
     if (this.queuesBack >= 0 && !this.control.building) {
-      this.taking = true;
+      this.resume();
       this.control.onLateReply({ id: this.queuesBack, resumedAt: monotonicMs() });
       this.queuesBack = -1;
     }

@@ -10,7 +10,7 @@ export const SUPERVISOR_FD = 3;
 export const COMMANDS_FD = 4;
 
 /** What a PMD is started with: everything but its command port, shared memory as SharedRefs. */
-export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby' | 'lifeLocks'>;
+export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby' | 'lifeLocks' | 'handOverNice'>;
 
 export type SupervisorMessage =
   /**

@@ -35,7 +35,8 @@ setParentDeathSignal('SIGKILL');
 // on rather than from the go, a death's hand-over took 33 to 48 ms instead of 43 to 70, in
 // the e2e test). Its other threads stay at 0: with all of them raised, an upgrade left the
 // pauses benchmark's counters standing still for up to 430 ms (its generator shares the
-// CPU; most likely starved while V8 compiled the new code).
+// CPU; most likely starved while V8 compiled the new code). A spare's PMDs raise themselves
+// only while they wait for the go and take the queues over (pmd-thread.ts).
 for (const tid of readdirSync('/proc/self/task')) {
   try {
     setThreadNice(0, Number(tid));
@@ -134,7 +135,7 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   const channel = new MessageChannel();
   const go = waits ? new SharedArrayBuffer(8) : null;
   if (go !== null) standby.set(id, new Int32Array(go));
-  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go, lifeLocks };
+  const threadData: PmdThreadData = { ...data, commands: channel.port2, arena: arenaAddress(), standby: go, lifeLocks, handOverNice: servingNice };
   const start = () => new Worker(new URL(`../pipeline/pmd-thread${MODULE_EXT}`, import.meta.url), { workerData: threadData, transferList: [channel.port2], name: `pmd${id}` });
   // At the daemon's first start the PMD's CPU is idle: the thread starts there and loads its
   // modules and plugins beside the control thread's loading, not on the control CPUs. One

@@ -31,6 +31,8 @@ export interface PmdThreadData {
   capture: CaptureMemory;
   /** the plugin tables' generation the PMD starts with (DOORBELL_TABLES_SEEN) */
   tablesGeneration: number;
+  /** control.nice: a standby PMD's while it waits for the go and takes the queues over */
+  handOverNice: number;
   /** started to take over queues: it takes no frames until told every port's are back (Pmd.waitForQueues) */
   waitForQueues: boolean;
   /**
@@ -70,6 +72,13 @@ if (started.standby !== null) {
   } catch {
     // pinned after the go, or the error said then
   }
+  // The go wakes it as promptly as the threads that relay it (the pause of a hand-over is a
+  // chain of such wake-ups, on CPUs shared with other work); asleep, the nice costs nothing.
+  try {
+    setThreadNice(started.handOverNice);
+  } catch {
+    // without CAP_SYS_NICE: at 0 (the main thread's log says so)
+  }
   Atomics.wait(new Int32Array(started.standby), 0, 0);
   // Posted before the go word was set; looked for a little longer all the same.
   let now = receiveMessageOnPort(parentPort!);
@@ -88,13 +97,16 @@ try {
 } catch (err) {
   log.error(`cannot pin to CPU ${config.cpu}: ${(err as Error).message}`);
 }
-try {
-  // Not the control threads' nice, inherited: a poller at a raised priority would starve
-  // whatever else the system runs on its CPU.
-  setThreadNice(0);
-} catch (err) {
-  log.warn(`stays at the control threads' nice value: ${(err as Error).message}`);
+// Not the control threads' nice: a poller at a raised priority would starve whatever else
+// the system runs on its CPU. A standby PMD keeps it until it takes frames again.
+function pollAtNiceZero(): void {
+  try {
+    setThreadNice(0);
+  } catch (err) {
+    log.warn(`stays at the control threads' nice value: ${(err as Error).message}`);
+  }
 }
+if (started.standby === null) pollAtNiceZero();
 const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings };
 let stages: PluginStage[] = [];
 const pmd = new Pmd(config, shared, log, (counters): Stage[] => {
@@ -105,6 +117,10 @@ const doorbell = pmd.doorbell;
 log.info(`polling on CPU ${config.cpu}, ${config.ports.length} port(s)`, 'pmd.started', { cpu: config.cpu });
 
 pmd.onLateReply = (reply) => commands.postMessage(pack(reply));
+if (started.standby !== null) {
+  if (data.waitForQueues) pmd.onResumed = pollAtNiceZero;
+  else pollAtNiceZero();
+}
 doorbell[DOORBELL_SERVING] = -1;
 doorbell[DOORBELL_TABLES_SEEN] = data.tablesGeneration;
 if (data.waitForQueues) pmd.waitForQueues();

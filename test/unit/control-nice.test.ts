@@ -1,7 +1,7 @@
 // control.nice: the supervisor's main thread, the vhost control thread and the main thread
 // of the data plane that serves the queues (or of a spare once loaded: it relays the next
-// hand-over) run at the raised priority; the PMDs, the job pool, the spare while it loads
-// and its other threads at 0. The key is checked like any other, and changed only by a
+// hand-over) run at the raised priority, so does a loaded spare's PMD until it has taken the
+// queues over; the PMDs, the job pool, the spare while it loads and its other threads at 0. The key is checked like any other, and changed only by a
 // restart.
 import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
@@ -46,10 +46,13 @@ t.test('the control threads at nice -10 by default, the PMDs and the job pool at
   t.same([...new Set(dp.filter((th) => th.tid !== dataplane && th.name !== 'pmd0').map((th) => th.nice))], [0], 'the data plane\'s other threads (V8\'s, libuv\'s) at 0');
   const [spare] = sparePids(pid);
   t.ok(spare !== undefined, 'a spare is there');
-  // Loaded, it waits: its main thread at -10 (it relays the next hand-over), the rest at 0.
+  // Loaded, it waits: its main thread (it relays the next hand-over) and its PMD (asleep
+  // until the go, which it then answers promptly) at -10, the rest at 0.
   await waitFor('the spare loaded, its main thread at -10', () => threadsOf(spare).find((th) => th.tid === spare)?.nice === -10, 10000);
   t.equal(threadsOf(spare).find((th) => th.tid === spare)?.nice, -10, 'the loaded spare\'s main thread at -10');
-  t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare).map((th) => th.nice))], [0], 'its other threads at 0 while it waits');
+  await waitFor('the spare\'s PMD waiting at -10', () => threadsOf(spare).find((th) => th.name === 'pmd0')?.nice === -10, 10000);
+  t.equal(threadsOf(spare).find((th) => th.name === 'pmd0')?.nice, -10, 'its PMD at -10 while it waits for the go');
+  t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare && th.name !== 'pmd0').map((th) => th.nice))], [0], 'its other threads at 0 while it waits');
   t.match(vr.stderr(), /control threads at nice -10, PMDs at 0/, 'the log says so');
 
   // The spare takes over: its main thread now relays the hand-overs.
@@ -57,9 +60,9 @@ t.test('the control threads at nice -10 by default, the PMDs and the job pool at
   await waitFor('the spare to take over', () => dataplanePids(pid).includes(spare), 10000);
   await waitFor('its main thread at -10', () => threadsOf(spare).find((th) => th.tid === spare)?.nice === -10, 3000);
   t.equal(threadsOf(spare).find((th) => th.tid === spare)?.nice, -10, 'the spare that took over: its main thread at -10');
-  t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare).map((th) => th.nice))], [0], 'its other threads at 0');
-  await waitFor('its pmd0 named', () => threadsOf(spare).some((th) => th.name === 'pmd0'));
-  t.equal(threadsOf(spare).find((th) => th.name === 'pmd0')?.nice, 0, 'its PMD at 0');
+  // Its PMD polls at 0 once it takes frames again (every queue back).
+  await waitFor('its PMD back at 0', () => threadsOf(spare).find((th) => th.name === 'pmd0')?.nice === 0, 3000);
+  t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare).map((th) => th.nice))], [0], 'its other threads at 0, its PMD too');
 
   const api = adminClient(vr);
   const doc = (await api.call('GET', '/config')).json;

@@ -7,7 +7,7 @@
 // compared on each change (a route added through the admin endpoint), and text costs a
 // fraction of bytes in typed arrays there; the parsed form is kept here (prefixOf), for
 // the routes of the last two configs, and each route as parsed, with the entry it came from.
-import { PluginConfigError, listEditOf, parseAddress, parseEdited, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
+import { PluginConfigError, listEditOf, notAUnicastAddress, parseAddress, parseEdited, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
 
 export interface RouteConfig {
   /** the network, as Prefix.text: "10.0.0.0/24" */
@@ -165,22 +165,9 @@ function parseNeighbour(raw: unknown, field: string): NeighbourConfig {
   const port = portName(n.port, `${field}.port`);
   if (port === null) throw new PluginConfigError(`${field}.port`, 'is required: the port the neighbour is on (in a bridge, the member port)');
   const at = address(n.address, `${field}.address`, 'addresses');
-  const notUnicast = notAUnicastHost(at);
+  const notUnicast = notAUnicastAddress(at);
   if (notUnicast !== null) throw new PluginConfigError(`${field}.address`, `${at.text} ${notUnicast}: a neighbour is one host`);
   return { address: at, mac, port };
-}
-
-/** Why no single neighbour can have the address (multicast, unspecified, loopback, limited broadcast), or null. */
-function notAUnicastHost(a: Prefix): string | null {
-  const b = a.bytes;
-  if (a.family === 6) {
-    if (b[0] === 0xff) return 'is a multicast address';
-    if (b.every((x, k) => x === 0 || (k === 15 && x === 1))) return b[15] === 1 ? 'is the loopback address' : 'is the unspecified address';
-    return null;
-  }
-  if (b[0] >= 224) return b.every((x) => x === 255) ? 'is the broadcast address' : 'is a multicast or reserved address';
-  if (b[0] === 0 || b[0] === 127) return 'is not a host\'s address (0/8 and 127/8 are not)';
-  return null;
 }
 
 /**

@@ -395,7 +395,7 @@ t.test('config errors name the field', async (t) => {
     [{ neighbours: [{ address: '10.0.1.5', mac: '00:00:00:00:00:00', port: 'a' }] }, 'neighbours[0].mac', /is all zero: no station has it/],
     [{ neighbours: [{ address: 'ff02::1', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /ff02::1 is a multicast address: a neighbour is one host/],
     [{ neighbours: [{ address: '255.255.255.255', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /is the broadcast address/],
-    [{ neighbours: [{ address: '127.0.0.1', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /0\/8 and 127\/8 are not/],
+    [{ neighbours: [{ address: '127.0.0.1', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /127\.0\.0\.1 is a loopback address \(127\/8\): a neighbour is one host/],
     [{ neighbours: [{ address: '::', mac: '52:54:00:00:00:05', port: 'a' }] }, 'neighbours[0].address', /is the unspecified address/],
     [{ neighbourLimit: 1000 }, 'neighbourLimit', /power of 2/],
   ];

@@ -8,7 +8,7 @@ import { Compile, type Static } from './typebox.ts';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import { derivedRouterMac, formatAddress, maskBytes, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, formatAddress, maskBytes, notAUnicastAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
@@ -346,14 +346,10 @@ function unicastMac(value: string, field: string): string {
  * 240/4), or the subnet's own network or broadcast address (RFC 919; a /31 or /32 has none).
  */
 function notAHostAddress(p: Prefix): string | null {
+  const special = notAUnicastAddress(p);
+  if (special !== null) return `${special}: not an interface's`;
+  if (p.family === 6 || p.length >= 31) return null;
   const b = p.bytes;
-  if (p.family === 6) {
-    if (b[0] === 0xff) return 'is a multicast address';
-    if (b.every((x, k) => x === 0 || (k === 15 && x === 1))) return b[15] === 1 ? 'is the loopback address' : 'is the unspecified address';
-    return null;
-  }
-  if (b[0] === 0 || b[0] === 127 || b[0] >= 224) return 'is not a unicast address an interface can have (0/8, 127/8, 224/4 and 240/4 are not)';
-  if (p.length >= 31) return null;
   const host = (((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) & (0xffffffff >>> p.length)) >>> 0;
   if (host === 0) return 'is the subnet\'s network address (its host bits are all 0)';
   if (host === 0xffffffff >>> p.length) return 'is the subnet\'s broadcast address (its host bits are all 1)';

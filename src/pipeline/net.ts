@@ -178,6 +178,25 @@ export function formatAddress(bytes: Uint8Array): string {
   return new Address6(groups.join(':')).correctForm();
 }
 
+/**
+ * Why no one host can have the address, or null: IPv4's 0/8, loopback, multicast, 240/4 and
+ * broadcast, IPv6's unspecified, loopback and multicast (RFC 1812 5.3.7, RFC 4291 2.5.2-2.7).
+ */
+export function notAUnicastAddress(a: Prefix): string | null {
+  const b = a.bytes;
+  if (a.family === 6) {
+    if (b[0] === 0xff) return 'is a multicast address';
+    if (b.every((x, k) => x === 0 || (k === 15 && x === 1))) return b[15] === 1 ? 'is the loopback address' : 'is the unspecified address';
+    return null;
+  }
+  if (b.every((x) => x === 255)) return 'is the broadcast address';
+  if (b[0] >= 240) return 'is in 240/4 (reserved)';
+  if (b[0] >= 224) return 'is a multicast address';
+  if (b[0] === 127) return 'is a loopback address (127/8)';
+  if (b[0] === 0) return 'is in 0/8 ("this network")';
+  return null;
+}
+
 /** An IPv4 address as one unsigned 32-bit number. */
 export function ipv4Number(bytes: Uint8Array): number {
   return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;

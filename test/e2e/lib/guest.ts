@@ -14,6 +14,8 @@ export interface Nic {
   mac?: string;
   mtu?: number;
   queues?: number;
+  /** the driver runs the queue pairs it picks (one per vCPU, at most `queues`) rather than all offered */
+  driverPicksPairs?: boolean;
   /** QEMU listens on the socket and vrouter connects (a port in "client" mode) */
   server?: boolean;
   /** QEMU connects, and again this many seconds after the socket went away (chardev reconnect=) */
@@ -153,7 +155,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
     args.push('-device', ['virtio-net-pci', ...props, ...(nic.props ?? [])].join(','));
     if (nic.ip) append.push(`vr.ip${i}=${nic.ip}`);
     if (nic.mtu) append.push(`vr.mtu${i}=${nic.mtu}`);
-    if (queues > 1) append.push(`vr.q${i}=${queues}`);
+    if (queues > 1 && !nic.driverPicksPairs) append.push(`vr.q${i}=${queues}`);
   });
   if (spec.qmpSocket) args.push('-qmp', `unix:${spec.qmpSocket},server=on,wait=off`);
   args.push('-append', append.join(' '));

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bootGuest, guestPrerequisites } from './lib/guest.ts';
+import { bootGuest, guestPrerequisites, qmp } from './lib/guest.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const missing = guestPrerequisites();
@@ -40,6 +40,53 @@ t.test('a guest restarted mid-test: traffic resumes without restarting vrouter',
   const stats = await vr.stats();
   t.equal(stats.b.queue_errors, 0);
 });
+
+/** Inside one QEMU, on `props` (virtio-net-pci properties): a ping, the guest's driver rebound, a ping, a reboot, a ping. */
+async function resetInsideQemu(t: Test, props: string[]): Promise<void> {
+  const vr = await startVrouter(bridgeConfig());
+  t.teardown(() => vr.stop());
+  const b = bootGuest({ name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.0.3/24', props }], script: 'sleep 150', timeoutS: 160 });
+  t.teardown(() => b.kill());
+  const qmpSocket = join(vr.dir, 'qmp-a.sock');
+  // Each boot runs the script: a ping, the driver's rebind (unbind, bind: the device reset
+  // and set up again over the same connection), a ping. The reboot comes after the first.
+  const a = bootGuest({
+    name: 'a',
+    qmpSocket,
+    reboots: true,
+    nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', props }],
+    script: [
+      'vr_wait_peer 10.0.0.3 60 && vr_ping 10.0.0.3 5',
+      'dev=$(basename $(readlink /sys/class/net/eth0/device))',
+      'echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind && sleep 1 && echo $dev > /sys/bus/virtio/drivers/virtio_net/bind',
+      'for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; sleep 0.2; done',
+      'ip addr add 10.0.0.2/24 dev eth0; ip link set eth0 up',
+      'vr_wait_peer 10.0.0.3 30 && vr_ping 10.0.0.3 5 && echo VR-REBOUND',
+      'sleep 30',
+    ].join('\n'),
+    timeoutS: 160,
+  });
+  t.teardown(() => a.kill());
+  await a.waitForConsole(/VR-REBOUND/, 120000);
+  await qmp(qmpSocket, [{ execute: 'system_reset' }]);
+  // The second boot's ping, after its VR-READY.
+  await a.waitForConsole(/VR-READY[^]*VR-READY[^]*test=ping/, 120000);
+  const during = vr.stderr();
+  a.kill();
+  const ra = await a.done;
+  // The second boot may have pinged again (after its own rebind) before it was stopped.
+  const pings = ra.results.filter((r) => r.test === 'ping').slice(0, 3);
+  t.same(pings.map((p) => p.loss_pct), ['0', '0', '0'], 'before the rebind, after it and after the reboot: 0 % loss', { console: ra.console });
+  t.equal((during.match(/port a: frontend connected/g) ?? []).length, 1, 'QEMU stayed connected throughout');
+  t.notMatch(during, /port a: connection closed/, 'no disconnect');
+  t.ok((during.match(/port a: vring 1 \(guest tx\) running/g) ?? []).length >= 3, 'a\'s TX ring set up at boot, after the rebind and after the reboot');
+  const stats = await vr.stats();
+  t.equal(stats.a.queue_errors + stats.b.queue_errors, 0, 'no queue errors');
+}
+
+t.test('inside one QEMU: the guest rebinds its virtio-net driver (a device reset), then reboots (system_reset); it pings after each', (t) => resetInsideQemu(t, []));
+
+t.test('the same on packed rings', (t) => resetInsideQemu(t, ['packed=on']));
 
 /** vrouter killed and started again while guests on `props` (virtio-net-pci properties) with reconnect=1 ping. */
 async function killedAndStartedAgain(t: Test, props: string[]): Promise<string> {

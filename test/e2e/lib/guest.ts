@@ -35,6 +35,8 @@ export interface GuestSpec {
   qmpSocket?: string;
   /** room for memory hotplug: DIMM slots and the most RAM the guest may grow to ("1G") */
   hotplug?: { slots: number; maxMem: string };
+  /** a reset (QMP system_reset, the guest's reboot) boots the guest again instead of ending QEMU */
+  reboots?: boolean;
 }
 
 export interface GuestResult {
@@ -138,7 +140,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
     '-cpu', KVM ? 'host' : 'max', '-smp', String(spec.smp ?? 1), '-m', spec.hotplug ? `256M,slots=${spec.hotplug.slots},maxmem=${spec.hotplug.maxMem}` : '256M',
     // vhost-user needs guest RAM in a shared file the backend can map.
     '-object', 'memory-backend-memfd,id=mem0,size=256M,share=on',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', '-no-reboot',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-vga', 'none', ...(spec.reboots ? [] : ['-no-reboot']),
     '-serial', `file:${consoleLog}`,
     '-kernel', kernel, '-initrd', initrd,
     '-fw_cfg', `name=opt/vrouter/cmd,file=${join(work, 'cmd.sh')}`,

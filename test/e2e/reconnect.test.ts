@@ -1,6 +1,7 @@
 // Frontends come and go while vrouter runs: a guest's QEMU killed and started again on the
-// same socket; vrouter killed (SIGKILL) and started again, QEMU reconnecting by itself
-// (reconnect=1); and ports in client mode, where QEMU listens and vrouter itself restarts.
+// same socket; a guest that resets its device (driver rebound, reboot) inside one QEMU;
+// vrouter killed (SIGKILL) and started again, QEMU reconnecting by itself (reconnect=1);
+// and ports in client mode, where QEMU listens and vrouter itself restarts.
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

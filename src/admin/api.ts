@@ -352,7 +352,11 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'POST', path: '/config/save', summary: 'writes the config in force to the config file (not while a change waits for its confirm)',
       handle: () => {
         if (confirm !== null) throw new ApiError(409, 'VR_UNCONFIRMED', '', 'a change waits for its confirm (POST /config/confirm): saved, it would outlive its rollback');
-        return { json: { saved: backend.save() } };
+        try {
+          return { json: { saved: backend.save() } };
+        } catch (err) {
+          throw new ApiError(500, 'VR_SAVE', '', (err as Error).message);
+        }
       },
     },
     {

@@ -22,7 +22,7 @@ import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN } from '../vhost/dataplane-link.ts';
-import { renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
 import { configDiff, mergeChanges, type ConfigChange } from './config-diff.ts';
@@ -711,13 +711,29 @@ export class Supervisor {
     return result;
   }
 
-  /** Writes the config in force to the config file (whole, then renamed over it); returns the path. */
+  /**
+   * Writes the config in force to the config file: whole into a file beside it, flushed to
+   * disk, then renamed over it (and the rename flushed), so that a crash or a power cut
+   * leaves the old file or the new one, never a part. A config path that is a symbolic link
+   * keeps it: the file it points to is replaced. Returns the path written.
+   */
   saveDocument(): string {
-    const tmp = `${this.configPath}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(this.document, null, 2)}\n`, { mode: 0o600 });
-    renameSync(tmp, this.configPath);
-    log.info(`config in force written to ${this.configPath}`);
-    return resolve(this.configPath);
+    const target = realpathSync(this.configPath);
+    const tmp = `${target}.${process.pid}.tmp`;
+    try {
+      writeDurably(tmp, `${JSON.stringify(this.document, null, 2)}\n`);
+      renameSync(tmp, target);
+    } catch (err) {
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // not a file of ours (the open failed on it)
+      }
+      throw new Error(`the config was not saved, ${target} is as it was: ${(err as Error).message}`);
+    }
+    syncDirectory(dirname(target));
+    log.info(`config in force written to ${target}`);
+    return target;
   }
 
   /** The running config, as checked. */
@@ -1197,4 +1213,29 @@ function sameRegions(a: Readonly<Record<string, ArrayBufferLike>>, b: Readonly<R
   if (b === undefined) return false;
   const names = Object.keys(a);
   return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
+}
+
+/** Writes a file (mode 0600) whole and flushes it to disk before returning. */
+function writeDurably(path: string, text: string): void {
+  const bytes = Buffer.from(text);
+  const fd = openSync(path, 'w', 0o600);
+  try {
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Flushes a directory's entries (a rename in it) to disk; where that is not possible, the rename stands as it is. */
+function syncDirectory(path: string): void {
+  let fd = -1;
+  try {
+    fd = openSync(path, 'r');
+    fsyncSync(fd);
+  } catch {
+    // a file system without directory fsync
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
 }

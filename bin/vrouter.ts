@@ -3,7 +3,7 @@
 // until the process that started it exits; `vrouter --check FILE` validates a config file.
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { loadConfigFile, readConfigFile, topologyOf } from '../src/control/config.ts';
+import { loadConfigFile, readAdminToken, readConfigFile, topologyOf } from '../src/control/config.ts';
 import { closeJobs } from '../src/control/jobs.ts';
 import { Supervisor } from '../src/control/supervisor.ts';
 import { startAdmin } from '../src/admin/index.ts';
@@ -85,6 +85,8 @@ if (checkPath !== null) await check(checkPath);
 let supervisor: Supervisor;
 try {
   const { document, config } = readConfigFile(configPath);
+  // Read again when the endpoint starts; here, so that a bad one stops vrouter before it starts anything.
+  if (config.admin.tokenFile !== null) readAdminToken(config.admin.tokenFile);
   supervisor = new Supervisor(config, await planPlugins(config.plugins, topologyOf(config)), configPath, document);
 } catch (err) {
   invalidConfig(err);
@@ -138,6 +140,7 @@ function invalidConfig(err: unknown): never {
 async function check(file: string): Promise<never> {
   try {
     const config = loadConfigFile(file);
+    if (config.admin.tokenFile !== null) readAdminToken(config.admin.tokenFile);
     const topology = topologyOf(config);
     const plans = await planPlugins(config.plugins, topology);
     await preparePlugins(plans, allocatePluginMemory(plans), topology);

@@ -12,7 +12,7 @@ import { chmodSync, readFileSync, rmSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { removeStaleSocket } from '../sys/libc.ts';
-import { ADMIN_TOKEN_MIN, type AdminConfig } from '../control/config.ts';
+import { readAdminToken, type AdminConfig } from '../control/config.ts';
 import type { Log } from '../log.ts';
 
 /** A refusal: the HTTP status, a stable code, the field at fault (or ''), and why. */
@@ -76,8 +76,7 @@ export class AdminHttp {
   constructor(config: AdminConfig, routes: Route[], log?: Log) {
     this.config = config;
     this.log = log;
-    const token = config.tokenFile === null ? null : readFileSync(config.tokenFile, 'utf8').trim();
-    if (token !== null && token.length < ADMIN_TOKEN_MIN) throw new Error(`the admin token in ${config.tokenFile} is shorter than ${ADMIN_TOKEN_MIN} characters`);
+    const token = config.tokenFile === null ? null : readAdminToken(config.tokenFile);
     const mode = config.tokenFile === null ? 0 : statSync(config.tokenFile).mode & 0o777;
     if ((mode & 0o077) !== 0) log?.warn(`the admin token file ${config.tokenFile} can be read by other users (mode 0${mode.toString(8)}): chmod 600 it`);
     this.token = token === null ? null : createHash('sha256').update(token).digest();

@@ -544,7 +544,6 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
   if (listen.startsWith('unix:')) {
     const path = resolve(baseDir, listen.slice(5));
     if (Buffer.byteLength(path) > LIMITS.socketPathBytes) throw new ConfigError('admin.listen', `${path} is longer than the ${LIMITS.socketPathBytes} bytes a UNIX socket path may have`);
-    if (tokenFile !== null) checkTokenFile(tokenFile);
     return { listen: { kind: 'unix', path }, tokenFile };
   }
   const m = ADMIN_TCP.exec(listen)!; // the schema let only "unix:…" and these through
@@ -553,12 +552,15 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
   const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]);
   const loopback = isLoopback(host, 'admin.listen');
   if (!loopback && tokenFile === null) throw new ConfigError('admin.tokenFile', `is required when the admin endpoint listens on ${listen}, which is not loopback: anyone who reaches it could change the router`);
-  if (tokenFile !== null) checkTokenFile(tokenFile);
   return { listen: { kind: 'tcp', host, port, loopback }, tokenFile };
 }
 
-/** The endpoint reads its token at start: a file it could not read would stop it there, after a `--check` that passed. */
-function checkTokenFile(path: string): void {
+/**
+ * The admin token, read from admin.tokenFile once, when the endpoint starts (and by
+ * `vrouter --check`): not at each parse of the config, so that a change made while the
+ * file is being replaced is not refused for it.
+ */
+export function readAdminToken(path: string): string {
   let token: string;
   try {
     token = readFileSync(path, 'utf8').trim();
@@ -566,6 +568,7 @@ function checkTokenFile(path: string): void {
     throw new ConfigError('admin.tokenFile', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   if (token.length < ADMIN_TOKEN_MIN) throw new ConfigError('admin.tokenFile', `the token in ${path} is shorter than ${ADMIN_TOKEN_MIN} characters`);
+  return token;
 }
 
 /**

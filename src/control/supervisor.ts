@@ -718,7 +718,7 @@ export class Supervisor {
    * keeps it: the file it points to is replaced. Returns the path written.
    */
   saveDocument(): string {
-    const target = realpathSync(this.configPath);
+    const target = existingTarget(this.configPath);
     const tmp = `${target}.${process.pid}.tmp`;
     try {
       writeDurably(tmp, `${JSON.stringify(this.document, null, 2)}\n`);
@@ -1213,6 +1213,15 @@ function sameRegions(a: Readonly<Record<string, ArrayBufferLike>>, b: Readonly<R
   if (b === undefined) return false;
   const names = Object.keys(a);
   return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
+}
+
+/** The file a path names, through its symbolic links; the path itself if there is no file (removed since the start). */
+function existingTarget(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
 }
 
 /** Writes a file (mode 0600) whole and flushes it to disk before returning. */

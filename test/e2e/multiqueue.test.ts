@@ -80,11 +80,11 @@ t.test('a guest that changes its queue pairs while it pings (ethtool -L): its tr
     name: 'a',
     smp: 2,
     nics: [{ socket: vr.sockets.a, ip: '10.0.0.2/24', queues: 2 }],
-    script: `vr_wait_peer 10.0.0.3 60 && ${phase('two')} && ethtool -L eth0 combined 1 && ${phase('one')} && ethtool -L eth0 combined 2 && ${phase('two-again')}; sleep 5`,
+    script: `vr_wait_peer 10.0.0.3 60 && ${phase('two')} && ethtool -L eth0 combined 1 && ${phase('one')} && ethtool -L eth0 combined 2 && ${phase('two-again')}; sleep 2`,
     timeoutS: 90,
   });
   t.teardown(() => a.kill());
-  // Before the guests end (their QEMU then closes the connections): a stays 5 s after.
+  // Before the guests end (their QEMU then closes the connections): a stays 2 s after.
   await a.waitForConsole(/phase=two-again[^]*test=ping/, 90000);
   const during = vr.stderr();
   const ra = await a.done;

@@ -1,8 +1,8 @@
 // POST /config/save on the real daemon: the config in force replaces the file whole (never
-// a part of it), a symbolic link to the file stays a link, and a save that cannot be
-// written answers why and leaves the file as it was.
+// a part of it), a symbolic link to the file stays a link, a save that cannot be written
+// answers why and leaves the file as it was, and a file removed is written again.
 import t from 'tap';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { adminClient } from '../support/admin-client.ts';
 import { ROUTED } from '../support/routed-config.ts';
@@ -40,4 +40,9 @@ t.test('the config in force saved over a symbolic link to the file, then a save 
   t.equal(readFileSync(real, 'utf8'), before, 'the file is as it was');
   t.ok(lstatSync(link).isSymbolicLink(), 'the link too');
   t.ok(vr.alive(), 'vrouter runs on');
+
+  // The file removed since the start: saved where the daemon was told it is.
+  rmSync(link);
+  t.same((await api.call('POST', '/config/save')).json, { saved: link }, 'saved to the path it was started with');
+  t.same(JSON.parse(readFileSync(link, 'utf8')).routes.length, 3, 'with the three routes');
 });

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigDocument, ConfigError, parseConfig } from '../../src/control/config.ts';
+import { ConfigDocument, ConfigError, parseConfig, readAdminToken } from '../../src/control/config.ts';
 import { daemonEnv, REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const port = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', bridge: 'br0', ...over });
@@ -115,7 +115,6 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ mac: '02:00:00:00:00:09' }), port({ name: 'c', socket: '/tmp/c.sock', mac: '02:00:00:00:00:09' })] }, 'ports[1].mac', /02:00:00:00:00:09 is already the mac of ports\[0\] \(a\) in bridge br0: a MAC is on one port/],
     [{ ports: [port({ mac: '02:00:00:00:00:09' })], bridges: { br0: { routerMac: '02:00:00:00:00:09' } } }, 'ports[0].mac', /is the router's own MAC in bridge br0 \(bridges\.br0\.routerMac\)/],
     [{ ports: [routed({ mac: '02:00:00:00:00:09', routerMac: '02:00:00:00:00:09' })], pipeline: ['routing'] }, 'ports[0].mac', /is the router's own MAC on the port \(routerMac\)/],
-    [{ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: '/nonexistent/token' } }, 'admin.tokenFile', /cannot read \/nonexistent\/token: ENOENT/],
     [{ ports: [port()], pmd: { cores: [1], spin: true } }, 'pmd.spin', /unknown key \(known: cores, sleepMaxUs, spare\)/],
     [{ ports: [port()], pmd: { spare: 'yes' } }, 'pmd.spare', /must be true or false/],
     [{ ports: [port()], bridges: { br0: { mtu: 9001 } } }, 'bridges.br0.mtu', /68 to 9000, got 9001/],
@@ -152,18 +151,29 @@ t.test('nested subnets on two interfaces are kept (the longest prefix decides); 
   t.same(c.ports.map((p) => p.addresses), [['10.0.1.1/24'], ['10.0.2.1/16', '10.0.9.1/31', '10.0.9.3/32'], ['10.1.0.1/24', '10.1.0.2/24']]);
 });
 
-t.test('a MAC may repeat in different bridges; IPv6 on a 1280 link; a token file is read when the config is', async (t) => {
+t.test('a MAC may repeat in different bridges; IPv6 on a 1280 link', async (t) => {
   const c = parseConfig({ ports: [port({ mac: '02:00:00:00:00:09', mtu: 1280 }), port({ name: 'c', socket: '/tmp/c.sock', bridge: 'br1', mac: '02:00:00:00:00:09' })], bridges: { br0: { addresses: ['2001:db8::1/64'] } }, pipeline: ['routing'] }, '/', 2);
   t.same(c.ports.map((p) => p.mac), ['02:00:00:00:00:09', '02:00:00:00:00:09']);
   t.equal(c.bridges.br0.mtu, 1280);
+});
+
+t.test('the admin token file: read by --check and at start, before anything starts; not at each parse', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-token-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'short'), 'abc\n');
   writeFileSync(join(dir, 'token'), 'a-token-of-twenty-chars\n');
-  const short = t.throws(() => parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'short' } }, dir, 2)) as ConfigError;
-  t.equal(short.field, 'admin.tokenFile');
-  t.match(short.message, /the token in .*short is shorter than 16 characters/);
-  t.equal(parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'token' } }, dir, 2).admin.tokenFile, join(dir, 'token'));
+  t.equal(readAdminToken(join(dir, 'token')), 'a-token-of-twenty-chars');
+  t.throws(() => readAdminToken(join(dir, 'short')), { field: 'admin.tokenFile', message: /the token in .*short is shorter than 16 characters/ });
+  t.throws(() => readAdminToken(join(dir, 'missing')), { field: 'admin.tokenFile', message: /cannot read .*missing: ENOENT/ });
+  t.equal(parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'missing' } }, dir, 2).admin.tokenFile, join(dir, 'missing'), 'a parse alone does not read it');
+  const file = join(dir, 'vrouter.json');
+  writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), bridge: 'br0' }], admin: { listen: '127.0.0.1:9', tokenFile: 'missing' } }));
+  for (const flag of ['--check', '--config']) {
+    const run = spawnSync(process.execPath, [VROUTER_BIN, flag, file], { encoding: 'utf8', timeout: 20000, env: daemonEnv() });
+    t.equal(run.status, 2, `${flag}: status 2`);
+    t.match(run.stderr, /invalid configuration: admin\.tokenFile: cannot read .*missing: ENOENT/, `${flag}: the field and why`);
+  }
+  t.notOk(existsSync(join(dir, 'a.sock')), 'no socket was created');
 });
 
 t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a route source', async (t) => {

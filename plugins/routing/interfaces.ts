@@ -1,7 +1,7 @@
 // The router's interfaces, from the topology: one per port with addresses (an L3 port) and
 // one per bridge with addresses (the router's leg in that L2 segment, VPP's BVI). Built the
 // same way in the control plane (to validate routes) and in every PMD (to forward).
-import { formatAddress, maskBytes, parseMac, parsePrefix, type Prefix, type Topology } from '../../src/pipeline/api.ts';
+import { formatAddress, ipv4SubnetEdge, maskBytes, parseMac, parsePrefix, type Prefix, type Topology } from '../../src/pipeline/api.ts';
 
 export interface Interface {
   index: number;
@@ -129,14 +129,10 @@ export function ownerOf(interfaces: readonly Interface[], address: Prefix): Inte
  */
 export function subnetEdgeOf(iface: Interface, address: Prefix): string | null {
   if (address.family !== 4) return null;
-  const a = address.bytes;
-  const value = ((a[0] << 24) | (a[1] << 16) | (a[2] << 8) | a[3]) >>> 0;
   for (const p of iface.v4) {
-    if (p.length >= 31 || !samePrefix(p.bytes, 0, a, 0, p.length)) continue;
-    const host = (value & (0xffffffff >>> p.length)) >>> 0;
-    const subnet = `${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`;
-    if (host === 0) return `the network address of ${subnet}`;
-    if (host === 0xffffffff >>> p.length) return `the broadcast address of ${subnet}`;
+    if (!samePrefix(p.bytes, 0, address.bytes, 0, p.length)) continue;
+    const edge = ipv4SubnetEdge(address.bytes, p.length);
+    if (edge !== null) return `the ${edge} address of ${formatAddress(maskBytes(p.bytes, p.length))}/${p.length}`;
   }
   return null;
 }

@@ -8,7 +8,7 @@ import { Compile, type Static } from './typebox.ts';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import { derivedRouterMac, formatAddress, maskBytes, notAUnicastAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, formatAddress, ipv4SubnetEdge, maskBytes, notAUnicastAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
@@ -205,7 +205,8 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     if (!pmdCores.includes(core)) throw new ConfigError(at, `CPU ${core} runs no PMD (pmd.cores is [${pmdCores.join(', ')}])`);
     rxqAffinity[Number(q)] = core;
   }
-  if (mac !== null && p.bridge === undefined && p.addresses !== undefined && mac === (p.routerMac === undefined ? derivedRouterMac(p.name) : p.routerMac.toLowerCase())) {
+  const routerMac = p.routerMac === undefined ? derivedRouterMac(p.name) : unicastMac(p.routerMac, `${field}.routerMac`);
+  if (mac !== null && p.bridge === undefined && p.addresses !== undefined && mac === routerMac) {
     throw new ConfigError(`${field}.mac`, `${mac} is the router's own MAC on the port (routerMac): the guest needs another`);
   }
   const portSecurity = p.portSecurity ?? false;
@@ -232,7 +233,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     socketGroup: p.socketGroup === undefined ? null : groupId(p.socketGroup, `${field}.socketGroup`),
     peerUid: p.peerUid ?? null,
     addresses: portAddresses(p, field),
-    routerMac: p.routerMac === undefined ? derivedRouterMac(p.name) : unicastMac(p.routerMac, `${field}.routerMac`),
+    routerMac,
     linuxMirror: p.linuxMirror === undefined ? null : linuxMirror(p, field),
     mirror: null,
   };
@@ -348,16 +349,19 @@ function unicastMac(value: string, field: string): string {
 function notAHostAddress(p: Prefix): string | null {
   const special = notAUnicastAddress(p);
   if (special !== null) return `${special}: not an interface's`;
-  if (p.family === 6 || p.length >= 31) return null;
-  const b = p.bytes;
-  const host = (((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) & (0xffffffff >>> p.length)) >>> 0;
-  if (host === 0) return 'is the subnet\'s network address (its host bits are all 0)';
-  if (host === 0xffffffff >>> p.length) return 'is the subnet\'s broadcast address (its host bits are all 1)';
+  const edge = p.family === 4 ? ipv4SubnetEdge(p.bytes, p.length) : null;
+  if (edge === 'network') return 'is the subnet\'s network address (its host bits are all 0)';
+  if (edge === 'broadcast') return 'is the subnet\'s broadcast address (its host bits are all 1)';
   return null;
 }
 
 /** IPv6 needs links of at least this MTU (RFC 8200 5); Linux drops IPv6 from a link below it. */
 const IPV6_MIN_MTU = 1280;
+
+/** Why an interface (`what`: port or bridge) of this MTU cannot have these addresses, or null. */
+function ipv6MtuShortfall(mtu: number, addresses: readonly string[], what: string): string | null {
+  return mtu < IPV6_MIN_MTU && addresses.some((a) => a.includes(':')) ? `is below ${IPV6_MIN_MTU}, the least IPv6 allows (RFC 8200), and the ${what} has IPv6 addresses` : null;
+}
 
 /** An L3 port's addresses; a bridge member's belong to its bridge (bridges.NAME.addresses). */
 function portAddresses(p: PortEntry, field: string): string[] {
@@ -367,9 +371,8 @@ function portAddresses(p: PortEntry, field: string): string[] {
     throw new ConfigError(`${field}.addresses`, `the port is in bridge ${p.bridge}: the router's addresses in that segment go in bridges.${p.bridge}.addresses`);
   }
   const mtu = p.mtu ?? 1500;
-  if (mtu < IPV6_MIN_MTU && addresses.some((a) => a.includes(':'))) {
-    throw new ConfigError(`${field}.mtu`, `${mtu} is below ${IPV6_MIN_MTU}, the least IPv6 allows (RFC 8200), and the port has IPv6 addresses`);
-  }
+  const shortfall = ipv6MtuShortfall(mtu, addresses, 'port');
+  if (shortfall !== null) throw new ConfigError(`${field}.mtu`, `${mtu} ${shortfall}`);
   return addresses;
 }
 
@@ -405,8 +408,8 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
       const addresses = interfaceAddresses(b.addresses ?? [], `${field}.addresses`);
       const routerMac = b.routerMac === undefined ? derivedRouterMac(`bridge:${name}`) : unicastMac(b.routerMac, `${field}.routerMac`);
       const mtu = b.mtu ?? Math.min(...members.map((p) => p.mtu));
-      if (mtu < IPV6_MIN_MTU && addresses.some((a) => a.includes(':'))) {
-        const why = `is below ${IPV6_MIN_MTU}, the least IPv6 allows (RFC 8200), and the bridge has IPv6 addresses`;
+      const why = ipv6MtuShortfall(mtu, addresses, 'bridge');
+      if (why !== null) {
         if (b.mtu !== undefined) throw new ConfigError(`${field}.mtu`, `${mtu} ${why}`);
         const small = configured.findIndex((p) => p.bridge === name && p.mtu === mtu);
         throw new ConfigError(`ports[${small}].mtu`, `${mtu} (the bridge's MTU, its smallest port's) ${why}`);

@@ -197,6 +197,17 @@ export function notAUnicastAddress(a: Prefix): string | null {
   return null;
 }
 
+/**
+ * Whether an IPv4 address is the network or the broadcast address of its subnet of
+ * `length` bits (host bits all 0 or all 1), or neither; a /31 or /32 has neither (RFC 3021).
+ */
+export function ipv4SubnetEdge(address: Uint8Array, length: number): 'network' | 'broadcast' | null {
+  if (length >= 31) return null;
+  const hostBits = 0xffffffff >>> length;
+  const host = (ipv4Number(address) & hostBits) >>> 0;
+  return host === 0 ? 'network' : host === hostBits ? 'broadcast' : null;
+}
+
 /** An IPv4 address as one unsigned 32-bit number. */
 export function ipv4Number(bytes: Uint8Array): number {
   return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;

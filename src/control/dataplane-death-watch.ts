@@ -23,7 +23,7 @@ export interface DeathSeen {
 }
 
 /**
- * Each wait is bounded, so that the thread can be stopped (Worker.terminate() waits out the
+ * Each wait is bounded, so that the thread can end with the supervisor (which waits out the
  * wait under way); not shorter, since every wake costs CPU the generator's or the guests'
  * threads share (about 0.35 ms here: 0.2 % of a core per watch at 200 ms).
  */

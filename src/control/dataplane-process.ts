@@ -46,6 +46,8 @@ export class DataplaneProcess {
   /** the process's life locks, in shared memory; freed once it and the death watch are gone */
   private readonly lifeLocks: ArrayBuffer | SharedArrayBuffer;
   private deathWatch: Worker | null = null;
+  /** resolves with the watch's exit code once its thread has ended */
+  private deathWatchExit: Promise<number> | null = null;
 
   /**
    * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
@@ -72,10 +74,12 @@ export class DataplaneProcess {
       this.channel.close();
       for (const wake of this.exitWaiters.splice(0)) wake();
       this.reportDeath(code, signal);
-      // The watch may still wait on locks no thread holds now: it ends within its slice.
-      const watch = this.deathWatch;
-      if (watch === null) releaseShared(this.lifeLocks);
-      else void watch.terminate().then(() => releaseShared(this.lifeLocks));
+      // The watch ends by itself now (the kernel has let every lock of the process go), and
+      // the supervisor waits for it: a thread stopped while it declares koffi's functions,
+      // by terminate() or by the exit, takes the supervisor down (koffi cannot throw into a
+      // thread being stopped, and aborts).
+      this.deathWatch?.ref();
+      void this.deathWatchEnded().then(() => releaseShared(this.lifeLocks));
     });
     this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks) }, [arenaFd]);
   }
@@ -114,6 +118,12 @@ export class DataplaneProcess {
     // Its death is then known only once the process has ended, as without the watch.
     watch.on('error', (err) => log.warn(`the death watch of the data plane (pid ${this.child.pid}) failed: ${err.message}; its death will be known once the process has ended`));
     this.deathWatch = watch;
+    this.deathWatchExit = new Promise((resolve) => watch.once('exit', resolve));
+  }
+
+  /** Resolves with the death watch's exit code once its thread has ended; null if none started. */
+  deathWatchEnded(): Promise<number | null> {
+    return this.deathWatchExit ?? Promise.resolve(null);
   }
 
   get pid(): number | undefined {
@@ -189,10 +199,16 @@ export class DataplaneProcess {
   }
 
   /** Kills the process (SIGKILL: nothing in it needs a clean end) and waits for its exit. */
-  kill(): Promise<void> {
-    if (this.exited) return Promise.resolve();
-    const gone = new Promise<void>((resolve) => this.exitWaiters.push(resolve));
-    this.child.kill('SIGKILL');
-    return gone;
+  /**
+   * Kills the process; resolves once it and its death watch have ended (the supervisor's
+   * exit stops its threads: one still loading would take the exit down as terminate() does).
+   */
+  async kill(): Promise<void> {
+    if (!this.exited) {
+      const gone = new Promise<void>((resolve) => this.exitWaiters.push(resolve));
+      this.child.kill('SIGKILL');
+      await gone;
+    }
+    await this.deathWatchEnded();
   }
 }

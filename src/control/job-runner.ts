@@ -3,6 +3,7 @@
 import { decodeShared, encodeShared, leaseUsed, useArena, useLease, type ArenaLease } from '../sys/shared-arena.ts';
 import { collectGarbageSoon } from './collect.ts';
 import { setThreadNice } from '../sys/libc.ts';
+import { parentPort } from 'node:worker_threads';
 
 // Compiles are bulk work: this thread runs at 0, not at the nice value of the control
 // threads it was started from (raising it needs no privilege; a positive one stays).
@@ -11,6 +12,12 @@ try {
 } catch {
   // left as inherited
 }
+
+/** Posted once this thread has loaded its modules: only then may it be stopped (jobs.ts). */
+export interface JobRunnerLoaded {
+  jobRunnerLoaded: true;
+}
+parentPort?.postMessage({ jobRunnerLoaded: true } satisfies JobRunnerLoaded);
 
 /** What a job gave back, and how much of its lease it wrote (the rest was never touched). */
 export interface JobResult {

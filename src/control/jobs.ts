@@ -7,10 +7,15 @@
 // would leak two mappings per thread it started (the soak saw them).
 import { Piscina } from 'piscina';
 import { adoptShared, arenaAddress, decodeShared, encodeShared, endLease, leaseShared } from '../sys/shared-arena.ts';
-import type { JobResult } from './job-runner.ts';
+import type { JobResult, JobRunnerLoaded } from './job-runner.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 let pool: Piscina | null = null;
+/** threads of the pool that have loaded (job-runner.ts says so), and jobs under way */
+let loadedThreads = 0;
+let jobsRunning = 0;
+/** how long closeJobs() waits for threads still loading and jobs under way */
+const CLOSE_WAIT_MS = 5000;
 
 /**
  * Runs `module`'s default export on `input` in the job pool. Regions of the shared memory
@@ -19,7 +24,26 @@ let pool: Piscina | null = null;
  * maps; SharedArrayBuffers it returns (past its lease) are copied in.
  */
 export async function runJob<T>(module: string | URL, input: unknown): Promise<T> {
-  pool ??= new Piscina({
+  pool ??= newPool();
+  const lease = leaseShared();
+  let result: JobResult;
+  jobsRunning++;
+  try {
+    result = (await pool.run({ module: String(module), input: encodeShared(input), arena: arenaAddress(), lease })) as JobResult;
+  } catch (err) {
+    // What the job wrote is not known: all of the lease is emptied (cheap where untouched).
+    if (lease !== null) endLease(lease, null, null);
+    throw err;
+  } finally {
+    jobsRunning--;
+  }
+  const output = decodeShared(result.output);
+  if (lease !== null) endLease(lease, output, result.leaseUsed);
+  return adoptShared(output) as T;
+}
+
+function newPool(): Piscina {
+  const p = new Piscina({
     filename: new URL(`./job-runner${MODULE_EXT}`, import.meta.url).href,
     // One thread at first (a thread's start is about 150 ms of a control CPU); a second
     // only when two jobs run at once, kept from then on.
@@ -27,23 +51,24 @@ export async function runJob<T>(module: string | URL, input: unknown): Promise<T
     maxThreads: 2,
     idleTimeout: Infinity,
   });
-  const lease = leaseShared();
-  let result: JobResult;
-  try {
-    result = (await pool.run({ module: String(module), input: encodeShared(input), arena: arenaAddress(), lease })) as JobResult;
-  } catch (err) {
-    // What the job wrote is not known: all of the lease is emptied (cheap where untouched).
-    if (lease !== null) endLease(lease, null, null);
-    throw err;
-  }
-  const output = decodeShared(result.output);
-  if (lease !== null) endLease(lease, output, result.leaseUsed);
-  return adoptShared(output) as T;
+  p.on('message', (m: Partial<JobRunnerLoaded> | null) => {
+    if (m?.jobRunnerLoaded === true) loadedThreads++;
+  });
+  return p;
 }
 
-/** Ends the pool's threads (at shutdown). */
+/**
+ * Ends the pool's threads (at shutdown), once none is loading and no job runs (bounded): a
+ * thread stopped while it declares koffi's functions takes the process down (koffi cannot
+ * throw into a thread being stopped, and aborts).
+ */
 export async function closeJobs(): Promise<void> {
   const p = pool;
+  if (p === null) return;
+  for (const end = Date.now() + CLOSE_WAIT_MS; Date.now() < end && (jobsRunning > 0 || loadedThreads < p.threads.length); ) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
   pool = null;
-  await p?.destroy();
+  loadedThreads = 0;
+  await p.destroy();
 }

@@ -1123,10 +1123,13 @@ export class Supervisor {
     this.dataplane?.postTables(update);
   }
 
-  /** Terminates a PMD as a crash would (SIGUSR2: a drill of the restart path). */
+  /**
+   * Terminates a PMD as a crash would (SIGUSR2: a drill of the restart path); one still
+   * starting once it polls (terminated while it loads, it would take its process down).
+   */
   crashPmd(id: number): void {
     log.warn(`terminating pmd${id} on request`);
-    if (id >= 0 && id < this.pmdCount) this.terminatePmd(id);
+    if (id >= 0 && id < this.pmdCount) void this.pmdsStarted().then(() => this.terminatePmd(id));
   }
 
   /**

@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { awaitLifeLock, holdLifeLock, initLifeLocks, LIFE_BLOCK_BYTES, LIFE_LOCKS } from '../../src/sys/life-locks.ts';
-import { arenaAddress, createArena, refOf, sharedBuffer } from '../../src/sys/shared-arena.ts';
+import { arenaAddress, createArena, refOf, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
+import { DataplaneProcess } from '../../src/control/dataplane-process.ts';
 import { exitStatusOf, startTimeOf, type DeathSeen, type DeathWatchData } from '../../src/control/dataplane-death-watch.ts';
 
 const ARENA_BYTES = 2 ** 30;
@@ -164,3 +165,29 @@ t.test('the watch waits for every lock: a process whose main thread ended is dea
   t.same(report.seen, { code: 0, signal: null }, 'with exit code 0');
   t.equal(await exited, 0, 'the process did end with code 0');
 });
+
+t.test('a data plane killed as its watch starts: the supervisor lives on, the watch ends by itself and its block is freed', async (t) => {
+  // A thread terminated while it declares koffi's functions aborts the whole process (koffi
+  // cannot throw into a thread being stopped): the watch is never terminated. Deaths at a
+  // few points of its start; on a terminate, the supervisor (this process) would abort in
+  // some, and its thread's exit code would be 1 in all.
+  for (const afterMs of [0, 30, 60, 90, 120]) {
+    let died: (how: string) => void = () => undefined;
+    const death = new Promise<string>((resolve) => (died = resolve));
+    const before = sharedBytesInUse();
+    const dataplane = new DataplaneProcess(arenaFd, ARENA_BYTES, 0, { pmdError: () => undefined, pmdExit: () => undefined, pmdStandby: () => undefined, died: (code, signal) => died(`${code} ${signal}`) });
+    await dataplane.ready();
+    t.ok(sharedBytesInUse() > before, `killed ${afterMs} ms after: its block of locks is in the arena`);
+    dataplane.watchForDeath();
+    await new Promise((r) => setTimeout(r, afterMs));
+    process.kill(dataplane.pid!, 'SIGKILL');
+    t.equal(await death, 'null SIGKILL', 'its death is reported, by SIGKILL');
+    t.equal(await dataplane.deathWatchEnded(), 0, 'the watch ended by itself (not terminated)');
+    t.ok(await waitUntil(() => sharedBytesInUse() === before, 5000), 'the block is freed once the watch has ended');
+  }
+});
+
+async function waitUntil(done: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (done()) return true;
+  return done();
+}

@@ -79,6 +79,17 @@ t.test('a job makes its regions in a lease of the arena: those it returns are ke
   releaseShared(big);
 });
 
+t.test('closing the pool waits for threads still loading and jobs under way', async (t) => {
+  // A thread stopped while it declares koffi's functions takes the process down: the pool's
+  // first thread still loads as the close comes, and its job runs to its end.
+  const job = new URL('../support/lease-job.ts', import.meta.url);
+  const first = runJob(job, { keep: [], drop: 4096, fail: false } satisfies LeaseJobInput);
+  await closeJobs();
+  t.same(await first.then(() => 'done', (err: Error) => err.message), 'done', 'the job started before the close ran to its end');
+  t.same(await runJob<{ kept: unknown[] }>(job, { keep: [], drop: 4096, fail: false } satisfies LeaseJobInput).then((out) => out.kept), [], 'a job after the close starts a new pool');
+  await closeJobs();
+});
+
 t.test('the packet channel: big values in pieces, fds with them, in order under back-pressure', async (t) => {
   const [left, right] = sys.seqpacketPair();
   const received: { value: unknown; fds: number[] }[] = [];

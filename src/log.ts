@@ -57,7 +57,7 @@ export const EVENTS = {
   'dataplane.culprit': 'a frontend shrank its guest memory file under the data plane (the SIGBUS it died of): its port is quarantined',
   'dataplane.died': 'the data-plane process died; a new one is started with the same connections and state',
   'dataplane.spare': 'a spare data-plane process is loaded and waits to take over (pmd.spare)',
-  'dataplane.upgraded': 'a data-plane process started from the code on disk took over from the running one; pauseMs: forwarding stopped that long',
+  'dataplane.upgraded': 'a data-plane process started from the code on disk took over from the running one; pauseMs: forwarding stopped that long; pauseSteps: when within it each step of the hand-over ended',
   'dataplane.restarted': 'a new data-plane process runs the PMDs after the last one died; ms: time since the death',
   'pmd.relayout': 'the PMDs were restarted on a new layout of ports and queues (ports added or removed, queues moved)',
   'pmd.stuck': 'a PMD made no poll round for too long',

@@ -5,6 +5,7 @@
 // refused with the field at fault, or applied live.
 import type { TSchema } from '../control/typebox.ts';
 import type { ApplyResult } from '../control/supervisor.ts';
+import type { UpgradeResult } from '../control/upgrade-pause.ts';
 import type { PortStats } from '../dataplane/counters.ts';
 import { PLUGIN_TOP_LEVEL_KEYS } from '../control/config-schema.ts';
 import { CAPTURE_QUERY, CaptureHub, type CaptureSource } from './capture.ts';
@@ -48,7 +49,7 @@ export interface AdminBackend {
   /** the data-plane process: pid, deaths, upgrades */
   dataplane(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string; restartMs: number | null } | null };
   /** replaces the data-plane process by one started from the code on disk */
-  upgrade(): Promise<{ pid: number; previousPid: number; pauseMs: number; totalMs: number }>;
+  upgrade(): Promise<UpgradeResult>;
   /** each route source ("routeSources", mirrors' namespaces): state, routes, routes left out by why */
   routeSources(): { source: string; state: string; routes: number; leftOut: Record<string, number> }[];
 }

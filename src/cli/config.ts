@@ -4,6 +4,7 @@
 import { describeChange, diffLines, outcome, showChange, type ApplyAnswer } from './changes.ts';
 import { misuse, show, type Command } from './command.ts';
 import { readJsonFile } from './files.ts';
+import { describePause, type UpgradeResult } from '../control/upgrade-pause.ts';
 
 function configDocument(path: string, command: Command): unknown {
   const doc = readJsonFile(path, command);
@@ -46,7 +47,7 @@ export const configCommands: Command[] = [
   {
     words: ['upgrade'], summary: 'replaces the data-plane process by one from the code on disk; guests stay connected',
     run: async (ctx) =>
-      show(ctx, await ctx.api.post('/dataplane/upgrade'), (r: { pid: number; previousPid: number; pauseMs: number; totalMs: number }) => `data plane upgraded: pid ${r.previousPid} -> ${r.pid}; forwarding paused ${r.pauseMs} ms (${r.totalMs} ms in all)`),
+      show(ctx, await ctx.api.post('/dataplane/upgrade'), (r: UpgradeResult) => `data plane upgraded: pid ${r.previousPid} -> ${r.pid}; forwarding paused ${r.pauseMs} ms (${describePause(r.pauseSteps)}; ${r.totalMs} ms in all)`),
   },
   {
     words: ['reload'], summary: 'reads the config and plugin files again and applies them (SIGHUP)',

@@ -34,6 +34,7 @@ import { CONTROL_WORDS } from '../dataplane/capture.ts';
 import { RouteSources, type LearnedChange, type RouteSourceStatus } from './route-sources.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
+import { describePause, type UpgradeResult } from './upgrade-pause.ts';
 
 const log = createLog('supervisor');
 
@@ -145,7 +146,7 @@ export class Supervisor {
   /** which port holds each slot of the data plane (null: free) */
   private slots: PortSlots;
   /** requests to the control thread waiting for their 'done', by id */
-  private readonly controlRequests = new Map<number, (done: { error?: string; resumedAt?: number }) => void>();
+  private readonly controlRequests = new Map<number, (done: { error?: string; resumedAt?: number; handedAt?: number }) => void>();
   private controlRequestId = 0;
   /** while the PMDs are restarted on a new layout: those still to exit, and what to call when none is left */
   private relayout: { exiting: Set<number>; allExited: () => void } | null = null;
@@ -432,12 +433,14 @@ export class Supervisor {
   /**
    * The spare takes over: `old`, if still running, stops its PMDs between two bursts and is
    * killed; the spare's PMDs get the layout and tables as they are now and start, and the
-   * control thread hands them the queues. Returns when the new PMDs took frames again
-   * (monotonicMs).
+   * control thread hands them the queues. Returns when each step ended (monotonicMs): the
+   * old PMDs stopped, the new ones told to go, the control thread's last command sent, the
+   * new PMDs taking frames again.
    */
-  private async promote(spare: Spare, old: DataplaneProcess | null): Promise<number> {
+  private async promote(spare: Spare, old: DataplaneProcess | null): Promise<HandOverSteps> {
     // A PMD stuck in a plugin never answers: the process is killed anyway.
     const quiesced = old === null || (await Promise.race([old.quiesce().then(() => true), sleep(QUIESCE_TIMEOUT_MS).then(() => false)]));
+    const oldStoppedAt = monotonicMs();
     this.spare = null;
     this.dataplane = spare.dataplane;
     // Its PMDs wait for good now: it goes once the new ones have the queues (its exit, the
@@ -445,18 +448,20 @@ export class Supervisor {
     // stop is gone before any new PMD touches a queue.
     let gone = quiesced ? undefined : old?.kill();
     await gone;
-    let resumedAt: number;
+    let goAt: number;
+    let handedBack: { resumedAt: number; handedAt: number };
     try {
       spare.incarnations.forEach((inc, id) => (this.incarnations[id] = inc));
       for (const { id } of this.layout.pmds) this.watchFromStart(id);
       spare.dataplane.go(this.layout.pmds.map(({ id }) => this.spawnData(id)));
-      resumedAt = await this.handQueuesBack(spare.dataplane.commandsFd);
+      goAt = monotonicMs();
+      handedBack = await this.handQueuesBack(spare.dataplane.commandsFd);
     } finally {
       gone ??= old?.kill();
     }
     await gone;
     this.keepSpare();
-    return resumedAt;
+    return { oldStoppedAt, goAt, ...handedBack };
   }
 
   /**
@@ -466,7 +471,7 @@ export class Supervisor {
    * start and the control thread hands them the queues. Frontends stay connected; the
    * pause is from the old PMDs' stop to the queues' hand-over, measured.
    */
-  upgrade(): Promise<{ pid: number; previousPid: number; pauseMs: number; totalMs: number }> {
+  upgrade(): Promise<UpgradeResult> {
     return this.inLifecycle(async () => {
       const old = this.dataplane;
       if (old === null) throw Object.assign(new Error('the data plane is restarting: try again'), { code: 'VR_BUSY' });
@@ -483,10 +488,12 @@ export class Supervisor {
       }
       // The pause: from the old PMDs' last burst (or a moment before) to the new ones' first.
       const paused = monotonicMs();
-      const pauseMs = (await this.promote(spare, old)) - paused;
-      const result = { pid: spare.dataplane.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: Math.round(pauseMs * 10) / 10, totalMs: Math.round(performance.now() - began) };
+      const steps = await this.promote(spare, old);
+      const since = (at: number) => Math.round((at - paused) * 10) / 10;
+      const pauseSteps = { oldStopped: since(steps.oldStoppedAt), go: since(steps.goAt), queuesSent: since(steps.handedAt) };
+      const result = { pid: spare.dataplane.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: since(steps.resumedAt), pauseSteps, totalMs: Math.round(performance.now() - began) };
       this.dataplaneHistory.upgrades++;
-      log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
+      log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${describePause(pauseSteps)}; ${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
       return result;
     });
   }
@@ -534,7 +541,7 @@ export class Supervisor {
       let how: string;
       let resumedAt: number;
       if (spare !== null && spare.pluginLoads === this.pluginLoads && (await spare.ready.then(() => true, () => false)) && this.spare === spare) {
-        resumedAt = await this.promote(spare, null);
+        ({ resumedAt } = await this.promote(spare, null));
         how = `the spare data plane (pid ${spare.dataplane.pid}) took over`;
       } else {
         const started = await this.startPmds();
@@ -574,7 +581,7 @@ export class Supervisor {
   private async startPmds(): Promise<{ pid: number | undefined; resumedAt: number }> {
     const fresh = this.dataplane === null ? await this.startDataplane() : null;
     for (const { id } of this.layout.pmds) this.spawnPmd(id);
-    const resumedAt = await this.handQueuesBack(fresh?.commandsFd);
+    const { resumedAt } = await this.handQueuesBack(fresh?.commandsFd);
     if (fresh !== null) this.keepSpare();
     return { pid: fresh?.pid, resumedAt };
   }
@@ -583,13 +590,15 @@ export class Supervisor {
    * The control thread gives every PMD its queues (after a change of layout, or in a new
    * data-plane process, whose command socket is `commandsFd`); after a death, it first looks
    * for the culprits (died). Resolves to when the PMDs took frames again (monotonicMs), as
-   * each PMD says (the answers' way back is no pause), or to the answer's arrival.
+   * each PMD says (the answers' way back is no pause), or to the answer's arrival; and to when
+   * the control thread had sent every command.
    */
-  private async handQueuesBack(commandsFd?: number): Promise<number> {
+  private async handQueuesBack(commandsFd?: number): Promise<{ resumedAt: number; handedAt: number }> {
     const died = commandsFd === undefined ? undefined : (this.died ?? undefined);
     if (commandsFd !== undefined) this.died = null;
-    const { resumedAt } = await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
-    return resumedAt ?? monotonicMs();
+    const { resumedAt, handedAt } = await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
+    const answered = monotonicMs();
+    return { resumedAt: resumedAt ?? answered, handedAt: handedAt ?? answered };
   }
 
   /** Runs a start or stop of every PMD after the previous one finished. */
@@ -772,13 +781,13 @@ export class Supervisor {
   }
 
   /** A request to the control thread answered with 'done': resolves, or throws its error. */
-  private askControl(request: ControlRequest & { id: number }): Promise<{ resumedAt?: number }> {
+  private askControl(request: ControlRequest & { id: number }): Promise<{ resumedAt?: number; handedAt?: number }> {
     const control = this.control;
     if (control === null) return Promise.reject(new Error('the control thread is not running'));
     return new Promise((resolve, reject) => {
-      this.controlRequests.set(request.id, ({ error, resumedAt }) => {
+      this.controlRequests.set(request.id, ({ error, resumedAt, handedAt }) => {
         this.controlRequests.delete(request.id);
-        if (error === undefined) resolve({ resumedAt });
+        if (error === undefined) resolve({ resumedAt, handedAt });
         else reject(Object.assign(new Error(error), { code: 'VR_PORT', field: 'ports' }));
       });
       control.postMessage({ msg: pack(request) } satisfies ControlEnvelope);
@@ -1205,6 +1214,14 @@ export class Supervisor {
     log.error(`${name} died: ${err.stack ?? err.message}`, 'vrouter.failed', { thread: name });
     void this.stop().then(() => process.exit(1));
   }
+}
+
+/** When each step of a hand-over to a new data plane ended (monotonicMs): see promote(). */
+interface HandOverSteps {
+  oldStoppedAt: number;
+  goAt: number;
+  handedAt: number;
+  resumedAt: number;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -4,6 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { setThreadName } from '../sys/libc.ts';
+import { monotonicMs } from '../sys/monotonic.ts';
 import { createLog } from '../log.ts';
 import { QUEUES_BACK } from './dataplane-link.ts';
 import { PmdClient } from './pmd-client.ts';
@@ -60,8 +61,11 @@ export type ControlEvent =
   | { t: 'stopped' }
   /** by slot; null for a free slot */
   | { t: 'port-states'; id: number; states: (PortState | null)[] }
-  /** resumedAt ('layout'): when the last PMD took frames again (monotonicMs), if every one said */
-  | { t: 'done'; id: number; error?: string; resumedAt?: number };
+  /**
+   * 'layout': resumedAt, when the last PMD took frames again (monotonicMs), if every one
+   * said; handedAt, when the last command of the hand-over was sent
+   */
+  | { t: 'done'; id: number; error?: string; resumedAt?: number; handedAt?: number };
 
 const { endpoints, queueOwner, commandsFd, incarnations } = workerData as ControlThreadData;
 const log = createLog('vhost');
@@ -100,8 +104,8 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
     for (const p of live()) p.release();
     // Every PMD (one incarnation each; queueOwner is by port, not by PMD).
-    const resumedAt = await handBack(req.incarnations.map((_, pmd) => pmd), live(), () => null);
-    send({ t: 'done', id: req.id, resumedAt });
+    const { resumedAt, handedAt } = await handBack(req.incarnations.map((_, pmd) => pmd), live(), () => null);
+    send({ t: 'done', id: req.id, resumedAt, handedAt });
   }
 });
 
@@ -110,9 +114,10 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
  * (QUEUES_BACK): sent as soon as every port's commands are (a vhost port says so before
  * their answers; the others once their hand-over ends), carried out by each PMD once it has
  * them all in use. `culprit`: why a port is not handed back but quarantined, or null.
- * Resolves to when the last of the PMDs took frames again, if each said (monotonicMs).
+ * Resolves to when the last of the PMDs took frames again, if each said, and when the last
+ * command was sent (monotonicMs).
  */
-async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[], culprit: (p: Endpoint, index: number) => string | null): Promise<number | undefined> {
+async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[], culprit: (p: Endpoint, index: number) => string | null): Promise<{ resumedAt?: number; handedAt: number }> {
   const sent: Promise<void>[] = [];
   const done: Promise<void>[] = [];
   endpoints.forEach((p, index) => {
@@ -129,8 +134,11 @@ async function handBack(pmds: number[], endpoints: readonly (Endpoint | null)[],
     }
   });
   await Promise.all(sent);
-  const [, backs] = await Promise.all([Promise.all(done), Promise.all(pmds.map((pmd) => dataplane.requestOn(pmd, QUEUES_BACK)))]);
-  return backs.length > 0 && backs.every((b) => b.resumedAt !== undefined) ? Math.max(...backs.map((b) => b.resumedAt!)) : undefined;
+  const queuesBack = Promise.all(pmds.map((pmd) => dataplane.requestOn(pmd, QUEUES_BACK)));
+  const handedAt = monotonicMs();
+  const [, backs] = await Promise.all([Promise.all(done), queuesBack]);
+  const resumedAt = backs.length > 0 && backs.every((b) => b.resumedAt !== undefined) ? Math.max(...backs.map((b) => b.resumedAt!)) : undefined;
+  return { resumedAt, handedAt };
 }
 
 /**

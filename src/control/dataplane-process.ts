@@ -14,7 +14,7 @@ import { arenaAddress, encodeShared, refOf, releaseShared, sharedBuffer } from '
 import { initLifeLocks, LIFE_BLOCK_BYTES } from '../sys/life-locks.ts';
 import type { DeathSeen, DeathWatchData } from './dataplane-death-watch.ts';
 import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
-import { DATAPLANE_V8_FLAGS } from '../dataplane/jit-flags.ts';
+import { DATAPLANE_V8_FLAGS, SPARE_V8_FLAGS } from '../dataplane/jit-flags.ts';
 import { createLog } from '../log.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
@@ -60,7 +60,7 @@ export class DataplaneProcess {
     const [commandsEnd, dataplaneCommands] = seqpacketPair();
     this.commandsFd = commandsEnd;
     // The data plane's V8 flags first: any given to node for vrouter itself come after and win.
-    this.child = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
+    this.child = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
       argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
       stdio: ['ignore', 'inherit', 'inherit', dataplaneEnd, dataplaneCommands],
     });

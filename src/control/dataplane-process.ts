@@ -198,10 +198,10 @@ export class DataplaneProcess {
     this.send({ t: 'tables', update: encodeShared(update, true) });
   }
 
-  /** Kills the process (SIGKILL: nothing in it needs a clean end) and waits for its exit. */
   /**
-   * Kills the process; resolves once it and its death watch have ended (the supervisor's
-   * exit stops its threads: one still loading would take the exit down as terminate() does).
+   * Kills the process (SIGKILL: nothing in it needs a clean end); resolves once it and its
+   * death watch have ended (the supervisor's exit stops its threads: one still loading would
+   * take the exit down as terminate() does).
    */
   async kill(): Promise<void> {
     if (!this.exited) {

@@ -1,9 +1,9 @@
 // A thread of the job pool (jobs.ts): imports the job's module and runs its default export.
 // Shared memory travels as SharedRefs (jobs.ts), viewed here at the process's mapping.
+import { parentPort } from 'node:worker_threads';
 import { decodeShared, encodeShared, leaseUsed, useArena, useLease, type ArenaLease } from '../sys/shared-arena.ts';
 import { collectGarbageSoon } from './collect.ts';
 import { setThreadNice } from '../sys/libc.ts';
-import { parentPort } from 'node:worker_threads';
 
 // Compiles are bulk work: this thread runs at 0, not at the nice value of the control
 // threads it was started from (raising it needs no privilege; a positive one stays).

@@ -121,6 +121,11 @@ try {
   // A plugin that cannot compile its tables from the config is a config error too.
   if ((err as { code?: string }).code === 'VR_CONFIG') invalidConfig(err);
   log.error(`cannot start: ${(err as Error).message}`, 'vrouter.failed');
+  // What did start goes first: the ports' sockets (a frontend would find them and be
+  // refused), the data planes, the threads (one stopped by the exit while it loads would
+  // turn it into an abort).
+  stopping = true;
+  await supervisor.stop().catch((stopErr: Error) => log.warn(`stopping what had started: ${stopErr.message}`));
   process.exit(1);
 }
 

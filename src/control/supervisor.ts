@@ -237,6 +237,8 @@ export class Supervisor {
     const first = await new Promise<ControlEvent>((resolve) => control.once('message', (m: Uint8Array) => resolve(unpack(m))));
     if (first.t === 'fatal') {
       await this.terminateAll();
+      // Ended: a stop() after this failed start has no control thread to wait for.
+      this.control = null;
       throw new Error(first.error);
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));

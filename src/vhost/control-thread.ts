@@ -76,10 +76,13 @@ const ports: (Endpoint | null)[] = endpoints.map(endpointFor);
 const live = () => ports.filter((p): p is Endpoint => p !== null);
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 
+const started: Endpoint[] = [];
 try {
-  for (const p of live()) p.start();
+  for (const p of live()) (p.start(), started.push(p));
   send({ t: 'ready' });
 } catch (err) {
+  // Those already listening close, and remove their sockets: vrouter does not start.
+  await Promise.allSettled(started.map((p) => p.stop()));
   send({ t: 'fatal', error: (err as Error).message });
 }
 

@@ -2,7 +2,7 @@
 // every mistake is refused with the field at fault and the reason.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigDocument, ConfigError, parseConfig, readAdminToken } from '../../src/control/config.ts';
@@ -221,6 +221,26 @@ t.test('the daemon refuses a bad config before it starts anything', async (t) =>
   const broken = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 20000, env: daemonEnv() });
   t.equal(broken.status, 2);
   t.match(broken.stderr, /not valid JSON/);
+});
+
+t.test('a start that fails half-way (the admin endpoint cannot listen; a port path that is a directory) removes what it had made', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'c.json');
+  // Valid, and refused only by the host: the admin socket's directory does not exist.
+  writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), bridge: 'br0' }], admin: { listen: `unix:${join(dir, 'none', 'admin.sock')}` } }));
+  const run = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 30000, env: daemonEnv() });
+  t.match(run.stderr, /port a: listening on .*a\.sock/, 'the port had started');
+  t.match(run.stderr, /cannot start: listen E[A-Z]+: .*admin\.sock/, 'the failure and why');
+  t.equal(run.status, 1, 'status 1');
+  t.notOk(existsSync(join(dir, 'a.sock')), "the port's socket is removed (a frontend would find it and be refused)");
+  // The second port's path is a directory: the control thread fails after it opened the first.
+  mkdirSync(join(dir, 'b.sock'));
+  writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), bridge: 'br0' }, { name: 'b', socket: join(dir, 'b.sock'), bridge: 'br0' }] }));
+  const second = spawnSync(process.execPath, [VROUTER_BIN, '--config', file], { encoding: 'utf8', timeout: 30000, env: daemonEnv() });
+  t.match(second.stderr, /cannot start: .*b\.sock exists and is not a socket/, 'the second port: the failure and why');
+  t.equal(second.status, 1, 'status 1');
+  t.notOk(existsSync(join(dir, 'a.sock')), "the first port's socket, opened before, is removed");
 });
 
 t.test('a tap port with several queues: an IFF_MULTI_QUEUE interface, its queues spread over the PMDs', async (t) => {

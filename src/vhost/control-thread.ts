@@ -78,7 +78,10 @@ const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 
 const started: Endpoint[] = [];
 try {
-  for (const p of live()) (p.start(), started.push(p));
+  for (const p of live()) {
+    p.start();
+    started.push(p);
+  }
   send({ t: 'ready' });
 } catch (err) {
   // Those already listening close, and remove their sockets: vrouter does not start.

@@ -146,7 +146,7 @@ export class Supervisor {
   /** which port holds each slot of the data plane (null: free) */
   private slots: PortSlots;
   /** requests to the control thread waiting for their 'done', by id */
-  private readonly controlRequests = new Map<number, (done: { error?: string; resumedAt?: number; handedAt?: number }) => void>();
+  private readonly controlRequests = new Map<number, (done: ControlDone) => void>();
   private controlRequestId = 0;
   /** while the PMDs are restarted on a new layout: those still to exit, and what to call when none is left */
   private relayout: { exiting: Set<number>; allExited: () => void } | null = null;
@@ -783,14 +783,14 @@ export class Supervisor {
   }
 
   /** A request to the control thread answered with 'done': resolves, or throws its error. */
-  private askControl(request: ControlRequest & { id: number }): Promise<{ resumedAt?: number; handedAt?: number }> {
+  private askControl(request: ControlRequest & { id: number }): Promise<ControlDone> {
     const control = this.control;
     if (control === null) return Promise.reject(new Error('the control thread is not running'));
     return new Promise((resolve, reject) => {
-      this.controlRequests.set(request.id, ({ error, resumedAt, handedAt }) => {
+      this.controlRequests.set(request.id, (done) => {
         this.controlRequests.delete(request.id);
-        if (error === undefined) resolve({ resumedAt, handedAt });
-        else reject(Object.assign(new Error(error), { code: 'VR_PORT', field: 'ports' }));
+        if (done.error === undefined) resolve(done);
+        else reject(Object.assign(new Error(done.error), { code: 'VR_PORT', field: 'ports' }));
       });
       control.postMessage({ msg: pack(request) } satisfies ControlEnvelope);
     });
@@ -1217,6 +1217,9 @@ export class Supervisor {
     void this.stop().then(() => process.exit(1));
   }
 }
+
+/** The control thread's answer to a request (its 'done' event). */
+type ControlDone = Extract<ControlEvent, { t: 'done' }>;
 
 /** When each step of a hand-over to a new data plane ended (monotonicMs): see promote(). */
 interface HandOverSteps {

@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { awaitLifeLock, holdLifeLock, initLifeLocks, LIFE_BLOCK_BYTES, LIFE_LOCKS } from '../../src/sys/life-locks.ts';
 import { arenaAddress, createArena, refOf, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
 import { DataplaneProcess } from '../../src/control/dataplane-process.ts';
+import { waitFor } from '../support/traffic.ts';
 import { exitStatusOf, startTimeOf, type DeathSeen, type DeathWatchData } from '../../src/control/dataplane-death-watch.ts';
 
 const ARENA_BYTES = 2 ** 30;
@@ -183,11 +184,6 @@ t.test('a data plane killed as its watch starts: the supervisor lives on, the wa
     process.kill(dataplane.pid!, 'SIGKILL');
     t.equal(await death, 'null SIGKILL', 'its death is reported, by SIGKILL');
     t.equal(await dataplane.deathWatchEnded(), 0, 'the watch ended by itself (not terminated)');
-    t.ok(await waitUntil(() => sharedBytesInUse() === before, 5000), 'the block is freed once the watch has ended');
+    t.ok(await waitFor('the block freed', () => sharedBytesInUse() === before, 5000).then(() => true, () => false), 'the block is freed once the watch has ended');
   }
 });
-
-async function waitUntil(done: () => boolean, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (done()) return true;
-  return done();
-}

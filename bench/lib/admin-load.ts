@@ -3,7 +3,7 @@
 // second (POST /routes and DELETE /routes/PREFIX, issued at that pace without waiting for
 // the answers, as many clients would), host routes and /24s in 198.18.0.0/15 (RFC 2544's
 // benchmarking range), never the destinations of the measured flows. It runs only while
-// `on` is set, and counts what was done then.
+// `on` is set, counts what was done then, and removes the routes it added as it closes.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent } from 'undici';
 
@@ -221,6 +221,11 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
       wake();
       await Promise.all([changes, scrapes]);
       while (inFlight > 0) await sleep(5);
+      // The routes it added go: a load started after it on the same router (another
+      // window) would otherwise add some of them again, and be refused.
+      for (let at = 0; at < live.length; at += LIVE_ROUTES) await call('PATCH', '/routes', { remove: live.slice(at, at + LIVE_ROUTES) });
+      live.length = 0;
+      inTable.clear();
       await dispatcher.close();
     },
   };

@@ -7,7 +7,7 @@
 // compared on each change (a route added through the admin endpoint), and text costs a
 // fraction of bytes in typed arrays there; the parsed form is kept here (prefixOf), for
 // the routes of the last two configs, and each route as parsed, with the entry it came from.
-import { PluginConfigError, listEditOf, notAUnicastAddress, parseAddress, parseEdited, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
+import { PluginConfigError, listEditOf, notAUnicastAddress, notRoutedNetwork, parseAddress, parseEdited, parseMac, parseNetwork, type Prefix } from '../../src/pipeline/api.ts';
 
 export interface RouteConfig {
   /** the network, as Prefix.text: "10.0.0.0/24" */
@@ -141,6 +141,8 @@ function parseRoute(raw: unknown, field: string): RouteConfig {
   const r = object(raw, field, ['prefix', 'via', 'port', 'metric', 'blackhole']);
   const prefix = address(r.prefix, `${field}.prefix`, 'networks');
   if (r.prefix !== undefined && typeof r.prefix === 'string' && !r.prefix.includes('/')) throw new PluginConfigError(`${field}.prefix`, `needs a prefix length (${r.prefix}/${prefix.family === 4 ? 32 : 128} for one host)`);
+  const notRouted = notRoutedNetwork(prefix);
+  if (notRouted !== null) throw new PluginConfigError(`${field}.prefix`, `${prefix.text} ${notRouted}: packets to it are dropped as not routable, never routed`);
   const vias = r.via === undefined ? [] : Array.isArray(r.via) ? r.via : [r.via];
   const via = vias.map((v, i) => address(v, Array.isArray(r.via) ? `${field}.via[${i}]` : `${field}.via`, 'addresses'));
   const wrong = via.findIndex((v) => v.family !== prefix.family);

@@ -358,6 +358,28 @@ t.test('a learned neighbour the config\'s checks refuse is left out, not the rea
   t.same(config.learnedNeighbours.map((n) => n.address.text), ['10.0.1.8'], 'the multicast MAC left out, the other kept');
 });
 
+t.test('a route to a network no packet to is ever routed is refused; one that only overlaps such a range is not', async (t) => {
+  const refused: [string, RegExp][] = [
+    ['127.0.0.0/8', /127\.0\.0\.0\/8 is in 127\/8 \(loopback\): packets to it are dropped as not routable/],
+    ['127.5.0.0/16', /in 127\/8/],
+    ['0.0.0.0/8', /in 0\/8/],
+    ['224.0.0.0/4', /in 224\/4 \(multicast\)/],
+    ['232.1.2.3/32', /in 224\/4/],
+    ['240.0.0.0/4', /in 240\/4 \(reserved\)/],
+    ['224.0.0.0/3', /is 224\/3/],
+    ['255.255.255.255/32', /in 240\/4/],
+    ['ff02::/16', /in ff00::\/8 \(multicast\)/],
+    ['fe80::/64', /in fe80::\/10 \(link-local\)/],
+  ];
+  for (const [prefix, message] of refused) {
+    const via = prefix.includes(':') ? '2001:db8:1::9' : '10.0.1.9';
+    t.throws(() => routing.parseConfig!({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9' }, { prefix, via }] }), { field: 'routes[1].prefix', message }, prefix);
+  }
+  // The data path drops by destination address; a network with some routable addresses is a route.
+  for (const prefix of ['0.0.0.0/0', '0.0.0.0/7', '192.0.0.0/2', '126.0.0.0/7', '::/0', 'fe00::/9', 'fe00::/7', '8000::/1'])
+    t.doesNotThrow(() => routing.parseConfig!({ routes: [{ prefix, blackhole: true }] }), prefix);
+});
+
 t.test('config errors name the field', async (t) => {
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '172.16.0.1' }] }), { field: 'routes[0].via', message: /no connected subnet/ });
   await t.rejects(router({ routes: [{ prefix: '10.9.0.0/16', via: '10.0.1.9', port: 'nope' }] }), { field: 'routes[0].port', message: /not a port or bridge/ });

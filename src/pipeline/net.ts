@@ -198,6 +198,25 @@ export function notAUnicastAddress(a: Prefix): string | null {
 }
 
 /**
+ * Why no packet to any address of a network is ever routed (a route to it would never be
+ * used), or null when some are: destinations the routing stage drops as not routable (RFC
+ * 1812 5.3.7 for IPv4; IPv6 multicast is the segment's, link-local never leaves its link).
+ * Networks that only overlap such a range (0.0.0.0/0) are routed.
+ */
+export function notRoutedNetwork(p: Prefix): string | null {
+  const b = p.bytes;
+  if (p.family === 6) {
+    if (p.length >= 8 && b[0] === 0xff) return 'is in ff00::/8 (multicast)';
+    if (p.length >= 10 && b[0] === 0xfe && (b[1] & 0xc0) === 0x80) return 'is in fe80::/10 (link-local)';
+    return null;
+  }
+  if (p.length >= 3 && b[0] >= 224) return p.length === 3 ? 'is 224/3 (multicast and reserved)' : b[0] >= 240 ? 'is in 240/4 (reserved)' : 'is in 224/4 (multicast)';
+  if (p.length >= 8 && b[0] === 127) return 'is in 127/8 (loopback)';
+  if (p.length >= 8 && b[0] === 0) return 'is in 0/8 ("this network")';
+  return null;
+}
+
+/**
  * Whether an IPv4 address is the network or the broadcast address of its subnet of
  * `length` bits (host bits all 0 or all 1), or neither; a /31 or /32 has neither (RFC 3021).
  */

@@ -74,6 +74,7 @@ t.test('changing routes live, and refusals that change nothing', async (t) => {
   const cases: [unknown, number, string, string, RegExp][] = [
     [{ prefix: '198.51.100.0/24', via: '172.16.0.1' }, 400, 'VR_CONFIG', 'via', /no connected subnet/],
     [{ prefix: '198.51.100.1/24', via: '10.0.2.3' }, 400, 'VR_CONFIG', 'prefix', /host bits/],
+    [{ prefix: '239.1.0.0/16', via: '10.0.2.3' }, 400, 'VR_CONFIG', 'prefix', /239\.1\.0\.0\/16 is in 224\/4 \(multicast\): packets to it are dropped as not routable, never routed/],
     [{ prefix: '198.51.100.0/24', via: '10.0.2.3', metric: -1 }, 400, 'VR_INVALID', 'metric', /must be >= 0/],
     [{ prefix: '198.51.100.0/24', gateway: '10.0.2.3' }, 400, 'VR_INVALID', 'gateway', /unknown key/],
     ['{"prefix": ', 400, 'VR_BAD_JSON', '', /not JSON/],

@@ -47,7 +47,7 @@ export interface AdminBackend {
   /** packet capture's shared memory, and the names its records need */
   capture(): CaptureSource;
   /** the data-plane process: pid, deaths, upgrades */
-  dataplane(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string; restartMs: number | null } | null };
+  dataplane(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: { at: string; how: string; restartMs: number | null } | null; lastUpgrade: (UpgradeResult & { at: string }) | null };
   /** replaces the data-plane process by one started from the code on disk */
   upgrade(): Promise<UpgradeResult>;
   /** each route source ("routeSources", mirrors' namespaces): state, routes, routes left out by why */
@@ -337,7 +337,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'GET', path: '/route-sources', summary: 'the route sources (netlink in a namespace, FPM): state, routes learned, and routes left out by why (another table, Linux\'s own connected routes, a gateway of another family...)',
       handle: () => ({ json: backend.routeSources() }),
     },
-    { method: 'GET', path: '/dataplane', summary: 'the data-plane process: its pid, the spare\'s (pmd.spare), how often it died (the last time, how, and restartMs: from the death to the next one\'s PMDs taking frames again) and was upgraded', handle: () => ({ json: backend.dataplane() }) },
+    { method: 'GET', path: '/dataplane', summary: 'the data-plane process: its pid, the spare\'s (pmd.spare), how often it died (the last time, how, and restartMs: from the death to the next one\'s PMDs taking frames again) and was upgraded (the last time, and what it answered: the pause and its steps)', handle: () => ({ json: backend.dataplane() }) },
     {
       method: 'POST', path: '/dataplane/upgrade', summary: 'starts a data-plane process from the code now on disk and hands it the queues; frontends stay connected. Answers the new pid and how long forwarding paused',
       handle: async () => {

@@ -113,6 +113,9 @@ export interface LastDeath {
   restartMs: number | null;
 }
 
+/** The last upgrade: when, and what it answered (the pause and its steps). */
+export type LastUpgrade = UpgradeResult & { at: string };
+
 export class Supervisor {
   private config: VrouterConfig;
   private readonly configPath: string;
@@ -164,7 +167,7 @@ export class Supervisor {
   /** the ports the PMDs were serving at each crash of the data plane (not an external kill) */
   private crashServing: { at: number; slots: Set<number> }[] = [];
   /** what GET /dataplane shows: deaths and upgrades since start, the last death */
-  private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as LastDeath | null };
+  private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as LastDeath | null, lastUpgrade: null as LastUpgrade | null };
   /** since the last data plane died: the ports to quarantine at the hand-over to the next (crash loops) */
   private died: { culprits: { port: number; error: string }[] } | null = null;
   /** a data-plane process loaded and waiting, to take over (pmd.spare) */
@@ -495,6 +498,7 @@ export class Supervisor {
       const pauseSteps = { oldStopped: since(steps.oldStoppedAt), go: since(steps.goAt), queuesSent: since(steps.handedAt) };
       const result = { pid: spare.dataplane.pid ?? 0, previousPid: old.pid ?? 0, pauseMs: since(steps.resumedAt), pauseSteps, totalMs: Math.round(performance.now() - began) };
       this.dataplaneHistory.upgrades++;
+      this.dataplaneHistory.lastUpgrade = { at: new Date().toISOString(), ...result };
       log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${describePause(pauseSteps)}; ${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
       return result;
     });
@@ -571,7 +575,7 @@ export class Supervisor {
   }
 
   /** The data-plane process: its pid, and how often it died or was replaced. */
-  dataplaneInfo(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: LastDeath | null } {
+  dataplaneInfo(): { pid: number | null; sparePid: number | null; deaths: number; upgrades: number; lastDeath: LastDeath | null; lastUpgrade: LastUpgrade | null } {
     return { pid: this.dataplane?.pid ?? null, sparePid: this.spare?.dataplane.pid ?? null, ...this.dataplaneHistory };
   }
 

@@ -132,8 +132,9 @@ t.test('vrouterctl upgrade during a ping flood: a new data plane from the code o
   const steps = /old PMDs stopped at ([\d.]+) ms, the new told to go at ([\d.]+), every queue's commands sent at ([\d.]+)/.exec(upgraded.out)?.slice(1).map(Number) ?? [];
   t.ok(steps.length === 3 && steps.every((at, i) => at >= 0 && at >= (steps[i - 1] ?? 0) && at <= pauseMs), `its steps, in order, within the pause: ${steps.join(', ')} ms`);
   t.ok(pauseMs < 100, `forwarding paused ${pauseMs} ms (under 100 ms): ${upgraded.out.trim()}`);
-  const info = (await adminClient(vr).call('GET', '/dataplane')).json as { pid: number; upgrades: number; deaths: number };
+  const info = (await adminClient(vr).call('GET', '/dataplane')).json as { pid: number; upgrades: number; deaths: number; lastUpgrade: { pid: number; pauseMs: number; pauseSteps: { oldStopped: number; go: number; queuesSent: number } } };
   t.same({ pid: info.pid, upgrades: info.upgrades, deaths: info.deaths }, { pid: Number(answer?.[2]), upgrades: 1, deaths: 0 }, 'GET /dataplane: the new pid, one upgrade, no death');
+  t.match(info.lastUpgrade, { pid: Number(answer?.[2]), previousPid: first, pauseMs, pauseSteps: { oldStopped: steps[0], go: steps[1], queuesSent: steps[2] }, at: /^\d{4}-/ }, 'and the last upgrade, as vrouterctl printed it');
   const [spare] = await waitFor('a spare from the new code', () => (sparePids(vr.proc.pid!).length === 1 ? sparePids(vr.proc.pid!) : undefined), 10000);
   t.ok(spare !== first && spare !== Number(answer?.[2]), `a new spare runs (pid ${spare})`);
   await a.waitForConsole(/VR-RESULT[^\n]*test=ping/, 30000);

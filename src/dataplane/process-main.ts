@@ -80,7 +80,13 @@ const wakeFds: number[] = [];
 /** By id: each mapping (guest memory, packet rings), and for guest memory where its region starts in it (`skip` bytes in). */
 const mapped = new Map<number, { addr: bigint; length: number; skip?: number }>();
 
-const supervisor = new PacketChannel(SUPERVISOR_FD, { message: (m, fds) => onSupervisor(m as SupervisorMessage, fds), closed: () => process.exit(0) });
+/**
+ * The supervisor is gone: so is this process, at once and whole. Not process.exit(): it
+ * stops the PMD threads first, and one stopped while it declares koffi's functions aborts
+ * the process (koffi cannot throw into a thread being stopped); nothing here needs a clean end.
+ */
+const supervisorGone = () => process.kill(process.pid, 'SIGKILL');
+const supervisor = new PacketChannel(SUPERVISOR_FD, { message: (m, fds) => onSupervisor(m as SupervisorMessage, fds), closed: supervisorGone });
 const commands = new PacketChannel(COMMANDS_FD, { message: (m, fds) => onCommand(m as CommandMessage, fds), closed: () => undefined });
 const tell = (event: DataplaneEvent) => supervisor.send(event);
 

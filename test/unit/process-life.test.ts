@@ -136,6 +136,22 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
   });
 }
 
+t.test('the data plane and its spare end at once when the supervisor is killed', async (t) => {
+  const dir = tempDir(t);
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', writeConfig(dir, routed(dir))], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  t.ok(await waitFor(() => /a spare data plane \(pid \d+\) is loaded/.test(err), 15000), `vrouter is ready, its spare loaded:\n${err}`);
+  const children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  t.equal(children.length, 2, 'a data plane and a spare');
+  // Orphans: nothing else would stop their PMDs polling the guests' queues.
+  proc.kill('SIGKILL');
+  t.ok(await waitFor(() => children.every((pid) => !alive(pid)), 1000), `both ended within a second: ${children.map((pid) => `${pid} ${alive(pid) ? 'alive' : 'gone'}`).join(', ')}`);
+  await sleep(200);
+  t.notMatch(err, /FATAL|Abort/, 'and neither aborted');
+});
+
 t.test('--log-format json: every line of every thread is one object', async (t) => {
   const dir = tempDir(t);
   const file = writeConfig(dir, routed(dir));

@@ -75,6 +75,13 @@ interface FibChange {
   statics: string[];
   /** the routes to them now (null: none), for the tables' `statics` */
   staticRoutes: Map<string, PrefixRoutes | null>;
+  /**
+   * every prefix's routes now, when every prefix's were compared (staticsDiffering): the
+   * tables' `statics` become these whole, the routes of prefixes that did not change
+   * included, so that they hold the entries of the config in force (staticsTouched leaves
+   * out of them the entries a later change removes)
+   */
+  allStatics: Map<string, PrefixRoutes> | null;
 }
 
 /**
@@ -97,9 +104,12 @@ export function planFib(setup: PluginSetup<RoutingConfig>, interfaces: readonly 
         const changed = changeInPlace(running, change);
         running.partial = changed === null;
         if (changed !== null) {
-          for (const [text, routes] of change.staticRoutes) {
-            if (routes === null) running.statics.delete(text);
-            else running.statics.set(text, routes);
+          if (change.allStatics !== null) running.statics = change.allStatics;
+          else {
+            for (const [text, routes] of change.staticRoutes) {
+              if (routes === null) running.statics.delete(text);
+              else running.statics.set(text, routes);
+            }
           }
           running.routes = setup.config.routes;
           updateStaticKeys(running.staticKeys, change.statics, running.statics, running.interfaceKeys);
@@ -217,23 +227,25 @@ function staticsTouched(t: FibTables, now: readonly RouteConfig[]): Map<string, 
   return touched;
 }
 
-/** The same for any two lists: every prefix's routes compared. */
-function staticsDiffering(t: FibTables, config: RoutingConfig): Map<string, PrefixRoutes | null> {
+/** The same for any two lists: every prefix's routes compared; with them, every prefix's routes now. */
+function staticsDiffering(t: FibTables, config: RoutingConfig): { differing: Map<string, PrefixRoutes | null>; statics: Map<string, PrefixRoutes> } {
   const statics = staticRoutes(config);
   const differing = new Map<string, PrefixRoutes | null>();
   for (const [text, routes] of statics) if (t.statics.get(text)?.says !== routes.says) differing.set(text, routes);
   for (const text of t.statics.keys()) if (!statics.has(text)) differing.set(text, null);
-  return differing;
+  return { differing, statics };
 }
 
 /** The routes of the prefixes whose static routes changed, resolved; null when there are too many. */
 function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Interface[], learned: LearnedRoutes): FibChange | null {
   if (t.partial) return null;
-  const touched = staticsTouched(t, config.routes) ?? staticsDiffering(t, config);
+  let touched = staticsTouched(t, config.routes);
+  let allStatics: Map<string, PrefixRoutes> | null = null;
+  if (touched === null) ({ differing: touched, statics: allStatics } = staticsDiffering(t, config));
   const changed: string[] = [];
   for (const [text, routes] of touched) if (t.statics.get(text)?.says !== routes?.says) changed.push(text);
   if (changed.length > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: changed, staticRoutes: touched };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: changed, staticRoutes: touched, allStatics };
   for (const text of changed) {
     const p: Prefix = prefixOf(text);
     const key = keyOf(p);
@@ -258,7 +270,7 @@ function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Inte
 function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
   if (t.partial) return null;
   if (prefixes.size > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [], staticRoutes: new Map() };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [], staticRoutes: new Map(), allStatics: null };
   for (const text of prefixes) {
     const p = learnedPrefix(text);
     if (p === null) continue;

@@ -5,6 +5,7 @@
 // refused with the field at fault, or applied live.
 import type { TSchema } from '../control/typebox.ts';
 import type { ApplyResult } from '../control/supervisor.ts';
+import { ConfirmError } from '../control/commit-confirmed.ts';
 import type { UpgradeResult } from '../control/upgrade-pause.ts';
 import type { PortStats } from '../dataplane/counters.ts';
 import { PLUGIN_TOP_LEVEL_KEYS } from '../control/config-schema.ts';
@@ -15,23 +16,24 @@ import { canonicalPrefix, hasRouteTo, routeDraft } from './route-edits.ts';
 import { openApiDocument } from './openapi.ts';
 import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBatchBody, RouteBody } from './schemas.ts';
 import type { ConfigChange } from '../control/config-diff.ts';
-import { createLog } from '../log.ts';
-
-const log = createLog('admin');
 
 /** What the endpoint needs of the running router (the supervisor). */
 export interface AdminBackend {
   /** the config document in force, as written */
   document(): Record<string, unknown>;
   apply(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult>;
+  /** PUT /config: applies a whole document in its turn, rolled back unless confirmed within `seconds` (commit-confirmed.ts); throws ConfirmError VR_ROLLED_BACK */
+  commit(document: unknown, seconds: number | null, source: string): Promise<ApplyResult & { rollbackInSeconds?: number }>;
+  /** keeps the change waiting for its confirm; throws ConfirmError VR_NOT_FOUND or VR_ROLLED_BACK */
+  confirm(): Promise<void>;
   /**
    * applies an edit of the document in force, made when its turn comes (concurrent changes
    * all land): on a shallow copy, so the edit replaces what it changes, never changing an
    * object of the document in place
    */
   applyEdit(edit: (document: Record<string, unknown>) => void, source: string, changes?: () => ConfigChange[]): Promise<ApplyResult>;
-  /** writes the document in force to the config file; returns its path */
-  save(): string;
+  /** writes the document in force to the config file, after the changes queued before; returns its path; throws ConfirmError VR_UNCONFIRMED while a change waits for its confirm */
+  save(): Promise<string>;
   /** reads the config file and plugin files again and applies them */
   reload(): Promise<ApplyResult>;
   stats(): { ports: Record<string, PortStats>; pmds: { cpu: number; rx_packets: number; tx_packets: number; busy_ms?: number; busy_rounds?: number; ns_per_packet?: number | null; queues?: { port: string; queue: number }[] }[] };
@@ -66,8 +68,6 @@ export interface ApiRoute extends Route {
   produces?: string;
 }
 
-const clone = <T>(v: T): T => structuredClone(v);
-
 /** What GET /routes takes (the routing stage's routes table reads it). */
 const ROUTES_QUERY = {
   prefix: 'only the routes to this prefix (192.0.2.0/24)',
@@ -77,12 +77,14 @@ const ROUTES_QUERY = {
   offset: 'after this many',
 };
 
-export function adminRoutes(backend: AdminBackend): ApiRoute[] {
-  /** A pending commit-confirmed: the document to go back to, and the timer that does. */
-  let confirm: { previous: unknown; timer: NodeJS.Timeout; deadline: number } | null = null;
-  /** rollbacks of changes not confirmed in time, so far: a PUT applied meanwhile was rolled back too */
-  let rollbacks = 0;
+/** Commit-confirmed's refusals: a change undone by a rollback, or one that is not there to confirm. */
+const CONFIRM_STATUS = { VR_ROLLED_BACK: 409, VR_UNCONFIRMED: 409, VR_NOT_FOUND: 404 } as const;
 
+function confirmRefusal(err: unknown): unknown {
+  return err instanceof ConfirmError ? new ApiError(CONFIRM_STATUS[err.code], err.code, '', err.message) : err;
+}
+
+export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   const needPlugin = (name: string) => {
     if (!backend.pipeline().includes(name)) throw new ApiError(404, 'VR_NOT_FOUND', '', `the pipeline has no ${name} stage`);
   };
@@ -297,39 +299,22 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         const dryRun = req.query.get('dryRun') === '1' || req.query.get('dryRun') === 'true';
         const seconds = req.query.get('confirm');
         if (seconds !== null && !(Number(seconds) >= 1 && Number(seconds) <= 3600)) throw new ApiError(400, 'VR_INVALID', 'confirm', 'must be a number of seconds from 1 to 3600');
-        const previous = clone(backend.document());
-        const rolledBackBefore = rollbacks;
-        const result = await backend.apply(doc, { dryRun, source: dryRun ? 'PUT /config (dry run)' : 'PUT /config' });
-        if (dryRun) return { json: { ...result, dryRun } };
-        // A rollback that came due while this change waited or applied was queued after it:
-        // the config in force is the one before the change that was not confirmed.
-        if (rollbacks !== rolledBackBefore) throw new ApiError(409, 'VR_ROLLED_BACK', '', 'applied, then rolled back with the earlier change that was not confirmed in time: the config in force is the one before that change');
-        if (seconds === null) {
-          // A plain commit keeps a change waiting for its confirm, as a router's does.
-          if (confirm !== null) {
-            clearTimeout(confirm.timer);
-            confirm = null;
-          }
-          return { json: { ...result, dryRun } };
+        if (dryRun) return { json: { ...(await backend.apply(doc, { dryRun, source: 'PUT /config (dry run)' })), dryRun } };
+        try {
+          return { json: { ...(await backend.commit(doc, seconds === null ? null : Number(seconds), 'PUT /config')), dryRun } };
+        } catch (err) {
+          throw confirmRefusal(err);
         }
-        if (confirm !== null) clearTimeout(confirm.timer);
-        const rollbackTo = confirm?.previous ?? previous;
-        const timer = setTimeout(() => {
-          confirm = null;
-          rollbacks++;
-          backend.apply(rollbackTo, { source: 'rollback: the change was not confirmed in time' }).catch((err: Error) => log.error(`the rollback of a change not confirmed in time was refused, the change stays in force: ${err.message}`, 'config.refused'));
-        }, Number(seconds) * 1000);
-        timer.unref();
-        confirm = { previous: rollbackTo, timer, deadline: Date.now() + Number(seconds) * 1000 };
-        return { json: { ...result, dryRun, rollbackInSeconds: Number(seconds) } };
       },
     },
     {
       method: 'POST', path: '/config/confirm', summary: 'keeps the change of a PUT /config?confirm=S',
-      handle: () => {
-        if (confirm === null) throw new ApiError(404, 'VR_NOT_FOUND', '', 'no change is waiting for a confirm');
-        clearTimeout(confirm.timer);
-        confirm = null;
+      handle: async () => {
+        try {
+          await backend.confirm();
+        } catch (err) {
+          throw confirmRefusal(err);
+        }
         return { json: { confirmed: true } };
       },
     },
@@ -351,11 +336,11 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
     {
       method: 'POST', path: '/config/save', summary: 'writes the config in force to the config file (not while a change waits for its confirm)',
-      handle: () => {
-        if (confirm !== null) throw new ApiError(409, 'VR_UNCONFIRMED', '', 'a change waits for its confirm (POST /config/confirm): saved, it would outlive its rollback');
+      handle: async () => {
         try {
-          return { json: { saved: backend.save() } };
+          return { json: { saved: await backend.save() } };
         } catch (err) {
+          if (err instanceof ConfirmError) throw confirmRefusal(err);
           throw new ApiError(500, 'VR_SAVE', '', (err as Error).message);
         }
       },

@@ -13,7 +13,9 @@ export async function startAdmin(supervisor: Supervisor): Promise<AdminHttp> {
     document: () => supervisor.runningDocument as Record<string, unknown>,
     apply: (document, options) => supervisor.apply(document, options),
     applyEdit: (edit, source, changes) => supervisor.applyEdit(edit, source, changes),
-    save: () => supervisor.saveDocument(),
+    commit: (document, seconds, source) => supervisor.commit(document, seconds, source),
+    confirm: () => supervisor.confirmChange(),
+    save: () => supervisor.save(),
     reload: () => supervisor.reloadFile('POST /reload'),
     stats: () => supervisor.stats(),
     ports: () => {

@@ -35,6 +35,7 @@ import { RouteSources, type LearnedChange, type RouteSourceStatus } from './rout
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
 import { describePause, type UpgradeResult } from './upgrade-pause.ts';
+import { CommitConfirmed } from './commit-confirmed.ts';
 
 const log = createLog('supervisor');
 
@@ -132,6 +133,13 @@ export class Supervisor {
   private readonly pendingEdits: { edit: (document: Record<string, unknown>) => void; source: string; changes?: () => ConfigChange[]; resolve: (r: ApplyResult) => void; reject: (err: unknown) => void }[] = [];
   /** applies run one after the other */
   private applying: Promise<unknown> = Promise.resolve();
+  /** PUT /config?confirm=S: its steps take their turns among the applies */
+  private readonly commitConfirmed = new CommitConfirmed({
+    queue: (job) => this.queueApply(job),
+    applyNow: (document, source) => this.applyNow(document, { source }),
+    document: () => this.document,
+    rollbackRefused: (message) => log.error(message, 'config.refused'),
+  });
   /**
    * What the route sources hold besides routes (addresses on mirrors, permanent neighbours):
    * part of the config, applied with it; whether they changed since; and whether an apply
@@ -721,7 +729,12 @@ export class Supervisor {
   /** Reads the config file and the plugin files again and applies them; throws if refused. */
   async reloadFile(source = this.configPath): Promise<ApplyResult> {
     const { document } = readConfigFile(this.configPath);
-    const result = await this.apply(document, { source });
+    const result = await this.queueApply(async () => {
+      const applied = await this.applyNow(document, { source });
+      // The file replaced the change waiting for its confirm, and what it would go back to.
+      if (this.commitConfirmed.replacedByFile()) log.info(`the change waiting for its confirm is replaced by ${this.configPath}: no rollback`, 'config.reloaded', { source });
+      return applied;
+    });
     if (result.mode === 'none') log.info(`reloaded from ${source}: nothing changed`, 'config.reloaded', { source, mode: 'none' });
     return result;
   }
@@ -841,9 +854,29 @@ export class Supervisor {
    * checks and prepares as much but changes nothing. One apply at a time, in order.
    */
   apply(document: unknown, options: { dryRun?: boolean; source: string }): Promise<ApplyResult> {
-    const run = this.applying.then(() => this.applyNow(document, options));
+    return this.queueApply(() => this.applyNow(document, options));
+  }
+
+  /** Runs `job` after every apply queued before it, and before those queued after. */
+  private queueApply<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.applying.then(job);
     this.applying = run.catch(() => undefined);
     return run;
+  }
+
+  /** PUT /config: a whole document applied in its turn, rolled back unless confirmed within `seconds` (commit-confirmed.ts). */
+  commit(document: unknown, seconds: number | null, source: string): Promise<ApplyResult & { rollbackInSeconds?: number }> {
+    return this.commitConfirmed.commit(document, seconds, source);
+  }
+
+  /** POST /config/confirm: keeps the change waiting for its confirm. */
+  confirmChange(): Promise<void> {
+    return this.commitConfirmed.confirm();
+  }
+
+  /** POST /config/save: the document in force written to the file, after the changes queued before; refused while one waits for its confirm. */
+  save(): Promise<string> {
+    return this.commitConfirmed.save(() => this.saveDocument());
   }
 
   /**

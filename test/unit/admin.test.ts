@@ -221,6 +221,15 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
   t.match(await api.call('POST', '/config/confirm'), { status: 200, json: { confirmed: true } });
   t.match(await api.call('POST', '/config/confirm'), { status: 404 });
   t.same((await api.call('GET', '/config')).json, next, 'confirmed: it stays');
+  // A reload replaces a change waiting for its confirm with the file: nothing to roll back.
+  const third = { ...structuredClone(next), routes: [...next.routes, { prefix: '198.51.100.0/24', blackhole: true }] };
+  t.match(await api.call('PUT', '/config?confirm=1', third), { status: 200 });
+  t.match(await api.call('POST', '/reload'), { status: 200 });
+  t.match(vr.stderr(), /the change waiting for its confirm is replaced by \S+config\.json: no rollback/, 'said in the log');
+  await new Promise((r) => setTimeout(r, 1300));
+  t.notMatch(vr.stderr(), /rollback: the change was not confirmed in time[\s\S]*rollback: the change was not confirmed in time/, 'no second rollback');
+  t.same((await api.call('GET', '/config')).json, before, 'the file\'s config stays in force');
+  t.match(await api.call('POST', '/config/confirm'), { status: 404 });
 });
 
 t.test('/metrics passes promtool', async (t) => {

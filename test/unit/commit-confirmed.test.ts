@@ -1,38 +1,49 @@
-// Commit-confirmed (PUT /config?confirm=S) against its races, on the endpoint's own logic
-// with a backend that applies in order, one at a time, each apply taking a while (as the
-// supervisor's compiles do): a rollback that comes due while another change is applied
-// undoes that change too, and says so; a plain PUT keeps the change waiting; a change
-// waiting for its confirm is not saved to the file. The real daemon's commit-confirmed is
-// in admin.test.ts.
+// Commit-confirmed (PUT /config?confirm=S) against its races: the endpoint's handlers and
+// commit-confirmed.ts over a queue of applies that runs them in order, one at a time, each
+// taking a while (as the supervisor's compiles do). A rollback that comes due while another
+// change is applied undoes that change too, and says so; it goes back to the config in
+// force when the change's turn came; a plain PUT keeps the change waiting; a change waiting
+// is not saved to the file, nor while it applies. The real daemon's commit-confirmed is in
+// admin.test.ts.
 import t from 'tap';
 import { adminRoutes, type AdminBackend } from '../../src/admin/api.ts';
 import { ApiError } from '../../src/admin/http.ts';
+import { CommitConfirmed } from '../../src/control/commit-confirmed.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const doc = (tag: string) => ({ ports: [{ name: 'a', socket: `/tmp/${tag}.sock` }] });
 const tagOf = (d: Record<string, unknown>) => /\/tmp\/(\w+)\.sock/.exec((d.ports as { socket: string }[])[0].socket)![1];
 
-function endpoint(applyMs: number) {
+/** `refused`: documents whose apply fails (as the supervisor refuses a config). */
+function endpoint(applyMs: number, refused = new Set<string>()) {
   let current: Record<string, unknown> = doc('P0');
   let chain: Promise<unknown> = Promise.resolve();
   const saved: string[] = [];
+  const refusals: string[] = [];
+  const queue = <T>(job: () => Promise<T>): Promise<T> => {
+    const run = chain.then(job);
+    chain = run.catch(() => undefined);
+    return run;
+  };
+  const applyNow = async (document: unknown) => {
+    await sleep(applyMs);
+    const tag = tagOf(document as Record<string, unknown>);
+    if (refused.has(tag)) throw new Error(`${tag} refused`);
+    current = document as Record<string, unknown>;
+    return { mode: 'live' as const, plugins: [], diff: [] };
+  };
+  const confirmed = new CommitConfirmed({ queue, applyNow, document: () => current, rollbackRefused: (m) => void refusals.push(m) });
   const backend = {
     document: () => current,
-    apply(document: unknown) {
-      const run = chain.then(async () => {
-        await sleep(applyMs);
-        current = document as Record<string, unknown>;
-        return { mode: 'live', plugins: [], diff: [] };
-      });
-      chain = run.catch(() => undefined);
-      return run;
-    },
-    save: () => (saved.push(tagOf(current)), '/etc/vrouter.json'),
+    apply: (document: unknown) => queue(() => applyNow(document)),
+    commit: (document: unknown, seconds: number | null, source: string) => confirmed.commit(document, seconds, source),
+    confirm: () => confirmed.confirm(),
+    save: () => confirmed.save(() => (saved.push(tagOf(current)), '/etc/vrouter.json')),
   } as unknown as AdminBackend;
   const routes = adminRoutes(backend);
   const route = (method: string, path: string) => routes.find((r) => r.method === method && r.path === path)!;
   const call = async (method: string, path: string, query = '', body?: unknown) => route(method, path).handle({ method, params: {}, query: new URLSearchParams(query), body });
-  return { call, inForce: () => tagOf(current), saved, settled: () => chain };
+  return { call, apply: backend.apply, inForce: () => tagOf(current), saved, refusals, settled: () => chain };
 }
 
 t.test('a rollback that comes due while another change is applied undoes it too, and that change says so', async (t) => {
@@ -41,7 +52,7 @@ t.test('a rollback that comes due while another change is applied undoes it too,
   await sleep(800);
   // B applies from ~1100 to ~1400: the rollback comes due meanwhile, and is applied after it.
   await t.rejects(e.call('PUT', '/config', 'confirm=3', doc('B')), new ApiError(409, 'VR_ROLLED_BACK', '', 'applied, then rolled back with the earlier change that was not confirmed in time: the config in force is the one before that change'));
-  await sleep(50);
+  await t.rejects(e.call('POST', '/config/confirm'), { status: 409, code: 'VR_ROLLED_BACK', message: /too late/ }, 'too late to confirm A');
   await e.settled();
   t.equal(e.inForce(), 'P0', 'the config before A is in force');
   await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits for a confirm');
@@ -49,7 +60,29 @@ t.test('a rollback that comes due while another change is applied undoes it too,
   t.equal(e.inForce(), 'P0', 'and no later rollback brings back A, which was never confirmed');
 });
 
-t.test('a plain PUT keeps the change waiting for its confirm; a change waiting is not saved', async (t) => {
+t.test('a change after a rollback came due, before it was applied, goes on top of it, and its own rollback goes back there', async (t) => {
+  const e = endpoint(300);
+  await e.call('PUT', '/config', 'confirm=1', doc('A')); // A in force at ~300 ms, its rollback due at ~1300, applied by ~1600
+  await sleep(1100);
+  const b = e.call('PUT', '/config', 'confirm=2', doc('B')); // sent at ~1400, applied after the rollback: ~1900
+  await b;
+  t.equal(e.inForce(), 'B', 'B is in force, on top of the rollback');
+  await sleep(2400);
+  await e.settled();
+  t.equal(e.inForce(), 'P0', 'B, not confirmed, rolled back to P0, never to A');
+});
+
+t.test('the rollback goes back to the config in force when the change applied, changes queued before it included', async (t) => {
+  const e = endpoint(200);
+  const before = e.apply(doc('D1'), { source: 'an edit' }); // queued first: in force before the PUT's turn
+  await e.call('PUT', '/config', 'confirm=1', doc('A'));
+  await before;
+  await sleep(1300);
+  await e.settled();
+  t.equal(e.inForce(), 'D1', 'back to D1, the config before A, not P0 (in force when the PUT was sent)');
+});
+
+t.test('a plain PUT keeps the change waiting for its confirm; a change waiting, or applying, is not saved', async (t) => {
   const e = endpoint(10);
   await e.call('PUT', '/config', 'confirm=1', doc('A'));
   await t.rejects(e.call('POST', '/config/save'), { status: 409, code: 'VR_UNCONFIRMED' }, 'not saved while it waits');
@@ -60,9 +93,16 @@ t.test('a plain PUT keeps the change waiting for its confirm; a change waiting i
   await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits any more');
   await e.call('POST', '/config/save');
   t.same(e.saved, ['B'], 'then saved');
+
+  const slow = endpoint(300);
+  const put = slow.call('PUT', '/config', 'confirm=1', doc('C'));
+  await sleep(100);
+  await t.rejects(slow.call('POST', '/config/save'), { status: 409, code: 'VR_UNCONFIRMED' }, 'a save sent while the change applies waits for it, and is refused');
+  await put;
+  t.same(slow.saved, [], 'nothing saved');
 });
 
-t.test('without a confirm the change before is back; with one it stays', async (t) => {
+t.test('without a confirm the change before is back; with one it stays, even sent while it applies', async (t) => {
   const e = endpoint(10);
   await e.call('PUT', '/config', 'confirm=1', doc('A'));
   await sleep(1200);
@@ -72,4 +112,22 @@ t.test('without a confirm the change before is back; with one it stays', async (
   await e.call('POST', '/config/confirm');
   await sleep(1200);
   t.equal(e.inForce(), 'C', 'confirmed: it stays');
+
+  const slow = endpoint(300);
+  const put = slow.call('PUT', '/config', 'confirm=1', doc('D'));
+  await sleep(100);
+  t.match(await slow.call('POST', '/config/confirm'), { json: { confirmed: true } }, 'a confirm sent while the change applies takes its turn after it');
+  await put;
+  await sleep(1300);
+  t.equal(slow.inForce(), 'D', 'and keeps it');
+});
+
+t.test('a rollback refused is reported, and the change stays in force', async (t) => {
+  const e = endpoint(10, new Set(['P0']));
+  await e.call('PUT', '/config', 'confirm=1', doc('A'));
+  await sleep(1200);
+  await e.settled();
+  t.equal(e.inForce(), 'A', 'A stays');
+  t.match(e.refusals, [/the rollback of a change not confirmed in time was refused, the change stays in force: P0 refused/], 'the refusal goes to the log');
+  await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits any more');
 });

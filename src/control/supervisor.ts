@@ -406,7 +406,9 @@ export class Supervisor {
     void dataplane
       .ready()
       .then(() => this.layout.pmds.forEach(({ id }) => dataplane.spawnPmd(id, spare.incarnations[id], this.spawnData(id), true)))
-      .catch((err: Error) => this.spareFailed(err.message));
+      // A spare replaced meanwhile (by an upgrade, new plugin files) is gone already: its
+      // failure is its own, never the next spare's.
+      .catch((err: Error) => (this.spare === spare ? this.spareFailed(err.message) : spare.failed(err)));
     return loaded.then(() => spare);
   }
 

@@ -1,0 +1,29 @@
+// Upgrades of the data plane (POST /dataplane/upgrade) with test frontends: one after
+// another as fast as an operator's script sends them, each answers and the last forwards.
+// Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
+import t from 'tap';
+import { adminClient } from '../support/admin-client.ts';
+import { dataplanePids, trafficFlows } from '../support/traffic.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
+
+const MAC = { a: '02:00:00:00:00:0a', b: '02:00:00:00:00:0b' };
+
+t.test('upgrades back to back: the spare one started after the first is replaced, not the next one', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  const api = adminClient(vr);
+  // The second comes while the spare the first started loads: it is replaced by one of the second's.
+  const first = await api.call('POST', '/dataplane/upgrade');
+  t.equal(first.status, 200, `the first: ${first.text}`);
+  const second = await api.call('POST', '/dataplane/upgrade');
+  t.equal(second.status, 200, `the second: ${second.text}`);
+  t.equal(second.json?.previousPid, first.json?.pid, 'from the data plane the first started');
+  t.same(dataplanePids(vr.proc.pid!), [second.json?.pid], 'to its own');
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through it');
+  t.equal((await api.call('GET', '/dataplane')).json.upgrades, 2, 'two upgrades counted');
+});

@@ -612,7 +612,7 @@ export class Supervisor {
   private async handQueuesBack(commandsFd?: number): Promise<{ resumedAt: number; handedAt: number }> {
     const died = commandsFd === undefined ? undefined : (this.died ?? undefined);
     if (commandsFd !== undefined) this.died = null;
-    const { resumedAt, handedAt } = await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, incarnations: this.incarnations, commandsFd, died });
+    const { resumedAt, handedAt } = await this.askControl({ t: 'layout', id: ++this.controlRequestId, queueOwner: this.layout.queueOwner, slots: [...this.slots], incarnations: this.incarnations, commandsFd, died });
     const answered = monotonicMs();
     return { resumedAt: resumedAt ?? answered, handedAt: handedAt ?? answered };
   }

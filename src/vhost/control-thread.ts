@@ -43,6 +43,11 @@ export type ControlRequest =
       t: 'layout';
       id: number;
       queueOwner: number[][];
+      /**
+       * the port of each slot the layout has (null: none): a port opened since (a 'ports' whose
+       * layout has not come yet: an upgrade's hand-over ran meanwhile) stays held
+       */
+      slots: (string | null)[];
       incarnations: number[];
       commandsFd?: number;
       /** the data plane died: ports whose memory files shrank, and these (a crash loop), are quarantined first */
@@ -108,9 +113,10 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
   } else if (req.t === 'layout') {
     if (req.died) await quarantineCulprits(req.died.culprits);
     dataplane.replaceAll(req.incarnations, req.queueOwner, req.commandsFd);
-    for (const p of live()) p.release();
+    const laidOut = ports.map((p, slot) => (p !== null && req.slots[slot] === p.name ? p : null));
+    for (const p of laidOut) p?.release();
     // Every PMD (one incarnation each; queueOwner is by port, not by PMD).
-    const { resumedAt, handedAt } = await handBack(req.incarnations.map((_, pmd) => pmd), live(), () => null);
+    const { resumedAt, handedAt } = await handBack(req.incarnations.map((_, pmd) => pmd), laidOut, () => null);
     send({ t: 'done', id: req.id, resumedAt, handedAt });
   }
 });

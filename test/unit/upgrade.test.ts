@@ -1,9 +1,11 @@
 // Upgrades of the data plane (POST /dataplane/upgrade) with test frontends: one after
-// another as fast as an operator's script sends them, each answers and the last forwards.
+// another as fast as an operator's script sends them, each answers and the last forwards;
+// a port added meanwhile, its frontend connecting at once, is served after the upgrade.
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
 import t from 'tap';
+import { existsSync } from 'node:fs';
 import { adminClient } from '../support/admin-client.ts';
-import { dataplanePids, trafficFlows } from '../support/traffic.ts';
+import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
@@ -26,4 +28,26 @@ t.test('upgrades back to back: the spare one started after the first is replaced
   t.same(dataplanePids(vr.proc.pid!), [second.json?.pid], 'to its own');
   t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through it');
   t.equal((await api.call('GET', '/dataplane')).json.upgrades, 2, 'two upgrades counted');
+});
+
+t.test('a port added while an upgrade loads its spare: served once the upgrade is done, by the new data plane', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const api = adminClient(vr);
+  const upgrading = api.call('POST', '/dataplane/upgrade');
+  const socketC = `${vr.dir}/c.sock`;
+  const adding = api.call('POST', '/ports', { name: 'c', socket: socketC, bridge: 'br0' });
+  // Its frontend connects as soon as the socket is there, before the answer (as a VM started at once would).
+  await waitFor('the socket of c', () => existsSync(socketC) || undefined, 5000);
+  const c = await startDevice(socketC);
+  t.teardown(() => c.close());
+  const added = await adding;
+  t.equal(added.status, 200, `POST /ports: ${added.text}`);
+  const upgraded = await upgrading;
+  t.equal(upgraded.status, 200, `the upgrade: ${upgraded.text}`);
+  t.equal(await trafficFlows(a, c, 20, MAC.a, '02:00:00:00:00:0c'), 20, 'a -> c');
+  t.equal(await trafficFlows(c, a, 20, '02:00:00:00:00:0c', MAC.a), 20, 'c -> a');
+  t.notMatch(vr.stderr(), /port c: (connection closed|internal error)/, 'c was never disconnected');
 });

@@ -456,6 +456,14 @@ export class Supervisor {
     // A PMD stuck in a plugin never answers: the process is killed anyway.
     const quiesced = old === null || (await Promise.race([old.quiesce().then(() => true), sleep(QUIESCE_TIMEOUT_MS).then(() => false)]));
     const oldStoppedAt = monotonicMs();
+    if (this.spare !== spare) {
+      // Dropped while the old PMDs stopped (it died, a PMD of it failed, new plugin files
+      // replaced it). The old PMDs wait for good: the PMDs start in a new process, cold.
+      this.dataplane = null;
+      await old?.kill();
+      const started = await this.startPmds();
+      throw Object.assign(new Error(`the spare was lost while the old PMDs stopped: a new data plane (pid ${started.pid}) runs the PMDs, forwarding paused ${Math.round(started.resumedAt - oldStoppedAt)} ms more`), { code: 'VR_UPGRADE' });
+    }
     this.spare = null;
     this.dataplane = spare.dataplane;
     // Its PMDs wait for good now: it goes once the new ones have the queues (its exit, the

@@ -1,6 +1,7 @@
 // Upgrades of the data plane (POST /dataplane/upgrade) with test frontends: one after
 // another as fast as an operator's script sends them, each answers and the last forwards;
-// a port added meanwhile, its frontend connecting at once, is served after the upgrade.
+// a port added meanwhile, its frontend connecting at once, is served after the upgrade; a
+// spare lost while the old PMDs stop leaves the PMDs started in a new data plane.
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
 import t from 'tap';
 import { existsSync } from 'node:fs';
@@ -50,4 +51,29 @@ t.test('a port added while an upgrade loads its spare: served once the upgrade i
   t.equal(await trafficFlows(a, c, 20, MAC.a, '02:00:00:00:00:0c'), 20, 'a -> c');
   t.equal(await trafficFlows(c, a, 20, '02:00:00:00:00:0c', MAC.a), 20, 'c -> a');
   t.notMatch(vr.stderr(), /port c: (connection closed|internal error)/, 'c was never disconnected');
+});
+
+t.test('the spare lost while the old PMDs stop: the PMDs start in a new data plane, and the upgrade says so', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  const [old] = dataplanePids(vr.proc.pid!);
+  const api = adminClient(vr);
+  // Stopped, the old data plane never answers the quiesce: the supervisor waits its 500 ms.
+  process.kill(old, 'SIGSTOP');
+  const logged = vr.stderr().length;
+  const upgrading = api.call('POST', '/dataplane/upgrade');
+  const [, spare] = await waitFor('the new spare loaded', () => /a spare data plane \(pid (\d+)\) is loaded/.exec(vr.stderr().slice(logged)) ?? undefined, 15_000);
+  process.kill(Number(spare), 'SIGKILL');
+  const upgraded = await upgrading;
+  t.match(upgraded, { status: 503, json: { error: { code: 'VR_UPGRADE', message: /the spare was lost while the old PMDs stopped: a new data plane \(pid \d+\) runs the PMDs/ } } }, upgraded.text);
+  const now = dataplanePids(vr.proc.pid!);
+  t.equal(now.length, 1, 'one data plane runs');
+  t.ok(!now.includes(old) && !now.includes(Number(spare)), `neither the old one nor the lost spare: ${now}`);
+  t.equal((await api.call('GET', '/dataplane')).json.pid, now[0], 'GET /dataplane names it');
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through it');
+  t.equal(await trafficFlows(b, a, 20, MAC.b, MAC.a), 20, 'b -> a');
 });

@@ -3,7 +3,7 @@
 // a port added meanwhile, its frontend connecting at once, is served after the upgrade; a
 // spare lost while the old PMDs stop leaves the PMDs started in a new data plane.
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { existsSync } from 'node:fs';
 import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
@@ -12,13 +12,19 @@ import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const MAC = { a: '02:00:00:00:00:0a', b: '02:00:00:00:00:0b' };
 
-t.test('upgrades back to back: the spare one started after the first is replaced, not the next one', async (t) => {
+/** vrouter bridging ports a and b (a spare loaded), a test frontend on each. */
+async function bridgeWithFrontends(t: Test) {
   const vr = await startVrouter(bridgeConfig(['a', 'b']));
   t.teardown(() => vr.stop());
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
   const b = await startDevice(vr.sockets.b);
   t.teardown(() => b.close());
+  return { vr, a, b };
+}
+
+t.test('upgrades back to back: the spare one started after the first is replaced, not the next one', async (t) => {
+  const { vr, a, b } = await bridgeWithFrontends(t);
   const api = adminClient(vr);
   // The second comes while the spare the first started loads: it is replaced by one of the second's.
   const first = await api.call('POST', '/dataplane/upgrade');
@@ -54,12 +60,7 @@ t.test('a port added while an upgrade loads its spare: served once the upgrade i
 });
 
 t.test('the spare lost while the old PMDs stop: the PMDs start in a new data plane, and the upgrade says so', async (t) => {
-  const vr = await startVrouter(bridgeConfig(['a', 'b']));
-  t.teardown(() => vr.stop());
-  const a = await startDevice(vr.sockets.a);
-  t.teardown(() => a.close());
-  const b = await startDevice(vr.sockets.b);
-  t.teardown(() => b.close());
+  const { vr, a, b } = await bridgeWithFrontends(t);
   const [old] = dataplanePids(vr.proc.pid!);
   const api = adminClient(vr);
   // Stopped, the old data plane never answers the quiesce: the supervisor waits its 500 ms.

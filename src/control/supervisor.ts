@@ -74,6 +74,12 @@ const SPARE_RETRY_MS = 5000;
 const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
+/**
+ * A PMD that has not polled this long after it was started is stuck in its start: in a
+ * plugin's createState, or importing a module that never returns (a start takes about a
+ * second: modules loaded, stages built).
+ */
+const START_STUCK_MS = 5000;
 /** How long a stuck PMD terminated may take to end before its process is killed. */
 const TERMINATE_GRACE_MS = 3000;
 const WATCHDOG_MS = 250;
@@ -194,6 +200,8 @@ export class Supervisor {
   private readonly crashes: (string | null)[] = [];
   /** per PMD: whether it has made a poll round since it was (re)started */
   private readonly polled: boolean[] = [];
+  /** per PMD: when it was (re)started (Date.now()), until it polls or is found stuck starting */
+  private readonly startedAt: number[] = [];
   /** per PMD: its heartbeat when last seen to move, and when */
   private readonly heartbeats: { beat: number; at: number }[] = [];
   /** plugins taken out of restarted PMDs after they hung one */
@@ -359,11 +367,14 @@ export class Supervisor {
     };
   }
 
-  /** Watches PMD `id` from its first poll round on (loading plugins may take a while). */
+  /** Watches PMD `id` from its first poll round on, and its start (loading plugins may take a while) for START_STUCK_MS. */
   private watchFromStart(id: number): void {
     this.crashes[id] = null;
     this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
     this.polled[id] = false;
+    this.startedAt[id] = Date.now();
+    // Until it builds a stage, a hang is not a plugin's: the word may hold a stage of the incarnation before.
+    this.doorbells[id][DOORBELL_STAGE] = -1;
   }
 
   /** Starts PMD `id` in the data-plane process in use, as a new incarnation of it. */
@@ -686,15 +697,19 @@ export class Supervisor {
         this.polled[id] = true;
         return;
       }
-      if (now - seen.at < STUCK_MS) return;
+      // Not polled yet: it is starting (its first round counts from then).
+      const starting = !this.polled[id] && seen.at === Infinity;
+      if (starting ? now - this.startedAt[id] < START_STUCK_MS : now - seen.at < STUCK_MS) return;
       this.heartbeats[id] = { beat, at: Infinity }; // once: the restart resets it
+      this.startedAt[id] = Infinity;
+      const how = starting ? `no poll round ${START_STUCK_MS} ms after its start` : `no poll round for ${STUCK_MS} ms`;
       const stage = this.config.pipeline[bell[DOORBELL_STAGE]];
       const plan = this.plugins.find((p) => p.name === stage);
       if (plan) {
         if (!this.takenOut.includes(plan.name)) this.takenOut.push(plan.name);
-        log.error(`pmd${id} is stuck in plugin ${plan.name} (no poll round for ${STUCK_MS} ms): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`, 'pmd.stuck', { pmd: id, plugin: plan.name });
+        log.error(`pmd${id} is stuck in plugin ${plan.name} (${how}): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`, 'pmd.stuck', { pmd: id, plugin: plan.name });
       } else {
-        log.error(`pmd${id} is stuck (no poll round for ${STUCK_MS} ms, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
+        log.error(`pmd${id} is stuck (${how}, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
       }
       this.terminatePmd(id);
       this.killUnlessEnded(id);

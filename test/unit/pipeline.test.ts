@@ -188,6 +188,25 @@ t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
   t.notMatch(vr.stderr(), /pmd0 exited/, 'and the PMD never crashed');
 });
 
+t.test('a plugin whose createState never returns is taken out, the PMD runs', async (t) => {
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { stuck: { path: fileURLToPath(new URL('../support/plugins/hangs-at-start.ts', import.meta.url)) } },
+    pipeline: ['stuck', 'bridge'],
+  });
+  t.teardown(() => vr.stop());
+  await waitFor('the watchdog', () => /pmd0 is stuck in plugin stuck \(no poll round 5000 ms after its start\): restarting it without the plugin \(bypass: its traffic passes unprocessed\)/.test(vr.stderr()) || undefined, 10_000);
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  for (let i = 0; i < 5; i++) postRxBuffer(b.rx, 2048);
+  for (let i = 0; i < 5; i++) sendFrame(a.tx, ethernetFrame(MAC_B, MAC_A, 60, i));
+  a.kick();
+  let got = 0;
+  await waitFor('5 frames', () => (got += b.rx.takeUsed().length) >= 5 || undefined, 10_000);
+  t.equal(got, 5, 'traffic passes the bypassed plugin');
+});
+
 t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
   /** A plugin that adds `step` to its counter for every batch. */

@@ -168,35 +168,20 @@ t.test('a PMD blocked in a system call: its process is killed, the spare takes o
   t.ok(vr.alive());
 });
 
-t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
+/** vrouter bridging a and b behind the plugin `name` of test/support/plugins/`file`. */
+async function behindPlugin(t: { teardown(fn: () => unknown): void }, name: string, file: string): Promise<StartedVrouter> {
   const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    ports: ['a', 'b'].map((port) => ({ name: port, socket: `{dir}/${port}.sock`, bridge: 'br0' })),
     pmd: { cores: [1] },
-    plugins: { broken: { path: fileURLToPath(new URL('../support/plugins/cannot-start.ts', import.meta.url)) } },
-    pipeline: ['broken', 'bridge'],
+    plugins: { [name]: { path: fileURLToPath(new URL(`../support/plugins/${file}`, import.meta.url)) } },
+    pipeline: [name, 'bridge'],
   });
   t.teardown(() => vr.stop());
-  await waitFor('the log line', () => /plugin broken failed to start, taken out of the pipeline \(bypass\): Error: no state for this PMD/.test(vr.stderr()));
-  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
-  t.teardown(() => [a, b].forEach((d) => d.close()));
-  for (let i = 0; i < 5; i++) postRxBuffer(b.rx, 2048);
-  for (let i = 0; i < 5; i++) sendFrame(a.tx, ethernetFrame(MAC_B, MAC_A, 60, i));
-  a.kick();
-  let got = 0;
-  await waitFor('5 frames', () => (got += b.rx.takeUsed().length) >= 5 || undefined);
-  t.equal(got, 5, 'traffic passes the bypassed plugin');
-  t.notMatch(vr.stderr(), /pmd0 exited/, 'and the PMD never crashed');
-});
+  return vr;
+}
 
-t.test('a plugin whose createState never returns is taken out, the PMD runs', async (t) => {
-  const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
-    pmd: { cores: [1] },
-    plugins: { stuck: { path: fileURLToPath(new URL('../support/plugins/hangs-at-start.ts', import.meta.url)) } },
-    pipeline: ['stuck', 'bridge'],
-  });
-  t.teardown(() => vr.stop());
-  await waitFor('the watchdog', () => /pmd0 is stuck in plugin stuck \(no poll round 5000 ms after its start\): restarting it without the plugin \(bypass: its traffic passes unprocessed\)/.test(vr.stderr()) || undefined, 10_000);
+/** How many of 5 frames from a (connected now, as b) reach b. */
+async function framesThrough(t: { teardown(fn: () => unknown): void }, vr: StartedVrouter): Promise<number> {
   const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
   t.teardown(() => [a, b].forEach((d) => d.close()));
   for (let i = 0; i < 5; i++) postRxBuffer(b.rx, 2048);
@@ -204,7 +189,20 @@ t.test('a plugin whose createState never returns is taken out, the PMD runs', as
   a.kick();
   let got = 0;
   await waitFor('5 frames', () => (got += b.rx.takeUsed().length) >= 5 || undefined, 10_000);
-  t.equal(got, 5, 'traffic passes the bypassed plugin');
+  return got;
+}
+
+t.test('a plugin that cannot start is taken out, the PMD runs', async (t) => {
+  const vr = await behindPlugin(t, 'broken', 'cannot-start.ts');
+  await waitFor('the log line', () => /plugin broken failed to start, taken out of the pipeline \(bypass\): Error: no state for this PMD/.test(vr.stderr()));
+  t.equal(await framesThrough(t, vr), 5, 'traffic passes the bypassed plugin');
+  t.notMatch(vr.stderr(), /pmd0 exited/, 'and the PMD never crashed');
+});
+
+t.test('a plugin whose createState never returns is taken out, the PMD runs', async (t) => {
+  const vr = await behindPlugin(t, 'stuck', 'hangs-at-start.ts');
+  await waitFor('the watchdog', () => /pmd0 is stuck in plugin stuck \(no poll round 5000 ms after its start\): restarting it without the plugin \(bypass: its traffic passes unprocessed\)/.test(vr.stderr()) || undefined, 10_000);
+  t.equal(await framesThrough(t, vr), 5, 'traffic passes the bypassed plugin');
 });
 
 t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one', async (t) => {

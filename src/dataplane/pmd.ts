@@ -38,8 +38,11 @@ export interface Stage {
   readonly headerBytes?: number;
 }
 
-/** Makes the stages of a PMD's pipeline, in order, given the PMD's counter block. */
-export type PipelineBuilder = (counters: Float64Array) => Stage[];
+/**
+ * Makes the stages of a PMD's pipeline, in order, given the PMD's counter block and its
+ * doorbell (where the stage being built is marked, as the one running a burst is).
+ */
+export type PipelineBuilder = (counters: Float64Array, doorbell: Int32Array) => Stage[];
 
 /** how long a PMD taking queues over waits to be told they are all back (Pmd.waitForQueues) */
 const QUEUES_BACK_WAIT_MS = 2000;
@@ -119,7 +122,7 @@ export class Pmd {
     this.capture = new CaptureWriter(capture, me);
     this.deferred = new DeferredPayloads(shared.pool.handleCount, BURST);
     this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed, this.capture, this.deferred);
-    this.stages = pipeline(counters);
+    this.stages = pipeline(counters, this.doorbell);
     this.headersOnly = this.stages.every((s) => s.headerBytes !== undefined && s.headerBytes <= HEADER_BYTES);
     this.batch = new Batch(this.pool, this.deferred);
     this.load = new Float64Array(shared.load, me * LOAD_FIELDS * 8, LOAD_FIELDS);

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLog, EVENTS, NO_EVENT } from '../../src/log.ts';
+import { dataplanePids, sparePids } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { daemonEnv, REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
 
@@ -143,7 +144,7 @@ t.test('the data plane and its spare end at once when the supervisor is killed',
   proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
   t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
   t.ok(await waitFor(() => /a spare data plane \(pid \d+\) is loaded/.test(err), 15000), `vrouter is ready, its spare loaded:\n${err}`);
-  const children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+  const children = [...dataplanePids(proc.pid!), ...sparePids(proc.pid!)];
   t.equal(children.length, 2, 'a data plane and a spare');
   // Orphans: nothing else would stop their PMDs polling the guests' queues.
   proc.kill('SIGKILL');

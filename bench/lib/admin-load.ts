@@ -224,8 +224,6 @@ export function adminLoad(socketPath: string, options: AdminLoadOptions) {
       // The routes it added go: a load started after it on the same router (another
       // window) would otherwise add some of them again, and be refused.
       for (let at = 0; at < live.length; at += LIVE_ROUTES) await call('PATCH', '/routes', { remove: live.slice(at, at + LIVE_ROUTES) });
-      live.length = 0;
-      inTable.clear();
       await dispatcher.close();
     },
   };

@@ -83,6 +83,8 @@ const START_STUCK_MS = 5000;
 /** How long a stuck PMD terminated may take to end before its process is killed. */
 const TERMINATE_GRACE_MS = 3000;
 const WATCHDOG_MS = 250;
+/** How long a live change of tables waits for the PMDs to take them before it answers. */
+const TABLES_TAKEN_MS = 1000;
 /**
  * Changes arriving within this long of an apply of changes are applied together, after it
  * (applyEdit); one after a quiet spell is applied at once.
@@ -1116,7 +1118,11 @@ export class Supervisor {
     } else if (live) {
       const taken = forPmds.length > 0 ? 'the PMDs take the new tables between bursts' : 'the tables in use changed in place';
       log.info(`reloaded from ${options.source}: new config for ${names} (${what}); ${taken}`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
-      if (forPmds.length > 0) this.postTables(forPmds);
+      if (forPmds.length > 0) {
+        this.postTables(forPmds);
+        // Answered once the PMDs forward with them: a packet sent after the answer meets the change.
+        await this.tablesTaken(this.tablesGeneration);
+      }
     } else {
       log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
       await this.pmdsStarted();
@@ -1194,6 +1200,17 @@ export class Supervisor {
   private postTables(plans: readonly PluginPlan[]): void {
     const update: TablesUpdate = { generation: this.tablesGeneration, tables: plans.map((p) => ({ name: p.name, config: p.pmdConfig, shared: this.pluginMemory[p.name] })) };
     this.dataplane?.postTables(update);
+  }
+
+  /**
+   * Until every PMD that polls has taken the tables of `generation` (between two bursts), at
+   * most TABLES_TAKEN_MS: one starting takes the newest as it starts, one stuck is the
+   * watchdog's.
+   */
+  private async tablesTaken(generation: number): Promise<void> {
+    const deadline = performance.now() + TABLES_TAKEN_MS;
+    const behind = () => this.dataplane !== null && this.layout.pmds.some(({ id }) => this.polled[id] && this.doorbells[id][DOORBELL_TABLES_SEEN] < generation);
+    while (behind() && performance.now() < deadline) await sleep(1);
   }
 
   /**

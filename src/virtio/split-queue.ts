@@ -30,7 +30,7 @@ export interface QueueLayout {
   indirect: boolean;
   /** VIRTIO_F_RING_PACKED: descAddr is the descriptor ring, availAddr and usedAddr the driver's and device's event suppression areas */
   packed?: boolean;
-  /** VIRTIO_F_IN_ORDER, on a queue the device only reads (a guest's TX queue): a packed ring's buffers go back one used descriptor a batch */
+  /** VIRTIO_F_IN_ORDER, on a queue the device only reads (a guest's TX queue): its buffers go back one used element (split) or descriptor (packed) a batch */
   inOrder?: boolean;
 }
 
@@ -70,6 +70,19 @@ export class SplitQueue implements Virtqueue {
   headerWritten = false;
   /** our copy of used->idx: published once per burst */
   usedIdx: number;
+  /**
+   * VIRTIO_F_IN_ORDER on a queue the device only reads, without an inflight record (which
+   * reads the heads back from the used ring): 2.7.9 lets the device write one used element
+   * a batch, in the batch's first slot, with the head of its last chain, and move the index
+   * past the whole batch. Each element is a store into a line the driver's CPU reads; the
+   * driver frees its buffers in order by the index alone (DPDK's in-order transmit cleanup
+   * reads no element).
+   */
+  private readonly batchesReturns: boolean;
+  /** the first slot whose element is not written: [batchFrom, usedIdx) went back unwritten, length 0 */
+  private batchFrom = 0;
+  /** the head returned at each slot of the batch */
+  private readonly batchHead: Uint16Array;
   /** set once the ring is found corrupt; the queue is then no longer polled */
   failure = '';
   /**
@@ -117,7 +130,10 @@ export class SplitQueue implements Virtqueue {
     // previous owner's last published burst ended.
     this.lastAvailIdx = layout.lastAvailIdx < 0 ? Atomics.load(this.used16, 1) : layout.lastAvailIdx & 0xffff;
     this.usedIdx = this.lastAvailIdx;
+    this.batchFrom = this.usedIdx;
     this.tracksInflight = inflight !== null;
+    this.batchesReturns = layout.inOrder === true && inflight === null;
+    this.batchHead = new Uint16Array(this.batchesReturns ? layout.size : 0);
     this.inflight8 = inflight ?? new Uint8Array(0);
     this.inflight16 = new Uint16Array(this.inflight8.buffer, this.inflight8.byteOffset, this.inflight8.byteLength >> 1);
     this.inflight32 = new Uint32Array(this.inflight8.buffer, this.inflight8.byteOffset, this.inflight8.byteLength >> 2);
@@ -288,7 +304,25 @@ export class SplitQueue implements Virtqueue {
   }
 
   returnChain(len: number): void {
-    this.putUsed(this.chainId, len);
+    if (!this.batchesReturns) {
+      this.putUsed(this.chainId, len);
+    } else if (len === 0) {
+      this.batchHead[this.usedIdx & this.mask] = this.chainId;
+      this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    } else {
+      this.writeBatch();
+      this.putUsed(this.chainId, len);
+      this.batchFrom = this.usedIdx;
+    }
+  }
+
+  /** The batch's one used element (see batchesReturns), before the index moves past it. */
+  private writeBatch(): void {
+    if (this.batchFrom === this.usedIdx) return;
+    const slot = (this.batchFrom & this.mask) * 2;
+    this.used32[1 + slot] = this.batchHead[(this.usedIdx - 1) & this.mask];
+    this.used32[2 + slot] = 0;
+    this.batchFrom = this.usedIdx;
   }
 
   /** The head of the n-th available chain after lastAvailIdx. */
@@ -387,7 +421,7 @@ export class SplitQueue implements Virtqueue {
     return segments;
   }
 
-  /** Records a used element for head (not yet visible to the guest: see publishUsed). */
+  /** Records a used element for head (not yet visible to the guest: see publishUsed); returnChain() on a queue that batches its returns. */
   putUsed(head: number, len: number): void {
     const slot = (this.usedIdx & this.mask) * 2;
     this.used32[1 + slot] = head;
@@ -399,6 +433,8 @@ export class SplitQueue implements Virtqueue {
   /** Takes back the used elements written since `to` (none of them published). */
   forgetUsed(to: number): void {
     if (this.tracksInflight) this.unmarkUsed(to);
+    // Slots from `to` on are free again; a batch that began before `to` now ends at it.
+    if (this.batchesReturns && ((to - this.batchFrom) & 0xffff) > ((this.usedIdx - this.batchFrom) & 0xffff)) this.batchFrom = to;
     this.usedIdx = to;
   }
 
@@ -445,6 +481,7 @@ export class SplitQueue implements Virtqueue {
     // and the index before the used_event / flags read below (2.7.8.2 "the device MUST
     // ... make sure the idx write is visible before reading used_event").
     if (this.tracksInflight) this.linkInflightBatch(from);
+    if (this.batchesReturns) this.writeBatch();
     Atomics.store(this.used16, 1, this.usedIdx);
     if (this.tracksInflight) this.unmarkInflightBatch(from);
     return this.callWanted(from);
@@ -457,6 +494,7 @@ export class SplitQueue implements Virtqueue {
    */
   exposeUsed(from: number): boolean {
     if (this.tracksInflight) this.linkInflightBatch(from);
+    if (this.batchesReturns) this.writeBatch();
     this.used16[1] = this.usedIdx;
     if (this.tracksInflight) this.unmarkInflightBatch(from);
     return true;

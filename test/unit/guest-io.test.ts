@@ -20,12 +20,12 @@ import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFr
 const A = '52:54:00:00:00:0a';
 const B = '52:54:00:00:00:0b';
 
-function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boolean; maxFrame?: number; offloads?: number } = {}) {
+function setup(t: Test, opts: { size?: number; startIdx?: number; eventIdx?: boolean; maxFrame?: number; offloads?: number; inOrder?: boolean } = {}) {
   const ram = new GuestRam();
   t.teardown(() => ram.close());
   const driverQ = new DriverQueue(ram, opts.size ?? 256, { startIdx: opts.startIdx, eventIdx: opts.eventIdx });
   const mem = new GuestMemory([ram.region()]);
-  const queue = SplitQueue.create(mem, driverQ.layout());
+  const queue = SplitQueue.create(mem, driverQ.layout({ inOrder: opts.inOrder }));
   if (typeof queue === 'string') throw new Error(queue);
   const counters = new Float64Array(COUNTERS_PER_PORT);
   // Queue pair 1 of port 0: its counters apart from pair 0's.
@@ -157,6 +157,30 @@ t.test('guest TX: the 16-bit indices wrap around', async (t) => {
   }
   t.equal(received, 25);
   t.equal(driverQ.usedIdx(), (65530 + 25) & 0xffff, 'used index wrapped past 65535');
+});
+
+t.test('guest TX with IN_ORDER: a burst goes back as one used element, in its first slot, naming its last chain', async (t) => {
+  const { ram, driverQ, owner, pool, handles } = setup(t, { size: 8, startIdx: 65533, inOrder: true });
+  const UNWRITTEN = 0xdeadbeef;
+  const element = (slot: number) => driverQ.usedOff + 4 + 8 * slot;
+  for (let slot = 0; slot < 8; slot++) [0, 4].forEach((at) => ram.dv.setUint32(element(slot) + at, UNWRITTEN, true));
+  const slotsOf = () => Array.from({ length: 8 }, (_, slot) => [ram.dv.getUint32(element(slot), true), ram.dv.getUint32(element(slot) + 4, true)]);
+  for (let round = 0; round < 3; round++) {
+    const usedBefore = driverQ.usedIdx();
+    // Chains of one and of two descriptors: the heads are not consecutive.
+    const heads = [1, 2, 3].map((k) => {
+      const frame = ethernetFrame(B, A, 60, round * 3 + k);
+      return sendFrame(driverQ, frame, k === 2 ? { split: [NET_HDR_LEN, frame.length] } : {});
+    });
+    const before = slotsOf();
+    t.equal(receiveBurst(owner, pool, handles, 0, 32), 3, `round ${round}: three frames`);
+    for (let i = 0; i < 3; i++) pool.free(handles[i]);
+    t.equal(driverQ.usedIdx(), (usedBefore + 3) & 0xffff, 'the used index moves past the whole batch (wrapping at 65535)');
+    const first = usedBefore % 8;
+    const after = slotsOf();
+    t.same(after[first], [heads[2], 0], "the batch's first slot names its last chain, length 0");
+    t.same([1, 2].map((k) => after[(first + k) % 8]), [1, 2].map((k) => before[(first + k) % 8]), 'its other slots are not written');
+  }
 });
 
 t.test('guest RX: mergeable buffers spanning several descriptors', async (t) => {

@@ -75,6 +75,7 @@ async function run(job: Job): Promise<Result> {
     count: (port, counter, n) => {
       counters[port * 8 + counter] += n;
     },
+    wantBatch() {},
   };
   const state: RateLimitState = ratelimit.createState(ctx);
   const pool = PacketPool.standalone(256);

@@ -20,7 +20,7 @@ import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
 import { neighbourTableBytes, NeighbourTable, STATE_NAMES, STATIC } from './neighbours.ts';
-import { COUNTERS, DROP_REASONS, Router } from './router.ts';
+import { COUNTERS, DROP_REASONS, HELD_CHECK_MS, Router } from './router.ts';
 import { describe } from './describe.ts';
 
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
@@ -39,12 +39,14 @@ function createState(ctx: PluginContext<RoutingConfig>): Router {
 function process(batch: PacketBatch, r: Router): void {
   const ingress = batch.ingress;
   const ifIndex = r.byPort[ingress];
+  r.now = clock.now === null ? batch.now : clock.now();
   if (ifIndex < 0) {
     if (r.mirrored[ingress] >= 0) fromLinux(r, batch, r.mirrored[ingress]);
+    // Packets held from a port no longer routed go on, or are dropped, all the same.
+    if (r.heldCount > 0) r.releaseHeld(batch);
     return;
   }
   const iface = r.interfaces[ifIndex];
-  r.now = clock.now === null ? batch.now : clock.now();
   const d = batch.data;
   if (r.words16 !== batch.words16) {
     r.words16 = batch.words16;
@@ -113,6 +115,14 @@ function advertise(r: Router, batch: PacketBatch): void {
 }
 
 function betweenBursts(r: Router): void {
+  if (r.heldCount > 0) {
+    // Not the last burst's time: the packets held must go on, or be dropped, without one.
+    const at = clock.now === null ? performance.timeOrigin + performance.now() : clock.now();
+    if (at >= r.heldCheckDue) {
+      r.heldCheckDue = at + HELD_CHECK_MS;
+      r.wantHeldBatches();
+    }
+  }
   // The time of the last burst: with no traffic there is nothing to age in a hurry.
   const now = clock.now === null ? r.now : clock.now();
   if (now - r.lastSweep < SWEEP_EVERY_MS) return;
@@ -131,6 +141,7 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
   const fib = planFib(setup, interfaces);
   const region = setup.shared[neighbourRegionOf(setup.topology)];
   const table = new NeighbourTable(region, setup.topology.ports.length);
+  table.seedIfNew();
   // Every entry checked before any is written: a refused config writes none.
   const seen = new Map<string, number>();
   const statics = setup.config.neighbours.map((n, k) => {

@@ -81,12 +81,6 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     local(r, batch, i, iface, ihl, total);
     return;
   }
-  const ttl = d[ip + 8];
-  if (ttl <= 1) {
-    icmpError(r, batch, i, iface, ICMP_TIME_EXCEEDED, 0, 0);
-    batch.dropAs(i, r.drop.ttl_exceeded);
-    return;
-  }
   if (group === NO_ROUTE) {
     icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_NET, 0);
     batch.dropAs(i, r.drop.no_route);
@@ -107,6 +101,14 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   // A subnet's broadcast address is not forwarded into it (RFC 2644).
   if (kind !== KIND_GATEWAY && isBroadcast(r, outIndex, dst)) {
     batch.dropAs(i, r.drop.not_routable);
+    return;
+  }
+  // After the route, as Linux's ip_forward: no error about a broadcast (RFC 1812 4.3.2.7),
+  // and a packet with no route is told so whatever its TTL.
+  const ttl = d[ip + 8];
+  if (ttl <= 1) {
+    icmpError(r, batch, i, iface, ICMP_TIME_EXCEEDED, 0, 0);
+    batch.dropAs(i, r.drop.ttl_exceeded);
     return;
   }
   const out = r.interfaces[outIndex];
@@ -261,6 +263,8 @@ function fragment(batch: PacketBatch, i: number, ihl: number, total: number, mtu
       for (let u = first; u < batch.count; u++) batch.egress[u] = EGRESS_CONSUMED;
       return -1;
     }
+    // The guest's packet, not the router's: the stages after this one judge each fragment.
+    batch.local[j] = 0;
     const o = batch.offset(j);
     const from = ihl + k * per;
     const size = Math.min(per, payload - k * per);
@@ -324,6 +328,8 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   const ihl = (d[ip] & 15) * 4;
   if ((read16(d, ip + 6) & 0x1fff) !== 0) return;
   if (d[ip + 9] === IPPROTO_ICMP) {
+    // An ICMP packet without its type byte may be an error: none about it.
+    if (read16(d, ip + 2) <= ihl) return;
     const t = d[ip + ihl];
     if (t !== ICMP_ECHO && t !== ICMP_ECHO_REPLY && t !== 13 && t !== 14) return;
   }

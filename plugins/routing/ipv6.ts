@@ -61,6 +61,12 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     if (!ndpIn(r, batch, i, iface, icmpType, payloadLength)) batch.dropAs(i, r.drop.ndp_bad);
     return;
   }
+  // RFC 4291 2.5.2 and 2.5.3: the unspecified address is no one's, the loopback address
+  // never leaves its node; as IPv4's 0/8 and 127/8 above (RFC 1812 5.3.7).
+  if (unspecifiedOrLoopback(d, ip + 8) || unspecifiedOrLoopback(d, ip + 24)) {
+    batch.dropAs(i, r.drop.not_routable);
+    return;
+  }
   const group = r.lpm6.lookup(d, ip + 24);
   if (group === LOCAL_GROUP) {
     local(r, batch, i, iface, payloadLength, icmpType);
@@ -200,4 +206,11 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   d.copyWithin(o, off, off + length);
   batch.setLength(j, icmp6Error(d, o, length, type, code, rest, r.src6[iface.index], batch.receivedSource(i), iface.macHi, iface.macLo));
   r.count(batch.ingress, r.counter.icmp_errors_sent, 1);
+}
+
+/** Whether the address at d[a] is :: or ::1 (most addresses differ in their first two bytes). */
+function unspecifiedOrLoopback(d: Uint8Array, a: number): boolean {
+  if ((d[a] | d[a + 1]) !== 0) return false;
+  for (let k = 2; k < 15; k++) if (d[a + k] !== 0) return false;
+  return d[a + 15] <= 1;
 }

@@ -275,7 +275,7 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   if (op === 2) {
     // Linux on the port's mirror asked too, perhaps: it needs the answer as much.
     if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
-    if (r.heldCount > 0) r.releaseHeld(batch);
+    if (r.heldCount > 0) r.wantHeldBatches();
     return;
   }
   writeEthernet(d, off, shaHi, shaLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
@@ -368,7 +368,7 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress);
     if (slot < 0 && iface.bridge !== null) return false;
     if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
-    if (r.heldCount > 0) r.releaseHeld(batch);
+    if (r.heldCount > 0) r.wantHeldBatches();
     return true;
   }
   return false; // another router's advertisement: not ours to act on

@@ -112,3 +112,27 @@ t.test('the count by state (for /metrics) is the listing counted', async (t) => 
   t.same(nb.countByState(), listed, 'by state, as entries() lists them');
   t.same(nb.countByState().slice(1), [5, 3, 0, 0, 1], 'incomplete, reachable, stale, failed, static');
 });
+
+t.test('a new table hashes with a seed of its own, which every view of it uses; a table with entries keeps its hash', async (t) => {
+  const seeded = () => {
+    const buffer = new SharedArrayBuffer(neighbourTableBytes(CAPACITY));
+    new NeighbourTable(buffer, PORTS).seedIfNew();
+    return buffer;
+  };
+  const [one, two] = [seeded(), seeded()];
+  const slots = (buffer: SharedArrayBuffer) => {
+    const nb = new NeighbourTable(buffer, PORTS);
+    return Array.from({ length: 32 }, (_, k) => nb.confirm(1, 6, 0x20010db8, 0, 0x1000 + k, 0x2000, 0x0200, k, 2, REACHABLE, NOW, true));
+  };
+  const [a, b] = [slots(one), slots(two)];
+  t.ok(a.every((s) => s >= 0) && b.every((s) => s >= 0), 'each table took the 32 addresses');
+  t.ok(a.filter((s, k) => s !== b[k]).length >= 24, `in other slots in the two tables (${a.filter((s, k) => s !== b[k]).length} of 32): a guest cannot tell which addresses share a window`);
+  const view = new NeighbourTable(one, PORTS);
+  t.same(Array.from({ length: 32 }, (_, k) => view.find(1, 6, 0x20010db8, 0, 0x1000 + k, 0x2000)), a, "another view (a PMD's) finds each where the first put it");
+
+  const kept = new SharedArrayBuffer(neighbourTableBytes(CAPACITY));
+  const before = new NeighbourTable(kept, PORTS);
+  const slot = before.confirm(0, 4, 0x0a010002, 0, 0, 0, 0x0200, 2, 0, STATIC, NOW, true);
+  new NeighbourTable(kept, PORTS).seedIfNew();
+  t.equal(new NeighbourTable(kept, PORTS).find(0, 4, 0x0a010002, 0, 0, 0), slot, 'a table that holds entries is not seeded: they are found where they are');
+});

@@ -73,6 +73,8 @@ const COUNTS_BYTES = COUNT_WORDS * 4;
 const OWNER_COUNTS_AT = 64;
 /** ports a table counts (their counts end within the 256 words) */
 const MAX_OWNERS = PORT_SLOTS;
+/** Among the counts' words, after the ports': the table's hash seed (0: none, see home()). */
+const SEED_AT = OWNER_COUNTS_AT + MAX_OWNERS;
 
 /** A port an entry can be charged to, or -1 (none: no port's share is checked or counted). */
 function chargeable(port: number): number {
@@ -103,6 +105,9 @@ export class NeighbourTable {
   private readonly held: Int32Array;
   /** the most slots a port owns (a static entry past it is refused; a port at it takes only its own slots) */
   readonly share: number;
+  /** the table's hash seed, as seedIfNew() wrote it when the table was made */
+  private readonly counts: Int32Array;
+  private seed: number;
 
   /** `portCount`: the ports of the topology, among which the table is shared. */
   constructor(buffer: ArrayBufferLike, portCount: number) {
@@ -114,12 +119,38 @@ export class NeighbourTable {
     this.held = new Int32Array(buffer, this.capacity * NEIGHBOUR_BYTES + OWNER_COUNTS_AT * 4, MAX_OWNERS);
     this.share = Math.max(16, Math.floor(this.capacity / Math.max(1, portCount)));
     this.mask = this.capacity - 1;
+    this.counts = new Int32Array(buffer, this.capacity * NEIGHBOUR_BYTES, COUNT_WORDS);
+    this.seed = Atomics.load(this.counts, SEED_AT);
   }
 
+  /**
+   * Gives a table with no entry yet a random hash seed, once, before any entry is written
+   * (the control plane, as it prepares the table; the PMDs read the seed as they open it).
+   * A table kept from a version without seeds, entries in it, keeps hashing without one.
+   */
+  seedIfNew(): void {
+    if (this.seed !== 0) return;
+    const w = this.words;
+    for (let slot = 0; slot < this.capacity; slot++) if (w[slot * WORDS + STATE] !== EMPTY) return;
+    const seed = crypto.getRandomValues(new Int32Array(1))[0] | 1;
+    Atomics.compareExchange(this.counts, SEED_AT, 0, seed);
+    this.seed = Atomics.load(this.counts, SEED_AT);
+  }
+
+  /**
+   * The first slot of an address's window. Seeded, the slot is the seeded mix of the whole
+   * hash: without it a guest could work out offline which addresses share the window of
+   * another port's next hop (the hash is linear enough that the rest of the address cancels
+   * out), and keep that window full.
+   */
   private home(iface: number, a0: number, a1: number, a2: number, a3: number): number {
     let h = Math.imul(a0 ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(a1 + iface, 0xc2b2ae35);
     h = Math.imul(h ^ (h >>> 15) ^ a2, 0x27d4eb2f) ^ Math.imul(a3, 0x165667b1);
-    return (h ^ (h >>> 13)) & this.mask;
+    if (this.seed === 0) return (h ^ (h >>> 13)) & this.mask;
+    h = Math.imul(h ^ this.seed, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    return (h ^ (h >>> 16)) & this.mask;
   }
 
   private matches(at: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {

@@ -2,7 +2,7 @@
 // and what is per PMD (ICMP rate limits, packets held while their next hop is resolved).
 // The per-packet work is in ipv4.ts, ipv6.ts and neighbour-io.ts; this holds the state
 // and the steps they share.
-import { EGRESS_CONSUMED, PORT_SLOTS, read32, TokenBuckets, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
+import { EGRESS_CONSUMED, PORT_SLOTS, macHi, macLo, read32, TokenBuckets, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
 import { interfacesOf, mirrorsOf, neighbourRegionOf, type Interface } from './interfaces.ts';
 import { openFib, sameFib, type NextHops } from './fib.ts';
@@ -53,6 +53,8 @@ type Counter = (typeof COUNTERS)[number][0];
 
 /** How long a held packet waits for its next hop (Linux: until the entry fails, about 3 s) */
 export const HOLD_MS = 3000;
+/** How often a PMD holding packets looks for their next hops, resolved by any PMD, or for the ones past HOLD_MS */
+export const HELD_CHECK_MS = 1;
 
 /** Requests to resolve next hops, per ingress port: a second's worth, and a burst. */
 export const SOLICIT_RATE = 1000;
@@ -104,6 +106,12 @@ export class Router {
   readonly heldAddr: Int32Array;
   readonly heldSince: Float64Array;
   readonly heldIngress: Int32Array;
+  /** the source MAC each held packet came with (for a later stage that answers its sender) */
+  private readonly heldSourceHi: Int32Array;
+  private readonly heldSourceLo: Int32Array;
+  /** when betweenBursts() next asks for the batches of the ports with held packets */
+  heldCheckDue = 0;
+  readonly wantBatch: PluginContext<unknown>['wantBatch'];
   /** packets held per ingress port: each may hold a quarter of the queue at most (heldPerPort) */
   private readonly heldByPort = new Int32Array(PORT_SLOTS);
   private readonly heldPerPort: number;
@@ -221,6 +229,7 @@ export class Router {
       sent_by_linux: c('sent_by_linux'),
     };
     this.count = ctx.count;
+    this.wantBatch = ctx.wantBatch;
     this.icmpBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
     this.solicitBuckets = new TokenBuckets(PORT_SLOTS, SOLICIT_BURST);
     this.puntBuckets = new TokenBuckets(interfaces.length, ctx.config.puntBurst);
@@ -233,6 +242,8 @@ export class Router {
     this.heldAddr = new Int32Array(held * 4);
     this.heldSince = new Float64Array(held);
     this.heldIngress = new Int32Array(held);
+    this.heldSourceHi = new Int32Array(held);
+    this.heldSourceLo = new Int32Array(held);
     this.heldPerPort = Math.max(1, Math.floor(held / 4));
     // PMD 0 sends the periodic advertisements (one sender: guests see one router).
     this.raDue = new Float64Array(interfaces.length).fill(ctx.pmd === 0 ? 0 : Infinity);
@@ -312,6 +323,9 @@ export class Router {
     const len = batch.length(i);
     const off = batch.offset(i);
     this.heldData.set(batch.data.subarray(off, off + len), h * this.heldRoom);
+    const source = batch.receivedSource(i);
+    this.heldSourceHi[h] = macHi(batch.data, source);
+    this.heldSourceLo[h] = macLo(batch.data, source);
     this.heldLength[h] = len;
     this.heldIface[h] = iface;
     this.heldFamily[h] = family;
@@ -328,28 +342,53 @@ export class Router {
   }
 
   /**
-   * Sends the held packets whose neighbour is resolved (into this batch: emit), drops those
-   * that waited too long. Once per batch while any are held.
+   * Asks for the batches of the ports with held packets (PluginContext.wantBatch), in which
+   * releaseHeld() sends them on or drops them: once a next hop answered, and every
+   * HELD_CHECK_MS while any are held (another PMD may have seen the answer).
+   */
+  wantHeldBatches(): void {
+    for (let h = 0; h < this.heldCount; h++) this.wantBatch(this.heldIngress[h]);
+  }
+
+  /**
+   * Sends the held packets of the batch's port whose neighbour is resolved (into the batch:
+   * emit), drops those that waited too long. Once per batch while any are held. A packet
+   * goes on only in a batch of the port it came from, as that port's traffic (not
+   * batch.local): the stages after this one judge it as they judge the rest (the acl stage
+   * its rules and connection tracking, by its ingress port).
    */
   releaseHeld(batch: PacketBatch): void {
     const nb = this.neighbours;
+    const ingress = batch.ingress;
     let h = 0;
     while (h < this.heldCount) {
+      if (this.heldIngress[h] !== ingress) {
+        h++;
+        continue;
+      }
       const slot = nb.find(this.heldIface[h], this.heldFamily[h], this.heldAddr[h * 4], this.heldAddr[h * 4 + 1], this.heldAddr[h * 4 + 2], this.heldAddr[h * 4 + 3]);
       const state = slot < 0 ? 0 : nb.foundState;
       const usable = state >= 2 && state !== 4; // REACHABLE, STALE or STATIC
       if (usable) {
         const j = batch.emit(nb.foundPort);
         if (j < 0) return; // the burst is full: next one
+        batch.local[j] = 0;
+        const d = batch.data;
         const off = batch.offset(j);
         const len = this.heldLength[h];
-        batch.data.set(this.heldData.subarray(h * this.heldRoom, h * this.heldRoom + len), off);
-        writeMac(batch.data, off, nb.foundMacHi, nb.foundMacLo);
+        d.set(this.heldData.subarray(h * this.heldRoom, h * this.heldRoom + len), off);
+        // The source it came with kept as saveSource() keeps it, then the router's again.
+        const routerHi = macHi(d, off + 6);
+        const routerLo = macLo(d, off + 6);
+        writeMac(d, off + 6, this.heldSourceHi[h], this.heldSourceLo[h]);
+        batch.saveSource(j);
+        writeMac(d, off + 6, routerHi, routerLo);
+        writeMac(d, off, nb.foundMacHi, nb.foundMacLo);
         batch.setLength(j, len);
-        this.count(this.heldIngress[h], this.counter.held_released, 1);
-        this.count(this.heldIngress[h], this.counter.routed, 1);
+        this.count(ingress, this.counter.held_released, 1);
+        this.count(ingress, this.counter.routed, 1);
       } else if (this.now - this.heldSince[h] > HOLD_MS || state === 4 || slot < 0) {
-        this.count(this.heldIngress[h], this.counter.held_dropped, 1);
+        this.count(ingress, this.counter.held_dropped, 1);
       } else {
         h++;
         continue;
@@ -369,6 +408,8 @@ export class Router {
     this.heldAddr.copyWithin(h * 4, last * 4, last * 4 + 4);
     this.heldSince[h] = this.heldSince[last];
     this.heldIngress[h] = this.heldIngress[last];
+    this.heldSourceHi[h] = this.heldSourceHi[last];
+    this.heldSourceLo[h] = this.heldSourceLo[last];
   }
 
   /** The first IPv4 address of an interface as a u32, or 0. */

@@ -64,6 +64,7 @@ t.test('forwarding: resolution, held packets, TTL and checksum', async (t) => {
   t.same([request.dstMac, request.srcMac, request.arp?.op, request.arp?.senderIp, request.arp?.targetIp], ['ff:ff:ff:ff:ff:ff', MAC.b, 1, '10.0.2.1', '10.0.2.2']);
   const answer = learnB(h);
   t.same(summary(answer), ['consumed', 'b'], 'the ARP reply releases the held packet');
+  t.same([answer[1].from, answer[1].local], ['a', false], "in a batch of a, the port it came from, as a's traffic: the stages after routing judge it");
   const released = parseFrame(answer[1].frame);
   t.same([released.dstMac, released.srcMac, released.ip?.ttl, released.ip?.headerChecksumOk, released.l4?.checksumOk], [GUEST.b, MAC.b, 63, true, true]);
   const next = run(h, 'a', [ping]);
@@ -93,6 +94,8 @@ t.test('ICMP: echo to the router, time exceeded, no route, port unreachable', as
     [3, 3, '10.0.1.1', '10.0.1.2', true, GUEST.a],
   ]);
   t.equal(h.counts('a').icmp_errors_sent, 3);
+  const broadcast = run(h, 'a', [udp4({ src: '10.0.1.2', dst: '10.0.2.255', srcPort: 1, dstPort: 2, ttl: 1, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.same(summary(broadcast), ['drop:not_routable'], "to b's broadcast address with TTL 1: not forwarded, and no time exceeded about it (RFC 1812 4.3.2.7)");
 });
 
 t.test('ICMP errors, next-hop requests and held packets are limited per ingress port: a flood from one port leaves the others theirs', async (t) => {
@@ -136,6 +139,8 @@ t.test('path MTU: fragmentation needed with DF, fragments without', async (t) =>
     [1040, 2960, false, 0x1234, true, 63],
   ]);
   t.equal(h.counts('b').fragments_created, 3);
+  t.same([out[1], out[3], out[4]].map((o) => o.local), [false, false, false], "the fragments are b's traffic, not the router's: the stages after routing judge them");
+  t.same([out[2].local], [true], 'the ICMP error is the router\'s own');
 });
 
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {
@@ -172,6 +177,12 @@ t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async 
   const hop = run(h, 'a', [udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, hopLimit: 1, srcMac: GUEST.a, dstMac: MAC.a })]);
   t.same(summary(hop), ['drop:ttl_exceeded', 'a']);
   t.same(parseFrame(hop[1].frame).l4?.type, 3);
+  const martians = run(h, 'a', [
+    udp6({ src: '::', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp6({ src: '::1', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp6({ src: '2001:db8:1::2', dst: '::1', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a }),
+  ]);
+  t.same(summary(martians), ['drop:not_routable', 'drop:not_routable', 'drop:not_routable'], 'from :: or ::1, or to ::1: not routable, and no error sent');
   // RFC 4443 2.4 (e.1): no error about an ICMPv6 error, behind extension headers too.
   const error = icmp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', type: 1, code: 4, payload: 40, hopLimit: 1, srcMac: GUEST.a, dstMac: MAC.a });
   const behind = new Uint8Array(error.length + 8);
@@ -331,6 +342,31 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   const answered = run(h, 'b', [arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.100', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.b })]);
   t.ok(answered.some((o) => o.to === 'b' && parseFrame(o.frame).ip?.dst === '10.0.2.100'), 'the answer sends the held packet on', { answered });
   t.ok(run(h, 'a', [frames[0]]).some((o) => o.to === 'b'), 'and the next packet goes straight through');
+});
+
+t.test('held packets go on in a batch of their own port, asked for when another PMD saw the answer or when they are due to go', async (t) => {
+  const pmd0 = await PluginHarness.create(routing, { ports, bridgeSettings, pmdCount: 2 });
+  const pmd1 = await PluginHarness.create(routing, { ports, bridgeSettings, pmd: 1, pmdCount: 2, shareWith: pmd0 as PluginHarness<unknown, unknown> });
+  const to = (host: number) => udp4({ src: '10.0.1.2', dst: `10.0.2.${host}`, srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  t.same(summary(run(pmd0, 'a', [to(50), to(51)])), ['consumed', 'consumed', 'b', 'b'], 'two held on PMD 0, each next hop asked for');
+  // The answer for .50 reaches PMD 1 (the neighbour table is shared): PMD 0 learns of it at
+  // its next round's check, a should send nothing meanwhile.
+  const answered = run(pmd1, 'b', [arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.50', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.b })]);
+  t.same(summary(answered), ['consumed'], 'PMD 1 holds nothing to send');
+  t.same(pmd0.runWanted(), [], 'no batch asked for before the round');
+  now += 2;
+  pmd0.betweenBursts();
+  const released = withoutAdvertisements(pmd0.runWanted());
+  t.same(released.map((o) => [o.from, o.to, o.local, parseFrame(o.frame).ip?.dst, parseFrame(o.frame).dstMac]), [['a', 'b', false, '10.0.2.50', GUEST.b]], "the round's check asked for a's batch: .50's packet goes on in it, as a's traffic");
+  t.equal(pmd0.counts('a').held_released, 1);
+  // .51 never answers: dropped once HOLD_MS is past, with a silent all the while.
+  now += 3100;
+  pmd0.betweenBursts();
+  t.same(withoutAdvertisements(pmd0.runWanted()), [], 'nothing sent for .51');
+  t.equal(pmd0.counts('a').held_dropped, 1, 'the packet to .51 dropped after 3 s, a having sent nothing since');
+  now += 2;
+  pmd0.betweenBursts();
+  t.same(pmd0.runWanted(), [], 'nothing held: no batch asked for');
 });
 
 t.test('tables: routes and neighbours as the admin endpoint lists them', async (t) => {

@@ -39,10 +39,15 @@ export interface Stage {
 }
 
 /**
- * Makes the stages of a PMD's pipeline, in order, given the PMD's counter block and its
- * doorbell (where the stage being built is marked, as the one running a burst is).
+ * Makes the stages of a PMD's pipeline, in order, given the PMD's counter block, its
+ * doorbell (where the stage being built is marked, as the one running a burst is) and
+ * where stages ask for a batch of a port (PluginContext.wantBatch: 1 at the port's slot,
+ * and at WANTED_ANY).
  */
-export type PipelineBuilder = (counters: Float64Array, doorbell: Int32Array) => Stage[];
+export type PipelineBuilder = (counters: Float64Array, doorbell: Int32Array, wantedBatches: Uint8Array) => Stage[];
+
+/** wantedBatches[WANTED_ANY]: some port's batch is wanted */
+export const WANTED_ANY = PORT_SLOTS;
 
 /** how long a PMD taking queues over waits to be told they are all back (Pmd.waitForQueues) */
 const QUEUES_BACK_WAIT_MS = 2000;
@@ -97,6 +102,8 @@ export class Pmd {
   readonly doorbell: Int32Array;
   /** what loadIndexWords() loaded last, kept so that its loads are not left out */
   private indexWords = 0;
+  /** the ports whose batch a stage wants this round, empty or not (see PipelineBuilder) */
+  private readonly wantedBatches = new Uint8Array(PORT_SLOTS + 1);
 
   /** `capture`: the capture control block and rings (default: its own, never switched on) */
   constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, PORT_SLOTS)) {
@@ -122,7 +129,7 @@ export class Pmd {
     this.capture = new CaptureWriter(capture, me);
     this.deferred = new DeferredPayloads(shared.pool.handleCount, BURST);
     this.egress = new Egress(cfg, shared, this.ports, this.pool, counters, queueFailed, this.capture, this.deferred);
-    this.stages = pipeline(counters, this.doorbell);
+    this.stages = pipeline(counters, this.doorbell, this.wantedBatches);
     this.headersOnly = this.stages.every((s) => s.headerBytes !== undefined && s.headerBytes <= HEADER_BYTES);
     this.batch = new Batch(this.pool, this.deferred);
     this.load = new Float64Array(shared.load, me * LOAD_FIELDS * 8, LOAD_FIELDS);
@@ -174,6 +181,7 @@ export class Pmd {
         }
       }
     }
+    if (this.wantedBatches[WANTED_ANY] !== 0 && this.taking) work += this.runWantedBatches();
     if (ringsIn.length > 0) this.pool.flushAllReturns();
     settleCalls();
     // Load: the time of the rounds that found work (one more clock read each); idle time is
@@ -185,6 +193,21 @@ export class Pmd {
       load[LOAD_BUSY_ROUNDS]++;
     }
     return work;
+  }
+
+  /** The batches stages asked for this round: each wanted port's, empty, through the stages. Returns the packets they added. */
+  private runWantedBatches(): number {
+    const wanted = this.wantedBatches;
+    wanted[WANTED_ANY] = 0;
+    let added = 0;
+    for (let port = 0; port < PORT_SLOTS; port++) {
+      if (wanted[port] === 0) continue;
+      wanted[port] = 0;
+      this.doorbell[DOORBELL_SERVING] = port;
+      this.runBurst(port, 0);
+      added += this.batch.count;
+    }
+    return added;
   }
 
   /**

@@ -72,7 +72,9 @@ export interface PacketBatch {
   /**
    * Per packet: 1 for the router's own packets, those emit() added and the answers a stage
    * wrote in place of a request (ARP and NDP replies, echo replies): a filter leaves them
-   * alone, as Linux's FORWARD chain never sees the router's own output. Set it on an answer.
+   * alone, as Linux's FORWARD chain never sees the router's own output. Set it on an answer;
+   * clear it on a packet emit() added that carries the ingress port's traffic (a fragment,
+   * a packet held and sent on), which later stages must judge as they judge the rest.
    */
   readonly local: Uint8Array;
   /**
@@ -153,6 +155,13 @@ export interface PluginContext<Config> {
   counterId(counter: string): number;
   /** adds n to a declared counter of a port (each PMD writes its own block: no atomics) */
   count(port: number, counter: number, n: number): void;
+  /**
+   * Asks for a batch from `port` at the end of this poll round, empty if the port sent
+   * nothing: for a stage to emit() into packets that came from that port earlier (the
+   * routing stage's held packets, once their next hop answers), so that the stages after
+   * it see them as that port's traffic. May be called from process() and betweenBursts().
+   */
+  wantBatch(port: number): void;
 }
 
 /**

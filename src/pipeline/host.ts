@@ -4,7 +4,7 @@
 // A plugin that hung a PMD, or could not start, runs taken out: bypassed or dropping all
 // (its onError).
 import type { Log } from '../log.ts';
-import { DROP_REASONS, PLUGIN_BASE, portBase } from '../dataplane/counters.ts';
+import { DROP_REASONS, PLUGIN_BASE, PORT_SLOTS, portBase } from '../dataplane/counters.ts';
 import type { Batch } from '../dataplane/batch.ts';
 import type { Stage } from '../dataplane/pmd.ts';
 import type { Plugin, PluginContext, PortInfo, Topology } from './api.ts';
@@ -27,7 +27,7 @@ export class PluginStage implements Stage {
   constructor(
     plugin: Plugin,
     plan: PluginPlan,
-    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings'] },
+    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; wantedBatches?: Uint8Array },
     shared: Record<string, ArrayBufferLike>,
     counters: Float64Array,
     log: Log,
@@ -58,6 +58,12 @@ export class PluginStage implements Stage {
       counterId: (counter) => counterBase + lookup(plan.counters, counter, 'counter'),
       count: (port, counter, n) => {
         counters[portBase(port) + counter] += n;
+      },
+      wantBatch: (port) => {
+        const wanted = pmd.wantedBatches;
+        if (wanted === undefined || !Number.isInteger(port) || port < 0 || port >= PORT_SLOTS) return;
+        wanted[port] = 1;
+        wanted[PORT_SLOTS] = 1;
       },
     };
     if (this.mode !== 'run') return;

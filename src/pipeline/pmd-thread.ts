@@ -109,12 +109,12 @@ function pollAtNiceZero(): void {
 if (started.standby === null) pollAtNiceZero();
 const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings };
 let stages: PluginStage[] = [];
-const pmd = new Pmd(config, shared, log, (counters, bell): Stage[] => {
+const pmd = new Pmd(config, shared, log, (counters, bell, wantedBatches): Stage[] => {
   // Each stage's index while it is built: a plugin whose createState never returns is named
   // by the supervisor's watchdog, as one stuck in a burst is.
   stages = plugins.map((plan, i) => {
     bell[DOORBELL_STAGE] = i;
-    return new PluginStage(modules[i], plan, where, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name));
+    return new PluginStage(modules[i], plan, { ...where, wantedBatches }, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name));
   });
   return stages;
 }, capture);

@@ -66,6 +66,10 @@ export interface Outcome {
   mark: number;
   /** false for packets a stage added with emit() */
   received: boolean;
+  /** the port of the batch it was in */
+  from: string;
+  /** batch.local: the router's own packet, which filters leave alone */
+  local: boolean;
 }
 
 const PLUGIN_ERROR = 'plugin_error';
@@ -155,13 +159,41 @@ export class PluginHarness<Config = unknown, State = unknown> {
       count: (port, counter, n) => {
         this.counterValues[port * this.counterNames.length + counter] += n;
       },
+      wantBatch: (port) => {
+        if (Number.isInteger(port) && port >= 0 && port < ports.length) this.wantedBatches.add(port);
+      },
     };
     this.state = plugin.createState(ctx);
   }
 
-  /** Runs one batch of frames received on port `ingress` (a name) through the plugin. */
+  /** the ports whose batch the plugin asked for (PluginContext.wantBatch), run after the batch that asked */
+  private readonly wantedBatches = new Set<number>();
+
+  /**
+   * Runs one batch of frames received on port `ingress` (a name) through the plugin, then
+   * the batches it asked for meanwhile (wantBatch), as a PMD does at the end of its round:
+   * their packets follow in the outcomes (`received` false, `from` their port).
+   */
   run(ingress: string, frames: readonly Uint8Array[]): Outcome[] {
-    const port = this.portIndex(ingress);
+    const out = this.runBatch(this.portIndex(ingress), frames);
+    for (let rounds = 0; this.wantedBatches.size > 0 && rounds < 4; rounds++) {
+      const wanted = [...this.wantedBatches];
+      this.wantedBatches.clear();
+      for (const port of wanted) out.push(...this.runBatch(port, []));
+    }
+    return out;
+  }
+
+  /** Asks nothing: runs the batches the plugin wanted since (betweenBursts() may ask for some). */
+  runWanted(): Outcome[] {
+    const out: Outcome[] = [];
+    const wanted = [...this.wantedBatches];
+    this.wantedBatches.clear();
+    for (const port of wanted) out.push(...this.runBatch(port, []));
+    return out;
+  }
+
+  private runBatch(port: number, frames: readonly Uint8Array[]): Outcome[] {
     const batch = this.batch;
     if (frames.length > BATCH_MAX / 2) throw new RangeError(`a burst has at most ${BATCH_MAX / 2} frames`);
     frames.forEach((f, i) => {
@@ -177,7 +209,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
     for (let i = 0; i < batch.count; i++) {
       const e = batch.egress[i];
       const frame = batch.data.slice(batch.offset(i), batch.offset(i) + batch.length(i));
-      const o: Outcome = { to: '', frame, mark: batch.mark[i], received: i < frames.length };
+      const o: Outcome = { to: '', frame, mark: batch.mark[i], received: i < frames.length, from: this.topology.ports[port]?.name ?? `port ${port}`, local: batch.local[i] === 1 };
       if (e >= 0) o.to = this.topology.ports[e]?.name ?? `port ${e}`;
       else if (e === EGRESS_FLOOD) o.to = 'flood';
       else if (e === EGRESS_UNDECIDED) o.to = 'undecided';

@@ -145,6 +145,8 @@ t.test('ICMP: echo replies pass; errors about a tracked flow pass as related, ot
   const stranger = icmp4({ src: '198.51.100.1', dst: inside, type: 11, code: 0, payload: quote(udp4(out({ srcPort: 4445, dstPort: 53 }))) });
   const truncated = icmp4({ src: '198.51.100.1', dst: inside, type: 3, code: 3, payload: quote(sent).subarray(0, 22) });
   t.same(fate(pmd1, 'out', [unreachable, stranger, truncated]), ['pass', 'acl_deny', 'acl_deny'], 'related: the quoted flow is tracked; a quote too short is not');
+  const elsewhere = icmp4({ src: '198.51.100.1', dst: '10.0.0.99', type: 3, code: 3, payload: quote(sent) });
+  t.same(fate(pmd1, 'out', [elsewhere]), ['acl_deny'], "an error quoting a tracked flow, to a host other than the quoted packet's sender, is not related");
   const sent6 = udp6({ src: '2001:db8:0::2', dst: '2001:db8:1::9', srcPort: 4444, dstPort: 53 });
   fate(pmd0, 'in', [sent6]);
   const tooBig = icmp6({ src: '2001:db8:1::1', dst: '2001:db8:0::2', type: 2, rest: 1280, payload: sent6.subarray(14) });

@@ -206,7 +206,7 @@ function trackKey(s: AclState, ct: Conntrack, d: Uint8Array, off: number, i: num
       ct.setKeyOf(k, i, v6, id, id, protocol);
       return type === (v6 ? 128 : 8) ? OPENS : FOLLOWS;
     }
-    if (isIcmpError(h, i) && quotedKey(s, ct, d, l4 + 8, off + h.end[i], v6)) return ICMP_ERROR;
+    if (isIcmpError(h, i) && quotedKey(s, ct, d, off + h.l3[i], l4 + 8, off + h.end[i], v6)) return ICMP_ERROR;
     return UNTRACKED;
   }
   ct.setKeyOf(k, i, v6, k.srcPort[i], k.dstPort[i], protocol);
@@ -216,9 +216,12 @@ function trackKey(s: AclState, ct: Conntrack, d: Uint8Array, off: number, i: num
 /**
  * The key of the packet an ICMP error quotes (its IP header at `ip`, up to `end`): RFC 792
  * and RFC 4443 2.4 (c) have the error carry the header and at least the first 8 bytes of
- * data, which hold the ports. False when the quote is too short or malformed.
+ * data, which hold the ports. False when the quote is too short or malformed, or when the
+ * error (its IP header at `outer`) does not go back to the quoted packet's sender, as
+ * Linux's conntrack requires too: else any flow's quote would carry a guest's packets to
+ * any host, as "related".
  */
-function quotedKey(s: AclState, ct: Conntrack, d: Uint8Array, ip: number, end: number, v6: boolean): boolean {
+function quotedKey(s: AclState, ct: Conntrack, d: Uint8Array, outer: number, ip: number, end: number, v6: boolean): boolean {
   let protocol: number;
   let l4: number;
   if (!v6) {
@@ -236,6 +239,8 @@ function quotedKey(s: AclState, ct: Conntrack, d: Uint8Array, ip: number, end: n
   }
   const src = v6 ? ip + 8 : ip + 12;
   const dst = v6 ? ip + 24 : ip + 16;
+  const outerDst = v6 ? outer + 24 : outer + 16;
+  for (let b = 0; b < (v6 ? 16 : 4); b++) if (d[outerDst + b] !== d[src + b]) return false;
   if (protocol === 6 || protocol === 17 || protocol === 132) {
     if (l4 + 4 > end) return false;
     ct.setKey(d, src, dst, v6, (d[l4] << 8) | d[l4 + 1], (d[l4 + 2] << 8) | d[l4 + 3], protocol);

@@ -153,6 +153,8 @@ interface Session {
   start: number;
   timer: NodeJS.Timeout;
   done: boolean;
+  /** stops listening for the end of the client's connection */
+  unlisten: () => void;
 }
 
 /** The captures of one admin endpoint: at most one per port, one drain timer for all. */
@@ -179,17 +181,25 @@ export class CaptureHub {
     if (this.sessions.has(port)) throw new ApiError(409, 'VR_BUSY', 'name', `a capture of port ${portName} is running: one at a time per port`);
     const control = (this.control ??= new CaptureControl(source.memory));
     // Taken now, before the response starts: a second request for the port gets the 409.
-    const session: Session = { id: this.nextId++, port, name: portName, res: null as unknown as ServerResponse, limit: count, written: 0, unread: 0, dropsBefore: control.drops(port), start: Date.now(), timer: null as unknown as NodeJS.Timeout, done: false };
+    const session: Session = { id: this.nextId++, port, name: portName, res: null as unknown as ServerResponse, limit: count, written: 0, unread: 0, dropsBefore: control.drops(port), start: Date.now(), timer: null as unknown as NodeJS.Timeout, done: false, unlisten: () => {} };
     this.sessions.set(port, session);
     return (res) => {
       session.res = res;
       res.writeHead(200, { 'content-type': 'application/x-pcapng', 'content-disposition': `attachment; filename="${portName}.pcapng"` });
       res.write(sectionHeader('vrouter'));
       res.write(interfaceDescription(portName, `vrouter port ${portName}${query.get('filter') ? `, filter: ${query.get('filter')}` : ''}`, snap));
-      res.on('close', () => this.finish(session, 'the client went away'));
+      const gone = () => this.finish(session, 'the client went away');
+      res.on('close', gone);
       session.timer = setTimeout(() => this.finish(session, `${seconds} s elapsed`), seconds * 1000).unref();
       control.start(port, session.id, filter);
       this.drainTimer ??= setInterval(() => this.drain(), DRAIN_MS).unref();
+      // A request pipelined behind another waits for the connection with no socket of its
+      // own, and Node never closes its response when the connection goes: the connection's
+      // end ends the capture.
+      const connection = res.req.socket;
+      if (connection.destroyed) return gone();
+      connection.once('close', gone);
+      session.unlisten = () => connection.off('close', gone);
     };
   }
 
@@ -236,6 +246,7 @@ export class CaptureHub {
     if (session.done) return;
     session.done = true;
     clearTimeout(session.timer);
+    session.unlisten();
     const control = this.control!;
     control.stop(session.port);
     // What the PMDs published before the stop still belongs to this capture.

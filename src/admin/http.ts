@@ -132,7 +132,8 @@ export class AdminHttp {
     // Node sets its keep-alive timeout once the answer is sent.
     req.socket.setTimeout(0);
     try {
-      const url = new URL(req.url ?? '/', 'http://vrouter');
+      this.refuseBrowsers(req);
+      const url = requestUrl(req.url);
       const method = req.method ?? 'GET';
       let params: Record<string, string> | null = null;
       let route: Route | null = null;
@@ -161,6 +162,27 @@ export class AdminHttp {
       // Not the request's fault: the operator needs the stack to report it (the log limits repeats).
       if (e.status >= 500) this.log?.error(`admin: ${req.method} ${req.url} failed: ${(err as Error)?.stack ?? String(err)}`);
       send(res, e.status, 'application/json', `${JSON.stringify({ error: { code: e.code, field: e.field, message: e.message } })}\n`);
+    }
+  }
+
+  /**
+   * A web page in a browser on this host can send requests to a TCP listener (a form's
+   * POST needs no preflight) and, through a name it rebinds to 127.0.0.1, read the answers:
+   * what a browser sends for a page is refused. Browsers mark it (Origin, on every request
+   * but a navigation's GET; Sec-Fetch-Site other than "none", typed in the address bar),
+   * and a loopback listener answers requests to a loopback name or address only (a rebound
+   * name is neither). A UNIX socket is out of a browser's reach.
+   */
+  private refuseBrowsers(req: IncomingMessage): void {
+    const l = this.config.listen;
+    if (l.kind === 'unix') return;
+    const site = req.headers['sec-fetch-site'];
+    if (req.headers.origin !== undefined || (site !== undefined && site !== 'none')) {
+      throw new ApiError(403, 'VR_FORBIDDEN', '', "a request a web page made (it has an Origin or Sec-Fetch-Site header): the endpoint answers vrouterctl and other clients, not pages in a browser");
+    }
+    const host = req.headers.host ?? '';
+    if (l.loopback && !isLoopbackHost(host, l.host)) {
+      throw new ApiError(403, 'VR_FORBIDDEN', '', `a request to the host ${JSON.stringify(host.slice(0, 100))}: the endpoint listens on a loopback address and answers requests to localhost or a loopback address only`);
     }
   }
 
@@ -250,6 +272,22 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
   }
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
   res.end(body);
+}
+
+/** Whether a Host header names this host's loopback (localhost, 127/8, ::1) or `listening`, whatever its port. */
+function isLoopbackHost(header: string, listening: string): boolean {
+  const name = (header.startsWith('[') ? header.slice(1, header.indexOf(']')) : header.replace(/:\d*$/, '')).toLowerCase();
+  if (name === 'localhost' || name === listening.toLowerCase() || name === '::1') return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+}
+
+/** The request's target as a URL: one Node's parser takes but URL does not (`http://[`) is the request's fault. */
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://vrouter');
+  } catch {
+    throw new ApiError(400, 'VR_BAD_REQUEST', '', 'the request target is not a URL');
+  }
 }
 
 /** A path parameter, percent-decoded; malformed encoding is the request's fault. */

@@ -18,6 +18,7 @@ export function openApiDocument(routes: readonly ApiRoute[]): object {
         '200': { description: 'done', ...ok },
         ...(r.method !== 'GET' || params.length > 0 ? { '400': error, '404': error } : {}),
         ...(r.method !== 'GET' || r.sensitive ? { '401': error } : {}),
+        '403': { ...error, description: 'a request a web page in a browser made, to a TCP listener: refused' },
       },
       ...(r.method !== 'GET' || r.sensitive ? { security: [{ bearer: [] }, {}] } : {}),
     };

@@ -181,10 +181,16 @@ const prefixOf = (route: unknown): unknown => (typeof route === 'object' && rout
 let canonical = new Map<string, string | null>();
 let olderCanonical = new Map<string, string | null>();
 export const CANONICAL_GENERATION = 1 << 15;
+/**
+ * Longer than any prefix (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128` is 49):
+ * neither parsed nor remembered, or a client's megabyte strings would be kept by the
+ * generation's count.
+ */
+const PREFIX_TEXT_MAX = 64;
 
 /** A prefix or address as ip-address writes it (192.0.2.0/24), or null for what is neither. */
 export function canonicalPrefix(value: unknown): string | null {
-  if (typeof value !== 'string') return null;
+  if (typeof value !== 'string' || value.length > PREFIX_TEXT_MAX) return null;
   let text = canonical.get(value);
   if (text !== undefined) return text;
   text = olderCanonical.get(value);

@@ -102,6 +102,16 @@ t.test('a request whose headers never end is cut off; a bad path parameter is a 
     t.match(answerOf(c.received()), { status, error: { code, field: '' } }, `${JSON.stringify(request.slice(0, 40))}: ${status}, ${code}`);
   }
 
+  // A target Node's parser takes and URL does not: the request's fault, not an internal error.
+  for (const target of ['http://[', 'http://%zz/']) {
+    const c = openConnection(join(vr.dir, 'admin.sock'));
+    t.teardown(() => c.socket.destroy());
+    c.socket.write(`GET ${target} HTTP/1.1\r\nHost: vrouter\r\n\r\n`);
+    await waitFor(`the answer to GET ${target}`, () => c.received().includes('\r\n\r\n{') && c.received().endsWith('\n'), 5000);
+    t.match(answerOf(c.received()), { status: 'HTTP/1.1 400 Bad Request', error: { code: 'VR_BAD_REQUEST', field: '' } }, `GET ${target}: 400, VR_BAD_REQUEST`);
+  }
+  t.notMatch(vr.stderr(), /admin: GET http:\/\/.* failed/, 'and nothing logged as an internal error');
+
   const bad = await api.call('DELETE', '/routes/%E0%A4%A');
   t.match(bad, { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix', message: /percent-encoding/ } } }, 'malformed percent-encoding: 400 naming the parameter');
   t.equal((await api.call('GET', '/ports')).status, 200, 'the endpoint answers');

@@ -266,6 +266,16 @@ t.test('TCP with a token: reads are open, changes need it', async (t) => {
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer a-token-long-enough-1235' }), { status: 401 }, 'a token of the same length, one character off');
   t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.2.3' }, { authorization: 'Bearer a-token-long-enough-1234' }), { status: 200 });
   t.match(vr.stderr(), /the admin token file .*token can be read by other users \(mode 0644\): chmod 600 it/, 'a token file others can read is pointed out');
+
+  // What a web page in a browser on the host can send: refused, token or not.
+  const token = { authorization: 'Bearer a-token-long-enough-1234' };
+  t.match(await api.call('POST', '/routes', { prefix: '198.51.100.0/25', via: '10.0.2.3' }, { ...token, origin: 'http://example.com' }), { status: 403, json: { error: { code: 'VR_FORBIDDEN', message: /web page/ } } }, "a page's POST (Origin): 403");
+  t.match(await api.call('GET', '/config', undefined, { 'sec-fetch-site': 'cross-site' }), { status: 403, json: { error: { code: 'VR_FORBIDDEN' } } }, "a page's GET (Sec-Fetch-Site: cross-site): 403");
+  t.match(await api.call('GET', '/config', undefined, { host: `rebound.example:${port}` }), { status: 403, json: { error: { code: 'VR_FORBIDDEN', message: /loopback/ } } }, 'a name rebound to 127.0.0.1 (Host): 403');
+  const listed = (await api.call('GET', '/routes')).json as { prefix: string }[];
+  t.ok(Array.isArray(listed) && listed.some((r) => r.prefix === '198.51.100.0/24') && !listed.some((r) => r.prefix === '198.51.100.0/25'), 'the refused route is not there (the one added before is)');
+  t.equal((await api.call('GET', '/ports', undefined, { 'sec-fetch-site': 'none' })).status, 200, 'a URL typed in the address bar is answered');
+  t.equal((await api.call('GET', '/ports', undefined, { host: `localhost:${port}` })).status, 200, 'and a request to localhost');
 });
 
 t.test('a second vrouter on the same sockets takes none of them from the first', async (t) => {

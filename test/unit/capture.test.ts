@@ -9,6 +9,7 @@ import t, { type Test as Tap } from 'tap';
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { Agent, request } from 'undici';
 import { parseCaptureFilter } from '../../src/admin/capture.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
@@ -239,6 +240,23 @@ t.test('a port removed ends its capture; the port that takes its slot can be cap
   t.ok(Date.now() - started < 10_000, `the capture ended ${Date.now() - started} ms after the port went, not after its 60 s`);
   t.match(statistics(stream), { received: 0, comment: /capture ended: the port was removed/ });
   t.equal((await capture(vr, 'd', 'count=1&seconds=1')).status, 200, 'the new port can be captured at once');
+
+  // Two captures pipelined on one connection, which then closes: the second, queued behind
+  // the first, never had a socket of its own; it ends too, and its port is free.
+  const connection = connect(join(vr.dir, 'admin.sock'));
+  connection.on('error', () => {});
+  let received = '';
+  connection.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+  connection.write('GET /ports/a/capture?seconds=3600 HTTP/1.1\r\nHost: vrouter\r\n\r\nGET /ports/b/capture?seconds=3600 HTTP/1.1\r\nHost: vrouter\r\n\r\n');
+  await waitFor('the first capture answered', () => received.startsWith('HTTP/1.1 200'), 5000);
+  connection.destroy();
+  await waitFor('b free again', async () => {
+    const probe = await capture(vr, 'b', 'count=1&seconds=1');
+    await probe.bytes();
+    return probe.status === 200 || undefined;
+  }, 5000);
+  t.pass('the pipelined capture of b ended with its connection');
+  t.equal((await capture(vr, 'a', 'count=1&seconds=1')).status, 200, 'and a is free');
 });
 
 t.test('a bridged port captured: long frames, otherwise copied once from guest to guest, are recorded whole', async (t) => {

@@ -47,6 +47,11 @@ t.test('prefixes in their canonical form, remembered in two generations: a strea
   t.ok(canonicalPrefixesHeld() <= 2 * CANONICAL_GENERATION, `${canonicalPrefixesHeld()} held after ${5 * CANONICAL_GENERATION} new prefixes (at most ${2 * CANONICAL_GENERATION})`);
   t.equal(canonicalPrefix('10.0.0.1/33'), null, 'not a prefix: null');
   t.equal(canonicalPrefix('10.0.0.1/33'), null, 'and null again when remembered');
+  t.equal(canonicalPrefix('ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128'), 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128', 'the longest way to write a prefix');
+  const held = canonicalPrefixesHeld();
+  const long = Array.from({ length: 100 }, (_, n) => canonicalPrefix(`${'1'.repeat(100_000)}${n}`));
+  t.ok(long.every((text) => text === null), '100 strings of 100 KB: not prefixes');
+  t.equal(canonicalPrefixesHeld(), held, "a client's long strings are not remembered");
 });
 
 t.test('a long chain of small edits on a big list: every index answers as its list, and compacting costs about the edits, not the list', async (t) => {

@@ -22,6 +22,8 @@ const FPM_HEADER_BYTES = 4;
 const FPM_PROTO_VERSION = 1;
 const FPM_MSG_TYPE_NETLINK = 1;
 const FPM_MSG_TYPE_PROTOBUF = 2;
+/** Idle time before a silent connection is probed (TCP keepalive). */
+export const FPM_KEEPALIVE_IDLE_MS = 10_000;
 /**
  * Connections kept at once: one zebra per namespace or VRF needs one each. Each costs the
  * supervisor a file descriptor, and those are the guests' sockets and memory files too.
@@ -170,6 +172,9 @@ export class FpmServer {
     this.connections.add(c);
     this.log.info(`fpm: zebra connected from ${peer.remote}`);
     socket.setNoDelay(true);
+    // zebra on a host that went down never closes: probes find it gone (libuv probes every
+    // second, ten times), and its routes are withdrawn with the connection.
+    socket.setKeepAlive(true, FPM_KEEPALIVE_IDLE_MS);
     socket.on('data', (chunk: Buffer) => this.receive(c, chunk));
     socket.on('error', (err) => {
       c.closeReason ??= err.message;

@@ -1,9 +1,10 @@
 // The FPM server as zebra's dplane_fpm_nl meets it: frames of netlink route messages over
 // TCP, whole, split across writes or several to a write, decode to route events for their
 // connection; a bad frame closes that connection alone, with the reason logged.
+import { spawnSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
-import { FPM_MAX_CONNECTIONS, FpmServer, type FpmEvent, type FpmPeer } from '../../src/uplink/fpm-server.ts';
+import { FPM_KEEPALIVE_IDLE_MS, FPM_MAX_CONNECTIONS, FpmServer, type FpmEvent, type FpmPeer } from '../../src/uplink/fpm-server.ts';
 import { waitFor } from '../support/traffic.ts';
 import {
   AF_INET,
@@ -82,6 +83,18 @@ t.test('frames of route messages become route events of their connection', async
     'nexthop 7 192.0.2.9 4',
     'add 10.3.0.0/16 unicast  7',
   ], 'an update (remove then add), a blackhole split across writes, a nexthop object and a route that uses it');
+});
+
+t.test("zebra's connection is probed once idle (TCP keepalive armed), so that one from a host gone down ends", async (t) => {
+  const { open, port } = await startServer(t);
+  await open();
+  // The server's side of the connection, as the kernel has it: its timer is keepalive's.
+  const ss = spawnSync('ss', ['-tnoH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+  t.equal(ss.status, 0, `ss ran (${ss.stderr})`);
+  const timer = /timer:\(keepalive,(?:(\d+)min)?([\d.]+)(ms|sec)/.exec(ss.stdout);
+  t.ok(timer !== null, `keepalive armed: ${ss.stdout.trim()}`);
+  const seconds = Number(timer?.[1] ?? 0) * 60 + Number(timer?.[2]) / (timer?.[3] === 'ms' ? 1000 : 1);
+  t.ok(seconds > 0 && seconds <= FPM_KEEPALIVE_IDLE_MS / 1000, `the first probe within ${FPM_KEEPALIVE_IDLE_MS / 1000} s of quiet (${seconds} s)`);
 });
 
 t.test('a bad frame closes its connection only, with the reason logged', async (t) => {

@@ -36,6 +36,14 @@ const NEXTHOP_GROUP_DEPTH = 2;
 const MAX_GROUP_HOPS = 1024;
 /** The most routes one source (a namespace, an FPM listener with all its connections) keeps: four full Internet tables. */
 export const MAX_ROUTES = 4_000_000;
+/**
+ * The most routes one prefix keeps (different metrics): more are left out as 'over limit'
+ * (each route added walks its prefix's routes: a peer sending a million metrics of one
+ * prefix made that quadratic).
+ */
+export const MAX_ROUTES_PER_PREFIX = 256;
+/** The most gateways a route may list itself (as many as it may resolve to): more, and it is left out as 'over limit'. */
+export const MAX_HOPS = MAX_GROUP_HOPS;
 
 /** The routes a source's tables hold together, and the most they may. */
 export interface RouteLimit {
@@ -173,8 +181,15 @@ export class LearnedTable {
   private readonly routes = new Map<number | string, number>();
   private readonly slots = new RouteSlots();
   private count = 0;
-  /** routes not kept: the source held its most already */
+  /** routes and other entries not kept: the source held its most already, or they were past MAX_ROUTES_PER_PREFIX or MAX_HOPS */
   private overLimit = 0;
+  /**
+   * What this table charges its source's limit beyond one a route: each gateway of a set of
+   * several past the first, each nexthop object and group member, address, neighbour and
+   * link. A peer's frame of nexthop groups or addresses costs the supervisor's heap as much
+   * as routes do, and is bounded with them.
+   */
+  private charged = 0;
   /** the routes its source holds, in all its tables, and the most it may */
   private readonly limit: RouteLimit;
   /** nexthop sets by id (null: a free id), and ids by their key */
@@ -234,8 +249,16 @@ export class LearnedTable {
           const before = this.links.get(l.ifindex);
           // The same link again (a flag changed, a resync's dump): nothing its name says changed.
           if (before === (l.op === 'add' ? l.name : undefined)) break;
-          if (l.op === 'add') this.links.set(l.ifindex, l.name);
-          else this.links.delete(l.ifindex);
+          if (l.op === 'add') {
+            if (before === undefined && !this.charge(1)) {
+              this.overLimit++;
+              break;
+            }
+            this.links.set(l.ifindex, l.name);
+          } else {
+            this.links.delete(l.ifindex);
+            this.refund(1);
+          }
           // Routes name the port of a mirror's interface: only a mirror's link changes them.
           if ((before !== undefined && this.mirrors.has(before)) || this.mirrors.has(l.name)) {
             this.epoch++;
@@ -250,8 +273,16 @@ export class LearnedTable {
           const known = this.nexthops.get(n.id);
           // One sent again as it was (zebra after a reconnection) changes no route.
           if (n.op === 'add' && known !== undefined && sameNexthop(known, n)) break;
-          if (n.op === 'add') this.nexthops.set(n.id, n);
-          else if (!this.nexthops.delete(n.id)) break;
+          if (n.op === 'add') {
+            if (known !== undefined) this.refund(1 + known.group.length);
+            if (!this.charge(1 + n.group.length)) {
+              // Left out; the one it replaced goes (what zebra means by it is not kept).
+              this.overLimit++;
+              if (known === undefined) break;
+              this.nexthops.delete(n.id);
+            } else this.nexthops.set(n.id, n);
+          } else if (this.nexthops.delete(n.id)) this.refund(1 + known!.group.length);
+          else break;
           this.changedNexthops.add(n.id);
           this.epoch++;
           changed = true;
@@ -261,8 +292,13 @@ export class LearnedTable {
           const a = e as AddressEvent;
           const key = `a ${a.ifindex} ${a.address}/${a.prefixLength}`;
           this.seen?.add(key);
-          if (a.op === 'add') this.addresses.set(key, a);
-          else this.addresses.delete(key);
+          if (a.op === 'add') {
+            if (!this.addresses.has(key) && !this.charge(1)) {
+              this.overLimit++;
+              break;
+            }
+            this.addresses.set(key, a);
+          } else if (this.addresses.delete(key)) this.refund(1);
           changed = true;
           break;
         }
@@ -270,8 +306,14 @@ export class LearnedTable {
           const n = e as NeighbourEvent;
           const key = `n ${n.ifindex} ${n.address}`;
           this.seen?.add(key);
-          if (n.op === 'add' && (n.state & NUD_PERMANENT) !== 0 && n.mac !== null) this.neighbours.set(key, n);
-          else if (!this.neighbours.delete(key)) break;
+          if (n.op === 'add' && (n.state & NUD_PERMANENT) !== 0 && n.mac !== null) {
+            if (!this.neighbours.has(key) && !this.charge(1)) {
+              this.overLimit++;
+              break;
+            }
+            this.neighbours.set(key, n);
+          } else if (this.neighbours.delete(key)) this.refund(1);
+          else break;
           changed = true;
           break;
         }
@@ -294,12 +336,18 @@ export class LearnedTable {
   /** Adds the route, or replaces the one to its prefix and metric; returns whether that changed anything. */
   private setRoute(key: number | string, r: RouteEvent): boolean {
     const kind = r.protocol === RTPROT_KERNEL ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
+    if (r.nexthops.length > MAX_HOPS) {
+      this.overLimit++;
+      return false;
+    }
     const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : NONE;
     const nhid = r.nhid ?? NONE;
     const seen = this.seen !== null ? this.sync : 0;
     const s = this.slots;
     let last = NONE;
+    let routesOfPrefix = 0;
     for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; slot = s.next[slot]) {
+      routesOfPrefix++;
       if (s.metric[slot] === r.metric) {
         const same = s.kind[slot] === kind && s.nhid[slot] === nhid && s.hops[slot] === hops;
         this.release(s.hops[slot]);
@@ -313,7 +361,7 @@ export class LearnedTable {
     }
     // A peer that never stops sending must not take the supervisor's heap: past the most a
     // source keeps, new routes are left out and counted.
-    if (this.limit.held >= this.limit.most) {
+    if (this.limit.held >= this.limit.most || routesOfPrefix >= MAX_ROUTES_PER_PREFIX) {
       this.release(hops);
       this.overLimit++;
       return false;
@@ -372,6 +420,24 @@ export class LearnedTable {
     this.limit.held--;
   }
 
+  /**
+   * Charges n to the source's limit; false, and nothing charged, when that would pass it
+   * (`anyway`: charged all the same, for a caller that checks the limit right after).
+   */
+  private charge(n: number, anyway = false): boolean {
+    if (n <= 0) return true;
+    if (!anyway && this.limit.held + n > this.limit.most) return false;
+    this.limit.held += n;
+    this.charged += n;
+    return true;
+  }
+
+  private refund(n: number): void {
+    if (n <= 0) return;
+    this.limit.held -= n;
+    this.charged -= n;
+  }
+
   /** The id of the interned set of these nexthops (counted once more), or NONE for none. */
   private hopSet(nexthops: readonly (Nexthop | Hop)[], family: IpFamily): number {
     if (nexthops.length === 0) return NONE;
@@ -382,6 +448,7 @@ export class LearnedTable {
       id = this.freeHopSets.pop() ?? this.hopSets.length;
       this.hopSets[id] = { key, hops: nexthops.map((n) => ({ via: n.via, ifindex: n.ifindex })), family, refs: 0, resolution: null, epoch: -1 };
       this.hopSetIds.set(key, id);
+      this.charge(nexthops.length - 1, true);
     }
     this.hopSets[id]!.refs++;
     return id;
@@ -391,6 +458,7 @@ export class LearnedTable {
     if (id === NONE) return;
     const set = this.hopSets[id]!;
     if (--set.refs > 0) return;
+    this.refund(set.hops.length - 1);
     this.hopSetIds.delete(set.key);
     this.hopSets[id] = null;
     this.freeHopSets.push(id);
@@ -403,7 +471,8 @@ export class LearnedTable {
     this.routes.clear();
     this.slots.clear();
     this.overLimit = 0;
-    this.limit.held -= this.count;
+    this.limit.held -= this.count + this.charged;
+    this.charged = 0;
     this.count = 0;
     this.hopSets.length = 0;
     this.hopSetIds.clear();
@@ -443,9 +512,10 @@ export class LearnedTable {
         removed = true;
       }
     }
-    for (const id of this.nexthops.keys()) {
+    for (const [id, n] of this.nexthops) {
       if (seen.has(`nh ${id}`)) continue;
       this.nexthops.delete(id);
+      this.refund(1 + n.group.length);
       this.changedNexthops.add(id);
       this.epoch++;
       removed = true;
@@ -454,6 +524,7 @@ export class LearnedTable {
       for (const key of table.keys()) {
         if (seen.has(key)) continue;
         table.delete(key);
+        this.refund(1);
         removed = true;
       }
     }
@@ -463,6 +534,11 @@ export class LearnedTable {
   /** routes kept (a prefix and metric each), those left out among them */
   get size(): number {
     return this.count;
+  }
+
+  /** whether it holds nothing: no route, nexthop object, address or neighbour */
+  get empty(): boolean {
+    return this.routes.size + this.nexthops.size + this.addresses.size + this.neighbours.size === 0;
   }
 
   /**

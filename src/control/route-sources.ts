@@ -33,6 +33,8 @@ interface RunningSource {
   refused(): number | undefined;
   /** FPM: connections closed, having sent no route, to make room for a new one */
   evicted(): number | undefined;
+  /** FPM: closed connections whose routes are kept (see RouteSourceStatus.keptConnections) */
+  kept?(): number;
   /** FPM: who may connect now */
   allowPeers(peers: readonly string[] | null): void;
   stop(): Promise<void>;
@@ -48,6 +50,8 @@ export interface RouteSourceStatus {
   refusedConnections?: number;
   /** FPM: connections that had sent no route, closed to make room for a new one */
   evictedConnections?: number;
+  /** FPM: closed connections whose routes are kept for zebra to come back */
+  keptConnections?: number;
 }
 
 /**
@@ -132,6 +136,7 @@ export class RouteSources implements LearnedRoutes {
     return [...this.sources.entries()].map(([source, s]) => {
       const refused = s.refused();
       const evicted = s.evicted();
+      const kept = s.kept?.();
       const leftOut: Partial<Record<LeftOut, number>> = {};
       let routes = 0;
       for (const t of s.tables()) {
@@ -139,7 +144,7 @@ export class RouteSources implements LearnedRoutes {
         routes += one.routes;
         for (const [why, n] of Object.entries(one.leftOut) as [LeftOut, number][]) leftOut[why] = (leftOut[why] ?? 0) + n;
       }
-      return { source, state: s.state, routes, leftOut, ...(refused === undefined ? {} : { refusedConnections: refused }), ...(evicted === undefined ? {} : { evictedConnections: evicted }) };
+      return { source, state: s.state, routes, leftOut, ...(refused === undefined ? {} : { refusedConnections: refused }), ...(evicted === undefined ? {} : { evictedConnections: evicted }), ...(kept === undefined ? {} : { keptConnections: kept }) };
     });
   }
 
@@ -207,6 +212,10 @@ export class RouteSources implements LearnedRoutes {
       address: string;
       resync: NodeJS.Timeout | null;
       grace: NodeJS.Timeout | null;
+      /** when the grace ends (Date.now() ms): a connection that takes the table over and sends nothing does not extend it */
+      graceEnds: number;
+      /** taken over by a new connection that has sent nothing yet: the routes wait for it under their grace */
+      waiting: boolean;
     }
     const sessions = new Map<number, Session>();
     // One limit for all its connections: sixteen of them must not hold sixteen full sources.
@@ -222,6 +231,22 @@ export class RouteSources implements LearnedRoutes {
       if (session.table.clear()) this.gather(session.table);
       this.changed();
     };
+    /** The routes of `session` (connection `id`) stay until its grace ends, then go. */
+    const keep = (id: number, session: Session, remote: string) => {
+      if (session.grace !== null) clearTimeout(session.grace);
+      session.grace = setTimeout(() => {
+        if (sessions.get(id) !== session) return;
+        withdraw(id, session);
+        this.log.warn(`route source ${name}: zebra did not come back to ${remote}: its routes are withdrawn`, 'routes.source', { source: name });
+      }, Math.max(0, session.graceEnds - Date.now())).unref();
+    };
+    /** zebra sends its whole table again: what it does not repeat within the resync goes. */
+    const resync = (session: Session) => {
+      session.resync = setTimeout(() => {
+        session.resync = null;
+        if (session.table.sweep()) this.changed();
+      }, this.fpmTimes.resyncMs).unref();
+    };
     const server = new FpmServer({
       host,
       port,
@@ -230,35 +255,57 @@ export class RouteSources implements LearnedRoutes {
       onEvents: (events: FpmEvent[], peer: FpmPeer) => {
         for (const e of events) {
           if (e.kind === 'sync-start') {
-            // zebra sends its whole table again: what it does not repeat goes, after a while.
+            // A connection from the address of one whose routes are kept takes them over:
+            // they stay under their grace until it sends something (any local process may
+            // connect from 127.0.0.1 and say nothing), then what it does not send again
+            // within the resync goes.
             const address = peer.remote.slice(0, peer.remote.lastIndexOf(':'));
             const left = [...sessions.entries()].find(([, s]) => s.grace !== null && s.address === address);
             if (left !== undefined) sessions.delete(left[0]);
-            const session: Session = left?.[1] ?? { table: new LearnedTable(name, new Map(), limit), address, resync: null, grace: null };
-            clear(session);
+            const session: Session = left?.[1] ?? { table: new LearnedTable(name, new Map(), limit), address, resync: null, grace: null, graceEnds: 0, waiting: false };
             sessions.set(peer.id, session);
-            session.table.mark();
             source.state = 'connected';
-            session.resync = setTimeout(() => {
+            if (left !== undefined) {
+              if (session.resync !== null) clearTimeout(session.resync);
               session.resync = null;
-              if (session.table.sweep()) this.changed();
-            }, this.fpmTimes.resyncMs).unref();
+              session.waiting = true;
+              session.table.mark();
+              keep(peer.id, session, peer.remote);
+            } else {
+              session.table.mark();
+              resync(session);
+            }
           } else if (e.kind === 'disconnected') {
             const session = sessions.get(peer.id);
             if (session === undefined) continue;
-            clear(session);
-            if ([...sessions.values()].every((s) => s === session || s.grace !== null)) source.state = `disconnected: ${e.reason}`;
+            if (session.resync !== null) clearTimeout(session.resync);
+            session.resync = null;
+            if ([...sessions.values()].every((s) => s === session || (s.grace !== null && !s.waiting))) source.state = `disconnected: ${e.reason}`;
             if (this.stopped) continue;
-            this.log.warn(`route source ${name}: zebra's connection from ${peer.remote} closed (${e.reason}); its routes stay ${this.fpmTimes.graceMs / 1000} s for it to come back`, 'routes.source', { source: name });
-            session.grace = setTimeout(() => {
-              if (sessions.get(peer.id) !== session) return;
+            // Nothing to keep (a connection that never sent a route): gone at once, so that
+            // connections opened and closed by the thousand leave no tables behind.
+            if (session.table.empty) {
               withdraw(peer.id, session);
-              this.log.warn(`route source ${name}: zebra did not come back to ${peer.remote}: its routes are withdrawn`, 'routes.source', { source: name });
-            }, this.fpmTimes.graceMs).unref();
+              continue;
+            }
+            // A connection that took kept routes over and sent nothing leaves them their grace as it was.
+            if (!session.waiting) session.graceEnds = Date.now() + this.fpmTimes.graceMs;
+            session.waiting = false;
+            this.log.warn(`route source ${name}: zebra's connection from ${peer.remote} closed (${e.reason}); its routes stay ${Math.round((session.graceEnds - Date.now()) / 1000)} s for it to come back`, 'routes.source', { source: name });
+            keep(peer.id, session, peer.remote);
           }
         }
-        const table = sessions.get(peer.id)?.table;
-        if (table !== undefined && table.apply(events.filter((e) => e.kind !== 'sync-start' && e.kind !== 'disconnected'))) this.changed();
+        const session = sessions.get(peer.id);
+        if (session === undefined) return;
+        const data = events.filter((e) => e.kind !== 'sync-start' && e.kind !== 'disconnected');
+        if (data.length > 0 && session.waiting && session.grace !== null) {
+          // The connection that took the routes over speaks: they are its own now.
+          clearTimeout(session.grace);
+          session.grace = null;
+          session.waiting = false;
+          resync(session);
+        }
+        if (session.table.apply(data)) this.changed();
       },
     });
     const source: RunningSource = {
@@ -268,6 +315,7 @@ export class RouteSources implements LearnedRoutes {
       state: 'listening',
       refused: () => server.refused,
       evicted: () => server.evicted,
+      kept: () => [...sessions.values()].filter((s) => s.grace !== null && !s.waiting).length,
       allowPeers: (allowed) => server.allowPeers(allowed),
       stop: async () => {
         await server.close();
@@ -279,13 +327,33 @@ export class RouteSources implements LearnedRoutes {
         sessions.clear();
       },
     };
-    server.listen().then(
-      () => this.log.info(`route source ${name}: listening for zebra (dplane_fpm_nl)`, 'routes.source', { source: name }),
-      (err: Error) => {
-        source.state = `not listening: ${err.message}`;
-        this.log.warn(`route source ${name}: cannot listen: ${err.message}`, 'routes.source', { source: name });
-      },
-    );
+    // An address in use (a vrouter before this one still closing, zebra's own listener) may
+    // be free later: tried again every RETRY_MS, as a netlink source is, warned of once.
+    let retry: NodeJS.Timeout | null = null;
+    let warned = false;
+    const listen = () => {
+      retry = null;
+      server.listen().then(
+        () => {
+          if (source.state.startsWith('not listening')) source.state = 'listening';
+          this.log.info(`route source ${name}: listening for zebra (dplane_fpm_nl)`, 'routes.source', { source: name });
+        },
+        (err: Error) => {
+          source.state = `not listening: ${err.message}`;
+          if (!warned) this.log.warn(`route source ${name}: cannot listen: ${err.message}; trying again every ${RETRY_MS / 1000} s`, 'routes.source', { source: name });
+          warned = true;
+          if (!stopped) retry = setTimeout(listen, RETRY_MS).unref();
+        },
+      );
+    };
+    let stopped = false;
+    const stopServer = source.stop;
+    source.stop = async () => {
+      stopped = true;
+      if (retry !== null) clearTimeout(retry);
+      await stopServer();
+    };
+    listen();
     return source;
   }
 

@@ -119,9 +119,13 @@ export class FpmServer {
     const server = createServer((socket) => this.accept(socket));
     this.server = server;
     return new Promise((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err) => {
+        // Not listening: listen() may be tried again (the address may be free later).
+        if (this.server === server) this.server = null;
+        reject(err);
+      });
       server.listen(this.options.port, this.options.host, () => {
-        server.off('error', reject);
+        server.removeAllListeners('error');
         server.on('error', (err) => this.log.warn(`fpm: ${err.message}`));
         const a = server.address();
         resolve(typeof a === 'object' && a !== null ? { host: a.address, port: a.port } : { host: this.options.host, port: this.options.port });

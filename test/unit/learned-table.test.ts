@@ -2,7 +2,7 @@
 import t from 'tap';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { LearnedTable, MAX_ROUTES, prefixText } from '../../src/control/learned-table.ts';
+import { LearnedTable, MAX_HOPS, MAX_ROUTES, MAX_ROUTES_PER_PREFIX, prefixText } from '../../src/control/learned-table.ts';
 import type { NexthopEvent, RouteEvent } from '../../src/sys/netlink.ts';
 
 setFlagsFromString('--expose-gc');
@@ -99,6 +99,41 @@ t.test('a source keeps at most so many routes (MAX_ROUTES, here 1,000); more are
   t.match(table.status(), { leftOut: { 'over limit': 10 } }, 'and are counted');
   table.apply([{ ...batch(0, 1)[0], op: 'remove' }]);
   t.ok(table.apply(batch(LIMIT, 1)), 'one removed makes room for one');
+});
+
+t.test("what else a peer sends counts against the same limit: nexthop objects, their members, a route's gateways past the first", async (t) => {
+  const LIMIT = 1000;
+  const limit = { held: 0, most: LIMIT };
+  const table = new LearnedTable('fpm 127.0.0.1:2620', new Map(), limit);
+  table.apply(Array.from({ length: 2000 }, (_, k) => nexthop({ id: k + 1, via: '192.0.2.1' })));
+  t.equal(limit.held, LIMIT, '2,000 nexthop objects: 1,000 kept, the limit reached');
+  t.match(table.status(), { leftOut: { 'over limit': 1000 } }, 'the others left out and counted');
+  t.notOk(table.apply([route({ prefix: '10.9.0.0/16', nexthops: [{ via: '192.0.2.1', ifindex: 0, weight: 1 }] })]), 'no room for a route either');
+  table.apply(Array.from({ length: 1000 }, (_, k) => nexthop({ op: 'remove', id: k + 1 })));
+  t.equal(limit.held, 0, 'removed, they give their room back');
+  const group = (id: number, members: number) => nexthop({ id, group: Array.from({ length: members }, (_, m) => ({ id: 5000 + m, weight: 1 })) });
+  table.apply([group(1, 10)]);
+  t.equal(limit.held, 11, 'a group of 10: the object and its members');
+  table.apply([group(1, LIMIT)]);
+  t.equal(limit.held, 0, 'a group past the limit is left out, and the one it replaced goes');
+  t.match(table.status(), { leftOut: { 'over limit': 1002 } }, 'counted with the 1,000 nexthops and the route left out before');
+  const hops = (n: number) => Array.from({ length: n }, (_, k) => ({ via: `192.0.${2 + (k >> 8)}.${k & 255}`, ifindex: 0, weight: 1 }));
+  t.ok(table.apply([route({ prefix: '10.8.0.0/16', nexthops: hops(4) })]));
+  t.equal(limit.held, 4, 'a route of 4 gateways: the route and 3 more');
+  t.notOk(table.apply([route({ prefix: '10.7.0.0/16', nexthops: hops(MAX_HOPS + 1) })]), `a route of more than ${MAX_HOPS} gateways is left out`);
+  table.clear();
+  t.equal(limit.held, 0, 'cleared: everything given back');
+});
+
+t.test(`a prefix keeps at most ${MAX_ROUTES_PER_PREFIX} routes (metrics); adding one walks no more than those`, async (t) => {
+  const table = new LearnedTable('fpm 127.0.0.1:2620');
+  const started = performance.now();
+  for (let frame = 0; frame < 40; frame++) table.apply(Array.from({ length: 1250 }, (_, k) => route({ prefix: '10.0.0.0/8', metric: frame * 1250 + k, nexthops: [{ via: '192.0.2.1', ifindex: 0, weight: 1 }] })));
+  const ms = performance.now() - started;
+  t.equal(table.size, MAX_ROUTES_PER_PREFIX, `50,000 metrics of one prefix: ${MAX_ROUTES_PER_PREFIX} kept`);
+  t.match(table.status(), { leftOut: { 'over limit': 50_000 - MAX_ROUTES_PER_PREFIX } });
+  t.ok(ms < 2000, `in ${ms.toFixed(0)} ms`);
+  t.ok(table.apply([route({ prefix: '10.0.0.0/8', metric: 0, nexthops: [{ via: '192.0.2.9', ifindex: 0, weight: 1 }] })]), 'one of those kept is still replaced');
 });
 
 t.test('a sync removes what it did not repeat', async (t) => {

@@ -1,9 +1,11 @@
 // An FPM route source with several connections: each zebra's routes are its own. A local
-// process that connects (and closes, or stays silent) takes nothing from a zebra; a zebra
-// that hangs up keeps its routes for the grace, gets them back by coming back from the
-// same address, and loses them when it does not; one zebra's withdrawal leaves another's
-// route to the same prefix. Timers shortened (grace 400 ms, resync 150 ms).
-import { connect, type Socket } from 'node:net';
+// process that connects (and closes, or stays silent) takes nothing from a zebra, not even
+// while zebra is away, and leaves nothing behind; a zebra that hangs up keeps its routes
+// for the grace, gets them back by coming back from the same address, and loses them when
+// it does not; one zebra's withdrawal leaves another's route to the same prefix; a listen
+// address in use is tried again. Timers shortened (grace 400 ms, resync 150 ms).
+import { connect, createServer, type Socket } from 'node:net';
+import { once } from 'node:events';
 import t, { type Test } from 'tap';
 import { RouteSources } from '../../src/control/route-sources.ts';
 import { waitFor } from '../support/traffic.ts';
@@ -31,7 +33,9 @@ async function source(t: Test, port: number) {
   };
   const send = (s: Socket, op: 'add' | 'remove', prefix: string, gateway: string) => s.write(fpmFrame(routeMessage(op, { prefix, gateway, oif: 2, protocol: RTPROT_BGP }, zebra)));
   const vias = (prefix: string) => sources.get(prefix).flatMap((r) => r.via ?? []).sort();
-  return { open, send, vias };
+  const kept = () => sources.status()[0].keptConnections;
+  const state = () => sources.status()[0].state;
+  return { open, send, vias, kept, state };
 }
 
 t.test('a process that connects and closes, or stays silent, takes no zebra\'s routes', async (t) => {
@@ -74,4 +78,35 @@ t.test('one zebra\'s withdrawal leaves another\'s route to the same prefix', asy
   s.send(b, 'remove', '198.51.100.0/24', '192.0.2.2');
   await waitFor('b\'s withdrawn', () => s.vias('198.51.100.0/24').length === 1 || undefined);
   t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'a\'s stays');
+});
+
+t.test("a process that connects from zebra's address while zebra is away and says nothing takes none of its routes; closed silent connections keep nothing", async (t) => {
+  const s = await source(t, 29300 + (process.pid % 1000));
+  const z = await s.open();
+  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
+  await waitFor('the route', () => s.vias('198.51.100.0/24').length === 1 || undefined);
+  z.destroy();
+  await waitFor("zebra's routes kept", () => s.kept() === 1 || undefined);
+  const silent = await s.open();
+  await sleep(RESYNC_MS + 100);
+  t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'past the resync, within the grace: the route stays, the silent connection took none of it');
+  await sleep(GRACE_MS);
+  t.same(s.vias('198.51.100.0/24'), [], 'gone once the grace zebra left with ended');
+  silent.destroy();
+  for (let k = 0; k < 30; k++) (await s.open()).destroy();
+  await sleep(100);
+  t.equal(s.kept(), 0, '30 connections opened and closed having sent nothing: no table kept for them');
+});
+
+t.test('a listen address in use is tried again until it is free', async (t) => {
+  const port = 30300 + (process.pid % 1000);
+  const blocker = createServer().listen(port, '127.0.0.1');
+  await once(blocker, 'listening');
+  const s = await source(t, port);
+  await waitFor('the source says why it does not listen', () => /not listening: .*EADDRINUSE/.test(s.state()) || undefined);
+  await new Promise((resolve) => blocker.close(resolve));
+  const z = await s.open();
+  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
+  await waitFor("zebra's route, once the address was free", () => s.vias('198.51.100.0/24').length === 1 || undefined);
+  t.equal(s.state(), 'connected');
 });

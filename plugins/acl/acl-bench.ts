@@ -122,6 +122,7 @@ class BenchBatch implements PacketBatch {
     return -1;
   }
   completeChecksum(): void {}
+  rewritten(): void {}
   segmentLength(): number {
     return 0;
   }

@@ -105,6 +105,8 @@ export class Rejecter {
     if (longest > batch.frameRoom) return REJECT_SILENT;
     if (!this.buckets.take(batch.ingress, nowMs, this.rate, this.burst)) return REJECT_LIMITED;
 
+    // An answer in the packet's place: its checksum or segments, left to do, are not the answer's.
+    batch.rewritten(i);
     const side = this.sides[batch.ingress];
     const sender = batch.receivedSource(i);
     let tci = 0;

@@ -6,7 +6,7 @@ import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
 export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
-import { completeChecksum, l3Offset, leavesChecksum } from './offloads.ts';
+import { completeChecksum, forgetOffloads, l3Offset, leavesChecksum } from './offloads.ts';
 import type { DeferredPayloads } from './deferred-payloads.ts';
 
 /** Packets a stage may add to a burst, beyond the BURST received. */
@@ -132,6 +132,13 @@ export class Batch {
     this.local[i] = 1;
     this.sourceSaved[i] = 0;
     return i;
+  }
+
+  /** Packet i is about to hold a frame a stage writes anew: nothing left to do from its sender's (see the plugin API). */
+  rewritten(i: number): void {
+    const h = this.handles[i];
+    if (this.deferred !== null) this.deferred.materialize(this.pool, h);
+    forgetOffloads(this.pool, h);
   }
 
   /** Completes a checksum packet i leaves to do (see the plugin API). */

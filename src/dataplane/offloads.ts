@@ -226,6 +226,12 @@ export function completeChecksum(pool: PacketPool, handle: number): void {
   d[at + 1] = result >>> 8;
 }
 
+/** Frame `handle` leaves nothing to do (a frame written anew in its buffer). */
+export function forgetOffloads(pool: PacketPool, handle: number): void {
+  pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = 0;
+  pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_GSO_TYPE] = VIRTIO_NET_HDR_GSO_NONE;
+}
+
 /** Whether frame `handle` leaves a checksum to do. */
 export function leavesChecksum(pool: PacketPool, handle: number): boolean {
   return pool.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] !== 0;

@@ -99,6 +99,12 @@ export interface PacketBatch {
    * one segment's payload), which is what the egress MTU must allow; 0 for any other.
    */
   segmentLength(i: number): number;
+  /**
+   * A stage about to write a new frame in packet i's place (an answer to its sender: a TCP
+   * reset, an ICMP error) calls this first: what the sender's frame left to do (a checksum,
+   * its cutting into segments) does not apply to the frame written.
+   */
+  rewritten(i: number): void;
   /** the bytes packet i puts on the wire: a super-frame's segments each repeat its headers */
   wireLength(i: number): number;
   /** before rewriting packet i's Ethernet header: keeps its source MAC for receivedSource() */

@@ -336,11 +336,13 @@ export class LearnedTable {
   /** Adds the route, or replaces the one to its prefix and metric; returns whether that changed anything. */
   private setRoute(key: number | string, r: RouteEvent): boolean {
     const kind = r.protocol === RTPROT_KERNEL ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
-    if (r.nexthops.length > MAX_HOPS) {
-      this.overLimit++;
-      return false;
-    }
+    if (r.nexthops.length > MAX_HOPS) return this.refuse(key, r);
     const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : NONE;
+    // A set of gateways new to the table, past the limit (hopSet charged it, to know).
+    if (this.limit.held > this.limit.most) {
+      this.release(hops);
+      return this.refuse(key, r);
+    }
     const nhid = r.nhid ?? NONE;
     const seen = this.seen !== null ? this.sync : 0;
     const s = this.slots;
@@ -378,6 +380,22 @@ export class LearnedTable {
     this.count++;
     this.limit.held++;
     return true;
+  }
+
+  /**
+   * Leaves a route out (counted as 'over limit'); the route it would replace goes, as what
+   * the peer means by it is not kept. Returns whether one went.
+   */
+  private refuse(key: number | string, r: RouteEvent): boolean {
+    this.overLimit++;
+    const s = this.slots;
+    let before = NONE;
+    for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; before = slot, slot = s.next[slot]) {
+      if (s.metric[slot] !== r.metric) continue;
+      this.unlink(key, before, slot);
+      return true;
+    }
+    return false;
   }
 
   /**

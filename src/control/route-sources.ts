@@ -236,8 +236,14 @@ export class RouteSources implements LearnedRoutes {
       if (session.grace !== null) clearTimeout(session.grace);
       session.grace = setTimeout(() => {
         if (sessions.get(id) !== session) return;
-        withdraw(id, session);
         this.log.warn(`route source ${name}: zebra did not come back to ${remote}: its routes are withdrawn`, 'routes.source', { source: name });
+        if (!session.waiting) return withdraw(id, session);
+        // The connection that took them over is still open and has said nothing: the
+        // routes go, the connection keeps its (empty) table for what it sends later.
+        session.grace = null;
+        session.waiting = false;
+        if (session.table.clear()) this.gather(session.table);
+        this.changed();
       }, Math.max(0, session.graceEnds - Date.now())).unref();
     };
     /** zebra sends its whole table again: what it does not repeat within the resync goes. */
@@ -260,7 +266,9 @@ export class RouteSources implements LearnedRoutes {
             // connect from 127.0.0.1 and say nothing), then what it does not send again
             // within the resync goes.
             const address = peer.remote.slice(0, peer.remote.lastIndexOf(':'));
-            const left = [...sessions.entries()].find(([, s]) => s.grace !== null && s.address === address);
+            // Not one another connection took over already (`waiting`): a probe of the port
+            // from the same address would take it from zebra, back before it sent a frame.
+            const left = [...sessions.entries()].find(([, s]) => s.grace !== null && !s.waiting && s.address === address);
             if (left !== undefined) sessions.delete(left[0]);
             const session: Session = left?.[1] ?? { table: new LearnedTable(name, new Map(), limit), address, resync: null, grace: null, graceEnds: 0, waiting: false };
             sessions.set(peer.id, session);

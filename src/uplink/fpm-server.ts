@@ -125,6 +125,12 @@ export class FpmServer {
         reject(err);
       });
       server.listen(this.options.port, this.options.host, () => {
+        // Closed while the listen was under way (close() no longer knows this server).
+        if (this.server !== server) {
+          server.close();
+          reject(new Error('the FPM server was closed'));
+          return;
+        }
         server.removeAllListeners('error');
         server.on('error', (err) => this.log.warn(`fpm: ${err.message}`));
         const a = server.address();

@@ -125,6 +125,21 @@ t.test("what else a peer sends counts against the same limit: nexthop objects, t
   t.equal(limit.held, 0, 'cleared: everything given back');
 });
 
+t.test('a route replaced by one left out goes: past the limit, or listing too many gateways', async (t) => {
+  const limit = { held: 0, most: 100 };
+  const table = new LearnedTable('fpm 127.0.0.1:2620', new Map(), limit);
+  const hops = (n: number, base = 0) => Array.from({ length: n }, (_, k) => ({ via: `192.0.${2 + ((base + k) >> 8)}.${(base + k) & 255}`, ifindex: 0, weight: 1 }));
+  table.apply(Array.from({ length: 100 }, (_, k) => route({ prefix: `10.${k}.0.0/16`, nexthops: hops(1) })));
+  t.equal(limit.held, 100, 'full');
+  t.ok(table.apply([route({ prefix: '10.1.0.0/16', nexthops: hops(1) })]) === false, 'the same route again: nothing changes');
+  t.ok(table.apply([route({ prefix: '10.2.0.0/16', nexthops: hops(50, 10) })]), 'replaced by a route of 50 new gateways, past the limit: a change');
+  t.same(table.learned().routes.filter((r) => r.prefix === '10.2.0.0/16'), [], 'the route it would have replaced is gone, not kept as it was');
+  t.ok(limit.held <= limit.most, `the limit holds (${limit.held} of ${limit.most})`);
+  t.ok(table.apply([route({ prefix: '10.3.0.0/16', nexthops: hops(MAX_HOPS + 1) })]), `replaced by one of more than ${MAX_HOPS} gateways: a change`);
+  t.same(table.learned().routes.filter((r) => r.prefix === '10.3.0.0/16'), [], 'and it is gone too');
+  t.match(table.status(), { leftOut: { 'over limit': 2 } });
+});
+
 t.test(`a prefix keeps at most ${MAX_ROUTES_PER_PREFIX} routes (metrics); adding one walks no more than those`, async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   const started = performance.now();

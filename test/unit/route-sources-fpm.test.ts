@@ -110,3 +110,29 @@ t.test('a listen address in use is tried again until it is free', async (t) => {
   await waitFor("zebra's route, once the address was free", () => s.vias('198.51.100.0/24').length === 1 || undefined);
   t.equal(s.state(), 'connected');
 });
+
+t.test('zebra back, not yet speaking, keeps its connection: a probe of the port takes nothing from it, nor does the grace ending', async (t) => {
+  const s = await source(t, 31300 + (process.pid % 1000));
+  const z = await s.open();
+  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
+  await waitFor('the route', () => s.vias('198.51.100.0/24').length === 1 || undefined);
+  z.destroy();
+  await waitFor("zebra's routes kept", () => s.kept() === 1 || undefined);
+  const back = await s.open();
+  const probe = await s.open();
+  probe.destroy();
+  await sleep(50);
+  s.send(back, 'add', '198.51.100.0/24', '192.0.2.1');
+  await sleep(GRACE_MS + RESYNC_MS + 200);
+  t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], "zebra's route, sent again once back, stays: the probe took its place from nobody");
+
+  // Away again, and back without a word until its routes' grace ended: what it sends then is its own.
+  back.destroy();
+  await waitFor("zebra's routes kept", () => s.kept() === 1 || undefined);
+  const late = await s.open();
+  await sleep(GRACE_MS + 100);
+  t.same(s.vias('198.51.100.0/24'), [], 'the grace ended: the routes went');
+  s.send(late, 'add', '203.0.113.0/24', '192.0.2.2');
+  await waitFor('what the connection sends afterwards is learned', () => s.vias('203.0.113.0/24').length === 1 || undefined);
+  t.pass('learned');
+});

@@ -214,8 +214,10 @@ export class Supervisor {
 
   /** the stages of the pipeline, loaded and validated (planPlugins) */
   private plugins: PluginPlan[];
-  /** loads of the plugin files so far (reloads) */
+  /** the module version of the plugin files in use (0: as loaded at start; see pluginLoadAttempts) */
   private pluginLoads = 0;
+  /** module versions given to loads of changed plugin files so far (pluginLoads: the one in use) */
+  private pluginLoadAttempts = 0;
   /** PMDs terminated to take new plugins: not crashes, not counted as such */
   private readonly reloading = new Set<number>();
   private topology: Topology;
@@ -1066,7 +1068,11 @@ export class Supervisor {
     const digestOf = (spec: PluginSpec) => (options.pluginFiles === false && ports === null ? this.digests.get(spec.name) : undefined) ?? fileDigest(spec.path);
     const digests = new Map(next.plugins.map((spec) => [spec.name, digestOf(spec)]));
     const filesChanged = next.plugins.some((spec) => digests.get(spec.name) !== this.digests.get(spec.name));
-    const plans = await planPlugins(next.plugins, topology, filesChanged ? this.pluginLoads + 1 : this.pluginLoads);
+    // A new module version for every load of changed files, kept or not: Node caches a
+    // module by its URL, a failed import too, so a version a refused or dry-run load used
+    // would give the next load what that one found (its error, or the file as it was then).
+    const version = filesChanged ? ++this.pluginLoadAttempts : this.pluginLoads;
+    const plans = await planPlugins(next.plugins, topology, version);
     const running = (p: PluginPlan) => this.plugins.find((o) => o.name === p.name)!;
     const newFiles = plans.filter((p) => digests.get(p.name) !== this.digests.get(p.name));
     // New ports or bridges: every plugin prepares again for them, and the PMDs restart on them.
@@ -1099,7 +1105,7 @@ export class Supervisor {
     // nothing new for them, and they are not interrupted for it.
     const forPmds = changed.filter((p) => !sameConfig(p.pmdConfig, running(p).pmdConfig) || !sameRegions(memory[p.name], this.pluginMemory[p.name]));
     if (filesChanged) {
-      this.pluginLoads++;
+      this.pluginLoads = version;
       // The spare's PMDs imported the files as they were.
       this.replaceSpare();
     }

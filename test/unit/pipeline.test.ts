@@ -205,7 +205,7 @@ t.test('a plugin whose createState never returns is taken out, the PMD runs', as
   t.equal(await framesThrough(t, vr), 5, 'traffic passes the bypassed plugin');
 });
 
-t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one', async (t) => {
+t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one, and the file fixed loads', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
   /** A plugin that adds `step` to its counter for every batch. */
   const version = (v: string, step: number) => `
@@ -252,6 +252,16 @@ export default plugin;
   vr.proc.kill('SIGHUP');
   await waitFor('the refusal', () => /not reloaded, the running config and plugins stay: plugins\.reloadable\.path: cannot load/.test(vr.stderr()), 5000);
   t.equal(await oneBatch(), 1000, 'version 2 still runs');
+  // One that throws as it loads, refused too; then the file fixed: the next reload loads it
+  // (not the failure the module cache kept).
+  writeFileSync(file, "throw new Error('not today');\n");
+  vr.proc.kill('SIGHUP');
+  await waitFor('the second refusal', () => (vr.stderr().match(/not reloaded, the running config and plugins stay: plugins\.reloadable\.path: cannot load/g) ?? []).length >= 2, 5000);
+  writeFileSync(file, version('3', 7));
+  vr.proc.kill('SIGHUP');
+  await waitFor('the reload of the fixed file', () => /reloaded from .* \(reloadable 2 -> 3\)/.test(vr.stderr()), 5000);
+  await waitFor('the queues back again', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 2, 5000);
+  t.equal(await oneBatch(), 7, 'version 3 runs');
   t.notMatch(vr.stderr(), /restarts within/, 'reloads are not counted as crashes');
   t.ok(vr.alive());
 });

@@ -63,3 +63,14 @@ t.test('port security and the learning limit', async (t) => {
   t.equal(h.counts('p1').mac_learning_refused, 3, 'a port at its macLimit (2) learns no more: 3 frames counted as mac_learning_refused');
   t.same(where(h, 'p2', [frame(mac(0x25), mac(0x30))]), ['flood'], 'a source that was not learned is flooded to');
 });
+
+t.test("another PMD's table of before a relayout names no port outside the bridge", async (t) => {
+  // PMD 1 learned under the ports as they were; PMD 0 runs on them as they are now (a port
+  // added or removed), where bridge 0 is another bridge and slot 1 another bridge's port.
+  const ports = (bridges: string[]): HarnessPort[] => bridges.map((b, i) => ({ name: `p${i}`, bridge: b, settings: { macLimit: 256, portSecurity: false, mac: null } }));
+  const before = new PluginHarness(bridge, { ports: ports(['br0', 'br0', 'br1', 'br1']), pmd: 1, pmdCount: 2 });
+  const now = new PluginHarness(bridge, { ports: ports(['br1', 'br0', 'br0', 'br1']), pmd: 0, pmdCount: 2, shareWith: before as PluginHarness<unknown, unknown> });
+  t.same(where(before, 'p1', [frame(mac(2), mac(1))]), ['flood'], 'PMD 1 learns ...:01 on p1 (slot 1), in its table of bridge 0 (br0 then)');
+  t.same(where(now, 'p0', [frame(mac(1), mac(5))]), ['flood'], "PMD 0, in br1 (bridge 0 now): slot 1 is br0's now, not an answer: flooded within br1");
+  t.same(where(now, 'p3', [frame(mac(5), mac(6))]), ['p0'], 'its own learning still answers');
+});

@@ -80,7 +80,12 @@ function createState(ctx: PluginContext<unknown>): BridgeState {
   };
 }
 
-/** Our own table first; then the other PMDs', the most recently seen entry winning. */
+/**
+ * Our own table first; then the other PMDs', the most recently seen entry winning. Another
+ * PMD's entry naming a port not in this bridge is no answer: across ports added or removed
+ * a PMD that has not restarted yet keeps its table of before, where a bridge's index or a
+ * port's slot may mean another one now.
+ */
 function lookup(s: BridgeState, bridge: number, hi: number, lo: number, now: number): number {
   const own = s.ownTables[bridge].lookupOwn(hi, lo, now);
   if (own >= 0 || s.pmdCount === 1) return own;
@@ -90,7 +95,7 @@ function lookup(s: BridgeState, bridge: number, hi: number, lo: number, now: num
   for (let p = 0; p < tables.length; p++) {
     if (p === s.pmd) continue;
     const port = tables[p].lookupShared(hi, lo, now);
-    if (port >= 0 && tables[p].foundSeen > bestSeen) {
+    if (port >= 0 && port < s.roles.length && s.roles[port].bridge === bridge && tables[p].foundSeen > bestSeen) {
       best = port;
       bestSeen = tables[p].foundSeen;
     }

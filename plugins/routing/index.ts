@@ -141,7 +141,9 @@ async function prepare(setup: PluginSetup<RoutingConfig>): Promise<Record<string
   const fib = planFib(setup, interfaces);
   const region = setup.shared[neighbourRegionOf(setup.topology)];
   const table = new NeighbourTable(region, setup.topology.ports.length);
-  table.seedIfNew();
+  // Only a region allocated now: the PMDs running keep the seed they read (an older table,
+  // unseeded, that emptied out hashes as it did).
+  if (setup.fresh(neighbourRegionOf(setup.topology))) table.seedIfNew();
   // Every entry checked before any is written: a refused config writes none.
   const seen = new Map<string, number>();
   const statics = setup.config.neighbours.map((n, k) => {

@@ -9,7 +9,7 @@
 import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { chmodSync, rmSync, statSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { removeStaleSocket } from '../sys/libc.ts';
 import { readAdminToken, type AdminConfig } from '../control/config.ts';
@@ -274,11 +274,16 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
   res.end(body);
 }
 
-/** Whether a Host header names this host's loopback (localhost, 127/8, ::1) or `listening`, whatever its port. */
+/**
+ * Whether a Host header names this host's loopback (localhost, 127/8, ::1 however written)
+ * or `listening`, whatever its port. None at all (an HTTP/1.0 client's) is no browser's.
+ */
 function isLoopbackHost(header: string, listening: string): boolean {
-  const name = (header.startsWith('[') ? header.slice(1, header.indexOf(']')) : header.replace(/:\d*$/, '')).toLowerCase();
-  if (name === 'localhost' || name === listening.toLowerCase() || name === '::1') return true;
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+  if (header === '') return true;
+  const name = (header.startsWith('[') ? header.slice(1, header.indexOf(']')) : header.replace(/:\d*$/, '')).toLowerCase().replace(/\.$/, '');
+  if (name === 'localhost' || name === listening.toLowerCase()) return true;
+  if (isIP(name) === 4) return name.startsWith('127.');
+  return isIP(name) === 6 && new URL(`http://[${name}]/`).hostname === '[::1]';
 }
 
 /** The request's target as a URL: one Node's parser takes but URL does not (`http://[`) is the request's fault. */

@@ -275,7 +275,9 @@ t.test('TCP with a token: reads are open, changes need it', async (t) => {
   const listed = (await api.call('GET', '/routes')).json as { prefix: string }[];
   t.ok(Array.isArray(listed) && listed.some((r) => r.prefix === '198.51.100.0/24') && !listed.some((r) => r.prefix === '198.51.100.0/25'), 'the refused route is not there (the one added before is)');
   t.equal((await api.call('GET', '/ports', undefined, { 'sec-fetch-site': 'none' })).status, 200, 'a URL typed in the address bar is answered');
-  t.equal((await api.call('GET', '/ports', undefined, { host: `localhost:${port}` })).status, 200, 'and a request to localhost');
+  for (const host of [`localhost:${port}`, `localhost.:${port}`, `[0:0:0:0:0:0:0:1]:${port}`, `127.0.0.2:${port}`]) {
+    t.equal((await api.call('GET', '/ports', undefined, { host })).status, 200, `and a request to ${host}`);
+  }
 });
 
 t.test('a second vrouter on the same sockets takes none of them from the first', async (t) => {

@@ -3,7 +3,7 @@
 // by every PMD without a lock. An address that finds no room meters into one overflow bucket
 // shared by all such addresses, so a flood of new sources is still held to one rate.
 //
-// Layout: a 64-byte header, then per slot 8 Int32 words: state, last second seen, the address
+// Layout: a 64-byte header (magic, capacity, the hash seed), then per slot 8 Int32 words: state, last second seen, the address
 // (4 words; IPv4 as ::ffff:a.b.c.d), 2 spare. Slot i's bucket is policer i of the bucket table;
 // the overflow bucket is policer `capacity`.
 //
@@ -20,6 +20,8 @@ import type { PolicerTable } from './policer.ts';
 export const WINDOW = 16;
 const MAGIC = 0x41444452; // "ADDR"
 const HEADER_WORDS = 16;
+/** header word of the hash seed */
+const SEED = 2;
 const SLOT_WORDS = 8;
 const STATE = 0;
 const SEEN = 1;
@@ -34,11 +36,18 @@ export function addressTableBytes(capacity: number): number {
   return (HEADER_WORDS + capacity * SLOT_WORDS) * 4;
 }
 
-/** Lays the table out in zero-filled shared memory (every slot empty). */
-export function formatAddressTable(buffer: ArrayBufferLike, capacity: number): void {
+/**
+ * Lays the table out in zero-filled shared memory (every slot empty), with a random hash
+ * seed: without one a guest could work out offline a set of addresses that share another
+ * address's window and, keeping them live, send that address's traffic to the overflow
+ * bucket, shared with whatever floods it.
+ */
+export function formatAddressTable(buffer: ArrayBufferLike, capacity: number, seed = crypto.getRandomValues(new Int32Array(1))[0]): void {
   const words = new Int32Array(buffer);
-  words[0] = MAGIC;
   words[1] = capacity;
+  words[SEED] = seed;
+  // The magic last: a view made before this would not trust the seed.
+  Atomics.store(words, 0, MAGIC);
 }
 
 /** Empties every slot (the buckets' configuration changed: old entries would keep old buckets). */
@@ -48,11 +57,13 @@ export function clearAddressTable(buffer: ArrayBufferLike): void {
 }
 
 /**
- * Murmur3's 32-bit finalizer over the four words: spreads neighbouring addresses apart. An int32
- * (a uint32 past 2^31 would be a heap number if V8 does not inline this).
+ * Murmur3's mixing over the seed and the four words, its 32-bit finalizer last: spreads
+ * neighbouring addresses apart, and where an address lands depends on the seed through the
+ * finalizer, whatever its last word. An int32 (a uint32 past 2^31 would be a heap number
+ * if V8 does not inline this).
  */
-function hashAddress(k0: number, k1: number, k2: number, k3: number): number {
-  let h = Math.imul(k0 ^ 0x9e3779b9, 0xcc9e2d51);
+function hashAddress(seed: number, k0: number, k1: number, k2: number, k3: number): number {
+  let h = Math.imul(k0 ^ seed, 0xcc9e2d51);
   h = Math.imul((h << 15) | (h >>> 17), 0x1b873593) ^ k1;
   h = Math.imul((h << 13) | (h >>> 19), 5) + 0xe6546b64;
   h = Math.imul(h ^ k2, 0x85ebca6b);
@@ -73,16 +84,23 @@ export class AddressTable {
   private readonly words: Int32Array;
   private readonly mask: number;
   private readonly idleSeconds: number;
+  private readonly seed: number;
 
   constructor(slots: ArrayBufferLike, buckets: PolicerTable, idleSeconds: number) {
     this.words = new Int32Array(slots);
-    if (this.words[0] !== MAGIC) throw new RangeError('not an address table (formatAddressTable)');
+    if (Atomics.load(this.words, 0) !== MAGIC) throw new RangeError('not an address table (formatAddressTable)');
     this.capacity = this.words[1];
     if (buckets.capacity !== this.capacity + 1) throw new RangeError(`address table of ${this.capacity}: needs ${this.capacity + 1} buckets, has ${buckets.capacity}`);
     this.mask = this.capacity - 1;
     this.overflow = this.capacity;
     this.buckets = buckets;
     this.idleSeconds = idleSeconds;
+    this.seed = this.words[SEED] ^ 0x9e3779b9;
+  }
+
+  /** The first slot of an address's window (diagnostics, tests). */
+  windowOf(k0: number, k1: number, k2: number, k3: number): number {
+    return (hashAddress(this.seed, k0, k1, k2, k3) >>> 2) & this.mask;
   }
 
   /**
@@ -92,7 +110,7 @@ export class AddressTable {
    */
   bucketOf(k0: number, k1: number, k2: number, k3: number): number {
     const words = this.words;
-    const h = hashAddress(k0, k1, k2, k3);
+    const h = hashAddress(this.seed, k0, k1, k2, k3);
     const tag = (((h & TAG_MASK) << 2) | LIVE) | 0;
     const start = h >>> 2;
     const nowSec = Math.floor(this.buckets.time[0] / 1e6);

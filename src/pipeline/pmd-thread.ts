@@ -13,7 +13,7 @@ import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, D
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
 import { importPlugin, type PluginPlan } from './loader.ts';
-import type { Topology } from './api.ts';
+import { PLUGIN_API_VERSION, type Plugin, type Topology } from './api.ts';
 import type { PluginMemory } from './shared-memory.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
 
@@ -59,8 +59,17 @@ const log = createLog(`pmd${started.config.id}`, (line) => parentPort!.postMessa
 if (started.lifeLocks !== null && holdLifeLock(regionOf(started.lifeLocks), 1, LIFE_LOCKS) < 0) {
   log.warn(`no life lock left of ${LIFE_LOCKS}: a death of this data plane is known only once the process has ended`);
 }
-// Plugins are imported first: in standby, that is the work done before the go.
-const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version)));
+// Plugins are imported first: in standby, that is the work done before the go. A file
+// that no longer loads (edited on disk since the supervisor loaded it; this thread is a
+// restart, a spare) takes its stage out, dropping what reaches it, rather than failing
+// the thread at every restart until the whole data plane gives up: a reload with the
+// file fixed brings it back.
+const unloadable: string[] = [];
+const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path, `plugins.${p.name}`, p.version).catch((err: unknown): Plugin => {
+  log.error(`plugin ${p.name} cannot be imported (${(err as Error).message}): taken out of the pipeline, its packets dropped as plugin_error, until a reload loads it`, 'plugin.failed', { plugin: p.name });
+  unloadable.push(p.name);
+  return { name: p.name, version: '', apiVersion: PLUGIN_API_VERSION, createState: () => null, process: () => {} };
+})));
 let data = started;
 if (started.standby !== null) {
   // Loaded: the data plane this one stands in for forwards until it is told to go.
@@ -114,7 +123,7 @@ const pmd = new Pmd(config, shared, log, (counters, bell, wantedBatches): Stage[
   // by the supervisor's watchdog, as one stuck in a burst is.
   stages = plugins.map((plan, i) => {
     bell[DOORBELL_STAGE] = i;
-    return new PluginStage(modules[i], plan, { ...where, wantedBatches }, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name));
+    return new PluginStage(modules[i], plan, { ...where, wantedBatches }, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name) || unloadable.includes(plan.name));
   });
   return stages;
 }, capture);

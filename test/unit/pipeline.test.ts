@@ -205,6 +205,56 @@ t.test('a plugin whose createState never returns is taken out, the PMD runs', as
   t.equal(await framesThrough(t, vr), 5, 'traffic passes the bypassed plugin');
 });
 
+t.test('a plugin file broken on disk: a PMD that restarts takes its stage out, dropping, and the data plane runs on; a reload of the fixed file brings it back', async (t) => {
+  const file = fileURLToPath(new URL(`../support/plugins/reloadable-broken-${process.pid}.ts`, import.meta.url));
+  const counting = (step: number) => `
+import { PLUGIN_API_VERSION, type Plugin } from '../../../src/pipeline/api.ts';
+const plugin: Plugin<unknown, { id: number; count: (port: number, id: number, n: number) => void }> = {
+  name: 'counting', version: '${step}', apiVersion: PLUGIN_API_VERSION,
+  counters: [['steps', 'what each version adds per batch']],
+  createState: (ctx) => ({ id: ctx.counterId('steps'), count: ctx.count }),
+  process(batch, s) { s.count(batch.ingress, s.id, ${step}); },
+};
+export default plugin;
+`;
+  writeFileSync(file, counting(1));
+  t.teardown(() => rmSync(file, { force: true }));
+  const vr = await startVrouter({
+    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    pmd: { cores: [1] },
+    plugins: { counting: { path: file } },
+    pipeline: ['counting', 'bridge'],
+  });
+  t.teardown(() => vr.stop());
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const send = () => {
+    postRxBuffer(b.rx, 2048);
+    sendFrame(a.tx, ethernetFrame(MAC_B, MAC_A, 60));
+    a.kick();
+  };
+  send();
+  await waitFor('the frame on b', () => b.rx.takeUsed().length > 0 || undefined, 5000);
+  writeFileSync(file, 'export default {');
+  vr.proc.kill('SIGUSR2');
+  await waitFor('the restarted PMD taking the stage out', () => /plugin counting cannot be imported .*taken out of the pipeline/.test(vr.stderr()) || undefined, 10_000);
+  await waitFor('the queues back', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 1, 5000);
+  send();
+  await waitFor('the frame dropped as plugin_error', async () => (await vr.stats()).a.plugins.counting.drops.plugin_error >= 1 || undefined, 5000);
+  t.equal(b.rx.takeUsed().length, 0, 'nothing reached b');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.ok(vr.alive(), 'vrouter runs');
+  t.notMatch(vr.stderr(), /restarts within/, 'no restart loop');
+  writeFileSync(file, counting(5));
+  vr.proc.kill('SIGHUP');
+  await waitFor('the reload', () => /reloaded from .* \(counting 1 -> 5\)/.test(vr.stderr()) || undefined, 5000);
+  await waitFor('the queues back again', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 2, 5000);
+  const before = (await vr.stats()).a.plugins.counting.counters.steps;
+  send();
+  await waitFor('the frame on b again', () => b.rx.takeUsed().length > 0 || undefined, 5000);
+  t.equal((await vr.stats()).a.plugins.counting.counters.steps - before, 5, 'the fixed file runs');
+});
+
 t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one, and the file fixed loads', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
   /** A plugin that adds `step` to its counter for every batch. */

@@ -312,13 +312,30 @@ function fromError(err: unknown): ApiError {
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
+  const tooLarge = () => new ApiError(413, 'VR_TOO_LARGE', '', `the body is larger than ${MAX_BODY_BYTES} bytes`);
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
+  // Not `for await`: leaving it destroys the request, and its connection with it, before
+  // the 413 is written. Past the limit the rest is left to Node, which reads and discards
+  // it (within the request's time limit) and then answers.
   const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new ApiError(413, 'VR_TOO_LARGE', '', `the body is larger than ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk as Buffer);
-  }
+  await new Promise<void>((resolve, reject) => {
+    let size = 0;
+    const take = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= MAX_BODY_BYTES) return void chunks.push(chunk);
+      req.off('data', take);
+      req.resume();
+      reject(tooLarge());
+    };
+    req.on('data', take);
+    req.once('end', resolve);
+    // A client gone before its body ended: its fault, nothing for the log's errors.
+    const gone = () => reject(new ApiError(400, 'VR_BAD_REQUEST', '', 'the connection closed before the body ended'));
+    req.once('error', gone);
+    req.once('close', () => {
+      if (!req.complete) gone();
+    });
+  });
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') return undefined;
   try {

@@ -5,6 +5,8 @@
 // this may take them from a frontend, and the endpoint answers again once it is over.
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { Agent, request } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { HEADERS_TIMEOUT_MS, MAX_CONNECTIONS } from '../../src/admin/http.ts';
@@ -111,6 +113,20 @@ t.test('a request whose headers never end is cut off; a bad path parameter is a 
     t.match(answerOf(c.received()), { status: 'HTTP/1.1 400 Bad Request', error: { code: 'VR_BAD_REQUEST', field: '' } }, `GET ${target}: 400, VR_BAD_REQUEST`);
   }
   t.notMatch(vr.stderr(), /admin: GET http:\/\/.* failed/, 'and nothing logged as an internal error');
+
+  // Bodies past 1 MiB: a 413 the client reads, said or found as it comes; a body cut short: no error logged.
+  t.match(await api.call('POST', '/routes', 'x'.repeat(2 << 20)), { status: 413, json: { error: { code: 'VR_TOO_LARGE' } } }, 'a body said to be 2 MiB: 413');
+  async function* chunks() {
+    for (let k = 0; k < 40; k++) yield Buffer.alloc(64 * 1024, 0x20);
+  }
+  const streamed = await request('http://vrouter/routes', { method: 'POST', body: Readable.from(chunks()), dispatcher: new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } }) });
+  t.match({ status: streamed.statusCode, json: await streamed.body.json() }, { status: 413, json: { error: { code: 'VR_TOO_LARGE' } } }, 'a chunked body past 1 MiB: 413');
+  const cut = openConnection(join(vr.dir, 'admin.sock'));
+  cut.socket.write('POST /routes HTTP/1.1\r\nHost: vrouter\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"prefix": ');
+  await sleep(100);
+  cut.socket.destroy();
+  await sleep(200);
+  t.notMatch(vr.stderr(), /admin: POST \/routes failed/, 'a body cut short is not logged as an internal error');
 
   const bad = await api.call('DELETE', '/routes/%E0%A4%A');
   t.match(bad, { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix', message: /percent-encoding/ } } }, 'malformed percent-encoding: 400 naming the parameter');

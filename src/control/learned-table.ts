@@ -420,7 +420,9 @@ export class LearnedTable {
       const hops = this.hopSet(left, r.family);
       this.release(s.hops[slot]);
       s.hops[slot] = hops;
-      return true;
+      // The gateways left, a set new to the table past the limit: the route goes, counted.
+      if (this.limit.held <= this.limit.most) return true;
+      this.overLimit++;
     }
     this.unlink(key, before, slot);
     return true;

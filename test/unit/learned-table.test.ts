@@ -138,6 +138,16 @@ t.test('a route replaced by one left out goes: past the limit, or listing too ma
   t.ok(table.apply([route({ prefix: '10.3.0.0/16', nexthops: hops(MAX_HOPS + 1) })]), `replaced by one of more than ${MAX_HOPS} gateways: a change`);
   t.same(table.learned().routes.filter((r) => r.prefix === '10.3.0.0/16'), [], 'and it is gone too');
   t.match(table.status(), { leftOut: { 'over limit': 2 } });
+
+  // Gateways taken away one by one from routes sharing a large set: each route is left a
+  // set of its own, and those count too.
+  table.clear();
+  const shared = hops(60, 100);
+  t.ok(table.apply(Array.from({ length: 20 }, (_, k) => route({ prefix: `10.${100 + k}.0.0/16`, nexthops: shared }))), '20 routes through one set of 60 gateways');
+  t.equal(limit.held, 20 + 59);
+  table.apply(Array.from({ length: 20 }, (_, k) => route({ op: 'remove', prefix: `10.${100 + k}.0.0/16`, nexthops: [shared[k]] })));
+  t.ok(limit.held <= limit.most, `each left a set of 59 of its own: the limit holds (${limit.held} of ${limit.most}), the routes past it gone`);
+  t.ok(table.size < 20 && table.size > 0, `${table.size} of the 20 routes kept`);
 });
 
 t.test(`a prefix keeps at most ${MAX_ROUTES_PER_PREFIX} routes (metrics); adding one walks no more than those`, async (t) => {

@@ -6,7 +6,7 @@
 // does not silence the answers the others' senders get.
 import {
   derivedRouterMac, ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, finishChecksum, icmp4Error, icmp6Error, ICMP4_ERROR_MAX, ICMP6_ERROR_MAX,
-  IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ipv4Number, ipv4PseudoSum, ipv6PseudoSum, IPV6_HLEN, macHi, macLo, onesSum, parseMac, parsePrefix,
+  IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, ipv4Number, isUnspecifiedOrLoopback6, ipv4PseudoSum, ipv6PseudoSum, IPV6_HLEN, macHi, macLo, onesSum, parseMac, parsePrefix,
   PORT_SLOTS, read16, read32, TokenBuckets, write16, write32, writeEthernet, writeIpv4Header,
   type PacketBatch, type PortInfo, type Topology,
 } from '../../src/pipeline/api.ts';
@@ -98,7 +98,7 @@ export class Rejecter {
     if (h.status[i] === HEADERS_LATER_FRAGMENT || (d[off] & 1) !== 0) return REJECT_SILENT;
     if (tcp && (h.keys.tcpFlags[i] & TCP_RST) !== 0) return REJECT_SILENT;
     if (!tcp && isIcmpError(h, i)) return REJECT_SILENT;
-    if (version === 4 ? notAHost4(read32(d, l3 + 12)) || notAHost4(read32(d, l3 + 16)) : d[l3 + 8] === 0xff || d[l3 + 24] === 0xff || isUnspecified6(d, l3 + 8)) return REJECT_SILENT;
+    if (version === 4 ? notAHost4(read32(d, l3 + 12)) || notAHost4(read32(d, l3 + 16)) : d[l3 + 8] === 0xff || d[l3 + 24] === 0xff || (isUnspecifiedOrLoopback6(d, l3 + 8) && d[l3 + 23] === 0)) return REJECT_SILENT;
     const ipLength = h.end[i] - h.l3[i];
     const tagged = l3 - off === ETH_HLEN + VLAN_HLEN;
     const longest = (tagged ? VLAN_HLEN : 0) + ETH_HLEN + (tcp ? IPV6_HLEN + TCP_HLEN : version === 4 ? ICMP4_ERROR_MAX : ICMP6_ERROR_MAX);
@@ -217,11 +217,6 @@ export class Rejecter {
 /** 16 bytes from d[at] (a loop, not subarray(): no view object per answer) */
 function copy16(d: Uint8Array, at: number, into: Uint8Array): void {
   for (let j = 0; j < 16; j++) into[j] = d[at + j];
-}
-
-function isUnspecified6(d: Uint8Array, at: number): boolean {
-  for (let j = 0; j < 16; j++) if (d[at + j] !== 0) return false;
-  return true;
 }
 
 /** ICMP errors: IPv4 types 3, 4, 5, 11, 12 (RFC 792); ICMPv6 types below 128 (RFC 4443 2.1). */

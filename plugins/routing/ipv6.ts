@@ -3,7 +3,7 @@
 // too big (routers never fragment IPv6) and ICMPv6 errors under a rate limit.
 import {
   ETH_HLEN, ETHERTYPE_IPV6, ICMP6_ERROR_MAX, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Walk, adjustChecksum, finishChecksum, icmp6Error,
-  ipv6PseudoSum, macHi, macLo, onesSum, read16, read32, writeEthernet, type PacketBatch,
+  ipv6PseudoSum, isUnspecifiedOrLoopback6, macHi, macLo, onesSum, read16, read32, writeEthernet, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
 import type { Interface } from './interfaces.ts';
@@ -63,7 +63,7 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   }
   // RFC 4291 2.5.2 and 2.5.3: the unspecified address is no one's, the loopback address
   // never leaves its node; as IPv4's 0/8 and 127/8 above (RFC 1812 5.3.7).
-  if (unspecifiedOrLoopback(d, ip + 8) || unspecifiedOrLoopback(d, ip + 24)) {
+  if (isUnspecifiedOrLoopback6(d, ip + 8) || isUnspecifiedOrLoopback6(d, ip + 24)) {
     batch.dropAs(i, r.drop.not_routable);
     return;
   }
@@ -206,11 +206,4 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   d.copyWithin(o, off, off + length);
   batch.setLength(j, icmp6Error(d, o, length, type, code, rest, r.src6[iface.index], batch.receivedSource(i), iface.macHi, iface.macLo));
   r.count(batch.ingress, r.counter.icmp_errors_sent, 1);
-}
-
-/** Whether the address at d[a] is :: or ::1 (most addresses differ in their first two bytes). */
-function unspecifiedOrLoopback(d: Uint8Array, a: number): boolean {
-  if ((d[a] | d[a + 1]) !== 0) return false;
-  for (let k = 2; k < 15; k++) if (d[a + k] !== 0) return false;
-  return d[a + 15] <= 1;
 }

@@ -9,7 +9,8 @@
 import { createServer, maxHeaderSize, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { chmodSync, rmSync, statSync } from 'node:fs';
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { isLoopbackAddress, parseAddress } from '../pipeline/net.ts';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { removeStaleSocket } from '../sys/libc.ts';
 import { readAdminToken, type AdminConfig } from '../control/config.ts';
@@ -282,8 +283,11 @@ function isLoopbackHost(header: string, listening: string): boolean {
   if (header === '') return true;
   const name = (header.startsWith('[') ? header.slice(1, header.indexOf(']')) : header.replace(/:\d*$/, '')).toLowerCase().replace(/\.$/, '');
   if (name === 'localhost' || name === listening.toLowerCase()) return true;
-  if (isIP(name) === 4) return name.startsWith('127.');
-  return isIP(name) === 6 && new URL(`http://[${name}]/`).hostname === '[::1]';
+  try {
+    return isLoopbackAddress(parseAddress(name));
+  } catch {
+    return false;
+  }
 }
 
 /** The request's target as a URL: one Node's parser takes but URL does not (`http://[`) is the request's fault. */

@@ -8,7 +8,7 @@ import { Compile, type Static } from './typebox.ts';
 import { PORT_SLOTS, QUEUE_PAIRS_MAX } from '../dataplane/counters.ts';
 import type { MemoryPolicy } from '../vhost/memory-table.ts';
 import { BRIDGE_STAGE, BUILT_IN_PLUGINS, builtInPluginPath, type PluginSpec } from '../pipeline/loader.ts';
-import { derivedRouterMac, formatAddress, ipv4SubnetEdge, maskBytes, notAUnicastAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
+import { derivedRouterMac, formatAddress, ipv4SubnetEdge, isLoopbackAddress, maskBytes, notAUnicastAddress, parseAddress, parsePrefix, type Prefix, type Topology } from '../pipeline/api.ts';
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
@@ -675,8 +675,7 @@ export function readConfigFile(path: string): { document: unknown; config: Vrout
 /** Whether a listening address is loopback (127/8, ::1); `field` names it in the error for one that is not an address. */
 function isLoopback(host: string, field: string): boolean {
   try {
-    const p = parsePrefix(host);
-    return p.family === 4 ? p.bytes[0] === 127 : p.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+    return isLoopbackAddress(parsePrefix(host));
   } catch (err) {
     throw new ConfigError(field, (err as Error).message);
   }

@@ -197,6 +197,18 @@ export function notAUnicastAddress(a: Prefix): string | null {
   return null;
 }
 
+/** Whether an address is one of this host's loopback: 127/8, ::1. */
+export function isLoopbackAddress(a: Prefix): boolean {
+  return a.family === 4 ? a.bytes[0] === 127 : a.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+}
+
+/** Whether the IPv6 address at d[at] is :: or ::1 (most addresses differ in their first two bytes). */
+export function isUnspecifiedOrLoopback6(d: Uint8Array, at: number): boolean {
+  if ((d[at] | d[at + 1]) !== 0) return false;
+  for (let k = 2; k < 15; k++) if (d[at + k] !== 0) return false;
+  return d[at + 15] <= 1;
+}
+
 /**
  * Why no packet to any address of a network is ever routed (a route to it would never be
  * used), or null when some are: destinations the routing stage drops as not routable (RFC

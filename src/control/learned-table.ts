@@ -388,14 +388,8 @@ export class LearnedTable {
    */
   private refuse(key: number | string, r: RouteEvent): boolean {
     this.overLimit++;
-    const s = this.slots;
-    let before = NONE;
-    for (let slot = this.routes.get(key) ?? NONE; slot !== NONE; before = slot, slot = s.next[slot]) {
-      if (s.metric[slot] !== r.metric) continue;
-      this.unlink(key, before, slot);
-      return true;
-    }
-    return false;
+    // A removal that lists no gateway takes the route whole.
+    return this.removeRoute(key, { ...r, nexthops: [] });
   }
 
   /**

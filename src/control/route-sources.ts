@@ -274,8 +274,7 @@ export class RouteSources implements LearnedRoutes {
             sessions.set(peer.id, session);
             source.state = 'connected';
             if (left !== undefined) {
-              if (session.resync !== null) clearTimeout(session.resync);
-              session.resync = null;
+              clear(session);
               session.waiting = true;
               session.table.mark();
               keep(peer.id, session, peer.remote);
@@ -286,8 +285,8 @@ export class RouteSources implements LearnedRoutes {
           } else if (e.kind === 'disconnected') {
             const session = sessions.get(peer.id);
             if (session === undefined) continue;
-            if (session.resync !== null) clearTimeout(session.resync);
-            session.resync = null;
+            // Its grace, if it is one that took kept routes over, is armed again below as it was.
+            clear(session);
             if ([...sessions.values()].every((s) => s === session || (s.grace !== null && !s.waiting))) source.state = `disconnected: ${e.reason}`;
             if (this.stopped) continue;
             // Nothing to keep (a connection that never sent a route): gone at once, so that

@@ -176,11 +176,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
    */
   run(ingress: string, frames: readonly Uint8Array[]): Outcome[] {
     const out = this.runBatch(this.portIndex(ingress), frames);
-    for (let rounds = 0; this.wantedBatches.size > 0 && rounds < 4; rounds++) {
-      const wanted = [...this.wantedBatches];
-      this.wantedBatches.clear();
-      for (const port of wanted) out.push(...this.runBatch(port, []));
-    }
+    for (let rounds = 0; this.wantedBatches.size > 0 && rounds < 4; rounds++) out.push(...this.runWanted());
     return out;
   }
 

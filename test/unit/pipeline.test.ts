@@ -22,19 +22,34 @@ const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const TOPOLOGY = topologyOf(parseConfig({ ports: [port('a'), port('b')] }, '/', 2));
 
-/** vrouter with ports a and b and the faulty plugin after the bridge, a and b connected. */
-async function withFaultyPlugin(t: { teardown(fn: () => unknown): void }) {
+/** vrouter with ports a and b in a bridge and the plugin at `path`, named `name`, in `pipeline`; a and b connected. */
+async function withPlugin(t: { teardown(fn: () => unknown): void }, name: string, path: string, pipeline: string[]) {
   const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
+    ports: ['a', 'b'].map((port) => ({ name: port, socket: `{dir}/${port}.sock`, bridge: 'br0' })),
     pmd: { cores: [1] },
-    plugins: { faulty: { path: FAULTY } },
-    pipeline: ['bridge', 'faulty'],
+    plugins: { [name]: { path } },
+    pipeline,
   });
   t.teardown(() => vr.stop());
   const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
   t.teardown(() => [a, b].forEach((d) => d.close()));
   return { vr, a, b };
 }
+
+/** vrouter with ports a and b and the faulty plugin after the bridge, a and b connected. */
+const withFaultyPlugin = (t: { teardown(fn: () => unknown): void }) => withPlugin(t, 'faulty', FAULTY, ['bridge', 'faulty']);
+
+/** The source of a plugin `name`, version `version`, that adds `step` to its counter `steps` for every batch. */
+const countingPlugin = (name: string, version: string, step: number) => `
+import { PLUGIN_API_VERSION, type Plugin } from '../../../src/pipeline/api.ts';
+const plugin: Plugin<unknown, { id: number; count: (port: number, id: number, n: number) => void }> = {
+  name: '${name}', version: '${version}', apiVersion: PLUGIN_API_VERSION,
+  counters: [['steps', 'what each version adds per batch']],
+  createState: (ctx) => ({ id: ctx.counterId('steps'), count: ctx.count }),
+  process(batch, s) { s.count(batch.ingress, s.id, ${step}); },
+};
+export default plugin;
+`;
 
 /** A frame from a to b whose payload starts with `first` (what the faulty plugin acts on), sent; returns it. */
 function sendTrigger(a: VirtioNetDevice, b: VirtioNetDevice, first: number): Uint8Array {
@@ -207,27 +222,10 @@ t.test('a plugin whose createState never returns is taken out, the PMD runs', as
 
 t.test('a plugin file broken on disk: a PMD that restarts takes its stage out, dropping, and the data plane runs on; a reload of the fixed file brings it back', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-broken-${process.pid}.ts`, import.meta.url));
-  const counting = (step: number) => `
-import { PLUGIN_API_VERSION, type Plugin } from '../../../src/pipeline/api.ts';
-const plugin: Plugin<unknown, { id: number; count: (port: number, id: number, n: number) => void }> = {
-  name: 'counting', version: '${step}', apiVersion: PLUGIN_API_VERSION,
-  counters: [['steps', 'what each version adds per batch']],
-  createState: (ctx) => ({ id: ctx.counterId('steps'), count: ctx.count }),
-  process(batch, s) { s.count(batch.ingress, s.id, ${step}); },
-};
-export default plugin;
-`;
+  const counting = (step: number) => countingPlugin('counting', `${step}`, step);
   writeFileSync(file, counting(1));
   t.teardown(() => rmSync(file, { force: true }));
-  const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
-    pmd: { cores: [1] },
-    plugins: { counting: { path: file } },
-    pipeline: ['counting', 'bridge'],
-  });
-  t.teardown(() => vr.stop());
-  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
-  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const { vr, a, b } = await withPlugin(t, 'counting', file, ['counting', 'bridge']);
   const send = () => {
     postRxBuffer(b.rx, 2048);
     sendFrame(a.tx, ethernetFrame(MAC_B, MAC_A, 60));
@@ -257,28 +255,10 @@ export default plugin;
 
 t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one, and the file fixed loads', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
-  /** A plugin that adds `step` to its counter for every batch. */
-  const version = (v: string, step: number) => `
-import { PLUGIN_API_VERSION, type Plugin } from '../../../src/pipeline/api.ts';
-const plugin: Plugin<unknown, { id: number; count: (port: number, id: number, n: number) => void }> = {
-  name: 'reloadable', version: '${v}', apiVersion: PLUGIN_API_VERSION,
-  counters: [['steps', 'what each version adds per batch']],
-  createState: (ctx) => ({ id: ctx.counterId('steps'), count: ctx.count }),
-  process(batch, s) { s.count(batch.ingress, s.id, ${step}); },
-};
-export default plugin;
-`;
+  const version = (v: string, step: number) => countingPlugin('reloadable', v, step);
   writeFileSync(file, version('1', 1));
   t.teardown(() => rmSync(file, { force: true }));
-  const vr = await startVrouter({
-    ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })),
-    pmd: { cores: [1] },
-    plugins: { reloadable: { path: file } },
-    pipeline: ['reloadable', 'routing', 'bridge'],
-  });
-  t.teardown(() => vr.stop());
-  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
-  t.teardown(() => [a, b].forEach((d) => d.close()));
+  const { vr, a, b } = await withPlugin(t, 'reloadable', file, ['reloadable', 'routing', 'bridge']);
   const oneBatch = async () => {
     const before = (await vr.stats()).a.plugins.reloadable.counters.steps;
     postRxBuffer(b.rx, 2048);

@@ -35,7 +35,15 @@ async function source(t: Test, port: number) {
   const vias = (prefix: string) => sources.get(prefix).flatMap((r) => r.via ?? []).sort();
   const kept = () => sources.status()[0].keptConnections;
   const state = () => sources.status()[0].state;
-  return { open, send, vias, kept, state };
+  /** zebra connects, sends 198.51.100.0/24 via 192.0.2.1 and hangs up: its routes are kept. */
+  const zebraGone = async () => {
+    const z = await open();
+    send(z, 'add', '198.51.100.0/24', '192.0.2.1');
+    await waitFor('the route', () => vias('198.51.100.0/24').length === 1 || undefined);
+    z.destroy();
+    await waitFor("zebra's routes kept", () => kept() === 1 || undefined);
+  };
+  return { open, send, vias, kept, state, zebraGone };
 }
 
 t.test('a process that connects and closes, or stays silent, takes no zebra\'s routes', async (t) => {
@@ -82,11 +90,7 @@ t.test('one zebra\'s withdrawal leaves another\'s route to the same prefix', asy
 
 t.test("a process that connects from zebra's address while zebra is away and says nothing takes none of its routes; closed silent connections keep nothing", async (t) => {
   const s = await source(t, 29300 + (process.pid % 1000));
-  const z = await s.open();
-  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
-  await waitFor('the route', () => s.vias('198.51.100.0/24').length === 1 || undefined);
-  z.destroy();
-  await waitFor("zebra's routes kept", () => s.kept() === 1 || undefined);
+  await s.zebraGone();
   const silent = await s.open();
   await sleep(RESYNC_MS + 100);
   t.same(s.vias('198.51.100.0/24'), ['192.0.2.1'], 'past the resync, within the grace: the route stays, the silent connection took none of it');
@@ -113,11 +117,7 @@ t.test('a listen address in use is tried again until it is free', async (t) => {
 
 t.test('zebra back, not yet speaking, keeps its connection: a probe of the port takes nothing from it, nor does the grace ending', async (t) => {
   const s = await source(t, 31300 + (process.pid % 1000));
-  const z = await s.open();
-  s.send(z, 'add', '198.51.100.0/24', '192.0.2.1');
-  await waitFor('the route', () => s.vias('198.51.100.0/24').length === 1 || undefined);
-  z.destroy();
-  await waitFor("zebra's routes kept", () => s.kept() === 1 || undefined);
+  await s.zebraGone();
   const back = await s.open();
   const probe = await s.open();
   probe.destroy();

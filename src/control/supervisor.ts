@@ -1278,7 +1278,10 @@ export class Supervisor {
     if (this.watchdog) clearInterval(this.watchdog);
     await this.pmdsStarted();
     if (this.spareTimer !== null) clearTimeout(this.spareTimer);
-    await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.kill(), this.control?.terminate()]);
+    // The control thread first: a poll callback (a data plane's command socket hanging up)
+    // that fires in a thread being terminated is a fatal error in koffi, not an exception.
+    await this.control?.terminate();
+    await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.kill()]);
     await closeJobs();
   }
 

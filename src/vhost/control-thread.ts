@@ -89,8 +89,11 @@ try {
   }
   send({ t: 'ready' });
 } catch (err) {
-  // Those already listening close, and remove their sockets: vrouter does not start.
+  // Those already listening close, and remove their sockets: vrouter does not start. The
+  // command socket's watch goes too: its hang-up, as the data plane is killed, would call
+  // into this thread while it is terminated, which koffi turns into a fatal error.
   await Promise.allSettled(started.map((p) => p.stop()));
+  dataplane.close();
   send({ t: 'fatal', error: (err as Error).message });
 }
 

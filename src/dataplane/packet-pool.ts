@@ -174,7 +174,8 @@ export class PacketPool {
 
   /** A free buffer's handle, or -1 when this PMD has none left. */
   alloc(): number {
-    if (this.freeCount === 0 && this.reclaim() === 0) return -1;
+    // What comes back may be super-frame buffers only: the small stack is then still empty.
+    if (this.freeCount === 0 && (this.reclaim() === 0 || this.freeCount === 0)) return -1;
     const handle = this.freeStack[--this.freeCount];
     // Whoever fills the buffer says what its frame leaves to do; most leave nothing.
     this.offload[handle * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] = 0;

@@ -83,6 +83,25 @@ t.test('a buffer freed on another PMD goes back to its owner', async (t) => {
   t.equal(pmd0.available, 3);
 });
 
+t.test('an empty pool whose returns are only super-frame buffers has no small buffer to give', async (t) => {
+  const memory = createPoolMemory(2, 2, 2);
+  const capacity = memory.returnCapacity;
+  const rings = [0, 1].map(() => new SharedArrayBuffer(spscRingBytes(capacity)));
+  const pmd0 = new PacketPool(memory, 0, [null, new SpscRing(rings[1], capacity)], [null, new SpscRing(rings[0], capacity)]);
+  const pmd1 = new PacketPool(memory, 1, [new SpscRing(rings[0], capacity), null], [new SpscRing(rings[1], capacity), null]);
+  const small = [pmd0.alloc(), pmd0.alloc()];
+  const superFrame = pmd0.allocSuper();
+  t.ok(small.every((h) => h >= 0) && superFrame >= 0, 'its small buffers taken, and a super-frame buffer');
+  pmd1.free(superFrame);
+  pmd1.flushAllReturns();
+  t.equal(pmd0.alloc(), -1, 'none: the super-frame buffer that came back is not one');
+  t.equal(pmd0.available, 0, 'and the count of free small buffers stays 0');
+  t.equal(pmd0.superAvailable, 2, 'the super-frame buffer is free again');
+  pmd1.free(small[0]);
+  pmd1.flushAllReturns();
+  t.equal(pmd0.alloc(), small[0], 'a small buffer given back is given out again');
+});
+
 t.test("freeBurst: a burst's buffers freed in one call, as free() frees each, but those marked kept", async (t) => {
   const memory = createPoolMemory(2, 4, 2);
   const capacity = memory.returnCapacity;

@@ -317,8 +317,9 @@ export class PortEndpoint {
         const { fd, timer } = this.waiting;
         clearTimeout(timer);
         this.waiting = null;
+        // A quarantine refuses the frontend's waiting connection too: it would be its way back.
         if (this.stopped) closeAll([fd]);
-        else {
+        else if (!this.refusing(fd)) {
           this.log.info(`port ${this.settings.name}: frontend connected`, 'frontend.connected', { port: this.settings.name });
           this.attach(fd);
         }

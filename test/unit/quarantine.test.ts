@@ -59,3 +59,32 @@ t.test('quarantine after a PMD crash while serving the port', async (t) => {
   t.ok(await later.closedByPeer());
   t.match(lines.join('\n'), /quarantined for 10 s/, 'a second quarantine lasts twice as long');
 });
+
+t.test('a frontend waiting for the port when it is quarantined is refused, not attached in its place', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-quarantine-'));
+  const lines: string[] = [];
+  const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m) };
+  const settings = {
+    index: 0, name: 'h', queues: 1, mtu: 1500, memoryPolicy: 'warn' as const, offloads: true, type: 'vhost-user' as const, interface: null, socket: join(dir, 'h.sock'), mode: 'server' as const,
+    socketMode: 0o600, socketGroup: null, peerUid: null, mirror: null,
+  };
+  const endpoint = new PortEndpoint(settings, dataplane, log);
+  endpoint.start();
+  t.teardown(async () => {
+    await endpoint.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const culprit = await VhostFrontend.connect(settings.socket);
+  t.teardown(() => culprit.close());
+  culprit.send(Req.GET_QUEUE_NUM);
+  t.equal(await culprit.replyU64(), 1n, 'connected');
+  // Its second connection waits, held back, for the port to be free (as a restarted QEMU's would).
+  const second = await VhostFrontend.connect(settings.socket);
+  t.teardown(() => second.close());
+  await new Promise((r) => setTimeout(r, 50));
+  await endpoint.resync(0, 'TypeError: something in the data path');
+  t.ok(await culprit.closedByPeer(), 'the culprit is disconnected');
+  t.ok(await second.closedByPeer(500), 'and its waiting connection refused, well before the hold-back would have ended it');
+  t.match(lines.join('\n'), /refused a frontend: quarantined for \d s more/);
+  t.equal(endpoint.state().connected, false, 'the port has no frontend');
+});

@@ -36,8 +36,9 @@ export interface DataplaneHandlers {
 export class DataplaneProcess {
   private readonly child: ChildProcess;
   private readonly channel: PacketChannel;
-  /** the supervisor's end of the control thread's command socket */
+  /** the supervisor's end of the control thread's command socket (the control thread closes it) */
   readonly commandsFd: number;
+  private commandsDiscarded = false;
   private readonly handlers: DataplaneHandlers;
   private exited = false;
   /** `died` was called (by the death watch, or at the exit) */
@@ -210,5 +211,17 @@ export class DataplaneProcess {
       await gone;
     }
     await this.deathWatchEnded();
+  }
+
+  /**
+   * kill() of a process whose command socket never went to the control thread (a spare
+   * dropped, not promoted): its end is closed here, where nothing else would close it.
+   */
+  async discard(): Promise<void> {
+    if (!this.commandsDiscarded) {
+      this.commandsDiscarded = true;
+      closeAll([this.commandsFd]);
+    }
+    await this.kill();
   }
 }

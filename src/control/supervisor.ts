@@ -435,7 +435,7 @@ export class Supervisor {
     // Stopping kills it: nothing to report then.
     if (!this.stopping) log.warn(`the spare data plane (pid ${spare.dataplane.pid}) is dropped: ${why}`);
     spare.failed(new Error(why));
-    void spare.dataplane.kill();
+    void spare.dataplane.discard();
     this.keepSpare(SPARE_RETRY_MS);
   }
 
@@ -456,7 +456,7 @@ export class Supervisor {
     if (spare === null) return this.keepSpare();
     this.spare = null;
     spare.failed(new Error('replaced'));
-    void spare.dataplane.kill();
+    void spare.dataplane.discard();
     this.keepSpare();
   }
 
@@ -517,7 +517,7 @@ export class Supervisor {
       // A spare already loaded runs the code of its start, which may not be the code now.
       const stale = this.spare;
       this.spare = null;
-      if (stale !== null) (stale.failed(new Error('replaced by an upgrade')), void stale.dataplane.kill());
+      if (stale !== null) (stale.failed(new Error('replaced by an upgrade')), void stale.dataplane.discard());
       let spare: Spare;
       try {
         spare = await this.startSpare();
@@ -1281,7 +1281,7 @@ export class Supervisor {
     // The control thread first: a poll callback (a data plane's command socket hanging up)
     // that fires in a thread being terminated is a fatal error in koffi, not an exception.
     await this.control?.terminate();
-    await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.kill()]);
+    await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.discard()]);
     await closeJobs();
   }
 

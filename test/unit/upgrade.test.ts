@@ -4,9 +4,9 @@
 // spare lost while the old PMDs stop leaves the PMDs started in a new data plane.
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
 import t, { type Test } from 'tap';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { adminClient } from '../support/admin-client.ts';
-import { dataplanePids, trafficFlows, waitFor } from '../support/traffic.ts';
+import { dataplanePids, sparePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
@@ -77,4 +77,36 @@ t.test('the spare lost while the old PMDs stop: the PMDs start in a new data pla
   t.equal((await api.call('GET', '/dataplane')).json.pid, now[0], 'GET /dataplane names it');
   t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through it');
   t.equal(await trafficFlows(b, a, 20, MAC.b, MAC.a), 20, 'b -> a');
+});
+
+/** The file descriptors a process holds, but its admin endpoint's connections (a client's to open or close). */
+function fdsButAdminConnections(pid: number): number {
+  // /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path"; accepted connections name the listener's path.
+  const admin = new Set(readFileSync('/proc/net/unix', 'utf8').split('\n').map((l) => l.trim().split(/\s+/)).filter((f) => f[7]?.endsWith('/admin.sock')).map((f) => f[6]));
+  const links = readdirSync(`/proc/${pid}/fd`).map((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return ''; // closed meanwhile
+    }
+  });
+  return links.filter((l) => l !== '' && !admin.has(/^socket:\[(\d+)\]$/.exec(l)?.[1] ?? '')).length;
+}
+
+t.test('upgrades one after another leave the supervisor no more file descriptors than before', async (t) => {
+  const { vr, a, b } = await bridgeWithFrontends(t);
+  const api = adminClient(vr);
+  let logged = 0;
+  const spareLoaded = () => sparePids(vr.proc.pid!).length === 1 && /a spare data plane \(pid \d+\) is loaded/.test(vr.stderr().slice(logged));
+  await waitFor('a spare loaded', spareLoaded, 15_000);
+  const before = fdsButAdminConnections(vr.proc.pid!);
+  for (let i = 0; i < 4; i++) {
+    // Each drops the spare loaded (it runs the code of its start) and loads its own.
+    logged = vr.stderr().length;
+    t.equal((await api.call('POST', '/dataplane/upgrade')).status, 200, `upgrade ${i + 1}`);
+    logged = vr.stderr().length;
+    await waitFor('the next spare loaded', spareLoaded, 15_000);
+  }
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b after them');
+  t.equal(fdsButAdminConnections(vr.proc.pid!), before, `${before} before, as many after`);
 });

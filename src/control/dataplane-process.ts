@@ -68,6 +68,16 @@ export class DataplaneProcess {
     // The child has its copies now.
     closeAll([dataplaneEnd, dataplaneCommands]);
     this.channel = new PacketChannel(supervisorEnd, { message: (m) => this.onEvent(m as DataplaneEvent), closed: () => undefined });
+    // A process that could not be started at all (EAGAIN, EMFILE) has no exit: it ends here.
+    this.child.on('error', (err) => {
+      if (this.child.pid !== undefined || this.exited) return void log.warn(`the data-plane process (pid ${this.child.pid}): ${err.message}`);
+      log.error(`a data-plane process could not be started: ${err.message}`);
+      this.exited = true;
+      this.channel.close();
+      for (const wake of this.exitWaiters.splice(0)) wake();
+      this.reportDeath(null, null);
+      releaseShared(this.lifeLocks);
+    });
     this.lifeLocks = sharedBuffer(LIFE_BLOCK_BYTES);
     initLifeLocks(this.lifeLocks);
     this.child.on('exit', (code, signal) => {

@@ -445,7 +445,13 @@ export class Supervisor {
     this.spareTimer = setTimeout(() => {
       this.spareTimer = null;
       if (this.spare !== null || this.stopping || this.dataplane === null) return;
-      this.startSpare().catch(() => undefined);
+      try {
+        this.startSpare().catch(() => undefined);
+      } catch (err) {
+        // Not even started (no file descriptor or process left): tried again later.
+        log.warn(`no spare data plane started: ${(err as Error).message}`);
+        this.keepSpare(SPARE_RETRY_MS);
+      }
     }, delayMs);
     this.spareTimer.unref();
   }

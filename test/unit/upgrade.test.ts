@@ -4,6 +4,7 @@
 // spare lost while the old PMDs stop leaves the PMDs started in a new data plane.
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
 import t, { type Test } from 'tap';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, sparePids, trafficFlows, waitFor } from '../support/traffic.ts';
@@ -109,4 +110,26 @@ t.test('upgrades one after another leave the supervisor no more file descriptors
   }
   t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b after them');
   t.equal(fdsButAdminConnections(vr.proc.pid!), before, `${before} before, as many after`);
+});
+
+t.test('a spare that cannot be started (the supervisor out of file descriptors) is tried again, and vrouter serves on', async (t) => {
+  const { vr, a, b } = await bridgeWithFrontends(t);
+  const pid = vr.proc.pid!;
+  const softLimit = () => /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))![1];
+  const was = softLimit();
+  const [spare] = sparePids(pid);
+  process.kill(spare, 'SIGKILL');
+  await waitFor('the spare dropped', () => new RegExp(`the spare data plane \\(pid ${spare}\\) is dropped`).test(vr.stderr()), 5000);
+  // Its retry finds no file descriptor left: the limit well below those open, so that what
+  // closes meanwhile (the dead spare's threads' own) leaves no room either.
+  const limit = readdirSync(`/proc/${pid}/fd`).length - 12;
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:`]);
+  t.equal(softLimit(), String(limit), `the supervisor may have no more than ${limit} open`);
+  await waitFor('the retry refused', () => /no spare data plane started: .*EMFILE/.test(vr.stderr()), 10_000);
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${was}:`]);
+  t.ok(vr.alive(), 'vrouter runs on');
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'and forwards');
+  const logged = vr.stderr().length;
+  await waitFor('a spare loaded again', () => /a spare data plane \(pid \d+\) is loaded/.test(vr.stderr().slice(logged)), 20_000);
+  t.equal(sparePids(pid).length, 1, 'once it may open files again');
 });

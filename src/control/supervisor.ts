@@ -17,11 +17,11 @@ import { importPlugin, planPlugins, type PluginPlan, type PluginSpec } from '../
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { setThreadCpus, setThreadNice } from '../sys/libc.ts';
+import { interruptThread, setThreadCpus, setThreadNice } from '../sys/libc.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
-import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN } from '../vhost/dataplane-link.ts';
+import { DOORBELL_HEARTBEAT, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN, DOORBELL_THREAD } from '../vhost/dataplane-link.ts';
 import { closeSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
@@ -707,6 +707,7 @@ export class Supervisor {
         this.polled[id] = true;
         return;
       }
+      if (now - seen.at >= WATCHDOG_MS) this.interruptBlockedCall(id, bell);
       // Not polled yet: it is starting (its first round counts from then).
       const starting = !this.polled[id] && seen.at === Infinity;
       if (starting ? now - this.startedAt[id] < START_STUCK_MS : now - seen.at < STUCK_MS) return;
@@ -724,6 +725,20 @@ export class Supervisor {
       this.terminatePmd(id);
       this.killUnlessEnded(id);
     });
+  }
+
+  /**
+   * A PMD with no round for a watchdog period while it writes a guest's call eventfd is
+   * blocked there: the frontend made the eventfd blocking with a full counter, and may have
+   * made it non-blocking again since, which does not end the write. The thread is sent a
+   * signal that makes the write return (EINTR); the PMD then fails that queue (notify.ts)
+   * and goes on, with all its other queues, instead of being terminated.
+   */
+  private interruptBlockedCall(id: number, bell: Int32Array): void {
+    const pid = this.dataplane?.pid;
+    const tid = bell[DOORBELL_THREAD];
+    if (bell[DOORBELL_IN_CALL] !== 1 || tid <= 0 || pid === undefined) return;
+    if (interruptThread(pid, tid)) log.warn(`pmd${id} is blocked writing a guest's call eventfd: interrupted`, 'pmd.interrupted', { pmd: id });
   }
 
   /**

@@ -176,6 +176,10 @@ export class Egress {
         deliverBurst(out, port.mergeable, this.pool, handles, n, this.deferred);
         if (port.superPending) this.freeSegments();
         if (out.queue.failure !== '') this.queueFailed(port, out);
+      } else if (out !== null) {
+        // Failed since its last delivery (its call eventfd blocked the PMD: notify.ts).
+        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+        this.queueFailed(port, out);
       } else {
         const holder = this.rxHolder(port.cfg.index);
         if (holder < 0) {

@@ -158,7 +158,8 @@ export interface QueueOwner {
 export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Array, start: number, max: number, defer: DeferredPayloads | null = null): number {
   const vq = q.queue;
   let avail = vq.pending();
-  if (avail <= 0) return avail;
+  // Failed since its last burst (its call eventfd blocked the PMD: notify.ts), and idle.
+  if (avail <= 0) return vq.failure === '' ? avail : -1;
   if (avail > max) avail = max;
   const counters = q.counters;
   const base = q.counterBase;

@@ -9,12 +9,31 @@
 // round instead of one a burst (packed rings: 0.975 to 1.0 of the time a frame). Plain
 // stores are seen in program order only where the CPU keeps stores in order (x86's TSO);
 // elsewhere each publish keeps its own barrier.
-import { eventfdSignal } from '../sys/libc.ts';
+import { eventfdSignal, lastCallInterrupted } from '../sys/libc.ts';
 import type { Virtqueue } from '../virtio/virtqueue.ts';
+import { DOORBELL_IN_CALL } from '../vhost/dataplane-link.ts';
 
-/** callFd -1: the frontend gave no call fd (VHOST_USER_VRING_NOFD_MASK), so it polls. */
-export function signalGuest(callFd: number): void {
-  if (callFd >= 0) eventfdSignal(callFd);
+/** The PMD's doorbell, where each write to a call eventfd is marked (see signalGuest). */
+let callBell: Int32Array<ArrayBufferLike> = new Int32Array(DOORBELL_IN_CALL + 1);
+
+/** This thread's calls are marked in `doorbell` (the PMD's) from now on. */
+export function markCallsIn(doorbell: Int32Array): void {
+  callBell = doorbell;
+}
+
+/**
+ * callFd -1: the frontend gave no call fd (VHOST_USER_VRING_NOFD_MASK), so it polls. The
+ * write blocks if the frontend made the eventfd blocking and filled its counter (O_NONBLOCK
+ * is the open file's, and it may set it again once the write waits): marked, so that the
+ * supervisor's watchdog interrupts it. Interrupted, the queue is failed: it is not
+ * signalled again until the frontend sets it up anew.
+ */
+function signalGuest(vq: Virtqueue, callFd: number): void {
+  if (callFd < 0 || vq.failure !== '') return;
+  callBell[DOORBELL_IN_CALL] = 1;
+  const signalled = eventfdSignal(callFd);
+  callBell[DOORBELL_IN_CALL] = 0;
+  if (!signalled && lastCallInterrupted()) vq.failure = 'its call eventfd blocked the PMD (made blocking with a full counter): not signalled again';
 }
 
 const STORES_IN_ORDER = process.arch === 'x64' || process.arch === 'ia32';
@@ -40,7 +59,7 @@ export function gatherCalls(): void {
  */
 export function publishAndCall(vq: Virtqueue, from: number, callFd: number): void {
   if (!gathering) {
-    if (vq.publishUsed(from)) signalGuest(callFd);
+    if (vq.publishUsed(from)) signalGuest(vq, callFd);
     return;
   }
   // A queue published again in the round: the decision covers its buffers since the first
@@ -68,7 +87,7 @@ function settleWaiting(): void {
   if (waiting === 0) return;
   Atomics.add(barrierWord, 0, 1);
   for (let i = 0; i < waiting; i++) {
-    if (waitingQueues[i]!.callWanted(waitingFrom[i])) signalGuest(waitingCallFd[i]);
+    if (waitingQueues[i]!.callWanted(waitingFrom[i])) signalGuest(waitingQueues[i]!, waitingCallFd[i]);
     waitingQueues[i] = null;
   }
   waiting = 0;

@@ -5,7 +5,7 @@
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
-import { gatherCalls, settleCalls } from './notify.ts';
+import { gatherCalls, markCallsIn, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
 import { PORT_SLOTS, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
@@ -121,6 +121,7 @@ export class Pmd {
     this.ringsIn = others.flatMap((p) => (p === me ? [] : [ring(shared.dataRings[p][me], shared.dataRingCapacity)!]));
     this.rxHolders = new Int32Array(shared.rxQueueHolders);
     this.doorbell = new Int32Array(shared.wakers[me].doorbell);
+    markCallsIn(this.doorbell);
     // After a restart nothing runs here until the control thread hands the queues back.
     for (let port = 0; port < cfg.ports.length; port++) Atomics.store(this.rxHolders, port * cfg.pmdCount + me, 0);
     this.ports = cfg.ports.map((p) => new PortRuntime(p));

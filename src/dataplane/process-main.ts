@@ -9,7 +9,7 @@ import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { readdirSync } from 'node:fs';
-import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';
+import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, installInterruptHandler, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
@@ -29,6 +29,12 @@ const startedAsSpare = process.argv.includes('--spare');
 named(startedAsSpare);
 // A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
 setParentDeathSignal('SIGKILL');
+// Before any PMD: a PMD blocked writing a guest's call eventfd can then be interrupted.
+try {
+  installInterruptHandler();
+} catch (err) {
+  log.warn(`a PMD blocked in a write to a guest's eventfd cannot be interrupted, only killed with the process: ${(err as Error).message}`);
+}
 // Loading (a spare's, an upgrade's: modules, plugins, their compilation) is bulk work, at 0
 // on every thread whatever the supervisor's nice. Serving queues, or loaded as a spare, the
 // main thread takes control.nice: it relays every hand-over (raised from the spare's load

@@ -5,11 +5,11 @@
 // another PMD wake it at once.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
-import { pinThreadToCpu, setThreadName, setThreadNice } from '../sys/libc.ts';
+import { interruptHandlerInstalled, pinThreadToCpu, setThreadName, setThreadNice, threadId } from '../sys/libc.ts';
 import { decodeShared, regionOf, useArena, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock, LIFE_LOCKS } from '../sys/life-locks.ts';
 import { createLog } from '../log.ts';
-import { DOORBELL_COMMANDS, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, type PmdRequest } from '../vhost/dataplane-link.ts';
+import { DOORBELL_COMMANDS, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, DOORBELL_THREAD, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
 import { importPlugin, type PluginPlan } from './loader.ts';
@@ -137,6 +137,9 @@ if (started.standby !== null) {
 }
 doorbell[DOORBELL_SERVING] = -1;
 doorbell[DOORBELL_TABLES_SEEN] = data.tablesGeneration;
+// Where the watchdog finds a write to a guest's call eventfd that blocks (notify.ts).
+doorbell[DOORBELL_IN_CALL] = 0;
+doorbell[DOORBELL_THREAD] = interruptHandlerInstalled() ? threadId() : 0;
 if (data.waitForQueues) pmd.waitForQueues();
 doorbell[DOORBELL_STAGE] = -1;
 

@@ -38,6 +38,12 @@ const c = {
   munmap: libc.func('int munmap(void *addr, size_t length)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
+  preadv2: libc.func('intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)'),
+  gettid: libc.func('int gettid()'),
+  tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
+  dlsym: libc.func('void *dlsym(void *handle, const char *name)'),
+  sigaction: libc.func('int sigaction(int sig, const uint8_t *act, void *oldact)'),
+  sigactionQuery: libc.func('int sigaction(int sig, void *act, _Out_ uint8_t *oldact)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t count)'),
   close: libc.func('int close(int fd)'),
   socket: libc.func('int socket(int domain, int type, int protocol)'),
@@ -212,14 +218,77 @@ export function eventfdSignal(fd: number): boolean {
   return (c.write(fd, ONE, 8) as number) === 8;
 }
 
-const drainBuf = new BigUint64Array(1);
+/** A call that blocked returns EINTR when its thread is sent INTERRUPT_SIGNAL (interruptThread). */
+export function lastCallInterrupted(): boolean {
+  return koffi.errno() === EINTR;
+}
+
+// The counter read through preadv2 from native memory: its struct iovec points there.
+const drainValue = koffi.alloc('uint64_t', 1);
+const drainIovec = koffi.alloc('uint64_t', 2);
+const drained = new BigUint64Array(koffi.view(drainValue, 8));
+new BigUint64Array(koffi.view(drainIovec, 16)).set([BigInt(koffi.address(drainValue)), 8n]);
+const RWF_NOWAIT = 8;
+const EOPNOTSUPP = 95;
+/** preadv2 refused RWF_NOWAIT on an eventfd (a kernel before 5.12): plain reads then */
+let noWaitRefused = false;
 /**
  * Reads and clears an eventfd counter; 0 when nothing was pending or the read failed.
- * Never throws: the data path calls it on fds a frontend sent.
+ * Never throws and never blocks: the data path and the control thread call it on fds a
+ * frontend sent, which it may make blocking (O_NONBLOCK is the open file's, shared with
+ * it) at any moment: RWF_NOWAIT is this read's own.
  */
 export function eventfdDrain(fd: number): number {
-  const n = c.read(fd, drainBuf, 8) as number;
-  return n === 8 ? Number(drainBuf[0]) : 0;
+  if (!noWaitRefused) {
+    const n = c.preadv2(fd, drainIovec, 1, -1, RWF_NOWAIT) as number;
+    if (n === 8) return Number(drained[0]);
+    if (n >= 0 || koffi.errno() !== EOPNOTSUPP) return 0;
+    noWaitRefused = true;
+  }
+  const n = c.read(fd, drainValue, 8) as number;
+  return n === 8 ? Number(drained[0]) : 0;
+}
+
+// ---- interrupting a thread blocked in a call ---------------------------------------------
+
+/**
+ * A real-time signal glibc leaves to applications (it keeps 32 and 33), which Node and V8
+ * do not use: its handler does nothing, and is installed without SA_RESTART, so a thread
+ * sent it returns from a blocking call (a write to an eventfd a frontend made blocking and
+ * full) with EINTR, where terminating the thread could not stop it.
+ */
+const INTERRUPT_SIGNAL = 40;
+/** struct sigaction on x86-64 glibc: handler, 128-byte mask, flags, restorer */
+const SIGACTION_BYTES = 152;
+
+/**
+ * Installs INTERRUPT_SIGNAL's handler in this process (for all its threads). The handler
+ * is libc's getpid: a function that ignores its argument, changes nothing and is
+ * async-signal-safe; no JS can run in a signal handler.
+ */
+export function installInterruptHandler(): void {
+  const handler = c.dlsym(null, 'getpid');
+  if (handler === null) fail('dlsym', 'getpid');
+  const act = new Uint8Array(SIGACTION_BYTES);
+  new DataView(act.buffer).setBigUint64(0, BigInt(koffi.address(handler)), true);
+  if ((c.sigaction(INTERRUPT_SIGNAL, act, null) as number) < 0) fail('sigaction');
+}
+
+/** Whether INTERRUPT_SIGNAL has a handler here: sent without one, it would end the process. */
+export function interruptHandlerInstalled(): boolean {
+  const old = new Uint8Array(SIGACTION_BYTES);
+  if ((c.sigactionQuery(INTERRUPT_SIGNAL, null, old) as number) < 0) return false;
+  return new DataView(old.buffer).getBigUint64(0, true) > 1n; // not SIG_DFL (0) nor SIG_IGN (1)
+}
+
+/** This thread's id, as tgkill names it. */
+export function threadId(): number {
+  return c.gettid() as number;
+}
+
+/** Sends INTERRUPT_SIGNAL to thread `tid` of process `pid`; false if it is gone. */
+export function interruptThread(pid: number, tid: number): boolean {
+  return (c.tgkill(pid, tid, INTERRUPT_SIGNAL) as number) === 0;
 }
 
 const F_GETFL = 3;

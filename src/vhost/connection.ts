@@ -4,7 +4,7 @@
 // and are answered once it has carried them out. Whatever the PMDs may still touch (guest
 // memory, kick and call fds) is released only after they said they let go of it.
 import type { Log } from '../log.ts';
-import { closeAll, eventfdDrain, eventfdProblem, eventfdSignal, isNonBlocking, sendMsg, setNonBlocking } from '../sys/libc.ts';
+import { closeAll, eventfdDrain, eventfdProblem, isNonBlocking, sendMsg, setNonBlocking } from '../sys/libc.ts';
 import {
   bit,
   MAX_PACKED_QUEUE_SIZE,
@@ -912,9 +912,11 @@ export class VhostConnection {
 }
 
 /**
- * The vrings' kick and call eventfds found blocking, made non-blocking again and poked so
- * that a PMD blocked on one wakes (a reader blocked on a zero counter wakes on a write, a
- * writer blocked on a full one on a read); which was the first, or null if none.
+ * The vrings' kick and call eventfds found blocking, made non-blocking again, and a call
+ * counter drained so that a PMD blocked writing to it, full, wakes; which was the first, or
+ * null if none. Nothing here, nor in a PMD, reads or writes them in a way that could block
+ * (eventfdDrain): the frontend can clear O_NONBLOCK again between any two calls. A PMD
+ * blocked all the same is interrupted by the supervisor's watchdog.
  */
 function unblockFds(vrings: readonly Vring[]): string | null {
   let first: string | null = null;
@@ -926,8 +928,7 @@ function unblockFds(vrings: readonly Vring[]): string | null {
       } catch {
         // closed meanwhile: nothing can block on it any more
       }
-      if (what === 'kick') eventfdSignal(fd);
-      else eventfdDrain(fd);
+      if (what === 'call') eventfdDrain(fd);
       first ??= `vring ${index}: the frontend made its ${what} eventfd blocking`;
     }
   }

@@ -135,6 +135,10 @@ export const DOORBELL_TABLES = 11;
 export const DOORBELL_TABLES_SEEN = 12;
 /** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
 export const DOORBELL_SLEEPING = 16;
+/** 1 while the PMD writes a guest's call eventfd: a heartbeat stopped then is a blocked write */
+export const DOORBELL_IN_CALL = 17;
+/** the PMD thread's id, to interrupt such a write (interruptThread); 0 if it cannot be */
+export const DOORBELL_THREAD = 18;
 export const DOORBELL_WORDS = 32;
 
 /** What a PMD's peers need to wake it. */

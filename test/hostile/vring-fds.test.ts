@@ -96,7 +96,8 @@ t.test('an eventfd made blocking and full after it was accepted', async (t) => {
 for (const leaving of ['hangs up', 'resets the device'] as const) {
   t.test(`an eventfd made blocking and full, then the frontend ${leaving}`, async (t) => {
     // The PMD still writes the old call fd until it answers the reset: the fds are audited
-    // until it does, not only while the connection lasts.
+    // until it does, not only while the connection lasts, and the watchdog interrupts a
+    // write that waits (whichever comes first ends it).
     const n = await withNeighbours(['h']);
     t.teardown(() => n.close());
     const h = await startDevice(n.vr.sockets.h);
@@ -106,8 +107,8 @@ for (const leaving of ['hangs up', 'resets the device'] as const) {
     if (leaving === 'hangs up') h.frontend.close();
     else h.frontend.send(Req.RESET_OWNER);
     t.ok(await n.stillForward(), 'a and b still forward: the PMD was not left blocked');
-    await waitFor('the fd made non-blocking again', () => sys.isNonBlocking(call) || undefined, 3000);
-    t.notMatch(n.vr.stderr(), /did not end|killing the data-plane process/, 'undone by the audit, not by killing the data plane');
+    const undone = await waitFor('the write ended', () => (sys.isNonBlocking(call) ? 'the audit' : /blocked writing a guest's call eventfd: interrupted/.test(n.vr.stderr()) ? 'an interrupt' : undefined), 3000);
+    t.notMatch(n.vr.stderr(), /is stuck|did not end|killing the data-plane process/, `undone by ${undone}, not by terminating the PMD or killing the data plane`);
     if (leaving === 'hangs up') {
       const again = await startDevice(n.vr.sockets.h);
       t.teardown(() => again.close());
@@ -116,6 +117,45 @@ for (const leaving of ['hangs up', 'resets the device'] as const) {
     t.ok(n.vr.alive());
   });
 }
+
+t.test('an eventfd made blocking and full, and non-blocking again once the PMD waits on it', async (t) => {
+  // The flag is looked at as the write starts: the write waits on, and the audit, which
+  // looks at the flag, sees nothing wrong. The watchdog interrupts the write instead.
+  const n = await withNeighbours(['h']);
+  t.teardown(() => n.close());
+  for (let attempt = 1; ; attempt++) {
+    const h = await startDevice(n.vr.sockets.h);
+    t.teardown(() => h.close());
+    const before = n.vr.stderr().length;
+    const call = h.callFds[0];
+    for (let i = 0; i < 8; i++) postRxBuffer(h.rx, 2048);
+    t.ok(eventfdAdd(call, 2n ** 64n - 2n), 'the counter is full');
+    makeBlocking(call);
+    for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
+    n.a.kick();
+    // Blocking for as short a time as can be (the audit looks every 500 ms): until the
+    // frames are in h's ring, the call fd written right after them, and a moment more.
+    const deadline = Date.now() + 2000;
+    while (h.rx.usedIdx() === 0 && Date.now() < deadline);
+    for (const until = Date.now() + 3; Date.now() < until; );
+    sys.setNonBlocking(call);
+    t.ok(h.rx.usedIdx() > 0, 'the frames reached h, and with them the write to its call fd');
+    if (/made its call eventfd blocking/.test(n.vr.stderr().slice(before)) && attempt < 3) {
+      t.comment(`attempt ${attempt}: the audit saw the fd blocking; again`);
+      await h.frontend.closedByPeer();
+      continue;
+    }
+    t.ok(await n.stillForward(), 'a and b forward: the PMD was not left blocked');
+    await waitFor('the interrupt', () => /pmd0 is blocked writing a guest's call eventfd: interrupted/.test(n.vr.stderr().slice(before)), 3000);
+    // The next frame to h finds its RX queue stopped.
+    sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, 9));
+    n.a.kick();
+    await waitFor('the queue stopped', () => /port h: vring 0 stopped: its call eventfd blocked the PMD/.test(n.vr.stderr().slice(before)), 3000);
+    t.notMatch(n.vr.stderr().slice(before), /is stuck|did not end|killing the data-plane process|made its call eventfd blocking/, 'interrupted: not terminated, not killed, not seen by the audit');
+    t.ok(n.vr.alive());
+    return;
+  }
+});
 
 t.test('a header with reserved flag bits closes the connection', async (t) => {
   const n = await withNeighbours(['h']);

@@ -9,6 +9,7 @@ const c = {
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t count)'),
+  read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
 };
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -38,6 +39,12 @@ export function makeBlocking(fd: number): void {
 /** Adds value to an eventfd's counter (the largest it holds is 2^64 - 2). */
 export function eventfdAdd(fd: number, value: bigint): boolean {
   return (c.write(fd, new BigUint64Array([value]), 8) as number) === 8;
+}
+
+/** A plain read(2) of an eventfd's counter: on a blocking one at 0, it waits for a write. */
+export function eventfdRead(fd: number): bigint {
+  const value = new BigUint64Array(1);
+  return (c.read(fd, value, 8) as number) === 8 ? value[0] : -1n;
 }
 
 /** An fd of a directory. */

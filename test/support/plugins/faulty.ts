@@ -3,8 +3,7 @@
 // (a loop), nor from one with 0xdc (a read that blocks for good: a thread terminated
 // there does not end). Taken out, it lets traffic through: onError "bypass".
 import { PLUGIN_API_VERSION, type PacketBatch, type Plugin } from '../../../src/pipeline/api.ts';
-import { eventfdDrain } from '../../../src/sys/libc.ts';
-import { blockingEventfd } from '../raw-fds.ts';
+import { blockingEventfd, eventfdRead } from '../raw-fds.ts';
 
 interface State {
   spins: number;
@@ -26,7 +25,7 @@ const plugin: Plugin<unknown, State> = {
       const first = batch.data[batch.offset(i) + 14];
       if (first === 0xee) throw new Error('a frame starting with 0xee');
       if (first === 0xdd) for (;;) s.spins++;
-      if (first === 0xdc) eventfdDrain(blockingEventfd());
+      if (first === 0xdc) eventfdRead(blockingEventfd());
     }
   },
 };

@@ -5,7 +5,7 @@
 import { EGRESS_DROP, EGRESS_UNDECIDED } from './egress-codes.ts';
 export { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { BURST } from './guest-io.ts';
-import { DATA_ROOM, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
+import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
 import { completeChecksum, forgetOffloads, l3Offset, leavesChecksum } from './offloads.ts';
 import type { DeferredPayloads } from './deferred-payloads.ts';
 
@@ -68,13 +68,25 @@ export class Batch {
     return this.pool.length[this.handles[i]];
   }
 
-  /** Sets packet i's frame length (at most its buffer's room; the caller wrote the bytes). */
+  /**
+   * Sets packet i's frame length (at most its buffer's room; the caller wrote the bytes).
+   * What the frame left to do is kept only while it still fits: a checksum field cut off
+   * is not finished, and a super-frame with no more than a segment's payload left is a
+   * frame (cutting it would make no segment, or one past its end).
+   */
   setLength(i: number, length: number): void {
     const h = this.handles[i];
     // A frame changed in length is kept whole in its buffer from here on.
     if (this.deferred !== null) this.deferred.materialize(this.pool, h);
     const room = this.pool.room(h);
-    this.pool.length[h] = length > room ? room : length;
+    const kept = length > room ? room : length;
+    this.pool.length[h] = kept;
+    const fields = h * OFFLOAD_FIELDS;
+    const offload = this.pool.offload;
+    const start = offload[fields + OFFLOAD_CSUM_START];
+    if (start === 0) return;
+    if (start - 1 + offload[fields + OFFLOAD_CSUM_OFFSET] + 2 > kept) forgetOffloads(this.pool, h);
+    else if (offload[fields + OFFLOAD_GSO_TYPE] !== 0 && kept - offload[fields + OFFLOAD_HDR_LEN] <= offload[fields + OFFLOAD_GSO_SIZE]) offload[fields + OFFLOAD_GSO_TYPE] = 0;
   }
 
   /** For a super-frame, the length of the IP packets it is cut into (see the plugin API); else 0. */

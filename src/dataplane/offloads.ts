@@ -76,7 +76,9 @@ function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, of
   const l3 = l3Offset(d, f);
   if (frameLen < l3 + 40 || offset !== 16 || gsoSize === 0) return false;
   if (v4) {
-    if (d[f + l3 - 2] !== 0x08 || d[f + l3 - 1] !== 0x00 || d[f + l3] >> 4 !== 4 || d[f + l3 + 9] !== IPPROTO_TCP || start !== l3 + (d[f + l3] & 15) * 4) return false;
+    // An IHL below 5 would put the TCP header inside the IP header, where cutting writes.
+    const ihl = d[f + l3] & 15;
+    if (d[f + l3 - 2] !== 0x08 || d[f + l3 - 1] !== 0x00 || d[f + l3] >> 4 !== 4 || ihl < 5 || d[f + l3 + 9] !== IPPROTO_TCP || start !== l3 + ihl * 4) return false;
   } else if (d[f + l3 - 2] !== 0x86 || d[f + l3 - 1] !== 0xdd || d[f + l3] >> 4 !== 6 || d[f + l3 + 6] !== IPPROTO_TCP || start !== l3 + 40) {
     return false;
   }

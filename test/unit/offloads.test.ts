@@ -18,6 +18,7 @@ import {
   segmentSuperFrame,
   takeOffloadHeader,
 } from '../../src/dataplane/offloads.ts';
+import { Batch } from '../../src/dataplane/batch.ts';
 import { parseFrame, tcp4, tcp6, udp4, udp6 } from '../support/frames.ts';
 import { prng } from '../support/prng.ts';
 
@@ -285,6 +286,8 @@ t.test('super-frames vrouter will not cut', async (t) => {
     ['csum_start not at the TCP header', { start: 30 }, tso],
     ['csum_offset not TCP\'s', { offset: 6 }, tso],
     ['a UDP packet', {}, tso, (() => { const f = v4.slice(); f[23] = 17; return f; })()],
+    // csum_start at its IHL (16 bytes): cutting would write TCP's fields over the IP header.
+    ['an IPv4 header length (IHL) below 5', { start: 30 }, tso, (() => { const f = v4.slice(); f[14] = 0x44; f[42] = 0x50; return f; })()],
   ];
   for (const [what, over, offloads, frame = v4] of refused) {
     const h = pool.allocSuper();
@@ -303,4 +306,41 @@ t.test('super-frames vrouter will not cut', async (t) => {
   t.ok(takeOffloadHeader(pool, h, small.length, tso, 1514), 'a super-frame of one segment: taken');
   t.notOk(isSegmented(pool, h), 'as a plain frame');
   t.ok(leavesChecksum(pool, h), 'with its checksum left to do');
+});
+
+t.test('a stage that shortens a super-frame or a frame with its checksum left to do keeps only what still fits', async (t) => {
+  const pool = PacketPool.standalone(256, 4);
+  const tso = OFFLOAD_CSUM_FROM_GUEST | OFFLOAD_TSO4_FROM_GUEST;
+  const frame = superFrame(false, new Uint8Array(20000), 0, 0x18);
+  const take = () => {
+    const h = pool.allocSuper();
+    pool.data.set(frame, pool.frameOffset(h));
+    pool.length[h] = frame.length;
+    header(pool, h, { flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 1460, start: 34, offset: 16 });
+    t.ok(takeOffloadHeader(pool, h, frame.length, tso, 1514) && isSegmented(pool, h), 'a super-frame of 20000 bytes');
+    const batch = new Batch(pool, null);
+    batch.handles[0] = h;
+    batch.begin(0, 1);
+    return { h, batch };
+  };
+  const cases: [string, number, boolean, boolean][] = [
+    // what, the new length, a super-frame still, its checksum still left to do
+    ['cut to 3 segments', 54 + 3 * 1460, true, true],
+    ['cut to one segment\'s payload: a frame', 54 + 1000, false, true],
+    ['cut to its headers (a guest\'s IP length that says so)', 54, false, true],
+    ['cut inside its TCP header, before the checksum field', 40, false, false],
+  ];
+  for (const [what, length, segmented, checksum] of cases) {
+    const { h, batch } = take();
+    batch.setLength(0, length);
+    t.equal(isSegmented(pool, h), segmented, `${what}: ${segmented ? 'still a super-frame' : 'no super-frame'}`);
+    t.equal(leavesChecksum(pool, h), checksum, `${what}: ${checksum ? 'its checksum left to do' : 'no checksum left to do'}`);
+    if (segmented) {
+      const out = new Uint32Array(MAX_GSO_SEGMENTS);
+      const n = segmentSuperFrame(pool, h, out, 0);
+      t.equal(n, 3, 'cut into 3');
+      for (let k = 0; k < n; k++) pool.free(out[k]);
+    }
+    pool.free(h);
+  }
 });

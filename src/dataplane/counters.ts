@@ -8,7 +8,7 @@ export const DROP_REASONS = [
   ['bad_descriptor', 'descriptor chain outside guest memory, looping, too fragmented or in the wrong direction, or a receive buffer too small for any frame; an AF_XDP receive descriptor outside its receive chunks'],
   ['frame_too_short', 'frame shorter than an Ethernet header'],
   ['frame_too_long', 'frame longer than the port MTU allows'],
-  ['no_buffer', 'packet buffer pool exhausted'],
+  ['no_buffer', 'packet buffer pool exhausted, or the segments a burst may cut spent (a flooded super-frame is cut again for each port that does not take it whole)'],
   ['guest_ring_full', 'the destination guest had no receive buffers posted'],
   ['guest_buffer_too_small', 'the destination guest\'s receive buffers were too small for the frame (one chain without mergeable buffers, 64 chains with)'],
   ['guest_buffers_fragmented', 'the destination guest posted receive buffers so small or fragmented that the burst spent its descriptor budget'],

@@ -16,6 +16,15 @@ import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 import type { DeferredPayloads } from './deferred-payloads.ts';
 
+/**
+ * The most segments one flush cuts, over all its ports (a super-frame's first cut may go
+ * a little past it): what a burst of super-frames to one port can need. A flooded
+ * super-frame is cut again for each member that does not take it whole; without a bound
+ * a guest's burst of 32 would have the PMD cut 2,048 segments for every member of its
+ * bridge, and the other ports the PMD serves would wait. Past it, no_buffer.
+ */
+const SEGMENTS_PER_FLUSH = BURST * MAX_GSO_SEGMENTS;
+
 /** A ring entry: destination port in the top bits, buffer handle below. */
 export const HANDLE_BITS = 20;
 const HANDLE_MASK = (1 << HANDLE_BITS) - 1;
@@ -51,6 +60,8 @@ export class Egress {
   /** a port's frames with its super-frames cut into segments (cutSegments), and the segments' buffers to give back */
   private readonly segmented = new Uint32Array(BATCH_MAX * MAX_GSO_SEGMENTS);
   private readonly madeSegments = new Uint32Array(BATCH_MAX * MAX_GSO_SEGMENTS);
+  /** segments the flush may still cut (SEGMENTS_PER_FLUSH) */
+  private segmentsLeft = 0;
   private madeCount = 0;
   /** frames of the burst whose rest is still in their sender's memory: copied from there to guests here, made whole for anything else */
   private readonly deferred: DeferredPayloads;
@@ -150,6 +161,7 @@ export class Egress {
 
   /** Writes each destination's frames: into its RX queue here, or to the PMD that holds one. */
   private flush(): void {
+    this.segmentsLeft = SEGMENTS_PER_FLUSH;
     for (let t = 0; t < this.touchedCount; t++) {
       const port = this.ports[this.touched[t]];
       this.doorbell[DOORBELL_SERVING] = port.cfg.index;
@@ -255,11 +267,12 @@ export class Egress {
         out[n++] = h;
         continue;
       }
-      const k = segmentSuperFrame(pool, h, out, n);
+      const k = this.segmentsLeft > 0 ? segmentSuperFrame(pool, h, out, n) : -1;
       if (k < 0) {
         this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
         continue;
       }
+      this.segmentsLeft -= k;
       for (let j = 0; j < k; j++) this.madeSegments[this.madeCount + made + j] = out[n + j];
       made += k;
       n += k;

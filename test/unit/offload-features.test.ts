@@ -126,3 +126,45 @@ t.test('each connection gets what it negotiated', async (t) => {
   a.close();
   b.close();
 });
+
+t.test('a burst of super-frames flooded to ports that take none whole: the PMD cuts what one burst to one port needs, at most', async (t) => {
+  const receivers = ['b', 'c', 'd', 'e', 'f'];
+  const vr = await startVrouter(bridgeConfig(['a', ...receivers]));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a, { features: BASE | OFFLOADS });
+  t.teardown(() => a.close());
+  for (const name of receivers) {
+    const dev = await startDevice(vr.sockets[name], { features: BASE });
+    t.teardown(() => dev.close());
+  }
+  // 16 broadcast super-frames of 64 segments each (gso_size 1000), published at once: one burst.
+  const frames = 16;
+  const mss = 1000;
+  const payload = 64 * mss;
+  const f = new Uint8Array(54 + payload);
+  f.set(superFrame().subarray(0, 54));
+  f.fill(0xff, 0, 6);
+  const total = 40 + payload;
+  f[16] = total >> 8;
+  f[17] = total & 0xff;
+  const header = Uint8Array.of(1, 1, 54, 0, mss & 0xff, mss >> 8, 34, 0, 16, 0, 0, 0);
+  const heads: number[] = [];
+  for (let k = 0; k < frames; k++) {
+    const off = a.ram.alloc(NET_HDR_LEN + f.length);
+    a.ram.bytes.set(header, off);
+    a.ram.bytes.set(f, off + NET_HDR_LEN);
+    heads.push(a.tx.addChain([{ addr: a.ram.gpa(off), len: NET_HDR_LEN + f.length }]));
+  }
+  a.tx.makeAvailable(...heads);
+  a.kick();
+  const counts = () => vr.stats().then((s) => receivers.reduce((sum, p) => ({ segments: sum.segments + s[p].offloads.gso_segments, refused: sum.refused + s[p].drops.no_buffer }), { segments: 0, refused: 0 }));
+  const wanted = frames * receivers.length;
+  const done = await waitFor('every copy cut or refused', async () => {
+    const c = await counts();
+    return c.segments / 64 + c.refused === wanted ? c : undefined;
+  }, 5000);
+  t.ok(done.segments <= 32 * 64 + 63, `${done.segments} segments cut for ${wanted} copies of a 64-segment super-frame: no more than a burst to one port needs (2,048) and one super-frame's`);
+  t.ok(done.refused > 0, `the other ${done.refused} copies dropped as no_buffer`);
+  t.equal(a.tx.takeUsed().length, frames, 'the sender got its buffers back');
+  t.ok(vr.alive());
+});

@@ -33,6 +33,9 @@ export interface DataplaneHandlers {
   died(code: number | null, signal: NodeJS.Signals | null): void;
 }
 
+/** The error code of ready()'s rejection. */
+export const NOT_STARTED = 'VR_DATAPLANE_NOT_STARTED';
+
 export class DataplaneProcess {
   private readonly child: ChildProcess;
   private readonly channel: PacketChannel;
@@ -152,7 +155,7 @@ export class DataplaneProcess {
       const settle = (ok: boolean) => {
         clearTimeout(timer);
         if (ok) resolve();
-        else reject(new Error(`the data-plane process did not start (${this.exited ? `exit code ${this.child.exitCode}, signal ${this.child.signalCode}` : `no answer within ${READY_TIMEOUT_MS} ms`})`));
+        else reject(Object.assign(new Error(`the data-plane process did not start (${this.exited ? `exit code ${this.child.exitCode}, signal ${this.child.signalCode}` : `no answer within ${READY_TIMEOUT_MS} ms`})`), { code: NOT_STARTED }));
       };
       this.readyWaiters.push(settle);
       this.exitWaiters.push(() => settle(false));

@@ -11,7 +11,7 @@ import type { CaptureMemory } from '../dataplane/capture.ts';
 import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
 import type { PmdSpawnData } from '../dataplane/process-link.ts';
 import { ARENA_BYTES, createArena, releaseShared } from '../sys/shared-arena.ts';
-import { DataplaneProcess } from './dataplane-process.ts';
+import { DataplaneProcess, NOT_STARTED } from './dataplane-process.ts';
 import { collectGarbageSoon } from './collect.ts';
 import { importPlugin, planPlugins, type PluginPlan, type PluginSpec } from '../pipeline/loader.ts';
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
@@ -597,7 +597,20 @@ export class Supervisor {
       death.restartMs = ms;
       log.info(`${how}, ${ms} ms after the death of the last; the guests' queues resumed`, 'dataplane.restarted', { ms });
     });
-    restart.catch((err: Error) => this.actorDied('the data-plane process', err));
+    restart.catch((err: Error) => this.restartFailed(err));
+  }
+
+  /**
+   * A data plane started after a death that did not start (it died, as under the memory
+   * pressure that may have ended the last, or did not answer): it is one more death, and
+   * the next start follows after its backoff, as long as it takes. Anything else ends
+   * vrouter.
+   */
+  private restartFailed(err: Error): void {
+    if ((err as { code?: string }).code !== NOT_STARTED || this.stopping) return this.actorDied('the data-plane process', err);
+    log.error(`${err.message}: starting another`, 'dataplane.died');
+    // One that did not answer is killed: its death starts the next. One that died has.
+    void this.dataplane?.kill();
   }
 
   /**

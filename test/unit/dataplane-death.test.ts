@@ -34,6 +34,34 @@ t.test('a device set up while the data plane restarts is accepted and forwards a
   t.notMatch(vr.stderr(), /port a: (connection closed|SET_MEM_TABLE:)/, 'port a was never refused nor disconnected');
 });
 
+t.test('a data plane started after a death that dies before it is ready: another is started, vrouter serves on', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { spare: false } }));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  const pid = vr.proc.pid!;
+  // Its replacement is killed as soon as it is seen, while it loads (a few hundred ms): as
+  // the OOM killer might, under the memory pressure that ended the first. Until one such
+  // kill comes before the new process is ready (a fast start may win the race).
+  let killed = 0;
+  for (let attempt = 1; attempt <= 5 && !/did not start/.test(vr.stderr()); attempt++) {
+    const running = await waitFor('a data plane running', () => dataplanePids(pid)[0], 15_000);
+    process.kill(running, 'SIGKILL');
+    const next = await waitFor('its replacement', () => dataplanePids(pid).find((p) => p !== running), 15_000);
+    process.kill(next, 'SIGKILL');
+    killed++;
+    await waitFor('it gone', () => dataplanePids(pid).every((p) => p !== next), 5000);
+  }
+  await waitFor('the start refused', () => /the data-plane process did not start \(exit code null, signal SIGKILL\): starting another/.test(vr.stderr()), 10_000);
+  t.pass(`a new data plane killed before it was ready (${killed} tried)`);
+  await waitFor('a data plane that runs the PMDs', () => /a new data-plane process \(pid \d+\) runs the PMDs/.test(vr.stderr()), 20_000);
+  t.ok(vr.alive(), 'vrouter runs on');
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through the one that started');
+  t.notMatch(vr.stderr(), /the data-plane process died: /, 'not ended as a thread that died');
+});
+
 t.test('a crash loop: backed off, then the port served at each crash is quarantined', async (t) => {
   const vr = await startVrouter(bridgeConfig(['a', 'b']));
   t.teardown(() => vr.stop());

@@ -126,7 +126,10 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
     const pmd = pmds.get(m.pmd);
     if (pmd?.incarnation === m.incarnation) void pmd.worker.terminate();
   } else if (m.t === 'tables') {
-    for (const pmd of pmds.values()) {
+    for (const [id, pmd] of pmds) {
+      // A PMD in standby takes the tables with its go, as they are then: this message would
+      // be the first it reads, taken for the go itself.
+      if (standby.has(id)) continue;
       pmd.worker.postMessage(m.update);
       ring(pmd, DOORBELL_TABLES);
     }

@@ -106,7 +106,9 @@ t.test('large tables are charged by the windows a PMD views: swapping them, the 
   for (const fd of files) sys.ftruncate(fd, 256 * 2 ** 30);
   const fe = await ackingFrontend(n.vr.sockets.h);
   t.teardown(() => fe.close());
-  for (const fd of files) t.equal(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 256 * 2 ** 30, uva: 0, offset: 0 }]), [fd]), 0n, 'a 256 GiB table applied');
+  // The second waits for the first's cost (6,425 tokens of a 4,000 burst, at 1,000 a
+  // second: about 2.4 s), then for its own 257 views.
+  for (const fd of files) t.equal(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 256 * 2 ** 30, uva: 0, offset: 0 }]), [fd], 10_000), 0n, 'a 256 GiB table applied');
   const ports = (await adminClient(n.vr).call('GET', '/ports')).json as { name: string; state: { controlThrottled: number } }[];
   const waits = ports.find((p) => p.name === 'h')!.state.controlThrottled;
   t.ok(waits > 0, `h waited for its share of the control thread (${waits} times)`);

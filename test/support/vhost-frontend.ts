@@ -164,15 +164,15 @@ export class VhostFrontend {
     return { request: new DataView(this.buf.buffer).getUint32(0, true), payload: this.buf.slice(HEADER_LEN, need), fds };
   }
 
-  async replyU64(): Promise<bigint | null> {
-    const r = await this.reply();
+  async replyU64(timeoutMs = 3000): Promise<bigint | null> {
+    const r = await this.reply(timeoutMs);
     return r === null ? null : new DataView(r.payload.buffer).getBigUint64(0, true);
   }
 
   /** Sends a request with NEED_REPLY and returns the backend's ack (0 = success). */
-  async request(request: number, payload: Uint8Array, fds: number[] = []): Promise<bigint | null> {
+  async request(request: number, payload: Uint8Array, fds: number[] = [], timeoutMs = 3000): Promise<bigint | null> {
     this.send(request, payload, fds, VERSION | FLAG_NEED_REPLY);
-    return this.replyU64();
+    return this.replyU64(timeoutMs);
   }
 
   /** True once the backend has closed the connection (reads end of file). */

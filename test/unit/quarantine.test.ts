@@ -1,6 +1,6 @@
 // A port whose guest was being served when a PMD died of an error is not handed back to
 // the restarted PMD: its frontend is disconnected and new ones are refused for a while.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +18,8 @@ const dataplane: Dataplane = {
   unmap: () => undefined,
 };
 
-t.test('quarantine after a PMD crash while serving the port', async (t) => {
+/** Port h listening in a directory of its own, what it logs kept in `lines`. */
+function listeningPort(t: Test) {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-quarantine-'));
   const lines: string[] = [];
   const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m) };
@@ -32,6 +33,11 @@ t.test('quarantine after a PMD crash while serving the port', async (t) => {
     await endpoint.stop();
     rmSync(dir, { recursive: true, force: true });
   });
+  return { endpoint, settings, lines };
+}
+
+t.test('quarantine after a PMD crash while serving the port', async (t) => {
+  const { endpoint, settings, lines } = listeningPort(t);
 
   const innocent = await VhostFrontend.connect(settings.socket);
   innocent.send(Req.GET_QUEUE_NUM);
@@ -61,19 +67,7 @@ t.test('quarantine after a PMD crash while serving the port', async (t) => {
 });
 
 t.test('a frontend waiting for the port when it is quarantined is refused, not attached in its place', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vrouter-quarantine-'));
-  const lines: string[] = [];
-  const log = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m) };
-  const settings = {
-    index: 0, name: 'h', queues: 1, mtu: 1500, memoryPolicy: 'warn' as const, offloads: true, type: 'vhost-user' as const, interface: null, socket: join(dir, 'h.sock'), mode: 'server' as const,
-    socketMode: 0o600, socketGroup: null, peerUid: null, mirror: null,
-  };
-  const endpoint = new PortEndpoint(settings, dataplane, log);
-  endpoint.start();
-  t.teardown(async () => {
-    await endpoint.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { endpoint, settings, lines } = listeningPort(t);
   const culprit = await VhostFrontend.connect(settings.socket);
   t.teardown(() => culprit.close());
   culprit.send(Req.GET_QUEUE_NUM);

@@ -83,12 +83,20 @@ t.test('a buffer freed on another PMD goes back to its owner', async (t) => {
   t.equal(pmd0.available, 3);
 });
 
+/** The pools of PMDs 0 and 1 in `memory`, each with its return rings to the other. */
+function twoPools(memory: ReturnType<typeof createPoolMemory>): [PacketPool, PacketPool] {
+  const capacity = memory.returnCapacity;
+  // rings[0]: PMD 1 returns PMD 0's buffers; rings[1]: PMD 0 returns PMD 1's buffers
+  const rings = [0, 1].map(() => new SharedArrayBuffer(spscRingBytes(capacity)));
+  return [
+    new PacketPool(memory, 0, [null, new SpscRing(rings[1], capacity)], [null, new SpscRing(rings[0], capacity)]),
+    new PacketPool(memory, 1, [new SpscRing(rings[0], capacity), null], [new SpscRing(rings[1], capacity), null]),
+  ];
+}
+
 t.test('an empty pool whose returns are only super-frame buffers has no small buffer to give', async (t) => {
   const memory = createPoolMemory(2, 2, 2);
-  const capacity = memory.returnCapacity;
-  const rings = [0, 1].map(() => new SharedArrayBuffer(spscRingBytes(capacity)));
-  const pmd0 = new PacketPool(memory, 0, [null, new SpscRing(rings[1], capacity)], [null, new SpscRing(rings[0], capacity)]);
-  const pmd1 = new PacketPool(memory, 1, [new SpscRing(rings[0], capacity), null], [new SpscRing(rings[1], capacity), null]);
+  const [pmd0, pmd1] = twoPools(memory);
   const small = [pmd0.alloc(), pmd0.alloc()];
   const superFrame = pmd0.allocSuper();
   t.ok(small.every((h) => h >= 0) && superFrame >= 0, 'its small buffers taken, and a super-frame buffer');
@@ -104,10 +112,7 @@ t.test('an empty pool whose returns are only super-frame buffers has no small bu
 
 t.test("freeBurst: a burst's buffers freed in one call, as free() frees each, but those marked kept", async (t) => {
   const memory = createPoolMemory(2, 4, 2);
-  const capacity = memory.returnCapacity;
-  const rings = [0, 1].map(() => new SharedArrayBuffer(spscRingBytes(capacity)));
-  const pmd0 = new PacketPool(memory, 0, [null, new SpscRing(rings[1], capacity)], [null, new SpscRing(rings[0], capacity)]);
-  const pmd1 = new PacketPool(memory, 1, [new SpscRing(rings[0], capacity), null], [new SpscRing(rings[1], capacity), null]);
+  const [pmd0, pmd1] = twoPools(memory);
   const own = [pmd1.alloc(), pmd1.alloc(), pmd1.alloc()];
   const foreign = [pmd0.alloc(), pmd0.alloc()];
   const superFrame = pmd1.allocSuper();

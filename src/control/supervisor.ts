@@ -1314,7 +1314,8 @@ export class Supervisor {
     if (this.spareTimer !== null) clearTimeout(this.spareTimer);
     // The control thread first: a poll callback (a data plane's command socket hanging up)
     // that fires in a thread being terminated is a fatal error in koffi, not an exception.
-    await this.control?.terminate();
+    // Not for longer than a thread takes to end: one blocked in a call never would.
+    await Promise.race([this.control?.terminate(), sleep(SHUTDOWN_TIMEOUT_MS)]);
     await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.discard()]);
     await closeJobs();
   }

@@ -207,6 +207,8 @@ export class VhostConnection {
   private readonly queue: (Message | Task)[] = [];
   private queuedFds = 0;
   private processing = false;
+  /** ends the wait of a queued message for its budget (a task came, which does not wait) */
+  private wakeQueue: (() => void) | null = null;
   /** settles the promises of queued tasks that a close drops */
   private readonly tasksDropped = new Set<() => void>();
 
@@ -257,6 +259,7 @@ export class VhostConnection {
     closeAll([this.fd]);
     for (const m of this.queue.splice(0)) if (typeof m !== 'function') closeAll(m.fds);
     this.queuedFds = 0;
+    this.wakeQueue?.();
     for (const settle of this.tasksDropped) settle();
     this.tasksDropped.clear();
     await this.resetDevice();
@@ -268,6 +271,7 @@ export class VhostConnection {
   private enqueue(m: Message | Task): void {
     this.queue.push(m);
     if (typeof m !== 'function') this.queuedFds += m.fds.length;
+    else this.wakeQueue?.();
     this.reader.backlog(this.queue.length, this.queuedFds);
     void this.processQueue();
   }
@@ -277,7 +281,21 @@ export class VhostConnection {
     this.processing = true;
     try {
       while (!this.closed && this.queue.length > 0) {
-        const m = this.queue.shift()!;
+        // What a message makes the PMDs do is charged as it is carried out: one read while
+        // the port was within its budget waits here until what those before it cost is paid
+        // back, or a burst of queued memory tables would all be viewed at once. A hand-over's
+        // resync does not wait behind it (the other ports' queues wait for every port's): no
+        // message before it has begun, so it runs as if it had come first.
+        const owed = typeof this.queue[0] === 'function' ? 0 : this.options.budget.msUntil(1);
+        const task = owed > 0 ? this.queue.findIndex((q) => typeof q === 'function') : -1;
+        if (owed > 0 && task < 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => ((this.wakeQueue = null), resolve()), Math.ceil(owed));
+            this.wakeQueue = () => (clearTimeout(timer), (this.wakeQueue = null), resolve());
+          });
+          continue;
+        }
+        const m = task > 0 ? this.queue.splice(task, 1)[0] : this.queue.shift()!;
         if (typeof m !== 'function') this.queuedFds -= m.fds.length;
         this.reader.backlog(this.queue.length, this.queuedFds);
         if (typeof m === 'function') {

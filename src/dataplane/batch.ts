@@ -71,8 +71,9 @@ export class Batch {
   /**
    * Sets packet i's frame length (at most its buffer's room; the caller wrote the bytes).
    * What the frame left to do is kept only while it still fits: a checksum field cut off
-   * is not finished, and a super-frame with no more than a segment's payload left is a
-   * frame (cutting it would make no segment, or one past its end).
+   * is not finished, and a super-frame cut to its headers is a frame (cutting it would make
+   * no segment). One with a segment's payload or less is cut into one, its headers made
+   * right for its length.
    */
   setLength(i: number, length: number): void {
     const h = this.handles[i];
@@ -86,7 +87,7 @@ export class Batch {
     const start = offload[fields + OFFLOAD_CSUM_START];
     if (start === 0) return;
     if (start - 1 + offload[fields + OFFLOAD_CSUM_OFFSET] + 2 > kept) forgetOffloads(this.pool, h);
-    else if (offload[fields + OFFLOAD_GSO_TYPE] !== 0 && kept - offload[fields + OFFLOAD_HDR_LEN] <= offload[fields + OFFLOAD_GSO_SIZE]) offload[fields + OFFLOAD_GSO_TYPE] = 0;
+    else if (offload[fields + OFFLOAD_GSO_TYPE] !== 0 && kept <= offload[fields + OFFLOAD_HDR_LEN]) offload[fields + OFFLOAD_GSO_TYPE] = 0;
   }
 
   /** For a super-frame, the length of the IP packets it is cut into (see the plugin API); else 0. */

@@ -323,22 +323,23 @@ t.test('a stage that shortens a super-frame or a frame with its checksum left to
     batch.begin(0, 1);
     return { h, batch };
   };
-  const cases: [string, number, boolean, boolean][] = [
-    // what, the new length, a super-frame still, its checksum still left to do
-    ['cut to 3 segments', 54 + 3 * 1460, true, true],
-    ['cut to one segment\'s payload: a frame', 54 + 1000, false, true],
-    ['cut to its headers (a guest\'s IP length that says so)', 54, false, true],
-    ['cut inside its TCP header, before the checksum field', 40, false, false],
+  const cases: [string, number, number, boolean][] = [
+    // what, the new length, segments it is cut into (0: no super-frame), its checksum still left to do
+    ['cut to 3 segments', 54 + 3 * 1460, 3, true],
+    ['cut to one segment\'s payload', 54 + 1000, 1, true],
+    ['cut to its headers (a guest\'s IP length that says so)', 54, 0, true],
+    ['cut inside its TCP header, before the checksum field', 40, 0, false],
   ];
-  for (const [what, length, segmented, checksum] of cases) {
+  for (const [what, length, segments, checksum] of cases) {
     const { h, batch } = take();
     batch.setLength(0, length);
-    t.equal(isSegmented(pool, h), segmented, `${what}: ${segmented ? 'still a super-frame' : 'no super-frame'}`);
+    t.equal(isSegmented(pool, h), segments > 0, `${what}: ${segments > 0 ? 'still a super-frame' : 'no super-frame'}`);
     t.equal(leavesChecksum(pool, h), checksum, `${what}: ${checksum ? 'its checksum left to do' : 'no checksum left to do'}`);
-    if (segmented) {
+    if (segments > 0) {
       const out = new Uint32Array(MAX_GSO_SEGMENTS);
       const n = segmentSuperFrame(pool, h, out, 0);
-      t.equal(n, 3, 'cut into 3');
+      t.equal(n, segments, `cut into ${segments}`);
+      t.equal(pool.length[out[n - 1]], length - (segments - 1) * 1460, 'the last segment as long as what is left');
       for (let k = 0; k < n; k++) pool.free(out[k]);
     }
     pool.free(h);

@@ -157,7 +157,7 @@ t.test('a port whose queued table waits for its budget does not hold up a hand-o
   await waitFor('the spare taking over', () => /the spare data plane \(pid \d+\) took over/.test(n.vr.stderr()), 5000);
   t.ok(await n.stillForward(1), 'a and b forward again');
   const resumed = Date.now() - killed;
-  t.ok(resumed < 1500, `${resumed} ms after the death, not the 2 s the PMDs wait at most for every port's queues`);
+  t.ok(resumed < 1900, `${resumed} ms after the death, not the 2 s the PMDs wait at most for every port's queues`);
   t.equal(await fe.replyU64(20_000), 0n, 'the third table applied in its turn');
 });
 

@@ -61,7 +61,7 @@ export const EVENTS = {
   'dataplane.restarted': 'a new data-plane process runs the PMDs after the last one died; ms: time since the death',
   'pmd.relayout': 'the PMDs were restarted on a new layout of ports and queues (ports added or removed, queues moved)',
   'pmd.stuck': 'a PMD made no poll round for too long',
-  'pmd.interrupted': 'a PMD blocked writing a guest\'s call eventfd (made blocking and full by its frontend) was interrupted: that queue stops',
+  'pmd.interrupted': 'a PMD was in a write to a guest\'s call eventfd for a watchdog period: interrupted (if the frontend made it block, the queue stops and the port is quarantined)',
   'routes.source': 'a route source (a namespace\'s netlink, an FPM connection) started, stopped, or lost its routes',
   'routes.refused': 'routes learned from the route sources could not be applied; the routes in force stay',
   'stats': 'the counters, asked for with SIGUSR1',

@@ -60,14 +60,23 @@ export class DataplaneProcess {
    */
   constructor(arenaFd: number, arenaBytes: number, nice: number, handlers: DataplaneHandlers, spare = false) {
     this.handlers = handlers;
-    const [supervisorEnd, dataplaneEnd] = seqpacketPair();
-    const [commandsEnd, dataplaneCommands] = seqpacketPair();
+    const made: number[] = [];
+    let child: ChildProcess;
+    try {
+      made.push(...seqpacketPair(), ...seqpacketPair());
+      // The data plane's V8 flags first: any given to node for vrouter itself come after and win.
+      child = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
+        argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
+        stdio: ['ignore', 'inherit', 'inherit', made[1], made[3]],
+      });
+    } catch (err) {
+      // Out of file descriptors, say: none of those made so far is left open.
+      closeAll(made);
+      throw err;
+    }
+    const [supervisorEnd, dataplaneEnd, commandsEnd, dataplaneCommands] = made;
+    this.child = child;
     this.commandsFd = commandsEnd;
-    // The data plane's V8 flags first: any given to node for vrouter itself come after and win.
-    this.child = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
-      argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
-      stdio: ['ignore', 'inherit', 'inherit', dataplaneEnd, dataplaneCommands],
-    });
     // The child has its copies now.
     closeAll([dataplaneEnd, dataplaneCommands]);
     this.channel = new PacketChannel(supervisorEnd, { message: (m) => this.onEvent(m as DataplaneEvent), closed: () => undefined });
@@ -231,10 +240,14 @@ export class DataplaneProcess {
    * dropped, not promoted): its end is closed here, where nothing else would close it.
    */
   async discard(): Promise<void> {
-    if (!this.commandsDiscarded) {
-      this.commandsDiscarded = true;
-      closeAll([this.commandsFd]);
-    }
+    this.closeCommands();
     await this.kill();
+  }
+
+  /** Closes the supervisor's end of the command socket, which no control thread took. */
+  closeCommands(): void {
+    if (this.commandsDiscarded) return;
+    this.commandsDiscarded = true;
+    closeAll([this.commandsFd]);
   }
 }

@@ -21,7 +21,7 @@ import { interruptThread, setThreadCpus, setThreadNice } from '../sys/libc.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
-import { DOORBELL_HEARTBEAT, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN, DOORBELL_THREAD } from '../vhost/dataplane-link.ts';
+import { DOORBELL_CALL_INTERRUPTED, DOORBELL_HEARTBEAT, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN, DOORBELL_THREAD } from '../vhost/dataplane-link.ts';
 import { closeSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
@@ -206,6 +206,8 @@ export class Supervisor {
   private readonly startedAt: number[] = [];
   /** per PMD: its heartbeat when last seen to move, and when */
   private readonly heartbeats: { beat: number; at: number }[] = [];
+  /** per PMD: the heartbeat at which it was last interrupted in a call write (its port quarantined then) */
+  private readonly interruptedAt: (number | null)[] = [];
   /** plugins taken out of restarted PMDs after they hung one */
   private readonly takenOut: string[] = [];
   private watchdog: NodeJS.Timeout | null = null;
@@ -321,7 +323,13 @@ export class Supervisor {
     const dataplane = this.createDataplane();
     this.dataplane = dataplane;
     dataplane.watchForDeath();
-    await dataplane.ready();
+    try {
+      await dataplane.ready();
+    } catch (err) {
+      // Its command socket never goes to the control thread.
+      dataplane.closeCommands();
+      throw err;
+    }
     return dataplane;
   }
 
@@ -571,6 +579,7 @@ export class Supervisor {
     const serving = new Set(this.layout.pmds.map(({ id }) => this.doorbells[id][DOORBELL_SERVING]).filter((slot) => slot >= 0 && this.slots[slot] != null));
     const names = [...serving].map((slot) => this.slots[slot]).join(', ') || 'none';
     log.error(`the data-plane process died (${how}); ports being served: ${names}`, 'dataplane.died', { code, signal });
+    this.forgetPmds();
     const culprits = signal !== null && EXTERNAL_SIGNALS.includes(signal) ? [] : this.crashLoopCulprits(now, serving, how);
     // Whichever hand-over to a new data plane comes next looks for the culprits first.
     this.died = { culprits: [...(this.died?.culprits ?? []), ...culprits] };
@@ -611,6 +620,23 @@ export class Supervisor {
     log.error(`${err.message}: starting another`, 'dataplane.died');
     // One that did not answer is killed: its death starts the next. One that died has.
     void this.dataplane?.kill();
+  }
+
+  /**
+   * The words the dead data plane's PMDs left in their doorbells, and how the watchdog saw
+   * them, are no PMD's any more: a next data plane that dies before it runs one would be
+   * blamed for their ports, and one slow to start would be found stuck and killed.
+   */
+  private forgetPmds(): void {
+    for (const { id } of this.layout.pmds) {
+      const bell = this.doorbells[id];
+      bell[DOORBELL_SERVING] = -1;
+      bell[DOORBELL_IN_CALL] = 0;
+      bell[DOORBELL_THREAD] = 0;
+      this.heartbeats[id] = { beat: bell[DOORBELL_HEARTBEAT], at: Infinity };
+      this.polled[id] = false;
+      this.startedAt[id] = Infinity;
+    }
   }
 
   /**
@@ -713,6 +739,7 @@ export class Supervisor {
     if (this.dataplane === null) return;
     this.layout.pmds.forEach(({ id }) => {
       const bell = this.doorbells[id];
+      this.quarantineInterrupted(bell);
       const seen = this.heartbeats[id];
       const beat = bell[DOORBELL_HEARTBEAT];
       if (beat !== seen.beat) {
@@ -720,7 +747,7 @@ export class Supervisor {
         this.polled[id] = true;
         return;
       }
-      if (now - seen.at >= WATCHDOG_MS) this.interruptBlockedCall(id, bell);
+      if (now - seen.at >= WATCHDOG_MS) this.interruptBlockedCall(id, bell, beat);
       // Not polled yet: it is starting (its first round counts from then).
       const starting = !this.polled[id] && seen.at === Infinity;
       if (starting ? now - this.startedAt[id] < START_STUCK_MS : now - seen.at < STUCK_MS) return;
@@ -741,17 +768,31 @@ export class Supervisor {
   }
 
   /**
-   * A PMD with no round for a watchdog period while it writes a guest's call eventfd is
+   * A PMD with no round for a watchdog period while it writes a guest's call eventfd may be
    * blocked there: the frontend made the eventfd blocking with a full counter, and may have
    * made it non-blocking again since, which does not end the write. The thread is sent a
-   * signal that makes the write return (EINTR); the PMD then fails that queue (notify.ts)
-   * and goes on, with all its other queues, instead of being terminated.
+   * signal that makes a waiting write return (EINTR; one merely slow to run completes); the
+   * PMD then fails that queue (notify.ts) and goes on, with all its other queues, instead
+   * of being terminated.
    */
-  private interruptBlockedCall(id: number, bell: Int32Array): void {
+  private interruptBlockedCall(id: number, bell: Int32Array, beat: number): void {
     const pid = this.dataplane?.pid;
     const tid = bell[DOORBELL_THREAD];
-    if (bell[DOORBELL_IN_CALL] !== 1 || tid <= 0 || pid === undefined) return;
-    if (interruptThread(pid, tid)) log.warn(`pmd${id} is blocked writing a guest's call eventfd: interrupted`, 'pmd.interrupted', { pmd: id });
+    const port = bell[DOORBELL_IN_CALL] - 1;
+    if (port < 0 || tid <= 0 || pid === undefined || !interruptThread(pid, tid) || this.interruptedAt[id] === beat) return;
+    this.interruptedAt[id] = beat;
+    log.warn(`pmd${id} was in a write to a call eventfd of port ${this.slots[port] ?? `in slot ${port}`} for ${WATCHDOG_MS} ms or more: interrupted`, 'pmd.interrupted', { pmd: id });
+  }
+
+  /**
+   * The port whose call write a PMD found interrupted (it had blocked) is quarantined: its
+   * frontend could set the queue up again, and block the PMD again, at will.
+   */
+  private quarantineInterrupted(bell: Int32Array): void {
+    const port = Atomics.exchange(bell, DOORBELL_CALL_INTERRUPTED, 0) - 1;
+    if (port < 0 || this.slots[port] == null) return;
+    const why = 'its frontend made a call eventfd blocking with a full counter, which blocked a PMD';
+    this.control?.postMessage({ msg: pack({ t: 'quarantine', port, why } satisfies ControlRequest) });
   }
 
   /**

@@ -11,8 +11,7 @@
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import { memcpyAt } from '../sys/libc.ts';
 import type { PacketPool } from './packet-pool.ts';
-import { publishAndCall } from './notify.ts';
-import type { Virtqueue } from '../virtio/virtqueue.ts';
+import { publishAndCall, type CalledQueue } from './notify.ts';
 
 /** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
 export const HEADER_BYTES = 64;
@@ -28,12 +27,6 @@ export const MAX_HEAD_BYTES = 256;
  */
 export const MIN_REST_BYTES = 256;
 
-/** The sending queue, as the PMD holds it: its ring and the eventfd that interrupts its guest. */
-interface Sender {
-  queue: Virtqueue;
-  callFd: number;
-}
-
 export class DeferredPayloads {
   /** per buffer handle: the window of the sender's memory holding the rest of its frame, or -1 */
   readonly window: Int32Array;
@@ -48,7 +41,7 @@ export class DeferredPayloads {
   count = 0;
   /** the burst's sender (one queue's burst) and its memory */
   mem: GuestMemory | null = null;
-  private sender: Sender | null = null;
+  private sender: CalledQueue | null = null;
   /** the sender's used position before the burst: its chains are published from there */
   private usedFrom = 0;
 
@@ -61,7 +54,7 @@ export class DeferredPayloads {
   }
 
   /** A burst from `sender` begins: its chains are held until release(). */
-  begin(sender: Sender, usedFrom: number): void {
+  begin(sender: CalledQueue, usedFrom: number): void {
     this.sender = sender;
     this.mem = sender.queue.mem;
     this.usedFrom = usedFrom;
@@ -110,6 +103,6 @@ export class DeferredPayloads {
     const sender = this.sender;
     this.sender = null;
     this.mem = null;
-    if (sender !== null) publishAndCall(sender.queue, this.usedFrom, sender.callFd);
+    if (sender !== null) publishAndCall(sender, this.usedFrom);
   }
 }

@@ -256,7 +256,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   if (later > 0) copyLater(vq.mem, pool, later);
   // Chains whose frames are partly left in them go back once the burst is delivered.
   if (defer !== null && defer.count > 0) defer.begin(q, usedFrom);
-  else publishAndCall(vq, usedFrom, q.callFd);
+  else publishAndCall(q, usedFrom);
   counters[base + RX_PACKETS] += taken;
   counters[base + RX_BYTES] += bytes;
   counters[base + RX_CSUM_PARTIAL] += partial;
@@ -526,7 +526,7 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
       counters[base + DROPS_BASE + DROP.bad_descriptor]++;
     }
   }
-  if (vq.usedIdx !== usedFrom) publishAndCall(vq, usedFrom, q.callFd);
+  if (vq.usedIdx !== usedFrom) publishAndCall(q, usedFrom);
   counters[base + TX_PACKETS] += delivered;
   counters[base + TX_BYTES] += bytes;
   counters[base + TX_CSUM_PARTIAL] += partial;

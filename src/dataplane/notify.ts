@@ -10,11 +10,15 @@
 // stores are seen in program order only where the CPU keeps stores in order (x86's TSO);
 // elsewhere each publish keeps its own barrier.
 import { eventfdSignal, lastCallInterrupted } from '../sys/libc.ts';
-import type { Virtqueue } from '../virtio/virtqueue.ts';
-import { DOORBELL_IN_CALL } from '../vhost/dataplane-link.ts';
+import { DOORBELL_CALL_INTERRUPTED, DOORBELL_IN_CALL } from '../vhost/dataplane-link.ts';
+import { COUNTERS_PER_PORT } from './counters.ts';
+import type { QueueOwner } from './guest-io.ts';
+
+/** What an interrupt needs of a queue: its ring, its call eventfd, and its port (by its counters). */
+export type CalledQueue = Pick<QueueOwner, 'queue' | 'callFd' | 'counterBase'>;
 
 /** The PMD's doorbell, where each write to a call eventfd is marked (see signalGuest). */
-let callBell: Int32Array<ArrayBufferLike> = new Int32Array(DOORBELL_IN_CALL + 1);
+let callBell: Int32Array<ArrayBufferLike> = new Int32Array(DOORBELL_CALL_INTERRUPTED + 1);
 
 /** This thread's calls are marked in `doorbell` (the PMD's) from now on. */
 export function markCallsIn(doorbell: Int32Array): void {
@@ -24,24 +28,28 @@ export function markCallsIn(doorbell: Int32Array): void {
 /**
  * callFd -1: the frontend gave no call fd (VHOST_USER_VRING_NOFD_MASK), so it polls. The
  * write blocks if the frontend made the eventfd blocking and filled its counter (O_NONBLOCK
- * is the open file's, and it may set it again once the write waits): marked, so that the
- * supervisor's watchdog interrupts it. Interrupted, the queue is failed: it is not
- * signalled again until the frontend sets it up anew.
+ * is the open file's, and it may set it again once the write waits): marked with the port
+ * (its index + 1), so that the supervisor's watchdog interrupts it. Interrupted, the queue
+ * is failed (not signalled again) and the port named in the doorbell, for the supervisor
+ * to quarantine.
  */
-function signalGuest(vq: Virtqueue, callFd: number): void {
-  if (callFd < 0 || vq.failure !== '') return;
-  callBell[DOORBELL_IN_CALL] = 1;
-  const signalled = eventfdSignal(callFd);
+function signalGuest(q: CalledQueue): void {
+  if (q.callFd < 0 || q.queue.failure !== '') return;
+  const port = q.counterBase / COUNTERS_PER_PORT;
+  callBell[DOORBELL_IN_CALL] = port + 1;
+  const signalled = eventfdSignal(q.callFd);
   callBell[DOORBELL_IN_CALL] = 0;
-  if (!signalled && lastCallInterrupted()) vq.failure = 'its call eventfd blocked the PMD (made blocking with a full counter): not signalled again';
+  // EINTR only if the write waited: a thread merely slow to run completes its write.
+  if (signalled || !lastCallInterrupted()) return;
+  q.queue.failure = 'its call eventfd blocked the PMD (made blocking with a full counter): not signalled again';
+  callBell[DOORBELL_CALL_INTERRUPTED] = port + 1;
 }
 
 const STORES_IN_ORDER = process.arch === 'x64' || process.arch === 'ia32';
 /** Publishes waiting for the round's barrier, at most: more settle at once. */
 const MOST_WAITING = 64;
-const waitingQueues: (Virtqueue | null)[] = new Array<Virtqueue | null>(MOST_WAITING).fill(null);
+const waitingQueues: (CalledQueue | null)[] = new Array<CalledQueue | null>(MOST_WAITING).fill(null);
 const waitingFrom = new Int32Array(MOST_WAITING);
-const waitingCallFd = new Int32Array(MOST_WAITING);
 let waiting = 0;
 let gathering = false;
 /** Atomics.add on it is the barrier (a locked instruction on x86). */
@@ -54,26 +62,26 @@ export function gatherCalls(): void {
 }
 
 /**
- * Publishes the used buffers `vq` returned since `from`, and interrupts the guest if it
- * wants one: now, or at settleCalls() while gathering.
+ * Publishes the used buffers queue `q` returned since `from`, and interrupts the guest if
+ * it wants one: now, or at settleCalls() while gathering.
  */
-export function publishAndCall(vq: Virtqueue, from: number, callFd: number): void {
+export function publishAndCall(q: CalledQueue, from: number): void {
+  const vq = q.queue;
   if (!gathering) {
-    if (vq.publishUsed(from)) signalGuest(vq, callFd);
+    if (vq.publishUsed(from)) signalGuest(q);
     return;
   }
   // A queue published again in the round: the decision covers its buffers since the first
   // `from`, as one publish of them all would (at most a ring of a split ring's 2^15).
   for (let i = 0; i < waiting; i++) {
-    if (waitingQueues[i] === vq) {
+    if (waitingQueues[i] === q) {
       vq.exposeUsed(from);
       return;
     }
   }
   if (!vq.exposeUsed(from)) return;
-  waitingQueues[waiting] = vq;
+  waitingQueues[waiting] = q;
   waitingFrom[waiting] = from;
-  waitingCallFd[waiting] = callFd;
   if (++waiting === MOST_WAITING) settleWaiting();
 }
 
@@ -87,7 +95,8 @@ function settleWaiting(): void {
   if (waiting === 0) return;
   Atomics.add(barrierWord, 0, 1);
   for (let i = 0; i < waiting; i++) {
-    if (waitingQueues[i]!.callWanted(waitingFrom[i])) signalGuest(waitingQueues[i]!, waitingCallFd[i]);
+    const q = waitingQueues[i]!;
+    if (q.queue.callWanted(waitingFrom[i])) signalGuest(q);
     waitingQueues[i] = null;
   }
   waiting = 0;

@@ -41,7 +41,6 @@ const c = {
   preadv2: libc.func('intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)'),
   gettid: libc.func('int gettid()'),
   tgkill: libc.func('int tgkill(int tgid, int tid, int sig)'),
-  dlsym: libc.func('void *dlsym(void *handle, const char *name)'),
   sigaction: libc.func('int sigaction(int sig, const uint8_t *act, void *oldact)'),
   sigactionQuery: libc.func('int sigaction(int sig, void *act, _Out_ uint8_t *oldact)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t count)'),
@@ -267,7 +266,9 @@ const SIGACTION_BYTES = 152;
  * async-signal-safe; no JS can run in a signal handler.
  */
 export function installInterruptHandler(): void {
-  const handler = c.dlsym(null, 'getpid');
+  // Declared here: dlsym is in libc.so.6 from glibc 2.34 on, and only this needs it.
+  const dlsym = libc.func('void *dlsym(void *handle, const char *name)');
+  const handler = dlsym(null, 'getpid');
   if (handler === null) fail('dlsym', 'getpid');
   const act = new Uint8Array(SIGACTION_BYTES);
   new DataView(act.buffer).setBigUint64(0, BigInt(koffi.address(handler)), true);

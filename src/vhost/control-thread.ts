@@ -56,7 +56,9 @@ export type ControlRequest =
   /** culprit: the port the PMD was serving when it died of an error, and the error */
   | { t: 'pmd-restarted'; pmd: number; incarnation: number; culprit: { port: number; error: string } | null }
   /** each port's connection, for the admin endpoint */
-  | { t: 'port-states'; id: number };
+  | { t: 'port-states'; id: number }
+  /** a port whose frontend blocked a PMD (see Supervisor.interruptBlockedCall) */
+  | { t: 'quarantine'; port: number; why: string };
 export interface ControlEnvelope {
   msg: Uint8Array;
 }
@@ -103,6 +105,8 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     await Promise.all(live().map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });
+  } else if (req.t === 'quarantine') {
+    await ports[req.port]?.quarantine(req.why);
   } else if (req.t === 'port-states') {
     send({ t: 'port-states', id: req.id, states: ports.map((p) => p?.state() ?? null) });
   } else if (req.t === 'pmd-restarted') {

@@ -133,12 +133,18 @@ export const DOORBELL_STAGE = 10;
 export const DOORBELL_TABLES = 11;
 /** the generation of the plugin tables the PMD uses (TablesUpdate): older ones may be freed */
 export const DOORBELL_TABLES_SEEN = 12;
+/**
+ * while the PMD writes a guest's call eventfd, its port + 1 (else 0): a heartbeat stopped
+ * then is a blocked write (in the line the PMD writes every round, not SLEEPING's, which
+ * its peers read)
+ */
+export const DOORBELL_IN_CALL = 13;
+/** the PMD thread's id, to interrupt such a write (interruptThread); 0 if it cannot be */
+export const DOORBELL_THREAD = 14;
+/** the port + 1 of a call write that was interrupted (it had blocked), until the supervisor takes it */
+export const DOORBELL_CALL_INTERRUPTED = 15;
 /** 1 while the PMD sleeps: whoever gives it work then signals its wake eventfd */
 export const DOORBELL_SLEEPING = 16;
-/** 1 while the PMD writes a guest's call eventfd: a heartbeat stopped then is a blocked write */
-export const DOORBELL_IN_CALL = 17;
-/** the PMD thread's id, to interrupt such a write (interruptThread); 0 if it cannot be */
-export const DOORBELL_THREAD = 18;
 export const DOORBELL_WORDS = 32;
 
 /** What a PMD's peers need to wake it. */

@@ -2,7 +2,7 @@
 // eventfd is refused at the message, and an eventfd made blocking after it was accepted
 // (the flag belongs to the open file, which the frontend shares) never blocks the PMD.
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sys from '../../src/sys/libc.ts';
@@ -10,7 +10,7 @@ import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { startDevice, u64, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { blockingEventfd, directoryFd, eventfdAdd, makeBlocking, pipe } from '../support/raw-fds.ts';
-import { processResources, waitFor } from '../support/traffic.ts';
+import { dataplanePids, processResources, waitFor } from '../support/traffic.ts';
 import { ackingFrontend, MAC_A, withNeighbours, type Neighbours } from './lib.ts';
 
 const MAC_H = '52:54:00:00:00:0c';
@@ -85,10 +85,14 @@ t.test('an eventfd made blocking and full after it was accepted', async (t) => {
   t.teardown(() => h.close());
   const before = n.vr.stderr().length;
   const call = blockCallFd(t, n, h);
-  await waitFor('the disconnect', () => /made its call eventfd blocking/.test(n.vr.stderr().slice(before)), 3000);
+  // The audit (every 500 ms) or the watchdog's interrupt (after 250 to 500 ms), whichever comes first.
+  const by = await waitFor('the disconnect', () => {
+    const log = n.vr.stderr().slice(before);
+    return /made its call eventfd blocking/.test(log) ? 'the audit' : /port h: quarantined for 5 s: its frontend made a call eventfd blocking/.test(log) ? 'a quarantine' : undefined;
+  }, 3000);
   t.ok(h.rx.takeUsed().length > 0, 'frames reached h, so the PMD did write its call fd');
-  t.ok(await h.frontend.closedByPeer(), 'h was disconnected');
-  t.ok(sys.isNonBlocking(call), 'and its fd made non-blocking again');
+  t.ok(await h.frontend.closedByPeer(), `h was disconnected, by ${by}`);
+  if (by === 'the audit') t.ok(sys.isNonBlocking(call), 'and its fd made non-blocking again');
   t.ok(await n.stillForward(), 'a and b still forward: the PMD was not left blocked');
   t.ok(n.vr.alive());
 });
@@ -107,9 +111,12 @@ for (const leaving of ['hangs up', 'resets the device'] as const) {
     if (leaving === 'hangs up') h.frontend.close();
     else h.frontend.send(Req.RESET_OWNER);
     t.ok(await n.stillForward(), 'a and b still forward: the PMD was not left blocked');
-    const undone = await waitFor('the write ended', () => (sys.isNonBlocking(call) ? 'the audit' : /blocked writing a guest's call eventfd: interrupted/.test(n.vr.stderr()) ? 'an interrupt' : undefined), 3000);
+    const undone = await waitFor('the write ended', () => (sys.isNonBlocking(call) ? 'the audit' : /in a write to a call eventfd of port h for \d+ ms or more: interrupted/.test(n.vr.stderr()) ? 'an interrupt' : undefined), 3000);
     t.notMatch(n.vr.stderr(), /is stuck|did not end|killing the data-plane process/, `undone by ${undone}, not by terminating the PMD or killing the data plane`);
     if (leaving === 'hangs up') {
+      // An interrupted write (if the watchdog came first) quarantines the port: for 5 s.
+      await new Promise((r) => setTimeout(r, 600));
+      if (/port h: quarantined for 5 s/.test(n.vr.stderr())) await new Promise((r) => setTimeout(r, 5000));
       const again = await startDevice(n.vr.sockets.h);
       t.teardown(() => again.close());
       t.pass('a new frontend on h is set up');
@@ -120,9 +127,14 @@ for (const leaving of ['hangs up', 'resets the device'] as const) {
 
 t.test('an eventfd made blocking and full, and non-blocking again once the PMD waits on it', async (t) => {
   // The flag is looked at as the write starts: the write waits on, and the audit, which
-  // looks at the flag, sees nothing wrong. The watchdog interrupts the write instead.
+  // looks at the flag, sees nothing wrong. The watchdog interrupts the write instead, and
+  // the port is quarantined.
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());
+  const [dataplane] = dataplanePids(n.vr.proc.pid!);
+  const pmd0 = readdirSync(`/proc/${dataplane}/task`).find((tid) => readFileSync(`/proc/${dataplane}/task/${tid}/comm`, 'utf8').trim() === 'pmd0')!;
+  // write(2) is system call 1 on x86-64: the first field of the thread's syscall file while it is in one.
+  const inWrite = () => readFileSync(`/proc/${dataplane}/task/${pmd0}/syscall`, 'utf8').startsWith('1 ');
   for (let attempt = 1; ; attempt++) {
     const h = await startDevice(n.vr.sockets.h);
     t.teardown(() => h.close());
@@ -133,24 +145,24 @@ t.test('an eventfd made blocking and full, and non-blocking again once the PMD w
     makeBlocking(call);
     for (let i = 0; i < 8; i++) sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, i));
     n.a.kick();
-    // Blocking for as short a time as can be (the audit looks every 500 ms): until the
-    // frames are in h's ring, the call fd written right after them, and a moment more.
+    // Blocking for as short a time as can be (the audit looks every 500 ms): until pmd0 is
+    // seen in a write that lasts (the fd is blocking and full: it waits).
     const deadline = Date.now() + 2000;
-    while (h.rx.usedIdx() === 0 && Date.now() < deadline);
-    for (const until = Date.now() + 3; Date.now() < until; );
+    while (!(inWrite() && inWrite()) && Date.now() < deadline);
+    const blocked = inWrite();
     sys.setNonBlocking(call);
-    t.ok(h.rx.usedIdx() > 0, 'the frames reached h, and with them the write to its call fd');
     if (/made its call eventfd blocking/.test(n.vr.stderr().slice(before)) && attempt < 3) {
       t.comment(`attempt ${attempt}: the audit saw the fd blocking; again`);
       await h.frontend.closedByPeer();
       continue;
     }
+    t.ok(blocked, 'pmd0 waits in its write to the call fd, which is non-blocking again');
+    t.ok(h.rx.usedIdx() > 0, 'the frames reached h before');
     t.ok(await n.stillForward(), 'a and b forward: the PMD was not left blocked');
-    await waitFor('the interrupt', () => /pmd0 is blocked writing a guest's call eventfd: interrupted/.test(n.vr.stderr().slice(before)), 3000);
-    // The next frame to h finds its RX queue stopped.
-    sendFrame(n.a.tx, ethernetFrame(MAC_H, MAC_A, 100, 9));
-    n.a.kick();
-    await waitFor('the queue stopped', () => /port h: vring 0 stopped: its call eventfd blocked the PMD/.test(n.vr.stderr().slice(before)), 3000);
+    await waitFor('the interrupt', () => /pmd0 was in a write to a call eventfd of port h for 250 ms or more: interrupted/.test(n.vr.stderr().slice(before)), 3000);
+    // Quarantined only once the PMD found its write interrupted (EINTR: it had waited).
+    await waitFor('the quarantine', () => /port h: quarantined for 5 s: its frontend made a call eventfd blocking with a full counter/.test(n.vr.stderr().slice(before)), 3000);
+    t.ok(await h.frontend.closedByPeer(), 'h is disconnected, its port quarantined');
     t.notMatch(n.vr.stderr().slice(before), /is stuck|did not end|killing the data-plane process|made its call eventfd blocking/, 'interrupted: not terminated, not killed, not seen by the audit');
     t.ok(n.vr.alive());
     return;

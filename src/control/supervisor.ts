@@ -1290,7 +1290,11 @@ export class Supervisor {
    */
   private async tablesTaken(generation: number): Promise<void> {
     const deadline = performance.now() + TABLES_TAKEN_MS;
-    const behind = () => this.dataplane !== null && this.layout.pmds.some(({ id }) => this.polled[id] && this.doorbells[id][DOORBELL_TABLES_SEEN] < generation);
+    // A PMD in its poll loop, whether the watchdog has seen it there yet or not (its
+    // heartbeat moved since it started, as after a relayout a moment ago); one not there
+    // yet takes the tables before its first poll.
+    const polling = (id: number) => this.polled[id] || this.doorbells[id][DOORBELL_HEARTBEAT] !== this.heartbeats[id]?.beat;
+    const behind = () => this.dataplane !== null && this.layout.pmds.some(({ id }) => polling(id) && this.doorbells[id][DOORBELL_TABLES_SEEN] < generation);
     while (behind() && performance.now() < deadline) await sleep(1);
   }
 

@@ -2,7 +2,7 @@
 // nothing, the PMDs of a port all take it or all keep the old one, guest memory is unmapped
 // only once no PMD views it, sizes are bounded, and a large table is viewed a window per
 // poll round while the PMD keeps forwarding.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, u64Payload, VERSION } from '../../src/vhost/protocol.ts';
 import { memTablePayload, startDevice, u32pair, u64, vringAddrPayload, type VhostFrontend } from '../support/vhost-frontend.ts';
@@ -115,9 +115,8 @@ t.test('large tables are charged by the windows a PMD views: swapping them, the 
   t.ok(await n.stillForward());
 });
 
-t.test('large tables queued behind one another are each carried out within the port\'s budget, not at once', async (t) => {
-  // Read while the budget held a message each (1 token), they would all be carried out as
-  // fast as the PMD views them (about 1.3 s each) though each costs 6,425 tokens.
+/** h, its frontend having sent three 256 GiB memory tables at once (REPLY_ACK), a and b forwarding. */
+async function threeTablesQueued(t: Test) {
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());
   const files = [0, 1, 2].map((i) => sys.memfdCreate(`big-${i}`));
@@ -125,8 +124,15 @@ t.test('large tables queued behind one another are each carried out within the p
   for (const fd of files) sys.ftruncate(fd, 256 * 2 ** 30);
   const fe = await ackingFrontend(n.vr.sockets.h);
   t.teardown(() => fe.close());
-  const sent = Date.now();
   for (const fd of files) fe.send(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 256 * 2 ** 30, uva: 0, offset: 0 }]), [fd], VERSION | FLAG_NEED_REPLY);
+  return { n, fe, files };
+}
+
+t.test('large tables queued behind one another are each carried out within the port\'s budget, not at once', async (t) => {
+  // Read while the budget held a message each (1 token), they would all be carried out as
+  // fast as the PMD views them (about 1.3 s each) though each costs 6,425 tokens.
+  const { n, fe, files } = await threeTablesQueued(t);
+  const sent = Date.now();
   const at: number[] = [];
   for (let i = 0; i < files.length; i++) {
     t.equal(await fe.replyU64(20_000), 0n, `table ${i + 1} applied`);
@@ -141,14 +147,7 @@ t.test('large tables queued behind one another are each carried out within the p
 t.test('a port whose queued table waits for its budget does not hold up a hand-over: the other ports resume at once', async (t) => {
   // After a data-plane death every PMD waits for all ports' queues before it takes frames
   // (2 s at most): h's resync is not to wait behind its table.
-  const n = await withNeighbours(['h']);
-  t.teardown(() => n.close());
-  const files = [0, 1, 2].map((i) => sys.memfdCreate(`big-${i}`));
-  t.teardown(() => sys.closeAll(files));
-  for (const fd of files) sys.ftruncate(fd, 256 * 2 ** 30);
-  const fe = await ackingFrontend(n.vr.sockets.h);
-  t.teardown(() => fe.close());
-  for (const fd of files) fe.send(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 256 * 2 ** 30, uva: 0, offset: 0 }]), [fd], VERSION | FLAG_NEED_REPLY);
+  const { n, fe } = await threeTablesQueued(t);
   for (let i = 0; i < 2; i++) t.equal(await fe.replyU64(20_000), 0n, `table ${i + 1} applied`);
   // The third waits for its budget now, about 5 s more.
   const [dataplane] = dataplanePids(n.vr.proc.pid!);

@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # command (or file) that shows a package is installed -> the Debian package that provides it
 NEEDS="qemu-system-x86_64:qemu-system-x86 dpdk-testpmd:dpdk-dev /bin/busybox:busybox-static
-iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr /usr/bin/python3:python3 apt-get:apt dpkg-deb:dpkg flock:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
+iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr /usr/bin/python3:python3 apt-get:apt dpkg-deb:dpkg flock:util-linux prlimit:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
 missing=""
 for need in $NEEDS; do
   what=${need%%:*} pkg=${need#*:}

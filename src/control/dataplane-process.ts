@@ -84,27 +84,26 @@ export class DataplaneProcess {
     this.child.on('error', (err) => {
       if (this.child.pid !== undefined || this.exited) return void log.warn(`the data-plane process (pid ${this.child.pid}): ${err.message}`);
       log.error(`a data-plane process could not be started: ${err.message}`);
-      this.exited = true;
-      this.channel.close();
-      for (const wake of this.exitWaiters.splice(0)) wake();
-      this.reportDeath(null, null);
-      releaseShared(this.lifeLocks);
+      this.ended(null, null);
     });
     this.lifeLocks = sharedBuffer(LIFE_BLOCK_BYTES);
     initLifeLocks(this.lifeLocks);
-    this.child.on('exit', (code, signal) => {
-      this.exited = true;
-      this.channel.close();
-      for (const wake of this.exitWaiters.splice(0)) wake();
-      this.reportDeath(code, signal);
-      // The watch ends by itself now (the kernel has let every lock of the process go), and
-      // the supervisor waits for it: a thread stopped while it declares koffi's functions,
-      // by terminate() or by the exit, takes the supervisor down (koffi cannot throw into a
-      // thread being stopped, and aborts).
-      this.deathWatch?.ref();
-      void this.deathWatchEnded().then(() => releaseShared(this.lifeLocks));
-    });
+    this.child.on('exit', (code, signal) => this.ended(code, signal));
     this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks) }, [arenaFd]);
+  }
+
+  /** The process is gone (or was never started): its waiters wake, its death is reported. */
+  private ended(code: number | null, signal: NodeJS.Signals | null): void {
+    this.exited = true;
+    this.channel.close();
+    for (const wake of this.exitWaiters.splice(0)) wake();
+    this.reportDeath(code, signal);
+    // The watch ends by itself now (the kernel has let every lock of the process go), and
+    // the supervisor waits for it: a thread stopped while it declares koffi's functions,
+    // by terminate() or by the exit, takes the supervisor down (koffi cannot throw into a
+    // thread being stopped, and aborts).
+    this.deathWatch?.ref();
+    void this.deathWatchEnded().then(() => releaseShared(this.lifeLocks));
   }
 
   private reportDeath(code: number | null, signal: NodeJS.Signals | null): void {

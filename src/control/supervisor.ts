@@ -206,7 +206,7 @@ export class Supervisor {
   private readonly startedAt: number[] = [];
   /** per PMD: its heartbeat when last seen to move, and when */
   private readonly heartbeats: { beat: number; at: number }[] = [];
-  /** per PMD: the heartbeat at which it was last interrupted in a call write (its port quarantined then) */
+  /** per PMD: the heartbeat at which it was last interrupted in a call write (said once per stop of its heartbeat) */
   private readonly interruptedAt: (number | null)[] = [];
   /** plugins taken out of restarted PMDs after they hung one */
   private readonly takenOut: string[] = [];

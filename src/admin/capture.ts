@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from '../dataplane/egress-codes.ts';
 import { CaptureControl, DIRECTION_IN, FAMILY_ARP, FAMILY_IPV4, FAMILY_IPV6, FILTER_ANY, SNAP_MAX, type CaptureFilter, type CaptureMemory, type CapturePrefix, type CaptureRecord } from '../dataplane/capture.ts';
 import { parsePrefix } from '../pipeline/api.ts';
+import { monotonicMs } from '../sys/monotonic.ts';
 import { ApiError } from './http.ts';
 import {
   DIRECTION_INBOUND, DIRECTION_OUTBOUND, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, enhancedPacket, interfaceDescription, interfaceStatistics, sectionHeader,
@@ -209,31 +210,51 @@ export class CaptureHub {
   }
 
   private drain(): void {
-    // A port removed ends its capture, before any record of a port that took its slot.
+    // A port removed ends its capture, before any record of a port that took its slot; so
+    // does one closed and opened again (a connection setting changed: its slot's capture
+    // word was cleared while no PMD ran).
     const ports = this.source().ports;
-    for (const s of [...this.sessions.values()]) if (ports[s.port] !== s.name) this.finish(s, 'the port was removed', false);
-    this.control!.drain((record) => this.deliver(record));
+    const control = this.control!;
+    for (const s of [...this.sessions.values()]) {
+      if (ports[s.port] !== s.name) this.finish(s, 'the port was removed', false);
+      else if (s.res !== null && control.active(s.port) !== s.id) this.finish(s, 'the port was opened again (a setting that needs its frontend to reconnect changed)');
+    }
+    this.drainRings();
     for (const s of [...this.sessions.values()]) if (s.written >= s.limit) this.finish(s, `${s.limit} packets captured`);
   }
 
-  private deliver(record: CaptureRecord): void {
-    const session = this.sessions.get(record.port);
-    // Records of a capture that ended (still in a ring) are left out.
-    if (session === undefined || session.id !== record.id || session.written >= session.limit) return;
+  /** What the rings hold, to the captures still running; the source looked up once. */
+  private drainRings(): void {
+    const source = this.source();
+    const wallOffset = Date.now() - monotonicMs();
+    this.control!.drain(
+      (port, id) => this.wants(port, id),
+      (record) => this.deliver(record, source, wallOffset),
+    );
+  }
+
+  /** Whether a record is of a running capture with room for it (records of one that ended, still in a ring, are left out). */
+  private wants(port: number, id: number): boolean {
+    const session = this.sessions.get(port);
+    if (session === undefined || session.id !== id || session.written >= session.limit) return false;
     if (session.res.writableLength > MAX_UNREAD_BYTES) {
       session.unread++;
-      return;
+      return false;
     }
-    session.res.write(enhancedPacket(this.packetBlock(record)));
+    return true;
+  }
+
+  private deliver(record: CaptureRecord, source: CaptureSource, wallOffset: number): void {
+    const session = this.sessions.get(record.port)!;
+    session.res.write(enhancedPacket(this.packetBlock(record, source, wallOffset)));
     session.written++;
   }
 
-  private packetBlock(record: CaptureRecord) {
-    const source = this.source();
+  private packetBlock(record: CaptureRecord, source: CaptureSource, wallOffset: number) {
     const ingress = record.direction === DIRECTION_IN;
     return {
       interfaceId: 0,
-      time: record.time,
+      time: record.time > 0 ? record.time + wallOffset : Date.now(),
       frame: record.frame,
       originalLength: record.originalLength,
       direction: ingress ? DIRECTION_INBOUND : DIRECTION_OUTBOUND,
@@ -250,7 +271,7 @@ export class CaptureHub {
     const control = this.control!;
     control.stop(session.port);
     // What the PMDs published before the stop still belongs to this capture.
-    if (deliverRest) control.drain((record) => this.deliver(record));
+    if (deliverRest) this.drainRings();
     this.sessions.delete(session.port);
     if (this.sessions.size === 0 && this.drainTimer !== null) {
       clearInterval(this.drainTimer);
@@ -258,7 +279,7 @@ export class CaptureHub {
     }
     const res = session.res;
     if (res === null || res.destroyed || res.writableEnded) return;
-    const ringFull = control.drops(session.port) - session.dropsBefore;
+    const ringFull = control.dropsSince(session.port, session.dropsBefore);
     const lost = ringFull + session.unread;
     const end = Date.now();
     res.end(interfaceStatistics({

@@ -4,6 +4,7 @@
 // direction and, for frames received from a guest, what each stage decided for it. The
 // PMD reads one word per port and burst while no capture runs; a full ring costs records
 // (counted), never traffic.
+import { monotonicMs } from '../sys/monotonic.ts';
 import { sharedBuffer } from '../sys/shared-arena.ts';
 import type { Batch } from './batch.ts';
 import type { PacketPool } from './packet-pool.ts';
@@ -55,8 +56,10 @@ const S_CAPTURED_LENGTH = 4;
 const S_EGRESS = 5;
 const S_MARK = 6;
 const S_TRACE_BYTES = 7;
-/** Float64 at word 8: ms since the epoch, with µs in the fraction */
+/** Float64 at word 8: CLOCK_MONOTONIC in ms (monotonicMs), with µs in the fraction */
 const S_TIME = 8;
+/** a record time beyond this (about 285 years of uptime) is not one a PMD wrote */
+const MAX_RECORD_TIME = 2 ** 53 / 1000;
 const S_PMD = 10;
 /** The trace: entries of three words (stage | text length << 16, egress, mark) and the text, padded to 4. */
 const TRACE_AT = 48;
@@ -74,6 +77,18 @@ const TRUNCATED_TRACE = 4;
 function ringHeaderBytes(portCount: number): number {
   return Math.ceil((4 * (DROPS + portCount)) / 64) * 64;
 }
+
+/** Where a ring keeps what, for tests that write into one as a faulty producer would: Int32 word indices, and a slot's byte offset. */
+export const RING_LAYOUT = {
+  head: HEAD,
+  drops: DROPS,
+  slot: (portCount: number, index: number) => ringHeaderBytes(portCount) + index * SLOT_BYTES,
+  originalLength: S_ORIGINAL_LENGTH,
+  traceBytes: S_TRACE_BYTES,
+  /** a Float64 index within the slot (S_TIME / 2) */
+  time: S_TIME >>> 1,
+  traceAt: TRACE_AT,
+};
 
 export interface CaptureMemory {
   /** CONTROL_WORDS Int32 words per port */
@@ -109,6 +124,8 @@ export class CaptureWriter {
   private readonly times: Float64Array;
   private readonly header: number;
   private readonly pmd: number;
+  /** CLOCK_MONOTONIC (ms) when this thread's performance.now() was 0 */
+  private readonly clockBase: number;
   private head: number;
   /** the consumer's index as last loaded: reloaded only when the ring looks full */
   private tail: number;
@@ -127,6 +144,9 @@ export class CaptureWriter {
     this.times = new Float64Array(ring);
     this.header = ringHeaderBytes(memory.portCount);
     this.pmd = pmd;
+    // Records carry the monotonic clock, which the supervisor turns into the wall clock
+    // when it reads them: the wall clock may be stepped after this thread started.
+    this.clockBase = monotonicMs() - performance.now();
     this.head = Atomics.load(this.words, HEAD);
     this.tail = Atomics.load(this.words, TAIL);
   }
@@ -149,7 +169,7 @@ export class CaptureWriter {
       if (!this.matches(port, data, off, len)) continue;
       const slot = this.take(port);
       if (slot < 0) continue;
-      if (now === 0) now = performance.timeOrigin + performance.now();
+      if (now === 0) now = this.clockBase + performance.now();
       this.fill(slot, port, DIRECTION_IN, id, now, data, off, len);
       const k = this.selectedCount++;
       this.selected[k] = i;
@@ -203,7 +223,7 @@ export class CaptureWriter {
       if (!this.matches(port, data, off, len)) continue;
       const slot = this.take(port);
       if (slot < 0) continue;
-      if (now === 0) now = performance.timeOrigin + performance.now();
+      if (now === 0) now = this.clockBase + performance.now();
       this.fill(slot, port, DIRECTION_OUT, id, now, data, off, len);
       this.words[(slot >>> 2) + S_EGRESS] = port;
       taken++;
@@ -386,7 +406,7 @@ export interface CaptureRecord {
   pmd: number;
   direction: number;
   id: number;
-  /** ms since the epoch */
+  /** CLOCK_MONOTONIC in ms (monotonicMs), 0 if the record's was not a time */
   time: number;
   originalLength: number;
   frame: Uint8Array;
@@ -437,21 +457,48 @@ export class CaptureControl {
     Atomics.store(this.control, port * CONTROL_WORDS + C_ACTIVE, 0);
   }
 
-  /** Records a full ring cost the port so far, over every PMD. */
-  drops(port: number): number {
-    let n = 0;
-    for (const r of this.rings) n += Atomics.load(r.words, DROPS + port);
-    return n;
+  /** The id of the capture the PMDs record for the port: 0 once it was stopped (here, or by the port's slot closing). */
+  active(port: number): number {
+    return Atomics.load(this.control, port * CONTROL_WORDS + C_ACTIVE);
   }
 
-  /** Takes every record waiting in the rings, in each PMD's order. */
-  drain(visit: (record: CaptureRecord) => void): number {
+  /**
+   * Records a full ring cost the port so far, over every PMD, modulo 2^32: each ring's
+   * count is a 32-bit word that wraps, so only differences of these mean anything (see
+   * dropsSince).
+   */
+  drops(port: number): number {
+    let n = 0;
+    for (const r of this.rings) n += Atomics.load(r.words, DROPS + port) >>> 0;
+    return n % 2 ** 32;
+  }
+
+  /** Records a full ring cost the port since drops() was `before`. */
+  dropsSince(port: number, before: number): number {
+    return (this.drops(port) - before + 2 ** 32) % 2 ** 32;
+  }
+
+  /**
+   * Takes every record waiting in the rings, in each PMD's order. `wanted` (port, id) says
+   * whether a record is still of a running capture: only those are read. The indices and
+   * every field are the data plane's: a head that is not within RING_SLOTS ahead of the
+   * tail (a bug there, or a data plane of another build) skips what the ring holds, counted
+   * in `skipped`, rather than walking 2^32 slots.
+   */
+  drain(wanted: (port: number, id: number) => boolean, visit: (record: CaptureRecord) => void): number {
     let n = 0;
     for (const r of this.rings) {
       // Acquire: the slots up to head were written before head was published.
       const head = Atomics.load(r.words, HEAD);
+      const waiting = (head - r.tail) | 0;
+      if (waiting < 0 || waiting > RING_SLOTS) {
+        this.skipped++;
+        r.tail = head;
+      }
       while (r.tail !== head) {
-        visit(this.read(r, this.header + (r.tail & (RING_SLOTS - 1)) * SLOT_BYTES));
+        const slot = this.header + (r.tail & (RING_SLOTS - 1)) * SLOT_BYTES;
+        const base = slot >>> 2;
+        if (wanted(r.words[base + S_PORT], r.words[base + S_ID])) visit(this.read(r, slot));
         r.tail = (r.tail + 1) | 0;
         n++;
       }
@@ -461,26 +508,31 @@ export class CaptureControl {
     return n;
   }
 
+  /** rings found with indices no producer could have left (see drain) */
+  skipped = 0;
+
   private read(r: { words: Int32Array; bytes: Uint8Array; times: Float64Array }, slot: number): CaptureRecord {
     const w = r.words;
     const base = slot >>> 2;
+    // Every length kept within the slot's own parts, whatever the words say.
     const captured = Math.min(SNAP_MAX, Math.max(0, w[base + S_CAPTURED_LENGTH]));
     const trace: TraceEntry[] = [];
     const used = Math.min(TRACE_MAX, w[base + S_TRACE_BYTES]);
     for (let at = 0; at + 12 <= used; ) {
       const word = (slot + TRACE_AT + at) >>> 2;
-      const length = w[word] >>> 16;
+      const length = Math.min(w[word] >>> 16, used - at - 12);
       const start = slot + TRACE_AT + at + 12;
       trace.push({ stage: w[word] & 0xffff, egress: w[word + 1], mark: w[word + 2] >>> 0, text: length === 0 ? null : Buffer.from(r.bytes.subarray(start, start + length)).toString('latin1') });
       at += 12 + ((length + 3) & ~3);
     }
+    const time = r.times[(slot >>> 3) + (S_TIME >>> 1)];
     return {
       port: w[base + S_PORT],
       pmd: w[base + S_PMD],
       direction: w[base + S_FLAGS] & 3,
       id: w[base + S_ID],
-      time: r.times[(slot >>> 3) + (S_TIME >>> 1)],
-      originalLength: w[base + S_ORIGINAL_LENGTH],
+      time: time > 0 && time < MAX_RECORD_TIME ? time : 0,
+      originalLength: Math.max(captured, w[base + S_ORIGINAL_LENGTH] >>> 0),
       frame: r.bytes.slice(slot + FRAME_AT, slot + FRAME_AT + captured),
       egress: w[base + S_EGRESS],
       mark: w[base + S_MARK] >>> 0,

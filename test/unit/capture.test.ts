@@ -259,6 +259,24 @@ t.test('a port removed ends its capture; the port that takes its slot can be cap
   t.equal((await capture(vr, 'a', 'count=1&seconds=1')).status, 200, 'and a is free');
 });
 
+t.test('a port opened again (its MTU changed) ends its capture, which then frees the port', async (t) => {
+  const vr = await startVrouter({ ports: ['a', 'b'].map((name) => ({ name, socket: `{dir}/${name}.sock`, bridge: 'br0' })), pmd: { cores: [1] } });
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  const cap = await capture(vr, 'a', 'count=100&seconds=60');
+  t.equal(cap.status, 200);
+  const started = Date.now();
+  const document = (await api.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  document.ports.find((p) => p.name === 'a')!.mtu = 9000;
+  t.equal((await api.call('PUT', '/config', document)).status, 200, 'a reopened with MTU 9000');
+  const stream = await cap.bytes();
+  t.ok(Date.now() - started < 10_000, `the capture ended ${Date.now() - started} ms after the change, not after its 60 s`);
+  t.match(statistics(stream), { comment: /capture ended: the port was opened again/ });
+  const again = await capture(vr, 'a', 'count=1&seconds=1');
+  t.equal(again.status, 200, 'a can be captured again at once');
+  await again.bytes();
+});
+
 t.test('a bridged port captured: long frames, otherwise copied once from guest to guest, are recorded whole', async (t) => {
   const vr = await startVrouter({
     ports: [

@@ -148,7 +148,13 @@ export class Pmd {
     this.batch.now = performance.timeOrigin + started;
     this.doorbell[DOORBELL_HEARTBEAT]++;
     const stages = this.stages;
-    for (let s = 0; s < stages.length; s++) stages[s].betweenBursts();
+    const bell = this.doorbell;
+    // Each stage named while it runs, as in a burst: one that never returns is taken out.
+    for (let s = 0; s < stages.length; s++) {
+      bell[DOORBELL_STAGE] = s;
+      stages[s].betweenBursts();
+    }
+    bell[DOORBELL_STAGE] = -1;
     // The round's used rings share one barrier, and their interrupts wait for it (notify.ts).
     gatherCalls();
     const ringsIn = this.ringsIn;
@@ -156,7 +162,6 @@ export class Pmd {
     if (!this.taking && performance.now() >= this.takingAnyway) this.resume();
     const active = this.taking ? this.active : NO_PORTS;
     this.indexWords = loadIndexWords(active);
-    const bell = this.doorbell;
     const batch = this.batch;
     const deferred = this.deferred;
     for (let a = 0; a < active.length; a++) {

@@ -5,6 +5,7 @@
 // (its onError).
 import type { Log } from '../log.ts';
 import { DROP_REASONS, PLUGIN_BASE, PORT_SLOTS, portBase } from '../dataplane/counters.ts';
+import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from '../dataplane/egress-codes.ts';
 import type { Batch } from '../dataplane/batch.ts';
 import type { Stage } from '../dataplane/pmd.ts';
 import type { Plugin, PluginContext, PortInfo, Topology } from './api.ts';
@@ -21,17 +22,27 @@ export class PluginStage implements Stage {
   private readonly errorCode: number;
   private loggedAt = -Infinity;
   private unlogged = 0;
-  /** 'run', or how the plugin is taken out after it hung a PMD */
+  /** 'run', or how the plugin is taken out after it hung a PMD, failed to start or to take new tables */
   private mode: 'run' | 'bypass' | 'drop';
+  /**
+   * Whether its decisions are checked after each batch (an operator's plugin): the egress
+   * step trusts them, and a port past the PMD's would end the PMD. The built-ins' are not.
+   */
+  private readonly checksVerdicts: boolean;
+  /** the PMD's ports (slots): a destination is below it */
+  private readonly portCount: number;
+  /** its own drop codes: [errorCode, ownDropsEnd) */
+  private readonly ownDropsEnd: number;
 
   constructor(
     plugin: Plugin,
     plan: PluginPlan,
-    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; wantedBatches?: Uint8Array },
+    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; wantedBatches?: Uint8Array; portSlots?: number },
     shared: Record<string, ArrayBufferLike>,
     counters: Float64Array,
     log: Log,
     takenOut = false,
+    builtIn = false,
   ) {
     this.name = plan.name;
     this.plugin = plugin;
@@ -39,6 +50,9 @@ export class PluginStage implements Stage {
     this.mode = takenOut ? (plugin.onError ?? 'drop') : 'run';
     const firstCode = DROP_REASONS.length + plan.slot;
     this.errorCode = firstCode;
+    this.ownDropsEnd = firstCode + plan.dropReasons.length;
+    this.checksVerdicts = !builtIn;
+    this.portCount = pmd.portSlots ?? PORT_SLOTS;
     const counterBase = PLUGIN_BASE + plan.slot + plan.dropReasons.length;
     const lookup = (names: string[], name: string, kind: string) => {
       const i = names.indexOf(name);
@@ -90,6 +104,28 @@ export class PluginStage implements Stage {
       this.plugin.process(batch, this.state);
     } catch (err) {
       this.failed(batch, err);
+      return;
+    }
+    if (this.checksVerdicts) this.checkVerdicts(batch);
+  }
+
+  /**
+   * Drops, as its plugin_error, each packet the plugin sent nowhere the egress step knows:
+   * not a port of this PMD, EGRESS_FLOOD, EGRESS_CONSUMED, a drop reason of vrouter's or
+   * one of its own (another plugin's would count in that plugin's counters).
+   */
+  private checkVerdicts(batch: Batch): void {
+    const egress = batch.egress;
+    let bad = 0;
+    let first = 0;
+    for (let i = 0; i < batch.count; i++) {
+      const e = egress[i];
+      if (e >= 0 ? e < this.portCount : e === EGRESS_FLOOD || e === EGRESS_CONSUMED || EGRESS_DROP - e < DROP_REASONS.length || (EGRESS_DROP - e >= this.errorCode && EGRESS_DROP - e < this.ownDropsEnd)) continue;
+      if (bad++ === 0) first = e;
+      batch.dropAs(i, this.errorCode);
+    }
+    if (bad > 0) {
+      this.report('process', `it sent ${bad} packet(s) of a batch to ${first}, which is no port of this PMD (0 to ${this.portCount - 1}), flood, consumed or drop reason of its own: dropped as its plugin_error`);
     }
   }
 
@@ -121,7 +157,10 @@ export class PluginStage implements Stage {
       this.plugin.tablesChanged(this.state, { config, shared });
       this.log.info(`plugin ${this.name}: new config and tables in use`, 'plugin.tables_swapped', { plugin: this.name });
     } catch (err) {
-      this.report('tablesChanged', err);
+      // It may still hold views of the tables it had, which the supervisor frees (and
+      // gives to other tables) once every PMD says it took the new ones: taken out.
+      this.mode = this.plugin.onError ?? 'drop';
+      this.log.error(`plugin ${this.name} failed to take its new config and tables, taken out of the pipeline (${this.mode}): ${(err as Error)?.stack ?? String(err)}`, 'plugin.failed', { plugin: this.name });
     }
   }
 
@@ -130,7 +169,7 @@ export class PluginStage implements Stage {
     this.report('process, its batch was dropped', err);
   }
 
-  /** Logs a plugin's exception at most once a second. */
+  /** Logs a plugin's exception (or a sentence on what it did wrong) at most once a second. */
   private report(where: string, err: unknown): void {
     const now = performance.now();
     if (now - this.loggedAt < ERROR_LOG_INTERVAL_MS) {
@@ -138,7 +177,8 @@ export class PluginStage implements Stage {
       return;
     }
     const also = this.unlogged > 0 ? ` (${this.unlogged} more since the last report)` : '';
-    this.log.warn(`plugin ${this.name} threw in ${where}${also}: ${(err as Error)?.stack ?? String(err)}`, 'plugin.failed', { plugin: this.name });
+    const what = typeof err === 'string' ? `failed in ${where}${also}: ${err}` : `threw in ${where}${also}: ${(err as Error)?.stack ?? String(err)}`;
+    this.log.warn(`plugin ${this.name} ${what}`, 'plugin.failed', { plugin: this.name });
     this.loggedAt = now;
     this.unlogged = 0;
   }

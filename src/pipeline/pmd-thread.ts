@@ -12,7 +12,7 @@ import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, DOORBELL_THREAD, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
-import { importPlugin, type PluginPlan } from './loader.ts';
+import { BUILT_IN_PLUGINS, builtInPluginPath, importPlugin, type PluginPlan } from './loader.ts';
 import { PLUGIN_API_VERSION, type Plugin, type Topology } from './api.ts';
 import type { PluginMemory } from './shared-memory.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
@@ -123,7 +123,8 @@ const pmd = new Pmd(config, shared, log, (counters, bell, wantedBatches): Stage[
   // by the supervisor's watchdog, as one stuck in a burst is.
   stages = plugins.map((plan, i) => {
     bell[DOORBELL_STAGE] = i;
-    return new PluginStage(modules[i], plan, { ...where, wantedBatches }, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name) || unloadable.includes(plan.name));
+    const builtIn = BUILT_IN_PLUGINS.includes(plan.name) && plan.path === builtInPluginPath(plan.name);
+    return new PluginStage(modules[i], plan, { ...where, wantedBatches, portSlots: config.ports.length }, pluginMemory[plan.name], counters, log, takenOut.includes(plan.name) || unloadable.includes(plan.name), builtIn);
   });
   return stages;
 }, capture);
@@ -179,7 +180,14 @@ export interface TablesUpdate {
 function drainTableUpdates(): void {
   for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!)) {
     const update = decodeShared(m.message as TablesUpdate);
-    for (const t of update.tables) stages.find((s) => s.name === t.name)?.tablesChanged(t.config, t.shared);
+    for (const t of update.tables) {
+      const s = stages.findIndex((stage) => stage.name === t.name);
+      if (s < 0) continue;
+      // Named, as in a burst: a plugin that never returns from it is taken out by the watchdog.
+      doorbell[DOORBELL_STAGE] = s;
+      stages[s].tablesChanged(t.config, t.shared);
+    }
+    doorbell[DOORBELL_STAGE] = -1;
     doorbell[DOORBELL_TABLES_SEEN] = update.generation;
   }
 }

@@ -171,6 +171,48 @@ t.test('a plugin that hangs a PMD is taken out of it', async (t) => {
   t.ok(vr.alive());
 });
 
+t.test("a plugin's decisions the egress step cannot carry out cost those packets, not the PMD", async (t) => {
+  const { vr, a, b } = await withFaultyPlugin(t);
+  for (const first of [0xde, 0xdb]) {
+    for (let i = 0; i < 3; i++) postRxBuffer(b.rx, 2048);
+    for (let i = 0; i < 3; i++) {
+      const f = ethernetFrame(MAC_B, MAC_A, 60, i);
+      f[14] = first;
+      sendFrame(a.tx, f);
+    }
+    a.kick();
+  }
+  await waitFor('the six frames dropped', async () => (await vr.stats()).a.plugins.faulty.drops.plugin_error === 6 || undefined, 5000);
+  t.match(vr.stderr(), /plugin faulty failed in process: it sent \d+ packet\(s\) of a batch to (40|-502), which is no port of this PMD \(0 to 1\)/, 'the log says what the plugin did');
+  t.ok(await forwardsWith(vr, a, b, ethernetFrame(MAC_B, MAC_A, 60, 99)), 'the PMD forwards on');
+  t.notMatch(vr.stderr(), /pmd0 exited|quarantine/, 'no PMD restarted, no port quarantined');
+  t.ok(vr.alive());
+});
+
+t.test('a plugin that never returns from betweenBursts is taken out of the PMD', async (t) => {
+  const { vr, a, b } = await withFaultyPlugin(t);
+  const hang = sendTrigger(a, b, 0xda);
+  await waitFor('the watchdog', () => /pmd0 is stuck in plugin faulty \(no poll round for 1000 ms\): restarting it without the plugin/.test(vr.stderr()) || undefined, 5000);
+  await waitFor('the queues back', () => /port b: vring 0 \(guest rx\) running, size 256, resumed/.test(vr.stderr()) || undefined, 5000);
+  t.ok(await forwardsWith(vr, a, b, hang), 'the restarted PMD forwards (the plugin bypassed)');
+  t.notMatch(vr.stderr(), /stuck, not in a plugin/);
+  t.ok(vr.alive());
+});
+
+t.test('a plugin that fails to take new tables is taken out, not left on the ones freed', async (t) => {
+  const { vr, a, b } = await withFaultyPlugin(t);
+  const api = adminClient(vr);
+  const document = (await api.call('GET', '/config')).json as { plugins: Record<string, Record<string, unknown>> };
+  document.plugins.faulty.failTables = true;
+  const put = await api.call('PUT', '/config', document);
+  t.equal(put.status, 200, put.text);
+  await waitFor('the log line', () => /plugin faulty failed to take its new config and tables, taken out of the pipeline \(bypass\): Error: cannot take these tables/.test(vr.stderr()) || undefined, 5000);
+  const before = (await vr.stats()).a.plugins.faulty.counters.batches;
+  t.ok(await forwardsWith(vr, a, b, ethernetFrame(MAC_B, MAC_A, 60, 98)), 'traffic passes the bypassed plugin');
+  t.equal((await vr.stats()).a.plugins.faulty.counters.batches, before, 'which sees no batch');
+  t.notMatch(vr.stderr(), /pmd0 exited/);
+});
+
 t.test('a PMD blocked in a system call: its process is killed, the spare takes over', async (t) => {
   const { vr, a, b } = await withFaultyPlugin(t);
   const blocks = sendTrigger(a, b, 0xdc);

@@ -32,6 +32,12 @@ const NUD_PERMANENT = 0x80;
 /** rtm_protocol of the routes Linux makes itself (the connected subnets of addresses): vrouter has its own */
 const RTPROT_KERNEL = 2;
 const NEXTHOP_GROUP_DEPTH = 2;
+/**
+ * The most members of member groups (groups of groups) resolved in all between two changes
+ * of the nexthop objects: past it, routes through further groups of groups are left out as
+ * 'unknown nexthop' until the next change. A million: tens of ms of the supervisor's time.
+ */
+const NESTED_VISITS_PER_EPOCH = 1_000_000;
 /** The most gateways one route may resolve to (its group's members, theirs): more, and it is left out as 'unknown nexthop'. */
 const MAX_GROUP_HOPS = 1024;
 /** The most routes one source (a namespace, an FPM listener with all its connections) keeps: four full Internet tables. */
@@ -199,6 +205,8 @@ export class LearnedTable {
   /** nexthop objects resolved (by id and family) in the epoch `resolvedIn`: forgotten when it passes */
   private readonly resolved = new Map<number, Resolution>();
   private resolvedIn = 0;
+  /** members of member groups walked in the epoch `resolvedIn` (see NESTED_VISITS_PER_EPOCH) */
+  private nestedVisits = 0;
   /** bumped when links of mirrors, the mirrors or the nexthop objects change: what was resolved before is stale */
   private epoch = 0;
   /** prefixes whose routes may have changed since takeChanged(); every one when `allChanged` */
@@ -655,6 +663,7 @@ export class LearnedTable {
     if (this.resolvedIn !== this.epoch) {
       this.resolved.clear();
       this.resolvedIn = this.epoch;
+      this.nestedVisits = 0;
     }
     const known = this.resolved.get(id);
     if (known !== undefined) return known;
@@ -717,15 +726,22 @@ export class LearnedTable {
    * A nexthop object's gateways (a group's members' too, each once), or null if one is
    * unknown. A group of more than MAX_GROUP_HOPS gateways in all is unknown too: groups of
    * groups multiply (a route to a group of 8,000 groups of 8,000 would be 64 million hops,
-   * from one 64 KiB FPM frame; Linux refuses nested groups, FPM is not Linux).
+   * from one 64 KiB FPM frame; Linux refuses nested groups, FPM is not Linux). The members
+   * of member groups walked in an epoch are metered (NESTED_VISITS_PER_EPOCH): a route's
+   * walk is bounded by its own group's size, which the source paid for, but not the walks
+   * of member groups shared by many groups, each walked again for each (1,000 routes to
+   * 1,000 groups of the same 1,000 groups of 1,000 gateways were 10^9 steps, for an FPM
+   * peer to have walked again at every change of one gateway).
    */
   private resolve(id: number, depth: number, seen = new Set<number>()): { via: string | null; ifindex: number; blackhole: boolean }[] | null {
     const n = this.nexthops.get(id);
     if (n === undefined) return null;
     if (n.group.length === 0) return [{ via: n.via, ifindex: n.ifindex, blackhole: n.blackhole }];
     if (depth === 0) return null;
+    const nested = depth < NEXTHOP_GROUP_DEPTH;
     const out = [];
     for (const m of n.group) {
+      if (nested && ++this.nestedVisits > NESTED_VISITS_PER_EPOCH) return null;
       if (seen.has(m.id)) continue;
       seen.add(m.id);
       const hops = this.resolve(m.id, depth - 1, seen);

@@ -71,6 +71,29 @@ t.test('groups of groups do not multiply: each member once, and no route of more
   t.match(table.learned().leftOut, { 'unknown nexthop': 1 }, 'a route of 1,100 gateways is left out');
 });
 
+t.test('groups of the same groups, shared by many routes: walked within a budget, also after a gateway changes', async (t) => {
+  // 1,000 gateways; 1,000 groups of all of them; 1,000 groups of all those; a route to each
+  // of the last: 10^9 steps to resolve in all, one gateway sent again to do it again.
+  const table = new LearnedTable('fpm 127.0.0.1:2620');
+  const n = 1000;
+  const ids = (from: number) => Array.from({ length: n }, (_, i) => ({ id: from + i, weight: 1 }));
+  const gateways = Array.from({ length: n }, (_, i) => nexthop({ id: 1 + i, via: `10.1.${i >> 8}.${i & 255}` }));
+  const inner = Array.from({ length: n }, (_, i) => nexthop({ id: 10_000 + i, group: ids(1) }));
+  const outer = Array.from({ length: n }, (_, i) => nexthop({ id: 20_000 + i, group: ids(10_000) }));
+  const routes = Array.from({ length: n }, (_, i) => route({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0/24`, nhid: 20_000 + i }));
+  table.apply([...gateways, ...inner, ...outer, ...routes, nexthop({ id: 30_000, group: ids(1).slice(0, 8) }), route({ prefix: '10.99.0.0/16', nhid: 30_000 })]);
+  for (const round of ['first', 'after a gateway changed']) {
+    const started = performance.now();
+    const learned = table.learned();
+    const ms = performance.now() - started;
+    t.ok(ms < 2000, `${round}: resolved in ${ms.toFixed(0)} ms`);
+    const leftOut = learned.leftOut['unknown nexthop'] ?? 0;
+    t.ok(leftOut >= n - 10 && leftOut <= n, `${round}: the routes through groups of groups past the budget are left out (${leftOut} of ${n})`);
+    t.same(learned.routes.find((r) => r.prefix === '10.99.0.0/16')?.via?.length, 8, `${round}: a route to a group of gateways resolves`);
+    table.apply([nexthop({ id: 1, via: '10.1.9.9' })]);
+  }
+});
+
 t.test('nexthop ids are u32: those of 2^31 and above resolve too', async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   table.apply([7, 3_000_000_000, 0xffffffff].flatMap((id, k) => [nexthop({ id, via: `10.0.0.${k + 1}` }), route({ prefix: `10.${k}.0.0/16`, nhid: id })]));

@@ -269,7 +269,7 @@ function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Inte
 /** The learned routes of `prefixes` that are not overruled, resolved; null when there are too many. */
 function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
   if (t.partial) return null;
-  if (prefixes.size > MOST_IN_PLACE) return null;
+  if (prefixes.whole === true || prefixes.size > MOST_IN_PLACE) return null;
   const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [], staticRoutes: new Map(), allStatics: null };
   for (const text of prefixes) {
     const p = learnedPrefix(text);

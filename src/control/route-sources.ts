@@ -63,6 +63,13 @@ export interface LearnedChange {
   others: Learned | null;
 }
 
+/**
+ * The most prefixes kept as changed between two applies: past it every prefix counts as
+ * changed (ChangedPrefixes.whole). A peer adding and removing distinct prefixes while a
+ * slow apply runs would otherwise grow the set without bound (V8 ends a Set at 2^24).
+ */
+export const CHANGED_PREFIXES_MAX = 1_000_000;
+
 export class RouteSources implements LearnedRoutes {
   private readonly sources = new Map<string, RunningSource>();
   private readonly onChange: (change: LearnedChange) => void;
@@ -71,16 +78,21 @@ export class RouteSources implements LearnedRoutes {
   private stopped = false;
   /** prefixes (prefixKey) whose routes may have changed since takeChanged(): the tables', gathered at each burst, and those of sources stopped */
   private changedKeys = new Set<number | string>();
+  /** more than changedMax changed since takeChanged(): every prefix counts as changed (changedKeys is left empty) */
+  private changedAll = false;
+  private readonly changedMax: number;
   /** the addresses and neighbours last handed on, as JSON */
   private othersSent = JSON.stringify({ addresses: {}, neighbours: [] });
 
   /** how long FPM waits: for a zebra that hung up to come back, and for one's sync to end (tests shorten them) */
   private readonly fpmTimes: { graceMs: number; resyncMs: number };
 
-  constructor(onChange: (change: LearnedChange) => void, log: Logger, fpmTimes = { graceMs: FPM_GRACE_MS, resyncMs: FPM_RESYNC_MS }) {
+  /** changedMax: see CHANGED_PREFIXES_MAX (tests lower it) */
+  constructor(onChange: (change: LearnedChange) => void, log: Logger, fpmTimes = { graceMs: FPM_GRACE_MS, resyncMs: FPM_RESYNC_MS }, changedMax = CHANGED_PREFIXES_MAX) {
     this.onChange = onChange;
     this.log = log;
     this.fpmTimes = fpmTimes;
+    this.changedMax = changedMax;
   }
 
   /** The routes to a prefix, every source's (LearnedRoutes). */
@@ -380,7 +392,7 @@ export class RouteSources implements LearnedRoutes {
       const json = JSON.stringify(others);
       const othersChanged = json !== this.othersSent;
       this.othersSent = json;
-      if (this.changedKeys.size > 0 || othersChanged) this.onChange({ routes: this.changedKeys.size, others: othersChanged ? others : null });
+      if (this.changedAll || this.changedKeys.size > 0 || othersChanged) this.onChange({ routes: this.changedAll ? this.changedMax : this.changedKeys.size, others: othersChanged ? others : null });
     }, SETTLE_MS);
   }
 
@@ -391,8 +403,13 @@ export class RouteSources implements LearnedRoutes {
   /** Adds what changed in a table to what changed since takeChanged() (the bigger set kept: a full table is a million prefixes). */
   private gather(table: LearnedTable): void {
     let keys = table.takeChanged();
+    if (this.changedAll) return;
     if (keys.size > this.changedKeys.size) [keys, this.changedKeys] = [this.changedKeys, keys];
     for (const key of keys) this.changedKeys.add(key);
+    if (this.changedKeys.size > this.changedMax) {
+      this.changedAll = true;
+      this.changedKeys = new Set();
+    }
   }
 
   /**
@@ -403,6 +420,14 @@ export class RouteSources implements LearnedRoutes {
   takeChanged(): ChangedPrefixes {
     const keys = this.changedKeys;
     this.changedKeys = new Set();
+    if (this.changedAll) {
+      // Too many to list (added and removed while an apply ran): every prefix held now. A
+      // plugin compiles whole for so many, which takes the removed ones out too.
+      this.changedAll = false;
+      const all = new Set<number | string>();
+      for (const t of this.allTables()) for (const key of t.prefixes()) all.add(key);
+      return { size: all.size, whole: true, *[Symbol.iterator]() { for (const key of all) yield prefixText(key); } };
+    }
     return {
       size: keys.size,
       *[Symbol.iterator]() {

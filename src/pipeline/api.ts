@@ -210,6 +210,11 @@ export const NO_LEARNED_ROUTES: LearnedRoutes = { get: () => [], all: () => [] }
  */
 export interface ChangedPrefixes extends Iterable<string> {
   readonly size: number;
+  /**
+   * true: more changed than are listed (a million since the last call): the prefixes are
+   * every one the sources hold now, those removed not among them: build the tables whole.
+   */
+  readonly whole?: boolean;
 }
 
 /** What a plugin's prepare() gets, once, in the control plane (not in a PMD). */

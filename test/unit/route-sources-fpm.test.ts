@@ -136,3 +136,37 @@ t.test('zebra back, not yet speaking, keeps its connection: a probe of the port 
   await waitFor('what the connection sends afterwards is learned', () => s.vias('203.0.113.0/24').length === 1 || undefined);
   t.pass('learned');
 });
+
+t.test('prefixes added and removed while no apply takes them: past a bound, every prefix held counts as changed', async (t) => {
+  const port = 28300 + (process.pid % 1000);
+  let bursts = 0;
+  const sources = new RouteSources(() => bursts++, { info: () => {}, warn: () => {} }, { graceMs: GRACE_MS, resyncMs: RESYNC_MS }, 50);
+  t.teardown(() => sources.stop());
+  sources.configure({ ports: [], routeSources: [{ type: 'fpm', host: '127.0.0.1', port, peers: null }] } as never);
+  let z: Socket | null = null;
+  await waitFor('the FPM listener', async () => {
+    const s = connect(port, '127.0.0.1');
+    const ok = await new Promise<boolean>((resolve) => s.once('connect', () => resolve(true)).once('error', () => resolve(false)));
+    if (ok) z = s;
+    return ok || undefined;
+  });
+  t.teardown(() => z!.destroy());
+  const send = (op: 'add' | 'remove', prefix: string) => z!.write(fpmFrame(routeMessage(op, { prefix, gateway: '192.0.2.1', oif: 2, protocol: RTPROT_BGP }, zebra)));
+  send('add', '198.51.100.0/24');
+  for (let i = 0; i < 100; i++) {
+    send('add', `10.${i}.0.0/16`);
+    send('remove', `10.${i}.0.0/16`);
+  }
+  send('add', '203.0.113.0/24');
+  await waitFor('the last route', () => sources.get('203.0.113.0/24').length === 1 || undefined);
+  await waitFor('the burst handed on', () => bursts > 0 || undefined);
+  const all = sources.takeChanged();
+  t.equal(all.whole, true, 'more changed than are listed');
+  t.same([...all].sort(), ['198.51.100.0/24', '203.0.113.0/24'], 'what is listed is every prefix held now');
+  send('remove', '198.51.100.0/24');
+  await waitFor('the removal', () => sources.get('198.51.100.0/24').length === 0 || undefined);
+  await sleep(100);
+  const next = sources.takeChanged();
+  t.notOk(next.whole, 'a few changes after it are listed again');
+  t.same([...next], ['198.51.100.0/24']);
+});

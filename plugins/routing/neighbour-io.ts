@@ -455,7 +455,17 @@ export function sendRouterAdvertisement(r: Router, batch: PacketBatch, iface: In
 }
 
 function raLength(iface: Interface): number {
-  return 16 + 8 + 8 + 32 * iface.v6.length;
+  return 16 + 8 + 8 + 32 * raPrefixes(iface);
+}
+
+/**
+ * The prefix options an advertisement carries: the interface's first prefixes, as many as
+ * fit its MTU (RFC 4861 6.2.3 allows a subset). Unbounded, 300 addresses wrote past the
+ * packet's buffer, and 45 made every advertisement too long for a 1500-byte port.
+ */
+function raPrefixes(iface: Interface): number {
+  const fit = Math.floor((iface.mtu - 40 - 16 - 8 - 8) / 32);
+  return fit < 0 ? 0 : fit < iface.v6.length ? fit : iface.v6.length;
 }
 
 function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: Interface): void {
@@ -486,7 +496,9 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   write16(d, opt + 2, 0);
   write32(d, opt + 4, iface.mtu);
   opt += 8;
-  for (const p of iface.v6) {
+  const prefixes = raPrefixes(iface);
+  for (let k = 0; k < prefixes; k++) {
+    const p = iface.v6[k];
     d[opt] = OPT_PREFIX;
     d[opt + 1] = 4;
     d[opt + 2] = p.length;

@@ -143,6 +143,18 @@ t.test('path MTU: fragmentation needed with DF, fragments without', async (t) =>
   t.same([out[2].local], [true], 'the ICMP error is the router\'s own');
 });
 
+t.test('a router advertisement carries the prefixes that fit the port\'s MTU, however many addresses it has', async (t) => {
+  const many = Array.from({ length: 300 }, (_, k) => `2001:db8:${(k + 16).toString(16)}::1/64`);
+  const h = await PluginHarness.create(routing, { ports: [{ name: 'a', settings: { addresses: ['10.0.1.1/24', ...many], routerMac: MAC.a, mtu: 1500 } }], bridgeSettings: {}, config: {} });
+  const ras = h.run('a', []).map((o) => parseFrame(o.frame)).filter((f) => f.ndp?.type === 134);
+  t.equal(ras.length, 1, 'the periodic advertisement');
+  const [ra] = ras;
+  t.ok(ra.length <= 14 + 1500, `within the port's MTU (${ra.length} bytes)`);
+  t.equal(ra.ndp?.prefixes?.length, 44, 'as many prefixes as fit 1500 bytes');
+  t.same(ra.ndp?.prefixes?.slice(0, 2).map((p) => p.prefix), ['2001:db8:10::', '2001:db8:11::'], 'the first ones');
+  t.equal(ra.l4?.checksumOk, true);
+});
+
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {
   const h = await router();
   const periodic = h.run('a', []).map((o) => parseFrame(o.frame));

@@ -62,7 +62,9 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
   const nb = r.neighbours;
   const slot = nb.find(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3);
   if (slot >= 0) {
-    const state = nb.foundState;
+    // A resolved state with no port: another PMD claimed the slot for a new address (no
+    // port yet) between this PMD's find() and its setState(): asked for again, as FAILED is.
+    const state = nb.foundPort < 0 && nb.foundState !== INCOMPLETE ? FAILED : nb.foundState;
     if (state === REACHABLE || state === STALE || state === STATIC) {
       // RFC 4861 7.3.3: an entry past its reachable time is still used, and probed.
       if (state !== STATIC && r.now - nb.foundConfirmed > REACHABLE_MS && r.now - nb.foundProbed > RETRANS_MS) {

@@ -368,7 +368,8 @@ export class Router {
       }
       const slot = nb.find(this.heldIface[h], this.heldFamily[h], this.heldAddr[h * 4], this.heldAddr[h * 4 + 1], this.heldAddr[h * 4 + 2], this.heldAddr[h * 4 + 3]);
       const state = slot < 0 ? 0 : nb.foundState;
-      const usable = state >= 2 && state !== 4; // REACHABLE, STALE or STATIC
+      // REACHABLE, STALE or STATIC, with a port (one without is a slot another PMD took meanwhile: see deliver)
+      const usable = state >= 2 && state !== 4 && nb.foundPort >= 0;
       if (usable) {
         const j = batch.emit(nb.foundPort);
         if (j < 0) return; // the burst is full: next one

@@ -4,6 +4,7 @@
 import t from 'tap';
 import routing, { clock } from './index.ts';
 import type { RoutingConfig } from './config.ts';
+import { STALE } from './neighbours.ts';
 import { PluginHarness, type HarnessPort, type Outcome } from '../../src/pipeline/testing.ts';
 import { arp, icmp4, icmp6, neighbourAdvertisement, neighbourSolicitation, parseFrame, routerSolicitation, tcp4, tcp6, udp4, udp6 } from '../../test/support/frames.ts';
 
@@ -153,6 +154,21 @@ t.test('a router advertisement carries the prefixes that fit the port\'s MTU, ho
   t.equal(ra.ndp?.prefixes?.length, 44, 'as many prefixes as fit 1500 bytes');
   t.same(ra.ndp?.prefixes?.slice(0, 2).map((p) => p.prefix), ['2001:db8:10::', '2001:db8:11::'], 'the first ones');
   t.equal(ra.l4?.checksumOk, true);
+});
+
+t.test('an entry resolved with no port (another PMD reused its slot meanwhile) is asked for again, not flooded', async (t) => {
+  const h = await router();
+  const toB5 = udp4({ src: '10.0.1.2', dst: '10.0.2.5', srcPort: 1, dstPort: 2, payload: 20, srcMac: GUEST.a, dstMac: MAC.a });
+  t.same(summary(run(h, 'a', [toB5])), ['consumed', 'b'], 'held; asked for on b');
+  const r = h.state as unknown as { byPort: Int32Array; neighbours: { find(...a: number[]): number; setState(slot: number, state: number, now: number): void; foundPort: number } };
+  const slot = r.neighbours.find(r.byPort[1], 4, (10 << 24) | (2 << 8) | 5, 0, 0, 0);
+  t.ok(slot >= 0 && r.neighbours.foundPort < 0, 'an incomplete entry, no port yet');
+  // What a PMD's setState() on a slot another PMD has just claimed for 10.0.2.5 leaves.
+  r.neighbours.setState(slot, STALE, now);
+  now += 2000;
+  const out = run(h, 'a', [toB5]);
+  t.notOk(out.some((o) => o.to === 'flood' || parseFrame(o.frame).dstMac === '00:00:00:00:00:00'), `not flooded with no MAC: ${JSON.stringify(summary(out))}`);
+  t.ok(out.some((o) => !o.received && o.to === 'b' && parseFrame(o.frame).arp?.op === 1 && parseFrame(o.frame).arp?.targetIp === '10.0.2.5'), 'asked for again on b');
 });
 
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {

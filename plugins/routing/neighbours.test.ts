@@ -47,6 +47,28 @@ t.test("a port's answered requests leave its share for more (an uplink reaching 
   t.equal(asked(0x0a030000), nb.share, 'and port 3 asks for as many again');
 });
 
+t.test("answers on a port at its share leave the entries charged to the port that asked (one guest's two ports cannot fill the table)", async (t) => {
+  const nb = table();
+  const ask = (base: number) => {
+    let n = 0;
+    for (let k = 0; k < nb.share; k++) if (nb.startResolving(1, 4, base + k, 0, 0, 0, 3, NOW) >= 0) n++;
+    return n;
+  };
+  const answer = (base: number) => {
+    for (let k = 0; k < nb.share; k++) nb.confirm(1, 4, base + k, 0, 0, 0, 0x0200, k, 2, REACHABLE, NOW + 1, false);
+  };
+  t.equal(ask(0x0a020000), nb.share);
+  answer(0x0a020000);
+  t.same([nb.heldBy(3), nb.heldBy(2)], [0, nb.share], 'port 2 answered a share: its share is full');
+  t.equal(ask(0x0a030000), nb.share, 'port 3 asks for a share more');
+  answer(0x0a030000);
+  t.same([nb.heldBy(3), nb.heldBy(2)], [nb.share, nb.share], 'answered on port 2, at its share: still port 3\'s');
+  t.equal(ask(0x0a040000), 0, 'and port 3 asks for no more');
+  t.ok(nb.startResolving(0, 4, 0x0a01ffff, 0, 0, 0, 0, NOW + 10) >= 0, 'port 0 still has room');
+  t.ok(nb.find(1, 4, 0x0a030005, 0, 0, 0) >= 0);
+  t.equal(nb.foundPort, 2, 'the entries answered say where the neighbour is: port 2');
+});
+
 t.test('forged senders from one member of a bridge leave room for the others', async (t) => {
   const nb = table();
   // Port 1 floods ARP from 1,000 forged senders on interface 0 (a bridge of ports 0 and 1).

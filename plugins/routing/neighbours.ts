@@ -203,15 +203,18 @@ export class NeighbourTable {
   /**
    * Records what an address resolves to (an answer, or a static entry), creating the
    * entry if `create`; the entry is `port`'s from then on (where the MAC was seen: an entry
-   * moves there from the port that asked for it, without regard to that port's share, as
-   * it takes no new slot). A static entry is never changed but by another static one.
+   * moves there from the port that asked for it), unless that port holds its share: it
+   * then stays charged where it was. Else one port's guest, asking for thousands of
+   * addresses another port of its own answers, filled the table through that port, its own
+   * share emptied by each answer. A static entry is never changed but by another static one.
    * Returns the slot, or -1 (not there and not created, or no room in its window or in the
    * port's share).
    */
   confirm(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, macHi: number, macLo: number, port: number, state: number, now: number, create: boolean): number {
     let slot = this.find(iface, family, a0, a1, a2, a3);
     if (slot >= 0 && this.foundState === STATIC && state !== STATIC) return slot;
-    if (slot < 0) {
+    const existed = slot >= 0;
+    if (!existed) {
       if (!create) return -1;
       slot = this.claim(port, iface, a0, a1, a2, a3, now);
       if (slot < 0) return -1;
@@ -220,7 +223,9 @@ export class NeighbourTable {
     if (seq < 0) return -1;
     const w = this.words;
     const at = slot * WORDS;
-    this.setKey(at, iface, family, a0, a1, a2, a3, port);
+    const mine = chargeable(port);
+    const owner = existed && w[at + STATE] !== EMPTY && mine >= 0 && this.ownerAt(at) !== mine && Atomics.load(this.held, mine) >= this.share ? this.ownerAt(at) : port;
+    this.setKey(at, iface, family, a0, a1, a2, a3, owner);
     w[at + MAC_HI] = macHi;
     w[at + MAC_LO] = macLo;
     w[at + PORT] = port;

@@ -27,12 +27,14 @@ export const FPM_KEEPALIVE_IDLE_MS = 10_000;
 /**
  * Connections kept at once: one zebra per namespace or VRF needs one each. Each costs the
  * supervisor a file descriptor, and those are the guests' sockets and memory files too.
- * When all are taken, a new connection takes the place of the oldest that has sent no route
- * or nexthop (zebra sends its table as soon as it connects: any local process could
- * otherwise hold every place, silent or sending empty frames, and keep zebra out); with
- * none such, it is closed.
+ * When all are taken, a new connection takes the place of the oldest that has added no
+ * route to the main table and no nexthop (zebra sends its table as soon as it connects: any
+ * local process could otherwise hold every place, silent, sending empty frames or removals
+ * of routes it never sent, and keep zebra out); with none such, it is closed.
  */
 export const FPM_MAX_CONNECTIONS = 16;
+/** The routing table route sources keep (RT_TABLE_MAIN). */
+const MAIN_TABLE = 254;
 
 /** One zebra connection; `id` tells apart the connections of one server. */
 export interface FpmPeer {
@@ -198,7 +200,7 @@ export class FpmServer {
     this.deliver([{ kind: 'sync-start' }], peer);
   }
 
-  /** The connection open longest of those that have sent no route or nexthop, or null. */
+  /** The connection open longest of those that have added no route or nexthop (addsToTable), or null. */
   private oldestSilent(): Connection | null {
     // A Set iterates in insertion order: the first found is the oldest.
     for (const c of this.connections) if (c.closeReason === null && !c.announced) return c;
@@ -239,7 +241,7 @@ export class FpmServer {
     c.pendingBytes = rest.length;
     c.needed = rest.length >= FPM_HEADER_BYTES ? Math.max(FPM_HEADER_BYTES, rest.readUInt16BE(2)) : FPM_HEADER_BYTES;
     c.offset += o;
-    if (events.length > 0) c.announced = true;
+    if (!c.announced) c.announced = events.some(addsToTable);
     this.deliver(events, c.peer);
     if (problem !== null) this.drop(c, problem);
   }
@@ -259,6 +261,15 @@ export class FpmServer {
       this.log.warn(`fpm: the event handler threw: ${(err as Error).message}`);
     }
   }
+}
+
+/**
+ * Whether an event can add to what the connection's routes hold: a route added to the main
+ * table, or a nexthop object. Removals of routes it never sent, routes of other tables and
+ * links hold nothing, and do not keep a connection's place.
+ */
+function addsToTable(e: FpmEvent): boolean {
+  return e.kind === 'nexthop' ? e.op === 'add' : e.kind === 'route' && e.op === 'add' && e.table === MAIN_TABLE;
 }
 
 /** What is wrong with the FPM header at o, or null. */

@@ -236,6 +236,10 @@ t.test('a new connection takes the place of the oldest that sent no route: silen
   const idle: Awaited<ReturnType<typeof quiet>>[] = [];
   for (let k = 1; k < FPM_MAX_CONNECTIONS; k++) idle.push(await quiet());
   idle[0].socket.write(fpmFrame(new Uint8Array(0)));
+  // Others send what holds nothing: the removal of a route never sent, a route of another table.
+  idle[1].socket.write(fpmFrame(routeMessage('remove', { prefix: '192.0.2.0/24', gateway: '10.0.0.1', oif: 2 })));
+  idle[2].socket.write(fpmFrame(routeMessage('add', { prefix: '192.0.2.0/24', gateway: '10.0.0.1', oif: 2, tableAttr: 100 })));
+  await waitFor('their events', () => of(idle[1].id).some((e) => e.kind === 'route') && of(idle[2].id).some((e) => e.kind === 'route'));
   t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'every place taken');
   const zebraNow = await open();
   await idle[0].closed;

@@ -31,6 +31,8 @@ const MAIN_TABLE = 254;
 const NUD_PERMANENT = 0x80;
 /** rtm_protocol of the routes Linux makes itself (the connected subnets of addresses): vrouter has its own */
 const RTPROT_KERNEL = 2;
+/** rtm_protocol of the routes Linux makes from a router advertisement received: another router's word, not the namespace's routing */
+const RTPROT_RA = 9;
 const NEXTHOP_GROUP_DEPTH = 2;
 /**
  * The most members of member groups (groups of groups) resolved in all between two changes
@@ -343,7 +345,7 @@ export class LearnedTable {
 
   /** Adds the route, or replaces the one to its prefix and metric; returns whether that changed anything. */
   private setRoute(key: number | string, r: RouteEvent): boolean {
-    const kind = r.protocol === RTPROT_KERNEL ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
+    const kind = r.protocol === RTPROT_KERNEL || r.protocol === RTPROT_RA ? KERNEL : r.type === 'blackhole' || r.type === 'unreachable' || r.type === 'prohibit' ? REJECT : r.type === 'unicast' ? UNICAST : OTHER_TYPE;
     if (r.nexthops.length > MAX_HOPS) return this.refuse(key, r);
     const hops = r.nhid === null ? this.hopSet(r.nexthops, r.family) : NONE;
     // A set of gateways new to the table, past the limit (hopSet charged it, to know).
@@ -695,13 +697,14 @@ export class LearnedTable {
   /**
    * The addresses Linux has on the mirrors' interfaces, by the port mirrored: those the
    * port has already are the caller's to leave out. Link-local ones are Linux's own (the
-   * router has its own, the same: the mirror has the port's MAC).
+   * router has its own, the same: the mirror has the port's MAC); those with a lifetime
+   * were configured by a router advertisement or DHCP on the link, not by the operator.
    */
   learnedAddresses(): Map<string, string[]> {
     const out = new Map<string, string[]>();
     for (const a of this.addresses.values()) {
       const port = this.portOf(a.ifindex);
-      if (port === undefined || /^fe[89ab]/i.test(a.address)) continue;
+      if (port === undefined || /^fe[89ab]/i.test(a.address) || a.expires === true) continue;
       out.set(port, [...(out.get(port) ?? []), `${a.address}/${a.prefixLength}`]);
     }
     return out;

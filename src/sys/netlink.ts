@@ -81,6 +81,8 @@ export interface AddressEvent {
   address: string;
   prefixLength: number;
   ifindex: number;
+  /** true: it has a lifetime (IFA_CACHEINFO's ifa_valid is not for good): SLAAC, DHCP */
+  expires?: boolean;
 }
 
 export interface LinkEvent {
@@ -179,6 +181,9 @@ const IFF_LOWER_UP = 0x10000;
 
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
+/** struct ifa_cacheinfo: ifa_prefered, ifa_valid (u32 s, INFINITY_LIFE_TIME: for good), cstamp, tstamp */
+const IFA_CACHEINFO = 6;
+const INFINITY_LIFE_TIME = 0xffffffff;
 /** ifa_flags: no duplicate address detection (an IPv6 address already in use) */
 const IFA_F_NODAD = 0x02;
 
@@ -627,7 +632,10 @@ function decodeAddress(bytes: Uint8Array, dv: DataView, body: number, end: numbe
   const type = a.has(IFA_LOCAL) ? IFA_LOCAL : IFA_ADDRESS;
   if (!a.has(type)) bad('neither IFA_LOCAL nor IFA_ADDRESS');
   const address = addressAttribute(bytes, a, type, family, type === IFA_LOCAL ? 'IFA_LOCAL' : 'IFA_ADDRESS');
-  into.push({ kind: 'address', op, family, address, prefixLength, ifindex: dv.getUint32(body + 4, LE) });
+  // An address with a lifetime was given for a while (SLAAC from a router advertisement,
+  // DHCP), not by whoever runs the namespace's routing.
+  const expires = a.has(IFA_CACHEINFO) && a.len[IFA_CACHEINFO] >= 8 && dv.getUint32(a.at[IFA_CACHEINFO] + 4, LE) !== INFINITY_LIFE_TIME;
+  into.push({ kind: 'address', op, family, address, prefixLength, ifindex: dv.getUint32(body + 4, LE), ...(expires ? { expires: true } : {}) });
 }
 
 function decodeLink(bytes: Uint8Array, dv: DataView, body: number, end: number, op: Op, into: NetlinkEvent[]): void {

@@ -7,7 +7,7 @@
 // as an fd is open; a socket's rings too), so a data plane that dies takes none of it, and
 // hands the PMD that polls the port a copy.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, setTapMtu, tapAttached, tapOpen, type PacketRingShape } from '../sys/libc.ts';
 import type { Dataplane, PortCommand, XdpMappings } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
@@ -70,6 +70,7 @@ function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
   if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) execFileSync('ip', ['netns', 'add', mirror.netns], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
   const { fd, ifindex } = inNetworkNamespace(mirror.netns, () => {
     const [tap] = openTap(name, mtu, mirror.mac);
+    ignoreRouterAdvertisements(name);
     return { fd: tap, ifindex: interfaceIndex(name) };
   });
   try {
@@ -79,6 +80,20 @@ function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
     throw new Error(`cannot give ${name} in ${mirror.netns} its addresses: ${(err as Error).message}`);
   }
   return fd;
+}
+
+/**
+ * The mirror is the router on the port's link: Linux there takes no default route or
+ * address from a router advertisement a guest or an outside host sends (the kernel's
+ * default in a namespace that does not forward), which the route source would learn as the
+ * router's own. Called in the mirror's namespace (/proc/sys/net is the opener's); a kernel
+ * without IPv6 has no such files.
+ */
+function ignoreRouterAdvertisements(name: string): void {
+  for (const setting of ['accept_ra', 'autoconf']) {
+    const path = `/proc/sys/net/ipv6/conf/${name}/${setting}`;
+    if (existsSync(path)) writeFileSync(path, '0');
+  }
 }
 
 /** An address with its prefix length ("10.0.1.1/24", checked by the config) on the interface, made or updated (`ip address replace`); IPv6 without DAD. */

@@ -28,6 +28,17 @@ t.test('routes through a mirror name its port; others resolve by their gateway',
   ]);
 });
 
+t.test("a router advertisement's doings on a mirror are not learned: addresses with a lifetime, routes Linux made from it", async (t) => {
+  const table = new LearnedTable('netlink ns1', new Map([['up', 'uplink']]));
+  table.apply([link(5, 'up')]);
+  const address = (a: string, expires?: boolean) => ({ kind: 'address' as const, op: 'add' as const, family: 6 as const, address: a, prefixLength: 64, ifindex: 5, ...(expires ? { expires } : {}) });
+  table.apply([address('2001:db8:7::1'), address('2001:db8:9::5054:ff:fe00:a', true)]);
+  t.same([...table.learnedAddresses()], [['uplink', ['2001:db8:7::1/64']]], 'the address given for good, not the one SLAAC made');
+  table.apply([route({ prefix: '::/0', family: 6, protocol: 9, nexthops: [{ via: 'fe80::1', ifindex: 5, weight: 1 }] })]);
+  t.same(table.learned().routes, [], 'nor the default route through the advertising router');
+  t.match(table.learned().leftOut, { kernel: 1 });
+});
+
 t.test('ECMP, nexthop objects and groups, blackholes; Linux\'s own and other tables left out', async (t) => {
   const table = new LearnedTable('netlink ns1', new Map([['up', 'uplink']]));
   table.apply([link(5, 'up')]);

@@ -111,6 +111,9 @@ t.test('neighbours, addresses, links', async (t) => {
   }, 'an IPv4 address');
   t.match(only(decode(message(RTM_NEWADDR, concat(ifaddrmsg(AF_INET, 32, 2), attr(1, ip('10.9.9.9')), attr(2, ip('10.9.0.1')))))), { address: '10.9.0.1' }, 'a point-to-point one: the local end (IFA_LOCAL), not the peer');
   t.match(only(decode(message(RTM_NEWADDR, concat(ifaddrmsg(AF_INET6, 64, 2), attr(1, ip('2001:db8:0:0::1')))))), { family: 6, address: '2001:db8::1', prefixLength: 64 }, 'an IPv6 one (IFA_ADDRESS only)');
+  const cacheinfo = (valid: number) => attr(6, concat(u32(valid), u32(valid), u32(0), u32(0)));
+  t.same((only(decode(message(RTM_NEWADDR, concat(ifaddrmsg(AF_INET6, 64, 2), attr(1, ip('2001:db8::5')), cacheinfo(86400))))) as { expires?: boolean }).expires, true, 'one with a lifetime (SLAAC, DHCP) says it expires');
+  t.notOk('expires' in only(decode(message(RTM_NEWADDR, concat(ifaddrmsg(AF_INET6, 64, 2), attr(1, ip('2001:db8::6')), cacheinfo(0xffffffff))))), 'one for good does not');
 
   const ifinfomsg = (family: number, ifindex: number, flags: number) => concat(u8s(family, 0), u16(1), i32(ifindex), u32(flags), u32(0));
   t.same(only(decode(message(RTM_NEWLINK, concat(ifinfomsg(0, 2, 0x10043), attr(3, cstring('dummy0')), attr(4, u32(1500)), attr(1, mac('52:54:00:ab:cd:ef')))))), {

@@ -136,7 +136,8 @@ export class UplinkEndpoint {
   private queues: SocketQueue[] = [];
   /** AF_XDP: the program steering each queue's frames to its socket */
   private steering: XdpSteering | null = null;
-  private readonly fanout: number | null;
+  /** the PACKET_FANOUT group of the port's sockets (several AF_PACKET queues): a new one for each interface it binds to */
+  private fanout: number | null;
   private released = false;
   private stopped = false;
   /** the generation of the PMD commands (see PmdCommand): one per start */
@@ -144,6 +145,9 @@ export class UplinkEndpoint {
   /** AF_PACKET, AF_XDP: the index of the interface the sockets are bound to; the timer that checks the interface (every kind) */
   private boundIndex = 0;
   private checkTimer: NodeJS.Timeout | null = null;
+  /** AF_PACKET, AF_XDP: new rings on an interface that came back are on their way; and why the last attempt failed */
+  private reopening = false;
+  private reopenFailure: string | null = null;
   /** TAP: new fds on their way to the PMDs; and why the last attempt to make the interface again failed */
   private remaking = false;
   private remakeFailure: string | null = null;
@@ -202,7 +206,9 @@ export class UplinkEndpoint {
       if (interfaceIndex(name) === 0) throw new Error(`no interface of that name ("interface": "${name}")`);
       interfaceUp(name);
       try {
+        const index = interfaceIndex(name);
         this.openQueues();
+        this.boundIndex = index;
       } catch (err) {
         this.closeQueues();
         throw err;
@@ -273,7 +279,6 @@ export class UplinkEndpoint {
    */
   private openQueue(q: number): SocketQueue {
     const name = this.settings.interface!;
-    this.boundIndex = interfaceIndex(name);
     if (this.steering !== null) {
       const { fd, umemFd, layout } = xdpSocket(name, q, xdpLayout(this.settings.mtu + 18, XDP_RX_ENTRIES, XDP_TX_ENTRIES));
       try {
@@ -348,7 +353,7 @@ export class UplinkEndpoint {
    * refused (counted). One of the same name that appears (again) gets new rings.
    */
   private checkInterface(): void {
-    if (this.stopped || this.queues.length === 0) return;
+    if (this.stopped || this.reopening || this.queues.length === 0) return;
     const name = this.settings.interface!;
     const index = interfaceIndex(name);
     if (index === this.boundIndex) return;
@@ -362,10 +367,19 @@ export class UplinkEndpoint {
 
   /**
    * New rings on the interface of that name that appeared; the old ones go once the PMDs
-   * have the new. AF_XDP: a new program first (the old one went with the old interface).
+   * have the new. AF_XDP: a new program first (the old one went with the old interface);
+   * AF_PACKET with several queues: a new fanout group (the old sockets, bound to the
+   * interface that went, are still in theirs until the PMDs let go of them). The interface
+   * counts as bound once every queue has its rings: a failure is tried again at the next
+   * check, and logged when it differs from the last.
    */
   private reopen(name: string): void {
-    const failed = (err: Error) => this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened: ${err.message}`, 'port.failed', { port: this.settings.name });
+    const index = interfaceIndex(name);
+    const failed = (err: Error) => {
+      this.reopening = false;
+      if (err.message !== this.reopenFailure) this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened (tried every second): ${err.message}`, 'port.failed', { port: this.settings.name });
+      this.reopenFailure = err.message;
+    };
     try {
       interfaceUp(name);
       if (this.steering !== null) {
@@ -376,7 +390,14 @@ export class UplinkEndpoint {
     } catch (err) {
       return failed(err as Error);
     }
-    Promise.all(this.queues.map((_, q) => this.replaceRings(q))).then(() => this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name }), failed);
+    if (this.fanout !== null) this.fanout = nextFanout++ & 0xffff;
+    this.reopening = true;
+    Promise.all(this.queues.map((_, q) => this.replaceRings(q))).then(() => {
+      this.reopening = false;
+      this.reopenFailure = null;
+      this.boundIndex = index;
+      this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name });
+    }, failed);
   }
 
   /** Nothing of an interface's is guest memory. */

@@ -96,16 +96,36 @@ for (let p = 0; p < 256; p++) {
   const s = dgram.createSocket('udp4');
   s.bind(20000 + p, '10.9.2.2', () => s.send(Buffer.alloc(32), 9, '10.9.2.1', () => { s.close(); left--; }));
 }`;
-  execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', send]);
-  let stats = await vr.stats();
-  for (let i = 0; i < 50 && stats.u.rx_packets < 256; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    stats = await vr.stats();
-  }
+  /** The 256 flows sent; what the port's queues counted once it took them all (or 5 s). */
+  const flows = async (before: number) => {
+    execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', send]);
+    let stats = await vr.stats();
+    for (let i = 0; i < 50 && stats.u.rx_packets < before + 256; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      stats = await vr.stats();
+    }
+    return stats;
+  };
+  const stats = await flows(0);
   const [q0, q1] = stats.u.queues.map((q) => q.rx_packets);
   t.ok(stats.u.rx_packets >= 256, `the port took every datagram (${stats.u.rx_packets})`);
   t.ok(q0 > 0 && q1 > 0, `spread over both queues: ${q0} and ${q1}`);
   t.equal(q0 + q1, stats.u.rx_packets, 'each counted on its queue');
+
+  // The interface made again: both queues get rings on the new one (a fanout group of its
+  // own: the old sockets are in the old one until the PMDs let go of them).
+  ip('link', 'del', iface);
+  await waitFor('the loss noticed', () => new RegExp(`port u: interface ${iface} is gone`).test(vr.stderr()) || undefined, 5000);
+  ip('link', 'add', iface, 'type', 'veth', 'peer', 'name', peer, 'netns', netns);
+  ip('-n', netns, 'addr', 'add', '10.9.2.2/24', 'dev', peer);
+  ip('-n', netns, 'link', 'set', peer, 'up');
+  ip('-n', netns, 'neigh', 'add', '10.9.2.1', 'lladdr', PROBER_MAC, 'dev', peer);
+  await waitFor('the interface back', () => new RegExp(`port u: interface ${iface} is back: new rings on it`).test(vr.stderr()) || undefined, 5000)
+    .catch((err: Error) => { throw new Error(`${err.message}; vrouter's log:\n${vr.stderr().slice(-2000)}`); });
+  const again = await flows(stats.u.rx_packets);
+  const [r0, r1] = again.u.queues.map((q) => q.rx_packets);
+  t.ok(again.u.rx_packets >= stats.u.rx_packets + 256, `the port took every datagram on the new interface (${again.u.rx_packets - stats.u.rx_packets})`);
+  t.ok(r0 > q0 && r1 > q1, `on both queues: ${r0 - q0} and ${r1 - q1}`);
 });
 
 t.test('an interface that does not exist: an AF_PACKET port added at run time is refused, naming why', async (t) => {

@@ -79,7 +79,15 @@ export class DataplaneProcess {
     this.commandsFd = commandsEnd;
     // The child has its copies now.
     closeAll([dataplaneEnd, dataplaneCommands]);
-    this.channel = new PacketChannel(supervisorEnd, { message: (m) => this.onEvent(m as DataplaneEvent), closed: () => undefined });
+    this.channel = new PacketChannel(supervisorEnd, {
+      // What the data plane says is checked: it must not take the supervisor down with it.
+      message: (m, fds) => {
+        closeAll(fds);
+        if (typeof m === 'object' && m !== null) this.onEvent(m as DataplaneEvent);
+      },
+      closed: () => undefined,
+      invalid: (why) => log.warn(`the data-plane process (pid ${this.child.pid}) sent ${why}`),
+    });
     // A process that could not be started at all (EAGAIN, EMFILE) has no exit: it ends here.
     this.child.on('error', (err) => {
       if (this.child.pid !== undefined || this.exited) return void log.warn(`the data-plane process (pid ${this.child.pid}): ${err.message}`);

@@ -9,12 +9,22 @@ const MORE = 1;
 const LAST = 0;
 /** how soon a packet the socket refused is tried again */
 const RETRY_MS = 1;
+/** The longest value taken: the pieces of a longer one are dropped (with its fds), not gathered without end. */
+const MAX_MESSAGE_BYTES = 256 << 20;
+/** Packets read at one wake-up: a peer that never stops sending does not hold the event loop (the watch fires again). */
+const PACKETS_PER_WAKE = 4096;
 
 export interface ChannelHandlers {
   /** a whole value and the fds that came with it (the receiver owns them) */
   message(value: unknown, fds: number[]): void;
   /** the peer closed its end, or died */
   closed(): void;
+  /**
+   * For an end that does not trust its peer (the supervisor's, of a data-plane process):
+   * what went wrong with what the peer sent (too long, or `message` threw on it), instead
+   * of an exception in the event loop.
+   */
+  invalid?(why: string): void;
 }
 
 export class PacketChannel {
@@ -26,11 +36,19 @@ export class PacketChannel {
   private readonly inbox = new Uint8Array(MAX_PACKET_BYTES);
   private pieces: Uint8Array[] = [];
   private pieceFds: number[] = [];
+  /** bytes of the pieces gathered */
+  private pieceBytes = 0;
+  /** the rest of a message too long is being skipped, up to its last piece */
+  private skipping = false;
   private open = true;
 
-  constructor(fd: number, handlers: ChannelHandlers) {
+  private readonly maxMessageBytes: number;
+
+  /** maxMessageBytes: see MAX_MESSAGE_BYTES (tests lower it) */
+  constructor(fd: number, handlers: ChannelHandlers, maxMessageBytes = MAX_MESSAGE_BYTES) {
     this.fd = fd;
     this.handlers = handlers;
+    this.maxMessageBytes = maxMessageBytes;
     this.watch = watchReadable(fd, () => this.receive());
   }
 
@@ -73,7 +91,7 @@ export class PacketChannel {
   }
 
   private receive(): void {
-    while (this.open) {
+    for (let packets = 0; this.open && packets < PACKETS_PER_WAKE; packets++) {
       let got;
       try {
         got = recvPacket(this.fd, this.inbox);
@@ -86,13 +104,30 @@ export class PacketChannel {
         this.handlers.closed();
         return;
       }
+      if (this.skipping) {
+        closeAll(got.fds);
+        this.skipping = this.inbox[0] === MORE;
+        continue;
+      }
       this.pieces.push(this.inbox.slice(1, got.length));
       this.pieceFds.push(...got.fds);
+      this.pieceBytes += got.length - 1;
+      if (this.pieceBytes > this.maxMessageBytes) {
+        // Dropped, and so is the rest of it, up to its last piece.
+        this.handlers.invalid?.(`a message longer than ${this.maxMessageBytes} bytes`);
+        closeAll(this.pieceFds);
+        this.pieces = [];
+        this.pieceFds = [];
+        this.pieceBytes = 0;
+        this.skipping = this.inbox[0] === MORE;
+        continue;
+      }
       if (this.inbox[0] === MORE) continue;
       const whole = this.pieces.length === 1 ? this.pieces[0] : Buffer.concat(this.pieces);
       const fds = this.pieceFds;
       this.pieces = [];
       this.pieceFds = [];
+      this.pieceBytes = 0;
       let value: unknown;
       try {
         value = unpack(whole);
@@ -100,7 +135,15 @@ export class PacketChannel {
         closeAll(fds);
         continue;
       }
-      this.handlers.message(value, fds);
+      if (this.handlers.invalid === undefined) {
+        this.handlers.message(value, fds);
+        continue;
+      }
+      try {
+        this.handlers.message(value, fds);
+      } catch (err) {
+        this.handlers.invalid(`a message it could not take (${(err as Error)?.message ?? String(err)}): ${JSON.stringify(value)?.slice(0, 200)}`);
+      }
     }
   }
 

@@ -6,6 +6,7 @@
 // that dies fails its pending requests at once (a dead thread holds nothing), and so does
 // the whole data plane.
 import type { Log } from '../log.ts';
+import { closeAll } from '../sys/libc.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import type { CommandMessage, CommandReply, WireCommand } from '../dataplane/process-link.ts';
 import type { Dataplane, PortCommand, PmdReply } from './dataplane-link.ts';
@@ -31,10 +32,13 @@ export class PmdClient implements Dataplane {
 
   private connect(fd: number): void {
     const channel: PacketChannel = new PacketChannel(fd, {
-      message: (m) => {
-        const reply = (m as CommandReply).reply;
-        if (reply !== undefined) this.waiting.get(reply.id)?.finish(reply);
+      message: (m, fds) => {
+        // The data plane's word, checked: it runs guests' traffic, and the control thread must outlive it.
+        closeAll(fds);
+        const reply = (m as CommandReply | null)?.reply;
+        if (typeof reply === 'object' && reply !== null) this.waiting.get(reply.id)?.finish(reply);
       },
+      invalid: (why) => this.log.warn(`the data plane sent ${why}`),
       closed: () => {
         if (this.channel !== channel) return;
         this.channel = null;

@@ -66,6 +66,14 @@ export const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 /** How often half-received requests are checked against those limits (Node: 30 s). */
 const TIMEOUT_CHECK_MS = 1_000;
+/**
+ * An answer the client has taken nothing of for this long ends its connection: one that
+ * never reads would hold its place (of MAX_CONNECTIONS) and the answer's bytes for good
+ * (Node's timeouts count while a request comes in, not while its answer goes out).
+ */
+export const STALLED_ANSWER_MS = 30_000;
+/** Requests answered at once on one connection: more pipelined behind them end it (each would build its answer meanwhile). */
+export const MAX_PIPELINED = 8;
 
 export class AdminHttp {
   private readonly server: Server;
@@ -73,6 +81,8 @@ export class AdminHttp {
   private readonly token: Buffer | null;
   private readonly config: AdminConfig;
   private readonly log: Log | undefined;
+  /** requests being answered, by connection */
+  private readonly answering = new WeakMap<Socket | Duplex, number>();
 
   constructor(config: AdminConfig, routes: Route[], log?: Log) {
     this.config = config;
@@ -130,8 +140,19 @@ export class AdminHttp {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // A request came: no idle limit while it is answered (a capture may stream for an hour);
-    // Node sets its keep-alive timeout once the answer is sent.
-    req.socket.setTimeout(0);
+    // Node sets its keep-alive timeout once the answer is sent. What bounds an answer is
+    // its client reading it (watchProgress).
+    const socket = req.socket;
+    socket.setTimeout(0);
+    const pending = (this.answering.get(socket) ?? 0) + 1;
+    if (pending > MAX_PIPELINED) {
+      this.log?.warn(`admin: a client sent more than ${MAX_PIPELINED} requests at once on one connection: closed`, 'admin.refused');
+      socket.destroy();
+      return;
+    }
+    this.answering.set(socket, pending);
+    res.once('close', () => this.answering.set(socket, (this.answering.get(socket) ?? 1) - 1));
+    watchProgress(socket);
     try {
       this.refuseBrowsers(req);
       const url = requestUrl(req.url);
@@ -264,6 +285,35 @@ function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   }
   socket.destroy();
+}
+
+/**
+ * Ends the connection once its answers have been waiting STALLED_ANSWER_MS with nothing
+ * taken by the client; stops watching when nothing waits to be sent. One watch a connection.
+ */
+const watched = new WeakSet<Socket | Duplex>();
+function watchProgress(socket: Socket | Duplex): void {
+  if (watched.has(socket)) return;
+  watched.add(socket);
+  const written = () => (socket as Socket).bytesWritten ?? 0;
+  let last = written();
+  let stalledSince = performance.now();
+  const timer = setInterval(() => {
+    if (socket.destroyed) return stop();
+    const now = performance.now();
+    if (socket.writableLength === 0 || written() !== last) {
+      last = written();
+      stalledSince = now;
+    } else if (now - stalledSince >= STALLED_ANSWER_MS) {
+      socket.destroy();
+      stop();
+    }
+  }, TIMEOUT_CHECK_MS).unref();
+  const stop = () => {
+    clearInterval(timer);
+    watched.delete(socket);
+  };
+  socket.once('close', stop);
 }
 
 function send(res: ServerResponse, status: number, contentType: string, body: string): void {

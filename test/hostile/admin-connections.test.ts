@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { HEADERS_TIMEOUT_MS, MAX_CONNECTIONS } from '../../src/admin/http.ts';
+import { HEADERS_TIMEOUT_MS, MAX_CONNECTIONS, MAX_PIPELINED, STALLED_ANSWER_MS } from '../../src/admin/http.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
@@ -132,4 +132,36 @@ t.test('a request whose headers never end is cut off; a bad path parameter is a 
   t.match(bad, { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix', message: /percent-encoding/ } } }, 'malformed percent-encoding: 400 naming the parameter');
   t.equal((await api.call('GET', '/ports')).status, 200, 'the endpoint answers');
   t.ok(vr.alive(), 'vrouter still runs');
+});
+
+t.test('an answer its client never reads ends its connection; requests pipelined past the most answered at once end theirs', async (t) => {
+  // 20,000 routes: GET /routes answers megabytes, more than the socket holds.
+  const routes = Array.from({ length: 20_000 }, (_, i) => ({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0/24`, via: '10.0.1.2' }));
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'] }], pmd: { cores: [1] }, pipeline: ['routing'], routes });
+  t.teardown(() => vr.stop());
+  const adminPath = join(vr.dir, 'admin.sock');
+
+  const reader = connect(adminPath);
+  let closed = false;
+  let received = '';
+  reader.on('error', () => {});
+  reader.on('close', () => (closed = true));
+  reader.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+  reader.pause();
+  reader.write('GET /routes HTTP/1.1\r\nHost: localhost\r\n\r\n');
+
+  const pipelined = openConnection(adminPath);
+  pipelined.socket.write('GET /plugins HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(3 * MAX_PIPELINED));
+  await waitFor('the pipelining connection closed', () => pipelined.closedAfter() !== null || undefined, 5000);
+  const answered = pipelined.received().split('HTTP/1.1 200').length - 1;
+  t.ok(answered < 3 * MAX_PIPELINED, `${answered} of ${3 * MAX_PIPELINED} pipelined requests answered, then the connection ended`);
+  t.match(vr.stderr(), new RegExp(`a client sent more than ${MAX_PIPELINED} requests at once on one connection: closed`));
+
+  // A paused socket sees its end only as it reads: it reads once the endpoint gave up on it.
+  await sleep(STALLED_ANSWER_MS + 3000);
+  reader.resume();
+  await waitFor('the stalled answer\'s connection closed', () => closed || undefined, 10_000);
+  t.ok(received.startsWith('HTTP/1.1 200') && !received.endsWith('\r\n0\r\n\r\n'), `the answer was cut off (${received.length} bytes came, the rest was never sent) and the connection ended`);
+  t.equal((await adminClient(vr).call('GET', '/ports')).status, 200, 'the endpoint answers on');
+  t.ok(vr.alive());
 });

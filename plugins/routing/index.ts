@@ -26,6 +26,8 @@ import { describe } from './describe.ts';
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
 const SWEEP_SLOTS = 64;
 const SWEEP_EVERY_MS = 100;
+/** Poll rounds between two looks at the clock for advertisements due (a round takes a microsecond or more). */
+const RA_CHECK_ROUNDS = 1024;
 /** Routes a listing passes over between two pauses (LIST_PAUSE). */
 const ROWS_PER_PAUSE = 256;
 
@@ -121,6 +123,18 @@ function betweenBursts(r: Router): void {
     if (at >= r.heldCheckDue) {
       r.heldCheckDue = at + HELD_CHECK_MS;
       r.wantHeldBatches();
+    }
+  }
+  // Advertisements due on PMD 0 (the others' are never due) go out in a batch of a port of
+  // theirs: with no burst from a routed port they were not sent, and hosts lose their
+  // default route once its lifetime (30 minutes) ends. The clock read every so many rounds.
+  if (++r.raCheckRounds >= RA_CHECK_ROUNDS) {
+    r.raCheckRounds = 0;
+    const at = clock.now === null ? performance.timeOrigin + performance.now() : clock.now();
+    for (const iface of r.interfaces) {
+      if (at < r.raDue[iface.index] || iface.v6.length === 0 || iface.ports.length === 0) continue;
+      r.wantBatch(iface.ports[0]);
+      break;
     }
   }
   // The time of the last burst: with no traffic there is nothing to age in a hurry.

@@ -119,6 +119,8 @@ export class Router {
   readonly heldRoom: number;
   /** per interface: when the next unsolicited router advertisement is due, and when one was last sent */
   readonly raDue: Float64Array;
+  /** poll rounds since betweenBursts() last looked for advertisements due */
+  raCheckRounds = 0;
   readonly raSent: Float64Array;
   /** per interface: its IPv4 addresses and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
   readonly addr4: Uint32Array[];

@@ -171,6 +171,18 @@ t.test('an entry resolved with no port (another PMD reused its slot meanwhile) i
   t.ok(out.some((o) => !o.received && o.to === 'b' && parseFrame(o.frame).arp?.op === 1 && parseFrame(o.frame).arp?.targetIp === '10.0.2.5'), 'asked for again on b');
 });
 
+t.test('periodic router advertisements go out when no routed port sends anything', async (t) => {
+  const h = await router();
+  const rounds = () => {
+    for (let k = 0; k < 1100; k++) h.betweenBursts();
+    return h.runWanted().map((o) => parseFrame(o.frame)).filter((f) => f.ndp?.type === 134).map((f) => f.srcMac).sort();
+  };
+  t.same(rounds(), [MAC.a, MAC.b], 'the first, on both ports with IPv6 addresses');
+  t.same(rounds(), [], 'none before the interval');
+  now += 30_000 + 1;
+  t.same(rounds(), [MAC.a, MAC.b], 'and again after it, with no burst in between');
+});
+
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {
   const h = await router();
   const periodic = h.run('a', []).map((o) => parseFrame(o.frame));

@@ -9,7 +9,7 @@
 // changed in place); the neighbour table is shared by every PMD; both live in shared memory
 // and outlive a PMD.
 import {
-  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, LIST_PAUSE, NO_LEARNED_ROUTES, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, maskBytes, parseAddress, parseNetwork, read16, read32,
+  ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, LIST_PAUSE, NO_LEARNED_ROUTES, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, parseAddress, parseNetwork, read16, read32,
   type ChangedPrefixes, type LearnedRoute, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Prefix, type TableView, type Topology,
 } from '../../src/pipeline/api.ts';
 import { parseRoutingConfig, prefixOf, type NeighbourConfig, type RoutingConfig } from './config.ts';
@@ -65,6 +65,8 @@ function process(batch: PacketBatch, r: Router): void {
   const w32 = r.words32;
   const macWord0 = r.macWord0[ifIndex];
   const macHalf2 = r.macHalf2[ifIndex];
+  const securedHi = r.securedHi[ingress];
+  const securedLo = r.securedLo[ingress];
   for (let i = 0; i < count; i++) {
     if (egress[i] !== EGRESS_UNDECIDED) continue;
     const off = batch.offset(i);
@@ -74,6 +76,10 @@ function process(batch: PacketBatch, r: Router): void {
     // Frames start 64-byte aligned: the destination MAC is a 32-bit and a 16-bit word.
     const toRouter = !group && w32[off >>> 2] === macWord0 && w16[(off >>> 1) + 2] === macHalf2;
     if (!toRouter && !group) continue;
+    if (securedHi >= 0 && (macHi(d, off + 6) !== securedHi || macLo(d, off + 6) !== securedLo)) {
+      batch.dropAs(i, r.drop.source_mac_denied);
+      continue;
+    }
     const type = read16(d, off + 12);
     if (type === ETHERTYPE_IPV4) {
       if (toRouter) ipv4In(r, batch, i, iface, off, length);

@@ -2,7 +2,7 @@
 // and what is per PMD (ICMP rate limits, packets held while their next hop is resolved).
 // The per-packet work is in ipv4.ts, ipv6.ts and neighbour-io.ts; this holds the state
 // and the steps they share.
-import { EGRESS_CONSUMED, PORT_SLOTS, macHi, macLo, read32, TokenBuckets, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
+import { EGRESS_CONSUMED, PORT_SLOTS, macHi, macLo, parseMac, read32, TokenBuckets, writeMac, type PacketBatch, type PluginContext } from '../../src/pipeline/api.ts';
 import type { RoutingConfig } from './config.ts';
 import { interfacesOf, mirrorsOf, neighbourRegionOf, type Interface } from './interfaces.ts';
 import { openFib, sameFib, type NextHops } from './fib.ts';
@@ -27,6 +27,7 @@ export const DROP_REASONS = [
   ['arp_not_for_router', 'ARP on a routed port for an address that is not the router\'s'],
   ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code)'],
   ['punt_rate_limited', 'for the port\'s Linux mirror, but over the interface\'s punt rate limit (puntRate, puntBurst)'],
+  ['source_mac_denied', "port security: the source MAC is not the port's configured mac (frames to the router; the bridge stage counts the others)"],
   ['local_unhandled', 'for one of the router\'s addresses but nothing the router answers (it answers ARP, NDP, ICMP echo, and UDP with port unreachable), and the port has no Linux mirror'],
 ] as const;
 
@@ -165,6 +166,13 @@ export class Router {
   readonly macHalf2: Uint16Array;
   /** packets routed in this batch, counted once at its end */
   routedInBatch = 0;
+  /**
+   * By port: the only source MAC its frames may have (portSecurity), as macHi and macLo
+   * read it; securedHi -1: any. Checked on the frames this stage takes; the bridge stage
+   * checks the others.
+   */
+  readonly securedHi: Int32Array;
+  readonly securedLo: Uint32Array;
 
   constructor(ctx: PluginContext<RoutingConfig>) {
     const topology = { ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount };
@@ -179,6 +187,14 @@ export class Router {
       writeMac(mac, 0, f.macHi, f.macLo);
       this.macWord0[f.index] = new Uint32Array(mac.buffer, 0, 1)[0];
       this.macHalf2[f.index] = new Uint16Array(mac.buffer, 4, 1)[0];
+    }
+    this.securedHi = new Int32Array(PORT_SLOTS).fill(-1);
+    this.securedLo = new Uint32Array(PORT_SLOTS);
+    for (const p of ctx.ports) {
+      const own = p.settings.portSecurity === true && typeof p.settings.mac === 'string' ? parseMac(p.settings.mac) : null;
+      if (own === null) continue;
+      this.securedHi[p.index] = own[0];
+      this.securedLo[p.index] = own[1];
     }
     ({ mirrorPort: this.mirrorPort, mirrored: this.mirrored } = mirrorsOf(topology, interfaces, byPort));
     const fib = openFib(ctx.shared);
@@ -210,6 +226,7 @@ export class Router {
       arp_not_for_router: d('arp_not_for_router'),
       ndp_bad: d('ndp_bad'),
       punt_rate_limited: d('punt_rate_limited'),
+      source_mac_denied: d('source_mac_denied'),
       local_unhandled: d('local_unhandled'),
     };
     const c = (n: Counter) => ctx.counterId(n);

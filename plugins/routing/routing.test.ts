@@ -183,6 +183,18 @@ t.test('periodic router advertisements go out when no routed port sends anything
   t.same(rounds(), [MAC.a, MAC.b], 'and again after it, with no burst in between');
 });
 
+t.test("port security: a frame to the router from another source MAC than the port's is dropped, not routed or answered", async (t) => {
+  const secured = ports.map((p) => (p.name === 'a' ? { ...p, settings: { ...p.settings, mac: GUEST.a, portSecurity: true } } : p));
+  const h = await PluginHarness.create(routing, { ports: secured, bridgeSettings, config: {} });
+  learnB(h);
+  const ping = (srcMac: string) => icmp4({ src: '10.0.1.2', dst: '10.0.2.2', type: 8, id: 7, seq: 1, payload: 8, srcMac, dstMac: MAC.a });
+  const forged = '52:54:00:00:00:99';
+  t.same(summary(run(h, 'a', [ping(GUEST.a)])), ['b'], 'from its own MAC: routed');
+  t.same(summary(run(h, 'a', [ping(forged)])), ['drop:source_mac_denied'], 'from another: dropped');
+  t.same(summary(run(h, 'a', [arp({ op: 'request', senderMac: forged, senderIp: '10.0.1.9', targetIp: '10.0.1.1', srcMac: forged })])), ['drop:source_mac_denied'], 'an ARP request from another: not answered');
+  t.same(summary(run(h, 'b', [udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 1, dstPort: 2, payload: 8, srcMac: forged, dstMac: MAC.b })])).filter((o) => o === 'drop:source_mac_denied'), [], 'a port without it: no check');
+});
+
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {
   const h = await router();
   const periodic = h.run('a', []).map((o) => parseFrame(o.frame));

@@ -333,9 +333,10 @@ export class Router {
    * the other ports' first packets to a new neighbour from being dropped.
    */
   hold(batch: PacketBatch, i: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean {
-    // A super-frame (TSO) does not fit a held slot; it comes only on a connection whose
-    // next hop answered long ago.
-    if (!this.canHold || batch.length(i) > this.heldRoom || this.heldByPort[batch.ingress] >= this.heldPerPort) return false;
+    // A super-frame (TSO) is not held: the copy would go out without its offload state, as
+    // one frame of all its segments with its checksum not done. It comes on a connection
+    // whose next hop answered long ago, mostly; TCP sends it again.
+    if (!this.canHold || batch.length(i) > this.heldRoom || batch.segmentLength(i) !== 0 || this.heldByPort[batch.ingress] >= this.heldPerPort) return false;
     // The copy goes out as a new packet, without the original's offload state.
     batch.completeChecksum(i);
     const h = this.heldCount++;

@@ -5,6 +5,8 @@ import t from 'tap';
 import routing, { clock } from './index.ts';
 import type { RoutingConfig } from './config.ts';
 import { STALE } from './neighbours.ts';
+import { Batch } from '../../src/dataplane/batch.ts';
+import { OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { PluginHarness, type HarnessPort, type Outcome } from '../../src/pipeline/testing.ts';
 import { arp, icmp4, icmp6, neighbourAdvertisement, neighbourSolicitation, parseFrame, routerSolicitation, tcp4, tcp6, udp4, udp6 } from '../../test/support/frames.ts';
 
@@ -193,6 +195,24 @@ t.test("port security: a frame to the router from another source MAC than the po
   t.same(summary(run(h, 'a', [ping(forged)])), ['drop:source_mac_denied'], 'from another: dropped');
   t.same(summary(run(h, 'a', [arp({ op: 'request', senderMac: forged, senderIp: '10.0.1.9', targetIp: '10.0.1.1', srcMac: forged })])), ['drop:source_mac_denied'], 'an ARP request from another: not answered');
   t.same(summary(run(h, 'b', [udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 1, dstPort: 2, payload: 8, srcMac: forged, dstMac: MAC.b })])).filter((o) => o === 'drop:source_mac_denied'), [], 'a port without it: no check');
+});
+
+t.test('a super-frame (TSO) to a next hop being resolved is not held: its copy would go out whole, its checksum not done', async (t) => {
+  const h = await router();
+  const pool = PacketPool.standalone(8, 2);
+  const frame = tcp4({ src: '10.0.1.2', dst: '10.0.2.7', srcPort: 1, dstPort: 2, payload: 4000, srcMac: GUEST.a, dstMac: MAC.a });
+  const batch = new Batch(pool);
+  const handle = pool.allocSuper();
+  pool.data.set(frame, pool.frameOffset(handle));
+  pool.length[handle] = frame.length;
+  const fields = handle * OFFLOAD_FIELDS;
+  [pool.offload[fields + OFFLOAD_CSUM_START], pool.offload[fields + OFFLOAD_CSUM_OFFSET], pool.offload[fields + OFFLOAD_GSO_TYPE], pool.offload[fields + OFFLOAD_GSO_SIZE], pool.offload[fields + OFFLOAD_HDR_LEN]] = [35, 16, 1, 1460, 54];
+  batch.handles[0] = handle;
+  batch.begin(0, 1);
+  t.equal(batch.segmentLength(0), 1500, 'a super-frame: segments of 1460 bytes of payload, IP packets of 1500');
+  const r = h.state as unknown as { hold(b: unknown, i: number, iface: number, family: number, a0: number, a1: number, a2: number, a3: number): boolean; heldCount: number };
+  t.equal(r.hold(batch, 0, 1, 4, (10 << 24) | (2 << 8) | 7, 0, 0, 0), false, 'not held');
+  t.equal(r.heldCount, 0);
 });
 
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {

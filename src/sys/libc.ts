@@ -1062,7 +1062,7 @@ export function packetKick(fd: number): boolean {
 // ---- for the modules of src/sys that bind calls of their own ----------------------------------
 
 /** The socket calls, bound once, for sibling modules that make sockets of other kinds (netlink-socket.ts, xdp.ts). */
-export const socketCalls = { socket: c.socket, bind: c.bind, setsockopt: c.setsockopt, getsockopt: c.getsockopt, sendto: c.sendto, mmap: c.mmap };
+export const socketCalls = { socket: c.socket, bind: c.bind, connect: c.connect, setsockopt: c.setsockopt, getsockopt: c.getsockopt, sendto: c.sendto, mmap: c.mmap };
 
 /** The loaded libc and the SysError thrower, for sibling modules with bindings of their own (netlink-socket.ts). */
 export { libc, fail };

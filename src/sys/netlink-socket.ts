@@ -83,6 +83,10 @@ export function openRouteSocket(options: RouteSocketOptions): number {
     const addr = new Uint8Array(12);
     addr[0] = AF_NETLINK;
     if ((c.bind(fd, addr, addr.length) as number) < 0) fail('bind', 'AF_NETLINK');
+    // Connected to the kernel (port id 0): the kernel refuses (ECONNREFUSED) what another
+    // process sends to this socket's port, which would otherwise fill its receive buffer
+    // and cost the kernel's own notifications. Multicast notifications still come.
+    if ((c.connect(fd, addr, addr.length) as number) < 0) fail('connect', 'AF_NETLINK');
     for (const group of options.groups) joinGroup(fd, group);
   } catch (err) {
     closeAll([fd]);

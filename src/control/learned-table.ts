@@ -226,11 +226,44 @@ export class LearnedTable {
   /** interface name -> the port it mirrors (a port's Linux mirror in this namespace) */
   private mirrors: ReadonlyMap<string, string>;
 
-  /** `limit`: shared by the tables of one source (an FPM listener's connections) */
-  constructor(source: string, mirrors: ReadonlyMap<string, string> = new Map(), limit: RouteLimit = { held: 0, most: MAX_ROUTES }) {
+  /**
+   * `limit`: shared by the tables of one source (an FPM listener's connections).
+   * `kernel`: the events are Linux's (a netlink source), which removes the IPv4 routes of a
+   * nexthop object removed without a word (IPv6 ones it reports): they go here too.
+   */
+  constructor(source: string, mirrors: ReadonlyMap<string, string> = new Map(), limit: RouteLimit = { held: 0, most: MAX_ROUTES }, kernel = false) {
     this.source = source;
     this.mirrors = mirrors;
     this.limit = limit;
+    this.kernel = kernel;
+  }
+
+  private readonly kernel: boolean;
+  /** By nexthop object id: the IPv4 routes that use it (kernel tables only), so that a removal walks the routes only when some do */
+  private readonly ipv4Users = new Map<number, number>();
+
+  private countUser(key: number | string, nhid: number, n: number): void {
+    if (!this.kernel || typeof key !== 'number' || nhid < 0) return;
+    const users = (this.ipv4Users.get(nhid) ?? 0) + n;
+    if (users > 0) this.ipv4Users.set(nhid, users);
+    else this.ipv4Users.delete(nhid);
+  }
+
+  /** Linux's silent flush: the IPv4 routes that use nexthop object `id` (removed) go, as they went there. */
+  private flushIpv4RoutesOf(id: number): void {
+    const s = this.slots;
+    for (const [key, head] of [...this.routes]) {
+      if (typeof key !== 'number') continue;
+      let before = NONE;
+      for (let slot = head; slot !== NONE; ) {
+        const next = s.next[slot];
+        if (s.nhid[slot] === id) {
+          this.unlink(key, before, slot);
+          this.changed.add(key);
+        } else before = slot;
+        slot = next;
+      }
+    }
   }
 
   /** The mirrors changed (ports added or removed): routes through them are read again. Returns whether they did change. */
@@ -291,8 +324,10 @@ export class LearnedTable {
               if (known === undefined) break;
               this.nexthops.delete(n.id);
             } else this.nexthops.set(n.id, n);
-          } else if (this.nexthops.delete(n.id)) this.refund(1 + known!.group.length);
-          else break;
+          } else if (this.nexthops.delete(n.id)) {
+            this.refund(1 + known!.group.length);
+            if (this.ipv4Users.has(n.id)) this.flushIpv4RoutesOf(n.id);
+          } else break;
           this.changedNexthops.add(n.id);
           this.epoch++;
           changed = true;
@@ -363,6 +398,8 @@ export class LearnedTable {
       if (s.metric[slot] === r.metric) {
         const same = s.kind[slot] === kind && s.nhid[slot] === nhid && s.hops[slot] === hops;
         this.release(s.hops[slot]);
+        this.countUser(key, s.nhid[slot], -1);
+        this.countUser(key, nhid, 1);
         s.kind[slot] = kind;
         s.nhid[slot] = nhid;
         s.hops[slot] = hops;
@@ -379,6 +416,7 @@ export class LearnedTable {
       return false;
     }
     const slot = s.alloc();
+    this.countUser(key, nhid, 1);
     s.metric[slot] = r.metric;
     s.kind[slot] = kind;
     s.nhid[slot] = nhid;
@@ -438,6 +476,7 @@ export class LearnedTable {
     if (before !== NONE) s.next[before] = next;
     else if (next !== NONE) this.routes.set(key, next);
     else this.routes.delete(key);
+    this.countUser(key, s.nhid[slot], -1);
     this.release(s.hops[slot]);
     s.release(slot);
     this.count--;

@@ -140,7 +140,7 @@ export class RouteSources implements LearnedRoutes {
         if (s.type === 'fpm') running.allowPeers(s.peers);
         continue;
       }
-      this.sources.set(name, s.type === 'netlink' ? this.startNetlink(s.netns, new LearnedTable(name, mirrors)) : this.startFpm(s));
+      this.sources.set(name, s.type === 'netlink' ? this.startNetlink(s.netns, new LearnedTable(name, mirrors, undefined, true)) : this.startFpm(s));
     }
   }
 

@@ -105,6 +105,23 @@ t.test('groups of the same groups, shared by many routes: walked within a budget
   }
 });
 
+t.test("a nexthop object removed takes Linux's IPv4 routes through it with it, as Linux does without a word", async (t) => {
+  const table = new LearnedTable('netlink ns1', new Map(), undefined, true);
+  table.apply([nexthop({ id: 5, via: '10.9.0.2' }), route({ prefix: '10.50.0.0/16', nhid: 5 }), route({ prefix: '10.51.0.0/16', nhid: 5 }), route({ prefix: '10.52.0.0/16', nexthops: [{ via: '10.9.0.3', ifindex: 0, weight: 1 }] })]);
+  changed(table);
+  t.ok(table.apply([nexthop({ id: 5, op: 'remove', via: '10.9.0.2' })]), 'a change');
+  t.same(changed(table), ['10.50.0.0/16', '10.51.0.0/16'], 'the routes through it changed');
+  t.same(table.learned().routes.map((r) => r.prefix), ['10.52.0.0/16'], 'and are gone; the other stays');
+  table.apply([nexthop({ id: 5, via: '10.9.0.9' })]);
+  t.same(table.learned().routes.map((r) => r.prefix), ['10.52.0.0/16'], 'the id made again brings none of them back');
+  // In one batch: removed, made again, a route added through it: the route stays.
+  table.apply([nexthop({ id: 5, op: 'remove', via: '10.9.0.9' }), nexthop({ id: 5, via: '10.9.0.8' }), route({ prefix: '10.53.0.0/16', nhid: 5 })]);
+  t.same(table.learned().routes.map((r) => [r.prefix, r.via]), [['10.52.0.0/16', ['10.9.0.3']], ['10.53.0.0/16', ['10.9.0.8']]], 'a route added after the removal stays');
+  const fpm = new LearnedTable('fpm 127.0.0.1:2620');
+  fpm.apply([nexthop({ id: 5, via: '10.9.0.2' }), route({ prefix: '10.50.0.0/16', nhid: 5 }), nexthop({ id: 5, op: 'remove', via: '10.9.0.2' })]);
+  t.match(fpm.learned().leftOut, { 'unknown nexthop': 1 }, 'from FPM (not Linux) the route stays, waiting for its nexthop');
+});
+
 t.test('nexthop ids are u32: those of 2^31 and above resolve too', async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   table.apply([7, 3_000_000_000, 0xffffffff].flatMap((id, k) => [nexthop({ id, via: `10.0.0.${k + 1}` }), route({ prefix: `10.${k}.0.0/16`, nhid: id })]));

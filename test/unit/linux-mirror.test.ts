@@ -7,6 +7,7 @@ import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { deleteNamespace } from '../support/netns.ts';
+import { waitFor } from '../support/traffic.ts';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
@@ -39,4 +40,18 @@ t.test('a mirror has its port\'s addresses, and takes a new MTU without being ma
   const after = show();
   t.same([after.ifindex, after.mtu], [mirror.ifindex, 2000], 'the same interface, with MTU 2000');
   t.match(ip('-n', netns, 'route', 'show', '10.70.0.0/16'), /via 10\.0\.1\.2 dev a/, 'and the route Linux had through it');
+
+  // A route through a nexthop object: Linux removes it with the object without a word.
+  ip('-n', netns, 'nexthop', 'add', 'id', '7', 'via', '10.0.1.3', 'dev', 'a');
+  ip('-n', netns, 'route', 'add', '10.71.0.0/16', 'nhid', '7');
+  const learned = async () => ((await admin.call('GET', '/routes')).json as { prefix: string }[]).some((r) => r.prefix === '10.71.0.0/16');
+  await waitFor('the route through the nexthop learned', async () => (await learned()) || undefined, 5000);
+  ip('-n', netns, 'nexthop', 'del', 'id', '7');
+  t.equal(ip('-n', netns, 'route', 'show', '10.71.0.0/16'), '', 'Linux removed the route with its nexthop');
+  await waitFor('the route gone from vrouter too', async () => !(await learned()) || undefined, 5000);
+  // The id made again: Linux has no route through it, nor may vrouter.
+  ip('-n', netns, 'nexthop', 'add', 'id', '7', 'via', '10.0.1.4', 'dev', 'a');
+  ip('-n', netns, 'route', 'add', '10.72.0.0/16', 'nhid', '7');
+  await waitFor('a new route through the id learned', async () => ((await admin.call('GET', '/routes')).json as { prefix: string }[]).some((r) => r.prefix === '10.72.0.0/16') || undefined, 5000);
+  t.notOk(await learned(), 'the route Linux removed does not come back with the id');
 });

@@ -179,14 +179,16 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         if (port === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${name}`);
         const queues = Number(port.queues);
         if (!/^\d+$/.test(queue) || Number(queue) >= queues) throw new ApiError(404, 'VR_NOT_FOUND', 'queue', `port ${name} has queue pairs 0 to ${queues - 1}, not ${queue}`);
+        // The key as the config writes it ("01" is queue pair 1).
+        const pair = String(Number(queue));
         try {
           // A new port entry: the document's objects are never changed in place (applyEdit).
           return await change((d) => {
             d.ports = list(d, 'ports').map((p) => {
               const entry = p as Record<string, unknown>;
-              return entry.name === name ? { ...entry, rxqAffinity: { ...(entry.rxqAffinity as object | undefined), [queue]: cpu } } : p;
+              return entry.name === name ? { ...entry, rxqAffinity: { ...(entry.rxqAffinity as object | undefined), [pair]: cpu } } : p;
             });
-          }, `PUT /ports/${name}/queues/${queue}`);
+          }, `PUT /ports/${name}/queues/${pair}`);
         } catch (err) {
           const e = err as Error & { field?: string };
           if (e.field?.includes('.rxqAffinity')) throw new ApiError(400, 'VR_CONFIG', 'cpu', e.message.replace(`${e.field}: `, ''));

@@ -101,6 +101,7 @@ t.test('ports added, moved and removed at run time', async (t) => {
   t.same(pmds.find((p) => p.cpu === before)?.queues.filter((q) => q.port === 'a'), [], 'and no longer on the old one');
   t.match(await api.call('PUT', '/ports/a/queues/3', { cpu: 0 }), { status: 404, json: { error: { field: 'queue' } } });
   t.match(await api.call('PUT', '/ports/a/queues/0', { cpu: 7 }), { status: 400, json: { error: { code: 'VR_CONFIG', field: 'cpu' } } });
+  t.match(await api.call('PUT', '/ports/a/queues/00', { cpu: other }), { status: 200, json: { mode: 'none' } }, 'queue "00" is queue pair 0, where it is already');
   t.equal(await trafficFlows(devices.a, devices.b, 20, MAC.a, MAC.b), 20, 'a still forwards from the other PMD');
   t.same(await closedNow(), [], 'moving the queue kept the frontend connected');
 

@@ -7,7 +7,7 @@ import { eventfdSignal } from '../sys/libc.ts';
 import type { Batch } from './batch.ts';
 import { CONTROL_WORDS, type CaptureWriter } from './capture.ts';
 import { BATCH_MAX } from './batch.ts';
-import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from './egress-codes.ts';
+import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
 import { completeChecksum, isSegmented, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST, segmentSuperFrame, takesSegmentation } from './offloads.ts';
@@ -124,6 +124,8 @@ export class Egress {
             this.enqueue(this.ports[members[m]], h);
           }
         }
+        // Flooded from a port in no bridge, or alone in its own: it went nowhere, counted.
+        if (refs[h] === 0) counters[drops - EGRESS_UNDECIDED]++;
       } else {
         refs[h] = 1;
         // enqueue(), written out for the frames of one destination: V8 left it a call.

@@ -189,6 +189,21 @@ t.test("a plugin's decisions the egress step cannot carry out cost those packets
   t.ok(vr.alive());
 });
 
+t.test('a frame flooded from a port in no bridge goes nowhere, and is counted so', async (t) => {
+  const vr = await startVrouter({ ports: ['a', 'b'].map((port) => ({ name: port, socket: `{dir}/${port}.sock` })), pmd: { cores: [1] }, plugins: { faulty: { path: FAULTY } }, pipeline: ['faulty'] });
+  t.teardown(() => vr.stop());
+  const [a, b] = [await startDevice(vr.sockets.a), await startDevice(vr.sockets.b)];
+  t.teardown(() => [a, b].forEach((d) => d.close()));
+  for (let i = 0; i < 4; i++) {
+    const f = ethernetFrame(MAC_B, MAC_A, 60, i);
+    f[14] = 0xd9;
+    sendFrame(a.tx, f);
+  }
+  a.kick();
+  await waitFor('the four frames counted', async () => (await vr.stats()).a.drops.no_destination === 4 || undefined, 5000);
+  t.equal((await vr.stats()).b.tx_packets, 0, 'none reached b');
+});
+
 t.test('a plugin that never returns from betweenBursts is taken out of the PMD', async (t) => {
   const { vr, a, b } = await withFaultyPlugin(t);
   const hang = sendTrigger(a, b, 0xda);

@@ -3,10 +3,10 @@
 // (a loop), nor from one with 0xdc (a read that blocks for good: a thread terminated
 // there does not end); sends a frame starting with 0xde to port 40 (no port of a test's
 // vrouter), and one starting with 0xdb to a drop code of no plugin; after a frame starting
-// with 0xda, never returns from its next betweenBursts. Its config: `failTables` (a new
+// with 0xda, never returns from its next betweenBursts; floods one starting with 0xd9. Its config: `failTables` (a new
 // config with it set makes tablesChanged throw). Taken out, it lets traffic through:
 // onError "bypass".
-import { PLUGIN_API_VERSION, type PacketBatch, type Plugin } from '../../../src/pipeline/api.ts';
+import { EGRESS_FLOOD, PLUGIN_API_VERSION, type PacketBatch, type Plugin } from '../../../src/pipeline/api.ts';
 import { EGRESS_DROP } from '../../../src/dataplane/egress-codes.ts';
 import { blockingEventfd, eventfdRead } from '../raw-fds.ts';
 
@@ -50,6 +50,7 @@ const plugin: Plugin<Config, State> = {
       if (first === 0xde) batch.egress[i] = NO_SUCH_PORT;
       if (first === 0xdb) batch.egress[i] = NO_SUCH_DROP;
       if (first === 0xda) s.hangBetweenBursts = true;
+      if (first === 0xd9) batch.egress[i] = EGRESS_FLOOD;
     }
   },
   betweenBursts(s: State) {

@@ -345,9 +345,12 @@ function groupAndMeter(s: RateLimitState, batch: PacketBatch, table: PolicerTabl
 
 function policeInPort(s: RateLimitState, batch: PacketBatch, table: PolicerTable, count: number): void {
   const list = s.inPolicers[batch.ingress];
+  // The router's own packets (batch.local: an advertisement, an answer) are not the port's
+  // traffic, as tc on a Linux router's ingress never sees its own output.
+  const local = batch.local;
   for (let p = 0; p < list.length; p++) {
     let m = 0;
-    for (let i = 0; i < count; i++) if (!batch.dropped(i)) s.members[m++] = i;
+    for (let i = 0; i < count; i++) if (!batch.dropped(i) && local[i] === 0) s.members[m++] = i;
     if (m === 0) return;
     meterGroup(s, batch, table, list[p], list[p], m, batch.ingress);
   }
@@ -388,7 +391,7 @@ function policeAddresses(s: RateLimitState, batch: PacketBatch, a: AddressPolici
   for (let i = 0; i < count; i++) {
     bucket[i] = -1;
     const at = ip[i];
-    if (at < 0 || s.family[i] !== a.family || batch.dropped(i)) continue;
+    if (at < 0 || s.family[i] !== a.family || batch.dropped(i) || batch.local[i] === 1) continue;
     if (a.outPort >= 0 && egress[i] !== a.outPort) continue;
     let k0 = 0;
     let k1 = 0;

@@ -76,6 +76,7 @@ async function run(job: Job): Promise<Result> {
       counters[port * 8 + counter] += n;
     },
     wantBatch() {},
+    portUp: () => true,
   };
   const state: RateLimitState = ratelimit.createState(ctx);
   const pool = PacketPool.standalone(256);

@@ -15,7 +15,7 @@ import {
 import { parseRoutingConfig, prefixOf, type NeighbourConfig, type RoutingConfig } from './config.ts';
 import { keyOf } from './fib.ts';
 import { fibCounts, fibMatch, learnFib, planFib } from './fib-tables.ts';
-import { interfacesOf, neighbourRegionOf, ownerOf, subnetEdgeOf } from './interfaces.ts';
+import { interfacesOf, neighbourRegionOf, ownerOf, subnetEdgeOf, type Interface } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
@@ -26,8 +26,11 @@ import { describe } from './describe.ts';
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
 const SWEEP_SLOTS = 64;
 const SWEEP_EVERY_MS = 100;
-/** Poll rounds between two looks at the clock for advertisements due (a round takes a microsecond or more). */
-const RA_CHECK_ROUNDS = 1024;
+/**
+ * Poll rounds between two looks at the clock for advertisements due: a busy round takes a
+ * microsecond or more, an idle one up to pmd.sleepMaxUs (10 ms by default): 0.6 s.
+ */
+const RA_CHECK_ROUNDS = 64;
 /** Routes a listing passes over between two pauses (LIST_PAUSE). */
 const ROWS_PER_PAUSE = 256;
 
@@ -116,10 +119,18 @@ function isLocalMulticast4(d: Uint8Array, off: number, length: number): boolean 
 function advertise(r: Router, batch: PacketBatch): void {
   for (const iface of r.interfaces) {
     if (r.now < r.raDue[iface.index]) continue;
+    // An interface whose ports are all down stays due: its first port up gets one at once.
+    if (iface.v6.length > 0 && firstPortUp(r, iface) < 0) continue;
     // RFC 4861 6.2.4: intervals jittered, so that routers on a link do not synchronise.
     r.raDue[iface.index] = r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25);
     if (iface.v6.length > 0) sendRouterAdvertisement(r, batch, iface, -1);
   }
+}
+
+/** The interface's first port that is up (PluginContext.portUp), or -1. */
+function firstPortUp(r: Router, iface: Interface): number {
+  for (let p = 0; p < iface.ports.length; p++) if (r.portUp(iface.ports[p])) return iface.ports[p];
+  return -1;
 }
 
 function betweenBursts(r: Router): void {
@@ -138,8 +149,11 @@ function betweenBursts(r: Router): void {
     r.raCheckRounds = 0;
     const at = clock.now === null ? performance.timeOrigin + performance.now() : clock.now();
     for (const iface of r.interfaces) {
-      if (at < r.raDue[iface.index] || iface.v6.length === 0 || iface.ports.length === 0) continue;
-      r.wantBatch(iface.ports[0]);
+      if (at < r.raDue[iface.index] || iface.v6.length === 0) continue;
+      // Due on a port that is up: a port that comes up gets one at once.
+      const up = firstPortUp(r, iface);
+      if (up < 0) continue;
+      r.wantBatch(up);
       break;
     }
   }

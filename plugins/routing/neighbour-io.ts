@@ -442,11 +442,13 @@ function routerSolicited(r: Router, batch: PacketBatch, i: number, iface: Interf
   sendRouterAdvertisement(r, batch, iface, batch.ingress);
 }
 
-/** Sends the interface's router advertisement on `port` (or all its ports: -1). */
+/** Sends the interface's router advertisement on `port` (or all its ports that are up: -1). */
 export function sendRouterAdvertisement(r: Router, batch: PacketBatch, iface: Interface, port: number): void {
   const first = port >= 0 ? port : iface.ports[0];
   const count = port >= 0 ? 1 : iface.ports.length;
   for (let p = 0; p < count; p++) {
+    // A port with no frontend would drop it (port_down): it gets one when it comes up.
+    if (port < 0 && !r.portUp(iface.ports[p])) continue;
     const j = batch.emit(port >= 0 ? first : iface.ports[p]);
     if (j < 0) return;
     writeRouterAdvertisement(r, batch.data, batch.offset(j), iface);

@@ -113,6 +113,7 @@ export class Router {
   /** when betweenBursts() next asks for the batches of the ports with held packets */
   heldCheckDue = 0;
   readonly wantBatch: PluginContext<unknown>['wantBatch'];
+  readonly portUp: PluginContext<unknown>['portUp'];
   /** packets held per ingress port: each may hold a quarter of the queue at most (heldPerPort) */
   private readonly heldByPort = new Int32Array(PORT_SLOTS);
   private readonly heldPerPort: number;
@@ -249,6 +250,7 @@ export class Router {
     };
     this.count = ctx.count;
     this.wantBatch = ctx.wantBatch;
+    this.portUp = ctx.portUp;
     this.icmpBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
     this.solicitBuckets = new TokenBuckets(PORT_SLOTS, SOLICIT_BURST);
     this.puntBuckets = new TokenBuckets(interfaces.length, ctx.config.puntBurst);

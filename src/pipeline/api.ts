@@ -168,6 +168,12 @@ export interface PluginContext<Config> {
    * it see them as that port's traffic. May be called from process() and betweenBursts().
    */
   wantBatch(port: number): void;
+  /**
+   * Whether a frame sent to `port` now would be taken: some PMD has its receive queue (a
+   * frontend is connected, an interface is open). What a stage sends on its own (an
+   * advertisement) need not go to a port that is down, where it is dropped as port_down.
+   */
+  portUp(port: number): boolean;
 }
 
 /**

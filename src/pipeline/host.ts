@@ -37,7 +37,7 @@ export class PluginStage implements Stage {
   constructor(
     plugin: Plugin,
     plan: PluginPlan,
-    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; wantedBatches?: Uint8Array; portSlots?: number },
+    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; wantedBatches?: Uint8Array; portSlots?: number; portUp?: (port: number) => boolean },
     shared: Record<string, ArrayBufferLike>,
     counters: Float64Array,
     log: Log,
@@ -73,6 +73,7 @@ export class PluginStage implements Stage {
       count: (port, counter, n) => {
         counters[portBase(port) + counter] += n;
       },
+      portUp: pmd.portUp ?? (() => true),
       wantBatch: (port) => {
         const wanted = pmd.wantedBatches;
         if (wanted === undefined || !Number.isInteger(port) || port < 0 || port >= PORT_SLOTS) return;

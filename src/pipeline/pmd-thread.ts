@@ -116,7 +116,14 @@ function pollAtNiceZero(): void {
   }
 }
 if (started.standby === null) pollAtNiceZero();
-const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings };
+/** By port and PMD: 1 where that PMD holds the port's receive queue (see Pmd.queuesChanged). */
+const rxHolders = new Int32Array(shared.rxQueueHolders);
+function portUp(port: number): boolean {
+  if (!Number.isInteger(port) || port < 0 || port >= config.ports.length) return false;
+  for (let p = 0; p < config.pmdCount; p++) if (Atomics.load(rxHolders, port * config.pmdCount + p) !== 0) return true;
+  return false;
+}
+const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings, portUp };
 let stages: PluginStage[] = [];
 const pmd = new Pmd(config, shared, log, (counters, bell, wantedBatches): Stage[] => {
   // Each stage's index while it is built: a plugin whose createState never returns is named

@@ -162,8 +162,18 @@ export class PluginHarness<Config = unknown, State = unknown> {
       wantBatch: (port) => {
         if (Number.isInteger(port) && port >= 0 && port < ports.length) this.wantedBatches.add(port);
       },
+      portUp: (port) => !this.portsDown.has(port),
     };
     this.state = plugin.createState(ctx);
+  }
+
+  /** the ports PluginContext.portUp says are down (none unless a test says so: setPortUp) */
+  private readonly portsDown = new Set<number>();
+
+  /** Port `name` is up (a frontend connected) or down, as PluginContext.portUp tells the plugin. */
+  setPortUp(name: string, up: boolean): void {
+    if (up) this.portsDown.delete(this.portIndex(name));
+    else this.portsDown.add(this.portIndex(name));
   }
 
   /** the ports whose batch the plugin asked for (PluginContext.wantBatch), run after the batch that asked */

@@ -63,8 +63,9 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
   const slot = nb.find(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3);
   if (slot >= 0) {
     // A resolved state with no port: another PMD claimed the slot for a new address (no
-    // port yet) between this PMD's find() and its setState(): asked for again, as FAILED is.
-    const state = nb.foundPort < 0 && nb.foundState !== INCOMPLETE ? FAILED : nb.foundState;
+    // port yet, being asked for) between this PMD's find() and its setState(): still being
+    // resolved, as INCOMPLETE is (held, asked for when due).
+    const state = nb.foundPort < 0 ? INCOMPLETE : nb.foundState;
     if (state === REACHABLE || state === STALE || state === STATIC) {
       // RFC 4861 7.3.3: an entry past its reachable time is still used, and probed.
       if (state !== STATIC && r.now - nb.foundConfirmed > REACHABLE_MS && r.now - nb.foundProbed > RETRANS_MS) {

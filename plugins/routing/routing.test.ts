@@ -158,7 +158,7 @@ t.test('a router advertisement carries the prefixes that fit the port\'s MTU, ho
   t.equal(ra.l4?.checksumOk, true);
 });
 
-t.test('an entry resolved with no port (another PMD reused its slot meanwhile) is asked for again, not flooded', async (t) => {
+t.test('an entry resolved with no port (another PMD reused its slot meanwhile) is still being resolved, not flooded', async (t) => {
   const h = await router();
   const toB5 = udp4({ src: '10.0.1.2', dst: '10.0.2.5', srcPort: 1, dstPort: 2, payload: 20, srcMac: GUEST.a, dstMac: MAC.a });
   t.same(summary(run(h, 'a', [toB5])), ['consumed', 'b'], 'held; asked for on b');
@@ -167,6 +167,8 @@ t.test('an entry resolved with no port (another PMD reused its slot meanwhile) i
   t.ok(slot >= 0 && r.neighbours.foundPort < 0, 'an incomplete entry, no port yet');
   // What a PMD's setState() on a slot another PMD has just claimed for 10.0.2.5 leaves.
   r.neighbours.setState(slot, STALE, now);
+  const atOnce = run(h, 'a', [toB5]);
+  t.same(summary(atOnce), ['consumed'], 'held as while it is being resolved: no flood, no host unreachable');
   now += 2000;
   const out = run(h, 'a', [toB5]);
   t.notOk(out.some((o) => o.to === 'flood' || parseFrame(o.frame).dstMac === '00:00:00:00:00:00'), `not flooded with no MAC: ${JSON.stringify(summary(out))}`);

@@ -288,29 +288,37 @@ function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 /**
- * Ends the connection once its answers have been waiting STALLED_ANSWER_MS with nothing
- * taken by the client; stops watching when nothing waits to be sent. One watch a connection.
+ * Ends the connection once an answer has waited STALLED_ANSWER_MS with nothing of it taken
+ * by the client: what waits to be sent (writableLength) has not shrunk, nor has the socket
+ * drained, since the last look (bytesWritten counts what the answer wrote, not what the
+ * client read). One watch a connection, as long as it is open.
  */
 const watched = new WeakSet<Socket | Duplex>();
 function watchProgress(socket: Socket | Duplex): void {
   if (watched.has(socket)) return;
   watched.add(socket);
-  const written = () => (socket as Socket).bytesWritten ?? 0;
-  let last = written();
+  let lastPending = socket.writableLength;
+  let drained = false;
   let stalledSince = performance.now();
+  const onDrain = () => {
+    drained = true;
+  };
+  socket.on('drain', onDrain);
   const timer = setInterval(() => {
     if (socket.destroyed) return stop();
     const now = performance.now();
-    if (socket.writableLength === 0 || written() !== last) {
-      last = written();
-      stalledSince = now;
-    } else if (now - stalledSince >= STALLED_ANSWER_MS) {
+    const pending = socket.writableLength;
+    if (pending === 0 || pending < lastPending || drained) stalledSince = now;
+    else if (now - stalledSince >= STALLED_ANSWER_MS) {
       socket.destroy();
-      stop();
+      return stop();
     }
+    lastPending = pending;
+    drained = false;
   }, TIMEOUT_CHECK_MS).unref();
   const stop = () => {
     clearInterval(timer);
+    socket.off('drain', onDrain);
     watched.delete(socket);
   };
   socket.once('close', stop);

@@ -1065,7 +1065,8 @@ export class Supervisor {
   private async applyLearnedRoutes(): Promise<void> {
     if (this.routeSources === null || this.stopping) return;
     const prefixes = this.routeSources.takeChanged();
-    if (prefixes.size === 0) return;
+    // Whole with none listed: every learned route went (a full table withdrawn at once).
+    if (prefixes.size === 0 && prefixes.whole !== true) return;
     let memory = this.pluginMemory;
     const changed: PluginPlan[] = [];
     for (const plan of this.plugins) {

@@ -4,7 +4,7 @@
 // A plugin that hung a PMD, or could not start, runs taken out: bypassed or dropping all
 // (its onError).
 import type { Log } from '../log.ts';
-import { DROP_REASONS, PLUGIN_BASE, PORT_SLOTS, portBase } from '../dataplane/counters.ts';
+import { DROP_REASONS, PLUGIN_BASE, PLUGIN_SLOTS, PORT_SLOTS, portBase } from '../dataplane/counters.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from '../dataplane/egress-codes.ts';
 import type { Batch } from '../dataplane/batch.ts';
 import type { Stage } from '../dataplane/pmd.ts';
@@ -12,6 +12,8 @@ import type { Plugin, PluginContext, PortInfo, Topology } from './api.ts';
 import type { PluginPlan } from './loader.ts';
 
 const ERROR_LOG_INTERVAL_MS = 1000;
+/** Drop codes a port's counters hold: vrouter's reasons, then the plugins' slots. */
+const DROP_CODES = DROP_REASONS.length + PLUGIN_SLOTS;
 
 export class PluginStage implements Stage {
   readonly name: string;
@@ -31,8 +33,6 @@ export class PluginStage implements Stage {
   private readonly checksVerdicts: boolean;
   /** the PMD's ports (slots): a destination is below it */
   private readonly portCount: number;
-  /** its own drop codes: [errorCode, ownDropsEnd) */
-  private readonly ownDropsEnd: number;
 
   constructor(
     plugin: Plugin,
@@ -50,7 +50,6 @@ export class PluginStage implements Stage {
     this.mode = takenOut ? (plugin.onError ?? 'drop') : 'run';
     const firstCode = DROP_REASONS.length + plan.slot;
     this.errorCode = firstCode;
-    this.ownDropsEnd = firstCode + plan.dropReasons.length;
     this.checksVerdicts = !builtIn;
     this.portCount = pmd.portSlots ?? PORT_SLOTS;
     const counterBase = PLUGIN_BASE + plan.slot + plan.dropReasons.length;
@@ -112,8 +111,9 @@ export class PluginStage implements Stage {
 
   /**
    * Drops, as its plugin_error, each packet the plugin sent nowhere the egress step knows:
-   * not a port of this PMD, EGRESS_FLOOD, EGRESS_CONSUMED, a drop reason of vrouter's or
-   * one of its own (another plugin's would count in that plugin's counters).
+   * not a port of this PMD, EGRESS_FLOOD, EGRESS_CONSUMED, nor a drop code (vrouter's or a
+   * plugin's: an earlier stage's drops are left as they are). A code past them would count
+   * outside the port's counters.
    */
   private checkVerdicts(batch: Batch): void {
     const egress = batch.egress;
@@ -121,12 +121,12 @@ export class PluginStage implements Stage {
     let first = 0;
     for (let i = 0; i < batch.count; i++) {
       const e = egress[i];
-      if (e >= 0 ? e < this.portCount : e === EGRESS_FLOOD || e === EGRESS_CONSUMED || EGRESS_DROP - e < DROP_REASONS.length || (EGRESS_DROP - e >= this.errorCode && EGRESS_DROP - e < this.ownDropsEnd)) continue;
+      if (e >= 0 ? e < this.portCount : e === EGRESS_FLOOD || e === EGRESS_CONSUMED || EGRESS_DROP - e < DROP_CODES) continue;
       if (bad++ === 0) first = e;
       batch.dropAs(i, this.errorCode);
     }
     if (bad > 0) {
-      this.report('process', `it sent ${bad} packet(s) of a batch to ${first}, which is no port of this PMD (0 to ${this.portCount - 1}), flood, consumed or drop reason of its own: dropped as its plugin_error`);
+      this.report('process', `it sent ${bad} packet(s) of a batch to ${first}, which is no port of this PMD (0 to ${this.portCount - 1}), flood, consumed or drop code: dropped as its plugin_error`);
     }
   }
 

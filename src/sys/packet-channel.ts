@@ -27,6 +27,15 @@ export interface ChannelHandlers {
   invalid?(why: string): void;
 }
 
+/** A value as text for the log, short, whatever it holds (msgpackr decodes 64-bit integers as BigInt, which JSON.stringify refuses). */
+function excerpt(value: unknown): string {
+  try {
+    return String(JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v))).slice(0, 200);
+  } catch {
+    return '(cannot be shown)';
+  }
+}
+
 export class PacketChannel {
   readonly fd: number;
   private readonly handlers: ChannelHandlers;
@@ -142,7 +151,7 @@ export class PacketChannel {
       try {
         this.handlers.message(value, fds);
       } catch (err) {
-        this.handlers.invalid(`a message it could not take (${(err as Error)?.message ?? String(err)}): ${JSON.stringify(value)?.slice(0, 200)}`);
+        this.handlers.invalid(`a message it could not take (${(err as Error)?.message ?? String(err)}): ${excerpt(value)}`);
       }
     }
   }

@@ -149,6 +149,19 @@ t.test('an answer its client never reads ends its connection; requests pipelined
   reader.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
   reader.pause();
   reader.write('GET /routes HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  // Another reads the same answer slowly: a little every 20 s, then the rest. It is not cut.
+  const slow = connect(adminPath);
+  let slowText = '';
+  slow.on('error', () => {});
+  slow.on('data', (chunk: Buffer) => (slowText += chunk.toString('latin1')));
+  slow.pause();
+  slow.write('GET /routes HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  const sip = async () => {
+    await sleep(STALLED_ANSWER_MS * 0.66);
+    slow.resume();
+    await sleep(30);
+    slow.pause();
+  };
 
   const pipelined = openConnection(adminPath);
   pipelined.socket.write('GET /plugins HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(3 * MAX_PIPELINED));
@@ -157,11 +170,17 @@ t.test('an answer its client never reads ends its connection; requests pipelined
   t.ok(answered < 3 * MAX_PIPELINED, `${answered} of ${3 * MAX_PIPELINED} pipelined requests answered, then the connection ended`);
   t.match(vr.stderr(), new RegExp(`a client sent more than ${MAX_PIPELINED} requests at once on one connection: closed`));
 
-  // A paused socket sees its end only as it reads: it reads once the endpoint gave up on it.
-  await sleep(STALLED_ANSWER_MS + 3000);
+  // A paused socket sees its end only as it reads: it reads once the endpoint gave up on it
+  // (after the slow reader's two sips, 40 s).
+  await sip();
+  await sip();
+  slow.resume();
   reader.resume();
   await waitFor('the stalled answer\'s connection closed', () => closed || undefined, 10_000);
   t.ok(received.startsWith('HTTP/1.1 200') && !received.endsWith('\r\n0\r\n\r\n'), `the answer was cut off (${received.length} bytes came, the rest was never sent) and the connection ended`);
+  await waitFor('the slow reader\'s whole answer', () => slowText.endsWith('\r\n0\r\n\r\n') || undefined, 10_000);
+  t.pass(`a client that read a little every ${STALLED_ANSWER_MS * 0.66} ms got the whole answer (${slowText.length} bytes)`);
+  slow.destroy();
   t.equal((await adminClient(vr).call('GET', '/ports')).status, 200, 'the endpoint answers on');
   t.ok(vr.alive());
 });

@@ -12,6 +12,7 @@ import { planPlugins } from '../../src/pipeline/loader.ts';
 import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import { waitFor } from '../support/traffic.ts';
+import { udp4 } from '../support/frames.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { daemonEnv, startVrouter, VROUTER_BIN, type StartedVrouter } from '../support/vrouter-process.ts';
 
@@ -187,6 +188,25 @@ t.test("a plugin's decisions the egress step cannot carry out cost those packets
   t.ok(await forwardsWith(vr, a, b, ethernetFrame(MAC_B, MAC_A, 60, 99)), 'the PMD forwards on');
   t.notMatch(vr.stderr(), /pmd0 exited|quarantine/, 'no PMD restarted, no port quarantined');
   t.ok(vr.alive());
+});
+
+t.test("an operator's plugin after another stage leaves that stage's drops as they are", async (t) => {
+  const ROUTER_A = '02:00:00:00:0a:01';
+  const vr = await startVrouter({
+    ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'], routerMac: ROUTER_A }, { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'] }],
+    pmd: { cores: [1] },
+    plugins: { faulty: { path: FAULTY } },
+    pipeline: ['routing', 'faulty'],
+  });
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  for (let i = 0; i < 3; i++) sendFrame(a.tx, udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1000 + i, dstPort: 9, payload: 8, srcMac: MAC_A, dstMac: ROUTER_A, ttl: 1 }));
+  a.kick();
+  await waitFor('the routing stage\'s drops', async () => (await vr.stats()).a.plugins.routing.drops.ttl_exceeded === 3 || undefined, 5000);
+  const s = await vr.stats();
+  t.equal(s.a.plugins.faulty.drops.plugin_error, 0, 'none counted as the later plugin\'s error');
+  t.notMatch(vr.stderr(), /plugin faulty failed in process/);
 });
 
 t.test('a frame flooded from a port in no bridge goes nowhere, and is counted so', async (t) => {

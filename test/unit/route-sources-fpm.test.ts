@@ -169,4 +169,14 @@ t.test('prefixes added and removed while no apply takes them: past a bound, ever
   const next = sources.takeChanged();
   t.notOk(next.whole, 'a few changes after it are listed again');
   t.same([...next], ['198.51.100.0/24']);
+  // Everything withdrawn, past the bound: whole, with nothing left to list.
+  for (let i = 0; i < 100; i++) {
+    send('add', `10.${i}.0.0/16`);
+    send('remove', `10.${i}.0.0/16`);
+  }
+  send('remove', '203.0.113.0/24');
+  await waitFor('the last removal', () => sources.get('203.0.113.0/24').length === 0 || undefined);
+  await sleep(100);
+  const none = sources.takeChanged();
+  t.same([none.whole, none.size], [true, 0], 'whole, and none held: the tables are built anew, empty');
 });

@@ -545,6 +545,7 @@ export class LearnedTable {
     this.neighbours.clear();
     this.nexthops.clear();
     this.changedNexthops.clear();
+    this.ipv4Users.clear();
     this.links.clear();
     this.seen = null;
     return had;

@@ -31,6 +31,8 @@ const XDP_TX_ENTRIES = 1024;
 const RETIRE_MS = 1;
 /** how often an uplink port checks that its interface is still the one it is bound to (TAP: still there) */
 const INTERFACE_CHECK_MS = 1000;
+/** The longest wait between two tries to open an interface that came back but would not open. */
+const REOPEN_DELAY_MAX_MS = 60_000;
 
 /** The rings of an AF_PACKET port whose frames are at most maxFrame bytes. */
 export function ringShape(maxFrame: number): PacketRingShape {
@@ -44,13 +46,15 @@ export function uplinkKey(e: Pick<EndpointSettings, 'type' | 'interface' | 'mirr
 
 /**
  * A TAP interface, with `mac` if given (set while it is down), up with the MTU: an fd per
- * queue (more than one: an IFF_MULTI_QUEUE interface).
+ * queue (more than one: an IFF_MULTI_QUEUE interface). `beforeUp` runs while it is made and
+ * down; if it throws, the interface goes.
  */
-function openTap(name: string, mtu: number, mac: string | null, queues = 1): number[] {
+function openTap(name: string, mtu: number, mac: string | null, queues = 1, beforeUp?: () => void): number[] {
   const fds: number[] = [];
   try {
     for (let q = 0; q < queues; q++) fds.push(tapOpen(name, queues > 1));
     if (mac !== null) setInterfaceMac(name, mac);
+    beforeUp?.();
     interfaceUp(name, mtu);
   } catch (err) {
     // The interface goes with its last fd.
@@ -69,8 +73,8 @@ function openTap(name: string, mtu: number, mac: string | null, queues = 1): num
 function openMirror(name: string, mtu: number, mirror: MirrorOf): number {
   if (!existsSync(`${NETNS_DIR}/${mirror.netns}`)) execFileSync('ip', ['netns', 'add', mirror.netns], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
   const { fd, ifindex } = inNetworkNamespace(mirror.netns, () => {
-    const [tap] = openTap(name, mtu, mirror.mac);
-    ignoreRouterAdvertisements(name);
+    // Set while it is down: no advertisement is taken in between.
+    const [tap] = openTap(name, mtu, mirror.mac, 1, () => ignoreRouterAdvertisements(name));
     return { fd: tap, ifindex: interfaceIndex(name) };
   });
   try {
@@ -148,6 +152,12 @@ export class UplinkEndpoint {
   /** AF_PACKET, AF_XDP: new rings on an interface that came back are on their way; and why the last attempt failed */
   private reopening = false;
   private reopenFailure: string | null = null;
+  /**
+   * After a failed reopen, the next try waits this long (doubling to a minute): each try
+   * replaces the rings of the queues that did open, and their frames in flight go.
+   */
+  private reopenDelayMs = 0;
+  private reopenAfter = 0;
   /** TAP: new fds on their way to the PMDs; and why the last attempt to make the interface again failed */
   private remaking = false;
   private remakeFailure: string | null = null;
@@ -358,10 +368,11 @@ export class UplinkEndpoint {
     const index = interfaceIndex(name);
     if (index === this.boundIndex) return;
     if (index === 0) {
-      this.log.warn(`port ${this.settings.name}: interface ${name} is gone: frames to it are refused until it is back`, 'port.failed', { port: this.settings.name });
+      if (this.boundIndex !== 0) this.log.warn(`port ${this.settings.name}: interface ${name} is gone: frames to it are refused until it is back`, 'port.failed', { port: this.settings.name });
       this.boundIndex = 0;
       return;
     }
+    if (performance.now() < this.reopenAfter) return;
     this.reopen(name);
   }
 
@@ -377,7 +388,9 @@ export class UplinkEndpoint {
     const index = interfaceIndex(name);
     const failed = (err: Error) => {
       this.reopening = false;
-      if (err.message !== this.reopenFailure) this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened (tried every second): ${err.message}`, 'port.failed', { port: this.settings.name });
+      this.reopenDelayMs = Math.min(REOPEN_DELAY_MAX_MS, Math.max(INTERFACE_CHECK_MS, this.reopenDelayMs * 2));
+      this.reopenAfter = performance.now() + this.reopenDelayMs;
+      if (err.message !== this.reopenFailure) this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened (tried again after 1 s, then after twice as long each time, up to a minute): ${err.message}`, 'port.failed', { port: this.settings.name });
       this.reopenFailure = err.message;
     };
     try {
@@ -395,6 +408,7 @@ export class UplinkEndpoint {
     Promise.all(this.queues.map((_, q) => this.replaceRings(q))).then(() => {
       this.reopening = false;
       this.reopenFailure = null;
+      this.reopenDelayMs = 0;
       this.boundIndex = index;
       this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name });
     }, failed);

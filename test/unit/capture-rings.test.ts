@@ -40,7 +40,8 @@ t.test('a head no producer could have left is skipped, not walked; the ring work
   words[RING_LAYOUT.head] = 1_000_000_000;
   const started = performance.now();
   t.equal(drain(), 0, 'nothing read from the slots such a head would name');
-  t.ok(performance.now() - started < 100, `drained in ${(performance.now() - started).toFixed(1)} ms`);
+  // Walking the 10^9 slots such a head names would take minutes.
+  t.ok(performance.now() - started < 1000, `drained in ${(performance.now() - started).toFixed(1)} ms`);
   t.equal(control.skipped, 1, 'counted');
   // The producer, which kept its own head, publishes behind the consumer: skipped too, once.
   const { pool, handles } = frames(3);

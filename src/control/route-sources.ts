@@ -270,6 +270,7 @@ export class RouteSources implements LearnedRoutes {
       port,
       peers,
       log: this.log,
+      holds: (peer) => !(sessions.get(peer.id)?.table.empty ?? true),
       onEvents: (events: FpmEvent[], peer: FpmPeer) => {
         for (const e of events) {
           if (e.kind === 'sync-start') {

@@ -58,6 +58,12 @@ export interface FpmServerOptions {
   /** the addresses zebra may connect from (as formatAddress writes them); null or absent: any */
   peers?: readonly string[] | null;
   onEvents: (events: FpmEvent[], peer: FpmPeer) => void;
+  /**
+   * Whether what the connection sent holds anything now (its routes, as its consumer keeps
+   * them): one that added and removed again holds nothing, and gives its place to a
+   * newcomer as a silent one does. Absent: having added once is enough.
+   */
+  holds?: (peer: FpmPeer) => boolean;
   log?: Logger;
 }
 
@@ -203,7 +209,8 @@ export class FpmServer {
   /** The connection open longest of those that have added no route or nexthop (addsToTable), or null. */
   private oldestSilent(): Connection | null {
     // A Set iterates in insertion order: the first found is the oldest.
-    for (const c of this.connections) if (c.closeReason === null && !c.announced) return c;
+    const holds = this.options.holds;
+    for (const c of this.connections) if (c.closeReason === null && (!c.announced || (holds !== undefined && !holds(c.peer)))) return c;
     return null;
   }
 

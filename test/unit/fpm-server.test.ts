@@ -30,10 +30,13 @@ const zebra = { flags: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE };
 async function startServer(t: Test) {
   const events = new Map<number, FpmEvent[]>();
   const warnings: string[] = [];
+  // What a connection's routes hold, as the route sources keep them: added less removed.
+  const held = (id: number) => (events.get(id) ?? []).reduce((n, e) => n + (e.kind === 'route' ? (e.op === 'add' ? 1 : -1) : 0), 0);
   const server = new FpmServer({
     host: '127.0.0.1',
     port: 0,
     onEvents: (evs: FpmEvent[], peer: FpmPeer) => events.set(peer.id, [...(events.get(peer.id) ?? []), ...evs]),
+    holds: (peer) => held(peer.id) > 0,
     log: { info: () => {}, warn: (msg: string) => warnings.push(msg) },
   });
   const { port } = await server.listen();
@@ -239,7 +242,10 @@ t.test('a new connection takes the place of the oldest that sent no route: silen
   // Others send what holds nothing: the removal of a route never sent, a route of another table.
   idle[1].socket.write(fpmFrame(routeMessage('remove', { prefix: '192.0.2.0/24', gateway: '10.0.0.1', oif: 2 })));
   idle[2].socket.write(fpmFrame(routeMessage('add', { prefix: '192.0.2.0/24', gateway: '10.0.0.1', oif: 2, tableAttr: 100 })));
-  await waitFor('their events', () => of(idle[1].id).some((e) => e.kind === 'route') && of(idle[2].id).some((e) => e.kind === 'route'));
+  // And one adds a route and takes it back: it holds nothing.
+  idle[3].socket.write(fpmFrame(routeMessage('add', { prefix: '192.0.2.0/24', gateway: '10.0.0.1', oif: 2 })));
+  idle[3].socket.write(fpmFrame(routeMessage('remove', { prefix: '192.0.2.0/24', gateway: '10.0.0.1', oif: 2 })));
+  await waitFor('their events', () => of(idle[1].id).some((e) => e.kind === 'route') && of(idle[2].id).some((e) => e.kind === 'route') && of(idle[3].id).filter((e) => e.kind === 'route').length === 2);
   t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'every place taken');
   const zebraNow = await open();
   await idle[0].closed;

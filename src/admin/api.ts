@@ -367,7 +367,8 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
 
 /** A plugin's part of the config document: its "plugins" entry (but the path) and, for a built-in, its top-level keys. */
 function pluginConfigOf(document: Record<string, unknown>, name: string): Record<string, unknown> {
-  const entry = ((document.plugins as Record<string, Record<string, unknown>> | undefined)?.[name] ?? {}) as Record<string, unknown>;
+  const plugins = document.plugins as Record<string, Record<string, unknown>> | undefined;
+  const entry = (plugins !== undefined && Object.hasOwn(plugins, name) ? plugins[name] : {}) as Record<string, unknown>;
   const { path: _path, ...own } = entry;
   const topLevel = Object.entries(PLUGIN_TOP_LEVEL_KEYS).filter(([key, k]) => k.plugin === name && document[key] !== undefined);
   return { ...own, ...Object.fromEntries(topLevel.map(([key]) => [key, document[key]])) };

@@ -292,7 +292,7 @@ function withMirrors(ports: PortConfig[]): PortConfig[] {
  */
 function withLearnedAddresses(ports: PortConfig[], learned: Readonly<Record<string, readonly string[]>>): PortConfig[] {
   return ports.map((p) => {
-    const extra = (learned[p.name] ?? []).flatMap((a) => {
+    const extra = (Object.hasOwn(learned, p.name) ? learned[p.name] : []).flatMap((a) => {
       try {
         return interfaceAddresses([a], 'learned');
       } catch {
@@ -403,7 +403,8 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
   return Object.fromEntries(
     used.map((name) => {
       const field = `bridges.${name}`;
-      const b = given[name] ?? {};
+      // Own keys only: a bridge named "constructor" is none of Object's.
+      const b = (Object.hasOwn(given, name) ? given[name] : undefined) ?? {};
       const members = ports.filter((p) => p.bridge === name);
       const addresses = interfaceAddresses(b.addresses ?? [], `${field}.addresses`);
       const routerMac = b.routerMac === undefined ? derivedRouterMac(`bridge:${name}`) : unicastMac(b.routerMac, `${field}.routerMac`);

@@ -388,7 +388,8 @@ export class RouteSources implements LearnedRoutes {
       const tables = this.allTables();
       for (const t of tables) this.gather(t);
       const addresses: Record<string, string[]> = {};
-      for (const t of tables) for (const [port, list] of t.learnedAddresses()) addresses[port] = [...(addresses[port] ?? []), ...list];
+      // Own keys only: a port named "constructor" has none of Object's.
+      for (const t of tables) for (const [port, list] of t.learnedAddresses()) addresses[port] = [...(Object.hasOwn(addresses, port) ? addresses[port] : []), ...list];
       const others: Learned = { addresses, neighbours: tables.flatMap((t) => t.learnedNeighbours()) };
       const json = JSON.stringify(others);
       const othersChanged = json !== this.othersSent;

@@ -151,6 +151,13 @@ t.test('nested subnets on two interfaces are kept (the longest prefix decides); 
   t.same(c.ports.map((p) => p.addresses), [['10.0.1.1/24'], ['10.0.2.1/16', '10.0.9.1/31', '10.0.9.3/32'], ['10.1.0.1/24', '10.1.0.2/24']]);
 });
 
+t.test("ports and bridges named as Object's own properties are ports and bridges like any other", async (t) => {
+  for (const name of ['constructor', 'toString', 'valueOf', 'hasOwnProperty']) {
+    const c = parseConfig({ ports: [routed({ name }), port({ name: `${name}2`, socket: '/tmp/c.sock', bridge: name })], pipeline: ['routing'] }, '/', 2);
+    t.same([c.ports[0].name, c.ports[0].addresses, c.bridges[name].addresses], [name, ['10.0.1.1/24'], []], `a port and a bridge named ${name}`);
+  }
+});
+
 t.test('a MAC may repeat in different bridges; IPv6 on a 1280 link', async (t) => {
   const c = parseConfig({ ports: [port({ mac: '02:00:00:00:00:09', mtu: 1280 }), port({ name: 'c', socket: '/tmp/c.sock', bridge: 'br1', mac: '02:00:00:00:00:09' })], bridges: { br0: { addresses: ['2001:db8::1/64'] } }, pipeline: ['routing'] }, '/', 2);
   t.same(c.ports.map((p) => p.mac), ['02:00:00:00:00:09', '02:00:00:00:00:09']);

@@ -324,7 +324,7 @@ function parseRouteSources(given: ConfigDocument['routeSources'] = [], ports: Po
     return { type: 'fpm', host, port, peers };
   });
   const key = (s: RouteSourceConfig) => (s.type === 'netlink' ? `netlink ${s.netns}` : `fpm ${s.host}:${s.port}`);
-  const dup = sources.findIndex((s, i) => sources.findIndex((t) => key(t) === key(s)) !== i);
+  const dup = firstRepeat(sources.map(key));
   if (dup >= 0) throw new ConfigError(`routeSources[${dup}]`, `${key(sources[dup])} is listed twice`);
   for (const p of ports) {
     const netns = p.linuxMirror?.netns;
@@ -391,9 +391,19 @@ function interfaceAddresses(value: string[], field: string): string[] {
     if (notHost !== null) throw new ConfigError(`${field}[${i}]`, `${p.text} ${notHost}`);
     return p.text;
   });
-  const dup = out.findIndex((a, i) => out.indexOf(a) !== i);
+  const dup = firstRepeat(out);
   if (dup >= 0) throw new ConfigError(`${field}[${dup}]`, `${out[dup]} is listed twice`);
   return out;
+}
+
+/** The index of the first value seen before it in the list, or -1: one pass (an indexOf for each was quadratic in a long list). */
+function firstRepeat(values: readonly string[]): number {
+  const seen = new Set<string>();
+  for (let i = 0; i < values.length; i++) {
+    if (seen.has(values[i])) return i;
+    seen.add(values[i]);
+  }
+  return -1;
 }
 
 /** `ports`: with their mirrors; `configured`: as in the config (fields name their places there). */
@@ -496,11 +506,12 @@ function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string
   let pipeline = [BRIDGE_STAGE];
   const stages = doc.pipeline;
   if (stages !== undefined) {
+    const twice = firstRepeat(stages);
     pipeline = stages.map((stage, i) => {
       if (!specs.has(stage)) {
         throw new ConfigError(`pipeline[${i}]`, `${JSON.stringify(stage)} is neither a built-in plugin (${BUILT_IN_PLUGINS.join(', ')}) nor one defined in "plugins"`);
       }
-      if (stages.indexOf(stage) !== i) throw new ConfigError(`pipeline[${i}]`, `"${stage}" is listed twice`);
+      if (i === twice) throw new ConfigError(`pipeline[${i}]`, `"${stage}" is listed twice`);
       return stage;
     });
     // Always there (after routing), so that a port may join a bridge at run time: the

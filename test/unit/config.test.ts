@@ -151,6 +151,17 @@ t.test('nested subnets on two interfaces are kept (the longest prefix decides); 
   t.same(c.ports.map((p) => p.addresses), [['10.0.1.1/24'], ['10.0.2.1/16', '10.0.9.1/31', '10.0.9.3/32'], ['10.1.0.1/24', '10.1.0.2/24']]);
 });
 
+t.test('long lists are checked for repeats in one pass: 20,000 route sources, 20,000 addresses', async (t) => {
+  const sources = Array.from({ length: 20_000 }, (_, i) => ({ type: 'netlink', netns: `n${i}` }));
+  let started = performance.now();
+  t.throws(() => parseConfig({ ports: [routed()], pipeline: ['routing'], routeSources: [...sources, { type: 'netlink', netns: 'n7' }] }, '/', 2), new ConfigError('routeSources[20000]', 'netlink n7 is listed twice'));
+  t.ok(performance.now() - started < 3000, `route sources checked in ${Math.round(performance.now() - started)} ms`);
+  const addresses = Array.from({ length: 20_000 }, (_, i) => `10.${i >> 8}.${i & 255}.1/32`);
+  started = performance.now();
+  t.throws(() => parseConfig({ ports: [routed({ addresses: [...addresses, '10.0.7.1/32'] })], pipeline: ['routing'] }, '/', 2), new ConfigError('ports[0].addresses[20000]', '10.0.7.1/32 is listed twice'));
+  t.ok(performance.now() - started < 3000, `addresses checked in ${Math.round(performance.now() - started)} ms`);
+});
+
 t.test("ports and bridges named as Object's own properties are ports and bridges like any other", async (t) => {
   for (const name of ['constructor', 'toString', 'valueOf', 'hasOwnProperty']) {
     const c = parseConfig({ ports: [routed({ name }), port({ name: `${name}2`, socket: '/tmp/c.sock', bridge: name })], pipeline: ['routing'] }, '/', 2);

@@ -24,7 +24,7 @@ export function diffLines(diff: ApplyAnswer['diff']): string[] {
       rows.push(['~', change.key, `${shown(change.before)} -> ${shown(change.after)}`]);
     }
   }
-  const width = Math.max(0, ...rows.map(([, key]) => key.length));
+  const width = rows.reduce((w, [, key]) => Math.max(w, key.length), 0);
   return rows.map(([sign, key, text]) => `${sign} ${key.padEnd(width)}  ${text}`);
 }
 

@@ -42,7 +42,8 @@ export function inline(value: unknown): string {
 export function table(titles: string[], rows: Cell[][], rightAligned: number[] = []): string {
   const numeric = titles.map((_, c) => rightAligned.includes(c) || (rows.length > 0 && rows.every((r) => typeof r[c] === 'number' || r[c] === null)));
   const text = rows.map((r) => titles.map((_, c) => (typeof r[c] === 'number' ? count(r[c] as number) : r[c] === null || r[c] === undefined ? '-' : String(r[c]))));
-  const widths = titles.map((t, c) => Math.max(t.length, ...text.map((r) => r[c].length)));
+  // A loop, not Math.max(...): a spread of a million rows (a full route table) is past V8's arguments.
+  const widths = titles.map((t, c) => text.reduce((w, r) => Math.max(w, r[c].length), t.length));
   const line = (cells: string[]) =>
     cells
       .map((cell, c) => (numeric[c] ? cell.padStart(widths[c]) : c === cells.length - 1 ? cell : cell.padEnd(widths[c])))
@@ -53,6 +54,6 @@ export function table(titles: string[], rows: Cell[][], rightAligned: number[] =
 
 /** "key  value" lines, the keys padded to one width. */
 export function keyValues(pairs: [string, string][]): string {
-  const width = Math.max(0, ...pairs.map(([k]) => k.length));
+  const width = pairs.reduce((w, [k]) => Math.max(w, k.length), 0);
   return pairs.map(([k, v]) => `${k.padEnd(width)}  ${v}`.trimEnd()).join('\n');
 }

@@ -3,7 +3,8 @@
 // blocks reach the file, so that it can be read at any moment, and after Ctrl-C, which ends
 // the capture as tcpdump's does. `-w -` writes to stdout, for `| tshark -r -`.
 import { once } from 'node:events';
-import { createWriteStream, openSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { UnreachableError } from './client.ts';
 import { misuse, segment, type Command } from './command.ts';
@@ -69,12 +70,17 @@ export const captureCommand: Command = {
     const query = new URLSearchParams();
     for (const key of ['count', 'seconds', 'filter', 'snap'] as const) if (ctx.options[key] !== undefined) query.set(key, ctx.options[key]!);
     // The file is made before the capture starts (a path that cannot be written is a usage
-    // error, told before anything is asked of the router), removed if the capture is refused,
-    // and readable by its owner only: it holds guests' traffic.
+    // error, told before anything is asked of the router) beside FILE, readable by its owner
+    // only (it holds guests' traffic), and takes FILE's name once the router answers: a
+    // capture refused leaves a file there as it was. Something other than a file (a pipe,
+    // /dev/null) is written as it is, and never removed.
     let fd = -1;
+    let made: string | null = null;
     if (!toStdout) {
+      const special = existsSync(file) && !statSync(file).isFile();
+      made = special ? null : join(dirname(file), `.${basename(file)}.${process.pid}.vrouterctl`);
       try {
-        fd = openSync(file, 'w', 0o600);
+        fd = openSync(made ?? file, made === null ? 'w' : 'wx', 0o600);
       } catch (err) {
         throw misuse(captureCommand, `cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
@@ -87,12 +93,11 @@ export const captureCommand: Command = {
     try {
       body = await ctx.api.stream(`/ports/${segment(port)}/capture${query.size > 0 ? `?${query}` : ''}`);
     } catch (err) {
-      if (fileOut !== null) {
-        fileOut.destroy();
-        rmSync(file, { force: true });
-      }
+      fileOut?.destroy();
+      if (made !== null) rmSync(made, { force: true });
       throw err;
     }
+    if (made !== null) renameSync(made, file);
     note(`capturing on port ${port} to ${where}; Ctrl-C stops`);
     let stoppedBy: string | null = null;
     const stop = (signal: NodeJS.Signals) => {

@@ -7,7 +7,7 @@
 // writes a file tshark reads, ended by its count or by Ctrl-C.
 import t, { type Test as Tap } from 'tap';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { Agent, request } from 'undici';
@@ -367,6 +367,11 @@ t.test('vrouterctl capture -w FILE: ended by its count, or by Ctrl-C; refusals',
   const missing = join(vr.dir, 'zz.pcapng');
   t.match(await ctl(['capture', 'zz', '-w', missing]), { code: 1, stderr: /error VR_NOT_FOUND at name: no port named zz/ }, 'an unknown port: refused');
   t.notOk(existsSync(missing), 'and no file left behind');
+  const kept = join(vr.dir, 'kept.pcapng');
+  writeFileSync(kept, 'an earlier capture');
+  t.match(await ctl(['capture', 'zz', '-w', kept]), { code: 1 }, 'refused, over a file that exists');
+  t.equal(readFileSync(kept, 'utf8'), 'an earlier capture', 'which is left as it was');
+  t.same(readdirSync(vr.dir).filter((f) => f.endsWith('.vrouterctl')), [], 'and nothing else is left behind');
   t.match(await ctl(['capture', 'a']), { code: 2, stderr: /capture needs -w FILE/ }, 'no -w: usage');
   t.match(await ctl(['capture', 'a', '-w', join(vr.dir, 'f'), '--filter', 'udp or tcp']), { code: 1, stderr: /error VR_INVALID at filter: .*only "and"/ }, 'a bad filter: the endpoint\'s refusal');
 

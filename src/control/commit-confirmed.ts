@@ -41,6 +41,8 @@ export class CommitConfirmed {
   private waiting: Waiting | null = null;
   /** rollbacks that came due so far */
   private rollbacks = 0;
+  /** commits queued or applying: a confirm then means the last of them */
+  private pending = 0;
 
   constructor(applies: ApplyQueue) {
     this.applies = applies;
@@ -55,6 +57,8 @@ export class CommitConfirmed {
    */
   commit(document: unknown, seconds: number | null, source: string): Promise<ApplyResult & { rollbackInSeconds?: number }> {
     const rollbacksBefore = this.rollbacks;
+    this.pending++;
+    const done = () => void this.pending--;
     return this.applies.queue(async () => {
       const before = this.applies.document();
       const result = await this.applies.applyNow(document, source);
@@ -66,13 +70,16 @@ export class CommitConfirmed {
       waiting.timer.unref();
       this.waiting = waiting;
       return { ...result, rollbackInSeconds: seconds };
-    });
+    }).finally(done);
   }
 
-  /** POST /config/confirm: keeps the change waiting; one still applying is confirmed once applied. */
+  /**
+   * POST /config/confirm: keeps the change waiting; one still queued or applying is
+   * confirmed once applied (what the operator confirms is the last change sent).
+   */
   async confirm(): Promise<void> {
     if (this.waiting?.due === true) throw this.nothingWaits();
-    if (this.confirmNow()) return;
+    if (this.pending === 0 && this.confirmNow()) return;
     // Its PUT may still be queued or applying: the confirm takes its turn after it.
     await this.applies.queue(async () => {
       if (!this.confirmNow()) throw this.nothingWaits();

@@ -122,6 +122,19 @@ t.test('without a confirm the change before is back; with one it stays, even sen
   t.equal(slow.inForce(), 'D', 'and keeps it');
 });
 
+t.test('a confirm sent while a second change applies confirms that one, not only the first', async (t) => {
+  const e = endpoint(300);
+  await e.call('PUT', '/config', 'confirm=1', doc('A'));
+  const b = e.call('PUT', '/config', 'confirm=1', doc('B'));
+  await sleep(50); // B applying
+  await e.call('POST', '/config/confirm');
+  await b;
+  t.equal(e.inForce(), 'B');
+  await sleep(1400);
+  t.equal(e.inForce(), 'B', 'B stays: the confirm was for it too');
+  await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits any more');
+});
+
 t.test('a rollback refused is reported, and the change stays in force', async (t) => {
   const e = endpoint(10, new Set(['P0']));
   await e.call('PUT', '/config', 'confirm=1', doc('A'));

@@ -298,7 +298,9 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       query: { dryRun: '1: check and return the diff, change nothing', confirm: 'seconds: roll back unless confirmed in time (commit confirmed)' },
       handle: async (req) => {
         const doc = checkBody(ConfigBody, req.body);
-        const dryRun = req.query.get('dryRun') === '1' || req.query.get('dryRun') === 'true';
+        const dryRunText = req.query.get('dryRun');
+        if (dryRunText !== null && !['1', 'true', '0', 'false'].includes(dryRunText)) throw new ApiError(400, 'VR_INVALID', 'dryRun', 'must be 1 or true (check only), 0 or false');
+        const dryRun = dryRunText === '1' || dryRunText === 'true';
         const seconds = req.query.get('confirm');
         if (seconds !== null && !(Number(seconds) >= 1 && Number(seconds) <= 3600)) throw new ApiError(400, 'VR_INVALID', 'confirm', 'must be a number of seconds from 1 to 3600');
         if (dryRun) return { json: { ...(await backend.apply(doc, { dryRun, source: 'PUT /config (dry run)' })), dryRun } };
@@ -362,7 +364,23 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
   ];
   routes.push({ method: 'GET', path: '/openapi.json', summary: 'this API, as OpenAPI 3.1', handle: () => ({ json: openApiDocument(routes) }) });
+  for (const r of routes) if (r.method !== 'GET') refuseUnknownQuery(r);
   return routes;
+}
+
+/**
+ * A change refuses a query parameter it does not take: `PUT /config?dryrun=1`, a slip for
+ * dryRun, must not apply the change for real.
+ */
+function refuseUnknownQuery(route: ApiRoute): void {
+  const known = Object.keys(route.query ?? {});
+  const handle = route.handle;
+  route.handle = (req) => {
+    for (const key of req.query.keys()) {
+      if (!known.includes(key)) throw new ApiError(400, 'VR_INVALID', key, `${route.method} ${route.path} takes ${known.length === 0 ? 'no query parameter' : `only ${known.join(', ')}`}`);
+    }
+    return handle(req);
+  };
 }
 
 /** A plugin's part of the config document: its "plugins" entry (but the path) and, for a built-in, its top-level keys. */

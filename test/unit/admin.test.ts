@@ -211,6 +211,10 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
   const dry = await api.call('PUT', '/config?dryRun=1', next);
   t.match(dry, { status: 200, json: { mode: 'live', dryRun: true, diff: [{ key: 'routes', added: [{ prefix: '203.0.113.0/24', blackhole: true }] }] } });
   t.same((await api.call('GET', '/config')).json, before, 'a dry run changes nothing');
+  t.match(await api.call('PUT', '/config?dryrun=1', next), { status: 400, json: { error: { code: 'VR_INVALID', field: 'dryrun', message: /takes only dryRun, confirm/ } } }, 'a misspelt dryRun: refused, not applied');
+  t.match(await api.call('PUT', '/config?dryRun=yes', next), { status: 400, json: { error: { field: 'dryRun' } } });
+  t.match(await api.call('POST', '/routes?dryRun=1', { prefix: '203.0.113.0/24', blackhole: true }), { status: 400, json: { error: { field: 'dryRun', message: /takes no query parameter/ } } });
+  t.same((await api.call('GET', '/config')).json, before, 'none of them changed anything');
   const confirmed = await api.call('PUT', '/config?confirm=1', next);
   t.match(confirmed, { status: 200, json: { mode: 'live', rollbackInSeconds: 1 } });
   t.same((await api.call('GET', '/config')).json, next, 'applied');

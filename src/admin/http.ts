@@ -13,6 +13,7 @@ import type { Socket } from 'node:net';
 import { isLoopbackAddress, parseAddress } from '../pipeline/net.ts';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { removeStaleSocket } from '../sys/libc.ts';
+import { MAX_JSON_DEPTH, tooDeep } from '../control/json-depth.ts';
 import { readAdminToken, type AdminConfig } from '../control/config.ts';
 import type { Log } from '../log.ts';
 
@@ -400,9 +401,13 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   });
   const text = Buffer.concat(chunks).toString('utf8');
   if (text.trim() === '') return undefined;
+  let body: unknown;
   try {
-    return JSON.parse(text);
+    body = JSON.parse(text);
   } catch (err) {
     throw new ApiError(400, 'VR_BAD_JSON', '', `the body is not JSON: ${(err as Error).message}`);
   }
+  const deep = tooDeep(body);
+  if (deep !== null) throw new ApiError(400, 'VR_INVALID', deep, `nested more than ${MAX_JSON_DEPTH} deep`);
+  return body;
 }

@@ -12,6 +12,7 @@ import { derivedRouterMac, formatAddress, ipv4SubnetEdge, isLoopbackAddress, mas
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
+import { MAX_JSON_DEPTH, tooDeep } from './json-depth.ts';
 
 export interface PortConfig {
   name: string;
@@ -681,6 +682,8 @@ export function readConfigFile(path: string): { document: unknown; config: Vrout
   } catch (err) {
     throw new ConfigError(path, `not valid JSON: ${(err as Error).message}`);
   }
+  const deep = tooDeep(document);
+  if (deep !== null) throw new ConfigError(deep, `nested more than ${MAX_JSON_DEPTH} deep`);
   return { document, config: parseConfig(document, dirname(resolve(path))) };
 }
 

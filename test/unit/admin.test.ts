@@ -214,6 +214,9 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
   t.match(await api.call('PUT', '/config?dryrun=1', next), { status: 400, json: { error: { code: 'VR_INVALID', field: 'dryrun', message: /takes only dryRun, confirm/ } } }, 'a misspelt dryRun: refused, not applied');
   t.match(await api.call('PUT', '/config?dryRun=yes', next), { status: 400, json: { error: { field: 'dryRun' } } });
   t.match(await api.call('POST', '/routes?dryRun=1', { prefix: '203.0.113.0/24', blackhole: true }), { status: 400, json: { error: { field: 'dryRun', message: /takes no query parameter/ } } });
+  // Written out: JSON.stringify of 20,000 levels overflows the stack here as it did there.
+  const deep = `{"prefix":${'['.repeat(20_000)}"10.0.0.0/8"${']'.repeat(20_000)},"via":"10.0.2.3"}`;
+  t.match(await api.call('POST', '/routes', deep), { status: 400, json: { error: { code: 'VR_INVALID', field: /^prefix(\[0\]){63}$/, message: 'nested more than 64 deep' } } }, 'a value nested 20,000 deep: refused, naming where');
   t.same((await api.call('GET', '/config')).json, before, 'none of them changed anything');
   const confirmed = await api.call('PUT', '/config?confirm=1', next);
   t.match(confirmed, { status: 200, json: { mode: 'live', rollbackInSeconds: 1 } });

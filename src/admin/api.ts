@@ -177,6 +177,9 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         const { name, queue } = req.params;
         const port = backend.ports().find((p) => p.name === name);
         if (port === undefined) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${name}`);
+        // A port the router made itself (a Linux mirror's) has no entry to pin its queue in.
+        const inDocument = list(backend.document() as Record<string, unknown>, 'ports').some((p) => (p as { name?: unknown }).name === name);
+        if (!inDocument) throw new ApiError(400, 'VR_INVALID', 'name', `${name} is not a port of the config (a Linux mirror's port): its queue cannot be pinned`);
         const queues = Number(port.queues);
         if (!/^\d+$/.test(queue) || Number(queue) >= queues) throw new ApiError(404, 'VR_NOT_FOUND', 'queue', `port ${name} has queue pairs 0 to ${queues - 1}, not ${queue}`);
         // The key as the config writes it ("01" is queue pair 1).

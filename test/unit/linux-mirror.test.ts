@@ -37,6 +37,7 @@ t.test('a mirror has its port\'s addresses, and takes a new MTU without being ma
   const changed = await admin.call('PUT', '/config', doc);
   t.equal(changed.status, 200, `the MTU change applied (${changed.text.slice(0, 200)})`);
   t.match(vr.stderr(), /port a\.linux: TAP interface a: MTU 1500 -> 2000/, 'the mirror took it in place');
+  t.match(await admin.call('PUT', '/ports/a.linux/queues/0', { cpu: 1 }), { status: 400, json: { error: { code: 'VR_INVALID', field: 'name', message: /not a port of the config/ } } }, "a mirror's queue cannot be pinned: refused, not \"nothing changed\"");
   const after = show();
   t.same([after.ifindex, after.mtu], [mirror.ifindex, 2000], 'the same interface, with MTU 2000');
   t.match(ip('-n', netns, 'route', 'show', '10.70.0.0/16'), /via 10\.0\.1\.2 dev a/, 'and the route Linux had through it');

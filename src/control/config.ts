@@ -584,6 +584,8 @@ export function readAdminToken(path: string): string {
     throw new ConfigError('admin.tokenFile', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   if (token.length < ADMIN_TOKEN_MIN) throw new ConfigError('admin.tokenFile', `the token in ${path} is shorter than ${ADMIN_TOKEN_MIN} characters`);
+  // What an Authorization header can carry as it is: else the daemon starts, and no client can send it.
+  if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError('admin.tokenFile', `the token in ${path} holds a space, a line break or a character past ASCII, which an HTTP header cannot carry: use printable ASCII (openssl rand -hex 32)`);
   return token;
 }
 

@@ -135,8 +135,8 @@ function parse(text: string): unknown {
 
 /** `tokenSent`: a request vrouterctl sends the token with, where a refusal of it says how. */
 function refusal(status: number, json: unknown, text: string, tokenSent: boolean): RefusedError {
-  const e = (json as { error?: { code?: unknown; field?: unknown; message?: unknown } } | undefined)?.error;
-  if (e === undefined || typeof e.code !== 'string') return new RefusedError(status, `HTTP_${status}`, '', text.trim() || `the endpoint answered ${status}`, text);
+  const e = (json as { error?: { code?: unknown; field?: unknown; message?: unknown } | null } | null | undefined)?.error;
+  if (typeof e !== 'object' || e === null || typeof e.code !== 'string') return new RefusedError(status, `HTTP_${status}`, '', text.trim() || `the endpoint answered ${status}`, text);
   let message = String(e.message ?? '');
   if (e.code === 'VR_UNAUTHORIZED' && tokenSent) message += ` (vrouterctl sends it from --token-file FILE or $${TOKEN_ENV})`;
   return new RefusedError(status, e.code, typeof e.field === 'string' ? e.field : '', message, text);

@@ -13,7 +13,7 @@ import { routingCommands } from './routing.ts';
 import { ADMIN_ENV, readToken, resolveTarget, SYSTEM_SOCKET, TOKEN_ENV, type Target } from './target.ts';
 import { topCommand } from './top.ts';
 
-export const EXIT = { done: 0, refused: 1, usage: 2, unreachable: 3 } as const;
+export const EXIT = { done: 0, refused: 1, usage: 2, unreachable: 3, unreadable: 4 } as const;
 
 const GROUPS: [string, Command[]][] = [
   ['Ports and counters', portCommands],
@@ -62,7 +62,8 @@ Exit status:
   1  refused: vrouter answered with an error, printed as "error CODE at FIELD: MESSAGE"
      (VR_CONFIG, VR_INVALID, VR_NOT_FOUND, VR_UNAUTHORIZED, VR_NEEDS_RESTART, ...)
   2  usage: unknown command or option, missing or bad argument, unreadable FILE
-  3  vrouter unreachable: not running, no permission on its socket, or gone mid-request`;
+  3  vrouter unreachable: not running, no permission on its socket, or gone mid-request
+  4  an answer vrouterctl could not read (not vrouter's endpoint?), or its own fault`;
 }
 
 /** The command the words name (the longest match), and its arguments. */
@@ -139,7 +140,9 @@ export async function main(argv: string[], io: Io, defaultConfig: string): Promi
       fail(err.message);
       return EXIT.unreachable;
     }
-    throw err;
+    // One line, not a stack: an answer of another shape (a URL that is another server's).
+    fail(`could not read the answer (is the target vrouter's admin endpoint?): ${(err as Error)?.message ?? String(err)}`);
+    return EXIT.unreadable;
   } finally {
     await client?.close();
   }

@@ -7,6 +7,7 @@ import t, { type Test as Tap } from 'tap';
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { renderSnapshot, snapshot } from '../../src/cli/top.ts';
@@ -169,6 +170,30 @@ t.test('unreachable: exit 3 and what to do', async (t) => {
   t.match(refused.stderr, /vrouter is not running at http:\/\/127\.0\.0\.1:\d+ \(--url\): nothing listens there/);
   const fromDefault = await ctl(['ports'], { VROUTER_ADMIN: `unix:${nowhere}` });
   t.match(fromDefault, { code: 3, stderr: /\(\$VROUTER_ADMIN\).*or point vrouterctl at it with --socket PATH/ });
+});
+
+t.test('an endpoint that is not vrouter\'s: one line and exit 1 or 4, never a stack', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouterctl-other-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'other.sock');
+  let answer = { status: 400, body: '{"error":null}' };
+  const server = createHttpServer((_req, res) => {
+    res.writeHead(answer.status, { 'content-type': 'application/json' });
+    res.end(answer.body);
+  });
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  t.teardown(() => server.close());
+  const nullError = await ctl(['--socket', socket, 'ports']);
+  exits(t, nullError, 1, 'an error body without an error');
+  t.match(nullError.stderr, /^vrouterctl: error HTTP_400: \{"error":null\}\n$/);
+  answer = { status: 200, body: '<html>not vrouter</html>' };
+  const html = await ctl(['--socket', socket, 'ports']);
+  exits(t, html, 4, 'an answer that is not JSON');
+  t.match(html.stderr, /^vrouterctl: could not read the answer \(is the target vrouter's admin endpoint\?\): .+\n$/);
+  answer = { status: 200, body: '{"unexpected":true}' };
+  const shape = await ctl(['--socket', socket, 'ports']);
+  exits(t, shape, 4, 'JSON of another shape');
+  t.notMatch(shape.stderr, /\n\s+at /, 'no stack');
 });
 
 t.test('top\'s rates: deltas over the measured interval', async (t) => {

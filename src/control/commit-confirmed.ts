@@ -34,6 +34,8 @@ interface Waiting {
   timer: NodeJS.Timeout;
   /** it came due: its rollback is queued */
   due: boolean;
+  /** the config file replaced it before its rollback's turn: the rollback does nothing */
+  replaced: boolean;
 }
 
 export class CommitConfirmed {
@@ -66,7 +68,7 @@ export class CommitConfirmed {
       const previous = this.waiting?.previous ?? before;
       this.settle();
       if (seconds === null) return result;
-      const waiting: Waiting = { previous, due: false, timer: setTimeout(() => this.rollBack(waiting), seconds * 1000) };
+      const waiting: Waiting = { previous, due: false, replaced: false, timer: setTimeout(() => this.rollBack(waiting), seconds * 1000) };
       waiting.timer.unref();
       this.waiting = waiting;
       return { ...result, rollbackInSeconds: seconds };
@@ -86,8 +88,17 @@ export class CommitConfirmed {
     });
   }
 
-  /** The document in force replaced whole by the config file (SIGHUP, POST /reload): nothing to roll back any more. Whether a change was waiting. */
+  /**
+   * The document in force replaced whole by the config file (SIGHUP, POST /reload): nothing
+   * to roll back any more, also a rollback that came due while the file applied (queued
+   * after it). Whether a change was waiting.
+   */
   replacedByFile(): boolean {
+    if (this.waiting?.due === true) {
+      this.waiting.replaced = true;
+      this.waiting = null;
+      return true;
+    }
     return this.confirmNow();
   }
 
@@ -122,7 +133,7 @@ export class CommitConfirmed {
     void this.applies
       .queue(async () => {
         try {
-          await this.applies.applyNow(waiting.previous, 'rollback: the change was not confirmed in time');
+          if (!waiting.replaced) await this.applies.applyNow(waiting.previous, 'rollback: the change was not confirmed in time');
         } finally {
           if (this.waiting === waiting) this.waiting = null;
         }

@@ -832,8 +832,9 @@ export class Supervisor {
 
   /** Reads the config file and the plugin files again and applies them; throws if refused. */
   async reloadFile(source = this.configPath): Promise<ApplyResult> {
-    const { document } = readConfigFile(this.configPath);
     const result = await this.queueApply(async () => {
+      // Read in its turn: a save queued before it writes the file first.
+      const { document } = readConfigFile(this.configPath);
       const applied = await this.applyNow(document, { source });
       // The file replaced the change waiting for its confirm, and what it would go back to.
       if (this.commitConfirmed.replacedByFile()) log.info(`the change waiting for its confirm is replaced by ${this.configPath}: no rollback`, 'config.reloaded', { source });

@@ -43,7 +43,13 @@ function endpoint(applyMs: number, refused = new Set<string>()) {
   const routes = adminRoutes(backend);
   const route = (method: string, path: string) => routes.find((r) => r.method === method && r.path === path)!;
   const call = async (method: string, path: string, query = '', body?: unknown) => route(method, path).handle({ method, params: {}, query: new URLSearchParams(query), body });
-  return { call, apply: backend.apply, inForce: () => tagOf(current), saved, refusals, settled: () => chain };
+  /** A reload of the config file (SIGHUP): applied in its turn, it replaces what waits for a confirm. */
+  const reload = (tag: string) => queue(async () => {
+    const result = await applyNow(doc(tag));
+    confirmed.replacedByFile();
+    return result;
+  });
+  return { call, apply: backend.apply, reload, inForce: () => tagOf(current), saved, refusals, settled: () => chain };
 }
 
 t.test('a rollback that comes due while another change is applied undoes it too, and that change says so', async (t) => {
@@ -133,6 +139,16 @@ t.test('a confirm sent while a second change applies confirms that one, not only
   await sleep(1400);
   t.equal(e.inForce(), 'B', 'B stays: the confirm was for it too');
   await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits any more');
+});
+
+t.test('a reload of the file that applies while the rollback comes due is not rolled back after it', async (t) => {
+  const e = endpoint(300);
+  await e.call('PUT', '/config', 'confirm=1', doc('A')); // A in force at ~300 ms, its rollback due at ~1300
+  await sleep(800);
+  await e.reload('F'); // applies from ~1100 to ~1400: the rollback comes due meanwhile
+  await e.settled();
+  t.equal(e.inForce(), 'F', 'the file stays in force: the rollback queued after it did nothing');
+  await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits');
 });
 
 t.test('a rollback refused is reported, and the change stays in force', async (t) => {

@@ -14,6 +14,7 @@ import { isLoopbackAddress, parseAddress } from '../pipeline/net.ts';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { removeStaleSocket } from '../sys/libc.ts';
 import { MAX_JSON_DEPTH, tooDeep } from '../control/json-depth.ts';
+import { repeatedKey } from '../control/json-keys.ts';
 import { readAdminToken, type AdminConfig } from '../control/config.ts';
 import type { Log } from '../log.ts';
 
@@ -409,5 +410,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
   const deep = tooDeep(body);
   if (deep !== null) throw new ApiError(400, 'VR_INVALID', deep, `nested more than ${MAX_JSON_DEPTH} deep`);
+  const twice = repeatedKey(text);
+  if (twice !== null) throw new ApiError(400, 'VR_INVALID', twice, 'is given twice in one object (JSON keeps only the last)');
   return body;
 }

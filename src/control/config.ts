@@ -13,6 +13,7 @@ import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from '.
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
 import { MAX_JSON_DEPTH, tooDeep } from './json-depth.ts';
+import { repeatedKey } from './json-keys.ts';
 
 export interface PortConfig {
   name: string;
@@ -686,6 +687,8 @@ export function readConfigFile(path: string): { document: unknown; config: Vrout
   }
   const deep = tooDeep(document);
   if (deep !== null) throw new ConfigError(deep, `nested more than ${MAX_JSON_DEPTH} deep`);
+  const twice = repeatedKey(text);
+  if (twice !== null) throw new ConfigError(twice, 'is given twice in one object (JSON keeps only the last)');
   return { document, config: parseConfig(document, dirname(resolve(path))) };
 }
 

@@ -217,6 +217,7 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
   // Written out: JSON.stringify of 20,000 levels overflows the stack here as it did there.
   const deep = `{"prefix":${'['.repeat(20_000)}"10.0.0.0/8"${']'.repeat(20_000)},"via":"10.0.2.3"}`;
   t.match(await api.call('POST', '/routes', deep), { status: 400, json: { error: { code: 'VR_INVALID', field: /^prefix(\[0\]){63}$/, message: 'nested more than 64 deep' } } }, 'a value nested 20,000 deep: refused, naming where');
+  t.match(await api.call('POST', '/routes', '{"prefix":"203.0.113.0/24","via":"10.0.2.3","prefix":"198.51.100.0/24"}'), { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix', message: /given twice/ } } }, 'a key given twice: refused, naming it');
   t.same((await api.call('GET', '/config')).json, before, 'none of them changed anything');
   const confirmed = await api.call('PUT', '/config?confirm=1', next);
   t.match(confirmed, { status: 200, json: { mode: 'live', rollbackInSeconds: 1 } });

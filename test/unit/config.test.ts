@@ -196,6 +196,11 @@ t.test('the admin token file: read by --check and at start, before anything star
     t.match(run.stderr, /invalid configuration: admin\.tokenFile: cannot read .*missing: ENOENT/, `${flag}: the field and why`);
   }
   t.notOk(existsSync(join(dir, 'a.sock')), 'no socket was created');
+  const twice = join(dir, 'twice.json');
+  writeFileSync(twice, `{"ports":[{"name":"a","socket":"${join(dir, 'a.sock')}","bridge":"br0"}],"pmd":{"cores":[1]},"ports":[]}`);
+  const run = spawnSync(process.execPath, [VROUTER_BIN, '--check', twice], { encoding: 'utf8', timeout: 20000, env: daemonEnv() });
+  t.equal(run.status, 2, 'a key given twice: status 2');
+  t.match(run.stderr, /invalid configuration: ports: is given twice in one object \(JSON keeps only the last\)/, 'naming it');
 });
 
 t.test('a routed port\'s Linux mirror is a TAP port of its own; its namespace a route source', async (t) => {

@@ -98,7 +98,16 @@ export class AdminClient {
 
   /** Closes the kept-alive connection, so that the process can exit at once. */
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    if (!this.aborted) await this.dispatcher.close();
+  }
+
+  private aborted = false;
+
+  /** Ends the requests under way at once (Ctrl-C on a slow answer): they fail, and close() does not wait for them. */
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.dispatcher.destroy().catch(() => undefined);
   }
 
   private async call(method: Method, path: string, body?: unknown): Promise<Answer> {

@@ -153,7 +153,12 @@ export const topCommand: Command = {
     const where = describeTarget(ctx.target);
     let stopped = false;
     const wait = sleeper();
-    const stop = () => ((stopped = true), wait.stop());
+    // A request under way is ended too: an endpoint slow to answer would keep Ctrl-C waiting.
+    const stop = () => {
+      stopped = true;
+      wait.stop();
+      ctx.api.abort();
+    };
     let onScreen = false;
     const leave = () => {
       if (onScreen) ctx.stdout.write(LEAVE_SCREEN);
@@ -164,7 +169,13 @@ export const topCommand: Command = {
     // Should anything end the process while the screen is up, the terminal is still given back.
     process.on('exit', leave);
     try {
-      let prev = await sample(ctx);
+      let prev: Sample;
+      try {
+        prev = await sample(ctx);
+      } catch (err) {
+        if (stopped) return;
+        throw err;
+      }
       if (screen) {
         ctx.stdout.write(`${ENTER_SCREEN}\x1b[Hvrouter top ${where}: sampling…\x1b[K\x1b[J`);
         onScreen = true;
@@ -174,7 +185,13 @@ export const topCommand: Command = {
         // Ticks at fixed times from the start: the refresh does not drift by the requests' time.
         await wait.sleep(start + n * intervalMs - performance.now());
         if (stopped) break;
-        const next = await sample(ctx);
+        let next: Sample;
+        try {
+          next = await sample(ctx);
+        } catch (err) {
+          if (stopped) break;
+          throw err;
+        }
         const snap = snapshot(prev, next);
         prev = next;
         if (ctx.json) ctx.out(JSON.stringify(snap));

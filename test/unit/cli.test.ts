@@ -4,7 +4,7 @@
 // queue moved, and the exit status of each
 // outcome: 0 done, 1 refused, 2 usage, 3 unreachable.
 import t, { type Test as Tap } from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
@@ -194,6 +194,30 @@ t.test('an endpoint that is not vrouter\'s: one line and exit 1 or 4, never a st
   const shape = await ctl(['--socket', socket, 'ports']);
   exits(t, shape, 4, 'JSON of another shape');
   t.notMatch(shape.stderr, /\n\s+at /, 'no stack');
+});
+
+t.test('top: Ctrl-C ends it at once, also while an answer is slow to come', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouterctl-slow-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, 'slow.sock');
+  let asked = 0;
+  const server = createHttpServer(() => void asked++); // never answers
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  t.teardown(() => server.closeAllConnections());
+  t.teardown(() => server.close());
+  const child = spawn(process.execPath, [CLI, '--socket', socket, 'top'], { env: daemonEnv({ VROUTER_ADMIN: '', VROUTER_TOKEN: '' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 10_000;
+  while (asked === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.ok(asked > 0, 'top asked and waits for its answer');
+  const interrupted = performance.now();
+  child.kill('SIGINT');
+  const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5000))]);
+  if (code === 'hung') child.kill('SIGKILL');
+  t.equal(code, 0, `ended by Ctrl-C, exit 0, ${Math.round(performance.now() - interrupted)} ms after it`, { stderr });
+  t.notMatch(stderr, /\n\s+at /, 'no stack');
 });
 
 t.test('top\'s rates: deltas over the measured interval', async (t) => {

@@ -41,8 +41,8 @@ interface Waiting {
 export class CommitConfirmed {
   private readonly applies: ApplyQueue;
   private waiting: Waiting | null = null;
-  /** rollbacks that came due so far */
-  private rollbacks = 0;
+  /** the changes whose rollback came due, in order (one the file replaced before its turn does nothing) */
+  private readonly dueRollbacks: Waiting[] = [];
   /** commits queued or applying: a confirm then means the last of them */
   private pending = 0;
 
@@ -58,13 +58,13 @@ export class CommitConfirmed {
    * applied, and queued after it) is refused with VR_ROLLED_BACK: it was undone too.
    */
   commit(document: unknown, seconds: number | null, source: string): Promise<ApplyResult & { rollbackInSeconds?: number }> {
-    const rollbacksBefore = this.rollbacks;
+    const dueBefore = this.dueRollbacks.length;
     this.pending++;
     const done = () => void this.pending--;
     return this.applies.queue(async () => {
       const before = this.applies.document();
       const result = await this.applies.applyNow(document, source);
-      if (this.rollbacks !== rollbacksBefore) throw new ConfirmError('VR_ROLLED_BACK', 'applied, then rolled back with the earlier change that was not confirmed in time: the config in force is the one before that change');
+      if (this.dueRollbacks.slice(dueBefore).some((w) => !w.replaced)) throw new ConfirmError('VR_ROLLED_BACK', 'applied, then rolled back with the earlier change that was not confirmed in time: the config in force is the one before that change');
       const previous = this.waiting?.previous ?? before;
       this.settle();
       if (seconds === null) return result;
@@ -81,10 +81,12 @@ export class CommitConfirmed {
    */
   async confirm(): Promise<void> {
     if (this.waiting?.due === true) throw this.nothingWaits();
-    if (this.pending === 0 && this.confirmNow()) return;
-    // Its PUT may still be queued or applying: the confirm takes its turn after it.
+    // The change waiting is confirmed now (its deadline may come while another applies)...
+    const confirmed = this.confirmNow();
+    if (confirmed && this.pending === 0) return;
+    // ...and one still queued or applying once applied: the confirm takes its turn after it.
     await this.applies.queue(async () => {
-      if (!this.confirmNow()) throw this.nothingWaits();
+      if (!this.confirmNow() && !confirmed) throw this.nothingWaits();
     });
   }
 
@@ -129,7 +131,7 @@ export class CommitConfirmed {
 
   private rollBack(waiting: Waiting): void {
     waiting.due = true;
-    this.rollbacks++;
+    this.dueRollbacks.push(waiting);
     void this.applies
       .queue(async () => {
         try {

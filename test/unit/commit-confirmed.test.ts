@@ -151,6 +151,34 @@ t.test('a reload of the file that applies while the rollback comes due is not ro
   await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits');
 });
 
+t.test('a change queued after a reload that replaced a due rollback is not told it was rolled back', async (t) => {
+  const e = endpoint(300);
+  await e.call('PUT', '/config', 'confirm=1', doc('A')); // its rollback due at ~1300 ms
+  await sleep(800);
+  const reload = e.reload('F'); // ~1100 to ~1400: the rollback comes due meanwhile
+  const c = e.call('PUT', '/config', 'confirm=5', doc('C')); // after it, ~1400 to ~1700
+  await reload;
+  t.match(await c, { json: { rollbackInSeconds: 5 } }, 'C applied, with its own rollback armed');
+  await e.settled();
+  t.equal(e.inForce(), 'C');
+  await e.call('POST', '/config/confirm');
+  await sleep(300);
+  t.equal(e.inForce(), 'C', 'and kept once confirmed');
+});
+
+t.test('a confirm sent in time keeps the change waiting even if its deadline passes while another applies', async (t) => {
+  const e = endpoint(300);
+  await e.call('PUT', '/config', 'confirm=1', doc('A')); // its deadline at ~1300 ms
+  await sleep(850);
+  const b = e.call('PUT', '/config', 'confirm=5', doc('B')); // ~1150 to ~1450
+  await sleep(50);
+  const confirm = e.call('POST', '/config/confirm'); // ~1200: before A's deadline
+  t.match(await b, { json: { rollbackInSeconds: 5 } }, 'B applied, not rolled back');
+  await confirm;
+  await sleep(300);
+  t.equal(e.inForce(), 'B', 'A was confirmed in time, and B with it');
+});
+
 t.test('a rollback refused is reported, and the change stays in force', async (t) => {
   const e = endpoint(10, new Set(['P0']));
   await e.call('PUT', '/config', 'confirm=1', doc('A'));

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // vrouterctl: the operator's command line client of a running vrouter's admin endpoint
-// (`vrouterctl --help`). Exit status: 0 done, 1 refused, 2 usage, 3 vrouter unreachable.
+// (`vrouterctl --help`). Exit status: 0 done, 1 refused, 2 usage, 3 vrouter unreachable, 4 an answer it could not read or its own failure.
 import { fileURLToPath } from 'node:url';
 
 // This file runs as bin/vrouterctl.ts or, built, as dist/bin/vrouterctl.js; without

@@ -3,7 +3,7 @@
 // blocks reach the file, so that it can be read at any moment, and after Ctrl-C, which ends
 // the capture as tcpdump's does. `-w -` writes to stdout, for `| tshark -r -`.
 import { once } from 'node:events';
-import { createWriteStream, existsSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, createWriteStream, lstatSync, openSync, renameSync, rmSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { UnreachableError } from './client.ts';
@@ -58,6 +58,28 @@ class BlockCutter {
   }
 }
 
+/**
+ * Where the capture is written before it takes FILE's name: beside FILE, when FILE is a
+ * regular file or not there yet, and its directory may be written. Anything else (a link,
+ * which a rename would replace rather than write through: /dev/stdout; a device, a pipe; a
+ * directory only FILE may be written in) is written as it is: null.
+ */
+function besideOf(file: string): string | null {
+  let kind: Stats | null = null;
+  try {
+    kind = lstatSync(file);
+  } catch {
+    // not there yet
+  }
+  if (kind !== null && !kind.isFile()) return null;
+  try {
+    accessSync(dirname(file), constants.W_OK);
+  } catch {
+    return null;
+  }
+  return join(dirname(file), `.${basename(file)}.${process.pid}.vrouterctl`);
+}
+
 export const captureCommand: Command = {
   words: ['capture'], args: 'PORT -w FILE [--count N] [--seconds S] [--filter EXPR] [--snap BYTES]', min: 1, max: 1,
   options: ['write', 'count', 'seconds', 'filter', 'snap'],
@@ -72,13 +94,12 @@ export const captureCommand: Command = {
     // The file is made before the capture starts (a path that cannot be written is a usage
     // error, told before anything is asked of the router) beside FILE, readable by its owner
     // only (it holds guests' traffic), and takes FILE's name once the router answers: a
-    // capture refused leaves a file there as it was. Something other than a file (a pipe,
-    // /dev/null) is written as it is, and never removed.
+    // capture refused leaves a file there as it was. What cannot be so (see besideOf) is
+    // written as it is, and never removed.
     let fd = -1;
     let made: string | null = null;
     if (!toStdout) {
-      const special = existsSync(file) && !statSync(file).isFile();
-      made = special ? null : join(dirname(file), `.${basename(file)}.${process.pid}.vrouterctl`);
+      made = besideOf(file);
       try {
         fd = openSync(made ?? file, made === null ? 'w' : 'wx', 0o600);
       } catch (err) {
@@ -97,7 +118,16 @@ export const captureCommand: Command = {
       if (made !== null) rmSync(made, { force: true });
       throw err;
     }
-    if (made !== null) renameSync(made, file);
+    if (made !== null) {
+      try {
+        renameSync(made, file);
+      } catch (err) {
+        body.destroy();
+        fileOut?.destroy();
+        rmSync(made, { force: true });
+        throw misuse(captureCommand, `cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
     note(`capturing on port ${port} to ${where}; Ctrl-C stops`);
     let stoppedBy: string | null = null;
     const stop = (signal: NodeJS.Signals) => {

@@ -140,8 +140,10 @@ export async function main(argv: string[], io: Io, defaultConfig: string): Promi
       fail(err.message);
       return EXIT.unreachable;
     }
-    // One line, not a stack: an answer of another shape (a URL that is another server's).
-    fail(`could not read the answer (is the target vrouter's admin endpoint?): ${(err as Error)?.message ?? String(err)}`);
+    // One line, not a stack: an answer of another shape (a URL that is another server's), or
+    // vrouterctl's own failure ($VROUTERCTL_STACK=1 shows where).
+    fail(`failed: ${(err as Error)?.message ?? String(err)} (an answer it could not read: is the target vrouter's admin endpoint?)`);
+    if (io.env.VROUTERCTL_STACK === '1') io.stderr.write(`${(err as Error)?.stack ?? ''}\n`);
     return EXIT.unreadable;
   } finally {
     await client?.close();

@@ -586,7 +586,7 @@ export function readAdminToken(path: string): string {
   }
   if (token.length < ADMIN_TOKEN_MIN) throw new ConfigError('admin.tokenFile', `the token in ${path} is shorter than ${ADMIN_TOKEN_MIN} characters`);
   // What an Authorization header can carry as it is: else the daemon starts, and no client can send it.
-  if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError('admin.tokenFile', `the token in ${path} holds a space, a line break or a character past ASCII, which an HTTP header cannot carry: use printable ASCII (openssl rand -hex 32)`);
+  if (!/^[\x20-\x7e\t]+$/.test(token)) throw new ConfigError('admin.tokenFile', `the token in ${path} holds a line break, a control character or a character past ASCII, which vrouterctl and other HTTP clients cannot send in a header: use printable ASCII (openssl rand -hex 32)`);
   return token;
 }
 

@@ -48,7 +48,7 @@ export interface RouteSourceStatus {
   leftOut: Partial<Record<LeftOut, number>>;
   /** FPM: connections refused, from addresses not in "peers" or past the most kept */
   refusedConnections?: number;
-  /** FPM: connections that had sent no route, closed to make room for a new one */
+  /** FPM: connections that held no route, closed to make room for a new one */
   evictedConnections?: number;
   /** FPM: closed connections whose routes are kept for zebra to come back */
   keptConnections?: number;

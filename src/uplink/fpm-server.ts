@@ -163,7 +163,7 @@ export class FpmServer {
   private accept(socket: Socket): void {
     const full = this.connections.size >= FPM_MAX_CONNECTIONS;
     const silent = full ? this.oldestSilent() : null;
-    const why = !this.allowed(socket) ? 'not in "peers"' : full && silent === null ? `${FPM_MAX_CONNECTIONS} connections are open, the most kept, and each has sent routes` : null;
+    const why = !this.allowed(socket) ? 'not in "peers"' : full && silent === null ? `${FPM_MAX_CONNECTIONS} connections are open, the most kept, and each holds routes` : null;
     if (why !== null) {
       this.refused++;
       // At most one line in ten seconds: a scanner must not flood the log.
@@ -176,13 +176,13 @@ export class FpmServer {
       return;
     }
     if (silent !== null) {
-      this.drop(silent, `its place was given to a new connection from ${socket.remoteAddress}: all ${FPM_MAX_CONNECTIONS} were taken and it had sent no route`, false);
+      this.drop(silent, `its place was given to a new connection from ${socket.remoteAddress}: all ${FPM_MAX_CONNECTIONS} were taken and it held no route`, false);
       this.connections.delete(silent);
       this.evicted++;
       const now = Date.now();
       if (now - this.evictionLogged >= 10_000) {
         this.evictionLogged = now;
-        this.log.warn(`fpm: all ${FPM_MAX_CONNECTIONS} connections were taken: the oldest that had sent no route, from ${silent.peer.remote}, was closed for one from ${socket.remoteAddress} (${this.evicted} so far)`);
+        this.log.warn(`fpm: all ${FPM_MAX_CONNECTIONS} connections were taken: the oldest that held no route, from ${silent.peer.remote}, was closed for one from ${socket.remoteAddress} (${this.evicted} so far)`);
       }
     }
     const peer = { id: this.nextId++, remote: `${socket.remoteAddress}:${socket.remotePort}` };

@@ -370,6 +370,9 @@ export class UplinkEndpoint {
     if (index === 0) {
       if (this.boundIndex !== 0) this.log.warn(`port ${this.settings.name}: interface ${name} is gone: frames to it are refused until it is back`, 'port.failed', { port: this.settings.name });
       this.boundIndex = 0;
+      // One made again is tried at once, whatever the one before it did.
+      this.reopenDelayMs = 0;
+      this.reopenAfter = 0;
       return;
     }
     if (performance.now() < this.reopenAfter) return;

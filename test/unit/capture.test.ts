@@ -7,7 +7,7 @@
 // writes a file tshark reads, ended by its count or by Ctrl-C.
 import t, { type Test as Tap } from 'tap';
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { Agent, request } from 'undici';
@@ -372,6 +372,13 @@ t.test('vrouterctl capture -w FILE: ended by its count, or by Ctrl-C; refusals',
   t.match(await ctl(['capture', 'zz', '-w', kept]), { code: 1 }, 'refused, over a file that exists');
   t.equal(readFileSync(kept, 'utf8'), 'an earlier capture', 'which is left as it was');
   t.same(readdirSync(vr.dir).filter((f) => f.endsWith('.vrouterctl')), [], 'and nothing else is left behind');
+  // A link is written through, never replaced (as root, -w /dev/stdout replaced /dev/stdout).
+  const link = join(vr.dir, 'link.pcapng');
+  symlinkSync(kept, link);
+  const through = await ctlCapture(t, vr, ['a', '-w', link, '--count', '1', '--seconds', '1']);
+  await through.exit;
+  t.ok(lstatSync(link).isSymbolicLink(), 'a link stays a link');
+  t.equal(readFileSync(kept).subarray(0, 4).readUInt32LE(0), 0x0a0d0d0a, 'and its target holds the capture (a pcapng section header)');
   t.match(await ctl(['capture', 'a']), { code: 2, stderr: /capture needs -w FILE/ }, 'no -w: usage');
   t.match(await ctl(['capture', 'a', '-w', join(vr.dir, 'f'), '--filter', 'udp or tcp']), { code: 1, stderr: /error VR_INVALID at filter: .*only "and"/ }, 'a bad filter: the endpoint\'s refusal');
 

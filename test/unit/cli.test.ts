@@ -2,7 +2,7 @@
 // routed vrouter: tables, --json, routes added live and refusals naming the field, config
 // diff and dry run, top's snapshots when stdout is a pipe, ports added and removed and a
 // queue moved, and the exit status of each
-// outcome: 0 done, 1 refused, 2 usage, 3 unreachable.
+// outcome: 0 done, 1 refused, 2 usage, 3 unreachable, 4 an answer it could not read.
 import t, { type Test as Tap } from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -189,7 +189,7 @@ t.test('an endpoint that is not vrouter\'s: one line and exit 1 or 4, never a st
   answer = { status: 200, body: '<html>not vrouter</html>' };
   const html = await ctl(['--socket', socket, 'ports']);
   exits(t, html, 4, 'an answer that is not JSON');
-  t.match(html.stderr, /^vrouterctl: could not read the answer \(is the target vrouter's admin endpoint\?\): .+\n$/);
+  t.match(html.stderr, /^vrouterctl: failed: .+ \(an answer it could not read: is the target vrouter's admin endpoint\?\)\n$/);
   answer = { status: 200, body: '{"unexpected":true}' };
   const shape = await ctl(['--socket', socket, 'ports']);
   exits(t, shape, 4, 'JSON of another shape');
@@ -277,6 +277,12 @@ t.test('usage: exit 2, with the usage', async (t) => {
   t.match(missing, { code: 2, stderr: /route del needs PREFIX\nusage: vrouterctl route del PREFIX/ });
   const option = await ctl(['routes', '--dry-run']);
   t.match(option, { code: 2, stderr: /--dry-run does not apply to routes/ });
+  const files = mkdtempSync(join(tmpdir(), 'vrouterctl-files-'));
+  t.teardown(() => rmSync(files, { recursive: true, force: true }));
+  writeFileSync(join(files, 'deep.json'), `{"routes":${'['.repeat(20_000)}${']'.repeat(20_000)}}`);
+  writeFileSync(join(files, 'twice.json'), '{"routes":[],"ports":[],"routes":[]}');
+  t.match(await ctl(['--socket', '/nonexistent.sock', 'config', 'apply', join(files, 'deep.json')]), { code: 2, stderr: /deep\.json: routes(\[0\])+ is nested more than 64 deep/ }, 'a file nested too deep: usage, before anything is sent');
+  t.match(await ctl(['--socket', '/nonexistent.sock', 'config', 'apply', join(files, 'twice.json')]), { code: 2, stderr: /twice\.json: routes is given twice in one object/ }, 'a key given twice: usage');
   const unreadable = await ctl(['--socket', '/nonexistent.sock', 'config', 'diff', '/nonexistent.json']);
   t.match(unreadable, { code: 2, stderr: /cannot read \/nonexistent\.json: ENOENT/ }, 'a file that cannot be read is caught before connecting');
   const help = await ctl(['--help']);

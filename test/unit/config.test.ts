@@ -185,8 +185,10 @@ t.test('the admin token file: read by --check and at start, before anything star
   t.throws(() => readAdminToken(join(dir, 'missing')), { field: 'admin.tokenFile', message: /cannot read .*missing: ENOENT/ });
   for (const [name, token] of [['lines', 'a-token-of-twenty\nchars-on-two-lines'], ['accented', 'a-token-of-twenty-chärs']]) {
     writeFileSync(join(dir, name), token);
-    t.throws(() => readAdminToken(join(dir, name)), { field: 'admin.tokenFile', message: /an HTTP header cannot carry/ }, `a token with ${name}: refused`);
+    t.throws(() => readAdminToken(join(dir, name)), { field: 'admin.tokenFile', message: /cannot send in a header/ }, `a token with ${name}: refused`);
   }
+  writeFileSync(join(dir, 'phrase'), 'a pass phrase of words\n');
+  t.equal(readAdminToken(join(dir, 'phrase')), 'a pass phrase of words', 'spaces inside are taken');
   t.equal(parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'missing' } }, dir, 2).admin.tokenFile, join(dir, 'missing'), 'a parse alone does not read it');
   const file = join(dir, 'vrouter.json');
   writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), bridge: 'br0' }], admin: { listen: '127.0.0.1:9', tokenFile: 'missing' } }));

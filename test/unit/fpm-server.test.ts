@@ -254,7 +254,7 @@ t.test('a new connection takes the place of the oldest that sent no route: silen
   t.equal(server.peers.length, FPM_MAX_CONNECTIONS, 'still at the most kept');
   await waitFor('the closed one\'s disconnect', () => of(idle[0].id).some((e) => e.kind === 'disconnected'));
   t.ok(server.peers.some((p) => p.id === zebraNow.id) && server.peers.some((p) => p.id === zebraBefore.id), 'both route senders are connected');
-  t.same(of(idle[0].id).at(-1), { kind: 'disconnected', reason: `its place was given to a new connection from 127.0.0.1: all ${FPM_MAX_CONNECTIONS} were taken and it had sent no route` }, 'its consumer is told why it went');
+  t.same(of(idle[0].id).at(-1), { kind: 'disconnected', reason: `its place was given to a new connection from 127.0.0.1: all ${FPM_MAX_CONNECTIONS} were taken and it held no route` }, 'its consumer is told why it went');
   // Newcomers go on taking the places of the silent ones, oldest first, never a route sender's.
   for (let k = 1; k < idle.length; k++) {
     await quiet();

@@ -168,14 +168,18 @@ export const topCommand: Command = {
     for (const s of signals) process.on(s, stop);
     // Should anything end the process while the screen is up, the terminal is still given back.
     process.on('exit', leave);
-    try {
-      let prev: Sample;
+    /** A sample, or null when Ctrl-C ended the request under way. */
+    const take = async (): Promise<Sample | null> => {
       try {
-        prev = await sample(ctx);
+        return await sample(ctx);
       } catch (err) {
-        if (stopped) return;
+        if (stopped) return null;
         throw err;
       }
+    };
+    try {
+      let prev = await take();
+      if (prev === null) return;
       if (screen) {
         ctx.stdout.write(`${ENTER_SCREEN}\x1b[Hvrouter top ${where}: sampling…\x1b[K\x1b[J`);
         onScreen = true;
@@ -185,13 +189,8 @@ export const topCommand: Command = {
         // Ticks at fixed times from the start: the refresh does not drift by the requests' time.
         await wait.sleep(start + n * intervalMs - performance.now());
         if (stopped) break;
-        let next: Sample;
-        try {
-          next = await sample(ctx);
-        } catch (err) {
-          if (stopped) break;
-          throw err;
-        }
+        const next = await take();
+        if (next === null) break;
         const snap = snapshot(prev, next);
         prev = next;
         if (ctx.json) ctx.out(JSON.stringify(snap));

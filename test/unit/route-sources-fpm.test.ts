@@ -16,8 +16,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const GRACE_MS = 400;
 const RESYNC_MS = 150;
 
-async function source(t: Test, port: number) {
-  const sources = new RouteSources(() => {}, { info: () => {}, warn: () => {} }, { graceMs: GRACE_MS, resyncMs: RESYNC_MS });
+/** `changedMax`, `onChange`: see RouteSources. */
+async function source(t: Test, port: number, changedMax?: number, onChange = () => {}) {
+  const sources = new RouteSources(onChange, { info: () => {}, warn: () => {} }, { graceMs: GRACE_MS, resyncMs: RESYNC_MS }, changedMax);
   t.teardown(() => sources.stop());
   sources.configure({ ports: [], routeSources: [{ type: 'fpm', host: '127.0.0.1', port, peers: null }] } as never);
   const open = async (): Promise<Socket> => {
@@ -43,7 +44,7 @@ async function source(t: Test, port: number) {
     z.destroy();
     await waitFor("zebra's routes kept", () => kept() === 1 || undefined);
   };
-  return { open, send, vias, kept, state, zebraGone };
+  return { sources, open, send, vias, kept, state, zebraGone };
 }
 
 t.test('a process that connects and closes, or stays silent, takes no zebra\'s routes', async (t) => {
@@ -138,20 +139,11 @@ t.test('zebra back, not yet speaking, keeps its connection: a probe of the port 
 });
 
 t.test('prefixes added and removed while no apply takes them: past a bound, every prefix held counts as changed', async (t) => {
-  const port = 28300 + (process.pid % 1000);
   let bursts = 0;
-  const sources = new RouteSources(() => bursts++, { info: () => {}, warn: () => {} }, { graceMs: GRACE_MS, resyncMs: RESYNC_MS }, 50);
-  t.teardown(() => sources.stop());
-  sources.configure({ ports: [], routeSources: [{ type: 'fpm', host: '127.0.0.1', port, peers: null }] } as never);
-  let z: Socket | null = null;
-  await waitFor('the FPM listener', async () => {
-    const s = connect(port, '127.0.0.1');
-    const ok = await new Promise<boolean>((resolve) => s.once('connect', () => resolve(true)).once('error', () => resolve(false)));
-    if (ok) z = s;
-    return ok || undefined;
-  });
-  t.teardown(() => z!.destroy());
-  const send = (op: 'add' | 'remove', prefix: string) => z!.write(fpmFrame(routeMessage(op, { prefix, gateway: '192.0.2.1', oif: 2, protocol: RTPROT_BGP }, zebra)));
+  const s = await source(t, 28300 + (process.pid % 1000), 50, () => void bursts++);
+  const z = await s.open();
+  const send = (op: 'add' | 'remove', prefix: string) => s.send(z, op, prefix, '192.0.2.1');
+  const sources = s.sources;
   send('add', '198.51.100.0/24');
   for (let i = 0; i < 100; i++) {
     send('add', `10.${i}.0.0/16`);

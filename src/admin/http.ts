@@ -13,8 +13,7 @@ import type { Socket } from 'node:net';
 import { isLoopbackAddress, parseAddress } from '../pipeline/net.ts';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { removeStaleSocket } from '../sys/libc.ts';
-import { MAX_JSON_DEPTH, tooDeep } from '../control/json-depth.ts';
-import { repeatedKey } from '../control/json-keys.ts';
+import { jsonShapeProblem } from '../control/json-shape.ts';
 import { readAdminToken, type AdminConfig } from '../control/config.ts';
 import type { Log } from '../log.ts';
 
@@ -146,6 +145,8 @@ export class AdminHttp {
     // its client reading it (watchProgress).
     const socket = req.socket;
     socket.setTimeout(0);
+    // The connection's first request starts its watch.
+    if (!this.answering.has(socket)) watchProgress(socket);
     const pending = (this.answering.get(socket) ?? 0) + 1;
     if (pending > MAX_PIPELINED) {
       this.log?.warn(`admin: a client sent more than ${MAX_PIPELINED} requests at once on one connection: closed`, 'admin.refused');
@@ -154,7 +155,6 @@ export class AdminHttp {
     }
     this.answering.set(socket, pending);
     res.once('close', () => this.answering.set(socket, (this.answering.get(socket) ?? 1) - 1));
-    watchProgress(socket);
     try {
       this.refuseBrowsers(req);
       const url = requestUrl(req.url);
@@ -293,12 +293,9 @@ function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
  * Ends the connection once an answer has waited STALLED_ANSWER_MS with nothing of it taken
  * by the client: what waits to be sent (writableLength) has not shrunk, nor has the socket
  * drained, since the last look (bytesWritten counts what the answer wrote, not what the
- * client read). One watch a connection, as long as it is open.
+ * client read). Started once a connection, it lasts as long as the connection.
  */
-const watched = new WeakSet<Socket | Duplex>();
 function watchProgress(socket: Socket | Duplex): void {
-  if (watched.has(socket)) return;
-  watched.add(socket);
   let lastPending = socket.writableLength;
   let drained = false;
   let stalledSince = performance.now();
@@ -321,7 +318,6 @@ function watchProgress(socket: Socket | Duplex): void {
   const stop = () => {
     clearInterval(timer);
     socket.off('drain', onDrain);
-    watched.delete(socket);
   };
   socket.once('close', stop);
 }
@@ -408,9 +404,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   } catch (err) {
     throw new ApiError(400, 'VR_BAD_JSON', '', `the body is not JSON: ${(err as Error).message}`);
   }
-  const deep = tooDeep(body);
-  if (deep !== null) throw new ApiError(400, 'VR_INVALID', deep, `nested more than ${MAX_JSON_DEPTH} deep`);
-  const twice = repeatedKey(text);
-  if (twice !== null) throw new ApiError(400, 'VR_INVALID', twice, 'is given twice in one object (JSON keeps only the last)');
+  const problem = jsonShapeProblem(text, body);
+  if (problem !== null) throw new ApiError(400, 'VR_INVALID', problem.field, problem.reason);
   return body;
 }

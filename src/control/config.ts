@@ -12,8 +12,7 @@ import { derivedRouterMac, formatAddress, ipv4SubnetEdge, isLoopbackAddress, mas
 import { ADMIN_TCP_LISTEN, configDocumentSchema, PLUGIN_TOP_LEVEL_KEYS } from './config-schema.ts';
 import { firstViolation } from './schema-violation.ts';
 import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
-import { MAX_JSON_DEPTH, tooDeep } from './json-depth.ts';
-import { repeatedKey } from './json-keys.ts';
+import { jsonShapeProblem } from './json-shape.ts';
 
 export interface PortConfig {
   name: string;
@@ -685,10 +684,8 @@ export function readConfigFile(path: string): { document: unknown; config: Vrout
   } catch (err) {
     throw new ConfigError(path, `not valid JSON: ${(err as Error).message}`);
   }
-  const deep = tooDeep(document);
-  if (deep !== null) throw new ConfigError(deep, `nested more than ${MAX_JSON_DEPTH} deep`);
-  const twice = repeatedKey(text);
-  if (twice !== null) throw new ConfigError(twice, 'is given twice in one object (JSON keeps only the last)');
+  const problem = jsonShapeProblem(text, document);
+  if (problem !== null) throw new ConfigError(problem.field, problem.reason);
   return { document, config: parseConfig(document, dirname(resolve(path))) };
 }
 

@@ -33,13 +33,16 @@ t.test('a port flooding next hops that never answer keeps to its share', async (
   t.equal(nb.heldBy(2), 1, "port 2's entry was not the one taken");
 });
 
+/** Port 3 asks for a share of next hops on interface 1 from `base` on: how many it got. */
+function askShare(nb: NeighbourTable, base: number): number {
+  let n = 0;
+  for (let k = 0; k < nb.share; k++) if (nb.startResolving(1, 4, base + k, 0, 0, 0, 3, NOW) >= 0) n++;
+  return n;
+}
+
 t.test("a port's answered requests leave its share for more (an uplink reaching many guests)", async (t) => {
   const nb = table();
-  const asked = (base: number) => {
-    let n = 0;
-    for (let k = 0; k < nb.share; k++) if (nb.startResolving(1, 4, base + k, 0, 0, 0, 3, NOW) >= 0) n++;
-    return n;
-  };
+  const asked = (base: number) => askShare(nb, base);
   t.equal(asked(0x0a020000), nb.share, 'port 3 asks for its share of next hops on interface 1');
   t.equal(nb.startResolving(1, 4, 0x0a02ff00, 0, 0, 0, 3, NOW), -1, 'and for no more while they are unanswered');
   for (let k = 0; k < nb.share; k++) t.ok(nb.confirm(1, 4, 0x0a020000 + k, 0, 0, 0, 0x0200, k, 2, REACHABLE, NOW + 1, false) >= 0);
@@ -49,11 +52,7 @@ t.test("a port's answered requests leave its share for more (an uplink reaching 
 
 t.test("answers on a port at its share leave the entries charged to the port that asked (one guest's two ports cannot fill the table)", async (t) => {
   const nb = table();
-  const ask = (base: number) => {
-    let n = 0;
-    for (let k = 0; k < nb.share; k++) if (nb.startResolving(1, 4, base + k, 0, 0, 0, 3, NOW) >= 0) n++;
-    return n;
-  };
+  const ask = (base: number) => askShare(nb, base);
   const answer = (base: number) => {
     for (let k = 0; k < nb.share; k++) nb.confirm(1, 4, base + k, 0, 0, 0, 0x0200, k, 2, REACHABLE, NOW + 1, false);
   };

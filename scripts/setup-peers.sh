@@ -2,7 +2,8 @@
 # setup-peers.sh - the peers of the end-to-end tests: QEMU, dpdk-testpmd, busybox and iperf3
 # (the guest's own tools, on the host too to try things out), tshark (Wireshark's dissectors
 # check the frames the tests build), promtool (Prometheus' own check of /metrics), ethtool
-# (the offloads of the veth ends the uplink tests make), iproute2 (their namespaces), FRR
+# (the offloads of the veth ends the uplink tests make), iproute2 (their namespaces), procps
+# (sysctl, a BGP test's veths), FRR
 # (zebra and bgpd, BGP peers in namespaces: test/support/frr.ts), Python 3 (the raw frames
 # test/support/inject-frames.py sends into uplinks), and what
 # build-guest.sh needs
@@ -13,7 +14,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # command (or file) that shows a package is installed -> the Debian package that provides it
 NEEDS="qemu-system-x86_64:qemu-system-x86 dpdk-testpmd:dpdk-dev /bin/busybox:busybox-static
-iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr /usr/bin/python3:python3 apt-get:apt dpkg-deb:dpkg flock:util-linux prlimit:util-linux cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
+iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr /usr/bin/python3:python3 apt-get:apt dpkg-deb:dpkg flock:util-linux prlimit:util-linux sysctl:procps cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
 missing=""
 for need in $NEEDS; do
   what=${need%%:*} pkg=${need#*:}

@@ -18,7 +18,16 @@ export interface Interface {
   v6: Prefix[];
   /** fe80::/64 with the EUI-64 of the router MAC (RFC 4291 2.5.1): NDP and RAs come from it */
   linkLocal: Uint8Array;
+  /** the reverse-path filter of the packets it takes: RPF_OFF, RPF_STRICT or RPF_LOOSE */
+  rpf: number;
 }
+
+export const RPF_OFF = 0;
+/** the source's route must leave by this interface (one of its members, with ECMP) */
+export const RPF_STRICT = 1;
+/** the source must have a route, and not a blackhole */
+export const RPF_LOOSE = 2;
+const RPF_MODES: Readonly<Record<string, number>> = { strict: RPF_STRICT, loose: RPF_LOOSE };
 
 /** Every interface, and by port the interface the port is part of (or -1). */
 export function interfacesOf(topology: Topology): { interfaces: Interface[]; byPort: Int32Array } {
@@ -40,6 +49,7 @@ export function interfacesOf(topology: Topology): { interfaces: Interface[]; byP
       v4: prefixes.filter((p) => p.family === 4),
       v6: prefixes.filter((p) => p.family === 6),
       linkLocal: linkLocalOf(hi, lo),
+      rpf: typeof settings.rpf === 'string' && Object.hasOwn(RPF_MODES, settings.rpf) ? RPF_MODES[settings.rpf] : RPF_OFF,
     };
     interfaces.push(iface);
     for (const p of ports) byPort[p] = iface.index;

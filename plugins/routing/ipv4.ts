@@ -7,8 +7,9 @@ import {
   ipv4HeaderChecksum, onesSum, read16, read32, write16, write32, writeEthernet, macHi, macLo, ETHERTYPE_IPV4, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
-import type { Interface } from './interfaces.ts';
+import { RPF_OFF, type Interface } from './interfaces.ts';
 import { deliver, SENT, UNREACHABLE, type NextHop } from './neighbour-io.ts';
+import { sourcePasses } from './reverse-path.ts';
 import type { Router } from './router.ts';
 
 const ICMP_ECHO_REPLY = 0;
@@ -74,6 +75,10 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   const dstTop = dst >>> 24;
   if (srcTop === 0 || srcTop === 127 || srcTop >= 224 || dstTop === 0 || dstTop === 127 || dstTop >= 224) {
     batch.dropAs(i, r.drop.not_routable);
+    return;
+  }
+  if (iface.rpf !== RPF_OFF && !sourcePasses(r, r.lpm4.lookup(src), iface)) {
+    batch.dropAs(i, r.drop.reverse_path);
     return;
   }
   const group = r.lpm4.lookup(dst);

@@ -6,8 +6,9 @@ import {
   ipv6PseudoSum, isUnspecifiedOrLoopback6, macHi, macLo, onesSum, read16, read32, writeEthernet, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
-import type { Interface } from './interfaces.ts';
+import { RPF_OFF, type Interface } from './interfaces.ts';
 import { deliver, isOwn6, ndpIn, ND_NA, ND_NS, ND_RA, ND_RS, SENT, UNREACHABLE, type NextHop } from './neighbour-io.ts';
+import { sourcePasses } from './reverse-path.ts';
 import type { Router } from './router.ts';
 
 const DEST_UNREACHABLE = 1;
@@ -65,6 +66,11 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   // never leaves its node; as IPv4's 0/8 and 127/8 above (RFC 1812 5.3.7).
   if (isUnspecifiedOrLoopback6(d, ip + 8) || isUnspecifiedOrLoopback6(d, ip + 24)) {
     batch.dropAs(i, r.drop.not_routable);
+    return;
+  }
+  // Link-local sources are the link's own (never routed; the link-local address is on every interface).
+  if (iface.rpf !== RPF_OFF && !(d[ip + 8] === 0xfe && (d[ip + 9] & 0xc0) === 0x80) && !sourcePasses(r, r.lpm6.lookup(d, ip + 8), iface)) {
+    batch.dropAs(i, r.drop.reverse_path);
     return;
   }
   const group = r.lpm6.lookup(d, ip + 24);

@@ -27,6 +27,7 @@ export const DROP_REASONS = [
   ['arp_not_for_router', 'ARP on a routed port for an address that is not the router\'s'],
   ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code)'],
   ['punt_rate_limited', 'for the port\'s Linux mirror, but over the interface\'s punt rate limit (puntRate, puntBurst)'],
+  ['reverse_path', 'the source address fails the interface\'s reverse-path filter (rpf): strict, it is not routed back out of that interface; loose, it has no route or a blackhole; or it is one of the router\'s own addresses'],
   ['source_mac_denied', "port security: the source MAC is not the port's configured mac (frames to the router; the bridge stage counts the others)"],
   ['local_unhandled', 'for one of the router\'s addresses but nothing the router answers (it answers ARP, NDP, ICMP echo, and UDP with port unreachable), and the port has no Linux mirror'],
 ] as const;
@@ -227,6 +228,7 @@ export class Router {
       arp_not_for_router: d('arp_not_for_router'),
       ndp_bad: d('ndp_bad'),
       punt_rate_limited: d('punt_rate_limited'),
+      reverse_path: d('reverse_path'),
       source_mac_denied: d('source_mac_denied'),
       local_unhandled: d('local_unhandled'),
     };

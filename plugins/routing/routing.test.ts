@@ -223,6 +223,64 @@ t.test('a super-frame (TSO) to a next hop being resolved is not held: its copy w
   t.equal(r.heldCount, 0);
 });
 
+t.test('reverse-path filter: strict and loose, IPv4 and IPv6, on ports and on a bridge', async (t) => {
+  const filtered: HarnessPort[] = [
+    { name: 'a', settings: { ...ports[0].settings, rpf: 'strict' } },
+    { name: 'b', settings: { ...ports[1].settings, rpf: 'loose' } },
+    ports[2],
+    ports[3],
+  ];
+  const routes = [
+    { prefix: '10.9.0.0/16', via: '10.0.2.2' },
+    { prefix: '10.8.0.0/16', blackhole: true },
+    { prefix: '10.7.0.0/16', via: ['10.0.1.2', '10.0.2.2'] },
+    { prefix: '2001:db8:9::/48', via: '2001:db8:2::2' },
+  ];
+  const h = await PluginHarness.create(routing, { ports: filtered, bridgeSettings: { br0: { ...bridgeSettings.br0, rpf: 'strict' } }, config: { routes } });
+  const ping = (port: 'a' | 'b', src: string, dst: string) => icmp4({ src, dst, type: 8, id: 1, seq: 1, payload: 8, srcMac: GUEST[port], dstMac: MAC[port] });
+  const strict = run(h, 'a', [
+    ping('a', '10.0.1.2', '10.0.1.1'),
+    ping('a', '10.7.3.4', '10.0.1.1'),
+    ping('a', '10.0.2.5', '10.0.1.1'),
+    ping('a', '10.9.1.1', '10.0.1.1'),
+    ping('a', '192.0.2.1', '10.0.1.1'),
+    ping('a', '10.0.1.1', '10.0.2.1'),
+    ping('a', '10.0.2.1', '10.0.1.1'),
+  ]);
+  t.same(summary(strict), ['a', 'a', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path'],
+    "strict: a's subnet and an ECMP route with a member out of a pass; b's subnet, a route out of b, no route, the router's own addresses do not");
+  const loose = run(h, 'b', [
+    ping('b', '10.0.1.7', '10.0.2.1'),
+    ping('b', '10.9.1.1', '10.0.2.1'),
+    ping('b', '192.0.2.1', '10.0.2.1'),
+    ping('b', '10.8.1.1', '10.0.2.1'),
+    ping('b', '10.0.2.1', '10.0.2.1'),
+  ]);
+  t.same(summary(loose), ['b', 'b', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path'], 'loose: any route but a blackhole');
+  learnB(h);
+  const udp = (src: string) => udp4({ src, dst: '10.0.2.2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  t.same(summary(run(h, 'a', [udp('10.0.1.2'), udp('10.9.0.1')])), ['b', 'drop:reverse_path'], 'forwarded packets are filtered alike');
+  t.equal(h.counts('a').reverse_path, 6, 'counted on the ingress port');
+  const echo6 = (port: 'a' | 'b', src: string, dst: string) => icmp6({ src, dst, type: 128, id: 1, seq: 1, payload: 8, srcMac: GUEST[port], dstMac: MAC[port] });
+  const v6 = run(h, 'a', [
+    echo6('a', '2001:db8:1::2', '2001:db8:1::1'),
+    echo6('a', 'fe80::5054:ff:fe00:a', '2001:db8:1::1'),
+    echo6('a', '2001:db8:2::9', '2001:db8:1::1'),
+    echo6('a', '2001:db8:9::1', '2001:db8:1::1'),
+  ]);
+  t.same(summary(v6), ['a', 'a', 'drop:reverse_path', 'drop:reverse_path'], 'IPv6 strict; a link-local source is not checked');
+  const v6Loose = run(h, 'b', [echo6('b', '2001:db8:1::5', '2001:db8:2::1'), echo6('b', '2001:db8:77::1', '2001:db8:2::1')]);
+  t.same(summary(v6Loose), ['b', 'drop:reverse_path'], 'IPv6 loose');
+  const bridge = run(h, 'c', [
+    icmp4({ src: '10.0.3.2', dst: '10.0.3.1', type: 8, id: 1, seq: 1, payload: 8, srcMac: GUEST.c, dstMac: MAC.br }),
+    icmp4({ src: '10.0.1.9', dst: '10.0.3.1', type: 8, id: 1, seq: 1, payload: 8, srcMac: GUEST.c, dstMac: MAC.br }),
+    udp4({ src: '10.0.1.9', dst: '10.0.3.3', srcPort: 1, dstPort: 2, srcMac: GUEST.c, dstMac: GUEST.d }),
+  ]);
+  t.same(summary(bridge), ['c', 'drop:reverse_path', 'undecided'], "on a bridge: what the router takes is filtered, frames between guests are the bridge's");
+  const unfiltered = await router({ routes });
+  t.same(summary(run(unfiltered, 'a', [ping('a', '10.9.1.1', '10.0.1.1'), ping('a', '192.0.2.1', '10.0.1.1')])), ['a', 'a'], 'off by default');
+});
+
 t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async (t) => {
   const h = await router();
   const periodic = h.run('a', []).map((o) => parseFrame(o.frame));

@@ -62,6 +62,13 @@ export function configDocumentSchema(limits: ConfigLimits) {
     });
   const queuePairs = Array.from({ length: limits.queuesMax }, (_, q) => q);
 
+  const rpf = (where: string) =>
+    Type.Optional(
+      Type.Enum(['off', 'strict', 'loose'], {
+        description: `reverse-path filter of the packets the router takes ${where} (Linux's rp_filter, VPP's source check): strict: the source address must be routed back out of the same interface; loose: by any route but a blackhole; off (the default): no check. The router's own addresses are refused as sources in both modes; IPv6 link-local and unspecified sources are not checked. Needs "addresses"`,
+      }),
+    );
+
   const Port = Type.Object(
     {
       name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -', examples: ['vm3'] }),
@@ -83,6 +90,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       ),
       macLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.macLimitMax, description: 'the most MAC addresses the bridge learns from this port, per PMD (default 256); past it, new sources are not learned' })),
       portSecurity: Type.Optional(Type.Boolean({ description: 'true: only the port\'s "mac" may be a source address; other frames are dropped. Needs "mac"' })),
+      rpf: rpf('on the port'),
       offloads: Type.Optional(Type.Boolean({ description: 'offer the guest checksum and segmentation offloads (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN; default true): TCP super-frames and checksums left to do pass between guests that take them, and vrouter cuts the segments and completes the checksums for the others. Changing it disconnects the frontend: features are negotiated as it connects' })),
       memoryPolicy: Type.Optional(Type.Enum(['strict', 'warn'], { description: 'guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs: strict refuses them, warn (the default) maps them and logs a warning' })),
       socketMode: Type.Optional(Type.String({ pattern: '^0?[0-7]{3}$', errorMessage: 'must be an octal mode such as "0660"', description: 'server mode: the socket file\'s permission bits, octal text (default "0600"); modes that let other users in are refused', examples: ['0660'] })),
@@ -114,6 +122,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       addresses: Type.Optional(addresses('the router\'s addresses in the bridge (its leg in the segment): its VMs route through them. Needs "routing" in "pipeline"')),
       routerMac: Type.Optional(routerMac('the router\'s MAC in the bridge (default: derived from the bridge name)')),
       mtu: Type.Optional(mtu('the MTU of the router\'s leg in the bridge (default: the smallest of its ports\')')),
+      rpf: rpf('in the bridge'),
     },
     { additionalProperties: false, description: 'a bridge\'s own settings' },
   );

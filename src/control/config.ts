@@ -37,6 +37,8 @@ export interface PortConfig {
   macLimit: number;
   /** only `mac` may be a source address on this port; other frames are dropped */
   portSecurity: boolean;
+  /** reverse-path filter of the packets routed from this port */
+  rpf: ReversePathFilter;
   /** guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs */
   memoryPolicy: MemoryPolicy;
   /** vhost-user: offer checksum offload */
@@ -75,7 +77,12 @@ export interface BridgeConfig {
   addresses: string[];
   routerMac: string;
   mtu: number;
+  /** reverse-path filter of the packets the router takes in the bridge */
+  rpf: ReversePathFilter;
 }
+
+/** strict: a source must be routed back out of the interface it came in by; loose: by any route but a blackhole */
+export type ReversePathFilter = 'off' | 'strict' | 'loose';
 
 
 export interface PmdSettings {
@@ -212,6 +219,9 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
   }
   const portSecurity = p.portSecurity ?? false;
   if (portSecurity && mac === null) throw new ConfigError(`${field}.portSecurity`, 'needs the port\'s "mac": the one source address it allows');
+  const rpf = p.rpf ?? 'off';
+  if (rpf !== 'off' && p.bridge !== undefined) throw new ConfigError(`${field}.rpf`, `the port is in bridge ${p.bridge}: the router's filter in that segment goes in bridges.${p.bridge}.rpf`);
+  if (rpf !== 'off' && (p.addresses ?? []).length === 0) throw new ConfigError(`${field}.rpf`, 'needs the port\'s "addresses": only a routed port\'s packets are filtered');
   if (mode === 'client' && (p.socketMode !== undefined || p.socketGroup !== undefined)) {
     throw new ConfigError(`${field}.${p.socketMode !== undefined ? 'socketMode' : 'socketGroup'}`, 'applies to server mode only (in client mode the frontend creates the socket)');
   }
@@ -228,6 +238,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     rxqAffinity,
     macLimit: p.macLimit ?? LIMITS.macLimitDefault,
     portSecurity,
+    rpf,
     memoryPolicy: p.memoryPolicy ?? 'warn',
     offloads: p.offloads ?? true,
     socketMode: p.socketMode === undefined ? 0o600 : fileMode(p.socketMode, `${field}.socketMode`),
@@ -266,6 +277,7 @@ function mirrorPortOf(p: PortConfig): PortConfig {
     queues: 1,
     rxqAffinity: {},
     portSecurity: false,
+    rpf: 'off',
     addresses: [],
     linuxMirror: null,
     mirror: { of: p.name, netns: m.netns, mac: p.routerMac, addresses: p.addresses },
@@ -427,7 +439,9 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
         throw new ConfigError(`ports[${small}].mtu`, `${mtu} (the bridge's MTU, its smallest port's) ${why}`);
       }
       checkMembersMacs(configured, name, routerMac);
-      return [name, { addresses, routerMac, mtu }];
+      const rpf = b.rpf ?? 'off';
+      if (rpf !== 'off' && addresses.length === 0) throw new ConfigError(`${field}.rpf`, 'needs the bridge\'s "addresses": only what the router takes in the bridge is filtered');
+      return [name, { addresses, routerMac, mtu, rpf }];
     }),
   );
 }

@@ -15,7 +15,7 @@ t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
-    macLimit: 256, portSecurity: false, memoryPolicy: 'warn', offloads: true, socketMode: 0o600, socketGroup: null, peerUid: null,
+    macLimit: 256, portSecurity: false, rpf: 'off', memoryPolicy: 'warn', offloads: true, socketMode: 0o600, socketGroup: null, peerUid: null,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.match(c.ports[0].routerMac, /^02(:[0-9a-f]{2}){5}$/, 'the router MAC is locally administered');
@@ -31,7 +31,7 @@ t.test('every optional key', async (t) => {
   const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0, spare: false } }, '/', 2);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
-    macLimit: 4096, portSecurity: true, memoryPolicy: 'strict', offloads: false, socketMode: 0o600, socketGroup: null, peerUid: 1000,
+    macLimit: 4096, portSecurity: true, rpf: 'off', memoryPolicy: 'strict', offloads: false, socketMode: 0o600, socketGroup: null, peerUid: 1000,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
@@ -84,6 +84,10 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ macLimit: 0 })] }, 'ports[0].macLimit', /1 to 4096/],
     [{ ports: [port({ portSecurity: 'yes' })] }, 'ports[0].portSecurity', /true or false/],
     [{ ports: [port({ portSecurity: true })] }, 'ports[0].portSecurity', /needs the port's "mac"/],
+    [{ ports: [routed({ rpf: 'on' })] }, 'ports[0].rpf', /"off", "strict" or "loose"/],
+    [{ ports: [port({ rpf: 'strict' })] }, 'ports[0].rpf', /the port is in bridge br0: the router's filter in that segment goes in bridges\.br0\.rpf/],
+    [{ ports: [{ name: 'a', socket: '/tmp/a.sock', rpf: 'loose' }] }, 'ports[0].rpf', /needs the port's "addresses"/],
+    [{ ports: [port()], bridges: { br0: { rpf: 'strict' } } }, 'bridges.br0.rpf', /needs the bridge's "addresses"/],
     [{ ports: [port({ memoryPolicy: 'lax' })] }, 'ports[0].memoryPolicy', /"strict" or "warn"/],
     [{ ports: [port({ socketMode: 660 })] }, 'ports[0].socketMode', /octal mode/],
     [{ ports: [port({ socketMode: '0666' })] }, 'ports[0].socketMode', /any local user/],
@@ -160,6 +164,13 @@ t.test('long lists are checked for repeats in one pass: 20,000 route sources, 20
   started = performance.now();
   t.throws(() => parseConfig({ ports: [routed({ addresses: [...addresses, '10.0.7.1/32'] })], pipeline: ['routing'] }, '/', 2), new ConfigError('ports[0].addresses[20000]', '10.0.7.1/32 is listed twice'));
   t.ok(performance.now() - started < 3000, `addresses checked in ${Math.round(performance.now() - started)} ms`);
+});
+
+t.test('reverse-path filters on a routed port and on a bridge with addresses', async (t) => {
+  const c = parseConfig({ ports: [routed({ rpf: 'strict' }), port({ name: 'c', socket: '/tmp/c.sock' })], bridges: { br0: { addresses: ['10.0.3.1/24'], rpf: 'loose' } }, pipeline: ['routing'] }, '/', 2);
+  t.same([c.ports[0].rpf, c.ports[1].rpf, c.bridges.br0.rpf], ['strict', 'off', 'loose']);
+  const mirrored = parseConfig({ ports: [routed({ rpf: 'strict', linuxMirror: { netns: 'vr' } })], pipeline: ['routing'] }, '/', 2);
+  t.same(mirrored.ports.map((p) => [p.name, p.rpf]), [['a', 'strict'], ['a.linux', 'off']], "the mirror's TAP port is not filtered: Linux sends from the router's addresses");
 });
 
 t.test("ports and bridges named as Object's own properties are ports and bridges like any other", async (t) => {

@@ -130,7 +130,8 @@ function pingOk(t: Test, r: GuestResult | undefined, vm: string, dst: string): v
 t.test('three subnets: ping, traceroute, path MTU and iperf3 across the router', async (t) => {
   const vr = await startVrouter({
     ports: [
-      { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], mtu: 1500 },
+      // a's reverse-path filter: strict (its guest forges a source once, below).
+      { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], mtu: 1500, rpf: 'strict' },
       { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24', '2001:db8:2::1/64'], mtu: 9000 },
       { name: 'c', socket: '{dir}/c.sock', bridge: 'br0' },
       { name: 'd', socket: '{dir}/d.sock', bridge: 'br0' },
@@ -166,6 +167,11 @@ vr_ping 10.0.3.3 5
 vr_trace 10.0.2.2
 vr_trace 2001:db8:2::2
 vr_trace 198.51.100.1
+# A source of b's subnet, forged on a: stopped by a's reverse-path filter.
+ip addr add 10.0.2.99/32 dev eth0
+ping -c 3 -W 1 -I 10.0.2.99 10.0.3.2 > /dev/null 2>&1
+vr_result test=forged rc=$?
+ip addr del 10.0.2.99/32 dev eth0
 vr_iperf_client 10.0.2.2 2
 vr_iperf_client 10.0.2.2 2 -R
 `),
@@ -306,6 +312,10 @@ vr_ping 10.0.2.2 5
   t.ok(dr.ttl_exceeded >= 3, `drops for TTL exceeded (traceroute): ${dr.ttl_exceeded}`, { drops: dr });
   t.ok(dr.no_route >= 1, `drops for no route: ${dr.no_route}`);
   t.ok(dr.mtu_exceeded >= 2, `drops for DF/IPv6 over the egress MTU: ${dr.mtu_exceeded}`);
+  // a's guest sent 3 pings from b's subnet: a's strict filter drops them where they come in;
+  // its own traffic (pings, traceroutes, iperf3 above) passes it.
+  t.equal(find(a, 'forged')?.rc, '1', 'a: pings from a forged source get no answer', { console: excerpt(a) });
+  t.equal(stats.a.plugins.routing?.drops.reverse_path, 3, `a: the forged pings dropped by the reverse-path filter (${JSON.stringify(stats.a.plugins.routing?.drops)})`);
   for (const reason of ['ip_header_bad', 'ip_length_bad', 'ip_checksum_bad', 'arp_bad', 'ndp_bad', 'fragmentation_failed', 'neighbour_table_full']) {
     t.equal(dr[reason] ?? 0, 0, `no ${reason} drops`);
   }

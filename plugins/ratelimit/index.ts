@@ -93,6 +93,9 @@ function addressAttachments(config: RateLimitConfig): { policer: number; a: Addr
 const threadsOf = (pmdCount: number) => pmdCount + 1;
 
 function sharedMemory(config: RateLimitConfig, topology: Topology): Record<string, number> {
+  // Asked for as the config is planned, before any plugin prepares: a port named wrong is
+  // refused before the routing stage changes its tables in use.
+  checkPorts(config, topology);
   if (config.policers.length === 0) return {};
   const threads = threadsOf(topology.pmdCount);
   const regions: Record<string, number> = { [POLICERS_REGION]: policerTableBytes(config.policers.length, threads) };

@@ -228,7 +228,7 @@ t.test('config errors name the field', async (t) => {
   fails([{ name: 'x', cir: '1mbit', apply: [{ perSource: '10.0.0.0/33' }] }], 'policers[0].apply[0].perSource', /not an IPv4 address or prefix/, 'a bad prefix');
   fails([{ name: 'x', cir: '1mbit', apply: [{ perSource: '10.0.0.0/8', maxAddresses: 1000 }] }], 'policers[0].apply[0].maxAddresses', /power of 2/, 'a table size not a power of 2');
   t.throws(() => ratelimit.parseConfig!({ policers: [], rate: 1 }), { field: 'rate', message: /unknown key/ }, 'the plugin entry takes no other key');
-  await t.rejects(stage([ok, { name: 'y', cir: '1mbit', apply: [{ inPort: 'a' }, { perSource: '10.0.0.0/8', inPort: 'nope' }] }]), { field: 'policers[1].apply[1].inPort', message: /no port named "nope"/ }, 'an unknown port, found in prepare()');
+  await t.rejects(stage([ok, { name: 'y', cir: '1mbit', apply: [{ inPort: 'a' }, { perSource: '10.0.0.0/8', inPort: 'nope' }] }]), { field: 'policers[1].apply[1].inPort', message: /no port named "nope"/ }, 'an unknown port, found as the config is planned (sharedMemory), before any plugin prepares');
   const parsed = ratelimit.parseConfig!({ policers: [{ name: 'd', cir: '64kbit' }, { name: 'e', cir: '10gbit', type: 'trTCM', pir: '20gbit' }] });
   t.same(parsed.policers.map((p) => p.meter), [
     { meter: 'srtcm', unit: 'bytes', cir: 64_000, cbs: 2000, ebs: 0 },

@@ -128,6 +128,28 @@ async function loadPlugin(path: string, url: string): Promise<Plugin> {
  * Loads and validates every plugin of the config, in pipeline order, and lays out their
  * counter slots. Throws PluginLoadError naming the field at fault.
  */
+/** What a plugin threw, as an Error with maybe a field: an operator's plugin may throw anything, null too. */
+export function thrownByPlugin(err: unknown): Error & { field?: unknown } {
+  return (typeof err === 'object' && err !== null ? err : { message: String(err) }) as Error & { field?: unknown };
+}
+
+/**
+ * Where in the config a plugin's error is: the field it names within its entry
+ * (`plugins.NAME.FIELD`), a built-in's key given at the top level of the config as such
+ * ("routes[3].via"), or the plugin's entry when it names none.
+ */
+export function pluginField(spec: { name: string; path: string }, field: unknown): string {
+  if (typeof field !== 'string' || field === '') return `plugins.${spec.name}`;
+  return spec.path === builtInPluginPath(spec.name) && TOP_LEVEL_FIELD.test(field) ? field : `plugins.${spec.name}.${field}`;
+}
+
+/** A plugin's refusal of its config, as a PluginLoadError naming the field. */
+function configError(err: unknown, spec: PluginSpec): PluginLoadError {
+  const e = thrownByPlugin(err);
+  const message = String(e.message);
+  return new PluginLoadError(pluginField(spec, e.field), typeof e.field === 'string' && e.field !== '' ? message.replace(`${e.field}: `, '') : message);
+}
+
 export async function planPlugins(specs: readonly PluginSpec[], topology: Topology, version = 0): Promise<PluginPlan[]> {
   const plans: PluginPlan[] = [];
   let slot = 0;
@@ -139,11 +161,7 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
       if (plugin.parseConfig) config = plugin.parseConfig(spec.config);
       else if (Object.keys(spec.config).length > 0) throw Object.assign(new Error('unknown key (the plugin takes no config)'), { field: Object.keys(spec.config)[0] });
     } catch (err) {
-      const e = err as Error & { field?: string };
-      // A built-in's keys given at the top level of the config ("routes") are named as such.
-      const topLevel = e.field !== undefined && spec.path === builtInPluginPath(spec.name) && TOP_LEVEL_FIELD.test(e.field);
-      const at = e.field === undefined ? field : topLevel ? e.field : `${field}.${e.field}`;
-      throw new PluginLoadError(at, e.field ? e.message.replace(`${e.field}: `, '') : e.message);
+      throw configError(err, spec);
     }
     const dropReasons = [PLUGIN_ERROR, ...(plugin.dropReasons ?? [])].map(([n]) => n);
     const counters = (plugin.counters ?? []).map(([n]) => n);
@@ -158,7 +176,13 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     if (plugin.routesLearned !== undefined && plugin.tablesChanged === undefined) {
       throw new PluginLoadError(`${field}.path`, `${plugin.name}: a plugin with routesLearned needs tablesChanged (the PMDs take the tables it builds anew between bursts)`);
     }
-    const sharedMemory = plugin.sharedMemory?.(config, topology) ?? {};
+    // It may check the config against the topology (port names), which parseConfig cannot.
+    let sharedMemory: Record<string, number>;
+    try {
+      sharedMemory = plugin.sharedMemory?.(config, topology) ?? {};
+    } catch (err) {
+      throw configError(err, spec);
+    }
     const sizes = Object.values(sharedMemory);
     if (!sizes.every((n) => Number.isInteger(n) && n > 0) || sizes.reduce((a, b) => a + b, 0) > MAX_PLUGIN_MEMORY_BYTES) {
       throw new PluginLoadError(field, `${plugin.name} asks for shared memory of ${JSON.stringify(sharedMemory)}: whole positive byte counts, at most ${MAX_PLUGIN_MEMORY_BYTES} in all`);

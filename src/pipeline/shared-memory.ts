@@ -4,7 +4,7 @@
 import { adoptShared, isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
 import { runJob } from '../control/jobs.ts';
 import { createLog, type Log } from '../log.ts';
-import { importPlugin, PluginLoadError, type PluginPlan } from './loader.ts';
+import { importPlugin, pluginField, PluginLoadError, thrownByPlugin, type PluginPlan } from './loader.ts';
 import { NO_LEARNED_ROUTES, type ChangedPrefixes, type LearnedRoutes, type Plugin, type PluginSetup, type Topology } from './api.ts';
 
 /** Regions by plugin name, then by region name. */
@@ -26,23 +26,29 @@ export function allocatePluginMemory(plans: readonly PluginPlan[], previous?: Pl
 }
 
 /**
- * Runs each plan's prepare() on its shared memory (in plan order), before any PMD maps what
- * it writes; `previous` tells prepare() which regions are kept from before (setup.fresh).
- * What prepare() returns joins the plugin's regions. A failure is the plugin's config error:
+ * Runs each plan's prepare() on its shared memory, before any PMD maps what it writes;
+ * `previous` tells prepare() which regions are kept from before (setup.fresh). What
+ * prepare() returns joins the plugin's regions. A failure is the plugin's config error:
  * PluginLoadError naming the plugin or the field.
+ *
+ * Plugins whose regions are all new go first: they change nothing a PMD reads, so when one
+ * refuses, the tables in use are as they were. Those with a region kept from before, which
+ * prepare() may change in place (routes, policers), follow in plan order.
  */
 export async function preparePlugins(plans: readonly PluginPlan[], memory: PluginMemory, topology: Topology, previous?: PluginMemory, learnedRoutes: LearnedRoutes = NO_LEARNED_ROUTES): Promise<void> {
-  for (const plan of plans) {
+  const kept = (plan: PluginPlan, name: string) => previous?.[plan.name]?.[name] === memory[plan.name][name];
+  const keepsAny = (plan: PluginPlan) => Object.keys(memory[plan.name]).some((name) => kept(plan, name));
+  for (const plan of [...plans.filter((p) => !keepsAny(p)), ...plans.filter(keepsAny)]) {
     const plugin = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
     if (plugin.prepare === undefined) continue;
     const regions = memory[plan.name];
-    const fresh = (name: string) => previous?.[plan.name]?.[name] !== regions[name];
+    const fresh = (name: string) => !kept(plan, name);
     try {
       adoptRegions(plan, regions, await plugin.prepare(setupOf(plan, regions, topology, fresh, learnedRoutes)), 'prepare');
     } catch (err) {
-      const e = err as Error & { field?: string };
-      const field = e.field ?? `plugins.${plan.name}`;
-      throw new PluginLoadError(field, `${plan.name} could not prepare its tables: ${e.message.replace(`${field}: `, '')}`);
+      const e = thrownByPlugin(err);
+      const message = String(e.message);
+      throw new PluginLoadError(pluginField(plan, e.field), `${plan.name} could not prepare its tables: ${typeof e.field === 'string' ? message.replace(`${e.field}: `, '') : message}`);
     }
   }
 }

@@ -32,6 +32,7 @@ export const EVENTS = {
   'plugin.reloaded': 'a changed plugin file was loaded; the PMDs restart on it',
   'plugin.tables_swapped': 'a PMD took a plugin\'s new config and tables between bursts',
   'plugin.failed': 'a plugin threw, or could not start in a PMD and was taken out',
+  'plugin.gauges_failed': "a plugin's gauges() threw or gave a value that is not a number: that gauge (or all of the plugin's) left out of /metrics",
   'admin.listening': 'the admin endpoint listens',
   'admin.refused': 'a connection to the admin endpoint was closed at once: it holds the most connections it keeps',
   'port.listening': 'a server-mode port listens on its socket',

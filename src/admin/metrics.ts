@@ -16,6 +16,11 @@ const escape = (v: string) => (NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, '\\\\').r
 /** One label, as it stands between the braces. */
 const label = (name: string, value: string) => `${name}="${escape(value)}"`;
 
+/** A sample's value as the exposition format writes it: Infinity is "+Inf" there, not JavaScript's "Infinity". */
+function sampleValue(value: number): string {
+  return value === Infinity ? '+Inf' : value === -Infinity ? '-Inf' : String(value);
+}
+
 class Exposition {
   private out = '';
   private name = '';
@@ -26,7 +31,7 @@ class Exposition {
   }
   /** A sample of the family begun last; `labels` as label() writes them, comma-separated. */
   sample(labels: string, value: number): void {
-    this.out += labels === '' ? `${this.name} ${value}\n` : `${this.name}{${labels}} ${value}\n`;
+    this.out += labels === '' ? `${this.name} ${sampleValue(value)}\n` : `${this.name}{${labels}} ${sampleValue(value)}\n`;
   }
   text(): string {
     return this.out;

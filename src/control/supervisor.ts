@@ -929,8 +929,18 @@ export class Supervisor {
     for (const plan of this.plugins) {
       if (!plan.gauges) continue;
       const module = await importPlugin(plan.path, `plugins.${plan.name}`, plan.version);
-      const values = module.gauges!({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name], learnedRoutes: this.learnedRoutes });
-      for (const [name, value] of Object.entries(values)) out.push({ plugin: plan.name, name, value });
+      // An operator's plugin: what it throws or gives that is no number costs its gauges, not the scrape.
+      let values: Record<string, unknown>;
+      try {
+        values = module.gauges!({ config: plan.config, topology: this.topology, shared: this.pluginMemory[plan.name], learnedRoutes: this.learnedRoutes });
+      } catch (err) {
+        log.warn(`${plan.name}: gauges() threw, its gauges left out: ${(err as Error)?.message ?? String(err)}`, 'plugin.gauges_failed');
+        continue;
+      }
+      for (const [name, value] of Object.entries(values ?? {})) {
+        if (typeof value === 'number') out.push({ plugin: plan.name, name, value });
+        else log.warn(`${plan.name}: gauge ${JSON.stringify(name).slice(0, 80)} left out: its value is not a number`, 'plugin.gauges_failed');
+      }
     }
     return out;
   }

@@ -234,13 +234,6 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
         pool.free(handle);
         continue;
       }
-      if (leavesChecksum(pool, handle)) {
-        partial++;
-        if (isSegmented(pool, handle)) {
-          superFrames++;
-          superBytes += frameLen;
-        }
-      }
     }
     // Longer than the port's frames (taken only with TSO negotiated): a super-frame, or too long.
     if (frameLen > maxFrame && !isSegmented(pool, handle)) {
@@ -248,6 +241,14 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       if (defer !== null) defer.forget(handle);
       pool.free(handle);
       continue;
+    }
+    // Counted once taken: a frame dropped above is none of these.
+    if (headerCounts && leavesChecksum(pool, handle)) {
+      partial++;
+      if (isSegmented(pool, handle)) {
+        superFrames++;
+        superBytes += frameLen;
+      }
     }
     handles[start + taken++] = handle;
     bytes += frameLen;

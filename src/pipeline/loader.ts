@@ -115,10 +115,15 @@ async function loadPlugin(path: string, url: string): Promise<Plugin> {
   if (p === undefined || missing) throw new Error(`${path} does not export a plugin as its default export${missing ? ` (no "${missing}")` : ''}`);
   if (p.apiVersion !== PLUGIN_API_VERSION) throw new Error(`${p.name} is written for plugin API ${p.apiVersion}; this vrouter has ${PLUGIN_API_VERSION}`);
   for (const [kind, table] of [['dropReasons', p.dropReasons ?? []], ['counters', p.counters ?? []]] as const) {
+    // Each name once in its table (and no drop reason plugin_error, the host's): counted in
+    // the first slot of a name, its drops would be read from the last.
+    const names = new Set(kind === 'dropReasons' ? [PLUGIN_ERROR[0]] : []);
     for (const entry of table) {
       if (!Array.isArray(entry) || typeof entry[0] !== 'string' || !NAME.test(entry[0]) || typeof entry[1] !== 'string') {
         throw new Error(`${p.name}: ${kind} must be [name, meaning] pairs with names of a-z, 0-9 and _, got ${JSON.stringify(entry)}`);
       }
+      if (names.has(entry[0])) throw new Error(`${p.name}: ${kind} names ${entry[0]}, ${entry[0] === PLUGIN_ERROR[0] ? "the host's own drop reason" : 'a name it has already'}`);
+      names.add(entry[0]);
     }
   }
   return p as Plugin;

@@ -6,6 +6,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { daemonEnv, startVrouter, VROUTER_BIN, type StartedVrouter } from '../support/vrouter-process.ts';
 import { waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
@@ -257,6 +258,23 @@ t.test('/metrics passes promtool', async (t) => {
   t.match(res.text, /vrouter_acl_rule_hits_total\{rule="0",action="deny"\} 0/, 'ACL rule hits');
   t.match(res.text, /vrouter_acl_rule_hits_total\{rule="default",action="permit"\} 0/);
   t.match(res.text, /vrouter_policer_packets_total\{policer="p",colour="green"\} 0/, 'policer colours');
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: res.text, encoding: 'utf8' });
+  if (check.error) t.fail(`promtool cannot run (Debian package prometheus, installed by scripts/setup-peers.sh): ${check.error.message}`);
+  else t.equal(check.status, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);
+});
+
+t.test("/metrics with an operator plugin's odd gauges: a value that is no number is left out, one that throws costs its own gauges, Infinity is +Inf", async (t) => {
+  const plugin = fileURLToPath(new URL('../support/plugins/odd-gauges.ts', import.meta.url));
+  const vr = await startVrouter({ ...ROUTED, pipeline: [...ROUTED.pipeline, 'odd', 'broken'], plugins: { odd: { path: plugin }, broken: { path: plugin, throws: true } } });
+  t.teardown(() => vr.stop());
+  const res = await client(vr).call('GET', '/metrics');
+  t.equal(res.status, 200, 'answered');
+  t.match(res.text, /vrouter_plugin_state\{plugin="odd",name="items"\} 3\n/);
+  t.match(res.text, /vrouter_plugin_state\{plugin="odd",name="unbounded"\} \+Inf\n/);
+  t.notMatch(res.text, /name="text"/, 'a string is left out');
+  t.notMatch(res.text, /plugin="broken",name=/, "the plugin that throws has no gauges; the others' are there");
+  t.match(res.text, /vrouter_plugin_state\{plugin="routing",name="routes"\} 4/);
+  t.match(vr.stderr(), /broken: gauges\(\) threw, its gauges left out: no gauges today/);
   const check = spawnSync('promtool', ['check', 'metrics'], { input: res.text, encoding: 'utf8' });
   if (check.error) t.fail(`promtool cannot run (Debian package prometheus, installed by scripts/setup-peers.sh): ${check.error.message}`);
   else t.equal(check.status, 0, `promtool check metrics: ${check.stdout}${check.stderr}`);

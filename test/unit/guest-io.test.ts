@@ -11,7 +11,7 @@ import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, V
 import { OFFLOAD_FIELDS, PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_CSUM_PARTIAL, RX_PACKETS, TX_CSUM_PARTIAL, TX_PACKETS } from '../../src/dataplane/counters.ts';
-import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST } from '../../src/dataplane/offloads.ts';
+import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO4_FROM_GUEST } from '../../src/dataplane/offloads.ts';
 import { tcp4 } from '../support/frames.ts';
 import { gatherCalls, settleCalls } from '../../src/dataplane/notify.ts';
 import { LIMITS } from '../../src/control/config.ts';
@@ -535,6 +535,15 @@ t.test('checksum offload: a checksum left to do is taken, passed on as it is, or
   t.equal(from.counters[RX_CSUM_PARTIAL], 1, 'counted as taken with its checksum left to do');
   const h = from.handles[0];
   t.same(frameOf(from.pool, h), sent, 'the frame as sent');
+
+  // With TSO negotiated a frame past the MTU is read whole (it may be a super-frame).
+  const tso = setup(t, { offloads: OFFLOAD_CSUM_FROM_GUEST | OFFLOAD_TSO4_FROM_GUEST });
+  const long = new Uint8Array(1600);
+  long.set(sent);
+  sendFrame(tso.driverQ, long, { header });
+  t.equal(receiveBurst(tso.owner, tso.pool, tso.handles, 0, 32), 0, 'a frame past the MTU with its checksum left to do, not a super-frame: dropped');
+  t.equal(drop(tso.counters, 'frame_too_long'), 1, 'as frame_too_long');
+  t.equal(tso.counters[RX_CSUM_PARTIAL], 0, 'and not counted as taken with its checksum left to do');
 
   const ignoring = setup(t, { offloads: 0 });
   sendFrame(ignoring.driverQ, sent, { header: bad });

@@ -128,6 +128,29 @@ t.test('plugins are loaded and checked before anything starts', async (t) => {
   t.match(run.stderr, /invalid configuration: plugins\.dscp\.dscp: must be an integer from 0 to 63, got 64/);
 });
 
+t.test('a drop reason or counter named twice, or a drop reason named plugin_error, is refused as the plugin loads', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vrouter-plugins-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const api = JSON.stringify(fileURLToPath(new URL('../../src/pipeline/api.ts', import.meta.url)));
+  const write = (name: string, tables: string) => {
+    const path = join(dir, `${name}.ts`);
+    writeFileSync(path, `import { PLUGIN_API_VERSION } from ${api};
+export default { name: '${name}', version: '1.0.0', apiVersion: PLUGIN_API_VERSION, ${tables}, createState: () => null, process() {} };
+`);
+    return path;
+  };
+  const cases: [string, string, RegExp][] = [
+    ['twice', "dropReasons: [['x', 'one'], ['x', 'two']]", /twice: dropReasons names x, a name it has already/],
+    ['host', "dropReasons: [['plugin_error', 'mine']]", /host: dropReasons names plugin_error, the host's own drop reason/],
+    ['counted', "counters: [['n', 'one'], ['n', 'two']]", /counted: counters names n, a name it has already/],
+  ];
+  for (const [name, tables, reason] of cases) {
+    await t.rejects(planPlugins([{ name, path: write(name, tables), config: {} }], TOPOLOGY), { field: `plugins.${name}.path`, message: reason });
+  }
+  const apart = await planPlugins([{ name: 'apart', path: write('apart', "dropReasons: [['n', 'a drop']], counters: [['n', 'a count']]"), config: {} }], TOPOLOGY);
+  t.same([apart[0].dropReasons, apart[0].counters], [['plugin_error', 'n'], ['n']], 'a drop reason and a counter may share a name: they are counted and read apart');
+});
+
 t.test('a plugin that throws costs its batch, not the PMD', async (t) => {
   const { vr, a, b } = await withFaultyPlugin(t);
   const send = async (poison: boolean, n: number) => {

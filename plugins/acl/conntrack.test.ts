@@ -154,6 +154,17 @@ t.test('ICMP: echo replies pass; errors about a tracked flow pass as related, ot
   t.same(pmd1.counts('out').conntrack_related, 2);
 });
 
+t.test("an echo entry passes requests one way and replies the other: the peer cannot ping back with the same identifier", async (t) => {
+  const { pmd0, pmd1 } = await pair();
+  t.same(fate(pmd0, 'in', [icmp4(out({ type: 8, id: 77, seq: 1 }))]), ['pass'], 'inside pings out: the entry opens');
+  t.same(fate(pmd1, 'out', [icmp4(back({ type: 8, id: 77, seq: 1 })), icmp4(back({ type: 0, id: 77, seq: 1 }))]), ['acl_deny', 'pass'], "a request from outside with the entry's identifier is the rules' (denied); the reply passes");
+  t.same(fate(pmd0, 'in', [icmp4(out({ type: 0, id: 77, seq: 1 })), icmp4(out({ type: 8, id: 77, seq: 2 }))]), ['pass', 'pass'], "from inside the rules permit: a reply the wrong way passes by them, the next request as established");
+  t.equal(pmd0.counts('in').conntrack_established, 1, 'only the request counted as established');
+  const six = { src: '2001:db8:0::2', dst: '2001:db8:1::9' };
+  t.same(fate(pmd0, 'in', [icmp6({ ...six, type: 128, id: 9, seq: 1 })]), ['pass']);
+  t.same(fate(pmd1, 'out', [icmp6({ src: six.dst, dst: six.src, type: 128, id: 9, seq: 1 }), icmp6({ src: six.dst, dst: six.src, type: 129, id: 9, seq: 1 })]), ['acl_deny', 'pass'], 'ICMPv6 alike');
+});
+
 t.test('a full table drops new flows as conntrack_full; expired entries make room', async (t) => {
   const p = await pair({ ...CONFIG, conntrack: { maxFlows: 64, maxFlowsPerPort: 1024 } });
   const { pmd0 } = p;

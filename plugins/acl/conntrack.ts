@@ -537,6 +537,11 @@ export class Conntrack {
   }
 
   /** A TCP entry that a SYN would open anew (the old connection closed): the caller asks the rules. */
+  /** Whether a packet whose source is endpoint A (srcIsA) or B comes from the side that opened the entry of `status`. */
+  static fromOriginator(status: number, srcIsA: boolean): boolean {
+    return ((status & ORIGINATOR_IS_A) !== 0) === srcIsA;
+  }
+
   static closed(status: number): boolean {
     const state = status & STATE_MASK;
     return state === TCP_TIME_WAIT || state === TCP_CLOSED;

@@ -214,6 +214,22 @@ function trackKey(s: AclState, ct: Conntrack, d: Uint8Array, off: number, i: num
 }
 
 /**
+ * An echo request from the side that did not open its entry, or a reply from the side
+ * that did: the identifier keys both ways, but Linux's tuple holds the type too, so neither
+ * belongs to the entry (else a peer that answered pings could ping back through a deny for
+ * as long as the entry lives).
+ */
+function echoAgainst(k: FlowKeys, i: number, status: number, srcIsA: boolean): boolean {
+  const protocol = k.protocol[i];
+  if (protocol !== 1 && protocol !== 58) return false;
+  const type = k.icmpType[i];
+  const request = type === (protocol === 58 ? 128 : 8);
+  const reply = type === (protocol === 58 ? 129 : 0);
+  if (!request && !reply) return false;
+  return request !== Conntrack.fromOriginator(status, srcIsA);
+}
+
+/**
  * The key of the packet an ICMP error quotes (its IP header at `ip`, up to `end`): RFC 792
  * and RFC 4443 2.4 (c) have the error carry the header and at least the first 8 bytes of
  * data, which hold the ports. False when the quote is too short or malformed, or when the
@@ -407,7 +423,7 @@ function filterTracked(batch: PacketBatch, s: AclState, ct: Conntrack, count: nu
       continue;
     }
     const at = found[i];
-    if (at >= 0 && ct.stable(at, foundSeq[i])) {
+    if (at >= 0 && ct.stable(at, foundSeq[i]) && !echoAgainst(k, i, foundStatus[i], fromA[i] === 1)) {
       if (track[i] === ICMP_ERROR) {
         related++;
         continue;
@@ -458,7 +474,9 @@ function filterTracked(batch: PacketBatch, s: AclState, ct: Conntrack, count: nu
       t = trackKey(s, ct, d, batch.offset(i), i);
       keyed = true;
       const entry = ct.lookup(now);
-      if (entry >= 0) {
+      // An echo the wrong way for its entry is the rules' alone, and opens none (the key is taken).
+      if (entry >= 0 && echoAgainst(k, i, ct.foundStatus, ct.srcIsA)) t = UNTRACKED;
+      else if (entry >= 0) {
         if (t === ICMP_ERROR) {
           related++;
           continue;

@@ -27,13 +27,23 @@ t.test('learning, forwarding, flooding, same-port drops', async (t) => {
   t.same(where(h, 'p3', [frame(mac(1), mac(7))]), ['undecided'], 'a port in no bridge: left undecided (no_destination)');
 });
 
-t.test('a group source address is never learned', async (t) => {
+t.test('a group or all-zero source address is dropped, never learned', async (t) => {
   // p1 may learn one address: a group source taking it would leave ...:01 unlearned.
   const h = setup([{ bridge: 'br0' }, { bridge: 'br0', macLimit: 1 }, { bridge: 'br0' }]);
   const group = [0x53, 0x54, 0, 0, 0, 5];
-  t.same(where(h, 'p1', [frame(mac(2), group), frame(mac(2), mac(1))]), ['flood', 'flood'], 'from a group address and from ...:01, to an unknown ...:02');
+  const zero = [0, 0, 0, 0, 0, 0];
+  const broadcast = [255, 255, 255, 255, 255, 255];
+  t.same(where(h, 'p1', [frame(mac(2), group), frame(mac(2), zero), frame(broadcast, broadcast), frame(mac(2), mac(1))]), ['source_mac_invalid', 'source_mac_invalid', 'source_mac_invalid', 'flood'], 'from a group address, the zero address, broadcast: dropped; from ...:01, to an unknown ...:02: flooded');
   t.same(where(h, 'p2', [frame(group, mac(2)), frame(mac(1), mac(2))]), ['flood', 'p1'], 'to the group address: flooded; to ...:01: p1, its one learned address');
-  t.same(h.counts('p1'), {}, 'nothing refused on p1');
+  t.same(h.counts('p1'), { source_mac_invalid: 3 }, 'nothing refused on p1');
+});
+
+t.test("IEEE 802.1D's link-constrained groups are not relayed; other multicast floods", async (t) => {
+  const h = setup([{ bridge: 'br0' }, { bridge: 'br0' }]);
+  const reserved = [0x00, 0x01, 0x02, 0x03, 0x0e, 0x0f].map((last) => [0x01, 0x80, 0xc2, 0, 0, last]);
+  t.same(where(h, 'p0', reserved.map((dst) => frame(dst, mac(1)))), reserved.map(() => 'link_constrained'), 'STP, pause, LACP, 802.1X, LLDP and the rest of 01:80:c2:00:00:0x: dropped');
+  const near = [[0x01, 0x80, 0xc2, 0, 0, 0x10], [0x01, 0x00, 0x5e, 0, 0, 0x01], [0x33, 0x33, 0, 0, 0, 1]];
+  t.same(where(h, 'p0', near.map((dst) => frame(dst, mac(1)))), ['flood', 'flood', 'flood'], '01:80:c2:00:00:10, IPv4 and IPv6 multicast: flooded');
 });
 
 t.test('packets an earlier stage decided for are left alone', async (t) => {

@@ -32,6 +32,8 @@ interface BridgeState {
   allTables: MacTable[][];
   sameDrop: number;
   securityDrop: number;
+  invalidSourceDrop: number;
+  reservedDrop: number;
   refusedCounter: number;
   count: PluginContext<unknown>['count'];
   /** the second the last burst was switched at, and the second the tables were last swept for */
@@ -72,6 +74,8 @@ function createState(ctx: PluginContext<unknown>): BridgeState {
     allTables,
     sameDrop: ctx.dropCode('same_port'),
     securityDrop: ctx.dropCode('source_mac_denied'),
+    invalidSourceDrop: ctx.dropCode('source_mac_invalid'),
+    reservedDrop: ctx.dropCode('link_constrained'),
     refusedCounter: ctx.counterId('mac_learning_refused'),
     count: ctx.count,
     clock: 0,
@@ -171,18 +175,27 @@ function process(batch: PacketBatch, s: BridgeState): void {
       continue;
     }
     if (table === null) continue;
-    // Learn unicast sources only: a multicast source address is never a station.
-    if (srcGroup === 0) {
-      if (srcHi !== lastSrcHi || srcLo !== lastSrcLo) {
-        srcRefused = table.learn(srcHi, srcLo, ingress, now) === LEARN_REFUSED;
-        lastSrcHi = srcHi;
-        lastSrcLo = srcLo;
-        lastDstHi = -1;
-      }
-      // Counted per frame, so that the count is the traffic a limit kept from being learned.
-      if (srcRefused) refused++;
+    // No station sends from a group or the all-zero address (Linux's bridge drops them too):
+    // never learned, nor switched.
+    if (srcGroup !== 0 || (srcHi | srcLo) === 0) {
+      batch.dropAs(i, s.invalidSourceDrop);
+      continue;
     }
+    if (srcHi !== lastSrcHi || srcLo !== lastSrcLo) {
+      srcRefused = table.learn(srcHi, srcLo, ingress, now) === LEARN_REFUSED;
+      lastSrcHi = srcHi;
+      lastSrcLo = srcLo;
+      lastDstHi = -1;
+    }
+    // Counted per frame, so that the count is the traffic a limit kept from being learned.
+    if (srcRefused) refused++;
     let dst = EGRESS_FLOOD;
+    // IEEE 802.1D's link-constrained groups, 01:80:c2:00:00:00 to 0f (STP, pause, LACP,
+    // 802.1X, LLDP), are the link's own: a bridge never relays them.
+    if (dstGroup !== 0 && hi === 0x0180 && lo >>> 4 === 0x0c200000) {
+      batch.dropAs(i, s.reservedDrop);
+      continue;
+    }
     if (dstGroup === 0) {
       if (hi !== lastDstHi || lo !== lastDstLo) {
         lastDst = lookup(s, bridge, hi, lo, now);
@@ -226,6 +239,8 @@ const plugin: Plugin<unknown, BridgeState> = {
   dropReasons: [
     ['same_port', 'the destination MAC was learned on the ingress port'],
     ['source_mac_denied', "port security: the source MAC is not the port's configured mac"],
+    ['source_mac_invalid', 'the source MAC is a group (multicast, broadcast) or the all-zero address: no station sends from one'],
+    ['link_constrained', 'to an IEEE 802.1D link-constrained group, 01:80:c2:00:00:00 to 0f (STP, pause, LACP, 802.1X, LLDP): a bridge never relays them'],
   ],
   counters: [['mac_learning_refused', 'frames whose source MAC was not learned: the port had its macLimit of learned MACs (they are still forwarded)']],
   sharedMemory(_config: unknown, topology: Topology) {

@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
-import { clearPortCounters, DROP_REASONS, readPmdStats, readPortStats } from '../dataplane/counters.ts';
+import { clearPortCounters, DROP_REASONS, readPmdStats, readPortStats, type PmdTotals } from '../dataplane/counters.ts';
 import { LOAD_BUSY_MS, LOAD_BUSY_ROUNDS, LOAD_FIELDS, LOAD_PACKETS } from '../dataplane/pmd.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
 import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
@@ -222,6 +222,8 @@ export class Supervisor {
   private pluginLoadAttempts = 0;
   /** PMDs terminated to take new plugins: not crashes, not counted as such */
   private readonly reloading = new Set<number>();
+  /** by PMD, what it counted for ports whose slots were since cleared for new ones (readPmdStats) */
+  private readonly retiredPmdTotals: PmdTotals[];
   private topology: Topology;
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
   private pluginMemory: PluginMemory;
@@ -239,6 +241,7 @@ export class Supervisor {
     this.pluginMemory = allocatePluginMemory(plugins);
     this.layout = dataplaneLayout(config);
     this.pmdCount = config.pmd.cores.length;
+    this.retiredPmdTotals = Array.from({ length: this.pmdCount }, () => ({ rx_packets: 0, tx_packets: 0 }));
     this.doorbells = this.layout.shared.wakers.map((w) => new Int32Array(w.doorbell));
   }
 
@@ -1244,7 +1247,7 @@ export class Supervisor {
         this.relayout = null;
       }
       // No PMD runs: a new port's counters and a closed port's capture can be reset safely.
-      for (const slot of change.fresh) clearPortCounters(this.layout.shared.counters, this.pmdCount, slot);
+      for (const slot of change.fresh) clearPortCounters(this.layout.shared.counters, this.pmdCount, slot, this.retiredPmdTotals);
       const captureWords = new Int32Array(this.layout.capture.control);
       for (const slot of change.close) Atomics.store(captureWords, slot * CONTROL_WORDS, 0);
       this.slots = change.slots;
@@ -1333,7 +1336,7 @@ export class Supervisor {
   stats() {
     const counters = this.layout.shared.counters;
     const load = new Float64Array(this.layout.shared.load);
-    const pmds = readPmdStats(counters, this.pmdCount).map((s, i) => {
+    const pmds = readPmdStats(counters, this.pmdCount, this.retiredPmdTotals).map((s, i) => {
       const busyMs = load[i * LOAD_FIELDS + LOAD_BUSY_MS];
       const polled = load[i * LOAD_FIELDS + LOAD_PACKETS];
       const queues = this.slots.flatMap((name, slot) => (name === null ? [] : (this.layout.queueOwner[slot] ?? []).flatMap((pmd, q) => (pmd === i ? [{ port: name, queue: q }] : []))));

@@ -88,9 +88,24 @@ export function pmdCounters(buffer: ArrayBufferLike, pmd: number): Float64Array 
   return new Float64Array(buffer, pmd * length * 8, length);
 }
 
-/** Zeroes a slot's counters in every PMD's block (a slot taken by a new port; no PMD runs). */
-export function clearPortCounters(buffer: ArrayBufferLike, pmdCount: number, port: number): void {
-  for (let pmd = 0; pmd < pmdCount; pmd++) pmdCounters(buffer, pmd).fill(0, portBase(port), portBase(port) + COUNTERS_PER_PORT);
+/** Frames each PMD took from guests (rx) and wrote into guests (tx). */
+export interface PmdTotals {
+  rx_packets: number;
+  tx_packets: number;
+}
+
+/**
+ * Zeroes a slot's counters in every PMD's block (a slot taken by a new port; no PMD runs).
+ * Adds what each PMD had counted there to `retired`, by PMD: readPmdStats() goes on
+ * counting it, as a PMD's totals never go back.
+ */
+export function clearPortCounters(buffer: ArrayBufferLike, pmdCount: number, port: number, retired: PmdTotals[]): void {
+  for (let pmd = 0; pmd < pmdCount; pmd++) {
+    const block = pmdCounters(buffer, pmd);
+    retired[pmd].rx_packets += block[portBase(port) + RX_PACKETS];
+    retired[pmd].tx_packets += block[portBase(port) + TX_PACKETS];
+    block.fill(0, portBase(port), portBase(port) + COUNTERS_PER_PORT);
+  }
 }
 
 export function portBase(port: number): number {
@@ -191,13 +206,13 @@ export function readPortStats(buffer: ArrayBufferLike, pmdCount: number, portNam
   return stats;
 }
 
-/** Frames each PMD took from guests (rx) and wrote into guests (tx), over all ports. */
-export function readPmdStats(buffer: ArrayBufferLike, pmdCount: number): { rx_packets: number; tx_packets: number }[] {
+/** Frames each PMD took from guests (rx) and wrote into guests (tx), over all ports, those since removed (`retired`) too. */
+export function readPmdStats(buffer: ArrayBufferLike, pmdCount: number, retired: readonly PmdTotals[]): PmdTotals[] {
   const all = new Float64Array(buffer);
   const perPmd = PORT_SLOTS * COUNTERS_PER_PORT;
   return Array.from({ length: pmdCount }, (_, pmd) => {
-    let rx = 0;
-    let tx = 0;
+    let rx = retired[pmd].rx_packets;
+    let tx = retired[pmd].tx_packets;
     for (let port = 0; port < PORT_SLOTS; port++) {
       rx += all[pmd * perPmd + portBase(port) + RX_PACKETS];
       tx += all[pmd * perPmd + portBase(port) + TX_PACKETS];

@@ -113,10 +113,14 @@ t.test('ports added, moved and removed at run time', async (t) => {
   t.equal(await trafficFlows(devices.a, devices.c, 20, MAC.a, MAC.c), 20, 'a to c after b went');
   t.ok((await api.call('GET', '/ports/a')).json.counters.rx_packets >= rxBefore + 20, 'a\'s counters survived the changes');
 
-  // b's slot is taken by d: its counters start from zero.
+  // b's slot is taken by d: its counters start from zero, and the PMDs' totals keep what b counted.
+  const pmdTotals = async () => ((await api.call('GET', '/pmds')).json as { rx_packets: number; tx_packets: number }[]).map((p) => [p.rx_packets, p.tx_packets]);
+  const totalsBefore = await pmdTotals();
   const socketD = join(vr.dir, 'd.sock');
   t.match(await api.call('POST', '/ports', { name: 'd', socket: socketD, bridge: 'br0' }), { status: 200 });
   t.match((await api.call('GET', '/ports/d')).json.counters, { rx_packets: 0, tx_packets: 0 }, 'the slot b left starts from zero for d');
+  const totalsAfter = await pmdTotals();
+  t.ok(totalsAfter.every(([rx, tx], pmd) => rx >= totalsBefore[pmd][0] && tx >= totalsBefore[pmd][1]) && totalsBefore.some(([rx]) => rx >= 60), `no PMD's totals went back: ${JSON.stringify(totalsBefore)} then ${JSON.stringify(totalsAfter)}`);
   devices.d = await startDevice(socketD);
   t.equal(await trafficFlows(devices.d, devices.a, 20, MAC.d, MAC.a), 20, 'd forwards');
   devices.b.close();

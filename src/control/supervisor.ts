@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
-import { clearPortCounters, DROP_REASONS, readPmdStats, readPortStats, type PmdTotals } from '../dataplane/counters.ts';
+import { clearPortCounters, DROP_REASONS, movePluginCounters, pmdCounters, readPmdStats, readPortStats, type PmdTotals } from '../dataplane/counters.ts';
 import { LOAD_BUSY_MS, LOAD_BUSY_ROUNDS, LOAD_FIELDS, LOAD_PACKETS } from '../dataplane/pmd.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
 import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
@@ -224,6 +224,8 @@ export class Supervisor {
   private readonly reloading = new Set<number>();
   /** by PMD, what it counted for ports whose slots were since cleared for new ones (readPmdStats) */
   private readonly retiredPmdTotals: PmdTotals[];
+  /** by PMD, the plugins whose slots it counts in (carryPluginCounters) */
+  private readonly countedWith: (readonly PluginPlan[])[];
   private topology: Topology;
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
   private pluginMemory: PluginMemory;
@@ -242,7 +244,22 @@ export class Supervisor {
     this.layout = dataplaneLayout(config);
     this.pmdCount = config.pmd.cores.length;
     this.retiredPmdTotals = Array.from({ length: this.pmdCount }, () => ({ rx_packets: 0, tx_packets: 0 }));
+    this.countedWith = Array.from({ length: this.pmdCount }, () => plugins);
     this.doorbells = this.layout.shared.wakers.map((w) => new Int32Array(w.doorbell));
+  }
+
+  /**
+   * Before PMD `id` starts on the plugins in force: its plugin counters moved to the slots
+   * these give them, if the plugins it last counted with had them elsewhere (a plugin file
+   * reloaded with other drop reasons or counters). Its last incarnation has exited.
+   */
+  private carryPluginCounters(id: number): void {
+    const before = this.countedWith[id];
+    if (before === this.plugins) return;
+    this.countedWith[id] = this.plugins;
+    const same = (a: PluginPlan, b: PluginPlan) => a.name === b.name && a.slot === b.slot && sameConfig(a.dropReasons, b.dropReasons) && sameConfig(a.counters, b.counters);
+    if (before.length === this.plugins.length && before.every((p, k) => same(p, this.plugins[k]))) return;
+    movePluginCounters(pmdCounters(this.layout.shared.counters, id), before, this.plugins);
   }
 
   /** Starts every actor; resolves once all sockets listen. */
@@ -394,6 +411,7 @@ export class Supervisor {
 
   /** Starts PMD `id` in the data-plane process in use, as a new incarnation of it. */
   private spawnPmd(id: number, waitForQueues = true): void {
+    this.carryPluginCounters(id);
     const incarnation = this.nextIncarnation++;
     this.incarnations[id] = incarnation;
     this.watchFromStart(id);

@@ -108,6 +108,27 @@ export function clearPortCounters(buffer: ArrayBufferLike, pmdCount: number, por
   }
 }
 
+/**
+ * A PMD's plugin counters (`block`, every port's) moved from the slots `before` gave them
+ * to those `after` gives the same plugin and name: a plugin file that declares a drop
+ * reason more moves the slots of every plugin after it, whose counters would otherwise be
+ * read under other names. What `after` has no name for is cleared. No PMD may count in the
+ * block meanwhile.
+ */
+export function movePluginCounters(block: Float64Array, before: readonly PluginCounters[], after: readonly PluginCounters[]): void {
+  const names = (layout: readonly PluginCounters[]) =>
+    layout.flatMap((p) => [...p.dropReasons.map((n, k) => [`${p.name} drop ${n}`, p.slot + k] as const), ...p.counters.map((n, k) => [`${p.name} count ${n}`, p.slot + p.dropReasons.length + k] as const)]);
+  const to = new Map(names(after));
+  const moves = names(before).flatMap(([name, from]) => (to.has(name) ? [[from, to.get(name)!] as const] : []));
+  const values = new Float64Array(moves.length);
+  for (let port = 0; port < PORT_SLOTS; port++) {
+    const base = portBase(port) + PLUGIN_BASE;
+    moves.forEach(([from], k) => (values[k] = block[base + from]));
+    block.fill(0, base, base + PLUGIN_SLOTS);
+    moves.forEach(([, into], k) => (block[base + into] = values[k]));
+  }
+}
+
 export function portBase(port: number): number {
   return port * COUNTERS_PER_PORT;
 }

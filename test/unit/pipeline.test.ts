@@ -40,11 +40,12 @@ async function withPlugin(t: { teardown(fn: () => unknown): void }, name: string
 /** vrouter with ports a and b and the faulty plugin after the bridge, a and b connected. */
 const withFaultyPlugin = (t: { teardown(fn: () => unknown): void }) => withPlugin(t, 'faulty', FAULTY, ['bridge', 'faulty']);
 
-/** The source of a plugin `name`, version `version`, that adds `step` to its counter `steps` for every batch. */
-const countingPlugin = (name: string, version: string, step: number) => `
+/** The source of a plugin `name`, version `version`, that adds `step` to its counter `steps` for every batch (and declares `drops`, never used). */
+const countingPlugin = (name: string, version: string, step: number, drops: string[] = []) => `
 import { PLUGIN_API_VERSION, type Plugin } from '../../../src/pipeline/api.ts';
 const plugin: Plugin<unknown, { id: number; count: (port: number, id: number, n: number) => void }> = {
   name: '${name}', version: '${version}', apiVersion: PLUGIN_API_VERSION,
+  dropReasons: ${JSON.stringify(drops.map((d) => [d, 'declared, never used']))},
   counters: [['steps', 'what each version adds per batch']],
   createState: (ctx) => ({ id: ctx.counterId('steps'), count: ctx.count }),
   process(batch, s) { s.count(batch.ingress, s.id, ${step}); },
@@ -355,7 +356,8 @@ t.test('a plugin file broken on disk: a PMD that restarts takes its stage out, d
 
 t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a version that fails leaves the running one, and the file fixed loads', async (t) => {
   const file = fileURLToPath(new URL(`../support/plugins/reloadable-${process.pid}.ts`, import.meta.url));
-  const version = (v: string, step: number) => countingPlugin('reloadable', v, step);
+  // Version 2 declares two drop reasons more: the slots of its counter, and of every plugin after it, move.
+  const version = (v: string, step: number) => countingPlugin('reloadable', v, step, v === '2' ? ['first', 'second'] : []);
   writeFileSync(file, version('1', 1));
   t.teardown(() => rmSync(file, { force: true }));
   const { vr, a, b } = await withPlugin(t, 'reloadable', file, ['reloadable', 'routing', 'bridge']);
@@ -374,9 +376,12 @@ t.test('SIGHUP loads the plugin files again, a route added meanwhile does not; a
   t.equal(await oneBatch(), 1, 'and version 1 still runs: a change through the endpoint does not load plugin files');
   // As the config file has it again, so that SIGHUP changes the plugin file alone.
   t.equal((await adminClient(vr).call('DELETE', `/routes/${encodeURIComponent('192.0.2.0/24')}`)).status, 200, 'the route removed');
+  const countsBefore = (await vr.stats()).a.plugins;
   vr.proc.kill('SIGHUP');
   await waitFor('the reload', () => /reloaded from .* \(reloadable 1 -> 2\): restarting the PMDs on them/.test(vr.stderr()), 5000);
   await waitFor('the queues back', () => (vr.stderr().match(/port b: vring 0 \(guest rx\) running, size 256, resumed/g) ?? []).length >= 1, 5000);
+  const countsAfter = (await vr.stats()).a.plugins;
+  t.same([countsAfter.reloadable.counters.steps, countsAfter.reloadable.drops, countsAfter.routing, countsAfter.bridge], [countsBefore.reloadable.counters.steps, { plugin_error: 0, first: 0, second: 0 }, countsBefore.routing, countsBefore.bridge], 'every plugin\'s counts under their names, in the slots the new version moved', { countsBefore, countsAfter });
   t.equal(await oneBatch(), 1000, 'version 2 runs after SIGHUP');
   writeFileSync(file, 'export default {'); // a version that does not even parse
   vr.proc.kill('SIGHUP');

@@ -21,6 +21,7 @@ import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
 import { neighbourTableBytes, NeighbourTable, STATE_NAMES, STATIC } from './neighbours.ts';
 import { COUNTERS, DROP_REASONS, HELD_CHECK_MS, Router } from './router.ts';
+import { releaseHeld } from './held.ts';
 import { describe } from './describe.ts';
 
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
@@ -48,7 +49,7 @@ function process(batch: PacketBatch, r: Router): void {
   if (ifIndex < 0) {
     if (r.mirrored[ingress] >= 0) fromLinux(r, batch, r.mirrored[ingress]);
     // Packets held from a port no longer routed go on, or are dropped, all the same.
-    if (r.heldCount > 0) r.releaseHeld(batch);
+    if (r.heldCount > 0) releaseHeld(r, batch);
     return;
   }
   const iface = r.interfaces[ifIndex];
@@ -60,7 +61,7 @@ function process(batch: PacketBatch, r: Router): void {
   r.cacheIface = -1;
   r.ipv4Hops.clear();
   r.routedInBatch = 0;
-  if (r.heldCount > 0) r.releaseHeld(batch);
+  if (r.heldCount > 0) releaseHeld(r, batch);
   if (r.now >= r.raDue[ifIndex]) advertise(r, batch);
   const egress = batch.egress;
   const count = batch.count;

@@ -169,6 +169,11 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   for (let f = 0; f < fragments; f++) sendOn(r, batch, first + f, iface);
 }
 
+/** ICMP host unreachable about packet i (its next hop did not answer), back out of `iface`. */
+export function hostUnreachable(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+  icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_HOST, 0);
+}
+
 function sendOn(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
   const result = deliver(r, batch, i, nh);
   if (result === SENT) r.routedInBatch++;

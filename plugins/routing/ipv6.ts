@@ -185,6 +185,11 @@ function write16Checksum(d: Uint8Array, icmp: number, from: number, to: number):
 /** scratch for the upper-layer header of the packet at hand (no allocation per packet) */
 const walk = new Ipv6Walk();
 
+/** ICMPv6 address unreachable about packet i (its next hop did not answer), back out of `iface`. */
+export function addressUnreachable(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
+  icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_ADDRESS, 0);
+}
+
 /**
  * An ICMPv6 error about packet i, sent back out of its ingress port (RFC 4443 2.4): never
  * about an ICMPv6 error (behind extension headers too), nor about a packet whose

@@ -124,7 +124,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
  * ingress port's solicitation bucket has a token; `restart`: the entry had failed and
  * resolves from the start. Returns whether the request went out.
  */
-function askFor(r: Router, batch: PacketBatch, iface: Interface, nh: NextHop, slot: number, restart: boolean): boolean {
+export function askFor(r: Router, batch: PacketBatch, iface: Interface, nh: NextHop, slot: number, restart: boolean): boolean {
   if (!r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) return false;
   if (restart) r.neighbours.setState(slot, INCOMPLETE, r.now);
   r.neighbours.probed(slot, r.now);

@@ -109,8 +109,8 @@ export class Router {
   readonly heldSince: Float64Array;
   readonly heldIngress: Int32Array;
   /** the source MAC each held packet came with (for a later stage that answers its sender) */
-  private readonly heldSourceHi: Int32Array;
-  private readonly heldSourceLo: Int32Array;
+  readonly heldSourceHi: Int32Array;
+  readonly heldSourceLo: Int32Array;
   /** when betweenBursts() next asks for the batches of the ports with held packets */
   heldCheckDue = 0;
   readonly wantBatch: PluginContext<unknown>['wantBatch'];
@@ -374,55 +374,8 @@ export class Router {
     for (let h = 0; h < this.heldCount; h++) this.wantBatch(this.heldIngress[h]);
   }
 
-  /**
-   * Sends the held packets of the batch's port whose neighbour is resolved (into the batch:
-   * emit), drops those that waited too long. Once per batch while any are held. A packet
-   * goes on only in a batch of the port it came from, as that port's traffic (not
-   * batch.local): the stages after this one judge it as they judge the rest (the acl stage
-   * its rules and connection tracking, by its ingress port).
-   */
-  releaseHeld(batch: PacketBatch): void {
-    const nb = this.neighbours;
-    const ingress = batch.ingress;
-    let h = 0;
-    while (h < this.heldCount) {
-      if (this.heldIngress[h] !== ingress) {
-        h++;
-        continue;
-      }
-      const slot = nb.find(this.heldIface[h], this.heldFamily[h], this.heldAddr[h * 4], this.heldAddr[h * 4 + 1], this.heldAddr[h * 4 + 2], this.heldAddr[h * 4 + 3]);
-      const state = slot < 0 ? 0 : nb.foundState;
-      // REACHABLE, STALE or STATIC, with a port (one without is a slot another PMD took meanwhile: see deliver)
-      const usable = state >= 2 && state !== 4 && nb.foundPort >= 0;
-      if (usable) {
-        const j = batch.emit(nb.foundPort);
-        if (j < 0) return; // the burst is full: next one
-        batch.local[j] = 0;
-        const d = batch.data;
-        const off = batch.offset(j);
-        const len = this.heldLength[h];
-        d.set(this.heldData.subarray(h * this.heldRoom, h * this.heldRoom + len), off);
-        // The source it came with kept as saveSource() keeps it, then the router's again.
-        const routerHi = macHi(d, off + 6);
-        const routerLo = macLo(d, off + 6);
-        writeMac(d, off + 6, this.heldSourceHi[h], this.heldSourceLo[h]);
-        batch.saveSource(j);
-        writeMac(d, off + 6, routerHi, routerLo);
-        writeMac(d, off, nb.foundMacHi, nb.foundMacLo);
-        batch.setLength(j, len);
-        this.count(ingress, this.counter.held_released, 1);
-        this.count(ingress, this.counter.routed, 1);
-      } else if (this.now - this.heldSince[h] > HOLD_MS || state === 4 || slot < 0) {
-        this.count(ingress, this.counter.held_dropped, 1);
-      } else {
-        h++;
-        continue;
-      }
-      this.removeHeld(h);
-    }
-  }
-
-  private removeHeld(h: number): void {
+  /** Takes held packet h out: the last one takes its place. */
+  removeHeld(h: number): void {
     this.heldByPort[this.heldIngress[h]]--;
     const last = --this.heldCount;
     if (h === last) return;

@@ -457,16 +457,20 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   const out = run(h, 'a', frames);
   t.equal(out.filter((o) => o.to === 'consumed').length, 2, 'a port holds a quarter of the queue: 2 held');
   t.equal(out.filter((o) => o.reason === 'neighbour_queue_full').length, 18, 'the rest dropped as neighbour_queue_full');
-  // Requests at 0, 1.1 and 2.2 s; the packet at 3.3 s finds the third unanswered.
-  for (let k = 0; k < 2; k++) {
+  const arpsFor = (o: Outcome[]) => o.filter((x) => x.to === 'b' && parseFrame(x.frame).arp?.op === 1).map((x) => parseFrame(x.frame).arp?.targetIp).sort();
+  t.same(arpsFor(out).slice(0, 2), ['10.0.2.100', '10.0.2.101'], 'the held packets\' next hops asked for');
+  // Requests at 0, 1.1 and 2.2 s, with no packet to those hosts after the first (RFC 4861
+  // 7.2.2: retransmitted all the same); at 3.3 s the third is found unanswered.
+  for (let k = 1; k <= 2; k++) {
     now += 1100;
-    run(h, 'a', [frames[0]]);
+    t.same(arpsFor(run(h, 'a', [])), ['10.0.2.100', '10.0.2.101'], `after ${k}.${k} s: both asked for again, though no packet came for them`);
   }
   now += 1100;
-  const late = run(h, 'a', [frames[0]]);
-  t.ok(late.some((o) => o.reason === 'neighbour_unreachable'), 'after 3 requests unanswered: neighbour_unreachable');
-  t.ok(late.some((o) => o.to === 'a' && parseFrame(o.frame).l4?.type === 3 && parseFrame(o.frame).l4?.code === 1), 'and host unreachable back');
-  t.equal(h.counts('a').held_dropped, 2, 'the held packets were dropped after 3 s');
+  const late = run(h, 'a', []);
+  t.equal(late.filter((o) => o.reason === 'neighbour_unreachable').length, 2, 'after 3 requests unanswered: each held packet dropped as neighbour_unreachable');
+  const errors = late.filter((o) => o.to === 'a').map((o) => parseFrame(o.frame));
+  t.same(errors.map((e) => [e.l4?.type, e.l4?.code, e.ip?.src, e.ip?.dst, e.dstMac, e.l4?.checksumOk]), [[3, 1, '10.0.1.1', '10.0.1.2', GUEST.a, true], [3, 1, '10.0.1.1', '10.0.1.2', GUEST.a, true]], 'and host unreachable back to its sender, for each');
+  t.equal(h.counts('a').held_dropped, 2, 'counted as held packets dropped');
 
   // The host comes up: the next packet asks for it again (the last request is over a second
   // old), as Linux's neigh_event_send does, and the answer delivers it: no hold while failed.
@@ -480,6 +484,22 @@ t.test('next hops that never answer: bounded queue, then unreachable', async (t)
   const answered = run(h, 'b', [arp({ op: 'reply', senderMac: GUEST.b, senderIp: '10.0.2.100', targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.b })]);
   t.ok(answered.some((o) => o.to === 'b' && parseFrame(o.frame).ip?.dst === '10.0.2.100'), 'the answer sends the held packet on', { answered });
   t.ok(run(h, 'a', [frames[0]]).some((o) => o.to === 'b'), 'and the next packet goes straight through');
+});
+
+t.test('an IPv6 next hop that never answers: solicited again every second, then address unreachable for the held packet (RFC 4861 7.2.2)', async (t) => {
+  const h = await router();
+  const sent = run(h, 'a', [udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::100', srcPort: 1, dstPort: 2, payload: 20, srcMac: GUEST.a, dstMac: MAC.a })]);
+  const solicited = (o: Outcome[]) => o.filter((x) => x.to === 'b' && parseFrame(x.frame).ndp?.type === 135).length;
+  t.same([summary(sent)[0], solicited(sent)], ['consumed', 1], 'held; a solicitation out of b');
+  now += 1100;
+  t.equal(solicited(run(h, 'a', [])), 1, 'solicited again a second later, with no packet to it');
+  now += 1100;
+  t.equal(solicited(run(h, 'a', [])), 1, 'and again');
+  now += 1100;
+  const late = run(h, 'a', []);
+  t.equal(late.filter((o) => o.reason === 'neighbour_unreachable').length, 1, 'then dropped as neighbour_unreachable');
+  const error = late.filter((o) => o.to === 'a').map((o) => parseFrame(o.frame));
+  t.same(error.map((e) => [e.l4?.type, e.l4?.code, e.ip?.dst, e.l4?.checksumOk]), [[1, 3, '2001:db8:1::2', true]], 'with ICMPv6 address unreachable back to its sender');
 });
 
 t.test('held packets go on in a batch of their own port, asked for when another PMD saw the answer or when they are due to go', async (t) => {
@@ -497,10 +517,11 @@ t.test('held packets go on in a batch of their own port, asked for when another 
   const released = withoutAdvertisements(pmd0.runWanted());
   t.same(released.map((o) => [o.from, o.to, o.local, parseFrame(o.frame).ip?.dst, parseFrame(o.frame).dstMac]), [['a', 'b', false, '10.0.2.50', GUEST.b]], "the round's check asked for a's batch: .50's packet goes on in it, as a's traffic");
   t.equal(pmd0.counts('a').held_released, 1);
-  // .51 never answers: dropped once HOLD_MS is past, with a silent all the while.
+  // .51 never answers: dropped once HOLD_MS is past, a silent all the while.
   now += 3100;
   pmd0.betweenBursts();
-  t.same(withoutAdvertisements(pmd0.runWanted()), [], 'nothing sent for .51');
+  const dropped = withoutAdvertisements(pmd0.runWanted()).map((o) => (o.to === 'drop' ? `drop:${o.reason}` : `${o.to}:${parseFrame(o.frame).l4?.type}/${parseFrame(o.frame).l4?.code}`));
+  t.same(dropped.sort(), ['a:3/1', 'drop:neighbour_unreachable'], "in a's batch the round asked for: the packet to .51 dropped, host unreachable back to a");
   t.equal(pmd0.counts('a').held_dropped, 1, 'the packet to .51 dropped after 3 s, a having sent nothing since');
   now += 2;
   pmd0.betweenBursts();

@@ -154,7 +154,9 @@ export class Supervisor {
    * of what they learned is queued (the routes that changed, RouteSources keeps).
    */
   private learned: Learned = NOTHING_LEARNED;
-  private learnedOthersChanged = false;
+  /** what they learned since, waiting for its apply; and what an apply of theirs refused, tried again after the next change */
+  private learnedWaiting: Learned | null = null;
+  private learnedRefused: Learned | null = null;
   private learnedQueued = false;
   /** how long the last apply of learned routes took, and when it ended */
   private learnedApplied = { ms: 0, at: 0 };
@@ -1054,8 +1056,8 @@ export class Supervisor {
    */
   learnedChanged(change: LearnedChange): void {
     if (change.others !== null) {
-      this.learned = change.others;
-      this.learnedOthersChanged = true;
+      this.learnedWaiting = change.others;
+      this.learnedRefused = null;
     }
     if (this.learnedQueued || this.stopping) return;
     this.learnedQueued = true;
@@ -1076,9 +1078,10 @@ export class Supervisor {
         this.learnedQueued = false;
         const started = performance.now();
         try {
-          if (this.learnedOthersChanged) {
-            this.learnedOthersChanged = false;
-            await this.applyNow(this.document, { source: 'route sources', pluginFiles: false });
+          const waiting = this.learnedWaiting;
+          if (waiting !== null) {
+            this.learnedWaiting = null;
+            await this.applyLearned(waiting);
           }
         } finally {
           await this.applyLearnedRoutes();
@@ -1087,6 +1090,32 @@ export class Supervisor {
       });
       this.applying = run.catch((err: Error) => log.error(`learned routes not applied: ${err.message}`, 'routes.refused'));
     }, ms).unref();
+  }
+
+  /**
+   * The route sources' addresses and neighbours applied with the config in force. Refused
+   * (an address that is a route's gateway in the config, say), they stay out: the config
+   * goes on being parsed with what was learned before, so that the operator's next changes
+   * are not refused for what Linux holds; they are tried again after each change applied.
+   */
+  private async applyLearned(next: Learned): Promise<void> {
+    const accepted = this.learned;
+    this.learned = next;
+    try {
+      await this.applyNow(this.document, { source: 'route sources', pluginFiles: false });
+    } catch (err) {
+      this.learned = accepted;
+      this.learnedRefused = next;
+      throw new Error(`what the route sources learned (addresses, neighbours) is left out until a change makes room for it: ${(err as Error).message}`);
+    }
+  }
+
+  /** After a change applied: what the route sources learned and an apply refused, tried again (the change may have made room for it). */
+  private retryRefusedLearned(): void {
+    if (this.learnedRefused === null) return;
+    this.learnedWaiting ??= this.learnedRefused;
+    this.learnedRefused = null;
+    this.learnedChanged({ routes: 0, others: null });
   }
 
   /**
@@ -1193,6 +1222,7 @@ export class Supervisor {
         this.document = document;
         this.config = next;
         this.routeSources?.configure(next);
+        this.retryRefusedLearned();
       }
       return { mode, plugins: changed.map((p) => p.name), diff };
     }
@@ -1245,6 +1275,7 @@ export class Supervisor {
         this.terminatePmd(id);
       }
     }
+    this.retryRefusedLearned();
     return { mode, plugins: changed.map((p) => p.name), diff };
   }
 

@@ -57,3 +57,26 @@ t.test('a mirror has its port\'s addresses, and takes a new MTU without being ma
   await waitFor('a new route through the id learned', async () => ((await admin.call('GET', '/routes')).json as { prefix: string }[]).some((r) => r.prefix === '10.72.0.0/16') || undefined, 5000);
   t.notOk(await learned(), 'the route Linux removed does not come back with the id');
 });
+
+t.test("an address Linux adds on a mirror that the config refuses (a route's gateway) is left out: the operator's changes still apply, and it is taken once a change makes room", async (t) => {
+  const netns = `vrmis${process.pid}`;
+  t.teardown(() => deleteNamespace(netns));
+  const vr = await startVrouter({
+    ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'], linuxMirror: { netns } }],
+    pmd: { cores: [1] },
+    pipeline: ['routing'],
+    routes: [{ prefix: '192.0.2.0/24', via: '10.0.1.5' }],
+  });
+  t.teardown(() => vr.stop());
+  const admin = adminClient(vr);
+  const addresses = async () => ((await admin.call('GET', '/ports/a')).json as { addresses: string[] }).addresses;
+  ip('-n', netns, 'address', 'add', '10.0.1.5/24', 'dev', 'a');
+  await waitFor('the learned address refused', () => /learned routes not applied: .*routes\[0\]\.via/.test(vr.stderr()) || undefined, 5000);
+  t.same(await addresses(), ['10.0.1.1/24'], 'left out');
+  const added = await admin.call('POST', '/routes', { prefix: '198.51.100.0/24', via: '10.0.1.6' });
+  t.equal(added.status, 200, `a change of the operator's applies all the same (${added.text.slice(0, 300)})`);
+  const removed = await admin.call('DELETE', `/routes/${encodeURIComponent('192.0.2.0/24')}`);
+  t.equal(removed.status, 200, 'the route through 10.0.1.5 removed');
+  await waitFor('the learned address taken', async () => (await addresses()).includes('10.0.1.5/24') || undefined, 5000);
+  t.pass('the address Linux has is taken once the change made room for it');
+});

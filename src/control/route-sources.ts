@@ -398,6 +398,16 @@ export class RouteSources implements LearnedRoutes {
     }, SETTLE_MS);
   }
 
+  /**
+   * Every prefix counts as changed at the next takeChanged(): the changes taken last were
+   * not applied (the apply failed), and a compile of all that the sources hold takes out
+   * what was withdrawn meanwhile too.
+   */
+  retakeAll(): void {
+    this.changedAll = true;
+    this.changedKeys = new Set();
+  }
+
   private allTables(): LearnedTable[] {
     return [...this.sources.values()].flatMap((s) => s.tables());
   }

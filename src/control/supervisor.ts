@@ -100,6 +100,8 @@ const EDIT_WINDOW_MS = 20;
  */
 const LEARNED_WINDOW_MS = 100;
 const LEARNED_GATHER_PER_APPLY = 2;
+/** An apply of learned routes that failed is tried again after 1 s, then twice as long each time, at most a minute. */
+const LEARNED_RETRY_MS = { first: 1000, most: 60_000 };
 
 /** A data-plane process whose PMDs are loaded and wait (startSpare). */
 interface Spare {
@@ -160,6 +162,8 @@ export class Supervisor {
   private learnedQueued = false;
   /** how long the last apply of learned routes took, and when it ended */
   private learnedApplied = { ms: 0, at: 0 };
+  /** after an apply of learned routes that failed, how long until it is tried again (0: none failed) */
+  private learnedRetryMs = 0;
   private routeSources: RouteSources | null = null;
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
   private readonly digests = new Map<string, string>();
@@ -1130,16 +1134,37 @@ export class Supervisor {
     if (prefixes.size === 0 && prefixes.whole !== true) return;
     let memory = this.pluginMemory;
     const changed: PluginPlan[] = [];
+    let failure: unknown = null;
     for (const plan of this.plugins) {
       if (!plan.learnsRoutes) continue;
-      const regions = await learnRoutes(plan, memory[plan.name], this.topology, this.learnedRoutes, prefixes);
+      let regions: Record<string, ArrayBufferLike>;
+      try {
+        regions = await learnRoutes(plan, memory[plan.name], this.topology, this.learnedRoutes, prefixes);
+      } catch (err) {
+        failure = err;
+        break;
+      }
       if (regions === memory[plan.name]) continue;
       memory = { ...memory, [plan.name]: regions };
       changed.push(plan);
     }
-    if (changed.length === 0) return;
-    this.useMemory(memory);
-    this.postTables(changed);
+    if (changed.length > 0) {
+      this.useMemory(memory);
+      this.postTables(changed);
+    }
+    if (failure === null) {
+      this.learnedRetryMs = 0;
+      return;
+    }
+    // Not lost: every prefix is handed on again (compiled whole, which takes the withdrawn
+    // ones out too), later and later while it fails.
+    this.routeSources.retakeAll();
+    this.learnedRetryMs = Math.min(this.learnedRetryMs === 0 ? LEARNED_RETRY_MS.first : 2 * this.learnedRetryMs, LEARNED_RETRY_MS.most);
+    if (!this.learnedQueued) {
+      this.learnedQueued = true;
+      this.applyLearnedAfter(this.learnedRetryMs);
+    }
+    throw new Error(`${(failure as Error)?.message ?? String(failure)}; all learned routes tried again in ${this.learnedRetryMs / 1000} s`);
   }
 
   /** The plugins' memory from now on: regions no longer in it are freed once no PMD uses them. */

@@ -122,6 +122,25 @@ t.test("a nexthop object removed takes Linux's IPv4 routes through it with it, a
   t.match(fpm.learned().leftOut, { 'unknown nexthop': 1 }, 'from FPM (not Linux) the route stays, waiting for its nexthop');
 });
 
+t.test('nexthop objects removed by the hundred (a flush, a link down): one pass over the routes for the batch', async (t) => {
+  const table = new LearnedTable('netlink ns1', new Map(), undefined, true);
+  const objects = 400;
+  const setup = [];
+  for (let id = 1; id <= objects; id++) setup.push(nexthop({ id, via: `10.9.${id >> 8}.${id & 255}` }));
+  for (let k = 0; k < 200_000; k++) setup.push(route({ prefix: `${10 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}.0/24`, nhid: 1 + (k % objects) }));
+  table.apply(setup);
+  changed(table);
+  const flush = [];
+  for (let id = 1; id < objects; id++) flush.push(nexthop({ id, op: 'remove' }));
+  const started = performance.now();
+  t.ok(table.apply(flush), 'a change');
+  const ms = performance.now() - started;
+  t.equal(table.learned().routes.length, 500, 'only the routes through the one object left stay');
+  t.equal(changed(table).length, 199_500, 'the others changed, each once');
+  // One pass is tens of ms here; a pass per object was 399 of them (seconds).
+  t.ok(ms < 1000, `${objects - 1} objects removed in ${ms.toFixed(0)} ms`);
+});
+
 t.test('nexthop ids are u32: those of 2^31 and above resolve too', async (t) => {
   const table = new LearnedTable('fpm 127.0.0.1:2620');
   table.apply([7, 3_000_000_000, 0xffffffff].flatMap((id, k) => [nexthop({ id, via: `10.0.0.${k + 1}` }), route({ prefix: `10.${k}.0.0/16`, nhid: id })]));

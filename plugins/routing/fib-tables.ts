@@ -28,6 +28,8 @@ const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
  */
 const MOST_IN_PLACE = 4096;
 const MOST_IN_PLACE_ENTRIES = 1 << 20;
+/** Routes the IPv6 subtries rebuilt in place may hold in all (a few tens of ms of the main thread). */
+const MOST_IN_PLACE_VISITS6 = 1 << 22;
 /** A prefix shorter than this covers 2^17 or more tbl24 entries (IPv4), or 512 or more subtries (IPv6): compiled whole. */
 const SHORTEST_IN_PLACE = 8;
 
@@ -71,6 +73,13 @@ interface FibChange {
   removed6: string[];
   /** tbl24 entries the IPv4 changes cover */
   entries: number;
+  /**
+   * the routes of the IPv6 subtries the changes rebuild (Lpm6Writer.changeCost): past
+   * MOST_IN_PLACE_VISITS6 the tables are compiled whole, in the job pool (thousands of
+   * changes under one /16 of a million routes would each rebuild it, on the supervisor's
+   * main thread)
+   */
+  visits6: number;
   /** the prefixes (canonical text) whose static routes changed */
   statics: string[];
   /** the routes to them now (null: none), for the tables' `statics` */
@@ -245,13 +254,14 @@ function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Inte
   const changed: string[] = [];
   for (const [text, routes] of touched) if (t.statics.get(text)?.says !== routes?.says) changed.push(text);
   if (changed.length > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: changed, staticRoutes: touched, allStatics };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, visits6: 0, statics: changed, staticRoutes: touched, allStatics };
   for (const text of changed) {
     const p: Prefix = prefixOf(text);
     const key = keyOf(p);
     if (t.interfaceKeys.has(key)) continue;
     if (p.length < SHORTEST_IN_PLACE) return null;
     if (p.family === 4) change.entries += p.length <= 24 ? 1 << (24 - p.length) : 1;
+    else change.visits6 += t.lpm6.changeCost(p.bytes, p.length);
     const routes = touched.get(text);
     if (routes) {
       addRoute(change.set, p, membersOf(config, routes.routes, interfaces));
@@ -263,14 +273,14 @@ function changeOf(t: FibTables, config: RoutingConfig, interfaces: readonly Inte
     else if (p.family === 4) change.removed4.push(key as number);
     else change.removed6.push(key as string);
   }
-  return change.entries > MOST_IN_PLACE_ENTRIES ? null : change;
+  return change.entries > MOST_IN_PLACE_ENTRIES || change.visits6 > MOST_IN_PLACE_VISITS6 ? null : change;
 }
 
 /** The learned routes of `prefixes` that are not overruled, resolved; null when there are too many. */
 function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: ChangedPrefixes): FibChange | null {
   if (t.partial) return null;
   if (prefixes.whole === true || prefixes.size > MOST_IN_PLACE) return null;
-  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, statics: [], staticRoutes: new Map(), allStatics: null };
+  const change: FibChange = { set: emptyFib(), removed4: [], removed6: [], entries: 0, visits6: 0, statics: [], staticRoutes: new Map(), allStatics: null };
   for (const text of prefixes) {
     const p = learnedPrefix(text);
     if (p === null) continue;
@@ -278,12 +288,13 @@ function learnedChangeOf(t: FibTables, learned: LearnedRoutes, prefixes: Changed
     if (t.interfaceKeys.has(key) || t.staticKeys.has(key)) continue;
     if (p.length < SHORTEST_IN_PLACE) return null;
     if (p.family === 4) change.entries += p.length <= 24 ? 1 << (24 - p.length) : 1;
+    else change.visits6 += t.lpm6.changeCost(p.bytes, p.length);
     const group = t.learned.of(learned.get(text));
     if (group !== null) addRoute(change.set, p, group.members, group.signature);
     else if (p.family === 4) change.removed4.push(key as number);
     else change.removed6.push(key as string);
   }
-  return change.entries > MOST_IN_PLACE_ENTRIES ? null : change;
+  return change.entries > MOST_IN_PLACE_ENTRIES || change.visits6 > MOST_IN_PLACE_VISITS6 ? null : change;
 }
 
 /** A learned route's prefix, parsed; null if it is none (a source's is always one). */

@@ -113,6 +113,22 @@ t.test('a change costs what changed: the prefixes told are read, and changed in 
   t.equal(r.learned.list.set(next).length, 0, 'nothing else changed');
 });
 
+t.test('IPv6 changes under a /16 holding many routes are compiled whole, not rebuilt in place one by one', async (t) => {
+  const deep = (k: number) => learnedVia(`2001:db8:${(k >> 8).toString(16)}:${(k & 255).toString(16)}::/64`, '2001:db8:1::2');
+  const table = Array.from({ length: 40_000 }, (_, k) => deep(k));
+  const r = new Router(table);
+  await r.configure([]);
+  await r.learn(table.slice(0, 39_800));
+  t.match(r.log.at(-1), /compiled/, `200 of 40,000 routes under 2001:db8::/16 withdrawn: compiled whole (${r.log.at(-1)})`);
+  const address = (k: number) => deep(k).prefix.replace('::/64', '::1');
+  t.equal(r.hop(address(39_950)), 'none', 'a route withdrawn is gone');
+  t.match(r.hop(address(39_000)), /^1 0 /, 'the others stay');
+  const other = new Router([deep(1), deep(2)]);
+  await other.configure([]);
+  await other.learn([deep(1)]);
+  t.match(other.log.at(-1), /in place/, 'under a /16 of few routes: in place');
+});
+
 t.test('the config wins for its prefix; without it, the learned route takes the prefix back', async (t) => {
   const r = new Router([learnedVia('192.0.2.0/24', '10.0.1.2'), learnedVia('198.51.100.0/24', '10.0.1.2')]);
   await r.configure([{ prefix: '192.0.2.0/24', via: '10.0.2.2' }]);

@@ -171,6 +171,19 @@ export class Lpm6Writer {
     return true;
   }
 
+  /**
+   * What a change of the route to prefix/length costs in place, in routes visited: those of
+   * the subtries it rebuilds (under its /16, or under each /16 it covers).
+   */
+  changeCost(bytes: Uint8Array, length: number): number {
+    const top = (bytes[0] << 8) | bytes[1];
+    if (length > 16) return (this.deep.get(top)?.size ?? 0) + 1;
+    const first = top & ~((1 << (16 - length)) - 1);
+    let cost = 0;
+    for (let t = first; t < first + (1 << (16 - length)); t++) cost += (this.deep.get(t)?.size ?? 0) + 1;
+    return cost;
+  }
+
   private remember(entry: Route6Entry): void {
     const key = route6Key(entry.bytes, entry.length);
     this.routes.set(key, entry);

@@ -9,6 +9,7 @@ import {
 import type { Interface } from './interfaces.ts';
 import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
 import { cacheHeader, SOLICIT_BURST, SOLICIT_RATE, type Router } from './router.ts';
+import { KIND_CONNECTED, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
 
 const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
@@ -260,16 +261,28 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     if (addrs[k] === tpa) ours = true;
     if (((addrs[k] ^ spa) & masks[k]) === 0 && spa !== addrs[k]) inSubnet = true;
   }
+  const shaHi = macHi(d, a + 8);
+  const shaLo = macLo(d, a + 8);
+  // RFC 1812 3.3.2: a router believes no group address as a host's link address.
+  const unicast = (shaHi & 0x100) === 0;
   if (!ours) {
     // Another host's conversation: on a bridge it is theirs to flood; a gratuitous ARP from a
     // known neighbour updates it (RFC 826: merge when the sender is already in the table).
-    if (inSubnet && spa === tpa) r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, macHi(d, a + 8), macLo(d, a + 8), batch.ingress, REACHABLE, r.now, false);
+    if (spa === tpa && unicast && (inSubnet || onLink4(r, iface, spa))) r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, r.now, false);
     if (!bridged) batch.dropAs(i, r.drop.arp_not_for_router);
     return;
   }
-  const shaHi = macHi(d, a + 8);
-  const shaLo = macLo(d, a + 8);
-  if (!inSubnet || (shaHi & 0x100) !== 0 || (op !== 1 && op !== 2)) {
+  if (!unicast || (op !== 1 && op !== 2)) {
+    batch.dropAs(i, r.drop.arp_bad);
+    return;
+  }
+  // RFC 5227: a probe (sender 0.0.0.0) for the router's address is answered, to 0.0.0.0 as
+  // Linux does (the prober learns the address is taken); its sender is no neighbour.
+  if (spa === 0 && op === 1) {
+    reply(r, batch, i, iface, tpa, shaHi, shaLo, 0);
+    return;
+  }
+  if (!inSubnet && !onLink4(r, iface, spa)) {
     batch.dropAs(i, r.drop.arp_bad);
     return;
   }
@@ -281,11 +294,36 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     if (r.heldCount > 0) r.wantHeldBatches();
     return;
   }
+  reply(r, batch, i, iface, tpa, shaHi, shaLo, spa);
+}
+
+/** ARP request i answered in place: the router's MAC for `tpa`, to the asker. */
+function reply(r: Router, batch: PacketBatch, i: number, iface: Interface, tpa: number, shaHi: number, shaLo: number, spa: number): void {
+  const d = batch.data;
+  const off = batch.offset(i);
   writeEthernet(d, off, shaHi, shaLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
-  writeArp(d, a, 2, iface.macHi, iface.macLo, tpa, shaHi, shaLo, spa);
+  writeArp(d, off + ETH_HLEN, 2, iface.macHi, iface.macLo, tpa, shaHi, shaLo, spa);
   batch.egress[i] = batch.ingress;
   batch.local[i] = 1;
   r.count(batch.ingress, r.counter.arp_replies_sent, 1);
+}
+
+/**
+ * Whether an ARP sender outside the interface's subnets is on its link all the same: a
+ * route sends its address straight out of the interface (a route with a port and no
+ * gateway, as `ip route add 192.0.2.0/24 dev eth1`), so its next hop is itself.
+ */
+function onLink4(r: Router, iface: Interface, spa: number): boolean {
+  const group = r.lpm4.lookup(spa >>> 0);
+  if (group === NO_ROUTE || group === LOCAL_GROUP) return false;
+  const w = r.nextHops.words;
+  const start = w[r.nextHops.groupBase + group * 2];
+  const members = w[r.nextHops.groupBase + group * 2 + 1];
+  for (let k = 0; k < members; k++) {
+    const m = r.nextHops.memberBase + (start + k) * MEMBER_WORDS;
+    if (w[m] === KIND_CONNECTED && w[m + 1] === iface.index) return true;
+  }
+  return false;
 }
 
 // ---- NDP in ----------------------------------------------------------------------------------

@@ -58,6 +58,29 @@ t.test('ARP for the router is answered, others are not', async (t) => {
   t.equal(h.counts('a').arp_replies_sent, 1);
 });
 
+t.test('ARP: a sender routed straight out of the port (a route with a port, no gateway) is a neighbour; a probe from 0.0.0.0 is answered; a group sender MAC is believed nowhere', async (t) => {
+  const h = await router({ routes: [{ prefix: '192.0.2.0/24', port: 'b' }] });
+  const asked = run(h, 'b', [arp({ op: 'request', senderMac: GUEST.c, senderIp: '192.0.2.5', targetIp: '10.0.2.1', srcMac: GUEST.c })]);
+  t.same(summary(asked), ['b'], 'a request from 192.0.2.5, on the link by the route: answered');
+  const toIt = run(h, 'a', [udp4({ src: '10.0.1.2', dst: '192.0.2.5', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.same(summary(toIt), ['b'], 'and its sender known: a packet to it goes straight out');
+  t.equal(parseFrame(toIt[0].frame).dstMac, GUEST.c, 'to its MAC');
+  const outside = run(h, 'b', [arp({ op: 'request', senderMac: GUEST.c, senderIp: '198.51.100.5', targetIp: '10.0.2.1', srcMac: GUEST.c })]);
+  t.same(summary(outside), ['drop:arp_bad'], 'a sender neither in a subnet of the port nor routed straight out of it: arp_bad');
+
+  const probe = run(h, 'a', [arp({ op: 'request', senderMac: GUEST.a, senderIp: '0.0.0.0', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
+  t.same(summary(probe), ['a'], 'an RFC 5227 probe for the router\'s address: answered');
+  const answer = parseFrame(probe[0].frame);
+  t.same([answer.dstMac, answer.arp?.op, answer.arp?.senderIp, answer.arp?.senderMac, answer.arp?.targetIp, answer.arp?.targetMac], [GUEST.a, 2, '10.0.1.1', MAC.a, '0.0.0.0', GUEST.a], 'the address is taken, told to the prober');
+
+  learnB(h);
+  const group = '01:00:5e:00:00:01';
+  run(h, 'b', [arp({ op: 'request', senderMac: group, senderIp: '10.0.2.2', targetIp: '10.0.2.2', srcMac: GUEST.b })]);
+  run(h, 'b', [arp({ op: 'request', senderMac: group, senderIp: '10.0.2.2', targetIp: '10.0.2.1', srcMac: GUEST.b })]);
+  const after = run(h, 'a', [udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.equal(parseFrame(after[0].frame).dstMac, GUEST.b, 'a gratuitous ARP or a request naming a group MAC as its sender changes no neighbour');
+});
+
 t.test('forwarding: resolution, held packets, TTL and checksum', async (t) => {
   const h = await router();
   const ping = icmp4({ src: '10.0.1.2', dst: '10.0.2.2', type: 8, id: 7, seq: 1, payload: 56, srcMac: GUEST.a, dstMac: MAC.a, ttl: 64 });

@@ -74,6 +74,23 @@ t.test('port security and the learning limit', async (t) => {
   t.same(where(h, 'p2', [frame(mac(0x25), mac(0x30))]), ['flood'], 'a source that was not learned is flooded to');
 });
 
+t.test('a MAC that moves to a port another PMD polls is found there within two seconds, not when the old entry ages out', async (t) => {
+  const ports: HarnessPort[] = ['p0', 'p1', 'p2'].map((name) => ({ name, bridge: 'br0', settings: { macLimit: 256, portSecurity: false, mac: null } }));
+  const pmd0 = new PluginHarness(bridge, { ports, pmd: 0, pmdCount: 2 });
+  const pmd1 = new PluginHarness(bridge, { ports, pmd: 1, pmdCount: 2, shareWith: pmd0 as PluginHarness<unknown, unknown> });
+  let now = 1_000_000_000_000;
+  pmd0.clock = () => now;
+  pmd1.clock = () => now;
+  // PMD 0 polls p0 and p2; PMD 1 polls p1. The VM of ...:07 is on p0, then migrates to p1.
+  where(pmd0, 'p0', [frame(mac(2), mac(7))]);
+  t.same(where(pmd0, 'p2', [frame(mac(7), mac(2))]), ['p0'], 'on p0 first');
+  now += 3000;
+  where(pmd1, 'p1', [frame(mac(2), mac(7))]);
+  t.same(where(pmd0, 'p2', [frame(mac(7), mac(2))]), ['p1'], "moved: PMD 0's own entry, 3 s old, loses to PMD 1's, seen now");
+  where(pmd0, 'p0', [frame(mac(2), mac(8))]);
+  t.same(where(pmd0, 'p2', [frame(mac(8), mac(2))]), ['p0'], 'an entry of its own seen this second stands, without a look at the others');
+});
+
 t.test("another PMD's table of before a relayout names no port outside the bridge", async (t) => {
   // PMD 1 learned under the ports as they were; PMD 0 runs on them as they are now (a port
   // added or removed), where bridge 0 is another bridge and slot 1 another bridge's port.

@@ -85,17 +85,21 @@ function createState(ctx: PluginContext<unknown>): BridgeState {
 }
 
 /**
- * Our own table first; then the other PMDs', the most recently seen entry winning. Another
- * PMD's entry naming a port not in this bridge is no answer: across ports added or removed
- * a PMD that has not restarted yet keeps its table of before, where a bridge's index or a
- * port's slot may mean another one now.
+ * Our own table first: an entry seen this second or the last (or static) stands. Older or
+ * missing, the other PMDs' are read too and the most recently seen entry wins: a MAC that
+ * moved to a port another PMD polls (a VM migrated, a VRRP address taken over) is found
+ * there within a second or two, not when ours ages out. Another PMD's entry naming a port
+ * not in this bridge is no answer: across ports added or removed a PMD that has not
+ * restarted yet keeps its table of before, where a bridge's index or a port's slot may mean
+ * another one now.
  */
 function lookup(s: BridgeState, bridge: number, hi: number, lo: number, now: number): number {
-  const own = s.ownTables[bridge].lookupOwn(hi, lo, now);
-  if (own >= 0 || s.pmdCount === 1) return own;
+  const table = s.ownTables[bridge];
+  const own = table.lookupOwn(hi, lo, now);
+  if (s.pmdCount === 1 || (own >= 0 && (table.foundStatic || now - table.foundSeen <= 1))) return own;
   const tables = s.allTables[bridge];
-  let best = -1;
-  let bestSeen = -1;
+  let best = own;
+  let bestSeen = own >= 0 ? table.foundSeen : -1;
   for (let p = 0; p < tables.length; p++) {
     if (p === s.pmd) continue;
     const port = tables[p].lookupShared(hi, lo, now);

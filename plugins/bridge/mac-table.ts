@@ -76,6 +76,8 @@ export class MacTable {
   evicted = 0;
   /** set by lookup(): when the entry found was last refreshed */
   foundSeen = 0;
+  /** whether the entry lookupOwn() found last is static (a port's configured mac) */
+  foundStatic = false;
 
   /**
    * `initialize`: this thread owns the table and starts it empty; a reader passes false.
@@ -136,7 +138,8 @@ export class MacTable {
       if (this.macLo[i] === lo && this.macHi[i] === hi && port >= 0) {
         const seen = this.lastSeen[i];
         this.foundSeen = seen;
-        return now - seen < this.agingS || (this.seq[i] & STATIC) !== 0 ? port : -1;
+        this.foundStatic = (this.seq[i] & STATIC) !== 0;
+        return now - seen < this.agingS || this.foundStatic ? port : -1;
       }
       i = (i + 1) & this.mask;
     }

@@ -84,6 +84,8 @@ export class PluginHarness<Config = unknown, State = unknown> {
   readonly topology: Topology;
   readonly shared: Record<string, ArrayBufferLike>;
   readonly state: State;
+  /** the time a batch is run at (batch.now, ms since the epoch): the clock's, unless a test sets its own */
+  clock: () => number = () => performance.timeOrigin + performance.now();
   private readonly pool = PacketPool.standalone(256);
   private readonly batch = new Batch(this.pool);
   private readonly dropReasons: string[];
@@ -209,7 +211,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
       this.pool.length[h] = f.length;
     });
     batch.begin(port, frames.length);
-    batch.now = performance.timeOrigin + performance.now();
+    batch.now = this.clock();
     this.plugin.process(batch, this.state);
     const out: Outcome[] = [];
     for (let i = 0; i < batch.count; i++) {

@@ -6,15 +6,33 @@
 // police actions. Buckets live in shared memory and every PMD meters into the same ones
 // (policer.ts: lock-free, one compareExchange per burst and policer), so a rate holds
 // whatever the number of PMDs. Time is read once per batch.
+import { createHash } from 'node:crypto';
 import { PLUGIN_API_VERSION, PluginConfigError, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
 import { AddressTable, addressTableBytes, clearAddressTable, formatAddressTable } from './address-table.ts';
 import { ACTION_DROP, ACTION_PASS, ACTION_REMARK, isPerAddress, parseRateLimitConfig, type AddressAttachment, type PolicerSpec, type RateLimitConfig } from './config.ts';
 import { dscpOf, ipHeaderAt, remarkIpv4, remarkIpv6 } from './dscp.ts';
 import { formatPolicerTable, GREEN, isPolicerTable, nowMicroseconds, PolicerTable, policerTableBytes, RED, YELLOW, type PolicerConfig, type PolicerCounters } from './policer.ts';
 
-const POLICERS_REGION = 'policers';
-const slotsRegion = (k: number) => `addresses-${k}`;
-const bucketsRegion = (k: number) => `address-buckets-${k}`;
+/**
+ * The regions' names, by what they hold: the policer table by the policers' names in order,
+ * each per-address table by its policer's name and what its attachment says. A region is
+ * kept across a reload only under the same name, so policers renamed or reordered, or
+ * attachments moved, start afresh rather than read another's buckets and counters (their
+ * colour counts would jump from one policer to another in /metrics).
+ */
+function regionNames(config: RateLimitConfig): { policers: string; slots: string[]; buckets: string[] } {
+  const seen = new Map<string, number>();
+  const keys = addressAttachments(config).map(({ policer, a }) => {
+    const key = digest(JSON.stringify([config.policers[policer].name, a.kind, a.prefix, a.inPort, a.outPort, a.maxAddresses, a.idleTimeout]));
+    // The same attachment twice in a policer: one table each.
+    const n = seen.get(key) ?? 0;
+    seen.set(key, n + 1);
+    return `${key}-${n}`;
+  });
+  return { policers: `policers-${digest(JSON.stringify(config.policers.map((p) => p.name)))}`, slots: keys.map((k) => `addresses-${k}`), buckets: keys.map((k) => `address-buckets-${k}`) };
+}
+
+const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
 /** room per batch for the scratch arrays; a longer batch grows them once */
 const BATCH_ROOM = 64;
 
@@ -98,10 +116,11 @@ function sharedMemory(config: RateLimitConfig, topology: Topology): Record<strin
   checkPorts(config, topology);
   if (config.policers.length === 0) return {};
   const threads = threadsOf(topology.pmdCount);
-  const regions: Record<string, number> = { [POLICERS_REGION]: policerTableBytes(config.policers.length, threads) };
+  const names = regionNames(config);
+  const regions: Record<string, number> = { [names.policers]: policerTableBytes(config.policers.length, threads) };
   addressAttachments(config).forEach(({ a }, k) => {
-    regions[slotsRegion(k)] = addressTableBytes(a.maxAddresses);
-    regions[bucketsRegion(k)] = policerTableBytes(a.maxAddresses + 1, threads);
+    regions[names.slots[k]] = addressTableBytes(a.maxAddresses);
+    regions[names.buckets[k]] = policerTableBytes(a.maxAddresses + 1, threads);
   });
   return regions;
 }
@@ -156,12 +175,15 @@ function prepare(setup: PluginSetup<RateLimitConfig>): void {
   const now = nowMicroseconds();
   // A region kept from before a reload keeps its buckets (the PMDs meter into it meanwhile):
   // it is only reconfigured.
-  if (setup.fresh(POLICERS_REGION) || !isPolicerTable(shared[POLICERS_REGION])) formatPolicerTable(shared[POLICERS_REGION], config.policers.length, threads);
-  configurePolicers(new PolicerTable(shared[POLICERS_REGION], control), config.policers.map((p) => p.meter), now);
+  const names = regionNames(config);
+  if (setup.fresh(names.policers) || !isPolicerTable(shared[names.policers])) formatPolicerTable(shared[names.policers], config.policers.length, threads);
+  configurePolicers(new PolicerTable(shared[names.policers], control), config.policers.map((p) => p.meter), now);
   addressAttachments(config).forEach(({ policer, a }, k) => {
-    if (setup.fresh(slotsRegion(k))) formatAddressTable(shared[slotsRegion(k)], a.maxAddresses);
-    if (setup.fresh(bucketsRegion(k)) || !isPolicerTable(shared[bucketsRegion(k)])) formatPolicerTable(shared[bucketsRegion(k)], a.maxAddresses + 1, threads);
-    configureAddressBuckets(shared[slotsRegion(k)], new PolicerTable(shared[bucketsRegion(k)], control), config.policers[policer].meter, now);
+    const slots = names.slots[k];
+    const buckets = names.buckets[k];
+    if (setup.fresh(slots)) formatAddressTable(shared[slots], a.maxAddresses);
+    if (setup.fresh(buckets) || !isPolicerTable(shared[buckets])) formatPolicerTable(shared[buckets], a.maxAddresses + 1, threads);
+    configureAddressBuckets(shared[slots], new PolicerTable(shared[buckets], control), config.policers[policer].meter, now);
   });
 }
 
@@ -173,16 +195,17 @@ function createState(ctx: PluginContext<RateLimitConfig>): RateLimitState {
   const time = new Float64Array(1);
   const addresses: AddressPolicing[] = [];
   if (policers.length > 0) {
-    const region = ctx.shared[POLICERS_REGION];
+    const names = regionNames(ctx.config);
+    const region = ctx.shared[names.policers];
     if (region === undefined || !isPolicerTable(region)) throw new Error('ratelimit: the policer table was not prepared (prepare() runs before the PMDs)');
     table = new PolicerTable(region, ctx.pmd, time);
     configurePolicers(table, policers.map((p) => p.meter), now);
     addressAttachments(ctx.config).forEach(({ policer, a }, k) => {
-      const buckets = new PolicerTable(ctx.shared[bucketsRegion(k)], ctx.pmd, time);
-      configureAddressBuckets(ctx.shared[slotsRegion(k)], buckets, policers[policer].meter, now);
+      const buckets = new PolicerTable(ctx.shared[names.buckets[k]], ctx.pmd, time);
+      configureAddressBuckets(ctx.shared[names.slots[k]], buckets, policers[policer].meter, now);
       addresses.push({
         policer,
-        table: new AddressTable(ctx.shared[slotsRegion(k)], buckets, a.idleTimeout),
+        table: new AddressTable(ctx.shared[names.slots[k]], buckets, a.idleTimeout),
         bySource: a.kind === 'perSource',
         family: a.family,
         // int32, as the words read from packets: a uint32 past 2^31 is a heap number.
@@ -465,10 +488,11 @@ export function policerCounters(shared: Readonly<Record<string, ArrayBufferLike>
     sum.retries += c.retries;
   };
   // Slot 0 to read with: reading takes no slot's records.
-  add(new PolicerTable(shared[POLICERS_REGION], 0).readCounters(policer));
+  const names = regionNames(config);
+  add(new PolicerTable(shared[names.policers], 0).readCounters(policer));
   addressAttachments(config).forEach(({ policer: p }, k) => {
     if (p !== policer) return;
-    const buckets = new PolicerTable(shared[bucketsRegion(k)], 0);
+    const buckets = new PolicerTable(shared[names.buckets[k]], 0);
     for (let b = 0; b < buckets.capacity; b++) add(buckets.readCounters(b));
   });
   return sum;

@@ -203,6 +203,24 @@ t.test('a reload with new policers is taken live, the kept buckets with it', asy
   t.same(where(run(h, 'a', times(10, () => v4(100)), { us: 1_010_000 })), ['pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'policer_red', 'policer_red'], '10 ms refill up to the new burst of 8');
 });
 
+t.test("policers reordered or renamed start afresh: no policer's counts show under another's name", async (t) => {
+  const first = { name: 'first', cir: '1kpps', cbs: 4, apply: [{ inPort: 'a' }] };
+  const second = { name: 'second', cir: '1kpps', cbs: 4, apply: [{ inPort: 'b' }] };
+  const h = await stage([first, second]);
+  run(h, 'a', times(6, () => v4(100)), { us: 1_000_000 });
+  const counts = (name: string) => {
+    const c = policerCounters(h.shared, h.config, name);
+    return [c.green.packets, c.red.packets];
+  };
+  t.same([counts('first'), counts('second')], [[4, 2], [0, 0]], '4 green and 2 red on the first');
+  await h.reconfigure({ policers: [{ ...first, cbs: 8 }, second] });
+  t.same([counts('first'), counts('second')], [[4, 2], [0, 0]], 'a burst changed, the same policers in the same order: the counts kept');
+  await h.reconfigure({ policers: [second, { ...first, cbs: 8 }] });
+  t.same([counts('first'), counts('second')], [[0, 0], [0, 0]], "reordered: both start afresh, and the second shows none of the first's counts");
+  await h.reconfigure({ policers: [second, { ...first, name: 'renamed' }] });
+  t.same(counts('renamed'), [0, 0], 'renamed: afresh too');
+});
+
 t.test('config errors name the field', async (t) => {
   const fails = (policers: unknown, field: string, pattern: RegExp, what: string) =>
     t.throws(() => ratelimit.parseConfig!({ policers }), { field, message: pattern, code: 'VR_PLUGIN_CONFIG' }, what);

@@ -294,13 +294,18 @@ export class PluginHarness<Config = unknown, State = unknown> {
     return { ...Object.fromEntries(counters), ...Object.fromEntries(this.tallies[p]) };
   }
 
-  /** Applies a new config of the plugin as a reload does: prepare() on the same memory, then tablesChanged(). */
+  /**
+   * Applies a new config of the plugin as a reload does: prepare() on the regions it
+   * declares, those of the same name and size kept from before (setup.fresh() says which
+   * are new), then tablesChanged().
+   */
   async reconfigure(raw: Record<string, unknown>): Promise<void> {
     const config = this.plugin.parseConfig ? this.plugin.parseConfig(raw) : (undefined as Config);
-    // A reload gives prepare() the declared regions (kept) and takes what it returns.
     const declared = this.plugin.sharedMemory?.(config, this.topology) ?? {};
-    const regions: Record<string, ArrayBufferLike> = Object.fromEntries(Object.keys(declared).map((name) => [name, this.shared[name]]));
-    Object.assign(regions, (await this.plugin.prepare?.(setupOf(config, this.topology, regions, this.learned))) ?? {});
+    const kept = (name: string) => this.shared[name]?.byteLength === declared[name];
+    const regions: Record<string, ArrayBufferLike> = Object.fromEntries(Object.keys(declared).map((name) => [name, kept(name) ? this.shared[name] : new SharedArrayBuffer(declared[name])]));
+    const setup = { ...setupOf(config, this.topology, regions, this.learned), fresh: (name: string) => !kept(name) };
+    Object.assign(regions, (await this.plugin.prepare?.(setup)) ?? {});
     for (const name of Object.keys(this.shared)) delete this.shared[name];
     Object.assign(this.shared, regions);
     this.config = config;

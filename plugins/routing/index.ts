@@ -20,6 +20,7 @@ import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
 import { neighbourTableBytes, NeighbourTable, STATE_NAMES, STATIC } from './neighbours.ts';
+import { learnedWritten, staticsWritten, type Written } from './neighbours-written.ts';
 import { COUNTERS, DROP_REASONS, HELD_CHECK_MS, Router } from './router.ts';
 import { releaseHeld } from './held.ts';
 import { describe } from './describe.ts';
@@ -220,12 +221,6 @@ function routesLearned(setup: PluginSetup<RoutingConfig>, prefixes: ChangedPrefi
 
 const addressWords = (n: NeighbourConfig) => [0, 1, 2, 3].map((q) => (q * 4 < n.address.bytes.length ? read32(n.address.bytes, q * 4) | 0 : 0));
 
-/** Neighbours written as STATIC entries, by `${iface} ${address}`. */
-type Written = Map<string, { iface: number; n: NeighbourConfig }>;
-
-/** By neighbour table, the neighbours written last: the config's, and those route sources learned. */
-const staticsWritten = new WeakMap<ArrayBufferLike, Written>();
-const learnedWritten = new WeakMap<ArrayBufferLike, Written>();
 
 /**
  * Writes `entries` into the table as STATIC, and takes out those `record` says were

@@ -373,8 +373,14 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     return true;
   }
   if (type === ND_RS) {
-    if (payloadLength < 8) batch.dropAs(i, r.drop.ndp_bad);
-    else routerSolicited(r, batch, i, iface);
+    if (payloadLength < 8) {
+      batch.dropAs(i, r.drop.ndp_bad);
+      return true;
+    }
+    routerSolicited(r, batch, i, iface);
+    // On a bridge the solicitation is the segment's too (another router there may answer).
+    if (iface.bridge !== null) return false;
+    batch.egress[i] = EGRESS_CONSUMED;
     return true;
   }
   if (payloadLength < 24) {
@@ -407,9 +413,11 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     const hi = tll >= 0 ? macHi(d, tll) : macHi(d, off + 6);
     const lo = tll >= 0 ? macLo(d, tll) : macLo(d, off + 6);
     const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress);
-    if (slot < 0 && iface.bridge !== null) return false;
+    if (slot >= 0 && r.heldCount > 0) r.wantHeldBatches();
+    // On a bridge, one the router did not ask for, or one to a group (an unsolicited
+    // advertisement to all nodes after a failover: RFC 4861 7.2.6), is the segment's too.
+    if (iface.bridge !== null && (slot < 0 || d[ip + 24] === 0xff)) return false;
     if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
-    if (r.heldCount > 0) r.wantHeldBatches();
     return true;
   }
   return false; // another router's advertisement: not ours to act on
@@ -473,9 +481,8 @@ function advertise(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   r.count(batch.ingress, r.counter.neighbour_advertisements_sent, 1);
 }
 
-/** A router solicitation: answered with an advertisement to all nodes on that port. */
+/** A router solicitation: answered with an advertisement to all nodes on that port (a frame of its own). */
 function routerSolicited(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
-  batch.egress[i] = EGRESS_CONSUMED;
   if (r.addr6[iface.index].length <= 16) return; // no IPv6 address but the link-local one: not a router here
   if (r.now - r.raSent[iface.index] < MIN_DELAY_BETWEEN_RAS_MS) return;
   sendRouterAdvertisement(r, batch, iface, batch.ingress);

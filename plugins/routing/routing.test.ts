@@ -380,6 +380,24 @@ t.test('a bridge with router addresses: guests on it reach other subnets', async
   t.same(summary(unknown), ['consumed', 'c', 'd'], 'an unresolved guest on the bridge: ARP on every member');
 });
 
+t.test("on a bridge: a router solicitation is answered and flooded; an unsolicited advertisement to all nodes updates the neighbour and is flooded; one to the router is the router's", async (t) => {
+  const h = await PluginHarness.create(routing, { ports, bridgeSettings: { br0: { addresses: ['10.0.3.1/24', '2001:db8:3::1/64'], routerMac: MAC.br, mtu: 1500 } }, config: {} });
+  h.run('a', []);
+  now += 4000;
+  const rs = h.run('c', [routerSolicitation({ src: 'fe80::5054:ff:fe00:c', sourceLinkAddr: GUEST.c, srcMac: GUEST.c })]);
+  t.equal(rs.filter((o) => o.to === 'c' && parseFrame(o.frame).ndp?.type === 134).length, 1, 'an advertisement back to c');
+  t.same(rs.filter((o) => o.received).map((o) => o.to), ['undecided'], 'and the solicitation left to the bridge: another router in the segment hears it');
+  run(h, 'd', [neighbourSolicitation({ src: '2001:db8:3::5', target: '2001:db8:3::1', sourceLinkAddr: GUEST.d, srcMac: GUEST.d })]);
+  const toFive = () => run(h, 'a', [udp6({ src: '2001:db8:1::2', dst: '2001:db8:3::5', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.same(toFive().map((o) => [o.to, parseFrame(o.frame).dstMac]), [['d', GUEST.d]], '2001:db8:3::5 known on d');
+  // Its address moves to c (a failover): c tells all nodes.
+  const moved = run(h, 'c', [neighbourAdvertisement({ src: '2001:db8:3::5', dst: 'ff02::1', dstMac: '33:33:00:00:00:01', target: '2001:db8:3::5', targetLinkAddr: GUEST.c, override: true, srcMac: GUEST.c })]);
+  t.same(summary(moved), ['undecided'], 'the advertisement to all nodes is flooded to the other members');
+  t.same(toFive().map((o) => [o.to, parseFrame(o.frame).dstMac]), [['c', GUEST.c]], 'and the router follows it to c');
+  const answer = run(h, 'c', [neighbourAdvertisement({ src: '2001:db8:3::5', dst: '2001:db8:3::1', dstMac: MAC.br, target: '2001:db8:3::5', targetLinkAddr: GUEST.c, solicited: true, override: true, srcMac: GUEST.c })]);
+  t.same(summary(answer), ['consumed'], 'one sent to the router is taken by it');
+});
+
 t.test('ECMP: one next hop per flow, flows spread', async (t) => {
   const h = await router({ routes: [{ prefix: '0.0.0.0/0', via: ['10.0.2.2', '10.0.2.3'] }] });
   learnB(h);
@@ -549,6 +567,18 @@ t.test('held packets go on in a batch of their own port, asked for when another 
   now += 2;
   pmd0.betweenBursts();
   t.same(pmd0.runWanted(), [], 'nothing held: no batch asked for');
+});
+
+t.test("a new version of the plugin's module (its files reloaded) takes out the static neighbours the old one wrote", async (t) => {
+  // The supervisor imports a changed plugin file anew, as another module version.
+  const version = async (v: string) => ((await import(new URL(`./index.ts?v=${v}`, import.meta.url).href)) as { default: typeof routing }).default;
+  const [before, after] = [await version('before'), await version('after')];
+  const old = await PluginHarness.create(before, { ports, bridgeSettings, config: { neighbours: [{ address: '10.0.2.9', mac: GUEST.c, port: 'b' }] } });
+  const toNine = (h: PluginHarness) => summary(run(h, 'a', [udp4({ src: '10.0.1.2', dst: '10.0.2.9', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]));
+  t.same(toNine(old), ['b'], 'the static neighbour: straight out of b');
+  const h = new PluginHarness(after, { ports, bridgeSettings, shareWith: old as PluginHarness<unknown, unknown> });
+  await h.reconfigure({ neighbours: [] });
+  t.same(toNine(h), ['consumed', 'b'], 'the new version, without it in the config: taken out, asked for again');
 });
 
 t.test('tables: routes and neighbours as the admin endpoint lists them', async (t) => {

@@ -11,7 +11,8 @@ export interface ApplyQueue {
   /** runs `job` after every apply queued before it, and before those queued after */
   queue<T>(job: () => Promise<T>): Promise<T>;
   /** applies a whole document now: only from a job of queue() */
-  applyNow(document: unknown, source: string): Promise<ApplyResult>;
+  /** `rollback`: the plugin files are not read again (the code in use stays, a file changed on disk since is not loaded) */
+  applyNow(document: unknown, source: string, rollback?: boolean): Promise<ApplyResult>;
   /** the document in force */
   document(): unknown;
   /** a rollback's failure, for the log */
@@ -135,7 +136,7 @@ export class CommitConfirmed {
     void this.applies
       .queue(async () => {
         try {
-          if (!waiting.replaced) await this.applies.applyNow(waiting.previous, 'rollback: the change was not confirmed in time');
+          if (!waiting.replaced) await this.applies.applyNow(waiting.previous, 'rollback: the change was not confirmed in time', true);
         } finally {
           if (this.waiting === waiting) this.waiting = null;
         }

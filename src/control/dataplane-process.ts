@@ -14,6 +14,7 @@ import { arenaAddress, encodeShared, refOf, releaseShared, sharedBuffer } from '
 import { initLifeLocks, LIFE_BLOCK_BYTES } from '../sys/life-locks.ts';
 import type { DeathSeen, DeathWatchData } from './dataplane-death-watch.ts';
 import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
+import { COUNTER_LAYOUT } from '../dataplane/counters.ts';
 import { DATAPLANE_V8_FLAGS, SPARE_V8_FLAGS } from '../dataplane/jit-flags.ts';
 import { createLog } from '../log.ts';
 
@@ -97,7 +98,7 @@ export class DataplaneProcess {
     this.lifeLocks = sharedBuffer(LIFE_BLOCK_BYTES);
     initLifeLocks(this.lifeLocks);
     this.child.on('exit', (code, signal) => this.ended(code, signal));
-    this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks) }, [arenaFd]);
+    this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks), counterLayout: COUNTER_LAYOUT }, [arenaFd]);
   }
 
   /** The process is gone (or was never started): its waiters wake, its death is reported. */
@@ -160,7 +161,7 @@ export class DataplaneProcess {
     return this.child.pid;
   }
 
-  private readyWaiters: ((ok: boolean) => void)[] = [];
+  private readyWaiters: ((ok: boolean, refused?: string) => void)[] = [];
   private isReady = false;
 
   /** Resolves once the process mapped the shared memory; rejects if it died first or took too long. */
@@ -168,9 +169,10 @@ export class DataplaneProcess {
     if (this.isReady) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => settle(false), READY_TIMEOUT_MS);
-      const settle = (ok: boolean) => {
+      const settle = (ok: boolean, refused?: string) => {
         clearTimeout(timer);
         if (ok) resolve();
+        else if (refused !== undefined) reject(Object.assign(new Error(`the data-plane process refused to serve: ${refused}`), { code: NOT_STARTED, refused: true }));
         else reject(Object.assign(new Error(`the data-plane process did not start (${this.exited ? `exit code ${this.child.exitCode}, signal ${this.child.signalCode}` : `no answer within ${READY_TIMEOUT_MS} ms`})`), { code: NOT_STARTED }));
       };
       this.readyWaiters.push(settle);
@@ -183,6 +185,8 @@ export class DataplaneProcess {
       this.isReady = true;
       if (this.deathWatchWanted) this.startDeathWatch();
       for (const settle of this.readyWaiters.splice(0)) settle(true);
+    } else if (event.t === 'refused') {
+      for (const settle of this.readyWaiters.splice(0)) settle(false, event.reason);
     } else if (event.t === 'pmd-error') {
       this.handlers.pmdError(event.pmd, event.incarnation, event.error);
     } else if (event.t === 'pmd-exit') {

@@ -71,6 +71,8 @@ const EXTERNAL_SIGNALS: readonly string[] = ['SIGKILL', 'SIGTERM', 'SIGINT'];
 const QUIESCE_TIMEOUT_MS = 500;
 /** a spare that failed is made again this much later */
 const SPARE_RETRY_MS = 5000;
+/** one whose code refused to serve this supervisor (COUNTER_LAYOUT) this much later: it refuses again until vrouter restarts, or the files on disk are put back */
+const SPARE_REFUSED_RETRY_MS = 60_000;
 const RESTART_WINDOW_MS = 60_000;
 /** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
 const STUCK_MS = 1000;
@@ -146,7 +148,7 @@ export class Supervisor {
   /** PUT /config?confirm=S: its steps take their turns among the applies */
   private readonly commitConfirmed = new CommitConfirmed({
     queue: (job) => this.queueApply(job),
-    applyNow: (document, source) => this.applyNow(document, { source }),
+    applyNow: (document, source, rollback) => this.applyNow(document, { source, pluginFiles: rollback === true ? false : undefined }),
     document: () => this.document,
     rollbackRefused: (message) => log.error(message, 'config.refused'),
   });
@@ -458,12 +460,13 @@ export class Supervisor {
       .then(() => this.layout.pmds.forEach(({ id }) => dataplane.spawnPmd(id, spare.incarnations[id], this.spawnData(id), true)))
       // A spare replaced meanwhile (by an upgrade, new plugin files) is gone already: its
       // failure is its own, never the next spare's.
-      .catch((err: Error) => (this.spare === spare ? this.spareFailed(err.message) : spare.failed(err)));
+      // One that refused (its code on disk is another vrouter's) refuses again until vrouter restarts: tried seldom.
+      .catch((err: Error & { refused?: boolean }) => (this.spare === spare ? this.spareFailed(err.message, err.refused === true ? SPARE_REFUSED_RETRY_MS : SPARE_RETRY_MS) : spare.failed(err)));
     return loaded.then(() => spare);
   }
 
   /** The spare cannot serve: it is killed (and, if spares are wanted, made again later). */
-  private spareFailed(why: string): void {
+  private spareFailed(why: string, retryMs = SPARE_RETRY_MS): void {
     const spare = this.spare;
     if (spare === null) return;
     this.spare = null;
@@ -471,7 +474,7 @@ export class Supervisor {
     if (!this.stopping) log.warn(`the spare data plane (pid ${spare.dataplane.pid}) is dropped: ${why}`);
     spare.failed(new Error(why));
     void spare.dataplane.discard();
-    this.keepSpare(SPARE_RETRY_MS);
+    this.keepSpare(retryMs);
   }
 
   /** Makes sure a spare is loaded or loading (pmd.spare), `delayMs` from now. */
@@ -1197,7 +1200,13 @@ export class Supervisor {
         const result = await this.applyNow(doc, { source: `${group.length} changes (${group[0].source}, ...)`, diff: changesOf(group), pluginFiles: false });
         for (const e of group) e.resolve(result);
         return;
-      } catch {
+      } catch (err) {
+        // In force, and then something failed (the PMDs' restart on new ports): applied
+        // again one by one, each would be refused as there already.
+        if ((err as { committed?: boolean }).committed === true) {
+          for (const e of group) e.reject(err);
+          return;
+        }
         // One of them is refused: each on its own below, so that it alone fails.
       }
     }
@@ -1241,6 +1250,7 @@ export class Supervisor {
     const changed = ports !== null ? plans : plans.filter((p) => newFiles.includes(p) || !sameConfig(p.config, running(p).config) || !sameConfig(p.sharedMemory, running(p).sharedMemory));
     const live = ports === null && newFiles.length === 0 && changed.every((p) => p.swappable);
     const mode = changed.length === 0 ? 'none' : live ? 'live' : 'restart';
+    if (options.dryRun && changed.length > 0) await this.prepareDry(changed, topology);
     if (options.dryRun || changed.length === 0) {
       if (!options.dryRun) {
         // Nothing for the plugins or the ports; the route sources may have changed.
@@ -1283,7 +1293,11 @@ export class Supervisor {
     const what = diff.map((c) => (c.added || c.removed ? `${c.key} +${c.added?.length ?? 0} -${c.removed?.length ?? 0}` : c.key)).join(', ') || 'what the route sources hold';
     if (ports !== null) {
       log.info(`reloaded from ${options.source} (${what}): restarting the PMDs on the new layout of ports and queues`, 'config.reloaded', { source: options.source, mode: 'restart', plugins: names });
-      await this.restartOnLayout(ports, topology);
+      try {
+        await this.restartOnLayout(ports, topology);
+      } catch (err) {
+        throw Object.assign(new Error(`the change is in force, but the PMDs did not start on the new layout: ${(err as Error).message}`), { code: (err as { code?: string }).code, committed: true });
+      }
     } else if (live) {
       const taken = forPmds.length > 0 ? 'the PMDs take the new tables between bursts' : 'the tables in use changed in place';
       log.info(`reloaded from ${options.source}: new config for ${names} (${what}); ${taken}`, 'config.reloaded', { source: options.source, mode: 'live', plugins: names });
@@ -1302,6 +1316,21 @@ export class Supervisor {
     }
     this.retryRefusedLearned();
     return { mode, plugins: changed.map((p) => p.name), diff };
+  }
+
+  /**
+   * A dry run's prepare: the plugins the change touches build their tables in memory of
+   * their own, freed after, so that what only prepare() checks (gateways against the
+   * interfaces, room in the neighbour table, an ACL's compile) refuses the dry run as it
+   * would the change. The tables in use are not touched: every region is new.
+   */
+  private async prepareDry(plans: readonly PluginPlan[], topology: Topology): Promise<void> {
+    const scratch = allocatePluginMemory(plans);
+    try {
+      await preparePlugins(plans, scratch, topology, undefined, this.learnedRoutes);
+    } finally {
+      for (const regions of Object.values(scratch)) for (const buffer of Object.values(regions)) releaseShared(buffer);
+    }
   }
 
   /**

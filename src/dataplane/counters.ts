@@ -241,3 +241,10 @@ export function readPmdStats(buffer: ArrayBufferLike, pmdCount: number, retired:
     return { rx_packets: rx, tx_packets: tx };
   });
 }
+
+/**
+ * The layout of the counter blocks, as text. A data plane started from other code (an
+ * upgrade) must count where the supervisor reads, or every port's counters would show under
+ * other names: one whose layout differs refuses to serve (process-main.ts).
+ */
+export const COUNTER_LAYOUT = JSON.stringify({ drops: DROP_REASONS.map(([name]) => name), pluginSlots: PLUGIN_SLOTS, queuePairs: QUEUE_PAIRS_MAX, queueFields: QUEUE_FIELDS, ports: PORT_SLOTS, perPort: COUNTERS_PER_PORT });

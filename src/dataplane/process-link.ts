@@ -17,7 +17,8 @@ export type SupervisorMessage =
    * the shared memory (its fd comes with the message), and the process's block of life
    * locks in it (life-locks.ts): its main thread holds the first, each PMD thread another
    */
-  | { t: 'init'; arenaBytes: number; nice: number; lifeLocks: SharedRef }
+  /** counterLayout: the supervisor's COUNTER_LAYOUT (a process whose code's differs refuses to serve) */
+  | { t: 'init'; arenaBytes: number; nice: number; lifeLocks: SharedRef; counterLayout: string }
   /**
    * starts PMD `pmd`; `incarnation` names this start of it in every later message.
    * `standby`: it loads everything, says so ('pmd-standby'), and waits for 'go' before it
@@ -33,6 +34,8 @@ export type SupervisorMessage =
 
 export type DataplaneEvent =
   | { t: 'ready' }
+  /** it will not serve this supervisor (its code counts in another layout), and says why */
+  | { t: 'refused'; reason: string }
   /** a PMD's error, before it exits */
   | { t: 'pmd-error'; pmd: number; incarnation: number; error: string }
   | { t: 'pmd-exit'; pmd: number; incarnation: number; code: number }

@@ -17,6 +17,7 @@ import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightAre
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
+import { COUNTER_LAYOUT } from './counters.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const log = createLog('dataplane');
@@ -98,6 +99,12 @@ const tell = (event: DataplaneEvent) => supervisor.send(event);
 
 function onSupervisor(m: SupervisorMessage, fds: number[]): void {
   if (m.t === 'init') {
+    // Code of another vrouter (files replaced on disk since the supervisor started): its
+    // PMDs would count where the supervisor reads other counters, or past its blocks.
+    if (m.counterLayout !== COUNTER_LAYOUT) {
+      tell({ t: 'refused', reason: 'its code counts in another layout than the running supervisor reads (drop reasons or counters added or removed since vrouter started): restart vrouter to run it' });
+      return;
+    }
     attachArena(fds[0], m.arenaBytes);
     // The first life lock, held by this thread until the process ends: the supervisor
     // waits for it (and then the PMDs') to know the process dead (life-locks.ts).

@@ -212,6 +212,10 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
   const dry = await api.call('PUT', '/config?dryRun=1', next);
   t.match(dry, { status: 200, json: { mode: 'live', dryRun: true, diff: [{ key: 'routes', added: [{ prefix: '203.0.113.0/24', blackhole: true }] }] } });
   t.same((await api.call('GET', '/config')).json, before, 'a dry run changes nothing');
+  const unreachable = { ...structuredClone(before), routes: [...before.routes, { prefix: '198.51.100.0/24', via: '10.9.9.9' }] };
+  const refusal = (await api.call('PUT', '/config', unreachable)).json;
+  t.match(refusal, { error: { code: 'VR_CONFIG', field: `routes[${before.routes.length}].via` } }, 'a gateway in no connected subnet: refused by the routing stage as it prepares');
+  t.same((await api.call('PUT', '/config?dryRun=1', unreachable)).json, refusal, 'and by a dry run the same: it prepares the tables too, in memory of its own');
   t.match(await api.call('PUT', '/config?dryrun=1', next), { status: 400, json: { error: { code: 'VR_INVALID', field: 'dryrun', message: /takes only dryRun, confirm/ } } }, 'a misspelt dryRun: refused, not applied');
   t.match(await api.call('PUT', '/config?dryRun=yes', next), { status: 400, json: { error: { field: 'dryRun' } } });
   t.match(await api.call('POST', '/routes?dryRun=1', { prefix: '203.0.113.0/24', blackhole: true }), { status: 400, json: { error: { field: 'dryRun', message: /takes no query parameter/ } } });

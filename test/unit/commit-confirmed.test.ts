@@ -25,9 +25,12 @@ function endpoint(applyMs: number, refused = new Set<string>()) {
     chain = run.catch(() => undefined);
     return run;
   };
-  const applyNow = async (document: unknown) => {
+  /** the documents applied, each with whether it was applied as a rollback (plugin files not read again) */
+  const applied: [string, boolean][] = [];
+  const applyNow = async (document: unknown, _source?: string, rollback = false) => {
     await sleep(applyMs);
     const tag = tagOf(document as Record<string, unknown>);
+    applied.push([tag, rollback]);
     if (refused.has(tag)) throw new Error(`${tag} refused`);
     current = document as Record<string, unknown>;
     return { mode: 'live' as const, plugins: [], diff: [] };
@@ -49,7 +52,7 @@ function endpoint(applyMs: number, refused = new Set<string>()) {
     confirmed.replacedByFile();
     return result;
   });
-  return { call, apply: backend.apply, reload, inForce: () => tagOf(current), saved, refusals, settled: () => chain };
+  return { call, apply: backend.apply, reload, inForce: () => tagOf(current), saved, refusals, applied, settled: () => chain };
 }
 
 t.test('a rollback that comes due while another change is applied undoes it too, and that change says so', async (t) => {
@@ -61,6 +64,7 @@ t.test('a rollback that comes due while another change is applied undoes it too,
   await t.rejects(e.call('POST', '/config/confirm'), { status: 409, code: 'VR_ROLLED_BACK', message: /too late/ }, 'too late to confirm A');
   await e.settled();
   t.equal(e.inForce(), 'P0', 'the config before A is in force');
+  t.same(e.applied, [['A', false], ['B', false], ['P0', true]], 'the changes applied as changes, the rollback as a rollback: the plugin files in use stay');
   await t.rejects(e.call('POST', '/config/confirm'), { status: 404, code: 'VR_NOT_FOUND' }, 'nothing waits for a confirm');
   await sleep(1300);
   t.equal(e.inForce(), 'P0', 'and no later rollback (B\'s would have come by now) brings back A, which was never confirmed');

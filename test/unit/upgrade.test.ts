@@ -5,13 +5,17 @@
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, sparePids, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 
 const MAC = { a: '02:00:00:00:00:0a', b: '02:00:00:00:00:0b' };
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** vrouter bridging ports a and b (a spare loaded), a test frontend on each. */
 async function bridgeWithFrontends(t: Test) {
@@ -140,4 +144,32 @@ t.test('a spare that cannot be started (the supervisor out of file descriptors) 
   const logged = vr.stderr().length;
   await waitFor('a spare loaded again', () => /a spare data plane \(pid \d+\) is loaded/.test(vr.stderr().slice(logged)), 20_000);
   t.equal(sparePids(pid).length, 1, 'once it may open files again');
+});
+
+t.test('an upgrade to code that counts in another layout is refused, and the running data plane stays', async (t) => {
+  // vrouter run from a copy of its build, whose data plane is then changed on disk: a drop reason more.
+  const root = mkdtempSync(join(tmpdir(), 'vrouter-build-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  cpSync(join(REPO, 'dist'), join(root, 'dist'), { recursive: true });
+  cpSync(join(REPO, 'package.json'), join(root, 'package.json'));
+  symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
+  const vr = await startVrouter(bridgeConfig(['a', 'b']), 15000, undefined, join(root, 'dist/bin/vrouter.js'));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  const counters = join(root, 'dist/src/dataplane/counters.js');
+  const code = readFileSync(counters, 'utf8');
+  t.ok(code.includes("['receive_ring_full',"), 'the build names its drop reasons');
+  writeFileSync(counters, code.replace("['receive_ring_full',", "['a_new_reason', 'a drop reason of the code on disk'], ['receive_ring_full',"));
+  const api = adminClient(vr);
+  const before = dataplanePids(vr.proc.pid!);
+  const upgrade = await api.call('POST', '/dataplane/upgrade');
+  t.match(upgrade, { status: 503, json: { error: { code: 'VR_UPGRADE', message: /upgrade failed, the running data plane stays: the data-plane process refused to serve: its code counts in another layout .*restart vrouter to run it/ } } });
+  t.same(dataplanePids(vr.proc.pid!), before, 'the same data plane runs');
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'and forwards');
+  t.equal((await api.call('GET', '/dataplane')).json.upgrades, 0, 'no upgrade counted');
+  t.equal((await api.call('GET', '/counters')).json.a.rx_packets, 20, "its counters read as they are: a's 20 frames");
+  t.same(sparePids(vr.proc.pid!), [], 'no spare of that code is kept');
 });

@@ -321,7 +321,8 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, ihl: 
   }
   // The rest is Linux's, where the port has a mirror: it answers, or refuses, as a host does.
   if (r.punt(batch, i, iface)) return;
-  if (protocol === IPPROTO_UDP && !fragmented) icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_PORT, 0);
+  // From the address the packet was sent to, as Linux answers (RFC 1812 4.3.2.4 leaves it open).
+  if (protocol === IPPROTO_UDP && !fragmented) icmpError(r, batch, i, iface, ICMP_UNREACHABLE, UNREACH_PORT, 0, read32(d, ip + 16));
   batch.dropAs(i, r.drop.local_unhandled);
 }
 
@@ -330,8 +331,9 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, ihl: 
  * itself is then dropped by the caller, under its reason). RFC 1812 4.3.2.7: never about
  * an ICMP error, a non-first fragment, or a packet to or from a broadcast or multicast
  * address; within the rate limit (RFC 1812 4.3.2.8).
+ * `from`: the source address (a u32; 0: the interface's first address).
  */
-function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, code: number, rest: number): void {
+function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, code: number, rest: number, from = 0): void {
   const d = batch.data;
   const off = batch.offset(i);
   const ip = off + ETH_HLEN;
@@ -356,6 +358,6 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   const length = Math.min(ETH_HLEN + read16(d, ip + 2), batch.length(i), ETH_HLEN + ICMP4_ERROR_MAX - 28);
   d.copyWithin(o, off, off + length);
   // To the sender's MAC as it arrived (read from packet i: a rewrite saved it first).
-  batch.setLength(j, icmp4Error(d, o, length, type, code, rest, source[0], batch.receivedSource(i), iface.macHi, iface.macLo));
+  batch.setLength(j, icmp4Error(d, o, length, type, code, rest, from !== 0 ? from : source[0], batch.receivedSource(i), iface.macHi, iface.macLo));
   r.count(batch.ingress, r.counter.icmp_errors_sent, 1);
 }

@@ -172,7 +172,8 @@ function local(r: Router, batch: PacketBatch, i: number, iface: Interface, paylo
     return;
   }
   if (r.punt(batch, i, iface)) return;
-  if (d[ip + 6] === IPPROTO_UDP) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_PORT, 0);
+  // RFC 4443 2.2 (a): from the address the packet was sent to.
+  if (d[ip + 6] === IPPROTO_UDP) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_PORT, 0, d.subarray(ip + 24, ip + 40));
   batch.dropAs(i, r.drop.local_unhandled);
 }
 
@@ -196,7 +197,7 @@ export function addressUnreachable(r: Router, batch: PacketBatch, i: number, ifa
  * extension headers cannot be read to tell, nor to a multicast or unspecified source;
  * within the rate limit.
  */
-function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, code: number, rest: number): void {
+function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, type: number, code: number, rest: number, source = r.src6[iface.index]): void {
   const d = batch.data;
   const off = batch.offset(i);
   const ip = off + ETH_HLEN;
@@ -215,6 +216,6 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   const o = batch.offset(j);
   const length = Math.min(batch.length(i), ETH_HLEN + ICMP6_ERROR_MAX - IPV6_HLEN - 8);
   d.copyWithin(o, off, off + length);
-  batch.setLength(j, icmp6Error(d, o, length, type, code, rest, r.src6[iface.index], batch.receivedSource(i), iface.macHi, iface.macLo));
+  batch.setLength(j, icmp6Error(d, o, length, type, code, rest, source, batch.receivedSource(i), iface.macHi, iface.macLo));
   r.count(batch.ingress, r.counter.icmp_errors_sent, 1);
 }

@@ -120,6 +120,12 @@ t.test('ICMP: echo to the router, time exceeded, no route, port unreachable', as
     [3, 3, '10.0.1.1', '10.0.1.2', true, GUEST.a],
   ]);
   t.equal(h.counts('a').icmp_errors_sent, 3);
+  const other = run(h, 'a', [
+    udp4({ src: '10.0.1.2', dst: '10.0.2.1', srcPort: 1, dstPort: 53, srcMac: GUEST.a, dstMac: MAC.a }),
+    udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::1', srcPort: 1, dstPort: 53, srcMac: GUEST.a, dstMac: MAC.a }),
+  ]);
+  t.same(other.filter((o) => o.to === 'a').map((o) => [parseFrame(o.frame).l4?.type, parseFrame(o.frame).ip?.src, parseFrame(o.frame).l4?.checksumOk]), [[3, '10.0.2.1', true], [1, '2001:db8:2::1', true]],
+    "port unreachable for the router's address on another port comes from that address (RFC 4443 2.2 (a); Linux for IPv4 too)");
   const broadcast = run(h, 'a', [udp4({ src: '10.0.1.2', dst: '10.0.2.255', srcPort: 1, dstPort: 2, ttl: 1, srcMac: GUEST.a, dstMac: MAC.a })]);
   t.same(summary(broadcast), ['drop:not_routable'], "to b's broadcast address with TTL 1: not forwarded, and no time exceeded about it (RFC 1812 4.3.2.7)");
 });

@@ -159,10 +159,12 @@ for (const mode of MODES) {
   t.test(mode.name, async (t) => {
     const run = await driver(mode);
     for (let c = 0; c < WARM_UP / CHUNK; c++) run();
-    // The best of up to three runs: code V8 compiles during a run takes heap too (some KiB,
-    // once); an allocation per burst shows in every run.
+    // The best of up to five runs: code V8 compiles during a run takes heap too (some KiB,
+    // once), and on a busy machine a run now and then meets the stage deoptimized for a while
+    // (hundreds of KiB, seen in one run of a whole suite); an allocation per burst shows in
+    // every run.
     let best = { gcs: Infinity, bytes: Infinity };
-    for (let attempt = 0; attempt < 3 && !(best.gcs === 0 && best.bytes <= CLEAN_BYTES); attempt++) {
+    for (let attempt = 0; attempt < 5 && !(best.gcs === 0 && best.bytes <= CLEAN_BYTES); attempt++) {
       const r = await allocation(run);
       if (r.gcs < best.gcs || (r.gcs === best.gcs && r.bytes < best.bytes)) best = r;
     }

@@ -267,36 +267,19 @@ t.test('reverse-path filter: strict and loose, IPv4 and IPv6, on ports and on a 
   ];
   const h = await PluginHarness.create(routing, { ports: filtered, bridgeSettings: { br0: { ...bridgeSettings.br0, rpf: 'strict' } }, config: { routes } });
   const ping = (port: 'a' | 'b', src: string, dst: string) => icmp4({ src, dst, type: 8, id: 1, seq: 1, payload: 8, srcMac: GUEST[port], dstMac: MAC[port] });
-  const strict = run(h, 'a', [
-    ping('a', '10.0.1.2', '10.0.1.1'),
-    ping('a', '10.7.3.4', '10.0.1.1'),
-    ping('a', '10.0.2.5', '10.0.1.1'),
-    ping('a', '10.9.1.1', '10.0.1.1'),
-    ping('a', '192.0.2.1', '10.0.1.1'),
-    ping('a', '10.0.1.1', '10.0.2.1'),
-    ping('a', '10.0.2.1', '10.0.1.1'),
-  ]);
+  /** Pings from each source (to the address beside it, the router's) on port `port`. */
+  const pings = (port: 'a' | 'b', pairs: string[][]) => run(h, port, pairs.map(([src, dst]) => ping(port, src, dst)));
+  const strict = pings('a', [['10.0.1.2', '10.0.1.1'], ['10.7.3.4', '10.0.1.1'], ['10.0.2.5', '10.0.1.1'], ['10.9.1.1', '10.0.1.1'], ['192.0.2.1', '10.0.1.1'], ['10.0.1.1', '10.0.2.1'], ['10.0.2.1', '10.0.1.1']]);
   t.same(summary(strict), ['a', 'a', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path'],
     "strict: a's subnet and an ECMP route with a member out of a pass; b's subnet, a route out of b, no route, the router's own addresses do not");
-  const loose = run(h, 'b', [
-    ping('b', '10.0.1.7', '10.0.2.1'),
-    ping('b', '10.9.1.1', '10.0.2.1'),
-    ping('b', '192.0.2.1', '10.0.2.1'),
-    ping('b', '10.8.1.1', '10.0.2.1'),
-    ping('b', '10.0.2.1', '10.0.2.1'),
-  ]);
+  const loose = pings('b', [['10.0.1.7', '10.0.2.1'], ['10.9.1.1', '10.0.2.1'], ['192.0.2.1', '10.0.2.1'], ['10.8.1.1', '10.0.2.1'], ['10.0.2.1', '10.0.2.1']]);
   t.same(summary(loose), ['b', 'b', 'drop:reverse_path', 'drop:reverse_path', 'drop:reverse_path'], 'loose: any route but a blackhole');
   learnB(h);
   const udp = (src: string) => udp4({ src, dst: '10.0.2.2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
   t.same(summary(run(h, 'a', [udp('10.0.1.2'), udp('10.9.0.1')])), ['b', 'drop:reverse_path'], 'forwarded packets are filtered alike');
   t.equal(h.counts('a').reverse_path, 6, 'counted on the ingress port');
   const echo6 = (port: 'a' | 'b', src: string, dst: string) => icmp6({ src, dst, type: 128, id: 1, seq: 1, payload: 8, srcMac: GUEST[port], dstMac: MAC[port] });
-  const v6 = run(h, 'a', [
-    echo6('a', '2001:db8:1::2', '2001:db8:1::1'),
-    echo6('a', 'fe80::5054:ff:fe00:a', '2001:db8:1::1'),
-    echo6('a', '2001:db8:2::9', '2001:db8:1::1'),
-    echo6('a', '2001:db8:9::1', '2001:db8:1::1'),
-  ]);
+  const v6 = run(h, 'a', ['2001:db8:1::2', 'fe80::5054:ff:fe00:a', '2001:db8:2::9', '2001:db8:9::1'].map((src) => echo6('a', src, '2001:db8:1::1')));
   t.same(summary(v6), ['a', 'a', 'drop:reverse_path', 'drop:reverse_path'], 'IPv6 strict; a link-local source is not checked');
   const v6Loose = run(h, 'b', [echo6('b', '2001:db8:1::5', '2001:db8:2::1'), echo6('b', '2001:db8:77::1', '2001:db8:2::1')]);
   t.same(summary(v6Loose), ['b', 'drop:reverse_path'], 'IPv6 loose');

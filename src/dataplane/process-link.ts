@@ -15,9 +15,10 @@ export type PmdSpawnData = Omit<PmdThreadData, 'commands' | 'arena' | 'standby' 
 export type SupervisorMessage =
   /**
    * the shared memory (its fd comes with the message), and the process's block of life
-   * locks in it (life-locks.ts): its main thread holds the first, each PMD thread another
+   * locks in it (life-locks.ts): its main thread holds the first, each PMD thread another;
+   * `counterLayout`, the supervisor's COUNTER_LAYOUT (a process whose code's differs
+   * refuses to serve)
    */
-  /** counterLayout: the supervisor's COUNTER_LAYOUT (a process whose code's differs refuses to serve) */
   | { t: 'init'; arenaBytes: number; nice: number; lifeLocks: SharedRef; counterLayout: string }
   /**
    * starts PMD `pmd`; `incarnation` names this start of it in every later message.

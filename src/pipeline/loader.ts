@@ -129,10 +129,6 @@ async function loadPlugin(path: string, url: string): Promise<Plugin> {
   return p as Plugin;
 }
 
-/**
- * Loads and validates every plugin of the config, in pipeline order, and lays out their
- * counter slots. Throws PluginLoadError naming the field at fault.
- */
 /** What a plugin threw, as an Error with maybe a field: an operator's plugin may throw anything, null too. */
 export function thrownByPlugin(err: unknown): Error & { field?: unknown } {
   return (typeof err === 'object' && err !== null ? err : { message: String(err) }) as Error & { field?: unknown };
@@ -155,6 +151,10 @@ function configError(err: unknown, spec: PluginSpec): PluginLoadError {
   return new PluginLoadError(pluginField(spec, e.field), typeof e.field === 'string' && e.field !== '' ? message.replace(`${e.field}: `, '') : message);
 }
 
+/**
+ * Loads and validates every plugin of the config, in pipeline order, and lays out their
+ * counter slots. Throws PluginLoadError naming the field at fault.
+ */
 export async function planPlugins(specs: readonly PluginSpec[], topology: Topology, version = 0): Promise<PluginPlan[]> {
   const plans: PluginPlan[] = [];
   let slot = 0;

@@ -17,6 +17,7 @@ const TIME_EXCEEDED = 3;
 const ECHO_REQUEST = 128;
 const ECHO_REPLY = 129;
 const UNREACH_NO_ROUTE = 0;
+const UNREACH_BEYOND_SCOPE = 2;
 const UNREACH_ADDRESS = 3;
 const UNREACH_PORT = 4;
 
@@ -78,8 +79,12 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     local(r, batch, i, iface, payloadLength, icmpType);
     return;
   }
-  // Link-local addresses never leave their link (RFC 4291 2.5.6).
-  if ((d[ip + 8] === 0xfe && (d[ip + 9] & 0xc0) === 0x80) || (d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80)) {
+  // Link-local addresses never leave their link (RFC 4291 2.5.6). From one to a global
+  // address: destination unreachable, beyond the scope of the source (RFC 4443 3.1, code 2),
+  // from the router's own link-local address.
+  const fromLinkLocal = d[ip + 8] === 0xfe && (d[ip + 9] & 0xc0) === 0x80;
+  if (fromLinkLocal || (d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80)) {
+    if (fromLinkLocal && !(d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80)) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_BEYOND_SCOPE, 0, iface.linkLocal);
     batch.dropAs(i, r.drop.not_routable);
     return;
   }

@@ -351,6 +351,10 @@ t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async 
   t.same(parseFrame(run(h, 'a', [toB])[0].frame).dstMac, GUEST.b, 'an advertisement without Override leaves the address known');
   run(h, 'b', [unasked(true)]);
   t.same(parseFrame(run(h, 'a', [toB])[0].frame).dstMac, OTHER, 'one with Override replaces it');
+  const scoped = run(h, 'a', [udp6({ src: 'fe80::5054:ff:fe00:a', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.same(summary(scoped), ['drop:not_routable', 'a'], 'from a link-local address to a global one: not forwarded');
+  const beyond = parseFrame(scoped[1].frame);
+  t.same([beyond.l4?.type, beyond.l4?.code, beyond.ip?.src, beyond.ip?.dst, beyond.l4?.checksumOk], [1, 2, 'fe80::ff:fe00:a01', 'fe80::5054:ff:fe00:a', true], 'destination unreachable, beyond the scope of the source (RFC 4443 3.1), from the router\'s link-local address');
 });
 
 t.test('a bridge with router addresses: guests on it reach other subnets', async (t) => {

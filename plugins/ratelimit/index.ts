@@ -20,7 +20,10 @@ import { formatPolicerTable, GREEN, isPolicerTable, nowMicroseconds, PolicerTabl
  * attachments moved, start afresh rather than read another's buckets and counters (their
  * colour counts would jump from one policer to another in /metrics).
  */
-function regionNames(config: RateLimitConfig): { policers: string; slots: string[]; buckets: string[] } {
+function regionNames(config: RateLimitConfig): RegionNames {
+  // Once a config: every listing of a policer's counters (each /metrics scrape) asks.
+  const known = namesByConfig.get(config);
+  if (known !== undefined) return known;
   const seen = new Map<string, number>();
   const keys = addressAttachments(config).map(({ policer, a }) => {
     const key = digest(JSON.stringify([config.policers[policer].name, a.kind, a.prefix, a.inPort, a.outPort, a.maxAddresses, a.idleTimeout]));
@@ -29,8 +32,17 @@ function regionNames(config: RateLimitConfig): { policers: string; slots: string
     seen.set(key, n + 1);
     return `${key}-${n}`;
   });
-  return { policers: `policers-${digest(JSON.stringify(config.policers.map((p) => p.name)))}`, slots: keys.map((k) => `addresses-${k}`), buckets: keys.map((k) => `address-buckets-${k}`) };
+  const names = { policers: `policers-${digest(JSON.stringify(config.policers.map((p) => p.name)))}`, slots: keys.map((k) => `addresses-${k}`), buckets: keys.map((k) => `address-buckets-${k}`) };
+  namesByConfig.set(config, names);
+  return names;
 }
+
+interface RegionNames {
+  policers: string;
+  slots: string[];
+  buckets: string[];
+}
+const namesByConfig = new WeakMap<RateLimitConfig, RegionNames>();
 
 const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
 /** room per batch for the scratch arrays; a longer batch grows them once */

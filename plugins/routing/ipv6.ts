@@ -69,8 +69,9 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     batch.dropAs(i, r.drop.not_routable);
     return;
   }
+  const fromLinkLocal = d[ip + 8] === 0xfe && (d[ip + 9] & 0xc0) === 0x80;
   // Link-local sources are the link's own (never routed; the link-local address is on every interface).
-  if (iface.rpf !== RPF_OFF && !(d[ip + 8] === 0xfe && (d[ip + 9] & 0xc0) === 0x80) && !sourcePasses(r, r.lpm6.lookup(d, ip + 8), iface)) {
+  if (iface.rpf !== RPF_OFF && !fromLinkLocal && !sourcePasses(r, r.lpm6.lookup(d, ip + 8), iface)) {
     batch.dropAs(i, r.drop.reverse_path);
     return;
   }
@@ -82,9 +83,9 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   // Link-local addresses never leave their link (RFC 4291 2.5.6). From one to a global
   // address: destination unreachable, beyond the scope of the source (RFC 4443 3.1, code 2),
   // from the router's own link-local address.
-  const fromLinkLocal = d[ip + 8] === 0xfe && (d[ip + 9] & 0xc0) === 0x80;
-  if (fromLinkLocal || (d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80)) {
-    if (fromLinkLocal && !(d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80)) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_BEYOND_SCOPE, 0, iface.linkLocal);
+  const toLinkLocal = d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80;
+  if (fromLinkLocal || toLinkLocal) {
+    if (!toLinkLocal) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_BEYOND_SCOPE, 0, iface.linkLocal);
     batch.dropAs(i, r.drop.not_routable);
     return;
   }

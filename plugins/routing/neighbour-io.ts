@@ -9,7 +9,7 @@ import {
 import type { Interface } from './interfaces.ts';
 import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
 import { cacheHeader, SOLICIT_BURST, SOLICIT_RATE, type Router } from './router.ts';
-import { KIND_CONNECTED, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
+import { groupLeavesBy } from './next-hops.ts';
 
 const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
@@ -314,16 +314,7 @@ function reply(r: Router, batch: PacketBatch, i: number, iface: Interface, tpa: 
  * gateway, as `ip route add 192.0.2.0/24 dev eth1`), so its next hop is itself.
  */
 function onLink4(r: Router, iface: Interface, spa: number): boolean {
-  const group = r.lpm4.lookup(spa >>> 0);
-  if (group === NO_ROUTE || group === LOCAL_GROUP) return false;
-  const w = r.nextHops.words;
-  const start = w[r.nextHops.groupBase + group * 2];
-  const members = w[r.nextHops.groupBase + group * 2 + 1];
-  for (let k = 0; k < members; k++) {
-    const m = r.nextHops.memberBase + (start + k) * MEMBER_WORDS;
-    if (w[m] === KIND_CONNECTED && w[m + 1] === iface.index) return true;
-  }
-  return false;
+  return groupLeavesBy(r.nextHops, r.lpm4.lookup(spa >>> 0), iface.index, true);
 }
 
 // ---- NDP in ----------------------------------------------------------------------------------

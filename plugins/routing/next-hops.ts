@@ -35,6 +35,25 @@ export function nextHopsView(buffer: ArrayBufferLike): NextHops {
   return { words, groupBase: 2, memberBase: 2 + words[0] * 2 };
 }
 
+/**
+ * Whether group `group` (a lookup's result) has a member that leaves by interface `iface`
+ * (any interface: -1), without a gateway if `connectedOnly` (the address is then on that
+ * link). No route, the router's own addresses and blackholes leave by none.
+ */
+export function groupLeavesBy(hops: NextHops, group: number, iface: number, connectedOnly: boolean): boolean {
+  if (group === NO_ROUTE || group === LOCAL_GROUP) return false;
+  const w = hops.words;
+  const start = w[hops.groupBase + group * 2];
+  const members = w[hops.groupBase + group * 2 + 1];
+  for (let k = 0; k < members; k++) {
+    const m = hops.memberBase + (start + k) * MEMBER_WORDS;
+    const kind = w[m];
+    if (kind === KIND_BLACKHOLE || (connectedOnly && kind !== KIND_CONNECTED)) continue;
+    if (iface < 0 || w[m + 1] === iface) return true;
+  }
+  return false;
+}
+
 export interface Member {
   kind: number;
   iface: number;

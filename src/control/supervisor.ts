@@ -17,12 +17,12 @@ import { importPlugin, planPlugins, type PluginPlan, type PluginSpec } from '../
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from './jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { interruptThread, setThreadCpus, setThreadNice } from '../sys/libc.ts';
+import { setThreadCpus, setThreadNice } from '../sys/libc.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
-import { DOORBELL_CALL_INTERRUPTED, DOORBELL_HEARTBEAT, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN, DOORBELL_THREAD } from '../vhost/dataplane-link.ts';
-import { closeSync, fsyncSync, openSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES_SEEN } from '../vhost/dataplane-link.ts';
+import { PmdWatchdog, WATCHDOG_MS } from './pmd-watchdog.ts';
 import { dirname, resolve } from 'node:path';
 import { parseConfig, readConfigFile, topologyOf, type VrouterConfig } from './config.ts';
 import { configDiff, mergeChanges, type ConfigChange } from './config-diff.ts';
@@ -32,10 +32,12 @@ import { endpointOf, portChange, type PortChange } from './port-change.ts';
 import { assignSlots, type PortSlots } from './port-slots.ts';
 import { CONTROL_WORDS } from '../dataplane/capture.ts';
 import { RouteSources, type LearnedChange, type RouteSourceStatus } from './route-sources.ts';
-import { NOTHING_LEARNED, type Learned } from './learned-table.ts';
+import { LearnedApply } from './learned-apply.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
 import { describePause, type UpgradeResult } from './upgrade-pause.ts';
 import { CommitConfirmed } from './commit-confirmed.ts';
+import { replaceFileDurably } from './durable-file.ts';
+import { DataplaneDeaths, RESTART_WINDOW_MS } from './dataplane-deaths.ts';
 
 const log = createLog('supervisor');
 
@@ -60,31 +62,14 @@ const SHUTDOWN_TIMEOUT_MS = 5000;
 /** Workers start from the same kind of file as this one: .ts sources or the built .js. */
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
 const MAX_RESTARTS = 5;
-/** A data plane that died again soon is started again after a wait, doubling from this, at most 5 s. */
-const DATAPLANE_BACKOFF_FIRST_MS = 100;
-const DATAPLANE_BACKOFF_MAX_MS = 5000;
-/** A port served at each of this many crashes in a row (within RESTART_WINDOW_MS) is quarantined. */
-const CRASHES_TO_QUARANTINE = 3;
-/** Deaths that say nothing about a port: the OOM killer's or an operator's SIGKILL, a stop. */
-const EXTERNAL_SIGNALS: readonly string[] = ['SIGKILL', 'SIGTERM', 'SIGINT'];
 /** how long an upgrade waits for the old PMDs to stop between bursts before it kills them anyway */
 const QUIESCE_TIMEOUT_MS = 500;
 /** a spare that failed is made again this much later */
 const SPARE_RETRY_MS = 5000;
 /** one whose code refused to serve this supervisor (COUNTER_LAYOUT) this much later: it refuses again until vrouter restarts, or the files on disk are put back */
 const SPARE_REFUSED_RETRY_MS = 60_000;
-const RESTART_WINDOW_MS = 60_000;
-/** A PMD whose heartbeat stands still this long is stuck (its longest sleep is 100 ms). */
-const STUCK_MS = 1000;
-/**
- * A PMD that has not polled this long after it was started is stuck in its start: in a
- * plugin's createState, or importing a module that never returns (a start takes about a
- * second: modules loaded, stages built).
- */
-const START_STUCK_MS = 5000;
 /** How long a stuck PMD terminated may take to end before its process is killed. */
 const TERMINATE_GRACE_MS = 3000;
-const WATCHDOG_MS = 250;
 /** How long a live change of tables waits for the PMDs to take them before it answers. */
 const TABLES_TAKEN_MS = 1000;
 /**
@@ -92,19 +77,6 @@ const TABLES_TAKEN_MS = 1000;
  * (applyEdit); one after a quiet spell is applied at once.
  */
 const EDIT_WINDOW_MS = 20;
-/**
- * Changes of the learned routes are applied together, this often at most: a routing
- * daemon's burst is one apply. After an apply that took longer (a full table compiled
- * whole), changes are gathered for twice as long as it took: a table arriving is compiled
- * a few times, each about three times bigger than the last (not once a window, each a
- * little bigger: quadratic), and the supervisor keeps two thirds of its time for reading
- * the sources and for the admin endpoint.
- */
-const LEARNED_WINDOW_MS = 100;
-const LEARNED_GATHER_PER_APPLY = 2;
-/** An apply of learned routes that failed is tried again after 1 s, then twice as long each time, at most a minute. */
-const LEARNED_RETRY_MS = { first: 1000, most: 60_000 };
-
 /** A data-plane process whose PMDs are loaded and wait (startSpare). */
 interface Spare {
   dataplane: DataplaneProcess;
@@ -152,20 +124,17 @@ export class Supervisor {
     document: () => this.document,
     rollbackRefused: (message) => log.error(message, 'config.refused'),
   });
-  /**
-   * What the route sources hold besides routes (addresses on mirrors, permanent neighbours):
-   * part of the config, applied with it; whether they changed since; and whether an apply
-   * of what they learned is queued (the routes that changed, RouteSources keeps).
-   */
-  private learned: Learned = NOTHING_LEARNED;
-  /** what they learned since, waiting for its apply; and what an apply of theirs refused, tried again after the next change */
-  private learnedWaiting: Learned | null = null;
-  private learnedRefused: Learned | null = null;
-  private learnedQueued = false;
-  /** how long the last apply of learned routes took, and when it ended */
-  private learnedApplied = { ms: 0, at: 0 };
-  /** after an apply of learned routes that failed, how long until it is tried again (0: none failed) */
-  private learnedRetryMs = 0;
+  /** when what the route sources learned is applied (learned-apply.ts) */
+  private readonly learnedApply = new LearnedApply({
+    queue: (job) => {
+      const run = this.applying.then(job);
+      this.applying = run.catch((err: Error) => log.error(`learned routes not applied: ${err.message}`, 'routes.refused'));
+    },
+    applyConfig: () => this.applyNow(this.document, { source: 'route sources', pluginFiles: false }).then(() => undefined),
+    applyRoutes: () => this.applyLearnedRoutes(),
+    retakeAll: () => this.routeSources?.retakeAll(),
+    stopping: () => this.stopping,
+  });
   private routeSources: RouteSources | null = null;
   /** each plugin's entry file as loaded: a reload restarts the PMDs only if one changed */
   private readonly digests = new Map<string, string>();
@@ -186,10 +155,8 @@ export class Supervisor {
   private dataplane: DataplaneProcess | null = null;
   /** PMD starts and stops on every PMD at once (a new layout, a new data plane) run one at a time */
   private lifecycle: Promise<unknown> = Promise.resolve();
-  /** when each data-plane death happened */
-  private dataplaneDeaths: number[] = [];
-  /** the ports the PMDs were serving at each crash of the data plane (not an external kill) */
-  private crashServing: { at: number; slots: Set<number> }[] = [];
+  /** the data plane's recent deaths: the wait before the next, crash loops */
+  private readonly dataplaneDeaths = new DataplaneDeaths();
   /** what GET /dataplane shows: deaths and upgrades since start, the last death */
   private dataplaneHistory = { deaths: 0, upgrades: 0, lastDeath: null as LastDeath | null, lastUpgrade: null as LastUpgrade | null };
   /** since the last data plane died: the ports to quarantine at the hand-over to the next (crash loops) */
@@ -208,14 +175,7 @@ export class Supervisor {
   private readonly restarts: number[] = [];
   /** per PMD: the error it died of, if it did */
   private readonly crashes: (string | null)[] = [];
-  /** per PMD: whether it has made a poll round since it was (re)started */
-  private readonly polled: boolean[] = [];
-  /** per PMD: when it was (re)started (Date.now()), until it polls or is found stuck starting */
-  private readonly startedAt: number[] = [];
-  /** per PMD: its heartbeat when last seen to move, and when */
-  private readonly heartbeats: { beat: number; at: number }[] = [];
-  /** per PMD: the heartbeat at which it was last interrupted in a call write (said once per stop of its heartbeat) */
-  private readonly interruptedAt: (number | null)[] = [];
+  private readonly pmdWatchdog: PmdWatchdog;
   /** plugins taken out of restarted PMDs after they hung one */
   private readonly takenOut: string[] = [];
   private watchdog: NodeJS.Timeout | null = null;
@@ -254,6 +214,14 @@ export class Supervisor {
     this.retiredPmdTotals = Array.from({ length: this.pmdCount }, () => ({ rx_packets: 0, tx_packets: 0 }));
     this.countedWith = Array.from({ length: this.pmdCount }, () => plugins);
     this.doorbells = this.layout.shared.wakers.map((w) => new Int32Array(w.doorbell));
+    this.pmdWatchdog = new PmdWatchdog(this.doorbells, {
+      pmdIds: () => this.layout.pmds.map(({ id }) => id),
+      running: () => this.dataplane !== null,
+      dataplanePid: () => this.dataplane?.pid,
+      portName: (slot) => this.slots[slot] ?? null,
+      stuck: (id, how) => this.pmdStuck(id, how),
+      quarantine: (port, why) => this.control?.postMessage({ msg: pack({ t: 'quarantine', port, why } satisfies ControlRequest) }),
+    });
   }
 
   /**
@@ -300,10 +268,10 @@ export class Supervisor {
       if (event.t === 'port-states') this.stateRequests.get(event.id)?.(event.states);
       if (event.t === 'done') this.controlRequests.get(event.id)?.(event);
     });
-    this.watchdog = setInterval(() => this.watchHeartbeats(), WATCHDOG_MS).unref();
+    this.watchdog = setInterval(() => (this.release(), this.pmdWatchdog.check()), WATCHDOG_MS).unref();
     this.keepSpare();
     // After the ports: a mirror's namespace exists once its port is open.
-    this.routeSources = new RouteSources((change) => this.learnedChanged(change), log);
+    this.routeSources = new RouteSources((change) => this.learnedApply.changed(change), log);
     this.routeSources.configure(this.config);
     const cpus = this.config.pmd.cores.join(', ');
     log.info(`ready: ${this.config.ports.length} port(s), ${this.pmdCount} PMD(s) on CPU ${cpus} in the data-plane process (pid ${this.dataplane?.pid})`, 'vrouter.ready', { ports: this.config.ports.length, pmds: this.pmdCount });
@@ -410,9 +378,7 @@ export class Supervisor {
   /** Watches PMD `id` from its first poll round on, and its start (loading plugins may take a while) for START_STUCK_MS. */
   private watchFromStart(id: number): void {
     this.crashes[id] = null;
-    this.heartbeats[id] = { beat: this.doorbells[id][DOORBELL_HEARTBEAT], at: Infinity };
-    this.polled[id] = false;
-    this.startedAt[id] = Date.now();
+    this.pmdWatchdog.watchFromStart(id);
     // Until it builds a stage, a hang is not a plugin's: the word may hold a stage of the incarnation before.
     this.doorbells[id][DOORBELL_STAGE] = -1;
   }
@@ -601,7 +567,6 @@ export class Supervisor {
     if (this.stopping) return;
     const diedAt = monotonicMs();
     const now = Date.now();
-    this.dataplaneDeaths = [...this.dataplaneDeaths.filter((t) => now - t < RESTART_WINDOW_MS), now];
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
     this.dataplaneHistory.deaths++;
     const death: LastDeath = { at: new Date(now).toISOString(), how, restartMs: null };
@@ -610,12 +575,9 @@ export class Supervisor {
     const names = [...serving].map((slot) => this.slots[slot]).join(', ') || 'none';
     log.error(`the data-plane process died (${how}); ports being served: ${names}`, 'dataplane.died', { code, signal });
     this.forgetPmds();
-    const culprits = signal !== null && EXTERNAL_SIGNALS.includes(signal) ? [] : this.crashLoopCulprits(now, serving, how);
+    const { deaths, backoffMs: backoff, culprits } = this.dataplaneDeaths.record(now, serving, how, signal);
     // Whichever hand-over to a new data plane comes next looks for the culprits first.
     this.died = { culprits: [...(this.died?.culprits ?? []), ...culprits] };
-    // Dying again and again: wait longer each time, rather than spin on restarts.
-    const deaths = this.dataplaneDeaths.length;
-    const backoff = deaths <= 1 ? 0 : Math.min(DATAPLANE_BACKOFF_MAX_MS, DATAPLANE_BACKOFF_FIRST_MS * 2 ** (deaths - 2));
     if (backoff > 0) log.warn(`${deaths} data-plane deaths within ${RESTART_WINDOW_MS / 1000} s: starting the next one in ${backoff} ms`);
     const restart = this.inLifecycle(async () => {
       await sleep(backoff);
@@ -658,28 +620,7 @@ export class Supervisor {
    * blamed for their ports, and one slow to start would be found stuck and killed.
    */
   private forgetPmds(): void {
-    for (const { id } of this.layout.pmds) {
-      const bell = this.doorbells[id];
-      bell[DOORBELL_SERVING] = -1;
-      bell[DOORBELL_IN_CALL] = 0;
-      bell[DOORBELL_THREAD] = 0;
-      this.heartbeats[id] = { beat: bell[DOORBELL_HEARTBEAT], at: Infinity };
-      this.polled[id] = false;
-      this.startedAt[id] = Infinity;
-    }
-  }
-
-  /**
-   * A crash loop: the ports served at each of the last CRASHES_TO_QUARANTINE crashes
-   * within the window, to be quarantined so that the others keep a working data plane.
-   */
-  private crashLoopCulprits(now: number, serving: Set<number>, how: string): { port: number; error: string }[] {
-    this.crashServing = [...this.crashServing.filter((c) => now - c.at < RESTART_WINDOW_MS), { at: now, slots: serving }];
-    const last = this.crashServing.slice(-CRASHES_TO_QUARANTINE);
-    if (last.length < CRASHES_TO_QUARANTINE) return [];
-    const culprits = [...serving].filter((slot) => last.every((c) => c.slots.has(slot)));
-    for (const slot of culprits) for (const c of this.crashServing) c.slots.delete(slot);
-    return culprits.map((port) => ({ port, error: `the data plane died ${CRASHES_TO_QUARANTINE} times within ${RESTART_WINDOW_MS / 1000} s while serving it, last of ${how}` }));
+    for (const { id } of this.layout.pmds) this.pmdWatchdog.forget(id);
   }
 
   /** The data-plane process: its pid, and how often it died or was replaced. */
@@ -759,70 +700,22 @@ export class Supervisor {
   }
 
   /**
-   * A PMD whose heartbeat stopped is stuck: it is terminated and restarted. If it was stuck
-   * in a plugin, the new PMDs run without it (bypassed or dropping, per its onError), and
-   * the log says so; otherwise (a blocking call, a vrouter bug) it is simply restarted.
+   * A PMD whose heartbeat stopped is stuck (the watchdog's): it is terminated and restarted.
+   * If it was stuck in a plugin, the new PMDs run without it (bypassed or dropping, per its
+   * onError), and the log says so; otherwise (a blocking call, a vrouter bug) it is simply
+   * restarted.
    */
-  private watchHeartbeats(): void {
-    const now = Date.now();
-    this.release();
-    if (this.dataplane === null) return;
-    this.layout.pmds.forEach(({ id }) => {
-      const bell = this.doorbells[id];
-      this.quarantineInterrupted(bell);
-      const seen = this.heartbeats[id];
-      const beat = bell[DOORBELL_HEARTBEAT];
-      if (beat !== seen.beat) {
-        this.heartbeats[id] = { beat, at: now };
-        this.polled[id] = true;
-        return;
-      }
-      if (now - seen.at >= WATCHDOG_MS) this.interruptBlockedCall(id, bell, beat);
-      // Not polled yet: it is starting (its first round counts from then).
-      const starting = !this.polled[id] && seen.at === Infinity;
-      if (starting ? now - this.startedAt[id] < START_STUCK_MS : now - seen.at < STUCK_MS) return;
-      this.heartbeats[id] = { beat, at: Infinity }; // once: the restart resets it
-      this.startedAt[id] = Infinity;
-      const how = starting ? `no poll round ${START_STUCK_MS} ms after its start` : `no poll round for ${STUCK_MS} ms`;
-      const stage = this.config.pipeline[bell[DOORBELL_STAGE]];
-      const plan = this.plugins.find((p) => p.name === stage);
-      if (plan) {
-        if (!this.takenOut.includes(plan.name)) this.takenOut.push(plan.name);
-        log.error(`pmd${id} is stuck in plugin ${plan.name} (${how}): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`, 'pmd.stuck', { pmd: id, plugin: plan.name });
-      } else {
-        log.error(`pmd${id} is stuck (${how}, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
-      }
-      this.terminatePmd(id);
-      this.killUnlessEnded(id);
-    });
-  }
-
-  /**
-   * A PMD with no round for a watchdog period while it writes a guest's call eventfd may be
-   * blocked there: the frontend made the eventfd blocking with a full counter, and may have
-   * made it non-blocking again since, which does not end the write. The thread is sent a
-   * signal that makes a waiting write return (EINTR; one merely slow to run completes); the
-   * PMD then fails that queue (notify.ts) and goes on, with all its other queues, instead
-   * of being terminated.
-   */
-  private interruptBlockedCall(id: number, bell: Int32Array, beat: number): void {
-    const pid = this.dataplane?.pid;
-    const tid = bell[DOORBELL_THREAD];
-    const port = bell[DOORBELL_IN_CALL] - 1;
-    if (port < 0 || tid <= 0 || pid === undefined || !interruptThread(pid, tid) || this.interruptedAt[id] === beat) return;
-    this.interruptedAt[id] = beat;
-    log.warn(`pmd${id} was in a write to a call eventfd of port ${this.slots[port] ?? `in slot ${port}`} for ${WATCHDOG_MS} ms or more: interrupted`, 'pmd.interrupted', { pmd: id });
-  }
-
-  /**
-   * The port whose call write a PMD found interrupted (it had blocked) is quarantined: its
-   * frontend could set the queue up again, and block the PMD again, at will.
-   */
-  private quarantineInterrupted(bell: Int32Array): void {
-    const port = Atomics.exchange(bell, DOORBELL_CALL_INTERRUPTED, 0) - 1;
-    if (port < 0 || this.slots[port] == null) return;
-    const why = 'its frontend made a call eventfd blocking with a full counter, which blocked a PMD';
-    this.control?.postMessage({ msg: pack({ t: 'quarantine', port, why } satisfies ControlRequest) });
+  private pmdStuck(id: number, how: string): void {
+    const stage = this.config.pipeline[this.doorbells[id][DOORBELL_STAGE]];
+    const plan = this.plugins.find((p) => p.name === stage);
+    if (plan) {
+      if (!this.takenOut.includes(plan.name)) this.takenOut.push(plan.name);
+      log.error(`pmd${id} is stuck in plugin ${plan.name} (${how}): restarting it without the plugin (${plan.onError}: ${plan.onError === 'bypass' ? 'its traffic passes unprocessed' : 'its traffic is dropped as plugin_error'})`, 'pmd.stuck', { pmd: id, plugin: plan.name });
+    } else {
+      log.error(`pmd${id} is stuck (${how}, not in a plugin): restarting it`, 'pmd.stuck', { pmd: id });
+    }
+    this.terminatePmd(id);
+    this.killUnlessEnded(id);
   }
 
   /**
@@ -875,26 +768,16 @@ export class Supervisor {
   }
 
   /**
-   * Writes the config in force to the config file: whole into a file beside it, flushed to
-   * disk, then renamed over it (and the rename flushed), so that a crash or a power cut
-   * leaves the old file or the new one, never a part. A config path that is a symbolic link
-   * keeps it: the file it points to is replaced. Returns the path written.
+   * Writes the config in force to the config file, so that a crash or a power cut leaves the
+   * old file or the new one, never a part (durable-file.ts). Returns the path written.
    */
   saveDocument(): string {
-    const target = existingTarget(this.configPath);
-    const tmp = `${target}.${process.pid}.tmp`;
+    let target: string;
     try {
-      writeDurably(tmp, `${JSON.stringify(this.document, null, 2)}\n`);
-      renameSync(tmp, target);
+      target = replaceFileDurably(this.configPath, `${JSON.stringify(this.document, null, 2)}\n`);
     } catch (err) {
-      try {
-        rmSync(tmp, { force: true });
-      } catch {
-        // not a file of ours (the open failed on it)
-      }
-      throw new Error(`the config was not saved, ${target} is as it was: ${(err as Error).message}`);
+      throw new Error(`the config was not saved, ${(err as Error).message}`);
     }
-    syncDirectory(dirname(target));
     log.info(`config in force written to ${target}`);
     return target;
   }
@@ -1054,87 +937,16 @@ export class Supervisor {
   }
 
   /**
-   * What the route sources hold changed: applied when the apply's turn comes (the changes
-   * of a short window together). Routes go to the plugins that take them (the routing
-   * stage) as the prefixes that changed, without a new config: their tables change in
-   * place, or are built anew for a big change. Neighbours and addresses on mirrors are
-   * part of the config, applied with the config in force: neighbours change live, an
-   * address on a mirror changes its port (the PMDs restart on it, a short pause).
-   */
-  learnedChanged(change: LearnedChange): void {
-    if (change.others !== null) {
-      this.learnedWaiting = change.others;
-      this.learnedRefused = null;
-    }
-    if (this.learnedQueued || this.stopping) return;
-    this.learnedQueued = true;
-    this.applyLearnedAfter(LEARNED_WINDOW_MS);
-  }
-
-  /**
-   * Applies what the route sources learned `ms` from now, or later: when its turn comes,
-   * changes are gathered on until twice as long as the last apply of them took has gone by
-   * since it ended (an apply that was running meanwhile counts).
-   */
-  private applyLearnedAfter(ms: number): void {
-    setTimeout(() => {
-      const run = this.applying.then(async () => {
-        if (this.stopping) return;
-        const gather = LEARNED_GATHER_PER_APPLY * this.learnedApplied.ms - (performance.now() - this.learnedApplied.at);
-        if (gather > 1) return this.applyLearnedAfter(gather);
-        this.learnedQueued = false;
-        const started = performance.now();
-        try {
-          const waiting = this.learnedWaiting;
-          if (waiting !== null) {
-            this.learnedWaiting = null;
-            await this.applyLearned(waiting);
-          }
-        } finally {
-          await this.applyLearnedRoutes();
-          this.learnedApplied = { ms: performance.now() - started, at: performance.now() };
-        }
-      });
-      this.applying = run.catch((err: Error) => log.error(`learned routes not applied: ${err.message}`, 'routes.refused'));
-    }, ms).unref();
-  }
-
-  /**
-   * The route sources' addresses and neighbours applied with the config in force. Refused
-   * (an address that is a route's gateway in the config, say), they stay out: the config
-   * goes on being parsed with what was learned before, so that the operator's next changes
-   * are not refused for what Linux holds; they are tried again after each change applied.
-   */
-  private async applyLearned(next: Learned): Promise<void> {
-    const accepted = this.learned;
-    this.learned = next;
-    try {
-      await this.applyNow(this.document, { source: 'route sources', pluginFiles: false });
-    } catch (err) {
-      this.learned = accepted;
-      this.learnedRefused = next;
-      throw new Error(`what the route sources learned (addresses, neighbours) is left out until a change makes room for it: ${(err as Error).message}`);
-    }
-  }
-
-  /** After a change applied: what the route sources learned and an apply refused, tried again (the change may have made room for it). */
-  private retryRefusedLearned(): void {
-    if (this.learnedRefused === null) return;
-    this.learnedWaiting ??= this.learnedRefused;
-    this.learnedRefused = null;
-    this.learnedChanged({ routes: 0, others: null });
-  }
-
-  /**
    * Hands the prefixes whose learned routes changed to the plugins that take them: their
    * tables change in place (the PMDs read them as they change), or the PMDs switch to
-   * tables built anew between two bursts. No config is parsed, compared or copied.
+   * tables built anew between two bursts. No config is parsed, compared or copied. False
+   * if none changed; throws if a plugin failed (after the others' tables are in use).
    */
-  private async applyLearnedRoutes(): Promise<void> {
-    if (this.routeSources === null || this.stopping) return;
+  private async applyLearnedRoutes(): Promise<boolean> {
+    if (this.routeSources === null) return false;
     const prefixes = this.routeSources.takeChanged();
     // Whole with none listed: every learned route went (a full table withdrawn at once).
-    if (prefixes.size === 0 && prefixes.whole !== true) return;
+    if (prefixes.size === 0 && prefixes.whole !== true) return false;
     let memory = this.pluginMemory;
     const changed: PluginPlan[] = [];
     let failure: unknown = null;
@@ -1155,19 +967,8 @@ export class Supervisor {
       this.useMemory(memory);
       this.postTables(changed);
     }
-    if (failure === null) {
-      this.learnedRetryMs = 0;
-      return;
-    }
-    // Not lost: every prefix is handed on again (compiled whole, which takes the withdrawn
-    // ones out too), later and later while it fails.
-    this.routeSources.retakeAll();
-    this.learnedRetryMs = Math.min(this.learnedRetryMs === 0 ? LEARNED_RETRY_MS.first : 2 * this.learnedRetryMs, LEARNED_RETRY_MS.most);
-    if (!this.learnedQueued) {
-      this.learnedQueued = true;
-      this.applyLearnedAfter(this.learnedRetryMs);
-    }
-    throw new Error(`${(failure as Error)?.message ?? String(failure)}; all learned routes tried again in ${this.learnedRetryMs / 1000} s`);
+    if (failure !== null) throw failure;
+    return true;
   }
 
   /** The plugins' memory from now on: regions no longer in it are freed once no PMD uses them. */
@@ -1228,7 +1029,7 @@ export class Supervisor {
    * was added meanwhile. PMDs that restart import the files as they are on disk.
    */
   private async applyNow(document: unknown, options: { dryRun?: boolean; source: string; diff?: ConfigChange[]; pluginFiles?: boolean }): Promise<ApplyResult> {
-    const next = parseConfig(document, dirname(resolve(this.configPath)), this.cpuCount, this.learned);
+    const next = parseConfig(document, dirname(resolve(this.configPath)), this.cpuCount, this.learnedApply.learned);
     const diff = options.diff ?? configDiff(this.document, document);
     const structural = structuralChange(this.config, next);
     if (structural !== null) throw new NeedsRestart(structural);
@@ -1257,7 +1058,7 @@ export class Supervisor {
         this.document = document;
         this.config = next;
         this.routeSources?.configure(next);
-        this.retryRefusedLearned();
+        this.learnedApply.retryRefused();
       }
       return { mode, plugins: changed.map((p) => p.name), diff };
     }
@@ -1314,7 +1115,7 @@ export class Supervisor {
         this.terminatePmd(id);
       }
     }
-    this.retryRefusedLearned();
+    this.learnedApply.retryRefused();
     return { mode, plugins: changed.map((p) => p.name), diff };
   }
 
@@ -1411,8 +1212,7 @@ export class Supervisor {
     // A PMD in its poll loop, whether the watchdog has seen it there yet or not (its
     // heartbeat moved since it started, as after a relayout a moment ago); one not there
     // yet takes the tables before its first poll.
-    const polling = (id: number) => this.polled[id] || this.doorbells[id][DOORBELL_HEARTBEAT] !== this.heartbeats[id]?.beat;
-    const behind = () => this.dataplane !== null && this.layout.pmds.some(({ id }) => polling(id) && this.doorbells[id][DOORBELL_TABLES_SEEN] < generation);
+    const behind = () => this.dataplane !== null && this.layout.pmds.some(({ id }) => this.pmdWatchdog.polling(id) && this.doorbells[id][DOORBELL_TABLES_SEEN] < generation);
     while (behind() && performance.now() < deadline) await sleep(1);
   }
 
@@ -1490,8 +1290,7 @@ export class Supervisor {
   private async pmdsStarted(): Promise<void> {
     const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS;
     // A PMD not spawned yet (a stop while vrouter starts) has no heartbeat to wait for.
-    const starting = (id: number) => this.heartbeats[id] !== undefined && !this.polled[id] && this.doorbells[id][DOORBELL_HEARTBEAT] === this.heartbeats[id].beat;
-    while (Date.now() < deadline && this.layout.pmds.some(({ id }) => starting(id))) {
+    while (Date.now() < deadline && this.layout.pmds.some(({ id }) => this.pmdWatchdog.starting(id))) {
       await sleep(10);
     }
   }
@@ -1524,38 +1323,4 @@ function sameRegions(a: Readonly<Record<string, ArrayBufferLike>>, b: Readonly<R
   if (b === undefined) return false;
   const names = Object.keys(a);
   return names.length === Object.keys(b).length && names.every((name) => a[name] === b[name]);
-}
-
-/** The file a path names, through its symbolic links; the path itself if there is no file (removed since the start). */
-function existingTarget(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    return resolve(path);
-  }
-}
-
-/** Writes a file (mode 0600) whole and flushes it to disk before returning. */
-function writeDurably(path: string, text: string): void {
-  const bytes = Buffer.from(text);
-  const fd = openSync(path, 'w', 0o600);
-  try {
-    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Flushes a directory's entries (a rename in it) to disk; where that is not possible, the rename stands as it is. */
-function syncDirectory(path: string): void {
-  let fd = -1;
-  try {
-    fd = openSync(path, 'r');
-    fsyncSync(fd);
-  } catch {
-    // a file system without directory fsync
-  } finally {
-    if (fd >= 0) closeSync(fd);
-  }
 }

@@ -109,8 +109,10 @@ t.test('virtio-user with checksum and segmentation offload (the csum engine, TSO
         const starts = (port: string) => (vr.stderr().match(new RegExp(`port ${port}: vring 0 \\(guest rx\\) running`, 'g')) ?? []).length;
         await waitFor("testpmd's ports started again", () => starts('a') >= 2 && starts('b') >= 2, 20000);
         await new Promise((r) => setTimeout(r, 300));
+        const leftBefore = (await vr.stats()).b.tx_packets;
         await injector.send(frames);
-        await new Promise((r) => setTimeout(r, 500));
+        // Circulating: testpmd forwards them back and forth between its ports, through vrouter.
+        await waitFor('the injected frames circulating', async () => (await vr.stats()).b.tx_packets - leftBefore >= 2 * frames.length || undefined, 5000);
         const capture = await api.bytes('/ports/b/capture?count=400&seconds=3');
         t.equal(capture.status, 200, 'a capture of what leaves for b');
         pcap = capture.bytes;

@@ -36,7 +36,13 @@ export async function withNeighbours(hostile: string[], extra: { pmd?: object; p
   const b = await startDevice(vr.sockets.b);
   const stillForward = async (frames = 64) =>
     (await trafficFlows(a, b, frames, MAC_A, MAC_B)) === frames && (await trafficFlows(b, a, frames, MAC_B, MAC_A)) === frames;
-  await stillForward();
+  // Learns both MACs; a base that does not forward would make every attack's check meaningless.
+  if (!(await stillForward())) {
+    a.close();
+    b.close();
+    await vr.stop();
+    throw new Error('a and b do not forward each other\'s frames before any attack');
+  }
   return {
     vr,
     a,

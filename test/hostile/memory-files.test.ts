@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { Req } from '../../src/vhost/protocol.ts';
 import { dataplanePids, sparePids, trafficFlows, waitFor } from '../support/traffic.ts';
-import { memTablePayload, startDevice, VhostFrontend } from '../support/vhost-frontend.ts';
+import { failureAck, memTablePayload, startDevice, VhostFrontend } from '../support/vhost-frontend.ts';
 import { ethernetFrame, sendFrame } from '../support/virtio-driver.ts';
 import { inflightQueueBytes } from '../../src/virtio/inflight.ts';
 import { REPO, type StartedVrouter } from '../support/vrouter-process.ts';
@@ -66,7 +66,7 @@ t.test('guest memory files and the memory policy', async (t) => {
     const fd = memfd('unsealable-strict', false);
     t.teardown(() => sys.close(fd));
     t.equal(sys.sealAgainstShrinking(fd), false, 'precondition: the file cannot be sealed');
-    t.not(await offerRegion(vr.sockets.s, fd), 0n, 'SET_MEM_TABLE is answered with a failure');
+    t.ok(failureAck(await offerRegion(vr.sockets.s, fd)), 'SET_MEM_TABLE is answered with a failure');
     await waitFor('the refusal in the log', () => /port s: refused SET_MEM_TABLE: region 0: its file cannot be sealed against shrinking/.test(vr.stderr()));
     t.match(vr.stderr(), /region 0: its file cannot be sealed against shrinking .*memoryPolicy "strict"/, 'the log names the region and the reason');
     t.same(daemonHolds(vr, 'unsealable-strict'), { fds: 0, maps: 0 }, 'vrouter kept neither the fd nor a mapping');
@@ -95,7 +95,7 @@ t.test('guest memory files and the memory policy', async (t) => {
     sys.ftruncate(fd, REGION_BYTES);
     const fsType = sys.fileSystemType(fd);
     t.ok(fsType !== sys.TMPFS_MAGIC && fsType !== sys.HUGETLBFS_MAGIC, `precondition: ${dir} is not on tmpfs or hugetlbfs (f_type 0x${fsType.toString(16)})`);
-    t.not(await offerRegion(vr.sockets.s, fd), 0n, 'SET_MEM_TABLE is answered with a failure');
+    t.ok(failureAck(await offerRegion(vr.sockets.s, fd)), 'SET_MEM_TABLE is answered with a failure');
     await waitFor('the refusal in the log', () => /port s: refused SET_MEM_TABLE: region 0: its file is on .*not tmpfs or hugetlbfs/.test(vr.stderr()));
     t.match(vr.stderr(), new RegExp(`region 0: its file is on .*\\(f_type 0x${fsType.toString(16)}\\), not tmpfs or hugetlbfs; memoryPolicy "strict" refuses it`), 'the log names the file system');
     t.same(daemonHolds(vr, path), { fds: 0, maps: 0 }, 'vrouter kept neither the fd nor a mapping');
@@ -149,7 +149,7 @@ t.test('guest memory files and the memory policy', async (t) => {
       ['a user address off a page', { gpa: 0x100000, size: 0x10000, uva: 0x7f0000000010, offset: 0 }, /region 0: user address 0x7f0000000010 is not a multiple of 4096/],
     ];
     for (const [what, region, reason] of cases) {
-      t.not(await offerRegion(vr.sockets.w, fd, region), 0n, `${what}: refused`);
+      t.ok(failureAck(await offerRegion(vr.sockets.w, fd, region)), `${what}: refused`);
       await waitFor(`${what} in the log`, () => reason.test(vr.stderr()));
       t.match(vr.stderr(), reason, `${what}: the log says why`);
     }

@@ -557,7 +557,10 @@ for (const kind of ['af_packet', 'af_xdp', 'tap'] as const) {
     t.equal(arpFate.all, arpSent.sent, `every request is accounted for: ${arpFate.text}`);
     t.same(Object.keys(arps.drops).filter((k) => k !== 'routing.arp_bad' && k !== 'receive_ring_full'), [], `the only drops: arp_bad, and a full ring (${JSON.stringify(arps.drops)})`);
     t.equal(answered + arpBad, arps.counters.rx_packets, `each request vrouter took was answered (${answered}) or counted as arp_bad (${arpBad})`);
-    t.ok(answered <= inside && arpBad <= arpFlood.length - inside, "only those from u's subnet were answered");
+    // Exact but for the requests lost before vrouter took them (a full ring, the kernel's drops).
+    const lost = arpSent.sent - arps.counters.rx_packets;
+    const outside = arpFlood.length - inside;
+    t.ok(answered <= inside && answered >= inside - lost && arpBad <= outside && arpBad >= outside - lost, `only those from u's subnet were answered: ${answered} of ${inside}, ${arpBad} of ${outside} refused, ${lost} lost before`);
     t.equal(arps.counters.tx_packets, answered, 'one reply per request, nothing more');
     t.equal(hostArpAfter.rxPackets - hostArpBefore.rxPackets, arps.counters.tx_packets, 'and the host received every reply');
 

@@ -114,9 +114,12 @@ for (const leaving of ['hangs up', 'resets the device'] as const) {
     const undone = await waitFor('the write ended', () => (sys.isNonBlocking(call) ? 'the audit' : /in a write to a call eventfd of port h for \d+ ms or more: interrupted/.test(n.vr.stderr()) ? 'an interrupt' : undefined), 3000);
     t.notMatch(n.vr.stderr(), /is stuck|did not end|killing the data-plane process/, `undone by ${undone}, not by terminating the PMD or killing the data plane`);
     if (leaving === 'hangs up') {
-      // An interrupted write (if the watchdog came first) quarantines the port: for 5 s.
-      await new Promise((r) => setTimeout(r, 600));
-      if (/port h: quarantined for 5 s/.test(n.vr.stderr())) await new Promise((r) => setTimeout(r, 5000));
+      // An interrupted write (if the watchdog came first) quarantines the port: for 5 s. The
+      // audit's may have raced an interrupt: a moment for its line too.
+      const quarantined = () => /port h: quarantined for 5 s/.test(n.vr.stderr()) || undefined;
+      if (undone === 'an interrupt') await waitFor('the quarantine of h', quarantined, 3000);
+      else await new Promise((r) => setTimeout(r, 600));
+      if (quarantined()) await new Promise((r) => setTimeout(r, 5000));
       const again = await startDevice(n.vr.sockets.h);
       t.teardown(() => again.close());
       t.pass('a new frontend on h is set up');

@@ -357,3 +357,11 @@ async function attachDevice<Q extends DeviceRing>(
     },
   };
 }
+
+/**
+ * Whether a REPLY_ACK answer says the request failed: an answer, and not 0. Null (the
+ * backend hung up without one) is no refusal by answer: the connection should have stayed.
+ */
+export function failureAck(ack: bigint | null): boolean {
+  return ack !== null && ack !== 0n;
+}

@@ -8,6 +8,7 @@ import { NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
 import {
   encodeMessage,
+  failureAck,
   memRegionPayload,
   memTablePayload,
   PluggedRam,
@@ -21,6 +22,7 @@ import {
 } from '../support/vhost-frontend.ts';
 import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
+import { adminClient } from '../support/admin-client.ts';
 
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
@@ -91,7 +93,13 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
     const reason = /connection closed: protocol error: SET_FEATURES: payload of 3 bytes, expected 8/;
     await waitFor('the reason logged', () => reason.test(vr.stderr()) || undefined, 3000).catch(() => undefined);
     t.match(vr.stderr(), reason, 'the reason is logged');
-    t.equal(await trafficFlows(b, b, 0, MAC_B, MAC_A), 0);
+    // b's connection was not disturbed: it still forwards to a new frontend on a.
+    a = await startDevice(vr.sockets.a);
+    t.equal(await trafficFlows(b, a, 20, MAC_B, MAC_A), 20, 'the other port still forwards');
+    // Gone before the next test connects its own frontend to a.
+    a.close();
+    const admin = adminClient(vr);
+    await waitFor('the new frontend on a gone', async () => (await admin.call('GET', '/ports/a')).json.state.connected === false || undefined, 3000);
   });
 
   await t.test('with REPLY_ACK a refused request is answered, and the connection stays', async (t) => {
@@ -100,14 +108,14 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
     fe.send(Req.GET_PROTOCOL_FEATURES);
     await fe.replyU64();
     fe.send(Req.SET_PROTOCOL_FEATURES, u64(1n << 3n));
-    t.not(await fe.request(Req.SET_VRING_NUM, u32pair(9, 256)), 0n, 'vring 9 of 2: failure');
-    t.not(await fe.request(Req.SET_VRING_NUM, u32pair(0, 300)), 0n, 'size 300: failure');
-    t.not(await fe.request(Req.SET_FEATURES, u64(1n << 63n)), 0n, 'a feature never offered: failure');
-    t.not(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 64 << 20, uva: 0, offset: 0 }]), [b.ram.fd]), 0n, 'region larger than its file: failure');
-    t.not(await fe.request(77, u64(0)), 0n, 'unknown request: failure');
+    t.ok(failureAck(await fe.request(Req.SET_VRING_NUM, u32pair(9, 256))), 'vring 9 of 2: failure');
+    t.ok(failureAck(await fe.request(Req.SET_VRING_NUM, u32pair(0, 300))), 'size 300: failure');
+    t.ok(failureAck(await fe.request(Req.SET_FEATURES, u64(1n << 63n))), 'a feature never offered: failure');
+    t.ok(failureAck(await fe.request(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 64 << 20, uva: 0, offset: 0 }]), [b.ram.fd])), 'region larger than its file: failure');
+    t.ok(failureAck(await fe.request(77, u64(0))), 'unknown request: failure');
     const logged = vringAddrPayload(0, 0x1000, 0x2000, 0x3000);
     logged[4] = 1; // VHOST_VRING_F_LOG: dirty-page logging, never offered
-    t.not(await fe.request(Req.SET_VRING_ADDR, logged), 0n, 'a vring address asking for logging: failure');
+    t.ok(failureAck(await fe.request(Req.SET_VRING_ADDR, logged)), 'a vring address asking for logging: failure');
     fe.send(Req.GET_QUEUE_NUM);
     t.equal(await fe.replyU64(), 1n, 'the connection still answers');
   });
@@ -193,7 +201,7 @@ t.test('packed rings: a port on packed rings and one on split rings, each as it 
     fe.send(Req.SET_PROTOCOL_FEATURES, u64(PROTOCOL_INFLIGHT_SHMFD | PROTOCOL_MQ_REPLY_ACK_STATUS));
     fe.send(Req.SET_FEATURES, u64((1n << 32n) | (1n << 30n) | (1n << 34n)));
     fe.send(Req.GET_INFLIGHT_FD, inflightDescPayload({ mmapSize: 0, mmapOffset: 0, numQueues: 2, queueSize: 256 }), [], VERSION | 0x8);
-    t.not(await fe.replyU64(), 0n, 'refused');
+    t.ok(failureAck(await fe.replyU64()), 'refused');
     // The log comes from another thread than the reply: it may follow it.
     await waitFor('the reason in the log', () => /GET_INFLIGHT_FD: inflight tracking is for split rings only/.test(vr.stderr()) || undefined);
     t.pass('the log says why');

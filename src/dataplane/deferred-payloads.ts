@@ -78,11 +78,13 @@ export class DeferredPayloads {
     this.window[handle] = -1;
   }
 
-  /** Copies the rest of frame `handle` into its buffer, if it was left in the sender's memory. */
-  materialize(pool: PacketPool, handle: number): void {
+  /**
+   * Copies the rest of frame `handle` into its buffer, if it was left in the sender's
+   * memory: `mem`, the burst's sender's, before begin() has named it.
+   */
+  materialize(pool: PacketPool, handle: number, mem: GuestMemory = this.mem!): void {
     const w = this.window[handle];
     if (w < 0) return;
-    const mem = this.mem!;
     // Bounds: the source range was proven by leave()'s caller; the destination is
     // [head, length) of the handle's buffer, and length <= the buffer's room (frames are
     // left only up to the port's longest, at most DATA_ROOM).

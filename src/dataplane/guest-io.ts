@@ -7,7 +7,7 @@ import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } 
 import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
 import { memmoveAt } from '../sys/libc.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
-import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
+import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_COMPLETE_NOW, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_HEADER_BAD, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { publishAndCall } from './notify.ts';
 import { HEADER_BYTES, MAX_HEAD_BYTES, MIN_REST_BYTES, type DeferredPayloads } from './deferred-payloads.ts';
 
@@ -228,11 +228,17 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     }
     pool.length[handle] = frameLen;
     if (headerCounts) {
-      if (!takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame)) {
+      const taken = takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame);
+      if (taken === OFFLOAD_HEADER_BAD) {
         counters[base + DROPS_BASE + DROP.offload_header_bad]++;
         if (defer !== null) defer.forget(handle);
         pool.free(handle);
         continue;
+      }
+      if (taken === OFFLOAD_COMPLETE_NOW) {
+        // The sum covers the whole frame: its rest comes out of the guest first.
+        if (defer !== null && defer.window[handle] >= 0) defer.materialize(pool, handle, vq.mem);
+        completeChecksum(pool, handle);
       }
     }
     // Longer than the port's frames (taken only with TSO negotiated): a super-frame, or too long.

@@ -33,34 +33,76 @@ export const MAX_GSO_SEGMENTS = 64;
 
 const ETHER_HDR_LEN = 14;
 const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+/** The checksum field's offset in the TCP and in the UDP header. */
+const TCP_CSUM_OFFSET = 16;
+const UDP_CSUM_OFFSET = 6;
+
+/** takeOffloadHeader(): the header is refused (the frame is dropped). */
+export const OFFLOAD_HEADER_BAD = 0;
+/** Taken: what it leaves to do is recorded in the buffer's offload fields. */
+export const OFFLOAD_HEADER_TAKEN = 1;
+/** A checksum position that is no TCP or UDP checksum: to be completed before any stage looks at the frame (completeChecksum). */
+export const OFFLOAD_COMPLETE_NOW = 2;
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
 
 /**
  * Reads the virtio-net header the receive path copied just before frame `handle` and
- * records what it leaves to do. Returns false for a header vrouter cannot honour: a
+ * records what it leaves to do. OFFLOAD_HEADER_BAD for a header vrouter cannot honour: a
  * segmentation type the connection did not negotiate (or any other than TCP), a checksum
  * position outside the frame, a super-frame whose headers do not parse as the type says,
- * whose segments would be longer than `maxFrame` (the port's) or more than MAX_GSO_SEGMENTS. Without NEEDS_CSUM the offload fields
- * stay as alloc() left them (nothing to do).
+ * whose segments would be longer than `maxFrame` (the port's) or more than
+ * MAX_GSO_SEGMENTS. OFFLOAD_COMPLETE_NOW for a checksum left at any other place than a TCP
+ * or UDP header's checksum: the guest chooses every byte the sum covers, so completed
+ * after the stages it would write a value of its choosing into a field they judged (a
+ * port, an address); the caller completes it first, as DPDK's vhost does with a position
+ * it does not know. Without NEEDS_CSUM the offload fields stay as alloc() left them
+ * (nothing to do).
  */
-export function takeOffloadHeader(pool: PacketPool, handle: number, frameLen: number, offloads: number, maxFrame: number): boolean {
+export function takeOffloadHeader(pool: PacketPool, handle: number, frameLen: number, offloads: number, maxFrame: number): number {
   const d = pool.data;
   const h = pool.frameOffset(handle) - 12;
   const gsoType = d[h + 1];
-  if ((d[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return gsoType === VIRTIO_NET_HDR_GSO_NONE;
+  if ((d[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) === 0) return gsoType === VIRTIO_NET_HDR_GSO_NONE ? OFFLOAD_HEADER_TAKEN : OFFLOAD_HEADER_BAD;
   const start = d[h + 6] | (d[h + 7] << 8);
   const offset = d[h + 8] | (d[h + 9] << 8);
   // Linux (virtio_net_hdr_to_skb) refuses the same: the field must lie inside the frame,
   // after the Ethernet header.
-  if (start < ETHER_HDR_LEN || start + offset + 2 > frameLen) return false;
+  if (start < ETHER_HDR_LEN || start + offset + 2 > frameLen) return OFFLOAD_HEADER_BAD;
   const fields = handle * OFFLOAD_FIELDS;
   pool.offload[fields + OFFLOAD_CSUM_START] = start + 1;
   pool.offload[fields + OFFLOAD_CSUM_OFFSET] = offset;
   pool.offload[fields + OFFLOAD_GSO_TYPE] = VIRTIO_NET_HDR_GSO_NONE;
-  if (gsoType === VIRTIO_NET_HDR_GSO_NONE) return true;
-  return takeSegmentation(pool, handle, frameLen, offloads, maxFrame, gsoType, d[h + 4] | (d[h + 5] << 8), start, offset);
+  if (gsoType === VIRTIO_NET_HDR_GSO_NONE) return atTransportChecksum(d, pool.frameOffset(handle), frameLen, start, offset) ? OFFLOAD_HEADER_TAKEN : OFFLOAD_COMPLETE_NOW;
+  return takeSegmentation(pool, handle, frameLen, offloads, maxFrame, gsoType, d[h + 4] | (d[h + 5] << 8), start, offset) ? OFFLOAD_HEADER_TAKEN : OFFLOAD_HEADER_BAD;
+}
+
+/**
+ * Whether [start, + 2 at offset) is the checksum of the frame's TCP or UDP header: IPv4
+ * (not a fragment) or IPv6 whose next header is TCP or UDP, after Ethernet and one VLAN tag
+ * at most. Reads no further than the IP header's first 10 bytes (a frame's head in the
+ * buffer holds at least 64: see deferred-payloads.ts).
+ */
+function atTransportChecksum(d: Uint8Array, f: number, frameLen: number, start: number, offset: number): boolean {
+  const l3 = l3Offset(d, f);
+  if (frameLen < l3 + 20) return false;
+  let protocol: number;
+  let l4: number;
+  if (d[f + l3 - 2] === 0x08 && d[f + l3 - 1] === 0x00 && d[f + l3] >> 4 === 4) {
+    const ihl = d[f + l3] & 15;
+    // A later fragment has no transport header; a first one's checksum covers more than it.
+    if (ihl < 5 || ((d[f + l3 + 6] & 0x3f) | d[f + l3 + 7]) !== 0) return false;
+    protocol = d[f + l3 + 9];
+    l4 = l3 + ihl * 4;
+  } else if (d[f + l3 - 2] === 0x86 && d[f + l3 - 1] === 0xdd && d[f + l3] >> 4 === 6) {
+    protocol = d[f + l3 + 6];
+    l4 = l3 + 40;
+  } else {
+    return false;
+  }
+  return start === l4 && ((protocol === IPPROTO_TCP && offset === TCP_CSUM_OFFSET) || (protocol === IPPROTO_UDP && offset === UDP_CSUM_OFFSET));
 }
 
 function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, offloads: number, maxFrame: number, gsoType: number, gsoSize: number, start: number, offset: number): boolean {

@@ -16,6 +16,7 @@ import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, queueBase, RX_PACK
 import { finishChecksum, onesSum } from '../../src/dataplane/checksum.ts';
 import { OFFLOAD_CSUM_FROM_GUEST } from '../../src/dataplane/offloads.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
+import { udp4 } from '../support/frames.ts';
 
 const A = '52:54:00:00:00:0a';
 const B = '52:54:00:00:00:0b';
@@ -109,14 +110,15 @@ t.test('mergeable buffers smaller than the head, and frames in two descriptors',
 t.test('offload headers: a checksum left to do is completed from the whole frame; a super-frame is copied; a dropped one leaves no rest behind', async (t) => {
   const { ramB, tx, rx, pool, deferred, handles } = setup(t, { offloads: OFFLOAD_CSUM_FROM_GUEST });
   const frame = ethernetFrame(B, A, 1000, 5);
+  const udp = udp4({ srcMac: A, dstMac: B, src: '10.0.1.2', dst: '10.0.2.2', srcPort: 40000, dstPort: 53, payload: 958 });
   // Over three descriptors: copied whole.
   sendFrame(tx.driver, frame, { split: [NET_HDR_LEN + 100, 500, 414] });
-  // A checksum to do from byte 34, written at 34 + 6: left.
+  // UDP's checksum to do (from byte 34, written at 34 + 6): left.
   const csum = new Uint8Array(NET_HDR_LEN);
   csum[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   csum[6] = 34;
   csum[8] = 6;
-  sendFrame(tx.driver, frame, { header: csum });
+  sendFrame(tx.driver, udp, { header: csum });
   // Segmentation the connection did not negotiate: dropped; the next frame may take its buffer.
   const tso = csum.slice();
   tso[1] = VIRTIO_NET_HDR_GSO_TCPV4;
@@ -124,25 +126,34 @@ t.test('offload headers: a checksum left to do is completed from the whole frame
   sendFrame(tx.driver, frame, { header: tso });
   const after = ethernetFrame(B, A, 900, 6);
   sendFrame(tx.driver, after);
-  t.equal(receiveBurst(tx.owner, pool, handles, 0, 32, deferred), 3, 'three taken, the super-frame dropped');
+  // A checksum at a place that is no TCP or UDP checksum (the frame is not IP): completed
+  // as it comes in, from the whole frame, its rest copied for it.
+  sendFrame(tx.driver, frame, { header: csum });
+  t.equal(receiveBurst(tx.owner, pool, handles, 0, 32, deferred), 4, 'four taken, the super-frame dropped');
   t.equal(tx.owner.counters[DROPS_BASE + DROP.offload_header_bad], 1);
-  t.same([0, 1, 2].map((i) => deferred.window[handles[i]] >= 0), [false, true, true], 'left: the one with a checksum to do, and the one after the drop');
+  t.same([0, 1, 2, 3].map((i) => deferred.window[handles[i]] >= 0), [false, true, true, false], 'left: the one with UDP\'s checksum to do, and the one after the drop');
   const off = pool.frameOffset(handles[0]);
   t.same(pool.data.slice(off, off + frame.length), frame, 'the one over three descriptors whole in its buffer');
+  const completedAt34 = (f: Uint8Array) => {
+    const out = f.slice();
+    const sum = finishChecksum(onesSum(out, 34, out.length));
+    out[40] = sum >>> 8;
+    out[41] = sum & 0xff;
+    return out;
+  };
+  const off3 = pool.frameOffset(handles[3]);
+  t.same(pool.data.slice(off3, off3 + frame.length), completedAt34(frame), 'the one whose checksum was no TCP or UDP one: whole, completed before any stage sees it');
   // The receiver takes no partial checksums: completed, from the whole frame.
-  const buffers = [postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048)];
-  t.equal(deliverBurst(rx.owner, true, pool, handles, 3, deferred), 3);
+  const buffers = [postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048), postRxBuffer(rx.driver, 2048)];
+  t.equal(deliverBurst(rx.owner, true, pool, handles, 4, deferred), 4);
   deferred.release();
-  t.equal(rx.owner.counters[CSUM_COMPLETED], 1, 'one checksum completed');
-  const expected = frame.slice();
-  const sum = finishChecksum(onesSum(expected, 34, expected.length));
-  expected[40] = sum >>> 8;
-  expected[41] = sum & 0xff;
+  t.equal(rx.owner.counters[CSUM_COMPLETED], 1, 'one checksum completed as it left');
   const got = (b: { off: number }, len: number) => ramB.bytes.slice(b.off + NET_HDR_LEN, b.off + NET_HDR_LEN + len);
   t.same(got(buffers[0], frame.length), frame, 'the whole one arrives as sent');
-  t.same(got(buffers[1], frame.length), expected, 'the checksum done over the whole frame');
+  t.same(got(buffers[1], udp.length), completedAt34(udp), 'UDP\'s checksum done over the whole frame');
   t.same(got(buffers[2], after.length), after, 'the one after the drop arrives as sent');
-  t.equal(tx.driver.takeUsed().length, 4, 'every chain returned once the burst is delivered');
+  t.same(got(buffers[3], frame.length), completedAt34(frame), 'the one completed as it came in arrives so');
+  t.equal(tx.driver.takeUsed().length, 5, 'every chain returned once the burst is delivered');
 });
 
 t.test('what leaves is the head as taken: the sender cannot change the headers after the stages saw them', async (t) => {

@@ -11,8 +11,8 @@ import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, V
 import { OFFLOAD_FIELDS, PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_CSUM_PARTIAL, RX_PACKETS, TX_CSUM_PARTIAL, TX_PACKETS } from '../../src/dataplane/counters.ts';
-import { OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO4_FROM_GUEST } from '../../src/dataplane/offloads.ts';
-import { tcp4 } from '../support/frames.ts';
+import { leavesChecksum, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_TSO4_FROM_GUEST } from '../../src/dataplane/offloads.ts';
+import { tcp4, tcp6, udp4 } from '../support/frames.ts';
 import { gatherCalls, settleCalls } from '../../src/dataplane/notify.ts';
 import { LIMITS } from '../../src/control/config.ts';
 import { DriverQueue, ethernetFrame, GuestRam, postRxBuffer, postRxChain, sendFrame } from '../support/virtio-driver.ts';
@@ -572,6 +572,47 @@ t.test('checksum offload: a checksum left to do is taken, passed on as it is, or
   t.same(plain.ram.bytes.slice(rx2.off + NET_HDR_LEN, rx2.off + NET_HDR_LEN + whole.length), partialDone(sent), 'the checksum completed in the frame');
   t.equal(plain.counters[CSUM_COMPLETED], 1, 'counted as completed');
 });
+
+t.test('checksum offload: a checksum left at any other place than a TCP or UDP checksum is completed as the frame comes in', async (t) => {
+  // A guest chooses every byte the sum covers: completed after the stages, the sum would be
+  // a value of its choosing in a field they judged (here UDP's destination port, IPv6's
+  // source address). Completed before any stage looks, what they judge is what leaves.
+  const v4 = udp4({ srcMac: A, dstMac: B, src: '10.0.1.2', dst: '10.0.2.2', srcPort: 40000, dstPort: 53, payload: 200 });
+  const v6 = tcp6({ srcMac: A, dstMac: B, src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 40000, dstPort: 80, flags: 'PA', payload: 200 });
+  const fragment = v4.slice();
+  fragment[14 + 6] = 0x20; // more fragments: its UDP checksum would cover more than this frame
+  const cases: [string, Uint8Array, number, number, boolean][] = [
+    // what, the frame, csum_start, csum_offset, left to do (else completed at once)
+    ['UDP\'s checksum', v4, 34, 6, true],
+    ['UDP\'s destination port', v4, 34, 2, false],
+    ['inside the IPv4 header', v4, 14, 16, false],
+    ['a first fragment\'s UDP checksum', fragment, 34, 6, false],
+    ['TCP\'s checksum over IPv6', v6, 54, 16, true],
+    ['TCP\'s checksum at UDP\'s offset', v6, 54, 6, false],
+    ['IPv6\'s source address', v6, 14, 10, false],
+  ];
+  for (const [what, frame, start, offset, leftToDo] of cases) {
+    const from = setup(t, { offloads: OFFLOAD_CSUM_FROM_GUEST });
+    const header = Uint8Array.of(1, 0, 0, 0, 0, 0, start & 0xff, start >> 8, offset, 0, 0, 0);
+    sendFrame(from.driverQ, frame, { header });
+    t.equal(receiveBurst(from.owner, from.pool, from.handles, 0, 32), 1, `${what}: taken`);
+    const h = from.handles[0];
+    t.equal(leavesChecksum(from.pool, h), leftToDo, `${what}: ${leftToDo ? 'left to do' : 'completed at once'}`);
+    t.same(frameOf(from.pool, h), leftToDo ? frame : completedAt(frame, start, offset), `${what}: the frame the stages see`);
+    t.equal(from.counters[RX_CSUM_PARTIAL], leftToDo ? 1 : 0, `${what}: counted as left to do only if it is`);
+  }
+});
+
+/** `frame` with the one's complement sum from `start` written at start + offset, as completeChecksum does: a reference. */
+function completedAt(frame: Uint8Array, start: number, offset: number): Uint8Array {
+  let sum = 0;
+  for (let i = start; i < frame.length; i += 2) sum += (frame[i] << 8) | (i + 1 < frame.length ? frame[i + 1] : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  const out = frame.slice();
+  out[start + offset] = (~sum >>> 8) & 0xff;
+  out[start + offset + 1] = ~sum & 0xff;
+  return out;
+}
 
 /** `sent` with its TCP checksum completed (the partial sum in its field included): a reference. */
 function partialDone(sent: Uint8Array): Uint8Array {

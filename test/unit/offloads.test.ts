@@ -11,8 +11,11 @@ import {
   isSegmented,
   leavesChecksum,
   MAX_GSO_SEGMENTS,
+  OFFLOAD_COMPLETE_NOW,
   OFFLOAD_CSUM_FROM_GUEST,
   OFFLOAD_ECN_FROM_GUEST,
+  OFFLOAD_HEADER_BAD,
+  OFFLOAD_HEADER_TAKEN,
   OFFLOAD_TSO4_FROM_GUEST,
   OFFLOAD_TSO6_FROM_GUEST,
   segmentSuperFrame,
@@ -128,10 +131,11 @@ t.test('a UDP sum of zero goes as 0xffff; odd starts and lengths sum as RFC 1071
 
 t.test('a field outside the frame: checked on the way in, never written on the way out', async (t) => {
   const pool = PacketPool.standalone(8);
-  const header = (flags: number, gsoType: number, start: number, offset: number) => {
+  const header = (flags: number, gsoType: number, start: number, offset: number, frame: Uint8Array = new Uint8Array(100)) => {
     const h = pool.alloc();
     const at = pool.frameOffset(h) - 12;
     pool.data.fill(0, at, at + 12);
+    pool.data.set(frame, pool.frameOffset(h));
     pool.data[at] = flags;
     pool.data[at + 1] = gsoType;
     pool.data[at + 6] = start & 0xff;
@@ -140,18 +144,20 @@ t.test('a field outside the frame: checked on the way in, never written on the w
     pool.data[at + 9] = offset >>> 8;
     return h;
   };
-  const taken: [string, number, boolean][] = [
-    ['no flags', header(0, 0, 0, 0), true],
-    ['NEEDS_CSUM, TCP after 20 bytes of IPv4', header(1, 0, 34, 16), true],
-    ['NEEDS_CSUM, the field\'s last byte is the frame\'s', header(1, 0, 34, 64), true],
-    ['NEEDS_CSUM, the field one byte past the frame', header(1, 0, 34, 65), false],
-    ['NEEDS_CSUM, starting inside the Ethernet header', header(1, 0, 13, 16), false],
-    ['NEEDS_CSUM, csum_start 0xffff', header(1, 0, 0xffff, 0xffff), false],
-    ['a segmentation offload (TCPv4) the connection did not negotiate', header(1, 1, 34, 16), false],
-    ['a segmentation type without NEEDS_CSUM', header(0, 1, 34, 16), false],
+  const tcp = tcp4({ src: '10.0.0.1', dst: '10.0.0.2', srcPort: 1, dstPort: 2, payload: 46 });
+  const taken: [string, number, number][] = [
+    ['no flags', header(0, 0, 0, 0), OFFLOAD_HEADER_TAKEN],
+    ['NEEDS_CSUM, TCP after 20 bytes of IPv4', header(1, 0, 34, 16, tcp), OFFLOAD_HEADER_TAKEN],
+    ['NEEDS_CSUM, the field\'s last byte is the frame\'s (no TCP or UDP checksum: completed at once)', header(1, 0, 34, 64), OFFLOAD_COMPLETE_NOW],
+    ['NEEDS_CSUM, the field one byte past the frame', header(1, 0, 34, 65), OFFLOAD_HEADER_BAD],
+    ['NEEDS_CSUM, starting inside the Ethernet header', header(1, 0, 13, 16), OFFLOAD_HEADER_BAD],
+    ['NEEDS_CSUM, csum_start 0xffff', header(1, 0, 0xffff, 0xffff), OFFLOAD_HEADER_BAD],
+    ['a segmentation offload (TCPv4) the connection did not negotiate', header(1, 1, 34, 16, tcp), OFFLOAD_HEADER_BAD],
+    ['a segmentation type without NEEDS_CSUM', header(0, 1, 34, 16, tcp), OFFLOAD_HEADER_BAD],
   ];
-  for (const [what, h, ok] of taken) {
-    t.equal(takeOffloadHeader(pool, h, 100, OFFLOAD_CSUM_FROM_GUEST, 1514), ok, `${what}: ${ok ? 'taken' : 'refused'}`);
+  const names = ['refused', 'taken', 'to complete at once'];
+  for (const [what, h, want] of taken) {
+    t.equal(takeOffloadHeader(pool, h, 100, OFFLOAD_CSUM_FROM_GUEST, 1514), want, `${what}: ${names[want]}`);
     pool.free(h);
   }
   // A stage shortened the frame under the field: nothing is written past the frame.
@@ -229,7 +235,7 @@ t.test('super-frames are cut into the segments a NIC would send', async (t) => {
     const l4 = 14 + (v6 ? 40 : 20);
     const hdrLen = l4 + 20 + options;
     header(pool, h, { flags: 1, gsoType: (v6 ? 4 : 1) | (flags & 0x80 ? 0x80 : 0), hdrLen, gsoSize: mss, start: l4, offset: 16 });
-    t.ok(takeOffloadHeader(pool, h, frame.length, tso, mss === 8948 ? 9014 : 1514), `${what}: taken`);
+    t.equal(takeOffloadHeader(pool, h, frame.length, tso, mss === 8948 ? 9014 : 1514), OFFLOAD_HEADER_TAKEN, `${what}: taken`);
     t.ok(isSegmented(pool, h), 'a super-frame');
     const out = new Uint32Array(MAX_GSO_SEGMENTS);
     const free = pool.available;
@@ -294,7 +300,7 @@ t.test('super-frames vrouter will not cut', async (t) => {
     pool.data.set(frame, pool.frameOffset(h));
     pool.length[h] = frame.length;
     header(pool, h, { flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 1460, start: 34, offset: 16, ...over });
-    t.notOk(takeOffloadHeader(pool, h, frame.length, offloads, 1514), `${what}: refused`);
+    t.equal(takeOffloadHeader(pool, h, frame.length, offloads, 1514), OFFLOAD_HEADER_BAD, `${what}: refused`);
     pool.free(h);
   }
   // One segment's worth is a plain frame with its checksum left to do.
@@ -303,7 +309,7 @@ t.test('super-frames vrouter will not cut', async (t) => {
   pool.data.set(small, pool.frameOffset(h));
   pool.length[h] = small.length;
   header(pool, h, { flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 1460, start: 34, offset: 16 });
-  t.ok(takeOffloadHeader(pool, h, small.length, tso, 1514), 'a super-frame of one segment: taken');
+  t.equal(takeOffloadHeader(pool, h, small.length, tso, 1514), OFFLOAD_HEADER_TAKEN, 'a super-frame of one segment: taken');
   t.notOk(isSegmented(pool, h), 'as a plain frame');
   t.ok(leavesChecksum(pool, h), 'with its checksum left to do');
 });
@@ -317,7 +323,7 @@ t.test('a stage that shortens a super-frame or a frame with its checksum left to
     pool.data.set(frame, pool.frameOffset(h));
     pool.length[h] = frame.length;
     header(pool, h, { flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 1460, start: 34, offset: 16 });
-    t.ok(takeOffloadHeader(pool, h, frame.length, tso, 1514) && isSegmented(pool, h), 'a super-frame of 20000 bytes');
+    t.ok(takeOffloadHeader(pool, h, frame.length, tso, 1514) === OFFLOAD_HEADER_TAKEN && isSegmented(pool, h), 'a super-frame of 20000 bytes');
     const batch = new Batch(pool, null);
     batch.handles[0] = h;
     batch.begin(0, 1);

@@ -37,7 +37,7 @@ export const PLUGIN_TOP_LEVEL_KEYS = {
   neighbours: { plugin: 'routing', description: 'static neighbours {"address", "mac", "port"}' },
   acl: { plugin: 'acl', description: 'ordered rules {"action": "permit" | "deny" | "reject", "protocol", "src", "dst", "srcPort", "dstPort", "icmpType", "icmpCode", "tcpFlags", "inPort", "outPort", "stateful", "policer"}; the first match wins' },
   aclDefault: { plugin: 'acl', description: 'the action for packets no rule matches: "permit" (the default), "deny" or "reject"' },
-  policers: { plugin: 'ratelimit', description: 'policers {"name", "type": "srTCM" | "trTCM", "cir", "cbs", "ebs", "pir", "pbs", "colorAware", "actions", "apply"}, attached to ports, to ACL rules or per address' },
+  policers: { plugin: 'ratelimit', description: 'policers {"name", "type": "srTCM" | "trTCM", "unit", "cir", "cbs", "ebs", "pir", "pbs", "colorAware", "colorMap", "actions", "apply"}, attached to ports, to ACL rules or per address' },
 } as const;
 
 function pluginKeyProperties<K extends string>(keys: Record<K, { plugin: string; description: string }>): { [P in K]: TOptional<TUnknown> } {
@@ -71,7 +71,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
 
   const Port = Type.Object(
     {
-      name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -', examples: ['vm3'] }),
+      name: Type.String({ ...NAME, description: 'the port\'s name: 1-32 of A-Z a-z 0-9 _ . -, the first a letter or digit', examples: ['vm3'] }),
       type: Type.Optional(Type.Enum(['vhost-user', 'tap', 'af_packet', 'af_xdp'], { description: 'vhost-user (the default): a VM\'s virtio-net device, over "socket"; tap: a TAP interface vrouter creates ("interface"), the host\'s own network stack on its other side; af_packet: an existing kernel interface ("interface": a NIC, a veth), through memory-mapped packet rings; af_xdp: an existing kernel interface through AF_XDP sockets (copy mode; an XDP program steers each queue\'s frames to its socket; MTU at most 3822)' })),
       socket: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be a path', description: 'vhost-user: the socket\'s path; a relative path is taken from the config file\'s folder', examples: ['/run/vrouter/vm3.sock'] })),
       interface: Type.Optional(Type.String({ ...IFNAME, description: 'tap: the name of the TAP interface vrouter creates; af_packet, af_xdp: the interface to send and receive on', examples: ['vr-host0'] })),

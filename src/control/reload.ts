@@ -1,7 +1,7 @@
 // What a reload (SIGHUP, the admin endpoint) may change while vrouter runs: the plugins'
 // configs (routes, neighbours, rules, policers), the plugin files, the ports and bridges
-// (port-change.ts). The PMDs' CPUs, the pipeline's shape and the admin endpoint need a
-// restart.
+// (port-change.ts). The PMDs' settings, the control threads', the pipeline's shape, the
+// admin endpoint's and the plugins' paths need a restart.
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { VrouterConfig } from './config.ts';

@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { loadConfigFile, readAdminToken, readConfigFile, topologyOf } from '../src/control/config.ts';
-import { closeJobs } from '../src/control/jobs.ts';
+import { closeJobs } from '../src/pipeline/jobs.ts';
 import { Supervisor } from '../src/control/supervisor.ts';
 import { startAdmin } from '../src/admin/index.ts';
 import type { AdminHttp } from '../src/admin/http.ts';

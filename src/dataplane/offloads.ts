@@ -13,16 +13,9 @@ import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO
 import { finishChecksum, ipv4HeaderChecksum, ipv4PseudoSum, ipv6PseudoSum } from './checksum.ts';
 import { OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
 
-/** What a guest's connection negotiated, as the data path tests it. */
-export const OFFLOAD_CSUM_FROM_GUEST = 1;
-export const OFFLOAD_CSUM_TO_GUEST = 2;
-export const OFFLOAD_TSO4_FROM_GUEST = 4;
-export const OFFLOAD_TSO6_FROM_GUEST = 8;
-export const OFFLOAD_ECN_FROM_GUEST = 16;
-export const OFFLOAD_TSO4_TO_GUEST = 32;
-export const OFFLOAD_TSO6_TO_GUEST = 64;
-export const OFFLOAD_ECN_TO_GUEST = 128;
-export const OFFLOAD_TSO_FROM_GUEST = OFFLOAD_TSO4_FROM_GUEST | OFFLOAD_TSO6_FROM_GUEST;
+import { OFFLOAD_ECN_FROM_GUEST, OFFLOAD_ECN_TO_GUEST, OFFLOAD_TSO4_FROM_GUEST, OFFLOAD_TSO4_TO_GUEST, OFFLOAD_TSO6_FROM_GUEST, OFFLOAD_TSO6_TO_GUEST } from '../virtio/offload-flags.ts';
+
+export * from '../virtio/offload-flags.ts';
 
 /**
  * The most segments one super-frame may be cut into: Linux sends at most 64 KiB, 45

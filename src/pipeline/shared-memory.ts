@@ -2,7 +2,7 @@
 // shared buffer allocated here once, by the supervisor, and handed to every PMD thread;
 // a restarted PMD gets the same buffers back, so nothing a plugin keeps there is lost.
 import { adoptShared, isSharedBuffer, sharedBuffer } from '../sys/shared-arena.ts';
-import { runJob } from '../control/jobs.ts';
+import { runJob } from './jobs.ts';
 import { createLog, type Log } from '../log.ts';
 import { importPlugin, pluginField, PluginLoadError, thrownByPlugin, type PluginPlan } from './loader.ts';
 import { NO_LEARNED_ROUTES, type ChangedPrefixes, type LearnedRoutes, type Plugin, type PluginSetup, type Topology } from './api.ts';

@@ -38,7 +38,7 @@ import {
   OFFLOAD_TSO4_TO_GUEST,
   OFFLOAD_TSO6_FROM_GUEST,
   OFFLOAD_TSO6_TO_GUEST,
-} from '../dataplane/offloads.ts';
+} from '../virtio/offload-flags.ts';
 import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from './dataplane-link.ts';
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import * as sys from '../../src/sys/libc.ts';
 import { PacketChannel } from '../../src/sys/packet-channel.ts';
 import { adoptShared, arenaAddress, createArena, decodeShared, encodeShared, isSharedBuffer, regionOf, releaseShared, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
-import { closeJobs, runJob } from '../../src/control/jobs.ts';
+import { closeJobs, runJob } from '../../src/pipeline/jobs.ts';
 import type { LeaseJobInput } from '../support/lease-job.ts';
 
 createArena(2 ** 30);

@@ -27,11 +27,12 @@ export const MAX_FRAME_CHAINS = 64;
  * Descriptor reads one deliverBurst() may spend; past it the rest of the burst is dropped
  * unwalked, so a guest's receive buffers cost the PMD at most this plus one chain
  * (maxChain + 1) per burst. Measured at worst 35 us a burst (1024 one-descriptor chains
- * written and rolled back), against 13 us for 32 frames of 1514 bytes delivered. No
- * offloads are offered, so 32 jumbo frames need at most 192 (6 Linux mergeable buffers
- * or 5 DPDK mbufs each), or 640 into the big-packets chains of older Linux (an indirect
- * descriptor and MAX_SKB_FRAGS + 2); 16 frames at MAX_FRAME_CHAINS one-descriptor chains
- * still fit.
+ * written and rolled back), against 13 us for 32 frames of 1514 bytes delivered. 32
+ * jumbo frames need at most 192 (6 Linux mergeable buffers or 5 DPDK mbufs each), or 640
+ * into the big-packets chains of older Linux (an indirect descriptor and MAX_SKB_FRAGS +
+ * 2); 16 frames at MAX_FRAME_CHAINS one-descriptor chains still fit. Super-frames to a
+ * guest that takes them whole (GUEST_TSO) may need more: past the budget the rest of the
+ * burst is dropped (guest_buffers_fragmented), and TCP sends it again.
  */
 export const DELIVER_DESCRIPTOR_BUDGET = 1024;
 

@@ -337,7 +337,8 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
           return { json: await backend.upgrade() };
         } catch (err) {
           const e = err as Error & { code?: string };
-          throw new ApiError(503, e.code ?? 'VR_UPGRADE', '', e.message);
+          // VR_BUSY (the data plane restarts: try again) or VR_UPGRADE (it failed, with why).
+          throw new ApiError(503, e.code === 'VR_BUSY' ? 'VR_BUSY' : 'VR_UPGRADE', '', e.message);
         }
       },
     },

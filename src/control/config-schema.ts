@@ -172,7 +172,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
           examples: ['unix:/run/vrouter/admin.sock', '127.0.0.1:8080'],
         }),
       ),
-      tokenFile: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be the path of a file holding the token', description: 'a file holding the bearer token every request but a GET needs' })),
+      tokenFile: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be the path of a file holding the token', description: 'a file holding the bearer token every request but a GET, and every capture, needs' })),
     },
     { additionalProperties: false, description: 'the admin endpoint' },
   );

@@ -25,8 +25,8 @@ export interface LearnedApplyHooks {
   queue(job: () => Promise<void>): void;
   /** applies the config in force again, parsed with `learned` as it is now; throws if refused */
   applyConfig(): Promise<void>;
-  /** hands the prefixes whose learned routes changed to the plugins; false if none changed; throws if a plugin failed */
-  applyRoutes(): Promise<boolean>;
+  /** hands the prefixes whose learned routes changed to the plugins: whether any had changed, and what a plugin failed with (null: none) */
+  applyRoutes(): Promise<{ changed: boolean; failure: unknown }>;
   /** every learned prefix counts as changed again (after a failed apply of them) */
   retakeAll(): void;
   stopping(): boolean;
@@ -123,16 +123,17 @@ export class LearnedApply {
   /** The routes that changed handed on; if that failed, every prefix is handed on again (compiled whole, which takes the withdrawn ones out too), later and later while it fails. */
   private async applyRoutes(): Promise<void> {
     if (this.hooks.stopping()) return;
-    try {
-      if (await this.hooks.applyRoutes()) this.retryMs = 0;
-    } catch (failure) {
-      this.hooks.retakeAll();
-      this.retryMs = Math.min(this.retryMs === 0 ? LEARNED_RETRY_MS.first : 2 * this.retryMs, LEARNED_RETRY_MS.most);
-      if (!this.queued) {
-        this.queued = true;
-        this.applyAfter(this.retryMs);
-      }
-      throw new Error(`${(failure as Error)?.message ?? String(failure)}; all learned routes tried again in ${this.retryMs / 1000} s`);
+    const { changed, failure } = await this.hooks.applyRoutes();
+    if (failure === null) {
+      if (changed) this.retryMs = 0;
+      return;
     }
+    this.hooks.retakeAll();
+    this.retryMs = Math.min(this.retryMs === 0 ? LEARNED_RETRY_MS.first : 2 * this.retryMs, LEARNED_RETRY_MS.most);
+    if (!this.queued) {
+      this.queued = true;
+      this.applyAfter(this.retryMs);
+    }
+    throw new Error(`${(failure as Error)?.message ?? String(failure)}; all learned routes tried again in ${this.retryMs / 1000} s`);
   }
 }

@@ -939,14 +939,15 @@ export class Supervisor {
   /**
    * Hands the prefixes whose learned routes changed to the plugins that take them: their
    * tables change in place (the PMDs read them as they change), or the PMDs switch to
-   * tables built anew between two bursts. No config is parsed, compared or copied. False
-   * if none changed; throws if a plugin failed (after the others' tables are in use).
+   * tables built anew between two bursts. No config is parsed, compared or copied. Says
+   * whether any had changed, and what a plugin failed with (the others' tables are in use
+   * then): learned-apply.ts tries them all again later.
    */
-  private async applyLearnedRoutes(): Promise<boolean> {
-    if (this.routeSources === null) return false;
+  private async applyLearnedRoutes(): Promise<{ changed: boolean; failure: unknown }> {
+    if (this.routeSources === null) return { changed: false, failure: null };
     const prefixes = this.routeSources.takeChanged();
     // Whole with none listed: every learned route went (a full table withdrawn at once).
-    if (prefixes.size === 0 && prefixes.whole !== true) return false;
+    if (prefixes.size === 0 && prefixes.whole !== true) return { changed: false, failure: null };
     let memory = this.pluginMemory;
     const changed: PluginPlan[] = [];
     let failure: unknown = null;
@@ -967,8 +968,7 @@ export class Supervisor {
       this.useMemory(memory);
       this.postTables(changed);
     }
-    if (failure !== null) throw failure;
-    return true;
+    return { changed: true, failure };
   }
 
   /** The plugins' memory from now on: regions no longer in it are freed once no PMD uses them. */

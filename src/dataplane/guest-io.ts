@@ -173,6 +173,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   let partial = 0;
   let superFrames = 0;
   let superBytes = 0;
+  let completed = 0;
   let later = 0;
   vq.descriptorsRead = 0;
   // NB: the budget sits in the loop condition; a break inside measured slower.
@@ -228,18 +229,15 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       gather(vq, segments, pool, dst + from, from, NET_HDR_LEN + frameLen);
     }
     pool.length[handle] = frameLen;
+    let completeNow = false;
     if (headerCounts) {
       const taken = takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame);
+      completeNow = taken === OFFLOAD_COMPLETE_NOW;
       if (taken === OFFLOAD_HEADER_BAD) {
         counters[base + DROPS_BASE + DROP.offload_header_bad]++;
         if (defer !== null) defer.forget(handle);
         pool.free(handle);
         continue;
-      }
-      if (taken === OFFLOAD_COMPLETE_NOW) {
-        // The sum covers the whole frame: its rest comes out of the guest first.
-        if (defer !== null && defer.window[handle] >= 0) defer.materialize(pool, handle, vq.mem);
-        completeChecksum(pool, handle);
       }
     }
     // Longer than the port's frames (taken only with TSO negotiated): a super-frame, or too long.
@@ -248,6 +246,12 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       if (defer !== null) defer.forget(handle);
       pool.free(handle);
       continue;
+    }
+    if (completeNow) {
+      // The sum covers the whole frame: its rest comes out of the guest first.
+      if (defer !== null && defer.window[handle] >= 0) defer.materialize(pool, handle, vq.mem);
+      completeChecksum(pool, handle);
+      completed++;
     }
     // Counted once taken: a frame dropped above is none of these.
     if (headerCounts && leavesChecksum(pool, handle)) {
@@ -270,6 +274,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   counters[base + RX_CSUM_PARTIAL] += partial;
   counters[base + RX_GSO_FRAMES] += superFrames;
   counters[base + RX_GSO_BYTES] += superBytes;
+  if (completed > 0) counters[base + CSUM_COMPLETED] += completed;
   counters[q.queueCounterBase + QUEUE_RX_PACKETS] += taken;
   counters[q.queueCounterBase + QUEUE_RX_BYTES] += bytes;
   // A ring found corrupt midway: the frames taken before go on, the caller stops the queue.

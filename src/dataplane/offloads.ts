@@ -113,7 +113,9 @@ function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, of
   if (v4) {
     // An IHL below 5 would put the TCP header inside the IP header, where cutting writes.
     const ihl = d[f + l3] & 15;
+    // A fragment's TCP header, if any, is not where cutting would write (nor its checksum whole).
     if (d[f + l3 - 2] !== 0x08 || d[f + l3 - 1] !== 0x00 || d[f + l3] >> 4 !== 4 || ihl < 5 || d[f + l3 + 9] !== IPPROTO_TCP || start !== l3 + ihl * 4) return false;
+    if (((d[f + l3 + 6] & 0x3f) | d[f + l3 + 7]) !== 0) return false;
   } else if (d[f + l3 - 2] !== 0x86 || d[f + l3 - 1] !== 0xdd || d[f + l3] >> 4 !== 6 || d[f + l3 + 6] !== IPPROTO_TCP || start !== l3 + 40) {
     return false;
   }

@@ -600,6 +600,7 @@ t.test('checksum offload: a checksum left at any other place than a TCP or UDP c
     t.equal(leavesChecksum(from.pool, h), leftToDo, `${what}: ${leftToDo ? 'left to do' : 'completed at once'}`);
     t.same(frameOf(from.pool, h), leftToDo ? frame : completedAt(frame, start, offset), `${what}: the frame the stages see`);
     t.equal(from.counters[RX_CSUM_PARTIAL], leftToDo ? 1 : 0, `${what}: counted as left to do only if it is`);
+    t.equal(from.counters[CSUM_COMPLETED], leftToDo ? 0 : 1, `${what}: counted as completed only if it was`);
   }
 });
 

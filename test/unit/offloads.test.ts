@@ -294,6 +294,8 @@ t.test('super-frames vrouter will not cut', async (t) => {
     ['a UDP packet', {}, tso, (() => { const f = v4.slice(); f[23] = 17; return f; })()],
     // csum_start at its IHL (16 bytes): cutting would write TCP's fields over the IP header.
     ['an IPv4 header length (IHL) below 5', { start: 30 }, tso, (() => { const f = v4.slice(); f[14] = 0x44; f[42] = 0x50; return f; })()],
+    ['an IPv4 fragment (more fragments)', {}, tso, (() => { const f = v4.slice(); f[20] = 0x20; return f; })()],
+    ['an IPv4 fragment (a later one)', {}, tso, (() => { const f = v4.slice(); f[21] = 0x10; return f; })()],
   ];
   for (const [what, over, offloads, frame = v4] of refused) {
     const h = pool.allocSuper();

@@ -99,7 +99,7 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
     // Gone before the next test connects its own frontend to a.
     a.close();
     const admin = adminClient(vr);
-    await waitFor('the new frontend on a gone', async () => (await admin.call('GET', '/ports/a')).json.state.connected === false || undefined, 3000);
+    await waitFor('the new frontend on a gone', async () => (await admin.call('GET', '/ports/a')).json?.state?.connected === false || undefined, 3000);
   });
 
   await t.test('with REPLY_ACK a refused request is answered, and the connection stays', async (t) => {

@@ -15,7 +15,7 @@ import { renderMetrics } from './metrics.ts';
 import { canonicalPrefix, hasRouteTo, routeDraft } from './route-edits.ts';
 import { openApiDocument } from './openapi.ts';
 import { AclBody, ApplyResultBody, checkBody, ConfigBody, NeighbourBody, PortBody, QueueMoveBody, RouteBatchBody, RouteBody } from './schemas.ts';
-import type { ConfigChange } from '../control/config-diff.ts';
+import { configDiff, type ConfigChange } from '../control/config-diff.ts';
 
 /** What the endpoint needs of the running router (the supervisor). */
 export interface AdminBackend {
@@ -85,15 +85,16 @@ function confirmRefusal(err: unknown): unknown {
 }
 
 export function adminRoutes(backend: AdminBackend): ApiRoute[] {
-  const needPlugin = (name: string) => {
-    if (!backend.pipeline().includes(name)) throw new ApiError(404, 'VR_NOT_FOUND', '', `the pipeline has no ${name} stage`);
+  /** `field`: the path parameter that names the stage, when the request names it. */
+  const needPlugin = (name: string, field = '') => {
+    if (!backend.pipeline().includes(name)) throw new ApiError(404, 'VR_NOT_FOUND', field, `the pipeline has no ${name} stage`);
   };
-  /** A table, as a list written out as it is read (a route table may hold a million entries). */
-  const table = async (plugin: string, name: string, query: URLSearchParams): Promise<Reply> => {
-    needPlugin(plugin);
+  /** A table, as a list written out as it is read (a route table may hold a million entries). `named`: the request names plugin and table in its path. */
+  const table = async (plugin: string, name: string, query: URLSearchParams, named = false): Promise<Reply> => {
+    needPlugin(plugin, named ? 'name' : '');
     try {
       const rows = await backend.table(plugin, name, Object.fromEntries(query));
-      if (rows === null) throw new ApiError(404, 'VR_NOT_FOUND', '', `plugin ${plugin} has no table ${name}`);
+      if (rows === null) throw new ApiError(404, 'VR_NOT_FOUND', named ? 'table' : '', `plugin ${plugin} has no table ${name}`);
       return jsonRows(rows);
     } catch (err) {
       // A bad query parameter (PluginConfigError names it).
@@ -109,17 +110,23 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
    */
   const change = async (edit: (doc: Record<string, unknown>) => void, source: string, appended?: string, own?: () => ConfigChange[]): Promise<Reply> => {
     let index = -1;
+    // Without `own`, what this edit changed is its document before and after it (the keys it
+    // replaced; the others are the same objects, passed over at once).
+    let diff: ConfigChange[] = [];
+    const changes = own ?? (() => diff);
     try {
       const result = await backend.applyEdit(
         (doc) => {
+          const before = own === undefined ? { ...doc } : null;
           edit(doc);
           if (appended !== undefined) index = list(doc, appended).length - 1;
+          if (before !== null) diff = configDiff(before, doc);
         },
         source,
-        own,
+        changes,
       );
       // Changes made together share one apply: each answer tells its own change.
-      return { json: { ...result, ...(own ? { diff: own() } : {}), dryRun: false } };
+      return { json: { ...result, diff: changes(), dryRun: false } };
     } catch (err) {
       const e = err as Error & { field?: string };
       const at = `${appended}[${index}]`;
@@ -131,6 +138,23 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
   const samePrefix = (a: unknown, b: string) => {
     const text = canonicalPrefix(a);
     return text !== null && text === canonicalPrefix(b);
+  };
+  /** A prefix or address the request gives: 400 if it is none, naming `field`. */
+  const needPrefix = (text: string, field: string, what: string) => {
+    if (canonicalPrefix(text) === null) throw new ApiError(400, 'VR_INVALID', field, `must be ${what}, got ${JSON.stringify(text).slice(0, 80)}`);
+  };
+  /**
+   * The static routes to each of `prefixes`, in `doc`: checked as the request comes (a quick
+   * 404), and again in the edit's turn, when changes queued before it (a DELETE of the same
+   * prefix) have been applied: a removal of nothing is a 404 then too, not a 200.
+   */
+  const needRoutes = (doc: Record<string, unknown>, prefixes: readonly string[], field: (k: number) => string) => {
+    const routes = list(doc, 'routes');
+    const missing = prefixes.findIndex((p) => !hasRouteTo(routes, p));
+    if (missing >= 0) throw new ApiError(404, 'VR_NOT_FOUND', field(missing), `no static route to ${prefixes[missing]}`);
+  };
+  const needNeighbour = (doc: Record<string, unknown>, address: string) => {
+    if (!list(doc, 'neighbours').some((n) => samePrefix((n as { address?: unknown }).address, address))) throw new ApiError(404, 'VR_NOT_FOUND', 'address', `no static neighbour ${address}`);
   };
 
   const captures = new CaptureHub(() => backend.capture());
@@ -166,8 +190,17 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'DELETE', path: '/ports/{name}', summary: 'removes a port: its frontend is disconnected and its socket removed', response: ApplyResultBody,
       handle: (req) => {
         const name = req.params.name;
-        if (!list(backend.document(), 'ports').some((p) => (p as { name?: unknown }).name === name)) throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${name}`);
-        return change((d) => (d.ports = list(d, 'ports').filter((p) => (p as { name?: unknown }).name !== name)), `DELETE /ports/${name}`);
+        const needPort = (doc: Record<string, unknown>) => {
+          if (list(doc, 'ports').some((p) => (p as { name?: unknown }).name === name)) return;
+          // A port the router made itself (a Linux mirror's) goes with its mirror.
+          if (backend.ports().some((p) => p.name === name)) throw new ApiError(400, 'VR_INVALID', 'name', `${name} is not a port of the config (a Linux mirror's port): it goes when its mirror does`);
+          throw new ApiError(404, 'VR_NOT_FOUND', 'name', `no port named ${name}`);
+        };
+        needPort(backend.document());
+        return change((d) => {
+          needPort(d);
+          d.ports = list(d, 'ports').filter((p) => (p as { name?: unknown }).name !== name);
+        }, `DELETE /ports/${name}`);
       },
     },
     {
@@ -217,7 +250,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
     {
       method: 'GET', path: '/plugins/{name}/{table}', summary: 'a table of a plugin (routing: routes, neighbours; acl: rules; ratelimit: policers)',
-      handle: (req) => table(req.params.name, req.params.table, req.query),
+      handle: (req) => table(req.params.name, req.params.table, req.query, true),
     },
     {
       method: 'GET', path: '/routes', summary: 'the routes: connected, static, blackhole, and those learned from route sources (written out as they are read: a full table is long; see the query)',
@@ -235,12 +268,13 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'PATCH', path: '/routes', summary: 'adds and removes static routes in one change: {"add": [routes], "remove": [prefixes]} (removals first)', body: RouteBatchBody, response: ApplyResultBody,
       handle: async (req) => {
         const { add = [], remove = [] } = checkBody(RouteBatchBody, req.body);
-        const missing = remove.findIndex((p) => !hasRouteTo(list(backend.document(), 'routes'), p));
-        if (missing >= 0) throw new ApiError(404, 'VR_NOT_FOUND', `remove[${missing}]`, `no static route to ${remove[missing]}`);
+        remove.forEach((p, k) => needPrefix(p, `remove[${k}]`, 'a prefix such as 192.0.2.0/24'));
+        needRoutes(backend.document(), remove, (k) => `remove[${k}]`);
         let removed: unknown[] = [];
         let kept = 0;
         try {
           return await change((d) => {
+            needRoutes(d, remove, (k) => `remove[${k}]`);
             const draft = routeDraft(d);
             removed = draft.remove(remove);
             kept = draft.routes.length;
@@ -259,9 +293,13 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       method: 'DELETE', path: '/routes/{prefix}', summary: 'removes the static routes to a prefix (URL-encoded: 192.0.2.0%2F24)', response: ApplyResultBody,
       handle: (req) => {
         const prefix = req.params.prefix;
-        if (!hasRouteTo(list(backend.document(), 'routes'), prefix)) throw new ApiError(404, 'VR_NOT_FOUND', 'prefix', `no static route to ${prefix}`);
+        needPrefix(prefix, 'prefix', 'a prefix such as 192.0.2.0%2F24');
+        needRoutes(backend.document(), [prefix], () => 'prefix');
         let removed: unknown[] = [];
-        return change((d) => (removed = routeDraft(d).remove([prefix])), `DELETE /routes/${prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
+        return change((d) => {
+          needRoutes(d, [prefix], () => 'prefix');
+          removed = routeDraft(d).remove([prefix]);
+        }, `DELETE /routes/${prefix}`, undefined, () => [{ key: 'routes', added: [], removed }]);
       },
     },
     { method: 'GET', path: '/neighbours', summary: 'the neighbour table: address, MAC, port, the port whose share it counts in (owner), state', handle: (req) => table('routing', 'neighbours', req.query) },
@@ -275,10 +313,13 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     {
       method: 'DELETE', path: '/neighbours/{address}', summary: 'removes a static neighbour', response: ApplyResultBody,
       handle: (req) => {
-        if (!list(backend.document(), 'neighbours').some((n) => samePrefix((n as { address?: unknown }).address, req.params.address))) {
-          throw new ApiError(404, 'VR_NOT_FOUND', 'address', `no static neighbour ${req.params.address}`);
-        }
-        return change((d) => (d.neighbours = list(d, 'neighbours').filter((n) => !samePrefix((n as { address?: unknown }).address, req.params.address))), `DELETE /neighbours/${req.params.address}`);
+        const address = req.params.address;
+        needPrefix(address, 'address', 'an IPv4 or IPv6 address');
+        needNeighbour(backend.document(), address);
+        return change((d) => {
+          needNeighbour(d, address);
+          d.neighbours = list(d, 'neighbours').filter((n) => !samePrefix((n as { address?: unknown }).address, address));
+        }, `DELETE /neighbours/${address}`);
       },
     },
     { method: 'GET', path: '/acl', summary: 'the ACL rules in order, with their hits', handle: (req) => table('acl', 'rules', req.query) },
@@ -306,6 +347,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         const dryRun = dryRunText === '1' || dryRunText === 'true';
         const seconds = req.query.get('confirm');
         if (seconds !== null && !(Number(seconds) >= 1 && Number(seconds) <= 3600)) throw new ApiError(400, 'VR_INVALID', 'confirm', 'must be a number of seconds from 1 to 3600');
+        if (dryRun && seconds !== null) throw new ApiError(400, 'VR_INVALID', 'confirm', 'a dry run changes nothing, so there is nothing to confirm: give one of dryRun and confirm');
         if (dryRun) return { json: { ...(await backend.apply(doc, { dryRun, source: 'PUT /config (dry run)' })), dryRun } };
         try {
           return { json: { ...(await backend.commit(doc, seconds === null ? null : Number(seconds), 'PUT /config')), dryRun } };
@@ -368,8 +410,21 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
   ];
   routes.push({ method: 'GET', path: '/openapi.json', summary: 'this API, as OpenAPI 3.1', handle: () => ({ json: openApiDocument(routes) }) });
-  for (const r of routes) if (r.method !== 'GET') refuseUnknownQuery(r);
+  for (const r of routes) {
+    if (r.method === 'GET') continue;
+    refuseUnknownQuery(r);
+    if (r.body === undefined) refuseBody(r);
+  }
   return routes;
+}
+
+/** A change that takes no body refuses one: `POST /reload {"dryRun": true}` must not reload for real. */
+function refuseBody(route: ApiRoute): void {
+  const handle = route.handle;
+  route.handle = (req) => {
+    if (req.body !== undefined) throw new ApiError(400, 'VR_INVALID', '', `${route.method} ${route.path} takes no body`);
+    return handle(req);
+  };
 }
 
 /**

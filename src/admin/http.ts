@@ -162,17 +162,23 @@ export class AdminHttp {
       let params: Record<string, string> | null = null;
       let route: Route | null = null;
       let pathKnown = false;
+      const allowed: string[] = [];
       for (const r of this.routes) {
         const m = r.pattern.exec(url.pathname);
         if (m === null) continue;
         pathKnown = true;
+        allowed.push(r.route.method);
         if (r.route.method !== method) continue;
         route = r.route;
         params = Object.fromEntries(r.names.map((n, i) => [n, decodeParam(n, m[i + 1])]));
         break;
       }
       if (route === null) {
-        if (pathKnown) throw new ApiError(405, 'VR_METHOD', '', `${method} is not supported on ${url.pathname}`);
+        // RFC 9110 15.5.6: a 405 says which methods the resource takes.
+        if (pathKnown) {
+          res.setHeader('allow', allowed.join(', '));
+          throw new ApiError(405, 'VR_METHOD', '', `${method} is not supported on ${url.pathname} (it takes ${allowed.join(', ')})`);
+        }
         throw new ApiError(404, 'VR_NOT_FOUND', '', `no such resource: ${url.pathname} (GET /openapi.json lists them)`);
       }
       if (method !== 'GET' || route.sensitive === true) this.authorise(req);

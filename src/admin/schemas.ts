@@ -98,23 +98,8 @@ export function checkBody<T extends TSchema>(schema: T, value: unknown): Static<
   }
   if (value === undefined) throw new ApiError(400, 'VR_INVALID', '', 'the request needs a JSON body');
   if (validator.Check(value)) return value as Static<T>;
-  const configCode = CONFIG_BODY_CODES.get(schema);
-  if (configCode !== undefined) {
-    const violation = firstViolation(validator, value)!;
-    throw new ApiError(400, configCode(violation), violation.field, violation.reason);
-  }
-  const errors = [...validator.Errors(value)];
-  // The most specific error: the deepest path (an unknown key is reported at its own path).
-  const first = errors.sort((a, b) => b.instancePath.length - a.instancePath.length)[0];
-  const field = first.instancePath.slice(1).split('/').reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc === '' ? part : `${acc}.${part}`), '');
-  const message = first.keyword === 'boolean' ? 'unknown key' : first.message;
-  throw new ApiError(400, 'VR_INVALID', field, `${message}${field === '' ? '' : ` (got ${JSON.stringify(pick(value, first.instancePath))})`}`);
-}
-
-function pick(value: unknown, pointer: string): unknown {
-  return pointer
-    .slice(1)
-    .split('/')
-    .filter((p) => p !== '')
-    .reduce<unknown>((v, p) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[p] : undefined), value);
+  // The field at fault as the request names it: a missing key by its own name, a union by
+  // what it asks for as a whole (schema-violation.ts, as the config's checks do).
+  const violation = firstViolation(validator, value)!;
+  throw new ApiError(400, CONFIG_BODY_CODES.get(schema)?.(violation) ?? 'VR_INVALID', violation.field, violation.reason);
 }

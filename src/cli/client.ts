@@ -63,6 +63,11 @@ export class AdminClient {
     return this.call('GET', path);
   }
 
+  /** A GET whose answer is text, not JSON (/metrics). */
+  getText(path: string): Promise<Answer> {
+    return this.call('GET', path, undefined, false);
+  }
+
   post(path: string, body?: unknown): Promise<Answer> {
     return this.call('POST', path, body);
   }
@@ -110,7 +115,7 @@ export class AdminClient {
     this.dispatcher.destroy().catch(() => undefined);
   }
 
-  private async call(method: Method, path: string, body?: unknown): Promise<Answer> {
+  private async call(method: Method, path: string, body?: unknown, wantsJson = true): Promise<Answer> {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (method !== 'GET') {
@@ -130,6 +135,9 @@ export class AdminClient {
     }
     const json = contentType.startsWith('application/json') ? parse(text) : undefined;
     if (status >= 400) throw refusal(status, json, text, method !== 'GET');
+    // vrouter answers 2xx with JSON (a capture's pcapng is read elsewhere): anything else is
+    // another server's answer, which vrouterctl cannot read (exit 4), not vrouter's.
+    if (status >= 300 || (wantsJson && json === undefined)) throw new Error(`HTTP ${status}${contentType === '' ? '' : ` (${contentType.split(';')[0]})`}, not vrouter's JSON`);
     return { status, text, json };
   }
 }
@@ -143,9 +151,10 @@ function parse(text: string): unknown {
 }
 
 /** `tokenSent`: a request vrouterctl sends the token with, where a refusal of it says how. */
-function refusal(status: number, json: unknown, text: string, tokenSent: boolean): RefusedError {
+function refusal(status: number, json: unknown, text: string, tokenSent: boolean): Error {
   const e = (json as { error?: { code?: unknown; field?: unknown; message?: unknown } | null } | null | undefined)?.error;
-  if (typeof e !== 'object' || e === null || typeof e.code !== 'string') return new RefusedError(status, `HTTP_${status}`, '', text.trim() || `the endpoint answered ${status}`, text);
+  // Not vrouter's refusal (another server's error page): an answer vrouterctl cannot read.
+  if (typeof e !== 'object' || e === null || typeof e.code !== 'string') return new Error(`HTTP ${status}: ${text.trim().slice(0, 200) || 'no body'}`);
   let message = String(e.message ?? '');
   if (e.code === 'VR_UNAUTHORIZED' && tokenSent) message += ` (vrouterctl sends it from --token-file FILE or $${TOKEN_ENV})`;
   return new RefusedError(status, e.code, typeof e.field === 'string' ? e.field : '', message, text);

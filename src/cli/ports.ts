@@ -132,7 +132,7 @@ export const portCommands: Command[] = [
   {
     words: ['metrics'], summary: 'the Prometheus metrics, as they are',
     run: async (ctx) => {
-      ctx.stdout.write((await ctx.api.get('/metrics')).text);
+      ctx.stdout.write((await ctx.api.getText('/metrics')).text);
     },
   },
 ];

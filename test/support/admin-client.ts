@@ -5,7 +5,7 @@ import { Agent, request } from 'undici';
 import type { StartedVrouter } from './vrouter-process.ts';
 
 export interface AdminClient {
-  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string }>;
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; text: string; headers: Record<string, string | string[] | undefined> }>;
   /** a GET whose answer is binary (a capture's pcapng) */
   bytes(path: string): Promise<{ status: number; bytes: Uint8Array }>;
 }
@@ -27,7 +27,7 @@ export function adminClient(vr: StartedVrouter, origin = 'http://vrouter'): Admi
       } catch {
         json = undefined;
       }
-      return { status: res.statusCode, json, text };
+      return { status: res.statusCode, json, text, headers: res.headers };
     },
     async bytes(path) {
       const res = await request(`${origin}${path}`, { method: 'GET', dispatcher });

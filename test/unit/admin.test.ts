@@ -76,7 +76,9 @@ t.test('changing routes live, and refusals that change nothing', async (t) => {
     [{ prefix: '198.51.100.0/24', via: '172.16.0.1' }, 400, 'VR_CONFIG', 'via', /no connected subnet/],
     [{ prefix: '198.51.100.1/24', via: '10.0.2.3' }, 400, 'VR_CONFIG', 'prefix', /host bits/],
     [{ prefix: '239.1.0.0/16', via: '10.0.2.3' }, 400, 'VR_CONFIG', 'prefix', /239\.1\.0\.0\/16 is in 224\/4 \(multicast\): packets to it are dropped as not routable, never routed/],
-    [{ prefix: '198.51.100.0/24', via: '10.0.2.3', metric: -1 }, 400, 'VR_INVALID', 'metric', /must be >= 0/],
+    [{ prefix: '198.51.100.0/24', via: '10.0.2.3', metric: -1 }, 400, 'VR_INVALID', 'metric', /must be an integer of at least 0, got -1/],
+    [{ via: '10.0.2.3' }, 400, 'VR_INVALID', 'prefix', /got nothing/],
+    [{ prefix: '198.51.100.0/24', via: [] }, 400, 'VR_INVALID', 'via', /a string or a non-empty array, got an empty array/],
     [{ prefix: '198.51.100.0/24', gateway: '10.0.2.3' }, 400, 'VR_INVALID', 'gateway', /unknown key/],
     ['{"prefix": ', 400, 'VR_BAD_JSON', '', /not JSON/],
   ];
@@ -244,6 +246,35 @@ t.test('the whole config: dry run, and commit-confirmed that rolls back', async 
   t.notMatch(vr.stderr(), /rollback: the change was not confirmed in time[\s\S]*rollback: the change was not confirmed in time/, 'no second rollback');
   t.same((await api.call('GET', '/config')).json, before, 'the file\'s config stays in force');
   t.match(await api.call('POST', '/config/confirm'), { status: 404 });
+});
+
+t.test('refusals name the field as the request does, and a change is checked in its turn', async (t) => {
+  const vr = await startVrouter(ROUTED);
+  t.teardown(() => vr.stop());
+  const api = client(vr);
+  const before = (await api.call('GET', '/config')).json;
+  const patched = await api.call('PATCH', '/counters');
+  t.equal(patched.headers.allow, 'GET', 'a 405 says which methods the resource takes');
+  t.match(await api.call('POST', '/neighbours', { address: '10.0.2.9', mac: '52:54:00:00:02:09' }), { status: 400, json: { error: { code: 'VR_INVALID', field: 'port', message: /got nothing/ } } }, 'a missing key: named');
+  t.match(await api.call('PATCH', '/routes', { add: [{ via: '10.0.2.3' }] }), { status: 400, json: { error: { field: 'add[0].prefix' } } }, 'a missing key in a list entry: named with its place');
+  t.match(await api.call('DELETE', '/routes/not-a-prefix'), { status: 400, json: { error: { code: 'VR_INVALID', field: 'prefix' } } }, 'not a prefix: 400, not 404');
+  t.match(await api.call('PATCH', '/routes', { remove: ['x'] }), { status: 400, json: { error: { code: 'VR_INVALID', field: 'remove[0]' } } });
+  t.match(await api.call('DELETE', '/neighbours/nowhere'), { status: 400, json: { error: { code: 'VR_INVALID', field: 'address' } } });
+  t.match(await api.call('GET', '/plugins/nope/routes'), { status: 404, json: { error: { field: 'name' } } });
+  t.match(await api.call('GET', '/plugins/routing/nope'), { status: 404, json: { error: { field: 'table' } } });
+  t.match(await api.call('POST', '/reload', { dryRun: true }), { status: 400, json: { error: { code: 'VR_INVALID', message: /takes no body/ } } }, 'a body where none is taken: refused, not ignored');
+  t.match(await api.call('PUT', '/config?dryRun=1&confirm=60', before), { status: 400, json: { error: { field: 'confirm' } } }, 'a dry run with a confirm: refused');
+  t.same((await api.call('GET', '/config')).json, before, 'none of them changed anything');
+
+  // Two removals of the same route at once: one removes it, the other finds nothing in its turn.
+  const prefix = encodeURIComponent('192.0.2.0/24');
+  const both = await Promise.all([api.call('DELETE', `/routes/${prefix}`), api.call('DELETE', `/routes/${prefix}`)]);
+  t.same(both.map((r) => r.status).sort(), [200, 404], 'one 200, one 404');
+  t.match(both.find((r) => r.status === 200)!.json.diff, [{ key: 'routes', removed: [{ prefix: '192.0.2.0/24' }] }]);
+  // Two neighbours added at once: each answer tells its own.
+  const added = await Promise.all(['10.0.2.21', '10.0.2.22'].map((address, k) => api.call('POST', '/neighbours', { address, mac: `52:54:00:00:02:2${k}`, port: 'b' })));
+  t.same(added.map((r) => r.status), [200, 200]);
+  t.same(added.map((r) => r.json.diff), [[{ key: 'neighbours', added: [{ address: '10.0.2.21', mac: '52:54:00:00:02:20', port: 'b' }], removed: [] }], [{ key: 'neighbours', added: [{ address: '10.0.2.22', mac: '52:54:00:00:02:21', port: 'b' }], removed: [] }]], 'each its own diff');
 });
 
 t.test('/metrics passes promtool', async (t) => {

@@ -172,7 +172,7 @@ t.test('unreachable: exit 3 and what to do', async (t) => {
   t.match(fromDefault, { code: 3, stderr: /\(\$VROUTER_ADMIN\).*or point vrouterctl at it with --socket PATH/ });
 });
 
-t.test('an endpoint that is not vrouter\'s: one line and exit 1 or 4, never a stack', async (t) => {
+t.test('an endpoint that is not vrouter\'s: one line and exit 4, never a stack', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vrouterctl-other-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const socket = join(dir, 'other.sock');
@@ -184,12 +184,17 @@ t.test('an endpoint that is not vrouter\'s: one line and exit 1 or 4, never a st
   await new Promise<void>((resolve) => server.listen(socket, resolve));
   t.teardown(() => server.close());
   const nullError = await ctl(['--socket', socket, 'ports']);
-  exits(t, nullError, 1, 'an error body without an error');
-  t.match(nullError.stderr, /^vrouterctl: error HTTP_400: \{"error":null\}\n$/);
+  exits(t, nullError, 4, 'an error body without vrouter\'s error: not a refusal by vrouter');
+  t.match(nullError.stderr, /^vrouterctl: failed: HTTP 400: \{"error":null\} \(an answer it could not read: is the target vrouter's admin endpoint\?\)\n$/);
   answer = { status: 200, body: '<html>not vrouter</html>' };
   const html = await ctl(['--socket', socket, 'ports']);
   exits(t, html, 4, 'an answer that is not JSON');
   t.match(html.stderr, /^vrouterctl: failed: .+ \(an answer it could not read: is the target vrouter's admin endpoint\?\)\n$/);
+  const htmlJson = await ctl(['--socket', socket, '--json', 'ports']);
+  exits(t, htmlJson, 4, 'with --json too: not printed as if it were vrouter\'s');
+  t.equal(htmlJson.stdout, '', 'nothing on stdout');
+  answer = { status: 404, body: '<html>not found</html>' };
+  exits(t, await ctl(['--socket', socket, 'ports']), 4, 'another server\'s error page');
   answer = { status: 200, body: '{"unexpected":true}' };
   const shape = await ctl(['--socket', socket, 'ports']);
   exits(t, shape, 4, 'JSON of another shape');

@@ -19,6 +19,8 @@ POLICY=/usr/sbin/policy-rc.d
 if [ ! -e $POLICY ]; then
   $SUDO sh -c "printf '#!/bin/sh\nexit 101\n' > $POLICY && chmod 755 $POLICY"
   trap '$SUDO rm -f $POLICY' EXIT
+  # dash runs no EXIT trap on a signal: a signal exits, and the EXIT trap runs.
+  trap 'exit 130' INT TERM HUP
 fi
 # env: sudo drops the caller's environment. Lock::Timeout: wait for another apt run.
 install="env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300"

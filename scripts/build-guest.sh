@@ -19,6 +19,9 @@ exec 9> "$CACHE/.build.lock"
 flock -w 600 9 || { echo "build-guest: $CACHE is locked by another build" >&2; exit 1; }
 
 log() { echo "build-guest: $*" >&2; }
+# Package lists are root's to refresh.
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
 USERLAND=(busybox-static iperf3 libiperf0 libsctp1 libssl3 libc6 ethtool libmnl0)
 MODULES=(virtio_pci virtio_net qemu_fw_cfg)
 
@@ -27,13 +30,13 @@ download() {
   [ -n "$(deb_of "$1")" ] && return 0
   log "downloading $1"
   (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$1" >&2) \
-    || { apt-get update -qq >&2 && (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$1" >&2); }
+    || { $SUDO apt-get update -qq >&2 && (cd "$DEBS" && apt-get download -q -o APT::Sandbox::User=root "$1" >&2); }
 }
 
 KERNEL_PKG=$(ls "$DEBS"/linux-image-[0-9]*-amd64_*.deb 2>/dev/null | head -n1 | xargs -r basename | cut -d_ -f1 || true)
 if [ -z "$KERNEL_PKG" ]; then
-  KERNEL_PKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  [ -n "$KERNEL_PKG" ] || { apt-get update -qq >&2; KERNEL_PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'); }
+  KERNEL_PKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}' || true)
+  [ -n "$KERNEL_PKG" ] || { $SUDO apt-get update -qq >&2; KERNEL_PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'); }
 fi
 for p in "$KERNEL_PKG" "${USERLAND[@]}"; do download "$p"; done
 
@@ -98,7 +101,9 @@ cp "$WORK/pkgs/usr/bin/iperf3" "$ROOT/bin/iperf3"
 cp "$WORK/pkgs/sbin/ethtool" "$ROOT/bin/ethtool"
 copy_lib() {
   local f
-  f=$(find "$WORK/pkgs" -name "$1" | head -n1)
+  # Not lib64/'s copy of the loader: an absolute link to the real one, which cp -L would
+  # follow to the host's file (find lists either first, by the file system's order).
+  f=$(find "$WORK/pkgs" -name "$1" ! -path "$WORK/pkgs/lib64/*" | head -n1)
   [ -n "$f" ] || { log "library $1 not found"; exit 1; }
   mkdir -p "$ROOT/$(dirname "${f#"$WORK/pkgs"}")"
   cp -L "$f" "$ROOT/${f#"$WORK/pkgs"}"

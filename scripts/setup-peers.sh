@@ -27,12 +27,15 @@ done
 # shellcheck disable=SC2086
 sh "$HERE/apt-install.sh" $missing
 
-# Under systemd the frr package also enables its service for the next boot: a zebra of the
-# host's own would then hold the default namespace's routes. The tests start their own.
-if [ -d /run/systemd/system ] && systemctl is-enabled --quiet frr 2> /dev/null; then
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO systemctl disable --now frr
-fi
+# Under systemd these packages also enable their services for the next boot: a zebra of
+# the host's own would hold the default namespace's routes, and Prometheus would listen on
+# :9090 of every interface. The tests start their own FRR and need only promtool.
+for service in frr prometheus; do
+  if [ -d /run/systemd/system ] && systemctl is-enabled --quiet "$service" 2> /dev/null; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO systemctl disable --now "$service"
+  fi
+done
 
 bash "$HERE/build-guest.sh"

@@ -49,7 +49,7 @@ export function permissionMessage(path: string, uid: number): string {
   const owner = userName(stats.uid);
   const what = blocking === path ? `the socket is ${mode}` : `its directory ${blocking} is ${mode}`;
   return `permission denied on ${path}: ${what}, owned by ${owner} (uid ${stats.uid}) and group ${groupName(stats.gid)}, and vrouterctl runs as ${me}. `
-    + `Run vrouterctl as ${owner} (\`sudo -u ${owner} npx vrouterctl …\`) or as root, or ${ways}.`;
+    + `Run vrouterctl as ${owner} (\`sudo -u ${owner} node_modules/.bin/node dist/bin/vrouterctl.js …\` from vrouter's directory) or as root, or ${ways}.`;
 }
 
 /** A name from /etc/passwd or /etc/group (field 0 name, field 2 id), else the number. */

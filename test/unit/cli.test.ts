@@ -264,7 +264,7 @@ t.test('permission denied on the socket: whose it is and the ways in', async (t)
   chmodSync(path, 0o600);
   const text = permissionMessage(path, 65534);
   t.match(text, new RegExp(`^permission denied on ${path}: the socket is 0600, owned by \\S+ \\(uid ${process.getuid!()}\\) and group \\S+, and vrouterctl runs as \\S+ \\(uid 65534\\)`));
-  t.match(text, /Run vrouterctl as \S+ \(`sudo -u \S+ npx vrouterctl …`\) or as root/);
+  t.match(text, /Run vrouterctl as \S+ \(`sudo -u \S+ node_modules\/\.bin\/node dist\/bin\/vrouterctl\.js …` from vrouter's directory\) or as root/);
   t.match(text, /"listen": "127\.0\.0\.1:PORT", "tokenFile": "FILE".*--url http:\/\/127\.0\.0\.1:PORT --token-file FILE/);
 });
 

@@ -181,9 +181,16 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
     {
       method: 'POST', path: '/ports', summary: 'adds a vhost-user port (applied live: the other ports stay connected while the PMDs restart on the new layout)', body: PortBody, response: ApplyResultBody,
-      handle: (req) => {
+      handle: async (req) => {
         const port = checkBody(PortBody, req.body);
-        return change((doc) => (doc.ports = [...list(doc, 'ports'), port]), `POST /ports (${port.name})`, 'ports');
+        try {
+          return await change((doc) => (doc.ports = [...list(doc, 'ports'), port]), `POST /ports (${port.name})`, 'ports');
+        } catch (err) {
+          // The port's socket could not be made: the request's field for it.
+          const e = err as Error & { code?: string; committed?: boolean };
+          if (e.code === 'VR_PORT' && e.committed !== true) throw new ApiError(400, 'VR_PORT', 'socket', e.message);
+          throw err;
+        }
       },
     },
     {
@@ -325,13 +332,21 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     { method: 'GET', path: '/acl', summary: 'the ACL rules in order, with their hits', handle: (req) => table('acl', 'rules', req.query) },
     {
       method: 'PUT', path: '/acl', summary: 'replaces the ACL rules (and the default action), applied live', body: AclBody, response: ApplyResultBody,
-      handle: (req) => {
+      handle: async (req) => {
         needPlugin('acl');
         const body = checkBody(AclBody, req.body);
-        return change((doc) => {
-          doc.acl = body.rules;
-          if (body.default !== undefined) doc.aclDefault = body.default;
-        }, 'PUT /acl');
+        try {
+          return await change((doc) => {
+            doc.acl = body.rules;
+            if (body.default !== undefined) doc.aclDefault = body.default;
+          }, 'PUT /acl');
+        } catch (err) {
+          // The config's words for the request's: acl[2].dstPort is rules[2].dstPort here.
+          const e = err as Error & { field?: string };
+          if (e.field?.startsWith('acl[') === true) throw new ApiError(400, 'VR_CONFIG', `rules${e.field.slice(3)}`, e.message.replace(`${e.field}: `, ''));
+          if (e.field === 'aclDefault') throw new ApiError(400, 'VR_CONFIG', 'default', e.message.replace(`${e.field}: `, ''));
+          throw err;
+        }
       },
     },
     { method: 'GET', path: '/policers', summary: 'the policers with their colour counters', handle: (req) => table('ratelimit', 'policers', req.query) },

@@ -372,7 +372,9 @@ function decodeParam(name: string, text: string): string {
 
 /** An error thrown by the config or a plugin's checks: a 400 naming the field. */
 function fromError(err: unknown): ApiError {
-  const e = err as Error & { code?: string; field?: string };
+  const e = err as Error & { code?: string; field?: string; committed?: boolean };
+  // In force, and then a step after failed (the PMDs' restart on new ports): not a refusal.
+  if (e?.committed === true) return new ApiError(500, 'VR_APPLIED_PARTLY', '', e.message);
   if (typeof e?.field === 'string') return new ApiError(400, e.code === 'VR_PLUGIN_CONFIG' ? 'VR_CONFIG' : (e.code ?? 'VR_CONFIG'), e.field, e.message.replace(`${e.field}: `, ''));
   return new ApiError(500, 'VR_INTERNAL', '', (e as Error)?.message ?? String(err));
 }

@@ -19,6 +19,11 @@ export function openApiDocument(routes: readonly ApiRoute[]): object {
         ...(r.method !== 'GET' || params.length > 0 ? { '400': error, '404': error } : {}),
         ...(r.method !== 'GET' || r.sensitive ? { '401': error } : {}),
         '403': { ...error, description: 'a request a web page in a browser made, to a TCP listener: refused' },
+        // The others a route may give, with the same body: 400 for a bad query on a read, 404
+        // for a stage not in the pipeline, 405, 408, 409 (commit-confirmed, a capture running),
+        // 413, 431, 500 (VR_SAVE, VR_APPLIED_PARTLY: in force, a later step failed;
+        // VR_INTERNAL), 503 (an upgrade).
+        default: { description: 'another error: the code says which (see the README\'s list)', content: { 'application/json': { schema: ErrorBody } } },
       },
       ...(r.method !== 'GET' || r.sensitive ? { security: [{ bearer: [] }, {}] } : {}),
     };

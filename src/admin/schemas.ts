@@ -62,7 +62,7 @@ export const ConfigBody = ConfigDocument;
 
 export const ErrorBody = Type.Object({
   error: Type.Object({
-    code: Type.String({ description: 'stable: VR_CONFIG, VR_INVALID, VR_BAD_JSON, VR_BAD_REQUEST, VR_NOT_FOUND, VR_METHOD, VR_UNAUTHORIZED, VR_FORBIDDEN, VR_TOO_LARGE, VR_TIMEOUT, VR_NEEDS_RESTART, VR_PORT, VR_ROLLED_BACK, VR_UNCONFIRMED, VR_SAVE, VR_BUSY, VR_UPGRADE, VR_INTERNAL' }),
+    code: Type.String({ description: 'stable: VR_CONFIG, VR_INVALID, VR_BAD_JSON, VR_BAD_REQUEST, VR_NOT_FOUND, VR_METHOD, VR_UNAUTHORIZED, VR_FORBIDDEN, VR_TOO_LARGE, VR_TIMEOUT, VR_NEEDS_RESTART, VR_PORT, VR_ROLLED_BACK, VR_UNCONFIRMED, VR_SAVE, VR_BUSY, VR_UPGRADE, VR_APPLIED_PARTLY, VR_INTERNAL' }),
     field: Type.String({ description: 'the field at fault, as in the config ("routes[2].via"), or empty' }),
     message: Type.String(),
   }),

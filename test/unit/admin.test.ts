@@ -129,7 +129,7 @@ t.test('changing routes live, and refusals that change nothing', async (t) => {
 
   const acl = await api.call('PUT', '/acl', { rules: [{ action: 'deny', protocol: 'udp', dstPort: 53 }], default: 'permit' });
   t.match(acl, { status: 200, json: { mode: 'live', plugins: ['acl'] } });
-  t.match(await api.call('PUT', '/acl', { rules: [{ action: 'drop' }] }), { status: 400, json: { error: { code: 'VR_CONFIG', field: 'acl[0].action' } } });
+  t.match(await api.call('PUT', '/acl', { rules: [{ action: 'drop' }] }), { status: 400, json: { error: { code: 'VR_CONFIG', field: 'rules[0].action' } } }, 'named by its place in the request\'s rules');
   t.ok(vr.alive());
 });
 
@@ -264,6 +264,7 @@ t.test('refusals name the field as the request does, and a change is checked in 
   t.match(await api.call('GET', '/plugins/routing/nope'), { status: 404, json: { error: { field: 'table' } } });
   t.match(await api.call('POST', '/reload', { dryRun: true }), { status: 400, json: { error: { code: 'VR_INVALID', message: /takes no body/ } } }, 'a body where none is taken: refused, not ignored');
   t.match(await api.call('PUT', '/config?dryRun=1&confirm=60', before), { status: 400, json: { error: { field: 'confirm' } } }, 'a dry run with a confirm: refused');
+  t.match(await api.call('PUT', '/acl', { rules: [{ action: 'permit' }, { action: 'deny', protocol: 'tcp', dstPort: '90-80' }] }), { status: 400, json: { error: { code: 'VR_CONFIG', field: /^rules\[1\]\.dstPort/ } } }, 'an ACL rule refused: named by its place in the request\'s rules');
   t.same((await api.call('GET', '/config')).json, before, 'none of them changed anything');
 
   // Two removals of the same route at once: one removes it, the other finds nothing in its turn.

@@ -71,7 +71,7 @@ t.test('ports added, moved and removed at run time', async (t) => {
   const taken = join(vr.dir, 'file');
   writeFileSync(taken, 'not a socket');
   const refused = await api.call('POST', '/ports', { name: 'x', socket: taken });
-  t.match(refused, { status: 400, json: { error: { code: 'VR_PORT', message: /not a socket/ } } }, 'a socket path that cannot be had is refused');
+  t.match(refused, { status: 400, json: { error: { code: 'VR_PORT', field: 'socket', message: /not a socket/ } } }, 'a socket path that cannot be had is refused, naming the request\'s field');
   // A socket something listens on (here the admin endpoint's own) is not taken from it; one
   // nothing listens on any more (left by a process that died) is.
   const inUse = await api.call('POST', '/ports', { name: 'x', socket: join(vr.dir, 'admin.sock') });

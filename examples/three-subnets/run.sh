@@ -9,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 GUEST=${VROUTER_CACHE:-$HOME/.cache/vrouter}/guest
 bash scripts/build-guest.sh > /dev/null
-npm run build > /dev/null
+# Built, and not older than the sources (a pull may have changed them since).
+if [ ! -f dist/bin/vrouter.js ] || [ -n "$(find src bin plugins -name '*.ts' -newer dist/bin/vrouter.js -print -quit)" ]; then
+  npm run build > /dev/null
+fi
 NODE=node_modules/.bin/node
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2> /dev/null || true; rm -rf "$WORK"' EXIT
@@ -45,7 +48,8 @@ guest vm-d $S/d.sock 10.0.3.3/24 1500 'ip route add default via 10.0.3.1; vr_wai
 OTHERS="$OTHERS $!"
 (guest vm-a $S/a.sock 10.0.1.2/24 1500 'ip route add default via 10.0.1.1; ip -6 addr add 2001:db8:1::2/64 dev eth0
   vr_wait_peer 10.0.2.2 60 && vr_ping 10.0.2.2 5; vr_ping 10.0.3.2 5; vr_ping 10.0.3.3 5; vr_ping 192.0.2.1 3
-  sleep 2; ip -6 route; vr_wait_peer 2001:db8:2::2 30 && vr_ping 2001:db8:2::2 5
+  for i in $(seq 35); do ip -6 route | grep -q "^default" && break; sleep 1; done; ip -6 route
+  vr_wait_peer 2001:db8:2::2 30 && vr_ping 2001:db8:2::2 5
   traceroute -n -q 1 -m 4 10.0.2.2; traceroute6 -n -q 1 -m 4 2001:db8:2::2; traceroute -n -q 1 -m 4 198.51.100.1')
 sed -n '/^VR-READY/,/^VR-EXIT/p' "$WORK/vm-a.console" | grep -v '^VR-READY' || { echo "vm-a reported nothing:"; cat "$WORK/vm-a.console"; }
 grep -h '^VR-RESULT' "$WORK/vm-b.console" || true

@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 GUEST=${VROUTER_CACHE:-$HOME/.cache/vrouter}/guest
 bash scripts/build-guest.sh > /dev/null
-npm run build > /dev/null
+# Built, and not older than the sources (a pull may have changed them since).
+if [ ! -f dist/bin/vrouter.js ] || [ -n "$(find src bin plugins -name '*.ts' -newer dist/bin/vrouter.js -print -quit)" ]; then
+  npm run build > /dev/null
+fi
 NODE=node_modules/.bin/node
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2> /dev/null || true; rm -rf "$WORK"' EXIT

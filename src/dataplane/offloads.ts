@@ -104,21 +104,15 @@ function takeSegmentation(pool: PacketPool, handle: number, frameLen: number, of
   if (!v4 && type !== VIRTIO_NET_HDR_GSO_TCPV6) return false;
   if ((offloads & (v4 ? OFFLOAD_TSO4_FROM_GUEST : OFFLOAD_TSO6_FROM_GUEST)) === 0) return false;
   if ((gsoType & VIRTIO_NET_HDR_GSO_ECN) !== 0 && (offloads & OFFLOAD_ECN_FROM_GUEST) === 0) return false;
-  // The headers as cutting needs them: Ethernet (one VLAN tag at most), IPv4 without
-  // options beyond its IHL or IPv6 without extension headers, then TCP with the checksum.
+  // The headers as cutting needs them: Ethernet (one VLAN tag at most), IPv4 (IHL 5 or
+  // more: below, the TCP header would lie inside the IP header, where cutting writes; not a
+  // fragment) or IPv6 without extension headers, of the family the type says, then TCP
+  // with the checksum where atTransportChecksum() wants it.
   const d = pool.data;
   const f = pool.frameOffset(handle);
   const l3 = l3Offset(d, f);
-  if (frameLen < l3 + 40 || offset !== 16 || gsoSize === 0) return false;
-  if (v4) {
-    // An IHL below 5 would put the TCP header inside the IP header, where cutting writes.
-    const ihl = d[f + l3] & 15;
-    // A fragment's TCP header, if any, is not where cutting would write (nor its checksum whole).
-    if (d[f + l3 - 2] !== 0x08 || d[f + l3 - 1] !== 0x00 || d[f + l3] >> 4 !== 4 || ihl < 5 || d[f + l3 + 9] !== IPPROTO_TCP || start !== l3 + ihl * 4) return false;
-    if (((d[f + l3 + 6] & 0x3f) | d[f + l3 + 7]) !== 0) return false;
-  } else if (d[f + l3 - 2] !== 0x86 || d[f + l3 - 1] !== 0xdd || d[f + l3] >> 4 !== 6 || d[f + l3 + 6] !== IPPROTO_TCP || start !== l3 + 40) {
-    return false;
-  }
+  if (frameLen < l3 + 40 || offset !== TCP_CSUM_OFFSET || gsoSize === 0 || !atTransportChecksum(d, f, frameLen, start, offset)) return false;
+  if ((d[f + l3 - 2] === 0x08) !== v4) return false;
   const hdrLen = start + (d[f + start + 12] >> 4) * 4;
   // Each segment must be a frame the port could have sent (and fits a small buffer).
   if (hdrLen < start + 20 || hdrLen > frameLen || hdrLen + gsoSize > maxFrame) return false;

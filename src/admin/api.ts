@@ -425,34 +425,23 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
     },
   ];
   routes.push({ method: 'GET', path: '/openapi.json', summary: 'this API, as OpenAPI 3.1', handle: () => ({ json: openApiDocument(routes) }) });
-  for (const r of routes) {
-    if (r.method === 'GET') continue;
-    refuseUnknownQuery(r);
-    if (r.body === undefined) refuseBody(r);
-  }
+  for (const r of routes) if (r.method !== 'GET') refuseWhatIsNotTaken(r);
   return routes;
 }
 
-/** A change that takes no body refuses one: `POST /reload {"dryRun": true}` must not reload for real. */
-function refuseBody(route: ApiRoute): void {
-  const handle = route.handle;
-  route.handle = (req) => {
-    if (req.body !== undefined) throw new ApiError(400, 'VR_INVALID', '', `${route.method} ${route.path} takes no body`);
-    return handle(req);
-  };
-}
-
 /**
- * A change refuses a query parameter it does not take: `PUT /config?dryrun=1`, a slip for
- * dryRun, must not apply the change for real.
+ * A change refuses a query parameter it does not take (`PUT /config?dryrun=1`, a slip for
+ * dryRun, must not apply the change for real), and a body if it takes none (`POST /reload
+ * {"dryRun": true}` must not reload for real).
  */
-function refuseUnknownQuery(route: ApiRoute): void {
+function refuseWhatIsNotTaken(route: ApiRoute): void {
   const known = Object.keys(route.query ?? {});
   const handle = route.handle;
   route.handle = (req) => {
     for (const key of req.query.keys()) {
       if (!known.includes(key)) throw new ApiError(400, 'VR_INVALID', key, `${route.method} ${route.path} takes ${known.length === 0 ? 'no query parameter' : `only ${known.join(', ')}`}`);
     }
+    if (route.body === undefined && req.body !== undefined) throw new ApiError(400, 'VR_INVALID', '', `${route.method} ${route.path} takes no body`);
     return handle(req);
   };
 }

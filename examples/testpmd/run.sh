@@ -5,21 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECONDS_TO_RUN=${1:-5}
-# Built, and not older than the sources (a pull may have changed them since).
-if [ ! -f dist/bin/vrouter.js ] || [ -n "$(find src bin plugins -name '*.ts' -newer dist/bin/vrouter.js -print -quit)" ]; then
-  npm run build > /dev/null
-fi
-NODE=node_modules/.bin/node
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2> /dev/null || true; rm -rf "$WORK" /var/run/dpdk/vrouter-example' EXIT
 
-$NODE dist/bin/vrouter.js --config examples/testpmd/vrouter.json --log-format text 2> "$WORK/vrouter.log" &
-VROUTER=$!
-# Ready, or gone (a config it refuses, a socket in use): then its log says why.
-until grep -q 'supervisor: ready' "$WORK/vrouter.log"; do
-  kill -0 $VROUTER 2> /dev/null || { cat "$WORK/vrouter.log" >&2; exit 1; }
-  sleep 0.1
-done
+. examples/lib.sh
+start_vrouter examples/testpmd/vrouter.json
 
 # -i with commands on stdin: start, wait, stop, print the port statistics, quit.
 { sleep 3; echo start; sleep "$SECONDS_TO_RUN"; echo stop; sleep 1; echo 'show port stats all'; sleep 1; echo quit; } |

@@ -5,21 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 GUEST=${VROUTER_CACHE:-$HOME/.cache/vrouter}/guest
 bash scripts/build-guest.sh > /dev/null
-# Built, and not older than the sources (a pull may have changed them since).
-if [ ! -f dist/bin/vrouter.js ] || [ -n "$(find src bin plugins -name '*.ts' -newer dist/bin/vrouter.js -print -quit)" ]; then
-  npm run build > /dev/null
-fi
-NODE=node_modules/.bin/node
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2> /dev/null || true; rm -rf "$WORK"' EXIT
 
-$NODE dist/bin/vrouter.js --config examples/two-guests/vrouter.json --log-format text 2> "$WORK/vrouter.log" &
-VROUTER=$!
-# Ready, or gone (a config it refuses, a socket in use): then its log says why.
-until grep -q 'supervisor: ready' "$WORK/vrouter.log"; do
-  kill -0 $VROUTER 2> /dev/null || { cat "$WORK/vrouter.log" >&2; exit 1; }
-  sleep 0.1
-done
+. examples/lib.sh
+start_vrouter examples/two-guests/vrouter.json
 
 # QEMU 7.2 under TCG needs vectors=0 with vhost-user (its MSI-X path crashes without KVM).
 guest() { # NAME SOCKET IP SCRIPT (run it in a subshell: it becomes QEMU)

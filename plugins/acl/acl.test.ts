@@ -6,6 +6,7 @@ import t from 'tap';
 import { EGRESS_FLOOD, EGRESS_UNDECIDED } from '../../src/pipeline/api.ts';
 import { arp, icmp4, icmp6, parseFrame, tcp4, tcp6, udp4, udp6 } from '../../test/support/frames.ts';
 import { aclHarness, type AclHarnessOptions } from './acl-harness.ts';
+import { FRAGMENT_TIMEOUT_MS } from './fragments.ts';
 import acl, { readRuleHits } from './index.ts';
 
 const PORTS = [
@@ -111,15 +112,69 @@ t.test('fragments: the first has ports; later ones match only rules without L4 f
   t.same(verdicts(h.run('a', [first, later('10.0.0.2'), later('10.9.0.2')]), 'a'), ['pass', 'pass', 'drop:acl_deny']);
 });
 
-/** A UDP/IPv6 frame with extension headers (each 8 bytes, types in order) before the UDP header. */
-function udp6With(extensions: number[], dstPort: number, fragmentOffset = 0): Uint8Array {
+t.test('later fragments get what their first fragment got, in its burst or after', async (t) => {
+  // Judged alone, a later fragment would match only the portless rule 2 (permit) or the default (deny).
+  const h = await harness({ acl: [{ action: 'permit', protocol: 'udp', dstPort: 53 }, { action: 'deny', protocol: 'udp', dstPort: 54 }, { action: 'permit', protocol: 'udp', src: '10.0.0.0/24' }], aclDefault: 'deny' });
+  const first = (dstPort: number, id: number) => udp4({ ...base4, id, srcPort: 1, dstPort, mf: true, payload: 16 });
+  const later = (id: number, fragOffset: number, last: boolean, o: Partial<typeof base4> = {}) => udp4({ ...base4, ...o, id, srcPort: 1, dstPort: 1, fragOffset, mf: !last, payload: 16 });
+  t.same(verdicts(h.run('a', [first(53, 7), later(7, 24, false), later(7, 48, true)]), 'a'), ['pass', 'pass', 'pass'], 'a permitted packet in one burst');
+  t.same(verdicts(h.run('a', [first(54, 8), later(8, 24, false)]), 'a'), ['drop:acl_deny', 'drop:acl_deny'], 'a denied one: its rest is denied too, not passed by rule 2');
+  t.same(verdicts(h.run('a', [later(8, 48, true)]), 'a'), ['drop:acl_deny'], 'and in a later burst');
+  t.same(verdicts(h.run('a', [later(8, 48, true)]), 'a'), ['pass'], 'its last fragment went by: the entry is gone, the rules decide');
+  t.same(h.counts('a').acl_fragments_followed, 4, 'four fragments followed their first');
+  t.same(readRuleHits(h.shared, h.config).rules, [1, 1, 1], 'rule hits count the packets the rules judged');
+
+  t.same(verdicts(h.run('a', [first(54, 9)]), 'a'), ['drop:acl_deny']);
+  t.same(verdicts(h.run('a', [later(10, 24, true), later(9, 24, true, { src: '10.0.0.3' }), later(9, 24, true, { dst: '10.0.1.6' })]), 'a'), ['pass', 'pass', 'pass'], 'another identification, source or destination is another packet: the rules decide');
+  t.same(verdicts(h.run('a', [later(9, 24, false)]), 'a'), ['drop:acl_deny'], 'the entry stands for its own key');
+  t.same(h.counts('a').acl_fragments_followed, 5);
+
+  let now = 5_000_000;
+  h.state.now = () => now;
+  t.same(verdicts(h.run('a', [first(54, 11)]), 'a'), ['drop:acl_deny']);
+  now += FRAGMENT_TIMEOUT_MS - 1;
+  t.same(verdicts(h.run('a', [later(11, 24, false)]), 'a'), ['drop:acl_deny'], 'an entry serves for FRAGMENT_TIMEOUT_MS');
+  now += 1;
+  t.same(verdicts(h.run('a', [later(11, 48, true)]), 'a'), ['pass'], 'and no longer');
+  t.same(h.counts('a').acl_fragments_followed, 6);
+});
+
+t.test('fragments of a rejected packet are dropped unanswered; TCP at fragment offset 1 is refused', async (t) => {
+  const h = await harness({ acl: [{ action: 'reject', protocol: 'udp', dstPort: 53 }, { action: 'permit', protocol: 'udp' }, { action: 'permit', protocol: 'tcp' }] });
+  const first = udp4({ ...base4, id: 3, srcPort: 1, dstPort: 53, mf: true, payload: 16 });
+  const later = udp4({ ...base4, id: 3, srcPort: 1, dstPort: 1, fragOffset: 24, payload: 16 });
+  t.same(verdicts(h.run('a', [first, later]), 'a'), ['reject', 'drop:acl_reject_silent'], 'one answer for the packet (RFC 1122 3.2.2)');
+  // RFC 1858 3.2: offset 1 is 8 bytes, inside the TCP header of the first fragment
+  const overlap = tcp4({ ...base4, id: 4, srcPort: 1, dstPort: 1, fragOffset: 8 });
+  const further = tcp4({ ...base4, id: 4, srcPort: 1, dstPort: 1, fragOffset: 16 });
+  t.same(verdicts(h.run('a', [overlap, further]), 'a'), ['drop:acl_bad_header', 'pass']);
+});
+
+t.test('IPv6: later fragments follow the first by Identification', async (t) => {
+  const h = await harness({ acl: [{ action: 'permit', protocol: 'udp', dstPort: 53 }], aclDefault: 'deny' });
+  const out = h.run('a', [
+    udp6With([44], 53, 0, { more: true, id: 0x12345678 }),
+    udp6With([44], 1, 64, { more: true, id: 0x12345678 }),
+    udp6With([44], 1, 128, { id: 0x12345679 }),
+    udp6With([0, 44], 1, 128, { id: 0x12345678 }),
+  ]);
+  t.same(verdicts(out, 'a'), ['pass', 'pass', 'drop:acl_deny', 'pass'], 'another Identification is another packet; extension headers before the fragment header change nothing');
+  t.same(h.counts('a').acl_fragments_followed, 2);
+});
+
+/**
+ * A UDP/IPv6 frame with extension headers (each 8 bytes, types in order) before the UDP
+ * header; a fragment header (44) gets `fragmentOffset` (bytes), the M flag and Identification.
+ */
+function udp6With(extensions: number[], dstPort: number, fragmentOffset = 0, fragment: { more?: boolean; id?: number } = {}): Uint8Array {
   const plain = udp6({ ...base6, srcPort: 1, dstPort });
   const ext = new Uint8Array(extensions.length * 8);
   extensions.forEach((type, j) => {
     ext[j * 8] = j + 1 < extensions.length ? extensions[j + 1] : 17;
     if (type === 44) {
       ext[j * 8 + 2] = (fragmentOffset >> 8) & 0xff;
-      ext[j * 8 + 3] = fragmentOffset & 0xf8;
+      ext[j * 8 + 3] = (fragmentOffset & 0xf8) | (fragment.more === true ? 1 : 0);
+      new DataView(ext.buffer).setUint32(j * 8 + 4, fragment.id ?? 0);
     }
   });
   const f = new Uint8Array(plain.length + ext.length);

@@ -85,6 +85,16 @@ t.test('the two directions of a flow on two PMDs are one entry', async (t) => {
   t.same(readConntrack(pmd0.shared, T0 / 1000)?.flows, 2);
 });
 
+t.test("fragments of a tracked flow's replies pass as their first fragment does; a new flow's from outside do not", async (t) => {
+  const { pmd0 } = await pair();
+  t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 5000, dstPort: 53 }))]), ['pass'], 'the query');
+  const answer = [udp4(back({ id: 77, srcPort: 53, dstPort: 5000, mf: true, payload: 1472 })), udp4(back({ id: 77, srcPort: 53, dstPort: 5000, fragOffset: 1480, payload: 600 }))];
+  t.same(fate(pmd0, 'out', answer), ['pass', 'pass'], 'a large answer, fragmented');
+  const unasked = [udp4(back({ id: 78, srcPort: 53, dstPort: 5001, mf: true, payload: 1472 })), udp4(back({ id: 78, srcPort: 53, dstPort: 5001, fragOffset: 1480, payload: 600 }))];
+  t.same(fate(pmd0, 'out', unasked), ['acl_deny', 'acl_deny'], 'to a port that asked nothing');
+  t.same(pmd0.counts('out'), { conntrack_established: 1, acl_fragments_followed: 2, acl_deny: 2 });
+});
+
 t.test('expiry: UDP after 30 s unanswered, 120 s once answered; aging empties the slots', async (t) => {
   const p = await pair();
   const { pmd0, pmd1 } = p;

@@ -41,10 +41,49 @@ export interface Headers {
   /** the batch's data as 16-bit words on a little-endian host (else null), and the data it views */
   words: Uint16Array | null;
   wordsOf: Uint8Array | null;
+  /**
+   * The burst's fragments, by index: first fragments (their upper-layer header read, or
+   * BAD) and later ones (HEADERS_LATER_FRAGMENT), with each one's Identification and
+   * whether it is its packet's last (More Fragments clear). Lists, so that a burst without
+   * fragments costs no store per packet.
+   */
+  readonly firstFragments: Uint8Array;
+  firstCount: number;
+  readonly laterFragments: Uint8Array;
+  laterCount: number;
+  readonly fragmentId: Uint32Array;
+  readonly lastFragment: Uint8Array;
 }
 
 export function createHeaders(keys: FlowKeys, capacity: number): Headers {
-  return { keys, status: new Uint8Array(capacity), l3: new Uint16Array(capacity), l4: new Uint16Array(capacity), end: new Uint16Array(capacity), words: null, wordsOf: null };
+  return {
+    keys,
+    status: new Uint8Array(capacity),
+    l3: new Uint16Array(capacity),
+    l4: new Uint16Array(capacity),
+    end: new Uint16Array(capacity),
+    words: null,
+    wordsOf: null,
+    firstFragments: new Uint8Array(capacity),
+    firstCount: 0,
+    laterFragments: new Uint8Array(capacity),
+    laterCount: 0,
+    fragmentId: new Uint32Array(capacity),
+    lastFragment: new Uint8Array(capacity),
+  };
+}
+
+function noteFirstFragment(h: Headers, i: number, id: number): void {
+  h.fragmentId[i] = id;
+  h.firstFragments[h.firstCount++] = i;
+}
+
+function noteLaterFragment(h: Headers, i: number, id: number, last: boolean): void {
+  h.status[i] = HEADERS_LATER_FRAGMENT;
+  h.l4[i] = 0;
+  h.fragmentId[i] = id;
+  h.lastFragment[i] = last ? 1 : 0;
+  h.laterFragments[h.laterCount++] = i;
 }
 
 function setL4(h: Headers, i: number, d: Uint8Array, off: number, l4: number, end: number, protocol: number, version: number): void {
@@ -102,15 +141,24 @@ function parseIpv4(h: Headers, i: number, d: Uint8Array, off: number, length: nu
   k.protocol[i] = protocol;
   k.src4[i] = read32(d, ip + 12);
   k.dst4[i] = read32(d, ip + 16);
-  // RFC 791 3.1: Fragment Offset, the low 13 bits of bytes 6-7; non-zero after the first
-  if ((read16(d, ip + 6) & 0x1fff) !== 0) {
+  // RFC 791 3.1: Fragment Offset, the low 13 bits of bytes 6-7, non-zero after the first
+  // fragment; More Fragments (0x2000) set on all but the last
+  const fragment = read16(d, ip + 6);
+  const fragmentOffset = fragment & 0x1fff;
+  if (fragmentOffset !== 0) {
+    // RFC 1858 3.2: a TCP fragment at offset 1 (8 bytes) can only be there to overwrite
+    // the first fragment's flags at reassembly
+    if (protocol === IPPROTO_TCP && fragmentOffset === 1) {
+      h.status[i] = HEADERS_BAD;
+      return;
+    }
     k.ipVersion[i] = 4 | FRAGMENT;
-    h.status[i] = HEADERS_LATER_FRAGMENT;
-    h.l4[i] = 0;
+    noteLaterFragment(h, i, read16(d, ip + 4), (fragment & 0x2000) === 0);
     return;
   }
   k.ipVersion[i] = 4;
   setL4(h, i, d, off, ip + ihl, end, protocol, 4);
+  if ((fragment & 0x2000) !== 0) noteFirstFragment(h, i, read16(d, ip + 4));
 }
 
 function parseIpv6(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: number, length: number, ip: number): void {
@@ -147,14 +195,17 @@ function parseIpv6(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: nu
     return;
   }
   k.protocol[i] = walk.protocol;
+  // RFC 8200 4.5: the Fragment header's Identification (bytes 4-7) and M flag (bit 0 of byte 3)
+  const fragment = walk.fragmentAt;
   if (walk.laterFragment) {
     k.ipVersion[i] = 6 | FRAGMENT;
-    h.status[i] = HEADERS_LATER_FRAGMENT;
-    h.l4[i] = 0;
+    noteLaterFragment(h, i, read32(d, fragment + 4), (d[fragment + 3] & 1) === 0);
     return;
   }
   k.ipVersion[i] = 6;
   setL4(h, i, d, off, walk.offset, end, walk.protocol, 6);
+  // (a Fragment header with offset 0 and M clear is a whole packet: RFC 6946's atomic fragment)
+  if (fragment >= 0 && (d[fragment + 3] & 1) !== 0) noteFirstFragment(h, i, read32(d, fragment + 4));
 }
 
 /**
@@ -164,7 +215,7 @@ function parseIpv6(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: nu
  * Frames an earlier stage dropped and the router's own packets are SKIP: not
  * filtered, as Linux's FORWARD chain never sees the router's output.
  *
- * The common frame is read here, in the loop: untagged IPv4, not a later fragment, TCP or
+ * The common frame is read here, in the loop: untagged IPv4, not a fragment, TCP or
  * UDP with its whole header inside the packet; parseFrame() takes the others (and would
  * find the same for these). NB: a call per frame cost 23-33 ns per packet (frames 2 KiB
  * apart, cache-hot) where the same reads in this loop took 10: the call was too big for
@@ -205,6 +256,8 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
     h.words = LITTLE_ENDIAN && d.byteOffset === 0 ? new Uint16Array(d.buffer, 0, d.buffer.byteLength >>> 1) : null;
   }
   const w = h.words;
+  h.firstCount = 0;
+  h.laterCount = 0;
   let established = 0;
   for (let i = 0; i < count; i++) {
     if (batch.dropped(i) || local[i] === 1) {
@@ -223,10 +276,11 @@ export function parseBurst(h: Headers, walk: Ipv6Walk, batch: PacketBatch, ports
       const l4 = ip + ihl;
       const end = ip + total;
       // RFC 791 3.1: version 4, IHL at least 5 words, Total Length covering header and data,
-      // Fragment Offset (the low 13 bits of bytes 6-7) zero; a UDP or a TCP header (RFC
-      // 9293 3.1: Data Offset, its length in 32-bit words, at least 5) inside the packet
+      // not a fragment (More Fragments and Fragment Offset, the low 14 bits of bytes 6-7,
+      // zero); a UDP or a TCP header (RFC 9293 3.1: Data Offset, its length in 32-bit words,
+      // at least 5) inside the packet
       if (
-        vihl >>> 4 === 4 && ihl >= 20 && total >= ihl && end <= frameEnd && ((d[ip + 6] & 0x1f) | d[ip + 7]) === 0 &&
+        vihl >>> 4 === 4 && ihl >= 20 && total >= ihl && end <= frameEnd && ((d[ip + 6] & 0x3f) | d[ip + 7]) === 0 &&
         (protocol === IPPROTO_UDP ? l4 + 8 <= end : protocol === IPPROTO_TCP && l4 + 20 <= end && d[l4 + 12] >= 0x50 && l4 + ((d[l4 + 12] >>> 4) << 2) <= end)
       ) {
         let src: number;

@@ -16,7 +16,8 @@ import { Ipv6Walk, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type Plugi
 import { Classifier, createFlowKeys, type AclRule } from './classifier.ts';
 import type { CompileInput, CompileSummary } from './compile-job.ts';
 import { Conntrack, conntrackBytes, initConntrack, INSERTED, liveFlows, MISS, NOT_PEEKED, PORT_FULL } from './conntrack.ts';
-import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_NOT_IP, parseBurst, type Headers } from './headers.ts';
+import { FragmentTable } from './fragments.ts';
+import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_LATER_FRAGMENT, HEADERS_NOT_IP, HEADERS_SKIP, parseBurst, type Headers } from './headers.ts';
 import { isIcmpError, REJECT_LIMITED, REJECT_SENT, Rejecter } from './reject.ts';
 import { DENY, parseAclConfig, PERMIT, rulesFor, type AclConfig } from './rules.ts';
 import type { FlowKeys } from './classifier.ts';
@@ -35,7 +36,7 @@ const DROP_REASONS = [
   ['acl_deny', 'denied by an ACL rule or by aclDefault'],
   ['acl_reject_limited', 'rejected, and not answered: more rejects than reject.rate/burst allow (per PMD)'],
   ['acl_reject_silent', 'rejected, and not answered: an ICMP error, a TCP reset, a later fragment or a packet to or from a group or unspecified address gets no answer (RFC 1122 3.2.2, RFC 4443 2.4)'],
-  ['acl_bad_header', 'IP headers the ACL cannot read: truncated, IHL or lengths past the frame, a tiny first fragment, too many IPv6 extension headers, stacked VLAN tags'],
+  ['acl_bad_header', 'IP headers the ACL cannot read: truncated, IHL or lengths past the frame, a tiny first fragment, a TCP fragment at offset 1 (RFC 1858), too many IPv6 extension headers, stacked VLAN tags'],
   ['conntrack_full', 'a stateful rule let a new flow in, but both conntrack buckets of the flow are full of live flows'],
   ['conntrack_port_full', 'a stateful rule let a new flow in, but the flows opened from its port hold conntrack.maxFlowsPerPort entries'],
 ] as const;
@@ -46,6 +47,7 @@ const COUNTERS = [
   ['conntrack_new', 'connections a stateful rule let in (conntrack entries created)'],
   ['conntrack_established', 'packets passed as part of a tracked connection, either way'],
   ['conntrack_related', 'ICMP errors passed because the packet they quote belongs to a tracked connection'],
+  ['acl_fragments_followed', 'later fragments of a packet given what its first fragment got (passed, dropped or, for a rejected one, dropped unanswered), not judged alone by the rules'],
 ] as const;
 
 // Per packet, how connection tracking sees it (trackKey)
@@ -64,6 +66,11 @@ const TCP_ACK = 0x10;
 const ACTED_PERMIT = 0;
 const ACTED_REJECT = 1;
 const ACTED_DROP = 2;
+
+// A first fragment's verdict in the fragment table (fragments.ts): passed, rejected (and
+// answered), or else the egress code it was dropped with
+const FRAGMENT_PASSED = 0;
+const FRAGMENT_REJECTED = 1;
 
 export interface AclState {
   readonly ruleCount: number;
@@ -98,7 +105,11 @@ export interface AclState {
   readonly pending: Uint8Array;
   readonly pendingKeys: FlowKeys;
   readonly drop: { deny: number; limited: number; silent: number; bad: number; full: number; portFull: number };
-  readonly counter: { permitted: number; rejected: number; opened: number; established: number; related: number };
+  readonly counter: { permitted: number; rejected: number; opened: number; established: number; related: number; followed: number };
+  /** what first fragments got, for their packets' later fragments */
+  readonly fragments: FragmentTable;
+  /** per packet of a burst: 1 once rejectPacket() answered it (read for first fragments only) */
+  readonly answered: Uint8Array;
   readonly count: PluginContext<AclConfig>['count'];
   /** what the state was built from, to build it again over a reload's rules (tablesChanged) */
   readonly ctx: PluginContext<AclConfig>;
@@ -167,7 +178,10 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
       opened: ctx.counterId('conntrack_new'),
       established: ctx.counterId('conntrack_established'),
       related: ctx.counterId('conntrack_related'),
+      followed: ctx.counterId('acl_fragments_followed'),
     },
+    fragments: new FragmentTable(crypto.getRandomValues(new Uint32Array(1))[0]),
+    answered: new Uint8Array(BATCH_CAPACITY),
     count: ctx.count,
     ctx,
     now: wallClockMs,
@@ -280,17 +294,87 @@ function process(batch: PacketBatch, s: AclState): void {
   s.batchMs = batch.now;
   s.burstMs = -1;
   const ct = s.conntrack;
+  const h = s.headers;
   if (ct === null) {
-    parseBurst(s.headers, s.walk, batch, s.classifier.readsPorts, null, 0);
+    parseBurst(h, s.walk, batch, s.classifier.readsPorts, null, 0);
+    if (h.firstCount + h.laterCount > 0) holdFragments(s);
     filter(batch, s, count);
-    return;
+  } else {
+    const nowMs = s.now();
+    s.burstMs = nowMs;
+    const now = Math.floor(nowMs / 1000);
+    const established = parseBurst(h, s.walk, batch, s.classifier.readsPorts, ct.cache, now);
+    if (established > 0) s.count(batch.ingress, s.counter.established, established);
+    if (h.firstCount + h.laterCount > 0) holdFragments(s);
+    if (established < count) filterTracked(batch, s, ct, count, now);
   }
+  if (h.firstCount + h.laterCount > 0) followFirstFragments(batch, s);
+}
+
+/**
+ * Before the rules: later fragments are set aside (followFirstFragments() decides them,
+ * once the burst's first fragments are decided), and first fragments start unanswered.
+ */
+function holdFragments(s: AclState): void {
+  const h = s.headers;
+  for (let j = 0; j < h.laterCount; j++) h.status[h.laterFragments[j]] = HEADERS_SKIP;
+  for (let j = 0; j < h.firstCount; j++) s.answered[h.firstFragments[j]] = 0;
+}
+
+/**
+ * After the rules: each first fragment's verdict is kept in the fragment table, and each
+ * later fragment gets its first fragment's verdict, from this burst or an earlier one
+ * (the entry is emptied at the packet's last fragment). A later fragment whose first
+ * was not seen (lost, out of order, its entry given up) is judged by the rules alone, as
+ * before: only rules that name no ports, ICMP fields or TCP flags match it.
+ */
+function followFirstFragments(batch: PacketBatch, s: AclState): void {
+  const h = s.headers;
+  const k = h.keys;
+  const table = s.fragments;
   const nowMs = s.now();
-  s.burstMs = nowMs;
-  const now = Math.floor(nowMs / 1000);
-  const established = parseBurst(s.headers, s.walk, batch, s.classifier.readsPorts, ct.cache, now);
-  if (established > 0) s.count(batch.ingress, s.counter.established, established);
-  if (established < count) filterTracked(batch, s, ct, count, now);
+  for (let j = 0; j < h.firstCount; j++) {
+    const i = h.firstFragments[j];
+    const v6 = k.ipVersion[i] === 6;
+    const verdict = batch.dropped(i) ? batch.egress[i] : s.answered[i] === 1 ? FRAGMENT_REJECTED : FRAGMENT_PASSED;
+    table.remember(v6 ? 6 : 4, k.protocol[i], h.fragmentId[i], v6 ? k.src6 : k.src4, v6 ? k.dst6 : k.dst4, v6 ? i << 2 : i, verdict, batch.mark[i], nowMs);
+  }
+  if (h.laterCount === 0) return;
+  const pending = s.pending;
+  const pk = s.pendingKeys;
+  let n = 0;
+  let followed = 0;
+  for (let j = 0; j < h.laterCount; j++) {
+    const i = h.laterFragments[j];
+    const v6 = (k.ipVersion[i] & 0x0f) === 6;
+    const slot = table.find(v6 ? 6 : 4, k.protocol[i], h.fragmentId[i], v6 ? k.src6 : k.src4, v6 ? k.dst6 : k.dst4, v6 ? i << 2 : i, nowMs);
+    if (slot < 0) {
+      h.status[i] = HEADERS_LATER_FRAGMENT;
+      pending[n] = i;
+      copyKeys(k, i, pk, n);
+      n++;
+      continue;
+    }
+    followed++;
+    const verdict = table.drop;
+    if (verdict === FRAGMENT_PASSED) {
+      if (table.mark !== 0) batch.mark[i] = table.mark;
+    } else if (verdict === FRAGMENT_REJECTED) {
+      // RFC 1122 3.2.2: no ICMP error about a fragment but the first
+      batch.dropAs(i, s.drop.silent);
+    } else {
+      // the egress code its first fragment was dropped with: the same reason
+      batch.egress[i] = verdict;
+    }
+    if (h.lastFragment[i] === 1) table.forget(slot);
+  }
+  if (followed > 0) s.count(batch.ingress, s.counter.followed, followed);
+  if (n === 0) return;
+  const matches = s.matches;
+  s.classifier.classifyBurst(pk, n, matches);
+  let permitted = 0;
+  for (let j = 0; j < n; j++) if (act(batch, s, pending[j], matches[j]) === ACTED_PERMIT) permitted++;
+  if (permitted > 0) s.count(batch.ingress, s.counter.permitted, permitted);
 }
 
 /** Without connection tracking: the rules decide every packet, classified as one burst. */
@@ -358,7 +442,10 @@ function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
   // The clock only for a burst that rejects: a clock read costs 60-90 ns.
   if (s.burstMs < 0) s.burstMs = s.now();
   const r = s.rejecter.reject(batch, i, s.headers, s.burstMs);
-  if (r === REJECT_SENT) return ACTED_REJECT;
+  if (r === REJECT_SENT) {
+    s.answered[i] = 1;
+    return ACTED_REJECT;
+  }
   batch.dropAs(i, r === REJECT_LIMITED ? s.drop.limited : s.drop.silent);
   return ACTED_DROP;
 }

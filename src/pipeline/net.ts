@@ -42,9 +42,12 @@ export class Ipv6Walk {
   offset = 0;
   /** a fragment header with a non-zero offset was met: no upper-layer header follows */
   laterFragment = false;
+  /** where the (last) fragment header met starts, or -1 */
+  fragmentAt = -1;
 
   walk(d: Uint8Array, p: number, end: number, next: number): void {
     this.laterFragment = false;
+    this.fragmentAt = -1;
     for (let step = 0; step <= MAX_EXTENSION_HEADERS; step++) {
       if (next !== IPPROTO_HOPOPTS && next !== IPPROTO_ROUTING && next !== IPPROTO_DSTOPTS && next !== IPPROTO_FRAGMENT && next !== IPPROTO_AH) {
         this.protocol = next;
@@ -54,6 +57,7 @@ export class Ipv6Walk {
       if (step === MAX_EXTENSION_HEADERS || p + 8 > end) break;
       const after = d[p];
       if (next === IPPROTO_FRAGMENT) {
+        this.fragmentAt = p;
         // RFC 8200 4.5: Fragment Offset, the high 13 bits of bytes 2-3, in 8-octet units
         if ((read16(d, p + 2) & 0xfff8) !== 0) {
           this.protocol = after;

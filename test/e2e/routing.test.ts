@@ -333,7 +333,7 @@ function twoSubnets(extra: object): object {
   };
 }
 
-t.test('ACL: a denied TCP port, and a stateful rule that lets only a open connections', async (t) => {
+t.test("ACL: a denied TCP port, and a stateful rule that lets only a open connections, fragmented replies too", async (t) => {
   const vr = await startVrouter(
     twoSubnets({
       pipeline: ['routing', 'acl'],
@@ -358,6 +358,7 @@ iperf3 -s -p 5201 > /dev/null 2>&1 &
 vr_wait_peer 10.0.2.2 60
 vr_iperf_client 10.0.2.2 2 -p 5201
 vr_ping 10.0.2.2 3
+vr_ping 10.0.2.2 3 3000
 vr_connect 10.0.2.2 5202
 `),
     },
@@ -379,6 +380,11 @@ vr_ping 10.0.1.2 3
   const allowed = find(a, 'iperf3', { args: '-p_5201' });
   t.ok(Number(allowed?.receiver_mbps) > 1, `a -> b TCP 5201 permitted, replies come back: ${allowed?.receiver_mbps} Mbit/s`, { console: excerpt(a) });
   pingOk(t, a, 'a', '10.0.2.2');
+  // Each echo and reply of 3,028 bytes goes as three fragments; the replies' later ones
+  // carry no ICMP header, and judged alone would meet "deny inPort b".
+  const large = find(a, 'ping', { dst: '10.0.2.2', size: '3000' });
+  t.equal(large?.loss_pct, '0', `a -> b ping of 3,000 bytes, fragmented, answered (${large?.recv}/${large?.sent})`, { console: excerpt(a) });
+  t.ok(Number(large?.frags) >= 3, `the echo requests went as fragments (${large?.frags} made)`);
   const denied = find(a, 'connect', { port: '5202' });
   t.equal(denied?.ok, '0', 'a -> b TCP 5202: denied', { console: excerpt(a) });
   t.equal(denied?.refused, '0', 'the SYN was dropped (a timeout), not refused by b, whose server listens on 5202');
@@ -390,6 +396,7 @@ vr_ping 10.0.1.2 3
   const acl = pluginTotals(stats, 'acl');
   const dropped = Object.values(acl.drops).reduce((x, y) => x + y, 0);
   t.ok(dropped >= 3, `the acl stage counted its drops: ${JSON.stringify(acl.drops)}`, { counters: acl.counters });
+  t.ok((acl.counters.acl_fragments_followed ?? 0) >= 12, `the later fragments of the 3 echoes and 3 replies followed their first: ${acl.counters.acl_fragments_followed}`);
 });
 
 t.test('policer: 50 Mbit/s on port a\'s ingress holds iperf3 TCP to within 10 %', async (t) => {

@@ -953,8 +953,6 @@ const PACKET_STATISTICS = 6;
 const PACKET_IGNORE_OUTGOING = 23;
 const PACKET_FANOUT = 18;
 const PACKET_FANOUT_HASH = 0;
-/** fragments of one datagram go to one socket: reassembled before they are hashed */
-const PACKET_FANOUT_FLAG_DEFRAG = 0x8000;
 const TPACKET_V3 = 2;
 const PACKET_MR_PROMISC = 1;
 
@@ -992,7 +990,11 @@ function ringRequest(blockBytes: number, blocks: number, frameBytes: number, ret
  * promiscuous, blind to the frames it sends itself: its fd, non-blocking. Map it with
  * mmapShared(fd, packetRingBytes(shape)). `fanout`: the id of a PACKET_FANOUT group (a
  * 16-bit number, per network namespace) the socket joins: the interface's frames are spread
- * over the group's sockets by flow hash, each flow to one socket.
+ * over the group's sockets by flow hash, each flow to one socket. The kernel hashes a
+ * fragment by its addresses and protocol alone (no ports: the flow dissector stops at a
+ * fragment, the first too), so a datagram's fragments meet one socket. NB: not with
+ * PACKET_FANOUT_FLAG_DEFRAG, which hands the socket the datagram reassembled, longer than
+ * the MTU: a router forwards fragments as they come.
  */
 export function packetSocket(name: string, shape: PacketRingShape, fanout: number | null = null): number {
   const ifindex = interfaceIndex(name);
@@ -1019,7 +1021,7 @@ export function packetSocket(name: string, shape: PacketRingShape, fanout: numbe
     dv.setUint16(2, ETH_P_ALL_BE, true);
     dv.setInt32(4, ifindex, true);
     if ((c.bind(fd, sll, sll.length) as number) < 0) fail('bind', `AF_PACKET ${name}`);
-    if (fanout !== null) setIntOption(fd, PACKET_FANOUT, (fanout & 0xffff) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16), `PACKET_FANOUT group ${fanout & 0xffff}`);
+    if (fanout !== null) setIntOption(fd, PACKET_FANOUT, (fanout & 0xffff) | (PACKET_FANOUT_HASH << 16), `PACKET_FANOUT group ${fanout & 0xffff}`);
   } catch (err) {
     c.close(fd);
     throw err;

@@ -83,6 +83,8 @@ t.test('an AF_PACKET port with two queues: the interface\'s flows spread over bo
       // gone with the namespace
     }
   });
+  // The host's side sends only what the test has it send: IPv4 to a neighbour it knows.
+  execFileSync('ip', ['netns', 'exec', netns, 'sysctl', '-qw', `net.ipv6.conf.${peer}.disable_ipv6=1`]);
   ip('-n', netns, 'addr', 'add', '10.9.2.2/24', 'dev', peer);
   ip('-n', netns, 'link', 'set', peer, 'up');
   ip('-n', netns, 'neigh', 'add', '10.9.2.1', 'lladdr', PROBER_MAC, 'dev', peer);
@@ -111,6 +113,25 @@ for (let p = 0; p < 256; p++) {
   t.ok(stats.u.rx_packets >= 256, `the port took every datagram (${stats.u.rx_packets})`);
   t.ok(q0 > 0 && q1 > 0, `spread over both queues: ${q0} and ${q1}`);
   t.equal(q0 + q1, stats.u.rx_packets, 'each counted on its queue');
+
+  // Datagrams of 3,000 bytes, which the host sends as three fragments each: they come as
+  // fragments (a router forwards them as they are), all three on one queue (the fanout
+  // hashes fragments by addresses), not reassembled into one frame longer than the MTU.
+  let before = stats;
+  for (let p = 0; p < 3; p++) {
+    const large = `const s = require('node:dgram').createSocket('udp4');
+s.bind(${30000 + p}, '10.9.2.2', () => s.send(Buffer.alloc(3000), 9, '10.9.2.1', () => s.close()));`;
+    execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', large]);
+    let after = await vr.stats();
+    for (let i = 0; i < 50 && after.u.rx_packets < before.u.rx_packets + 3 && after.u.drops.frame_too_long === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await vr.stats();
+    }
+    t.equal(after.u.drops.frame_too_long, 0, `datagram ${p}: not taken as one frame too long`);
+    const grew = after.u.queues.map((q, i) => q.rx_packets - before.u.queues[i].rx_packets);
+    t.same(grew.slice().sort(), [0, 3], `datagram ${p}: its three fragments, all on one queue (${grew.join(' and ')})`);
+    before = after;
+  }
 
   // The interface made again: both queues get rings on the new one (a fanout group of its
   // own: the old sockets are in the old one until the PMDs let go of them).

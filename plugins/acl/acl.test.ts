@@ -139,6 +139,25 @@ t.test('later fragments get what their first fragment got, in its burst or after
   t.same(h.counts('a').acl_fragments_followed, 6);
 });
 
+t.test("fragments follow in any order, only their own port's first fragment, whatever another port floods", async (t) => {
+  const h = await harness({ acl: [{ action: 'permit', protocol: 'udp', dstPort: 53 }], aclDefault: 'deny' });
+  const first = (id: number, dstPort = 53) => udp4({ ...base4, id, srcPort: 1, dstPort, mf: true, payload: 16 });
+  const later = (id: number, fragOffset: number, last: boolean) => udp4({ ...base4, id, srcPort: 1, dstPort: 1, fragOffset, mf: !last, payload: 16 });
+  t.same(verdicts(h.run('a', [first(1), later(1, 48, true), later(1, 24, false)]), 'a'), ['pass', 'pass', 'pass'], 'the last fragment before the middle one: the entry serves until all the bytes came');
+  t.same(verdicts(h.run('a', [later(1, 24, false)]), 'a'), ['drop:acl_deny'], 'then it is gone');
+  t.same(h.counts('a').acl_fragments_followed, 2);
+
+  // a's first fragment; the same packet's later fragment from b is b's to judge
+  t.same(verdicts(h.run('a', [first(3)]), 'a'), ['pass']);
+  t.same(verdicts(h.run('b', [later(3, 24, true)]), 'b'), ['drop:acl_deny'], "b's fragment does not follow a's entry");
+  t.same(verdicts(h.run('a', [later(3, 24, false)]), 'a'), ['pass'], "and b's last fragment did not end a's entry");
+
+  // b floods the table with first fragments (denied) of 4,096 packets: a's entry stays
+  for (let burst = 0; burst < 128; burst++) h.run('b', Array.from({ length: 32 }, (_, j) => first(10_000 + burst * 32 + j, 54)));
+  t.same(verdicts(h.run('a', [later(3, 48, true)]), 'a'), ['pass'], "a's entry outlived b's flood");
+  t.equal(h.counts('b').acl_fragments_unfollowed, undefined, 'b gave up its own entries to its new ones');
+});
+
 t.test('fragments of a rejected packet are dropped unanswered; TCP at fragment offset 1 is refused', async (t) => {
   const h = await harness({ acl: [{ action: 'reject', protocol: 'udp', dstPort: 53 }, { action: 'permit', protocol: 'udp' }, { action: 'permit', protocol: 'tcp' }] });
   const first = udp4({ ...base4, id: 3, srcPort: 1, dstPort: 53, mf: true, payload: 16 });
@@ -160,6 +179,9 @@ t.test('IPv6: later fragments follow the first by Identification', async (t) => 
   ]);
   t.same(verdicts(out, 'a'), ['pass', 'pass', 'drop:acl_deny', 'pass'], 'another Identification is another packet; extension headers before the fragment header change nothing');
   t.same(h.counts('a').acl_fragments_followed, 2);
+  // RFC 8200 4.1: destination options for the final destination follow the Fragment header
+  const after = h.run('a', [udp6With([44, 60], 53, 0, { more: true, id: 0x80000001 }), udp6With([44, 60], 1, 64, { id: 0x80000001 })]);
+  t.same(verdicts(after, 'a'), ['pass', 'pass'], 'with a header after the Fragment header, and an Identification of 2^31 or more');
 });
 
 /**

@@ -42,17 +42,22 @@ export interface Headers {
   words: Uint16Array | null;
   wordsOf: Uint8Array | null;
   /**
-   * The burst's fragments, by index: first fragments (their upper-layer header read, or
-   * BAD) and later ones (HEADERS_LATER_FRAGMENT), with each one's Identification and
-   * whether it is its packet's last (More Fragments clear). Lists, so that a burst without
-   * fragments costs no store per packet.
+   * The burst's fragments, by index, listed by parseFrame() (parseBurst() empties the
+   * lists): first fragments (their upper-layer header read, or BAD) and later ones
+   * (HEADERS_LATER_FRAGMENT). For each: its Identification; the protocol its packet's
+   * fragments all carry (IPv4's; for IPv6 the Fragment header's Next Header, as headers
+   * may follow it); the bytes it carries of its packet (after the IP header and any
+   * Fragment header); and for a last fragment (More Fragments clear) where the packet
+   * ends, else 0. Lists, so that a burst without fragments costs no store per packet.
    */
   readonly firstFragments: Uint8Array;
   firstCount: number;
   readonly laterFragments: Uint8Array;
   laterCount: number;
   readonly fragmentId: Uint32Array;
-  readonly lastFragment: Uint8Array;
+  readonly fragmentProtocol: Uint8Array;
+  readonly fragmentBytes: Uint32Array;
+  readonly fragmentEnd: Uint32Array;
 }
 
 export function createHeaders(keys: FlowKeys, capacity: number): Headers {
@@ -69,20 +74,28 @@ export function createHeaders(keys: FlowKeys, capacity: number): Headers {
     laterFragments: new Uint8Array(capacity),
     laterCount: 0,
     fragmentId: new Uint32Array(capacity),
-    lastFragment: new Uint8Array(capacity),
+    fragmentProtocol: new Uint8Array(capacity),
+    fragmentBytes: new Uint32Array(capacity),
+    fragmentEnd: new Uint32Array(capacity),
   };
 }
 
-function noteFirstFragment(h: Headers, i: number, id: number): void {
+function noteFirstFragment(h: Headers, i: number, id: number, protocol: number, bytes: number): void {
   h.fragmentId[i] = id;
+  h.fragmentProtocol[i] = protocol;
+  h.fragmentBytes[i] = bytes;
+  h.fragmentEnd[i] = 0;
   h.firstFragments[h.firstCount++] = i;
 }
 
-function noteLaterFragment(h: Headers, i: number, id: number, last: boolean): void {
+/** `offset`: where in its packet the fragment's bytes go; `last`: More Fragments clear */
+function noteLaterFragment(h: Headers, i: number, id: number, protocol: number, bytes: number, offset: number, last: boolean): void {
   h.status[i] = HEADERS_LATER_FRAGMENT;
   h.l4[i] = 0;
   h.fragmentId[i] = id;
-  h.lastFragment[i] = last ? 1 : 0;
+  h.fragmentProtocol[i] = protocol;
+  h.fragmentBytes[i] = bytes;
+  h.fragmentEnd[i] = last ? offset + bytes : 0;
   h.laterFragments[h.laterCount++] = i;
 }
 
@@ -153,12 +166,12 @@ function parseIpv4(h: Headers, i: number, d: Uint8Array, off: number, length: nu
       return;
     }
     k.ipVersion[i] = 4 | FRAGMENT;
-    noteLaterFragment(h, i, read16(d, ip + 4), (fragment & 0x2000) === 0);
+    noteLaterFragment(h, i, read16(d, ip + 4), protocol, total - ihl, fragmentOffset * 8, (fragment & 0x2000) === 0);
     return;
   }
   k.ipVersion[i] = 4;
   setL4(h, i, d, off, ip + ihl, end, protocol, 4);
-  if ((fragment & 0x2000) !== 0) noteFirstFragment(h, i, read16(d, ip + 4));
+  if ((fragment & 0x2000) !== 0) noteFirstFragment(h, i, read16(d, ip + 4), protocol, total - ihl);
 }
 
 function parseIpv6(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: number, length: number, ip: number): void {
@@ -195,17 +208,19 @@ function parseIpv6(h: Headers, walk: Ipv6Walk, i: number, d: Uint8Array, off: nu
     return;
   }
   k.protocol[i] = walk.protocol;
-  // RFC 8200 4.5: the Fragment header's Identification (bytes 4-7) and M flag (bit 0 of byte 3)
+  // RFC 8200 4.5: the Fragment header's Next Header (byte 0), Fragment Offset (the high 13
+  // bits of bytes 2-3, in 8-octet units), M flag (bit 0 of byte 3) and Identification
+  // (bytes 4-7); the fragment's bytes of its packet follow the header
   const fragment = walk.fragmentAt;
   if (walk.laterFragment) {
     k.ipVersion[i] = 6 | FRAGMENT;
-    noteLaterFragment(h, i, read32(d, fragment + 4), (d[fragment + 3] & 1) === 0);
+    noteLaterFragment(h, i, read32(d, fragment + 4), d[fragment], end - fragment - 8, read16(d, fragment + 2) & 0xfff8, (d[fragment + 3] & 1) === 0);
     return;
   }
   k.ipVersion[i] = 6;
   setL4(h, i, d, off, walk.offset, end, walk.protocol, 6);
   // (a Fragment header with offset 0 and M clear is a whole packet: RFC 6946's atomic fragment)
-  if (fragment >= 0 && (d[fragment + 3] & 1) !== 0) noteFirstFragment(h, i, read32(d, fragment + 4));
+  if (fragment >= 0 && (d[fragment + 3] & 1) !== 0) noteFirstFragment(h, i, read32(d, fragment + 4), d[fragment], end - fragment - 8);
 }
 
 /**

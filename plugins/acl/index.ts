@@ -48,6 +48,7 @@ const COUNTERS = [
   ['conntrack_established', 'packets passed as part of a tracked connection, either way'],
   ['conntrack_related', 'ICMP errors passed because the packet they quote belongs to a tracked connection'],
   ['acl_fragments_followed', 'later fragments of a packet given what its first fragment got (passed, dropped or, for a rejected one, dropped unanswered), not judged alone by the rules'],
+  ['acl_fragments_unfollowed', 'first fragments whose verdict the fragment table had no room for (their later fragments are judged alone by the rules)'],
 ] as const;
 
 // Per packet, how connection tracking sees it (trackKey)
@@ -105,7 +106,7 @@ export interface AclState {
   readonly pending: Uint8Array;
   readonly pendingKeys: FlowKeys;
   readonly drop: { deny: number; limited: number; silent: number; bad: number; full: number; portFull: number };
-  readonly counter: { permitted: number; rejected: number; opened: number; established: number; related: number; followed: number };
+  readonly counter: { permitted: number; rejected: number; opened: number; established: number; related: number; followed: number; unfollowed: number };
   /** what first fragments got, for their packets' later fragments */
   readonly fragments: FragmentTable;
   /** per packet of a burst: 1 once rejectPacket() answered it (read for first fragments only) */
@@ -179,6 +180,7 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
       established: ctx.counterId('conntrack_established'),
       related: ctx.counterId('conntrack_related'),
       followed: ctx.counterId('acl_fragments_followed'),
+      unfollowed: ctx.counterId('acl_fragments_unfollowed'),
     },
     fragments: new FragmentTable(crypto.getRandomValues(new Uint32Array(1))[0]),
     answered: new Uint8Array(BATCH_CAPACITY),
@@ -324,21 +326,24 @@ function holdFragments(s: AclState): void {
 /**
  * After the rules: each first fragment's verdict is kept in the fragment table, and each
  * later fragment gets its first fragment's verdict, from this burst or an earlier one
- * (the entry is emptied at the packet's last fragment). A later fragment whose first
- * was not seen (lost, out of order, its entry given up) is judged by the rules alone, as
- * before: only rules that name no ports, ICMP fields or TCP flags match it.
+ * (fragments.ts: until all the packet's bytes went by, or the timeout). A later fragment
+ * whose first was not seen (lost, sent after it, its entry given up) is judged by the
+ * rules alone: only rules that name no ports, ICMP fields or TCP flags match it.
  */
 function followFirstFragments(batch: PacketBatch, s: AclState): void {
   const h = s.headers;
   const k = h.keys;
   const table = s.fragments;
+  const ingress = batch.ingress;
   const nowMs = s.now();
+  let unfollowed = 0;
   for (let j = 0; j < h.firstCount; j++) {
     const i = h.firstFragments[j];
     const v6 = k.ipVersion[i] === 6;
     const verdict = batch.dropped(i) ? batch.egress[i] : s.answered[i] === 1 ? FRAGMENT_REJECTED : FRAGMENT_PASSED;
-    table.remember(v6 ? 6 : 4, k.protocol[i], h.fragmentId[i], v6 ? k.src6 : k.src4, v6 ? k.dst6 : k.dst4, v6 ? i << 2 : i, verdict, batch.mark[i], nowMs);
+    if (!table.remember(ingress, v6 ? 6 : 4, h.fragmentProtocol[i], h.fragmentId[i], v6 ? k.src6 : k.src4, v6 ? k.dst6 : k.dst4, v6 ? i << 2 : i, h.fragmentBytes[i], verdict, batch.mark[i], nowMs)) unfollowed++;
   }
+  if (unfollowed > 0) s.count(ingress, s.counter.unfollowed, unfollowed);
   if (h.laterCount === 0) return;
   const pending = s.pending;
   const pk = s.pendingKeys;
@@ -347,7 +352,7 @@ function followFirstFragments(batch: PacketBatch, s: AclState): void {
   for (let j = 0; j < h.laterCount; j++) {
     const i = h.laterFragments[j];
     const v6 = (k.ipVersion[i] & 0x0f) === 6;
-    const slot = table.find(v6 ? 6 : 4, k.protocol[i], h.fragmentId[i], v6 ? k.src6 : k.src4, v6 ? k.dst6 : k.dst4, v6 ? i << 2 : i, nowMs);
+    const slot = table.find(ingress, v6 ? 6 : 4, h.fragmentProtocol[i], h.fragmentId[i], v6 ? k.src6 : k.src4, v6 ? k.dst6 : k.dst4, v6 ? i << 2 : i, nowMs);
     if (slot < 0) {
       h.status[i] = HEADERS_LATER_FRAGMENT;
       pending[n] = i;
@@ -356,7 +361,7 @@ function followFirstFragments(batch: PacketBatch, s: AclState): void {
       continue;
     }
     followed++;
-    const verdict = table.drop;
+    const verdict = table.verdict;
     if (verdict === FRAGMENT_PASSED) {
       if (table.mark !== 0) batch.mark[i] = table.mark;
     } else if (verdict === FRAGMENT_REJECTED) {
@@ -366,15 +371,15 @@ function followFirstFragments(batch: PacketBatch, s: AclState): void {
       // the egress code its first fragment was dropped with: the same reason
       batch.egress[i] = verdict;
     }
-    if (h.lastFragment[i] === 1) table.forget(slot);
+    table.took(slot, h.fragmentBytes[i], h.fragmentEnd[i]);
   }
-  if (followed > 0) s.count(batch.ingress, s.counter.followed, followed);
+  if (followed > 0) s.count(ingress, s.counter.followed, followed);
   if (n === 0) return;
   const matches = s.matches;
   s.classifier.classifyBurst(pk, n, matches);
   let permitted = 0;
   for (let j = 0; j < n; j++) if (act(batch, s, pending[j], matches[j]) === ACTED_PERMIT) permitted++;
-  if (permitted > 0) s.count(batch.ingress, s.counter.permitted, permitted);
+  if (permitted > 0) s.count(ingress, s.counter.permitted, permitted);
 }
 
 /** Without connection tracking: the rules decide every packet, classified as one burst. */
@@ -630,16 +635,19 @@ function copyKeys(from: FlowKeys, i: number, to: FlowKeys, j: number): void {
 
 /**
  * Conntrack aging, a slice of this PMD's share of the table per poll round, each share
- * swept at most once a second. Takes the time of this round's last burst, or else reads
- * the clock (not the last burst's second): a PMD whose ports are idle still ages its
- * share of a table the others fill. NB: a clock read is 60-90 ns, 2-3 ns per packet of a
- * burst of 32.
+ * swept at most once a second; and while the fragment table holds entries, a few of its
+ * slots. Takes the time of this round's last burst, or else reads the clock (not the last
+ * burst's second): a PMD whose ports are idle still ages its share of a table the others
+ * fill. NB: a clock read is 60-90 ns, 2-3 ns per packet of a burst of 32.
  */
 function betweenBursts(s: AclState): void {
   const ct = s.conntrack;
-  if (ct === null) return;
+  const fragments = s.fragments;
+  if (ct === null && fragments.live === 0) return;
   const ms = s.burstMs >= 0 ? s.burstMs : s.now();
   s.burstMs = -1;
+  if (fragments.live > 0) fragments.sweep(ms);
+  if (ct === null) return;
   const now = Math.floor(ms / 1000);
   if (now === s.sweptAt) return;
   if (ct.age(now)) s.sweptAt = now;

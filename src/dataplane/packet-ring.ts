@@ -56,6 +56,8 @@ export class PacketRings implements Uplink {
   private rxLeft = 0;
   private rxAt = 0;
   private txSlot = 0;
+  /** frames handed to the kernel that it may not have taken yet (see flushTransmit()) */
+  private txPending = false;
 
   constructor(fd: number, shape: PacketRingShape, address: number, ring: ArrayBuffer, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
     this.fd = fd;
@@ -96,6 +98,7 @@ export class PacketRings implements Uplink {
 
   /** Copies up to `max` received frames into packet buffers from `start`; returns how many. */
   receive(pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
+    if (this.txPending) this.flushTransmit();
     const words = this.words;
     const blockBytes = this.shape.blockBytes;
     const counters = this.counters;
@@ -181,6 +184,23 @@ export class PacketRings implements Uplink {
     this.rxBlock = this.rxBlock + 1 === this.shape.rxBlocks ? 0 : this.rxBlock + 1;
   }
 
+  /** Where transmit slot `slot`'s frame starts in the ring. */
+  private txFrame(slot: number): number {
+    return this.txBase + ((slot / this.txPerBlock) | 0) * this.shape.blockBytes + (slot % this.txPerBlock) * this.shape.txFrameBytes;
+  }
+
+  /**
+   * Each poll round while frames were handed over: the kernel takes what its socket's send
+   * buffer has room for and leaves the rest SEND_REQUEST (a full qdisc or NIC queue, a
+   * burst of segments), and nothing tells it to go on but another sendto. So while the
+   * last frame written is still waiting, the kernel is told again.
+   */
+  private flushTransmit(): void {
+    const last = this.txSlot === 0 ? this.txSlots - 1 : this.txSlot - 1;
+    if (Atomics.load(this.words, (this.txFrame(last) >> 2) + 5) === TP_STATUS_SEND_REQUEST) packetKick(this.fd);
+    else this.txPending = false;
+  }
+
   /** Copies `count` frames into transmit slots and has the kernel send them; the buffers stay the caller's. */
   transmit(pool: PacketPool, handles: Uint32Array, count: number): void {
     const words = this.words;
@@ -189,18 +209,28 @@ export class PacketRings implements Uplink {
     const room = this.shape.txFrameBytes - TX_DATA_OFFSET;
     let sent = 0;
     let bytes = 0;
+    const data = pool.data;
+    const untaggedMax = this.maxFrame - VLAN_TAG_LEN;
     for (let i = 0; i < count; i++) {
       const slot = this.txSlot;
-      const frame = this.txBase + ((slot / this.txPerBlock) | 0) * this.shape.blockBytes + (slot % this.txPerBlock) * this.shape.txFrameBytes;
+      const frame = this.txFrame(slot);
       const status = Atomics.load(words, (frame >> 2) + 5);
       const h = handles[i];
       const len = pool.length[h];
+      // The kernel sends MTU + 14 bytes, 4 more for an 802.1Q tag (and for 802.1ad's none,
+      // packet_extra_vlan_len_allowed()): a longer frame from a port whose limit it is
+      // not (a guest's untagged frame of MTU + 18, say) is this port's too long.
+      if (len > untaggedMax && (len > this.maxFrame || ((data[pool.frameOffset(h) + 12] << 8) | data[pool.frameOffset(h) + 13]) !== ETHERTYPE_VLAN)) {
+        counters[base + DROPS_BASE + DROP.frame_too_long]++;
+        continue;
+      }
       if ((status !== TP_STATUS_AVAILABLE && status !== TP_STATUS_WRONG_FORMAT) || len > room) {
         counters[base + DROPS_BASE + DROP.interface_refused]++;
         continue;
       }
-      // The kernel refused the frame this slot held last (too long for the interface, say):
-      // it was counted sent then, and is counted refused now.
+      // The kernel refused the frame this slot held last (PACKET_LOSS makes it skip such a
+      // frame instead, libc.ts: kept for a kernel that would not): it was counted sent
+      // then, and is counted refused now.
       if (status === TP_STATUS_WRONG_FORMAT) counters[base + DROPS_BASE + DROP.interface_refused]++;
       memcpyAt(this.address + frame + TX_DATA_OFFSET, pool.address + pool.frameOffset(h), len);
       words[(frame >> 2) + 3] = len;
@@ -212,7 +242,10 @@ export class PacketRings implements Uplink {
     }
     // A kick refused (the interface gone down) leaves the frames queued: slots stay taken,
     // and the frames after them are counted as refused until the interface takes them.
-    if (sent > 0) packetKick(this.fd);
+    if (sent > 0) {
+      packetKick(this.fd);
+      this.txPending = true;
+    }
     counters[base + TX_PACKETS] += sent;
     counters[base + TX_BYTES] += bytes;
     counters[this.queueCounterBase + QUEUE_TX_PACKETS] += sent;

@@ -50,6 +50,7 @@ export class XdpRings implements Uplink {
   private readonly fillDesc: number;
   private readonly tx: Uint32Array;
   private readonly txProd: number;
+  private readonly txCons: number;
   private readonly txFlags: number;
   private readonly txDesc: number;
   private readonly completion: Uint32Array;
@@ -64,6 +65,8 @@ export class XdpRings implements Uplink {
   private readonly kernelDropsSeen = new Float64Array(3);
   private statsCountdown = STATS_EVERY;
   private statsDueAt = 0;
+  /** descriptors posted that the kernel may not have taken yet (see flushTransmit()) */
+  private txPending = false;
 
   constructor(fd: number, layout: XdpLayout, maps: XdpMappings, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
     this.fd = fd;
@@ -83,6 +86,7 @@ export class XdpRings implements Uplink {
     this.fillDesc = layout.fill.desc >> 2;
     this.tx = new Uint32Array(view(maps.tx, layout.tx.desc + layout.txSize * 16));
     this.txProd = layout.tx.producer >> 2;
+    this.txCons = layout.tx.consumer >> 2;
     this.txFlags = layout.tx.flags >> 2;
     this.txDesc = layout.tx.desc >> 2;
     this.completion = new Uint32Array(view(maps.completion, layout.completion.desc + layout.txSize * 8));
@@ -98,6 +102,7 @@ export class XdpRings implements Uplink {
 
   /** Copies up to `max` received frames into packet buffers from `start`; returns how many. */
   receive(pool: PacketPool, handles: Uint32Array, start: number, max: number): number {
+    if (this.txPending) this.flushTransmit();
     const rx = this.rx;
     const fill = this.fill;
     const counters = this.counters;
@@ -186,6 +191,23 @@ export class XdpRings implements Uplink {
     seen[2] = now[2];
   }
 
+  /** Tells the kernel to take the posted descriptors, if it asks to be told. */
+  private kick(): void {
+    // The flag as the kernel set it after our producer store (copy mode: always set).
+    if ((Atomics.load(this.tx, this.txFlags) & XDP_RING_NEED_WAKEUP) !== 0) xdpKick(this.fd);
+  }
+
+  /**
+   * Each poll round while descriptors are posted: in copy mode a kick sends at most 32
+   * (the kernel's max_tx_budget) and one that finds the send buffer or the driver's queue
+   * full sends none, and nothing tells the kernel to go on but another kick. So while its
+   * consumer index is behind our producer, it is told again.
+   */
+  private flushTransmit(): void {
+    if (Atomics.load(this.tx, this.txCons) === this.tx[this.txProd]) this.txPending = false;
+    else this.kick();
+  }
+
   /** Copies `count` frames into transmit slots and has the kernel send them; the buffers stay the caller's. */
   transmit(pool: PacketPool, handles: Uint32Array, count: number): void {
     const tx = this.tx;
@@ -225,13 +247,14 @@ export class XdpRings implements Uplink {
       sent++;
       bytes += len;
     }
-    if (sent > 0) {
-      // Release: the descriptors and frames are written before the kernel sees the producer move.
-      Atomics.store(tx, this.txProd, prod);
-      // A kick refused (the interface gone) leaves the frames posted: the slots stay taken,
-      // and frames after them are counted refused until the interface takes them.
-      // The flag as the kernel set it after our producer store (copy mode: always set).
-      if ((Atomics.load(tx, this.txFlags) & XDP_RING_NEED_WAKEUP) !== 0) xdpKick(this.fd);
+    // Release: the descriptors and frames are written before the kernel sees the producer move.
+    if (sent > 0) Atomics.store(tx, this.txProd, prod);
+    // A kick refused (the interface gone) leaves the frames posted: the slots stay taken,
+    // and frames after them are counted refused until the interface takes them. A full
+    // ring is a reason to kick too: what fills it may be waiting for one.
+    if (count > 0) {
+      this.kick();
+      this.txPending = true;
     }
     counters[base + TX_PACKETS] += sent;
     counters[base + TX_BYTES] += bytes;

@@ -815,6 +815,21 @@ export function tapOpen(name: string, multiQueue = false): number {
   return fd;
 }
 
+const SIOCGIFMTU = 0x8921;
+
+/** An interface's MTU (SIOCGIFMTU), in this thread's network namespace. */
+export function interfaceMtu(name: string): number {
+  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
+  if (sock < 0) fail('socket', 'AF_INET');
+  try {
+    const req = ifreq(name);
+    if ((c.ioctl(sock, SIOCGIFMTU, req) as number) < 0) fail('ioctl', `SIOCGIFMTU ${name}`);
+    return new DataView(req.buffer).getInt32(IFNAMSIZ, true);
+  } finally {
+    c.close(sock);
+  }
+}
+
 /** Sets an interface's MTU (SIOCSIFMTU), in this thread's network namespace. */
 export function setInterfaceMtu(name: string, mtu: number): void {
   const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
@@ -951,8 +966,11 @@ const PACKET_VERSION = 10;
 const PACKET_TX_RING = 13;
 const PACKET_STATISTICS = 6;
 const PACKET_IGNORE_OUTGOING = 23;
+const PACKET_LOSS = 14;
 const PACKET_FANOUT = 18;
 const PACKET_FANOUT_HASH = 0;
+/** the group's PACKET_IGNORE_OUTGOING: a fanout group's hook ignores the sockets' own flag */
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000;
 const TPACKET_V3 = 2;
 const PACKET_MR_PROMISC = 1;
 
@@ -985,6 +1003,34 @@ function ringRequest(blockBytes: number, blocks: number, frameBytes: number, ret
   return req;
 }
 
+/** Makes interface `ifindex` promiscuous for as long as AF_PACKET socket fd lives (the kernel counts such holds). */
+function addPromiscuous(fd: number, ifindex: number, name: string): void {
+  // struct packet_mreq: ifindex, type, address length, address[8]
+  const mreq = new Uint8Array(16);
+  new DataView(mreq.buffer).setInt32(0, ifindex, true);
+  new DataView(mreq.buffer).setUint16(4, PACKET_MR_PROMISC, true);
+  if ((c.setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, mreq.length) as number) < 0) fail('setsockopt', `PACKET_ADD_MEMBERSHIP promiscuous ${name}`);
+}
+
+/**
+ * An fd that keeps interface `name` promiscuous while it is open: an AF_PACKET socket of
+ * protocol 0, which receives nothing. For AF_XDP ports: a NIC's receive filter drops
+ * frames to MACs not its own before its XDP program sees them (the router's, the guests').
+ */
+export function promiscuousHold(name: string): number {
+  const ifindex = interfaceIndex(name);
+  if (ifindex === 0) fail('if_nametoindex', name);
+  const fd = c.socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail('socket', 'AF_PACKET');
+  try {
+    addPromiscuous(fd, ifindex, name);
+  } catch (err) {
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
 /**
  * An AF_PACKET socket on interface `name` with TPACKET_V3 receive and transmit rings, bound,
  * promiscuous, blind to the frames it sends itself: its fd, non-blocking. Map it with
@@ -1004,16 +1050,17 @@ export function packetSocket(name: string, shape: PacketRingShape, fanout: numbe
   if (fd < 0) fail('socket', 'AF_PACKET');
   try {
     setIntOption(fd, PACKET_VERSION, TPACKET_V3, 'PACKET_VERSION TPACKET_V3');
+    // A frame the kernel refuses to send (longer than the interface's MTU allows) is skipped
+    // and its slot given back. Without, the kernel marks it TP_STATUS_WRONG_FORMAT and stops
+    // there: every frame after it waits until that slot is written again, a ring later.
+    // (Before the rings: the kernel takes it only then.)
+    setIntOption(fd, PACKET_LOSS, 1, 'PACKET_LOSS');
     const rx = ringRequest(shape.blockBytes, shape.rxBlocks, shape.txFrameBytes, shape.retireMs);
     if ((c.setsockopt(fd, SOL_PACKET, PACKET_RX_RING, rx, rx.length) as number) < 0) fail('setsockopt', 'PACKET_RX_RING');
     const tx = ringRequest(shape.blockBytes, shape.txBlocks, shape.txFrameBytes, 0);
     if ((c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, tx, tx.length) as number) < 0) fail('setsockopt', 'PACKET_TX_RING');
     setIntOption(fd, PACKET_IGNORE_OUTGOING, 1, 'PACKET_IGNORE_OUTGOING');
-    // struct packet_mreq: ifindex, type, address length, address[8]
-    const mreq = new Uint8Array(16);
-    new DataView(mreq.buffer).setInt32(0, ifindex, true);
-    new DataView(mreq.buffer).setUint16(4, PACKET_MR_PROMISC, true);
-    if ((c.setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, mreq.length) as number) < 0) fail('setsockopt', `PACKET_ADD_MEMBERSHIP promiscuous ${name}`);
+    addPromiscuous(fd, ifindex, name);
     // struct sockaddr_ll: family, protocol (network order), ifindex, ...
     const sll = new Uint8Array(20);
     const dv = new DataView(sll.buffer);
@@ -1021,7 +1068,7 @@ export function packetSocket(name: string, shape: PacketRingShape, fanout: numbe
     dv.setUint16(2, ETH_P_ALL_BE, true);
     dv.setInt32(4, ifindex, true);
     if ((c.bind(fd, sll, sll.length) as number) < 0) fail('bind', `AF_PACKET ${name}`);
-    if (fanout !== null) setIntOption(fd, PACKET_FANOUT, (fanout & 0xffff) | (PACKET_FANOUT_HASH << 16), `PACKET_FANOUT group ${fanout & 0xffff}`);
+    if (fanout !== null) setIntOption(fd, PACKET_FANOUT, (fanout & 0xffff) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16), `PACKET_FANOUT group ${fanout & 0xffff}`);
   } catch (err) {
     c.close(fd);
     throw err;

@@ -8,7 +8,7 @@
 // hands the PMD that polls the port a copy.
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { closeAll, inNetworkNamespace, interfaceIndex, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, setInterfaceMac, setTapMtu, tapAttached, tapOpen, type PacketRingShape } from '../sys/libc.ts';
+import { closeAll, inNetworkNamespace, interfaceIndex, interfaceMtu, interfaceUp, NETNS_DIR, packetRingBytes, packetSocket, promiscuousHold, setInterfaceMac, setTapMtu, tapAttached, tapOpen, type PacketRingShape } from '../sys/libc.ts';
 import type { Dataplane, PortCommand, XdpMappings } from '../vhost/dataplane-link.ts';
 import type { Logger } from '../vhost/connection.ts';
 import { newRegionId } from '../vhost/memory-table.ts';
@@ -138,8 +138,11 @@ export class UplinkEndpoint {
    * an AF_XDP port's, one per queue of the interface.
    */
   private queues: SocketQueue[] = [];
-  /** AF_XDP: the program steering each queue's frames to its socket */
+  /** AF_XDP: the program steering each queue's frames to its socket, and the fd that keeps the interface promiscuous */
   private steering: XdpSteering | null = null;
+  private promiscuous = -1;
+  /** AF_PACKET: a queue's rings could not be replaced alone (resync()): every queue gets new ones at the next check */
+  private renewAll = false;
   /** the PACKET_FANOUT group of the port's sockets (several AF_PACKET queues): a new one for each interface it binds to */
   private fanout: number | null;
   private released = false;
@@ -214,6 +217,7 @@ export class UplinkEndpoint {
       // Up before the sockets are bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
       if (interfaceIndex(name) === 0) throw new Error(`no interface of that name ("interface": "${name}")`);
+      this.checkMtu(name);
       interfaceUp(name);
       try {
         const index = interfaceIndex(name);
@@ -264,7 +268,11 @@ export class UplinkEndpoint {
       try {
         await this.replaceRings(q);
       } catch (err) {
-        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}`);
+        // The dead PMD's socket stays in the fanout group, given its share of the flows
+        // with no one to read them (PACKET_FANOUT refuses a socket on an interface that is
+        // down, say): every queue gets new rings, in a new group, at the next check.
+        this.renewAll = true;
+        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}; every queue gets new ones at the next check of the interface (each second)`);
       }
     }
   }
@@ -279,7 +287,10 @@ export class UplinkEndpoint {
 
   /** Every queue of the port, and for AF_XDP the program that steers frames to them first. */
   private openQueues(): void {
-    if (this.settings.type === 'af_xdp') this.steering = xdpSteer(this.settings.interface!, this.settings.queues);
+    if (this.settings.type === 'af_xdp') {
+      this.steering = xdpSteer(this.settings.interface!, this.settings.queues);
+      this.promiscuous = promiscuousHold(this.settings.interface!);
+    }
     for (let q = 0; q < this.settings.queues; q++) this.queues.push(this.openQueue(q));
   }
 
@@ -322,6 +333,17 @@ export class UplinkEndpoint {
   private closeSteering(): void {
     if (this.steering !== null) closeAll([this.steering.linkFd, this.steering.mapFd]);
     this.steering = null;
+    if (this.promiscuous >= 0) closeAll([this.promiscuous]);
+    this.promiscuous = -1;
+  }
+
+  /**
+   * Refuses an interface whose MTU is below the port's: the kernel would refuse to send the
+   * port's longest frames (AF_PACKET), or send what the interface's peer drops.
+   */
+  private checkMtu(name: string): void {
+    const mtu = interfaceMtu(name);
+    if (mtu < this.settings.mtu) throw new Error(`interface ${name} has MTU ${mtu}, below the port's ${this.settings.mtu} ("mtu"): set the interface's (ip link set ${name} mtu ${this.settings.mtu}) or the port's`);
   }
 
   /** The port's TAP interface (in the mirror's namespace, for a mirror), made anew: its fds. */
@@ -366,7 +388,7 @@ export class UplinkEndpoint {
     if (this.stopped || this.reopening || this.queues.length === 0) return;
     const name = this.settings.interface!;
     const index = interfaceIndex(name);
-    if (index === this.boundIndex) return;
+    if (index === this.boundIndex && !this.renewAll) return;
     if (index === 0) {
       if (this.boundIndex !== 0) this.log.warn(`port ${this.settings.name}: interface ${name} is gone: frames to it are refused until it is back`, 'port.failed', { port: this.settings.name });
       this.boundIndex = 0;
@@ -396,25 +418,39 @@ export class UplinkEndpoint {
       if (err.message !== this.reopenFailure) this.log.warn(`port ${this.settings.name}: interface ${name} is back but cannot be opened (tried again after 1 s, then after twice as long each time, up to a minute): ${err.message}`, 'port.failed', { port: this.settings.name });
       this.reopenFailure = err.message;
     };
+    const renewing = this.renewAll && index === this.boundIndex;
     try {
+      this.checkMtu(name);
       interfaceUp(name);
       if (this.steering !== null) {
-        const old = this.steering;
-        this.steering = xdpSteer(name, this.settings.queues);
-        closeAll([old.linkFd, old.mapFd]);
+        const steering = xdpSteer(name, this.settings.queues);
+        let hold: number;
+        try {
+          hold = promiscuousHold(name);
+        } catch (err) {
+          closeAll([steering.linkFd, steering.mapFd]);
+          throw err;
+        }
+        closeAll([this.steering.linkFd, this.steering.mapFd, this.promiscuous]);
+        this.steering = steering;
+        this.promiscuous = hold;
       }
     } catch (err) {
       return failed(err as Error);
     }
     if (this.fanout !== null) this.fanout = nextFanout++ & 0xffff;
     this.reopening = true;
+    this.renewAll = false;
     Promise.all(this.queues.map((_, q) => this.replaceRings(q))).then(() => {
       this.reopening = false;
       this.reopenFailure = null;
       this.reopenDelayMs = 0;
       this.boundIndex = index;
-      this.log.info(`port ${this.settings.name}: interface ${name} is back: new rings on it`, 'port.listening', { port: this.settings.name });
-    }, failed);
+      this.log.info(`port ${this.settings.name}: ${renewing ? `interface ${name}: new rings for every queue` : `interface ${name} is back: new rings on it`}`, 'port.listening', { port: this.settings.name });
+    }, (err: Error) => {
+      this.renewAll = true;
+      failed(err);
+    });
   }
 
   /** Nothing of an interface's is guest memory. */

@@ -43,6 +43,11 @@ t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, ac
 
   const ping = (seq: number) => probe.ping('10.9.1.2', hostMac, seq);
   t.equal((await ping(1)).ip!.dst, '10.9.1.1', 'the host answers the ping');
+  // An untagged frame of MTU + 18 bytes: a's limit lets it in (room for a tag), the
+  // interface's does not let it out. The kernel would refuse it and stop sending there.
+  probe.echoRequest('10.9.1.2', hostMac, 90, 1476);
+  t.equal((await ping(91)).ip!.dst, '10.9.1.1', 'a frame too long for the interface, sent just before, holds up nothing');
+  t.equal((await vr.stats()).u.drops.frame_too_long, 1, 'it was dropped as frame_too_long');
   const stats = await vr.stats();
   t.ok(stats.u.rx_packets >= 2 && stats.u.tx_packets >= 2, `u counts what it took from the interface (${stats.u.rx_packets}) and sent on it (${stats.u.tx_packets})`);
   t.same([stats.u.queues[0].rx_packets, stats.u.queues[0].tx_packets], [stats.u.rx_packets, stats.u.tx_packets], 'on its one queue too');
@@ -110,7 +115,9 @@ for (let p = 0; p < 256; p++) {
   };
   const stats = await flows(0);
   const [q0, q1] = stats.u.queues.map((q) => q.rx_packets);
-  t.ok(stats.u.rx_packets >= 256, `the port took every datagram (${stats.u.rx_packets})`);
+  // Exactly: what the host sends out of the interface itself (its IPv6 at link up) is
+  // outgoing there, and not taken, as one socket's PACKET_IGNORE_OUTGOING has it
+  t.equal(stats.u.rx_packets, 256, 'the port took every datagram, and nothing the host sent out of the interface');
   t.ok(q0 > 0 && q1 > 0, `spread over both queues: ${q0} and ${q1}`);
   t.equal(q0 + q1, stats.u.rx_packets, 'each counted on its queue');
 
@@ -132,6 +139,17 @@ s.bind(${30000 + p}, '10.9.2.2', () => s.send(Buffer.alloc(3000), 9, '10.9.2.1',
     t.same(grew.slice().sort(), [0, 3], `datagram ${p}: its three fragments, all on one queue (${grew.join(' and ')})`);
     before = after;
   }
+
+  // The host's own frames out of the interface are outgoing there: not taken (each socket's
+  // PACKET_IGNORE_OUTGOING does not hold in a fanout group: the group's flag does)
+  ip('addr', 'add', '10.9.2.9/24', 'dev', iface);
+  ip('neigh', 'add', '10.9.2.77', 'lladdr', '02:00:00:00:00:77', 'dev', iface);
+  const out = `const s = require('node:dgram').createSocket('udp4');
+let left = 20;
+s.bind(0, '10.9.2.9', function send() { if (left-- > 0) s.send(Buffer.alloc(32), 9, '10.9.2.77', send); else s.close(); });`;
+  execFileSync(process.execPath, ['-e', out]);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal((await vr.stats()).u.rx_packets, before.u.rx_packets, '20 datagrams the host sent out of the interface: none taken');
 
   // The interface made again: both queues get rings on the new one (a fanout group of its
   // own: the old sockets are in the old one until the PMDs let go of them).
@@ -156,4 +174,14 @@ t.test('an interface that does not exist: an AF_PACKET port added at run time is
   t.not(answer.status, 200, 'refused');
   t.match(answer.text, /port u: cannot open interface vr-none0: no interface of that name/, 'the answer names the interface and says why');
   t.ok(vr.alive(), 'vrouter runs on');
+
+  // An interface whose MTU is below the port's: the kernel would refuse the port's longest frames.
+  const small = `${IFACE}m`;
+  ip('link', 'add', small, 'mtu', '1400', 'type', 'veth', 'peer', 'name', `${small}p`);
+  t.teardown(() => ip('link', 'del', small));
+  const refused = await adminClient(vr).call('POST', '/ports', { name: 'u', type: 'af_packet', interface: small, bridge: 'br0' });
+  t.equal(refused.status, 400, 'refused');
+  t.match(refused.text, new RegExp(`interface ${small} has MTU 1400, below the port's 1500`), 'naming both MTUs');
+  const taken = await adminClient(vr).call('POST', '/ports', { name: 'u', type: 'af_packet', interface: small, bridge: 'br0', mtu: 1400 });
+  t.equal(taken.status, 200, 'a port of MTU 1400 takes it');
 });

@@ -39,6 +39,8 @@ t.test('an AF_XDP port: the host stack behind a veth answers ARP and ping, acros
   t.teardown(() => vr.stop());
   t.match(vr.stderr(), new RegExp(`port u: AF_XDP sockets on ${IFACE} \\(copy mode, XDP program in (native|generic) mode, 6 MiB UMEM\\)`), 'vrouter opened the socket');
   t.match(ip('-o', 'link', 'show', 'dev', IFACE), /[<,]UP[,>].* xdp/, 'brought the interface up, with an XDP program on it');
+  // A NIC's receive filter drops frames to MACs not its own before XDP sees them.
+  t.match(ip('-d', '-o', 'link', 'show', 'dev', IFACE), / promiscuity 1 /, 'and made it promiscuous');
 
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
@@ -78,6 +80,7 @@ d.bind(0, '10.9.11.2', function send() { if (left-- > 0) d.send(Buffer.alloc(64)
   await waitFor('the interface back', () => new RegExp(`port u: interface ${IFACE} is back: new rings on it`).test(vr.stderr()) || undefined, 5000);
   const newMac = (await probe.resolve('10.9.11.2')).arp!.senderMac;
   t.equal((await probe.ping('10.9.11.2', newMac, 43)).ip!.dst, '10.9.11.1', 'and forwards again: ping answered');
+  t.match(ip('-d', '-o', 'link', 'show', 'dev', IFACE), / promiscuity 1 /, 'the new interface promiscuous too');
   // A new MTU reopens the port: its sockets closed, new ones bound to the same queue.
   const admin = adminClient(vr);
   const doc = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
@@ -89,6 +92,7 @@ d.bind(0, '10.9.11.2', function send() { if (left-- > 0) d.send(Buffer.alloc(64)
   const removed = await admin.call('DELETE', '/ports/u');
   t.equal(removed.status, 200, 'the port can still be removed');
   await waitFor('the XDP program gone with the port', () => (/ xdp/.test(ip('-o', 'link', 'show', 'dev', IFACE)) ? undefined : true), 5000);
+  t.match(ip('-d', '-o', 'link', 'show', 'dev', IFACE), / promiscuity 0 /, 'and the interface no longer promiscuous');
 });
 
 t.test('an AF_XDP port with two queues: a socket on each of the interface\'s queues, each counted', async (t) => {

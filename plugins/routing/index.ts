@@ -117,14 +117,17 @@ function isLocalMulticast4(d: Uint8Array, off: number, length: number): boolean 
   return length >= 34 && d[ip] >> 4 === 4 && d[ip + 16] === 224 && d[ip + 17] === 0 && d[ip + 18] === 0;
 }
 
-/** Periodic router advertisements on every interface with IPv6 addresses (PMD 0 only). */
+/**
+ * Router advertisements due: the periodic ones on every interface with IPv6 addresses (PMD
+ * 0 only), and on any PMD those owed to a solicitation that came too soon after the last.
+ */
 function advertise(r: Router, batch: PacketBatch): void {
   for (const iface of r.interfaces) {
     if (r.now < r.raDue[iface.index]) continue;
     // An interface whose ports are all down stays due: its first port up gets one at once.
     if (iface.v6.length > 0 && firstPortUp(r, iface) < 0) continue;
     // RFC 4861 6.2.4: intervals jittered, so that routers on a link do not synchronise.
-    r.raDue[iface.index] = r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25);
+    r.raDue[iface.index] = r.pmd === 0 ? r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25) : Infinity;
     if (iface.v6.length > 0) sendRouterAdvertisement(r, batch, iface, -1);
   }
 }
@@ -144,7 +147,7 @@ function betweenBursts(r: Router): void {
       r.wantHeldBatches();
     }
   }
-  // Advertisements due on PMD 0 (the others' are never due) go out in a batch of a port of
+  // Advertisements due (the periodic ones on PMD 0, those owed to a solicitation) go out in a batch of a port of
   // theirs: with no burst from a routed port they were not sent, and hosts lose their
   // default route once its lifetime (30 minutes) ends. The clock read every so many rounds.
   if (++r.raCheckRounds >= RA_CHECK_ROUNDS) {

@@ -64,8 +64,11 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     return;
   }
   // RFC 4291 2.5.2 and 2.5.3: the unspecified address is no one's, the loopback address
-  // never leaves its node; as IPv4's 0/8 and 127/8 above (RFC 1812 5.3.7).
-  if (isUnspecifiedOrLoopback6(d, ip + 8) || isUnspecifiedOrLoopback6(d, ip + 24)) {
+  // never leaves its node; as IPv4's 0/8 and 127/8 above (RFC 1812 5.3.7). An IPv4-mapped
+  // source (RFC 4291 2.5.5.2) is a host's own IPv4 as a dual-stack socket shows it, never on
+  // the wire: from a guest, it would reach another's dual-stack sockets as ::ffff:127.0.0.1
+  // or any IPv4 address it likes (Linux drops it as it comes in).
+  if (isUnspecifiedOrLoopback6(d, ip + 8) || isUnspecifiedOrLoopback6(d, ip + 24) || isV4Mapped(d, ip + 8)) {
     batch.dropAs(i, r.drop.not_routable);
     return;
   }
@@ -76,14 +79,16 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     return;
   }
   const group = r.lpm6.lookup(d, ip + 24);
-  if (group === LOCAL_GROUP) {
+  const toLinkLocal = d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80;
+  // A link-local address is its interface's alone (RFC 4007 6: a zone of its own): another
+  // interface's, asked for on this link, is no address here.
+  if (group === LOCAL_GROUP && !(toLinkLocal && !isOwn6(r, iface, d, ip + 24))) {
     local(r, batch, i, iface, payloadLength, icmpType);
     return;
   }
   // Link-local addresses never leave their link (RFC 4291 2.5.6). From one to a global
   // address: destination unreachable, beyond the scope of the source (RFC 4443 3.1, code 2),
   // from the router's own link-local address.
-  const toLinkLocal = d[ip + 24] === 0xfe && (d[ip + 25] & 0xc0) === 0x80;
   if (fromLinkLocal || toLinkLocal) {
     if (!toLinkLocal) icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_BEYOND_SCOPE, 0, iface.linkLocal);
     batch.dropAs(i, r.drop.not_routable);
@@ -138,6 +143,11 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     icmpError(r, batch, i, iface, DEST_UNREACHABLE, UNREACH_ADDRESS, 0);
     batch.dropAs(i, r.drop.neighbour_unreachable);
   }
+}
+
+/** Whether the 16 bytes at `at` are an IPv4-mapped IPv6 address, ::ffff:0:0/96. */
+function isV4Mapped(d: Uint8Array, at: number): boolean {
+  return read32(d, at) === 0 && read32(d, at + 4) === 0 && read32(d, at + 8) === 0xffff;
 }
 
 /** The flow hash ECMP picks a member by (addresses, flow label, ports). */

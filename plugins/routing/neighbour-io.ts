@@ -389,6 +389,12 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     }
     const fromHi = sll >= 0 ? macHi(d, sll) : macHi(d, off + 6);
     const fromLo = sll >= 0 ? macLo(d, sll) : macLo(d, off + 6);
+    // As ARP's sender (RFC 1812 3.3.2): no group address is a neighbour's link address, and
+    // the answer would go to the group.
+    if ((fromHi & 0x100) !== 0) {
+      batch.dropAs(i, r.drop.ndp_bad);
+      return true;
+    }
     if (!unspecified && sll >= 0) {
       r.neighbours.confirm(iface.index, 6, read32(d, ip + 8) | 0, read32(d, ip + 12) | 0, read32(d, ip + 16) | 0, read32(d, ip + 20) | 0, fromHi, fromLo, batch.ingress, STALE, r.now, true);
     }
@@ -403,6 +409,10 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     }
     const hi = tll >= 0 ? macHi(d, tll) : macHi(d, off + 6);
     const lo = tll >= 0 ? macLo(d, tll) : macLo(d, off + 6);
+    if ((hi & 0x100) !== 0) {
+      batch.dropAs(i, r.drop.ndp_bad);
+      return true;
+    }
     const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress);
     if (slot >= 0 && r.heldCount > 0) r.wantHeldBatches();
     // On a bridge, one the router did not ask for, or one to a group (an unsolicited
@@ -472,10 +482,19 @@ function advertise(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   r.count(batch.ingress, r.counter.neighbour_advertisements_sent, 1);
 }
 
-/** A router solicitation: answered with an advertisement to all nodes on that port (a frame of its own). */
+/**
+ * A router solicitation: answered with an advertisement to all nodes on that port (a frame
+ * of its own); within MIN_DELAY_BETWEEN_RAS_MS of the interface's last one, by one to all
+ * its ports once that delay is over (RFC 4861 6.2.6: "scheduled", not skipped: a host whose
+ * solicitation went unanswered asks again only after 4 s, then less and less often).
+ */
 function routerSolicited(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
   if (r.addr6[iface.index].length <= 16) return; // no IPv6 address but the link-local one: not a router here
-  if (r.now - r.raSent[iface.index] < MIN_DELAY_BETWEEN_RAS_MS) return;
+  const at = r.raSent[iface.index] + MIN_DELAY_BETWEEN_RAS_MS;
+  if (r.now < at) {
+    if (at < r.raDue[iface.index]) r.raDue[iface.index] = at;
+    return;
+  }
   sendRouterAdvertisement(r, batch, iface, batch.ingress);
 }
 

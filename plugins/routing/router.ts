@@ -25,7 +25,7 @@ export const DROP_REASONS = [
   ['not_routable', 'broadcast, multicast or link-local destination, or a martian source address: never forwarded'],
   ['arp_bad', 'malformed ARP packet, or one from outside the interface\'s subnets'],
   ['arp_not_for_router', 'ARP on a routed port for an address that is not the router\'s'],
-  ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code)'],
+  ['ndp_bad', 'invalid NDP message (RFC 4861 validation: hop limit 255, checksum, length, code), or one naming a group link-layer address as a neighbour\'s'],
   ['punt_rate_limited', 'for the port\'s Linux mirror, but over the interface\'s punt rate limit (puntRate, puntBurst)'],
   ['reverse_path', 'the source address fails the interface\'s reverse-path filter (rpf): strict, it is not routed back out of that interface; loose, it has no route or a blackhole; or it is one of the router\'s own addresses'],
   ['source_mac_denied', "port security: the source MAC is not the port's configured mac (frames to the router; the bridge stage counts the others)"],

@@ -357,6 +357,20 @@ t.test('IPv6: NDP, router advertisements, forwarding and packet too big', async 
   t.same([beyond.l4?.type, beyond.l4?.code, beyond.ip?.src, beyond.ip?.dst, beyond.l4?.checksumOk], [1, 2, 'fe80::ff:fe00:a01', 'fe80::5054:ff:fe00:a', true], 'destination unreachable, beyond the scope of the source (RFC 4443 3.1), from the router\'s link-local address');
 });
 
+t.test("IPv6: a group link-layer address in NDP, an IPv4-mapped source, another interface's link-local address: refused", async (t) => {
+  const h = await router();
+  h.run('a', []);
+  const ns = run(h, 'a', [neighbourSolicitation({ src: '2001:db8:1::2', target: '2001:db8:1::1', sourceLinkAddr: '33:33:00:00:00:01', srcMac: GUEST.a })]);
+  t.same(summary(ns), ['drop:ndp_bad'], "a solicitation naming a group address as its sender's: no answer to the group");
+  const na = run(h, 'b', [neighbourAdvertisement({ src: '2001:db8:2::2', dst: 'fe80::ff:fe00:b01', target: '2001:db8:2::2', targetLinkAddr: 'ff:ff:ff:ff:ff:ff', solicited: true, srcMac: GUEST.b, dstMac: MAC.b })]);
+  t.same(summary(na), ['drop:ndp_bad'], "an advertisement naming a group address as the target's");
+  const mapped = run(h, 'a', [udp6({ src: '::ffff:127.0.0.1', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a })]);
+  t.same(summary(mapped), ['drop:not_routable'], 'an IPv4-mapped source (RFC 4291 2.5.5.2)');
+  const echo = (dst: string) => icmp6({ src: 'fe80::5054:ff:fe00:a', dst, type: 128, id: 1, seq: 1, payload: 8, srcMac: GUEST.a, dstMac: MAC.a });
+  t.same(summary(run(h, 'a', [echo('fe80::ff:fe00:a01')])), ['a'], "a's own link-local address answers on a's link");
+  t.same(summary(run(h, 'a', [echo('fe80::ff:fe00:b01')])), ['drop:not_routable'], "b's is no address on a's link (RFC 4007)");
+});
+
 t.test('a bridge with router addresses: guests on it reach other subnets', async (t) => {
   const h = await router();
   learnB(h);
@@ -371,6 +385,23 @@ t.test('a bridge with router addresses: guests on it reach other subnets', async
   t.equal(parseFrame(back[0].frame).dstMac, GUEST.c);
   const unknown = run(h, 'b', [udp4({ src: '10.0.2.2', dst: '10.0.3.7', srcPort: 2, dstPort: 1, srcMac: GUEST.b, dstMac: MAC.b })]);
   t.same(summary(unknown), ['consumed', 'c', 'd'], 'an unresolved guest on the bridge: ARP on every member');
+});
+
+t.test('a router solicitation too soon after an advertisement is answered once the 3 s are over, not dropped', async (t) => {
+  const h = await router();
+  const isRa = (o: { frame: Uint8Array }) => parseFrame(o.frame).ndp?.type === 134;
+  const solicit = () => h.run('a', [routerSolicitation({ src: 'fe80::5054:ff:fe00:a', sourceLinkAddr: GUEST.a, srcMac: GUEST.a })]).filter(isRa);
+  h.run('a', []);
+  now += 4000;
+  t.same(solicit().map((o) => o.to), ['a'], 'answered at once');
+  now += 1000;
+  t.same(solicit(), [], 'one a second later: not at once (RFC 4861 6.2.6)');
+  now += 1999;
+  t.same(h.run('a', []).filter(isRa), [], 'nor before 3 s have passed since the last');
+  now += 1;
+  t.same(h.run('a', []).filter(isRa).map((o) => o.to), ['a'], 'then it gets the advertisement it was owed');
+  now += 5000;
+  t.same(h.run('a', []).filter(isRa), [], 'once');
 });
 
 t.test("on a bridge: a router solicitation is answered and flooded; an unsolicited advertisement to all nodes updates the neighbour and is flooded; one to the router is the router's", async (t) => {

@@ -20,6 +20,8 @@ export interface Interface {
   linkLocal: Uint8Array;
   /** the reverse-path filter of the packets it takes: RPF_OFF, RPF_STRICT or RPF_LOOSE */
   rpf: number;
+  /** whether it sends router advertisements (with IPv6 addresses): the config's routerAdvertisements */
+  advertises: boolean;
 }
 
 export const RPF_OFF = 0;
@@ -50,6 +52,7 @@ export function interfacesOf(topology: Topology): { interfaces: Interface[]; byP
       v6: prefixes.filter((p) => p.family === 6),
       linkLocal: linkLocalOf(hi, lo),
       rpf: typeof settings.rpf === 'string' && Object.hasOwn(RPF_MODES, settings.rpf) ? RPF_MODES[settings.rpf] : RPF_OFF,
+      advertises: settings.routerAdvertisements !== false,
     };
     interfaces.push(iface);
     for (const p of ports) byPort[p] = iface.index;

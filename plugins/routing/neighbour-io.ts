@@ -489,7 +489,8 @@ function advertise(r: Router, batch: PacketBatch, i: number, iface: Interface, t
  * solicitation went unanswered asks again only after 4 s, then less and less often).
  */
 function routerSolicited(r: Router, batch: PacketBatch, i: number, iface: Interface): void {
-  if (r.addr6[iface.index].length <= 16) return; // no IPv6 address but the link-local one: not a router here
+  // no IPv6 address but the link-local one, or advertisements off: not a router here
+  if (r.addr6[iface.index].length <= 16 || !iface.advertises) return;
   const at = r.raSent[iface.index] + MIN_DELAY_BETWEEN_RAS_MS;
   if (r.now < at) {
     if (at < r.raDue[iface.index]) r.raDue[iface.index] = at;

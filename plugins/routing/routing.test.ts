@@ -387,6 +387,18 @@ t.test('a bridge with router addresses: guests on it reach other subnets', async
   t.same(summary(unknown), ['consumed', 'c', 'd'], 'an unresolved guest on the bridge: ARP on every member');
 });
 
+t.test('routerAdvertisements false: no advertisement on the port, periodic or solicited', async (t) => {
+  const quiet = ports.map((p) => (p.name === 'b' ? { ...p, settings: { ...p.settings, routerAdvertisements: false } } : p));
+  const h = await PluginHarness.create(routing, { ports: quiet, bridgeSettings, config: {} });
+  const isRa = (o: { frame: Uint8Array }) => parseFrame(o.frame).ndp?.type === 134;
+  t.same(h.run('a', []).filter(isRa).map((o) => o.to), ['a'], 'the periodic ones: on a alone');
+  now += 4000;
+  const asked = h.run('b', [routerSolicitation({ src: 'fe80::5054:ff:fe00:b', sourceLinkAddr: GUEST.b, srcMac: GUEST.b })]);
+  t.same(asked.filter(isRa), [], 'a solicitation on b: no answer');
+  now += 60_000;
+  t.same([...h.run('b', []), ...h.run('a', [])].filter(isRa).map((o) => o.to), ['a'], 'a minute later, the periodic one on a again, none on b');
+});
+
 t.test('a router solicitation too soon after an advertisement is answered once the 3 s are over, not dropped', async (t) => {
   const h = await router();
   const isRa = (o: { frame: Uint8Array }) => parseFrame(o.frame).ndp?.type === 134;

@@ -91,6 +91,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       macLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: limits.macLimitMax, description: 'the most MAC addresses the bridge learns from this port, per PMD (default 256); past it, new sources are not learned' })),
       portSecurity: Type.Optional(Type.Boolean({ description: 'true: only the port\'s "mac" may be a source address; other frames are dropped. Needs "mac"' })),
       rpf: rpf('on the port'),
+      routerAdvertisements: Type.Optional(Type.Boolean({ description: 'send IPv6 router advertisements on the port (periodic, and in answer to solicitations): hosts there take the router as their default and configure addresses from its prefixes. Default: true for vhost-user ports, false for uplinks (tap, af_packet, af_xdp: the host or the LAN behind them have routers of their own). Needs "addresses"; a bridge\'s is bridges.NAME.routerAdvertisements' })),
       offloads: Type.Optional(Type.Boolean({ description: 'offer the guest checksum and segmentation offloads (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6, ECN; default true): TCP super-frames and checksums left to do pass between guests that take them, and vrouter cuts the segments and completes the checksums for the others. Changing it disconnects the frontend: features are negotiated as it connects' })),
       memoryPolicy: Type.Optional(Type.Enum(['strict', 'warn'], { description: 'guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs: strict refuses them, warn (the default) maps them and logs a warning' })),
       socketMode: Type.Optional(Type.String({ pattern: '^0?[0-7]{3}$', errorMessage: 'must be an octal mode such as "0660"', description: 'server mode: the socket file\'s permission bits, octal text (default "0600"); modes that let other users in are refused', examples: ['0660'] })),
@@ -123,6 +124,7 @@ export function configDocumentSchema(limits: ConfigLimits) {
       routerMac: Type.Optional(routerMac('the router\'s MAC in the bridge (default: derived from the bridge name)')),
       mtu: Type.Optional(mtu('the MTU of the router\'s leg in the bridge (default: the smallest of its ports\')')),
       rpf: rpf('in the bridge'),
+      routerAdvertisements: Type.Optional(Type.Boolean({ description: 'send IPv6 router advertisements in the bridge (default true)' })),
     },
     { additionalProperties: false, description: 'a bridge\'s own settings' },
   );

@@ -39,6 +39,8 @@ export interface PortConfig {
   portSecurity: boolean;
   /** reverse-path filter of the packets routed from this port */
   rpf: ReversePathFilter;
+  /** IPv6 router advertisements sent on the port (with IPv6 addresses) */
+  routerAdvertisements: boolean;
   /** guest memory files that cannot be sealed against shrinking or are not on tmpfs/hugetlbfs */
   memoryPolicy: MemoryPolicy;
   /** vhost-user: offer checksum offload */
@@ -79,6 +81,8 @@ export interface BridgeConfig {
   mtu: number;
   /** reverse-path filter of the packets the router takes in the bridge */
   rpf: ReversePathFilter;
+  /** IPv6 router advertisements sent in the bridge (with IPv6 addresses) */
+  routerAdvertisements: boolean;
 }
 
 /** strict: a source must be routed back out of the interface it came in by; loose: by any route but a blackhole */
@@ -222,6 +226,8 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
   const rpf = p.rpf ?? 'off';
   if (rpf !== 'off' && p.bridge !== undefined) throw new ConfigError(`${field}.rpf`, `the port is in bridge ${p.bridge}: the router's filter in that segment goes in bridges.${p.bridge}.rpf`);
   if (rpf !== 'off' && (p.addresses ?? []).length === 0) throw new ConfigError(`${field}.rpf`, 'needs the port\'s "addresses": only a routed port\'s packets are filtered');
+  if (p.routerAdvertisements !== undefined && p.bridge !== undefined) throw new ConfigError(`${field}.routerAdvertisements`, `the port is in bridge ${p.bridge}: the router advertises in that segment as bridges.${p.bridge}.routerAdvertisements says`);
+  if (p.routerAdvertisements === true && (p.addresses ?? []).length === 0) throw new ConfigError(`${field}.routerAdvertisements`, 'needs the port\'s "addresses": a router advertises only where it has an address');
   if (mode === 'client' && (p.socketMode !== undefined || p.socketGroup !== undefined)) {
     throw new ConfigError(`${field}.${p.socketMode !== undefined ? 'socketMode' : 'socketGroup'}`, 'applies to server mode only (in client mode the frontend creates the socket)');
   }
@@ -239,6 +245,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
     macLimit: p.macLimit ?? LIMITS.macLimitDefault,
     portSecurity,
     rpf,
+    routerAdvertisements: p.routerAdvertisements ?? type === 'vhost-user',
     memoryPolicy: p.memoryPolicy ?? 'warn',
     offloads: p.offloads ?? true,
     socketMode: p.socketMode === undefined ? 0o600 : fileMode(p.socketMode, `${field}.socketMode`),
@@ -278,6 +285,7 @@ function mirrorPortOf(p: PortConfig): PortConfig {
     rxqAffinity: {},
     portSecurity: false,
     rpf: 'off',
+    routerAdvertisements: false,
     addresses: [],
     linuxMirror: null,
     mirror: { of: p.name, netns: m.netns, mac: p.routerMac, addresses: p.addresses },
@@ -441,7 +449,8 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
       checkMembersMacs(configured, name, routerMac);
       const rpf = b.rpf ?? 'off';
       if (rpf !== 'off' && addresses.length === 0) throw new ConfigError(`${field}.rpf`, 'needs the bridge\'s "addresses": only what the router takes in the bridge is filtered');
-      return [name, { addresses, routerMac, mtu, rpf }];
+      if (b.routerAdvertisements === true && addresses.length === 0) throw new ConfigError(`${field}.routerAdvertisements`, 'needs the bridge\'s "addresses": a router advertises only where it has an address');
+      return [name, { addresses, routerMac, mtu, rpf, routerAdvertisements: b.routerAdvertisements ?? true }];
     }),
   );
 }

@@ -15,7 +15,7 @@ t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
-    macLimit: 256, portSecurity: false, rpf: 'off', memoryPolicy: 'warn', offloads: true, socketMode: 0o600, socketGroup: null, peerUid: null,
+    macLimit: 256, portSecurity: false, rpf: 'off', routerAdvertisements: true, memoryPolicy: 'warn', offloads: true, socketMode: 0o600, socketGroup: null, peerUid: null,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.match(c.ports[0].routerMac, /^02(:[0-9a-f]{2}){5}$/, 'the router MAC is locally administered');
@@ -31,7 +31,7 @@ t.test('every optional key', async (t) => {
   const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0, spare: false } }, '/', 2);
   t.same(c.ports[0], {
     name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
-    macLimit: 4096, portSecurity: true, rpf: 'off', memoryPolicy: 'strict', offloads: false, socketMode: 0o600, socketGroup: null, peerUid: 1000,
+    macLimit: 4096, portSecurity: true, rpf: 'off', routerAdvertisements: true, memoryPolicy: 'strict', offloads: false, socketMode: 0o600, socketGroup: null, peerUid: 1000,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
   t.equal(c.ports[1].socketMode, 0o660, 'socketMode is octal text');
@@ -88,6 +88,10 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port({ rpf: 'strict' })] }, 'ports[0].rpf', /the port is in bridge br0: the router's filter in that segment goes in bridges\.br0\.rpf/],
     [{ ports: [{ name: 'a', socket: '/tmp/a.sock', rpf: 'loose' }] }, 'ports[0].rpf', /needs the port's "addresses"/],
     [{ ports: [port()], bridges: { br0: { rpf: 'strict' } } }, 'bridges.br0.rpf', /needs the bridge's "addresses"/],
+    [{ ports: [port({ routerAdvertisements: false })] }, 'ports[0].routerAdvertisements', /the port is in bridge br0: the router advertises in that segment as bridges\.br0\.routerAdvertisements says/],
+    [{ ports: [{ name: 'a', socket: '/tmp/a.sock', routerAdvertisements: true }] }, 'ports[0].routerAdvertisements', /needs the port's "addresses"/],
+    [{ ports: [port()], bridges: { br0: { routerAdvertisements: true } } }, 'bridges.br0.routerAdvertisements', /needs the bridge's "addresses"/],
+    [{ ports: [routed({ routerAdvertisements: 'yes' })] }, 'ports[0].routerAdvertisements', /must be true or false, got "yes"/],
     [{ ports: [port({ memoryPolicy: 'lax' })] }, 'ports[0].memoryPolicy', /"strict" or "warn"/],
     [{ ports: [port({ socketMode: 660 })] }, 'ports[0].socketMode', /octal mode/],
     [{ ports: [port({ socketMode: '0666' })] }, 'ports[0].socketMode', /any local user/],
@@ -171,6 +175,27 @@ t.test('reverse-path filters on a routed port and on a bridge with addresses', a
   t.same([c.ports[0].rpf, c.ports[1].rpf, c.bridges.br0.rpf], ['strict', 'off', 'loose']);
   const mirrored = parseConfig({ ports: [routed({ rpf: 'strict', linuxMirror: { netns: 'vr' } })], pipeline: ['routing'] }, '/', 2);
   t.same(mirrored.ports.map((p) => [p.name, p.rpf]), [['a', 'strict'], ['a.linux', 'off']], "the mirror's TAP port is not filtered: Linux sends from the router's addresses");
+});
+
+t.test('router advertisements: on for guests and bridges, off for uplinks, unless said otherwise', async (t) => {
+  const c = parseConfig(
+    {
+      ports: [
+        routed({ addresses: ['2001:db8:1::1/64'] }),
+        { name: 'u', type: 'af_packet', interface: 'eth1', addresses: ['2001:db8:2::1/64'] },
+        { name: 't', type: 'tap', interface: 'tap7', addresses: ['2001:db8:3::1/64'], routerAdvertisements: true },
+        routed({ name: 'g', socket: '/tmp/g.sock', addresses: ['2001:db8:4::1/64'], routerAdvertisements: false }),
+        port({ name: 'c', socket: '/tmp/c.sock' }),
+      ],
+      bridges: { br0: { addresses: ['2001:db8:5::1/64'] } },
+      pipeline: ['routing'],
+    },
+    '/',
+    2,
+  );
+  t.same(c.ports.map((p) => [p.name, p.routerAdvertisements]), [['a', true], ['u', false], ['t', true], ['g', false], ['c', true]]);
+  t.equal(c.bridges.br0.routerAdvertisements, true);
+  t.equal(parseConfig({ ports: [port()], bridges: { br0: { addresses: ['2001:db8:5::1/64'], routerAdvertisements: false } }, pipeline: ['routing'] }, '/', 2).bridges.br0.routerAdvertisements, false);
 });
 
 t.test("ports and bridges named as Object's own properties are ports and bridges like any other", async (t) => {

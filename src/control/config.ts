@@ -450,7 +450,8 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
       const rpf = b.rpf ?? 'off';
       if (rpf !== 'off' && addresses.length === 0) throw new ConfigError(`${field}.rpf`, 'needs the bridge\'s "addresses": only what the router takes in the bridge is filtered');
       if (b.routerAdvertisements === true && addresses.length === 0) throw new ConfigError(`${field}.routerAdvertisements`, 'needs the bridge\'s "addresses": a router advertises only where it has an address');
-      return [name, { addresses, routerMac, mtu, rpf, routerAdvertisements: b.routerAdvertisements ?? true }];
+      // A bridge with an uplink in it is the LAN's segment: the LAN has routers of its own.
+      return [name, { addresses, routerMac, mtu, rpf, routerAdvertisements: b.routerAdvertisements ?? members.every((p) => p.type === 'vhost-user') }];
     }),
   );
 }

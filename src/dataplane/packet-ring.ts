@@ -193,12 +193,12 @@ export class PacketRings implements Uplink {
    * Each poll round while frames were handed over: the kernel takes what its socket's send
    * buffer has room for and leaves the rest SEND_REQUEST (a full qdisc or NIC queue, a
    * burst of segments), and nothing tells it to go on but another sendto. So while the
-   * last frame written is still waiting, the kernel is told again.
+   * last frame written is still waiting, the kernel is told again (until it refuses for
+   * good, the interface down or gone: the next frames sent start again).
    */
   private flushTransmit(): void {
     const last = this.txSlot === 0 ? this.txSlots - 1 : this.txSlot - 1;
-    if (Atomics.load(this.words, (this.txFrame(last) >> 2) + 5) === TP_STATUS_SEND_REQUEST) packetKick(this.fd);
-    else this.txPending = false;
+    this.txPending = Atomics.load(this.words, (this.txFrame(last) >> 2) + 5) === TP_STATUS_SEND_REQUEST && packetKick(this.fd);
   }
 
   /** Copies `count` frames into transmit slots and has the kernel send them; the buffers stay the caller's. */
@@ -242,10 +242,7 @@ export class PacketRings implements Uplink {
     }
     // A kick refused (the interface gone down) leaves the frames queued: slots stay taken,
     // and the frames after them are counted as refused until the interface takes them.
-    if (sent > 0) {
-      packetKick(this.fd);
-      this.txPending = true;
-    }
+    if (sent > 0) this.txPending = packetKick(this.fd);
     counters[base + TX_PACKETS] += sent;
     counters[base + TX_BYTES] += bytes;
     counters[this.queueCounterBase + QUEUE_TX_PACKETS] += sent;

@@ -191,21 +191,22 @@ export class XdpRings implements Uplink {
     seen[2] = now[2];
   }
 
-  /** Tells the kernel to take the posted descriptors, if it asks to be told. */
-  private kick(): void {
+  /** Tells the kernel to take the posted descriptors, if it asks to be told; false if it refused for good (the interface gone or down). */
+  private kick(): boolean {
     // The flag as the kernel set it after our producer store (copy mode: always set).
-    if ((Atomics.load(this.tx, this.txFlags) & XDP_RING_NEED_WAKEUP) !== 0) xdpKick(this.fd);
+    return (Atomics.load(this.tx, this.txFlags) & XDP_RING_NEED_WAKEUP) === 0 || xdpKick(this.fd);
   }
 
   /**
    * Each poll round while descriptors are posted: in copy mode a kick sends at most 32
    * (the kernel's max_tx_budget) and one that finds the send buffer or the driver's queue
    * full sends none, and nothing tells the kernel to go on but another kick. So while its
-   * consumer index is behind our producer, it is told again.
+   * consumer index is behind our producer, it is told again (until it refuses for good:
+   * the next frames sent start again).
    */
   private flushTransmit(): void {
     if (Atomics.load(this.tx, this.txCons) === this.tx[this.txProd]) this.txPending = false;
-    else this.kick();
+    else this.txPending = this.kick();
   }
 
   /** Copies `count` frames into transmit slots and has the kernel send them; the buffers stay the caller's. */
@@ -251,11 +252,8 @@ export class XdpRings implements Uplink {
     if (sent > 0) Atomics.store(tx, this.txProd, prod);
     // A kick refused (the interface gone) leaves the frames posted: the slots stay taken,
     // and frames after them are counted refused until the interface takes them. A full
-    // ring is a reason to kick too: what fills it may be waiting for one.
-    if (count > 0) {
-      this.kick();
-      this.txPending = true;
-    }
+    // ring the kernel has not taken is a reason to kick too.
+    if (sent > 0 || Atomics.load(tx, this.txCons) !== prod) this.txPending = this.kick();
     counters[base + TX_PACKETS] += sent;
     counters[base + TX_BYTES] += bytes;
     counters[this.queueCounterBase + QUEUE_TX_PACKETS] += sent;

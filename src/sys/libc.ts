@@ -4,7 +4,7 @@
 import { lstatSync, readlinkSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
-import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, IFF_UP, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
+import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, ENOBUFS, IFF_UP, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
 
 const libc = koffi.load('libc.so.6');
 
@@ -1103,9 +1103,15 @@ export function packetRingDrops(fd: number): number {
   return packetStatsView.getUint32(4, true);
 }
 
-/** Asks the kernel to send the transmit ring's pending frames; false if it refused (not EAGAIN). Never throws. */
+/**
+ * Asks the kernel to send the transmit ring's pending frames; false if it refused for good
+ * (the interface down or gone), not when it could not take them all (EAGAIN: its send
+ * buffer full; ENOBUFS: a qdisc dropped one). Never throws.
+ */
 export function packetKick(fd: number): boolean {
-  return (c.sendto(fd, null, 0, MSG_DONTWAIT, null, 0) as number) >= 0 || koffi.errno() === EAGAIN;
+  if ((c.sendto(fd, null, 0, MSG_DONTWAIT, null, 0) as number) >= 0) return true;
+  const errno = koffi.errno();
+  return errno === EAGAIN || errno === ENOBUFS;
 }
 
 // ---- for the modules of src/sys that bind calls of their own ----------------------------------

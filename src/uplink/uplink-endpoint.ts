@@ -45,6 +45,22 @@ export function uplinkKey(e: Pick<EndpointSettings, 'type' | 'interface' | 'mirr
 }
 
 /**
+ * Why an AF_PACKET or AF_XDP port cannot open its interface as things stand, or null: no
+ * interface of that name, or one whose MTU is below the port's (the kernel would refuse to
+ * send the port's longest frames, AF_PACKET, or send what the interface's peer drops).
+ * Checked before a changed port's endpoint is closed, so that a refused change leaves the
+ * port running.
+ */
+export function interfaceRefusal(s: Pick<EndpointSettings, 'type' | 'interface' | 'mtu'>): string | null {
+  if (s.type !== 'af_packet' && s.type !== 'af_xdp') return null;
+  const name = s.interface!;
+  if (interfaceIndex(name) === 0) return `no interface of that name ("interface": "${name}")`;
+  const mtu = interfaceMtu(name);
+  if (mtu < s.mtu) return `interface ${name} has MTU ${mtu}, below the port's ${s.mtu} ("mtu"): set the interface's (ip link set ${name} mtu ${s.mtu}) or the port's`;
+  return null;
+}
+
+/**
  * A TAP interface, with `mac` if given (set while it is down), up with the MTU: an fd per
  * queue (more than one: an IFF_MULTI_QUEUE interface). `beforeUp` runs while it is made and
  * down; if it throws, the interface goes.
@@ -216,8 +232,8 @@ export class UplinkEndpoint {
     } else {
       // Up before the sockets are bound: one bound to an interface that is down starts with
       // an error (ENETDOWN) that its first send reports.
-      if (interfaceIndex(name) === 0) throw new Error(`no interface of that name ("interface": "${name}")`);
-      this.checkMtu(name);
+      const refusal = interfaceRefusal(this.settings);
+      if (refusal !== null) throw new Error(refusal);
       interfaceUp(name);
       try {
         const index = interfaceIndex(name);
@@ -272,7 +288,7 @@ export class UplinkEndpoint {
         // with no one to read them (PACKET_FANOUT refuses a socket on an interface that is
         // down, say): every queue gets new rings, in a new group, at the next check.
         this.renewAll = true;
-        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}; every queue gets new ones at the next check of the interface (each second)`);
+        this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}; every queue gets new ones at the next check of the interface`);
       }
     }
   }
@@ -337,14 +353,7 @@ export class UplinkEndpoint {
     this.promiscuous = -1;
   }
 
-  /**
-   * Refuses an interface whose MTU is below the port's: the kernel would refuse to send the
-   * port's longest frames (AF_PACKET), or send what the interface's peer drops.
-   */
-  private checkMtu(name: string): void {
-    const mtu = interfaceMtu(name);
-    if (mtu < this.settings.mtu) throw new Error(`interface ${name} has MTU ${mtu}, below the port's ${this.settings.mtu} ("mtu"): set the interface's (ip link set ${name} mtu ${this.settings.mtu}) or the port's`);
-  }
+
 
   /** The port's TAP interface (in the mirror's namespace, for a mirror), made anew: its fds. */
   private makeTap(): number[] {
@@ -420,7 +429,8 @@ export class UplinkEndpoint {
     };
     const renewing = this.renewAll && index === this.boundIndex;
     try {
-      this.checkMtu(name);
+      const refusal = interfaceRefusal(this.settings);
+      if (refusal !== null) throw new Error(refusal);
       interfaceUp(name);
       if (this.steering !== null) {
         const steering = xdpSteer(name, this.settings.queues);

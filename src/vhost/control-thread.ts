@@ -9,7 +9,7 @@ import { createLog } from '../log.ts';
 import { QUEUES_BACK } from './dataplane-link.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
-import { UplinkEndpoint, uplinkKey } from '../uplink/uplink-endpoint.ts';
+import { interfaceRefusal, UplinkEndpoint, uplinkKey } from '../uplink/uplink-endpoint.ts';
 
 type Endpoint = PortEndpoint | UplinkEndpoint;
 const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'vhost-user' ? new PortEndpoint(e, dataplane, log) : new UplinkEndpoint(e, dataplane, log));
@@ -181,6 +181,12 @@ async function quarantineCulprits(culprits: { port: number; error: string }[]): 
  */
 async function changePorts(open: EndpointSettings[], close: number[], retune: EndpointSettings[]): Promise<string | null> {
   const freed = new Set(close.map((slot) => ports[slot]?.key));
+  // A changed port reopens after its old endpoint closed: an interface it would be refused
+  // on is found first, while nothing has changed.
+  for (const e of open) {
+    const refusal = freed.has(keyOf(e)) ? interfaceRefusal(e) : null;
+    if (refusal !== null) return `port ${e.name}: cannot open ${describe(e)}: ${refusal}`;
+  }
   const first = open.filter((e) => !freed.has(keyOf(e)));
   const started: Endpoint[] = [];
   try {

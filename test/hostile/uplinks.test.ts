@@ -516,7 +516,7 @@ for (const kind of ['af_packet', 'af_xdp', 'tap'] as const) {
     t.ok(c['routing.icmp_errors_sent'] <= ICMP_BURST + ICMP_RATE * floodS, `ICMP errors within icmpRate ${ICMP_RATE}/s, burst ${ICMP_BURST} (${floodS.toFixed(2)} s): ${c['routing.icmp_errors_sent']} sent, ${c['routing.icmp_errors_rate_limited']} held back`);
     t.ok(c['routing.arp_requests_sent'] <= 100 + 1000 * floodS, `ARP requests for absent hosts within the solicitation limit (1000/s, burst 100): ${c['routing.arp_requests_sent']}`);
     t.equal(c.tx_packets, c['routing.icmp_errors_sent'] + c['routing.arp_requests_sent'], 'vrouter sent on u those errors and requests, nothing else');
-    t.equal(hostFloodAfter.rxPackets - hostFloodBefore.rxPackets, c.tx_packets, 'and the host received them all');
+    t.equal(hostFloodAfter.rxPackets - hostFloodBefore.rxPackets, c.tx_packets, `and the host received them all (${hostFloodAfter.rxPackets - hostFloodBefore.rxPackets} of ${c.tx_packets})`);
     const got = arrived.count - arrivedBefore;
     const times = arrived.at.slice(arrivedBefore);
     const duringFlood = times.filter((x) => x < floodStart + floodMs).length;

@@ -184,4 +184,17 @@ t.test('an interface that does not exist: an AF_PACKET port added at run time is
   t.match(refused.text, new RegExp(`interface ${small} has MTU 1400, below the port's 1500`), 'naming both MTUs');
   const taken = await adminClient(vr).call('POST', '/ports', { name: 'u', type: 'af_packet', interface: small, bridge: 'br0', mtu: 1400 });
   t.equal(taken.status, 200, 'a port of MTU 1400 takes it');
+  // The port's MTU raised past the interface's: refused before the port is closed, which runs on
+  const admin = adminClient(vr);
+  const opened = () => vr.stderr().split(`port u: AF_PACKET rings on ${small}`).length - 1;
+  const openedBefore = opened();
+  const doc = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  doc.ports.find((p) => p.name === 'u')!.mtu = 1500;
+  const raised = await admin.call('PUT', '/config', doc);
+  t.not(raised.status, 200, 'a change of its MTU to 1500 is refused');
+  t.match(raised.text, new RegExp(`interface ${small} has MTU 1400, below the port's 1500`), 'naming why');
+  const now = (await admin.call('GET', '/config')).json as { ports: { name: string; mtu?: number }[] };
+  t.equal(now.ports.find((p) => p.name === 'u')!.mtu, 1400, 'the config is as it was');
+  t.equal(opened(), openedBefore, 'and the port was neither closed nor opened again');
+  t.ok(vr.alive(), 'vrouter runs on');
 });

@@ -186,15 +186,17 @@ t.test('router advertisements: on for guests and bridges, off for uplinks, unles
         { name: 't', type: 'tap', interface: 'tap7', addresses: ['2001:db8:3::1/64'], routerAdvertisements: true },
         routed({ name: 'g', socket: '/tmp/g.sock', addresses: ['2001:db8:4::1/64'], routerAdvertisements: false }),
         port({ name: 'c', socket: '/tmp/c.sock' }),
+        { name: 'v', type: 'af_packet', interface: 'eth2', bridge: 'br1' },
       ],
-      bridges: { br0: { addresses: ['2001:db8:5::1/64'] } },
+      bridges: { br0: { addresses: ['2001:db8:5::1/64'] }, br1: { addresses: ['2001:db8:6::1/64'] } },
       pipeline: ['routing'],
     },
     '/',
     2,
   );
-  t.same(c.ports.map((p) => [p.name, p.routerAdvertisements]), [['a', true], ['u', false], ['t', true], ['g', false], ['c', true]]);
+  t.same(c.ports.map((p) => [p.name, p.routerAdvertisements]), [['a', true], ['u', false], ['t', true], ['g', false], ['c', true], ['v', false]]);
   t.equal(c.bridges.br0.routerAdvertisements, true);
+  t.equal(c.bridges.br1.routerAdvertisements, false, 'a bridge with an uplink in it is the LAN segment: off');
   t.equal(parseConfig({ ports: [port()], bridges: { br0: { addresses: ['2001:db8:5::1/64'], routerAdvertisements: false } }, pipeline: ['routing'] }, '/', 2).bridges.br0.routerAdvertisements, false);
 });
 

@@ -383,7 +383,10 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     if (!isOwn6(r, iface, d, target)) return false;
     const unspecified = read32(d, ip + 8) === 0 && read32(d, ip + 12) === 0 && read32(d, ip + 16) === 0 && read32(d, ip + 20) === 0;
     const sll = ndpOption(d, icmp + 24, end, OPT_SOURCE_LL);
-    if (sll === -2 || (unspecified && sll >= 0)) {
+    // RFC 4861 7.1.1: from the unspecified address (duplicate address detection), no source
+    // link-layer option, and to the target's solicited-node group, ff02::1:ff00:0/104
+    const toSolicitedNode = read32(d, ip + 24) === 0xff020000 && read32(d, ip + 28) === 0 && read32(d, ip + 32) === 1 && d[ip + 36] === 0xff;
+    if (sll === -2 || (unspecified && (sll >= 0 || !toSolicitedNode))) {
       batch.dropAs(i, r.drop.ndp_bad);
       return true;
     }
@@ -413,7 +416,7 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
       batch.dropAs(i, r.drop.ndp_bad);
       return true;
     }
-    const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress);
+    const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress, tll >= 0);
     if (slot >= 0 && r.heldCount > 0) r.wantHeldBatches();
     // On a bridge, one the router did not ask for, or one to a group (an unsolicited
     // advertisement to all nodes after a failover: RFC 4861 7.2.6), is the segment's too.
@@ -434,11 +437,14 @@ const NA_OVERRIDE = 0x20;
  * the address is taken, REACHABLE if the advertisement answers a solicitation, STALE if it
  * came unasked and changed the address. Returns the entry's slot, or -1.
  */
-function naReceived(r: Router, iface: Interface, flags: number, a0: number, a1: number, a2: number, a3: number, hi: number, lo: number, port: number): number {
+function naReceived(r: Router, iface: Interface, flags: number, a0: number, a1: number, a2: number, a3: number, hi: number, lo: number, port: number, withAddress: boolean): number {
   const table = r.neighbours;
   const slot = table.find(iface.index, 6, a0, a1, a2, a3);
   if (slot < 0 || table.foundState === STATIC) return slot;
   const known = table.foundState !== INCOMPLETE;
+  // RFC 4861 7.2.5: one without a target link-layer address cannot complete an entry
+  // (the frame's source need not be the target's)
+  if (!known && !withAddress) return -1;
   const changed = hi !== table.foundMacHi || lo !== table.foundMacLo;
   if (known && changed && (flags & NA_OVERRIDE) === 0) {
     if (table.foundState === REACHABLE) table.setState(slot, STALE, r.now);
@@ -544,7 +550,10 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   d[ra + 1] = 0;
   d[ra + 4] = 64; // Cur Hop Limit
   d[ra + 5] = 0; // no M, no O: addresses by SLAAC
-  write16(d, ra + 6, ROUTER_LIFETIME_S);
+  // RFC 4861 6.2.1: AdvDefaultLifetime's default is 3 x MaxRtrAdvInterval: with a long
+  // interval, one advertisement lost would end the hosts' default route
+  const lifetime = 3 * r.config.raInterval;
+  write16(d, ra + 6, lifetime > ROUTER_LIFETIME_S ? lifetime : ROUTER_LIFETIME_S);
   write32(d, ra + 8, 0);
   write32(d, ra + 12, 0);
   let opt = ra + 16;

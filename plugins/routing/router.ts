@@ -279,7 +279,10 @@ export class Router {
       all.set(f.linkLocal, f.v6.length * 16);
       return all;
     });
-    this.src6 = interfaces.map((f) => (f.v6.length > 0 ? f.v6[0].bytes : f.linkLocal));
+    // An error from a link-local source reaches no sender off the link (RFC 4291 2.5.6): an
+    // interface with no global address of its own sends them from another interface's.
+    const global = interfaces.find((f) => f.v6.length > 0)?.v6[0].bytes ?? null;
+    this.src6 = interfaces.map((f) => (f.v6.length > 0 ? f.v6[0].bytes : (global ?? f.linkLocal)));
   }
 
   /**

@@ -399,6 +399,32 @@ t.test('routerAdvertisements false: no advertisement on the port, periodic or so
   t.same([...h.run('b', []), ...h.run('a', [])].filter(isRa).map((o) => o.to), ['a'], 'a minute later, the periodic one on a again, none on b');
 });
 
+t.test('IPv6: router lifetime, NDP from the unspecified address, an advertisement with no link-layer address, and the source of ICMPv6 errors', async (t) => {
+  const isRa = (o: { frame: Uint8Array }) => parseFrame(o.frame).ndp?.type === 134;
+  const slow = await router({ raInterval: 1800 });
+  t.same(slow.run('a', []).filter(isRa).map((o) => parseFrame(o.frame).ndp?.routerLifetime), [5400, 5400], 'advertised every 1800 s: a router lifetime of three intervals (RFC 4861 6.2.1)');
+  const h = await router();
+  h.run('a', []);
+  const probe = (dst: string, dstMac: string) => run(h, 'a', [neighbourSolicitation({ src: '::', target: '2001:db8:1::1', dst, dstMac, srcMac: GUEST.a })]);
+  t.same(summary(probe('ff02::1:ff00:1', '33:33:ff:00:00:01')), ['a'], "a duplicate address probe to the target's solicited-node group: answered");
+  t.same(summary(probe('2001:db8:1::1', MAC.a)), ['drop:ndp_bad'], 'one from the unspecified address to a unicast address: dropped (RFC 4861 7.1.1)');
+  // 2001:db8:2::2 asked for: an advertisement without its link-layer address does not complete it
+  const toB = udp6({ src: '2001:db8:1::2', dst: '2001:db8:2::2', srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  t.same(summary(run(h, 'a', [toB])), ['consumed', 'b'], 'held; a solicitation out of b');
+  const bare = neighbourAdvertisement({ src: '2001:db8:2::2', dst: 'fe80::ff:fe00:b01', target: '2001:db8:2::2', solicited: true, override: true, srcMac: '52:54:00:00:00:99', dstMac: MAC.b });
+  t.same(summary(run(h, 'b', [bare])).filter((to) => to === 'b'), [], 'an advertisement with no target link-layer address releases nothing (RFC 4861 7.2.5)');
+  const full = neighbourAdvertisement({ src: '2001:db8:2::2', dst: 'fe80::ff:fe00:b01', target: '2001:db8:2::2', targetLinkAddr: GUEST.b, solicited: true, srcMac: GUEST.b, dstMac: MAC.b });
+  const released = run(h, 'b', [full]).filter((o) => !o.received);
+  t.same(released.map((o) => [o.to, parseFrame(o.frame).dstMac]), [['b', GUEST.b]], 'one with it does');
+  // An interface with no global IPv6 address of its own: errors from another's, not link-local
+  const v4only = ports.map((p) => (p.name === 'b' ? { ...p, settings: { ...p.settings, addresses: ['10.0.2.1/24'] } } : p));
+  const g = await PluginHarness.create(routing, { ports: v4only, bridgeSettings, config: {} });
+  g.run('a', []);
+  const lost = run(g, 'b', [udp6({ src: '2001:db8:9::5', dst: '2001:db8:77::1', srcPort: 1, dstPort: 2, srcMac: GUEST.b, dstMac: MAC.b })]);
+  const error = lost.map((o) => parseFrame(o.frame)).find((f) => f.ip?.protocol === 58);
+  t.same([error?.l4?.type, error?.ip?.src], [1, '2001:db8:1::1'], "no route: answered from a's global address, which routes back, not from b's link-local one");
+});
+
 t.test('a router solicitation too soon after an advertisement is answered once the 3 s are over, not dropped', async (t) => {
   const h = await router();
   const isRa = (o: { frame: Uint8Array }) => parseFrame(o.frame).ndp?.type === 134;

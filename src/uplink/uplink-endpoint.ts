@@ -317,6 +317,13 @@ export class UplinkEndpoint {
   private openQueue(q: number): SocketQueue {
     const name = this.settings.interface!;
     if (this.steering !== null) {
+      // The kernel binds a queue the interface receives on but cannot send from (more
+      // receive queues than transmit ones), and sends nothing through it (copy mode sends on
+      // the queue it is bound to). sysfs shows this network namespace's interfaces only
+      // when it is the one sysfs was mounted in: elsewhere the check is left to the kernel.
+      if (existsSync(`/sys/class/net/${name}/queues/rx-${q}`) && !existsSync(`/sys/class/net/${name}/queues/tx-${q}`)) {
+        throw new Error(`AF_XDP ${name} queue ${q}: the interface has no transmit queue ${q}, and a socket bound to it could send nothing`);
+      }
       const { fd, umemFd, layout } = xdpSocket(name, q, xdpLayout(this.settings.mtu + 18, XDP_RX_ENTRIES, XDP_TX_ENTRIES));
       try {
         xdpSteerQueue(this.steering, q, fd);

@@ -522,12 +522,13 @@ export function joinBytes(parts: Uint8Array[]): Uint8Array {
 }
 
 /** RFC 4861 7.2.2: to the target's solicited-node group, hop limit 255. */
-export function neighbourSolicitation(o: L2 & { src: string; target: string; sourceLinkAddr?: string }): Uint8Array {
+/** To the target's solicited-node group, unless `dst` says otherwise (then give `dstMac` too). */
+export function neighbourSolicitation(o: L2 & { src: string; target: string; sourceLinkAddr?: string; dst?: string }): Uint8Array {
   const target = ip6Bytes(o.target);
   const group = solicitedNode(target);
   // RFC 4861 4.3: 4 reserved bytes, the target address, options.
   const body = joinBytes([new Uint8Array(4), target, o.sourceLinkAddr ? linkAddrOption(NDP_OPT_SOURCE_LINK_ADDR, o.sourceLinkAddr) : new Uint8Array(0)]);
-  const ip: Ip6Opts = { ...o, dst: formatIp6(group, 0), hopLimit: 255 };
+  const ip: Ip6Opts = { ...o, dst: o.dst ?? formatIp6(group, 0), hopLimit: 255 };
   return frame6(ip, PROTO_ICMPV6, sealed6(ip, PROTO_ICMPV6, icmp6Message({ type: 135, body }), 2, false), o.dstMac ?? multicastMac6(group));
 }
 

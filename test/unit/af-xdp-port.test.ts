@@ -149,6 +149,14 @@ t.test('an AF_XDP port asking for more queues than its interface has, or on no i
   t.not(many.status, 200, 'three queues of an interface with two: refused');
   t.match(message(many), new RegExp(`port u: cannot open interface ${iface}: .*queue 2: the interface has fewer queues than "queues" asks for`), 'the answer names the field and says why');
   t.notMatch(ip('-o', 'link', 'show', 'dev', iface), / xdp/, 'and leaves no XDP program behind');
+  // Two queues to receive on, one to send from: the second could send nothing.
+  const lopsided = `${iface}l`;
+  ip('link', 'add', lopsided, 'numrxqueues', '2', 'numtxqueues', '1', 'type', 'veth', 'peer', 'name', `${lopsided}p`, 'netns', netns, 'numrxqueues', '2', 'numtxqueues', '1');
+  t.teardown(() => ip('link', 'del', lopsided));
+  const oneWay = await admin.call('POST', '/ports', { name: 'v', type: 'af_xdp', interface: lopsided, queues: 2, bridge: 'br0' });
+  t.not(oneWay.status, 200, 'two queues of an interface with two receive queues and one transmit queue: refused');
+  t.match(message(oneWay), new RegExp(`port v: cannot open interface ${lopsided}: .*queue 1: the interface has no transmit queue 1`), 'saying why');
+  t.notMatch(ip('-o', 'link', 'show', 'dev', lopsided), / xdp/, 'and leaves no XDP program behind');
   const fits = await admin.call('POST', '/ports', { name: 'u', type: 'af_xdp', interface: iface, queues: 2, bridge: 'br0' });
   t.equal(fits.status, 200, `two queues are taken (${fits.text})`);
   t.ok(vr.alive(), 'vrouter runs on');

@@ -348,7 +348,8 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   if ((d[off] & 1) !== 0) return;
   const source = r.addr4[iface.index];
   if (source.length === 0) return;
-  if (!r.icmpBuckets.take(batch.ingress, r.now, r.config.icmpRate, r.config.icmpBurst)) {
+  const buckets = type === ICMP_UNREACHABLE && code === UNREACH_FRAG_NEEDED ? r.pathMtuBuckets : r.icmpBuckets;
+  if (!buckets.take(batch.ingress, r.now, r.config.icmpRate, r.config.icmpBurst)) {
     r.count(batch.ingress, r.counter.icmp_errors_rate_limited, 1);
     return;
   }

@@ -223,7 +223,8 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   if (walk.protocol === IPPROTO_ICMPV6 && !walk.laterFragment && (walk.offset >= end || d[walk.offset] < 128)) return;
   if (d[ip + 8] === 0xff || (read32(d, ip + 8) === 0 && read32(d, ip + 12) === 0 && read32(d, ip + 16) === 0 && read32(d, ip + 20) === 0)) return;
   if ((d[off] & 1) !== 0 && type !== PACKET_TOO_BIG) return;
-  if (!r.icmpBuckets.take(batch.ingress, r.now, r.config.icmpRate, r.config.icmpBurst)) {
+  const buckets = type === PACKET_TOO_BIG ? r.pathMtuBuckets : r.icmpBuckets;
+  if (!buckets.take(batch.ingress, r.now, r.config.icmpRate, r.config.icmpBurst)) {
     r.count(batch.ingress, r.counter.icmp_errors_rate_limited, 1);
     return;
   }

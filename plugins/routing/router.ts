@@ -93,6 +93,13 @@ export class Router {
    */
   readonly icmpBuckets: TokenBuckets;
   /**
+   * "Fragmentation needed" and "packet too big", by the same port and at the same rate, in
+   * buckets of their own: traceroutes and scans through an uplink spend the others', and a
+   * remote sender that gets no "packet too big" stalls on a path MTU black hole (Linux
+   * leaves it out of its per-destination limit, net.ipv6.icmp.ratemask).
+   */
+  readonly pathMtuBuckets: TokenBuckets;
+  /**
    * Requests to resolve next hops, by the port whose packet asks: a guest sending to a
    * thousand absent hosts must not flood, nor keep another port's next hops unresolved.
    */
@@ -254,6 +261,7 @@ export class Router {
     this.wantBatch = ctx.wantBatch;
     this.portUp = ctx.portUp;
     this.icmpBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
+    this.pathMtuBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
     this.solicitBuckets = new TokenBuckets(PORT_SLOTS, SOLICIT_BURST);
     this.puntBuckets = new TokenBuckets(interfaces.length, ctx.config.puntBurst);
     const held = ctx.config.heldPackets;

@@ -156,6 +156,18 @@ t.test('ICMP errors, next-hop requests and held packets are limited per ingress 
   t.ok(released.some((o) => !o.received && o.to === 'b' && parseFrame(o.frame).ip?.src === '10.0.3.2'), 'then sent');
 });
 
+t.test('"fragmentation needed" and "packet too big" have buckets of their own: traceroutes through a port do not starve them', async (t) => {
+  const h = await router({ icmpRate: 1, icmpBurst: 5 });
+  const expiring = (k: number) => udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 1000 + k, dstPort: 33434, ttl: 1, srcMac: GUEST.b, dstMac: MAC.b });
+  run(h, 'b', Array.from({ length: 20 }, (_, k) => expiring(k)));
+  t.equal(h.counts('b').icmp_errors_rate_limited, 15, "b's errors spent");
+  const big4 = udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 1, dstPort: 2, payload: 3000, df: true, srcMac: GUEST.b, dstMac: MAC.b });
+  const big6 = udp6({ src: '2001:db8:2::2', dst: '2001:db8:1::2', srcPort: 1, dstPort: 2, payload: 3000, srcMac: GUEST.b, dstMac: MAC.b });
+  const errors = run(h, 'b', [big4, big6]).filter((o) => !o.received && o.to === 'b').map((o) => parseFrame(o.frame).l4).map((l4) => [l4?.type, l4?.code]);
+  t.same(errors, [[3, 4], [2, 0]], 'fragmentation needed and packet too big still go back to b');
+  t.equal(h.counts('b').icmp_errors_rate_limited, 15, 'none of them limited');
+});
+
 t.test('path MTU: fragmentation needed with DF, fragments without', async (t) => {
   const h = await router();
   run(h, 'a', [arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);

@@ -124,10 +124,6 @@ function isLocalMulticast4(d: Uint8Array, off: number, length: number): boolean 
 function advertise(r: Router, batch: PacketBatch): void {
   for (const iface of r.interfaces) {
     if (r.now < r.raDue[iface.index]) continue;
-    if (!iface.advertises) {
-      r.raDue[iface.index] = Infinity;
-      continue;
-    }
     // An interface whose ports are all down stays due: its first port up gets one at once.
     if (iface.v6.length > 0 && firstPortUp(r, iface) < 0) continue;
     // RFC 4861 6.2.4: intervals jittered, so that routers on a link do not synchronise.
@@ -158,7 +154,7 @@ function betweenBursts(r: Router): void {
     r.raCheckRounds = 0;
     const at = clock.now === null ? performance.timeOrigin + performance.now() : clock.now();
     for (const iface of r.interfaces) {
-      if (at < r.raDue[iface.index] || iface.v6.length === 0 || !iface.advertises) continue;
+      if (at < r.raDue[iface.index] || iface.v6.length === 0) continue;
       // Due on a port that is up: a port that comes up gets one at once.
       const up = firstPortUp(r, iface);
       if (up < 0) continue;

@@ -276,8 +276,9 @@ export class Router {
     this.heldSourceHi = new Int32Array(held);
     this.heldSourceLo = new Int32Array(held);
     this.heldPerPort = Math.max(1, Math.floor(held / 4));
-    // PMD 0 sends the periodic advertisements (one sender: guests see one router).
-    this.raDue = new Float64Array(interfaces.length).fill(ctx.pmd === 0 ? 0 : Infinity);
+    // PMD 0 sends the periodic advertisements (one sender: guests see one router); an
+    // interface that sends none is never due (routerSolicited() owes it none either).
+    this.raDue = Float64Array.from(interfaces, (f) => (ctx.pmd === 0 && f.advertises ? 0 : Infinity));
     this.raSent = new Float64Array(interfaces.length).fill(-Infinity);
     this.addr4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => read32(p.bytes, 0)));
     this.mask4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => (p.length === 0 ? 0 : (0xffffffff << (32 - p.length)) >>> 0)));

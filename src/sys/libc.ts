@@ -817,30 +817,29 @@ export function tapOpen(name: string, multiQueue = false): number {
 
 const SIOCGIFMTU = 0x8921;
 
-/** An interface's MTU (SIOCGIFMTU), in this thread's network namespace. */
-export function interfaceMtu(name: string): number {
+/** One interface ioctl (SIOC[GS]IF*) on `req`, an ifreq, through a socket of its own in this thread's network namespace. */
+function interfaceIoctl(request: number, req: Uint8Array, what: string): void {
   const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
   if (sock < 0) fail('socket', 'AF_INET');
   try {
-    const req = ifreq(name);
-    if ((c.ioctl(sock, SIOCGIFMTU, req) as number) < 0) fail('ioctl', `SIOCGIFMTU ${name}`);
-    return new DataView(req.buffer).getInt32(IFNAMSIZ, true);
+    if ((c.ioctl(sock, request, req) as number) < 0) fail('ioctl', what);
   } finally {
     c.close(sock);
   }
 }
 
+/** An interface's MTU (SIOCGIFMTU), in this thread's network namespace. */
+export function interfaceMtu(name: string): number {
+  const req = ifreq(name);
+  interfaceIoctl(SIOCGIFMTU, req, `SIOCGIFMTU ${name}`);
+  return new DataView(req.buffer).getInt32(IFNAMSIZ, true);
+}
+
 /** Sets an interface's MTU (SIOCSIFMTU), in this thread's network namespace. */
 export function setInterfaceMtu(name: string, mtu: number): void {
-  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
-  if (sock < 0) fail('socket', 'AF_INET');
-  try {
-    const req = ifreq(name);
-    new DataView(req.buffer).setInt32(IFNAMSIZ, mtu, true);
-    if ((c.ioctl(sock, SIOCSIFMTU, req) as number) < 0) fail('ioctl', `SIOCSIFMTU ${name} ${mtu}`);
-  } finally {
-    c.close(sock);
-  }
+  const req = ifreq(name);
+  new DataView(req.buffer).setInt32(IFNAMSIZ, mtu, true);
+  interfaceIoctl(SIOCSIFMTU, req, `SIOCSIFMTU ${name} ${mtu}`);
 }
 
 /**
@@ -875,17 +874,11 @@ export function setTapMtu(fd: number, mtu: number): string {
 /** Brings an interface up (SIOCSIFFLAGS), with `mtu` set first if given (SIOCSIFMTU), in this thread's network namespace. */
 export function interfaceUp(name: string, mtu?: number): void {
   if (mtu !== undefined) setInterfaceMtu(name, mtu);
-  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
-  if (sock < 0) fail('socket', 'AF_INET');
-  try {
-    const req = ifreq(name);
-    const dv = new DataView(req.buffer);
-    if ((c.ioctl(sock, SIOCGIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCGIFFLAGS ${name}`);
-    dv.setUint16(IFNAMSIZ, dv.getUint16(IFNAMSIZ, true) | IFF_UP, true);
-    if ((c.ioctl(sock, SIOCSIFFLAGS, req) as number) < 0) fail('ioctl', `SIOCSIFFLAGS ${name}`);
-  } finally {
-    c.close(sock);
-  }
+  const req = ifreq(name);
+  const dv = new DataView(req.buffer);
+  interfaceIoctl(SIOCGIFFLAGS, req, `SIOCGIFFLAGS ${name}`);
+  dv.setUint16(IFNAMSIZ, dv.getUint16(IFNAMSIZ, true) | IFF_UP, true);
+  interfaceIoctl(SIOCSIFFLAGS, req, `SIOCSIFFLAGS ${name}`);
 }
 
 const SIOCSIFHWADDR = 0x8924;
@@ -893,17 +886,11 @@ const ARPHRD_ETHER = 1;
 
 /** Sets an interface's MAC ("52:54:00:12:34:56"; SIOCSIFHWADDR), in this thread's network namespace. The interface must be down. */
 export function setInterfaceMac(name: string, mac: string): void {
-  const sock = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) as number;
-  if (sock < 0) fail('socket', 'AF_INET');
-  try {
-    const req = ifreq(name);
-    // the union holds a struct sockaddr: family, then the address
-    new DataView(req.buffer).setUint16(IFNAMSIZ, ARPHRD_ETHER, true);
-    req.set(mac.split(':').map((x) => parseInt(x, 16)), IFNAMSIZ + 2);
-    if ((c.ioctl(sock, SIOCSIFHWADDR, req) as number) < 0) fail('ioctl', `SIOCSIFHWADDR ${name} ${mac}`);
-  } finally {
-    c.close(sock);
-  }
+  const req = ifreq(name);
+  // the union holds a struct sockaddr: family, then the address
+  new DataView(req.buffer).setUint16(IFNAMSIZ, ARPHRD_ETHER, true);
+  req.set(mac.split(':').map((x) => parseInt(x, 16)), IFNAMSIZ + 2);
+  interfaceIoctl(SIOCSIFHWADDR, req, `SIOCSIFHWADDR ${name} ${mac}`);
 }
 
 const CLONE_NEWNET = 0x40000000;

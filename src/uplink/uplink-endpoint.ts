@@ -360,8 +360,6 @@ export class UplinkEndpoint {
     this.promiscuous = -1;
   }
 
-
-
   /** The port's TAP interface (in the mirror's namespace, for a mirror), made anew: its fds. */
   private makeTap(): number[] {
     const s = this.settings;

@@ -960,6 +960,43 @@ const PACKET_FANOUT_HASH = 0;
 const PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000;
 const TPACKET_V3 = 2;
 const PACKET_MR_PROMISC = 1;
+const SO_ATTACH_FILTER = 26;
+const PACKET_OUTGOING = 4;
+
+/**
+ * A classic BPF program that drops the frames the kernel marks outgoing (skb->pkt_type,
+ * the SKF_AD_PKTTYPE load) and keeps the rest whole: {code, jt, jf, k} each.
+ */
+const DROP_OUTGOING_PROGRAM: readonly (readonly [number, number, number, number])[] = [
+  [0x20, 0, 0, 0xfffff000 + 4], // ld [SKF_AD_OFF + SKF_AD_PKTTYPE]
+  [0x15, 0, 1, PACKET_OUTGOING], // jeq #PACKET_OUTGOING, next, skip one
+  [0x06, 0, 0, 0], // ret #0: dropped
+  [0x06, 0, 0, 0xffffffff], // ret #-1: the whole frame
+];
+
+/**
+ * Attaches DROP_OUTGOING_PROGRAM to AF_PACKET socket fd: it then receives none of the frames
+ * going out of its interface, on any kernel. PACKET_IGNORE_OUTGOING does that for one socket
+ * (Linux 4.20), but a fanout group's hook ignores its sockets' flags and has its own
+ * (PACKET_FANOUT_FLAG_IGNORE_OUTGOING) only on recent kernels, which older ones take and
+ * ignore; a socket's filter runs on whatever the group hands it.
+ */
+export function dropOutgoing(fd: number): void {
+  // Both in shared memory, which never moves: the kernel reads them by address.
+  const program = new DataView(new SharedArrayBuffer(DROP_OUTGOING_PROGRAM.length * 8));
+  DROP_OUTGOING_PROGRAM.forEach(([code, jt, jf, k], i) => {
+    program.setUint16(i * 8, code, true);
+    program.setUint8(i * 8 + 2, jt);
+    program.setUint8(i * 8 + 3, jf);
+    program.setUint32(i * 8 + 4, k, true);
+  });
+  // struct sock_fprog: the instruction count, then (aligned) the program's address
+  const fprog = new Uint8Array(new SharedArrayBuffer(16));
+  const dv = new DataView(fprog.buffer);
+  dv.setUint16(0, DROP_OUTGOING_PROGRAM.length, true);
+  dv.setBigUint64(8, BigInt(addressOf(program)), true);
+  if ((c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.length) as number) < 0) fail('setsockopt', 'SO_ATTACH_FILTER (outgoing frames dropped)');
+}
 
 /** The shape of an AF_PACKET socket's rings (TPACKET_V3): the receive ring, then the transmit ring, in one mapping. */
 export interface PacketRingShape {
@@ -1047,6 +1084,7 @@ export function packetSocket(name: string, shape: PacketRingShape, fanout: numbe
     const tx = ringRequest(shape.blockBytes, shape.txBlocks, shape.txFrameBytes, 0);
     if ((c.setsockopt(fd, SOL_PACKET, PACKET_TX_RING, tx, tx.length) as number) < 0) fail('setsockopt', 'PACKET_TX_RING');
     setIntOption(fd, PACKET_IGNORE_OUTGOING, 1, 'PACKET_IGNORE_OUTGOING');
+    dropOutgoing(fd);
     addPromiscuous(fd, ifindex, name);
     // struct sockaddr_ll: family, protocol (network order), ifindex, ...
     const sll = new Uint8Array(20);

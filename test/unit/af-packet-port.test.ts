@@ -141,7 +141,8 @@ s.bind(${30000 + p}, '10.9.2.2', () => s.send(Buffer.alloc(3000), 9, '10.9.2.1',
   }
 
   // The host's own frames out of the interface are outgoing there: not taken (each socket's
-  // PACKET_IGNORE_OUTGOING does not hold in a fanout group: the group's flag does)
+  // PACKET_IGNORE_OUTGOING does not hold in a fanout group: the group's flag does, and the
+  // sockets' filter where the kernel lacks that flag; packet-outgoing-filter.test.ts)
   ip('addr', 'add', '10.9.2.9/24', 'dev', iface);
   ip('neigh', 'add', '10.9.2.77', 'lladdr', '02:00:00:00:00:77', 'dev', iface);
   const out = `const s = require('node:dgram').createSocket('udp4');

@@ -44,6 +44,20 @@ export interface RoutingConfig {
   puntBurst: number;
   /** seconds between unsolicited Router Advertisements (RFC 4861 6.2.1: 4 .. 1800) */
   raInterval: number;
+  /** the advertisements' DNS servers (RDNSS, RFC 8106), as Prefix.text */
+  raDns: string[];
+  /** the advertisements' DNS search list (DNSSL, RFC 8106): domain names, no final dot */
+  raSearchDomains: string[];
+  /** the M flag: addresses from DHCPv6 (RFC 4861 4.2) */
+  raManaged: boolean;
+  /** the O flag: other configuration (DNS, NTP) from DHCPv6 */
+  raOtherConfig: boolean;
+  /** the A flag of /64 prefixes: hosts form addresses of their own in them (SLAAC) */
+  raAutonomous: boolean;
+  /** seconds hosts keep the router as a default router; null: 3 x raInterval, 1800 at least */
+  raRouterLifetime: number | null;
+  /** the default router preference (RFC 4191 2.2): 1 high, 0 medium, 3 low (the field's bits) */
+  raPreference: number;
   /** packets held while their next hop is resolved, per PMD */
   heldPackets: number;
 }
@@ -202,9 +216,10 @@ export function parseRoutingConfig(raw: Obj): RoutingConfig {
 }
 
 function parseAll(raw: Obj): RoutingConfig {
-  const c = object(raw, '', ['routes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'puntRate', 'puntBurst', 'raInterval', 'heldPackets']);
+  const c = object(raw, '', ['routes', 'neighbours', 'learnedNeighbours', 'neighbourLimit', 'icmpRate', 'icmpBurst', 'puntRate', 'puntBurst', 'raInterval', 'raDns', 'raSearchDomains', 'raManaged', 'raOtherConfig', 'raAutonomous', 'raRouterLifetime', 'raPreference', 'heldPackets']);
   const neighbourLimit = integer(c.neighbourLimit, 'neighbourLimit', 64, 1 << 20, 4096);
   if ((neighbourLimit & (neighbourLimit - 1)) !== 0) throw new PluginConfigError('neighbourLimit', `must be a power of 2, got ${neighbourLimit}`);
+  const raInterval = integer(c.raInterval, 'raInterval', 4, 1800, 30);
   return {
     // Learned routes are not here (PluginSetup.learnedRoutes): a config's routes win over
     // them for their prefixes.
@@ -216,7 +231,67 @@ function parseAll(raw: Obj): RoutingConfig {
     icmpBurst: integer(c.icmpBurst, 'icmpBurst', 1, 100_000, 50),
     puntRate: integer(c.puntRate, 'puntRate', 1, 10_000_000, 20_000),
     puntBurst: integer(c.puntBurst, 'puntBurst', 1, 1_000_000, 2_000),
-    raInterval: integer(c.raInterval, 'raInterval', 4, 1800, 30),
+    raInterval,
+    ...advertisementContent(c, raInterval),
     heldPackets: integer(c.heldPackets, 'heldPackets', 0, 1024, 64),
   };
+}
+
+/** RDNSS addresses an advertisement carries at most (RFC 8106 sets no limit; resolvers use three). */
+export const RA_DNS_MAX = 8;
+/** Bytes the search list takes in its option at most (names as DNS labels, RFC 1035 3.1). */
+export const RA_SEARCH_BYTES_MAX = 256;
+const PREFERENCES: Record<string, number> = { high: 1, medium: 0, low: 3 };
+
+function flag(value: unknown, field: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new PluginConfigError(field, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** What router advertisements say beyond the interface's own prefixes and MTU. */
+function advertisementContent(c: Obj, raInterval: number): Pick<RoutingConfig, 'raDns' | 'raSearchDomains' | 'raManaged' | 'raOtherConfig' | 'raAutonomous' | 'raRouterLifetime' | 'raPreference'> {
+  const dns = list(c.raDns, 'raDns', (v, field) => {
+    const at = address(v, field, 'addresses');
+    if (at.family !== 6) throw new PluginConfigError(field, `${at.text} is IPv4: advertisements name IPv6 DNS servers`);
+    const notUnicast = notAUnicastAddress(at);
+    if (notUnicast !== null) throw new PluginConfigError(field, `${at.text} ${notUnicast}: a DNS server is one host`);
+    return at.text;
+  });
+  if (dns.length > RA_DNS_MAX) throw new PluginConfigError('raDns', `${dns.length} servers, at most ${RA_DNS_MAX}`);
+  const domains = list(c.raSearchDomains, 'raSearchDomains', domainName);
+  const searchBytes = domains.reduce((n, d) => n + d.length + 2, 0);
+  if (searchBytes > RA_SEARCH_BYTES_MAX) throw new PluginConfigError('raSearchDomains', `the names take ${searchBytes} bytes in the option, at most ${RA_SEARCH_BYTES_MAX}`);
+  let lifetime: number | null = null;
+  if (c.raRouterLifetime !== undefined) {
+    lifetime = integer(c.raRouterLifetime, 'raRouterLifetime', 0, 9000, 0);
+    // RFC 4861 6.2.1: zero, or from MaxRtrAdvInterval to 9000 s
+    if (lifetime !== 0 && lifetime < raInterval) throw new PluginConfigError('raRouterLifetime', `${lifetime} s is shorter than raInterval (${raInterval} s): hosts would drop the router between two advertisements (0, not a default router, or ${raInterval} to 9000)`);
+  }
+  let preference = 0;
+  if (c.raPreference !== undefined) {
+    if (typeof c.raPreference !== 'string' || !(c.raPreference in PREFERENCES)) throw new PluginConfigError('raPreference', `must be "high", "medium" or "low", got ${JSON.stringify(c.raPreference)}`);
+    preference = PREFERENCES[c.raPreference];
+    // RFC 4191 2.2: a router that is no default router advertises no preference
+    if (lifetime === 0 && preference !== 0) throw new PluginConfigError('raPreference', 'a router with raRouterLifetime 0 is no default router: its preference must be "medium" (RFC 4191 2.2)');
+  }
+  return {
+    raDns: dns,
+    raSearchDomains: domains,
+    raManaged: flag(c.raManaged, 'raManaged', false),
+    raOtherConfig: flag(c.raOtherConfig, 'raOtherConfig', false),
+    raAutonomous: flag(c.raAutonomous, 'raAutonomous', true),
+    raRouterLifetime: lifetime,
+    raPreference: preference,
+  };
+}
+
+/** A domain name of the search list: letters, digits and hyphens in labels of 1 to 63 (RFC 1123 2.1), lower case, no final dot. */
+function domainName(value: unknown, field: string): string {
+  if (typeof value !== 'string') throw new PluginConfigError(field, 'must be a domain name');
+  const name = value.endsWith('.') ? value.slice(0, -1) : value;
+  if (name.length === 0 || name.length > 253) throw new PluginConfigError(field, `${JSON.stringify(value)}: a domain name has 1 to 253 characters`);
+  const bad = name.split('.').find((label) => !/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));
+  if (bad !== undefined) throw new PluginConfigError(field, `${JSON.stringify(value)}: label ${JSON.stringify(bad)} is not 1 to 63 letters, digits and inner hyphens`);
+  return name.toLowerCase();
 }

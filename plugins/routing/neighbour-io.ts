@@ -10,6 +10,7 @@ import type { Interface } from './interfaces.ts';
 import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
 import { cacheHeader, SOLICIT_BURST, SOLICIT_RATE, type Router } from './router.ts';
 import { groupLeavesBy } from './next-hops.ts';
+import { advertisementFlags, dnsOptions, routerLifetime } from './ra-options.ts';
 
 const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
@@ -23,7 +24,6 @@ const OPT_TARGET_LL = 2;
 const OPT_PREFIX = 3;
 const OPT_MTU = 5;
 /** RFC 4861 6.2.1: AdvDefaultLifetime, AdvValidLifetime, AdvPreferredLifetime */
-const ROUTER_LIFETIME_S = 1800;
 const VALID_LIFETIME_S = 86400;
 const PREFERRED_LIFETIME_S = 14400;
 /** RFC 4861 10: MIN_DELAY_BETWEEN_RAS (solicited answers closer than this are not sent) */
@@ -515,29 +515,31 @@ export function sendRouterAdvertisement(r: Router, batch: PacketBatch, iface: In
     const j = batch.emit(port >= 0 ? first : iface.ports[p]);
     if (j < 0) return;
     writeRouterAdvertisement(r, batch.data, batch.offset(j), iface);
-    batch.setLength(j, ETH_HLEN + 40 + raLength(iface));
+    batch.setLength(j, ETH_HLEN + 40 + raLength(r, iface));
     r.count(batch.ingress, r.counter.router_advertisements_sent, 1);
   }
   r.raSent[iface.index] = r.now;
 }
 
-function raLength(iface: Interface): number {
-  return 16 + 8 + 8 + 32 * raPrefixes(iface);
+function raLength(r: Router, iface: Interface): number {
+  return 16 + 8 + 8 + dnsOptions(r.config).length + 32 * raPrefixes(r, iface);
 }
 
 /**
  * The prefix options an advertisement carries: the interface's first prefixes, as many as
- * fit its MTU (RFC 4861 6.2.3 allows a subset). Unbounded, 300 addresses wrote past the
- * packet's buffer, and 45 made every advertisement too long for a 1500-byte port.
+ * fit its MTU beside the other options (RFC 4861 6.2.3 allows a subset). Unbounded, 300
+ * addresses wrote past the packet's buffer, and 45 made every advertisement too long for a
+ * 1500-byte port. (An IPv6 interface's MTU is 1280 at least: the DNS options, 472 bytes at
+ * most, leave room for 25 prefixes.)
  */
-function raPrefixes(iface: Interface): number {
-  const fit = Math.floor((iface.mtu - 40 - 16 - 8 - 8) / 32);
+function raPrefixes(r: Router, iface: Interface): number {
+  const fit = Math.floor((iface.mtu - 40 - 16 - 8 - 8 - dnsOptions(r.config).length) / 32);
   return fit < 0 ? 0 : fit < iface.v6.length ? fit : iface.v6.length;
 }
 
 function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: Interface): void {
   const ip = o + ETH_HLEN;
-  const length = raLength(iface);
+  const length = raLength(r, iface);
   writeEthernet(d, o, 0x3333, 1, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
   writeIpv6Header(d, ip, length, 255);
   d.set(iface.linkLocal, ip + 8);
@@ -549,11 +551,8 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   d[ra] = ND_RA;
   d[ra + 1] = 0;
   d[ra + 4] = 64; // Cur Hop Limit
-  d[ra + 5] = 0; // no M, no O: addresses by SLAAC
-  // RFC 4861 6.2.1: AdvDefaultLifetime's default is 3 x MaxRtrAdvInterval: with a long
-  // interval, one advertisement lost would end the hosts' default route
-  const lifetime = 3 * r.config.raInterval;
-  write16(d, ra + 6, lifetime > ROUTER_LIFETIME_S ? lifetime : ROUTER_LIFETIME_S);
+  d[ra + 5] = advertisementFlags(r.config);
+  write16(d, ra + 6, routerLifetime(r.config));
   write32(d, ra + 8, 0);
   write32(d, ra + 12, 0);
   let opt = ra + 16;
@@ -566,14 +565,17 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   write16(d, opt + 2, 0);
   write32(d, opt + 4, iface.mtu);
   opt += 8;
-  const prefixes = raPrefixes(iface);
+  const dns = dnsOptions(r.config);
+  d.set(dns, opt);
+  opt += dns.length;
+  const prefixes = raPrefixes(r, iface);
   for (let k = 0; k < prefixes; k++) {
     const p = iface.v6[k];
     d[opt] = OPT_PREFIX;
     d[opt + 1] = 4;
     d[opt + 2] = p.length;
     // L (on-link); A (autonomous) where SLAAC can form an address: a /64.
-    d[opt + 3] = p.length === 64 ? 0xc0 : 0x80;
+    d[opt + 3] = p.length === 64 && r.config.raAutonomous ? 0xc0 : 0x80;
     write32(d, opt + 4, VALID_LIFETIME_S);
     write32(d, opt + 8, PREFERRED_LIFETIME_S);
     write32(d, opt + 12, 0);

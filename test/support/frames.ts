@@ -28,6 +28,8 @@ const NDP_OPT_SOURCE_LINK_ADDR = 1;
 const NDP_OPT_TARGET_LINK_ADDR = 2;
 const NDP_OPT_PREFIX_INFO = 3;
 const NDP_OPT_MTU = 5;
+const NDP_OPT_RDNSS = 25;
+const NDP_OPT_DNSSL = 31;
 
 export interface L2 {
   /** default 02:00:00:00:00:01 (for a multicast or broadcast IP destination: the MAC it maps to) */
@@ -173,6 +175,14 @@ export interface ParsedNdp {
   curHopLimit?: number;
   /** RA: the MTU option */
   mtu?: number;
+  /** RA: the M and O flags, and the default router preference (RFC 4191: the 2-bit field) */
+  managed?: boolean;
+  otherConfig?: boolean;
+  preference?: number;
+  /** RA: the RDNSS option (RFC 8106 5.1) */
+  rdnss?: { lifetime: number; servers: string[] };
+  /** RA: the DNSSL option (RFC 8106 5.2), its names with no final dot */
+  dnssl?: { lifetime: number; domains: string[] };
   /** NA: the R, S, O flags */
   router?: boolean;
   solicited?: boolean;
@@ -684,6 +694,9 @@ function parseNdp(d: Uint8Array, icmp: number, end: number, out: ParsedFrame): v
   if (type === 134) {
     ndp.curHopLimit = d[icmp + 4];
     ndp.routerLifetime = get16(d, icmp + 6);
+    ndp.managed = (d[icmp + 5] & 0x80) !== 0;
+    ndp.otherConfig = (d[icmp + 5] & 0x40) !== 0;
+    ndp.preference = (d[icmp + 5] >> 3) & 3;
     ndp.prefixes = [];
   }
   if (type >= 135) ndp.target = formatIp6(d, icmp + 8);
@@ -709,6 +722,22 @@ function parseNdp(d: Uint8Array, icmp: number, end: number, out: ParsedFrame): v
         preferredLifetime: get32(d, o + 8),
       });
     } else if (d[o] === NDP_OPT_MTU && optLen >= 8) ndp.mtu = get32(d, o + 4);
+    else if (d[o] === NDP_OPT_RDNSS && type === 134 && optLen >= 24) {
+      const servers: string[] = [];
+      for (let a = o + 8; a + 16 <= o + optLen; a += 16) servers.push(formatIp6(d, a));
+      ndp.rdnss = { lifetime: get32(d, o + 4), servers };
+    } else if (d[o] === NDP_OPT_DNSSL && type === 134 && optLen >= 16) {
+      // Names as DNS labels, each ended by the root's empty label; zeros pad the option.
+      const domains: string[] = [];
+      let labels: string[] = [];
+      for (let a = o + 8; a < o + optLen && a + d[a] < o + optLen; a += d[a] + 1) {
+        if (d[a] === 0) {
+          if (labels.length > 0) domains.push(labels.join('.'));
+          labels = [];
+        } else labels.push(String.fromCharCode(...d.subarray(a + 1, a + 1 + d[a])));
+      }
+      ndp.dnssl = { lifetime: get32(d, o + 4), domains };
+    }
     o += optLen;
   }
   out.ndp = ndp;

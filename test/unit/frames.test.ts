@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { prng } from '../support/prng.ts';
+import { pcap } from '../support/pcap.ts';
 import {
   arp,
   formatMacBytes,
@@ -333,25 +334,6 @@ t.test('builders reject what they cannot build', async (t) => {
 });
 
 // ---- cross-check with Wireshark's dissectors ----------------------------------------------------
-
-function pcap(frames: Uint8Array[]): Uint8Array {
-  const parts: Buffer[] = [];
-  const global = Buffer.alloc(24);
-  global.writeUInt32LE(0xa1b2c3d4, 0);
-  global.writeUInt16LE(2, 4);
-  global.writeUInt16LE(4, 6);
-  global.writeUInt32LE(65535, 16);
-  global.writeUInt32LE(1, 20); // LINKTYPE_ETHERNET
-  parts.push(global);
-  frames.forEach((f, i) => {
-    const rec = Buffer.alloc(16);
-    rec.writeUInt32LE(1700000000 + i, 0);
-    rec.writeUInt32LE(f.length, 8);
-    rec.writeUInt32LE(f.length, 12);
-    parts.push(rec, Buffer.from(f));
-  });
-  return Buffer.concat(parts);
-}
 
 const haveTshark = spawnSync('tshark', ['--version'], { stdio: 'ignore' }).status === 0;
 

@@ -286,9 +286,8 @@ export class UplinkEndpoint {
       } catch (err) {
         // The dead PMD's socket stays in the fanout group, given its share of the flows
         // with no one to read them (the new socket could not be had: no fd or no memory
-        // for its rings left, or a kernel that refuses PACKET_FANOUT on an interface that
-        // is down, as older ones do): every queue gets new rings, in a new group, at the
-        // next check.
+        // for its rings left, PACKET_FANOUT refused): every queue gets new rings, in a new
+        // group, at the next check.
         this.renewAll = true;
         this.log.warn(`port ${this.settings.name}: cannot open new rings on ${this.settings.interface}: ${(err as Error).message}; every queue gets new ones at the next check of the interface`);
       }

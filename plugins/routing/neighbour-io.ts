@@ -257,12 +257,17 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   const masks = r.mask4[iface.index];
   let ours = false;
   let inSubnet = false;
+  let claimed = false;
   for (let k = 0; k < addrs.length; k++) {
     if (addrs[k] === tpa) ours = true;
     if (((addrs[k] ^ spa) & masks[k]) === 0 && spa !== addrs[k]) inSubnet = true;
+    if (addrs[k] === spa) claimed = true;
   }
   const shaHi = macHi(d, a + 8);
   const shaLo = macLo(d, a + 8);
+  // Another host sends as one of the router's addresses (a gratuitous ARP, or a request):
+  // the link has a duplicate, and its hosts may send the router's traffic there.
+  if (claimed && (shaHi !== iface.macHi || shaLo !== iface.macLo)) r.count(batch.ingress, r.counter.address_conflicts, 1);
   // RFC 1812 3.3.2: a router believes no group address as a host's link address.
   const unicast = (shaHi & 0x100) === 0;
   if (!ours) {
@@ -379,6 +384,12 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     return true;
   }
   const target = icmp + 8;
+  // Another host that solicits from one of the router's addresses, or advertises one: a
+  // duplicate on the link. Counted; the address stays the router's (RFC 4862 5.4.4 gives
+  // one up only while it is tentative).
+  if ((type === ND_NS ? isOwn6(r, iface, d, ip + 8) : isOwn6(r, iface, d, target)) && (macHi(d, off + 6) !== iface.macHi || macLo(d, off + 6) !== iface.macLo)) {
+    r.count(batch.ingress, r.counter.address_conflicts, 1);
+  }
   if (type === ND_NS) {
     if (!isOwn6(r, iface, d, target)) return false;
     const unspecified = read32(d, ip + 8) === 0 && read32(d, ip + 12) === 0 && read32(d, ip + 16) === 0 && read32(d, ip + 20) === 0;

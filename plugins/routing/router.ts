@@ -48,6 +48,7 @@ export const COUNTERS = [
   ['held_dropped', 'held packets dropped: their next hop never answered'],
   ['punted_to_linux', 'packets for the router that it does not answer itself, handed to the port\'s Linux mirror (and ARP and NDP answers, which Linux needs too)'],
   ['sent_by_linux', 'frames Linux sent from the port\'s mirror, out of the port'],
+  ['address_conflicts', 'ARP and NDP from another host that claims one of the router\'s addresses on the link: a duplicate address'],
 ] as const;
 
 type Reason = (typeof DROP_REASONS)[number][0];
@@ -256,6 +257,7 @@ export class Router {
       held_dropped: c('held_dropped'),
       punted_to_linux: c('punted_to_linux'),
       sent_by_linux: c('sent_by_linux'),
+      address_conflicts: c('address_conflicts'),
     };
     this.count = ctx.count;
     this.wantBatch = ctx.wantBatch;

@@ -802,3 +802,29 @@ t.test('learned routes: the config wins for the same prefix; one that does not r
   const rows = [...routing.tables!.routes.list({ config: h.config, topology: h.topology, shared: h.shared, learnedRoutes: h.learned }, {})].filter((r) => r !== null);
   t.match(rows.find((r) => r.prefix === '203.0.113.0/24' && r.metric === 10), { type: 'fpm', source: 'fpm 127.0.0.1:2620', via: ['10.0.2.2'] }, 'listed with their source');
 });
+
+t.test("another host that claims one of the router's addresses is counted as an address conflict; the router's own traffic and the others' are not", async (t) => {
+  const h = await router();
+  const OTHER = '52:54:00:00:00:99';
+  // The ordinary: a guest's ARP and NDP, which name the router's addresses as targets only.
+  run(h, 'a', [
+    arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a }),
+    neighbourSolicitation({ src: '2001:db8:1::2', target: '2001:db8:1::1', sourceLinkAddr: GUEST.a, srcMac: GUEST.a }),
+    neighbourSolicitation({ src: '::', target: '2001:db8:1::1', srcMac: GUEST.a }),
+  ]);
+  t.equal(h.counts('a').address_conflicts ?? 0, 0, 'none for what names the router only as the target (duplicate address detection included)');
+  const claims = [
+    arp({ op: 'request', senderMac: OTHER, senderIp: '10.0.1.1', targetIp: '10.0.1.1', srcMac: OTHER }),
+    arp({ op: 'request', senderMac: OTHER, senderIp: '10.0.1.1', targetIp: '10.0.1.9', srcMac: OTHER }),
+    neighbourAdvertisement({ src: '2001:db8:1::1', dst: 'ff02::1', target: '2001:db8:1::1', targetLinkAddr: OTHER, override: true, srcMac: OTHER, dstMac: '33:33:00:00:00:01' }),
+    neighbourSolicitation({ src: 'fe80::ff:fe00:a01', target: '2001:db8:1::9', sourceLinkAddr: OTHER, srcMac: OTHER }),
+  ];
+  for (const [k, frame] of claims.entries()) {
+    run(h, 'a', [frame]);
+    t.equal(h.counts('a').address_conflicts, k + 1, ['a gratuitous ARP for 10.0.1.1', 'an ARP request from 10.0.1.1 for another host', 'an advertisement of 2001:db8:1::1', "a solicitation from the router's link-local address"][k]);
+  }
+  // From the router's own MAC (a frame of its own come back, as a bridge floods): no conflict.
+  run(h, 'a', [arp({ op: 'request', senderMac: MAC.a, senderIp: '10.0.1.1', targetIp: '10.0.1.9', srcMac: MAC.a })]);
+  t.equal(h.counts('a').address_conflicts, claims.length, 'none for a frame from the router\'s own MAC');
+  t.equal(h.counts('b').address_conflicts ?? 0, 0, 'counted on the port it came from');
+});

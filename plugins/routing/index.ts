@@ -127,7 +127,7 @@ function advertise(r: Router, batch: PacketBatch): void {
     // An interface whose ports are all down stays due: its first port up gets one at once.
     if (iface.v6.length > 0 && firstPortUp(r, iface) < 0) continue;
     // RFC 4861 6.2.4: intervals jittered, so that routers on a link do not synchronise.
-    r.raDue[iface.index] = r.pmd === 0 ? r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25) : Infinity;
+    r.raDue[iface.index] = r.pmd === 0 && !r.stopping ? r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25) : Infinity;
     if (iface.v6.length > 0) sendRouterAdvertisement(r, batch, iface, -1);
   }
 }
@@ -168,6 +168,25 @@ function betweenBursts(r: Router): void {
   r.lastSweep = now;
   // Each PMD ages a part of the table: PMD p the slots p, p + n, ... of each sweep.
   r.sweepAt = r.neighbours.sweep(now, r.sweepAt, SWEEP_SLOTS);
+}
+
+/**
+ * vrouter stops: each interface that advertises the router sends a last advertisement, of
+ * router lifetime 0 (RFC 4861 6.2.5), so that its hosts stop sending to it as their default
+ * router at once, not once the lifetime they were given runs out (up to half an hour),
+ * and take another router if they have one. From PMD 0, as the periodic ones; a batch of
+ * one of the interface's ports sends them (advertise()).
+ */
+function stopping(r: Router): void {
+  r.stopping = true;
+  if (r.pmd !== 0) return;
+  for (const iface of r.interfaces) {
+    if (!iface.advertises || iface.v6.length === 0) continue;
+    const up = firstPortUp(r, iface);
+    if (up < 0) continue;
+    r.raDue[iface.index] = -Infinity;
+    r.wantBatch(up);
+  }
 }
 
 /**
@@ -396,6 +415,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
   process,
   describe,
   betweenBursts,
+  stopping,
   tablesChanged: (r, update) => r.switchTables(update.config, update.shared),
   // A router that stops routing drops: nothing it would have decided goes anywhere.
   onError: 'drop',

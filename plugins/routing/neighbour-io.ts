@@ -562,8 +562,9 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   d[ra] = ND_RA;
   d[ra + 1] = 0;
   d[ra + 4] = 64; // Cur Hop Limit
-  d[ra + 5] = advertisementFlags(r.config);
-  write16(d, ra + 6, routerLifetime(r.config));
+  // A router that stops is no default router: lifetime 0, and then no preference (RFC 4191 2.2).
+  d[ra + 5] = r.stopping ? advertisementFlags(r.config) & 0xc0 : advertisementFlags(r.config);
+  write16(d, ra + 6, r.stopping ? 0 : routerLifetime(r.config));
   write32(d, ra + 8, 0);
   write32(d, ra + 12, 0);
   let opt = ra + 16;

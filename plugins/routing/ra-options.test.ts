@@ -13,7 +13,7 @@ import { pcap } from '../../test/support/pcap.ts';
 
 const ROUTER_MAC = '02:00:00:00:0a:01';
 const ports: HarnessPort[] = [{ name: 'a', settings: { addresses: ['10.0.1.1/24', '2001:db8:1::1/64', '2001:db8:9::1/80'], routerMac: ROUTER_MAC, mtu: 1500 } }];
-const now = 1_000_000;
+let now = 1_000_000;
 clock.now = () => now;
 
 /** The periodic advertisement on port a under `config`: its bytes. */
@@ -119,4 +119,24 @@ t.test('a router lifetime of 0: the prefixes are advertised, the router is no de
   const ra = parseFrame(await advertisement({ raRouterLifetime: 0 })).ndp!;
   t.equal(ra.routerLifetime, 0);
   t.equal(ra.prefixes!.length, 2, 'the prefixes still');
+});
+
+t.test('as vrouter stops: a last advertisement of router lifetime 0 on each interface that advertises, then none', async (t) => {
+  const h = await PluginHarness.create(routing, {
+    ports: [
+      ...ports,
+      { name: 'b', settings: { addresses: ['2001:db8:2::1/64'], routerMac: '02:00:00:00:0b:01', mtu: 1500 } },
+      { name: 'up', settings: { addresses: ['2001:db8:3::1/64'], routerMac: '02:00:00:00:0c:01', mtu: 1500, routerAdvertisements: false } },
+    ],
+    config: { raPreference: 'high', raManaged: true },
+  });
+  const first = h.run('a', []).map((o) => ({ to: o.to, ra: parseFrame(o.frame).ndp })).filter((o) => o.ra?.type === 134);
+  t.same(first.map((o) => [o.to, o.ra!.routerLifetime]), [['a', 1800], ['b', 1800]], 'the first advertisements, a default router for 1800 s');
+  h.stopping();
+  const last = h.runWanted().map((o) => ({ to: o.to, ra: parseFrame(o.frame).ndp })).filter((o) => o.ra?.type === 134);
+  t.same(last.map((o) => [o.to, o.ra!.routerLifetime, o.ra!.preference, o.ra!.managed]), [['a', 0, 0, true], ['b', 0, 0, true]], 'as it stops: lifetime 0 (medium preference, as RFC 4191 has it then) on a and b, none on the port that sends none');
+  t.same(last.find((o) => o.to === 'a')!.ra!.prefixes!.map((p) => p.prefix), ['2001:db8:1::', '2001:db8:9::'], 'its prefixes still (on-link, the hosts keep their addresses)');
+  now += 3_600_000;
+  for (let k = 0; k < 100; k++) h.betweenBursts();
+  t.same(h.runWanted().filter((o) => parseFrame(o.frame).ndp?.type === 134), [], 'no periodic one after it');
 });

@@ -132,6 +132,8 @@ export class Router {
   readonly raDue: Float64Array;
   /** poll rounds since betweenBursts() last looked for advertisements due */
   raCheckRounds = 0;
+  /** vrouter stops (Plugin.stopping): advertisements say the router is no default router any more */
+  stopping = false;
   readonly raSent: Float64Array;
   /** per interface: its IPv4 addresses and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
   readonly addr4: Uint32Array[];

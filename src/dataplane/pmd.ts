@@ -32,6 +32,8 @@ export interface Stage {
   process(batch: Batch): void;
   /** once per poll round, between bursts */
   betweenBursts(): void;
+  /** once, as vrouter stops: frames the stage has still to send it asks batches for (Plugin.stopping) */
+  stopping?(): void;
   /** for a captured packet, after process(): what the stage did to packet i, in words (or null) */
   describe?(batch: Batch, i: number): string | null;
   /** the most bytes of a frame process() reads or writes, if it reads headers alone (see the plugin API) */
@@ -287,8 +289,29 @@ export class Pmd {
     if (resumed !== null) resumed();
   }
 
+  /**
+   * vrouter stops: each stage is told (Plugin.stopping), and the batches they ask for run
+   * at once, while the ports are still connected (the control thread closes them after).
+   */
+  private farewell(): void {
+    const bell = this.doorbell;
+    for (let s = 0; s < this.stages.length; s++) {
+      bell[DOORBELL_STAGE] = s;
+      this.stages[s].stopping?.();
+    }
+    bell[DOORBELL_STAGE] = -1;
+    if (this.wantedBatches[WANTED_ANY] !== 0) {
+      this.batch.now = performance.timeOrigin + performance.now();
+      this.runWantedBatches();
+    }
+  }
+
   /** Carries out a command between two bursts; null: the answer comes through onLateReply. */
   execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
+    if (cmd.t === 'farewell') {
+      this.farewell();
+      return {};
+    }
     if (cmd.t === 'queues-back') {
       if (this.control.building) {
         this.queuesBack = id;

@@ -355,6 +355,13 @@ export interface Plugin<Config = unknown, State = unknown> {
   createState(ctx: PluginContext<Config>): State;
   /** once per poll round, between bursts: housekeeping (aging a table a slice at a time) */
   betweenBursts?(state: State): void;
+  /**
+   * vrouter is stopping (not a data plane restarting, nor an upgrade): once on each PMD,
+   * between bursts, while the ports are still connected. Frames the stage has still to
+   * send go out in the batches it asks for (PluginContext.wantBatch), which run right after.
+   * The routing stage sends its last router advertisements there (router lifetime 0).
+   */
+  stopping?(state: State): void;
   /** one batch: write decisions into it, nothing else */
   process(batch: PacketBatch, state: State): void;
   /**

@@ -151,6 +151,16 @@ export class PluginStage implements Stage {
     }
   }
 
+  /** vrouter stops (Plugin.stopping): the plugin asks for the batches of its last frames. */
+  stopping(): void {
+    if (this.mode !== 'run' || this.plugin.stopping === undefined) return;
+    try {
+      this.plugin.stopping(this.state);
+    } catch (err) {
+      this.report('stopping', err);
+    }
+  }
+
   /** A new config and tables for the plugin (Plugin.tablesChanged), between two bursts. */
   tablesChanged(config: unknown, shared: Record<string, ArrayBufferLike>): void {
     if (this.mode !== 'run' || this.plugin.tablesChanged === undefined) return;

@@ -287,6 +287,11 @@ export class PluginHarness<Config = unknown, State = unknown> {
     this.plugin.betweenBursts?.(this.state);
   }
 
+  /** vrouter stops (Plugin.stopping): what the plugin then sends comes from runWanted(). */
+  stopping(): void {
+    this.plugin.stopping?.(this.state);
+  }
+
   /** A port's counters and drops (by reason) so far, by name; absent ones are 0. */
   counts(port: string): Record<string, number> {
     const p = this.portIndex(port);

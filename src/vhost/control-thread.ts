@@ -3,15 +3,18 @@
 // (libuv polls the sockets), so it never blocks and never touches packets.
 import { parentPort, workerData } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { setThreadName } from '../sys/libc.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
 import { createLog } from '../log.ts';
-import { QUEUES_BACK } from './dataplane-link.ts';
+import { FAREWELL, QUEUES_BACK } from './dataplane-link.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
 import { interfaceRefusal, UplinkEndpoint, uplinkKey } from '../uplink/uplink-endpoint.ts';
 
 type Endpoint = PortEndpoint | UplinkEndpoint;
+/** How long a stop waits for the PMDs' last frames (FAREWELL): a PMD answers between two bursts. */
+const FAREWELL_WAIT_MS = 500;
 const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'vhost-user' ? new PortEndpoint(e, dataplane, log) : new UplinkEndpoint(e, dataplane, log));
 const keyOf = (e: EndpointSettings) => (e.type === 'vhost-user' ? e.socket : uplinkKey(e));
 
@@ -102,6 +105,9 @@ try {
 parentPort!.on('message', async (envelope: ControlEnvelope) => {
   const req = unpack(envelope.msg) as ControlRequest;
   if (req.t === 'shutdown') {
+    // The stages' last frames (final router advertisements) while the ports are connected,
+    // not waited for longer than a PMD takes to answer between two bursts.
+    await Promise.race([Promise.all(dataplane.pmds().map((pmd) => dataplane.requestOn(pmd, FAREWELL))), sleep(FAREWELL_WAIT_MS)]);
     await Promise.all(live().map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });

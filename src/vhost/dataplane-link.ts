@@ -45,12 +45,15 @@ export type PmdCommand =
   /** forget every vring and the memory of a port (frontend gone or reset) */
   | { t: 'port-reset'; port: number; gen: number }
   /** every port's queues are back: a PMD started to take queues over takes frames again (no port: -1) */
-  | { t: 'queues-back'; port: -1; gen: 0 };
+  | { t: 'queues-back'; port: -1; gen: 0 }
+  /** vrouter stops (not a restart of the data plane): the stages send their last frames (Plugin.stopping) */
+  | { t: 'farewell'; port: -1; gen: 0 };
 
 export const QUEUES_BACK = { t: 'queues-back', port: -1, gen: 0 } as const;
+export const FAREWELL = { t: 'farewell', port: -1, gen: 0 } as const;
 
-/** the commands of one port (every one but the PMD's own 'queues-back') */
-export type PortPmdCommand = Exclude<PmdCommand, { t: 'queues-back' }>;
+/** the commands of one port (every one but the PMD's own 'queues-back' and 'farewell') */
+export type PortPmdCommand = Exclude<PmdCommand, { t: 'queues-back' } | { t: 'farewell' }>;
 
 /** A guest memory region as the control thread names it: the data plane maps its fd. */
 export interface GuestRegion {

@@ -54,6 +54,11 @@ export class PmdClient implements Dataplane {
     return this.send(this.queueOwner[cmd.port][vring >> 1], cmd);
   }
 
+  /** Every PMD, by index. */
+  pmds(): number[] {
+    return this.incarnations.map((_, pmd) => pmd);
+  }
+
   ownersOf(port: number): number[] {
     return [...new Set(this.queueOwner[port] ?? [])];
   }

@@ -178,6 +178,7 @@ function betweenBursts(r: Router): void {
  * one of the interface's ports sends them (advertise()).
  */
 function stopping(r: Router): void {
+  if (r.stopping) return;
   r.stopping = true;
   if (r.pmd !== 0) return;
   for (const iface of r.interfaces) {

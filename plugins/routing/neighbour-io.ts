@@ -387,7 +387,7 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   // Another host that solicits from one of the router's addresses, or advertises one: a
   // duplicate on the link. Counted; the address stays the router's (RFC 4862 5.4.4 gives
   // one up only while it is tentative).
-  if ((type === ND_NS ? isOwn6(r, iface, d, ip + 8) : isOwn6(r, iface, d, target)) && (macHi(d, off + 6) !== iface.macHi || macLo(d, off + 6) !== iface.macLo)) {
+  if ((type === ND_NS ? isOwn6(r, iface, d, ip + 8) : type === ND_NA && isOwn6(r, iface, d, target)) && (macHi(d, off + 6) !== iface.macHi || macLo(d, off + 6) !== iface.macLo)) {
     r.count(batch.ingress, r.counter.address_conflicts, 1);
   }
   if (type === ND_NS) {
@@ -540,7 +540,7 @@ function raLength(r: Router, iface: Interface): number {
  * The prefix options an advertisement carries: the interface's first prefixes, as many as
  * fit its MTU beside the other options (RFC 4861 6.2.3 allows a subset). Unbounded, 300
  * addresses wrote past the packet's buffer, and 45 made every advertisement too long for a
- * 1500-byte port. (An IPv6 interface's MTU is 1280 at least: the DNS options, 472 bytes at
+ * 1500-byte port. (An IPv6 interface's MTU is 1280 at least: the DNS options, 400 bytes at
  * most, leave room for 25 prefixes.)
  */
 function raPrefixes(r: Router, iface: Interface): number {
@@ -579,6 +579,8 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   opt += 8;
   const dns = dnsOptions(r.config);
   d.set(dns, opt);
+  // A router that stops names its DNS servers no more (RFC 8106 5.1: lifetime 0), as radvd does.
+  if (r.stopping) for (let o = opt; o < opt + dns.length; o += d[o + 1] * 8) write32(d, o + 4, 0);
   opt += dns.length;
   const prefixes = raPrefixes(r, iface);
   for (let k = 0; k < prefixes; k++) {

@@ -128,7 +128,7 @@ t.test('as vrouter stops: a last advertisement of router lifetime 0 on each inte
       { name: 'b', settings: { addresses: ['2001:db8:2::1/64'], routerMac: '02:00:00:00:0b:01', mtu: 1500 } },
       { name: 'up', settings: { addresses: ['2001:db8:3::1/64'], routerMac: '02:00:00:00:0c:01', mtu: 1500, routerAdvertisements: false } },
     ],
-    config: { raPreference: 'high', raManaged: true },
+    config: { raPreference: 'high', raManaged: true, raDns: ['2001:db8::53'], raSearchDomains: ['example.com'] },
   });
   const first = h.run('a', []).map((o) => ({ to: o.to, ra: parseFrame(o.frame).ndp })).filter((o) => o.ra?.type === 134);
   t.same(first.map((o) => [o.to, o.ra!.routerLifetime]), [['a', 1800], ['b', 1800]], 'the first advertisements, a default router for 1800 s');
@@ -136,6 +136,9 @@ t.test('as vrouter stops: a last advertisement of router lifetime 0 on each inte
   const last = h.runWanted().map((o) => ({ to: o.to, ra: parseFrame(o.frame).ndp })).filter((o) => o.ra?.type === 134);
   t.same(last.map((o) => [o.to, o.ra!.routerLifetime, o.ra!.preference, o.ra!.managed]), [['a', 0, 0, true], ['b', 0, 0, true]], 'as it stops: lifetime 0 (medium preference, as RFC 4191 has it then) on a and b, none on the port that sends none');
   t.same(last.find((o) => o.to === 'a')!.ra!.prefixes!.map((p) => p.prefix), ['2001:db8:1::', '2001:db8:9::'], 'its prefixes still (on-link, the hosts keep their addresses)');
+  const onA = last.find((o) => o.to === 'a')!.ra!;
+  t.same([onA.rdnss, onA.dnssl], [{ lifetime: 0, servers: ['2001:db8::53'] }, { lifetime: 0, domains: ['example.com'] }], 'its DNS server and search list, of lifetime 0 (RFC 8106 5.1)');
+  t.same([first[0].ra!.rdnss!.lifetime, first[0].ra!.dnssl!.lifetime], [90, 90], 'where they had three intervals before');
   now += 3_600_000;
   for (let k = 0; k < 100; k++) h.betweenBursts();
   t.same(h.runWanted().filter((o) => parseFrame(o.frame).ndp?.type === 134), [], 'no periodic one after it');

@@ -29,7 +29,7 @@ export interface DataplaneHandlers {
   pmdError(pmd: number, incarnation: number, error: string): void;
   pmdExit(pmd: number, incarnation: number, code: number): void;
   /** a PMD started in standby has loaded and waits for go() */
-  pmdStandby(pmd: number, incarnation: number): void;
+  pmdStandby(pmd: number, incarnation: number, refused: string | null): void;
   /** the process ended (after start resolved), by exit code or signal */
   died(code: number | null, signal: NodeJS.Signals | null): void;
 }
@@ -192,7 +192,7 @@ export class DataplaneProcess {
     } else if (event.t === 'pmd-exit') {
       this.handlers.pmdExit(event.pmd, event.incarnation, event.code);
     } else if (event.t === 'pmd-standby') {
-      this.handlers.pmdStandby(event.pmd, event.incarnation);
+      this.handlers.pmdStandby(event.pmd, event.incarnation, event.refused);
     } else if (event.t === 'quiesced') {
       for (const done of this.quiesceWaiters.splice(0)) done();
     }

@@ -345,8 +345,11 @@ export class Supervisor {
         if (this.spare?.dataplane === dataplane) return this.spareFailed(`pmd${id} exited with code ${code}`);
         if (this.incarnations[id] === incarnation && this.dataplane === dataplane) this.pmdExited(id, code);
       },
-      pmdStandby: (id, incarnation) => {
-        if (this.spare?.dataplane === dataplane && this.spare.incarnations[id] === incarnation) this.spare.loaded(id);
+      pmdStandby: (id, incarnation, refused) => {
+        if (this.spare?.dataplane !== dataplane || this.spare.incarnations[id] !== incarnation) return;
+        // Its code on disk is another vrouter's: it refuses again until vrouter restarts, tried seldom.
+        if (refused !== null) this.spareFailed(`pmd${id} refused to serve: ${refused}`, SPARE_REFUSED_RETRY_MS);
+        else this.spare.loaded(id);
       },
       died: (code, signal) => {
         if (this.spare?.dataplane === dataplane) this.spareFailed(`it died (${signal ?? `exit code ${code}`})`);

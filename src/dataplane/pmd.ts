@@ -104,6 +104,8 @@ export class Pmd {
   readonly doorbell: Int32Array;
   /** what loadIndexWords() loaded last, kept so that its loads are not left out */
   private indexWords = 0;
+  /** a 'farewell' command answered at the end of the next poll round, or -1 */
+  private farewellAnswer = -1;
   /** the ports whose batch a stage wants this round, empty or not (see PipelineBuilder) */
   private readonly wantedBatches = new Uint8Array(PORT_SLOTS + 1);
 
@@ -192,6 +194,10 @@ export class Pmd {
     if (this.wantedBatches[WANTED_ANY] !== 0 && this.taking) work += this.runWantedBatches();
     if (ringsIn.length > 0) this.pool.flushAllReturns();
     settleCalls();
+    if (this.farewellAnswer >= 0) {
+      this.control.onLateReply({ id: this.farewellAnswer });
+      this.farewellAnswer = -1;
+    }
     // Load: the time of the rounds that found work (one more clock read each); idle time is
     // the rest of the wall clock.
     if (work > 0) {
@@ -310,7 +316,9 @@ export class Pmd {
   execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
     if (cmd.t === 'farewell') {
       this.farewell();
-      return {};
+      // Answered after the next poll round: what other PMDs handed this one is delivered by then.
+      this.farewellAnswer = id;
+      return null;
     }
     if (cmd.t === 'queues-back') {
       if (this.control.building) {

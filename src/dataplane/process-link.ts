@@ -40,7 +40,8 @@ export type DataplaneEvent =
   /** a PMD's error, before it exits */
   | { t: 'pmd-error'; pmd: number; incarnation: number; error: string }
   | { t: 'pmd-exit'; pmd: number; incarnation: number; code: number }
-  | { t: 'pmd-standby'; pmd: number; incarnation: number }
+  /** `refused`: why its code cannot serve this supervisor (another vrouter's plugins), or null */
+  | { t: 'pmd-standby'; pmd: number; incarnation: number; refused: string | null }
   | { t: 'quiesced' };
 
 /** A guest memory region in a 'memory' command; `fd` is an index into the message's fds. */

@@ -15,7 +15,7 @@ import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } fro
 import { holdLifeLock } from '../sys/life-locks.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
-import type { PmdLogLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
+import type { PmdLogLine, PmdStandbyLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
 import { COUNTER_LAYOUT } from './counters.ts';
 
@@ -168,11 +168,11 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   const pmd: RunningPmd = { id, incarnation, worker, commands: channel.port1, doorbell, fds: new Map(), pending: new Map() };
   pmds.set(id, pmd);
   channel.port1.on('message', (bytes: Uint8Array) => answered(pmd, unpack(bytes) as PmdReply));
-  worker.on('message', (m: PmdLogLine | { standby: true }) => {
+  worker.on('message', (m: PmdLogLine | PmdStandbyLine) => {
     if ('standby' in m) {
-      tell({ t: 'pmd-standby', pmd: id, incarnation });
+      tell({ t: 'pmd-standby', pmd: id, incarnation, refused: m.refused });
       // Loaded: the next hand-over goes through this thread (the go, then the commands).
-      serveQueues();
+      if (m.refused === null) serveQueues();
     }
     else process.stderr.write(m.log);
   });

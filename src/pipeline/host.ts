@@ -24,6 +24,8 @@ export class PluginStage implements Stage {
   private readonly errorCode: number;
   private loggedAt = -Infinity;
   private unlogged = 0;
+  /** Plugin.stopping was called: the farewell is said once */
+  private toldStopping = false;
   /** 'run', or how the plugin is taken out after it hung a PMD, failed to start or to take new tables */
   private mode: 'run' | 'bypass' | 'drop';
   /**
@@ -151,9 +153,10 @@ export class PluginStage implements Stage {
     }
   }
 
-  /** vrouter stops (Plugin.stopping): the plugin asks for the batches of its last frames. */
+  /** vrouter stops (Plugin.stopping, once): the plugin asks for the batches of its last frames. */
   stopping(): void {
-    if (this.mode !== 'run' || this.plugin.stopping === undefined) return;
+    if (this.mode !== 'run' || this.plugin.stopping === undefined || this.toldStopping) return;
+    this.toldStopping = true;
     try {
       this.plugin.stopping(this.state);
     } catch (err) {

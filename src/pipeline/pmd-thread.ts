@@ -12,7 +12,7 @@ import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, DOORBELL_THREAD, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
-import { BUILT_IN_PLUGINS, builtInPluginPath, importPlugin, type PluginPlan } from './loader.ts';
+import { BUILT_IN_PLUGINS, builtInPluginPath, importPlugin, PLUGIN_ERROR, type PluginPlan } from './loader.ts';
 import { PLUGIN_API_VERSION, type Plugin, type Topology } from './api.ts';
 import type { PluginMemory } from './shared-memory.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
@@ -53,6 +53,29 @@ useArena(started.arena);
 export interface PmdLogLine {
   log: string;
 }
+/** A PMD in standby loaded (refused: why it cannot serve the supervisor that started it, or null). */
+export interface PmdStandbyLine {
+  standby: true;
+  refused: string | null;
+}
+
+/**
+ * Why plugins as imported here cannot serve the plans they came with, or null: the code on
+ * disk (an upgrade's) declares other drop reasons or counters than the supervisor gave
+ * slots to when it loaded the plugin. Its PMDs would count in other slots, and a stage
+ * whose state asks for a counter the plan lacks could not be built at all.
+ */
+function countsElsewhere(loaded: readonly Plugin[], plans: readonly PluginPlan[]): string | null {
+  for (let i = 0; i < plans.length; i++) {
+    const names = (list: readonly (readonly [string, string])[] | undefined) => (list ?? []).map(([n]) => n).join(',');
+    if (unloadable.includes(plans[i].name)) continue;
+    // The plan's drop reasons start with the host's own for the stage (PLUGIN_ERROR).
+    if (names([PLUGIN_ERROR, ...(loaded[i].dropReasons ?? [])]) !== plans[i].dropReasons.join(',') || names(loaded[i].counters) !== plans[i].counters.join(',')) {
+      return `plugin ${plans[i].name}'s code declares other drop reasons or counters than the running supervisor loaded (${names(loaded[i].dropReasons)}; ${names(loaded[i].counters)}): restart vrouter to run it`;
+    }
+  }
+  return null;
+}
 const log = createLog(`pmd${started.config.id}`, (line) => parentPort!.postMessage({ log: line } satisfies PmdLogLine));
 // Held while this thread lives (the first lock is the main thread's): once the locks of a
 // dead process are all let go, none of its threads touches a queue again (life-locks.ts).
@@ -72,8 +95,9 @@ const modules = await Promise.all(started.plugins.map((p) => importPlugin(p.path
 })));
 let data = started;
 if (started.standby !== null) {
-  // Loaded: the data plane this one stands in for forwards until it is told to go.
-  parentPort!.postMessage({ standby: true });
+  // Loaded: the data plane this one stands in for forwards until it is told to go; or code
+  // of another vrouter, whose plugins count where the supervisor reads other counters.
+  parentPort!.postMessage({ standby: true, refused: countsElsewhere(modules, started.plugins) } satisfies PmdStandbyLine);
   // It waits on its own CPU (asleep, it takes nothing there), to wake where it will poll:
   // at a hand-over after a death that CPU is idle, the control CPUs are not.
   try {

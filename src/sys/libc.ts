@@ -982,20 +982,20 @@ const DROP_OUTGOING_PROGRAM: readonly (readonly [number, number, number, number]
  * ignore; a socket's filter runs on whatever the group hands it.
  */
 export function dropOutgoing(fd: number): void {
-  // Both in shared memory, which never moves: the kernel reads them by address.
-  const program = new DataView(new SharedArrayBuffer(DROP_OUTGOING_PROGRAM.length * 8));
+  // struct sock_fprog (the instruction count, then, aligned, the program's address) and the
+  // program after it, in one buffer of shared memory: it never moves, and it lives through
+  // the call that passes it, as what the kernel reads by address then does.
+  const bytes = new Uint8Array(new SharedArrayBuffer(16 + DROP_OUTGOING_PROGRAM.length * 8));
+  const dv = new DataView(bytes.buffer);
   DROP_OUTGOING_PROGRAM.forEach(([code, jt, jf, k], i) => {
-    program.setUint16(i * 8, code, true);
-    program.setUint8(i * 8 + 2, jt);
-    program.setUint8(i * 8 + 3, jf);
-    program.setUint32(i * 8 + 4, k, true);
+    dv.setUint16(16 + i * 8, code, true);
+    dv.setUint8(16 + i * 8 + 2, jt);
+    dv.setUint8(16 + i * 8 + 3, jf);
+    dv.setUint32(16 + i * 8 + 4, k, true);
   });
-  // struct sock_fprog: the instruction count, then (aligned) the program's address
-  const fprog = new Uint8Array(new SharedArrayBuffer(16));
-  const dv = new DataView(fprog.buffer);
   dv.setUint16(0, DROP_OUTGOING_PROGRAM.length, true);
-  dv.setBigUint64(8, BigInt(addressOf(program)), true);
-  if ((c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, fprog, fprog.length) as number) < 0) fail('setsockopt', 'SO_ATTACH_FILTER (outgoing frames dropped)');
+  dv.setBigUint64(8, BigInt(addressOf(bytes) + 16), true);
+  if ((c.setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, bytes, 16) as number) < 0) fail('setsockopt', 'SO_ATTACH_FILTER (outgoing frames dropped)');
 }
 
 /** The shape of an AF_PACKET socket's rings (TPACKET_V3): the receive ring, then the transmit ring, in one mapping. */

@@ -106,8 +106,13 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
   const req = unpack(envelope.msg) as ControlRequest;
   if (req.t === 'shutdown') {
     // The stages' last frames (final router advertisements) while the ports are connected,
-    // not waited for longer than a PMD takes to answer between two bursts.
-    await Promise.race([Promise.all(dataplane.pmds().map((pmd) => dataplane.requestOn(pmd, FAREWELL))), sleep(FAREWELL_WAIT_MS)]);
+    // not waited for longer than PMDs take to answer between their poll rounds. Twice: each
+    // answers after a poll round, so that the second round has delivered what one PMD
+    // handed another in the first (a port whose queue another PMD holds).
+    const farewell = async () => {
+      for (let round = 0; round < 2; round++) await Promise.all(dataplane.pmds().map((pmd) => dataplane.requestOn(pmd, FAREWELL)));
+    };
+    await Promise.race([farewell(), sleep(FAREWELL_WAIT_MS)]);
     await Promise.all(live().map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });

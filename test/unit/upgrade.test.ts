@@ -173,3 +173,31 @@ t.test('an upgrade to code that counts in another layout is refused, and the run
   t.equal((await api.call('GET', '/counters')).json.a.rx_packets, 20, "its counters read as they are: a's 20 frames");
   t.same(sparePids(vr.proc.pid!), [], 'no spare of that code is kept');
 });
+
+t.test("an upgrade to code whose plugin counts other counters is refused, and the running data plane stays", async (t) => {
+  // As above, the bridge plugin changed on disk: a counter more, which the running
+  // supervisor gave no slot to.
+  const root = mkdtempSync(join(tmpdir(), 'vrouter-build-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  cpSync(join(REPO, 'dist'), join(root, 'dist'), { recursive: true });
+  cpSync(join(REPO, 'package.json'), join(root, 'package.json'));
+  symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
+  const vr = await startVrouter(bridgeConfig(['a', 'b']), 15000, undefined, join(root, 'dist/bin/vrouter.js'));
+  t.teardown(() => vr.stop());
+  const a = await startDevice(vr.sockets.a);
+  t.teardown(() => a.close());
+  const b = await startDevice(vr.sockets.b);
+  t.teardown(() => b.close());
+  const bridge = join(root, 'dist/plugins/bridge/index.js');
+  const code = readFileSync(bridge, 'utf8');
+  t.ok(code.includes("counters: [['mac_learning_refused',"), 'the build names the bridge\'s counters');
+  writeFileSync(bridge, code.replace("counters: [['mac_learning_refused',", "counters: [['a_new_counter', 'a counter of the code on disk'], ['mac_learning_refused',"));
+  const api = adminClient(vr);
+  const before = dataplanePids(vr.proc.pid!);
+  const upgrade = await api.call('POST', '/dataplane/upgrade');
+  t.match(upgrade, { status: 503, json: { error: { code: 'VR_UPGRADE', message: /upgrade failed, the running data plane stays: .*plugin bridge's code declares other drop reasons or counters than the running supervisor loaded .*a_new_counter.*restart vrouter to run it/ } } });
+  t.same(dataplanePids(vr.proc.pid!), before, 'the same data plane runs');
+  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'and forwards');
+  t.equal((await api.call('GET', '/dataplane')).json.upgrades, 0, 'no upgrade counted');
+  t.same(sparePids(vr.proc.pid!), [], 'no spare of that code is kept');
+});

@@ -8,25 +8,16 @@ import t from 'tap';
 import { adminClient } from '../support/admin-client.ts';
 import { dataplanePids, waitFor } from '../support/traffic.ts';
 import { hostProber, PROBER_MAC } from '../support/host-prober.ts';
+import { ip, vethIntoNamespace } from '../support/netns.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 
 const NETNS = `vrpkt${process.pid}`;
 const IFACE = `vrp${process.pid % 100000}`;
 const PEER = `${IFACE}p`;
-const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 t.test('an AF_PACKET port: the host stack behind a veth answers ARP and ping, across a data-plane death', async (t) => {
-  ip('netns', 'add', NETNS);
-  t.teardown(() => ip('netns', 'del', NETNS));
-  ip('link', 'add', IFACE, 'type', 'veth', 'peer', 'name', PEER, 'netns', NETNS);
-  t.teardown(() => {
-    try {
-      ip('link', 'del', IFACE);
-    } catch {
-      // gone with the namespace, or deleted by the test
-    }
-  });
+  vethIntoNamespace(t, NETNS, IFACE, PEER);
   ip('-n', NETNS, 'addr', 'add', '10.9.1.2/24', 'dev', PEER);
   ip('-n', NETNS, 'link', 'set', PEER, 'up');
   const hostMac = /link\/ether ([0-9a-f:]+)/.exec(ip('-n', NETNS, '-o', 'link', 'show', 'dev', PEER))![1];
@@ -78,16 +69,7 @@ t.test('an AF_PACKET port with two queues: the interface\'s flows spread over bo
   const netns = `${NETNS}q`;
   const iface = `${IFACE}q`;
   const peer = `${iface}p`;
-  ip('netns', 'add', netns);
-  t.teardown(() => ip('netns', 'del', netns));
-  ip('link', 'add', iface, 'type', 'veth', 'peer', 'name', peer, 'netns', netns);
-  t.teardown(() => {
-    try {
-      ip('link', 'del', iface);
-    } catch {
-      // gone with the namespace
-    }
-  });
+  vethIntoNamespace(t, netns, iface, peer);
   // The host's side sends only what the test has it send: IPv4 to a neighbour it knows.
   execFileSync('ip', ['netns', 'exec', netns, 'sysctl', '-qw', `net.ipv6.conf.${peer}.disable_ipv6=1`]);
   ip('-n', netns, 'addr', 'add', '10.9.2.2/24', 'dev', peer);

@@ -5,13 +5,13 @@
 // without takes both (so that the host's frames do reach a socket there).
 import { execFileSync } from 'node:child_process';
 import t from 'tap';
+import { ip, vethIntoNamespace } from '../support/netns.ts';
 import { addressOf, close, dropOutgoing, interfaceIndex, readAt, socketCalls } from '../../src/sys/libc.ts';
 import { AF_PACKET, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from '../../src/sys/linux-constants.ts';
 
 const NETNS = `vrflt${process.pid}`;
 const IFACE = `vrf${process.pid % 100000}`;
 const PEER = `${IFACE}p`;
-const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 /** A non-blocking AF_PACKET socket of every protocol, bound to interface `name`. */
 function rawSocket(name: string): number {
@@ -39,16 +39,7 @@ function datagramsByPort(fd: number): Map<number, number> {
 }
 
 t.test('a socket with dropOutgoing() takes what comes in and nothing the host sends out', async (t) => {
-  ip('netns', 'add', NETNS);
-  t.teardown(() => ip('netns', 'del', NETNS));
-  ip('link', 'add', IFACE, 'type', 'veth', 'peer', 'name', PEER, 'netns', NETNS);
-  t.teardown(() => {
-    try {
-      ip('link', 'del', IFACE);
-    } catch {
-      // gone with the namespace
-    }
-  });
+  vethIntoNamespace(t, NETNS, IFACE, PEER);
   ip('addr', 'add', '10.9.7.1/24', 'dev', IFACE);
   ip('link', 'set', IFACE, 'up');
   ip('-n', NETNS, 'addr', 'add', '10.9.7.2/24', 'dev', PEER);

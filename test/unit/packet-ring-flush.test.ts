@@ -5,6 +5,7 @@
 // leaves, with no further frame to send.
 import { execFileSync } from 'node:child_process';
 import t from 'tap';
+import { ip, vethIntoNamespace } from '../support/netns.ts';
 import { PacketRings } from '../../src/dataplane/packet-ring.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { COUNTERS_PER_PORT, queueBase, TX_PACKETS } from '../../src/dataplane/counters.ts';
@@ -15,7 +16,6 @@ const NETNS = `vrflush${process.pid}`;
 const IFACE = `vrq${process.pid % 100000}`;
 const PEER = `${IFACE}p`;
 const FRAMES = 400;
-const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Frames the peer's end of the veth has received. */
@@ -25,16 +25,7 @@ function peerReceived(): number {
 }
 
 t.test('frames the kernel left in the transmit ring leave at the next poll rounds, with nothing more to send', async (t) => {
-  ip('netns', 'add', NETNS);
-  t.teardown(() => ip('netns', 'del', NETNS));
-  ip('link', 'add', IFACE, 'type', 'veth', 'peer', 'name', PEER, 'netns', NETNS);
-  t.teardown(() => {
-    try {
-      ip('link', 'del', IFACE);
-    } catch {
-      // gone with the namespace
-    }
-  });
+  vethIntoNamespace(t, NETNS, IFACE, PEER);
   // Neither end sends anything of its own: the peer counts vrouter's frames alone.
   execFileSync('sysctl', ['-qw', `net.ipv6.conf.${IFACE}.disable_ipv6=1`]);
   execFileSync('ip', ['netns', 'exec', NETNS, 'sysctl', '-qw', `net.ipv6.conf.${PEER}.disable_ipv6=1`]);

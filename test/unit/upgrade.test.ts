@@ -146,8 +146,8 @@ t.test('a spare that cannot be started (the supervisor out of file descriptors) 
   t.equal(sparePids(pid).length, 1, 'once it may open files again');
 });
 
-t.test('an upgrade to code that counts in another layout is refused, and the running data plane stays', async (t) => {
-  // vrouter run from a copy of its build, whose data plane is then changed on disk: a drop reason more.
+/** vrouter bridging ports a and b, run from a copy of its build (changed on disk by the test), a test frontend on each. */
+async function fromCopyOfBuild(t: Test) {
   const root = mkdtempSync(join(tmpdir(), 'vrouter-build-'));
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
   cpSync(join(REPO, 'dist'), join(root, 'dist'), { recursive: true });
@@ -159,45 +159,40 @@ t.test('an upgrade to code that counts in another layout is refused, and the run
   t.teardown(() => a.close());
   const b = await startDevice(vr.sockets.b);
   t.teardown(() => b.close());
-  const counters = join(root, 'dist/src/dataplane/counters.js');
-  const code = readFileSync(counters, 'utf8');
-  t.ok(code.includes("['receive_ring_full',"), 'the build names its drop reasons');
-  writeFileSync(counters, code.replace("['receive_ring_full',", "['a_new_reason', 'a drop reason of the code on disk'], ['receive_ring_full',"));
-  const api = adminClient(vr);
-  const before = dataplanePids(vr.proc.pid!);
-  const upgrade = await api.call('POST', '/dataplane/upgrade');
-  t.match(upgrade, { status: 503, json: { error: { code: 'VR_UPGRADE', message: /upgrade failed, the running data plane stays: the data-plane process refused to serve: its code counts in another layout .*restart vrouter to run it/ } } });
-  t.same(dataplanePids(vr.proc.pid!), before, 'the same data plane runs');
-  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'and forwards');
-  t.equal((await api.call('GET', '/dataplane')).json.upgrades, 0, 'no upgrade counted');
-  t.equal((await api.call('GET', '/counters')).json.a.rx_packets, 20, "its counters read as they are: a's 20 frames");
-  t.same(sparePids(vr.proc.pid!), [], 'no spare of that code is kept');
-});
+  return { root, vr, a, b };
+}
 
-t.test("an upgrade to code whose plugin counts other counters is refused, and the running data plane stays", async (t) => {
-  // As above, the bridge plugin changed on disk: a counter more, which the running
-  // supervisor gave no slot to.
-  const root = mkdtempSync(join(tmpdir(), 'vrouter-build-'));
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  cpSync(join(REPO, 'dist'), join(root, 'dist'), { recursive: true });
-  cpSync(join(REPO, 'package.json'), join(root, 'package.json'));
-  symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
-  const vr = await startVrouter(bridgeConfig(['a', 'b']), 15000, undefined, join(root, 'dist/bin/vrouter.js'));
-  t.teardown(() => vr.stop());
-  const a = await startDevice(vr.sockets.a);
-  t.teardown(() => a.close());
-  const b = await startDevice(vr.sockets.b);
-  t.teardown(() => b.close());
-  const bridge = join(root, 'dist/plugins/bridge/index.js');
-  const code = readFileSync(bridge, 'utf8');
-  t.ok(code.includes("counters: [['mac_learning_refused',"), 'the build names the bridge\'s counters');
-  writeFileSync(bridge, code.replace("counters: [['mac_learning_refused',", "counters: [['a_new_counter', 'a counter of the code on disk'], ['mac_learning_refused',"));
-  const api = adminClient(vr);
-  const before = dataplanePids(vr.proc.pid!);
-  const upgrade = await api.call('POST', '/dataplane/upgrade');
-  t.match(upgrade, { status: 503, json: { error: { code: 'VR_UPGRADE', message: /upgrade failed, the running data plane stays: .*plugin bridge's code declares other drop reasons or counters than the running supervisor loaded .*a_new_counter.*restart vrouter to run it/ } } });
-  t.same(dataplanePids(vr.proc.pid!), before, 'the same data plane runs');
-  t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'and forwards');
-  t.equal((await api.call('GET', '/dataplane')).json.upgrades, 0, 'no upgrade counted');
-  t.same(sparePids(vr.proc.pid!), [], 'no spare of that code is kept');
-});
+const otherLayouts = [
+  {
+    what: 'code that counts in another layout (a drop reason more)',
+    file: 'dist/src/dataplane/counters.js',
+    from: "['receive_ring_full',",
+    to: "['a_new_reason', 'a drop reason of the code on disk'], ['receive_ring_full',",
+    refusal: /upgrade failed, the running data plane stays: the data-plane process refused to serve: its code counts in another layout .*restart vrouter to run it/,
+  },
+  {
+    what: 'code whose plugin counts other counters (a counter of the bridge more, which the running supervisor gave no slot to)',
+    file: 'dist/plugins/bridge/index.js',
+    from: "counters: [['mac_learning_refused',",
+    to: "counters: [['a_new_counter', 'a counter of the code on disk'], ['mac_learning_refused',",
+    refusal: /upgrade failed, the running data plane stays: .*plugin bridge's code declares other drop reasons or counters than the running supervisor loaded .*a_new_counter.*restart vrouter to run it/,
+  },
+];
+for (const change of otherLayouts) {
+  t.test(`an upgrade to ${change.what} is refused, and the running data plane stays`, async (t) => {
+    const { root, vr, a, b } = await fromCopyOfBuild(t);
+    const file = join(root, change.file);
+    const code = readFileSync(file, 'utf8');
+    t.ok(code.includes(change.from), `the build has ${change.from}`);
+    writeFileSync(file, code.replace(change.from, change.to));
+    const api = adminClient(vr);
+    const before = dataplanePids(vr.proc.pid!);
+    const upgrade = await api.call('POST', '/dataplane/upgrade');
+    t.match(upgrade, { status: 503, json: { error: { code: 'VR_UPGRADE', message: change.refusal } } });
+    t.same(dataplanePids(vr.proc.pid!), before, 'the same data plane runs');
+    t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'and forwards');
+    t.equal((await api.call('GET', '/dataplane')).json.upgrades, 0, 'no upgrade counted');
+    t.equal((await api.call('GET', '/counters')).json.a.rx_packets, 20, "its counters read as they are: a's 20 frames");
+    t.same(sparePids(vr.proc.pid!), [], 'no spare of that code is kept');
+  });
+}

@@ -2,7 +2,8 @@
 // sees from inside the VMs. IPv4 and IPv6 across subnets (the IPv6 default route learned
 // from the router's advertisements), the router's own addresses, traceroute, path MTU
 // between a 9000 and a 1500 port, IPv4 fragmentation, iperf3; then ACLs (a denied port,
-// stateful return traffic) and a policer holding TCP to its rate.
+// stateful return traffic) and a policer holding TCP to its rate; and, as vrouter stops,
+// the guest's IPv6 default route gone with its last advertisement.
 import t, { type Test } from 'tap';
 import { bootGuest, guestPrerequisites, type GuestResult, type GuestSpec } from './lib/guest.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
@@ -445,4 +446,29 @@ vr_iperf_server
   const rl = pluginTotals(stats, 'ratelimit');
   t.ok(rl.counters.red > 0, `the policer marked packets red: ${JSON.stringify(rl.counters)}`, { drops: rl.drops });
   t.ok(rl.drops.policer_red > 0, `and dropped them: ${rl.drops.policer_red}`);
+});
+
+t.test("stopped, vrouter tells a guest it is no default router any more: the guest's IPv6 default route goes at once", async (t) => {
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'] }], pipeline: ['routing'] });
+  t.teardown(() => vr.stop());
+  const guest = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
+    timeoutS: 90,
+    script: `${ROUTED_LIB}
+vr_wait_ra 30
+echo VR-STEP ra-learned
+# until the default route goes (the advertisement gave it 1800 s), 30 s at most
+n=0
+while ip -6 route | grep -q '^default' && [ $n -lt 150 ]; do sleep 0.2; n=$((n + 1)); done
+vr_result test=farewell gone=$(ip -6 route | grep -q '^default' && echo 0 || echo 1) waited_ms=$((n * 200))
+`,
+  });
+  t.teardown(() => guest.kill());
+  await guest.waitForConsole(/VR-STEP ra-learned/, 90_000);
+  t.equal(await vr.stop(), 0, 'vrouter stopped cleanly (SIGTERM)');
+  const r = await guest.done;
+  t.equal(find(r, 'ra_route')?.ok, '1', `the guest had a default route from the router's advertisement (${find(r, 'ra_route')?.route})`, { console: excerpt(r) });
+  const gone = find(r, 'farewell');
+  t.equal(gone?.gone, '1', `and it went once vrouter stopped (after ${gone?.waited_ms} ms), not when its 1800 s ran out`, { console: excerpt(r) });
 });

@@ -66,8 +66,8 @@ export interface PmdStandbyLine {
  * whose state asks for a counter the plan lacks could not be built at all.
  */
 function countsElsewhere(loaded: readonly Plugin[], plans: readonly PluginPlan[]): string | null {
+  const names = (list: readonly (readonly [string, string])[] | undefined) => (list ?? []).map(([n]) => n).join(',');
   for (let i = 0; i < plans.length; i++) {
-    const names = (list: readonly (readonly [string, string])[] | undefined) => (list ?? []).map(([n]) => n).join(',');
     if (unloadable.includes(plans[i].name)) continue;
     // The plan's drop reasons start with the host's own for the stage (PLUGIN_ERROR).
     if (names([PLUGIN_ERROR, ...(loaded[i].dropReasons ?? [])]) !== plans[i].dropReasons.join(',') || names(loaded[i].counters) !== plans[i].counters.join(',')) {

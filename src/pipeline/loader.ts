@@ -155,6 +155,11 @@ function configError(err: unknown, spec: PluginSpec): PluginLoadError {
  * Loads and validates every plugin of the config, in pipeline order, and lays out their
  * counter slots. Throws PluginLoadError naming the field at fault.
  */
+/** The names a plugin's counter slots go to, in order: its drop reasons after the host's own (PLUGIN_ERROR), then its counters. */
+export function slotNames(plugin: Pick<Plugin, 'dropReasons' | 'counters'>): { dropReasons: string[]; counters: string[] } {
+  return { dropReasons: [PLUGIN_ERROR, ...(plugin.dropReasons ?? [])].map(([n]) => n), counters: (plugin.counters ?? []).map(([n]) => n) };
+}
+
 export async function planPlugins(specs: readonly PluginSpec[], topology: Topology, version = 0): Promise<PluginPlan[]> {
   const plans: PluginPlan[] = [];
   let slot = 0;
@@ -168,8 +173,7 @@ export async function planPlugins(specs: readonly PluginSpec[], topology: Topolo
     } catch (err) {
       throw configError(err, spec);
     }
-    const dropReasons = [PLUGIN_ERROR, ...(plugin.dropReasons ?? [])].map(([n]) => n);
-    const counters = (plugin.counters ?? []).map(([n]) => n);
+    const { dropReasons, counters } = slotNames(plugin);
     const used = dropReasons.length + counters.length;
     if (slot + used > PLUGIN_SLOTS) throw new PluginLoadError(field, `the pipeline's plugins declare more than ${PLUGIN_SLOTS} drop reasons and counters in all`);
     if (plugin.onError !== undefined && plugin.onError !== 'bypass' && plugin.onError !== 'drop') {

@@ -12,7 +12,7 @@ import { createLog } from '../log.ts';
 import { DOORBELL_COMMANDS, DOORBELL_IN_CALL, DOORBELL_SERVING, DOORBELL_STAGE, DOORBELL_TABLES, DOORBELL_TABLES_SEEN, DOORBELL_THREAD, type PmdRequest } from '../vhost/dataplane-link.ts';
 import { Pmd, type PmdConfig, type PmdShared, type Stage } from '../dataplane/pmd.ts';
 import { PluginStage } from './host.ts';
-import { BUILT_IN_PLUGINS, builtInPluginPath, importPlugin, PLUGIN_ERROR, type PluginPlan } from './loader.ts';
+import { BUILT_IN_PLUGINS, builtInPluginPath, importPlugin, slotNames, type PluginPlan } from './loader.ts';
 import { PLUGIN_API_VERSION, type Plugin, type Topology } from './api.ts';
 import type { PluginMemory } from './shared-memory.ts';
 import type { CaptureMemory } from '../dataplane/capture.ts';
@@ -66,12 +66,11 @@ export interface PmdStandbyLine {
  * whose state asks for a counter the plan lacks could not be built at all.
  */
 function countsElsewhere(loaded: readonly Plugin[], plans: readonly PluginPlan[]): string | null {
-  const names = (list: readonly (readonly [string, string])[] | undefined) => (list ?? []).map(([n]) => n).join(',');
   for (let i = 0; i < plans.length; i++) {
     if (unloadable.includes(plans[i].name)) continue;
-    // The plan's drop reasons start with the host's own for the stage (PLUGIN_ERROR).
-    if (names([PLUGIN_ERROR, ...(loaded[i].dropReasons ?? [])]) !== plans[i].dropReasons.join(',') || names(loaded[i].counters) !== plans[i].counters.join(',')) {
-      return `plugin ${plans[i].name}'s code declares other drop reasons or counters than the running supervisor loaded (${names(loaded[i].dropReasons)}; ${names(loaded[i].counters)}): restart vrouter to run it`;
+    const { dropReasons, counters } = slotNames(loaded[i]);
+    if (dropReasons.join(',') !== plans[i].dropReasons.join(',') || counters.join(',') !== plans[i].counters.join(',')) {
+      return `plugin ${plans[i].name}'s code declares other drop reasons or counters than the running supervisor loaded (${dropReasons.slice(1).join(',')}; ${counters.join(',')}): restart vrouter to run it`;
     }
   }
   return null;

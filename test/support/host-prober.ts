@@ -17,24 +17,30 @@ export interface HostProber {
   ping(target: string, mac: string, seq: number, payload?: number): Promise<ParsedFrame>;
 }
 
-/** A prober on device `a`, with address `source`; RX buffers are posted (and replaced as used). */
-export function hostProber(a: VirtioNetDevice, source: string): HostProber {
+/**
+ * 64 RX buffers posted on device `dev`; the function returned takes the frames written into
+ * them since it was last called, parsed, and posts their buffers again.
+ */
+export function rxFrames(dev: VirtioNetDevice): () => ParsedFrame[] {
   const bufferAt = new Map<number, number>();
   const post = () => {
-    const { head, off } = postRxBuffer(a.rx, 2048);
+    const { head, off } = postRxBuffer(dev.rx, 2048);
     bufferAt.set(head, off);
   };
   for (let i = 0; i < 64; i++) post();
-  const receive = (until: (f: ParsedFrame) => boolean, what: string) =>
-    waitFor(what, () => {
-      for (const used of a.rx.takeUsed()) {
-        const at = bufferAt.get(used.id)! + 12;
-        const frame = parseFrame(a.ram.bytes.slice(at, at + used.len - 12));
-        post();
-        if (until(frame)) return frame;
-      }
-      return undefined;
-    }, 5000);
+  return () =>
+    dev.rx.takeUsed().map((used) => {
+      const at = bufferAt.get(used.id)! + 12;
+      const frame = parseFrame(dev.ram.bytes.slice(at, at + used.len - 12));
+      post();
+      return frame;
+    });
+}
+
+/** A prober on device `a`, with address `source`; RX buffers are posted (and replaced as used). */
+export function hostProber(a: VirtioNetDevice, source: string): HostProber {
+  const frames = rxFrames(a);
+  const receive = (until: (f: ParsedFrame) => boolean, what: string) => waitFor(what, () => frames().find(until), 5000);
   const echoRequest = (target: string, mac: string, seq: number, payload = 56) => {
     sendFrame(a.tx, icmp4({ src: source, dst: target, srcMac: PROBER_MAC, dstMac: mac, type: 8, id: 7, seq, payload }));
     a.kick();

@@ -2,28 +2,12 @@
 // go: router lifetime 0 (RFC 4861 6.2.5), so that hosts stop using it as their default
 // router at once. A death of the data plane (it is started again) sends none.
 import t from 'tap';
-import { parseFrame, routerSolicitation, type ParsedFrame } from '../support/frames.ts';
+import { routerSolicitation, type ParsedFrame } from '../support/frames.ts';
 import { dataplanePids, waitFor } from '../support/traffic.ts';
-import { startDevice, type VirtioNetDevice } from '../support/vhost-frontend.ts';
-import { postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
+import { rxFrames } from '../support/host-prober.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { sendFrame } from '../support/virtio-driver.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
-
-/** Every frame written into the device's RX ring since the last call, parsed; buffers posted again. */
-function receiver(dev: VirtioNetDevice) {
-  const bufferAt = new Map<number, number>();
-  const post = () => {
-    const { head, off } = postRxBuffer(dev.rx, 2048);
-    bufferAt.set(head, off);
-  };
-  for (let i = 0; i < 64; i++) post();
-  return (): ParsedFrame[] =>
-    dev.rx.takeUsed().map((used) => {
-      const at = bufferAt.get(used.id)! + 12;
-      const frame = parseFrame(dev.ram.bytes.slice(at, at + used.len - 12));
-      post();
-      return frame;
-    });
-}
 
 const advertisements = (frames: ParsedFrame[]) => frames.filter((f) => f.ndp?.type === 134).map((f) => f.ndp!.routerLifetime);
 
@@ -33,7 +17,7 @@ t.test('stopped, vrouter sends each guest a router advertisement of lifetime 0; 
   t.teardown(() => (stopped ? undefined : vr.stop()));
   const a = await startDevice(vr.sockets.a);
   t.teardown(() => a.close());
-  const received = receiver(a);
+  const received = rxFrames(a);
   // The advertisement vrouter sent as the port came up may have found no buffer posted: a
   // solicitation gets one (within 3 s of the last: once those are over).
   sendFrame(a.tx, routerSolicitation({ src: 'fe80::5054:ff:fe00:a', sourceLinkAddr: '52:54:00:00:00:0a', srcMac: '52:54:00:00:00:0a' }));

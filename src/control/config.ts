@@ -16,8 +16,12 @@ import { jsonShapeProblem } from './json-shape.ts';
 
 export interface PortConfig {
   name: string;
-  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates; af_packet: an existing interface, through packet rings; af_xdp: one through AF_XDP sockets */
-  type: 'vhost-user' | 'tap' | 'af_packet' | 'af_xdp';
+  /** vhost-user: a VM's device over a socket; tap: a TAP interface vrouter creates; af_packet: an existing interface, through packet rings; af_xdp: one through AF_XDP sockets; vlan: an 802.1Q VLAN of another port */
+  type: 'vhost-user' | 'tap' | 'af_packet' | 'af_xdp' | 'vlan';
+  /** vlan: the port whose VLAN this is (null for the other types) */
+  parent: string | null;
+  /** vlan: the VLAN ID, 1-4094 (0 for the other types) */
+  vlan: number;
   /** absolute path of the vhost-user socket ('' for the other types) */
   socket: string;
   /** tap, af_packet, af_xdp: the interface's name */
@@ -29,7 +33,7 @@ export interface PortConfig {
   /** the guest's MAC on this port: a static entry in the port's bridge */
   mac: string | null;
   mtu: number;
-  /** queue pairs offered to the frontend; tap: the interface's queues (IFF_MULTI_QUEUE), an fd each; af_packet: sockets in a PACKET_FANOUT group, each a queue; af_xdp: the interface's queues 0 to queues - 1, a socket each */
+  /** queue pairs offered to the frontend; tap: the interface's queues (IFF_MULTI_QUEUE), an fd each; af_packet: sockets in a PACKET_FANOUT group, each a queue; af_xdp: the interface's queues 0 to queues - 1, a socket each; vlan: 0 (its frames go through its parent's) */
   queues: number;
   /** queue pair -> the CPU of the PMD that polls it (others are spread round-robin) */
   rxqAffinity: Record<number, number>;
@@ -188,10 +192,19 @@ const AF_XDP_MTU_MAX = 3822;
 
 /** Keys of a port that only a vhost-user port has. */
 const VHOST_USER_ONLY = ['socket', 'mode', 'offloads', 'memoryPolicy', 'socketMode', 'socketGroup', 'peerUid'] as const;
+/** Keys a VLAN port has not: its frames come and go through its parent's queues. */
+const NOT_VLAN = [...VHOST_USER_ONLY, 'interface', 'queues', 'rxqAffinity'] as const;
 
 function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: number, pmdCores: number[]): PortConfig {
   const type = p.type ?? 'vhost-user';
-  if (type !== 'vhost-user') {
+  if (type === 'vlan') {
+    if (p.parent === undefined) throw new ConfigError(`${field}.parent`, 'a vlan port needs "parent": the port whose VLAN it is');
+    if (p.vlan === undefined) throw new ConfigError(`${field}.vlan`, 'a vlan port needs "vlan": its VLAN ID, 1-4094');
+    const extra = NOT_VLAN.find((k) => p[k] !== undefined);
+    if (extra !== undefined) throw new ConfigError(`${field}.${extra}`, 'does not apply to a vlan port: its frames come and go through its parent\'s queues');
+  } else if (p.parent !== undefined || p.vlan !== undefined) {
+    throw new ConfigError(`${field}.${p.parent !== undefined ? 'parent' : 'vlan'}`, 'applies to vlan ports only ("type": "vlan")');
+  } else if (type !== 'vhost-user') {
     if (p.interface === undefined) {
       throw new ConfigError(`${field}.interface`, type === 'tap' ? 'a tap port needs "interface": the name of the TAP interface vrouter creates' : `an ${type} port needs "interface": the kernel interface it sends and receives on`);
     }
@@ -208,7 +221,7 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
   }
   const mode = p.mode ?? 'server';
   const mac = p.mac === undefined ? null : unicastMac(p.mac, `${field}.mac`);
-  const queues = p.queues ?? 1;
+  const queues = type === 'vlan' ? 0 : (p.queues ?? 1);
   const rxqAffinity: Record<number, number> = {};
   for (const [q, cpu] of Object.entries(p.rxqAffinity ?? {})) {
     const at = `${field}.rxqAffinity.${q}`;
@@ -234,12 +247,15 @@ function parsePort(p: PortEntry, field: string, baseDir: string, cpuCount: numbe
   return {
     name: p.name,
     type,
+    parent: p.parent ?? null,
+    vlan: p.vlan ?? 0,
     socket,
     interface: p.interface ?? null,
     bridge: p.bridge ?? null,
     mode,
     mac,
-    mtu: p.mtu ?? 1500,
+    // A VLAN's default is its parent's, set once the parent is known (withParents).
+    mtu: p.mtu ?? (type === 'vlan' ? 0 : 1500),
     queues,
     rxqAffinity,
     macLimit: p.macLimit ?? LIMITS.macLimitDefault,
@@ -278,6 +294,8 @@ function mirrorPortOf(p: PortConfig): PortConfig {
     ...p,
     name: mirrorPortName(p.name),
     type: 'tap',
+    parent: null,
+    vlan: 0,
     socket: '',
     interface: m.interface,
     mac: null,
@@ -451,7 +469,7 @@ function parseBridges(given: ConfigDocument['bridges'] = {}, ports: PortConfig[]
       if (rpf !== 'off' && addresses.length === 0) throw new ConfigError(`${field}.rpf`, 'needs the bridge\'s "addresses": only what the router takes in the bridge is filtered');
       if (b.routerAdvertisements === true && addresses.length === 0) throw new ConfigError(`${field}.routerAdvertisements`, 'needs the bridge\'s "addresses": a router advertises only where it has an address');
       // A bridge with an uplink in it is the LAN's segment: the LAN has routers of its own.
-      return [name, { addresses, routerMac, mtu, rpf, routerAdvertisements: b.routerAdvertisements ?? members.every((p) => p.type === 'vhost-user') }];
+      return [name, { addresses, routerMac, mtu, rpf, routerAdvertisements: b.routerAdvertisements ?? members.every((p) => towardGuest(p, ports)) }];
     }),
   );
 }
@@ -623,7 +641,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
   const pmd = parsePmd(doc.pmd, cpuCount);
   const given = doc.ports.map((p, i) => parsePort(p, `ports[${i}]`, baseDir, cpuCount, pmd.cores));
   given.forEach((p, i) => {
-    const k = given.findIndex((q) => q.type === p.type && q.socket === p.socket && q.interface === p.interface);
+    const k = p.type === 'vlan' ? i : given.findIndex((q) => q.type === p.type && q.socket === p.socket && q.interface === p.interface);
     const j = given.findIndex((q) => q.name === p.name);
     if (j !== i) throw new ConfigError(`ports[${i}].name`, `"${p.name}" is already the name of ports[${j}]`);
     if (k !== i) {
@@ -631,6 +649,7 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
       throw new ConfigError(`ports[${i}].socket`, `${p.socket} is already the socket of ports[${k}]`);
     }
   });
+  withParents(doc.ports, given);
   const ports = withLearnedAddresses(withMirrors(given), learned.addresses);
   const bridges = parseBridges(doc.bridges, ports, given);
   checkSubnetsApart(given, bridges);
@@ -642,6 +661,35 @@ export function parseConfig(raw: unknown, baseDir: string, cpuCount = cpus().len
   if (doc.routeSources !== undefined && !stages.pipeline.includes(ROUTING_STAGE)) throw new ConfigError('routeSources', `needs the "${ROUTING_STAGE}" stage in "pipeline"`);
   const control = { nice: doc.control?.nice ?? CONTROL_NICE_DEFAULT };
   return { ports, pmd, control, bridges, ...stages, admin: parseAdmin(doc.admin, baseDir), routeSources: parseRouteSources(doc.routeSources, ports) };
+}
+
+/**
+ * Each VLAN port checked against its parent (a port of another type, one port per VLAN of
+ * it, an MTU within the parent's), and given the parent's MTU and router advertisements
+ * by default: a guest's VLAN is a guest's segment, an uplink's VLAN the LAN's.
+ */
+function withParents(entries: readonly PortEntry[], given: PortConfig[]): void {
+  given.forEach((p, i) => {
+    if (p.type !== 'vlan') return;
+    const field = `ports[${i}]`;
+    const parent = given.find((q) => q.name === p.parent);
+    if (parent === undefined) throw new ConfigError(`${field}.parent`, `no port is called "${p.parent}"`);
+    if (parent.type === 'vlan') throw new ConfigError(`${field}.parent`, `${parent.name} is a vlan port itself: a VLAN's parent is a port with queues (802.1ad double tags are not taken apart)`);
+    const twin = given.findIndex((q) => q.type === 'vlan' && q.parent === p.parent && q.vlan === p.vlan);
+    if (twin !== i) throw new ConfigError(`${field}.vlan`, `VLAN ${p.vlan} of ${p.parent} is already ports[${twin}]`);
+    if (entries[i].mtu === undefined) {
+      p.mtu = parent.mtu;
+      const shortfall = ipv6MtuShortfall(p.mtu, p.addresses, 'port');
+      if (shortfall !== null) throw new ConfigError(`${field}.mtu`, `${p.mtu} (its parent's MTU) ${shortfall}`);
+    } else if (p.mtu > parent.mtu) throw new ConfigError(`${field}.mtu`, `${p.mtu} is more than its parent ${parent.name}'s MTU (${parent.mtu}): a tagged frame of the VLAN must fit the parent's`);
+    if (entries[i].routerAdvertisements === undefined) p.routerAdvertisements = parent.type === 'vhost-user';
+  });
+}
+
+/** Whether a port leads to a guest: a vhost-user port, or a VLAN of one. */
+function towardGuest(p: PortConfig, ports: readonly PortConfig[]): boolean {
+  const port = p.type === 'vlan' ? ports.find((q) => q.name === p.parent) : p;
+  return port?.type === 'vhost-user';
 }
 
 /**

@@ -63,6 +63,8 @@ export function pmdConfigsOf(config: VrouterConfig, slots: PortSlots): PmdConfig
       name: p?.name ?? '',
       bridge: p === undefined || p.bridge === null ? -1 : bridgeNames.indexOf(p.bridge),
       maxFrame: p === undefined ? 0 : p.mtu + L2_OVERHEAD,
+      parent: p === undefined || p.parent === null ? -1 : slots.indexOf(p.parent),
+      vlan: p?.vlan ?? 0,
     })),
     bridges,
     idleSpinRounds: IDLE_SPIN_ROUNDS,

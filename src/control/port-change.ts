@@ -19,15 +19,16 @@ export interface PortChange {
   fresh: number[];
 }
 
-/** A port's socket side, as the control thread runs it. */
-export function endpointOf(p: PortConfig, index: number): EndpointSettings {
+/** A port's socket side, as the control thread runs it; a VLAN port has none (its parent's carries its frames). */
+export function endpointOf(p: PortConfig, index: number): EndpointSettings | null {
+  if (p.type === 'vlan') return null;
   return { index, name: p.name, type: p.type, interface: p.interface, queues: p.queues, mtu: p.mtu, socket: p.socket, mode: p.mode, memoryPolicy: p.memoryPolicy, offloads: p.offloads, socketMode: p.socketMode, socketGroup: p.socketGroup, peerUid: p.peerUid, mirror: p.mirror };
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /** A TAP interface whose MTU alone changes keeps its fds (closing them would delete it, and what the host configured on it). */
-const mtuOnly = (old: EndpointSettings, next: EndpointSettings) => old.type === 'tap' && next.type === 'tap' && same({ ...old, mtu: 0 }, { ...next, mtu: 0 });
+const mtuOnly = (old: EndpointSettings | null, next: EndpointSettings | null) => old !== null && next !== null && old.type === 'tap' && next.type === 'tap' && same({ ...old, mtu: 0 }, { ...next, mtu: 0 });
 
 /**
  * The ports and bridges as the plugins see them, but the queues' pinning: where queues run
@@ -65,10 +66,11 @@ export function portChange(running: { config: VrouterConfig; slots: PortSlots; q
     const old = before.get(name);
     if (old === undefined) fresh.push(slot);
     const endpoint = endpointOf(p, slot);
-    if (old !== undefined && same(endpointOf(old, slot), endpoint)) return;
-    if (old !== undefined && mtuOnly(endpointOf(old, slot), endpoint)) return void retune.push(endpoint);
-    if (old !== undefined) close.push(slot);
-    open.push(endpoint);
+    const was = old === undefined ? null : endpointOf(old, slot);
+    if (old !== undefined && same(was, endpoint)) return;
+    if (mtuOnly(was, endpoint)) return void retune.push(endpoint!);
+    if (was !== null) close.push(slot);
+    if (endpoint !== null) open.push(endpoint);
   });
   const layoutSame = same(slots, running.slots) && same(queueOwner, running.queueOwner) && same(pipelineView(next, slots), pipelineView(running.config, running.slots));
   if (open.length === 0 && close.length === 0 && retune.length === 0 && layoutSame) return null;

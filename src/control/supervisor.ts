@@ -247,7 +247,7 @@ export class Supervisor {
     const { commandsFd } = await this.startDataplane();
     for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
     const data: ControlThreadData = {
-      endpoints: this.config.ports.map((p, index) => endpointOf(p, index)),
+      endpoints: this.config.ports.flatMap((p, index) => endpointOf(p, index) ?? []),
       queueOwner: this.layout.queueOwner,
       commandsFd,
       incarnations: this.incarnations,
@@ -811,7 +811,8 @@ export class Supervisor {
     control.postMessage({ msg: pack(request) });
     const states = await answer;
     this.stateRequests.delete(id);
-    return states === null ? null : this.config.ports.map((p) => states[this.slots.indexOf(p.name)] ?? null);
+    // A VLAN port is up and down with its parent, whose link carries its frames.
+    return states === null ? null : this.config.ports.map((p) => states[this.slots.indexOf(p.parent ?? p.name)] ?? null);
   }
 
   /** Per port of the config: the CPU of the PMD that polls each of its queue pairs. */

@@ -8,13 +8,14 @@ import type { Batch } from './batch.ts';
 import { CONTROL_WORDS, type CaptureWriter } from './capture.ts';
 import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
-import { CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, portBase } from './counters.ts';
+import { CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, TX_BYTES, TX_PACKETS, portBase } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
 import { completeChecksum, isSegmented, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST, segmentSuperFrame, takesSegmentation } from './offloads.ts';
 import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 import type { DeferredPayloads } from './deferred-payloads.ts';
+import { tagFrame, VLAN_TAG_LEN } from './vlan.ts';
 
 /**
  * The most segments one flush cuts, over all its ports (a super-frame's first cut may go
@@ -65,6 +66,10 @@ export class Egress {
   private madeCount = 0;
   /** frames of the burst whose rest is still in their sender's memory: copied from there to guests here, made whole for anything else */
   private readonly deferred: DeferredPayloads;
+  /** copies of flooded frames tagged for a VLAN port (toVlan), freed after the flush */
+  private readonly vlanCopies: Uint32Array;
+  private vlanCopyCount = 0;
+  private readonly oneFrame = new Uint32Array(1);
 
   constructor(
     cfg: PmdConfig,
@@ -97,6 +102,7 @@ export class Egress {
     this.outbox = Array.from({ length: cfg.pmdCount }, () => new Uint32Array(BATCH_MAX * Math.max(1, cfg.ports.length)));
     this.outboxCount = new Int32Array(cfg.pmdCount);
     this.floodDomains = cfg.ports.map((p) => (p.bridge < 0 ? [] : cfg.bridges[p.bridge]));
+    this.vlanCopies = new Uint32Array(BATCH_MAX * Math.max(1, cfg.ports.length));
   }
 
   /** Counts the batch's drops on its ingress port, delivers the rest, frees every buffer. */
@@ -118,18 +124,27 @@ export class Egress {
         continue;
       }
       if (dst === EGRESS_FLOOD) {
+        let sent = 0;
         for (let m = 0; m < members.length; m++) {
-          if (members[m] !== batch.ingress) {
+          if (members[m] === batch.ingress) continue;
+          const member = this.ports[members[m]];
+          sent++;
+          if (member.cfg.parent >= 0) this.toVlan(member, h, false);
+          else {
             refs[h]++;
-            this.enqueue(this.ports[members[m]], h);
+            this.enqueue(member, h);
           }
         }
         // Flooded from a port in no bridge, or alone in its own: it went nowhere, counted.
-        if (refs[h] === 0) counters[drops - EGRESS_UNDECIDED]++;
+        if (sent === 0) counters[drops - EGRESS_UNDECIDED]++;
       } else {
         refs[h] = 1;
         // enqueue(), written out for the frames of one destination: V8 left it a call.
         const port = this.ports[dst];
+        if (port.cfg.parent >= 0) {
+          this.toVlan(port, h, true);
+          continue;
+        }
         if (port.pendingCount === 0) this.touched[this.touchedCount++] = port.cfg.index;
         port.pending[port.pendingCount++] = h;
         if (pool.offload[h * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] !== 0 && isSegmented(pool, h)) port.superPending = true;
@@ -137,6 +152,48 @@ export class Egress {
     }
     this.flush();
     pool.freeBurst(handles, batch.count, refs, GIVEN);
+    if (this.vlanCopyCount > 0) {
+      pool.freeBurst(this.vlanCopies, this.vlanCopyCount, refs, GIVEN);
+      this.vlanCopyCount = 0;
+    }
+  }
+
+  /**
+   * Frame h to VLAN port `vlan`: tagged, to its parent. `alone`: the frame's one
+   * destination, tagged in its buffer; else a copy is (a flood, whose other members take
+   * the frame as it is). Counted as the VLAN port's once handed to the parent.
+   */
+  private toVlan(vlan: PortRuntime, h: number, alone: boolean): void {
+    const pool = this.pool;
+    const counters = this.counters;
+    const base = portBase(vlan.cfg.index);
+    this.deferred.materialize(pool, h);
+    // The VLAN's frames are as long as its MTU allows, its tag within the parent's.
+    if (pool.length[h] > vlan.cfg.maxFrame) {
+      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      return;
+    }
+    let frame = h;
+    if (!alone) {
+      frame = pool.copyFrame(h);
+      if (frame < 0) {
+        counters[base + DROPS_BASE + DROP.no_buffer]++;
+        return;
+      }
+      this.refs[frame] = 1;
+      this.vlanCopies[this.vlanCopyCount++] = frame;
+    }
+    if (this.capturing(vlan)) {
+      this.oneFrame[0] = frame;
+      this.capture.egressBurst(vlan.cfg.index, pool, this.oneFrame, 1);
+    }
+    if (!tagFrame(pool, frame, vlan.cfg.vlan)) {
+      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      return;
+    }
+    counters[base + TX_PACKETS]++;
+    counters[base + TX_BYTES] += pool.length[frame] - VLAN_TAG_LEN;
+    this.enqueue(this.ports[vlan.cfg.parent], frame);
   }
 
   /** Frames another PMD switched to ports whose RX queue we hold. */

@@ -7,7 +7,7 @@ import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
 import { gatherCalls, markCallsIn, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
-import { PORT_SLOTS, pmdCounters } from './counters.ts';
+import { PORT_SLOTS, RX_BYTES, RX_PACKETS, portBase, pmdCounters } from './counters.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
 import { DeferredPayloads, HEADER_BYTES } from './deferred-payloads.ts';
@@ -17,6 +17,7 @@ import { PortRuntime, type PmdConfig, type PmdShared, type Uplink } from './port
 import { QueueControl } from './queue-control.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
+import { linkVlanPorts, TrunkSplit, untagFrame } from './vlan.ts';
 
 export type { PmdConfig, PmdPortConfig, PmdShared } from './port-runtime.ts';
 export { HANDLE_BITS } from './egress.ts';
@@ -108,6 +109,10 @@ export class Pmd {
   private farewellAnswer = -1;
   /** the ports whose batch a stage wants this round, empty or not (see PipelineBuilder) */
   private readonly wantedBatches = new Uint8Array(PORT_SLOTS + 1);
+  private readonly counters: Float64Array;
+  /** a parent's burst split by VLAN (runTrunkBurst), and the size of the group it hands out */
+  private readonly trunkSplit = new TrunkSplit();
+  private readonly vlanGroup = new Int32Array(1);
 
   /** `capture`: the capture control block and rings (default: its own, never switched on) */
   constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, PORT_SLOTS)) {
@@ -128,7 +133,9 @@ export class Pmd {
     markCallsIn(this.doorbell);
     // After a restart nothing runs here until the control thread hands the queues back.
     for (let port = 0; port < cfg.ports.length; port++) Atomics.store(this.rxHolders, port * cfg.pmdCount + me, 0);
+    this.counters = counters;
     this.ports = cfg.ports.map((p) => new PortRuntime(p));
+    linkVlanPorts(this.ports);
     this.control = new QueueControl(me, this.ports, counters, this.doorbell, log, (port) => this.queuesChanged(port));
     const queueFailed = (port: PortRuntime, owner: QueueOwner) => this.control.queueFailed(port, owner);
     this.capture = new CaptureWriter(capture, me);
@@ -176,7 +183,8 @@ export class Pmd {
         const n = receiveBurst(queues[q], this.pool, batch.handles, 0, BURST, this.copyOnce(port.cfg.index));
         if (n > 0) {
           work += n;
-          this.runBurst(port.cfg.index, n);
+          if (port.vlanPorts === null) this.runBurst(port.cfg.index, n);
+          else this.runTrunkBurst(port, n);
         } else if (n < 0) {
           this.control.queueFailed(port, queues[q]);
         }
@@ -187,7 +195,8 @@ export class Pmd {
         const n = uplinks[q].receive(this.pool, batch.handles, 0, BURST);
         if (n > 0) {
           work += n;
-          this.runBurst(port.cfg.index, n);
+          if (port.vlanPorts === null) this.runBurst(port.cfg.index, n);
+          else this.runTrunkBurst(port, n);
         }
       }
     }
@@ -250,6 +259,38 @@ export class Pmd {
     }
     bell[DOORBELL_STAGE] = -1;
     this.egress.transmit(batch);
+  }
+
+  /**
+   * The n frames just taken from a parent of VLAN ports: the parent's own through the
+   * stages first, then each VLAN's as a burst of its port, its tag taken off.
+   */
+  private runTrunkBurst(port: PortRuntime, n: number): void {
+    const batch = this.batch;
+    const handles = batch.handles;
+    const pool = this.pool;
+    const split = this.trunkSplit;
+    if (split.begin(pool, handles, n, port.vlanPorts!) === 0) {
+      this.runBurst(port.cfg.index, n);
+      return;
+    }
+    // Whole in their buffers: a frame moves for its tag, and buffers freed by one group's
+    // egress may be taken again by the next group's stages (no rest may point at them).
+    this.deferred.materializeAll(pool);
+    const own = split.parentFrames(handles);
+    if (own > 0) this.runBurst(port.cfg.index, own);
+    const counters = this.counters;
+    for (let vlan = split.nextVlan(handles, this.vlanGroup); vlan >= 0; vlan = split.nextVlan(handles, this.vlanGroup)) {
+      const k = this.vlanGroup[0];
+      let bytes = 0;
+      for (let i = 0; i < k; i++) {
+        untagFrame(pool, handles[i]);
+        bytes += pool.length[handles[i]];
+      }
+      counters[portBase(vlan) + RX_PACKETS] += k;
+      counters[portBase(vlan) + RX_BYTES] += bytes;
+      this.runBurst(vlan, k);
+    }
   }
 
   /** The stages over a burst from a port being captured: each stage's decisions recorded. */

@@ -14,6 +14,10 @@ export interface PmdPortConfig {
   bridge: number;
   /** largest frame without the virtio-net header: MTU + Ethernet header + a VLAN tag */
   maxFrame: number;
+  /** a VLAN port's parent (whose queues carry its frames, tagged), or -1 */
+  parent: number;
+  /** a VLAN port's VLAN ID, or 0 */
+  vlan: number;
 }
 
 export interface PmdConfig {
@@ -91,6 +95,8 @@ export class PortRuntime {
   /** the uplink queues polled every round, and the one frames to the port are sent through (the first) */
   uplinkPoll: Uplink[] = [];
   uplink: Uplink | null = null;
+  /** a parent's VLAN ports by VLAN ID (-1: none, the frame stays the parent's); null for a port without VLANs */
+  vlanPorts: Int8Array | null = null;
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;

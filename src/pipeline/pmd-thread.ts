@@ -143,7 +143,9 @@ if (started.standby === null) pollAtNiceZero();
 const rxHolders = new Int32Array(shared.rxQueueHolders);
 function portUp(port: number): boolean {
   if (!Number.isInteger(port) || port < 0 || port >= config.ports.length) return false;
-  for (let p = 0; p < config.pmdCount; p++) if (Atomics.load(rxHolders, port * config.pmdCount + p) !== 0) return true;
+  // A VLAN port is up while its parent is: the parent's queues carry its frames.
+  const carrier = config.ports[port].parent >= 0 ? config.ports[port].parent : port;
+  for (let p = 0; p < config.pmdCount; p++) if (Atomics.load(rxHolders, carrier * config.pmdCount + p) !== 0) return true;
   return false;
 }
 const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings, portUp };

@@ -81,8 +81,12 @@ const { endpoints, queueOwner, commandsFd, incarnations } = workerData as Contro
 const log = createLog('vhost');
 setThreadName('vhost-ctl');
 const dataplane = new PmdClient(commandsFd, queueOwner, incarnations, log);
-/** by slot; null for a free slot */
-const ports: (Endpoint | null)[] = endpoints.map(endpointFor);
+/** by slot; null for a free slot, and for a VLAN port (its parent's endpoint carries its frames) */
+const ports: (Endpoint | null)[] = [];
+for (const e of endpoints) {
+  while (ports.length < e.index) ports.push(null);
+  ports[e.index] = endpointFor(e);
+}
 const live = () => ports.filter((p): p is Endpoint => p !== null);
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 

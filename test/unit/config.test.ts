@@ -14,7 +14,7 @@ const routed = (over: object = {}) => ({ name: 'a', socket: '/tmp/a.sock', addre
 t.test('the contract config, with defaults', async (t) => {
   const c = parseConfig({ ports: [port(), port({ name: 'b', socket: 'b.sock' })] }, '/etc/vrouter', 4);
   t.same(c.ports[0], {
-    name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
+    name: 'a', type: 'vhost-user', parent: null, vlan: 0, socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'server', mac: null, mtu: 1500, queues: 1, rxqAffinity: {},
     macLimit: 256, portSecurity: false, rpf: 'off', routerAdvertisements: true, memoryPolicy: 'warn', offloads: true, socketMode: 0o600, socketGroup: null, peerUid: null,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
@@ -30,7 +30,7 @@ t.test('every optional key', async (t) => {
   const server = { name: 'b', socket: '/tmp/b.sock', socketMode: '0660', socketGroup: 0 };
   const c = parseConfig({ ports: [port(client), port(server)], pmd: { cores: [1, 0], sleepMaxUs: 0, spare: false } }, '/', 2);
   t.same(c.ports[0], {
-    name: 'a', type: 'vhost-user', socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
+    name: 'a', type: 'vhost-user', parent: null, vlan: 0, socket: '/tmp/a.sock', interface: null, bridge: 'br0', mode: 'client', mac: '52:54:00:ab:cd:01', mtu: 9000, queues: 2, rxqAffinity: { 1: 0 },
     macLimit: 4096, portSecurity: true, rpf: 'off', routerAdvertisements: true, memoryPolicy: 'strict', offloads: false, socketMode: 0o600, socketGroup: null, peerUid: 1000,
     addresses: [], routerMac: c.ports[0].routerMac, linuxMirror: null, mirror: null,
   });
@@ -60,7 +60,7 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port(), port({ socket: '/tmp/b.sock' })] }, 'ports[1].name', /already the name of ports\[0\]/],
     [{ ports: [port(), port({ name: 'b' })] }, 'ports[1].socket', /already the socket of ports\[0\]/],
     [{ ports: [{ name: 'a' }] }, 'ports[0].socket', /a vhost-user port needs "socket"/],
-    [{ ports: [port({ type: 'tun' })] }, 'ports[0].type', /"vhost-user", "tap", "af_packet" or "af_xdp"/],
+    [{ ports: [port({ type: 'tun' })] }, 'ports[0].type', /"vhost-user", "tap", "af_packet", "af_xdp" or "vlan"/],
     [{ ports: [port({ interface: 'eth0' })] }, 'ports[0].interface', /applies to tap, af_packet and af_xdp ports only/],
     [{ ports: [{ name: 'u', type: 'af_packet' }] }, 'ports[0].interface', /an af_packet port needs "interface"/],
     [{ ports: [{ name: 'u', type: 'af_packet', interface: 'eth0', peerUid: 0 }] }, 'ports[0].peerUid', /applies to vhost-user ports only \(this port is "type": "af_packet"\)/],

@@ -1,0 +1,155 @@
+// VLAN ports ("type": "vlan"): the config's checks, and a trunk's frames taken apart and
+// put together by the data plane, between test devices: each VLAN to its own bridge or
+// router interface, untagged there; what leaves through a VLAN port tagged on its parent.
+import t from 'tap';
+import { ConfigError, parseConfig } from '../../src/control/config.ts';
+import { startDevice } from '../support/vhost-frontend.ts';
+import { testGuest, type TestGuest } from '../support/test-guest.ts';
+import { arp, icmp4, type ParsedFrame } from '../support/frames.ts';
+import { waitFor } from '../support/traffic.ts';
+import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+
+const guestPort = (name: string, extra: object = {}) => ({ name, socket: `/tmp/${name}.sock`, ...extra });
+const vlanPort = (name: string, parent: string, vlan: number, extra: object = {}) => ({ name, type: 'vlan', parent, vlan, ...extra });
+
+function refusal(doc: object): { field: string; message: string } | null {
+  try {
+    parseConfig(doc, '/', 2);
+    return null;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return { field: err.field, message: err.message };
+  }
+}
+
+t.test('a vlan port in the config', async (t) => {
+  const c = parseConfig({ ports: [guestPort('trunk', { mtu: 9000 }), vlanPort('trunk.10', 'trunk', 10, { bridge: 'br10' }), guestPort('a', { bridge: 'br10' }), { name: 'up', type: 'tap', interface: 'vr-up' }, vlanPort('up.7', 'up', 7, { addresses: ['10.7.0.1/24'], mtu: 1400 })], pipeline: ['routing', 'bridge'] }, '/', 2);
+  const v = c.ports.find((p) => p.name === 'trunk.10')!;
+  t.same([v.type, v.parent, v.vlan, v.queues, v.mtu], ['vlan', 'trunk', 10, 0, 9000], 'a VLAN of a port: no queues of its own, its parent\'s MTU by default');
+  const up7 = c.ports.find((p) => p.name === 'up.7')!;
+  t.same([up7.mtu, up7.routerAdvertisements], [1400, false], 'an MTU of its own; no router advertisements on an uplink\'s VLAN by default');
+  t.equal(c.bridges.br10.routerAdvertisements, true, 'a bridge of guests and a guest\'s VLAN advertises by default');
+  const ports = [guestPort('trunk', { mtu: 1500 })];
+  const cases: [string, object[], string, RegExp][] = [
+    ['no parent', [...ports, { name: 'v', type: 'vlan', vlan: 10 }], 'ports[1].parent', /needs "parent"/],
+    ['no VLAN ID', [...ports, { name: 'v', type: 'vlan', parent: 'trunk' }], 'ports[1].vlan', /needs "vlan"/],
+    ['VLAN 0', [...ports, vlanPort('v', 'trunk', 0)], 'ports[1].vlan', /./],
+    ['VLAN 4095', [...ports, vlanPort('v', 'trunk', 4095)], 'ports[1].vlan', /./],
+    ['an unknown parent', [...ports, vlanPort('v', 'nope', 10)], 'ports[1].parent', /no port is called "nope"/],
+    ['a VLAN of a VLAN', [...ports, vlanPort('v', 'trunk', 10), vlanPort('w', 'v', 20)], 'ports[2].parent', /is a vlan port itself/],
+    ['one VLAN twice', [...ports, vlanPort('v', 'trunk', 10), vlanPort('w', 'trunk', 10)], 'ports[2].vlan', /VLAN 10 of trunk is already ports\[1\]/],
+    ['a socket', [...ports, vlanPort('v', 'trunk', 10, { socket: '/tmp/v.sock' })], 'ports[1].socket', /does not apply to a vlan port/],
+    ['queues', [...ports, vlanPort('v', 'trunk', 10, { queues: 2 })], 'ports[1].queues', /does not apply to a vlan port/],
+    ['an interface', [...ports, vlanPort('v', 'trunk', 10, { interface: 'eth0' })], 'ports[1].interface', /does not apply to a vlan port/],
+    ['a larger MTU than its parent', [...ports, vlanPort('v', 'trunk', 10, { mtu: 1501 })], 'ports[1].mtu', /more than its parent trunk's MTU \(1500\)/],
+    ['parent on another type', [guestPort('trunk', { parent: 'x' })], 'ports[0].parent', /applies to vlan ports only/],
+    ['vlan on another type', [guestPort('trunk', { vlan: 3 })], 'ports[0].vlan', /applies to vlan ports only/],
+    ['an IPv6 address on a parent\'s small MTU', [guestPort('trunk', { mtu: 1000 }), vlanPort('v', 'trunk', 10, { addresses: ['2001:db8::1/64'] })], 'ports[1].mtu', /1000 \(its parent's MTU\)/],
+  ];
+  for (const [what, ports, field, message] of cases) {
+    const r = refusal({ ports });
+    t.equal(r?.field, field, `${what}: refused, naming ${field}`);
+    t.match(r?.message ?? '', message, `${what}: says why`);
+  }
+  t.equal(refusal({ ports: [...ports, vlanPort('v', 'trunk', 10), vlanPort('w', 'trunk', 20), guestPort('other'), vlanPort('x', 'other', 10)] }), null, 'VLANs 10 and 20 of one port, and 10 of another');
+});
+
+const TRUNK_MAC = '52:54:00:00:01:01';
+const A_MAC = '52:54:00:00:02:02';
+const B_MAC = '52:54:00:00:03:03';
+const C_MAC = '52:54:00:00:04:04';
+const BROADCAST = 'ff:ff:ff:ff:ff:ff';
+
+interface Trunked {
+  vr: StartedVrouter;
+  trunk: TestGuest;
+  a: TestGuest;
+  b: TestGuest;
+  c: TestGuest;
+}
+
+/** trunk (a guest's trunk) with VLAN 10 in br10 (with a and c) and VLAN 20 in br20 (with b); each device connected. */
+async function trunked(t: { teardown(fn: () => unknown): void }): Promise<Trunked> {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'trunk', socket: '{dir}/trunk.sock' },
+      { name: 'trunk.10', type: 'vlan', parent: 'trunk', vlan: 10, bridge: 'br10' },
+      { name: 'trunk.20', type: 'vlan', parent: 'trunk', vlan: 20, bridge: 'br20' },
+      { name: 'a', socket: '{dir}/a.sock', bridge: 'br10' },
+      { name: 'b', socket: '{dir}/b.sock', bridge: 'br20' },
+      { name: 'c', socket: '{dir}/c.sock', bridge: 'br10' },
+    ],
+    pmd: { cores: [1] },
+  });
+  t.teardown(() => vr.stop());
+  const devices = await Promise.all(['trunk', 'a', 'b', 'c'].map((p) => startDevice(vr.sockets[p])));
+  t.teardown(() => devices.forEach((d) => d.close()));
+  const [trunk, a, b, c] = devices.map((d) => testGuest(d));
+  return { vr, trunk, a, b, c };
+}
+
+const arpFrom = (src: string, ip: string, vlan?: number) => arp({ dstMac: BROADCAST, srcMac: src, vlan, op: 'request', senderMac: src, senderIp: ip, targetIp: '10.0.0.99' });
+const last = (g: TestGuest): ParsedFrame | undefined => g.poll().at(-1);
+
+t.test('a trunk\'s VLANs: each its own bridge, untagged there; tagged again on the way back', async (t) => {
+  const { vr, trunk, a, b, c } = await trunked(t);
+  // A broadcast tagged 10 reaches br10's guests untagged, and no one in br20.
+  await trunk.send([arpFrom(TRUNK_MAC, '10.0.0.1', 10)]);
+  const atA = await waitFor('the broadcast at a', () => last(a), 5000);
+  t.same([atA.vlan, atA.etherType, atA.srcMac, atA.length], [undefined, 0x0806, TRUNK_MAC, 42], 'a got it untagged, 4 bytes shorter');
+  await waitFor('the broadcast at c', () => last(c), 5000);
+  // b's VLAN: the tag says where.
+  await trunk.send([arpFrom('52:54:00:00:01:02', '10.0.0.2', 20)]);
+  const atB = await waitFor('the broadcast at b', () => last(b), 5000);
+  t.equal(atB.srcMac, '52:54:00:00:01:02', 'b got VLAN 20\'s broadcast');
+  t.equal(a.got.length, 1, 'and a nothing more: VLANs are apart');
+  // Untagged, and of a VLAN no port has: the trunk's own, in no bridge: nowhere.
+  await trunk.send([arpFrom(TRUNK_MAC, '10.0.0.1'), arpFrom(TRUNK_MAC, '10.0.0.1', 30)]);
+  // a floods a broadcast: c gets it as it is, the trunk tagged 10 (a copy of its own).
+  await a.send([arpFrom(A_MAC, '10.0.0.3')]);
+  const back = await waitFor('a\'s broadcast on the trunk', () => last(trunk), 5000);
+  t.same([back.vlan, back.srcMac, back.etherType, back.length], [10, A_MAC, 0x0806, 46], 'on the trunk tagged 10, 4 bytes longer');
+  const atC = await waitFor('a\'s broadcast at c', () => c.poll().find((f) => f.srcMac === A_MAC), 5000);
+  t.equal(atC.vlan, undefined, 'at c untagged');
+  // Unicast to the trunk's MAC, learned on VLAN 10: tagged in place.
+  await c.send([icmp4({ dstMac: TRUNK_MAC, srcMac: C_MAC, src: '10.0.0.4', dst: '10.0.0.1', type: 8, code: 0 })]);
+  const uni = await waitFor('c\'s unicast on the trunk', () => trunk.poll().find((f) => f.srcMac === C_MAC), 5000);
+  t.same([uni.vlan, uni.ip?.src, uni.ip?.dst], [10, '10.0.0.4', '10.0.0.1'], 'tagged 10, the packet as sent');
+  // And b's to the MAC learned on VLAN 20.
+  await b.send([icmp4({ dstMac: '52:54:00:00:01:02', srcMac: B_MAC, src: '10.0.0.5', dst: '10.0.0.2', type: 8, code: 0 })]);
+  const uni20 = await waitFor('b\'s unicast on the trunk', () => trunk.poll().find((f) => f.srcMac === B_MAC), 5000);
+  t.equal(uni20.vlan, 20, 'tagged 20');
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(b.poll().length, 1, 'b got nothing of VLAN 10');
+  const stats = await vr.stats();
+  t.same([stats['trunk.10'].rx_packets, stats['trunk.10'].tx_packets, stats['trunk.20'].rx_packets, stats['trunk.20'].tx_packets], [1, 2, 1, 1], 'each VLAN port counts its frames');
+  t.equal(stats.trunk.rx_packets, 4, 'the trunk counts every frame it sent');
+  t.equal(stats.trunk.tx_packets, 3, 'and every frame it got, tagged');
+  t.equal(stats.trunk.drops.no_destination, 2, 'its own two frames (untagged, and of VLAN 30), in no bridge: dropped, counted');
+});
+
+t.test('a routed VLAN: the router answers ARP and ping on the VLAN, tagged', async (t) => {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'trunk', socket: '{dir}/trunk.sock' },
+      { name: 'trunk.30', type: 'vlan', parent: 'trunk', vlan: 30, addresses: ['10.30.0.1/24'] },
+      { name: 'd', socket: '{dir}/d.sock', addresses: ['10.40.0.1/24'] },
+    ],
+    pipeline: ['routing'],
+    pmd: { cores: [1] },
+  });
+  t.teardown(() => vr.stop());
+  const devices = await Promise.all(['trunk', 'd'].map((p) => startDevice(vr.sockets[p])));
+  t.teardown(() => devices.forEach((d) => d.close()));
+  const [trunk] = devices.map((d) => testGuest(d));
+  await trunk.send([arp({ dstMac: BROADCAST, srcMac: TRUNK_MAC, vlan: 30, op: 'request', senderMac: TRUNK_MAC, senderIp: '10.30.0.2', targetIp: '10.30.0.1' })]);
+  const reply = await waitFor('the ARP reply', () => trunk.poll().find((f) => f.arp?.op === 2), 5000);
+  t.same([reply.vlan, reply.arp?.senderIp, reply.dstMac], [30, '10.30.0.1', TRUNK_MAC], 'the router answers on VLAN 30, tagged');
+  const routerMac = reply.srcMac;
+  await trunk.send([icmp4({ dstMac: routerMac, srcMac: TRUNK_MAC, vlan: 30, src: '10.30.0.2', dst: '10.30.0.1', type: 8, code: 0 })]);
+  const echo = await waitFor('the echo reply', () => trunk.poll().find((f) => f.ip?.src === '10.30.0.1'), 5000);
+  t.same([echo.vlan, echo.ip?.dst, echo.l4?.type], [30, '10.30.0.2', 0], 'an echo reply, tagged 30');
+  const stats = await vr.stats();
+  t.same([stats['trunk.30'].rx_packets, stats['trunk.30'].tx_packets], [2, 2], 'the VLAN port counts the two frames each way');
+  t.equal(stats.trunk.rx_packets, 2, 'its parent too');
+});

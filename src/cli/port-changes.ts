@@ -21,24 +21,39 @@ function wholeNumber(value: string): number | string {
   return /^\d+$/.test(value) ? Number(value) : value;
 }
 
+/** The WORD VALUE pairs of `command` into `body`. */
+function withSettings(command: Command, body: Record<string, unknown>, rest: string[], words: readonly string[]): Record<string, unknown> {
+  for (let i = 0; i < rest.length; i += 2) {
+    const set = words.includes(rest[i]) ? SETTINGS[rest[i]] : undefined;
+    if (set === undefined) throw misuse(command, `unknown word ${JSON.stringify(rest[i])}: expected ${words.join(', ')}`);
+    if (rest[i + 1] === undefined) throw misuse(command, `${rest[i]} needs a value`);
+    set(body, rest[i + 1]);
+  }
+  return body;
+}
+
 const portAdd: Command = {
   words: ['port', 'add'], args: 'NAME SOCKET [bridge B] [address A/LEN]... [mode client] [queues N] [mtu N] [mac M] [router-mac M]', min: 2, max: 64,
   summary: 'adds a vhost-user port; the other ports stay connected',
   run: async (ctx, [name, socket, ...rest]) => {
     // A relative socket path means here, where the command runs, not where vrouter's config is.
-    const body: Record<string, unknown> = { name, socket: resolve(socket) };
-    for (let i = 0; i < rest.length; i += 2) {
-      const set = SETTINGS[rest[i]];
-      if (set === undefined) throw misuse(portAdd, `unknown word ${JSON.stringify(rest[i])}: expected ${Object.keys(SETTINGS).join(', ')}`);
-      if (rest[i + 1] === undefined) throw misuse(portAdd, `${rest[i]} needs a value`);
-      set(body, rest[i + 1]);
-    }
+    const body = withSettings(portAdd, { name, socket: resolve(socket) }, rest, Object.keys(SETTINGS));
+    showChange(ctx, await ctx.api.post('/ports', body));
+  },
+};
+
+const vlanAdd: Command = {
+  words: ['port', 'add-vlan'], args: 'NAME PARENT VLAN [bridge B] [address A/LEN]... [mtu N] [mac M] [router-mac M]', min: 3, max: 64,
+  summary: 'adds VLAN port NAME: the frames of PARENT tagged VLAN (1-4094), untagged (ip link add link PARENT name NAME type vlan id VLAN)',
+  run: async (ctx, [name, parent, vlan, ...rest]) => {
+    const body = withSettings(vlanAdd, { name, type: 'vlan', parent, vlan: wholeNumber(vlan) }, rest, ['bridge', 'address', 'mtu', 'mac', 'router-mac']);
     showChange(ctx, await ctx.api.post('/ports', body));
   },
 };
 
 export const portChangeCommands: Command[] = [
   portAdd,
+  vlanAdd,
   {
     words: ['port', 'del'], args: 'NAME', min: 1, max: 1, summary: 'removes a port: its frontend is disconnected, its socket removed',
     run: async (ctx, [name]) => showChange(ctx, await ctx.api.delete(`/ports/${segment(name)}`)),
@@ -46,7 +61,7 @@ export const portChangeCommands: Command[] = [
   {
     words: ['queue', 'move'], args: 'PORT QUEUE CPU', min: 3, max: 3, summary: 'moves a queue pair of PORT to the PMD on CPU (the frontend stays connected)',
     run: async (ctx, [port, queue, cpu]) => {
-      if (!/^\d+$/.test(cpu)) throw misuse(portChangeCommands[2], `CPU must be a whole number, got ${JSON.stringify(cpu)}`);
+      if (!/^\d+$/.test(cpu)) throw misuse(portChangeCommands[3], `CPU must be a whole number, got ${JSON.stringify(cpu)}`);
       showChange(ctx, await ctx.api.put(`/ports/${segment(port)}/queues/${segment(queue)}`, { cpu: Number(cpu) }));
     },
   },

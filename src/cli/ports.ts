@@ -34,6 +34,8 @@ interface PortRow {
   name: string;
   type?: string;
   interface?: string | null;
+  parent?: string;
+  vlan?: number;
   mode?: string;
   bridge?: string | null;
   addresses?: string[];
@@ -49,11 +51,18 @@ function attachment(p: PortRow): string {
   return '-';
 }
 
+/** How the port reaches its peer: a vhost-user port's mode, an uplink's interface, a VLAN's parent. */
+function modeOf(p: PortRow): string {
+  if (p.type === 'vlan') return `vlan ${p.vlan} of ${p.parent}`;
+  if (p.type === 'tap' || p.type === 'af_packet' || p.type === 'af_xdp') return `${p.type} ${p.interface}`;
+  return p.mode ?? '-';
+}
+
 function portsTable(ports: PortRow[]): string {
   if (ports.length === 0) return 'no ports';
   return table(
     ['PORT', 'MODE', 'MTU', 'QUEUES', 'RX PACKETS', 'TX PACKETS', 'DROPS', 'ON'],
-    ports.map((p) => [p.name, p.type === 'tap' || p.type === 'af_packet' || p.type === 'af_xdp' ? `${p.type} ${p.interface}` : (p.mode ?? '-'), p.mtu === undefined ? '-' : String(p.mtu), p.queues ?? null, p.counters?.rx_packets ?? null, p.counters?.tx_packets ?? null, p.counters?.drops ?? null, attachment(p)]),
+    ports.map((p) => [p.name, modeOf(p), p.mtu === undefined ? '-' : String(p.mtu), p.queues ?? null, p.counters?.rx_packets ?? null, p.counters?.tx_packets ?? null, p.counters?.drops ?? null, attachment(p)]),
   );
 }
 

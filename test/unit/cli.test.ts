@@ -126,6 +126,15 @@ t.test('against a routed vrouter on its UNIX socket', async (t) => {
   const badMtu = await ctl([...on, 'port', 'add', 'f', join(vr.dir, 'f.sock'), 'mtu', '20']);
   exits(t, badMtu, 1, 'port add with an MTU vrouter refuses');
   t.match(badMtu.stderr, /VR_CONFIG at mtu/);
+  const vlanAdded = await ctl([...on, 'port', 'add-vlan', 'e.7', 'e', '7', 'address', '10.0.7.1/24']);
+  exits(t, vlanAdded, 0, 'port add-vlan');
+  t.match(vlanAdded.stdout, /\+ ports\s+\{"name":"e\.7","type":"vlan","parent":"e","vlan":7,"addresses":\["10\.0\.7\.1\/24"\]\}/);
+  t.match((await ctl([...on, 'ports'])).stdout, /^e\.7\s+vlan 7 of e\s+9000\s+0\s.*10\.0\.7\.1\/24$/m, 'the VLAN port in the table: its parent\'s MTU, no queues of its own');
+  const parentGone = await ctl([...on, 'port', 'del', 'e']);
+  exits(t, parentGone, 1, 'port del of a port with a VLAN port');
+  t.match(parentGone.stderr, /VR_CONFIG at ports\[\d+\]\.parent: no port is called "e"/);
+  exits(t, await ctl([...on, 'port', 'add-vlan', 'e.8', 'e', 'x']), 1, 'port add-vlan with a VLAN ID that is no number');
+  exits(t, await ctl([...on, 'port', 'del', 'e.7']), 0, 'port del of the VLAN port');
   exits(t, await ctl([...on, 'queue', 'move', 'e', '0', '1']), 0, 'queue move to the PMD it is on');
   const noCpu = await ctl([...on, 'queue', 'move', 'e', '0', '5']);
   exits(t, noCpu, 1, 'queue move to a CPU without a PMD');

@@ -8,6 +8,7 @@ import { testGuest, type TestGuest } from '../support/test-guest.ts';
 import { arp, icmp4, type ParsedFrame } from '../support/frames.ts';
 import { waitFor } from '../support/traffic.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { adminClient } from '../support/admin-client.ts';
 
 const guestPort = (name: string, extra: object = {}) => ({ name, socket: `/tmp/${name}.sock`, ...extra });
 const vlanPort = (name: string, parent: string, vlan: number, extra: object = {}) => ({ name, type: 'vlan', parent, vlan, ...extra });
@@ -152,4 +153,43 @@ t.test('a routed VLAN: the router answers ARP and ping on the VLAN, tagged', asy
   const stats = await vr.stats();
   t.same([stats['trunk.30'].rx_packets, stats['trunk.30'].tx_packets], [2, 2], 'the VLAN port counts the two frames each way');
   t.equal(stats.trunk.rx_packets, 2, 'its parent too');
+});
+
+t.test('a VLAN port added and removed at run time, on two PMDs: the trunk stays connected', async (t) => {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'trunk', socket: '{dir}/trunk.sock' },
+      { name: 'a', socket: '{dir}/a.sock', bridge: 'br10' },
+      { name: 'c', socket: '{dir}/c.sock', bridge: 'br10' },
+    ],
+    pmd: { cores: [0, 1] },
+  });
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  const devices = await Promise.all(['trunk', 'a', 'c'].map((p) => startDevice(vr.sockets[p])));
+  t.teardown(() => devices.forEach((d) => d.close()));
+  const [trunk, a] = devices.map((d) => testGuest(d));
+  const pmdOf = async (port: string) => ((await api.call('GET', '/pmds')).json as { cpu: number; queues: { port: string }[] }[]).findIndex((p) => p.queues.some((q) => q.port === port));
+  t.not(await pmdOf('trunk'), await pmdOf('a'), 'the trunk and a on different PMDs');
+  const added = await api.call('POST', '/ports', { name: 'trunk.10', type: 'vlan', parent: 'trunk', vlan: 10, bridge: 'br10' });
+  t.match(added, { status: 200, json: { mode: 'restart' } }, 'added');
+  const ports = (await api.call('GET', '/ports')).json as { name: string; state: { connected: boolean } | null }[];
+  t.same(ports.map((p) => [p.name, p.state?.connected]), [['trunk', true], ['a', true], ['c', true], ['trunk.10', true]], 'the VLAN port up as its parent is; no frontend disconnected');
+  t.notOk(await devices[0].frontend.closedByPeer(50), 'the trunk\'s connection kept');
+  // After the PMDs' restart: frames one way and the other, across the two PMDs.
+  const frames = Array.from({ length: 20 }, (_, i) => icmp4({ dstMac: A_MAC, srcMac: TRUNK_MAC, vlan: 10, src: '10.0.0.1', dst: '10.0.0.3', type: 8, code: 0, seq: i }));
+  // The PMDs take frames once every queue is back: until then the trunk's first may be lost.
+  await waitFor('the trunk\'s frames at a', async () => (await trunk.send(frames.slice(0, 1)), a.poll().length > 0) || undefined, 10000);
+  const before = a.poll().length;
+  await trunk.send(frames);
+  const fromTrunk = await waitFor('20 frames at a', () => (a.poll().length - before >= 20 ? a.got.slice(before) : undefined), 5000);
+  t.ok(fromTrunk.every((f) => f.srcMac === TRUNK_MAC && f.vlan === undefined && f.ip?.dst === '10.0.0.3'), 'the trunk\'s VLAN 10 reaches a untagged, all 20');
+  await a.send(Array.from({ length: 20 }, (_, i) => icmp4({ dstMac: TRUNK_MAC, srcMac: A_MAC, src: '10.0.0.3', dst: '10.0.0.1', type: 0, code: 0, seq: i })));
+  const back = await waitFor('20 frames on the trunk', () => (trunk.poll().filter((f) => f.srcMac === A_MAC).length >= 20 ? trunk.got.filter((f) => f.srcMac === A_MAC) : undefined), 5000);
+  t.ok(back.every((f) => f.vlan === 10 && f.ip?.src === '10.0.0.3'), 'a\'s frames leave the trunk tagged 10');
+  const removed = await api.call('DELETE', '/ports/trunk.10');
+  t.match(removed, { status: 200 }, 'removed');
+  const stats = await vr.stats();
+  t.equal(stats['trunk.10'], undefined, 'and gone from the counters');
+  t.notOk(await devices[0].frontend.closedByPeer(50), 'the trunk still connected');
 });

@@ -23,7 +23,7 @@ log() { echo "build-guest: $*" >&2; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 USERLAND=(busybox-static iperf3 libiperf0 libsctp1 libssl3 libc6 ethtool libmnl0)
-MODULES=(virtio_pci virtio_net qemu_fw_cfg)
+MODULES=(virtio_pci virtio_net qemu_fw_cfg 8021q)
 
 deb_of() { ls "$DEBS/$1"_*.deb 2>/dev/null | head -n1 || true; }
 download() {

@@ -168,8 +168,9 @@ export class Egress {
     const counters = this.counters;
     const base = portBase(vlan.cfg.index);
     this.deferred.materialize(pool, h);
-    // The VLAN's frames are as long as its MTU allows, its tag within the parent's.
-    if (pool.length[h] > vlan.cfg.maxFrame) {
+    // The VLAN's frames are as long as its MTU allows (a super-frame's segments, which
+    // routing held to it), its tag within the parent's.
+    if (pool.length[h] > vlan.cfg.maxFrame && !isSegmented(pool, h)) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
       return;
     }

@@ -43,6 +43,7 @@ t.test('a vlan port in the config', async (t) => {
     ['queues', [...ports, vlanPort('v', 'trunk', 10, { queues: 2 })], 'ports[1].queues', /does not apply to a vlan port/],
     ['an interface', [...ports, vlanPort('v', 'trunk', 10, { interface: 'eth0' })], 'ports[1].interface', /does not apply to a vlan port/],
     ['a larger MTU than its parent', [...ports, vlanPort('v', 'trunk', 10, { mtu: 1501 })], 'ports[1].mtu', /more than its parent trunk's MTU \(1500\)/],
+    ['the parent\'s bridge', [guestPort('trunk', { bridge: 'br0' }), vlanPort('v', 'trunk', 10, { bridge: 'br0' })], 'ports[1].bridge', /its parent trunk is in bridge br0 too/],
     ['parent on another type', [guestPort('trunk', { parent: 'x' })], 'ports[0].parent', /applies to vlan ports only/],
     ['vlan on another type', [guestPort('trunk', { vlan: 3 })], 'ports[0].vlan', /applies to vlan ports only/],
     ['an IPv6 address on a parent\'s small MTU', [guestPort('trunk', { mtu: 1000 }), vlanPort('v', 'trunk', 10, { addresses: ['2001:db8::1/64'] })], 'ports[1].mtu', /1000 \(its parent's MTU\)/],

@@ -211,6 +211,19 @@ export class CaptureWriter {
 
   /** Frames about to be written into `port`'s guest, whose capture word is set. */
   egressBurst(port: number, pool: PacketPool, handles: Uint32Array, count: number): void {
+    this.recordBurst(port, pool, handles, count, DIRECTION_OUT, port);
+  }
+
+  /**
+   * Frames received on `port`, whose capture word is set, that go on to port `to` as they
+   * are, past the stages: a parent's frames of VLAN port `to`, recorded tagged.
+   */
+  handedOn(port: number, pool: PacketPool, handles: Uint32Array, count: number, to: number): void {
+    this.recordBurst(port, pool, handles, count, DIRECTION_IN, to);
+  }
+
+  /** Frames of `port` recorded as they are now, in `direction`, `egress` their decision. */
+  private recordBurst(port: number, pool: PacketPool, handles: Uint32Array, count: number, direction: number, egress: number): void {
     const id = Atomics.load(this.control, port * CONTROL_WORDS + C_ACTIVE);
     if (id === 0) return;
     let now = 0;
@@ -224,8 +237,8 @@ export class CaptureWriter {
       const slot = this.take(port);
       if (slot < 0) continue;
       if (now === 0) now = this.clockBase + performance.now();
-      this.fill(slot, port, DIRECTION_OUT, id, now, data, off, len);
-      this.words[(slot >>> 2) + S_EGRESS] = port;
+      this.fill(slot, port, direction, id, now, data, off, len);
+      this.words[(slot >>> 2) + S_EGRESS] = egress;
       taken++;
     }
     if (taken > 0) this.publish();

@@ -282,6 +282,7 @@ export class Pmd {
     const counters = this.counters;
     for (let vlan = split.nextVlan(handles, this.vlanGroup); vlan >= 0; vlan = split.nextVlan(handles, this.vlanGroup)) {
       const k = this.vlanGroup[0];
+      if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.handedOn(port.cfg.index, pool, handles, k, vlan);
       let bytes = 0;
       for (let i = 0; i < k; i++) {
         untagFrame(pool, handles[i]);

@@ -35,3 +35,21 @@ export function adminClient(vr: StartedVrouter, origin = 'http://vrouter'): Admi
     },
   };
 }
+
+/**
+ * A GET on the UNIX socket whose answer streams (a capture): resolves once the answer has
+ * begun, so that what the test does from then on is in it; bytes() reads it to its end.
+ */
+export async function startStream(vr: StartedVrouter, path: string) {
+  const dispatcher = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } });
+  const res = await request(`http://vrouter${path}`, { dispatcher });
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    body: res.body,
+    /** the whole stream, once it ends */
+    async bytes(): Promise<Buffer> {
+      return Buffer.from(await res.body.arrayBuffer());
+    },
+  };
+}

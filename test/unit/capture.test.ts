@@ -17,7 +17,7 @@ import { waitFor } from '../support/traffic.ts';
 import { testGuest } from '../support/test-guest.ts';
 import { daemonEnv, REPO, startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { icmp4, udp4 } from '../support/frames.ts';
-import { adminClient } from '../support/admin-client.ts';
+import { adminClient, startStream } from '../support/admin-client.ts';
 
 const ROUTER = { a: '02:00:00:00:0a:01', b: '02:00:00:00:0b:01' };
 const GUEST = { a: '52:54:00:00:00:0a', b: '52:54:00:00:00:0b' };
@@ -40,18 +40,8 @@ const pong = (seq: number) => icmp4({ src: '10.0.2.2', dst: '10.0.1.2', type: 0,
 const udp = (dstPort: number, k = 0) => udp4({ src: '10.0.1.2', dst: '10.0.2.2', srcPort: 4000 + k, dstPort, payload: 20, srcMac: GUEST.a, dstMac: ROUTER.a });
 
 /** Starts a capture; resolves once the response has begun (the capture runs from then on). */
-async function capture(vr: StartedVrouter, port: string, query: string) {
-  const dispatcher = new Agent({ connect: { socketPath: join(vr.dir, 'admin.sock') } });
-  const res = await request(`http://vrouter/ports/${port}/capture?${query}`, { dispatcher });
-  return {
-    status: res.statusCode,
-    headers: res.headers,
-    body: res.body,
-    /** the whole stream, once the capture ends */
-    async bytes(): Promise<Buffer> {
-      return Buffer.from(await res.body.arrayBuffer());
-    },
-  };
+function capture(vr: StartedVrouter, port: string, query: string) {
+  return startStream(vr, `/ports/${port}/capture?${query}`);
 }
 
 interface Packet {

@@ -8,7 +8,10 @@ import { testGuest, type TestGuest } from '../support/test-guest.ts';
 import { arp, icmp4, type ParsedFrame } from '../support/frames.ts';
 import { waitFor } from '../support/traffic.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
-import { adminClient } from '../support/admin-client.ts';
+import { adminClient, startStream } from '../support/admin-client.ts';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const guestPort = (name: string, extra: object = {}) => ({ name, socket: `/tmp/${name}.sock`, ...extra });
 const vlanPort = (name: string, parent: string, vlan: number, extra: object = {}) => ({ name, type: 'vlan', parent, vlan, ...extra });
@@ -128,6 +131,9 @@ t.test('a trunk\'s VLANs: each its own bridge, untagged there; tagged again on t
   t.equal(stats.trunk.rx_packets, 4, 'the trunk counts every frame it sent');
   t.equal(stats.trunk.tx_packets, 3, 'and every frame it got, tagged');
   t.equal(stats.trunk.drops.no_destination, 2, 'its own two frames (untagged, and of VLAN 30), in no bridge: dropped, counted');
+  const metrics = (await adminClient(vr).call('GET', '/metrics')).text;
+  t.match(metrics, /^vrouter_port_rx_packets_total\{port="trunk\.10"\} 1$/m, 'a VLAN port in /metrics');
+  t.notMatch(metrics, /^vrouter_queue_\w+\{port="trunk\.10"/m, 'with no queues of its own');
 });
 
 t.test('a routed VLAN: the router answers ARP and ping on the VLAN, tagged', async (t) => {
@@ -193,4 +199,24 @@ t.test('a VLAN port added and removed at run time, on two PMDs: the trunk stays 
   const stats = await vr.stats();
   t.equal(stats['trunk.10'], undefined, 'and gone from the counters');
   t.notOk(await devices[0].frontend.closedByPeer(50), 'the trunk still connected');
+});
+
+t.test('a capture of a VLAN port: its frames both ways, untagged, as the VLAN sees them; the parent\'s, tagged', async (t) => {
+  const { vr, trunk, a } = await trunked(t);
+  const onVlan = await startStream(vr, '/ports/trunk.10/capture?count=2&seconds=20');
+  const onTrunk = await startStream(vr, '/ports/trunk/capture?count=2&seconds=20');
+  t.same([onVlan.status, onTrunk.status], [200, 200], 'both captures run');
+  await trunk.send([icmp4({ dstMac: A_MAC, srcMac: TRUNK_MAC, vlan: 10, src: '10.0.0.1', dst: '10.0.0.3', type: 8, code: 0 })]);
+  await waitFor('the echo at a', () => a.poll().find((f) => f.ip?.dst === '10.0.0.3'), 5000);
+  await a.send([icmp4({ dstMac: TRUNK_MAC, srcMac: A_MAC, src: '10.0.0.3', dst: '10.0.0.1', type: 0, code: 0 })]);
+  await waitFor('the reply on the trunk', () => trunk.poll().find((f) => f.ip?.dst === '10.0.0.1'), 5000);
+  const read = (name: string, bytes: Buffer) => {
+    const file = join(vr.dir, `${name}.pcapng`);
+    writeFileSync(file, bytes);
+    const out = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.packet_flags_direction', '-e', 'vlan.id', '-e', 'icmp.type', '-e', 'frame.comment', '-E', 'separator=,'], { encoding: 'utf8' });
+    if (out.status !== 0) throw new Error(`tshark failed: ${out.stderr}`);
+    return out.stdout.trim().split('\n').map((line) => line.replace(/0x0000000/g, ''));
+  };
+  t.same(read('vlan', await onVlan.bytes()), ['1,,8,bridge: flood,verdict: flood', '2,,0,written to port trunk.10 (pmd0)'], 'on trunk.10: the echo in, through the stages (a not learned yet: flooded), and the reply out, no tag');
+  t.same(read('trunk', await onTrunk.bytes()), ['1,10,8,verdict: to port trunk.10', '2,10,0,written to port trunk (pmd0)'], 'on the trunk: both tagged 10, the echo handed on to trunk.10');
 });

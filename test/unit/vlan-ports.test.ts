@@ -1,6 +1,7 @@
 // VLAN ports ("type": "vlan"): the config's checks, and a trunk's frames taken apart and
-// put together by the data plane, between test devices: each VLAN to its own bridge or
-// router interface, untagged there; what leaves through a VLAN port tagged on its parent.
+// put together by the data plane, between test devices and from a host behind an AF_PACKET
+// uplink: each VLAN to its own bridge or router interface, untagged there; what leaves
+// through a VLAN port tagged on its parent; added and removed at run time; captured.
 import t from 'tap';
 import { ConfigError, parseConfig } from '../../src/control/config.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
@@ -9,7 +10,9 @@ import { arp, icmp4, type ParsedFrame } from '../support/frames.ts';
 import { waitFor } from '../support/traffic.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { adminClient, startStream } from '../support/admin-client.ts';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { framesFile, inject } from '../support/frame-injector.ts';
+import { ip, vethIntoNamespace } from '../support/netns.ts';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -219,4 +222,56 @@ t.test('a capture of a VLAN port: its frames both ways, untagged, as the VLAN se
   };
   t.same(read('vlan', await onVlan.bytes()), ['1,,8,bridge: flood,verdict: flood', '2,,0,written to port trunk.10 (pmd0)'], 'on trunk.10: the echo in, through the stages (a not learned yet: flooded), and the reply out, no tag');
   t.same(read('trunk', await onTrunk.bytes()), ['1,10,8,verdict: to port trunk.10', '2,10,0,written to port trunk (pmd0)'], 'on the trunk: both tagged 10, the echo handed on to trunk.10');
+});
+
+t.test('a VLAN of an AF_PACKET uplink: a LAN\'s tagged frames to a bridge, and back out tagged', async (t) => {
+  const netns = `vrvlan${process.pid}`;
+  const iface = `vrv${process.pid % 100000}`;
+  const peer = `${iface}p`;
+  vethIntoNamespace(t, netns, iface, peer);
+  // Neither end sends anything of its own: the link carries the test's frames alone.
+  execFileSync('sysctl', ['-qw', `net.ipv6.conf.${iface}.disable_ipv6=1`]);
+  execFileSync('ip', ['netns', 'exec', netns, 'sysctl', '-qw', `net.ipv6.conf.${peer}.disable_ipv6=1`]);
+  ip('-n', netns, 'link', 'set', peer, 'up');
+  const vr = await startVrouter({
+    ports: [
+      { name: 'u', type: 'af_packet', interface: iface },
+      { name: 'u.10', type: 'vlan', parent: 'u', vlan: 10, bridge: 'br10' },
+      { name: 'a', socket: '{dir}/a.sock', bridge: 'br10' },
+    ],
+    pmd: { cores: [1] },
+  });
+  t.teardown(() => vr.stop());
+  const device = await startDevice(vr.sockets.a);
+  t.teardown(() => device.close());
+  const a = testGuest(device);
+  // The LAN's host sends from a raw socket; the kernel passes the tag to vrouter's rings
+  // out of band (the veth took it off), and vrouter puts it back before the split.
+  const LAN_MAC = '52:54:00:00:05:05';
+  const sent = await inject(netns, peer, framesFile(vr.dir, 'lan', [
+    { frame: arpFrom(LAN_MAC, '10.0.0.7', 10) },
+    { frame: arpFrom(LAN_MAC, '10.0.0.8', 20) },
+    { frame: arpFrom(LAN_MAC, '10.0.0.9') },
+  ]));
+  t.equal(sent.sent, 3, 'the LAN host sent its three frames');
+  const atA = await waitFor('VLAN 10\'s broadcast at a', () => a.poll().find((f) => f.srcMac === LAN_MAC), 5000);
+  t.same([atA.vlan, atA.arp?.senderIp], [undefined, '10.0.0.7'], 'a got VLAN 10\'s, untagged');
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(a.poll().length, 1, 'and neither VLAN 20\'s nor the untagged one');
+  // a answers the host, learned on u.10: the frame leaves the interface tagged 10. tshark
+  // says it captures before it does: a's reply is sent again until tshark has one.
+  const tshark = spawn('ip', ['netns', 'exec', netns, 'tshark', '-i', peer, '-c', '1', '-a', 'duration:20', '-f', `ether src ${A_MAC}`, '-T', 'fields', '-e', 'vlan.id', '-e', 'arp.src.proto_ipv4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => tshark.kill());
+  let out = '';
+  let err = '';
+  tshark.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  tshark.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+  let ended = false;
+  tshark.on('exit', () => (ended = true));
+  const reply = arp({ dstMac: LAN_MAC, srcMac: A_MAC, op: 'reply', senderMac: A_MAC, senderIp: '10.0.0.3', targetMac: LAN_MAC, targetIp: '10.0.0.7' });
+  let replies = 0;
+  await waitFor('tshark to capture a\'s reply', async () => ended || (await a.send([reply]), replies++, await new Promise((r) => setTimeout(r, 300)), ended) || undefined, 25000);
+  t.equal(out.trim(), '10\t10.0.0.3', 'the LAN host got a\'s reply, tagged 10', { tshark: err });
+  const stats = await vr.stats();
+  t.same([stats['u.10'].rx_packets, stats['u.10'].tx_packets, stats.u.rx_packets, stats.u.tx_packets], [1, replies, 3, replies], `counted on the VLAN port and on the uplink (${replies} replies sent)`);
 });

@@ -221,6 +221,7 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
         const inDocument = list(backend.document() as Record<string, unknown>, 'ports').some((p) => (p as { name?: unknown }).name === name);
         if (!inDocument) throw new ApiError(400, 'VR_INVALID', 'name', `${name} is not a port of the config (a Linux mirror's port): its queue cannot be pinned`);
         const queues = Number(port.queues);
+        if (queues === 0) throw new ApiError(404, 'VR_NOT_FOUND', 'queue', `port ${name} is a VLAN of ${String(port.parent)}: it has no queues of its own (its parent's carry its frames)`);
         if (!/^\d+$/.test(queue) || Number(queue) >= queues) throw new ApiError(404, 'VR_NOT_FOUND', 'queue', `port ${name} has queue pairs 0 to ${queues - 1}, not ${queue}`);
         // The key as the config writes it ("01" is queue pair 1).
         const pair = String(Number(queue));

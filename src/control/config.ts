@@ -676,6 +676,8 @@ function withParents(entries: readonly PortEntry[], given: PortConfig[]): void {
     if (parent === undefined) throw new ConfigError(`${field}.parent`, `no port is called "${p.parent}"`);
     if (parent.type === 'vlan') throw new ConfigError(`${field}.parent`, `${parent.name} is a vlan port itself: a VLAN's parent is a port with queues (802.1ad double tags are not taken apart)`);
     if (p.bridge !== null && p.bridge === parent.bridge) throw new ConfigError(`${field}.bridge`, `its parent ${parent.name} is in bridge ${p.bridge} too: what the bridge floods would leave the parent twice, once tagged`);
+    const sibling = given.findIndex((q) => q !== p && q.type === 'vlan' && q.parent === p.parent && p.bridge !== null && q.bridge === p.bridge);
+    if (sibling >= 0 && sibling < i) throw new ConfigError(`${field}.bridge`, `ports[${sibling}], another VLAN of ${parent.name}, is in bridge ${p.bridge} too: what the bridge floods would leave ${parent.name} twice`);
     const twin = given.findIndex((q) => q.type === 'vlan' && q.parent === p.parent && q.vlan === p.vlan);
     if (twin !== i) throw new ConfigError(`${field}.vlan`, `VLAN ${p.vlan} of ${p.parent} is already ports[${twin}]`);
     if (entries[i].mtu === undefined) {

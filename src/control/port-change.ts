@@ -57,8 +57,9 @@ export function portChange(running: { config: VrouterConfig; slots: PortSlots; q
   const close: number[] = [];
   const retune: EndpointSettings[] = [];
   const fresh: number[] = [];
+  // A VLAN port has no endpoint to close.
   running.slots.forEach((name, slot) => {
-    if (name !== null && slots[slot] !== name) close.push(slot);
+    if (name !== null && slots[slot] !== name && before.get(name)?.type !== 'vlan') close.push(slot);
   });
   slots.forEach((name, slot) => {
     if (name === null) return;

@@ -18,6 +18,7 @@ export const DROP_REASONS = [
   ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
   ['offload_header_bad', 'the virtio-net header asked for an offload the connection did not negotiate, put the checksum it leaves to do outside the frame, or described a super-frame that does not parse as TCP or would be cut into segments too long or too many'],
   ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET or AF_XDP port: its receive ring was full, or AF_XDP had no free chunk to write it into (the PMD fell behind)'],
+  ['vlan_refused', 'an 802.1Q-tagged frame on a port with VLAN ports, of a VLAN none of them is: from the port (a VLAN vrouter does not carry), or to it from its own segment (it would enter one of its VLANs past the VLAN port)'],
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number][0];
@@ -102,10 +103,21 @@ export interface PmdTotals {
 export function clearPortCounters(buffer: ArrayBufferLike, pmdCount: number, port: number, retired: PmdTotals[]): void {
   for (let pmd = 0; pmd < pmdCount; pmd++) {
     const block = pmdCounters(buffer, pmd);
-    retired[pmd].rx_packets += block[portBase(port) + RX_PACKETS];
-    retired[pmd].tx_packets += block[portBase(port) + TX_PACKETS];
+    retired[pmd].rx_packets += queueTotal(block, port, QUEUE_RX_PACKETS);
+    retired[pmd].tx_packets += queueTotal(block, port, QUEUE_TX_PACKETS);
     block.fill(0, portBase(port), portBase(port) + COUNTERS_PER_PORT);
   }
+}
+
+/**
+ * A port's `field` (QUEUE_RX_PACKETS...) summed over its queue pairs, in one PMD's block:
+ * what the PMD took from and wrote to queues. A VLAN port has none: its frames are counted
+ * on its parent's queues, and a PMD's totals count each frame once.
+ */
+function queueTotal(block: Float64Array, port: number, field: number): number {
+  let sum = 0;
+  for (let q = 0; q < QUEUE_PAIRS_MAX; q++) sum += block[queueBase(port, q) + field];
+  return sum;
 }
 
 /**
@@ -234,9 +246,10 @@ export function readPmdStats(buffer: ArrayBufferLike, pmdCount: number, retired:
   return Array.from({ length: pmdCount }, (_, pmd) => {
     let rx = retired[pmd].rx_packets;
     let tx = retired[pmd].tx_packets;
+    const block = all.subarray(pmd * perPmd, (pmd + 1) * perPmd);
     for (let port = 0; port < PORT_SLOTS; port++) {
-      rx += all[pmd * perPmd + portBase(port) + RX_PACKETS];
-      tx += all[pmd * perPmd + portBase(port) + TX_PACKETS];
+      rx += queueTotal(block, port, QUEUE_RX_PACKETS);
+      tx += queueTotal(block, port, QUEUE_TX_PACKETS);
     }
     return { rx_packets: rx, tx_packets: tx };
   });

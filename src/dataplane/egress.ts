@@ -15,7 +15,7 @@ import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-po
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 import type { DeferredPayloads } from './deferred-payloads.ts';
-import { tagFrame, VLAN_TAG_LEN } from './vlan.ts';
+import { tagFrame, VLAN_NONE, VLAN_PORT, VLAN_TAG_LEN, vlanIdOf } from './vlan.ts';
 
 /**
  * The most segments one flush cuts, over all its ports (a super-frame's first cut may go
@@ -129,11 +129,9 @@ export class Egress {
           if (members[m] === batch.ingress) continue;
           const member = this.ports[members[m]];
           sent++;
-          if (member.cfg.parent >= 0) this.toVlan(member, h, false);
-          else {
-            refs[h]++;
-            this.enqueue(member, h);
-          }
+          if (member.vlanRole !== VLAN_NONE && this.vlanEgress(member, h, false)) continue;
+          refs[h]++;
+          this.enqueue(member, h);
         }
         // Flooded from a port in no bridge, or alone in its own: it went nowhere, counted.
         if (sent === 0) counters[drops - EGRESS_UNDECIDED]++;
@@ -141,10 +139,7 @@ export class Egress {
         refs[h] = 1;
         // enqueue(), written out for the frames of one destination: V8 left it a call.
         const port = this.ports[dst];
-        if (port.cfg.parent >= 0) {
-          this.toVlan(port, h, true);
-          continue;
-        }
+        if (port.vlanRole !== VLAN_NONE && this.vlanEgress(port, h, true)) continue;
         if (port.pendingCount === 0) this.touched[this.touchedCount++] = port.cfg.index;
         port.pending[port.pendingCount++] = h;
         if (pool.offload[h * OFFLOAD_FIELDS + OFFLOAD_CSUM_START] !== 0 && isSegmented(pool, h)) port.superPending = true;
@@ -159,6 +154,22 @@ export class Egress {
   }
 
   /**
+   * Frame h to a port with VLANs, or a VLAN port: true if this took care of it (tagged
+   * for a VLAN port; refused, counted, for a parent: a tagged frame of the parent's own
+   * segment would enter a VLAN past its port), false if it goes to the port as it is.
+   */
+  private vlanEgress(port: PortRuntime, h: number, alone: boolean): boolean {
+    if (port.vlanRole === VLAN_PORT) {
+      this.toVlan(port, h, alone);
+      return true;
+    }
+    // Untagged and priority-tagged frames are the parent's segment's own.
+    if (vlanIdOf(this.pool, h) <= 0) return false;
+    this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.vlan_refused]++;
+    return true;
+  }
+
+  /**
    * Frame h to VLAN port `vlan`: tagged, to its parent. `alone`: the frame's one
    * destination, tagged in its buffer; else a copy is (a flood, whose other members take
    * the frame as it is). Counted as the VLAN port's once handed to the parent.
@@ -169,8 +180,10 @@ export class Egress {
     const base = portBase(vlan.cfg.index);
     this.deferred.materialize(pool, h);
     // The VLAN's frames are as long as its MTU allows (a super-frame's segments, which
-    // routing held to it), its tag within the parent's.
-    if (pool.length[h] > vlan.cfg.maxFrame && !isSegmented(pool, h)) {
+    // routing held to it), and with the tag as long as the parent's.
+    const parent = this.ports[vlan.cfg.parent];
+    const limit = vlan.cfg.maxFrame < parent.cfg.maxFrame - VLAN_TAG_LEN ? vlan.cfg.maxFrame : parent.cfg.maxFrame - VLAN_TAG_LEN;
+    if (pool.length[h] > limit && !isSegmented(pool, h)) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
       return;
     }
@@ -194,7 +207,7 @@ export class Egress {
     }
     counters[base + TX_PACKETS]++;
     counters[base + TX_BYTES] += pool.length[frame] - VLAN_TAG_LEN;
-    this.enqueue(this.ports[vlan.cfg.parent], frame);
+    this.enqueue(parent, frame);
   }
 
   /** Frames another PMD switched to ports whose RX queue we hold. */

@@ -7,7 +7,9 @@ import type { Log } from '../log.ts';
 import { Batch } from './batch.ts';
 import { gatherCalls, markCallsIn, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
-import { PORT_SLOTS, RX_BYTES, RX_PACKETS, portBase, pmdCounters } from './counters.ts';
+import { DROP, DROPS_BASE, PORT_SLOTS, RX_BYTES, RX_PACKETS, portBase, pmdCounters } from './counters.ts';
+import { EGRESS_DROP } from './egress-codes.ts';
+import { isSegmented } from './offloads.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
 import { DeferredPayloads, HEADER_BYTES } from './deferred-payloads.ts';
@@ -226,7 +228,9 @@ export class Pmd {
     for (let port = 0; port < PORT_SLOTS; port++) {
       if (wanted[port] === 0) continue;
       wanted[port] = 0;
-      this.doorbell[DOORBELL_SERVING] = port;
+      // A VLAN port's frames are in its parent's queues (whose memory a fault would be in).
+      const carrier = this.ports[port]?.cfg.parent ?? -1;
+      this.doorbell[DOORBELL_SERVING] = carrier >= 0 ? carrier : port;
       this.runBurst(port, 0);
       added += this.batch.count;
     }
@@ -277,20 +281,39 @@ export class Pmd {
     // Whole in their buffers: a frame moves for its tag, and buffers freed by one group's
     // egress may be taken again by the next group's stages (no rest may point at them).
     this.deferred.materializeAll(pool);
-    const own = split.parentFrames(handles);
-    if (own > 0) this.runBurst(port.cfg.index, own);
+    const parent = port.cfg.index;
+    const capturing = this.capture.control[parent * CONTROL_WORDS] !== 0;
     const counters = this.counters;
+    // Frames of VLANs no port has: never the parent's, dropped before the stages.
+    const refused = split.refusedFrames(handles);
+    if (refused > 0) {
+      if (capturing) this.capture.handedOn(parent, pool, handles, refused, EGRESS_DROP - DROP.vlan_refused);
+      counters[portBase(parent) + DROPS_BASE + DROP.vlan_refused] += refused;
+      for (let i = 0; i < refused; i++) pool.free(handles[i]);
+    }
+    const own = split.parentFrames(pool, handles);
+    if (own > 0) this.runBurst(parent, own);
     for (let vlan = split.nextVlan(handles, this.vlanGroup); vlan >= 0; vlan = split.nextVlan(handles, this.vlanGroup)) {
       const k = this.vlanGroup[0];
-      if (this.capture.control[port.cfg.index * CONTROL_WORDS] !== 0) this.capture.handedOn(port.cfg.index, pool, handles, k, vlan);
+      if (capturing) this.capture.handedOn(parent, pool, handles, k, vlan);
+      const maxFrame = this.ports[vlan].cfg.maxFrame;
+      let kept = 0;
       let bytes = 0;
       for (let i = 0; i < k; i++) {
-        untagFrame(pool, handles[i]);
-        bytes += pool.length[handles[i]];
+        const h = handles[i];
+        untagFrame(pool, h);
+        // The VLAN's MTU, which its parent's (the limit the frame was taken by) may pass.
+        if (pool.length[h] > maxFrame && !isSegmented(pool, h)) {
+          counters[portBase(vlan) + DROPS_BASE + DROP.frame_too_long]++;
+          pool.free(h);
+          continue;
+        }
+        handles[kept++] = h;
+        bytes += pool.length[h];
       }
-      counters[portBase(vlan) + RX_PACKETS] += k;
+      counters[portBase(vlan) + RX_PACKETS] += kept;
       counters[portBase(vlan) + RX_BYTES] += bytes;
-      this.runBurst(vlan, k);
+      if (kept > 0) this.runBurst(vlan, kept);
     }
   }
 

@@ -95,8 +95,10 @@ export class PortRuntime {
   /** the uplink queues polled every round, and the one frames to the port are sent through (the first) */
   uplinkPoll: Uplink[] = [];
   uplink: Uplink | null = null;
-  /** a parent's VLAN ports by VLAN ID (-1: none, the frame stays the parent's); null for a port without VLANs */
+  /** a parent's VLAN ports by VLAN ID (-1: none); null for a port without VLANs */
   vlanPorts: Int8Array | null = null;
+  /** VLAN_NONE, VLAN_PORT or VLAN_PARENT (vlan.ts): one load tells egress whether a frame to the port needs a look at tags */
+  vlanRole = 0;
   /** frames for this port collected in the current burst */
   readonly pending = new Uint32Array(BATCH_MAX);
   pendingCount = 0;

@@ -1,7 +1,11 @@
 // 802.1Q VLAN ports: a port of type "vlan" has no queues of its own. Its parent's frames
 // tagged with its VLAN ID arrive as its own, the tag taken off (TrunkSplit), and what the
 // pipeline sends to it leaves through the parent with the tag put on (tagFrame), as Linux's
-// eth0.10 on eth0. Untagged frames, and those of a VLAN no port has, stay the parent's.
+// eth0.10 on eth0. Untagged frames, and priority-tagged ones (VLAN ID 0, the tag taken
+// off), stay the parent's. Tagged frames of other VLANs do not cross a parent at all, either
+// way (DROP.vlan_refused): a trunk carries the VLANs it has ports for, and a frame of the
+// parent's own segment cannot enter one of them past its VLAN port, by a tag of its own
+// (as a switch's access port refuses tagged frames).
 // Frames start at a fixed offset in their buffer: a tag is taken off or put on by moving
 // the bytes after the two MACs, and the offload fields that count from the frame's start
 // move with them.
@@ -17,22 +21,43 @@ export const VLAN_TAG_LEN = 4;
 const TAG_AT = 12;
 const VLAN_IDS = 4096;
 
-/** Gives each parent the table of its VLAN ports (PortRuntime.vlanPorts). */
+/** PortRuntime.vlanRole */
+export const VLAN_NONE = 0;
+export const VLAN_PORT = 1;
+export const VLAN_PARENT = 2;
+
+/** What vlanPortOf() says of a parent's frame besides a VLAN port: its own, untagged */
+export const PARENT_FRAME = -1;
+/** tagged with a VLAN no port has: dropped (vlan_refused) */
+export const REFUSED_FRAME = -2;
+/** priority-tagged (VLAN ID 0): the parent's, its tag taken off */
+export const PRIORITY_FRAME = -3;
+
+/** Gives each parent the table of its VLAN ports (PortRuntime.vlanPorts), and each port its role. */
 export function linkVlanPorts(ports: readonly PortRuntime[]): void {
   for (const p of ports) {
     if (p.cfg.parent < 0 || p.cfg.parent >= ports.length) continue;
     const parent = ports[p.cfg.parent];
-    parent.vlanPorts ??= new Int8Array(VLAN_IDS).fill(-1);
+    parent.vlanPorts ??= new Int8Array(VLAN_IDS).fill(REFUSED_FRAME);
     parent.vlanPorts[p.cfg.vlan & (VLAN_IDS - 1)] = p.cfg.index;
+    parent.vlanRole = VLAN_PARENT;
+    p.vlanRole = VLAN_PORT;
   }
 }
 
-/** The VLAN port frame `handle` (of a parent with `vlanPorts`) is for, or -1: the parent's own. */
-export function vlanPortOf(pool: PacketPool, handle: number, vlanPorts: Int8Array): number {
+/** The VLAN ID of frame `handle`'s 802.1Q tag (0: a priority tag), or -1 if it has none. */
+export function vlanIdOf(pool: PacketPool, handle: number): number {
   const d = pool.data;
   const off = pool.frameOffset(handle);
   if (pool.length[handle] < TAG_AT + VLAN_TAG_LEN + 2 || d[off + TAG_AT] !== 0x81 || d[off + TAG_AT + 1] !== 0x00) return -1;
-  return vlanPorts[((d[off + TAG_AT + 2] & 0x0f) << 8) | d[off + TAG_AT + 3]];
+  return ((d[off + TAG_AT + 2] & 0x0f) << 8) | d[off + TAG_AT + 3];
+}
+
+/** The VLAN port frame `handle` (of a parent with `vlanPorts`) is for, or PARENT_FRAME, REFUSED_FRAME, PRIORITY_FRAME. */
+export function vlanPortOf(pool: PacketPool, handle: number, vlanPorts: Int8Array): number {
+  const vid = vlanIdOf(pool, handle);
+  if (vid < 0) return PARENT_FRAME;
+  return vid === 0 ? PRIORITY_FRAME : vlanPorts[vid];
 }
 
 /** Takes the tag off frame `handle` (whole in its buffer: see DeferredPayloads.materialize). */
@@ -73,6 +98,9 @@ export function tagFrame(pool: PacketPool, handle: number, vlan: number): boolea
   return true;
 }
 
+/** TrunkSplit's mark of a frame already handed out */
+const HANDED_OUT = -4;
+
 /**
  * A burst from a parent, split by the port each frame is for: the parent's own frames
  * first, then each VLAN's, in the order they came, each group in `handles` from 0 for one
@@ -80,12 +108,12 @@ export function tagFrame(pool: PacketPool, handle: number, vlan: number): boolea
  */
 export class TrunkSplit {
   private readonly kept = new Uint32Array(BURST);
-  /** per frame of the burst: the VLAN port it is for, -1 the parent, -2 already handed out */
+  /** per frame of the burst: the VLAN port it is for, or one of the *_FRAME codes, or HANDED_OUT */
   private readonly owner = new Int8Array(BURST);
   private count = 0;
   private next = 0;
 
-  /** Sorts the n frames in `handles`; returns how many of them are VLAN ports' (0: the burst is the parent's as it is). */
+  /** Sorts the n frames in `handles`; returns how many of them are tagged (0: the burst is the parent's as it is). */
   begin(pool: PacketPool, handles: Uint32Array, n: number, vlanPorts: Int8Array): number {
     let tagged = 0;
     for (let i = 0; i < n; i++) {
@@ -93,17 +121,28 @@ export class TrunkSplit {
       this.kept[i] = h;
       const port = vlanPortOf(pool, h, vlanPorts);
       this.owner[i] = port;
-      if (port >= 0) tagged++;
+      if (port !== PARENT_FRAME) tagged++;
     }
     this.count = n;
     this.next = 0;
     return tagged;
   }
 
-  /** The parent's frames into `handles` from 0; returns how many. */
-  parentFrames(handles: Uint32Array): number {
+  /** The parent's frames into `handles` from 0, priority tags taken off; returns how many. */
+  parentFrames(pool: PacketPool, handles: Uint32Array): number {
     let k = 0;
-    for (let i = 0; i < this.count; i++) if (this.owner[i] === -1) handles[k++] = this.kept[i];
+    for (let i = 0; i < this.count; i++) {
+      const owner = this.owner[i];
+      if (owner === PRIORITY_FRAME) untagFrame(pool, this.kept[i]);
+      if (owner === PARENT_FRAME || owner === PRIORITY_FRAME) handles[k++] = this.kept[i];
+    }
+    return k;
+  }
+
+  /** The frames of VLANs no port has into `handles` from 0 (to be dropped); returns how many. */
+  refusedFrames(handles: Uint32Array): number {
+    let k = 0;
+    for (let i = 0; i < this.count; i++) if (this.owner[i] === REFUSED_FRAME) handles[k++] = this.kept[i];
     return k;
   }
 
@@ -119,7 +158,7 @@ export class TrunkSplit {
     for (let i = this.next; i < this.count; i++) {
       if (this.owner[i] !== port) continue;
       handles[k++] = this.kept[i];
-      this.owner[i] = -2;
+      this.owner[i] = HANDED_OUT;
     }
     out[0] = k;
     return port;

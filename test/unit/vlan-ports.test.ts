@@ -50,6 +50,7 @@ t.test('a vlan port in the config', async (t) => {
     ['an interface', [...ports, vlanPort('v', 'trunk', 10, { interface: 'eth0' })], 'ports[1].interface', /does not apply to a vlan port/],
     ['a larger MTU than its parent', [...ports, vlanPort('v', 'trunk', 10, { mtu: 1501 })], 'ports[1].mtu', /more than its parent trunk's MTU \(1500\)/],
     ['the parent\'s bridge', [guestPort('trunk', { bridge: 'br0' }), vlanPort('v', 'trunk', 10, { bridge: 'br0' })], 'ports[1].bridge', /its parent trunk is in bridge br0 too/],
+    ['two VLANs of a parent in one bridge', [...ports, vlanPort('v', 'trunk', 10, { bridge: 'br0' }), vlanPort('w', 'trunk', 20, { bridge: 'br0' })], 'ports[2].bridge', /ports\[1\], another VLAN of trunk, is in bridge br0 too/],
     ['parent on another type', [guestPort('trunk', { parent: 'x' })], 'ports[0].parent', /applies to vlan ports only/],
     ['vlan on another type', [guestPort('trunk', { vlan: 3 })], 'ports[0].vlan', /applies to vlan ports only/],
     ['an IPv6 address on a parent\'s small MTU', [guestPort('trunk', { mtu: 1000 }), vlanPort('v', 'trunk', 10, { addresses: ['2001:db8::1/64'] })], 'ports[1].mtu', /1000 \(its parent's MTU\)/],
@@ -111,7 +112,7 @@ t.test('a trunk\'s VLANs: each its own bridge, untagged there; tagged again on t
   const atB = await waitFor('the broadcast at b', () => last(b), 5000);
   t.equal(atB.srcMac, '52:54:00:00:01:02', 'b got VLAN 20\'s broadcast');
   t.equal(a.got.length, 1, 'and a nothing more: VLANs are apart');
-  // Untagged, and of a VLAN no port has: the trunk's own, in no bridge: nowhere.
+  // Untagged: the trunk's own, in no bridge: nowhere. Of a VLAN no port has: refused.
   await trunk.send([arpFrom(TRUNK_MAC, '10.0.0.1'), arpFrom(TRUNK_MAC, '10.0.0.1', 30)]);
   // a floods a broadcast: c gets it as it is, the trunk tagged 10 (a copy of its own).
   await a.send([arpFrom(A_MAC, '10.0.0.3')]);
@@ -133,10 +134,49 @@ t.test('a trunk\'s VLANs: each its own bridge, untagged there; tagged again on t
   t.same([stats['trunk.10'].rx_packets, stats['trunk.10'].tx_packets, stats['trunk.20'].rx_packets, stats['trunk.20'].tx_packets], [1, 2, 1, 1], 'each VLAN port counts its frames');
   t.equal(stats.trunk.rx_packets, 4, 'the trunk counts every frame it sent');
   t.equal(stats.trunk.tx_packets, 3, 'and every frame it got, tagged');
-  t.equal(stats.trunk.drops.no_destination, 2, 'its own two frames (untagged, and of VLAN 30), in no bridge: dropped, counted');
+  t.same([stats.trunk.drops.no_destination, stats.trunk.drops.vlan_refused], [1, 1], 'its own frame, in no bridge, and VLAN 30\'s: dropped, counted');
+  const pmd = ((await adminClient(vr).call('GET', '/pmds')).json as { rx_packets: number; tx_packets: number }[])[0];
+  const sum = (field: 'rx_packets' | 'tx_packets') => ['trunk', 'a', 'b', 'c'].reduce((n, p) => n + stats[p][field], 0);
+  t.same([pmd.rx_packets, pmd.tx_packets], [sum('rx_packets'), sum('tx_packets')], 'the PMD\'s totals count each frame once, on the queues it came and went by');
   const metrics = (await adminClient(vr).call('GET', '/metrics')).text;
   t.match(metrics, /^vrouter_port_rx_packets_total\{port="trunk\.10"\} 1$/m, 'a VLAN port in /metrics');
   t.notMatch(metrics, /^vrouter_queue_\w+\{port="trunk\.10"/m, 'with no queues of its own');
+});
+
+t.test('the trunk\'s own segment: tagged frames neither enter its VLANs from it nor leave them into it; a VLAN\'s MTU', async (t) => {
+  const vr = await startVrouter({
+    ports: [
+      { name: 'trunk', socket: '{dir}/trunk.sock', bridge: 'native', mtu: 9000 },
+      { name: 'trunk.10', type: 'vlan', parent: 'trunk', vlan: 10, bridge: 'br10', mtu: 1500 },
+      { name: 'n', socket: '{dir}/n.sock', bridge: 'native' },
+      { name: 'a', socket: '{dir}/a.sock', bridge: 'br10' },
+    ],
+    pmd: { cores: [1] },
+  });
+  t.teardown(() => vr.stop());
+  const devices = await Promise.all(['trunk', 'n', 'a'].map((p) => startDevice(vr.sockets[p])));
+  t.teardown(() => devices.forEach((d) => d.close()));
+  const [trunk, n, a] = devices.map((d) => testGuest(d));
+  const N_MAC = '52:54:00:00:06:06';
+  // From the native segment: untagged and priority-tagged frames reach the trunk; one tagged
+  // 10 would be VLAN 10's there, past trunk.10 and its bridge: refused.
+  await n.send([arpFrom(N_MAC, '10.0.0.20'), arpFrom(N_MAC, '10.0.0.21', 0), arpFrom(N_MAC, '10.0.0.22', 10)]);
+  await waitFor('two frames on the trunk', () => trunk.poll().length >= 2 || undefined, 5000);
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(trunk.poll().map((f) => [f.vlan, f.arp?.senderIp]), [[undefined, '10.0.0.20'], [0, '10.0.0.21']], 'the untagged and the priority-tagged one, as sent; not the one tagged 10');
+  t.equal(a.poll().length, 0, 'nothing reached VLAN 10');
+  // From the trunk: a priority-tagged frame is the native segment's, untagged.
+  await trunk.send([arpFrom(TRUNK_MAC, '10.0.0.30', 0)]);
+  const atN = await waitFor('the trunk\'s priority-tagged frame at n', () => n.poll().find((f) => f.srcMac === TRUNK_MAC), 5000);
+  t.same([atN.vlan, atN.arp?.senderIp], [undefined, '10.0.0.30'], 'at n untagged');
+  // VLAN 10's MTU is 1500 on a 9000 trunk: a longer frame of VLAN 10 goes no further.
+  const long = icmp4({ dstMac: BROADCAST, srcMac: TRUNK_MAC, vlan: 10, src: '10.0.0.1', dst: '10.0.0.3', type: 8, code: 0, payload: 1600 });
+  await trunk.send([long, arpFrom(TRUNK_MAC, '10.0.0.31', 10)]);
+  const atA = await waitFor('VLAN 10\'s ARP at a', () => a.poll().find((f) => f.srcMac === TRUNK_MAC), 5000);
+  t.equal(atA.arp?.senderIp, '10.0.0.31', 'the ARP passed');
+  t.equal(a.got.length, 1, 'the frame past VLAN 10\'s MTU did not');
+  const stats = await vr.stats();
+  t.same([stats.n.drops.vlan_refused, stats.trunk.drops.vlan_refused, stats['trunk.10'].drops.frame_too_long], [0, 1, 1], 'counted: the tagged frame refused on the trunk, the long one on trunk.10');
 });
 
 t.test('a routed VLAN: the router answers ARP and ping on the VLAN, tagged', async (t) => {
@@ -183,6 +223,7 @@ t.test('a VLAN port added and removed at run time, on two PMDs: the trunk stays 
   t.not(await pmdOf('trunk'), await pmdOf('a'), 'the trunk and a on different PMDs');
   const added = await api.call('POST', '/ports', { name: 'trunk.10', type: 'vlan', parent: 'trunk', vlan: 10, bridge: 'br10' });
   t.match(added, { status: 200, json: { mode: 'restart' } }, 'added');
+  t.match(await api.call('PUT', '/ports/trunk.10/queues/0', { cpu: 0 }), { status: 404, json: { error: { field: 'queue', message: /a VLAN of trunk: it has no queues of its own/ } } }, 'a VLAN port has no queue to move');
   const ports = (await api.call('GET', '/ports')).json as { name: string; state: { connected: boolean } | null }[];
   t.same(ports.map((p) => [p.name, p.state?.connected]), [['trunk', true], ['a', true], ['c', true], ['trunk.10', true]], 'the VLAN port up as its parent is; no frontend disconnected');
   t.notOk(await devices[0].frontend.closedByPeer(50), 'the trunk\'s connection kept');

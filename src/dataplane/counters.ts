@@ -18,7 +18,7 @@ export const DROP_REASONS = [
   ['interface_refused', 'the kernel interface of an uplink port would not take the frame (its queue full, or the interface down)'],
   ['offload_header_bad', 'the virtio-net header asked for an offload the connection did not negotiate, put the checksum it leaves to do outside the frame, or described a super-frame that does not parse as TCP or would be cut into segments too long or too many'],
   ['receive_ring_full', 'the kernel dropped a frame arriving on an AF_PACKET or AF_XDP port: its receive ring was full, or AF_XDP had no free chunk to write it into (the PMD fell behind)'],
-  ['vlan_refused', 'an 802.1Q-tagged frame on a port with VLAN ports, of a VLAN none of them is: from the port (a VLAN vrouter does not carry), or to it from its own segment (it would enter one of its VLANs past the VLAN port)'],
+  ['vlan_refused', 'a tagged frame that would cross a port with VLAN ports other than as one of their frames: arriving with a VLAN none of them is, or an 802.1ad or stacked tag; sent to the port tagged from its own segment, or from a VLAN port\'s with a tag inside the VLAN\'s (it would enter a VLAN past its VLAN port)'],
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number][0];

@@ -15,7 +15,7 @@ import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-po
 import type { PmdConfig, PmdShared, PortRuntime } from './port-runtime.ts';
 import { SpscRing } from './spsc-ring.ts';
 import type { DeferredPayloads } from './deferred-payloads.ts';
-import { tagFrame, VLAN_NONE, VLAN_PORT, VLAN_TAG_LEN, vlanIdOf } from './vlan.ts';
+import { carriesNoVlan, longestFrame, tagFrame, VLAN_NONE, VLAN_PORT, VLAN_TAG_LEN } from './vlan.ts';
 
 /**
  * The most segments one flush cuts, over all its ports (a super-frame's first cut may go
@@ -163,8 +163,7 @@ export class Egress {
       this.toVlan(port, h, alone);
       return true;
     }
-    // Untagged and priority-tagged frames are the parent's segment's own.
-    if (vlanIdOf(this.pool, h) <= 0) return false;
+    if (carriesNoVlan(this.pool, h)) return false;
     this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.vlan_refused]++;
     return true;
   }
@@ -179,12 +178,16 @@ export class Egress {
     const counters = this.counters;
     const base = portBase(vlan.cfg.index);
     this.deferred.materialize(pool, h);
-    // The VLAN's frames are as long as its MTU allows (a super-frame's segments, which
-    // routing held to it), and with the tag as long as the parent's.
+    // The VLAN's frames (a super-frame's segments) are as long as its MTU allows, and with
+    // the tag as long as the parent's; a tag of their own would stack inside the VLAN's.
     const parent = this.ports[vlan.cfg.parent];
     const limit = vlan.cfg.maxFrame < parent.cfg.maxFrame - VLAN_TAG_LEN ? vlan.cfg.maxFrame : parent.cfg.maxFrame - VLAN_TAG_LEN;
-    if (pool.length[h] > limit && !isSegmented(pool, h)) {
+    if (longestFrame(pool, h) > limit) {
       counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      return;
+    }
+    if (!carriesNoVlan(pool, h)) {
+      counters[base + DROPS_BASE + DROP.vlan_refused]++;
       return;
     }
     let frame = h;

@@ -9,7 +9,6 @@ import { gatherCalls, markCallsIn, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
 import { DROP, DROPS_BASE, PORT_SLOTS, RX_BYTES, RX_PACKETS, portBase, pmdCounters } from './counters.ts';
 import { EGRESS_DROP } from './egress-codes.ts';
-import { isSegmented } from './offloads.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
 import { DeferredPayloads, HEADER_BYTES } from './deferred-payloads.ts';
@@ -19,7 +18,7 @@ import { PortRuntime, type PmdConfig, type PmdShared, type Uplink } from './port
 import { QueueControl } from './queue-control.ts';
 import { SpscRing } from './spsc-ring.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
-import { linkVlanPorts, TrunkSplit, untagFrame } from './vlan.ts';
+import { linkVlanPorts, TrunkSplit, untagFrame, vlanFrameRefusal } from './vlan.ts';
 
 export type { PmdConfig, PmdPortConfig, PmdShared } from './port-runtime.ts';
 export { HANDLE_BITS } from './egress.ts';
@@ -115,6 +114,7 @@ export class Pmd {
   /** a parent's burst split by VLAN (runTrunkBurst), and the size of the group it hands out */
   private readonly trunkSplit = new TrunkSplit();
   private readonly vlanGroup = new Int32Array(1);
+  private readonly oneFrame = new Uint32Array(1);
 
   /** `capture`: the capture control block and rings (default: its own, never switched on) */
   constructor(cfg: PmdConfig, shared: PmdShared, log: Log, pipeline: PipelineBuilder, capture: CaptureMemory = createCaptureMemory(cfg.pmdCount, PORT_SLOTS)) {
@@ -293,27 +293,37 @@ export class Pmd {
     }
     const own = split.parentFrames(pool, handles);
     if (own > 0) this.runBurst(parent, own);
+    const refusal = this.oneFrame;
     for (let vlan = split.nextVlan(handles, this.vlanGroup); vlan >= 0; vlan = split.nextVlan(handles, this.vlanGroup)) {
       const k = this.vlanGroup[0];
-      if (capturing) this.capture.handedOn(parent, pool, handles, k, vlan);
       const maxFrame = this.ports[vlan].cfg.maxFrame;
       let kept = 0;
-      let bytes = 0;
       for (let i = 0; i < k; i++) {
         const h = handles[i];
-        untagFrame(pool, h);
-        // The VLAN's MTU, which its parent's (the limit the frame was taken by) may pass.
-        if (pool.length[h] > maxFrame && !isSegmented(pool, h)) {
-          counters[portBase(vlan) + DROPS_BASE + DROP.frame_too_long]++;
-          pool.free(h);
+        // The VLAN's MTU (which the parent's, the limit the frame was taken by, may pass),
+        // and no tag inside the VLAN's.
+        const reason = vlanFrameRefusal(pool, h, maxFrame);
+        if (reason < 0) {
+          handles[kept++] = h;
           continue;
         }
-        handles[kept++] = h;
-        bytes += pool.length[h];
+        refusal[0] = h;
+        if (capturing) this.capture.handedOn(parent, pool, refusal, 1, EGRESS_DROP - reason);
+        counters[portBase(vlan) + DROPS_BASE + reason]++;
+        pool.free(h);
+      }
+      if (kept === 0) continue;
+      if (capturing) this.capture.handedOn(parent, pool, handles, kept, vlan);
+      let bytes = 0;
+      for (let i = 0; i < kept; i++) {
+        untagFrame(pool, handles[i]);
+        bytes += pool.length[handles[i]];
       }
       counters[portBase(vlan) + RX_PACKETS] += kept;
       counters[portBase(vlan) + RX_BYTES] += bytes;
-      if (kept > 0) this.runBurst(vlan, kept);
+      // The parent's memory, should a stage fault (the last group's egress named another port).
+      this.doorbell[DOORBELL_SERVING] = parent;
+      this.runBurst(vlan, kept);
     }
   }
 

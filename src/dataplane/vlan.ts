@@ -2,16 +2,20 @@
 // tagged with its VLAN ID arrive as its own, the tag taken off (TrunkSplit), and what the
 // pipeline sends to it leaves through the parent with the tag put on (tagFrame), as Linux's
 // eth0.10 on eth0. Untagged frames, and priority-tagged ones (VLAN ID 0, the tag taken
-// off), stay the parent's. Tagged frames of other VLANs do not cross a parent at all, either
-// way (DROP.vlan_refused): a trunk carries the VLANs it has ports for, and a frame of the
-// parent's own segment cannot enter one of them past its VLAN port, by a tag of its own
-// (as a switch's access port refuses tagged frames).
+// off), stay the parent's. Otherwise a tagged frame crosses a parent only as a frame of one
+// of its VLAN ports, untagged there (DROP.vlan_refused): a trunk carries the VLANs it has
+// ports for, and no frame enters one of them past its VLAN port by a tag of its own, from
+// the parent's segment or stacked inside a VLAN's (as a switch's access port refuses tagged
+// frames). An 802.1ad tag, and a priority tag with another inside (which Linux takes for
+// the inner tag's VLAN), count as tagged.
 // Frames start at a fixed offset in their buffer: a tag is taken off or put on by moving
 // the bytes after the two MACs, and the offload fields that count from the frame's start
 // move with them.
 import { BURST } from './guest-io.ts';
 import { forgetOffloads } from './offloads.ts';
-import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
+import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, type PacketPool } from './packet-pool.ts';
+import { isSegmented } from './offloads.ts';
+import { DROP } from './counters.ts';
 import type { PortRuntime } from './port-runtime.ts';
 
 export const TPID_8021Q = 0x8100;
@@ -45,19 +49,61 @@ export function linkVlanPorts(ports: readonly PortRuntime[]): void {
   }
 }
 
-/** The VLAN ID of frame `handle`'s 802.1Q tag (0: a priority tag), or -1 if it has none. */
-export function vlanIdOf(pool: PacketPool, handle: number): number {
+/** vlanIdOf(): no tag */
+export const UNTAGGED = -1;
+/** vlanIdOf(): an 802.1ad tag, a priority tag with a tag inside, or a tag cut short */
+export const FOREIGN_TAG = -2;
+const TPID_8021AD = 0x88a8;
+
+/**
+ * The VLAN ID of the 802.1Q tag at byte `at` of frame `handle` (12: its outer tag, 16: one
+ * inside it), 0 for a priority tag alone, UNTAGGED or FOREIGN_TAG.
+ */
+export function vlanIdOf(pool: PacketPool, handle: number, at = TAG_AT): number {
   const d = pool.data;
-  const off = pool.frameOffset(handle);
-  if (pool.length[handle] < TAG_AT + VLAN_TAG_LEN + 2 || d[off + TAG_AT] !== 0x81 || d[off + TAG_AT + 1] !== 0x00) return -1;
-  return ((d[off + TAG_AT + 2] & 0x0f) << 8) | d[off + TAG_AT + 3];
+  const off = pool.frameOffset(handle) + at;
+  const len = pool.length[handle] - at;
+  if (len < 2) return UNTAGGED;
+  const type = (d[off] << 8) | d[off + 1];
+  if (type === TPID_8021AD) return FOREIGN_TAG;
+  if (type !== TPID_8021Q) return UNTAGGED;
+  if (len < VLAN_TAG_LEN + 2) return FOREIGN_TAG;
+  const vid = ((d[off + 2] & 0x0f) << 8) | d[off + 3];
+  if (vid !== 0) return vid;
+  const inner = (d[off + 4] << 8) | d[off + 5];
+  return inner === TPID_8021Q || inner === TPID_8021AD ? FOREIGN_TAG : 0;
+}
+
+/** Whether frame `handle` is of no VLAN: untagged, or a priority tag alone (a parent's own frame, or one for a VLAN port to tag). */
+export function carriesNoVlan(pool: PacketPool, handle: number): boolean {
+  const vid = vlanIdOf(pool, handle);
+  return vid === UNTAGGED || vid === 0;
 }
 
 /** The VLAN port frame `handle` (of a parent with `vlanPorts`) is for, or PARENT_FRAME, REFUSED_FRAME, PRIORITY_FRAME. */
 export function vlanPortOf(pool: PacketPool, handle: number, vlanPorts: Int8Array): number {
   const vid = vlanIdOf(pool, handle);
-  if (vid < 0) return PARENT_FRAME;
+  if (vid === UNTAGGED) return PARENT_FRAME;
+  if (vid === FOREIGN_TAG) return REFUSED_FRAME;
   return vid === 0 ? PRIORITY_FRAME : vlanPorts[vid];
+}
+
+/** The longest frame `handle` puts on the wire: a super-frame's segments', with their headers. */
+export function longestFrame(pool: PacketPool, handle: number): number {
+  if (!isSegmented(pool, handle)) return pool.length[handle];
+  const fields = handle * OFFLOAD_FIELDS;
+  return pool.offload[fields + OFFLOAD_HDR_LEN] + pool.offload[fields + OFFLOAD_GSO_SIZE];
+}
+
+/**
+ * Why frame `handle`, a trunk's with a VLAN port's tag, may not be that port's (whose frames
+ * are at most `maxFrame` bytes): a DROP code, or -1 if it may. Read before the tag comes
+ * off: a capture of the parent shows the frame as it came.
+ */
+export function vlanFrameRefusal(pool: PacketPool, handle: number, maxFrame: number): number {
+  if (longestFrame(pool, handle) - VLAN_TAG_LEN > maxFrame) return DROP.frame_too_long;
+  const inner = vlanIdOf(pool, handle, TAG_AT + VLAN_TAG_LEN);
+  return inner === UNTAGGED || inner === 0 ? -1 : DROP.vlan_refused;
 }
 
 /** Takes the tag off frame `handle` (whole in its buffer: see DeferredPayloads.materialize). */

@@ -99,6 +99,14 @@ async function trunked(t: { teardown(fn: () => unknown): void }): Promise<Trunke
 
 const arpFrom = (src: string, ip: string, vlan?: number) => arp({ dstMac: BROADCAST, srcMac: src, vlan, op: 'request', senderMac: src, senderIp: ip, targetIp: '10.0.0.99' });
 const last = (g: TestGuest): ParsedFrame | undefined => g.poll().at(-1);
+/** `frame` with a tag of `tpid` and VLAN `vid` put before its first (outermost) ethertype. */
+function stacked(frame: Uint8Array, tpid: number, vid: number): Uint8Array {
+  const out = new Uint8Array(frame.length + 4);
+  out.set(frame.subarray(0, 12));
+  out.set([tpid >> 8, tpid & 0xff, vid >> 8, vid & 0xff], 12);
+  out.set(frame.subarray(12), 16);
+  return out;
+}
 
 t.test('a trunk\'s VLANs: each its own bridge, untagged there; tagged again on the way back', async (t) => {
   const { vr, trunk, a, b, c } = await trunked(t);
@@ -160,15 +168,24 @@ t.test('the trunk\'s own segment: tagged frames neither enter its VLANs from it 
   const N_MAC = '52:54:00:00:06:06';
   // From the native segment: untagged and priority-tagged frames reach the trunk; one tagged
   // 10 would be VLAN 10's there, past trunk.10 and its bridge: refused.
-  await n.send([arpFrom(N_MAC, '10.0.0.20'), arpFrom(N_MAC, '10.0.0.21', 0), arpFrom(N_MAC, '10.0.0.22', 10)]);
+  // Nor one tagged 10 under a priority tag (Linux takes it for VLAN 10's), nor an 802.1ad one.
+  await n.send([arpFrom(N_MAC, '10.0.0.20'), arpFrom(N_MAC, '10.0.0.21', 0), arpFrom(N_MAC, '10.0.0.22', 10), stacked(arpFrom(N_MAC, '10.0.0.23', 10), 0x8100, 0), stacked(arpFrom(N_MAC, '10.0.0.24'), 0x88a8, 10)]);
   await waitFor('two frames on the trunk', () => trunk.poll().length >= 2 || undefined, 5000);
   await new Promise((r) => setTimeout(r, 300));
-  t.same(trunk.poll().map((f) => [f.vlan, f.arp?.senderIp]), [[undefined, '10.0.0.20'], [0, '10.0.0.21']], 'the untagged and the priority-tagged one, as sent; not the one tagged 10');
+  t.same(trunk.poll().map((f) => [f.vlan, f.arp?.senderIp]), [[undefined, '10.0.0.20'], [0, '10.0.0.21']], 'the untagged and the priority-tagged one, as sent; none of the three tagged ones');
   t.equal(a.poll().length, 0, 'nothing reached VLAN 10');
-  // From the trunk: a priority-tagged frame is the native segment's, untagged.
+  // From the trunk: a priority-tagged frame is the native segment's, untagged. Double tags
+  // (VLAN 10 under a priority tag, VLAN 20 inside VLAN 10) and 802.1ad ones go nowhere.
+  await trunk.send([stacked(arpFrom(TRUNK_MAC, '10.0.0.32', 10), 0x8100, 0), stacked(arpFrom(TRUNK_MAC, '10.0.0.33', 20), 0x8100, 10), stacked(arpFrom(TRUNK_MAC, '10.0.0.34'), 0x88a8, 10)]);
   await trunk.send([arpFrom(TRUNK_MAC, '10.0.0.30', 0)]);
   const atN = await waitFor('the trunk\'s priority-tagged frame at n', () => n.poll().find((f) => f.srcMac === TRUNK_MAC), 5000);
   t.same([atN.vlan, atN.arp?.senderIp], [undefined, '10.0.0.30'], 'at n untagged');
+  t.same([n.got.filter((f) => f.srcMac === TRUNK_MAC).length, a.poll().length], [1, 0], 'the double-tagged and 802.1ad frames reached neither segment');
+  // From VLAN 10's segment: a frame with a tag of its own would leave the trunk double-tagged.
+  await a.send([arpFrom(A_MAC, '10.0.0.40', 20), arpFrom(A_MAC, '10.0.0.41')]);
+  await waitFor('a\'s untagged broadcast on the trunk', () => trunk.poll().some((f) => f.srcMac === A_MAC) || undefined, 5000);
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(trunk.poll().filter((f) => f.srcMac === A_MAC).map((f) => [f.vlan, f.arp?.senderIp]), [[10, '10.0.0.41']], 'a\'s untagged frame tagged 10; the tagged one refused');
   // VLAN 10's MTU is 1500 on a 9000 trunk: a longer frame of VLAN 10 goes no further.
   const long = icmp4({ dstMac: BROADCAST, srcMac: TRUNK_MAC, vlan: 10, src: '10.0.0.1', dst: '10.0.0.3', type: 8, code: 0, payload: 1600 });
   await trunk.send([long, arpFrom(TRUNK_MAC, '10.0.0.31', 10)]);
@@ -176,7 +193,7 @@ t.test('the trunk\'s own segment: tagged frames neither enter its VLANs from it 
   t.equal(atA.arp?.senderIp, '10.0.0.31', 'the ARP passed');
   t.equal(a.got.length, 1, 'the frame past VLAN 10\'s MTU did not');
   const stats = await vr.stats();
-  t.same([stats.n.drops.vlan_refused, stats.trunk.drops.vlan_refused, stats['trunk.10'].drops.frame_too_long], [0, 1, 1], 'counted: the tagged frame refused on the trunk, the long one on trunk.10');
+  t.same([stats.n.drops.vlan_refused, stats.trunk.drops.vlan_refused, stats['trunk.10'].drops.vlan_refused, stats['trunk.10'].drops.frame_too_long], [0, 5, 2, 1], 'counted where they would have crossed: 3 from n and 2 from the trunk on the trunk, VLAN 20 inside VLAN 10 and a\'s tagged one on trunk.10, the long one on trunk.10');
 });
 
 t.test('a routed VLAN: the router answers ARP and ping on the VLAN, tagged', async (t) => {

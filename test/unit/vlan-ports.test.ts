@@ -6,13 +6,13 @@ import t from 'tap';
 import { ConfigError, parseConfig } from '../../src/control/config.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { testGuest, type TestGuest } from '../support/test-guest.ts';
-import { arp, icmp4, type ParsedFrame } from '../support/frames.ts';
+import { arp, icmp4, tcp4, type ParsedFrame } from '../support/frames.ts';
 import { waitFor } from '../support/traffic.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
 import { adminClient, startStream } from '../support/admin-client.ts';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { framesFile, inject } from '../support/frame-injector.ts';
-import { ip, vethIntoNamespace } from '../support/netns.ts';
+import { deleteNamespace, ip, vethIntoNamespace } from '../support/netns.ts';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -332,4 +332,29 @@ t.test('a VLAN of an AF_PACKET uplink: a LAN\'s tagged frames to a bridge, and b
   t.equal(out.trim(), '10\t10.0.0.3', 'the LAN host got a\'s reply, tagged 10', { tshark: err });
   const stats = await vr.stats();
   t.same([stats['u.10'].rx_packets, stats['u.10'].tx_packets, stats.u.rx_packets, stats.u.tx_packets], [1, replies, 3, replies], `counted on the VLAN port and on the uplink (${replies} replies sent)`);
+});
+
+t.test('a routed VLAN port\'s Linux mirror: what vrouter leaves to Linux on the VLAN, and Linux\'s answer, tagged', async (t) => {
+  const netns = `vrvmir${process.pid}`;
+  t.teardown(() => deleteNamespace(netns));
+  const vr = await startVrouter({
+    ports: [
+      { name: 'trunk', socket: '{dir}/trunk.sock' },
+      { name: 'trunk.30', type: 'vlan', parent: 'trunk', vlan: 30, addresses: ['10.30.0.1/24'], linuxMirror: { netns } },
+    ],
+    pipeline: ['routing'],
+    pmd: { cores: [1] },
+  });
+  t.teardown(() => vr.stop());
+  const device = await startDevice(vr.sockets.trunk);
+  t.teardown(() => device.close());
+  const trunk = testGuest(device);
+  t.match(ip('-n', netns, '-o', 'address', 'show', 'dev', 'trunk.30'), /inet 10\.30\.0\.1\/24/, 'the mirror in Linux, with the VLAN port\'s address');
+  // TCP to the router's address is Linux's (sshd, BGP): its answer, a reset here, leaves
+  // through the VLAN port tagged. Linux knows the guest's MAC (it would ask otherwise).
+  ip('-n', netns, 'neigh', 'replace', '10.30.0.2', 'lladdr', TRUNK_MAC, 'dev', 'trunk.30');
+  const routerMac = (await adminClient(vr).call('GET', '/ports/trunk.30')).json.routerMac as string;
+  const syn = tcp4({ dstMac: routerMac, srcMac: TRUNK_MAC, vlan: 30, src: '10.30.0.2', dst: '10.30.0.1', srcPort: 40000, dstPort: 179, flags: 'S', seq: 1000 });
+  const reset = await waitFor('Linux\'s answer on the trunk', async () => (await trunk.send([syn]), trunk.poll().find((f) => f.ip?.src === '10.30.0.1' && f.ip.protocol === 6)), 10000);
+  t.same([reset.vlan, reset.srcMac, reset.l4?.srcPort, reset.l4?.dstPort, reset.l4?.tcpFlags?.includes('R')], [30, routerMac, 179, 40000, true], 'Linux\'s reset, from the router\'s MAC, tagged 30');
 });

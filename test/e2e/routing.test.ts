@@ -398,7 +398,13 @@ vr_iperf_server; vr_iperf_server
   t.ok(Number(back?.receiver_mbps) > 50, `TCP from b through the router to VLAN 20: ${back?.receiver_mbps} Mbit/s`, { console: excerpt(guest) });
   const dropped = (port: string, but: string[] = []) => Object.entries(stats[port].drops).filter(([reason, n]) => n > 0 && !but.includes(reason));
   // A guest under TCG falls behind a TCP stream at times (guest_ring_full): flow control, not the VLAN.
-  t.same([dropped('trunk.20'), dropped('trunk', ['no_destination', 'guest_ring_full'])], [[], []], 'no frame of VLAN 20 or the trunk dropped but for a full ring');
+  // The three guests boot side by side: what a floods into br10 (IPv6 duplicate address detection)
+  // before t's driver is up, or after t powered off, meets a parent that is down (port_down).
+  t.same(
+    [dropped('trunk.20'), dropped('trunk', ['no_destination', 'guest_ring_full', 'port_down'])],
+    [[], []],
+    'no frame of VLAN 20 or the trunk dropped but for a full ring or a trunk not up yet',
+  );
   for (const port of ['trunk.10', 'trunk.20']) t.ok(stats[port].rx_packets > 0 && stats[port].tx_packets > 0, `${port} counts its frames: ${stats[port].rx_packets} in, ${stats[port].tx_packets} out`);
   t.equal(stats.trunk.rx_packets, stats['trunk.10'].rx_packets + stats['trunk.20'].rx_packets + stats.trunk.drops.no_destination, 'every frame of the trunk was a VLAN\'s, or its own with nowhere to go (IPv6 on the untagged NIC)');
 });

@@ -533,19 +533,23 @@ function earn(f: Float64Array, phaseFrom: number, phaseTo: number, dt: number, r
     // (this is every burst at a policer not exceeded); past it (an idle hour at 100 Gbit/s
     // is 3.6e20) the fraction comes from the remainders, each below 8e6: exact, but four
     // remainders of doubles, each a call out of line.
-    f[phaseTo] = add <= Number.MAX_SAFE_INTEGER ? add - wholeUnits(add, scale) * scale : (phase + ((dt % scale) * (rate % scale)) % scale) % scale;
+    // floor(add / scale) is written out here and below, not called: `add` (past 2^31, no
+    // small integer, from about 2 Gbit/s) would be a new heap number at every call V8 did not
+    // inline (refillTrTcm earns twice a burst).
+    if (add <= Number.MAX_SAFE_INTEGER) {
+      // The division may round up to the next integer: put right here.
+      const fraction = add - Math.floor(add / scale) * scale;
+      f[phaseTo] = fraction < 0 ? fraction + scale : fraction;
+    } else {
+      f[phaseTo] = (phase + ((dt % scale) * (rate % scale)) % scale) % scale;
+    }
     return room;
   }
-  // Here add < (room + 1) * scale <= (2^29 + 1) * 8e6 < 2^53: exact.
-  const whole = wholeUnits(add, scale);
+  // Here add < (room + 1) * scale <= (2^29 + 1) * 8e6 < 2^53: exact; the division as above.
+  let whole = Math.floor(add / scale);
+  if (add - whole * scale < 0) whole--;
   f[phaseTo] = add - whole * scale;
   return whole;
-}
-
-/** floor(add / scale) for a whole add below 2^53: the division may round up to the next integer, put right here. */
-function wholeUnits(add: number, scale: number): number {
-  const whole = Math.floor(add / scale);
-  return add - whole * scale < 0 ? whole - 1 : whole;
 }
 
 /**

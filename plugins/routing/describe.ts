@@ -3,8 +3,8 @@
 // for captured packets, after process(); drops are left to the generic text (their reason).
 import { EGRESS_CONSUMED, ETH_HLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, formatAddress, read16, read32, type PacketBatch } from '../../src/pipeline/api.ts';
 import { KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
-import { flowHash as flowHash4 } from './ipv4.ts';
-import { flowHash as flowHash6 } from './ipv6.ts';
+import { flowMember as flowMember4 } from './ipv4.ts';
+import { flowMember as flowMember6 } from './ipv6.ts';
 import type { Router } from './router.ts';
 
 export function describe(r: Router, batch: PacketBatch, i: number): string | null {
@@ -20,22 +20,16 @@ export function describe(r: Router, batch: PacketBatch, i: number): string | nul
   if (batch.local[i] === 1) return type === ETHERTYPE_ARP ? 'ARP reply from the router' : 'answered by the router';
   const ip = off + ETH_HLEN;
   let group: number;
-  let hash = 0;
-  if (type === ETHERTYPE_IPV4 && len >= ETH_HLEN + 20) {
-    group = r.lpm4.lookup(read32(d, ip + 16));
-    if (group > LOCAL_GROUP) hash = flowHash4(d, ip, (d[ip] & 15) * 4);
-  } else if (type === ETHERTYPE_IPV6 && len >= ETH_HLEN + 40) {
-    group = r.lpm6.lookup(d, ip + 24);
-    if (group > LOCAL_GROUP) hash = flowHash6(d, ip);
-  } else {
-    return null;
-  }
+  if (type === ETHERTYPE_IPV4 && len >= ETH_HLEN + 20) group = r.lpm4.lookup(read32(d, ip + 16));
+  else if (type === ETHERTYPE_IPV6 && len >= ETH_HLEN + 40) group = r.lpm6.lookup(d, ip + 24);
+  else return null;
   if (group === NO_ROUTE || group === LOCAL_GROUP) return null;
   const hops = r.nextHops;
   const w = hops.words;
   const start = w[hops.groupBase + group * 2];
   const members = w[hops.groupBase + group * 2 + 1];
-  const m = hops.memberBase + (start + (members > 1 ? hash % members : 0)) * MEMBER_WORDS;
+  const member = members <= 1 ? 0 : type === ETHERTYPE_IPV4 ? flowMember4(d, ip, (d[ip] & 15) * 4, members) : flowMember6(d, ip, members);
+  const m = hops.memberBase + (start + member) * MEMBER_WORDS;
   const gateway = w[m] === KIND_GATEWAY;
   const iface = r.interfaces[w[m + 1]];
   let hop: string;

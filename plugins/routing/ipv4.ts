@@ -4,7 +4,7 @@
 // discovery, RFC 1191), and ICMP errors under a rate limit.
 import {
   EGRESS_CONSUMED, ETH_HLEN, ICMP4_ERROR_MAX, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, adjustChecksum, finishChecksum, icmp4Error,
-  ipv4HeaderChecksum, onesSum, read16, read32, write16, write32, writeEthernet, macHi, macLo, ETHERTYPE_IPV4, type PacketBatch,
+  ipv4HeaderChecksum, onesSum, read16, read32, readInt32, write16, write32, writeEthernet, macHi, macLo, ETHERTYPE_IPV4, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
 import { RPF_OFF, type Interface } from './interfaces.ts';
@@ -53,8 +53,10 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   }
   // Ethernet padding after the IP packet goes no further.
   if (len > ETH_HLEN + total) batch.setLength(i, ETH_HLEN + total);
-  // The addresses as u32: on a little-endian host from two 16-bit loads each, byte swapped
-  // (ip is even: frames start 64-byte aligned), rather than four byte loads.
+  // The addresses as int32 (their bits; lpm4.lookup takes either): on a little-endian host
+  // from two 16-bit loads each, byte swapped (ip is even: frames start 64-byte aligned),
+  // rather than four byte loads. Not u32: past 2^31 (128.0.0.0 and up) a u32 is no small
+  // integer, and a heap number at every call V8 does not inline (lookup, isBroadcast).
   const w16 = r.words16;
   let src: number;
   let dst: number;
@@ -64,11 +66,11 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     const s1 = w16[at + 7];
     const d0 = w16[at + 8];
     const d1 = w16[at + 9];
-    src = (((s0 & 0xff) << 24) | ((s0 & 0xff00) << 8) | ((s1 & 0xff) << 8) | (s1 >>> 8)) >>> 0;
-    dst = (((d0 & 0xff) << 24) | ((d0 & 0xff00) << 8) | ((d1 & 0xff) << 8) | (d1 >>> 8)) >>> 0;
+    src = ((s0 & 0xff) << 24) | ((s0 & 0xff00) << 8) | ((s1 & 0xff) << 8) | (s1 >>> 8);
+    dst = ((d0 & 0xff) << 24) | ((d0 & 0xff00) << 8) | ((d1 & 0xff) << 8) | (d1 >>> 8);
   } else {
-    src = read32(d, ip + 12);
-    dst = read32(d, ip + 16);
+    src = readInt32(d, ip + 12);
+    dst = readInt32(d, ip + 16);
   }
   // RFC 1812 5.3.7: martian sources, and destinations a router does not forward.
   const srcTop = src >>> 24;
@@ -95,14 +97,14 @@ export function ipv4In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   const w = hops.words;
   const start = w[hops.groupBase + group * 2];
   const members = w[hops.groupBase + group * 2 + 1];
-  const m = hops.memberBase + (start + (members > 1 ? flowHash(d, ip, ihl) % members : 0)) * MEMBER_WORDS;
+  const m = hops.memberBase + (start + (members > 1 ? flowMember(d, ip, ihl, members) : 0)) * MEMBER_WORDS;
   const kind = w[m];
   if (kind === KIND_BLACKHOLE) {
     batch.dropAs(i, r.drop.blackhole);
     return;
   }
   const outIndex = w[m + 1];
-  const hop = kind === KIND_GATEWAY ? w[m + 2] : dst | 0;
+  const hop = kind === KIND_GATEWAY ? w[m + 2] : dst;
   // A subnet's broadcast address is not forwarded into it (RFC 2644).
   if (kind !== KIND_GATEWAY && isBroadcast(r, outIndex, dst)) {
     batch.dropAs(i, r.drop.not_routable);
@@ -225,7 +227,7 @@ export function decrementTtlBytes(d: Uint8Array, ip: number): void {
   d[ip + 11] = check & 0xff;
 }
 
-/** Whether dst is the broadcast address of one of the interface's subnets. */
+/** Whether dst (int32 or u32) is the broadcast address of one of the interface's subnets. */
 function isBroadcast(r: Router, iface: number, dst: number): boolean {
   const addrs = r.addr4[iface];
   const masks = r.mask4[iface];
@@ -236,16 +238,20 @@ function isBroadcast(r: Router, iface: number, dst: number): boolean {
   return false;
 }
 
-/** The 5-tuple hash ECMP picks a member by: the same for every packet of a flow. */
-export function flowHash(d: Uint8Array, ip: number, ihl: number): number {
+/**
+ * Which of a group's `members` ECMP picks, by the 5-tuple's hash: the same for every packet
+ * of a flow. The member, not the hash, is returned: a u32 past 2^31 is a heap number where
+ * V8 leaves this call out of line.
+ */
+export function flowMember(d: Uint8Array, ip: number, ihl: number, members: number): number {
   const protocol = d[ip + 9];
-  let h = Math.imul(read32(d, ip + 12) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(read32(d, ip + 16), 0xc2b2ae35) ^ protocol;
+  let h = Math.imul(readInt32(d, ip + 12) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(readInt32(d, ip + 16), 0xc2b2ae35) ^ protocol;
   // Ports only in first fragments: the others of the flow would hash elsewhere otherwise;
   // no fragment carries them but the first, so fragments of a flow all go without them.
-  if ((protocol === IPPROTO_TCP || protocol === IPPROTO_UDP) && (read16(d, ip + 6) & 0x3fff) === 0) h ^= Math.imul(read32(d, ip + ihl), 0x27d4eb2f);
+  if ((protocol === IPPROTO_TCP || protocol === IPPROTO_UDP) && (read16(d, ip + 6) & 0x3fff) === 0) h ^= Math.imul(readInt32(d, ip + ihl), 0x27d4eb2f);
   h ^= h >>> 15;
   h = Math.imul(h, 0x2c1b3c6d);
-  return (h ^ (h >>> 12)) >>> 0;
+  return ((h ^ (h >>> 12)) >>> 0) % members;
 }
 
 /**

@@ -3,7 +3,7 @@
 // too big (routers never fragment IPv6) and ICMPv6 errors under a rate limit.
 import {
   ETH_HLEN, ETHERTYPE_IPV6, ICMP6_ERROR_MAX, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Walk, adjustChecksum, finishChecksum, icmp6Error,
-  ipv6PseudoSum, isUnspecifiedOrLoopback6, macHi, macLo, onesSum, read16, read32, writeEthernet, type PacketBatch,
+  ipv6PseudoSum, isUnspecifiedOrLoopback6, macHi, macLo, onesSum, read16, read32, readInt32, writeEthernet, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import { KIND_BLACKHOLE, KIND_GATEWAY, LOCAL_GROUP, MEMBER_WORDS, NO_ROUTE } from './fib.ts';
 import { RPF_OFF, type Interface } from './interfaces.ts';
@@ -109,7 +109,7 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
   const w = hops.words;
   const start = w[hops.groupBase + group * 2];
   const members = w[hops.groupBase + group * 2 + 1];
-  const m = hops.memberBase + (start + (members > 1 ? flowHash(d, ip) % members : 0)) * MEMBER_WORDS;
+  const m = hops.memberBase + (start + (members > 1 ? flowMember(d, ip, members) : 0)) * MEMBER_WORDS;
   const kind = w[m];
   if (kind === KIND_BLACKHOLE) {
     batch.dropAs(i, r.drop.blackhole);
@@ -150,15 +150,15 @@ function isV4Mapped(d: Uint8Array, at: number): boolean {
   return read32(d, at) === 0 && read32(d, at + 4) === 0 && read32(d, at + 8) === 0xffff;
 }
 
-/** The flow hash ECMP picks a member by (addresses, flow label, ports). */
-export function flowHash(d: Uint8Array, ip: number): number {
-  let h = Math.imul(read32(d, ip + 20) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(read32(d, ip + 36), 0xc2b2ae35);
-  h ^= Math.imul(read32(d, ip + 16) ^ read32(d, ip + 32), 0x165667b1) ^ (read32(d, ip) & 0xfffff);
+/** Which of a group's `members` ECMP picks, by the flow's hash (addresses, flow label, ports): as IPv4's flowMember. */
+export function flowMember(d: Uint8Array, ip: number, members: number): number {
+  let h = Math.imul(readInt32(d, ip + 20) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(readInt32(d, ip + 36), 0xc2b2ae35);
+  h ^= Math.imul(readInt32(d, ip + 16) ^ readInt32(d, ip + 32), 0x165667b1) ^ (readInt32(d, ip) & 0xfffff);
   const next = d[ip + 6];
-  if (next === IPPROTO_TCP || next === IPPROTO_UDP) h ^= Math.imul(read32(d, ip + IPV6_HLEN), 0x27d4eb2f);
+  if (next === IPPROTO_TCP || next === IPPROTO_UDP) h ^= Math.imul(readInt32(d, ip + IPV6_HLEN), 0x27d4eb2f);
   h ^= h >>> 15;
   h = Math.imul(h, 0x2c1b3c6d);
-  return (h ^ (h >>> 12)) >>> 0;
+  return ((h ^ (h >>> 12)) >>> 0) % members;
 }
 
 /** For one of the router's addresses: echo answered; the rest to the Linux mirror, or UDP port unreachable and dropped. */

@@ -1,0 +1,125 @@
+// The routing stage's forwarding allocates nothing: IPv4 and IPv6 through a gateway and to a
+// neighbour on a connected subnet, and over two equal-cost next hops, thousands of bursts
+// after a warm-up leave the heap as it was and start no garbage collection. The addresses
+// are past 128.0.0.0 (172.16/12, 192.168/16): as u32 they are no small integers, and such a
+// number passed to a function V8 did not inline is a heap number at every call. Measured
+// with V8 inlining nothing, so that a run finds what only a budget spent elsewhere would
+// leave out of line (plugins/ratelimit/allocation.test.ts has the same reasons).
+import t from 'tap';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Batch } from '../../src/dataplane/batch.ts';
+import { PacketPool } from '../../src/dataplane/packet-pool.ts';
+import { PluginHarness } from '../../src/pipeline/testing.ts';
+import { udp4, udp6 } from '../../test/support/frames.ts';
+import routing from './index.ts';
+
+setFlagsFromString('--expose-gc');
+setFlagsFromString('--no-turbo-inlining');
+const gc = runInNewContext('gc') as () => void;
+
+const BURST = 32;
+/** bursts a call of the driver runs: V8 optimises a function called again and again whole */
+const CHUNK = 100;
+const WARM_UP = 30_000;
+const MEASURED = 20_000;
+/** as in the ratelimit stage's test: a heap number a burst would be ten times this */
+const BOUND_BYTES = 32 * 1024;
+const CLEAN_BYTES = 4 * 1024;
+
+const ROUTER_A = '02:00:00:00:0a:01';
+const ROUTER_B = '02:00:00:00:0b:01';
+const GUEST = '52:54:00:00:00:0a';
+const ports = [
+  { name: 'a', settings: { addresses: ['192.168.1.1/24', '2001:db8:1::1/64'], routerMac: ROUTER_A, mtu: 1500 } },
+  { name: 'b', settings: { addresses: ['192.168.2.1/24', '2001:db8:2::1/64'], routerMac: ROUTER_B, mtu: 1500 } },
+];
+const config = {
+  routes: [
+    { prefix: '172.16.0.0/12', via: '192.168.2.2' },
+    { prefix: '198.51.100.0/24', via: ['192.168.2.2', '192.168.2.3'] },
+    { prefix: '2001:db8:99::/48', via: '2001:db8:2::2' },
+  ],
+  neighbours: [
+    { address: '192.168.2.2', mac: '52:54:00:00:00:b2', port: 'b' },
+    { address: '192.168.2.3', mac: '52:54:00:00:00:b3', port: 'b' },
+    { address: '192.168.2.200', mac: '52:54:00:00:00:c8', port: 'b' },
+    { address: '2001:db8:2::2', mac: '52:54:00:00:00:b2', port: 'b' },
+    { address: '2001:db8:2::c8', mac: '52:54:00:00:00:c8', port: 'b' },
+  ],
+};
+
+const v4 = (dst: string, i: number) => udp4({ srcMac: GUEST, dstMac: ROUTER_A, src: '192.168.1.2', dst, srcPort: 1000 + i, dstPort: 2000, payload: 18 });
+const v6 = (dst: string, i: number) => udp6({ srcMac: GUEST, dstMac: ROUTER_A, src: '2001:db8:1::2', dst, srcPort: 1000 + i, dstPort: 2000, payload: 18 });
+const MODES: { name: string; frame: (i: number) => Uint8Array }[] = [
+  { name: 'IPv4 through a gateway, to 172.16/12', frame: (i) => v4(`172.${16 + (i % 4)}.${i}.9`, i) },
+  { name: 'IPv4 to a neighbour on a connected subnet', frame: (i) => v4('192.168.2.200', i) },
+  { name: 'IPv4 over two equal-cost next hops, flows mixed', frame: (i) => v4(`198.51.100.${i}`, i) },
+  { name: 'IPv6 through a gateway', frame: (i) => v6(`2001:db8:99::${i + 1}`, i) },
+  { name: 'IPv6 to a neighbour on a connected subnet', frame: (i) => v6('2001:db8:2::c8', i) },
+];
+
+/** Runs CHUNK bursts of the mode's frames, restored before each (routing rewrites them), through the stage; time moves 1 µs a burst. */
+async function driver(frame: (i: number) => Uint8Array): Promise<{ run: () => void; egress: () => number[] }> {
+  const h = await PluginHarness.create(routing, { ports, config });
+  const pool = PacketPool.standalone(256);
+  const batch = new Batch(pool);
+  const frames = Array.from({ length: BURST }, (_, i) => frame(i));
+  const handles = new Uint32Array(BURST);
+  const offsets = new Uint32Array(BURST);
+  for (let i = 0; i < BURST; i++) {
+    handles[i] = pool.alloc();
+    offsets[i] = pool.frameOffset(handles[i]);
+  }
+  const state = h.state;
+  const data = pool.data;
+  const length = pool.length;
+  batch.now = performance.timeOrigin + performance.now();
+  const run = () => {
+    for (let b = 0; b < CHUNK; b++) {
+      for (let i = 0; i < BURST; i++) {
+        data.set(frames[i], offsets[i]);
+        length[handles[i]] = frames[i].length;
+        batch.handles[i] = handles[i];
+      }
+      batch.begin(0, BURST);
+      batch.now += 0.001;
+      routing.process(batch, state);
+    }
+  };
+  return { run, egress: () => Array.from(batch.egress.subarray(0, batch.count)) };
+}
+
+/** Garbage collections and heap growth (bytes) over MEASURED bursts. */
+async function allocation(run: () => void): Promise<{ gcs: number; bytes: number }> {
+  gc();
+  run();
+  getHeapStatistics();
+  let gcs = 0;
+  const observer = new PerformanceObserver((list) => {
+    gcs += list.getEntries().length;
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  const before = getHeapStatistics().used_heap_size;
+  for (let c = 0; c < MEASURED / CHUNK; c++) run();
+  const bytes = getHeapStatistics().used_heap_size - before;
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  observer.disconnect();
+  return { gcs, bytes };
+}
+
+for (const mode of MODES) {
+  t.test(mode.name, async (t) => {
+    const { run, egress } = await driver(mode.frame);
+    for (let c = 0; c < WARM_UP / CHUNK; c++) run();
+    t.same(egress(), Array(BURST).fill(1), 'every packet of the burst routed out of b: the forwarding path is the one measured');
+    let best = { gcs: Infinity, bytes: Infinity };
+    for (let attempt = 0; attempt < 5 && !(best.gcs === 0 && best.bytes <= CLEAN_BYTES); attempt++) {
+      const r = await allocation(run);
+      if (r.gcs < best.gcs || (r.gcs === best.gcs && r.bytes < best.bytes)) best = r;
+    }
+    t.equal(best.gcs, 0, `no garbage collection during ${MEASURED} bursts`);
+    t.ok(best.bytes <= BOUND_BYTES, `the heap grew ${(best.bytes / 1024).toFixed(1)} KiB over ${MEASURED} bursts (${(best.bytes / MEASURED).toFixed(1)} bytes a burst); at most ${BOUND_BYTES / 1024} KiB allowed`);
+  });
+}

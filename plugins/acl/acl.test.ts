@@ -130,7 +130,7 @@ t.test('later fragments get what their first fragment got, in its burst or after
   t.same(h.counts('a').acl_fragments_followed, 5);
 
   let now = 5_000_000;
-  h.state.now = () => now;
+  h.clock = h.state.now = () => now;
   t.same(verdicts(h.run('a', [first(54, 11)]), 'a'), ['drop:acl_deny']);
   now += FRAGMENT_TIMEOUT_MS - 1;
   t.same(verdicts(h.run('a', [later(11, 24, false)]), 'a'), ['drop:acl_deny'], 'an entry serves for FRAGMENT_TIMEOUT_MS');
@@ -320,7 +320,7 @@ t.test('reject: TCP gets a reset the sender accepts (RFC 9293 3.10.7.1)', async 
 t.test('reject: no answer to ICMP errors or group addresses; answers are rate-limited', async (t) => {
   const h = await harness({ acl: [{ action: 'reject' }], reject: { rate: 10, burst: 3 } });
   let now = 1_000_000;
-  h.state.now = () => now;
+  h.clock = h.state.now = () => now;
   const silent = h.run('a', [
     icmp4({ ...base4, type: 3, code: 1, payload: 28 }),
     udp4({ ...base4, dst: '224.0.0.9', srcPort: 1, dstPort: 2 }),

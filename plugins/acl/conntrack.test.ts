@@ -45,8 +45,8 @@ async function pair(config: Record<string, unknown> = CONFIG): Promise<Pair> {
     pmd0,
     pmd1,
     at(seconds) {
-      pmd0.state.now = () => T0 + seconds * 1000;
-      pmd1.state.now = () => T0 + seconds * 1000;
+      pmd0.clock = pmd0.state.now = () => T0 + seconds * 1000;
+      pmd1.clock = pmd1.state.now = () => T0 + seconds * 1000;
     },
   };
   p.at(0);
@@ -93,6 +93,20 @@ t.test("fragments of a tracked flow's replies pass as their first fragment does;
   const unasked = [udp4(back({ id: 78, srcPort: 53, dstPort: 5001, mf: true, payload: 1472 })), udp4(back({ id: 78, srcPort: 53, dstPort: 5001, fragOffset: 1480, payload: 600 }))];
   t.same(fate(pmd0, 'out', unasked), ['acl_deny', 'acl_deny'], 'to a port that asked nothing');
   t.same(pmd0.counts('out'), { conntrack_established: 1, acl_fragments_followed: 2, acl_deny: 2 });
+});
+
+t.test('an idle PMD ages its share by the clock, not by the time of its last burst', async (t) => {
+  // Its flows were opened 10 minutes ago (the batches' time); since, no burst. Between
+  // bursts the PMD reads the clock (state.now, the wall clock unless a test sets it): the
+  // entries expired long since, and its sweeps empty them.
+  const pmd0 = await aclHarness({ ports: PORTS, config: CONFIG, route, pmd: 0, pmdCount: 1 });
+  const opened = Date.now() - 600_000;
+  pmd0.clock = () => opened;
+  t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 1, dstPort: 2 })), udp4(out({ srcPort: 3, dstPort: 4 }))]), ['pass', 'pass']);
+  t.equal(readConntrack(pmd0.shared, Math.floor(opened / 1000))?.entries, 2, 'two entries');
+  // A slice of its share a round: the whole table (one PMD) in 1,024 rounds.
+  for (let i = 0; i < 1100; i++) pmd0.betweenBursts();
+  t.equal(readConntrack(pmd0.shared)?.entries, 0, 'swept by the idle PMD');
 });
 
 t.test('expiry: UDP after 30 s unanswered, 120 s once answered; aging empties the slots', async (t) => {
@@ -230,7 +244,7 @@ t.test('the table outlives a PMD: a restarted PMD finds the flows', async (t) =>
   const { pmd0 } = await pair();
   fate(pmd0, 'in', [udp4(out({ srcPort: 7, dstPort: 8 }))]);
   const restarted = await aclHarness({ ports: PORTS, config: CONFIG, route, pmd: 0, pmdCount: 2, shareWith: pmd0 });
-  restarted.state.now = () => T0;
+  restarted.clock = restarted.state.now = () => T0;
   t.same(fate(restarted, 'out', [udp4(back({ srcPort: 8, dstPort: 7 }))]), ['pass']);
 });
 
@@ -319,7 +333,7 @@ t.test('flow cache: two flows of one set both pass from it; a third waits for a 
   fate(pmd0, 'out', replies);
   t.same(fate(pmd0, 'out', replies), ['pass', 'pass', 'pass']);
   t.same(viaCache(pmd0, 3), [true, true, false], 'the first two pass from the set; the third finds it full of flows noted this second');
-  pmd0.state.now = () => T0 + 1000;
+  pmd0.clock = pmd0.state.now = () => T0 + 1000;
   fate(pmd0, 'out', [replies[2]]); // pushes the flow's expiry on (a write)
   fate(pmd0, 'out', [replies[2]]); // reads the slot as it now stays, notes it
   t.same(fate(pmd0, 'out', [replies[2]]), ['pass']);

@@ -115,12 +115,17 @@ export interface AclState {
   /** what the state was built from, to build it again over a reload's rules (tablesChanged) */
   readonly ctx: PluginContext<AclConfig>;
   /**
-   * The clock, in ms: read once per batch. A field (not a module function) so that tests
-   * can set the time; every PMD's clock has the same origin (the wall clock), as the
-   * conntrack entries they share hold times.
+   * The clock, in ms, read between bursts when none gave the time (an idle PMD still ages
+   * its share of the tables). A field (not a module function) so that tests can set the
+   * time; every PMD's clock has the same origin (the wall clock), as the conntrack entries
+   * they share hold times.
    */
   now: () => number;
-  /** the time of the batch at hand (PacketBatch.now): what `now` returns unless a test set it */
+  /**
+   * the time of the batch at hand (PacketBatch.now, the PMD's clock read once a poll round):
+   * a burst's time, read from here, not through a call, whose double would be a heap number
+   * wherever V8 did not inline it
+   */
   batchMs: number;
   /** the second the last sweep of this PMD's share of conntrack ended */
   sweptAt: number;
@@ -192,8 +197,6 @@ function createState(ctx: PluginContext<AclConfig>): AclState {
     reopen: -1,
     burstMs: -1,
   };
-  // The batch's clock: one read per poll round in the PMD, not one per stage and burst.
-  state.now = () => (state.batchMs >= 0 ? state.batchMs : wallClockMs());
   return state;
 }
 
@@ -302,7 +305,7 @@ function process(batch: PacketBatch, s: AclState): void {
     if (h.firstCount + h.laterCount > 0) holdFragments(s);
     filter(batch, s, count);
   } else {
-    const nowMs = s.now();
+    const nowMs = s.batchMs;
     s.burstMs = nowMs;
     const now = Math.floor(nowMs / 1000);
     const established = parseBurst(h, s.walk, batch, s.classifier.readsPorts, ct.cache, now);
@@ -335,7 +338,7 @@ function followFirstFragments(batch: PacketBatch, s: AclState): void {
   const k = h.keys;
   const table = s.fragments;
   const ingress = batch.ingress;
-  const nowMs = s.now();
+  const nowMs = s.batchMs;
   let unfollowed = 0;
   for (let j = 0; j < h.firstCount; j++) {
     const i = h.firstFragments[j];
@@ -444,8 +447,7 @@ function act(batch: PacketBatch, s: AclState, i: number, rule: number): number {
 
 /** Packet i rejected: answered (ACTED_REJECT), or dropped when it gets no answer. */
 function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
-  // The clock only for a burst that rejects: a clock read costs 60-90 ns.
-  if (s.burstMs < 0) s.burstMs = s.now();
+  if (s.burstMs < 0) s.burstMs = s.batchMs;
   const r = s.rejecter.reject(batch, i, s.headers, s.burstMs);
   if (r === REJECT_SENT) {
     s.answered[i] = 1;

@@ -79,15 +79,18 @@ export const NATIVE_COPY_MIN_ALIGNED = 512;
  * No bounds check happens here and memmove has none: each caller proves that
  * [srcOff, srcOff + len) lies inside src and [dstOff, dstOff + len) inside dst (see the
  * comments at the call sites), or a guest could make the PMD read or write any memory.
+ * The host addresses come as an array and an index (PacketPool.addresses and 0, or
+ * GuestMemory.address and the window), read only for a native copy: an address passed as a
+ * number is a heap number at every call V8 did not inline, short copies included.
  */
 function copyBytes(
-  dst: Uint8Array, dstWords: Uint32Array, dstDoubles: Float64Array, dstAddr: number, dstOff: number,
-  src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddr: number, srcOff: number,
+  dst: Uint8Array, dstWords: Uint32Array, dstDoubles: Float64Array, dstAddresses: Float64Array, dstAt: number, dstOff: number,
+  src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddresses: Float64Array, srcAt: number, srcOff: number,
   len: number,
 ): void {
   const aligned8 = ((dstOff | srcOff) & 7) === 0;
   if (len >= (aligned8 ? NATIVE_COPY_MIN_ALIGNED : NATIVE_COPY_MIN)) {
-    memmoveAt(dstAddr + dstOff, srcAddr + srcOff, len);
+    memmoveAt(dstAddresses[dstAt] + dstOff, srcAddresses[srcAt] + srcOff, len);
   } else if (aligned8) {
     copyDoubles(dst, dstWords, dstDoubles, dstOff, src, srcWords, srcDoubles, srcOff, len);
   } else if (((dstOff | srcOff) & 3) === 0) {
@@ -320,7 +323,7 @@ function copyLater(mem: GuestMemory, pool: PacketPool, n: number): void {
     const src = laterSrc[k];
     const len = laterLen[k];
     if (((dst | src) & 7) === 0 && len < NATIVE_COPY_MIN_ALIGNED) copyDoubles(pool.data, pool.words, pool.doubles, dst, mem.bytes[w], mem.words[w], mem.doubles[w], src, len);
-    else copyBytes(pool.data, pool.words, pool.doubles, pool.address, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], src, len);
+    else copyBytes(pool.data, pool.words, pool.doubles, pool.addresses, 0, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, src, len);
   }
 }
 
@@ -342,7 +345,7 @@ function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, 
       const skip = from > at ? from - at : 0;
       const n = (segEnd < end ? segEnd : end) - at - skip;
       const w = vq.segWindow[s];
-      copyBytes(pool.data, pool.words, pool.doubles, pool.address, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], vq.segOffset[s] + skip, n);
+      copyBytes(pool.data, pool.words, pool.doubles, pool.addresses, 0, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, vq.segOffset[s] + skip, n);
       dst += n;
     }
     at = segEnd;
@@ -381,7 +384,7 @@ function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: num
     defer.leave(handle, w, restOffset, head, frameLen);
   } else {
     const mem = vq.mem;
-    copyBytes(pool.data, pool.words, pool.doubles, pool.address, dst + headEnd, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], restOffset, NET_HDR_LEN + frameLen - headEnd);
+    copyBytes(pool.data, pool.words, pool.doubles, pool.addresses, 0, dst + headEnd, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, restOffset, NET_HDR_LEN + frameLen - headEnd);
   }
 }
 
@@ -562,7 +565,7 @@ const OVER_BUDGET = -3;
  * range a frame's rest was left in (scatterWithRest), and each
  * segment [off, off + segLen) came from mem.translate(), inside its window; n <= segLen.
  */
-function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddr: number, srcOff: number, len: number, skip: number): number {
+function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddresses: Float64Array, srcAt: number, srcOff: number, len: number, skip: number): number {
   const mem = vq.mem;
   let written = 0;
   for (let s = 0; s < segments && written < len; s++) {
@@ -579,7 +582,7 @@ function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uin
     const w = vq.segWindow[s];
     const from = srcOff + written;
     if (((off | from) & 7) === 0 && n < NATIVE_COPY_MIN_ALIGNED) copyDoubles(mem.bytes[w], mem.words[w], mem.doubles[w], off, src, srcWords, srcDoubles, from, n);
-    else copyBytes(mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], off, src, srcWords, srcDoubles, srcAddr, from, n);
+    else copyBytes(mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, off, src, srcWords, srcDoubles, srcAddresses, srcAt, from, n);
     written += n;
   }
   return written;
@@ -597,12 +600,12 @@ function scatterWithRest(vq: Virtqueue, segments: number, pool: PacketPool, hand
   let written = 0;
   if (from < headLen) {
     const head = headLen - from < len ? headLen - from : len;
-    written = scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.address, pool.frameOffset(handle) + from, head, skip);
+    written = scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.addresses, 0, pool.frameOffset(handle) + from, head, skip);
     if (written < head) return written;
   }
   const mem = rest.mem!;
   const w = rest.window[handle];
-  return written + scatter(vq, segments, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address[w], rest.offset[handle] + from + written - headLen, len - written, skip + written);
+  return written + scatter(vq, segments, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, rest.offset[handle] + from + written - headLen, len - written, skip + written);
 }
 
 /**
@@ -654,7 +657,7 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
   }
   if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
   else if (!vq.headerWritten) writeHeader(vq, 1);
-  if (rest === null) scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.address, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
+  if (rest === null) scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.addresses, 0, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
   else scatterWithRest(vq, segments, pool, handle, 0, frameLen, NET_HDR_LEN, rest);
   vq.returnChain(NET_HDR_LEN + frameLen);
   return 1;
@@ -697,7 +700,7 @@ function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLe
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;
     }
-    const n = rest === null ? scatter(vq, segments, src, pool.words, pool.doubles, pool.address, srcBase + done, frameLen - done, used) : scatterWithRest(vq, segments, pool, handle, done, frameLen - done, used, rest);
+    const n = rest === null ? scatter(vq, segments, src, pool.words, pool.doubles, pool.addresses, 0, srcBase + done, frameLen - done, used) : scatterWithRest(vq, segments, pool, handle, done, frameLen - done, used, rest);
     done += n;
     used += n;
     vq.returnChain(used);

@@ -112,6 +112,8 @@ export class GuestMemory {
   /** set by translate(): window index and byte offset inside it */
   window = 0;
   offset = 0;
+  /** an address as two 32-bit words, for translateAt() */
+  private readonly addressWords = new Uint32Array(2);
 
   /** Views every window at once (tests, tools); a PMD builds them a window at a time. */
   constructor(regions: readonly MemoryRegion[], views?: readonly Uint8Array[]) {
@@ -135,6 +137,25 @@ export class GuestMemory {
    * memory. Hot path: no allocation, a linear scan over a handful of windows.
    */
   translate(addr: number, len: number): boolean {
+    const words = this.addressWords;
+    words[0] = addr % 4294967296;
+    words[1] = Math.floor(addr / 4294967296);
+    return this.translateAt(words, 0, len);
+  }
+
+  /**
+   * translate() of a descriptor's buffer: its address the two 32-bit words at `at` in
+   * `words`. The address is put together here, and the windows scanned here too, so that
+   * where V8 inlines neither this nor what it would call, only small integers are passed:
+   * a 64-bit address (past 2^31: a guest of more than 2 GiB) passed to a call is a heap
+   * number. The rings' per-frame walks try the window of the last translation (`window`: a
+   * burst's buffers mostly lie in one) before they call this, the test written out there:
+   * past V8's inlining budget in the PMD's loop this stays a call (2 to 8 % fewer ns a
+   * 64-byte frame without it). Any window that holds the whole range serves: windows
+   * overlap, and each views the same memory.
+   */
+  translateAt(words: Uint32Array, at: number, len: number): boolean {
+    const addr = words[at] + words[at + 1] * 4294967296;
     const end = addr + len;
     const gpaStart = this.gpaStart;
     const gpaEnd = this.gpaEnd;
@@ -148,18 +169,12 @@ export class GuestMemory {
     return false;
   }
 
-  /**
-   * translate() of a descriptor's buffer: its address the two 32-bit words at `at` in
-   * `words`. The address is put together here, so a caller that V8 does not inline this
-   * into passes small integers, not a 64-bit address boxed on the heap. The rings' per-frame
-   * walks try the window of the last translation (`window`: a burst's buffers mostly lie
-   * in one) before they call this, the test written out there: past V8's inlining budget
-   * in the PMD's loop this stays a call (2 to 8 % fewer ns a 64-byte frame without it).
-   * Any window that holds the whole range serves: windows overlap, and each views the
-   * same memory.
-   */
-  translateAt(words: Uint32Array, at: number, len: number): boolean {
-    return this.translate(words[at] + words[at + 1] * 4294967296, len);
+  /** translateAt() of a descriptor in an indirect table: its address the two 32-bit words at byte `at` of `view`. */
+  translateIn(view: DataView, at: number, len: number): boolean {
+    const words = this.addressWords;
+    words[0] = view.getUint32(at, true);
+    words[1] = view.getUint32(at + 4, true);
+    return this.translateAt(words, 0, len);
   }
 
   /** Like translate() for a frontend virtual address (vring addresses). */

@@ -331,14 +331,14 @@ export class PackedQueue implements Virtqueue {
       descs++;
       this.descriptorsRead++;
       if (error === 0) {
-        const addr = desc32[at * 4] + desc32[at * 4 + 1] * 4294967296;
+        // The address is put together by translateAt(), as in the split ring's walk.
         const len = desc32[at * 4 + 2];
         if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
           // 2.8.19: the table's entries are the chain's remaining buffers, in order (NEXT
           // and id in them mean nothing). INDIRECT with NEXT is refused (as 2.7.5.3.1
           // says of split rings), so a table ends its chain; it may not hold more buffers
           // than the chain may still take.
-          if (!this.indirect || (flags & VIRTQ_DESC_F_NEXT) !== 0 || len === 0 || (len & 15) !== 0 || len / 16 > this.maxChain - steps || !mem.translate(addr, len)) {
+          if (!this.indirect || (flags & VIRTQ_DESC_F_NEXT) !== 0 || len === 0 || (len & 15) !== 0 || len / 16 > this.maxChain - steps || !mem.translateAt(desc32, at * 4, len)) {
             error = CHAIN_BAD;
           } else {
             const table = mem.data[mem.window];
@@ -357,7 +357,7 @@ export class PackedQueue implements Virtqueue {
                 break;
               }
               if (entryLen === 0) continue;
-              if (!mem.translate(table.getUint32(o, true) + table.getUint32(o + 4, true) * 4294967296, entryLen)) {
+              if (!mem.translateIn(table, o, entryLen)) {
                 error = CHAIN_BAD;
                 break;
               }
@@ -378,7 +378,7 @@ export class PackedQueue implements Virtqueue {
         } else {
           steps++;
           if (len > 0) {
-            if (!mem.translate(addr, len)) {
+            if (!mem.translateAt(desc32, at * 4, len)) {
               error = CHAIN_BAD;
             } else {
               this.segWindow[segments] = mem.window;

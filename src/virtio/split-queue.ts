@@ -371,16 +371,16 @@ export class SplitQueue implements Virtqueue {
       // (a buffer, or a table of at least one) makes the chain too long. A loop ends here.
       if (idx >= tableSize || steps === limit) return CHAIN_BAD;
       this.descriptorsRead++;
-      let addr: number, len: number, flags: number, next: number;
+      // The address is not read here: past 2^31 (a guest of more than 2 GiB) it is no small
+      // integer, and a heap number at every call of translate() V8 did not inline.
+      // translateAt() and translateIn() put it together themselves.
+      let len: number, flags: number, next: number;
       if (indirectView === null) {
-        const d = idx * 4;
-        addr = this.desc32[d] + this.desc32[d + 1] * 4294967296;
-        len = this.desc32[d + 2];
+        len = this.desc32[idx * 4 + 2];
         flags = this.desc16[idx * 8 + 6];
         next = this.desc16[idx * 8 + 7];
       } else {
         const o = indirectBase + idx * 16;
-        addr = indirectView.getUint32(o, true) + indirectView.getUint32(o + 4, true) * 4294967296;
         len = indirectView.getUint32(o + 8, true);
         flags = indirectView.getUint16(o + 12, true);
         next = indirectView.getUint16(o + 14, true);
@@ -393,7 +393,7 @@ export class SplitQueue implements Virtqueue {
         // 2.7.5.3.1: "A driver MUST NOT create a descriptor chain longer than the Queue
         // Size of the device": a table of more entries is refused unread.
         if (len === 0 || (len & 15) !== 0 || len / 16 > this.size) return CHAIN_BAD;
-        if (!mem.translate(addr, len)) return CHAIN_BAD;
+        if (!mem.translateAt(this.desc32, idx * 4, len)) return CHAIN_BAD;
         indirectView = mem.data[mem.window];
         indirectBase = mem.offset;
         tableSize = len / 16;
@@ -406,7 +406,7 @@ export class SplitQueue implements Virtqueue {
       if ((flags & VIRTQ_DESC_F_WRITE) !== wantFlag) return CHAIN_BAD;
       if (len > 0) {
         // segments <= steps <= maxChain: the segment arrays cannot overflow.
-        if (!mem.translate(addr, len)) return CHAIN_BAD;
+        if (!(indirectView === null ? mem.translateAt(this.desc32, idx * 4, len) : mem.translateIn(indirectView, indirectBase + idx * 16, len))) return CHAIN_BAD;
         this.segWindow[segments] = mem.window;
         this.segOffset[segments] = mem.offset;
         this.segLength[segments] = len;

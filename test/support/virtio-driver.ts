@@ -15,14 +15,19 @@ export class GuestRam {
   readonly bytes: Uint8Array;
   readonly dv: DataView;
   /** guest physical address of byte 0 (not 0, so that address 0 is outside memory) */
-  readonly gpaBase = 0x100000;
+  readonly gpaBase: number;
   /** the frontend's virtual address of byte 0 */
   readonly uvaBase = 0x7f0000000000;
   private next = 0;
 
-  /** `sealing: false`: a memfd no one can seal, as DPDK's virtio-user makes (it can shrink). */
-  constructor(size = 4 << 20, opts: { sealing?: boolean } = {}) {
+  /**
+   * `sealing: false`: a memfd no one can seal, as DPDK's virtio-user makes (it can shrink).
+   * `gpaBase`: where it lies in the guest's physical memory (a guest with more than 3 GiB
+   * has RAM past 4 GiB).
+   */
+  constructor(size = 4 << 20, opts: { sealing?: boolean; gpaBase?: number } = {}) {
     this.size = size;
+    this.gpaBase = opts.gpaBase ?? 0x100000;
     this.fd = sys.memfdCreate('test-guest-ram', { sealing: opts.sealing });
     sys.ftruncate(this.fd, size);
     this.hostAddr = sys.mmapShared(this.fd, size);

@@ -131,7 +131,7 @@ export interface AclState {
   sweptAt: number;
   /** a closed TCP entry that the packet at hand, a SYN, would open again if the rules let it */
   reopen: number;
-  /** the burst's clock (ms) once read, else -1 */
+  /** the time of this poll round's burst, if the stage had one since betweenBursts() last ran, else -1 */
   burstMs: number;
 }
 
@@ -297,7 +297,7 @@ function process(batch: PacketBatch, s: AclState): void {
   const count = batch.count;
   if (count === 0) return;
   s.batchMs = batch.now;
-  s.burstMs = -1;
+  s.burstMs = batch.now;
   const ct = s.conntrack;
   const h = s.headers;
   if (ct === null) {
@@ -305,9 +305,7 @@ function process(batch: PacketBatch, s: AclState): void {
     if (h.firstCount + h.laterCount > 0) holdFragments(s);
     filter(batch, s, count);
   } else {
-    const nowMs = s.batchMs;
-    s.burstMs = nowMs;
-    const now = Math.floor(nowMs / 1000);
+    const now = Math.floor(s.batchMs / 1000);
     const established = parseBurst(h, s.walk, batch, s.classifier.readsPorts, ct.cache, now);
     if (established > 0) s.count(batch.ingress, s.counter.established, established);
     if (h.firstCount + h.laterCount > 0) holdFragments(s);
@@ -447,8 +445,7 @@ function act(batch: PacketBatch, s: AclState, i: number, rule: number): number {
 
 /** Packet i rejected: answered (ACTED_REJECT), or dropped when it gets no answer. */
 function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
-  if (s.burstMs < 0) s.burstMs = s.batchMs;
-  const r = s.rejecter.reject(batch, i, s.headers, s.burstMs);
+  const r = s.rejecter.reject(batch, i, s.headers, s.batchMs);
   if (r === REJECT_SENT) {
     s.answered[i] = 1;
     return ACTED_REJECT;

@@ -306,7 +306,7 @@ let laterLoaded = 0;
  * Bounds (copyBytes checks none): each source is a frame's bytes past the virtio-net
  * header in its chain's one segment, [segOffset + NET_HDR_LEN, segOffset + segLength),
  * or the first `head` of them (head < frameLen), which takeChain took from
- * mem.translate() inside window w; each destination is the frame's place in its buffer,
+ * mem.translateAt() inside window w; each destination is the frame's place in its buffer,
  * frameLen <= maxFrame <= DATA_ROOM. The first loads read 4 bytes of each source (a frame
  * has at least 14, a head HEADER_BYTES).
  */
@@ -330,7 +330,7 @@ function copyLater(mem: GuestMemory, pool: PacketPool, n: number): void {
 /**
  * Copies bytes [from, end) of the chain last taken into the pool at dst.
  * Bounds (copyBytes checks none): takeChain took each [segOffset, + segLength) from
- * mem.translate(), true only when the whole range lies inside window w, and the copy from a
+ * mem.translateAt(), true only when the whole range lies inside window w, and the copy from a
  * segment stays inside it; the callers pass end <= the chain's bytes = NET_HDR_LEN +
  * frameLen, frameLen <= the buffer's room (maxTaken, else CHAIN_TOO_LONG), and dst =
  * frameOffset(handle) - NET_HDR_LEN + from: the writes stay in HEADROOM, then DATA_ROOM of a
@@ -563,7 +563,7 @@ const OVER_BUDGET = -3;
  * Scatters `len` bytes of src from srcOff over the segments of the last walked chain, from
  * segment 0. Bounds: the callers pass a range of one buffer (see deliverBurst) or of the
  * range a frame's rest was left in (scatterWithRest), and each
- * segment [off, off + segLen) came from mem.translate(), inside its window; n <= segLen.
+ * segment [off, off + segLen) came from mem.translateAt(), inside its window; n <= segLen.
  */
 function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddresses: Float64Array, srcAt: number, srcOff: number, len: number, skip: number): number {
   const mem = vq.mem;

@@ -137,6 +137,9 @@ export class GuestMemory {
    * memory. Hot path: no allocation, a linear scan over a handful of windows.
    */
   translate(addr: number, len: number): boolean {
+    // No whole address a descriptor could hold (NaN, negative, 2^64 or more, a fraction):
+    // outside memory, before its words would wrap into one inside.
+    if (!(addr >= 0 && addr < 18446744073709551616) || Math.floor(addr) !== addr) return false;
     const words = this.addressWords;
     words[0] = addr % 4294967296;
     words[1] = Math.floor(addr / 4294967296);

@@ -41,4 +41,15 @@ t.test('a 2.5 GiB region through windows; every range found whole, none outside'
   }
   put(gpa + size - 10);
   t.notOk(mem.translateAt(words, 2, 20), 'translateAt(): a range past the end is refused');
+  // A descriptor's high word may be anything: past 2^53 the address is rounded as a double,
+  // and still lies past every region (their ends are below 2^53).
+  for (const high of [0x200000, 0xffffffff]) {
+    words[2] = 0;
+    words[3] = high;
+    t.notOk(mem.translateAt(words, 2, 1), `translateAt(): an address of high word ${high.toString(16)} is refused`);
+  }
+  // No address a descriptor could hold: refused, not wrapped into one inside memory.
+  const low = new GuestMemory([{ guestPhysAddr: 0, userAddr: 0x7f0000000000, size: 1 << 20, hostAddr: addr.toString() }]);
+  t.ok(low.translate(0, 16), 'memory from address 0');
+  for (const bad of [NaN, Infinity, -Infinity, -16, 2 ** 64, 2 ** 64 + 2 ** 20, 0.5]) t.notOk(low.translate(bad, 16), `translate(${bad}) refused`);
 });

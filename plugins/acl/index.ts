@@ -445,7 +445,8 @@ function act(batch: PacketBatch, s: AclState, i: number, rule: number): number {
 
 /** Packet i rejected: answered (ACTED_REJECT), or dropped when it gets no answer. */
 function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
-  const r = s.rejecter.reject(batch, i, s.headers, s.batchMs);
+  s.rejecter.clock[0] = s.batchMs;
+  const r = s.rejecter.reject(batch, i, s.headers);
   if (r === REJECT_SENT) {
     s.answered[i] = 1;
     return ACTED_REJECT;

@@ -66,6 +66,8 @@ export class Rejecter {
   private readonly burst: number;
   /** per ingress port slot */
   private readonly buckets: TokenBuckets;
+  /** clock[0]: the time (ms) answers are rate-limited at, set by the stage once a burst */
+  readonly clock: Float64Array;
   /** an IPv6 address kept aside while the frame is rewritten */
   private readonly scratch = new Uint8Array(16);
   private readonly scratch2 = new Uint8Array(16);
@@ -81,13 +83,14 @@ export class Rejecter {
     this.rate = limit.rate;
     this.burst = limit.burst;
     this.buckets = new TokenBuckets(PORT_SLOTS, limit.burst);
+    this.clock = this.buckets.clock;
   }
 
   /**
    * Turns packet i into its answer, bound for the ingress port; returns REJECT_*. The
    * headers are those parse() found: the IP header at l3, the upper-layer one at l4.
    */
-  reject(batch: PacketBatch, i: number, h: Headers, nowMs: number): number {
+  reject(batch: PacketBatch, i: number, h: Headers): number {
     const d = batch.data;
     const off = batch.offset(i);
     let l3 = off + h.l3[i];
@@ -103,7 +106,7 @@ export class Rejecter {
     const tagged = l3 - off === ETH_HLEN + VLAN_HLEN;
     const longest = (tagged ? VLAN_HLEN : 0) + ETH_HLEN + (tcp ? IPV6_HLEN + TCP_HLEN : version === 4 ? ICMP4_ERROR_MAX : ICMP6_ERROR_MAX);
     if (longest > batch.frameRoom) return REJECT_SILENT;
-    if (!this.buckets.take(batch.ingress, nowMs, this.rate, this.burst)) return REJECT_LIMITED;
+    if (!this.buckets.takeNow(batch.ingress, this.rate, this.burst)) return REJECT_LIMITED;
 
     // An answer in the packet's place: its checksum or segments, left to do, are not the answer's.
     batch.rewritten(i);

@@ -44,7 +44,7 @@ export function releaseHeld(r: Router, batch: PacketBatch): void {
         h++;
         continue;
       }
-      if (unanswered) nb.setState(slot, FAILED, r.now);
+      if (unanswered) nb.setState(slot, FAILED);
       if (!dropUnreachable(r, batch, h)) return; // the burst is full: next one
     }
     r.removeHeld(h);

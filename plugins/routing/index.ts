@@ -47,6 +47,7 @@ function process(batch: PacketBatch, r: Router): void {
   const ingress = batch.ingress;
   const ifIndex = r.byPort[ingress];
   r.now = clock.now === null ? batch.now : clock.now();
+  r.clock[0] = r.now;
   if (ifIndex < 0) {
     if (r.mirrored[ingress] >= 0) fromLinux(r, batch, r.mirrored[ingress]);
     // Packets held from a port no longer routed go on, or are dropped, all the same.
@@ -167,7 +168,8 @@ function betweenBursts(r: Router): void {
   if (now - r.lastSweep < SWEEP_EVERY_MS) return;
   r.lastSweep = now;
   // Each PMD ages a part of the table: PMD p the slots p, p + n, ... of each sweep.
-  r.sweepAt = r.neighbours.sweep(now, r.sweepAt, SWEEP_SLOTS);
+  r.clock[0] = now;
+  r.sweepAt = r.neighbours.sweep(r.sweepAt, SWEEP_SLOTS);
 }
 
 /**
@@ -257,7 +259,8 @@ function writeNeighbours(record: WeakMap<ArrayBufferLike, Written>, region: Arra
   const now: Written = new Map();
   entries.forEach(({ n, iface, port }, k) => {
     const w = addressWords(n);
-    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port, STATIC, Date.now(), true) >= 0) now.set(`${iface} ${n.address.text}`, { iface, n });
+    table.clock[0] = Date.now();
+    if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port, STATIC, true) >= 0) now.set(`${iface} ${n.address.text}`, { iface, n });
     else if (refuse) {
       record.set(region, new Map([...before, ...now]));
       throw new PluginConfigError(`neighbours[${k}]`, 'no room in the neighbour table (raise neighbourLimit)');

@@ -355,7 +355,7 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   const source = r.addr4[iface.index];
   if (source.length === 0) return;
   const buckets = type === ICMP_UNREACHABLE && code === UNREACH_FRAG_NEEDED ? r.pathMtuBuckets : r.icmpBuckets;
-  if (!buckets.take(batch.ingress, r.now, r.config.icmpRate, r.config.icmpBurst)) {
+  if (!buckets.takeNow(batch.ingress, r.config.icmpRate, r.config.icmpBurst)) {
     r.count(batch.ingress, r.counter.icmp_errors_rate_limited, 1);
     return;
   }

@@ -123,10 +123,10 @@ export function ipv6In(r: Router, batch: PacketBatch, i: number, iface: Interfac
     nh.a2 = w[m + 4];
     nh.a3 = w[m + 5];
   } else {
-    nh.a0 = read32(d, ip + 24) | 0;
-    nh.a1 = read32(d, ip + 28) | 0;
-    nh.a2 = read32(d, ip + 32) | 0;
-    nh.a3 = read32(d, ip + 36) | 0;
+    nh.a0 = readInt32(d, ip + 24);
+    nh.a1 = readInt32(d, ip + 28);
+    nh.a2 = readInt32(d, ip + 32);
+    nh.a3 = readInt32(d, ip + 36);
   }
   const out = r.interfaces[nh.iface];
   // A super-frame (TSO) leaves as segments: theirs is the length the MTU must allow.
@@ -224,7 +224,7 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   if (d[ip + 8] === 0xff || (read32(d, ip + 8) === 0 && read32(d, ip + 12) === 0 && read32(d, ip + 16) === 0 && read32(d, ip + 20) === 0)) return;
   if ((d[off] & 1) !== 0 && type !== PACKET_TOO_BIG) return;
   const buckets = type === PACKET_TOO_BIG ? r.pathMtuBuckets : r.icmpBuckets;
-  if (!buckets.take(batch.ingress, r.now, r.config.icmpRate, r.config.icmpBurst)) {
+  if (!buckets.takeNow(batch.ingress, r.config.icmpRate, r.config.icmpBurst)) {
     r.count(batch.ingress, r.counter.icmp_errors_rate_limited, 1);
     return;
   }

@@ -4,7 +4,7 @@
 // next hop once the neighbour table knows its MAC.
 import {
   EGRESS_CONSUMED, ETHERTYPE_ARP, ETHERTYPE_IPV6, ETH_HLEN, IPPROTO_ICMPV6, finishChecksum, ipv6PseudoSum, macHi, macLo, onesSum,
-  read16, read32, write16, write32, writeEthernet, writeMac, type PacketBatch,
+  read16, read32, readInt32, write16, write32, writeEthernet, writeMac, type PacketBatch,
 } from '../../src/pipeline/api.ts';
 import type { Interface } from './interfaces.ts';
 import { FAILED, INCOMPLETE, MAX_PROBES, REACHABLE, REACHABLE_MS, RETRANS_MS, STALE, STATIC } from './neighbours.ts';
@@ -70,9 +70,9 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
     if (state === REACHABLE || state === STALE || state === STATIC) {
       // RFC 4861 7.3.3: an entry past its reachable time is still used, and probed.
       if (state !== STATIC && r.now - nb.foundConfirmed > REACHABLE_MS && r.now - nb.foundProbed > RETRANS_MS) {
-        if (nb.foundProbes >= MAX_PROBES) nb.setState(slot, INCOMPLETE, r.now);
+        if (nb.foundProbes >= MAX_PROBES) nb.setState(slot, INCOMPLETE);
         else {
-          nb.probed(slot, r.now);
+          nb.probed(slot);
           solicit(r, batch, iface, nh, nb.foundMacHi, nb.foundMacLo, nb.foundPort);
         }
       }
@@ -95,7 +95,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
     }
     if (state === INCOMPLETE) {
       if (nb.foundProbes >= MAX_PROBES && r.now - nb.foundProbed > RETRANS_MS) {
-        nb.setState(slot, FAILED, r.now);
+        nb.setState(slot, FAILED);
         return UNREACHABLE;
       }
       if (r.now - nb.foundProbed > RETRANS_MS) askFor(r, batch, iface, nh, slot, false);
@@ -111,7 +111,7 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
   // (this packet is then dropped, as neighbour_queue_full): a flood to absent hosts keeps
   // it full, and a new neighbour must still be asked for. The table (each port's share,
   // charged to the ingress port) and solicitBuckets (each port's) bound what a flood costs.
-  const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, batch.ingress, r.now);
+  const created = nb.startResolving(nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3, batch.ingress);
   if (created < 0) {
     batch.dropAs(i, r.drop.neighbour_table_full);
     return HELD;
@@ -126,9 +126,9 @@ export function deliver(r: Router, batch: PacketBatch, i: number, nh: NextHop): 
  * resolves from the start. Returns whether the request went out.
  */
 export function askFor(r: Router, batch: PacketBatch, iface: Interface, nh: NextHop, slot: number, restart: boolean): boolean {
-  if (!r.solicitBuckets.take(batch.ingress, r.now, SOLICIT_RATE, SOLICIT_BURST)) return false;
-  if (restart) r.neighbours.setState(slot, INCOMPLETE, r.now);
-  r.neighbours.probed(slot, r.now);
+  if (!r.solicitBuckets.takeNow(batch.ingress, SOLICIT_RATE, SOLICIT_BURST)) return false;
+  if (restart) r.neighbours.setState(slot, INCOMPLETE);
+  r.neighbours.probed(slot);
   solicit(r, batch, iface, nh, -1, 0, -1);
   return true;
 }
@@ -251,17 +251,20 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     return;
   }
   const op = read16(d, a + 6);
-  const spa = read32(d, a + 14);
-  const tpa = read32(d, a + 24);
+  // Addresses as int32, compared as int32: as u32, 128.0.0.0 and up would be heap numbers
+  // wherever passed to a call V8 did not inline.
+  const spa = readInt32(d, a + 14);
+  const tpa = readInt32(d, a + 24);
   const addrs = r.addr4[iface.index];
   const masks = r.mask4[iface.index];
   let ours = false;
   let inSubnet = false;
   let claimed = false;
   for (let k = 0; k < addrs.length; k++) {
-    if (addrs[k] === tpa) ours = true;
-    if (((addrs[k] ^ spa) & masks[k]) === 0 && spa !== addrs[k]) inSubnet = true;
-    if (addrs[k] === spa) claimed = true;
+    const address = addrs[k] | 0;
+    if (address === tpa) ours = true;
+    if (((address ^ spa) & masks[k]) === 0 && spa !== address) inSubnet = true;
+    if (address === spa) claimed = true;
   }
   const shaHi = macHi(d, a + 8);
   const shaLo = macLo(d, a + 8);
@@ -273,7 +276,7 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   if (!ours) {
     // Another host's conversation: on a bridge it is theirs to flood; a gratuitous ARP from a
     // known neighbour updates it (RFC 826: merge when the sender is already in the table).
-    if (spa === tpa && unicast && (inSubnet || onLink4(r, iface, spa))) r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, r.now, false);
+    if (spa === tpa && unicast && (inSubnet || onLink4(r, iface, spa))) r.neighbours.confirm(iface.index, 4, spa, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, false);
     if (!bridged) batch.dropAs(i, r.drop.arp_not_for_router);
     return;
   }
@@ -292,7 +295,7 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
     return;
   }
   // RFC 826: the target is us, so the sender goes into the table, created if need be.
-  r.neighbours.confirm(iface.index, 4, spa | 0, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, r.now, true);
+  r.neighbours.confirm(iface.index, 4, spa, 0, 0, 0, shaHi, shaLo, batch.ingress, REACHABLE, true);
   if (op === 2) {
     // Linux on the port's mirror asked too, perhaps: it needs the answer as much.
     if (!r.punt(batch, i, iface)) batch.egress[i] = EGRESS_CONSUMED;
@@ -319,7 +322,7 @@ function reply(r: Router, batch: PacketBatch, i: number, iface: Interface, tpa: 
  * gateway, as `ip route add 192.0.2.0/24 dev eth1`), so its next hop is itself.
  */
 function onLink4(r: Router, iface: Interface, spa: number): boolean {
-  return groupLeavesBy(r.nextHops, r.lpm4.lookup(spa >>> 0), iface.index, true);
+  return groupLeavesBy(r.nextHops, r.lpm4.lookup(spa), iface.index, true);
 }
 
 // ---- NDP in ----------------------------------------------------------------------------------
@@ -410,7 +413,7 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
       return true;
     }
     if (!unspecified && sll >= 0) {
-      r.neighbours.confirm(iface.index, 6, read32(d, ip + 8) | 0, read32(d, ip + 12) | 0, read32(d, ip + 16) | 0, read32(d, ip + 20) | 0, fromHi, fromLo, batch.ingress, STALE, r.now, true);
+      r.neighbours.confirm(iface.index, 6, readInt32(d, ip + 8), readInt32(d, ip + 12), readInt32(d, ip + 16), readInt32(d, ip + 20), fromHi, fromLo, batch.ingress, STALE, true);
     }
     advertise(r, batch, i, iface, unspecified, fromHi, fromLo);
     return true;
@@ -427,7 +430,7 @@ export function ndpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
       batch.dropAs(i, r.drop.ndp_bad);
       return true;
     }
-    const slot = naReceived(r, iface, d[icmp + 4], read32(d, target) | 0, read32(d, target + 4) | 0, read32(d, target + 8) | 0, read32(d, target + 12) | 0, hi, lo, batch.ingress, tll >= 0);
+    const slot = naReceived(r, iface, d[icmp + 4], readInt32(d, target), readInt32(d, target + 4), readInt32(d, target + 8), readInt32(d, target + 12), hi, lo, batch.ingress, tll >= 0);
     if (slot >= 0 && r.heldCount > 0) r.wantHeldBatches();
     // On a bridge, one the router did not ask for, or one to a group (an unsolicited
     // advertisement to all nodes after a failover: RFC 4861 7.2.6), is the segment's too.
@@ -458,11 +461,11 @@ function naReceived(r: Router, iface: Interface, flags: number, a0: number, a1: 
   if (!known && !withAddress) return -1;
   const changed = hi !== table.foundMacHi || lo !== table.foundMacLo;
   if (known && changed && (flags & NA_OVERRIDE) === 0) {
-    if (table.foundState === REACHABLE) table.setState(slot, STALE, r.now);
+    if (table.foundState === REACHABLE) table.setState(slot, STALE);
     return slot;
   }
   const state = (flags & NA_SOLICITED) !== 0 ? REACHABLE : !known || changed ? STALE : table.foundState;
-  return table.confirm(iface.index, 6, a0, a1, a2, a3, hi, lo, port, state, r.now, false);
+  return table.confirm(iface.index, 6, a0, a1, a2, a3, hi, lo, port, state, false);
 }
 
 /** Turns a neighbour solicitation for our address into the advertisement, in place. */

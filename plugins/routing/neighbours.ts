@@ -110,7 +110,16 @@ export class NeighbourTable {
   private seed: number;
 
   /** `portCount`: the ports of the topology, among which the table is shared. */
-  constructor(buffer: ArrayBufferLike, portCount: number) {
+  /**
+   * clock[0]: the time (ms) entries are confirmed, probed, claimed and aged at, written by
+   * the owner (the routing stage, once a burst). Read here, not passed: a time in ms is a
+   * heap number at every call V8 does not inline, and these run for every ARP or NDP packet
+   * of a flood.
+   */
+  readonly clock: Float64Array;
+
+  constructor(buffer: ArrayBufferLike, portCount: number, clock: Float64Array = new Float64Array(1)) {
+    this.clock = clock;
     this.capacity = (buffer.byteLength - COUNTS_BYTES) / NEIGHBOUR_BYTES;
     if ((this.capacity & (this.capacity - 1)) !== 0) throw new RangeError('the neighbour table capacity must be a power of 2');
     if (portCount > MAX_OWNERS) throw new RangeError(`at most ${MAX_OWNERS} ports`);
@@ -210,13 +219,13 @@ export class NeighbourTable {
    * Returns the slot, or -1 (not there and not created, or no room in its window or in the
    * port's share).
    */
-  confirm(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, macHi: number, macLo: number, port: number, state: number, now: number, create: boolean): number {
+  confirm(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, macHi: number, macLo: number, port: number, state: number, create: boolean): number {
     let slot = this.find(iface, family, a0, a1, a2, a3);
     if (slot >= 0 && this.foundState === STATIC && state !== STATIC) return slot;
     const existed = slot >= 0;
     if (!existed) {
       if (!create) return -1;
-      slot = this.claim(port, iface, a0, a1, a2, a3, now);
+      slot = this.claim(port, iface, a0, a1, a2, a3);
       if (slot < 0) return -1;
     }
     const seq = this.lock(slot);
@@ -230,7 +239,7 @@ export class NeighbourTable {
     w[at + MAC_LO] = macLo;
     w[at + PORT] = port;
     w[at + STATE] = state;
-    this.times[slot * 8 + CONFIRMED_F64] = now;
+    this.times[slot * 8 + CONFIRMED_F64] = this.clock[0];
     this.unlock(slot, seq);
     return slot;
   }
@@ -239,10 +248,10 @@ export class NeighbourTable {
    * Starts resolving an address for a packet from port `owner`: an INCOMPLETE entry, the
    * port's. Returns its slot or -1 (no room in its window or in the port's share).
    */
-  startResolving(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, owner: number, now: number): number {
+  startResolving(iface: number, family: number, a0: number, a1: number, a2: number, a3: number, owner: number): number {
     const existing = this.find(iface, family, a0, a1, a2, a3);
     if (existing >= 0) return existing;
-    const slot = this.claim(owner, iface, a0, a1, a2, a3, now);
+    const slot = this.claim(owner, iface, a0, a1, a2, a3);
     if (slot < 0) return -1;
     const seq = this.lock(slot);
     if (seq < 0) return -1;
@@ -253,7 +262,7 @@ export class NeighbourTable {
     w[at + MAC_LO] = 0;
     w[at + PORT] = -1;
     w[at + STATE] = INCOMPLETE;
-    this.times[slot * 8 + CONFIRMED_F64] = now;
+    this.times[slot * 8 + CONFIRMED_F64] = this.clock[0];
     this.times[slot * 8 + PROBED_F64] = 0;
     this.unlock(slot, seq);
     return slot;
@@ -300,7 +309,8 @@ export class NeighbourTable {
    * A free slot in the address's window for port `owner`: an empty one, else the one least
    * recently confirmed among those that are not static and not being resolved right now.
    */
-  private claim(owner: number, iface: number, a0: number, a1: number, a2: number, a3: number, now: number): number {
+  private claim(owner: number, iface: number, a0: number, a1: number, a2: number, a3: number): number {
+    const now = this.clock[0];
     const w = this.words;
     const home = this.home(iface, a0, a1, a2, a3);
     // A port at its share takes only slots it owns itself.
@@ -329,7 +339,7 @@ export class NeighbourTable {
   }
 
   /** Counts a request sent for the entry in `slot`; returns the probes sent so far. */
-  probed(slot: number, now: number): number {
+  probed(slot: number): number {
     const seq = this.lock(slot);
     if (seq < 0) return MAX_PROBES;
     const at = slot * WORDS;
@@ -338,7 +348,7 @@ export class NeighbourTable {
     const word = this.words[at + PROBES];
     const probes = (word & PROBES_MASK) === PROBES_MASK ? PROBES_MASK : (word & PROBES_MASK) + 1;
     this.words[at + PROBES] = (word & ~PROBES_MASK) | probes;
-    this.times[slot * 8 + PROBED_F64] = now;
+    this.times[slot * 8 + PROBED_F64] = this.clock[0];
     this.unlock(slot, seq);
     return probes;
   }
@@ -358,14 +368,14 @@ export class NeighbourTable {
     return true;
   }
 
-  setState(slot: number, state: number, now: number): void {
+  setState(slot: number, state: number): void {
     const seq = this.lock(slot);
     if (seq < 0) return;
     const at = slot * WORDS;
     if (this.words[at + STATE] !== STATIC) {
       this.words[at + STATE] = state;
       this.words[at + PROBES] &= ~PROBES_MASK;
-      this.times[slot * 8 + CONFIRMED_F64] = now;
+      this.times[slot * 8 + CONFIRMED_F64] = this.clock[0];
     }
     this.unlock(slot, seq);
   }
@@ -375,7 +385,8 @@ export class NeighbourTable {
    * ones past their hold; frees slots a dead writer left locked (seen locked with the
    * same seq on two sweeps). Returns the next slot to sweep.
    */
-  sweep(now: number, from: number, count: number): number {
+  sweep(from: number, count: number): number {
+    const now = this.clock[0];
     const w = this.words;
     const lockedSeen = (this.lockedSeen ??= new Int32Array(this.capacity));
     for (let i = 0; i < count; i++) {

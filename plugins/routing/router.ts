@@ -87,6 +87,8 @@ export class Router {
   readonly count: PluginContext<unknown>['count'];
   /** ms: the batch's time (PacketBatch.now) */
   now = 0;
+  /** clock[0]: `now` again, for the token buckets, which read it rather than be passed it */
+  readonly clock = new Float64Array(1);
   /**
    * ICMP errors, by the port the packet at fault came in on (where they go back out): a
    * port whose guest earns errors by the thousand spends its own tokens, not those that
@@ -214,7 +216,7 @@ export class Router {
     this.lpm6 = fib.lpm6;
     this.nextHops = fib.nextHops;
     this.neighbourRegion = ctx.shared[this.neighbourName];
-    this.neighbours = new NeighbourTable(this.neighbourRegion, ctx.ports.length);
+    this.neighbours = new NeighbourTable(this.neighbourRegion, ctx.ports.length, this.clock);
     this.config = ctx.config;
     this.pmd = ctx.pmd;
     this.portNames = ctx.ports.map((p) => p.name);
@@ -264,10 +266,10 @@ export class Router {
     this.count = ctx.count;
     this.wantBatch = ctx.wantBatch;
     this.portUp = ctx.portUp;
-    this.icmpBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
-    this.pathMtuBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst);
-    this.solicitBuckets = new TokenBuckets(PORT_SLOTS, SOLICIT_BURST);
-    this.puntBuckets = new TokenBuckets(interfaces.length, ctx.config.puntBurst);
+    this.icmpBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst, this.clock);
+    this.pathMtuBuckets = new TokenBuckets(PORT_SLOTS, ctx.config.icmpBurst, this.clock);
+    this.solicitBuckets = new TokenBuckets(PORT_SLOTS, SOLICIT_BURST, this.clock);
+    this.puntBuckets = new TokenBuckets(interfaces.length, ctx.config.puntBurst, this.clock);
     const held = ctx.config.heldPackets;
     this.heldRoom = 9088;
     this.heldData = new Uint8Array(held * this.heldRoom);
@@ -314,7 +316,7 @@ export class Router {
     }
     if (shared[this.neighbourName] !== this.neighbourRegion) {
       this.neighbourRegion = shared[this.neighbourName];
-      this.neighbours = new NeighbourTable(this.neighbourRegion, this.portNames.length);
+      this.neighbours = new NeighbourTable(this.neighbourRegion, this.portNames.length, this.clock);
       this.heldCount = 0;
       this.heldByPort.fill(0);
     }
@@ -332,7 +334,7 @@ export class Router {
   punt(batch: PacketBatch, i: number, iface: Interface): boolean {
     const mirror = this.mirrorPort[iface.index];
     if (mirror < 0) return false;
-    if (!this.puntBuckets.take(iface.index, this.now, this.config.puntRate, this.config.puntBurst)) {
+    if (!this.puntBuckets.takeNow(iface.index, this.config.puntRate, this.config.puntBurst)) {
       batch.dropAs(i, this.drop.punt_rate_limited);
       return true;
     }

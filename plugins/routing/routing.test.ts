@@ -203,11 +203,12 @@ t.test('an entry resolved with no port (another PMD reused its slot meanwhile) i
   const h = await router();
   const toB5 = udp4({ src: '10.0.1.2', dst: '10.0.2.5', srcPort: 1, dstPort: 2, payload: 20, srcMac: GUEST.a, dstMac: MAC.a });
   t.same(summary(run(h, 'a', [toB5])), ['consumed', 'b'], 'held; asked for on b');
-  const r = h.state as unknown as { byPort: Int32Array; neighbours: { find(...a: number[]): number; setState(slot: number, state: number, now: number): void; foundPort: number } };
+  const r = h.state as unknown as { byPort: Int32Array; neighbours: { find(...a: number[]): number; setState(slot: number, state: number): void; clock: Float64Array; foundPort: number } };
   const slot = r.neighbours.find(r.byPort[1], 4, (10 << 24) | (2 << 8) | 5, 0, 0, 0);
   t.ok(slot >= 0 && r.neighbours.foundPort < 0, 'an incomplete entry, no port yet');
   // What a PMD's setState() on a slot another PMD has just claimed for 10.0.2.5 leaves.
-  r.neighbours.setState(slot, STALE, now);
+  r.neighbours.clock[0] = now;
+  r.neighbours.setState(slot, STALE);
   const atOnce = run(h, 'a', [toB5]);
   t.same(summary(atOnce), ['consumed'], 'held as while it is being resolved: no flood, no host unreachable');
   now += 2000;

@@ -298,6 +298,7 @@ function process(batch: PacketBatch, s: AclState): void {
   if (count === 0) return;
   s.batchMs = batch.now;
   s.burstMs = batch.now;
+  s.rejecter.clock[0] = batch.now;
   const ct = s.conntrack;
   const h = s.headers;
   if (ct === null) {
@@ -445,7 +446,6 @@ function act(batch: PacketBatch, s: AclState, i: number, rule: number): number {
 
 /** Packet i rejected: answered (ACTED_REJECT), or dropped when it gets no answer. */
 function rejectPacket(batch: PacketBatch, s: AclState, i: number): number {
-  s.rejecter.clock[0] = s.batchMs;
   const r = s.rejecter.reject(batch, i, s.headers);
   if (r === REJECT_SENT) {
     s.answered[i] = 1;

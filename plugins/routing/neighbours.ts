@@ -109,7 +109,6 @@ export class NeighbourTable {
   private readonly counts: Int32Array;
   private seed: number;
 
-  /** `portCount`: the ports of the topology, among which the table is shared. */
   /**
    * clock[0]: the time (ms) entries are confirmed, probed, claimed and aged at, written by
    * the owner (the routing stage, once a burst). Read here, not passed: a time in ms is a
@@ -118,6 +117,7 @@ export class NeighbourTable {
    */
   readonly clock: Float64Array;
 
+  /** `portCount`: the ports of the topology, among which the table is shared; `clock`: see `clock`. */
   constructor(buffer: ArrayBufferLike, portCount: number, clock: Float64Array = new Float64Array(1)) {
     this.clock = clock;
     this.capacity = (buffer.byteLength - COUNTS_BYTES) / NEIGHBOUR_BYTES;

@@ -87,7 +87,7 @@ export class Router {
   readonly count: PluginContext<unknown>['count'];
   /** ms: the batch's time (PacketBatch.now) */
   now = 0;
-  /** clock[0]: `now` again, for the token buckets, which read it rather than be passed it */
+  /** clock[0]: `now` again, for the token buckets and the neighbour table, which read it rather than be passed it */
   readonly clock = new Float64Array(1);
   /**
    * ICMP errors, by the port the packet at fault came in on (where they go back out): a

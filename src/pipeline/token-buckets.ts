@@ -11,8 +11,9 @@ export class TokenBuckets {
   private readonly at: Float64Array;
   /**
    * clock[0]: the time (ms) takes are made at, written by the owner once a burst (one cell
-   * may serve several sets). Read by take(), not passed to it: a time in ms is a heap number
-   * at every call V8 does not inline, and take() runs for every packet of a flood.
+   * may serve several sets). Read by takeNow(), not passed to it: a time in ms is a heap
+   * number at every call V8 does not inline, and takeNow() runs for every packet of a flood.
+   * take(), given the time, writes it here first.
    */
   readonly clock: Float64Array;
   constructor(count: number, burst: number, clock: Float64Array = new Float64Array(1)) {

@@ -2,24 +2,16 @@
 // colour-aware, bytes and packets, pass, remark and drop, ACL-named, in-port, out-port and
 // per-address policers), thousands of bursts after a warm-up leave the heap as it was and
 // start no garbage collection. One object per burst would be hundreds of KiB here.
-// Measured with V8 inlining nothing: a double passed to a function V8 did not inline is a new
-// heap number at every call, and what it inlines depends on a budget that differs from run to
-// run, so code that allocates only where a call stays out of line passed most runs and failed
-// now and then (a trTCM policer: 31 bytes a burst, two such calls). Without inlining, every
-// run finds it.
+// Measured with V8 inlining nothing (test/support/steady-allocation.ts says why): with
+// inlining, a trTCM policer that passed a double to a helper failed now and then, 31 bytes a
+// burst.
 import t from 'tap';
-import { PerformanceObserver } from 'node:perf_hooks';
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { checkSteady, steadyAllocation } from '../../test/support/steady-allocation.ts';
 import { Batch } from '../../src/dataplane/batch.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { PluginHarness } from '../../src/pipeline/testing.ts';
 import { udp4, udp6 } from '../../test/support/frames.ts';
 import ratelimit from './index.ts';
-
-setFlagsFromString('--expose-gc');
-setFlagsFromString('--no-turbo-inlining');
-const gc = runInNewContext('gc') as () => void;
 
 const BURST = 32;
 /**
@@ -31,14 +23,6 @@ const CHUNK = 100;
 /** bursts before measuring: V8 optimizes process(), what it calls, and the driver */
 const WARM_UP = 30_000;
 const MEASURED = 20_000;
-/**
- * Heap growth allowed over MEASURED bursts: a 16-byte heap number per burst would be ten times
- * this. Bursts that allocate nothing show under 1 KiB, now and then some KiB more: code V8
- * compiles meanwhile (measured with a loop that only adds to a Float64Array).
- */
-const BOUND_BYTES = 32 * 1024;
-/** a run this clean needs no other */
-const CLEAN_BYTES = 4 * 1024;
 
 interface Mode {
   name: string;
@@ -141,40 +125,10 @@ async function driver(mode: Mode): Promise<() => void> {
   };
 }
 
-/** Garbage collections and heap growth (bytes) over MEASURED bursts. */
-async function allocation(run: () => void): Promise<{ gcs: number; bytes: number }> {
-  gc(); // an empty young generation: nothing left over starts a collection in the loop
-  // What the collection threw away of the code that runs here (V8 builds some of it again on
-  // first use, some KiB) is built before the heap is read, not during the bursts.
-  run();
-  getHeapStatistics();
-  let gcs = 0;
-  const observer = new PerformanceObserver((list) => {
-    gcs += list.getEntries().length;
-  });
-  observer.observe({ entryTypes: ['gc'] });
-  const before = getHeapStatistics().used_heap_size;
-  for (let c = 0; c < MEASURED / CHUNK; c++) run();
-  const bytes = getHeapStatistics().used_heap_size - before;
-  await new Promise((resolve) => setTimeout(resolve, 20)); // gc entries arrive asynchronously
-  observer.disconnect();
-  return { gcs, bytes };
-}
-
 for (const mode of MODES) {
   t.test(mode.name, async (t) => {
     const run = await driver(mode);
     for (let c = 0; c < WARM_UP / CHUNK; c++) run();
-    // The best of up to five runs: code V8 compiles during a run takes heap too (some KiB,
-    // once), and on a busy machine a run now and then meets the stage deoptimized for a while
-    // (hundreds of KiB, seen in one run of a whole suite); an allocation per burst shows in
-    // every run.
-    let best = { gcs: Infinity, bytes: Infinity };
-    for (let attempt = 0; attempt < 5 && !(best.gcs === 0 && best.bytes <= CLEAN_BYTES); attempt++) {
-      const r = await allocation(run);
-      if (r.gcs < best.gcs || (r.gcs === best.gcs && r.bytes < best.bytes)) best = r;
-    }
-    t.equal(best.gcs, 0, `no garbage collection during ${MEASURED} bursts`);
-    t.ok(best.bytes <= BOUND_BYTES, `the heap grew ${(best.bytes / 1024).toFixed(1)} KiB over ${MEASURED} bursts (${(best.bytes / MEASURED).toFixed(1)} bytes a burst); at most ${BOUND_BYTES / 1024} KiB allowed`);
+    checkSteady(t, await steadyAllocation(run, MEASURED / CHUNK), MEASURED);
   });
 }

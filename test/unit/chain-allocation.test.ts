@@ -3,11 +3,8 @@
 // such an address is no small integer, and passed to a function V8 did not inline it is a
 // heap number at every call. Chains of two descriptors (the virtio-net header apart, as
 // Linux sends a frame with fragments) and indirect tables, on split and packed rings.
-// Measured with V8 inlining nothing (plugins/ratelimit/allocation.test.ts has the reasons).
+// Measured with V8 inlining nothing (test/support/steady-allocation.ts says why).
 import t from 'tap';
-import { PerformanceObserver } from 'node:perf_hooks';
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, QUEUES_BASE } from '../../src/dataplane/counters.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
@@ -17,18 +14,13 @@ import { SplitQueue } from '../../src/virtio/split-queue.ts';
 import { NET_HDR_LEN, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_USED } from '../../src/virtio/constants.ts';
 import { DriverQueue, ethernetFrame, GuestRam } from '../support/virtio-driver.ts';
 import { PackedDriverQueue } from '../support/packed-driver.ts';
-
-setFlagsFromString('--expose-gc');
-setFlagsFromString('--no-turbo-inlining');
-const gc = runInNewContext('gc') as () => void;
+import { checkSteady, steadyAllocation } from '../support/steady-allocation.ts';
 
 const BURST = 32;
 const SIZE = 256;
 const CHUNK = 50;
 const WARM_UP = 20_000;
 const MEASURED = 10_000;
-const BOUND_BYTES = 32 * 1024;
-const CLEAN_BYTES = 4 * 1024;
 /** 5 GiB: past 4 GiB, as a large guest's RAM above the PCI hole (its low word 2^30: the test's own stores of it stay small integers) */
 const GPA_BASE = 5 * 2 ** 30;
 /** shorter than NATIVE_COPY_MIN: copied in JavaScript (a native copy takes its two addresses as heap numbers, by design: see memmoveAt) */
@@ -143,25 +135,7 @@ for (const layout of ['split', 'packed'] as const) {
       t.equal(taken[0], BURST, 'every chain of a burst taken');
       t.equal(pool.length[handles[0]], FRAME.length, 'as a frame of its length');
       t.equal(owner.queue.failure, '', 'the queue never failed');
-      let best = { gcs: Infinity, bytes: Infinity };
-      for (let attempt = 0; attempt < 5 && !(best.gcs === 0 && best.bytes <= CLEAN_BYTES); attempt++) {
-        gc();
-        run();
-        getHeapStatistics();
-        let gcs = 0;
-        const observer = new PerformanceObserver((list) => {
-          gcs += list.getEntries().length;
-        });
-        observer.observe({ entryTypes: ['gc'] });
-        const before = getHeapStatistics().used_heap_size;
-        for (let c = 0; c < MEASURED / CHUNK; c++) run();
-        const bytes = getHeapStatistics().used_heap_size - before;
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        observer.disconnect();
-        if (gcs < best.gcs || (gcs === best.gcs && bytes < best.bytes)) best = { gcs, bytes };
-      }
-      t.equal(best.gcs, 0, `no garbage collection during ${MEASURED} bursts`);
-      t.ok(best.bytes <= BOUND_BYTES, `the heap grew ${(best.bytes / 1024).toFixed(1)} KiB over ${MEASURED} bursts (${(best.bytes / MEASURED).toFixed(1)} bytes a burst); at most ${BOUND_BYTES / 1024} KiB allowed`);
+      checkSteady(t, await steadyAllocation(run, MEASURED / CHUNK), MEASURED);
     });
   }
 }

@@ -528,26 +528,21 @@ function earn(f: Float64Array, phaseFrom: number, phaseTo: number, dt: number, r
   const rate = f[rateAt];
   const phase = f[phaseFrom];
   const add = phase + dt * rate;
+  // floor(add / scale), exact for a whole add below 2^53 (the division may round up to the
+  // next integer: put right here). Written out, not called: `add` (past 2^31, no small
+  // integer, from about 2 Gbit/s) would be a new heap number at every call V8 did not inline
+  // (refillTrTcm earns twice a burst).
+  let whole = Math.floor(add / scale);
+  if (add - whole * scale < 0) whole--;
   if (add >= (room + 1) * scale) {
     // More than fills the bucket(s): what is left is the fraction. Below 2^53 add is exact
     // (this is every burst at a policer not exceeded); past it (an idle hour at 100 Gbit/s
     // is 3.6e20) the fraction comes from the remainders, each below 8e6: exact, but four
     // remainders of doubles, each a call out of line.
-    // floor(add / scale) is written out here and below, not called: `add` (past 2^31, no
-    // small integer, from about 2 Gbit/s) would be a new heap number at every call V8 did not
-    // inline (refillTrTcm earns twice a burst).
-    if (add <= Number.MAX_SAFE_INTEGER) {
-      // The division may round up to the next integer: put right here.
-      const fraction = add - Math.floor(add / scale) * scale;
-      f[phaseTo] = fraction < 0 ? fraction + scale : fraction;
-    } else {
-      f[phaseTo] = (phase + ((dt % scale) * (rate % scale)) % scale) % scale;
-    }
+    f[phaseTo] = add <= Number.MAX_SAFE_INTEGER ? add - whole * scale : (phase + ((dt % scale) * (rate % scale)) % scale) % scale;
     return room;
   }
-  // Here add < (room + 1) * scale <= (2^29 + 1) * 8e6 < 2^53: exact; the division as above.
-  let whole = Math.floor(add / scale);
-  if (add - whole * scale < 0) whole--;
+  // Here add < (room + 1) * scale <= (2^29 + 1) * 8e6 < 2^53: exact.
   f[phaseTo] = add - whole * scale;
   return whole;
 }

@@ -159,7 +159,7 @@ function writeSolicitation(r: Router, batch: PacketBatch, iface: Interface, nh: 
   const o = batch.offset(j);
   if (nh.family === 4) {
     const src = sourceFor4(r, iface, nh.a0 >>> 0);
-    writeEthernet(d, o, dstHi < 0 ? 0xffff : dstHi, dstHi < 0 ? 0xffffffff : dstLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
+    writeEthernet(d, o, dstHi < 0 ? 0xffff : dstHi, dstHi < 0 ? -1 : dstLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
     writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, src, 0, 0, nh.a0 >>> 0);
     d.fill(0, o + ETH_HLEN + ARP_LEN, o + MIN_FRAME);
     batch.setLength(j, MIN_FRAME);
@@ -168,7 +168,7 @@ function writeSolicitation(r: Router, batch: PacketBatch, iface: Interface, nh: 
   }
   // RFC 4861 7.2.2: to the solicited-node multicast address, or unicast to confirm.
   const ip = o + ETH_HLEN;
-  if (dstHi < 0) writeEthernet(d, o, 0x3333, (0xff000000 | (nh.a3 & 0xffffff)) >>> 0, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
+  if (dstHi < 0) writeEthernet(d, o, 0x3333, 0xff000000 | (nh.a3 & 0xffffff), iface.macHi, iface.macLo, ETHERTYPE_IPV6);
   else writeEthernet(d, o, dstHi, dstLo, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
   writeIpv6Header(d, ip, 32, 255);
   d.set(iface.linkLocal, ip + 8);

@@ -182,7 +182,7 @@ export class NeighbourTable {
       if (state === EMPTY || !this.matches(at, iface, family, a0, a1, a2, a3)) continue;
       this.foundState = state;
       this.foundMacHi = w[at + MAC_HI];
-      this.foundMacLo = w[at + MAC_LO] >>> 0;
+      this.foundMacLo = w[at + MAC_LO];
       this.foundPort = w[at + PORT];
       this.foundProbes = w[at + PROBES] & PROBES_MASK;
       this.foundConfirmed = this.times[slot * 8 + CONFIRMED_F64];
@@ -441,7 +441,7 @@ export class NeighbourTable {
         family: w[at + FAMILY],
         address: [w[at + ADDR] >>> 0, w[at + ADDR + 1] >>> 0, w[at + ADDR + 2] >>> 0, w[at + ADDR + 3] >>> 0],
         macHi: w[at + MAC_HI],
-        macLo: w[at + MAC_LO] >>> 0,
+        macLo: w[at + MAC_LO],
         port: w[at + PORT],
         owner: this.ownerAt(at),
         state: STATE_NAMES[w[at + STATE]] ?? 'unknown',

@@ -186,7 +186,7 @@ export class Router {
    * checks the others.
    */
   readonly securedHi: Int32Array;
-  readonly securedLo: Uint32Array;
+  readonly securedLo: Int32Array;
 
   constructor(ctx: PluginContext<RoutingConfig>) {
     const topology = { ports: ctx.ports, bridges: ctx.bridges, bridgeSettings: ctx.bridgeSettings, pmdCount: ctx.pmdCount };
@@ -203,7 +203,7 @@ export class Router {
       this.macHalf2[f.index] = new Uint16Array(mac.buffer, 4, 1)[0];
     }
     this.securedHi = new Int32Array(PORT_SLOTS).fill(-1);
-    this.securedLo = new Uint32Array(PORT_SLOTS);
+    this.securedLo = new Int32Array(PORT_SLOTS);
     for (const p of ctx.ports) {
       const own = p.settings.portSecurity === true && typeof p.settings.mac === 'string' ? parseMac(p.settings.mac) : null;
       if (own === null) continue;
@@ -440,7 +440,7 @@ export class NextHopCache {
   private readonly iface = new Int32Array(NEXT_HOP_CACHE);
   private readonly address = new Int32Array(NEXT_HOP_CACHE);
   private readonly macHi = new Int32Array(NEXT_HOP_CACHE);
-  private readonly macLo = new Uint32Array(NEXT_HOP_CACHE);
+  private readonly macLo = new Int32Array(NEXT_HOP_CACHE);
   private readonly port = new Int32Array(NEXT_HOP_CACHE);
   private readonly word0 = new Uint32Array(NEXT_HOP_CACHE);
   private readonly half2 = new Uint16Array(NEXT_HOP_CACHE);

@@ -248,11 +248,11 @@ export function ipv4Number(bytes: Uint8Array): number {
   return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
 }
 
-/** "52:54:00:12:34:56" as [high 16 bits, low 32 bits]; throws Error(reason). */
+/** "52:54:00:12:34:56" as [high 16 bits, low 32 bits as an int32] (see macLo); throws Error(reason). */
 export function parseMac(text: unknown): [number, number] {
   if (typeof text !== 'string' || !/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(text)) throw new Error(`must look like 52:54:00:12:34:56, got ${JSON.stringify(text)}`);
   const b = text.split(':').map((h) => parseInt(h, 16));
-  return [(b[0] << 8) | b[1], ((b[2] << 24) | (b[3] << 16) | (b[4] << 8) | b[5]) >>> 0];
+  return [(b[0] << 8) | b[1], (b[2] << 24) | (b[3] << 16) | (b[4] << 8) | b[5]];
 }
 
 export function formatMac(hi: number, lo: number): string {
@@ -307,8 +307,13 @@ export function macHi(d: Uint8Array, o: number): number {
   return (d[o] << 8) | d[o + 1];
 }
 
+/**
+ * The low 32 bits as an int32 (their bits; writeMac and formatMac take either): as a u32,
+ * a MAC whose third byte is 0x80 or more (half of all random ones) would be no small
+ * integer, and a heap number at every call V8 does not inline.
+ */
 export function macLo(d: Uint8Array, o: number): number {
-  return ((d[o + 2] << 24) | (d[o + 3] << 16) | (d[o + 4] << 8) | d[o + 5]) >>> 0;
+  return (d[o + 2] << 24) | (d[o + 3] << 16) | (d[o + 4] << 8) | d[o + 5];
 }
 
 export function writeMac(d: Uint8Array, o: number, hi: number, lo: number): void {

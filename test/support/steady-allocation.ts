@@ -7,6 +7,10 @@
 import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { Batch, BATCH_MAX } from '../../src/dataplane/batch.ts';
+import { PacketPool } from '../../src/dataplane/packet-pool.ts';
+import type { Plugin } from '../../src/pipeline/api.ts';
+import { PluginHarness, type HarnessOptions } from '../../src/pipeline/testing.ts';
 
 // Set as this module loads: before V8 optimises the code a test measures.
 setFlagsFromString('--expose-gc');
@@ -61,4 +65,49 @@ export async function steadyAllocation(run: () => void, calls: number): Promise<
 export function checkSteady(t: { equal(a: unknown, b: unknown, m: string): void; ok(v: unknown, m: string): void }, best: { gcs: number; bytes: number }, bursts: number): void {
   t.equal(best.gcs, 0, `no garbage collection during ${bursts} bursts`);
   t.ok(best.bytes <= BOUND_BYTES, `the heap grew ${(best.bytes / 1024).toFixed(1)} KiB over ${bursts} bursts (${(best.bytes / bursts).toFixed(1)} bytes a burst); at most ${BOUND_BYTES / 1024} KiB allowed`);
+}
+
+/**
+ * A stage's bursts for an allocation test: `run()` takes `chunk` bursts of `frames` from port
+ * `port` through the plugin (bursts a call: V8 optimises a function called again and again
+ * whole), each burst's frames written again first (a stage may rewrite them); time moves 1 µs
+ * a burst. `once()` takes one burst of other frames through the same state (what a test has
+ * the stage learn first); `egress()`: the last burst's decisions.
+ */
+export async function stageBursts(
+  plugin: Plugin<unknown, unknown>,
+  options: HarnessOptions,
+  frames: readonly Uint8Array[],
+  port: number,
+  chunk: number,
+): Promise<{ run: () => void; once: (frames: readonly Uint8Array[], port: number) => void; egress: () => number[] }> {
+  const h = await PluginHarness.create(plugin, options);
+  const pool = PacketPool.standalone(256);
+  const batch = new Batch(pool);
+  const handles = new Uint32Array(BATCH_MAX);
+  const offsets = new Uint32Array(BATCH_MAX);
+  for (let i = 0; i < BATCH_MAX; i++) {
+    handles[i] = pool.alloc();
+    offsets[i] = pool.frameOffset(handles[i]);
+  }
+  const state = h.state;
+  const data = pool.data;
+  const length = pool.length;
+  // The time lives in the batch's field: a double in a variable this closure shares would be a
+  // heap number per store, the test's allocation, not the stage's.
+  batch.now = performance.timeOrigin + performance.now();
+  const take = (burst: readonly Uint8Array[], from: number) => {
+    for (let i = 0; i < burst.length; i++) {
+      data.set(burst[i], offsets[i]);
+      length[handles[i]] = burst[i].length;
+      batch.handles[i] = handles[i];
+    }
+    batch.begin(from, burst.length);
+    batch.now += 0.001;
+    plugin.process(batch, state);
+  };
+  const run = () => {
+    for (let b = 0; b < chunk; b++) take(frames, port);
+  };
+  return { run, once: take, egress: () => Array.from(batch.egress.subarray(0, frames.length)) };
 }

@@ -8,7 +8,7 @@ import { icmp4, icmp6, parseFrame, tcp4, udp4, udp6 } from '../../test/support/f
 import { aclHarness, type AclHarness } from './acl-harness.ts';
 import { FlowCache } from './flow-cache.ts';
 import { HEADERS_ESTABLISHED } from './headers.ts';
-import { portEntries } from './conntrack.ts';
+import { FlowCounts, portEntries } from './conntrack.ts';
 import { readConntrack } from './index.ts';
 import { CONNTRACK_REGION } from './tables.ts';
 
@@ -83,6 +83,21 @@ t.test('the two directions of a flow on two PMDs are one entry', async (t) => {
   t.same(fate(pmd1, 'in', [udp6({ src: '2001:db8:0::2', dst: '2001:db8:1::9', srcPort: 5000, dstPort: 53 })]), ['pass']);
   t.same(fate(pmd0, 'out', [udp6({ src: '2001:db8:1::9', dst: '2001:db8:0::2', srcPort: 53, dstPort: 5000 })]), ['pass'], 'IPv6 too');
   t.same(readConntrack(pmd0.shared, T0 / 1000)?.flows, 2);
+});
+
+t.test('the conntrack gauges scan the table at most once a second, however often they are read', async (t) => {
+  const { pmd0 } = await pair();
+  let ms = 0;
+  const counts = new FlowCounts(1000, () => ms);
+  const memory = pmd0.shared[CONNTRACK_REGION];
+  t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 5000, dstPort: 53 }))]), ['pass']);
+  t.equal(counts.read(memory, T0 / 1000).flows, 1, 'the first read scans');
+  t.same(fate(pmd0, 'in', [udp4(out({ srcPort: 5001, dstPort: 53 }))]), ['pass']);
+  ms = 999;
+  t.equal(counts.read(memory, T0 / 1000).flows, 1, 'a read within the second: the last scan');
+  ms = 1000;
+  t.equal(counts.read(memory, T0 / 1000).flows, 2, 'a second on: scanned again');
+  t.equal(new FlowCounts(1000, () => ms).read(memory, T0 / 1000 + 3600).flows, 0, 'what has expired by the time given is no live flow');
 });
 
 t.test("fragments of a tracked flow's replies pass as their first fragment does; a new flow's from outside do not", async (t) => {

@@ -147,6 +147,36 @@ export function liveFlows(memory: ArrayBufferLike, now: number): { flows: number
   return { flows, entries, capacity: slots };
 }
 
+/**
+ * liveFlows() for a gauge read at every scrape: a table scanned at most once a period (a
+ * second), its counts reused meanwhile. Prometheus may scrape ten times a second, and a scan
+ * of the largest table (2^23 slots) takes some ms of the supervisor's CPU, a core a host's
+ * guests or generator share.
+ */
+export class FlowCounts {
+  private memory: ArrayBufferLike | null = null;
+  private scannedAtMs = -Infinity;
+  private counts = { flows: 0, entries: 0, capacity: 0 };
+  private readonly periodMs: number;
+  private readonly clockMs: () => number;
+
+  constructor(periodMs = 1000, clockMs: () => number = () => performance.now()) {
+    this.periodMs = periodMs;
+    this.clockMs = clockMs;
+  }
+
+  /** The counts of the table in `memory` at `nowSeconds`, as scanned within the period. */
+  read(memory: ArrayBufferLike, nowSeconds: number): { flows: number; entries: number; capacity: number } {
+    const at = this.clockMs();
+    if (memory !== this.memory || !(at - this.scannedAtMs < this.periodMs)) {
+      this.counts = liveFlows(memory, nowSeconds);
+      this.memory = memory;
+      this.scannedAtMs = at;
+    }
+    return this.counts;
+  }
+}
+
 /** Entries the flows opened from port slot `port` hold (live, or expired and not swept yet). */
 export function portEntries(memory: ArrayBufferLike, port: number): number {
   return Atomics.load(new Int32Array(memory, 0, HEADER_WORDS), H_PORT_ENTRIES + port);

@@ -15,7 +15,7 @@
 import { Ipv6Walk, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
 import { Classifier, createFlowKeys, type AclRule } from './classifier.ts';
 import type { CompileInput, CompileSummary } from './compile-job.ts';
-import { Conntrack, conntrackBytes, initConntrack, INSERTED, liveFlows, MISS, NOT_PEEKED, PORT_FULL } from './conntrack.ts';
+import { Conntrack, conntrackBytes, FlowCounts, initConntrack, INSERTED, liveFlows, MISS, NOT_PEEKED, PORT_FULL } from './conntrack.ts';
 import { FragmentTable } from './fragments.ts';
 import { createHeaders, HEADERS_BAD, HEADERS_IP, HEADERS_L4, HEADERS_LATER_FRAGMENT, HEADERS_NOT_IP, HEADERS_SKIP, parseBurst, type Headers } from './headers.ts';
 import { isIcmpError, REJECT_LIMITED, REJECT_SENT, Rejecter } from './reject.ts';
@@ -723,8 +723,12 @@ function listRules(view: TableView<AclConfig>): Record<string, unknown>[] {
 }
 
 /** Rules, and with connection tracking: live flows and the table's capacity. */
+/** the conntrack gauges' counts, scanned at most once a second whatever the scrape rate */
+const flowCounts = new FlowCounts();
+
 function gauges(view: TableView<AclConfig>): Record<string, number> {
-  const ct = readConntrack(view.shared);
+  const memory = view.shared[CONNTRACK_REGION];
+  const ct = memory === undefined ? null : flowCounts.read(memory, Math.floor(wallClockMs() / 1000));
   return { rules: view.config.rules.length, ...(ct === null ? {} : { conntrack_flows: ct.flows, conntrack_capacity: ct.capacity }) };
 }
 

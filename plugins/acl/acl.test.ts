@@ -8,6 +8,8 @@ import { arp, icmp4, icmp6, parseFrame, tcp4, tcp6, udp4, udp6 } from '../../tes
 import { aclHarness, type AclHarnessOptions } from './acl-harness.ts';
 import { FRAGMENT_TIMEOUT_MS } from './fragments.ts';
 import acl, { readRuleHits } from './index.ts';
+import { parseAclConfig, rulesFor } from './rules.ts';
+import { regionNames } from './tables.ts';
 
 const PORTS = [
   { name: 'a', settings: { addresses: ['10.0.0.1/24', '2001:db8:a::1/64'], routerMac: '02:00:00:00:00:aa' } },
@@ -399,4 +401,12 @@ t.test('prepare() compiles in a worker thread of the job pool, into the shared m
   t.match(logged, [/^1 rules compiled in/]);
   const h = await aclHarness({ ports: PORTS, bridgeSettings: BRIDGES, config: { acl: [{ action: 'deny', protocol: 'udp', dstPort: 53 }], aclDefault: 'permit' }, shareWith: { shared } as never });
   t.same(verdicts(h.run('a', [udp4({ ...base4, srcPort: 1, dstPort: 53 }), udp4({ ...base4, srcPort: 1, dstPort: 54 })]), 'a'), ['drop:acl_deny', 'pass'], 'the tables the worker wrote');
+});
+
+t.test("a rule list's regions are named by 128 bits of its SHA-256, the same for the same rules", async (t) => {
+  const ports = [{ name: 'a', index: 0, bridge: null, settings: {} }];
+  const names = (port: number) => regionNames(rulesFor(parseAclConfig({ acl: [{ action: 'deny', protocol: 'tcp', dstPort: port }] }), ports));
+  t.match(names(80), { tables: /^rules-[0-9a-f]{32}$/, hits: /^hits-[0-9a-f]{32}$/ }, 'not a 32-bit hash: a new list named as the running one would be compiled into the region its PMDs read');
+  t.same(names(80), names(80), 'the same rules, the same names');
+  t.not(names(80).tables, names(81).tables, 'other rules, other names');
 });

@@ -19,12 +19,14 @@ export const TABLES_AT = 8192;
 
 export const CONNTRACK_REGION = 'conntrack';
 
-/** FNV-1a over the rules as JSON: names the regions of one rule list. */
+/**
+ * The first 16 bytes of the rules' SHA-256, in hex: names the regions of one rule list. Not a
+ * 32-bit hash: a new rule list whose name were the running one's would be compiled into the
+ * region its PMDs read (prepare() keeps a region of the same name), and they would see its
+ * tables half-way.
+ */
 export function fingerprint(rules: readonly AclRule[]): string {
-  const text = `${TABLES_FORMAT}:${JSON.stringify(rules)}`;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return (h >>> 0).toString(16).padStart(8, '0');
+  return Buffer.from(rulesDigest(rules).buffer).toString('hex');
 }
 
 export function regionNames(rules: readonly AclRule[]): { tables: string; hits: string } {
@@ -58,7 +60,7 @@ export function writeTables(memory: ArrayBufferLike, rules: readonly AclRule[]):
 
 const DIGEST_WORDS = 4;
 
-/** The rules' SHA-256, its first 16 bytes as words: what a tables region holds, beyond the fingerprint of its name. */
+/** The rules' SHA-256, its first 16 bytes as words: what a tables region holds and is named by (fingerprint). */
 function rulesDigest(rules: readonly AclRule[]): Int32Array {
   const digest = createHash('sha256').update(`${TABLES_FORMAT}:${JSON.stringify(rules)}`).digest();
   return new Int32Array(digest.buffer.slice(digest.byteOffset, digest.byteOffset + DIGEST_WORDS * 4));

@@ -60,19 +60,13 @@ const MAX_BODY_BYTES = 1 << 20;
  */
 export const MAX_CONNECTIONS = 64;
 /**
- * A new connection's first request must start within this and its headers be in within this
- * too, the whole request within REQUEST_TIMEOUT_MS (Node: no limit, 60 s and 300 s).
+ * A new connection's first request must start within its headers timeout (config
+ * admin.headersTimeout) and its headers be in within it too, the whole request within
+ * REQUEST_TIMEOUT_MS or the headers timeout if longer (Node: no limit, 60 s and 300 s).
  */
-export const HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 /** How often half-received requests are checked against those limits (Node: 30 s). */
 const TIMEOUT_CHECK_MS = 1_000;
-/**
- * An answer the client has taken nothing of for this long ends its connection: one that
- * never reads would hold its place (of MAX_CONNECTIONS) and the answer's bytes for good
- * (Node's timeouts count while a request comes in, not while its answer goes out).
- */
-export const STALLED_ANSWER_MS = 30_000;
 /** Requests answered at once on one connection: more pipelined behind them end it (each would build its answer meanwhile). */
 export const MAX_PIPELINED = 8;
 
@@ -97,13 +91,15 @@ export class AdminHttp {
       const pattern = new RegExp(`^${route.path.replace(/\{(\w+)\}/g, (_, n: string) => (names.push(n), '([^/]+)'))}$`);
       return { route, pattern, names };
     });
-    this.server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => void this.serve(req, res));
+    const headersMs = config.headersTimeoutMs;
+    const requestMs = Math.max(REQUEST_TIMEOUT_MS, headersMs);
+    this.server = createServer({ headersTimeout: headersMs, requestTimeout: requestMs, connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => void this.serve(req, res));
     this.server.maxConnections = MAX_CONNECTIONS;
     this.server.on('drop', () => log?.warn(`refused a connection: ${MAX_CONNECTIONS} are open, the most the endpoint keeps`, 'admin.refused'));
-    this.server.on('clientError', answerUnreadable);
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerUnreadable(err, socket, headersMs, requestMs));
     // Node's headersTimeout counts from a request's first byte: a connection that sends
     // none would hold its place for good. Destroyed on timeout (no 'timeout' listener).
-    this.server.on('connection', (socket: Socket) => socket.setTimeout(HEADERS_TIMEOUT_MS));
+    this.server.on('connection', (socket: Socket) => socket.setTimeout(headersMs));
   }
 
   /** Starts listening; resolves when it does. */
@@ -146,7 +142,7 @@ export class AdminHttp {
     const socket = req.socket;
     socket.setTimeout(0);
     // The connection's first request starts its watch.
-    if (!this.answering.has(socket)) watchProgress(socket);
+    if (!this.answering.has(socket)) watchProgress(socket, this.config.stalledAnswerMs);
     const pending = (this.answering.get(socket) ?? 0) + 1;
     if (pending > MAX_PIPELINED) {
       this.log?.warn(`admin: a client sent more than ${MAX_PIPELINED} requests at once on one connection: closed`, 'admin.refused');
@@ -282,12 +278,12 @@ export function jsonRows(rows: Iterable<unknown>): Reply {
  * connection closes. No answer when the client is gone, or one to an earlier request is
  * already under way on the connection (it would land in the middle of it).
  */
-function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
+function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex, headersMs: number, requestMs: number): void {
   const answering = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
   if (err.code !== 'ECONNRESET' && socket.writable && !answering?.headersSent) {
     const [status, code, message] =
       err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'VR_TOO_LARGE', `the request line and headers are longer than ${maxHeaderSize} bytes`]
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'VR_TIMEOUT', `the request did not arrive in time (its headers within ${HEADERS_TIMEOUT_MS / 1000} s, the whole within ${REQUEST_TIMEOUT_MS / 1000} s)`]
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'VR_TIMEOUT', `the request did not arrive in time (its headers within ${headersMs / 1000} s, the whole within ${requestMs / 1000} s)`]
       : [400, 'VR_BAD_REQUEST', `not a request HTTP/1.1 can read (${err.code ?? err.message})`];
     const body = `${JSON.stringify({ error: { code, field: '', message } })}\n`;
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
@@ -296,12 +292,15 @@ function answerUnreadable(err: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 /**
- * Ends the connection once an answer has waited STALLED_ANSWER_MS with nothing of it taken
- * by the client: what waits to be sent (writableLength) has not shrunk, nor has the socket
- * drained, since the last look (bytesWritten counts what the answer wrote, not what the
- * client read). Started once a connection, it lasts as long as the connection.
+ * Ends the connection once an answer has waited `stalledMs` (config admin.stalledAnswerTimeout)
+ * with nothing of it taken by the client: one that never reads would hold its place (of
+ * MAX_CONNECTIONS) and the answer's bytes for good (Node's timeouts count while a request
+ * comes in, not while its answer goes out). Stalled: what waits to be sent (writableLength)
+ * has not shrunk, nor has the socket drained, since the last look (bytesWritten counts what
+ * the answer wrote, not what the client read). Started once a connection, it lasts as long
+ * as the connection.
  */
-function watchProgress(socket: Socket | Duplex): void {
+function watchProgress(socket: Socket | Duplex, stalledMs: number): void {
   let lastPending = socket.writableLength;
   let drained = false;
   let stalledSince = performance.now();
@@ -314,7 +313,7 @@ function watchProgress(socket: Socket | Duplex): void {
     const now = performance.now();
     const pending = socket.writableLength;
     if (pending === 0 || pending < lastPending || drained) stalledSince = now;
-    else if (now - stalledSince >= STALLED_ANSWER_MS) {
+    else if (now - stalledSince >= stalledMs) {
       socket.destroy();
       return stop();
     }

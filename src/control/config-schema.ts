@@ -177,6 +177,12 @@ export function configDocumentSchema(limits: ConfigLimits) {
         }),
       ),
       tokenFile: Type.Optional(Type.String({ minLength: 1, errorMessage: 'must be the path of a file holding the token', description: 'a file holding the bearer token every request but a GET, and every capture, needs' })),
+      headersTimeout: Type.Optional(
+        Type.Number({ minimum: 1, maximum: 300, errorMessage: 'must be a number of seconds from 1 to 300', description: 'seconds a connection has to start its first request, and a request to bring its headers (default 10); the whole request has 30, or this if longer' }),
+      ),
+      stalledAnswerTimeout: Type.Optional(
+        Type.Number({ minimum: 1, maximum: 3600, errorMessage: 'must be a number of seconds from 1 to 3600', description: 'seconds an answer may wait with nothing of it read by its client before the connection ends (default 30)' }),
+      ),
     },
     { additionalProperties: false, description: 'the admin endpoint' },
   );

@@ -131,7 +131,14 @@ export interface AdminConfig {
   listen: { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number; loopback: boolean };
   /** a file holding the bearer token every request but GET needs, or null */
   tokenFile: string | null;
+  /** ms a connection has to start its first request and a request to bring its headers */
+  headersTimeoutMs: number;
+  /** ms an answer may wait with nothing of it read before its connection ends */
+  stalledAnswerMs: number;
 }
+
+/** The admin endpoint's limits unless the config says otherwise (admin.headersTimeout, admin.stalledAnswerTimeout). */
+export const ADMIN_TIMEOUTS = { headersMs: 10_000, stalledAnswerMs: 30_000 };
 
 
 export class ConfigError extends Error {
@@ -598,11 +605,15 @@ function parsePipeline(doc: ConfigDocument, ports: PortConfig[], baseDir: string
  */
 function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConfig {
   const tokenFile = a.tokenFile === undefined ? null : resolve(baseDir, a.tokenFile);
+  const timeouts = {
+    headersTimeoutMs: a.headersTimeout === undefined ? ADMIN_TIMEOUTS.headersMs : Math.round(a.headersTimeout * 1000),
+    stalledAnswerMs: a.stalledAnswerTimeout === undefined ? ADMIN_TIMEOUTS.stalledAnswerMs : Math.round(a.stalledAnswerTimeout * 1000),
+  };
   const listen = a.listen ?? `unix:${resolve(baseDir, 'admin.sock')}`;
   if (listen.startsWith('unix:')) {
     const path = resolve(baseDir, listen.slice(5));
     if (Buffer.byteLength(path) > LIMITS.socketPathBytes) throw new ConfigError('admin.listen', `${path} is longer than the ${LIMITS.socketPathBytes} bytes a UNIX socket path may have`);
-    return { listen: { kind: 'unix', path }, tokenFile };
+    return { listen: { kind: 'unix', path }, tokenFile, ...timeouts };
   }
   const m = ADMIN_TCP.exec(listen)!; // the schema let only "unix:…" and these through
   const port = Number(m[3]);
@@ -610,7 +621,7 @@ function parseAdmin(a: ConfigDocument['admin'] = {}, baseDir: string): AdminConf
   const host = m[1] ?? (m[2] === 'localhost' ? '127.0.0.1' : m[2]);
   const loopback = isLoopback(host, 'admin.listen');
   if (!loopback && tokenFile === null) throw new ConfigError('admin.tokenFile', `is required when the admin endpoint listens on ${listen}, which is not loopback: anyone who reaches it could change the router`);
-  return { listen: { kind: 'tcp', host, port, loopback }, tokenFile };
+  return { listen: { kind: 'tcp', host, port, loopback }, tokenFile, ...timeouts };
 }
 
 /**

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { HEADERS_TIMEOUT_MS, MAX_CONNECTIONS, MAX_PIPELINED, STALLED_ANSWER_MS } from '../../src/admin/http.ts';
+import { MAX_CONNECTIONS, MAX_PIPELINED } from '../../src/admin/http.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { processResources, trafficFlows, waitFor } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
@@ -18,8 +18,15 @@ import { bridgeConfig, startVrouter } from '../support/vrouter-process.ts';
 const MAC_A = '52:54:00:00:00:0a';
 const MAC_B = '52:54:00:00:00:0b';
 const FLOOD = 300;
+/**
+ * The endpoint's limits in these tests (admin.headersTimeout and admin.stalledAnswerTimeout,
+ * 10 s and 30 s unless set): shorter, for the tests to wait out; the code is the same.
+ */
+const HEADERS_TIMEOUT_MS = 3000;
+const STALLED_ANSWER_MS = 6000;
+const admin = { headersTimeout: HEADERS_TIMEOUT_MS / 1000, stalledAnswerTimeout: STALLED_ANSWER_MS / 1000 };
 
-// Both tests mostly wait out the endpoint's 10-s limits, each on a vrouter of its own: side by side.
+// Both tests mostly wait out the endpoint's limits, each on a vrouter of its own: side by side.
 t.jobs = 2;
 
 /** A connection to the UNIX socket, when (ms after it was opened) the other end closed it (null while open), and what it answered. */
@@ -45,7 +52,7 @@ function answerOf(text: string): { status: string; error: unknown } {
 }
 
 t.test('an admin client cannot take file descriptors from the guests, nor hold the endpoint', async (t) => {
-  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] } }));
+  const vr = await startVrouter(bridgeConfig(['a', 'b'], { pmd: { cores: [1] }, admin }));
   t.teardown(() => vr.stop());
   const pid = vr.proc.pid!;
   const adminPath = join(vr.dir, 'admin.sock');
@@ -75,7 +82,7 @@ t.test('an admin client cannot take file descriptors from the guests, nor hold t
 });
 
 t.test('a request whose headers never end is cut off; a bad path parameter is a 400', async (t) => {
-  const vr = await startVrouter(bridgeConfig(['a'], { pmd: { cores: [1] } }));
+  const vr = await startVrouter(bridgeConfig(['a'], { pmd: { cores: [1] }, admin }));
   t.teardown(() => vr.stop());
   const api = adminClient(vr);
   const slow = openConnection(join(vr.dir, 'admin.sock'));
@@ -88,7 +95,7 @@ t.test('a request whose headers never end is cut off; a bad path parameter is a 
   }
   const after = slow.closedAfter();
   t.ok(after !== null && after <= HEADERS_TIMEOUT_MS + 3000, `closed after ${after === null ? 'never' : Math.round(after)} ms (limit ${HEADERS_TIMEOUT_MS})`);
-  t.match(answerOf(slow.received()), { status: 'HTTP/1.1 408 Request Timeout', error: { code: 'VR_TIMEOUT', field: '', message: /did not arrive in time/ } }, 'and told why first');
+  t.match(answerOf(slow.received()), { status: 'HTTP/1.1 408 Request Timeout', error: { code: 'VR_TIMEOUT', field: '', message: /did not arrive in time \(its headers within 3 s, the whole within 30 s\)/ } }, 'and told why first, with the limits configured');
 
   // What Node cannot read as HTTP gets an answer in the API's format, then the connection closes.
   const unreadable: [string, string, string][] = [
@@ -137,7 +144,7 @@ t.test('a request whose headers never end is cut off; a bad path parameter is a 
 t.test('an answer its client never reads ends its connection; requests pipelined past the most answered at once end theirs', async (t) => {
   // 20,000 routes: GET /routes answers megabytes, more than the socket holds.
   const routes = Array.from({ length: 20_000 }, (_, i) => ({ prefix: `10.${100 + (i >> 8)}.${i & 255}.0/24`, via: '10.0.1.2' }));
-  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'] }], pmd: { cores: [1] }, pipeline: ['routing'], routes });
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'] }], pmd: { cores: [1] }, pipeline: ['routing'], routes, admin });
   t.teardown(() => vr.stop());
   const adminPath = join(vr.dir, 'admin.sock');
 
@@ -149,7 +156,7 @@ t.test('an answer its client never reads ends its connection; requests pipelined
   reader.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
   reader.pause();
   reader.write('GET /routes HTTP/1.1\r\nHost: localhost\r\n\r\n');
-  // Another reads the same answer slowly: a little every 20 s, then the rest. It is not cut.
+  // Another reads the same answer slowly: a little every 2/3 of the limit, then the rest. It is not cut.
   const slow = connect(adminPath);
   let slowText = '';
   slow.on('error', () => {});
@@ -171,7 +178,7 @@ t.test('an answer its client never reads ends its connection; requests pipelined
   t.match(vr.stderr(), new RegExp(`a client sent more than ${MAX_PIPELINED} requests at once on one connection: closed`));
 
   // A paused socket sees its end only as it reads: it reads once the endpoint gave up on it
-  // (after the slow reader's two sips, 40 s).
+  // (after the slow reader's two sips, 4/3 of the limit).
   await sip();
   await sip();
   slow.resume();

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { AdminHttp, ApiError } from '../../src/admin/http.ts';
+import { ADMIN_TIMEOUTS } from '../../src/control/config.ts';
 import { createLog } from '../../src/log.ts';
 
 t.test('an internal error is a 500 for the client and a stack in the log', async (t) => {
@@ -15,7 +16,7 @@ t.test('an internal error is a 500 for the client and a stack in the log', async
   const lines: string[] = [];
   const log = createLog('admin', (line) => void lines.push(line));
   const path = join(dir, 'admin.sock');
-  const http = new AdminHttp({ listen: { kind: 'unix', path }, tokenFile: null }, [
+  const http = new AdminHttp({ listen: { kind: 'unix', path }, tokenFile: null, headersTimeoutMs: ADMIN_TIMEOUTS.headersMs, stalledAnswerMs: ADMIN_TIMEOUTS.stalledAnswerMs }, [
     { method: 'GET', path: '/broken', handle: () => (null as unknown as { x: { y: number } }).x.y as never },
     { method: 'GET', path: '/refused', handle: () => { throw new ApiError(400, 'VR_INVALID', 'what', 'not like that'); } },
     { method: 'GET', path: '/fine', handle: () => ({ json: { ok: true } }) },

@@ -93,6 +93,9 @@ t.test('mistakes name the field and the reason', async (t) => {
     [{ ports: [port()], bridges: { br0: { routerAdvertisements: true } } }, 'bridges.br0.routerAdvertisements', /needs the bridge's "addresses"/],
     [{ ports: [routed({ routerAdvertisements: 'yes' })] }, 'ports[0].routerAdvertisements', /must be true or false, got "yes"/],
     [{ ports: [port({ memoryPolicy: 'lax' })] }, 'ports[0].memoryPolicy', /"strict" or "warn"/],
+    [{ ports: [port()], admin: { headersTimeout: 0 } }, 'admin.headersTimeout', /seconds from 1 to 300/],
+    [{ ports: [port()], admin: { headersTimeout: '10' } }, 'admin.headersTimeout', /seconds from 1 to 300/],
+    [{ ports: [port()], admin: { stalledAnswerTimeout: 3601 } }, 'admin.stalledAnswerTimeout', /seconds from 1 to 3600/],
     [{ ports: [port({ socketMode: 660 })] }, 'ports[0].socketMode', /octal mode/],
     [{ ports: [port({ socketMode: '0666' })] }, 'ports[0].socketMode', /any local user/],
     [{ ports: [port({ socketMode: '0060' })] }, 'ports[0].socketMode', /owner read and write/],
@@ -228,6 +231,8 @@ t.test('the admin token file: read by --check and at start, before anything star
   writeFileSync(join(dir, 'phrase'), 'a pass phrase of words\n');
   t.equal(readAdminToken(join(dir, 'phrase')), 'a pass phrase of words', 'spaces inside are taken');
   t.equal(parseConfig({ ports: [port()], admin: { listen: '127.0.0.1:9000', tokenFile: 'missing' } }, dir, 2).admin.tokenFile, join(dir, 'missing'), 'a parse alone does not read it');
+  t.match(parseConfig({ ports: [port()] }, dir, 2).admin, { headersTimeoutMs: 10_000, stalledAnswerMs: 30_000 }, "the endpoint's limits: 10 s for a request's headers, 30 s for an answer nothing is read of");
+  t.match(parseConfig({ ports: [port()], admin: { headersTimeout: 2.5, stalledAnswerTimeout: 600 } }, dir, 2).admin, { headersTimeoutMs: 2500, stalledAnswerMs: 600_000 }, 'or as the config says, in seconds');
   const file = join(dir, 'vrouter.json');
   writeFileSync(file, JSON.stringify({ ports: [{ name: 'a', socket: join(dir, 'a.sock'), bridge: 'br0' }], admin: { listen: '127.0.0.1:9', tokenFile: 'missing' } }));
   for (const flag of ['--check', '--config']) {

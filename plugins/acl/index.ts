@@ -722,10 +722,10 @@ function listRules(view: TableView<AclConfig>): Record<string, unknown>[] {
   return [...rules, { index: 'default', action: ACTION_NAMES[view.config.defaultAction] ?? view.config.defaultAction, hits: hits.unmatched }];
 }
 
-/** Rules, and with connection tracking: live flows and the table's capacity. */
 /** the conntrack gauges' counts, scanned at most once a second whatever the scrape rate */
 const flowCounts = new FlowCounts();
 
+/** Rules, and with connection tracking: live flows and the table's capacity. */
 function gauges(view: TableView<AclConfig>): Record<string, number> {
   const memory = view.shared[CONNTRACK_REGION];
   const ct = memory === undefined ? null : flowCounts.read(memory, Math.floor(wallClockMs() / 1000));

@@ -1,9 +1,9 @@
 // The bridge stage allocates nothing in steady state: frames between guests it learned,
 // frames to a MAC it never saw (flooded), frames from a port under port security, and
-// frames from sources past a port's MAC limit (switched, not learned). The MACs' third bytes are 0x80 or more: as u32
-// their low words are no small integers, and such a number passed to a function V8 did not
-// inline is a heap number at every call. Measured with V8 inlining nothing
-// (test/support/steady-allocation.ts says why).
+// frames from sources past a port's MAC limit (switched, not learned). The MACs' third
+// bytes are 0x80 or more: as u32 their low words are no small integers, and such a number
+// passed to a function V8 did not inline is a heap number at every call. Measured with V8
+// inlining nothing (test/support/steady-allocation.ts says why).
 import t from 'tap';
 import { checkSteady, stageBursts, steadyAllocation } from '../../test/support/steady-allocation.ts';
 import { EGRESS_FLOOD, type Plugin } from '../../src/pipeline/api.ts';

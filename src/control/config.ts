@@ -140,7 +140,6 @@ export interface AdminConfig {
 /** The admin endpoint's limits unless the config says otherwise (admin.headersTimeout, admin.stalledAnswerTimeout). */
 export const ADMIN_TIMEOUTS = { headersMs: 10_000, stalledAnswerMs: 30_000 };
 
-
 export class ConfigError extends Error {
   readonly code = 'VR_CONFIG';
   readonly field: string;

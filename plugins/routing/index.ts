@@ -257,9 +257,10 @@ const addressWords = (n: NeighbourConfig) => [0, 1, 2, 3].map((q) => (q * 4 < n.
 function writeNeighbours(record: WeakMap<ArrayBufferLike, Written>, region: ArrayBufferLike, table: NeighbourTable, entries: readonly { n: NeighbourConfig; iface: number; port: number }[], refuse: boolean, kept: (n: NeighbourConfig) => boolean = () => false): void {
   const before: Written = record.get(region) ?? new Map();
   const now: Written = new Map();
+  // One time for the lot: these are written at once, in the control plane.
+  table.clock[0] = Date.now();
   entries.forEach(({ n, iface, port }, k) => {
     const w = addressWords(n);
-    table.clock[0] = Date.now();
     if (table.confirm(iface, n.address.family, w[0], w[1], w[2], w[3], n.mac[0], n.mac[1], port, STATIC, true) >= 0) now.set(`${iface} ${n.address.text}`, { iface, n });
     else if (refuse) {
       record.set(region, new Map([...before, ...now]));

@@ -158,9 +158,9 @@ function writeSolicitation(r: Router, batch: PacketBatch, iface: Interface, nh: 
   const d = batch.data;
   const o = batch.offset(j);
   if (nh.family === 4) {
-    const src = sourceFor4(r, iface, nh.a0 >>> 0);
+    const src = sourceFor4(r, iface, nh.a0);
     writeEthernet(d, o, dstHi < 0 ? 0xffff : dstHi, dstHi < 0 ? -1 : dstLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
-    writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, src, 0, 0, nh.a0 >>> 0);
+    writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, src, 0, 0, nh.a0);
     d.fill(0, o + ETH_HLEN + ARP_LEN, o + MIN_FRAME);
     batch.setLength(j, MIN_FRAME);
     r.count(batch.ingress, r.counter.arp_requests_sent, 1);
@@ -261,10 +261,9 @@ export function arpIn(r: Router, batch: PacketBatch, i: number, iface: Interface
   let inSubnet = false;
   let claimed = false;
   for (let k = 0; k < addrs.length; k++) {
-    const address = addrs[k] | 0;
-    if (address === tpa) ours = true;
-    if (((address ^ spa) & masks[k]) === 0 && spa !== address) inSubnet = true;
-    if (address === spa) claimed = true;
+    if (addrs[k] === tpa) ours = true;
+    if (((addrs[k] ^ spa) & masks[k]) === 0 && spa !== addrs[k]) inSubnet = true;
+    if (addrs[k] === spa) claimed = true;
   }
   const shaHi = macHi(d, a + 8);
   const shaLo = macLo(d, a + 8);

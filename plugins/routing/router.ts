@@ -137,8 +137,8 @@ export class Router {
   /** vrouter stops (Plugin.stopping): advertisements say the router is no default router any more */
   stopping = false;
   readonly raSent: Float64Array;
-  /** per interface: its IPv4 addresses and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
-  readonly addr4: Uint32Array[];
+  /** per interface: its IPv4 addresses (int32: their bits, as the stage reads addresses) and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
+  readonly addr4: Int32Array[];
   readonly mask4: Uint32Array[];
   readonly addr6: Uint8Array[];
   /** per interface: the source of its ICMPv6 errors (its first global address, or link-local) */
@@ -286,7 +286,7 @@ export class Router {
     // interface that sends none is never due (routerSolicited() owes it none either).
     this.raDue = Float64Array.from(interfaces, (f) => (ctx.pmd === 0 && f.advertises ? 0 : Infinity));
     this.raSent = new Float64Array(interfaces.length).fill(-Infinity);
-    this.addr4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => read32(p.bytes, 0)));
+    this.addr4 = interfaces.map((f) => Int32Array.from(f.v4, (p) => read32(p.bytes, 0)));
     this.mask4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => (p.length === 0 ? 0 : (0xffffffff << (32 - p.length)) >>> 0)));
     this.addr6 = interfaces.map((f) => {
       const all = new Uint8Array((f.v6.length + 1) * 16);

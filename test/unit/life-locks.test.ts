@@ -2,12 +2,12 @@
 // (src/control/dataplane-death-watch.ts), with real threads and processes: a lock is let
 // go as its thread ends, however it ends, and the watch reports a process dead only once
 // every lock of its block is let go, with how it died.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { awaitLifeLock, holdLifeLock, initLifeLocks, LIFE_BLOCK_BYTES, LIFE_LOCKS } from '../../src/sys/life-locks.ts';
-import { arenaAddress, createArena, refOf, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
+import { arenaAddress, createArena, refOf, releaseShared, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
 import { DataplaneProcess } from '../../src/control/dataplane-process.ts';
 import { waitFor } from '../support/traffic.ts';
 import { exitStatusOf, startTimeOf, type DeathSeen, type DeathWatchData } from '../../src/control/dataplane-death-watch.ts';
@@ -16,15 +16,19 @@ const ARENA_BYTES = 2 ** 30;
 const arenaFd = createArena(ARENA_BYTES);
 const src = (path: string) => fileURLToPath(new URL(`../../src/${path}`, import.meta.url));
 
-/** A block of life locks in the arena, made ready. */
-function lockBlock(): ArrayBuffer {
+/**
+ * A block of life locks in the arena, made ready; freed as the test ends, not whenever the
+ * garbage collector finds it: a later test counts the bytes of the arena in use.
+ */
+function lockBlock(t: Test): ArrayBuffer {
   const block = sharedBuffer(LIFE_BLOCK_BYTES) as ArrayBuffer;
   initLifeLocks(block);
+  t.teardown(() => releaseShared(block));
   return block;
 }
 
 t.test('a thread holds its lock until it ends; another takes it then, and not before', async (t) => {
-  const block = lockBlock();
+  const block = lockBlock(t);
   // The region goes as its place in the arena: postMessage would copy mapped memory.
   const holder = new Worker(
     `import { workerData, parentPort } from 'node:worker_threads';
@@ -109,7 +113,7 @@ function watch(block: ArrayBuffer, pid: number): Promise<{ seen: DeathSeen; at: 
 }
 
 t.test('the watch reports a killed process, with its signal, before the process is reaped', async (t) => {
-  const block = lockBlock();
+  const block = lockBlock(t);
   const { child, held } = holderProcess(block, 'killed');
   t.teardown(() => child.kill('SIGKILL'));
   t.equal(await held, 'held', 'both of its threads hold their locks');
@@ -151,7 +155,7 @@ t.test('the exit status of a process that ended but is not reaped', async (t) =>
 });
 
 t.test('the watch waits for every lock: a process whose main thread ended is dead only once its other thread ends too', async (t) => {
-  const block = lockBlock();
+  const block = lockBlock(t);
   const { child, held } = holderProcess(block, 'main-exits');
   t.teardown(() => child.kill('SIGKILL'));
   t.equal(await held, 'held', 'both of its threads held their locks');

@@ -15,7 +15,7 @@ import {
 import { parseRoutingConfig, prefixOf, type NeighbourConfig, type RoutingConfig } from './config.ts';
 import { keyOf } from './fib.ts';
 import { fibCounts, fibMatch, learnFib, planFib } from './fib-tables.ts';
-import { interfacesOf, neighbourRegionOf, ownerOf, subnetEdgeOf, type Interface } from './interfaces.ts';
+import { interfacesOf, neighbourRegionOf, ownerOf, subnetEdgeOf } from './interfaces.ts';
 import { ipv4In } from './ipv4.ts';
 import { ipv6In } from './ipv6.ts';
 import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
@@ -23,6 +23,7 @@ import { neighbourTableBytes, NeighbourTable, STATE_NAMES, STATIC } from './neig
 import { learnedWritten, staticsWritten, type Written } from './neighbours-written.ts';
 import { COUNTERS, DROP_REASONS, HELD_CHECK_MS, Router } from './router.ts';
 import { releaseHeld } from './held.ts';
+import { leaving } from './ra-farewell.ts';
 import { describe } from './describe.ts';
 
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
@@ -126,17 +127,11 @@ function advertise(r: Router, batch: PacketBatch): void {
   for (const iface of r.interfaces) {
     if (r.now < r.raDue[iface.index]) continue;
     // An interface whose ports are all down stays due: its first port up gets one at once.
-    if (iface.v6.length > 0 && firstPortUp(r, iface) < 0) continue;
+    if (iface.v6.length > 0 && r.firstPortUp(iface) < 0) continue;
     // RFC 4861 6.2.4: intervals jittered, so that routers on a link do not synchronise.
     r.raDue[iface.index] = r.pmd === 0 && !r.stopping ? r.now + r.config.raInterval * 1000 * (0.75 + Math.random() * 0.25) : Infinity;
     if (iface.v6.length > 0) sendRouterAdvertisement(r, batch, iface, -1);
   }
-}
-
-/** The interface's first port that is up (PluginContext.portUp), or -1. */
-function firstPortUp(r: Router, iface: Interface): number {
-  for (let p = 0; p < iface.ports.length; p++) if (r.portUp(iface.ports[p])) return iface.ports[p];
-  return -1;
 }
 
 function betweenBursts(r: Router): void {
@@ -157,7 +152,7 @@ function betweenBursts(r: Router): void {
     for (const iface of r.interfaces) {
       if (at < r.raDue[iface.index] || iface.v6.length === 0) continue;
       // Due on a port that is up: a port that comes up gets one at once.
-      const up = firstPortUp(r, iface);
+      const up = r.firstPortUp(iface);
       if (up < 0) continue;
       r.wantBatch(up);
       break;
@@ -185,7 +180,7 @@ function stopping(r: Router): void {
   if (r.pmd !== 0) return;
   for (const iface of r.interfaces) {
     if (!iface.advertises || iface.v6.length === 0) continue;
-    const up = firstPortUp(r, iface);
+    const up = r.firstPortUp(iface);
     if (up < 0) continue;
     r.raDue[iface.index] = -Infinity;
     r.wantBatch(up);
@@ -421,6 +416,7 @@ const plugin: Plugin<RoutingConfig, Router> = {
   describe,
   betweenBursts,
   stopping,
+  leaving,
   tablesChanged: (r, update) => r.switchTables(update.config, update.shared),
   // A router that stops routing drops: nothing it would have decided goes anywhere.
   onError: 'drop',

@@ -525,9 +525,10 @@ export function sendRouterAdvertisement(r: Router, batch: PacketBatch, iface: In
   for (let p = 0; p < count; p++) {
     // A port with no frontend would drop it (port_down): it gets one when it comes up.
     if (port < 0 && !r.portUp(iface.ports[p])) continue;
-    const j = batch.emit(port >= 0 ? first : iface.ports[p]);
+    const to = port >= 0 ? first : iface.ports[p];
+    const j = batch.emit(to);
     if (j < 0) return;
-    writeRouterAdvertisement(r, batch.data, batch.offset(j), iface);
+    writeRouterAdvertisement(r, batch.data, batch.offset(j), iface, to);
     batch.setLength(j, ETH_HLEN + 40 + raLength(r, iface));
     r.count(batch.ingress, r.counter.router_advertisements_sent, 1);
   }
@@ -550,7 +551,10 @@ function raPrefixes(r: Router, iface: Interface): number {
   return fit < 0 ? 0 : fit < iface.v6.length ? fit : iface.v6.length;
 }
 
-function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: Interface): void {
+/** An advertisement of `iface` out of `port`: as vrouter stops, or the port's farewell (Router.farewell) has it, the router and prefixes that go with lifetime 0. */
+function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: Interface, port: number): void {
+  const farewell = r.farewell[port];
+  const routerGoes = r.stopping || (farewell !== null && farewell.routerGoes);
   const ip = o + ETH_HLEN;
   const length = raLength(r, iface);
   writeEthernet(d, o, 0x3333, 1, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
@@ -565,8 +569,8 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   d[ra + 1] = 0;
   d[ra + 4] = 64; // Cur Hop Limit
   // A router that stops is no default router: lifetime 0, and then no preference (RFC 4191 2.2).
-  d[ra + 5] = r.stopping ? advertisementFlags(r.config) & 0xc0 : advertisementFlags(r.config);
-  write16(d, ra + 6, r.stopping ? 0 : routerLifetime(r.config));
+  d[ra + 5] = routerGoes ? advertisementFlags(r.config) & 0xc0 : advertisementFlags(r.config);
+  write16(d, ra + 6, routerGoes ? 0 : routerLifetime(r.config));
   write32(d, ra + 8, 0);
   write32(d, ra + 12, 0);
   let opt = ra + 16;
@@ -582,7 +586,7 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
   const dns = dnsOptions(r.config);
   d.set(dns, opt);
   // A router that stops names its DNS servers no more (RFC 8106 5.1: lifetime 0), as radvd does.
-  if (r.stopping) for (let o = opt; o < opt + dns.length; o += d[o + 1] * 8) write32(d, o + 4, 0);
+  if (routerGoes) for (let o = opt; o < opt + dns.length; o += d[o + 1] * 8) write32(d, o + 4, 0);
   opt += dns.length;
   const prefixes = raPrefixes(r, iface);
   for (let k = 0; k < prefixes; k++) {
@@ -592,8 +596,9 @@ function writeRouterAdvertisement(r: Router, d: Uint8Array, o: number, iface: In
     d[opt + 2] = p.length;
     // L (on-link); A (autonomous) where SLAAC can form an address: a /64.
     d[opt + 3] = p.length === 64 && r.config.raAutonomous ? 0xc0 : 0x80;
-    write32(d, opt + 4, VALID_LIFETIME_S);
-    write32(d, opt + 8, PREFERRED_LIFETIME_S);
+    const withdrawn = farewell !== null && farewell.withdrawn[k] === 1;
+    write32(d, opt + 4, withdrawn ? 0 : VALID_LIFETIME_S);
+    write32(d, opt + 8, withdrawn ? 0 : PREFERRED_LIFETIME_S);
     write32(d, opt + 12, 0);
     for (let b = 0; b < 16; b++) {
       const bits = Math.max(0, Math.min(8, p.length - b * 8));

@@ -143,3 +143,58 @@ t.test('as vrouter stops: a last advertisement of router lifetime 0 on each inte
   for (let k = 0; k < 100; k++) h.betweenBursts();
   t.same(h.runWanted().filter((o) => parseFrame(o.frame).ndp?.type === 134), [], 'no periodic one after it');
 });
+
+t.test('ports changed at run time: a last advertisement where the router or a prefix goes, none elsewhere', async (t) => {
+  const v6 = (n: number, extra: Record<string, unknown> = {}) => ({ addresses: [`2001:db8:${n}::1/64`], routerMac: `02:00:00:00:0${n}:01`, mtu: 1500, ...extra });
+  const before: HarnessPort[] = [
+    { name: 'a', settings: { addresses: ['2001:db8:1::1/64', '2001:db8:9::1/80'], routerMac: '02:00:00:00:01:01', mtu: 1500 } },
+    { name: 'b', settings: v6(2) },
+    { name: 'c', settings: v6(3) },
+    { name: 'd', settings: v6(4) },
+    { name: 'e', settings: v6(5) },
+    { name: 'f', settings: v6(6) },
+    { name: 'up', settings: v6(8, { routerAdvertisements: false }) },
+    { name: 'm1', bridge: 'br', settings: { mtu: 1500 } },
+    { name: 'm2', bridge: 'br', settings: { mtu: 1500 } },
+  ];
+  const bridgeSettings = { br: { addresses: ['2001:db8:7::1/64'], routerMac: '02:00:00:00:07:01' } };
+  const after: HarnessPort[] = [
+    { name: 'f', settings: v6(6) },
+    { name: 'a', settings: { addresses: ['2001:db8:1::1/64'], routerMac: '02:00:00:00:01:01', mtu: 1500 } },
+    { name: 'c', settings: { addresses: ['10.0.3.1/24'], routerMac: '02:00:00:00:03:01', mtu: 1500 } },
+    { name: 'd', settings: v6(4, { routerMac: '02:00:00:00:0d:01' }) },
+    { name: 'e', settings: v6(5, { routerAdvertisements: false }) },
+    { name: 'up', settings: v6(8, { routerAdvertisements: false }) },
+    { name: 'm1', bridge: 'br', settings: { mtu: 1500 } },
+    { name: 'm2', settings: { mtu: 1500 } },
+  ];
+  const config = { raDns: ['2001:db8::53'] };
+  const h = await PluginHarness.create(routing, { ports: before, config, bridgeSettings });
+  const ras = (outcomes: ReturnType<typeof h.runWanted>) => outcomes.map((o) => ({ to: o.to, ra: parseFrame(o.frame).ndp })).filter((o) => o.ra?.type === 134);
+  const lifetimes = (ra: ParsedFrame['ndp']) => ra!.prefixes!.map((p) => `${p.prefix}/${p.length} ${p.validLifetime} ${p.preferredLifetime}`);
+  t.same(ras(h.run('a', [])).map((o) => [o.to, o.ra!.routerLifetime]), [['a', 1800], ['b', 1800], ['c', 1800], ['d', 1800], ['e', 1800], ['f', 1800], ['m1', 1800], ['m2', 1800]], 'the first advertisements');
+
+  h.leaving(after, bridgeSettings);
+  const last = ras(h.runWanted());
+  const on = (port: string) => last.filter((o) => o.to === port).map((o) => o.ra!);
+  t.same(on('a').map((ra) => ra.routerLifetime), [1800], 'a stays the router on a');
+  t.same(lifetimes(on('a')[0]), ['2001:db8:1::/64 86400 14400', '2001:db8:9::/80 0 0'], "the prefix a loses, with lifetimes 0; the one it keeps as before");
+  t.same(on('a')[0].rdnss, { lifetime: 90, servers: ['2001:db8::53'] }, 'its DNS server as before');
+  t.same(on('b').map((ra) => [ra.routerLifetime, ra.rdnss!.lifetime, ...lifetimes(ra)]), [[0, 0, '2001:db8:2::/64 0 0']], 'b removed: router lifetime 0, its DNS server and its prefix withdrawn');
+  t.same(on('c').map((ra) => [ra.routerLifetime, ...lifetimes(ra)]), [[0, '2001:db8:3::/64 0 0']], 'c without IPv6 addresses: the router and the prefix go');
+  t.same(on('d').map((ra) => [ra.routerLifetime, ...lifetimes(ra)]), [[0, '2001:db8:4::/64 86400 14400']], 'd with another router MAC: the router of the old link-local address goes, the prefix stays');
+  t.same(on('e').map((ra) => [ra.routerLifetime, ...lifetimes(ra)]), [[0, '2001:db8:5::/64 86400 14400']], 'e advertising no more: the router goes, the prefix is still on-link');
+  t.same([on('f'), on('up')], [[], []], 'none on f, which changes nothing, nor on the port that sends none');
+  t.same([on('m1').map((ra) => ra.routerLifetime), on('m2').map((ra) => [ra.routerLifetime, ...lifetimes(ra)])], [[1800], [[0, '2001:db8:7::/64 0 0']]], 'the member that leaves the routed bridge gets the farewell, the one that stays does not');
+
+  h.leaving(after, bridgeSettings);
+  t.same(ras(h.runWanted()), [], 'told again of the same change: nothing more');
+
+  now += 3_600_000;
+  const periodic = ras(h.run('a', []));
+  t.same(periodic.map((o) => [o.to, o.ra!.routerLifetime]), [['a', 1800], ['b', 0], ['c', 0], ['d', 0], ['e', 0], ['f', 1800], ['m1', 1800], ['m2', 0]], 'until the PMD is replaced, its advertisements say the same');
+
+  const other = await PluginHarness.create(routing, { ports: before, config, bridgeSettings, pmd: 1, pmdCount: 2 });
+  other.leaving(after, bridgeSettings);
+  t.same(ras(other.runWanted()), [], 'PMD 1 sends none: PMD 0 advertises');
+});

@@ -59,6 +59,14 @@ export const HOLD_MS = 3000;
 /** How often a PMD holding packets looks for their next hops, resolved by any PMD, or for the ones past HOLD_MS */
 export const HELD_CHECK_MS = 1;
 
+/** A port's last advertisements before the PMDs are replaced (see Router.farewell). */
+export interface PortFarewell {
+  /** the router stops being one on the port: router lifetime 0 (and its DNS options') */
+  routerGoes: boolean;
+  /** per prefix of the port's interface (Interface.v6): 1 if the next topology has it no more there, advertised with lifetimes 0 */
+  withdrawn: Uint8Array;
+}
+
 /** Requests to resolve next hops, per ingress port: a second's worth, and a burst. */
 export const SOLICIT_RATE = 1000;
 export const SOLICIT_BURST = 100;
@@ -136,6 +144,11 @@ export class Router {
   raCheckRounds = 0;
   /** vrouter stops (Plugin.stopping): advertisements say the router is no default router any more */
   stopping = false;
+  /**
+   * per port: what its advertisements say once the PMDs are to be replaced by ones on a new
+   * topology (Plugin.leaving, ra-farewell.ts); null: as usual
+   */
+  readonly farewell: (PortFarewell | null)[] = new Array<PortFarewell | null>(PORT_SLOTS).fill(null);
   readonly raSent: Float64Array;
   /** per interface: its IPv4 addresses (int32: their bits, as the stage reads addresses) and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
   readonly addr4: Int32Array[];
@@ -390,6 +403,12 @@ export class Router {
    */
   wantHeldBatches(): void {
     for (let h = 0; h < this.heldCount; h++) this.wantBatch(this.heldIngress[h]);
+  }
+
+  /** The interface's first port that is up (PluginContext.portUp), or -1. */
+  firstPortUp(iface: Interface): number {
+    for (let p = 0; p < iface.ports.length; p++) if (this.portUp(iface.ports[p])) return iface.ports[p];
+    return -1;
   }
 
   /** Takes held packet h out: the last one takes its place. */

@@ -1072,7 +1072,7 @@ export class Supervisor {
     try {
       await preparePlugins(changed, memory, topology, this.pluginMemory, this.learnedRoutes);
       // The last step that may refuse: the sockets of new ports.
-      if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune });
+      if (ports !== null) await this.askControl({ t: 'ports', id: ++this.controlRequestId, open: ports.open, close: ports.close, retune: ports.retune, next: topology });
     } catch (err) {
       await this.restoreTables(changed);
       throw err;

@@ -4,6 +4,7 @@
 // between bursts, never during one.
 import { DOORBELL_HEARTBEAT, DOORBELL_SERVING, DOORBELL_STAGE, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { Log } from '../log.ts';
+import type { Topology } from '../pipeline/api.ts';
 import { Batch } from './batch.ts';
 import { gatherCalls, markCallsIn, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
@@ -36,6 +37,8 @@ export interface Stage {
   betweenBursts(): void;
   /** once, as vrouter stops: frames the stage has still to send it asks batches for (Plugin.stopping) */
   stopping?(): void;
+  /** before the PMD is replaced by one on `next`: frames the ports that change are owed it asks batches for (Plugin.leaving) */
+  leaving?(next: Topology): void;
   /** for a captured packet, after process(): what the stage did to packet i, in words (or null) */
   describe?(batch: Batch, i: number): string | null;
   /** the most bytes of a frame process() reads or writes, if it reads headers alone (see the plugin API) */
@@ -108,7 +111,7 @@ export class Pmd {
   readonly doorbell: Int32Array;
   /** what loadIndexWords() loaded last, kept so that its loads are not left out */
   private indexWords = 0;
-  /** a 'farewell' command answered at the end of the next poll round, or -1 */
+  /** a 'farewell' or 'leaving' command answered at the end of the next poll round, or -1 */
   private farewellAnswer = -1;
   /** the ports whose batch a stage wants this round, empty or not (see PipelineBuilder) */
   private readonly wantedBatches = new Uint8Array(PORT_SLOTS + 1);
@@ -373,14 +376,16 @@ export class Pmd {
   }
 
   /**
-   * vrouter stops: each stage is told (Plugin.stopping), and the batches they ask for run
-   * at once, while the ports are still connected (the control thread closes them after).
+   * vrouter stops (next: null; Plugin.stopping), or the PMD is about to be replaced by one on
+   * the topology `next` (Plugin.leaving): each stage is told, and the batches they ask for
+   * run at once, while the ports are still connected (the control thread closes them after).
    */
-  private farewell(): void {
+  private farewell(next: Topology | null): void {
     const bell = this.doorbell;
     for (let s = 0; s < this.stages.length; s++) {
       bell[DOORBELL_STAGE] = s;
-      this.stages[s].stopping?.();
+      if (next === null) this.stages[s].stopping?.();
+      else this.stages[s].leaving?.(next);
     }
     bell[DOORBELL_STAGE] = -1;
     if (this.wantedBatches[WANTED_ANY] !== 0) {
@@ -391,8 +396,8 @@ export class Pmd {
 
   /** Carries out a command between two bursts; null: the answer comes through onLateReply. */
   execute(id: number, cmd: PmdCommand): Omit<PmdReply, 'id'> | null {
-    if (cmd.t === 'farewell') {
-      this.farewell();
+    if (cmd.t === 'farewell' || cmd.t === 'leaving') {
+      this.farewell(cmd.t === 'leaving' ? cmd.next : null);
       // Answered after the next poll round: what other PMDs handed this one is delivered by then.
       this.farewellAnswer = id;
       return null;

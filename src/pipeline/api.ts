@@ -362,6 +362,16 @@ export interface Plugin<Config = unknown, State = unknown> {
    * The routing stage sends its last router advertisements there (router lifetime 0).
    */
   stopping?(state: State): void;
+  /**
+   * The PMDs are about to be replaced by ones on `next`: ports added, removed or changed at
+   * run time (their addresses, bridge, MAC). Once on each PMD, between bursts, while every
+   * port of the topology it runs on is still connected, and only once the change can no
+   * longer be refused. Frames owed to the ports that go or change go out as in stopping().
+   * It may come more than once for one change (the same `next`): send what is owed once.
+   * The routing stage tells the hosts on ports where it stops being their IPv6 router, or
+   * withdraws prefixes, with a last advertisement.
+   */
+  leaving?(state: State, next: Topology): void;
   /** one batch: write decisions into it, nothing else */
   process(batch: PacketBatch, state: State): void;
   /**

@@ -164,6 +164,16 @@ export class PluginStage implements Stage {
     }
   }
 
+  /** The PMD is replaced by one on `next` (Plugin.leaving): the plugin asks for the batches of what it owes the ports that change. */
+  leaving(next: Topology): void {
+    if (this.mode !== 'run' || this.plugin.leaving === undefined || this.toldStopping) return;
+    try {
+      this.plugin.leaving(this.state, next);
+    } catch (err) {
+      this.report('leaving', err);
+    }
+  }
+
   /** A new config and tables for the plugin (Plugin.tablesChanged), between two bursts. */
   tablesChanged(config: unknown, shared: Record<string, ArrayBufferLike>): void {
     if (this.mode !== 'run' || this.plugin.tablesChanged === undefined) return;

@@ -292,6 +292,11 @@ export class PluginHarness<Config = unknown, State = unknown> {
     this.plugin.stopping?.(this.state);
   }
 
+  /** The PMD is replaced by one on the ports `next` (Plugin.leaving): what the plugin then sends comes from runWanted(). */
+  leaving(next: HarnessPort[], bridgeSettings?: Record<string, Record<string, unknown>>): void {
+    this.plugin.leaving?.(this.state, topologyOf({ ports: next, bridgeSettings }));
+  }
+
   /** A port's counters and drops (by reason) so far, by name; absent ones are 0. */
   counts(port: string): Record<string, number> {
     const p = this.portIndex(port);

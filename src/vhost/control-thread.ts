@@ -7,13 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { setThreadName } from '../sys/libc.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
 import { createLog } from '../log.ts';
-import { FAREWELL, QUEUES_BACK } from './dataplane-link.ts';
+import { FAREWELL, QUEUES_BACK, type PmdCommand } from './dataplane-link.ts';
+import type { Topology } from '../pipeline/api.ts';
 import { PmdClient } from './pmd-client.ts';
 import { PortEndpoint, type EndpointSettings, type PortState } from './port-endpoint.ts';
 import { interfaceRefusal, UplinkEndpoint, uplinkKey } from '../uplink/uplink-endpoint.ts';
 
 type Endpoint = PortEndpoint | UplinkEndpoint;
-/** How long a stop waits for the PMDs' last frames (FAREWELL): a PMD answers between two bursts. */
+/** How long a stop or a port change waits for the PMDs' last frames (FAREWELL, 'leaving'): a PMD answers between two bursts. */
 const FAREWELL_WAIT_MS = 500;
 const endpointFor = (e: EndpointSettings): Endpoint => (e.type === 'vhost-user' ? new PortEndpoint(e, dataplane, log) : new UplinkEndpoint(e, dataplane, log));
 const keyOf = (e: EndpointSettings) => (e.type === 'vhost-user' ? e.socket : uplinkKey(e));
@@ -35,9 +36,10 @@ export type ControlRequest =
    * Ports added, removed or changed at run time (answered with 'done'): the closing ones'
    * frontends are disconnected, the opening ones listen but take frontends only once the
    * PMDs run on the new layout ('layout'). A TAP port in `retune` gets its new MTU on the
-   * interface it has.
+   * interface it has. `next`: the topology of that layout, which the PMDs running are told
+   * of before any port closes (Plugin.leaving).
    */
-  | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[]; retune: EndpointSettings[] }
+  | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[]; retune: EndpointSettings[]; next: Topology }
   /**
    * every PMD was started again, on a new layout or (commandsFd) in a new data-plane
    * process: each gets its queues back (answered with 'done')
@@ -109,14 +111,7 @@ try {
 parentPort!.on('message', async (envelope: ControlEnvelope) => {
   const req = unpack(envelope.msg) as ControlRequest;
   if (req.t === 'shutdown') {
-    // The stages' last frames (final router advertisements) while the ports are connected,
-    // not waited for longer than PMDs take to answer between their poll rounds. Twice: each
-    // answers after a poll round, so that the second round has delivered what one PMD
-    // handed another in the first (a port whose queue another PMD holds).
-    const farewell = async () => {
-      for (let round = 0; round < 2; round++) await Promise.all(dataplane.pmds().map((pmd) => dataplane.requestOn(pmd, FAREWELL)));
-    };
-    await Promise.race([farewell(), sleep(FAREWELL_WAIT_MS)]);
+    await lastFrames(FAREWELL);
     await Promise.all(live().map((p) => p.stop()));
     dataplane.close();
     send({ t: 'stopped' });
@@ -130,7 +125,7 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     const culprit = req.culprit;
     await handBack([req.pmd], ports, (_, index) => (culprit !== null && culprit.port === index ? culprit.error : null));
   } else if (req.t === 'ports') {
-    const error = await changePorts(req.open, req.close, req.retune);
+    const error = await changePorts(req.open, req.close, req.retune, req.next);
     send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });
   } else if (req.t === 'layout') {
     if (req.died) await quarantineCulprits(req.died.culprits);
@@ -142,6 +137,19 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     send({ t: 'done', id: req.id, resumedAt, handedAt });
   }
 });
+
+/**
+ * The stages' last frames (final router advertisements) while the ports are connected, not
+ * waited for longer than PMDs take to answer between their poll rounds. Twice: each answers
+ * after a poll round, so that the second round has delivered what one PMD handed another in
+ * the first (a port whose queue another PMD holds).
+ */
+async function lastFrames(cmd: typeof FAREWELL | Extract<PmdCommand, { t: 'leaving' }>): Promise<void> {
+  const rounds = async () => {
+    for (let round = 0; round < 2; round++) await Promise.all(dataplane.pmds().map((pmd) => dataplane.requestOn(pmd, cmd)));
+  };
+  await Promise.race([rounds(), sleep(FAREWELL_WAIT_MS)]);
+}
 
 /**
  * Every port's queues on `pmds` handed back (resync), then the PMDs told they are all back
@@ -191,10 +199,12 @@ async function quarantineCulprits(culprits: { port: number; error: string }[]): 
 /**
  * Opens and closes endpoints for a port change. New sockets are made first, then TAP
  * interfaces get their new MTU: if one of these cannot be, what was done is undone and
- * nothing changed. Then the closing ports disconnect and free their sockets, which a
- * changed port may take again. Returns the error, or null.
+ * nothing changed. Then the PMDs running are told of the topology `next` (their stages
+ * send what the ports that change are owed, while every port is connected), the closing
+ * ports disconnect and free their sockets, which a changed port may take again. Returns
+ * the error, or null.
  */
-async function changePorts(open: EndpointSettings[], close: number[], retune: EndpointSettings[]): Promise<string | null> {
+async function changePorts(open: EndpointSettings[], close: number[], retune: EndpointSettings[], next: Topology): Promise<string | null> {
   const freed = new Set(close.map((slot) => ports[slot]?.key));
   // A changed port reopens after its old endpoint closed: an interface it would be refused
   // on is found first, while nothing has changed.
@@ -234,6 +244,8 @@ async function changePorts(open: EndpointSettings[], close: number[], retune: En
       return `port ${e.name}: cannot set MTU ${e.mtu} on ${describe(e)}: ${(err as Error).message}`;
     }
   }
+  // Nothing is refused from here on.
+  await lastFrames({ t: 'leaving', port: -1, gen: 0, next });
   await Promise.all(close.map((slot) => ports[slot]?.stop()));
   for (const slot of close) {
     log.info(`port ${ports[slot]?.name}: closed (removed or changed)`, 'port.closed', { port: ports[slot]?.name });

@@ -6,6 +6,7 @@ import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { QueueLayout } from '../virtio/split-queue.ts';
 import type { PacketRingShape } from '../sys/libc.ts';
 import type { XdpLayout, XdpRingName } from '../sys/xdp.ts';
+import type { Topology } from '../pipeline/api.ts';
 
 /** An AF_PACKET socket's rings: mapped once by the data plane (by id), viewed by a PMD (hostAddr). */
 export interface RingMapping {
@@ -47,13 +48,15 @@ export type PmdCommand =
   /** every port's queues are back: a PMD started to take queues over takes frames again (no port: -1) */
   | { t: 'queues-back'; port: -1; gen: 0 }
   /** vrouter stops (not a restart of the data plane): the stages send their last frames (Plugin.stopping) */
-  | { t: 'farewell'; port: -1; gen: 0 };
+  | { t: 'farewell'; port: -1; gen: 0 }
+  /** the PMDs are replaced by ones on the topology `next`: the stages send what the ports that change are owed (Plugin.leaving) */
+  | { t: 'leaving'; port: -1; gen: 0; next: Topology };
 
 export const QUEUES_BACK = { t: 'queues-back', port: -1, gen: 0 } as const;
 export const FAREWELL = { t: 'farewell', port: -1, gen: 0 } as const;
 
-/** the commands of one port (every one but the PMD's own 'queues-back' and 'farewell') */
-export type PortPmdCommand = Exclude<PmdCommand, { t: 'queues-back' } | { t: 'farewell' }>;
+/** the commands of one port (every one but the PMD's own 'queues-back', 'farewell' and 'leaving') */
+export type PortPmdCommand = Exclude<PmdCommand, { t: 'queues-back' } | { t: 'farewell' } | { t: 'leaving' }>;
 
 /** A guest memory region as the control thread names it: the data plane maps its fd. */
 export interface GuestRegion {

@@ -8,6 +8,7 @@
 import t, { type Test } from 'tap';
 import { bootGuest, guestPrerequisites, type GuestResult, type GuestSpec } from './lib/guest.ts';
 import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+import { adminClient } from '../support/admin-client.ts';
 import type { PortStats } from '../../src/dataplane/counters.ts';
 
 const missing = guestPrerequisites();
@@ -523,16 +524,28 @@ vr_iperf_server
   t.ok(rl.drops.policer_red > 0, `and dropped them: ${rl.drops.policer_red}`);
 });
 
-t.test("stopped, vrouter tells a guest it is no default router any more: the guest's IPv6 default route goes at once", async (t) => {
-  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'] }], pipeline: ['routing'] });
+t.test("a prefix removed at run time is deprecated in the guest; stopped, vrouter tells the guest it is no default router any more: its IPv6 default route goes at once", async (t) => {
+  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64', '2001:db8:9::1/64'] }], pipeline: ['routing'] });
   t.teardown(() => vr.stop());
   const guest = bootGuest({
     name: 'a',
     nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
     timeoutS: 90,
     script: `${ROUTED_LIB}
+# vr_deprecated HEX: whether the guest's address that starts so (/proc/net/if_inet6) is deprecated (IFA_F_DEPRECATED, 0x20): 1 or 0, none without one
+vr_deprecated() {
+  f=$(awk -v p="$1" 'index($1, p) == 1 { print $5 }' /proc/net/if_inet6 | head -n1)
+  if [ -n "$f" ]; then echo $(( (0x$f & 0x20) >> 5 )); else echo none; fi
+}
 vr_wait_ra 30
+n=0
+while [ "$(vr_deprecated 20010db80009)" = none ] && [ $n -lt 50 ]; do sleep 0.2; n=$((n + 1)); done
 echo VR-STEP ra-learned
+# until the address in the prefix removed is deprecated, 30 s at most
+n=0
+while [ "$(vr_deprecated 20010db80009)" != 1 ] && [ $n -lt 150 ]; do sleep 0.2; n=$((n + 1)); done
+vr_result test=withdrawn deprecated=$(vr_deprecated 20010db80009) kept_deprecated=$(vr_deprecated 20010db80001) onlink=$(ip -6 route | grep -c '^2001:db8:9::/64') default=$(ip -6 route | grep -c '^default') waited_ms=$((n * 200))
+echo VR-STEP withdrawn
 # until the default route goes (the advertisement gave it 1800 s), 30 s at most
 n=0
 while ip -6 route | grep -q '^default' && [ $n -lt 150 ]; do sleep 0.2; n=$((n + 1)); done
@@ -541,9 +554,21 @@ vr_result test=farewell gone=$(ip -6 route | grep -q '^default' && echo 0 || ech
   });
   t.teardown(() => guest.kill());
   await guest.waitForConsole(/VR-STEP ra-learned/, 90_000);
+  const api = adminClient(vr);
+  const config = (await api.call('GET', '/config')).json;
+  const removed = await api.call('PUT', '/config', { ...config, ports: [{ ...config.ports[0], addresses: ['10.0.1.1/24', '2001:db8:1::1/64'] }] });
+  t.match(removed, { status: 200, json: { mode: 'restart' } }, '2001:db8:9::1/64 removed from port a');
+  await guest.waitForConsole(/VR-STEP withdrawn/, 60_000);
   t.equal(await vr.stop(), 0, 'vrouter stopped cleanly (SIGTERM)');
   const r = await guest.done;
   t.equal(find(r, 'ra_route')?.ok, '1', `the guest had a default route from the router's advertisement (${find(r, 'ra_route')?.route})`, { console: excerpt(r) });
+  const withdrawn = find(r, 'withdrawn');
+  t.same(
+    [withdrawn?.deprecated, withdrawn?.onlink, withdrawn?.kept_deprecated, withdrawn?.default],
+    ['1', '0', '0', '1'],
+    `the guest's address in the prefix removed deprecated and its on-link route gone (after ${withdrawn?.waited_ms} ms); its other address and its default route as they were`,
+    { console: excerpt(r) },
+  );
   const gone = find(r, 'farewell');
   t.equal(gone?.gone, '1', `and it went once vrouter stopped (after ${gone?.waited_ms} ms), not when its 1800 s ran out`, { console: excerpt(r) });
 });

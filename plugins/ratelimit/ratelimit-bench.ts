@@ -68,6 +68,7 @@ async function run(job: Job): Promise<Result> {
     ports: topology.ports,
     bridges: [],
     bridgeSettings: {},
+    previous: null,
     shared: job.shared,
     log: { info() {}, warn() {} },
     dropCode: (reason) => 100 + ratelimit.dropReasons!.findIndex(([n]) => n === reason),

@@ -24,6 +24,7 @@ import { learnedWritten, staticsWritten, type Written } from './neighbours-writt
 import { COUNTERS, DROP_REASONS, HELD_CHECK_MS, Router } from './router.ts';
 import { releaseHeld } from './held.ts';
 import { leaving } from './ra-farewell.ts';
+import { announce, interfacesToAnnounce } from './announce.ts';
 import { describe } from './describe.ts';
 
 /** Neighbour table slots aged per poll round (the whole table every few thousand rounds). */
@@ -41,7 +42,13 @@ const ROWS_PER_PAUSE = 256;
 export const clock: { now: (() => number) | null } = { now: null };
 
 function createState(ctx: PluginContext<RoutingConfig>): Router {
-  return new Router(ctx);
+  const r = new Router(ctx);
+  // PMD 0 announces what a change at run time gave new addresses or a new MAC.
+  if (ctx.pmd === 0 && ctx.previous !== null) {
+    r.announceDue = interfacesToAnnounce(r.interfaces, r.portNames, ctx.previous);
+    r.announcing = r.announceDue.reduce((n, due) => n + due, 0);
+  }
+  return r;
 }
 
 function process(batch: PacketBatch, r: Router): void {
@@ -66,6 +73,11 @@ function process(batch: PacketBatch, r: Router): void {
   r.routedInBatch = 0;
   if (r.heldCount > 0) releaseHeld(r, batch);
   if (r.now >= r.raDue[ifIndex]) advertise(r, batch);
+  if (r.announcing > 0 && r.announceDue[ifIndex] === 1) {
+    r.announceDue[ifIndex] = 0;
+    r.announcing--;
+    announce(r, batch, iface);
+  }
   const egress = batch.egress;
   const count = batch.count;
   const w16 = r.words16;
@@ -135,6 +147,13 @@ function advertise(r: Router, batch: PacketBatch): void {
 }
 
 function betweenBursts(r: Router): void {
+  // Announcements owed (announce.ts) go out in a batch of a port of theirs once one is up.
+  if (r.announcing > 0) {
+    for (const iface of r.interfaces) {
+      const up = r.announceDue[iface.index] === 1 ? r.firstPortUp(iface) : -1;
+      if (up >= 0) r.wantBatch(up);
+    }
+  }
   if (r.heldCount > 0) {
     // Not the last burst's time: the packets held must go on, or be dropped, without one.
     const at = clock.now === null ? performance.timeOrigin + performance.now() : clock.now();

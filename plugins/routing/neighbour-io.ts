@@ -12,15 +12,15 @@ import { cacheHeader, SOLICIT_BURST, SOLICIT_RATE, type Router } from './router.
 import { groupLeavesBy } from './next-hops.ts';
 import { advertisementFlags, dnsOptions, routerLifetime } from './ra-options.ts';
 
-const ARP_LEN = 28;
+export const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
-const MIN_FRAME = 60;
+export const MIN_FRAME = 60;
 export const ND_NS = 135;
 export const ND_NA = 136;
 export const ND_RS = 133;
 export const ND_RA = 134;
 const OPT_SOURCE_LL = 1;
-const OPT_TARGET_LL = 2;
+export const OPT_TARGET_LL = 2;
 const OPT_PREFIX = 3;
 const OPT_MTU = 5;
 /** RFC 4861 6.2.1: AdvDefaultLifetime, AdvValidLifetime, AdvPreferredLifetime */
@@ -207,7 +207,7 @@ function sourceFor4(r: Router, iface: Interface, target: number): number {
   return addrs.length > 0 ? addrs[0] : 0;
 }
 
-function writeArp(d: Uint8Array, a: number, op: number, shaHi: number, shaLo: number, spa: number, thaHi: number, thaLo: number, tpa: number): void {
+export function writeArp(d: Uint8Array, a: number, op: number, shaHi: number, shaLo: number, spa: number, thaHi: number, thaLo: number, tpa: number): void {
   write16(d, a, 1);
   write16(d, a + 2, 0x0800);
   d[a + 4] = 6;

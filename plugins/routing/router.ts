@@ -149,6 +149,9 @@ export class Router {
    * topology (Plugin.leaving, ra-farewell.ts); null: as usual
    */
   readonly farewell: (PortFarewell | null)[] = new Array<PortFarewell | null>(PORT_SLOTS).fill(null);
+  /** per interface: 1 while its addresses are to be announced (announce.ts), and how many are */
+  announceDue: Uint8Array;
+  announcing = 0;
   readonly raSent: Float64Array;
   /** per interface: its IPv4 addresses (int32: their bits, as the stage reads addresses) and their subnet masks; its IPv6 addresses (16 bytes each, link-local last) */
   readonly addr4: Int32Array[];
@@ -299,6 +302,7 @@ export class Router {
     // interface that sends none is never due (routerSolicited() owes it none either).
     this.raDue = Float64Array.from(interfaces, (f) => (ctx.pmd === 0 && f.advertises ? 0 : Infinity));
     this.raSent = new Float64Array(interfaces.length).fill(-Infinity);
+    this.announceDue = new Uint8Array(interfaces.length);
     this.addr4 = interfaces.map((f) => Int32Array.from(f.v4, (p) => read32(p.bytes, 0)));
     this.mask4 = interfaces.map((f) => Uint32Array.from(f.v4, (p) => (p.length === 0 ? 0 : (0xffffffff << (32 - p.length)) >>> 0)));
     this.addr6 = interfaces.map((f) => {

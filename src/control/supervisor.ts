@@ -195,6 +195,8 @@ export class Supervisor {
   /** by PMD, the plugins whose slots it counts in (carryPluginCounters) */
   private readonly countedWith: (readonly PluginPlan[])[];
   private topology: Topology;
+  /** while the PMDs start on a new layout: the topology of those they replace (PluginContext.previous) */
+  private previousTopology: Topology | null = null;
   /** the plugins' shared memory: kept here, so that restarted PMDs find it */
   private pluginMemory: PluginMemory;
 
@@ -371,6 +373,7 @@ export class Supervisor {
       plugins: this.plugins.map((p) => ({ ...p, config: p.pmdConfig })),
       takenOut: this.takenOut,
       topology: this.topology,
+      previous: this.previousTopology,
       pluginMemory: this.pluginMemory,
       capture: this.layout.capture,
       tablesGeneration: this.tablesGeneration,
@@ -1159,11 +1162,17 @@ export class Supervisor {
       const captureWords = new Int32Array(this.layout.capture.control);
       for (const slot of change.close) Atomics.store(captureWords, slot * CONTROL_WORDS, 0);
       this.slots = change.slots;
+      this.previousTopology = this.topology;
       this.topology = topology;
       this.layout.queueOwner = change.queueOwner;
       this.layout.pmds = pmdConfigsOf(this.config, change.slots);
       // If the data plane died meanwhile, the new layout starts in a new one.
-      await this.startPmds();
+      try {
+        await this.startPmds();
+      } finally {
+        // A PMD started later (a restart after a death) runs on the topology its ports had.
+        this.previousTopology = null;
+      }
       log.info(`PMDs running on the new layout after ${Math.round(performance.now() - started)} ms: ${this.slots.filter((s) => s !== null).length} port(s)`, 'pmd.relayout', { ports: this.slots.filter((s) => s !== null).length });
     });
   }

@@ -150,6 +150,13 @@ export interface PluginContext<Config> {
   readonly bridges: readonly string[];
   readonly bridgeSettings: Topology['bridgeSettings'];
   /**
+   * The topology of the PMDs this one replaces, when it starts on a new one (ports added,
+   * removed or changed at run time): what changed may be announced (the routing stage's
+   * gratuitous ARPs for a new router MAC). Null at vrouter's start, at a restart after a
+   * death, at an upgrade: the topology is the one the ports had.
+   */
+  readonly previous: Topology | null;
+  /**
    * The plugin's shared memory (see Plugin.sharedMemory): the same buffers in every PMD,
    * allocated once and zero-filled, kept across PMD restarts.
    */

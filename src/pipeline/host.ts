@@ -39,7 +39,7 @@ export class PluginStage implements Stage {
   constructor(
     plugin: Plugin,
     plan: PluginPlan,
-    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; wantedBatches?: Uint8Array; portSlots?: number; portUp?: (port: number) => boolean },
+    pmd: { id: number; count: number; ports: readonly PortInfo[]; bridges: readonly string[]; bridgeSettings: Topology['bridgeSettings']; previous?: Topology | null; wantedBatches?: Uint8Array; portSlots?: number; portUp?: (port: number) => boolean },
     shared: Record<string, ArrayBufferLike>,
     counters: Float64Array,
     log: Log,
@@ -67,6 +67,7 @@ export class PluginStage implements Stage {
       ports: pmd.ports,
       bridges: pmd.bridges,
       bridgeSettings: pmd.bridgeSettings,
+      previous: pmd.previous ?? null,
       shared,
       log: { info: (m) => log.info(`${plan.name}: ${m}`), warn: (m) => log.warn(`${plan.name}: ${m}`) },
       dropCode: (reason) => firstCode + lookup(plan.dropReasons, reason, 'drop reason'),

@@ -26,6 +26,8 @@ export interface PmdThreadData {
   /** plugins taken out of this PMD's pipeline because they hung a PMD */
   takenOut: string[];
   topology: Topology;
+  /** the topology of the PMDs this one replaces, if it starts on a new one (PluginContext.previous) */
+  previous: Topology | null;
   pluginMemory: PluginMemory;
   /** packet capture's control words and rings */
   capture: CaptureMemory;
@@ -148,7 +150,7 @@ function portUp(port: number): boolean {
   for (let p = 0; p < config.pmdCount; p++) if (Atomics.load(rxHolders, carrier * config.pmdCount + p) !== 0) return true;
   return false;
 }
-const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings, portUp };
+const where = { id: config.id, count: config.pmdCount, ports: topology.ports, bridges: topology.bridges, bridgeSettings: topology.bridgeSettings, previous: data.previous ?? null, portUp };
 let stages: PluginStage[] = [];
 const pmd = new Pmd(config, shared, log, (counters, bell, wantedBatches): Stage[] => {
   // Each stage's index while it is built: a plugin whose createState never returns is named

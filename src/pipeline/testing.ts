@@ -19,6 +19,8 @@ export interface HarnessOptions {
   /** the plugin's raw config (its "plugins" entry, or the top-level keys of a built-in) */
   config?: Record<string, unknown>;
   bridgeSettings?: Record<string, Record<string, unknown>>;
+  /** the ports (and bridges' settings) of the PMD this one replaces, as after a change at run time (PluginContext.previous) */
+  previous?: { ports: HarnessPort[]; bridgeSettings?: Record<string, Record<string, unknown>> };
   pmd?: number;
   pmdCount?: number;
   /** another harness's shared memory: two harnesses then act as two PMDs of one router */
@@ -152,6 +154,7 @@ export class PluginHarness<Config = unknown, State = unknown> {
       ports,
       bridges,
       bridgeSettings,
+      previous: options.previous === undefined ? null : topologyOf(options.previous),
       shared: this.shared,
       log: { info() {}, warn() {} },
       // Codes as in a PMD: after the core drop reasons (one of them is EGRESS_UNDECIDED's).

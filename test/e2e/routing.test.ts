@@ -572,3 +572,41 @@ vr_result test=farewell gone=$(ip -6 route | grep -q '^default' && echo 0 || ech
   const gone = find(r, 'farewell');
   t.equal(gone?.gone, '1', `and it went once vrouter stopped (after ${gone?.waited_ms} ms), not when its 1800 s ran out`, { console: excerpt(r) });
 });
+
+t.test("the router's MAC changed at run time: the guest's ARP and neighbour entries take the new one at once (its announcements)", async (t) => {
+  const port = (mac: string) => ({ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: mac });
+  const vr = await startVrouter({ ports: [port('02:00:00:00:aa:01')], pipeline: ['routing'] });
+  t.teardown(() => vr.stop());
+  const guest = bootGuest({
+    name: 'a',
+    nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
+    timeoutS: 90,
+    script: `${ROUTED_LIB}
+vr_addr6 2001:db8:1::2/64
+vr_wait_peer 10.0.1.1 10
+ping -c 1 -W 2 2001:db8:1::1 > /dev/null 2>&1
+# Linux takes no new MAC for an entry it updated in the last second (locktime)
+sleep 1.5
+vr_result test=learned arp=$(ip neigh show 10.0.1.1 | awk '{ print $5 }') nd=$(ip -6 neigh show 2001:db8:1::1 | awk '{ print $5 }')
+echo VR-STEP learned
+# until both entries have the new MAC, 10 s at most, without a packet sent to the router meanwhile
+n=0
+while [ $n -lt 50 ]; do
+  ip neigh show 10.0.1.1 | grep -q 02:00:00:00:aa:02 && ip -6 neigh show 2001:db8:1::1 | grep -q 02:00:00:00:aa:02 && break
+  sleep 0.2; n=$((n + 1))
+done
+vr_result test=announced arp=$(ip neigh show 10.0.1.1 | awk '{ print $5 }') nd=$(ip -6 neigh show 2001:db8:1::1 | awk '{ print $5 }') waited_ms=$((n * 200))
+vr_ping 10.0.1.1 3
+`,
+  });
+  t.teardown(() => guest.kill());
+  await guest.waitForConsole(/VR-STEP learned/, 90_000);
+  const api = adminClient(vr);
+  const config = (await api.call('GET', '/config')).json;
+  t.match(await api.call('PUT', '/config', { ...config, ports: [{ ...config.ports[0], routerMac: '02:00:00:00:aa:02' }] }), { status: 200, json: { mode: 'restart' } }, "port a's router MAC changed");
+  const r = await guest.done;
+  t.same([find(r, 'learned')?.arp, find(r, 'learned')?.nd], ['02:00:00:00:aa:01', '02:00:00:00:aa:01'], 'the guest knew the router by its first MAC', { console: excerpt(r) });
+  const announced = find(r, 'announced');
+  t.same([announced?.arp, announced?.nd], ['02:00:00:00:aa:02', '02:00:00:00:aa:02'], `then by the new one, IPv4 and IPv6, after ${announced?.waited_ms} ms`, { console: excerpt(r) });
+  t.equal(find(r, 'ping')?.loss_pct, '0', 'and reaches it', { console: excerpt(r) });
+});

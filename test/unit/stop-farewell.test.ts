@@ -72,7 +72,8 @@ t.test('ports changed at run time: a last advertisement of lifetime 0 where the 
   const withoutV6 = { ...config, ports: config.ports.map((p: { name: string }) => (p.name === 'b' ? { ...p, addresses: ['10.0.2.1/24'] } : p)) };
   t.match(await api.call('PUT', '/config', withoutV6), { status: 200, json: { mode: 'restart' } }, "b's IPv6 address removed");
   await waitFor("b's farewell", () => (read(), lifetimes('b').length > 0) || undefined, 5000);
-  t.same(lifetimes('b'), [0], 'b: one last advertisement, of router lifetime 0');
+  // One (the harness checks a second hook call sends none), or two should the old PMD's periodic one fall before it stops.
+  t.ok(lifetimes('b').every((l) => l === 0), `b: a last advertisement, of router lifetime 0 (${lifetimes('b')})`);
   const onB = seen.b.find((f) => f.ndp?.type === 134)!.ndp!;
   t.same(onB.prefixes!.map((p) => [p.prefix, p.validLifetime, p.preferredLifetime]), [['2001:db8:2::', 0, 0]], 'its prefix withdrawn');
   t.notOk(lifetimes('a').includes(0) || lifetimes('c').includes(0), `a and c, which keep the router, get no farewell (${lifetimes('a')}; ${lifetimes('c')})`);
@@ -80,16 +81,16 @@ t.test('ports changed at run time: a last advertisement of lifetime 0 where the 
   t.match(await api.call('DELETE', '/ports/c'), { status: 200, json: { mode: 'restart' } }, 'c removed');
   t.ok(await devices[2].frontend.closedByPeer(3000), "c's frontend disconnected");
   read();
-  t.same([lifetimes('c').filter((l) => l === 0).length, lifetimes('c').at(-1)], [1, 0], `c got one advertisement of router lifetime 0, its last, before that (${lifetimes('c')})`);
+  t.ok(lifetimes('c').includes(0) && lifetimes('c').at(-1) === 0, `c got an advertisement of router lifetime 0, its last, before that (${lifetimes('c')})`);
 
   // The new PMDs advertise on a alone; b is no IPv6 interface any more, and answers no solicitation.
   sendFrame(devices[1].tx, routerSolicitation({ src: 'fe80::5054:ff:fe00:b', sourceLinkAddr: '52:54:00:00:00:0b', srcMac: '52:54:00:00:00:0b' }));
   devices[1].kick();
-  sendFrame(devices[0].tx, routerSolicitation({ src: 'fe80::5054:ff:fe00:c', sourceLinkAddr: '52:54:00:00:00:0c', srcMac: '52:54:00:00:00:0c' }));
+  sendFrame(devices[0].tx, routerSolicitation({ src: 'fe80::5054:ff:fe00:a', sourceLinkAddr: '52:54:00:00:00:0a', srcMac: '52:54:00:00:00:0a' }));
   devices[0].kick();
   await waitFor('an advertisement on a from the new PMDs', () => (read(), lifetimes('a').length > 0) || undefined, 5000);
   t.same([...new Set(lifetimes('a'))], [1800], 'a: still a default router for 1800 s');
   await new Promise((r) => setTimeout(r, 500));
   read();
-  t.same(lifetimes('b'), [0], 'b: nothing after its farewell');
+  t.ok(lifetimes('b').every((l) => l === 0), `b: no advertisement of the router after its farewell (${lifetimes('b')})`);
 });

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 ALONE="test/hostile/*.test.ts
 test/unit/pipeline.test.ts
+test/unit/capture.test.ts
 test/unit/upgrade.test.ts
 test/unit/life-locks.test.ts
 test/unit/dataplane-death.test.ts

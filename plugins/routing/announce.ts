@@ -5,19 +5,16 @@
 // MAC takes the new one at once, rather than send to a MAC the router no longer takes until
 // its cache entry is probed again (about half a minute on Linux). Sent once, by the new PMD 0,
 // as the ports are back.
-import { ETHERTYPE_ARP, ETHERTYPE_IPV6, ETH_HLEN, writeEthernet, writeMac, type PacketBatch, type Topology } from '../../src/pipeline/api.ts';
-import { interfacesOf, samePrefix, type Interface } from './interfaces.ts';
+import { ETHERTYPE_IPV6, ETH_HLEN, writeEthernet, type PacketBatch, type Topology } from '../../src/pipeline/api.ts';
+import { interfaceByPortName, samePrefix, type Interface } from './interfaces.ts';
 import type { Router } from './router.ts';
-import { ARP_LEN, MIN_FRAME, ND_NA, OPT_TARGET_LL, icmp6Checksum, writeArp, writeIpv6Header } from './neighbour-io.ts';
+import { writeAdvertisement, writeArpRequest } from './neighbour-io.ts';
 
 /** Per interface of `now`: 1 where its router MAC or an address is not what `previous` had on its first port. */
 export function interfacesToAnnounce(now: readonly Interface[], ports: readonly string[], previous: Topology): Uint8Array {
-  const before = interfacesOf(previous);
-  const slotByName = new Map(previous.ports.filter((p) => p.name !== '').map((p) => [p.name, p.index]));
+  const before = interfaceByPortName(previous);
   return Uint8Array.from(now, (iface) => {
-    const slot = slotByName.get(ports[iface.ports[0]]);
-    const at = slot === undefined ? -1 : before.byPort[slot];
-    const was = at < 0 ? null : before.interfaces[at];
+    const was = before(ports[iface.ports[0]]);
     if (was === null) return 1;
     if (was.macHi !== iface.macHi || was.macLo !== iface.macLo) return 1;
     const had = (p: Interface['v4'][number]) => [...was.v4, ...was.v6].some((q) => q.family === p.family && samePrefix(q.bytes, 0, p.bytes, 0, p.family === 4 ? 32 : 128));
@@ -37,13 +34,8 @@ export function announce(r: Router, batch: PacketBatch, iface: Interface): void 
     for (let k = 0; k < v4.length; k++) {
       const j = batch.emit(port);
       if (j < 0) return;
-      const d = batch.data;
-      const o = batch.offset(j);
-      writeEthernet(d, o, 0xffff, -1, iface.macHi, iface.macLo, ETHERTYPE_ARP);
-      // A request for its own address (RFC 5227 3: an ARP announcement), as Linux sends.
-      writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, v4[k], 0, 0, v4[k]);
-      d.fill(0, o + ETH_HLEN + ARP_LEN, o + MIN_FRAME);
-      batch.setLength(j, MIN_FRAME);
+      // A request for its own address, broadcast (RFC 5227 3: an ARP announcement), as Linux sends.
+      writeArpRequest(batch, j, iface, -1, 0, v4[k], v4[k]);
       r.count(port, r.counter.arp_requests_sent, 1);
     }
     for (let k = 0; k < iface.v6.length; k++) {
@@ -59,21 +51,12 @@ export function announce(r: Router, batch: PacketBatch, iface: Interface): void 
 /** To all nodes, from and for `address`: R (a router) and O (override), not S (unsolicited). */
 function writeUnsolicitedAdvertisement(d: Uint8Array, o: number, iface: Interface, address: Uint8Array): void {
   const ip = o + ETH_HLEN;
-  const icmp = ip + 40;
   writeEthernet(d, o, 0x3333, 1, iface.macHi, iface.macLo, ETHERTYPE_IPV6);
-  writeIpv6Header(d, ip, 32, 255);
   d.set(address, ip + 8);
   d.fill(0, ip + 24, ip + 40);
   d[ip + 24] = 0xff;
   d[ip + 25] = 0x02;
   d[ip + 39] = 1;
-  d[icmp] = ND_NA;
-  d[icmp + 1] = 0;
-  d[icmp + 4] = 0xa0;
-  d.fill(0, icmp + 5, icmp + 8);
-  d.set(address, icmp + 8);
-  d[icmp + 24] = OPT_TARGET_LL;
-  d[icmp + 25] = 1;
-  writeMac(d, icmp + 26, iface.macHi, iface.macLo);
-  icmp6Checksum(d, ip, 32);
+  d.set(address, ip + 40 + 8);
+  writeAdvertisement(d, ip, 0xa0000000, iface);
 }

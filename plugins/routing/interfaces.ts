@@ -69,6 +69,21 @@ export function interfacesOf(topology: Topology): { interfaces: Interface[]; byP
 }
 
 /**
+ * The interfaces of another topology (the one the PMDs go to, or came from), found by a
+ * port's name: the interface the port of that name is on there, or null (no such port, or
+ * on no routed interface). Slots may differ between the two; names do not.
+ */
+export function interfaceByPortName(topology: Topology): (name: string) => Interface | null {
+  const { interfaces, byPort } = interfacesOf(topology);
+  const slotByName = new Map(topology.ports.filter((p) => p.name !== '').map((p) => [p.name, p.index]));
+  return (name) => {
+    const slot = slotByName.get(name);
+    const at = slot === undefined ? -1 : byPort[slot];
+    return at < 0 ? null : interfaces[at];
+  };
+}
+
+/**
  * Linux mirrors (a port's `linuxMirror`, VPP's linux-cp): by interface, the port of its
  * mirror's TAP interface (or -1); by port, the port a mirror's port mirrors (or -1).
  */

@@ -12,15 +12,15 @@ import { cacheHeader, SOLICIT_BURST, SOLICIT_RATE, type Router } from './router.
 import { groupLeavesBy } from './next-hops.ts';
 import { advertisementFlags, dnsOptions, routerLifetime } from './ra-options.ts';
 
-export const ARP_LEN = 28;
+const ARP_LEN = 28;
 /** frames shorter than this are padded (Ethernet minimum without FCS) */
-export const MIN_FRAME = 60;
+const MIN_FRAME = 60;
 export const ND_NS = 135;
 export const ND_NA = 136;
 export const ND_RS = 133;
 export const ND_RA = 134;
 const OPT_SOURCE_LL = 1;
-export const OPT_TARGET_LL = 2;
+const OPT_TARGET_LL = 2;
 const OPT_PREFIX = 3;
 const OPT_MTU = 5;
 /** RFC 4861 6.2.1: AdvDefaultLifetime, AdvValidLifetime, AdvPreferredLifetime */
@@ -158,11 +158,7 @@ function writeSolicitation(r: Router, batch: PacketBatch, iface: Interface, nh: 
   const d = batch.data;
   const o = batch.offset(j);
   if (nh.family === 4) {
-    const src = sourceFor4(r, iface, nh.a0);
-    writeEthernet(d, o, dstHi < 0 ? 0xffff : dstHi, dstHi < 0 ? -1 : dstLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
-    writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, src, 0, 0, nh.a0);
-    d.fill(0, o + ETH_HLEN + ARP_LEN, o + MIN_FRAME);
-    batch.setLength(j, MIN_FRAME);
+    writeArpRequest(batch, j, iface, dstHi, dstLo, sourceFor4(r, iface, nh.a0), nh.a0);
     r.count(batch.ingress, r.counter.arp_requests_sent, 1);
     return;
   }
@@ -199,6 +195,16 @@ function writeSolicitation(r: Router, batch: PacketBatch, iface: Interface, nh: 
   r.count(batch.ingress, r.counter.neighbour_solicitations_sent, 1);
 }
 
+/** An ARP request out of the interface into frame j of the batch, for `tpa` from `spa`: to dstHi:dstLo, or broadcast (dstHi -1). */
+export function writeArpRequest(batch: PacketBatch, j: number, iface: Interface, dstHi: number, dstLo: number, spa: number, tpa: number): void {
+  const d = batch.data;
+  const o = batch.offset(j);
+  writeEthernet(d, o, dstHi < 0 ? 0xffff : dstHi, dstHi < 0 ? -1 : dstLo, iface.macHi, iface.macLo, ETHERTYPE_ARP);
+  writeArp(d, o + ETH_HLEN, 1, iface.macHi, iface.macLo, spa, 0, 0, tpa);
+  d.fill(0, o + ETH_HLEN + ARP_LEN, o + MIN_FRAME);
+  batch.setLength(j, MIN_FRAME);
+}
+
 /** The router's IPv4 address on the interface in the subnet of `target`, else its first. */
 function sourceFor4(r: Router, iface: Interface, target: number): number {
   const addrs = r.addr4[iface.index];
@@ -207,7 +213,7 @@ function sourceFor4(r: Router, iface: Interface, target: number): number {
   return addrs.length > 0 ? addrs[0] : 0;
 }
 
-export function writeArp(d: Uint8Array, a: number, op: number, shaHi: number, shaLo: number, spa: number, thaHi: number, thaLo: number, tpa: number): void {
+function writeArp(d: Uint8Array, a: number, op: number, shaHi: number, shaLo: number, spa: number, thaHi: number, thaLo: number, tpa: number): void {
   write16(d, a, 1);
   write16(d, a + 2, 0x0800);
   d[a + 4] = 6;
@@ -486,19 +492,29 @@ function advertise(r: Router, batch: PacketBatch, i: number, iface: Interface, t
   }
   // Source: the target itself (RFC 4861 7.2.4), already at icmp + 8.
   d.copyWithin(ip + 8, icmp + 8, icmp + 24);
-  writeIpv6Header(d, ip, 32, 255);
-  d[icmp] = ND_NA;
-  d[icmp + 1] = 0;
   // R (we are a router), S (solicited, unless to all nodes), O (override)
-  write32(d, icmp + 4, toAllNodes ? 0xa0000000 : 0xe0000000);
-  d[icmp + 24] = OPT_TARGET_LL;
-  d[icmp + 25] = 1;
-  writeMac(d, icmp + 26, iface.macHi, iface.macLo);
-  icmp6Checksum(d, ip, 32);
+  writeAdvertisement(d, ip, toAllNodes ? 0xa0000000 : 0xe0000000, iface);
   batch.setLength(i, ETH_HLEN + 40 + 32);
   batch.egress[i] = batch.ingress;
   batch.local[i] = 1;
   r.count(batch.ingress, r.counter.neighbour_advertisements_sent, 1);
+}
+
+/**
+ * The rest of a neighbour advertisement whose addresses and target are in place at `ip`: the
+ * IPv6 header, the R, S and O `flags` (the word's top bits), the interface's MAC as the
+ * target's link-layer address, the checksum.
+ */
+export function writeAdvertisement(d: Uint8Array, ip: number, flags: number, iface: Interface): void {
+  const icmp = ip + 40;
+  writeIpv6Header(d, ip, 32, 255);
+  d[icmp] = ND_NA;
+  d[icmp + 1] = 0;
+  write32(d, icmp + 4, flags);
+  d[icmp + 24] = OPT_TARGET_LL;
+  d[icmp + 25] = 1;
+  writeMac(d, icmp + 26, iface.macHi, iface.macLo);
+  icmp6Checksum(d, ip, 32);
 }
 
 /**

@@ -4,7 +4,7 @@
 // where vrouter stops being the IPv6 router, or where a prefix goes, tells its hosts so at
 // once, as a router that stops does (RFC 4861 6.2.5), rather than leave them sending into
 // nothing. The new PMDs do not know what the old topology had: the old ones say it.
-import { samePrefix, interfacesOf, type Interface } from './interfaces.ts';
+import { interfaceByPortName, samePrefix, type Interface } from './interfaces.ts';
 import type { Topology } from '../../src/pipeline/api.ts';
 import type { PortFarewell, Router } from './router.ts';
 
@@ -20,17 +20,14 @@ import type { PortFarewell, Router } from './router.ts';
  */
 export function leaving(r: Router, next: Topology): void {
   if (r.stopping || r.pmd !== 0) return;
-  const after = interfacesOf(next);
-  const slotByName = new Map(next.ports.filter((p) => p.name !== '').map((p) => [p.name, p.index]));
+  const after = interfaceByPortName(next);
   for (const iface of r.interfaces) {
     if (!iface.advertises || iface.v6.length === 0) continue;
     let owed = false;
     for (const port of iface.ports) {
       // Told already: the hook comes again for the same change (see Plugin.leaving).
       if (r.farewell[port] !== null) continue;
-      const slot = slotByName.get(r.portNames[port]);
-      const at = slot === undefined ? -1 : after.byPort[slot];
-      const farewell = farewellOf(iface, at < 0 ? null : after.interfaces[at]);
+      const farewell = farewellOf(iface, after(r.portNames[port]));
       if (farewell === null) continue;
       r.farewell[port] = farewell;
       owed = true;

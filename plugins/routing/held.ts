@@ -36,6 +36,8 @@ export function releaseHeld(r: Router, batch: PacketBatch): void {
     // REACHABLE, STALE or STATIC, with a port (one without is a slot another PMD took meanwhile: see deliver)
     if (state >= 2 && state !== FAILED && nb.foundPort >= 0) {
       if (!sendOn(r, batch, h, nb.foundPort, nb.foundMacHi, nb.foundMacLo)) return; // the burst is full: next one
+    } else if (r.discardingHeld) {
+      if (!discard(r, batch, h)) return;
     } else {
       const resolving = slot >= 0 && state !== FAILED;
       const unanswered = resolving && state === INCOMPLETE && nb.foundProbes >= MAX_PROBES && r.now - nb.foundProbed > RETRANS_MS;
@@ -49,6 +51,29 @@ export function releaseHeld(r: Router, batch: PacketBatch): void {
     }
     r.removeHeld(h);
   }
+}
+
+/**
+ * vrouter stops, or its PMDs are to be replaced by ones on a new topology (Plugin.stopping,
+ * Plugin.leaving): the packets held would go with this PMD's state, counted nowhere. Each
+ * goes on if its next hop answers before its port's next batch; the others are dropped
+ * there, as held_discarded, and no packet is held any more (neighbour-io.ts).
+ */
+export function discardHeld(r: Router): void {
+  r.discardingHeld = true;
+  r.wantHeldBatches();
+}
+
+/** Held packet h dropped as held_discarded, in the batch; false when the burst is full (its port's next batch is asked for). */
+function discard(r: Router, batch: PacketBatch, h: number): boolean {
+  const j = emitHeld(r, batch, h, batch.ingress);
+  if (j < 0) {
+    r.wantBatch(batch.ingress);
+    return false;
+  }
+  batch.dropAs(j, r.drop.held_discarded);
+  r.count(batch.ingress, r.counter.held_dropped, 1);
+  return true;
 }
 
 /** Held packet h out of `port` to its next hop's MAC, emitted into the batch; false when the burst is full. */

@@ -22,8 +22,8 @@ import { arpIn, sendRouterAdvertisement } from './neighbour-io.ts';
 import { neighbourTableBytes, NeighbourTable, STATE_NAMES, STATIC } from './neighbours.ts';
 import { learnedWritten, staticsWritten, type Written } from './neighbours-written.ts';
 import { COUNTERS, DROP_REASONS, HELD_CHECK_MS, Router } from './router.ts';
-import { releaseHeld } from './held.ts';
-import { leaving } from './ra-farewell.ts';
+import { discardHeld, releaseHeld } from './held.ts';
+import { sayFarewells } from './ra-farewell.ts';
 import { announce, interfacesToAnnounce } from './announce.ts';
 import { describe } from './describe.ts';
 
@@ -196,6 +196,7 @@ function betweenBursts(r: Router): void {
 function stopping(r: Router): void {
   if (r.stopping) return;
   r.stopping = true;
+  discardHeld(r);
   if (r.pmd !== 0) return;
   for (const iface of r.interfaces) {
     if (!iface.advertises || iface.v6.length === 0) continue;
@@ -204,6 +205,16 @@ function stopping(r: Router): void {
     r.raDue[iface.index] = -Infinity;
     r.wantBatch(up);
   }
+}
+
+/**
+ * The PMDs are to be replaced by ones on `next` (ports changed at run time): the last
+ * advertisements owed to the ports that change (ra-farewell.ts), and the packets held
+ * dropped, counted, rather than lost with this PMD (held.ts).
+ */
+function leaving(r: Router, next: Topology): void {
+  sayFarewells(r, next);
+  discardHeld(r);
 }
 
 /**

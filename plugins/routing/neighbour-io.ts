@@ -134,6 +134,11 @@ export function askFor(r: Router, batch: PacketBatch, iface: Interface, nh: Next
 }
 
 function holdOrDrop(r: Router, batch: PacketBatch, i: number, iface: Interface, nh: NextHop): number {
+  // This PMD is to stop: a packet held now would be lost with it, uncounted.
+  if (r.discardingHeld) {
+    batch.dropAs(i, r.drop.held_discarded);
+    return HELD;
+  }
   batch.saveSource(i);
   writeMac(batch.data, batch.offset(i) + 6, iface.macHi, iface.macLo);
   if (!r.hold(batch, i, nh.iface, nh.family, nh.a0, nh.a1, nh.a2, nh.a3)) batch.dropAs(i, r.drop.neighbour_queue_full);

@@ -18,7 +18,7 @@ import type { PortFarewell, Router } from './router.ts';
  * 0, which sends the periodic advertisements; in a batch of one of the interface's ports,
  * as when vrouter stops.
  */
-export function leaving(r: Router, next: Topology): void {
+export function sayFarewells(r: Router, next: Topology): void {
   if (r.stopping || r.pmd !== 0) return;
   const after = interfaceByPortName(next);
   for (const iface of r.interfaces) {

@@ -21,6 +21,7 @@ export const DROP_REASONS = [
   ['fragmentation_failed', 'larger than the egress MTU and no room in the burst for its fragments'],
   ['neighbour_unreachable', 'the next hop did not answer ARP or neighbour solicitations (ICMP host unreachable sent back)'],
   ['neighbour_queue_full', 'the next hop is being resolved and the queue of packets waiting for resolution is full (or the packet is a super-frame, never held)'],
+  ['held_discarded', 'waiting for its next hop to be resolved when vrouter stopped or its PMDs were replaced (ports changed at run time): the packets held go no further'],
   ['neighbour_table_full', 'no room in the neighbour table for the next hop (or the port that asked has its share of it)'],
   ['not_routable', 'broadcast, multicast or link-local destination, or a martian source address: never forwarded'],
   ['arp_bad', 'malformed ARP packet, or one from outside the interface\'s subnets'],
@@ -45,7 +46,7 @@ export const COUNTERS = [
   ['fragments_created', 'IPv4 fragments made from packets larger than the egress MTU'],
   ['held_for_resolution', 'packets held while their next hop was being resolved'],
   ['held_released', 'held packets sent once their next hop answered'],
-  ['held_dropped', 'held packets dropped: their next hop never answered'],
+  ['held_dropped', 'held packets dropped: their next hop never answered, or vrouter stopped or replaced its PMDs while they waited'],
   ['punted_to_linux', 'packets for the router that it does not answer itself, handed to the port\'s Linux mirror (and ARP and NDP answers, which Linux needs too)'],
   ['sent_by_linux', 'frames Linux sent from the port\'s mirror, out of the port'],
   ['address_conflicts', 'ARP and NDP from another host that claims one of the router\'s addresses on the link: a duplicate address'],
@@ -144,6 +145,8 @@ export class Router {
   raCheckRounds = 0;
   /** vrouter stops (Plugin.stopping): advertisements say the router is no default router any more */
   stopping = false;
+  /** the PMD is to stop (Plugin.stopping, Plugin.leaving): what is held is dropped, nothing more held (held.ts) */
+  discardingHeld = false;
   /**
    * per port: what its advertisements say once the PMDs are to be replaced by ones on a new
    * topology (Plugin.leaving, ra-farewell.ts); null: as usual
@@ -250,6 +253,7 @@ export class Router {
       fragmentation_failed: d('fragmentation_failed'),
       neighbour_unreachable: d('neighbour_unreachable'),
       neighbour_queue_full: d('neighbour_queue_full'),
+      held_discarded: d('held_discarded'),
       neighbour_table_full: d('neighbour_table_full'),
       not_routable: d('not_routable'),
       arp_bad: d('arp_bad'),

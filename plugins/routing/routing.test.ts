@@ -645,6 +645,37 @@ t.test('held packets go on in a batch of their own port, asked for when another 
   t.same(pmd0.runWanted(), [], 'nothing held: no batch asked for');
 });
 
+t.test('held packets when the PMD is replaced (ports changed at run time) or vrouter stops: sent if answered, else dropped and counted, none held after', async (t) => {
+  const to = (host: number) => udp4({ src: '10.0.1.2', dst: `10.0.2.${host}`, srcPort: 1, dstPort: 2, srcMac: GUEST.a, dstMac: MAC.a });
+  const answer = (host: number) => arp({ op: 'reply', senderMac: GUEST.b, senderIp: `10.0.2.${host}`, targetMac: MAC.b, targetIp: '10.0.2.1', dstMac: MAC.b, srcMac: GUEST.b });
+  const outcomes = (out: Outcome[]) => withoutAdvertisements(out).map((o) => (o.to === 'drop' ? `${o.from} drop:${o.reason}` : `${o.from} to ${o.to} ${parseFrame(o.frame).ip?.dst ?? 'arp'}`));
+
+  const h = await PluginHarness.create(routing, { ports, bridgeSettings, pmdCount: 2 });
+  const pmd1 = await PluginHarness.create(routing, { ports, bridgeSettings, pmd: 1, pmdCount: 2, shareWith: h as PluginHarness<unknown, unknown> });
+  t.same(summary(run(h, 'a', [to(50), to(51)])), ['consumed', 'consumed', 'b', 'b'], 'two held on PMD 0, each next hop asked for');
+  t.same(summary(run(pmd1, 'b', [answer(50)])), ['consumed'], 'the answer for .50 reaches PMD 1 (the table is shared): PMD 0 has not sent it on yet');
+  h.leaving(ports, bridgeSettings);
+  t.same(outcomes(h.runWanted()).sort(), ['a drop:held_discarded', 'a to b 10.0.2.50'], "in the batch of a asked for: .50's packet goes on, .51's is dropped as held_discarded, without an ICMP error");
+  t.match(h.counts('a'), { held_for_resolution: 2, held_released: 1, held_dropped: 1 }, 'each counted once');
+  const later = run(h, 'a', [to(52)]);
+  t.same(summary(later).filter((o) => o.startsWith('drop')), ['drop:held_discarded'], 'a packet that would be held now is dropped at once', { later });
+  t.equal(h.counts('a').held_for_resolution, 2, 'and not held');
+  t.same(summary(run(h, 'b', [answer(51)])), ['consumed'], '.51 answers after all: nothing held to send on');
+  t.same(outcomes(run(h, 'a', [to(51)])), ['a to b 10.0.2.51'], 'a packet to a known next hop goes on as before');
+  h.leaving(ports, bridgeSettings);
+  t.same(withoutAdvertisements(h.runWanted()), [], 'told again: nothing held, no batch');
+
+  const stops = await router();
+  t.same(summary(run(stops, 'a', [to(60)])), ['consumed', 'b'], 'held on a vrouter that then stops');
+  const other = await PluginHarness.create(routing, { ports, bridgeSettings, pmd: 1, pmdCount: 2, shareWith: stops as PluginHarness<unknown, unknown> });
+  t.same(summary(run(other, 'a', [to(61)])), ['consumed', 'b'], 'and on its PMD 1');
+  stops.stopping();
+  other.stopping();
+  t.same(outcomes(stops.runWanted()), ['a drop:held_discarded'], 'PMD 0 drops its held packet as it stops');
+  t.same(outcomes(other.runWanted()), ['a drop:held_discarded'], 'so does PMD 1 (it sends no advertisement)');
+  t.equal(stops.counts('a').held_dropped + other.counts('a').held_dropped, 2, 'both counted');
+});
+
 t.test("a new version of the plugin's module (its files reloaded) takes out the static neighbours the old one wrote", async (t) => {
   // The supervisor imports a changed plugin file anew, as another module version.
   const version = async (v: string) => ((await import(new URL(`./index.ts?v=${v}`, import.meta.url).href)) as { default: typeof routing }).default;

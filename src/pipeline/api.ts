@@ -366,7 +366,8 @@ export interface Plugin<Config = unknown, State = unknown> {
    * vrouter is stopping (not a data plane restarting, nor an upgrade): once on each PMD,
    * between bursts, while the ports are still connected. Frames the stage has still to
    * send go out in the batches it asks for (PluginContext.wantBatch), which run right after.
-   * The routing stage sends its last router advertisements there (router lifetime 0).
+   * The routing stage sends its last router advertisements there (router lifetime 0), and
+   * drops the packets it holds, counted.
    */
   stopping?(state: State): void;
   /**
@@ -376,7 +377,8 @@ export interface Plugin<Config = unknown, State = unknown> {
    * longer be refused. Frames owed to the ports that go or change go out as in stopping().
    * It may come more than once for one change (the same `next`): send what is owed once.
    * The routing stage tells the hosts on ports where it stops being their IPv6 router, or
-   * withdraws prefixes, with a last advertisement.
+   * withdraws prefixes, with a last advertisement, and drops the packets it holds, counted
+   * (they would be lost with the PMD's state).
    */
   leaving?(state: State, next: Topology): void;
   /** one batch: write decisions into it, nothing else */

@@ -208,9 +208,9 @@ function stopping(r: Router): void {
 }
 
 /**
- * The PMDs are to be replaced by ones on `next` (ports changed at run time): the last
- * advertisements owed to the ports that change (ra-farewell.ts), and the packets held
- * dropped, counted, rather than lost with this PMD (held.ts).
+ * The PMDs are to be replaced by ones on `next` (ports changed at run time; the same at an
+ * upgrade): the last advertisements owed to the ports that change (ra-farewell.ts), and
+ * the packets held dropped, counted, rather than lost with this PMD (held.ts).
  */
 function leaving(r: Router, next: Topology): void {
   sayFarewells(r, next);

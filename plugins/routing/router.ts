@@ -21,7 +21,7 @@ export const DROP_REASONS = [
   ['fragmentation_failed', 'larger than the egress MTU and no room in the burst for its fragments'],
   ['neighbour_unreachable', 'the next hop did not answer ARP or neighbour solicitations (ICMP host unreachable sent back)'],
   ['neighbour_queue_full', 'the next hop is being resolved and the queue of packets waiting for resolution is full (or the packet is a super-frame, never held)'],
-  ['held_discarded', 'waiting for its next hop to be resolved when vrouter stopped or its PMDs were replaced (ports changed at run time): the packets held go no further'],
+  ['held_discarded', 'waiting for its next hop to be resolved when vrouter stopped or its PMDs were replaced (ports changed at run time, an upgrade, plugin files loaded again)'],
   ['neighbour_table_full', 'no room in the neighbour table for the next hop (or the port that asked has its share of it)'],
   ['not_routable', 'broadcast, multicast or link-local destination, or a martian source address: never forwarded'],
   ['arp_bad', 'malformed ARP packet, or one from outside the interface\'s subnets'],

@@ -540,6 +540,8 @@ export class Supervisor {
       } catch (err) {
         throw Object.assign(new Error(`upgrade failed, the running data plane stays: ${(err as Error).message}`), { code: 'VR_UPGRADE' });
       }
+      // Nothing refuses the upgrade from here on: promote() ends the old PMDs either way.
+      await this.tellLeaving();
       // The pause: from the old PMDs' last burst (or a moment before) to the new ones' first.
       const paused = monotonicMs();
       const steps = await this.promote(spare, old);
@@ -551,6 +553,15 @@ export class Supervisor {
       log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${describePause(pauseSteps)}; ${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
       return result;
     });
+  }
+
+  /**
+   * The PMDs running are to be replaced on the topology they run (an upgrade, plugin files
+   * loaded again): the stages are told (Plugin.leaving) and their last frames go out first,
+   * as at a change of ports (the routing stage drops what it holds, counted).
+   */
+  private async tellLeaving(): Promise<void> {
+    await this.askControl({ t: 'leaving', id: ++this.controlRequestId, next: this.topology });
   }
 
   /** Stops PMD `id` (it exits; pmdExited follows). */
@@ -1117,6 +1128,7 @@ export class Supervisor {
     } else {
       log.info(`reloaded from ${options.source} (${versions}): restarting the PMDs on them`, 'plugin.reloaded', { source: options.source, mode: 'restart', versions });
       await this.pmdsStarted();
+      await this.tellLeaving();
       for (const { id } of this.layout.pmds) {
         this.reloading.add(id);
         this.terminatePmd(id);

@@ -372,7 +372,8 @@ export interface Plugin<Config = unknown, State = unknown> {
   stopping?(state: State): void;
   /**
    * The PMDs are about to be replaced by ones on `next`: ports added, removed or changed at
-   * run time (their addresses, bridge, MAC). Once on each PMD, between bursts, while every
+   * run time (their addresses, bridge, MAC), or the same topology (an upgrade of the data
+   * plane, plugin files loaded again). Once on each PMD, between bursts, while every
    * port of the topology it runs on is still connected, and only once the change can no
    * longer be refused. Frames owed to the ports that go or change go out as in stopping().
    * It may come more than once for one change (the same `next`): send what is owed once.

@@ -41,6 +41,12 @@ export type ControlRequest =
    */
   | { t: 'ports'; id: number; open: EndpointSettings[]; close: number[]; retune: EndpointSettings[]; next: Topology }
   /**
+   * the PMDs running are to be replaced on the same topology (an upgrade, plugin files loaded
+   * again): they are told first (Plugin.leaving), answered with 'done' once their last
+   * frames are out
+   */
+  | { t: 'leaving'; id: number; next: Topology }
+  /**
    * every PMD was started again, on a new layout or (commandsFd) in a new data-plane
    * process: each gets its queues back (answered with 'done')
    */
@@ -124,6 +130,9 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     log.info(`pmd${req.pmd} restarted: handing its queues back`, 'pmd.queues_returned', { pmd: req.pmd });
     const culprit = req.culprit;
     await handBack([req.pmd], ports, (_, index) => (culprit !== null && culprit.port === index ? culprit.error : null));
+  } else if (req.t === 'leaving') {
+    await lastFrames({ t: 'leaving', port: -1, gen: 0, next: req.next });
+    send({ t: 'done', id: req.id });
   } else if (req.t === 'ports') {
     const error = await changePorts(req.open, req.close, req.retune, req.next);
     send({ t: 'done', id: req.id, ...(error === null ? {} : { error }) });

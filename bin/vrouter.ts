@@ -100,34 +100,48 @@ process.on('SIGUSR1', () => {
 process.on('SIGUSR2', () => supervisor.crashPmd(0));
 process.on('SIGHUP', () => void supervisor.reload());
 let stopping = false;
+let running = false;
+let admin: AdminHttp | null = null;
+/**
+ * vrouter's start (true once everything runs). A stop asked for meanwhile waits for it, so
+ * that it stops all the start began, the admin endpoint too; a start that fails stops what
+ * it began itself.
+ */
+let startup: Promise<boolean>;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
     if (stopping) return;
     stopping = true;
     const orphaned = signal === 'SIGTERM' && process.ppid !== parentAtStart;
-    log.info(`${signal}: stopping${orphaned ? ` (the process that started vrouter, pid ${parentAtStart}, has exited)` : ''}`, 'vrouter.stopping', { signal, parentExited: orphaned });
-    void Promise.all([admin?.close(), supervisor.stop()]).then(() => {
+    const why = orphaned ? ` (the process that started vrouter, pid ${parentAtStart}, has exited)` : '';
+    log.info(`${signal}: stopping${why}${running ? '' : ', once its start is done'}`, 'vrouter.stopping', { signal, parentExited: orphaned });
+    void startup.then(async (started) => {
+      if (!started) return;
+      await Promise.all([admin?.close(), supervisor.stop()]);
       log.info('stopped', 'vrouter.stopped');
       process.exit(0);
     });
   });
 }
 
-let admin: AdminHttp | null = null;
-try {
-  await supervisor.start();
-  admin = await startAdmin(supervisor);
-} catch (err) {
-  // A plugin that cannot compile its tables from the config is a config error too.
-  if ((err as { code?: string }).code === 'VR_CONFIG') invalidConfig(err);
-  log.error(`cannot start: ${(err as Error).message}`, 'vrouter.failed');
-  // What did start goes first: the ports' sockets (a frontend would find them and be
-  // refused), the data planes, the threads (one stopped by the exit while it loads would
-  // turn it into an abort).
-  stopping = true;
-  await supervisor.stop().catch((stopErr: Error) => log.warn(`stopping what had started: ${stopErr.message}`));
-  process.exit(1);
-}
+startup = (async () => {
+  try {
+    await supervisor.start();
+    admin = await startAdmin(supervisor);
+    running = true;
+    return true;
+  } catch (err) {
+    // A plugin that cannot compile its tables from the config is a config error too.
+    if ((err as { code?: string }).code === 'VR_CONFIG') invalidConfig(err);
+    log.error(`cannot start: ${(err as Error).message}`, 'vrouter.failed');
+    // What did start goes first: the ports' sockets (a frontend would find them and be
+    // refused), the data planes, the threads (one stopped by the exit while it loads would
+    // turn it into an abort).
+    stopping = true;
+    await supervisor.stop().catch((stopErr: Error) => log.warn(`stopping what had started: ${stopErr.message}`));
+    process.exit(1);
+  }
+})();
 
 /** Status 2 and the field at fault, at start and for --check alike. */
 function invalidConfig(err: unknown): never {

@@ -1,6 +1,7 @@
 // The daemon's life as an operator sees it: `--check` validates a config without starting
 // anything, vrouter stops with the process that started it (npx runs it under `sh -c`,
-// which does not pass SIGTERM on), and `--log-format json` makes every line one object.
+// which does not pass SIGTERM on), a stop asked for while it starts waits for the start and
+// then stops all of it, and `--log-format json` makes every line one object.
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -136,6 +137,29 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     t.notOk(existsSync(join(dir, 'a.sock')) || existsSync(join(dir, 'b.sock')) || existsSync(join(dir, 'admin.sock')), 'its socket files are gone');
   });
 }
+
+t.test('SIGTERM while vrouter starts: it stops once its start is done, and leaves no socket or process behind', async (t) => {
+  const dir = tempDir(t);
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', writeConfig(dir, routed(dir))], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  // Its children as they come: the data plane, and a spare should one start.
+  const children = new Set<number>();
+  const watch = setInterval(() => [...dataplanePids(proc.pid!), ...sparePids(proc.pid!)].forEach((pid) => children.add(pid)), 5);
+  t.teardown(() => clearInterval(watch));
+  // The supervisor's first line: its start has begun, nothing listens yet.
+  t.ok(await waitFor(() => /control threads at nice/.test(err), 15000), 'vrouter began its start', { stderr: err });
+  proc.kill('SIGTERM');
+  const code = await Promise.race([exited, sleep(15000).then(() => 'still running')]);
+  clearInterval(watch);
+  t.equal(code, 0, 'it exited cleanly', { stderr: err });
+  t.match(err, /SIGTERM: stopping, once its start is done[^]*supervisor: ready[^]*supervisor: stopped/, 'stopping, once started');
+  t.notMatch(err, /error|cannot start/, 'with no error');
+  t.same(readdirSync(dir).filter((f) => f.endsWith('.sock')), [], 'no socket file left: the ports\' nor the admin endpoint\'s');
+  t.ok(children.size >= 1 && [...children].every((pid) => !alive(pid)), `its data plane${children.size > 1 ? 's' : ''} ended (${[...children].join(', ')})`);
+});
 
 t.test('the data plane and its spare end at once when the supervisor is killed', async (t) => {
   const dir = tempDir(t);

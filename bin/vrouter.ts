@@ -98,16 +98,16 @@ process.on('SIGUSR1', () => {
   process.stderr.write(logFormat() === 'json' ? formatLine('json', 'info', 'supervisor', 'counters', 'stats', stats) : `vrouter: stats ${JSON.stringify(stats)}\n`);
 });
 process.on('SIGUSR2', () => supervisor.crashPmd(0));
-process.on('SIGHUP', () => void supervisor.reload());
 let stopping = false;
 let running = false;
 let admin: AdminHttp | null = null;
 /**
- * vrouter's start (true once everything runs). A stop asked for meanwhile waits for it, so
- * that it stops all the start began, the admin endpoint too; a start that fails stops what
- * it began itself.
+ * vrouter's start (true once everything runs). A stop or a reload asked for meanwhile waits
+ * for it: a stop then stops all the start began, the admin endpoint too, and a reload is
+ * not refused for a control thread not yet there. A start that fails stops what it began.
  */
 let startup: Promise<boolean>;
+process.on('SIGHUP', () => void startup.then((started) => (started && !stopping ? supervisor.reload() : undefined)));
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
     if (stopping) return;

@@ -1,7 +1,7 @@
 // The daemon's life as an operator sees it: `--check` validates a config without starting
 // anything, vrouter stops with the process that started it (npx runs it under `sh -c`,
-// which does not pass SIGTERM on), a stop asked for while it starts waits for the start and
-// then stops all of it, and `--log-format json` makes every line one object.
+// which does not pass SIGTERM on), a stop or a reload asked for while it starts waits for
+// the start (then stops all of it, or reloads), and `--log-format json` makes every line one object.
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -159,6 +159,26 @@ t.test('SIGTERM while vrouter starts: it stops once its start is done, and leave
   t.notMatch(err, /error|cannot start/, 'with no error');
   t.same(readdirSync(dir).filter((f) => f.endsWith('.sock')), [], 'no socket file left: the ports\' nor the admin endpoint\'s');
   t.ok(children.size >= 1 && [...children].every((pid) => !alive(pid)), `its data plane${children.size > 1 ? 's' : ''} ended (${[...children].join(', ')})`);
+});
+
+t.test('SIGHUP while vrouter starts: the reload is carried out once it has started, not refused', async (t) => {
+  const dir = tempDir(t);
+  const file = writeConfig(dir, routed(dir));
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', file], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  t.ok(await waitFor(() => /control threads at nice/.test(err), 15000), 'vrouter began its start', { stderr: err });
+  const more = routed(dir);
+  more.ports.push({ name: 'c', socket: join(dir, 'c.sock'), addresses: ['10.0.3.1/24'] });
+  writeConfig(dir, more);
+  proc.kill('SIGHUP');
+  t.ok(await waitFor(() => /reloaded from .*\(SIGHUP\) \(ports \+1 -0\)/.test(err), 15000), 'the new port applied once vrouter had started', { stderr: err });
+  t.match(err, /supervisor: ready[^]*reloaded from/, 'after its start');
+  t.notMatch(err, /not reloaded/, 'not refused');
+  t.ok(existsSync(join(dir, 'c.sock')), "the new port's socket listens");
+  proc.kill('SIGTERM');
+  t.ok(await waitFor(() => !alive(proc.pid!), 10000), 'and it stops');
 });
 
 t.test('the data plane and its spare end at once when the supervisor is killed', async (t) => {

@@ -69,6 +69,8 @@ const REQUEST_TIMEOUT_MS = 30_000;
 const TIMEOUT_CHECK_MS = 1_000;
 /** Requests answered at once on one connection: more pipelined behind them end it (each would build its answer meanwhile). */
 export const MAX_PIPELINED = 8;
+/** How long close() lets answers being made be written (a change the supervisor lets end as vrouter stops). */
+const CLOSE_WAIT_MS = 5_000;
 
 export class AdminHttp {
   private readonly server: Server;
@@ -78,6 +80,8 @@ export class AdminHttp {
   private readonly log: Log | undefined;
   /** requests being answered, by connection */
   private readonly answering = new WeakMap<Socket | Duplex, number>();
+  /** answers being made or written (not streams: a capture would hold close() for its length) */
+  private readonly unanswered = new Set<ServerResponse>();
 
   constructor(config: AdminConfig, routes: Route[], log?: Log) {
     this.config = config;
@@ -129,9 +133,17 @@ export class AdminHttp {
     return typeof a === 'object' && a !== null ? a.port : null;
   }
 
+  /**
+   * No new connection, idle ones closed at once; an answer being made (a change under way,
+   * which the supervisor lets end as vrouter stops) is written first, for CLOSE_WAIT_MS at
+   * most, then every connection goes, streams (captures) too.
+   */
   async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const deadline = Date.now() + CLOSE_WAIT_MS;
+    while (this.unanswered.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await closed;
     if (this.config.listen.kind === 'unix') rmSync(this.config.listen.path, { force: true });
   }
 
@@ -151,6 +163,9 @@ export class AdminHttp {
     }
     this.answering.set(socket, pending);
     res.once('close', () => this.answering.set(socket, (this.answering.get(socket) ?? 1) - 1));
+    this.unanswered.add(res);
+    const answered = () => this.unanswered.delete(res);
+    res.once('finish', answered).once('close', answered);
     try {
       this.refuseBrowsers(req);
       const url = requestUrl(req.url);
@@ -180,7 +195,10 @@ export class AdminHttp {
       if (method !== 'GET' || route.sensitive === true) this.authorise(req);
       const body = method === 'POST' || method === 'PUT' || method === 'PATCH' ? await readJson(req) : undefined;
       const reply = await route.handle({ method, params: params!, query: url.searchParams, body });
-      if ('stream' in reply) return reply.stream(res);
+      if ('stream' in reply) {
+        answered();
+        return reply.stream(res);
+      }
       if ('json' in reply) return send(res, reply.status ?? 200, 'application/json', `${JSON.stringify(reply.json, null, 2)}\n`);
       return send(res, reply.status ?? 200, reply.contentType, reply.text);
     } catch (err) {
@@ -374,6 +392,7 @@ function fromError(err: unknown): ApiError {
   const e = err as Error & { code?: string; field?: string; committed?: boolean };
   // In force, and then a step after failed (the PMDs' restart on new ports): not a refusal.
   if (e?.committed === true) return new ApiError(500, 'VR_APPLIED_PARTLY', '', e.message);
+  if (e?.code === 'VR_BUSY') return new ApiError(503, 'VR_BUSY', '', e.message);
   if (typeof e?.field === 'string') return new ApiError(400, e.code === 'VR_PLUGIN_CONFIG' ? 'VR_CONFIG' : (e.code ?? 'VR_CONFIG'), e.field, e.message.replace(`${e.field}: `, ''));
   return new ApiError(500, 'VR_INTERNAL', '', (e as Error)?.message ?? String(err));
 }

@@ -22,7 +22,7 @@ export function openApiDocument(routes: readonly ApiRoute[]): object {
         // The others a route may give, with the same body: 400 for a bad query on a read, 404
         // for a stage not in the pipeline, 405, 408, 409 (commit-confirmed, a capture running),
         // 413, 431, 500 (VR_SAVE, VR_APPLIED_PARTLY: in force, a later step failed;
-        // VR_INTERNAL), 503 (an upgrade).
+        // VR_INTERNAL), 503 (an upgrade; a change once vrouter stops).
         default: { description: 'another error: the code says which (see the README\'s list)', content: { 'application/json': { schema: ErrorBody } } },
       },
       ...(r.method !== 'GET' || r.sensitive ? { security: [{ bearer: [] }, {}] } : {}),

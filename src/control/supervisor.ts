@@ -181,6 +181,8 @@ export class Supervisor {
   private watchdog: NodeJS.Timeout | null = null;
   private control: Worker | null = null;
   private stopping = false;
+  /** stop() was called: no change or upgrade is taken from then on */
+  private closing = false;
 
   /** the stages of the pipeline, loaded and validated (planPlugins) */
   private plugins: PluginPlan[];
@@ -527,6 +529,7 @@ export class Supervisor {
    */
   upgrade(): Promise<UpgradeResult> {
     return this.inLifecycle(async () => {
+      if (this.closing) throw stoppingError();
       const old = this.dataplane;
       if (old === null) throw Object.assign(new Error('the data plane is restarting: try again'), { code: 'VR_BUSY' });
       const began = performance.now();
@@ -905,7 +908,8 @@ export class Supervisor {
 
   /** Runs `job` after every apply queued before it, and before those queued after. */
   private queueApply<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.applying.then(job);
+    // Not once vrouter stops: a port opened then would outlive the control thread's shutdown.
+    const run = this.applying.then(() => (this.closing ? Promise.reject(stoppingError()) : job()));
     this.applying = run.catch(() => undefined);
     return run;
   }
@@ -1278,6 +1282,10 @@ export class Supervisor {
 
   /** Closes every connection and socket, then stops the threads. */
   async stop(): Promise<void> {
+    // A change under way ends first, as it would have (those queued behind it, and upgrades,
+    // are refused): what it opens is then closed with the rest.
+    this.closing = true;
+    await Promise.race([this.applying, sleep(SHUTDOWN_TIMEOUT_MS)]);
     this.stopping = true;
     await this.routeSources?.stop();
     const control = this.control;
@@ -1326,6 +1334,11 @@ export class Supervisor {
     log.error(`${name} died: ${err.stack ?? err.message}`, 'vrouter.failed', { thread: name });
     void this.stop().then(() => process.exit(1));
   }
+}
+
+/** A change or an upgrade asked for once vrouter stops. */
+function stoppingError(): Error {
+  return Object.assign(new Error('vrouter is stopping'), { code: 'VR_BUSY' });
 }
 
 /** The control thread's answer to a request (its 'done' event). */

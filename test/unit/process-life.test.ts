@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { createLog, EVENTS, NO_EVENT } from '../../src/log.ts';
 import { dataplanePids, sparePids } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
-import { daemonEnv, REPO, VROUTER_BIN } from '../support/vrouter-process.ts';
+import { adminClient } from '../support/admin-client.ts';
+import { bridgeConfig, daemonEnv, REPO, startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -179,6 +180,24 @@ t.test('SIGHUP while vrouter starts: the reload is carried out once it has start
   t.ok(existsSync(join(dir, 'c.sock')), "the new port's socket listens");
   proc.kill('SIGTERM');
   t.ok(await waitFor(() => !alive(proc.pid!), 10000), 'and it stops');
+});
+
+t.test('SIGTERM while a change is applied: the change ends and is answered, then all of it stops; none is taken after', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  const api = adminClient(vr);
+  const adding = api.call('POST', '/ports', { name: 'c', socket: join(vr.dir, 'c.sock'), bridge: 'br0' });
+  // The control thread opened its socket: the change is under way (the PMDs restart on it next).
+  t.ok(await waitFor(() => /port c: listening/.test(vr.stderr()), 10000), 'the port being added', { stderr: vr.stderr() });
+  vr.proc.kill('SIGTERM');
+  const answer = await adding;
+  t.match(answer, { status: 200, json: { mode: 'restart' } }, 'the change is answered: done');
+  const late = await api.call('POST', '/ports', { name: 'd', socket: join(vr.dir, 'd.sock'), bridge: 'br0' }).catch((err: Error) => ({ status: 0, text: err.message }));
+  t.ok(late.status === 503 || late.status === 0, `a change asked for once it stops: refused (503) or not taken at all (${late.status} ${late.text.slice(0, 120)})`);
+  t.ok(await waitFor(() => !vr.alive(), 15000), 'vrouter exited');
+  t.match(vr.stderr(), /supervisor: stopped/, 'cleanly');
+  t.notMatch(vr.stderr(), /error|stuck/, 'with no error', { stderr: vr.stderr() });
+  t.same(readdirSync(vr.dir).filter((f) => f.endsWith('.sock')), [], "no socket left: the new port's, the others', the admin endpoint's");
 });
 
 t.test('the data plane and its spare end at once when the supervisor is killed', async (t) => {

@@ -98,6 +98,8 @@ process.on('SIGUSR1', () => {
   process.stderr.write(logFormat() === 'json' ? formatLine('json', 'info', 'supervisor', 'counters', 'stats', stats) : `vrouter: stats ${JSON.stringify(stats)}\n`);
 });
 process.on('SIGUSR2', () => supervisor.crashPmd(0));
+/** How long a stop asked for while vrouter starts waits for the start to end. */
+const START_WAIT_MS = 30_000;
 let stopping = false;
 let running = false;
 let admin: AdminHttp | null = null;
@@ -115,7 +117,9 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const orphaned = signal === 'SIGTERM' && process.ppid !== parentAtStart;
     const why = orphaned ? ` (the process that started vrouter, pid ${parentAtStart}, has exited)` : '';
     log.info(`${signal}: stopping${why}${running ? '' : ', once its start is done'}`, 'vrouter.stopping', { signal, parentExited: orphaned });
-    void startup.then(async (started) => {
+    // A start that never ends (a thread blocked in a call) does not keep vrouter from stopping.
+    const startEnded = Promise.race([startup, new Promise<boolean>((resolve) => setTimeout(() => resolve(true), START_WAIT_MS).unref())]);
+    void startEnded.then(async (started) => {
       if (!started) return;
       await Promise.all([admin?.close(), supervisor.stop()]);
       log.info('stopped', 'vrouter.stopped');

@@ -55,9 +55,9 @@ export function releaseHeld(r: Router, batch: PacketBatch): void {
 
 /**
  * vrouter stops, or its PMDs are to be replaced (Plugin.stopping, Plugin.leaving): the
- * packets held would go with this PMD's state, counted nowhere. Each
- * goes on if its next hop answers before its port's next batch; the others are dropped
- * there, as held_discarded, and no packet is held any more (neighbour-io.ts).
+ * packets held would go with this PMD's state, counted nowhere. Each goes on if its next
+ * hop answers before its port's next batch; the others are dropped there, as
+ * held_discarded, and no packet is held any more (neighbour-io.ts).
  */
 export function discardHeld(r: Router): void {
   r.discardingHeld = true;

@@ -119,6 +119,7 @@ export class AdminHttp {
         this.server.listen(l.path, () => {
           process.umask(mask);
           chmodSync(l.path, 0o600);
+          process.once('exit', this.removeSocketFile);
           resolve();
         });
       } else {
@@ -144,8 +145,14 @@ export class AdminHttp {
     while (this.unanswered.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     this.server.closeAllConnections();
     await closed;
-    if (this.config.listen.kind === 'unix') rmSync(this.config.listen.path, { force: true });
+    process.off('exit', this.removeSocketFile);
+    this.removeSocketFile();
   }
+
+  /** The UNIX socket's file: gone when the endpoint closes, or the process exits without closing it (a thread of vrouter died). */
+  private readonly removeSocketFile = (): void => {
+    if (this.config.listen.kind === 'unix') rmSync(this.config.listen.path, { force: true });
+  };
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // A request came: no idle limit while it is answered (a capture may stream for an hour);

@@ -564,7 +564,8 @@ export class Supervisor {
    * as at a change of ports (the routing stage drops what it holds, counted).
    */
   private async tellLeaving(): Promise<void> {
-    await this.askControl({ t: 'leaving', id: ++this.controlRequestId, next: this.topology });
+    // Their replacement goes on whatever this says: it is what was asked for.
+    await this.askControl({ t: 'leaving', id: ++this.controlRequestId, next: this.topology }).catch((err: Error) => log.warn(`the PMDs were not told they are replaced: ${err.message}`));
   }
 
   /** Stops PMD `id` (it exits; pmdExited follows). */
@@ -1312,7 +1313,10 @@ export class Supervisor {
     // that fires in a thread being terminated is a fatal error in koffi, not an exception.
     // Not for longer than a thread takes to end: one blocked in a call never would.
     await Promise.race([this.control?.terminate(), sleep(SHUTDOWN_TIMEOUT_MS)]);
-    await Promise.all([this.dataplane?.kill(), this.spare?.dataplane.discard()]);
+    // SIGKILLed, a process ends once its system call does: one stuck in the kernel (an
+    // uninterruptible wait) does not hold the stop for good.
+    const killed = Promise.all([this.dataplane?.kill(), this.spare?.dataplane.discard()]).then(() => true);
+    if (!(await Promise.race([killed, sleep(SHUTDOWN_TIMEOUT_MS).then(() => false)]))) log.warn(`a data-plane process did not end within ${SHUTDOWN_TIMEOUT_MS} ms of SIGKILL: left to end on its own`);
     await closeJobs();
   }
 
@@ -1330,7 +1334,7 @@ export class Supervisor {
 
   /** A thread that dies takes forwarding with it: stop cleanly and exit non-zero. */
   private actorDied(name: string, err: Error): void {
-    if (this.stopping) return;
+    if (this.closing || this.stopping) return;
     log.error(`${name} died: ${err.stack ?? err.message}`, 'vrouter.failed', { thread: name });
     void this.stop().then(() => process.exit(1));
   }

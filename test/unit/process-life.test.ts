@@ -1,7 +1,8 @@
 // The daemon's life as an operator sees it: `--check` validates a config without starting
 // anything, vrouter stops with the process that started it (npx runs it under `sh -c`,
 // which does not pass SIGTERM on), a stop or a reload asked for while it starts waits for
-// the start (then stops all of it, or reloads), and `--log-format json` makes every line one object.
+// the start (then stops all of it, or reloads), a stop lets a change under way end, and
+// `--log-format json` makes every line one object.
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -198,6 +199,22 @@ t.test('SIGTERM while a change is applied: the change ends and is answered, then
   t.match(vr.stderr(), /supervisor: stopped/, 'cleanly');
   t.notMatch(vr.stderr(), /error|stuck/, 'with no error', { stderr: vr.stderr() });
   t.same(readdirSync(vr.dir).filter((f) => f.endsWith('.sock')), [], "no socket left: the new port's, the others', the admin endpoint's");
+});
+
+t.test('a PMD that keeps dying ends vrouter: exit 1, saying why, and no socket or process left behind', async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  const children = [...dataplanePids(vr.proc.pid!), ...sparePids(vr.proc.pid!)];
+  const exited = new Promise<number | null>((resolve) => vr.proc.once('exit', (code) => resolve(code)));
+  // SIGUSR2 ends PMD 0 as a crash would: the sixth within a minute is one too many.
+  for (let k = 1; k <= 6 && vr.alive(); k++) {
+    vr.proc.kill('SIGUSR2');
+    await waitFor(() => (vr.stderr().match(/pmd0 exited with code|PMD restarts within/g) ?? []).length >= k || !vr.alive(), 10000);
+  }
+  t.equal(await Promise.race([exited, sleep(15000).then(() => 'still running')]), 1, 'vrouter exited with status 1');
+  t.match(vr.stderr(), /pmd0 died: .*6 PMD restarts within 60 s/, 'saying why');
+  t.same(readdirSync(vr.dir).filter((f) => f.endsWith('.sock')), [], "no socket file left, the admin endpoint's neither");
+  t.ok(await waitFor(() => children.every((pid) => !alive(pid)), 5000), `its data plane and spare ended (${children.join(', ')})`);
 });
 
 t.test('the data plane and its spare end at once when the supervisor is killed', async (t) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // vrouter daemon: `vrouter --config FILE` runs in the foreground until SIGTERM or SIGINT, or
 // until the process that started it exits; `vrouter --check FILE` validates a config file.
+import '../src/control/early-signals.ts';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { loadConfigFile, readAdminToken, readConfigFile, topologyOf } from '../src/control/config.ts';

@@ -66,7 +66,10 @@ export class DataplaneProcess {
     try {
       made.push(...seqpacketPair(), ...seqpacketPair());
       // The data plane's V8 flags first: any given to node for vrouter itself come after and win.
-      child = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
+      // --disable-sigusr1: a SIGUSR1 (`pkill -USR1 vrouter` matches the data plane's name)
+      // would otherwise open Node's inspector on 127.0.0.1:9229, where any local user could
+      // run code in the process that maps every guest's memory.
+      child = spawn(process.execPath, ['--disable-sigusr1', ...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
         argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
         stdio: ['ignore', 'inherit', 'inherit', made[1], made[3]],
       });

@@ -30,6 +30,11 @@ const startedAsSpare = process.argv.includes('--spare');
 named(startedAsSpare);
 // A supervisor that dies takes its data plane with it: nothing else would stop the PMDs.
 setParentDeathSignal('SIGKILL');
+// The supervisor ends this process (SIGKILL), and answers the signals an operator sends
+// vrouter. Those that reach the whole process group or cgroup (Ctrl-C, a terminal that
+// hangs up, systemd's stop, `pkill vrouter`, which matches this process's name) would end
+// the data plane first, under the guests, before the supervisor's orderly stop or reload.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'] as const) process.on(signal, () => undefined);
 // Before any PMD: a PMD blocked writing a guest's call eventfd can then be interrupted.
 try {
   installInterruptHandler();

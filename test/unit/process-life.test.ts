@@ -1,8 +1,9 @@
 // The daemon's life as an operator sees it: `--check` validates a config without starting
 // anything, vrouter stops with the process that started it (npx runs it under `sh -c`,
 // which does not pass SIGTERM on), a stop or a reload asked for while it starts waits for
-// the start (then stops all of it, or reloads), a stop lets a change under way end, and
-// `--log-format json` makes every line one object.
+// the start (then stops all of it, or reloads), a stop lets a change under way end, signals
+// that reach the data planes too leave them to the supervisor, and `--log-format json`
+// makes every line one object.
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -215,6 +216,24 @@ t.test('a PMD that keeps dying ends vrouter: exit 1, saying why, and no socket o
   t.match(vr.stderr(), /pmd0 died: .*6 PMD restarts within 60 s/, 'saying why');
   t.same(readdirSync(vr.dir).filter((f) => f.endsWith('.sock')), [], "no socket file left, the admin endpoint's neither");
   t.ok(await waitFor(() => children.every((pid) => !alive(pid)), 5000), `its data plane and spare ended (${children.join(', ')})`);
+});
+
+t.test("signals to vrouter's whole group (Ctrl-C, a terminal's hang-up, systemd's stop, pkill) leave its data planes to the supervisor", async (t) => {
+  const vr = await startVrouter(bridgeConfig(['a', 'b']));
+  t.teardown(() => vr.stop());
+  const children = [...dataplanePids(vr.proc.pid!), ...sparePids(vr.proc.pid!)];
+  t.equal(children.length, 2, 'a data plane and a spare');
+  // What `pkill -USR1 vrouter` sends (it matches their names), and a terminal or a group kill.
+  for (const signal of ['SIGUSR1', 'SIGUSR2', 'SIGHUP', 'SIGINT', 'SIGTERM'] as const) for (const pid of children) process.kill(pid, signal);
+  await sleep(1000);
+  t.ok(children.every((pid) => alive(pid)), 'both go on');
+  t.notMatch(vr.stderr(), /died|Debugger listening/, 'neither died, nor opened an inspector (SIGUSR1)', { stderr: vr.stderr() });
+  // systemd's stop: SIGTERM to every process of the service at once.
+  const exited = new Promise<number | null>((resolve) => vr.proc.once('exit', (code) => resolve(code)));
+  for (const pid of [vr.proc.pid!, ...children]) process.kill(pid, 'SIGTERM');
+  t.equal(await Promise.race([exited, sleep(15000).then(() => 'still running')]), 0, 'the supervisor stops them, cleanly');
+  t.notMatch(vr.stderr(), /died|dropped/, 'no data plane died under it', { stderr: vr.stderr() });
+  t.ok(await waitFor(() => children.every((pid) => !alive(pid)), 5000), 'and they are gone');
 });
 
 t.test('the data plane and its spare end at once when the supervisor is killed', async (t) => {

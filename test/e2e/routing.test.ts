@@ -89,6 +89,18 @@ async function runGuests(t: Test, vr: StartedVrouter, specs: GuestSpec[]): Promi
   };
 }
 
+/**
+ * vrouter routing for one port, `a` (`port`: its entry in the config), and a guest on it at
+ * 10.0.1.2/24 that runs `body` after the routed helpers; both stopped at the test's end.
+ */
+async function routedGuest(t: Test, port: object, body: string): Promise<{ vr: StartedVrouter; guest: ReturnType<typeof bootGuest> }> {
+  const vr = await startVrouter({ ports: [port], pipeline: ['routing'] });
+  t.teardown(() => vr.stop());
+  const guest = bootGuest({ name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }], timeoutS: 90, script: `${ROUTED_LIB}\n${body}` });
+  t.teardown(() => guest.kill());
+  return { vr, guest };
+}
+
 function find(r: GuestResult | undefined, test: string, extra: Record<string, string> = {}): Record<string, string> | undefined {
   return r?.results.find((x) => x.test === test && Object.entries(extra).every(([k, v]) => x[k] === v));
 }
@@ -525,14 +537,10 @@ vr_iperf_server
 });
 
 t.test("a prefix removed at run time is deprecated in the guest; stopped, vrouter tells the guest it is no default router any more: its IPv6 default route goes at once", async (t) => {
-  const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64', '2001:db8:9::1/64'] }], pipeline: ['routing'] });
-  t.teardown(() => vr.stop());
-  const guest = bootGuest({
-    name: 'a',
-    nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
-    timeoutS: 90,
-    script: `${ROUTED_LIB}
-# vr_deprecated HEX: whether the guest's address that starts so (/proc/net/if_inet6) is deprecated (IFA_F_DEPRECATED, 0x20): 1 or 0, none without one
+  const { vr, guest } = await routedGuest(
+    t,
+    { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64', '2001:db8:9::1/64'] },
+    `# vr_deprecated HEX: whether the guest's address that starts so (/proc/net/if_inet6) is deprecated (IFA_F_DEPRECATED, 0x20): 1 or 0, none without one
 vr_deprecated() {
   f=$(awk -v p="$1" 'index($1, p) == 1 { print $5 }' /proc/net/if_inet6 | head -n1)
   if [ -n "$f" ]; then echo $(( (0x$f & 0x20) >> 5 )); else echo none; fi
@@ -551,8 +559,7 @@ n=0
 while ip -6 route | grep -q '^default' && [ $n -lt 150 ]; do sleep 0.2; n=$((n + 1)); done
 vr_result test=farewell gone=$(ip -6 route | grep -q '^default' && echo 0 || echo 1) waited_ms=$((n * 200))
 `,
-  });
-  t.teardown(() => guest.kill());
+  );
   await guest.waitForConsole(/VR-STEP ra-learned/, 90_000);
   const api = adminClient(vr);
   const config = (await api.call('GET', '/config')).json;
@@ -574,15 +581,10 @@ vr_result test=farewell gone=$(ip -6 route | grep -q '^default' && echo 0 || ech
 });
 
 t.test("the router's MAC changed at run time: the guest's ARP and neighbour entries take the new one at once (its announcements)", async (t) => {
-  const port = (mac: string) => ({ name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: mac });
-  const vr = await startVrouter({ ports: [port('02:00:00:00:aa:01')], pipeline: ['routing'] });
-  t.teardown(() => vr.stop());
-  const guest = bootGuest({
-    name: 'a',
-    nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
-    timeoutS: 90,
-    script: `${ROUTED_LIB}
-vr_addr6 2001:db8:1::2/64
+  const { vr, guest } = await routedGuest(
+    t,
+    { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24', '2001:db8:1::1/64'], routerMac: '02:00:00:00:aa:01' },
+    `vr_addr6 2001:db8:1::2/64
 vr_wait_peer 10.0.1.1 10
 ping -c 1 -W 2 2001:db8:1::1 > /dev/null 2>&1
 # Linux takes no new MAC for an entry it updated in the last second (locktime)
@@ -598,8 +600,7 @@ done
 vr_result test=announced arp=$(ip neigh show 10.0.1.1 | awk '{ print $5 }') nd=$(ip -6 neigh show 2001:db8:1::1 | awk '{ print $5 }') waited_ms=$((n * 200))
 vr_ping 10.0.1.1 3
 `,
-  });
-  t.teardown(() => guest.kill());
+  );
   await guest.waitForConsole(/VR-STEP learned/, 90_000);
   const api = adminClient(vr);
   const config = (await api.call('GET', '/config')).json;

@@ -9,7 +9,15 @@
 set -u
 cd "$(dirname "$0")/.."
 
-ALONE="test/hostile/*.test.ts
+ALONE="test/hostile/admin-connections.test.ts
+test/hostile/closed-connections.test.ts
+test/hostile/descriptor-chains.test.ts
+test/hostile/floods.test.ts
+test/hostile/memory-tables.test.ts
+test/hostile/punt-flood.test.ts
+test/hostile/socket-access.test.ts
+test/hostile/uplinks.test.ts
+test/hostile/vring-fds.test.ts
 test/unit/pipeline.test.ts
 test/unit/capture.test.ts
 test/unit/upgrade.test.ts

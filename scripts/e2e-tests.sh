@@ -3,15 +3,15 @@
 # `npm run test:e2e`. Arguments go to tap (a reporter: -R tap).
 #
 # A guest under TCG keeps one CPU busy while it boots and runs, and a test often waits on one
-# guest while the other CPU idles: most files run two at a time, the longest first. The files
-# listed in ALONE run one at a time after them: they check a rate or a time (a policer's rate,
-# a forwarding rate under attack, an outage or a change seen within a second, a volume of
-# offloaded frames that a slower TCP sender would pack into fewer super-frames), or their
-# generator takes both CPUs (testpmd).
+# guest while the other CPU idles: most files run two at a time. The files listed in ALONE
+# run one at a time after them: they check a rate or a time (a policer's rate, a forwarding
+# rate under attack, an outage or a change seen within a second, a volume of offloaded
+# frames that a slower TCP sender would pack into fewer super-frames), or their generator
+# takes both CPUs (testpmd).
 set -u
 cd "$(dirname "$0")/.."
 
-ALONE="test/e2e/routing.test.ts
+ALONE="test/e2e/routing-rates.test.ts
 test/e2e/dataplane-restart.test.ts
 test/e2e/offloads.test.ts
 test/e2e/testpmd.test.ts
@@ -19,26 +19,19 @@ test/e2e/hostile-neighbours.test.ts
 test/e2e/pmd-restart.test.ts
 test/e2e/admin.test.ts"
 
-# The two at a time, longest first: a long file started last would run on alone.
-LONGEST_FIRST="test/e2e/reconnect.test.ts
-test/e2e/guests.test.ts
-test/e2e/multiqueue.test.ts
-test/e2e/uplinks.test.ts
-test/e2e/examples.test.ts"
-
-for f in $ALONE $LONGEST_FIRST; do
+alone=$(for f in $ALONE; do echo "$f"; done)
+for f in $alone; do
   if [ ! -f "$f" ]; then
-    echo "e2e-tests.sh: $f, listed by name, does not exist" >&2
+    echo "e2e-tests.sh: $f, listed to run alone, does not exist" >&2
     exit 2
   fi
 done
-alone=$(for f in $ALONE; do echo "$f"; done)
-first=$(for f in $LONGEST_FIRST; do echo "$f"; done)
-rest=$(ls test/e2e/*.test.ts | grep -vxF "$alone" | grep -vxF "$first")
+# tap runs the files of a list in the order of their names, whatever order they are given in.
+paired=$(ls test/e2e/*.test.ts | grep -vxF "$alone")
 
 status=0
 # shellcheck disable=SC2086 # the lists are paths without spaces, one word each
-tap --disable-coverage --jobs=2 --timeout=900 "$@" $first $rest || status=$?
+tap --disable-coverage --jobs=2 --timeout=900 "$@" $paired || status=$?
 # shellcheck disable=SC2086
 tap --disable-coverage --jobs=1 --timeout=900 "$@" $alone || status=$?
 exit "$status"

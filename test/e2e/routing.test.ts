@@ -1,146 +1,18 @@
 // Linux guests under QEMU on three subnets, routed by vrouter: what a user of the router
 // sees from inside the VMs. IPv4 and IPv6 across subnets (the IPv6 default route learned
 // from the router's advertisements), the router's own addresses, traceroute, path MTU
-// between a 9000 and a 1500 port, IPv4 fragmentation, iperf3; a guest's VLAN trunk, a
-// VLAN bridged and one routed; then ACLs (a denied port, stateful return traffic) and a
-// policer holding TCP to its rate; and, as vrouter stops, the guest's IPv6 default route
-// gone with its last advertisement.
-import t, { type Test } from 'tap';
-import { bootGuest, guestPrerequisites, type GuestResult, type GuestSpec } from './lib/guest.ts';
-import { startVrouter, type StartedVrouter } from '../support/vrouter-process.ts';
+// between a 9000 and a 1500 port, IPv4 fragmentation, iperf3; ACLs (a denied port, stateful
+// return traffic); a prefix removed and the router's MAC changed at run time; and, as
+// vrouter stops, the guest's IPv6 default route gone with its last advertisement. The VLAN
+// trunk and the policer, whose checks are of TCP's rate, are in routing-rates.test.ts.
+import t from 'tap';
+import { guestPrerequisites, type GuestResult, type GuestSpec } from './lib/guest.ts';
+import { startVrouter } from '../support/vrouter-process.ts';
 import { adminClient } from '../support/admin-client.ts';
-import type { PortStats } from '../../src/dataplane/counters.ts';
+import { script, runGuests, routedGuest, find, excerpt, pluginTotals, vrouterLog, pingOk, twoSubnets } from './lib/routed.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
-
-/**
- * Shell functions for the routed guests, on top of the image's /vr/lib.sh. Every guest
- * script ends with "vr_result test=done" and then stays up, so that the others can still
- * reach it; the test stops them all once each has said done.
- */
-const ROUTED_LIB = `
-# vr_addr6 ADDR/P: a global IPv6 address on eth0, usable at once (no duplicate address detection)
-vr_addr6() { echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad; ip -6 addr add $1 dev eth0; }
-# vr_wait_ra [SECS]: until the kernel has a default route from a Router Advertisement. It takes
-# them with accept_ra=1 and forwarding=0, the defaults, reported here.
-vr_wait_ra() {
-  n=0; r=
-  while [ $n -lt $(( \${1:-15} * 5 )) ]; do
-    r=$(ip -6 route | grep '^default' | head -n1)
-    [ -n "$r" ] && break
-    sleep 0.2; n=$((n + 1))
-  done
-  vr_result test=ra_route ok=$([ -n "$r" ] && echo 1 || echo 0) waited_ms=$((n * 200)) accept_ra=$(cat /proc/sys/net/ipv6/conf/eth0/accept_ra) forwarding=$(cat /proc/sys/net/ipv6/conf/eth0/forwarding) route=$(echo $r | tr ' ' '_')
-  [ -n "$r" ]
-}
-# vr_snmp GROUP FIELD: a counter of /proc/net/snmp ("Icmp" "InDestUnreachs")
-vr_snmp() { awk -v s="$1:" -v k="$2" '$1 == s { if (n++) print $c; else for (i = 2; i <= NF; i++) if ($i == k) c = i }' /proc/net/snmp; }
-# vr_snmp6 FIELD: a counter of /proc/net/snmp6 ("Icmp6InPktTooBigs")
-vr_snmp6() { awk -v k="$1" '$1 == k { print $2 }' /proc/net/snmp6; }
-# vr_trace DST [traceroute args]: one probe per hop; hopN=ADDR, with the !N/!H/!F... flag appended
-vr_trace() {
-  dst=$1; shift
-  case $dst in *:*) tr=traceroute6 ;; *) tr=traceroute ;; esac
-  out=$($tr -n -q 1 -w 2 -m 4 "$@" $dst 2>&1)
-  echo "$out" | sed 's/^/trace: /'
-  vr_result test=trace dst=$dst $(echo "$out" | awk '$1 ~ /^[0-9]+$/ { f = ""; for (i = 3; i <= NF; i++) if ($i ~ /^!/) f = $i; printf "hop%s=%s%s ", $1, $2, f }')
-}
-# vr_connect IP PORT: one iperf3 connection attempt (3 s to connect); ok=1 if it got through
-vr_connect() {
-  s=$(date +%s)
-  out=$(iperf3 -c $1 -p $2 -t 1 --connect-timeout 3000 2>&1); rc=$?
-  echo "$out" | tail -n 2 | sed 's/^/connect: /'
-  vr_result test=connect dst=$1 port=$2 ok=$([ $rc = 0 ] && echo 1 || echo 0) secs=$(( $(date +%s) - s )) refused=$(echo "$out" | grep -c 'refused')
-}
-`;
-
-const DONE = 'vr_result test=done\nsleep 600\n';
-
-function script(body: string): string {
-  return `${ROUTED_LIB}\n${body.trim()}\n${DONE}`;
-}
-
-interface Run {
-  results: Record<string, GuestResult>;
-  stats: Record<string, PortStats>;
-  /** guests that never said done */
-  unfinished: string[];
-}
-
-/**
- * Boots the guests, waits until each has said done (or exited, or ran out of time), reads
- * vrouter's counters, then stops the guests (before vrouter: QEMU complains when its
- * backend goes first).
- */
-async function runGuests(t: Test, vr: StartedVrouter, specs: GuestSpec[]): Promise<Run> {
-  const guests = specs.map((s) => bootGuest(s));
-  t.teardown(() => guests.forEach((g) => g.kill()));
-  const finished = await Promise.all(
-    guests.map((g, i) => g.waitForConsole(new RegExp(`^VR-RESULT vm=${specs[i].name} test=done`, 'm'), (specs[i].timeoutS ?? 120) * 1000).then(() => true, () => false)),
-  );
-  const stats = await vr.stats();
-  guests.forEach((g) => g.kill());
-  const done = await Promise.all(guests.map((g) => g.done));
-  return {
-    results: Object.fromEntries(specs.map((s, i) => [s.name, done[i]])),
-    stats,
-    unfinished: specs.filter((_, i) => !finished[i]).map((s) => s.name),
-  };
-}
-
-/**
- * vrouter routing for one port, `a` (`port`: its entry in the config), and a guest on it at
- * 10.0.1.2/24 that runs `body` after the routed helpers; both stopped at the test's end.
- */
-async function routedGuest(t: Test, port: object, body: string): Promise<{ vr: StartedVrouter; guest: ReturnType<typeof bootGuest> }> {
-  const vr = await startVrouter({ ports: [port], pipeline: ['routing'] });
-  t.teardown(() => vr.stop());
-  const guest = bootGuest({ name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }], timeoutS: 90, script: `${ROUTED_LIB}\n${body}` });
-  t.teardown(() => guest.kill());
-  return { vr, guest };
-}
-
-function find(r: GuestResult | undefined, test: string, extra: Record<string, string> = {}): Record<string, string> | undefined {
-  return r?.results.find((x) => x.test === test && Object.entries(extra).every(([k, v]) => x[k] === v));
-}
-
-/** The lines of a guest's console worth reading when something failed. */
-function excerpt(r: GuestResult | undefined): string {
-  if (!r) return '(no guest)';
-  return r.console
-    .split('\n')
-    .filter((l) => /^(VR-|trace:|connect:|\[qemu\])/.test(l))
-    .join('\n');
-}
-
-/** A plugin's drops and counters summed over the ports (each counts at the packet's ingress). */
-function pluginTotals(stats: Record<string, PortStats>, plugin: string): { drops: Record<string, number>; counters: Record<string, number> } {
-  const drops: Record<string, number> = {};
-  const counters: Record<string, number> = {};
-  for (const port of Object.values(stats)) {
-    const p = port.plugins[plugin];
-    if (!p) continue;
-    for (const [k, v] of Object.entries(p.drops)) drops[k] = (drops[k] ?? 0) + v;
-    for (const [k, v] of Object.entries(p.counters)) counters[k] = (counters[k] ?? 0) + v;
-  }
-  return { drops, counters };
-}
-
-/** vrouter's last log lines (its counters left out), for the failure report. */
-function vrouterLog(vr: StartedVrouter): string {
-  return vr
-    .stderr()
-    .split('\n')
-    .filter((l) => !/vrouter: stats /.test(l))
-    .slice(-40)
-    .join('\n');
-}
-
-function pingOk(t: Test, r: GuestResult | undefined, vm: string, dst: string): void {
-  const p = find(r, 'ping', { dst });
-  t.equal(p?.loss_pct, '0', `${vm}: ping ${dst} without loss (${p?.recv ?? '-'}/${p?.sent ?? '-'})`, { console: excerpt(r) });
-}
 
 t.test('three subnets: ping, traceroute, path MTU and iperf3 across the router', async (t) => {
   const vr = await startVrouter({
@@ -338,90 +210,6 @@ vr_ping 10.0.2.2 5
 });
 
 /** Two guests on two routed ports, a (10.0.1.0/24) and b (10.0.2.0/24). */
-function twoSubnets(extra: object): object {
-  return {
-    ports: [
-      { name: 'a', socket: '{dir}/a.sock', addresses: ['10.0.1.1/24'] },
-      { name: 'b', socket: '{dir}/b.sock', addresses: ['10.0.2.1/24'] },
-    ],
-    ...extra,
-  };
-}
-
-t.test('VLANs: a guest\'s trunk, one VLAN bridged to a guest, another routed to a third guest', async (t) => {
-  const vr = await startVrouter({
-    ports: [
-      { name: 'trunk', socket: '{dir}/trunk.sock' },
-      { name: 'trunk.10', type: 'vlan', parent: 'trunk', vlan: 10, bridge: 'br10' },
-      { name: 'trunk.20', type: 'vlan', parent: 'trunk', vlan: 20, addresses: ['10.20.0.1/24'] },
-      { name: 'a', socket: '{dir}/a.sock', bridge: 'br10' },
-      { name: 'b', socket: '{dir}/b.sock', addresses: ['10.30.0.1/24'] },
-    ],
-    pipeline: ['routing', 'bridge'],
-  });
-  t.teardown(() => vr.stop());
-  const timeoutS = 120;
-  const { results, stats, unfinished } = await runGuests(t, vr, [
-    {
-      name: 't',
-      nics: [{ socket: vr.sockets.trunk }],
-      timeoutS,
-      // Linux's own VLAN interfaces on the virtio-net NIC: the tags are in the frames.
-      script: script(`
-ip link add link eth0 name eth0.10 type vlan id 10 && ip addr add 10.10.0.2/24 dev eth0.10 && ip link set eth0.10 up
-ip link add link eth0 name eth0.20 type vlan id 20 && ip addr add 10.20.0.2/24 dev eth0.20 && ip link set eth0.20 up
-vr_result test=vlans ok=$(ls /proc/net/vlan 2> /dev/null | grep -c 'eth0\\.')
-ip route add 10.30.0.0/24 via 10.20.0.1
-vr_wait_peer 10.10.0.3 60
-vr_ping 10.10.0.3 5
-vr_ping 10.20.0.1 3
-vr_wait_peer 10.30.0.2 60
-vr_ping 10.30.0.2 5
-vr_iperf_client 10.30.0.2 2
-vr_iperf_client 10.30.0.2 2 -R
-`),
-    },
-    {
-      name: 'a',
-      nics: [{ socket: vr.sockets.a, ip: '10.10.0.3/24' }],
-      timeoutS,
-      script: script('vr_wait_peer 10.10.0.2 60'),
-    },
-    {
-      name: 'b',
-      nics: [{ socket: vr.sockets.b, ip: '10.30.0.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.30.0.1
-vr_iperf_server; vr_iperf_server
-`),
-    },
-  ]);
-  const guest = results.t;
-  t.same(unfinished, [], 'the three guests ran their scripts to the end', { vrouter: vrouterLog(vr) });
-  t.equal(find(guest, 'vlans')?.ok, '2', 'the trunk guest made its two VLAN interfaces', { console: excerpt(guest) });
-  pingOk(t, guest, 't', '10.10.0.3');
-  pingOk(t, guest, 't', '10.20.0.1');
-  pingOk(t, guest, 't', '10.30.0.2');
-  // TCP super-frames (TSO) both ways: their tags taken off and put on, their offsets moved.
-  const tcp = find(guest, 'iperf3', { args: '' });
-  // Hundreds of Mbit/s here; a few with super-frames lost on the way (retransmitted as segments).
-  t.ok(Number(tcp?.receiver_mbps) > 50, `TCP from VLAN 20 through the router to b: ${tcp?.receiver_mbps} Mbit/s`, { console: excerpt(guest) });
-  const back = find(guest, 'iperf3', { args: '-R' });
-  t.ok(Number(back?.receiver_mbps) > 50, `TCP from b through the router to VLAN 20: ${back?.receiver_mbps} Mbit/s`, { console: excerpt(guest) });
-  const dropped = (port: string, but: string[] = []) => Object.entries(stats[port].drops).filter(([reason, n]) => n > 0 && !but.includes(reason));
-  // A guest under TCG falls behind a TCP stream at times (guest_ring_full): flow control, not the VLAN.
-  // The three guests boot side by side: what a floods into br10 (IPv6 duplicate address detection)
-  // before t's driver is up, or after t powered off, meets a parent that is down (port_down).
-  t.same(
-    [dropped('trunk.20'), dropped('trunk', ['no_destination', 'guest_ring_full', 'port_down'])],
-    [[], []],
-    'no frame of VLAN 20 or the trunk dropped but for a full ring or a trunk not up yet',
-  );
-  for (const port of ['trunk.10', 'trunk.20']) t.ok(stats[port].rx_packets > 0 && stats[port].tx_packets > 0, `${port} counts its frames: ${stats[port].rx_packets} in, ${stats[port].tx_packets} out`);
-  t.equal(stats.trunk.rx_packets, stats['trunk.10'].rx_packets + stats['trunk.20'].rx_packets + stats.trunk.drops.no_destination, 'every frame of the trunk was a VLAN\'s, or its own with nowhere to go (IPv6 on the untagged NIC)');
-});
-
 t.test("ACL: a denied TCP port, and a stateful rule that lets only a open connections, fragmented replies too", async (t) => {
   const vr = await startVrouter(
     twoSubnets({
@@ -486,54 +274,6 @@ vr_ping 10.0.1.2 3
   const dropped = Object.values(acl.drops).reduce((x, y) => x + y, 0);
   t.ok(dropped >= 3, `the acl stage counted its drops: ${JSON.stringify(acl.drops)}`, { counters: acl.counters });
   t.ok((acl.counters.acl_fragments_followed ?? 0) >= 12, `the later fragments of the 3 echoes and 3 replies followed their first: ${acl.counters.acl_fragments_followed}`);
-});
-
-t.test('policer: 50 Mbit/s on port a\'s ingress holds iperf3 TCP to within 10 %', async (t) => {
-  const vr = await startVrouter(
-    twoSubnets({
-      pipeline: ['routing', 'ratelimit'],
-      // The default burst: 250 ms of the rate.
-      policers: [{ name: 'a-in', cir: '50mbit', apply: [{ inPort: 'a' }] }],
-    }),
-  );
-  t.teardown(() => vr.stop());
-  const timeoutS = 120;
-  const { results, stats, unfinished } = await runGuests(t, vr, [
-    {
-      name: 'a',
-      nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.0.1.1
-vr_wait_peer 10.0.2.2 60
-# -O 2: the first two seconds, where TCP spends the full bucket, are left out of the rate.
-vr_iperf_client 10.0.2.2 6 -O 2
-vr_iperf_client 10.0.2.2 3 -R
-`),
-    },
-    {
-      name: 'b',
-      nics: [{ socket: vr.sockets.b, ip: '10.0.2.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.0.2.1
-vr_iperf_server
-vr_iperf_server
-`),
-    },
-  ]);
-  const { a } = results;
-  t.same(unfinished, [], 'both guests ran their scripts to the end', { vrouter: vrouterLog(vr) });
-  const policed = Number(find(a, 'iperf3', { args: '-O_2' })?.receiver_mbps);
-  const free = Number(find(a, 'iperf3', { args: '-R' })?.receiver_mbps);
-  t.ok(free > 55, `b -> a, not policed, runs faster than the policer's rate: ${free} Mbit/s (else this test shows nothing)`, { console: excerpt(a) });
-  // The policer meters whole frames; iperf3 counts TCP payload: 1448 bytes (MSS 1460 less
-  // the timestamp option) in each 1514-byte frame, so 50 Mbit/s of frames is 47.8 of payload.
-  const goodput = (50 * 1448) / 1514;
-  t.ok(Math.abs(policed - goodput) <= goodput * 0.1, `a -> b, policed at 50 Mbit/s of frames: ${policed} Mbit/s of TCP payload (${goodput.toFixed(1)} ± 10 % expected)`, { console: excerpt(a) });
-  const rl = pluginTotals(stats, 'ratelimit');
-  t.ok(rl.counters.red > 0, `the policer marked packets red: ${JSON.stringify(rl.counters)}`, { drops: rl.drops });
-  t.ok(rl.drops.policer_red > 0, `and dropped them: ${rl.drops.policer_red}`);
 });
 
 t.test("a prefix removed at run time is deprecated in the guest; stopped, vrouter tells the guest it is no default router any more: its IPv6 default route goes at once", async (t) => {

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { TablesUpdate } from '../pipeline/pmd-thread.ts';
-import { closeAll, seqpacketPair } from '../sys/libc.ts';
+import { closeAll, seqpacketPair, startOnCpus, threadCpus } from '../sys/libc.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { arenaAddress, encodeShared, refOf, releaseShared, sharedBuffer } from '../sys/shared-arena.ts';
 import { initLifeLocks, LIFE_BLOCK_BYTES } from '../sys/life-locks.ts';
@@ -57,22 +57,31 @@ export class DataplaneProcess {
   /**
    * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
    * named vrouter-dataplane-spare in ps until its PMDs go. `nice`: its main thread's once it
-   * serves queues (control.nice); it loads at 0.
+   * serves queues (control.nice); it loads at 0. `loadCpus`: the CPUs it loads on, when not
+   * the calling thread's; its threads but the PMDs then go back to the calling thread's once
+   * it has loaded.
    */
-  constructor(arenaFd: number, arenaBytes: number, nice: number, handlers: DataplaneHandlers, spare = false) {
+  constructor(arenaFd: number, arenaBytes: number, nice: number, handlers: DataplaneHandlers, spare = false, loadCpus: readonly number[] | null = null) {
     this.handlers = handlers;
     const made: number[] = [];
     let child: ChildProcess;
+    let controlCpus: number[] | null = null;
     try {
       made.push(...seqpacketPair(), ...seqpacketPair());
       // The data plane's V8 flags first: any given to node for vrouter itself come after and win.
       // --disable-sigusr1: a SIGUSR1 (`pkill -USR1 vrouter` matches the data plane's name)
       // would otherwise open Node's inspector on 127.0.0.1:9229, where any local user could
       // run code in the process that maps every guest's memory.
-      child = spawn(process.execPath, ['--disable-sigusr1', ...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
-        argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
-        stdio: ['ignore', 'inherit', 'inherit', made[1], made[3]],
-      });
+      const start = () =>
+        spawn(process.execPath, ['--disable-sigusr1', ...DATAPLANE_V8_FLAGS, ...(spare ? SPARE_V8_FLAGS : []), ...process.execArgv, ENTRY, ...(spare ? ['--spare'] : [])], {
+          argv0: spare ? 'vrouter-dataplane-spare' : 'vrouter-dataplane',
+          stdio: ['ignore', 'inherit', 'inherit', made[1], made[3]],
+        });
+      if (loadCpus === null) child = start();
+      else {
+        controlCpus = threadCpus();
+        child = startOnCpus(loadCpus, start);
+      }
     } catch (err) {
       // Out of file descriptors, say: none of those made so far is left open.
       closeAll(made);
@@ -101,7 +110,7 @@ export class DataplaneProcess {
     this.lifeLocks = sharedBuffer(LIFE_BLOCK_BYTES);
     initLifeLocks(this.lifeLocks);
     this.child.on('exit', (code, signal) => this.ended(code, signal));
-    this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks), counterLayout: COUNTER_LAYOUT }, [arenaFd]);
+    this.send({ t: 'init', arenaBytes, nice, lifeLocks: refOf(this.lifeLocks), counterLayout: COUNTER_LAYOUT, controlCpus }, [arenaFd]);
   }
 
   /** The process is gone (or was never started): its waiters wake, its death is reported. */

@@ -17,7 +17,8 @@ import { importPlugin, planPlugins, type PluginPlan, type PluginSpec } from '../
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from '../pipeline/jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { setThreadCpus, setThreadNice } from '../sys/libc.ts';
+import { setThreadCpus, setThreadNice, threadCpus } from '../sys/libc.ts';
+import { keepThreadsToCpus } from '../sys/process-threads.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
@@ -244,11 +245,16 @@ export class Supervisor {
 
   /** Starts every actor; resolves once all sockets listen. */
   async start(): Promise<void> {
+    const startCpus = threadCpus();
     this.keepOffPmdCpus();
     // Before any thread or process is started: they inherit it.
     this.setControlNice();
     await preparePlugins(this.plugins, this.pluginMemory, this.topology, undefined, this.learnedRoutes);
-    const { commandsFd } = await this.startDataplane();
+    const started = this.startDataplane();
+    // No PMD polls yet: the spare loads beside the data plane on every CPU vrouter was given
+    // (the PMDs' too), rather than after it on the control CPUs alone.
+    this.keepSpare(0, startCpus);
+    const { commandsFd } = await started;
     for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
     const data: ControlThreadData = {
       endpoints: this.config.ports.flatMap((p, index) => endpointOf(p, index) ?? []),
@@ -282,15 +288,17 @@ export class Supervisor {
   }
 
   /**
-   * The supervisor's threads, and those started after (the control thread, the job pool,
-   * libuv's), run on the CPUs the PMDs leave free, as OVS-DPDK keeps its own threads to
-   * dpdk-lcore-mask: a route compile must not take a PMD's CPU. Each PMD pins itself.
+   * The supervisor's threads (V8's and libuv's, born before this code ran, too), and those
+   * started after (the control thread, the job pool), run on the CPUs the PMDs leave free, as
+   * OVS-DPDK keeps its own threads to dpdk-lcore-mask: a route compile or a collection of the
+   * supervisor's heap must not take a PMD's CPU. Each PMD pins itself.
    */
   private keepOffPmdCpus(): void {
     const free = Array.from({ length: cpus().length }, (_, cpu) => cpu).filter((cpu) => !this.config.pmd.cores.includes(cpu));
     if (free.length === 0) return;
     try {
       setThreadCpus(free);
+      for (const failure of keepThreadsToCpus(free)) log.warn(`not kept off the PMDs' CPUs: ${failure}`);
       log.info(`control threads on CPU ${free.join(', ')}, PMDs on CPU ${this.config.pmd.cores.join(', ')}`);
     } catch (err) {
       log.warn(`control threads not kept off the PMDs' CPUs: ${(err as Error).message}`);
@@ -337,7 +345,7 @@ export class Supervisor {
    * A data-plane process. Its events count while it is the one in use; as the spare, an
    * error or an exit of one of its PMDs, or its death, only costs the spare (made again).
    */
-  private createDataplane(spare = false): DataplaneProcess {
+  private createDataplane(spare = false, loadCpus: readonly number[] | null = null): DataplaneProcess {
     const dataplane: DataplaneProcess = new DataplaneProcess(this.arenaFd, ARENA_BYTES, this.config.control.nice, {
       pmdError: (id, incarnation, error) => {
         if (this.spare?.dataplane === dataplane) return this.spareFailed(`pmd${id} failed: ${error.split('\n')[0]}`);
@@ -359,7 +367,7 @@ export class Supervisor {
         if (this.spare?.dataplane === dataplane) this.spareFailed(`it died (${signal ?? `exit code ${code}`})`);
         else this.dataplaneDied(dataplane, code, signal);
       },
-    }, spare);
+    }, spare, loadCpus);
     return dataplane;
   }
 
@@ -403,10 +411,11 @@ export class Supervisor {
   /**
    * Starts a spare: a data-plane process from the code on disk that maps the shared memory
    * and loads its PMDs (plugins imported), which then wait without touching anything.
-   * Resolves once all have loaded; rejects if it failed (it is then gone).
+   * Resolves once all have loaded; rejects if it failed (it is then gone). `loadCpus`: where
+   * it loads, when not on the control CPUs (DataplaneProcess).
    */
-  private startSpare(): Promise<Spare> {
-    const dataplane = this.createDataplane(true);
+  private startSpare(loadCpus: readonly number[] | null = null): Promise<Spare> {
+    const dataplane = this.createDataplane(true, loadCpus);
     let loadedAll!: () => void;
     let failed!: (err: Error) => void;
     const loaded = new Promise<void>((resolve, reject) => ((loadedAll = resolve), (failed = reject)));
@@ -451,14 +460,14 @@ export class Supervisor {
     this.keepSpare(retryMs);
   }
 
-  /** Makes sure a spare is loaded or loading (pmd.spare), `delayMs` from now. */
-  private keepSpare(delayMs = 0): void {
+  /** Makes sure a spare is loaded or loading (pmd.spare), `delayMs` from now; `loadCpus` as startSpare's. */
+  private keepSpare(delayMs = 0, loadCpus: readonly number[] | null = null): void {
     if (!this.config.pmd.spare || this.stopping || this.spareTimer !== null) return;
     this.spareTimer = setTimeout(() => {
       this.spareTimer = null;
       if (this.spare !== null || this.stopping || this.dataplane === null) return;
       try {
-        this.startSpare().catch(() => undefined);
+        this.startSpare(loadCpus).catch(() => undefined);
       } catch (err) {
         // Not even started (no file descriptor or process left): tried again later.
         log.warn(`no spare data plane started: ${(err as Error).message}`);

@@ -17,9 +17,11 @@ export type SupervisorMessage =
    * the shared memory (its fd comes with the message), and the process's block of life
    * locks in it (life-locks.ts): its main thread holds the first, each PMD thread another;
    * `counterLayout`, the supervisor's COUNTER_LAYOUT (a process whose code's differs
-   * refuses to serve)
+   * refuses to serve); `controlCpus`, where its threads but the PMDs go once it has loaded,
+   * when it was started on more CPUs to load (a spare at vrouter's start), or null: they stay
+   * where they were born
    */
-  | { t: 'init'; arenaBytes: number; nice: number; lifeLocks: SharedRef; counterLayout: string }
+  | { t: 'init'; arenaBytes: number; nice: number; lifeLocks: SharedRef; counterLayout: string; controlCpus: number[] | null }
   /**
    * starts PMD `pmd`; `incarnation` names this start of it in every later message.
    * `standby`: it loads everything, says so ('pmd-standby'), and waits for 'go' before it

@@ -13,6 +13,7 @@ import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, installInt
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
+import { keepThreadsToCpus } from '../sys/process-threads.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { PmdLogLine, PmdStandbyLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
@@ -57,6 +58,8 @@ for (const tid of readdirSync('/proc/self/task')) {
   }
 }
 let servingNice = 0;
+/** where this process's threads but the PMDs go once it has loaded (init's controlCpus) */
+let controlCpus: number[] | null = null;
 /** the main thread is at servingNice: set once (a spare's PMDs each report they loaded, then the go comes) */
 let serving = false;
 /** this process's life locks, for its PMD threads */
@@ -69,6 +72,17 @@ function serveQueues(): void {
   } catch (err) {
     log.warn(`main thread not at nice ${servingNice} (control.nice): ${(err as Error).message}`);
   }
+  if (controlCpus !== null) keepToControlCpus(controlCpus);
+}
+
+/**
+ * A spare started with vrouter loads on every CPU, the PMDs' too (none polls yet): once
+ * loaded, its threads but its PMDs (named pmdN; each pins itself when it goes) keep to the
+ * control CPUs, where a process started from the supervisor's threads is born. Threads
+ * started from then on are born there.
+ */
+function keepToControlCpus(cpus: number[]): void {
+  for (const failure of keepThreadsToCpus(cpus, /^pmd\d+$/)) log.warn(`not kept to CPU ${cpus.join(', ')}: ${failure}`);
 }
 
 interface RunningPmd {
@@ -116,6 +130,7 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
     if (holdLifeLock(regionOf(m.lifeLocks), 0, 1) !== 0) throw new Error('the life lock of the main thread is taken');
     lifeLocks = m.lifeLocks;
     servingNice = m.nice;
+    controlCpus = m.controlCpus;
     // Started to serve at once (not a spare): its PMDs, spawned next, go back to 0 themselves.
     if (!startedAsSpare) serveQueues();
     tell({ t: 'ready' });
@@ -175,9 +190,10 @@ function spawn(id: number, incarnation: number, spawned: PmdSpawnData, waits: bo
   channel.port1.on('message', (bytes: Uint8Array) => answered(pmd, unpack(bytes) as PmdReply));
   worker.on('message', (m: PmdLogLine | PmdStandbyLine) => {
     if ('standby' in m) {
-      tell({ t: 'pmd-standby', pmd: id, incarnation, refused: m.refused });
-      // Loaded: the next hand-over goes through this thread (the go, then the commands).
+      // Loaded: the next hand-over goes through this thread (the go, then the commands). Its
+      // threads are where they serve from before the supervisor hears it.
       if (m.refused === null) serveQueues();
+      tell({ t: 'pmd-standby', pmd: id, incarnation, refused: m.refused });
     }
     else process.stderr.write(m.log);
   });

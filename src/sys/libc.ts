@@ -689,14 +689,14 @@ export function pinThreadToCpu(cpu: number): void {
 /** sizeof(cpu_set_t): a mask of 1024 CPUs */
 const CPU_SET_BYTES = 128;
 
-/** Lets the calling thread run on these CPUs only. */
-export function setThreadCpus(cpus: readonly number[]): void {
+/** Lets the calling thread (or thread `tid` of this process) run on these CPUs only. */
+export function setThreadCpus(cpus: readonly number[], tid = 0): void {
   const mask = new Uint8Array(CPU_SET_BYTES);
   for (const cpu of cpus) {
     if (!Number.isInteger(cpu) || cpu < 0 || cpu >= mask.length * 8) throw new RangeError(`cpu ${cpu}`);
     mask[cpu >> 3] |= 1 << (cpu & 7);
   }
-  if ((c.sched_setaffinity(0, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpus ${cpus.join(',')}`);
+  if ((c.sched_setaffinity(tid, mask.length, mask) as number) < 0) fail('sched_setaffinity', `cpus ${cpus.join(',')}${tid === 0 ? '' : ` for thread ${tid}`}`);
 }
 
 /** The CPUs the calling thread may run on. */

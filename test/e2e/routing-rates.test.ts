@@ -5,7 +5,7 @@
 import t from 'tap';
 import { guestPrerequisites } from './lib/guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
-import { script, runGuests, find, excerpt, pluginTotals, vrouterLog, pingOk, twoSubnets } from './lib/routed.ts';
+import { script, runGuests, runTwoSubnetGuests, find, excerpt, pluginTotals, vrouterLog, pingOk, twoSubnets } from './lib/routed.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -93,31 +93,20 @@ t.test('policer: 50 Mbit/s on port a\'s ingress holds iperf3 TCP to within 10 %'
     }),
   );
   t.teardown(() => vr.stop());
-  const timeoutS = 120;
-  const { results, stats, unfinished } = await runGuests(t, vr, [
-    {
-      name: 'a',
-      nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.0.1.1
+  const { results, stats, unfinished } = await runTwoSubnetGuests(
+    t,
+    vr,
+    `
 vr_wait_peer 10.0.2.2 60
 # -O 2: the first two seconds, where TCP spends the full bucket, are left out of the rate.
 vr_iperf_client 10.0.2.2 6 -O 2
 vr_iperf_client 10.0.2.2 3 -R
-`),
-    },
-    {
-      name: 'b',
-      nics: [{ socket: vr.sockets.b, ip: '10.0.2.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.0.2.1
+`,
+    `
 vr_iperf_server
 vr_iperf_server
-`),
-    },
-  ]);
+`,
+  );
   const { a } = results;
   t.same(unfinished, [], 'both guests ran their scripts to the end', { vrouter: vrouterLog(vr) });
   const policed = Number(find(a, 'iperf3', { args: '-O_2' })?.receiver_mbps);

@@ -9,7 +9,7 @@ import t from 'tap';
 import { guestPrerequisites, type GuestResult, type GuestSpec } from './lib/guest.ts';
 import { startVrouter } from '../support/vrouter-process.ts';
 import { adminClient } from '../support/admin-client.ts';
-import { script, runGuests, routedGuest, find, excerpt, pluginTotals, vrouterLog, pingOk, twoSubnets } from './lib/routed.ts';
+import { script, runGuests, runTwoSubnetGuests, routedGuest, find, excerpt, pluginTotals, vrouterLog, pingOk, twoSubnets } from './lib/routed.ts';
 
 const missing = guestPrerequisites();
 if (missing) t.fail(`cannot run QEMU guests: ${missing}`);
@@ -223,35 +223,24 @@ t.test("ACL: a denied TCP port, and a stateful rule that lets only a open connec
     }),
   );
   t.teardown(() => vr.stop());
-  const timeoutS = 120;
-  const { results, stats, unfinished } = await runGuests(t, vr, [
-    {
-      name: 'a',
-      nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.0.1.1
+  const { results, stats, unfinished } = await runTwoSubnetGuests(
+    t,
+    vr,
+    `
 iperf3 -s -p 5201 > /dev/null 2>&1 &
 vr_wait_peer 10.0.2.2 60
 vr_iperf_client 10.0.2.2 2 -p 5201
 vr_ping 10.0.2.2 3
 vr_ping 10.0.2.2 3 3000
 vr_connect 10.0.2.2 5202
-`),
-    },
-    {
-      name: 'b',
-      nics: [{ socket: vr.sockets.b, ip: '10.0.2.2/24' }],
-      timeoutS,
-      script: script(`
-ip route add default via 10.0.2.1
+`,
+    `
 iperf3 -s -p 5202 > /dev/null 2>&1 &
 timeout 90 iperf3 -s -1 -p 5201 > /dev/null 2>&1; vr_result test=iperf3_server port=5201 rc=$?
 vr_connect 10.0.1.2 5201
 vr_ping 10.0.1.2 3
-`),
-    },
-  ]);
+`,
+  );
   const { a, b } = results;
   t.same(unfinished, [], 'both guests ran their scripts to the end', { vrouter: vrouterLog(vr) });
   const allowed = find(a, 'iperf3', { args: '-p_5201' });

@@ -81,6 +81,18 @@ export async function runGuests(t: Test, vr: StartedVrouter, specs: GuestSpec[])
 }
 
 /**
+ * Guests a (10.0.1.2) and b (10.0.2.2) on twoSubnets' ports, each with its default route
+ * through the router, running `a` and `b` after the routed helpers: runGuests' result.
+ */
+export function runTwoSubnetGuests(t: Test, vr: StartedVrouter, a: string, b: string): Promise<Run> {
+  const timeoutS = 120;
+  return runGuests(t, vr, [
+    { name: 'a', nics: [{ socket: vr.sockets.a, ip: '10.0.1.2/24' }], timeoutS, script: script(`ip route add default via 10.0.1.1\n${a.trim()}`) },
+    { name: 'b', nics: [{ socket: vr.sockets.b, ip: '10.0.2.2/24' }], timeoutS, script: script(`ip route add default via 10.0.2.1\n${b.trim()}`) },
+  ]);
+}
+
+/**
  * vrouter routing for one port, `a` (`port`: its entry in the config), and a guest on it at
  * 10.0.1.2/24 that runs `body` after the routed helpers; both stopped at the test's end.
  */

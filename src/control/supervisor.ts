@@ -17,7 +17,7 @@ import { importPlugin, planPlugins, type PluginPlan, type PluginSpec } from '../
 import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipeline/api.ts';
 import { closeJobs } from '../pipeline/jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
-import { setThreadCpus, setThreadNice, threadCpus } from '../sys/libc.ts';
+import { setThreadNice, threadCpus } from '../sys/libc.ts';
 import { keepThreadsToCpus } from '../sys/process-threads.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
@@ -297,8 +297,8 @@ export class Supervisor {
     const free = Array.from({ length: cpus().length }, (_, cpu) => cpu).filter((cpu) => !this.config.pmd.cores.includes(cpu));
     if (free.length === 0) return;
     try {
-      setThreadCpus(free);
-      for (const failure of keepThreadsToCpus(free)) log.warn(`not kept off the PMDs' CPUs: ${failure}`);
+      const failed = keepThreadsToCpus(free);
+      if (failed.length > 0) throw new Error(failed.join('; '));
       log.info(`control threads on CPU ${free.join(', ')}, PMDs on CPU ${this.config.pmd.cores.join(', ')}`);
     } catch (err) {
       log.warn(`control threads not kept off the PMDs' CPUs: ${(err as Error).message}`);

@@ -8,12 +8,11 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import { pack, unpack } from 'msgpackr';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
-import { readdirSync } from 'node:fs';
 import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, installInterruptHandler, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
-import { keepThreadsToCpus } from '../sys/process-threads.ts';
+import { forEachThread, keepThreadsToCpus } from '../sys/process-threads.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import type { MemoryRegion } from '../virtio/guest-memory.ts';
 import type { PmdLogLine, PmdStandbyLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
@@ -50,13 +49,8 @@ try {
 // pauses benchmark's counters standing still for up to 430 ms (its generator shares the
 // CPU; most likely starved while V8 compiled the new code). A spare's PMDs raise themselves
 // only while they wait for the go and take the queues over (pmd-thread.ts).
-for (const tid of readdirSync('/proc/self/task')) {
-  try {
-    setThreadNice(0, Number(tid));
-  } catch {
-    // a thread that just ended, or a positive nice kept
-  }
-}
+// A positive nice is kept (raising it back needs a privilege): not worth a word.
+forEachThread((tid) => setThreadNice(0, tid));
 let servingNice = 0;
 /** where this process's threads but the PMDs go once it has loaded (init's controlCpus) */
 let controlCpus: number[] | null = null;

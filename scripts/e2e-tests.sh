@@ -22,19 +22,5 @@ test/e2e/hostile-neighbours.test.ts
 test/e2e/pmd-restart.test.ts
 test/e2e/admin.test.ts"
 
-alone=$(for f in $ALONE; do echo "$f"; done)
-for f in $alone; do
-  if [ ! -f "$f" ]; then
-    echo "e2e-tests.sh: $f, listed to run alone, does not exist" >&2
-    exit 2
-  fi
-done
-# tap runs the files of a list in the order of their names, whatever order they are given in.
-paired=$(ls test/e2e/*.test.ts | grep -vxF "$alone")
-
-status=0
-# shellcheck disable=SC2086 # the lists are paths without spaces, one word each
-tap --disable-coverage --jobs=2 --timeout=900 "$@" $paired || status=$?
-# shellcheck disable=SC2086
-tap --disable-coverage --jobs=1 --timeout=900 "$@" $alone || status=$?
-exit "$status"
+. scripts/two-groups.sh
+run_two_groups e2e-tests.sh 900 "$(ls test/e2e/*.test.ts)" "$@"

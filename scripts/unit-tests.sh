@@ -33,18 +33,5 @@ test/unit/pmd-commands.test.ts
 plugins/ratelimit/policer.test.ts
 plugins/routing/lpm-update.test.ts"
 
-alone=$(for f in $ALONE; do echo "$f"; done)
-for f in $alone; do
-  if [ ! -f "$f" ]; then
-    echo "unit-tests.sh: $f, listed to run alone, does not exist" >&2
-    exit 2
-  fi
-done
-together=$(ls test/unit/*.test.ts test/hostile/*.test.ts plugins/*/*.test.ts examples/plugins/*/*.test.ts | grep -vxF "$alone")
-
-status=0
-# shellcheck disable=SC2086 # the lists are paths without spaces, one word each
-tap --disable-coverage --jobs=2 --timeout=300 "$@" $together || status=$?
-# shellcheck disable=SC2086
-tap --disable-coverage --jobs=1 --timeout=300 "$@" $alone || status=$?
-exit "$status"
+. scripts/two-groups.sh
+run_two_groups unit-tests.sh 300 "$(ls test/unit/*.test.ts test/hostile/*.test.ts plugins/*/*.test.ts examples/plugins/*/*.test.ts)" "$@"

@@ -265,7 +265,15 @@ export class Supervisor {
     const control = new Worker(new URL(`../vhost/control-thread${MODULE_EXT}`, import.meta.url), { workerData: data, name: 'vhost-ctl' });
     this.control = control;
     control.on('error', (err) => this.actorDied('vhost control', err));
-    const first = await new Promise<ControlEvent>((resolve) => control.once('message', (m: Uint8Array) => resolve(unpack(m))));
+    const first = await new Promise<ControlEvent>((resolve) => {
+      control.on('message', (m: Uint8Array) => {
+        const event = unpack(m) as ControlEvent;
+        if (event.t === 'log') process.stderr.write(event.line);
+        else if (event.t === 'ready' || event.t === 'fatal') resolve(event);
+        else if (event.t === 'port-states') this.stateRequests.get(event.id)?.(event.states);
+        else if (event.t === 'done') this.controlRequests.get(event.id)?.(event);
+      });
+    });
     if (first.t === 'fatal') {
       await this.terminateAll();
       // Ended: a stop() after this failed start has no control thread to wait for.
@@ -273,11 +281,6 @@ export class Supervisor {
       throw new Error(first.error);
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
-    control.on('message', (m: Uint8Array) => {
-      const event = unpack(m) as ControlEvent;
-      if (event.t === 'port-states') this.stateRequests.get(event.id)?.(event.states);
-      if (event.t === 'done') this.controlRequests.get(event.id)?.(event);
-    });
     this.watchdog = setInterval(() => (this.release(), this.pmdWatchdog.check()), WATCHDOG_MS).unref();
     this.keepSpare();
     // After the ports: a mirror's namespace exists once its port is open.

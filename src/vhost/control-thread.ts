@@ -75,6 +75,8 @@ export interface ControlEnvelope {
 }
 export type ControlEvent =
   | { t: 'ready' }
+  /** a finished log line, for the supervisor to write in its turn among these events */
+  | { t: 'log'; line: string }
   | { t: 'fatal'; error: string }
   | { t: 'stopped' }
   /** by slot; null for a free slot */
@@ -86,7 +88,10 @@ export type ControlEvent =
   | { t: 'done'; id: number; error?: string; resumedAt?: number; handedAt?: number };
 
 const { endpoints, queueOwner, commandsFd, incarnations } = workerData as ControlThreadData;
-const log = createLog('vhost');
+const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
+// Through the port its other events take, not this thread's stderr (which the main thread
+// writes when it next turns to it): each port's line is written before "ready".
+const log = createLog('vhost', (line) => send({ t: 'log', line }));
 setThreadName('vhost-ctl');
 const dataplane = new PmdClient(commandsFd, queueOwner, incarnations, log);
 /** by slot; null for a free slot, and for a VLAN port (its parent's endpoint carries its frames) */
@@ -96,7 +101,6 @@ for (const e of endpoints) {
   ports[e.index] = endpointFor(e);
 }
 const live = () => ports.filter((p): p is Endpoint => p !== null);
-const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 
 const started: Endpoint[] = [];
 try {

@@ -27,7 +27,7 @@ function addNonTapInterface(name: string): void {
 t.test('a TAP port: the host stack behind it answers ARP and ping, across a data-plane death', async (t) => {
   const vr = await startVrouter({ ports: [{ name: 'a', socket: '{dir}/a.sock', bridge: 'br0' }, { name: 't', type: 'tap', interface: IFACE, bridge: 'br0', mtu: 1400 }] });
   t.teardown(() => vr.stop());
-  t.match(vr.stderr(), new RegExp(`port t: TAP interface ${IFACE} up, MTU 1400`), 'vrouter made the interface, up, with the port\'s MTU');
+  t.match(vr.stderr(), new RegExp(`port t: TAP interface ${IFACE} up, MTU 1400[^]*supervisor: ready`), 'vrouter made the interface, up, with the port\'s MTU, before it said it was ready');
   t.match(ip('-o', 'link', 'show', 'dev', IFACE), /mtu 1400 .*state (UNKNOWN|UP)/, 'the host sees it up with MTU 1400');
   ip('netns', 'add', NETNS);
   t.teardown(() => ip('netns', 'del', NETNS));

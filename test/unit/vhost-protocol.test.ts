@@ -307,6 +307,9 @@ t.test('memory slots: regions added and removed one at a time (CONFIGURE_MEM_SLO
   await t.test('the plugged region removed: unmapped once the PMD switched', async (t) => {
     const held = processResources(pid);
     t.equal(await fe.request(Req.REM_MEM_REG, memRegionPayload(plugged.slot()), [plugged.fd]), 0n, 'removed');
+    // The data plane is told to unmap it as the answer goes: it may still be at it.
+    const gone = () => processResources(pid).guestMappings === held.guestMappings - 1;
+    await waitFor('its mapping gone', gone, 2000).catch(() => undefined);
     t.equal(processResources(pid).guestMappings, held.guestMappings - 1, 'its mapping is gone');
     t.ok(await logged(/port a: memory region removed \(guest 0x40000000 \+0x100000, user 0x7f1000000000\): 1 region\(s\)/), 'logged');
     t.equal(await trafficFlows(a, b, 20, MAC_A, MAC_B), 20, 'a still forwards');

@@ -156,6 +156,8 @@ export class Supervisor {
   private dataplane: DataplaneProcess | null = null;
   /** PMD starts and stops on every PMD at once (a new layout, a new data plane) run one at a time */
   private lifecycle: Promise<unknown> = Promise.resolve();
+  /** the last upgrade asked for, settled once it is done or refused: a stop waits for it */
+  private upgrades: Promise<unknown> = Promise.resolve();
   /** the data plane's recent deaths: the wait before the next, crash loops */
   private readonly dataplaneDeaths = new DataplaneDeaths();
   /** what GET /dataplane shows: deaths and upgrades since start, the last death */
@@ -540,7 +542,7 @@ export class Supervisor {
    * pause is from the old PMDs' stop to the queues' hand-over, measured.
    */
   upgrade(): Promise<UpgradeResult> {
-    return this.inLifecycle(async () => {
+    const run = this.inLifecycle(async () => {
       if (this.closing) throw stoppingError();
       const old = this.dataplane;
       if (old === null) throw Object.assign(new Error('the data plane is restarting: try again'), { code: 'VR_BUSY' });
@@ -568,6 +570,8 @@ export class Supervisor {
       log.info(`data plane upgraded: pid ${result.previousPid} -> ${result.pid}, forwarding paused ${result.pauseMs} ms (${describePause(pauseSteps)}; ${result.totalMs} ms in all)`, 'dataplane.upgraded', result);
       return result;
     });
+    this.upgrades = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -1295,10 +1299,10 @@ export class Supervisor {
 
   /** Closes every connection and socket, then stops the threads. */
   async stop(): Promise<void> {
-    // A change under way ends first, as it would have (those queued behind it, and upgrades,
-    // are refused): what it opens is then closed with the rest.
+    // A change or an upgrade under way ends first, as it would have, and is answered (those
+    // queued behind it are refused): what it opens is then closed with the rest.
     this.closing = true;
-    await Promise.race([this.applying, sleep(SHUTDOWN_TIMEOUT_MS)]);
+    await Promise.race([Promise.all([this.applying, this.upgrades]), sleep(SHUTDOWN_TIMEOUT_MS)]);
     this.stopping = true;
     await this.routeSources?.stop();
     const control = this.control;

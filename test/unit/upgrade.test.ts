@@ -1,7 +1,8 @@
 // Upgrades of the data plane (POST /dataplane/upgrade) with test frontends: one after
 // another as fast as an operator's script sends them, each answers and the last forwards;
 // a port added meanwhile, its frontend connecting at once, is served after the upgrade; a
-// spare lost while the old PMDs stop leaves the PMDs started in a new data plane.
+// spare lost while the old PMDs stop leaves the PMDs started in a new data plane; a stop
+// asked for while one loads waits for it.
 // Upgrades of guests under QEMU are in test/e2e/dataplane-restart.test.ts.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
@@ -82,6 +83,20 @@ t.test('the spare lost while the old PMDs stop: the PMDs start in a new data pla
   t.equal((await api.call('GET', '/dataplane')).json.pid, now[0], 'GET /dataplane names it');
   t.equal(await trafficFlows(a, b, 20, MAC.a, MAC.b), 20, 'a -> b through it');
   t.equal(await trafficFlows(b, a, 20, MAC.b, MAC.a), 20, 'b -> a');
+});
+
+t.test('SIGTERM while an upgrade loads its spare: the upgrade ends and is answered, then vrouter stops', async (t) => {
+  const { vr } = await bridgeWithFrontends(t);
+  const [oldSpare] = sparePids(vr.proc.pid!);
+  const api = adminClient(vr);
+  const upgrading = api.call('POST', '/dataplane/upgrade');
+  // The upgrade begins by putting the spare loaded before away: it loads one of its own.
+  await waitFor('the upgrade under way', () => !sparePids(vr.proc.pid!).includes(oldSpare) || undefined, 5000);
+  const code = await vr.stop();
+  const upgraded = await upgrading;
+  t.equal(upgraded.status, 200, `the upgrade answered: ${upgraded.text}`);
+  t.equal(code, 0, 'vrouter stopped cleanly');
+  t.match(vr.stderr(), /SIGTERM: stopping[^]*data plane upgraded: pid \d+ -> \d+[^]*supervisor: stopped/, 'the upgrade done after the signal, before vrouter stopped');
 });
 
 /** The file descriptors a process holds, but its admin endpoint's connections (a client's to open or close). */

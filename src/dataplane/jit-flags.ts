@@ -15,18 +15,8 @@
 // of the PMD's heap at once (12-15 ms measured in an upgrade's hand-over, where a new PMD
 // views every port's memory while forwarding waits); counted in the global limit, the
 // collection comes later, incremental, as for any other growth.
-//
-// Collections on the thread whose heap they are (--single-threaded-gc): V8's helper threads
-// for marking and scavenging are the process's, kept to the control CPUs, where the guests'
-// and the generator's work keeps them waiting, and a PMD's collection that waits for them
-// holds up its CPU's work. In two of three traced upgrades, the new PMD was in a full
-// collection of 31 and 34 ms while the hand-over's commands waited for it. The pause of
-// `vrouterctl upgrade` in the e2e test (three guests under TCG, a ping flood), runs
-// alternated between the two builds: 34 to 100 ms (median 68, nine runs) with helper
-// threads, 37 to 55 (median 45, ten runs) without.
 export const DATAPLANE_V8_FLAGS: readonly string[] = [
   '--external-memory-accounted-in-global-limit',
-  '--single-threaded-gc',
   '--max-inlined-bytecode-size=2000',
   '--max-inlined-bytecode-size-cumulative=6000',
 ];

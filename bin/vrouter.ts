@@ -139,6 +139,8 @@ startup = (async () => {
     // A plugin that cannot compile its tables from the config is a config error too.
     if ((err as { code?: string }).code === 'VR_CONFIG') invalidConfig(err);
     log.error(`cannot start: ${(err as Error).message}`, 'vrouter.failed');
+    // The status even if the stop's waits end with nothing left to keep the process running.
+    process.exitCode = 1;
     // What did start goes first: the ports' sockets (a frontend would find them and be
     // refused), the data planes, the threads (one stopped by the exit while it loads would
     // turn it into an abort).

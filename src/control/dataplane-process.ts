@@ -176,6 +176,11 @@ export class DataplaneProcess {
   private readyWaiters: ((ok: boolean, refused?: string) => void)[] = [];
   private isReady = false;
 
+  /** It said it was ready (mapped the shared memory), whether it lives now or not. */
+  get wasReady(): boolean {
+    return this.isReady;
+  }
+
   /** Resolves once the process mapped the shared memory; rejects if it died first or took too long. */
   ready(): Promise<void> {
     if (this.isReady) return Promise.resolve();

@@ -3,7 +3,7 @@
 // starts again whatever dies, and answers signals: SIGTERM/SIGINT stop everything cleanly
 // (sockets removed), SIGUSR1 prints the port counters, SIGHUP reloads.
 import { Worker } from 'node:worker_threads';
-import { pack, unpack } from 'msgpackr';
+import { pack, unpack } from '../sys/msgpack.ts';
 import { createLog } from '../log.ts';
 import { clearPortCounters, DROP_REASONS, movePluginCounters, pmdCounters, readPmdStats, readPortStats, type PmdTotals } from '../dataplane/counters.ts';
 import { LOAD_BUSY_MS, LOAD_BUSY_ROUNDS, LOAD_FIELDS, LOAD_PACKETS } from '../dataplane/pmd.ts';
@@ -186,6 +186,8 @@ export class Supervisor {
   private stopping = false;
   /** stop() was called: no change or upgrade is taken from then on */
   private closing = false;
+  /** the data plane started with vrouter got ready: a death from then on is restarted from */
+  private firstReady = false;
 
   /** the stages of the pipeline, loaded and validated (planPlugins) */
   private plugins: PluginPlan[];
@@ -256,18 +258,15 @@ export class Supervisor {
     // No PMD polls yet: the spare loads beside the data plane on every CPU vrouter was given
     // (the PMDs' too), rather than after it on the control CPUs alone.
     this.keepSpare(0, startCpus);
-    const { commandsFd } = await started;
-    for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
+    // The control thread loads beside them too, and opens the ports once the data plane runs.
     const data: ControlThreadData = {
       endpoints: this.config.ports.flatMap((p, index) => endpointOf(p, index) ?? []),
       queueOwner: this.layout.queueOwner,
-      commandsFd,
-      incarnations: this.incarnations,
     };
     const control = new Worker(new URL(`../vhost/control-thread${MODULE_EXT}`, import.meta.url), { workerData: data, name: 'vhost-ctl' });
     this.control = control;
     control.on('error', (err) => this.actorDied('vhost control', err));
-    const first = await new Promise<ControlEvent>((resolve) => {
+    const first = new Promise<ControlEvent>((resolve) => {
       control.on('message', (m: Uint8Array) => {
         const event = unpack(m) as ControlEvent;
         if (event.t === 'log') process.stderr.write(event.line);
@@ -276,11 +275,17 @@ export class Supervisor {
         else if (event.t === 'done') this.controlRequests.get(event.id)?.(event);
       });
     });
-    if (first.t === 'fatal') {
+    // A failed start's stop() tells the control thread to stop instead of beginning.
+    const { commandsFd } = await started;
+    this.firstReady = true;
+    for (const pmd of this.layout.pmds) this.spawnPmd(pmd.id, false);
+    control.postMessage({ msg: pack({ t: 'begin', commandsFd, incarnations: this.incarnations } satisfies ControlRequest) });
+    const outcome = await first;
+    if (outcome.t === 'fatal') {
       await this.terminateAll();
       // Ended: a stop() after this failed start has no control thread to wait for.
       this.control = null;
-      throw new Error(first.error);
+      throw new Error(outcome.error);
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
     this.watchdog = setInterval(() => (this.release(), this.pmdWatchdog.check()), WATCHDOG_MS).unref();
@@ -370,6 +375,8 @@ export class Supervisor {
       },
       died: (code, signal) => {
         if (this.spare?.dataplane === dataplane) this.spareFailed(`it died (${signal ?? `exit code ${code}`})`);
+        // The first, dead before it was ready, fails vrouter's start (its ready() rejects): no restart.
+        else if (!this.firstReady && !dataplane.wasReady) return;
         else this.dataplaneDied(dataplane, code, signal);
       },
     }, spare, loadCpus);

@@ -5,7 +5,7 @@
 // relays: the supervisor's orders to the PMDs, the control thread's commands with the fds
 // they carry, and the answers back.
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { pack, unpack } from 'msgpackr';
+import { pack, unpack } from '../sys/msgpack.ts';
 import { createLog } from '../log.ts';
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, installInterruptHandler, mmapShared, munmap, setParentDeathSignal, setThreadName, setThreadNice, startOnCpus, SysError } from '../sys/libc.ts';

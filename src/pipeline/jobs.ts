@@ -5,12 +5,13 @@
 // thread that loads koffi (the jobs view the shared memory through it) reserves 3 MiB of
 // address space that its exit does not give back, so a pool that shrank and grew again
 // would leak two mappings per thread it started (the soak saw them).
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { adoptShared, arenaAddress, decodeShared, encodeShared, endLease, leaseShared } from '../sys/shared-arena.ts';
 import type { JobResult, JobRunnerLoaded } from './job-runner.ts';
 
 const MODULE_EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js';
-let pool: Piscina | null = null;
+/** the pool, from the first job on: piscina is imported then (about 20 ms), not by every start */
+let pool: Promise<Piscina> | null = null;
 /** threads of the pool that have loaded (job-runner.ts says so), and jobs under way */
 let loadedThreads = 0;
 let jobsRunning = 0;
@@ -25,11 +26,12 @@ const CLOSE_WAIT_MS = 5000;
  */
 export async function runJob<T>(module: string | URL, input: unknown): Promise<T> {
   pool ??= newPool();
+  const jobs = await pool;
   const lease = leaseShared();
   let result: JobResult;
   jobsRunning++;
   try {
-    result = (await pool.run({ module: String(module), input: encodeShared(input), arena: arenaAddress(), lease })) as JobResult;
+    result = (await jobs.run({ module: String(module), input: encodeShared(input), arena: arenaAddress(), lease })) as JobResult;
   } catch (err) {
     // What the job wrote is not known: all of the lease is emptied (cheap where untouched).
     if (lease !== null) endLease(lease, null, null);
@@ -42,7 +44,8 @@ export async function runJob<T>(module: string | URL, input: unknown): Promise<T
   return adoptShared(output) as T;
 }
 
-function newPool(): Piscina {
+async function newPool(): Promise<Piscina> {
+  const { Piscina } = await import('piscina');
   const p = new Piscina({
     filename: new URL(`./job-runner${MODULE_EXT}`, import.meta.url).href,
     // One thread at first (a thread's start is about 150 ms of a control CPU); a second
@@ -63,8 +66,8 @@ function newPool(): Piscina {
  * throw into a thread being stopped, and aborts).
  */
 export async function closeJobs(): Promise<void> {
-  const p = pool;
-  if (p === null) return;
+  if (pool === null) return;
+  const p = await pool;
   for (const end = Date.now() + CLOSE_WAIT_MS; Date.now() < end && (jobsRunning > 0 || loadedThreads < p.threads.length); ) {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }

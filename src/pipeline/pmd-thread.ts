@@ -4,7 +4,7 @@
 // guests' kick eventfds and its own wake eventfd, so a packet, a command or frames from
 // another PMD wake it at once.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { pack, unpack } from 'msgpackr';
+import { pack, unpack } from '../sys/msgpack.ts';
 import { interruptHandlerInstalled, pinThreadToCpu, setThreadName, setThreadNice, threadId } from '../sys/libc.ts';
 import { decodeShared, regionOf, useArena, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock, LIFE_LOCKS } from '../sys/life-locks.ts';

@@ -2,7 +2,7 @@
 // socket, with fds attached (SCM_RIGHTS). A value larger than one packet goes in pieces,
 // its fds with the first. Sending never blocks: packets the socket cannot take yet wait
 // in order and are sent from the event loop.
-import { pack, unpack } from 'msgpackr';
+import { pack, unpack } from './msgpack.ts';
 import { closeAll, MAX_PACKET_BYTES, recvPacket, sendPacket, watchReadable, type Watch } from './libc.ts';
 
 const MORE = 1;

@@ -2,7 +2,7 @@
 // speaks the vhost-user protocol; tells the PMDs what to poll. Driven by the event loop
 // (libuv polls the sockets), so it never blocks and never touches packets.
 import { parentPort, workerData } from 'node:worker_threads';
-import { pack, unpack } from 'msgpackr';
+import { pack, unpack } from '../sys/msgpack.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setThreadName } from '../sys/libc.ts';
 import { monotonicMs } from '../sys/monotonic.ts';
@@ -23,14 +23,16 @@ export interface ControlThreadData {
   endpoints: EndpointSettings[];
   /** queueOwner[port][queuePair]: the PMD that polls it */
   queueOwner: number[][];
-  /** this process's end of the command socket to the data-plane process */
-  commandsFd: number;
-  /** per PMD: which start of it is running */
-  incarnations: number[];
 }
 
 /** Between the supervisor and this thread: msgpackr messages on the worker's parent port. */
 export type ControlRequest =
+  /**
+   * The first request, once the data plane has started (the thread loads beside it): its
+   * command socket (this process's end), and which start of each PMD runs; the ports then
+   * listen. A 'shutdown' may come instead (the data plane failed to start).
+   */
+  | { t: 'begin'; commandsFd: number; incarnations: number[] }
   | { t: 'shutdown' }
   /**
    * Ports added, removed or changed at run time (answered with 'done'): the closing ones'
@@ -87,13 +89,19 @@ export type ControlEvent =
    */
   | { t: 'done'; id: number; error?: string; resumedAt?: number; handedAt?: number };
 
-const { endpoints, queueOwner, commandsFd, incarnations } = workerData as ControlThreadData;
+const { endpoints, queueOwner } = workerData as ControlThreadData;
 const send = (event: ControlEvent) => parentPort!.postMessage(pack(event));
 // Through the port its other events take, not this thread's stderr (which the main thread
 // writes when it next turns to it): each port's line is written before "ready".
 const log = createLog('vhost', (line) => send({ t: 'log', line }));
 setThreadName('vhost-ctl');
-const dataplane = new PmdClient(commandsFd, queueOwner, incarnations, log);
+const begin = await firstRequest();
+if (begin.t === 'shutdown') {
+  // Nothing listens yet, and no command socket was given. Posted before the thread ends, it arrives.
+  send({ t: 'stopped' });
+  process.exit(0);
+}
+const dataplane = new PmdClient(begin.commandsFd, queueOwner, begin.incarnations, log);
 /** by slot; null for a free slot, and for a VLAN port (its parent's endpoint carries its frames) */
 const ports: (Endpoint | null)[] = [];
 for (const e of endpoints) {
@@ -150,6 +158,22 @@ parentPort!.on('message', async (envelope: ControlEnvelope) => {
     send({ t: 'done', id: req.id, resumedAt, handedAt });
   }
 });
+
+/**
+ * 'begin', or 'shutdown' if the data plane failed to start. What comes before either is
+ * about a data plane that never started (its death at start), and the start fails: dropped.
+ */
+function firstRequest(): Promise<Extract<ControlRequest, { t: 'begin' | 'shutdown' }>> {
+  return new Promise((resolve) => {
+    const take = (envelope: ControlEnvelope) => {
+      const req = unpack(envelope.msg) as ControlRequest;
+      if (req.t !== 'begin' && req.t !== 'shutdown') return;
+      parentPort!.off('message', take);
+      resolve(req);
+    };
+    parentPort!.on('message', take);
+  });
+}
 
 /**
  * The stages' last frames (final router advertisements) while the ports are connected, not

@@ -164,6 +164,43 @@ t.test('SIGTERM while vrouter starts: it stops once its start is done, and leave
   t.ok(children.size >= 1 && [...children].every((pid) => !alive(pid)), `its data plane${children.size > 1 ? 's' : ''} ended (${[...children].join(', ')})`);
 });
 
+t.test('a data plane that dies before it is ready fails the start: exit 1, saying why, with no port opened and nothing left behind', async (t) => {
+  const dir = tempDir(t);
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', writeConfig(dir, routed(dir))], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  // Every child the supervisor starts (the data plane, the spare) is killed as it appears,
+  // long before it could map the shared memory; the control thread loads meanwhile.
+  const killed = new Set<number>();
+  const killer = setInterval(() => {
+    let children: number[] = [];
+    try {
+      children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      // the supervisor has ended
+    }
+    for (const pid of children) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed.add(pid);
+      } catch {
+        // already gone
+      }
+    }
+  }, 2);
+  t.teardown(() => clearInterval(killer));
+  const code = await Promise.race([exited, sleep(20000).then(() => 'still running')]);
+  clearInterval(killer);
+  t.equal(code, 1, 'vrouter exited with status 1', { stderr: err });
+  t.match(err, /cannot start: the data-plane process did not start \(exit code null, signal SIGKILL\)/, 'saying why');
+  t.notMatch(err, /listening on|did not stop within|Abort|FATAL/, 'no port opened, and the control thread, told to stop before it began, stopped', { stderr: err });
+  t.notMatch(err, /the data-plane process died/, 'no restart after a death that failed the start');
+  t.same(readdirSync(dir).filter((f) => f.endsWith('.sock')), [], 'no socket file left');
+  t.ok(killed.size >= 1 && [...killed].every((pid) => !alive(pid)), `its data plane${killed.size > 1 ? 's' : ''} ended (${[...killed].join(', ')})`);
+});
+
 t.test('SIGHUP while vrouter starts: the reload is carried out once it has started, not refused', async (t) => {
   const dir = tempDir(t);
   const file = writeConfig(dir, routed(dir));

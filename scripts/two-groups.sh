@@ -15,6 +15,11 @@ run_two_groups() {
       exit 2
     fi
   done
+  # Node's module compile cache for the test processes (not for the vrouter processes they
+  # start: daemonEnv): each test file loads much of src/ as TypeScript, and the cache keeps
+  # the code stripped of its types, and V8's compiled code, from one file to the next
+  # (about 0.2 s a file). Entries are checked against the file's contents as they load.
+  export NODE_COMPILE_CACHE="${NODE_COMPILE_CACHE:-${TMPDIR:-/tmp}/vrouter-test-compile-cache}"
   # tap runs the files of a list in the order of their names, whatever order they are given in.
   together=$(echo "$files" | tr ' ' '\n' | grep -vxF "$alone")
   status=0

@@ -167,7 +167,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
   qemu.stderr!.on('data', (d) => (output += d));
   const timer = setTimeout(() => qemu.kill('SIGKILL'), timeoutS * 1000);
   const done = new Promise<GuestResult>((resolve) => {
-    qemu.on('exit', (code) => {
+    qemu.on('exit', (code, signal) => {
       clearTimeout(timer);
       let text = '';
       try {
@@ -178,7 +178,9 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
       rmSync(work, { recursive: true, force: true });
       const exit = /^VR-EXIT vm=\S+ rc=(\d+)/m.exec(text);
       const results = [...text.matchAll(/^VR-RESULT (.*)$/gm)].map((m) => Object.fromEntries(m[1].trim().split(/\s+/).map((kv) => kv.split('=', 2) as [string, string])));
-      resolve({ rc: exit ? Number(exit[1]) : null, results, console: text + (output ? `\n[qemu] ${output}` : ''), qemuExit: code });
+      // How QEMU ended, when the guest did not say it was done: killed at the timeout, or a crash.
+      const ended = exit ? '' : `\n[qemu] exited: code ${code}, signal ${signal}`;
+      resolve({ rc: exit ? Number(exit[1]) : null, results, console: text + (output ? `\n[qemu] ${output}` : '') + ended, qemuExit: code });
     });
   });
   let exited = false;

@@ -65,6 +65,16 @@ async function waitFor(what: () => boolean, timeoutMs: number): Promise<boolean>
   return true;
 }
 
+/** vrouter started on `config` as this test's child: its stderr so far, and its exit status. */
+function spawnVrouter(t: Test, dir: string, config: object): { proc: ChildProcess; stderr: () => string; exited: Promise<number | null> } {
+  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', writeConfig(dir, config)], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
+  let err = '';
+  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  return { proc, stderr: () => err, exited };
+}
+
 t.test('--check: a valid config is summed up in one line, and nothing starts', async (t) => {
   const dir = tempDir(t);
   const file = writeConfig(dir, routed(dir));
@@ -143,34 +153,26 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
 
 t.test('SIGTERM while vrouter starts: it stops once its start is done, and leaves no socket or process behind', async (t) => {
   const dir = tempDir(t);
-  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', writeConfig(dir, routed(dir))], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
-  let err = '';
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  const { proc, stderr, exited } = spawnVrouter(t, dir, routed(dir));
   // Its children as they come: the data plane, and a spare should one start.
   const children = new Set<number>();
   const watch = setInterval(() => [...dataplanePids(proc.pid!), ...sparePids(proc.pid!)].forEach((pid) => children.add(pid)), 5);
   t.teardown(() => clearInterval(watch));
   // The supervisor's first line: its start has begun, nothing listens yet.
-  t.ok(await waitFor(() => /control threads at nice/.test(err), 15000), 'vrouter began its start', { stderr: err });
+  t.ok(await waitFor(() => /control threads at nice/.test(stderr()), 15000), 'vrouter began its start', { stderr: stderr() });
   proc.kill('SIGTERM');
   const code = await Promise.race([exited, sleep(15000).then(() => 'still running')]);
   clearInterval(watch);
-  t.equal(code, 0, 'it exited cleanly', { stderr: err });
-  t.match(err, /SIGTERM: stopping, once its start is done[^]*supervisor: ready[^]*supervisor: stopped/, 'stopping, once started');
-  t.notMatch(err, /error|cannot start/, 'with no error');
+  t.equal(code, 0, 'it exited cleanly', { stderr: stderr() });
+  t.match(stderr(), /SIGTERM: stopping, once its start is done[^]*supervisor: ready[^]*supervisor: stopped/, 'stopping, once started');
+  t.notMatch(stderr(), /error|cannot start/, 'with no error');
   t.same(readdirSync(dir).filter((f) => f.endsWith('.sock')), [], 'no socket file left: the ports\' nor the admin endpoint\'s');
   t.ok(children.size >= 1 && [...children].every((pid) => !alive(pid)), `its data plane${children.size > 1 ? 's' : ''} ended (${[...children].join(', ')})`);
 });
 
 t.test('a data plane that dies before it is ready fails the start: exit 1, saying why, with no port opened and nothing left behind', async (t) => {
   const dir = tempDir(t);
-  const proc = spawn(process.execPath, [VROUTER_BIN, '--config', writeConfig(dir, routed(dir))], { stdio: ['ignore', 'ignore', 'pipe'], env: daemonEnv() });
-  let err = '';
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  t.teardown(() => void (alive(proc.pid!) && proc.kill('SIGKILL')));
+  const { proc, stderr, exited } = spawnVrouter(t, dir, routed(dir));
   // Every child the supervisor starts (the data plane, the spare) is killed as it appears,
   // long before it could map the shared memory; the control thread loads meanwhile.
   const killed = new Set<number>();
@@ -193,10 +195,10 @@ t.test('a data plane that dies before it is ready fails the start: exit 1, sayin
   t.teardown(() => clearInterval(killer));
   const code = await Promise.race([exited, sleep(20000).then(() => 'still running')]);
   clearInterval(killer);
-  t.equal(code, 1, 'vrouter exited with status 1', { stderr: err });
-  t.match(err, /cannot start: the data-plane process did not start \(exit code null, signal SIGKILL\)/, 'saying why');
-  t.notMatch(err, /listening on|did not stop within|Abort|FATAL/, 'no port opened, and the control thread, told to stop before it began, stopped', { stderr: err });
-  t.notMatch(err, /the data-plane process died/, 'no restart after a death that failed the start');
+  t.equal(code, 1, 'vrouter exited with status 1', { stderr: stderr() });
+  t.match(stderr(), /cannot start: the data-plane process did not start \(exit code null, signal SIGKILL\)/, 'saying why');
+  t.notMatch(stderr(), /listening on|did not stop within|Abort|FATAL/, 'no port opened, and the control thread, told to stop before it began, stopped', { stderr: stderr() });
+  t.notMatch(stderr(), /the data-plane process died/, 'no restart after a death that failed the start');
   t.same(readdirSync(dir).filter((f) => f.endsWith('.sock')), [], 'no socket file left');
   t.ok(killed.size >= 1 && [...killed].every((pid) => !alive(pid)), `its data plane${killed.size > 1 ? 's' : ''} ended (${[...killed].join(', ')})`);
 });

@@ -54,14 +54,17 @@ export function sparePids(pid: number): number[] {
   return childrenNamed(pid, 'vrouter-dataplane-spare');
 }
 
-function childrenNamed(pid: number, name: string): number[] {
-  let children: number[];
+/** Every child process of pid, whatever it is and whether it is ending or not (none once pid has ended). */
+export function childPids(pid: number): number[] {
   try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   } catch {
     return [];
   }
-  return children.filter((child) => {
+}
+
+function childrenNamed(pid: number, name: string): number[] {
+  return childPids(pid).filter((child) => {
     try {
       return readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0')[0] === name && !exiting(child);
     } catch {

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLog, EVENTS, NO_EVENT } from '../../src/log.ts';
-import { dataplanePids, sparePids } from '../support/traffic.ts';
+import { childPids, dataplanePids, sparePids } from '../support/traffic.ts';
 import { startDevice } from '../support/vhost-frontend.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { bridgeConfig, daemonEnv, REPO, startVrouter, VROUTER_BIN } from '../support/vrouter-process.ts';
@@ -177,13 +177,7 @@ t.test('a data plane that dies before it is ready fails the start: exit 1, sayin
   // long before it could map the shared memory; the control thread loads meanwhile.
   const killed = new Set<number>();
   const killer = setInterval(() => {
-    let children: number[] = [];
-    try {
-      children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      // the supervisor has ended
-    }
-    for (const pid of children) {
+    for (const pid of childPids(proc.pid!)) {
       try {
         process.kill(pid, 'SIGKILL');
         killed.add(pid);

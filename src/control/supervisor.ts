@@ -288,6 +288,9 @@ export class Supervisor {
       throw new Error(outcome.error);
     }
     control.on('exit', (code) => this.actorDied('vhost control', new Error(`exited with code ${code}`)));
+    // Ready once the PMDs poll too (at nice 0, where each puts itself once loaded), as the
+    // ports listen: the control thread, which loads beside the data plane now, is often first.
+    await this.pmdsStarted();
     this.watchdog = setInterval(() => (this.release(), this.pmdWatchdog.check()), WATCHDOG_MS).unref();
     this.keepSpare();
     // After the ports: a mirror's namespace exists once its port is open.

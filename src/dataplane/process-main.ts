@@ -14,7 +14,8 @@ import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } fro
 import { holdLifeLock } from '../sys/life-locks.ts';
 import { forEachThread, keepThreadsToCpus } from '../sys/process-threads.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
-import type { MemoryRegion } from '../virtio/guest-memory.ts';
+import { mapRegionWindows, type GuestWindow, type MemoryRegion } from '../virtio/guest-memory.ts';
+import { releaseSharedMapping, type SharedMapping } from '../sys/shared-mapping.ts';
 import type { PmdLogLine, PmdStandbyLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
 import { COUNTER_LAYOUT } from './counters.ts';
@@ -99,6 +100,8 @@ const standby = new Map<number, Int32Array>();
 const wakeFds: number[] = [];
 /** By id: each mapping (guest memory, packet rings), and for guest memory where its region starts in it (`skip` bytes in). */
 const mapped = new Map<number, { addr: bigint; length: number; skip?: number }>();
+/** By region id: guest memory, each window of it inside a SharedArrayBuffer (mapRegionWindows). */
+const guestRegions = new Map<number, { windows: GuestWindow[]; mappings: SharedMapping[] }>();
 
 /**
  * The supervisor is gone: so is this process, at once and whole. Not process.exit(): it
@@ -233,6 +236,12 @@ function ring(pmd: RunningPmd, word: number): void {
 function onCommand(m: CommandMessage, fds: number[]): void {
   if (m.t === 'unmap') {
     for (const id of m.ids) {
+      const guest = guestRegions.get(id);
+      if (guest !== undefined) {
+        guestRegions.delete(id);
+        guest.mappings.forEach(releaseSharedMapping);
+        continue;
+      }
       const region = mapped.get(id);
       if (region === undefined) continue;
       mapped.delete(id);
@@ -256,7 +265,8 @@ function onCommand(m: CommandMessage, fds: number[]): void {
     return refuse((err as Error).message);
   }
   pmd.pending.set(m.id, { cmd: m.cmd, fds: given });
-  pmd.commands.postMessage(pack({ id: m.id, cmd }));
+  // A memory table carries SharedArrayBuffers, which msgpack would copy: cloned, they are shared.
+  pmd.commands.postMessage(cmd.t === 'memory' ? { id: m.id, cmd } : pack({ id: m.id, cmd }));
   ring(pmd, DOORBELL_COMMANDS);
 }
 
@@ -269,7 +279,7 @@ function localCommand(cmd: WireCommand, fds: number[], given: Map<string, number
   const fdAt = (i: number) => (i >= 0 && i < fds.length ? fds[i] : -1);
   if (cmd.t === 'memory') {
     try {
-      return { ...cmd, regions: cmd.regions.map((r) => mapRegion(r, fdAt(r.fd))) };
+      return { ...cmd, regions: cmd.regions.map((r) => mapGuestRegion(r, fdAt(r.fd))) };
     } finally {
       closeAll(fds);
     }
@@ -346,12 +356,29 @@ function mapXdp(cmd: Extract<WireCommand, { t: 'xdp-start' }>, socket: number, u
   return { umem, ...rings } as XdpMappings;
 }
 
-function mapRegion(r: RegionOnWire, fd: number): MemoryRegion {
+/** A region's file, checked to hold it (past the end of its file, a mapping faults on first touch). */
+function checkRegionFile(r: RegionOnWire, fd: number): void {
+  if (fd < 0) throw new Error(`memory region ${r.id} came without its fd`);
+  const fileSize = fstatSize(fd);
+  if (fileSize < r.mmapOffset + r.size) throw new SysError('mmap', 22, `region ${r.id} needs ${r.mmapOffset + r.size} bytes of a file of ${fileSize}`);
+}
+
+/** Guest memory, for the PMDs to view: each window mapped into a SharedArrayBuffer (shared-mapping.ts). */
+function mapGuestRegion(r: RegionOnWire, fd: number): MemoryRegion {
+  let region = guestRegions.get(r.id);
+  if (region === undefined) {
+    checkRegionFile(r, fd);
+    region = mapRegionWindows(fd, r.mmapOffset, r.size, fstatBlockSize(fd));
+    guestRegions.set(r.id, region);
+  }
+  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, windows: region.windows };
+}
+
+/** A file mapped whole (an inflight record's), for a PMD to view at its address. */
+function mapRegion(r: RegionOnWire, fd: number): { hostAddr: string } {
   let region = mapped.get(r.id);
   if (region === undefined) {
-    if (fd < 0) throw new Error(`memory region ${r.id} came without its fd`);
-    const fileSize = fstatSize(fd);
-    if (fileSize < r.mmapOffset + r.size) throw new SysError('mmap', 22, `region ${r.id} needs ${r.mmapOffset + r.size} bytes of a file of ${fileSize}`);
+    checkRegionFile(r, fd);
     // From the page the region starts in, not from the file's start: a region at an offset
     // of terabytes would otherwise take terabytes of this process's address space.
     const page = fstatBlockSize(fd);
@@ -360,7 +387,7 @@ function mapRegion(r: RegionOnWire, fd: number): MemoryRegion {
     region = { addr: mmapShared(fd, length, false, start), length, skip: r.mmapOffset - start };
     mapped.set(r.id, region);
   }
-  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, hostAddr: (region.addr + BigInt(region.skip ?? 0)).toString() };
+  return { hostAddr: (region.addr + BigInt(region.skip ?? 0)).toString() };
 }
 
 /** A PMD answered: the fds its command replaced, or those of a refused command, are closed. */

@@ -183,8 +183,8 @@ export class QueueControl {
   }
 
   /**
-   * Views one more window of one pending memory table (each view is external memory that
-   * may bring on a garbage collection: one per poll round); applies the table once
+   * Views one more window of one pending memory table (one per poll round: a table of
+   * hundreds of windows is viewed while the PMD forwards); applies the table once
    * complete, then carries out the commands that waited for it.
    */
   stepBuilds(): void {

@@ -180,7 +180,8 @@ doorbell[DOORBELL_STAGE] = -1;
 
 function drainCommands(): void {
   for (let m = receiveMessageOnPort(commands); m !== undefined; m = receiveMessageOnPort(commands)) {
-    const req = unpack(m.message as Uint8Array) as PmdRequest | { id: 0; cmd: { t: 'quiesce' } };
+    // Packed, but for a memory table: its SharedArrayBuffers come as a structured clone.
+    const req = (m.message instanceof Uint8Array ? unpack(m.message) : m.message) as PmdRequest | { id: 0; cmd: { t: 'quiesce' } };
     if (req.cmd.t === 'quiesce') quiesce();
     let reply;
     try {

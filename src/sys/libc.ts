@@ -4,7 +4,7 @@
 import { lstatSync, readlinkSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
-import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, ENOBUFS, IFF_UP, MAP_FAILED, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
+import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, ENOBUFS, IFF_UP, MAP_ANONYMOUS, MAP_FAILED, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
 
 const libc = koffi.load('libc.so.6');
 
@@ -33,6 +33,8 @@ const c = {
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *statbuf)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   mmap: libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+  // The same call with the address given (MAP_FIXED): koffi takes it as an integer.
+  mmapFixed: libc.func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']),
   fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
   socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   munmap: libc.func('int munmap(void *addr, size_t length)'),
@@ -154,6 +156,22 @@ export function mmapShared(fd: number, length: number, sparse = false, offset = 
   const addr = c.mmap(null, length, PROT_READ | PROT_WRITE, MAP_SHARED | (sparse ? MAP_NORESERVE : 0), fd, offset) as bigint;
   if (addr === MAP_FAILED || addr === 0n) fail('mmap', `fd ${fd}, ${length} bytes at ${offset}`);
   return addr;
+}
+
+/**
+ * Replaces the pages at [addr, addr + length) of this process's memory with those of fd from
+ * `offset` (MAP_FIXED, shared, read-write). Whatever was mapped there is gone: the caller
+ * owns that range (shared-mapping.ts).
+ */
+export function mmapSharedAt(addr: number, fd: number, length: number, offset: number): void {
+  const at = c.mmapFixed(addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset) as number | bigint;
+  if (Number(at) !== addr) fail('mmap', `fd ${fd}, ${length} bytes at ${offset}, fixed`);
+}
+
+/** Replaces the pages at [addr, addr + length) with fresh zeroed private memory (MAP_FIXED). */
+export function mmapAnonymousAt(addr: number, length: number): void {
+  const at = c.mmapFixed(addr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) as number | bigint;
+  if (Number(at) !== addr) fail('mmap', `${length} anonymous bytes, fixed`);
 }
 
 export function munmap(addr: bigint, length: number): void {

@@ -33,6 +33,9 @@ export const IFF_UP = 0x1;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
+export const MAP_PRIVATE = 2;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
 /** mmap's failure, (void *) -1, as koffi gives a pointer */
 export const MAP_FAILED = 0xffffffffffffffffn;
 

@@ -1,68 +1,103 @@
 // Guest memory as a device sees it: the regions of a vhost-user memory table, each mapped
-// once by the control thread and viewed zero-copy here. Every guest address the data path
-// touches is translated (and bounds-checked) through this table.
-import { addressOf, view } from '../sys/libc.ts';
+// once by the data-plane process and viewed zero-copy here. Every guest address the data
+// path touches is translated (and bounds-checked) through this table.
+import { addressOf } from '../sys/libc.ts';
+import { mapIntoSharedBuffer, releaseSharedMapping, type SharedMapping } from '../sys/shared-mapping.ts';
 
-/** One region of a memory table, as the control thread hands it over (postMessage-safe). */
+/**
+ * One region of a memory table as a PMD gets it (postMessage-safe): its addresses, and its
+ * memory as the windows of windowSpans(size), each inside a SharedArrayBuffer
+ * (shared-mapping.ts).
+ */
 export interface MemoryRegion {
   /** guest physical address of the first byte */
   guestPhysAddr: number;
   /** frontend (QEMU) virtual address of the first byte: SET_VRING_ADDR uses these */
   userAddr: number;
   size: number;
-  /** host address where this process mapped the region, as a decimal string (a u64) */
-  hostAddr: string;
+  windows: GuestWindow[];
+}
+
+/** A window's bytes: buffer[offset, offset + its span's size). */
+export interface GuestWindow {
+  buffer: SharedArrayBuffer;
+  offset: number;
 }
 
 /**
  * A region larger than one view is seen through windows of WINDOW_BYTES that overlap by
  * WINDOW_OVERLAP, so that any range up to WINDOW_OVERLAP bytes lies whole inside one window
- * (koffi.view aborts the process above 4 GiB).
+ * (and offsets inside a window stay small integers, which the per-frame code adds fast).
  */
 export const WINDOW_BYTES = 2 ** 30;
 export const WINDOW_OVERLAP = 2 ** 20;
 
-/** Limits on one memory table: each window costs the PMD a view (external memory to V8,
- * which brings on garbage collections: see jit-flags.ts), and translation scans them. */
+/** Limits on one memory table: each window is mapped and viewed on its own, and translation scans them. */
 export const MAX_GUEST_MEMORY_BYTES = 256 * 2 ** 30;
 export const MAX_WINDOWS = 300;
+
+/** Where each window of a region of `size` bytes starts in it, and its length. */
+export function windowSpans(size: number): { offset: number; size: number }[] {
+  const spans: { offset: number; size: number }[] = [];
+  for (let off = 0; off < size; off += WINDOW_BYTES - WINDOW_OVERLAP) {
+    spans.push({ offset: off, size: Math.min(WINDOW_BYTES, size - off) });
+    if (off + WINDOW_BYTES >= size) break;
+  }
+  return spans;
+}
+
+/**
+ * A region's windows mapped from its file (`fileOffset`: where the region starts in it),
+ * each into a buffer of its own; the mappings are for releaseSharedMapping once no one views them.
+ */
+export function mapRegionWindows(fd: number, fileOffset: number, size: number, pageBytes: number): { windows: GuestWindow[]; mappings: SharedMapping[] } {
+  const mappings: SharedMapping[] = [];
+  try {
+    for (const span of windowSpans(size)) mappings.push(mapIntoSharedBuffer(fd, fileOffset + span.offset, span.size, pageBytes));
+  } catch (err) {
+    mappings.forEach(releaseSharedMapping);
+    throw err;
+  }
+  return { windows: mappings.map(({ buffer, offset }) => ({ buffer, offset })), mappings };
+}
 
 interface Window {
   gpa: number;
   uva: number;
   size: number;
-  host: bigint;
+  bytes: GuestWindow;
 }
 
-/** The windows a table is seen through; throws RangeError past the limits above. */
-function planWindows(regions: readonly MemoryRegion[]): Window[] {
-  const total = regions.reduce((sum, r) => sum + r.size, 0);
-  if (total > MAX_GUEST_MEMORY_BYTES) throw new RangeError(`${total} bytes of guest memory, more than the ${MAX_GUEST_MEMORY_BYTES / 2 ** 30} GiB a port may map`);
-  const windows: Window[] = [];
-  for (const r of regions) {
-    const base = BigInt(r.hostAddr);
-    for (let off = 0; off < r.size; off += WINDOW_BYTES - WINDOW_OVERLAP) {
-      const size = Math.min(WINDOW_BYTES, r.size - off);
-      windows.push({ gpa: r.guestPhysAddr + off, uva: r.userAddr + off, size, host: base + BigInt(off) });
-      if (windows.length > MAX_WINDOWS) throw new RangeError(`memory table needs more than ${MAX_WINDOWS} windows`);
-      if (off + size >= r.size) break;
-    }
-  }
-  return windows;
+/** Why a table of regions of these sizes is over the limits above, or null. */
+function limitsProblem(sizes: readonly number[]): string | null {
+  const total = sizes.reduce((sum, size) => sum + size, 0);
+  if (total > MAX_GUEST_MEMORY_BYTES) return `${total} bytes of guest memory, more than the ${MAX_GUEST_MEMORY_BYTES / 2 ** 30} GiB a port may map`;
+  // Counted only once the total is known to be bounded: a few hundred windows at most.
+  const windows = sizes.reduce((sum, size) => sum + windowSpans(size).length, 0);
+  return windows > MAX_WINDOWS ? `memory table needs more than ${MAX_WINDOWS} windows` : null;
 }
 
 /** Why a table of regions of these sizes cannot be mapped, or null (checked before mmap). */
 export function memoryTableProblem(regions: readonly { size: number }[]): string | null {
-  try {
-    planWindows(regions.map((r) => ({ guestPhysAddr: 0, userAddr: 0, size: r.size, hostAddr: '0' })));
-    return null;
-  } catch (err) {
-    return (err as Error).message;
+  return limitsProblem(regions.map((r) => r.size));
+}
+
+/** The windows of a table; throws RangeError past the limits above. */
+function planWindows(regions: readonly MemoryRegion[]): Window[] {
+  const problem = limitsProblem(regions.map((r) => r.size));
+  if (problem !== null) throw new RangeError(problem);
+  const windows: Window[] = [];
+  for (const r of regions) {
+    const spans = windowSpans(r.size);
+    if (r.windows.length !== spans.length) throw new RangeError(`a region of ${r.size} bytes came with ${r.windows.length} windows, not ${spans.length}`);
+    spans.forEach((span, k) => windows.push({ gpa: r.guestPhysAddr + span.offset, uva: r.userAddr + span.offset, size: span.size, bytes: r.windows[k] }));
   }
+  return windows;
 }
 
 function viewWindow(w: Window): Uint8Array {
-  return new Uint8Array(view(w.host, w.size));
+  if (w.bytes.offset + w.size > w.bytes.buffer.byteLength) throw new RangeError(`a window of ${w.size} bytes at ${w.bytes.offset} of a buffer of ${w.bytes.buffer.byteLength}`);
+  return new Uint8Array(w.bytes.buffer, w.bytes.offset, w.size);
 }
 
 /**
@@ -115,7 +150,7 @@ export class GuestMemory {
   /** an address as two 32-bit words, for translateAt() */
   private readonly addressWords = new Uint32Array(2);
 
-  /** Views every window at once (tests, tools); a PMD builds them a window at a time. */
+  /** Views every window at once (tests, tools); a PMD builds them a window at a time (GuestMemoryBuilder). */
   constructor(regions: readonly MemoryRegion[], views?: readonly Uint8Array[]) {
     const windows = planWindows(regions);
     this.count = windows.length;
@@ -124,10 +159,10 @@ export class GuestMemory {
     this.uvaStart = new Float64Array(windows.map((w) => w.uva));
     this.uvaEnd = new Float64Array(windows.map((w) => w.uva + w.size));
     this.bytes = views ? [...views] : windows.map(viewWindow);
-    this.data = this.bytes.map((b) => new DataView(b.buffer));
-    // Windows start page-aligned; a trailing partial word is reached through `bytes`.
-    this.words = this.bytes.map((b) => new Uint32Array(b.buffer, 0, b.length >>> 2));
-    this.doubles = this.bytes.map((b) => new Float64Array(b.buffer, 0, b.length >>> 3));
+    this.data = this.bytes.map((b) => new DataView(b.buffer, b.byteOffset, b.length));
+    // A window starts 8-aligned in its buffer (regions are page-aligned in their files); a trailing partial word is reached through `bytes`.
+    this.words = this.bytes.map((b) => new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2));
+    this.doubles = this.bytes.map((b) => new Float64Array(b.buffer, b.byteOffset, b.length >>> 3));
     this.address = new Float64Array(this.bytes.map(addressOf));
   }
 

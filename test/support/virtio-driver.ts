@@ -3,7 +3,8 @@
 // test frontend for the unit tests, the protocol tests and the benchmarks; it writes descriptors any way a test asks,
 // including the ways a broken or hostile guest would.
 import * as sys from '../../src/sys/libc.ts';
-import type { MemoryRegion } from '../../src/virtio/guest-memory.ts';
+import { mapRegionWindows, type MemoryRegion } from '../../src/virtio/guest-memory.ts';
+import { releaseSharedMapping, type SharedMapping } from '../../src/sys/shared-mapping.ts';
 import type { QueueLayout } from '../../src/virtio/split-queue.ts';
 import { NET_HDR_LEN, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../src/virtio/constants.ts';
 
@@ -19,6 +20,8 @@ export class GuestRam {
   /** the frontend's virtual address of byte 0 */
   readonly uvaBase = 0x7f0000000000;
   private next = 0;
+  /** the device's side: this RAM mapped as a data plane maps it, once asked for */
+  private deviceView: { region: MemoryRegion; mappings: SharedMapping[] } | null = null;
 
   /**
    * `sealing: false`: a memfd no one can seal, as DPDK's virtio-user makes (it can shrink).
@@ -47,11 +50,18 @@ export class GuestRam {
     return this.gpaBase + off;
   }
 
+  /** The RAM as a PMD gets it: mapped again, as the data-plane process maps a region (mapRegionWindows). */
   region(): MemoryRegion {
-    return { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, hostAddr: this.hostAddr.toString() };
+    if (this.deviceView === null) {
+      const { windows, mappings } = mapRegionWindows(this.fd, 0, this.size, sys.fstatBlockSize(this.fd));
+      this.deviceView = { region: { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, windows }, mappings };
+    }
+    return this.deviceView.region;
   }
 
   close(): void {
+    this.deviceView?.mappings.forEach(releaseSharedMapping);
+    this.deviceView = null;
     sys.munmap(this.hostAddr, this.size);
     sys.close(this.fd);
   }

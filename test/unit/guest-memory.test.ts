@@ -1,20 +1,21 @@
-// Guest memory translation, including regions larger than one view (seen through
-// overlapping windows, since a view over 4 GiB would abort the process).
+// Guest memory translation, including regions larger than one window (seen through
+// overlapping windows), and the mapping of a region's windows into SharedArrayBuffers.
 import t from 'tap';
 import * as sys from '../../src/sys/libc.ts';
-import { GuestMemory, WINDOW_BYTES, WINDOW_OVERLAP } from '../../src/virtio/guest-memory.ts';
+import { GuestMemory, mapRegionWindows, WINDOW_BYTES, WINDOW_OVERLAP } from '../../src/virtio/guest-memory.ts';
+import { releaseSharedMapping } from '../../src/sys/shared-mapping.ts';
 
 t.test('a 2.5 GiB region through windows; every range found whole, none outside', async (t) => {
   const size = 2.5 * 2 ** 30;
   const fd = sys.memfdCreate('big-guest');
   sys.ftruncate(fd, size); // sparse: no memory is used until touched
-  const addr = sys.mmapShared(fd, size);
+  const { windows, mappings } = mapRegionWindows(fd, 0, size, sys.fstatBlockSize(fd));
   t.teardown(() => {
-    sys.munmap(addr, size);
+    mappings.forEach(releaseSharedMapping);
     sys.close(fd);
   });
   const gpa = 0x100000000;
-  const mem = new GuestMemory([{ guestPhysAddr: gpa, userAddr: 0x7f0000000000, size, hostAddr: addr.toString() }]);
+  const mem = new GuestMemory([{ guestPhysAddr: gpa, userAddr: 0x7f0000000000, size, windows }]);
   t.equal(mem.count, 3, 'three windows');
   const boundary = WINDOW_BYTES - WINDOW_OVERLAP; // where the second window starts
   for (const at of [0, boundary - 100, WINDOW_BYTES - 100, size - 9000]) {
@@ -49,7 +50,9 @@ t.test('a 2.5 GiB region through windows; every range found whole, none outside'
     t.notOk(mem.translateAt(words, 2, 1), `translateAt(): an address of high word ${high.toString(16)} is refused`);
   }
   // No address a descriptor could hold: refused, not wrapped into one inside memory.
-  const low = new GuestMemory([{ guestPhysAddr: 0, userAddr: 0x7f0000000000, size: 1 << 20, hostAddr: addr.toString() }]);
+  const small = mapRegionWindows(fd, 0, 1 << 20, sys.fstatBlockSize(fd));
+  t.teardown(() => small.mappings.forEach(releaseSharedMapping));
+  const low = new GuestMemory([{ guestPhysAddr: 0, userAddr: 0x7f0000000000, size: 1 << 20, windows: small.windows }]);
   t.ok(low.translate(0, 16), 'memory from address 0');
   for (const bad of [NaN, Infinity, -Infinity, -16, 2 ** 64, 2 ** 64 + 2 ** 20, 0.5]) t.notOk(low.translate(bad, 16), `translate(${bad}) refused`);
 });

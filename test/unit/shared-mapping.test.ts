@@ -1,0 +1,65 @@
+// A file's range mapped inside a SharedArrayBuffer: the file's bytes seen through it from
+// any thread, no external memory counted for it, and the buffer's own pages back once released.
+import t from 'tap';
+import { getHeapStatistics } from 'node:v8';
+import { Worker } from 'node:worker_threads';
+import * as sys from '../../src/sys/libc.ts';
+import { mapIntoSharedBuffer, releaseSharedMapping } from '../../src/sys/shared-mapping.ts';
+
+const PAGE = 4096;
+
+t.test('the file range at any 8-aligned offset, seen through the buffer both ways and from a worker; none of it external memory', async (t) => {
+  const size = 256 * 2 ** 20;
+  const fd = sys.memfdCreate('shared-mapping-test');
+  t.teardown(() => sys.close(fd));
+  sys.ftruncate(fd, size + 2 * PAGE);
+  // The file as the frontend sees it, mapped on its own.
+  const fileAddr = sys.mmapShared(fd, size + 2 * PAGE);
+  t.teardown(() => sys.munmap(fileAddr, size + 2 * PAGE));
+  const file = new Uint8Array(sys.view(fileAddr, size + 2 * PAGE));
+  const fileOffset = PAGE + 24; // not at a page: the mapping starts at the page it lies in
+  const external = getHeapStatistics().external_memory;
+  const m = mapIntoSharedBuffer(fd, fileOffset, size, sys.fstatBlockSize(fd));
+  t.ok(getHeapStatistics().external_memory - external < 2 ** 20, `mapping ${size} bytes counts no external memory (${getHeapStatistics().external_memory - external} bytes more)`);
+  t.equal(m.offset % 8, 0, `the range starts 8-aligned in its buffer (at ${m.offset})`);
+  t.ok(m.offset + size <= m.buffer.byteLength, 'and ends inside it');
+  const seen = new Uint8Array(m.buffer, m.offset, size);
+  file[fileOffset] = 0x11;
+  file[fileOffset + size - 1] = 0x22;
+  file[fileOffset - 1] = 0x33; // before the range: not part of it
+  t.same([seen[0], seen[size - 1]], [0x11, 0x22], "the file's first and last bytes of the range, through the buffer");
+  seen[1000] = 0x44;
+  t.equal(file[fileOffset + 1000], 0x44, 'and a write through the buffer reaches the file');
+  const words = new Float64Array(m.buffer, m.offset, size >>> 3);
+  t.equal(words.length, size / 8, 'viewed as 64-bit words too');
+
+  const fromWorker = await new Promise<number[]>((resolve, reject) => {
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const v = new Uint8Array(workerData.buffer, workerData.offset, workerData.size);
+       v[2000] = 0x55;
+       parentPort.postMessage([v[0], v[workerData.size - 1], v[1000]]);`,
+      { eval: true, workerData: { buffer: m.buffer, offset: m.offset, size } },
+    );
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  t.same(fromWorker, [0x11, 0x22, 0x44], 'a worker given the buffer sees the same bytes');
+  t.equal(file[fileOffset + 2000], 0x55, "and writes the file's");
+
+  releaseSharedMapping(m);
+  t.same([seen[0], seen[1000], seen[size - 1]], [0, 0, 0], 'released: the buffer reads zeros');
+  seen[0] = 0x66;
+  t.equal(file[fileOffset], 0x11, 'and its writes no longer reach the file');
+});
+
+t.test('a range that the file does not hold is refused, and the buffer keeps its own pages', async (t) => {
+  const fd = sys.memfdCreate('shared-mapping-test');
+  t.teardown(() => sys.close(fd));
+  sys.ftruncate(fd, PAGE);
+  // Beyond the end of a file, mmap succeeds and the first touch faults: the caller checks
+  // sizes (checkRegionFile). What mmap refuses is a file that cannot be mapped at all.
+  const socket = sys.eventfd();
+  t.teardown(() => sys.close(socket));
+  t.throws(() => mapIntoSharedBuffer(socket, 0, PAGE, PAGE), /mmap/, 'an eventfd cannot be mapped: the error names mmap');
+});

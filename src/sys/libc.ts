@@ -168,9 +168,12 @@ export function mmapSharedAt(addr: number, fd: number, length: number, offset: n
   if (Number(at) !== addr) fail('mmap', `fd ${fd}, ${length} bytes at ${offset}, fixed`);
 }
 
-/** Replaces the pages at [addr, addr + length) with fresh zeroed private memory (MAP_FIXED). */
+/**
+ * Replaces the pages at [addr, addr + length) with fresh zeroed private memory (MAP_FIXED),
+ * none of it reserved (MAP_NORESERVE): it is only there for an allocator to free.
+ */
 export function mmapAnonymousAt(addr: number, length: number): void {
-  const at = c.mmapFixed(addr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) as number | bigint;
+  const at = c.mmapFixed(addr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) as number | bigint;
   if (Number(at) !== addr) fail('mmap', `${length} anonymous bytes, fixed`);
 }
 

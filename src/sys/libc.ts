@@ -4,7 +4,7 @@
 import { lstatSync, readlinkSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi from 'koffi';
-import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, ENOBUFS, IFF_UP, MAP_ANONYMOUS, MAP_FAILED, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MSG_DONTWAIT, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
+import { AF_INET, AF_PACKET, AF_UNIX, EAGAIN, EINTR, ENOBUFS, IFF_UP, MAP_ANONYMOUS, MAP_FAILED, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MSG_DONTWAIT, PROT_NONE, PROT_READ, PROT_WRITE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from './linux-constants.ts';
 
 const libc = koffi.load('libc.so.6');
 
@@ -169,12 +169,13 @@ export function mmapSharedAt(addr: number, fd: number, length: number, offset: n
 }
 
 /**
- * Replaces the pages at [addr, addr + length) with fresh zeroed private memory (MAP_FIXED),
- * none of it reserved (MAP_NORESERVE): it is only there for an allocator to free.
+ * Replaces the pages at [addr, addr + length) with address space only: inaccessible
+ * (PROT_NONE, an access faults), nothing committed (MAP_NORESERVE), and held, so that
+ * nothing else is mapped there.
  */
-export function mmapAnonymousAt(addr: number, length: number): void {
-  const at = c.mmapFixed(addr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) as number | bigint;
-  if (Number(at) !== addr) fail('mmap', `${length} anonymous bytes, fixed`);
+export function mmapReservedAt(addr: number, length: number): void {
+  const at = c.mmapFixed(addr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) as number | bigint;
+  if (Number(at) !== addr) fail('mmap', `${length} bytes reserved, fixed`);
 }
 
 export function munmap(addr: bigint, length: number): void {

@@ -30,6 +30,7 @@ export const MSG_DONTWAIT = 0x40;
 export const IFF_UP = 0x1;
 
 /** mmap */
+export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;

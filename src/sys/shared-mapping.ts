@@ -5,25 +5,51 @@
 // heap, 50 to 75 ms of it atomic here, inside forwarding's pause. The memory of a
 // SharedArrayBuffer is counted by no isolate, and a view of it is an ordinary typed array.
 //
-// The buffer is allocated as any other: its memory is this process's, zeroed, and the
-// buffer's alone. The file's pages then replace whole pages inside it (mmap MAP_FIXED), and
-// fresh private pages replace those again before the buffer is let go (release), so that
-// the allocator that frees it finds ordinary memory.
-import { addressOf, mmapAnonymousAt, mmapSharedAt } from './libc.ts';
+// The buffer is allocated as any other, its memory this process's and the buffer's alone;
+// its whole pages are then reserved (inaccessible, nothing committed), and the file's pages
+// replace some of them (mmap MAP_FIXED). Released, they are reserved again: an access faults,
+// as one to unmapped memory did. Buffers are kept for the next mapping of their size rather
+// than left to the garbage collector: when a buffer is collected is the collector's choice
+// (a PMD that allocates nothing may not collect for hours), and until then it holds its
+// address space, which a frontend mapping and dropping large tables in a loop would exhaust.
+import { addressOf, mmapReservedAt, mmapSharedAt } from './libc.ts';
 
 export interface SharedMapping {
   readonly buffer: SharedArrayBuffer;
   /** where the file's range starts in the buffer */
   readonly offset: number;
-  /** the pages of the file that replaced the buffer's, for release */
+  /** the pages of the file in the buffer, for release */
   readonly addr: number;
   readonly length: number;
 }
 
 const PAGE = 4096;
+/** The largest buffer kept for reuse: a range of up to 1 GiB (a window of guest memory) at any offset of a file of pages up to 2 MiB. */
+export const LARGEST_KEPT_BYTES = 2 ** 30 + 8 * 2 ** 20;
+/** Released buffers free to take, by size: a power of two, or LARGEST_KEPT_BYTES. */
+const keptBuffers = new Map<number, SharedArrayBuffer[]>();
+/** buffers holding a mapping: each released once, a kept one taken again only then */
+const holding = new Set<SharedArrayBuffer>();
+
+/** The size of buffer kept for a mapping that needs `bytes`, or 0 if none is (files of pages over 2 MiB). */
+function keptSize(bytes: number): number {
+  if (bytes > LARGEST_KEPT_BYTES) return 0;
+  const power = 2 ** Math.ceil(Math.log2(Math.max(bytes, PAGE)));
+  return power <= 2 ** 30 ? power : LARGEST_KEPT_BYTES;
+}
+
+/** A new buffer, its whole pages reserved. */
+function reservedBuffer(bytes: number): SharedArrayBuffer {
+  const buffer = new SharedArrayBuffer(bytes);
+  const start = addressOf(new Uint8Array(buffer, 0, 1));
+  const first = Math.ceil(start / PAGE) * PAGE;
+  const end = Math.floor((start + bytes) / PAGE) * PAGE;
+  mmapReservedAt(first, end - first);
+  return buffer;
+}
 
 /**
- * Maps `size` bytes of fd from `fileOffset` shared, read-write, inside a new buffer.
+ * Maps `size` bytes of fd from `fileOffset` shared, read-write, inside a buffer.
  * `pageBytes`: the file's page (its block size: 2 MiB on hugetlbfs), to which mmap aligns
  * both the address and the file offset.
  */
@@ -32,20 +58,31 @@ export function mapIntoSharedBuffer(fd: number, fileOffset: number, size: number
   // From the page the range starts in; the buffer has a page more, to align its first.
   const skip = fileOffset % page;
   const length = Math.ceil((skip + size) / page) * page;
-  const buffer = new SharedArrayBuffer(length + page);
+  // A buffer of the next size up: a range takes at most twice its size of address space.
+  // A file of larger pages (1 GiB on hugetlbfs) gets a buffer of its own, not kept.
+  const kept = keptSize(length + page);
+  const buffer = kept > 0 ? (keptBuffers.get(kept)?.pop() ?? reservedBuffer(kept)) : reservedBuffer(length + page);
+  holding.add(buffer);
   const start = addressOf(new Uint8Array(buffer, 0, 1));
   const addr = Math.ceil(start / page) * page;
+  const mapping = { buffer, offset: addr - start + skip, addr, length };
   try {
     mmapSharedAt(addr, fd, length, fileOffset - skip);
   } catch (err) {
-    // A failed MAP_FIXED may have unmapped the range already: the buffer gets pages back.
-    mmapAnonymousAt(addr, length);
+    // A failed MAP_FIXED may have unmapped the range already: reserved again.
+    releaseSharedMapping(mapping);
     throw err;
   }
-  return { buffer, offset: addr - start + skip, addr, length };
+  return mapping;
 }
 
-/** The file's pages leave the buffer (which reads zeros from then on); call once. */
+/** The file's pages leave the buffer (an access there faults from then on); once only, later calls do nothing. */
 export function releaseSharedMapping(m: SharedMapping): void {
-  mmapAnonymousAt(m.addr, m.length);
+  if (!holding.delete(m.buffer)) return;
+  mmapReservedAt(m.addr, m.length);
+  const kept = keptSize(m.buffer.byteLength);
+  if (kept !== m.buffer.byteLength) return;
+  const free = keptBuffers.get(kept);
+  if (free === undefined) keptBuffers.set(kept, [m.buffer]);
+  else free.push(m.buffer);
 }

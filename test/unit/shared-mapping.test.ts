@@ -1,6 +1,7 @@
 // A file's range mapped inside a SharedArrayBuffer: the file's bytes seen through it from
-// any thread, no external memory counted for it, and the buffer's own pages back once released.
+// any thread, no external memory counted for it, and the buffer kept for reuse once released.
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import * as sys from '../../src/sys/libc.ts';
@@ -8,7 +9,7 @@ import { mapIntoSharedBuffer, releaseSharedMapping } from '../../src/sys/shared-
 
 const PAGE = 4096;
 
-t.test('the file range at any 8-aligned offset, seen through the buffer both ways and from a worker; none of it external memory', async (t) => {
+t.test('a file range seen through the buffer both ways and from a worker, none of it external memory; released, the buffer is kept for the next', async (t) => {
   const size = 256 * 2 ** 20;
   const fd = sys.memfdCreate('shared-mapping-test');
   t.teardown(() => sys.close(fd));
@@ -47,19 +48,36 @@ t.test('the file range at any 8-aligned offset, seen through the buffer both way
   t.same(fromWorker, [0x11, 0x22, 0x44], 'a worker given the buffer sees the same bytes');
   t.equal(file[fileOffset + 2000], 0x55, "and writes the file's");
 
+  const mapped = (name: string) => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(`/memfd:${name} `)).length;
+  t.equal(mapped('shared-mapping-test'), 2, "the file mapped twice: the frontend's side and the buffer's");
   releaseSharedMapping(m);
-  t.same([seen[0], seen[1000], seen[size - 1]], [0, 0, 0], 'released: the buffer reads zeros');
-  seen[0] = 0x66;
-  t.equal(file[fileOffset], 0x11, 'and its writes no longer reach the file');
+  t.equal(mapped('shared-mapping-test'), 1, "released: the buffer's mapping of the file is gone (an access there would fault)");
+  releaseSharedMapping(m);
+  const other = sys.memfdCreate('shared-mapping-other');
+  t.teardown(() => sys.close(other));
+  sys.ftruncate(other, size);
+  const next = mapIntoSharedBuffer(other, 0, size, sys.fstatBlockSize(other));
+  t.equal(next.buffer, m.buffer, 'the next mapping of its size takes the buffer released, rather than more address space');
+  const small = mapIntoSharedBuffer(other, 0, PAGE, sys.fstatBlockSize(other));
+  t.ok(small.buffer.byteLength <= 4 * PAGE, `a small range takes a small buffer (${small.buffer.byteLength} bytes)`);
+  releaseSharedMapping(small);
+  const again = mapIntoSharedBuffer(other, 0, size, sys.fstatBlockSize(other));
+  t.not(again.buffer, m.buffer, 'released twice, it went back once: another mapping gets another buffer');
+  new Uint8Array(next.buffer, next.offset, PAGE)[0] = 0x77;
+  t.equal(new Uint8Array(again.buffer, again.offset, PAGE)[0], 0x77, 'both views of the other file');
+  releaseSharedMapping(next);
+  releaseSharedMapping(again);
 });
 
-t.test('a range that the file does not hold is refused, and the buffer keeps its own pages', async (t) => {
-  const fd = sys.memfdCreate('shared-mapping-test');
-  t.teardown(() => sys.close(fd));
-  sys.ftruncate(fd, PAGE);
-  // Beyond the end of a file, mmap succeeds and the first touch faults: the caller checks
-  // sizes (checkRegionFile). What mmap refuses is a file that cannot be mapped at all.
+t.test('a file that cannot be mapped is refused, naming mmap; the next mapping works', async (t) => {
   const socket = sys.eventfd();
   t.teardown(() => sys.close(socket));
   t.throws(() => mapIntoSharedBuffer(socket, 0, PAGE, PAGE), /mmap/, 'an eventfd cannot be mapped: the error names mmap');
+  const fd = sys.memfdCreate('shared-mapping-test');
+  t.teardown(() => sys.close(fd));
+  sys.ftruncate(fd, PAGE);
+  const m = mapIntoSharedBuffer(fd, 0, PAGE, sys.fstatBlockSize(fd));
+  new Uint8Array(m.buffer, m.offset, PAGE)[PAGE - 1] = 1;
+  t.equal(new Uint8Array(sys.view(sys.mmapShared(fd, PAGE), PAGE))[PAGE - 1], 1, 'a memfd mapped next is seen through its buffer');
+  releaseSharedMapping(m);
 });

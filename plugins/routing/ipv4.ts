@@ -360,7 +360,10 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
     return;
   }
   const j = batch.emit(batch.ingress);
-  if (j < 0) return;
+  if (j < 0) {
+    r.count(batch.ingress, r.counter.icmp_errors_no_room, 1);
+    return;
+  }
   const o = batch.offset(j);
   const length = Math.min(ETH_HLEN + read16(d, ip + 2), batch.length(i), ETH_HLEN + ICMP4_ERROR_MAX - 28);
   d.copyWithin(o, off, off + length);

@@ -229,7 +229,10 @@ function icmpError(r: Router, batch: PacketBatch, i: number, iface: Interface, t
     return;
   }
   const j = batch.emit(batch.ingress);
-  if (j < 0) return;
+  if (j < 0) {
+    r.count(batch.ingress, r.counter.icmp_errors_no_room, 1);
+    return;
+  }
   const o = batch.offset(j);
   const length = Math.min(batch.length(i), ETH_HLEN + ICMP6_ERROR_MAX - IPV6_HLEN - 8);
   d.copyWithin(o, off, off + length);

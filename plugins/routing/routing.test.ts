@@ -188,6 +188,20 @@ t.test('path MTU: fragmentation needed with DF, fragments without', async (t) =>
   t.same([out[2].local], [true], 'the ICMP error is the router\'s own');
 });
 
+t.test('an ICMP error with no room left in its burst is counted as such', async (t) => {
+  const h = await router({ icmpRate: 1000, icmpBurst: 100 });
+  run(h, 'a', [arp({ op: 'request', senderMac: GUEST.a, senderIp: '10.0.1.2', targetIp: '10.0.1.1', srcMac: GUEST.a })]);
+  // Sixteen packets cut in three fragments each (two added to the burst for each) fill it;
+  // the sixteen after them call for a time exceeded each, which finds no room.
+  const big = (k: number) => udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 5, dstPort: 6, payload: 3972, df: false, srcMac: GUEST.b, dstMac: MAC.b, id: k });
+  const expiring = (k: number) => udp4({ src: '10.0.2.2', dst: '10.0.1.2', srcPort: 1000 + k, dstPort: 33434, ttl: 1, srcMac: GUEST.b, dstMac: MAC.b });
+  const out = run(h, 'b', [...Array.from({ length: 16 }, (_, k) => big(k)), ...Array.from({ length: 16 }, (_, k) => expiring(k))]);
+  t.equal(out.filter((o) => o.to === 'a').length, 48, 'every fragment goes out');
+  t.equal(out.filter((o) => o.to === 'drop' && o.reason === 'ttl_exceeded').length, 16, 'the expired ones are dropped');
+  const counts = h.counts('b');
+  t.same([counts.icmp_errors_sent ?? 0, counts.icmp_errors_rate_limited ?? 0, counts.icmp_errors_no_room], [0, 0, 16], 'their errors: none sent, none rate-limited, 16 without room');
+});
+
 t.test('a router advertisement carries the prefixes that fit the port\'s MTU, however many addresses it has', async (t) => {
   const many = Array.from({ length: 300 }, (_, k) => `2001:db8:${(k + 16).toString(16)}::1/64`);
   const h = await PluginHarness.create(routing, { ports: [{ name: 'a', settings: { addresses: ['10.0.1.1/24', ...many], routerMac: MAC.a, mtu: 1500 } }], bridgeSettings: {}, config: {} });

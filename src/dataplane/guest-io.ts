@@ -501,19 +501,21 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     // A checksum left to do goes as it is to a guest that takes it so; for the others
     // it is done here, in the buffer (any port the frame goes to next then gets it done).
     let leftToDo = csumStart !== 0;
-    if (leftToDo && !partialOk) {
+    const completing = leftToDo && !partialOk;
+    if (completing) {
       if (rest !== null) {
         rest.materialize(pool, handle);
         rest = null;
       }
       completeChecksum(pool, handle);
-      completed++;
       leftToDo = false;
     }
     const result = mergeable ? writeMergeable(vq, pool, handle, frameLen, leftToDo, rest) : writeOneChain(vq, pool, handle, frameLen, leftToDo, rest);
     if (result > 0) {
       delivered++;
       bytes += frameLen;
+      // Counted as delivered: a frame the guest had no room for is a drop, not a completion for it.
+      if (completing) completed++;
       if (leftToDo) {
         partial++;
         if (superFrame) {

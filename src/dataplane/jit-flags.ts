@@ -36,5 +36,6 @@ export const DATAPLANE_V8_FLAGS: readonly string[] = [
 // 13 MiB, just under V8's first limit, and the work about the go (stages built, queues
 // taken over) crossed it: a full collection began, and finished 23 to 77 ms atomic, in
 // the pause or just after it (in each of 8 upgrades traced with --trace-gc, guest memory
-// viewed either way; in none of 12 with the room). The room costs nothing until it is used: a PMD allocates little once it polls.
+// viewed either way; in none of 12 with the room). The room costs nothing until it is
+// used, and a PMD allocates little once it polls.
 export const SPARE_V8_FLAGS: readonly string[] = ['--no-lazy', '--initial-old-space-size=64'];

@@ -2,7 +2,7 @@
 // as one. koffi's views of foreign memory are external buffers, which V8 counts as external
 // memory of the isolate that makes them: a PMD that viewed hundreds of MB of guest memory at
 // once (a new data plane taking the queues over) brought on a full garbage collection of its
-// heap, 50 to 75 ms of it atomic here, inside forwarding's pause. The memory of a
+// heap, 54 to 77 ms of it atomic here, inside forwarding's pause or just after it. The memory of a
 // SharedArrayBuffer is counted by no isolate, and a view of it is an ordinary typed array.
 //
 // The buffer is allocated as any other, its memory this process's and the buffer's alone;

@@ -564,7 +564,15 @@ t.test('checksum offload: a checksum left to do is taken, passed on as it is, or
   t.same(taking.ram.bytes.slice(rx.off + NET_HDR_LEN, rx.off + NET_HDR_LEN + sent.length), sent, 'the frame untouched');
   t.equal(taking.counters[TX_CSUM_PARTIAL], 1, 'counted as handed on with its checksum left to do');
 
-  // To a guest that did not: completed first.
+  // To a guest that did not: completed first, and counted once delivered.
+  const full = setup(t, { offloads: 0 });
+  const same = from.pool.alloc();
+  from.pool.data.set(sent, from.pool.frameOffset(same));
+  from.pool.length[same] = sent.length;
+  for (let f = 0; f < OFFLOAD_FIELDS; f++) from.pool.offload[same * OFFLOAD_FIELDS + f] = from.pool.offload[h * OFFLOAD_FIELDS + f];
+  t.equal(deliverBurst(full.owner, true, from.pool, Uint32Array.of(same), 1), 0, 'to a guest with no buffer posted: not delivered');
+  t.equal(drop(full.counters, 'guest_ring_full'), 1, 'a drop, guest_ring_full');
+  t.equal(full.counters[CSUM_COMPLETED], 0, 'and no checksum counted as completed for that guest');
   const plain = setup(t, { offloads: 0 });
   const rx2 = postRxBuffer(plain.driverQ, 2048);
   t.equal(deliverBurst(plain.owner, true, from.pool, Uint32Array.of(h), 1), 1);

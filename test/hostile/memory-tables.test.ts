@@ -161,7 +161,7 @@ t.test('a port whose queued table waits for its budget does not hold up a hand-o
   t.equal(await fe.replyU64(20_000), 0n, 'the third table applied in its turn');
 });
 
-t.test('a 64 GiB table is viewed while the PMD keeps forwarding, and unmapped at the end', async (t) => {
+t.test('a 64 GiB table is mapped and viewed at once while the PMD keeps forwarding, and unmapped at the end', async (t) => {
   const n = await withNeighbours(['h']);
   t.teardown(() => n.close());
   const fd = sys.memfdCreate('big');
@@ -170,12 +170,13 @@ t.test('a 64 GiB table is viewed while the PMD keeps forwarding, and unmapped at
   const fe = await ackingFrontend(n.vr.sockets.h);
   const started = Date.now();
   fe.send(Req.SET_MEM_TABLE, memTablePayload([{ gpa: 0, size: 64 * 2 ** 30, uva: 0, offset: 0 }]), [fd], 0x1 | 0x8);
-  const forwardedWhileBuilding = await n.stillForward(16);
-  const forwardedAfterMs = Date.now() - started;
-  t.equal(await fe.replyU64(), 0n, 'the table is applied');
-  const appliedAfterMs = Date.now() - started;
-  t.ok(forwardedWhileBuilding, `a and b forwarded (after ${forwardedAfterMs} ms) while the table was viewed (applied after ${appliedAfterMs} ms)`);
-  t.ok(forwardedAfterMs < appliedAfterMs, 'before it was applied');
+  // Both at once: the table's windows cost the data plane an mmap each and a PMD a typed
+  // array each (one a poll round), so it may well be applied before the frames are through.
+  const since = <T>(p: Promise<T>) => p.then((value) => ({ value, ms: Date.now() - started }));
+  const [forwarded, applied] = await Promise.all([since(n.stillForward(16)), since(fe.replyU64())]);
+  t.equal(applied.value, 0n, 'the table is applied');
+  t.ok(forwarded.value, `a and b forwarded meanwhile (through after ${forwarded.ms} ms; the table applied after ${applied.ms} ms)`);
+  t.ok(applied.ms < 1000, 'the table applied within a second');
   const windows = windowSpans(64 * 2 ** 30).length;
   t.equal(processResources(n.vr.proc.pid!).guestMappings, n.baseline.guestMappings + windows, `mapped once: a mapping for each of its ${windows} windows`);
   fe.close();

@@ -14,7 +14,7 @@ import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } fro
 import { holdLifeLock } from '../sys/life-locks.ts';
 import { forEachThread, keepThreadsToCpus } from '../sys/process-threads.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
-import { mapRegionWindows, type GuestWindow, type MemoryRegion } from '../virtio/guest-memory.ts';
+import { mapRegionWindows, type MemoryRegion } from '../virtio/guest-memory.ts';
 import { releaseSharedMapping, type SharedMapping } from '../sys/shared-mapping.ts';
 import type { PmdLogLine, PmdStandbyLine, PmdThreadData } from '../pipeline/pmd-thread.ts';
 import { COMMANDS_FD, SUPERVISOR_FD, type CommandMessage, type DataplaneEvent, type RegionOnWire, type PmdSpawnData, type SupervisorMessage, type WireCommand } from './process-link.ts';
@@ -98,10 +98,10 @@ const pmds = new Map<number, RunningPmd>();
 /** the go words of PMDs in standby (a spare, an upgrade), by PMD: set by 'go' */
 const standby = new Map<number, Int32Array>();
 const wakeFds: number[] = [];
-/** By id: each mapping (guest memory, packet rings), and for guest memory where its region starts in it (`skip` bytes in). */
+/** By id: each mapping of an inflight record's file (`skip`: where its region starts in it), a socket's packet rings, an AF_XDP UMEM and rings. */
 const mapped = new Map<number, { addr: bigint; length: number; skip?: number }>();
 /** By region id: guest memory, each window of it inside a SharedArrayBuffer (mapRegionWindows). */
-const guestRegions = new Map<number, { windows: GuestWindow[]; mappings: SharedMapping[] }>();
+const guestRegions = new Map<number, SharedMapping[]>();
 
 /**
  * The supervisor is gone: so is this process, at once and whole. Not process.exit(): it
@@ -239,7 +239,7 @@ function onCommand(m: CommandMessage, fds: number[]): void {
       const guest = guestRegions.get(id);
       if (guest !== undefined) {
         guestRegions.delete(id);
-        guest.mappings.forEach(releaseSharedMapping);
+        guest.forEach(releaseSharedMapping);
         continue;
       }
       const region = mapped.get(id);
@@ -365,13 +365,13 @@ function checkRegionFile(r: RegionOnWire, fd: number): void {
 
 /** Guest memory, for the PMDs to view: each window mapped into a SharedArrayBuffer (shared-mapping.ts). */
 function mapGuestRegion(r: RegionOnWire, fd: number): MemoryRegion {
-  let region = guestRegions.get(r.id);
-  if (region === undefined) {
+  let windows = guestRegions.get(r.id);
+  if (windows === undefined) {
     checkRegionFile(r, fd);
-    region = mapRegionWindows(fd, r.mmapOffset, r.size, fstatBlockSize(fd));
-    guestRegions.set(r.id, region);
+    windows = mapRegionWindows(fd, r.mmapOffset, r.size, fstatBlockSize(fd));
+    guestRegions.set(r.id, windows);
   }
-  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, windows: region.windows };
+  return { guestPhysAddr: r.guestPhysAddr, userAddr: r.userAddr, size: r.size, windows };
 }
 
 /** A file mapped whole (an inflight record's), for a PMD to view at its address. */

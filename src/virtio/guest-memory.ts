@@ -48,9 +48,10 @@ export function windowSpans(size: number): { offset: number; size: number }[] {
 
 /**
  * A region's windows mapped from its file (`fileOffset`: where the region starts in it),
- * each into a buffer of its own; the mappings are for releaseSharedMapping once no one views them.
+ * each into a buffer of its own: a region's `windows`, and for releaseSharedMapping once no
+ * one views them.
  */
-export function mapRegionWindows(fd: number, fileOffset: number, size: number, pageBytes: number): { windows: GuestWindow[]; mappings: SharedMapping[] } {
+export function mapRegionWindows(fd: number, fileOffset: number, size: number, pageBytes: number): SharedMapping[] {
   const mappings: SharedMapping[] = [];
   try {
     for (const span of windowSpans(size)) mappings.push(mapIntoSharedBuffer(fd, fileOffset + span.offset, span.size, pageBytes));
@@ -58,7 +59,7 @@ export function mapRegionWindows(fd: number, fileOffset: number, size: number, p
     mappings.forEach(releaseSharedMapping);
     throw err;
   }
-  return { windows: mappings.map(({ buffer, offset }) => ({ buffer, offset })), mappings };
+  return mappings;
 }
 
 interface Window {

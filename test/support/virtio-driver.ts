@@ -53,8 +53,8 @@ export class GuestRam {
   /** The RAM as a PMD gets it: mapped again, as the data-plane process maps a region (mapRegionWindows). */
   region(): MemoryRegion {
     if (this.deviceView === null) {
-      const { windows, mappings } = mapRegionWindows(this.fd, 0, this.size, sys.fstatBlockSize(this.fd));
-      this.deviceView = { region: { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, windows }, mappings };
+      const windows = mapRegionWindows(this.fd, 0, this.size, sys.fstatBlockSize(this.fd));
+      this.deviceView = { region: { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, windows }, mappings: windows };
     }
     return this.deviceView.region;
   }

@@ -9,9 +9,9 @@ t.test('a 2.5 GiB region through windows; every range found whole, none outside'
   const size = 2.5 * 2 ** 30;
   const fd = sys.memfdCreate('big-guest');
   sys.ftruncate(fd, size); // sparse: no memory is used until touched
-  const { windows, mappings } = mapRegionWindows(fd, 0, size, sys.fstatBlockSize(fd));
+  const windows = mapRegionWindows(fd, 0, size, sys.fstatBlockSize(fd));
   t.teardown(() => {
-    mappings.forEach(releaseSharedMapping);
+    windows.forEach(releaseSharedMapping);
     sys.close(fd);
   });
   const gpa = 0x100000000;
@@ -51,8 +51,8 @@ t.test('a 2.5 GiB region through windows; every range found whole, none outside'
   }
   // No address a descriptor could hold: refused, not wrapped into one inside memory.
   const small = mapRegionWindows(fd, 0, 1 << 20, sys.fstatBlockSize(fd));
-  t.teardown(() => small.mappings.forEach(releaseSharedMapping));
-  const low = new GuestMemory([{ guestPhysAddr: 0, userAddr: 0x7f0000000000, size: 1 << 20, windows: small.windows }]);
+  t.teardown(() => small.forEach(releaseSharedMapping));
+  const low = new GuestMemory([{ guestPhysAddr: 0, userAddr: 0x7f0000000000, size: 1 << 20, windows: small }]);
   t.ok(low.translate(0, 16), 'memory from address 0');
   for (const bad of [NaN, Infinity, -Infinity, -16, 2 ** 64, 2 ** 64 + 2 ** 20, 0.5]) t.notOk(low.translate(bad, 16), `translate(${bad}) refused`);
 });

@@ -39,7 +39,10 @@ t.test('the control threads at nice -10 by default, the PMDs and the job pool at
   t.equal(pool.length, 1, 'the job pool\'s thread');
   t.same(pool.map((th) => th.nice), [0], 'the job pool at 0');
   const [dataplane] = dataplanePids(pid);
-  await waitFor('pmd0 named', () => threadsOf(dataplane).some((th) => th.name === 'pmd0'));
+  // Polling, not only named (its thread takes its name as it is born, at the main thread's
+  // nice): it says so after it has put itself at 0, and a start on a loaded machine may be
+  // ready before it does.
+  await waitFor('pmd0 polling', () => /pmd0: polling on CPU/.test(vr.stderr()), 10000);
   const dp = threadsOf(dataplane);
   t.equal(dp.find((th) => th.tid === dataplane)?.nice, -10, 'the data plane\'s main thread');
   t.equal(dp.find((th) => th.name === 'pmd0')?.nice, 0, 'the PMD');

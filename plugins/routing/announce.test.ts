@@ -1,7 +1,8 @@
 // The announcements of a PMD started on a new topology (announce.ts): a gratuitous ARP and an
 // unsolicited neighbour advertisement for each address of an interface whose router MAC or
 // addresses changed, on each of its ports once up; none elsewhere, none from other PMDs,
-// none at a start that replaces nothing. Checked by this project's parser and by tshark.
+// none at a start that replaces nothing. Checked by this project's parser and by tshark. And
+// an interface's new MTU, in the router advertisement PMD 0 sends as it starts.
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -100,4 +101,17 @@ t.test('tshark reads the announcement and the advertisement as such', async (t) 
   t.same([rows[0]['arp.isannouncement'], rows[0]['arp.src.proto_ipv4']], ['1', '10.0.1.1'], 'an ARP announcement of 10.0.1.1');
   t.same([rows[1]['icmpv6.type'], rows[1]['icmpv6.checksum.status'], rows[1]['icmpv6.nd.na.flag.r'], rows[1]['icmpv6.nd.na.flag.s'], rows[1]['icmpv6.nd.na.flag.o'], rows[1]['icmpv6.opt.linkaddr']], ['136', '1', '1', '0', '1', MAC.a2], 'a neighbour advertisement, good checksum, R and O, not S, the new MAC');
   t.same(rows.map((r) => r['_ws.expert.severity']), ['', ''], 'tshark finds nothing malformed or odd');
+});
+
+t.test("an interface's new MTU: advertised at once by PMD 0 (a router advertisement's MTU option), not at the next period", async (t) => {
+  const port = (mtu: number): HarnessPort[] => [{ name: 'a', settings: { addresses: ['2001:db8:1::1/64'], routerMac: MAC.a, mtu } }];
+  const h = await PluginHarness.create(routing, { ports: port(9000), previous: { ports: port(1500) } });
+  // The periodic check runs every so many rounds between bursts (RA_CHECK_ROUNDS).
+  for (let round = 0; round < 64; round++) h.betweenBursts();
+  const advertised = h.runWanted().map((o) => parseFrame(o.frame)).filter((f) => f.ndp?.type === 134);
+  const mtuOf = (f: ReturnType<typeof parseFrame>) => {
+    const option = f.ndp?.options.find((o) => o.type === 5)?.value;
+    return option === undefined ? null : new DataView(option.buffer, option.byteOffset, option.byteLength).getUint32(2);
+  };
+  t.same(advertised.map(mtuOf), [9000], 'one advertisement, with the MTU of 9000');
 });

@@ -20,6 +20,9 @@ const stopFlag = new Int32Array(stop);
 const burst = new Uint32Array(32);
 const pool = mode === 'pool' ? new PacketPool(poolMemory!, 1, [new SpscRing(returns!, poolMemory!.perPmd), null], []) : null;
 let received = 0;
+// Loaded: the owner starts its clock now, not at 'online' (this module still loading then,
+// on a busy CPU for as long as the owner's timed loop, which would find nobody draining).
+parentPort!.postMessage('ready');
 while (Atomics.load(stopFlag, 0) === 0) {
   const n = ring.dequeueBurst(burst, 32);
   if (pool !== null) {

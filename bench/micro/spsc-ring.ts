@@ -16,8 +16,9 @@ async function measure(mode: 'ring' | 'pool'): Promise<{ opsPerSec: number }> {
   const returns = new SharedArrayBuffer(spscRingBytes(4096));
   const peerData: RingPeerData = { mode, data, capacity: CAPACITY, pool: poolMemory, returns, stop };
   const peer = new Worker(new URL('./ring-peer.ts', import.meta.url), { workerData: peerData });
+  // Its first message says it has loaded and drains; the second, once stopped, its count.
+  await new Promise((resolve) => peer.once('message', resolve));
   const received = new Promise<number>((resolve) => peer.once('message', resolve));
-  await new Promise((resolve) => peer.once('online', resolve));
   const ring = new SpscRing(data, CAPACITY);
   const pool = new PacketPool(poolMemory, 0, [], [null, new SpscRing(returns, 4096)]);
   const burst = new Uint32Array(32);

@@ -70,8 +70,8 @@ async function resetInsideQemu(t: Test, props: string[]): Promise<void> {
   t.teardown(() => a.kill());
   await a.waitForConsole(/VR-REBOUND/, 120000);
   await qmp(qmpSocket, [{ execute: 'system_reset' }]);
-  // The second boot's ping, after its VR-READY.
-  await a.waitForConsole(/VR-READY[^]*VR-READY[^]*test=ping/, 120000);
+  // The second boot's ping, after its VR-READY: its whole result line, not the start of it.
+  await a.waitForConsole(/VR-READY[^]*VR-READY[^]*test=ping[^\n]*\n/, 120000);
   const during = vr.stderr();
   a.kill();
   const ra = await a.done;

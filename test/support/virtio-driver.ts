@@ -21,7 +21,7 @@ export class GuestRam {
   readonly uvaBase = 0x7f0000000000;
   private next = 0;
   /** the device's side: this RAM mapped as a data plane maps it, once asked for */
-  private deviceView: { region: MemoryRegion; mappings: SharedMapping[] } | null = null;
+  private deviceView: (MemoryRegion & { windows: SharedMapping[] }) | null = null;
 
   /**
    * `sealing: false`: a memfd no one can seal, as DPDK's virtio-user makes (it can shrink).
@@ -54,13 +54,13 @@ export class GuestRam {
   region(): MemoryRegion {
     if (this.deviceView === null) {
       const windows = mapRegionWindows(this.fd, 0, this.size, sys.fstatBlockSize(this.fd));
-      this.deviceView = { region: { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, windows }, mappings: windows };
+      this.deviceView = { guestPhysAddr: this.gpaBase, userAddr: this.uvaBase, size: this.size, windows };
     }
-    return this.deviceView.region;
+    return this.deviceView;
   }
 
   close(): void {
-    this.deviceView?.mappings.forEach(releaseSharedMapping);
+    this.deviceView?.windows.forEach(releaseSharedMapping);
     this.deviceView = null;
     sys.munmap(this.hostAddr, this.size);
     sys.close(this.fd);

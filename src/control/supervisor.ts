@@ -18,7 +18,7 @@ import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipelin
 import { closeJobs } from '../pipeline/jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { setThreadNice, threadCpus } from '../sys/libc.ts';
-import { keepThreadsToCpus } from '../sys/process-threads.ts';
+import { keepThreadsToCpus, setCompilerThreadsNice } from '../sys/process-threads.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
@@ -167,6 +167,8 @@ export class Supervisor {
   /** a data-plane process loaded and waiting, to take over (pmd.spare) */
   private spare: Spare | null = null;
   private spareTimer: NodeJS.Timeout | null = null;
+  /** the nice value the control threads got (control.nice), 0 if they could not */
+  private controlNice = 0;
   /** per PMD: which start of it runs; messages about another are stale */
   private readonly incarnations: number[] = [];
   private nextIncarnation = 1;
@@ -329,6 +331,7 @@ export class Supervisor {
     const nice = this.config.control.nice;
     try {
       setThreadNice(nice);
+      this.controlNice = nice;
       log.info(`control threads at nice ${nice}, PMDs at 0`);
     } catch (err) {
       log.warn(`control threads not at nice ${nice} (control.nice; below 0 needs root or CAP_SYS_NICE): ${(err as Error).message}`);
@@ -510,6 +513,23 @@ export class Supervisor {
    * new PMDs taking frames again.
    */
   private async promote(spare: Spare, old: DataplaneProcess | null): Promise<HandOverSteps> {
+    // The control thread's part of the hand-over waits on no V8 worker starved at 0.
+    this.setHandOverHelpersNice(this.controlNice);
+    try {
+      return await this.handOver(spare, old);
+    } finally {
+      this.setHandOverHelpersNice(0);
+    }
+  }
+
+  /** V8's workers at `nice` for a hand-over (setCompilerThreadsNice), if the control threads' nice is raised at all. */
+  private setHandOverHelpersNice(nice: number): void {
+    if (this.controlNice >= 0) return;
+    const failed = setCompilerThreadsNice(nice);
+    if (failed.length > 0) log.warn(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
+  }
+
+  private async handOver(spare: Spare, old: DataplaneProcess | null): Promise<HandOverSteps> {
     // A PMD stuck in a plugin never answers: the process is killed anyway.
     const quiesced = old === null || (await Promise.race([old.quiesce().then(() => true), sleep(QUIESCE_TIMEOUT_MS).then(() => false)]));
     const oldStoppedAt = monotonicMs();

@@ -12,7 +12,7 @@ import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, installInt
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
-import { forEachThread, keepThreadsToCpus } from '../sys/process-threads.ts';
+import { forEachThread, keepThreadsToCpus, setCompilerThreadsNice } from '../sys/process-threads.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { mapRegionWindows, type MemoryRegion } from '../virtio/guest-memory.ts';
 import { releaseSharedMapping, type SharedMapping } from '../sys/shared-mapping.ts';
@@ -68,6 +68,32 @@ function serveQueues(): void {
     log.warn(`main thread not at nice ${servingNice} (control.nice): ${(err as Error).message}`);
   }
   if (controlCpus !== null) keepToControlCpus(controlCpus);
+}
+
+/**
+ * From the go until every PMD that went takes frames again, V8's workers are at the main
+ * thread's nice (setCompilerThreadsNice says why); at most HELPERS_RAISED_AT_MOST_MS.
+ */
+const HELPERS_RAISED_AT_MOST_MS = 2000;
+/** the PMDs told to go that have not yet taken their queues back */
+const goneWithoutQueues = new Set<number>();
+let helpersLowered: NodeJS.Timeout | null = null;
+function setHelpersNice(nice: number): void {
+  const failed = setCompilerThreadsNice(nice);
+  if (failed.length > 0) log.warn(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
+}
+function raiseHelpers(pmdIds: Iterable<number>): void {
+  if (servingNice >= 0) return;
+  for (const id of pmdIds) goneWithoutQueues.add(id);
+  setHelpersNice(servingNice);
+  helpersLowered ??= setTimeout(lowerHelpers, HELPERS_RAISED_AT_MOST_MS);
+}
+function lowerHelpers(): void {
+  goneWithoutQueues.clear();
+  if (helpersLowered === null) return;
+  clearTimeout(helpersLowered);
+  helpersLowered = null;
+  setHelpersNice(0);
 }
 
 /**
@@ -135,6 +161,7 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
     spawn(m.pmd, m.incarnation, m.data, m.standby);
   } else if (m.t === 'go') {
     serveQueues();
+    raiseHelpers(standby.keys());
     for (const [id, word] of standby) {
       const pmd = pmds.get(id);
       if (pmd === undefined) continue;
@@ -399,6 +426,7 @@ function answered(pmd: RunningPmd, reply: PmdReply): void {
   const sent = pmd.pending.get(reply.id);
   if (sent !== undefined) {
     pmd.pending.delete(reply.id);
+    if (sent.cmd.t === 'queues-back' && goneWithoutQueues.delete(pmd.id) && goneWithoutQueues.size === 0) lowerHelpers();
     if (reply.error !== undefined) {
       closeAll(sent.fds.values());
     } else {

@@ -2,18 +2,18 @@
 // creator's, and the threads a process has before any of its code runs (V8's and libuv's)
 // were born with those it was started with: setting the calling thread's alone leaves them.
 import { readdirSync, readFileSync } from 'node:fs';
-import { setThreadCpus } from './libc.ts';
+import { setThreadCpus, setThreadNice } from './libc.ts';
 
 /**
- * Calls `apply` with each thread of this process, but those whose name (comm) `skip`
- * matches. Returns what failed, thread by thread; a thread that ended meanwhile is not a
+ * Calls `apply` with each thread of this process whose name (comm) `which` takes (all when
+ * not given). Returns what failed, thread by thread; a thread that ended meanwhile is not a
  * failure.
  */
-export function forEachThread(apply: (tid: number) => void, skip: RegExp | null = null): string[] {
+export function forEachThread(apply: (tid: number) => void, which: ((name: string) => boolean) | null = null): string[] {
   const failed: string[] = [];
   for (const tid of readdirSync('/proc/self/task')) {
     try {
-      if (skip !== null && skip.test(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim())) continue;
+      if (which !== null && !which(readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim())) continue;
       apply(Number(tid));
     } catch (err) {
       const code = (err as { code?: string }).code;
@@ -23,7 +23,22 @@ export function forEachThread(apply: (tid: number) => void, skip: RegExp | null 
   return failed;
 }
 
-/** Keeps every thread of this process to `cpus`, but those `skip` names (forEachThread). */
+/** Keeps every thread of this process to `cpus`, but those `skip` names. */
 export function keepThreadsToCpus(cpus: readonly number[], skip: RegExp | null = null): string[] {
-  return forEachThread((tid) => setThreadCpus(cpus, tid), skip);
+  return forEachThread((tid) => setThreadCpus(cpus, tid), skip === null ? null : (name) => !skip.test(name));
+}
+
+/**
+ * Sets the nice value of V8's worker threads, which compile and collect for every isolate
+ * of the process, for a hand-over of queues and back after it. Posting them a task (new
+ * code to optimise, a scavenge to share) signals a condition variable, and glibc's signal
+ * waits until the workers its last signal woke have run: at 0, on control CPUs that guests
+ * or a load generator keep busy, a thread of the hand-over (a PMD, the control thread, a
+ * data plane's main thread) sat blocked there 15 to 40 ms at a time in an upgrade's pause
+ * (perf, sched_switch: futex_wait in pthread_cond_signal and in the lock of
+ * NodePlatform::PostTaskOnWorkerThreadImpl). Raised for good, they would take the control
+ * CPUs from everything else for as long as new code compiles.
+ */
+export function setCompilerThreadsNice(nice: number): string[] {
+  return forEachThread((tid) => setThreadNice(nice, tid), (name) => name === 'V8Worker');
 }

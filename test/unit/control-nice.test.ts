@@ -6,6 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
 import { parseConfig } from '../../src/control/config.ts';
+import { setCompilerThreadsNice } from '../../src/sys/process-threads.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { ROUTED } from '../support/routed-config.ts';
 import { dataplanePids, sparePids, waitFor } from '../support/traffic.ts';
@@ -63,14 +64,32 @@ t.test('the control threads at nice -10 by default, the PMDs and the job pool at
   await waitFor('the spare to take over', () => dataplanePids(pid).includes(spare), 10000);
   await waitFor('its main thread at -10', () => threadsOf(spare).find((th) => th.tid === spare)?.nice === -10, 3000);
   t.equal(threadsOf(spare).find((th) => th.tid === spare)?.nice, -10, 'the spare that took over: its main thread at -10');
-  // Its PMD polls at 0 once it takes frames again (every queue back).
+  // Its PMD polls at 0 once it takes frames again (every queue back); V8's workers, raised
+  // in both processes for the hand-over, are back at 0 after it.
   await waitFor('its PMD back at 0', () => threadsOf(spare).find((th) => th.name === 'pmd0')?.nice === 0, 3000);
+  const atZero = (pid: number, which: (th: ThreadNice) => boolean) => threadsOf(pid).filter(which).every((th) => th.nice === 0);
+  await waitFor('its other threads at 0', () => atZero(spare, (th) => th.tid !== spare), 3000).catch(() => undefined);
   t.same([...new Set(threadsOf(spare).filter((th) => th.tid !== spare).map((th) => th.nice))], [0], 'its other threads at 0, its PMD too');
+  await waitFor('the supervisor\'s V8 workers at 0', () => atZero(pid, (th) => th.name === 'V8Worker'), 3000).catch(() => undefined);
+  t.same([...new Set(threadsOf(pid).filter((th) => th.name === 'V8Worker').map((th) => th.nice))], [0], 'the supervisor\'s V8 workers at 0 after the hand-over');
 
   const api = adminClient(vr);
   const doc = (await api.call('GET', '/config')).json;
   t.match(await api.call('PUT', '/config', { ...doc, control: { nice: 0 } }), { status: 400, json: { error: { code: 'VR_NEEDS_RESTART', field: 'control' } } }, 'a live change is refused: it needs a restart');
   t.equal(threadsOf(pid).find((th) => th.tid === pid)?.nice, -10, 'and changes nothing');
+});
+
+t.test("V8's workers: at a hand-over's nice and back, the other threads untouched", (t) => {
+  const before = threadsOf(process.pid);
+  const workers = before.filter((th) => th.name === 'V8Worker').map((th) => th.tid);
+  t.ok(workers.length > 0, `this process has V8 workers (${workers.length})`);
+  t.same(setCompilerThreadsNice(-10), [], 'raised without failure');
+  const raised = threadsOf(process.pid);
+  t.same([...new Set(raised.filter((th) => workers.includes(th.tid)).map((th) => th.nice))], [-10], 'every V8 worker at -10');
+  t.same(raised.filter((th) => !workers.includes(th.tid)).map((th) => [th.tid, th.nice]), before.filter((th) => !workers.includes(th.tid) && raised.some((r) => r.tid === th.tid)).map((th) => [th.tid, th.nice]), 'no other thread changed');
+  t.same(setCompilerThreadsNice(0), [], 'lowered without failure');
+  t.same([...new Set(threadsOf(process.pid).filter((th) => workers.includes(th.tid)).map((th) => th.nice))], [0], 'every V8 worker back at 0');
+  t.end();
 });
 
 t.test('control.nice 0: every thread at 0', async (t) => {

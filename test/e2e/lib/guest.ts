@@ -3,7 +3,7 @@
 // busybox); the guest runs one script and reports on its serial console in VR-* lines.
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -166,9 +166,15 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
   qemu.stdout!.on('data', (d) => (output += d));
   qemu.stderr!.on('data', (d) => (output += d));
   const timer = setTimeout(() => qemu.kill('SIGKILL'), timeoutS * 1000);
+  // A wait looks again as QEMU writes the console (inotify on the guest's directory), not at
+  // its next turn: tests time what a guest sees, and a look every 100 ms added up to 100 ms.
+  const wakers = new Set<() => void>();
+  const consoleWritten = watch(work, () => wakers.forEach((wake) => wake()));
+  consoleWritten.unref();
   const done = new Promise<GuestResult>((resolve) => {
     qemu.on('exit', (code, signal) => {
       clearTimeout(timer);
+      consoleWritten.close();
       let text = '';
       try {
         text = readFileSync(consoleLog, 'utf8');
@@ -184,6 +190,16 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
     });
   });
   let exited = false;
+  const nextWrite = (atMostMs: number) =>
+    new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        wakers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, atMostMs);
+      wakers.add(wake);
+    });
   void done.then(() => (exited = true));
   const waitForConsole = async (re: RegExp, timeoutMs = 60000) => {
     const deadline = Date.now() + timeoutMs;
@@ -196,7 +212,7 @@ export function bootGuest(spec: GuestSpec): RunningGuest {
       }
       if (re.test(text)) return;
       if (exited || Date.now() > deadline) throw new Error(`guest ${spec.name}: no ${re} on the console${exited ? ' (QEMU exited)' : ''}:\n${text}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await nextWrite(100);
     }
   };
   return { pid: qemu.pid!, done, kill: () => qemu.kill('SIGKILL'), waitForConsole };

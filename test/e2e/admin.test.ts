@@ -1,5 +1,5 @@
 // Live changes with vrouterctl while Linux guests ping through vrouter: a route added is
-// used, an ACL rule takes effect, as soon as vrouterctl answers, a route removed stops the
+// used within a second, an ACL rule takes effect within a second, a route removed stops the
 // traffic it carried, a bad request changes nothing, and the flow nobody touched loses no
 // packet all along. A capture taken meanwhile with `vrouterctl capture -w`, read by tshark,
 // shows the pings and replies both ways with what routing and the ACL did to each.
@@ -130,13 +130,13 @@ ${STEADY_PING_RESULT}
     const res = await change();
     const answered = Date.now();
     t.equal(res.status, 0, `${what}: done (${res.out.trim().split('\n')[0]})`);
-    // Most of it Node starting vrouterctl and loading its client, on CPUs the guests keep busy.
-    t.ok(answered - started < 1000, `${what}: answered ${answered - started} ms after vrouterctl started`);
     await a.waitForConsole(step, 10_000);
-    const ms = Date.now() - answered;
-    // In force once answered: the guest probes every 50 ms and calls a probe unanswered
-    // after 300 ms, and its console is read every 100 ms.
-    t.ok(ms < 600, `${what}: seen by the guest ${ms} ms after the answer`);
+    const seen = Date.now();
+    // The guest probes every 50 ms and calls a probe unanswered after 300 ms; vrouterctl
+    // itself takes a few hundred ms to start (Node, its HTTP client): 1 s is the bound for
+    // all of it, and the change is in force once vrouterctl has answered.
+    t.ok(seen - started < 1000, `${what}: seen by the guest ${seen - started} ms after the request (vrouterctl answered after ${answered - started})`);
+    t.ok(seen - answered < 600, `${what}: seen by the guest ${seen - answered} ms after vrouterctl answered`);
   };
   // Port a captured while the route and the rules change, until Ctrl-C.
   const pcap = join(vr.dir, 'a.pcapng');

@@ -18,7 +18,7 @@ import { NO_LEARNED_ROUTES, type LearnedRoutes, type Topology } from '../pipelin
 import { closeJobs } from '../pipeline/jobs.ts';
 import { allocatePluginMemory, learnRoutes, preparePlugins, type PluginMemory } from '../pipeline/shared-memory.ts';
 import { setThreadNice, threadCpus } from '../sys/libc.ts';
-import { keepThreadsToCpus, setCompilerThreadsNice } from '../sys/process-threads.ts';
+import { keepThreadsToCpus, setV8WorkersNice } from '../sys/process-threads.ts';
 import { cpus } from 'node:os';
 import type { ControlEnvelope, ControlEvent, ControlRequest, ControlThreadData } from '../vhost/control-thread.ts';
 import type { PortState } from '../vhost/port-endpoint.ts';
@@ -514,18 +514,18 @@ export class Supervisor {
    */
   private async promote(spare: Spare, old: DataplaneProcess | null): Promise<HandOverSteps> {
     // The control thread's part of the hand-over waits on no V8 worker starved at 0.
-    this.setHandOverHelpersNice(this.controlNice);
+    this.setHandOverV8WorkersNice(this.controlNice);
     try {
       return await this.handOver(spare, old);
     } finally {
-      this.setHandOverHelpersNice(0);
+      this.setHandOverV8WorkersNice(0);
     }
   }
 
-  /** V8's workers at `nice` for a hand-over (setCompilerThreadsNice), if the control threads' nice is raised at all. */
-  private setHandOverHelpersNice(nice: number): void {
+  /** V8's workers at `nice` for a hand-over (setV8WorkersNice), if the control threads' nice is raised at all. */
+  private setHandOverV8WorkersNice(nice: number): void {
     if (this.controlNice >= 0) return;
-    const failed = setCompilerThreadsNice(nice);
+    const failed = setV8WorkersNice(nice);
     if (failed.length > 0) log.warn(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
   }
 

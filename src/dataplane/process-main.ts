@@ -12,7 +12,7 @@ import { closeAll, eventfd, eventfdSignal, fstatBlockSize, fstatSize, installInt
 import { mmapXdpRing, xdpRingBytes, XDP_RINGS } from '../sys/xdp.ts';
 import { arenaAddress, attachArena, decodeShared, regionOf, type SharedRef } from '../sys/shared-arena.ts';
 import { holdLifeLock } from '../sys/life-locks.ts';
-import { forEachThread, keepThreadsToCpus, setCompilerThreadsNice } from '../sys/process-threads.ts';
+import { forEachThread, keepThreadsToCpus, setV8WorkersNice } from '../sys/process-threads.ts';
 import { DOORBELL_COMMANDS, DOORBELL_SLEEPING, DOORBELL_TABLES, type InflightArea, type XdpMappings, type PmdCommand, type PmdReply } from '../vhost/dataplane-link.ts';
 import { mapRegionWindows, type MemoryRegion } from '../virtio/guest-memory.ts';
 import { releaseSharedMapping, type SharedMapping } from '../sys/shared-mapping.ts';
@@ -48,7 +48,8 @@ try {
 // on rather than from the go, a death's hand-over took 33 to 48 ms instead of 43 to 70, in
 // the e2e test). Its other threads stay at 0: with all of them raised, an upgrade left the
 // pauses benchmark's counters standing still for up to 430 ms (its generator shares the
-// CPU; most likely starved while V8 compiled the new code). A spare's PMDs raise themselves
+// CPU; most likely starved while V8 compiled the new code). V8's workers are raised for
+// the hand-over alone (raiseV8Workers). A spare's PMDs raise themselves
 // only while they wait for the go and take the queues over (pmd-thread.ts).
 // A positive nice is kept (raising it back needs a privilege): not worth a word.
 forEachThread((tid) => setThreadNice(0, tid));
@@ -72,28 +73,28 @@ function serveQueues(): void {
 
 /**
  * From the go until every PMD that went takes frames again, V8's workers are at the main
- * thread's nice (setCompilerThreadsNice says why); at most HELPERS_RAISED_AT_MOST_MS.
+ * thread's nice (setV8WorkersNice says why); at most V8_WORKERS_RAISED_AT_MOST_MS.
  */
-const HELPERS_RAISED_AT_MOST_MS = 2000;
+const V8_WORKERS_RAISED_AT_MOST_MS = 2000;
 /** the PMDs told to go that have not yet taken their queues back */
 const goneWithoutQueues = new Set<number>();
-let helpersLowered: NodeJS.Timeout | null = null;
-function setHelpersNice(nice: number): void {
-  const failed = setCompilerThreadsNice(nice);
+let v8WorkersLowered: NodeJS.Timeout | null = null;
+function setV8WorkersNiceLogged(nice: number): void {
+  const failed = setV8WorkersNice(nice);
   if (failed.length > 0) log.warn(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
 }
-function raiseHelpers(pmdIds: Iterable<number>): void {
+function raiseV8Workers(pmdIds: Iterable<number>): void {
   if (servingNice >= 0) return;
   for (const id of pmdIds) goneWithoutQueues.add(id);
-  setHelpersNice(servingNice);
-  helpersLowered ??= setTimeout(lowerHelpers, HELPERS_RAISED_AT_MOST_MS);
+  setV8WorkersNiceLogged(servingNice);
+  v8WorkersLowered ??= setTimeout(lowerV8Workers, V8_WORKERS_RAISED_AT_MOST_MS);
 }
-function lowerHelpers(): void {
+function lowerV8Workers(): void {
   goneWithoutQueues.clear();
-  if (helpersLowered === null) return;
-  clearTimeout(helpersLowered);
-  helpersLowered = null;
-  setHelpersNice(0);
+  if (v8WorkersLowered === null) return;
+  clearTimeout(v8WorkersLowered);
+  v8WorkersLowered = null;
+  setV8WorkersNiceLogged(0);
 }
 
 /**
@@ -161,7 +162,7 @@ function onSupervisor(m: SupervisorMessage, fds: number[]): void {
     spawn(m.pmd, m.incarnation, m.data, m.standby);
   } else if (m.t === 'go') {
     serveQueues();
-    raiseHelpers(standby.keys());
+    raiseV8Workers(standby.keys());
     for (const [id, word] of standby) {
       const pmd = pmds.get(id);
       if (pmd === undefined) continue;
@@ -426,7 +427,7 @@ function answered(pmd: RunningPmd, reply: PmdReply): void {
   const sent = pmd.pending.get(reply.id);
   if (sent !== undefined) {
     pmd.pending.delete(reply.id);
-    if (sent.cmd.t === 'queues-back' && goneWithoutQueues.delete(pmd.id) && goneWithoutQueues.size === 0) lowerHelpers();
+    if (sent.cmd.t === 'queues-back' && goneWithoutQueues.delete(pmd.id) && goneWithoutQueues.size === 0) lowerV8Workers();
     if (reply.error !== undefined) {
       closeAll(sent.fds.values());
     } else {

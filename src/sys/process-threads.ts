@@ -39,6 +39,6 @@ export function keepThreadsToCpus(cpus: readonly number[], skip: RegExp | null =
  * NodePlatform::PostTaskOnWorkerThreadImpl). Raised for good, they would take the control
  * CPUs from everything else for as long as new code compiles.
  */
-export function setCompilerThreadsNice(nice: number): string[] {
+export function setV8WorkersNice(nice: number): string[] {
   return forEachThread((tid) => setThreadNice(nice, tid), (name) => name === 'V8Worker');
 }

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
 import { parseConfig } from '../../src/control/config.ts';
-import { setCompilerThreadsNice } from '../../src/sys/process-threads.ts';
+import { setV8WorkersNice } from '../../src/sys/process-threads.ts';
 import { adminClient } from '../support/admin-client.ts';
 import { ROUTED } from '../support/routed-config.ts';
 import { dataplanePids, sparePids, waitFor } from '../support/traffic.ts';
@@ -83,11 +83,11 @@ t.test("V8's workers: at a hand-over's nice and back, the other threads untouche
   const before = threadsOf(process.pid);
   const workers = before.filter((th) => th.name === 'V8Worker').map((th) => th.tid);
   t.ok(workers.length > 0, `this process has V8 workers (${workers.length})`);
-  t.same(setCompilerThreadsNice(-10), [], 'raised without failure');
+  t.same(setV8WorkersNice(-10), [], 'raised without failure');
   const raised = threadsOf(process.pid);
   t.same([...new Set(raised.filter((th) => workers.includes(th.tid)).map((th) => th.nice))], [-10], 'every V8 worker at -10');
   t.same(raised.filter((th) => !workers.includes(th.tid)).map((th) => [th.tid, th.nice]), before.filter((th) => !workers.includes(th.tid) && raised.some((r) => r.tid === th.tid)).map((th) => [th.tid, th.nice]), 'no other thread changed');
-  t.same(setCompilerThreadsNice(0), [], 'lowered without failure');
+  t.same(setV8WorkersNice(0), [], 'lowered without failure');
   t.same([...new Set(threadsOf(process.pid).filter((th) => workers.includes(th.tid)).map((th) => th.nice))], [0], 'every V8 worker back at 0');
   t.end();
 });

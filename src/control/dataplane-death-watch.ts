@@ -22,6 +22,11 @@ export interface DeathSeen {
   signal: NodeJS.Signals | null;
 }
 
+/** The thread has started and waits for the locks (sent once, before any DeathSeen). */
+export interface DeathWatching {
+  watching: true;
+}
+
 /**
  * Each wait is bounded, so that the thread can end with the supervisor (which waits out the
  * wait under way); not shorter, since every wake costs CPU the generator's or the guests'
@@ -67,6 +72,7 @@ if (parentPort !== null && (workerData as DeathWatchData | undefined)?.lifeLocks
   const locks = regionOf(data.lifeLocks);
   // Read while it lives (it said 'ready' before this thread started).
   const started = startTimeOf(data.pid);
+  parentPort.postMessage({ watching: true } satisfies DeathWatching);
   while (!awaitLifeLock(locks, 0, WAIT_SLICE_MS));
   // Read now, while the other threads still end: once the last has, the process may be reaped.
   const seen = exitStatusOf(data.pid, started);

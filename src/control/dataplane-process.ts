@@ -12,7 +12,7 @@ import { closeAll, seqpacketPair, startOnCpus, threadCpus } from '../sys/libc.ts
 import { PacketChannel } from '../sys/packet-channel.ts';
 import { arenaAddress, encodeShared, refOf, releaseShared, sharedBuffer } from '../sys/shared-arena.ts';
 import { initLifeLocks, LIFE_BLOCK_BYTES } from '../sys/life-locks.ts';
-import type { DeathSeen, DeathWatchData } from './dataplane-death-watch.ts';
+import type { DeathSeen, DeathWatchData, DeathWatching } from './dataplane-death-watch.ts';
 import type { DataplaneEvent, PmdSpawnData, SupervisorMessage } from '../dataplane/process-link.ts';
 import { COUNTER_LAYOUT } from '../dataplane/counters.ts';
 import { DATAPLANE_V8_FLAGS, SPARE_V8_FLAGS } from '../dataplane/jit-flags.ts';
@@ -53,6 +53,9 @@ export class DataplaneProcess {
   private deathWatch: Worker | null = null;
   /** resolves with the watch's exit code once its thread has ended */
   private deathWatchExit: Promise<number> | null = null;
+  /** wakes those waiting for the watch to watch (watching()) */
+  private readonly watchingWaiters: (() => void)[] = [];
+  private isWatched = false;
 
   /**
    * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
@@ -154,14 +157,34 @@ export class DataplaneProcess {
     const watch = new Worker(DEATH_WATCH, { workerData: data, name: 'death-watch' });
     // Never what keeps the supervisor running.
     watch.unref();
-    watch.on('message', (seen: DeathSeen) => {
+    watch.on('message', (m: DeathSeen | DeathWatching) => {
+      if ('watching' in m) return this.watched();
       // Not known from /proc: the exit, which comes next, says how.
-      if (seen.code !== null || seen.signal !== null) this.reportDeath(seen.code, seen.signal);
+      if (m.code !== null || m.signal !== null) this.reportDeath(m.code, m.signal);
     });
     // Its death is then known only once the process has ended, as without the watch.
     watch.on('error', (err) => log.warn(`the death watch of the data plane (pid ${this.child.pid}) failed: ${err.message}; its death will be known once the process has ended`));
     this.deathWatch = watch;
     this.deathWatchExit = new Promise((resolve) => watch.once('exit', resolve));
+    void this.deathWatchExit.then(() => this.watched());
+  }
+
+  private watched(): void {
+    this.isWatched = true;
+    for (const wake of this.watchingWaiters.splice(0)) wake();
+  }
+
+  /**
+   * Resolves once the death watch has started and waits for the locks (or has ended, or
+   * the process has): its start is Node's bootstrap of a thread, about 100 ms of a control
+   * CPU at the control threads' nice, which an upgrade lets pass before its pause.
+   */
+  watching(): Promise<void> {
+    if (this.isWatched || this.exited) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.watchingWaiters.push(resolve);
+      this.exitWaiters.push(resolve);
+    });
   }
 
   /** Resolves with the death watch's exit code once its thread has ended; null if none started. */

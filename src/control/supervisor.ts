@@ -67,6 +67,8 @@ const MAX_RESTARTS = 5;
 const QUIESCE_TIMEOUT_MS = 500;
 /** a spare that failed is made again this much later */
 const SPARE_RETRY_MS = 5000;
+/** how long an upgrade waits for its new data plane's death watch to start before its pause */
+const DEATH_WATCH_START_WAIT_MS = 2000;
 /** one whose code refused to serve this supervisor (COUNTER_LAYOUT) this much later: it refuses again until vrouter restarts, or the files on disk are put back */
 const SPARE_REFUSED_RETRY_MS = 60_000;
 /** How long a stuck PMD terminated may take to end before its process is killed. */
@@ -587,6 +589,11 @@ export class Supervisor {
       } catch (err) {
         throw Object.assign(new Error(`upgrade failed, the running data plane stays: ${(err as Error).message}`), { code: 'VR_UPGRADE' });
       }
+      // Its death watch starts as it loads: Node's bootstrap of that thread, on the control
+      // CPUs at control.nice, is let pass before the pause rather than shared with it (the
+      // hand-over's threads sat waiting behind it). Bounded: a watch never started is no
+      // reason to refuse the upgrade.
+      await Promise.race([spare.dataplane.watching(), sleep(DEATH_WATCH_START_WAIT_MS)]);
       // Nothing refuses the upgrade from here on: promote() ends the old PMDs either way.
       await this.tellLeaving();
       // The pause: from the old PMDs' last burst (or a moment before) to the new ones' first.

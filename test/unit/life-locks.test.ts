@@ -10,7 +10,7 @@ import { awaitLifeLock, holdLifeLock, initLifeLocks, LIFE_BLOCK_BYTES, LIFE_LOCK
 import { arenaAddress, createArena, refOf, releaseShared, sharedBuffer, sharedBytesInUse } from '../../src/sys/shared-arena.ts';
 import { DataplaneProcess } from '../../src/control/dataplane-process.ts';
 import { waitFor } from '../support/traffic.ts';
-import { exitStatusOf, startTimeOf, type DeathSeen, type DeathWatchData } from '../../src/control/dataplane-death-watch.ts';
+import { exitStatusOf, startTimeOf, type DeathSeen, type DeathWatchData, type DeathWatching } from '../../src/control/dataplane-death-watch.ts';
 
 const ARENA_BYTES = 2 ** 30;
 const arenaFd = createArena(ARENA_BYTES);
@@ -99,17 +99,20 @@ function holderProcess(block: ArrayBuffer, how: 'killed' | 'main-exits') {
   return { child, held };
 }
 
-/** Time enough for a watch's thread to start and wait (its modules load first). */
-const WATCH_START_MS = 2000;
+/** How long a watch that says it watches is left to report nothing while the process lives. */
+const QUIET_MS = 1000;
 
-/** The death watch on `pid`'s locks: resolves with what it reports, and when. */
-function watch(block: ArrayBuffer, pid: number): Promise<{ seen: DeathSeen; at: number }> {
+/** The death watch on `pid`'s locks: `watching` once it says it waits; `seen`, what it reports, and when. */
+function watch(block: ArrayBuffer, pid: number): { watching: Promise<void>; seen: Promise<{ seen: DeathSeen; at: number }> } {
   const data: DeathWatchData = { arena: arenaAddress(), lifeLocks: refOf(block), pid };
   const w = new Worker(new URL('../../src/control/dataplane-death-watch.ts', import.meta.url), { workerData: data });
-  return new Promise((resolve, reject) => {
-    w.once('message', (seen: DeathSeen) => resolve({ seen, at: performance.now() }));
+  let watching: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (watching = resolve));
+  const seen = new Promise<{ seen: DeathSeen; at: number }>((resolve, reject) => {
+    w.on('message', (m: DeathSeen | DeathWatching) => ('watching' in m ? watching() : resolve({ seen: m, at: performance.now() })));
     w.once('error', reject);
   });
+  return { watching: started, seen };
 }
 
 t.test('the watch reports a killed process, with its signal, before the process is reaped', async (t) => {
@@ -118,8 +121,10 @@ t.test('the watch reports a killed process, with its signal, before the process 
   t.teardown(() => child.kill('SIGKILL'));
   t.equal(await held, 'held', 'both of its threads hold their locks');
   const exited = new Promise<number>((resolve) => child.once('exit', () => resolve(performance.now())));
-  const seen = watch(block, child.pid!);
-  const early = await Promise.race([seen.then(() => 'reported'), new Promise((r) => setTimeout(() => r('none'), WATCH_START_MS))]);
+  const { watching, seen } = watch(block, child.pid!);
+  const first = await Promise.race([seen.then(() => 'reported'), watching.then(() => 'watching')]);
+  t.equal(first, 'watching', 'the watch says it watches first');
+  const early = await Promise.race([seen.then(() => 'reported'), new Promise((r) => setTimeout(() => r('none'), QUIET_MS))]);
   t.equal(early, 'none', 'nothing is reported while it lives');
   child.kill('SIGKILL');
   const report = await seen;
@@ -160,8 +165,8 @@ t.test('the watch waits for every lock: a process whose main thread ended is dea
   t.teardown(() => child.kill('SIGKILL'));
   t.equal(await held, 'held', 'both of its threads held their locks');
   // Watched once its main thread holds its lock (a data plane's says 'ready' then).
-  const seen = watch(block, child.pid!);
-  await new Promise((r) => setTimeout(r, WATCH_START_MS));
+  const { watching, seen } = watch(block, child.pid!);
+  await watching;
   child.stdin!.write('end\n');
   const mainEnded = performance.now();
   const exited = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? -1)));

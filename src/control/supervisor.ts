@@ -589,10 +589,10 @@ export class Supervisor {
       } catch (err) {
         throw Object.assign(new Error(`upgrade failed, the running data plane stays: ${(err as Error).message}`), { code: 'VR_UPGRADE' });
       }
-      // Its death watch starts as it loads: Node's bootstrap of that thread, on the control
-      // CPUs at control.nice, is let pass before the pause rather than shared with it (the
-      // hand-over's threads sat waiting behind it). Bounded: a watch never started is no
-      // reason to refuse the upgrade.
+      // Its death watch started as it finished loading, just now: Node's bootstrap of that
+      // thread, on the control CPUs at control.nice, is let pass before the pause rather
+      // than shared with it (the hand-over's threads sat waiting behind it). Bounded: a
+      // watch never started is no reason to refuse the upgrade.
       await Promise.race([spare.dataplane.watching(), sleep(DEATH_WATCH_START_WAIT_MS)]);
       // Nothing refuses the upgrade from here on: promote() ends the old PMDs either way.
       await this.tellLeaving();

@@ -1,12 +1,16 @@
-// Micro-benchmark of the ways to copy a frame between guest memory (mmap'd, seen through
-// koffi.view) and the packet buffers (a SharedArrayBuffer), both ways, at 64, 256, 512,
-// 1518 and 9000 bytes: the 32-bit word loop, Uint8Array.set() from a subarray made
-// beforehand (no allocation), copyWithin (only possible inside one memory), libc memcpy
-// through koffi, and the 64-bit loop (Float64Array elements, both sides 8-byte aligned:
-// frames a DPDK guest sends and posts buffers for, and the packet buffers). copyBytes() in
-// src/dataplane/guest-io.ts picks per size and alignment from these figures.
+// Micro-benchmark of the ways to copy a frame between guest memory (a memfd mapped into a
+// SharedArrayBuffer, as the data plane maps it: src/sys/shared-mapping.ts) and the packet
+// buffers (a SharedArrayBuffer), both ways, at 64, 256, 512, 1518 and 9000 bytes: the
+// 32-bit word loop, Uint8Array.set() from a subarray made beforehand (no allocation),
+// copyWithin (only possible inside one memory), libc memcpy through koffi (its two
+// addresses are heap numbers at every call), Node's Buffer.prototype.copy (a memmove in
+// C++ given the two views and small-integer offsets), and the 64-bit loop (Float64Array
+// elements, both sides 8-byte aligned: frames a DPDK guest sends and posts buffers for, and
+// the packet buffers). copyBytes() in src/dataplane/guest-io.ts picks per size and
+// alignment from these figures.
 import { BUFFER_STRIDE, HEADROOM } from '../../src/dataplane/packet-pool.ts';
-import { addressOf, close, memcpyAt, memfdCreate, ftruncate, mmapShared, munmap, view } from '../../src/sys/libc.ts';
+import { addressOf, close, memcpyAt, memfdCreate, ftruncate } from '../../src/sys/libc.ts';
+import { mapIntoSharedBuffer, releaseSharedMapping, type SharedMapping } from '../../src/sys/shared-mapping.ts';
 
 export const COPY_SIZES = [64, 256, 512, 1518, 9000];
 const SLOTS = 32; // a burst: the frames sit apart as they do in a PMD
@@ -14,7 +18,7 @@ const GUEST_STRIDE = 10240;
 const SECONDS = 0.25;
 
 type Direction = 'guest to buffer' | 'buffer to guest';
-type Method = 'word loop' | '64-bit loop' | 'set(cached subarray)' | 'copyWithin' | 'memcpy (koffi)';
+type Method = 'word loop' | '64-bit loop' | 'set(cached subarray)' | 'copyWithin' | 'memcpy (koffi)' | 'Buffer.copy';
 
 interface Side {
   bytes: Uint8Array;
@@ -26,7 +30,7 @@ interface Side {
   off8: Int32Array;
 }
 
-let memory: { buffer: Side; guest: Side; fd: number; guestAddr: bigint; guestLength: number } | null = null;
+let memory: { buffer: Side; guest: Side; fd: number; mapping: SharedMapping } | null = null;
 
 function sides() {
   if (memory) return memory;
@@ -34,8 +38,8 @@ function sides() {
   const guestLength = SLOTS * GUEST_STRIDE;
   const fd = memfdCreate('copy-bench');
   ftruncate(fd, guestLength);
-  const guestAddr = mmapShared(fd, guestLength);
-  const guestBytes = new Uint8Array(view(guestAddr, guestLength));
+  const mapping = mapIntoSharedBuffer(fd, 0, guestLength, 4096);
+  const guestBytes = new Uint8Array(mapping.buffer, mapping.offset, guestLength);
   // Offsets as in the data path: a buffer's frame after its headroom, a guest frame after
   // the 12-byte virtio-net header (both 4-byte aligned).
   const bufOff = new Int32Array(SLOTS).map((_, i) => i * BUFFER_STRIDE + HEADROOM);
@@ -46,15 +50,14 @@ function sides() {
     buffer: { bytes: bufferBytes, words: new Uint32Array(buffers), doubles: new Float64Array(buffers), addr: addressOf(bufferBytes), off: bufOff, off8: bufOff },
     guest: {
       bytes: guestBytes,
-      words: new Uint32Array(guestBytes.buffer, 0, guestLength >>> 2),
-      doubles: new Float64Array(guestBytes.buffer, 0, guestLength >>> 3),
+      words: new Uint32Array(guestBytes.buffer, mapping.offset, guestLength >>> 2),
+      doubles: new Float64Array(guestBytes.buffer, mapping.offset, guestLength >>> 3),
       addr: addressOf(guestBytes),
       off: guestOff,
       off8: guestOff8,
     },
     fd,
-    guestAddr,
-    guestLength,
+    mapping,
   };
   for (let i = 0; i < guestLength; i++) guestBytes[i] = i * 7;
   return memory;
@@ -63,7 +66,7 @@ function sides() {
 /** Frees the mapping (after the last run). */
 export function releaseCopyMemory(): void {
   if (!memory) return;
-  munmap(memory.guestAddr, memory.guestLength);
+  releaseSharedMapping(memory.mapping);
   close(memory.fd);
   memory = null;
 }
@@ -112,6 +115,19 @@ function copyWithin(one: Side, len: number, rounds: number): void {
   }
 }
 
+const nativeCopy = Buffer.prototype.copy;
+
+function bufferCopy(dst: Side, src: Side, len: number, rounds: number): void {
+  const db = dst.bytes;
+  const sb = src.bytes;
+  for (let r = 0; r < rounds; r++) {
+    for (let s = 0; s < SLOTS; s++) {
+      const from = src.off[s];
+      nativeCopy.call(sb, db, dst.off[s], from, from + len);
+    }
+  }
+}
+
 function memcpy(dst: Side, src: Side, len: number, rounds: number): void {
   const da = dst.addr;
   const sa = src.addr;
@@ -131,6 +147,7 @@ function measure(method: Method, direction: Direction, len: number): { opsPerSec
     else if (method === '64-bit loop') doubleLoop(dst, src, len, rounds);
     else if (method === 'set(cached subarray)') setCached(dst, subs, len, rounds);
     else if (method === 'copyWithin') copyWithin(dst, len, rounds);
+    else if (method === 'Buffer.copy') bufferCopy(dst, src, len, rounds);
     else memcpy(dst, src, len, rounds);
   };
   const rounds = Math.max(1, Math.floor(20000 / len));
@@ -146,7 +163,7 @@ function measure(method: Method, direction: Direction, len: number): { opsPerSec
   return { opsPerSec: copies / ((performance.now() - start) / 1000) };
 }
 
-const METHODS: Method[] = ['word loop', '64-bit loop', 'set(cached subarray)', 'copyWithin', 'memcpy (koffi)'];
+const METHODS: Method[] = ['word loop', '64-bit loop', 'set(cached subarray)', 'copyWithin', 'memcpy (koffi)', 'Buffer.copy'];
 const DIRECTIONS: Direction[] = ['guest to buffer', 'buffer to guest'];
 
 export const micro = COPY_SIZES.flatMap((len) =>

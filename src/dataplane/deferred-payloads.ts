@@ -9,9 +9,10 @@
 // completed, a stage that changes its length) has its rest copied into the buffer first
 // (materialize()); a pipeline with a stage that reads further leaves no rests at all.
 import type { GuestMemory } from '../virtio/guest-memory.ts';
-import { memcpyAt } from '../sys/libc.ts';
 import type { PacketPool } from './packet-pool.ts';
 import { publishAndCall, type CalledQueue } from './notify.ts';
+
+const nativeCopy = Buffer.prototype.copy;
 
 /** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
 export const HEADER_BYTES = 64;
@@ -89,7 +90,9 @@ export class DeferredPayloads {
     // [head, length) of the handle's buffer, and length <= the buffer's room (frames are
     // left only up to the port's longest, at most DATA_ROOM).
     const head = this.head[handle];
-    memcpyAt(pool.address + pool.frameOffset(handle) + head, mem.address[w] + this.offset[handle], this.length[handle] - head);
+    const from = this.offset[handle];
+    // Node's copy: no address a heap number (guest-io.ts, NATIVE_COPY_MIN).
+    nativeCopy.call(mem.bytes[w], pool.data, pool.frameOffset(handle) + head, from, from + this.length[handle] - head);
     this.window[handle] = -1;
   }
 

@@ -5,7 +5,6 @@ import { CHAIN_TOO_LONG, NO_CHAIN, type Virtqueue } from '../virtio/virtqueue.ts
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
-import { memmoveAt } from '../sys/libc.ts';
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_COMPLETE_NOW, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_HEADER_BAD, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { publishAndCall } from './notify.ts';
@@ -46,51 +45,50 @@ export const DELIVER_DESCRIPTOR_BUDGET = 1024;
 export const RECEIVE_DESCRIPTOR_BUDGET = 512;
 
 /**
- * Copies from this many bytes on go through libc memmove (koffi), shorter ones through a
- * loop over 64-bit elements when both sides are 8-byte aligned (the 64-bit loop), else
- * over 32-bit words: the koffi call costs ~60-70 ns whatever the length, the loops ~0.13
- * and ~0.25 ns a byte. Measured here (bench/micro/copy.ts, Node 24, ns per copy, guest to
- * buffer / buffer to guest; copyWithin only within one memory, so never between a guest
- * and the buffers):
- *   bytes  word loop    64-bit loop   set(cached subarray)  copyWithin  memcpy (koffi)
- *     64   18 / 16      12 / 12       38 / 49               32 / 30     76 / 72
- *    256   66 / 69      36 / 28       126 / 130             40 / 31     80 / 74
- *    512   110 / 128    67 / 56       228 / 242             55 / 34     61 / 66
- *   1518   407 / 384    186 / 175     709 / 644             130 / 39    104 / 106
- *   9000   2183 / 2175  998 / 1052    3622 / 3559           507 / 170   206 / 203
- * (glibc's memmove on x86-64 is the routine its memcpy runs; memmove, as a frame copied once
- * goes from one guest's memory to another place that guest may have made overlap it.)
- * The price: each call boxes its two addresses (see memmoveAt), so frames from this
- * size on leave short-lived garbage (the 1518-byte data path micro-benchmark: ~75 young
- * collections a second, none below it).
+ * Copies from this many bytes on go through Node's Buffer.prototype.copy (a memmove in
+ * C++, called with the two views and small-integer offsets), shorter ones through a loop
+ * over 64-bit elements when both sides are 8-byte aligned (the 64-bit loop), else over
+ * 32-bit words: the native call costs ~33 ns whatever the length, the loops ~0.13 and ~0.25
+ * ns a byte. Measured here (bench/micro/copy.ts, Node 24, ns per copy, guest to buffer /
+ * buffer to guest; copyWithin only within one memory, so never between a guest and the
+ * buffers):
+ *   bytes  word loop    64-bit loop  set(cached subarray)  copyWithin  memcpy (koffi)  Buffer.copy
+ *     64   14 / 14      8 / 8        30 / 28               19 / 23     33 / 33         33 / 33
+ *    256   41 / 41      21 / 21      97 / 97               28 / 31     34 / 34         34 / 34
+ *    512   76 / 79      39 / 41      177 / 183             38 / 42     38 / 38         38 / 37
+ *   1518   227 / 220    126 / 130    500 / 510             92 / 100    57 / 56         53 / 54
+ *   9000   1293 / 1288  692 / 703    2806 / 2825           399 / 388   148 / 139       148 / 139
+ * Node's copy rather than libc's memmove through koffi, which costs as much in this loop: a
+ * koffi call takes its two addresses as numbers, past 2^31 a heap number each (16 bytes of
+ * garbage), which in the PMD, its caches full of frames, cost about as much as the copy
+ * (the data path micro-benchmark at 1518 bytes copied twice: 462 ns a frame with koffi, 347
+ * to 385 with Node's copy, and no young collection where it had 5 to 7 in 2 s). Buffer.copy
+ * copies "even if the target memory region overlaps" (Node's documentation), as a frame
+ * copied once goes from one guest's memory to another place that guest may have made
+ * overlap it.
  */
 export const NATIVE_COPY_MIN = 256;
 /** NATIVE_COPY_MIN for copies the 64-bit loop may do */
 export const NATIVE_COPY_MIN_ALIGNED = 512;
 
+const nativeCopy = Buffer.prototype.copy;
+
 /**
- * Copies len bytes between two memories, each seen as bytes, as 32-bit and 64-bit words
- * and by the address of its first byte. Frames sit 4-byte aligned on both sides (buffers
- * are, and the virtio-net header is 12 bytes), often 8 (a DPDK frontend's frames and
- * buffers, the packet buffers themselves), so the loops serve the short ones; an unaligned
- * short copy goes byte by byte (Uint8Array.set would need a subarray: an allocation). The
- * 64-bit elements are Float64Array's, only loaded and stored, which moves their bits
- * unchanged (NaNs included: test/unit/guest-io.test.ts checks every tier of V8).
- * No bounds check happens here and memmove has none: each caller proves that
- * [srcOff, srcOff + len) lies inside src and [dstOff, dstOff + len) inside dst (see the
- * comments at the call sites), or a guest could make the PMD read or write any memory.
- * The host addresses come as an array and an index (PacketPool.addresses and 0, or
- * GuestMemory.address and the window), read only for a native copy: an address passed as a
- * number is a heap number at every call V8 did not inline, short copies included.
+ * Copies len bytes between two memories, each seen as bytes and as 32-bit and 64-bit
+ * words. Frames sit 4-byte aligned on both sides (buffers are, and the virtio-net header
+ * is 12 bytes), often 8 (a DPDK frontend's frames and buffers, the packet buffers
+ * themselves), so the loops serve the short ones; an unaligned short copy goes byte by
+ * byte (Uint8Array.set would need a subarray: an allocation). The 64-bit elements are
+ * Float64Array's, only loaded and stored, which moves their bits unchanged (NaNs included:
+ * test/unit/guest-io.test.ts checks every tier of V8).
+ * Each caller proves that [srcOff, srcOff + len) lies inside src and [dstOff, dstOff + len)
+ * inside dst (see the comments at the call sites): the loops would leave out what lies
+ * past a view and Buffer.copy copy less, a frame cut short without a word.
  */
-function copyBytes(
-  dst: Uint8Array, dstWords: Uint32Array, dstDoubles: Float64Array, dstAddresses: Float64Array, dstAt: number, dstOff: number,
-  src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddresses: Float64Array, srcAt: number, srcOff: number,
-  len: number,
-): void {
+function copyBytes(dst: Uint8Array, dstWords: Uint32Array, dstDoubles: Float64Array, dstOff: number, src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcOff: number, len: number): void {
   const aligned8 = ((dstOff | srcOff) & 7) === 0;
   if (len >= (aligned8 ? NATIVE_COPY_MIN_ALIGNED : NATIVE_COPY_MIN)) {
-    memmoveAt(dstAddresses[dstAt] + dstOff, srcAddresses[srcAt] + srcOff, len);
+    nativeCopy.call(src, dst, dstOff, srcOff, srcOff + len);
   } else if (aligned8) {
     copyDoubles(dst, dstWords, dstDoubles, dstOff, src, srcWords, srcDoubles, srcOff, len);
   } else if (((dstOff | srcOff) & 3) === 0) {
@@ -105,9 +103,8 @@ function copyBytes(
 }
 
 /**
- * copyBytes() between 8-byte aligned offsets. Apart, and given no addresses, so that
- * copyBytes() stays small enough for V8 to inline where it is called: a call that is not
- * inlined boxes the two addresses it is passed (doubles), garbage for every frame. The
+ * copyBytes() between 8-byte aligned offsets. Apart, so that copyBytes() stays small
+ * enough for V8 to inline where it is called. The
  * per-frame copies of short frames (copyLater, scatter) call it directly where copyBytes()
  * would (the test written out there: past V8's inlining budget, even a one-line helper
  * stays a call), which took 2 to 5 % fewer ns a 64-byte frame in the PMD.
@@ -323,7 +320,7 @@ function copyLater(mem: GuestMemory, pool: PacketPool, n: number): void {
     const src = laterSrc[k];
     const len = laterLen[k];
     if (((dst | src) & 7) === 0 && len < NATIVE_COPY_MIN_ALIGNED) copyDoubles(pool.data, pool.words, pool.doubles, dst, mem.bytes[w], mem.words[w], mem.doubles[w], src, len);
-    else copyBytes(pool.data, pool.words, pool.doubles, pool.addresses, 0, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, src, len);
+    else copyBytes(pool.data, pool.words, pool.doubles, dst, mem.bytes[w], mem.words[w], mem.doubles[w], src, len);
   }
 }
 
@@ -345,7 +342,7 @@ function gather(vq: Virtqueue, segments: number, pool: PacketPool, dst: number, 
       const skip = from > at ? from - at : 0;
       const n = (segEnd < end ? segEnd : end) - at - skip;
       const w = vq.segWindow[s];
-      copyBytes(pool.data, pool.words, pool.doubles, pool.addresses, 0, dst, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, vq.segOffset[s] + skip, n);
+      copyBytes(pool.data, pool.words, pool.doubles, dst, mem.bytes[w], mem.words[w], mem.doubles[w], vq.segOffset[s] + skip, n);
       dst += n;
     }
     at = segEnd;
@@ -384,7 +381,7 @@ function takeHead(vq: Virtqueue, segments: number, pool: PacketPool, handle: num
     defer.leave(handle, w, restOffset, head, frameLen);
   } else {
     const mem = vq.mem;
-    copyBytes(pool.data, pool.words, pool.doubles, pool.addresses, 0, dst + headEnd, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, restOffset, NET_HDR_LEN + frameLen - headEnd);
+    copyBytes(pool.data, pool.words, pool.doubles, dst + headEnd, mem.bytes[w], mem.words[w], mem.doubles[w], restOffset, NET_HDR_LEN + frameLen - headEnd);
   }
 }
 
@@ -567,7 +564,7 @@ const OVER_BUDGET = -3;
  * range a frame's rest was left in (scatterWithRest), and each
  * segment [off, off + segLen) came from mem.translateAt(), inside its window; n <= segLen.
  */
-function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcAddresses: Float64Array, srcAt: number, srcOff: number, len: number, skip: number): number {
+function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uint32Array, srcDoubles: Float64Array, srcOff: number, len: number, skip: number): number {
   const mem = vq.mem;
   let written = 0;
   for (let s = 0; s < segments && written < len; s++) {
@@ -584,7 +581,7 @@ function scatter(vq: Virtqueue, segments: number, src: Uint8Array, srcWords: Uin
     const w = vq.segWindow[s];
     const from = srcOff + written;
     if (((off | from) & 7) === 0 && n < NATIVE_COPY_MIN_ALIGNED) copyDoubles(mem.bytes[w], mem.words[w], mem.doubles[w], off, src, srcWords, srcDoubles, from, n);
-    else copyBytes(mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, off, src, srcWords, srcDoubles, srcAddresses, srcAt, from, n);
+    else copyBytes(mem.bytes[w], mem.words[w], mem.doubles[w], off, src, srcWords, srcDoubles, from, n);
     written += n;
   }
   return written;
@@ -602,12 +599,12 @@ function scatterWithRest(vq: Virtqueue, segments: number, pool: PacketPool, hand
   let written = 0;
   if (from < headLen) {
     const head = headLen - from < len ? headLen - from : len;
-    written = scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.addresses, 0, pool.frameOffset(handle) + from, head, skip);
+    written = scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.frameOffset(handle) + from, head, skip);
     if (written < head) return written;
   }
   const mem = rest.mem!;
   const w = rest.window[handle];
-  return written + scatter(vq, segments, mem.bytes[w], mem.words[w], mem.doubles[w], mem.address, w, rest.offset[handle] + from + written - headLen, len - written, skip + written);
+  return written + scatter(vq, segments, mem.bytes[w], mem.words[w], mem.doubles[w], rest.offset[handle] + from + written - headLen, len - written, skip + written);
 }
 
 /**
@@ -659,7 +656,7 @@ function writeOneChain(vq: Virtqueue, pool: PacketPool, handle: number, frameLen
   }
   if (leftToDo) writeOffloadHeader(vq, 1, pool, handle);
   else if (!vq.headerWritten) writeHeader(vq, 1);
-  if (rest === null) scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.addresses, 0, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
+  if (rest === null) scatter(vq, segments, pool.data, pool.words, pool.doubles, pool.frameOffset(handle), frameLen, NET_HDR_LEN);
   else scatterWithRest(vq, segments, pool, handle, 0, frameLen, NET_HDR_LEN, rest);
   vq.returnChain(NET_HDR_LEN + frameLen);
   return 1;
@@ -702,7 +699,7 @@ function writeMergeable(vq: Virtqueue, pool: PacketPool, handle: number, frameLe
       numBuffersOffset = vq.segOffset[0] + NET_HDR_NUM_BUFFERS_OFFSET;
       used = NET_HDR_LEN;
     }
-    const n = rest === null ? scatter(vq, segments, src, pool.words, pool.doubles, pool.addresses, 0, srcBase + done, frameLen - done, used) : scatterWithRest(vq, segments, pool, handle, done, frameLen - done, used, rest);
+    const n = rest === null ? scatter(vq, segments, src, pool.words, pool.doubles, srcBase + done, frameLen - done, used) : scatterWithRest(vq, segments, pool, handle, done, frameLen - done, used, rest);
     done += n;
     used += n;
     vq.returnChain(used);

@@ -93,17 +93,10 @@ export class PacketPool {
   /** and as 16-bit words, for checksums */
   readonly words16: Uint16Array;
   /**
-   * the address of data[0], for native copies: a shared buffer's backing store never
-   * moves and is the same one in every PMD thread
+   * the address of data[0], for the kernel interfaces' copies and system calls: a shared
+   * buffer's backing store never moves and is the same one in every PMD thread
    */
   readonly address: number;
-  /**
-   * `address` as the one element of an array, as GuestMemory.address holds its windows':
-   * the data path's copies are given the array and read the address where they use it (a
-   * native copy alone), rather than be passed a number past 2^31, which is a heap number at
-   * every call V8 did not inline
-   */
-  readonly addresses: Float64Array;
   /** frame length of each buffer, by handle */
   readonly length: Uint32Array;
   /** OFFLOAD_FIELDS per handle: what the frame leaves to do, if anything (offloads.ts) */
@@ -141,7 +134,6 @@ export class PacketPool {
     this.doubles = new Float64Array(memory.buffers, 0, memory.buffers.byteLength >>> 3);
     this.words16 = new Uint16Array(memory.buffers);
     this.address = addressOf(this.data);
-    this.addresses = Float64Array.of(this.address);
     this.length = new Uint32Array(memory.lengths);
     this.offload = new Uint16Array(memory.offload);
     this.away = new Uint8Array(memory.away);

@@ -59,7 +59,6 @@ const c = {
   // Addresses as uintptr_t, so that callers pass plain numbers: a `void *` parameter wants
   // a BigInt (~20 ns each to make) or an External.
   memcpy: libc.func('void memcpy(uintptr_t dst, uintptr_t src, size_t n)'),
-  memmove: libc.func('void memmove(uintptr_t dst, uintptr_t src, size_t n)'),
   sched_setaffinity: libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const uint8_t *mask)'),
   sched_getaffinity: libc.func('int sched_getaffinity(int pid, size_t cpusetsize, _Out_ uint8_t *mask)'),
   setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
@@ -218,9 +217,6 @@ export function addressOf(v: ArrayBufferView): number {
  * range, which V8 boxes (16 bytes, young generation) to hand it to koffi, two per call.
  */
 export const memcpyAt: (dst: number, src: number, n: number) => void = c.memcpy as (dst: number, src: number, n: number) => void;
-
-/** As memcpyAt, for ranges that may overlap (libc memmove): the data path's copies, where a guest may make its buffers overlap. */
-export const memmoveAt: (dst: number, src: number, n: number) => void = c.memmove as (dst: number, src: number, n: number) => void;
 
 // ---- eventfd -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import koffi from 'koffi';
 import { addressOf, SysError } from './libc.ts';
 
 const libc = koffi.load('libc.so.6');
-// Addresses as uintptr_t, plain numbers (as libc.ts does for memmove).
+// Addresses as uintptr_t, plain numbers (as libc.ts does for memcpy).
 const c = {
   attrInit: libc.func('int pthread_mutexattr_init(uintptr_t attr)'),
   attrSetPshared: libc.func('int pthread_mutexattr_setpshared(uintptr_t attr, int pshared)'),

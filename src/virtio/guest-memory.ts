@@ -1,7 +1,6 @@
 // Guest memory as a device sees it: the regions of a vhost-user memory table, each mapped
 // once by the data-plane process and viewed zero-copy here. Every guest address the data
 // path touches is translated (and bounds-checked) through this table.
-import { addressOf } from '../sys/libc.ts';
 import { mapIntoSharedBuffer, releaseSharedMapping, type SharedMapping } from '../sys/shared-mapping.ts';
 
 /**
@@ -143,8 +142,6 @@ export class GuestMemory {
   /** the same windows as 32-bit words, and as 64-bit ones (Float64Array: moved, never computed on), for aligned copies */
   readonly words: Uint32Array[];
   readonly doubles: Float64Array[];
-  /** host address of each window's first byte, for native copies */
-  readonly address: Float64Array;
   /** set by translate(): window index and byte offset inside it */
   window = 0;
   offset = 0;
@@ -164,7 +161,6 @@ export class GuestMemory {
     // A window starts 8-aligned in its buffer (regions are page-aligned in their files); a trailing partial word is reached through `bytes`.
     this.words = this.bytes.map((b) => new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2));
     this.doubles = this.bytes.map((b) => new Float64Array(b.buffer, b.byteOffset, b.length >>> 3));
-    this.address = new Float64Array(this.bytes.map(addressOf));
   }
 
   /**

@@ -2,10 +2,13 @@
 // past 2 GiB of guest-physical addresses (a guest of more than 3 GiB has RAM above 4 GiB):
 // such an address is no small integer, and passed to a function V8 did not inline it is a
 // heap number at every call. Chains of two descriptors (the virtio-net header apart, as
-// Linux sends a frame with fragments) and indirect tables, on split and packed rings.
+// Linux sends a frame with fragments) and indirect tables, on split and packed rings, with
+// frames copied in JavaScript and frames long enough for the native copy; and long frames
+// from one guest's TX queue into another's RX queue, copied twice and once.
 // Measured with V8 inlining nothing (test/support/steady-allocation.ts says why).
 import t from 'tap';
-import { receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
+import { deliverBurst, NATIVE_COPY_MIN, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
+import { DeferredPayloads } from '../../src/dataplane/deferred-payloads.ts';
 import { COUNTERS_PER_PORT, QUEUES_BASE } from '../../src/dataplane/counters.ts';
 import { PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
@@ -23,8 +26,8 @@ const WARM_UP = 20_000;
 const MEASURED = 10_000;
 /** 5 GiB: past 4 GiB, as a large guest's RAM above the PCI hole (its low word 2^30: the test's own stores of it stay small integers) */
 const GPA_BASE = 5 * 2 ** 30;
-/** shorter than NATIVE_COPY_MIN: copied in JavaScript (a native copy takes its two addresses as heap numbers, by design: see memmoveAt) */
-const FRAME = ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 186);
+/** Frames copied in JavaScript (shorter than NATIVE_COPY_MIN), and by Node's copy. */
+const FRAMES = [ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 186), ethernetFrame('52:54:00:00:00:0b', '52:54:00:00:00:0a', 1504)];
 
 type Kind = 'chained' | 'indirect';
 
@@ -35,20 +38,20 @@ function ownerOf(queue: SplitQueue | PackedQueue | string): QueueOwner {
 }
 
 /** Each chain: the header, then the frame; or one descriptor pointing at a table of those two. */
-function chainBuffers(ram: GuestRam): { addr: number; len: number }[] {
-  const off = ram.alloc(NET_HDR_LEN + FRAME.length);
-  ram.bytes.set(FRAME, off + NET_HDR_LEN);
+function chainBuffers(ram: GuestRam, frame: Uint8Array): { addr: number; len: number }[] {
+  const off = ram.alloc(NET_HDR_LEN + frame.length);
+  ram.bytes.set(frame, off + NET_HDR_LEN);
   return [
     { addr: ram.gpa(off), len: NET_HDR_LEN },
-    { addr: ram.gpa(off + NET_HDR_LEN), len: FRAME.length },
+    { addr: ram.gpa(off + NET_HDR_LEN), len: frame.length },
   ];
 }
 
 /** A split TX ring whose chains are written once; a round makes BURST of them available again. */
-function splitRing(kind: Kind, ram: GuestRam, mem: GuestMemory): { owner: QueueOwner; post: () => void } {
+function splitRing(kind: Kind, ram: GuestRam, mem: GuestMemory, frame: Uint8Array): { owner: QueueOwner; post: () => void } {
   const q = new DriverQueue(ram, SIZE);
   const heads: number[] = [];
-  for (let c = 0; c < (kind === 'chained' ? SIZE / 2 : SIZE); c++) heads.push(kind === 'chained' ? q.addChain(chainBuffers(ram)) : q.addIndirectChain(chainBuffers(ram)));
+  for (let c = 0; c < (kind === 'chained' ? SIZE / 2 : SIZE); c++) heads.push(kind === 'chained' ? q.addChain(chainBuffers(ram, frame)) : q.addIndirectChain(chainBuffers(ram, frame)));
   const owner = ownerOf(SplitQueue.create(mem, q.layout()));
   const ringHeads = Uint16Array.from(heads);
   let next = 0;
@@ -64,7 +67,7 @@ function splitRing(kind: Kind, ram: GuestRam, mem: GuestMemory): { owner: QueueO
 }
 
 /** A packed TX ring: each round the driver writes BURST chains anew at its position, the flags of each chain's first descriptor last. */
-function packedRing(kind: Kind, ram: GuestRam, mem: GuestMemory): { owner: QueueOwner; post: () => void } {
+function packedRing(kind: Kind, ram: GuestRam, mem: GuestMemory, frame: Uint8Array): { owner: QueueOwner; post: () => void } {
   const q = new PackedDriverQueue(ram, SIZE);
   const owner = ownerOf(PackedQueue.create(mem, q.layout()));
   const perChain = kind === 'chained' ? 2 : 1;
@@ -72,7 +75,7 @@ function packedRing(kind: Kind, ram: GuestRam, mem: GuestMemory): { owner: Queue
   const addrs = new Float64Array(SIZE);
   const lens = new Uint32Array(SIZE);
   for (let at = 0; at < SIZE; at += perChain) {
-    const buffers = chainBuffers(ram);
+    const buffers = chainBuffers(ram, frame);
     if (kind === 'chained') {
       addrs[at] = buffers[0].addr;
       lens[at] = buffers[0].len;
@@ -113,29 +116,81 @@ function packedRing(kind: Kind, ram: GuestRam, mem: GuestMemory): { owner: Queue
   return { owner, post };
 }
 
-for (const layout of ['split', 'packed'] as const) {
-  for (const kind of ['chained', 'indirect'] as const) {
-    t.test(`${layout} ring, ${kind === 'chained' ? 'chains of two descriptors' : 'indirect tables'}, at 5 GiB`, async (t) => {
-      const ram = new GuestRam(8 << 20, { gpaBase: GPA_BASE });
-      t.teardown(() => ram.close());
-      const mem = new GuestMemory([ram.region()]);
-      const { owner, post } = layout === 'split' ? splitRing(kind, ram, mem) : packedRing(kind, ram, mem);
-      const pool = PacketPool.standalone(256);
-      const handles = new Uint32Array(BURST);
-      const taken = new Int32Array(1);
-      const run = () => {
-        for (let b = 0; b < CHUNK; b++) {
-          post();
-          const n = receiveBurst(owner, pool, handles, 0, BURST);
-          taken[0] = n;
-          for (let i = 0; i < n; i++) pool.free(handles[i]);
-        }
-      };
-      for (let c = 0; c < WARM_UP / CHUNK; c++) run();
-      t.equal(taken[0], BURST, 'every chain of a burst taken');
-      t.equal(pool.length[handles[0]], FRAME.length, 'as a frame of its length');
-      t.equal(owner.queue.failure, '', 'the queue never failed');
-      checkSteady(t, await steadyAllocation(run, MEASURED / CHUNK), MEASURED);
-    });
+for (const frame of FRAMES) {
+  const copy = frame.length < NATIVE_COPY_MIN ? 'copied in JavaScript' : "Node's copy";
+  for (const layout of ['split', 'packed'] as const) {
+    for (const kind of ['chained', 'indirect'] as const) {
+      t.test(`${layout} ring, ${kind === 'chained' ? 'chains of two descriptors' : 'indirect tables'}, at 5 GiB, ${frame.length}-byte frames (${copy})`, async (t) => {
+        const ram = new GuestRam(8 << 20, { gpaBase: GPA_BASE });
+        t.teardown(() => ram.close());
+        const mem = new GuestMemory([ram.region()]);
+        const { owner, post } = layout === 'split' ? splitRing(kind, ram, mem, frame) : packedRing(kind, ram, mem, frame);
+        const pool = PacketPool.standalone(256);
+        const handles = new Uint32Array(BURST);
+        const taken = new Int32Array(1);
+        const run = () => {
+          for (let b = 0; b < CHUNK; b++) {
+            post();
+            const n = receiveBurst(owner, pool, handles, 0, BURST);
+            taken[0] = n;
+            for (let i = 0; i < n; i++) pool.free(handles[i]);
+          }
+        };
+        for (let c = 0; c < WARM_UP / CHUNK; c++) run();
+        t.equal(taken[0], BURST, 'every chain of a burst taken');
+        t.equal(pool.length[handles[0]], frame.length, 'as a frame of its length');
+        t.same(pool.data.subarray(pool.frameOffset(handles[0]), pool.frameOffset(handles[0]) + frame.length), frame, 'byte for byte');
+        t.equal(owner.queue.failure, '', 'the queue never failed');
+        checkSteady(t, await steadyAllocation(run, MEASURED / CHUNK), MEASURED);
+      });
+    }
   }
+}
+
+// A guest's TX queue into another's RX queue (mergeable buffers of 2 KiB), both at 5 GiB:
+// through the packet buffers, and once from the sender's memory into the receiver's (its
+// rest left there: DeferredPayloads).
+for (const copies of ['twice', 'once'] as const) {
+  t.test(`${FRAMES[1].length}-byte frames from a TX queue into an RX queue, at 5 GiB, copied ${copies}`, async (t) => {
+    const frame = FRAMES[1];
+    const ram = new GuestRam(8 << 20, { gpaBase: GPA_BASE });
+    t.teardown(() => ram.close());
+    const mem = new GuestMemory([ram.region()]);
+    const tx = new DriverQueue(ram, SIZE);
+    const rx = new DriverQueue(ram, SIZE);
+    const rxBuffers: number[] = [];
+    for (let i = 0; i < SIZE; i++) {
+      const at = ram.alloc(NET_HDR_LEN + frame.length);
+      ram.bytes.set(frame, at + NET_HDR_LEN);
+      tx.writeDesc(i, { addr: ram.gpa(at), len: NET_HDR_LEN + frame.length, flags: 0, next: 0 });
+      rxBuffers.push(ram.alloc(2048));
+      rx.writeDesc(i, { addr: ram.gpa(rxBuffers[i]), len: 2048, flags: 2, next: 0 });
+    }
+    const txOwner = ownerOf(SplitQueue.create(mem, tx.layout()));
+    const rxOwner = ownerOf(SplitQueue.create(mem, rx.layout()));
+    const pool = PacketPool.standalone(256);
+    const deferred = copies === 'once' ? new DeferredPayloads(256, BURST) : null;
+    const handles = new Uint32Array(BURST);
+    const moved = new Int32Array(1);
+    const queues = [tx, rx];
+    const run = () => {
+      for (let b = 0; b < CHUNK; b++) {
+        for (const q of queues) {
+          for (let i = 0; i < BURST; i++) ram.dv.setUint16(q.availOff + 4 + 2 * ((q.availIdx + i) % SIZE), (q.availIdx + i) % SIZE, true);
+          q.availIdx = (q.availIdx + BURST) & 0xffff;
+          q.setAvailIdx(q.availIdx);
+        }
+        const n = receiveBurst(txOwner, pool, handles, 0, BURST, deferred);
+        moved[0] = deliverBurst(rxOwner, true, pool, handles, n, deferred);
+        for (let i = 0; i < n; i++) pool.free(handles[i]);
+        if (deferred !== null && deferred.count > 0) deferred.release();
+      }
+    };
+    for (let c = 0; c < WARM_UP / CHUNK; c++) run();
+    t.equal(moved[0], BURST, 'every frame of a burst delivered');
+    const last = rxBuffers[(rx.availIdx - 1) % SIZE];
+    t.same(ram.bytes.subarray(last + NET_HDR_LEN, last + NET_HDR_LEN + frame.length), frame, 'byte for byte');
+    t.equal(txOwner.queue.failure + rxOwner.queue.failure, '', 'neither queue failed');
+    checkSteady(t, await steadyAllocation(run, MEASURED / CHUNK), MEASURED);
+  });
 }

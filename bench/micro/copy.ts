@@ -11,6 +11,7 @@
 import { BUFFER_STRIDE, HEADROOM } from '../../src/dataplane/packet-pool.ts';
 import { addressOf, close, memcpyAt, memfdCreate, ftruncate } from '../../src/sys/libc.ts';
 import { mapIntoSharedBuffer, releaseSharedMapping, type SharedMapping } from '../../src/sys/shared-mapping.ts';
+import { nativeCopy } from '../../src/dataplane/native-copy.ts';
 
 export const COPY_SIZES = [64, 256, 512, 1518, 9000];
 const SLOTS = 32; // a burst: the frames sit apart as they do in a PMD
@@ -114,8 +115,6 @@ function copyWithin(one: Side, len: number, rounds: number): void {
     }
   }
 }
-
-const nativeCopy = Buffer.prototype.copy;
 
 function bufferCopy(dst: Side, src: Side, len: number, rounds: number): void {
   const db = dst.bytes;

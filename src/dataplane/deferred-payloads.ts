@@ -11,8 +11,8 @@
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import type { PacketPool } from './packet-pool.ts';
 import { publishAndCall, type CalledQueue } from './notify.ts';
+import { nativeCopy } from './native-copy.ts';
 
-const nativeCopy = Buffer.prototype.copy;
 
 /** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
 export const HEADER_BYTES = 64;
@@ -91,7 +91,6 @@ export class DeferredPayloads {
     // left only up to the port's longest, at most DATA_ROOM).
     const head = this.head[handle];
     const from = this.offset[handle];
-    // Node's copy: no address a heap number (guest-io.ts, NATIVE_COPY_MIN).
     nativeCopy.call(mem.bytes[w], pool.data, pool.frameOffset(handle) + head, from, from + this.length[handle] - head);
     this.window[handle] = -1;
   }

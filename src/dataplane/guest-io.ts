@@ -8,6 +8,7 @@ import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFF
 import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_COMPLETE_NOW, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_HEADER_BAD, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { publishAndCall } from './notify.ts';
+import { nativeCopy } from './native-copy.ts';
 import { HEADER_BYTES, MAX_HEAD_BYTES, MIN_REST_BYTES, type DeferredPayloads } from './deferred-payloads.ts';
 
 export const BURST = 32;
@@ -70,8 +71,6 @@ export const RECEIVE_DESCRIPTOR_BUDGET = 512;
 export const NATIVE_COPY_MIN = 256;
 /** NATIVE_COPY_MIN for copies the 64-bit loop may do */
 export const NATIVE_COPY_MIN_ALIGNED = 512;
-
-const nativeCopy = Buffer.prototype.copy;
 
 /**
  * Copies len bytes between two memories, each seen as bytes and as 32-bit and 64-bit

@@ -11,7 +11,8 @@
 //           4 tp_status, 2 tp_mac, 2 tp_net, then tpacket_hdr_variant1: 4 tp_rxhash,
 //           4 tp_vlan_tci, 2 tp_vlan_tpid, ... (48 bytes with padding); a transmit
 //           frame's data follows the header at 48.
-import { memcpyAt, packetKick, packetRingDrops, type PacketRingShape } from '../sys/libc.ts';
+import { packetKick, packetRingDrops, type PacketRingShape } from '../sys/libc.ts';
+import { nativeCopy } from './native-copy.ts';
 import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
 import type { Uplink } from './port-runtime.ts';
@@ -40,7 +41,6 @@ const ETHER_HDR_LEN = 14;
 export class PacketRings implements Uplink {
   readonly fd: number;
   private readonly shape: PacketRingShape;
-  private readonly address: number;
   private readonly bytes: Uint8Array;
   private readonly words: Int32Array;
   private readonly u16: Uint16Array;
@@ -59,10 +59,9 @@ export class PacketRings implements Uplink {
   /** frames handed to the kernel that it may not have taken yet (see flushTransmit()) */
   private txPending = false;
 
-  constructor(fd: number, shape: PacketRingShape, address: number, ring: ArrayBuffer, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
+  constructor(fd: number, shape: PacketRingShape, ring: ArrayBuffer, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
     this.fd = fd;
     this.shape = shape;
-    this.address = address;
     this.bytes = new Uint8Array(ring);
     this.words = new Int32Array(ring);
     this.u16 = new Uint16Array(ring);
@@ -142,7 +141,7 @@ export class PacketRings implements Uplink {
           counters[base + DROPS_BASE + DROP.no_buffer]++;
         } else {
           if (tagged) this.copyTagged(pool, handle, at, status, snap);
-          else memcpyAt(pool.address + pool.frameOffset(handle), this.address + at + mac, snap);
+          else nativeCopy.call(this.bytes, pool.data, pool.frameOffset(handle), at + mac, at + mac + snap);
           pool.length[handle] = wire;
           handles[start + taken++] = handle;
           bytes += wire;
@@ -166,8 +165,8 @@ export class PacketRings implements Uplink {
    */
   private copyTagged(pool: PacketPool, handle: number, at: number, status: number, snap: number): void {
     const to = pool.frameOffset(handle);
-    const from = this.address + at + this.u16[(at >> 1) + 12];
-    memcpyAt(pool.address + to, from, 12);
+    const from = at + this.u16[(at >> 1) + 12];
+    nativeCopy.call(this.bytes, pool.data, to, from, from + 12);
     const tpid = (status & TP_STATUS_VLAN_TPID_VALID) !== 0 ? this.u16[(at >> 1) + 18] : ETHERTYPE_VLAN;
     const tci = this.words[(at >> 2) + 8];
     const d = pool.data;
@@ -175,7 +174,7 @@ export class PacketRings implements Uplink {
     d[to + 13] = tpid & 0xff;
     d[to + 14] = (tci >>> 8) & 0xff;
     d[to + 15] = tci & 0xff;
-    memcpyAt(pool.address + to + 12 + VLAN_TAG_LEN, from + 12, snap - 12);
+    nativeCopy.call(this.bytes, pool.data, to + 12 + VLAN_TAG_LEN, from + 12, from + snap);
   }
 
   private releaseBlock(block: number): void {
@@ -232,7 +231,8 @@ export class PacketRings implements Uplink {
       // frame instead, libc.ts: kept for a kernel that would not): it was counted sent
       // then, and is counted refused now.
       if (status === TP_STATUS_WRONG_FORMAT) counters[base + DROPS_BASE + DROP.interface_refused]++;
-      memcpyAt(this.address + frame + TX_DATA_OFFSET, pool.address + pool.frameOffset(h), len);
+      const source = pool.frameOffset(h);
+      nativeCopy.call(pool.data, this.bytes, frame + TX_DATA_OFFSET, source, source + len);
       words[(frame >> 2) + 3] = len;
       words[(frame >> 2) + 4] = len;
       Atomics.store(words, (frame >> 2) + 5, TP_STATUS_SEND_REQUEST);

@@ -146,7 +146,7 @@ export class QueueControl {
         if (cmd.fd < 0 || cmd.ring.hostAddr === undefined) return { error: 'rings-start without the socket or its rings' };
         if (!isQueue(cmd.queue)) return { error: `rings-start for queue ${cmd.queue}: ${QUEUES_ARE}` };
         const address = BigInt(cmd.ring.hostAddr);
-        port.uplinks[cmd.queue] = new PacketRings(cmd.fd, cmd.shape, Number(address), view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
+        port.uplinks[cmd.queue] = new PacketRings(cmd.fd, cmd.shape, view(address, cmd.ring.bytes), this.counters, portBase(port.cfg.index), queueBase(port.cfg.index, cmd.queue), port.cfg.maxFrame);
         this.changed(port);
         return {};
       }

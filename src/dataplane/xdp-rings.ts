@@ -9,7 +9,8 @@
 // producer, completion consumer): a PMD that takes over after a restart resumes from them.
 // The kernel's descriptors are checked like a guest's: an address or length outside the
 // receive chunks is counted (bad_descriptor) and never read.
-import { memcpyAt, view } from '../sys/libc.ts';
+import { view } from '../sys/libc.ts';
+import { nativeCopy } from './native-copy.ts';
 import { XDP_RING_NEED_WAKEUP, xdpDrops, xdpKick, type XdpLayout } from '../sys/xdp.ts';
 import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
@@ -32,7 +33,8 @@ export interface XdpMappings {
 /** An AF_XDP port's queue as the PMD that polls it sees it. */
 export class XdpRings implements Uplink {
   readonly fd: number;
-  private readonly umemAddress: number;
+  /** the UMEM: the receive chunks, then the transmit ones */
+  private readonly umem: Uint8Array;
   private readonly chunkBytes: number;
   /** bytes of UMEM the kernel may write received frames into: the receive chunks */
   private readonly rxBytes: number;
@@ -70,7 +72,7 @@ export class XdpRings implements Uplink {
 
   constructor(fd: number, layout: XdpLayout, maps: XdpMappings, counters: Float64Array, counterBase: number, queueCounterBase: number, maxFrame: number) {
     this.fd = fd;
-    this.umemAddress = Number(maps.umem);
+    this.umem = new Uint8Array(view(maps.umem, layout.umemBytes));
     this.chunkBytes = layout.chunkBytes;
     this.rxBytes = layout.rxFrames * layout.chunkBytes;
     this.txBase = this.rxBytes;
@@ -148,7 +150,7 @@ export class XdpRings implements Uplink {
         if (handle < 0) {
           counters[base + DROPS_BASE + DROP.no_buffer]++;
         } else {
-          memcpyAt(pool.address + pool.frameOffset(handle), this.umemAddress + addr, len);
+          nativeCopy.call(this.umem, pool.data, pool.frameOffset(handle), addr, addr + len);
           pool.length[handle] = len;
           handles[start + taken++] = handle;
           bytes += len;
@@ -237,7 +239,8 @@ export class XdpRings implements Uplink {
       }
       const slot = prod & this.txMask;
       const chunk = this.txBase + slot * this.chunkBytes;
-      memcpyAt(this.umemAddress + chunk, pool.address + pool.frameOffset(h), len);
+      const source = pool.frameOffset(h);
+      nativeCopy.call(pool.data, this.umem, chunk, source, source + len);
       const d = this.txDesc + (slot << 2);
       tx[d] = chunk;
       tx[d + 1] = 0;

@@ -214,7 +214,9 @@ export function addressOf(v: ArrayBufferView): number {
  * overlap). Nothing is checked: both ranges must already be proven inside live memory, or
  * the process dies (SIGSEGV) or reads and writes what it must not. Measured ~50 ns a call
  * plus the copy. Not free of allocation: an address is a number past the small-integer
- * range, which V8 boxes (16 bytes, young generation) to hand it to koffi, two per call.
+ * range, which V8 boxes (16 bytes, young generation) to hand it to koffi, two per call; the
+ * data path copies with Node's instead (src/dataplane/native-copy.ts), this is the copy
+ * micro-benchmark's comparison.
  */
 export const memcpyAt: (dst: number, src: number, n: number) => void = c.memcpy as (dst: number, src: number, n: number) => void;
 

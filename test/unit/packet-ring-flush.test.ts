@@ -41,7 +41,7 @@ t.test('frames the kernel left in the transmit ring leave at the next poll round
   const address = mmapShared(fd, bytes);
   t.teardown(() => (munmap(address, bytes), close(fd)));
   const counters = new Float64Array(COUNTERS_PER_PORT);
-  const rings = new PacketRings(fd, shape, Number(address), view(address, bytes), counters, 0, queueBase(0, 0), 1518);
+  const rings = new PacketRings(fd, shape, view(address, bytes), counters, 0, queueBase(0, 0), 1518);
 
   const pool = PacketPool.standalone(512);
   const handles = new Uint32Array(FRAMES);

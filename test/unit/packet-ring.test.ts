@@ -25,7 +25,7 @@ function setup(t: Test) {
   const words = new Int32Array(ring);
   const u8 = new Uint8Array(ring);
   const counters = new Float64Array(COUNTERS_PER_PORT);
-  const rings = new PacketRings(-1, SHAPE, Number(address), ring, counters, 0, queueBase(0, 0), 9018);
+  const rings = new PacketRings(-1, SHAPE, ring, counters, 0, queueBase(0, 0), 9018);
   const pool = PacketPool.standalone(16);
   const handles = new Uint32Array(16);
   /** a block handed over: `frames` frames, the first at `first` from the block's start */

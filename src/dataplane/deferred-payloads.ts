@@ -13,7 +13,6 @@ import type { PacketPool } from './packet-pool.ts';
 import { publishAndCall, type CalledQueue } from './notify.ts';
 import { nativeCopy } from './native-copy.ts';
 
-
 /** The frame bytes copied into the buffer whatever happens: Ethernet, a VLAN tag and more, one cache line. */
 export const HEADER_BYTES = 64;
 /**

@@ -93,8 +93,9 @@ export class PacketPool {
   /** and as 16-bit words, for checksums */
   readonly words16: Uint16Array;
   /**
-   * the address of data[0], for the kernel interfaces' copies and system calls: a shared
-   * buffer's backing store never moves and is the same one in every PMD thread
+   * the address of data[0], for the system calls that take it (a TAP port's read and
+   * write): a shared buffer's backing store never moves and is the same one in every PMD
+   * thread
    */
   readonly address: number;
   /** frame length of each buffer, by handle */

@@ -53,9 +53,8 @@ export class DataplaneProcess {
   private deathWatch: Worker | null = null;
   /** resolves with the watch's exit code once its thread has ended */
   private deathWatchExit: Promise<number> | null = null;
-  /** wakes those waiting for the watch to watch (watching()) */
-  private readonly watchingWaiters: (() => void)[] = [];
-  private isWatched = false;
+  /** resolved once the watch waits for the locks, or has ended, or the process has (watching()) */
+  private readonly watchStarted = Promise.withResolvers<void>();
 
   /**
    * Starts the process; `ready()` resolves once it mapped the shared memory. A `spare` is
@@ -121,6 +120,7 @@ export class DataplaneProcess {
     this.exited = true;
     this.channel.close();
     for (const wake of this.exitWaiters.splice(0)) wake();
+    this.watchStarted.resolve();
     this.reportDeath(code, signal);
     // The watch ends by itself now (the kernel has let every lock of the process go), and
     // the supervisor waits for it: a thread stopped while it declares koffi's functions,
@@ -158,7 +158,7 @@ export class DataplaneProcess {
     // Never what keeps the supervisor running.
     watch.unref();
     watch.on('message', (m: DeathSeen | DeathWatching) => {
-      if ('watching' in m) return this.watched();
+      if ('watching' in m) return this.watchStarted.resolve();
       // Not known from /proc: the exit, which comes next, says how.
       if (m.code !== null || m.signal !== null) this.reportDeath(m.code, m.signal);
     });
@@ -166,12 +166,7 @@ export class DataplaneProcess {
     watch.on('error', (err) => log.warn(`the death watch of the data plane (pid ${this.child.pid}) failed: ${err.message}; its death will be known once the process has ended`));
     this.deathWatch = watch;
     this.deathWatchExit = new Promise((resolve) => watch.once('exit', resolve));
-    void this.deathWatchExit.then(() => this.watched());
-  }
-
-  private watched(): void {
-    this.isWatched = true;
-    for (const wake of this.watchingWaiters.splice(0)) wake();
+    void this.deathWatchExit.then(() => this.watchStarted.resolve());
   }
 
   /**
@@ -180,11 +175,7 @@ export class DataplaneProcess {
    * CPU at the control threads' nice, which an upgrade lets pass before its pause.
    */
   watching(): Promise<void> {
-    if (this.isWatched || this.exited) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.watchingWaiters.push(resolve);
-      this.exitWaiters.push(resolve);
-    });
+    return this.watchStarted.promise;
   }
 
   /** Resolves with the death watch's exit code once its thread has ended; null if none started. */

@@ -527,8 +527,7 @@ export class Supervisor {
   /** V8's workers at `nice` for a hand-over (setV8WorkersNice), if the control threads' nice is raised at all. */
   private setHandOverV8WorkersNice(nice: number): void {
     if (this.controlNice >= 0) return;
-    const failed = setV8WorkersNice(nice);
-    if (failed.length > 0) log.warn(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
+    setV8WorkersNice(nice, (message) => log.warn(message));
   }
 
   private async handOver(spare: Spare, old: DataplaneProcess | null): Promise<HandOverSteps> {

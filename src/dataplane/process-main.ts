@@ -79,14 +79,11 @@ const V8_WORKERS_RAISED_AT_MOST_MS = 2000;
 /** the PMDs told to go that have not yet taken their queues back */
 const goneWithoutQueues = new Set<number>();
 let v8WorkersLowered: NodeJS.Timeout | null = null;
-function setV8WorkersNiceLogged(nice: number): void {
-  const failed = setV8WorkersNice(nice);
-  if (failed.length > 0) log.warn(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
-}
+const warnV8Workers = (message: string): void => log.warn(message);
 function raiseV8Workers(pmdIds: Iterable<number>): void {
   if (servingNice >= 0) return;
   for (const id of pmdIds) goneWithoutQueues.add(id);
-  setV8WorkersNiceLogged(servingNice);
+  setV8WorkersNice(servingNice, warnV8Workers);
   v8WorkersLowered ??= setTimeout(lowerV8Workers, V8_WORKERS_RAISED_AT_MOST_MS);
 }
 function lowerV8Workers(): void {
@@ -94,7 +91,7 @@ function lowerV8Workers(): void {
   if (v8WorkersLowered === null) return;
   clearTimeout(v8WorkersLowered);
   v8WorkersLowered = null;
-  setV8WorkersNiceLogged(0);
+  setV8WorkersNice(0, warnV8Workers);
 }
 
 /**

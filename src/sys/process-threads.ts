@@ -37,8 +37,11 @@ export function keepThreadsToCpus(cpus: readonly number[], skip: RegExp | null =
  * data plane's main thread) sat blocked there 15 to 40 ms at a time in an upgrade's pause
  * (perf, sched_switch: futex_wait in pthread_cond_signal and in the lock of
  * NodePlatform::PostTaskOnWorkerThreadImpl). Raised for good, they would take the control
- * CPUs from everything else for as long as new code compiles.
+ * CPUs from everything else for as long as new code compiles. What could not be set is
+ * returned, and said through `warn` if given.
  */
-export function setV8WorkersNice(nice: number): string[] {
-  return forEachThread((tid) => setThreadNice(nice, tid), (name) => name === 'V8Worker');
+export function setV8WorkersNice(nice: number, warn?: (message: string) => void): string[] {
+  const failed = forEachThread((tid) => setThreadNice(nice, tid), (name) => name === 'V8Worker');
+  if (failed.length > 0) warn?.(`V8's worker threads not at nice ${nice} for the hand-over: ${failed.join('; ')}`);
+  return failed;
 }

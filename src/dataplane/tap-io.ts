@@ -2,12 +2,18 @@
 // per frame, straight into or out of the buffer (no copy of our own). A TAP port is the
 // host's network stack on the other side: a few hundred thousand frames a second, not a
 // guest's rates. Every failure is counted, never thrown: the data path calls these.
-import { readAt, writeAt } from '../sys/libc.ts';
+import { frameIovec, readFrame, writeFrame } from '../sys/libc.ts';
 import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
 import type { Uplink } from './port-runtime.ts';
 
 const ETHER_HDR_LEN = 14;
+/**
+ * The frame's address and length go into the iovec of readFrame() and writeFrame() as
+ * words, here, where the address is a double in a register: given to a call as a number
+ * past 2^31, it would be a heap number a frame. (Its length words 2 and 3: 3 stays 0.)
+ */
+const iovec = frameIovec;
 
 /** A TAP interface (one queue of it, if it has several) as the PMD that polls it sees it. */
 export class TapInterface implements Uplink {
@@ -44,7 +50,11 @@ export class TapInterface implements Uplink {
       const handle = pool.alloc();
       if (handle < 0) break;
       // One more byte than a frame may have: a longer one shows as too long, not cut short.
-      const len = readAt(this.fd, pool.address + pool.frameOffset(handle), room + 1);
+      const at = pool.address + pool.frameOffset(handle);
+      iovec[0] = at >>> 0;
+      iovec[1] = (at / 4294967296) >>> 0;
+      iovec[2] = room + 1;
+      const len = readFrame(this.fd);
       if (len < 0) {
         pool.free(handle);
         break;
@@ -74,7 +84,11 @@ export class TapInterface implements Uplink {
     for (let i = 0; i < count; i++) {
       const h = handles[i];
       const len = pool.length[h];
-      if (writeAt(this.fd, pool.address + pool.frameOffset(h), len) === len) {
+      const at = pool.address + pool.frameOffset(h);
+      iovec[0] = at >>> 0;
+      iovec[1] = (at / 4294967296) >>> 0;
+      iovec[2] = len;
+      if (writeFrame(this.fd) === len) {
         sent++;
         bytes += len;
       } else {

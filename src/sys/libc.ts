@@ -77,7 +77,8 @@ const c = {
   setns: libc.func('int setns(int fd, int nstype)'),
   // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
   readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
-  writeAt: libc.func('intptr_t write(int fd, uintptr_t buf, size_t count)'),
+  readv: libc.func('intptr_t readv(int fd, void *iov, int iovcnt)'),
+  writev: libc.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
 };
 
 function fail(call: string, detail = ''): never {
@@ -953,13 +954,27 @@ function inNetworkNamespaceOf<T>(target: number, what: string, fn: () => T): T {
 }
 
 /**
- * One read of up to `len` bytes into memory at `addr` (a frame, from a TAP): its length, or
- * -1 when there is none (EAGAIN) or the read failed (errno in lastErrno()). Never throws:
- * the data path calls it.
+ * One read of up to `len` bytes into memory at `addr`: its length, or -1 when there is
+ * none (EAGAIN) or the read failed (errno in lastErrno()). Never throws. Not for the data
+ * path: see readFrame.
  */
 export const readAt: (fd: number, addr: number, len: number) => number = c.readAt as (fd: number, addr: number, len: number) => number;
-/** One write of `len` bytes from memory at `addr`: bytes written, or -1. Never throws. */
-export const writeAt: (fd: number, addr: number, len: number) => number = c.writeAt as (fd: number, addr: number, len: number) => number;
+// A frame's read or write in the data path goes through one struct iovec in native memory,
+// which the caller fills with the frame's address and length (frameIovec): readAt takes
+// the address as a number, past 2^31 for any mapping, which koffi is given as a heap
+// number, an allocation a frame. This thread's own (a module is loaded once a thread).
+const frameIovecMemory = koffi.alloc('uint64_t', 2);
+/** The struct iovec of readFrame() and writeFrame(), as 32-bit words: base (low, high), length (low, high). */
+export const frameIovec = new Uint32Array(koffi.view(frameIovecMemory, 16)).fill(0);
+/** One read into frameIovec's buffer: its length, or -1 (EAGAIN, or errno in lastErrno()). Never throws. */
+export function readFrame(fd: number): number {
+  return c.readv(fd, frameIovecMemory, 1) as number;
+}
+/** One write of frameIovec's buffer: bytes written, or -1. Never throws. */
+export function writeFrame(fd: number): number {
+  return c.writev(fd, frameIovecMemory, 1) as number;
+}
+
 /** errno of the last failed call on this thread. */
 export const lastErrno = (): number => koffi.errno();
 

@@ -298,7 +298,7 @@ export class Egress {
         this.captureEgress(port, handles, n);
         port.uplink.transmit(this.pool, handles, n);
         if (port.superPending) this.freeSegments();
-      } else if (out !== null && out.queue.failure === '') {
+      } else if (out !== null && !out.queue.failed) {
         const n = port.superPending ? this.cutSegments(port, out.offloads) : port.pendingCount;
         const handles = port.superPending ? this.segmented : port.pending;
         // deliverBurst completes what the guest does not take left to do; a capture is
@@ -310,7 +310,7 @@ export class Egress {
         this.captureEgress(port, handles, n);
         deliverBurst(out, port.mergeable, this.pool, handles, n, this.deferred);
         if (port.superPending) this.freeSegments();
-        if (out.queue.failure !== '') this.queueFailed(port, out);
+        if (out.queue.failed) this.queueFailed(port, out);
       } else if (out !== null) {
         // Failed since its last delivery (its call eventfd blocked the PMD: notify.ts).
         this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;

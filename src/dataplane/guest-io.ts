@@ -159,7 +159,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   const vq = q.queue;
   let avail = vq.pending();
   // Failed since its last burst (its call eventfd blocked the PMD: notify.ts), and idle.
-  if (avail <= 0) return vq.failure === '' ? avail : -1;
+  if (avail <= 0) return vq.failed ? -1 : avail;
   if (avail > max) avail = max;
   const counters = q.counters;
   const base = q.counterBase;
@@ -277,7 +277,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
   counters[q.queueCounterBase + QUEUE_RX_PACKETS] += taken;
   counters[q.queueCounterBase + QUEUE_RX_BYTES] += bytes;
   // A ring found corrupt midway: the frames taken before go on, the caller stops the queue.
-  if (vq.failure !== '') return taken > 0 ? taken : -1;
+  if (vq.failed) return taken > 0 ? taken : -1;
   return taken;
 }
 

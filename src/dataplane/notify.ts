@@ -34,14 +34,14 @@ export function markCallsIn(doorbell: Int32Array): void {
  * to quarantine.
  */
 function signalGuest(q: CalledQueue): void {
-  if (q.callFd < 0 || q.queue.failure !== '') return;
+  if (q.callFd < 0 || q.queue.failed) return;
   const port = q.counterBase / COUNTERS_PER_PORT;
   callBell[DOORBELL_IN_CALL] = port + 1;
   const signalled = eventfdSignal(q.callFd);
   callBell[DOORBELL_IN_CALL] = 0;
   // EINTR only if the write waited: a thread merely slow to run completes its write.
   if (signalled || !lastCallInterrupted()) return;
-  q.queue.failure = 'its call eventfd blocked the PMD (made blocking with a full counter): not signalled again';
+  q.queue.fail('its call eventfd blocked the PMD (made blocking with a full counter): not signalled again');
   callBell[DOORBELL_CALL_INTERRUPTED] = port + 1;
 }
 

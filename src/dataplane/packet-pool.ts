@@ -8,6 +8,7 @@
 // TCP stream a guest leaves to be cut into segments): handles past all the small ones.
 import { sharedBuffer } from '../sys/shared-arena.ts';
 import { SpscRing } from './spsc-ring.ts';
+import { isPowerOfTwo } from '../virtio/constants.ts';
 import { addressOf } from '../sys/libc.ts';
 
 /**
@@ -65,8 +66,8 @@ export interface PoolMemory {
 }
 
 export function createPoolMemory(pmdCount: number, perPmd: number, superPerPmd = 0): PoolMemory {
-  if ((perPmd & (perPmd - 1)) !== 0) throw new RangeError(`buffers per PMD (${perPmd}) must be a power of 2`);
-  if ((superPerPmd & (superPerPmd - 1)) !== 0 || superPerPmd > perPmd) throw new RangeError(`super-frame buffers per PMD (${superPerPmd}) must be a power of 2, at most ${perPmd}`);
+  if (!isPowerOfTwo(perPmd)) throw new RangeError(`buffers per PMD (${perPmd}) must be a power of 2`);
+  if ((superPerPmd !== 0 && !isPowerOfTwo(superPerPmd)) || superPerPmd > perPmd) throw new RangeError(`super-frame buffers per PMD (${superPerPmd}) must be a power of 2, at most ${perPmd}`);
   const handles = pmdCount * (perPmd + superPerPmd * SUPER_SPAN);
   // Shared pages are committed on first touch, and the LIFO free stacks keep
   // reusing the same few buffers: resident memory follows the traffic, not the capacity.

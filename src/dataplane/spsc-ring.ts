@@ -1,6 +1,7 @@
 // A lock-free single-producer single-consumer ring of u32 handles in a shared buffer:
 // how one PMD hands packet buffers to another. Only the two indices are atomic, read and
 // published once per burst; the slots are plain memory ordered by those atomics.
+import { isPowerOfTwo } from '../virtio/constants.ts';
 
 /** Index words sit on their own 64-byte cache lines: producer and consumer never share one. */
 const HEAD = 0; // written by the producer: slots [tail, head) are full
@@ -22,7 +23,7 @@ export class SpscRing {
 
   /** Both ends attach to the same buffer (made with spscRingBytes), one end per thread. */
   constructor(buffer: ArrayBufferLike, capacity: number) {
-    if (capacity < 2 || (capacity & (capacity - 1)) !== 0) throw new RangeError(`ring capacity ${capacity} is not a power of 2`);
+    if (capacity < 2 || !isPowerOfTwo(capacity)) throw new RangeError(`ring capacity ${capacity} is not a power of 2`);
     if (buffer.byteLength < spscRingBytes(capacity)) throw new RangeError('ring buffer too small');
     this.capacity = capacity;
     this.mask = capacity - 1;

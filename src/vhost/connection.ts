@@ -8,6 +8,7 @@ import { closeAll, eventfdDrain, eventfdProblem, isNonBlocking, sendMsg, setNonB
 import {
   bit,
   MAX_PACKED_QUEUE_SIZE,
+  isSplitQueueSize,
   MAX_QUEUE_SIZE,
   VIRTIO_F_IN_ORDER,
   VIRTIO_F_RING_PACKED,
@@ -415,7 +416,7 @@ export class VhostConnection {
         if (this.packed) {
           // VIRTIO v1.2, 2.8: a packed ring has up to 2^15 entries, of any number.
           if (s.num < 1 || s.num > MAX_PACKED_QUEUE_SIZE) throw new ProtocolError(`vring ${s.index}: size ${s.num} is not 1 to ${MAX_PACKED_QUEUE_SIZE}`);
-        } else if (s.num < 1 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
+        } else if (!isSplitQueueSize(s.num)) {
           throw new ProtocolError(`vring ${s.index}: size ${s.num} is not a power of 2 up to ${MAX_QUEUE_SIZE}`);
         }
         v.num = s.num;

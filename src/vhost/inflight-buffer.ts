@@ -5,7 +5,7 @@
 // vring from it. Like guest memory, it is checked and held here and mapped by the data plane.
 import { closeAll, fstatSize, ftruncate, memfdCreate, sealAgainstShrinking } from '../sys/libc.ts';
 import { inflightQueueBytes } from '../virtio/inflight.ts';
-import { MAX_QUEUE_SIZE } from '../virtio/constants.ts';
+import { isSplitQueueSize, MAX_QUEUE_SIZE } from '../virtio/constants.ts';
 import type { InflightFile } from './dataplane-link.ts';
 import { checkRegions, newRegionId, regionsForDataplane, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
 import { ProtocolError, type InflightDesc } from './protocol.ts';
@@ -19,7 +19,7 @@ export interface InflightBuffer {
 /** Why a description does not fit a port of `vrings` vrings, or null. */
 function descProblem(d: InflightDesc, vrings: number): string | null {
   if (d.numQueues < 1 || d.numQueues > vrings) return `${d.numQueues} queues (the port has ${vrings} vrings)`;
-  if (d.queueSize < 1 || d.queueSize > MAX_QUEUE_SIZE || (d.queueSize & (d.queueSize - 1)) !== 0) return `queue size ${d.queueSize} is not a power of 2 up to ${MAX_QUEUE_SIZE}`;
+  if (!isSplitQueueSize(d.queueSize)) return `queue size ${d.queueSize} is not a power of 2 up to ${MAX_QUEUE_SIZE}`;
   return null;
 }
 

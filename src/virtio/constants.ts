@@ -89,6 +89,16 @@ export const MAX_QUEUE_SIZE = 32768;
 /** A packed virtqueue may have any size up to 2^15 (2.8: "up to 2^15 entries"), not only powers of 2. */
 export const MAX_PACKED_QUEUE_SIZE = 32768;
 
+/** Whether n is a power of 2, up to 2^30: the sizes of rings and pools, whose indices are masked. */
+export function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n >= 1 && n <= 2 ** 30 && (n & (n - 1)) === 0;
+}
+
+/** Whether n may be a split virtqueue's size: 2.7, "Queue Size ... is always a power of 2", at most MAX_QUEUE_SIZE. */
+export function isSplitQueueSize(n: number): boolean {
+  return n <= MAX_QUEUE_SIZE && isPowerOfTwo(n);
+}
+
 /**
  * struct virtio_net_hdr with VERSION_1: flags, gso_type, hdr_len, gso_size, csum_start,
  * csum_offset, num_buffers: 12 bytes ("5.1.6: num_buffers ... is always present").

@@ -72,6 +72,7 @@ export class PackedQueue implements Virtqueue {
   private readonly deviceEvent16: Uint16Array;
   lastAvailIdx: number;
   usedIdx: number;
+  failed = false;
   failure = '';
   descriptorsRead = 0;
   readonly segWindow = new Int32Array(MAX_CHAIN_DESCRIPTORS);
@@ -166,6 +167,11 @@ export class PackedQueue implements Virtqueue {
     return (flags & AVAIL_AND_USED) === ((w >> 8) | (w ^ WRAP)) ? this.size : 0;
   }
 
+  fail(why: string): void {
+    this.failed = true;
+    this.failure = why;
+  }
+
   /**
    * See SplitQueue.claimChains: the buffers' lines, not the used descriptors' (they lie in
    * the lines the driver polls and writes: claimed, 1.01 to 1.03 of the time a frame), at
@@ -240,7 +246,7 @@ export class PackedQueue implements Virtqueue {
    * without NEXT, wrapping at the ring's end (2.8.6); its buffer id is the last one's. A
    * bad chain is still skipped whole and returned, so the queue moves on; one that never
    * ends (NEXT on all `size` descriptors), or goes on past maxChain, means the ring is
-   * corrupt: `failure` says so, and NO_CHAIN comes back.
+   * corrupt: the queue fails (fail()), and NO_CHAIN comes back.
    * The plain reads after the flags are ordered by the branch on them (x86 keeps loads in
    * order), as the split ring's entries are by its one avail->idx read.
    */
@@ -317,14 +323,14 @@ export class PackedQueue implements Virtqueue {
     let total = 0;
     for (;;) {
       if (descs === this.size) {
-        this.failure = `descriptor chain from ${position & INDEX} never ends (NEXT on every descriptor)`;
+        this.fail(`descriptor chain from ${position & INDEX} never ends (NEXT on every descriptor)`);
         return NO_CHAIN;
       }
       // No chain may have more: its end is where the next chain starts, so one longer could
       // only be skipped by walking on, up to the ring's size in reads a burst (32,768),
       // again every burst the guest re-arms it with two stores. It fails the queue instead.
       if (descs > this.maxChain) {
-        this.failure = `descriptor chain from ${position & INDEX} has more than ${this.maxChain} descriptors`;
+        this.fail(`descriptor chain from ${position & INDEX} has more than ${this.maxChain} descriptors`);
         return NO_CHAIN;
       }
       if (descs > 0) flags = desc16[at * 8 + 7];

@@ -4,6 +4,7 @@
 // every buffer is translated through the memory table before it is touched.
 import { GuestMemory } from './guest-memory.ts';
 import {
+  isSplitQueueSize,
   MAX_QUEUE_SIZE,
   NET_HDR_LEN,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -83,7 +84,7 @@ export class SplitQueue implements Virtqueue {
   private batchFrom = 0;
   /** the head returned at each slot of the batch */
   private readonly batchHead: Uint16Array;
-  /** set once the ring is found corrupt; the queue is then no longer polled */
+  failed = false;
   failure = '';
   /**
    * The most descriptors a chain of this queue may have: VIRTIO v1.2, 2.7.5.3.1 "A driver
@@ -176,7 +177,7 @@ export class SplitQueue implements Virtqueue {
    */
   static create(mem: GuestMemory, layout: QueueLayout, inflight: Uint8Array | null = null): SplitQueue | string {
     const { size } = layout;
-    if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
+    if (!isSplitQueueSize(size)) {
       return `queue size ${size} is not a power of 2 up to ${MAX_QUEUE_SIZE}`;
     }
     const desc = ringPart(mem, 'descriptor table', layout.descAddr, 16 * size, 16);
@@ -199,12 +200,17 @@ export class SplitQueue implements Virtqueue {
     // Atomics orders this read before the descriptor reads that follow (2.7.13.3.1).
     const count = (Atomics.load(this.avail16, 1) - this.lastAvailIdx) & 0xffff;
     if (count > this.size) {
-      this.failure = `available index jumped by ${count} on a queue of ${this.size}`;
+      this.fail(`available index jumped by ${count} on a queue of ${this.size}`);
       return -1;
     }
     this.availEnd = (this.lastAvailIdx + count) & 0xffff;
     this.aheadCount = 0;
     return count;
+  }
+
+  fail(why: string): void {
+    this.failed = true;
+    this.failure = why;
   }
 
   /**

@@ -101,8 +101,12 @@ export interface Virtqueue {
   readonly size: number;
   /** the most descriptors a chain may have */
   readonly maxChain: number;
-  /** set once the ring is found corrupt; the queue is then no longer polled */
-  failure: string;
+  /** set once the ring is found corrupt (fail()); the queue is then no longer polled */
+  readonly failed: boolean;
+  /** why it failed ('' while it has not), for the log */
+  readonly failure: string;
+  /** Marks the queue failed, saying why: the data path stops polling it, the caller stops it. */
+  fail(why: string): void;
   /** the driver's position: the next chain takeChain() walks */
   lastAvailIdx: number;
   /** where the next used buffer goes; published by publishUsed() */

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import * as sys from '../../src/sys/libc.ts';
 import { GuestMemory } from '../../src/virtio/guest-memory.ts';
 import { CHAIN_BAD, MAX_CHAIN_DESCRIPTORS, SplitQueue } from '../../src/virtio/split-queue.ts';
-import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, NET_HDR_LEN } from '../../src/virtio/constants.ts';
+import { isPowerOfTwo, isSplitQueueSize, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, NET_HDR_LEN } from '../../src/virtio/constants.ts';
 import { OFFLOAD_FIELDS, PacketPool } from '../../src/dataplane/packet-pool.ts';
 import { DELIVER_DESCRIPTOR_BUDGET, deliverBurst, MAX_FRAME_CHAINS, RECEIVE_DESCRIPTOR_BUDGET, receiveBurst, type QueueOwner } from '../../src/dataplane/guest-io.ts';
 import { COUNTERS_PER_PORT, CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_PAIRS_MAX, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, queueBase, RX_CSUM_PARTIAL, RX_PACKETS, TX_CSUM_PARTIAL, TX_PACKETS } from '../../src/dataplane/counters.ts';
@@ -322,6 +322,11 @@ t.test('queue layout is validated before any view is made', async (t) => {
   const q = new DriverQueue(ram, 256);
   const mem = new GuestMemory([ram.region()]);
   t.match(SplitQueue.create(mem, q.layout({ size: 100 })), /power of 2/);
+  // The one check of a split ring's size (SplitQueue.create, SET_VRING_NUM, GET_INFLIGHT_FD):
+  // sizes come from the frontend, as any number.
+  const sizes = [0, 1, 2, 3, 100, 256, 32768, 65536, 2 ** 31, -4, 2.5, NaN, Infinity];
+  t.same(sizes.filter(isSplitQueueSize), [1, 2, 256, 32768], 'split ring sizes: powers of 2 from 1 to 32768');
+  t.same(sizes.filter(isPowerOfTwo), [1, 2, 256, 32768, 65536], 'powers of 2 (up to 2^30)');
   t.match(SplitQueue.create(mem, q.layout({ descAddr: q.layout().descAddr + 8 })), /not 16-byte aligned/);
   t.match(SplitQueue.create(mem, q.layout({ usedAddr: ram.uvaBase + ram.size - 16 })), /outside guest memory/);
   t.match(SplitQueue.create(mem, q.layout({ availAddr: 0x1000 })), /outside guest memory/);

@@ -145,6 +145,15 @@ export function portBase(port: number): number {
   return port * COUNTERS_PER_PORT;
 }
 
+/**
+ * Counts `n` frames dropped for `reason` (a DROP code) on the port whose counters start at
+ * `base` (portBase) in a PMD's block: where the data path drops a frame itself, on the way
+ * in or out. (The stages' drops are counted by the egress step, Egress.transmit.)
+ */
+export function countDrops(counters: Float64Array, base: number, reason: number, n = 1): void {
+  counters[base + DROPS_BASE + reason] += n;
+}
+
 /** Where a queue pair's counters start in a PMD's block (pair < QUEUE_PAIRS_MAX). */
 export function queueBase(port: number, pair: number): number {
   return portBase(port) + QUEUES_BASE + pair * QUEUE_FIELDS;

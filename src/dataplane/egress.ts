@@ -8,7 +8,7 @@ import type { Batch } from './batch.ts';
 import { CONTROL_WORDS, type CaptureWriter } from './capture.ts';
 import { BATCH_MAX } from './batch.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD, EGRESS_UNDECIDED } from './egress-codes.ts';
-import { CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, TX_BYTES, TX_PACKETS, portBase } from './counters.ts';
+import { countDrops, CSUM_COMPLETED, DROP, DROPS_BASE, GSO_SEGMENTS, portBase, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { BURST, deliverBurst, type QueueOwner } from './guest-io.ts';
 import { completeChecksum, isSegmented, MAX_GSO_SEGMENTS, OFFLOAD_CSUM_TO_GUEST, segmentSuperFrame, takesSegmentation } from './offloads.ts';
 import { OFFLOAD_CSUM_START, OFFLOAD_FIELDS, type PacketPool } from './packet-pool.ts';
@@ -211,7 +211,7 @@ export class Egress {
       return true;
     }
     if (carriesNoVlan(this.pool, h)) return false;
-    this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.vlan_refused]++;
+    countDrops(this.counters, portBase(port.cfg.index), DROP.vlan_refused);
     return true;
   }
 
@@ -230,18 +230,18 @@ export class Egress {
     const parent = this.ports[vlan.cfg.parent];
     const limit = vlan.cfg.maxFrame < parent.cfg.maxFrame - VLAN_TAG_LEN ? vlan.cfg.maxFrame : parent.cfg.maxFrame - VLAN_TAG_LEN;
     if (longestFrame(pool, h) > limit) {
-      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      countDrops(counters, base, DROP.frame_too_long);
       return;
     }
     if (!carriesNoVlan(pool, h)) {
-      counters[base + DROPS_BASE + DROP.vlan_refused]++;
+      countDrops(counters, base, DROP.vlan_refused);
       return;
     }
     let frame = h;
     if (!alone) {
       frame = pool.copyFrame(h);
       if (frame < 0) {
-        counters[base + DROPS_BASE + DROP.no_buffer]++;
+        countDrops(counters, base, DROP.no_buffer);
         return;
       }
       this.refs[frame] = 1;
@@ -252,7 +252,7 @@ export class Egress {
       this.capture.egressBurst(vlan.cfg.index, pool, this.oneFrame, 1);
     }
     if (!tagFrame(pool, frame, vlan.cfg.vlan)) {
-      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      countDrops(counters, base, DROP.frame_too_long);
       return;
     }
     counters[base + TX_PACKETS]++;
@@ -313,12 +313,12 @@ export class Egress {
         if (out.queue.failed) this.queueFailed(port, out);
       } else if (out !== null) {
         // Failed since its last delivery (its call eventfd blocked the PMD: notify.ts).
-        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+        countDrops(this.counters, portBase(port.cfg.index), DROP.port_down, port.pendingCount);
         this.queueFailed(port, out);
       } else {
         const holder = this.rxHolder(port.cfg.index);
         if (holder < 0) {
-          this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.port_down] += port.pendingCount;
+          countDrops(this.counters, portBase(port.cfg.index), DROP.port_down, port.pendingCount);
         } else {
           // The other PMD reads the buffer after this burst's chains went back to the sender.
           this.makeWhole(port);
@@ -346,7 +346,7 @@ export class Egress {
       const h = handles[i];
       if (pool.length[h] <= maxFrame) handles[kept++] = h;
     }
-    if (kept < count) this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.frame_too_long] += count - kept;
+    if (kept < count) countDrops(this.counters, portBase(port.cfg.index), DROP.frame_too_long, count - kept);
     return kept;
   }
 
@@ -392,7 +392,7 @@ export class Egress {
       }
       const k = this.segmentsLeft > 0 ? segmentSuperFrame(pool, h, out, n) : -1;
       if (k < 0) {
-        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
+        countDrops(this.counters, portBase(port.cfg.index), DROP.no_buffer);
         continue;
       }
       this.segmentsLeft -= k;
@@ -444,7 +444,7 @@ export class Egress {
       this.refs[h]--;
       const copy = pool.copyFrame(h);
       if (copy < 0) {
-        this.counters[portBase(port.cfg.index) + DROPS_BASE + DROP.no_buffer]++;
+        countDrops(this.counters, portBase(port.cfg.index), DROP.no_buffer);
         continue;
       }
       this.refs[copy] = 0;
@@ -462,7 +462,7 @@ export class Egress {
     for (let i = sent; i < n; i++) {
       const entry = box[i];
       const h = entry & HANDLE_MASK;
-      this.counters[portBase(entry >>> HANDLE_BITS) + DROPS_BASE + DROP.ring_full]++;
+      countDrops(this.counters, portBase(entry >>> HANDLE_BITS), DROP.ring_full);
       // An original goes back to its burst, which frees it; a copy is freed here.
       if (this.refs[h] === GIVEN) this.refs[h] = 1;
       else this.pool.free(h);

@@ -5,7 +5,7 @@ import { CHAIN_TOO_LONG, NO_CHAIN, type Virtqueue } from '../virtio/virtqueue.ts
 import type { GuestMemory } from '../virtio/guest-memory.ts';
 import { NET_HDR_LEN, NET_HDR_NUM_BUFFERS_OFFSET, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../virtio/constants.ts';
 import { DATA_ROOM, OFFLOAD_CSUM_OFFSET, OFFLOAD_CSUM_START, OFFLOAD_FIELDS, OFFLOAD_GSO_SIZE, OFFLOAD_GSO_TYPE, OFFLOAD_HDR_LEN, PacketPool, SUPER_DATA_ROOM } from './packet-pool.ts';
-import { CSUM_COMPLETED, DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
+import { countDrops, CSUM_COMPLETED, DROP, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_CSUM_PARTIAL, RX_GSO_BYTES, RX_GSO_FRAMES, RX_PACKETS, TX_BYTES, TX_CSUM_PARTIAL, TX_GSO_BYTES, TX_GSO_FRAMES, TX_PACKETS } from './counters.ts';
 import { completeChecksum, isSegmented, leavesChecksum, OFFLOAD_COMPLETE_NOW, OFFLOAD_CSUM_FROM_GUEST, OFFLOAD_CSUM_TO_GUEST, OFFLOAD_HEADER_BAD, OFFLOAD_TSO_FROM_GUEST, takeOffloadHeader, takesSegmentation } from './offloads.ts';
 import { publishAndCall } from './notify.ts';
 import { nativeCopy } from './native-copy.ts';
@@ -182,17 +182,17 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     if (segments === NO_CHAIN) break;
     vq.returnChain(0);
     if (segments < 0) {
-      counters[base + DROPS_BASE + (segments === CHAIN_TOO_LONG ? DROP.frame_too_long : DROP.bad_descriptor)]++;
+      countDrops(counters, base, segments === CHAIN_TOO_LONG ? DROP.frame_too_long : DROP.bad_descriptor);
       continue;
     }
     const frameLen = vq.chainBytes - NET_HDR_LEN;
     if (frameLen < ETHER_HDR_LEN) {
-      counters[base + DROPS_BASE + DROP.frame_too_short]++;
+      countDrops(counters, base, DROP.frame_too_short);
       continue;
     }
     const handle = frameLen <= DATA_ROOM ? pool.alloc() : pool.allocSuper();
     if (handle < 0) {
-      counters[base + DROPS_BASE + DROP.no_buffer]++;
+      countDrops(counters, base, DROP.no_buffer);
       continue;
     }
     // Gather the segments, the virtio-net header into the headroom just before the frame
@@ -233,7 +233,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
       const taken = takeOffloadHeader(pool, handle, frameLen, q.offloads, maxFrame);
       completeNow = taken === OFFLOAD_COMPLETE_NOW;
       if (taken === OFFLOAD_HEADER_BAD) {
-        counters[base + DROPS_BASE + DROP.offload_header_bad]++;
+        countDrops(counters, base, DROP.offload_header_bad);
         if (defer !== null) defer.forget(handle);
         pool.free(handle);
         continue;
@@ -241,7 +241,7 @@ export function receiveBurst(q: QueueOwner, pool: PacketPool, handles: Uint32Arr
     }
     // Longer than the port's frames (taken only with TSO negotiated): a super-frame, or too long.
     if (frameLen > maxFrame && !isSegmented(pool, handle)) {
-      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      countDrops(counters, base, DROP.frame_too_long);
       if (defer !== null) defer.forget(handle);
       pool.free(handle);
       continue;
@@ -442,7 +442,7 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
   const avail = vq.pending();
   if (avail < 0) {
     // The ring is corrupt (vq.failure says why): the caller stops it.
-    counters[base + DROPS_BASE + DROP.port_down] += count;
+    countDrops(counters, base, DROP.port_down, count);
     return 0;
   }
   vq.claimChains(avail < count ? avail : count, NET_HDR_LEN);
@@ -472,7 +472,7 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     const csumStart = pool.offload[fields + OFFLOAD_CSUM_START];
     const superFrame = csumStart !== 0 && pool.offload[fields + OFFLOAD_GSO_TYPE] !== 0;
     if (superFrame && (!takesSegmentation(pool, handle, q.offloads) || pool.offload[fields + OFFLOAD_HDR_LEN] + pool.offload[fields + OFFLOAD_GSO_SIZE] > maxFrame)) {
-      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      countDrops(counters, base, DROP.frame_too_long);
       continue;
     }
     // Bounds of the copies out of the buffer (copyBytes checks none): frameLen <= maxFrame
@@ -480,11 +480,11 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     // hold frames longer than DATA_ROOM), keeps them inside the handle's buffer, and a
     // handle past the pool reads undefined here, which fails the test too.
     if (!(frameLen <= (superFrame ? SUPER_DATA_ROOM : maxFrame))) {
-      counters[base + DROPS_BASE + DROP.frame_too_long]++;
+      countDrops(counters, base, DROP.frame_too_long);
       continue;
     }
     if (vq.lastAvailIdx === misfitAt && frameLen >= misfitLen) {
-      counters[base + DROPS_BASE + DROP.guest_buffer_too_small]++;
+      countDrops(counters, base, DROP.guest_buffer_too_small);
       continue;
     }
     // A rest left in the sender's memory is copied from there (a frame whose length a
@@ -523,21 +523,21 @@ export function deliverBurst(q: QueueOwner, mergeable: boolean, pool: PacketPool
     }
     if (result === NO_ROOM) {
       // The guest has no more buffers: the rest of the burst cannot be delivered either.
-      counters[base + DROPS_BASE + DROP.guest_ring_full] += count - i;
+      countDrops(counters, base, DROP.guest_ring_full, count - i);
       break;
     }
     if (result === OVER_BUDGET) {
-      counters[base + DROPS_BASE + DROP.guest_buffers_fragmented] += count - i;
+      countDrops(counters, base, DROP.guest_buffers_fragmented, count - i);
       break;
     }
     if (result === TOO_SMALL) {
       // The chains stay for a smaller frame.
       misfitAt = vq.lastAvailIdx;
       misfitLen = frameLen;
-      counters[base + DROPS_BASE + DROP.guest_buffer_too_small]++;
+      countDrops(counters, base, DROP.guest_buffer_too_small);
     } else {
       // BAD_CHAIN: consumed with the frame.
-      counters[base + DROPS_BASE + DROP.bad_descriptor]++;
+      countDrops(counters, base, DROP.bad_descriptor);
     }
   }
   if (vq.usedIdx !== usedFrom) publishAndCall(q, usedFrom);

@@ -13,7 +13,7 @@
 //           frame's data follows the header at 48.
 import { packetKick, packetRingDrops, type PacketRingShape } from '../sys/libc.ts';
 import { nativeCopy } from './native-copy.ts';
-import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { countDrops, DROP, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
 import type { Uplink } from './port-runtime.ts';
 
@@ -111,7 +111,7 @@ export class PacketRings implements Uplink {
         if ((blockStatus & TP_STATUS_USER) === 0) break;
         // Frames the kernel had no room for in the ring are lost before we see them, and
         // counted nowhere else (not in the interface's counters): count them here.
-        if ((blockStatus & TP_STATUS_LOSING) !== 0) counters[base + DROPS_BASE + DROP.receive_ring_full] += packetRingDrops(this.fd);
+        if ((blockStatus & TP_STATUS_LOSING) !== 0) countDrops(counters, base, DROP.receive_ring_full, packetRingDrops(this.fd));
         this.rxLeft = words[(block >> 2) + 3];
         this.rxAt = block + words[(block >> 2) + 4];
         // Offsets are the kernel's, checked all the same: a frame is read within its block.
@@ -132,13 +132,13 @@ export class PacketRings implements Uplink {
       const tagged = (status & TP_STATUS_VLAN_VALID) !== 0;
       const wire = snap + (tagged ? VLAN_TAG_LEN : 0);
       if (snap !== len || wire > this.maxFrame) {
-        counters[base + DROPS_BASE + DROP.frame_too_long]++;
+        countDrops(counters, base, DROP.frame_too_long);
       } else if (snap < ETHER_HDR_LEN || at + mac + snap > block + blockBytes) {
-        counters[base + DROPS_BASE + DROP.frame_too_short]++;
+        countDrops(counters, base, DROP.frame_too_short);
       } else {
         const handle = pool.alloc();
         if (handle < 0) {
-          counters[base + DROPS_BASE + DROP.no_buffer]++;
+          countDrops(counters, base, DROP.no_buffer);
         } else {
           if (tagged) this.copyTagged(pool, handle, at, status, snap);
           else nativeCopy.call(this.bytes, pool.data, pool.frameOffset(handle), at + mac, at + mac + snap);
@@ -220,17 +220,17 @@ export class PacketRings implements Uplink {
       // packet_extra_vlan_len_allowed()): a longer frame from a port whose limit it is
       // not (a guest's untagged frame of MTU + 18, say) is this port's too long.
       if (len > untaggedMax && (len > this.maxFrame || ((data[pool.frameOffset(h) + 12] << 8) | data[pool.frameOffset(h) + 13]) !== ETHERTYPE_VLAN)) {
-        counters[base + DROPS_BASE + DROP.frame_too_long]++;
+        countDrops(counters, base, DROP.frame_too_long);
         continue;
       }
       if ((status !== TP_STATUS_AVAILABLE && status !== TP_STATUS_WRONG_FORMAT) || len > room) {
-        counters[base + DROPS_BASE + DROP.interface_refused]++;
+        countDrops(counters, base, DROP.interface_refused);
         continue;
       }
       // The kernel refused the frame this slot held last (PACKET_LOSS makes it skip such a
       // frame instead, libc.ts: kept for a kernel that would not): it was counted sent
       // then, and is counted refused now.
-      if (status === TP_STATUS_WRONG_FORMAT) counters[base + DROPS_BASE + DROP.interface_refused]++;
+      if (status === TP_STATUS_WRONG_FORMAT) countDrops(counters, base, DROP.interface_refused);
       const source = pool.frameOffset(h);
       nativeCopy.call(pool.data, this.bytes, frame + TX_DATA_OFFSET, source, source + len);
       words[(frame >> 2) + 3] = len;

@@ -8,7 +8,7 @@ import type { Topology } from '../pipeline/api.ts';
 import { Batch } from './batch.ts';
 import { gatherCalls, markCallsIn, settleCalls } from './notify.ts';
 import { CONTROL_WORDS, CaptureWriter, createCaptureMemory, type CaptureMemory } from './capture.ts';
-import { DROP, DROPS_BASE, PORT_SLOTS, RX_BYTES, RX_PACKETS, portBase, pmdCounters } from './counters.ts';
+import { countDrops, DROP, pmdCounters, PORT_SLOTS, portBase, RX_BYTES, RX_PACKETS } from './counters.ts';
 import { EGRESS_DROP } from './egress-codes.ts';
 import { Egress } from './egress.ts';
 import { BURST, receiveBurst, type QueueOwner } from './guest-io.ts';
@@ -293,7 +293,7 @@ export class Pmd {
     const refused = split.refusedFrames(handles);
     if (refused > 0) {
       if (capturing) this.capture.handedOn(parent, pool, handles, refused, EGRESS_DROP - DROP.vlan_refused);
-      counters[portBase(parent) + DROPS_BASE + DROP.vlan_refused] += refused;
+      countDrops(counters, portBase(parent), DROP.vlan_refused, refused);
       for (let i = 0; i < refused; i++) pool.free(handles[i]);
     }
     const own = split.parentFrames(pool, handles);
@@ -314,7 +314,7 @@ export class Pmd {
         }
         refusal[0] = h;
         if (capturing) this.capture.handedOn(parent, pool, refusal, 1, EGRESS_DROP - reason);
-        counters[portBase(vlan) + DROPS_BASE + reason]++;
+        countDrops(counters, portBase(vlan), reason);
         pool.free(h);
       }
       if (kept === 0) continue;

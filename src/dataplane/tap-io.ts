@@ -3,7 +3,7 @@
 // host's network stack on the other side: a few hundred thousand frames a second, not a
 // guest's rates. Every failure is counted, never thrown: the data path calls these.
 import { frameIovec, readFrame, writeFrame } from '../sys/libc.ts';
-import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { countDrops, DROP, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
 import type { Uplink } from './port-runtime.ts';
 
@@ -60,7 +60,7 @@ export class TapInterface implements Uplink {
         break;
       }
       if (len < ETHER_HDR_LEN || len > room) {
-        counters[base + DROPS_BASE + (len > room ? DROP.frame_too_long : DROP.frame_too_short)]++;
+        countDrops(counters, base, len > room ? DROP.frame_too_long : DROP.frame_too_short);
         pool.free(handle);
         continue;
       }
@@ -92,7 +92,7 @@ export class TapInterface implements Uplink {
         sent++;
         bytes += len;
       } else {
-        counters[base + DROPS_BASE + DROP.interface_refused]++;
+        countDrops(counters, base, DROP.interface_refused);
       }
     }
     counters[base + TX_PACKETS] += sent;

@@ -12,7 +12,7 @@
 import { view } from '../sys/libc.ts';
 import { nativeCopy } from './native-copy.ts';
 import { XDP_RING_NEED_WAKEUP, xdpDrops, xdpKick, type XdpLayout } from '../sys/xdp.ts';
-import { DROP, DROPS_BASE, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
+import { countDrops, DROP, QUEUE_RX_BYTES, QUEUE_RX_PACKETS, QUEUE_TX_BYTES, QUEUE_TX_PACKETS, RX_BYTES, RX_PACKETS, TX_BYTES, TX_PACKETS } from './counters.ts';
 import { DATA_ROOM, type PacketPool } from './packet-pool.ts';
 import type { Uplink } from './port-runtime.ts';
 
@@ -140,15 +140,15 @@ export class XdpRings implements Uplink {
       const len = rx[d + 2];
       // Security checks: the descriptor must name bytes of one receive chunk.
       if (addrHigh !== 0 || addr >= this.rxBytes || (addr & chunkMask) + len > this.chunkBytes) {
-        counters[base + DROPS_BASE + DROP.bad_descriptor]++;
+        countDrops(counters, base, DROP.bad_descriptor);
         continue;
       }
       if (len < ETHER_HDR_LEN || len > this.maxFrame) {
-        counters[base + DROPS_BASE + (len > this.maxFrame ? DROP.frame_too_long : DROP.frame_too_short)]++;
+        countDrops(counters, base, len > this.maxFrame ? DROP.frame_too_long : DROP.frame_too_short);
       } else {
         const handle = pool.alloc();
         if (handle < 0) {
-          counters[base + DROPS_BASE + DROP.no_buffer]++;
+          countDrops(counters, base, DROP.no_buffer);
         } else {
           nativeCopy.call(this.umem, pool.data, pool.frameOffset(handle), addr, addr + len);
           pool.length[handle] = len;
@@ -184,10 +184,10 @@ export class XdpRings implements Uplink {
     const now = this.kernelDrops;
     const seen = this.kernelDropsSeen;
     if (!xdpDrops(this.fd, now)) return;
-    const base = this.counterBase + DROPS_BASE;
-    if (now[0] > seen[0]) this.counters[base + DROP.receive_ring_full] += now[0] - seen[0];
-    if (now[1] > seen[1]) this.counters[base + DROP.frame_too_long] += now[1] - seen[1];
-    if (now[2] > seen[2]) this.counters[base + DROP.interface_refused] += now[2] - seen[2];
+    const base = this.counterBase;
+    if (now[0] > seen[0]) countDrops(this.counters, base, DROP.receive_ring_full, now[0] - seen[0]);
+    if (now[1] > seen[1]) countDrops(this.counters, base, DROP.frame_too_long, now[1] - seen[1]);
+    if (now[2] > seen[2]) countDrops(this.counters, base, DROP.interface_refused, now[2] - seen[2]);
     seen[0] = now[0];
     seen[1] = now[1];
     seen[2] = now[2];
@@ -234,7 +234,7 @@ export class XdpRings implements Uplink {
       const h = handles[i];
       const len = pool.length[h];
       if (room === 0 || len > this.chunkBytes) {
-        counters[base + DROPS_BASE + DROP.interface_refused]++;
+        countDrops(counters, base, DROP.interface_refused);
         continue;
       }
       const slot = prod & this.txMask;

@@ -43,6 +43,7 @@ import {
 import type { Dataplane, GuestRegion, InflightFile, PmdReply, PortCommand } from './dataplane-link.ts';
 import { adoptInflightBuffer, createInflightBuffer, inflightArea, shrunkInflightBuffer, type InflightBuffer } from './inflight-buffer.ts';
 import { additionProblem, describeRegion, regionIndex } from './memory-slots.ts';
+import { expectedFds, NO_FEATURE, PROTOCOL_FEATURES, REQUEST_RULES, UNKNOWN_REQUEST } from './request-rules.ts';
 import { checkRegions, regionsForDataplane, releaseRegions, shrunkRegion, type HeldRegion, type MemoryPolicy } from './memory-table.ts';
 import { COMMAND_COST, GIB_COST, type ControlBudget } from './control-budget.ts';
 import { MessageReader, type Message } from './message-reader.ts';
@@ -142,27 +143,8 @@ function newVring(): Vring {
   return { num: 0, addr: null, base: 0, kickFd: -1, callFd: -1, errFd: -1, retiredFds: [], started: false, enabled: false, running: false };
 }
 
-/** Requests that carry fds, and how many (vring fds: one unless the NOFD bit is set). */
-function expectedFds(m: Message): number {
-  switch (m.request) {
-    case Req.SET_MEM_TABLE:
-      return m.payload.length >= 4 ? new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(0, true) : 0;
-    case Req.SET_VRING_KICK:
-    case Req.SET_VRING_CALL:
-    case Req.SET_VRING_ERR:
-      return m.payload.length === 8 && (new DataView(m.payload.buffer, m.payload.byteOffset).getUint32(0, true) & VRING_NOFD_MASK) === 0 ? 1 : 0;
-    case Req.SET_LOG_FD:
-    case Req.SET_BACKEND_REQ_FD:
-    case Req.ADD_MEM_REG:
-    case Req.SET_INFLIGHT_FD:
-      return 1;
-    case Req.REM_MEM_REG:
-      // "No file descriptors SHOULD be passed", yet QEMU sends the region's: one is taken and closed.
-      return Math.min(m.fds.length, 1);
-    default:
-      return 0;
-  }
-}
+/** Why a request vrouter never offered is refused. */
+const NOT_SERVED = 'not supported by this backend (never offered)';
 
 /**
  * Thrown out of a handler whose connection was reset or closed while it waited for a PMD:
@@ -304,9 +286,7 @@ export class VhostConnection {
           continue;
         }
         try {
-          if (m.fds.length !== expectedFds(m)) {
-            throw new ProtocolError(`${requestName(m.request)}: ${m.fds.length} fds, expected ${expectedFds(m)}`);
-          }
+          this.checkRule(m);
           await this.dispatch(m);
         } catch (err) {
           closeAll(m.fds);
@@ -337,6 +317,18 @@ export class VhostConnection {
       return;
     }
     void this.close(err instanceof ProtocolError ? `protocol error: ${what}` : `internal error handling ${name}: ${err.stack ?? err.message}`);
+  }
+
+  /** What the request must come with (request-rules.ts): its fds, its protocol feature, split rings. */
+  private checkRule(m: Message): void {
+    const name = requestName(m.request);
+    const r = REQUEST_RULES.get(m.request) ?? UNKNOWN_REQUEST;
+    const fds = expectedFds(r, m);
+    if (m.fds.length !== fds) throw new ProtocolError(`${name}: ${m.fds.length} fds, expected ${fds}`);
+    if (!r.served) throw new ProtocolError(NOT_SERVED);
+    if (r.feature === PROTOCOL_FEATURES) this.needProtocolFeatures(name);
+    else if (r.feature !== NO_FEATURE) this.needProtocolFeature(r.feature, name);
+    if (r.splitRings) this.needSplitRings(name);
   }
 
   private wantsAck(m: Message): boolean {
@@ -401,7 +393,6 @@ export class VhostConnection {
         await this.setMemTable(m);
         break;
       case Req.GET_MAX_MEM_SLOTS:
-        this.needProtocolFeature(ProtocolFeature.CONFIGURE_MEM_SLOTS, name);
         return this.reply(m.request, u64Payload(BigInt(MAX_MEM_SLOTS)));
       case Req.ADD_MEM_REG:
         await this.addMemReg(m);
@@ -462,7 +453,6 @@ export class VhostConnection {
         await this.setVringFd(m);
         break;
       case Req.SET_VRING_ENABLE: {
-        this.needProtocolFeatures(name);
         const s = readVringState(m.payload, name);
         const v = this.vring(s.index, name);
         if (s.num > 1) throw new ProtocolError(`vring ${s.index}: enable value ${s.num}`);
@@ -472,23 +462,18 @@ export class VhostConnection {
         break;
       }
       case Req.NET_SET_MTU: {
-        this.needProtocolFeature(ProtocolFeature.NET_MTU, name);
         const mtu = Number(readU64(m.payload, name));
         if (mtu < 68 || mtu > this.port.mtu) throw new ProtocolError(`MTU ${mtu} is outside 68..${this.port.mtu}, the port's MTU`);
         this.log.info(`port ${this.port.name}: guest MTU ${mtu}`);
         break;
       }
       case Req.GET_INFLIGHT_FD: {
-        this.needProtocolFeature(ProtocolFeature.INFLIGHT_SHMFD, name);
-        this.needSplitRings(name);
         const desc = readInflightDesc(m.payload, 'GET_INFLIGHT_FD');
         const buffer = createInflightBuffer(desc, this.vrings.length);
         this.useInflight(buffer, name);
         return this.reply(m.request, inflightDescPayload({ ...desc, mmapSize: buffer.region.size, mmapOffset: 0 }), [buffer.region.fd]);
       }
       case Req.SET_INFLIGHT_FD: {
-        this.needProtocolFeature(ProtocolFeature.INFLIGHT_SHMFD, name);
-        this.needSplitRings(name);
         const fd = m.fds[0];
         m.fds = [];
         const { buffer, warnings } = adoptInflightBuffer(readInflightDesc(m.payload, 'SET_INFLIGHT_FD'), fd, this.vrings.length, this.port.memoryPolicy);
@@ -497,14 +482,12 @@ export class VhostConnection {
         break;
       }
       case Req.SET_STATUS:
-        this.needProtocolFeature(ProtocolFeature.STATUS, name);
         this.status = Number(readU64(m.payload, name) & 0xffn);
         break;
       case Req.GET_STATUS:
-        this.needProtocolFeature(ProtocolFeature.STATUS, name);
         return this.reply(m.request, u64Payload(BigInt(this.status)));
       default:
-        throw new ProtocolError('not supported by this backend (never offered)');
+        throw new ProtocolError(NOT_SERVED);
     }
     if (this.wantsAck(m)) this.reply(m.request, u64Payload(0n));
   }
@@ -567,7 +550,6 @@ export class VhostConnection {
 
   /** One more region, in force once every PMD of the port views the table with it. */
   private async addMemReg(m: Message): Promise<void> {
-    this.needProtocolFeature(ProtocolFeature.CONFIGURE_MEM_SLOTS, 'ADD_MEM_REG');
     const desc = readMemRegion(m.payload, 'ADD_MEM_REG');
     const same = this.memory[regionIndex(this.memory, desc)];
     if (same !== undefined && same.mmapOffset === desc.mmapOffset) {
@@ -604,7 +586,6 @@ export class VhostConnection {
     // "If a file descriptor is passed, the back-end MUST close it without using it otherwise."
     closeAll(m.fds);
     m.fds = [];
-    this.needProtocolFeature(ProtocolFeature.CONFIGURE_MEM_SLOTS, 'REM_MEM_REG');
     const named = readMemRegion(m.payload, 'REM_MEM_REG');
     const index = regionIndex(this.memory, named);
     if (index < 0) throw new ProtocolError(`REM_MEM_REG: no region in force is ${describeRegion(named)}`);

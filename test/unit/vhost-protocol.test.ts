@@ -116,6 +116,21 @@ t.test('vrouter as a vhost-user backend, driven by the test frontend', async (t)
     const logged = vringAddrPayload(0, 0x1000, 0x2000, 0x3000);
     logged[4] = 1; // VHOST_VRING_F_LOG: dirty-page logging, never offered
     t.ok(failureAck(await fe.request(Req.SET_VRING_ADDR, logged)), 'a vring address asking for logging: failure');
+    // Each request whose protocol feature was not negotiated (only REPLY_ACK was), and one
+    // never offered that carries an fd (request-rules.ts).
+    const gated: [string, number, Uint8Array, number[]][] = [
+      ['GET_MAX_MEM_SLOTS', Req.GET_MAX_MEM_SLOTS, new Uint8Array(0), []],
+      ['ADD_MEM_REG', Req.ADD_MEM_REG, memRegionPayload({ gpa: 0x80000000, size: 4096, uva: 0x7f2000000000, offset: 0 }), [b.ram.fd]],
+      ['NET_SET_MTU', Req.NET_SET_MTU, u64(1500n), []],
+      ['GET_INFLIGHT_FD', Req.GET_INFLIGHT_FD, new Uint8Array(24), []],
+      ['SET_STATUS', Req.SET_STATUS, u64(0n), []],
+    ];
+    for (const [name, request, payload, fds] of gated) {
+      t.ok(failureAck(await fe.request(request, payload, fds)), `${name} without its protocol feature: failure`);
+      await waitFor(`${name}'s refusal logged`, () => new RegExp(`refused ${name}: its protocol feature was not negotiated`).test(vr.stderr()) || undefined, 3000);
+    }
+    t.ok(failureAck(await fe.request(Req.SET_LOG_FD, new Uint8Array(0), [b.ram.fd])), 'SET_LOG_FD (LOG_SHMFD never offered), with its fd: failure');
+    await waitFor("SET_LOG_FD's refusal logged", () => /refused SET_LOG_FD: not supported by this backend \(never offered\)/.test(vr.stderr()) || undefined, 3000);
     fe.send(Req.GET_QUEUE_NUM);
     t.equal(await fe.replyU64(), 1n, 'the connection still answers');
   });

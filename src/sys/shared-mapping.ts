@@ -24,6 +24,14 @@ export interface SharedMapping {
 }
 
 const PAGE = 4096;
+/**
+ * Bytes at either end of a buffer's memory that stay its own, never reserved or mapped
+ * over: the allocator that gave it writes there when it frees it (glibc: its free-list
+ * links at the start, the next chunk's size field at the end), at the latest when the
+ * process ends. A buffer whose start fell on a page had that page reserved, and the free
+ * faulted (SIGSEGV as a test process ended).
+ */
+const ALLOCATOR_BYTES = 64;
 /** The largest buffer kept for reuse: a range of up to 1 GiB (a window of guest memory) at any offset of a file of pages up to 2 MiB. */
 export const LARGEST_KEPT_BYTES = 2 ** 30 + 8 * 2 ** 20;
 /** Released buffers free to take, by size: a power of two, or LARGEST_KEPT_BYTES. */
@@ -38,13 +46,13 @@ function keptSize(bytes: number): number {
   return power <= 2 ** 30 ? power : LARGEST_KEPT_BYTES;
 }
 
-/** A new buffer, its whole pages reserved. */
+/** A new buffer, its whole pages reserved but for ALLOCATOR_BYTES at either end. */
 function reservedBuffer(bytes: number): SharedArrayBuffer {
   const buffer = new SharedArrayBuffer(bytes);
   const start = addressOf(new Uint8Array(buffer, 0, 1));
-  const first = Math.ceil(start / PAGE) * PAGE;
-  const end = Math.floor((start + bytes) / PAGE) * PAGE;
-  mmapReservedAt(first, end - first);
+  const first = Math.ceil((start + ALLOCATOR_BYTES) / PAGE) * PAGE;
+  const end = Math.floor((start + bytes - ALLOCATOR_BYTES) / PAGE) * PAGE;
+  if (end > first) mmapReservedAt(first, end - first);
   return buffer;
 }
 
@@ -55,16 +63,18 @@ function reservedBuffer(bytes: number): SharedArrayBuffer {
  */
 export function mapIntoSharedBuffer(fd: number, fileOffset: number, size: number, pageBytes: number): SharedMapping {
   const page = pageBytes >= PAGE && (pageBytes & (pageBytes - 1)) === 0 ? pageBytes : PAGE;
-  // From the page the range starts in; the buffer has a page more, to align its first.
+  // From the page the range starts in; the buffer has a page more, to align its first,
+  // and the allocator's bytes at both ends.
   const skip = fileOffset % page;
   const length = Math.ceil((skip + size) / page) * page;
+  const bytes = length + page + 2 * ALLOCATOR_BYTES;
   // A buffer of the next size up: a range takes at most twice its size of address space.
   // A file of larger pages (1 GiB on hugetlbfs) gets a buffer of its own, not kept.
-  const kept = keptSize(length + page);
-  const buffer = kept > 0 ? (keptBuffers.get(kept)?.pop() ?? reservedBuffer(kept)) : reservedBuffer(length + page);
+  const kept = keptSize(bytes);
+  const buffer = kept > 0 ? (keptBuffers.get(kept)?.pop() ?? reservedBuffer(kept)) : reservedBuffer(bytes);
   holding.add(buffer);
   const start = addressOf(new Uint8Array(buffer, 0, 1));
-  const addr = Math.ceil(start / page) * page;
+  const addr = Math.ceil((start + ALLOCATOR_BYTES) / page) * page;
   const mapping = { buffer, offset: addr - start + skip, addr, length };
   try {
     mmapSharedAt(addr, fd, length, fileOffset - skip);

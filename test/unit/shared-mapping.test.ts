@@ -81,3 +81,34 @@ t.test('a file that cannot be mapped is refused, naming mmap; the next mapping w
   t.equal(new Uint8Array(sys.view(sys.mmapShared(fd, PAGE), PAGE))[PAGE - 1], 1, 'a memfd mapped next is seen through its buffer');
   releaseSharedMapping(m);
 });
+
+t.test("a buffer's first and last bytes, which its allocator writes as it frees it, are never reserved nor mapped over", async (t) => {
+  const fd = sys.memfdCreate('shared-mapping-ends');
+  t.teardown(() => sys.close(fd));
+  sys.ftruncate(fd, PAGE);
+  // Many small buffers, from the allocator's heap at whatever addresses it gives: some start
+  // or end on a page boundary, where reserving the buffer's whole pages took those bytes.
+  const mappings = Array.from({ length: 1000 }, () => mapIntoSharedBuffer(fd, 0, PAGE, PAGE));
+  t.teardown(() => mappings.forEach((m) => releaseSharedMapping(m)));
+  const areas = readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      const [range, perms, , , , ...path] = l.split(/\s+/);
+      const [from, to] = range.split('-').map((x) => parseInt(x, 16));
+      return { from, to, perms, file: path.join(' ') };
+    });
+  const areaOf = (at: number) => areas.find((a) => a.from <= at && at < a.to);
+  const taken: string[] = [];
+  let onPage = 0;
+  for (const m of mappings) {
+    const start = sys.addressOf(new Uint8Array(m.buffer, 0, 1));
+    const end = start + m.buffer.byteLength;
+    if (start % PAGE === 0 || end % PAGE === 0) onPage++;
+    for (const at of [start, start + 63, end - 64, end - 1]) {
+      const area = areaOf(at);
+      if (area === undefined || !area.perms.startsWith('rw') || area.file.includes('memfd:')) taken.push(`0x${at.toString(16)} (buffer 0x${start.toString(16)} +${m.buffer.byteLength}): ${area === undefined ? 'unmapped' : `${area.perms} ${area.file}`}`);
+    }
+  }
+  t.same(taken.slice(0, 5), [], `the first and last 64 bytes of 1000 buffers are the buffers' own memory, readable and writable (${onPage} start or end on a page)`);
+});

@@ -75,8 +75,9 @@ const c = {
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
   ioctlValue: libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
   setns: libc.func('int setns(int fd, int nstype)'),
-  // Frames straight into and out of packet buffers: addresses as numbers (see memcpy).
+  // A read at an address given as a number (see memcpy).
   readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
+  // Frames straight into and out of packet buffers, through frameIovec (readFrame).
   readv: libc.func('intptr_t readv(int fd, void *iov, int iovcnt)'),
   writev: libc.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
 };

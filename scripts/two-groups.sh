@@ -20,6 +20,8 @@ run_two_groups() {
   # the code stripped of its types, and V8's compiled code, from one file to the next
   # (about 0.2 s a file). Entries are checked against the file's contents as they load.
   export NODE_COMPILE_CACHE="${NODE_COMPILE_CACHE:-${TMPDIR:-/tmp}/vrouter-test-compile-cache}"
+  # tap's process-info hook records nothing (test/support/no-process-info.mjs).
+  export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }--import=$(pwd)/test/support/no-process-info.mjs"
   # tap runs the files of a list in the order of their names, whatever order they are given in.
   together=$(echo "$files" | tr ' ' '\n' | grep -vxF "$alone")
   status=0

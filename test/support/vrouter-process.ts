@@ -29,12 +29,14 @@ export interface StartedVrouter {
 /**
  * The environment for a vrouter or vrouterctl process a test starts: the test's own, less
  * the hooks the test runner puts in NODE_OPTIONS (its process tracking, for coverage, which
- * is off) and the test scripts' compile cache (NODE_COMPILE_CACHE, scripts/two-groups.sh):
+ * is off), and the test scripts' own (no-process-info.mjs, and the compile cache,
+ * NODE_COMPILE_CACHE: scripts/two-groups.sh):
  * the daemon runs as operators run it, and each of its processes starts without them (the
  * hooks cost 0.3 to 0.6 s a start of vrouter, for its three processes).
  */
 export function daemonEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const options = (process.env.NODE_OPTIONS ?? '').split(/\s+/).filter((o) => o !== '' && !/^--(import|loader|require)=.*@tapjs\//.test(o));
+  // Each option as tap's hook writes it, in double quotes, or bare.
+  const options = (process.env.NODE_OPTIONS ?? '').split(/\s+/).filter((o) => o !== '' && !/^"?--(import|loader|require)=.*(@tapjs\/|no-process-info\.mjs)/.test(o));
   const { NODE_COMPILE_CACHE: _cache, ...env } = process.env;
   return { ...env, NODE_OPTIONS: options.join(' '), ...extra };
 }

@@ -75,8 +75,6 @@ const c = {
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Inout_ uint8_t *arg)'),
   ioctlValue: libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
   setns: libc.func('int setns(int fd, int nstype)'),
-  // A read at an address given as a number (see memcpy).
-  readAt: libc.func('intptr_t read(int fd, uintptr_t buf, size_t count)'),
   // Frames straight into and out of packet buffers, through frameIovec (readFrame).
   readv: libc.func('intptr_t readv(int fd, void *iov, int iovcnt)'),
   writev: libc.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
@@ -954,16 +952,10 @@ function inNetworkNamespaceOf<T>(target: number, what: string, fn: () => T): T {
   }
 }
 
-/**
- * One read of up to `len` bytes into memory at `addr`: its length, or -1 when there is
- * none (EAGAIN) or the read failed (errno in lastErrno()). Never throws. Not for the data
- * path: see readFrame.
- */
-export const readAt: (fd: number, addr: number, len: number) => number = c.readAt as (fd: number, addr: number, len: number) => number;
-// A frame's read or write in the data path goes through one struct iovec in native memory,
-// which the caller fills with the frame's address and length (frameIovec): readAt takes
-// the address as a number, past 2^31 for any mapping, which koffi is given as a heap
-// number, an allocation a frame. This thread's own (a module is loaded once a thread).
+// A frame's read or write goes through one struct iovec in native memory, which the caller
+// fills with the frame's address and length (frameIovec): a read or write given the
+// address as a number would take it, past 2^31 for any mapping, as a heap number, an
+// allocation a frame. This thread's own (a module is loaded once a thread).
 const frameIovecMemory = koffi.alloc('uint64_t', 2);
 /** The struct iovec of readFrame() and writeFrame(), as 32-bit words: base (low, high), length (low, high). */
 export const frameIovec = new Uint32Array(koffi.view(frameIovecMemory, 16)).fill(0);

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import t from 'tap';
 import { ip, vethIntoNamespace } from '../support/netns.ts';
-import { addressOf, close, dropOutgoing, interfaceIndex, readAt, socketCalls } from '../../src/sys/libc.ts';
+import { addressOf, close, dropOutgoing, frameIovec, interfaceIndex, readFrame, socketCalls } from '../../src/sys/libc.ts';
 import { AF_PACKET, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_RAW } from '../../src/sys/linux-constants.ts';
 
 const NETNS = `vrflt${process.pid}`;
@@ -30,7 +30,12 @@ const frame = new Uint8Array(new SharedArrayBuffer(2048));
 /** The UDP datagrams waiting on fd, read: how many to each destination port (IPv4, no options). */
 function datagramsByPort(fd: number): Map<number, number> {
   const counts = new Map<number, number>();
-  for (let n = readAt(fd, addressOf(frame), frame.length); n > 0; n = readAt(fd, addressOf(frame), frame.length)) {
+  // Read as a TAP queue reads a frame: through the thread's iovec.
+  const at = addressOf(frame);
+  frameIovec[0] = at >>> 0;
+  frameIovec[1] = (at / 2 ** 32) >>> 0;
+  frameIovec[2] = frame.length;
+  for (let n = readFrame(fd); n > 0; n = readFrame(fd)) {
     if (n < 42 || frame[12] !== 0x08 || frame[13] !== 0 || frame[23] !== 17) continue;
     const port = (frame[36] << 8) | frame[37];
     counts.set(port, (counts.get(port) ?? 0) + 1);

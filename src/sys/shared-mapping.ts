@@ -32,6 +32,15 @@ const PAGE = 4096;
  * faulted (SIGSEGV as a test process ended).
  */
 const ALLOCATOR_BYTES = 64;
+/**
+ * The smallest buffer made, in address space (its pages are reserved: nothing is committed).
+ * glibc's malloc, which gives V8 a buffer's memory, maps every request this large on its own
+ * (its threshold for that never rises past 32 MiB), and free() unmaps it whole. A smaller
+ * buffer came from the heap, whose memory, once freed, is handed out again: pages of it still
+ * reserved or mapped over then faulted the allocation that took them (SIGSEGV as a test
+ * process ended, its buffers freed).
+ */
+const SMALLEST_BUFFER_BYTES = 32 * 2 ** 20;
 /** The largest buffer kept for reuse: a range of up to 1 GiB (a window of guest memory) at any offset of a file of pages up to 2 MiB. */
 export const LARGEST_KEPT_BYTES = 2 ** 30 + 8 * 2 ** 20;
 /** Released buffers free to take, by size: a power of two, or LARGEST_KEPT_BYTES. */
@@ -42,7 +51,7 @@ const holding = new Set<SharedArrayBuffer>();
 /** The size of buffer kept for a mapping that needs `bytes`, or 0 if none is (files of pages over 2 MiB). */
 function keptSize(bytes: number): number {
   if (bytes > LARGEST_KEPT_BYTES) return 0;
-  const power = 2 ** Math.ceil(Math.log2(Math.max(bytes, PAGE)));
+  const power = 2 ** Math.ceil(Math.log2(Math.max(bytes, SMALLEST_BUFFER_BYTES)));
   return power <= 2 ** 30 ? power : LARGEST_KEPT_BYTES;
 }
 

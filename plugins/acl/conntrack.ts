@@ -19,6 +19,7 @@
 // sequence moved: no reader ever waits on a writer. The stage reads a burst's slots with
 // plain loads and checks their sequences again after them all (peek(), settle(),
 // stable()): see settle() for why that is enough on x86-64.
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import { PORT_SLOTS, read32 } from '../../src/pipeline/api.ts';
 import type { FlowKeys } from './classifier.ts';
 import { FlowCache } from './flow-cache.ts';

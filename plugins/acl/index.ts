@@ -12,6 +12,7 @@
 // set aside by sharedMemory() from a bound computed without compiling; PMDs only view the
 // tables. Frames that are not IP (ARP...) pass untouched; frames whose headers cannot be
 // read are dropped (a filter fails closed).
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import { Ipv6Walk, PLUGIN_API_VERSION, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type TableView, type Topology } from '../../src/pipeline/api.ts';
 import { Classifier, createFlowKeys, type AclRule } from './classifier.ts';
 import type { CompileInput, CompileSummary } from './compile-job.ts';

@@ -7,6 +7,7 @@
 // stay useful under a flood: every operation examines a fixed window of slots (never the
 // whole table), each port learns at most its limit of MACs, and when a window is full a
 // new MAC evicts an old one instead of being refused.
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import { sharedBuffer } from '../../src/pipeline/api.ts';
 
 

@@ -21,6 +21,7 @@
 // of a token earned between two bursts is kept as `phase` in units of 1/8e6 byte (1/1e6 packet),
 // so that a rate in bit/s (packet/s) is earned per microsecond as an integer. Every product stays
 // below 2^53 (see `earn`), for any rate and any idle time.
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import { sharedBuffer } from '../../src/pipeline/api.ts';
 
 

@@ -8,6 +8,7 @@
 // The route table is built in the control plane (prepare: compiled in the job pool, or
 // changed in place); the neighbour table is shared by every PMD; both live in shared memory
 // and outlive a PMD.
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import {
   ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, EGRESS_UNDECIDED, LIST_PAUSE, NO_LEARNED_ROUTES, PLUGIN_API_VERSION, PluginConfigError, formatAddress, formatMac, macHi, macLo, maskBytes, parseAddress, parseNetwork, read16, read32,
   type ChangedPrefixes, type LearnedRoute, type PacketBatch, type Plugin, type PluginContext, type PluginSetup, type Prefix, type TableView, type Topology,

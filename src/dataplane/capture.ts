@@ -4,6 +4,7 @@
 // direction and, for frames received from a guest, what each stage decided for it. The
 // PMD reads one word per port and burst while no capture runs; a full ring costs records
 // (counted), never traffic.
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import { monotonicMs } from '../sys/monotonic.ts';
 import { sharedBuffer } from '../sys/shared-arena.ts';
 import type { Batch } from './batch.ts';

@@ -9,6 +9,7 @@
 // producer, completion consumer): a PMD that takes over after a restart resumes from them.
 // The kernel's descriptors are checked like a guest's: an address or length outside the
 // receive chunks is counted (bad_descriptor) and never read.
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import { view } from '../sys/libc.ts';
 import { nativeCopy } from './native-copy.ts';
 import { XDP_RING_NEED_WAKEUP, xdpDrops, xdpKick, type XdpLayout } from '../sys/xdp.ts';

@@ -3,6 +3,7 @@
 // its plugin_error) and never the PMD loop; the exception is logged at most once a second.
 // A plugin that hung a PMD, or could not start, runs taken out: bypassed or dropping all
 // (its onError).
+import { performance } from 'node:perf_hooks'; // not the global: a getter Node runs, with a check, at every read
 import type { Log } from '../log.ts';
 import { DROP_REASONS, PLUGIN_BASE, PLUGIN_SLOTS, PORT_SLOTS, portBase } from '../dataplane/counters.ts';
 import { EGRESS_CONSUMED, EGRESS_DROP, EGRESS_FLOOD } from '../dataplane/egress-codes.ts';

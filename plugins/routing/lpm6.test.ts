@@ -52,7 +52,6 @@ function naive(routes: readonly Route6[], a: Uint8Array): number {
   return hop;
 }
 
-/** base with the bits from `from` on replaced by random ones. */
 /**
  * Random routes over all lengths 0..128: some fresh, most derived from an earlier one (a
  * longer or shorter prefix of it, or the same again), so that they nest several to a trie

@@ -103,7 +103,6 @@ export function adminRoutes(backend: AdminBackend): ApiRoute[] {
       throw err;
     }
   };
-  /** Applies a changed copy of the running document; errors about list entries name the body. */
   /**
    * Applies an edit of the document in force; an error about the entry the edit appended
    * (`key`: the list it went into) names the request body's field.

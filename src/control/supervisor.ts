@@ -1256,7 +1256,6 @@ export class Supervisor {
     return this.document;
   }
 
-  /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */
   /**
    * After a refused apply: prepare() may have changed tables in force in place (routes,
    * static neighbours, policers) before the step that refused. It runs again for those
@@ -1279,6 +1278,7 @@ export class Supervisor {
     this.postTables(moved);
   }
 
+  /** Hands the plugins' new config and tables to every PMD, and wakes those asleep. */
   private postTables(plans: readonly PluginPlan[]): void {
     const update: TablesUpdate = { generation: this.tablesGeneration, tables: plans.map((p) => ({ name: p.name, config: p.pmdConfig, shared: this.pluginMemory[p.name] })) };
     this.dataplane?.postTables(update);

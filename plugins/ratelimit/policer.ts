@@ -68,9 +68,9 @@ export interface PolicerCounters {
 /** A policer's buckets as last published, for the admin side and tests. */
 export interface PolicerState {
   config: PolicerConfig;
-  /** Tc, in bytes or packets */
+  /** Tc, in bytes or packets: below 0 while a packet longer than the bucket is paid back (meters below) */
   committed: number;
-  /** Te (srTCM) or Tp (trTCM) */
+  /** Te (srTCM) or Tp (trTCM), the same */
   excessOrPeak: number;
   /** the time up to which tokens have been earned */
   lastUs: number;
@@ -609,6 +609,15 @@ function refillTrTcm(f: Float64Array, src: number, dst: number, burst: Float64Ar
 // A packet's size B in tokens is length * perByte + perPacket: (1, 0) counting bytes, (0, 1)
 // counting packets, so one loop serves both without a branch. Each function also tallies the
 // green and yellow packets and bytes, and all bytes, in locals.
+//
+// A packet longer than a bucket can hold (a guest's TCP super-frame, up to 64 KiB, or a jumbo
+// frame, metered against a burst of a few KiB) would never find the tokens the RFCs ask for,
+// and would be red whatever the rate: TCP through the policer would stall where the same
+// stream cut into segments passes at the rate. Such a packet takes a bucket that is full
+// instead, which goes below 0 by the rest: the tokens it is short of are owed, and the rate
+// earns them back before the bucket holds any packet again, so the rate over time is the
+// same. A packet no longer than the bucket needs B tokens, as the RFCs say (an EBS of 0 is no
+// bucket, Infinity below: no yellow). The second test runs only where the RFCs' fails.
 
 function tallyAllGreen(lengths: Uint32Array, count: number, tally: Float64Array): void {
   let bytes = 0;
@@ -638,6 +647,8 @@ function srTcmBlind(f: Float64Array, src: number, dst: number, burst: Float64Arr
   refillSrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
+  const cbs = f[dst + CBS];
+  const ebs = f[dst + XBS] > 0 ? f[dst + XBS] : Infinity;
   let tc = f[dst + TC];
   let te = f[dst + TX];
   let greenPackets = 0;
@@ -649,12 +660,12 @@ function srTcmBlind(f: Float64Array, src: number, dst: number, burst: Float64Arr
     const length = lengths[i];
     const b = length * perByte + perPacket;
     bytes += length;
-    if (tc - b >= 0) {
+    if (tc - b >= 0 || (b > cbs && tc >= cbs)) {
       tc -= b;
       out[i] = GREEN;
       greenPackets++;
       greenBytes += length;
-    } else if (te - b >= 0) {
+    } else if (te - b >= 0 || (b > ebs && te >= ebs)) {
       te -= b;
       out[i] = YELLOW;
       yellowPackets++;
@@ -679,6 +690,8 @@ function srTcmAware(f: Float64Array, src: number, dst: number, burst: Float64Arr
   refillSrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
+  const cbs = f[dst + CBS];
+  const ebs = f[dst + XBS] > 0 ? f[dst + XBS] : Infinity;
   let tc = f[dst + TC];
   let te = f[dst + TX];
   let greenPackets = 0;
@@ -691,12 +704,12 @@ function srTcmAware(f: Float64Array, src: number, dst: number, burst: Float64Arr
     const b = length * perByte + perPacket;
     bytes += length;
     const pre = colorsIn[i];
-    if (pre === GREEN && tc - b >= 0) {
+    if (pre === GREEN && (tc - b >= 0 || (b > cbs && tc >= cbs))) {
       tc -= b;
       out[i] = GREEN;
       greenPackets++;
       greenBytes += length;
-    } else if (pre <= YELLOW && te - b >= 0) {
+    } else if (pre <= YELLOW && (te - b >= 0 || (b > ebs && te >= ebs))) {
       te -= b;
       out[i] = YELLOW;
       yellowPackets++;
@@ -719,6 +732,8 @@ function trTcmBlind(f: Float64Array, src: number, dst: number, burst: Float64Arr
   refillTrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
+  const cbs = f[dst + CBS];
+  const pbs = f[dst + XBS];
   let tc = f[dst + TC];
   let tp = f[dst + TX];
   let greenPackets = 0;
@@ -730,9 +745,9 @@ function trTcmBlind(f: Float64Array, src: number, dst: number, burst: Float64Arr
     const length = lengths[i];
     const b = length * perByte + perPacket;
     bytes += length;
-    if (tp - b < 0) {
+    if (tp - b < 0 && (b <= pbs || tp < pbs)) {
       out[i] = RED;
-    } else if (tc - b < 0) {
+    } else if (tc - b < 0 && (b <= cbs || tc < cbs)) {
       tp -= b;
       out[i] = YELLOW;
       yellowPackets++;
@@ -760,6 +775,8 @@ function trTcmAware(f: Float64Array, src: number, dst: number, burst: Float64Arr
   refillTrTcm(f, src, dst, burst);
   const perByte = f[dst + UNIT] === UNIT_BYTES ? 1 : 0;
   const perPacket = 1 - perByte;
+  const cbs = f[dst + CBS];
+  const pbs = f[dst + XBS];
   let tc = f[dst + TC];
   let tp = f[dst + TX];
   let greenPackets = 0;
@@ -772,9 +789,9 @@ function trTcmAware(f: Float64Array, src: number, dst: number, burst: Float64Arr
     const b = length * perByte + perPacket;
     bytes += length;
     const pre = colorsIn[i];
-    if (pre >= RED || tp - b < 0) {
+    if (pre >= RED || (tp - b < 0 && (b <= pbs || tp < pbs))) {
       out[i] = RED;
-    } else if (pre === YELLOW || tc - b < 0) {
+    } else if (pre === YELLOW || (tc - b < 0 && (b <= cbs || tc < cbs))) {
       tp -= b;
       out[i] = YELLOW;
       yellowPackets++;

@@ -335,11 +335,24 @@ function parseAttachment(raw: unknown, field: string, meter: PolicerConfig): Att
 }
 
 /**
- * Seconds an idle bucket takes to fill from empty: after that long without traffic an address's
- * buckets are full, the same as a new address's, so handing them over changes no verdict.
+ * More bytes than any packet metered: a super-frame's wire length, 64 KiB and the headers of
+ * its at most 64 segments.
+ */
+const LONGEST_PACKET_BYTES = 128 * 1024;
+
+/**
+ * Seconds an idle bucket takes to fill from the lowest it goes (empty, or owing what a packet
+ * longer than the bucket took past it: policer.ts): after that long without traffic an
+ * address's buckets are full, the same as a new address's, so handing them over changes no
+ * verdict.
  */
 export function refillSeconds(meter: PolicerConfig): number {
   const perSecond = meter.unit === 'bytes' ? 8 : 1;
-  const seconds = meter.meter === 'srtcm' ? ((meter.cbs + meter.ebs) * perSecond) / meter.cir : Math.max((meter.cbs * perSecond) / meter.cir, (meter.pbs * perSecond) / meter.pir);
+  // Tokens a bucket of `size` may need to be full again.
+  const deepest = (size: number) => (meter.unit === 'bytes' && size > 0 ? Math.max(size, LONGEST_PACKET_BYTES) : size);
+  const seconds =
+    meter.meter === 'srtcm'
+      ? ((deepest(meter.cbs) + deepest(meter.ebs)) * perSecond) / meter.cir
+      : Math.max((deepest(meter.cbs) * perSecond) / meter.cir, (deepest(meter.pbs) * perSecond) / meter.pir);
   return Math.min(86400, Math.max(1, Math.ceil(seconds)));
 }

@@ -16,6 +16,7 @@ import {
   type SrTcmConfig,
   type TrTcmConfig,
 } from './policer.ts';
+import { refillSeconds } from './config.ts';
 import { GO, READY, STOP, TICKS, type MeterWorkerData, type MeterWorkerResult } from './policer-test-worker.ts';
 
 const NAMES = ['green', 'yellow', 'red'];
@@ -436,6 +437,22 @@ t.test('packets longer than the buckets (TCP super-frames, jumbo frames) take a 
     }
   }
   t.equal(failures, 0, 'no seed disagreed');
+});
+
+t.test('an address\'s idle time before its buckets go to another: long enough to pay back a super-frame', async (t) => {
+  const cfg: SrTcmConfig = { meter: 'srtcm', unit: 'bytes', cir: 100_000, cbs: 2000, ebs: 0 };
+  const idle = refillSeconds(cfg);
+  t.equal(idle, 11, '128 KiB at 100 kbit/s, in whole seconds (2,000 bytes alone would take 0.16 s: 1 s)');
+  const table = freshPolicer(cfg, 0);
+  const colour = new Uint8Array(1);
+  meterAt(table, 1, new Uint32Array([68_000]), 1, 0, null, colour);
+  t.equal(colour[0], GREEN, 'a super-frame took the full bucket');
+  meterAt(table, 1, new Uint32Array([64]), 1, 4e6, null, colour);
+  t.equal(colour[0], RED, '4 s later (50,000 bytes earned): still owing, where the idle time was 1 s');
+  t.equal(table.readState(1)!.committed, 2000 - 68_000 + 50_000);
+  meterAt(table, 1, new Uint32Array([2000]), 1, idle * 1e6, null, colour);
+  t.equal(colour[0], GREEN, 'the idle time after the super-frame: a full bucket, as a new address\'s');
+  t.equal(table.readState(1)!.committed, 0);
 });
 
 t.test('a burst stamped earlier than the last one earns nothing, and time does not go back', async (t) => {

@@ -73,7 +73,7 @@ interface Vring {
   errFd: number;
   /** fds replaced while the PMD used them: closed once it has let go */
   retiredFds: number[];
-  /** "a ring is started when it receives a kick" and stopped by GET_VRING_BASE */
+  /** "Ring states": "The back-end must start ring upon receiving a kick ... and stop ring upon receiving VHOST_USER_GET_VRING_BASE" */
   started: boolean;
   enabled: boolean;
   /** the PMD is processing it */
@@ -358,7 +358,7 @@ export class VhostConnection {
         const a = readVringAddr(m.payload);
         const v = this.vring(a.index, name);
         if (v.running) throw new ProtocolError(`vring ${a.index} is running`);
-        // "Bit 0 ... VHOST_VRING_F_LOG": dirty-page logging, for live migration, never offered.
+        // "VHOST_VRING_F_LOG in ring's flags" ("Migration"): dirty-page logging, never offered.
         if (a.flags !== 0) throw new ProtocolError(`vring ${a.index}: flags 0x${a.flags.toString(16)} (logging is not supported)`);
         v.addr = a;
         break;

@@ -17,7 +17,7 @@ const MESSAGES_PER_WAKEUP = 16;
 /** Reading pauses while this many messages, or fds, wait to be handled. */
 export const MAX_QUEUED_MESSAGES = 32;
 export const MAX_QUEUED_FDS = 64;
-/** "Flags: ... Bit 2 is the reply flag, bit 3 is the need_reply flag"; the rest is reserved. */
+/** "Header": the version's 2 bits, "Bit 2 is the reply flag", "Bit 3 is the need_reply flag"; no other bit has a meaning. */
 const KNOWN_FLAGS = VERSION_MASK | FLAG_REPLY | FLAG_NEED_REPLY;
 
 export interface MessageSink {

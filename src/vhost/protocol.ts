@@ -1,11 +1,13 @@
 // The vhost-user wire format (QEMU docs/interop/vhost-user.rst): message header, request
 // codes, protocol feature bits, and a validating decoder for each payload the backend takes.
+// Quotes of the document, here and in the connection, are its words in the edition that
+// names the sides front-end and back-end, with the section's title where it helps.
 
 export const HEADER_LEN = 12;
 /** Larger payloads are refused: the biggest message we take (SET_MEM_TABLE, 8 regions) is 264 bytes. */
 export const MAX_PAYLOAD = 4096;
 
-/** Header flags: "Version (bits 0-1) currently 0x1; Reply (bit 2); Need_reply (bit 3)". */
+/** Header flags ("Header"): "Lower 2 bits are the version (currently 0x01)", "Bit 2 is the reply flag", "Bit 3 is the need_reply flag". */
 export const VERSION = 0x1;
 export const VERSION_MASK = 0x3;
 export const FLAG_REPLY = 0x4;
@@ -67,10 +69,10 @@ export const ProtocolFeature = {
   STATUS: 16,
 } as const;
 
-/** "VHOST_USER_VRING_IDX_MASK (0xff)" and "VHOST_USER_VRING_NOFD_MASK (0x1 << 8)". */
+/** SET_VRING_KICK, _CALL and _ERR: "Bits (0-7) of the payload contain the vring index. Bit 8 is the invalid FD flag." */
 export const VRING_IDX_MASK = 0xff;
 export const VRING_NOFD_MASK = 0x100;
-/** "VHOST_MEMORY_BASELINE_NREGIONS": the region limit without CONFIGURE_MEM_SLOTS. */
+/** The regions of a memory table without CONFIGURE_MEM_SLOTS: "Memory regions description" has region0 to region7 (QEMU's VHOST_MEMORY_BASELINE_NREGIONS). */
 export const MAX_MEM_REGIONS = 8;
 /**
  * GET_MAX_MEM_SLOTS: the regions a port may have in force once added one by one. A QEMU
@@ -199,7 +201,7 @@ export function regionsOverlap(a: MemRegionDesc, b: MemRegionDesc): string | nul
 }
 
 /**
- * "Multiple Memory regions description": u32 count, u32 padding, then count regions. Only
+ * "Memory regions description": u32 count, u32 padding, then count regions. Only
  * guest-physical overlap is refused here, as before slots could be added one at a time.
  */
 export function readMemTable(p: Uint8Array): MemRegionDesc[] {

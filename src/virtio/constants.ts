@@ -69,9 +69,9 @@ export const VIRTQ_DESC_F_NEXT = 1;
 export const VIRTQ_DESC_F_WRITE = 2;
 export const VIRTQ_DESC_F_INDIRECT = 4;
 
-/** avail->flags: "the driver does not want an interrupt" (2.7.7). */
+/** avail->flags (2.7.7): "a crude mechanism for the driver to inform the device that it doesn't want notifications when buffers are used". */
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
-/** used->flags: "the device does not want a notification" (2.7.10). */
+/** used->flags (2.7.10): the device's, "analogous to the way drivers can suppress used buffer notifications". */
 export const VIRTQ_USED_F_NO_NOTIFY = 1;
 
 /** Packed virtqueue descriptor flags (VIRTIO v1.2, 2.8.1): the driver's and the device's wrap marks. */
@@ -84,9 +84,9 @@ export const RING_EVENT_FLAGS_DISABLE = 1;
 /** only with EVENT_IDX: notify at the descriptor off_wrap names */
 export const RING_EVENT_FLAGS_DESC = 2;
 
-/** The largest queue size a split virtqueue may have (2.7: "Queue Size ... maximum 32768"). */
+/** The largest queue size a split virtqueue may have (2.7: "The maximum Queue Size value is 32768."). */
 export const MAX_QUEUE_SIZE = 32768;
-/** A packed virtqueue may have any size up to 2^15 (2.8: "up to 2^15 entries"), not only powers of 2. */
+/** A packed virtqueue may have any size up to 2^15 (2.8: "Packed virtqueues support up to 2^15 entries each."), not only powers of 2. */
 export const MAX_PACKED_QUEUE_SIZE = 32768;
 
 /** Whether n is a power of 2, up to 2^30: the sizes of rings and pools, whose indices are masked. */
@@ -94,14 +94,16 @@ export function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n >= 1 && n <= 2 ** 30 && (n & (n - 1)) === 0;
 }
 
-/** Whether n may be a split virtqueue's size: 2.7, "Queue Size ... is always a power of 2", at most MAX_QUEUE_SIZE. */
+/** Whether n may be a split virtqueue's size: 2.7, "Queue Size value is always a power of 2.", at most MAX_QUEUE_SIZE. */
 export function isSplitQueueSize(n: number): boolean {
   return n <= MAX_QUEUE_SIZE && isPowerOfTwo(n);
 }
 
 /**
  * struct virtio_net_hdr with VERSION_1: flags, gso_type, hdr_len, gso_size, csum_start,
- * csum_offset, num_buffers: 12 bytes ("5.1.6: num_buffers ... is always present").
+ * csum_offset, num_buffers: 12 bytes (5.1.6 lists num_buffers whatever the features; 5.1.6.1:
+ * "The legacy driver only presented num_buffers in the struct virtio_net_hdr when
+ * VIRTIO_NET_F_MRG_RXBUF was negotiated").
  */
 export const NET_HDR_LEN = 12;
 export const NET_HDR_NUM_BUFFERS_OFFSET = 10;

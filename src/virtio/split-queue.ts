@@ -172,8 +172,8 @@ export class SplitQueue implements Virtqueue {
 
   /**
    * Builds the views of a queue, or returns why it cannot: VIRTIO v1.2, 2.7: "Queue Size
-   * ... is always a power of 2"; alignment 16 / 2 / 4 for descriptor table, available and
-   * used ring (2.7 table "Virtqueue Part Alignment"); each part inside guest memory.
+   * value is always a power of 2."; alignment 16 / 2 / 4 for descriptor table, available and
+   * used ring (2.7, the table's "Alignment" column); each part inside guest memory.
    */
   static create(mem: GuestMemory, layout: QueueLayout, inflight: Uint8Array | null = null): SplitQueue | string {
     const { size } = layout;
@@ -194,7 +194,8 @@ export class SplitQueue implements Virtqueue {
 
   /**
    * How many chains the driver has made available, or -1 if avail->idx is corrupt.
-   * VIRTIO v1.2, 2.7.13.3: the driver never makes more than the queue size available.
+   * VIRTIO v1.2, 2.7: "Queue Size corresponds to the maximum number of buffers in the
+   * virtqueue": more made available than that is a corrupt index.
    */
   pending(): number {
     // Atomics orders this read before the descriptor reads that follow (2.7.13.3.1).
@@ -484,8 +485,9 @@ export class SplitQueue implements Virtqueue {
    */
   publishUsed(from: number): boolean {
     // Atomics.store is a full barrier: the used elements are written before the index,
-    // and the index before the used_event / flags read below (2.7.8.2 "the device MUST
-    // ... make sure the idx write is visible before reading used_event").
+    // and the index before the used_event / flags read below (the device's side of what
+    // 2.7.13.4.1 asks of the driver: "a suitable memory barrier before reading flags or
+    // avail_event, to avoid missing a notification").
     if (this.tracksInflight) this.linkInflightBatch(from);
     if (this.batchesReturns) this.writeBatch();
     Atomics.store(this.used16, 1, this.usedIdx);

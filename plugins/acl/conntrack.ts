@@ -567,12 +567,12 @@ export class Conntrack {
     return t.other;
   }
 
-  /** A TCP entry that a SYN would open anew (the old connection closed): the caller asks the rules. */
   /** Whether a packet whose source is endpoint A (srcIsA) or B comes from the side that opened the entry of `status`. */
   static fromOriginator(status: number, srcIsA: boolean): boolean {
     return ((status & ORIGINATOR_IS_A) !== 0) === srcIsA;
   }
 
+  /** A TCP entry that a SYN would open anew (the old connection closed): the caller asks the rules. */
   static closed(status: number): boolean {
     const state = status & STATE_MASK;
     return state === TCP_TIME_WAIT || state === TCP_CLOSED;

@@ -10,8 +10,7 @@ import type { ApplyResult } from './supervisor.ts';
 export interface ApplyQueue {
   /** runs `job` after every apply queued before it, and before those queued after */
   queue<T>(job: () => Promise<T>): Promise<T>;
-  /** applies a whole document now: only from a job of queue() */
-  /** `rollback`: the plugin files are not read again (the code in use stays, a file changed on disk since is not loaded) */
+  /** applies a whole document now, only from a job of queue(); `rollback`: the plugin files are not read again (the code in use stays, a file changed on disk since is not loaded) */
   applyNow(document: unknown, source: string, rollback?: boolean): Promise<ApplyResult>;
   /** the document in force */
   document(): unknown;

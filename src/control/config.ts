@@ -74,8 +74,7 @@ export interface MirrorOf {
   addresses: string[];
 }
 
-/** A route source besides the config ("routeSources"). */
-/** fpm.peers: the addresses zebra may connect from (canonical text), or null: any (a loopback listen only) */
+/** A route source besides the config ("routeSources"); fpm.peers: the addresses zebra may connect from (canonical text), or null: any (a loopback listen only) */
 export type RouteSourceConfig = { type: 'netlink'; netns: string } | { type: 'fpm'; host: string; port: number; peers: string[] | null };
 
 /** A bridge's own settings ("bridges"): with addresses, the router has an interface in it. */

@@ -151,15 +151,15 @@ function configError(err: unknown, spec: PluginSpec): PluginLoadError {
   return new PluginLoadError(pluginField(spec, e.field), typeof e.field === 'string' && e.field !== '' ? message.replace(`${e.field}: `, '') : message);
 }
 
-/**
- * Loads and validates every plugin of the config, in pipeline order, and lays out their
- * counter slots. Throws PluginLoadError naming the field at fault.
- */
 /** The names a plugin's counter slots go to, in order: its drop reasons after the host's own (PLUGIN_ERROR), then its counters. */
 export function slotNames(plugin: Pick<Plugin, 'dropReasons' | 'counters'>): { dropReasons: string[]; counters: string[] } {
   return { dropReasons: [PLUGIN_ERROR, ...(plugin.dropReasons ?? [])].map(([n]) => n), counters: (plugin.counters ?? []).map(([n]) => n) };
 }
 
+/**
+ * Loads and validates every plugin of the config, in pipeline order, and lays out their
+ * counter slots. Throws PluginLoadError naming the field at fault.
+ */
 export async function planPlugins(specs: readonly PluginSpec[], topology: Topology, version = 0): Promise<PluginPlan[]> {
   const plans: PluginPlan[] = [];
   let slot = 0;

@@ -165,7 +165,6 @@ export class VhostConnection {
     this.audit = setInterval(() => this.auditFds(), FD_AUDIT_MS).unref();
   }
 
-  /** Closes the connection and frees everything it holds, once the PMDs let go (idempotent). */
   /** What the device looks like now: features and each vring, for the admin endpoint. */
   state(): DeviceState {
     return {
@@ -175,6 +174,7 @@ export class VhostConnection {
     };
   }
 
+  /** Closes the connection and frees everything it holds, once the PMDs let go (idempotent). */
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;

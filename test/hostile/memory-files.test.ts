@@ -28,7 +28,6 @@ async function offerRegion(path: string, fd: number, region = { gpa: 0x100000, s
   }
 }
 
-/** What the daemon holds of a file: open fds and mappings whose name contains `name`. */
 /** What vrouter's processes (the supervisor and its data plane) hold of a file: fds and mappings. */
 function daemonHolds(vr: StartedVrouter, name: string): { fds: number; maps: number } {
   let fds = 0;

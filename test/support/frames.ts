@@ -531,8 +531,7 @@ export function joinBytes(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** RFC 4861 7.2.2: to the target's solicited-node group, hop limit 255. */
-/** To the target's solicited-node group, unless `dst` says otherwise (then give `dstMac` too). */
+/** RFC 4861 7.2.2: to the target's solicited-node group, hop limit 255, unless `dst` says otherwise (then give `dstMac` too). */
 export function neighbourSolicitation(o: L2 & { src: string; target: string; sourceLinkAddr?: string; dst?: string }): Uint8Array {
   const target = ip6Bytes(o.target);
   const group = solicitedNode(target);

@@ -48,9 +48,12 @@ export function bridgeConfig(names: string[] = ['a', 'b'], extra: object = {}): 
 
 const SPARE_WAIT_OTHER_BUILD_MS = 5000;
 
-/** Writes config (socket paths may use {dir}), starts vrouter and waits for "ready". */
-/** Starts dist/bin/vrouter.js on the config ({dir}: a fresh directory); `before` may put files there first. */
-/** `bin`: another build of the daemon (a benchmark's older revision): its spare is waited for SPARE_WAIT_OTHER_BUILD_MS at most. */
+/**
+ * Writes the config (socket paths may use {dir}: a fresh directory), starts dist/bin/vrouter.js
+ * on it and waits for "ready"; `before` may put files in the directory first. `bin`: another
+ * build of the daemon (a benchmark's older revision): its spare is waited for
+ * SPARE_WAIT_OTHER_BUILD_MS at most.
+ */
 export async function startVrouter(config: object, timeoutMs = 15000, before?: (dir: string) => void, bin = VROUTER_BIN): Promise<StartedVrouter> {
   const dir = mkdtempSync(join(tmpdir(), 'vrouter-test-'));
   before?.(dir);

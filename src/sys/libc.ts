@@ -348,13 +348,33 @@ export function eventfdProblem(fd: number): string | null {
   return null;
 }
 
+const SO_LINGER = 13;
+/** struct linger { l_onoff 0, l_linger 0 }: close() returns at once, the kernel sends what is left */
+const NO_LINGER = new Uint8Array(8);
+
+/**
+ * Clears SO_LINGER on a socket about to be closed: an fd a frontend sent may be a TCP socket
+ * it set to linger, with data its peer never reads, and it closes its own copy; our close()
+ * of the last one would wait the linger time (hours if it likes) for that data, holding the
+ * thread that closes it (the control thread: every port's messages). Not a socket: ENOTSOCK,
+ * nothing done.
+ */
+function noLinger(fd: number): void {
+  c.setsockopt(fd, SOL_SOCKET, SO_LINGER, NO_LINGER, NO_LINGER.length);
+}
+
 export function close(fd: number): void {
+  noLinger(fd);
   if ((c.close(fd) as number) < 0) fail('close', `fd ${fd}`);
 }
 
 /** Closes fds, collecting nothing: used on cleanup paths where each fd must be tried. */
 export function closeAll(fds: Iterable<number>): void {
-  for (const fd of fds) if (fd >= 0) c.close(fd);
+  for (const fd of fds) {
+    if (fd < 0) continue;
+    noLinger(fd);
+    c.close(fd);
+  }
 }
 
 // ---- AF_UNIX sockets with SCM_RIGHTS ---------------------------------------------------------

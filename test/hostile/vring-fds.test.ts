@@ -9,7 +9,7 @@ import * as sys from '../../src/sys/libc.ts';
 import { FLAG_NEED_REPLY, Req, VERSION } from '../../src/vhost/protocol.ts';
 import { startDevice, u64, type VirtioNetDevice } from '../support/vhost-frontend.ts';
 import { ethernetFrame, postRxBuffer, sendFrame } from '../support/virtio-driver.ts';
-import { blockingEventfd, directoryFd, eventfdAdd, makeBlocking, pipe } from '../support/raw-fds.ts';
+import { blockingEventfd, closeOwn, directoryFd, eventfdAdd, lingeringSocket, makeBlocking, pipe } from '../support/raw-fds.ts';
 import { dataplanePids, processResources, waitFor } from '../support/traffic.ts';
 import { ackingFrontend, MAC_A, withNeighbours, type Neighbours } from './lib.ts';
 
@@ -181,4 +181,30 @@ t.test('a header with reserved flag bits closes the connection', async (t) => {
   t.ok(await fe.closedByPeer(), 'closed');
   await waitFor('the reason in the log', () => /GET_FEATURES: bad flags 0x19/.test(n.vr.stderr()));
   t.ok(await n.stillForward());
+});
+
+t.test('a socket set to linger, sent as a kick fd: refused, and let go without waiting for its data', async (t) => {
+  const n = await withNeighbours(['h', 'g']);
+  t.teardown(() => n.close());
+  // Closing the last fd of it would wait 60 s for data its peer never reads.
+  const socket = await lingeringSocket(60);
+  t.teardown(() => socket.close());
+  const fe = await ackingFrontend(n.vr.sockets.h);
+  t.teardown(() => fe.close());
+  const answer = fe.request(Req.SET_VRING_KICK, u64(1), [socket.fd]);
+  // Sent: vrouter's fd, once it reads the message, is the last one.
+  closeOwn(socket.fd);
+  t.equal(await answer, 1n, 'refused: not an eventfd');
+  await waitFor('the log line', () => /not an eventfd but socket/.test(n.vr.stderr()));
+  // Every port's messages go through the one control thread that closed it.
+  const other = await ackingFrontend(n.vr.sockets.g);
+  t.teardown(() => other.close());
+  const started = performance.now();
+  other.send(Req.GET_QUEUE_NUM);
+  t.equal(await other.replyU64(5000), 1n, 'another port\'s connection is answered');
+  const ms = performance.now() - started;
+  t.ok(ms < 2000, `within ${ms.toFixed(0)} ms: the control thread did not wait out the socket's linger`);
+  fe.send(Req.GET_QUEUE_NUM);
+  t.equal(await fe.replyU64(), 1n, 'and the sender\'s connection still answers');
+  t.ok(await n.stillForward(), 'a and b still forward');
 });

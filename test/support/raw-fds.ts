@@ -1,6 +1,7 @@
 // File descriptors of the kinds a hostile frontend hands over instead of a proper eventfd,
 // made through libc directly (src/sys only makes the well-behaved kinds).
 import { openSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
@@ -10,8 +11,16 @@ const c = {
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t count)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t count)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  connect: libc.func('int connect(int fd, const uint8_t *addr, uint32_t addrlen)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int optname, const uint8_t *optval, uint32_t optlen)'),
+  close: libc.func('int close(int fd)'),
 };
 const O_CLOEXEC = 0o2000000;
+const AF_INET = 2;
+const SOCK_STREAM = 1;
+const SOL_SOCKET = 1;
+const SO_LINGER = 13;
 const O_NONBLOCK = 0o4000;
 const F_GETFL = 3;
 const F_SETFL = 4;
@@ -45,6 +54,53 @@ export function eventfdAdd(fd: number, value: bigint): boolean {
 export function eventfdRead(fd: number): bigint {
   const value = new BigUint64Array(1);
   return (c.read(fd, value, 8) as number) === 8 ? value[0] : -1n;
+}
+
+/**
+ * A TCP socket on loopback whose close() would wait: data its peer (a server of this
+ * process that never reads) has no room for, and SO_LINGER on for `seconds`. Whoever closes
+ * the last fd of it waits until the data is sent or the time is up.
+ */
+export async function lingeringSocket(seconds: number): Promise<{ fd: number; close: () => void }> {
+  const peers: Socket[] = [];
+  const server = createServer((peer) => {
+    peer.pause();
+    peers.push(peer);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  const fd = c.socket(AF_INET, SOCK_STREAM | O_CLOEXEC, 0) as number;
+  const addr = new Uint8Array(16);
+  const view = new DataView(addr.buffer);
+  view.setUint16(0, AF_INET, true);
+  view.setUint16(2, port, false);
+  addr.set([127, 0, 0, 1], 4);
+  if (fd < 0 || (c.connect(fd, addr, addr.length) as number) < 0) throw new Error('cannot connect a TCP socket on loopback');
+  await new Promise<void>((resolve) => (peers.length > 0 ? resolve() : server.once('connection', () => resolve())));
+  makeNonBlocking(fd);
+  const chunk = new Uint8Array(1 << 16);
+  let sent = 0;
+  for (let n = 0; (n = c.write(fd, chunk, chunk.length) as number) > 0; ) sent += n;
+  if (sent === 0) throw new Error('the socket took no data');
+  const linger = new Int32Array([1, seconds]);
+  if ((c.setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8) as number) < 0) throw new Error('setsockopt SO_LINGER failed');
+  return {
+    fd,
+    close: () => {
+      for (const peer of peers) peer.destroy();
+      server.close();
+    },
+  };
+}
+
+function makeNonBlocking(fd: number): void {
+  const flags = c.fcntl(fd, F_GETFL, 0) as number;
+  if (flags < 0 || (c.fcntl(fd, F_SETFL, flags | O_NONBLOCK) as number) < 0) throw new Error(`fcntl on fd ${fd} failed`);
+}
+
+/** Closes an fd of this process (its copy only: what it was sent to keeps its own). */
+export function closeOwn(fd: number): void {
+  c.close(fd);
 }
 
 /** An fd of a directory. */

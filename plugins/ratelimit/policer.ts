@@ -612,11 +612,11 @@ function refillTrTcm(f: Float64Array, src: number, dst: number, burst: Float64Ar
 //
 // A packet longer than a bucket can hold (a guest's TCP super-frame, up to 64 KiB, or a jumbo
 // frame, metered against a burst of a few KiB) would never find the tokens the RFCs ask for,
-// and would be red whatever the rate: TCP through the policer would stall where the same
-// stream cut into segments passes at the rate. Such a packet takes a bucket that is full
-// instead, which goes below 0 by the rest: the tokens it is short of are owed, and the rate
-// earns them back before the bucket holds any packet again, so the rate over time is the
-// same. A packet no longer than the bucket needs B tokens, as the RFCs say (an EBS of 0 is no
+// and would be red whatever the rate: TCP through the policer would lose every super-frame
+// where the same stream cut into segments passes at the rate. Such a packet takes a bucket
+// that is full instead, which goes below 0 by the rest: the tokens it is short of are owed,
+// and the rate earns them back before the bucket holds any packet again, so the rate over
+// time is the same. A packet no longer than the bucket needs B tokens, as the RFCs say (an EBS of 0 is no
 // bucket, Infinity below: no yellow). The second test runs only where the RFCs' fails.
 
 function tallyAllGreen(lengths: Uint32Array, count: number, tally: Float64Array): void {

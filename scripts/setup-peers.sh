@@ -5,7 +5,8 @@
 # (the offloads of the veth ends the uplink tests make), iproute2 (their namespaces), procps
 # (sysctl, a BGP test's veths), FRR
 # (zebra and bgpd, BGP peers in namespaces: test/support/frr.ts), Python 3 (the raw frames
-# test/support/inject-frames.py sends into uplinks), and what
+# test/support/inject-frames.py sends into uplinks), bindfs (a FUSE file system whose daemon a
+# hostile-input test stops: test/hostile/fuse-files.test.ts), and what
 # build-guest.sh needs
 # to make the test guest from Debian packages; installed with apt-get when missing. Then the
 # guest itself (scripts/build-guest.sh). Returns at once when everything is in place.
@@ -14,7 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # command (or file) that shows a package is installed -> the Debian package that provides it
 NEEDS="qemu-system-x86_64:qemu-system-x86 dpdk-testpmd:dpdk-dev /bin/busybox:busybox-static
-iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr /usr/bin/python3:python3 apt-get:apt dpkg-deb:dpkg flock:util-linux prlimit:util-linux sysctl:procps cpio:cpio xz:xz-utils zstd:zstd gzip:gzip"
+iperf3:iperf3 tshark:tshark promtool:prometheus ethtool:ethtool ip:iproute2 /usr/lib/frr/bgpd:frr vtysh:frr /usr/bin/python3:python3 apt-get:apt dpkg-deb:dpkg flock:util-linux prlimit:util-linux sysctl:procps cpio:cpio xz:xz-utils zstd:zstd gzip:gzip bindfs:bindfs"
 missing=""
 for need in $NEEDS; do
   what=${need%%:*} pkg=${need#*:}

@@ -4,7 +4,8 @@
 // answers, timers), nor takes more of it than its port's budget, nor makes it hold an
 // unbounded number of messages and fds.
 import type { ControlBudget } from './control-budget.ts';
-import { closeAll, MAX_FDS_PER_MESSAGE, recvMsg, watchReadable, type Watch } from '../sys/libc.ts';
+import { closeAll, MAX_FDS_PER_MESSAGE, peerCredentials, recvMsg, watchReadable, type Watch } from '../sys/libc.ts';
+import { fuseFileSystem } from '../sys/fuse-files.ts';
 import { decodeHeader, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_LEN, MAX_PAYLOAD, ProtocolError, requestName, VERSION, VERSION_MASK, type Header } from './protocol.ts';
 
 export interface Message extends Header {
@@ -17,6 +18,14 @@ const MESSAGES_PER_WAKEUP = 16;
 /** Reading pauses while this many messages, or fds, wait to be handled. */
 export const MAX_QUEUED_MESSAGES = 32;
 export const MAX_QUEUED_FDS = 64;
+
+/**
+ * Fds of files on FUSE that frontends sent, kept open and never used: closing one waits for
+ * its daemon's answer (fuse-files.ts), which a frontend may never give. The frontend is
+ * disconnected; each one it sends costs it a connection, and this thread an fd.
+ */
+const keptFuseFiles: number[] = [];
+
 /** "Header": the version's 2 bits, "Bit 2 is the reply flag", "Bit 3 is the need_reply flag"; no other bit has a meaning. */
 const KNOWN_FLAGS = VERSION_MASK | FLAG_REPLY | FLAG_NEED_REPLY;
 
@@ -42,6 +51,8 @@ export class MessageReader {
   /** the port's budget is spent: reading resumes when this timer fires */
   private waitForBudget: NodeJS.Timeout | null = null;
   private watchPaused = false;
+  /** the frontend's pid (SO_PEERCRED), read when it first sends fds; 0 unknown */
+  private peerPid = -1;
 
   constructor(fd: number, sink: MessageSink, budget: ControlBudget) {
     this.fd = fd;
@@ -92,6 +103,7 @@ export class MessageReader {
           const got = recvMsg(this.fd, this.buf.subarray(this.have, this.have + want));
           if (got === null) return;
           this.fds.push(...got.fds);
+          if (got.fds.length > 0) this.setAsideFuseFiles();
           if (got.fdsTruncated || this.fds.length > MAX_FDS_PER_MESSAGE) throw new ProtocolError(`more than ${MAX_FDS_PER_MESSAGE} fds in one message`);
           if (got.length === 0) return this.finish('frontend disconnected');
           this.have += got.length;
@@ -110,6 +122,29 @@ export class MessageReader {
     } catch (err) {
       this.finish(`protocol error: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * Takes fds of files on FUSE out of the message's (keptFuseFiles), before anything could
+   * close or stat them, and refuses the message.
+   */
+  private setAsideFuseFiles(): void {
+    if (this.peerPid < 0) {
+      try {
+        this.peerPid = peerCredentials(this.fd).pid;
+      } catch {
+        this.peerPid = 0;
+      }
+    }
+    let type: string | null = null;
+    this.fds = this.fds.filter((fd) => {
+      const fuse = fuseFileSystem(fd, this.peerPid);
+      if (fuse === null) return true;
+      keptFuseFiles.push(fd);
+      type = fuse;
+      return false;
+    });
+    if (type !== null) throw new ProtocolError(`an fd of a file on ${type}, whose daemon every close, stat and statfs of it would wait for: refused, and kept open unused`);
   }
 
   private finish(reason: string): void {

@@ -102,8 +102,9 @@ export class MessageReader {
         if (want > 0) {
           const got = recvMsg(this.fd, this.buf.subarray(this.have, this.have + want));
           if (got === null) return;
-          this.fds.push(...got.fds);
-          if (got.fds.length > 0) this.setAsideFuseFiles();
+          const { others, fuse } = this.setAsideFuseFiles(got.fds);
+          this.fds.push(...others);
+          if (fuse !== null) throw new ProtocolError(`an fd of a file on ${fuse}, whose daemon every close, stat and statfs of it would wait for: refused, and kept open unused`);
           if (got.fdsTruncated || this.fds.length > MAX_FDS_PER_MESSAGE) throw new ProtocolError(`more than ${MAX_FDS_PER_MESSAGE} fds in one message`);
           if (got.length === 0) return this.finish('frontend disconnected');
           this.have += got.length;
@@ -125,10 +126,12 @@ export class MessageReader {
   }
 
   /**
-   * Takes fds of files on FUSE out of the message's (keptFuseFiles), before anything could
-   * close or stat them, and refuses the message.
+   * Moves the fds of files on FUSE among those just received to keptFuseFiles, before
+   * anything could close or stat them: returns the others, and the file system of the last
+   * one moved (null: none, the message goes on).
    */
-  private setAsideFuseFiles(): void {
+  private setAsideFuseFiles(fds: number[]): { others: number[]; fuse: string | null } {
+    if (fds.length === 0) return { others: fds, fuse: null };
     if (this.peerPid < 0) {
       try {
         this.peerPid = peerCredentials(this.fd).pid;
@@ -136,15 +139,15 @@ export class MessageReader {
         this.peerPid = 0;
       }
     }
-    let type: string | null = null;
-    this.fds = this.fds.filter((fd) => {
-      const fuse = fuseFileSystem(fd, this.peerPid);
-      if (fuse === null) return true;
+    let fuse: string | null = null;
+    const others = fds.filter((fd) => {
+      const type = fuseFileSystem(fd, this.peerPid);
+      if (type === null) return true;
       keptFuseFiles.push(fd);
-      type = fuse;
+      fuse = type;
       return false;
     });
-    if (type !== null) throw new ProtocolError(`an fd of a file on ${type}, whose daemon every close, stat and statfs of it would wait for: refused, and kept open unused`);
+    return { others, fuse };
   }
 
   private finish(reason: string): void {

@@ -3,6 +3,7 @@
 import { openSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import koffi from 'koffi';
+import { setNonBlocking } from '../../src/sys/libc.ts';
 
 const libc = koffi.load('libc.so.6');
 const c = {
@@ -77,7 +78,7 @@ export async function lingeringSocket(seconds: number): Promise<{ fd: number; cl
   addr.set([127, 0, 0, 1], 4);
   if (fd < 0 || (c.connect(fd, addr, addr.length) as number) < 0) throw new Error('cannot connect a TCP socket on loopback');
   await new Promise<void>((resolve) => (peers.length > 0 ? resolve() : server.once('connection', () => resolve())));
-  makeNonBlocking(fd);
+  setNonBlocking(fd);
   const chunk = new Uint8Array(1 << 16);
   let sent = 0;
   for (let n = 0; (n = c.write(fd, chunk, chunk.length) as number) > 0; ) sent += n;
@@ -93,12 +94,10 @@ export async function lingeringSocket(seconds: number): Promise<{ fd: number; cl
   };
 }
 
-function makeNonBlocking(fd: number): void {
-  const flags = c.fcntl(fd, F_GETFL, 0) as number;
-  if (flags < 0 || (c.fcntl(fd, F_SETFL, flags | O_NONBLOCK) as number) < 0) throw new Error(`fcntl on fd ${fd} failed`);
-}
-
-/** Closes an fd of this process (its copy only: what it was sent to keeps its own). */
+/**
+ * Closes an fd of this process (its copy only: what it was sent to keeps its own), as it
+ * is: src/sys's close() clears SO_LINGER first, on the socket every copy shares.
+ */
 export function closeOwn(fd: number): void {
   c.close(fd);
 }

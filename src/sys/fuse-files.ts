@@ -1,15 +1,24 @@
 // Files on FUSE among the fds a frontend sends. Such a file's daemon is a process of the
 // frontend's choosing: close() of any fd of it sends FLUSH to the daemon and waits for the
 // answer, and fstat() and fstatfs() ask it too, so a frontend that stops its daemon would
-// hold whichever thread makes the call. What a file is on is read here without a call to
-// its file system: /proc/self/fdinfo names the fd's mount (mnt_id), and the mountinfo of
-// this process, or of the frontend's (whose mount namespace may differ), names its type.
-import { readFileSync, readlinkSync } from 'node:fs';
+// hold whichever thread makes the call. A file on an overlay mount reaches its layers' file
+// systems in those calls, and a layer may be on FUSE. What a file is on is read here
+// without a call to its file system: /proc/self/fdinfo names the fd's mount (mnt_id), and
+// the mountinfo of this process, or of the frontend's (whose mount namespace may differ),
+// names its type. A mount in neither (made in a mount namespace of a third process, or
+// detached from every namespace while a file of it stays open) is told by its file
+// system's device: the kernel's own (memfds, huge-page memfds) are known, and every FUSE
+// mount has a backing device of its own, which /sys/class/bdi lists under its number.
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeAll, fileDevice, hugePageMemfdCreate, memfdCreate } from './libc.ts';
 
 /**
- * The FUSE file system type ("fuse.bindfs", "fuseblk") of the file fd refers to, or null
- * for anything else (an eventfd, a socket, a memfd, a file on tmpfs, or a mount found in
- * neither table).
+ * What the file fd refers to is on, when a close, stat or statfs of it may wait for a
+ * process outside the kernel: "fuse.bindfs" (its mount's type), "overlay (whose layers may
+ * be on FUSE)", "fuse or nfs (device 0:39, mounted where ...)", or a file system on such a
+ * mount that is neither the kernel's own nor FUSE's ("a file system vrouter cannot name
+ * (device 0:55, ...)"), which may be an overlay too. Null for anything else: an eventfd, a
+ * socket, a memfd, a file on tmpfs or hugetlbfs that vrouter or the frontend has mounted.
  */
 export function fuseFileSystem(fd: number, peerPid: number): string | null {
   let target: string;
@@ -29,7 +38,9 @@ export function fuseFileSystem(fd: number, peerPid: number): string | null {
     return null;
   }
   const type = mountType('/proc/self/mountinfo', mountId) ?? (peerPid > 0 ? mountType(`/proc/${peerPid}/mountinfo`, mountId) : null);
-  return type !== null && (type === 'fuse' || type === 'fuseblk' || type.startsWith('fuse.')) ? type : null;
+  if (type === null) return unseenMountFileSystem(fd);
+  if (type === 'overlay') return 'overlay (whose layers may be on FUSE)';
+  return type === 'fuse' || type === 'fuseblk' || type.startsWith('fuse.') ? type : null;
 }
 
 /** The type of mount `id` in a mountinfo table ("ID PARENT MAJ:MIN ROOT POINT OPTIONS [FIELDS] - TYPE SOURCE ..."), or null. */
@@ -48,4 +59,56 @@ function mountType(table: string, id: number): string | null {
     return dash > 0 && dash + 1 < fields.length ? fields[dash + 1] : null;
   }
   return null;
+}
+
+/**
+ * fuseFileSystem() for a file on a mount neither vrouter nor the frontend has. The
+ * kernel's own mounts (those of memfds and huge-page memfds, in no mountinfo) are known by
+ * their devices. FUSE names each mount's backing device by the file system's device
+ * number ("0:39"; a fuseblk mount's "8:1-fuseblk"), as NFS does, the one other file system
+ * with a device of major 0 that does. Anything else there cannot be named without asking
+ * it (an overlay stacked on FUSE among them), and is refused too. Without /sys (a container
+ * that hides it) a FUSE mount there is refused as one of those.
+ */
+function unseenMountFileSystem(fd: number): string | null {
+  let device: { major: number; minor: number };
+  try {
+    device = fileDevice(fd);
+  } catch {
+    return null;
+  }
+  const name = `${device.major}:${device.minor}`;
+  if (kernelFileDevices().has(name)) return null;
+  const where = `device ${name}, mounted where neither vrouter nor the frontend sees it`;
+  if (existsSync(`/sys/class/bdi/${name}-fuseblk`)) return `fuseblk (${where})`;
+  if (device.major === 0 && existsSync(`/sys/class/bdi/${name}`)) return `fuse or nfs (${where})`;
+  return `a file system vrouter cannot name (${where})`;
+}
+
+let kernelDevices: Set<string> | null = null;
+
+/** The devices of the kernel's memfd mounts: a memfd's, and a huge-page memfd's of every size the kernel has (/sys/kernel/mm/hugepages). */
+function kernelFileDevices(): Set<string> {
+  if (kernelDevices !== null) return kernelDevices;
+  const devices = new Set<string>();
+  const fds: number[] = [];
+  // What cannot be made here (no huge pages of a size, a memfd refused) no frontend sends either.
+  try {
+    fds.push(memfdCreate('vrouter-device-probe', { sealing: false }));
+    for (const dir of existsSync('/sys/kernel/mm/hugepages') ? readdirSync('/sys/kernel/mm/hugepages') : []) {
+      const kb = /^hugepages-(\d+)kB$/.exec(dir);
+      const fd = kb === null ? -1 : hugePageMemfdCreate('vrouter-device-probe', Number(kb[1]) * 1024);
+      if (fd >= 0) fds.push(fd);
+    }
+    for (const fd of fds) {
+      const d = fileDevice(fd);
+      devices.add(`${d.major}:${d.minor}`);
+    }
+  } catch {
+    // The devices found so far.
+  } finally {
+    closeAll(fds);
+  }
+  kernelDevices = devices;
+  return devices;
 }

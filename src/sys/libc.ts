@@ -64,6 +64,7 @@ const c = {
   setpriority: libc.func('int setpriority(int which, uint32_t who, int prio)'),
   prctl: libc.func('int prctl(int option, const char *arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)'),
   fstatfs: libc.func('int fstatfs(int fd, _Out_ uint8_t *buf)'),
+  statx: libc.func('int statx(int dirfd, const char *path, int flags, unsigned int mask, _Out_ uint8_t *buf)'),
   chmod: libc.func('int chmod(const char *path, uint32_t mode)'),
   lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
   unlink: libc.func('int unlink(const char *path)'),
@@ -96,6 +97,14 @@ export function memfdCreate(name: string, opts: { sealing?: boolean } = {}): num
   const fd = c.memfd_create(name, MFD_CLOEXEC | (opts.sealing === false ? 0 : MFD_ALLOW_SEALING)) as number;
   if (fd < 0) fail('memfd_create', name);
   return fd;
+}
+
+const MFD_HUGETLB = 4;
+const MFD_HUGE_SHIFT = 26;
+
+/** A memfd of huge pages of `pageBytes` (a power of 2), or -1 where the kernel has none of that size. */
+export function hugePageMemfdCreate(name: string, pageBytes: number): number {
+  return c.memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB | (Math.log2(pageBytes) << MFD_HUGE_SHIFT)) as number;
 }
 
 export function ftruncate(fd: number, length: number): void {
@@ -142,6 +151,22 @@ const statfsBuf = new Uint8Array(120); // sizeof(struct statfs) on x86-64
 export function fileSystemType(fd: number): number {
   if ((c.fstatfs(fd, statfsBuf) as number) < 0) fail('fstatfs', `fd ${fd}`);
   return Number(new DataView(statfsBuf.buffer).getBigInt64(0, true));
+}
+
+const AT_EMPTY_PATH = 0x1000;
+const AT_STATX_DONT_SYNC = 0x4000;
+const statxBuf = new Uint8Array(256); // sizeof(struct statx)
+/**
+ * The device number of the file system the file behind fd is on (stx_dev_major and
+ * stx_dev_minor, offsets 136 and 140 of struct statx), as the kernel holds it: no field is
+ * asked for (the device comes whatever the mask) and AT_STATX_DONT_SYNC lets no file
+ * system be asked either (fstat() of a file on FUSE waits for its daemon's answer, this
+ * does not).
+ */
+export function fileDevice(fd: number): { major: number; minor: number } {
+  if ((c.statx(fd, '', AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, statxBuf) as number) < 0) fail('statx', `fd ${fd}`);
+  const view = new DataView(statxBuf.buffer);
+  return { major: view.getUint32(136, true), minor: view.getUint32(140, true) };
 }
 
 const MAP_NORESERVE = 0x4000;

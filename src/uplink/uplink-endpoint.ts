@@ -215,7 +215,7 @@ export class UplinkEndpoint {
   }
 
   state(): PortState {
-    return { connected: this.queues.length > 0, quarantinedForS: 0, controlThrottled: 0, device: null };
+    return { connected: this.queues.length > 0, quarantinedForS: 0, refusedForGood: null, controlThrottled: 0, device: null };
   }
 
   /**

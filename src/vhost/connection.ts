@@ -106,6 +106,8 @@ export interface ConnectionOptions {
   /** a fresh connection generation (see PmdCommand): one per connection and per device reset */
   nextGeneration: () => number;
   onClosed: (reason: string) => void;
+  /** the frontend sent `count` fds of files on FUSE, kept open for good (message-reader.ts); the connection closes */
+  onKeptFiles: (count: number) => void;
   /** the port's share of the control thread: its messages, and the PMD commands they cause, take from it */
   budget: ControlBudget;
 }
@@ -161,7 +163,7 @@ export class VhostConnection {
     this.options = options;
     this.gen = options.nextGeneration();
     this.vrings = Array.from({ length: 2 * port.queues }, newVring);
-    this.reader = new MessageReader(fd, { message: (m) => this.enqueue(m), end: (reason) => void this.close(reason) }, options.budget);
+    this.reader = new MessageReader(fd, { message: (m) => this.enqueue(m), end: (reason) => void this.close(reason), keptFiles: (count) => options.onKeptFiles(count) }, options.budget);
     this.audit = setInterval(() => this.auditFds(), FD_AUDIT_MS).unref();
   }
 

@@ -22,7 +22,8 @@ export const MAX_QUEUED_FDS = 64;
 /**
  * Fds of files on FUSE that frontends sent, kept open and never used: closing one waits for
  * its daemon's answer (fuse-files.ts), which a frontend may never give. The frontend is
- * disconnected; each one it sends costs it a connection, and this thread an fd.
+ * disconnected, and its port pays for them (MessageSink.keptFiles): each one costs this
+ * thread an fd for good.
  */
 const keptFuseFiles: number[] = [];
 
@@ -34,6 +35,8 @@ export interface MessageSink {
   message(m: Message): void;
   /** the frontend hung up, or broke the framing: the connection is over */
   end(reason: string): void;
+  /** `count` fds it sent, of files on FUSE, are kept open for good (keptFuseFiles); end() follows */
+  keptFiles(count: number): void;
 }
 
 export class MessageReader {
@@ -104,7 +107,10 @@ export class MessageReader {
           if (got === null) return;
           const { others, fuse } = this.setAsideFuseFiles(got.fds);
           this.fds.push(...others);
-          if (fuse !== null) throw new ProtocolError(`an fd of a file on ${fuse}, whose daemon every close, stat and statfs of it would wait for: refused, and kept open unused`);
+          if (fuse !== null) {
+            this.sink.keptFiles(got.fds.length - others.length);
+            throw new ProtocolError(`an fd of a file on ${fuse}, where a close, stat or statfs of it may wait for a process outside the kernel (a FUSE daemon the frontend chose): refused, and kept open unused`);
+          }
           if (got.fdsTruncated || this.fds.length > MAX_FDS_PER_MESSAGE) throw new ProtocolError(`more than ${MAX_FDS_PER_MESSAGE} fds in one message`);
           if (got.length === 0) return this.finish('frontend disconnected');
           this.have += got.length;

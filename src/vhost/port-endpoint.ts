@@ -31,6 +31,15 @@ const RECONNECT_MS = 1000;
 const QUARANTINE_FIRST_S = 5;
 const QUARANTINE_MAX_S = 300;
 const QUARANTINE_MEMORY_MS = 600_000;
+/**
+ * Fds of files on FUSE (or where vrouter cannot tell) a port's frontends may make vrouter
+ * keep open for good (each costs the control thread an fd: message-reader.ts), eight
+ * messages' worth: then the port refuses
+ * every frontend until it is removed and added again, or vrouter restarts. No frontend
+ * that means well sends one: its guest memory would be refused anyway (not tmpfs or
+ * hugetlbfs).
+ */
+export const KEPT_FILES_MAX = 64;
 const HOLD_BACK_MS = 1000;
 const THROTTLED_LOG_MS = 10_000;
 
@@ -39,6 +48,8 @@ export interface PortState {
   connected: boolean;
   /** seconds the port still refuses frontends (0: none) */
   quarantinedForS: number;
+  /** why the port refuses every frontend until it is removed and added again, or null */
+  refusedForGood: string | null;
   /** times its frontends had to wait for the port's share of the control thread */
   controlThrottled: number;
   device: DeviceState | null;
@@ -62,6 +73,9 @@ export class PortEndpoint {
   /** when the port was quarantined recently, and until when it refuses frontends */
   private quarantines: number[] = [];
   private quarantinedUntil = 0;
+  /** fds of files on FUSE its frontends sent, which vrouter keeps open for good */
+  private filesKept = 0;
+  private refusedForGood: string | null = null;
   /** kept across connections: a frontend that reconnects does not get a new one */
   private readonly budget = new ControlBudget(() => this.sayThrottled());
   /** when the log last said the port waits for its budget, and its count then */
@@ -87,7 +101,7 @@ export class PortEndpoint {
   /** Whether a frontend is connected, its device's state, and any quarantine. */
   state(): PortState {
     const quarantine = Math.max(0, Math.ceil((this.quarantinedUntil - Date.now()) / 1000));
-    return { connected: this.connection !== null, quarantinedForS: quarantine, controlThrottled: this.budget.throttled, device: this.connection?.state() ?? null };
+    return { connected: this.connection !== null, quarantinedForS: quarantine, refusedForGood: this.refusedForGood, controlThrottled: this.budget.throttled, device: this.connection?.state() ?? null };
   }
 
   /**
@@ -194,8 +208,26 @@ export class PortEndpoint {
     await this.connection?.close(`quarantined: ${why}`);
   }
 
-  /** Whether the port refuses frontends for now (quarantine). */
+  /**
+   * Its frontend sent `count` fds of files on FUSE (or where vrouter cannot tell), kept open
+   * for good (message-reader.ts), and its connection is closing for it. Once its frontends
+   * made vrouter keep KEPT_FILES_MAX the port refuses every frontend: what one port's
+   * frontends can make vrouter hold is bounded, and no other port's pays for it.
+   */
+  private keptFiles(count: number): void {
+    this.filesKept += count;
+    if (this.filesKept < KEPT_FILES_MAX) return;
+    this.refusedForGood = `its frontends sent ${this.filesKept} fds of files whose close may wait for a FUSE daemon, which vrouter keeps open for good: the most a port's may`;
+    this.log.warn(`port ${this.settings.name}: refuses every frontend until the port is removed and added again, or vrouter restarts: ${this.refusedForGood}`, 'port.quarantined', { port: this.settings.name, seconds: null });
+  }
+
+  /** Whether the port refuses frontends for now (quarantine), or for good. */
   private refusing(fd: number): boolean {
+    if (this.refusedForGood !== null) {
+      closeAll([fd]);
+      this.log.warn(`port ${this.settings.name}: refused a frontend: the port refuses every frontend until it is removed and added again (${this.refusedForGood})`, 'frontend.refused', { port: this.settings.name });
+      return true;
+    }
     if (Date.now() >= this.quarantinedUntil) return false;
     closeAll([fd]);
     this.log.warn(`port ${this.settings.name}: refused a frontend: quarantined for ${Math.ceil((this.quarantinedUntil - Date.now()) / 1000)} s more`, 'frontend.refused', { port: this.settings.name });
@@ -269,7 +301,7 @@ export class PortEndpoint {
   }
 
   private connect(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.refusedForGood !== null) return;
     let fd: number;
     try {
       fd = unixConnect(this.settings.socket);
@@ -327,6 +359,6 @@ export class PortEndpoint {
         this.retryTimer = setTimeout(() => this.connect(), Math.max(RECONNECT_MS, this.quarantinedUntil - Date.now()));
       }
     };
-    this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, { nextGeneration: () => ++this.generation, onClosed, budget: this.budget });
+    this.connection = new VhostConnection(fd, this.settings, this.dataplane, this.log, { nextGeneration: () => ++this.generation, onClosed, onKeptFiles: (count) => this.keptFiles(count), budget: this.budget });
   }
 }

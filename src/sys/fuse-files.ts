@@ -67,15 +67,17 @@ function mountType(table: string, id: number): string | null {
  * their devices. FUSE names each mount's backing device by the file system's device
  * number ("0:39"; a fuseblk mount's "8:1-fuseblk"), as NFS does, the one other file system
  * with a device of major 0 that does. Anything else there cannot be named without asking
- * it (an overlay stacked on FUSE among them), and is refused too. Without /sys (a container
- * that hides it) a FUSE mount there is refused as one of those.
+ * it (an overlay stacked on FUSE among them), and is refused too: a frontend whose process
+ * vrouter cannot see (another pid namespace's) has its memory files on mounts of vrouter's
+ * namespace, or in memfds. Without /sys (a container that hides it) a FUSE mount there is
+ * refused as one of those.
  */
 function unseenMountFileSystem(fd: number): string | null {
   let device: { major: number; minor: number };
   try {
     device = fileDevice(fd);
-  } catch {
-    return null;
+  } catch (err) {
+    return `a file system vrouter cannot name (${(err as Error).message}, mounted where neither vrouter nor the frontend sees it)`;
   }
   const name = `${device.major}:${device.minor}`;
   if (kernelFileDevices().has(name)) return null;

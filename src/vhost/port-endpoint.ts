@@ -34,10 +34,9 @@ const QUARANTINE_MEMORY_MS = 600_000;
 /**
  * Fds of files on FUSE (or where vrouter cannot tell) a port's frontends may make vrouter
  * keep open for good (each costs the control thread an fd: message-reader.ts), eight
- * messages' worth: then the port refuses
- * every frontend until it is removed and added again, or vrouter restarts. No frontend
- * that means well sends one: its guest memory would be refused anyway (not tmpfs or
- * hugetlbfs).
+ * messages' worth: then the port refuses every frontend until it is removed and added
+ * again, or vrouter restarts. A frontend that means well sends none, or a few by mistake,
+ * and is told why each time.
  */
 export const KEPT_FILES_MAX = 64;
 const HOLD_BACK_MS = 1000;

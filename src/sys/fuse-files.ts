@@ -13,14 +13,26 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { closeAll, fileDevice, hugePageMemfdCreate, memfdCreate } from './libc.ts';
 
 /**
- * What the file fd refers to is on, when a close, stat or statfs of it may wait for a
- * process outside the kernel: "fuse.bindfs" (its mount's type), "overlay (whose layers may
- * be on FUSE)", "fuse or nfs (device 0:39, mounted where ...)", or a file system on such a
- * mount that is neither the kernel's own nor FUSE's ("a file system vrouter cannot name
- * (device 0:55, ...)"), which may be an overlay too. Null for anything else: an eventfd, a
- * socket, a memfd, a file on tmpfs or hugetlbfs that vrouter or the frontend has mounted.
+ * For each of fds, what the file it refers to is on, when a close, stat or statfs of it may
+ * wait for a process outside the kernel: "fuse.bindfs" (its mount's type), "overlay (whose
+ * layers may be on FUSE)", "fuse or nfs (device 0:39, mounted where ...)", or a file system
+ * on such a mount that is neither the kernel's own nor FUSE's ("a file system vrouter
+ * cannot name (device 0:55, ...)"), which may be an overlay too. Null for anything else:
+ * an eventfd, a socket, a memfd, a file on tmpfs or hugetlbfs that vrouter or the frontend
+ * has mounted. Each mountinfo table is read once for all of them (a memory table's eight
+ * memfds are in neither).
  */
-export function fuseFileSystem(fd: number, peerPid: number): string | null {
+export function fuseFileSystems(fds: readonly number[], peerPid: number): (string | null)[] {
+  const tables = new Map<string, string | null>();
+  const table = (path: string) => {
+    if (!tables.has(path)) tables.set(path, readTable(path));
+    return tables.get(path)!;
+  };
+  return fds.map((fd) => fuseFileSystem(fd, peerPid, table));
+}
+
+/** fuseFileSystems() for one fd; `table` gives a mountinfo table's text (null: unreadable). */
+function fuseFileSystem(fd: number, peerPid: number, table: (path: string) => string | null): string | null {
   let target: string;
   try {
     target = readlinkSync(`/proc/self/fd/${fd}`);
@@ -37,20 +49,23 @@ export function fuseFileSystem(fd: number, peerPid: number): string | null {
   } catch {
     return null;
   }
-  const type = mountType('/proc/self/mountinfo', mountId) ?? (peerPid > 0 ? mountType(`/proc/${peerPid}/mountinfo`, mountId) : null);
+  const type = mountType(table('/proc/self/mountinfo'), mountId) ?? (peerPid > 0 ? mountType(table(`/proc/${peerPid}/mountinfo`), mountId) : null);
   if (type === null) return unseenMountFileSystem(fd);
   if (type === 'overlay') return 'overlay (whose layers may be on FUSE)';
   return type === 'fuse' || type === 'fuseblk' || type.startsWith('fuse.') ? type : null;
 }
 
-/** The type of mount `id` in a mountinfo table ("ID PARENT MAJ:MIN ROOT POINT OPTIONS [FIELDS] - TYPE SOURCE ..."), or null. */
-function mountType(table: string, id: number): string | null {
-  let text: string;
+function readTable(path: string): string | null {
   try {
-    text = readFileSync(table, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch {
     return null;
   }
+}
+
+/** The type of mount `id` in a mountinfo table's text ("ID PARENT MAJ:MIN ROOT POINT OPTIONS [FIELDS] - TYPE SOURCE ..."), or null. */
+function mountType(text: string | null, id: number): string | null {
+  if (text === null) return null;
   const prefix = `${id} `;
   for (const line of text.split('\n')) {
     if (!line.startsWith(prefix)) continue;
@@ -62,7 +77,7 @@ function mountType(table: string, id: number): string | null {
 }
 
 /**
- * fuseFileSystem() for a file on a mount neither vrouter nor the frontend has. The
+ * fuseFileSystems() for a file on a mount neither vrouter nor the frontend has. The
  * kernel's own mounts (those of memfds and huge-page memfds, in no mountinfo) are known by
  * their devices. FUSE names each mount's backing device by the file system's device
  * number ("0:39"; a fuseblk mount's "8:1-fuseblk"), as NFS does, the one other file system

@@ -5,7 +5,7 @@
 // unbounded number of messages and fds.
 import type { ControlBudget } from './control-budget.ts';
 import { closeAll, MAX_FDS_PER_MESSAGE, peerCredentials, recvMsg, watchReadable, type Watch } from '../sys/libc.ts';
-import { fuseFileSystem } from '../sys/fuse-files.ts';
+import { fuseFileSystems } from '../sys/fuse-files.ts';
 import { decodeHeader, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_LEN, MAX_PAYLOAD, ProtocolError, requestName, VERSION, VERSION_MASK, type Header } from './protocol.ts';
 
 export interface Message extends Header {
@@ -145,12 +145,12 @@ export class MessageReader {
         this.peerPid = 0;
       }
     }
+    const types = fuseFileSystems(fds, this.peerPid);
     let fuse: string | null = null;
-    const others = fds.filter((fd) => {
-      const type = fuseFileSystem(fd, this.peerPid);
-      if (type === null) return true;
+    const others = fds.filter((fd, i) => {
+      if (types[i] === null) return true;
       keptFuseFiles.push(fd);
-      fuse = type;
+      fuse = types[i];
       return false;
     });
     return { others, fuse };
